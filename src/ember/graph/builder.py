@@ -1,0 +1,77 @@
+"""Building graphs node by node, with types inferred as nodes are added."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .ir import Graph, Node, Value, constant
+from .types import TensorType
+
+
+class GraphBuilder:
+    """Append nodes to a new graph; each ``op`` call infers its output types at once, so a
+    type error names the node that caused it."""
+
+    def __init__(self, name: str = "graph"):
+        self.name = name
+        self.inputs: list[Value] = []
+        self.nodes: list[Node] = []
+        self._names: set[str] = set()
+
+    def fresh(self, base: str) -> str:
+        base = base or "v"
+        name, k = base, 0
+        while name in self._names:
+            k += 1
+            name = f"{base}_{k}"
+        self._names.add(name)
+        return name
+
+    def input(self, name: str, type: TensorType) -> Value:
+        v = Value(self.fresh(name), type)
+        self.inputs.append(v)
+        return v
+
+    def const(self, array: Any, name: str | None = None, dtype: str | None = None) -> Value:
+        return constant(array, self.fresh(name) if name else None, dtype)
+
+    def op(self, op: str, inputs: Sequence[Value], name: str = "", **attrs: Any) -> Value:
+        """Add one node; returns its output (a tuple of outputs for multi-output ops)."""
+        outs = self.op_multi(op, inputs, name, **attrs)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def op_multi(self, op: str, inputs: Sequence[Value], name: str = "", **attrs: Any) -> list[Value]:
+        from ..ops import get_op
+
+        opdef = get_op(op)
+        node_name = self.fresh(name or op)
+        a = opdef.fill_attrs(attrs, node_name)
+        types = opdef.infer_types(a, [v.type for v in inputs], node_name)
+        node = Node(op, list(inputs), [], a, node_name)
+        node.outputs = [Value(self.fresh(node_name if len(types) == 1 else f"{node_name}_{k}"), t, node)
+                        for k, t in enumerate(types)]
+        self.nodes.append(node)
+        return node.outputs
+
+    def add_node(self, node: Node) -> None:
+        """Append an already-typed node (used by passes that copy nodes)."""
+        self.nodes.append(node)
+
+    def finish(self, outputs: Sequence[Value]) -> Graph:
+        return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name)
+
+
+def infer_node(node: Node) -> list[TensorType]:
+    """Re-run the type rule of an existing node."""
+    from ..ops import get_op
+
+    opdef = get_op(node.op)
+    return opdef.infer_types(node.attrs, [v.type for v in node.inputs], node.name)
+
+
+def run_node_reference(node: Node, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    from ..ops import get_op
+
+    return get_op(node.op).run_reference(node.attrs, arrays)

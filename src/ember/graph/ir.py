@@ -1,0 +1,195 @@
+"""The graph IR: an SSA dataflow graph of core ops over typed tensors.
+
+* A :class:`Value` is produced exactly once: by a :class:`Node`, as a graph input, or as a
+  constant (a numpy array held in ``Value.const``).
+* A :class:`Node` applies one core op (``ember.ops``) with attributes to input values.
+* A :class:`Graph` lists its inputs, its nodes in topological order and its outputs.
+
+Passes build new graphs rather than patching nodes in place where they can; the helpers here
+(``users``, ``replace_all_uses``, ``topo_sort``) cover the cases where in-place is clearer.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .types import TensorType
+
+_ids = itertools.count()
+
+
+@dataclass(eq=False)
+class Value:
+    """An SSA value: a tensor of a known type."""
+
+    name: str
+    type: TensorType
+    producer: "Node | None" = None
+    const: np.ndarray | None = None
+    uid: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def is_const(self) -> bool:
+        return self.const is not None
+
+    @property
+    def shape(self):
+        return self.type.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.type.dtype
+
+    def __repr__(self) -> str:
+        return f"%{self.name}: {self.type}"
+
+    __hash__ = object.__hash__
+
+
+@dataclass(eq=False)
+class Node:
+    """One application of a core op."""
+
+    op: str
+    inputs: list[Value]
+    outputs: list[Value]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def output(self) -> Value:
+        """The single output of a one-output node."""
+        assert len(self.outputs) == 1, f"{self.op} node {self.name!r} has {len(self.outputs)} outputs"
+        return self.outputs[0]
+
+    def __repr__(self) -> str:
+        return f"Node({self.op}, {self.name!r})"
+
+    __hash__ = object.__hash__
+
+
+def constant(array: Any, name: str | None = None, dtype: str | None = None) -> Value:
+    """A new constant value holding a copy of ``array``."""
+    arr = np.array(array, dtype=dtype) if dtype is not None else np.array(array)
+    if arr.dtype == np.dtype("O"):
+        raise TypeError("object arrays cannot be graph constants")
+    arr.setflags(write=False)
+    uid = next(_ids)
+    return Value(name or f"c{uid}", TensorType.of(arr), None, arr, uid)
+
+
+@dataclass(eq=False)
+class Graph:
+    """A dataflow graph: inputs, nodes in topological order, outputs."""
+
+    inputs: list[Value]
+    nodes: list[Node]
+    outputs: list[Value]
+    name: str = "graph"
+
+    # ---- traversal -----------------------------------------------------------------------
+
+    def constants(self) -> list[Value]:
+        """Constant values used by nodes or outputs, in first-use order."""
+        seen: dict[int, Value] = {}
+        for n in self.nodes:
+            for v in n.inputs:
+                if v.is_const and v.uid not in seen:
+                    seen[v.uid] = v
+        for v in self.outputs:
+            if v.is_const and v.uid not in seen:
+                seen[v.uid] = v
+        return list(seen.values())
+
+    def values(self) -> Iterator[Value]:
+        """Every value of the graph once: inputs, constants, node outputs."""
+        seen: set[int] = set()
+        for v in itertools.chain(self.inputs, self.constants(), (o for n in self.nodes for o in n.outputs)):
+            if v.uid not in seen:
+                seen.add(v.uid)
+                yield v
+
+    def users(self) -> dict[Value, list[Node]]:
+        """Map from each value to the nodes that read it (in node order)."""
+        out: dict[Value, list[Node]] = {}
+        for n in self.nodes:
+            for v in n.inputs:
+                lst = out.setdefault(v, [])
+                if not lst or lst[-1] is not n:
+                    lst.append(n)
+        return out
+
+    def op_histogram(self) -> dict[str, int]:
+        hist: dict[str, int] = {}
+        for n in self.nodes:
+            hist[n.op] = hist.get(n.op, 0) + 1
+        return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def replace_all_uses(self, old: Value, new: Value) -> None:
+        for n in self.nodes:
+            n.inputs = [new if v is old else v for v in n.inputs]
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def topo_sort(self) -> None:
+        """Reorder ``nodes`` topologically (stable with respect to the current order)."""
+        produced_by = {o: n for n in self.nodes for o in n.outputs}
+        order: list[Node] = []
+        state: dict[int, int] = {}
+        for root in self.nodes:
+            if id(root) in state:
+                continue
+            stack: list[tuple[Node, Iterator[Value]]] = [(root, iter(root.inputs))]
+            state[id(root)] = 1
+            while stack:
+                node, it = stack[-1]
+                for v in it:
+                    p = produced_by.get(v)
+                    if p is not None and id(p) not in state:
+                        state[id(p)] = 1
+                        stack.append((p, iter(p.inputs)))
+                        break
+                else:
+                    stack.pop()
+                    state[id(node)] = 2
+                    order.append(node)
+        self.nodes = order
+
+    def copy(self) -> "Graph":
+        """A structural copy: new Value and Node objects, constants shared (they are read-only)."""
+        vmap: dict[Value, Value] = {}
+
+        def cv(v: Value) -> Value:
+            if v not in vmap:
+                vmap[v] = Value(v.name, v.type, None, v.const)
+            return vmap[v]
+
+        inputs = [cv(v) for v in self.inputs]
+        nodes = []
+        for n in self.nodes:
+            nn = Node(n.op, [cv(v) for v in n.inputs], [], dict(n.attrs), n.name)
+            nn.outputs = [cv(o) for o in n.outputs]
+            for o in nn.outputs:
+                o.producer = nn
+            nodes.append(nn)
+        return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name)
+
+    def __str__(self) -> str:
+        from .text import print_graph
+
+        return print_graph(self)
+
+
+def unique_names(names: Iterable[str]) -> Iterator[str]:
+    """Yield the names made unique by suffixes, in order."""
+    used: set[str] = set()
+    for n in names:
+        base, k, cand = n, 0, n
+        while cand in used:
+            k += 1
+            cand = f"{base}_{k}"
+        used.add(cand)
+        yield cand

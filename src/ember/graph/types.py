@@ -1,0 +1,109 @@
+"""Tensor types of the graph IR: a shape of ints or named symbols, and a dtype.
+
+Dtypes are spelled as numpy spells them ("float32", "int64", "bool", ...), so a constant's
+dtype is simply ``str(array.dtype)``.  A dimension is an ``int`` when it is known at compile
+time and a ``str`` (a symbol such as ``"batch"``) when it is only known at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from ..errors import ShapeError
+
+Dim = Union[int, str]
+
+#: Every dtype the IR knows, with the short name used by the text form.
+DTYPES = (
+    "float16", "bfloat16", "float32", "float64",
+    "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64",
+    "bool",
+)
+
+FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+INT_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+
+
+def is_float(dtype: str) -> bool:
+    return dtype in FLOAT_DTYPES
+
+
+def is_int(dtype: str) -> bool:
+    return dtype in INT_DTYPES
+
+
+def np_dtype(dtype: str) -> np.dtype:
+    """The numpy dtype for an IR dtype (bfloat16 is held as float32 by the reference)."""
+    if dtype == "bfloat16":
+        return np.dtype("float32")
+    return np.dtype(dtype)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """The static type of a value: its shape and element type."""
+
+    shape: tuple[Dim, ...]
+    dtype: str
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ShapeError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
+        object.__setattr__(self, "shape", tuple(int(d) if not isinstance(d, str) else d for d in self.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of elements; only for static shapes."""
+        n = 1
+        for d in self.shape:
+            if not isinstance(d, int):
+                raise ShapeError(f"size of a tensor with symbolic shape {self} is not known")
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np_dtype(self.dtype).itemsize
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{', '.join(str(d) for d in self.shape)}]"
+
+    @staticmethod
+    def of(array: np.ndarray) -> "TensorType":
+        return TensorType(tuple(array.shape), str(array.dtype))
+
+
+def broadcast_shapes(*shapes: tuple[Dim, ...], what: str = "operands") -> tuple[Dim, ...]:
+    """Numpy-style multidirectional broadcasting of (possibly symbolic) shapes."""
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = []
+    for i in range(rank):
+        dim: Dim = 1
+        for s in shapes:
+            j = i - (rank - len(s))
+            if j < 0:
+                continue
+            d = s[j]
+            if d == 1:
+                continue
+            if dim == 1:
+                dim = d
+            elif dim != d:
+                raise ShapeError(
+                    f"cannot broadcast {what} with shapes {', '.join(str(list(s)) for s in shapes)}: "
+                    f"dimension {i} is {dim} in one and {d} in another"
+                )
+        out.append(dim)
+    return tuple(out)

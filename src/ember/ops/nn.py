@@ -1,0 +1,386 @@
+"""Neural-network ops: convolution, matrix multiply, pooling, softmax, normalizations.
+
+Convolution and matmul are OUT_ELEMWISE_FUSABLE: the fusion pass lets the bias, activation and
+residual additions after them run in their write-back loop.  Their fast schedules live in
+``ember.ops.schedules`` next to the layouts they need; here is what they compute.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import te
+from ..graph.types import TensorType, broadcast_shapes, is_float
+from .base import Op, Pattern, register, same_dtype
+from .reduce import normalize_axes
+
+
+def conv_out_dim(size, k, stride, pad_begin, pad_end, dilation, ceil_mode=False):
+    eff = (k - 1) * dilation + 1
+    span = size + pad_begin + pad_end - eff
+    if ceil_mode:
+        out = -(-span // stride) + 1
+        # the last window must start inside the input or the left padding
+        if (out - 1) * stride >= size + pad_begin:
+            out -= 1
+        return out
+    return span // stride + 1
+
+
+def pad_nchw(x, pads):
+    """Zero-pad the two spatial dims of an NCHW tensor expression; pads = (top, left, bottom, right)."""
+    if not any(pads):
+        return x
+    t, l, b, r = pads
+    n, c, h, w = x.shape
+
+    def f(nn, cc, y, xx):
+        yy, xw = y - t, xx - l
+        cond = te.logical_and(te.logical_and(te.ge(yy, te.const(0, "int64")), te.lt(yy, te.const(h, "int64"))),
+                              te.logical_and(te.ge(xw, te.const(0, "int64")), te.lt(xw, te.const(w, "int64"))))
+        return te.select(cond, x[nn, cc, yy, xw], te.const(0, x.dtype))
+
+    return te.compute((n, c, h + t + b, w + l + r), f, name="pad")
+
+
+@register
+class Conv2d(Op):
+    """2-D convolution, NCHW activations, OIHW weights; pads = (top, left, bottom, right)."""
+
+    name = "conv2d"
+    pattern = Pattern.OUT_ELEMWISE_FUSABLE
+    attrs = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "groups": 1}
+    num_inputs = 2
+
+    def infer(self, a, x, w):
+        same_dtype(self, x, w)
+        if x.rank != 4 or w.rank != 4:
+            raise self.fail(f"expects 4-D input and weight, got {x} and {w}")
+        n, c, h, wd = x.shape
+        o, ci, kh, kw = w.shape
+        g = a["groups"]
+        if isinstance(c, int) and c != ci * g:
+            raise self.fail(f"input has {c} channels but weight {w} with groups={g} expects {ci * g}")
+        if isinstance(o, int) and o % g:
+            raise self.fail(f"{o} output channels are not divisible by groups={g}")
+        (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["strides"], a["dilations"], a["pads"]
+        oh = conv_out_dim(h, kh, sh, pt, pb, dh) if isinstance(h, int) else f"{h}_conv"
+        ow = conv_out_dim(wd, kw, sw, pl, pr, dw) if isinstance(wd, int) else f"{wd}_conv"
+        if isinstance(oh, int) and (oh <= 0 or ow <= 0):
+            raise self.fail(f"kernel {kh}x{kw} does not fit input {x} with pads {a['pads']}")
+        return TensorType((n, o, oh, ow), x.dtype)
+
+    def reference(self, a, x, w):
+        return conv2d_reference(x, w, a["strides"], a["pads"], a["dilations"], a["groups"])
+
+    def compute(self, a, x, w):
+        (sh, sw), (dh, dw), g = a["strides"], a["dilations"], a["groups"]
+        xp = pad_nchw(x, a["pads"])
+        n = x.shape[0]
+        o, ci, kh, kw = w.shape
+        oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+        ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+        opg = o // g
+        rc, ry, rx = te.reduce_axis(ci, "rc"), te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx")
+
+        def f(nn, f_, y, xx):
+            cin = rc if g == 1 else (f_ // opg) * ci + rc
+            return te.sum(xp[nn, cin, y * sh + ry * dh, xx * sw + rx * dw] * w[f_, rc, ry, rx], [rc, ry, rx])
+
+        return te.compute((n, o, oh, ow), f, name="conv2d")
+
+
+def conv2d_reference(x, w, strides, pads, dilations, groups):
+    n, c, h, wd = x.shape
+    o, ci, kh, kw = w.shape
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dilations, pads
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    acc_t = np.float64 if x.dtype == np.float64 else np.float32 if is_float(str(x.dtype)) else np.int64
+    out = np.zeros((n, o, oh, ow), dtype=acc_t)
+    opg = o // groups
+    for g in range(groups):
+        xs = xp[:, g * ci:(g + 1) * ci].astype(acc_t)
+        ws = w[g * opg:(g + 1) * opg].astype(acc_t)
+        for ky in range(kh):
+            for kx in range(kw):
+                patch = xs[:, :, ky * dh: ky * dh + (oh - 1) * sh + 1: sh, kx * dw: kx * dw + (ow - 1) * sw + 1: sw]
+                out[:, g * opg:(g + 1) * opg] += np.einsum("nchw,oc->nohw", patch, ws[:, :, ky, kx])
+    return out.astype(x.dtype)
+
+
+@register
+class MatMul(Op):
+    """Batched matrix product with numpy broadcasting of the batch dims; both operands rank >= 2."""
+
+    name = "matmul"
+    pattern = Pattern.OUT_ELEMWISE_FUSABLE
+    num_inputs = 2
+
+    def infer(self, a, x, y):
+        dt = same_dtype(self, x, y)
+        if x.rank < 2 or y.rank < 2:
+            raise self.fail(f"operands must have rank >= 2, got {x} and {y}")
+        k1, k2 = x.shape[-1], y.shape[-2]
+        if k1 != k2:
+            raise self.fail(f"inner dimensions differ: {x} @ {y}")
+        batch = broadcast_shapes(x.shape[:-2], y.shape[:-2], what="matmul batch dims")
+        return TensorType(batch + (x.shape[-2], y.shape[-1]), dt)
+
+    def reference(self, a, x, y):
+        if is_float(str(x.dtype)) and x.dtype != np.float64:
+            return np.matmul(x.astype(np.float32), y.astype(np.float32)).astype(x.dtype)
+        return np.matmul(x, y).astype(x.dtype)
+
+    def compute(self, a, x, y):
+        from .elementwise import broadcast_index
+
+        batch = broadcast_shapes(x.shape[:-2], y.shape[:-2])
+        shape = batch + (x.shape[-2], y.shape[-1])
+        k = te.reduce_axis(x.shape[-1], "k")
+        nb = len(batch)
+
+        def f(*i):
+            b, m, n = i[:nb], i[nb], i[nb + 1]
+            xb = broadcast_index(x.shape[:-2], batch, b)
+            yb = broadcast_index(y.shape[:-2], batch, b)
+            return te.sum(x[xb + (m, k)] * y[yb + (k, n)], [k])
+
+        return te.compute(shape, f, name="matmul")
+
+
+class Pool2d(Op):
+    pattern = Pattern.OPAQUE
+    attrs = {"kernel": (1, 1), "strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1),
+             "ceil_mode": False, "count_include_pad": False}
+
+    def infer(self, a, x):
+        if x.rank != 4:
+            raise self.fail(f"expects a 4-D NCHW input, got {x}")
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = a["kernel"], a["strides"], a["pads"], a["dilations"]
+        oh = conv_out_dim(h, kh, sh, pt, pb, dh, a["ceil_mode"])
+        ow = conv_out_dim(w, kw, sw, pl, pr, dw, a["ceil_mode"])
+        if oh <= 0 or ow <= 0:
+            raise self.fail(f"window {kh}x{kw} does not fit input {x}")
+        return TensorType((n, c, oh, ow), x.dtype)
+
+    def _windows(self, a, x):
+        """Yield (ky, kx, valid mask, values) over the window offsets (numpy reference)."""
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = a["kernel"], a["strides"], a["pads"], a["dilations"]
+        oh = conv_out_dim(h, kh, sh, pt, pb, dh, a["ceil_mode"])
+        ow = conv_out_dim(w, kw, sw, pl, pr, dw, a["ceil_mode"])
+        ys = np.arange(oh) * sh - pt
+        xs = np.arange(ow) * sw - pl
+        for ky in range(kh):
+            for kx in range(kw):
+                yy, xx = ys + ky * dh, xs + kx * dw
+                vy = (yy >= 0) & (yy < h)
+                vx = (xx >= 0) & (xx < w)
+                inpad_y = (yy < h + pb)
+                inpad_x = (xx < w + pr)
+                vals = x[:, :, np.clip(yy, 0, h - 1)][:, :, :, np.clip(xx, 0, w - 1)]
+                yield vy[:, None] & vx[None, :], inpad_y[:, None] & inpad_x[None, :], vals
+
+    def _window_expr(self, a, x, nn, cc, y, xx, ry, rx):
+        (sh, sw), (pt, pl, _, _), (dh, dw) = a["strides"], a["pads"], a["dilations"]
+        h, w = x.shape[2], x.shape[3]
+        iy = y * sh + ry * dh - pt if pt else y * sh + ry * dh
+        ix = xx * sw + rx * dw - pl if pl else xx * sw + rx * dw
+        valid = te.logical_and(te.logical_and(te.ge(iy, te.const(0, "int64")), te.lt(iy, te.const(h, "int64"))),
+                               te.logical_and(te.ge(ix, te.const(0, "int64")), te.lt(ix, te.const(w, "int64"))))
+        iyc = te.minimum(te.maximum(iy, te.const(0, "int64")), te.const(h - 1, "int64"))
+        ixc = te.minimum(te.maximum(ix, te.const(0, "int64")), te.const(w - 1, "int64"))
+        return valid, x[nn, cc, iyc, ixc], iy, ix
+
+
+@register
+class MaxPool2d(Pool2d):
+    name = "max_pool2d"
+
+    def reference(self, a, x):
+        out = None
+        lowest = np.array(-np.inf if is_float(str(x.dtype)) else np.iinfo(x.dtype).min).astype(x.dtype)
+        for valid, _, vals in self._windows(a, x):
+            v = np.where(valid, vals, lowest)
+            out = v if out is None else np.maximum(out, v)
+        return out.astype(x.dtype)
+
+    def compute(self, a, x):
+        t = self.infer(a, TensorType(x.shape, x.dtype))
+        (kh, kw) = a["kernel"]
+        ry, rx = te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx")
+        lowest = te.min_value(x.dtype)
+
+        def f(nn, cc, y, xx):
+            valid, v, _, _ = self._window_expr(a, x, nn, cc, y, xx, ry, rx)
+            return te.reduce("max", te.select(valid, v, lowest), [ry, rx])
+
+        return te.compute(t.shape, f, name="max_pool")
+
+
+@register
+class AvgPool2d(Pool2d):
+    name = "avg_pool2d"
+
+    def reference(self, a, x):
+        total = count = None
+        for valid, inpad, vals in self._windows(a, x):
+            use = (valid | inpad) if a["count_include_pad"] else valid
+            v = np.where(valid, vals, 0).astype(np.float64)
+            total = v if total is None else total + v
+            c = use.astype(np.float64)
+            count = c if count is None else count + c
+        return (total / np.maximum(count, 1)).astype(x.dtype)
+
+    def compute(self, a, x):
+        t = self.infer(a, TensorType(x.shape, x.dtype))
+        (kh, kw), (_, _, pb, pr) = a["kernel"], a["pads"]
+        h, w = x.shape[2], x.shape[3]
+        ry, rx = te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx")
+        zero, one = te.const(0, x.dtype), te.const(1, x.dtype)
+
+        def total(nn, cc, y, xx):
+            valid, v, _, _ = self._window_expr(a, x, nn, cc, y, xx, ry, rx)
+            return te.sum(te.select(valid, v, zero), [ry, rx])
+
+        s = te.compute(t.shape, total, name="window_sum")
+        cy, cx = te.reduce_axis(kh, "cy"), te.reduce_axis(kw, "cx")
+
+        def count(nn, cc, y, xx):
+            valid, _, iy, ix = self._window_expr(a, x, nn, cc, y, xx, cy, cx)
+            if a["count_include_pad"]:
+                valid = te.logical_or(valid, te.logical_and(te.lt(iy, te.const(h + pb, "int64")),
+                                                            te.lt(ix, te.const(w + pr, "int64"))))
+            return te.sum(te.select(valid, one, zero), [cy, cx])
+
+        c = te.compute(t.shape, count, name="window_count")
+        return te.compute(t.shape, lambda *i: s[i] / te.maximum(c[i], one), name="avg_pool")
+
+
+@register
+class Softmax(Op):
+    """softmax along one axis, computed as exp(x - max) / sum."""
+
+    name = "softmax"
+    pattern = Pattern.REDUCTION
+    attrs = {"axis": -1, "log": False}
+
+    def infer(self, a, x):
+        if not is_float(x.dtype):
+            raise self.fail(f"expects a floating-point operand, got {x}")
+        normalize_axes((a["axis"],), x.rank, self)
+        return x
+
+    def reference(self, a, x):
+        ax = a["axis"] % x.ndim
+        m = np.max(x, axis=ax, keepdims=True)
+        e = np.exp(x - m)
+        s = np.sum(e, axis=ax, keepdims=True)
+        out = (x - m - np.log(s)) if a["log"] else e / s
+        return out.astype(x.dtype)
+
+    def compute(self, a, x):
+        ax = a["axis"] % len(x.shape)
+        rshape = tuple(1 if k == ax else d for k, d in enumerate(x.shape))
+
+        def along(i, r):
+            return tuple(r if k == ax else ii for k, ii in enumerate(i))
+
+        r1 = te.reduce_axis(x.shape[ax], "r")
+        m = te.compute(rshape, lambda *i: te.reduce("max", x[along(i, r1)], [r1]), name="row_max")
+        r2 = te.reduce_axis(x.shape[ax], "r")
+        zero = te.const(0, "int64")
+        s = te.compute(rshape, lambda *i: te.sum(te.call("exp", x[along(i, r2)] - m[i]), [r2]), name="row_sum")
+        if a["log"]:
+            return te.compute(x.shape, lambda *i: x[i] - m[along(i, zero)] - te.call("log", s[along(i, zero)]),
+                              name="log_softmax")
+        return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) / s[along(i, zero)],
+                          name="softmax")
+
+
+@register
+class LayerNorm(Op):
+    """(x - mean) / sqrt(var + eps) * scale + bias over the trailing axes from ``axis`` on."""
+
+    name = "layer_norm"
+    pattern = Pattern.REDUCTION
+    attrs = {"axis": -1, "epsilon": 1e-5}
+    num_inputs = 3
+
+    def infer(self, a, x, scale, bias):
+        same_dtype(self, x, scale, bias)
+        if not is_float(x.dtype):
+            raise self.fail(f"expects a floating-point operand, got {x}")
+        normalize_axes((a["axis"],), x.rank, self)
+        broadcast_shapes(x.shape, scale.shape, bias.shape, what="layer_norm operands")
+        return x
+
+    def reference(self, a, x, scale, bias):
+        ax = a["axis"] % x.ndim
+        axes = tuple(range(ax, x.ndim))
+        xf = x.astype(np.float64)
+        mean = xf.mean(axis=axes, keepdims=True)
+        var = ((xf - mean) ** 2).mean(axis=axes, keepdims=True)
+        return ((xf - mean) / np.sqrt(var + a["epsilon"]) * scale + bias).astype(x.dtype)
+
+    def compute(self, a, x, scale, bias):
+        from .elementwise import broadcast_index
+
+        rank = len(x.shape)
+        ax = a["axis"] % rank
+        rshape = tuple(1 if k >= ax else d for k, d in enumerate(x.shape))
+        n = 1
+        for d in x.shape[ax:]:
+            n *= d
+        inv_n = te.const(1.0 / n, x.dtype)
+
+        def red(name, body):
+            rs = [te.reduce_axis(d, f"r{k}") for k, d in enumerate(x.shape[ax:])]
+            return te.compute(rshape, lambda *i: te.sum(body(i[:ax] + tuple(rs)), rs), name=name)
+
+        mean = red("mean", lambda j: x[j] * inv_n)
+        zeros = (te.const(0, "int64"),) * (rank - ax)
+        var = red("var", lambda j: (x[j] - mean[j[:ax] + zeros]) * (x[j] - mean[j[:ax] + zeros]) * inv_n)
+
+        def f(*i):
+            red_i = i[:ax] + zeros
+            norm = (x[i] - mean[red_i]) / te.call("sqrt", var[red_i] + te.const(a["epsilon"], x.dtype))
+            return norm * scale[broadcast_index(scale.shape, x.shape, i)] + bias[broadcast_index(bias.shape, x.shape, i)]
+
+        return te.compute(x.shape, f, name="layer_norm")
+
+
+@register
+class BatchNorm(Op):
+    """Inference batch normalization over axis 1: (x - mean) / sqrt(var + eps) * scale + bias."""
+
+    name = "batch_norm"
+    pattern = Pattern.BROADCAST
+    attrs = {"epsilon": 1e-5}
+    num_inputs = 5
+
+    def infer(self, a, x, scale, bias, mean, var):
+        same_dtype(self, x, scale, bias, mean, var)
+        if x.rank < 2:
+            raise self.fail(f"expects rank >= 2, got {x}")
+        for t in (scale, bias, mean, var):
+            if t.shape != (x.shape[1],):
+                raise self.fail(f"parameters must have shape [{x.shape[1]}], got {t}")
+        return x
+
+    def reference(self, a, x, scale, bias, mean, var):
+        shp = (1, -1) + (1,) * (x.ndim - 2)
+        inv = (scale / np.sqrt(var.astype(np.float64) + a["epsilon"])).reshape(shp)
+        return ((x - mean.reshape(shp)) * inv + bias.reshape(shp)).astype(x.dtype)
+
+    def compute(self, a, x, scale, bias, mean, var):
+        eps = te.const(a["epsilon"], x.dtype)
+
+        def f(*i):
+            c = i[1]
+            return (x[i] - mean[c]) / te.call("sqrt", var[c] + eps) * scale[c] + bias[c]
+
+        return te.compute(x.shape, f, name="batch_norm")

@@ -1,0 +1,167 @@
+"""Reductions over a set of axes: sum, mean, max, min, prod; argmax and argmin."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import te
+from ..graph.types import TensorType, is_float
+from .base import Op, Pattern, register
+
+
+def normalize_axes(axes, rank: int, op: Op) -> tuple[int, ...]:
+    out = []
+    for ax in axes:
+        if not -rank <= ax < max(rank, 1):
+            raise op.fail(f"axis {ax} is out of range for rank {rank}")
+        out.append(ax % rank if rank else 0)
+    if len(set(out)) != len(out):
+        raise op.fail(f"axes {tuple(axes)} repeat an axis")
+    return tuple(sorted(out))
+
+
+def reduced_shape(shape, axes, keepdims):
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+class ReduceOp(Op):
+    pattern = Pattern.REDUCTION
+    attrs = {"axes": (), "keepdims": True}
+    combiner = "sum"
+    np_fn = staticmethod(np.sum)
+
+    def infer(self, a, x):
+        axes = normalize_axes(a["axes"], x.rank, self)
+        for ax in axes:
+            if x.shape[ax] == 0 and self.combiner in ("max", "min"):
+                raise self.fail(f"cannot take {self.combiner} over the empty axis {ax}")
+        return TensorType(reduced_shape(x.shape, axes, a["keepdims"]), x.dtype)
+
+    def reference(self, a, x):
+        axes = normalize_axes(a["axes"], x.ndim, self)
+        out = self.np_fn(x, axis=axes, keepdims=a["keepdims"])
+        return np.asarray(out).astype(x.dtype)
+
+    def _reduce(self, a, x, body=lambda v: v):
+        axes = normalize_axes(a["axes"], len(x.shape), self)
+        out_shape = reduced_shape(x.shape, axes, a["keepdims"])
+        raxes = {ax: te.reduce_axis(x.shape[ax], f"r{ax}") for ax in axes}
+
+        def f(*i):
+            idx, k = [], 0
+            for d in range(len(x.shape)):
+                if d in raxes:
+                    idx.append(raxes[d])
+                    if a["keepdims"]:
+                        k += 1
+                else:
+                    idx.append(i[k])
+                    k += 1
+            return te.reduce(self.combiner, body(x[tuple(idx)]), list(raxes.values()))
+
+        return te.compute(out_shape, f, name=self.name), axes
+
+    def compute(self, a, x):
+        return self._reduce(a, x)[0]
+
+
+@register
+class ReduceSum(ReduceOp):
+    name = "reduce_sum"
+
+
+@register
+class ReduceMax(ReduceOp):
+    name = "reduce_max"
+    combiner = "max"
+    np_fn = staticmethod(np.max)
+
+
+@register
+class ReduceMin(ReduceOp):
+    name = "reduce_min"
+    combiner = "min"
+    np_fn = staticmethod(np.min)
+
+
+@register
+class ReduceProd(ReduceOp):
+    name = "reduce_prod"
+    combiner = "prod"
+    np_fn = staticmethod(np.prod)
+
+
+@register
+class ReduceMean(ReduceOp):
+    name = "reduce_mean"
+
+    def infer(self, a, x):
+        if not is_float(x.dtype):
+            raise self.fail(f"expects a floating-point operand, got {x}")
+        return super().infer(a, x)
+
+    def reference(self, a, x):
+        axes = normalize_axes(a["axes"], x.ndim, self)
+        return np.mean(x, axis=axes, keepdims=a["keepdims"]).astype(x.dtype)
+
+    def compute(self, a, x):
+        s, axes = self._reduce(a, x)
+        n = 1
+        for ax in axes:
+            n *= x.shape[ax]
+        inv = te.const(1.0 / n if n else float("nan"), x.dtype)
+        return te.compute(s.shape, lambda *i: s[i] * inv, name="mean")
+
+
+class ArgOp(Op):
+    pattern = Pattern.REDUCTION
+    attrs = {"axis": 0, "keepdims": True, "select_last_index": False}
+    np_fn = staticmethod(np.argmax)
+
+    def infer(self, a, x):
+        (ax,) = normalize_axes((a["axis"],), x.rank, self)
+        if x.shape[ax] == 0:
+            raise self.fail(f"cannot take {self.name} over the empty axis {ax}")
+        return TensorType(reduced_shape(x.shape, (ax,), a["keepdims"]), "int64")
+
+    def reference(self, a, x):
+        (ax,) = normalize_axes((a["axis"],), x.ndim, self)
+        if a["select_last_index"]:
+            flipped = np.flip(x, axis=ax)
+            out = x.shape[ax] - 1 - self.np_fn(flipped, axis=ax)
+        else:
+            out = self.np_fn(x, axis=ax)
+        if a["keepdims"]:
+            out = np.expand_dims(out, ax)
+        return np.asarray(out).astype("int64")
+
+    def compute(self, a, x):
+        (ax,) = normalize_axes((a["axis"],), len(x.shape), self)
+        r = te.reduce_axis(x.shape[ax], "r")
+        out_shape = reduced_shape(x.shape, (ax,), a["keepdims"])
+        better = te.gt if self.name == "argmax" else te.lt
+        if a["select_last_index"]:
+            better = te.ge if self.name == "argmax" else te.le
+
+        def idx(i):
+            i = list(i)
+            if a["keepdims"]:
+                i[ax] = r
+            else:
+                i.insert(ax, r)
+            return tuple(i)
+
+        return te.compute(out_shape, lambda *i: te.arg_reduce(better, x[idx(i)], r), name=self.name)
+
+
+@register
+class ArgMax(ArgOp):
+    name = "argmax"
+
+
+@register
+class ArgMin(ArgOp):
+    name = "argmin"
+    np_fn = staticmethod(np.argmin)

@@ -1,0 +1,278 @@
+"""Injective ops that move data without arithmetic: reshape, transpose, slice, concat, pad,
+broadcast_to, gather."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import te
+from ..graph.types import TensorType, is_int
+from .base import Op, Pattern, REQUIRED, register
+from .reduce import normalize_axes
+
+
+def _prod(xs):
+    n = 1
+    for x in xs:
+        n *= x
+    return n
+
+
+def flat_index(shape, idx):
+    """Row-major linear index of ``idx`` in ``shape`` as an expression."""
+    lin = None
+    for d, i in zip(shape, idx):
+        lin = i if lin is None else lin * d + i
+    return te.const(0, "int64") if lin is None else lin
+
+
+def unflat_index(shape, lin):
+    """Inverse of :func:`flat_index`."""
+    out = []
+    for d in reversed(shape):
+        out.append(lin % d if d != 1 else te.const(0, "int64"))
+        lin = lin // d
+    return tuple(reversed(out))
+
+
+@register
+class Reshape(Op):
+    """Reshape to a fully known shape (frontends resolve 0 and -1)."""
+
+    name = "reshape"
+    pattern = Pattern.INJECTIVE
+    attrs = {"shape": REQUIRED}
+
+    def infer(self, a, x):
+        shape = tuple(a["shape"])
+        if any(isinstance(d, int) and d < 0 for d in shape):
+            raise self.fail(f"target shape {list(shape)} has a negative dimension")
+        if x.is_static and all(isinstance(d, int) for d in shape) and _prod(shape) != x.size:
+            raise self.fail(f"cannot reshape {x} ({x.size} elements) to {list(shape)} ({_prod(shape)} elements)")
+        return TensorType(shape, x.dtype)
+
+    def reference(self, a, x):
+        return x.reshape(a["shape"])
+
+    def compute(self, a, x):
+        shape = tuple(a["shape"])
+        return te.compute(shape, lambda *i: x[unflat_index(x.shape, flat_index(shape, i))], name="reshape")
+
+
+@register
+class Transpose(Op):
+    name = "transpose"
+    pattern = Pattern.INJECTIVE
+    attrs = {"perm": REQUIRED}
+
+    def infer(self, a, x):
+        perm = tuple(a["perm"])
+        if sorted(perm) != list(range(x.rank)):
+            raise self.fail(f"perm {list(perm)} is not a permutation of the {x.rank} axes of {x}")
+        return TensorType(tuple(x.shape[p] for p in perm), x.dtype)
+
+    def reference(self, a, x):
+        return np.ascontiguousarray(np.transpose(x, a["perm"]))
+
+    def compute(self, a, x):
+        perm = a["perm"]
+        inv = [perm.index(k) for k in range(len(perm))]
+        shape = tuple(x.shape[p] for p in perm)
+        return te.compute(shape, lambda *i: x[tuple(i[inv[k]] for k in range(len(perm)))], name="transpose")
+
+
+def slice_extent(start: int, end: int, step: int) -> int:
+    if step > 0:
+        return max(0, (end - start + step - 1) // step)
+    return max(0, (start - end + (-step) - 1) // (-step))
+
+
+@register
+class Slice(Op):
+    """Strided slice with one (start, end, step) per axis, already clamped by the frontend:
+    start in [0, dim) (or dim for an empty slice), end in [-1, dim]."""
+
+    name = "slice"
+    pattern = Pattern.INJECTIVE
+    attrs = {"starts": REQUIRED, "ends": REQUIRED, "steps": REQUIRED}
+
+    def infer(self, a, x):
+        st, en, sp = a["starts"], a["ends"], a["steps"]
+        if not len(st) == len(en) == len(sp) == x.rank:
+            raise self.fail(f"needs one start/end/step per axis of {x}")
+        if any(s == 0 for s in sp):
+            raise self.fail("step 0 is not allowed")
+        return TensorType(tuple(slice_extent(s, e, p) for s, e, p in zip(st, en, sp)), x.dtype)
+
+    def reference(self, a, x):
+        sl = tuple(slice(s, e if e >= 0 else None, p) for s, e, p in zip(a["starts"], a["ends"], a["steps"]))
+        return np.ascontiguousarray(x[sl])
+
+    def compute(self, a, x):
+        shape = self.infer(a, TensorType(x.shape, x.dtype)).shape
+        return te.compute(shape, lambda *i: x[tuple(s + ii * p if p != 1 else s + ii if s else ii
+                                                    for s, p, ii in zip(a["starts"], a["steps"], i))],
+                          name="slice")
+
+
+@register
+class Concat(Op):
+    name = "concat"
+    pattern = Pattern.INJECTIVE
+    attrs = {"axis": REQUIRED}
+    num_inputs = (1, 1 << 30)
+
+    def infer(self, a, *xs):
+        (ax,) = normalize_axes((a["axis"],), xs[0].rank, self)
+        dts = {x.dtype for x in xs}
+        if len(dts) != 1:
+            raise self.fail(f"operands must share a dtype, got {', '.join(map(str, xs))}")
+        total = 0
+        for x in xs:
+            if x.rank != xs[0].rank or any(d != e for k, (d, e) in enumerate(zip(x.shape, xs[0].shape)) if k != ax):
+                raise self.fail(f"operands {', '.join(map(str, xs))} differ outside axis {ax}")
+            total = total + x.shape[ax] if isinstance(total, int) and isinstance(x.shape[ax], int) else "?"
+        shape = list(xs[0].shape)
+        shape[ax] = total
+        return TensorType(tuple(shape), xs[0].dtype)
+
+    def reference(self, a, *xs):
+        return np.concatenate(xs, axis=a["axis"])
+
+    def compute(self, a, *xs):
+        ax = a["axis"] % len(xs[0].shape)
+        shape = list(xs[0].shape)
+        shape[ax] = sum(x.shape[ax] for x in xs)
+
+        def f(*i):
+            offsets, off = [], 0
+            for x in xs:
+                offsets.append(off)
+                off += x.shape[ax]
+            expr = None
+            for x, o in reversed(list(zip(xs, offsets))):
+                if x.shape[ax] == 0:
+                    continue
+                idx = tuple(ii - o if k == ax and o else ii for k, ii in enumerate(i))
+                expr = x[idx] if expr is None else te.select(te.ge(i[ax], te.const(o, "int64")), x[idx], expr)
+            return expr
+
+        return te.compute(tuple(shape), f, name="concat")
+
+
+@register
+class Pad(Op):
+    """Pad with ``pads`` = begins of every axis then ends of every axis (may be negative)."""
+
+    name = "pad"
+    pattern = Pattern.INJECTIVE
+    attrs = {"pads": REQUIRED, "mode": "constant", "value": 0.0}
+
+    def infer(self, a, x):
+        pads = a["pads"]
+        if len(pads) != 2 * x.rank:
+            raise self.fail(f"needs {2 * x.rank} pads for {x}, got {len(pads)}")
+        if a["mode"] not in ("constant", "reflect", "edge", "wrap"):
+            raise self.fail(f"unknown mode {a['mode']!r}")
+        r = x.rank
+        shape = tuple(d + pads[k] + pads[k + r] for k, d in enumerate(x.shape))
+        if any(d < 0 for d in shape):
+            raise self.fail(f"pads {list(pads)} make a negative dimension from {x}")
+        return TensorType(shape, x.dtype)
+
+    def reference(self, a, x):
+        r = x.ndim
+        pads = a["pads"]
+        # negative pads crop first
+        crop = tuple(slice(max(0, -pads[k]), x.shape[k] - max(0, -pads[k + r])) for k in range(r))
+        x = x[crop]
+        width = [(max(0, pads[k]), max(0, pads[k + r])) for k in range(r)]
+        if a["mode"] == "constant":
+            return np.pad(x, width, mode="constant", constant_values=np.array(a["value"]).astype(x.dtype))
+        return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[a["mode"]])
+
+    def compute(self, a, x):
+        if a["mode"] != "constant":
+            raise NotImplementedError(f"pad mode {a['mode']} has no tensor compute yet")
+        r = len(x.shape)
+        pads = a["pads"]
+        shape = tuple(d + pads[k] + pads[k + r] for k, d in enumerate(x.shape))
+
+        def f(*i):
+            idx, conds = [], []
+            for k in range(r):
+                j = i[k] - pads[k] if pads[k] else i[k]
+                idx.append(j)
+                if pads[k] > 0:
+                    conds.append(te.ge(j, te.const(0, "int64")))
+                if pads[k + r] > 0:
+                    conds.append(te.lt(j, te.const(x.shape[k], "int64")))
+            if not conds:
+                return x[tuple(idx)]
+            cond = conds[0]
+            for c in conds[1:]:
+                cond = te.logical_and(cond, c)
+            return te.select(cond, x[tuple(idx)], te.const(a["value"], x.dtype))
+
+        return te.compute(shape, f, name="pad")
+
+
+@register
+class BroadcastTo(Op):
+    name = "broadcast_to"
+    pattern = Pattern.BROADCAST
+    attrs = {"shape": REQUIRED}
+
+    def infer(self, a, x):
+        shape = tuple(a["shape"])
+        off = len(shape) - x.rank
+        if off < 0 or any(d != 1 and d != shape[off + k] for k, d in enumerate(x.shape)):
+            raise self.fail(f"cannot broadcast {x} to {list(shape)}")
+        return TensorType(shape, x.dtype)
+
+    def reference(self, a, x):
+        return np.ascontiguousarray(np.broadcast_to(x, a["shape"]))
+
+    def compute(self, a, x):
+        from .elementwise import broadcast_index
+
+        shape = tuple(a["shape"])
+        return te.compute(shape, lambda *i: x[broadcast_index(x.shape, shape, i)], name="broadcast")
+
+
+@register
+class Gather(Op):
+    """out = take(data, indices, axis); negative indices count from the end."""
+
+    name = "gather"
+    pattern = Pattern.INJECTIVE
+    attrs = {"axis": 0}
+    num_inputs = 2
+
+    def infer(self, a, x, idx):
+        (ax,) = normalize_axes((a["axis"],), x.rank, self)
+        if not is_int(idx.dtype):
+            raise self.fail(f"indices must be integers, got {idx}")
+        return TensorType(x.shape[:ax] + idx.shape + x.shape[ax + 1:], x.dtype)
+
+    def reference(self, a, x, idx):
+        ax = a["axis"] % x.ndim
+        n = x.shape[ax]
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise self.fail(f"index out of range [-{n}, {n}) on axis {ax}")
+        return np.take(x, np.where(idx < 0, idx + n, idx), axis=ax)
+
+    def compute(self, a, x, idx):
+        ax = a["axis"] % len(x.shape)
+        ir = len(idx.shape)
+        shape = tuple(x.shape[:ax]) + tuple(idx.shape) + tuple(x.shape[ax + 1:])
+        n = x.shape[ax]
+
+        def f(*i):
+            j = te.cast("int64", idx[i[ax:ax + ir]])
+            j = te.select(te.lt(j, te.const(0, "int64")), j + n, j)
+            # clamp so that a bad index read at run time can never leave the buffer
+            j = te.minimum(te.maximum(j, te.const(0, "int64")), te.const(max(n - 1, 0), "int64"))
+            return x[i[:ax] + (j,) + i[ax + ir:]]
+
+        return te.compute(shape, f, name="gather")

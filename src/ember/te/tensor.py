@@ -1,0 +1,219 @@
+"""Tensor expressions: *what* a kernel computes, as in Halide's Funcs and TVM's te.compute.
+
+``compute(shape, f)`` calls ``f`` with one iteration variable per output axis and records the
+expression it returns; ``tensor[i, j]`` inside ``f`` reads another tensor.  A body may be a
+reduction (``sum``/``reduce``/``arg_reduce``) over reduce axes made with ``reduce_axis``.
+How the loops run is decided separately, by a :class:`~ember.te.schedule.Schedule`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..tir.expr import (BinOp, Call, Cast, Const, Expr, INDEX, Not, Select, Var, as_expr, binop,
+                        is_float_dtype)
+
+_uid = itertools.count()
+
+
+@dataclass(eq=False, repr=False)
+class IterVar(Var):
+    """A loop variable with a range [0, extent): a spatial axis of a compute or a reduce axis."""
+
+    extent: int = 0
+    kind: str = "spatial"   # "spatial" | "reduce"
+
+
+@dataclass(eq=False, repr=False)
+class TensorLoad(Expr):
+    """Read of ``tensor[indices]`` inside a tensor expression."""
+
+    tensor: "Tensor"
+    indices: tuple
+    dtype: str = ""
+
+    def __post_init__(self):
+        self.dtype = self.tensor.dtype
+
+    def __repr__(self):
+        return f"{self.tensor.name}[{', '.join(map(repr, self.indices))}]"
+
+
+@dataclass(eq=False, repr=False)
+class Reduce(Expr):
+    """combiner over ``axes`` of ``body``: "sum", "prod", "max" or "min"."""
+
+    combiner: str
+    body: Expr
+    axes: tuple
+    dtype: str = ""
+
+    def __post_init__(self):
+        self.dtype = self.body.dtype
+
+
+@dataclass(eq=False, repr=False)
+class ArgReduce(Expr):
+    """Index along ``axis`` of the first element for which ``better(value, best)`` holds."""
+
+    better: str          # comparison op name: "gt", "ge", "lt", "le"
+    body: Expr
+    axis: IterVar
+    dtype: str = INDEX
+
+
+class Tensor:
+    """A tensor of a te program: a placeholder (kernel input) or the result of a compute."""
+
+    def __init__(self, shape: Sequence[int], dtype: str, name: str, body: Expr | None = None,
+                 axes: Sequence[IterVar] = ()):
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.name = name
+        self.body = body
+        self.axes = tuple(axes)
+        self.uid = next(_uid)
+
+    @property
+    def is_placeholder(self) -> bool:
+        return self.body is None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, idx) -> TensorLoad:
+        if not isinstance(idx, tuple):
+            idx = (idx,)
+        if len(idx) != len(self.shape):
+            raise IndexError(f"tensor {self.name} has rank {len(self.shape)}, indexed with {len(idx)} indices")
+        return TensorLoad(self, tuple(as_expr(i) for i in idx))
+
+    def inputs(self) -> list["Tensor"]:
+        """Tensors read by this compute, in first-read order."""
+        out: dict[int, Tensor] = {}
+        if self.body is not None:
+            for e in walk(self.body):
+                if isinstance(e, TensorLoad) and e.tensor.uid not in out:
+                    out[e.tensor.uid] = e.tensor
+        return list(out.values())
+
+    def __repr__(self):
+        return f"Tensor({self.name}, {self.shape}, {self.dtype})"
+
+
+def walk(e: Expr):
+    """Pre-order traversal of an expression tree."""
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        yield x
+        if isinstance(x, BinOp):
+            stack += [x.b, x.a]
+        elif isinstance(x, (Not,)):
+            stack.append(x.a)
+        elif isinstance(x, Cast):
+            stack.append(x.a)
+        elif isinstance(x, Call):
+            stack += list(reversed(x.args))
+        elif isinstance(x, Select):
+            stack += [x.f, x.t, x.cond]
+        elif isinstance(x, TensorLoad):
+            stack += list(reversed(x.indices))
+        elif isinstance(x, (Reduce, ArgReduce)):
+            stack.append(x.body)
+
+
+def placeholder(shape: Sequence[int], dtype: str, name: str) -> Tensor:
+    return Tensor(shape, dtype, name)
+
+
+def compute(shape: Sequence[int], fcompute: Callable[..., Expr], name: str = "compute") -> Tensor:
+    axes = [IterVar(f"i{k}", INDEX, extent=int(d), kind="spatial") for k, d in enumerate(shape)]
+    body = as_expr(fcompute(*axes))
+    return Tensor(shape, body.dtype, name, body, axes)
+
+
+def reduce_axis(extent: int, name: str = "r") -> IterVar:
+    return IterVar(name, INDEX, extent=int(extent), kind="reduce")
+
+
+def reduce(combiner: str, body: Expr, axes: Sequence[IterVar]) -> Reduce:
+    assert combiner in ("sum", "prod", "max", "min")
+    return Reduce(combiner, as_expr(body), tuple(axes))
+
+
+def sum(body: Expr, axes: Sequence[IterVar]) -> Reduce:  # noqa: A001 - te vocabulary
+    return reduce("sum", body, axes)
+
+
+def arg_reduce(better: Callable, body: Expr, axis: IterVar) -> ArgReduce:
+    name = {eq_: n for n, eq_ in (("gt", gt), ("ge", ge), ("lt", lt), ("le", le))}[better]
+    return ArgReduce(name, as_expr(body), axis)
+
+
+def const(value: Any, dtype: str = INDEX) -> Const:
+    return Const(value, dtype)
+
+
+def call(fn: str, *args: Any, dtype: str | None = None) -> Call:
+    args = tuple(as_expr(a) for a in args)
+    return Call(fn, args, dtype or args[0].dtype)
+
+
+def cast(dtype: str, x: Any) -> Expr:
+    x = as_expr(x)
+    if x.dtype == dtype:
+        return x
+    if isinstance(x, Const):
+        return Const(x.value, dtype)
+    return Cast(dtype, x)
+
+
+def select(cond: Expr, t: Any, f: Any) -> Expr:
+    t = as_expr(t) if isinstance(t, Expr) else as_expr(t, f.dtype if isinstance(f, Expr) else None)
+    f = as_expr(f, t.dtype)
+    if isinstance(cond, Const):
+        return t if cond.value else f
+    return Select(cond, t, f)
+
+
+def maximum(a, b): return binop("max", a, b)
+def minimum(a, b): return binop("min", a, b)
+def eq(a, b): return binop("eq", a, b)
+def ne(a, b): return binop("ne", a, b)
+def lt(a, b): return binop("lt", a, b)
+def le(a, b): return binop("le", a, b)
+def gt(a, b): return binop("gt", a, b)
+def ge(a, b): return binop("ge", a, b)
+def logical_and(a, b): return binop("and", a, b)
+def logical_or(a, b): return binop("or", a, b)
+
+
+def logical_not(a):
+    a = as_expr(a)
+    if isinstance(a, Const):
+        return Const(not a.value, "bool")
+    return Not(a)
+
+
+def min_value(dtype: str) -> Const:
+    import numpy as np
+
+    if is_float_dtype(dtype):
+        return Const(float("-inf"), dtype)
+    if dtype == "bool":
+        return Const(False, dtype)
+    return Const(int(np.iinfo(dtype).min), dtype)
+
+
+def max_value(dtype: str) -> Const:
+    import numpy as np
+
+    if is_float_dtype(dtype):
+        return Const(float("inf"), dtype)
+    if dtype == "bool":
+        return Const(True, dtype)
+    return Const(int(np.iinfo(dtype).max), dtype)

@@ -1,0 +1,252 @@
+"""Scalar and vector expressions of the loop IR (also the leaves of tensor expressions).
+
+Expressions are immutable trees.  Python operators build them, folding constants as they go,
+so index arithmetic written in op computes stays small.  Integer division and remainder follow
+C (truncation toward zero); index expressions are non-negative where it matters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+INDEX = "int64"
+
+_counter = itertools.count()
+
+COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
+LOGICAL = ("and", "or")
+
+
+def is_float_dtype(dtype: str) -> bool:
+    return dtype in ("float16", "bfloat16", "float32", "float64")
+
+
+class Expr:
+    dtype: str
+
+    # arithmetic builds BinOp nodes; python numbers take the other operand's dtype
+    def __add__(self, o): return binop("add", self, o)
+    def __radd__(self, o): return binop("add", o, self)
+    def __sub__(self, o): return binop("sub", self, o)
+    def __rsub__(self, o): return binop("sub", o, self)
+    def __mul__(self, o): return binop("mul", self, o)
+    def __rmul__(self, o): return binop("mul", o, self)
+    def __truediv__(self, o): return binop("div", self, o)
+    def __rtruediv__(self, o): return binop("div", o, self)
+    def __floordiv__(self, o): return binop("div", self, o)
+    def __rfloordiv__(self, o): return binop("div", o, self)
+    def __mod__(self, o): return binop("mod", self, o)
+    def __rmod__(self, o): return binop("mod", o, self)
+    def __neg__(self): return binop("sub", Const(0, self.dtype), self)
+
+    # identity semantics: expressions are used as dict keys by identity
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):  # pragma: no cover - guard against accidental use
+        return self is other
+
+    def __bool__(self):
+        raise TypeError("an expression has no truth value; use te.eq/te.lt/... to compare")
+
+
+@dataclass(eq=False, repr=False)
+class Var(Expr):
+    name: str
+    dtype: str = INDEX
+    uid: int = field(default_factory=lambda: next(_counter))
+
+    def __repr__(self):
+        return self.name
+
+
+@dataclass(eq=False, repr=False)
+class Const(Expr):
+    value: Any
+    dtype: str = INDEX
+
+    def __post_init__(self):
+        if self.dtype == "bool":
+            self.value = bool(self.value)
+        elif is_float_dtype(self.dtype):
+            self.value = float(self.value)
+        else:
+            self.value = int(self.value)
+
+    def __repr__(self):
+        return repr(self.value)
+
+
+@dataclass(eq=False, repr=False)
+class BinOp(Expr):
+    op: str
+    a: Expr
+    b: Expr
+    dtype: str = INDEX
+
+    def __repr__(self):
+        return f"({self.a!r} {self.op} {self.b!r})"
+
+
+@dataclass(eq=False, repr=False)
+class Not(Expr):
+    a: Expr
+    dtype: str = "bool"
+
+
+@dataclass(eq=False, repr=False)
+class Call(Expr):
+    fn: str
+    args: tuple
+    dtype: str
+
+    def __repr__(self):
+        return f"{self.fn}({', '.join(map(repr, self.args))})"
+
+
+@dataclass(eq=False, repr=False)
+class Select(Expr):
+    cond: Expr
+    t: Expr
+    f: Expr
+    dtype: str = ""
+
+    def __post_init__(self):
+        self.dtype = self.t.dtype
+
+    def __repr__(self):
+        return f"select({self.cond!r}, {self.t!r}, {self.f!r})"
+
+
+@dataclass(eq=False, repr=False)
+class Cast(Expr):
+    dtype: str
+    a: Expr
+
+    def __repr__(self):
+        return f"{self.dtype}({self.a!r})"
+
+
+@dataclass(eq=False, repr=False)
+class Load(Expr):
+    """Load of ``buffer[index]`` (a flat element index; a Ramp for a vector load)."""
+
+    buffer: Any
+    index: Expr
+    dtype: str = ""
+    lanes: int = 1
+
+    def __post_init__(self):
+        self.dtype = self.buffer.dtype
+
+    def __repr__(self):
+        return f"{self.buffer.name}[{self.index!r}]"
+
+
+@dataclass(eq=False, repr=False)
+class Ramp(Expr):
+    """The vector base, base+stride, ..., base+(lanes-1)*stride."""
+
+    base: Expr
+    stride: int
+    lanes: int
+    dtype: str = INDEX
+
+    def __repr__(self):
+        return f"ramp({self.base!r}, {self.stride}, {self.lanes})"
+
+
+@dataclass(eq=False, repr=False)
+class Broadcast(Expr):
+    value: Expr
+    lanes: int
+    dtype: str = ""
+
+    def __post_init__(self):
+        self.dtype = self.value.dtype
+
+    def __repr__(self):
+        return f"bcast({self.value!r}, {self.lanes})"
+
+
+def as_expr(x: Any, dtype: str | None = None) -> Expr:
+    if isinstance(x, Expr):
+        return x
+    if isinstance(x, bool):
+        return Const(x, "bool")
+    if isinstance(x, int):
+        return Const(x, dtype if dtype is not None else INDEX)
+    if isinstance(x, float):
+        return Const(x, dtype if dtype is not None and is_float_dtype(dtype) else "float32")
+    raise TypeError(f"cannot make an expression of {x!r}")
+
+
+_FOLD = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "max": max,
+    "min": min,
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,
+    "and": lambda a, b: a and b, "or": lambda a, b: a or b,
+}
+
+
+def _c_div(a, b):
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def binop(op: str, a: Any, b: Any) -> Expr:
+    """Build ``a op b`` with light constant folding and identity removal."""
+    if not isinstance(a, Expr) and not isinstance(b, Expr):
+        a = as_expr(a)
+    if not isinstance(a, Expr):
+        a = as_expr(a, b.dtype)
+    if not isinstance(b, Expr):
+        b = as_expr(b, a.dtype)
+    dtype = "bool" if op in COMPARISONS or op in LOGICAL else a.dtype
+    if isinstance(a, Const) and isinstance(b, Const) and not is_float_dtype(a.dtype):
+        if op in _FOLD:
+            return Const(_FOLD[op](a.value, b.value), dtype)
+        if op == "div" and b.value != 0:
+            return Const(_c_div(a.value, b.value), dtype)
+        if op == "mod" and b.value != 0:
+            return Const(a.value - _c_div(a.value, b.value) * b.value, dtype)
+    if not is_float_dtype(a.dtype) and a.dtype != "bool":
+        # integer identities (not valid for floats because of -0.0 and NaN)
+        if op == "add":
+            if isinstance(b, Const) and b.value == 0:
+                return a
+            if isinstance(a, Const) and a.value == 0:
+                return b
+        if op == "sub" and isinstance(b, Const) and b.value == 0:
+            return a
+        if op == "mul":
+            for x, y in ((a, b), (b, a)):
+                if isinstance(x, Const) and x.value == 1:
+                    return y
+                if isinstance(x, Const) and x.value == 0:
+                    return Const(0, dtype)
+        if op == "div" and isinstance(b, Const) and b.value == 1:
+            return a
+        if op == "mod" and isinstance(b, Const) and b.value == 1:
+            return Const(0, dtype)
+    if op == "and":
+        for x, y in ((a, b), (b, a)):
+            if isinstance(x, Const):
+                return y if x.value else Const(False, "bool")
+    if op == "or":
+        for x, y in ((a, b), (b, a)):
+            if isinstance(x, Const):
+                return Const(True, "bool") if x.value else y
+    return BinOp(op, a, b, dtype)
+
+
+def const(value: Any, dtype: str = INDEX) -> Const:
+    if is_float_dtype(dtype) and isinstance(value, float) and math.isnan(value):
+        return Const(value, dtype)
+    return Const(value, dtype)

@@ -384,3 +384,112 @@ class BatchNorm(Op):
             return (x[i] - mean[c]) / te.call("sqrt", var[c] + eps) * scale[c] + bias[c]
 
         return te.compute(x.shape, f, name="batch_norm")
+
+
+@register
+class Conv2dPacked(Op):
+    """conv2d with its weight pre-packed at compile time as [O/ob, C/groups, KH, KW, ob], so the
+    ``ob`` output channels of one register tile are contiguous (one vector load per tap)."""
+
+    name = "conv2d_packed"
+    pattern = Pattern.OUT_ELEMWISE_FUSABLE
+    attrs = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "groups": 1}
+    num_inputs = 2
+
+    @staticmethod
+    def pack(w: np.ndarray, ob: int) -> np.ndarray:
+        o, ci, kh, kw = w.shape
+        return np.ascontiguousarray(w.reshape(o // ob, ob, ci, kh, kw).transpose(0, 2, 3, 4, 1))
+
+    @staticmethod
+    def unpack(wp: np.ndarray) -> np.ndarray:
+        oo, ci, kh, kw, ob = wp.shape
+        return np.ascontiguousarray(wp.transpose(0, 4, 1, 2, 3).reshape(oo * ob, ci, kh, kw))
+
+    def infer(self, a, x, wp):
+        if wp.rank != 5:
+            raise self.fail(f"expects a packed 5-D weight, got {wp}")
+        oo, ci, kh, kw, ob = wp.shape
+        return Conv2d().infer(a, x, TensorType((oo * ob, ci, kh, kw), wp.dtype))
+
+    def reference(self, a, x, wp):
+        return conv2d_reference(x, self.unpack(wp), a["strides"], a["pads"], a["dilations"], a["groups"])
+
+    def compute(self, a, x, wp):
+        (sh, sw), (dh, dw), g = a["strides"], a["dilations"], a["groups"]
+        xp = pad_nchw(x, a["pads"])
+        n = x.shape[0]
+        oo, ci, kh, kw, ob = wp.shape
+        o = oo * ob
+        oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+        ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+        opg = o // g
+        rc, ry, rx = te.reduce_axis(ci, "rc"), te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx")
+
+        def f(nn, f_, y, xx):
+            cin = rc if g == 1 else (f_ // opg) * ci + rc
+            return te.sum(xp[nn, cin, y * sh + ry * dh, xx * sw + rx * dw] * wp[f_ // ob, rc, ry, rx, f_ % ob],
+                          [rc, ry, rx])
+
+        return te.compute((n, o, oh, ow), f, name="conv2d")
+
+    def schedule(self, a, s, conv, target):
+        from .schedule_cpu import pick_tile, register_tile
+
+        root, red = s.root, s[conv]
+        n, o, y, x = root.tensor.axes
+        ob = conv.shape[1] // _packed_blocks(conv)
+        lanes = target.lanes
+        rows = pick_tile(x.extent, 4, 6, 6) if ob >= 2 * lanes else pick_tile(x.extent, 8, 12, 12)
+        register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n], after=[y])
+
+
+def _packed_blocks(conv) -> int:
+    """Number of output-channel blocks of a packed conv tensor (read from its weight operand)."""
+    for t in conv.inputs():
+        if len(t.shape) == 5:
+            return t.shape[0]
+    raise ValueError("not a packed convolution")
+
+
+def _depthwise_schedule(a, s, conv, target):
+    from .schedule_cpu import pick_tile, register_tile
+
+    root, red = s.root, s[conv]
+    n, o, y, x = root.tensor.axes
+    lanes = target.lanes
+    cols = 2 * lanes if x.extent % (2 * lanes) == 0 else lanes
+    rows = pick_tile(y.extent, 2, 4, 4)
+    register_tile(root, red, row_axis=y, col_axis=x, rows=rows, cols=cols, lanes=lanes, before=[n, o])
+
+
+def _conv_schedule(self, a, s, conv, target):
+    """conv2d with an unpacked weight: only depthwise has a tuned schedule; others the default."""
+    from .schedule_cpu import default_schedule
+
+    x_c = conv.shape[1]
+    if a["groups"] > 1 and a["groups"] == x_c and conv.shape[3] >= target.lanes:
+        _depthwise_schedule(a, s, conv, target)
+    else:
+        default_schedule(s, target)
+
+
+Conv2d.schedule = _conv_schedule
+
+
+def _matmul_schedule(self, a, s, mm, target):
+    from .schedule_cpu import default_schedule, pick_tile, register_tile
+
+    root, red = s.root, s[mm]
+    axes = root.tensor.axes
+    m, n = axes[-2], axes[-1]
+    lanes = target.lanes
+    if n.extent % lanes or m.extent < 2:
+        default_schedule(s, target)
+        return
+    cols = 2 * lanes if n.extent % (2 * lanes) == 0 else lanes
+    rows = pick_tile(m.extent, 4, 6, 6) if cols > lanes else pick_tile(m.extent, 8, 12, 12)
+    register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
+
+
+MatMul.schedule = _matmul_schedule

@@ -40,6 +40,10 @@ class TensorLoad(Expr):
     def __repr__(self):
         return f"{self.tensor.name}[{', '.join(map(repr, self.indices))}]"
 
+    def _rebuild(self, f):
+        idx = tuple(f(i) for i in self.indices)
+        return self if all(a is b for a, b in zip(idx, self.indices)) else TensorLoad(self.tensor, idx)
+
 
 @dataclass(eq=False, repr=False)
 class Reduce(Expr):

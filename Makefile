@@ -1,0 +1,54 @@
+# Ember's development tasks.  `make demo` and `make test` work from a fresh clone with
+# ../shared beside it; everything is installed into .venv (never into the system Python).
+
+PYTHON        ?= python3
+VENV          := .venv
+PY            := $(VENV)/bin/python
+STAMP         := $(VENV)/.ember-installed
+SHARED        ?= ../shared
+TORCH_VERSION := 2.13.0
+
+# Where the shared models live; the tests read the same variable.
+EMBER_MODELS_DIR ?= build/models
+export EMBER_MODELS_DIR
+
+# Extra flags for the conformance tool, e.g. CONFORMANCE_ARGS="--filter test_conv"
+CONFORMANCE_ARGS ?=
+BASELINE      := $(wildcard tests/conformance_baseline.json)
+
+.PHONY: venv demo models test conformance clean distclean
+
+venv: $(STAMP)
+
+# Re-install only when pyproject.toml changes (the package itself is installed editable).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+demo: venv
+	$(PY) examples/demo.py
+
+# The shared test models (ResNet-50, MobileNetV2, BERT-base), built once; torch and
+# transformers are installed only when the models have to be built and they are missing.
+models: venv $(EMBER_MODELS_DIR)/manifest.json
+
+$(EMBER_MODELS_DIR)/manifest.json: | $(STAMP)
+	$(PY) -c "import torch, transformers; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)'" 2>/dev/null \
+		|| $(PY) -m pip install --disable-pip-version-check -q 'torch==$(TORCH_VERSION)' transformers
+	$(PY) $(SHARED)/models/make_models.py --out $(EMBER_MODELS_DIR)
+
+test: venv models
+	$(PY) -m pytest -q tests/
+
+conformance: venv
+	@mkdir -p build
+	$(PY) $(SHARED)/tools/onnx_conformance.py --backend ember.onnx.backend --json build/conformance.json \
+		$(if $(BASELINE),--baseline $(BASELINE)) $(CONFORMANCE_ARGS)
+
+clean:
+	rm -rf build .pytest_cache
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) src/*.egg-info

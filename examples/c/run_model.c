@@ -1,0 +1,280 @@
+/* run_model.c — run an Ember artifact from C, with no Python.
+ *
+ *   cc -O2 -I src/ember/runtime/c examples/c/run_model.c -o run_model -ldl -lm
+ *   ./run_model model.so [--threads N] [--iters N] [INPUT.bin ...]
+ *
+ * Opens the artifact with dlopen() and looks up the functions of ember_runtime.h.  Inputs are
+ * read from raw binary files (one per input, in model order, exactly the input's bytes) or, when
+ * none are given, filled with a deterministic pattern; with v = (i * 7919) % 1000 for flat
+ * index i:
+ *   floats    (float)(v / 1000.0 - 0.5), converted to the dtype (float16/bfloat16: to nearest even)
+ *   signed    v % 200 - 100
+ *   unsigned  v % 200
+ *   bool      v % 2
+ * (ember.runtime.pattern_array makes the same arrays in Python.)  Prints the first few values of
+ * each output, a checksum of all output bytes (FNV-1a, 64 bits, outputs in order) and the
+ * latency.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "ember_runtime.h"
+
+/* The functions of ember_runtime.h, looked up in the artifact. */
+typedef struct {
+    int (*abi_version)(void);
+    int (*cpu_check)(void);
+    int (*num_inputs)(void);
+    int (*num_outputs)(void);
+    const ember_tensor_info* (*input_info)(int);
+    const ember_tensor_info* (*output_info)(int);
+    ember_model* (*model_create)(void);
+    int (*model_run)(ember_model*, void* const*, void* const*);
+    void (*model_destroy)(ember_model*);
+    const char* (*last_error)(void);
+    void (*set_num_threads)(int);
+    int (*get_num_threads)(void);
+} runtime_api;
+
+static int die(const char* fmt, const char* arg) {
+    fprintf(stderr, "run_model: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+    return 1;
+}
+
+static void* lookup(void* lib, const char* name, int* ok) {
+    void* sym = dlsym(lib, name);
+    if (!sym) {
+        fprintf(stderr, "run_model: the artifact lacks %s (not an Ember artifact?)\n", name);
+        *ok = 0;
+    }
+    return sym;
+}
+
+/* The artifact ends with a 48-byte trailer: "EMBERART", the library's length (u64 LE), its
+ * sha256.  A length that does not match means the file is truncated: refuse it before dlopen. */
+static int check_trailer(const char* path) {
+    FILE* f = fopen(path, "rb");
+    if (!f) return die("cannot open %s", path);
+    unsigned char tail[48];
+    struct stat st;
+    int ok = fstat(fileno(f), &st) == 0 && st.st_size >= 48 && fseek(f, st.st_size - 48, SEEK_SET) == 0 &&
+             fread(tail, 1, 48, f) == 48 && memcmp(tail, "EMBERART", 8) == 0;
+    fclose(f);
+    if (ok) {
+        uint64_t len = 0;
+        for (int i = 7; i >= 0; i--) len = (len << 8) | tail[8 + i];
+        ok = len == (uint64_t)st.st_size - 48;
+    }
+    return ok ? 0 : die("%s is not an Ember artifact or is truncated", path);
+}
+
+/* float32 -> float16 bits, round to nearest even. */
+static uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, exp = (x >> 23) & 0xffu, mant = x & 0x7fffffu;
+    if (exp == 0xffu) return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0));
+    int e = (int)exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00u);
+    if (e <= 0) {                                    /* subnormal half (or zero) */
+        if (e < -10) return (uint16_t)sign;
+        mant |= 0x800000u;
+        int shift = 14 - e;
+        uint32_t half = mant >> shift, rest = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rest > mid || (rest == mid && (half & 1u))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = ((uint32_t)e << 10) | (mant >> 13), rest = mant & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) half++;  /* may carry into the exponent: fine */
+    return (uint16_t)(sign | half);
+}
+
+static uint16_t f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+static int fill_pattern(const ember_tensor_info* t, void* buf) {
+    const char* d = t->dtype;
+    for (int64_t i = 0; i < t->num_elements; i++) {
+        int64_t v = (i * 7919) % 1000;
+        float f = (float)((double)v / 1000.0 - 0.5);
+        int64_t s = v % 200 - 100, u = v % 200;
+        if (!strcmp(d, "float32")) ((float*)buf)[i] = f;
+        else if (!strcmp(d, "float64")) ((double*)buf)[i] = (double)f;
+        else if (!strcmp(d, "float16")) ((uint16_t*)buf)[i] = f32_to_f16(f);
+        else if (!strcmp(d, "bfloat16")) ((uint16_t*)buf)[i] = f32_to_bf16(f);
+        else if (!strcmp(d, "int8")) ((int8_t*)buf)[i] = (int8_t)s;
+        else if (!strcmp(d, "int16")) ((int16_t*)buf)[i] = (int16_t)s;
+        else if (!strcmp(d, "int32")) ((int32_t*)buf)[i] = (int32_t)s;
+        else if (!strcmp(d, "int64")) ((int64_t*)buf)[i] = s;
+        else if (!strcmp(d, "uint8")) ((uint8_t*)buf)[i] = (uint8_t)u;
+        else if (!strcmp(d, "uint16")) ((uint16_t*)buf)[i] = (uint16_t)u;
+        else if (!strcmp(d, "uint32")) ((uint32_t*)buf)[i] = (uint32_t)u;
+        else if (!strcmp(d, "uint64")) ((uint64_t*)buf)[i] = (uint64_t)u;
+        else if (!strcmp(d, "bool")) ((uint8_t*)buf)[i] = (uint8_t)(v % 2);
+        else return die("no input pattern for dtype %s", d);
+    }
+    return 0;
+}
+
+static int read_input(const char* path, const ember_tensor_info* t, void* buf) {
+    FILE* f = fopen(path, "rb");
+    if (!f) return die("cannot open input file %s", path);
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || (int64_t)st.st_size != t->nbytes) {
+        fprintf(stderr, "run_model: %s holds %lld bytes; input '%s' takes %lld\n", path,
+                (long long)st.st_size, t->name, (long long)t->nbytes);
+        fclose(f);
+        return 1;
+    }
+    size_t got = t->nbytes ? fread(buf, 1, (size_t)t->nbytes, f) : 0;
+    fclose(f);
+    return got == (size_t)t->nbytes ? 0 : die("cannot read %s", path);
+}
+
+static double value_at(const ember_tensor_info* t, const void* buf, int64_t i) {
+    const char* d = t->dtype;
+    if (!strcmp(d, "float32")) return ((const float*)buf)[i];
+    if (!strcmp(d, "float64")) return ((const double*)buf)[i];
+    if (!strcmp(d, "float16") || !strcmp(d, "bfloat16")) {
+        uint16_t h = ((const uint16_t*)buf)[i];
+        if (d[0] == 'b') { uint32_t x = (uint32_t)h << 16; float f; memcpy(&f, &x, 4); return f; }
+        int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+        double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(m | 0x400, e - 25);
+        return (h & 0x8000) ? -v : v;
+    }
+    if (!strcmp(d, "int8")) return ((const int8_t*)buf)[i];
+    if (!strcmp(d, "int16")) return ((const int16_t*)buf)[i];
+    if (!strcmp(d, "int32")) return ((const int32_t*)buf)[i];
+    if (!strcmp(d, "int64")) return (double)((const int64_t*)buf)[i];
+    if (!strcmp(d, "uint8") || !strcmp(d, "bool")) return ((const uint8_t*)buf)[i];
+    if (!strcmp(d, "uint16")) return ((const uint16_t*)buf)[i];
+    if (!strcmp(d, "uint32")) return ((const uint32_t*)buf)[i];
+    if (!strcmp(d, "uint64")) return (double)((const uint64_t*)buf)[i];
+    return NAN;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void* a, const void* b) {
+    double x = *(const double*)a, y = *(const double*)b;
+    return (x > y) - (x < y);
+}
+
+static void* alloc_buffer(int64_t nbytes) {
+    void* p = NULL;
+    size_t n = (size_t)(nbytes > 0 ? (nbytes + 63) / 64 * 64 : 64);
+    return posix_memalign(&p, 64, n) == 0 ? p : NULL;
+}
+
+int main(int argc, char** argv) {
+    const char* artifact = NULL;
+    const char* files[256];
+    int nfiles = 0, threads = 0, iters = 10;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
+        else if (argv[i][0] == '-') artifact = NULL, i = argc;   /* -h, --help, or unknown */
+        else if (!artifact) artifact = argv[i];
+        else if (nfiles < 256) files[nfiles++] = argv[i];
+    }
+    if (!artifact) {
+        fprintf(stderr, "usage: run_model ARTIFACT [--threads N] [--iters N] [INPUT.bin ...]\n");
+        return 2;
+    }
+    if (iters < 1) iters = 1;
+    if (check_trailer(artifact)) return 1;
+
+    void* lib = dlopen(artifact, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return die("%s", dlerror());
+    runtime_api api;
+    int ok = 1;
+    *(void**)&api.abi_version = lookup(lib, "ember_abi_version", &ok);
+    *(void**)&api.cpu_check = lookup(lib, "ember_cpu_check", &ok);
+    *(void**)&api.num_inputs = lookup(lib, "ember_num_inputs", &ok);
+    *(void**)&api.num_outputs = lookup(lib, "ember_num_outputs", &ok);
+    *(void**)&api.input_info = lookup(lib, "ember_input_info", &ok);
+    *(void**)&api.output_info = lookup(lib, "ember_output_info", &ok);
+    *(void**)&api.model_create = lookup(lib, "ember_model_create", &ok);
+    *(void**)&api.model_run = lookup(lib, "ember_model_run", &ok);
+    *(void**)&api.model_destroy = lookup(lib, "ember_model_destroy", &ok);
+    *(void**)&api.last_error = lookup(lib, "ember_last_error", &ok);
+    *(void**)&api.set_num_threads = lookup(lib, "ember_set_num_threads", &ok);
+    *(void**)&api.get_num_threads = lookup(lib, "ember_get_num_threads", &ok);
+    if (!ok) return 1;
+    if (api.abi_version() != EMBER_ABI_VERSION) return die("%s was built for another runtime ABI", artifact);
+    if (api.cpu_check() != 0) return die("%s", api.last_error());
+
+    int nin = api.num_inputs(), nout = api.num_outputs();
+    if (nin < 0 || nout < 0) return die("%s", api.last_error());
+    if (nfiles != 0 && nfiles != nin) {
+        fprintf(stderr, "run_model: the model takes %d inputs, %d files given\n", nin, nfiles);
+        return 1;
+    }
+    if (threads > 0) api.set_num_threads(threads);
+
+    void** inputs = calloc((size_t)nin + 1, sizeof(void*));
+    void** outputs = calloc((size_t)nout + 1, sizeof(void*));
+    if (!inputs || !outputs) return die("%s", "out of memory");
+    for (int i = 0; i < nin; i++) {
+        const ember_tensor_info* t = api.input_info(i);
+        if (!(inputs[i] = alloc_buffer(t->nbytes))) return die("%s", "out of memory");
+        if (nfiles ? read_input(files[i], t, inputs[i]) : fill_pattern(t, inputs[i])) return 1;
+    }
+    for (int i = 0; i < nout; i++) {
+        const ember_tensor_info* t = api.output_info(i);
+        if (!(outputs[i] = alloc_buffer(t->nbytes))) return die("%s", "out of memory");
+    }
+
+    ember_model* model = api.model_create();
+    if (!model) return die("%s", api.last_error());
+    /* One warm-up run (its outputs are the ones printed), then the timed runs. */
+    if (api.model_run(model, inputs, outputs) != 0) return die("%s", api.last_error());
+    double* times = malloc(sizeof(double) * (size_t)iters);
+    if (!times) return die("%s", "out of memory");
+    for (int k = 0; k < iters; k++) {
+        double t0 = now_s();
+        if (api.model_run(model, inputs, outputs) != 0) return die("%s", api.last_error());
+        times[k] = now_s() - t0;
+    }
+    qsort(times, (size_t)iters, sizeof(double), cmp_double);
+
+    uint64_t hash = 1469598103934665603ull;   /* FNV-1a, 64 bits */
+    for (int i = 0; i < nout; i++) {
+        const ember_tensor_info* t = api.output_info(i);
+        printf("output %d '%s' %s[", i, t->name, t->dtype);
+        for (int d = 0; d < t->ndim; d++) printf("%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        printf("]:");
+        for (int64_t j = 0; j < t->num_elements && j < 8; j++) printf(" %.6g", value_at(t, outputs[i], j));
+        printf("%s\n", t->num_elements > 8 ? " ..." : "");
+        const unsigned char* bytes = outputs[i];
+        for (int64_t j = 0; j < t->nbytes; j++) hash = (hash ^ bytes[j]) * 1099511628211ull;
+    }
+    printf("checksum fnv1a64 %016llx\n", (unsigned long long)hash);
+    printf("threads %d, latency median %.3f ms, min %.3f ms over %d runs\n", api.get_num_threads(),
+           times[iters / 2] * 1e3, times[0] * 1e3, iters);
+
+    api.model_destroy(model);
+    for (int i = 0; i < nin; i++) free(inputs[i]);
+    for (int i = 0; i < nout; i++) free(outputs[i]);
+    free(inputs);
+    free(outputs);
+    free(times);
+    dlclose(lib);
+    return 0;
+}

@@ -1,0 +1,124 @@
+"""Timing helpers shared by ``ember bench``, ``examples/`` and ``benchmarks/``.
+
+* :func:`time_callable` runs a function a number of times and summarizes the latencies;
+* :func:`onnxruntime_session` opens an onnxruntime session configured like Ember's run (the
+  given number of intra-op threads, one inter-op thread, every graph optimization), so the two
+  are compared on equal terms;
+* :func:`random_inputs` makes seeded inputs of the right shapes and dtypes for a signature.
+
+onnxruntime is optional: :func:`onnxruntime_available` says whether it can be imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Latencies of repeated runs, in milliseconds."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def runs(self) -> int:
+        return len(self.samples)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples))
+
+    @property
+    def p10(self) -> float:
+        return float(np.percentile(self.samples, 10))
+
+    @property
+    def p90(self) -> float:
+        return float(np.percentile(self.samples, 90))
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.samples))
+
+    @property
+    def min(self) -> float:
+        return float(np.min(self.samples))
+
+    def __str__(self) -> str:
+        return (f"median {self.median:.3f} ms  p10 {self.p10:.3f} ms  p90 {self.p90:.3f} ms  "
+                f"({self.runs} runs)")
+
+
+def time_callable(fn: Callable[[], Any], warmup: int = 5, runs: int = 30) -> TimingStats:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed one by one."""
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return TimingStats(tuple(samples))
+
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def onnxruntime_session(model: "str | os.PathLike | Any", threads: int):
+    """An onnxruntime CPU session for ``model`` (a path or an ``onnx.ModelProto``) that uses
+    ``threads`` intra-op threads, one inter-op thread and all graph optimizations."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def random_inputs(signature: Any, seed: int = 0, dims: Mapping[str, int] | None = None,
+                  int_high: int = 2) -> dict[str, np.ndarray]:
+    """Seeded random inputs for ``signature``: a Module (``input_names`` and ``input_types``),
+    or a mapping from names to types with ``.shape`` and ``.dtype`` (or ``(shape, dtype)``).
+
+    Floats are standard normal; integers are drawn from ``[0, int_high)`` so they are valid as
+    indices, token ids, masks and segment ids alike; booleans are fair coin flips.  Symbolic
+    dimensions take their size from ``dims`` (1 when not given)."""
+    rng = np.random.default_rng(seed)
+    dims = dims or {}
+    out = {}
+    for name, (shape, dtype) in _signature(signature).items():
+        shape = tuple(d if isinstance(d, int) else int(dims.get(d, 1)) for d in shape)
+        dt = np.dtype("float32" if dtype == "bfloat16" else dtype)
+        if dt.kind == "f":
+            arr = rng.standard_normal(shape).astype(dt)
+        elif dt.kind in "iu":
+            arr = rng.integers(0, int_high, size=shape).astype(dt)
+        elif dt.kind == "b":
+            arr = rng.random(shape) < 0.5
+        else:
+            raise TypeError(f"cannot make random inputs of dtype {dtype} for input '{name}'")
+        out[name] = arr
+    return out
+
+
+def _signature(sig: Any) -> dict[str, tuple[Sequence, str]]:
+    if hasattr(sig, "input_names") and hasattr(sig, "input_types"):
+        return {n: (t.shape, str(t.dtype)) for n, t in zip(sig.input_names, sig.input_types)}
+    out = {}
+    for name, t in dict(sig).items():
+        shape, dtype = (t.shape, t.dtype) if hasattr(t, "shape") else t
+        out[name] = (tuple(shape), str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype)
+    return out

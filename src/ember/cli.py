@@ -1,0 +1,358 @@
+"""The ``ember`` command: a thin layer over the public API.
+
+    ember compile MODEL -o OUT [--target cpu] [--opt-level N] [--dump DIR] [--shape NAME=D1,D2]
+    ember run ARTIFACT --inputs in.npz [--output out.npz] [--threads N]
+    ember info MODEL [--shape NAME=D1,D2]
+    ember bench MODEL [--threads 2] [--runs 30] [--warmup 5]
+
+Results go to stdout, progress to stderr.  Every :class:`ember.errors.EmberError` ends the
+command with ``ember: error: <message>`` and exit status 1; set ``EMBER_DEBUG=1`` to see the
+traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ArtifactError, EmberError, InputError, ModelLoadError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except EmberError as e:
+        if os.environ.get("EMBER_DEBUG") == "1":
+            traceback.print_exc()
+        print(f"ember: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ember: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="ember", description="Ember, a deep-learning inference compiler.")
+    p.add_argument("--version", action="version", version=f"ember {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="compile a model into an artifact",
+                       description="Compile a model into a self-contained artifact.")
+    c.add_argument("model", help="model file (.onnx)")
+    c.add_argument("-o", "--output", required=True, metavar="OUT", help="artifact to write")
+    _add_compile_options(c)
+    c.add_argument("--dump", metavar="DIR", help="write the graph after every pass, the kernels' loop IR "
+                                                 "and the generated source to DIR")
+    c.set_defaults(func=cmd_compile)
+
+    r = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz file",
+                       description="Run a compiled artifact on the arrays of an .npz file.")
+    r.add_argument("artifact", help="artifact written by 'ember compile'")
+    r.add_argument("--inputs", required=True, metavar="NPZ", help="inputs, one array per input name")
+    r.add_argument("--output", metavar="NPZ", help="write the outputs here")
+    r.add_argument("--threads", type=_positive_int, metavar="N", help="worker threads")
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("info", help="describe a model: signature, ops, parameters, FLOPs",
+                       description="Describe a model: its inputs and outputs, the ops of the ONNX model "
+                                   "and of the Ember graph, its parameters and FLOPs.")
+    i.add_argument("model", help="model file (.onnx)")
+    i.add_argument("--shape", action="append", type=_shape_arg, default=[], metavar="NAME=D1,D2,...",
+                   help="fix the shape of an input (repeatable)")
+    i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser("bench", help="time a model with Ember and with onnxruntime",
+                       description="Compile a model, time it on random inputs and compare with "
+                                   "onnxruntime on the same inputs and thread count.")
+    b.add_argument("model", help="model file (.onnx)")
+    _add_compile_options(b)
+    b.add_argument("--threads", type=_positive_int, default=2, metavar="N", help="threads (default: 2)")
+    b.add_argument("--runs", type=_positive_int, default=30, metavar="N", help="timed runs (default: 30)")
+    b.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed runs first (default: 5)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def _add_compile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="cpu", help="target to compile for (default: cpu, the host)")
+    p.add_argument("--opt-level", type=int, default=3, choices=range(4), metavar="N",
+                   help="optimization level 0-3 (default: 3)")
+    p.add_argument("--shape", action="append", type=_shape_arg, default=[], metavar="NAME=D1,D2,...",
+                   help="fix the shape of an input (repeatable)")
+
+
+def _shape_arg(text: str) -> tuple[str, tuple[int | str, ...]]:
+    name, sep, dims = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=D1,D2,..., got {text!r}")
+    shape = tuple(int(d) if d.strip().isdigit() else d.strip() for d in dims.split(",") if d.strip())
+    return name, shape
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return n
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    _require_file(args.model)
+    module, seconds = _compile(args.model, args, shapes=dict(args.shape) or None)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    module.save(str(out))
+    meta = getattr(module, "metadata", {}) or {}
+    print(f"wrote {out}")
+    print(f"  artifact   {_bytes(_path_size(out))}")
+    print(f"  arena      {_bytes(module.arena_bytes)}")
+    if "constants_bytes" in meta:
+        print(f"  constants  {_bytes(meta['constants_bytes'])}")
+    if "kernels" in meta:
+        kernels = meta["kernels"]
+        print(f"  kernels    {len(kernels) if isinstance(kernels, (list, tuple, dict)) else kernels}")
+    print(f"  compiled in {seconds:.2f} s")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import ember
+
+    if not os.path.exists(args.artifact):
+        raise ArtifactError(f"no such artifact: {args.artifact}")
+    module = ember.load(args.artifact)
+    if args.threads:
+        module.num_threads = args.threads
+    inputs = _load_npz(args.inputs)
+    t0 = time.perf_counter()
+    outputs = module.run(inputs)
+    ms = (time.perf_counter() - t0) * 1e3
+    for name, arr in outputs.items():
+        arr = np.asarray(arr)
+        print(f"{name}  {arr.dtype}[{', '.join(map(str, arr.shape))}]  {_preview(arr)}")
+    print(f"ran in {ms:.3f} ms", file=sys.stderr)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(args.output, **outputs)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import ember
+    from .graph.stats import count_flops, count_params
+
+    model = _load_onnx(args.model)
+    g = model.graph
+    opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
+    producer = " ".join(x for x in (model.producer_name, model.producer_version) if x)
+    print(f"model     {args.model} ({_bytes(_path_size(Path(args.model)))})")
+    print(f"format    ONNX ir {model.ir_version}, opset {opsets}" + (f", from {producer}" if producer else ""))
+    print()
+    init_names = {t.name for t in g.initializer}
+    _print_signature("inputs", [(v.name, _onnx_type(v)) for v in g.input if v.name not in init_names])
+    _print_signature("outputs", [(v.name, _onnx_type(v)) for v in g.output])
+    onnx_params = sum(int(np.prod(t.dims)) for t in g.initializer)
+    print()
+    _print_histogram(f"ONNX ops ({len(g.node)} nodes, {len(init_names)} initializers, "
+                     f"{onnx_params:,} weights)", _onnx_histogram(model))
+
+    graph = ember.from_onnx(model, shapes=dict(args.shape) or None)
+    print()
+    _print_histogram(f"Ember graph ({len(graph.nodes)} nodes)", graph.op_histogram())
+    ember_in = [(v.name, str(v.type)) for v in graph.inputs]
+    ember_out = [(v.name, str(v.type)) for v in graph.outputs]
+    onnx_types = {v.name: _onnx_type(v) for v in list(g.input) + list(g.output)}
+    if any(onnx_types.get(n) != t for n, t in ember_in + ember_out):
+        print()
+        _print_signature("Ember inputs", ember_in)
+        _print_signature("Ember outputs", ember_out)
+    count, nbytes = count_params(graph)
+    print()
+    print(f"parameters  {count:,} ({_bytes(nbytes)})")
+    symbols = sorted({d for v in graph.values() for d in v.shape if isinstance(d, str)})
+    flops = count_flops(graph, {s: 1 for s in symbols})
+    note = f" with {', '.join(f'{s}=1' for s in symbols)}" if symbols else ""
+    print(f"FLOPs       {_si(flops)}FLOPs ({flops:,}){note}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import ember
+    from .benchmark import onnxruntime_available, onnxruntime_session, random_inputs, time_callable
+    from .errors import ShapeError
+    from .graph.stats import count_flops
+
+    _require_file(args.model)
+    print(f"model     {args.model}")
+    print(f"threads   {args.threads}, {args.runs} runs after {args.warmup} warm-up runs", flush=True)
+    graph = ember.from_onnx(args.model, shapes=dict(args.shape) or None)
+    try:
+        flops = count_flops(graph)
+    except ShapeError:
+        flops = None
+    module, seconds = _compile(graph, args, shapes=None)
+    print(f"compiled  in {seconds:.2f} s, arena {_bytes(module.arena_bytes)}")
+    module.num_threads = args.threads
+    inputs = random_inputs(module, seed=args.seed)
+
+    rows = [("ember", time_callable(lambda: module.run(inputs), args.warmup, args.runs))]
+    if onnxruntime_available():
+        sess = onnxruntime_session(args.model, args.threads)
+        feed = {i.name: inputs[i.name] for i in sess.get_inputs() if i.name in inputs}
+        rows.append(("onnxruntime", time_callable(lambda: sess.run(None, feed), args.warmup, args.runs)))
+    else:
+        print("onnxruntime is not installed: timing Ember alone")
+
+    print()
+    print(f"{'':14}{'median':>10}{'p10':>10}{'p90':>10}   ms" + ("     GFLOP/s" if flops else ""))
+    for name, st in rows:
+        rate = f"{flops / st.median / 1e6:12.1f}" if flops else ""
+        print(f"{name:14}{st.median:10.3f}{st.p10:10.3f}{st.p90:10.3f}     {rate}")
+    if len(rows) == 2:
+        ratio = rows[0][1].median / rows[1][1].median
+        verdict = f"{1 / ratio:.2f}x faster" if ratio < 1 else f"{ratio:.2f}x slower"
+        print(f"\nratio     ember / onnxruntime = {ratio:.2f} (median; Ember is {verdict})")
+        ours = module.run(inputs)
+        theirs = dict(zip((o.name for o in sess.get_outputs()), sess.run(None, feed)))
+        diffs = [np.max(np.abs(np.asarray(ours[n], np.float64) - np.asarray(theirs[n], np.float64)))
+                 for n in ours if n in theirs and np.size(ours[n])]
+        if diffs:
+            print(f"max |ember - onnxruntime| = {max(diffs):.3g}")
+    return 0
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+class _Progress:
+    """The ``progress`` callable given to :func:`ember.compile`: prints each step on stderr with
+    the time since the compile began."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self, step: Any, *detail: Any, **more: Any) -> None:
+        words = [str(step), *map(str, detail), *(f"{k}={v}" for k, v in more.items())]
+        print(f"  [{time.perf_counter() - self.start:7.2f} s] {' '.join(words)}", file=sys.stderr, flush=True)
+
+
+def _compile(model: Any, args: argparse.Namespace, shapes: dict | None):
+    import ember
+
+    progress = _Progress()
+    print(f"compiling for {args.target} at -O{args.opt_level}", file=sys.stderr, flush=True)
+    module = ember.compile(model, target=args.target, opt_level=args.opt_level,
+                           shapes=shapes, dump=getattr(args, "dump", None),
+                           progress=progress)
+    seconds = time.perf_counter() - progress.start
+    progress("done")
+    return module, seconds
+
+
+def _require_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"no such model file: {path}")
+
+
+def _load_onnx(path: str):
+    import onnx
+
+    _require_file(path)
+    try:
+        return onnx.load(path)
+    except Exception as e:  # protobuf raises several unrelated types for a corrupt file
+        raise ModelLoadError(f"cannot read '{path}' as an ONNX model: {e}") from e
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    if not os.path.isfile(path):
+        raise InputError(f"no such inputs file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read '{path}' as an .npz file of arrays: {e}") from e
+
+
+def _onnx_type(value_info) -> str:
+    import onnx
+
+    t = value_info.type
+    if not t.HasField("tensor_type"):
+        return t.WhichOneof("value") or "?"
+    tt = t.tensor_type
+    try:
+        dtype = str(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    except Exception:
+        dtype = onnx.TensorProto.DataType.Name(tt.elem_type).lower()
+    if not tt.HasField("shape"):
+        return f"{dtype}[?]"
+    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+    return f"{dtype}[{', '.join(dims)}]"
+
+
+def _onnx_histogram(model) -> dict[str, int]:
+    hist: dict[str, int] = {}
+    for n in model.graph.node:
+        key = f"{n.domain}:{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+        hist[key] = hist.get(key, 0) + 1
+    return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _print_signature(title: str, items: list[tuple[str, str]]) -> None:
+    print(title)
+    width = max((len(n) for n, _ in items), default=0)
+    for name, t in items:
+        print(f"  {name:{width}}  {t}")
+
+
+def _print_histogram(title: str, hist: dict[str, int], columns: int = 3) -> None:
+    print(title)
+    cells = [f"{op:<22}{n:>5}" for op, n in hist.items()]
+    for k in range(0, len(cells), columns):
+        print("  " + "   ".join(cells[k:k + columns]))
+
+
+def _preview(arr: np.ndarray, count: int = 5) -> str:
+    flat = arr.reshape(-1)
+    shown = np.array2string(flat[:count], precision=5, separator=", ", max_line_width=10**6)
+    return shown[:-1] + ", ...]" if flat.size > count else shown
+
+
+def _path_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} "
+
+
+if __name__ == "__main__":
+    sys.exit(main())

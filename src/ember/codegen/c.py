@@ -1,0 +1,449 @@
+"""C code generation for CPUs from the loop IR.
+
+Vector code uses the C compiler's vector extensions (``vector_size``), so the same source
+serves AVX2 (8 floats), SSE and NEON (4 floats) depending on the target's vector width.
+A loop marked "parallel" at the top of a kernel is outlined into a task function that the
+runtime's thread pool runs in chunks (``ember_parallel_for``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+from ..errors import CodegenError
+from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
+                        COMPARISONS, is_float_dtype)
+from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
+from ..tir.transform import lanes_of
+
+C_TYPES = {
+    "float32": "float", "float64": "double", "float16": "_Float16",
+    "int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t",
+    "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t",
+    "bool": "_Bool",
+}
+
+_BINOPS = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">",
+           "ge": ">=", "and": "&&", "or": "||"}
+_VEC_BINOPS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "eq": "==", "ne": "!=", "lt": "<", "le": "<=",
+               "gt": ">", "ge": ">=", "and": "&", "or": "|"}
+
+# scalar math: name -> (float32 function, float64 function)
+_MATH = {
+    "exp": ("expf", "exp"), "log": ("logf", "log"), "sqrt": ("sqrtf", "sqrt"), "tanh": ("tanhf", "tanh"),
+    "erf": ("erff", "erf"), "floor": ("floorf", "floor"), "ceil": ("ceilf", "ceil"),
+    "nearbyint": ("nearbyintf", "nearbyint"), "sin": ("sinf", "sin"), "cos": ("cosf", "cos"),
+    "tan": ("tanf", "tan"), "asin": ("asinf", "asin"), "acos": ("acosf", "acos"), "atan": ("atanf", "atan"),
+    "sinh": ("sinhf", "sinh"), "cosh": ("coshf", "cosh"), "asinh": ("asinhf", "asinh"),
+    "acosh": ("acoshf", "acosh"), "atanh": ("atanhf", "atanh"), "pow": ("powf", "pow"),
+    "abs": ("fabsf", "fabs"), "fmod": ("fmodf", "fmod"),
+}
+
+
+def c_type(dtype: str) -> str:
+    try:
+        return C_TYPES[dtype]
+    except KeyError:
+        raise CodegenError(f"dtype {dtype} is not supported by the C backend yet") from None
+
+
+def c_ident(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    if not s or s[0].isdigit():
+        s = "t_" + s
+    return s
+
+
+def c_string(text: str) -> str:
+    out = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{out}"'
+
+
+def preamble(lanes: int) -> str:
+    vb = 4 * lanes
+    idx = ", ".join(f"_m[{i}] ? _a[{i}] : _b[{i}]" for i in range(lanes))
+    return f"""\
+#define EMBER_LANES {lanes}
+typedef float ember_vf __attribute__((vector_size({vb})));
+typedef int32_t ember_vi __attribute__((vector_size({vb})));
+typedef float ember_vf_u __attribute__((vector_size({vb}), aligned(4)));
+static inline ember_vf ember_vload(const float* p) {{ return *(const ember_vf_u*)p; }}
+static inline void ember_vstore(float* p, ember_vf v) {{ *(ember_vf_u*)p = v; }}
+static inline ember_vf ember_vsel(ember_vi m, ember_vf a, ember_vf b) {{
+  return (ember_vf)((m & (ember_vi)a) | (~m & (ember_vi)b));
+}}
+static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{ return ember_vsel(a > b, a, b); }}
+static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{ return ember_vsel(a < b, a, b); }}
+#define EMBER_VMAP1(fn, x) ({{ ember_vf _x = (x), _r; for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = fn(_x[_i]); _r; }})
+#define EMBER_VMAP2(fn, x, y) ({{ ember_vf _x = (x), _y = (y), _r; for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = fn(_x[_i], _y[_i]); _r; }})
+#define EMBER_IDIV(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _b == 0 ? 0 : (_b == -1 ? -_a : _a / _b); }})
+#define EMBER_IMOD(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_b == 0 || _b == -1) ? 0 : _a % _b; }})
+#define EMBER_UDIV(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _b == 0 ? 0 : _a / _b; }})
+#define EMBER_UMOD(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _b == 0 ? 0 : _a % _b; }})
+#define EMBER_MAX(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _a > _b ? _a : _b; }})
+#define EMBER_MIN(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _a < _b ? _a : _b; }})
+"""
+
+
+@dataclass
+class _Ctx:
+    names: dict = field(default_factory=dict)     # Var/Buffer -> C name
+    used: set = field(default_factory=set)
+    vec_locals: set = field(default_factory=set)  # local buffers stored as vector arrays
+
+
+class CGenerator:
+    """Emits C for kernels (PrimFuncs) with vectors of ``lanes`` floats."""
+
+    def __init__(self, lanes: int = 8):
+        self.lanes = lanes
+        self.helpers: list[str] = []
+
+    # ---- names ---------------------------------------------------------------------------
+
+    def name(self, ctx: _Ctx, obj, hint: str) -> str:
+        if obj in ctx.names:
+            return ctx.names[obj]
+        base = c_ident(hint)
+        n, k = base, 0
+        while n in ctx.used:
+            k += 1
+            n = f"{base}_{k}"
+        ctx.used.add(n)
+        ctx.names[obj] = n
+        return n
+
+    # ---- expressions ---------------------------------------------------------------------
+
+    def const(self, c: Const) -> str:
+        v = c.value
+        if c.dtype == "bool":
+            return "1" if v else "0"
+        if is_float_dtype(c.dtype):
+            if math.isnan(v):
+                s = "NAN"
+            elif math.isinf(v):
+                s = "INFINITY" if v > 0 else "(-INFINITY)"
+            else:
+                s = repr(float(v))
+                if "e" not in s and "." not in s:
+                    s += ".0"
+                s = s + "f" if c.dtype == "float32" else s
+            return s if c.dtype in ("float32", "float64") else f"(({c_type(c.dtype)}){s})"
+        if c.dtype == "int64":
+            return f"INT64_C({v})" if -(1 << 62) < v < (1 << 62) else f"((int64_t){v}LL)" if v >= 0 else "INT64_MIN"
+        if c.dtype == "uint64":
+            return f"UINT64_C({v})"
+        return f"(({c_type(c.dtype)}){v})"
+
+    def expr(self, e: Expr, ctx: _Ctx) -> str:
+        if lanes_of(e) > 1:
+            return self.vexpr(e, ctx)
+        if isinstance(e, Const):
+            return self.const(e)
+        if isinstance(e, Var):
+            return self.name(ctx, e, e.name)
+        if isinstance(e, Load):
+            return f"{self.name(ctx, e.buffer, e.buffer.name)}[{self.expr(e.index, ctx)}]"
+        if isinstance(e, BinOp):
+            a, b = self.expr(e.a, ctx), self.expr(e.b, ctx)
+            dt = e.a.dtype
+            if e.op in _BINOPS:
+                if e.op in ("add", "sub", "mul") and dt == "bool":
+                    return f"((_Bool)({a} {_BINOPS[e.op]} {b}))"
+                return f"({a} {_BINOPS[e.op]} {b})"
+            if e.op == "max":
+                return f"EMBER_MAX({a}, {b})"
+            if e.op == "min":
+                return f"EMBER_MIN({a}, {b})"
+            if e.op in ("div", "mod"):
+                if is_float_dtype(dt):
+                    if e.op == "div":
+                        return f"({a} / {b})"
+                    return self.math_call("fmod", [a, b], dt)
+                if isinstance(e.b, Const) and e.b.value not in (0, -1):
+                    return f"({a} {'/' if e.op == 'div' else '%'} {b})"
+                signed = not dt.startswith("uint") and dt != "bool"
+                macro = ("EMBER_IDIV" if e.op == "div" else "EMBER_IMOD") if signed else \
+                        ("EMBER_UDIV" if e.op == "div" else "EMBER_UMOD")
+                return f"{macro}({a}, {b})"
+            raise CodegenError(f"unknown binary op {e.op}")
+        if isinstance(e, Not):
+            return f"(!{self.expr(e.a, ctx)})"
+        if isinstance(e, Cast):
+            a = self.expr(e.a, ctx)
+            if e.dtype == "bool":
+                return f"((_Bool)({a} != 0))"
+            return f"(({c_type(e.dtype)})({a}))"
+        if isinstance(e, Select):
+            return f"({self.expr(e.cond, ctx)} ? {self.expr(e.t, ctx)} : {self.expr(e.f, ctx)})"
+        if isinstance(e, Call):
+            args = [self.expr(a, ctx) for a in e.args]
+            return self.call(e.fn, args, e.args[0].dtype, e.dtype)
+        raise CodegenError(f"cannot generate C for {type(e).__name__}")
+
+    def math_call(self, fn: str, args: list[str], dtype: str) -> str:
+        f32, f64 = _MATH[fn]
+        if dtype == "float64":
+            return f"{f64}({', '.join(args)})"
+        if dtype == "float32":
+            return f"{f32}({', '.join(args)})"
+        if dtype == "float16":
+            return f"((_Float16){f32}({', '.join(f'(float)({a})' for a in args)}))"
+        raise CodegenError(f"math function {fn} on {dtype}")
+
+    def call(self, fn: str, args: list[str], arg_dtype: str, dtype: str) -> str:
+        if fn == "isnan":
+            return f"((_Bool)isnan({args[0]}))" if is_float_dtype(arg_dtype) else "0"
+        if fn == "abs" and not is_float_dtype(arg_dtype):
+            return f"({args[0]} < 0 ? -{args[0]} : {args[0]})" if not arg_dtype.startswith("uint") else args[0]
+        if fn in _MATH:
+            return self.math_call(fn, args, dtype)
+        raise CodegenError(f"unknown intrinsic {fn}")
+
+    def vexpr(self, e: Expr, ctx: _Ctx) -> str:
+        L = self.lanes
+        if isinstance(e, Broadcast):
+            v = self.expr(e.value, ctx)
+            if e.value.dtype == "bool":
+                return f"((ember_vi){{}} - (int32_t)({v}))"
+            return f"((ember_vf){{}} + (float)({v}))"
+        if isinstance(e, Load):
+            buf = self.name(ctx, e.buffer, e.buffer.name)
+            idx = e.index
+            if not isinstance(idx, Ramp):
+                raise CodegenError("vector load with a non-ramp index")
+            if e.buffer in ctx.vec_locals:
+                return f"{buf}[{idx.base.value // L}]"
+            base = self.expr(idx.base, ctx)
+            if idx.stride == 1:
+                return f"ember_vload(&{buf}[{base}])"
+            lanes = ", ".join(f"{buf}[_b + {k * idx.stride}]" for k in range(L))
+            return f"({{ int64_t _b = {base}; (ember_vf){{{lanes}}}; }})"
+        if isinstance(e, BinOp):
+            a, b = self.vexpr(e.a, ctx), self.vexpr(e.b, ctx)
+            if e.op in _VEC_BINOPS:
+                return f"({a} {_VEC_BINOPS[e.op]} {b})"
+            if e.op == "max":
+                return f"ember_vmax({a}, {b})"
+            if e.op == "min":
+                return f"ember_vmin({a}, {b})"
+            if e.op == "mod":
+                return f"EMBER_VMAP2(fmodf, {a}, {b})"
+            raise CodegenError(f"vector op {e.op}")
+        if isinstance(e, Not):
+            return f"(~{self.vexpr(e.a, ctx)})"
+        if isinstance(e, Select):
+            return f"ember_vsel({self.vexpr(e.cond, ctx)}, {self.vexpr(e.t, ctx)}, {self.vexpr(e.f, ctx)})"
+        if isinstance(e, Call):
+            args = [self.vexpr(a, ctx) for a in e.args]
+            f32 = _MATH[e.fn][0]
+            if len(args) == 1:
+                return f"EMBER_VMAP1({f32}, {args[0]})"
+            return f"EMBER_VMAP2({f32}, {args[0]}, {args[1]})"
+        if isinstance(e, Ramp):
+            raise CodegenError("an index vector outside a load")
+        raise CodegenError(f"cannot vectorize {type(e).__name__}")
+
+    # ---- statements ----------------------------------------------------------------------
+
+    def stmt(self, s: Stmt, ctx: _Ctx, ind: str, out: list[str], depth: int, fname: str) -> None:
+        if isinstance(s, Seq):
+            for x in s.stmts:
+                self.stmt(x, ctx, ind, out, depth, fname)
+        elif isinstance(s, For):
+            if s.kind == "parallel" and depth == 0 and s.extent > 1:
+                self.parallel(s, ctx, ind, out, fname)
+                return
+            v = self.name(ctx, s.var, s.var.name)
+            if s.kind in ("simd", "vectorized"):
+                out.append(f"{ind}#pragma GCC ivdep")
+            elif s.kind == "unrolled":
+                out.append(f"{ind}#pragma GCC unroll 8")
+            out.append(f"{ind}for (int64_t {v} = 0; {v} < {s.extent}; ++{v}) {{")
+            self.stmt(s.body, ctx, ind + "  ", out, depth + 1, fname)
+            out.append(f"{ind}}}")
+        elif isinstance(s, Store):
+            buf = self.name(ctx, s.buffer, s.buffer.name)
+            if isinstance(s.index, Ramp):
+                idx = s.index
+                val = self.vexpr(s.value, ctx)
+                if s.buffer in ctx.vec_locals:
+                    out.append(f"{ind}{buf}[{idx.base.value // self.lanes}] = {val};")
+                elif idx.stride == 1:
+                    out.append(f"{ind}ember_vstore(&{buf}[{self.expr(idx.base, ctx)}], {val});")
+                else:
+                    parts = " ".join(f"{buf}[_b + {k * idx.stride}] = _v[{k}];" for k in range(self.lanes))
+                    out.append(f"{ind}{{ int64_t _b = {self.expr(idx.base, ctx)}; ember_vf _v = {val}; {parts} }}")
+            else:
+                out.append(f"{ind}{buf}[{self.expr(s.index, ctx)}] = {self.expr(s.value, ctx)};")
+        elif isinstance(s, Allocate):
+            b = s.buffer
+            name = self.name(ctx, b, b.name)
+            if _vector_local(b, s.body, self.lanes):
+                ctx.vec_locals.add(b)
+                out.append(f"{ind}ember_vf {name}[{b.size // self.lanes}];")
+                self.stmt(s.body, ctx, ind, out, depth, fname)
+            else:
+                nbytes = b.size * _itemsize(b.dtype)
+                if nbytes > 32768:
+                    out.append(f"{ind}{c_type(b.dtype)}* {name} = ({c_type(b.dtype)}*)malloc({nbytes});")
+                    out.append(f"{ind}if (!{name}) return;")
+                    self.stmt(s.body, ctx, ind, out, depth, fname)
+                    out.append(f"{ind}free({name});")
+                else:
+                    out.append(f"{ind}{c_type(b.dtype)} {name}[{b.size}] __attribute__((aligned(64)));")
+                    self.stmt(s.body, ctx, ind, out, depth, fname)
+        elif isinstance(s, IfThenElse):
+            out.append(f"{ind}if ({self.expr(s.cond, ctx)}) {{")
+            self.stmt(s.then, ctx, ind + "  ", out, depth, fname)
+            if s.other is not None:
+                out.append(f"{ind}}} else {{")
+                self.stmt(s.other, ctx, ind + "  ", out, depth, fname)
+            out.append(f"{ind}}}")
+        else:
+            raise CodegenError(f"cannot generate C for {type(s).__name__}")
+
+    def parallel(self, s: For, ctx: _Ctx, ind: str, out: list[str], fname: str) -> None:
+        """Outline the body of a parallel loop into a task run by the thread pool."""
+        bufs = _buffers_used(s.body)
+        task = f"{fname}_task{len(self.helpers)}"
+        fields = []
+        for b in bufs:
+            name = self.name(ctx, b, b.name)
+            fields.append((b, name))
+        sctx = _Ctx(names={b: n for b, n in fields}, used={n for _, n in fields}, vec_locals=set(ctx.vec_locals))
+        body: list[str] = []
+        v = self.name(sctx, s.var, s.var.name)
+        body.append(f"  for (int64_t {v} = _begin; {v} < _end; ++{v}) {{")
+        self.stmt(s.body, sctx, "    ", body, 1, task)
+        body.append("  }")
+        struct = "".join(f" {'const ' if b.const else ''}{_ptr_type(b, sctx)}* {n};" for b, n in fields)
+        unpack = "".join(
+            f"  {'const ' if b.const else ''}{_ptr_type(b, sctx)}* restrict {n} = _c->{n};\n" for b, n in fields)
+        self.helpers.append(
+            f"struct {task}_ctx {{{struct} }};\n"
+            f"static void {task}(void* _vc, int64_t _begin, int64_t _end) {{\n"
+            f"  const struct {task}_ctx* _c = (const struct {task}_ctx*)_vc;\n{unpack}" + "\n".join(body) + "\n}\n")
+        init = ", ".join(f"{n}" for _, n in fields)
+        out.append(f"{ind}{{ struct {task}_ctx _ctx = {{{init}}};")
+        out.append(f"{ind}  ember_parallel_for({s.extent}, {task}, &_ctx); }}")
+
+    def kernel(self, f: PrimFunc) -> str:
+        ctx = _Ctx()
+        params = []
+        for b in f.params:
+            n = self.name(ctx, b, b.name)
+            params.append(f"{'const ' if b.const else ''}{c_type(b.dtype)}* restrict {n}")
+        body: list[str] = []
+        start = len(self.helpers)
+        self.stmt(f.body, ctx, "  ", body, 0, f.name)
+        helpers = "".join(self.helpers[start:])
+        comment = f"/* {f.comment} */\n" if f.comment else ""
+        return (f"{helpers}{comment}static void {f.name}({', '.join(params)}) {{\n" + "\n".join(body) + "\n}\n")
+
+
+def _ptr_type(b: Buffer, ctx: _Ctx) -> str:
+    return "ember_vf" if b in ctx.vec_locals else c_type(b.dtype)
+
+
+def _itemsize(dtype: str) -> int:
+    return {"float64": 8, "int64": 8, "uint64": 8, "float32": 4, "int32": 4, "uint32": 4,
+            "float16": 2, "int16": 2, "uint16": 2}.get(dtype, 1)
+
+
+def _walk_stmt(s: Stmt):
+    yield s
+    if isinstance(s, (For, Allocate)):
+        yield from _walk_stmt(s.body)
+    elif isinstance(s, Seq):
+        for x in s.stmts:
+            yield from _walk_stmt(x)
+    elif isinstance(s, IfThenElse):
+        yield from _walk_stmt(s.then)
+        if s.other is not None:
+            yield from _walk_stmt(s.other)
+
+
+def _exprs_of(s: Stmt):
+    for x in _walk_stmt(s):
+        if isinstance(x, Store):
+            yield x, x.index
+            yield None, x.value
+        elif isinstance(x, IfThenElse):
+            yield None, x.cond
+
+
+def _loads(e: Expr):
+    from ..tir.analysis import rebuild
+
+    out = []
+
+    def go(x):
+        if isinstance(x, Load):
+            out.append(x)
+        rebuild(x, go)
+        return x
+
+    go(e)
+    return out
+
+
+def _vector_local(b: Buffer, body: Stmt, lanes: int) -> bool:
+    if b.dtype != "float32" or b.size % lanes:
+        return False
+    seen = False
+    for store, e in _exprs_of(body):
+        if store is not None:
+            if store.buffer is b:
+                seen = True
+                if not _aligned_ramp(store.index, lanes):
+                    return False
+            loads = _loads(store.index)
+        else:
+            loads = _loads(e)
+        for ld in loads:
+            if ld.buffer is b:
+                seen = True
+                if not _aligned_ramp(ld.index, lanes):
+                    return False
+    return seen
+
+
+def _aligned_ramp(idx: Expr, lanes: int) -> bool:
+    return (isinstance(idx, Ramp) and idx.stride == 1 and idx.lanes == lanes and isinstance(idx.base, Const)
+            and idx.base.value % lanes == 0)
+
+
+def _buffers_used(s: Stmt) -> list[Buffer]:
+    allocated = {x.buffer for x in _walk_stmt(s) if isinstance(x, Allocate)}
+    seen: dict[int, Buffer] = {}
+    for store, e in _exprs_of(s):
+        if store is not None and store.buffer not in allocated:
+            seen.setdefault(id(store.buffer), store.buffer)
+        for ld in _loads(e):
+            if ld.buffer not in allocated:
+                seen.setdefault(id(ld.buffer), ld.buffer)
+    return list(seen.values())
+
+
+def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: list[str], metadata: dict,
+                  arena_bytes: int) -> str:
+    """The whole C translation unit of a compiled model."""
+    meta = json.dumps(metadata, separators=(",", ":"))
+    return (
+        f"/* Generated by Ember from model '{model_name}'. Do not edit. */\n"
+        "#include \"ember_kernel.h\"\n#include <stdlib.h>\n\n"
+        + preamble(lanes)
+        + "\nextern const unsigned char ember_constants[];\n"
+        + f"const char ember_model_metadata[] = {c_string(meta)};\n"
+        + f"const unsigned long long ember_model_arena_bytes = {arena_bytes}ULL;\n\n"
+        + "\n".join(kernels)
+        + "\nint ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs) {\n"
+        + "  (void)arena; (void)inputs; (void)outputs;\n"
+        + "".join(f"  {line}\n" for line in entry_body)
+        + "  return 0;\n}\n"
+    )

@@ -1,0 +1,498 @@
+"""The ONNX frontend: ``from_onnx(path | ModelProto) -> Graph``.
+
+Translates an ONNX model node by node into core ops with ONNX's exact semantics, never
+optimizing.  The op translations live in :mod:`ember.frontend.onnx_ops`, one module per op
+family; this module loads the model, checks that every op is supported before doing any work,
+binds graph inputs and initializers, runs the translations in order and names the outputs.
+
+Operands that ONNX passes as tensors but that are really attributes (shapes, axes, pads,
+starts/ends, repeats, ...) must be constants: initializers, ``Constant`` nodes, or values that
+fold because every input of the core op that computes them is constant (a core op whose inputs
+are all constants is evaluated at once with its numpy reference and becomes a constant, so
+``Shape -> Gather -> Concat -> Reshape`` chains over static shapes fold away).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import FrontendError, InvalidModelError, ModelLoadError, UnsupportedOpError
+from ..graph.builder import GraphBuilder
+from ..graph.ir import Graph, Value, constant
+from ..graph.types import TensorType, np_dtype
+from ..ops import get_op
+
+__all__ = ["from_onnx", "onnx_dtype", "NodeContext"]
+
+# ONNX TensorProto element types -> IR dtype names (numpy spelling).
+_ONNX_DTYPES = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+    9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+}
+_ONNX_TYPE_NAMES = {
+    0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128", 17: "FLOAT8E4M3FN",
+    18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4",
+    23: "FLOAT4E2M1",
+}
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+_MISSING = object()
+
+
+def onnx_dtype(elem_type: int, what: str = "tensor", node: str | None = None, op: str | None = None) -> str:
+    """The IR dtype of an ONNX element type; unsupported types raise a frontend error."""
+    try:
+        return _ONNX_DTYPES[int(elem_type)]
+    except KeyError:
+        name = _ONNX_TYPE_NAMES.get(int(elem_type), str(elem_type))
+        raise InvalidModelError(f"{what} has element type {name}, which Ember does not support",
+                                node=node, op=op) from None
+
+
+def op_key(node) -> str:
+    """How an op type is named in support checks: bare in the default domain, else 'domain:Op'."""
+    return node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}:{node.op_type}"
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+def _load(model: Any):
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        mp = model
+        where = "the given ModelProto"
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        where = f"'{path}'"
+        if not os.path.exists(path):
+            raise ModelLoadError(f"no such model file: '{path}'")
+        if os.path.isdir(path):
+            raise ModelLoadError(f"'{path}' is a directory, not an ONNX model file")
+        try:
+            mp = onnx.load(path, load_external_data=True)
+        except FileNotFoundError as e:
+            raise ModelLoadError(f"cannot read {where} or its external data: {e}") from None
+        except Exception as e:  # DecodeError, ValidationError, OSError, ...
+            raise ModelLoadError(f"cannot read {where} as an ONNX model: {type(e).__name__}: {e}") from None
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        where = "the given bytes"
+        mp = onnx.ModelProto()
+        try:
+            mp.ParseFromString(bytes(model))
+        except Exception as e:
+            raise ModelLoadError(f"cannot parse the given bytes as an ONNX model: {e}") from None
+    else:
+        raise ModelLoadError(f"from_onnx expects a path, bytes or onnx.ModelProto, got {type(model).__name__}")
+    if mp.ir_version <= 0 or not mp.HasField("graph") or not mp.graph.output:
+        raise ModelLoadError(f"{where} is not an ONNX model (no IR version, graph or outputs)")
+    return mp
+
+
+def _default_opset(mp) -> int | None:
+    for imp in mp.opset_import:
+        if imp.domain in _DEFAULT_DOMAINS:
+            return int(imp.version)
+    return None
+
+
+# ---- per-node context handed to the op translations -----------------------------------------
+
+class NodeContext:
+    """What a translation sees of one ONNX node: its inputs as Values, its attributes, and
+    helpers that emit core ops (folding those whose inputs are all constants)."""
+
+    def __init__(self, tr: "_Translator", node, name: str):
+        self._tr = tr
+        self.node = node
+        self.name = name
+        self.op_type = node.op_type
+        self.opset = tr.opset
+        self.b: GraphBuilder = tr.b
+        self._attrs = {a.name: a for a in node.attribute}
+
+    # -- inputs and outputs ----------------------------------------------------------------
+
+    @property
+    def num_inputs(self) -> int:
+        """Number of declared inputs (trailing empty names are optional inputs left out)."""
+        names = list(self.node.input)
+        while names and not names[-1]:
+            names.pop()
+        return len(names)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.node.output)
+
+    def input(self, i: int, required: bool = True) -> Value | None:
+        names = self.node.input
+        if i >= len(names) or not names[i]:
+            if required:
+                raise self.fail(f"input {i} is required")
+            return None
+        return self._tr.lookup(names[i], self)
+
+    def inputs(self) -> list[Value]:
+        return [self._tr.lookup(n, self) for n in self.node.input if n]
+
+    def has_input(self, i: int) -> bool:
+        return i < len(self.node.input) and bool(self.node.input[i])
+
+    def output_used(self, k: int) -> bool:
+        outs = self.node.output
+        return k < len(outs) and bool(outs[k]) and outs[k] in self._tr.used
+
+    def const_input(self, i: int, what: str, required: bool = False) -> np.ndarray | None:
+        """The value of input ``i``, which must be constant; None when absent and optional."""
+        v = self.input(i, required=required)
+        if v is None:
+            return None
+        return self.const_of(v, what)
+
+    def const_of(self, v: Value, what: str) -> np.ndarray:
+        if not v.is_const:
+            raise InvalidModelError(
+                f"{what} (input '{v.name}') must be a constant: computed at run time it would make "
+                f"shapes dynamic, which Ember does not support yet", node=self.name, op=self.op_type)
+        return v.const
+
+    def ints_input(self, i: int, what: str, required: bool = False) -> list[int] | None:
+        arr = self.const_input(i, what, required)
+        if arr is None:
+            return None
+        if arr.dtype.kind not in "iub":
+            raise self.fail(f"{what} must be integers, got {arr.dtype}")
+        return [int(x) for x in np.asarray(arr).reshape(-1)]
+
+    # -- attributes ------------------------------------------------------------------------
+
+    def has_attr(self, name: str) -> bool:
+        return name in self._attrs
+
+    def attr(self, name: str, default: Any = _MISSING) -> Any:
+        a = self._attrs.get(name)
+        if a is None:
+            if default is _MISSING:
+                raise self.fail(f"missing required attribute '{name}'")
+            return default
+        import onnx
+        from onnx import helper
+
+        T = onnx.AttributeProto
+        if a.type == T.TENSOR:
+            return self._tr.tensor_array(a.t, f"attribute '{name}'", self)
+        if a.type in (T.GRAPH, T.GRAPHS, T.SPARSE_TENSOR, T.SPARSE_TENSORS, T.TYPE_PROTO, T.TYPE_PROTOS,
+                      T.TENSORS):
+            raise UnsupportedOpError({f"{self.op_type} (attribute '{name}' of type "
+                                      f"{T.AttributeType.Name(a.type)})": [self.name]})
+        v = helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            return v.decode("utf-8")
+        if a.type == T.STRINGS:
+            return [s.decode("utf-8") for s in v]
+        if a.type in (T.INTS, T.FLOATS):
+            return list(v)
+        return v
+
+    # -- emitting --------------------------------------------------------------------------
+
+    def op(self, core: str, inputs: Sequence[Value], **attrs: Any) -> Any:
+        """Emit one core op named after this node, or its value when every input is constant."""
+        inputs = list(inputs)
+        if inputs and all(v.is_const for v in inputs):
+            opdef = get_op(core)
+            a = opdef.fill_attrs(attrs, self.name)
+            types = opdef.infer_types(a, [v.type for v in inputs], self.name)
+            if all(t.dtype != "bfloat16" and t.is_static for t in types):
+                outs = opdef.run_reference(a, [v.const for v in inputs])
+                vals = [self.const(np.asarray(o, dtype=t.dtype).reshape(t.shape)) for o, t in zip(outs, types)]
+                return vals[0] if len(vals) == 1 else tuple(vals)
+        return self.b.op(core, inputs, name=self.name, **attrs)
+
+    def const(self, array: Any, dtype: str | None = None) -> Value:
+        arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)
+        v = self.b.const(arr, name=self.name + "_const")
+        if dtype == "bfloat16":
+            v.type = TensorType(v.type.shape, "bfloat16")
+        return v
+
+    def scalar(self, value: Any, dtype: str) -> Value:
+        """A rank-0 constant of ``dtype``."""
+        return self.const(np.array(value).astype(np_dtype(dtype)), dtype)
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def fail(self, message: str) -> InvalidModelError:
+        return InvalidModelError(message, node=self.name, op=self.op_type)
+
+    def unsupported(self, feature: str) -> UnsupportedOpError:
+        return UnsupportedOpError({f"{self.op_type} ({feature})": [self.name]})
+
+
+# ---- the translator -------------------------------------------------------------------------
+
+class _Translator:
+    def __init__(self, mp, shapes: Mapping[str, Sequence[int]] | None, base_dir: str | None):
+        self.mp = mp
+        self.g = mp.graph
+        self.shapes = dict(shapes or {})
+        self.base_dir = base_dir
+        self.opset = _default_opset(mp) or 0
+        self.b = GraphBuilder(self.g.name or "onnx_graph")
+        self.env: dict[str, Value] = {}
+        self.used: set[str] = set()
+
+    # -- values ----------------------------------------------------------------------------
+
+    def lookup(self, name: str, cx: NodeContext | None = None) -> Value:
+        try:
+            return self.env[name]
+        except KeyError:
+            raise InvalidModelError(f"reads tensor '{name}', which no node, input or initializer defines",
+                                    node=cx.name if cx else None, op=cx.op_type if cx else None) from None
+
+    def tensor_array(self, t, what: str, cx: NodeContext | None = None) -> np.ndarray:
+        """A TensorProto (initializer or attribute) as a numpy array of its IR dtype."""
+        from onnx import TensorProto, numpy_helper
+
+        node, op = (cx.name, cx.op_type) if cx else (None, None)
+        dtype = onnx_dtype(t.data_type, f"{what} '{t.name}'" if t.name else what, node, op)
+        if t.data_location == TensorProto.EXTERNAL:
+            if self.base_dir is None:
+                raise ModelLoadError(
+                    f"{what} '{t.name}' keeps its data in an external file; pass the model's path to "
+                    f"from_onnx (or load it with onnx.load(path), which reads external data)")
+            try:
+                arr = numpy_helper.to_array(t, self.base_dir)
+            except Exception as e:
+                raise ModelLoadError(f"cannot read external data of {what} '{t.name}': {e}") from None
+        else:
+            try:
+                arr = numpy_helper.to_array(t)
+            except Exception as e:
+                raise ModelLoadError(f"{what} '{t.name}' is corrupt: {e}") from None
+        if dtype == "bfloat16":
+            return np.asarray(arr, dtype=np.float32)
+        return np.asarray(arr, dtype=dtype)
+
+    def _const_value(self, arr: np.ndarray, name: str, dtype: str) -> Value:
+        v = self.b.const(arr, name=name)
+        if dtype == "bfloat16":
+            v.type = TensorType(v.type.shape, "bfloat16")
+        return v
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def check_support(self, nodes) -> None:
+        from .onnx_ops import TRANSLATIONS
+
+        missing: dict[str, list[str]] = {}
+        for k, node in enumerate(nodes):
+            key = op_key(node)
+            if key not in TRANSLATIONS:
+                missing.setdefault(key, []).append(node.name or f"{node.op_type}_{k}")
+        if missing:
+            raise UnsupportedOpError(missing)
+        if self.opset == 0 and any(n.domain in _DEFAULT_DOMAINS for n in nodes):
+            raise InvalidModelError("the model uses ONNX ops but imports no version of the default "
+                                    "ONNX domain (opset_import)")
+
+    def bind_initializers(self) -> None:
+        for t in self.g.initializer:
+            dtype = onnx_dtype(t.data_type, f"initializer '{t.name}'")
+            self.env[t.name] = self._const_value(self.tensor_array(t, "initializer"), t.name, dtype)
+        for st in self.g.sparse_initializer:
+            raise UnsupportedOpError({"sparse initializer": [st.values.name or "?"]})
+
+    def bind_inputs(self) -> None:
+        init_names = {t.name for t in self.g.initializer}
+        declared = [vi.name for vi in self.g.input if vi.name not in init_names]
+        unknown = sorted(set(self.shapes) - set(declared))
+        if unknown:
+            raise InvalidModelError(f"shapes= names {unknown}, which are not graph inputs; "
+                                    f"the inputs are {declared}")
+        for vi in self.g.input:
+            if vi.name in init_names:
+                continue  # IR >= 4: an initializer that is also an input is a constant
+            tt = vi.type
+            if not tt.HasField("tensor_type"):
+                kind = tt.WhichOneof("value") or "unknown"
+                raise InvalidModelError(f"graph input '{vi.name}' is a {kind}, not a tensor; "
+                                        f"only tensor inputs are supported")
+            dtype = onnx_dtype(tt.tensor_type.elem_type, f"graph input '{vi.name}'")
+            shape = self._input_shape(vi)
+            self.env[vi.name] = self.b.input(vi.name, TensorType(shape, dtype))
+
+    def _input_shape(self, vi) -> tuple[int, ...]:
+        tt = vi.type.tensor_type
+        pinned = self.shapes.get(vi.name)
+        declared: list[int | str | None] | None = None
+        if tt.HasField("shape"):
+            declared = []
+            for d in tt.shape.dim:
+                if d.HasField("dim_value") and d.dim_value >= 0:
+                    declared.append(int(d.dim_value))
+                elif d.HasField("dim_param") and d.dim_param:
+                    declared.append(d.dim_param)
+                else:
+                    declared.append(None)
+        if pinned is not None:
+            pinned = tuple(int(x) for x in pinned)
+            if any(d < 0 for d in pinned):
+                raise InvalidModelError(f"shapes['{vi.name}'] = {list(pinned)} has a negative dimension")
+            if declared is not None:
+                if len(declared) != len(pinned):
+                    raise InvalidModelError(f"shapes['{vi.name}'] = {list(pinned)} has rank {len(pinned)}, "
+                                            f"but the model declares rank {len(declared)} ({_show_dims(declared)})")
+                for k, (d, p) in enumerate(zip(declared, pinned)):
+                    if isinstance(d, int) and d != p:
+                        raise InvalidModelError(f"shapes['{vi.name}'] = {list(pinned)} sets dimension {k} to "
+                                                f"{p}, but the model fixes it to {d}")
+            return pinned
+        if declared is None:
+            raise InvalidModelError(
+                f"graph input '{vi.name}' has no declared shape (not even a rank); pin it with "
+                f"from_onnx(..., shapes={{'{vi.name}': (...)}})")
+        symbolic = [(k, d) for k, d in enumerate(declared) if not isinstance(d, int)]
+        if symbolic:
+            dims = ", ".join(f"dimension {k} is {'symbolic ' + repr(d) if d else 'unknown'}" for k, d in symbolic)
+            example = tuple(d if isinstance(d, int) else 1 for d in declared)
+            raise InvalidModelError(
+                f"graph input '{vi.name}' has shape {_show_dims(declared)}: {dims}; Ember needs static "
+                f"shapes for now: pin them with from_onnx(..., shapes={{'{vi.name}': {example}}})")
+        return tuple(declared)  # type: ignore[arg-type]
+
+    def translate(self, nodes) -> None:
+        from .onnx_ops import TRANSLATIONS
+
+        for node in nodes:
+            self.used.update(n for n in node.input if n)
+        self.used.update(o.name for o in self.g.output)
+        for k, node in nodes_in_order(nodes, set(self.env)):
+            name = node.name or f"{node.op_type}_{k}"
+            cx = NodeContext(self, node, name)
+            fn = TRANSLATIONS[op_key(node)]
+            try:
+                outs = fn(cx)
+            except FrontendError:
+                raise
+            except Exception as e:
+                # type and shape errors raised by the builder already name node and op
+                if getattr(e, "node", None) is not None:
+                    raise
+                raise InvalidModelError(f"{type(e).__name__}: {e}", node=name, op=node.op_type) from e
+            if isinstance(outs, Value) or outs is None:
+                outs = [outs]
+            outs = list(outs)
+            for j, out_name in enumerate(node.output):
+                if not out_name:
+                    continue
+                v = outs[j] if j < len(outs) else None
+                if v is None:
+                    if out_name in self.used:
+                        raise cx.unsupported(f"output {j} '{out_name}'")
+                    continue
+                self.env[out_name] = v
+
+    def outputs(self) -> list[Value]:
+        outs: list[Value] = []
+        claimed: set[int] = {v.uid for v in self.b.inputs}
+        for vi in self.g.output:
+            v = self.lookup(vi.name)
+            if v.uid in claimed:
+                pass  # a graph input or an earlier output: keep its value (and name) as is
+            elif v.is_const:
+                v = constant(v.const, vi.name)
+                if v.type.dtype != self.env[vi.name].type.dtype:
+                    v.type = self.env[vi.name].type
+            else:
+                v.name = vi.name
+            claimed.add(v.uid)
+            outs.append(v)
+        return outs
+
+    def run(self) -> Graph:
+        nodes = list(self.g.node)
+        self.check_support(nodes)
+        self.bind_initializers()
+        self.bind_inputs()
+        self.translate(nodes)
+        outs = self.outputs()
+        graph = self.b.finish(outs)
+        _rename_clashes(graph)
+        return graph
+
+
+def _show_dims(dims) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def nodes_in_order(nodes, available: set[str]):
+    """(index, node) pairs in a topological order (the file's order when it already is one)."""
+    avail = set(available)
+    pending = list(enumerate(nodes))
+    while pending:
+        rest = []
+        progressed = False
+        for k, node in pending:
+            if all((not n) or n in avail for n in node.input):
+                yield k, node
+                avail.update(o for o in node.output if o)
+                progressed = True
+            else:
+                rest.append((k, node))
+        if not progressed:
+            # let the translation report the first dangling input with its node
+            k, node = rest[0]
+            yield k, node
+            return
+        pending = rest
+
+
+def _rename_clashes(graph: Graph) -> None:
+    """Graph outputs took their ONNX names; rename any other value that has one of those names."""
+    out_names = {v.name: v.uid for v in graph.outputs}
+    taken = {v.name for v in graph.values()}
+    for v in graph.values():
+        if v.name in out_names and out_names[v.name] != v.uid and v not in graph.inputs:
+            base, k = v.name, 1
+            while f"{base}_{k}" in taken:
+                k += 1
+            v.name = f"{base}_{k}"
+            taken.add(v.name)
+
+
+# ---- the public function --------------------------------------------------------------------
+
+def from_onnx(model: Any, shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+    """Translate an ONNX model into an Ember graph of core ops.
+
+    ``model`` is a path to an ``.onnx`` file (external data beside it is read), the bytes of
+    one, or an ``onnx.ModelProto``.  ``shapes`` pins the dimensions the model leaves symbolic,
+    e.g. ``shapes={"input_ids": (1, 128)}``; every graph input needs a static shape.
+
+    Raises :class:`~ember.errors.ModelLoadError` for an unreadable file,
+    :class:`~ember.errors.UnsupportedOpError` listing every unsupported op of the model at once,
+    and :class:`~ember.errors.InvalidModelError` (or a type error naming the node) for models
+    that break ONNX's rules.
+    """
+    mp = _load(model)
+    base_dir = None
+    if isinstance(model, (str, os.PathLike)):
+        base_dir = os.path.dirname(os.path.abspath(os.fspath(model)))
+    if mp.functions:
+        mp = _inline_functions(mp)
+    return _Translator(mp, shapes, base_dir).run()
+
+
+def _inline_functions(mp):
+    try:
+        from onnx import inliner
+
+        return inliner.inline_local_functions(mp)
+    except Exception as e:  # pragma: no cover - depends on the onnx version
+        raise ModelLoadError(f"cannot inline the model's local functions: {e}") from None

@@ -1,0 +1,30 @@
+"""ONNX op translations, one module per op family.
+
+A translation is a function of a :class:`~ember.frontend.onnx.NodeContext` that emits core ops
+and returns the node's outputs (a Value, or a list with None for outputs it does not produce).
+``@translates("OpA", "OpB")`` registers one for the ops it names (``"domain:Op"`` outside the
+default domain).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+TRANSLATIONS: dict[str, Callable[[Any], Any]] = {}
+
+
+def translates(*op_types: str):
+    def register(fn):
+        for t in op_types:
+            assert t not in TRANSLATIONS, f"ONNX op {t} translated twice"
+            TRANSLATIONS[t] = fn
+        return fn
+    return register
+
+
+def supported_ops() -> list[str]:
+    """Every ONNX op type the frontend translates, sorted."""
+    return sorted(TRANSLATIONS)
+
+
+from . import elementwise, nn, reduce, tensor  # noqa: E402,F401  (registers the translations)

@@ -1,0 +1,399 @@
+"""ONNX neural-network ops: Conv, ConvTranspose, pooling, normalizations, Softmax family, Gemm,
+MatMul.  1-D convolutions and pools run as 2-D ones over a height of 1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...graph.types import is_float
+from . import translates
+from .tensor import norm_axis, prod, reshape, static_shape
+
+
+# ---- padding ------------------------------------------------------------------------------
+
+def explicit_pads(cx, in_sp, kernel, strides, dilations) -> list[int]:
+    """ONNX pads (begins, then ends) after resolving ``auto_pad`` exactly as ONNX defines it."""
+    n = len(in_sp)
+    auto = cx.attr("auto_pad", "NOTSET")
+    if auto == "NOTSET":
+        pads = list(cx.attr("pads", [0] * (2 * n)))
+        if len(pads) != 2 * n:
+            raise cx.fail(f"needs {2 * n} pads, got {pads}")
+        if any(p < 0 for p in pads):
+            raise cx.fail(f"pads {pads} must not be negative")
+        return pads
+    if auto == "VALID":
+        return [0] * (2 * n)
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        raise cx.fail(f"unknown auto_pad {auto!r}")
+    begins, ends = [], []
+    for i, k, s, d in zip(in_sp, kernel, strides, dilations):
+        out = -(-i // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - i)
+        small, big = total // 2, total - total // 2
+        b, e = (small, big) if auto == "SAME_UPPER" else (big, small)
+        begins.append(b)
+        ends.append(e)
+    return begins + ends
+
+
+def _spatial(cx, x):
+    dims = static_shape(cx, x)
+    nsp = len(dims) - 2
+    if nsp < 1:
+        raise cx.fail(f"expects an input of rank >= 3 (N, C, spatial...), got {x.type}")
+    if nsp > 2:
+        raise cx.unsupported(f"{nsp}-D spatial input")
+    return dims, nsp
+
+
+def _ints(cx, name, n, default):
+    v = list(cx.attr(name, [default] * n))
+    if len(v) != n:
+        raise cx.fail(f"{name} {v} needs {n} values")
+    return v
+
+
+def _as_2d(nsp, dims_sp, pads, strides, dilations, kernel):
+    """Parameters of a 1-D window op lifted to 2-D (height 1)."""
+    if nsp == 2:
+        return tuple(pads), tuple(strides), tuple(dilations), tuple(kernel)
+    return (0, pads[0], 0, pads[1]), (1, strides[0]), (1, dilations[0]), (1, kernel[0])
+
+
+def _add_bias(cx, y, bias, nsp):
+    if bias is None:
+        return y
+    m = y.shape[1]
+    if bias.type.rank != 1 or bias.shape[0] != m:
+        raise cx.fail(f"bias {bias.type} must have shape [{m}]")
+    return cx.op("add", [y, reshape(cx, bias, (m,) + (1,) * nsp)])
+
+
+# ---- convolution --------------------------------------------------------------------------
+
+@translates("Conv")
+def conv(cx):
+    x, w, bias = cx.input(0), cx.input(1), cx.input(2, required=False)
+    dims, nsp = _spatial(cx, x)
+    wd = static_shape(cx, w, "weight")
+    if len(wd) != len(dims):
+        raise cx.fail(f"weight {w.type} must have the rank of the input {x.type}")
+    kernel = list(wd[2:])
+    if cx.has_attr("kernel_shape") and list(cx.attr("kernel_shape")) != kernel:
+        raise cx.fail(f"kernel_shape {cx.attr('kernel_shape')} differs from the weight's {kernel}")
+    strides = _ints(cx, "strides", nsp, 1)
+    dil = _ints(cx, "dilations", nsp, 1)
+    pads = explicit_pads(cx, dims[2:], kernel, strides, dil)
+    p2, s2, d2, _ = _as_2d(nsp, dims[2:], pads, strides, dil, kernel)
+    if nsp == 2:
+        p2 = (pads[0], pads[1], pads[2], pads[3])
+    x4 = x if nsp == 2 else reshape(cx, x, (dims[0], dims[1], 1, dims[2]))
+    w4 = w if nsp == 2 else reshape(cx, w, (wd[0], wd[1], 1, wd[2]))
+    y = cx.op("conv2d", [x4, w4], strides=s2, pads=p2, dilations=d2, groups=cx.attr("group", 1))
+    if nsp == 1:
+        y = reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
+    return _add_bias(cx, y, bias, nsp)
+
+
+@translates("ConvTranspose")
+def conv_transpose(cx):
+    # a convolution (stride 1, flipped and transposed weight) over the input with s-1 zeros
+    # inserted between elements and (k_eff - 1 - pad) zeros around it
+    x, w, bias = cx.input(0), cx.input(1), cx.input(2, required=False)
+    dims, nsp = _spatial(cx, x)
+    wd = static_shape(cx, w, "weight")
+    g = cx.attr("group", 1)
+    if len(wd) != len(dims) or wd[0] != dims[1] or dims[1] % g:
+        raise cx.fail(f"weight {w.type} does not match input {x.type} with group={g}")
+    kernel = list(wd[2:])
+    if cx.has_attr("kernel_shape") and list(cx.attr("kernel_shape")) != kernel:
+        raise cx.fail(f"kernel_shape {cx.attr('kernel_shape')} differs from the weight's {kernel}")
+    strides = _ints(cx, "strides", nsp, 1)
+    dil = _ints(cx, "dilations", nsp, 1)
+    outpad = _ints(cx, "output_padding", nsp, 0)
+    in_sp = list(dims[2:])
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    auto = cx.attr("auto_pad", "NOTSET")
+    out_shape = cx.attr("output_shape", None)
+    if out_shape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
+        if out_shape is None:
+            out_shape = [i * s for i, s in zip(in_sp, strides)]
+        out_shape = list(out_shape)[-nsp:]
+        begins, ends = [], []
+        for i, s, e, op_, o in zip(in_sp, strides, eff, outpad, out_shape):
+            total = s * (i - 1) + op_ + e - o
+            small, big = total // 2, total - total // 2
+            b, en = (small, big) if auto == "SAME_UPPER" else (big, small)
+            begins.append(b)
+            ends.append(en)
+        pads = begins + ends
+    elif auto == "VALID":
+        pads = [0] * (2 * nsp)
+    elif auto == "NOTSET":
+        pads = _ints(cx, "pads", 2 * nsp, 0)
+    else:
+        raise cx.fail(f"unknown auto_pad {auto!r}")
+    # lift 1-D to 2-D
+    if nsp == 1:
+        x = reshape(cx, x, (dims[0], dims[1], 1, dims[2]))
+        w = reshape(cx, w, (wd[0], wd[1], 1, wd[2]))
+        in_sp, kernel, strides, dil, eff, outpad = [1] + in_sp, [1] + kernel, [1] + strides, [1] + dil, \
+            [1] + eff, [0] + outpad
+        pads = [0, pads[0], 0, pads[1]]
+        wd = (wd[0], wd[1], 1, wd[2])
+    n, c = dims[0], dims[1]
+    h, wi = in_sp
+    sh, sw = strides
+    if sh > 1 or sw > 1:
+        t = reshape(cx, x, (n, c, h, 1, wi, 1))
+        t = cx.op("pad", [t], pads=(0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1))
+        x = reshape(cx, t, (n, c, h * sh, wi * sw))
+        crop = [sh - 1, sw - 1]
+    else:
+        crop = [0, 0]
+    pb = [e - 1 - pads[k] for k, e in enumerate(eff)]
+    pe = [e - 1 - pads[k + 2] + outpad[k] - crop[k] for k, e in enumerate(eff)]
+    x = cx.op("pad", [x], pads=(0, 0, pb[0], pb[1], 0, 0, pe[0], pe[1]))
+    cin, mg, kh, kw = wd
+    m = mg * g
+    wt = reshape(cx, w, (g, cin // g, mg, kh, kw))
+    wt = cx.op("transpose", [wt], perm=(0, 2, 1, 3, 4))
+    wt = reshape(cx, wt, (m, cin // g, kh, kw))
+    wt = cx.op("slice", [wt], starts=(0, 0, kh - 1, kw - 1), ends=(m, cin // g, -1, -1), steps=(1, 1, -1, -1))
+    y = cx.op("conv2d", [x, wt], strides=(1, 1), pads=(0, 0, 0, 0), dilations=tuple(dil), groups=g)
+    if nsp == 1:
+        y = reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
+    return _add_bias(cx, y, bias, nsp)
+
+
+# ---- pooling ------------------------------------------------------------------------------
+
+def _pool(cx, core):
+    x = cx.input(0)
+    dims, nsp = _spatial(cx, x)
+    kernel = cx.attr("kernel_shape")
+    if len(kernel) != nsp:
+        raise cx.fail(f"kernel_shape {kernel} needs {nsp} values for {x.type}")
+    strides = _ints(cx, "strides", nsp, 1)
+    dil = _ints(cx, "dilations", nsp, 1)
+    pads = explicit_pads(cx, dims[2:], kernel, strides, dil)
+    ceil_mode = bool(cx.attr("ceil_mode", 0)) and cx.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+    p2, s2, d2, k2 = _as_2d(nsp, dims[2:], pads, strides, dil, kernel)
+    if nsp == 2:
+        p2 = (pads[0], pads[1], pads[2], pads[3])
+    x4 = x if nsp == 2 else reshape(cx, x, (dims[0], dims[1], 1, dims[2]))
+    extra = {}
+    if core == "avg_pool2d":
+        extra["count_include_pad"] = bool(cx.attr("count_include_pad", 0))
+    y = cx.op(core, [x4], kernel=k2, strides=s2, pads=p2, dilations=d2, ceil_mode=ceil_mode, **extra)
+    if nsp == 1:
+        y = reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
+    return y
+
+
+@translates("MaxPool")
+def max_pool(cx):
+    if cx.output_used(1):
+        raise cx.unsupported("Indices output")
+    return [_pool(cx, "max_pool2d")]
+
+
+@translates("AveragePool")
+def avg_pool(cx):
+    return _pool(cx, "avg_pool2d")
+
+
+@translates("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(cx):
+    x = cx.input(0)
+    r = x.type.rank
+    if r < 3:
+        raise cx.fail(f"expects an input of rank >= 3, got {x.type}")
+    core = "reduce_mean" if cx.op_type == "GlobalAveragePool" else "reduce_max"
+    return cx.op(core, [x], axes=tuple(range(2, r)), keepdims=True)
+
+
+# ---- normalization ------------------------------------------------------------------------
+
+def _as_dtype(cx, v, dtype):
+    return v if v.dtype == dtype else cx.op("cast", [v], to=dtype)
+
+
+@translates("BatchNormalization")
+def batch_norm(cx):
+    if cx.attr("training_mode", 0):
+        raise cx.unsupported("training_mode=1")
+    if cx.opset < 9 and cx.attr("spatial", 1) == 0:
+        raise cx.unsupported("spatial=0")
+    if any(cx.output_used(k) for k in range(1, 5)):
+        raise cx.unsupported("training outputs (running mean/var)")
+    x = cx.input(0)
+    params = [_as_dtype(cx, cx.input(k), x.dtype) for k in range(1, 5)]
+    return [cx.op("batch_norm", [x] + params, epsilon=float(cx.attr("epsilon", 1e-5)))]
+
+
+def _normalize(cx, x, axes, eps):
+    """(x - mean) / sqrt(var + eps) over ``axes``; also returns mean and 1/sqrt(var + eps)."""
+    mean = cx.op("reduce_mean", [x], axes=tuple(axes), keepdims=True)
+    d = cx.op("sub", [x, mean])
+    var = cx.op("reduce_mean", [cx.op("mul", [d, d])], axes=tuple(axes), keepdims=True)
+    inv = cx.op("reciprocal", [cx.op("sqrt", [cx.op("add", [var, cx.scalar(eps, x.dtype)])])])
+    return d, mean, inv
+
+
+@translates("InstanceNormalization")
+def instance_norm(cx):
+    x, scale, bias = cx.input(0), cx.input(1), cx.input(2)
+    dims = static_shape(cx, x)
+    r = len(dims)
+    if r < 3:
+        raise cx.fail(f"expects an input of rank >= 3, got {x.type}")
+    eps = float(cx.attr("epsilon", 1e-5))
+    mean = cx.op("reduce_mean", [x], axes=tuple(range(2, r)), keepdims=True)
+    d = cx.op("sub", [x, mean])
+    var = cx.op("reduce_mean", [cx.op("mul", [d, d])], axes=tuple(range(2, r)), keepdims=True)
+    y = cx.op("div", [d, cx.op("sqrt", [cx.op("add", [var, cx.scalar(eps, x.dtype)])])])
+    shp = (dims[1],) + (1,) * (r - 2)
+    return cx.op("add", [cx.op("mul", [y, reshape(cx, scale, shp)]), reshape(cx, bias, shp)])
+
+
+@translates("LayerNormalization")
+def layer_norm(cx):
+    x, scale, bias = cx.input(0), cx.input(1), cx.input(2, required=False)
+    r = x.type.rank
+    axis = norm_axis(cx, cx.attr("axis", -1), r)
+    eps = float(cx.attr("epsilon", 1e-5))
+    if not (cx.output_used(1) or cx.output_used(2)):
+        if bias is None:
+            bias = cx.const(np.zeros(scale.shape, dtype=scale.const.dtype if scale.is_const else scale.dtype),
+                            scale.dtype)
+        return [cx.op("layer_norm", [x, scale, bias], axis=axis, epsilon=eps)]
+    d, mean, inv = _normalize(cx, x, range(axis, r), eps)
+    y = cx.op("mul", [cx.op("mul", [d, inv]), scale])
+    if bias is not None:
+        y = cx.op("add", [y, bias])
+    return [y, mean, inv]
+
+
+@translates("GroupNormalization")
+def group_norm(cx):
+    x, scale, bias = cx.input(0), cx.input(1), cx.input(2)
+    dims = static_shape(cx, x)
+    if len(dims) < 3:
+        raise cx.fail(f"expects an input of rank >= 3, got {x.type}")
+    n, c = dims[0], dims[1]
+    g = cx.attr("num_groups")
+    if c % g:
+        raise cx.fail(f"{c} channels are not divisible by num_groups={g}")
+    eps = float(cx.attr("epsilon", 1e-5))
+    xg = reshape(cx, x, (n, g, prod(dims[1:]) // g))
+    d, _, inv = _normalize(cx, xg, (2,), eps)
+    y = reshape(cx, cx.op("mul", [d, inv]), dims)
+    if cx.opset < 21 and scale.shape == (g,) and g != c:
+        # opset 18 gives one scale and bias per group
+        scale = reshape(cx, cx.op("broadcast_to", [reshape(cx, scale, (g, 1))], shape=(g, c // g)), (c,))
+        bias = reshape(cx, cx.op("broadcast_to", [reshape(cx, bias, (g, 1))], shape=(g, c // g)), (c,))
+    shp = (c,) + (1,) * (len(dims) - 2)
+    return cx.op("add", [cx.op("mul", [y, reshape(cx, scale, shp)]), reshape(cx, bias, shp)])
+
+
+@translates("LRN")
+def lrn(cx):
+    # the sum of squares over a window of channels is an average pool over a [C, H*W] plane
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    if len(dims) < 3:
+        raise cx.fail(f"expects an input of rank >= 3, got {x.type}")
+    size = cx.attr("size")
+    alpha, beta, bias = cx.attr("alpha", 1e-4), cx.attr("beta", 0.75), cx.attr("bias", 1.0)
+    n, c = dims[0], dims[1]
+    sq = reshape(cx, cx.op("mul", [x, x]), (n, 1, c, prod(dims[2:])))
+    pre = (size - 1) // 2
+    post = size - 1 - pre
+    avg = cx.op("avg_pool2d", [sq], kernel=(size, 1), strides=(1, 1), pads=(pre, 0, post, 0),
+                count_include_pad=True)
+    # base = bias + alpha / size * sum = bias + alpha * average
+    base = cx.op("add", [cx.scalar(bias, x.dtype), cx.op("mul", [reshape(cx, avg, dims), cx.scalar(alpha, x.dtype)])])
+    return cx.op("div", [x, cx.op("pow", [base, cx.scalar(beta, x.dtype)])])
+
+
+# ---- softmax family -----------------------------------------------------------------------
+
+def _coerced_2d(cx, fn):
+    """Before opset 13, Softmax-like ops work on the input flattened to 2-D at ``axis``."""
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    r = len(dims)
+    if cx.opset >= 13:
+        return fn(x, norm_axis(cx, cx.attr("axis", -1), r))
+    axis = cx.attr("axis", 1)
+    if not -r <= axis <= r:
+        raise cx.fail(f"axis {axis} is out of range for rank {r}")
+    axis = axis + r if axis < 0 else axis
+    if axis == r - 1 and r > 0:
+        return fn(x, r - 1)
+    flat = reshape(cx, x, (prod(dims[:axis]), prod(dims[axis:])))
+    return reshape(cx, fn(flat, 1), dims)
+
+
+@translates("Softmax", "LogSoftmax")
+def softmax(cx):
+    log = cx.op_type == "LogSoftmax"
+    return _coerced_2d(cx, lambda x, ax: cx.op("softmax", [x], axis=ax, log=log))
+
+
+@translates("Hardmax")
+def hardmax(cx):
+    def f(x, ax):
+        am = cx.op("argmax", [x], axis=ax, keepdims=True)
+        shp = [1] * x.type.rank
+        shp[ax] = x.shape[ax]
+        hot = cx.op("equal", [am, cx.const(np.arange(x.shape[ax], dtype=np.int64).reshape(shp))])
+        return cx.op("cast", [hot], to=x.dtype)
+    return _coerced_2d(cx, f)
+
+
+# ---- matrix products ----------------------------------------------------------------------
+
+@translates("MatMul")
+def matmul(cx):
+    a, b = cx.input(0), cx.input(1)
+    if a.type.rank == 0 or b.type.rank == 0:
+        raise cx.fail(f"operands must have rank >= 1, got {a.type} and {b.type}")
+    a2 = reshape(cx, a, (1, a.shape[0])) if a.type.rank == 1 else a
+    b2 = reshape(cx, b, (b.shape[0], 1)) if b.type.rank == 1 else b
+    y = cx.op("matmul", [a2, b2])
+    if a.type.rank == 1 or b.type.rank == 1:
+        shp = list(y.shape)
+        if b.type.rank == 1:
+            shp.pop(-1)
+        if a.type.rank == 1:
+            shp.pop(-2 if b.type.rank != 1 else -1)
+        y = reshape(cx, y, shp)
+    return y
+
+
+@translates("Gemm")
+def gemm(cx):
+    a, b, c = cx.input(0), cx.input(1), cx.input(2, required=cx.opset < 11)
+    for v, nm in ((a, "A"), (b, "B")):
+        if v.type.rank != 2:
+            raise cx.fail(f"{nm} must be 2-D, got {v.type}")
+    if cx.attr("transA", 0):
+        a = cx.op("transpose", [a], perm=(1, 0))
+    if cx.attr("transB", 0):
+        b = cx.op("transpose", [b], perm=(1, 0))
+    y = cx.op("matmul", [a, b])
+    alpha, beta = cx.attr("alpha", 1.0), cx.attr("beta", 1.0)
+    if alpha != 1.0:
+        y = cx.op("mul", [y, cx.scalar(alpha, y.dtype)])
+    if c is not None and beta != 0.0:
+        if beta != 1.0:
+            c = cx.op("mul", [c, cx.scalar(beta, c.dtype)])
+        y2 = cx.op("add", [y, c])
+        if y2.shape != y.shape:
+            raise cx.fail(f"C {c.type} does not broadcast to the product's shape {list(y.shape)}")
+        y = y2
+    return y

@@ -1,0 +1,83 @@
+"""ONNX reductions: ReduceSum/Mean/Max/Min/Prod, the composed ReduceL1/L2/SumSquare/LogSum/
+LogSumExp, and ArgMax/ArgMin."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...graph.types import is_float
+from . import translates
+from .tensor import norm_axes, norm_axis, prod, reshape, static_shape
+
+
+def reduce_axes(cx, x):
+    """The axes to reduce: () when ``noop_with_empty_axes`` leaves the input unreduced."""
+    r = x.type.rank
+    input_form = cx.opset >= 18 or (cx.op_type == "ReduceSum" and cx.opset >= 13)
+    axes = cx.ints_input(1, "axes") if input_form else cx.attr("axes", None)
+    if not axes:
+        return () if cx.attr("noop_with_empty_axes", 0) else tuple(range(r))
+    return tuple(sorted(norm_axes(cx, axes, r)))
+
+
+def _reduce(cx, core, x, axes, keepdims):
+    if not axes:
+        return x
+    return cx.op(core, [x], axes=axes, keepdims=bool(keepdims))
+
+
+def _mean(cx, x, axes, keepdims):
+    if not axes or is_float(x.dtype):
+        return _reduce(cx, "reduce_mean", x, axes, keepdims)
+    # integer mean: sum, then integer division by the count
+    n = prod(x.shape[a] for a in axes)
+    return cx.op("div", [_reduce(cx, "reduce_sum", x, axes, keepdims), cx.scalar(n, x.dtype)])
+
+
+@translates("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+            "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
+def reduce(cx):
+    x = cx.input(0)
+    static_shape(cx, x)
+    axes = reduce_axes(cx, x)
+    kd = cx.attr("keepdims", 1)
+    t = cx.op_type
+    if t == "ReduceMean":
+        return _mean(cx, x, axes, kd)
+    simple = {"ReduceSum": "reduce_sum", "ReduceMax": "reduce_max", "ReduceMin": "reduce_min",
+              "ReduceProd": "reduce_prod"}
+    if t in simple:
+        return _reduce(cx, simple[t], x, axes, kd)
+    if t == "ReduceL1":
+        return _reduce(cx, "reduce_sum", cx.op("abs", [x]), axes, kd)
+    if t == "ReduceSumSquare":
+        return _reduce(cx, "reduce_sum", cx.op("mul", [x, x]), axes, kd)
+    if t == "ReduceL2":
+        s = _reduce(cx, "reduce_sum", cx.op("mul", [x, x]), axes, kd)
+        if is_float(x.dtype):
+            return cx.op("sqrt", [s])
+        f = cx.op("sqrt", [cx.op("cast", [s], to="float64")])
+        return cx.op("cast", [f], to=x.dtype)
+    if t == "ReduceLogSum":
+        return cx.op("log", [_reduce(cx, "reduce_sum", x, axes, kd)])
+    # ReduceLogSumExp = log(sum(exp(x - m))) + m with m the max (taken as 0 where infinite)
+    if not axes:
+        return cx.op("log", [cx.op("exp", [x])])
+    m = cx.op("reduce_max", [x], axes=axes, keepdims=True)
+    m = cx.op("where", [cx.op("logical_or", [cx.op("isnan", [m]), _isinf(cx, m)]), cx.scalar(0, x.dtype), m])
+    s = cx.op("reduce_sum", [cx.op("exp", [cx.op("sub", [x, m])])], axes=axes, keepdims=bool(kd))
+    if not kd:
+        m = reshape(cx, m, s.shape)
+    return cx.op("add", [cx.op("log", [s]), m])
+
+
+def _isinf(cx, v):
+    return cx.op("equal", [cx.op("abs", [v]), cx.scalar(np.inf, v.dtype)])
+
+
+@translates("ArgMax", "ArgMin")
+def arg(cx):
+    x = cx.input(0)
+    ax = norm_axis(cx, cx.attr("axis", 0), x.type.rank)
+    return cx.op("argmax" if cx.op_type == "ArgMax" else "argmin", [x], axis=ax,
+                 keepdims=bool(cx.attr("keepdims", 1)), select_last_index=bool(cx.attr("select_last_index", 0)))

@@ -1,0 +1,476 @@
+"""ONNX ops that make, reshape or move tensors: Constant, Shape, Reshape, Flatten, (Un)Squeeze,
+Transpose, Concat, Split, Slice, Pad, Expand, Tile, Gather(Elements), OneHot, ..."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...errors import ShapeError
+from ...graph.types import broadcast_shapes, is_int
+from ..onnx import onnx_dtype
+from . import translates
+
+
+def norm_axis(cx, axis: int, rank: int, what: str = "axis") -> int:
+    """An axis in [-rank, rank) as a non-negative index."""
+    if not -rank <= axis < max(rank, 1):
+        raise cx.fail(f"{what} {axis} is out of range for rank {rank}")
+    return axis % rank if rank else 0
+
+
+def norm_axes(cx, axes, rank: int, what: str = "axes") -> list[int]:
+    out = [norm_axis(cx, a, rank, what) for a in axes]
+    if len(set(out)) != len(out):
+        raise cx.fail(f"{what} {list(axes)} repeat an axis")
+    return out
+
+
+def static_shape(cx, v, what: str = "input") -> tuple[int, ...]:
+    if not v.type.is_static:
+        raise cx.fail(f"{what} '{v.name}' has the symbolic shape {v.type}; a static shape is needed")
+    return tuple(v.shape)
+
+
+def prod(xs) -> int:
+    n = 1
+    for x in xs:
+        n *= int(x)
+    return n
+
+
+def reshape(cx, v, shape):
+    return cx.op("reshape", [v], shape=tuple(int(d) for d in shape))
+
+
+# ---- aliases and constants ------------------------------------------------------------------
+
+@translates("Identity")
+def identity(cx):
+    return cx.input(0)
+
+
+@translates("Dropout")
+def dropout(cx):
+    # inference: the output is the input; the mask, when read, keeps everything
+    x = cx.input(0)
+    outs = [x]
+    if cx.output_used(1):
+        outs.append(cx.const(np.ones(static_shape(cx, x), dtype=bool if cx.opset >= 7 else x.dtype)))
+    return outs
+
+
+@translates("Constant")
+def constant(cx):
+    node = cx.node
+    if len(node.attribute) != 1:
+        raise cx.fail(f"needs exactly one value attribute, got {[a.name for a in node.attribute]}")
+    name = node.attribute[0].name
+    if name == "value":
+        t = node.attribute[0].t
+        dtype = onnx_dtype(t.data_type, "value", cx.name, cx.op_type)
+        return cx.const(cx.attr("value"), dtype)
+    if name == "value_float":
+        return cx.const(np.array(cx.attr(name), dtype=np.float32))
+    if name == "value_floats":
+        return cx.const(np.array(cx.attr(name), dtype=np.float32))
+    if name == "value_int":
+        return cx.const(np.array(cx.attr(name), dtype=np.int64))
+    if name == "value_ints":
+        return cx.const(np.array(cx.attr(name), dtype=np.int64))
+    raise cx.unsupported(f"attribute '{name}'")
+
+
+@translates("Shape")
+def shape(cx):
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    r = len(dims)
+    start, end = cx.attr("start", 0), cx.attr("end", r)
+    start = min(max(start + r if start < 0 else start, 0), r)
+    end = min(max(end + r if end < 0 else end, 0), r)
+    return cx.const(np.array(dims[start:end], dtype=np.int64))
+
+
+@translates("Size")
+def size(cx):
+    return cx.const(np.array(prod(static_shape(cx, cx.input(0))), dtype=np.int64))
+
+
+@translates("ConstantOfShape")
+def constant_of_shape(cx):
+    dims = cx.ints_input(0, "shape", required=True)
+    if any(d < 0 for d in dims):
+        raise cx.fail(f"shape {dims} has a negative dimension")
+    if cx.has_attr("value"):
+        val = np.asarray(cx.attr("value"))
+        if val.size != 1:
+            raise cx.fail(f"value must hold one element, got shape {list(val.shape)}")
+        dtype = onnx_dtype(cx.node.attribute[0].t.data_type, "value", cx.name, cx.op_type)
+    else:
+        val, dtype = np.zeros((), np.float32), "float32"
+    return cx.const(np.full(dims, val.reshape(()), dtype=val.dtype), dtype)
+
+
+@translates("Range")
+def range_(cx):
+    start = cx.const_input(0, "start", required=True)
+    limit = cx.const_input(1, "limit", required=True)
+    delta = cx.const_input(2, "delta", required=True)
+    dtype = start.dtype
+    s, l, d = start.reshape(()).item(), limit.reshape(()).item(), delta.reshape(()).item()
+    if d == 0:
+        raise cx.fail("delta must not be 0")
+    n = max(int(math.ceil((l - s) / d)), 0)
+    if np.issubdtype(dtype, np.integer):
+        vals = np.array([s + i * d for i in range(n)], dtype=dtype)
+    else:
+        vals = (np.array(s, dtype) + np.arange(n, dtype=dtype) * np.array(d, dtype)).astype(dtype)
+    return cx.const(vals.reshape(n), str(dtype))
+
+
+# ---- reshaping ----------------------------------------------------------------------------
+
+@translates("Reshape")
+def reshape_(cx):
+    x = cx.input(0)
+    target = cx.attr("shape") if cx.opset < 5 else cx.ints_input(1, "shape", required=True)
+    dims = static_shape(cx, x)
+    allowzero = cx.attr("allowzero", 0)
+    out = []
+    for k, d in enumerate(target):
+        if d == 0 and not allowzero:
+            if k >= len(dims):
+                raise cx.fail(f"shape {target} copies dimension {k} (0), but the input {x.type} has rank {len(dims)}")
+            out.append(dims[k])
+        else:
+            out.append(d)
+    if out.count(-1) > 1:
+        raise cx.fail(f"shape {target} has more than one -1")
+    if any(d < -1 for d in out):
+        raise cx.fail(f"shape {target} has a negative dimension")
+    if -1 in out:
+        known = prod(d for d in out if d != -1)
+        total = prod(dims)
+        if known == 0 or total % known:
+            raise cx.fail(f"cannot reshape {x.type} to {target}: {total} elements do not fill -1")
+        out[out.index(-1)] = total // known
+    if prod(out) != prod(dims):
+        raise cx.fail(f"cannot reshape {x.type} ({prod(dims)} elements) to {target} ({prod(out)} elements)")
+    return reshape(cx, x, out)
+
+
+@translates("Flatten")
+def flatten(cx):
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    r = len(dims)
+    axis = cx.attr("axis", 1)
+    if not -r <= axis <= r:
+        raise cx.fail(f"axis {axis} is out of range for rank {r}")
+    if axis < 0:
+        axis += r
+    return reshape(cx, x, (prod(dims[:axis]), prod(dims[axis:])))
+
+
+def _axes_arg(cx, what="axes"):
+    """axes from the attribute (before opset 13) or the second input (from 13)."""
+    if cx.opset >= 13:
+        return cx.ints_input(1, what)
+    return cx.attr("axes", None)
+
+
+@translates("Squeeze")
+def squeeze(cx):
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    axes = _axes_arg(cx)
+    if axes is None:
+        keep = [d for d in dims if d != 1]
+    else:
+        axes = norm_axes(cx, axes, len(dims))
+        for a in axes:
+            if dims[a] != 1:
+                raise cx.fail(f"cannot squeeze axis {a} of {x.type}: its size is {dims[a]}, not 1")
+        keep = [d for k, d in enumerate(dims) if k not in axes]
+    return reshape(cx, x, keep)
+
+
+@translates("Unsqueeze")
+def unsqueeze(cx):
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    axes = _axes_arg(cx)
+    if axes is None:
+        raise cx.fail("needs axes")
+    r = len(dims) + len(axes)
+    axes = set(norm_axes(cx, axes, r))
+    it = iter(dims)
+    return reshape(cx, x, [1 if k in axes else next(it) for k in range(r)])
+
+
+@translates("Transpose")
+def transpose(cx):
+    x = cx.input(0)
+    r = x.type.rank
+    perm = cx.attr("perm", None)
+    perm = list(reversed(range(r))) if perm is None else [p + r if p < 0 else p for p in perm]
+    return cx.op("transpose", [x], perm=tuple(perm))
+
+
+@translates("DepthToSpace")
+def depth_to_space(cx):
+    x = cx.input(0)
+    n, c, h, w = _rank4(cx, x)
+    bs = cx.attr("blocksize")
+    if c % (bs * bs):
+        raise cx.fail(f"{c} channels are not divisible by blocksize^2 = {bs * bs}")
+    c2 = c // (bs * bs)
+    if cx.attr("mode", "DCR") == "DCR":
+        t = reshape(cx, x, (n, bs, bs, c2, h, w))
+        t = cx.op("transpose", [t], perm=(0, 3, 4, 1, 5, 2))
+    else:
+        t = reshape(cx, x, (n, c2, bs, bs, h, w))
+        t = cx.op("transpose", [t], perm=(0, 1, 4, 2, 5, 3))
+    return reshape(cx, t, (n, c2, h * bs, w * bs))
+
+
+@translates("SpaceToDepth")
+def space_to_depth(cx):
+    x = cx.input(0)
+    n, c, h, w = _rank4(cx, x)
+    bs = cx.attr("blocksize")
+    if h % bs or w % bs:
+        raise cx.fail(f"spatial size {h}x{w} is not divisible by blocksize {bs}")
+    t = reshape(cx, x, (n, c, h // bs, bs, w // bs, bs))
+    perm = (0, 3, 5, 1, 2, 4) if cx.attr("mode", "DCR") == "DCR" else (0, 1, 3, 5, 2, 4)
+    t = cx.op("transpose", [t], perm=perm)
+    return reshape(cx, t, (n, c * bs * bs, h // bs, w // bs))
+
+
+def _rank4(cx, x):
+    dims = static_shape(cx, x)
+    if len(dims) != 4:
+        raise cx.fail(f"expects a 4-D input, got {x.type}")
+    return dims
+
+
+# ---- joining and splitting ------------------------------------------------------------------
+
+@translates("Concat")
+def concat(cx):
+    xs = cx.inputs()
+    if not xs:
+        raise cx.fail("needs at least one input")
+    axis = cx.attr("axis", 1 if cx.opset < 4 else None)
+    if axis is None:
+        raise cx.fail("missing required attribute 'axis'")
+    return cx.op("concat", xs, axis=norm_axis(cx, axis, xs[0].type.rank))
+
+
+@translates("Split")
+def split(cx):
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    ax = norm_axis(cx, cx.attr("axis", 0), len(dims))
+    d = dims[ax]
+    n_out = cx.num_outputs
+    if cx.opset >= 13 or (cx.opset < 2 and cx.has_input(1)):
+        sizes = cx.ints_input(1, "split")
+    else:
+        sizes = cx.attr("split", None)
+    if sizes is None:
+        if cx.has_attr("num_outputs"):
+            n = cx.attr("num_outputs")
+            if n != n_out:
+                raise cx.fail(f"num_outputs={n} but the node has {n_out} outputs")
+            chunk = -(-d // n)
+            sizes = [chunk] * (n - 1) + [d - chunk * (n - 1)]
+            if sizes[-1] < 0:
+                raise cx.fail(f"cannot split {d} elements into {n} parts of {chunk}")
+        else:
+            if d % n_out:
+                raise cx.fail(f"cannot split axis {ax} of size {d} evenly into {n_out} outputs")
+            sizes = [d // n_out] * n_out
+    if len(sizes) != n_out or sum(sizes) != d or any(s < 0 for s in sizes):
+        raise cx.fail(f"split sizes {list(sizes)} do not cut axis {ax} of size {d} into {n_out} outputs")
+    outs, off = [], 0
+    for s in sizes:
+        starts = [0] * len(dims)
+        ends = list(dims)
+        starts[ax], ends[ax] = off, off + s
+        outs.append(cx.op("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=(1,) * len(dims)))
+        off += s
+    return outs
+
+
+@translates("Slice")
+def slice_(cx):
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    r = len(dims)
+    if cx.opset < 10:
+        starts, ends = cx.attr("starts"), cx.attr("ends")
+        axes, steps = cx.attr("axes", None), None
+    else:
+        starts = cx.ints_input(1, "starts", required=True)
+        ends = cx.ints_input(2, "ends", required=True)
+        axes = cx.ints_input(3, "axes")
+        steps = cx.ints_input(4, "steps")
+    if axes is None:
+        axes = list(range(len(starts)))
+    if steps is None:
+        steps = [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise cx.fail(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} differ in length")
+    axes = norm_axes(cx, axes, r)
+    st, en, sp = [0] * r, list(dims), [1] * r
+    for a, s, e, p in zip(axes, starts, ends, steps):
+        d = dims[a]
+        if p == 0:
+            raise cx.fail(f"step 0 on axis {a}")
+        s = s + d if s < 0 else s
+        e = e + d if e < 0 else e
+        if p > 0:
+            s, e = min(max(s, 0), d), min(max(e, 0), d)
+        else:
+            s, e = min(max(s, 0), d - 1), min(max(e, -1), d - 1)
+            if d == 0:
+                s, e = 0, 0
+        st[a], en[a], sp[a] = s, e, p
+    return cx.op("slice", [x], starts=tuple(st), ends=tuple(en), steps=tuple(sp))
+
+
+@translates("Pad")
+def pad(cx):
+    x = cx.input(0)
+    r = x.type.rank
+    mode = cx.attr("mode", "constant")
+    if cx.opset < 11:
+        pads = cx.attr("paddings" if cx.opset < 2 and cx.has_attr("paddings") else "pads")
+        value = cx.attr("value", 0.0)
+        axes = None
+    else:
+        pads = cx.ints_input(1, "pads", required=True)
+        cv = cx.const_input(2, "constant_value")
+        if cv is not None and cv.size != 1:
+            raise cx.fail(f"constant_value must be a scalar, got shape {list(cv.shape)}")
+        value = 0 if cv is None else cv.reshape(()).item()
+        axes = cx.ints_input(3, "axes")
+    if axes is not None:
+        axes = norm_axes(cx, axes, r)
+        if len(pads) != 2 * len(axes):
+            raise cx.fail(f"needs {2 * len(axes)} pads for axes {axes}, got {len(pads)}")
+        full = [0] * (2 * r)
+        for k, a in enumerate(axes):
+            full[a], full[a + r] = pads[k], pads[k + len(axes)]
+        pads = full
+    if len(pads) != 2 * r:
+        raise cx.fail(f"needs {2 * r} pads for {x.type}, got {len(pads)}")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise cx.fail(f"unknown mode {mode!r}")
+    value = np.array(value).astype(x.dtype if x.dtype != "bfloat16" else "float32").item()
+    return cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
+
+
+@translates("Expand")
+def expand(cx):
+    x = cx.input(0)
+    target = cx.ints_input(1, "shape", required=True)
+    try:
+        out = broadcast_shapes(static_shape(cx, x), tuple(target))
+    except ShapeError:
+        raise cx.fail(f"cannot expand {x.type} to {target}") from None
+    return cx.op("broadcast_to", [x], shape=out)
+
+
+@translates("Tile")
+def tile(cx):
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    if cx.opset < 6:
+        raise cx.unsupported("opset < 6 form with tiles/axis inputs")
+    reps = cx.ints_input(1, "repeats", required=True)
+    if len(reps) != len(dims) or any(rp < 0 for rp in reps):
+        raise cx.fail(f"repeats {reps} must be {len(dims)} non-negative integers")
+    # [d0, d1] -> [1, d0, 1, d1] -> broadcast [r0, d0, r1, d1] -> [r0*d0, r1*d1]
+    inter = [v for d in dims for v in (1, d)]
+    big = [v for d, rp in zip(dims, reps) for v in (rp, d)]
+    t = cx.op("broadcast_to", [reshape(cx, x, inter)], shape=tuple(big))
+    return reshape(cx, t, [d * rp for d, rp in zip(dims, reps)])
+
+
+# ---- indexing -----------------------------------------------------------------------------
+
+@translates("Gather")
+def gather(cx):
+    x, idx = cx.input(0), cx.input(1)
+    return cx.op("gather", [x, idx], axis=norm_axis(cx, cx.attr("axis", 0), x.type.rank))
+
+
+@translates("GatherElements")
+def gather_elements(cx):
+    # out[i] = x[i with i[axis] := idx[i]]: a gather from the flattened data at linear indices
+    x, idx = cx.input(0), cx.input(1)
+    dims, idims = static_shape(cx, x), static_shape(cx, idx, "indices")
+    r = len(dims)
+    if len(idims) != r:
+        raise cx.fail(f"indices {idx.type} must have the rank of data {x.type}")
+    if not is_int(idx.dtype):
+        raise cx.fail(f"indices must be integers, got {idx.type}")
+    ax = norm_axis(cx, cx.attr("axis", 0), r)
+    for k in range(r):
+        if k != ax and idims[k] > dims[k]:
+            raise cx.fail(f"indices {idx.type} exceed data {x.type} on axis {k}")
+    strides = [prod(dims[k + 1:]) for k in range(r)]
+    base = np.zeros(idims, dtype=np.int64)
+    for k in range(r):
+        if k != ax:
+            shp = [1] * r
+            shp[k] = idims[k]
+            base = base + (np.arange(idims[k], dtype=np.int64) * strides[k]).reshape(shp)
+    i64 = idx if idx.dtype == "int64" else cx.op("cast", [idx], to="int64")
+    i64 = cx.op("where", [cx.op("less", [i64, cx.scalar(0, "int64")]),
+                          cx.op("add", [i64, cx.scalar(dims[ax], "int64")]), i64])
+    lin = cx.op("add", [cx.op("mul", [i64, cx.scalar(strides[ax], "int64")]), cx.const(base)])
+    return cx.op("gather", [reshape(cx, x, (prod(dims),)), lin], axis=0)
+
+
+@translates("OneHot")
+def one_hot(cx):
+    idx = cx.input(0)
+    depth = cx.const_input(1, "depth", required=True)
+    values = cx.input(2)
+    if depth.size != 1:
+        raise cx.fail(f"depth must be a scalar, got shape {list(depth.shape)}")
+    depth = int(depth.reshape(()).item())
+    if values.type.rank != 1 or values.shape[0] != 2:
+        raise cx.fail(f"values must be [off, on], got {values.type}")
+    idims = static_shape(cx, idx, "indices")
+    r = len(idims) + 1
+    ax = norm_axis(cx, cx.attr("axis", -1), r)
+    i64 = idx if idx.dtype == "int64" else cx.op("cast", [idx], to="int64")
+    i64 = cx.op("where", [cx.op("less", [i64, cx.scalar(0, "int64")]),
+                          cx.op("add", [i64, cx.scalar(depth, "int64")]), i64])
+    i64 = reshape(cx, i64, idims[:ax] + (1,) + idims[ax:])
+    shp = [1] * r
+    shp[ax] = depth
+    hot = cx.op("equal", [i64, cx.const(np.arange(depth, dtype=np.int64).reshape(shp))])
+    off = cx.op("slice", [values], starts=(0,), ends=(1,), steps=(1,))
+    on = cx.op("slice", [values], starts=(1,), ends=(2,), steps=(1,))
+    return cx.op("where", [hot, reshape(cx, on, ()), reshape(cx, off, ())])
+
+
+@translates("Trilu")
+def trilu(cx):
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    if len(dims) < 2:
+        raise cx.fail(f"expects rank >= 2, got {x.type}")
+    k = cx.const_input(1, "k")
+    k = 0 if k is None else int(k.reshape(()).item())
+    n, m = dims[-2], dims[-1]
+    diff = np.arange(m)[None, :] - np.arange(n)[:, None]
+    keep = diff >= k if cx.attr("upper", 1) else diff <= k
+    return cx.op("where", [cx.const(keep), x, cx.scalar(0, x.dtype)])

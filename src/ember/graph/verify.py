@@ -1,0 +1,121 @@
+"""The verifier: checks that a graph is well formed, naming the node at fault.
+
+Every pass runs it on its result (``ember.passes.optimize``), so a pass that breaks the IR is
+caught at the pass, not three layers later in generated code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import EmberError, GraphError
+from .ir import Graph, Node, Value
+from .types import np_dtype
+
+
+def _fail(message: str, node: Node | None = None) -> GraphError:
+    if node is None:
+        return GraphError(message)
+    return GraphError(message, node=node.name, op=node.op)
+
+
+def _check_const(v: Value, graph: Graph) -> None:
+    arr = v.const
+    if not isinstance(arr, np.ndarray):
+        raise _fail(f"constant %{v.name} of graph '{graph.name}' holds a {type(arr).__name__}, not a numpy array")
+    if not v.type.is_static or tuple(arr.shape) != v.type.shape:
+        raise _fail(f"constant %{v.name} has type {v.type} but its array has shape {list(arr.shape)}")
+    if arr.dtype.newbyteorder("=") != np_dtype(v.dtype):
+        raise _fail(f"constant %{v.name} has type {v.type} but its array has dtype {arr.dtype}")
+
+
+def verify(graph: Graph) -> None:
+    """Raise :class:`ember.errors.GraphError` at the first malformation of ``graph``.
+
+    Checks: every value is defined (graph input, constant or node output) before it is used
+    and exactly once; value names and node names are unique; each node's op exists, its
+    attributes are exactly the op's, its arity matches and its output types are what the op's
+    type rule gives; producer links agree with the node lists; constants match their types;
+    the graph outputs are defined.
+    """
+    from ..ops import OPS
+
+    defined: set[Value] = set()
+    names: dict[str, Value] = {}
+
+    def name_value(v: Value, node: Node | None) -> None:
+        other = names.get(v.name)
+        if other is not None and other is not v:
+            raise _fail(f"two different values are named %{v.name}; names must be unique within a graph", node)
+        names[v.name] = v
+
+    for v in graph.inputs:
+        if v in defined:
+            raise _fail(f"graph input %{v.name} is listed twice")
+        if v.producer is not None:
+            raise _fail(f"graph input %{v.name} claims to be produced by node '{v.producer.name}'")
+        if v.is_const:
+            raise _fail(f"graph input %{v.name} is a constant")
+        name_value(v, None)
+        defined.add(v)
+
+    node_names: set[str] = set()
+    for n in graph.nodes:
+        if n.name in node_names:
+            raise _fail(f"node name '{n.name}' is used by more than one node", n)
+        node_names.add(n.name)
+        opdef = OPS.get(n.op)
+        if opdef is None:
+            raise _fail(f"unknown op '{n.op}'", n)
+        for v in n.inputs:
+            if v.is_const:
+                if v.producer is not None:
+                    raise _fail(f"constant %{v.name} claims to be produced by node '{v.producer.name}'", n)
+                if v not in defined:
+                    _check_const(v, graph)
+                    name_value(v, n)
+                    defined.add(v)
+            elif v not in defined:
+                later = v.producer is not None and any(v in m.outputs for m in graph.nodes)
+                if later:
+                    raise _fail(f"uses %{v.name} before it is defined (by node '{v.producer.name}')", n)
+                raise _fail(f"uses %{v.name}, which is not defined in graph '{graph.name}' "
+                            "(not an input, a constant or an output of a node)", n)
+        missing = [k for k in opdef.attrs if k not in n.attrs]
+        unknown = [k for k in n.attrs if k not in opdef.attrs]
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append(f"missing attribute(s) {missing}")
+            if unknown:
+                parts.append(f"unknown attribute(s) {unknown}")
+            raise _fail(f"{' and '.join(parts)}; {n.op} takes {sorted(opdef.attrs)}", n)
+        if len(n.outputs) != opdef.num_outputs:
+            raise _fail(f"has {len(n.outputs)} output(s), {n.op} produces {opdef.num_outputs}", n)
+        try:
+            types = opdef.infer_types(n.attrs, [v.type for v in n.inputs], n.name)
+        except EmberError as e:
+            raise _fail(f"type rule fails: {str(e).split('] ', 1)[-1]}", n) from None
+        except Exception as e:  # a type rule that crashes on bad attributes is still a bad node
+            raise _fail(f"type rule fails: {type(e).__name__}: {e}", n) from None
+        for k, (o, t) in enumerate(zip(n.outputs, types)):
+            if o in defined:
+                raise _fail(f"defines %{o.name} a second time (SSA values are defined once)", n)
+            if o.producer is not n:
+                who = "no producer" if o.producer is None else f"producer '{o.producer.name}'"
+                raise _fail(f"output %{o.name} has {who}, not this node", n)
+            if o.is_const:
+                raise _fail(f"output %{o.name} is a constant", n)
+            if o.type != t:
+                raise _fail(f"output {k} (%{o.name}) has type {o.type} but the type rule gives {t}", n)
+            name_value(o, n)
+            defined.add(o)
+
+    for v in graph.outputs:
+        if v.is_const:
+            if v not in defined:
+                _check_const(v, graph)
+                name_value(v, None)
+                defined.add(v)
+        elif v not in defined:
+            raise _fail(f"graph output %{v.name} of graph '{graph.name}' is not defined")

@@ -1,0 +1,89 @@
+"""Schedules shared by many ops on CPUs: the default for elementwise / injective / reduction
+groups, and the register-tiled micro-kernel used by convolution and matrix multiply."""
+
+from __future__ import annotations
+
+from ..te.schedule import Schedule, Stage
+
+#: below this many output elements a kernel runs on one thread
+PARALLEL_MIN_ELEMENTS = 16384
+
+
+def default_schedule(s: Schedule, target, knobs: dict | None = None) -> None:
+    """Vectorize the innermost axis, run the outer axes in parallel when the work is large."""
+    knobs = knobs or {}
+    root = s.root
+    lanes = knobs.get("lanes", target.lanes)
+    axes = list(root.leaves)
+    if not axes:
+        return
+    size = 1
+    for a in axes:
+        size *= a.extent
+    inner = axes[-1]
+    if inner.extent >= lanes:
+        _, vi = root.split(inner, lanes)
+        root.vectorize(vi)
+    if size >= knobs.get("parallel_min", PARALLEL_MIN_ELEMENTS) and len(root.leaves) > 1:
+        # fuse outer axes (not the vector loop) until there is enough parallel work
+        outer = root.leaves[0]
+        k = 1
+        while outer.extent < 4 * target.num_cores and k < len(root.leaves) - 1 and \
+                root.kinds.get(root.leaves[k]) != "vectorized" and not _reduction_depends_only_inner(s, k):
+            outer = root.fuse(outer, root.leaves[k])
+        if outer.extent > 1:
+            root.parallel(outer)
+
+
+def _reduction_depends_only_inner(s: Schedule, k: int) -> bool:
+    return False
+
+
+def pick_tile(extent: int, lo: int, hi: int, preferred: int) -> int:
+    """The largest divisor of ``extent`` in [lo, hi], else ``preferred`` (leaving a tail)."""
+    for t in range(hi, lo - 1, -1):
+        if extent % t == 0:
+            return t
+    return min(preferred, extent)
+
+
+def register_tile(root: Stage, red: Stage, row_axis, col_axis, rows: int, cols: int, lanes: int,
+                  before=(), after=(), min_parallel: int = 2) -> None:
+    """Tile the output into ``rows`` x ``cols`` blocks computed in registers.
+
+    ``col_axis`` is vectorized (``cols`` a multiple of ``lanes``) and ``row_axis`` unrolled.  The
+    reduction ``red`` is attached inside the row-tile loop, so its accumulators stay in
+    registers and the root's epilogue (bias, activation, residual) runs once per tile.  Loop
+    order: ``before`` axes, column tiles, ``after`` axes, row tiles, then the tile itself; every
+    loop above the row tiles is fused into one parallel loop.
+    """
+    co, ci = root.split(col_axis, cols)
+    ro, ri = root.split(row_axis, rows)
+    order = list(before) + [co] + list(after) + [ro, ri, ci]
+    root.reorder(*order)
+    par = order[0]
+    for v in order[1:order.index(ro)]:
+        par = root.fuse(par, v)
+    if par.extent >= min_parallel:
+        root.parallel(par)
+    root.unroll(ri)
+    root.vectorize(ci)
+    red.compute_at(root, ro)
+    # the reduction: reduce loops outside, the register tile inside
+    r_axes = red.tensor.axes
+    r_row, r_col = r_axes[_axis_index(root, row_axis)], r_axes[_axis_index(root, col_axis)]
+    order_r = list(red.reduce_axes) + [r_row]
+    if cols > lanes:
+        cvo, cvi = red.split(r_col, lanes)
+        order_r += [cvo, cvi]
+        red.unroll(cvo)
+        red.vectorize(cvi)
+    else:
+        order_r.append(r_col)
+        red.vectorize(r_col)
+    red.reorder(*order_r)
+    red.unroll(r_row)
+
+
+def _axis_index(root: Stage, axis) -> int:
+    return list(root.tensor.axes).index(axis)

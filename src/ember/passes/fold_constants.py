@@ -1,0 +1,70 @@
+"""Constant folding: a node whose inputs are all constants becomes a constant.
+
+The value is computed with the op's numpy reference, so the folded graph computes bit for bit
+what the reference interpreter computes.  A node is left alone when folding would trade a cheap
+computation for a huge constant (``broadcast_to`` of a scalar to millions of elements, a large
+``pad`` of a small tensor): those are cheaper to compute at run time than to store.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph.ir import Graph, Node, Value
+from ..graph.types import np_dtype
+from .base import Pass, resolve
+
+#: A result of more elements than this is folded only if it is not much larger than its inputs.
+MAX_EXPANDED_ELEMENTS = 1 << 20
+#: ... where "much larger" means more than this many times the elements of all inputs together.
+MAX_EXPANSION = 4
+
+
+def _worth_folding(n: Node) -> bool:
+    if not n.inputs or not all(o.type.is_static for o in n.outputs):
+        return False
+    out = sum(o.type.size for o in n.outputs)
+    if out <= MAX_EXPANDED_ELEMENTS:
+        return True
+    return out <= MAX_EXPANSION * sum(v.const.size for v in n.inputs)
+
+
+def _fold(n: Node) -> list[Value] | None:
+    from ..ops import get_op
+
+    try:
+        with np.errstate(all="ignore"):
+            arrays = get_op(n.op).run_reference(n.attrs, [v.const for v in n.inputs])
+    except Exception:  # noqa: BLE001 - the op rejects these constants: leave it for run time to report
+        return None
+    if len(arrays) != len(n.outputs):
+        return None
+    folded = []
+    for o, arr in zip(n.outputs, arrays):
+        arr = np.array(arr, dtype=np_dtype(o.dtype))  # a private copy: never a view of an input
+        if arr.shape != o.type.shape:
+            return None
+        arr.setflags(write=False)
+        folded.append(Value(o.name, o.type, None, arr))
+    return folded
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """Replace every node whose inputs are all constants (and is worth it) by constants."""
+    g = graph.copy()
+    subst: dict[Value, Value] = {}
+    nodes = []
+    for n in g.nodes:
+        n.inputs = [resolve(subst, v) for v in n.inputs]
+        if all(v.is_const for v in n.inputs) and _worth_folding(n):
+            folded = _fold(n)
+            if folded is not None:
+                subst.update(zip(n.outputs, folded))
+                continue
+        nodes.append(n)
+    g.nodes = nodes
+    g.outputs = [resolve(subst, v) for v in g.outputs]
+    return g
+
+
+PASS = Pass("fold_constants", 1, fold_constants, "evaluate nodes whose inputs are all constants")

@@ -1,0 +1,166 @@
+"""Operator fusion: partition the graph's nodes into groups that each become one kernel.
+
+The op patterns (``ember.ops.Pattern``) decide:
+
+* A group has one output.  A value read by more than one node, or that is a graph output,
+  ends its group: every other value of a group is read exactly once, inside the group (a group
+  is a tree whose root is its output).
+* A group holds at most one *anchor*: an ``OUT_ELEMWISE_FUSABLE`` op (conv2d, matmul) or a
+  ``REDUCTION``.  ``OPAQUE`` ops are always alone.
+* After an anchor, the chain of ``ELEMWISE``/``BROADCAST`` consumers is absorbed as long as
+  each one's output has the anchor's output shape and reads the chain through an operand of
+  that full shape; its other operands (bias, residual, ...) are read from outside the group.
+* ``ELEMWISE``, ``BROADCAST`` and ``INJECTIVE`` ops with no anchor chain freely, any shapes,
+  several producers at once.
+* The simple reductions (``reduce_sum/mean/max/min/prod``) absorb a tree of anchor-free
+  producers that feed only them; conv2d, matmul, softmax, layer_norm and arg-reductions never
+  absorb producers (their schedules read their raw inputs).
+
+Groups are listed in a valid execution order: by the position of their output node in the
+graph's topological order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import GraphError
+from ..graph.ir import Graph, Node, Value
+from ..ops import Pattern, get_op
+
+SIMPLE_REDUCTIONS = frozenset({"reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod"})
+ANCHOR_PATTERNS = frozenset({Pattern.OUT_ELEMWISE_FUSABLE, Pattern.REDUCTION})
+CHAIN_PATTERNS = frozenset({Pattern.ELEMWISE, Pattern.BROADCAST})
+FREE_PATTERNS = frozenset({Pattern.ELEMWISE, Pattern.BROADCAST, Pattern.INJECTIVE})
+
+#: Kernel names are cut to about this many characters.
+MAX_NAME = 60
+
+_C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern float for
+goto if inline int long register restrict return short signed sizeof static struct switch typedef
+union unsigned void volatile while main""".split())
+
+
+@dataclass(eq=False)
+class Group:
+    """A fused group of nodes: one kernel."""
+
+    name: str              # C identifier made from the node names, unique within the graph
+    nodes: list[Node]      # topological order
+    anchor: Node | None    # the OUT_ELEMWISE_FUSABLE or REDUCTION node, if any
+    inputs: list[Value]    # values read from outside the group, first-use order, no duplicates
+    output: Value          # the group's one output value
+
+    def __repr__(self) -> str:
+        return f"Group({self.name!r}, {[n.op for n in self.nodes]})"
+
+
+class _Draft:
+    __slots__ = ("nodes", "anchor", "alone")
+
+    def __init__(self, node: Node, anchor: Node | None, alone: bool):
+        self.nodes = [node]
+        self.anchor = anchor
+        self.alone = alone
+
+
+def _sanitize(part: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_]", "_", part)
+    s = re.sub(r"_+", "_", s).strip("_")
+    return s
+
+
+def _kernel_name(nodes: list[Node], anchor: Node | None, used: set[str]) -> str:
+    parts = [_sanitize(n.name) or n.op for n in nodes]
+    base = "__".join(parts)
+    if len(base) > MAX_NAME:
+        head = (_sanitize(anchor.name) or anchor.op) if anchor is not None else parts[0]
+        base = f"{head}__{parts[-1]}" if head != parts[-1] else head
+        base = base[:MAX_NAME].rstrip("_")
+    if not base or base[0].isdigit():
+        base = "k_" + base
+    if base in _C_KEYWORDS:
+        base += "_"
+    name, k = base, 0
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name
+
+
+def fuse(graph: Graph) -> list[Group]:
+    """Partition ``graph.nodes`` into fused groups, listed in execution order."""
+    users = graph.users()
+    protected = set(graph.outputs)
+    pos = {n: i for i, n in enumerate(graph.nodes)}
+    draft_of: dict[Node, _Draft] = {}
+
+    def absorb(into: _Draft, other: _Draft) -> None:
+        into.nodes.extend(other.nodes)
+        for m in other.nodes:
+            draft_of[m] = into
+        if other.anchor is not None:
+            into.anchor = other.anchor
+
+    for n in graph.nodes:
+        if len(n.outputs) != 1:
+            raise GraphError(f"fusion handles single-output ops only; this one has {len(n.outputs)}",
+                             node=n.name, op=n.op)
+        pattern = get_op(n.op).pattern
+        d = _Draft(n, n if pattern in ANCHOR_PATTERNS else None, pattern not in ANCHOR_PATTERNS | FREE_PATTERNS)
+        draft_of[n] = d
+        if d.alone:
+            continue
+        # producer groups that may join: their output is read by n alone and is no graph output
+        candidates: list[tuple[Value, _Draft]] = []
+        for v in dict.fromkeys(n.inputs):
+            p = v.producer
+            if p is None or p not in pos or v in protected or users.get(v) != [n]:
+                continue
+            pd = draft_of[p]
+            if pd.alone or pd.nodes[-1] is not p:
+                continue
+            candidates.append((v, pd))
+        if d.anchor is not None:
+            if n.op in SIMPLE_REDUCTIONS:
+                for _, pd in candidates:
+                    if pd.anchor is None:
+                        absorb(d, pd)
+        else:
+            chain = None
+            if pattern in CHAIN_PATTERNS:
+                for v, pd in candidates:
+                    if pd.anchor is not None:
+                        full = pd.anchor.output.type.shape
+                        if n.output.type.shape == full and v.type.shape == full:
+                            chain = pd
+                            break
+            if chain is not None:
+                absorb(d, chain)
+            else:
+                for _, pd in candidates:
+                    if pd.anchor is None:
+                        absorb(d, pd)
+        d.nodes.append(d.nodes.pop(0))  # keep the root (this node) last
+
+    drafts = list({id(d): d for d in draft_of.values()}.values())
+    drafts.sort(key=lambda d: pos[d.nodes[-1]])
+    used: set[str] = set()
+    groups = []
+    for d in drafts:
+        nodes = sorted(d.nodes, key=pos.__getitem__)
+        inside = {o for m in nodes for o in m.outputs}
+        inputs = list(dict.fromkeys(v for m in nodes for v in m.inputs if v not in inside))
+        groups.append(Group(_kernel_name(nodes, d.anchor, used), nodes, d.anchor, inputs, d.nodes[-1].output))
+    return groups
+
+
+def describe(groups: list[Group]) -> str:
+    """One line per group: its kernel name, its ops in order, its anchor."""
+    lines = []
+    for k, g in enumerate(groups):
+        anchor = f"  [anchor {g.anchor.op} '{g.anchor.name}']" if g.anchor is not None else ""
+        lines.append(f"{k:4d} {g.name}: {', '.join(n.op for n in g.nodes)}{anchor}")
+    return "\n".join(lines) + ("\n" if lines else "")

@@ -1,0 +1,57 @@
+"""Prepare convolutions for the CPU schedules: pads become their own ``pad`` node, and constant
+weights are pre-packed at compile time into the blocked layout of ``conv2d_packed``
+([O/ob, C/g, KH, KW, ob]) so one register tile's output channels are contiguous."""
+
+from __future__ import annotations
+
+from ..graph.builder import GraphBuilder
+from ..graph.ir import Graph, Node, Value, constant
+from ..ops import get_op
+from .base import Pass
+
+
+def output_block(out_channels: int, groups: int, in_per_group: int) -> int:
+    """Output channels per register tile (0: leave unpacked)."""
+    if groups > 1 and in_per_group == 1:
+        return 0                       # depthwise: vectorized over width instead
+    opg = out_channels // groups
+    for ob in (16, 8):
+        if opg % ob == 0:
+            return ob
+    return 0
+
+
+def run(graph: Graph, lanes: int = 8) -> Graph:
+    g = graph.copy()
+    b = GraphBuilder(g.name)
+    b.inputs = list(g.inputs)
+    for v in g.values():
+        b._names.add(v.name)
+    vmap: dict[Value, Value] = {}
+
+    def m(v: Value) -> Value:
+        return vmap.get(v, v)
+
+    for node in g.nodes:
+        if node.op != "conv2d":
+            node.inputs = [m(v) for v in node.inputs]
+            b.add_node(node)
+            continue
+        x, w = (m(v) for v in node.inputs)
+        a = dict(node.attrs)
+        if any(a["pads"]):
+            t, l, bt, r = a["pads"]
+            x = b.op("pad", [x], name=f"{node.name}_pad", pads=(0, 0, t, l, 0, 0, bt, r), mode="constant", value=0.0)
+            a["pads"] = (0, 0, 0, 0)
+        ob = output_block(w.shape[0], a["groups"], w.shape[1]) if w.is_const and x.dtype == "float32" else 0
+        if ob:
+            wp = constant(get_op("conv2d_packed").pack(w.const, ob), f"{w.name}_packed")
+            out = b.op("conv2d_packed", [x, wp], name=node.name, **a)
+        else:
+            out = b.op("conv2d", [x, w], name=node.name, **a)
+        vmap[node.output] = out
+    b.nodes = [n for n in b.nodes]
+    return b.finish([m(v) for v in g.outputs])
+
+
+PASS = Pass("pack_conv_weights", 3, run)

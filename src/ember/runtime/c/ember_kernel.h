@@ -1,0 +1,81 @@
+/* ember_kernel.h — the internal interface between generated model code and the Ember runtime.
+ *
+ * Generated code includes this header and nothing else from Ember.  Every symbol declared here
+ * is hidden: it is shared between the translation units of one artifact and never exported.
+ *
+ * What a generated model must define (once, in any of its translation units):
+ *
+ *   const char ember_model_metadata[];               JSON, see below
+ *   const unsigned long long ember_model_arena_bytes; scratch bytes the entry needs (may be 0)
+ *   int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs);
+ *                                                    0 on success; on failure call ember_set_error
+ *                                                    (optional) and return nonzero
+ *
+ * and, when it has constants, declare the blobs the toolchain assembles from raw bytes
+ * (each one 64-byte aligned, read-only, hidden):
+ *
+ *   EMBER_HIDDEN extern const unsigned char ember_constants[];
+ *
+ * The metadata JSON is
+ *   {"format": 1, "ember_version": "0.1.0", "name": "...", "target": "cpu",
+ *    "inputs":  [{"name": "x", "dtype": "float32", "shape": [1, 3, 224, 224]}, ...],
+ *    "outputs": [...same...],
+ *    "arena_bytes": N, "constants_bytes": N, "kernels": N}
+ * with numpy dtype names; the runtime parses "inputs" and "outputs" from it (both in C and in
+ * Python), so no other table is needed.
+ *
+ * Guarantees the runtime gives to the entry:
+ *   - arena is 64-byte aligned, ember_model_arena_bytes long, zeroed once when the model instance
+ *     is created and otherwise left as the previous run left it; one run at a time per arena;
+ *   - inputs[i] / outputs[i] are dense row-major buffers of the metadata's dtypes and shapes, in
+ *     model order; they are only aligned to their element size (use unaligned vector loads and
+ *     stores on them); inputs must not be written; outputs do not alias inputs or the arena;
+ *   - worker threads run with stacks of at least 8 MiB.
+ */
+#ifndef EMBER_KERNEL_H
+#define EMBER_KERNEL_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <math.h>
+#include <string.h>
+
+#define EMBER_HIDDEN __attribute__((visibility("hidden")))
+#define EMBER_RESTRICT __restrict__
+#define EMBER_LIKELY(x) __builtin_expect(!!(x), 1)
+#define EMBER_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define EMBER_ALIGNED(p, n) __builtin_assume_aligned((p), (n))
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Defined by the generated code. */
+EMBER_HIDDEN extern const char ember_model_metadata[];
+EMBER_HIDDEN extern const unsigned long long ember_model_arena_bytes;
+EMBER_HIDDEN int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs);
+
+/* The default constants blob (defined by the toolchain when codegen passes a blob of this name). */
+EMBER_HIDDEN extern const unsigned char ember_constants[];
+
+/* The body of a parallel loop: runs iterations [begin, end). */
+typedef void (*ember_range_fn)(void* ctx, int64_t begin, int64_t end);
+
+/* Runs fn over [0, n) split into at most ember_parallel_threads() contiguous chunks, one call
+ * per chunk, on the runtime's thread pool with the calling thread taking part; returns when every
+ * chunk is done.  n <= 0 does nothing.  Runs inline (one call fn(ctx, 0, n)) when n == 1, when one
+ * thread is configured, when called from inside another parallel region, or when the pool is busy
+ * with a region of another host thread. */
+EMBER_HIDDEN void ember_parallel_for(int64_t n, ember_range_fn fn, void* ctx);
+
+/* The number of threads a parallel region uses now (>= 1); a hint for choosing how to split. */
+EMBER_HIDDEN int ember_parallel_threads(void);
+
+/* Records the message ember_last_error() returns (printf-style); the entry then returns nonzero. */
+EMBER_HIDDEN void ember_set_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EMBER_KERNEL_H */

@@ -1,0 +1,73 @@
+/* ember_runtime.h — the public C interface of an Ember artifact.
+ *
+ * An artifact is one shared library holding a compiled model, its constants and this runtime.
+ * Use it by linking against it or, more usually, with dlopen() + dlsym() on the names below
+ * (every artifact exports the same names, so open each with RTLD_LOCAL and look the functions up
+ * through its handle).  Nothing else is exported.
+ *
+ *   ember_model* m = ember_model_create();
+ *   void* in[]  = { input0 };           buffers are dense, row-major, of the dtype and shape
+ *   void* out[] = { output0 };          given by ember_input_info(i) / ember_output_info(i)
+ *   if (ember_model_run(m, in, out) != 0) fprintf(stderr, "%s\n", ember_last_error());
+ *   ember_model_destroy(m);
+ *
+ * Instances are independent: run different instances from different threads at once if you
+ * like (they share the library's thread pool); one instance runs one call at a time.
+ */
+#ifndef EMBER_RUNTIME_H
+#define EMBER_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EMBER_API __attribute__((visibility("default")))
+
+/* Bumped when anything in this header changes incompatibly. */
+#define EMBER_ABI_VERSION 1
+
+typedef struct ember_model ember_model;
+
+/* One input or output of the model. */
+typedef struct ember_tensor_info {
+    const char* name;
+    const char* dtype;        /* numpy name: "float32", "int64", "bool", ... */
+    int ndim;
+    const int64_t* shape;     /* ndim entries */
+    int64_t num_elements;
+    int64_t nbytes;
+    int elem_bytes;
+} ember_tensor_info;
+
+EMBER_API int ember_abi_version(void);                  /* EMBER_ABI_VERSION of the artifact */
+/* 0 if this processor has every instruction-set feature the artifact was compiled for; else
+ * -1, and ember_last_error() names the missing ones.  Call it before anything else. */
+EMBER_API int ember_cpu_check(void);
+EMBER_API const char* ember_metadata(void);             /* the model's JSON description */
+EMBER_API unsigned long long ember_arena_bytes(void);   /* scratch memory one instance holds */
+
+EMBER_API int ember_num_inputs(void);                   /* -1 if the metadata is malformed */
+EMBER_API int ember_num_outputs(void);
+EMBER_API const ember_tensor_info* ember_input_info(int i);   /* NULL if i is out of range */
+EMBER_API const ember_tensor_info* ember_output_info(int i);
+
+EMBER_API ember_model* ember_model_create(void);        /* NULL on failure (see ember_last_error) */
+EMBER_API int ember_model_run(ember_model* model, void* const* inputs, void* const* outputs);
+EMBER_API void ember_model_destroy(ember_model* model); /* NULL is allowed */
+
+/* The message of the last failure on the calling thread ("" if none). */
+EMBER_API const char* ember_last_error(void);
+
+/* Threads of the library's pool (the calling thread included).  n <= 0 restores the default:
+ * $EMBER_NUM_THREADS if set, else the CPUs this process may run on (at most 64). */
+EMBER_API void ember_set_num_threads(int n);
+EMBER_API int ember_get_num_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EMBER_RUNTIME_H */

@@ -1,0 +1,463 @@
+/* runtime.c — model instances, errors and the model's input/output description.
+ *
+ * The generated code defines ember_model_metadata (JSON), ember_model_arena_bytes and
+ * ember_model_entry (see ember_kernel.h); this file turns them into the public API of
+ * ember_runtime.h.  The "inputs" and "outputs" of the metadata are parsed here once, with a
+ * small JSON reader, so C users get names, dtypes and shapes without a JSON library.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ember_kernel.h"
+#include "ember_runtime.h"
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static __thread char tls_error[1024];
+
+void ember_set_error(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tls_error, sizeof tls_error, fmt, ap);
+    va_end(ap);
+}
+
+const char* ember_last_error(void) { return tls_error; }
+
+/* ---- metadata ---------------------------------------------------------------------------- */
+
+static const struct { const char* name; int bytes; } DTYPES[] = {
+    {"float32", 4}, {"float16", 2}, {"bfloat16", 2}, {"float64", 8},
+    {"int8", 1},    {"int16", 2},   {"int32", 4},    {"int64", 8},
+    {"uint8", 1},   {"uint16", 2},  {"uint32", 4},   {"uint64", 8},
+    {"bool", 1},
+};
+
+typedef struct {
+    ember_tensor_info* items;
+    int count;
+} tensor_list;
+
+static struct {
+    pthread_once_t once;
+    int ok;
+    char error[256];
+    tensor_list inputs, outputs;
+} M = {.once = PTHREAD_ONCE_INIT};
+
+typedef struct {
+    const char* p;
+    const char* end;
+    const char* error;   /* first problem found, NULL while all is well */
+} reader;
+
+static int fail(reader* r, const char* what) {
+    if (!r->error) r->error = what;
+    return 0;
+}
+
+static void skip_ws(reader* r) {
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r')) r->p++;
+}
+
+static int expect(reader* r, char c) {
+    skip_ws(r);
+    if (r->p < r->end && *r->p == c) {
+        r->p++;
+        return 1;
+    }
+    return fail(r, "unexpected character");
+}
+
+static int peek(reader* r, char c) {
+    skip_ws(r);
+    return r->p < r->end && *r->p == c;
+}
+
+static int hex4(reader* r, unsigned* out) {
+    unsigned v = 0;
+    if (r->end - r->p < 4) return fail(r, "bad \\u escape");
+    for (int i = 0; i < 4; i++) {
+        char c = *r->p++;
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return fail(r, "bad \\u escape");
+    }
+    *out = v;
+    return 1;
+}
+
+static void put_utf8(char** q, unsigned cp) {
+    char* o = *q;
+    if (cp < 0x80) *o++ = (char)cp;
+    else if (cp < 0x800) { *o++ = (char)(0xc0 | (cp >> 6)); *o++ = (char)(0x80 | (cp & 0x3f)); }
+    else if (cp < 0x10000) {
+        *o++ = (char)(0xe0 | (cp >> 12)); *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+        *o++ = (char)(0x80 | (cp & 0x3f));
+    } else {
+        *o++ = (char)(0xf0 | (cp >> 18)); *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f)); *o++ = (char)(0x80 | (cp & 0x3f));
+    }
+    *q = o;
+}
+
+/* Reads a string; stores a malloc'ed, decoded copy in *out unless out is NULL. */
+static int read_string(reader* r, char** out) {
+    if (!expect(r, '"')) return 0;
+    const char* start = r->p;
+    /* decoded text is never longer than the encoded text */
+    char* buf = out ? malloc((size_t)(r->end - start) + 1) : NULL;
+    if (out && !buf) return fail(r, "out of memory");
+    char* q = buf;
+    while (r->p < r->end && *r->p != '"') {
+        char c = *r->p++;
+        if ((unsigned char)c < 0x20) { free(buf); return fail(r, "control character in string"); }
+        if (c != '\\') {
+            if (q) *q++ = c;
+            continue;
+        }
+        if (r->p >= r->end) break;
+        char e = *r->p++;
+        unsigned cp = 0;
+        switch (e) {
+            case '"': case '\\': case '/': cp = (unsigned char)e; break;
+            case 'b': cp = '\b'; break;
+            case 'f': cp = '\f'; break;
+            case 'n': cp = '\n'; break;
+            case 'r': cp = '\r'; break;
+            case 't': cp = '\t'; break;
+            case 'u':
+                if (!hex4(r, &cp)) { free(buf); return 0; }
+                if (cp >= 0xd800 && cp < 0xdc00 && r->end - r->p >= 6 && r->p[0] == '\\' && r->p[1] == 'u') {
+                    unsigned lo;
+                    r->p += 2;
+                    if (!hex4(r, &lo)) { free(buf); return 0; }
+                    if (lo >= 0xdc00 && lo < 0xe000) cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    else { free(buf); return fail(r, "bad surrogate pair"); }
+                }
+                break;
+            default: free(buf); return fail(r, "bad escape in string");
+        }
+        if (q) put_utf8(&q, cp);
+    }
+    if (r->p >= r->end) { free(buf); return fail(r, "unterminated string"); }
+    r->p++;
+    if (out) { *q = 0; *out = buf; }
+    return 1;
+}
+
+static int read_int(reader* r, int64_t* out) {
+    skip_ws(r);
+    const char* s = r->p;
+    int neg = 0;
+    if (r->p < r->end && *r->p == '-') { neg = 1; r->p++; }
+    if (r->p >= r->end || *r->p < '0' || *r->p > '9') { r->p = s; return fail(r, "expected an integer"); }
+    int64_t v = 0;
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9') {
+        if (v > (INT64_MAX - 9) / 10) return fail(r, "integer too large");
+        v = v * 10 + (*r->p++ - '0');
+    }
+    if (r->p < r->end && (*r->p == '.' || *r->p == 'e' || *r->p == 'E')) return fail(r, "expected an integer");
+    *out = neg ? -v : v;
+    return 1;
+}
+
+static int skip_value(reader* r, int depth) {
+    if (depth > 64) return fail(r, "nesting too deep");
+    skip_ws(r);
+    if (r->p >= r->end) return fail(r, "unexpected end");
+    char c = *r->p;
+    if (c == '"') return read_string(r, NULL);
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        r->p++;
+        if (peek(r, close)) { r->p++; return 1; }
+        for (;;) {
+            if (c == '{') {
+                if (!read_string(r, NULL) || !expect(r, ':')) return 0;
+            }
+            if (!skip_value(r, depth + 1)) return 0;
+            if (peek(r, ',')) { r->p++; continue; }
+            return expect(r, close);
+        }
+    }
+    /* number, true, false, null */
+    const char* s = r->p;
+    while (r->p < r->end && (strchr("+-.eE0123456789", *r->p) || (*r->p >= 'a' && *r->p <= 'z'))) r->p++;
+    return r->p > s ? 1 : fail(r, "bad value");
+}
+
+static int read_tensor(reader* r, ember_tensor_info* t) {
+    memset(t, 0, sizeof *t);
+    int have_shape = 0;
+    if (!expect(r, '{')) return 0;
+    if (peek(r, '}')) { r->p++; return fail(r, "tensor entry without name, dtype and shape"); }
+    for (;;) {
+        char* key = NULL;
+        if (!read_string(r, &key) || !expect(r, ':')) { free(key); return 0; }
+        if (strcmp(key, "name") == 0) {
+            free((char*)t->name); t->name = NULL;
+            if (!read_string(r, (char**)&t->name)) { free(key); return 0; }
+        } else if (strcmp(key, "dtype") == 0) {
+            char* dt = NULL;
+            if (!read_string(r, &dt)) { free(key); return 0; }
+            t->dtype = NULL;
+            for (size_t i = 0; i < sizeof DTYPES / sizeof DTYPES[0]; i++)
+                if (strcmp(dt, DTYPES[i].name) == 0) { t->dtype = DTYPES[i].name; t->elem_bytes = DTYPES[i].bytes; }
+            free(dt);
+            if (!t->dtype) { free(key); return fail(r, "unknown dtype"); }
+        } else if (strcmp(key, "shape") == 0) {
+            int64_t dims[64];
+            int nd = 0;
+            if (!expect(r, '[')) { free(key); return 0; }
+            if (peek(r, ']')) r->p++;
+            else for (;;) {
+                if (nd == 64) { free(key); return fail(r, "too many dimensions"); }
+                if (peek(r, '"')) { free(key); return fail(r, "symbolic dimensions are not supported by this runtime"); }
+                if (!read_int(r, &dims[nd])) { free(key); return 0; }
+                if (dims[nd] < 0) { free(key); return fail(r, "negative dimension"); }
+                nd++;
+                if (peek(r, ',')) { r->p++; continue; }
+                if (!expect(r, ']')) { free(key); return 0; }
+                break;
+            }
+            int64_t* shape = malloc(sizeof(int64_t) * (size_t)(nd ? nd : 1));
+            if (!shape) { free(key); return fail(r, "out of memory"); }
+            memcpy(shape, dims, sizeof(int64_t) * (size_t)nd);
+            free((int64_t*)t->shape);
+            t->shape = shape;
+            t->ndim = nd;
+            have_shape = 1;
+        } else if (!skip_value(r, 1)) {
+            free(key);
+            return 0;
+        }
+        free(key);
+        if (peek(r, ',')) { r->p++; continue; }
+        if (!expect(r, '}')) return 0;
+        break;
+    }
+    if (!t->name || !t->dtype || !have_shape) return fail(r, "tensor entry without name, dtype and shape");
+    int64_t count = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->shape[i] != 0 && count > INT64_MAX / 8 / t->shape[i]) return fail(r, "tensor too large");
+        count *= t->shape[i];
+    }
+    t->num_elements = count;
+    t->nbytes = count * t->elem_bytes;
+    return 1;
+}
+
+static int read_tensor_list(reader* r, tensor_list* list) {
+    if (!expect(r, '[')) return 0;
+    if (peek(r, ']')) { r->p++; return 1; }
+    for (;;) {
+        ember_tensor_info* grown = realloc(list->items, sizeof *grown * (size_t)(list->count + 1));
+        if (!grown) return fail(r, "out of memory");
+        list->items = grown;
+        if (!read_tensor(r, &list->items[list->count])) return 0;
+        list->count++;
+        if (peek(r, ',')) { r->p++; continue; }
+        return expect(r, ']');
+    }
+}
+
+static void parse_metadata(void) {
+    reader r = {ember_model_metadata, ember_model_metadata + strlen(ember_model_metadata), NULL};
+    int seen_inputs = 0, seen_outputs = 0;
+    if (expect(&r, '{') && !peek(&r, '}')) {
+        for (;;) {
+            char* key = NULL;
+            if (!read_string(&r, &key) || !expect(&r, ':')) { free(key); break; }
+            int ok;
+            if (strcmp(key, "inputs") == 0) { ok = read_tensor_list(&r, &M.inputs); seen_inputs = 1; }
+            else if (strcmp(key, "outputs") == 0) { ok = read_tensor_list(&r, &M.outputs); seen_outputs = 1; }
+            else ok = skip_value(&r, 1);
+            free(key);
+            if (!ok) break;
+            if (peek(&r, ',')) { r.p++; continue; }
+            expect(&r, '}');
+            break;
+        }
+    }
+    if (!r.error && (!seen_inputs || !seen_outputs)) r.error = "no \"inputs\" or no \"outputs\"";
+    if (r.error) {
+        snprintf(M.error, sizeof M.error, "malformed model metadata at byte %ld: %s",
+                 (long)(r.p - ember_model_metadata), r.error);
+        M.ok = 0;
+    } else {
+        M.ok = 1;
+    }
+}
+
+static int metadata_ok(void) {
+    pthread_once(&M.once, parse_metadata);
+    if (!M.ok) ember_set_error("%s", M.error);
+    return M.ok;
+}
+
+int ember_abi_version(void) { return EMBER_ABI_VERSION; }
+
+const char* ember_metadata(void) { return ember_model_metadata; }
+
+unsigned long long ember_arena_bytes(void) { return ember_model_arena_bytes; }
+
+int ember_num_inputs(void) { return metadata_ok() ? M.inputs.count : -1; }
+
+int ember_num_outputs(void) { return metadata_ok() ? M.outputs.count : -1; }
+
+const ember_tensor_info* ember_input_info(int i) {
+    if (!metadata_ok()) return NULL;
+    if (i < 0 || i >= M.inputs.count) {
+        ember_set_error("input index %d out of range (the model has %d inputs)", i, M.inputs.count);
+        return NULL;
+    }
+    return &M.inputs.items[i];
+}
+
+const ember_tensor_info* ember_output_info(int i) {
+    if (!metadata_ok()) return NULL;
+    if (i < 0 || i >= M.outputs.count) {
+        ember_set_error("output index %d out of range (the model has %d outputs)", i, M.outputs.count);
+        return NULL;
+    }
+    return &M.outputs.items[i];
+}
+
+/* ---- model instances ---------------------------------------------------------------------- */
+
+struct ember_model {
+    unsigned char* arena;
+    _Atomic int busy;
+};
+
+ember_model* ember_model_create(void) {
+    if (!metadata_ok()) return NULL;
+    unsigned long long bytes = ember_model_arena_bytes;
+    bytes = bytes < 64 ? 64 : (bytes + 63) / 64 * 64;
+    if (bytes > (unsigned long long)SIZE_MAX) {
+        ember_set_error("arena of %llu bytes does not fit in memory", bytes);
+        return NULL;
+    }
+    ember_model* m = calloc(1, sizeof *m);
+    if (!m) {
+        ember_set_error("out of memory allocating a model instance");
+        return NULL;
+    }
+    void* arena = NULL;
+    if (posix_memalign(&arena, 64, (size_t)bytes) != 0) {
+        free(m);
+        ember_set_error("out of memory allocating the arena (%llu bytes)", bytes);
+        return NULL;
+    }
+    memset(arena, 0, (size_t)bytes);
+    m->arena = arena;
+    atomic_init(&m->busy, 0);
+    return m;
+}
+
+int ember_model_run(ember_model* m, void* const* inputs, void* const* outputs) {
+    if (!m) {
+        ember_set_error("ember_model_run: the model is NULL");
+        return -1;
+    }
+    if (!metadata_ok()) return -1;
+    if (M.inputs.count > 0 && !inputs) {
+        ember_set_error("ember_model_run: inputs is NULL but the model has %d inputs", M.inputs.count);
+        return -1;
+    }
+    if (M.outputs.count > 0 && !outputs) {
+        ember_set_error("ember_model_run: outputs is NULL but the model has %d outputs", M.outputs.count);
+        return -1;
+    }
+    for (int i = 0; i < M.inputs.count; i++)
+        if (!inputs[i] && M.inputs.items[i].nbytes > 0) {
+            ember_set_error("ember_model_run: input %d ('%s') is NULL", i, M.inputs.items[i].name);
+            return -1;
+        }
+    for (int i = 0; i < M.outputs.count; i++)
+        if (!outputs[i] && M.outputs.items[i].nbytes > 0) {
+            ember_set_error("ember_model_run: output %d ('%s') is NULL", i, M.outputs.items[i].name);
+            return -1;
+        }
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&m->busy, &idle, 1)) {
+        ember_set_error("ember_model_run: this model instance is already running on another thread; "
+                        "create one instance per thread");
+        return -1;
+    }
+    tls_error[0] = 0;
+    int rc = ember_model_entry(m->arena, inputs, outputs);
+    atomic_store(&m->busy, 0);
+    if (rc != 0 && tls_error[0] == 0) ember_set_error("the model failed with status %d", rc);
+    return rc;
+}
+
+void ember_model_destroy(ember_model* m) {
+    if (!m) return;
+    free(m->arena);
+    free(m);
+}
+
+/* ---- the processor ------------------------------------------------------------------------ */
+
+/* The artifact is compiled for a processor (-march=native by default); started on one that
+ * lacks a feature it was compiled with, the first kernel would die of an illegal instruction.
+ * This check is compiled for the baseline so that it can run anywhere and say so instead. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CPU_FEATURE(macro_defined, name)                                                      \
+    if ((macro_defined) && !__builtin_cpu_supports(name)) {                                   \
+        n += snprintf(missing + n, sizeof missing - (size_t)n, "%s%s", n ? ", " : "", name); \
+        if (n >= (int)sizeof missing) n = (int)sizeof missing - 1;                           \
+    }
+__attribute__((target("arch=x86-64"))) int ember_cpu_check(void) {
+    char missing[256] = "";
+    int n = 0;
+    __builtin_cpu_init();
+#ifdef __SSE4_2__
+    CPU_FEATURE(1, "sse4.2")
+#endif
+#ifdef __AVX__
+    CPU_FEATURE(1, "avx")
+#endif
+#ifdef __AVX2__
+    CPU_FEATURE(1, "avx2")
+#endif
+#ifdef __FMA__
+    CPU_FEATURE(1, "fma")
+#endif
+#ifdef __AVX512F__
+    CPU_FEATURE(1, "avx512f")
+#endif
+#ifdef __AVX512BW__
+    CPU_FEATURE(1, "avx512bw")
+#endif
+#ifdef __AVX512DQ__
+    CPU_FEATURE(1, "avx512dq")
+#endif
+#ifdef __AVX512VL__
+    CPU_FEATURE(1, "avx512vl")
+#endif
+#ifdef __AVX512VNNI__
+    CPU_FEATURE(1, "avx512vnni")
+#endif
+    if (n) {
+        ember_set_error("this artifact was compiled for a processor with %s, which this one lacks", missing);
+        return -1;
+    }
+    return 0;
+}
+#else
+int ember_cpu_check(void) { return 0; }
+#endif
+
+/* The constants blob when the toolchain was given none (a real blob's definition wins). */
+__attribute__((weak, aligned(64))) const unsigned char ember_constants[64];

@@ -1,0 +1,442 @@
+"""Loading and running compiled artifacts.
+
+An artifact is a shared library (kernels, constants, the C runtime of ``runtime/c``) followed by
+a trailer that ELF loaders ignore::
+
+    payload (the library)  |  b"EMBERART"  |  payload length (u64, little-endian)  |  sha256(payload)
+
+:func:`load` checks the trailer before the library is opened, so a truncated or damaged file
+raises :class:`~ember.errors.ArtifactError` instead of crashing the process in ``dlopen``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import struct
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import ArtifactError, EmberRuntimeError, InputError
+from ..graph.types import TensorType
+
+TRAILER_MAGIC = b"EMBERART"
+TRAILER_SIZE = len(TRAILER_MAGIC) + 8 + 32
+#: The ABI version of ``ember_runtime.h`` this module speaks.
+ABI_VERSION = 1
+#: The metadata ``format`` this module reads.
+METADATA_FORMAT = 1
+
+
+# ---- the trailer ------------------------------------------------------------------------------
+
+def seal_artifact(path: str | os.PathLike) -> None:
+    """Appends the integrity trailer to the library at ``path`` (in place)."""
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        digest = _sha256_of(f, size)
+        f.write(TRAILER_MAGIC + struct.pack("<Q", size) + digest)
+
+
+def trailer_ok(path: str | os.PathLike) -> bool:
+    """A cheap check (no hashing): the file ends with a trailer whose length matches."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size < TRAILER_SIZE:
+                return False
+            f.seek(size - TRAILER_SIZE)
+            tail = f.read(TRAILER_SIZE)
+    except OSError:
+        return False
+    return tail[:8] == TRAILER_MAGIC and struct.unpack("<Q", tail[8:16])[0] == size - TRAILER_SIZE
+
+
+_verified: dict[tuple, bool] = {}
+_verified_lock = threading.Lock()
+
+
+def verify_artifact(path: str | os.PathLike) -> None:
+    """Raises :class:`ArtifactError` unless ``path`` is a whole, undamaged artifact.
+
+    The payload's hash is checked once per process for a given file (same inode, size and
+    modification time)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ArtifactError(f"no artifact at '{path}'") from None
+    except OSError as e:
+        raise ArtifactError(f"cannot read the artifact '{path}': {e.strerror or e}") from None
+    if not path.is_file():
+        raise ArtifactError(f"'{path}' is not a file")
+    memo = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if _verified.get(memo):
+        return
+    try:
+        with open(path, "rb") as f:
+            size = st.st_size
+            if size < TRAILER_SIZE:
+                raise ArtifactError(
+                    f"'{path}' is not an Ember artifact or is truncated ({size} bytes, no trailer)")
+            f.seek(size - TRAILER_SIZE)
+            tail = f.read(TRAILER_SIZE)
+            if tail[:8] != TRAILER_MAGIC:
+                raise ArtifactError(
+                    f"'{path}' is not an Ember artifact or is truncated (its trailer is missing)")
+            (length,) = struct.unpack("<Q", tail[8:16])
+            if length != size - TRAILER_SIZE:
+                raise ArtifactError(
+                    f"'{path}' is truncated or damaged: the trailer records {length} bytes of "
+                    f"library but the file holds {size - TRAILER_SIZE}")
+            if _sha256_of(f, length) != tail[16:]:
+                raise ArtifactError(f"'{path}' is corrupt: its contents do not match its checksum")
+    except OSError as e:
+        raise ArtifactError(f"cannot read the artifact '{path}': {e.strerror or e}") from None
+    with _verified_lock:
+        _verified[memo] = True
+
+
+def _sha256_of(f, length: int) -> bytes:
+    """sha256 of the first ``length`` bytes of the open file ``f`` (through mmap: no copies)."""
+    if length == 0:
+        return hashlib.sha256().digest()
+    with mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+        try:
+            return hashlib.sha256(view).digest()
+        finally:
+            view.release()
+
+
+# ---- dtypes at the boundary ---------------------------------------------------------------------
+
+def _boundary_dtype(dtype: str) -> np.dtype:
+    """The numpy dtype of the buffers a model reads and writes for IR dtype ``dtype``.
+
+    bfloat16 buffers hold raw bits: they are given and returned as ``ml_dtypes.bfloat16`` when
+    that package is installed, else as ``uint16``."""
+    if dtype == "bfloat16":
+        try:
+            import ml_dtypes
+
+            return np.dtype(ml_dtypes.bfloat16)
+        except ImportError:
+            return np.dtype(np.uint16)
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise ArtifactError(f"the artifact uses dtype '{dtype}', which this runtime does not know") from None
+
+
+def pattern_array(ttype: TensorType) -> np.ndarray:
+    """The deterministic test input ``examples/c/run_model.c`` uses, for one tensor type.
+
+    With ``v = (i * 7919) % 1000`` for flat index ``i``: floats are ``float32(v / 1000 - 0.5)``
+    converted to the dtype; signed integers ``v % 200 - 100``; unsigned ``v % 200``; bools
+    ``v % 2``.
+    """
+    shape = tuple(int(d) for d in ttype.shape)
+    n = int(np.prod(shape, dtype=np.int64))
+    v = (np.arange(n, dtype=np.int64) * 7919) % 1000
+    dt = _boundary_dtype(ttype.dtype)
+    if ttype.dtype in ("float16", "bfloat16", "float32", "float64"):
+        f32 = (v / 1000.0 - 0.5).astype(np.float32)
+        if ttype.dtype == "bfloat16":
+            bits = f32.view(np.uint32)
+            bits = ((bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16).astype(np.uint16)
+            out = bits.view(dt) if dt.itemsize == 2 else bits
+        else:
+            out = f32.astype(dt)
+    elif ttype.dtype == "bool":
+        out = (v % 2).astype(np.bool_)
+    elif dt.kind == "i":
+        out = (v % 200 - 100).astype(dt)
+    else:
+        out = (v % 200).astype(dt)
+    return out.reshape(shape)
+
+
+# ---- the module -------------------------------------------------------------------------------------
+
+_VOIDP_P = ctypes.POINTER(ctypes.c_void_p)
+
+
+def _bind(lib: ctypes.CDLL, path: Path) -> dict[str, Any]:
+    """Looks up and types the runtime's exported functions."""
+    protos = {
+        "ember_abi_version": (ctypes.c_int, []),
+        "ember_cpu_check": (ctypes.c_int, []),
+        "ember_metadata": (ctypes.c_char_p, []),
+        "ember_arena_bytes": (ctypes.c_ulonglong, []),
+        "ember_num_inputs": (ctypes.c_int, []),
+        "ember_num_outputs": (ctypes.c_int, []),
+        "ember_model_create": (ctypes.c_void_p, []),
+        "ember_model_run": (ctypes.c_int, [ctypes.c_void_p, _VOIDP_P, _VOIDP_P]),
+        "ember_model_destroy": (None, [ctypes.c_void_p]),
+        "ember_last_error": (ctypes.c_char_p, []),
+        "ember_set_num_threads": (None, [ctypes.c_int]),
+        "ember_get_num_threads": (ctypes.c_int, []),
+    }
+    fns = {}
+    for name, (restype, argtypes) in protos.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            raise ArtifactError(
+                f"'{path}' is not an Ember artifact of this version: it lacks '{name}'") from None
+        fn.restype = restype
+        fn.argtypes = argtypes
+        fns[name] = fn
+    return fns
+
+
+class Module:
+    """A compiled model, loaded and ready to run.
+
+    >>> m = ember.load("model.so")
+    >>> m.input_names, m.input_types
+    >>> outputs = m.run({"x": x})          # dict of output name -> array, in model order
+    >>> y = m(x)                            # positional inputs; one array, or a tuple
+
+    Every input is checked (name, dtype, shape) before anything runs; dtypes are never converted.
+    Each Module owns its own model instance (arena); calls on one Module are serialized, calls on
+    different Modules may run at once from different threads.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self._model = None
+        path = Path(path)
+        verify_artifact(path)
+        try:
+            lib = ctypes.CDLL(os.fspath(path), mode=os.RTLD_LOCAL)
+        except OSError as e:
+            raise ArtifactError(f"cannot load the artifact '{path}': {e}") from None
+        fns = _bind(lib, path)
+        abi = fns["ember_abi_version"]()
+        if abi != ABI_VERSION:
+            raise ArtifactError(
+                f"'{path}' was built for runtime ABI {abi}; this Ember reads ABI {ABI_VERSION}")
+        if fns["ember_cpu_check"]() != 0:
+            raise ArtifactError(f"'{path}': {fns['ember_last_error']().decode(errors='replace')}; "
+                                "compile the model again on this machine")
+        raw = fns["ember_metadata"]()
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ArtifactError(f"'{path}' has malformed metadata: {e}") from None
+        self._path = path
+        self._lib = lib
+        self._fns = fns
+        self._metadata = meta
+        self._parse_signature(meta)
+        if fns["ember_num_inputs"]() != len(self._in_names) or fns["ember_num_outputs"]() != len(self._out_names):
+            raise ArtifactError(f"'{path}' has malformed metadata: "
+                                f"{fns['ember_last_error']().decode(errors='replace')}")
+
+        model = fns["ember_model_create"]()
+        if not model:
+            raise EmberRuntimeError(
+                f"cannot create an instance of '{self.name}': "
+                f"{fns['ember_last_error']().decode(errors='replace')}")
+        self._model = model
+        self._destroy = fns["ember_model_destroy"]
+        self._run = fns["ember_model_run"]
+        self._in_ptrs = (ctypes.c_void_p * max(1, len(self._in_names)))()
+        self._out_ptrs = (ctypes.c_void_p * max(1, len(self._out_names)))()
+        self._lock = threading.Lock()
+
+    def _parse_signature(self, meta: Any) -> None:
+        def bad(why: str) -> ArtifactError:
+            return ArtifactError(f"'{self._path}' has malformed metadata: {why}")
+
+        if not isinstance(meta, dict):
+            raise bad("not a JSON object")
+        if meta.get("format") != METADATA_FORMAT:
+            raise ArtifactError(f"'{self._path}' has metadata format {meta.get('format')!r}; "
+                                f"this Ember reads format {METADATA_FORMAT}")
+        sig = {}
+        for kind in ("inputs", "outputs"):
+            entries = meta.get(kind)
+            if not isinstance(entries, list):
+                raise bad(f"no '{kind}' list")
+            names, types, np_types = [], [], []
+            for e in entries:
+                try:
+                    name, dtype, shape = e["name"], e["dtype"], e["shape"]
+                except (TypeError, KeyError):
+                    raise bad(f"an entry of '{kind}' lacks name, dtype or shape") from None
+                if any(isinstance(d, str) for d in shape):
+                    raise ArtifactError(f"'{self._path}': {kind[:-1]} '{name}' has symbolic shape "
+                                        f"{shape}, which this runtime does not support yet")
+                try:
+                    ttype = TensorType(tuple(shape), dtype)
+                except Exception as exc:
+                    raise bad(f"{kind[:-1]} '{name}': {exc}") from None
+                names.append(name)
+                types.append(ttype)
+                np_types.append((_boundary_dtype(dtype), tuple(ttype.shape)))
+            sig[kind] = (names, types, np_types)
+        self._in_names, self._in_types, self._in_np = sig["inputs"]
+        self._out_names, self._out_types, self._out_np = sig["outputs"]
+        self._in_index = {n: i for i, n in enumerate(self._in_names)}
+        if len(self._in_index) != len(self._in_names):
+            raise bad("two inputs have the same name")
+
+    # ---- description -------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def metadata(self) -> dict:
+        return json.loads(json.dumps(self._metadata))
+
+    @property
+    def name(self) -> str:
+        return str(self._metadata.get("name", self._path.stem))
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._in_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._out_names)
+
+    @property
+    def input_types(self) -> list[TensorType]:
+        return list(self._in_types)
+
+    @property
+    def output_types(self) -> list[TensorType]:
+        return list(self._out_types)
+
+    @property
+    def arena_bytes(self) -> int:
+        return int(self._fns["ember_arena_bytes"]())
+
+    @property
+    def num_threads(self) -> int:
+        """Threads the artifact's pool uses (shared by every Module of the same file)."""
+        return int(self._fns["ember_get_num_threads"]())
+
+    @num_threads.setter
+    def num_threads(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"num_threads must be a positive integer, not {n!r}")
+        self._fns["ember_set_num_threads"](int(n))
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{n}: {t}" for n, t in zip(self._in_names, self._in_types))
+        outs = ", ".join(f"{n}: {t}" for n, t in zip(self._out_names, self._out_types))
+        return f"<ember.Module '{self.name}' ({ins}) -> ({outs})>"
+
+    # ---- running -------------------------------------------------------------------------------
+
+    def run(self, feeds: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
+        """Runs the model on ``feeds`` (input name -> array); returns the outputs in model order."""
+        names = self._in_names
+        if len(feeds) != len(names) or any(k not in self._in_index for k in feeds):
+            unknown = [k for k in feeds if k not in self._in_index]
+            if unknown:
+                raise InputError(f"unknown input(s) {', '.join(repr(k) for k in unknown)} for "
+                                 f"'{self.name}'; its inputs are {', '.join(names) or '(none)'}")
+            missing = [n for n in names if n not in feeds]
+            raise InputError(f"missing input(s) {', '.join(repr(n) for n in missing)} for "
+                             f"'{self.name}'; its inputs are {', '.join(names)}")
+        return self._execute([feeds[n] for n in names])
+
+    def __call__(self, *arrays: Any) -> "np.ndarray | tuple[np.ndarray, ...]":
+        if len(arrays) != len(self._in_names):
+            raise InputError(f"'{self.name}' takes {len(self._in_names)} input(s) "
+                             f"({', '.join(self._in_names)}), got {len(arrays)}")
+        outs = tuple(self._execute(list(arrays)).values())
+        return outs[0] if len(outs) == 1 else outs
+
+    def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
+        for i, (arr, (dt, shape)) in enumerate(zip(arrays, self._in_np)):
+            if type(arr) is not np.ndarray:
+                arr = np.asarray(arr)
+            if arr.dtype != dt or arr.shape != shape:
+                arr = self._check_input(i, arr)
+            if not arr.flags.c_contiguous or not arr.flags.aligned:
+                arr = np.ascontiguousarray(arr)
+            arrays[i] = arr
+        outs = [np.empty(shape, dt) for dt, shape in self._out_np]
+        with self._lock:
+            in_ptrs, out_ptrs = self._in_ptrs, self._out_ptrs
+            for i, arr in enumerate(arrays):
+                in_ptrs[i] = arr.ctypes.data
+            for i, arr in enumerate(outs):
+                out_ptrs[i] = arr.ctypes.data
+            rc = self._run(self._model, in_ptrs, out_ptrs)
+        if rc != 0:
+            msg = self._fns["ember_last_error"]().decode(errors="replace")
+            raise EmberRuntimeError(f"'{self.name}' failed: {msg or f'status {rc}'}")
+        return OrderedDict(zip(self._out_names, outs))
+
+    def _check_input(self, i: int, arr: np.ndarray) -> np.ndarray:
+        """Accepts ``arr`` for input ``i`` or raises InputError naming what is wrong."""
+        name, ttype = self._in_names[i], self._in_types[i]
+        dt, shape = self._in_np[i]
+        got = f"{arr.dtype}[{', '.join(str(d) for d in arr.shape)}]"
+        if arr.dtype != dt:
+            # bfloat16 may also be given as its raw bits
+            if ttype.dtype == "bfloat16" and arr.dtype in (np.dtype(np.uint16), np.dtype(dt)):
+                arr = arr.view(dt) if arr.dtype != dt else arr
+            else:
+                raise InputError(f"input '{name}' of '{self.name}' expects {ttype}, got {got}: "
+                                 f"convert it explicitly (e.g. x.astype(np.{dt}))")
+        if arr.shape != shape:
+            raise InputError(f"input '{name}' of '{self.name}' expects {ttype}, got {got}")
+        return arr
+
+    def pattern_inputs(self) -> "OrderedDict[str, np.ndarray]":
+        """The deterministic inputs ``examples/c/run_model.c`` feeds this model (see
+        :func:`pattern_array`)."""
+        return OrderedDict((n, pattern_array(t)) for n, t in zip(self._in_names, self._in_types))
+
+    # ---- files ----------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Copies the artifact to ``path`` atomically (a whole file or none); returns the path."""
+        dest = Path(path)
+        if dest.is_dir():
+            dest = dest / self._path.name
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
+        os.close(fd)
+        try:
+            shutil.copyfile(self._path, tmp)
+            shutil.copymode(self._path, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return dest
+
+    def __del__(self) -> None:
+        model, self._model = getattr(self, "_model", None), None
+        if model:
+            try:
+                self._destroy(model)
+            except Exception:
+                pass
+
+
+def load(path: str | os.PathLike) -> Module:
+    """Loads the artifact at ``path`` (checked for integrity first)."""
+    return Module(path)

@@ -1,0 +1,71 @@
+"""Targets are values: the kind of device, its architecture and the features code may use."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+
+from .errors import TargetError
+
+
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str = "cpu"
+    arch: str = field(default_factory=platform.machine)
+    features: frozenset = field(default_factory=frozenset)
+    threads: int = 0            # 0: decided by the runtime (number of cores)
+
+    @property
+    def vector_bits(self) -> int:
+        if "avx512f" in self.features:
+            return 512
+        if "avx2" in self.features or "avx" in self.features:
+            return 256
+        return 128
+
+    @property
+    def lanes(self) -> int:
+        """float32 lanes of one vector register used by generated code.
+
+        AVX-512 machines still get 8 lanes until the kernels are tuned for 16."""
+        return min(self.vector_bits, 256) // 32
+
+    @property
+    def fma(self) -> bool:
+        return "fma" in self.features or self.arch in ("aarch64", "arm64")
+
+    @property
+    def num_cores(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    def key(self) -> str:
+        """A string that identifies everything about the target that changes generated code."""
+        return f"{self.kind}-{self.arch}-{self.vector_bits}-{int(self.fma)}"
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.arch}, {self.vector_bits}-bit vectors{', FMA' if self.fma else ''})"
+
+
+def host() -> Target:
+    return Target("cpu", platform.machine(), _cpu_flags())
+
+
+def resolve(spec: "str | Target") -> Target:
+    """A Target from a value or a name; "cpu" and "host" mean this machine."""
+    if isinstance(spec, Target):
+        return spec
+    if spec in ("cpu", "host", "llvm", "c"):
+        return host()
+    raise TargetError(f"unknown target {spec!r}; this build of Ember supports: cpu")

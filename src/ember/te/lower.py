@@ -1,0 +1,461 @@
+"""Lowering a scheduled tensor-expression program to one loop-IR kernel.
+
+The root stage's loops are generated in its leaf order.  Inlined stages are substituted into
+their readers.  Each attached stage (a reduction) is computed, at its attach point, into a local
+buffer that covers the *region* the root's inner loops will read: one element per root axis
+that the stage depends on and whose loops lie inside the attach point.
+
+Splits whose factor does not divide the extent get a main loop over whole tiles and a tail copy
+of the loop body with the inner extent set to the remainder, so inner loops stay free of guards
+and can be vectorized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import CodegenError
+from ..tir.analysis import simplify_index, substitute
+from ..tir.expr import INDEX, Const, Expr, Load, Var, binop
+from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
+from .schedule import Fuse, Schedule, Split, Stage
+from .tensor import ArgReduce, IterVar, Reduce, Tensor, TensorLoad, max_value, min_value
+from ..tir.analysis import rebuild
+
+
+def _flat(dims, idx) -> Expr:
+    out: Expr | None = None
+    for d, i in zip(dims, idx):
+        out = i if out is None else binop("add", binop("mul", out, Const(d)), i)
+    return Const(0) if out is None else out
+
+
+def identity_of(combiner: str, dtype: str) -> Const:
+    if combiner == "sum":
+        return Const(0, dtype)
+    if combiner == "prod":
+        return Const(1, dtype)
+    if combiner == "max":
+        return min_value(dtype)
+    return max_value(dtype)
+
+
+def combine(combiner: str, acc: Expr, v: Expr) -> Expr:
+    return {"sum": lambda: binop("add", acc, v), "prod": lambda: binop("mul", acc, v),
+            "max": lambda: binop("max", acc, v), "min": lambda: binop("min", acc, v)}[combiner]()
+
+
+@dataclass
+class LoopNest:
+    """Leaf loops of a stage and the value of every axis in terms of them."""
+
+    leaves: list
+    extents: dict          # leaf -> extent
+    value: dict            # axis or intermediate var -> expression in leaves
+    tails: dict            # outer leaf -> (inner leaf, main extent, remainder) for uneven splits
+    guards: list           # (axis, extent) needing a bounds check
+
+
+def loop_nest(stage: Stage, extent_of: dict | None = None) -> LoopNest:
+    ext = dict(extent_of or {})
+    for v in stage.axes + stage.reduce_axes:
+        ext.setdefault(v, v.extent)
+    tails, guards = {}, []
+    for rel in stage.relations:
+        if isinstance(rel, Split):
+            pe = ext[rel.parent]
+            ext[rel.outer] = -(-pe // rel.factor)
+            ext[rel.inner] = min(rel.factor, pe)
+            if pe % rel.factor and pe > rel.factor:
+                tails[rel.outer] = (rel.inner, pe // rel.factor, pe % rel.factor, rel.parent)
+        else:
+            ext[rel.fused] = ext[rel.outer] * ext[rel.inner]
+    value: dict = {leaf: leaf for leaf in stage.leaves}
+    for rel in reversed(stage.relations):
+        if isinstance(rel, Split):
+            value[rel.parent] = binop("add", binop("mul", value[rel.outer], Const(rel.factor)), value[rel.inner])
+        else:
+            ie = ext[rel.inner]
+            value[rel.outer] = binop("div", value[rel.fused], Const(ie))
+            value[rel.inner] = binop("mod", value[rel.fused], Const(ie))
+    # uneven splits whose inner loop is not below the outer one, or that were split/fused again,
+    # fall back to a bounds check on the parent axis
+    pos = {v: k for k, v in enumerate(stage.leaves)}
+    for outer, (inner, main, rem, parent) in list(tails.items()):
+        if outer not in pos or inner not in pos or pos[inner] < pos[outer]:
+            del tails[outer]
+            guards.append((parent, ext[parent]))
+    return LoopNest(list(stage.leaves), ext, value, tails, guards)
+
+
+class Lowering:
+    def __init__(self, sched: Schedule, name: str, params: list[Tensor], buffers: dict | None = None):
+        self.s = sched
+        self.name = name
+        self.buffers: dict[int, Buffer] = {}
+        for t in params:
+            buf = (buffers or {}).get(t.uid) or Buffer(t.name, t.dtype, _size(t.shape), "global",
+                                                      const=t is not sched.output)
+            self.buffers[t.uid] = buf
+        if sched.output.uid not in self.buffers:
+            raise CodegenError(f"kernel {name}: the output tensor is not among the parameters")
+        for t in sched.placeholders():
+            if t.uid not in self.buffers:
+                raise CodegenError(f"kernel {name}: input {t.name} is not among the parameters")
+        self.params = [self.buffers[t.uid] for t in params]
+        self.root = sched.root
+        self.attached = [st for st in (sched.stages[t.uid] for t in sched.tensors if t.uid in sched.stages)
+                         if st.attached]
+        self._inline_cache: dict[int, Expr] = {}
+        self.local: dict = {}
+        self.local_order: dict = {}
+
+    # ---- inlining -----------------------------------------------------------------------
+
+    def expand(self, e: Expr) -> Expr:
+        """Substitute inlined stages into ``e`` until only placeholders and attached stages are read."""
+        def go(x: Expr) -> Expr:
+            if isinstance(x, TensorLoad):
+                idx = tuple(go(i) for i in x.indices)
+                st = self.s.stages.get(x.tensor.uid)
+                if st is not None and st.inlined:
+                    body = self.inlined_body(x.tensor)
+                    return go(substitute(body, dict(zip(x.tensor.axes, idx))))
+                return TensorLoad(x.tensor, idx)
+            if isinstance(x, (Reduce, ArgReduce)):
+                raise CodegenError(f"kernel {self.name}: a reduction inside an expression must be its own stage")
+            return rebuild(x, go)
+        return go(e)
+
+    def inlined_body(self, t: Tensor) -> Expr:
+        if t.uid not in self._inline_cache:
+            self._inline_cache[t.uid] = t.body
+        return self._inline_cache[t.uid]
+
+    # ---- attachment analysis ------------------------------------------------------------
+
+    def axis_map(self) -> dict:
+        """For each attached stage, map each of its dims to a root axis (or None = size 1)."""
+        maps: dict[int, list] = {}
+        root_axes = set(self.root.axes)
+        readers = [(self.root, self.expand(self.root.tensor.body))]
+        readers += [(st, self.expand(_body_of(st.tensor))) for st in self.attached]
+        pending = list(self.attached)
+        # propagate from the root inwards: a stage read only by other attached stages is
+        # mapped through their maps
+        for _ in range(len(pending) + 1):
+            for st in pending:
+                if st.tensor.uid in maps:
+                    continue
+                m = None
+                for reader, body in readers:
+                    if reader is not self.root and reader.tensor.uid not in maps:
+                        continue
+                    for load in _loads(body, st.tensor):
+                        cand = []
+                        for d, i in enumerate(load.indices):
+                            if isinstance(i, Const) and st.tensor.shape[d] == 1:
+                                cand.append(None)
+                            elif reader is self.root and i in root_axes:
+                                cand.append(i)
+                            elif reader is not self.root and i in reader.tensor.axes:
+                                cand.append(maps[reader.tensor.uid][reader.tensor.axes.index(i)])
+                            else:
+                                raise CodegenError(
+                                    f"kernel {self.name}: {st.tensor.name} is read at a computed index "
+                                    f"({i!r}) and cannot be attached")
+                        if m is None:
+                            m = cand
+                        elif m != cand:
+                            raise CodegenError(f"kernel {self.name}: {st.tensor.name} is read at two "
+                                               "different index patterns and cannot be attached")
+                if m is not None:
+                    maps[st.tensor.uid] = m
+        for st in self.attached:
+            if st.tensor.uid not in maps:
+                raise CodegenError(f"kernel {self.name}: cannot place stage {st.tensor.name}")
+        return maps
+
+    # ---- generation ---------------------------------------------------------------------
+
+    def lower(self) -> PrimFunc:
+        root = self.root
+        nest = loop_nest(root)
+        self.nest = nest
+        self.maps = self.axis_map()
+        root_body = self.expand(root.tensor.body)
+        # where each attached stage goes: the deepest leaf such that every leaf at or above it
+        # feeds an axis the stage depends on (no recomputation), unless the schedule chose
+        self.attach_pos: dict[int, int] = {}
+        for st in self.attached:
+            if not getattr(st, "default_attach", False) or st.attach_at is not None:
+                self.attach_pos[st.tensor.uid] = (nest.leaves.index(st.attach_at) if st.attach_at is not None else -1)
+                continue
+            deps = {a for a in self.maps[st.tensor.uid] if a is not None}
+            pos = -1
+            for k, leaf in enumerate(nest.leaves):
+                if root.kinds.get(leaf) == "vectorized" or not any(_axis_uses_leaf(nest, a, leaf) for a in deps):
+                    break
+                pos = k
+            self.attach_pos[st.tensor.uid] = pos
+        self.out_buf = self.buffers[self.s.output.uid]
+        body = self.gen_root(0, {}, {}, root_body)
+        return PrimFunc(self.name, self.params, body)
+
+    def gen_root(self, level: int, fixed: dict, ext_override: dict, root_body: Expr) -> Stmt:
+        # attached stages placed just inside the loop of the level above
+        here = [st for st in self.attached if self.attach_pos[st.tensor.uid] == level - 1]
+        if here:
+            return self.wrap_attached(here, level, fixed, ext_override,
+                                      lambda: self._gen_root_loops(level, fixed, ext_override, root_body))
+        return self._gen_root_loops(level, fixed, ext_override, root_body)
+
+    def _gen_root_loops(self, level, fixed, ext_override, root_body) -> Stmt:
+        nest = self.nest
+        if level == len(nest.leaves):
+            return self.root_store(fixed, root_body)
+        leaf = nest.leaves[level]
+        kind = self.root.kinds.get(leaf, "serial")
+        extent = ext_override.get(leaf, nest.extents[leaf])
+        if leaf in nest.tails and leaf not in ext_override:
+            inner, main, rem, _ = nest.tails[leaf]
+            main_loop = For(leaf, main, kind, self.gen_root(level + 1, fixed, ext_override, root_body))
+            tail_fixed = dict(fixed)
+            tail_fixed[leaf] = Const(main)
+            tail_over = dict(ext_override)
+            tail_over[leaf] = 1
+            tail_over[inner] = rem
+            tail = self.gen_root(level + 1, tail_fixed, tail_over, root_body)
+            return Seq.of([main_loop if main > 0 else None, tail])
+        if leaf in fixed:
+            return self.gen_root(level + 1, fixed, ext_override, root_body)
+        return For(leaf, extent, kind, self.gen_root(level + 1, fixed, ext_override, root_body))
+
+    def leaf_value(self, fixed: dict):
+        return {leaf: fixed.get(leaf, leaf) for leaf in self.nest.leaves}
+
+    def axis_value(self, axis, fixed) -> Expr:
+        return simplify_index(substitute(self.nest.value[axis], self.leaf_value(fixed)))
+
+    def root_store(self, fixed: dict, root_body: Expr) -> Stmt:
+        t = self.root.tensor
+        vals = {a: self.axis_value(a, fixed) for a in self.root.axes}
+        value = self.to_tir(root_body, vals, reader=self.root, fixed=fixed)
+        idx = simplify_index(_flat(t.shape, [vals[a] for a in self.root.axes]))
+        st: Stmt = Store(self.out_buf, idx, value)
+        conds = [binop("lt", self.axis_value(axis, fixed), Const(extent)) for axis, extent in self.nest.guards]
+        if conds:
+            c = conds[0]
+            for x in conds[1:]:
+                c = binop("and", c, x)
+            st = IfThenElse(c, st)
+        return st
+
+    # ---- attached stages ----------------------------------------------------------------
+
+    def region(self, st: Stage, level: int, fixed: dict, ext_override: dict):
+        """Per dim of ``st``: (alloc extent, loop extent, outer part expr) for the region computed
+        at loop ``level`` of the root."""
+        nest = self.nest
+        inside = set(nest.leaves[level:])
+        dims = []
+        for d, axis in enumerate(self.maps[st.tensor.uid]):
+            if axis is None:
+                dims.append((1, 1, Const(0)))
+                continue
+            expr = nest.value[axis]
+            used = [leaf for leaf in nest.leaves if _uses(expr, leaf)]
+            inner = [leaf for leaf in used if leaf in inside and leaf not in fixed]
+            if not inner:
+                dims.append((1, 1, self.axis_value(axis, fixed)))
+                continue
+            outer_zero = dict(self.leaf_value(fixed))
+            for leaf in inner:
+                outer_zero[leaf] = Const(0)
+            base = simplify_index(substitute(expr, outer_zero))
+            if len(inner) == len(used):
+                n = axis.extent
+                dims.append((n, n, Const(0)))
+            elif len(inner) == 1:
+                leaf = inner[0]
+                dims.append((nest.extents[leaf], ext_override.get(leaf, nest.extents[leaf]), base))
+            else:
+                raise CodegenError(f"kernel {self.name}: stage {st.tensor.name} cannot be attached here "
+                                   "(its region is not a box)")
+        return dims
+
+    def local_coord(self, st: Stage, d: int, fixed: dict) -> Expr:
+        """Coordinate inside ``st``'s local buffer of the root's current point, for dim d."""
+        axis = self.maps[st.tensor.uid][d]
+        if axis is None:
+            return Const(0)
+        pos = self.attach_pos[st.tensor.uid]
+        inside = set(self.nest.leaves[pos + 1:])
+        expr = self.nest.value[axis]
+        lv = self.leaf_value(fixed)
+        outer_zero = {leaf: (Const(0) if leaf in inside and leaf not in fixed else lv[leaf]) for leaf in lv}
+        full = substitute(expr, lv)
+        base = substitute(expr, outer_zero)
+        if all(not _uses(expr, leaf) or leaf in inside for leaf in self.nest.leaves):
+            return simplify_index(full)
+        return simplify_index(binop("sub", full, base))
+
+    def wrap_attached(self, stages, level, fixed, ext_override, gen_inner) -> Stmt:
+        # compute in dependency order (self.attached is topological), allocate around everything
+        compute_stmts = []
+        allocs = []
+        for st in stages:
+            dims = self.region(st, level, fixed, ext_override)
+            size = 1
+            for a, _, _ in dims:
+                size *= a
+            t = st.tensor
+            if isinstance(t.body, ArgReduce):
+                vbuf = Buffer(f"{t.name}_best", t.body.body.dtype, size, "local")
+                ibuf = Buffer(f"{t.name}_idx", "int64", size, "local")
+                self.local[t.uid] = (ibuf, dims, vbuf)
+                allocs += [vbuf, ibuf]
+            else:
+                buf = Buffer(f"{t.name}_acc", t.dtype, size, "local")
+                self.local[t.uid] = (buf, dims, None)
+                allocs.append(buf)
+            self.local_order[t.uid] = _loop_order_of_axes(st)
+            compute_stmts.append(self.gen_attached(st, dims, fixed))
+        body: Stmt = Seq.of(compute_stmts + [gen_inner()])
+        for buf in reversed(allocs):
+            body = Allocate(buf, body)
+        return body
+
+    def local_index(self, uid: int, coords) -> Expr:
+        """Flat index into a stage's local buffer, whose dims are laid out in the order of the
+        stage's loops, so the innermost (vectorized) loop walks contiguous elements."""
+        _, dims, _ = self.local[uid]
+        order = self.local_order[uid]
+        return simplify_index(_flat([dims[d][0] for d in order], [coords[d] for d in order]))
+
+    def gen_attached(self, st: Stage, dims, fixed) -> Stmt:
+        t = st.tensor
+        buf, _, vbuf = self.local[t.uid]
+        alloc_dims = [a for a, _, _ in dims]
+        extent_of = {ax: loop_ext for ax, (_, loop_ext, _) in zip(t.axes, dims)}
+        nest = loop_nest(st, extent_of)
+        local_idx = self.local_index(t.uid, [nest.value[ax] for ax in t.axes])
+        # global coordinates of the stage's axes: region base + local coordinate
+        gvals = {ax: simplify_index(binop("add", base, nest.value[ax])) for ax, (_, _, base) in zip(t.axes, dims)}
+        red_vals = {r: nest.value[r] for r in st.reduce_axes}
+        body_expr = _body_of(t)
+        value = self.to_tir(self.expand(body_expr), {**gvals, **red_vals}, reader=st, fixed=fixed,
+                            local_vals={ax: nest.value[ax] for ax in t.axes})
+        if isinstance(t.body, ArgReduce):
+            better = t.body.better
+            cond = binop(better, value, Load(vbuf, local_idx))
+            upd = IfThenElse(cond, Seq([Store(vbuf, local_idx, value),
+                                        Store(buf, local_idx, simplify_index(red_vals[t.body.axis]))]))
+            init_v = min_value(vbuf.dtype) if better in ("gt", "ge") else max_value(vbuf.dtype)
+            init = Seq([Store(vbuf, local_idx, init_v), Store(buf, local_idx, Const(0, "int64"))])
+            update: Stmt = upd
+        else:
+            comb = t.body.combiner
+            init = Store(buf, local_idx, identity_of(comb, t.dtype))
+            update = Store(buf, local_idx, combine(comb, Load(buf, local_idx), value))
+        # init loops: over the spatial leaves only, in the stage's order
+        spatial_leaves = [lf for lf in nest.leaves if not _is_reduce_leaf(st, nest, lf)]
+        init_stmt = self._nest_loops(st, nest, spatial_leaves, init, vector_ok=True)
+        main_stmt = self._nest_loops(st, nest, nest.leaves, update, vector_ok=True)
+        return Seq.of([init_stmt, main_stmt])
+
+    def _nest_loops(self, st: Stage, nest: LoopNest, leaves, body: Stmt, vector_ok: bool) -> Stmt:
+        out = body
+        for leaf in reversed(leaves):
+            kind = st.kinds.get(leaf, "serial")
+            if kind == "parallel":
+                kind = "serial"
+            ext = nest.extents[leaf]
+            if leaf in nest.tails:
+                raise CodegenError(f"kernel {self.name}: uneven split of {leaf.name} in attached stage "
+                                   f"{st.tensor.name}")
+            out = For(leaf, ext, kind, out)
+        for axis, extent in nest.guards:
+            raise CodegenError(f"kernel {self.name}: uneven split in attached stage {st.tensor.name}")
+        return out
+
+    # ---- expressions --------------------------------------------------------------------
+
+    def to_tir(self, e: Expr, vals: dict, reader: Stage, fixed: dict, local_vals: dict | None = None) -> Expr:
+        """Turn a te expression into a loop-IR expression at the current point."""
+        def go(x: Expr) -> Expr:
+            if isinstance(x, TensorLoad):
+                t = x.tensor
+                if t.uid in self.buffers and t.is_placeholder:
+                    idx = [simplify_index(go(i)) for i in x.indices]
+                    return Load(self.buffers[t.uid], simplify_index(_flat(t.shape, idx)))
+                st = self.s.stages.get(t.uid)
+                if st is not None and st.attached:
+                    buf, dims, _ = self.local[t.uid]
+                    coords = []
+                    for d, i in enumerate(x.indices):
+                        if reader is self.root:
+                            coords.append(self.local_coord(st, d, fixed))
+                        else:
+                            # same region: the reader's own local coordinate of the mapped axis
+                            axis = self.maps[st.tensor.uid][d]
+                            if axis is None:
+                                coords.append(Const(0))
+                            else:
+                                rd = self.maps[reader.tensor.uid].index(axis)
+                                coords.append(local_vals[reader.tensor.axes[rd]])
+                    return Load(buf, self.local_index(t.uid, coords))
+                raise CodegenError(f"kernel {self.name}: tensor {t.name} is not available here")
+            if isinstance(x, Var) and x in vals:
+                return vals[x]
+            return rebuild(x, go)
+        return go(e)
+
+
+def _loop_order_of_axes(st: Stage) -> list[int]:
+    """Dims of a stage sorted by where their loops sit in the stage's loop order."""
+    nest = loop_nest(st)
+    pos = []
+    for d, ax in enumerate(st.tensor.axes):
+        p = min((k for k, leaf in enumerate(nest.leaves) if _uses(nest.value[ax], leaf)), default=-1)
+        pos.append((p, d))
+    return [d for _, d in sorted(pos)]
+
+
+def _body_of(t: Tensor) -> Expr:
+    b = t.body
+    if isinstance(b, (Reduce, ArgReduce)):
+        return b.body
+    return b
+
+
+def _loads(e: Expr, t: Tensor):
+    from .tensor import walk
+
+    return [x for x in walk(e) if isinstance(x, TensorLoad) and x.tensor is t]
+
+
+def _uses(e: Expr, v: Var) -> bool:
+    from ..tir.analysis import uses_var
+
+    return uses_var(e, v)
+
+
+def _axis_uses_leaf(nest: LoopNest, axis, leaf) -> bool:
+    return _uses(nest.value[axis], leaf)
+
+
+def _is_reduce_leaf(st: Stage, nest: LoopNest, leaf) -> bool:
+    return any(_uses(nest.value[r], leaf) for r in st.reduce_axes)
+
+
+def _size(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def lower(sched: Schedule, name: str, params: list[Tensor]) -> PrimFunc:
+    """Lower ``sched`` to a kernel taking ``params`` (inputs, then the output) as flat buffers."""
+    return Lowering(sched, name, params).lower()

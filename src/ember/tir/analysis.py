@@ -1,0 +1,222 @@
+"""Rewriting and analysing loop-IR expressions: substitution and linear forms."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var, binop)
+
+
+def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
+    """Apply ``f`` to the children of ``e`` and rebuild it (folding constants again).
+
+    Expression kinds defined by higher layers (tensor reads in ``ember.te``) take part by
+    defining ``_rebuild(f)``."""
+    hook = getattr(e, "_rebuild", None)
+    if hook is not None:
+        return hook(f)
+    if isinstance(e, BinOp):
+        a, b = f(e.a), f(e.b)
+        return e if (a is e.a and b is e.b) else binop(e.op, a, b)
+    if isinstance(e, Not):
+        a = f(e.a)
+        if isinstance(a, Const):
+            return Const(not a.value, "bool")
+        return e if a is e.a else Not(a)
+    if isinstance(e, Cast):
+        a = f(e.a)
+        if isinstance(a, Const):
+            return Const(a.value, e.dtype)
+        return e if a is e.a else Cast(e.dtype, a)
+    if isinstance(e, Call):
+        args = tuple(f(x) for x in e.args)
+        return e if all(x is y for x, y in zip(args, e.args)) else Call(e.fn, args, e.dtype)
+    if isinstance(e, Select):
+        c, t, fl = f(e.cond), f(e.t), f(e.f)
+        if isinstance(c, Const):
+            return t if c.value else fl
+        return e if (c is e.cond and t is e.t and fl is e.f) else Select(c, t, fl)
+    if isinstance(e, Load):
+        i = f(e.index)
+        return e if i is e.index else Load(e.buffer, i, lanes=e.lanes)
+    if isinstance(e, Ramp):
+        b = f(e.base)
+        return e if b is e.base else Ramp(b, e.stride, e.lanes)
+    if isinstance(e, Broadcast):
+        v = f(e.value)
+        return e if v is e.value else Broadcast(v, e.lanes)
+    return e
+
+
+def substitute(e: Expr, mapping: dict) -> Expr:
+    """Replace variables (keys, by identity) with expressions."""
+    if not mapping:
+        return e
+
+    def go(x: Expr) -> Expr:
+        if isinstance(x, Var):
+            return mapping.get(x, x)
+        return rebuild(x, go)
+
+    return go(e)
+
+
+def uses_var(e: Expr, v: Var) -> bool:
+    found = False
+
+    def go(x: Expr) -> Expr:
+        nonlocal found
+        if x is v:
+            found = True
+        if not found:
+            rebuild(x, go)
+        return x
+
+    go(e)
+    return found
+
+
+def key(e: Expr):
+    """A structural key: equal keys mean the same computation."""
+    if isinstance(e, Var):
+        return ("v", e.uid)
+    if isinstance(e, Const):
+        return ("c", e.value, e.dtype)
+    if isinstance(e, BinOp):
+        return (e.op, key(e.a), key(e.b))
+    if isinstance(e, Load):
+        return ("ld", id(e.buffer), key(e.index))
+    if isinstance(e, Not):
+        return ("not", key(e.a))
+    if isinstance(e, Cast):
+        return ("cast", e.dtype, key(e.a))
+    if isinstance(e, Call):
+        return ("call", e.fn) + tuple(key(a) for a in e.args)
+    if isinstance(e, Select):
+        return ("sel", key(e.cond), key(e.t), key(e.f))
+    if isinstance(e, Ramp):
+        return ("ramp", key(e.base), e.stride, e.lanes)
+    if isinstance(e, Broadcast):
+        return ("bc", key(e.value), e.lanes)
+    return ("obj", id(e))
+
+
+def bound(e: Expr) -> tuple[int, int] | None:
+    """Inclusive integer range of ``e`` from loop extents, when it can be told."""
+    if isinstance(e, Const) and isinstance(e.value, int) and not isinstance(e.value, bool):
+        return e.value, e.value
+    if isinstance(e, Var):
+        ext = getattr(e, "extent", None)
+        return (0, ext - 1) if ext else None
+    if isinstance(e, BinOp):
+        if e.op in ("div", "mod") and isinstance(e.b, Const) and e.b.value > 0:
+            a = bound(e.a)
+            if a is None or a[0] < 0:
+                return (0, e.b.value - 1) if e.op == "mod" and a is not None and a[0] >= 0 else None
+            if e.op == "div":
+                return a[0] // e.b.value, a[1] // e.b.value
+            return (a[0], a[1]) if a[1] < e.b.value else (0, e.b.value - 1)
+        a, b = bound(e.a), bound(e.b)
+        if a is None or b is None:
+            return None
+        if e.op == "add":
+            return a[0] + b[0], a[1] + b[1]
+        if e.op == "sub":
+            return a[0] - b[1], a[1] - b[0]
+        if e.op == "mul":
+            c = [x * y for x in a for y in b]
+            return min(c), max(c)
+    return None
+
+
+# A linear form maps term keys to [atom expression, coefficient]; atoms are variables or
+# non-affine subexpressions (kept whole so that equal ones cancel).
+def linear_form(e: Expr) -> tuple[dict, int] | None:
+    """``e`` as (terms, constant) if it is an integer expression; None for other dtypes."""
+    if e.dtype in ("float16", "bfloat16", "float32", "float64", "bool") or isinstance(e, (Ramp, Broadcast)):
+        return None
+    if isinstance(e, Const):
+        return {}, int(e.value)
+    if isinstance(e, BinOp) and e.op in ("add", "sub", "mul"):
+        la, lb = linear_form(e.a), linear_form(e.b)
+        if la is None or lb is None:
+            return None
+        (ta, ka), (tb, kb) = la, lb
+        if e.op == "mul":
+            if not ta:
+                return {k: [x, c * ka] for k, (x, c) in tb.items() if c * ka}, ka * kb
+            if not tb:
+                return {k: [x, c * kb] for k, (x, c) in ta.items() if c * kb}, ka * kb
+            atom = binop("mul", from_linear_form(ta, ka), from_linear_form(tb, kb))
+            return {key(atom): [atom, 1]}, 0
+        sign = 1 if e.op == "add" else -1
+        out = {k: [x, c] for k, (x, c) in ta.items()}
+        for k, (x, c) in tb.items():
+            if k in out:
+                out[k][1] += sign * c
+            else:
+                out[k] = [x, sign * c]
+        return {k: v for k, v in out.items() if v[1]}, ka + sign * kb
+    if isinstance(e, BinOp) and e.op in ("div", "mod") and isinstance(e.b, Const) and e.b.value > 0:
+        r = _divmod_form(e)
+        if r is not None:
+            return r
+    atom = e if isinstance(e, Var) else rebuild(e, simplify_index)
+    return {key(atom): [atom, 1]}, 0
+
+
+def _divmod_form(e: BinOp):
+    c = e.b.value
+    lf = linear_form(e.a)
+    if lf is None:
+        return None
+    terms, k = lf
+    whole = bound(from_linear_form(terms, k))
+    if whole is None or whole[0] < 0:
+        return None
+    q_terms = {kk: [x, co // c] for kk, (x, co) in terms.items() if co % c == 0}
+    r_terms = {kk: [x, co] for kk, (x, co) in terms.items() if co % c != 0}
+    rest = from_linear_form(r_terms, k % c)
+    rb = bound(rest)
+    if rb is None or rb[0] < 0 or rb[1] >= c:
+        return None
+    if e.op == "div":
+        return q_terms, k // c
+    return linear_form(rest) if r_terms else ({}, k % c)
+
+
+def from_linear_form(terms: dict, const: int) -> Expr:
+    out: Expr | None = None
+    for _, (x, c) in sorted(terms.items(), key=lambda kv: _order(kv[1][0])):
+        term = x if c == 1 else binop("mul", x, Const(c))
+        out = term if out is None else binop("add", out, term)
+    if out is None:
+        return Const(const)
+    return binop("add", out, Const(const)) if const else out
+
+
+def _order(x: Expr):
+    return (0, x.uid) if isinstance(x, Var) else (1, repr(key(x)))
+
+
+def simplify_index(e: Expr) -> Expr:
+    """Normalize an integer expression to ``sum(c_i * atom_i) + k``, cancelling equal atoms and
+    removing divisions and remainders that the loop ranges make exact."""
+    lf = linear_form(e)
+    if lf is not None:
+        return from_linear_form(*lf)
+    return rebuild(e, simplify_index)
+
+
+def stride_in(e: Expr, v: Var) -> tuple[int, Expr] | None:
+    """If ``e`` is affine in ``v``: (coefficient of v, e with v set to 0); else None."""
+    if not uses_var(e, v):
+        return 0, e
+    lf = linear_form(e)
+    if lf is None:
+        return None
+    terms, k = lf
+    c = terms.pop(key(v), [v, 0])[1]
+    if any(uses_var(x, v) for x, _ in terms.values()):
+        return None
+    return c, from_linear_form(terms, k)

@@ -1,0 +1,211 @@
+"""Passes over the loop IR: unrolling and vectorization.
+
+* ``unroll`` replaces every loop marked "unrolled" by copies of its body with the loop variable
+  set to 0, 1, ...; indices become constants, so accumulators can live in registers.
+* ``vectorize`` turns a loop marked "vectorized" whose body is straight-line stores into vector
+  stores of vector expressions (``Ramp`` indices, ``Broadcast`` scalars).  A loop it cannot
+  vectorize stays a scalar loop marked "simd" so the C compiler may still try.
+"""
+
+from __future__ import annotations
+
+from .analysis import rebuild, simplify_index, stride_in, substitute, uses_var
+from .expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
+                   COMPARISONS, LOGICAL)
+from .stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Stmt, Store
+
+
+def map_stmt(s: Stmt, fs, fe) -> Stmt:
+    """Rebuild a statement tree: ``fs`` may replace statements (return None to recurse),
+    ``fe`` maps every expression."""
+    r = fs(s)
+    if r is not None:
+        return r
+    if isinstance(s, For):
+        return For(s.var, s.extent, s.kind, map_stmt(s.body, fs, fe))
+    if isinstance(s, Store):
+        return Store(s.buffer, fe(s.index), fe(s.value))
+    if isinstance(s, Allocate):
+        return Allocate(s.buffer, map_stmt(s.body, fs, fe))
+    if isinstance(s, IfThenElse):
+        return IfThenElse(fe(s.cond), map_stmt(s.then, fs, fe),
+                          map_stmt(s.other, fs, fe) if s.other is not None else None)
+    if isinstance(s, Seq):
+        return Seq.of([map_stmt(x, fs, fe) for x in s.stmts])
+    raise TypeError(f"unknown statement {s!r}")
+
+
+def subst_stmt(s: Stmt, mapping: dict) -> Stmt:
+    return map_stmt(s, lambda x: None, lambda e: simplify_index(substitute(e, mapping)))
+
+
+def unroll(f: PrimFunc, max_unroll: int = 64) -> PrimFunc:
+    def fs(s: Stmt):
+        if isinstance(s, For) and s.kind == "unrolled":
+            body = map_stmt(s.body, fs, lambda e: e)
+            if s.extent > max_unroll:
+                return For(s.var, s.extent, "serial", body)
+            return Seq.of([subst_stmt(body, {s.var: Const(k)}) for k in range(s.extent)])
+        return None
+
+    return PrimFunc(f.name, f.params, map_stmt(f.body, fs, lambda e: e), f.comment, dict(f.attrs))
+
+
+class _NotVectorizable(Exception):
+    pass
+
+
+def lanes_of(e: Expr) -> int:
+    if isinstance(e, (Ramp, Broadcast)):
+        return e.lanes
+    if isinstance(e, Load):
+        return e.lanes
+    if isinstance(e, BinOp):
+        return max(lanes_of(e.a), lanes_of(e.b))
+    if isinstance(e, (Not, Cast)):
+        return lanes_of(e.a)
+    if isinstance(e, Call):
+        return max(lanes_of(a) for a in e.args)
+    if isinstance(e, Select):
+        return max(lanes_of(e.cond), lanes_of(e.t), lanes_of(e.f))
+    return 1
+
+
+VECTOR_DTYPES = ("float32",)
+
+
+def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
+    if not uses_var(e, v):
+        return e
+    if e is v:
+        return Ramp(Const(0), 1, n)
+    if isinstance(e, Load):
+        if e.dtype not in VECTOR_DTYPES:
+            raise _NotVectorizable(f"load of {e.dtype}")
+        st = stride_in(e.index, v)
+        if st is not None:
+            c, base = st
+            return Load(e.buffer, Ramp(simplify_index(base), c, n), lanes=n)
+        raise _NotVectorizable("non-affine load index")
+    if isinstance(e, BinOp):
+        if e.op in LOGICAL:
+            if e.a.dtype != "bool":
+                raise _NotVectorizable("logical op on non-bool")
+        elif e.a.dtype not in VECTOR_DTYPES:
+            raise _NotVectorizable(f"{e.a.dtype} {e.op}")
+        a, b = _vec_expr(e.a, v, n), _vec_expr(e.b, v, n)
+        a = a if lanes_of(a) > 1 else Broadcast(a, n)
+        b = b if lanes_of(b) > 1 else Broadcast(b, n)
+        return BinOp(e.op, a, b, e.dtype)
+    if isinstance(e, Call):
+        return max(lanes_of(a) for a in e.args)
+    if isinstance(e, Select):
+        return max(lanes_of(e.cond), lanes_of(e.t), lanes_of(e.f))
+    return 1
+
+
+VECTOR_DTYPES = ("float32",)
+
+
+def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
+    if not uses_var(e, v):
+        return e
+    if e is v:
+        return Ramp(Const(0), 1, n)
+    if isinstance(e, Load):
+        if e.dtype not in VECTOR_DTYPES:
+            raise _NotVectorizable(f"load of {e.dtype}")
+        st = stride_in(e.index, v)
+        if st is not None:
+            c, base = st
+            return Load(e.buffer, Ramp(simplify_index(base), c, n), lanes=n)
+        raise _NotVectorizable("non-affine load index")
+    if isinstance(e, BinOp):
+        a, b = _vec_expr(e.a, v, n), _vec_expr(e.b, v, n)
+        for x in (a, b):
+            if lanes_of(x) > 1 and x.dtype not in VECTOR_DTYPES and not isinstance(x, BinOp):
+                raise _NotVectorizable(f"{x.dtype} vector operand")
+        if e.op in COMPARISONS and (a.dtype not in VECTOR_DTYPES):
+            raise _NotVectorizable("integer comparison")
+        if e.op in LOGICAL:
+            pass
+        if e.a.dtype not in VECTOR_DTYPES and e.op not in LOGICAL:
+            raise _NotVectorizable(f"{e.a.dtype} arithmetic")
+        a = a if lanes_of(a) > 1 else Broadcast(a, n)
+        b = b if lanes_of(b) > 1 else Broadcast(b, n)
+        return BinOp(e.op, a, b, e.dtype)
+    if isinstance(e, Call):
+        if e.dtype not in VECTOR_DTYPES or any(x.dtype not in VECTOR_DTYPES for x in e.args):
+            raise _NotVectorizable(f"call {e.fn}")
+        args = tuple(_vec_expr(x, v, n) for x in e.args)
+        return Call(e.fn, tuple(x if lanes_of(x) > 1 else Broadcast(x, n) for x in args), e.dtype)
+    if isinstance(e, Select):
+        c = _vec_expr(e.cond, v, n)
+        t, f = _vec_expr(e.t, v, n), _vec_expr(e.f, v, n)
+        if e.dtype not in VECTOR_DTYPES:
+            raise _NotVectorizable("select of non-float")
+        return Select(c if lanes_of(c) > 1 else Broadcast(c, n), t if lanes_of(t) > 1 else Broadcast(t, n),
+                      f if lanes_of(f) > 1 else Broadcast(f, n))
+    if isinstance(e, Not):
+        return Not(_vec_expr(e.a, v, n))
+    raise _NotVectorizable(f"{type(e).__name__}")
+
+
+def _vec_stmt(s: Stmt, v: Var, n: int) -> Stmt:
+    if isinstance(s, Seq):
+        return Seq([_vec_stmt(x, v, n) for x in s.stmts])
+    if isinstance(s, Store):
+        if s.buffer.dtype not in VECTOR_DTYPES:
+            raise _NotVectorizable(f"store of {s.buffer.dtype}")
+        st = stride_in(s.index, v)
+        if st is None or st[0] == 0:
+            raise _NotVectorizable("store index")
+        value = _vec_expr(s.value, v, n)
+        if lanes_of(value) == 1:
+            value = Broadcast(value, n)
+        return Store(s.buffer, Ramp(simplify_index(st[1]), st[0], n), value)
+    raise _NotVectorizable(type(s).__name__)
+
+
+def vectorize(f: PrimFunc, lanes: int) -> PrimFunc:
+    """Vectorize loops marked "vectorized" whose extent is ``lanes`` (or a multiple, by splitting)."""
+
+    def fs(s: Stmt):
+        if isinstance(s, For) and s.kind == "vectorized":
+            body = map_stmt(s.body, fs, lambda e: e)
+            n = s.extent
+            if n == lanes:
+                try:
+                    return _vec_stmt(body, s.var, n)
+                except _NotVectorizable:
+                    pass
+            elif n % lanes == 0 and n > lanes:
+                outer = Var(f"{s.var.name}_v")
+                try:
+                    inner_var = Var(f"{s.var.name}_l")
+                    b2 = subst_stmt(body, {s.var: outer * lanes + inner_var})
+                    vec = _vec_stmt(b2, inner_var, lanes)
+                    return For(outer, n // lanes, "unrolled" if n // lanes <= 4 else "serial", vec)
+                except _NotVectorizable:
+                    pass
+            return For(s.var, n, "simd", body)
+        return None
+
+    out = PrimFunc(f.name, f.params, map_stmt(f.body, fs, lambda e: e), f.comment, dict(f.attrs))
+    return unroll(out)
+
+
+def remove_unit_loops(f: PrimFunc) -> PrimFunc:
+    """Replace loops of extent 1 by their body with the variable set to 0; drop empty loops."""
+    def fs(s: Stmt):
+        if isinstance(s, For) and s.extent <= 1:
+            body = map_stmt(s.body, fs, lambda e: e)
+            return subst_stmt(body, {s.var: Const(0)}) if s.extent == 1 else Seq([])
+        return None
+
+    return PrimFunc(f.name, f.params, map_stmt(f.body, fs, lambda e: e), f.comment, dict(f.attrs))
+
+
+def optimize(f: PrimFunc, lanes: int) -> PrimFunc:
+    """The loop-IR pipeline every kernel goes through before code generation."""
+    return vectorize(unroll(remove_unit_loops(f)), lanes)

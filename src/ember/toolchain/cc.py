@@ -1,0 +1,357 @@
+"""The C toolchain: generated sources and constant blobs in, one sealed shared library out.
+
+:func:`build_shared` compiles every C source (the model's and the runtime's, ``runtime/c``),
+assembles every constants blob with ``.incbin`` (the bytes never go through a C parser), runs
+the independent compiles in parallel, links one shared library, appends the artifact trailer
+(see :mod:`ember.runtime.module`) and stores the result in a content-addressed cache.
+
+The cache key is a sha256 over the compiler's identity (its path and ``--version``; with a
+``native`` flag also what the compiler makes of it on this machine), the flags, every source and
+blob (name and bytes) and the runtime's C files.  A hit returns at once without running the
+compiler.  Builds happen in a private folder and the result is renamed into the cache, so
+concurrent builds of the same thing (threads or processes) are safe and a crash leaves no
+half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ..errors import ToolchainError
+from ..runtime.module import seal_artifact, trailer_ok
+from .cache import Cache
+
+#: Flags every compile gets; ``flags`` given to :func:`build_shared` come after them (and so
+#: override them where the compiler lets a later flag win, e.g. ``-O2``).
+DEFAULT_CFLAGS: tuple[str, ...] = (
+    "-O3", "-march=native", "-fPIC", "-fvisibility=hidden", "-std=gnu11",
+    "-ffp-contract=fast", "-fno-math-errno", "-pthread",
+)
+#: Flags of the link step (before the caller's flags); the libraries come last.
+LINK_FLAGS: tuple[str, ...] = ("-shared", "-pthread", "-Wl,-Bsymbolic", "-Wl,-z,noexecstack")
+LINK_LIBS: tuple[str, ...] = ("-lm",)
+#: Bumped whenever the way artifacts are built changes, so old cache entries are not reused.
+BUILD_FORMAT = 1
+
+ProgressFn = Callable[[str, int, int], None]
+
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\.(c|h|s|S)$")
+_SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RUNTIME_SUBDIR = "ember_rt"
+
+
+def runtime_dir() -> Path:
+    """The folder of the runtime's C files (package data of ``ember.runtime``)."""
+    from .. import runtime
+
+    return Path(runtime.__file__).resolve().parent / "c"
+
+
+def runtime_files() -> dict[str, bytes]:
+    """The runtime's C sources and headers, by file name."""
+    d = runtime_dir()
+    files = {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.suffix in (".c", ".h")}
+    if not any(name.endswith(".c") for name in files):
+        raise ToolchainError(f"the Ember runtime's C files are missing from {d}; reinstall Ember")
+    return files
+
+
+# ---- the compiler -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Compiler:
+    """A C compiler command (``$CC`` or the first of cc, gcc, clang) and what identifies it."""
+
+    command: tuple[str, ...]
+    identity: str
+
+
+_compilers: dict[tuple[str, ...], Compiler] = {}
+_native: dict[tuple, str] = {}
+_memo_lock = threading.Lock()
+
+
+def find_compiler() -> Compiler:
+    """The C compiler to use: ``$CC`` (may include arguments), else cc, gcc or clang on PATH.
+
+    Its identity (resolved path and ``--version`` output) is computed once per process."""
+    env = os.environ.get("CC", "").strip()
+    if env:
+        command = tuple(shlex.split(env))
+    else:
+        found = next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+        if found is None:
+            raise ToolchainError("no C compiler found: install gcc or clang, or set $CC")
+        command = (found,)
+    with _memo_lock:
+        hit = _compilers.get(command)
+    if hit is not None:
+        return hit
+    exe = shutil.which(command[0])
+    if exe is None:
+        raise ToolchainError(f"the C compiler '{command[0]}' (from $CC) was not found on PATH"
+                             if env else f"the C compiler '{command[0]}' was not found")
+    try:
+        proc = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ToolchainError(f"cannot run the C compiler '{' '.join(command)}': {e}") from None
+    if proc.returncode != 0:
+        raise ToolchainError(f"the C compiler '{' '.join(command)}' does not run: "
+                             f"{_trim(proc.stderr or proc.stdout)}")
+    identity = "\n".join([os.path.realpath(exe), *command[1:], proc.stdout.strip()])
+    compiler = Compiler(command, identity)
+    with _memo_lock:
+        _compilers[command] = compiler
+    return compiler
+
+
+def _native_identity(compiler: Compiler, flags: Sequence[str]) -> str:
+    """With ``-march=native`` and the like, the key must also name this machine's processor:
+    what the compiler expands the flags to (``-###`` runs nothing)."""
+    if not any("native" in f for f in flags):
+        return ""
+    memo = (compiler.command, tuple(flags))
+    with _memo_lock:
+        hit = _native.get(memo)
+    if hit is not None:
+        return hit
+    try:
+        proc = subprocess.run([*compiler.command, *flags, "-###", "-x", "c", "-c", os.devnull,
+                               "-o", os.devnull], capture_output=True, text=True, timeout=60)
+        text = proc.stderr + proc.stdout
+    except (OSError, subprocess.TimeoutExpired):
+        text = ""
+    # Keep the lines that carry the expanded options; drop the ones naming temporary files.
+    lines = [ln for ln in text.splitlines() if "-m" in ln and "/tmp" not in ln]
+    ident = "\n".join(lines) or _cpu_fallback_identity()
+    with _memo_lock:
+        _native[memo] = ident
+    return ident
+
+
+def _cpu_fallback_identity() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "\n".join(sorted({ln.strip() for ln in f if ln.startswith(("model name", "flags", "Features"))}))
+    except OSError:
+        return os.uname().machine
+
+
+# ---- building -----------------------------------------------------------------------------------
+
+def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None = None, *,
+                 flags: Sequence[str] | None = None, name: str = "model", jobs: int = 2,
+                 progress: ProgressFn | None = None) -> Path:
+    """Builds (or finds in the cache) the artifact for ``sources`` and ``blobs``.
+
+    ``sources`` maps file names (``*.c``, ``*.h``, ``*.s``, ``*.S``) to their text; C files
+    include ``"ember_kernel.h"``.  ``blobs`` maps symbol names to bytes, each assembled into a
+    64-byte aligned, read-only, hidden symbol of that name.  ``flags`` are added to
+    :data:`DEFAULT_CFLAGS` (compile and link).  ``jobs`` compiles run at once.  ``progress``,
+    if given, is called as ``progress(step, done, total)`` after each step (``"compile x.c"``,
+    ``"link"``).  Returns the path of the sealed library in the cache; raises
+    :class:`ToolchainError` if a compiler step fails.
+    """
+    if not sources:
+        raise ToolchainError("build_shared needs at least one source file")
+    blobs = dict(blobs or {})
+    user_flags = [str(f) for f in (flags or ())]
+    rt = runtime_files()
+    for fname in sources:
+        if not isinstance(fname, str) or not _SOURCE_NAME.match(fname):
+            raise ToolchainError(f"invalid source file name {fname!r}: use a plain file name ending "
+                                 "in .c, .h, .s or .S")
+        if fname in rt:
+            raise ToolchainError(f"source file name {fname!r} is taken by the Ember runtime")
+    for sym in blobs:
+        if not isinstance(sym, str) or not _SYMBOL.match(sym):
+            raise ToolchainError(f"invalid blob name {sym!r}: it becomes a symbol, so it must be a "
+                                 "C identifier")
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._-")[:48] or "model"
+
+    compiler = find_compiler()
+    cflags = [*DEFAULT_CFLAGS, *user_flags]
+    key = _build_key(compiler, cflags, sources, blobs, rt)
+    libs = Cache("lib", suffix=".so")
+    entry = f"{safe_name}-{key}"
+    hit = libs.get(entry)
+    if hit is not None and trailer_ok(hit):
+        return hit
+
+    work = libs.scratch_dir(prefix=f"{safe_name}-")
+    try:
+        lib = _build(work, compiler, cflags, user_flags, sources, blobs, rt, safe_name,
+                     max(1, int(jobs)), progress)
+        seal_artifact(lib)
+        return libs.put(entry, lib, move=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str],
+               blobs: Mapping[str, bytes], rt: Mapping[str, bytes]) -> str:
+    h = hashlib.sha256()
+
+    def put(tag: str, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        h.update(f"{tag}:{len(data)}:".encode())
+        h.update(data)
+
+    put("format", str(BUILD_FORMAT))
+    put("platform", sys.platform)
+    put("compiler", compiler.identity)
+    put("native", _native_identity(compiler, cflags))
+    put("cflags", "\0".join(cflags))
+    put("link", "\0".join((*LINK_FLAGS, *LINK_LIBS)))
+    for fname in sorted(rt):
+        put("runtime " + fname, rt[fname])
+    for fname in sorted(sources):
+        put("source " + fname, sources[fname])
+    for sym in sorted(blobs):
+        put("blob " + sym, memoryview(blobs[sym]).cast("B"))
+    return h.hexdigest()
+
+
+def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[str],
+           sources: Mapping[str, str], blobs: Mapping[str, bytes], rt: Mapping[str, bytes],
+           name: str, jobs: int, progress: ProgressFn | None) -> Path:
+    rt_dir = work / _RUNTIME_SUBDIR
+    (work / "obj").mkdir()
+    (work / "blobs").mkdir()
+    rt_dir.mkdir()
+    for fname, data in rt.items():
+        (rt_dir / fname).write_bytes(data)
+    for fname, text in sources.items():
+        (work / fname).write_text(text, encoding="utf-8")
+
+    include = ["-I", _RUNTIME_SUBDIR]
+    steps: list[tuple[str, list[str], str]] = []  # (what, command, object file relative to work)
+    cached_objects: list[tuple[str, str, str]] = []  # (object, cache key, source) for the runtime
+    objects: list[str] = []
+
+    objs = Cache("obj", suffix=".o")
+    headers = b"".join(f"{n}:{len(d)}:".encode() + d for n, d in sorted(rt.items()) if n.endswith(".h"))
+    for fname in sorted(rt):
+        if not fname.endswith(".c"):
+            continue
+        obj = f"obj/ember_rt_{Path(fname).stem}.o"
+        objects.append(obj)
+        okey = hashlib.sha256(b"\0".join([str(BUILD_FORMAT).encode(), compiler.identity.encode(),
+                                           _native_identity(compiler, cflags).encode(),
+                                           "\0".join(cflags).encode(), fname.encode(), rt[fname],
+                                           headers])).hexdigest()
+        cached = objs.get(okey)
+        if cached is not None:
+            shutil.copyfile(cached, work / obj)
+            continue
+        cached_objects.append((obj, okey, fname))
+        steps.append((f"compile {fname}",
+                      [*compiler.command, *cflags, *include, "-c", f"{_RUNTIME_SUBDIR}/{fname}", "-o", obj],
+                      obj))
+    for fname in sorted(sources):
+        if fname.endswith(".h"):
+            continue
+        obj = f"obj/{fname}.o"
+        objects.append(obj)
+        steps.append((f"compile {fname}", [*compiler.command, *cflags, *include, "-c", fname, "-o", obj], obj))
+    for sym in sorted(blobs):
+        data = blobs[sym]
+        (work / "blobs" / f"{sym}.bin").write_bytes(data)
+        (work / "blobs" / f"{sym}.s").write_text(_incbin_asm(sym, f"blobs/{sym}.bin"))
+        obj = f"obj/blob_{sym}.o"
+        objects.append(obj)
+        steps.append((f"assemble blob {sym} ({len(memoryview(data).cast('B'))} bytes)",
+                      [*compiler.command, *cflags, "-c", f"blobs/{sym}.s", "-o", obj], obj))
+
+    total = len(steps) + 1
+    done = 0
+    done_lock = threading.Lock()
+
+    def run_step(step: tuple[str, list[str], str]) -> None:
+        nonlocal done
+        what, cmd, _ = step
+        _run(cmd, work, what)
+        if progress is not None:
+            with done_lock:
+                done += 1
+                n = done
+            progress(what, n, total)
+
+    if jobs == 1 or len(steps) <= 1:
+        for step in steps:
+            run_step(step)
+    else:
+        with ThreadPoolExecutor(max_workers=min(jobs, len(steps))) as pool:
+            futures = [pool.submit(run_step, s) for s in steps]
+            errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+    for obj, okey, _ in cached_objects:
+        try:
+            objs.put(okey, work / obj)
+        except OSError:
+            pass  # the object cache is only an optimization
+
+    out = f"{name}.so"
+    _run([*compiler.command, *cflags, *LINK_FLAGS, *user_flags, "-o", out, *objects, *LINK_LIBS],
+         work, "link")
+    if progress is not None:
+        progress("link", total, total)
+    return work / out
+
+
+def _incbin_asm(symbol: str, path: str) -> str:
+    quoted = path.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        "    .section .rodata\n"
+        f"    .globl {symbol}\n"
+        f"    .hidden {symbol}\n"
+        f"    .type {symbol}, @object\n"
+        "    .balign 64\n"
+        f"{symbol}:\n"
+        f"    .incbin \"{quoted}\"\n"
+        f"    .size {symbol}, . - {symbol}\n"
+        "    .section .note.GNU-stack,\"\",@progbits\n"
+    )
+
+
+def _run(cmd: list[str], cwd: Path, what: str) -> None:
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, errors="replace")
+    except OSError as e:
+        raise ToolchainError(f"cannot run the C compiler '{cmd[0]}': {e}") from None
+    if proc.returncode != 0:
+        output = (proc.stderr or "") + (proc.stdout or "")
+        hint = ""
+        if what == "link" and "ember_model_" in output and ("undefined" in output or "not defined" in output):
+            hint = ("\nhint: the generated code must define ember_model_metadata, "
+                    "ember_model_arena_bytes and ember_model_entry (see ember_kernel.h)")
+        err = ToolchainError(f"{what} failed (exit status {proc.returncode}):\n{_trim(output)}{hint}")
+        err.command = cmd
+        err.stderr = output
+        raise err
+
+
+def _trim(text: str, max_lines: int = 40, max_width: int = 300) -> str:
+    """The compiler's report cut to something readable: errors first, with their context."""
+    lines = [ln if len(ln) <= max_width else ln[:max_width] + " ..." for ln in text.strip().splitlines()]
+    if len(lines) <= max_lines:
+        return "\n".join(lines)
+    first_error = next((i for i, ln in enumerate(lines) if "error" in ln.lower()), 0)
+    start = max(0, first_error - 2)
+    kept = lines[start:start + max_lines]
+    more = len(lines) - len(kept)
+    return "\n".join(kept) + f"\n... ({more} more lines)"

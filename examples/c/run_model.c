@@ -266,7 +266,7 @@ int main(int argc, char** argv) {
         for (int64_t j = 0; j < t->nbytes; j++) hash = (hash ^ bytes[j]) * 1099511628211ull;
     }
     printf("checksum fnv1a64 %016llx\n", (unsigned long long)hash);
-    printf("threads %d, latency median %.3f ms, min %.3f ms over %d runs\n", api.get_num_threads(),
+    printf("threads %d, latency median %.4f ms, min %.4f ms over %d runs\n", api.get_num_threads(),
            times[iters / 2] * 1e3, times[0] * 1e3, iters);
 
     api.model_destroy(model);

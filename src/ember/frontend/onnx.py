@@ -207,7 +207,7 @@ class NodeContext:
             opdef = get_op(core)
             a = opdef.fill_attrs(attrs, self.name)
             types = opdef.infer_types(a, [v.type for v in inputs], self.name)
-            if all(t.dtype != "bfloat16" and t.is_static for t in types):
+            if all(t.is_static for t in types):
                 outs = opdef.run_reference(a, [v.const for v in inputs])
                 vals = [self.const(np.asarray(o, dtype=t.dtype).reshape(t.shape)) for o, t in zip(outs, types)]
                 return vals[0] if len(vals) == 1 else tuple(vals)

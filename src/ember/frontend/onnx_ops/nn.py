@@ -397,3 +397,85 @@ def gemm(cx):
             raise cx.fail(f"C {c.type} does not broadcast to the product's shape {list(y.shape)}")
         y = y2
     return y
+
+
+@translates("LpPool")
+def lp_pool(cx):
+    # (sum over the window of |x|^p)^(1/p): an average pool counting padding, times the count
+    x = cx.input(0)
+    dims, nsp = _spatial(cx, x)
+    p = float(cx.attr("p", 2))
+    kernel = cx.attr("kernel_shape")
+    if len(kernel) != nsp:
+        raise cx.fail(f"kernel_shape {kernel} needs {nsp} values for {x.type}")
+    strides = _ints(cx, "strides", nsp, 1)
+    dil = _ints(cx, "dilations", nsp, 1)
+    pads = explicit_pads(cx, dims[2:], kernel, strides, dil)
+    ceil_mode = bool(cx.attr("ceil_mode", 0)) and cx.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+    p2, s2, d2, k2 = _as_2d(nsp, dims[2:], pads, strides, dil, kernel)
+    if nsp == 2:
+        p2 = (pads[0], pads[1], pads[2], pads[3])
+    x4 = x if nsp == 2 else reshape(cx, x, (dims[0], dims[1], 1, dims[2]))
+    powered = cx.op("pow", [cx.op("abs", [x4]), cx.scalar(p, x.dtype)])
+    avg = cx.op("avg_pool2d", [powered], kernel=k2, strides=s2, pads=p2, dilations=d2, ceil_mode=ceil_mode,
+                count_include_pad=True)
+    h, w = x4.shape[2], x4.shape[3]
+    count = np.ones(avg.shape[2:], dtype=np.float64)
+    for ax, (n_in, k, s, d, pb, pe) in enumerate(((h, k2[0], s2[0], d2[0], p2[0], p2[2]),
+                                                  (w, k2[1], s2[1], d2[1], p2[1], p2[3]))):
+        n_out = avg.shape[2 + ax]
+        taps = np.arange(n_out)[:, None] * s - pb + np.arange(k)[None, :] * d
+        c = (taps < n_in + pe).sum(axis=1).astype(np.float64)
+        count = count * (c[:, None] if ax == 0 else c[None, :])
+    total = cx.op("mul", [avg, cx.const(count.astype(x.dtype), x.dtype)])
+    y = cx.op("pow", [total, cx.scalar(1.0 / p, x.dtype)])
+    if nsp == 1:
+        y = reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
+    return y
+
+
+@translates("GlobalLpPool")
+def global_lp_pool(cx):
+    x = cx.input(0)
+    r = x.type.rank
+    p = float(cx.attr("p", 2))
+    s = cx.op("reduce_sum", [cx.op("pow", [cx.op("abs", [x]), cx.scalar(p, x.dtype)])], axes=tuple(range(2, r)),
+              keepdims=True)
+    return cx.op("pow", [s, cx.scalar(1.0 / p, x.dtype)])
+
+
+@translates("LpNormalization")
+def lp_normalization(cx):
+    x = cx.input(0)
+    ax = norm_axis(cx, cx.attr("axis", -1), x.type.rank)
+    p = cx.attr("p", 2)
+    if p == 1:
+        norm = cx.op("reduce_sum", [cx.op("abs", [x])], axes=(ax,), keepdims=True)
+    elif p == 2:
+        norm = cx.op("sqrt", [cx.op("reduce_sum", [cx.op("mul", [x, x])], axes=(ax,), keepdims=True)])
+    else:
+        raise cx.fail(f"p must be 1 or 2, got {p}")
+    return cx.op("div", [x, norm])
+
+
+@translates("MeanVarianceNormalization")
+def mean_variance_normalization(cx):
+    # (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9), as ONNX's function body defines it
+    x = cx.input(0)
+    r = x.type.rank
+    axes = tuple(sorted(norm_axis(cx, a, r) for a in cx.attr("axes", [0, 2, 3])))
+    mean = cx.op("reduce_mean", [x], axes=axes, keepdims=True)
+    mean_sq = cx.op("reduce_mean", [cx.op("mul", [x, x])], axes=axes, keepdims=True)
+    std = cx.op("sqrt", [cx.op("sub", [mean_sq, cx.op("mul", [mean, mean])])])
+    return cx.op("div", [cx.op("sub", [x, mean]), cx.op("add", [std, cx.scalar(1e-9, x.dtype)])])
+
+
+@translates("RMSNormalization")
+def rms_normalization(cx):
+    x, scale = cx.input(0), cx.input(1)
+    r = x.type.rank
+    axis = norm_axis(cx, cx.attr("axis", -1), r)
+    eps = float(cx.attr("epsilon", 1e-5))
+    ms = cx.op("reduce_mean", [cx.op("mul", [x, x])], axes=tuple(range(axis, r)), keepdims=True)
+    inv = cx.op("reciprocal", [cx.op("sqrt", [cx.op("add", [ms, cx.scalar(eps, x.dtype)])])])
+    return cx.op("mul", [cx.op("mul", [x, inv]), scale])

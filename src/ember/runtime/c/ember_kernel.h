@@ -61,11 +61,13 @@ EMBER_HIDDEN extern const unsigned char ember_constants[];
 /* The body of a parallel loop: runs iterations [begin, end). */
 typedef void (*ember_range_fn)(void* ctx, int64_t begin, int64_t end);
 
-/* Runs fn over [0, n) split into at most ember_parallel_threads() contiguous chunks, one call
- * per chunk, on the runtime's thread pool with the calling thread taking part; returns when every
- * chunk is done.  n <= 0 does nothing.  Runs inline (one call fn(ctx, 0, n)) when n == 1, when one
- * thread is configured, when called from inside another parallel region, or when the pool is busy
- * with a region of another host thread. */
+/* Runs fn over [0, n) split into min(n, ember_parallel_threads()) contiguous chunks of sizes
+ * differing by at most one, one call per chunk, on the runtime's thread pool with the calling
+ * thread taking part; returns when every chunk is done.  Which thread runs which chunk is not
+ * fixed.  n <= 0 does nothing.  Runs inline (one call fn(ctx, 0, n)) when n == 1, when one thread
+ * is configured, when called from a chunk of another parallel region (nested loops run inline),
+ * or when the pool is busy with a region of another host thread.  (A loop run inline because
+ * n == 1 is no region: a loop nested in it may still run in parallel.) */
 EMBER_HIDDEN void ember_parallel_for(int64_t n, ember_range_fn fn, void* ctx);
 
 /* The number of threads a parallel region uses now (>= 1); a hint for choosing how to split. */

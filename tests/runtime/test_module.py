@@ -1,0 +1,478 @@
+"""ember.runtime: loading artifacts, checking inputs, running, the thread pool.
+
+The models here are written by hand in the form code generation emits (see ember_kernel.h), so
+the runtime is tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+from ember.errors import ArtifactError, EmberError, EmberRuntimeError, InputError
+from ember.graph.types import TensorType
+from ember.runtime import Module, load, pattern_array, trailer_ok, verify_artifact
+from ember.runtime.module import TRAILER_MAGIC, TRAILER_SIZE
+from ember.toolchain import build_shared
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBER_CACHE_DIR", str(tmp_path_factory.mktemp("ember-cache")))
+        yield
+
+
+def model_source(name, inputs, outputs, body, *, arena=0, prelude=""):
+    """A C translation unit following the code-generation contract."""
+    def entries(items):
+        return [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in items]
+
+    meta = {"format": 1, "ember_version": "0.1.0", "name": name, "target": "cpu",
+            "inputs": entries(inputs), "outputs": entries(outputs), "arena_bytes": arena,
+            "constants_bytes": 0, "kernels": 1}
+    text = json.dumps(meta).replace("\\", "\\\\").replace('"', '\\"')
+    return f"""#include "ember_kernel.h"
+extern const unsigned char ember_constants[];
+const char ember_model_metadata[] = "{text}";
+const unsigned long long ember_model_arena_bytes = {arena}ULL;
+{prelude}
+int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs) {{
+  (void)arena; (void)inputs; (void)outputs;
+{body}
+  return 0;
+}}
+"""
+
+
+def build(name, inputs, outputs, body, *, arena=0, prelude="", blobs=None):
+    src = model_source(name, inputs, outputs, body, arena=arena, prelude=prelude)
+    return build_shared({"model.c": src}, blobs, name=name)
+
+
+# ---- models -----------------------------------------------------------------------------------
+
+ROWS, COLS = 4, 64
+CONSTS = (np.arange(COLS, dtype=np.float32) - COLS / 2) / 8
+
+ADD_RELU = dict(
+    name="add_relu",
+    inputs=[("x", "float32", (ROWS, COLS))],
+    outputs=[("y", "float32", (ROWS, COLS))],
+    arena=ROWS * COLS * 4,
+    prelude=f"""
+typedef struct {{ const float* x; const float* c; float* t; }} add_ctx;
+static void add_rows(void* p, int64_t begin, int64_t end) {{
+  add_ctx* k = p;
+  for (int64_t r = begin; r < end; r++)
+    for (int j = 0; j < {COLS}; j++) k->t[r * {COLS} + j] = k->x[r * {COLS} + j] + k->c[j];
+}}""",
+    body=f"""
+  float* t = (float*)EMBER_ALIGNED(arena, 64);
+  add_ctx k = {{ (const float*)inputs[0], (const float*)ember_constants, t }};
+  ember_parallel_for({ROWS}, add_rows, &k);
+  float* y = outputs[0];
+  for (int i = 0; i < {ROWS * COLS}; i++) y[i] = t[i] > 0 ? t[i] : 0;""",
+)
+
+
+@pytest.fixture(scope="module")
+def add_relu_path():
+    return build(**ADD_RELU, blobs={"ember_constants": CONSTS.tobytes()})
+
+
+@pytest.fixture(scope="module")
+def add_relu(add_relu_path):
+    return load(add_relu_path)
+
+
+def add_relu_ref(x):
+    return np.maximum(x + CONSTS, 0)
+
+
+@pytest.fixture(scope="module")
+def multi():
+    """Two inputs and two outputs of different dtypes."""
+    body = """
+  const float* a = inputs[0]; const int32_t* b = inputs[1];
+  float* s = outputs[0]; int64_t* m = outputs[1];
+  for (int r = 0; r < 3; r++) {
+    int64_t best = 0;
+    for (int c = 0; c < 5; c++) {
+      s[r * 5 + c] = a[r * 5 + c] * 2 + (float)b[c];
+      if (a[r * 5 + c] > a[r * 5 + best]) best = c;
+    }
+    m[r] = best;
+  }"""
+    return load(build("multi", [("a", "float32", (3, 5)), ("b", "int32", (5,))],
+                      [("s", "float32", (3, 5)), ("m", "int64", (3,))], body))
+
+
+@pytest.fixture(scope="module")
+def counter_path():
+    """Counts its runs in the arena: state is per instance."""
+    body = """
+  int64_t* count = (int64_t*)arena;
+  *count += 1;
+  *(int64_t*)outputs[0] = *count + *(const int64_t*)inputs[0];"""
+    return build("counter", [("x", "int64", ())], [("n", "int64", ())], body, arena=64)
+
+
+CHUNKS_MAX = 10000
+CHUNKS = dict(
+    name="chunks",
+    inputs=[("n", "int64", (1,))],
+    outputs=[("hits", "int32", (CHUNKS_MAX,)), ("chunks", "int64", (256, 2)),
+             ("nchunks", "int64", (1,)), ("nested", "int64", (1,))],
+    prelude="""
+typedef struct { int32_t* hits; int64_t* chunks; int64_t count; int64_t nested; } chunk_ctx;
+typedef struct { int64_t calls, begin, end; } inner_ctx;
+static void inner(void* p, int64_t b, int64_t e) {
+  inner_ctx* k = p; k->calls++; k->begin = b; k->end = e;
+}
+static void body(void* p, int64_t b, int64_t e) {
+  chunk_ctx* k = p;
+  int64_t slot = __atomic_fetch_add(&k->count, 1, __ATOMIC_RELAXED);
+  if (slot < 256) { k->chunks[2 * slot] = b; k->chunks[2 * slot + 1] = e; }
+  for (int64_t i = b; i < e; i++) k->hits[i] += 1;
+  inner_ctx in = {0, 0, 0};
+  ember_parallel_for(3, inner, &in);   /* nested: must run inline, in one call */
+  if (!(in.calls == 1 && in.begin == 0 && in.end == 3)) __atomic_store_n(&k->nested, 0, __ATOMIC_RELAXED);
+}""",
+    body="""
+  int64_t n = *(const int64_t*)inputs[0];
+  memset(outputs[0], 0, sizeof(int32_t) * 10000);
+  memset(outputs[1], 0, sizeof(int64_t) * 512);
+  chunk_ctx k = { outputs[0], outputs[1], 0, 1 };
+  ember_parallel_for(n, body, &k);
+  *(int64_t*)outputs[2] = k.count;
+  *(int64_t*)outputs[3] = k.nested;""",
+)
+
+
+@pytest.fixture(scope="module")
+def chunks_path():
+    return build(**CHUNKS)
+
+
+# ---- loading and describing -------------------------------------------------------------------
+
+def test_describes_the_model(add_relu, add_relu_path):
+    m = add_relu
+    assert m.input_names == ["x"] and m.output_names == ["y"]
+    assert m.input_types == [TensorType((ROWS, COLS), "float32")]
+    assert m.output_types == [TensorType((ROWS, COLS), "float32")]
+    assert m.arena_bytes == ROWS * COLS * 4
+    assert m.metadata["name"] == "add_relu" and m.metadata["format"] == 1
+    assert m.name == "add_relu"
+    assert m.path == add_relu_path
+    assert "add_relu" in repr(m) and "float32[4, 64]" in repr(m)
+
+
+def test_run_matches_numpy(add_relu):
+    x = np.random.default_rng(0).standard_normal((ROWS, COLS)).astype(np.float32)
+    out = add_relu.run({"x": x})
+    assert isinstance(out, OrderedDict) and list(out) == ["y"]
+    np.testing.assert_array_equal(out["y"], add_relu_ref(x))
+    np.testing.assert_array_equal(add_relu(x), add_relu_ref(x))
+
+
+def test_several_inputs_and_outputs_in_model_order(multi):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((3, 5)).astype(np.float32)
+    b = rng.integers(-5, 5, 5).astype(np.int32)
+    out = multi.run({"b": b, "a": a})   # feed order does not matter
+    assert list(out) == ["s", "m"]
+    assert out["s"].dtype == np.float32 and out["m"].dtype == np.int64
+    np.testing.assert_array_equal(out["s"], a * 2 + b.astype(np.float32))
+    np.testing.assert_array_equal(out["m"], a.argmax(axis=1))
+    s, m = multi(a, b)
+    np.testing.assert_array_equal(m, a.argmax(axis=1))
+
+
+def test_non_contiguous_inputs_are_accepted(add_relu):
+    big = np.random.default_rng(2).standard_normal((ROWS, 2 * COLS)).astype(np.float32)
+    x = big[:, ::2]
+    assert not x.flags.c_contiguous
+    np.testing.assert_array_equal(add_relu(x), add_relu_ref(np.ascontiguousarray(x)))
+    xt = np.asfortranarray(big[:, :COLS])
+    np.testing.assert_array_equal(add_relu(xt), add_relu_ref(big[:, :COLS]))
+
+
+def test_instances_are_independent(counter_path):
+    a, b = load(counter_path), load(counter_path)
+    zero = np.array(0, dtype=np.int64)
+    assert [int(a(zero)) for _ in range(3)] == [1, 2, 3]
+    assert int(b(zero)) == 1          # its own arena
+    assert int(a(np.array(10, dtype=np.int64))) == 14
+    del a
+    assert int(b(zero)) == 2
+
+
+# ---- input checking ---------------------------------------------------------------------------
+
+def test_wrong_dtype_is_refused(add_relu):
+    x = np.zeros((ROWS, COLS), dtype=np.float64)
+    with pytest.raises(InputError) as e:
+        add_relu.run({"x": x})
+    msg = str(e.value)
+    assert "'x'" in msg and "float32[4, 64]" in msg and "float64[4, 64]" in msg
+    assert e.value.code == "E302"
+    with pytest.raises(InputError):
+        add_relu(x.tolist())     # a list becomes float64: still no silent cast
+    with pytest.raises(InputError):
+        add_relu(np.zeros((ROWS, COLS), dtype=">f4"))   # not native byte order
+
+
+def test_wrong_shape_is_refused(add_relu):
+    with pytest.raises(InputError) as e:
+        add_relu.run({"x": np.zeros((ROWS, COLS + 1), dtype=np.float32)})
+    assert "'x'" in str(e.value) and "float32[4, 64]" in str(e.value) and "float32[4, 65]" in str(e.value)
+    with pytest.raises(InputError):
+        add_relu(np.zeros((ROWS * COLS,), dtype=np.float32))
+
+
+def test_missing_and_unknown_inputs_are_refused(multi):
+    a = np.zeros((3, 5), np.float32)
+    b = np.zeros(5, np.int32)
+    with pytest.raises(InputError, match="missing input.*'b'"):
+        multi.run({"a": a})
+    with pytest.raises(InputError, match="unknown input.*'c'"):
+        multi.run({"a": a, "b": b, "c": b})
+    with pytest.raises(InputError, match="unknown input.*'c'"):
+        multi.run({"a": a, "c": b})
+    with pytest.raises(InputError, match="takes 2 input"):
+        multi(a)
+    with pytest.raises(InputError, match="'b'.*int32"):
+        multi(a, b.astype(np.int64))
+
+
+def test_failure_in_the_model_raises(tmp_path):
+    body = """
+  const float* x = inputs[0];
+  if (x[0] < 0) { ember_set_error("negative first input %g", (double)x[0]); return 3; }
+  if (x[0] > 100) return 7;
+  memcpy(outputs[0], x, 8);"""
+    m = load(build("failing", [("x", "float32", (2,))], [("y", "float32", (2,))], body))
+    np.testing.assert_array_equal(m(np.array([1, 2], np.float32)), [1, 2])
+    with pytest.raises(EmberRuntimeError, match="negative first input -1"):
+        m(np.array([-1, 2], np.float32))
+    with pytest.raises(EmberRuntimeError, match="status 7"):
+        m(np.array([1000, 2], np.float32))
+    np.testing.assert_array_equal(m(np.array([3, 4], np.float32)), [3, 4])
+
+
+# ---- artifacts --------------------------------------------------------------------------------
+
+def test_artifact_is_sealed(add_relu_path):
+    assert trailer_ok(add_relu_path)
+    data = add_relu_path.read_bytes()
+    assert data[-TRAILER_SIZE:][:8] == TRAILER_MAGIC
+    verify_artifact(add_relu_path)
+
+
+@pytest.mark.parametrize("damage", ["truncated_tail", "truncated_half", "flipped_byte", "random",
+                                    "empty", "random_with_trailer", "no_trailer"])
+def test_damaged_artifacts_raise_before_loading(add_relu_path, tmp_path, damage):
+    good = add_relu_path.read_bytes()
+    rng = np.random.default_rng(3)
+    if damage == "truncated_tail":
+        data = good[:-100]
+    elif damage == "truncated_half":
+        data = good[: len(good) // 2]
+    elif damage == "flipped_byte":
+        data = bytearray(good)
+        data[len(data) // 3] ^= 0x40
+        data = bytes(data)
+    elif damage == "random":
+        data = rng.bytes(len(good))
+    elif damage == "empty":
+        data = b""
+    elif damage == "no_trailer":
+        data = good[:-TRAILER_SIZE]          # a valid library, but not sealed
+    else:                                    # random bytes that carry a valid trailer
+        import hashlib
+        import struct
+        payload = rng.bytes(4096)
+        data = payload + TRAILER_MAGIC + struct.pack("<Q", len(payload)) + hashlib.sha256(payload).digest()
+    bad = tmp_path / f"{damage}.so"
+    bad.write_bytes(data)
+    with pytest.raises(ArtifactError) as e:
+        load(bad)
+    assert e.value.code == "E303" and str(bad) in str(e.value)
+
+
+def test_missing_artifact(tmp_path):
+    with pytest.raises(ArtifactError, match="no artifact"):
+        load(tmp_path / "nope.so")
+    with pytest.raises(ArtifactError):
+        load(tmp_path)
+
+
+def test_save_and_load_round_trip(add_relu, tmp_path):
+    dest = add_relu.save(tmp_path / "saved.so")
+    assert dest == tmp_path / "saved.so" and dest.read_bytes() == add_relu.path.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["saved.so"]   # no temporary left behind
+    assert os.stat(dest).st_mode & stat.S_IRUSR
+    m = load(dest)
+    x = np.random.default_rng(4).standard_normal((ROWS, COLS)).astype(np.float32)
+    np.testing.assert_array_equal(m(x), add_relu_ref(x))
+    into_dir = add_relu.save(tmp_path)
+    assert into_dir.parent == tmp_path and into_dir.name == add_relu.path.name
+    load(into_dir)
+
+
+def test_ember_errors_share_a_base(add_relu):
+    with pytest.raises(EmberError):
+        add_relu(np.zeros(3, np.float32))
+
+
+# ---- the thread pool --------------------------------------------------------------------------
+
+def test_num_threads_get_and_set(add_relu):
+    m = add_relu
+    default = m.num_threads
+    expected = min(len(os.sched_getaffinity(0)), 64) if "EMBER_NUM_THREADS" not in os.environ else default
+    assert default == expected
+    try:
+        m.num_threads = 3
+        assert m.num_threads == 3
+        x = np.ones((ROWS, COLS), np.float32)
+        np.testing.assert_array_equal(m(x), add_relu_ref(x))
+        with pytest.raises(ValueError):
+            m.num_threads = 0
+        with pytest.raises(ValueError):
+            m.num_threads = 2.5
+    finally:
+        m.num_threads = default
+    assert m.num_threads == default
+
+
+def test_num_threads_from_environment(add_relu_path):
+    code = f"import ember.runtime as r; print(r.load({str(add_relu_path)!r}).num_threads)"
+    env = dict(os.environ, EMBER_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4, 8])
+def test_parallel_for_splits_into_contiguous_chunks(chunks_path, threads):
+    m = load(chunks_path)
+    old = m.num_threads
+    m.num_threads = threads
+    try:
+        for n in [0, 1, 2, 3, 7, 100, CHUNKS_MAX]:
+            out = m(np.array([n], np.int64))
+            hits, chunks, nchunks, nested = out
+            assert (hits[:n] == 1).all() and (hits[n:] == 0).all(), (threads, n)
+            want = 0 if n == 0 else 1 if threads == 1 else min(n, threads)
+            assert int(nchunks[0]) == want, (threads, n)
+            spans = sorted(map(tuple, chunks[: int(nchunks[0])]))
+            if spans:
+                assert [b for b, _ in spans] == [0] + [e for _, e in spans[:-1]]
+                assert spans[-1][1] == n
+                sizes = [e - b for b, e in spans]
+                assert max(sizes) - min(sizes) <= 1
+            if want > 1:     # a loop nested in a chunk of a real region runs inline
+                assert int(nested[0]) == 1, (threads, n)
+    finally:
+        m.num_threads = old
+
+
+def test_many_regions_in_a_row(tmp_path):
+    """Thousands of small regions: late workers must never run a chunk of the wrong region."""
+    prelude = """
+typedef struct { int32_t* acc; int32_t round; } bump_ctx;
+static void bump(void* p, int64_t b, int64_t e) {
+  bump_ctx* k = p;
+  for (int64_t i = b; i < e; i++) k->acc[i] += k->round;
+}"""
+    body = """
+  int32_t* acc = outputs[0];
+  memset(acc, 0, 64 * sizeof(int32_t));
+  for (int32_t r = 1; r <= 3000; r++) {
+    bump_ctx k = { acc, r };
+    ember_parallel_for(1 + r % 64, bump, &k);
+  }"""
+    m = load(build("regions", [], [("acc", "int32", (64,))], body, prelude=prelude))
+    expected = np.zeros(64, np.int64)
+    for r in range(1, 3001):
+        expected[: 1 + r % 64] += r
+    old = m.num_threads
+    try:
+        for threads in (2, 4):
+            m.num_threads = threads
+            for _ in range(3):
+                np.testing.assert_array_equal(m.run({})["acc"], expected)
+    finally:
+        m.num_threads = old
+
+
+def test_concurrent_runs_from_host_threads(add_relu_path, chunks_path):
+    """Different instances (same file and different files) and one shared instance, at once."""
+    instances = [load(add_relu_path), load(add_relu_path), load(chunks_path)]
+    shared = instances[0]
+    instances[0].num_threads = 4
+    instances[2].num_threads = 4
+    errors = []
+    x = np.random.default_rng(5).standard_normal((ROWS, COLS)).astype(np.float32)
+    ref = add_relu_ref(x)
+
+    def work(m, rounds):
+        try:
+            for _ in range(rounds):
+                if m.input_names == ["x"]:
+                    np.testing.assert_array_equal(m(x), ref)
+                else:
+                    hits = m(np.array([CHUNKS_MAX], np.int64))[0]
+                    assert (hits == 1).all()
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(m, 300)) for m in instances + [shared]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "deadlock"
+    assert not errors, errors[0]
+
+
+def test_pool_survives_fork(add_relu_path):
+    """A child forked after the pool started must still run (on its own fresh pool)."""
+    code = f"""
+import os, numpy as np, ember.runtime as r
+m = r.load({str(add_relu_path)!r}); m.num_threads = 4
+x = np.ones((4, 64), np.float32)
+m(x)
+pid = os.fork()
+if pid == 0:
+    ok = all(np.array_equal(m(x), np.maximum(x + {CONSTS.tolist()!r}, 0).astype(np.float32)) for _ in range(50))
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+
+
+# ---- the input pattern shared with the C example ---------------------------------------------
+
+def test_pattern_array():
+    f = pattern_array(TensorType((2, 3), "float32"))
+    v = (np.arange(6) * 7919) % 1000
+    np.testing.assert_array_equal(f.ravel(), (v / 1000 - 0.5).astype(np.float32))
+    i = pattern_array(TensorType((6,), "int8"))
+    np.testing.assert_array_equal(i, (v % 200 - 100).astype(np.int8))
+    assert pattern_array(TensorType((6,), "bool")).tolist() == [bool(x % 2) for x in v]
+    assert pattern_array(TensorType((), "float64")).shape == ()

@@ -108,11 +108,6 @@ def test_a_chain_needs_two_buffers():
 
 def test_long_lived_buffer_is_not_reused_while_needed():
     g = parse_graph("""
-        graph g(%x: float32[16]) {
-          %a = max_pool2d(%x4)
-          %x4 = reshape(%x) {shape=[1, 1, 4, 4]}
-          return %x4
-        }""".replace("%a = max_pool2d(%x4)\n", "")) if False else parse_graph("""
         graph g(%x: float32[1, 1, 4, 4]) {
           %keep = max_pool2d(%x)
           %a = max_pool2d(%keep)
@@ -126,9 +121,6 @@ def test_long_lived_buffer_is_not_reused_while_needed():
     check_plan(g, groups, plan, 1)
     keep = next(v for v in plan.offsets if v.name == "keep")
     assert plan.lifetimes[keep] == (0, 4)
-    others = [v for v in plan.offsets if v is not keep]
-    for v in others:
-        assert plan.offsets[v] >= 64 or plan.offsets[v] + 64 <= plan.offsets[keep]
     assert plan.arena_bytes == 3 * 64
 
 
@@ -160,7 +152,16 @@ def test_empty_graph_and_summary():
     assert "arena 0 B" in plan.summary()
 
 
-def test_reuse_is_substantial_on_a_deep_graph():
-    g = optimize(random_graph(7, steps=60), 2)
-    plan = plan_memory(g, fuse(g), alignment=1)
-    assert plan.arena_bytes <= plan.total_intermediate_bytes
+def test_arena_is_close_to_the_peak_of_live_bytes():
+    arena = total = peak_sum = 0
+    for seed in range(20):
+        g = optimize(random_graph(seed, steps=40), 2)
+        groups = fuse(g)
+        plan = plan_memory(g, groups, alignment=1)
+        arena += plan.arena_bytes
+        total += plan.total_intermediate_bytes
+        # no plan can beat the largest sum of sizes live at one step
+        peak_sum += max((sum(v.type.nbytes for v, (f, l) in plan.lifetimes.items() if f <= k <= l)
+                         for k in range(len(groups))), default=0)
+    assert peak_sum <= arena <= 0.85 * total
+    assert arena <= 1.15 * peak_sum

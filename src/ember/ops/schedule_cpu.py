@@ -57,15 +57,19 @@ def register_tile(root: Stage, red: Stage, row_axis, col_axis, rows: int, cols: 
     order: ``before`` axes, column tiles, ``after`` axes, row tiles, then the tile itself; every
     loop above the row tiles is fused into one parallel loop.
     """
+    even = col_axis.extent % cols == 0
     co, ci = root.split(col_axis, cols)
     ro, ri = root.split(row_axis, rows)
     order = list(before) + [co] + list(after) + [ro, ri, ci]
     root.reorder(*order)
-    par = order[0]
-    for v in order[1:order.index(ro)]:
-        par = root.fuse(par, v)
-    if par.extent >= min_parallel:
-        root.parallel(par)
+    # an uneven column split gets a tail copy, which needs its loop unfused
+    fusable = order[:order.index(ro)] if even else list(before)
+    if fusable:
+        par = fusable[0]
+        for v in fusable[1:]:
+            par = root.fuse(par, v)
+        if par.extent >= min_parallel:
+            root.parallel(par)
     root.unroll(ri)
     root.vectorize(ci)
     red.compute_at(root, ro)

@@ -198,6 +198,9 @@ class Lowering:
                     break
                 pos = k
             self.attach_pos[st.tensor.uid] = pos
+        if nest.guards and self.attached:
+            raise CodegenError(f"kernel {self.name}: an uneven split that cannot get a tail loop would make "
+                               "attached stages compute outside their region")
         self.out_buf = self.buffers[self.s.output.uid]
         body = self.gen_root(0, {}, {}, root_body)
         return PrimFunc(self.name, self.params, body)

@@ -27,4 +27,4 @@ def supported_ops() -> list[str]:
     return sorted(TRANSLATIONS)
 
 
-from . import elementwise, nn, reduce, resize, tensor  # noqa: E402,F401  (registers the translations)
+from . import einsum, elementwise, indexing, nn, reduce, resize, tensor  # noqa: E402,F401  (registers the translations)

@@ -81,3 +81,33 @@ def arg(cx):
     ax = norm_axis(cx, cx.attr("axis", 0), x.type.rank)
     return cx.op("argmax" if cx.op_type == "ArgMax" else "argmin", [x], axis=ax,
                  keepdims=bool(cx.attr("keepdims", 1)), select_last_index=bool(cx.attr("select_last_index", 0)))
+
+
+@translates("CumSum")
+def cumsum(cx):
+    # prefix sums in log2(n) steps: x += x shifted by 1, 2, 4, ... (zeros shifted in)
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    axis = cx.const_input(1, "axis", required=True)
+    if axis.size != 1:
+        raise cx.fail(f"axis must be a scalar, got shape {list(axis.shape)}")
+    r = len(dims)
+    ax = norm_axis(cx, int(axis.reshape(()).item()), r)
+    reverse, exclusive = cx.attr("reverse", 0), cx.attr("exclusive", 0)
+    n = dims[ax]
+
+    def shifted(v, d):
+        pads = [0] * (2 * r)
+        if reverse:
+            pads[ax], pads[ax + r] = -d, d
+        else:
+            pads[ax], pads[ax + r] = d, -d
+        return cx.op("pad", [v], pads=tuple(pads), mode="constant", value=0)
+
+    out, d = x, 1
+    while d < n:
+        out = cx.op("add", [out, shifted(out, d)])
+        d *= 2
+    if exclusive and n:
+        out = shifted(out, 1)
+    return out

@@ -1,0 +1,1 @@
+"""ONNX integration beyond the frontend: the ``onnx.backend`` interface (``ember.onnx.backend``)."""

@@ -286,3 +286,27 @@ def test_parse_error_is_an_ember_error_with_code():
     with pytest.raises(ParseError) as e:
         parse_graph("graph")
     assert str(e.value).startswith("[E102]")
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_corrupted_text_raises_parse_error_only(seed):
+    import random
+
+    rnd = random.Random(seed)
+    text = print_graph(random_graph(seed))
+    for _ in range(100):
+        chars = list(text)
+        for _ in range(rnd.randint(1, 3)):
+            i = rnd.randrange(len(chars))
+            kind = rnd.random()
+            if kind < 0.4:
+                del chars[i]
+            elif kind < 0.7:
+                chars.insert(i, rnd.choice('%[](){},=:@"#-0123456789abcxyz .e\n'))
+            else:
+                chars[i] = rnd.choice('%[](){},=:@"#-019az .\n')
+        try:
+            g = parse_graph("".join(chars))
+        except ParseError:
+            continue
+        verify(g)  # what parses is well formed

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from ember.errors import GraphError
-from ember.graph import Node, Value
 from ember.graph.text import parse_graph, print_graph
 from ember.passes import PASSES, Pass, optimize, pipeline
 from graphgen import assert_same_results, random_graph, random_inputs

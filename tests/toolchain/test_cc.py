@@ -182,7 +182,7 @@ def test_concurrent_builds_of_the_same_source(tmp_path):
     entries = [p.name for p in path.parent.iterdir()]
     assert [e for e in entries if e.startswith("race-")] == [path.name]
     assert not [e for e in entries if e.endswith(".tmp")]       # no temporaries left in the cache
-    assert not any((path.parent / ".tmp").iterdir())            # nor build folders
+    assert not any((path.parent / ".building").iterdir())       # nor build folders
 
 
 def test_compiler_error_is_reported_with_file_and_line():

@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import bisect
 import json
-import math
 import re
 from typing import Any
 
@@ -53,7 +52,7 @@ LITERAL_MAX_ELEMENTS = 16
 _BARE_NAME = re.compile(r"[A-Za-z0-9_./\-]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)")
+_NUMBER = re.compile(r"(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)")  # unsigned
 _B64 = re.compile(r'b64"([A-Za-z0-9+/=\s]*)"')
 _SPACE = re.compile(r"(?:\s|#[^\n]*)*")
 
@@ -209,7 +208,7 @@ class _Parser:
     def __init__(self, text: str):
         self.text = text
         self.pos = 0
-        self._newlines = [i for i, ch in enumerate(text) if ch == "\n"]
+        self._newlines = [m.start() for m in re.finditer("\n", text)]
 
     # -- low level ---------------------------------------------------------------------------
 
@@ -319,8 +318,6 @@ class _Parser:
         neg = self.accept("-")
         num = self.match(_NUMBER)
         if num is not None:
-            if neg and num[0] in "+-":
-                raise self.error(f"bad number -{num}")
             text = ("-" if neg else "") + num
             if re.fullmatch(r"[-+]?\d+", text):
                 return int(text)

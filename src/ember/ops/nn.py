@@ -493,3 +493,45 @@ def _matmul_schedule(self, a, s, mm, target):
 
 
 MatMul.schedule = _matmul_schedule
+
+
+@register
+class MatMulPacked(Op):
+    """x @ w with the constant 2-D weight pre-packed as column panels [N/nb, K, nb]."""
+
+    name = "matmul_packed"
+    pattern = Pattern.OUT_ELEMWISE_FUSABLE
+    num_inputs = 2
+
+    @staticmethod
+    def pack(w: np.ndarray, nb: int) -> np.ndarray:
+        k, n = w.shape
+        return np.ascontiguousarray(w.reshape(k, n // nb, nb).transpose(1, 0, 2))
+
+    @staticmethod
+    def unpack(wp: np.ndarray) -> np.ndarray:
+        nt, k, nb = wp.shape
+        return np.ascontiguousarray(wp.transpose(1, 0, 2).reshape(k, nt * nb))
+
+    def infer(self, a, x, wp):
+        if wp.rank != 3:
+            raise self.fail(f"expects a packed 3-D weight, got {wp}")
+        nt, k, nb = wp.shape
+        return MatMul().infer(a, x, TensorType((k, nt * nb), wp.dtype))
+
+    def reference(self, a, x, wp):
+        return MatMul().reference(a, x, self.unpack(wp))
+
+    def compute(self, a, x, wp):
+        nt, kk, nb = wp.shape
+        batch = tuple(x.shape[:-2])
+        k = te.reduce_axis(kk, "k")
+        nbd = len(batch)
+
+        def f(*i):
+            b, m, n = i[:nbd], i[nbd], i[nbd + 1]
+            return te.sum(x[b + (m, k)] * wp[n // nb, k, n % nb], [k])
+
+        return te.compute(batch + (x.shape[-2], nt * nb), f, name="matmul")
+
+    schedule = _matmul_schedule

@@ -215,7 +215,7 @@ class Module:
 
     def __init__(self, path: str | os.PathLike):
         self._model = None
-        path = Path(path)
+        path = Path(os.path.abspath(path))   # dlopen searches the library path for bare names
         verify_artifact(path)
         try:
             lib = ctypes.CDLL(os.fspath(path), mode=os.RTLD_LOCAL)
@@ -347,6 +347,9 @@ class Module:
     def run(self, feeds: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
         """Runs the model on ``feeds`` (input name -> array); returns the outputs in model order."""
         names = self._in_names
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}; "
+                             "call the module with positional arrays instead")
         if len(feeds) != len(names) or any(k not in self._in_index for k in feeds):
             unknown = [k for k in feeds if k not in self._in_index]
             if unknown:
@@ -401,6 +404,27 @@ class Module:
         if arr.shape != shape:
             raise InputError(f"input '{name}' of '{self.name}' expects {ttype}, got {got}")
         return arr
+
+    def profile(self) -> "OrderedDict[str, float]":
+        """Seconds spent in each kernel over every run so far (of every Module of this file), in
+        kernel order; for artifacts compiled with ``profile=True`` (they export ``ember_profile``).
+        """
+        try:
+            fn = self._lib.ember_profile
+        except AttributeError:
+            raise EmberRuntimeError(f"'{self.name}' was not compiled with profiling; "
+                                    "compile it with profile=True") from None
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.POINTER(ctypes.POINTER(ctypes.c_ulonglong)),
+                       ctypes.POINTER(ctypes.POINTER(ctypes.c_char_p))]
+        ns = ctypes.POINTER(ctypes.c_ulonglong)()
+        names = ctypes.POINTER(ctypes.c_char_p)()
+        count = fn(ctypes.byref(ns), ctypes.byref(names))
+        totals: OrderedDict[str, float] = OrderedDict()
+        for i in range(count):
+            name = names[i].decode(errors="replace")
+            totals[name] = totals.get(name, 0.0) + ns[i] * 1e-9
+        return totals
 
     def pattern_inputs(self) -> "OrderedDict[str, np.ndarray]":
         """The deterministic inputs ``examples/c/run_model.c`` feeds this model (see

@@ -102,7 +102,7 @@ class Cache:
         """A new private folder on the cache's file system (for building an entry, then ``put``
         with ``move=True``); the caller removes it.  Leftovers of crashed builds older than a day
         are removed on the way."""
-        tmp_root = self.root / ".tmp"
+        tmp_root = self.root / ".building"
         self._mkdir(tmp_root)
         self._sweep(tmp_root)
         return Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_root))

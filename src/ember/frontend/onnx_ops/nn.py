@@ -455,7 +455,8 @@ def lp_normalization(cx):
         norm = cx.op("sqrt", [cx.op("reduce_sum", [cx.op("mul", [x, x])], axes=(ax,), keepdims=True)])
     else:
         raise cx.fail(f"p must be 1 or 2, got {p}")
-    return cx.op("div", [x, norm])
+    zero = cx.scalar(0, x.dtype)
+    return cx.op("where", [cx.op("equal", [norm, zero]), zero, cx.op("div", [x, norm])])
 
 
 @translates("MeanVarianceNormalization")

@@ -42,6 +42,8 @@ def reduce(cx):
     axes = reduce_axes(cx, x)
     kd = cx.attr("keepdims", 1)
     t = cx.op_type
+    if any(x.shape[a] == 0 for a in axes) and t in ("ReduceMax", "ReduceMin", "ReduceLogSumExp"):
+        return _empty_reduction(cx, x, axes, kd)
     if t == "ReduceMean":
         return _mean(cx, x, axes, kd)
     simple = {"ReduceSum": "reduce_sum", "ReduceMax": "reduce_max", "ReduceMin": "reduce_min",
@@ -69,6 +71,21 @@ def reduce(cx):
     if not kd:
         m = reshape(cx, m, s.shape)
     return cx.op("add", [cx.op("log", [s]), m])
+
+
+def _empty_reduction(cx, x, axes, keepdims):
+    """Max, min and log-sum-exp over nothing give the identity of the combiner."""
+    shape = [1 if k in axes else d for k, d in enumerate(x.shape) if keepdims or k not in axes]
+    dt = np.dtype(x.dtype if x.dtype != "bfloat16" else "float32")
+    is_max = cx.op_type != "ReduceMin"
+    if dt == np.bool_:
+        val = not is_max
+    elif dt.kind == "f":
+        val = -np.inf if is_max else np.inf
+    else:
+        info = np.iinfo(dt)
+        val = info.min if is_max else info.max
+    return cx.const(np.full(shape, val, dtype=dt), x.dtype)
 
 
 def _isinf(cx, v):

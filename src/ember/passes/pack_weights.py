@@ -1,6 +1,11 @@
-"""Prepare convolutions for the CPU schedules: pads become their own ``pad`` node, and constant
-weights are pre-packed at compile time into the blocked layout of ``conv2d_packed``
-([O/ob, C/g, KH, KW, ob]) so one register tile's output channels are contiguous."""
+"""Prepare convolutions and matrix products for the CPU schedules.
+
+* A convolution's pads become their own ``pad`` node, and its constant weight is pre-packed at
+  compile time into the blocked layout of ``conv2d_packed`` ([O/ob, C/g, KH, KW, ob]), so the
+  output channels of one register tile are contiguous.
+* A matmul with a constant 2-D right operand becomes ``matmul_packed`` with the weight stored
+  as column panels [N/nb, K, nb]: the micro-kernel then streams one contiguous panel.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,17 @@ def output_block(out_channels: int, groups: int, in_per_group: int) -> int:
     return 0
 
 
+def panel_width(w: Value, lanes: int) -> int:
+    """Columns per packed panel of a matmul's right operand (0: leave it as it is)."""
+    if not w.is_const or w.dtype != "float32" or w.type.rank < 2 or any(d != 1 for d in w.shape[:-2]):
+        return 0
+    n = w.shape[-1]
+    for nb in (2 * lanes, lanes):
+        if n % nb == 0:
+            return nb
+    return 0
+
+
 def run(graph: Graph, lanes: int = 8) -> Graph:
     g = graph.copy()
     b = GraphBuilder(g.name)
@@ -33,6 +49,13 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
         return vmap.get(v, v)
 
     for node in g.nodes:
+        if node.op == "matmul":
+            x, w = (m(v) for v in node.inputs)
+            nb = panel_width(w, lanes)
+            if nb:
+                wp = constant(get_op("matmul_packed").pack(w.const.reshape(w.shape[-2:]), nb), f"{w.name}_packed")
+                vmap[node.output] = b.op("matmul_packed", [x, wp], name=node.name)
+                continue
         if node.op != "conv2d":
             node.inputs = [m(v) for v in node.inputs]
             b.add_node(node)
@@ -54,4 +77,4 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
     return b.finish([m(v) for v in g.outputs])
 
 
-PASS = Pass("pack_conv_weights", 3, run)
+PASS = Pass("pack_weights", 3, run)

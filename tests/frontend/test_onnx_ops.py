@@ -1,0 +1,572 @@
+"""ONNX op translations against onnxruntime, one op family at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from onnx_harness import check, check_model, make_model, rand
+
+f32 = "float32"
+
+
+# ---- elementwise --------------------------------------------------------------------------
+
+UNARY = ["Neg", "Abs", "Exp", "Tanh", "Sigmoid", "Relu", "Erf", "Floor", "Ceil", "Sign", "Sin", "Cos", "Tan",
+         "Atan", "Sinh", "Cosh", "Asinh", "Softsign", "Softplus", "Elu", "Selu", "Celu", "HardSigmoid",
+         "HardSwish", "LeakyRelu", "ThresholdedRelu", "Shrink", "Mish"]
+
+
+@pytest.mark.parametrize("op", UNARY)
+def test_unary(op):
+    check(op, [rand(2, 3, 4, lo=-4, hi=4)], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["Log", "Sqrt", "Reciprocal"])
+def test_unary_positive(op):
+    check(op, [rand(3, 5, lo=0.1, hi=5)])
+
+
+@pytest.mark.parametrize("op", ["Asin", "Acos", "Atanh"])
+def test_unary_unit_interval(op):
+    check(op, [rand(3, 5, lo=-0.9, hi=0.9)])
+
+
+def test_acosh():
+    check("Acosh", [rand(3, 5, lo=1.1, hi=4)])
+
+
+def test_round_half_to_even():
+    check("Round", [np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.4, -0.6], dtype=f32)])
+
+
+def test_activation_attributes():
+    x = rand(4, 5, lo=-3, hi=3)
+    check("LeakyRelu", [x], {"alpha": 0.3})
+    check("Elu", [x], {"alpha": 0.5})
+    check("Selu", [x], {"alpha": 1.5, "gamma": 2.0})
+    check("HardSigmoid", [x], {"alpha": 0.3, "beta": 0.4})
+    check("ThresholdedRelu", [x], {"alpha": 0.7})
+    check("Shrink", [x], {"lambd": 1.0, "bias": 0.25})
+    check("Celu", [x], {"alpha": 2.0})
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu(approximate):
+    check("Gelu", [rand(2, 8, lo=-4, hi=4)], {"approximate": approximate}, opset=20, atol=1e-5)
+
+
+def test_prelu_broadcasts_slope():
+    check("PRelu", [rand(2, 3, 4, 4), rand(3, 1, 1)])
+    check("PRelu", [rand(2, 3, 4), rand(4)], const=[1])
+
+
+@pytest.mark.parametrize("shapes", [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)),
+                                    ((1,), (2, 3)), ((), (2, 2)), ((5, 1, 1), (1, 4, 3))])
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min"])
+def test_binary_broadcasting(op, shapes):
+    a, b = rand(*shapes[0]), rand(*shapes[1], lo=0.5, hi=3)
+    check(op, [a, b])
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_integer_division_truncates(dtype):
+    a = np.array([7, -7, 7, -7, 0, 9, -9], dtype=dtype)
+    b = np.array([2, 2, -2, -2, 3, 4, 4], dtype=dtype)
+    check("Div", [a, b])
+
+
+@pytest.mark.parametrize("fmod", [0, 1])
+def test_mod_integer(fmod):
+    a = np.array([7, -7, 7, -7, 0, 9, -9, 5], dtype="int64")
+    b = np.array([3, 3, -3, -3, 3, 4, 4, -5], dtype="int64")
+    check("Mod", [a, b], {"fmod": fmod})
+
+
+def test_mod_float():
+    check("Mod", [rand(3, 4, lo=-5, hi=5), rand(3, 4, lo=0.5, hi=2)], {"fmod": 1})
+
+
+def test_pow_mixed_types():
+    check("Pow", [rand(3, 4, lo=0.5, hi=2), np.array(3, dtype="int64")])
+    check("Pow", [rand(3, 4, lo=0.5, hi=2), rand(4, lo=-1, hi=2)])
+    check("Pow", [np.array([1, 2, 3, 4], dtype="int64"), np.array([2, 3, 0, 1], dtype="int64")])
+
+
+@pytest.mark.parametrize("op", ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"])
+def test_comparisons(op):
+    a = rand(3, 4, dtype="int64", lo=-3, hi=3)
+    check(op, [a, rand(4, dtype="int64", lo=-3, hi=3)])
+    check(op, [rand(2, 3), rand(2, 1)])
+
+
+@pytest.mark.parametrize("op", ["And", "Or", "Xor"])
+def test_logical(op):
+    check(op, [rand(3, 4, dtype="bool"), rand(4, dtype="bool")])
+
+
+def test_not_isnan_isinf():
+    check("Not", [rand(3, 4, dtype="bool")])
+    x = np.array([1.0, np.nan, np.inf, -np.inf, 0.0, -2.0], dtype=f32)
+    check("IsNaN", [x])
+    check("IsInf", [x])
+    check("IsInf", [x], {"detect_negative": 0})
+    check("IsInf", [x], {"detect_positive": 0})
+
+
+@pytest.mark.parametrize("op", ["Sum", "Mean", "Max", "Min"])
+def test_variadic(op):
+    check(op, [rand(2, 3, 4), rand(3, 1), rand(4)])
+    check(op, [rand(2, 3)])
+
+
+def test_clip_opset6_attributes_and_opset13_inputs():
+    x = rand(3, 4, lo=-3, hi=3)
+    check("Clip", [x], {"min": -1.0, "max": 0.5}, opset=6)
+    check("Clip", [x], {"max": 0.5}, opset=6)
+    check("Clip", [x, np.array(-1.0, f32), np.array(0.5, f32)], opset=13, const=[1, 2])
+    check("Clip", [x, None, np.array(0.5, f32)], opset=13, const=[2])
+    check("Clip", [x, np.array(-1.0, f32)], opset=13, const=[1])
+    check("Clip", [x, np.array(-1.0, f32), np.array(0.5, f32)], opset=13)  # bounds as graph inputs
+    check("Clip", [rand(3, 4, dtype="int32", lo=-10, hi=10), np.array(-3, "int32"), np.array(4, "int32")],
+          opset=13, const=[1, 2])
+
+
+def test_where_broadcasts():
+    check("Where", [rand(3, 1, dtype="bool"), rand(1, 4), rand(3, 4)])
+
+
+@pytest.mark.parametrize("to,src", [(1, "int64"), (7, "float32"), (9, "float32"), (6, "float64"), (10, "float32"),
+                                    (2, "int32"), (11, "int64")])
+def test_cast(to, src):
+    x = rand(3, 4, dtype=src, lo=-5, hi=5) if src.startswith("int") else np.array(
+        [[0.0, -1.7, 2.5, 3.9], [-0.2, 1.0, 7.9, 100.0], [0.5, -0.5, 1.5, 9.0]], dtype=src)
+    if to == 2:
+        x = np.abs(x)
+    check("Cast", [x], {"to": to})
+
+
+def test_castlike():
+    check("CastLike", [rand(3, 4), np.zeros(1, dtype="int32")], const=[1])
+
+
+# ---- reductions ---------------------------------------------------------------------------
+
+REDUCE = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+          "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"]
+
+
+@pytest.mark.parametrize("op", REDUCE)
+@pytest.mark.parametrize("axes,keepdims", [([1], 1), ([-1, 0], 0), (None, 1), (None, 0)])
+def test_reduce_attribute_form(op, axes, keepdims):
+    x = rand(3, 4, 5, lo=0.2, hi=1.5)
+    attrs = {"keepdims": keepdims}
+    if axes is not None:
+        attrs["axes"] = axes
+    check(op, [x], attrs, opset=13 if op != "ReduceSum" else 11, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", REDUCE)
+def test_reduce_input_form(op):
+    x = rand(3, 4, 5, lo=0.2, hi=1.5)
+    check(op, [x, np.array([0, -1], dtype="int64")], {"keepdims": 0}, opset=18, const=[1], atol=1e-5)
+    check(op, [x], {"keepdims": 1}, opset=18, atol=1e-5)  # no axes: all of them
+
+
+def test_reduce_noop_with_empty_axes():
+    x = rand(3, 4)
+    check("ReduceSum", [x, np.zeros(0, dtype="int64")], {"noop_with_empty_axes": 1}, opset=13, const=[1])
+    check("ReduceMax", [x], {"noop_with_empty_axes": 1}, opset=18)
+
+
+def test_reduce_integer_mean():
+    check("ReduceMean", [rand(4, 6, dtype="int32", lo=-20, hi=20)], {"axes": [1]}, opset=13)
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+def test_arg_reductions(op):
+    x = np.array([[1, 3, 3, 0], [2, 2, 1, 1], [0, 5, 5, 5]], dtype=f32)
+    check(op, [x])
+    check(op, [x], {"axis": -1, "keepdims": 0})
+    check(op, [x], {"axis": 1, "select_last_index": 1})
+
+
+def test_cumsum():
+    x = rand(3, 5)
+    for attrs in ({}, {"exclusive": 1}, {"reverse": 1}, {"exclusive": 1, "reverse": 1}):
+        check("CumSum", [x, np.array(1, dtype="int64")], attrs, const=[1])
+    check("CumSum", [rand(4, 3, dtype="int32", lo=-5, hi=5), np.array(-2, dtype="int64")], const=[1])
+
+
+# ---- neural-network ops ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("attrs", [
+    {},
+    {"pads": [1, 1, 1, 1]},
+    {"pads": [0, 2, 1, 0], "strides": [2, 1]},
+    {"dilations": [2, 2], "pads": [2, 2, 2, 2]},
+    {"strides": [2, 2], "auto_pad": "SAME_UPPER"},
+    {"strides": [2, 2], "auto_pad": "SAME_LOWER"},
+    {"strides": [3, 2], "auto_pad": "VALID"},
+    {"auto_pad": "SAME_UPPER", "dilations": [2, 1]},
+])
+def test_conv2d(attrs):
+    check("Conv", [rand(2, 4, 9, 8), rand(6, 4, 3, 3), rand(6)], attrs, const=[1, 2], rtol=1e-4, atol=1e-5)
+
+
+def test_conv2d_groups_and_even_kernel():
+    check("Conv", [rand(1, 6, 8, 8), rand(6, 2, 2, 2)], {"group": 3, "auto_pad": "SAME_LOWER"}, const=[1],
+          rtol=1e-4, atol=1e-5)
+    check("Conv", [rand(1, 4, 7, 7), rand(4, 1, 3, 3), rand(4)], {"group": 4, "pads": [1, 1, 1, 1],
+                                                                  "kernel_shape": [3, 3]}, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs", [{}, {"pads": [2, 1], "strides": [2]}, {"auto_pad": "SAME_UPPER", "strides": [3]},
+                                   {"dilations": [2], "group": 2}])
+def test_conv1d(attrs):
+    check("Conv", [rand(2, 4, 11), rand(6, 4 // attrs.get("group", 1), 3), rand(6)], attrs, const=[1, 2],
+          rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs", [
+    {},
+    {"strides": [2, 2]},
+    {"strides": [2, 3], "pads": [1, 0, 1, 2], "output_padding": [1, 0]},
+    {"strides": [2, 2], "dilations": [2, 1]},
+    {"strides": [2, 2], "output_shape": [10, 9]},
+    {"strides": [2, 2], "auto_pad": "SAME_UPPER"},
+    {"group": 2, "strides": [2, 2]},
+])
+def test_conv_transpose(attrs):
+    g = attrs.get("group", 1)
+    check("ConvTranspose", [rand(2, 4, 5, 4), rand(4, 6 // g, 3, 3), rand(6)], attrs, const=[1, 2],
+          rtol=1e-4, atol=1e-5)
+
+
+def test_conv_transpose_1d():
+    check("ConvTranspose", [rand(1, 3, 6), rand(3, 2, 4)], {"strides": [2], "pads": [1, 1]}, const=[1],
+          rtol=1e-4, atol=1e-5)
+
+
+POOL_ATTRS = [
+    {"kernel_shape": [2, 2]},
+    {"kernel_shape": [3, 3], "strides": [2, 2]},
+    {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1},
+    {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 1, 1]},
+    {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
+    {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
+    {"kernel_shape": [2, 3], "strides": [2, 2], "auto_pad": "SAME_LOWER"},
+    {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "VALID"},
+    {"kernel_shape": [2, 2], "dilations": [2, 2], "strides": [1, 2]},
+]
+
+
+@pytest.mark.parametrize("attrs", POOL_ATTRS)
+def test_max_pool(attrs):
+    check("MaxPool", [rand(2, 3, 9, 10)], attrs)
+
+
+@pytest.mark.parametrize("attrs", POOL_ATTRS)
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+def test_average_pool(attrs, count_include_pad):
+    check("AveragePool", [rand(2, 3, 9, 10)], {**attrs, "count_include_pad": count_include_pad}, opset=19)
+
+
+def test_pool_1d_and_int():
+    check("MaxPool", [rand(2, 3, 11)], {"kernel_shape": [3], "strides": [2], "pads": [1, 1]})
+    check("AveragePool", [rand(2, 3, 11)], {"kernel_shape": [4], "strides": [3], "ceil_mode": 1})
+    check("MaxPool", [rand(1, 2, 6, 6, dtype="int8", lo=-100, hi=100)], {"kernel_shape": [2, 2]}, opset=12)
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"])
+def test_global_pool(op):
+    check(op, [rand(2, 3, 5, 6)], atol=1e-5)
+    check(op, [rand(2, 3, 7)], atol=1e-5)
+
+
+def test_lp_pool():
+    check("LpPool", [rand(1, 2, 7, 7)], {"kernel_shape": [3, 3], "p": 2, "pads": [1, 1, 1, 1], "strides": [2, 2]},
+          opset=18, atol=1e-5)
+    check("LpPool", [rand(1, 2, 7, 7)], {"kernel_shape": [2, 2], "p": 3}, opset=18, atol=1e-5)
+
+
+def test_batch_norm():
+    c = 5
+    check("BatchNormalization", [rand(2, c, 4, 3), rand(c), rand(c), rand(c), rand(c, lo=0.5, hi=2)],
+          {"epsilon": 1e-3}, const=[1, 2, 3, 4])
+    check("BatchNormalization", [rand(4, c), rand(c), rand(c), rand(c), rand(c, lo=0.5, hi=2)], const=[1, 2, 3, 4])
+
+
+@pytest.mark.parametrize("axis", [-1, -2, 1])
+def test_layer_norm(axis):
+    x = rand(2, 3, 4, 5)
+    norm_shape = x.shape[axis:]
+    check("LayerNormalization", [x, rand(*norm_shape), rand(*norm_shape)], {"axis": axis}, const=[1, 2],
+          atol=1e-5)
+    check("LayerNormalization", [x, rand(*norm_shape)], {"axis": axis, "epsilon": 1e-3}, const=[1], atol=1e-5)
+
+
+def test_layer_norm_with_mean_and_inv_std_outputs():
+    x = rand(2, 3, 8)
+    check("LayerNormalization", [x, rand(8), rand(8)], {"axis": -1}, const=[1, 2], n_out=3, atol=1e-5)
+
+
+def test_instance_and_group_norm():
+    check("InstanceNormalization", [rand(2, 3, 4, 5), rand(3), rand(3)], {"epsilon": 1e-4}, const=[1, 2], atol=1e-5)
+    check("GroupNormalization", [rand(2, 6, 4, 3), rand(6), rand(6)], {"num_groups": 3}, opset=21, const=[1, 2],
+          atol=1e-5)
+
+
+def test_normalizations_misc():
+    x = rand(2, 6, 5, 4)
+    check("LRN", [x], {"size": 3, "alpha": 1e-2, "beta": 0.6, "bias": 2.0}, atol=1e-5)
+    check("LRN", [x], {"size": 4}, atol=1e-5)
+    check("LpNormalization", [x], {"axis": 1, "p": 1}, atol=1e-6)
+    check("LpNormalization", [x], {"axis": -1, "p": 2}, atol=1e-6)
+    check("MeanVarianceNormalization", [x], atol=1e-5)
+    check("RMSNormalization", [x, rand(5, 4)], {"axis": 2}, opset=23, const=[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax", "Hardmax"])
+@pytest.mark.parametrize("opset,axis", [(11, None), (11, 1), (11, -1), (11, 0), (13, None), (13, 1), (13, -3)])
+def test_softmax_family(op, opset, axis):
+    x = rand(2, 3, 4, lo=-3, hi=3)
+    if op == "Hardmax":
+        x[0, 1, :2] = 5.0  # ties pick the first
+    check(op, [x], {} if axis is None else {"axis": axis}, opset=opset, atol=1e-6)
+
+
+@pytest.mark.parametrize("attrs", [{}, {"transA": 1}, {"transB": 1}, {"transA": 1, "transB": 1, "alpha": 0.5,
+                                                                      "beta": 2.0}])
+@pytest.mark.parametrize("c_shape", [None, (5,), (1, 5), (3, 5), (3, 1)])
+def test_gemm(attrs, c_shape):
+    a = rand(4, 3) if attrs.get("transA") else rand(3, 4)
+    b = rand(5, 4) if attrs.get("transB") else rand(4, 5)
+    ins = [a, b] + ([] if c_shape is None else [rand(*c_shape)])
+    check("Gemm", ins, attrs, const=[1, 2], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)),
+                                   ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((5,), (2, 5, 3)),
+                                   ((2, 3, 5), (5,))])
+def test_matmul(sa, sb):
+    check("MatMul", [rand(*sa), rand(*sb)], atol=1e-5)
+
+
+def test_matmul_integer():
+    check("MatMul", [rand(3, 4, dtype="int32", lo=-5, hi=5), rand(4, 2, dtype="int32", lo=-5, hi=5)])
+
+
+@pytest.mark.parametrize("eq,shapes", [
+    ("ij,jk->ik", [(3, 4), (4, 5)]),
+    ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+    ("ij->ji", [(3, 4)]),
+    ("ii->i", [(4, 4)]),
+    ("ii", [(4, 4)]),
+    ("i,i", [(5,), (5,)]),
+    ("ij,kj", [(3, 4), (2, 4)]),
+    ("...ij,...jk->...ik", [(2, 1, 3, 4), (5, 4, 2)]),
+    ("bhqd,bhkd->bhqk", [(2, 3, 4, 5), (2, 3, 6, 5)]),
+    ("abc,cd,de->ae", [(2, 3, 4), (4, 5), (5, 2)]),
+    ("ij->", [(3, 4)]),
+])
+def test_einsum(eq, shapes):
+    check("Einsum", [rand(*s) for s in shapes], {"equation": eq}, opset=12, atol=1e-5)
+
+
+# ---- tensor manipulation ------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,allowzero", [([4, -1], 0), ([0, 0, -1], 0), ([-1], 0), ([2, 0, 3, 4], 0),
+                                             ([1, 24, 1], 1)])
+def test_reshape(shape, allowzero):
+    check("Reshape", [rand(2, 3, 4), np.array(shape, dtype="int64")], {"allowzero": allowzero}, opset=14,
+          const=[1])
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1, 3])
+def test_flatten(axis):
+    check("Flatten", [rand(2, 3, 4)], {"axis": axis})
+
+
+def test_squeeze_unsqueeze_opset11_and_13():
+    x = rand(1, 3, 1, 4)
+    check("Squeeze", [x], {"axes": [0, -2]}, opset=11)
+    check("Squeeze", [x], opset=11)
+    check("Squeeze", [x, np.array([2], "int64")], opset=13, const=[1])
+    check("Squeeze", [x], opset=13)
+    y = rand(3, 4)
+    check("Unsqueeze", [y], {"axes": [0, 3]}, opset=11)
+    check("Unsqueeze", [y, np.array([-1, 1], "int64")], opset=13, const=[1])
+
+
+def test_transpose():
+    x = rand(2, 3, 4)
+    check("Transpose", [x])
+    check("Transpose", [x], {"perm": [1, 2, 0]})
+
+
+def test_concat_and_split():
+    check("Concat", [rand(2, 3), rand(2, 1), rand(2, 4)], {"axis": -1})
+    check("Concat", [rand(2, 3), rand(0, 3)], {"axis": 0})
+    x = rand(6, 5)
+    check("Split", [x], {"axis": 0}, opset=11, n_out=3)
+    check("Split", [x], {"axis": 1, "split": [2, 3]}, opset=11, n_out=2)
+    check("Split", [x, np.array([1, 0, 4], "int64")], {"axis": -1}, opset=13, const=[1], n_out=3)
+    check("Split", [x], {"axis": 1, "num_outputs": 3}, opset=18, n_out=3)
+
+
+@pytest.mark.parametrize("starts,ends,axes,steps", [
+    ([1], [3], [0], None),
+    ([0, 1], [-1, 1000], None, None),
+    ([-1], [-1000], [1], [-1]),
+    ([10, -2], [0, -5], [0, 2], [-2, -1]),
+    ([-100], [100], [-1], [3]),
+    ([2], [2], [1], None),
+    ([4], [0], [2], [-1]),
+])
+def test_slice(starts, ends, axes, steps):
+    ins = [rand(5, 6, 7), np.array(starts, "int64"), np.array(ends, "int64")]
+    const = [1, 2]
+    if axes is not None or steps is not None:
+        ins.append(np.array(axes if axes is not None else list(range(len(starts))), "int64"))
+        const.append(3)
+    if steps is not None:
+        ins.append(np.array(steps, "int64"))
+        const.append(4)
+    check("Slice", ins, const=const)
+
+
+def test_slice_opset9_attributes():
+    check("Slice", [rand(5, 6)], {"starts": [1, -3], "ends": [100, -1], "axes": [0, 1]}, opset=9)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+def test_pad(mode):
+    x = rand(2, 5, 6)
+    pads = np.array([0, 1, 2, 0, 2, 1], "int64")
+    check("Pad", [x, pads], {"mode": mode}, opset=13, const=[1])
+    if mode == "constant":
+        check("Pad", [x, pads, np.array(1.5, f32)], opset=13, const=[1, 2])
+        check("Pad", [x, np.array([0, -1, 1, 0, 2, -2], "int64")], opset=13, const=[1])
+    check("Pad", [x, np.array([1, 2, 1, 0], "int64"), None, np.array([-1, 1], "int64")], {"mode": mode},
+          opset=18, const=[1, 3])
+    check("Pad", [x], {"mode": mode, "pads": [0, 1, 2, 0, 2, 1]}, opset=2)
+
+
+def test_pad_wrap():
+    check("Pad", [rand(3, 4), np.array([1, 2, 2, 1], "int64")], {"mode": "wrap"}, opset=19, const=[1])
+
+
+def test_expand_and_tile():
+    check("Expand", [rand(3, 1), np.array([2, 1, 4], "int64")], const=[1])
+    check("Expand", [rand(1, 3, 1), np.array([3, 1, 1, 5], "int64")], const=[1])
+    check("Tile", [rand(2, 3), np.array([2, 3], "int64")], const=[1])
+    check("Tile", [rand(2, 1, 3, dtype="int32", hi=10), np.array([1, 4, 2], "int64")], const=[1])
+
+
+def test_gather():
+    x = rand(5, 4, 3)
+    check("Gather", [x, np.array([[0, -1], [2, 4]], "int64")], {"axis": 0}, const=[1])
+    check("Gather", [x, np.array(-2, "int64")], {"axis": 1}, const=[1])
+    check("Gather", [x, np.array([2, 0, 1], "int32")], {"axis": -1})  # run-time indices
+
+
+def test_gather_elements_and_nd():
+    x = rand(3, 4, 5)
+    idx = np.array(RNG_ints((3, 2, 5), -4, 4), "int64")
+    check("GatherElements", [x, idx], {"axis": 1}, const=[1])
+    check("GatherElements", [x, idx], {"axis": 1})  # run-time indices
+    check("GatherND", [x, np.array([[0, 1], [2, -1]], "int64")])
+    check("GatherND", [x, np.array([[[1], [0]], [[2], [3]], [[0], [0]]], "int64")], {"batch_dims": 1})
+
+
+def RNG_ints(shape, lo, hi):
+    return np.random.default_rng(1).integers(lo, hi, size=shape)
+
+
+def test_scatter():
+    x = rand(4, 5)
+    check("ScatterElements", [x, np.array([[1, 0, 3], [2, 2, 0]], "int64"), rand(2, 3)], {"axis": 1}, const=[1])
+    check("ScatterElements", [x, np.array([[1, 1], [3, -1]], "int64"), rand(2, 2)], {"axis": 0,
+                                                                                     "reduction": "add"},
+          opset=16, const=[1])
+    check("ScatterND", [x, np.array([[2], [0]], "int64"), rand(2, 5)], const=[1])
+    check("ScatterND", [x, np.array([[1, 2], [3, 4], [1, 2]], "int64"), rand(3)], {"reduction": "max"},
+          opset=18, const=[1])
+
+
+def test_one_hot_trilu_depth_space():
+    idx = np.array([[0, 3, -1], [2, 1, 4]], "int64")
+    check("OneHot", [idx, np.array(5, "int64"), np.array([0.0, 2.0], f32)], {"axis": 1}, const=[1, 2])
+    check("OneHot", [idx, np.array(4, "int64"), np.array([1, 7], "int32")], const=[1])
+    x = rand(2, 4, 5)
+    check("Trilu", [x], {"upper": 1}, opset=14)
+    check("Trilu", [x, np.array(-1, "int64")], {"upper": 0}, opset=14, const=[1])
+    y = rand(1, 8, 2, 3)
+    check("DepthToSpace", [y], {"blocksize": 2})
+    check("DepthToSpace", [y], {"blocksize": 2, "mode": "CRD"})
+    check("SpaceToDepth", [rand(1, 2, 4, 6)], {"blocksize": 2})
+
+
+def test_constants_and_shapes():
+    x = rand(2, 3, 4)
+    check("Shape", [x])
+    check("Shape", [x], {"start": 1}, opset=15)
+    check("Shape", [x], {"start": -2, "end": -1}, opset=15)
+    check("Size", [x])
+    check("ConstantOfShape", [np.array([2, 3], "int64")], const=[0])
+    check("ConstantOfShape", [np.array([2, 3], "int64")], {"value": helper.make_tensor("v", 7, [1], [5])}, const=[0])
+    check("Range", [np.array(1, "int64"), np.array(10, "int64"), np.array(3, "int64")], const=[0, 1, 2])
+    check("Range", [np.array(2.5, f32), np.array(-1.0, f32), np.array(-0.75, f32)], const=[0, 1, 2])
+    check("EyeLike", [rand(3, 4)], {"k": 1})
+
+
+def test_identity_dropout_and_constant_nodes():
+    x = rand(3, 4)
+    check("Identity", [x])
+    check("Dropout", [x], opset=13)
+    check("Dropout", [x, np.array(0.3, f32)], opset=13, const=[1], n_out=2)
+    nodes = [helper.make_node("Constant", [], ["c"], value=helper.make_tensor("t", 1, [4], [1, 2, 3, 4])),
+             helper.make_node("Constant", [], ["d"], value_float=2.0),
+             helper.make_node("Constant", [], ["e"], value_ints=[1, 4]),
+             helper.make_node("Add", ["x", "c"], ["y"]),
+             helper.make_node("Mul", ["y", "d"], ["z"]),
+             helper.make_node("Reshape", ["z", "e"], ["out"])]
+    check_model(make_model(nodes, {"x": x}, ["out"]), {"x": x})
+
+
+# ---- resize -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("attrs", [
+    {"mode": "nearest"},
+    {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+    {"mode": "nearest", "coordinate_transformation_mode": "align_corners", "nearest_mode": "round_prefer_ceil"},
+    {"mode": "linear"},
+    {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+    {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"},
+    {"mode": "linear", "coordinate_transformation_mode": "asymmetric"},
+    {"mode": "cubic"},
+    {"mode": "cubic", "cubic_coeff_a": -0.5, "exclude_outside": 1},
+])
+@pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 0.5, 0.75], [1, 1, 1.5, 3]])
+def test_resize_scales(attrs, scales):
+    x = rand(1, 2, 4, 6)
+    check("Resize", [x, None, np.array(scales, f32)], attrs, opset=13, const=[2], atol=1e-5)
+
+
+def test_resize_sizes_and_crop():
+    x = rand(1, 2, 5, 4)
+    check("Resize", [x, None, None, np.array([1, 2, 7, 3], "int64")], {"mode": "linear"}, opset=13, const=[3],
+          atol=1e-5)
+    check("Resize", [x, np.array([0, 0, 0.2, 0.1, 1, 1, 0.9, 1.2], f32), None, np.array([1, 2, 4, 4], "int64")],
+          {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+           "extrapolation_value": -1.0}, opset=13, const=[1, 3], atol=1e-5)
+    check("Resize", [x, np.zeros(0, f32), np.array([1, 1, 2, 2], f32)], {"mode": "nearest"}, opset=11,
+          const=[1, 2])
+
+
+def test_upsample_and_resize10():
+    x = rand(1, 2, 3, 4)
+    check("Upsample", [x, np.array([1, 1, 2, 3], f32)], {"mode": "nearest"}, opset=9, const=[1])
+    check("Resize", [x, np.array([1, 1, 2, 2], f32)], {"mode": "linear"}, opset=10, const=[1], atol=1e-5)

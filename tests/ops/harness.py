@@ -1,0 +1,209 @@
+"""Differential testing of compiled graphs against the reference interpreter.
+
+A :class:`Batch` collects *cases*: each case builds a small sub-graph (its own inputs, one or
+more ops, one or more outputs) through a :class:`CaseBuilder`.  ``Batch.check()`` puts every
+case into one graph, compiles it once (cheap C flags), runs it on seeded random inputs and
+compares each output with :func:`ember.graph.run_graph`.  When the combined graph fails to
+compile, every case is compiled alone so that the report names each failing case.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+import ember
+from ember.graph import GraphBuilder, TensorType, run_graph
+from ember.graph.types import is_float, np_dtype
+
+CFLAGS = ("-O1",)
+
+#: default tolerances per float dtype: (rtol, atol)
+TOL = {"float32": (1e-5, 1e-6), "float64": (1e-12, 1e-13), "float16": (2e-3, 1e-3)}
+
+
+def random_array(rng: np.random.Generator, shape, dtype: str, low=None, high=None) -> np.ndarray:
+    """Random data of ``dtype``: normal floats (uniform in [low, high) when given), small ints,
+    booleans."""
+    shape = tuple(shape)
+    if dtype == "bool":
+        return rng.random(shape) < 0.5
+    if is_float(dtype):
+        if low is not None:
+            a = rng.uniform(low, high, shape)
+        else:
+            a = rng.standard_normal(shape)
+        return np.asarray(a).astype(np_dtype(dtype))
+    lo = -50 if low is None else low
+    hi = 50 if high is None else high
+    if dtype.startswith("uint"):
+        lo = max(lo, 0)
+    return rng.integers(lo, hi, shape).astype(dtype)
+
+
+@dataclass
+class _Out:
+    label: str
+    name: str
+    rtol: float | None
+    atol: float | None
+
+
+class CaseBuilder:
+    """What a case function sees: make inputs (with data), add ops, mark outputs."""
+
+    def __init__(self, batch: "Batch", b: GraphBuilder, label: str, feeds: dict, outs: list):
+        self.batch = batch
+        self.b = b
+        self.label = label
+        self.rng = np.random.default_rng(zlib.crc32(f"{batch.name}/{label}".encode()) + batch.seed)
+        self._feeds = feeds
+        self._outs = outs
+        self._n = 0
+
+    def input(self, shape, dtype: str = "float32", data=None, low=None, high=None):
+        """A graph input of ``shape``/``dtype`` fed with ``data`` (random when None)."""
+        if data is None:
+            data = random_array(self.rng, shape, dtype, low, high)
+        data = np.asarray(data, dtype=np_dtype(dtype)).reshape(shape)
+        v = self.b.input(f"in_{len(self._feeds)}", TensorType(tuple(shape), dtype))
+        self._feeds[v.name] = data
+        return v
+
+    def const(self, array, dtype: str | None = None):
+        return self.b.const(np.asarray(array), dtype=dtype)
+
+    def op(self, op: str, inputs, **attrs):
+        return self.b.op(op, inputs, **attrs)
+
+    def out(self, value, rtol: float | None = None, atol: float | None = None, tag: str = ""):
+        label = self.label + (f" [{tag}]" if tag else (f" [#{self._n}]" if self._n else ""))
+        self._n += 1
+        self._outs.append(_Out(label, value.name, rtol, atol))
+        return value
+
+
+@dataclass
+class _Case:
+    label: str
+    fn: Callable[[CaseBuilder], object]
+    rtol: float | None
+    atol: float | None
+
+
+@dataclass
+class Batch:
+    """Cases compiled together as one model."""
+
+    name: str
+    seed: int = 0
+    cases: list = field(default_factory=list)
+    opt_level: int = 3
+
+    def case(self, label: str, fn: Callable[[CaseBuilder], object], rtol: float | None = None,
+             atol: float | None = None) -> None:
+        """Add a case.  ``fn(cb)`` builds it; a Value (or list of Values) it returns is an output."""
+        self.cases.append(_Case(label, fn, rtol, atol))
+
+    # ---- building and checking ------------------------------------------------------------
+
+    def _build(self, cases):
+        b = GraphBuilder(self.name.replace("-", "_"))
+        feeds: dict = {}
+        outs: list[_Out] = []
+        for c in cases:
+            cb = CaseBuilder(self, b, c.label, feeds, outs)
+            n0 = len(outs)
+            ret = c.fn(cb)
+            if ret is not None:
+                for v in (ret if isinstance(ret, (list, tuple)) else [ret]):
+                    cb.out(v)
+            for o in outs[n0:]:
+                o.rtol = o.rtol if o.rtol is not None else c.rtol
+                o.atol = o.atol if o.atol is not None else c.atol
+        graph = b.finish([_value(b, o.name) for o in outs])
+        return graph, feeds, outs
+
+    def check(self) -> None:
+        assert self.cases, f"batch {self.name} has no cases"
+        graph, feeds, outs = self._build(self.cases)
+        try:
+            mod = ember.compile(graph, cflags=CFLAGS, opt_level=self.opt_level)
+        except Exception as combined:
+            failures = []
+            for c in self.cases:
+                g1, f1, o1 = self._build([c])
+                try:
+                    m1 = ember.compile(g1, cflags=CFLAGS, opt_level=self.opt_level)
+                except Exception as e:  # noqa: BLE001 - we report them all
+                    failures.append(f"{c.label}: {type(e).__name__}: {e}")
+                    continue
+                failures += compare(g1, m1, f1, o1, raise_=False)
+            if not failures:
+                raise combined
+            raise AssertionError(f"{len(failures)} case(s) of {self.name} failed:\n" + "\n".join(failures))
+        problems = compare(graph, mod, feeds, outs, raise_=False)
+        if problems:
+            raise AssertionError(f"{len(problems)} output(s) of {self.name} differ from the reference:\n"
+                                 + "\n".join(problems))
+
+
+def _value(b: GraphBuilder, name: str):
+    for n in b.nodes:
+        for v in n.outputs:
+            if v.name == name:
+                return v
+    for v in b.inputs:
+        if v.name == name:
+            return v
+    raise KeyError(name)
+
+
+def compare(graph, mod, feeds, outs, raise_=True) -> list[str]:
+    """Run ``mod`` and ``run_graph`` on ``feeds``; list every output that differs."""
+    ref = run_graph(graph, feeds)
+    got = list(mod.run(feeds).values())
+    problems = []
+    for o, r, g in zip(outs, ref, got):
+        msg = diff(r, g, o.rtol, o.atol)
+        if msg:
+            problems.append(f"{o.label}: {msg}")
+    if problems and raise_:
+        raise AssertionError("\n".join(problems))
+    return problems
+
+
+def diff(ref: np.ndarray, got: np.ndarray, rtol=None, atol=None) -> str:
+    """'' when ``got`` matches ``ref``; else a short description of the difference."""
+    ref = np.asarray(ref)
+    if got.shape != ref.shape:
+        return f"shape {got.shape} != reference {ref.shape}"
+    if got.dtype != ref.dtype:
+        return f"dtype {got.dtype} != reference {ref.dtype}"
+    if ref.dtype.kind == "f":
+        r0, a0 = TOL.get(str(ref.dtype), (1e-5, 1e-6))
+        rtol = r0 if rtol is None else rtol
+        atol = a0 if atol is None else atol
+        ok = np.isclose(got, ref, rtol=rtol, atol=atol, equal_nan=True)
+        # infinities must match exactly (isclose does that already); NaN only where NaN
+        if ok.all():
+            return ""
+        bad = np.argwhere(~ok)
+        k = tuple(bad[0])
+        return (f"{len(bad)}/{ref.size} elements differ (rtol={rtol}, atol={atol}); first at {k}: "
+                f"got {got[k]!r}, expected {ref[k]!r}")
+    if np.array_equal(got, ref):
+        return ""
+    bad = np.argwhere(got != ref)
+    k = tuple(bad[0])
+    return f"{len(bad)}/{ref.size} elements differ; first at {k}: got {got[k]!r}, expected {ref[k]!r}"
+
+
+def check_graph(graph, feeds: dict, rtol=None, atol=None, opt_level: int = 3) -> None:
+    """Compile a whole graph and compare every output with the reference."""
+    mod = ember.compile(graph, cflags=CFLAGS, opt_level=opt_level)
+    outs = [_Out(f"{graph.name}:{v.name}", v.name, rtol, atol) for v in graph.outputs]
+    compare(graph, mod, feeds, outs)

@@ -270,6 +270,24 @@ def test_failure_in_the_model_raises(tmp_path):
     np.testing.assert_array_equal(m(np.array([3, 4], np.float32)), [3, 4])
 
 
+def test_profile_reports_kernel_totals(add_relu):
+    """Artifacts compiled with profiling export ember_profile (kernel times in ns and names)."""
+    prelude = """
+static unsigned long long ns[3] = {1500000000ULL, 250000000ULL, 0};
+static const char* const names[3] = {"conv", "relu", "conv"};
+__attribute__((visibility("default"))) int ember_profile(const unsigned long long** t, const char* const** n) {
+  *t = ns; *n = names; return 3;
+}"""
+    body = "  ns[2] += 500000000ULL;\n  memcpy(outputs[0], inputs[0], 4);"
+    m = load(build("profiled", [("x", "float32", (1,))], [("y", "float32", (1,))], body, prelude=prelude))
+    m(np.zeros(1, np.float32))
+    prof = m.profile()
+    assert list(prof) == ["conv", "relu"]
+    assert prof["conv"] == pytest.approx(2.0) and prof["relu"] == pytest.approx(0.25)
+    with pytest.raises(EmberRuntimeError, match="profil"):
+        add_relu.profile()
+
+
 # ---- artifacts --------------------------------------------------------------------------------
 
 def test_artifact_is_sealed(add_relu_path):
@@ -310,6 +328,26 @@ def test_damaged_artifacts_raise_before_loading(add_relu_path, tmp_path, damage)
     assert e.value.code == "E303" and str(bad) in str(e.value)
 
 
+def test_artifact_for_another_processor_is_refused():
+    """Compiled for an instruction-set feature this processor lacks: ArtifactError, no SIGILL."""
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        pytest.skip("the processor check covers x86-64")
+    with open("/proc/cpuinfo") as f:
+        have = set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+    candidates = [("avx512_fp16", "-mavx512fp16", "avx512fp16"), ("avx512_bf16", "-mavx512bf16", "avx512bf16"),
+                  ("avx512vbmi", "-mavx512vbmi", "avx512vbmi"), ("avx512f", "-mavx512f", "avx512f"),
+                  ("avx2", "-mavx2", "avx2")]
+    missing = next((c for c in candidates if c[0] not in have), None)
+    if missing is None:
+        pytest.skip("this processor has every feature the test could ask for")
+    _, flag, name = missing
+    src = model_source("foreign", [("x", "float32", (1,))], [("y", "float32", (1,))],
+                       "  ((float*)outputs[0])[0] = ((const float*)inputs[0])[0];")
+    path = build_shared({"model.c": src}, flags=[flag], name="foreign")
+    with pytest.raises(ArtifactError, match=name):
+        load(path)
+
+
 def test_missing_artifact(tmp_path):
     with pytest.raises(ArtifactError, match="no artifact"):
         load(tmp_path / "nope.so")
@@ -347,9 +385,9 @@ def test_num_threads_get_and_set(add_relu):
         assert m.num_threads == 3
         x = np.ones((ROWS, COLS), np.float32)
         np.testing.assert_array_equal(m(x), add_relu_ref(x))
-        with pytest.raises(ValueError):
+        with pytest.raises(EmberError, match="positive integer"):
             m.num_threads = 0
-        with pytest.raises(ValueError):
+        with pytest.raises(EmberError):
             m.num_threads = 2.5
     finally:
         m.num_threads = default

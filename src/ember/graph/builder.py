@@ -18,15 +18,17 @@ class GraphBuilder:
         self.name = name
         self.inputs: list[Value] = []
         self.nodes: list[Node] = []
-        self._names: set[str] = set()
+        self._names: set[str] = set()        # value names
+        self._node_names: set[str] = set()   # node names (a namespace of their own)
 
-    def fresh(self, base: str) -> str:
+    def fresh(self, base: str, used: set[str] | None = None) -> str:
+        used = self._names if used is None else used
         base = base or "v"
         name, k = base, 0
-        while name in self._names:
+        while name in used:
             k += 1
             name = f"{base}_{k}"
-        self._names.add(name)
+        used.add(name)
         return name
 
     def input(self, name: str, type: TensorType) -> Value:
@@ -46,7 +48,7 @@ class GraphBuilder:
         from ..ops import get_op
 
         opdef = get_op(op)
-        node_name = self.fresh(name or op)
+        node_name = self.fresh(name or op, self._node_names)
         a = opdef.fill_attrs(attrs, node_name)
         types = opdef.infer_types(a, [v.type for v in inputs], node_name)
         node = Node(op, list(inputs), [], a, node_name)
@@ -57,6 +59,8 @@ class GraphBuilder:
 
     def add_node(self, node: Node) -> None:
         """Append an already-typed node (used by passes that copy nodes)."""
+        self._node_names.add(node.name)
+        self._names.update(v.name for v in node.outputs)
         self.nodes.append(node)
 
     def finish(self, outputs: Sequence[Value]) -> Graph:

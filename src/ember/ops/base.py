@@ -93,6 +93,11 @@ class Op:
             if e.node is None:
                 raise type(e)(str(e).split("] ", 1)[-1], node=node, op=self.name) from None
             raise
+        except (TypeError, ValueError, IndexError, ZeroDivisionError) as e:
+            # malformed attributes (wrong kinds of values) or symbolic dims the rule cannot handle
+            raise TypeInferenceError(f"cannot infer the output type from operands "
+                                     f"{', '.join(map(str, types))} and attributes {a}: {e}",
+                                     node=node, op=self.name) from None
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
     def run_reference(self, a: dict, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:

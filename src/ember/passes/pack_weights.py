@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from ..graph.builder import GraphBuilder
-from ..graph.ir import Graph, Node, Value, constant
+from ..graph.ir import Graph, Value, constant
 from ..ops import get_op
 from .base import Pass
 
@@ -43,6 +43,7 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
     b.inputs = list(g.inputs)
     for v in g.values():
         b._names.add(v.name)
+    b._node_names.update(n.name for n in g.nodes)
     vmap: dict[Value, Value] = {}
 
     def m(v: Value) -> Value:
@@ -73,7 +74,6 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
         else:
             out = b.op("conv2d", [x, w], name=node.name, **a)
         vmap[node.output] = out
-    b.nodes = [n for n in b.nodes]
     return b.finish([m(v) for v in g.outputs])
 
 

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import ArtifactError, EmberRuntimeError, InputError
+from ..errors import ArtifactError, EmberError, EmberRuntimeError, InputError
 from ..graph.types import TensorType
 
 TRAILER_MAGIC = b"EMBERART"
@@ -44,6 +44,7 @@ def seal_artifact(path: str | os.PathLike) -> None:
     with open(path, "r+b") as f:
         size = f.seek(0, os.SEEK_END)
         digest = _sha256_of(f, size)
+        f.seek(size)
         f.write(TRAILER_MAGIC + struct.pack("<Q", size) + digest)
 
 
@@ -110,7 +111,20 @@ def _sha256_of(f, length: int) -> bytes:
     """sha256 of the first ``length`` bytes of the open file ``f`` (through mmap: no copies)."""
     if length == 0:
         return hashlib.sha256().digest()
-    with mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ) as mm:
+    try:
+        mm = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):   # a file system without mmap: read it in pieces
+        h = hashlib.sha256()
+        f.seek(0)
+        left = length
+        while left:
+            piece = f.read(min(left, 1 << 24))
+            if not piece:
+                break
+            h.update(piece)
+            left -= len(piece)
+        return h.digest()
+    with mm:
         view = memoryview(mm)
         try:
             return hashlib.sha256(view).digest()
@@ -334,7 +348,7 @@ class Module:
     @num_threads.setter
     def num_threads(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"num_threads must be a positive integer, not {n!r}")
+            raise EmberError(f"num_threads must be a positive integer, not {n!r}")
         self._fns["ember_set_num_threads"](int(n))
 
     def __repr__(self) -> str:

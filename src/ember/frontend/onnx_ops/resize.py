@@ -20,27 +20,25 @@ _COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "ali
 
 
 def source_coords(mode: str, out_n: int, in_n: int, scale: float, roi: tuple[float, float]) -> np.ndarray:
-    """Source coordinate of each output index along one axis (ONNX coordinate_transformation_mode)."""
+    """Source coordinate of each output index along one axis, as the ONNX spec writes
+    coordinate_transformation_mode (``out_n`` is the integral output length)."""
     y = np.arange(out_n, dtype=np.float64)
-    out_f = scale * in_n  # the "real" output length before flooring
     if mode == "half_pixel":
         return (y + 0.5) / scale - 0.5
     if mode == "half_pixel_symmetric":
-        offset = in_n / 2 * (1 - out_n / out_f)
+        offset = in_n / 2 * (1 - out_n / (scale * in_n))
         return offset + (y + 0.5) / scale - 0.5
     if mode == "pytorch_half_pixel":
-        return (y + 0.5) / scale - 0.5 if out_f != 1 else np.full(out_n, -0.5)
+        return (y + 0.5) / scale - 0.5 if out_n > 1 else np.zeros(out_n)
     if mode == "align_corners":
-        return y * (in_n - 1) / (out_f - 1) if out_f != 1 else np.zeros(out_n)
+        return y * (in_n - 1) / (out_n - 1) if out_n > 1 else np.zeros(out_n)
     if mode == "asymmetric":
         return y / scale
     # tf_crop_and_resize
     lo, hi = roi
-    if out_f == 1:
-        x = np.full(out_n, (hi - lo) * (in_n - 1) / 2)
-    else:
-        x = y * (hi - lo) * (in_n - 1) / (out_f - 1)
-    return x + lo * (in_n - 1)
+    if out_n > 1:
+        return lo * (in_n - 1) + y * (hi - lo) * (in_n - 1) / (out_n - 1)
+    return np.full(out_n, 0.5 * (lo + hi) * (in_n - 1))
 
 
 def nearest_index(x: np.ndarray, mode: str, in_n: int) -> np.ndarray:

@@ -419,8 +419,9 @@ void ember_model_destroy(ember_model* m) {
         if (n >= (int)sizeof missing) n = (int)sizeof missing - 1;                           \
     }
 __attribute__((target("arch=x86-64"))) int ember_cpu_check(void) {
-    char missing[256] = "";
+    char missing[256];   /* no initializer: it could become wide vector stores */
     int n = 0;
+    missing[0] = 0;
     __builtin_cpu_init();
 #ifdef __SSE4_2__
     CPU_FEATURE(1, "sse4.2")
@@ -446,8 +447,20 @@ __attribute__((target("arch=x86-64"))) int ember_cpu_check(void) {
 #ifdef __AVX512VL__
     CPU_FEATURE(1, "avx512vl")
 #endif
+#ifdef __AVX512CD__
+    CPU_FEATURE(1, "avx512cd")
+#endif
+#ifdef __AVX512VBMI__
+    CPU_FEATURE(1, "avx512vbmi")
+#endif
 #ifdef __AVX512VNNI__
     CPU_FEATURE(1, "avx512vnni")
+#endif
+#ifdef __AVX512BF16__
+    CPU_FEATURE(1, "avx512bf16")
+#endif
+#ifdef __AVX512FP16__
+    CPU_FEATURE(1, "avx512fp16")
 #endif
     if (n) {
         ember_set_error("this artifact was compiled for a processor with %s, which this one lacks", missing);

@@ -1,0 +1,230 @@
+"""The ONNX frontend as a whole: loading, errors, graph inputs and outputs, names, folding."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from ember.errors import InvalidModelError, ModelLoadError, TypeInferenceError, UnsupportedOpError
+from ember.frontend import from_onnx
+from ember.frontend.onnx_ops import supported_ops
+from ember.graph import run_graph
+from onnx_harness import check_model, make_model, rand, run_onnxruntime
+
+f32 = "float32"
+
+
+def tiny_model():
+    x = rand(2, 3)
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu1"),
+             helper.make_node("Add", ["r", "w"], ["y"], name="add1")]
+    return make_model(nodes, {"x": x}, ["y"], {"w": rand(3)}), x
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+def test_path_bytes_and_modelproto_agree(tmp_path):
+    model, x = tiny_model()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    want = run_onnxruntime(model, {"x": x})[0]
+    for src in (model, str(path), path, model.SerializeToString()):
+        np.testing.assert_allclose(run_graph(from_onnx(src), {"x": x})[0], want, rtol=1e-6)
+
+
+def test_corrupt_missing_and_empty_files(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not a protobuf \xff\xfe\x00\x01" * 3)
+    with pytest.raises(ModelLoadError):
+        from_onnx(bad)
+    with pytest.raises(ModelLoadError, match="no such model file"):
+        from_onnx(tmp_path / "missing.onnx")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="not an ONNX model"):
+        from_onnx(empty)
+    model, _ = tiny_model()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(model.SerializeToString()[:-7])
+    with pytest.raises(ModelLoadError):
+        from_onnx(truncated)
+    with pytest.raises(ModelLoadError):
+        from_onnx(12345)
+
+
+def test_external_data(tmp_path):
+    x = rand(2, 64)
+    w = rand(64, 64)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    model = make_model(nodes, {"x": x}, ["y"], {"w": w})
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.data", size_threshold=0)
+    assert (tmp_path / "ext.data").exists()
+    got = run_graph(from_onnx(path), {"x": x})[0]
+    np.testing.assert_allclose(got, x @ w, rtol=1e-5, atol=1e-5)
+    # a ModelProto whose external data was not loaded cannot be translated on its own
+    unloaded = onnx.load(path, load_external_data=False)
+    with pytest.raises(ModelLoadError, match="external"):
+        from_onnx(unloaded)
+
+
+# ---- unsupported ops ----------------------------------------------------------------------
+
+def test_unsupported_ops_are_listed_all_at_once_with_counts():
+    x = rand(2, 3)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="ok"),
+        helper.make_node("TopK", ["a", "k"], ["b", "bi"], name="topk_1"),
+        helper.make_node("FusedThing", ["a"], ["c"], name="fused_1", domain="com.example"),
+        helper.make_node("FusedThing", ["c"], ["d"], name="fused_2", domain="com.example"),
+        helper.make_node("NonMaxSuppression", ["d", "d"], ["e"], name=""),
+        helper.make_node("Reshape", ["x", "x"], ["f"], name="would_fail_later"),
+    ]
+    model = make_model(nodes, {"x": x}, ["b", "e", "f"], {"k": np.array([1], "int64")},
+                       extra_opsets=[("com.example", 1)])
+    with pytest.raises(UnsupportedOpError) as info:
+        from_onnx(model)
+    err = info.value
+    assert err.unsupported == {"TopK": ["topk_1"], "com.example:FusedThing": ["fused_1", "fused_2"],
+                               "NonMaxSuppression": ["NonMaxSuppression_4"]}
+    msg = str(err)
+    assert "com.example:FusedThing x2" in msg and "TopK x1" in msg and "4 node(s) of 3 unsupported" in msg
+
+
+def test_unsupported_feature_of_a_supported_op():
+    x = rand(1, 2, 4, 4, 4)
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool3d", kernel_shape=[2, 2, 2])
+    with pytest.raises(UnsupportedOpError, match="3-D"):
+        from_onnx(make_model([node], {"x": x}, ["y"]))
+    node = helper.make_node("Dropout", ["x", "r", "t"], ["y"], name="drop")
+    model = make_model([node], {"x": x}, ["y"], {"r": np.array(0.5, f32), "t": np.array(True)}, opset=13)
+    with pytest.raises(UnsupportedOpError, match="training_mode"):
+        from_onnx(model)
+
+
+def test_supported_ops_include_the_core_families():
+    ops = set(supported_ops())
+    for op in ["Conv", "Gemm", "MatMul", "Softmax", "LayerNormalization", "Resize", "Slice", "GatherElements",
+               "Einsum", "ReduceMean", "Where", "Expand"]:
+        assert op in ops
+
+
+# ---- graph inputs and shapes --------------------------------------------------------------
+
+def symbolic_model():
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
+                                                                          ["batch", 3, None])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_symbolic_dims_need_pinning():
+    model = symbolic_model()
+    with pytest.raises(InvalidModelError) as info:
+        from_onnx(model)
+    msg = str(info.value)
+    assert "'x'" in msg and "'batch'" in msg and "dimension 2 is unknown" in msg and "shapes=" in msg
+    g = from_onnx(model, shapes={"x": (4, 3, 5)})
+    assert g.inputs[0].shape == (4, 3, 5)
+    with pytest.raises(InvalidModelError, match="fixes it to 3"):
+        from_onnx(model, shapes={"x": (4, 2, 5)})
+    with pytest.raises(InvalidModelError, match="rank"):
+        from_onnx(model, shapes={"x": (4, 3)})
+    with pytest.raises(InvalidModelError, match="not graph inputs"):
+        from_onnx(model, shapes={"x": (4, 3, 5), "nope": (1,)})
+
+
+def test_initializer_that_is_also_an_input_is_a_constant():
+    x = rand(2, 3)
+    w = rand(3)
+    node = helper.make_node("Mul", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3]),
+                                            helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(w, "w")])
+    g = from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [v.name for v in g.inputs] == ["x"]
+    np.testing.assert_allclose(run_graph(g, {"x": x})[0], x * w)
+
+
+def test_dynamic_operand_is_reported_with_node_and_op():
+    x = rand(2, 6)
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape_dyn")
+    model = make_model([node], {"x": x, "shape": np.array([3, 4], "int64")}, ["y"])
+    with pytest.raises(InvalidModelError) as info:
+        from_onnx(model)
+    assert info.value.node == "reshape_dyn" and info.value.op == "Reshape" and "constant" in str(info.value)
+
+
+def test_type_errors_name_the_node():
+    node = helper.make_node("Add", ["a", "b"], ["y"], name="bad_add")
+    model = make_model([node], {"a": rand(2, 3), "b": rand(2, 3, dtype="int32", hi=5)}, ["y"])
+    with pytest.raises(TypeInferenceError) as info:
+        from_onnx(model)
+    assert info.value.node == "bad_add"
+
+
+# ---- names --------------------------------------------------------------------------------
+
+def test_names_of_inputs_outputs_and_nodes():
+    x = rand(2, 3)
+    nodes = [helper.make_node("Relu", ["input.1"], ["hidden"], name="/layer/Relu"),
+             helper.make_node("Exp", ["hidden"], ["logits:0"]),
+             helper.make_node("Identity", ["input.1"], ["same_as_input"]),
+             helper.make_node("Constant", [], ["const_out"], value=numpy_helper.from_array(np.ones(2, f32)))]
+    model = make_model(nodes, {"input.1": x}, ["logits:0", "same_as_input", "const_out", "hidden"])
+    g = from_onnx(model)
+    assert [v.name for v in g.inputs] == ["input.1"]
+    assert [v.name for v in g.outputs] == ["logits:0", "input.1", "const_out", "hidden"]
+    assert g.outputs[2].is_const
+    assert [n.name for n in g.nodes] == ["/layer/Relu", "Exp_1"]
+    names = [v.name for v in g.values()]
+    assert len(names) == len(set(names))
+    got = run_graph(g, {"input.1": x})
+    np.testing.assert_allclose(got[0], np.exp(np.maximum(x, 0)), rtol=1e-6)
+    np.testing.assert_array_equal(got[1], x)
+
+
+def test_nodes_out_of_order_and_local_functions():
+    x = rand(2, 3)
+    nodes = [helper.make_node("Exp", ["h"], ["y"], name="second"),
+             helper.make_node("Relu", ["x"], ["h"], name="first")]
+    model = make_model(nodes, {"x": x}, ["y"])
+    np.testing.assert_allclose(run_graph(from_onnx(model), {"x": x})[0], np.exp(np.maximum(x, 0)), rtol=1e-6)
+
+    fn = helper.make_function("custom", "AddRelu", ["a", "b"], ["c"],
+                              [helper.make_node("Add", ["a", "b"], ["t"]), helper.make_node("Relu", ["t"], ["c"])],
+                              [helper.make_opsetid("", 17)])
+    node = helper.make_node("AddRelu", ["x", "x"], ["y"], domain="custom", name="call")
+    model = make_model([node], {"x": x}, ["y"], extra_opsets=[("custom", 1)])
+    model.functions.append(fn)
+    np.testing.assert_allclose(run_graph(from_onnx(model), {"x": x})[0], np.maximum(2 * x, 0), rtol=1e-6)
+
+
+# ---- folding shape computations ------------------------------------------------------------
+
+def test_shape_chains_fold_to_constants():
+    # BERT's Shape -> Gather -> Unsqueeze -> Concat -> Reshape: only the final reshape remains
+    x = rand(2, 8, 12)
+    i64 = lambda v: numpy_helper.from_array(np.array(v, "int64"))  # noqa: E731
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Constant", [], ["i0"], value=i64(0)),
+        helper.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+        helper.make_node("Constant", [], ["ax"], value=i64([0])),
+        helper.make_node("Unsqueeze", ["b", "ax"], ["b1"]),
+        helper.make_node("Constant", [], ["rest"], value=i64([-1, 4, 3])),
+        helper.make_node("Concat", ["b1", "rest"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["y"], name="final_reshape"),
+        helper.make_node("ConstantOfShape", ["b1"], ["z"], value=numpy_helper.from_array(np.array([2.0], f32))),
+        helper.make_node("Mul", ["y", "z2"], ["out"]),
+        helper.make_node("Reshape", ["z", "zshape"], ["z2"]),
+    ]
+    model = make_model(nodes, {"x": x}, ["out"], {"zshape": np.array([2, 1, 1, 1], "int64")})
+    g = from_onnx(model)
+    assert g.op_histogram() == {"mul": 1, "reshape": 1}
+    check_model(model, {"x": x})

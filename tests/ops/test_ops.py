@@ -1,0 +1,596 @@
+"""Every core op, compiled for the CPU, against its numpy reference.
+
+``CASES`` maps each op of ``ember.ops.OPS`` to a function that adds its cases to a
+:class:`~harness.Batch` (one compile per op).  An op registered without cases fails
+``test_every_op_has_cases``; ops that genuinely cannot be compiled yet go in ``SKIP`` with
+the reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from ember.ops import OPS
+from ember.ops.nn import Conv2dPacked
+
+from .harness import Batch
+
+CASES: dict = {}
+
+#: ops that cannot be compiled yet: name -> reason (keep empty when possible)
+SKIP: dict[str, str] = {}
+
+
+def cases(*names):
+    def deco(fn):
+        for n in names:
+            assert n not in CASES, n
+            CASES[n] = fn
+        return fn
+    return deco
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes
+
+#: float shapes every unary op sees: scalar, size-1, odd sizes, a zero dim, rank 3, parallel
+UNARY_SHAPES = [(), (1,), (7,), (13, 37), (0, 5), (3, 1, 9), (2, 3, 4, 8), (64, 1000)]
+
+#: (lhs, rhs) shapes of binary ops: same, scalar-like, row, column, rank mismatch, both-sides
+BINARY_SHAPES = [
+    ((7, 13), (7, 13)),
+    ((7, 13), (1,)),
+    ((1,), (7, 13)),
+    ((), (5, 3)),
+    ((7, 13), (13,)),
+    ((7, 13), (7, 1)),
+    ((2, 7, 13), (13,)),
+    ((4, 1, 1), (1, 3, 9)),
+    ((7, 1), (1, 13)),
+    ((3, 1, 5), (4, 1)),
+    ((0, 5), (5,)),
+    ((1, 16), (16,)),
+    ((64, 1000), (1000,)),
+    ((64, 1000), (64, 1)),
+]
+
+#: input domains of the unary float ops: (low, high) or None for standard normal
+DOMAIN = {
+    "log": (0.01, 10), "sqrt": (0, 10), "reciprocal": (0.1, 5), "asin": (-0.99, 0.99),
+    "acos": (-0.99, 0.99), "acosh": (1.01, 10), "atanh": (-0.95, 0.95), "exp": (-10, 10),
+    "tan": (-1.5, 1.5), "sinh": (-5, 5), "cosh": (-5, 5),
+}
+
+#: values every float unary op also sees (within its domain, where it has one)
+SPECIAL = np.array([0.0, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 1e-30, -3.7, 3.7, 100.0], dtype=np.float64)
+NONFINITE = np.array([np.nan, np.inf, -np.inf, -np.nan], dtype=np.float64)
+
+FLOAT_UNARY = ["exp", "log", "sqrt", "reciprocal", "tanh", "sigmoid", "erf", "floor", "ceil", "round",
+               "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh",
+               "isnan"]
+SIGNED_UNARY = ["neg", "abs", "relu", "sign"]
+
+
+def unary_cases(batch: Batch, op: str) -> None:
+    dom = DOMAIN.get(op)
+    lo, hi = dom if dom else (None, None)
+    for shape in UNARY_SHAPES:
+        batch.case(f"{op} float32{list(shape)}",
+                   lambda c, shape=shape: c.op(op, [c.input(shape, "float32", low=lo, high=hi)]))
+    batch.case(f"{op} float64[7, 13]",
+               lambda c: c.op(op, [c.input((7, 13), "float64", low=lo, high=hi)]))
+    special = SPECIAL
+    if dom:
+        special = special[(special >= lo) & (special <= hi)]
+    special = np.concatenate([special, NONFINITE])
+    batch.case(f"{op} special values", lambda c: c.op(op, [c.input(special.shape, "float32", data=special)]))
+    batch.case(f"{op} special values float64",
+               lambda c: c.op(op, [c.input(special.shape, "float64", data=special)]))
+    # long enough for the vector loop and a tail, with the special values inside
+    long = np.resize(special, 37)
+    batch.case(f"{op} special values [37]", lambda c: c.op(op, [c.input((37,), "float32", data=long)]))
+
+
+for _op in FLOAT_UNARY + SIGNED_UNARY:
+    def _f(batch, op=_op):
+        unary_cases(batch, op)
+        if op in SIGNED_UNARY:
+            for dt in ("int32", "int64"):
+                for shape in [(7,), (5, 13), (64, 1000)]:
+                    batch.case(f"{op} {dt}{list(shape)}", lambda c, dt=dt, shape=shape: c.op(op, [c.input(shape, dt)]))
+    CASES[_op] = _f
+
+
+@cases("logical_not")
+def _logical_not(batch):
+    for shape in [(), (1,), (7,), (13, 37), (0, 3), (64, 1000)]:
+        batch.case(f"logical_not bool{list(shape)}", lambda c, shape=shape: c.op("logical_not", [c.input(shape, "bool")]))
+
+
+ARITH = ["add", "sub", "mul", "div", "pow", "fmod", "maximum", "minimum"]
+COMPARE = ["equal", "not_equal", "less", "less_equal", "greater", "greater_equal"]
+LOGICAL = ["logical_and", "logical_or", "logical_xor"]
+
+
+def _binary_inputs(c, op, sa, sb, dt):
+    if op == "pow" and dt.startswith("float"):
+        return c.input(sa, dt, low=0.1, high=3), c.input(sb, dt, low=-3, high=3)
+    if op == "pow":
+        return c.input(sa, dt, low=-4, high=5), c.input(sb, dt, low=0, high=6)
+    if op in ("div", "fmod") and not dt.startswith("float"):
+        # zero divisors included: they must not crash
+        return c.input(sa, dt, low=-100, high=100), c.input(sb, dt, low=-7, high=8)
+    if op in ("div", "fmod"):
+        a, b = c.input(sa, dt), c.input(sb, dt, low=0.5, high=3)
+        return a, b
+    if op in COMPARE and not dt.startswith("float") and dt != "bool":
+        return c.input(sa, dt, low=-3, high=3), c.input(sb, dt, low=-3, high=3)
+    if op in COMPARE and dt.startswith("float"):
+        # ties
+        return (c.input(sa, dt, data=np.round(c.rng.standard_normal(sa) * 2) / 2),
+                c.input(sb, dt, data=np.round(c.rng.standard_normal(sb) * 2) / 2))
+    return c.input(sa, dt), c.input(sb, dt)
+
+
+def binary_cases(batch: Batch, op: str) -> None:
+    if op in LOGICAL:
+        dtypes = ["bool"]
+    elif op in COMPARE:
+        dtypes = ["float32", "float64", "int32", "int64", "bool"] if op in ("equal", "not_equal") else \
+            ["float32", "float64", "int32", "int64"]
+    else:
+        dtypes = ["float32", "float64", "int32", "int64"]
+    for sa, sb in BINARY_SHAPES:
+        batch.case(f"{op} {dtypes[0]}{list(sa)},{list(sb)}",
+                   lambda c, sa=sa, sb=sb: c.op(op, list(_binary_inputs(c, op, sa, sb, dtypes[0]))))
+    for dt in dtypes[1:]:
+        for sa, sb in [((7, 13), (13,)), ((37,), (37,)), ((3, 1), (1, 11)), ((64, 1000), (1000,))]:
+            batch.case(f"{op} {dt}{list(sa)},{list(sb)}",
+                       lambda c, sa=sa, sb=sb, dt=dt: c.op(op, list(_binary_inputs(c, op, sa, sb, dt))))
+    if "float32" in dtypes:
+        # NaN, infinities and signed zeros on both sides, every pair
+        vals = np.array([0.0, -0.0, 1.0, -2.5, np.nan, np.inf, -np.inf, 3.0])
+        a = np.repeat(vals, len(vals))
+        b = np.tile(vals, len(vals))
+        for dt in ("float32", "float64"):
+            if dt in dtypes:
+                batch.case(f"{op} {dt} special pairs",
+                           lambda c, dt=dt: c.op(op, [c.input(a.shape, dt, data=a), c.input(b.shape, dt, data=b)]))
+
+
+for _op in ARITH + COMPARE + LOGICAL:
+    CASES[_op] = lambda batch, op=_op: binary_cases(batch, op)
+
+
+@cases("where")
+def _where(batch):
+    shapes = [((7, 13), (7, 13), (7, 13)), ((7, 1), (13,), (7, 13)), ((13,), (7, 13), ()),
+              ((2, 1, 5), (3, 1), (1,)), ((0, 4), (4,), (1,)), ((64, 1000), (1000,), (64, 1))]
+    for dt in ("float32", "float64", "int32", "int64", "bool"):
+        for sc, sx, sy in (shapes if dt == "float32" else shapes[:3]):
+            batch.case(f"where {dt} {list(sc)},{list(sx)},{list(sy)}",
+                       lambda c, sc=sc, sx=sx, sy=sy, dt=dt: c.op("where", [c.input(sc, "bool"), c.input(sx, dt),
+                                                                             c.input(sy, dt)]))
+
+
+@cases("clip")
+def _clip(batch):
+    vals = np.concatenate([np.linspace(-3, 3, 29), NONFINITE])
+    for lo, hi in [(None, None), (-1.0, None), (None, 0.5), (-0.25, 0.75), (0.0, 6.0)]:
+        for dt, shape in [("float32", (7, 13)), ("float32", (64, 1000)), ("float64", (13,))]:
+            batch.case(f"clip {dt}{list(shape)} lo={lo} hi={hi}",
+                       lambda c, lo=lo, hi=hi, dt=dt, shape=shape: c.op("clip", [c.input(shape, dt)], lo=lo, hi=hi))
+        batch.case(f"clip special lo={lo} hi={hi}",
+                   lambda c, lo=lo, hi=hi: c.op("clip", [c.input(vals.shape, "float32", data=vals)], lo=lo, hi=hi))
+    for dt in ("int32", "int64"):
+        batch.case(f"clip {dt}", lambda c, dt=dt: c.op("clip", [c.input((5, 9), dt)], lo=-10, hi=20))
+        batch.case(f"clip {dt} lo only", lambda c, dt=dt: c.op("clip", [c.input((5, 9), dt)], lo=3))
+
+
+CAST_DTYPES = ["float32", "float64", "int32", "int64", "bool", "int8", "uint8", "int16", "uint16", "uint32",
+               "uint64", "float16"]
+
+
+@cases("cast")
+def _cast(batch):
+    for src, dst in itertools.product(CAST_DTYPES, repeat=2):
+        def f(c, src=src, dst=dst):
+            if src.startswith("float"):
+                # in range of every integer dtype, fractions on both sides of zero, exact zeros
+                lo = 0 if dst.startswith("uint") else -100
+                data = np.round(c.rng.uniform(lo, 100, 37) * 4) / 4
+                data[::5] = 0
+                data[1] = -0.0 if lo < 0 else 0.75
+                return c.op("cast", [c.input((37,), src, data=data)], to=dst)
+            if src.startswith("int") or src.startswith("uint"):
+                return c.op("cast", [c.input((37,), src, low=0 if dst.startswith("uint") else -100, high=100)], to=dst)
+            return c.op("cast", [c.input((37,), src)], to=dst)
+        batch.case(f"cast {src}->{dst}", f)
+    # wrap-around of integers that do not fit (two's complement, as numpy does)
+    for src, dst in [("int64", "int32"), ("int32", "int8"), ("int64", "uint8"), ("int32", "uint16")]:
+        batch.case(f"cast {src}->{dst} wrapping",
+                   lambda c, src=src, dst=dst: c.op("cast", [c.input((23,), src, low=-100000, high=100000)], to=dst))
+    batch.case("cast float32->int32 [64, 1000]",
+               lambda c: c.op("cast", [c.input((64, 1000), "float32", low=-1000, high=1000)], to="int32"))
+    batch.case("cast int32->float32 [64, 1000]", lambda c: c.op("cast", [c.input((64, 1000), "int32")], to="float32"))
+    batch.case("cast float32->bool NaN", lambda c: c.op("cast", [c.input((4,), "float32", data=NONFINITE)], to="bool"))
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions
+
+REDUCE_AXES = [(), (0,), (1,), (2,), (-1,), (0, 2), (1, 2), (0, 1), (0, 1, 2), (2, 0)]
+
+
+def reduce_cases(batch: Batch, op: str) -> None:
+    dtypes = ["float32"] if op == "reduce_mean" else ["float32", "int32", "int64"]
+    for axes in REDUCE_AXES:
+        for keep in (True, False):
+            batch.case(f"{op} [5, 7, 13] axes={axes} keepdims={keep}",
+                       lambda c, axes=axes, keep=keep: c.op(op, [c.input((5, 7, 13), low=0.5, high=1.5)
+                                                                 if op == "reduce_prod" else c.input((5, 7, 13))],
+                                                             axes=axes, keepdims=keep), rtol=1e-5, atol=1e-5)
+    for dt in dtypes[1:] + ["float64"]:
+        for axes in [(0,), (2,), (0, 2), (0, 1, 2)]:
+            batch.case(f"{op} {dt} axes={axes}",
+                       lambda c, axes=axes, dt=dt: c.op(op, [c.input((3, 5, 6), dt, low=-2, high=3)
+                                                             if op == "reduce_prod" and dt != "float64"
+                                                             else c.input((3, 5, 6), dt)], axes=axes, keepdims=False),
+                       rtol=1e-5, atol=1e-5)
+    for shape, axes in [((1,), (0,)), ((1, 1), (0, 1)), ((37,), (0,)), ((4, 1, 3), (1,)), ((2, 3, 4, 5), (1, 3)),
+                        ((64, 1000), (1,)), ((64, 1000), (0,)), ((64, 1000), (0, 1)), ((3, 9, 17, 8), (2, 3))]:
+        for keep in (True, False):
+            batch.case(f"{op} {list(shape)} axes={axes} keepdims={keep}",
+                       lambda c, shape=shape, axes=axes, keep=keep: c.op(
+                           op, [c.input(shape, low=0.9, high=1.1) if op == "reduce_prod" else c.input(shape)],
+                           axes=axes, keepdims=keep), rtol=1e-4, atol=1e-4)
+    if op not in ("reduce_max", "reduce_min"):
+        # reducing an empty axis: the identity (or NaN for the mean)
+        batch.case(f"{op} empty axis", lambda c: c.op(op, [c.input((3, 0, 2))], axes=(1,), keepdims=True))
+        batch.case(f"{op} empty axis, no keepdims", lambda c: c.op(op, [c.input((0, 4))], axes=(0,), keepdims=False))
+    batch.case(f"{op} over a kept zero-size dim", lambda c: c.op(op, [c.input((0, 4))], axes=(1,), keepdims=True))
+    if op in ("reduce_max", "reduce_min", "reduce_sum", "reduce_mean"):
+        # NaN propagates, infinities reduce
+        data = np.array([[1.0, np.nan, 3.0], [np.inf, 2.0, -1.0], [-np.inf, -2.0, 5.0], [4.0, 5.0, 6.0]])
+        batch.case(f"{op} NaN and inf", lambda c: c.op(op, [c.input((4, 3), data=data)], axes=(1,), keepdims=False))
+
+
+for _op in ["reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_mean"]:
+    CASES[_op] = lambda batch, op=_op: reduce_cases(batch, op)
+
+
+def arg_cases(batch: Batch, op: str) -> None:
+    for axis in (0, 1, 2, -1):
+        for keep in (True, False):
+            for last in (False, True):
+                # small integers: many ties
+                batch.case(f"{op} ties axis={axis} keepdims={keep} last={last}",
+                           lambda c, axis=axis, keep=keep, last=last: c.op(
+                               op, [c.input((4, 5, 6), "int32", low=0, high=3)], axis=axis, keepdims=keep,
+                               select_last_index=last))
+                batch.case(f"{op} float axis={axis} keepdims={keep} last={last}",
+                           lambda c, axis=axis, keep=keep, last=last: c.op(
+                               op, [c.input((4, 5, 6), "float32", data=np.round(c.rng.standard_normal((4, 5, 6))))],
+                               axis=axis, keepdims=keep, select_last_index=last))
+    for shape, axis in [((1,), 0), ((37,), 0), ((64, 1000), 1), ((64, 1000), 0), ((3, 1, 4), 1), ((2, 0, 3), 2)]:
+        batch.case(f"{op} {list(shape)} axis={axis}",
+                   lambda c, shape=shape, axis=axis: c.op(op, [c.input(shape)], axis=axis, keepdims=False))
+    for dt in ("float64", "int64", "int32"):
+        batch.case(f"{op} {dt}", lambda c, dt=dt: c.op(op, [c.input((7, 9), dt)], axis=1, keepdims=False))
+    # all-equal rows, +-inf, the dtype's extreme values
+    batch.case(f"{op} constant rows", lambda c: c.op(op, [c.input((3, 8), data=np.ones((3, 8)))], axis=1))
+    batch.case(f"{op} constant rows last", lambda c: c.op(op, [c.input((3, 8), data=np.ones((3, 8)))], axis=1,
+                                                          select_last_index=True))
+    inf = np.array([[-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 1.0], [0.0, -np.inf, np.inf]])
+    batch.case(f"{op} infinities", lambda c: c.op(op, [c.input((3, 3), data=inf)], axis=1))
+    ext = np.array([[np.iinfo(np.int32).min] * 3, [np.iinfo(np.int32).max] * 3, [0, np.iinfo(np.int32).min, 0]])
+    batch.case(f"{op} int32 extremes", lambda c: c.op(op, [c.input((3, 3), "int32", data=ext)], axis=1))
+    batch.case(f"{op} int32 extremes last",
+               lambda c: c.op(op, [c.input((3, 3), "int32", data=ext)], axis=1, select_last_index=True))
+
+
+for _op in ["argmax", "argmin"]:
+    CASES[_op] = lambda batch, op=_op: arg_cases(batch, op)
+
+
+# ---------------------------------------------------------------------------------------------
+# data movement
+
+@cases("reshape")
+def _reshape(batch):
+    for src, dst in [((6, 4), (24,)), ((24,), (2, 3, 4)), ((2, 3, 4), (4, 3, 2)), ((2, 3, 4), (6, 1, 4)),
+                     ((1,), ()), ((), (1, 1)), ((7, 13), (13, 7)), ((0, 3), (3, 0)), ((5, 1, 7), (35,)),
+                     ((64, 1000), (1000, 64)), ((64, 1000), (8, 8, 10, 100))]:
+        for dt in ("float32", "int64", "bool"):
+            if dt != "float32" and src != (2, 3, 4):
+                continue
+            batch.case(f"reshape {dt}{list(src)}->{list(dst)}",
+                       lambda c, src=src, dst=dst, dt=dt: c.op("reshape", [c.input(src, dt)], shape=dst))
+
+
+@cases("transpose")
+def _transpose(batch):
+    for shape, perms in [((7, 13), [(1, 0), (0, 1)]), ((2, 3, 5), list(itertools.permutations(range(3)))),
+                         ((2, 3, 4, 5), [(0, 2, 3, 1), (0, 3, 1, 2), (3, 2, 1, 0), (1, 0, 3, 2)]),
+                         ((1, 9, 1), [(2, 0, 1)]), ((0, 3), [(1, 0)]), ((64, 1000), [(1, 0)]),
+                         ((17, 8, 33), [(2, 1, 0), (1, 2, 0)])]:
+        for perm in perms:
+            batch.case(f"transpose {list(shape)} perm={perm}",
+                       lambda c, shape=shape, perm=perm: c.op("transpose", [c.input(shape)], perm=perm))
+    for dt in ("int32", "float64", "bool", "int64"):
+        batch.case(f"transpose {dt}", lambda c, dt=dt: c.op("transpose", [c.input((3, 4, 5), dt)], perm=(2, 0, 1)))
+
+
+@cases("slice")
+def _slice(batch):
+    specs = [
+        ((10,), (0,), (10,), (1,)),
+        ((10,), (2,), (9,), (3,)),
+        ((10,), (9,), (-1,), (-1,)),       # full reverse
+        ((10,), (8,), (1,), (-2,)),
+        ((10,), (5,), (5,), (1,)),         # empty
+        ((10,), (10,), (10,), (1,)),       # empty at the end
+        ((10,), (3,), (-1,), (-4,)),
+        ((7, 13), (1, 2), (6, 13), (1, 4)),
+        ((7, 13), (6, 12), (-1, -1), (-1, -1)),
+        ((7, 13), (6, 0), (0, 13), (-2, 5)),
+        ((4, 5, 6), (0, 4, 1), (4, -1, 6), (1, -2, 2)),
+        ((1, 5), (0, 0), (1, 5), (1, 1)),
+        ((64, 1000), (3, 999), (64, -1), (1, -3)),
+        ((64, 1000), (0, 5), (64, 1000), (2, 1)),
+    ]
+    for shape, st, en, sp in specs:
+        batch.case(f"slice {list(shape)} {st}:{en}:{sp}",
+                   lambda c, shape=shape, st=st, en=en, sp=sp: c.op("slice", [c.input(shape)], starts=st, ends=en,
+                                                                   steps=sp))
+    for dt in ("int64", "bool", "float64"):
+        batch.case(f"slice {dt}", lambda c, dt=dt: c.op("slice", [c.input((9, 4), dt)], starts=(8, 1), ends=(-1, 4),
+                                                        steps=(-3, 2)))
+
+
+@cases("concat")
+def _concat(batch):
+    for shapes, axis in [([(2, 3), (4, 3), (1, 3)], 0), ([(2, 3), (2, 5), (2, 1)], 1), ([(2, 3), (2, 5), (2, 1)], -1),
+                         ([(3, 4, 5), (3, 2, 5), (3, 7, 5)], 1), ([(3, 4, 5), (3, 4, 1), (3, 4, 13)], 2),
+                         ([(2, 3), (0, 3), (1, 3)], 0), ([(7,)], 0), ([(5,), (5,)], 0),
+                         ([(64, 500), (64, 500)], 1), ([(1, 9), (1, 9), (1, 9), (1, 9)], 0),
+                         ([(0, 3), (0, 3)], 0)]:
+        batch.case(f"concat {shapes} axis={axis}",
+                   lambda c, shapes=shapes, axis=axis: c.op("concat", [c.input(s) for s in shapes], axis=axis))
+    for dt in ("int32", "bool", "float64"):
+        batch.case(f"concat {dt}", lambda c, dt=dt: c.op("concat", [c.input((2, 3), dt), c.input((2, 4), dt),
+                                                                    c.input((2, 1), dt)], axis=1))
+    batch.case("concat same input twice", lambda c: (lambda x: c.op("concat", [x, x, x], axis=0))(c.input((3, 5))))
+
+
+@cases("pad")
+def _pad(batch):
+    specs = [
+        ((5,), (2, 3)),
+        ((7, 13), (1, 2, 3, 4)),
+        ((7, 13), (0, 0, 0, 0)),
+        ((7, 13), (-1, 2, 0, -3)),
+        ((3, 4, 5), (0, 1, 2, 1, 0, 2)),
+        ((2, 3, 4, 5), (0, 0, 1, 1, 0, 0, 1, 1)),
+        ((1, 1), (2, 2, 2, 2)),
+        ((64, 1000), (0, 3, 0, 5)),
+    ]
+    for shape, pads in specs:
+        for mode in ("constant", "reflect", "edge", "wrap"):
+            if mode == "reflect" and any(p >= d for p, d in zip(pads, shape + shape)):
+                continue        # numpy reflects at most dim - 1 elements
+            if mode != "constant" and shape == (1, 1) and mode == "reflect":
+                continue
+            batch.case(f"pad {list(shape)} {pads} {mode}",
+                       lambda c, shape=shape, pads=pads, mode=mode: c.op("pad", [c.input(shape)], pads=pads, mode=mode,
+                                                                         value=1.5))
+    for dt in ("int32", "int64", "bool", "float64"):
+        batch.case(f"pad {dt}", lambda c, dt=dt: c.op("pad", [c.input((3, 4), dt)], pads=(1, 0, 2, 3), value=1))
+    batch.case("pad wrap wider than the dim", lambda c: c.op("pad", [c.input((3, 4))], pads=(4, 5, 7, 9), mode="wrap"))
+    batch.case("pad edge wider than the dim", lambda c: c.op("pad", [c.input((3, 4))], pads=(4, 5, 7, 9), mode="edge"))
+
+
+@cases("broadcast_to")
+def _broadcast_to(batch):
+    for src, dst in [((1,), (7,)), ((3, 1), (3, 5)), ((5,), (4, 5)), ((), (2, 3)), ((1, 1, 1), (2, 3, 4)),
+                     ((4, 1, 6), (2, 4, 7, 6)), ((3,), (3,)), ((1000,), (64, 1000)), ((0,), (3, 0))]:
+        batch.case(f"broadcast_to {list(src)}->{list(dst)}",
+                   lambda c, src=src, dst=dst: c.op("broadcast_to", [c.input(src)], shape=dst))
+    batch.case("broadcast_to int64", lambda c: c.op("broadcast_to", [c.input((3, 1), "int64")], shape=(3, 4)))
+
+
+@cases("gather")
+def _gather(batch):
+    for shape, ishape, axis in [((10,), (4,), 0), ((10,), (), 0), ((5, 7), (3,), 0), ((5, 7), (3,), 1),
+                                ((5, 7), (2, 4), 1), ((4, 5, 6), (3, 2), -2), ((4, 5, 6), (9,), 2),
+                                ((1000, 64), (37,), 0), ((5, 7), (0,), 0)]:
+        for idt in ("int64", "int32"):
+            n = shape[axis]
+            batch.case(f"gather {list(shape)} idx {idt}{list(ishape)} axis={axis}",
+                       lambda c, shape=shape, ishape=ishape, axis=axis, idt=idt, n=n:
+                       c.op("gather", [c.input(shape), c.input(ishape, idt, low=-n, high=n)], axis=axis))
+    batch.case("gather int32 data", lambda c: c.op("gather", [c.input((6, 3), "int32"),
+                                                              c.input((4,), "int64", data=[-6, 5, 0, -1])]))
+
+
+# ---------------------------------------------------------------------------------------------
+# neural-network ops
+
+def _conv_tol(ci, kh, kw):
+    k = ci * kh * kw
+    return dict(rtol=1e-4, atol=1e-5 * max(1.0, np.sqrt(k)))
+
+
+CONV_SPECS = [
+    # x shape, (O, Ci, KH, KW), attrs
+    ((1, 3, 8, 8), (4, 3, 3, 3), {}),
+    ((1, 3, 8, 8), (4, 3, 3, 3), dict(pads=(1, 1, 1, 1))),
+    ((2, 3, 9, 11), (5, 3, 3, 3), dict(strides=(2, 2), pads=(1, 1, 1, 1))),
+    ((1, 2, 10, 10), (3, 2, 3, 3), dict(dilations=(2, 2), pads=(2, 2, 2, 2))),
+    ((1, 4, 7, 9), (6, 2, 3, 3), dict(groups=2, pads=(1, 0, 2, 1))),
+    ((1, 8, 12, 12), (8, 1, 3, 3), dict(groups=8, pads=(1, 1, 1, 1))),        # depthwise
+    ((1, 16, 13, 21), (16, 1, 3, 3), dict(groups=16, pads=(1, 1, 1, 1))),     # depthwise, wide
+    ((1, 8, 16, 16), (8, 1, 3, 3), dict(groups=8, strides=(2, 2), pads=(0, 0, 1, 1))),
+    ((1, 3, 7, 7), (5, 3, 1, 1), {}),
+    ((1, 3, 7, 9), (5, 3, 2, 4), dict(strides=(1, 3), pads=(0, 2, 1, 0))),
+    ((1, 16, 14, 14), (32, 16, 3, 3), dict(pads=(1, 1, 1, 1))),
+    ((1, 16, 15, 15), (24, 16, 1, 1), dict()),
+    ((1, 8, 5, 5), (16, 8, 5, 5), dict(pads=(2, 2, 2, 2))),
+    ((1, 1, 1, 1), (1, 1, 1, 1), {}),
+    ((3, 6, 9, 9), (9, 3, 3, 3), dict(groups=2, strides=(2, 1), dilations=(1, 2), pads=(2, 1, 0, 3))),
+]
+
+
+@cases("conv2d")
+def _conv2d(batch):
+    for xs, ws, attrs in CONV_SPECS:
+        batch.case(f"conv2d x{list(xs)} w{list(ws)} {attrs}",
+                   lambda c, xs=xs, ws=ws, attrs=attrs: c.op("conv2d", [c.input(xs), c.input(ws)], **attrs),
+                   **_conv_tol(*ws[1:]))
+    batch.case("conv2d float64", lambda c: c.op("conv2d", [c.input((1, 3, 6, 6), "float64"),
+                                                          c.input((2, 3, 3, 3), "float64")], pads=(1, 1, 1, 1)))
+
+
+@cases("conv2d_packed")
+def _conv2d_packed(batch):
+    for xs, ws, attrs, ob in [((1, 3, 8, 8), (8, 3, 3, 3), dict(pads=(1, 1, 1, 1)), 8),
+                              ((1, 16, 14, 14), (32, 16, 3, 3), dict(pads=(1, 1, 1, 1)), 16),
+                              ((2, 8, 9, 11), (16, 8, 3, 3), dict(strides=(2, 2)), 8),
+                              ((1, 8, 7, 7), (16, 8, 1, 1), {}, 16),
+                              ((1, 4, 9, 9), (8, 2, 3, 3), dict(groups=2, pads=(1, 1, 1, 1)), 4),
+                              ((1, 8, 10, 10), (12, 8, 3, 3), dict(dilations=(2, 2), pads=(0, 1, 2, 3)), 4),
+                              ((1, 8, 6, 6), (8, 8, 3, 3), {}, 8)]:
+        def f(c, xs=xs, ws=ws, attrs=attrs, ob=ob):
+            w = c.rng.standard_normal(ws).astype(np.float32)
+            return c.op("conv2d_packed", [c.input(xs), c.input(Conv2dPacked.pack(w, ob).shape,
+                                                               data=Conv2dPacked.pack(w, ob))], **attrs)
+        batch.case(f"conv2d_packed x{list(xs)} w{list(ws)} ob={ob} {attrs}", f, **_conv_tol(*ws[1:]))
+
+
+@cases("matmul")
+def _matmul(batch):
+    for sa, sb in [((3, 4), (4, 5)), ((1, 1), (1, 1)), ((7, 13), (13, 9)), ((16, 16), (16, 16)), ((5, 8), (8, 24)),
+                   ((2, 7, 13), (13, 9)), ((7, 13), (3, 13, 9)), ((2, 1, 5, 6), (3, 6, 4)), ((4, 3, 8), (4, 8, 16)),
+                   ((37, 64), (64, 37)), ((64, 128), (128, 64)), ((12, 200), (200, 40)), ((1, 64), (64, 1000)),
+                   ((3, 0), (0, 4)), ((0, 5), (5, 3))]:
+        k = sa[-1]
+        batch.case(f"matmul {list(sa)}@{list(sb)}", lambda c, sa=sa, sb=sb: c.op("matmul", [c.input(sa), c.input(sb)]),
+                   rtol=1e-4, atol=1e-5 * max(1.0, np.sqrt(k)))
+    for dt in ("float64", "int32", "int64"):
+        batch.case(f"matmul {dt}", lambda c, dt=dt: c.op("matmul", [c.input((3, 5), dt, low=-5, high=5)
+                                                                    if dt.startswith("int") else c.input((3, 5), dt),
+                                                                    c.input((5, 4), dt, low=-5, high=5)
+                                                                    if dt.startswith("int") else c.input((5, 4), dt)]))
+
+
+@cases("matmul_packed")
+def _matmul_packed(batch):
+    from ember.ops.nn import MatMulPacked
+
+    for sa, (k, n), nb in [((3, 4), (4, 16), 8), ((7, 13), (13, 16), 16), ((2, 5, 6), (6, 24), 8),
+                           ((37, 64), (64, 32), 8), ((64, 128), (128, 64), 16), ((5, 9), (9, 12), 4),
+                           ((1, 64), (64, 1000), 8), ((6, 3), (3, 8), 8)]:
+        def f(c, sa=sa, k=k, n=n, nb=nb):
+            w = MatMulPacked.pack(c.rng.standard_normal((k, n)).astype(np.float32), nb)
+            return c.op("matmul_packed", [c.input(sa), c.input(w.shape, data=w)])
+        batch.case(f"matmul_packed {list(sa)}@[{k}, {n}] nb={nb}", f, rtol=1e-4, atol=1e-5 * max(1.0, np.sqrt(k)))
+
+
+POOL_SPECS = [
+    ((1, 2, 8, 8), dict(kernel=(2, 2), strides=(2, 2))),
+    ((1, 3, 9, 9), dict(kernel=(3, 3), strides=(2, 2))),
+    ((1, 3, 9, 9), dict(kernel=(3, 3), strides=(2, 2), ceil_mode=True)),
+    ((1, 3, 10, 10), dict(kernel=(3, 3), strides=(2, 2), ceil_mode=True)),
+    ((1, 3, 7, 11), dict(kernel=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1))),
+    ((2, 3, 7, 11), dict(kernel=(3, 2), strides=(2, 3), pads=(1, 0, 1, 1))),
+    ((2, 3, 7, 11), dict(kernel=(3, 2), strides=(2, 3), pads=(1, 0, 1, 1), count_include_pad=True)),
+    ((1, 4, 12, 12), dict(kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True)),
+    ((1, 4, 12, 12), dict(kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True, count_include_pad=True)),
+    ((1, 2, 9, 9), dict(kernel=(2, 2), dilations=(2, 2), strides=(1, 1))),
+    ((1, 2, 5, 5), dict(kernel=(5, 5))),                                     # global
+    ((1, 1, 1, 1), dict(kernel=(1, 1))),
+    ((1, 16, 13, 17), dict(kernel=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1))),
+    ((1, 2, 6, 6), dict(kernel=(3, 3), strides=(3, 3), pads=(2, 2, 2, 2), count_include_pad=True)),
+]
+
+
+def pool_cases(batch, op):
+    for xs, attrs in POOL_SPECS:
+        batch.case(f"{op} x{list(xs)} {attrs}", lambda c, xs=xs, attrs=attrs: c.op(op, [c.input(xs)], **attrs))
+    batch.case(f"{op} float64", lambda c: c.op(op, [c.input((1, 2, 7, 7), "float64")], kernel=(3, 3),
+                                               pads=(1, 1, 1, 1)))
+    if op == "max_pool2d":
+        batch.case(f"{op} int32", lambda c: c.op(op, [c.input((1, 2, 7, 7), "int32")], kernel=(3, 3), strides=(2, 2),
+                                                 pads=(1, 1, 1, 1)))
+        batch.case(f"{op} all negative", lambda c: c.op(op, [c.input((1, 2, 6, 6), low=-9, high=-1)], kernel=(3, 3),
+                                                        pads=(1, 1, 1, 1)))
+
+
+for _op in ["max_pool2d", "avg_pool2d"]:
+    CASES[_op] = lambda batch, op=_op: pool_cases(batch, op)
+
+
+@cases("softmax")
+def _softmax(batch):
+    for log in (False, True):
+        for shape, axis in [((7,), 0), ((4, 13), -1), ((4, 13), 0), ((3, 5, 7), 1), ((3, 5, 7), 0), ((2, 3, 4, 9), 3),
+                            ((64, 1000), 1), ((64, 1000), 0), ((1, 1), 1), ((5, 1), 1)]:
+            batch.case(f"softmax log={log} {list(shape)} axis={axis}",
+                       lambda c, shape=shape, axis=axis, log=log: c.op("softmax", [c.input(shape, low=-20, high=20)],
+                                                                       axis=axis, log=log), atol=1e-5)
+        batch.case(f"softmax log={log} float64",
+                   lambda c, log=log: c.op("softmax", [c.input((3, 7), "float64")], axis=1, log=log))
+        batch.case(f"softmax log={log} -inf entries",
+                   lambda c, log=log: c.op("softmax", [c.input((2, 4), data=[[0, -np.inf, 1, 2], [-np.inf, 3, 3, 0]])],
+                                           axis=1, log=log))
+
+
+@cases("layer_norm")
+def _layer_norm(batch):
+    for shape, axis, pshape in [((4, 13), -1, (13,)), ((2, 3, 8), -1, (8,)), ((2, 3, 8), 1, (3, 8)),
+                                ((2, 5, 6), -2, (1, 6)), ((64, 1000), 1, (1000,)), ((3, 1), -1, (1,)),
+                                ((4, 7), 1, ())]:
+        batch.case(f"layer_norm {list(shape)} axis={axis} params{list(pshape)}",
+                   lambda c, shape=shape, axis=axis, pshape=pshape: c.op(
+                       "layer_norm", [c.input(shape, low=-3, high=5), c.input(pshape), c.input(pshape)], axis=axis,
+                       epsilon=1e-3), rtol=1e-4, atol=1e-5)
+    batch.case("layer_norm float64", lambda c: c.op("layer_norm", [c.input((3, 10), "float64"), c.input((10,), "float64"),
+                                                                   c.input((10,), "float64")], rtol=1e-9, atol=1e-10))
+
+
+@cases("batch_norm")
+def _batch_norm(batch):
+    for shape in [(2, 3), (1, 4, 5, 5), (2, 3, 7), (1, 16, 13, 13), (2, 1, 3, 3)]:
+        ch = shape[1]
+
+        def f(c, shape=shape, ch=ch):
+            return c.op("batch_norm", [c.input(shape), c.input((ch,)), c.input((ch,)), c.input((ch,)),
+                                       c.input((ch,), low=0.1, high=2.0)], epsilon=1e-3)
+        batch.case(f"batch_norm {list(shape)}", f, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the tests
+
+SLOW = {"conv2d", "conv2d_packed", "matmul", "matmul_packed", "cast", "avg_pool2d", "max_pool2d"}
+
+
+def test_every_op_has_cases():
+    missing = sorted(set(OPS) - set(CASES) - set(SKIP))
+    assert not missing, f"ops without differential tests: {missing} (add cases to tests/ops/test_ops.py)"
+    stale = sorted((set(CASES) | set(SKIP)) - set(OPS))
+    assert not stale, f"cases for ops that are not registered: {stale}"
+
+
+@pytest.mark.parametrize("op", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(OPS)])
+def test_op(op):
+    if op in SKIP:
+        pytest.skip(SKIP[op])
+    if op not in CASES:
+        pytest.fail(f"op {op} has no cases")
+    batch = Batch(f"op_{op}", seed=0)
+    CASES[op](batch)
+    batch.check()

@@ -583,3 +583,57 @@ def test_upsample_and_resize10():
     x = rand(1, 2, 3, 4)
     check("Upsample", [x, np.array([1, 1, 2, 3], f32)], {"mode": "nearest"}, opset=9, const=[1])
     check("Resize", [x, np.array([1, 1, 2, 2], f32)], {"mode": "linear"}, opset=10, const=[1], atol=1e-5)
+
+
+# ---- TopK and quantization ------------------------------------------------------------------
+
+@pytest.mark.parametrize("k,attrs", [(1, {}), (1, {"largest": 0, "axis": 0}), (3, {}), (2, {"axis": 0}),
+                                     (4, {"largest": 0, "axis": -1}), (5, {"axis": 1})])
+def test_topk(k, attrs):
+    x = np.round(rand(4, 5, 3, lo=-3, hi=3) * 2) / 2  # ties
+    if attrs.get("axis", -1) in (-1, 2) and k > 3:
+        x = np.round(rand(4, 6, lo=-3, hi=3) * 2) / 2
+    check("TopK", [x, np.array([k], "int64")], attrs, const=[1], n_out=2)
+
+
+def test_topk_integers():
+    check("TopK", [rand(3, 7, dtype="int64", lo=-4, hi=4), np.array([4], "int64")], const=[1], n_out=2)
+
+
+@pytest.mark.parametrize("qtype", ["uint8", "int8"])
+def test_quantize_dequantize(qtype):
+    x = rand(2, 3, 4, lo=-4, hi=4)
+    zp = np.array(3 if qtype == "uint8" else -2, qtype)
+    check("QuantizeLinear", [x, np.array(0.05, f32), zp], const=[1, 2], opset=13)
+    check("QuantizeLinear", [x, np.array([0.02, 0.05, 0.1], f32), np.array([0, 5, 9], qtype)], {"axis": 1},
+          const=[1, 2], opset=13)
+    q = rand(2, 3, 4, dtype=qtype, lo=-100 if qtype == "int8" else 0, hi=100)
+    check("DequantizeLinear", [q, np.array(0.05, f32), zp], const=[1, 2], opset=13)
+    check("DequantizeLinear", [q, np.array([0.1, 0.2, 0.3, 0.4], f32)], {"axis": -1}, const=[1], opset=13)
+    check("DequantizeLinear", [q, rand(2, 3, 2, lo=0.01, hi=0.2)], {"axis": 2, "block_size": 2}, const=[1],
+          opset=21)
+
+
+def test_dynamic_quantize_and_integer_products():
+    check("DynamicQuantizeLinear", [rand(3, 4, lo=-2, hi=5)], n_out=3)
+    a = rand(3, 4, dtype="uint8", lo=0, hi=255)
+    b = rand(4, 5, dtype="int8", lo=-128, hi=127)
+    check("MatMulInteger", [a, b, np.array(12, "uint8"), np.array(-3, "int8")], const=[1, 2, 3])
+    check("MatMulInteger", [a, rand(4, 5, dtype="uint8", lo=0, hi=255)])
+    x = rand(1, 2, 5, 5, dtype="uint8", lo=0, hi=255)
+    w = rand(3, 2, 3, 3, dtype="uint8", lo=0, hi=255)
+    check("ConvInteger", [x, w, np.array(7, "uint8")], {"pads": [1, 1, 1, 1]}, const=[1, 2])
+
+
+def test_qlinear_ops():
+    a = rand(3, 4, dtype="uint8", lo=0, hi=255)
+    b = rand(4, 5, dtype="uint8", lo=0, hi=255)
+    s = lambda v: np.array(v, f32)  # noqa: E731
+    check("QLinearMatMul", [a, s(0.02), np.array(100, "uint8"), b, s(0.03), np.array(120, "uint8"), s(0.2),
+                            np.array(128, "uint8")], const=[1, 2, 3, 4, 5, 6, 7])
+    x = rand(1, 2, 6, 6, dtype="uint8", lo=0, hi=255)
+    w = rand(4, 2, 3, 3, dtype="int8", lo=-100, hi=100)
+    check("QLinearConv", [x, s(0.02), np.array(110, "uint8"), w, np.array([0.01, 0.02, 0.015, 0.03], f32),
+                          np.zeros(4, "int8"), s(0.15), np.array(120, "uint8"), rand(4, dtype="int32", lo=-500,
+                                                                                    hi=500)],
+          {"pads": [1, 1, 1, 1], "strides": [2, 2]}, const=[1, 2, 3, 4, 5, 6, 7, 8])

@@ -57,6 +57,39 @@ def c_ident(name: str) -> str:
     return s
 
 
+#: Identifiers generated code must not define: C keywords, what the headers it includes declare
+#: (math, stdlib, string, stdint, time), and the names the preamble and runtime use.  Names that
+#: start with "_" or "ember"/"EMBER" are reserved for Ember itself.
+RESERVED = frozenset("""
+auto break case char const continue default do double else enum extern float for goto if inline
+int long register restrict return short signed sizeof static struct switch typedef union unsigned
+void volatile while main _Bool _Complex _Float16 bool true false NULL asm typeof
+acos acosf acosh acoshf acoshl acosl asin asinf asinh asinhf asinhl asinl atan atan2 atan2f atan2l
+atanf atanh atanhf atanhl atanl cbrt cbrtf ceil ceilf ceill copysign copysignf cos cosf cosh coshf
+coshl cosl erf erfc erfcf erff exp exp10 exp2 exp2f expf expl expm1 expm1f fabs fabsf fabsl fdim
+fdimf floor floorf floorl fma fmaf fmax fmaxf fmin fminf fmod fmodf frexp gamma hypot hypotf ilogb
+isfinite isinf isnan isnormal j0 j1 jn ldexp lgamma llrint llround log log10 log10f log1p log1pf
+log2 log2f logb logf logl lrint lround modf nan nanf nearbyint nearbyintf nextafter pow powf
+remainder remquo rint rintf round roundf scalbn signbit significand sin sincos sinf sinh sinhf
+sinhl sinl sqrt sqrtf sqrtl tan tanf tanh tanhf tanhl tanl tgamma trunc truncf y0 y1 yn
+INFINITY NAN HUGE_VAL M_PI M_E
+abs labs llabs div ldiv lldiv abort atexit exit malloc calloc realloc free aligned_alloc
+posix_memalign qsort bsearch rand srand atoi atol atof strtol strtod getenv system
+memcpy memmove memset memcmp memchr strlen strcmp strncmp strcpy strncpy strcat strchr strstr
+int8_t int16_t int32_t int64_t uint8_t uint16_t uint32_t uint64_t intptr_t uintptr_t size_t
+ptrdiff_t INT64_C UINT64_C INT64_MIN INT64_MAX INT32_MIN INT32_MAX
+clock_gettime timespec time clock arena inputs outputs errno
+""".split())
+
+
+def safe_ident(name: str) -> str:
+    """``name`` as a C identifier that cannot clash with anything the generated file declares."""
+    s = c_ident(name)
+    if s in RESERVED or s.startswith("_") or s.lower().startswith("ember"):
+        s = "v_" + s.lstrip("_") if s.startswith("_") else "v_" + s
+    return s
+
+
 def c_string(text: str) -> str:
     out = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{out}"'
@@ -75,16 +108,37 @@ static inline void ember_vstore(float* p, ember_vf v) {{ *(ember_vf_u*)p = v; }}
 static inline ember_vf ember_vsel(ember_vi m, ember_vf a, ember_vf b) {{
   return (ember_vf)((m & (ember_vi)a) | (~m & (ember_vi)b));
 }}
-static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{ return ember_vsel(a > b, a, b); }}
-static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{ return ember_vsel(a < b, a, b); }}
+/* max and min propagate NaN, as numpy's maximum and minimum do */
+static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{ return ember_vsel((a > b) | (a != a), a, b); }}
+static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{ return ember_vsel((a < b) | (a != a), a, b); }}
+/* a vector load whose lanes may fall outside [0, n) (lanes a select will discard): those read 0 */
+static inline ember_vf ember_vload_checked(const float* p, int64_t base, int64_t stride, int64_t n) {{
+  int64_t last = base + (EMBER_LANES - 1) * stride;
+  if (stride == 1 && base >= 0 && last < n) return ember_vload(p + base);
+  ember_vf r = {{0}};
+  for (int i = 0; i < EMBER_LANES; ++i) {{ int64_t j = base + i * stride; if (j >= 0 && j < n) r[i] = p[j]; }}
+  return r;
+}}
+static inline int64_t ember_ipow(int64_t a, int64_t b) {{
+  if (b < 0) return a == 1 ? 1 : a == -1 ? ((b & 1) ? -1 : 1) : 0;
+  uint64_t r = 1, x = (uint64_t)a;
+  for (; b; b >>= 1, x *= x) if (b & 1) r *= x;
+  return (int64_t)r;
+}}
+static inline uint64_t ember_upow(uint64_t a, uint64_t b) {{
+  uint64_t r = 1;
+  for (; b; b >>= 1, a *= a) if (b & 1) r *= a;
+  return r;
+}}
 #define EMBER_VMAP1(fn, x) ({{ ember_vf _x = (x), _r; for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = fn(_x[_i]); _r; }})
 #define EMBER_VMAP2(fn, x, y) ({{ ember_vf _x = (x), _y = (y), _r; for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = fn(_x[_i], _y[_i]); _r; }})
 #define EMBER_IDIV(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _b == 0 ? 0 : (_b == -1 ? -_a : _a / _b); }})
 #define EMBER_IMOD(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_b == 0 || _b == -1) ? 0 : _a % _b; }})
 #define EMBER_UDIV(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _b == 0 ? 0 : _a / _b; }})
 #define EMBER_UMOD(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _b == 0 ? 0 : _a % _b; }})
-#define EMBER_MAX(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _a > _b ? _a : _b; }})
-#define EMBER_MIN(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _a < _b ? _a : _b; }})
+#define EMBER_MAX(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_a > _b || _a != _a) ? _a : _b; }})
+#define EMBER_MIN(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_a < _b || _a != _a) ? _a : _b; }})
+#define EMBER_LOAD_CHECKED(p, i, n) ({{ int64_t _j = (i); (_j >= 0 && _j < (n)) ? (p)[_j] : (__typeof__((p)[0]))0; }})
 """
 
 
@@ -101,13 +155,14 @@ class CGenerator:
     def __init__(self, lanes: int = 8):
         self.lanes = lanes
         self.helpers: list[str] = []
+        self.kernel_names: set[str] = set()
 
     # ---- names ---------------------------------------------------------------------------
 
     def name(self, ctx: _Ctx, obj, hint: str) -> str:
         if obj in ctx.names:
             return ctx.names[obj]
-        base = c_ident(hint)
+        base = safe_ident(hint)
         n, k = base, 0
         while n in ctx.used:
             k += 1
@@ -139,17 +194,23 @@ class CGenerator:
             return f"UINT64_C({v})"
         return f"(({c_type(c.dtype)}){v})"
 
-    def expr(self, e: Expr, ctx: _Ctx) -> str:
+    def expr(self, e: Expr, ctx: _Ctx, guard: bool = False) -> str:
+        """C for a scalar expression.  ``guard``: the expression sits in a branch of a vector
+        select, which evaluates both branches, so its loads may be out of bounds in the lanes
+        the select discards: they are bounds-checked."""
         if lanes_of(e) > 1:
-            return self.vexpr(e, ctx)
+            return self.vexpr(e, ctx, guard)
         if isinstance(e, Const):
             return self.const(e)
         if isinstance(e, Var):
             return self.name(ctx, e, e.name)
         if isinstance(e, Load):
-            return f"{self.name(ctx, e.buffer, e.buffer.name)}[{self.expr(e.index, ctx)}]"
+            buf = self.name(ctx, e.buffer, e.buffer.name)
+            if guard and not _in_bounds(e.index, 1, 1, e.buffer.size):
+                return f"EMBER_LOAD_CHECKED({buf}, {self.expr(e.index, ctx, guard)}, {e.buffer.size})"
+            return f"{buf}[{self.expr(e.index, ctx, guard)}]"
         if isinstance(e, BinOp):
-            a, b = self.expr(e.a, ctx), self.expr(e.b, ctx)
+            a, b = self.expr(e.a, ctx, guard), self.expr(e.b, ctx, guard)
             dt = e.a.dtype
             if e.op in _BINOPS:
                 if e.op in ("add", "sub", "mul") and dt == "bool":
@@ -172,16 +233,18 @@ class CGenerator:
                 return f"{macro}({a}, {b})"
             raise CodegenError(f"unknown binary op {e.op}")
         if isinstance(e, Not):
-            return f"(!{self.expr(e.a, ctx)})"
+            return f"(!{self.expr(e.a, ctx, guard)})"
         if isinstance(e, Cast):
-            a = self.expr(e.a, ctx)
+            a = self.expr(e.a, ctx, guard)
             if e.dtype == "bool":
                 return f"((_Bool)({a} != 0))"
             return f"(({c_type(e.dtype)})({a}))"
         if isinstance(e, Select):
-            return f"({self.expr(e.cond, ctx)} ? {self.expr(e.t, ctx)} : {self.expr(e.f, ctx)})"
+            # C evaluates only the branch taken: no guard needed inside
+            return (f"({self.expr(e.cond, ctx, guard)} ? {self.expr(e.t, ctx, guard)} : "
+                    f"{self.expr(e.f, ctx, guard)})")
         if isinstance(e, Call):
-            args = [self.expr(a, ctx) for a in e.args]
+            args = [self.expr(a, ctx, guard) for a in e.args]
             return self.call(e.fn, args, e.args[0].dtype, e.dtype)
         raise CodegenError(f"cannot generate C for {type(e).__name__}")
 
@@ -200,14 +263,19 @@ class CGenerator:
             return f"((_Bool)isnan({args[0]}))" if is_float_dtype(arg_dtype) else "0"
         if fn == "abs" and not is_float_dtype(arg_dtype):
             return f"({args[0]} < 0 ? -{args[0]} : {args[0]})" if not arg_dtype.startswith("uint") else args[0]
+        if fn == "pow" and not is_float_dtype(arg_dtype):
+            if arg_dtype == "bool":
+                return f"((_Bool)({args[0]} || !{args[1]}))"
+            fn_c = "ember_upow" if arg_dtype.startswith("uint") else "ember_ipow"
+            return f"(({c_type(dtype)}){fn_c}({args[0]}, {args[1]}))"
         if fn in _MATH:
             return self.math_call(fn, args, dtype)
         raise CodegenError(f"unknown intrinsic {fn}")
 
-    def vexpr(self, e: Expr, ctx: _Ctx) -> str:
+    def vexpr(self, e: Expr, ctx: _Ctx, guard: bool = False) -> str:
         L = self.lanes
         if isinstance(e, Broadcast):
-            v = self.expr(e.value, ctx)
+            v = self.expr(e.value, ctx, guard)
             if e.value.dtype == "bool":
                 return f"((ember_vi){{}} - (int32_t)({v}))"
             return f"((ember_vf){{}} + (float)({v}))"
@@ -218,13 +286,15 @@ class CGenerator:
                 raise CodegenError("vector load with a non-ramp index")
             if e.buffer in ctx.vec_locals:
                 return f"{buf}[{idx.base.value // L}]"
-            base = self.expr(idx.base, ctx)
+            base = self.expr(idx.base, ctx, guard)
+            if guard and not _in_bounds(idx.base, idx.stride, L, e.buffer.size):
+                return f"ember_vload_checked({buf}, {base}, {idx.stride}, {e.buffer.size})"
             if idx.stride == 1:
                 return f"ember_vload(&{buf}[{base}])"
             lanes = ", ".join(f"{buf}[_b + {k * idx.stride}]" for k in range(L))
             return f"({{ int64_t _b = {base}; (ember_vf){{{lanes}}}; }})"
         if isinstance(e, BinOp):
-            a, b = self.vexpr(e.a, ctx), self.vexpr(e.b, ctx)
+            a, b = self.vexpr(e.a, ctx, guard), self.vexpr(e.b, ctx, guard)
             if e.op in _VEC_BINOPS:
                 return f"({a} {_VEC_BINOPS[e.op]} {b})"
             if e.op == "max":
@@ -235,11 +305,17 @@ class CGenerator:
                 return f"EMBER_VMAP2(fmodf, {a}, {b})"
             raise CodegenError(f"vector op {e.op}")
         if isinstance(e, Not):
-            return f"(~{self.vexpr(e.a, ctx)})"
+            return f"(~{self.vexpr(e.a, ctx, guard)})"
         if isinstance(e, Select):
-            return f"ember_vsel({self.vexpr(e.cond, ctx)}, {self.vexpr(e.t, ctx)}, {self.vexpr(e.f, ctx)})"
+            if isinstance(e.cond, Broadcast):
+                # one condition for every lane: a C conditional evaluates only the branch taken
+                return (f"({self.expr(e.cond.value, ctx, guard)} ? {self.vexpr(e.t, ctx, guard)} : "
+                        f"{self.vexpr(e.f, ctx, guard)})")
+            # a lane-wise select computes both branches: their loads must stay in bounds
+            return (f"ember_vsel({self.vexpr(e.cond, ctx, guard)}, {self.vexpr(e.t, ctx, True)}, "
+                    f"{self.vexpr(e.f, ctx, True)})")
         if isinstance(e, Call):
-            args = [self.vexpr(a, ctx) for a in e.args]
+            args = [self.vexpr(a, ctx, guard) for a in e.args]
             f32 = _MATH[e.fn][0]
             if len(args) == 1:
                 return f"EMBER_VMAP1({f32}, {args[0]})"
@@ -310,7 +386,7 @@ class CGenerator:
     def parallel(self, s: For, ctx: _Ctx, ind: str, out: list[str], fname: str) -> None:
         """Outline the body of a parallel loop into a task run by the thread pool."""
         bufs = _buffers_used(s.body)
-        task = f"{fname}_task{len(self.helpers)}"
+        task = f"ember_task{len(self.helpers)}_{fname}"
         fields = []
         for b in bufs:
             name = self.name(ctx, b, b.name)
@@ -333,6 +409,16 @@ class CGenerator:
         out.append(f"{ind}  ember_parallel_for({s.extent}, {task}, &_ctx); }}")
 
     def kernel(self, f: PrimFunc) -> str:
+        """The C definition of kernel ``f``.  ``f.name`` is made a safe, unique file-scope
+        identifier first (a kernel named after a node ``tanh`` must not redefine libm's), so
+        callers read the name to call from ``f.name`` afterwards."""
+        name, k = safe_ident(f.name), 0
+        base = name
+        while name in self.kernel_names:
+            k += 1
+            name = f"{base}_{k}"
+        self.kernel_names.add(name)
+        f.name = name
         ctx = _Ctx()
         params = []
         for b in f.params:
@@ -344,6 +430,18 @@ class CGenerator:
         helpers = "".join(self.helpers[start:])
         comment = f"/* {f.comment} */\n" if f.comment else ""
         return (f"{helpers}{comment}static void {f.name}({', '.join(params)}) {{\n" + "\n".join(body) + "\n}\n")
+
+
+def _in_bounds(base: Expr, stride: int, lanes: int, size: int) -> bool:
+    """Whether the loop ranges prove ``base + k * stride`` (k < lanes) inside [0, size)."""
+    from ..tir.analysis import bound
+
+    b = bound(base)
+    if b is None:
+        return False
+    lo = b[0] + min(0, (lanes - 1) * stride)
+    hi = b[1] + max(0, (lanes - 1) * stride)
+    return lo >= 0 and hi < size
 
 
 def _ptr_type(b: Buffer, ctx: _Ctx) -> str:

@@ -35,7 +35,7 @@ _ONNX_DTYPES = {
 _ONNX_TYPE_NAMES = {
     0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128", 17: "FLOAT8E4M3FN",
     18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4",
-    23: "FLOAT4E2M1",
+    23: "FLOAT4E2M1", 24: "FLOAT8E8M0", 25: "UINT2", 26: "INT2",
 }
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -47,9 +47,9 @@ def onnx_dtype(elem_type: int, what: str = "tensor", node: str | None = None, op
     try:
         return _ONNX_DTYPES[int(elem_type)]
     except KeyError:
-        name = _ONNX_TYPE_NAMES.get(int(elem_type), str(elem_type))
-        raise InvalidModelError(f"{what} has element type {name}, which Ember does not support",
-                                node=node, op=op) from None
+        name = _ONNX_TYPE_NAMES.get(int(elem_type), f"#{elem_type}")
+        raise FrontendError(f"{what} has element type {name}, which Ember does not support",
+                            node=node, op=op) from None
 
 
 def op_key(node) -> str:
@@ -156,8 +156,9 @@ class NodeContext:
     def const_of(self, v: Value, what: str) -> np.ndarray:
         if not v.is_const:
             raise InvalidModelError(
-                f"{what} (input '{v.name}') must be a constant: computed at run time it would make "
-                f"shapes dynamic, which Ember does not support yet", node=self.name, op=self.op_type)
+                f"{what} (input '{v.name}') must be a constant (an initializer, a Constant node or "
+                f"computable from them at compile time); Ember does not take it at run time yet",
+                node=self.name, op=self.op_type)
         return v.const
 
     def ints_input(self, i: int, what: str, required: bool = False) -> list[int] | None:

@@ -25,6 +25,12 @@ def _round_half_even(x):
     return np.round(x)
 
 
+def _sign(x):
+    s = te.cast(x.dtype, te.gt(x, te.const(0, x.dtype))) - te.cast(x.dtype, te.lt(x, te.const(0, x.dtype)))
+    # NaN has no sign: it stays NaN, as in numpy
+    return te.select(te.call("isnan", x, dtype="bool"), x, s) if is_float(x.dtype) else s
+
+
 # name -> (reference, te expression builder, float-only)
 UNARY: dict[str, tuple[Callable, Callable, bool]] = {
     "neg": (np.negative, lambda x: -x, False),
@@ -41,8 +47,7 @@ UNARY: dict[str, tuple[Callable, Callable, bool]] = {
     "floor": (np.floor, lambda x: te.call("floor", x), True),
     "ceil": (np.ceil, lambda x: te.call("ceil", x), True),
     "round": (_round_half_even, lambda x: te.call("nearbyint", x), True),
-    "sign": (np.sign, lambda x: te.cast(x.dtype, te.gt(x, te.const(0, x.dtype)))
-             - te.cast(x.dtype, te.lt(x, te.const(0, x.dtype))), False),
+    "sign": (np.sign, lambda x: _sign(x), False),
     "sin": (np.sin, lambda x: te.call("sin", x), True),
     "cos": (np.cos, lambda x: te.call("cos", x), True),
     "tan": (np.tan, lambda x: te.call("tan", x), True),

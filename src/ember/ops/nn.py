@@ -151,20 +151,30 @@ class MatMul(Op):
 
 
 class Pool2d(Op):
+    """Pooling over the two spatial dims of NCHW, or of NCHW[x]c (``layout="NCHWc"``, 5-D)."""
+
     pattern = Pattern.OPAQUE
     attrs = {"kernel": (1, 1), "strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1),
-             "ceil_mode": False, "count_include_pad": False}
+             "ceil_mode": False, "count_include_pad": False, "layout": "NCHW"}
 
     def infer(self, a, x):
-        if x.rank != 4:
-            raise self.fail(f"expects a 4-D NCHW input, got {x}")
-        n, c, h, w = x.shape
+        rank = 5 if a["layout"] == "NCHWc" else 4
+        if x.rank != rank:
+            raise self.fail(f"expects a {rank}-D {a['layout']} input, got {x}")
+        n, c, h, w = x.shape[:4]
         (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = a["kernel"], a["strides"], a["pads"], a["dilations"]
         oh = conv_out_dim(h, kh, sh, pt, pb, dh, a["ceil_mode"])
         ow = conv_out_dim(w, kw, sw, pl, pr, dw, a["ceil_mode"])
         if oh <= 0 or ow <= 0:
             raise self.fail(f"window {kh}x{kw} does not fit input {x}")
-        return TensorType((n, c, oh, ow), x.dtype)
+        return TensorType((n, c, oh, ow) + tuple(x.shape[4:]), x.dtype)
+
+    def run_reference(self, a, arrays):
+        if a["layout"] == "NCHWc":
+            (x,) = arrays
+            out = self.reference(dict(a, layout="NCHW"), from_blocked_array(x))
+            return [to_blocked_array(out, x.shape[-1])]
+        return super().run_reference(a, arrays)
 
     def _windows(self, a, x):
         """Yield (ky, kx, valid mask, values) over the window offsets (numpy reference)."""
@@ -184,7 +194,7 @@ class Pool2d(Op):
                 vals = x[:, :, np.clip(yy, 0, h - 1)][:, :, :, np.clip(xx, 0, w - 1)]
                 yield vy[:, None] & vx[None, :], inpad_y[:, None] & inpad_x[None, :], vals
 
-    def _window_expr(self, a, x, nn, cc, y, xx, ry, rx):
+    def _window_expr(self, a, x, nn, cc, y, xx, ry, rx, rest=()):
         (sh, sw), (pt, pl, _, _), (dh, dw) = a["strides"], a["pads"], a["dilations"]
         h, w = x.shape[2], x.shape[3]
         iy = y * sh + ry * dh - pt if pt else y * sh + ry * dh
@@ -193,7 +203,7 @@ class Pool2d(Op):
                                te.logical_and(te.ge(ix, te.const(0, "int64")), te.lt(ix, te.const(w, "int64"))))
         iyc = te.minimum(te.maximum(iy, te.const(0, "int64")), te.const(h - 1, "int64"))
         ixc = te.minimum(te.maximum(ix, te.const(0, "int64")), te.const(w - 1, "int64"))
-        return valid, x[nn, cc, iyc, ixc], iy, ix
+        return valid, x[(nn, cc, iyc, ixc) + tuple(rest)], iy, ix
 
 
 @register
@@ -214,8 +224,8 @@ class MaxPool2d(Pool2d):
         ry, rx = te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx")
         lowest = te.min_value(x.dtype)
 
-        def f(nn, cc, y, xx):
-            valid, v, _, _ = self._window_expr(a, x, nn, cc, y, xx, ry, rx)
+        def f(nn, cc, y, xx, *rest):
+            valid, v, _, _ = self._window_expr(a, x, nn, cc, y, xx, ry, rx, rest)
             return te.reduce("max", te.select(valid, v, lowest), [ry, rx])
 
         return te.compute(t.shape, f, name="max_pool")
@@ -242,15 +252,15 @@ class AvgPool2d(Pool2d):
         ry, rx = te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx")
         zero, one = te.const(0, x.dtype), te.const(1, x.dtype)
 
-        def total(nn, cc, y, xx):
-            valid, v, _, _ = self._window_expr(a, x, nn, cc, y, xx, ry, rx)
+        def total(nn, cc, y, xx, *rest):
+            valid, v, _, _ = self._window_expr(a, x, nn, cc, y, xx, ry, rx, rest)
             return te.sum(te.select(valid, v, zero), [ry, rx])
 
         s = te.compute(t.shape, total, name="window_sum")
         cy, cx = te.reduce_axis(kh, "cy"), te.reduce_axis(kw, "cx")
 
-        def count(nn, cc, y, xx):
-            valid, _, iy, ix = self._window_expr(a, x, nn, cc, y, xx, cy, cx)
+        def count(nn, cc, y, xx, *rest):
+            valid, _, iy, ix = self._window_expr(a, x, nn, cc, y, xx, cy, cx, rest)
             if a["count_include_pad"]:
                 valid = te.logical_or(valid, te.logical_and(te.lt(iy, te.const(h + pb, "int64")),
                                                             te.lt(ix, te.const(w + pr, "int64"))))
@@ -440,7 +450,7 @@ class Conv2dPacked(Op):
         n, o, y, x = root.tensor.axes
         ob = conv.shape[1] // _packed_blocks(conv)
         lanes = target.lanes
-        rows = pick_tile(x.extent, 4, 6, 6) if ob >= 2 * lanes else pick_tile(x.extent, 8, 12, 12)
+        rows = pick_tile(x.extent, 4, 6) if ob >= 2 * lanes else pick_tile(x.extent, 8, 12)
         register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n], after=[y])
 
 
@@ -459,7 +469,7 @@ def _depthwise_schedule(a, s, conv, target):
     n, o, y, x = root.tensor.axes
     lanes = target.lanes
     cols = 2 * lanes if x.extent % (2 * lanes) == 0 else lanes
-    rows = pick_tile(y.extent, 2, 4, 4)
+    rows = pick_tile(y.extent, 2, 4)
     register_tile(root, red, row_axis=y, col_axis=x, rows=rows, cols=cols, lanes=lanes, before=[n, o])
 
 
@@ -484,11 +494,12 @@ def _matmul_schedule(self, a, s, mm, target):
     axes = root.tensor.axes
     m, n = axes[-2], axes[-1]
     lanes = target.lanes
-    if n.extent % lanes or m.extent < 2:
+    if n.extent % lanes:
         default_schedule(s, target)
         return
     cols = 2 * lanes if n.extent % (2 * lanes) == 0 else lanes
-    rows = pick_tile(m.extent, 4, 6, 6) if cols > lanes else pick_tile(m.extent, 8, 12, 12)
+    rows = pick_tile(m.extent, 4, 6) if cols > lanes else pick_tile(m.extent, 8, 12)
+    rows = min(rows, m.extent)
     register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
 
 
@@ -535,3 +546,115 @@ class MatMulPacked(Op):
         return te.compute(batch + (x.shape[-2], nt * nb), f, name="matmul")
 
     schedule = _matmul_schedule
+
+
+# ---- the blocked layout ------------------------------------------------------------------------
+# NCHW[x]c: activations as [N, C/cb, H, W, cb], so the cb channels of one pixel are contiguous
+# and one vector holds them; weights as [O/ob, C/cb, KH, KW, cb, ob].  A convolution then loads
+# whole vectors of output channels and stores contiguous tiles, whatever the image width.
+
+def to_blocked_array(x: np.ndarray, cb: int) -> np.ndarray:
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // cb, cb, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def from_blocked_array(x: np.ndarray) -> np.ndarray:
+    n, cblk, h, w, cb = x.shape
+    return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(n, cblk * cb, h, w))
+
+
+@register
+class Conv2dNCHWc(Op):
+    """2-D convolution in the blocked layout: x [N, C/cb, H, W, cb], w [O/ob, C/cb, KH, KW, cb, ob]
+    -> [N, O/ob, OH, OW, ob].  Depthwise (groups = C = O, cb = ob) takes w [C/cb, 1, KH, KW, 1, cb].
+    pads = (top, left, bottom, right)."""
+
+    name = "conv2d_nchwc"
+    pattern = Pattern.OUT_ELEMWISE_FUSABLE
+    attrs = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "groups": 1}
+    num_inputs = 2
+
+    @staticmethod
+    def pack(w: np.ndarray, cb: int, ob: int, depthwise: bool = False) -> np.ndarray:
+        o, ci, kh, kw = w.shape
+        if depthwise:
+            return np.ascontiguousarray(w.reshape(o // ob, ob, 1, kh, kw).transpose(0, 2, 3, 4, 1)
+                                        .reshape(o // ob, 1, kh, kw, 1, ob))
+        return np.ascontiguousarray(w.reshape(o // ob, ob, ci // cb, cb, kh, kw).transpose(0, 2, 4, 5, 3, 1))
+
+    @staticmethod
+    def unpack(wp: np.ndarray, depthwise: bool) -> np.ndarray:
+        oo, cblk, kh, kw, cb, ob = wp.shape
+        if depthwise:
+            return np.ascontiguousarray(wp.reshape(oo, kh, kw, ob).transpose(0, 3, 1, 2).reshape(oo * ob, 1, kh, kw))
+        return np.ascontiguousarray(wp.transpose(0, 5, 1, 4, 2, 3).reshape(oo * ob, cblk * cb, kh, kw))
+
+    def infer(self, a, x, wp):
+        same_dtype(self, x, wp)
+        if x.rank != 5 or wp.rank != 6:
+            raise self.fail(f"expects a blocked 5-D input and a packed 6-D weight, got {x} and {wp}")
+        n, cblk, h, w, cb = x.shape
+        oo, wcblk, kh, kw, wcb, ob = wp.shape
+        g = a["groups"]
+        depthwise = g > 1
+        if depthwise and not (g == cblk * cb == oo * ob and cb == ob and wcblk == 1 and wcb == 1):
+            raise self.fail(f"only depthwise grouping is supported in the blocked layout, got groups={g} "
+                            f"for {x} and {wp}")
+        if not depthwise and (wcblk, wcb) != (cblk, cb):
+            raise self.fail(f"weight {wp} does not match the input blocks of {x}")
+        (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["strides"], a["dilations"], a["pads"]
+        oh = conv_out_dim(h, kh, sh, pt, pb, dh)
+        ow = conv_out_dim(w, kw, sw, pl, pr, dw)
+        if oh <= 0 or ow <= 0:
+            raise self.fail(f"kernel {kh}x{kw} does not fit input {x} with pads {a['pads']}")
+        return TensorType((n, oo, oh, ow, ob), x.dtype)
+
+    def reference(self, a, x, wp):
+        depthwise = a["groups"] > 1
+        w = self.unpack(wp, depthwise)
+        out = conv2d_reference(from_blocked_array(x), w, a["strides"], a["pads"], a["dilations"], a["groups"])
+        return to_blocked_array(out, wp.shape[-1])
+
+    def compute(self, a, x, wp):
+        (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["strides"], a["dilations"], a["pads"]
+        n, cblk, h, w, cb = x.shape
+        oo, _, kh, kw, _, ob = wp.shape
+        if any(a["pads"]):
+            xs = x
+
+            def padded(nn, c, y, xx, i):
+                yy, xw = y - pt, xx - pl
+                ok = te.logical_and(te.logical_and(te.ge(yy, te.const(0, "int64")), te.lt(yy, te.const(h, "int64"))),
+                                    te.logical_and(te.ge(xw, te.const(0, "int64")), te.lt(xw, te.const(w, "int64"))))
+                return te.select(ok, xs[nn, c, yy, xw, i], te.const(0, x.dtype))
+
+            x = te.compute((n, cblk, h + pt + pb, w + pl + pr, cb), padded, name="pad")
+        oh = (x.shape[2] - (kh - 1) * dh - 1) // sh + 1
+        ow = (x.shape[3] - (kw - 1) * dw - 1) // sw + 1
+        ry, rx = te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx")
+        if a["groups"] > 1:
+            def f(nn, oc, y, xx, o):
+                return te.sum(x[nn, oc, y * sh + ry * dh, xx * sw + rx * dw, o] * wp[oc, 0, ry, rx, 0, o], [ry, rx])
+        else:
+            rc, ri = te.reduce_axis(cblk, "rc"), te.reduce_axis(cb, "ri")
+
+            def f(nn, oc, y, xx, o):
+                return te.sum(x[nn, rc, y * sh + ry * dh, xx * sw + rx * dw, ri] * wp[oc, rc, ry, rx, ri, o],
+                              [rc, ry, rx, ri])
+
+        return te.compute((n, oo, oh, ow, ob), f, name="conv2d")
+
+    def schedule(self, a, s, conv, target):
+        from .schedule_cpu import pick_tile, register_tile
+
+        root, red = s.root, s[conv]
+        n, oc, y, x, o = root.tensor.axes
+        lanes = target.lanes
+        ob = o.extent
+        if ob % lanes:
+            from ..errors import CodegenError
+
+            raise CodegenError(f"output block {ob} is not a multiple of {lanes} lanes")
+        acc_budget = 12 if a["groups"] == 1 else 8
+        rows = pick_tile(x.extent, max(1, acc_budget // (ob // lanes) - 2), acc_budget // (ob // lanes))
+        register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, oc], after=[y])

@@ -39,12 +39,12 @@ def _reduction_depends_only_inner(s: Schedule, k: int) -> bool:
     return False
 
 
-def pick_tile(extent: int, lo: int, hi: int, preferred: int) -> int:
-    """The largest divisor of ``extent`` in [lo, hi], else ``preferred`` (leaving a tail)."""
-    for t in range(hi, lo - 1, -1):
-        if extent % t == 0:
-            return t
-    return min(preferred, extent)
+def pick_tile(extent: int, lo: int, hi: int) -> int:
+    """A tile size in [lo, hi] that maximizes the average tile (``extent`` / number of tiles),
+    the larger one on ties: a tail tile costs one more pass of the loop body."""
+    lo, hi = max(1, min(lo, extent)), max(1, min(hi, extent))
+    best = max(range(lo, hi + 1), key=lambda t: (extent / -(-extent // t), t))
+    return best
 
 
 def register_tile(root: Stage, red: Stage, row_axis, col_axis, rows: int, cols: int, lanes: int,

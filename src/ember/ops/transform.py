@@ -144,18 +144,20 @@ class Concat(Op):
         shape = list(xs[0].shape)
         shape[ax] = sum(x.shape[ax] for x in xs)
 
+        offsets, off = [], 0
+        for x in xs:
+            offsets.append(off)
+            off += x.shape[ax]
+
         def f(*i):
-            offsets, off = [], 0
-            for x in xs:
-                offsets.append(off)
-                off += x.shape[ax]
+            # the input whose range [offset, offset + extent) holds i[ax]: later ones win
             expr = None
-            for x, o in reversed(list(zip(xs, offsets))):
+            for x, o in zip(xs, offsets):
                 if x.shape[ax] == 0:
                     continue
                 idx = tuple(ii - o if k == ax and o else ii for k, ii in enumerate(i))
                 expr = x[idx] if expr is None else te.select(te.ge(i[ax], te.const(o, "int64")), x[idx], expr)
-            return expr
+            return te.const(0, xs[0].dtype) if expr is None else expr
 
         return te.compute(tuple(shape), f, name="concat")
 

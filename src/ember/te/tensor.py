@@ -144,8 +144,12 @@ def reduce_axis(extent: int, name: str = "r") -> IterVar:
     return IterVar(name, INDEX, extent=int(extent), kind="reduce")
 
 
-def reduce(combiner: str, body: Expr, axes: Sequence[IterVar]) -> Reduce:
-    assert combiner in ("sum", "prod", "max", "min")
+def reduce(combiner: str, body: Expr, axes: Sequence[IterVar]) -> Expr:
+    """``combiner`` of ``body`` over ``axes``; over no axes at all that is ``body`` itself."""
+    if combiner not in ("sum", "prod", "max", "min"):
+        raise ValueError(f"unknown combiner {combiner!r}")
+    if not axes:
+        return as_expr(body)
     return Reduce(combiner, as_expr(body), tuple(axes))
 
 

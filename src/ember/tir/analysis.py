@@ -101,12 +101,32 @@ def key(e: Expr):
     return ("obj", id(e))
 
 
+#: extents of the loops enclosing the expressions being simplified (var uid -> extent); set by
+#: :func:`loop_ranges` while a pass walks a kernel
+_RANGES: dict[int, int] = {}
+
+
+class loop_ranges:
+    """Context manager: simplify with ``{var: extent}`` known for the enclosing loops."""
+
+    def __init__(self, ranges: dict):
+        self.ranges = {v.uid: int(e) for v, e in ranges.items()}
+
+    def __enter__(self):
+        self.saved = dict(_RANGES)
+        _RANGES.update(self.ranges)
+
+    def __exit__(self, *exc):
+        _RANGES.clear()
+        _RANGES.update(self.saved)
+
+
 def bound(e: Expr) -> tuple[int, int] | None:
     """Inclusive integer range of ``e`` from loop extents, when it can be told."""
     if isinstance(e, Const) and isinstance(e.value, int) and not isinstance(e.value, bool):
         return e.value, e.value
     if isinstance(e, Var):
-        ext = getattr(e, "extent", None)
+        ext = _RANGES.get(e.uid) or getattr(e, "extent", None)
         return (0, ext - 1) if ext else None
     if isinstance(e, BinOp):
         if e.op in ("div", "mod") and isinstance(e.b, Const) and e.b.value > 0:

@@ -88,39 +88,6 @@ def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
             return Load(e.buffer, Ramp(simplify_index(base), c, n), lanes=n)
         raise _NotVectorizable("non-affine load index")
     if isinstance(e, BinOp):
-        if e.op in LOGICAL:
-            if e.a.dtype != "bool":
-                raise _NotVectorizable("logical op on non-bool")
-        elif e.a.dtype not in VECTOR_DTYPES:
-            raise _NotVectorizable(f"{e.a.dtype} {e.op}")
-        a, b = _vec_expr(e.a, v, n), _vec_expr(e.b, v, n)
-        a = a if lanes_of(a) > 1 else Broadcast(a, n)
-        b = b if lanes_of(b) > 1 else Broadcast(b, n)
-        return BinOp(e.op, a, b, e.dtype)
-    if isinstance(e, Call):
-        return max(lanes_of(a) for a in e.args)
-    if isinstance(e, Select):
-        return max(lanes_of(e.cond), lanes_of(e.t), lanes_of(e.f))
-    return 1
-
-
-VECTOR_DTYPES = ("float32",)
-
-
-def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
-    if not uses_var(e, v):
-        return e
-    if e is v:
-        return Ramp(Const(0), 1, n)
-    if isinstance(e, Load):
-        if e.dtype not in VECTOR_DTYPES:
-            raise _NotVectorizable(f"load of {e.dtype}")
-        st = stride_in(e.index, v)
-        if st is not None:
-            c, base = st
-            return Load(e.buffer, Ramp(simplify_index(base), c, n), lanes=n)
-        raise _NotVectorizable("non-affine load index")
-    if isinstance(e, BinOp):
         a, b = _vec_expr(e.a, v, n), _vec_expr(e.b, v, n)
         for x in (a, b):
             if lanes_of(x) > 1 and x.dtype not in VECTOR_DTYPES and not isinstance(x, BinOp):
@@ -206,6 +173,32 @@ def remove_unit_loops(f: PrimFunc) -> PrimFunc:
     return PrimFunc(f.name, f.params, map_stmt(f.body, fs, lambda e: e), f.comment, dict(f.attrs))
 
 
+def simplify(f: PrimFunc) -> PrimFunc:
+    """Re-simplify every index knowing the extent of each enclosing loop, which removes the
+    divisions and remainders that loop ranges make exact."""
+    from .analysis import loop_ranges
+
+    def walk(s: Stmt, ranges: dict) -> Stmt:
+        if isinstance(s, For):
+            inner = dict(ranges)
+            inner[s.var] = s.extent
+            return For(s.var, s.extent, s.kind, walk(s.body, inner))
+        if isinstance(s, Store):
+            with loop_ranges(ranges):
+                return Store(s.buffer, simplify_index(s.index), simplify_index(s.value))
+        if isinstance(s, Allocate):
+            return Allocate(s.buffer, walk(s.body, ranges))
+        if isinstance(s, IfThenElse):
+            with loop_ranges(ranges):
+                cond = simplify_index(s.cond)
+            return IfThenElse(cond, walk(s.then, ranges), walk(s.other, ranges) if s.other is not None else None)
+        if isinstance(s, Seq):
+            return Seq.of([walk(x, ranges) for x in s.stmts])
+        return s
+
+    return PrimFunc(f.name, f.params, walk(f.body, {}), f.comment, dict(f.attrs))
+
+
 def optimize(f: PrimFunc, lanes: int) -> PrimFunc:
     """The loop-IR pipeline every kernel goes through before code generation."""
-    return vectorize(unroll(remove_unit_loops(f)), lanes)
+    return vectorize(unroll(simplify(remove_unit_loops(f))), lanes)

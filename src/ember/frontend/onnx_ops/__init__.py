@@ -27,4 +27,5 @@ def supported_ops() -> list[str]:
     return sorted(TRANSLATIONS)
 
 
-from . import einsum, elementwise, indexing, nn, reduce, resize, tensor  # noqa: E402,F401  (registers the translations)
+# importing the modules registers their translations
+from . import einsum, elementwise, indexing, nn, quant, reduce, resize, tensor  # noqa: E402,F401

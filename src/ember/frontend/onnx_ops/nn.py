@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...graph.types import is_float
+from ...graph.types import np_dtype
 from . import translates
 from .tensor import norm_axis, prod, reshape, static_shape
 
@@ -76,6 +76,12 @@ def _add_bias(cx, y, bias, nsp):
 @translates("Conv")
 def conv(cx):
     x, w, bias = cx.input(0), cx.input(1), cx.input(2, required=False)
+    y = convolution(cx, x, w)
+    return _add_bias(cx, y, bias, y.type.rank - 2)
+
+
+def convolution(cx, x, w):
+    """The convolution the node's attributes describe, without bias (also for ConvInteger...)."""
     dims, nsp = _spatial(cx, x)
     wd = static_shape(cx, w, "weight")
     if len(wd) != len(dims):
@@ -94,7 +100,7 @@ def conv(cx):
     y = cx.op("conv2d", [x4, w4], strides=s2, pads=p2, dilations=d2, groups=cx.attr("group", 1))
     if nsp == 1:
         y = reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
-    return _add_bias(cx, y, bias, nsp)
+    return y
 
 
 @translates("ConvTranspose")
@@ -267,8 +273,7 @@ def layer_norm(cx):
     eps = float(cx.attr("epsilon", 1e-5))
     if not (cx.output_used(1) or cx.output_used(2)):
         if bias is None:
-            bias = cx.const(np.zeros(scale.shape, dtype=scale.const.dtype if scale.is_const else scale.dtype),
-                            scale.dtype)
+            bias = cx.const(np.zeros(scale.shape, dtype=np_dtype(scale.dtype)), scale.dtype)
         return [cx.op("layer_norm", [x, scale, bias], axis=axis, epsilon=eps)]
     d, mean, inv = _normalize(cx, x, range(axis, r), eps)
     y = cx.op("mul", [cx.op("mul", [d, inv]), scale])
@@ -359,7 +364,11 @@ def hardmax(cx):
 
 @translates("MatMul")
 def matmul(cx):
-    a, b = cx.input(0), cx.input(1)
+    return matmul_values(cx, cx.input(0), cx.input(1))
+
+
+def matmul_values(cx, a, b):
+    """numpy.matmul semantics (1-D operands included) with core matmul and reshapes."""
     if a.type.rank == 0 or b.type.rank == 0:
         raise cx.fail(f"operands must have rank >= 1, got {a.type} and {b.type}")
     a2 = reshape(cx, a, (1, a.shape[0])) if a.type.rank == 1 else a

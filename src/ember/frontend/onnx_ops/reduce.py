@@ -7,7 +7,7 @@ import numpy as np
 
 from ...graph.types import is_float
 from . import translates
-from .tensor import norm_axes, norm_axis, prod, reshape, static_shape
+from .tensor import gather_elements_values, norm_axes, norm_axis, prod, reshape, static_shape
 
 
 def reduce_axes(cx, x):
@@ -128,3 +128,47 @@ def cumsum(cx):
     if exclusive and n:
         out = shifted(out, 1)
     return out
+
+
+@translates("TopK")
+def topk(cx):
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    r = len(dims)
+    if cx.opset < 10:
+        k = cx.attr("k")
+    else:
+        kv = cx.ints_input(1, "K", required=True)
+        if len(kv) != 1:
+            raise cx.fail(f"K must hold one value, got {kv}")
+        k = kv[0]
+    ax = norm_axis(cx, cx.attr("axis", -1), r)
+    n = dims[ax]
+    if not 0 <= k <= n:
+        raise cx.fail(f"K={k} is out of range for axis {ax} of size {n}")
+    largest = cx.attr("largest", 1)
+    if k == 1:
+        values = cx.op("reduce_max" if largest else "reduce_min", [x], axes=(ax,), keepdims=True)
+        indices = cx.op("argmax" if largest else "argmin", [x], axis=ax, keepdims=True)
+        return [values, indices]
+    # rank of each element = how many come before it in the output order (better value, or the
+    # same value at a lower index); output position p takes the element of rank p
+    perm = [d for d in range(r) if d != ax] + [ax]
+    inv = [perm.index(d) for d in range(r)]
+    xt = x if ax == r - 1 else cx.op("transpose", [x], perm=tuple(perm))
+    lead = tuple(xt.shape[:-1])
+    a = reshape(cx, xt, lead + (n, 1))
+    b = reshape(cx, xt, lead + (1, n))
+    better = cx.op("greater" if largest else "less", [b, a])
+    earlier = np.arange(n)[None, :] < np.arange(n)[:, None]
+    tie = cx.op("logical_and", [cx.op("equal", [b, a]), cx.const(earlier)])
+    before = cx.op("cast", [cx.op("logical_or", [better, tie])], to="int64")
+    rank = cx.op("reduce_sum", [before], axes=(len(lead) + 1,), keepdims=False)
+    hot = cx.op("equal", [reshape(cx, rank, lead + (1, n)), cx.const(np.arange(k, dtype=np.int64).reshape(k, 1))])
+    pos = cx.op("mul", [cx.op("cast", [hot], to="int64"), cx.const(np.arange(n, dtype=np.int64))])
+    indices = cx.op("reduce_sum", [pos], axes=(len(lead) + 1,), keepdims=False)
+    values = gather_elements_values(cx, xt, indices, len(lead))
+    if ax != r - 1:
+        values = cx.op("transpose", [values], perm=tuple(inv))
+        indices = cx.op("transpose", [indices], perm=tuple(inv))
+    return [values, indices]

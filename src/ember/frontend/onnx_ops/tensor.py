@@ -416,13 +416,16 @@ def gather(cx):
 def gather_elements(cx):
     # out[i] = x[i with i[axis] := idx[i]]: a gather from the flattened data at linear indices
     x, idx = cx.input(0), cx.input(1)
+    return gather_elements_values(cx, x, idx, norm_axis(cx, cx.attr("axis", 0), x.type.rank))
+
+
+def gather_elements_values(cx, x, idx, ax: int):
     dims, idims = static_shape(cx, x), static_shape(cx, idx, "indices")
     r = len(dims)
     if len(idims) != r:
         raise cx.fail(f"indices {idx.type} must have the rank of data {x.type}")
     if not is_int(idx.dtype):
         raise cx.fail(f"indices must be integers, got {idx.type}")
-    ax = norm_axis(cx, cx.attr("axis", 0), r)
     for k in range(r):
         if k != ax and idims[k] > dims[k]:
             raise cx.fail(f"indices {idx.type} exceed data {x.type} on axis {k}")

@@ -1,0 +1,200 @@
+"""Layout conversion to the blocked NCHW[x]c layout for CPU convolution networks.
+
+Convolutions with constant weights become ``conv2d_nchwc`` on [N, C/cb, H, W, cb] activations
+(weights packed at compile time).  The blocked layout is then kept through the elementwise and
+broadcast ops, pads, pools and spatial reductions that follow, and converted back to NCHW only
+where an op needs it (a reshape, a matmul, a graph output).  Conversions are ordinary
+``reshape``/``transpose`` nodes: on constants (biases, scales) they fold away, on activations
+they fuse into the neighbouring kernels.
+"""
+
+from __future__ import annotations
+
+from ..graph.builder import GraphBuilder
+from ..graph.ir import Graph, Node, Value, constant
+from ..ops import Pattern, get_op
+from ..ops.nn import Conv2dNCHWc
+from .base import Pass
+
+
+def channel_block(c: int, lanes: int) -> int:
+    """Channels per block for a tensor of ``c`` channels (0: do not block)."""
+    for cb in (2 * lanes, lanes):
+        if c % cb == 0:
+            return cb
+    return 0
+
+
+class _Layout:
+    def __init__(self, graph: Graph, lanes: int):
+        self.g = graph
+        self.lanes = lanes
+        self.b = GraphBuilder(graph.name)
+        self.b.inputs = list(graph.inputs)
+        for v in graph.values():
+            self.b._names.add(v.name)
+        self.b._node_names.update(n.name for n in graph.nodes)
+        self.blocked: dict[Value, tuple[Value, int]] = {}   # NCHW value -> (blocked value, cb)
+        self.plain: dict[Value, Value] = {}                  # value -> its NCHW form
+
+    # ---- conversions ------------------------------------------------------------------------
+
+    def to_blocked(self, v: Value, cb: int, hint: str) -> Value:
+        got = self.blocked.get(v)
+        if got is not None and got[1] == cb:
+            return got[0]
+        src = self.nchw(v)
+        n, c, h, w = src.shape
+        r = self.b.op("reshape", [src], name=f"{hint}_block", shape=(n, c // cb, cb, h, w))
+        out = self.b.op("transpose", [r], name=f"{hint}_block_t", perm=(0, 1, 3, 4, 2))
+        if got is None:
+            self.blocked[v] = (out, cb)
+        return out
+
+    def nchw(self, v: Value) -> Value:
+        """The NCHW form of ``v`` (converting a blocked value back, once)."""
+        if v in self.plain:
+            return self.plain[v]
+        got = self.blocked.get(v)
+        if got is None or got[0] is v:
+            return v
+        bv, cb = got
+        n, cblk, h, w, _ = bv.shape
+        t = self.b.op("transpose", [bv], name=f"{v.name}_unblock_t", perm=(0, 1, 4, 2, 3))
+        out = self.b.op("reshape", [t], name=f"{v.name}_unblock", shape=(n, cblk * cb, h, w))
+        self.plain[v] = out
+        return out
+
+    def broadcast_operand(self, v: Value, c: int, cb: int, hint: str) -> Value | None:
+        """``v`` (broadcastable to [N, C, H, W]) in the blocked layout, or None if it cannot be."""
+        if v in self.blocked and self.blocked[v][1] == cb:
+            return self.blocked[v][0]
+        shape = (1,) * (4 - v.type.rank) + tuple(v.shape) if v.type.rank <= 4 else None
+        if shape is None:
+            return None
+        if shape[1] == c and v.type.rank >= 3:
+            if v.type.rank == 4:
+                return self.to_blocked(v, cb, hint)
+            return self._block_reshaped(self.b.op("reshape", [v], name=f"{hint}_4d", shape=shape), cb, hint)
+        if shape[1] == 1:
+            return self.b.op("reshape", [v], name=f"{hint}_b", shape=shape + (1,))
+        return None
+
+    def _block_reshaped(self, src: Value, cb: int, hint: str) -> Value:
+        n, c, h, w = src.shape
+        r = self.b.op("reshape", [src], name=f"{hint}_block", shape=(n, c // cb, cb, h, w))
+        return self.b.op("transpose", [r], name=f"{hint}_block_t", perm=(0, 1, 3, 4, 2))
+
+    # ---- nodes ------------------------------------------------------------------------------
+
+    def emit_plain(self, node: Node) -> None:
+        """Keep ``node`` in NCHW, converting any blocked operands back first."""
+        node.inputs = [self.nchw(v) for v in node.inputs]
+        self.b.add_node(node)
+
+    def conv(self, node: Node) -> bool:
+        x, w = node.inputs
+        a = dict(node.attrs)
+        if not w.is_const or x.dtype != "float32" or x.type.rank != 4 or not x.type.is_static:
+            return False
+        o, ci, kh, kw = w.shape
+        c = x.shape[1]
+        g = a["groups"]
+        depthwise = g > 1 and g == c == o and ci == 1
+        if g > 1 and not depthwise:
+            return False
+        ob = channel_block(o, self.lanes)
+        if not ob:
+            return False
+        if depthwise:
+            cb = ob
+        elif x in self.blocked:
+            cb = self.blocked[x][1]
+        else:
+            cb = channel_block(c, self.lanes) or (c if c < self.lanes else 0)
+        if not cb or c % cb:
+            return False
+        xb = self.to_blocked(x, cb, node.name)
+        if any(a["pads"]):
+            t, l, bt, r = a["pads"]
+            xb = self.b.op("pad", [xb], name=f"{node.name}_pad", pads=(0, 0, t, l, 0, 0, 0, bt, r, 0))
+            a["pads"] = (0, 0, 0, 0)
+        wp = constant(Conv2dNCHWc.pack(w.const, cb, ob, depthwise), f"{w.name}_nchwc")
+        out = self.b.op("conv2d_nchwc", [xb, wp], name=node.name, **a)
+        self.blocked[node.output] = (out, ob)
+        return True
+
+    def elementwise(self, node: Node) -> bool:
+        out = node.output
+        if out.type.rank != 4 or not out.type.is_static:
+            return False
+        lead = next((v for v in node.inputs if v in self.blocked and v.shape == out.shape), None)
+        if lead is None:
+            return False
+        cb = self.blocked[lead][1]
+        c = out.shape[1]
+        ins = []
+        for v in node.inputs:
+            bv = self.broadcast_operand(v, c, cb, f"{node.name}_{len(ins)}")
+            if bv is None:
+                return False
+            ins.append(bv)
+        new = self.b.op(node.op, ins, name=node.name, **node.attrs)
+        self.blocked[out] = (new, cb)
+        return True
+
+    def pool(self, node: Node) -> bool:
+        (x,) = node.inputs
+        if x not in self.blocked or node.attrs.get("layout", "NCHW") != "NCHW":
+            return False
+        xb, cb = self.blocked[x]
+        new = self.b.op(node.op, [xb], name=node.name, **dict(node.attrs, layout="NCHWc"))
+        self.blocked[node.output] = (new, cb)
+        return True
+
+    def spatial_reduce(self, node: Node) -> bool:
+        (x,) = node.inputs
+        axes = tuple(sorted(a % 4 for a in node.attrs["axes"]))
+        if x not in self.blocked or x.type.rank != 4 or axes not in ((2,), (3,), (2, 3)) or not node.attrs["keepdims"]:
+            return False
+        xb, cb = self.blocked[x]
+        new = self.b.op(node.op, [xb], name=node.name, **node.attrs)
+        self.blocked[node.output] = (new, cb)
+        return True
+
+    def pad(self, node: Node) -> bool:
+        (x,) = node.inputs
+        p = node.attrs["pads"]
+        if x not in self.blocked or len(p) != 8 or p[0] or p[1] or p[4] or p[5] or node.attrs["mode"] != "constant":
+            return False
+        xb, cb = self.blocked[x]
+        pads = (0, 0, p[2], p[3], 0, 0, 0, p[6], p[7], 0)
+        new = self.b.op("pad", [xb], name=node.name, pads=pads, mode="constant", value=node.attrs["value"])
+        self.blocked[node.output] = (new, cb)
+        return True
+
+    def run(self) -> Graph:
+        for node in self.g.nodes:
+            op = get_op(node.op)
+            done = False
+            if node.op == "conv2d":
+                done = self.conv(node)
+            elif node.op in ("max_pool2d", "avg_pool2d"):
+                done = self.pool(node)
+            elif node.op in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min"):
+                done = self.spatial_reduce(node)
+            elif node.op == "pad":
+                done = self.pad(node)
+            elif op.pattern in (Pattern.ELEMWISE, Pattern.BROADCAST) and len(node.outputs) == 1:
+                done = self.elementwise(node)
+            if not done:
+                self.emit_plain(node)
+        outputs = [self.nchw(v) for v in self.g.outputs]
+        return self.b.finish(outputs)
+
+
+def run(graph: Graph, lanes: int = 8) -> Graph:
+    return _Layout(graph.copy(), lanes).run()
+
+
+PASS = Pass("layout_nchwc", 3, run)

@@ -66,12 +66,18 @@ def assert_same(got: Sequence[np.ndarray], want: Sequence[np.ndarray], rtol=1e-5
             np.testing.assert_array_equal(g, w, err_msg=f"output {k}")
 
 
-def check_model(model, feeds: dict, rtol=1e-5, atol=1e-6):
-    assert_same(run_ember(model, feeds), run_onnxruntime(model, feeds), rtol, atol)
+def run_onnx_reference(model, feeds: dict) -> list[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    return [np.asarray(a) for a in ReferenceEvaluator(model).run(None, feeds)]
+
+
+def check_model(model, feeds: dict, rtol=1e-5, atol=1e-6, oracle=run_onnxruntime):
+    assert_same(run_ember(model, feeds), oracle(model, feeds), rtol, atol)
 
 
 def check(op: str, inputs: Sequence, attrs: dict | None = None, *, opset: int = 17, const: Sequence[int] = (),
-          n_out: int = 1, rtol=1e-5, atol=1e-6, domain: str = ""):
+          n_out: int = 1, rtol=1e-5, atol=1e-6, domain: str = "", oracle=run_onnxruntime):
     """One ``op`` node over ``inputs`` (arrays; None for a left-out optional input).  Inputs whose
     index is in ``const`` become initializers, the others graph inputs."""
     names, feeds, inits = [], {}, {}
@@ -85,5 +91,5 @@ def check(op: str, inputs: Sequence, attrs: dict | None = None, *, opset: int = 
     outs = [f"out{k}" for k in range(n_out)]
     node = helper.make_node(op, names, outs, name=f"{op.lower()}_node", domain=domain, **(attrs or {}))
     model = make_model([node], feeds, outs, inits, opset)
-    check_model(model, feeds, rtol, atol)
+    check_model(model, feeds, rtol, atol, oracle)
     return model

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnx_harness import assert_same, check, check_model, make_model, rand, run_ember
+from onnx_harness import (assert_same, check, check_model, make_model, rand, run_ember, run_onnx_reference,
+                          run_onnxruntime)
 
 f32 = "float32"
 
@@ -637,3 +638,48 @@ def test_qlinear_ops():
                           np.zeros(4, "int8"), s(0.15), np.array(120, "uint8"), rand(4, dtype="int32", lo=-500,
                                                                                     hi=500)],
           {"pads": [1, 1, 1, 1], "strides": [2, 2]}, const=[1, 2, 3, 4, 5, 6, 7, 8])
+
+
+# ---- recurrences ----------------------------------------------------------------------------
+
+def _rnn_inputs(gates, seq=4, batch=3, inp=5, hid=6, dirs=1, layout=0, lens=False, init=False, peep=False):
+    x = rand(batch, seq, inp) if layout else rand(seq, batch, inp)
+    ins = [x, rand(dirs, gates * hid, inp, lo=-0.5, hi=0.5), rand(dirs, gates * hid, hid, lo=-0.5, hi=0.5),
+           rand(dirs, 2 * gates * hid, lo=-0.5, hi=0.5)]
+    const = [1, 2, 3]
+    if lens or init or peep:
+        ins.append(np.array([seq, 2, 1][:batch], "int32") if lens else None)
+    if init or peep:
+        shape = (batch, dirs, hid) if layout else (dirs, batch, hid)
+        ins += [rand(*shape), rand(*shape)] if gates == 4 else [rand(*shape)]
+    if peep:
+        ins.append(rand(dirs, 3 * hid, lo=-0.5, hi=0.5))
+        const.append(7)
+    return ins, const
+
+
+@pytest.mark.parametrize("op,gates", [("RNN", 1), ("GRU", 3), ("LSTM", 4)])
+@pytest.mark.parametrize("variant", [{}, {"direction": "reverse", "lens": True}, {"direction": "bidirectional",
+                                                                              "init": True},
+                                     {"layout": 1, "init": True}, {"clip": 0.5, "lens": True}])
+def test_recurrences(op, gates, variant):
+    variant = dict(variant)
+    attrs = {"hidden_size": 6}
+    for k in ("direction", "layout", "clip"):
+        if k in variant:
+            attrs[k] = variant.pop(k)
+    dirs = 2 if attrs.get("direction") == "bidirectional" else 1
+    ins, const = _rnn_inputs(gates, dirs=dirs, layout=attrs.get("layout", 0), **variant)
+    n_out = 3 if op == "LSTM" else 2
+    # onnxruntime has no batch-major (layout=1) recurrences; the ONNX reference does
+    oracle = run_onnx_reference if attrs.get("layout") else run_onnxruntime
+    check(op, ins, attrs, opset=14, const=const, n_out=n_out, atol=1e-5, oracle=oracle)
+
+
+def test_gru_linear_before_reset_and_lstm_peepholes():
+    ins, const = _rnn_inputs(3, init=True)
+    check("GRU", ins, {"hidden_size": 6, "linear_before_reset": 1}, opset=14, const=const, n_out=2, atol=1e-5)
+    ins, const = _rnn_inputs(4, peep=True, lens=True)
+    check("LSTM", ins, {"hidden_size": 6}, opset=14, const=const, n_out=3, atol=1e-5)
+    ins, const = _rnn_inputs(1)
+    check("RNN", ins, {"hidden_size": 6, "activations": ["Relu"]}, opset=14, const=const, n_out=2, atol=1e-5)

@@ -499,6 +499,25 @@ def _matmul_packed(batch):
         batch.case(f"matmul_packed {list(sa)}@[{k}, {n}] nb={nb}", f, rtol=1e-4, atol=1e-5 * max(1.0, np.sqrt(k)))
 
 
+@cases("conv2d_nchwc")
+def _conv2d_nchwc(batch):
+    from ember.ops.nn import Conv2dNCHWc, to_blocked_array
+
+    for xs, ws, attrs, cb, ob in [((1, 8, 8, 8), (8, 8, 3, 3), dict(pads=(1, 1, 1, 1)), 8, 8),
+                                  ((1, 16, 9, 11), (32, 16, 3, 3), dict(strides=(2, 2), pads=(1, 0, 2, 1)), 8, 16),
+                                  ((2, 4, 7, 7), (8, 4, 1, 1), {}, 4, 8),
+                                  ((1, 8, 10, 10), (16, 8, 3, 3), dict(dilations=(2, 2), pads=(2, 2, 2, 2)), 4, 8),
+                                  ((1, 16, 12, 13), (16, 1, 3, 3), dict(groups=16, pads=(1, 1, 1, 1)), 8, 8),
+                                  ((1, 8, 9, 9), (8, 1, 3, 3), dict(groups=8, strides=(2, 2), pads=(0, 0, 1, 1)), 8, 8),
+                                  ((1, 8, 5, 6), (8, 8, 3, 3), {}, 8, 8)]:
+        def f(c, xs=xs, ws=ws, attrs=attrs, cb=cb, ob=ob):
+            x = to_blocked_array(c.rng.standard_normal(xs).astype(np.float32), cb)
+            w = Conv2dNCHWc.pack(c.rng.standard_normal(ws).astype(np.float32), cb, ob,
+                                 depthwise=attrs.get("groups", 1) > 1)
+            return c.op("conv2d_nchwc", [c.input(x.shape, data=x), c.input(w.shape, data=w)], **attrs)
+        batch.case(f"conv2d_nchwc x{list(xs)} w{list(ws)} cb={cb} ob={ob} {attrs}", f, **_conv_tol(*ws[1:]))
+
+
 POOL_SPECS = [
     ((1, 2, 8, 8), dict(kernel=(2, 2), strides=(2, 2))),
     ((1, 3, 9, 9), dict(kernel=(3, 3), strides=(2, 2))),
@@ -576,7 +595,7 @@ def _batch_norm(batch):
 # ---------------------------------------------------------------------------------------------
 # the tests
 
-SLOW = {"conv2d", "conv2d_packed", "matmul", "matmul_packed", "cast", "avg_pool2d", "max_pool2d"}
+SLOW = {"conv2d", "conv2d_packed", "conv2d_nchwc", "matmul", "matmul_packed", "cast", "avg_pool2d", "max_pool2d"}
 
 
 def test_every_op_has_cases():

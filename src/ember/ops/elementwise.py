@@ -90,12 +90,19 @@ def _fmod(a, b):
         return np.fmod(a, b).astype(a.dtype)
 
 
+def _div_expr(a, b):
+    if is_float(a.dtype):
+        return a / b
+    # integer division by zero: the reference's answer (the dividend), never a trap
+    return te.select(te.eq(b, te.const(0, b.dtype)), a, a / b)
+
+
 # name -> (reference, te builder, result is bool)
 BINARY: dict[str, tuple[Callable, Callable, bool]] = {
     "add": (np.add, lambda a, b: a + b, False),
     "sub": (np.subtract, lambda a, b: a - b, False),
     "mul": (np.multiply, lambda a, b: a * b, False),
-    "div": (_div, lambda a, b: a / b, False),
+    "div": (_div, lambda a, b: _div_expr(a, b), False),
     "pow": (_pow, lambda a, b: te.call("pow", a, b), False),
     "fmod": (_fmod, lambda a, b: a % b, False),
     "maximum": (np.maximum, te.maximum, False),

@@ -194,11 +194,11 @@ class Pad(Op):
         return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[a["mode"]])
 
     def compute(self, a, x):
-        if a["mode"] != "constant":
-            raise NotImplementedError(f"pad mode {a['mode']} has no tensor compute yet")
         r = len(x.shape)
         pads = a["pads"]
         shape = tuple(d + pads[k] + pads[k + r] for k, d in enumerate(x.shape))
+        if a["mode"] != "constant":
+            return self._compute_index_mode(a, x, shape)
 
         def f(*i):
             idx, conds = [], []
@@ -217,6 +217,35 @@ class Pad(Op):
             return te.select(cond, x[tuple(idx)], te.const(a["value"], x.dtype))
 
         return te.compute(shape, f, name="pad")
+
+    @staticmethod
+    def _compute_index_mode(a, x, shape):
+        """reflect / edge / wrap: every output element reads one input element.  Negative pads
+        crop first (as the reference does), then the cropped axis is extended."""
+        r = len(x.shape)
+        pads, mode = a["pads"], a["mode"]
+
+        def source(k, i):
+            n = x.shape[k]
+            c0, c1 = max(0, -pads[k]), max(0, -pads[k + r])
+            p0, p1 = max(0, pads[k]), max(0, pads[k + r])
+            m = n - c0 - c1                   # extent of the cropped axis
+            if m <= 0:
+                return te.const(0, "int64")   # the output is empty along k
+            if p0 == 0 and p1 == 0:
+                return i + c0 if c0 else i
+            j = i - p0                        # in [-p0, m + p1)
+            if mode == "edge" or m == 1:
+                j = te.minimum(te.maximum(j, te.const(0, "int64")), te.const(m - 1, "int64"))
+            elif mode == "wrap":
+                j = (j + ((p0 + m - 1) // m) * m) % m
+            else:                             # reflect: a triangle wave of period 2 (m - 1)
+                period = 2 * (m - 1)
+                t = (j + ((p0 + period - 1) // period) * period) % period
+                j = te.minimum(t, te.const(period, "int64") - t)
+            return j + c0 if c0 else j
+
+        return te.compute(shape, lambda *i: x[tuple(source(k, i[k]) for k in range(r))], name="pad")
 
 
 @register

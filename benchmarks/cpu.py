@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""CPU benchmark: Ember next to onnxruntime, PyTorch eager and OpenVINO, in one run.
+
+    python benchmarks/cpu.py                       # shared models, batch 1 and 8, 2 threads
+    python benchmarks/cpu.py --models resnet50 --batch 1 --threads 1 --runs 50
+    python benchmarks/cpu.py path/to/model.onnx    # any ONNX model as well
+
+Every engine runs the same ONNX model with the same inputs and thread count in this process:
+warm-up runs, then ``--runs`` timed runs; the table shows the median latency, the spread
+(p10-p90), the ratio to onnxruntime, compile/session-creation time and, from a separate child
+process per engine, peak working memory (resident set growth while loading and running).
+It also measures the machine's fp32 peak (a large sgemm through numpy) and prints each engine's
+achieved GFLOP/s, and writes everything as JSON (``--json``).
+
+The shared models come from ../shared/models/make_models.py (built on demand into
+build/models and build/models_b8 for batch 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+SHARED = ["resnet50", "mobilenet_v2", "bert_base"]
+
+
+# ---- models ---------------------------------------------------------------------------------------
+
+def model_dir(batch: int) -> Path:
+    return ROOT / "build" / ("models" if batch == 1 else f"models_b{batch}")
+
+
+def ensure_models(names: list[str], batch: int) -> Path:
+    out = model_dir(batch)
+    missing = [n for n in names if not (out / f"{n}.onnx").exists()]
+    if missing:
+        script = ROOT.parent / "shared" / "models" / "make_models.py"
+        print(f"building {', '.join(missing)} at batch {batch} ...", file=sys.stderr)
+        subprocess.run([sys.executable, str(script), "--out", str(out), "--only", *missing, "--batch", str(batch)],
+                       check=True)
+    return out
+
+
+def random_inputs(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    init = {t.name for t in m.graph.initializer}
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i in m.graph.input:
+        if i.name in init:
+            continue
+        tt = i.type.tensor_type
+        shape = [d.dim_value if d.dim_value > 0 else 1 for d in tt.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        if np.issubdtype(dtype, np.integer):
+            feeds[i.name] = rng.integers(0, 100, size=shape).astype(dtype)
+        else:
+            feeds[i.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def inputs_for(path: Path) -> dict[str, np.ndarray]:
+    npz = path.with_suffix("").with_suffix(".inputs.npz") if path.suffix == ".onnx" else None
+    cand = path.parent / (path.stem + ".inputs.npz")
+    if cand.exists():
+        return dict(np.load(cand))
+    return random_inputs(path)
+
+
+def count_flops(path: Path) -> int:
+    import ember
+    from ember.graph.stats import count_flops as flops
+
+    return flops(ember.from_onnx(str(path)))
+
+
+# ---- engines --------------------------------------------------------------------------------------
+
+def make_ember(path: Path, threads: int):
+    import ember
+
+    t0 = time.perf_counter()
+    m = ember.compile(str(path))
+    m.num_threads = threads
+    return (lambda feeds: m.run(feeds)), time.perf_counter() - t0
+
+
+def make_onnxruntime(path: Path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    t0 = time.perf_counter()
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return (lambda feeds: s.run(None, feeds)), time.perf_counter() - t0
+
+
+def make_openvino(path: Path, threads: int):
+    import openvino as ov
+
+    core = ov.Core()
+    t0 = time.perf_counter()
+    cm = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    req = cm.create_infer_request()
+    return (lambda feeds: req.infer(feeds)), time.perf_counter() - t0
+
+
+def make_torch(path: Path, threads: int):
+    """PyTorch eager on the same architecture, when the model is one of the shared ones."""
+    import torch
+
+    torch.set_num_threads(threads)
+    name = path.stem
+    sys.path.insert(0, str(ROOT.parent / "shared" / "models"))
+    import make_models  # noqa: E402  (the shared builder defines the architectures)
+
+    if name not in make_models.MODELS:
+        raise RuntimeError("not a shared model")
+    batch = int(np.load(path.parent / f"{name}.inputs.npz")[list(np.load(path.parent / f"{name}.inputs.npz").keys())[0]].shape[0])
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    model, _, _, _ = make_models.MODELS[name](batch)
+    model.eval()
+
+    def run(feeds):
+        with torch.inference_mode():
+            return model(*[torch.from_numpy(v) for v in feeds.values()])
+
+    return run, time.perf_counter() - t0
+
+
+ENGINES = {"ember": make_ember, "onnxruntime": make_onnxruntime, "torch": make_torch, "openvino": make_openvino}
+
+
+def time_runs(fn, feeds, warmup: int, runs: int) -> list[float]:
+    for _ in range(warmup):
+        fn(feeds)
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn(feeds)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def peak_memory(engine: str, path: Path, threads: int) -> float | None:
+    """Resident-set growth (MiB) of a child process that loads and runs one engine."""
+    code = f"""
+import resource, sys, numpy as np
+sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); sys.path.insert(0, {str(ROOT / 'src')!r})
+import cpu
+from pathlib import Path
+p = Path({str(path)!r}); feeds = cpu.inputs_for(p)
+import {'onnxruntime' if engine == 'onnxruntime' else 'numpy'}
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+fn, _ = cpu.ENGINES[{engine!r}](p, {threads})
+for _ in range(3): fn(feeds)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    try:
+        return float(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def machine_peak(threads: int) -> float:
+    """fp32 GFLOP/s of a large sgemm through numpy's BLAS on ``threads`` threads."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
+    n = 2048
+    a = np.random.rand(n, n).astype(np.float32)
+    b = np.random.rand(n, n).astype(np.float32)
+
+    def run():
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        return 2 * n ** 3 / best / 1e9
+
+    if threadpool_limits is not None:
+        with threadpool_limits(threads):
+            return run()
+    return run()
+
+
+# ---- main -----------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="*", help="extra ONNX models to benchmark")
+    ap.add_argument("--models", nargs="*", default=SHARED, help="shared models (default: all)")
+    ap.add_argument("--batch", type=int, nargs="*", default=[1, 8])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--engines", nargs="*", default=list(ENGINES))
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-engine memory children")
+    ap.add_argument("--json", default=str(ROOT / "build" / "bench_cpu.json"))
+    a = ap.parse_args(argv)
+
+    jobs: list[tuple[str, int, Path]] = []
+    for batch in a.batch:
+        if a.models:
+            d = ensure_models(a.models, batch)
+            jobs += [(n, batch, d / f"{n}.onnx") for n in a.models]
+    jobs += [(Path(p).stem, 0, Path(p)) for p in a.paths]
+
+    peak = machine_peak(a.threads)
+    print(f"machine fp32 peak (sgemm, {a.threads} threads): {peak:.1f} GFLOP/s", flush=True)
+    results = []
+    for name, batch, path in jobs:
+        feeds = inputs_for(path)
+        flops = count_flops(path)
+        row = {"model": name, "batch": batch, "gflops": flops / 1e9, "engines": {}}
+        for eng in a.engines:
+            try:
+                fn, setup = ENGINES[eng](path, a.threads)
+            except Exception as e:  # an engine that is not installed or cannot run the model
+                row["engines"][eng] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
+                continue
+            ts = time_runs(fn, feeds, a.warmup, a.runs)
+            med = statistics.median(ts)
+            q = np.percentile(ts, [10, 90])
+            row["engines"][eng] = {"median_ms": med * 1e3, "p10_ms": q[0] * 1e3, "p90_ms": q[1] * 1e3,
+                                   "setup_s": setup, "gflops_per_s": flops / med / 1e9}
+            if not a.no_memory:
+                row["engines"][eng]["peak_mib"] = peak_memory(eng, path, a.threads)
+        results.append(row)
+        _print_row(row, peak)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps({"threads": a.threads, "peak_gflops": peak, "results": results}, indent=1))
+    print(f"\nwrote {a.json}")
+    return 0
+
+
+def _print_row(row: dict, peak: float) -> None:
+    ort = row["engines"].get("onnxruntime", {}).get("median_ms")
+    print(f"\n{row['model']} (batch {row['batch']}, {row['gflops']:.2f} GFLOP)")
+    print(f"  {'engine':12s} {'median ms':>10s} {'p10-p90 ms':>15s} {'vs ort':>7s} {'GFLOP/s':>8s} {'% peak':>7s}"
+          f" {'setup s':>8s} {'peak MiB':>9s}")
+    for eng, r in row["engines"].items():
+        if "error" in r:
+            print(f"  {eng:12s} {r['error']}")
+            continue
+        ratio = f"{r['median_ms'] / ort:.2f}x" if ort else "-"
+        mem = r.get("peak_mib")
+        print(f"  {eng:12s} {r['median_ms']:10.2f} {r['p10_ms']:7.2f}-{r['p90_ms']:<7.2f} {ratio:>7s} "
+              f"{r['gflops_per_s']:8.1f} {100 * r['gflops_per_s'] / peak:6.1f}% {r['setup_s']:8.2f} "
+              f"{(f'{mem:.0f}' if mem is not None else '-'):>9s}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

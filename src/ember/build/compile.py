@@ -1,0 +1,251 @@
+"""``ember.compile``: from a model to a loaded, runnable artifact.
+
+frontend -> graph passes -> CPU preparation (pads, weight packing) -> fusion -> memory plan ->
+one kernel per fused group (tensor expressions, schedules, loop IR) -> C -> shared library.
+
+Whole compiled models are cached by a hash of the model, the options, the target and Ember's own
+source, so compiling the same model again only loads the artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .. import __version__
+from ..errors import EmberError, FrontendError
+from ..graph.ir import Graph, Value
+from ..passes import fuse, optimize, plan_memory
+from ..passes import layout_nchwc, pack_weights
+from ..target import Target, resolve
+from ..codegen.c import CGenerator, c_ident, c_type, module_source
+from .kernels import group_kernel
+
+ProgressFn = Callable[[str], None]
+
+CONST_ALIGN = 64
+
+
+def _source_digest() -> str:
+    """Hash of Ember's own code: a new compiler never reuses an old compiler's artifacts."""
+    global _SOURCE_DIGEST
+    if _SOURCE_DIGEST is None:
+        h = hashlib.sha256(__version__.encode())
+        root = Path(__file__).resolve().parent.parent
+        for p in sorted(root.rglob("*")):
+            if p.suffix in (".py", ".c", ".h") and p.is_file():
+                h.update(str(p.relative_to(root)).encode())
+                h.update(p.read_bytes())
+        _SOURCE_DIGEST = h.hexdigest()
+    return _SOURCE_DIGEST
+
+
+_SOURCE_DIGEST: str | None = None
+
+
+class CompiledModel:
+    """Everything the compiler produced, before it becomes a library (for dumps and reports)."""
+
+    def __init__(self, graph: Graph, groups, plan, source: str, constants: bytes, kernels):
+        self.graph = graph
+        self.groups = groups
+        self.plan = plan
+        self.source = source
+        self.constants = constants
+        self.kernels = kernels
+
+
+def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None) -> Graph:
+    if isinstance(model, Graph):
+        return model
+    from ..frontend import from_onnx
+
+    return from_onnx(model, shapes=shapes)
+
+
+def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
+             progress: ProgressFn | None = None, profile: bool = False) -> CompiledModel:
+    """Run the compiler on a graph up to the C source and the constants blob."""
+    say = progress or (lambda msg: None)
+    say(f"optimizing graph ({len(graph.nodes)} nodes, opt level {opt_level})")
+    in_names = [v.name for v in graph.inputs]
+    out_names = [v.name for v in graph.outputs]
+    g = optimize(graph, opt_level, dump=dump)
+    if opt_level >= 3:
+        g = layout_nchwc.run(g, target.lanes)
+        if dump:
+            dump("layout_nchwc", g)
+        g = optimize(g, 1)          # fold the layout conversions of constants
+        g = pack_weights.run(g, target.lanes)
+        if dump:
+            dump("pack_weights", g)
+    groups = fuse(g)
+    plan = plan_memory(g, groups)
+    say(f"generating {len(groups)} kernels")
+
+    # where every value lives at run time
+    const_offsets: dict[Value, int] = {}
+    blob = bytearray()
+    for v in g.constants():
+        arr = np.ascontiguousarray(v.const)
+        pad = (-len(blob)) % CONST_ALIGN
+        blob += b"\0" * pad
+        const_offsets[v] = len(blob)
+        blob += arr.tobytes()
+    blob += b"\0" * ((-len(blob)) % CONST_ALIGN or CONST_ALIGN)
+    in_index = {v: k for k, v in enumerate(graph_inputs(g))}
+    out_index: dict[Value, int] = {}
+    for k, v in enumerate(g.outputs):
+        out_index.setdefault(v, k)
+
+    def where(v: Value) -> str:
+        t = c_type(v.dtype)
+        if v in out_index:
+            return f"({t}*)outputs[{out_index[v]}]"
+        if v in in_index:
+            return f"(const {t}*)inputs[{in_index[v]}]"
+        if v in const_offsets:
+            return f"(const {t}*)(ember_constants + {const_offsets[v]})"
+        if v in plan.offsets:
+            return f"({t}*)(arena + {plan.offsets[v]})"
+        raise EmberError(f"value {v.name} has no storage")
+
+    gen = CGenerator(target.lanes)
+    kernels, kernel_src, entry = [], [], []
+    for k, grp in enumerate(groups):
+        names = {v: c_ident(v.name) for v in grp.inputs}
+        f = group_kernel(grp, target, names)
+        kernels.append(f)
+        kernel_src.append(gen.kernel(f))
+        args = [where(v) for v in grp.inputs] + [where(grp.output)]
+        entry.append(f"{f.name}({', '.join(args)});")
+        if dump:
+            dump(f"kernel_{k:03d}_{f.name}", f)
+    # outputs not produced by a kernel (inputs, constants, or a value listed twice)
+    for k, v in enumerate(g.outputs):
+        first = out_index[v]
+        if first != k:
+            entry.append(f"memcpy(outputs[{k}], outputs[{first}], {v.type.nbytes});")
+        elif v.producer is None or v in in_index or v in const_offsets:
+            entry.append(f"memcpy(outputs[{k}], {where_src(v, in_index, const_offsets)}, {v.type.nbytes});")
+    meta = {
+        "format": 1, "ember_version": __version__, "name": g.name, "target": target.kind,
+        "inputs": [{"name": n, "dtype": v.dtype, "shape": list(v.shape)} for n, v in zip(in_names, g.inputs)],
+        "outputs": [{"name": n, "dtype": v.dtype, "shape": list(v.shape)} for n, v in zip(out_names, g.outputs)],
+        "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob), "kernels": len(kernels),
+        "intermediate_bytes": plan.total_intermediate_bytes,
+    }
+    source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
+                           [k.name for k in kernels] if profile else None)
+    return CompiledModel(g, groups, plan, source, bytes(blob), kernels)
+
+
+def where_src(v: Value, in_index, const_offsets) -> str:
+    if v in in_index:
+        return f"inputs[{in_index[v]}]"
+    return f"(ember_constants + {const_offsets[v]})"
+
+
+def graph_inputs(g: Graph) -> list[Value]:
+    return list(g.inputs)
+
+
+def _model_key(model: Any, target: Target, opt_level: int, shapes, profile: bool) -> str | None:
+    h = hashlib.sha256()
+    h.update(_source_digest().encode())
+    h.update(json.dumps([target.key(), opt_level, sorted((shapes or {}).items()), profile], default=str).encode())
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        try:
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 24), b""):
+                    h.update(chunk)
+        except OSError:
+            return None
+        return h.hexdigest()
+    try:
+        import onnx
+
+        if isinstance(model, onnx.ModelProto):
+            h.update(model.SerializeToString(deterministic=True))
+            return h.hexdigest()
+    except ImportError:
+        pass
+    return None   # graphs are not cached (cheap to hash wrongly, so we do not guess)
+
+
+def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
+            shapes: Mapping[str, tuple] | None = None, dump: str | os.PathLike | None = None,
+            progress: ProgressFn | None = None, cache: bool = True, profile: bool = False,
+            cflags: tuple[str, ...] = ()):
+    """Compile ``model`` (a path, an ``onnx.ModelProto`` or an ember ``Graph``) for ``target``.
+
+    Returns a loaded :class:`ember.runtime.Module`.  ``dump`` (or ``$EMBER_DUMP``) names a folder
+    that receives the graph after every pass, the fused groups, each kernel's loop IR and the
+    generated C.  ``progress`` is called with a message at each step.  ``profile=True`` times
+    every kernel call (``Module.profile()`` reports the totals).  ``cflags`` are extra flags for
+    the C compiler (e.g. ``("-O1",)`` where compile time matters more than speed).
+    """
+    from ..runtime import Module
+    from ..toolchain import Cache, build_shared
+
+    t0 = time.perf_counter()
+    say = progress or (lambda msg: None)
+    tgt = resolve(target)
+    if not isinstance(opt_level, int) or not 0 <= opt_level <= 3:
+        raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
+    dump = dump or os.environ.get("EMBER_DUMP") or None
+    models = Cache("models", suffix=".so")
+    key = _model_key(model, tgt, opt_level, shapes, (profile, tuple(cflags))) if cache and not dump else None
+    if key is not None:
+        hit = models.get(key)
+        if hit is not None:
+            say(f"found in cache ({time.perf_counter() - t0:.2f} s)")
+            return Module(hit)
+    say("reading model")
+    graph = to_graph(model, shapes)
+    dumper = _Dumper(Path(dump)) if dump else None
+    if dumper:
+        dumper("input", graph)
+    cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile)
+    if dumper:
+        dumper.write("groups.txt", "\n".join(k.comment for k in cm.kernels) + "\n")
+        dumper.write("model.c", cm.source)
+        dumper.write("memory_plan.txt", cm.plan.summary() + "\n")
+    say(f"compiling C ({len(cm.source) // 1024} KiB source, {len(cm.constants) / 1e6:.1f} MB constants)")
+    lib = build_shared({"model.c": cm.source}, {"ember_constants": cm.constants}, flags=list(cflags),
+                       name=c_ident(graph.name), progress=(lambda step, done, total: say(step)) if progress else None)
+    if key is not None:
+        lib = models.put(key, lib)
+    say(f"done in {time.perf_counter() - t0:.1f} s")
+    return Module(lib)
+
+
+class _Dumper:
+    """Writes numbered snapshots of every compiler stage into a folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.n = 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, name: str, text: str) -> None:
+        (self.folder / name).write_text(text)
+
+    def __call__(self, stage: str, obj) -> None:
+        from ..tir.printer import print_func
+
+        self.n += 1
+        if isinstance(obj, Graph):
+            from ..graph.text import print_graph
+
+            text = print_graph(obj, elide_constants=True)
+            self.write(f"{self.n:03d}_{stage}.graph.txt", text)
+        else:
+            self.write(f"{self.n:03d}_{stage}.tir.txt", print_func(obj))

@@ -1,0 +1,72 @@
+"""From a fused group of graph nodes to one optimized loop-IR kernel.
+
+Each node's op supplies its tensor compute; the anchor op (convolution, matmul, ...) supplies
+the schedule when it has one, every other group gets the default CPU schedule.
+"""
+
+from __future__ import annotations
+
+from ..errors import CodegenError, EmberError
+from ..graph.ir import Value
+from ..ops import get_op
+from ..ops.schedule_cpu import default_schedule
+from ..passes.fusion import Group
+from ..te import placeholder
+from ..te.lower import lower
+from ..te.schedule import create_schedule
+from ..tir.stmt import PrimFunc
+from ..tir.transform import optimize
+
+
+def describe_nodes(group: Group) -> str:
+    names = ", ".join(f"{n.op} '{n.name}'" for n in group.nodes)
+    return f"{group.name}: fuses {names}"
+
+
+def group_kernel(group: Group, target, param_names: dict[Value, str] | None = None) -> PrimFunc:
+    """Lower ``group`` to a kernel whose parameters are the group's inputs, then its output."""
+    params = {}
+    for k, v in enumerate(group.inputs):
+        if not v.type.is_static:
+            raise CodegenError(f"input {v.name} of kernel {group.name} has a symbolic shape {v.type}; "
+                               "dynamic shapes are not supported by the CPU backend yet")
+        params[v] = placeholder(v.shape, v.dtype, (param_names or {}).get(v, f"in{k}"))
+    env = dict(params)
+    anchor_tensor = None
+    for node in group.nodes:
+        op = get_op(node.op)
+        try:
+            out = op.compute(node.attrs, *[env[v] for v in node.inputs])
+        except NotImplementedError as e:
+            raise CodegenError(str(e), node=node.name, op=node.op) from None
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        for v, t in zip(node.outputs, outs):
+            env[v] = t
+        if node is group.anchor:
+            anchor_tensor = outs[0]
+    out_t = env[group.output]
+    if out_t.is_placeholder:
+        raise CodegenError(f"kernel {group.name} computes nothing")
+    s = create_schedule(out_t)
+    anchor_op = get_op(group.anchor.op) if group.anchor is not None else None
+    inputs = [params[v] for v in group.inputs]
+    try:
+        if anchor_op is not None and hasattr(anchor_op, "schedule") and anchor_tensor is not None:
+            try:
+                anchor_op.schedule(group.anchor.attrs, s, anchor_tensor, target)
+                f = lower(s, group.name, inputs + [s.output])
+            except CodegenError:
+                # the op's tuned schedule does not fit this instance: the default always does
+                s = create_schedule(out_t)
+                default_schedule(s, target)
+                f = lower(s, group.name, inputs + [s.output])
+        else:
+            default_schedule(s, target)
+            f = lower(s, group.name, inputs + [s.output])
+    except EmberError:
+        raise
+    except Exception as e:  # a bug in a schedule: name the kernel so it can be found
+        raise CodegenError(f"lowering kernel {group.name} failed: {type(e).__name__}: {e}") from e
+    f.comment = describe_nodes(group)
+    f.attrs["schedule"] = s.describe()
+    return optimize(f, target.lanes)

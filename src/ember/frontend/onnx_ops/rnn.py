@@ -1,0 +1,264 @@
+"""ONNX RNN, GRU and LSTM, unrolled over the (static) sequence length into matmuls and
+elementwise gate arithmetic.  ``sequence_lens`` is honoured with masks: past its length a
+sequence keeps its state and outputs zeros."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import translates
+from .tensor import reshape, static_shape
+
+# activation -> (uses alpha, uses beta, default alpha, default beta)
+_ACTIVATIONS = {
+    "Relu": (False, False, None, None), "Tanh": (False, False, None, None), "Sigmoid": (False, False, None, None),
+    "Softsign": (False, False, None, None), "Softplus": (False, False, None, None),
+    "Affine": (True, True, 1.0, 0.0), "LeakyRelu": (True, False, 0.01, None),
+    "ThresholdedRelu": (True, False, 1.0, None), "ScaledTanh": (True, True, 1.0, 1.0),
+    "HardSigmoid": (True, True, 0.2, 0.5), "Elu": (True, False, 1.0, None),
+}
+
+
+def _activation_list(cx, defaults: list[str], num_dirs: int):
+    names = cx.attr("activations", None) or defaults * num_dirs
+    if len(names) == len(defaults) and num_dirs == 2:
+        names = names * 2
+    if len(names) != len(defaults) * num_dirs:
+        raise cx.fail(f"needs {len(defaults) * num_dirs} activations, got {names}")
+    alphas = list(cx.attr("activation_alpha", []))
+    betas = list(cx.attr("activation_beta", []))
+    out = []
+    for name in names:
+        key = next((k for k in _ACTIVATIONS if k.lower() == name.lower()), None)
+        if key is None:
+            raise cx.unsupported(f"activation {name!r}")
+        ua, ub, da, db = _ACTIVATIONS[key]
+        a = (alphas.pop(0) if alphas else da) if ua else None
+        b = (betas.pop(0) if betas else db) if ub else None
+        out.append((key, a, b))
+    return out
+
+
+def _apply(cx, act, x):
+    name, a, b = act
+    s = lambda v: cx.scalar(v, x.dtype)  # noqa: E731
+    if name in ("Relu", "Tanh", "Sigmoid"):
+        return cx.op(name.lower(), [x])
+    if name == "Softsign":
+        return cx.op("div", [x, cx.op("add", [cx.op("abs", [x]), s(1)])])
+    if name == "Softplus":
+        t = cx.op("exp", [cx.op("neg", [cx.op("abs", [x])])])
+        return cx.op("add", [cx.op("relu", [x]), cx.op("log", [cx.op("add", [t, s(1)])])])
+    if name == "Affine":
+        return cx.op("add", [cx.op("mul", [x, s(a)]), s(b)])
+    if name == "LeakyRelu":
+        return cx.op("where", [cx.op("less", [x, s(0)]), cx.op("mul", [x, s(a)]), x])
+    if name == "ThresholdedRelu":
+        return cx.op("where", [cx.op("greater", [x, s(a)]), x, s(0)])
+    if name == "ScaledTanh":
+        return cx.op("mul", [cx.op("tanh", [cx.op("mul", [x, s(b)])]), s(a)])
+    if name == "HardSigmoid":
+        return cx.op("clip", [cx.op("add", [cx.op("mul", [x, s(a)]), s(b)])], lo=0.0, hi=1.0)
+    # Elu
+    em1 = cx.op("sub", [cx.op("exp", [x]), s(1)])
+    return cx.op("where", [cx.op("less", [x, s(0)]), cx.op("mul", [em1, s(a)]), x])
+
+
+class _Cell:
+    """What the three recurrences share: inputs, layout, directions, per-step helpers."""
+
+    def __init__(self, cx, gates: int, default_acts: list[str]):
+        self.cx = cx
+        x = cx.input(0)
+        dims = static_shape(cx, x)
+        if len(dims) != 3:
+            raise cx.fail(f"X must be 3-D, got {x.type}")
+        self.layout = cx.attr("layout", 0)
+        if self.layout:
+            x = cx.op("transpose", [x], perm=(1, 0, 2))
+        self.x = x
+        self.seq, self.batch, self.input_size = x.shape
+        self.w, self.r = cx.input(1), cx.input(2)
+        self.b = cx.input(3, required=False)
+        self.h = int(cx.attr("hidden_size", self.r.shape[-1]))
+        direction = cx.attr("direction", "forward")
+        if direction not in ("forward", "reverse", "bidirectional"):
+            raise cx.fail(f"unknown direction {direction!r}")
+        self.dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
+        nd = len(self.dirs)
+        if tuple(self.w.shape) != (nd, gates * self.h, self.input_size) or \
+                tuple(self.r.shape) != (nd, gates * self.h, self.h):
+            raise cx.fail(f"W {self.w.type} / R {self.r.type} do not match {gates} gates of hidden size {self.h}")
+        self.gates = gates
+        self.acts = _activation_list(cx, default_acts, nd)
+        self.clip = cx.attr("clip", None)
+        self.mask = None
+        lens = cx.input(4, required=False)
+        if lens is not None:
+            lens = reshape(cx, cx.op("cast", [lens], to="int64"), (self.batch, 1))
+            self.mask = [cx.op("less", [cx.scalar(t, "int64"), lens]) for t in range(self.seq)]
+
+    def initial(self, k: int, d: int):
+        v = self.cx.input(k, required=False)
+        if v is None:
+            return self.cx.const(np.zeros((self.batch, self.h), dtype=self.x.dtype), self.x.dtype)
+        if self.layout:
+            v = self.cx.op("transpose", [v], perm=(1, 0, 2))
+        return self.take(v, d)
+
+    def take(self, v, d: int, lo: int | None = None, hi: int | None = None):
+        """v[d] (v[d, lo:hi] along the last axis) without the leading direction axis."""
+        shape = list(v.shape)
+        starts = [d] + [0] * (len(shape) - 1)
+        ends = [d + 1] + shape[1:]
+        if lo is not None:
+            starts[-1], ends[-1] = lo, hi
+        s = self.cx.op("slice", [v], starts=tuple(starts), ends=tuple(ends), steps=(1,) * len(shape))
+        return reshape(self.cx, s, s.shape[1:])
+
+    def gate(self, v, g: int):
+        """Gate ``g`` of a [batch, gates*hidden] value."""
+        return self.cx.op("slice", [v], starts=(0, g * self.h), ends=(self.batch, (g + 1) * self.h), steps=(1, 1))
+
+    def projections(self, d: int):
+        """X W^T + Wb for every step at once, and R^T, Rb for the steps: [seq][batch, gates*hidden]."""
+        cx = self.cx
+        gh = self.gates * self.h
+        wt = cx.op("transpose", [self.take(self.w, d)], perm=(1, 0))
+        rt = cx.op("transpose", [self.take(self.r, d)], perm=(1, 0))
+        xw = cx.op("matmul", [reshape(cx, self.x, (self.seq * self.batch, self.input_size)), wt])
+        wb = rb = None
+        if self.b is not None:
+            wb = self.take(self.b, d, 0, gh)
+            rb = self.take(self.b, d, gh, 2 * gh)
+            xw = cx.op("add", [xw, wb])
+        xw = reshape(cx, xw, (self.seq, self.batch, gh))
+        steps = [reshape(cx, cx.op("slice", [xw], starts=(t, 0, 0), ends=(t + 1, self.batch, gh), steps=(1, 1, 1)),
+                         (self.batch, gh)) for t in range(self.seq)]
+        return steps, rt, rb
+
+    def clipped(self, v):
+        if self.clip is None:
+            return v
+        return self.cx.op("clip", [v], lo=-float(self.clip), hi=float(self.clip))
+
+    def run(self, step):
+        """Unroll ``step(d, t, xw_t, state) -> (h_t, new_state)`` over every direction; returns
+        Y [seq, dirs, batch, hidden] and the final states stacked per direction."""
+        cx = self.cx
+        ys, finals = [], []
+        for d, direction in enumerate(self.dirs):
+            state = self.start_state(d)
+            out = [None] * self.seq
+            order = range(self.seq) if direction == "forward" else range(self.seq - 1, -1, -1)
+            for t in order:
+                h_t, new = step(d, t, state)
+                if self.mask is not None:
+                    m = self.mask[t]
+                    new = tuple(cx.op("where", [m, n, o]) for n, o in zip(new, state))
+                    h_t = cx.op("where", [m, h_t, cx.scalar(0, h_t.dtype)])
+                state = new
+                out[t] = h_t
+            ys.append(cx.op("concat", [reshape(cx, o, (1, 1, self.batch, self.h)) for o in out], axis=0)
+                      if self.seq else None)
+            finals.append(state)
+        y = ys[0] if len(ys) == 1 else cx.op("concat", ys, axis=1)
+        stacked = [cx.op("concat", [reshape(cx, f[k], (1, self.batch, self.h)) for f in finals], axis=0)
+                   for k in range(len(finals[0]))]
+        if self.layout:
+            y = cx.op("transpose", [y], perm=(2, 0, 1, 3))
+            stacked = [cx.op("transpose", [s], perm=(1, 0, 2)) for s in stacked]
+        return [y] + stacked
+
+
+@translates("RNN")
+def rnn(cx):
+    c = _Cell(cx, 1, ["Tanh"])
+    proj = [c.projections(d) for d in range(len(c.dirs))]
+    c.start_state = lambda d: (c.initial(5, d),)
+
+    def step(d, t, state):
+        xs, rt, rb = proj[d]
+        pre = cx.op("add", [xs[t], cx.op("matmul", [state[0], rt])])
+        if rb is not None:
+            pre = cx.op("add", [pre, rb])
+        h = _apply(cx, c.acts[d], c.clipped(pre))
+        return h, (h,)
+
+    return c.run(step)
+
+
+@translates("GRU")
+def gru(cx):
+    c = _Cell(cx, 3, ["Sigmoid", "Tanh"])
+    proj = [c.projections(d) for d in range(len(c.dirs))]
+    c.start_state = lambda d: (c.initial(5, d),)
+    lbr = cx.attr("linear_before_reset", 0)
+
+    hs = c.h
+
+    def cols(v, lo, hi):
+        return cx.op("slice", [v], starts=(0, lo), ends=(v.shape[0], hi), steps=(1, 1))
+
+    def part(v, lo, hi):
+        return cx.op("slice", [v], starts=(lo,), ends=(hi,), steps=(1,))
+
+    def step(d, t, state):
+        xs, rt, rb = proj[d]
+        f, g = c.acts[2 * d], c.acts[2 * d + 1]
+        hprev = state[0]
+        x_t = xs[t]
+        # H R^T (+ Rb) for the update and reset gates, and for the candidate too when it is
+        # taken before the reset
+        hr = cx.op("matmul", [hprev, rt if lbr else cols(rt, 0, 2 * hs)])
+        if rb is not None:
+            hr = cx.op("add", [hr, rb if lbr else part(rb, 0, 2 * hs)])
+        z = _apply(cx, f, c.clipped(cx.op("add", [c.gate(x_t, 0), c.gate(hr, 0)])))
+        r = _apply(cx, f, c.clipped(cx.op("add", [c.gate(x_t, 1), c.gate(hr, 1)])))
+        if lbr:
+            cand = cx.op("add", [c.gate(x_t, 2), cx.op("mul", [r, c.gate(hr, 2)])])
+        else:
+            rh = cx.op("matmul", [cx.op("mul", [r, hprev]), cols(rt, 2 * hs, 3 * hs)])
+            if rb is not None:
+                rh = cx.op("add", [rh, part(rb, 2 * hs, 3 * hs)])
+            cand = cx.op("add", [c.gate(x_t, 2), rh])
+        hc = _apply(cx, g, c.clipped(cand))
+        one = cx.scalar(1, hc.dtype)
+        h = cx.op("add", [cx.op("mul", [cx.op("sub", [one, z]), hc]), cx.op("mul", [z, hprev])])
+        return h, (h,)
+
+    return c.run(step)
+
+
+@translates("LSTM")
+def lstm(cx):
+    c = _Cell(cx, 4, ["Sigmoid", "Tanh", "Tanh"])
+    proj = [c.projections(d) for d in range(len(c.dirs))]
+    c.start_state = lambda d: (c.initial(5, d), c.initial(6, d))
+    peep = cx.input(7, required=False)
+    couple = cx.attr("input_forget", 0)
+
+    def step(d, t, state):
+        xs, rt, rb = proj[d]
+        f, g, hact = c.acts[3 * d], c.acts[3 * d + 1], c.acts[3 * d + 2]
+        hprev, cprev = state
+        pre = cx.op("add", [xs[t], cx.op("matmul", [hprev, rt])])
+        if rb is not None:
+            pre = cx.op("add", [pre, rb])
+        # gate order i, o, f, c
+        pi, po, pf = (c.take(peep, d, k * c.h, (k + 1) * c.h) for k in range(3)) if peep is not None else (None,) * 3
+        gi, go, gf, gc = (c.gate(pre, k) for k in range(4))
+        if pi is not None:
+            gi = cx.op("add", [gi, cx.op("mul", [pi, cprev])])
+            gf = cx.op("add", [gf, cx.op("mul", [pf, cprev])])
+        i = _apply(cx, f, c.clipped(gi))
+        fg = cx.op("sub", [cx.scalar(1, i.dtype), i]) if couple else _apply(cx, f, c.clipped(gf))
+        cc = _apply(cx, g, c.clipped(gc))
+        cnew = cx.op("add", [cx.op("mul", [fg, cprev]), cx.op("mul", [i, cc])])
+        if po is not None:
+            go = cx.op("add", [go, cx.op("mul", [po, cnew])])
+        o = _apply(cx, f, c.clipped(go))
+        h = cx.op("mul", [o, _apply(cx, hact, cnew)])
+        return h, (h, cnew)
+
+    return c.run(step)

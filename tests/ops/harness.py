@@ -207,3 +207,48 @@ def check_graph(graph, feeds: dict, rtol=None, atol=None, opt_level: int = 3) ->
     mod = ember.compile(graph, cflags=CFLAGS, opt_level=opt_level)
     outs = [_Out(f"{graph.name}:{v.name}", v.name, rtol, atol) for v in graph.outputs]
     compare(graph, mod, feeds, outs)
+
+
+# ---- memory safety of the generated kernels ------------------------------------------------
+
+#: kernels that execute more scalar statements than this are not interpreted
+INTERP_LIMIT = 60000
+
+
+def kernels_of(graph, opt_level: int = 3):
+    """The optimized loop-IR kernels ``ember.compile`` would generate for ``graph``."""
+    from ember.build.compile import generate
+    from ember.target import host
+
+    return generate(graph, host(), opt_level).kernels
+
+
+def check_kernels_safe(graph, seed: int = 0, opt_level: int = 3, limit: int = INTERP_LIMIT) -> int:
+    """Interpret every small kernel of ``graph`` on random data (integer buffers hold values far
+    outside any index range, as bad gather indices would) and fail on any out-of-bounds access,
+    uninitialized read, data race or unwritten output element.  Returns how many were run."""
+    from tir.interp import run_kernel, trip_count
+
+    rng = np.random.default_rng(seed)
+    n = 0
+    for f in kernels_of(graph, opt_level):
+        if trip_count(f) > limit:
+            continue
+        arrays = []
+        for b in f.params[:-1]:
+            if b.dtype in ("bool",):
+                arrays.append(rng.random(b.size) < 0.5)
+            elif is_float(b.dtype):
+                arrays.append(rng.standard_normal(b.size))
+            else:
+                info = np.iinfo(np_dtype(b.dtype))
+                arrays.append(rng.integers(max(info.min, -1000), min(info.max, 1000), b.size))
+        arrays.append(np.zeros(f.params[-1].size))
+        run_kernel(f, arrays)
+        n += 1
+    return n
+
+
+def batch_kernels_safe(batch: Batch, limit: int = INTERP_LIMIT) -> int:
+    graph, _, _ = batch._build(batch.cases)
+    return check_kernels_safe(graph, opt_level=batch.opt_level, limit=limit)

@@ -255,14 +255,14 @@ def _broadcastable(a, b):
 def random_dag(seed: int, n_ops: int = 10):
     g = _RandomDag(seed)
     rank = g.r(1, 4)
-    g.input(tuple(g.r(1, 9) for _ in range(rank)))
+    g.input(tuple(int(g.rng.choice([1, 2, 3, 5, 7, 8, 13, 16, 17, 33])) for _ in range(rank)))
     for _ in range(n_ops):
         g.step()
         if int(np.prod(g.pool[-1].shape)) > 20000 or len(g.pool[-1].shape) > 5:
             g.op("reduce_sum", [g.pool[-1]], axes=(0,), keepdims=False)
     users = {id(v) for n in g.b.nodes for v in n.inputs}
     outs = [v for v in g.pool if v.producer is not None and id(v) not in users]
-    return g.b.finish(outs[-3:] or [g.pool[-1]]), g.feeds
+    return g.b.finish(outs or [g.pool[-1]]), g.feeds
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -16,7 +16,7 @@ import pytest
 from ember.ops import OPS
 from ember.ops.nn import Conv2dPacked
 
-from .harness import Batch
+from .harness import Batch, batch_kernels_safe
 
 CASES: dict = {}
 
@@ -614,3 +614,12 @@ def test_op(op):
     batch = Batch(f"op_{op}", seed=0)
     CASES[op](batch)
     batch.check()
+
+
+@pytest.mark.parametrize("op", sorted(CASES))
+def test_kernels_memory_safe(op):
+    """Every kernel of the op's cases, interpreted: no out-of-bounds access (even with
+    garbage indices), no uninitialized read, no data race, every output element written."""
+    batch = Batch(f"op_{op}", seed=0)
+    CASES[op](batch)
+    batch_kernels_safe(batch)

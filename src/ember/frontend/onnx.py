@@ -105,12 +105,12 @@ class NodeContext:
     """What a translation sees of one ONNX node: its inputs as Values, its attributes, and
     helpers that emit core ops (folding those whose inputs are all constants)."""
 
-    def __init__(self, tr: "_Translator", node, name: str):
+    def __init__(self, tr: "_Translator", node, name: str, opset: int):
         self._tr = tr
         self.node = node
         self.name = name
         self.op_type = node.op_type
-        self.opset = tr.opset
+        self.opset = opset  # of the node's domain (a function body may import its own)
         self.b: GraphBuilder = tr.b
         self._attrs = {a.name: a for a in node.attribute}
 
@@ -243,6 +243,8 @@ class _Translator:
         self.shapes = dict(shapes or {})
         self.base_dir = base_dir
         self.opset = _default_opset(mp) or 0
+        self.opsets = {("" if imp.domain in _DEFAULT_DOMAINS else imp.domain): int(imp.version)
+                       for imp in mp.opset_import}
         self.b = GraphBuilder(self.g.name or "onnx_graph")
         self.env: dict[str, Value] = {}
         self.used: set[str] = set()
@@ -289,13 +291,10 @@ class _Translator:
     # -- steps -----------------------------------------------------------------------------
 
     def check_support(self, nodes) -> None:
-        from .onnx_ops import TRANSLATIONS
-
         missing: dict[str, list[str]] = {}
         for k, node in enumerate(nodes):
-            key = op_key(node)
-            if key not in TRANSLATIONS:
-                missing.setdefault(key, []).append(node.name or f"{node.op_type}_{k}")
+            if not self.supported(node, self.opsets):
+                missing.setdefault(op_key(node), []).append(node.name or f"{node.op_type}_{k}")
         if missing:
             raise UnsupportedOpError(missing)
         if self.opset == 0 and any(n.domain in _DEFAULT_DOMAINS for n in nodes):
@@ -368,36 +367,137 @@ class _Translator:
         return tuple(declared)  # type: ignore[arg-type]
 
     def translate(self, nodes) -> None:
-        from .onnx_ops import TRANSLATIONS
-
         for node in nodes:
             self.used.update(n for n in node.input if n)
         self.used.update(o.name for o in self.g.output)
         for k, node in nodes_in_order(nodes, set(self.env)):
-            name = node.name or f"{node.op_type}_{k}"
-            cx = NodeContext(self, node, name)
-            fn = TRANSLATIONS[op_key(node)]
-            try:
-                outs = fn(cx)
-            except FrontendError:
+            self.translate_node(node, node.name or f"{node.op_type}_{k}", self.opsets)
+
+    def translate_node(self, node, name: str, opsets: dict[str, int]) -> None:
+        from .onnx_ops import TRANSLATIONS
+
+        fn = TRANSLATIONS.get(op_key(node))
+        if fn is None:
+            self.expand_function(node, name, opsets)
+            return
+        cx = NodeContext(self, node, name, opsets.get(node.domain if node.domain not in _DEFAULT_DOMAINS else "", 0))
+        try:
+            outs = fn(cx)
+        except FrontendError:
+            raise
+        except Exception as e:
+            # type and shape errors raised by the builder already name node and op
+            if getattr(e, "node", None) is not None:
                 raise
-            except Exception as e:
-                # type and shape errors raised by the builder already name node and op
-                if getattr(e, "node", None) is not None:
-                    raise
-                raise InvalidModelError(f"{type(e).__name__}: {e}", node=name, op=node.op_type) from e
-            if isinstance(outs, Value) or outs is None:
-                outs = [outs]
-            outs = list(outs)
-            for j, out_name in enumerate(node.output):
-                if not out_name:
+            raise InvalidModelError(f"{type(e).__name__}: {e}", node=name, op=node.op_type) from e
+        if isinstance(outs, Value) or outs is None:
+            outs = [outs]
+        outs = list(outs)
+        for j, out_name in enumerate(node.output):
+            if not out_name:
+                continue
+            v = outs[j] if j < len(outs) else None
+            if v is None:
+                if out_name in self.used:
+                    raise cx.unsupported(f"output {j} '{out_name}'")
+                continue
+            self.env[out_name] = v
+
+    # -- ops defined by an ONNX function ---------------------------------------------------
+    #
+    # An op without a translation of its own is still supported when its ONNX schema defines it
+    # as a function of other ops (Attention, RotaryEmbedding, AffineGrid, ...): the node is
+    # replaced by the function's body, whose nodes are translated in turn.
+
+    def schema(self, node, opsets):
+        import onnx.defs
+
+        domain = "" if node.domain in _DEFAULT_DOMAINS else node.domain
+        try:
+            return onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
+        except Exception:
+            return None
+
+    def supported(self, node, opsets, depth: int = 0) -> bool:
+        from .onnx_ops import TRANSLATIONS
+
+        if op_key(node) in TRANSLATIONS:
+            return True
+        schema = self.schema(node, opsets)
+        if schema is None or depth > 8:
+            return False
+        if schema.has_context_dependent_function:
+            return True  # its body depends on the input types: checked when it is expanded
+        if not schema.has_function:
+            return False
+        body = schema.function_body
+        inner = {**opsets, **{("" if i.domain in _DEFAULT_DOMAINS else i.domain): i.version
+                              for i in body.opset_import}}
+        return all(self.supported(n, inner, depth + 1) for n in body.node)
+
+    def function_body(self, node, name: str, opsets):
+        import onnx
+        from onnx import helper
+
+        schema = self.schema(node, opsets)
+        domain = "" if node.domain in _DEFAULT_DOMAINS else node.domain
+        version = opsets.get(domain, 1)
+        if schema is not None and schema.has_function:
+            return schema.function_body, schema
+        if schema is None or not schema.has_context_dependent_function:
+            raise UnsupportedOpError({op_key(node): [name]})
+        elem = {v: k for k, v in _ONNX_DTYPES.items()}
+        types = []
+        for n in node.input:
+            if not n:
+                types.append(onnx.TypeProto().SerializeToString())
+                continue
+            t = self.lookup(n).type
+            types.append(helper.make_tensor_type_proto(elem[t.dtype], list(t.shape)).SerializeToString())
+        try:
+            raw = schema.get_context_dependent_function(node.SerializeToString(), types)
+        except Exception as e:
+            raise InvalidModelError(f"cannot expand the op's ONNX function (opset {version}): {e}",
+                                    node=name, op=node.op_type) from None
+        body = onnx.FunctionProto()
+        body.ParseFromString(raw)
+        return body, schema
+
+    def expand_function(self, node, name: str, opsets) -> None:
+        import onnx
+
+        body, schema = self.function_body(node, name, opsets)
+        rename = {f: (node.input[i] if i < len(node.input) else "") for i, f in enumerate(body.input)}
+        rename.update({f: (node.output[i] if i < len(node.output) else "") for i, f in enumerate(body.output)})
+        given = {a.name: a for a in node.attribute}
+        inner_opsets = {**opsets, **{("" if i.domain in _DEFAULT_DOMAINS else i.domain): i.version
+                                     for i in body.opset_import}}
+        nodes = []
+        for k, inner in enumerate(body.node):
+            n = onnx.NodeProto()
+            n.CopyFrom(inner)
+            del n.input[:], n.output[:], n.attribute[:]
+            n.input.extend(rename.get(x, f"{name}/{x}") if x else "" for x in inner.input)
+            n.output.extend(rename.get(x, f"{name}/{x}") if x else "" for x in inner.output)
+            for a in inner.attribute:
+                if not a.ref_attr_name:
+                    n.attribute.append(a)
                     continue
-                v = outs[j] if j < len(outs) else None
-                if v is None:
-                    if out_name in self.used:
-                        raise cx.unsupported(f"output {j} '{out_name}'")
-                    continue
-                self.env[out_name] = v
+                src = given.get(a.ref_attr_name)
+                if src is None and a.ref_attr_name in schema.attributes:
+                    default = schema.attributes[a.ref_attr_name].default_value
+                    src = default if default.type else None
+                if src is not None:
+                    b = onnx.AttributeProto()
+                    b.CopyFrom(src)
+                    b.name = a.name
+                    n.attribute.append(b)
+            n.name = f"{name}/{inner.name or inner.op_type + '_' + str(k)}"
+            nodes.append(n)
+        for n in nodes:
+            self.used.update(x for x in n.input if x)
+        for n in nodes:
+            self.translate_node(n, n.name, inner_opsets)
 
     def outputs(self) -> list[Value]:
         outs: list[Value] = []

@@ -1,0 +1,279 @@
+"""A checking interpreter of loop-IR kernels, for tests.
+
+``run_kernel(f, arrays)`` executes a :class:`~ember.tir.stmt.PrimFunc` in Python, with C's
+semantics where they matter (truncating integer division, lazy scalar ``select``), and reports
+as :class:`KernelFault`:
+
+* a load or store outside its buffer (vector lanes included), except the lanes of a load in a
+  branch of a *vector* select, which C code generation bounds-checks (those read 0);
+* a read of a kernel-local buffer element that was never written;
+* two iterations of a parallel loop writing the same element, or a parallel loop writing a
+  local buffer allocated outside it (a data race);
+* (with ``check_coverage``) an element of the output that no store wrote.
+
+It is slow (one Python step per scalar operation): use it on small kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ember.tir.expr import BinOp, Broadcast, Call, Cast, Const, Load, Not, Ramp, Select, Var
+from ember.tir.stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Store
+
+
+class KernelFault(AssertionError):
+    pass
+
+
+def _np(dtype: str):
+    return np.dtype("float32") if dtype == "bfloat16" else np.dtype(dtype)
+
+
+_CALLS = {
+    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh, "erf": np.vectorize(math.erf),
+    "floor": np.floor, "ceil": np.ceil, "nearbyint": np.rint, "sin": np.sin, "cos": np.cos, "tan": np.tan,
+    "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh,
+    "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "abs": np.abs, "isnan": np.isnan,
+    "pow": lambda a, b: np.power(a, b) if np.issubdtype(np.asarray(a).dtype, np.floating) else
+    np.power(a, np.maximum(b, 0)),
+    "fmod": np.fmod,
+}
+
+
+def _c_div(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind == "f":
+        return a / b
+    bz = np.where(b == 0, 1, b)
+    q = np.abs(a) // np.abs(bz) * np.sign(a) * np.sign(bz)
+    return np.where(b == 0, 0, q).astype(a.dtype)
+
+
+def _c_mod(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind == "f":
+        return np.fmod(a, b)
+    bz = np.where(b == 0, 1, b)
+    return np.where(b == 0, 0, np.fmod(a, bz)).astype(a.dtype)
+
+
+def _nan_max(a, b):
+    return np.where((a > b) | (a != a), a, b)
+
+
+def _nan_min(a, b):
+    return np.where((a < b) | (a != a), a, b)
+
+
+_BIN = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": _c_div, "mod": _c_mod,
+    "max": _nan_max, "min": _nan_min, "eq": np.equal, "ne": np.not_equal, "lt": np.less,
+    "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+    "and": np.logical_and, "or": np.logical_or,
+}
+
+
+class _Buf:
+    def __init__(self, buffer, data: np.ndarray, local: bool):
+        self.buffer = buffer
+        self.data = data
+        self.local = local
+        self.init = np.zeros(data.shape, bool) if local else None
+        self.written = np.zeros(data.shape, bool)
+        self.writer = np.full(data.shape, -1, np.int64)   # parallel iteration that wrote it
+
+
+class Interpreter:
+    def __init__(self, f: PrimFunc, arrays: list[np.ndarray]):
+        self.f = f
+        self.bufs: dict[int, _Buf] = {}
+        for b, a in zip(f.params, arrays):
+            a = np.ascontiguousarray(a, dtype=_np(b.dtype)).reshape(-1).copy()
+            if a.size != b.size:
+                raise ValueError(f"buffer {b.name}: {a.size} elements given, {b.size} expected")
+            self.bufs[id(b)] = _Buf(b, a, False)
+        self.env: dict = {}
+        self.par_iter = -1        # id of the current parallel iteration (-1 outside)
+        self.par_depth_locals: set = set()
+        self.in_parallel = False
+        self.depth = 0
+        self.steps = 0
+
+    def fault(self, msg: str):
+        raise KernelFault(f"kernel {self.f.name}: {msg}")
+
+    # ---- statements -------------------------------------------------------------------------
+
+    def run(self):
+        with np.errstate(all="ignore"):
+            self.stmt(self.f.body)
+
+    def stmt(self, s):
+        if isinstance(s, Seq):
+            for x in s.stmts:
+                self.stmt(x)
+        elif isinstance(s, For):
+            # as C code generation does: only a parallel loop at the top of the kernel runs
+            # on the thread pool, nested ones run serially
+            parallel = s.kind == "parallel" and self.depth == 0 and s.extent > 1
+            if parallel:
+                self.in_parallel = True
+                self.par_depth_locals = {k for k, b in self.bufs.items() if b.local}
+                for b in self.bufs.values():
+                    b.writer[:] = -1
+            self.depth += 1
+            for k in range(s.extent):
+                self.env[s.var] = np.int64(k)
+                if parallel:
+                    self.par_iter = k
+                self.stmt(s.body)
+            self.depth -= 1
+            self.env.pop(s.var, None)
+            if parallel:
+                self.in_parallel = False
+                self.par_iter = -1
+                self.par_depth_locals = set()
+        elif isinstance(s, Store):
+            b = self.buf(s.buffer)
+            idx = np.asarray(self.expr(s.index, False))
+            val = np.asarray(self.expr(s.value, False))
+            self.check_index(b, idx, "store")
+            if self.in_parallel and b.local and id(s.buffer) in self.par_depth_locals:
+                self.fault(f"parallel loop writes local buffer {s.buffer.name} allocated outside it (data race)")
+            if self.in_parallel and not b.local:
+                prev = b.writer[idx]
+                if np.any((prev >= 0) & (prev != self.par_iter)):
+                    self.fault(f"two iterations of a parallel loop write {s.buffer.name}[{idx.tolist()}] (data race)")
+                b.writer[idx] = self.par_iter
+            b.data[idx] = np.broadcast_to(val, idx.shape).astype(b.data.dtype) if idx.ndim else val
+            b.written[idx] = True
+            if b.local:
+                b.init[idx] = True
+        elif isinstance(s, Allocate):
+            dt = _np(s.buffer.dtype)
+            data = np.full(s.buffer.size, np.nan, dt) if dt.kind == "f" else np.zeros(s.buffer.size, dt)
+            self.bufs[id(s.buffer)] = _Buf(s.buffer, data, True)
+            self.stmt(s.body)
+            del self.bufs[id(s.buffer)]
+        elif isinstance(s, IfThenElse):
+            if bool(self.expr(s.cond, False)):
+                self.stmt(s.then)
+            elif s.other is not None:
+                self.stmt(s.other)
+        else:
+            self.fault(f"unknown statement {type(s).__name__}")
+
+    def buf(self, buffer) -> _Buf:
+        b = self.bufs.get(id(buffer))
+        if b is None:
+            self.fault(f"buffer {buffer.name} is used outside its allocation or is not a parameter")
+        return b
+
+    def check_index(self, b: _Buf, idx: np.ndarray, what: str):
+        if idx.dtype.kind not in "iu":
+            self.fault(f"{what} of {b.buffer.name} with a non-integer index {idx!r}")
+        if idx.size and (idx.min() < 0 or idx.max() >= b.data.size):
+            self.fault(f"{what} of {b.buffer.name}[{idx.tolist()}] is out of bounds (size {b.data.size})")
+
+    # ---- expressions ------------------------------------------------------------------------
+
+    def expr(self, e, guarded: bool):
+        self.steps += 1
+        if isinstance(e, Const):
+            return np.asarray(e.value, dtype=_np(e.dtype))[()]
+        if isinstance(e, Var):
+            if e not in self.env:
+                self.fault(f"variable {e.name} used outside its loop")
+            return self.env[e]
+        if isinstance(e, Load):
+            b = self.buf(e.buffer)
+            idx = np.asarray(self.expr(e.index, guarded))
+            if guarded and idx.ndim:
+                ok = (idx >= 0) & (idx < b.data.size)
+                safe = np.where(ok, idx, 0)
+                if b.data.size == 0:
+                    return np.zeros(idx.shape, b.data.dtype)
+                out = np.where(ok, b.data[safe], 0).astype(b.data.dtype)
+                if b.local and not b.init[safe][ok].all():
+                    self.fault(f"read of uninitialized local {b.buffer.name}")
+                return out
+            if guarded and (idx < 0 or idx >= b.data.size):
+                return np.zeros((), b.data.dtype)[()]
+            self.check_index(b, idx, "load")
+            if b.local and not b.init[idx].all():
+                self.fault(f"read of uninitialized local {b.buffer.name}[{idx.tolist()}]")
+            return b.data[idx]
+        if isinstance(e, Ramp):
+            base = self.expr(e.base, guarded)
+            return np.int64(base) + np.arange(e.lanes, dtype=np.int64) * e.stride
+        if isinstance(e, Broadcast):
+            v = self.expr(e.value, guarded)
+            return np.full(e.lanes, v)
+        if isinstance(e, BinOp):
+            a = self.expr(e.a, guarded)
+            if e.op == "and" and np.ndim(a) == 0 and not a:
+                return np.bool_(False)
+            if e.op == "or" and np.ndim(a) == 0 and a:
+                return np.bool_(True)
+            b = self.expr(e.b, guarded)
+            r = _BIN[e.op](a, b)
+            if e.op in ("add", "sub", "mul", "max", "min", "div", "mod"):
+                r = np.asarray(r).astype(_np(e.dtype))
+            return r[()] if isinstance(r, np.ndarray) and r.ndim == 0 else r
+        if isinstance(e, Not):
+            return np.logical_not(self.expr(e.a, guarded))
+        if isinstance(e, Cast):
+            v = np.asarray(self.expr(e.a, guarded))
+            if e.dtype == "bool":
+                return (v != 0)[()]
+            return v.astype(_np(e.dtype))[()]
+        if isinstance(e, Select):
+            c = self.expr(e.cond, guarded)
+            if np.ndim(c) == 0 and not isinstance(e.cond, Broadcast):
+                return self.expr(e.t if c else e.f, guarded)
+            if isinstance(e.cond, Broadcast):
+                # one condition for all lanes: C code evaluates one branch
+                cv = self.expr(e.cond.value, guarded)
+                return self.expr(e.t if cv else e.f, guarded)
+            t, f = self.expr(e.t, True), self.expr(e.f, True)
+            return np.where(c, t, f)
+        if isinstance(e, Call):
+            args = [self.expr(a, guarded) for a in e.args]
+            fn = _CALLS.get(e.fn)
+            if fn is None:
+                self.fault(f"unknown intrinsic {e.fn}")
+            r = np.asarray(fn(*args))
+            return r.astype(_np(e.dtype))[()]
+        self.fault(f"unknown expression {type(e).__name__}")
+
+
+def run_kernel(f: PrimFunc, arrays: list[np.ndarray], check_coverage: bool = True) -> list[np.ndarray]:
+    """Run ``f`` on ``arrays`` (one per parameter, flattened as needed); returns the final
+    contents of every parameter.  Raises :class:`KernelFault` on a memory-safety problem."""
+    it = Interpreter(f, arrays)
+    it.run()
+    if check_coverage:
+        out = it.bufs[id(f.params[-1])]
+        if out.data.size and not out.written.all():
+            missing = np.flatnonzero(~out.written)
+            it.fault(f"{len(missing)} element(s) of the output {f.params[-1].name} are never written, "
+                     f"first {missing[0]}")
+    return [it.bufs[id(b)].data for b in f.params]
+
+
+def trip_count(f: PrimFunc) -> int:
+    """An upper bound of the scalar statements ``f`` executes (to skip big kernels)."""
+    def go(s) -> int:
+        if isinstance(s, Seq):
+            return sum(go(x) for x in s.stmts)
+        if isinstance(s, For):
+            return s.extent * go(s.body)
+        if isinstance(s, Allocate):
+            return go(s.body)
+        if isinstance(s, IfThenElse):
+            return go(s.then) + (go(s.other) if s.other is not None else 0)
+        return 1
+    return go(f.body)

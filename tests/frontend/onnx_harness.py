@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 
 from ember.frontend import from_onnx
 from ember.graph import run_graph
+from ember.graph.verify import verify
 
 RNG = np.random.default_rng(0)
 
@@ -51,7 +52,9 @@ def run_onnxruntime(model, feeds: dict) -> list[np.ndarray]:
 
 
 def run_ember(model, feeds: dict) -> list[np.ndarray]:
-    return [np.asarray(a) for a in run_graph(from_onnx(model), feeds)]
+    graph = from_onnx(model)
+    verify(graph)
+    return [np.asarray(a) for a in run_graph(graph, feeds)]
 
 
 def assert_same(got: Sequence[np.ndarray], want: Sequence[np.ndarray], rtol=1e-5, atol=1e-6):

@@ -227,3 +227,42 @@ def test_shape_chains_fold_to_constants():
     g = from_onnx(model)
     assert g.op_histogram() == {"mul": 1, "reshape": 1}
     check_model(model, {"x": x})
+
+
+def test_functions_of_the_onnx_schema_expand():
+    # Attention (opset 23) has no translation of its own: its ONNX function body is translated
+    q, k, v = rand(1, 2, 4, 8), rand(1, 2, 6, 8), rand(1, 2, 6, 8)
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"], name="attn", is_causal=1)
+    model = make_model([node], {"q": q, "k": k, "v": v}, ["y"], opset=23)
+    g = from_onnx(model)
+    assert all(n.name.startswith("attn/") for n in g.nodes)
+    check_model(model, {"q": q, "k": k, "v": v}, atol=1e-5)
+
+
+def test_if_with_a_constant_condition_inlines_the_taken_branch():
+    x = rand(2, 3)
+    then_g = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", onnx.TensorProto.FLOAT, None)])
+    else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", onnx.TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("ReduceSum", ["s"], ["n"], keepdims=0),
+             helper.make_node("Greater", ["n", "limit"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then_g, else_branch=else_g)]
+    for limit, want in ((1, np.maximum(x, 0)), (100, -x)):
+        model = make_model(nodes, {"x": x}, ["y"], {"limit": np.array(limit, "int64")})
+        g = from_onnx(model)
+        assert len(g.nodes) == 1 and g.nodes[0].name.startswith("branch/")
+        np.testing.assert_allclose(run_graph(g, {"x": x})[0], want)
+
+
+def test_function_bodies_with_nested_subgraphs_and_rotary_embedding():
+    theta = np.array([[[1.0, 0.1, 0.0], [-0.2, 0.9, 0.3]]], f32).repeat(2, axis=0)
+    node = helper.make_node("AffineGrid", ["theta", "size"], ["grid"], align_corners=1)
+    model = make_model([node], {"theta": theta}, ["grid"], {"size": np.array([2, 3, 4, 5], "int64")}, opset=20)
+    check_model(model, {"theta": theta}, atol=1e-6)
+    x = rand(1, 2, 4, 8)
+    pos = np.array([[0, 1, 2, 3]], "int64")
+    node = helper.make_node("RotaryEmbedding", ["x", "cos", "sin", "pos"], ["y"])
+    model = make_model([node], {"x": x}, ["y"], {"cos": rand(8, 4), "sin": rand(8, 4), "pos": pos}, opset=23)
+    check_model(model, {"x": x}, atol=1e-6)

@@ -11,6 +11,7 @@ import pytest
 
 from ember.frontend import from_onnx
 from ember.graph import run_graph
+from ember.graph.verify import verify
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = Path(os.environ.get("EMBER_MODELS_DIR", ROOT / "build" / "models"))
@@ -28,6 +29,7 @@ def test_model_reference_matches_onnxruntime(name):
     if not path.exists():
         pytest.skip(f"{path} is not built (python ../shared/models/make_models.py --out build/models)")
     graph = from_onnx(path)
+    verify(graph)
     inputs = dict(np.load(MODELS / f"{name}.inputs.npz"))
     want = dict(np.load(MODELS / f"{name}.outputs.npz"))
     assert [v.name for v in graph.inputs] == list(inputs)

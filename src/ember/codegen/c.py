@@ -278,7 +278,8 @@ class CGenerator:
             v = self.expr(e.value, ctx, guard)
             if e.value.dtype == "bool":
                 return f"((ember_vi){{}} - (int32_t)({v}))"
-            return f"((ember_vf){{}} + (float)({v}))"
+            lanes = ", ".join(["_s"] * L)
+            return f"({{ float _s = (float)({v}); (ember_vf){{{lanes}}}; }})"
         if isinstance(e, Load):
             buf = self.name(ctx, e.buffer, e.buffer.name)
             idx = e.index
@@ -357,22 +358,26 @@ class CGenerator:
             else:
                 out.append(f"{ind}{buf}[{self.expr(s.index, ctx)}] = {self.expr(s.value, ctx)};")
         elif isinstance(s, Allocate):
+            # its own block: unrolling may repeat an allocation side by side
             b = s.buffer
             name = self.name(ctx, b, b.name)
+            inner = ind + "  "
+            out.append(f"{ind}{{")
             if _vector_local(b, s.body, self.lanes):
                 ctx.vec_locals.add(b)
-                out.append(f"{ind}ember_vf {name}[{b.size // self.lanes}];")
-                self.stmt(s.body, ctx, ind, out, depth, fname)
+                out.append(f"{inner}ember_vf {name}[{b.size // self.lanes}];")
+                self.stmt(s.body, ctx, inner, out, depth, fname)
             else:
                 nbytes = b.size * _itemsize(b.dtype)
                 if nbytes > 32768:
-                    out.append(f"{ind}{c_type(b.dtype)}* {name} = ({c_type(b.dtype)}*)malloc({nbytes});")
-                    out.append(f"{ind}if (!{name}) return;")
-                    self.stmt(s.body, ctx, ind, out, depth, fname)
-                    out.append(f"{ind}free({name});")
+                    out.append(f"{inner}{c_type(b.dtype)}* {name} = ({c_type(b.dtype)}*)malloc({nbytes});")
+                    out.append(f"{inner}if (!{name}) return;")
+                    self.stmt(s.body, ctx, inner, out, depth, fname)
+                    out.append(f"{inner}free({name});")
                 else:
-                    out.append(f"{ind}{c_type(b.dtype)} {name}[{b.size}] __attribute__((aligned(64)));")
-                    self.stmt(s.body, ctx, ind, out, depth, fname)
+                    out.append(f"{inner}{c_type(b.dtype)} {name}[{max(b.size, 1)}] __attribute__((aligned(64)));")
+                    self.stmt(s.body, ctx, inner, out, depth, fname)
+            out.append(f"{ind}}}")
         elif isinstance(s, IfThenElse):
             out.append(f"{ind}if ({self.expr(s.cond, ctx)}) {{")
             self.stmt(s.then, ctx, ind + "  ", out, depth, fname)

@@ -10,6 +10,11 @@ starts/ends, repeats, ...) must be constants: initializers, ``Constant`` nodes, 
 fold because every input of the core op that computes them is constant (a core op whose inputs
 are all constants is evaluated at once with its numpy reference and becomes a constant, so
 ``Shape -> Gather -> Concat -> Reshape`` chains over static shapes fold away).
+
+An op without a translation of its own is still supported when its ONNX schema defines it as a
+function of other ops (Attention, RotaryEmbedding, the losses, ...): the node is replaced by the
+function body.  Model-local functions are inlined on load, and an ``If`` whose condition folds
+to a constant is replaced by its taken branch.
 """
 
 from __future__ import annotations
@@ -55,6 +60,11 @@ def onnx_dtype(elem_type: int, what: str = "tensor", node: str | None = None, op
 def op_key(node) -> str:
     """How an op type is named in support checks: bare in the default domain, else 'domain:Op'."""
     return node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}:{node.op_type}"
+
+
+def _domain(d: str) -> str:
+    """A domain as the opset tables key it ('' for the default domain)."""
+    return "" if d in _DEFAULT_DOMAINS else d
 
 
 # ---- loading --------------------------------------------------------------------------------
@@ -210,7 +220,8 @@ class NodeContext:
             types = opdef.infer_types(a, [v.type for v in inputs], self.name)
             if all(t.is_static for t in types):
                 outs = opdef.run_reference(a, [v.const for v in inputs])
-                vals = [self.const(np.asarray(o, dtype=t.dtype).reshape(t.shape)) for o, t in zip(outs, types)]
+                vals = [self.const(np.asarray(o, dtype=np_dtype(t.dtype)).reshape(t.shape), t.dtype)
+                        for o, t in zip(outs, types)]
                 return vals[0] if len(vals) == 1 else tuple(vals)
         return self.b.op(core, inputs, name=self.name, **attrs)
 
@@ -224,6 +235,13 @@ class NodeContext:
     def scalar(self, value: Any, dtype: str) -> Value:
         """A rank-0 constant of ``dtype``."""
         return self.const(np.array(value).astype(np_dtype(dtype)), dtype)
+
+    def inline_graph(self, attr: str) -> list[Value]:
+        """Translate the subgraph held by attribute ``attr`` in place; returns its outputs."""
+        a = self._attrs.get(attr)
+        if a is None or not a.HasField("g"):
+            raise self.fail(f"missing graph attribute '{attr}'")
+        return self._tr.inline_graph(a.g, f"{self.name}/{attr}", self.opset)
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -243,8 +261,7 @@ class _Translator:
         self.shapes = dict(shapes or {})
         self.base_dir = base_dir
         self.opset = _default_opset(mp) or 0
-        self.opsets = {("" if imp.domain in _DEFAULT_DOMAINS else imp.domain): int(imp.version)
-                       for imp in mp.opset_import}
+        self.opsets = {_domain(imp.domain): int(imp.version) for imp in mp.opset_import}
         self.b = GraphBuilder(self.g.name or "onnx_graph")
         self.env: dict[str, Value] = {}
         self.used: set[str] = set()
@@ -321,8 +338,8 @@ class _Translator:
             tt = vi.type
             if not tt.HasField("tensor_type"):
                 kind = tt.WhichOneof("value") or "unknown"
-                raise InvalidModelError(f"graph input '{vi.name}' is a {kind}, not a tensor; "
-                                        f"only tensor inputs are supported")
+                raise FrontendError(f"graph input '{vi.name}' is a {kind.replace('_type', '')}, not a "
+                                    f"tensor; Ember supports tensor inputs only")
             dtype = onnx_dtype(tt.tensor_type.elem_type, f"graph input '{vi.name}'")
             shape = self._input_shape(vi)
             self.env[vi.name] = self.b.input(vi.name, TensorType(shape, dtype))
@@ -380,7 +397,7 @@ class _Translator:
         if fn is None:
             self.expand_function(node, name, opsets)
             return
-        cx = NodeContext(self, node, name, opsets.get(node.domain if node.domain not in _DEFAULT_DOMAINS else "", 0))
+        cx = NodeContext(self, node, name, opsets.get(_domain(node.domain), 0))
         try:
             outs = fn(cx)
         except FrontendError:
@@ -403,6 +420,37 @@ class _Translator:
                 continue
             self.env[out_name] = v
 
+    def inline_graph(self, g, prefix: str, opset: int) -> list[Value]:
+        """Translate a subgraph (If branch) whose names are local to it; it may read outer values."""
+        import onnx
+
+        local = {t.name for t in g.initializer} | {o for n in g.node for o in n.output if o}
+        ren = lambda x: f"{prefix}/{x}" if x in local else x  # noqa: E731
+        for t in g.initializer:
+            dtype = onnx_dtype(t.data_type, f"initializer '{t.name}'")
+            self.env[ren(t.name)] = self._const_value(self.tensor_array(t, "initializer"), ren(t.name), dtype)
+        nodes = []
+        for k, inner in enumerate(g.node):
+            n = onnx.NodeProto()
+            n.CopyFrom(inner)
+            del n.input[:], n.output[:]
+            n.input.extend(ren(x) if x else "" for x in inner.input)
+            n.output.extend(ren(x) if x else "" for x in inner.output)
+            _rename_graph_attributes(n, ren)
+            n.name = f"{prefix}/{inner.name or inner.op_type + '_' + str(k)}"
+            nodes.append(n)
+        missing: dict[str, list[str]] = {}
+        for n in nodes:
+            self.used.update(x for x in n.input if x)
+            if not self.supported(n, {**self.opsets, "": opset}):
+                missing.setdefault(op_key(n), []).append(n.name)
+        if missing:
+            raise UnsupportedOpError(missing)
+        self.used.update(ren(o.name) for o in g.output)
+        for n in nodes:
+            self.translate_node(n, n.name, {**self.opsets, "": opset})
+        return [self.lookup(ren(o.name)) for o in g.output]
+
     # -- ops defined by an ONNX function ---------------------------------------------------
     #
     # An op without a translation of its own is still supported when its ONNX schema defines it
@@ -412,7 +460,7 @@ class _Translator:
     def schema(self, node, opsets):
         import onnx.defs
 
-        domain = "" if node.domain in _DEFAULT_DOMAINS else node.domain
+        domain = _domain(node.domain)
         try:
             return onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
         except Exception:
@@ -431,8 +479,7 @@ class _Translator:
         if not schema.has_function:
             return False
         body = schema.function_body
-        inner = {**opsets, **{("" if i.domain in _DEFAULT_DOMAINS else i.domain): i.version
-                              for i in body.opset_import}}
+        inner = {**opsets, **{_domain(i.domain): i.version for i in body.opset_import}}
         return all(self.supported(n, inner, depth + 1) for n in body.node)
 
     def function_body(self, node, name: str, opsets):
@@ -440,8 +487,7 @@ class _Translator:
         from onnx import helper
 
         schema = self.schema(node, opsets)
-        domain = "" if node.domain in _DEFAULT_DOMAINS else node.domain
-        version = opsets.get(domain, 1)
+        version = opsets.get(_domain(node.domain), 1)
         if schema is not None and schema.has_function:
             return schema.function_body, schema
         if schema is None or not schema.has_context_dependent_function:
@@ -470,15 +516,15 @@ class _Translator:
         rename = {f: (node.input[i] if i < len(node.input) else "") for i, f in enumerate(body.input)}
         rename.update({f: (node.output[i] if i < len(node.output) else "") for i, f in enumerate(body.output)})
         given = {a.name: a for a in node.attribute}
-        inner_opsets = {**opsets, **{("" if i.domain in _DEFAULT_DOMAINS else i.domain): i.version
-                                     for i in body.opset_import}}
+        inner_opsets = {**opsets, **{_domain(i.domain): i.version for i in body.opset_import}}
         nodes = []
         for k, inner in enumerate(body.node):
             n = onnx.NodeProto()
             n.CopyFrom(inner)
             del n.input[:], n.output[:], n.attribute[:]
-            n.input.extend(rename.get(x, f"{name}/{x}") if x else "" for x in inner.input)
-            n.output.extend(rename.get(x, f"{name}/{x}") if x else "" for x in inner.output)
+            ren = lambda x: rename.get(x, f"{name}/{x}")  # noqa: E731
+            n.input.extend(ren(x) if x else "" for x in inner.input)
+            n.output.extend(ren(x) if x else "" for x in inner.output)
             for a in inner.attribute:
                 if not a.ref_attr_name:
                     n.attribute.append(a)
@@ -492,6 +538,7 @@ class _Translator:
                     b.CopyFrom(src)
                     b.name = a.name
                     n.attribute.append(b)
+            _rename_graph_attributes(n, ren)
             n.name = f"{name}/{inner.name or inner.op_type + '_' + str(k)}"
             nodes.append(n)
         for n in nodes:
@@ -526,6 +573,38 @@ class _Translator:
         graph = self.b.finish(outs)
         _rename_clashes(graph)
         return graph
+
+
+def _renamed_subgraph(g, outer):
+    """A copy of subgraph ``g`` whose references to enclosing-scope names go through ``outer``
+    (names the subgraph defines itself, and those of graphs nested in it, are kept)."""
+    import onnx
+
+    local = ({i.name for i in g.input} | {t.name for t in g.initializer}
+             | {o for n in g.node for o in n.output if o})
+    ren = lambda x: x if (not x or x in local) else outer(x)  # noqa: E731
+    out = onnx.GraphProto()
+    out.CopyFrom(g)
+    for n in out.node:
+        names = [ren(x) for x in n.input]
+        del n.input[:]
+        n.input.extend(names)
+        _rename_graph_attributes(n, ren)
+    for o in out.output:
+        o.name = ren(o.name)
+    return out
+
+
+def _rename_graph_attributes(node, outer) -> None:
+    """Rewrite, in place, the enclosing-scope references of the subgraphs a node holds."""
+    import onnx
+
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            a.g.CopyFrom(_renamed_subgraph(a.g, outer))
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            for k in range(len(a.graphs)):
+                a.graphs[k].CopyFrom(_renamed_subgraph(a.graphs[k], outer))
 
 
 def _show_dims(dims) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import CodegenError
-from ..tir.analysis import simplify_index, substitute
+from ..tir.analysis import bound, simplify_index, substitute
 from ..tir.expr import INDEX, Const, Expr, Load, Var, binop
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from .schedule import Fuse, Schedule, Split, Stage
@@ -189,7 +189,11 @@ class Lowering:
         self.attach_pos: dict[int, int] = {}
         for st in self.attached:
             if not getattr(st, "default_attach", False) or st.attach_at is not None:
-                self.attach_pos[st.tensor.uid] = (nest.leaves.index(st.attach_at) if st.attach_at is not None else -1)
+                pos = nest.leaves.index(st.attach_at) if st.attach_at is not None else -1
+                if not self._box_at(st, pos):
+                    raise CodegenError(f"kernel {self.name}: stage {st.tensor.name} cannot be attached at "
+                                       f"{st.attach_at.name} (the region it would compute there is not a box)")
+                self.attach_pos[st.tensor.uid] = pos
                 continue
             deps = {a for a in self.maps[st.tensor.uid] if a is not None}
             pos = -1
@@ -197,13 +201,59 @@ class Lowering:
                 if root.kinds.get(leaf) == "vectorized" or not any(_axis_uses_leaf(nest, a, leaf) for a in deps):
                     break
                 pos = k
+            # further out until the region is a box (at the top it is the whole stage)
+            while not self._box_at(st, pos):
+                pos -= 1
             self.attach_pos[st.tensor.uid] = pos
-        if nest.guards and self.attached:
-            raise CodegenError(f"kernel {self.name}: an uneven split that cannot get a tail loop would make "
-                               "attached stages compute outside their region")
+        self._unify_reader_positions()
         self.out_buf = self.buffers[self.s.output.uid]
         body = self.gen_root(0, {}, {}, root_body)
         return PrimFunc(self.name, self.params, body)
+
+    def _box_at(self, st: Stage, pos: int) -> bool:
+        """Whether the region of ``st`` computed inside root leaf ``pos`` is a box: along each
+        dim, one point, the whole axis, or a range swept by one loop with stride 1."""
+        from ..tir.analysis import stride_in
+
+        nest = self.nest
+        inside = set(nest.leaves[pos + 1:])
+        for axis in self.maps[st.tensor.uid]:
+            if axis is None:
+                continue
+            expr = nest.value[axis]
+            used = [leaf for leaf in nest.leaves if _uses(expr, leaf)]
+            inner = [leaf for leaf in used if leaf in inside]
+            if not inner or len(inner) == len(used):
+                continue
+            if len(inner) > 1:
+                return False
+            st_ = stride_in(expr, inner[0])
+            if st_ is None or st_[0] != 1:
+                return False
+        return True
+
+    def _unify_reader_positions(self) -> None:
+        """An attached stage that reads another reads it in its own region: both must sit at the
+        same loop.  Default placements move out to agree; explicit ones must already agree."""
+        uids = {st.tensor.uid: st for st in self.attached}
+        changed = True
+        while changed:
+            changed = False
+            for st in self.attached:
+                body = self.expand(_body_of(st.tensor))
+                for other in self.attached:
+                    if other is st or not _loads(body, other.tensor):
+                        continue
+                    t = other.tensor
+                    a, b = self.attach_pos[st.tensor.uid], self.attach_pos[t.uid]
+                    if a == b:
+                        continue
+                    for x in (st, other):
+                        if not (x.default_attach and x.attach_at is None) and self.attach_pos[x.tensor.uid] != min(a, b):
+                            raise CodegenError(f"kernel {self.name}: stage {st.tensor.name} reads "
+                                               f"{other.tensor.name}, so both must be attached at the same loop")
+                    self.attach_pos[st.tensor.uid] = self.attach_pos[t.uid] = min(a, b)
+                    changed = True
 
     def gen_root(self, level: int, fixed: dict, ext_override: dict, root_body: Expr) -> Stmt:
         # attached stages placed just inside the loop of the level above
@@ -361,25 +411,39 @@ class Lowering:
             comb = t.body.combiner
             init = Store(buf, local_idx, identity_of(comb, t.dtype))
             update = Store(buf, local_idx, combine(comb, Load(buf, local_idx), value))
+        # uneven splits of the stage's own loops (no tail copies here) and root loops that run
+        # past the end of an axis (guarded root splits) get bounds checks
+        conds_spatial, conds_all = [], []
+        for outer, (inner, main, rem, parent) in nest.tails.items():
+            guard = (parent, nest.extents[parent])
+            (conds_all if _uses_reduce(st, nest, parent) else conds_spatial).append(guard)
+        for parent, ext in nest.guards:
+            (conds_all if _uses_reduce(st, nest, parent) else conds_spatial).append((parent, ext))
+        checks_s = [binop("lt", simplify_index(nest.value[p]), Const(e)) for p, e in conds_spatial]
+        if self.nest.guards:
+            # the root's guarded loops run past the end of an axis: so would this region
+            ranges = {leaf: (0, e - 1) for leaf, e in self.nest.extents.items()}
+            ranges.update({leaf: (0, e - 1) for leaf, e in nest.extents.items()})
+            for d, ax in enumerate(t.axes):
+                b = bound(gvals[ax], ranges)
+                if b is None or b[0] < 0 or b[1] >= t.shape[d]:
+                    checks_s.append(binop("lt", gvals[ax], Const(t.shape[d])))
+        checks_a = checks_s + [binop("lt", simplify_index(nest.value[p]), Const(e)) for p, e in conds_all]
+        init = _guarded(init, checks_s)
+        update = _guarded(update, checks_a)
         # init loops: over the spatial leaves only, in the stage's order
         spatial_leaves = [lf for lf in nest.leaves if not _is_reduce_leaf(st, nest, lf)]
-        init_stmt = self._nest_loops(st, nest, spatial_leaves, init, vector_ok=True)
-        main_stmt = self._nest_loops(st, nest, nest.leaves, update, vector_ok=True)
+        init_stmt = self._nest_loops(st, nest, spatial_leaves, init)
+        main_stmt = self._nest_loops(st, nest, nest.leaves, update)
         return Seq.of([init_stmt, main_stmt])
 
-    def _nest_loops(self, st: Stage, nest: LoopNest, leaves, body: Stmt, vector_ok: bool) -> Stmt:
+    def _nest_loops(self, st: Stage, nest: LoopNest, leaves, body: Stmt) -> Stmt:
         out = body
         for leaf in reversed(leaves):
             kind = st.kinds.get(leaf, "serial")
             if kind == "parallel":
-                kind = "serial"
-            ext = nest.extents[leaf]
-            if leaf in nest.tails:
-                raise CodegenError(f"kernel {self.name}: uneven split of {leaf.name} in attached stage "
-                                   f"{st.tensor.name}")
-            out = For(leaf, ext, kind, out)
-        for axis, extent in nest.guards:
-            raise CodegenError(f"kernel {self.name}: uneven split in attached stage {st.tensor.name}")
+                kind = "serial"      # an attached stage runs inside the root's loops
+            out = For(leaf, nest.extents[leaf], kind, out)
         return out
 
     # ---- expressions --------------------------------------------------------------------
@@ -446,6 +510,21 @@ def _uses(e: Expr, v: Var) -> bool:
 
 def _axis_uses_leaf(nest: LoopNest, axis, leaf) -> bool:
     return _uses(nest.value[axis], leaf)
+
+
+def _uses_reduce(st: Stage, nest: LoopNest, var) -> bool:
+    """Whether the loop variable or split/fuse intermediate ``var`` depends on a reduce axis."""
+    v = nest.value.get(var, var)
+    return any(_uses(v, leaf) for leaf in nest.leaves if _is_reduce_leaf(st, nest, leaf))
+
+
+def _guarded(s: Stmt, conds: list) -> Stmt:
+    if not conds:
+        return s
+    c = conds[0]
+    for x in conds[1:]:
+        c = binop("and", c, x)
+    return IfThenElse(c, s)
 
 
 def _is_reduce_leaf(st: Stage, nest: LoopNest, leaf) -> bool:

@@ -121,32 +121,55 @@ class loop_ranges:
         _RANGES.update(self.saved)
 
 
-def bound(e: Expr) -> tuple[int, int] | None:
-    """Inclusive integer range of ``e`` from loop extents, when it can be told."""
-    if isinstance(e, Const) and isinstance(e.value, int) and not isinstance(e.value, bool):
+def bound(e: Expr, ranges: dict | None = None) -> tuple[int, int] | None:
+    """Inclusive integer range of ``e``, when it can be told: variables range over ``ranges``
+    (var -> (lo, hi)) when given there, else over [0, extent) of their loop."""
+    if isinstance(e, Const):
+        if isinstance(e.value, bool) or not isinstance(e.value, int):
+            return None
         return e.value, e.value
     if isinstance(e, Var):
-        ext = _RANGES.get(e.uid) or getattr(e, "extent", None)
+        if ranges is not None and e in ranges:
+            return ranges[e]
+        ext = getattr(e, "extent", None)
         return (0, ext - 1) if ext else None
-    if isinstance(e, BinOp):
-        if e.op in ("div", "mod") and isinstance(e.b, Const) and e.b.value > 0:
-            a = bound(e.a)
-            if a is None or a[0] < 0:
-                return (0, e.b.value - 1) if e.op == "mod" and a is not None and a[0] >= 0 else None
-            if e.op == "div":
-                return a[0] // e.b.value, a[1] // e.b.value
-            return (a[0], a[1]) if a[1] < e.b.value else (0, e.b.value - 1)
-        a, b = bound(e.a), bound(e.b)
-        if a is None or b is None:
+    if not isinstance(e, BinOp) or e.dtype in ("float16", "bfloat16", "float32", "float64", "bool"):
+        return None
+    a, b = bound(e.a, ranges), bound(e.b, ranges)
+    if e.op in ("div", "mod"):
+        if b is None or b[0] <= 0:
+            return None           # a divisor that may be zero or negative: no claim
+        if e.op == "mod":
+            if a is None:
+                return None
+            if a[0] >= 0:
+                return (a[0], a[1]) if a[1] < b[0] else (0, b[1] - 1)
+            # C remainder takes the sign of the dividend
+            return (max(a[0], -(b[1] - 1)), min(max(a[1], 0), b[1] - 1))
+        if a is None:
             return None
-        if e.op == "add":
-            return a[0] + b[0], a[1] + b[1]
-        if e.op == "sub":
-            return a[0] - b[1], a[1] - b[0]
-        if e.op == "mul":
-            c = [x * y for x in a for y in b]
-            return min(c), max(c)
+        # C division truncates toward zero: monotone in a for a positive divisor
+        qs = [_c_div(x, y) for x in a for y in b]
+        return min(qs), max(qs)
+    if a is None or b is None:
+        return None
+    if e.op == "add":
+        return a[0] + b[0], a[1] + b[1]
+    if e.op == "sub":
+        return a[0] - b[1], a[1] - b[0]
+    if e.op == "mul":
+        c = [x * y for x in a for y in b]
+        return min(c), max(c)
+    if e.op == "max":
+        return max(a[0], b[0]), max(a[1], b[1])
+    if e.op == "min":
+        return min(a[0], b[0]), min(a[1], b[1])
     return None
+
+
+def _c_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
 
 
 # A linear form maps term keys to [atom expression, coefficient]; atoms are variables or

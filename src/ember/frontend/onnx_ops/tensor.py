@@ -480,3 +480,15 @@ def trilu(cx):
     diff = np.arange(m)[None, :] - np.arange(n)[:, None]
     keep = diff >= k if cx.attr("upper", 1) else diff <= k
     return cx.op("where", [cx.const(keep), x, cx.scalar(0, x.dtype)])
+
+
+@translates("If")
+def if_(cx):
+    # only a condition known at compile time: the taken branch is inlined
+    cond = cx.const_input(0, "cond", required=True)
+    if cond.size != 1:
+        raise cx.fail(f"cond must hold one value, got shape {list(cond.shape)}")
+    outs = cx.inline_graph("then_branch" if bool(cond.reshape(())) else "else_branch")
+    if len(outs) != cx.num_outputs:
+        raise cx.fail(f"the branch has {len(outs)} outputs, the node {cx.num_outputs}")
+    return outs

@@ -286,6 +286,14 @@ def arg_cases(batch: Batch, op: str) -> None:
                                                           select_last_index=True))
     inf = np.array([[-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 1.0], [0.0, -np.inf, np.inf]])
     batch.case(f"{op} infinities", lambda c: c.op(op, [c.input((3, 3), data=inf)], axis=1))
+    nan = np.array([[1.0, np.nan, 3.0, np.nan], [np.nan, 0.0, 5.0, -1.0], [2.0, 7.0, -np.inf, np.inf],
+                    [np.nan, np.nan, np.nan, np.nan]])
+    for last in (False, True):
+        for dt in ("float32", "float64"):
+            batch.case(f"{op} NaN {dt} last={last}", lambda c, last=last, dt=dt: c.op(
+                op, [c.input((4, 4), dt, data=nan)], axis=1, select_last_index=last))
+            batch.case(f"{op} NaN {dt} axis 0 last={last}", lambda c, last=last, dt=dt: c.op(
+                op, [c.input((4, 4), dt, data=nan)], axis=0, select_last_index=last))
     ext = np.array([[np.iinfo(np.int32).min] * 3, [np.iinfo(np.int32).max] * 3, [0, np.iinfo(np.int32).min, 0]])
     batch.case(f"{op} int32 extremes", lambda c: c.op(op, [c.input((3, 3), "int32", data=ext)], axis=1))
     batch.case(f"{op} int32 extremes last",

@@ -32,6 +32,8 @@ def group_kernel(group: Group, target, param_names: dict[Value, str] | None = No
                                "dynamic shapes are not supported by the CPU backend yet")
         params[v] = placeholder(v.shape, v.dtype, (param_names or {}).get(v, f"in{k}"))
     env = dict(params)
+    # the node whose op schedules the kernel: the anchor, or the only node of a lone op (pools)
+    lead = group.anchor or (group.nodes[0] if len(group.nodes) == 1 else None)
     anchor_tensor = None
     for node in group.nodes:
         op = get_op(node.op)
@@ -42,18 +44,18 @@ def group_kernel(group: Group, target, param_names: dict[Value, str] | None = No
         outs = out if isinstance(out, (list, tuple)) else [out]
         for v, t in zip(node.outputs, outs):
             env[v] = t
-        if node is group.anchor:
+        if node is lead:
             anchor_tensor = outs[0]
     out_t = env[group.output]
     if out_t.is_placeholder:
         raise CodegenError(f"kernel {group.name} computes nothing")
     s = create_schedule(out_t)
-    anchor_op = get_op(group.anchor.op) if group.anchor is not None else None
+    anchor_op = get_op(lead.op) if lead is not None else None
     inputs = [params[v] for v in group.inputs]
     try:
         if anchor_op is not None and hasattr(anchor_op, "schedule") and anchor_tensor is not None:
             try:
-                anchor_op.schedule(group.anchor.attrs, s, anchor_tensor, target)
+                anchor_op.schedule(lead.attrs, s, anchor_tensor, target)
                 f = lower(s, group.name, inputs + [s.output])
             except CodegenError:
                 # the op's tuned schedule does not fit this instance: the default always does

@@ -189,7 +189,7 @@ class CGenerator:
                 s = s + "f" if c.dtype == "float32" else s
             return s if c.dtype in ("float32", "float64") else f"(({c_type(c.dtype)}){s})"
         if c.dtype == "int64":
-            return f"INT64_C({v})" if -(1 << 62) < v < (1 << 62) else f"((int64_t){v}LL)" if v >= 0 else "INT64_MIN"
+            return "INT64_MIN" if v == -(1 << 63) else f"INT64_C({v})"
         if c.dtype == "uint64":
             return f"UINT64_C({v})"
         return f"(({c_type(c.dtype)}){v})"
@@ -543,12 +543,13 @@ def profiled(entry_body: list[str], kernel_names: list[str]) -> tuple[list[str],
         if line.startswith("memcpy"):
             body.append(line)
             continue
-        body.append(f"{{ struct timespec _t0, _t1; clock_gettime(CLOCK_MONOTONIC, &_t0); {line} "
-                    f"clock_gettime(CLOCK_MONOTONIC, &_t1); ember_kernel_ns[{k}] += "
+        body.append(f"{{ struct timespec _t0, _t1; clock_gettime(EMBER_PROFILE_CLOCK, &_t0); {line} "
+                    f"clock_gettime(EMBER_PROFILE_CLOCK, &_t1); ember_kernel_ns[{k}] += "
                     f"(unsigned long long)((_t1.tv_sec - _t0.tv_sec) * 1000000000LL + (_t1.tv_nsec - _t0.tv_nsec)); }}")
         k += 1
     names = ", ".join(c_string(x) for x in kernel_names)
-    defs = (f"#include <time.h>\nstatic unsigned long long ember_kernel_ns[{max(n, 1)}];\n"
+    defs = ("#include <time.h>\n#ifndef EMBER_PROFILE_CLOCK\n#define EMBER_PROFILE_CLOCK CLOCK_MONOTONIC\n#endif\n"
+            f"static unsigned long long ember_kernel_ns[{max(n, 1)}];\n"
             f"static const char* const ember_kernel_names[{max(n, 1)}] = {{{names}}};\n"
             "__attribute__((visibility(\"default\"))) int ember_profile(const unsigned long long** ns, "
             "const char* const** names) {\n"

@@ -9,7 +9,10 @@ Operands that ONNX passes as tensors but that are really attributes (shapes, axe
 starts/ends, repeats, ...) must be constants: initializers, ``Constant`` nodes, or values that
 fold because every input of the core op that computes them is constant (a core op whose inputs
 are all constants is evaluated at once with its numpy reference and becomes a constant, so
-``Shape -> Gather -> Concat -> Reshape`` chains over static shapes fold away).
+``Shape -> Gather -> Concat -> Reshape`` chains over static shapes fold away).  When such an
+operand is computed from graph inputs instead, the translation raises
+:class:`OperandNotConstantError` naming those inputs: a caller that knows their values (the ONNX
+backend, at run time) can make them initializers and compile a model specialized to them.
 
 An op without a translation of its own is still supported when its ONNX schema defines it as a
 function of other ops (Attention, RotaryEmbedding, the losses, ...): the node is replaced by the
@@ -30,7 +33,7 @@ from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
 from ..ops import get_op
 
-__all__ = ["from_onnx", "onnx_dtype", "NodeContext"]
+__all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError"]
 
 # ONNX TensorProto element types -> IR dtype names (numpy spelling).
 _ONNX_DTYPES = {
@@ -44,6 +47,18 @@ _ONNX_TYPE_NAMES = {
 }
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+class OperandNotConstantError(InvalidModelError):
+    """An operand that Ember needs at compile time (a shape, axes, pads, a count, ...) is computed
+    from graph inputs.  ``inputs`` names those graph inputs: binding them to values (making them
+    initializers) lets the model compile, specialized to those values."""
+
+    def __init__(self, message: str, inputs: Sequence[str], *, node: str | None = None,
+                 op: str | None = None):
+        self.inputs = tuple(inputs)
+        super().__init__(message, node=node, op=op)
+
 _MISSING = object()
 
 
@@ -165,10 +180,12 @@ class NodeContext:
 
     def const_of(self, v: Value, what: str) -> np.ndarray:
         if not v.is_const:
-            raise InvalidModelError(
+            feeding = self._tr.inputs_feeding(v)
+            src = f"; it is computed from graph input(s) {', '.join(map(repr, feeding))}" if feeding else ""
+            raise OperandNotConstantError(
                 f"{what} (input '{v.name}') must be a constant (an initializer, a Constant node or "
-                f"computable from them at compile time); Ember does not take it at run time yet",
-                node=self.name, op=self.op_type)
+                f"computable from them at compile time): the compiled model takes it as fixed{src}",
+                feeding, node=self.name, op=self.op_type)
         return v.const
 
     def ints_input(self, i: int, what: str, required: bool = False) -> list[int] | None:
@@ -265,8 +282,25 @@ class _Translator:
         self.b = GraphBuilder(self.g.name or "onnx_graph")
         self.env: dict[str, Value] = {}
         self.used: set[str] = set()
+        self.input_names: dict[int, str] = {}   # uid of a graph-input Value -> its ONNX name
 
     # -- values ----------------------------------------------------------------------------
+
+    def inputs_feeding(self, v: Value) -> list[str]:
+        """The ONNX graph inputs that ``v`` is computed from, in graph-input order."""
+        found: set[str] = set()
+        seen: set[int] = set()
+        stack = [v]
+        while stack:
+            u = stack.pop()
+            if u.uid in seen:
+                continue
+            seen.add(u.uid)
+            if u.uid in self.input_names:
+                found.add(self.input_names[u.uid])
+            elif u.producer is not None:
+                stack.extend(u.producer.inputs)
+        return [vi.name for vi in self.g.input if vi.name in found]
 
     def lookup(self, name: str, cx: NodeContext | None = None) -> Value:
         try:
@@ -342,7 +376,9 @@ class _Translator:
                                     f"tensor; Ember supports tensor inputs only")
             dtype = onnx_dtype(tt.tensor_type.elem_type, f"graph input '{vi.name}'")
             shape = self._input_shape(vi)
-            self.env[vi.name] = self.b.input(vi.name, TensorType(shape, dtype))
+            v = self.b.input(vi.name, TensorType(shape, dtype))
+            self.input_names[v.uid] = vi.name
+            self.env[vi.name] = v
 
     def _input_shape(self, vi) -> tuple[int, ...]:
         tt = vi.type.tensor_type

@@ -194,6 +194,22 @@ class Pool2d(Op):
                 vals = x[:, :, np.clip(yy, 0, h - 1)][:, :, :, np.clip(xx, 0, w - 1)]
                 yield vy[:, None] & vx[None, :], inpad_y[:, None] & inpad_x[None, :], vals
 
+    def schedule(self, a, s, pooled, target):
+        """In NCHW[x]c, vectorize over the channel block and keep a row of windows in registers."""
+        from ..errors import CodegenError
+        from .schedule_cpu import default_schedule, pick_tile, register_tile
+
+        root = s.root
+        red = s[pooled]
+        lanes = target.lanes
+        if a["layout"] != "NCHWc" or root.tensor.axes[4].extent % lanes or not red.reduce_axes:
+            default_schedule(s, target)
+            return
+        n, c, y, x, cb = root.tensor.axes
+        rows = pick_tile(x.extent, 2, 14 // (cb.extent // lanes))
+        register_tile(root, red, row_axis=x, col_axis=cb, rows=rows, cols=cb.extent, lanes=lanes,
+                      before=[n, c], after=[y])
+
     def _window_expr(self, a, x, nn, cc, y, xx, ry, rx, rest=()):
         (sh, sw), (pt, pl, _, _), (dh, dw) = a["strides"], a["pads"], a["dilations"]
         h, w = x.shape[2], x.shape[3]
@@ -655,6 +671,9 @@ class Conv2dNCHWc(Op):
             from ..errors import CodegenError
 
             raise CodegenError(f"output block {ob} is not a multiple of {lanes} lanes")
-        acc_budget = 12 if a["groups"] == 1 else 8
-        rows = pick_tile(x.extent, max(1, acc_budget // (ob // lanes) - 2), acc_budget // (ob // lanes))
+        # accumulators: rows x (ob / lanes) vectors; with the weights read as memory operands of
+        # the FMAs, 14 accumulators and one broadcast register fit the 16 AVX2 registers
+        acc_budget = 14 if a["groups"] == 1 else 8
+        vecs = ob // lanes
+        rows = pick_tile(x.extent, max(1, acc_budget // vecs - 3), acc_budget // vecs)
         register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, oc], after=[y])

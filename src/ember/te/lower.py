@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import CodegenError
 from ..tir.analysis import bound, simplify_index, substitute
-from ..tir.expr import INDEX, Const, Expr, Load, Var, binop
+from ..tir.expr import INDEX, Const, Expr, Load, Var, binop, is_float_dtype
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from .schedule import Fuse, Schedule, Split, Stage
 from .tensor import ArgReduce, IterVar, Reduce, Tensor, TensorLoad, max_value, min_value
@@ -401,7 +401,15 @@ class Lowering:
                             local_vals={ax: nest.value[ax] for ax in t.axes})
         if isinstance(t.body, ArgReduce):
             better = t.body.better
-            cond = binop(better, value, Load(vbuf, local_idx))
+            best = Load(vbuf, local_idx)
+            cond = binop(better, value, best)
+            if is_float_dtype(vbuf.dtype):
+                # NaN beats every number, as in numpy's argmax and argmin: the first NaN wins,
+                # or the last one when ties go to the last index
+                nan = binop("ne", value, value)
+                if better in ("gt", "lt"):
+                    nan = binop("and", nan, binop("eq", best, best))
+                cond = binop("or", cond, nan)
             upd = IfThenElse(cond, Seq([Store(vbuf, local_idx, value),
                                         Store(buf, local_idx, simplify_index(red_vals[t.body.axis]))]))
             init_v = min_value(vbuf.dtype) if better in ("gt", "ge") else max_value(vbuf.dtype)

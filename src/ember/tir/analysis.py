@@ -131,7 +131,7 @@ def bound(e: Expr, ranges: dict | None = None) -> tuple[int, int] | None:
     if isinstance(e, Var):
         if ranges is not None and e in ranges:
             return ranges[e]
-        ext = getattr(e, "extent", None)
+        ext = _RANGES.get(e.uid) or getattr(e, "extent", None)
         return (0, ext - 1) if ext else None
     if not isinstance(e, BinOp) or e.dtype in ("float16", "bfloat16", "float32", "float64", "bool"):
         return None
@@ -194,18 +194,50 @@ def linear_form(e: Expr) -> tuple[dict, int] | None:
             return {key(atom): [atom, 1]}, 0
         sign = 1 if e.op == "add" else -1
         out = {k: [x, c] for k, (x, c) in ta.items()}
-        for k, (x, c) in tb.items():
-            if k in out:
-                out[k][1] += sign * c
-            else:
-                out[k] = [x, sign * c]
-        return {k: v for k, v in out.items() if v[1]}, ka + sign * kb
+        _accumulate(out, tb, sign)
+        merged, extra = _merge_divmod(out)
+        return merged, ka + sign * kb + extra
     if isinstance(e, BinOp) and e.op in ("div", "mod") and isinstance(e.b, Const) and e.b.value > 0:
         r = _divmod_form(e)
         if r is not None:
             return r
     atom = e if isinstance(e, Var) else rebuild(e, simplify_index)
     return {key(atom): [atom, 1]}, 0
+
+
+def _accumulate(out: dict, terms: dict, scale: int) -> None:
+    for k, (x, c) in terms.items():
+        if k in out:
+            out[k][1] += scale * c
+        else:
+            out[k] = [x, scale * c]
+
+
+def _merge_divmod(terms: dict) -> tuple[dict, int]:
+    """Put ``(a div c) * c * m + (a mod c) * m`` back together as ``a * m`` (C's division and
+    remainder satisfy ``(a / c) * c + a % c == a`` for every sign), as fusing a loop and taking
+    it apart again produces."""
+    terms = {k: v for k, v in terms.items() if v[1]}
+    extra = 0
+    changed = True
+    while changed:
+        changed = False
+        for km, (xm, cm) in list(terms.items()):
+            if not (isinstance(xm, BinOp) and xm.op == "mod" and isinstance(xm.b, Const) and xm.b.value > 0):
+                continue
+            kd = ("div",) + km[1:]
+            if kd not in terms or terms[kd][1] != cm * xm.b.value:
+                continue
+            lf = linear_form(xm.a)
+            if lf is None:
+                continue
+            del terms[km], terms[kd]
+            _accumulate(terms, lf[0], cm)
+            extra += cm * lf[1]
+            terms = {k: v for k, v in terms.items() if v[1]}
+            changed = True
+            break
+    return terms, extra
 
 
 def _divmod_form(e: BinOp):
@@ -248,7 +280,30 @@ def simplify_index(e: Expr) -> Expr:
     lf = linear_form(e)
     if lf is not None:
         return from_linear_form(*lf)
-    return rebuild(e, simplify_index)
+    out = rebuild(e, simplify_index)
+    if isinstance(out, BinOp) and out.op in _DECIDE and out.a.dtype not in _NOT_INT:
+        # a comparison of integers that the loop ranges decide (e.g. the padding checks of a
+        # loop that never reaches the border) becomes a constant
+        d = linear_form(binop("sub", out.a, out.b))
+        b = bound(from_linear_form(*d)) if d is not None else None
+        if b is not None:
+            verdict = _DECIDE[out.op](*b)
+            if verdict is not None:
+                return Const(verdict, "bool")
+    return out
+
+
+_NOT_INT = ("float16", "bfloat16", "float32", "float64", "bool")
+
+#: comparison of a - b with 0, given a - b in [lo, hi]: True, False, or None (undecided)
+_DECIDE = {
+    "lt": lambda lo, hi: True if hi < 0 else False if lo >= 0 else None,
+    "le": lambda lo, hi: True if hi <= 0 else False if lo > 0 else None,
+    "gt": lambda lo, hi: True if lo > 0 else False if hi <= 0 else None,
+    "ge": lambda lo, hi: True if lo >= 0 else False if hi < 0 else None,
+    "eq": lambda lo, hi: True if lo == hi == 0 else False if lo > 0 or hi < 0 else None,
+    "ne": lambda lo, hi: False if lo == hi == 0 else True if lo > 0 or hi < 0 else None,
+}
 
 
 def stride_in(e: Expr, v: Var) -> tuple[int, Expr] | None:

@@ -134,6 +134,13 @@ def _vec_stmt(s: Stmt, v: Var, n: int) -> Stmt:
     raise _NotVectorizable(type(s).__name__)
 
 
+def _loop_var(name: str, extent: int) -> Var:
+    """A new loop variable that range analysis (``bound``) knows the extent of."""
+    v = Var(name)
+    v.extent = extent
+    return v
+
+
 def vectorize(f: PrimFunc, lanes: int) -> PrimFunc:
     """Vectorize loops marked "vectorized" whose extent is ``lanes`` (or a multiple, by splitting)."""
 
@@ -147,9 +154,9 @@ def vectorize(f: PrimFunc, lanes: int) -> PrimFunc:
                 except _NotVectorizable:
                     pass
             elif n % lanes == 0 and n > lanes:
-                outer = Var(f"{s.var.name}_v")
+                outer = _loop_var(f"{s.var.name}_v", n // lanes)
                 try:
-                    inner_var = Var(f"{s.var.name}_l")
+                    inner_var = _loop_var(f"{s.var.name}_l", lanes)
                     b2 = subst_stmt(body, {s.var: outer * lanes + inner_var})
                     vec = _vec_stmt(b2, inner_var, lanes)
                     return For(outer, n // lanes, "unrolled" if n // lanes <= 4 else "serial", vec)

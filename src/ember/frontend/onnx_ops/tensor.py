@@ -55,9 +55,9 @@ def identity(cx):
 def dropout(cx):
     # inference: the output is the input; the mask, when read, keeps everything
     x = cx.input(0)
-    training = cx.input(2, required=False)
-    if training is not None and (not training.is_const or bool(np.any(training.const))):
-        raise cx.unsupported("training_mode other than a constant false")
+    training = cx.const_input(2, "training_mode")
+    if training is not None and bool(np.any(training)):
+        raise cx.unsupported("training_mode true")
     outs = [x]
     if cx.output_used(1):
         outs.append(cx.const(np.ones(static_shape(cx, x), dtype=bool if cx.opset >= 7 else x.dtype)))

@@ -41,6 +41,17 @@ $(EMBER_MODELS_DIR)/manifest.json: | $(STAMP)
 test: venv models
 	$(PY) -m pytest -q tests/
 
+# The CPU benchmark: Ember next to onnxruntime, torch eager (and OpenVINO when installed) on all
+# benchmark models (the shared three, a ViT-B/16 and GPT-2 small), batch 1 and 8, 2 threads.
+# The models are built on demand; e.g. BENCH_ARGS="--models vit gpt2 --batch 1 --runs 50".
+BENCH_ARGS ?= --runs 30
+
+.PHONY: bench
+bench: venv
+	$(PY) -c "import torch, transformers; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)'" 2>/dev/null \
+		|| $(PY) -m pip install --disable-pip-version-check -q 'torch==$(TORCH_VERSION)' transformers
+	$(PY) benchmarks/cpu.py $(BENCH_ARGS)
+
 conformance: venv
 	@mkdir -p build
 	$(PY) $(SHARED)/tools/onnx_conformance.py --backend ember.onnx.backend --json build/conformance.json \

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """CPU benchmark: Ember next to onnxruntime, PyTorch eager and OpenVINO, in one run.
 
-    python benchmarks/cpu.py                       # shared models, batch 1 and 8, 2 threads
+    python benchmarks/cpu.py                       # all models, batch 1 and 8, 2 threads
+    python benchmarks/cpu.py --models vit gpt2     # only the two of benchmarks/models.py
     python benchmarks/cpu.py --models resnet50 --batch 1 --threads 1 --runs 50
     python benchmarks/cpu.py path/to/model.onnx    # any ONNX model as well
 
@@ -12,8 +13,9 @@ process per engine, peak working memory (resident set growth while loading and r
 It also measures the machine's fp32 peak (a large sgemm through numpy) and prints each engine's
 achieved GFLOP/s, and writes everything as JSON (``--json``).
 
-The shared models come from ../shared/models/make_models.py (built on demand into
-build/models and build/models_b8 for batch 8).
+The shared models (resnet50, mobilenet_v2, bert_base) come from ../shared/models/make_models.py,
+the ViT-B/16 (vit) and GPT-2 small (gpt2) from benchmarks/models.py; all are built on demand
+into build/models, and build/models_b8 for batch 8.
 """
 
 from __future__ import annotations
@@ -33,7 +35,24 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-SHARED = ["resnet50", "mobilenet_v2", "bert_base"]
+SHARED = ["resnet50", "mobilenet_v2", "bert_base"]     # ../shared/models/make_models.py
+EXTRA = ["vit", "gpt2"]                                # benchmarks/models.py
+BUILDERS = {"shared": ROOT.parent / "shared" / "models" / "make_models.py",
+            "extra": ROOT / "benchmarks" / "models.py"}
+
+
+def builder_module(name: str):
+    """The Python module that defines model ``name`` (its ``MODELS`` maps names to constructors)."""
+    import importlib.util
+
+    kind = "extra" if name in EXTRA else "shared"
+    mod_name = {"extra": "ember_bench_models", "shared": "make_models"}[kind]
+    if mod_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(mod_name, BUILDERS[kind])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[mod_name]
 
 
 # ---- models ---------------------------------------------------------------------------------------
@@ -45,11 +64,12 @@ def model_dir(batch: int) -> Path:
 def ensure_models(names: list[str], batch: int) -> Path:
     out = model_dir(batch)
     missing = [n for n in names if not (out / f"{n}.onnx").exists()]
-    if missing:
-        script = ROOT.parent / "shared" / "models" / "make_models.py"
-        print(f"building {', '.join(missing)} at batch {batch} ...", file=sys.stderr)
-        subprocess.run([sys.executable, str(script), "--out", str(out), "--only", *missing, "--batch", str(batch)],
-                       check=True)
+    for kind, script in BUILDERS.items():
+        todo = [n for n in missing if (n in EXTRA) == (kind == "extra")]
+        if todo:
+            print(f"building {', '.join(todo)} at batch {batch} ...", file=sys.stderr)
+            subprocess.run([sys.executable, str(script), "--out", str(out), "--only", *todo, "--batch", str(batch)],
+                           check=True)
     return out
 
 
@@ -122,20 +142,19 @@ def make_openvino(path: Path, threads: int):
 
 
 def make_torch(path: Path, threads: int):
-    """PyTorch eager on the same architecture, when the model is one of the shared ones."""
+    """PyTorch eager on the same architecture, when the model is one the benchmark builds."""
     import torch
 
     torch.set_num_threads(threads)
     name = path.stem
-    sys.path.insert(0, str(ROOT.parent / "shared" / "models"))
-    import make_models  # noqa: E402  (the shared builder defines the architectures)
-
-    if name not in make_models.MODELS:
-        raise RuntimeError("not a shared model")
-    batch = int(np.load(path.parent / f"{name}.inputs.npz")[list(np.load(path.parent / f"{name}.inputs.npz").keys())[0]].shape[0])
+    if name not in SHARED + EXTRA:
+        raise RuntimeError("not a model the benchmark builds")
+    builder = builder_module(name)  # defines the architectures
+    batch = int(next(iter(inputs_for(path).values())).shape[0])
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    model, _, _, _ = make_models.MODELS[name](batch)
+    np.random.seed(0)
+    model, _, _, _ = builder.MODELS[name](batch)
     model.eval()
 
     def run(feeds):
@@ -209,7 +228,8 @@ def machine_peak(threads: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="*", help="extra ONNX models to benchmark")
-    ap.add_argument("--models", nargs="*", default=SHARED, help="shared models (default: all)")
+    ap.add_argument("--models", nargs="*", default=SHARED + EXTRA, choices=SHARED + EXTRA, metavar="NAME",
+                    help=f"models the benchmark builds: {', '.join(SHARED + EXTRA)} (default: all)")
     ap.add_argument("--batch", type=int, nargs="*", default=[1, 8])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=30)

@@ -269,3 +269,27 @@ def random_dag(seed: int, n_ops: int = 10):
 def test_random_dag(seed):
     graph, feeds = random_dag(seed)
     check_graph(graph, feeds, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_dag_unoptimized(seed):
+    """The same DAGs with no graph passes at all (opt level 0): every op its own kernel or
+    fused as written."""
+    graph, feeds = random_dag(100 + seed)
+    check_graph(graph, feeds, rtol=1e-4, atol=1e-4, opt_level=0)
+
+
+def test_names_that_are_c_identifiers():
+    """Node and input names that are C keywords, libc functions, names of the generated file
+    (entry, arena) or start with an underscore still make a valid, correct program."""
+    b = GraphBuilder("int")
+    names = ["int", "exp", "main", "_x", "ember_model_entry", "memcpy", "arena", "inputs", "outputs", "i0", "_b",
+             "_a", "restrict", "expf", "k_exp", "tanh", "malloc", "INFINITY"]
+    ins = [b.input(n, TensorType((3, 9), "float32")) for n in names[:6]]
+    x = ins[0]
+    for k, n in enumerate(names):
+        x = b.op("exp" if k % 2 else "add", [x] if k % 2 else [x, ins[k % 6]], name=n)
+    y = b.op("reduce_sum", [x], axes=(1,), name="free")
+    rng = np.random.default_rng(0)
+    feeds = {v.name: (rng.random((3, 9)) * 0.01).astype(np.float32) for v in ins}
+    check_graph(b.finish([x, y]), feeds)

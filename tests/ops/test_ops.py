@@ -150,6 +150,10 @@ def binary_cases(batch: Batch, op: str) -> None:
         for sa, sb in [((7, 13), (13,)), ((37,), (37,)), ((3, 1), (1, 11)), ((64, 1000), (1000,))]:
             batch.case(f"{op} {dt}{list(sa)},{list(sb)}",
                        lambda c, sa=sa, sb=sb, dt=dt: c.op(op, list(_binary_inputs(c, op, sa, sb, dt))))
+    if op not in LOGICAL:
+        # the narrow and unsigned integers: wrap-around, unsigned division, promotions in C
+        for dt in ("int8", "uint8", "int16", "uint16", "uint32", "uint64"):
+            batch.case(f"{op} {dt}[37],[37]", lambda c, dt=dt: c.op(op, list(_binary_inputs(c, op, (37,), (37,), dt))))
     if "float32" in dtypes:
         # NaN, infinities and signed zeros on both sides, every pair
         vals = np.array([0.0, -0.0, 1.0, -2.5, np.nan, np.inf, -np.inf, 3.0])
@@ -349,6 +353,9 @@ def _slice(batch):
         ((1, 5), (0, 0), (1, 5), (1, 1)),
         ((64, 1000), (3, 999), (64, -1), (1, -3)),
         ((64, 1000), (0, 5), (64, 1000), (2, 1)),
+        ((10,), (0,), (10,), (20,)),        # a step beyond the axis: one element
+        ((10,), (9,), (-1,), (-20,)),
+        ((3, 1), (2, 0), (-1, 1), (-1, 1)),
     ]
     for shape, st, en, sp in specs:
         batch.case(f"slice {list(shape)} {st}:{en}:{sp}",
@@ -448,6 +455,7 @@ CONV_SPECS = [
     ((1, 16, 15, 15), (24, 16, 1, 1), dict()),
     ((1, 8, 5, 5), (16, 8, 5, 5), dict(pads=(2, 2, 2, 2))),
     ((1, 1, 1, 1), (1, 1, 1, 1), {}),
+    ((0, 3, 8, 8), (4, 3, 3, 3), dict(pads=(1, 1, 1, 1))),                   # empty batch
     ((3, 6, 9, 9), (8, 3, 3, 3), dict(groups=2, strides=(2, 1), dilations=(1, 2), pads=(2, 1, 0, 3))),
 ]
 
@@ -483,7 +491,7 @@ def _matmul(batch):
     for sa, sb in [((3, 4), (4, 5)), ((1, 1), (1, 1)), ((7, 13), (13, 9)), ((16, 16), (16, 16)), ((5, 8), (8, 24)),
                    ((2, 7, 13), (13, 9)), ((7, 13), (3, 13, 9)), ((2, 1, 5, 6), (3, 6, 4)), ((4, 3, 8), (4, 8, 16)),
                    ((37, 64), (64, 37)), ((64, 128), (128, 64)), ((12, 200), (200, 40)), ((1, 64), (64, 1000)),
-                   ((3, 0), (0, 4)), ((0, 5), (5, 3))]:
+                   ((3, 0), (0, 4)), ((0, 5), (5, 3)), ((0, 3, 4), (4, 5)), ((2, 3, 4), (0, 1, 4, 5))]:
         k = sa[-1]
         batch.case(f"matmul {list(sa)}@{list(sb)}", lambda c, sa=sa, sb=sb: c.op("matmul", [c.input(sa), c.input(sb)]),
                    rtol=1e-4, atol=1e-5 * max(1.0, np.sqrt(k)))
@@ -624,10 +632,50 @@ def test_op(op):
     batch.check()
 
 
-@pytest.mark.parametrize("op", sorted(CASES))
+#: ops that graph passes rewrite into other ops at the default opt level (lower_batch_norm):
+#: their own compute only runs without the passes
+REWRITTEN_BY_PASSES = ["batch_norm"]
+
+
+@pytest.mark.parametrize("op", REWRITTEN_BY_PASSES)
+def test_op_without_passes(op):
+    batch = Batch(f"op0_{op}", seed=0, opt_level=0)
+    CASES[op](batch)
+    batch.check()
+
+
+@pytest.mark.parametrize("op", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(CASES)])
 def test_kernels_memory_safe(op):
     """Every kernel of the op's cases, interpreted: no out-of-bounds access (even with
     garbage indices), no uninitialized read, no data race, every output element written."""
     batch = Batch(f"op_{op}", seed=0)
     CASES[op](batch)
     batch_kernels_safe(batch)
+
+
+def test_gather_with_bad_indices_does_not_crash():
+    """Indices out of [-n, n) at run time (the reference rejects them) must not make the
+    compiled code read outside the data: they are clamped."""
+    import ember
+    from ember.graph import GraphBuilder, TensorType
+
+    b = GraphBuilder("bad_gather")
+    x = b.input("x", TensorType((5, 64), "float32"))
+    i = b.input("i", TensorType((7,), "int64"))
+    mod = ember.compile(b.finish([b.op("relu", [b.op("gather", [x, i], axis=0)])]), cflags=("-O1",))
+    data = np.arange(5 * 64, dtype=np.float32).reshape(5, 64)
+    bad = np.array([-(1 << 62), -6, 5, 1 << 40, 0, -1, 1 << 62], dtype=np.int64)
+    out = mod(data, bad)
+    np.testing.assert_array_equal(out[[4, 5]], data[[0, 4]])       # the valid ones are right
+    assert all(any(np.array_equal(row, d) for d in data) for row in out)   # the others read some row
+
+
+def test_unsupported_dtype_is_a_clean_error():
+    import ember
+    from ember.errors import CodegenError
+    from ember.graph import GraphBuilder, TensorType
+
+    b = GraphBuilder("bf16")
+    x = b.input("x", TensorType((4,), "bfloat16"))
+    with pytest.raises(CodegenError, match="bfloat16"):
+        ember.compile(b.finish([b.op("add", [x, x])]), cflags=("-O1",))

@@ -52,6 +52,11 @@ def _matmul_relu(A, B):
                                                          te.const(0.0, "float32")), name="relu")
 
 
+def _matmul_transposed(A, B):
+    mm = _matmul(A, B)
+    return te.compute((mm.shape[1], mm.shape[0]), lambda j, i: mm[i, j] * mm[i, j], name="mmt")
+
+
 def _rowsum_scale(A, B):
     k = te.reduce_axis(A.shape[1], "k")
     s = te.compute((A.shape[0], 1), lambda i, z: te.sum(A[i, k] * B[k], [k]), name="rowsum")
@@ -82,6 +87,7 @@ PROGRAMS = {
     "transpose": (((13, 37), (37,)), _transpose, lambda a, b: (a + b).T),
     "matmul": (((13, 9), (9, 37)), _matmul, lambda a, b: a @ b),
     "matmul_relu": (((13, 9), (9, 37)), _matmul_relu, lambda a, b: np.maximum(a @ b + 0.5, 0)),
+    "matmul_t": (((13, 9), (9, 37)), _matmul_transposed, lambda a, b: ((a @ b) ** 2).T),
     "rowsum": (((13, 37), (37,)), _rowsum_scale, lambda a, b: a / (a @ b)[:, None]),
     "softmax": (((13, 37), (37,)), _softmax, _np_softmax),
     "argmax": (((13, 37), (37,)), _argmax, lambda a, b: np.argmax(a + b, axis=1)),
@@ -299,7 +305,7 @@ def red_unroll_reduce(s):
 RED_SCHEDULES = [red_at(None), red_at(0), red_at(1), red_at_split, red_split_reduce(3), red_split_reduce(4),
                  red_split_reduce(64), red_reduce_outside, red_vectorize, red_unroll_reduce]
 
-REDUCTION_PROGRAMS = ["matmul", "matmul_relu", "rowsum", "softmax", "argmax"]
+REDUCTION_PROGRAMS = ["matmul", "matmul_relu", "matmul_t", "rowsum", "softmax", "argmax"]
 
 CASES = [(p, sch) for p in PROGRAMS for sch in ROOT_SCHEDULES] + \
         [(p, sch) for p in REDUCTION_PROGRAMS for sch in RED_SCHEDULES]

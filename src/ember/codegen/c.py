@@ -95,6 +95,55 @@ def c_string(text: str) -> str:
     return f'"{out}"'
 
 
+#: math functions with a vector implementation in the preamble (others run lane by lane)
+VECTOR_MATH = {"exp": "ember_vexp", "erf": "ember_verf", "tanh": "ember_vtanh"}
+
+# Vector exp: 2^n * e^r with n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in
+# two parts for exactness), e^r by a degree-6 polynomial (relative error ~1e-7), 2^n built in the
+# exponent bits.  Inputs are clamped to the float range; NaN propagates through the clamps.
+# Vector erf: an odd Taylor polynomial below |x| = 0.5, above it 1 - p(t) e^(-x^2) with
+# t = 1 / (1 + 0.3275911 |x|) (absolute error < 1.5e-7 there), sign restored.
+VECTOR_MATH_C = """
+static inline ember_vf ember_vexp(ember_vf x) {
+  const ember_vf hi = (ember_vf){} + 88.72283935546875f, lo = (ember_vf){} - 104.0f;
+  ember_vf xc = ember_vsel(x > hi, hi, ember_vsel(x < lo, lo, x));
+  ember_vf n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* round to nearest */
+  ember_vf r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+  ember_vf p = (ember_vf){} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f; p = p * r + 8.3334519073e-3f; p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f; p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  /* 2^n as 2^(n/2) * 2^(n - n/2): both factors stay normal floats for n in [-150, 128] */
+  ember_vi ni = __builtin_convertvector(n, ember_vi);
+  ember_vi e1 = ni >> 1, e2 = ni - e1;
+  ember_vf out = p * (ember_vf)((e1 + 127) << 23) * (ember_vf)((e2 + 127) << 23);
+  out = ember_vsel(x > hi, (ember_vf){} + __builtin_inff(), out);
+  return ember_vsel(x != x, x, out);
+}
+static inline ember_vf ember_verf(ember_vf x) {
+  ember_vf ax = ember_vsel(x < 0.0f, -x, x);
+  ember_vf x2 = x * x;
+  ember_vf small = x * (1.1283791670955126f + x2 * (-0.3761263890318375f + x2 * (0.1128379167095513f
+                   + x2 * (-0.0268661706451312f + x2 * (0.0052239776254421f + x2 * -0.0008548327023450f)))));
+  ember_vf t = 1.0f / (1.0f + 0.3275911f * ax);
+  ember_vf poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  ember_vf big = 1.0f - poly * ember_vexp(-x2);
+  big = ember_vsel(x < 0.0f, -big, big);
+  return ember_vsel(ax < 0.5f, small, big);
+}
+static inline ember_vf ember_vtanh(ember_vf x) {
+  ember_vf ax = ember_vsel(x < 0.0f, -x, x);
+  ember_vf e = ember_vexp(-2.0f * ax);
+  ember_vf big = (1.0f - e) / (1.0f + e);
+  ember_vf x2 = x * x;
+  ember_vf small = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * (-0.0539682540f
+                   + x2 * 0.0218694885f))));
+  big = ember_vsel(x < 0.0f, -big, big);
+  return ember_vsel(ax < 0.25f, small, ember_vsel(x != x, x, big));
+}
+"""
+
+
 def preamble(lanes: int) -> str:
     vb = 4 * lanes
     idx = ", ".join(f"_m[{i}] ? _a[{i}] : _b[{i}]" for i in range(lanes))
@@ -139,7 +188,7 @@ static inline uint64_t ember_upow(uint64_t a, uint64_t b) {{
 #define EMBER_MAX(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_a > _b || _a != _a) ? _a : _b; }})
 #define EMBER_MIN(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_a < _b || _a != _a) ? _a : _b; }})
 #define EMBER_LOAD_CHECKED(p, i, n) ({{ int64_t _j = (i); (_j >= 0 && _j < (n)) ? (p)[_j] : (__typeof__((p)[0]))0; }})
-"""
+""" + VECTOR_MATH_C
 
 
 @dataclass
@@ -317,6 +366,8 @@ class CGenerator:
                     f"{self.vexpr(e.f, ctx, True)})")
         if isinstance(e, Call):
             args = [self.vexpr(a, ctx, guard) for a in e.args]
+            if e.fn in VECTOR_MATH:
+                return f"{VECTOR_MATH[e.fn]}({', '.join(args)})"
             f32 = _MATH[e.fn][0]
             if len(args) == 1:
                 return f"EMBER_VMAP1({f32}, {args[0]})"

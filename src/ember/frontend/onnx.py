@@ -253,12 +253,18 @@ class NodeContext:
         """A rank-0 constant of ``dtype``."""
         return self.const(np.array(value).astype(np_dtype(dtype)), dtype)
 
-    def inline_graph(self, attr: str) -> list[Value]:
-        """Translate the subgraph held by attribute ``attr`` in place; returns its outputs."""
+    def inline_graph(self, attr: str, bind: Sequence[Value] = (), tag: str = "") -> list[Value]:
+        """Translate the subgraph held by attribute ``attr`` in place; returns its outputs.
+        ``bind`` gives the values of its formal inputs (a loop body's); ``tag`` tells apart
+        several copies of one subgraph (the iterations of an unrolled loop)."""
+        return self._tr.inline_graph(self.graph_attr(attr), f"{self.name}/{attr}{tag}", self.opset, bind)
+
+    def graph_attr(self, attr: str):
+        """The GraphProto held by attribute ``attr``."""
         a = self._attrs.get(attr)
         if a is None or not a.HasField("g"):
             raise self.fail(f"missing graph attribute '{attr}'")
-        return self._tr.inline_graph(a.g, f"{self.name}/{attr}", self.opset)
+        return a.g
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -456,12 +462,19 @@ class _Translator:
                 continue
             self.env[out_name] = v
 
-    def inline_graph(self, g, prefix: str, opset: int) -> list[Value]:
-        """Translate a subgraph (If branch) whose names are local to it; it may read outer values."""
+    def inline_graph(self, g, prefix: str, opset: int, bind: Sequence[Value] = ()) -> list[Value]:
+        """Translate a subgraph (If branch, loop body) whose names are local to it; it may read
+        outer values.  ``bind`` gives the values of the subgraph's formal inputs, in order."""
         import onnx
 
-        local = {t.name for t in g.initializer} | {o for n in g.node for o in n.output if o}
+        if len(bind) != len(g.input):
+            raise InvalidModelError(f"subgraph '{prefix}' declares {len(g.input)} inputs, "
+                                    f"but {len(bind)} values are given")
+        local = ({t.name for t in g.initializer} | {o for n in g.node for o in n.output if o}
+                 | {i.name for i in g.input})
         ren = lambda x: f"{prefix}/{x}" if x in local else x  # noqa: E731
+        for vi, v in zip(g.input, bind):
+            self.env[ren(vi.name)] = v
         for t in g.initializer:
             dtype = onnx_dtype(t.data_type, f"initializer '{t.name}'")
             self.env[ren(t.name)] = self._const_value(self.tensor_array(t, "initializer"), ren(t.name), dtype)

@@ -514,8 +514,7 @@ def _matmul_schedule(self, a, s, mm, target):
         default_schedule(s, target)
         return
     cols = 2 * lanes if n.extent % (2 * lanes) == 0 else lanes
-    rows = pick_tile(m.extent, 4, 6) if cols > lanes else pick_tile(m.extent, 8, 12)
-    rows = min(rows, m.extent)
+    rows = pick_tile(m.extent, 14 // (cols // lanes) - 3, 14 // (cols // lanes))
     register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
 
 

@@ -28,4 +28,5 @@ def supported_ops() -> list[str]:
 
 
 # importing the modules registers their translations
-from . import einsum, elementwise, indexing, nn, quant, reduce, resize, rnn, tensor  # noqa: E402,F401
+from . import (bitwise, control, einsum, elementwise, indexing, nn, quant, reduce, resize, rnn,  # noqa: E402,F401
+               sampling, tensor)

@@ -100,10 +100,12 @@ def arg(cx):
                  keepdims=bool(cx.attr("keepdims", 1)), select_last_index=bool(cx.attr("select_last_index", 0)))
 
 
-@translates("CumSum")
+@translates("CumSum", "CumProd")
 def cumsum(cx):
-    # prefix sums in log2(n) steps: x += x shifted by 1, 2, 4, ... (zeros shifted in)
+    # prefix sums (products) in log2(n) steps: x += x shifted by 1, 2, 4, ... (the identity,
+    # 0 or 1, shifted in)
     x = cx.input(0)
+    combine, identity = ("add", 0) if cx.op_type == "CumSum" else ("mul", 1)
     dims = static_shape(cx, x)
     axis = cx.const_input(1, "axis", required=True)
     if axis.size != 1:
@@ -119,11 +121,11 @@ def cumsum(cx):
             pads[ax], pads[ax + r] = -d, d
         else:
             pads[ax], pads[ax + r] = d, -d
-        return cx.op("pad", [v], pads=tuple(pads), mode="constant", value=0)
+        return cx.op("pad", [v], pads=tuple(pads), mode="constant", value=identity)
 
     out, d = x, 1
     while d < n:
-        out = cx.op("add", [out, shifted(out, d)])
+        out = cx.op(combine, [out, shifted(out, d)])
         d *= 2
     if exclusive and n:
         out = shifted(out, 1)

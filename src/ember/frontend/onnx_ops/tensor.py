@@ -121,6 +121,7 @@ def range_(cx):
     start = cx.const_input(0, "start", required=True)
     limit = cx.const_input(1, "limit", required=True)
     delta = cx.const_input(2, "delta", required=True)
+    ir_dtype = cx.input(0).dtype
     dtype = start.dtype
     s, l, d = start.reshape(()).item(), limit.reshape(()).item(), delta.reshape(()).item()
     if d == 0:
@@ -130,7 +131,7 @@ def range_(cx):
         vals = np.array([s + i * d for i in range(n)], dtype=dtype)
     else:
         vals = (np.array(s, dtype) + np.arange(n, dtype=dtype) * np.array(d, dtype)).astype(dtype)
-    return cx.const(vals.reshape(n), str(dtype))
+    return cx.const(vals.reshape(n), ir_dtype)
 
 
 # ---- reshaping ----------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""The benchmark's own models and command line: benchmarks/models.py exports tiny ViT and GPT-2
+configurations (the same code as the full-size ones) that Ember compiles and that match
+onnxruntime, and benchmarks/cpu.py answers --help."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ember
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rel_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30))
+
+
+@pytest.mark.parametrize("name", ["vit", "gpt2"])
+def test_tiny_model_compiles_and_matches_onnxruntime(name, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    models = _load("ember_bench_models", BENCH / "models.py")
+    entry = models.build(name, str(tmp_path), batch=2, tiny=True)
+    assert entry["config"]["depth"] == 2 and entry["batch"] == 2
+    onnx_path = tmp_path / f"{name}.onnx"
+    inputs = dict(np.load(tmp_path / f"{name}.inputs.npz"))
+    want = dict(np.load(tmp_path / f"{name}.outputs.npz"))
+    assert set(entry["op_types"]) >= {"MatMul", "Softmax", "LayerNormalization"}
+
+    got = ember.compile(onnx_path).run(inputs)
+    assert list(got) == list(want)
+    for key in want:
+        assert got[key].shape == want[key].shape
+        assert rel_error(got[key], want[key]) <= 1e-3, key
+
+
+def test_tiny_models_are_seeded():
+    torch = pytest.importorskip("torch")
+    models = _load("ember_bench_models", BENCH / "models.py")
+    a, ia, _, _ = models.make("gpt2", batch=1, tiny=True)
+    b, ib, _, _ = models.make("gpt2", batch=1, tiny=True)
+    assert torch.equal(ia["input_ids"], ib["input_ids"])
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_cpu_benchmark_help():
+    r = subprocess.run([sys.executable, str(BENCH / "cpu.py"), "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "--models" in r.stdout and "vit" in r.stdout and "gpt2" in r.stdout
+
+
+def test_cpu_benchmark_knows_its_models():
+    cpu = _load("ember_bench_cpu", BENCH / "cpu.py")
+    assert {"resnet50", "mobilenet_v2", "bert_base", "vit", "gpt2"} <= set(cpu.SHARED + cpu.EXTRA)
+    assert "vit" in cpu.builder_module("vit").MODELS

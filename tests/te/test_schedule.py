@@ -411,3 +411,61 @@ def test_bad_primitives_raise_codegen_errors():
         red.compute_inline()
     with pytest.raises(CodegenError):
         red.compute_at(red, None)
+
+
+def _producer_consumer():
+    A = te.placeholder((13, 37), "float32", "A")
+    B = te.placeholder((37,), "float32", "B")
+    p = te.compute(A.shape, lambda i, j: te.call("exp", A[i, j]) + B[j], name="prod")
+    c = te.compute(A.shape, lambda i, j: p[i, j] * p[i, j] - A[i, j], name="cons")
+    a = RNG.standard_normal((13, 37)).astype(np.float32)
+    b = RNG.standard_normal(37).astype(np.float32)
+    return A, B, p, c, a, b, (np.exp(a) + b) ** 2 - a
+
+
+@pytest.mark.parametrize("where", ["top", "i", "jo", "ji", "jo_vec"])
+def test_compute_at_of_an_elementwise_stage(where):
+    """An elementwise producer computed into a local buffer at a loop of its consumer instead
+    of being inlined (Halide's compute_at) gives the same result at every loop."""
+    A, B, p, c, a, b, want = _producer_consumer()
+    s = create_schedule(c)
+    i, j = s.root.leaves
+    jo, ji = s.root.split(j, LANES)
+    if where == "jo_vec":
+        s.root.vectorize(ji)
+    at = {"top": None, "i": i, "jo": jo, "ji": ji, "jo_vec": jo}[where]
+    s[p].compute_at(s.root, at)
+    f = optimize(lower(s, f"pc_{where}", [A, B, s.output]), LANES)
+    got = run_kernel(f, [a, b, np.zeros(13 * 37)])[-1].reshape(13, 37)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    mod = build_kernels([(f, [((13, 37), "float32"), ((37,), "float32")], ((13, 37), "float32"))],
+                        name=f"pc_{where}")
+    np.testing.assert_allclose(mod.run({"k0_in0": a, "k0_in1": b})["k0_out"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_stale_attach_point_is_a_clean_error():
+    A, B, p, c, a, b, want = _producer_consumer()
+    s = create_schedule(c)
+    i, j = s.root.leaves
+    s[p].compute_at(s.root, j)
+    s.root.split(j, 4)                  # j is no longer a loop
+    with pytest.raises(CodegenError, match="no longer a loop"):
+        lower(s, "stale", [A, B, s.output])
+
+
+def test_inlining_the_output_is_a_clean_error():
+    A, B, p, c, a, b, want = _producer_consumer()
+    s = create_schedule(c)
+    s.root.compute_inline()
+    with pytest.raises(CodegenError, match="cannot be inlined"):
+        lower(s, "inl", [A, B, s.output])
+
+
+def test_attached_stage_read_at_a_shifted_index_is_a_clean_error():
+    A = te.placeholder((13, 37), "float32", "A")
+    p = te.compute(A.shape, lambda i, j: A[i, j] * te.const(2.0, "float32"), name="p")
+    c = te.compute((13, 36), lambda i, j: p[i, j + 1] - p[i, j], name="c")
+    s = create_schedule(c)
+    s[p].compute_at(s.root, s.root.leaves[0])
+    with pytest.raises(CodegenError):
+        lower(s, "shift", [A, s.output])

@@ -180,6 +180,8 @@ class Lowering:
 
     def lower(self) -> PrimFunc:
         root = self.root
+        if root.inlined:
+            raise CodegenError(f"kernel {self.name}: the output stage {root.tensor.name} cannot be inlined")
         nest = loop_nest(root)
         self.nest = nest
         self.maps = self.axis_map()
@@ -189,6 +191,10 @@ class Lowering:
         self.attach_pos: dict[int, int] = {}
         for st in self.attached:
             if not getattr(st, "default_attach", False) or st.attach_at is not None:
+                if st.attach_at is not None and st.attach_at not in nest.leaves:
+                    raise CodegenError(f"kernel {self.name}: stage {st.tensor.name} is attached at "
+                                       f"{st.attach_at.name}, which is no longer a loop of the root "
+                                       "(split or fused after compute_at)")
                 pos = nest.leaves.index(st.attach_at) if st.attach_at is not None else -1
                 if not self._box_at(st, pos):
                     raise CodegenError(f"kernel {self.name}: stage {st.tensor.name} cannot be attached at "
@@ -415,10 +421,14 @@ class Lowering:
             init_v = min_value(vbuf.dtype) if better in ("gt", "ge") else max_value(vbuf.dtype)
             init = Seq([Store(vbuf, local_idx, init_v), Store(buf, local_idx, Const(0, "int64"))])
             update: Stmt = upd
-        else:
+        elif isinstance(t.body, Reduce):
             comb = t.body.combiner
             init = Store(buf, local_idx, identity_of(comb, t.dtype))
             update = Store(buf, local_idx, combine(comb, Load(buf, local_idx), value))
+        else:
+            # an elementwise stage computed at a loop of the root: one store per element
+            init = None
+            update = Store(buf, local_idx, value)
         # uneven splits of the stage's own loops (no tail copies here) and root loops that run
         # past the end of an axis (guarded root splits) get bounds checks
         conds_spatial, conds_all = [], []
@@ -437,11 +447,10 @@ class Lowering:
                 if b is None or b[0] < 0 or b[1] >= t.shape[d]:
                     checks_s.append(binop("lt", gvals[ax], Const(t.shape[d])))
         checks_a = checks_s + [binop("lt", simplify_index(nest.value[p]), Const(e)) for p, e in conds_all]
-        init = _guarded(init, checks_s)
         update = _guarded(update, checks_a)
         # init loops: over the spatial leaves only, in the stage's order
         spatial_leaves = [lf for lf in nest.leaves if not _is_reduce_leaf(st, nest, lf)]
-        init_stmt = self._nest_loops(st, nest, spatial_leaves, init)
+        init_stmt = None if init is None else self._nest_loops(st, nest, spatial_leaves, _guarded(init, checks_s))
         main_stmt = self._nest_loops(st, nest, nest.leaves, update)
         return Seq.of([init_stmt, main_stmt])
 

@@ -38,12 +38,12 @@ def explicit_pads(cx, in_sp, kernel, strides, dilations) -> list[int]:
     return begins + ends
 
 
-def _spatial(cx, x):
+def _spatial(cx, x, max_nsp: int = 2):
     dims = static_shape(cx, x)
     nsp = len(dims) - 2
     if nsp < 1:
         raise cx.fail(f"expects an input of rank >= 3 (N, C, spatial...), got {x.type}")
-    if nsp > 2:
+    if nsp > max_nsp:
         raise cx.unsupported(f"{nsp}-D spatial input")
     return dims, nsp
 
@@ -178,7 +178,7 @@ def conv_transpose(cx):
 
 def _pool(cx, core):
     x = cx.input(0)
-    dims, nsp = _spatial(cx, x)
+    dims, nsp = _spatial(cx, x, 3)
     kernel = cx.attr("kernel_shape")
     if len(kernel) != nsp:
         raise cx.fail(f"kernel_shape {kernel} needs {nsp} values for {x.type}")
@@ -186,13 +186,29 @@ def _pool(cx, core):
     dil = _ints(cx, "dilations", nsp, 1)
     pads = explicit_pads(cx, dims[2:], kernel, strides, dil)
     ceil_mode = bool(cx.attr("ceil_mode", 0)) and cx.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+    return pool_nd(cx, core, x, kernel, strides, pads, dil, ceil_mode,
+                   bool(cx.attr("count_include_pad", 0)))
+
+
+def pool_nd(cx, core, x, kernel, strides, pads, dil, ceil_mode, count_include_pad):
+    """A 1-, 2- or 3-D pool with the core 2-D pools.  1-D runs over a height of 1; 3-D runs as a
+    2-D pool over (H, W) and then one over D, which is exact because max, the sum over the window
+    and the window's count all factor over the axes."""
+    dims = static_shape(cx, x)
+    nsp = len(dims) - 2
+    extra = {"count_include_pad": count_include_pad} if core == "avg_pool2d" else {}
+    if nsp == 3:
+        n, c, d, h, w = dims
+        hw = pool_nd(cx, core, reshape(cx, x, (n, c * d, h, w)), kernel[1:], strides[1:],
+                     [pads[1], pads[2], pads[4], pads[5]], dil[1:], ceil_mode, count_include_pad)
+        h2, w2 = hw.shape[2], hw.shape[3]
+        y = cx.op(core, [reshape(cx, hw, (n, c, d, h2 * w2))], kernel=(kernel[0], 1), strides=(strides[0], 1),
+                  pads=(pads[0], 0, pads[3], 0), dilations=(dil[0], 1), ceil_mode=ceil_mode, **extra)
+        return reshape(cx, y, (n, c, y.shape[2], h2, w2))
     p2, s2, d2, k2 = _as_2d(nsp, dims[2:], pads, strides, dil, kernel)
     if nsp == 2:
         p2 = (pads[0], pads[1], pads[2], pads[3])
     x4 = x if nsp == 2 else reshape(cx, x, (dims[0], dims[1], 1, dims[2]))
-    extra = {}
-    if core == "avg_pool2d":
-        extra["count_include_pad"] = bool(cx.attr("count_include_pad", 0))
     y = cx.op(core, [x4], kernel=k2, strides=s2, pads=p2, dilations=d2, ceil_mode=ceil_mode, **extra)
     if nsp == 1:
         y = reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
@@ -201,9 +217,83 @@ def _pool(cx, core):
 
 @translates("MaxPool")
 def max_pool(cx):
-    if cx.output_used(1):
-        raise cx.unsupported("Indices output")
-    return [_pool(cx, "max_pool2d")]
+    y = _pool(cx, "max_pool2d")
+    if not cx.output_used(1):
+        return [y]
+    return [y, _max_pool_indices(cx, y)]
+
+
+def _max_pool_indices(cx, y):
+    """MaxPool's Indices output: the flat index (row-major, or column-major over the spatial
+    axes with storage_order=1) of the first maximum of every window.  The window taps are
+    gathered at constant positions, the padding reading -inf."""
+    from .arith import T
+
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    nsp = len(dims) - 2
+    kernel = list(cx.attr("kernel_shape"))
+    strides = _ints(cx, "strides", nsp, 1)
+    dil = _ints(cx, "dilations", nsp, 1)
+    pads = explicit_pads(cx, dims[2:], kernel, strides, dil)
+    out_sp = list(y.shape[2:])
+    space = list(dims[2:])
+    n, c = dims[0], dims[1]
+    col_major = bool(cx.attr("storage_order", 0))
+    taps = list(np.ndindex(*kernel))
+    grids = np.meshgrid(*[np.arange(o) for o in out_sp], indexing="ij")
+    pos = np.zeros((len(taps), prod(out_sp)), dtype=np.int64)      # row-major position read
+    ok = np.zeros((len(taps), prod(out_sp)), dtype=bool)
+    stored = np.zeros((len(taps), prod(out_sp)), dtype=np.int64)   # the index reported
+    for t, off in enumerate(taps):
+        coord = [(g * s - pads[a] + off[a] * d).reshape(-1) for a, (g, s, d) in enumerate(zip(grids, strides, dil))]
+        valid = np.all([(q >= 0) & (q < space[a]) for a, q in enumerate(coord)], axis=0)
+        cl = [np.clip(q, 0, space[a] - 1) for a, q in enumerate(coord)]
+        pos[t] = np.ravel_multi_index(cl, space)
+        stored[t] = np.ravel_multi_index(cl, space, order="F" if col_major else "C")
+        ok[t] = valid
+    flat = T(cx, reshape(cx, x, (n, c, prod(space))))
+    vals = flat.gather(cx.const(pos), axis=2)                           # [n, c, taps, out]
+    low = -np.inf if x.dtype.startswith("float") else np.iinfo(np_dtype(x.dtype)).min
+    vals = T(cx, cx.const(ok)).where(vals, low)
+    best = cx.op("argmax", [vals.v], axis=2, keepdims=True)            # [n, c, 1, out]
+    hot = T(cx, cx.op("equal", [best, cx.const(np.arange(len(taps), dtype=np.int64).reshape(-1, 1))]))
+    idx = (hot.cast("int64") * T(cx, cx.const(stored))).sum((2,))      # [n, c, out]
+    base = (np.arange(n * c, dtype=np.int64) * prod(space)).reshape(n, c, 1)
+    idx = idx + T(cx, cx.const(base))
+    return idx.reshape([n, c] + out_sp).v
+
+
+@translates("MaxUnpool")
+def max_unpool(cx):
+    # out[q] = x[the last p with indices[p] == q], else 0: a comparison of every input position
+    # with every output position (MaxUnpool's tensors are small feature maps)
+    from .arith import T
+
+    x, ind = cx.input(0), cx.input(1)
+    dims, nsp = _spatial(cx, x, 3)
+    if tuple(static_shape(cx, ind, "indices")) != tuple(dims):
+        raise cx.fail(f"indices {ind.type} must have the shape of X {x.type}")
+    kernel = list(cx.attr("kernel_shape"))
+    strides = _ints(cx, "strides", nsp, 1)
+    pads = _ints(cx, "pads", 2 * nsp, 0)
+    inferred = list(dims[:2]) + [(dims[2 + a] - 1) * strides[a] - pads[a] - pads[a + nsp] + kernel[a]
+                                 for a in range(nsp)]
+    out_shape = cx.ints_input(2, "output_shape")
+    out_shape = inferred if out_shape is None else list(out_shape)
+    if len(out_shape) != len(dims) or any(o < i for o, i in zip(out_shape, inferred)):
+        raise cx.fail(f"output_shape {out_shape} is smaller than the unpooled shape {inferred}")
+    m, q = prod(dims), prod(inferred)
+    i_flat = T(cx, reshape(cx, ind, (m, 1))).cast("int64")
+    hit = i_flat.eq(T(cx, cx.const(np.arange(q, dtype=np.int64).reshape(1, q))))      # [m, q]
+    which = hit.where(T(cx, cx.const(np.arange(m, dtype=np.int64).reshape(m, 1))), -1)
+    last = T(cx, cx.op("reduce_max", [which.v], axes=(0,), keepdims=False))          # [q]
+    vals = T(cx, reshape(cx, x, (m,))).gather(last.max(0), axis=0)
+    y = (last >= 0).where(vals, 0).reshape(inferred)
+    if out_shape != inferred:
+        extra = [o - i for o, i in zip(out_shape, inferred)]
+        y = T(cx, cx.op("pad", [y.v], pads=tuple([0] * len(dims) + extra), mode="constant", value=0))
+    return y.v
 
 
 @translates("AveragePool")
@@ -412,7 +502,7 @@ def gemm(cx):
 def lp_pool(cx):
     # (sum over the window of |x|^p)^(1/p): an average pool counting padding, times the count
     x = cx.input(0)
-    dims, nsp = _spatial(cx, x)
+    dims, nsp = _spatial(cx, x, 3)
     p = float(cx.attr("p", 2))
     kernel = cx.attr("kernel_shape")
     if len(kernel) != nsp:
@@ -421,26 +511,16 @@ def lp_pool(cx):
     dil = _ints(cx, "dilations", nsp, 1)
     pads = explicit_pads(cx, dims[2:], kernel, strides, dil)
     ceil_mode = bool(cx.attr("ceil_mode", 0)) and cx.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
-    p2, s2, d2, k2 = _as_2d(nsp, dims[2:], pads, strides, dil, kernel)
-    if nsp == 2:
-        p2 = (pads[0], pads[1], pads[2], pads[3])
-    x4 = x if nsp == 2 else reshape(cx, x, (dims[0], dims[1], 1, dims[2]))
-    powered = cx.op("pow", [cx.op("abs", [x4]), cx.scalar(p, x.dtype)])
-    avg = cx.op("avg_pool2d", [powered], kernel=k2, strides=s2, pads=p2, dilations=d2, ceil_mode=ceil_mode,
-                count_include_pad=True)
-    h, w = x4.shape[2], x4.shape[3]
-    count = np.ones(avg.shape[2:], dtype=np.float64)
-    for ax, (n_in, k, s, d, pb, pe) in enumerate(((h, k2[0], s2[0], d2[0], p2[0], p2[2]),
-                                                  (w, k2[1], s2[1], d2[1], p2[1], p2[3]))):
-        n_out = avg.shape[2 + ax]
-        taps = np.arange(n_out)[:, None] * s - pb + np.arange(k)[None, :] * d
-        c = (taps < n_in + pe).sum(axis=1).astype(np.float64)
-        count = count * (c[:, None] if ax == 0 else c[None, :])
-    total = cx.op("mul", [avg, cx.const(count.astype(x.dtype), x.dtype)])
-    y = cx.op("pow", [total, cx.scalar(1.0 / p, x.dtype)])
-    if nsp == 1:
-        y = reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
-    return y
+    powered = cx.op("pow", [cx.op("abs", [x]), cx.scalar(p, x.dtype)])
+    avg = pool_nd(cx, "avg_pool2d", powered, kernel, strides, pads, dil, ceil_mode, True)
+    count = np.ones((), dtype=np.float64)
+    for ax in range(nsp):
+        n_in, n_out = dims[2 + ax], avg.shape[2 + ax]
+        taps = np.arange(n_out)[:, None] * strides[ax] - pads[ax] + np.arange(kernel[ax])[None, :] * dil[ax]
+        cnt = (taps < n_in + pads[ax + nsp]).sum(axis=1).astype(np.float64)
+        count = np.multiply.outer(count, cnt)
+    total = cx.op("mul", [avg, cx.const(count.astype(np_dtype(x.dtype)), x.dtype)])
+    return cx.op("pow", [total, cx.scalar(1.0 / p, x.dtype)])
 
 
 @translates("GlobalLpPool")

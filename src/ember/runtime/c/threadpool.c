@@ -4,7 +4,9 @@
  * the first time a parallel region needs them and then live until the library is unloaded.
  * Between regions a worker spins briefly and then sleeps on a condition variable.
  *
- * A region splits [0, n) into nchunks contiguous chunks (nchunks = min(n, threads)).  Chunks are
+ * A region splits [0, n) into nchunks contiguous chunks (nchunks = min(n, CHUNKS_PER_THREAD *
+ * threads): a few per thread, so that when one thread is slowed down (another process takes its
+ * core for a while) the others take over its remaining chunks).  Chunks are
  * claimed with a compare-and-swap on one 64-bit word that holds the region's generation, its
  * chunk count and the next unclaimed chunk:
  *
@@ -34,6 +36,7 @@
 #define WORKER_SPIN_NS 100000    /* a worker spins this long after a region before sleeping */
 #define WAIT_SPIN_NS 50000       /* the caller spins this long for stragglers before yielding */
 #define WORKER_STACK (8u << 20)
+#define CHUNKS_PER_THREAD 4      /* dynamic load balancing, see above */
 
 static struct {
     pthread_mutex_t region;      /* held by the host thread whose region owns the pool */
@@ -200,7 +203,7 @@ void ember_parallel_for(int64_t n, ember_range_fn fn, void* ctx) {
     tls_in_region = 1;
     uint32_t gen = gen_of(atomic_load_explicit(&P.state, memory_order_relaxed));
     nt = 1 + ensure_workers(nt - 1, gen);
-    int64_t nch = n < nt ? n : nt;
+    int64_t nch = n < (int64_t)nt * CHUNKS_PER_THREAD ? n : (int64_t)nt * CHUNKS_PER_THREAD;
     if (nch <= 1) {
         fn(ctx, 0, n);
     } else {

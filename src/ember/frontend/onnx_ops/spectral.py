@@ -1,0 +1,132 @@
+"""ONNX signal-processing ops: DFT and STFT as matrix products with constant cosine and sine
+matrices (the transform lengths are known at compile time), and MelWeightMatrix, a constant."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...graph.types import is_float, np_dtype
+from . import translates
+from .arith import T
+from .tensor import norm_axis, prod, static_shape
+
+
+def _scalar_int(cx, i, what, default=None):
+    vals = cx.ints_input(i, what)
+    if vals is None:
+        return default
+    if len(vals) != 1:
+        raise cx.fail(f"{what} must hold one value, got {vals}")
+    return vals[0]
+
+
+def dft(cx, x: T, axis: int, length: int | None, inverse: bool, onesided: bool) -> T:
+    """DFT of ``x`` ([..., 1 or 2], real or (re, im) last) along ``axis``; [..., 2], or [..., 1]
+    for an inverse one-sided transform (a real signal)."""
+    dims = x.shape
+    r = len(dims)
+    if dims[-1] not in (1, 2) or r < 2:
+        raise cx.fail(f"the last axis of the input must hold 1 (real) or 2 (re, im) values, got {dims}")
+    if not 0 <= axis < r - 1:
+        raise cx.fail(f"axis {axis} must be a signal axis of {dims}, not the last one")
+    n = dims[axis]
+    irfft = inverse and onesided
+    if length is None:
+        length = 2 * (n - 1) if irfft else n
+    if length < 1:
+        raise cx.fail(f"dft_length must be positive, got {length}")
+    used = min(n, length // 2 + 1 if irfft else length)           # input samples read
+    n_out = length // 2 + 1 if (onesided and not inverse) else length
+    # [input index, output index]: the phase is their product either way
+    theta = 2 * np.pi * ((np.arange(used)[:, None] * np.arange(n_out)[None, :]) % length) / length
+    cos, sin = np.cos(theta), np.sin(theta)
+    if irfft:
+        # a one-sided spectrum stands for its Hermitian-symmetric whole
+        c = np.full((used, 1), 2.0)
+        c[0] = 1.0
+        if length % 2 == 0 and used > length // 2:
+            c[length // 2] = 1.0
+        cos, sin = cos * c, sin * c
+    if inverse:
+        cos, sin = cos / length, sin / length
+    # accumulated in float64: the sums of many rounded products would otherwise leave
+    # residues where the exact transform is 0
+    out_dtype = x.dtype
+    x = x.cast("float64")
+    dt = "float64"
+    npdt = np_dtype(dt)
+
+    # signal axis last, real and imaginary parts apart: [rows, used]
+    perm = [d for d in range(r - 1) if d != axis] + [axis]
+    rest = [dims[d] for d in perm[:-1]]
+
+    def part(p):
+        v = x.gather(cx.scalar(p, "int64"), axis=r - 1)
+        if perm != list(range(r - 1)):
+            v = v.transpose(perm)
+        if used != n:
+            starts = [0] * (r - 1)
+            ends = rest + [used]
+            v = T(cx, cx.op("slice", [v.v], starts=tuple(starts), ends=tuple(ends), steps=(1,) * (r - 1)))
+        return v.reshape((prod(rest), used))
+
+    def mm(a, m):
+        return T(cx, cx.op("matmul", [a.v, cx.const(m.astype(npdt), dt)]))
+
+    re_in = part(0)
+    im_in = part(1) if dims[-1] == 2 else None
+    sign = 1.0 if inverse else -1.0        # e^(sign * i theta)
+    re = mm(re_in, cos)
+    im = mm(re_in, sin * sign)
+    if im_in is not None:
+        re = re - mm(im_in, sin * sign)
+        im = im + mm(im_in, cos)
+    outs = [re] if irfft else [re, im]
+    inv = [perm.index(d) for d in range(r - 1)]
+    res = []
+    for o in outs:
+        o = o.reshape(tuple(rest) + (n_out,))
+        if perm != list(range(r - 1)):
+            o = o.transpose(inv)
+        res.append(o.reshape(o.shape + (1,)))
+    out = res[0] if len(res) == 1 else T(cx, cx.op("concat", [v.v for v in res], axis=r - 1))
+    return out.cast(out_dtype)
+
+
+@translates("DFT")
+def dft_(cx):
+    x = T(cx, cx.input(0))
+    static_shape(cx, x.v)
+    if not is_float(x.dtype):
+        raise cx.fail(f"expects a floating-point input, got {x.v.type}")
+    length = _scalar_int(cx, 1, "dft_length")
+    if cx.opset >= 20:
+        axis = _scalar_int(cx, 2, "axis", -2)
+    else:
+        axis = cx.attr("axis", 1)
+    axis = norm_axis(cx, axis, len(x.shape))
+    return dft(cx, x, axis, length, bool(cx.attr("inverse", 0)), bool(cx.attr("onesided", 0))).v
+
+
+@translates("STFT")
+def stft(cx):
+    x = T(cx, cx.input(0))
+    dims = static_shape(cx, x.v)
+    if len(dims) != 3 or dims[-1] not in (1, 2):
+        raise cx.fail(f"signal must be [batch, length, 1 or 2], got {x.v.type}")
+    step = _scalar_int(cx, 1, "frame_step")
+    window = cx.input(2, required=False)
+    frame_length = _scalar_int(cx, 3, "frame_length")
+    if frame_length is None:
+        frame_length = dims[1] if window is None else static_shape(cx, window, "window")[0]
+    if step is None or step < 1 or not 1 <= frame_length <= dims[1]:
+        raise cx.fail(f"frame_step {step} and frame_length {frame_length} do not fit signal {x.v.type}")
+    n_frames = 1 + (dims[1] - frame_length) // step
+    idx = (np.arange(n_frames)[:, None] * step + np.arange(frame_length)[None, :]).astype(np.int64)
+    frames = x.gather(cx.const(idx), axis=1)                    # [batch, frames, frame_length, c]
+    if window is not None:
+        if tuple(window.shape) != (frame_length,):
+            raise cx.fail(f"window {window.type} must have frame_length {frame_length} values")
+        w = T(cx, window).cast(x.dtype)
+        frames = frames * w.reshape((frame_length, 1))
+    return dft(cx, frames, 2, frame_length, False, bool(cx.attr("onesided", 1))).v

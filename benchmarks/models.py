@@ -50,10 +50,9 @@ def _attention(q, k, v, heads, head_dim, mask=None):
     import torch
 
     b, t, d = q.shape
-    hd = head_dim
 
-    def split(x):  # (B, T, D) -> (B, H, T, hd)
-        return x.reshape(b, t, heads, hd).transpose(1, 2)
+    def split(x):  # (B, T, D) -> (B, H, T, head_dim)
+        return x.reshape(b, t, heads, head_dim).transpose(1, 2)
 
     q, k, v = split(q), split(k), split(v)
     scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(head_dim))

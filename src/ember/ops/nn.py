@@ -89,6 +89,16 @@ class Conv2d(Op):
 
         return te.compute((n, o, oh, ow), f, name="conv2d")
 
+    def schedule(self, a, s, conv, target):
+        """conv2d with an unpacked weight: only depthwise has a tuned schedule; others the default."""
+        from .schedule_cpu import default_schedule
+
+        x_c = conv.shape[1]
+        if a["groups"] > 1 and a["groups"] == x_c and conv.shape[3] >= target.lanes:
+            depthwise_schedule(s, conv, target)
+        else:
+            default_schedule(s, target)
+
 
 def conv2d_reference(x, w, strides, pads, dilations, groups):
     n, c, h, wd = x.shape
@@ -148,6 +158,22 @@ class MatMul(Op):
             return te.sum(x[xb + (m, k)] * y[yb + (k, n)], [k])
 
         return te.compute(shape, f, name="matmul")
+
+    def schedule(self, a, s, mm, target):
+        """Register tiles of rows x (1 or 2 vectors) outputs; the batch dims and column tiles run in
+        parallel."""
+        from .schedule_cpu import default_schedule, pick_tile, register_tile
+
+        root, red = s.root, s[mm]
+        axes = root.tensor.axes
+        m, n = axes[-2], axes[-1]
+        lanes = target.lanes
+        if n.extent % lanes:
+            default_schedule(s, target)
+            return
+        cols = 2 * lanes if n.extent % (2 * lanes) == 0 else lanes
+        rows = pick_tile(m.extent, 14 // (cols // lanes) - 3, 14 // (cols // lanes))
+        register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
 
 
 class Pool2d(Op):
@@ -412,6 +438,26 @@ class BatchNorm(Op):
         return te.compute(x.shape, f, name="batch_norm")
 
 
+def _packed_blocks(conv) -> int:
+    """Number of output-channel blocks of a packed conv tensor (read from its weight operand)."""
+    for t in conv.inputs():
+        if len(t.shape) == 5:
+            return t.shape[0]
+    raise ValueError("not a packed convolution")
+
+
+def depthwise_schedule(s, conv, target):
+    """NCHW depthwise convolution: vectorized along the width, a few rows per register tile."""
+    from .schedule_cpu import pick_tile, register_tile
+
+    root, red = s.root, s[conv]
+    n, o, y, x = root.tensor.axes
+    lanes = target.lanes
+    cols = 2 * lanes if x.extent % (2 * lanes) == 0 else lanes
+    rows = pick_tile(y.extent, 2, 4)
+    register_tile(root, red, row_axis=y, col_axis=x, rows=rows, cols=cols, lanes=lanes, before=[n, o])
+
+
 @register
 class Conv2dPacked(Op):
     """conv2d with its weight pre-packed at compile time as [O/ob, C/groups, KH, KW, ob], so the
@@ -466,59 +512,8 @@ class Conv2dPacked(Op):
         n, o, y, x = root.tensor.axes
         ob = conv.shape[1] // _packed_blocks(conv)
         lanes = target.lanes
-        rows = pick_tile(x.extent, 4, 6) if ob >= 2 * lanes else pick_tile(x.extent, 8, 12)
+        rows = pick_tile(x.extent, 4, 7) if ob >= 2 * lanes else pick_tile(x.extent, 8, 14)
         register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n], after=[y])
-
-
-def _packed_blocks(conv) -> int:
-    """Number of output-channel blocks of a packed conv tensor (read from its weight operand)."""
-    for t in conv.inputs():
-        if len(t.shape) == 5:
-            return t.shape[0]
-    raise ValueError("not a packed convolution")
-
-
-def _depthwise_schedule(a, s, conv, target):
-    from .schedule_cpu import pick_tile, register_tile
-
-    root, red = s.root, s[conv]
-    n, o, y, x = root.tensor.axes
-    lanes = target.lanes
-    cols = 2 * lanes if x.extent % (2 * lanes) == 0 else lanes
-    rows = pick_tile(y.extent, 2, 4)
-    register_tile(root, red, row_axis=y, col_axis=x, rows=rows, cols=cols, lanes=lanes, before=[n, o])
-
-
-def _conv_schedule(self, a, s, conv, target):
-    """conv2d with an unpacked weight: only depthwise has a tuned schedule; others the default."""
-    from .schedule_cpu import default_schedule
-
-    x_c = conv.shape[1]
-    if a["groups"] > 1 and a["groups"] == x_c and conv.shape[3] >= target.lanes:
-        _depthwise_schedule(a, s, conv, target)
-    else:
-        default_schedule(s, target)
-
-
-Conv2d.schedule = _conv_schedule
-
-
-def _matmul_schedule(self, a, s, mm, target):
-    from .schedule_cpu import default_schedule, pick_tile, register_tile
-
-    root, red = s.root, s[mm]
-    axes = root.tensor.axes
-    m, n = axes[-2], axes[-1]
-    lanes = target.lanes
-    if n.extent % lanes:
-        default_schedule(s, target)
-        return
-    cols = 2 * lanes if n.extent % (2 * lanes) == 0 else lanes
-    rows = pick_tile(m.extent, 14 // (cols // lanes) - 3, 14 // (cols // lanes))
-    register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
-
-
-MatMul.schedule = _matmul_schedule
 
 
 @register
@@ -560,7 +555,7 @@ class MatMulPacked(Op):
 
         return te.compute(batch + (x.shape[-2], nt * nb), f, name="matmul")
 
-    schedule = _matmul_schedule
+    schedule = MatMul.schedule
 
 
 # ---- the blocked layout ------------------------------------------------------------------------

@@ -29,4 +29,4 @@ def supported_ops() -> list[str]:
 
 # importing the modules registers their translations
 from . import (bitwise, control, einsum, elementwise, indexing, nn, quant, reduce, resize, rnn,  # noqa: E402,F401
-               sampling, spectral, tensor)
+               ml, sampling, spectral, tensor, training)

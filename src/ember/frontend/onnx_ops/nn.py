@@ -320,7 +320,7 @@ def _as_dtype(cx, v, dtype):
 @translates("BatchNormalization")
 def batch_norm(cx):
     if cx.attr("training_mode", 0):
-        raise cx.unsupported("training_mode=1")
+        return _batch_norm_training(cx)
     if cx.opset < 9 and cx.attr("spatial", 1) == 0:
         raise cx.unsupported("spatial=0")
     if any(cx.output_used(k) for k in range(1, 5)):
@@ -328,6 +328,30 @@ def batch_norm(cx):
     x = cx.input(0)
     params = [_as_dtype(cx, cx.input(k), x.dtype) for k in range(1, 5)]
     return [cx.op("batch_norm", [x] + params, epsilon=float(cx.attr("epsilon", 1e-5)))]
+
+
+def _batch_norm_training(cx):
+    """Normalize with the batch's own statistics; the running statistics are updated by
+    ``momentum`` (outputs Y, running_mean, running_var)."""
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    r = len(dims)
+    if r < 2:
+        raise cx.fail(f"expects an input of rank >= 2, got {x.type}")
+    scale, bias, mean, var = [_as_dtype(cx, cx.input(k), x.dtype) for k in range(1, 5)]
+    eps, momentum = float(cx.attr("epsilon", 1e-5)), float(cx.attr("momentum", 0.9))
+    axes = tuple(a for a in range(r) if a != 1)
+    d, _, inv = _normalize(cx, x, axes, eps)
+    shp = (dims[1],) + (1,) * (r - 2)
+    y = cx.op("add", [cx.op("mul", [cx.op("mul", [d, inv]), reshape(cx, scale, shp)]), reshape(cx, bias, shp)])
+    batch_mean = cx.op("reduce_mean", [x], axes=axes, keepdims=False)
+    batch_var = cx.op("reduce_mean", [cx.op("mul", [d, d])], axes=axes, keepdims=False)
+
+    def running(old, new):
+        return cx.op("add", [cx.op("mul", [old, cx.scalar(momentum, x.dtype)]),
+                             cx.op("mul", [new, cx.scalar(1 - momentum, x.dtype)])])
+
+    return [y, running(mean, batch_mean), running(var, batch_var)]
 
 
 def _normalize(cx, x, axes, eps):

@@ -57,7 +57,9 @@ def dropout(cx):
     x = cx.input(0)
     training = cx.const_input(2, "training_mode")
     if training is not None and bool(np.any(training)):
-        raise cx.unsupported("training_mode true")
+        ratio = cx.const_input(1, "ratio")
+        if ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
+            raise cx.unsupported("training_mode with a ratio other than 0 (random dropping)")
     outs = [x]
     if cx.output_used(1):
         outs.append(cx.const(np.ones(static_shape(cx, x), dtype=bool if cx.opset >= 7 else x.dtype)))

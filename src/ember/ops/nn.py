@@ -341,16 +341,45 @@ class Softmax(Op):
         def along(i, r):
             return tuple(r if k == ax else ii for k, ii in enumerate(i))
 
-        r1 = te.reduce_axis(x.shape[ax], "r")
-        m = te.compute(rshape, lambda *i: te.reduce("max", x[along(i, r1)], [r1]), name="row_max")
-        r2 = te.reduce_axis(x.shape[ax], "r")
         zero = te.const(0, "int64")
-        s = te.compute(rshape, lambda *i: te.sum(te.call("exp", x[along(i, r2)] - m[i]), [r2]), name="row_sum")
+        m = row_reduce("max", x, ax, lambda idx: x[idx], "row_max")
+        s = row_reduce("sum", x, ax, lambda idx: te.call("exp", x[idx] - m[along(idx, zero)]), "row_sum")
         if a["log"]:
             return te.compute(x.shape, lambda *i: x[i] - m[along(i, zero)] - te.call("log", s[along(i, zero)]),
                               name="log_softmax")
         return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) / s[along(i, zero)],
                           name="softmax")
+
+    def schedule(self, a, s, out, target):
+        from .schedule_cpu import default_schedule, vectorize_partials
+
+        default_schedule(s, target)
+        vectorize_partials(s)
+
+
+#: lanes of the partial results of a row reduction (a multiple of every target's vector width)
+PARTIAL_LANES = 8
+
+
+def row_reduce(combiner: str, x, ax: int, body, name: str):
+    """``combiner`` over axis ``ax`` of ``body(index)`` for every row, keeping that axis as size 1.
+
+    When ``ax`` is the innermost axis and long enough, the reduction is split in two stages:
+    PARTIAL_LANES partial results per row (lane l combines elements l, l + P, l + 2P, ...), which
+    a schedule can vectorize, then one combine of the partials."""
+    n = x.shape[ax]
+    rshape = tuple(1 if k == ax else d for k, d in enumerate(x.shape))
+    P = PARTIAL_LANES
+    if ax != len(x.shape) - 1 or n % P or n < 2 * P:
+        r = te.reduce_axis(n, "r")
+        return te.compute(rshape, lambda *i: te.reduce(combiner, body(i[:-1] + (r,) if ax == len(x.shape) - 1
+                                                                      else tuple(r if k == ax else ii for k, ii in enumerate(i))),
+                                                       [r]), name=name)
+    ro = te.reduce_axis(n // P, "ro")
+    part = te.compute(x.shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
+                      name=f"{name}_partial")
+    rl = te.reduce_axis(P, "rl")
+    return te.compute(rshape, lambda *i: te.reduce(combiner, part[i[:-1] + (rl,)], [rl]), name=name)
 
 
 @register

@@ -35,6 +35,16 @@ def default_schedule(s: Schedule, target, knobs: dict | None = None) -> None:
             root.parallel(outer)
 
 
+def vectorize_partials(s: Schedule) -> None:
+    """Vectorize the lane axis of the per-lane partial stages of row reductions
+    (``ops.nn.row_reduce``): their reduce loop outside, the lanes inside."""
+    for st in s.stages.values():
+        if st.tensor.name.endswith("_partial") and st.attached and st.reduce_axes:
+            lane = st.tensor.axes[-1]
+            st.reorder(*st.reduce_axes, lane)
+            st.vectorize(lane)
+
+
 def _reduction_depends_only_inner(s: Schedule, k: int) -> bool:
     return False
 

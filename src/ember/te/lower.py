@@ -23,6 +23,18 @@ from .tensor import ArgReduce, IterVar, Reduce, Tensor, TensorLoad, max_value, m
 from ..tir.analysis import rebuild
 
 
+class _Full:
+    """Axis-map entry of a dim that a reader indexes with one of its own reduce axes: the whole
+    dim is computed in the region (how a reduction is split into per-lane partial results and a
+    final combine, the "rfactor" of Halide and TVM)."""
+
+    def __repr__(self):
+        return "FULL"
+
+
+FULL = _Full()
+
+
 def _flat(dims, idx) -> Expr:
     out: Expr | None = None
     for d, i in zip(dims, idx):
@@ -160,6 +172,8 @@ class Lowering:
                                 cand.append(i)
                             elif reader is not self.root and i in reader.tensor.axes:
                                 cand.append(maps[reader.tensor.uid][reader.tensor.axes.index(i)])
+                            elif reader is not self.root and i in reader.reduce_axes:
+                                cand.append(FULL)
                             else:
                                 raise CodegenError(
                                     f"kernel {self.name}: {st.tensor.name} is read at a computed index "
@@ -201,7 +215,7 @@ class Lowering:
                                        f"{st.attach_at.name} (the region it would compute there is not a box)")
                 self.attach_pos[st.tensor.uid] = pos
                 continue
-            deps = {a for a in self.maps[st.tensor.uid] if a is not None}
+            deps = {a for a in self.maps[st.tensor.uid] if a is not None and a is not FULL}
             pos = -1
             for k, leaf in enumerate(nest.leaves):
                 if root.kinds.get(leaf) == "vectorized" or not any(_axis_uses_leaf(nest, a, leaf) for a in deps):
@@ -224,7 +238,7 @@ class Lowering:
         nest = self.nest
         inside = set(nest.leaves[pos + 1:])
         for axis in self.maps[st.tensor.uid]:
-            if axis is None:
+            if axis is None or axis is FULL:
                 continue
             expr = nest.value[axis]
             used = [leaf for leaf in nest.leaves if _uses(expr, leaf)]
@@ -322,6 +336,10 @@ class Lowering:
             if axis is None:
                 dims.append((1, 1, Const(0)))
                 continue
+            if axis is FULL:
+                n = st.tensor.shape[d]
+                dims.append((n, n, Const(0)))
+                continue
             expr = nest.value[axis]
             used = [leaf for leaf in nest.leaves if _uses(expr, leaf)]
             inner = [leaf for leaf in used if leaf in inside and leaf not in fixed]
@@ -348,6 +366,8 @@ class Lowering:
         axis = self.maps[st.tensor.uid][d]
         if axis is None:
             return Const(0)
+        if axis is FULL:
+            raise CodegenError(f"kernel {self.name}: the root reads {st.tensor.name} outside its region")
         pos = self.attach_pos[st.tensor.uid]
         inside = set(self.nest.leaves[pos + 1:])
         expr = self.nest.value[axis]
@@ -485,6 +505,8 @@ class Lowering:
                             axis = self.maps[st.tensor.uid][d]
                             if axis is None:
                                 coords.append(Const(0))
+                            elif axis is FULL:
+                                coords.append(simplify_index(go(i)))
                             else:
                                 rd = self.maps[reader.tensor.uid].index(axis)
                                 coords.append(local_vals[reader.tensor.axes[rd]])

@@ -419,6 +419,8 @@ class LayerNorm(Op):
         inv_n = te.const(1.0 / n, x.dtype)
 
         def red(name, body):
+            if ax == rank - 1:        # one trailing axis: vectorizable per-lane partial sums
+                return row_reduce("sum", x, ax, body, name)
             rs = [te.reduce_axis(d, f"r{k}") for k, d in enumerate(x.shape[ax:])]
             return te.compute(rshape, lambda *i: te.sum(body(i[:ax] + tuple(rs)), rs), name=name)
 
@@ -432,6 +434,12 @@ class LayerNorm(Op):
             return norm * scale[broadcast_index(scale.shape, x.shape, i)] + bias[broadcast_index(bias.shape, x.shape, i)]
 
         return te.compute(x.shape, f, name="layer_norm")
+
+    def schedule(self, a, s, out, target):
+        from .schedule_cpu import default_schedule, vectorize_partials
+
+        default_schedule(s, target)
+        vectorize_partials(s)
 
 
 @register

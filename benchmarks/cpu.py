@@ -178,19 +178,37 @@ def time_runs(fn, feeds, warmup: int, runs: int) -> list[float]:
     return out
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set (MiB). On Linux from ``VmHWM``, which starts afresh at
+    ``execve`` (``ru_maxrss`` does not: a child starts with its parent's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+ENGINE_PACKAGES = {"ember": "ember", "onnxruntime": "onnxruntime", "torch": "torch", "openvino": "openvino"}
+
+
 def peak_memory(engine: str, path: Path, threads: int) -> float | None:
-    """Resident-set growth (MiB) of a child process that loads and runs one engine."""
+    """Peak resident-set growth (MiB) of a child process while it loads and runs one engine
+    (the engine's package is imported before the baseline, the inputs are loaded before it)."""
     code = f"""
-import resource, sys, numpy as np
+import importlib, sys
 sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); sys.path.insert(0, {str(ROOT / 'src')!r})
 import cpu
 from pathlib import Path
 p = Path({str(path)!r}); feeds = cpu.inputs_for(p)
-import {'onnxruntime' if engine == 'onnxruntime' else 'numpy'}
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+importlib.import_module({ENGINE_PACKAGES.get(engine, 'numpy')!r})
+base = cpu.peak_rss_mib()
 fn, _ = cpu.ENGINES[{engine!r}](p, {threads})
 for _ in range(3): fn(feeds)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print(cpu.peak_rss_mib() - base)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     try:
@@ -246,8 +264,11 @@ def main(argv=None) -> int:
             jobs += [(n, batch, d / f"{n}.onnx") for n in a.models]
     jobs += [(Path(p).stem, 0, Path(p)) for p in a.paths]
 
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     peak = machine_peak(a.threads)
-    print(f"machine fp32 peak (sgemm, {a.threads} threads): {peak:.1f} GFLOP/s", flush=True)
+    print(f"machine fp32 peak (sgemm, {a.threads} threads): {peak:.1f} GFLOP/s"
+          + (f"; load average {load_start:.2f} on {os.cpu_count()} CPUs" if load_start is not None else ""),
+          flush=True)
     results = []
     for name, batch, path in jobs:
         feeds = inputs_for(path)
@@ -269,8 +290,13 @@ def main(argv=None) -> int:
         results.append(row)
         _print_row(row, peak)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps({"threads": a.threads, "peak_gflops": peak, "results": results}, indent=1))
-    print(f"\nwrote {a.json}")
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    Path(a.json).write_text(json.dumps({"threads": a.threads, "peak_gflops": peak, "cpus": os.cpu_count(),
+                                        "loadavg_start": load_start, "loadavg_end": load_end,
+                                        "results": results}, indent=1))
+    if load_end is not None:
+        print(f"\nload average at the end: {load_end:.2f} on {os.cpu_count()} CPUs")
+    print(f"wrote {a.json}")
     return 0
 
 

@@ -10,7 +10,7 @@ import pytest
 from ember.graph import GraphBuilder, TensorType
 from ember.ops.reduce import reduced_shape
 
-from .harness import Batch, check_graph, random_array
+from .harness import Batch, check_graph, check_kernels_safe, random_array
 
 
 def test_conv_epilogues():
@@ -171,8 +171,9 @@ class _RandomDag:
         return v
 
     def pick(self):
-        w = np.arange(1, len(self.pool) + 1, dtype=np.float64) ** 2
-        return self.pool[int(self.rng.choice(len(self.pool), p=w / w.sum()))]
+        pool = [v for v in self.pool if v.dtype == "float32"]
+        w = np.arange(1, len(pool) + 1, dtype=np.float64) ** 2
+        return pool[int(self.rng.choice(len(pool), p=w / w.sum()))]
 
     def op(self, name, inputs, **attrs):
         v = self.b.op(name, inputs, **attrs)
@@ -185,7 +186,7 @@ class _RandomDag:
 
     def step(self):
         x = self.pick()
-        kind = self.rng.choice(["unary", "binary", "binary", "reduce", "move"])
+        kind = self.rng.choice(["unary", "binary", "binary", "reduce", "move", "mixed"])
         shape = x.shape
         if kind == "unary":
             u = str(self.rng.choice(UNARY))
@@ -198,7 +199,7 @@ class _RandomDag:
             return self.op(u, [x])
         if kind == "binary":
             bop = str(self.rng.choice(BINARY))
-            others = [v for v in self.pool if v is not x and _broadcastable(v.shape, shape)]
+            others = [v for v in self.pool if v is not x and v.dtype == "float32" and _broadcastable(v.shape, shape)]
             if others and self.rng.random() < 0.6:
                 y = others[int(self.rng.integers(len(others)))]
             else:
@@ -209,6 +210,27 @@ class _RandomDag:
                 den = self.op("add", [self.op("abs", [y]), self.b.const(np.float32(0.5))])
                 return self.op("div", [x, den])
             return self.op(bop, [x, y])
+        if kind == "mixed":
+            m = str(self.rng.choice(["where", "cast", "gather", "argmax", "clip", "softmax"]))
+            if m == "where":
+                y = self.input(self.bcast_shape(shape))
+                return self.op("where", [self.op("greater", [x, y]), x, self.op("neg", [y])])
+            if m == "cast":
+                i = self.op("cast", [self.op("mul", [x, self.b.const(np.float32(4.0))])], to="int32")
+                return self.op("cast", [self.op("add", [i, self.b.const(np.int32(1))])], to="float32")
+            if m == "clip":
+                return self.op("clip", [x], lo=-0.5, hi=0.75)
+            if len(shape) == 0:
+                return self.op("sigmoid", [x])
+            ax = self.r(0, len(shape) - 1)
+            if m == "gather":
+                n = shape[ax]
+                idx = self.b.const(self.rng.integers(-n, n, self.r(1, 5)).astype(np.int64))
+                return self.op("gather", [x, idx], axis=ax)
+            if m == "softmax":
+                return self.op("softmax", [x], axis=ax, log=bool(self.rng.random() < 0.3))
+            am = self.op("argmax", [x], axis=ax, keepdims=bool(self.rng.random() < 0.5))
+            return self.op("cast", [am], to="float32")
         if kind == "reduce" and len(shape) >= 1:
             axes = tuple(sorted(set(int(a) for a in self.rng.choice(len(shape), self.r(1, len(shape)), replace=False))))
             return self.op(str(self.rng.choice(REDUCE)), [x], axes=axes, keepdims=bool(self.rng.random() < 0.5))
@@ -269,6 +291,7 @@ def random_dag(seed: int, n_ops: int = 10):
 def test_random_dag(seed):
     graph, feeds = random_dag(seed)
     check_graph(graph, feeds, rtol=1e-4, atol=1e-4)
+    check_kernels_safe(graph, limit=20000)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -110,3 +110,20 @@ def test_repeated_allocations_from_unrolling():
     f = optimize(PrimFunc("unrolled", [out], For(i, 3, "unrolled", body)), LANES)
     mod = build_kernels([(f, [], ((3,), "float32"))], name="unrolled")
     np.testing.assert_array_equal(mod.run({})["k0_out"], [3.0, 3.0, 3.0])
+
+
+def test_padding_along_the_vector_axis_is_vectorized():
+    """Index comparisons on the vectorized loop become lane masks: the padded copy stays vector
+    code, its loads before the start of the row are masked (and bounds-checked)."""
+    x = te.placeholder((3, 21), "float32", "x")
+    pad = te.compute((3, 26), lambda i, j: te.select(
+        te.logical_and(te.ge(j - 2, te.const(0)), te.lt(j - 2, te.const(21))), x[i, j - 2],
+        te.const(0.0, "float32")), name="padw")
+    _, f = _kernel(pad, [x], "padw")
+    src = CGenerator(LANES).kernel(f)
+    assert "ember_vsel" in src and "ember_vload_checked" in src
+    data = np.random.rand(3, 21).astype(np.float32)
+    want = np.pad(data, ((0, 0), (2, 3)))
+    np.testing.assert_array_equal(run_kernel(f, [data, np.zeros(78)])[-1].reshape(3, 26), want)
+    mod = build_kernels([(f, [((3, 21), "float32")], ((3, 26), "float32"))], name="padw")
+    np.testing.assert_array_equal(mod.run({"k0_in0": data})["k0_out"], want)

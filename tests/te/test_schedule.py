@@ -469,3 +469,100 @@ def test_attached_stage_read_at_a_shifted_index_is_a_clean_error():
     s[p].compute_at(s.root, s.root.leaves[0])
     with pytest.raises(CodegenError):
         lower(s, "shift", [A, s.output])
+
+
+# ---------------------------------------------------------------------------------------------
+# random schedules: any sequence of primitives either lowers to a correct, memory-safe kernel
+# or is rejected with a CodegenError
+
+FUZZ_SEEDS = range(80)
+
+
+def random_schedule(seed: int):
+    rng = np.random.default_rng(seed)
+    prog = str(rng.choice(list(PROGRAMS)))
+    shapes, build, ref = PROGRAMS[prog]
+    ins = [te.placeholder(sh, "float32", f"in{k}") for k, sh in enumerate(shapes)]
+    s = create_schedule(build(*ins))
+    steps = []
+    stages = [s.root] + _red(s)
+    for _ in range(int(rng.integers(1, 7))):
+        st = stages[int(rng.integers(len(stages)))] if rng.random() < 0.7 else s.root
+        leaves = list(st.leaves)
+        kind = str(rng.choice(["split", "split", "fuse", "reorder", "vectorize", "unroll", "parallel", "compute_at"]))
+        try:
+            if kind == "split":
+                v = leaves[int(rng.integers(len(leaves)))]
+                f = int(rng.choice([1, 2, 3, 4, 8, 16, 64]))
+                st.split(v, f)
+                steps.append(f"{st.tensor.name}.split({v.name}, {f})")
+            elif kind == "fuse" and len(leaves) > 1:
+                k = int(rng.integers(len(leaves) - 1))
+                st.fuse(leaves[k], leaves[k + 1])
+                steps.append(f"{st.tensor.name}.fuse({leaves[k].name}, {leaves[k + 1].name})")
+            elif kind == "reorder" and len(leaves) > 1:
+                perm = [leaves[int(p)] for p in rng.permutation(len(leaves))]
+                st.reorder(*perm)
+                steps.append(f"{st.tensor.name}.reorder({', '.join(v.name for v in perm)})")
+            elif kind in ("vectorize", "unroll", "parallel"):
+                v = leaves[int(rng.integers(len(leaves)))]
+                getattr(st, kind)(v)
+                steps.append(f"{st.tensor.name}.{kind}({v.name})")
+            elif kind == "compute_at" and st is not s.root:
+                rl = s.root.leaves
+                k = int(rng.integers(-1, len(rl)))
+                st.compute_at(s.root, rl[k] if k >= 0 else None)
+                steps.append(f"{st.tensor.name}.compute_at({rl[k].name if k >= 0 else None})")
+        except CodegenError:
+            pass
+    arrays = [RNG.standard_normal(sh).astype(np.float32) for sh in shapes]
+    if prog == "rowsum":
+        arrays = [np.abs(a) + 0.5 for a in arrays]
+    return prog, ins, s, steps, arrays, ref(*arrays)
+
+
+@pytest.fixture(scope="module")
+def fuzz_kernels():
+    out = {}
+    for seed in FUZZ_SEEDS:
+        prog, ins, s, steps, arrays, expected = random_schedule(seed)
+        try:
+            f = optimize(lower(s, f"fuzz{seed}", ins + [s.output]), LANES)
+        except CodegenError as e:
+            f = e
+        out[seed] = (prog, steps, f, arrays, expected)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fuzz_compiled(fuzz_kernels):
+    specs, feeds, names = [], {}, {}
+    for seed, (prog, steps, f, arrays, expected) in fuzz_kernels.items():
+        if isinstance(f, CodegenError):
+            continue
+        k = len(specs)
+        specs.append((f, [(a.shape, "float32") for a in arrays],
+                      (expected.shape, "int64" if expected.dtype.kind == "i" else "float32")))
+        for j, a in enumerate(arrays):
+            feeds[f"k{k}_in{j}"] = a
+        names[seed] = f"k{k}_out"
+    outs = build_kernels(specs, name="fuzz").run(feeds)
+    return {seed: outs[n] for seed, n in names.items()}
+
+
+def _assert_same(got, expected, what):
+    if expected.dtype.kind == "i":
+        np.testing.assert_array_equal(got, expected, err_msg=what)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=what)
+
+
+@pytest.mark.parametrize("seed", FUZZ_SEEDS)
+def test_random_schedule(seed, fuzz_kernels, fuzz_compiled):
+    prog, steps, f, arrays, expected = fuzz_kernels[seed]
+    what = f"{prog}: {'; '.join(steps)}"
+    if isinstance(f, CodegenError):
+        return      # rejected cleanly
+    out = np.zeros(expected.size)
+    _assert_same(run_kernel(f, arrays + [out])[-1].reshape(expected.shape), expected, what)
+    _assert_same(fuzz_compiled[seed], expected, what)

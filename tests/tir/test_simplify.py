@@ -200,3 +200,16 @@ def test_padding_checks_fold_inside_the_interior():
     assert simplify_index(binop("ge", inner, Const(0))).value is True
     assert simplify_index(binop("lt", inner, Const(9))).value is True
     assert isinstance(simplify_index(binop("lt", inner, Const(8))), BinOp)
+
+
+def test_constants_fold_with_c_and_numpy_semantics():
+    assert binop("div", Const(-7), Const(2)).value == -3          # truncation toward zero
+    assert binop("mod", Const(-7), Const(2)).value == -1
+    assert binop("div", Const(7), Const(-2)).value == -3
+    assert isinstance(binop("div", Const(7), Const(0)), BinOp)    # never folded: decided at run time
+    # integers wrap like numpy's astype; NaN and infinities convert like numpy does
+    assert Const(300, "int8").value == 44 and Const(-1, "uint8").value == 255
+    assert binop("gt", Const(300, "int8"), Const(100, "int8")).value is False
+    with np.errstate(all="ignore"):
+        assert Const(float("nan"), "int32").value == int(np.asarray(np.nan).astype(np.int32))
+    assert Const(-0.75, "int64").value == 0

@@ -343,6 +343,8 @@ class CGenerator:
                 return f"ember_vload(&{buf}[{base}])"
             lanes = ", ".join(f"{buf}[_b + {k * idx.stride}]" for k in range(L))
             return f"({{ int64_t _b = {base}; (ember_vf){{{lanes}}}; }})"
+        if isinstance(e, BinOp) and e.op in COMPARISONS and not is_float_dtype(e.a.dtype):
+            return self.index_mask(e, ctx, guard)
         if isinstance(e, BinOp):
             a, b = self.vexpr(e.a, ctx, guard), self.vexpr(e.b, ctx, guard)
             if e.op in _VEC_BINOPS:
@@ -375,6 +377,23 @@ class CGenerator:
         if isinstance(e, Ramp):
             raise CodegenError("an index vector outside a load")
         raise CodegenError(f"cannot vectorize {type(e).__name__}")
+
+    def index_mask(self, e: BinOp, ctx: _Ctx, guard: bool) -> str:
+        """A comparison of index vectors (ramps and broadcasts of int64): the lane mask, built
+        from one scalar comparison per lane."""
+        decls, lane = [], []
+        for name, x in (("_p", e.a), ("_q", e.b)):
+            if isinstance(x, Ramp):
+                decls.append(f"int64_t {name} = {self.expr(x.base, ctx, guard)};")
+                lane.append(lambda k, name=name, st=x.stride: f"({name} + {k * st})" if k * st else name)
+            elif isinstance(x, Broadcast):
+                decls.append(f"int64_t {name} = {self.expr(x.value, ctx, guard)};")
+                lane.append(lambda k, name=name: name)
+            else:
+                raise CodegenError(f"cannot generate an index mask from {type(x).__name__}")
+        op = _BINOPS[e.op]
+        lanes = ", ".join(f"-(int32_t)({lane[0](k)} {op} {lane[1](k)})" for k in range(self.lanes))
+        return f"({{ {' '.join(decls)} (ember_vi){{{lanes}}}; }})"
 
     # ---- statements ----------------------------------------------------------------------
 

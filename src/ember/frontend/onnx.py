@@ -33,7 +33,8 @@ from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
 from ..ops import get_op
 
-__all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError"]
+__all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
+           "OptionalValue"]
 
 # ONNX TensorProto element types -> IR dtype names (numpy spelling).
 _ONNX_DTYPES = {
@@ -47,6 +48,31 @@ _ONNX_TYPE_NAMES = {
 }
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+class SequenceValue:
+    """An ONNX sequence while translating: a list of tensors, all of dtype ``dtype``.  The core
+    graph has tensors only; a sequence graph input is one graph input per element (``x[0]``,
+    ``x[1]``, ...) and a sequence graph output one graph output per element (``y[0]``, ...)."""
+
+    def __init__(self, items: Sequence[Value], dtype: str):
+        self.items = list(items)
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        return f"SequenceValue({self.items!r}, {self.dtype})"
+
+
+class OptionalValue:
+    """An ONNX optional while translating: a Value or SequenceValue, or None when empty.  An
+    optional graph output ``y`` is a bool graph output ``y?`` (whether it holds a value)
+    followed, when it does, by its value's graph output(s)."""
+
+    def __init__(self, value: "Value | SequenceValue | None"):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"OptionalValue({self.value!r})"
 
 
 class OperandNotConstantError(InvalidModelError):
@@ -375,20 +401,43 @@ class _Translator:
         for vi in self.g.input:
             if vi.name in init_names:
                 continue  # IR >= 4: an initializer that is also an input is a constant
-            tt = vi.type
-            if not tt.HasField("tensor_type"):
-                kind = tt.WhichOneof("value") or "unknown"
-                raise FrontendError(f"graph input '{vi.name}' is a {kind.replace('_type', '')}, not a "
-                                    f"tensor; Ember supports tensor inputs only")
-            dtype = onnx_dtype(tt.tensor_type.elem_type, f"graph input '{vi.name}'")
-            shape = self._input_shape(vi)
-            v = self.b.input(vi.name, TensorType(shape, dtype))
-            self.input_names[v.uid] = vi.name
-            self.env[vi.name] = v
+            self.env[vi.name] = self._bind_input(vi.name, vi.type, self.shapes.get(vi.name, _MISSING),
+                                                 vi.name)
 
-    def _input_shape(self, vi) -> tuple[int, ...]:
-        tt = vi.type.tensor_type
-        pinned = self.shapes.get(vi.name)
+    def _bind_input(self, name: str, tp, pinned, onnx_name: str):
+        """Graph input(s) for a value of ONNX type ``tp``: a tensor, or a sequence or optional
+        whose structure ``pinned`` (from ``shapes=``) gives."""
+        kind = tp.WhichOneof("value")
+        if kind == "tensor_type":
+            dtype = onnx_dtype(tp.tensor_type.elem_type, f"graph input '{name}'")
+            shape = self._input_shape(name, tp.tensor_type, None if pinned is _MISSING else pinned)
+            v = self.b.input(name, TensorType(shape, dtype))
+            self.input_names[v.uid] = onnx_name
+            return v
+        if kind == "sequence_type":
+            elem = tp.sequence_type.elem_type
+            if elem.WhichOneof("value") != "tensor_type":
+                raise FrontendError(f"graph input '{name}' is a sequence of non-tensors, which Ember does not support")
+            dtype = onnx_dtype(elem.tensor_type.elem_type, f"graph input '{name}'")
+            if pinned is _MISSING or pinned is None or not isinstance(pinned, (list, tuple)) or \
+                    any(not isinstance(p, (list, tuple)) for p in pinned):
+                raise InvalidModelError(
+                    f"graph input '{name}' is a sequence: give the shapes of its tensors with "
+                    f"from_onnx(..., shapes={{'{name}': [shape, ...]}})")
+            return SequenceValue([self._bind_input(f"{name}[{k}]", elem, tuple(p), onnx_name)
+                                  for k, p in enumerate(pinned)], dtype)
+        if kind == "optional_type":
+            if pinned is _MISSING:
+                raise InvalidModelError(
+                    f"graph input '{name}' is an optional: say whether it holds a value with "
+                    f"from_onnx(..., shapes={{'{name}': None}}) (empty) or its value's shape(s)")
+            if pinned is None:
+                return OptionalValue(None)
+            return OptionalValue(self._bind_input(name, tp.optional_type.elem_type, pinned, onnx_name))
+        raise FrontendError(f"graph input '{name}' is a {(kind or 'unknown').replace('_type', '')}, "
+                            f"which Ember does not support")
+
+    def _input_shape(self, name: str, tt, pinned) -> tuple[int, ...]:
         declared: list[int | str | None] | None = None
         if tt.HasField("shape"):
             declared = []
@@ -402,27 +451,27 @@ class _Translator:
         if pinned is not None:
             pinned = tuple(int(x) for x in pinned)
             if any(d < 0 for d in pinned):
-                raise InvalidModelError(f"shapes['{vi.name}'] = {list(pinned)} has a negative dimension")
+                raise InvalidModelError(f"shapes['{name}'] = {list(pinned)} has a negative dimension")
             if declared is not None:
                 if len(declared) != len(pinned):
-                    raise InvalidModelError(f"shapes['{vi.name}'] = {list(pinned)} has rank {len(pinned)}, "
+                    raise InvalidModelError(f"shapes['{name}'] = {list(pinned)} has rank {len(pinned)}, "
                                             f"but the model declares rank {len(declared)} ({_show_dims(declared)})")
                 for k, (d, p) in enumerate(zip(declared, pinned)):
                     if isinstance(d, int) and d != p:
-                        raise InvalidModelError(f"shapes['{vi.name}'] = {list(pinned)} sets dimension {k} to "
+                        raise InvalidModelError(f"shapes['{name}'] = {list(pinned)} sets dimension {k} to "
                                                 f"{p}, but the model fixes it to {d}")
             return pinned
         if declared is None:
             raise InvalidModelError(
-                f"graph input '{vi.name}' has no declared shape (not even a rank); pin it with "
-                f"from_onnx(..., shapes={{'{vi.name}': (...)}})")
+                f"graph input '{name}' has no declared shape (not even a rank); pin it with "
+                f"from_onnx(..., shapes={{'{name}': (...)}})")
         symbolic = [(k, d) for k, d in enumerate(declared) if not isinstance(d, int)]
         if symbolic:
             dims = ", ".join(f"dimension {k} is {'symbolic ' + repr(d) if d else 'unknown'}" for k, d in symbolic)
             example = tuple(d if isinstance(d, int) else 1 for d in declared)
             raise InvalidModelError(
-                f"graph input '{vi.name}' has shape {_show_dims(declared)}: {dims}; Ember needs static "
-                f"shapes for now: pin them with from_onnx(..., shapes={{'{vi.name}': {example}}})")
+                f"graph input '{name}' has shape {_show_dims(declared)}: {dims}; Ember needs static "
+                f"shapes for now: pin them with from_onnx(..., shapes={{'{name}': {example}}})")
         return tuple(declared)  # type: ignore[arg-type]
 
     def translate(self, nodes) -> None:
@@ -449,7 +498,7 @@ class _Translator:
             if getattr(e, "node", None) is not None:
                 raise
             raise InvalidModelError(f"{type(e).__name__}: {e}", node=name, op=node.op_type) from e
-        if isinstance(outs, Value) or outs is None:
+        if isinstance(outs, (Value, SequenceValue, OptionalValue)) or outs is None:
             outs = [outs]
         outs = list(outs)
         for j, out_name in enumerate(node.output):
@@ -599,18 +648,35 @@ class _Translator:
         outs: list[Value] = []
         claimed: set[int] = {v.uid for v in self.b.inputs}
         for vi in self.g.output:
-            v = self.lookup(vi.name)
-            if v.uid in claimed:
-                pass  # a graph input or an earlier output: keep its value (and name) as is
-            elif v.is_const:
-                v = constant(v.const, vi.name)
-                if v.type.dtype != self.env[vi.name].type.dtype:
-                    v.type = self.env[vi.name].type
-            else:
-                v.name = vi.name
-            claimed.add(v.uid)
-            outs.append(v)
+            outs.extend(self._output_values(vi.name, self.lookup(vi.name), claimed, keep=True))
         return outs
+
+    def _output_values(self, name: str, v, claimed: set[int], keep: bool) -> list[Value]:
+        """The graph output(s) for ONNX output ``name`` holding ``v`` (see SequenceValue and
+        OptionalValue for how sequences and optionals are laid out)."""
+        if isinstance(v, SequenceValue):
+            return [out for k, item in enumerate(v.items)
+                    for out in self._output_values(f"{name}[{k}]", item, claimed, keep=False)]
+        if isinstance(v, OptionalValue):
+            flag = constant(np.array(v.value is not None), f"{name}?")
+            claimed.add(flag.uid)
+            rest = [] if v.value is None else self._output_values(name, v.value, claimed, keep=False)
+            return [flag] + rest
+        if v.uid in claimed:
+            if keep:
+                return [v]  # a graph input or an earlier output: keep its value (and name) as is
+            # an element of a sequence or optional is found by its name: copy it under that name
+            v = self.b.op("reshape", [v], name=name, shape=tuple(v.shape))
+            v.name = name
+        elif v.is_const:
+            t = v.type
+            v = constant(v.const, name)
+            if v.type.dtype != t.dtype:
+                v.type = t
+        else:
+            v.name = name
+        claimed.add(v.uid)
+        return [v]
 
     def run(self) -> Graph:
         nodes = list(self.g.node)
@@ -697,17 +763,24 @@ def _rename_clashes(graph: Graph) -> None:
 
 # ---- the public function --------------------------------------------------------------------
 
-def from_onnx(model: Any, shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+def from_onnx(model: Any, shapes: Mapping[str, Any] | None = None) -> Graph:
     """Translate an ONNX model into an Ember graph of core ops.
 
     ``model`` is a path to an ``.onnx`` file (external data beside it is read), the bytes of
     one, or an ``onnx.ModelProto``.  ``shapes`` pins the dimensions the model leaves symbolic,
-    e.g. ``shapes={"input_ids": (1, 128)}``; every graph input needs a static shape.
+    e.g. ``shapes={"input_ids": (1, 128)}``; every graph input needs a static shape.  It also
+    gives the structure of sequence and optional inputs: a list of element shapes for a sequence
+    (``{"seq": [(2, 3), (4,)]}``, bound as graph inputs ``seq[0]``, ``seq[1]``), and ``None``
+    (empty) or the value's shape(s) for an optional.  Sequence outputs become one graph output
+    per element (``y[0]``, ...); an optional output ``y`` becomes a bool output ``y?`` followed
+    by its value's outputs when it holds one.
 
     Raises :class:`~ember.errors.ModelLoadError` for an unreadable file,
     :class:`~ember.errors.UnsupportedOpError` listing every unsupported op of the model at once,
-    and :class:`~ember.errors.InvalidModelError` (or a type error naming the node) for models
-    that break ONNX's rules.
+    :class:`OperandNotConstantError` (an :class:`~ember.errors.InvalidModelError`) when an operand
+    needed at compile time is computed from graph inputs, naming them, and
+    :class:`~ember.errors.InvalidModelError` (or a type error naming the node) for models that
+    break ONNX's rules.
     """
     mp = _load(model)
     base_dir = None

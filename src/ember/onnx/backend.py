@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
-from ..errors import EmberError, InputError
+from ..errors import CodegenError, EmberError, InputError
 from ..frontend.onnx import OperandNotConstantError
 
 #: C flags used for backend test models: they are tiny, compile time dominates
@@ -40,6 +40,70 @@ DEFAULT_CFLAGS = ("-O1",)
 
 #: How many distinct operand values a specializing rep keeps compiled modules for
 SPECIALIZATION_CACHE_SIZE = 16
+
+
+def _tensor_shape_is_static(tp) -> bool:
+    tt = tp.tensor_type
+    return tt.HasField("shape") and all(d.HasField("dim_value") and d.dim_value >= 0 for d in tt.shape.dim)
+
+
+def structured_inputs(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs whose structure the model leaves open: sequences, optionals and tensors of
+    symbolic shape.  They are pinned (``shapes=``) from the values given at run time."""
+    init = {t.name for t in model.graph.initializer}
+    return [vi.name for vi in model.graph.input if vi.name not in init and
+            (vi.type.WhichOneof("value") != "tensor_type" or not _tensor_shape_is_static(vi.type))]
+
+
+def _pin(tp, value: Any):
+    """What ``from_onnx(shapes=...)`` needs to know about ``value`` of ONNX type ``tp``."""
+    kind = tp.WhichOneof("value")
+    if kind == "sequence_type":
+        return [_pin(tp.sequence_type.elem_type, v) for v in value]
+    if kind == "optional_type":
+        return None if value is None else _pin(tp.optional_type.elem_type, value)
+    return tuple(np.shape(value))
+
+
+def _flatten(name: str, tp, value: Any, out: dict[str, Any]) -> None:
+    """The compiled module's inputs for ONNX input ``name`` (see ``ember.frontend.onnx``:
+    sequences are one input per tensor, ``name[k]``)."""
+    kind = tp.WhichOneof("value")
+    if kind == "sequence_type":
+        for k, v in enumerate(value):
+            _flatten(f"{name}[{k}]", tp.sequence_type.elem_type, v, out)
+    elif kind == "optional_type":
+        if value is not None:
+            _flatten(name, tp.optional_type.elem_type, value, out)
+    else:
+        out[name] = value
+
+
+def _unflatten(model: onnx.ModelProto, names: list[str], values: list[np.ndarray]) -> tuple:
+    """The model's outputs from the module's: sequences are one output per tensor (``y[k]``);
+    optionals a bool output ``y?`` followed by their value's outputs."""
+    pos = 0
+
+    def take(name: str, tp):
+        nonlocal pos
+        kind = tp.WhichOneof("value")
+        if kind == "sequence_type":
+            items = []
+            while pos < len(names) and names[pos] == f"{name}[{len(items)}]":
+                items.append(take(f"{name}[{len(items)}]", tp.sequence_type.elem_type))
+            return items
+        if kind == "optional_type":
+            if pos >= len(names) or names[pos] != f"{name}?":
+                raise EmberError(f"the compiled model has no presence flag for optional output '{name}'")
+            present = bool(values[pos])
+            pos += 1
+            return take(name, tp.optional_type.elem_type) if present else None
+        if pos >= len(values):
+            raise EmberError(f"the compiled model has fewer outputs than the ONNX model")
+        pos += 1
+        return values[pos - 1]
+
+    return tuple(take(vi.name, vi.type) for vi in model.graph.output)
 
 
 def _feeds(input_names: list[str], inputs: Any) -> dict[str, Any]:
@@ -54,48 +118,65 @@ def _feeds(input_names: list[str], inputs: Any) -> dict[str, Any]:
     return dict(zip(input_names, inputs))
 
 
-def _run_module(module, feeds: dict[str, Any]) -> tuple:
-    out = module.run({k: np.asarray(feeds[k]) for k in module.input_names})
-    return tuple(out.values())
+def _run_module(module, feeds: dict[str, Any], model: onnx.ModelProto | None = None) -> tuple:
+    if model is None:
+        out = module.run({k: np.asarray(feeds[k]) for k in module.input_names})
+        return tuple(out.values())
+    flat: dict[str, Any] = {}
+    types = {vi.name: vi.type for vi in model.graph.input}
+    for name, value in feeds.items():
+        _flatten(name, types[name], value, flat)
+    out = module.run({k: np.asarray(flat[k]) for k in module.input_names})
+    return _unflatten(model, list(out.keys()), list(out.values()))
 
 
 class EmberRep(BackendRep):
     """A model compiled once, ahead of time."""
 
-    def __init__(self, module, input_names: list[str]):
+    def __init__(self, module, input_names: list[str], model: onnx.ModelProto):
         self.module = module
         self.input_names = input_names
+        self.model = model
 
     def run(self, inputs: Any, **kwargs) -> tuple:
-        return _run_module(self.module, _feeds(self.input_names, inputs))
+        model = self.model if _has_structured_outputs(self.model) else None
+        return _run_module(self.module, _feeds(self.input_names, inputs), model)
 
 
 class SpecializingRep(BackendRep):
     """A model some of whose compile-time operands are graph inputs: compiled per distinct
     values of those inputs (see the module docstring)."""
 
-    def __init__(self, model: onnx.ModelProto, input_names: list[str], fixed: Sequence[str], compile_fn):
+    def __init__(self, model: onnx.ModelProto, input_names: list[str], fixed: Sequence[str], compile_fn,
+                 pinned: Sequence[str] = ()):
         self.model = model
         self.input_names = input_names
         self.fixed = list(fixed)        # grows when a specialization reveals more such inputs
+        self.pinned = list(pinned)      # sequences, optionals, symbolic shapes: structure pinned
         self._compile = compile_fn
         self._modules: dict[tuple, Any] = {}
+        self._types = {vi.name: vi.type for vi in model.graph.input}
 
     def run(self, inputs: Any, **kwargs) -> tuple:
         feeds = _feeds(self.input_names, inputs)
-        return _run_module(self.module_for(feeds), feeds)
+        structured = bool(self.pinned) or _has_structured_outputs(self.model)
+        return _run_module(self.module_for(feeds), {k: v for k, v in feeds.items() if k not in self.fixed},
+                           self.model if structured else None)
 
     def module_for(self, feeds: dict[str, Any]):
-        """The module compiled for the values ``feeds`` gives the fixed inputs."""
+        """The module compiled for the values ``feeds`` gives the fixed inputs (and for the
+        structure of the pinned ones)."""
         while True:
-            key = tuple(_value_key(n, feeds[n]) for n in self.fixed)
+            shapes = {n: _pin(self._types[n], feeds[n]) for n in self.pinned if n not in self.fixed}
+            key = (tuple(_value_key(n, feeds[n]) for n in self.fixed), repr(sorted(shapes.items())))
             module = self._modules.get(key)
             if module is not None:
                 return module
             try:
-                module = self._compile(specialize(self.model, {n: feeds[n] for n in self.fixed}))
+                module = self._compile(specialize(self.model, {n: feeds[n] for n in self.fixed}), shapes)
             except OperandNotConstantError as e:
-                more = [n for n in e.inputs if n not in self.fixed and n in feeds]
+                more = [n for n in e.inputs if n not in self.fixed and n in feeds
+                        and self._types[n].WhichOneof("value") == "tensor_type"]
                 if not more:
                     raise
                 self.fixed.extend(more)
@@ -104,6 +185,10 @@ class SpecializingRep(BackendRep):
                 self._modules.pop(next(iter(self._modules)))
             self._modules[key] = module
             return module
+
+
+def _has_structured_outputs(model: onnx.ModelProto) -> bool:
+    return any(vi.type.WhichOneof("value") != "tensor_type" for vi in model.graph.output)
 
 
 def _value_key(name: str, value: Any) -> tuple:
@@ -126,6 +211,21 @@ def specialize(model: onnx.ModelProto, values: dict[str, Any]) -> onnx.ModelProt
     return m
 
 
+def _check_boundary_dtypes(model: onnx.ModelProto) -> None:
+    """Refuse bfloat16 graph inputs and outputs while the C backend has no bfloat16 type: a
+    bfloat16 value that reaches an output without a kernel (a constant, an input passed through)
+    would otherwise be copied with float32's size."""
+    from ..codegen.c import C_TYPES
+
+    if "bfloat16" in C_TYPES:
+        return
+    for kind, vis in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in vis:
+            if vi.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
+                raise CodegenError(f"graph {kind} '{vi.name}' is bfloat16, which the C backend does not "
+                                   f"support yet")
+
+
 class EmberBackend(Backend):
     @classmethod
     def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> bool:
@@ -145,18 +245,22 @@ class EmberBackend(Backend):
         cflags = tuple(flags.split()) if flags is not None else DEFAULT_CFLAGS
         opt_level = kwargs.get("opt_level", 3)
 
-        def compile_fn(m):
-            return ember_compile(m, "cpu", opt_level, cflags=cflags)
+        def compile_fn(m, shapes=None):
+            return ember_compile(m, "cpu", opt_level, cflags=cflags, shapes=shapes or None)
 
         init = {t.name for t in model.graph.initializer}
         names = [i.name for i in model.graph.input if i.name not in init]
+        _check_boundary_dtypes(model)
+        pinned = structured_inputs(model)
+        if pinned:
+            return SpecializingRep(model, names, (), compile_fn, pinned)
         try:
             module = compile_fn(model)
         except OperandNotConstantError as e:
             if not e.inputs:
                 raise
             return SpecializingRep(model, names, e.inputs, compile_fn)
-        return EmberRep(module, names)
+        return EmberRep(module, names, model)
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs) -> tuple:

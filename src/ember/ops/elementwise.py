@@ -67,10 +67,14 @@ _BOOL_RESULT = {"logical_not", "isnan"}
 
 
 def _int_div(a, b):
-    # C semantics: truncation toward zero
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.trunc(np.true_divide(a, np.where(b == 0, 1, b)))
-    return q.astype(a.dtype)
+    # C semantics, truncation toward zero, in exact integer arithmetic; x / 0 gives x (the
+    # generated code does the same rather than trap)
+    safe = np.where(b == 0, 1, b).astype(a.dtype)
+    with np.errstate(over="ignore"):
+        q = np.abs(a) // np.abs(safe) if np.issubdtype(a.dtype, np.signedinteger) else a // safe
+        if np.issubdtype(a.dtype, np.signedinteger):
+            q = np.where((a < 0) != (safe < 0), -q, q)
+    return np.asarray(q).astype(a.dtype)
 
 
 def _div(a, b):

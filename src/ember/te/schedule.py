@@ -87,6 +87,8 @@ class Stage:
         ka, kb = self._check_leaf(a), self._check_leaf(b)
         if kb != ka + 1:
             raise CodegenError(f"can only fuse adjacent loops, got {a.name} and {b.name}")
+        if a.kind != b.kind:
+            raise CodegenError(f"cannot fuse the {a.kind} loop {a.name} with the {b.kind} loop {b.name}")
         fused = IterVar(f"{a.name}_{b.name}", INDEX, extent=a.extent * b.extent, kind=a.kind)
         self.relations.append(Fuse(a, b, fused))
         self.leaves[ka:kb + 1] = [fused]

@@ -73,7 +73,14 @@ class Const(Expr):
         elif is_float_dtype(self.dtype):
             self.value = float(self.value)
         else:
-            self.value = int(self.value)
+            v = self.value
+            if isinstance(v, float) and not math.isfinite(v):
+                v = _to_int_like_numpy(v, self.dtype)
+            v = int(v)
+            lo, hi = _INT_RANGE.get(self.dtype, (v, v))
+            if not lo <= v <= hi:
+                v = (v - lo) % (hi - lo + 1) + lo      # two's complement wrap, as numpy's astype
+            self.value = v
 
     def __repr__(self):
         return repr(self.value)
@@ -169,6 +176,18 @@ class Broadcast(Expr):
 
     def __repr__(self):
         return f"bcast({self.value!r}, {self.lanes})"
+
+
+_INT_RANGE = {f"{p}int{b}": ((0, (1 << b) - 1) if p else (-(1 << (b - 1)), (1 << (b - 1)) - 1))
+              for p in ("", "u") for b in (8, 16, 32, 64)}
+
+
+def _to_int_like_numpy(v: float, dtype: str) -> int:
+    """NaN and infinities converted to an integer dtype the way numpy does on this machine."""
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        return int(np.asarray(v, dtype=np.float64).astype(dtype))
 
 
 def as_expr(x: Any, dtype: str | None = None) -> Expr:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .analysis import rebuild, simplify_index, stride_in, substitute, uses_var
-from .expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
+from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                    COMPARISONS, LOGICAL)
 from .stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 
@@ -87,6 +87,17 @@ def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
             c, base = st
             return Load(e.buffer, Ramp(simplify_index(base), c, n), lanes=n)
         raise _NotVectorizable("non-affine load index")
+    if isinstance(e, BinOp) and e.op in COMPARISONS and e.a.dtype == INDEX:
+        # an index comparison (padding checks, concat offsets): a lane mask of affine indices
+        sides = []
+        for x in (e.a, e.b):
+            st = stride_in(x, v)
+            if st is None:
+                raise _NotVectorizable("non-affine index comparison")
+            c, base = st
+            base = simplify_index(base)
+            sides.append(Ramp(base, c, n) if c else Broadcast(base, n))
+        return BinOp(e.op, sides[0], sides[1], "bool")
     if isinstance(e, BinOp):
         a, b = _vec_expr(e.a, v, n), _vec_expr(e.b, v, n)
         for x in (a, b):

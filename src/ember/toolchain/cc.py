@@ -35,7 +35,7 @@ from .cache import Cache
 #: Flags every compile gets; ``flags`` given to :func:`build_shared` come after them (and so
 #: override them where the compiler lets a later flag win, e.g. ``-O2``).
 DEFAULT_CFLAGS: tuple[str, ...] = (
-    "-O3", "-march=native", "-fPIC", "-fvisibility=hidden", "-std=gnu11",
+    "-O3", "-march=native", "-fPIC", "-fvisibility=hidden", "-std=gnu11", "-fwrapv",
     "-ffp-contract=fast", "-fno-math-errno", "-pthread",
 )
 #: Flags of the link step (before the caller's flags); the libraries come last.

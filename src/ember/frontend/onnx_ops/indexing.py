@@ -1,5 +1,6 @@
-"""ONNX indexing ops decomposed into ``gather``: GatherND (any indices) and, with constant
-indices, ScatterND, ScatterElements, Compress; plus EyeLike and NonZero of constants."""
+"""ONNX indexing ops decomposed into ``gather``: GatherND, ReverseSequence and TensorScatter (any
+indices), Col2Im and, with constant indices, ScatterND, ScatterElements, Compress; plus EyeLike
+and NonZero of constants."""
 
 from __future__ import annotations
 
@@ -141,3 +142,107 @@ def eye_like(cx):
 def nonzero(cx):
     x = cx.const_input(0, "input (NonZero's output shape depends on its values)", required=True)
     return cx.const(np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1))
+
+
+@translates("Col2Im")
+def col2im(cx):
+    # every image pixel sums the column entries that land on it: a gather of those entries at
+    # constant positions (padded with a zero entry to the largest count) and a sum
+    x = cx.input(0)
+    image = cx.ints_input(1, "image_shape", required=True)
+    block = cx.ints_input(2, "block_shape", required=True)
+    dims = static_shape(cx, x)
+    k = len(image)
+    if len(block) != k or len(dims) != 3:
+        raise cx.fail(f"expects input [N, C * prod(block), L] and image/block shapes of one rank, got "
+                      f"{x.type}, {image}, {block}")
+    dil = list(cx.attr("dilations", [1] * k))
+    pads = list(cx.attr("pads", [0] * (2 * k)))
+    strides = list(cx.attr("strides", [1] * k))
+    n_blocks = [(image[d] + pads[d] + pads[d + k] - dil[d] * (block[d] - 1) - 1) // strides[d] + 1
+                for d in range(k)]
+    nb, nl = prod(block), prod(n_blocks)
+    if dims[1] % nb or dims[2] != nl or min(n_blocks) < 1:
+        raise cx.fail(f"input {x.type} does not hold {nb}-element blocks at {nl} positions for image {image}")
+    c = dims[1] // nb
+    sources: list[list[int]] = [[] for _ in range(prod(image))]
+    for b in np.ndindex(*block):
+        b_flat = int(np.ravel_multi_index(b, block))
+        for pos in np.ndindex(*n_blocks):
+            at = [pos[d] * strides[d] - pads[d] + b[d] * dil[d] for d in range(k)]
+            if all(0 <= at[d] < image[d] for d in range(k)):
+                sources[int(np.ravel_multi_index(at, image))].append(b_flat * nl + int(np.ravel_multi_index(pos, n_blocks)))
+    width = max(1, max(len(s) for s in sources))
+    idx = np.full((len(sources), width), nb * nl, dtype=np.int64)      # nb * nl: the zero entry
+    for p, s in enumerate(sources):
+        idx[p, :len(s)] = s
+    cols = reshape(cx, x, (dims[0], c, nb * nl))
+    cols = cx.op("pad", [cols], pads=(0, 0, 0, 0, 0, 1), mode="constant", value=0)
+    picked = cx.op("gather", [cols, cx.const(idx)], axis=2)             # [N, C, pixels, width]
+    total = cx.op("reduce_sum", [picked], axes=(3,), keepdims=False)
+    return reshape(cx, total, (dims[0], c) + tuple(image))
+
+
+@translates("ReverseSequence")
+def reverse_sequence(cx):
+    # along the time axis, position t of batch entry b reads len[b] - 1 - t when t < len[b]
+    from .arith import T
+    from .tensor import gather_elements_values
+
+    x, lens = cx.input(0), cx.input(1)
+    dims = static_shape(cx, x)
+    t_ax = norm_axis(cx, cx.attr("time_axis", 0), len(dims))
+    b_ax = norm_axis(cx, cx.attr("batch_axis", 1), len(dims))
+    if t_ax == b_ax or len(dims) < 2 or tuple(lens.shape) != (dims[b_ax],):
+        raise cx.fail(f"sequence_lens {lens.type} must hold one length per batch entry of {x.type}")
+    shp_t = [1] * len(dims)
+    shp_t[t_ax] = dims[t_ax]
+    shp_b = [1] * len(dims)
+    shp_b[b_ax] = dims[b_ax]
+    t = T(cx, cx.const(np.arange(dims[t_ax], dtype=np.int64).reshape(shp_t)))
+    n = T(cx, reshape(cx, lens, shp_b)).cast("int64")
+    src = (t < n).where((n - 1) - t, t)
+    src = T(cx, cx.op("broadcast_to", [src.v], shape=tuple(dims)))
+    return gather_elements_values(cx, x, src.v, t_ax)
+
+
+@translates("TensorScatter")
+def tensor_scatter(cx):
+    # present[..., p, ...] = update[..., p - w[b], ...] where 0 <= p - w[b] < s (modulo the cache
+    # length in circular mode), else past[..., p, ...]; w[b] is batch entry b's write index
+    from .arith import T
+    from .tensor import gather_elements_values
+
+    past, upd = cx.input(0), cx.input(1)
+    w = cx.input(2, required=False)
+    dims, udims = static_shape(cx, past), static_shape(cx, upd, "update")
+    r = len(dims)
+    ax = norm_axis(cx, cx.attr("axis", -2), r)
+    if ax == 0 or len(udims) != r or any(d != u for k, (d, u) in enumerate(zip(dims, udims)) if k != ax) \
+            or udims[ax] > dims[ax]:
+        raise cx.fail(f"update {upd.type} does not fit past_cache {past.type} along axis {ax}")
+    mode = cx.attr("mode", "linear")
+    if mode not in ("linear", "circular"):
+        raise cx.fail(f"unknown mode {mode!r}")
+    s, m = udims[ax], dims[ax]
+    shp_p = [1] * r
+    shp_p[ax] = m
+    p = T(cx, cx.const(np.arange(m, dtype=np.int64).reshape(shp_p)))
+    if w is None:
+        start = T(cx, cx.scalar(0, "int64"))
+    else:
+        shp_b = [1] * r
+        shp_b[0] = dims[0]
+        start = T(cx, reshape(cx, w, shp_b)).cast("int64")
+    j = p - start
+    if mode == "circular":
+        j = ((j % m) + m) % m
+    inside = (j >= 0) & (j < s)
+    full = tuple(dims[:ax]) + (m,) + tuple(dims[ax + 1:])
+    src = T(cx, cx.op("broadcast_to", [j.clip(0, s - 1).v], shape=full))
+    # gather from the update extended to the cache's length along the axis
+    pad = [0] * (2 * r)
+    pad[ax + r] = m - s
+    ext = cx.op("pad", [upd], pads=tuple(pad), mode="constant", value=0) if m > s else upd
+    picked = gather_elements_values(cx, ext, src.v, ax)
+    return T(cx, cx.op("broadcast_to", [inside.v], shape=full)).where(picked, past).v

@@ -1,8 +1,11 @@
-"""Ops of the ``ai.onnx.ml`` domain that are tensor arithmetic: Binarizer, ArrayFeatureExtractor."""
+"""Classical machine-learning ops that are tensor arithmetic: Binarizer, ArrayFeatureExtractor and
+TreeEnsemble (``ai.onnx.ml``), TfIdfVectorizer (n-gram counting by comparing shifted slices)."""
 
 from __future__ import annotations
 
-from ...graph.types import is_int
+import numpy as np
+
+from ...graph.types import is_int, np_dtype
 from . import translates
 from .arith import T
 from .tensor import prod, reshape, static_shape
@@ -28,3 +31,153 @@ def array_feature_extractor(cx):
     if len(dims) == 1:
         out = reshape(cx, out, (1, prod(idims)))
     return out
+
+
+@translates("TfIdfVectorizer")
+def tfidf_vectorizer(cx):
+    # For every n-gram of the pool (lengths in [min_gram_length, max_gram_length]) and every skip
+    # distance d (only d = 1 for unigrams), count the windows X[s], X[s + d], ... that equal it:
+    # one comparison of shifted slices of X against the pool per (n, d).
+    x = cx.input(0)
+    dims = static_shape(cx, x)
+    if len(dims) not in (1, 2) or not is_int(x.dtype):
+        raise cx.fail(f"expects integer input [C] or [B, C], got {x.type}")
+    if cx.has_attr("pool_strings"):
+        raise cx.unsupported("pool_strings (string tensors)")
+    lo, hi = cx.attr("min_gram_length"), cx.attr("max_gram_length")
+    max_skip = cx.attr("max_skip_count")
+    counts = list(cx.attr("ngram_counts"))
+    indexes = list(cx.attr("ngram_indexes"))
+    pool = list(cx.attr("pool_int64s", []))
+    weights = cx.attr("weights", None)
+    mode = cx.attr("mode")
+    if mode not in ("TF", "IDF", "TFIDF"):
+        raise cx.fail(f"unknown mode {mode!r}")
+    out_size = max(indexes) + 1
+    rows = T(cx, x if len(dims) == 2 else reshape(cx, x, (1, dims[0]))).cast("int64")
+    b, c = rows.shape
+    # the pool's n-grams, in order: (length, tokens, output column)
+    grams, gid = [], 0
+    for n, start in enumerate(counts, start=1):
+        end = counts[n] if n < len(counts) else len(pool)
+        for k in range(start, end, n):
+            if lo <= n <= hi:
+                grams.append((n, pool[k:k + n], indexes[gid]))
+            gid += 1
+    total = None
+    for n in sorted({g[0] for g in grams}):
+        sel = [g for g in grams if g[0] == n]
+        tokens = np.array([g[1] for g in sel], dtype=np.int64)                # [P, n]
+        onehot = np.zeros((len(sel), out_size), dtype=np.float32)
+        onehot[np.arange(len(sel)), [g[2] for g in sel]] = 1.0
+        for d in ([1] if n == 1 else range(1, max_skip + 2)):
+            w = c - (n - 1) * d
+            if w <= 0:
+                continue
+            match = None
+            for j in range(n):
+                part = T(cx, cx.op("slice", [rows.v], starts=(0, j * d), ends=(b, j * d + w), steps=(1, 1)))
+                eq = part.reshape((b, w, 1)).eq(T(cx, cx.const(tokens[:, j])))  # [B, W, P]
+                match = eq if match is None else match & eq
+            found = match.cast("float32").sum((1,))                               # [B, P]
+            cols = T(cx, cx.op("matmul", [found.v, cx.const(onehot)]))
+            total = cols if total is None else total + cols
+    if total is None:
+        total = T(cx, cx.const(np.zeros((b, out_size), dtype=np.float32)))
+    wv = T(cx, cx.const(np.asarray(weights, dtype=np.float32))) if weights else None
+    if mode == "IDF":
+        total = (total > 0).where(wv if wv is not None else T(cx, cx.scalar(1.0, "float32")), 0.0)
+    elif mode == "TFIDF" and wv is not None:
+        total = total * wv
+    return total.reshape((out_size,)).v if len(dims) == 1 else total.v
+
+
+@translates(f"{_ML}:TreeEnsemble")
+def tree_ensemble(cx):
+    # every tree reaches exactly one leaf: a leaf's indicator is the conjunction of the decisions
+    # on its path, and the result per target combines indicator-weighted leaf values (a graph that
+    # grows with the number of leaves: meant for small ensembles)
+    x = T(cx, cx.input(0))
+    dims = static_shape(cx, x.v)
+    if len(dims) != 2 or not x.dtype.startswith("float"):
+        raise cx.fail(f"expects floating-point X [N, F], got {x.v.type}")
+    n = dims[0]
+    a = {k: cx.attr(k, None) for k in ("nodes_splits", "nodes_featureids", "nodes_modes", "nodes_truenodeids",
+                                       "nodes_falsenodeids", "nodes_trueleafs", "nodes_falseleafs", "leaf_targetids",
+                                       "leaf_weights", "tree_roots", "membership_values",
+                                       "nodes_missing_value_tracks_true")}
+    splits = np.asarray(a["nodes_splits"], dtype=np.float64).reshape(-1)
+    modes = np.asarray(a["nodes_modes"]).reshape(-1).astype(int)
+    weights = np.asarray(a["leaf_weights"], dtype=np.float64).reshape(-1)
+    members = [] if a["membership_values"] is None else list(np.asarray(a["membership_values"]).reshape(-1))
+    tracks = a["nodes_missing_value_tracks_true"] or [0] * len(modes)
+    n_targets = cx.attr("n_targets")
+    agg, post = cx.attr("aggregate_function", 1), cx.attr("post_transform", 0)
+    if agg not in (0, 1, 2, 3) or post != 0:
+        raise cx.unsupported(f"aggregate_function={agg}, post_transform={post}")
+    # the members of each set-membership node, in node order (each set ends with a NaN)
+    sets, it = {}, iter(members)
+    for i, m in enumerate(modes):
+        if m == 6:
+            s = []
+            for v in it:
+                if np.isnan(v):
+                    break
+                s.append(float(v))
+            sets[i] = s
+    conds: dict[int, T] = {}
+
+    def cond(i):
+        if i not in conds:
+            f = x.gather(cx.scalar(int(a["nodes_featureids"][i]), "int64"), axis=1)        # [N]
+            m, v = modes[i], float(splits[i])
+            if m == 6:
+                c = None
+                for s in sets[i]:
+                    e = f.eq(s)
+                    c = e if c is None else c | e
+                c = c if c is not None else T(cx, cx.const(np.zeros(n, dtype=bool)))
+            else:
+                c = [f <= v, f < v, f >= v, f > v, f.eq(v), f.ne(v)][m]
+            if tracks[i]:
+                c = c | f.unary("isnan")
+            conds[i] = c
+        return conds[i]
+
+    leaves: list[tuple[T | None, int]] = []          # (indicator, leaf index)
+
+    def walk(i, is_leaf, path):
+        if is_leaf:
+            leaves.append((path, i))
+            return
+        c = cond(i)
+        walk(a["nodes_truenodeids"][i], a["nodes_trueleafs"][i], c if path is None else path & c)
+        nc = ~c
+        walk(a["nodes_falsenodeids"][i], a["nodes_falseleafs"][i], nc if path is None else path & nc)
+
+    roots = list(a["tree_roots"])
+    for r in roots:
+        root_is_leaf = bool(a["nodes_trueleafs"][r] and a["nodes_falseleafs"][r]
+                            and a["nodes_truenodeids"][r] == a["nodes_falsenodeids"][r])
+        walk(r, root_is_leaf, None)
+    dt = x.dtype
+    big = float(np.finfo(np_dtype(dt)).max)
+    cols = []
+    for t in range(n_targets):
+        acc = None
+        for ind, leaf in leaves:
+            if int(a["leaf_targetids"][leaf]) != t:
+                continue
+            wv = float(weights[leaf]) / (len(roots) if agg == 0 else 1)
+            val = T(cx, cx.const(np.full(n, wv), dt)) if ind is None else ind.where(T(cx, cx.scalar(wv, dt)), 0.0)
+            if agg in (0, 1):
+                acc = val if acc is None else acc + val
+            else:
+                fill = big if agg == 2 else -big
+                val = val if ind is None else ind.where(T(cx, cx.scalar(wv, dt)), fill)
+                acc = val if acc is None else (acc.min(val) if agg == 2 else acc.max(val))
+        if acc is None:
+            init = 0.0 if agg in (0, 1) else (big if agg == 2 else -big)
+            acc = T(cx, cx.const(np.full(n, init), dt))
+        cols.append(acc.reshape((n, 1)).v)
+    return cols[0] if len(cols) == 1 else cx.op("concat", cols, axis=1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...graph.types import is_float
+from ...graph.types import is_float, np_dtype
 from . import translates
 from .arith import T
 from .tensor import prod, static_shape
@@ -140,3 +140,151 @@ def _pixel_index(pos: T, d: int, lo: float, hi: float, padding: str):
         return pos.clip(0.0, d - 1.0).cast("int64"), None
     p = _trunc(reflect(pos, lo, hi))
     return p.clip(0.0, d - 1.0).cast("int64"), None
+
+
+@translates("RoiAlign")
+def roi_align(cx):
+    # per region r, the bin (ph, pw) averages (or maxes) a grid of gh x gw bilinear samples; the
+    # sample coordinates are separable: y depends on (r, ph, iy), x on (r, pw, ix)
+    x, rois, batch = cx.input(0), cx.input(1), cx.input(2)
+    dims = static_shape(cx, x)
+    rdims = static_shape(cx, rois, "rois")
+    if len(dims) != 4 or len(rdims) != 2 or rdims[1] != 4 or tuple(batch.shape) != (rdims[0],):
+        raise cx.fail(f"expects X [N, C, H, W], rois [R, 4] and batch_indices [R], got {x.type}, "
+                      f"{rois.type}, {batch.type}")
+    if not is_float(x.dtype):
+        raise cx.fail(f"expects floating-point data, got {x.type}")
+    n, c, h, w = dims
+    r = rdims[0]
+    oh, ow = cx.attr("output_height", 1), cx.attr("output_width", 1)
+    ratio = cx.attr("sampling_ratio", 0)
+    if ratio <= 0:
+        raise cx.unsupported("sampling_ratio=0 (a sampling grid that depends on the region sizes)")
+    scale = cx.attr("spatial_scale", 1.0)
+    half_pixel = cx.attr("coordinate_transformation_mode", "half_pixel") == "half_pixel" if cx.opset >= 16 else False
+    mode = cx.attr("mode", "avg")
+    if mode not in ("avg", "max"):
+        raise cx.fail(f"unknown mode {mode!r}")
+    g = ratio
+    box = T(cx, rois).cast(x.dtype)
+    offset = 0.5 if half_pixel else 0.0
+
+    def axis_taps(lo_col, hi_col, bins, size):
+        lo = box.gather(cx.scalar(lo_col, "int64"), axis=1) * scale - offset       # [R]
+        hi = box.gather(cx.scalar(hi_col, "int64"), axis=1) * scale - offset
+        length = hi - lo
+        if not half_pixel:
+            length = length.max(1.0)
+        step = length / bins
+        frac = np.array([p + (i + 0.5) / g for p in range(bins) for i in range(g)], dtype=np_dtype(x.dtype))
+        pos = lo.reshape((r, 1)) + step.reshape((r, 1)) * T(cx, cx.const(frac, x.dtype))   # [R, bins * g]
+        valid = (pos >= -1.0) & (pos <= float(size))
+        pos = pos.max(0.0)
+        low = pos.floor()
+        at_end = low >= size - 1
+        low = at_end.where(T(cx, cx.scalar(size - 1, x.dtype)), low)
+        pos = at_end.where(low, pos)
+        high = at_end.where(low, low + 1)
+        frac_hi = pos - low
+        zero = T(cx, cx.scalar(0, x.dtype))
+        taps = [(low.cast("int64"), valid.where((frac_hi * -1) + 1, zero)),
+                (high.cast("int64"), valid.where(frac_hi, zero))]
+        return taps
+
+    ys = axis_taps(1, 3, oh, h)        # [R, oh * g]
+    xs = axis_taps(0, 2, ow, w)        # [R, ow * g]
+    rows = T(cx, x).transpose((0, 2, 3, 1)).reshape((n * h * w, c))
+    base = (T(cx, batch).cast("int64") * (h * w)).reshape((r, 1, 1))
+    sy, sx = oh * g, ow * g
+    total = None
+    for yi, wy in ys:
+        for xi, wx in xs:
+            idx = base + yi.reshape((r, sy, 1)) * w + xi.reshape((r, 1, sx))       # [R, sy, sx]
+            val = rows.gather(idx, axis=0) * (wy.reshape((r, sy, 1)) * wx.reshape((r, 1, sx))).reshape((r, sy, sx, 1))
+            if total is None:
+                total = val
+            elif mode == "avg":
+                total = total + val
+            else:
+                total = total.max(val)
+    grid = total.reshape((r, oh, g, ow, g, c))
+    if mode == "avg":
+        pooled = grid.sum((2, 4)) / float(g * g)
+    else:
+        pooled = T(cx, cx.op("reduce_max", [grid.v], axes=(2, 4), keepdims=False))
+    return pooled.transpose((0, 3, 1, 2)).v
+
+
+@translates("DeformConv")
+def deform_conv(cx):
+    # sample every input channel at each kernel tap moved by its offset (bilinear, zeros outside),
+    # scale by the mask, then contract with the weight per group as a matrix product
+    x, wt, off = cx.input(0), cx.input(1), cx.input(2)
+    bias, mask = cx.input(3, required=False), cx.input(4, required=False)
+    dims, wdims, odims = static_shape(cx, x), static_shape(cx, wt, "W"), static_shape(cx, off, "offset")
+    if len(dims) != 4 or len(wdims) != 4 or len(odims) != 4:
+        raise cx.unsupported(f"{len(dims) - 2}-D input (2-D only)")
+    n, c, h, w = dims
+    oc, icg, kh, kw = wdims
+    group, og = cx.attr("group", 1), cx.attr("offset_group", 1)
+    if c != icg * group or oc % group or c % og:
+        raise cx.fail(f"W {wt.type} and group={group} do not fit X {x.type}")
+    oh, ow = odims[2], odims[3]
+    k = kh * kw
+    if odims[1] != og * k * 2 or odims[0] != n:
+        raise cx.fail(f"offset {off.type} must be [N, offset_group * {k} * 2, oh, ow]")
+    sh, sw = cx.attr("strides", [1, 1])
+    dh, dw = cx.attr("dilations", [1, 1])
+    pads = cx.attr("pads", [0, 0, 0, 0])
+    cg = c // og
+    ft = x.dtype
+    # everything in the layout of the columns the matrix product reads:
+    # [N, oh, ow, offset group, channel in group, kh, kw]
+    o = T(cx, off).reshape((n, og, kh, kw, 2, oh, ow)).transpose((0, 5, 6, 1, 4, 2, 3))
+
+    def coords(comp, pad, stride, dil, kdim, odim):
+        # the tap's position without offset, [1, oh, ow, 1, 1, kh, kw]
+        tap = np.arange(kdim) * dil
+        out = np.arange(odim) * stride - pad
+        if comp == 0:
+            base = out.reshape(1, odim, 1, 1, 1, 1, 1) + tap.reshape(1, 1, 1, 1, 1, kdim, 1)
+        else:
+            base = out.reshape(1, 1, odim, 1, 1, 1, 1) + tap.reshape(1, 1, 1, 1, 1, 1, kdim)
+        shift = o.gather(cx.const(np.array([comp], dtype=np.int64)), axis=4)   # [N, oh, ow, og, 1, kh, kw]
+        return shift + T(cx, cx.const(base.astype(np_dtype(ft)), ft))
+
+    ys = coords(0, pads[0], sh, dh, kh, oh)
+    xs = coords(1, pads[1], sw, dw, kw, ow)
+    # flat element offsets of (n, offset group, channel in group): [N, 1, 1, og, cg, 1, 1]
+    chan = (np.arange(n).reshape(n, 1, 1) * c + np.arange(og).reshape(1, og, 1) * cg
+            + np.arange(cg).reshape(1, 1, cg)) * (h * w)
+    chan = T(cx, cx.const(chan.astype(np.int64).reshape(n, 1, 1, og, cg, 1, 1)))
+    flat = T(cx, x).reshape((n * c * h * w,))
+    y0, x0 = ys.floor(), xs.floor()
+    sampled = None
+    for ty in (0, 1):
+        for tx in (0, 1):
+            yi, xi = y0 + ty, x0 + tx
+            wgt = (((ys - yi).abs() * -1) + 1) * (((xs - xi).abs() * -1) + 1)
+            ok = (yi >= 0) & (yi <= h - 1) & (xi >= 0) & (xi <= w - 1)
+            wgt = ok.where(wgt, 0.0)
+            idx = chan + yi.clip(0.0, h - 1.0).cast("int64") * w + xi.clip(0.0, w - 1.0).cast("int64")
+            val = flat.gather(idx, axis=0) * wgt                                   # [N, oh, ow, og, cg, kh, kw]
+            sampled = val if sampled is None else sampled + val
+    if mask is not None:
+        m = T(cx, mask).reshape((n, og, 1, kh, kw, oh, ow)).transpose((0, 5, 6, 1, 2, 3, 4))
+        sampled = sampled * m
+    cols = sampled.reshape((n, oh * ow, c, k))
+    ocg = oc // group
+    outs = []
+    for gi in range(group):
+        part = T(cx, cx.op("slice", [cols.v], starts=(0, 0, gi * icg, 0), ends=(n, oh * ow, (gi + 1) * icg, k),
+                           steps=(1, 1, 1, 1))).reshape((n, oh * ow, icg * k))
+        wg = T(cx, cx.op("slice", [wt], starts=(gi * ocg, 0, 0, 0), ends=((gi + 1) * ocg, icg, kh, kw),
+                         steps=(1, 1, 1, 1))).reshape((ocg, icg * k)).transpose((1, 0))
+        outs.append(T(cx, cx.op("matmul", [part.v, wg.v])))
+    y = outs[0] if group == 1 else T(cx, cx.op("concat", [v.v for v in outs], axis=2))
+    y = y.transpose((0, 2, 1)).reshape((n, oc, oh, ow))
+    if bias is not None:
+        y = y + T(cx, bias).reshape((oc, 1, 1))
+    return y.v

@@ -130,3 +130,39 @@ def stft(cx):
         w = T(cx, window).cast(x.dtype)
         frames = frames * w.reshape((frame_length, 1))
     return dft(cx, frames, 2, frame_length, False, bool(cx.attr("onesided", 1))).v
+
+
+@translates("MelWeightMatrix")
+def mel_weight_matrix(cx):
+    # a constant of the scalar inputs: triangular filters between mel-spaced bin edges
+    from ..onnx import onnx_dtype
+
+    def scalar(i, what):
+        v = cx.const_input(i, what, required=True)
+        if v.size != 1:
+            raise cx.fail(f"{what} must be a scalar, got shape {list(v.shape)}")
+        return v.reshape(()).item()
+
+    n_mel, n_dft = int(scalar(0, "num_mel_bins")), int(scalar(1, "dft_length"))
+    rate = scalar(2, "sample_rate")
+    lo_hz, hi_hz = scalar(3, "lower_edge_hertz"), scalar(4, "upper_edge_hertz")
+    if n_mel < 1 or n_dft < 1 or rate <= 0:
+        raise cx.fail(f"num_mel_bins {n_mel}, dft_length {n_dft} and sample_rate {rate} must be positive")
+    to_mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
+    lo, hi = to_mel(lo_hz), to_mel(hi_hz)
+    mels = lo + np.arange(n_mel + 2) * ((hi - lo) / (n_mel + 2))
+    hz = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    edges = ((n_dft + 1) * hz // rate).astype(np.int64)
+    out = np.zeros((n_dft // 2 + 1, n_mel))
+    for m in range(n_mel):
+        left, center, right = edges[m], edges[m + 1], edges[m + 2]
+        if center == left:
+            out[center, m] = 1.0
+        else:
+            j = np.arange(left, center + 1)
+            out[j, m] = (j - left) / (center - left)
+        if right > center:
+            j = np.arange(center, right)
+            out[j, m] = (right - j) / (right - center)
+    dtype = onnx_dtype(cx.attr("output_datatype", 1), "output_datatype", cx.name, cx.op_type)
+    return cx.const(out.astype(np_dtype(dtype)), dtype)

@@ -74,20 +74,8 @@ class Conv2d(Op):
         return conv2d_reference(x, w, a["strides"], a["pads"], a["dilations"], a["groups"])
 
     def compute(self, a, x, w):
-        (sh, sw), (dh, dw), g = a["strides"], a["dilations"], a["groups"]
-        xp = pad_nchw(x, a["pads"])
-        n = x.shape[0]
         o, ci, kh, kw = w.shape
-        oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
-        ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
-        opg = o // g
-        rc, ry, rx = te.reduce_axis(ci, "rc"), te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx")
-
-        def f(nn, f_, y, xx):
-            cin = rc if g == 1 else (f_ // opg) * ci + rc
-            return te.sum(xp[nn, cin, y * sh + ry * dh, xx * sw + rx * dw] * w[f_, rc, ry, rx], [rc, ry, rx])
-
-        return te.compute((n, o, oh, ow), f, name="conv2d")
+        return conv2d_nchw_compute(a, x, o, ci, kh, kw, lambda f_, rc, ry, rx: w[f_, rc, ry, rx])
 
     def schedule(self, a, s, conv, target):
         """conv2d with an unpacked weight: only depthwise has a tuned schedule; others the default."""
@@ -98,6 +86,23 @@ class Conv2d(Op):
             depthwise_schedule(s, conv, target)
         else:
             default_schedule(s, target)
+
+
+def conv2d_nchw_compute(a, x, o, ci, kh, kw, weight_at):
+    """The NCHW convolution of ``x`` with ``o`` filters of ``ci`` x ``kh`` x ``kw`` taps, whatever
+    the weight's layout: ``weight_at(out_channel, in_channel, ky, kx)`` reads one tap."""
+    (sh, sw), (dh, dw), g = a["strides"], a["dilations"], a["groups"]
+    xp = pad_nchw(x, a["pads"])
+    oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    opg = o // g
+    rc, ry, rx = te.reduce_axis(ci, "rc"), te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx")
+
+    def f(nn, f_, y, xx):
+        cin = rc if g == 1 else (f_ // opg) * ci + rc
+        return te.sum(xp[nn, cin, y * sh + ry * dh, xx * sw + rx * dw] * weight_at(f_, rc, ry, rx), [rc, ry, rx])
+
+    return te.compute((x.shape[0], o, oh, ow), f, name="conv2d")
 
 
 def conv2d_reference(x, w, strides, pads, dilations, groups):
@@ -525,22 +530,9 @@ class Conv2dPacked(Op):
         return conv2d_reference(x, self.unpack(wp), a["strides"], a["pads"], a["dilations"], a["groups"])
 
     def compute(self, a, x, wp):
-        (sh, sw), (dh, dw), g = a["strides"], a["dilations"], a["groups"]
-        xp = pad_nchw(x, a["pads"])
-        n = x.shape[0]
         oo, ci, kh, kw, ob = wp.shape
-        o = oo * ob
-        oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
-        ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
-        opg = o // g
-        rc, ry, rx = te.reduce_axis(ci, "rc"), te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx")
-
-        def f(nn, f_, y, xx):
-            cin = rc if g == 1 else (f_ // opg) * ci + rc
-            return te.sum(xp[nn, cin, y * sh + ry * dh, xx * sw + rx * dw] * wp[f_ // ob, rc, ry, rx, f_ % ob],
-                          [rc, ry, rx])
-
-        return te.compute((n, o, oh, ow), f, name="conv2d")
+        return conv2d_nchw_compute(a, x, oo * ob, ci, kh, kw,
+                                   lambda f_, rc, ry, rx: wp[f_ // ob, rc, ry, rx, f_ % ob])
 
     def schedule(self, a, s, conv, target):
         from .schedule_cpu import pick_tile, register_tile

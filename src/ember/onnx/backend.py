@@ -19,8 +19,14 @@ copy and runs it on the remaining inputs.  The frontend names the inputs concern
 (:class:`~ember.frontend.onnx.OperandNotConstantError`), so nothing here guesses from op types.
 Compiled models are cached by content, so each distinct set of operand values is compiled once
 (per process, and across processes by Ember's model cache).  Ops whose output *shape* depends
-on input values (NonZero, Compress with a run-time condition, ...) are specialized the same
-way; their result is then computed while compiling, for those values.
+on input values (NonZero, Unique, NonMaxSuppression, Compress with a run-time condition, ...)
+are specialized the same way; their result is then computed while compiling, for those values.
+
+**Structure fixed at compile time.**  Likewise the artifact has tensor inputs of static shapes:
+sequence and optional inputs, and tensors of symbolic shape, are pinned (``from_onnx(shapes=...)``)
+from the values given to ``run`` and compiled per distinct structure.  Sequence and optional
+outputs come back as lists and ``None``/values, rebuilt from the graph outputs the frontend lays
+them out as.
 """
 
 from __future__ import annotations

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Compare a run of the ONNX conformance tool with the committed baseline.
+
+    check_conformance.py RESULTS.json BASELINE.json            # exit 1 on a regression
+    check_conformance.py RESULTS.json BASELINE.json --update   # write RESULTS as the new baseline
+
+RESULTS.json is what ``onnx_conformance.py --json`` writes.  A *regression* is a test that
+passed in the baseline and does not pass now; tests the run left out (``--filter``) are not
+regressions.  Tests that pass now but not in the baseline are reported so that the baseline can
+be raised: after ``make conformance`` (a full run), ``--update`` writes
+``build/conformance.json`` as ``tests/conformance_baseline.json``.
+
+The baseline keeps only what the comparison (and the tool's own ``--baseline``) reads: for every
+test its name and status, one test per line so that a change of status is a one-line diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def load_cases(path: str) -> dict[str, str]:
+    """Test name -> status from a results or baseline file."""
+    with open(path) as f:
+        doc = json.load(f)
+    return {c["name"]: c["status"] for c in doc["cases"]}
+
+
+def compare(results: dict[str, str], baseline: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """(regressed, newly passing, not in baseline) test names, sorted."""
+    regressed = sorted(n for n, s in results.items() if baseline.get(n) == "pass" and s != "pass")
+    fixed = sorted(n for n, s in results.items() if n in baseline and baseline[n] != "pass" and s == "pass")
+    new = sorted(n for n in results if n not in baseline)
+    return regressed, fixed, new
+
+
+def write_baseline(results_path: str, path: str) -> None:
+    with open(results_path) as f:
+        doc = json.load(f)
+    cases = sorted(({"name": c["name"], "status": c["status"]} for c in doc["cases"]), key=lambda c: c["name"])
+    passed = sum(c["status"] == "pass" for c in cases)
+    head = {"tool": doc.get("tool"), "tool_version": doc.get("tool_version"), "backend": doc.get("backend"),
+            "versions": {k: v for k, v in doc.get("versions", {}).items() if k == "onnx"},
+            "summary": {"passed": passed, "failed": len(cases) - passed}}
+    with open(path, "w") as f:
+        f.write(json.dumps(head, indent=1)[:-2] + ',\n "cases": [\n  '
+                + ",\n  ".join(json.dumps(c) for c in cases) + "\n ]\n}\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("results")
+    p.add_argument("baseline")
+    p.add_argument("--update", action="store_true", help="write the results as the new baseline")
+    args = p.parse_args(argv)
+    if args.update:
+        write_baseline(args.results, args.baseline)
+        print(f"wrote {args.baseline}")
+        return 0
+    results, baseline = load_cases(args.results), load_cases(args.baseline)
+    regressed, fixed, new = compare(results, baseline)
+    passed = sum(s == "pass" for s in results.values())
+    print(f"conformance: {passed} of {len(results)} passed; vs baseline: {len(regressed)} regressed, "
+          f"{len(fixed)} newly passing, {len(new)} not in the baseline")
+    for n in regressed:
+        print(f"  REGRESSED {n}: {results[n]}")
+    if fixed:
+        print(f"  newly passing (raise the baseline with --update): {', '.join(fixed[:20])}"
+              + (f", ... ({len(fixed) - 20} more)" if len(fixed) > 20 else ""))
+    return 1 if regressed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

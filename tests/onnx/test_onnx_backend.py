@@ -1,0 +1,151 @@
+"""The ONNX backend: models compiled once, models specialized per value of their compile-time
+operands, sequences and optionals at the boundary, and clean errors for what Ember cannot hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as TP, helper
+
+import ember.onnx.backend as backend
+from ember.errors import CodegenError, FrontendError
+from ember.frontend import from_onnx
+from ember.frontend.onnx import OperandNotConstantError
+from onnx_models import check, make_model, onnxruntime_outputs, rand
+
+
+def test_static_model_compiles_once():
+    x = rand(2, 3)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": x}, ["y"])
+    rep = backend.prepare(model)
+    assert isinstance(rep, backend.EmberRep)
+    np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))
+
+
+def test_operand_not_constant_names_the_graph_inputs():
+    # shape <- Cast <- Add(s, t): both inputs feed the operand
+    nodes = [helper.make_node("Add", ["s", "t"], ["u"]),
+             helper.make_node("Cast", ["u"], ["shape"], to=TP.INT64),
+             helper.make_node("Reshape", ["x", "shape"], ["y"], name="r")]
+    model = make_model(nodes, {"x": rand(2, 6), "s": np.array([1, 2], "int32"), "t": np.array([2, 2], "int32")},
+                       ["y"])
+    with pytest.raises(OperandNotConstantError) as info:
+        from_onnx(model)
+    err = info.value
+    assert err.inputs == ("s", "t") and err.node == "r" and err.op == "Reshape"
+    assert "'s', 't'" in str(err)
+
+
+def test_run_time_shape_is_specialized_per_value():
+    x = rand(2, 6)
+    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                       {"x": x, "shape": np.array([3, 4], "int64")}, ["y"])
+    rep = backend.prepare(model)
+    assert isinstance(rep, backend.SpecializingRep) and rep.fixed == ["shape"]
+    a = rep.run([x, np.array([3, 4], "int64")])[0]
+    b = rep.run([x, np.array([12], "int64")])[0]
+    np.testing.assert_array_equal(a, x.reshape(3, 4))
+    np.testing.assert_array_equal(b, x.reshape(12))
+    # the same operand values reuse the module compiled for them
+    first = rep.module_for({"x": x, "shape": np.array([3, 4], "int64")})
+    assert rep.module_for({"x": x + 1, "shape": np.array([3, 4], "int64")}) is first
+    assert len(rep._modules) == 2
+
+
+def test_specialization_discovers_operands_in_stages():
+    # the Loop's trip count is an input; the body reshapes by another input, found only once
+    # the loop is unrolled
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
+        [helper.make_tensor_value_info("i", TP.INT64, []), helper.make_tensor_value_info("cond_in", TP.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TP.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("cond_out", TP.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TP.FLOAT, [2, 3])],
+        initializer=[onnx.numpy_helper.from_array(np.ones((2, 3), "float32"), "one")])
+    nodes = [helper.make_node("Loop", ["n", "", "x"], ["y"], body=body),
+             helper.make_node("Reshape", ["y", "shape"], ["z"])]
+    x = rand(2, 3)
+    model = make_model(nodes, {"x": x, "n": np.array(3, "int64"), "shape": np.array([6], "int64")}, ["z"])
+    feeds = {"x": x, "n": np.array(3, "int64"), "shape": np.array([6], "int64")}
+    # (onnx's reference evaluator runs no iteration of a Loop without a condition input)
+    rep = check(model, feeds, expected=onnxruntime_outputs(model, feeds))
+    assert sorted(rep.fixed) == ["n", "shape"]
+
+
+def test_data_dependent_shapes_are_computed_for_the_values_given():
+    x = np.array([[1, 0, 3], [0, 0, 2]], "float32")
+    model = make_model([helper.make_node("NonZero", ["x"], ["y"])], {"x": x}, ["y"])
+    check(model, {"x": x})
+
+
+def test_unrepresentable_dtypes_fail_at_prepare_naming_the_type():
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TP.FLOAT)], "g",
+                              [helper.make_tensor_value_info("x", TP.FLOAT8E4M3FN, [3])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(FrontendError, match="FLOAT8E4M3FN"):
+        backend.prepare(model)
+    model = make_model([helper.make_node("Cast", ["x"], ["y"], to=TP.INT4)], {"x": rand(3)}, ["y"])
+    with pytest.raises(FrontendError, match="INT4"):
+        backend.prepare(model)
+
+
+def test_bfloat16_at_the_boundary_is_refused_cleanly():
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TP.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TP.BFLOAT16, [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    from ember.codegen.c import C_TYPES
+
+    if "bfloat16" in C_TYPES:
+        pytest.skip("the C backend supports bfloat16")
+    with pytest.raises(CodegenError, match="bfloat16"):
+        backend.prepare(model)
+
+
+def _seq_info(name, elem=TP.FLOAT):
+    return helper.make_tensor_sequence_value_info(name, elem, None)
+
+
+def test_sequence_inputs_and_outputs():
+    nodes = [helper.make_node("SequenceInsert", ["s", "t"], ["u"]),
+             helper.make_node("SequenceLength", ["u"], ["n"])]
+    a, b, t = rand(2, 3), rand(4), rand(1)
+    model = make_model(nodes, {}, [], input_infos=[_seq_info("s"), helper.make_tensor_value_info("t", TP.FLOAT, [1])],
+                       output_infos=[_seq_info("u"), helper.make_tensor_value_info("n", TP.INT64, [])])
+    rep = backend.prepare(model)
+    u, n = rep.run([[a, b], t])
+    assert len(u) == 3 and int(n) == 3
+    for got, want in zip(u, [a, b, t]):
+        np.testing.assert_array_equal(got, want)
+    u, n = rep.run([[], t])          # another structure: compiled again
+    assert len(u) == 1 and int(n) == 1
+
+
+def test_optional_inputs_and_outputs():
+    opt = helper.make_tensor_type_proto(TP.FLOAT, None)
+    opt_info = helper.make_value_info("o", helper.make_optional_type_proto(opt))
+    nodes = [helper.make_node("OptionalHasElement", ["o"], ["has"]),
+             helper.make_node("Identity", ["o"], ["same"])]
+    model = make_model(nodes, {}, [], opset=18, input_infos=[opt_info],
+                       output_infos=[helper.make_tensor_value_info("has", TP.BOOL, []),
+                                     helper.make_value_info("same", helper.make_optional_type_proto(opt))])
+    rep = backend.prepare(model)
+    has, same = rep.run([None])
+    assert not bool(has) and same is None
+    x = rand(2, 2)
+    has, same = rep.run([x])
+    assert bool(has)
+    np.testing.assert_array_equal(same, x)
+
+
+def test_symbolic_input_shapes_are_pinned_from_the_values():
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", 3])])
+    rep = backend.prepare(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    for n in (1, 4):
+        x = rand(n, 3)
+        np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))

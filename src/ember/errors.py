@@ -55,8 +55,8 @@ class UnsupportedOpError(FrontendError):
             lines.append(f"  {op_type} x{len(names)}: {shown}{more}")
         total = sum(len(v) for v in unsupported.values())
         super().__init__(
-            f"{framework} model has {total} node(s) of {len(unsupported)} unsupported op type(s):\n"
-            + "\n".join(lines)
+            f"{framework} model has {total} node(s) of {len(unsupported)} unsupported op type(s) "
+            f"({', '.join(sorted(unsupported))}):\n" + "\n".join(lines)
         )
 
 

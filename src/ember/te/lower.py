@@ -395,7 +395,8 @@ class Lowering:
                 self.local[t.uid] = (ibuf, dims, vbuf)
                 allocs += [vbuf, ibuf]
             else:
-                buf = Buffer(f"{t.name}_acc", t.dtype, size, "local")
+                # half-precision reductions accumulate in float32, as the references do
+                buf = Buffer(f"{t.name}_acc", "float32" if t.dtype == "float16" else t.dtype, size, "local")
                 self.local[t.uid] = (buf, dims, None)
                 allocs.append(buf)
             self.local_order[t.uid] = _loop_order_of_axes(st)
@@ -443,7 +444,7 @@ class Lowering:
             update: Stmt = upd
         elif isinstance(t.body, Reduce):
             comb = t.body.combiner
-            init = Store(buf, local_idx, identity_of(comb, t.dtype))
+            init = Store(buf, local_idx, identity_of(comb, buf.dtype))
             update = Store(buf, local_idx, combine(comb, Load(buf, local_idx), value))
         else:
             # an elementwise stage computed at a loop of the root: one store per element

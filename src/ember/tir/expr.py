@@ -40,7 +40,11 @@ class Expr:
     def __rfloordiv__(self, o): return binop("div", o, self)
     def __mod__(self, o): return binop("mod", self, o)
     def __rmod__(self, o): return binop("mod", o, self)
-    def __neg__(self): return binop("sub", Const(0, self.dtype), self)
+    def __neg__(self):
+        # x * -1 keeps the sign of zero (-(0.0) is -0.0; 0 - 0.0 would be +0.0)
+        if is_float_dtype(self.dtype):
+            return binop("mul", self, Const(-1.0, self.dtype))
+        return binop("sub", Const(0, self.dtype), self)
 
     # identity semantics: expressions are used as dict keys by identity
     __hash__ = object.__hash__

@@ -173,10 +173,10 @@ class MatMul(Op):
         axes = root.tensor.axes
         m, n = axes[-2], axes[-1]
         lanes = target.lanes
-        if n.extent % lanes:
+        if n.extent < lanes:
             default_schedule(s, target)
             return
-        cols = 2 * lanes if n.extent % (2 * lanes) == 0 else lanes
+        cols = lanes if n.extent % (2 * lanes) and n.extent % lanes == 0 else 2 * lanes
         rows = pick_tile(m.extent, 14 // (cols // lanes) - 3, 14 // (cols // lanes))
         register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
 
@@ -547,30 +547,38 @@ class Conv2dPacked(Op):
 
 @register
 class MatMulPacked(Op):
-    """x @ w with the constant 2-D weight pre-packed as column panels [N/nb, K, nb]."""
+    """x @ w with the constant 2-D weight pre-packed as column panels [ceil(N/nb), K, nb]; the last
+    panel is zero-padded when nb does not divide N, and ``n`` (0: nt * nb) is the true N."""
 
     name = "matmul_packed"
     pattern = Pattern.OUT_ELEMWISE_FUSABLE
+    attrs = {"n": 0}
     num_inputs = 2
 
     @staticmethod
     def pack(w: np.ndarray, nb: int) -> np.ndarray:
         k, n = w.shape
-        return np.ascontiguousarray(w.reshape(k, n // nb, nb).transpose(1, 0, 2))
+        nt = -(-n // nb)
+        padded = np.zeros((k, nt * nb), w.dtype)
+        padded[:, :n] = w
+        return np.ascontiguousarray(padded.reshape(k, nt, nb).transpose(1, 0, 2))
 
     @staticmethod
-    def unpack(wp: np.ndarray) -> np.ndarray:
+    def unpack(wp: np.ndarray, n: int = 0) -> np.ndarray:
         nt, k, nb = wp.shape
-        return np.ascontiguousarray(wp.transpose(1, 0, 2).reshape(k, nt * nb))
+        return np.ascontiguousarray(wp.transpose(1, 0, 2).reshape(k, nt * nb)[:, :n or nt * nb])
 
     def infer(self, a, x, wp):
         if wp.rank != 3:
             raise self.fail(f"expects a packed 3-D weight, got {wp}")
         nt, k, nb = wp.shape
-        return MatMul().infer(a, x, TensorType((k, nt * nb), wp.dtype))
+        n = a["n"] or nt * nb
+        if not (nt - 1) * nb < n <= nt * nb:
+            raise self.fail(f"n={n} does not fit the panels of {wp}")
+        return MatMul().infer(a, x, TensorType((k, n), wp.dtype))
 
     def reference(self, a, x, wp):
-        return MatMul().reference(a, x, self.unpack(wp))
+        return MatMul().reference(a, x, self.unpack(wp, a["n"]))
 
     def compute(self, a, x, wp):
         nt, kk, nb = wp.shape
@@ -582,7 +590,7 @@ class MatMulPacked(Op):
             b, m, n = i[:nbd], i[nbd], i[nbd + 1]
             return te.sum(x[b + (m, k)] * wp[n // nb, k, n % nb], [k])
 
-        return te.compute(batch + (x.shape[-2], nt * nb), f, name="matmul")
+        return te.compute(batch + (x.shape[-2], a["n"] or nt * nb), f, name="matmul")
 
     schedule = MatMul.schedule
 

@@ -70,16 +70,20 @@ def register_tile(root: Stage, red: Stage, row_axis, col_axis, rows: int, cols: 
     even = col_axis.extent % cols == 0
     co, ci = root.split(col_axis, cols)
     ro, ri = root.split(row_axis, rows)
-    order = list(before) + [co] + list(after) + [ro, ri, ci]
+    if even:
+        order = list(before) + [co] + list(after) + [ro, ri, ci]
+        fusable = order[:order.index(ro)]
+    else:
+        # an uneven column split gets a tail copy of its loop body, so its loop cannot be fused:
+        # it goes outermost and runs in parallel by itself (the tail runs after it)
+        order = [co] + list(before) + list(after) + [ro, ri, ci]
+        fusable = [co]
     root.reorder(*order)
-    # an uneven column split gets a tail copy, which needs its loop unfused
-    fusable = order[:order.index(ro)] if even else list(before)
-    if fusable:
-        par = fusable[0]
-        for v in fusable[1:]:
-            par = root.fuse(par, v)
-        if par.extent >= min_parallel:
-            root.parallel(par)
+    par = fusable[0]
+    for v in fusable[1:]:
+        par = root.fuse(par, v)
+    if par.extent >= min_parallel:
+        root.parallel(par)
     root.unroll(ri)
     root.vectorize(ci)
     red.compute_at(root, ro)

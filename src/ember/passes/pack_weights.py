@@ -31,10 +31,11 @@ def panel_width(w: Value, lanes: int) -> int:
     if not w.is_const or w.dtype != "float32" or w.type.rank < 2 or any(d != 1 for d in w.shape[:-2]):
         return 0
     n = w.shape[-1]
-    for nb in (2 * lanes, lanes):
-        if n % nb == 0:
-            return nb
-    return 0
+    if n < lanes:
+        return 0
+    # two vectors per panel unless one vector divides N and two do not; otherwise the last
+    # panel is zero-padded
+    return lanes if n % (2 * lanes) and n % lanes == 0 else 2 * lanes
 
 
 def run(graph: Graph, lanes: int = 8) -> Graph:
@@ -55,7 +56,7 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
             nb = panel_width(w, lanes)
             if nb:
                 wp = constant(get_op("matmul_packed").pack(w.const.reshape(w.shape[-2:]), nb), f"{w.name}_packed")
-                vmap[node.output] = b.op("matmul_packed", [x, wp], name=node.name)
+                vmap[node.output] = b.op("matmul_packed", [x, wp], name=node.name, n=w.shape[-1])
                 continue
         if node.op != "conv2d":
             node.inputs = [m(v) for v in node.inputs]

@@ -29,7 +29,7 @@ def default_schedule(s: Schedule, target, knobs: dict | None = None) -> None:
         outer = root.leaves[0]
         k = 1
         while outer.extent < 4 * target.num_cores and k < len(root.leaves) - 1 and \
-                root.kinds.get(root.leaves[k]) != "vectorized" and not _reduction_depends_only_inner(s, k):
+                root.kinds.get(root.leaves[k]) != "vectorized":
             outer = root.fuse(outer, root.leaves[k])
         if outer.extent > 1:
             root.parallel(outer)
@@ -43,10 +43,6 @@ def vectorize_partials(s: Schedule) -> None:
             lane = st.tensor.axes[-1]
             st.reorder(*st.reduce_axes, lane)
             st.vectorize(lane)
-
-
-def _reduction_depends_only_inner(s: Schedule, k: int) -> bool:
-    return False
 
 
 def pick_tile(extent: int, lo: int, hi: int) -> int:

@@ -176,8 +176,8 @@ def conv_transpose(cx):
 
 # ---- pooling ------------------------------------------------------------------------------
 
-def _pool(cx, core):
-    x = cx.input(0)
+def _pool_window(cx, x):
+    """A pooling node's window: kernel, strides, explicit pads, dilations and ceil mode."""
     dims, nsp = _spatial(cx, x, 3)
     kernel = cx.attr("kernel_shape")
     if len(kernel) != nsp:
@@ -186,6 +186,12 @@ def _pool(cx, core):
     dil = _ints(cx, "dilations", nsp, 1)
     pads = explicit_pads(cx, dims[2:], kernel, strides, dil)
     ceil_mode = bool(cx.attr("ceil_mode", 0)) and cx.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+    return kernel, strides, pads, dil, ceil_mode
+
+
+def _pool(cx, core):
+    x = cx.input(0)
+    kernel, strides, pads, dil, ceil_mode = _pool_window(cx, x)
     return pool_nd(cx, core, x, kernel, strides, pads, dil, ceil_mode,
                    bool(cx.attr("count_include_pad", 0)))
 
@@ -526,15 +532,9 @@ def gemm(cx):
 def lp_pool(cx):
     # (sum over the window of |x|^p)^(1/p): an average pool counting padding, times the count
     x = cx.input(0)
-    dims, nsp = _spatial(cx, x, 3)
     p = float(cx.attr("p", 2))
-    kernel = cx.attr("kernel_shape")
-    if len(kernel) != nsp:
-        raise cx.fail(f"kernel_shape {kernel} needs {nsp} values for {x.type}")
-    strides = _ints(cx, "strides", nsp, 1)
-    dil = _ints(cx, "dilations", nsp, 1)
-    pads = explicit_pads(cx, dims[2:], kernel, strides, dil)
-    ceil_mode = bool(cx.attr("ceil_mode", 0)) and cx.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+    kernel, strides, pads, dil, ceil_mode = _pool_window(cx, x)
+    dims, nsp = list(x.shape), len(kernel)
     powered = cx.op("pow", [cx.op("abs", [x]), cx.scalar(p, x.dtype)])
     avg = pool_nd(cx, "avg_pool2d", powered, kernel, strides, pads, dil, ceil_mode, True)
     count = np.ones((), dtype=np.float64)

@@ -94,7 +94,6 @@ def random_inputs(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def inputs_for(path: Path) -> dict[str, np.ndarray]:
-    npz = path.with_suffix("").with_suffix(".inputs.npz") if path.suffix == ".onnx" else None
     cand = path.parent / (path.stem + ".inputs.npz")
     if cand.exists():
         return dict(np.load(cand))

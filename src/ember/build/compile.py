@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import __version__
-from ..errors import EmberError, FrontendError
+from ..errors import EmberError
 from ..graph.ir import Graph, Value
 from ..passes import fuse, optimize, plan_memory
 from ..passes import layout_nchwc, pack_weights

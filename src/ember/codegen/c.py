@@ -146,7 +146,6 @@ static inline ember_vf ember_vtanh(ember_vf x) {
 
 def preamble(lanes: int) -> str:
     vb = 4 * lanes
-    idx = ", ".join(f"_m[{i}] ? _a[{i}] : _b[{i}]" for i in range(lanes))
     return f"""\
 #define EMBER_LANES {lanes}
 typedef float ember_vf __attribute__((vector_size({vb})));

@@ -105,7 +105,7 @@ def _unflatten(model: onnx.ModelProto, names: list[str], values: list[np.ndarray
             pos += 1
             return take(name, tp.optional_type.elem_type) if present else None
         if pos >= len(values):
-            raise EmberError(f"the compiled model has fewer outputs than the ONNX model")
+            raise EmberError("the compiled model has fewer outputs than the ONNX model")
         pos += 1
         return values[pos - 1]
 

@@ -227,7 +227,6 @@ class Pool2d(Op):
 
     def schedule(self, a, s, pooled, target):
         """In NCHW[x]c, vectorize over the channel block and keep a row of windows in registers."""
-        from ..errors import CodegenError
         from .schedule_cpu import default_schedule, pick_tile, register_tile
 
         root = s.root
@@ -341,7 +340,6 @@ class Softmax(Op):
 
     def compute(self, a, x):
         ax = a["axis"] % len(x.shape)
-        rshape = tuple(1 if k == ax else d for k, d in enumerate(x.shape))
 
         def along(i, r):
             return tuple(r if k == ax else ii for k, ii in enumerate(i))

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from ..errors import CodegenError
 from ..tir.analysis import bound, simplify_index, substitute
-from ..tir.expr import INDEX, Const, Expr, Load, Var, binop, is_float_dtype
+from ..tir.expr import Const, Expr, Load, Var, binop, is_float_dtype
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
-from .schedule import Fuse, Schedule, Split, Stage
-from .tensor import ArgReduce, IterVar, Reduce, Tensor, TensorLoad, max_value, min_value
+from .schedule import Schedule, Split, Stage
+from .tensor import ArgReduce, Reduce, Tensor, TensorLoad, max_value, min_value
 from ..tir.analysis import rebuild
 
 
@@ -255,7 +255,6 @@ class Lowering:
     def _unify_reader_positions(self) -> None:
         """An attached stage that reads another reads it in its own region: both must sit at the
         same loop.  Default placements move out to agree; explicit ones must already agree."""
-        uids = {st.tensor.uid: st for st in self.attached}
         changed = True
         while changed:
             changed = False
@@ -416,7 +415,6 @@ class Lowering:
     def gen_attached(self, st: Stage, dims, fixed) -> Stmt:
         t = st.tensor
         buf, _, vbuf = self.local[t.uid]
-        alloc_dims = [a for a, _, _ in dims]
         extent_of = {ax: loop_ext for ax, (_, loop_ext, _) in zip(t.axes, dims)}
         nest = loop_nest(st, extent_of)
         local_idx = self.local_index(t.uid, [nest.value[ax] for ax in t.axes])

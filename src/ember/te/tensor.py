@@ -9,7 +9,7 @@ How the loops run is decided separately, by a :class:`~ember.te.schedule.Schedul
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..tir.expr import (BinOp, Call, Cast, Const, Expr, INDEX, Not, Select, Var, as_expr, binop,

@@ -3,7 +3,7 @@
 
     python benchmarks/models.py --out build/models                 # both, batch 1
     python benchmarks/models.py --out build/models_b8 --batch 8    # both, batch 8
-    python benchmarks/models.py --out /tmp/m --only vit --tiny     # 2 small blocks (tests)
+    python benchmarks/models.py --out build/tiny --only vit --tiny  # 2 small blocks (tests)
 
 Plain torch modules with random weights from a fixed seed (no downloads, no torchvision). They are
 written with the conventions of ../shared/models/make_models.py, so benchmarks/cpu.py and the

@@ -87,3 +87,22 @@ def test_compiled_network_matches_the_reference(seed):
     got = module.run(feed)
     for a, w in zip(got.values(), want):
         np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n", [50, 1001, 24])
+def test_matmul_weight_of_any_width_is_packed(n):
+    """A constant weight whose width is not a multiple of the vector is packed with a zero-padded
+    last panel (it used to fall back to a strided scalar loop), and the result is unchanged."""
+    rng = np.random.default_rng(n)
+    b = GraphBuilder("mm")
+    x = b.input("x", TensorType((2, 7, 33), "float32"))
+    w = b.const(rng.standard_normal((33, n)).astype("float32"))
+    y = b.op("matmul", [x, w])
+    graph = b.finish([y])
+    packed = pack_weights.run(graph, 8)
+    assert [nd.op for nd in packed.nodes] == ["matmul_packed"]
+    feed = {"x": rng.standard_normal((2, 7, 33)).astype("float32")}
+    want = run_graph(graph, feed)[0]
+    np.testing.assert_allclose(run_graph(packed, feed)[0], want, rtol=1e-5, atol=1e-5)
+    got = ember.compile(graph, cflags=("-O1",)).run(feed)
+    np.testing.assert_allclose(next(iter(got.values())), want, rtol=1e-4, atol=1e-4)

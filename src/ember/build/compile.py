@@ -99,7 +99,7 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
         const_offsets[v] = len(blob)
         blob += arr.tobytes()
     blob += b"\0" * ((-len(blob)) % CONST_ALIGN or CONST_ALIGN)
-    in_index = {v: k for k, v in enumerate(graph_inputs(g))}
+    in_index = {v: k for k, v in enumerate(g.inputs)}
     out_index: dict[Value, int] = {}
     for k, v in enumerate(g.outputs):
         out_index.setdefault(v, k)
@@ -150,10 +150,6 @@ def where_src(v: Value, in_index, const_offsets) -> str:
     if v in in_index:
         return f"inputs[{in_index[v]}]"
     return f"(ember_constants + {const_offsets[v]})"
-
-
-def graph_inputs(g: Graph) -> list[Value]:
-    return list(g.inputs)
 
 
 def _model_key(model: Any, target: Target, opt_level: int, shapes, profile: bool) -> str | None:

@@ -640,6 +640,55 @@ def test_qlinear_ops():
           {"pads": [1, 1, 1, 1], "strides": [2, 2]}, const=[1, 2, 3, 4, 5, 6, 7, 8])
 
 
+def _high(*shape, dtype="uint8"):
+    """8-bit data near the top of the range: pairs of products leave int16 (onnxruntime's uint8 x
+    int8 kernels saturate them; Ember's translations say so)."""
+    return rand(*shape, dtype=dtype, lo=190, hi=256)
+
+
+def _strong(*shape):
+    w = rand(*shape, dtype="int8", lo=-128, hi=128)
+    w[..., ::2] = 127
+    return w
+
+
+def test_qlinear_ops_saturate_like_onnxruntime():
+    s = lambda v: np.array(v, f32)  # noqa: E731
+    a, b = _high(5, 64), _strong(64, 24)
+    check("QLinearMatMul", [a, s(0.02), np.array(3, "uint8"), b, s(0.03), np.array(0, "int8"), s(20.0),
+                            np.array(7, "uint8")], const=[1, 2, 3, 4, 5, 6, 7])
+    check("QLinearMatMul", [a, s(0.02), np.array(3, "uint8"), b, rand(24, lo=0.01, hi=0.04), np.zeros(24, "int8"),
+                            s(20.0), np.array(7, "uint8")], const=[1, 2, 4, 5, 6, 7])        # per column, B an input
+    check("MatMulInteger", [a, b, np.array(9, "uint8"), np.array(0, "int8")], const=[1, 2, 3])
+    check("MatMulInteger", [a, b, np.array(9, "uint8"), rand(24, dtype="int8", lo=-3, hi=3)], const=[1, 2, 3])
+    x = _high(1, 16, 6, 6)
+    for w_shape, attrs in [((8, 16, 3, 3), {"pads": [1, 1, 1, 1]}), ((8, 16, 1, 1), {"strides": [2, 2]}),
+                           ((8, 3, 3, 3), {"pads": [1, 0, 1, 2]})]:
+        xi = x[:, :w_shape[1]].copy()
+        check("QLinearConv", [xi, s(0.02), np.array(200, "uint8"), _strong(*w_shape), rand(8, lo=0.005, hi=0.02),
+                              np.zeros(8, "int8"), s(10.0), np.array(5, "uint8"), rand(8, dtype="int32", lo=-900,
+                                                                                        hi=900)],
+              attrs, const=[1, 2, 3, 4, 5, 6, 7, 8])
+    # int8 activations and depthwise convolutions are exact in onnxruntime
+    check("QLinearConv", [rand(1, 16, 6, 6, dtype="int8", lo=-128, hi=128), s(0.02), np.array(-3, "int8"),
+                          _strong(8, 16, 3, 3), s(0.01), np.array(0, "int8"), s(10.0), np.array(5, "int8")],
+          {"pads": [1, 1, 1, 1]}, const=[1, 2, 3, 4, 5, 6, 7])
+    check("QLinearConv", [x, s(0.02), np.array(0, "uint8"), _strong(16, 1, 3, 3), s(0.01), np.array(0, "int8"),
+                          s(10.0), np.array(5, "uint8")], {"pads": [1, 1, 1, 1], "group": 16}, const=[1, 2, 3, 4, 5, 6, 7])
+    check("ConvInteger", [x, rand(4, 16, 3, 3, dtype="uint8", lo=200, hi=256), np.array(250, "uint8")],
+          {"pads": [1, 1, 1, 1]}, const=[1, 2])
+
+
+def test_integer_products_are_integer_kernels():
+    from ember.frontend import from_onnx
+
+    model = check("QLinearConv", [_high(1, 16, 6, 6), np.array(0.02, f32), np.array(200, "uint8"), _strong(8, 16, 3, 3),
+                                  np.array(0.01, f32), np.array(0, "int8"), np.array(10.0, f32), np.array(5, "uint8")],
+                  {"pads": [1, 1, 1, 1]}, const=[1, 2, 3, 4, 5, 6, 7])
+    ops = from_onnx(model).op_histogram()
+    assert ops.get("conv2d_int") == 1 and ops.get("requantize") == 1 and "conv2d" not in ops
+
+
 # ---- recurrences ----------------------------------------------------------------------------
 
 def _rnn_inputs(gates, seq=4, batch=3, inp=5, hid=6, dirs=1, layout=0, lens=False, init=False, peep=False):

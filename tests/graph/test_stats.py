@@ -27,6 +27,16 @@ def test_grouped_conv2d_flops():
     assert count_flops(b.finish([y])) == 2 * 1 * 8 * 10 * 10 * 1 * 3 * 3
 
 
+def test_integer_products_count_like_float_ones():
+    b = GraphBuilder()
+    x = b.input("x", TensorType((1, 8, 6, 6), "uint8"))
+    y = b.op("conv2d_int", [x, b.const(np.zeros((4, 8, 3, 3), np.int8), "w")], pads=(1, 1, 1, 1))
+    a = b.input("a", TensorType((5, 7), "int8"))
+    z = b.op("matmul_int", [a, b.const(np.zeros((7, 3), np.int8), "v")])
+    assert count_flops(b.finish([y, z])) == 2 * 4 * 6 * 6 * 8 * 3 * 3 + 2 * 5 * 3 * 7
+    assert node_flops(z.producer) == 2 * 5 * 3 * 7
+
+
 def test_batched_matmul_flops():
     b = GraphBuilder()
     x = b.input("x", TensorType((3, 5, 7), "float32"))

@@ -534,6 +534,169 @@ def _conv2d_nchwc(batch):
         batch.case(f"conv2d_nchwc x{list(xs)} w{list(ws)} cb={cb} ob={ob} {attrs}", f, **_conv_tol(*ws[1:]))
 
 
+# ---- quantized ops ---------------------------------------------------------------------------
+
+def _ints(c, shape, dtype, low=None, high=None):
+    """Random integers over the dtype's whole range (or [low, high))."""
+    info = np.iinfo(dtype)
+    lo = info.min if low is None else low
+    hi = info.max + 1 if high is None else high
+    return c.input(shape, dtype, data=c.rng.integers(lo, hi, shape).astype(dtype))
+
+
+@cases("quantize")
+def _quantize(batch):
+    for qdt in ("int8", "uint8", "int16", "uint16"):
+        for shape, pshape in [((2, 3, 17), ()), ((4, 3, 2, 9), (3, 1, 1)), ((5, 16), (16,)), ((), ())]:
+            def f(c, qdt=qdt, shape=shape, pshape=pshape):
+                info = np.iinfo(qdt)
+                zp = c.rng.integers(info.min // 2, info.max // 2 + 1, pshape).astype(qdt)
+                return c.op("quantize", [c.input(shape, low=-300, high=300), c.input(pshape, low=0.01, high=2.0),
+                                         c.const(zp)])
+            batch.case(f"quantize to {qdt} {list(shape)} params{list(pshape)}", f)
+    # ties round to even, saturation at both ends, infinities, NaN (to the zero point)
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.5, 1e30, -1e30, np.inf, -np.inf, np.nan, 0.0, -0.0,
+                  3.4999998, 64.5], np.float32)
+    for qdt, zp in (("int8", -3), ("uint8", 128), ("int16", 7)):
+        batch.case(f"quantize {qdt} edges", lambda c, qdt=qdt, zp=zp: c.op(
+            "quantize", [c.input(x.shape, data=x), c.const(np.float32(1.0)), c.const(np.array(zp, qdt))]))
+        batch.case(f"quantize {qdt} edges scaled", lambda c, qdt=qdt, zp=zp: c.op(
+            "quantize", [c.input(x.shape, data=x), c.const(np.float32(0.5)), c.const(np.array(zp, qdt))]))
+
+
+@cases("dequantize")
+def _dequantize(batch):
+    for qdt in ("int8", "uint8", "int16", "uint16", "int32"):
+        for shape, pshape in [((2, 3, 17), ()), ((4, 3, 2, 9), (3, 1, 1)), ((5, 16), (16,))]:
+            batch.case(f"dequantize {qdt} {list(shape)} params{list(pshape)}",
+                       lambda c, qdt=qdt, shape=shape, pshape=pshape: c.op(
+                           "dequantize", [_ints(c, shape, qdt), c.input(pshape, low=0.001, high=0.5),
+                                          _ints(c, pshape, qdt, -100 if qdt.startswith("int") else 0, 100)]))
+    # a residual addition of two dequantized tensors is rounded as two dequantizes and an add
+    batch.case("dequantize + dequantize", lambda c: c.op("add", [
+        c.op("dequantize", [_ints(c, (3, 64), "int8"), c.const(np.float32(0.0137)), c.const(np.int8(-5))]),
+        c.op("dequantize", [_ints(c, (3, 64), "uint8"), c.const(np.float32(0.0291)), c.const(np.uint8(131))])]),
+        rtol=0, atol=0)
+
+
+@cases("requantize")
+def _requantize(batch):
+    for qdt in ("int8", "uint8", "int16"):
+        for shape, mshape in [((2, 16, 5, 5), ()), ((2, 16, 5, 5), (16, 1, 1)), ((7, 24), (24,))]:
+            batch.case(f"requantize to {qdt} {list(shape)} multiplier{list(mshape)}",
+                       lambda c, qdt=qdt, shape=shape, mshape=mshape: c.op(
+                           "requantize", [_ints(c, shape, "int32", -200000, 200000),
+                                          c.input(mshape, low=1e-4, high=2e-3), c.const(np.array(3, qdt))]))
+    acc = np.array([1, 3, 5, -1, -3, 255, 257, -257, 2 ** 31 - 1, -2 ** 31, 16777217, -16777219, 0], np.int32)
+    batch.case("requantize ties and extremes", lambda c: c.op(
+        "requantize", [c.input(acc.shape, "int32", data=acc), c.const(np.float32(0.5)), c.const(np.uint8(10))]))
+
+
+def _saturating_data(c, shape, dtype):
+    """8-bit data near the top of the range, where pairs of products leave int16."""
+    return _ints(c, shape, dtype, 180, 256) if dtype == "uint8" else _ints(c, shape, dtype, -128, 128)
+
+
+INT_CONV_SPECS = [
+    # x shape, (O, Ci, KH, KW), attrs
+    ((1, 16, 5, 5), (16, 16, 3, 3), dict(pads=(1, 1, 1, 1))),
+    ((1, 16, 7, 9), (16, 16, 3, 3), dict(strides=(2, 2), pads=(1, 0, 2, 1))),
+    ((2, 16, 5, 5), (32, 16, 1, 1), {}),
+    ((1, 3, 11, 11), (16, 3, 7, 7), dict(strides=(2, 2), pads=(3, 3, 3, 3))),      # an image's 3 channels
+    ((1, 3, 8, 8), (4, 3, 3, 3), dict(pads=(1, 1, 1, 1))),                         # not blocked
+    ((1, 8, 10, 10), (16, 8, 3, 3), dict(dilations=(2, 2), pads=(2, 2, 2, 2))),
+    ((1, 4, 7, 9), (6, 2, 3, 3), dict(groups=2, pads=(1, 0, 2, 1))),
+    ((1, 8, 6, 6), (8, 1, 3, 3), dict(groups=8, pads=(1, 1, 1, 1))),               # depthwise
+    ((1, 6, 5, 5), (16, 6, 3, 3), {}),
+]
+
+
+@cases("conv2d_int")
+def _conv2d_int(batch):
+    # every shape with uint8 x int8 saturating products and a constant weight (the layout pass
+    # blocks it), a few as a graph input (unblocked), exact, or of other operand types
+    combos = [(spec, ("uint8", "int8"), True, True) for spec in INT_CONV_SPECS]
+    combos += [(INT_CONV_SPECS[k], dts, sat, const_w) for k, dts, sat, const_w in [
+        (0, ("uint8", "int8"), False, True), (2, ("uint8", "int8"), True, False), (0, ("uint8", "int8"), True, False),
+        (6, ("uint8", "int8"), True, False), (1, ("int8", "int8"), False, True), (5, ("int8", "int8"), True, True),
+        (2, ("uint8", "uint8"), False, True), (7, ("uint8", "uint8"), False, False), (8, ("int8", "uint8"), True, True)]]
+    for (xs, ws, attrs), (xdt, wdt), sat, const_w in combos:
+
+        def f(c, xs=xs, ws=ws, attrs=attrs, xdt=xdt, wdt=wdt, sat=sat, const_w=const_w):
+            x = _saturating_data(c, xs, xdt) if sat else _ints(c, xs, xdt)
+            w = c.rng.integers(np.iinfo(wdt).min, np.iinfo(wdt).max + 1, ws).astype(wdt)
+            pad_value = 131 if xdt == "uint8" else -7
+            return c.op("conv2d_int", [x, c.const(w) if const_w else c.input(ws, wdt, data=w)],
+                        pad_value=pad_value, saturate_pairs=sat, **attrs)
+        batch.case(f"conv2d_int {xdt}x{wdt} x{list(xs)} w{list(ws)} sat={sat} const={const_w} {attrs}", f)
+    # the saturation happens: pairs of 255 * 127 leave int16
+    batch.case("conv2d_int saturates", lambda c: c.op(
+        "conv2d_int", [c.input((1, 8, 4, 4), "uint8", data=np.full((1, 8, 4, 4), 255, np.uint8)),
+                       c.const(np.full((8, 8, 1, 1), 127, np.int8))], saturate_pairs=True))
+
+
+@cases("conv2d_int_nchwc")
+def _conv2d_int_nchwc(batch):
+    from ember.ops.nn import to_blocked_array
+    from ember.ops.quant import Conv2dIntNCHWc
+
+    for xs, ws, attrs, cb, ob, sat in [((1, 16, 8, 8), (16, 16, 3, 3), {}, 16, 16, True),
+                                       ((1, 16, 9, 11), (32, 16, 3, 3), dict(strides=(2, 2)), 8, 16, True),
+                                       ((2, 8, 7, 7), (8, 8, 1, 1), {}, 4, 8, True),
+                                       ((1, 3, 11, 11), (16, 3, 7, 7), dict(strides=(2, 2)), 3, 16, True),
+                                       ((1, 6, 6, 6), (8, 6, 3, 3), dict(dilations=(2, 1)), 6, 8, True),
+                                       ((1, 16, 8, 8), (16, 16, 3, 3), {}, 16, 16, False),
+                                       ((1, 8, 6, 6), (16, 8, 1, 1), dict(strides=(2, 2)), 8, 8, False)]:
+        def f(c, xs=xs, ws=ws, attrs=attrs, cb=cb, ob=ob, sat=sat):
+            x = to_blocked_array(c.rng.integers(150, 256, xs).astype(np.uint8), cb)
+            w = Conv2dIntNCHWc.pack(c.rng.integers(-128, 128, ws).astype(np.int8), cb, ob, sat)
+            return c.op("conv2d_int_nchwc", [c.input(x.shape, "uint8", data=x), c.input(w.shape, "int8", data=w)],
+                        kernel=ws[2:], **attrs)
+        batch.case(f"conv2d_int_nchwc x{list(xs)} w{list(ws)} cb={cb} ob={ob} sat={sat} {attrs}", f)
+
+
+@cases("conv2d_split_k")
+def _conv2d_split_k(batch):
+    for xs, ws, attrs, kb in [((1, 40, 6, 6), (8, 40, 1, 1), {}, 16), ((1, 32, 7, 7), (16, 32, 3, 3), dict(pads=(1, 1, 1, 1)), 8),
+                              ((2, 24, 9, 9), (8, 24, 1, 1), dict(strides=(2, 2)), 24), ((1, 5, 6, 6), (4, 5, 1, 1), {}, 2)]:
+        batch.case(f"conv2d_split_k x{list(xs)} w{list(ws)} k_block={kb} {attrs}",
+                   lambda c, xs=xs, ws=ws, attrs=attrs, kb=kb: c.op(
+                       "conv2d_split_k", [c.input(xs), c.const(c.rng.standard_normal(ws).astype(np.float32))],
+                       k_block=kb, **attrs), **_conv_tol(*ws[1:]))
+    batch.case("conv2d_split_k weight input", lambda c: c.op(
+        "conv2d_split_k", [c.input((1, 16, 5, 5)), c.input((8, 16, 1, 1))], k_block=8), **_conv_tol(16, 1, 1))
+
+
+@cases("conv2d_split_k_nchwc")
+def _conv2d_split_k_nchwc(batch):
+    from ember.ops.nn import Conv2dNCHWc, to_blocked_array
+
+    for xs, ws, attrs, cb, ob, kb in [((1, 48, 6, 6), (16, 48, 1, 1), {}, 16, 16, 32),
+                                      ((1, 32, 9, 9), (8, 32, 3, 3), dict(strides=(2, 2)), 8, 8, 16),
+                                      ((1, 16, 5, 5), (16, 16, 1, 1), {}, 8, 16, 16)]:
+        def f(c, xs=xs, ws=ws, attrs=attrs, cb=cb, ob=ob, kb=kb):
+            x = to_blocked_array(c.rng.standard_normal(xs).astype(np.float32), cb)
+            w = Conv2dNCHWc.pack(c.rng.standard_normal(ws).astype(np.float32), cb, ob)
+            return c.op("conv2d_split_k_nchwc", [c.input(x.shape, data=x), c.input(w.shape, data=w)], k_block=kb,
+                        **attrs)
+        batch.case(f"conv2d_split_k_nchwc x{list(xs)} w{list(ws)} cb={cb} ob={ob} k_block={kb}", f, **_conv_tol(*ws[1:]))
+
+
+@cases("matmul_int")
+def _matmul_int(batch):
+    for (sa, sb), (adt, bdt), sat in itertools.product(
+            [((3, 4), (4, 5)), ((7, 13), (13, 9)), ((2, 7, 13), (13, 16)), ((2, 1, 5, 6), (3, 6, 8)), ((1, 64), (64, 40)),
+             ((5, 0), (0, 3))],
+            [("uint8", "int8"), ("int8", "int8"), ("uint8", "uint8"), ("int8", "uint8")], (False, True)):
+        batch.case(f"matmul_int {adt}x{bdt} {list(sa)}@{list(sb)} sat={sat}",
+                   lambda c, sa=sa, sb=sb, adt=adt, bdt=bdt, sat=sat: c.op(
+                       "matmul_int", [_saturating_data(c, sa, adt) if sat else _ints(c, sa, adt),
+                                      _ints(c, sb, bdt)], saturate_pairs=sat))
+    batch.case("matmul_int constant weight", lambda c: c.op(
+        "matmul_int", [_saturating_data(c, (2, 48), "uint8"), c.const(c.rng.integers(-128, 128, (48, 24)).astype(np.int8))],
+        saturate_pairs=True))
+
+
 POOL_SPECS = [
     ((1, 2, 8, 8), dict(kernel=(2, 2), strides=(2, 2))),
     ((1, 3, 9, 9), dict(kernel=(3, 3), strides=(2, 2))),
@@ -611,7 +774,8 @@ def _batch_norm(batch):
 # ---------------------------------------------------------------------------------------------
 # the tests
 
-SLOW = {"conv2d", "conv2d_packed", "conv2d_nchwc", "matmul", "matmul_packed", "cast", "avg_pool2d", "max_pool2d"}
+SLOW = {"conv2d", "conv2d_packed", "conv2d_nchwc", "matmul", "matmul_packed", "cast", "avg_pool2d", "max_pool2d",
+        "conv2d_int", "matmul_int"}
 
 
 def test_every_op_has_cases():

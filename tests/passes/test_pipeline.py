@@ -38,7 +38,7 @@ graph block(%x: float32[1, 2, 5, 5]) {
 
 
 def test_registry():
-    assert set(PASSES) == {"fold_constants", "dead_code", "cse", "simplify", "fold_batch_norm",
+    assert set(PASSES) == {"qdq_to_integer", "fold_constants", "dead_code", "cse", "simplify", "fold_batch_norm",
                            "lower_batch_norm"}
     for name, p in PASSES.items():
         assert isinstance(p, Pass) and p.name == name and p.opt_level in (1, 2)
@@ -46,7 +46,7 @@ def test_registry():
 
 def test_levels():
     assert pipeline(0) == []
-    assert [p.name for p in pipeline(1)] == ["fold_constants", "dead_code"]
+    assert [p.name for p in pipeline(1)] == ["qdq_to_integer", "fold_constants", "dead_code"]
     two = [p.name for p in pipeline(2)]
     assert set(two) == set(PASSES) and two[-1] == "dead_code"
     assert two.index("fold_batch_norm") < two.index("lower_batch_norm")

@@ -39,7 +39,10 @@ _CALLS = {
     "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "abs": np.abs, "isnan": np.isnan,
     "pow": lambda a, b: np.power(a, b) if np.issubdtype(np.asarray(a).dtype, np.floating) else
     np.power(a, np.maximum(b, 0)),
-    "fmod": np.fmod,
+    "fmod": np.fmod, "no_contract": lambda x: x,
+    "dot4_sat16": lambda x0, x1, x2, x3, w0, w1, w2, w3: (
+        np.clip(np.int64(x0) * w0 + np.int64(x1) * w1, -32768, 32767)
+        + np.clip(np.int64(x2) * w2 + np.int64(x3) * w3, -32768, 32767)),
 }
 
 

@@ -96,7 +96,7 @@ def c_string(text: str) -> str:
 
 
 #: math functions with a vector implementation in the preamble (others run lane by lane)
-VECTOR_MATH = {"exp": "ember_vexp", "erf": "ember_verf", "tanh": "ember_vtanh"}
+VECTOR_MATH = {"exp": "ember_vexp", "erf": "ember_verf", "tanh": "ember_vtanh", "nearbyint": "ember_vround"}
 
 # Vector exp: 2^n * e^r with n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in
 # two parts for exactness), e^r by a degree-6 polynomial (relative error ~1e-7), 2^n built in the
@@ -131,6 +131,19 @@ static inline ember_vf ember_verf(ember_vf x) {
   big = ember_vsel(x < 0.0f, -big, big);
   return ember_vsel(ax < 0.5f, small, big);
 }
+/* round half to even (nearbyint in the default rounding mode): one instruction with AVX;
+   otherwise, below 2^23 in magnitude adding and taking away 2^23 leaves the nearest integer,
+   and larger values and NaN are integral already */
+static inline ember_vf ember_vround(ember_vf x) {
+#if defined(__AVX__) && EMBER_LANES == 8
+  return (ember_vf)_mm256_round_ps((__m256)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+  ember_vf ax = ember_vsel(x < 0.0f, -x, x);
+  ember_vf r = (ax + 8388608.0f) - 8388608.0f;
+  r = ember_vsel(x < 0.0f, -r, r);
+  return ember_vsel(ax < 8388608.0f, r, x);
+#endif
+}
 static inline ember_vf ember_vtanh(ember_vf x) {
   ember_vf ax = ember_vsel(x < 0.0f, -x, x);
   ember_vf e = ember_vexp(-2.0f * ax);
@@ -144,12 +157,84 @@ static inline ember_vf ember_vtanh(ember_vf x) {
 """
 
 
+#: vector type of each element type of vector code (lanes as many as float32 lanes)
+VECTOR_TYPES = {"float32": "ember_vf", "int32": "ember_vi", "int16": "ember_vs16", "uint16": "ember_vu16",
+                "int8": "ember_vs8", "uint8": "ember_vu8"}
+
+# the narrow vector types, their unaligned variants (loads and stores of any address), integer
+# max/min/select, and the 8-bit dot product of the integer kernels
+INT_VECTORS_C = """
+static inline ember_vi ember_vmaxi(ember_vi a, ember_vi b) { ember_vi m = a > b; return (a & m) | (b & ~m); }
+static inline ember_vi ember_vmini(ember_vi a, ember_vi b) { ember_vi m = a < b; return (a & m) | (b & ~m); }
+/* lane select of integer vectors by a mask of int32 lanes (what comparisons give) */
+#define EMBER_VSELECT(VT, m, t, f) ({ VT _t = (t), _f = (f); VT _m = __builtin_convertvector((m), VT); (_t & _m) | (_f & ~_m); })
+/* a vector load whose lanes may fall outside [0, n) (lanes a select will discard): those read 0 */
+#define EMBER_VLOAD_CHECKED(VT, p, base, stride, n) ({ VT _r = {0}; int64_t _b = (base); \\
+  for (int _i = 0; _i < EMBER_LANES; ++_i) { int64_t _j = _b + _i * (stride); if (_j >= 0 && _j < (n)) _r[_i] = (p)[_j]; } _r; })
+/* 8-bit lanes to int32 lanes and back (truncating, as C converts); AVX2 has instructions for
+   them that the compiler's generic conversions do not find */
+#if defined(__AVX2__) && EMBER_LANES == 8
+static inline ember_vi ember_vwiden_u8(ember_vu8 v) {
+  long long b; memcpy(&b, &v, 8); return (ember_vi)_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(b));
+}
+static inline ember_vi ember_vwiden_s8(ember_vs8 v) {
+  long long b; memcpy(&b, &v, 8); return (ember_vi)_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(b));
+}
+static inline long long ember_low_bytes(ember_vi v) {
+  __m256i t = _mm256_shuffle_epi8((__m256i)v, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                               -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+  return _mm_cvtsi128_si64(_mm_unpacklo_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1)));
+}
+static inline ember_vu8 ember_vnarrow_u8(ember_vi v) { long long b = ember_low_bytes(v); ember_vu8 o; memcpy(&o, &b, 8); return o; }
+static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { long long b = ember_low_bytes(v); ember_vs8 o; memcpy(&o, &b, 8); return o; }
+#else
+static inline ember_vi ember_vwiden_u8(ember_vu8 v) { return __builtin_convertvector(v, ember_vi); }
+static inline ember_vi ember_vwiden_s8(ember_vs8 v) { return __builtin_convertvector(v, ember_vi); }
+static inline ember_vu8 ember_vnarrow_u8(ember_vi v) { return __builtin_convertvector(v, ember_vu8); }
+static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { return __builtin_convertvector(v, ember_vs8); }
+#endif
+static inline int32_t ember_sat16(int32_t v) { return v < -32768 ? -32768 : v > 32767 ? 32767 : v; }
+/* sat16(x0 w0 + x1 w1) + sat16(x2 w2 + x3 w3): x86's 8-bit multiply-add (vpmaddubsw) then the
+   pairwise int32 add of its int16 results */
+static inline int32_t ember_dot4_sat16(int32_t x0, int32_t x1, int32_t x2, int32_t x3,
+                                       int32_t w0, int32_t w1, int32_t w2, int32_t w3) {
+  return ember_sat16(x0 * w0 + x1 * w1) + ember_sat16(x2 * w2 + x3 * w3);
+}
+static inline uint32_t ember_load_u32(const void* p) { uint32_t v; memcpy(&v, p, 4); return v; }
+/* ember_dot4_sat16 of the 4 bytes of x (uint8) with the 4 bytes of every lane of w (int8) */
+static inline ember_vi ember_vdot4_sat16(uint32_t x, const int8_t* w) {
+#if defined(__AVX2__) && EMBER_LANES == 8
+  __m256i p = _mm256_maddubs_epi16(_mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
+  return (ember_vi)_mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#else
+  ember_vi r;
+  for (int i = 0; i < EMBER_LANES; ++i)
+    r[i] = ember_dot4_sat16(x & 255, (x >> 8) & 255, (x >> 16) & 255, x >> 24, w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
+  return r;
+#endif
+}
+"""
+
+
 def preamble(lanes: int) -> str:
     vb = 4 * lanes
     return f"""\
 #define EMBER_LANES {lanes}
+#include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 typedef float ember_vf __attribute__((vector_size({vb})));
 typedef int32_t ember_vi __attribute__((vector_size({vb})));
+typedef int16_t ember_vs16 __attribute__((vector_size({vb // 2})));
+typedef uint16_t ember_vu16 __attribute__((vector_size({vb // 2})));
+typedef int8_t ember_vs8 __attribute__((vector_size({vb // 4})));
+typedef uint8_t ember_vu8 __attribute__((vector_size({vb // 4})));
+typedef int32_t ember_vi_u __attribute__((vector_size({vb}), aligned(1)));
+typedef int16_t ember_vs16_u __attribute__((vector_size({vb // 2}), aligned(1)));
+typedef uint16_t ember_vu16_u __attribute__((vector_size({vb // 2}), aligned(1)));
+typedef int8_t ember_vs8_u __attribute__((vector_size({vb // 4}), aligned(1)));
+typedef uint8_t ember_vu8_u __attribute__((vector_size({vb // 4}), aligned(1)));
 typedef float ember_vf_u __attribute__((vector_size({vb}), aligned(4)));
 static inline ember_vf ember_vload(const float* p) {{ return *(const ember_vf_u*)p; }}
 static inline void ember_vstore(float* p, ember_vf v) {{ *(ember_vf_u*)p = v; }}
@@ -186,8 +271,16 @@ static inline uint64_t ember_upow(uint64_t a, uint64_t b) {{
 #define EMBER_UMOD(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _b == 0 ? 0 : _a % _b; }})
 #define EMBER_MAX(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_a > _b || _a != _a) ? _a : _b; }})
 #define EMBER_MIN(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_a < _b || _a != _a) ? _a : _b; }})
+/* a value rounded where it is computed: the compiler may not fuse its multiply into a later add */
+#if defined(__x86_64__) || defined(__i386__)
+#define EMBER_NO_CONTRACT(v) ({{ __typeof__(v) _nc = (v); __asm__("" : "+x"(_nc)); _nc; }})
+#elif defined(__aarch64__)
+#define EMBER_NO_CONTRACT(v) ({{ __typeof__(v) _nc = (v); __asm__("" : "+w"(_nc)); _nc; }})
+#else
+#define EMBER_NO_CONTRACT(v) (v)
+#endif
 #define EMBER_LOAD_CHECKED(p, i, n) ({{ int64_t _j = (i); (_j >= 0 && _j < (n)) ? (p)[_j] : (__typeof__((p)[0]))0; }})
-""" + VECTOR_MATH_C
+""" + VECTOR_MATH_C + INT_VECTORS_C
 
 
 @dataclass
@@ -307,6 +400,10 @@ class CGenerator:
         raise CodegenError(f"math function {fn} on {dtype}")
 
     def call(self, fn: str, args: list[str], arg_dtype: str, dtype: str) -> str:
+        if fn == "no_contract":
+            return f"EMBER_NO_CONTRACT({args[0]})"
+        if fn == "dot4_sat16":
+            return f"ember_dot4_sat16({', '.join(args)})"
         if fn == "isnan":
             return f"((_Bool)isnan({args[0]}))" if is_float_dtype(arg_dtype) else "0"
         if fn == "abs" and not is_float_dtype(arg_dtype):
@@ -327,7 +424,10 @@ class CGenerator:
             if e.value.dtype == "bool":
                 return f"((ember_vi){{}} - (int32_t)({v}))"
             lanes = ", ".join(["_s"] * L)
-            return f"({{ float _s = (float)({v}); (ember_vf){{{lanes}}}; }})"
+            if e.dtype == "float32":
+                return f"({{ float _s = (float)({v}); (ember_vf){{{lanes}}}; }})"
+            t = c_type(e.dtype)
+            return f"({{ {t} _s = ({t})({v}); ({vector_type(e.dtype)}){{{lanes}}}; }})"
         if isinstance(e, Load):
             buf = self.name(ctx, e.buffer, e.buffer.name)
             idx = e.index
@@ -336,37 +436,54 @@ class CGenerator:
             if e.buffer in ctx.vec_locals:
                 return f"{buf}[{idx.base.value // L}]"
             base = self.expr(idx.base, ctx, guard)
+            vt = vector_type(e.dtype)
             if guard and not _in_bounds(idx.base, idx.stride, L, e.buffer.size):
-                return f"ember_vload_checked({buf}, {base}, {idx.stride}, {e.buffer.size})"
+                if e.dtype == "float32":
+                    return f"ember_vload_checked({buf}, {base}, {idx.stride}, {e.buffer.size})"
+                return f"EMBER_VLOAD_CHECKED({vt}, {buf}, {base}, {idx.stride}, {e.buffer.size})"
             if idx.stride == 1:
-                return f"ember_vload(&{buf}[{base}])"
+                if e.dtype == "float32":
+                    return f"ember_vload(&{buf}[{base}])"
+                return f"(*(const {vt}_u*)&{buf}[{base}])"
             lanes = ", ".join(f"{buf}[_b + {k * idx.stride}]" for k in range(L))
-            return f"({{ int64_t _b = {base}; (ember_vf){{{lanes}}}; }})"
-        if isinstance(e, BinOp) and e.op in COMPARISONS and not is_float_dtype(e.a.dtype):
+            return f"({{ int64_t _b = {base}; ({vt}){{{lanes}}}; }})"
+        if isinstance(e, BinOp) and e.op in COMPARISONS and e.a.dtype not in VECTOR_TYPES:
             return self.index_mask(e, ctx, guard)
         if isinstance(e, BinOp):
             a, b = self.vexpr(e.a, ctx, guard), self.vexpr(e.b, ctx, guard)
             if e.op in _VEC_BINOPS:
                 return f"({a} {_VEC_BINOPS[e.op]} {b})"
+            integer = e.a.dtype == "int32"
             if e.op == "max":
-                return f"ember_vmax({a}, {b})"
+                return f"ember_vmax{'i' if integer else ''}({a}, {b})"
             if e.op == "min":
-                return f"ember_vmin({a}, {b})"
-            if e.op == "mod":
+                return f"ember_vmin{'i' if integer else ''}({a}, {b})"
+            if e.op == "mod" and not integer:
                 return f"EMBER_VMAP2(fmodf, {a}, {b})"
-            raise CodegenError(f"vector op {e.op}")
+            raise CodegenError(f"vector op {e.op} on {e.a.dtype}")
         if isinstance(e, Not):
             return f"(~{self.vexpr(e.a, ctx, guard)})"
+        if isinstance(e, Cast):
+            a = self.vexpr(e.a, ctx, guard)
+            if e.a.dtype == "bool":      # a lane mask (-1 / 0) to 1 / 0
+                return f"__builtin_convertvector(-({a}), {vector_type(e.dtype)})"
+            return vector_cast(a, e.a.dtype, e.dtype)
         if isinstance(e, Select):
             if isinstance(e.cond, Broadcast):
                 # one condition for every lane: a C conditional evaluates only the branch taken
                 return (f"({self.expr(e.cond.value, ctx, guard)} ? {self.vexpr(e.t, ctx, guard)} : "
                         f"{self.vexpr(e.f, ctx, guard)})")
             # a lane-wise select computes both branches: their loads must stay in bounds
-            return (f"ember_vsel({self.vexpr(e.cond, ctx, guard)}, {self.vexpr(e.t, ctx, True)}, "
-                    f"{self.vexpr(e.f, ctx, True)})")
+            cond, t, f = self.vexpr(e.cond, ctx, guard), self.vexpr(e.t, ctx, True), self.vexpr(e.f, ctx, True)
+            if e.dtype == "float32":
+                return f"ember_vsel({cond}, {t}, {f})"
+            return f"EMBER_VSELECT({vector_type(e.dtype)}, {cond}, {t}, {f})"
+        if isinstance(e, Call) and e.fn == "dot4_sat16":
+            return self.vdot4(e, ctx, guard)
         if isinstance(e, Call):
             args = [self.vexpr(a, ctx, guard) for a in e.args]
+            if e.fn == "no_contract":
+                return f"EMBER_NO_CONTRACT({args[0]})"
             if e.fn in VECTOR_MATH:
                 return f"{VECTOR_MATH[e.fn]}({', '.join(args)})"
             f32 = _MATH[e.fn][0]
@@ -376,6 +493,35 @@ class CGenerator:
         if isinstance(e, Ramp):
             raise CodegenError("an index vector outside a load")
         raise CodegenError(f"cannot vectorize {type(e).__name__}")
+
+    def vdot4(self, e: Call, ctx: _Ctx, guard: bool) -> str:
+        """A vector ``dot4_sat16``: the four x operands are scalars (the same for every lane),
+        the four w operands vectors.  When the w operands are the interleaved lanes of one int8
+        block (w[4 l + k] for operand k) it is one ember_vdot4_sat16 (vpmaddubsw on AVX2);
+        otherwise lane by lane."""
+        xs, ws = e.args[:4], e.args[4:]
+        if any(lanes_of(x) > 1 for x in xs):
+            raise CodegenError("dot4_sat16 with vector x operands")
+        sx = [self.expr(x, ctx, guard) for x in xs]
+        packed = None
+        if not guard and all(isinstance(x, Load) for x in xs) and \
+                all(x.buffer is xs[0].buffer for x in xs) and _consecutive([x.index for x in xs]):
+            xbuf = self.name(ctx, xs[0].buffer, xs[0].buffer.name)
+            packed = f"ember_load_u32(&{xbuf}[{self.expr(xs[0].index, ctx, guard)}])"
+        if packed is None:
+            packed = " | ".join(f"((uint32_t)(uint8_t)({v}) << {8 * k})" for k, v in enumerate(sx))
+        if (all(isinstance(w, Load) and isinstance(w.index, Ramp) and w.index.stride == 4 and w.buffer is ws[0].buffer
+                and w.dtype == "int8" for w in ws) and _consecutive([w.index.base for w in ws])
+                and all(x.dtype == "uint8" for x in xs) and ws[0].buffer not in ctx.vec_locals
+                and not (guard and not _in_bounds(ws[0].index.base, 1, 4 * self.lanes, ws[0].buffer.size))):
+            wbuf = self.name(ctx, ws[0].buffer, ws[0].buffer.name)
+            return f"ember_vdot4_sat16({packed}, &{wbuf}[{self.expr(ws[0].index.base, ctx, guard)}])"
+        vw = [self.vexpr(w, ctx, guard) if lanes_of(w) > 1 else self.expr(w, ctx, guard) for w in ws]
+        wl = [f"_w{k}[_i]" if lanes_of(w) > 1 else f"_w{k}" for k, w in enumerate(ws)]
+        decl = " ".join(f"__typeof__({v}) _w{k} = {v};" for k, v in enumerate(vw))
+        return (f"({{ {decl} int32_t _x[4] = {{{', '.join(sx)}}}; ember_vi _r; "
+                f"for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = ember_dot4_sat16(_x[0], _x[1], _x[2], _x[3], "
+                f"{', '.join(wl)}); _r; }})")
 
     def index_mask(self, e: BinOp, ctx: _Ctx, guard: bool) -> str:
         """A comparison of index vectors (ramps and broadcasts of int64): the lane mask, built
@@ -419,11 +565,14 @@ class CGenerator:
                 val = self.vexpr(s.value, ctx)
                 if s.buffer in ctx.vec_locals:
                     out.append(f"{ind}{buf}[{idx.base.value // self.lanes}] = {val};")
-                elif idx.stride == 1:
+                elif idx.stride == 1 and s.buffer.dtype == "float32":
                     out.append(f"{ind}ember_vstore(&{buf}[{self.expr(idx.base, ctx)}], {val});")
+                elif idx.stride == 1:
+                    out.append(f"{ind}*({vector_type(s.buffer.dtype)}_u*)&{buf}[{self.expr(idx.base, ctx)}] = {val};")
                 else:
                     parts = " ".join(f"{buf}[_b + {k * idx.stride}] = _v[{k}];" for k in range(self.lanes))
-                    out.append(f"{ind}{{ int64_t _b = {self.expr(idx.base, ctx)}; ember_vf _v = {val}; {parts} }}")
+                    out.append(f"{ind}{{ int64_t _b = {self.expr(idx.base, ctx)}; {vector_type(s.buffer.dtype)} _v = {val}; "
+                               f"{parts} }}")
             else:
                 out.append(f"{ind}{buf}[{self.expr(s.index, ctx)}] = {self.expr(s.value, ctx)};")
         elif isinstance(s, Allocate):
@@ -434,7 +583,7 @@ class CGenerator:
             out.append(f"{ind}{{")
             if _vector_local(b, s.body, self.lanes):
                 ctx.vec_locals.add(b)
-                out.append(f"{inner}ember_vf {name}[{b.size // self.lanes}];")
+                out.append(f"{inner}{vector_type(b.dtype)} {name}[{b.size // self.lanes}];")
                 self.stmt(s.body, ctx, inner, out, depth, fname)
             else:
                 nbytes = b.size * _itemsize(b.dtype)
@@ -519,7 +668,41 @@ def _in_bounds(base: Expr, stride: int, lanes: int, size: int) -> bool:
 
 
 def _ptr_type(b: Buffer, ctx: _Ctx) -> str:
-    return "ember_vf" if b in ctx.vec_locals else c_type(b.dtype)
+    return vector_type(b.dtype) if b in ctx.vec_locals else c_type(b.dtype)
+
+
+def vector_cast(code: str, src: str, dst: str) -> str:
+    """C converting the vector ``code`` of ``src`` lanes to ``dst`` lanes (as C converts each)."""
+    if src == dst:
+        return code
+    narrow = {"uint8": "u8", "int8": "s8"}
+    if src in narrow:
+        wide = f"ember_vwiden_{narrow[src]}({code})"
+        return wide if dst == "int32" else vector_cast(wide, "int32", dst)
+    if dst in narrow:
+        if src != "int32":
+            code, src = vector_cast(code, src, "int32"), "int32"
+        return f"ember_vnarrow_{narrow[dst]}({code})"
+    return f"__builtin_convertvector({code}, {vector_type(dst)})"
+
+
+def vector_type(dtype: str) -> str:
+    try:
+        return VECTOR_TYPES[dtype]
+    except KeyError:
+        raise CodegenError(f"no vectors of {dtype} in the C backend") from None
+
+
+def _consecutive(indices) -> bool:
+    """Whether the index expressions are i, i + 1, i + 2, ..."""
+    from ..tir.analysis import simplify_index
+
+    base = indices[0]
+    for k, ix in enumerate(indices[1:], 1):
+        d = simplify_index(ix - base)
+        if not (isinstance(d, Const) and d.value == k):
+            return False
+    return True
 
 
 def _itemsize(dtype: str) -> int:
@@ -565,7 +748,7 @@ def _loads(e: Expr):
 
 
 def _vector_local(b: Buffer, body: Stmt, lanes: int) -> bool:
-    if b.dtype != "float32" or b.size % lanes:
+    if b.dtype not in ("float32", "int32") or b.size % lanes:
         return False
     seen = False
     for store, e in _exprs_of(body):

@@ -3,8 +3,9 @@
 The counts follow the usual conventions, so they can be compared with the numbers other tools
 and papers publish:
 
-* ``conv2d``: one multiply and one add per kernel tap, ``2*N*O*OH*OW*(C/groups)*KH*KW``;
-* ``matmul``: ``2*batch*M*N*K``;
+* ``conv2d`` (and ``conv2d_int``): one multiply and one add per kernel tap,
+  ``2*N*O*OH*OW*(C/groups)*KH*KW``;
+* ``matmul`` (and ``matmul_int``): ``2*batch*M*N*K``;
 * pooling: one operation per element of every window;
 * other reductions (``reduce_*``, ``argmax``...): one operation per input element;
 * elementwise and broadcasting ops: one operation per output element;
@@ -62,10 +63,10 @@ def node_flops(node: Node, dims: Mapping[str, int] | None = None) -> int:
 
     op = node.op
     out = node.outputs[0].shape
-    if op == "conv2d":
+    if op in ("conv2d", "conv2d_int"):
         _, ci, kh, kw = node.inputs[1].shape
         return 2 * numel(out) * numel((ci, kh, kw))
-    if op == "matmul":
+    if op in ("matmul", "matmul_int"):
         return 2 * numel(out) * _bind(node.inputs[0].shape[-1], dims, node)
     if op in _POOLS:
         kh, kw = node.attrs["kernel"]

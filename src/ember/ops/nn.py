@@ -27,8 +27,9 @@ def conv_out_dim(size, k, stride, pad_begin, pad_end, dilation, ceil_mode=False)
     return span // stride + 1
 
 
-def pad_nchw(x, pads):
-    """Zero-pad the two spatial dims of an NCHW tensor expression; pads = (top, left, bottom, right)."""
+def pad_nchw(x, pads, value=0):
+    """Pad the two spatial dims of an NCHW tensor expression with ``value`` (zeros by default);
+    pads = (top, left, bottom, right)."""
     if not any(pads):
         return x
     t, l, b, r = pads
@@ -38,7 +39,7 @@ def pad_nchw(x, pads):
         yy, xw = y - t, xx - l
         cond = te.logical_and(te.logical_and(te.ge(yy, te.const(0, "int64")), te.lt(yy, te.const(h, "int64"))),
                               te.logical_and(te.ge(xw, te.const(0, "int64")), te.lt(xw, te.const(w, "int64"))))
-        return te.select(cond, x[nn, cc, yy, xw], te.const(0, x.dtype))
+        return te.select(cond, x[nn, cc, yy, xw], te.const(value, x.dtype))
 
     return te.compute((n, c, h + t + b, w + l + r), f, name="pad")
 

@@ -53,12 +53,13 @@ def pick_tile(extent: int, lo: int, hi: int) -> int:
     return best
 
 
-def register_tile(root: Stage, red: Stage, row_axis, col_axis, rows: int, cols: int, lanes: int,
+def register_tile(root: Stage, red, row_axis, col_axis, rows: int, cols: int, lanes: int,
                   before=(), after=(), min_parallel: int = 2) -> None:
     """Tile the output into ``rows`` x ``cols`` blocks computed in registers.
 
     ``col_axis`` is vectorized (``cols`` a multiple of ``lanes``) and ``row_axis`` unrolled.  The
-    reduction ``red`` is attached inside the row-tile loop, so its accumulators stay in
+    reduction ``red`` (a stage, or a list of stages of the same shape, each its own tile) is
+    attached inside the row-tile loop, so its accumulators stay in
     registers and the root's epilogue (bias, activation, residual) runs once per tile.  Loop
     order: ``before`` axes, column tiles, ``after`` axes, row tiles, then the tile itself; every
     loop above the row tiles is fused into one parallel loop.
@@ -82,21 +83,23 @@ def register_tile(root: Stage, red: Stage, row_axis, col_axis, rows: int, cols: 
         root.parallel(par)
     root.unroll(ri)
     root.vectorize(ci)
-    red.compute_at(root, ro)
-    # the reduction: reduce loops outside, the register tile inside
-    r_axes = red.tensor.axes
-    r_row, r_col = r_axes[_axis_index(root, row_axis)], r_axes[_axis_index(root, col_axis)]
-    order_r = list(red.reduce_axes) + [r_row]
-    if cols > lanes:
-        cvo, cvi = red.split(r_col, lanes)
-        order_r += [cvo, cvi]
-        red.unroll(cvo)
-        red.vectorize(cvi)
-    else:
-        order_r.append(r_col)
-        red.vectorize(r_col)
-    red.reorder(*order_r)
-    red.unroll(r_row)
+    # the reduction (or several, each a tile of accumulators): reduce loops outside, the
+    # register tile inside
+    for r in (red if isinstance(red, (list, tuple)) else [red]):
+        r.compute_at(root, ro)
+        r_axes = r.tensor.axes
+        r_row, r_col = r_axes[_axis_index(root, row_axis)], r_axes[_axis_index(root, col_axis)]
+        order_r = list(r.reduce_axes) + [r_row]
+        if cols > lanes:
+            cvo, cvi = r.split(r_col, lanes)
+            order_r += [cvo, cvi]
+            r.unroll(cvo)
+            r.vectorize(cvi)
+        else:
+            order_r.append(r_col)
+            r.vectorize(r_col)
+        r.reorder(*order_r)
+        r.unroll(r_row)
 
 
 def _axis_index(root: Stage, axis) -> int:

@@ -4,7 +4,7 @@
 every pass.  Levels:
 
 * 0: nothing
-* 1: fold constants, dead code
+* 1: QDQ groups to integer kernels, fold constants, dead code
 * 2: + common subexpressions, algebraic simplification, batch-norm folding and lowering
 * 3: same as 2 (layout passes come here)
 
@@ -19,18 +19,19 @@ from typing import Callable
 from ..errors import GraphError
 from ..graph.ir import Graph
 from ..graph.verify import verify
-from . import cse, dead_code, fold_batch_norm, fold_constants, lower_batch_norm, simplify
+from . import cse, dead_code, fold_batch_norm, fold_constants, lower_batch_norm, qdq_to_integer, simplify
 from .base import Pass
 from .fusion import Group, describe, fuse
 from .memory import MemoryPlan, plan_memory
 
 #: Every graph pass by name.
 PASSES: dict[str, Pass] = {m.PASS.name: m.PASS for m in
-                           (fold_constants, dead_code, cse, simplify, fold_batch_norm, lower_batch_norm)}
+                           (qdq_to_integer, fold_constants, dead_code, cse, simplify, fold_batch_norm,
+                            lower_batch_norm)}
 
 #: The order passes run in; each runs at the levels from its ``opt_level`` up.
 PIPELINE: tuple[str, ...] = (
-    "fold_constants", "cse", "simplify", "fold_batch_norm", "lower_batch_norm",
+    "qdq_to_integer", "fold_constants", "cse", "simplify", "fold_batch_norm", "lower_batch_norm",
     "fold_constants", "cse", "dead_code",
 )
 

@@ -1,6 +1,7 @@
 """Layout conversion to the blocked NCHW[x]c layout for CPU convolution networks.
 
-Convolutions with constant weights become ``conv2d_nchwc`` on [N, C/cb, H, W, cb] activations
+Convolutions with constant weights become ``conv2d_nchwc`` (integer ones ``conv2d_int_nchwc``,
+those summed in blocks of channels ``conv2d_split_k_nchwc``) on [N, C/cb, H, W, cb] activations
 (weights packed at compile time).  The blocked layout is then kept through the elementwise and
 broadcast ops, pads, pools and spatial reductions that follow, and converted back to NCHW only
 where an op needs it (a reshape, a matmul, a graph output).  Conversions are ordinary
@@ -14,6 +15,7 @@ from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Node, Value, constant
 from ..ops import Pattern, get_op
 from ..ops.nn import Conv2dNCHWc
+from ..ops.quant import Conv2dIntNCHWc
 from .base import Pass
 
 
@@ -124,6 +126,54 @@ class _Layout:
         self.blocked[node.output] = (out, ob)
         return True
 
+    def conv_split_k(self, node: Node) -> bool:
+        """A float convolution summed in blocks of channels: ``conv2d_split_k_nchwc`` when the
+        blocks are whole channel blocks."""
+        x, w = node.inputs
+        a = node.attrs
+        if not w.is_const or x.type.rank != 4 or not x.type.is_static:
+            return False
+        o, c = w.shape[0], x.shape[1]
+        ob = channel_block(o, self.lanes)
+        cb = self.blocked[x][1] if x in self.blocked else channel_block(c, self.lanes)
+        if not ob or not cb or c % cb or a["k_block"] % cb:
+            return False
+        xb = self.to_blocked(x, cb, node.name)
+        if any(a["pads"]):
+            t, l, bt, r = a["pads"]
+            xb = self.b.op("pad", [xb], name=f"{node.name}_pad", pads=(0, 0, t, l, 0, 0, 0, bt, r, 0))
+        wp = constant(Conv2dNCHWc.pack(w.const, cb, ob), f"{w.name}_nchwc")
+        out = self.b.op("conv2d_split_k_nchwc", [xb, wp], name=node.name, strides=a["strides"],
+                        dilations=a["dilations"], k_block=a["k_block"])
+        self.blocked[node.output] = (out, ob)
+        return True
+
+    def conv_int(self, node: Node) -> bool:
+        """An integer convolution with a constant weight, one group: ``conv2d_int_nchwc``."""
+        x, w = node.inputs
+        a = node.attrs
+        if not w.is_const or x.type.rank != 4 or not x.type.is_static or a["groups"] != 1:
+            return False
+        o, c = w.shape[0], x.shape[1]
+        ob = channel_block(o, self.lanes)
+        if x in self.blocked:
+            cb = self.blocked[x][1]
+        else:
+            cb = channel_block(c, self.lanes) or (c if c < self.lanes else 0)
+        sat = a["saturate_pairs"]
+        if not ob or not cb or c % cb or (sat and cb % 4 and c != cb):
+            return False
+        xb = self.to_blocked(x, cb, node.name)
+        if any(a["pads"]):
+            t, l, bt, r = a["pads"]
+            xb = self.b.op("pad", [xb], name=f"{node.name}_pad", pads=(0, 0, t, l, 0, 0, 0, bt, r, 0),
+                           value=a["pad_value"])
+        wp = constant(Conv2dIntNCHWc.pack(w.const, cb, ob, sat), f"{w.name}_nchwc")
+        out = self.b.op("conv2d_int_nchwc", [xb, wp], name=node.name, strides=a["strides"],
+                        dilations=a["dilations"], kernel=tuple(w.shape[2:]))
+        self.blocked[node.output] = (out, ob)
+        return True
+
     def elementwise(self, node: Node) -> bool:
         out = node.output
         if out.type.rank != 4 or not out.type.is_static:
@@ -179,6 +229,10 @@ class _Layout:
             done = False
             if node.op == "conv2d":
                 done = self.conv(node)
+            elif node.op == "conv2d_int":
+                done = self.conv_int(node)
+            elif node.op == "conv2d_split_k":
+                done = self.conv_split_k(node)
             elif node.op in ("max_pool2d", "avg_pool2d"):
                 done = self.pool(node)
             elif node.op in ("reduce_mean", "reduce_sum", "reduce_max", "reduce_min"):

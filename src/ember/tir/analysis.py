@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var, binop)
+from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var, binop)
 
 
 def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
@@ -175,8 +175,9 @@ def _c_div(a: int, b: int) -> int:
 # A linear form maps term keys to [atom expression, coefficient]; atoms are variables or
 # non-affine subexpressions (kept whole so that equal ones cancel).
 def linear_form(e: Expr) -> tuple[dict, int] | None:
-    """``e`` as (terms, constant) if it is an integer expression; None for other dtypes."""
-    if e.dtype in ("float16", "bfloat16", "float32", "float64", "bool") or isinstance(e, (Ramp, Broadcast)):
+    """``e`` as (terms, constant) if it is an index expression (int64); None for other dtypes
+    (integer data of other widths keeps its own arithmetic: it wraps at its width)."""
+    if e.dtype != INDEX or isinstance(e, (Ramp, Broadcast)):
         return None
     if isinstance(e, Const):
         return {}, int(e.value)

@@ -71,7 +71,13 @@ def lanes_of(e: Expr) -> int:
     return 1
 
 
-VECTOR_DTYPES = ("float32",)
+#: element types of vector arithmetic (one lane per float32 lane: 8 on AVX2)
+VECTOR_DTYPES = ("float32", "int32")
+#: element types vectors are loaded, stored and converted in (narrow integers are widened to
+#: int32 before arithmetic, as the tensor expressions of integer kernels write it)
+MEMORY_DTYPES = VECTOR_DTYPES + ("int16", "uint16", "int8", "uint8")
+#: intrinsics of 8-bit dot products: narrow operands, an int32 result
+DOT_CALLS = ("dot4_sat16",)
 
 
 def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
@@ -80,7 +86,7 @@ def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
     if e is v:
         return Ramp(Const(0), 1, n)
     if isinstance(e, Load):
-        if e.dtype not in VECTOR_DTYPES:
+        if e.dtype not in MEMORY_DTYPES:
             raise _NotVectorizable(f"load of {e.dtype}")
         st = stride_in(e.index, v)
         if st is not None:
@@ -105,23 +111,37 @@ def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
                 raise _NotVectorizable(f"{x.dtype} vector operand")
         if e.op in COMPARISONS and (a.dtype not in VECTOR_DTYPES):
             raise _NotVectorizable("integer comparison")
-        if e.op in LOGICAL:
-            pass
         if e.a.dtype not in VECTOR_DTYPES and e.op not in LOGICAL:
             raise _NotVectorizable(f"{e.a.dtype} arithmetic")
+        if e.a.dtype == "int32" and e.op in ("div", "mod"):
+            raise _NotVectorizable("integer division")
         a = a if lanes_of(a) > 1 else Broadcast(a, n)
         b = b if lanes_of(b) > 1 else Broadcast(b, n)
         return BinOp(e.op, a, b, e.dtype)
+    if isinstance(e, Cast):
+        a = _vec_expr(e.a, v, n)
+        if lanes_of(a) == 1:
+            return Cast(e.dtype, a)
+        if e.dtype not in MEMORY_DTYPES or a.dtype not in MEMORY_DTYPES + ("bool",):
+            raise _NotVectorizable(f"cast from {a.dtype} to {e.dtype}")
+        return Cast(e.dtype, a)
+    if isinstance(e, Call) and e.fn in DOT_CALLS:
+        if e.dtype != "int32":
+            raise _NotVectorizable(f"call {e.fn}")
+        args = tuple(_vec_expr(x, v, n) for x in e.args)
+        if any(lanes_of(x) > 1 and x.dtype not in MEMORY_DTYPES for x in args):
+            raise _NotVectorizable(f"call {e.fn}")
+        return Call(e.fn, args, e.dtype)
     if isinstance(e, Call):
-        if e.dtype not in VECTOR_DTYPES or any(x.dtype not in VECTOR_DTYPES for x in e.args):
+        if e.dtype not in ("float32",) or any(x.dtype not in ("float32",) for x in e.args):
             raise _NotVectorizable(f"call {e.fn}")
         args = tuple(_vec_expr(x, v, n) for x in e.args)
         return Call(e.fn, tuple(x if lanes_of(x) > 1 else Broadcast(x, n) for x in args), e.dtype)
     if isinstance(e, Select):
         c = _vec_expr(e.cond, v, n)
         t, f = _vec_expr(e.t, v, n), _vec_expr(e.f, v, n)
-        if e.dtype not in VECTOR_DTYPES:
-            raise _NotVectorizable("select of non-float")
+        if e.dtype not in MEMORY_DTYPES:
+            raise _NotVectorizable(f"select of {e.dtype}")
         return Select(c if lanes_of(c) > 1 else Broadcast(c, n), t if lanes_of(t) > 1 else Broadcast(t, n),
                       f if lanes_of(f) > 1 else Broadcast(f, n))
     if isinstance(e, Not):
@@ -133,7 +153,7 @@ def _vec_stmt(s: Stmt, v: Var, n: int) -> Stmt:
     if isinstance(s, Seq):
         return Seq([_vec_stmt(x, v, n) for x in s.stmts])
     if isinstance(s, Store):
-        if s.buffer.dtype not in VECTOR_DTYPES:
+        if s.buffer.dtype not in MEMORY_DTYPES:
             raise _NotVectorizable(f"store of {s.buffer.dtype}")
         st = stride_in(s.index, v)
         if st is None or st[0] == 0:

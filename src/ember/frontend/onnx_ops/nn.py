@@ -80,8 +80,9 @@ def conv(cx):
     return _add_bias(cx, y, bias, y.type.rank - 2)
 
 
-def convolution(cx, x, w):
-    """The convolution the node's attributes describe, without bias (also for ConvInteger...)."""
+def convolution(cx, x, w, op: str = "conv2d", **extra):
+    """The convolution the node's attributes describe, without bias, as core op ``op`` (conv2d,
+    or conv2d_int for ConvInteger and QLinearConv, with ``extra`` attributes)."""
     dims, nsp = _spatial(cx, x)
     wd = static_shape(cx, w, "weight")
     if len(wd) != len(dims):
@@ -97,7 +98,7 @@ def convolution(cx, x, w):
         p2 = (pads[0], pads[1], pads[2], pads[3])
     x4 = x if nsp == 2 else reshape(cx, x, (dims[0], dims[1], 1, dims[2]))
     w4 = w if nsp == 2 else reshape(cx, w, (wd[0], wd[1], 1, wd[2]))
-    y = cx.op("conv2d", [x4, w4], strides=s2, pads=p2, dilations=d2, groups=cx.attr("group", 1))
+    y = cx.op(op, [x4, w4], strides=s2, pads=p2, dilations=d2, groups=cx.attr("group", 1), **extra)
     if nsp == 1:
         y = reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
     return y
@@ -487,13 +488,14 @@ def matmul(cx):
     return matmul_values(cx, cx.input(0), cx.input(1))
 
 
-def matmul_values(cx, a, b):
-    """numpy.matmul semantics (1-D operands included) with core matmul and reshapes."""
+def matmul_values(cx, a, b, op: str = "matmul", **extra):
+    """numpy.matmul semantics (1-D operands included) with core op ``op`` (matmul, or matmul_int
+    with ``extra`` attributes) and reshapes."""
     if a.type.rank == 0 or b.type.rank == 0:
         raise cx.fail(f"operands must have rank >= 1, got {a.type} and {b.type}")
     a2 = reshape(cx, a, (1, a.shape[0])) if a.type.rank == 1 else a
     b2 = reshape(cx, b, (b.shape[0], 1)) if b.type.rank == 1 else b
-    y = cx.op("matmul", [a2, b2])
+    y = cx.op(op, [a2, b2], **extra)
     if a.type.rank == 1 or b.type.rank == 1:
         shp = list(y.shape)
         if b.type.rank == 1:

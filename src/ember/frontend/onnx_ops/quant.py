@@ -1,12 +1,15 @@
-"""ONNX quantization ops (QDQ and QOperator forms) decomposed into integer and float core ops:
-DequantizeLinear, QuantizeLinear, DynamicQuantizeLinear, MatMulInteger, ConvInteger,
-QLinearMatMul, QLinearConv."""
+"""ONNX quantization ops (QDQ and QOperator forms) as core ops: DequantizeLinear, QuantizeLinear,
+DynamicQuantizeLinear onto ``dequantize`` / ``quantize`` (other element types decomposed into
+casts and float arithmetic), MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv onto the
+8-bit products ``matmul_int`` / ``conv2d_int`` with their zero points' corrections and
+``requantize`` (see ``ember.ops.quant``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ...graph.types import is_float
+from ...ops.quant import QUANT_RANGES
 from ..onnx import onnx_dtype
 from . import translates
 from .nn import convolution, matmul_values
@@ -46,6 +49,9 @@ def dequantize_linear(cx):
     rank = x.type.rank
     axis = _axis(cx, rank, scale)
     blk = (cx.attr("block_size", 0), x.shape[axis] if rank else 0)
+    if not blk[0] and scale.dtype == "float32" and x.dtype in DEQUANTIZABLE and (zp is None or zp.dtype == x.dtype):
+        return core_dequantize(cx, x, _along(cx, scale, axis, rank),
+                               _along(cx, zp, axis, rank) if zp is not None else cx.scalar(0, x.dtype))
     xf = cx.op("cast", [x], to=scale.dtype)
     if zp is not None:
         xf = cx.op("sub", [xf, _along(cx, cx.op("cast", [zp], to=scale.dtype), axis, rank, *blk)])
@@ -75,6 +81,9 @@ def quantize_linear(cx):
         qdtype = onnx_dtype(cx.attr("output_dtype"), "output_dtype", cx.name, cx.op_type)
     else:
         qdtype = "uint8"
+    if not blk[0] and x.dtype == "float32" and scale.dtype == "float32" and qdtype in QUANT_RANGES:
+        return cx.op("quantize", [x, _along(cx, scale, axis, rank),
+                                  _along(cx, zp, axis, rank) if zp is not None else cx.scalar(0, qdtype)])
     if not is_float(x.dtype):
         x = cx.op("cast", [x], to=scale.dtype)
     if scale.dtype != x.dtype:
@@ -92,8 +101,29 @@ def dynamic_quantize_linear(cx):
     hi = cx.op("maximum", [cx.op("reduce_max", [x], axes=axes, keepdims=False), zero])
     scale = cx.op("div", [cx.op("sub", [hi, lo]), cx.scalar(255, x.dtype)])
     zp = quantize(cx, cx.op("neg", [cx.op("div", [lo, scale])]), "uint8")
+    if x.dtype == "float32":
+        return [cx.op("quantize", [x, scale, zp]), scale, zp]
     y = quantize(cx, cx.op("div", [x, scale]), "uint8", zp)
     return [y, scale, zp]
+
+
+#: integer dtypes DequantizeLinear maps onto the core ``dequantize``
+DEQUANTIZABLE = ("int8", "uint8", "int16", "uint16", "int32")
+
+
+def core_dequantize(cx, x, scale, zp):
+    """The core ``dequantize``.  Of a constant (a weight, a bias) it stays a node rather than
+    folding at once: the qdq_to_integer pass reads the integers from it, and fold_constants folds
+    what that pass leaves."""
+    if x.is_const and scale.is_const and zp.is_const:
+        return cx.b.op("dequantize", [x, scale, zp], name=cx.name)
+    return cx.op("dequantize", [x, scale, zp])
+
+
+def saturates_pairs(x, w, depthwise: bool = False) -> bool:
+    """Whether onnxruntime's kernel for these operands saturates pairs of products (see
+    ``ember.ops.quant``): uint8 activations with int8 weights, except depthwise convolutions."""
+    return x.dtype == "uint8" and w.dtype == "int8" and not depthwise
 
 
 def _centered(cx, v, zp, axis_for_vector: int | None = None):
@@ -107,29 +137,100 @@ def _centered(cx, v, zp, axis_for_vector: int | None = None):
     return cx.op("sub", [v32, z32])
 
 
+def _i32(cx, v):
+    return v if v.dtype == "int32" else cx.op("cast", [v], to="int32")
+
+
+def _integer_matmul(cx, a, b, a_zp, b_zp):
+    """sum_k (a - a_zp)(b - b_zp) in int32 with the 8-bit product ``matmul_int`` on the raw
+    operands (saturating as onnxruntime does) and the zero points' corrections: - a_zp * colsum(b)
+    - b_zp * rowsum(a) + K * a_zp * b_zp.  a_zp is a scalar or one per row of a 2-D a, b_zp a
+    scalar or one per column."""
+    ra, rb = a.type.rank, b.type.rank
+    a2 = reshape(cx, a, (1, a.shape[0])) if ra == 1 else a
+    b2 = reshape(cx, b, (b.shape[0], 1)) if rb == 1 else b
+    acc = cx.op("matmul_int", [a2, b2], saturate_pairs=saturates_pairs(a, b))
+    k = a2.shape[-1]
+    if a_zp is not None:
+        za = _i32(cx, a_zp)
+        if za.type.rank == 1 and za.shape[0] != 1:
+            za = reshape(cx, za, (za.shape[0], 1))
+        colsum = cx.op("reduce_sum", [_i32(cx, b2)], axes=(-2,), keepdims=True)
+        acc = cx.op("sub", [acc, cx.op("mul", [za, colsum])])
+    if b_zp is not None:
+        zb = _i32(cx, b_zp)
+        rowsum = cx.op("reduce_sum", [_i32(cx, a2)], axes=(-1,), keepdims=True)
+        acc = cx.op("sub", [acc, cx.op("mul", [zb, rowsum])])
+        if a_zp is not None:
+            acc = cx.op("add", [acc, cx.op("mul", [cx.op("mul", [za, zb]), cx.scalar(k, "int32")])])
+    if ra == 1 or rb == 1:
+        shp = list(acc.shape)
+        if rb == 1:
+            shp.pop(-1)
+        if ra == 1:
+            shp.pop(-2 if rb != 1 else -1)
+        acc = reshape(cx, acc, shp)
+    return acc
+
+
+def _eight_bit(*vs) -> bool:
+    return all(v.dtype in ("int8", "uint8") for v in vs)
+
+
 @translates("MatMulInteger")
 def matmul_integer(cx):
     a, b = cx.input(0), cx.input(1)
     a_zp, b_zp = cx.input(2, required=False), cx.input(3, required=False)
+    if _eight_bit(a, b):
+        return _integer_matmul(cx, a, b, a_zp, b_zp)
     return matmul_values(cx, _centered(cx, a, a_zp, max(a.type.rank - 2, 0)),
                          _centered(cx, b, b_zp, b.type.rank - 1))
+
+
+def _scalar_const(v) -> int | None:
+    """The value of a constant with one element, else None."""
+    if v is None or not v.is_const or v.const.size != 1:
+        return None
+    return int(v.const.reshape(-1)[0])
+
+
+def _integer_conv(cx, x, w, x_zp, w_zp):
+    """The convolution in int32 of (x - x_zp) and (w - w_zp): ``conv2d_int`` on the raw 8-bit
+    operands (padding with x_zp, saturating as onnxruntime does) less x_zp * sum(w) per output
+    channel, when x_zp is a constant and w_zp is zero; else the exact product of the centered
+    operands in int32 (None if they are not 8-bit)."""
+    zx = 0 if x_zp is None else _scalar_const(x_zp)
+    w_centered = w_zp is not None and not (w_zp.is_const and not np.any(w_zp.const))
+    if not _eight_bit(x, w) or zx is None or w_centered:
+        return convolution(cx, _centered(cx, x, x_zp), _centered(cx, w, w_zp, 0))
+    group = cx.attr("group", 1)
+    depthwise = group > 1 and w.shape[1] == 1
+    acc = convolution(cx, x, w, "conv2d_int", pad_value=zx, saturate_pairs=saturates_pairs(x, w, depthwise))
+    if zx:
+        wsum = cx.op("reduce_sum", [_i32(cx, w)], axes=tuple(range(1, w.type.rank)), keepdims=False)
+        corr = cx.op("mul", [wsum, cx.scalar(zx, "int32")])
+        acc = cx.op("sub", [acc, reshape(cx, corr, (w.shape[0],) + (1,) * (acc.type.rank - 2))])
+    return acc
 
 
 @translates("ConvInteger")
 def conv_integer(cx):
     x, w = cx.input(0), cx.input(1)
     x_zp, w_zp = cx.input(2, required=False), cx.input(3, required=False)
-    return convolution(cx, _centered(cx, x, x_zp), _centered(cx, w, w_zp, 0))
+    return _integer_conv(cx, x, w, x_zp, w_zp)
 
 
 def _requantize(cx, acc, multiplier, y_zp, axis=None):
-    accf = cx.op("cast", [acc], to="float32")
     if axis is not None and multiplier.type.rank == 1 and multiplier.shape[0] != 1:
         multiplier = reshape(cx, multiplier, (multiplier.shape[0],) + (1,) * (acc.type.rank - axis - 1))
+    if y_zp.dtype in QUANT_RANGES:
+        return cx.op("requantize", [acc, multiplier, reshape(cx, y_zp, ()) if y_zp.type.size == 1 else y_zp])
+    accf = cx.op("cast", [acc], to="float32")
     return quantize(cx, cx.op("mul", [accf, multiplier]), y_zp.dtype, y_zp)
 
 
 def _multiplier(cx, a_scale, b_scale, y_scale):
+    """a_scale * b_scale / y_scale in float32, in onnxruntime's order."""
     f = [cx.op("cast", [s], to="float32") if s.dtype != "float32" else s for s in (a_scale, b_scale, y_scale)]
     return cx.op("div", [cx.op("mul", [f[0], f[1]]), f[2]])
 
@@ -137,7 +238,11 @@ def _multiplier(cx, a_scale, b_scale, y_scale):
 @translates("QLinearMatMul")
 def qlinear_matmul(cx):
     a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp = (cx.input(k) for k in range(8))
-    acc = matmul_values(cx, _centered(cx, a, a_zp, max(a.type.rank - 2, 0)), _centered(cx, b, b_zp, b.type.rank - 1))
+    if _eight_bit(a, b):
+        acc = _integer_matmul(cx, a, b, a_zp, b_zp)
+    else:
+        acc = matmul_values(cx, _centered(cx, a, a_zp, max(a.type.rank - 2, 0)),
+                            _centered(cx, b, b_zp, b.type.rank - 1))
     return _requantize(cx, acc, _multiplier(cx, a_scale, b_scale, y_scale), y_zp, acc.type.rank - 1)
 
 
@@ -145,9 +250,7 @@ def qlinear_matmul(cx):
 def qlinear_conv(cx):
     x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp = (cx.input(k) for k in range(8))
     bias = cx.input(8, required=False)
-    acc = convolution(cx, _centered(cx, x, x_zp), _centered(cx, w, w_zp, 0))
+    acc = _integer_conv(cx, x, w, x_zp, w_zp)
     if bias is not None:
-        b32 = cx.op("cast", [bias], to="int32") if bias.dtype != "int32" else bias
-        acc = cx.op("add", [acc, reshape(cx, b32, (bias.shape[0],) + (1,) * (acc.type.rank - 2))])
+        acc = cx.op("add", [acc, reshape(cx, _i32(cx, bias), (bias.shape[0],) + (1,) * (acc.type.rank - 2))])
     return _requantize(cx, acc, _multiplier(cx, x_scale, w_scale, y_scale), y_zp, 1)
-

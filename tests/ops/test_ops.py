@@ -513,6 +513,13 @@ def _matmul_packed(batch):
             w = MatMulPacked.pack(c.rng.standard_normal((k, n)).astype(np.float32), nb)
             return c.op("matmul_packed", [c.input(sa), c.input(w.shape, data=w)])
         batch.case(f"matmul_packed {list(sa)}@[{k}, {n}] nb={nb}", f, rtol=1e-4, atol=1e-5 * max(1.0, np.sqrt(k)))
+    # batched weights: one set of panels per batch index, and broadcast against x's batch dims
+    for sa, ws, nb in [((4, 5, 16), (4, 16, 24), 8), ((3, 7, 9), (3, 9, 16), 16), ((2, 3, 6, 8), (3, 8, 12), 8),
+                       ((6, 8), (2, 8, 16), 8)]:
+        def f(c, sa=sa, ws=ws, nb=nb):
+            w = MatMulPacked.pack(c.rng.standard_normal(ws).astype(np.float32), nb)
+            return c.op("matmul_packed", [c.input(sa), c.input(w.shape, data=w)], n=ws[-1])
+        batch.case(f"matmul_packed batched {list(sa)}@{list(ws)} nb={nb}", f, rtol=1e-4, atol=1e-4)
 
 
 @cases("conv2d_nchwc")
@@ -532,6 +539,27 @@ def _conv2d_nchwc(batch):
                                  depthwise=attrs.get("groups", 1) > 1)
             return c.op("conv2d_nchwc", [c.input(x.shape, data=x), c.input(w.shape, data=w)], **attrs)
         batch.case(f"conv2d_nchwc x{list(xs)} w{list(ws)} cb={cb} ob={ob} {attrs}", f, **_conv_tol(*ws[1:]))
+
+
+@cases("winograd_input")
+def _winograd_input(batch):
+    from ember.ops.nn import to_blocked_array
+
+    for xs, cb, m, pads in [((1, 8, 8, 8), 8, 4, (1, 1, 1, 1)), ((2, 16, 6, 10), 8, 2, (1, 1, 1, 1)),
+                            ((1, 16, 7, 5), 16, 2, (0, 1, 1, 0)), ((1, 8, 10, 6), 8, 4, (0, 0, 0, 0))]:
+        def f(c, xs=xs, cb=cb, m=m, pads=pads):
+            x = to_blocked_array(c.rng.standard_normal(xs).astype(np.float32), cb)
+            return c.op("winograd_input", [c.input(x.shape, data=x)], m=m, pads=pads)
+        batch.case(f"winograd_input x{list(xs)} cb={cb} m={m} pads={pads}", f, rtol=1e-5, atol=1e-4)
+
+
+@cases("winograd_output")
+def _winograd_output(batch):
+    for m, tiles, o, ob in [(4, (1, 2, 2), 8, 8), (2, (2, 3, 5), 32, 16), (4, (1, 1, 3), 16, 8)]:
+        def f(c, m=m, tiles=tiles, o=o, ob=ob):
+            y = c.op("winograd_output", [c.input(((m + 2) ** 2, int(np.prod(tiles)), o))], m=m, tiles=tiles, block=ob)
+            return c.op("relu", [y])                          # an epilogue fused into the transform
+        batch.case(f"winograd_output m={m} tiles={tiles} O={o} ob={ob}", f, rtol=1e-5, atol=1e-4)
 
 
 POOL_SPECS = [
@@ -611,7 +639,8 @@ def _batch_norm(batch):
 # ---------------------------------------------------------------------------------------------
 # the tests
 
-SLOW = {"conv2d", "conv2d_packed", "conv2d_nchwc", "matmul", "matmul_packed", "cast", "avg_pool2d", "max_pool2d"}
+SLOW = {"conv2d", "conv2d_packed", "conv2d_nchwc", "matmul", "matmul_packed", "cast", "avg_pool2d", "max_pool2d",
+        "winograd_input", "winograd_output"}
 
 
 def test_every_op_has_cases():

@@ -22,7 +22,7 @@ from .. import __version__
 from ..errors import EmberError
 from ..graph.ir import Graph, Value
 from ..passes import fuse, optimize, plan_memory
-from ..passes import layout_nchwc, pack_weights
+from ..passes import layout_nchwc, pack_weights, winograd
 from ..target import Target, resolve
 from ..codegen.c import CGenerator, c_ident, c_type, module_source
 from .kernels import group_kernel
@@ -82,6 +82,9 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
         if dump:
             dump("layout_nchwc", g)
         g = optimize(g, 1)          # fold the layout conversions of constants
+        g = winograd.run(g, target.lanes)
+        if dump:
+            dump("winograd", g)
         g = pack_weights.run(g, target.lanes)
         if dump:
             dump("pack_weights", g)

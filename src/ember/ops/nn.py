@@ -545,8 +545,9 @@ class Conv2dPacked(Op):
 
 @register
 class MatMulPacked(Op):
-    """x @ w with the constant 2-D weight pre-packed as column panels [ceil(N/nb), K, nb]; the last
-    panel is zero-padded when nb does not divide N, and ``n`` (0: nt * nb) is the true N."""
+    """x @ w with the constant weight pre-packed as column panels [..., ceil(N/nb), K, nb]; the
+    last panel is zero-padded when nb does not divide N, and ``n`` (0: nt * nb) is the true N.
+    Leading weight dims are batch dims, broadcast against x's as in ``matmul``."""
 
     name = "matmul_packed"
     pattern = Pattern.OUT_ELEMWISE_FUSABLE
@@ -555,38 +556,46 @@ class MatMulPacked(Op):
 
     @staticmethod
     def pack(w: np.ndarray, nb: int) -> np.ndarray:
-        k, n = w.shape
+        *batch, k, n = w.shape
         nt = -(-n // nb)
-        padded = np.zeros((k, nt * nb), w.dtype)
-        padded[:, :n] = w
-        return np.ascontiguousarray(padded.reshape(k, nt, nb).transpose(1, 0, 2))
+        padded = np.zeros((*batch, k, nt * nb), w.dtype)
+        padded[..., :n] = w
+        nd = len(batch)
+        perm = tuple(range(nd)) + (nd + 1, nd, nd + 2)
+        return np.ascontiguousarray(padded.reshape(*batch, k, nt, nb).transpose(perm))
 
     @staticmethod
     def unpack(wp: np.ndarray, n: int = 0) -> np.ndarray:
-        nt, k, nb = wp.shape
-        return np.ascontiguousarray(wp.transpose(1, 0, 2).reshape(k, nt * nb)[:, :n or nt * nb])
+        *batch, nt, k, nb = wp.shape
+        nd = len(batch)
+        perm = tuple(range(nd)) + (nd + 1, nd, nd + 2)
+        return np.ascontiguousarray(wp.transpose(perm).reshape(*batch, k, nt * nb)[..., :n or nt * nb])
 
     def infer(self, a, x, wp):
-        if wp.rank != 3:
-            raise self.fail(f"expects a packed 3-D weight, got {wp}")
-        nt, k, nb = wp.shape
+        if wp.rank < 3:
+            raise self.fail(f"expects a packed weight of rank >= 3, got {wp}")
+        *batch, nt, k, nb = wp.shape
         n = a["n"] or nt * nb
         if not (nt - 1) * nb < n <= nt * nb:
             raise self.fail(f"n={n} does not fit the panels of {wp}")
-        return MatMul().infer(a, x, TensorType((k, n), wp.dtype))
+        return MatMul().infer(a, x, TensorType(tuple(batch) + (k, n), wp.dtype))
 
     def reference(self, a, x, wp):
         return MatMul().reference(a, x, self.unpack(wp, a["n"]))
 
     def compute(self, a, x, wp):
-        nt, kk, nb = wp.shape
-        batch = tuple(x.shape[:-2])
+        from .elementwise import broadcast_index
+
+        *wbatch, nt, kk, nb = wp.shape
+        batch = broadcast_shapes(tuple(x.shape[:-2]), tuple(wbatch))
         k = te.reduce_axis(kk, "k")
         nbd = len(batch)
 
         def f(*i):
             b, m, n = i[:nbd], i[nbd], i[nbd + 1]
-            return te.sum(x[b + (m, k)] * wp[n // nb, k, n % nb], [k])
+            xb = broadcast_index(tuple(x.shape[:-2]), batch, b)
+            wb = broadcast_index(tuple(wbatch), batch, b)
+            return te.sum(x[xb + (m, k)] * wp[wb + (n // nb, k, n % nb)], [k])
 
         return te.compute(batch + (x.shape[-2], a["n"] or nt * nb), f, name="matmul")
 

@@ -1,9 +1,12 @@
 """Layout conversion to the blocked NCHW[x]c layout for CPU convolution networks.
 
 Convolutions with constant weights become ``conv2d_nchwc`` on [N, C/cb, H, W, cb] activations
-(weights packed at compile time).  The blocked layout is then kept through the elementwise and
-broadcast ops, pads, pools and spatial reductions that follow, and converted back to NCHW only
-where an op needs it (a reshape, a matmul, a graph output).  Conversions are ordinary
+(weights packed at compile time).  A dense convolution's zero padding becomes a ``pad`` node in
+front of it (its inner loops then need no bounds checks); a depthwise convolution, which does
+little arithmetic per load, reads its input unpadded and checks bounds itself, which costs less
+than copying the whole activation into a padded buffer first.  The blocked layout is then kept
+through the elementwise and broadcast ops, pads, pools and spatial reductions that follow, and
+converted back to NCHW only where an op needs it (a reshape, a matmul, a graph output).  Conversions are ordinary
 ``reshape``/``transpose`` nodes: on constants (biases, scales) they fold away, on activations
 they fuse into the neighbouring kernels.
 """
@@ -115,7 +118,7 @@ class _Layout:
         if not cb or c % cb:
             return False
         xb = self.to_blocked(x, cb, node.name)
-        if any(a["pads"]):
+        if any(a["pads"]) and not depthwise:
             t, l, bt, r = a["pads"]
             xb = self.b.op("pad", [xb], name=f"{node.name}_pad", pads=(0, 0, t, l, 0, 0, 0, bt, r, 0))
             a["pads"] = (0, 0, 0, 0)

@@ -56,7 +56,46 @@ class Reshape(Op):
 
     def compute(self, a, x):
         shape = tuple(a["shape"])
-        return te.compute(shape, lambda *i: x[unflat_index(x.shape, flat_index(shape, i))], name="reshape")
+        return te.compute(shape, lambda *i: x[reshape_index(tuple(x.shape), shape, i)], name="reshape")
+
+
+def reshape_index(in_shape, out_shape, idx) -> tuple:
+    """The input index that output index ``idx`` of a reshape reads.
+
+    The dims split into runs with equal products (numpy's compatible groups): a run of one input
+    dim split into several output dims, several merged into one, or one kept.  Each input index
+    is computed from its own run only, so splitting C into [C/cb, cb] reads ``c = cb_i * cb + i``
+    rather than going through the whole tensor's linear index (whose divisions and remainders
+    the loop-IR simplifier cannot always remove, e.g. under a padding offset).  Unit dims read
+    index 0.
+    """
+    if not all(isinstance(d, int) and d > 0 for d in (*in_shape, *out_shape)):
+        return unflat_index(in_shape, flat_index(out_shape, idx))     # symbolic or empty
+    zero = te.const(0, "int64")
+    ins = [k for k, d in enumerate(in_shape) if d != 1]
+    outs = [k for k, d in enumerate(out_shape) if d != 1]
+    result = [zero] * len(in_shape)
+    i = j = 0
+    while i < len(ins) and j < len(outs):
+        gi, gj = [ins[i]], [outs[j]]
+        pi, pj = in_shape[ins[i]], out_shape[outs[j]]
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj:
+                gi.append(ins[i])
+                pi *= in_shape[ins[i]]
+                i += 1
+            else:
+                gj.append(outs[j])
+                pj *= out_shape[outs[j]]
+                j += 1
+        lin = flat_index([out_shape[k] for k in gj], [idx[k] for k in gj])
+        rest = pi
+        for n, k in enumerate(gi):
+            rest //= in_shape[k]
+            v = lin // rest if rest != 1 else lin
+            result[k] = v if n == 0 else v % in_shape[k]
+    return tuple(result)
 
 
 @register

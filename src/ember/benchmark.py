@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .graph.types import is_float, np_dtype
+
 
 @dataclass(frozen=True)
 class TimingStats:
@@ -101,8 +103,8 @@ def random_inputs(signature: Any, seed: int = 0, dims: Mapping[str, int] | None 
     out = {}
     for name, (shape, dtype) in _signature(signature).items():
         shape = tuple(d if isinstance(d, int) else int(dims.get(d, 1)) for d in shape)
-        dt = np.dtype("float32" if dtype == "bfloat16" else dtype)
-        if dt.kind == "f":
+        dt = np_dtype(dtype)
+        if is_float(dtype):
             arr = rng.standard_normal(shape).astype(dt)
         elif dt.kind in "iu":
             arr = rng.integers(0, int_high, size=shape).astype(dt)

@@ -683,3 +683,101 @@ def test_gru_linear_before_reset_and_lstm_peepholes():
     check("LSTM", ins, {"hidden_size": 6}, opset=14, const=const, n_out=3, atol=1e-5)
     ins, const = _rnn_inputs(1)
     check("RNN", ins, {"hidden_size": 6, "activations": ["Relu"]}, opset=14, const=const, n_out=2, atol=1e-5)
+
+
+# ---- bfloat16 and the narrow types (float8, float4, int4, int2) --------------------------------
+
+NARROW_TP = {"float8_e4m3fn": 17, "float8_e4m3fnuz": 18, "float8_e5m2": 19, "float8_e5m2fnuz": 20,
+             "uint4": 21, "int4": 22, "float4_e2m1fn": 23, "float8_e8m0fnu": 24, "uint2": 25, "int2": 26}
+SPREAD = np.array([0.48, 0.25, 1.05, -3.5, -8, 9, 1e6, 1e-7, np.nan, np.inf, -np.inf, -4, 0.01, -0.0, 300.0,
+                   464.0, 2.5, -0.75, 57344.0, 61440.0, -7.0, 15.0, 1.5, 2 ** -9], f32)
+
+
+def _ml(dtype):
+    from ember.graph.types import np_dtype
+
+    return np_dtype(dtype)
+
+
+@pytest.mark.parametrize("to", sorted(NARROW_TP) + ["bfloat16"])
+@pytest.mark.parametrize("saturate", [0, 1])
+def test_cast_to_and_from_narrow_types(to, saturate):
+    tp = NARROW_TP.get(to, 16)
+    attrs = {"to": tp, "saturate": saturate}
+    with np.errstate(over="ignore"):
+        sources = (SPREAD, SPREAD.astype("float16"))
+    for src in sources:
+        check("Cast", [src], attrs, opset=23, oracle=run_onnx_reference)
+    if to == "float8_e8m0fnu":
+        for mode in ("up", "down", "nearest"):
+            check("Cast", [np.abs(SPREAD)], {**attrs, "round_mode": mode}, opset=24, oracle=run_onnx_reference)
+    # CastLike to the type of a second input, and back to float
+    like = np.zeros(3, _ml(to))
+    check("CastLike", [SPREAD, like], {"saturate": saturate}, opset=23, oracle=run_onnx_reference)
+    with np.errstate(all="ignore"):
+        codes = (np.arange(256, dtype=np.uint8) & (0xF if to in ("int4", "uint4", "float4_e2m1fn") else
+                                                   0x3 if to in ("int2", "uint2") else 0xFF))
+    data = codes.view(_ml(to)) if to != "bfloat16" else SPREAD.astype(_ml(to))
+    for back in (1, 10):      # float, float16
+        check("Cast", [data], {"to": back}, opset=23, oracle=run_onnx_reference)
+    # to int8: ONNX leaves non-finite and out of range values undefined
+    v = data.astype(f32)
+    check("Cast", [data[np.isfinite(v) & (np.abs(v) < 128)]], {"to": 3}, opset=23, oracle=run_onnx_reference)
+
+
+@pytest.mark.parametrize("qtype", ["int4", "uint4", "int2", "uint2"])
+def test_quantize_dequantize_narrow_integers(qtype):
+    lo, hi = {"int4": (-8, 7), "uint4": (0, 15), "int2": (-2, 1), "uint2": (0, 3)}[qtype]
+    x = rand(2, 6, 4, lo=-30, hi=30)
+    zp = np.array([lo + 1, hi - 1, (lo + hi) // 2, 0 if lo < 0 else 1, lo, hi][:6], _ml(qtype))
+    scale = rand(6, lo=0.5, hi=4)
+    check("QuantizeLinear", [x, scale, zp], {"axis": 1}, const=[1, 2], opset=21, oracle=run_onnx_reference)
+    # blocked, the output type from output_dtype alone
+    bscale = rand(2, 6, 2, lo=0.5, hi=4)
+    check("QuantizeLinear", [x, bscale], {"axis": 2, "block_size": 2, "output_dtype": NARROW_TP[qtype]},
+          const=[1], opset=21, oracle=run_onnx_reference)
+    q = (np.arange(48) % (hi - lo + 1) + lo).reshape(2, 6, 4).astype(_ml(qtype))
+    check("DequantizeLinear", [q, scale, zp], {"axis": 1}, const=[1, 2], opset=21, oracle=run_onnx_reference)
+    check("DequantizeLinear", [q, bscale.astype("float16")], {"axis": 2, "block_size": 2}, const=[1], opset=21,
+          oracle=run_onnx_reference, rtol=1e-3)
+    check("DequantizeLinear", [q, scale], {"axis": 1, "output_dtype": 10}, const=[1], opset=23,
+          oracle=run_onnx_reference, rtol=1e-3)
+
+
+@pytest.mark.parametrize("qtype", ["float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                                   "float4_e2m1fn"])
+def test_quantize_dequantize_narrow_floats(qtype):
+    x = np.concatenate([SPREAD, -SPREAD]).reshape(2, 24)
+    scale = np.array([0.5, 3.0], f32)
+    zp = np.zeros(2, _ml(qtype))
+    for sat in (0, 1):
+        check("QuantizeLinear", [x, scale, zp], {"axis": 0, "saturate": sat}, const=[1, 2], opset=21,
+              oracle=run_onnx_reference)
+    check("QuantizeLinear", [x, np.array(2.0, f32)], {"output_dtype": NARROW_TP[qtype]}, const=[1], opset=21,
+          oracle=run_onnx_reference)
+    q = np.arange(48, dtype=np.uint8).reshape(2, 24).view(_ml(qtype))
+    if qtype == "float4_e2m1fn":
+        q = (np.arange(48, dtype=np.uint8) & 0xF).reshape(2, 24).view(_ml(qtype))
+    check("DequantizeLinear", [q, scale, zp], {"axis": 0}, const=[1, 2], opset=21, oracle=run_onnx_reference)
+    check("DequantizeLinear", [q, np.array(0.25, "float16")], const=[1], opset=21, oracle=run_onnx_reference,
+          rtol=1e-3)
+
+
+def test_dequantize_with_e8m0_scales():
+    q = np.arange(-8, 8, dtype=np.int64).reshape(2, 8).astype(_ml("int4"))
+    scale = np.array([[0.5, 4.0], [2.0 ** -10, 1.0]], f32).astype(_ml("float8_e8m0fnu"))
+    check("DequantizeLinear", [q, scale], {"axis": 1, "block_size": 4, "output_dtype": 1}, const=[1], opset=23,
+          oracle=run_onnx_reference)
+
+
+def test_bfloat16_arithmetic_and_reductions():
+    """bfloat16 held as ml_dtypes arrays: every op rounds to bfloat16, reductions accumulate in
+    float32."""
+    x = rand(3, 8, lo=-3, hi=3).astype(_ml("bfloat16"))
+    y = rand(8, 4, lo=-3, hi=3).astype(_ml("bfloat16"))
+    check("Exp", [x], opset=13, oracle=run_onnx_reference)
+    check("Mul", [x, x[::-1]], opset=13, oracle=run_onnx_reference)
+    check("MatMul", [x, y], opset=13, oracle=run_onnx_reference, rtol=2 ** -7)
+    # (onnx's reference sums in bfloat16: a few units of the last place from the float32 sum)
+    check("ReduceSum", [x, np.array([1], "int64")], const=[1], opset=13, oracle=run_onnx_reference, rtol=2 ** -4)
+    check("Softmax", [x], opset=13, oracle=run_onnx_reference, rtol=2 ** -4)

@@ -221,6 +221,48 @@ def _cast(batch):
                lambda c: c.op("cast", [c.input((64, 1000), "float32", low=-1000, high=1000)], to="int32"))
     batch.case("cast int32->float32 [64, 1000]", lambda c: c.op("cast", [c.input((64, 1000), "int32")], to="float32"))
     batch.case("cast float32->bool NaN", lambda c: c.op("cast", [c.input((4,), "float32", data=NONFINITE)], to="bool"))
+    _cast_ml_dtypes(batch)
+
+
+NARROW_FLOATS = ["float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn"]
+NARROW_INTS = ["int4", "uint4", "int2", "uint2"]
+
+
+def _codes(dtype: str) -> np.ndarray:
+    """Every code of a narrow dtype, one a byte."""
+    from ember.graph.types import np_dtype
+
+    n = 4 if dtype in ("int2", "uint2") else 16 if dtype in ("int4", "uint4", "float4_e2m1fn") else 256
+    return np.arange(n, dtype=np.uint8).view(np_dtype(dtype))
+
+
+def _cast_ml_dtypes(batch):
+    """bfloat16 and the narrow types: every code out, a spread of values (ties, out of range,
+    infinities, NaN) in; exhaustive checks are in tests/codegen/test_c_dtypes.py."""
+    vals = np.concatenate([np.linspace(-600, 600, 97), np.linspace(-1, 1, 41) ** 3, [0.0, -0.0, 1e-9, 3e38],
+                           [6.5, 7.5, 240.0, 248.0, 464.0, 61440.0, 2 ** -10, 2 ** -130], NONFINITE])
+    for dt in NARROW_FLOATS + NARROW_INTS:
+        for to in ["float32", "float16", "float64", "bfloat16", "int32", "uint8", "bool"]:
+            batch.case(f"cast {dt}->{to}", lambda c, dt=dt, to=to: c.op("cast", [c.input(_codes(dt).shape, dt,
+                                                                                        data=_codes(dt))], to=to))
+        for src in ["float32", "float16", "float64", "bfloat16"]:
+            for sat in ([False, True] if dt.startswith("float8") else [False]):
+                modes = ["up", "down", "nearest"] if dt == "float8_e8m0fnu" else ["up"]
+                for mode in modes:
+                    batch.case(f"cast {src}->{dt} saturate={sat} {mode}",
+                               lambda c, dt=dt, src=src, sat=sat, mode=mode: c.op(
+                                   "cast", [c.input(vals.shape, src, data=vals)], to=dt, saturate=sat,
+                                   round_mode=mode))
+        batch.case(f"cast int32->{dt}", lambda c, dt=dt: c.op("cast", [c.input((41,), "int32", low=-1000, high=1000)],
+                                                             to=dt))
+    for a, b in [("float8_e4m3fn", "float8_e5m2"), ("float8_e5m2", "float8_e4m3fnuz"), ("int4", "float4_e2m1fn"),
+                 ("uint4", "int2"), ("float8_e8m0fnu", "float8_e5m2fnuz"), ("float4_e2m1fn", "int4")]:
+        batch.case(f"cast {a}->{b}", lambda c, a=a, b=b: c.op("cast", [c.input(_codes(a).shape, a, data=_codes(a))],
+                                                             to=b, saturate=b.startswith("float8")))
+    batch.case("cast float32->bfloat16->float32", lambda c: c.op("cast", [c.op(
+        "cast", [c.input(vals.shape, "float32", data=vals)], to="bfloat16")], to="float32"), rtol=0, atol=0)
+    batch.case("cast int64->bfloat16", lambda c: c.op("cast", [c.input((23,), "int64", low=-10 ** 9, high=10 ** 9)],
+                                                     to="bfloat16"), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -699,12 +741,34 @@ def test_gather_with_bad_indices_does_not_crash():
     assert all(any(np.array_equal(row, d) for d in data) for row in out)   # the others read some row
 
 
-def test_unsupported_dtype_is_a_clean_error():
-    import ember
-    from ember.errors import CodegenError
+def test_cast_type_rule():
+    from ember.errors import TypeInferenceError
     from ember.graph import GraphBuilder, TensorType
 
-    b = GraphBuilder("bf16")
-    x = b.input("x", TensorType((4,), "bfloat16"))
-    with pytest.raises(CodegenError, match="bfloat16"):
-        ember.compile(b.finish([b.op("add", [x, x])]), cflags=("-O1",))
+    b = GraphBuilder("c")
+    x = b.input("x", TensorType((3,), "float32"))
+    assert b.op("cast", [x], to="float8_e8m0fnu", saturate=True, round_mode="nearest").type == \
+        TensorType((3,), "float8_e8m0fnu")
+    assert b.op("cast", [b.op("cast", [x], to="int2")], to="uint4").type.dtype == "uint4"
+    with pytest.raises(TypeInferenceError, match="round_mode"):
+        b.op("cast", [x], to="float8_e8m0fnu", round_mode="even")
+    with pytest.raises(TypeInferenceError, match="float6"):
+        b.op("cast", [x], to="float6_e2m3fn")
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_narrow_dtypes_only_move(op):
+    """The narrow types have no arithmetic: only the ops that move or convert data take them,
+    and the others say so naming the dtype (never a crash in codegen)."""
+    from ember.errors import TypeInferenceError
+    from ember.graph import GraphBuilder, TensorType
+
+    opdef = OPS[op]
+    if opdef.moves_data:
+        assert op in ("cast", "reshape", "transpose", "slice", "concat", "pad", "broadcast_to", "gather", "where")
+        return
+    b = GraphBuilder("narrow")
+    lo = opdef.num_inputs if isinstance(opdef.num_inputs, int) else opdef.num_inputs[0]
+    xs = [b.input(f"x{k}", TensorType((2, 3, 4, 4), "float8_e4m3fn")) for k in range(lo)]
+    with pytest.raises(TypeInferenceError, match="float8_e4m3fn"):
+        b.op(op, xs)

@@ -109,12 +109,14 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
 
     def where(v: Value) -> str:
         t = c_type(v.dtype)
-        if v in out_index:
-            return f"({t}*)outputs[{out_index[v]}]"
+        # an input or constant that is also an output is read where it lies: its output buffer
+        # is only filled (memcpy) after the kernels have run
         if v in in_index:
             return f"(const {t}*)inputs[{in_index[v]}]"
         if v in const_offsets:
             return f"(const {t}*)(ember_constants + {const_offsets[v]})"
+        if v in out_index:
+            return f"({t}*)outputs[{out_index[v]}]"
         if v in plan.offsets:
             return f"({t}*)(arena + {plan.offsets[v]})"
         raise EmberError(f"value {v.name} has no storage")

@@ -18,12 +18,14 @@ from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ra
                         COMPARISONS, is_float_dtype)
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from ..tir.transform import lanes_of
+from . import c_dtypes
 
+#: the C type that stores each dtype (bfloat16 and the narrow types: see ``c_dtypes``)
 C_TYPES = {
     "float32": "float", "float64": "double", "float16": "_Float16",
     "int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t",
     "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t",
-    "bool": "_Bool",
+    "bool": "_Bool", **c_dtypes.STORAGE,
 }
 
 _BINOPS = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">",
@@ -187,7 +189,7 @@ static inline uint64_t ember_upow(uint64_t a, uint64_t b) {{
 #define EMBER_MAX(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_a > _b || _a != _a) ? _a : _b; }})
 #define EMBER_MIN(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_a < _b || _a != _a) ? _a : _b; }})
 #define EMBER_LOAD_CHECKED(p, i, n) ({{ int64_t _j = (i); (_j >= 0 && _j < (n)) ? (p)[_j] : (__typeof__((p)[0]))0; }})
-""" + VECTOR_MATH_C
+""" + VECTOR_MATH_C + c_dtypes.C_SOURCE
 
 
 @dataclass
@@ -223,6 +225,8 @@ class CGenerator:
 
     def const(self, c: Const) -> str:
         v = c.value
+        if c_dtypes.is_special(c.dtype):
+            return c_dtypes.const(v, c.dtype)
         if c.dtype == "bool":
             return "1" if v else "0"
         if is_float_dtype(c.dtype):
@@ -255,8 +259,10 @@ class CGenerator:
         if isinstance(e, Load):
             buf = self.name(ctx, e.buffer, e.buffer.name)
             if guard and not _in_bounds(e.index, 1, 1, e.buffer.size):
-                return f"EMBER_LOAD_CHECKED({buf}, {self.expr(e.index, ctx, guard)}, {e.buffer.size})"
-            return f"{buf}[{self.expr(e.index, ctx, guard)}]"
+                raw = f"EMBER_LOAD_CHECKED({buf}, {self.expr(e.index, ctx, guard)}, {e.buffer.size})"
+            else:
+                raw = f"{buf}[{self.expr(e.index, ctx, guard)}]"
+            return c_dtypes.load(e.dtype, raw)
         if isinstance(e, BinOp):
             a, b = self.expr(e.a, ctx, guard), self.expr(e.b, ctx, guard)
             dt = e.a.dtype
@@ -284,6 +290,9 @@ class CGenerator:
             return f"(!{self.expr(e.a, ctx, guard)})"
         if isinstance(e, Cast):
             a = self.expr(e.a, ctx, guard)
+            special = c_dtypes.cast(e.a.dtype, e.dtype, a, e.saturate, e.round_mode, c_type)
+            if special is not None:
+                return special
             if e.dtype == "bool":
                 return f"((_Bool)({a} != 0))"
             return f"(({c_type(e.dtype)})({a}))"
@@ -304,6 +313,8 @@ class CGenerator:
             return f"{f32}({', '.join(args)})"
         if dtype == "float16":
             return f"((_Float16){f32}({', '.join(f'(float)({a})' for a in args)}))"
+        if dtype == "bfloat16":
+            return f"{f32}({', '.join(args)})"    # float32 arithmetic: rounded when stored
         raise CodegenError(f"math function {fn} on {dtype}")
 
     def call(self, fn: str, args: list[str], arg_dtype: str, dtype: str) -> str:
@@ -425,7 +436,8 @@ class CGenerator:
                     parts = " ".join(f"{buf}[_b + {k * idx.stride}] = _v[{k}];" for k in range(self.lanes))
                     out.append(f"{ind}{{ int64_t _b = {self.expr(idx.base, ctx)}; ember_vf _v = {val}; {parts} }}")
             else:
-                out.append(f"{ind}{buf}[{self.expr(s.index, ctx)}] = {self.expr(s.value, ctx)};")
+                value = c_dtypes.store(s.buffer.dtype, self.expr(s.value, ctx))
+                out.append(f"{ind}{buf}[{self.expr(s.index, ctx)}] = {value};")
         elif isinstance(s, Allocate):
             # its own block: unrolling may repeat an allocation side by side
             b = s.buffer
@@ -524,7 +536,7 @@ def _ptr_type(b: Buffer, ctx: _Ctx) -> str:
 
 def _itemsize(dtype: str) -> int:
     return {"float64": 8, "int64": 8, "uint64": 8, "float32": 4, "int32": 4, "uint32": 4,
-            "float16": 2, "int16": 2, "uint16": 2}.get(dtype, 1)
+            "float16": 2, "bfloat16": 2, "int16": 2, "uint16": 2}.get(dtype, 1)
 
 
 def _walk_stmt(s: Stmt):

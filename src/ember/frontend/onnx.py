@@ -40,11 +40,11 @@ __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", 
 _ONNX_DTYPES = {
     1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
     9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+    17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz", 21: "uint4",
+    22: "int4", 23: "float4_e2m1fn", 24: "float8_e8m0fnu", 25: "uint2", 26: "int2",
 }
 _ONNX_TYPE_NAMES = {
-    0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128", 17: "FLOAT8E4M3FN",
-    18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4",
-    23: "FLOAT4E2M1", 24: "FLOAT8E8M0", 25: "UINT2", 26: "INT2",
+    0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2",
 }
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -270,10 +270,7 @@ class NodeContext:
 
     def const(self, array: Any, dtype: str | None = None) -> Value:
         arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)
-        v = self.b.const(arr, name=self.name + "_const")
-        if dtype == "bfloat16":
-            v.type = TensorType(v.type.shape, "bfloat16")
-        return v
+        return self.b.const(arr, name=self.name + "_const")
 
     def scalar(self, value: Any, dtype: str) -> Value:
         """A rank-0 constant of ``dtype``."""
@@ -342,7 +339,9 @@ class _Translator:
                                     node=cx.name if cx else None, op=cx.op_type if cx else None) from None
 
     def tensor_array(self, t, what: str, cx: NodeContext | None = None) -> np.ndarray:
-        """A TensorProto (initializer or attribute) as a numpy array of its IR dtype."""
+        """A TensorProto (initializer or attribute) as a numpy array of its IR dtype, one element
+        per item: numpy_helper unpacks the 4-bit and 2-bit types ONNX packs several to a byte
+        (from raw_data or int32_data alike) into ml_dtypes arrays."""
         from onnx import TensorProto, numpy_helper
 
         node, op = (cx.name, cx.op_type) if cx else (None, None)
@@ -361,15 +360,7 @@ class _Translator:
                 arr = numpy_helper.to_array(t)
             except Exception as e:
                 raise ModelLoadError(f"{what} '{t.name}' is corrupt: {e}") from None
-        if dtype == "bfloat16":
-            return np.asarray(arr, dtype=np.float32)
-        return np.asarray(arr, dtype=dtype)
-
-    def _const_value(self, arr: np.ndarray, name: str, dtype: str) -> Value:
-        v = self.b.const(arr, name=name)
-        if dtype == "bfloat16":
-            v.type = TensorType(v.type.shape, "bfloat16")
-        return v
+        return np.asarray(arr, dtype=np_dtype(dtype))
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -386,8 +377,7 @@ class _Translator:
 
     def bind_initializers(self) -> None:
         for t in self.g.initializer:
-            dtype = onnx_dtype(t.data_type, f"initializer '{t.name}'")
-            self.env[t.name] = self._const_value(self.tensor_array(t, "initializer"), t.name, dtype)
+            self.env[t.name] = self.b.const(self.tensor_array(t, "initializer"), name=t.name)
         for st in self.g.sparse_initializer:
             raise UnsupportedOpError({"sparse initializer": [st.values.name or "?"]})
 
@@ -525,8 +515,7 @@ class _Translator:
         for vi, v in zip(g.input, bind):
             self.env[ren(vi.name)] = v
         for t in g.initializer:
-            dtype = onnx_dtype(t.data_type, f"initializer '{t.name}'")
-            self.env[ren(t.name)] = self._const_value(self.tensor_array(t, "initializer"), ren(t.name), dtype)
+            self.env[ren(t.name)] = self.b.const(self.tensor_array(t, "initializer"), name=ren(t.name))
         nodes = []
         for k, inner in enumerate(g.node):
             n = onnx.NodeProto()

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .types import TensorType
+from .types import TensorType, np_dtype
 
 _ids = itertools.count()
 
@@ -74,7 +74,7 @@ class Node:
 
 def constant(array: Any, name: str | None = None, dtype: str | None = None) -> Value:
     """A new constant value holding a copy of ``array``."""
-    arr = np.array(array, dtype=dtype) if dtype is not None else np.array(array)
+    arr = np.array(array, dtype=np_dtype(dtype)) if dtype is not None else np.array(array)
     if arr.dtype == np.dtype("O"):
         raise TypeError("object arrays cannot be graph constants")
     arr.setflags(write=False)

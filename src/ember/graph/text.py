@@ -16,8 +16,9 @@ The grammar, one statement a line by convention (the parser does not care about 
 * ``graph NAME(%in: TYPE, ...) { STATEMENT* return %v, ... }``
 * ``%name = const TYPE PAYLOAD`` defines a constant.  The payload is a literal (a scalar, or a
   flat row-major list for any shape) for small constants, or ``b64"..."``: the base64 of the
-  raw little-endian bytes (bool as one byte per element; bfloat16 as the float32 the reference
-  holds it in).  Both round-trip bit-exactly, NaN payloads and signed zeros included.
+  raw little-endian bytes (bool as one byte per element; bfloat16 and the narrow types as the
+  bytes of the ml_dtypes arrays the reference holds them in).  Both round-trip bit-exactly, NaN
+  payloads and signed zeros included.
 * ``%out = OP(%a, %b) {key=value, ...} @node : TYPE`` applies a core op.  Attributes are ints,
   floats (Python ``repr``, so exact; ``nan``, ``inf``, ``-inf``), strings (JSON quoting),
   ``true``/``false``, ``none`` and nested lists ``[...]`` (tuples in the IR).  ``@node`` gives the
@@ -44,7 +45,7 @@ import numpy as np
 
 from ..errors import EmberError, ParseError
 from .ir import Graph, Node, Value
-from .types import DTYPES, TensorType, np_dtype
+from .types import DTYPES, NARROW_FLOAT_DTYPES, TensorType, np_dtype
 
 #: Constants of at most this many elements print as a literal (when it round-trips exactly).
 LITERAL_MAX_ELEMENTS = 16
@@ -98,8 +99,8 @@ def format_attr(v: Any) -> str:
 def _format_scalar(x, dtype: str) -> str:
     if dtype == "bool":
         return "true" if x else "false"
-    if dtype in ("float16", "float32", "float64", "bfloat16"):
-        return str(x) if dtype != "float64" else repr(float(x))
+    if dtype in ("float16", "float32", "float64", "bfloat16") or dtype in NARROW_FLOAT_DTYPES:
+        return str(x) if dtype in ("float16", "float32") else repr(float(x))
     return str(int(x))
 
 

@@ -22,24 +22,49 @@ DTYPES = (
     "int8", "int16", "int32", "int64",
     "uint8", "uint16", "uint32", "uint64",
     "bool",
+    "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+    "float4_e2m1fn", "int4", "uint4", "int2", "uint2",
 )
 
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
 INT_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 
+#: The narrow types: stored one element per byte (as ``ml_dtypes`` holds them in numpy; an int4
+#: is the low nibble of its byte, two's complement, the high nibble zero), and only converted
+#: (``cast``) or moved (reshape, transpose, gather, ...): no arithmetic, no comparison.
+NARROW_FLOAT_DTYPES = frozenset({"float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                                 "float8_e8m0fnu", "float4_e2m1fn"})
+NARROW_INT_DTYPES = frozenset({"int4", "uint4", "int2", "uint2"})
+NARROW_DTYPES = NARROW_FLOAT_DTYPES | NARROW_INT_DTYPES
+
+#: The dtypes numpy has no type for: the reference holds them as ``ml_dtypes`` arrays.
+_ML_DTYPES = NARROW_DTYPES | {"bfloat16"}
+
 
 def is_float(dtype: str) -> bool:
+    """Whether ``dtype`` is a floating-point type with arithmetic (the narrow floats are not)."""
     return dtype in FLOAT_DTYPES
 
 
 def is_int(dtype: str) -> bool:
+    """Whether ``dtype`` is an integer type with arithmetic (int4/int2 are not)."""
     return dtype in INT_DTYPES
 
 
+def is_narrow(dtype: str) -> bool:
+    """Whether ``dtype`` is one of the narrow storage types (see :data:`NARROW_DTYPES`)."""
+    return dtype in NARROW_DTYPES
+
+
 def np_dtype(dtype: str) -> np.dtype:
-    """The numpy dtype for an IR dtype (bfloat16 is held as float32 by the reference)."""
-    if dtype == "bfloat16":
-        return np.dtype("float32")
+    """The numpy dtype of the arrays that hold values of IR dtype ``dtype``: ``ml_dtypes``'
+    types for bfloat16 and the narrow types (imported only when one is asked for)."""
+    if dtype in _ML_DTYPES:
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise ShapeError(f"dtype {dtype} needs the ml_dtypes package (pip install ml_dtypes)") from None
+        return np.dtype(getattr(ml_dtypes, dtype))
     return np.dtype(dtype)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from .. import te
 from ..graph.types import TensorType, broadcast_shapes, is_float
 from .base import Op, Pattern, register, same_dtype
-from .reduce import normalize_axes
+from .reduce import normalize_axes, widened
 
 
 def conv_out_dim(size, k, stride, pad_begin, pad_end, dilation, ceil_mode=False):
@@ -332,10 +332,11 @@ class Softmax(Op):
 
     def reference(self, a, x):
         ax = a["axis"] % x.ndim
-        m = np.max(x, axis=ax, keepdims=True)
-        e = np.exp(x - m)
+        xw = widened(x)
+        m = np.max(xw, axis=ax, keepdims=True)
+        e = np.exp(xw - m)
         s = np.sum(e, axis=ax, keepdims=True)
-        out = (x - m - np.log(s)) if a["log"] else e / s
+        out = (xw - m - np.log(s)) if a["log"] else e / s
         return out.astype(x.dtype)
 
     def compute(self, a, x):

@@ -20,6 +20,12 @@ def normalize_axes(axes, rank: int, op: Op) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def widened(x: np.ndarray) -> np.ndarray:
+    """bfloat16 data as float32, in which reductions accumulate (numpy would accumulate in
+    bfloat16); other data as is."""
+    return x.astype(np.float32) if str(x.dtype) == "bfloat16" else x
+
+
 def reduced_shape(shape, axes, keepdims):
     if keepdims:
         return tuple(1 if i in axes else d for i, d in enumerate(shape))
@@ -41,7 +47,7 @@ class ReduceOp(Op):
 
     def reference(self, a, x):
         axes = normalize_axes(a["axes"], x.ndim, self)
-        out = self.np_fn(x, axis=axes, keepdims=a["keepdims"])
+        out = self.np_fn(widened(x), axis=axes, keepdims=a["keepdims"])
         return np.asarray(out).astype(x.dtype)
 
     def _reduce(self, a, x, body=lambda v: v):
@@ -104,7 +110,7 @@ class ReduceMean(ReduceOp):
 
     def reference(self, a, x):
         axes = normalize_axes(a["axes"], x.ndim, self)
-        return np.mean(x, axis=axes, keepdims=a["keepdims"]).astype(x.dtype)
+        return np.mean(widened(x), axis=axes, keepdims=a["keepdims"]).astype(x.dtype)
 
     def compute(self, a, x):
         s, axes = self._reduce(a, x)

@@ -40,6 +40,7 @@ class Reshape(Op):
     """Reshape to a fully known shape (frontends resolve 0 and -1)."""
 
     name = "reshape"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"shape": REQUIRED}
 
@@ -101,6 +102,7 @@ def reshape_index(in_shape, out_shape, idx) -> tuple:
 @register
 class Transpose(Op):
     name = "transpose"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"perm": REQUIRED}
 
@@ -132,6 +134,7 @@ class Slice(Op):
     start in [0, dim) (or dim for an empty slice), end in [-1, dim]."""
 
     name = "slice"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"starts": REQUIRED, "ends": REQUIRED, "steps": REQUIRED}
 
@@ -157,6 +160,7 @@ class Slice(Op):
 @register
 class Concat(Op):
     name = "concat"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"axis": REQUIRED}
     num_inputs = (1, 1 << 30)
@@ -206,6 +210,7 @@ class Pad(Op):
     """Pad with ``pads`` = begins of every axis then ends of every axis (may be negative)."""
 
     name = "pad"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"pads": REQUIRED, "mode": "constant", "value": 0.0}
 
@@ -290,6 +295,7 @@ class Pad(Op):
 @register
 class BroadcastTo(Op):
     name = "broadcast_to"
+    moves_data = True
     pattern = Pattern.BROADCAST
     attrs = {"shape": REQUIRED}
 
@@ -315,6 +321,7 @@ class Gather(Op):
     """out = take(data, indices, axis); negative indices count from the end."""
 
     name = "gather"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"axis": 0}
     num_inputs = 2

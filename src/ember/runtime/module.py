@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ArtifactError, EmberError, EmberRuntimeError, InputError
-from ..graph.types import TensorType
+from ..graph.types import NARROW_DTYPES, TensorType
 
 TRAILER_MAGIC = b"EMBERART"
 TRAILER_SIZE = len(TRAILER_MAGIC) + 8 + 32
@@ -134,18 +134,23 @@ def _sha256_of(f, length: int) -> bytes:
 
 # ---- dtypes at the boundary ---------------------------------------------------------------------
 
+#: dtypes numpy lacks -> the unsigned integer type of their raw bits
+_RAW_BITS = {"bfloat16": np.dtype(np.uint16), **{d: np.dtype(np.uint8) for d in NARROW_DTYPES}}
+
+
 def _boundary_dtype(dtype: str) -> np.dtype:
     """The numpy dtype of the buffers a model reads and writes for IR dtype ``dtype``.
 
-    bfloat16 buffers hold raw bits: they are given and returned as ``ml_dtypes.bfloat16`` when
-    that package is installed, else as ``uint16``."""
-    if dtype == "bfloat16":
+    bfloat16 and the narrow types (float8, float4, int4, int2: one element a byte) hold raw
+    bits: they are given and returned as ``ml_dtypes`` arrays when that package is installed,
+    else as ``uint16`` (bfloat16) or ``uint8``."""
+    if dtype in _RAW_BITS:
         try:
             import ml_dtypes
 
-            return np.dtype(ml_dtypes.bfloat16)
+            return np.dtype(getattr(ml_dtypes, dtype))
         except ImportError:
-            return np.dtype(np.uint16)
+            return _RAW_BITS[dtype]
     try:
         return np.dtype(dtype)
     except TypeError:
@@ -157,8 +162,10 @@ def pattern_array(ttype: TensorType) -> np.ndarray:
 
     With ``v = (i * 7919) % 1000`` for flat index ``i``: floats are ``float32(v / 1000 - 0.5)``
     converted to the dtype; signed integers ``v % 200 - 100``; unsigned ``v % 200``; bools
-    ``v % 2``.
+    ``v % 2``.  The narrow types (float8, float4, int4, int2) have no pattern.
     """
+    if ttype.dtype in NARROW_DTYPES:
+        raise InputError(f"there is no test pattern for {ttype.dtype} inputs: give them explicitly")
     shape = tuple(int(d) for d in ttype.shape)
     n = int(np.prod(shape, dtype=np.int64))
     v = (np.arange(n, dtype=np.int64) * 7919) % 1000
@@ -409,12 +416,13 @@ class Module:
         dt, shape = self._in_np[i]
         got = f"{arr.dtype}[{', '.join(str(d) for d in arr.shape)}]"
         if arr.dtype != dt:
-            # bfloat16 may also be given as its raw bits
-            if ttype.dtype == "bfloat16" and arr.dtype in (np.dtype(np.uint16), np.dtype(dt)):
-                arr = arr.view(dt) if arr.dtype != dt else arr
+            # bfloat16 and the narrow types may also be given as their raw bits
+            if arr.dtype == _RAW_BITS.get(ttype.dtype):
+                arr = arr.view(dt)
             else:
+                ns = "ml_dtypes" if ttype.dtype in _RAW_BITS else "np"
                 raise InputError(f"input '{name}' of '{self.name}' expects {ttype}, got {got}: "
-                                 f"convert it explicitly (e.g. x.astype(np.{dt}))")
+                                 f"convert it explicitly (e.g. x.astype({ns}.{dt}))")
         if arr.shape != shape:
             raise InputError(f"input '{name}' of '{self.name}' expects {ttype}, got {got}")
         return arr

@@ -395,7 +395,8 @@ class Lowering:
                 allocs += [vbuf, ibuf]
             else:
                 # half-precision reductions accumulate in float32, as the references do
-                buf = Buffer(f"{t.name}_acc", "float32" if t.dtype == "float16" else t.dtype, size, "local")
+                half = t.dtype in ("float16", "bfloat16")
+                buf = Buffer(f"{t.name}_acc", "float32" if half else t.dtype, size, "local")
                 self.local[t.uid] = (buf, dims, None)
                 allocs.append(buf)
             self.local_order[t.uid] = _loop_order_of_axes(st)

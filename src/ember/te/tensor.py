@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..tir.expr import (BinOp, Call, Cast, Const, Expr, INDEX, Not, Select, Var, as_expr, binop,
-                        is_float_dtype)
+                        is_float_dtype, is_standard_dtype)
 
 _uid = itertools.count()
 
@@ -171,13 +171,14 @@ def call(fn: str, *args: Any, dtype: str | None = None) -> Call:
     return Call(fn, args, dtype or args[0].dtype)
 
 
-def cast(dtype: str, x: Any) -> Expr:
+def cast(dtype: str, x: Any, saturate: bool = False, round_mode: str = "up") -> Expr:
+    """``x`` converted to ``dtype`` (see the ``cast`` op for the rules and the options)."""
     x = as_expr(x)
     if x.dtype == dtype:
         return x
-    if isinstance(x, Const):
+    if isinstance(x, Const) and is_standard_dtype(x.dtype) and is_standard_dtype(dtype):
         return Const(x.value, dtype)
-    return Cast(dtype, x)
+    return Cast(dtype, x, saturate, round_mode)
 
 
 def select(cond: Expr, t: Any, f: Any) -> Expr:

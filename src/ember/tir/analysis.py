@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var, binop)
+from .expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var, binop,
+                   is_standard_dtype)
 
 
 def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
@@ -25,9 +26,9 @@ def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
         return e if a is e.a else Not(a)
     if isinstance(e, Cast):
         a = f(e.a)
-        if isinstance(a, Const):
+        if isinstance(a, Const) and is_standard_dtype(a.dtype) and is_standard_dtype(e.dtype):
             return Const(a.value, e.dtype)
-        return e if a is e.a else Cast(e.dtype, a)
+        return e if a is e.a else Cast(e.dtype, a, e.saturate, e.round_mode)
     if isinstance(e, Call):
         args = tuple(f(x) for x in e.args)
         return e if all(x is y for x, y in zip(args, e.args)) else Call(e.fn, args, e.dtype)

@@ -20,8 +20,20 @@ COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 LOGICAL = ("and", "or")
 
 
+#: the narrow types of the graph IR (``ember.graph.types``): one byte an element, no arithmetic
+NARROW_FLOAT_DTYPES = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+                       "float4_e2m1fn")
+NARROW_INT_DTYPES = ("int4", "uint4", "int2", "uint2")
+
+
 def is_float_dtype(dtype: str) -> bool:
     return dtype in ("float16", "bfloat16", "float32", "float64")
+
+
+def is_standard_dtype(dtype: str) -> bool:
+    """Whether C holds ``dtype`` as itself (not bfloat16 or a narrow type, which generated code
+    converts with routines), so that a cast of a constant can fold in Python."""
+    return dtype != "bfloat16" and dtype not in NARROW_FLOAT_DTYPES and dtype not in NARROW_INT_DTYPES
 
 
 class Expr:
@@ -74,7 +86,7 @@ class Const(Expr):
     def __post_init__(self):
         if self.dtype == "bool":
             self.value = bool(self.value)
-        elif is_float_dtype(self.dtype):
+        elif is_float_dtype(self.dtype) or self.dtype in NARROW_FLOAT_DTYPES:
             self.value = float(self.value)
         else:
             v = self.value
@@ -133,11 +145,16 @@ class Select(Expr):
 
 @dataclass(eq=False, repr=False)
 class Cast(Expr):
+    """Conversion to ``dtype`` by the rules of the ``cast`` op (``ember.ops.cast``): ``saturate``
+    and ``round_mode`` matter only for the float8 targets."""
+
     dtype: str
     a: Expr
+    saturate: bool = False
+    round_mode: str = "up"
 
     def __repr__(self):
-        return f"{self.dtype}({self.a!r})"
+        return f"{self.dtype}{'!sat' if self.saturate else ''}({self.a!r})"
 
 
 @dataclass(eq=False, repr=False)
@@ -183,7 +200,7 @@ class Broadcast(Expr):
 
 
 _INT_RANGE = {f"{p}int{b}": ((0, (1 << b) - 1) if p else (-(1 << (b - 1)), (1 << (b - 1)) - 1))
-              for p in ("", "u") for b in (8, 16, 32, 64)}
+              for p in ("", "u") for b in (2, 4, 8, 16, 32, 64)}
 
 
 def _to_int_like_numpy(v: float, dtype: str) -> int:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ...errors import ShapeError
-from ...graph.types import broadcast_shapes, is_int
+from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ..onnx import onnx_dtype
 from . import translates
 
@@ -376,7 +376,8 @@ def pad(cx):
         raise cx.fail(f"needs {2 * r} pads for {x.type}, got {len(pads)}")
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise cx.fail(f"unknown mode {mode!r}")
-    value = np.array(value).astype(x.dtype if x.dtype != "bfloat16" else "float32").item()
+    cv = np.array(value).astype(np_dtype(x.dtype))
+    value = bool(cv) if x.dtype == "bool" else int(cv) if is_int(x.dtype) or x.dtype in NARROW_INT_DTYPES else float(cv)
     return cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
 
 

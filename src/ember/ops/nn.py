@@ -351,7 +351,9 @@ class Softmax(Op):
         if a["log"]:
             return te.compute(x.shape, lambda *i: x[i] - m[along(i, zero)] - te.call("log", s[along(i, zero)]),
                               name="log_softmax")
-        return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) / s[along(i, zero)],
+        # one reciprocal per row (hoisted out of the row's loop), a multiply per element
+        one = te.const(1.0, x.dtype)
+        return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) * (one / s[along(i, zero)]),
                           name="softmax")
 
     def schedule(self, a, s, out, target):
@@ -434,7 +436,8 @@ class LayerNorm(Op):
 
         def f(*i):
             red_i = i[:ax] + zeros
-            norm = (x[i] - mean[red_i]) / te.call("sqrt", var[red_i] + te.const(a["epsilon"], x.dtype))
+            inv_std = te.const(1.0, x.dtype) / te.call("sqrt", var[red_i] + te.const(a["epsilon"], x.dtype))
+            norm = (x[i] - mean[red_i]) * inv_std
             return norm * scale[broadcast_index(scale.shape, x.shape, i)] + bias[broadcast_index(bias.shape, x.shape, i)]
 
         return te.compute(x.shape, f, name="layer_norm")

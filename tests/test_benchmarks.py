@@ -69,3 +69,14 @@ def test_cpu_benchmark_knows_its_models():
     cpu = _load("ember_bench_cpu", BENCH / "cpu.py")
     assert {"resnet50", "mobilenet_v2", "bert_base", "vit", "gpt2"} <= set(cpu.SHARED + cpu.EXTRA)
     assert "vit" in cpu.builder_module("vit").MODELS
+
+
+def test_engines_take_turns_run_by_run():
+    """A load change during the measurement must touch every engine alike: after the warm-ups,
+    timed runs alternate between the engines."""
+    cpu = _load("ember_bench_cpu", BENCH / "cpu.py")
+    calls = []
+    fns = {name: (lambda feeds, name=name: calls.append(name)) for name in ("a", "b", "c")}
+    times = cpu.time_runs(fns, {}, warmup=2, runs=3)
+    assert calls == ["a", "a", "b", "b", "c", "c"] + ["a", "b", "c"] * 3
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}

@@ -589,19 +589,22 @@ def _winograd_input(batch):
 
     for xs, cb, m, pads in [((1, 8, 8, 8), 8, 4, (1, 1, 1, 1)), ((2, 16, 6, 10), 8, 2, (1, 1, 1, 1)),
                             ((1, 16, 7, 5), 16, 2, (0, 1, 1, 0)), ((1, 8, 10, 6), 8, 4, (0, 0, 0, 0))]:
-        def f(c, xs=xs, cb=cb, m=m, pads=pads):
-            x = to_blocked_array(c.rng.standard_normal(xs).astype(np.float32), cb)
-            return c.op("winograd_input", [c.input(x.shape, data=x)], m=m, pads=pads)
-        batch.case(f"winograd_input x{list(xs)} cb={cb} m={m} pads={pads}", f, rtol=1e-5, atol=1e-4)
+        tiles = xs[0] * ((xs[2] + pads[0] + pads[2] - 2) // m) * ((xs[3] + pads[1] + pads[3] - 2) // m)
+        for rows in (0, tiles + 3):           # 0: one row per tile; else zero padding rows
+            def f(c, xs=xs, cb=cb, m=m, pads=pads, rows=rows):
+                x = to_blocked_array(c.rng.standard_normal(xs).astype(np.float32), cb)
+                return c.op("winograd_input", [c.input(x.shape, data=x)], m=m, pads=pads, rows=rows)
+            batch.case(f"winograd_input x{list(xs)} cb={cb} m={m} pads={pads} rows={rows}", f, rtol=1e-5, atol=1e-4)
 
 
 @cases("winograd_output")
 def _winograd_output(batch):
-    for m, tiles, o, ob in [(4, (1, 2, 2), 8, 8), (2, (2, 3, 5), 32, 16), (4, (1, 1, 3), 16, 8)]:
-        def f(c, m=m, tiles=tiles, o=o, ob=ob):
-            y = c.op("winograd_output", [c.input(((m + 2) ** 2, int(np.prod(tiles)), o))], m=m, tiles=tiles, block=ob)
+    for m, tiles, o, ob, pad in [(4, (1, 2, 2), 8, 8, 0), (2, (2, 3, 5), 32, 16, 0), (4, (1, 1, 3), 16, 8, 2)]:
+        def f(c, m=m, tiles=tiles, o=o, ob=ob, pad=pad):
+            rows = int(np.prod(tiles)) + pad
+            y = c.op("winograd_output", [c.input(((m + 2) ** 2, rows, o))], m=m, tiles=tiles, block=ob)
             return c.op("relu", [y])                          # an epilogue fused into the transform
-        batch.case(f"winograd_output m={m} tiles={tiles} O={o} ob={ob}", f, rtol=1e-5, atol=1e-4)
+        batch.case(f"winograd_output m={m} tiles={tiles} O={o} ob={ob} padding rows={pad}", f, rtol=1e-5, atol=1e-4)
 
 
 POOL_SPECS = [

@@ -95,6 +95,20 @@ def test_other_convolutions_keep_the_direct_kernel(convs, shape):
     assert any(n.op == "conv2d_nchwc" for n in g.nodes)
 
 
+def test_padding_rows_spread_the_transform_accesses_over_the_cache_sets():
+    from ember.ops.winograd import padded_rows
+
+    # 64 tiles of 32 channels put the 36 planes 8 KiB apart: all in one L1 set without padding
+    assert padded_rows(64, (32, 32), 36) > 64
+    for tiles, widths, points in [(64, (32, 32), 36), (196, (64, 64), 36), (49, (256, 256), 16)]:
+        rows = padded_rows(tiles, widths, points)
+        assert tiles <= rows < tiles + 64
+        for w in widths:
+            sets = [(k * rows * w * 4 // 64) % 64 for k in range(points)]
+            assert max(sets.count(x) for x in sets) <= 4
+    assert padded_rows(49, (128, 128), 36) == 49          # already spread: no padding
+
+
 def test_tile_size_choice():
     assert winograd.tile_size(56, 56, 64, 64, 1) == 4
     assert winograd.tile_size(14, 14, 256, 256, 1) == 2

@@ -120,15 +120,40 @@ def _tile_grid(out_h: int, out_w: int, m: int) -> tuple[int, int]:
     return out_h // m, out_w // m
 
 
+def padded_rows(tiles: int, widths, points: int, line: int = 64, sets: int = 64, ways: int = 8) -> int:
+    """Rows for the [points, rows, width] buffers between the transforms and the matmul.
+
+    A transform reads or writes all ``points`` planes of one tile at once, ``rows * width``
+    floats apart.  When that distance is a multiple of a large power of two (64 tiles of 32
+    channels: 8 KiB), every access falls in the same few sets of the L1 cache and they evict
+    each other at every tile.  A few padding rows spread them: the smallest row count >= tiles
+    that puts at most half a set's ways on any one set (for a ``sets`` x ``ways`` cache of
+    ``line``-byte lines) for every plane width in ``widths``.
+    """
+    for rows in range(tiles, tiles + sets):
+        ok = True
+        for w in widths:
+            stride = rows * w * 4
+            per_set: dict[int, int] = {}
+            for k in range(points):
+                st = (k * stride // line) % sets
+                per_set[st] = per_set.get(st, 0) + 1
+            ok = ok and max(per_set.values()) <= ways // 2
+        if ok:
+            return rows
+    return tiles
+
+
 @register
 class WinogradInput(Op):
     """Input tiles of a blocked activation x [N, C/cb, H, W, cb] in the transformed domain:
     V[a * alpha + b, (n * TH + ty) * TW + tx, c] = (B^T d B)[a, b] for the (m+2)^2 tile d at
-    (ty * m, tx * m) of x zero-padded by ``pads`` (top, left, bottom, right)."""
+    (ty * m, tx * m) of x zero-padded by ``pads`` (top, left, bottom, right).  ``rows`` (0: the
+    number of tiles) pads the tile dimension with zero rows (see ``padded_rows``)."""
 
     name = "winograd_input"
     pattern = Pattern.OPAQUE
-    attrs = {"m": 4, "pads": (0, 0, 0, 0)}
+    attrs = {"m": 4, "pads": (0, 0, 0, 0), "rows": 0}
     num_inputs = 1
 
     def infer(self, a, x):
@@ -142,7 +167,10 @@ class WinogradInput(Op):
             raise self.fail(f"F({m}x{m}, 3x3) needs an output of whole {m}x{m} tiles; {x} with pads "
                             f"{a['pads']} gives {oh}x{ow}")
         th, tw = _tile_grid(oh, ow, m)
-        return TensorType(((m + 2) ** 2, n * th * tw, cblk * cb), x.dtype)
+        tiles = n * th * tw
+        if a["rows"] and a["rows"] < tiles:
+            raise self.fail(f"rows={a['rows']} cannot hold the {tiles} tiles of {x}")
+        return TensorType(((m + 2) ** 2, a["rows"] or tiles, cblk * cb), x.dtype)
 
     def reference(self, a, x):
         m = a["m"]
@@ -151,8 +179,10 @@ class WinogradInput(Op):
         pt, pl, pb, pr = a["pads"]
         xp = np.pad(from_blocked_array(x), ((0, 0), (0, 0), (pt, pb), (pl, pr))).astype(np.float64)
         tiles = np.lib.stride_tricks.sliding_window_view(xp, (alpha, alpha), axis=(2, 3))[:, :, ::m, ::m]
-        v = np.einsum("ai,bj,nchwij->abnhwc", bt, bt, tiles)
-        return np.ascontiguousarray(v.reshape(alpha * alpha, -1, xp.shape[1]).astype(x.dtype))
+        v = np.einsum("ai,bj,nchwij->abnhwc", bt, bt, tiles).reshape(alpha * alpha, -1, xp.shape[1])
+        out = np.zeros((alpha * alpha, a["rows"] or v.shape[1], v.shape[2]), x.dtype)
+        out[:, :v.shape[1]] = v
+        return out
 
     def compute(self, a, x):
         m = a["m"]
@@ -161,6 +191,8 @@ class WinogradInput(Op):
         n, cblk, h, w, cb = x.shape
         pt, pl, pb, pr = a["pads"]
         th, tw = _tile_grid(h + pt + pb - 2, w + pl + pr - 2, m)
+        tiles = n * th * tw
+        rows = a["rows"] or tiles
         zero_i, h_i, w_i = te.const(0, "int64"), te.const(h, "int64"), te.const(w, "int64")
 
         def f(t, p, c):
@@ -179,9 +211,12 @@ class WinogradInput(Op):
             cols = [[_combination(bt[ar], [tile[i][j] for i in range(alpha)]) for j in range(alpha)]
                     for ar in range(alpha)]
             points = [_combination(bt[bc], cols[ar]) for ar in range(alpha) for bc in range(alpha)]
-            return _select_chain(t, points)
+            value = _select_chain(t, points)
+            if rows > tiles:        # padding rows (see ``padded_rows``) hold zeros
+                value = te.select(te.lt(p, te.const(tiles, "int64")), value, te.const(0.0, x.dtype))
+            return value
 
-        return te.compute(((m + 2) ** 2, n * th * tw, cblk * cb), f, name="winograd_input")
+        return te.compute(((m + 2) ** 2, rows, cblk * cb), f, name="winograd_input")
 
     def schedule(self, a, s, v, target):
         """Per tile and channel vector, all alpha^2 points in one unrolled block."""
@@ -214,7 +249,8 @@ def _channel_block(v) -> int:
 @register
 class WinogradOutput(Op):
     """Transformed products M[point, tile, O] back to the blocked output [N, O/ob, TH*m, TW*m, ob]:
-    each m x m tile is A^T M A.  ``tiles`` = (N, TH, TW), ``block`` = ob."""
+    each m x m tile is A^T M A.  ``tiles`` = (N, TH, TW), ``block`` = ob; M may have padding
+    rows after the N * TH * TW tiles."""
 
     name = "winograd_output"
     pattern = Pattern.OUT_ELEMWISE_FUSABLE
@@ -223,8 +259,8 @@ class WinogradOutput(Op):
 
     def infer(self, a, mm):
         m, (n, th, tw), ob = a["m"], a["tiles"], a["block"]
-        if mm.rank != 3 or mm.shape[0] != (m + 2) ** 2 or mm.shape[1] != n * th * tw or mm.shape[2] % ob:
-            raise self.fail(f"expects [{(m + 2) ** 2}, {n * th * tw}, O] with O a multiple of {ob}, got {mm}")
+        if mm.rank != 3 or mm.shape[0] != (m + 2) ** 2 or mm.shape[1] < n * th * tw or mm.shape[2] % ob:
+            raise self.fail(f"expects [{(m + 2) ** 2}, >= {n * th * tw}, O] with O a multiple of {ob}, got {mm}")
         return TensorType((n, mm.shape[2] // ob, th * m, tw * m, ob), mm.dtype)
 
     def reference(self, a, mm):
@@ -232,7 +268,7 @@ class WinogradOutput(Op):
         alpha = m + 2
         at, _, _ = winograd_matrices(m)
         o = mm.shape[2]
-        t = mm.astype(np.float64).reshape(alpha, alpha, n, th, tw, o)
+        t = mm[:, :n * th * tw].astype(np.float64).reshape(alpha, alpha, n, th, tw, o)
         y = np.einsum("ya,xb,abnhwo->nohywx", at, at, t).reshape(n, o, th * m, tw * m)
         return to_blocked_array(y.astype(mm.dtype), ob)
 

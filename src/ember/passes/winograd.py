@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..ops.nn import Conv2dNCHWc
-from ..ops.winograd import transform_filters
+from ..ops.winograd import padded_rows, transform_filters
 from .base import Pass
 from .dead_code import dead_code
 
@@ -93,7 +93,8 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
         if not mt:
             b.add_node(node)
             continue
-        v = b.op("winograd_input", [x], name=f"{node.name}_wino_in", m=mt, pads=pads)
+        rows = padded_rows(n * (oh // mt) * (ow // mt), (cin, cout), (mt + 2) ** 2)
+        v = b.op("winograd_input", [x], name=f"{node.name}_wino_in", m=mt, pads=pads, rows=rows)
         u = constant(transform_filters(filt, mt), f"{wp.name}_wino")
         prod = b.op("matmul", [v, u], name=f"{node.name}_wino_mm")
         out = b.op("winograd_output", [prod], name=node.name, m=mt,

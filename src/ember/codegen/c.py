@@ -420,6 +420,10 @@ class CGenerator:
                 out.append(f"{ind}#pragma GCC ivdep")
             elif s.kind == "unrolled":
                 out.append(f"{ind}#pragma GCC unroll 8")
+            elif _register_tile_update(s.body):
+                # the C compiler would unroll a short reduction loop (a first convolution's 3
+                # input channels) and run out of vector registers for the tile's accumulators
+                out.append(f"{ind}#pragma GCC unroll 1")
             out.append(f"{ind}for (int64_t {v} = 0; {v} < {s.extent}; ++{v}) {{")
             self.stmt(s.body, ctx, ind + "  ", out, depth + 1, fname)
             out.append(f"{ind}}}")
@@ -660,3 +664,17 @@ def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: l
         + "".join(f"  {line}\n" for line in entry_body)
         + "  return 0;\n}\n"
     )
+
+
+#: vector accumulators from which a register tile leaves too few of the 16 AVX2 registers to
+#: unroll its reduction loop
+TILE_ACCUMULATORS = 12
+
+
+def _register_tile_update(body: Stmt) -> bool:
+    """A loop body that updates a large register tile: one vector store per accumulator, all to
+    one local buffer."""
+    if not isinstance(body, Seq):
+        return False
+    stores = [x for x in body.stmts if isinstance(x, Store) and isinstance(x.index, Ramp)]
+    return len(stores) >= TILE_ACCUMULATORS and len({id(x.buffer) for x in stores}) == 1

@@ -21,6 +21,17 @@ class GraphBuilder:
         self._names: set[str] = set()        # value names
         self._node_names: set[str] = set()   # node names (a namespace of their own)
 
+    @classmethod
+    def rewriting(cls, graph: Graph) -> "GraphBuilder":
+        """A builder for a rewrite of ``graph``: same inputs, and the names of all its values
+        and nodes taken, so new nodes get fresh ones.  Nodes kept as they are go back in with
+        ``add_node``."""
+        b = cls(graph.name)
+        b.inputs = list(graph.inputs)
+        b._names.update(v.name for v in graph.values())
+        b._node_names.update(n.name for n in graph.nodes)
+        return b
+
     def fresh(self, base: str, used: set[str] | None = None) -> str:
         used = self._names if used is None else used
         base = base or "v"

@@ -32,11 +32,7 @@ class _Layout:
     def __init__(self, graph: Graph, lanes: int):
         self.g = graph
         self.lanes = lanes
-        self.b = GraphBuilder(graph.name)
-        self.b.inputs = list(graph.inputs)
-        for v in graph.values():
-            self.b._names.add(v.name)
-        self.b._node_names.update(n.name for n in graph.nodes)
+        self.b = GraphBuilder.rewriting(graph)
         self.blocked: dict[Value, tuple[Value, int]] = {}   # NCHW value -> (blocked value, cb)
         self.plain: dict[Value, Value] = {}                  # value -> its NCHW form
 

@@ -42,11 +42,7 @@ def panel_width(w: Value, lanes: int) -> int:
 
 def run(graph: Graph, lanes: int = 8) -> Graph:
     g = graph.copy()
-    b = GraphBuilder(g.name)
-    b.inputs = list(g.inputs)
-    for v in g.values():
-        b._names.add(v.name)
-    b._node_names.update(n.name for n in g.nodes)
+    b = GraphBuilder.rewriting(g)
     vmap: dict[Value, Value] = {}
 
     def m(v: Value) -> Value:

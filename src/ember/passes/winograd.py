@@ -59,11 +59,7 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
     for v in g.outputs:
         uses[v] = uses.get(v, 0) + 1
 
-    b = GraphBuilder(g.name)
-    b.inputs = list(g.inputs)
-    for v in g.values():
-        b._names.add(v.name)
-    b._node_names.update(n.name for n in g.nodes)
+    b = GraphBuilder.rewriting(g)
     vmap: dict[Value, Value] = {}
 
     def m_(v: Value) -> Value:

@@ -72,6 +72,19 @@ def test_an_elementwise_dag_reading_an_anchor_output_twice_joins_it():
     assert groups[0].output.name == "g"
 
 
+def test_a_dag_after_a_softmax_does_not_join():
+    """A softmax's output is an expression over its row reductions (an exp): a DAG reading it
+    twice would compute it twice per element."""
+    assert grouping("""
+        graph g(%x: float32[2, 16]) {
+          %c = const float32[] [0.0]
+          %p = softmax(%x) {axis=1}
+          %n = isnan(%p)
+          %q = where(%n, %c, %p)
+          return %q
+        }""") == [["p"], ["n", "q"]]
+
+
 def test_a_dag_with_a_reader_outside_does_not_join():
     assert grouping(f"""
         graph g(%x: float32[1, 2, 6, 6]) {{{CONV}

@@ -11,7 +11,7 @@ The op patterns (``ember.ops.Pattern``) decide:
   each one's output has the anchor's output shape and reads the chain through an operand of
   that full shape; its other operands (bias, residual, ...) are read from outside the group.
 * An anchor-free group of such elementwise ops of the anchor's output shape that holds *every*
-  reader of an anchored group's output joins that group, even though it reads the output more
+  reader of a conv/matmul group's output joins that group, even though it reads the output more
   than once (GELU after a matmul): see ``_merge_epilogue_dags``.
 * ``ELEMWISE``, ``BROADCAST`` and ``INJECTIVE`` ops with no anchor chain freely, any shapes,
   several producers at once.
@@ -186,7 +186,11 @@ def _merge_epilogue_dags(graph: Graph, users, protected, draft_of, absorb) -> No
                 if p is None or p not in draft_of or v in protected:
                     continue
                 pd = draft_of[p]
+                # only after a convolution or matmul, whose output is its accumulator tile; a
+                # softmax's output is an expression (an exp) that each reader would recompute
                 if pd is d or pd.anchor is None or pd.nodes[-1] is not p or pd.alone:
+                    continue
+                if get_op(pd.anchor.op).pattern != Pattern.OUT_ELEMWISE_FUSABLE:
                     continue
                 if v.type.shape != full or pd.anchor.output.type.shape != full:
                     continue

@@ -249,6 +249,54 @@ def test_conv_transpose_1d():
           rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("attrs", [
+    {},
+    {"pads": [1, 0, 2, 1, 1, 0]},
+    {"strides": [2, 1, 2], "dilations": [2, 1, 1]},
+    {"strides": [2, 2, 1], "auto_pad": "SAME_UPPER"},
+    {"group": 2, "dilations": [1, 2, 1], "pads": [0, 2, 1, 0, 2, 1]},
+    {"strides": [3, 3, 3], "pads": [2, 0, 0, 0, 0, 0]},       # depth taps reading only padding
+])
+def test_conv3d(attrs):
+    g = attrs.get("group", 1)
+    r = _own_rand(3)
+    check("Conv", [r(2, 4, 6, 7, 5), r(6, 4 // g, 3, 2, 3), r(6)], attrs, const=[1, 2], rtol=1e-4, atol=1e-5)
+
+
+def _own_rand(seed):
+    """Random float32 arrays from a generator of the test's own, so that adding such tests leaves
+    the data of the tests that draw from the module's generator after them unchanged."""
+    rng = np.random.default_rng(seed)
+    return lambda *shape: rng.uniform(-2.0, 2.0, size=shape).astype(f32)
+
+
+def test_conv3d_weight_as_input_and_unit_depth_kernel():
+    r = _own_rand(4)
+    check("Conv", [r(1, 3, 4, 5, 5), r(2, 3, 1, 3, 3)], {"pads": [0, 1, 1, 0, 1, 1]}, rtol=1e-4, atol=1e-5)
+    check("Conv", [r(1, 2, 5, 4, 4), r(4, 2, 5, 1, 1)], {}, rtol=1e-4, atol=1e-5)
+
+
+def test_conv3d_kernel_deeper_than_input_is_an_error():
+    from ember.errors import EmberError
+
+    r = _own_rand(5)
+    with pytest.raises(EmberError, match="Conv"):
+        check("Conv", [r(1, 2, 2, 4, 4), r(2, 2, 3, 1, 1)], {}, const=[1])
+
+
+@pytest.mark.parametrize("attrs", [
+    {},
+    {"strides": [2, 1, 2], "pads": [1, 0, 0, 1, 1, 1], "output_padding": [1, 0, 1]},
+    {"strides": [1, 2, 2], "dilations": [2, 1, 1], "group": 2},
+    {"strides": [2, 2, 2], "output_shape": [8, 5, 6]},
+])
+def test_conv_transpose_3d(attrs):
+    g = attrs.get("group", 1)
+    r = _own_rand(6)
+    check("ConvTranspose", [r(2, 4, 4, 3, 3), r(4, 6 // g, 3, 2, 3), r(6)], attrs, const=[1, 2],
+          rtol=1e-4, atol=1e-5)
+
+
 POOL_ATTRS = [
     {"kernel_shape": [2, 2]},
     {"kernel_shape": [3, 3], "strides": [2, 2]},
@@ -552,7 +600,22 @@ def test_identity_dropout_and_constant_nodes():
 @pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 0.5, 0.75], [1, 1, 1.5, 3]])
 def test_resize_scales(attrs, scales):
     x = rand(1, 2, 4, 6)
-    check("Resize", [x, None, np.array(scales, f32)], attrs, opset=13, const=[2], atol=1e-5)
+    # align_corners divides by length_resized - 1 with length_resized = scale * length_original, which
+    # is fractional here (6 * 0.75): onnx's reference (and its backend tests) keep the fraction,
+    # onnxruntime rounds it down first
+    fractional = any(d * s != int(d * s) for d, s in zip(x.shape, scales))
+    oracle = run_onnx_reference if fractional and "align_corners" in attrs.values() else run_onnxruntime
+    check("Resize", [x, None, np.array(scales, f32)], attrs, opset=13, const=[2], atol=1e-5, oracle=oracle)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+def test_resize_align_corners_with_a_fractional_length(mode):
+    # length_resized = scale * length_original (6 * 0.75 = 4.5 and 7 * 0.6 = 4.2 here), not the
+    # integral output length; onnx's reference keeps the fraction, onnxruntime does not
+    x = _own_rand(7)(1, 2, 6, 7)
+    check("Resize", [x, None, np.array([1, 1, 0.75, 0.6], f32)],
+          {"mode": mode, "coordinate_transformation_mode": "align_corners"}, opset=13, const=[2], atol=1e-5,
+          oracle=run_onnx_reference)
 
 
 def test_resize_sizes_and_crop():

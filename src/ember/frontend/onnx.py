@@ -193,6 +193,14 @@ class NodeContext:
     def has_input(self, i: int) -> bool:
         return i < len(self.node.input) and bool(self.node.input[i])
 
+    def graph_nodes(self) -> list:
+        """The nodes of the ONNX graph being translated (the model's main graph)."""
+        return list(self._tr.g.node)
+
+    def lookup(self, name: str) -> Value:
+        """The value of the ONNX tensor ``name`` translated so far."""
+        return self._tr.lookup(name, self)
+
     def output_used(self, k: int) -> bool:
         outs = self.node.output
         return k < len(outs) and bool(outs[k]) and outs[k] in self._tr.used

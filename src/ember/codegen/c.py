@@ -677,4 +677,5 @@ def _register_tile_update(body: Stmt) -> bool:
     if not isinstance(body, Seq):
         return False
     stores = [x for x in body.stmts if isinstance(x, Store) and isinstance(x.index, Ramp)]
-    return len(stores) >= TILE_ACCUMULATORS and len({id(x.buffer) for x in stores}) == 1
+    return (len(stores) >= TILE_ACCUMULATORS and len({id(x.buffer) for x in stores}) == 1
+            and stores[0].buffer.scope == "local")

@@ -223,26 +223,32 @@ class WinogradInput(Op):
         root = s.root
         t, p, c = root.tensor.axes
         lanes = target.lanes
-        cb = _channel_block(v)
+        n, _, h, w, cb = _blocked_input(v).shape
         if cb % lanes:
             from ..errors import CodegenError
 
             raise CodegenError(f"channel block {cb} is not a multiple of {lanes} lanes")
+        m, (pt, pl, pb, pr) = a["m"], a["pads"]
+        th, tw = _tile_grid(h + pt + pb - 2, w + pl + pr - 2, m)
+        # the tile loop as (tile row, tile column): the column's part of the input indices is
+        # affine, and only the row loop divides by the grid (a single tile loop would leave
+        # divisions in every load, and make lowering the unrolled block slow)
+        rows, tx = root.split(p, tw)
         co, ci = root.split(c, cb)
         cio, civ = root.split(ci, lanes)
-        root.reorder(p, co, cio, t, civ)
-        root.parallel(root.fuse(p, co))
+        root.reorder(rows, tx, co, cio, t, civ)
+        root.parallel(rows)
         root.unroll(t)
         root.vectorize(civ)
 
 
-def _channel_block(v) -> int:
-    """The channel block of the input a winograd_input tensor reads."""
+def _blocked_input(v):
+    """The blocked input tensor a winograd_input tensor reads."""
     from ..te.tensor import TensorLoad, walk
 
     for e in walk(v.body):
         if isinstance(e, TensorLoad) and len(e.tensor.shape) == 5:
-            return e.tensor.shape[-1]
+            return e.tensor
     raise AssertionError("winograd_input reads no blocked tensor")
 
 

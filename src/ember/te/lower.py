@@ -486,8 +486,17 @@ class Lowering:
     # ---- expressions --------------------------------------------------------------------
 
     def to_tir(self, e: Expr, vals: dict, reader: Stage, fixed: dict, local_vals: dict | None = None) -> Expr:
-        """Turn a te expression into a loop-IR expression at the current point."""
+        """Turn a te expression into a loop-IR expression at the current point.  Subexpressions
+        shared by several parents are converted once and stay shared."""
+        memo: dict[int, Expr] = {}
+
         def go(x: Expr) -> Expr:
+            got = memo.get(id(x))
+            if got is None:
+                got = memo[id(x)] = convert(x)
+            return got
+
+        def convert(x: Expr) -> Expr:
             if isinstance(x, TensorLoad):
                 t = x.tensor
                 if t.uid in self.buffers and t.is_placeholder:

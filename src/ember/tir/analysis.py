@@ -33,9 +33,10 @@ def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
         args = tuple(f(x) for x in e.args)
         return e if all(x is y for x, y in zip(args, e.args)) else Call(e.fn, args, e.dtype)
     if isinstance(e, Select):
-        c, t, fl = f(e.cond), f(e.t), f(e.f)
-        if isinstance(c, Const):
-            return t if c.value else fl
+        c = f(e.cond)
+        if isinstance(c, Const):          # only the branch taken is rewritten
+            return f(e.t) if c.value else f(e.f)
+        t, fl = f(e.t), f(e.f)
         return e if (c is e.cond and t is e.t and fl is e.f) else Select(c, t, fl)
     if isinstance(e, Load):
         i = f(e.index)
@@ -50,14 +51,20 @@ def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
 
 
 def substitute(e: Expr, mapping: dict) -> Expr:
-    """Replace variables (keys, by identity) with expressions."""
+    """Replace variables (keys, by identity) with expressions.  A subexpression shared by
+    several parents (the expressions of unrolled Winograd transforms are DAGs) is rewritten
+    once and stays shared."""
     if not mapping:
         return e
+    memo: dict[int, Expr] = {}
 
     def go(x: Expr) -> Expr:
         if isinstance(x, Var):
             return mapping.get(x, x)
-        return rebuild(x, go)
+        got = memo.get(id(x))
+        if got is None:
+            got = memo[id(x)] = rebuild(x, go)
+        return got
 
     return go(e)
 
@@ -277,11 +284,24 @@ def _order(x: Expr):
 
 def simplify_index(e: Expr) -> Expr:
     """Normalize an integer expression to ``sum(c_i * atom_i) + k``, cancelling equal atoms and
-    removing divisions and remainders that the loop ranges make exact."""
+    removing divisions and remainders that the loop ranges make exact.  Shared subexpressions
+    are simplified once (the loop ranges are fixed for the whole call)."""
+    memo: dict[int, Expr] = {}
+
+    def go(x: Expr) -> Expr:
+        got = memo.get(id(x))
+        if got is None:
+            got = memo[id(x)] = _simplify_index(x, go)
+        return got
+
+    return go(e)
+
+
+def _simplify_index(e: Expr, recurse) -> Expr:
     lf = linear_form(e)
     if lf is not None:
         return from_linear_form(*lf)
-    out = rebuild(e, simplify_index)
+    out = rebuild(e, recurse)
     if isinstance(out, BinOp) and out.op in _DECIDE and out.a.dtype not in _NOT_INT:
         # a comparison of integers that the loop ranges decide (e.g. the padding checks of a
         # loop that never reaches the border) becomes a constant

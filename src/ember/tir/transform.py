@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .analysis import simplify_index, stride_in, substitute, uses_var
+from .analysis import rebuild, simplify_index, stride_in, substitute, uses_var
 from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                    COMPARISONS, LOGICAL)
 from .stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Stmt, Store
@@ -74,8 +74,39 @@ def lanes_of(e: Expr) -> int:
 VECTOR_DTYPES = ("float32",)
 
 
-def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
-    if not uses_var(e, v):
+def _vec_expr(e: Expr, v: Var, n: int, memo: dict | None = None) -> Expr:
+    """``e`` with ``v`` running over ``n`` lanes.  ``memo`` (by node identity, for one vector
+    loop) keeps subexpressions that several parents share converted once."""
+    if memo is None:
+        memo = {}
+    got = memo.get(id(e))
+    if got is None:
+        got = memo[id(e)] = _vec_node(e, v, n, memo)
+    return got
+
+
+def _uses(e: Expr, v: Var, memo: dict) -> bool:
+    key = ("uses", id(e))
+    got = memo.get(key)
+    if got is None:
+        if e is v:
+            got = True
+        else:
+            got = False
+
+            def child(x: Expr) -> Expr:
+                nonlocal got
+                if not got and _uses(x, v, memo):
+                    got = True
+                return x
+
+            rebuild(e, child)
+        memo[key] = got
+    return got
+
+
+def _vec_node(e: Expr, v: Var, n: int, memo: dict) -> Expr:
+    if not _uses(e, v, memo):
         return e
     if e is v:
         return Ramp(Const(0), 1, n)
@@ -99,7 +130,7 @@ def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
             sides.append(Ramp(base, c, n) if c else Broadcast(base, n))
         return BinOp(e.op, sides[0], sides[1], "bool")
     if isinstance(e, BinOp):
-        a, b = _vec_expr(e.a, v, n), _vec_expr(e.b, v, n)
+        a, b = _vec_expr(e.a, v, n, memo), _vec_expr(e.b, v, n, memo)
         for x in (a, b):
             if lanes_of(x) > 1 and x.dtype not in VECTOR_DTYPES and not isinstance(x, BinOp):
                 raise _NotVectorizable(f"{x.dtype} vector operand")
@@ -115,17 +146,17 @@ def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
     if isinstance(e, Call):
         if e.dtype not in VECTOR_DTYPES or any(x.dtype not in VECTOR_DTYPES for x in e.args):
             raise _NotVectorizable(f"call {e.fn}")
-        args = tuple(_vec_expr(x, v, n) for x in e.args)
+        args = tuple(_vec_expr(x, v, n, memo) for x in e.args)
         return Call(e.fn, tuple(x if lanes_of(x) > 1 else Broadcast(x, n) for x in args), e.dtype)
     if isinstance(e, Select):
-        c = _vec_expr(e.cond, v, n)
-        t, f = _vec_expr(e.t, v, n), _vec_expr(e.f, v, n)
+        c = _vec_expr(e.cond, v, n, memo)
+        t, f = _vec_expr(e.t, v, n, memo), _vec_expr(e.f, v, n, memo)
         if e.dtype not in VECTOR_DTYPES:
             raise _NotVectorizable("select of non-float")
         return Select(c if lanes_of(c) > 1 else Broadcast(c, n), t if lanes_of(t) > 1 else Broadcast(t, n),
                       f if lanes_of(f) > 1 else Broadcast(f, n))
     if isinstance(e, Not):
-        return Not(_vec_expr(e.a, v, n))
+        return Not(_vec_expr(e.a, v, n, memo))
     raise _NotVectorizable(f"{type(e).__name__}")
 
 

@@ -16,6 +16,7 @@ class GraphBuilder:
 
     def __init__(self, name: str = "graph"):
         self.name = name
+        self.bounds: dict[str, int] = {}   # upper bounds of the symbols of symbolic shapes
         self.inputs: list[Value] = []
         self.nodes: list[Node] = []
         self._names: set[str] = set()        # value names
@@ -64,7 +65,7 @@ class GraphBuilder:
         self.nodes.append(node)
 
     def finish(self, outputs: Sequence[Value]) -> Graph:
-        return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name)
+        return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name, dict(self.bounds))
 
 
 def infer_node(node: Node) -> list[TensorType]:

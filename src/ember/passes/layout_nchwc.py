@@ -30,6 +30,7 @@ class _Layout:
         self.g = graph
         self.lanes = lanes
         self.b = GraphBuilder(graph.name)
+        self.b.bounds = dict(graph.bounds)
         self.b.inputs = list(graph.inputs)
         for v in graph.values():
             self.b._names.add(v.name)

@@ -41,6 +41,7 @@ def panel_width(w: Value, lanes: int) -> int:
 def run(graph: Graph, lanes: int = 8) -> Graph:
     g = graph.copy()
     b = GraphBuilder(g.name)
+    b.bounds = dict(g.bounds)
     b.inputs = list(g.inputs)
     for v in g.values():
         b._names.add(v.name)

@@ -473,6 +473,17 @@ def _gather(batch):
                                                               c.input((4,), "int64", data=[-6, 5, 0, -1])]))
 
 
+@cases("arange")
+def _arange(batch):
+    # static lengths here; symbolic lengths and starts in tests/te/test_symbolic_kernels.py
+    for length, start, delta, dtype in [(7, 0, 1, "int64"), (13, -5, 3, "int32"), (1, 4, 0, "int64"),
+                                        (0, 0, 1, "int64"), (1000, 2, -1, "int64"), (9, 0.5, 0.25, "float32"),
+                                        (40, -1.0, 0.1, "float64")]:
+        batch.case(f"arange {length} from {start} by {delta} {dtype}",
+                   lambda c, length=length, start=start, delta=delta, dtype=dtype:
+                   c.op("arange", [], length=length, start=start, delta=delta, dtype=dtype))
+
+
 # ---------------------------------------------------------------------------------------------
 # neural-network ops
 

@@ -16,6 +16,7 @@ class GraphBuilder:
 
     def __init__(self, name: str = "graph"):
         self.name = name
+        self.bounds: dict[str, int] = {}   # upper bounds of the symbols of symbolic shapes
         self.inputs: list[Value] = []
         self.nodes: list[Node] = []
         self._names: set[str] = set()        # value names
@@ -28,6 +29,7 @@ class GraphBuilder:
         ``add_node``."""
         b = cls(graph.name)
         b.inputs = list(graph.inputs)
+        b.bounds = dict(graph.bounds)
         b._names.update(v.name for v in graph.values())
         b._node_names.update(n.name for n in graph.nodes)
         return b
@@ -75,7 +77,7 @@ class GraphBuilder:
         self.nodes.append(node)
 
     def finish(self, outputs: Sequence[Value]) -> Graph:
-        return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name)
+        return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name, dict(self.bounds))
 
 
 def infer_node(node: Node) -> list[TensorType]:

@@ -21,13 +21,15 @@ The grammar, one statement a line by convention (the parser does not care about 
   payloads and signed zeros included.
 * ``%out = OP(%a, %b) {key=value, ...} @node : TYPE`` applies a core op.  Attributes are ints,
   floats (Python ``repr``, so exact; ``nan``, ``inf``, ``-inf``), strings (JSON quoting),
-  ``true``/``false``, ``none`` and nested lists ``[...]`` (tuples in the IR).  ``@node`` gives the
+  ``true``/``false``, ``none``, symbolic dimensions (``dim"batch*seq"``) and nested lists
+  ``[...]`` (tuples in the IR).  ``@node`` gives the
   node's name and is printed only when it differs from the first output's name.  ``: TYPE`` is
   the output type (several, comma-separated, for a multi-output op); the parser re-infers types
   with the op's type rule and checks the written ones, so hand-written text may leave out both
   the types and the attributes that keep their defaults.
 * Names are printed bare when they consist of ``[A-Za-z0-9_./-]``, else as a JSON string
-  (``%"onnx::Conv_1"``).  Symbolic dimensions print as their names.  ``#`` starts a comment.
+  (``%"onnx::Conv_1"``).  Symbolic dimensions in types print as their names, or as a JSON
+  string holding their expression (``float32["batch*seq", 768]``).  ``#`` starts a comment.
 
 ``print_graph(g, elide_constants=True)`` prints large constants as ``...`` (type and shape only)
 for dumps meant for people; such text is *not* parseable.
@@ -45,6 +47,7 @@ import numpy as np
 
 from ..errors import EmberError, ParseError
 from .ir import Graph, Node, Value
+from ..symbolic import Sym, SymbolicError, as_dim
 from .types import DTYPES, NARROW_FLOAT_DTYPES, TensorType, np_dtype
 
 #: Constants of at most this many elements print as a literal (when it round-trips exactly).
@@ -70,7 +73,8 @@ def format_name(name: str) -> str:
 
 
 def format_dim(d) -> str:
-    if isinstance(d, str):
+    if isinstance(d, (str, Sym)):
+        d = str(d)
         return d if _IDENT.fullmatch(d) else _quote(d)
     return str(d)
 
@@ -91,6 +95,8 @@ def format_attr(v: Any) -> str:
         return repr(float(v))
     if isinstance(v, str):
         return _quote(v)
+    if isinstance(v, Sym):
+        return "dim" + _quote(str(v))
     if isinstance(v, (tuple, list)):
         return "[" + ", ".join(format_attr(x) for x in v) + "]"
     raise EmberError(f"attribute value {v!r} of type {type(v).__name__} has no text form")
@@ -329,6 +335,13 @@ class _Parser:
             return -float(word) if neg else float(word)
         if neg:
             raise self.error("expected a number after '-'", start)
+        if word == "dim":
+            text = self.string()
+            if text is not None:
+                try:
+                    return as_dim(text)
+                except SymbolicError as e:
+                    raise self.error(str(e), start) from None
         if word == "true":
             return True
         if word == "false":

@@ -13,8 +13,9 @@ from typing import Union
 import numpy as np
 
 from ..errors import ShapeError
+from ..symbolic import Sym, SymbolicError, as_dim, evaluate, product
 
-Dim = Union[int, str]
+Dim = Union[int, Sym]
 
 #: Every dtype the IR knows, with the short name used by the text form.
 DTYPES = (
@@ -78,7 +79,7 @@ class TensorType:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ShapeError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
-        object.__setattr__(self, "shape", tuple(int(d) if not isinstance(d, str) else d for d in self.shape))
+        object.__setattr__(self, "shape", tuple(_dim(d) for d in self.shape))
 
     @property
     def rank(self) -> int:
@@ -89,6 +90,24 @@ class TensorType:
         return all(isinstance(d, int) for d in self.shape)
 
     @property
+    def symbols(self) -> set[str]:
+        """Names of the symbols the shape depends on."""
+        out: set[str] = set()
+        for d in self.shape:
+            if isinstance(d, Sym):
+                out |= d.symbols()
+        return out
+
+    @property
+    def num_elements(self) -> "int | Sym":
+        """Number of elements: an int, or an expression of the symbols."""
+        return product(self.shape)
+
+    def concrete(self, env) -> tuple[int, ...]:
+        """The shape with every symbol bound by ``env`` (name -> int)."""
+        return tuple(evaluate(d, env) for d in self.shape)
+
+    @property
     def size(self) -> int:
         """Number of elements; only for static shapes."""
         n = 1
@@ -97,6 +116,13 @@ class TensorType:
                 raise ShapeError(f"size of a tensor with symbolic shape {self} is not known")
             n *= d
         return n
+
+    def nbytes_at(self, env) -> int:
+        """Bytes of the tensor with every symbol bound by ``env`` (name -> int)."""
+        n = 1
+        for d in self.concrete(env):
+            n *= d
+        return n * np_dtype(self.dtype).itemsize
 
     @property
     def nbytes(self) -> int:
@@ -110,6 +136,17 @@ class TensorType:
         return TensorType(tuple(array.shape), str(array.dtype))
 
 
+def _dim(d) -> Dim:
+    if isinstance(d, Sym):
+        return d
+    if isinstance(d, str):
+        try:
+            return as_dim(d)
+        except SymbolicError as e:
+            raise ShapeError(f"dimension {d!r} is neither an integer nor a symbolic expression: {e}") from None
+    return int(d)
+
+
 def broadcast_shapes(*shapes: tuple[Dim, ...], what: str = "operands") -> tuple[Dim, ...]:
     """Numpy-style multidirectional broadcasting of (possibly symbolic) shapes."""
     rank = max((len(s) for s in shapes), default=0)
@@ -121,14 +158,22 @@ def broadcast_shapes(*shapes: tuple[Dim, ...], what: str = "operands") -> tuple[
             if j < 0:
                 continue
             d = s[j]
-            if d == 1:
+            if isinstance(d, str):
+                d = _dim(d)
+            if isinstance(d, int) and d == 1:
                 continue
-            if dim == 1:
+            if isinstance(dim, int) and dim == 1:
                 dim = d
             elif dim != d:
+                sym = isinstance(d, Sym) or isinstance(dim, Sym)
                 raise ShapeError(
-                    f"cannot broadcast {what} with shapes {', '.join(str(list(s)) for s in shapes)}: "
+                    f"cannot broadcast {what} with shapes {', '.join(_show(s) for s in shapes)}: "
                     f"dimension {i} is {dim} in one and {d} in another"
+                    + ("; symbolic dimensions broadcast only against 1 or an equal expression" if sym else "")
                 )
         out.append(dim)
     return tuple(out)
+
+
+def _show(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"

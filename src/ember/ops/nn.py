@@ -64,8 +64,8 @@ class Conv2d(Op):
         if isinstance(o, int) and o % g:
             raise self.fail(f"{o} output channels are not divisible by groups={g}")
         (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["strides"], a["dilations"], a["pads"]
-        oh = conv_out_dim(h, kh, sh, pt, pb, dh) if isinstance(h, int) else f"{h}_conv"
-        ow = conv_out_dim(wd, kw, sw, pl, pr, dw) if isinstance(wd, int) else f"{wd}_conv"
+        oh = conv_out_dim(h, kh, sh, pt, pb, dh)
+        ow = conv_out_dim(wd, kw, sw, pl, pr, dw)
         if isinstance(oh, int) and (oh <= 0 or ow <= 0):
             raise self.fail(f"kernel {kh}x{kw} does not fit input {x} with pads {a['pads']}")
         return TensorType((n, o, oh, ow), x.dtype)
@@ -167,16 +167,19 @@ class MatMul(Op):
     def schedule(self, a, s, mm, target):
         """Register tiles of rows x (1 or 2 vectors) outputs; the batch dims and column tiles run in
         parallel."""
-        from .schedule_cpu import default_schedule, pick_tile, register_tile
+        from .schedule_cpu import default_schedule, divides, pick_tile, register_tile, size_hint
 
         root, red = s.root, s[mm]
         axes = root.tensor.axes
         m, n = axes[-2], axes[-1]
         lanes = target.lanes
-        if n.extent < lanes:
+        if size_hint(n.extent) < lanes:
             default_schedule(s, target)
             return
-        cols = lanes if n.extent % (2 * lanes) and n.extent % lanes == 0 else 2 * lanes
+        if not isinstance(n.extent, int):
+            cols = lanes        # a symbolic width: one vector per row, so its tail stays one simple loop
+        else:
+            cols = lanes if not divides(2 * lanes, n.extent) and divides(lanes, n.extent) else 2 * lanes
         rows = pick_tile(m.extent, 14 // (cols // lanes) - 3, 14 // (cols // lanes))
         register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
 
@@ -372,11 +375,25 @@ def row_reduce(combiner: str, x, ax: int, body, name: str):
 
     When ``ax`` is the innermost axis and long enough, the reduction is split in two stages:
     PARTIAL_LANES partial results per row (lane l combines elements l, l + P, l + 2P, ...), which
-    a schedule can vectorize, then one combine of the partials."""
+    a schedule can vectorize, then one combine of the partials.  Over a symbolic length the
+    partials cover the whole multiples of P and the combine also takes the n % P elements left."""
     n = x.shape[ax]
     rshape = tuple(1 if k == ax else d for k, d in enumerate(x.shape))
     P = PARTIAL_LANES
-    if ax != len(x.shape) - 1 or n % P or n < 2 * P:
+    if ax == len(x.shape) - 1 and not isinstance(n, int):
+        ro = te.reduce_axis(n // P, "ro")
+        part = te.compute(x.shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
+                          name=f"{name}_partial")
+        whole = (n // P) * P
+        rl = te.reduce_axis(n % P + P, "rl")
+
+        def combine(*i):
+            # the P partials, then the tail: a C conditional reads only the side it takes
+            tail = body(i[:-1] + (rl + whole - P,))
+            return te.reduce(combiner, te.select(te.lt(rl, te.const(P, "int64")), part[i[:-1] + (rl,)], tail), [rl])
+
+        return te.compute(rshape, combine, name=name)
+    if ax != len(x.shape) - 1 or not isinstance(n, int) or n % P or n < 2 * P:
         r = te.reduce_axis(n, "r")
         return te.compute(rshape, lambda *i: te.reduce(combiner, body(i[:-1] + (r,) if ax == len(x.shape) - 1
                                                                       else tuple(r if k == ax else ii for k, ii in enumerate(i))),
@@ -421,8 +438,8 @@ class LayerNorm(Op):
         rshape = tuple(1 if k >= ax else d for k, d in enumerate(x.shape))
         n = 1
         for d in x.shape[ax:]:
-            n *= d
-        inv_n = te.const(1.0 / n, x.dtype)
+            n = n * d
+        inv_n = te.const(1.0 / n, x.dtype) if isinstance(n, int) else te.const(1, x.dtype) / te.cast(x.dtype, n)
 
         def red(name, body):
             if ax == rank - 1:        # one trailing axis: vectorizable per-lane partial sums

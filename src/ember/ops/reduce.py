@@ -41,7 +41,7 @@ class ReduceOp(Op):
     def infer(self, a, x):
         axes = normalize_axes(a["axes"], x.rank, self)
         for ax in axes:
-            if x.shape[ax] == 0 and self.combiner in ("max", "min"):
+            if isinstance(x.shape[ax], int) and x.shape[ax] == 0 and self.combiner in ("max", "min"):
                 raise self.fail(f"cannot take {self.combiner} over the empty axis {ax}")
         return TensorType(reduced_shape(x.shape, axes, a["keepdims"]), x.dtype)
 
@@ -116,8 +116,11 @@ class ReduceMean(ReduceOp):
         s, axes = self._reduce(a, x)
         n = 1
         for ax in axes:
-            n *= x.shape[ax]
-        inv = te.const(1.0 / n if n else float("nan"), x.dtype)
+            n = n * x.shape[ax]
+        if isinstance(n, int):
+            inv = te.const(1.0 / n if n else float("nan"), x.dtype)
+        else:   # a symbolic count: 1 / n at run time (n == 0 gives inf * 0 = nan, as numpy's mean)
+            inv = te.const(1, x.dtype) / te.cast(x.dtype, n)
         return te.compute(s.shape, lambda *i: s[i] * inv, name="mean")
 
 

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..symbolic import Sym
+
 INDEX = "int64"
 
 _counter = itertools.count()
@@ -211,9 +213,47 @@ def _to_int_like_numpy(v: float, dtype: str) -> int:
         return int(np.asarray(v, dtype=np.float64).astype(dtype))
 
 
+@dataclass(eq=False, repr=False)
+class SizeVar(Var):
+    """A symbolic dimension inside a kernel (``ember.symbolic``): an int64 kernel argument that
+    the artifact computes once per run from the input shapes.  One object per name, so that
+    equal dimensions cancel in index arithmetic (see :func:`size_var`)."""
+
+
+_SIZE_VARS: dict[str, SizeVar] = {}
+
+
+def size_var(name: str) -> SizeVar:
+    """The kernel variable of symbol ``name`` (the same object for the same name)."""
+    v = _SIZE_VARS.get(name)
+    if v is None:
+        v = _SIZE_VARS[name] = SizeVar(name, INDEX)
+    return v
+
+
+def sym_expr(d: Any) -> Expr:
+    """A dimension (an int or a :class:`~ember.symbolic.Sym`) as an int64 loop-IR expression."""
+    if not isinstance(d, Sym):
+        return Const(int(d), INDEX)
+    out: Expr | None = None
+    for mono, coef in d.terms:
+        term: Expr | None = None
+        for atom in mono:
+            if isinstance(atom, str):
+                x: Expr = size_var(atom)
+            else:
+                x = binop("div" if atom[0] == "//" else "mod", sym_expr(atom[1]), Const(atom[2]))
+            term = x if term is None else binop("mul", term, x)
+        term = binop("mul", term, Const(coef)) if coef != 1 else term
+        out = term if out is None else binop("add", out, term)
+    return binop("add", out, Const(d.const)) if d.const else out
+
+
 def as_expr(x: Any, dtype: str | None = None) -> Expr:
     if isinstance(x, Expr):
         return x
+    if isinstance(x, Sym):
+        return sym_expr(x)
     if isinstance(x, bool):
         return Const(x, "bool")
     if isinstance(x, int):

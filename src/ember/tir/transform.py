@@ -39,11 +39,25 @@ def subst_stmt(s: Stmt, mapping: dict) -> Stmt:
     return map_stmt(s, lambda x: None, lambda e: simplify_index(substitute(e, mapping)))
 
 
+def _has_symbolic_loop(s: Stmt) -> bool:
+    if isinstance(s, For):
+        return not isinstance(s.extent, int) or _has_symbolic_loop(s.body)
+    if isinstance(s, Seq):
+        return any(_has_symbolic_loop(x) for x in s.stmts)
+    if isinstance(s, Allocate):
+        return _has_symbolic_loop(s.body)
+    if isinstance(s, IfThenElse):
+        return _has_symbolic_loop(s.then) or (s.other is not None and _has_symbolic_loop(s.other))
+    return False
+
+
 def unroll(f: PrimFunc, max_unroll: int = 64) -> PrimFunc:
+    """Unroll loops marked "unrolled" of at most ``max_unroll`` iterations, except around loops of
+    symbolic extent (the tails of symbolic splits): copies of those only make code to compile."""
     def fs(s: Stmt):
         if isinstance(s, For) and s.kind == "unrolled":
             body = map_stmt(s.body, fs, lambda e: e)
-            if s.extent > max_unroll:
+            if not isinstance(s.extent, int) or s.extent > max_unroll or _has_symbolic_loop(body):
                 return For(s.var, s.extent, "serial", body)
             return Seq.of([subst_stmt(body, {s.var: Const(k)}) for k in range(s.extent)])
         return None
@@ -190,6 +204,8 @@ def vectorize(f: PrimFunc, lanes: int) -> PrimFunc:
         if isinstance(s, For) and s.kind == "vectorized":
             body = map_stmt(s.body, fs, lambda e: e)
             n = s.extent
+            if not isinstance(n, int):
+                return For(s.var, n, "simd", body)   # a symbolic extent: the C compiler may try
             if n == lanes:
                 try:
                     return _vec_stmt(body, s.var, n)
@@ -214,7 +230,7 @@ def vectorize(f: PrimFunc, lanes: int) -> PrimFunc:
 def remove_unit_loops(f: PrimFunc) -> PrimFunc:
     """Replace loops of extent 1 by their body with the variable set to 0; drop empty loops."""
     def fs(s: Stmt):
-        if isinstance(s, For) and s.extent <= 1:
+        if isinstance(s, For) and isinstance(s.extent, int) and s.extent <= 1:
             body = map_stmt(s.body, fs, lambda e: e)
             return subst_stmt(body, {s.var: Const(0)}) if s.extent == 1 else Seq([])
         return None

@@ -477,10 +477,10 @@ def lrn(cx):
 def _coerced_2d(cx, fn):
     """Before opset 13, Softmax-like ops work on the input flattened to 2-D at ``axis``."""
     x = cx.input(0)
-    dims = static_shape(cx, x)
-    r = len(dims)
+    r = x.type.rank
     if cx.opset >= 13:
         return fn(x, norm_axis(cx, cx.attr("axis", -1), r))
+    dims = static_shape(cx, x)
     axis = cx.attr("axis", 1)
     if not -r <= axis <= r:
         raise cx.fail(f"axis {axis} is out of range for rank {r}")

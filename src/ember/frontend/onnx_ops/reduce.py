@@ -38,11 +38,10 @@ def _mean(cx, x, axes, keepdims):
             "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
 def reduce(cx):
     x = cx.input(0)
-    static_shape(cx, x)
     axes = reduce_axes(cx, x)
     kd = cx.attr("keepdims", 1)
     t = cx.op_type
-    if any(x.shape[a] == 0 for a in axes) and t in ("ReduceMax", "ReduceMin", "ReduceLogSumExp"):
+    if any(isinstance(x.shape[a], int) and x.shape[a] == 0 for a in axes) and t in ("ReduceMax", "ReduceMin", "ReduceLogSumExp"):
         return _empty_reduction(cx, x, axes, kd)
     if t == "ReduceMean":
         return _mean(cx, x, axes, kd)

@@ -74,7 +74,7 @@ def test_node_names_that_differ_from_their_value():
     g = b.finish([y])
     assert g.nodes[0].name != y.name
     text = print_graph(g)
-    assert f"@relu1" in text
+    assert "@relu1" in text
     g2 = roundtrip(g)
     assert g2.nodes[0].name == "relu1" and g2.nodes[0].output.name == y.name
 

@@ -109,7 +109,6 @@ def test_dft(inverse, onesided, complex_in, length):
     inputs = {"x": x, "len": np.array(length or 0, "int64"), "axis": np.array(1, "int64")}
     const = {"axis": inputs["axis"]}
     if length is None:
-        node_inputs = {"x": x, "": None, "axis": inputs["axis"]}
         node = helper.make_node("DFT", ["x", "", "axis"], ["y0"], inverse=inverse, onesided=onesided)
         model = make_model([node], {"x": x}, ["y0"], initializers=const, opset=20)
         check(model, {"x": x}, atol=1e-4, rtol=1e-4)

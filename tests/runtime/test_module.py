@@ -19,7 +19,7 @@ import pytest
 
 from ember.errors import ArtifactError, EmberError, EmberRuntimeError, InputError
 from ember.graph.types import TensorType
-from ember.runtime import Module, load, pattern_array, trailer_ok, verify_artifact
+from ember.runtime import load, pattern_array, trailer_ok, verify_artifact
 from ember.runtime.module import TRAILER_MAGIC, TRAILER_SIZE
 from ember.toolchain import build_shared
 

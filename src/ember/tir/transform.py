@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .analysis import rebuild, simplify_index, stride_in, substitute, uses_var
+from .analysis import rebuild, simplify_index, stride_in, substitute
 from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                    COMPARISONS, LOGICAL)
 from .stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Stmt, Store

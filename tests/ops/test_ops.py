@@ -783,6 +783,8 @@ def test_narrow_dtypes_only_move(op):
         return
     b = GraphBuilder("narrow")
     lo = opdef.num_inputs if isinstance(opdef.num_inputs, int) else opdef.num_inputs[0]
+    if lo == 0:
+        return                     # no operand to be narrow (arange makes its values itself)
     xs = [b.input(f"x{k}", TensorType((2, 3, 4, 4), "float8_e4m3fn")) for k in range(lo)]
     with pytest.raises(TypeInferenceError, match="float8_e4m3fn"):
         b.op(op, xs)

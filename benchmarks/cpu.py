@@ -7,8 +7,8 @@
     python benchmarks/cpu.py path/to/model.onnx    # any ONNX model as well
 
 Every engine runs the same ONNX model with the same inputs and thread count in this process:
-warm-up runs, then ``--runs`` timed runs, the engines taking turns run by run so that a change
-in the machine's load touches them alike; the table shows the median latency, the spread
+warm-up runs, then ``--runs`` timed runs, the engines taking turns of a few runs (each turn
+after one untimed run) so that a change in the machine's load touches them alike; the table shows the median latency, the spread
 (p10-p90), the ratio to onnxruntime, compile/session-creation time and, from a separate child
 process per engine, peak working memory (resident set growth while loading and running).
 It also measures the machine's fp32 peak (a large sgemm through numpy) and prints each engine's
@@ -167,19 +167,26 @@ def make_torch(path: Path, threads: int):
 ENGINES = {"ember": make_ember, "onnxruntime": make_onnxruntime, "torch": make_torch, "openvino": make_openvino}
 
 
+#: timed runs an engine makes in a row before the next engine's turn
+TURN_RUNS = 5
+
+
 def time_runs(fns: dict, feeds, warmup: int, runs: int) -> dict[str, list[float]]:
-    """Latencies of each engine's ``fn``, the engines taking turns run by run (after their
-    warm-up runs), so that a change in the machine's load during the measurement touches every
-    engine alike instead of whichever happened to be timed then."""
+    """Latencies of each engine's ``fn``, the engines taking turns of TURN_RUNS timed runs (after
+    their warm-up runs), so that a change in the machine's load during the measurement touches
+    every engine alike.  Each turn starts with one untimed run: the previous engine's thread pool
+    may still be spinning for work (onnxruntime's does) and would take cores from this one."""
     for fn in fns.values():
         for _ in range(warmup):
             fn(feeds)
     out: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
+    while any(len(ts) < runs for ts in out.values()):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
             fn(feeds)
-            out[name].append(time.perf_counter() - t0)
+            for _ in range(min(TURN_RUNS, runs - len(out[name]))):
+                t0 = time.perf_counter()
+                fn(feeds)
+                out[name].append(time.perf_counter() - t0)
     return out
 
 

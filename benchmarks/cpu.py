@@ -7,8 +7,7 @@
     python benchmarks/cpu.py path/to/model.onnx    # any ONNX model as well
 
 Every engine runs the same ONNX model with the same inputs and thread count in this process:
-warm-up runs, then ``--runs`` timed runs, the engines taking turns of a few runs (each turn
-after one untimed run) so that a change in the machine's load touches them alike; the table shows the median latency, the spread
+warm-up runs, then ``--runs`` timed runs, one engine after the other; the table shows the median latency, the spread
 (p10-p90), the ratio to onnxruntime, compile/session-creation time and, from a separate child
 process per engine, peak working memory (resident set growth while loading and running).
 It also measures the machine's fp32 peak (a large sgemm through numpy) and prints each engine's
@@ -167,26 +166,20 @@ def make_torch(path: Path, threads: int):
 ENGINES = {"ember": make_ember, "onnxruntime": make_onnxruntime, "torch": make_torch, "openvino": make_openvino}
 
 
-#: timed runs an engine makes in a row before the next engine's turn
-TURN_RUNS = 5
-
-
 def time_runs(fns: dict, feeds, warmup: int, runs: int) -> dict[str, list[float]]:
-    """Latencies of each engine's ``fn``, the engines taking turns of TURN_RUNS timed runs (after
-    their warm-up runs), so that a change in the machine's load during the measurement touches
-    every engine alike.  Each turn starts with one untimed run: the previous engine's thread pool
-    may still be spinning for work (onnxruntime's does) and would take cores from this one."""
-    for fn in fns.values():
+    """Latencies of each engine's ``fn``: one engine after the other, each with its warm-up
+    runs and then all its timed runs.  (Interleaving the engines run by run would make them
+    share the cores with each other's thread pools: onnxruntime's keeps spinning for work after
+    a run and takes cores from the engine timed next.)"""
+    out: dict[str, list[float]] = {}
+    for name, fn in fns.items():
         for _ in range(warmup):
             fn(feeds)
-    out: dict[str, list[float]] = {name: [] for name in fns}
-    while any(len(ts) < runs for ts in out.values()):
-        for name, fn in fns.items():
+        out[name] = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
             fn(feeds)
-            for _ in range(min(TURN_RUNS, runs - len(out[name]))):
-                t0 = time.perf_counter()
-                fn(feeds)
-                out[name].append(time.perf_counter() - t0)
+            out[name].append(time.perf_counter() - t0)
     return out
 
 

@@ -518,15 +518,19 @@ def gather_elements(cx):
     return gather_elements_values(cx, x, idx, norm_axis(cx, cx.attr("axis", 0), x.type.rank))
 
 
+def _check_gather_elements_operands(cx, x, idx) -> None:
+    if idx.type.rank != x.type.rank:
+        raise cx.fail(f"indices {idx.type} must have the rank of data {x.type}")
+    if not is_int(idx.dtype):
+        raise cx.fail(f"indices must be integers, got {idx.type}")
+
+
 def gather_elements_values(cx, x, idx, ax: int):
     if not (x.type.is_static and idx.type.is_static):
         return _symbolic_gather_elements(cx, x, idx, ax)
     dims, idims = static_shape(cx, x), static_shape(cx, idx, "indices")
     r = len(dims)
-    if len(idims) != r:
-        raise cx.fail(f"indices {idx.type} must have the rank of data {x.type}")
-    if not is_int(idx.dtype):
-        raise cx.fail(f"indices must be integers, got {idx.type}")
+    _check_gather_elements_operands(cx, x, idx)
     for k in range(r):
         if k != ax and idims[k] > dims[k]:
             raise cx.fail(f"indices {idx.type} exceed data {x.type} on axis {k}")
@@ -549,10 +553,7 @@ def _symbolic_gather_elements(cx, x, idx, ax: int):
     offsets of the other axes as broadcast sequences (``arange`` when their length is symbolic)."""
     dims, idims = tuple(x.shape), tuple(idx.shape)
     r = len(dims)
-    if len(idims) != r:
-        raise cx.fail(f"indices {idx.type} must have the rank of data {x.type}")
-    if not is_int(idx.dtype):
-        raise cx.fail(f"indices must be integers, got {idx.type}")
+    _check_gather_elements_operands(cx, x, idx)
     for k in range(r):
         if k != ax and idims[k] != dims[k] and not (isinstance(idims[k], int) and isinstance(dims[k], int)
                                                      and idims[k] <= dims[k]):

@@ -12,8 +12,10 @@ TORCH_VERSION := 2.13.0
 EMBER_MODELS_DIR ?= build/models
 export EMBER_MODELS_DIR
 
-# Extra flags for the conformance tool, e.g. CONFORMANCE_ARGS="--filter test_conv"
+# Extra flags for the conformance tool, e.g. CONFORMANCE_ARGS="--filter test_conv"; the suites
+# it runs (node, simple, pytorch-converted, pytorch-operator, comma-separated, or all)
 CONFORMANCE_ARGS ?=
+CONFORMANCE_SUITES ?= all
 BASELINE      := $(wildcard tests/conformance_baseline.json)
 
 .PHONY: venv demo models test conformance clean distclean
@@ -52,12 +54,14 @@ bench: venv
 		|| $(PY) -m pip install --disable-pip-version-check -q 'torch==$(TORCH_VERSION)' transformers
 	$(PY) benchmarks/cpu.py $(BENCH_ARGS)
 
-# The ONNX node tests; fails when a test that passes in tests/conformance_baseline.json no longer
-# does (known failures are listed there with their status).  After a full run, raise the baseline
-# with: $(PY) tests/onnx/check_conformance.py build/conformance.json tests/conformance_baseline.json --update
+# The ONNX backend test suites (the node tests, and the simple, pytorch-converted and
+# pytorch-operator models); fails when a test that passes in tests/conformance_baseline.json no
+# longer does (known failures are listed there with their status).  After a full run, raise the
+# baseline with: $(PY) tests/onnx/check_conformance.py build/conformance.json tests/conformance_baseline.json --update
 conformance: venv
 	@mkdir -p build
 	$(PY) $(SHARED)/tools/onnx_conformance.py --backend ember.onnx.backend --json build/conformance.json \
+		--suites $(CONFORMANCE_SUITES) \
 		--no-fail-exit --show-failures 0 $(if $(BASELINE),--baseline $(BASELINE)) $(CONFORMANCE_ARGS)
 	$(if $(BASELINE),$(PY) tests/onnx/check_conformance.py build/conformance.json $(BASELINE))
 

@@ -7,7 +7,7 @@
     python benchmarks/cpu.py path/to/model.onnx    # any ONNX model as well
 
 Every engine runs the same ONNX model with the same inputs and thread count in this process:
-warm-up runs, then ``--runs`` timed runs; the table shows the median latency, the spread
+warm-up runs, then ``--runs`` timed runs, one engine after the other; the table shows the median latency, the spread
 (p10-p90), the ratio to onnxruntime, compile/session-creation time and, from a separate child
 process per engine, peak working memory (resident set growth while loading and running).
 It also measures the machine's fp32 peak (a large sgemm through numpy) and prints each engine's
@@ -166,14 +166,20 @@ def make_torch(path: Path, threads: int):
 ENGINES = {"ember": make_ember, "onnxruntime": make_onnxruntime, "torch": make_torch, "openvino": make_openvino}
 
 
-def time_runs(fn, feeds, warmup: int, runs: int) -> list[float]:
-    for _ in range(warmup):
-        fn(feeds)
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(feeds)
-        out.append(time.perf_counter() - t0)
+def time_runs(fns: dict, feeds, warmup: int, runs: int) -> dict[str, list[float]]:
+    """Latencies of each engine's ``fn``: one engine after the other, each with its warm-up
+    runs and then all its timed runs.  (Interleaving the engines run by run would make them
+    share the cores with each other's thread pools: onnxruntime's keeps spinning for work after
+    a run and takes cores from the engine timed next.)"""
+    out: dict[str, list[float]] = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn(feeds)
+        out[name] = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn(feeds)
+            out[name].append(time.perf_counter() - t0)
     return out
 
 
@@ -273,19 +279,20 @@ def main(argv=None) -> int:
         feeds = inputs_for(path)
         flops = count_flops(path)
         row = {"model": name, "batch": batch, "gflops": flops / 1e9, "engines": {}}
+        fns, setups = {}, {}
         for eng in a.engines:
             try:
-                fn, setup = ENGINES[eng](path, a.threads)
+                fns[eng], setups[eng] = ENGINES[eng](path, a.threads)
             except Exception as e:  # an engine that is not installed or cannot run the model
                 row["engines"][eng] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
-                continue
-            ts = time_runs(fn, feeds, a.warmup, a.runs)
+        for eng, ts in time_runs(fns, feeds, a.warmup, a.runs).items():
             med = statistics.median(ts)
             q = np.percentile(ts, [10, 90])
             row["engines"][eng] = {"median_ms": med * 1e3, "p10_ms": q[0] * 1e3, "p90_ms": q[1] * 1e3,
-                                   "setup_s": setup, "gflops_per_s": flops / med / 1e9}
+                                   "setup_s": setups[eng], "gflops_per_s": flops / med / 1e9}
             if not a.no_memory:
                 row["engines"][eng]["peak_mib"] = peak_memory(eng, path, a.threads)
+        row["engines"] = {eng: row["engines"][eng] for eng in a.engines if eng in row["engines"]}
         results.append(row)
         _print_row(row, peak)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -69,3 +69,14 @@ def test_cpu_benchmark_knows_its_models():
     cpu = _load("ember_bench_cpu", BENCH / "cpu.py")
     assert {"resnet50", "mobilenet_v2", "bert_base", "vit", "gpt2"} <= set(cpu.SHARED + cpu.EXTRA)
     assert "vit" in cpu.builder_module("vit").MODELS
+
+
+def test_each_engine_is_timed_in_one_block():
+    """Engines are timed one after the other (interleaved, one engine's spinning thread pool
+    takes cores from the next): warm-up runs, then every timed run."""
+    cpu = _load("ember_bench_cpu", BENCH / "cpu.py")
+    calls = []
+    fns = {name: (lambda feeds, name=name: calls.append(name)) for name in ("a", "b")}
+    times = cpu.time_runs(fns, {}, warmup=2, runs=3)
+    assert calls == ["a"] * 5 + ["b"] * 5
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}

@@ -95,6 +95,37 @@ def test_bench(model_path, capsys):
     assert "onnxruntime" in out and "ratio" in out
 
 
+def dynamic_mlp() -> onnx.ModelProto:
+    """x [batch, seq, 4] -> matmul -> relu -> softmax: a model with symbolic dimensions."""
+    w = numpy_helper.from_array(np.random.default_rng(2).standard_normal((4, 6)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Softmax", ["r"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "dyn_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 6])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_dynamic_model_info_compile_run_bench(tmp_path, capsys):
+    path = tmp_path / "dyn.onnx"
+    onnx.save(dynamic_mlp(), str(path))
+    assert main(["info", str(path), "--bound", "seq=32"]) == 0
+    out = capsys.readouterr().out
+    assert "float32[batch, seq, 4]" in out and "symbols     batch <= 64 (default), seq <= 32" in out
+    artifact = tmp_path / "dyn.ember"
+    assert main(["compile", str(path), "-o", str(artifact), "--bound", "batch=2", "--bound", "seq=32"]) == 0
+    assert "symbols    batch <= 2, seq <= 32" in capsys.readouterr().out
+    for b, s in ((1, 3), (2, 32)):
+        np.savez(tmp_path / "in.npz", x=np.ones((b, s, 4), np.float32))
+        assert main(["run", str(artifact), "--inputs", str(tmp_path / "in.npz")]) == 0
+        assert f"y  float32[{b}, {s}, 6]" in capsys.readouterr().out
+    np.savez(tmp_path / "in.npz", x=np.ones((3, 1, 4), np.float32))
+    r = run_cli("run", str(artifact), "--inputs", str(tmp_path / "in.npz"))
+    assert r.returncode == 1 and "batch = 3, above its bound 2" in r.stderr
+    assert main(["bench", str(path), "--runs", "2", "--warmup", "0", "--threads", "1", "--size", "seq=5",
+                 "--bound", "seq=8"]) == 0
+    assert "sizes     batch=1, seq=5 (of batch <= 64, seq <= 8)" in capsys.readouterr().out
+
+
 def test_missing_model_is_a_clean_error(tmp_path):
     for cmd in (["info"], ["compile", "-o", str(tmp_path / "out.ember")], ["bench"]):
         r = run_cli(*cmd, str(tmp_path / "missing.onnx"))

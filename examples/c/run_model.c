@@ -233,6 +233,9 @@ int main(int argc, char** argv) {
     if (!inputs || !outputs) return die("%s", "out of memory");
     for (int i = 0; i < nin; i++) {
         const ember_tensor_info* t = api.input_info(i);
+        if (t->num_elements < 0)
+            return die("input '%s' has symbolic dimensions: this example runs models of static shapes "
+                       "(see ember_model_run_dynamic in ember_runtime.h)", t->name);
         if (!(inputs[i] = alloc_buffer(t->nbytes))) return die("%s", "out of memory");
         if (nfiles ? read_input(files[i], t, inputs[i]) : fill_pattern(t, inputs[i])) return 1;
     }

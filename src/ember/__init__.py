@@ -28,11 +28,11 @@ def load(path):
     return _load(path)
 
 
-def from_onnx(model, shapes=None):
+def from_onnx(model, shapes=None, bounds=None):
     """Translate an ONNX model (path or ModelProto) into Ember's graph IR."""
     from .frontend import from_onnx as _from_onnx
 
-    return _from_onnx(model, shapes=shapes)
+    return _from_onnx(model, shapes=shapes, bounds=bounds)
 
 
 def __getattr__(name):

@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .graph.types import is_float, np_dtype
+
 
 @dataclass(frozen=True)
 class TimingStats:
@@ -88,6 +90,16 @@ def onnxruntime_session(model: "str | os.PathLike | Any", threads: int):
     return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def _size_of(d: Any, dims: Mapping[str, int]) -> int:
+    """A symbolic dimension's size with its symbols from ``dims`` (1 when not given)."""
+    from .symbolic import as_dim
+
+    d = as_dim(d)
+    if isinstance(d, int):
+        return d
+    return d.evaluate({s: int(dims.get(s, 1)) for s in d.symbols()})
+
+
 def random_inputs(signature: Any, seed: int = 0, dims: Mapping[str, int] | None = None,
                   int_high: int = 2) -> dict[str, np.ndarray]:
     """Seeded random inputs for ``signature``: a Module (``input_names`` and ``input_types``),
@@ -100,9 +112,9 @@ def random_inputs(signature: Any, seed: int = 0, dims: Mapping[str, int] | None 
     dims = dims or {}
     out = {}
     for name, (shape, dtype) in _signature(signature).items():
-        shape = tuple(d if isinstance(d, int) else int(dims.get(d, 1)) for d in shape)
-        dt = np.dtype("float32" if dtype == "bfloat16" else dtype)
-        if dt.kind == "f":
+        shape = tuple(d if isinstance(d, int) else _size_of(d, dims) for d in shape)
+        dt = np_dtype(dtype)
+        if is_float(dtype):
             arr = rng.standard_normal(shape).astype(dt)
         elif dt.kind in "iu":
             arr = rng.integers(0, int_high, size=shape).astype(dt)

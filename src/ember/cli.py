@@ -1,9 +1,13 @@
 """The ``ember`` command: a thin layer over the public API.
 
     ember compile MODEL -o OUT [--target cpu] [--opt-level N] [--dump DIR] [--shape NAME=D1,D2]
+                               [--bound SYMBOL=N]
     ember run ARTIFACT --inputs in.npz [--output out.npz] [--threads N]
-    ember info MODEL [--shape NAME=D1,D2]
-    ember bench MODEL [--threads 2] [--runs 30] [--warmup 5]
+    ember info MODEL [--shape NAME=D1,D2] [--bound SYMBOL=N]
+    ember bench MODEL [--threads 2] [--runs 30] [--warmup 5] [--size SYMBOL=N]
+
+Symbolic dimensions of a model stay symbolic unless ``--shape`` fixes them: ``--bound`` gives
+their largest values, ``--size`` the sizes ``bench`` times.
 
 Results go to stdout, progress to stderr.  Every :class:`ember.errors.EmberError` ends the
 command with ``ember: error: <message>`` and exit status 1; set ``EMBER_DEBUG=1`` to see the
@@ -70,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="model file (.onnx)")
     i.add_argument("--shape", action="append", type=_shape_arg, default=[], metavar="NAME=D1,D2,...",
                    help="fix the shape of an input (repeatable)")
+    i.add_argument("--bound", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
+                   help="largest value of a symbolic dimension (repeatable)")
     i.set_defaults(func=cmd_info)
 
     b = sub.add_parser("bench", help="time a model with Ember and with onnxruntime",
@@ -81,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=_positive_int, default=30, metavar="N", help="timed runs (default: 30)")
     b.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed runs first (default: 5)")
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    b.add_argument("--size", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
+                   help="size of a symbolic dimension in the random inputs (default: 1; repeatable)")
     b.set_defaults(func=cmd_bench)
     return p
 
@@ -90,7 +98,16 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opt-level", type=int, default=3, choices=range(4), metavar="N",
                    help="optimization level 0-3 (default: 3)")
     p.add_argument("--shape", action="append", type=_shape_arg, default=[], metavar="NAME=D1,D2,...",
-                   help="fix the shape of an input (repeatable)")
+                   help="fix or name the dimensions of an input (repeatable)")
+    p.add_argument("--bound", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
+                   help="largest value of a symbolic dimension (repeatable)")
+
+
+def _size_arg(text: str) -> tuple[str, int]:
+    name, sep, n = text.rpartition("=")
+    if not sep or not name or not n.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=N (a symbol and a size), got {text!r}")
+    return name.strip(), int(n)
 
 
 def _shape_arg(text: str) -> tuple[str, tuple[int | str, ...]]:
@@ -125,6 +142,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if "kernels" in meta:
         kernels = meta["kernels"]
         print(f"  kernels    {len(kernels) if isinstance(kernels, (list, tuple, dict)) else kernels}")
+    if getattr(module, "symbols", None):
+        print(f"  symbols    {', '.join(f'{n} <= {b}' for n, b in module.symbols.items())} (arena sized for the bounds)")
     print(f"  compiled in {seconds:.2f} s")
     return 0
 
@@ -171,7 +190,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     _print_histogram(f"ONNX ops ({len(g.node)} nodes, {len(init_names)} initializers, "
                      f"{onnx_params:,} weights)", _onnx_histogram(model))
 
-    graph = ember.from_onnx(model, shapes=dict(args.shape) or None)
+    graph = ember.from_onnx(model, shapes=dict(args.shape) or None, bounds=dict(args.bound) or None)
     print()
     _print_histogram(f"Ember graph ({len(graph.nodes)} nodes)", graph.op_histogram())
     ember_in = [(v.name, str(v.type)) for v in graph.inputs]
@@ -184,7 +203,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     count, nbytes = count_params(graph)
     print()
     print(f"parameters  {count:,} ({_bytes(nbytes)})")
-    symbols = sorted({d for v in graph.values() for d in v.shape if isinstance(d, str)})
+    symbols = graph.symbols()
+    if symbols:
+        from .build.compile import DEFAULT_BOUND
+
+        shown = [f"{s} <= {graph.bounds[s]}" if s in graph.bounds else f"{s} <= {DEFAULT_BOUND} (default)"
+                 for s in symbols]
+        print(f"symbols     {', '.join(shown)}")
     flops = count_flops(graph, {s: 1 for s in symbols})
     note = f" with {', '.join(f'{s}=1' for s in symbols)}" if symbols else ""
     print(f"FLOPs       {_si(flops)}FLOPs ({flops:,}){note}")
@@ -201,14 +226,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"model     {args.model}")
     print(f"threads   {args.threads}, {args.runs} runs after {args.warmup} warm-up runs", flush=True)
     shapes = dict(args.shape) or None
+    sizes = dict(args.size)
     try:
-        flops = count_flops(ember.from_onnx(args.model, shapes=shapes))
+        flops = count_flops(ember.from_onnx(args.model, shapes=shapes, bounds=dict(args.bound) or None),
+                            {**{s: 1 for s in sizes}, **sizes})
     except ShapeError:
         flops = None
     module, seconds = _compile(args.model, args, shapes=shapes)  # by path, so the compile cache applies
     print(f"compiled  in {seconds:.2f} s, arena {_bytes(module.arena_bytes)}")
     module.num_threads = args.threads
-    inputs = random_inputs(module, seed=args.seed)
+    symbols = getattr(module, "symbols", {})
+    if symbols:
+        print(f"sizes     {', '.join(f'{n}={sizes.get(n, 1)}' for n in symbols)} (of {', '.join(f'{n} <= {b}' for n, b in symbols.items())})")
+    inputs = random_inputs(module, seed=args.seed, dims=sizes)
 
     rows = [("ember", time_callable(lambda: module.run(inputs), args.warmup, args.runs))]
     if onnxruntime_available():
@@ -256,8 +286,8 @@ def _compile(model: Any, args: argparse.Namespace, shapes: dict | None):
     progress = _Progress()
     print(f"compiling for {args.target} at -O{args.opt_level}", file=sys.stderr, flush=True)
     module = ember.compile(model, target=args.target, opt_level=args.opt_level,
-                           shapes=shapes, dump=getattr(args, "dump", None),
-                           progress=progress)
+                           shapes=shapes, bounds=dict(getattr(args, "bound", []) or []) or None,
+                           dump=getattr(args, "dump", None), progress=progress)
     return module, time.perf_counter() - progress.start
 
 

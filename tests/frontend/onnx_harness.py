@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 
 from ember.frontend import from_onnx
 from ember.graph import run_graph
+from ember.graph.types import is_narrow
 from ember.graph.verify import verify
 
 RNG = np.random.default_rng(0)
@@ -63,7 +64,13 @@ def assert_same(got: Sequence[np.ndarray], want: Sequence[np.ndarray], rtol=1e-5
         w = np.asarray(w)
         assert g.shape == w.shape, f"output {k}: shape {g.shape} != {w.shape}"
         assert g.dtype == w.dtype, f"output {k}: dtype {g.dtype} != {w.dtype}"
-        if w.dtype.kind == "f":
+        if is_narrow(str(w.dtype)):
+            # float8, float4, int4, int2: exact, NaN codes included
+            np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8), err_msg=f"output {k}")
+        elif str(w.dtype) == "bfloat16":
+            np.testing.assert_allclose(g.astype(np.float32), w.astype(np.float32), rtol=max(rtol, 2 ** -7),
+                                       atol=atol, err_msg=f"output {k}")
+        elif w.dtype.kind == "f":
             np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"output {k}")
         else:
             np.testing.assert_array_equal(g, w, err_msg=f"output {k}")

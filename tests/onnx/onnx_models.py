@@ -10,6 +10,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 import ember.onnx.backend as backend
+from ember.graph.types import is_narrow
 
 RNG = np.random.default_rng(0)
 
@@ -78,7 +79,12 @@ def assert_same(got, want, rtol, atol):
         return
     want = np.asarray(want)
     assert got.shape == want.shape and got.dtype == want.dtype, (got.dtype, got.shape, want.dtype, want.shape)
-    if want.dtype.kind in "biu":
+    if is_narrow(str(want.dtype)):
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    elif str(want.dtype) == "bfloat16":
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=max(rtol, 2 ** -7),
+                                   atol=atol, equal_nan=True)
+    elif want.dtype.kind in "biu":
         np.testing.assert_array_equal(got, want)
     else:
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, equal_nan=True)

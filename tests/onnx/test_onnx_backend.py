@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto as TP, helper
 
 import ember.onnx.backend as backend
-from ember.errors import CodegenError, FrontendError
+from ember.errors import FrontendError
 from ember.frontend import from_onnx
 from ember.frontend.onnx import OperandNotConstantError
 from onnx_models import check, make_model, onnxruntime_outputs, rand
@@ -82,27 +82,38 @@ def test_data_dependent_shapes_are_computed_for_the_values_given():
 
 def test_unrepresentable_dtypes_fail_at_prepare_naming_the_type():
     graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TP.FLOAT)], "g",
-                              [helper.make_tensor_value_info("x", TP.FLOAT8E4M3FN, [3])],
+                              [helper.make_tensor_value_info("x", TP.FLOAT6E2M3, [3])],
                               [helper.make_tensor_value_info("y", TP.FLOAT, [3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    with pytest.raises(FrontendError, match="FLOAT8E4M3FN"):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+    with pytest.raises(FrontendError, match="FLOAT6E2M3"):
         backend.prepare(model)
-    model = make_model([helper.make_node("Cast", ["x"], ["y"], to=TP.INT4)], {"x": rand(3)}, ["y"])
-    with pytest.raises(FrontendError, match="INT4"):
+    model = make_model([helper.make_node("Cast", ["x"], ["y"], to=TP.FLOAT6E3M2)], {"x": rand(3)}, ["y"],
+                       opset=25)
+    with pytest.raises(FrontendError, match="FLOAT6E3M2"):
         backend.prepare(model)
 
 
-def test_bfloat16_at_the_boundary_is_refused_cleanly():
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TP.FLOAT, [3])],
-                              [helper.make_tensor_value_info("y", TP.BFLOAT16, [3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    from ember.codegen.c import C_TYPES
+def test_narrow_and_bfloat16_values_cross_the_boundary():
+    """float8, int4 and bfloat16 graph inputs and outputs, passed through untouched (a copy of
+    their bytes) and converted, as ml_dtypes arrays."""
+    import ml_dtypes
 
-    if "bfloat16" in C_TYPES:
-        pytest.skip("the C backend supports bfloat16")
-    with pytest.raises(CodegenError, match="bfloat16"):
-        backend.prepare(model)
+    x8 = np.array([0.5, -448, np.nan, 3], ml_dtypes.float8_e4m3fn)
+    x4 = np.array([-8, 7, -1], ml_dtypes.int4)
+    xb = np.array([1.5, -2.25, 1e30, np.inf], ml_dtypes.bfloat16)
+    nodes = [helper.make_node("Identity", ["x8"], ["y8"]), helper.make_node("Identity", ["x4"], ["y4"]),
+             helper.make_node("Identity", ["xb"], ["yb"]),
+             helper.make_node("Cast", ["x8"], ["f8"], to=TP.FLOAT),
+             helper.make_node("Cast", ["x4"], ["f4"], to=TP.FLOAT16),
+             helper.make_node("Cast", ["xb"], ["fb"], to=TP.FLOAT8E5M2, saturate=0)]
+    model = make_model(nodes, {"x8": x8, "x4": x4, "xb": xb}, ["y8", "y4", "yb", "f8", "f4", "fb"], opset=23)
+    y8, y4, yb, f8, f4, fb = backend.prepare(model).run([x8, x4, xb])
+    for got, want in ((y8, x8), (y4, x4), (yb, xb)):
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    np.testing.assert_array_equal(f8, x8.astype(np.float32))
+    np.testing.assert_array_equal(f4, np.array([-8, 7, -1], np.float16))
+    assert fb.dtype == ml_dtypes.float8_e5m2
+    np.testing.assert_array_equal(fb.astype(np.float32), [1.5, -2.0, np.inf, np.inf])
 
 
 def _seq_info(name, elem=TP.FLOAT):

@@ -109,7 +109,6 @@ def test_dft(inverse, onesided, complex_in, length):
     inputs = {"x": x, "len": np.array(length or 0, "int64"), "axis": np.array(1, "int64")}
     const = {"axis": inputs["axis"]}
     if length is None:
-        node_inputs = {"x": x, "": None, "axis": inputs["axis"]}
         node = helper.make_node("DFT", ["x", "", "axis"], ["y0"], inverse=inverse, onesided=onesided)
         model = make_model([node], {"x": x}, ["y0"], initializers=const, opset=20)
         check(model, {"x": x}, atol=1e-4, rtol=1e-4)
@@ -124,6 +123,25 @@ def test_stft():
     const = {"step": np.array(3, "int64"), "len": np.array(8, "int64")}
     run("STFT", {"x": x, "step": const["step"], "w": window, "len": const["len"]}, {"onesided": 1}, opset=17,
         const=const, atol=1e-4, rtol=1e-4)
+
+
+# ---- 3-D convolutions --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op, attrs", [
+    ("Conv", {"pads": [1, 0, 1, 2, 1, 0], "strides": [2, 1, 1]}),
+    ("Conv", {"group": 2, "dilations": [2, 1, 2], "auto_pad": "SAME_LOWER"}),
+    ("ConvTranspose", {"strides": [2, 1, 2], "pads": [1, 0, 0, 0, 1, 1], "output_padding": [1, 0, 0]}),
+    ("ConvTranspose", {"group": 2, "dilations": [1, 2, 1]}),
+])
+@pytest.mark.parametrize("weight_const", [True, False])
+def test_conv_3d(op, attrs, weight_const):
+    g = attrs.get("group", 1)
+    w = rand(4, 6 // g, 3, 2, 3) if op == "ConvTranspose" else rand(6, 4 // g, 3, 2, 3)
+    inputs = {"x": rand(2, 4, 5, 4, 6), "w": w, "b": rand(6)}
+    # (onnx's reference evaluator cannot run grouped 3-D ConvTranspose; onnxruntime has no dilated
+    # SAME_LOWER Conv)
+    run(op, inputs, attrs, opset=21, const={"w": w} if weight_const else None,
+        oracle="onnxruntime" if op == "ConvTranspose" else None, atol=1e-4, rtol=1e-4)
 
 
 # ---- pooling ------------------------------------------------------------------------------------
@@ -243,6 +261,56 @@ def test_optimizers(op, n_state, attrs, step):
     # (onnx's reference evaluator returns some results in float64)
     want = [np.asarray(w).astype("float32") for w in reference(model, inputs)]
     check(model, inputs, expected=want, rtol=1e-5, atol=1e-6)
+
+
+def _gradient_model(with_gradient: bool):
+    """y = -(sigmoid(relu(x @ w + b)) * tanh(x @ w + b) / sqrt(exp(s)) - log(exp(s))), float64; the
+    Gradient node asks for dy/d(x, w, b, s, c), and y does not depend on c."""
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "w"], ["h"]), n("Add", ["h", "b"], ["h2"]), n("Relu", ["h2"], ["r"]),
+             n("Sigmoid", ["r"], ["sg"]), n("Tanh", ["h2"], ["th"]), n("Mul", ["sg", "th"], ["u"]),
+             n("Exp", ["s"], ["e"]), n("Sqrt", ["e"], ["q"]), n("Div", ["u", "q"], ["v"]), n("Log", ["e"], ["l"]),
+             n("Sub", ["v", "l"], ["z"]), n("Neg", ["z"], ["y"]), n("Identity", ["c"], ["c2"])]
+    outs = ["y", "c2"]
+    if with_gradient:
+        outs += ["dx", "dw", "db", "ds", "dc"]
+        nodes.append(n("Gradient", ["x", "w", "b", "s", "c"], outs[2:], domain="ai.onnx.preview.training",
+                       xs=["x", "w", "b", "s", "c"], y="y"))
+    feeds = {"x": rand(3, 4, dtype="float64"), "w": rand(4, 2, dtype="float64"), "b": rand(2, dtype="float64"),
+             "s": rand(1, dtype="float64"), "c": rand(2, dtype="float64")}
+    return make_model(nodes, feeds, outs, opset=17, extra_opsets=[("ai.onnx.preview.training", 1)]), feeds
+
+
+def test_gradient_against_central_differences():
+    model, feeds = _gradient_model(True)
+    forward, _ = _gradient_model(False)
+    from onnx.reference import ReferenceEvaluator
+
+    ev = ReferenceEvaluator(forward)
+    total = lambda f: float(np.sum(ev.run(["y"], f)[0]))   # noqa: E731  (Gradient seeds y with ones)
+    want = [np.asarray(a) for a in ev.run(None, feeds)]
+    for name in ["x", "w", "b", "s", "c"]:
+        d = np.zeros_like(feeds[name])
+        for i in np.ndindex(d.shape):
+            up, down = dict(feeds), dict(feeds)
+            up[name], down[name] = feeds[name].copy(), feeds[name].copy()
+            up[name][i] += 1e-6
+            down[name][i] -= 1e-6
+            d[i] = (total(up) - total(down)) / 2e-6
+        want.append(d)
+    assert not np.any(want[-1]) and np.all(np.abs(want[2]) > 0)
+    check(model, feeds, expected=want, rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_through_an_op_without_a_rule_is_an_error():
+    from ember.errors import UnsupportedOpError
+
+    n = helper.make_node
+    nodes = [n("Softmax", ["x"], ["y"]),
+             n("Gradient", ["x"], ["dx"], domain="ai.onnx.preview.training", xs=["x"], y="y")]
+    model = make_model(nodes, {"x": rand(2, 3)}, ["dx"], opset=17, extra_opsets=[("ai.onnx.preview.training", 1)])
+    with pytest.raises(UnsupportedOpError, match="Gradient.*gradient through Softmax"):
+        check(model, {"x": rand(2, 3)})
 
 
 def test_batch_norm_training_mode():

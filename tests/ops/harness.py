@@ -17,12 +17,13 @@ import numpy as np
 
 import ember
 from ember.graph import GraphBuilder, TensorType, run_graph
-from ember.graph.types import is_float, np_dtype
+from ember.graph.types import is_float, is_narrow, np_dtype
 
 CFLAGS = ("-O1",)
 
-#: default tolerances per float dtype: (rtol, atol)
-TOL = {"float32": (1e-5, 1e-6), "float64": (1e-12, 1e-13), "float16": (2e-3, 1e-3)}
+#: default tolerances per float dtype: (rtol, atol); bfloat16: the compiled code keeps float32
+#: inside a kernel and rounds when it stores, the reference rounds after every op
+TOL = {"float32": (1e-5, 1e-6), "float64": (1e-12, 1e-13), "float16": (2e-3, 1e-3), "bfloat16": (2 ** -6, 1e-6)}
 
 
 def random_array(rng: np.random.Generator, shape, dtype: str, low=None, high=None) -> np.ndarray:
@@ -183,6 +184,18 @@ def diff(ref: np.ndarray, got: np.ndarray, rtol=None, atol=None) -> str:
         return f"shape {got.shape} != reference {ref.shape}"
     if got.dtype != ref.dtype:
         return f"dtype {got.dtype} != reference {ref.dtype}"
+    if is_narrow(str(ref.dtype)):
+        # exact, NaN codes included: compare the bytes
+        bad = np.flatnonzero(got.view(np.uint8).reshape(-1) != ref.view(np.uint8).reshape(-1))
+        if not bad.size:
+            return ""
+        k = int(bad[0])
+        return (f"{len(bad)}/{ref.size} elements differ; first at flat index {k}: got code "
+                f"{int(got.view(np.uint8).reshape(-1)[k]):#04x}, expected {int(ref.view(np.uint8).reshape(-1)[k]):#04x}")
+    if str(ref.dtype) == "bfloat16":
+        r0, a0 = TOL["bfloat16"]
+        return diff(ref.astype(np.float32), got.astype(np.float32), r0 if rtol is None else rtol,
+                    a0 if atol is None else atol)
     if ref.dtype.kind == "f":
         r0, a0 = TOL.get(str(ref.dtype), (1e-5, 1e-6))
         rtol = r0 if rtol is None else rtol
@@ -240,6 +253,8 @@ def check_kernels_safe(graph, seed: int = 0, opt_level: int = 3, limit: int = IN
                 arrays.append(rng.random(b.size) < 0.5)
             elif is_float(b.dtype):
                 arrays.append(rng.standard_normal(b.size))
+            elif is_narrow(b.dtype):
+                arrays.append(rng.integers(0, 256, b.size))     # any byte
             else:
                 info = np.iinfo(np_dtype(b.dtype))
                 arrays.append(rng.integers(max(info.min, -1000), min(info.max, 1000), b.size))

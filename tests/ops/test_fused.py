@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from ember.graph import GraphBuilder, TensorType
-from ember.ops.reduce import reduced_shape
 
 from .harness import Batch, check_graph, check_kernels_safe, random_array
 

@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ember.ops import OPS
+from ember.ops import OPS, REQUIRED
 from ember.ops.nn import Conv2dPacked
 
 from .harness import Batch, batch_kernels_safe
@@ -221,6 +221,48 @@ def _cast(batch):
                lambda c: c.op("cast", [c.input((64, 1000), "float32", low=-1000, high=1000)], to="int32"))
     batch.case("cast int32->float32 [64, 1000]", lambda c: c.op("cast", [c.input((64, 1000), "int32")], to="float32"))
     batch.case("cast float32->bool NaN", lambda c: c.op("cast", [c.input((4,), "float32", data=NONFINITE)], to="bool"))
+    _cast_ml_dtypes(batch)
+
+
+NARROW_FLOATS = ["float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn"]
+NARROW_INTS = ["int4", "uint4", "int2", "uint2"]
+
+
+def _codes(dtype: str) -> np.ndarray:
+    """Every code of a narrow dtype, one a byte."""
+    from ember.graph.types import np_dtype
+
+    n = 4 if dtype in ("int2", "uint2") else 16 if dtype in ("int4", "uint4", "float4_e2m1fn") else 256
+    return np.arange(n, dtype=np.uint8).view(np_dtype(dtype))
+
+
+def _cast_ml_dtypes(batch):
+    """bfloat16 and the narrow types: every code out, a spread of values (ties, out of range,
+    infinities, NaN) in; exhaustive checks are in tests/codegen/test_c_dtypes.py."""
+    vals = np.concatenate([np.linspace(-600, 600, 97), np.linspace(-1, 1, 41) ** 3, [0.0, -0.0, 1e-9, 3e38],
+                           [6.5, 7.5, 240.0, 248.0, 464.0, 61440.0, 2 ** -10, 2 ** -130], NONFINITE])
+    for dt in NARROW_FLOATS + NARROW_INTS:
+        for to in ["float32", "float16", "float64", "bfloat16", "int32", "uint8", "bool"]:
+            batch.case(f"cast {dt}->{to}", lambda c, dt=dt, to=to: c.op("cast", [c.input(_codes(dt).shape, dt,
+                                                                                        data=_codes(dt))], to=to))
+        for src in ["float32", "float16", "float64", "bfloat16"]:
+            for sat in ([False, True] if dt.startswith("float8") else [False]):
+                modes = ["up", "down", "nearest"] if dt == "float8_e8m0fnu" else ["up"]
+                for mode in modes:
+                    batch.case(f"cast {src}->{dt} saturate={sat} {mode}",
+                               lambda c, dt=dt, src=src, sat=sat, mode=mode: c.op(
+                                   "cast", [c.input(vals.shape, src, data=vals)], to=dt, saturate=sat,
+                                   round_mode=mode))
+        batch.case(f"cast int32->{dt}", lambda c, dt=dt: c.op("cast", [c.input((41,), "int32", low=-1000, high=1000)],
+                                                             to=dt))
+    for a, b in [("float8_e4m3fn", "float8_e5m2"), ("float8_e5m2", "float8_e4m3fnuz"), ("int4", "float4_e2m1fn"),
+                 ("uint4", "int2"), ("float8_e8m0fnu", "float8_e5m2fnuz"), ("float4_e2m1fn", "int4")]:
+        batch.case(f"cast {a}->{b}", lambda c, a=a, b=b: c.op("cast", [c.input(_codes(a).shape, a, data=_codes(a))],
+                                                             to=b, saturate=b.startswith("float8")))
+    batch.case("cast float32->bfloat16->float32", lambda c: c.op("cast", [c.op(
+        "cast", [c.input(vals.shape, "float32", data=vals)], to="bfloat16")], to="float32"), rtol=0, atol=0)
+    batch.case("cast int64->bfloat16", lambda c: c.op("cast", [c.input((23,), "int64", low=-10 ** 9, high=10 ** 9)],
+                                                     to="bfloat16"), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +473,17 @@ def _gather(batch):
                                                               c.input((4,), "int64", data=[-6, 5, 0, -1])]))
 
 
+@cases("arange")
+def _arange(batch):
+    # static lengths here; symbolic lengths and starts in tests/te/test_symbolic_kernels.py
+    for length, start, delta, dtype in [(7, 0, 1, "int64"), (13, -5, 3, "int32"), (1, 4, 0, "int64"),
+                                        (0, 0, 1, "int64"), (1000, 2, -1, "int64"), (9, 0.5, 0.25, "float32"),
+                                        (40, -1.0, 0.1, "float64")]:
+        batch.case(f"arange {length} from {start} by {delta} {dtype}",
+                   lambda c, length=length, start=start, delta=delta, dtype=dtype:
+                   c.op("arange", [], length=length, start=start, delta=delta, dtype=dtype))
+
+
 # ---------------------------------------------------------------------------------------------
 # neural-network ops
 
@@ -513,6 +566,13 @@ def _matmul_packed(batch):
             w = MatMulPacked.pack(c.rng.standard_normal((k, n)).astype(np.float32), nb)
             return c.op("matmul_packed", [c.input(sa), c.input(w.shape, data=w)])
         batch.case(f"matmul_packed {list(sa)}@[{k}, {n}] nb={nb}", f, rtol=1e-4, atol=1e-5 * max(1.0, np.sqrt(k)))
+    # batched weights: one set of panels per batch index, and broadcast against x's batch dims
+    for sa, ws, nb in [((4, 5, 16), (4, 16, 24), 8), ((3, 7, 9), (3, 9, 16), 16), ((2, 3, 6, 8), (3, 8, 12), 8),
+                       ((6, 8), (2, 8, 16), 8)]:
+        def f(c, sa=sa, ws=ws, nb=nb):
+            w = MatMulPacked.pack(c.rng.standard_normal(ws).astype(np.float32), nb)
+            return c.op("matmul_packed", [c.input(sa), c.input(w.shape, data=w)], n=ws[-1])
+        batch.case(f"matmul_packed batched {list(sa)}@{list(ws)} nb={nb}", f, rtol=1e-4, atol=1e-4)
 
 
 @cases("conv2d_nchwc")
@@ -697,6 +757,30 @@ def _matmul_int(batch):
         saturate_pairs=True))
 
 
+@cases("winograd_input")
+def _winograd_input(batch):
+    from ember.ops.nn import to_blocked_array
+
+    for xs, cb, m, pads in [((1, 8, 8, 8), 8, 4, (1, 1, 1, 1)), ((2, 16, 6, 10), 8, 2, (1, 1, 1, 1)),
+                            ((1, 16, 7, 5), 16, 2, (0, 1, 1, 0)), ((1, 8, 10, 6), 8, 4, (0, 0, 0, 0))]:
+        tiles = xs[0] * ((xs[2] + pads[0] + pads[2] - 2) // m) * ((xs[3] + pads[1] + pads[3] - 2) // m)
+        for rows in (0, tiles + 3):           # 0: one row per tile; else zero padding rows
+            def f(c, xs=xs, cb=cb, m=m, pads=pads, rows=rows):
+                x = to_blocked_array(c.rng.standard_normal(xs).astype(np.float32), cb)
+                return c.op("winograd_input", [c.input(x.shape, data=x)], m=m, pads=pads, rows=rows)
+            batch.case(f"winograd_input x{list(xs)} cb={cb} m={m} pads={pads} rows={rows}", f, rtol=1e-5, atol=1e-4)
+
+
+@cases("winograd_output")
+def _winograd_output(batch):
+    for m, tiles, o, ob, pad in [(4, (1, 2, 2), 8, 8, 0), (2, (2, 3, 5), 32, 16, 0), (4, (1, 1, 3), 16, 8, 2)]:
+        def f(c, m=m, tiles=tiles, o=o, ob=ob, pad=pad):
+            rows = int(np.prod(tiles)) + pad
+            y = c.op("winograd_output", [c.input(((m + 2) ** 2, rows, o))], m=m, tiles=tiles, block=ob)
+            return c.op("relu", [y])                          # an epilogue fused into the transform
+        batch.case(f"winograd_output m={m} tiles={tiles} O={o} ob={ob} padding rows={pad}", f, rtol=1e-5, atol=1e-4)
+
+
 POOL_SPECS = [
     ((1, 2, 8, 8), dict(kernel=(2, 2), strides=(2, 2))),
     ((1, 3, 9, 9), dict(kernel=(3, 3), strides=(2, 2))),
@@ -775,7 +859,7 @@ def _batch_norm(batch):
 # the tests
 
 SLOW = {"conv2d", "conv2d_packed", "conv2d_nchwc", "matmul", "matmul_packed", "cast", "avg_pool2d", "max_pool2d",
-        "conv2d_int", "matmul_int"}
+        "conv2d_int", "matmul_int", "winograd_input", "winograd_output"}
 
 
 def test_every_op_has_cases():
@@ -834,12 +918,37 @@ def test_gather_with_bad_indices_does_not_crash():
     assert all(any(np.array_equal(row, d) for d in data) for row in out)   # the others read some row
 
 
-def test_unsupported_dtype_is_a_clean_error():
-    import ember
-    from ember.errors import CodegenError
+def test_cast_type_rule():
+    from ember.errors import TypeInferenceError
     from ember.graph import GraphBuilder, TensorType
 
-    b = GraphBuilder("bf16")
-    x = b.input("x", TensorType((4,), "bfloat16"))
-    with pytest.raises(CodegenError, match="bfloat16"):
-        ember.compile(b.finish([b.op("add", [x, x])]), cflags=("-O1",))
+    b = GraphBuilder("c")
+    x = b.input("x", TensorType((3,), "float32"))
+    assert b.op("cast", [x], to="float8_e8m0fnu", saturate=True, round_mode="nearest").type == \
+        TensorType((3,), "float8_e8m0fnu")
+    assert b.op("cast", [b.op("cast", [x], to="int2")], to="uint4").type.dtype == "uint4"
+    with pytest.raises(TypeInferenceError, match="round_mode"):
+        b.op("cast", [x], to="float8_e8m0fnu", round_mode="even")
+    with pytest.raises(TypeInferenceError, match="float6"):
+        b.op("cast", [x], to="float6_e2m3fn")
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_narrow_dtypes_only_move(op):
+    """The narrow types have no arithmetic: only the ops that move or convert data take them,
+    and the others say so naming the dtype (never a crash in codegen)."""
+    from ember.errors import TypeInferenceError
+    from ember.graph import GraphBuilder, TensorType
+
+    opdef = OPS[op]
+    if opdef.moves_data:
+        assert op in ("cast", "reshape", "transpose", "slice", "concat", "pad", "broadcast_to", "gather", "where")
+        return
+    b = GraphBuilder("narrow")
+    lo = opdef.num_inputs if isinstance(opdef.num_inputs, int) else opdef.num_inputs[0]
+    if lo == 0:
+        return                     # no operand to be narrow (arange makes its values itself)
+    xs = [b.input(f"x{k}", TensorType((2, 3, 4, 4), "float8_e4m3fn")) for k in range(lo)]
+    required = {k: 1 for k, v in opdef.attrs.items() if v is REQUIRED}      # e.g. k_block
+    with pytest.raises(TypeInferenceError, match="float8_e4m3fn"):
+        b.op(op, xs, **required)

@@ -165,3 +165,29 @@ def test_arena_is_close_to_the_peak_of_live_bytes():
                          for k in range(len(groups))), default=0)
     assert peak_sum <= arena <= 0.85 * total
     assert arena <= 1.15 * peak_sum
+
+
+def test_symbolic_shapes_are_planned_at_their_bounds():
+    """A tensor of symbolic shape gets the bytes it has with every symbol at its bound, so the
+    constant offsets serve every smaller size; a symbol without a bound is an error."""
+    from ember.errors import ShapeError
+
+    g = parse_graph("""
+graph dyn(%x: float32[batch, seq, 16]) {
+  %a = softmax(%x)
+  %b = softmax(%a)
+  %c = reshape(%b) {shape=[dim"batch*seq", 16]}
+  %d = softmax(%c)
+  return %d
+}
+""")
+    groups = fuse(g)
+    plan = plan_memory(g, groups, alignment=64, bounds={"batch": 2, "seq": 10})
+    for v, size in plan.sizes.items():
+        assert size >= v.type.nbytes_at({"batch": 2, "seq": 10})
+    assert len(plan.offsets) >= 2 and plan.arena_bytes >= 2 * (2 * 10 * 16 * 4)
+    assert plan_memory(g, groups, bounds={"batch": 4, "seq": 10}).arena_bytes > plan.arena_bytes
+    g.bounds = {"batch": 2, "seq": 10}
+    assert plan_memory(g, groups).arena_bytes == plan.arena_bytes
+    with pytest.raises(ShapeError, match="upper bound of symbol"):
+        plan_memory(g, groups, bounds={"batch": 2})

@@ -19,7 +19,7 @@ import pytest
 
 from ember.errors import ArtifactError, EmberError, EmberRuntimeError, InputError
 from ember.graph.types import TensorType
-from ember.runtime import Module, load, pattern_array, trailer_ok, verify_artifact
+from ember.runtime import load, pattern_array, trailer_ok, verify_artifact
 from ember.runtime.module import TRAILER_MAGIC, TRAILER_SIZE
 from ember.toolchain import build_shared
 
@@ -218,6 +218,24 @@ def test_instances_are_independent(counter_path):
 
 
 # ---- input checking ---------------------------------------------------------------------------
+
+def test_inputs_and_constants_that_are_outputs_still_feed_kernels():
+    """Regression: a kernel read an input that is also an output from the output buffer, which
+    is only filled after the kernels run."""
+    import ember
+    from ember.graph import GraphBuilder
+
+    b = GraphBuilder("echo")
+    x = b.input("x", TensorType((4,), "float32"))
+    k = b.const(np.array([1.0, 2.0, 3.0, 4.0], np.float32))
+    mod = ember.compile(b.finish([b.op("relu", [x]), x, b.op("mul", [x, k]), k]), cflags=("-O1",))
+    xs = np.array([1.0, -2.0, 3.0, -4.0], np.float32)
+    relu, same, prod, const = mod.run({"x": xs}).values()
+    np.testing.assert_array_equal(relu, np.maximum(xs, 0))
+    np.testing.assert_array_equal(same, xs)
+    np.testing.assert_array_equal(prod, xs * [1, 2, 3, 4])
+    np.testing.assert_array_equal(const, [1, 2, 3, 4])
+
 
 def test_wrong_dtype_is_refused(add_relu):
     x = np.zeros((ROWS, COLS), dtype=np.float64)
@@ -514,3 +532,30 @@ def test_pattern_array():
     np.testing.assert_array_equal(i, (v % 200 - 100).astype(np.int8))
     assert pattern_array(TensorType((6,), "bool")).tolist() == [bool(x % 2) for x in v]
     assert pattern_array(TensorType((), "float64")).shape == ()
+    with pytest.raises(InputError, match="int4"):
+        pattern_array(TensorType((3,), "int4"))
+
+
+def test_narrow_inputs_and_outputs():
+    """float8/int4 buffers are one byte an element: given and returned as ml_dtypes arrays, or
+    given as their raw bytes; any other dtype is refused before anything runs."""
+    import ml_dtypes
+
+    import ember
+    from ember.graph import GraphBuilder
+
+    b = GraphBuilder("narrow_io")
+    q = b.input("q", TensorType((2, 3), "int4"))
+    f = b.input("f", TensorType((4,), "float8_e5m2"))
+    mod = ember.compile(b.finish([b.op("transpose", [q], perm=(1, 0)), b.op("cast", [f], to="float32"), f]),
+                        cflags=("-O1",))
+    qs = np.array([[-8, 7, 0], [1, -1, 3]], ml_dtypes.int4)
+    fs = np.array([0.5, -np.inf, 57344, 1e-5], np.float32).astype(ml_dtypes.float8_e5m2)
+    t, c, same = mod.run({"q": qs, "f": fs}).values()
+    assert t.dtype == ml_dtypes.int4 and t.T.tobytes() == qs.tobytes()
+    np.testing.assert_array_equal(c, fs.astype(np.float32))
+    assert same.dtype == ml_dtypes.float8_e5m2 and same.tobytes() == fs.tobytes()
+    raw = list(mod.run({"q": qs.view(np.uint8), "f": fs.view(np.uint8)}).values())
+    assert all(r.tobytes() == o.tobytes() for r, o in zip(raw, (t, c, same)))
+    with pytest.raises(InputError, match="int4"):
+        mod.run({"q": qs.astype(np.int8), "f": fs})

@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from ember.tir.expr import BinOp, Broadcast, Call, Cast, Const, Load, Not, Ramp, Select, Var
+from ember.tir.expr import (NARROW_FLOAT_DTYPES, NARROW_INT_DTYPES, BinOp, Broadcast, Call, Cast, Const, Load, Not,
+                            Ramp, Select, Var)
 from ember.tir.stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Store
 
 
@@ -29,7 +30,13 @@ class KernelFault(AssertionError):
 
 
 def _np(dtype: str):
-    return np.dtype("float32") if dtype == "bfloat16" else np.dtype(dtype)
+    # bfloat16 values are C floats in expressions (only their stores round); the narrow types
+    # are bytes (only casts look inside them)
+    if dtype == "bfloat16":
+        return np.dtype("float32")
+    if dtype in NARROW_FLOAT_DTYPES or dtype in NARROW_INT_DTYPES:
+        return np.dtype("uint8")
+    return np.dtype(dtype)
 
 
 _CALLS = {

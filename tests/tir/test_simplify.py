@@ -213,3 +213,40 @@ def test_constants_fold_with_c_and_numpy_semantics():
     with np.errstate(all="ignore"):
         assert Const(float("nan"), "int32").value == int(np.asarray(np.nan).astype(np.int32))
     assert Const(-0.75, "int64").value == 0
+
+
+# ---- symbolic sizes ------------------------------------------------------------------------
+
+def test_indices_over_size_variables_simplify_and_keep_their_values():
+    """Loops whose extents are size variables (symbolic dimensions): products of sizes combine
+    whatever order they were written in, a reshape's div/mod by a size cancel when the loop
+    ranges allow, and every result keeps its value at random sizes within the bounds."""
+    from ember.tir.analysis import size_bounds
+    from ember.tir.expr import size_var
+
+    seq, b = size_var("seq"), size_var("batch")
+    i = IterVar("i", extent=seq)
+    j = IterVar("j", extent=binop("mul", b, seq))
+    k = IterVar("k", extent=8)
+    lin = binop("add", binop("mul", j, seq), i)
+    cases = [
+        (binop("div", lin, seq), j), (binop("mod", lin, seq), i),
+        (binop("mod", binop("mod", j, seq), seq), binop("mod", j, seq)),
+        (binop("div", binop("mod", j, seq), seq), Const(0)),
+        (binop("sub", binop("mul", binop("mul", b, seq), k), binop("mul", k, binop("mul", seq, b))), Const(0)),
+    ]
+    rng = np.random.default_rng(0)
+    with size_bounds({"seq": 12, "batch": 3}):
+        for e, want in cases:
+            got = simplify_index(e)
+            assert repr(got) == repr(want), (e, got)
+        # not exact: stays a division, still correct
+        odd = simplify_index(binop("div", binop("add", lin, Const(1)), seq))
+        for _ in range(200):
+            sv, bv = int(rng.integers(1, 13)), int(rng.integers(1, 4))
+            env = {seq: sv, b: bv, i: int(rng.integers(0, sv)), j: int(rng.integers(0, bv * sv)),
+                   k: int(rng.integers(0, 8))}
+            for e, _ in cases + [(binop("div", binop("add", lin, Const(1)), seq), None)]:
+                assert evaluate(simplify_index(e), env) == evaluate(e, env)
+            assert evaluate(odd, env) == c_div(env[j] * sv + env[i] + 1, sv)
+        assert bound(seq) == (0, 12) and bound(i) == (0, 11)

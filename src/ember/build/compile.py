@@ -5,6 +5,12 @@ one kernel per fused group (tensor expressions, schedules, loop IR) -> C -> shar
 
 Whole compiled models are cached by a hash of the model, the options, the target and Ember's own
 source, so compiling the same model again only loads the artifact.
+
+Symbolic dimensions (``ember.symbolic``) stay symbolic through the whole pipeline: the kernels
+take the symbols' values as arguments, the memory plan is sized with every symbol at its upper
+bound, and the artifact binds the symbols from the input shapes of each run (checking them
+against the bounds) and computes the output shapes.  A symbol without a declared bound (from
+``bounds=`` or implied by the model) gets ``DEFAULT_BOUND``.
 """
 
 from __future__ import annotations
@@ -19,17 +25,22 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import __version__
-from ..errors import EmberError
+from ..errors import EmberError, ShapeError
 from ..graph.ir import Graph, Value
+from ..symbolic import Sym, is_identifier
 from ..passes import fuse, optimize, plan_memory
-from ..passes import layout_nchwc, pack_weights
+from ..passes import layout_nchwc, pack_weights, winograd
 from ..target import Target, resolve
-from ..codegen.c import CGenerator, c_ident, c_type, module_source
+from ..codegen.c import CGenerator, c_ident, c_type, dim_c, module_source, shape_function
+from ..tir.analysis import size_bounds
 from .kernels import group_kernel
 
 ProgressFn = Callable[[str], None]
 
 CONST_ALIGN = 64
+
+#: the upper bound of a symbol that neither ``bounds=`` nor the model bounds
+DEFAULT_BOUND = 64
 
 
 def _source_digest() -> str:
@@ -61,12 +72,38 @@ class CompiledModel:
         self.kernels = kernels
 
 
-def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None) -> Graph:
+def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None,
+             bounds: Mapping[str, int] | None = None) -> Graph:
     if isinstance(model, Graph):
+        if bounds:
+            model = model.copy()
+            model.bounds.update({k: int(v) for k, v in bounds.items()})
         return model
     from ..frontend import from_onnx
 
-    return from_onnx(model, shapes=shapes)
+    return from_onnx(model, shapes=shapes, bounds=bounds)
+
+
+def symbol_bounds(graph: Graph) -> dict[str, int]:
+    """The upper bound of every symbol of the graph's input shapes (``DEFAULT_BOUND`` where
+    neither the user nor the model gave one), in the order of ``graph.symbols()``."""
+    syms = graph.symbols()
+    unknown = sorted(set(graph.bounds) - set(syms))
+    if unknown:
+        raise EmberError(f"bounds are given for {', '.join(map(repr, unknown))}, which the model's input "
+                         f"shapes do not use; its symbols are {', '.join(map(repr, syms)) or '(none)'}")
+    bindable = {d.name for v in graph.inputs for d in v.shape if isinstance(d, Sym) and d.name}
+    for name in syms:
+        if name not in bindable or not is_identifier(name):
+            raise ShapeError(f"symbol '{name}' is not a whole dimension of any input, so its value cannot be "
+                             "read from the input shapes at run time")
+    out = {}
+    for name in syms:
+        b = graph.bounds.get(name, DEFAULT_BOUND)
+        if not isinstance(b, int) or b < 0:
+            raise EmberError(f"the bound of symbol '{name}' must be a non-negative integer, got {b!r}")
+        out[name] = b
+    return out
 
 
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
@@ -82,11 +119,18 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
         if dump:
             dump("layout_nchwc", g)
         g = optimize(g, 1)          # fold the layout conversions of constants
+        g = winograd.run(g, target.lanes)
+        if dump:
+            dump("winograd", g)
         g = pack_weights.run(g, target.lanes)
         if dump:
             dump("pack_weights", g)
     groups = fuse(g)
-    plan = plan_memory(g, groups)
+    bounds = symbol_bounds(g)
+    sym_index = {n: k for k, n in enumerate(bounds)}
+    if bounds:
+        say("symbolic dimensions: " + ", ".join(f"{n} <= {b}" for n, b in bounds.items()))
+    plan = plan_memory(g, groups, bounds=bounds)
     say(f"generating {len(groups)} kernels")
 
     # where every value lives at run time
@@ -106,12 +150,14 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
 
     def where(v: Value) -> str:
         t = c_type(v.dtype)
-        if v in out_index:
-            return f"({t}*)outputs[{out_index[v]}]"
+        # an input or constant that is also an output is read where it lies: its output buffer
+        # is only filled (memcpy) after the kernels have run
         if v in in_index:
             return f"(const {t}*)inputs[{in_index[v]}]"
         if v in const_offsets:
             return f"(const {t}*)(ember_constants + {const_offsets[v]})"
+        if v in out_index:
+            return f"({t}*)outputs[{out_index[v]}]"
         if v in plan.offsets:
             return f"({t}*)(arena + {plan.offsets[v]})"
         raise EmberError(f"value {v.name} has no storage")
@@ -120,29 +166,46 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
     kernels, kernel_src, entry = [], [], []
     for k, grp in enumerate(groups):
         names = {v: c_ident(v.name) for v in grp.inputs}
-        f = group_kernel(grp, target, names)
+        f = group_kernel(grp, target, names, bounds)
         kernels.append(f)
-        kernel_src.append(gen.kernel(f))
+        with size_bounds(bounds):     # what the C generator proves about indices uses the bounds
+            kernel_src.append(gen.kernel(f))
         args = [where(v) for v in grp.inputs] + [where(grp.output)]
+        args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
         entry.append(f"{f.name}({', '.join(args)});")
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
     # outputs not produced by a kernel (inputs, constants, or a value listed twice)
+    def nbytes(v: Value) -> str:
+        if v.type.is_static:
+            return str(v.type.nbytes)
+        return f"(size_t){dim_c(v.type.num_elements * np.dtype(v.dtype if v.dtype != 'bfloat16' else 'uint16').itemsize, sym_index)}"
+
     for k, v in enumerate(g.outputs):
         first = out_index[v]
         if first != k:
-            entry.append(f"memcpy(outputs[{k}], outputs[{first}], {v.type.nbytes});")
+            entry.append(f"memcpy(outputs[{k}], outputs[{first}], {nbytes(v)});")
         elif v.producer is None or v in in_index or v in const_offsets:
-            entry.append(f"memcpy(outputs[{k}], {where_src(v, in_index, const_offsets)}, {v.type.nbytes});")
+            entry.append(f"memcpy(outputs[{k}], {where_src(v, in_index, const_offsets)}, {nbytes(v)});")
+
+    def dims(shape) -> list:
+        return [d if isinstance(d, int) else str(d) for d in shape]
+
     meta = {
         "format": 1, "ember_version": __version__, "name": g.name, "target": target.kind,
-        "inputs": [{"name": n, "dtype": v.dtype, "shape": list(v.shape)} for n, v in zip(in_names, g.inputs)],
-        "outputs": [{"name": n, "dtype": v.dtype, "shape": list(v.shape)} for n, v in zip(out_names, g.outputs)],
+        "inputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(in_names, g.inputs)],
+        "outputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(out_names, g.outputs)],
         "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob), "kernels": len(kernels),
         "intermediate_bytes": plan.total_intermediate_bytes,
     }
+    shapes_c = ""
+    if bounds:
+        meta["symbols"] = [{"name": n, "bound": b} for n, b in bounds.items()]
+        shapes_c = shape_function([(n, v.shape) for n, v in zip(in_names, g.inputs)],
+                                  [(n, v.shape) for n, v in zip(out_names, g.outputs)],
+                                  list(bounds), list(bounds.values()))
     source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
-                           [k.name for k in kernels] if profile else None)
+                           [k.name for k in kernels] if profile else None, shapes_c)
     return CompiledModel(g, groups, plan, source, bytes(blob), kernels)
 
 
@@ -152,10 +215,13 @@ def where_src(v: Value, in_index, const_offsets) -> str:
     return f"(ember_constants + {const_offsets[v]})"
 
 
-def _model_key(model: Any, target: Target, opt_level: int, shapes, profile: bool) -> str | None:
+def _model_key(model: Any, target: Target, opt_level: int, shapes, profile: bool, bounds=None) -> str | None:
     h = hashlib.sha256()
     h.update(_source_digest().encode())
-    h.update(json.dumps([target.key(), opt_level, sorted((shapes or {}).items()), profile], default=str).encode())
+    key = [target.key(), opt_level, sorted((shapes or {}).items()), profile]
+    if bounds:
+        key.append(sorted(bounds.items()))
+    h.update(json.dumps(key, default=str).encode())
     if isinstance(model, (str, os.PathLike)):
         p = Path(model)
         try:
@@ -177,12 +243,15 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes, profile: bool
 
 
 def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
-            shapes: Mapping[str, tuple] | None = None, dump: str | os.PathLike | None = None,
+            shapes: Mapping[str, tuple] | None = None, bounds: Mapping[str, int] | None = None,
+            dump: str | os.PathLike | None = None,
             progress: ProgressFn | None = None, cache: bool = True, profile: bool = False,
             cflags: tuple[str, ...] = ()):
     """Compile ``model`` (a path, an ``onnx.ModelProto`` or an ember ``Graph``) for ``target``.
 
-    Returns a loaded :class:`ember.runtime.Module`.  ``dump`` (or ``$EMBER_DUMP``) names a folder
+    Returns a loaded :class:`ember.runtime.Module`.  Dimensions the model leaves symbolic stay
+    symbolic: one artifact runs every size up to the symbols' bounds (``bounds={"seq": 512}``;
+    ``shapes=`` pins or names input dimensions).  ``dump`` (or ``$EMBER_DUMP``) names a folder
     that receives the graph after every pass, the fused groups, each kernel's loop IR and the
     generated C.  ``progress`` is called with a message at each step.  ``profile=True`` times
     every kernel call (``Module.profile()`` reports the totals).  ``cflags`` are extra flags for
@@ -198,14 +267,14 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     dump = dump or os.environ.get("EMBER_DUMP") or None
     models = Cache("models", suffix=".so")
-    key = _model_key(model, tgt, opt_level, shapes, (profile, tuple(cflags))) if cache and not dump else None
+    key = _model_key(model, tgt, opt_level, shapes, (profile, tuple(cflags)), bounds) if cache and not dump else None
     if key is not None:
         hit = models.get(key)
         if hit is not None:
             say(f"found in cache ({time.perf_counter() - t0:.2f} s)")
             return Module(hit)
     say("reading model")
-    graph = to_graph(model, shapes)
+    graph = to_graph(model, shapes, bounds)
     dumper = _Dumper(Path(dump)) if dump else None
     if dumper:
         dumper("input", graph)

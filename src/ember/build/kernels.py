@@ -2,6 +2,10 @@
 
 Each node's op supplies its tensor compute; the anchor op (convolution, matmul, ...) supplies
 the schedule when it has one, every other group gets the default CPU schedule.
+
+Symbolic dimensions become size variables: the kernel takes each symbol it uses as an int64
+argument after its buffers (``PrimFunc.attrs["size_vars"]``), and its index analysis knows the
+symbols' upper bounds (``bounds``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from ..passes.fusion import Group
 from ..te import placeholder
 from ..te.lower import lower
 from ..te.schedule import create_schedule
+from ..symbolic import SymbolicError
+from ..tir.analysis import size_bounds, size_vars_of
 from ..tir.stmt import PrimFunc
 from ..tir.transform import optimize
 
@@ -23,13 +29,17 @@ def describe_nodes(group: Group) -> str:
     return f"{group.name}: fuses {names}"
 
 
-def group_kernel(group: Group, target, param_names: dict[Value, str] | None = None) -> PrimFunc:
-    """Lower ``group`` to a kernel whose parameters are the group's inputs, then its output."""
+def group_kernel(group: Group, target, param_names: dict[Value, str] | None = None,
+                 bounds: dict[str, int] | None = None) -> PrimFunc:
+    """Lower ``group`` to a kernel whose parameters are the group's inputs, then its output,
+    then the size variables of the symbols it uses (their upper bounds in ``bounds``)."""
+    with size_bounds(bounds or {}):
+        return _group_kernel(group, target, param_names)
+
+
+def _group_kernel(group: Group, target, param_names: dict[Value, str] | None) -> PrimFunc:
     params = {}
     for k, v in enumerate(group.inputs):
-        if not v.type.is_static:
-            raise CodegenError(f"input {v.name} of kernel {group.name} has a symbolic shape {v.type}; "
-                               "dynamic shapes are not supported by the CPU backend yet")
         params[v] = placeholder(v.shape, v.dtype, (param_names or {}).get(v, f"in{k}"))
     env = dict(params)
     # the node whose op schedules the kernel: the anchor, or the only node of a lone op (pools)
@@ -41,6 +51,10 @@ def group_kernel(group: Group, target, param_names: dict[Value, str] | None = No
             out = op.compute(node.attrs, *[env[v] for v in node.inputs])
         except NotImplementedError as e:
             raise CodegenError(str(e), node=node.name, op=node.op) from None
+        except SymbolicError as e:
+            raise CodegenError(f"cannot compute this op with symbolic shapes "
+                               f"({', '.join(str(v.type) for v in node.inputs)}): {e}",
+                               node=node.name, op=node.op) from None
         outs = out if isinstance(out, (list, tuple)) else [out]
         for v, t in zip(node.outputs, outs):
             env[v] = t
@@ -71,4 +85,6 @@ def group_kernel(group: Group, target, param_names: dict[Value, str] | None = No
         raise CodegenError(f"lowering kernel {group.name} failed: {type(e).__name__}: {e}") from e
     f.comment = describe_nodes(group)
     f.attrs["schedule"] = s.describe()
-    return optimize(f, target.lanes)
+    f = optimize(f, target.lanes)
+    f.attrs["size_vars"] = sorted(size_vars_of(f), key=lambda v: v.name)
+    return f

@@ -17,13 +17,16 @@ from ..errors import CodegenError
 from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                         COMPARISONS, is_float_dtype)
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
+from ..tir.analysis import size_vars_of, upper_bound
 from ..tir.transform import lanes_of
+from . import c_dtypes
 
+#: the C type that stores each dtype (bfloat16 and the narrow types: see ``c_dtypes``)
 C_TYPES = {
     "float32": "float", "float64": "double", "float16": "_Float16",
     "int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t",
     "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t",
-    "bool": "_Bool",
+    "bool": "_Bool", **c_dtypes.STORAGE,
 }
 
 _BINOPS = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">",
@@ -280,7 +283,7 @@ static inline uint64_t ember_upow(uint64_t a, uint64_t b) {{
 #define EMBER_NO_CONTRACT(v) (v)
 #endif
 #define EMBER_LOAD_CHECKED(p, i, n) ({{ int64_t _j = (i); (_j >= 0 && _j < (n)) ? (p)[_j] : (__typeof__((p)[0]))0; }})
-""" + VECTOR_MATH_C + INT_VECTORS_C
+""" + VECTOR_MATH_C + INT_VECTORS_C + c_dtypes.C_SOURCE
 
 
 @dataclass
@@ -316,6 +319,8 @@ class CGenerator:
 
     def const(self, c: Const) -> str:
         v = c.value
+        if c_dtypes.is_special(c.dtype):
+            return c_dtypes.const(v, c.dtype)
         if c.dtype == "bool":
             return "1" if v else "0"
         if is_float_dtype(c.dtype):
@@ -348,8 +353,10 @@ class CGenerator:
         if isinstance(e, Load):
             buf = self.name(ctx, e.buffer, e.buffer.name)
             if guard and not _in_bounds(e.index, 1, 1, e.buffer.size):
-                return f"EMBER_LOAD_CHECKED({buf}, {self.expr(e.index, ctx, guard)}, {e.buffer.size})"
-            return f"{buf}[{self.expr(e.index, ctx, guard)}]"
+                raw = f"EMBER_LOAD_CHECKED({buf}, {self.expr(e.index, ctx, guard)}, {self.extent(e.buffer.size, ctx)})"
+            else:
+                raw = f"{buf}[{self.expr(e.index, ctx, guard)}]"
+            return c_dtypes.load(e.dtype, raw)
         if isinstance(e, BinOp):
             a, b = self.expr(e.a, ctx, guard), self.expr(e.b, ctx, guard)
             dt = e.a.dtype
@@ -377,6 +384,9 @@ class CGenerator:
             return f"(!{self.expr(e.a, ctx, guard)})"
         if isinstance(e, Cast):
             a = self.expr(e.a, ctx, guard)
+            special = c_dtypes.cast(e.a.dtype, e.dtype, a, e.saturate, e.round_mode, c_type)
+            if special is not None:
+                return special
             if e.dtype == "bool":
                 return f"((_Bool)({a} != 0))"
             return f"(({c_type(e.dtype)})({a}))"
@@ -389,6 +399,12 @@ class CGenerator:
             return self.call(e.fn, args, e.args[0].dtype, e.dtype)
         raise CodegenError(f"cannot generate C for {type(e).__name__}")
 
+    def extent(self, n, ctx: _Ctx) -> str:
+        """C for a loop extent or buffer size: an int, or an expression of size variables."""
+        if isinstance(n, int):
+            return str(n)
+        return self.expr(n, ctx)
+
     def math_call(self, fn: str, args: list[str], dtype: str) -> str:
         f32, f64 = _MATH[fn]
         if dtype == "float64":
@@ -397,6 +413,8 @@ class CGenerator:
             return f"{f32}({', '.join(args)})"
         if dtype == "float16":
             return f"((_Float16){f32}({', '.join(f'(float)({a})' for a in args)}))"
+        if dtype == "bfloat16":
+            return f"{f32}({', '.join(args)})"    # float32 arithmetic: rounded when stored
         raise CodegenError(f"math function {fn} on {dtype}")
 
     def call(self, fn: str, args: list[str], arg_dtype: str, dtype: str) -> str:
@@ -438,9 +456,10 @@ class CGenerator:
             base = self.expr(idx.base, ctx, guard)
             vt = vector_type(e.dtype)
             if guard and not _in_bounds(idx.base, idx.stride, L, e.buffer.size):
+                n = self.extent(e.buffer.size, ctx)
                 if e.dtype == "float32":
-                    return f"ember_vload_checked({buf}, {base}, {idx.stride}, {e.buffer.size})"
-                return f"EMBER_VLOAD_CHECKED({vt}, {buf}, {base}, {idx.stride}, {e.buffer.size})"
+                    return f"ember_vload_checked({buf}, {base}, {idx.stride}, {n})"
+                return f"EMBER_VLOAD_CHECKED({vt}, {buf}, {base}, {idx.stride}, {n})"
             if idx.stride == 1:
                 if e.dtype == "float32":
                     return f"ember_vload(&{buf}[{base}])"
@@ -547,7 +566,7 @@ class CGenerator:
             for x in s.stmts:
                 self.stmt(x, ctx, ind, out, depth, fname)
         elif isinstance(s, For):
-            if s.kind == "parallel" and depth == 0 and s.extent > 1:
+            if s.kind == "parallel" and depth == 0 and (not isinstance(s.extent, int) or s.extent > 1):
                 self.parallel(s, ctx, ind, out, fname)
                 return
             v = self.name(ctx, s.var, s.var.name)
@@ -555,7 +574,11 @@ class CGenerator:
                 out.append(f"{ind}#pragma GCC ivdep")
             elif s.kind == "unrolled":
                 out.append(f"{ind}#pragma GCC unroll 8")
-            out.append(f"{ind}for (int64_t {v} = 0; {v} < {s.extent}; ++{v}) {{")
+            elif _register_tile_update(s.body):
+                # the C compiler would unroll a short reduction loop (a first convolution's 3
+                # input channels) and run out of vector registers for the tile's accumulators
+                out.append(f"{ind}#pragma GCC unroll 1")
+            out.append(f"{ind}for (int64_t {v} = 0; {v} < {self.extent(s.extent, ctx)}; ++{v}) {{")
             self.stmt(s.body, ctx, ind + "  ", out, depth + 1, fname)
             out.append(f"{ind}}}")
         elif isinstance(s, Store):
@@ -574,7 +597,8 @@ class CGenerator:
                     out.append(f"{ind}{{ int64_t _b = {self.expr(idx.base, ctx)}; {vector_type(s.buffer.dtype)} _v = {val}; "
                                f"{parts} }}")
             else:
-                out.append(f"{ind}{buf}[{self.expr(s.index, ctx)}] = {self.expr(s.value, ctx)};")
+                value = c_dtypes.store(s.buffer.dtype, self.expr(s.value, ctx))
+                out.append(f"{ind}{buf}[{self.expr(s.index, ctx)}] = {value};")
         elif isinstance(s, Allocate):
             # its own block: unrolling may repeat an allocation side by side
             b = s.buffer
@@ -586,14 +610,18 @@ class CGenerator:
                 out.append(f"{inner}{vector_type(b.dtype)} {name}[{b.size // self.lanes}];")
                 self.stmt(s.body, ctx, inner, out, depth, fname)
             else:
-                nbytes = b.size * _itemsize(b.dtype)
-                if nbytes > 32768:
-                    out.append(f"{inner}{c_type(b.dtype)}* {name} = ({c_type(b.dtype)}*)malloc({nbytes});")
+                # a symbolic size is allocated at its largest (the size variables' bounds)
+                size = b.size if isinstance(b.size, int) else upper_bound(b.size)
+                nbytes = None if size is None else size * _itemsize(b.dtype)
+                if nbytes is None or nbytes > 32768:
+                    count = self.extent(b.size, ctx)
+                    out.append(f"{inner}{c_type(b.dtype)}* {name} = ({c_type(b.dtype)}*)malloc("
+                               f"(size_t)({count}) * {_itemsize(b.dtype)} + 1);")
                     out.append(f"{inner}if (!{name}) return;")
                     self.stmt(s.body, ctx, inner, out, depth, fname)
                     out.append(f"{inner}free({name});")
                 else:
-                    out.append(f"{inner}{c_type(b.dtype)} {name}[{max(b.size, 1)}] __attribute__((aligned(64)));")
+                    out.append(f"{inner}{c_type(b.dtype)} {name}[{max(size, 1)}] __attribute__((aligned(64)));")
                     self.stmt(s.body, ctx, inner, out, depth, fname)
             out.append(f"{ind}}}")
         elif isinstance(s, IfThenElse):
@@ -614,22 +642,27 @@ class CGenerator:
         for b in bufs:
             name = self.name(ctx, b, b.name)
             fields.append((b, name))
-        sctx = _Ctx(names={b: n for b, n in fields}, used={n for _, n in fields}, vec_locals=set(ctx.vec_locals))
+        sizes = [(v, self.name(ctx, v, v.name)) for v in size_vars_of(s.body)]
+        sctx = _Ctx(names={b: n for b, n in fields + sizes}, used={n for _, n in fields + sizes},
+                    vec_locals=set(ctx.vec_locals))
         body: list[str] = []
         v = self.name(sctx, s.var, s.var.name)
         body.append(f"  for (int64_t {v} = _begin; {v} < _end; ++{v}) {{")
         self.stmt(s.body, sctx, "    ", body, 1, task)
         body.append("  }")
         struct = "".join(f" {'const ' if b.const else ''}{_ptr_type(b, sctx)}* {n};" for b, n in fields)
+        struct += "".join(f" int64_t {n};" for _, n in sizes)
         unpack = "".join(
             f"  {'const ' if b.const else ''}{_ptr_type(b, sctx)}* restrict {n} = _c->{n};\n" for b, n in fields)
+        unpack += "".join(f"  const int64_t {n} = _c->{n};\n" for _, n in sizes)
+        fields = fields + sizes
         self.helpers.append(
             f"struct {task}_ctx {{{struct} }};\n"
             f"static void {task}(void* _vc, int64_t _begin, int64_t _end) {{\n"
             f"  const struct {task}_ctx* _c = (const struct {task}_ctx*)_vc;\n{unpack}" + "\n".join(body) + "\n}\n")
         init = ", ".join(f"{n}" for _, n in fields)
         out.append(f"{ind}{{ struct {task}_ctx _ctx = {{{init}}};")
-        out.append(f"{ind}  ember_parallel_for({s.extent}, {task}, &_ctx); }}")
+        out.append(f"{ind}  ember_parallel_for({self.extent(s.extent, ctx)}, {task}, &_ctx); }}")
 
     def kernel(self, f: PrimFunc) -> str:
         """The C definition of kernel ``f``.  ``f.name`` is made a safe, unique file-scope
@@ -647,6 +680,8 @@ class CGenerator:
         for b in f.params:
             n = self.name(ctx, b, b.name)
             params.append(f"{'const ' if b.const else ''}{c_type(b.dtype)}* restrict {n}")
+        for v in f.attrs.get("size_vars", ()):
+            params.append(f"int64_t {self.name(ctx, v, v.name)}")
         body: list[str] = []
         start = len(self.helpers)
         self.stmt(f.body, ctx, "  ", body, 0, f.name)
@@ -655,10 +690,12 @@ class CGenerator:
         return (f"{helpers}{comment}static void {f.name}({', '.join(params)}) {{\n" + "\n".join(body) + "\n}\n")
 
 
-def _in_bounds(base: Expr, stride: int, lanes: int, size: int) -> bool:
+def _in_bounds(base: Expr, stride: int, lanes: int, size) -> bool:
     """Whether the loop ranges prove ``base + k * stride`` (k < lanes) inside [0, size)."""
     from ..tir.analysis import bound
 
+    if not isinstance(size, int):
+        return False
     b = bound(base)
     if b is None:
         return False
@@ -707,7 +744,7 @@ def _consecutive(indices) -> bool:
 
 def _itemsize(dtype: str) -> int:
     return {"float64": 8, "int64": 8, "uint64": 8, "float32": 4, "int32": 4, "uint32": 4,
-            "float16": 2, "int16": 2, "uint16": 2}.get(dtype, 1)
+            "float16": 2, "bfloat16": 2, "int16": 2, "uint16": 2}.get(dtype, 1)
 
 
 def _walk_stmt(s: Stmt):
@@ -748,7 +785,7 @@ def _loads(e: Expr):
 
 
 def _vector_local(b: Buffer, body: Stmt, lanes: int) -> bool:
-    if b.dtype not in ("float32", "int32") or b.size % lanes:
+    if b.dtype not in ("float32", "int32") or not isinstance(b.size, int) or b.size % lanes:
         return False
     seen = False
     for store, e in _exprs_of(body):
@@ -809,10 +846,88 @@ def profiled(entry_body: list[str], kernel_names: list[str]) -> tuple[list[str],
     return body, defs
 
 
+def dim_c(d, sym_index: dict[str, int], syms: str = "syms") -> str:
+    """C (int64 arithmetic) for a dimension: an int, or a symbolic expression whose symbol k is
+    ``syms[k]``.  Floor divisions and remainders of symbolic dimensions have non-negative
+    operands, where C's division agrees."""
+    from ..symbolic import Sym
+
+    if not isinstance(d, Sym):
+        return f"INT64_C({int(d)})"
+
+    def atom(a) -> str:
+        if isinstance(a, str):
+            return f"{syms}[{sym_index[a]}]"
+        return f"({dim_c(a[1], sym_index, syms)} {'/' if a[0] == '//' else '%'} INT64_C({a[2]}))"
+
+    parts = []
+    for mono, coef in d.terms:
+        factors = [atom(a) for a in mono]
+        if coef != 1:
+            factors.insert(0, f"INT64_C({coef})")
+        parts.append(" * ".join(factors))
+    if d.const:
+        parts.append(f"INT64_C({d.const})")
+    return "(" + " + ".join(parts) + ")"
+
+
+def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tuple]],
+                   symbols: list[str], bounds: list[int]) -> str:
+    """C of the symbol tables and ``ember_model_shapes`` of a model with symbolic dimensions
+    (see ember_kernel.h): bind every symbol from the input shapes, check each input dimension
+    against them and each symbol against its bound, and compute the output shapes."""
+    from ..symbolic import Sym
+
+    idx = {n: k for k, n in enumerate(symbols)}
+    names = ", ".join(c_string(n) for n in symbols)
+    lines = [f"static const char* const ember_symbol_names[] = {{{names}}};",
+             f"static const int64_t ember_symbol_bounds[] = {{{', '.join(f'INT64_C({b})' for b in bounds)}}};",
+             "int ember_model_symbols(const char* const** names, const int64_t** bounds) {",
+             f"  *names = ember_symbol_names; *bounds = ember_symbol_bounds; return {len(symbols)};",
+             "}",
+             "int ember_model_shapes(const int64_t* const* in_shapes, int64_t* syms, int64_t* const* out_shapes) {",
+             f"  for (int k = 0; k < {len(symbols)}; ++k) syms[k] = -1;"]
+
+    def plain(d):
+        return isinstance(d, Sym) and d.name is not None
+
+    for i, (name, dims) in enumerate(inputs):
+        for k, d in enumerate(dims):
+            got = f"in_shapes[{i}][{k}]"
+            where = c_string(f"input '{name}' dimension {k}")[1:-1]
+            if plain(d):
+                j = idx[d.name]
+                lines.append(f"  if (syms[{j}] < 0) syms[{j}] = {got};")
+                lines.append(f"  else if (syms[{j}] != {got}) {{ ember_set_error(\"{where} is %lld, but "
+                             f"'{symbols[j]}' is %lld from an earlier input\", (long long){got}, "
+                             f"(long long)syms[{j}]); return -1; }}")
+    for i, (name, dims) in enumerate(inputs):
+        for k, d in enumerate(dims):
+            if plain(d):
+                continue
+            got = f"in_shapes[{i}][{k}]"
+            want = dim_c(d, idx)
+            where = c_string(f"input '{name}' dimension {k}")[1:-1]
+            lines.append(f"  if ({got} != {want}) {{ ember_set_error(\"{where} is %lld, expected %lld ({c_string(str(d))[1:-1]})\", "
+                         f"(long long){got}, (long long){want}); return -1; }}")
+    for j, (n, b) in enumerate(zip(symbols, bounds)):
+        lines.append(f"  if (syms[{j}] > INT64_C({b})) {{ ember_set_error(\"the input shapes give {n} = %lld, "
+                     f"above its bound {b} (compile with a larger bound for '{n}')\", (long long)syms[{j}]); return -1; }}")
+    lines.append("  if (out_shapes) {")
+    for i, (name, dims) in enumerate(outputs):
+        for k, d in enumerate(dims):
+            lines.append(f"    out_shapes[{i}][{k}] = {dim_c(d, idx)};")
+    lines.append("  }")
+    lines.append("  return 0;\n}\n")
+    return "\n".join(lines)
+
+
 def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: list[str], metadata: dict,
-                  arena_bytes: int, profile_names: list[str] | None = None) -> str:
+                  arena_bytes: int, profile_names: list[str] | None = None, shapes_c: str = "") -> str:
     """The whole C translation unit of a compiled model; with ``profile_names``, every kernel
-    call is timed (see :func:`profiled`)."""
+    call is timed (see :func:`profiled`).  ``shapes_c`` is the shape function of a model with
+    symbolic dimensions (:func:`shape_function`); the entry reads the symbols' values from
+    ``syms``."""
     meta = json.dumps(metadata, separators=(",", ":"))
     prof = ""
     if profile_names is not None:
@@ -825,9 +940,37 @@ def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: l
         + "\nextern const unsigned char ember_constants[];\n"
         + f"const char ember_model_metadata[] = {c_string(meta)};\n"
         + f"const unsigned long long ember_model_arena_bytes = {arena_bytes}ULL;\n\n"
+        + (shapes_c + "\n" if shapes_c else "")
         + "\n".join(kernels)
-        + "\nint ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs) {\n"
-        + "  (void)arena; (void)inputs; (void)outputs;\n"
+        + (_DYNAMIC_ENTRY if shapes_c else "")
+        + f"\nint ember_model_entry{'_dynamic' if shapes_c else ''}(unsigned char* arena, void* const* inputs, "
+          f"void* const* outputs{', const int64_t* syms' if shapes_c else ''}) {{\n"
+        + f"  (void)arena; (void)inputs; (void)outputs;{' (void)syms;' if shapes_c else ''}\n"
         + "".join(f"  {line}\n" for line in entry_body)
         + "  return 0;\n}\n"
     )
+
+
+#: vector accumulators from which a register tile leaves too few of the 16 AVX2 registers to
+#: unroll its reduction loop
+TILE_ACCUMULATORS = 12
+
+
+def _register_tile_update(body: Stmt) -> bool:
+    """A loop body that updates a large register tile: one vector store per accumulator, all to
+    one local buffer."""
+    if not isinstance(body, Seq):
+        return False
+    stores = [x for x in body.stmts if isinstance(x, Store) and isinstance(x.index, Ramp)]
+    return (len(stores) >= TILE_ACCUMULATORS and len({id(x.buffer) for x in stores}) == 1
+            and stores[0].buffer.scope == "local")
+
+
+#: the entry without shapes of a model with symbolic dimensions: it needs them
+_DYNAMIC_ENTRY = """
+int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs) {
+  (void)arena; (void)inputs; (void)outputs;
+  ember_set_error("the model has symbolic dimensions: run it with the input shapes");
+  return -1;
+}
+"""

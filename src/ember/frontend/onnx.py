@@ -14,6 +14,15 @@ operand is computed from graph inputs instead, the translation raises
 :class:`OperandNotConstantError` naming those inputs: a caller that knows their values (the ONNX
 backend, at run time) can make them initializers and compile a model specialized to them.
 
+Symbolic dimensions (an input's ``dim_param``, or a name given in ``shapes=``) stay symbolic
+(``ember.symbolic``).  The shape arithmetic over them (``Shape -> Gather -> Unsqueeze -> Concat
+-> Reshape``, ``Expand``, ``ConstantOfShape``, ...) is evaluated at translation time on values
+that hold symbolic dimensions (``frontend.shape_values``), so the graph gets symbolic shapes,
+not shape computations; such a value read as data (a ``Mul`` by a sequence length) is computed
+with the core ``arange`` op, as is a ``Range`` over a symbolic length.  Upper bounds of the
+symbols come from ``bounds=``, and from the model where it only works within one (slicing a
+512-long table by ``seq`` means ``seq <= 512``); they end up in ``Graph.bounds``.
+
 An op without a translation of its own is still supported when its ONNX schema defines it as a
 function of other ops (Attention, RotaryEmbedding, the losses, ...): the node is replaced by the
 function body.  Model-local functions are inlined on load, and an ``If`` whose condition folds
@@ -32,6 +41,8 @@ from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
 from ..ops import get_op
+from ..symbolic import Sym, SymbolicError, compare, is_identifier, symbol
+from .shape_values import FOLDABLE, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
            "OptionalValue"]
@@ -40,11 +51,11 @@ __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", 
 _ONNX_DTYPES = {
     1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
     9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+    17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz", 21: "uint4",
+    22: "int4", 23: "float4_e2m1fn", 24: "float8_e8m0fnu", 25: "uint2", 26: "int2",
 }
 _ONNX_TYPE_NAMES = {
-    0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128", 17: "FLOAT8E4M3FN",
-    18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2", 20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4",
-    23: "FLOAT4E2M1", 24: "FLOAT8E8M0", 25: "UINT2", 26: "INT2",
+    0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2",
 }
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -193,6 +204,14 @@ class NodeContext:
     def has_input(self, i: int) -> bool:
         return i < len(self.node.input) and bool(self.node.input[i])
 
+    def graph_nodes(self) -> list:
+        """The nodes of the ONNX graph being translated (the model's main graph)."""
+        return list(self._tr.g.node)
+
+    def lookup(self, name: str) -> Value:
+        """The value of the ONNX tensor ``name`` translated so far."""
+        return self._tr.lookup(name, self)
+
     def output_used(self, k: int) -> bool:
         outs = self.node.output
         return k < len(outs) and bool(outs[k]) and outs[k] in self._tr.used
@@ -205,6 +224,12 @@ class NodeContext:
         return self.const_of(v, what)
 
     def const_of(self, v: Value, what: str) -> np.ndarray:
+        if self.is_symbolic(v):
+            syms = sorted({s for d in self._tr.symvals[v.uid].reshape(-1) if isinstance(d, Sym) for s in d.symbols()})
+            raise OperandNotConstantError(
+                f"{what} (input '{v.name}') depends on the symbolic dimension(s) {', '.join(syms)}, and this "
+                f"op needs it at compile time; fix those dimensions with shapes=",
+                [], node=self.name, op=self.op_type)
         if not v.is_const:
             feeding = self._tr.inputs_feeding(v)
             src = f"; it is computed from graph input(s) {', '.join(map(repr, feeding))}" if feeding else ""
@@ -213,6 +238,53 @@ class NodeContext:
                 f"computable from them at compile time): the compiled model takes it as fixed{src}",
                 feeding, node=self.name, op=self.op_type)
         return v.const
+
+    def is_symbolic(self, v: Value) -> bool:
+        """Whether ``v`` is a shape value holding symbolic dimensions (see shape_values)."""
+        return v is not None and v.uid in self._tr.symvals
+
+    def dims_input(self, i: int, what: str, required: bool = False) -> list | None:
+        """Input ``i`` as a list of dimensions (ints or symbolic), for shapes, starts, ends and
+        lengths; it must be a constant or a symbolic shape value."""
+        v = self.input(i, required=required)
+        if v is None:
+            return None
+        if self.is_symbolic(v):
+            return [d if isinstance(d, Sym) else int(d) for d in self._tr.symvals[v.uid].reshape(-1)]
+        arr = self.const_of(v, what)
+        if arr.dtype.kind not in "iub":
+            raise self.fail(f"{what} must be integers, got {arr.dtype}")
+        return [int(x) for x in np.asarray(arr).reshape(-1)]
+
+    def sym_value(self, arr: np.ndarray, dtype: str = "int64") -> Value:
+        """A value holding ``arr``, an array of dimensions: a constant when they are all numbers,
+        else a symbolic shape value."""
+        flat = list(arr.reshape(-1))
+        if not any(isinstance(d, Sym) for d in flat):
+            return self.const(np.array([int(d) if not isinstance(d, (bool, np.bool_)) else d for d in flat],
+                                       dtype=np_dtype(dtype)).reshape(arr.shape), dtype)
+        v = Value(self.b.fresh(self.name + "_shape"), TensorType(arr.shape, dtype))
+        self._tr.symvals[v.uid] = arr
+        return v
+
+    def assume_at_most(self, d, limit: int, what: str) -> bool:
+        """Whether dimension ``d`` <= ``limit``: decided by the symbols' bounds, or taken as a
+        bound of ``d``'s symbol (recorded in the graph's bounds) when ``d`` is a symbol plus a
+        constant without a declared bound of its own.  False when the bounds say otherwise."""
+        tr = self._tr
+        r = compare(d, "<=", limit, tr.bounds)
+        if r is not None or not isinstance(d, Sym):
+            return bool(r)
+        base = d - d.const                 # the symbol of ``symbol + constant``
+        if isinstance(base, Sym) and base.name is not None:
+            name = base.name
+            if name in tr.declared_bounds:
+                raise self.fail(f"{what}: the model needs {d} <= {limit} here, but bounds= lets {name} "
+                                f"reach {tr.declared_bounds[name]}; declare {name} <= {limit - d.const}")
+            tr.bounds[name] = min(tr.bounds.get(name, limit - d.const), limit - d.const)
+            return True
+        raise self.fail(f"{what}: whether {d} <= {limit} depends on the symbols' values; "
+                        f"declare their bounds with bounds=")
 
     def ints_input(self, i: int, what: str, required: bool = False) -> list[int] | None:
         arr = self.const_input(i, what, required)
@@ -255,8 +327,23 @@ class NodeContext:
     # -- emitting --------------------------------------------------------------------------
 
     def op(self, core: str, inputs: Sequence[Value], **attrs: Any) -> Any:
-        """Emit one core op named after this node, or its value when every input is constant."""
+        """Emit one core op named after this node, or its value when every input is constant
+        (or a symbolic shape value that the op's result can be computed from at compile time)."""
         inputs = list(inputs)
+        tr = self._tr
+        if any(self.is_symbolic(v) for v in inputs):
+            if core in FOLDABLE and all(v.is_const or self.is_symbolic(v) for v in inputs):
+                opdef = get_op(core)
+                a = opdef.fill_attrs(attrs, self.name)
+                types = opdef.infer_types(a, [v.type for v in inputs], self.name)
+                try:
+                    out = fold(core, a, [tr.symvals[v.uid] if self.is_symbolic(v) else v.const for v in inputs],
+                               tr.bounds)
+                except SymbolicError:
+                    out = None
+                if out is not None and len(types) == 1 and tuple(out.shape) == types[0].shape:
+                    return self.sym_value(out, types[0].dtype)
+            inputs = [tr.materialize(v, self) if self.is_symbolic(v) else v for v in inputs]
         if inputs and all(v.is_const for v in inputs):
             opdef = get_op(core)
             a = opdef.fill_attrs(attrs, self.name)
@@ -270,10 +357,7 @@ class NodeContext:
 
     def const(self, array: Any, dtype: str | None = None) -> Value:
         arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)
-        v = self.b.const(arr, name=self.name + "_const")
-        if dtype == "bfloat16":
-            v.type = TensorType(v.type.shape, "bfloat16")
-        return v
+        return self.b.const(arr, name=self.name + "_const")
 
     def scalar(self, value: Any, dtype: str) -> Value:
         """A rank-0 constant of ``dtype``."""
@@ -304,10 +388,18 @@ class NodeContext:
 # ---- the translator -------------------------------------------------------------------------
 
 class _Translator:
-    def __init__(self, mp, shapes: Mapping[str, Sequence[int]] | None, base_dir: str | None):
+    def __init__(self, mp, shapes: Mapping[str, Sequence[int]] | None, base_dir: str | None,
+                 bounds: Mapping[str, int] | None = None):
         self.mp = mp
         self.g = mp.graph
         self.shapes = dict(shapes or {})
+        self.declared_bounds = {str(k): int(v) for k, v in (bounds or {}).items()}
+        for k, v in self.declared_bounds.items():
+            if not is_identifier(k) or v < 0:
+                raise InvalidModelError(f"bounds= needs symbol names and non-negative sizes, got {k!r}: {v!r}")
+        self.bounds: dict[str, int] = dict(self.declared_bounds)
+        self.symvals: dict[int, np.ndarray] = {}     # uid of a symbolic shape value -> its dimensions
+        self.materialized: dict[int, Value] = {}
         self.base_dir = base_dir
         self.opset = _default_opset(mp) or 0
         self.opsets = {_domain(imp.domain): int(imp.version) for imp in mp.opset_import}
@@ -317,6 +409,24 @@ class _Translator:
         self.input_names: dict[int, str] = {}   # uid of a graph-input Value -> its ONNX name
 
     # -- values ----------------------------------------------------------------------------
+
+    def materialize(self, v: Value, cx: "NodeContext") -> Value:
+        """A symbolic shape value as a tensor computed at run time (from ``arange`` ops)."""
+        done = self.materialized.get(v.uid)
+        if done is not None:
+            return done
+        arr = self.symvals[v.uid]
+        if v.dtype not in ("int64", "int32", "uint64", "uint32", "int16", "int8", "uint8", "uint16"):
+            raise cx.fail(f"a symbolic shape value of dtype {v.dtype} cannot be computed")
+        parts = [self.b.op("arange", [], name=f"{cx.name}_dims", length=1, start=d, delta=0, dtype=v.dtype)
+                 for d in arr.reshape(-1)]
+        if not parts:
+            out = cx.const(np.zeros(arr.shape, dtype=np_dtype(v.dtype)), v.dtype)
+        else:
+            out = parts[0] if len(parts) == 1 else self.b.op("concat", parts, name=f"{cx.name}_dims", axis=0)
+            out = self.b.op("reshape", [out], name=f"{cx.name}_dims", shape=tuple(arr.shape))
+        self.materialized[v.uid] = out
+        return out
 
     def inputs_feeding(self, v: Value) -> list[str]:
         """The ONNX graph inputs that ``v`` is computed from, in graph-input order."""
@@ -342,7 +452,9 @@ class _Translator:
                                     node=cx.name if cx else None, op=cx.op_type if cx else None) from None
 
     def tensor_array(self, t, what: str, cx: NodeContext | None = None) -> np.ndarray:
-        """A TensorProto (initializer or attribute) as a numpy array of its IR dtype."""
+        """A TensorProto (initializer or attribute) as a numpy array of its IR dtype, one element
+        per item: numpy_helper unpacks the 4-bit and 2-bit types ONNX packs several to a byte
+        (from raw_data or int32_data alike) into ml_dtypes arrays."""
         from onnx import TensorProto, numpy_helper
 
         node, op = (cx.name, cx.op_type) if cx else (None, None)
@@ -361,15 +473,7 @@ class _Translator:
                 arr = numpy_helper.to_array(t)
             except Exception as e:
                 raise ModelLoadError(f"{what} '{t.name}' is corrupt: {e}") from None
-        if dtype == "bfloat16":
-            return np.asarray(arr, dtype=np.float32)
-        return np.asarray(arr, dtype=dtype)
-
-    def _const_value(self, arr: np.ndarray, name: str, dtype: str) -> Value:
-        v = self.b.const(arr, name=name)
-        if dtype == "bfloat16":
-            v.type = TensorType(v.type.shape, "bfloat16")
-        return v
+        return np.asarray(arr, dtype=np_dtype(dtype))
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -386,8 +490,7 @@ class _Translator:
 
     def bind_initializers(self) -> None:
         for t in self.g.initializer:
-            dtype = onnx_dtype(t.data_type, f"initializer '{t.name}'")
-            self.env[t.name] = self._const_value(self.tensor_array(t, "initializer"), t.name, dtype)
+            self.env[t.name] = self.b.const(self.tensor_array(t, "initializer"), name=t.name)
         for st in self.g.sparse_initializer:
             raise UnsupportedOpError({"sparse initializer": [st.values.name or "?"]})
 
@@ -437,7 +540,7 @@ class _Translator:
         raise FrontendError(f"graph input '{name}' is a {(kind or 'unknown').replace('_type', '')}, "
                             f"which Ember does not support")
 
-    def _input_shape(self, name: str, tt, pinned) -> tuple[int, ...]:
+    def _input_shape(self, name: str, tt, pinned) -> tuple:
         declared: list[int | str | None] | None = None
         if tt.HasField("shape"):
             declared = []
@@ -449,15 +552,17 @@ class _Translator:
                 else:
                     declared.append(None)
         if pinned is not None:
-            pinned = tuple(int(x) for x in pinned)
-            if any(d < 0 for d in pinned):
+            if not isinstance(pinned, (list, tuple)):
+                raise InvalidModelError(f"shapes['{name}'] must be a sequence of dimensions, got {pinned!r}")
+            pinned = tuple(_pinned_dim(name, x) for x in pinned)
+            if any(isinstance(d, int) and d < 0 for d in pinned):
                 raise InvalidModelError(f"shapes['{name}'] = {list(pinned)} has a negative dimension")
             if declared is not None:
                 if len(declared) != len(pinned):
                     raise InvalidModelError(f"shapes['{name}'] = {list(pinned)} has rank {len(pinned)}, "
                                             f"but the model declares rank {len(declared)} ({_show_dims(declared)})")
                 for k, (d, p) in enumerate(zip(declared, pinned)):
-                    if isinstance(d, int) and d != p:
+                    if isinstance(d, int) and isinstance(p, int) and d != p:
                         raise InvalidModelError(f"shapes['{name}'] = {list(pinned)} sets dimension {k} to "
                                                 f"{p}, but the model fixes it to {d}")
             return pinned
@@ -465,14 +570,15 @@ class _Translator:
             raise InvalidModelError(
                 f"graph input '{name}' has no declared shape (not even a rank); pin it with "
                 f"from_onnx(..., shapes={{'{name}': (...)}})")
-        symbolic = [(k, d) for k, d in enumerate(declared) if not isinstance(d, int)]
-        if symbolic:
-            dims = ", ".join(f"dimension {k} is {'symbolic ' + repr(d) if d else 'unknown'}" for k, d in symbolic)
-            example = tuple(d if isinstance(d, int) else 1 for d in declared)
-            raise InvalidModelError(
-                f"graph input '{name}' has shape {_show_dims(declared)}: {dims}; Ember needs static "
-                f"shapes for now: pin them with from_onnx(..., shapes={{'{name}': {example}}})")
-        return tuple(declared)  # type: ignore[arg-type]
+        # symbolic dimensions stay symbolic: a dim_param names its symbol (made an identifier),
+        # an unnamed unknown dimension gets a symbol of its own
+        out = []
+        for k, d in enumerate(declared):
+            if isinstance(d, int):
+                out.append(d)
+            else:
+                out.append(symbol(_symbol_name(d) if d else _symbol_name(f"{name}_{k}")))
+        return tuple(out)
 
     def translate(self, nodes) -> None:
         for node in nodes:
@@ -525,8 +631,7 @@ class _Translator:
         for vi, v in zip(g.input, bind):
             self.env[ren(vi.name)] = v
         for t in g.initializer:
-            dtype = onnx_dtype(t.data_type, f"initializer '{t.name}'")
-            self.env[ren(t.name)] = self._const_value(self.tensor_array(t, "initializer"), ren(t.name), dtype)
+            self.env[ren(t.name)] = self.b.const(self.tensor_array(t, "initializer"), name=ren(t.name))
         nodes = []
         for k, inner in enumerate(g.node):
             n = onnx.NodeProto()
@@ -685,6 +790,12 @@ class _Translator:
         self.bind_inputs()
         self.translate(nodes)
         outs = self.outputs()
+        for v in outs:
+            if v.uid in self.symvals:
+                raise InvalidModelError(f"graph output '{v.name}' is a shape computed from symbolic "
+                                        "dimensions; Ember compiles tensors computed from the inputs' data only")
+        used = {s for v in self.b.inputs for s in v.type.symbols}
+        self.b.bounds = {k: v for k, v in self.bounds.items() if k in used}
         graph = self.b.finish(outs)
         _rename_clashes(graph)
         return graph
@@ -720,6 +831,31 @@ def _rename_graph_attributes(node, outer) -> None:
         elif a.type == onnx.AttributeProto.GRAPHS:
             for k in range(len(a.graphs)):
                 a.graphs[k].CopyFrom(_renamed_subgraph(a.graphs[k], outer))
+
+
+def _symbol_name(text: str) -> str:
+    """A symbol for an ONNX dim_param: itself when it is an identifier, else made one."""
+    if is_identifier(text):
+        return text
+    import re
+
+    out = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    return out if is_identifier(out) else "d_" + out
+
+
+def _pinned_dim(name: str, x):
+    """One dimension of ``shapes=``: an int, or the name of a symbol."""
+    if isinstance(x, Sym):
+        x = str(x)
+    if isinstance(x, str):
+        if not is_identifier(x):
+            raise InvalidModelError(f"shapes['{name}'] names the symbol {x!r}; symbols of input shapes are "
+                                    "identifiers (letters, digits and underscores)")
+        return symbol(x)
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        raise InvalidModelError(f"shapes['{name}'] has the dimension {x!r}; expected an int or a symbol name") from None
 
 
 def _show_dims(dims) -> str:
@@ -763,12 +899,15 @@ def _rename_clashes(graph: Graph) -> None:
 
 # ---- the public function --------------------------------------------------------------------
 
-def from_onnx(model: Any, shapes: Mapping[str, Any] | None = None) -> Graph:
+def from_onnx(model: Any, shapes: Mapping[str, Any] | None = None,
+              bounds: Mapping[str, int] | None = None) -> Graph:
     """Translate an ONNX model into an Ember graph of core ops.
 
     ``model`` is a path to an ``.onnx`` file (external data beside it is read), the bytes of
-    one, or an ``onnx.ModelProto``.  ``shapes`` pins the dimensions the model leaves symbolic,
-    e.g. ``shapes={"input_ids": (1, 128)}``; every graph input needs a static shape.  It also
+    one, or an ``onnx.ModelProto``.  The dimensions the model leaves symbolic stay symbolic;
+    ``shapes`` pins them (``shapes={"input_ids": (1, 128)}``) or names them
+    (``{"input_ids": ("batch", "seq")}``), and ``bounds`` gives the symbols' largest values
+    (``{"seq": 512}``), which ``Graph.bounds`` holds with those the model implies.  It also
     gives the structure of sequence and optional inputs: a list of element shapes for a sequence
     (``{"seq": [(2, 3), (4,)]}``, bound as graph inputs ``seq[0]``, ``seq[1]``), and ``None``
     (empty) or the value's shape(s) for an optional.  Sequence outputs become one graph output
@@ -788,7 +927,7 @@ def from_onnx(model: Any, shapes: Mapping[str, Any] | None = None) -> Graph:
         base_dir = os.path.dirname(os.path.abspath(os.fspath(model)))
     if mp.functions:
         mp = _inline_functions(mp)
-    return _Translator(mp, shapes, base_dir).run()
+    return _Translator(mp, shapes, base_dir, bounds).run()
 
 
 def _inline_functions(mp):

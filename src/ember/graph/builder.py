@@ -16,10 +16,23 @@ class GraphBuilder:
 
     def __init__(self, name: str = "graph"):
         self.name = name
+        self.bounds: dict[str, int] = {}   # upper bounds of the symbols of symbolic shapes
         self.inputs: list[Value] = []
         self.nodes: list[Node] = []
         self._names: set[str] = set()        # value names
         self._node_names: set[str] = set()   # node names (a namespace of their own)
+
+    @classmethod
+    def rewriting(cls, graph: Graph) -> "GraphBuilder":
+        """A builder for a rewrite of ``graph``: same inputs, and the names of all its values
+        and nodes taken, so new nodes get fresh ones.  Nodes kept as they are go back in with
+        ``add_node``."""
+        b = cls(graph.name)
+        b.inputs = list(graph.inputs)
+        b.bounds = dict(graph.bounds)
+        b._names.update(v.name for v in graph.values())
+        b._node_names.update(n.name for n in graph.nodes)
+        return b
 
     def fresh(self, base: str, used: set[str] | None = None) -> str:
         used = self._names if used is None else used
@@ -64,7 +77,7 @@ class GraphBuilder:
         self.nodes.append(node)
 
     def finish(self, outputs: Sequence[Value]) -> Graph:
-        return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name)
+        return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name, dict(self.bounds))
 
 
 def infer_node(node: Node) -> list[TensorType]:

@@ -3,7 +3,8 @@
 * A :class:`Value` is produced exactly once: by a :class:`Node`, as a graph input, or as a
   constant (a numpy array held in ``Value.const``).
 * A :class:`Node` applies one core op (``ember.ops``) with attributes to input values.
-* A :class:`Graph` lists its inputs, its nodes in topological order and its outputs.
+* A :class:`Graph` lists its inputs, its nodes in topological order and its outputs, and the
+  upper bounds of the symbols its shapes use (``bounds``; see ``ember.symbolic``).
 
 Passes build new graphs rather than patching nodes in place where they can; the helpers here
 (``users``, ``replace_all_uses``, ``topo_sort``) cover the cases where in-place is clearer.
@@ -17,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .types import TensorType
+from .types import TensorType, np_dtype
 
 _ids = itertools.count()
 
@@ -74,7 +75,7 @@ class Node:
 
 def constant(array: Any, name: str | None = None, dtype: str | None = None) -> Value:
     """A new constant value holding a copy of ``array``."""
-    arr = np.array(array, dtype=dtype) if dtype is not None else np.array(array)
+    arr = np.array(array, dtype=np_dtype(dtype)) if dtype is not None else np.array(array)
     if arr.dtype == np.dtype("O"):
         raise TypeError("object arrays cannot be graph constants")
     arr.setflags(write=False)
@@ -90,6 +91,18 @@ class Graph:
     nodes: list[Node]
     outputs: list[Value]
     name: str = "graph"
+    #: declared upper bounds of the symbols of symbolic shapes (name -> largest value)
+    bounds: dict = field(default_factory=dict)
+
+    def symbols(self) -> list[str]:
+        """The symbols of the graph's input shapes, in order of first appearance."""
+        out: dict[str, None] = {}
+        for v in self.inputs:
+            for d in v.shape:
+                if not isinstance(d, int):
+                    for s in sorted(d.symbols()):
+                        out.setdefault(s, None)
+        return list(out)
 
     # ---- traversal -----------------------------------------------------------------------
 
@@ -175,7 +188,7 @@ class Graph:
             for o in nn.outputs:
                 o.producer = nn
             nodes.append(nn)
-        return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name)
+        return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name, dict(self.bounds))
 
     def __str__(self) -> str:
         from .text import print_graph

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from ..symbolic import SymbolicError
 from ..errors import ShapeError
 from .ir import Graph, Node
 from .types import Dim, np_dtype
@@ -85,7 +86,8 @@ def node_flops(node: Node, dims: Mapping[str, int] | None = None) -> int:
 def _bind(d: Dim, dims: Mapping[str, int], node: Node) -> int:
     if isinstance(d, int):
         return d
-    if d in dims:
-        return int(dims[d])
-    raise ShapeError(f"cannot count operations: dimension '{d}' is symbolic; give it a size",
-                     node=node.name, op=node.op)
+    try:
+        return d.evaluate(dims)
+    except SymbolicError:
+        raise ShapeError(f"cannot count operations: dimension '{d}' is symbolic; give its symbols a size",
+                         node=node.name, op=node.op) from None

@@ -16,17 +16,20 @@ The grammar, one statement a line by convention (the parser does not care about 
 * ``graph NAME(%in: TYPE, ...) { STATEMENT* return %v, ... }``
 * ``%name = const TYPE PAYLOAD`` defines a constant.  The payload is a literal (a scalar, or a
   flat row-major list for any shape) for small constants, or ``b64"..."``: the base64 of the
-  raw little-endian bytes (bool as one byte per element; bfloat16 as the float32 the reference
-  holds it in).  Both round-trip bit-exactly, NaN payloads and signed zeros included.
+  raw little-endian bytes (bool as one byte per element; bfloat16 and the narrow types as the
+  bytes of the ml_dtypes arrays the reference holds them in).  Both round-trip bit-exactly, NaN
+  payloads and signed zeros included.
 * ``%out = OP(%a, %b) {key=value, ...} @node : TYPE`` applies a core op.  Attributes are ints,
   floats (Python ``repr``, so exact; ``nan``, ``inf``, ``-inf``), strings (JSON quoting),
-  ``true``/``false``, ``none`` and nested lists ``[...]`` (tuples in the IR).  ``@node`` gives the
+  ``true``/``false``, ``none``, symbolic dimensions (``dim"batch*seq"``) and nested lists
+  ``[...]`` (tuples in the IR).  ``@node`` gives the
   node's name and is printed only when it differs from the first output's name.  ``: TYPE`` is
   the output type (several, comma-separated, for a multi-output op); the parser re-infers types
   with the op's type rule and checks the written ones, so hand-written text may leave out both
   the types and the attributes that keep their defaults.
 * Names are printed bare when they consist of ``[A-Za-z0-9_./-]``, else as a JSON string
-  (``%"onnx::Conv_1"``).  Symbolic dimensions print as their names.  ``#`` starts a comment.
+  (``%"onnx::Conv_1"``).  Symbolic dimensions in types print as their names, or as a JSON
+  string holding their expression (``float32["batch*seq", 768]``).  ``#`` starts a comment.
 
 ``print_graph(g, elide_constants=True)`` prints large constants as ``...`` (type and shape only)
 for dumps meant for people; such text is *not* parseable.
@@ -44,7 +47,8 @@ import numpy as np
 
 from ..errors import EmberError, ParseError
 from .ir import Graph, Node, Value
-from .types import DTYPES, TensorType, np_dtype
+from ..symbolic import Sym, SymbolicError, as_dim
+from .types import DTYPES, NARROW_FLOAT_DTYPES, TensorType, np_dtype
 
 #: Constants of at most this many elements print as a literal (when it round-trips exactly).
 LITERAL_MAX_ELEMENTS = 16
@@ -69,7 +73,8 @@ def format_name(name: str) -> str:
 
 
 def format_dim(d) -> str:
-    if isinstance(d, str):
+    if isinstance(d, (str, Sym)):
+        d = str(d)
         return d if _IDENT.fullmatch(d) else _quote(d)
     return str(d)
 
@@ -90,6 +95,8 @@ def format_attr(v: Any) -> str:
         return repr(float(v))
     if isinstance(v, str):
         return _quote(v)
+    if isinstance(v, Sym):
+        return "dim" + _quote(str(v))
     if isinstance(v, (tuple, list)):
         return "[" + ", ".join(format_attr(x) for x in v) + "]"
     raise EmberError(f"attribute value {v!r} of type {type(v).__name__} has no text form")
@@ -98,8 +105,8 @@ def format_attr(v: Any) -> str:
 def _format_scalar(x, dtype: str) -> str:
     if dtype == "bool":
         return "true" if x else "false"
-    if dtype in ("float16", "float32", "float64", "bfloat16"):
-        return str(x) if dtype != "float64" else repr(float(x))
+    if dtype in ("float16", "float32", "float64", "bfloat16") or dtype in NARROW_FLOAT_DTYPES:
+        return str(x) if dtype in ("float16", "float32") else repr(float(x))
     return str(int(x))
 
 
@@ -328,6 +335,13 @@ class _Parser:
             return -float(word) if neg else float(word)
         if neg:
             raise self.error("expected a number after '-'", start)
+        if word == "dim":
+            text = self.string()
+            if text is not None:
+                try:
+                    return as_dim(text)
+                except SymbolicError as e:
+                    raise self.error(str(e), start) from None
         if word == "true":
             return True
         if word == "false":

@@ -13,8 +13,9 @@ from typing import Union
 import numpy as np
 
 from ..errors import ShapeError
+from ..symbolic import Sym, SymbolicError, as_dim, evaluate, product
 
-Dim = Union[int, str]
+Dim = Union[int, Sym]
 
 #: Every dtype the IR knows, with the short name used by the text form.
 DTYPES = (
@@ -22,24 +23,49 @@ DTYPES = (
     "int8", "int16", "int32", "int64",
     "uint8", "uint16", "uint32", "uint64",
     "bool",
+    "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+    "float4_e2m1fn", "int4", "uint4", "int2", "uint2",
 )
 
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
 INT_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 
+#: The narrow types: stored one element per byte (as ``ml_dtypes`` holds them in numpy; an int4
+#: is the low nibble of its byte, two's complement, the high nibble zero), and only converted
+#: (``cast``) or moved (reshape, transpose, gather, ...): no arithmetic, no comparison.
+NARROW_FLOAT_DTYPES = frozenset({"float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                                 "float8_e8m0fnu", "float4_e2m1fn"})
+NARROW_INT_DTYPES = frozenset({"int4", "uint4", "int2", "uint2"})
+NARROW_DTYPES = NARROW_FLOAT_DTYPES | NARROW_INT_DTYPES
+
+#: The dtypes numpy has no type for: the reference holds them as ``ml_dtypes`` arrays.
+_ML_DTYPES = NARROW_DTYPES | {"bfloat16"}
+
 
 def is_float(dtype: str) -> bool:
+    """Whether ``dtype`` is a floating-point type with arithmetic (the narrow floats are not)."""
     return dtype in FLOAT_DTYPES
 
 
 def is_int(dtype: str) -> bool:
+    """Whether ``dtype`` is an integer type with arithmetic (int4/int2 are not)."""
     return dtype in INT_DTYPES
 
 
+def is_narrow(dtype: str) -> bool:
+    """Whether ``dtype`` is one of the narrow storage types (see :data:`NARROW_DTYPES`)."""
+    return dtype in NARROW_DTYPES
+
+
 def np_dtype(dtype: str) -> np.dtype:
-    """The numpy dtype for an IR dtype (bfloat16 is held as float32 by the reference)."""
-    if dtype == "bfloat16":
-        return np.dtype("float32")
+    """The numpy dtype of the arrays that hold values of IR dtype ``dtype``: ``ml_dtypes``'
+    types for bfloat16 and the narrow types (imported only when one is asked for)."""
+    if dtype in _ML_DTYPES:
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise ShapeError(f"dtype {dtype} needs the ml_dtypes package (pip install ml_dtypes)") from None
+        return np.dtype(getattr(ml_dtypes, dtype))
     return np.dtype(dtype)
 
 
@@ -53,7 +79,7 @@ class TensorType:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ShapeError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
-        object.__setattr__(self, "shape", tuple(int(d) if not isinstance(d, str) else d for d in self.shape))
+        object.__setattr__(self, "shape", tuple(_dim(d) for d in self.shape))
 
     @property
     def rank(self) -> int:
@@ -64,6 +90,24 @@ class TensorType:
         return all(isinstance(d, int) for d in self.shape)
 
     @property
+    def symbols(self) -> set[str]:
+        """Names of the symbols the shape depends on."""
+        out: set[str] = set()
+        for d in self.shape:
+            if isinstance(d, Sym):
+                out |= d.symbols()
+        return out
+
+    @property
+    def num_elements(self) -> "int | Sym":
+        """Number of elements: an int, or an expression of the symbols."""
+        return product(self.shape)
+
+    def concrete(self, env) -> tuple[int, ...]:
+        """The shape with every symbol bound by ``env`` (name -> int)."""
+        return tuple(evaluate(d, env) for d in self.shape)
+
+    @property
     def size(self) -> int:
         """Number of elements; only for static shapes."""
         n = 1
@@ -72,6 +116,13 @@ class TensorType:
                 raise ShapeError(f"size of a tensor with symbolic shape {self} is not known")
             n *= d
         return n
+
+    def nbytes_at(self, env) -> int:
+        """Bytes of the tensor with every symbol bound by ``env`` (name -> int)."""
+        n = 1
+        for d in self.concrete(env):
+            n *= d
+        return n * np_dtype(self.dtype).itemsize
 
     @property
     def nbytes(self) -> int:
@@ -85,6 +136,17 @@ class TensorType:
         return TensorType(tuple(array.shape), str(array.dtype))
 
 
+def _dim(d) -> Dim:
+    if isinstance(d, Sym):
+        return d
+    if isinstance(d, str):
+        try:
+            return as_dim(d)
+        except SymbolicError as e:
+            raise ShapeError(f"dimension {d!r} is neither an integer nor a symbolic expression: {e}") from None
+    return int(d)
+
+
 def broadcast_shapes(*shapes: tuple[Dim, ...], what: str = "operands") -> tuple[Dim, ...]:
     """Numpy-style multidirectional broadcasting of (possibly symbolic) shapes."""
     rank = max((len(s) for s in shapes), default=0)
@@ -96,14 +158,22 @@ def broadcast_shapes(*shapes: tuple[Dim, ...], what: str = "operands") -> tuple[
             if j < 0:
                 continue
             d = s[j]
-            if d == 1:
+            if isinstance(d, str):
+                d = _dim(d)
+            if isinstance(d, int) and d == 1:
                 continue
-            if dim == 1:
+            if isinstance(dim, int) and dim == 1:
                 dim = d
             elif dim != d:
+                sym = isinstance(d, Sym) or isinstance(dim, Sym)
                 raise ShapeError(
-                    f"cannot broadcast {what} with shapes {', '.join(str(list(s)) for s in shapes)}: "
+                    f"cannot broadcast {what} with shapes {', '.join(_show(s) for s in shapes)}: "
                     f"dimension {i} is {dim} in one and {d} in another"
+                    + ("; symbolic dimensions broadcast only against 1 or an equal expression" if sym else "")
                 )
         out.append(dim)
     return tuple(out)
+
+
+def _show(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"

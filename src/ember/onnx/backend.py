@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
-from ..errors import CodegenError, EmberError, InputError
+from ..errors import EmberError, InputError
 from ..frontend.onnx import OperandNotConstantError
 
 #: C flags used for backend test models: they are tiny, compile time dominates
@@ -217,21 +217,6 @@ def specialize(model: onnx.ModelProto, values: dict[str, Any]) -> onnx.ModelProt
     return m
 
 
-def _check_boundary_dtypes(model: onnx.ModelProto) -> None:
-    """Refuse bfloat16 graph inputs and outputs while the C backend has no bfloat16 type: a
-    bfloat16 value that reaches an output without a kernel (a constant, an input passed through)
-    would otherwise be copied with float32's size."""
-    from ..codegen.c import C_TYPES
-
-    if "bfloat16" in C_TYPES:
-        return
-    for kind, vis in (("input", model.graph.input), ("output", model.graph.output)):
-        for vi in vis:
-            if vi.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
-                raise CodegenError(f"graph {kind} '{vi.name}' is bfloat16, which the C backend does not "
-                                   f"support yet")
-
-
 class EmberBackend(Backend):
     @classmethod
     def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> bool:
@@ -256,7 +241,6 @@ class EmberBackend(Backend):
 
         init = {t.name for t in model.graph.initializer}
         names = [i.name for i in model.graph.input if i.name not in init]
-        _check_boundary_dtypes(model)
         pinned = structured_inputs(model)
         if pinned:
             return SpecializingRep(model, names, (), compile_fn, pinned)

@@ -8,7 +8,9 @@ filled in) followed by the operands:
 * ``compute(a, *tensors)``  -> output te.Tensor(s): *what* a kernel computes (``ember.te``)
 * ``schedule(...)``         -> *how* its loops run, for ops whose default schedule will not do
 
-``pattern`` tells the fusion pass how the op combines with its neighbours.
+``pattern`` tells the fusion pass how the op combines with its neighbours.  ``moves_data`` marks
+the ops that only convert or move elements: only they take the narrow dtypes (float8, float4,
+int4, int2), which have no arithmetic.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ..errors import TypeInferenceError
-from ..graph.types import TensorType
+from ..graph.types import TensorType, is_narrow
 
 
 class Pattern(IntEnum):
@@ -49,6 +51,7 @@ class Op:
     attrs: ClassVar[dict[str, Any]] = {}
     num_inputs: ClassVar[int | tuple[int, int]] = 1   # exact count, or (min, max)
     num_outputs: ClassVar[int] = 1
+    moves_data: ClassVar[bool] = False                 # takes the narrow dtypes
 
     # -- the four pieces of knowledge ------------------------------------------------------
 
@@ -87,6 +90,13 @@ class Op:
     def infer_types(self, a: dict, types: Sequence[TensorType], node: str = "") -> list[TensorType]:
         """``infer`` with arity checks and error context, always returning a list."""
         self.check_arity(len(types), node)
+        if not self.moves_data:
+            for t in types:
+                if is_narrow(t.dtype):
+                    raise TypeInferenceError(
+                        f"does not take {t.dtype} operands (got {t}): the narrow types are only "
+                        f"converted (cast) and moved (reshape, transpose, slice, gather, ...)",
+                        node=node, op=self.name)
         try:
             out = self.infer(a, *types)
         except TypeInferenceError as e:

@@ -1,4 +1,4 @@
-"""Elementwise and broadcasting ops: unary math, binary arithmetic and comparison, select, cast.
+"""Elementwise and broadcasting ops: unary math, binary arithmetic and comparison, select, clip.
 
 Each op is one row of a table: its name, its numpy reference and its tensor expression.  The
 classes below turn rows into registered ops, so adding an elementwise op is adding a row.
@@ -12,8 +12,8 @@ from typing import Callable
 import numpy as np
 
 from .. import te
-from ..graph.types import TensorType, broadcast_shapes, is_float, DTYPES
-from .base import Op, Pattern, REQUIRED, register, same_dtype
+from ..graph.types import TensorType, broadcast_shapes, is_float
+from .base import Op, Pattern, register, same_dtype
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -188,6 +188,7 @@ class Where(Op):
 
     name = "where"
     pattern = Pattern.BROADCAST
+    moves_data = True
     num_inputs = 3
 
     def infer(self, a, c, x, y):
@@ -234,22 +235,3 @@ class Clip(Op):
                 v = te.minimum(v, te.const(a["hi"], x.dtype))
             return v
         return te.compute(x.shape, f, name="clip")
-
-
-@register
-class Cast(Op):
-    name = "cast"
-    pattern = Pattern.ELEMWISE
-    attrs = {"to": REQUIRED}
-
-    def infer(self, a, x):
-        if a["to"] not in DTYPES:
-            raise self.fail(f"unknown target dtype {a['to']!r}")
-        return TensorType(x.shape, a["to"])
-
-    def reference(self, a, x):
-        with np.errstate(all="ignore"):
-            return x.astype(a["to"])
-
-    def compute(self, a, x):
-        return te.compute(x.shape, lambda *i: te.cast(a["to"], x[i]), name="cast")

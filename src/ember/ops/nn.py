@@ -12,7 +12,7 @@ import numpy as np
 from .. import te
 from ..graph.types import TensorType, broadcast_shapes, is_float
 from .base import Op, Pattern, register, same_dtype
-from .reduce import normalize_axes
+from .reduce import normalize_axes, widened
 
 
 def conv_out_dim(size, k, stride, pad_begin, pad_end, dilation, ceil_mode=False):
@@ -65,8 +65,8 @@ class Conv2d(Op):
         if isinstance(o, int) and o % g:
             raise self.fail(f"{o} output channels are not divisible by groups={g}")
         (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["strides"], a["dilations"], a["pads"]
-        oh = conv_out_dim(h, kh, sh, pt, pb, dh) if isinstance(h, int) else f"{h}_conv"
-        ow = conv_out_dim(wd, kw, sw, pl, pr, dw) if isinstance(wd, int) else f"{wd}_conv"
+        oh = conv_out_dim(h, kh, sh, pt, pb, dh)
+        ow = conv_out_dim(wd, kw, sw, pl, pr, dw)
         if isinstance(oh, int) and (oh <= 0 or ow <= 0):
             raise self.fail(f"kernel {kh}x{kw} does not fit input {x} with pads {a['pads']}")
         return TensorType((n, o, oh, ow), x.dtype)
@@ -168,16 +168,19 @@ class MatMul(Op):
     def schedule(self, a, s, mm, target):
         """Register tiles of rows x (1 or 2 vectors) outputs; the batch dims and column tiles run in
         parallel."""
-        from .schedule_cpu import default_schedule, pick_tile, register_tile
+        from .schedule_cpu import default_schedule, divides, pick_tile, register_tile, size_hint
 
         root, red = s.root, s[mm]
         axes = root.tensor.axes
         m, n = axes[-2], axes[-1]
         lanes = target.lanes
-        if n.extent < lanes:
+        if size_hint(n.extent) < lanes:
             default_schedule(s, target)
             return
-        cols = lanes if n.extent % (2 * lanes) and n.extent % lanes == 0 else 2 * lanes
+        if not isinstance(n.extent, int):
+            cols = lanes        # a symbolic width: one vector per row, so its tail stays one simple loop
+        else:
+            cols = lanes if not divides(2 * lanes, n.extent) and divides(lanes, n.extent) else 2 * lanes
         rows = pick_tile(m.extent, 14 // (cols // lanes) - 3, 14 // (cols // lanes))
         register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
 
@@ -333,10 +336,11 @@ class Softmax(Op):
 
     def reference(self, a, x):
         ax = a["axis"] % x.ndim
-        m = np.max(x, axis=ax, keepdims=True)
-        e = np.exp(x - m)
+        xw = widened(x)
+        m = np.max(xw, axis=ax, keepdims=True)
+        e = np.exp(xw - m)
         s = np.sum(e, axis=ax, keepdims=True)
-        out = (x - m - np.log(s)) if a["log"] else e / s
+        out = (xw - m - np.log(s)) if a["log"] else e / s
         return out.astype(x.dtype)
 
     def compute(self, a, x):
@@ -351,7 +355,9 @@ class Softmax(Op):
         if a["log"]:
             return te.compute(x.shape, lambda *i: x[i] - m[along(i, zero)] - te.call("log", s[along(i, zero)]),
                               name="log_softmax")
-        return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) / s[along(i, zero)],
+        # one reciprocal per row (hoisted out of the row's loop), a multiply per element
+        one = te.const(1.0, x.dtype)
+        return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) * (one / s[along(i, zero)]),
                           name="softmax")
 
     def schedule(self, a, s, out, target):
@@ -370,11 +376,25 @@ def row_reduce(combiner: str, x, ax: int, body, name: str):
 
     When ``ax`` is the innermost axis and long enough, the reduction is split in two stages:
     PARTIAL_LANES partial results per row (lane l combines elements l, l + P, l + 2P, ...), which
-    a schedule can vectorize, then one combine of the partials."""
+    a schedule can vectorize, then one combine of the partials.  Over a symbolic length the
+    partials cover the whole multiples of P and the combine also takes the n % P elements left."""
     n = x.shape[ax]
     rshape = tuple(1 if k == ax else d for k, d in enumerate(x.shape))
     P = PARTIAL_LANES
-    if ax != len(x.shape) - 1 or n % P or n < 2 * P:
+    if ax == len(x.shape) - 1 and not isinstance(n, int):
+        ro = te.reduce_axis(n // P, "ro")
+        part = te.compute(x.shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
+                          name=f"{name}_partial")
+        whole = (n // P) * P
+        rl = te.reduce_axis(n % P + P, "rl")
+
+        def combine(*i):
+            # the P partials, then the tail: a C conditional reads only the side it takes
+            tail = body(i[:-1] + (rl + whole - P,))
+            return te.reduce(combiner, te.select(te.lt(rl, te.const(P, "int64")), part[i[:-1] + (rl,)], tail), [rl])
+
+        return te.compute(rshape, combine, name=name)
+    if ax != len(x.shape) - 1 or not isinstance(n, int) or n % P or n < 2 * P:
         r = te.reduce_axis(n, "r")
         return te.compute(rshape, lambda *i: te.reduce(combiner, body(i[:-1] + (r,) if ax == len(x.shape) - 1
                                                                       else tuple(r if k == ax else ii for k, ii in enumerate(i))),
@@ -419,8 +439,8 @@ class LayerNorm(Op):
         rshape = tuple(1 if k >= ax else d for k, d in enumerate(x.shape))
         n = 1
         for d in x.shape[ax:]:
-            n *= d
-        inv_n = te.const(1.0 / n, x.dtype)
+            n = n * d
+        inv_n = te.const(1.0 / n, x.dtype) if isinstance(n, int) else te.const(1, x.dtype) / te.cast(x.dtype, n)
 
         def red(name, body):
             if ax == rank - 1:        # one trailing axis: vectorizable per-lane partial sums
@@ -434,7 +454,8 @@ class LayerNorm(Op):
 
         def f(*i):
             red_i = i[:ax] + zeros
-            norm = (x[i] - mean[red_i]) / te.call("sqrt", var[red_i] + te.const(a["epsilon"], x.dtype))
+            inv_std = te.const(1.0, x.dtype) / te.call("sqrt", var[red_i] + te.const(a["epsilon"], x.dtype))
+            norm = (x[i] - mean[red_i]) * inv_std
             return norm * scale[broadcast_index(scale.shape, x.shape, i)] + bias[broadcast_index(bias.shape, x.shape, i)]
 
         return te.compute(x.shape, f, name="layer_norm")
@@ -546,8 +567,9 @@ class Conv2dPacked(Op):
 
 @register
 class MatMulPacked(Op):
-    """x @ w with the constant 2-D weight pre-packed as column panels [ceil(N/nb), K, nb]; the last
-    panel is zero-padded when nb does not divide N, and ``n`` (0: nt * nb) is the true N."""
+    """x @ w with the constant weight pre-packed as column panels [..., ceil(N/nb), K, nb]; the
+    last panel is zero-padded when nb does not divide N, and ``n`` (0: nt * nb) is the true N.
+    Leading weight dims are batch dims, broadcast against x's as in ``matmul``."""
 
     name = "matmul_packed"
     pattern = Pattern.OUT_ELEMWISE_FUSABLE
@@ -556,38 +578,46 @@ class MatMulPacked(Op):
 
     @staticmethod
     def pack(w: np.ndarray, nb: int) -> np.ndarray:
-        k, n = w.shape
+        *batch, k, n = w.shape
         nt = -(-n // nb)
-        padded = np.zeros((k, nt * nb), w.dtype)
-        padded[:, :n] = w
-        return np.ascontiguousarray(padded.reshape(k, nt, nb).transpose(1, 0, 2))
+        padded = np.zeros((*batch, k, nt * nb), w.dtype)
+        padded[..., :n] = w
+        nd = len(batch)
+        perm = tuple(range(nd)) + (nd + 1, nd, nd + 2)
+        return np.ascontiguousarray(padded.reshape(*batch, k, nt, nb).transpose(perm))
 
     @staticmethod
     def unpack(wp: np.ndarray, n: int = 0) -> np.ndarray:
-        nt, k, nb = wp.shape
-        return np.ascontiguousarray(wp.transpose(1, 0, 2).reshape(k, nt * nb)[:, :n or nt * nb])
+        *batch, nt, k, nb = wp.shape
+        nd = len(batch)
+        perm = tuple(range(nd)) + (nd + 1, nd, nd + 2)
+        return np.ascontiguousarray(wp.transpose(perm).reshape(*batch, k, nt * nb)[..., :n or nt * nb])
 
     def infer(self, a, x, wp):
-        if wp.rank != 3:
-            raise self.fail(f"expects a packed 3-D weight, got {wp}")
-        nt, k, nb = wp.shape
+        if wp.rank < 3:
+            raise self.fail(f"expects a packed weight of rank >= 3, got {wp}")
+        *batch, nt, k, nb = wp.shape
         n = a["n"] or nt * nb
         if not (nt - 1) * nb < n <= nt * nb:
             raise self.fail(f"n={n} does not fit the panels of {wp}")
-        return MatMul().infer(a, x, TensorType((k, n), wp.dtype))
+        return MatMul().infer(a, x, TensorType(tuple(batch) + (k, n), wp.dtype))
 
     def reference(self, a, x, wp):
         return MatMul().reference(a, x, self.unpack(wp, a["n"]))
 
     def compute(self, a, x, wp):
-        nt, kk, nb = wp.shape
-        batch = tuple(x.shape[:-2])
+        from .elementwise import broadcast_index
+
+        *wbatch, nt, kk, nb = wp.shape
+        batch = broadcast_shapes(tuple(x.shape[:-2]), tuple(wbatch))
         k = te.reduce_axis(kk, "k")
         nbd = len(batch)
 
         def f(*i):
             b, m, n = i[:nbd], i[nbd], i[nbd + 1]
-            return te.sum(x[b + (m, k)] * wp[n // nb, k, n % nb], [k])
+            xb = broadcast_index(tuple(x.shape[:-2]), batch, b)
+            wb = broadcast_index(tuple(wbatch), batch, b)
+            return te.sum(x[xb + (m, k)] * wp[wb + (n // nb, k, n % nb)], [k])
 
         return te.compute(batch + (x.shape[-2], a["n"] or nt * nb), f, name="matmul")
 

@@ -20,6 +20,12 @@ def normalize_axes(axes, rank: int, op: Op) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def widened(x: np.ndarray) -> np.ndarray:
+    """bfloat16 data as float32, in which reductions accumulate (numpy would accumulate in
+    bfloat16); other data as is."""
+    return x.astype(np.float32) if str(x.dtype) == "bfloat16" else x
+
+
 def reduced_shape(shape, axes, keepdims):
     if keepdims:
         return tuple(1 if i in axes else d for i, d in enumerate(shape))
@@ -35,13 +41,13 @@ class ReduceOp(Op):
     def infer(self, a, x):
         axes = normalize_axes(a["axes"], x.rank, self)
         for ax in axes:
-            if x.shape[ax] == 0 and self.combiner in ("max", "min"):
+            if isinstance(x.shape[ax], int) and x.shape[ax] == 0 and self.combiner in ("max", "min"):
                 raise self.fail(f"cannot take {self.combiner} over the empty axis {ax}")
         return TensorType(reduced_shape(x.shape, axes, a["keepdims"]), x.dtype)
 
     def reference(self, a, x):
         axes = normalize_axes(a["axes"], x.ndim, self)
-        out = self.np_fn(x, axis=axes, keepdims=a["keepdims"])
+        out = self.np_fn(widened(x), axis=axes, keepdims=a["keepdims"])
         return np.asarray(out).astype(x.dtype)
 
     def _reduce(self, a, x, body=lambda v: v):
@@ -104,14 +110,17 @@ class ReduceMean(ReduceOp):
 
     def reference(self, a, x):
         axes = normalize_axes(a["axes"], x.ndim, self)
-        return np.mean(x, axis=axes, keepdims=a["keepdims"]).astype(x.dtype)
+        return np.mean(widened(x), axis=axes, keepdims=a["keepdims"]).astype(x.dtype)
 
     def compute(self, a, x):
         s, axes = self._reduce(a, x)
         n = 1
         for ax in axes:
-            n *= x.shape[ax]
-        inv = te.const(1.0 / n if n else float("nan"), x.dtype)
+            n = n * x.shape[ax]
+        if isinstance(n, int):
+            inv = te.const(1.0 / n if n else float("nan"), x.dtype)
+        else:   # a symbolic count: 1 / n at run time (n == 0 gives inf * 0 = nan, as numpy's mean)
+            inv = te.const(1, x.dtype) / te.cast(x.dtype, n)
         return te.compute(s.shape, lambda *i: s[i] * inv, name="mean")
 
 

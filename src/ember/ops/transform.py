@@ -1,12 +1,13 @@
 """Injective ops that move data without arithmetic: reshape, transpose, slice, concat, pad,
-broadcast_to, gather."""
+broadcast_to, gather; and arange, the index sequence whose length may be symbolic."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .. import te
-from ..graph.types import TensorType, is_int
+from ..graph.types import TensorType, is_int, is_float, np_dtype, DTYPES
+from ..symbolic import Sym, compare
 from .base import Op, Pattern, REQUIRED, register
 from .reduce import normalize_axes
 
@@ -14,7 +15,7 @@ from .reduce import normalize_axes
 def _prod(xs):
     n = 1
     for x in xs:
-        n *= x
+        n = n * x
     return n
 
 
@@ -40,28 +41,91 @@ class Reshape(Op):
     """Reshape to a fully known shape (frontends resolve 0 and -1)."""
 
     name = "reshape"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"shape": REQUIRED}
 
     def infer(self, a, x):
-        shape = tuple(a["shape"])
+        t = TensorType(tuple(a["shape"]), x.dtype)
+        shape = t.shape
         if any(isinstance(d, int) and d < 0 for d in shape):
             raise self.fail(f"target shape {list(shape)} has a negative dimension")
-        if x.is_static and all(isinstance(d, int) for d in shape) and _prod(shape) != x.size:
-            raise self.fail(f"cannot reshape {x} ({x.size} elements) to {list(shape)} ({_prod(shape)} elements)")
-        return TensorType(shape, x.dtype)
+        if x.is_static and t.is_static:
+            if _prod(shape) != x.size:
+                raise self.fail(f"cannot reshape {x} ({x.size} elements) to {list(shape)} ({_prod(shape)} elements)")
+        elif _prod(shape) != x.num_elements:
+            raise self.fail(f"cannot reshape {x} ({x.num_elements} elements) to {t} ({_prod(shape)} elements): "
+                            "the element counts differ")
+        return t
 
     def reference(self, a, x):
         return x.reshape(a["shape"])
 
     def compute(self, a, x):
-        shape = tuple(a["shape"])
-        return te.compute(shape, lambda *i: x[unflat_index(x.shape, flat_index(shape, i))], name="reshape")
+        shape = TensorType(tuple(a["shape"]), x.dtype).shape
+        return te.compute(shape, lambda *i: x[reshape_index(tuple(x.shape), tuple(shape), i)], name="reshape")
+
+
+def reshape_index(in_shape, out_shape, idx) -> tuple:
+    """The input index that output index ``idx`` of a reshape reads.
+
+    The dims split into runs with equal products (numpy's compatible groups): a run of one input
+    dim split into several output dims, several merged into one, or one kept.  Each input index
+    is computed from its own run only, so splitting C into [C/cb, cb] reads ``c = cb_i * cb + i``
+    rather than going through the whole tensor's linear index (whose divisions and remainders
+    the loop-IR simplifier cannot always remove, e.g. under a padding offset).  Unit dims read
+    index 0.
+    """
+    if not all(isinstance(d, int) for d in (*in_shape, *out_shape)):
+        return _kept_dims_index(in_shape, out_shape, idx)
+    if 0 in in_shape or 0 in out_shape:
+        return unflat_index(in_shape, flat_index(out_shape, idx))     # empty: never read
+    zero = te.const(0, "int64")
+    ins = [k for k, d in enumerate(in_shape) if d != 1]
+    outs = [k for k, d in enumerate(out_shape) if d != 1]
+    result = [zero] * len(in_shape)
+    i = j = 0
+    while i < len(ins) and j < len(outs):
+        gi, gj = [ins[i]], [outs[j]]
+        pi, pj = in_shape[ins[i]], out_shape[outs[j]]
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj:
+                gi.append(ins[i])
+                pi *= in_shape[ins[i]]
+                i += 1
+            else:
+                gj.append(outs[j])
+                pj *= out_shape[outs[j]]
+                j += 1
+        lin = flat_index([out_shape[k] for k in gj], [idx[k] for k in gj])
+        rest = pi
+        for n, k in enumerate(gi):
+            rest //= in_shape[k]
+            v = lin // rest if rest != 1 else lin
+            result[k] = v if n == 0 else v % in_shape[k]
+    return tuple(result)
+
+
+def _kept_dims_index(src, dst, idx):
+    """``reshape_index`` with symbolic dims: leading and trailing dims that the reshape keeps
+    are read directly, so a symbolic dim is divided by only when the reshape merges or splits
+    it."""
+    lead = 0
+    while lead < min(len(src), len(dst)) and src[lead] == dst[lead]:
+        lead += 1
+    trail = 0
+    while trail < min(len(src), len(dst)) - lead and src[len(src) - 1 - trail] == dst[len(dst) - 1 - trail]:
+        trail += 1
+    mid_src, mid_dst = src[lead:len(src) - trail], dst[lead:len(dst) - trail]
+    inner = unflat_index(mid_src, flat_index(mid_dst, idx[lead:len(dst) - trail])) if mid_src else ()
+    return tuple(idx[:lead]) + tuple(inner) + tuple(idx[len(dst) - trail:])
 
 
 @register
 class Transpose(Op):
     name = "transpose"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"perm": REQUIRED}
 
@@ -81,10 +145,14 @@ class Transpose(Op):
         return te.compute(shape, lambda *i: x[tuple(i[inv[k]] for k in range(len(perm)))], name="transpose")
 
 
-def slice_extent(start: int, end: int, step: int) -> int:
-    if step > 0:
-        return max(0, (end - start + step - 1) // step)
-    return max(0, (start - end + (-step) - 1) // (-step))
+def slice_extent(start, end, step: int):
+    """Elements of a slice; start and end may be symbolic when the result is never negative."""
+    n = (end - start + step - 1) // step if step > 0 else (start - end + (-step) - 1) // (-step)
+    if isinstance(n, int):
+        return max(0, n)
+    if compare(n, ">=", 0):
+        return n
+    raise TypeError(f"the length of a slice from {start} to {end} (step {step}) may be negative")
 
 
 @register
@@ -93,6 +161,7 @@ class Slice(Op):
     start in [0, dim) (or dim for an empty slice), end in [-1, dim]."""
 
     name = "slice"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"starts": REQUIRED, "ends": REQUIRED, "steps": REQUIRED}
 
@@ -118,6 +187,7 @@ class Slice(Op):
 @register
 class Concat(Op):
     name = "concat"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"axis": REQUIRED}
     num_inputs = (1, 1 << 30)
@@ -131,7 +201,7 @@ class Concat(Op):
         for x in xs:
             if x.rank != xs[0].rank or any(d != e for k, (d, e) in enumerate(zip(x.shape, xs[0].shape)) if k != ax):
                 raise self.fail(f"operands {', '.join(map(str, xs))} differ outside axis {ax}")
-            total = total + x.shape[ax] if isinstance(total, int) and isinstance(x.shape[ax], int) else "?"
+            total = total + x.shape[ax]
         shape = list(xs[0].shape)
         shape[ax] = total
         return TensorType(tuple(shape), xs[0].dtype)
@@ -153,9 +223,10 @@ class Concat(Op):
             # the input whose range [offset, offset + extent) holds i[ax]: later ones win
             expr = None
             for x, o in zip(xs, offsets):
-                if x.shape[ax] == 0:
+                if isinstance(x.shape[ax], int) and x.shape[ax] == 0:
                     continue
-                idx = tuple(ii - o if k == ax and o else ii for k, ii in enumerate(i))
+                shifted = not (isinstance(o, int) and o == 0)
+                idx = tuple(ii - o if k == ax and shifted else ii for k, ii in enumerate(i))
                 expr = x[idx] if expr is None else te.select(te.ge(i[ax], te.const(o, "int64")), x[idx], expr)
             return te.const(0, xs[0].dtype) if expr is None else expr
 
@@ -167,6 +238,7 @@ class Pad(Op):
     """Pad with ``pads`` = begins of every axis then ends of every axis (may be negative)."""
 
     name = "pad"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"pads": REQUIRED, "mode": "constant", "value": 0.0}
 
@@ -251,6 +323,7 @@ class Pad(Op):
 @register
 class BroadcastTo(Op):
     name = "broadcast_to"
+    moves_data = True
     pattern = Pattern.BROADCAST
     attrs = {"shape": REQUIRED}
 
@@ -276,6 +349,7 @@ class Gather(Op):
     """out = take(data, indices, axis); negative indices count from the end."""
 
     name = "gather"
+    moves_data = True
     pattern = Pattern.INJECTIVE
     attrs = {"axis": 0}
     num_inputs = 2
@@ -303,7 +377,45 @@ class Gather(Op):
             j = te.cast("int64", idx[i[ax:ax + ir]])
             j = te.select(te.lt(j, te.const(0, "int64")), j + n, j)
             # clamp so that a bad index read at run time can never leave the buffer
-            j = te.minimum(te.maximum(j, te.const(0, "int64")), te.const(max(n - 1, 0), "int64"))
+            last = max(n - 1, 0) if isinstance(n, int) else n - 1
+            j = te.minimum(te.maximum(j, te.const(0, "int64")), te.const(last, "int64"))
             return x[i[:ax] + (j,) + i[ax + ir:]]
 
         return te.compute(shape, f, name="gather")
+
+
+@register
+class Arange(Op):
+    """The sequence ``start, start + delta, ...`` of ``length`` elements (``length`` and, for
+    integer dtypes, ``start`` and ``delta`` may be symbolic: ONNX ``Range`` over a run-time
+    length, or a symbolic size needed as a tensor)."""
+
+    name = "arange"
+    pattern = Pattern.INJECTIVE
+    attrs = {"length": REQUIRED, "start": 0, "delta": 1, "dtype": "int64"}
+    num_inputs = 0
+
+    def infer(self, a):
+        if a["dtype"] not in DTYPES or a["dtype"] == "bool":
+            raise self.fail(f"cannot make a sequence of dtype {a['dtype']!r}")
+        if not is_int(a["dtype"]) and (isinstance(a["start"], Sym) or isinstance(a["delta"], Sym)):
+            raise self.fail(f"a symbolic start or delta needs an integer dtype, got {a['dtype']}")
+        t = TensorType((a["length"],), a["dtype"])
+        if isinstance(t.shape[0], int) and t.shape[0] < 0:
+            raise self.fail(f"length {t.shape[0]} is negative")
+        return t
+
+    def reference(self, a):
+        n, start, delta = a["length"], a["start"], a["delta"]
+        dt = np_dtype(a["dtype"])
+        if is_float(a["dtype"]):
+            return (np.array(start, dt) + np.arange(n, dtype=dt) * np.array(delta, dt)).astype(dt)
+        return (start + np.arange(n, dtype=np.int64) * delta).astype(dt)
+
+    def compute(self, a):
+        dt = a["dtype"]
+        if is_float(dt):
+            return te.compute((a["length"],), lambda i: te.const(a["start"], dt) + te.cast(dt, i) * te.const(a["delta"], dt),
+                              name="arange")
+        return te.compute((a["length"],), lambda i: te.cast(dt, te.const(a["start"], "int64") + i * a["delta"]),
+                          name="arange")

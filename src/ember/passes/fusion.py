@@ -10,6 +10,9 @@ The op patterns (``ember.ops.Pattern``) decide:
 * After an anchor, the chain of ``ELEMWISE``/``BROADCAST`` consumers is absorbed as long as
   each one's output has the anchor's output shape and reads the chain through an operand of
   that full shape; its other operands (bias, residual, ...) are read from outside the group.
+* An anchor-free group of such elementwise ops of the anchor's output shape that holds *every*
+  reader of a conv/matmul group's output joins that group, even though it reads the output more
+  than once (GELU after a matmul): see ``_merge_epilogue_dags``.
 * ``ELEMWISE``, ``BROADCAST`` and ``INJECTIVE`` ops with no anchor chain freely, any shapes,
   several producers at once.
 * The simple reductions (``reduce_sum/mean/max/min/prod``) absorb a tree of anchor-free
@@ -145,6 +148,7 @@ def fuse(graph: Graph) -> list[Group]:
                         absorb(d, pd)
         d.nodes.append(d.nodes.pop(0))  # keep the root (this node) last
 
+    _merge_epilogue_dags(graph, users, protected, draft_of, absorb)
     drafts = list({id(d): d for d in draft_of.values()}.values())
     drafts.sort(key=lambda d: pos[d.nodes[-1]])
     used: set[str] = set()
@@ -155,6 +159,50 @@ def fuse(graph: Graph) -> list[Group]:
         inputs = list(dict.fromkeys(v for m in nodes for v in m.inputs if v not in inside))
         groups.append(Group(_kernel_name(nodes, d.anchor, used), nodes, d.anchor, inputs, d.nodes[-1].output))
     return groups
+
+
+def _merge_epilogue_dags(graph: Graph, users, protected, draft_of, absorb) -> None:
+    """Join an anchored group to the anchor-free elementwise group that reads its output
+    several times, as GELU's ``y * 0.5 * (1 + erf(y / sqrt 2))`` reads a matmul's ``y``.
+
+    The chain rule above never sees such an epilogue: a value with several readers ends its
+    group.  When *every* reader of the anchored group's output is in one anchor-free group
+    whose nodes are all elementwise/broadcast ops producing the anchor's output shape, that
+    group is an epilogue evaluated element by element on the anchor's tile, reading the tile
+    as often as it likes, and the two become one kernel.
+    """
+    for n in graph.nodes:
+        d = draft_of[n]
+        if d.anchor is not None or d.alone or d.nodes[-1] is not n:
+            continue
+        full = n.output.type.shape
+        if not all(get_op(m.op).pattern in CHAIN_PATTERNS and m.output.type.shape == full for m in d.nodes):
+            continue
+        members = set(d.nodes)
+        for m in d.nodes:
+            joined = False
+            for v in m.inputs:
+                p = v.producer
+                if p is None or p not in draft_of or v in protected:
+                    continue
+                pd = draft_of[p]
+                # only after a convolution or matmul, whose output is its accumulator tile; a
+                # softmax's output is an expression (an exp) that each reader would recompute
+                if pd is d or pd.anchor is None or pd.nodes[-1] is not p or pd.alone:
+                    continue
+                if get_op(pd.anchor.op).pattern != Pattern.OUT_ELEMWISE_FUSABLE:
+                    continue
+                if v.type.shape != full or pd.anchor.output.type.shape != full:
+                    continue
+                if len(users.get(v, [])) < 2 or not all(u in members for u in users[v]):
+                    continue
+                # the epilogue's root stays the group's root
+                absorb(pd, d)
+                pd.nodes.sort(key=lambda x: x is n)
+                joined = True
+                break
+            if joined:
+                break
 
 
 def describe(groups: list[Group]) -> str:

@@ -2,9 +2,12 @@
 
 Convolutions with constant weights become ``conv2d_nchwc`` (integer ones ``conv2d_int_nchwc``,
 those summed in blocks of channels ``conv2d_split_k_nchwc``) on [N, C/cb, H, W, cb] activations
-(weights packed at compile time).  The blocked layout is then kept through the elementwise and
-broadcast ops, pads, pools and spatial reductions that follow, and converted back to NCHW only
-where an op needs it (a reshape, a matmul, a graph output).  Conversions are ordinary
+(weights packed at compile time).  A dense convolution's zero padding becomes a ``pad`` node in
+front of it (its inner loops then need no bounds checks); a depthwise convolution, which does
+little arithmetic per load, reads its input unpadded and checks bounds itself, which costs less
+than copying the whole activation into a padded buffer first.  The blocked layout is then kept
+through the elementwise and broadcast ops, pads, pools and spatial reductions that follow, and
+converted back to NCHW only where an op needs it (a reshape, a matmul, a graph output).  Conversions are ordinary
 ``reshape``/``transpose`` nodes: on constants (biases, scales) they fold away, on activations
 they fuse into the neighbouring kernels.
 """
@@ -31,11 +34,7 @@ class _Layout:
     def __init__(self, graph: Graph, lanes: int):
         self.g = graph
         self.lanes = lanes
-        self.b = GraphBuilder(graph.name)
-        self.b.inputs = list(graph.inputs)
-        for v in graph.values():
-            self.b._names.add(v.name)
-        self.b._node_names.update(n.name for n in graph.nodes)
+        self.b = GraphBuilder.rewriting(graph)
         self.blocked: dict[Value, tuple[Value, int]] = {}   # NCHW value -> (blocked value, cb)
         self.plain: dict[Value, Value] = {}                  # value -> its NCHW form
 
@@ -117,7 +116,7 @@ class _Layout:
         if not cb or c % cb:
             return False
         xb = self.to_blocked(x, cb, node.name)
-        if any(a["pads"]):
+        if any(a["pads"]) and not depthwise:
             t, l, bt, r = a["pads"]
             xb = self.b.op("pad", [xb], name=f"{node.name}_pad", pads=(0, 0, t, l, 0, 0, 0, bt, r, 0))
             a["pads"] = (0, 0, 0, 0)

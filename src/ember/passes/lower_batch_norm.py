@@ -52,8 +52,6 @@ def _lower(bn: Node, names: Names) -> list[Node]:
             return new[-1].output
 
         eps_c = constant(np.array(eps, dtype=np_dtype(x.dtype)), names.fresh(f"{bn.name}_eps"))
-        if eps_c.dtype != x.dtype:  # bfloat16: held as float32 by the reference
-            eps_c = _const(eps, eps_c.name, x.dtype)
         inv = step("div", [scale, step("sqrt", [step("add", [var, eps_c], "var_eps")], "std")], "inv")
         centered = step("sub", [x, step("reshape", [mean], "mean_r", shape=shape)], "centered")
         scaled = step("mul", [centered, step("reshape", [inv], "inv_r", shape=shape)], "scaled")

@@ -8,6 +8,10 @@ what it reads.  Buffers whose lifetimes do not intersect may share bytes.
 Placement is greedy by size: the largest buffers are placed first, each into the smallest gap
 between the already placed buffers it is live together with (best fit), or above them all.
 Every size is rounded up to ``alignment``, so every offset is aligned.
+
+A tensor of symbolic shape is planned at its largest: every symbol at its upper bound
+(``bounds``).  Its size at run time is never larger (the runtime refuses inputs beyond the
+bounds), so the offsets and the arena planned once serve every run.
 """
 
 from __future__ import annotations
@@ -51,8 +55,12 @@ def _round_up(n: int, alignment: int) -> int:
     return -(-n // alignment) * alignment
 
 
-def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64) -> MemoryPlan:
-    """Plan the arena for ``groups`` (as returned by ``fuse(graph)``, in execution order)."""
+def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64,
+                bounds: dict[str, int] | None = None) -> MemoryPlan:
+    """Plan the arena for ``groups`` (as returned by ``fuse(graph)``, in execution order);
+    symbolic shapes are sized with each symbol at its bound in ``bounds`` (default:
+    ``graph.bounds``)."""
+    bounds = dict(graph.bounds if bounds is None else bounds)
     if alignment < 1:
         raise ValueError(f"alignment must be positive, got {alignment}")
     outputs = set(graph.outputs)
@@ -62,9 +70,14 @@ def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64) -> Memor
         v = g.output
         if v in outputs or v.is_const:
             continue
-        if not v.type.is_static:
-            raise ShapeError(f"memory planning needs static shapes; %{v.name} has type {v.type}")
-        exact[v] = v.type.nbytes
+        if v.type.is_static:
+            exact[v] = v.type.nbytes
+        else:
+            missing = sorted(v.type.symbols - set(bounds))
+            if missing:
+                raise ShapeError(f"memory planning needs an upper bound of symbol(s) {', '.join(missing)}; "
+                                 f"%{v.name} has type {v.type}")
+            exact[v] = v.type.nbytes_at(bounds)
         lifetimes[v] = (k, k)
     for k, g in enumerate(groups):
         for v in g.inputs:

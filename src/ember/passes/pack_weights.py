@@ -3,8 +3,10 @@
 * A convolution's pads become their own ``pad`` node, and its constant weight is pre-packed at
   compile time into the blocked layout of ``conv2d_packed`` ([O/ob, C/g, KH, KW, ob]), so the
   output channels of one register tile are contiguous.
-* A matmul with a constant 2-D right operand becomes ``matmul_packed`` with the weight stored
-  as column panels [N/nb, K, nb]: the micro-kernel then streams one contiguous panel.
+* A matmul with a constant right operand becomes ``matmul_packed`` with the weight stored as
+  column panels [..., N/nb, K, nb] (one set per batch index of a batched weight, such as the
+  transformed filters of a Winograd convolution): the micro-kernel then streams one contiguous
+  panel.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def output_block(out_channels: int, groups: int, in_per_group: int) -> int:
 
 def panel_width(w: Value, lanes: int) -> int:
     """Columns per packed panel of a matmul's right operand (0: leave it as it is)."""
-    if not w.is_const or w.dtype != "float32" or w.type.rank < 2 or any(d != 1 for d in w.shape[:-2]):
+    if not w.is_const or w.dtype != "float32" or w.type.rank < 2:
         return 0
     n = w.shape[-1]
     if n < lanes:
@@ -40,11 +42,7 @@ def panel_width(w: Value, lanes: int) -> int:
 
 def run(graph: Graph, lanes: int = 8) -> Graph:
     g = graph.copy()
-    b = GraphBuilder(g.name)
-    b.inputs = list(g.inputs)
-    for v in g.values():
-        b._names.add(v.name)
-    b._node_names.update(n.name for n in g.nodes)
+    b = GraphBuilder.rewriting(g)
     vmap: dict[Value, Value] = {}
 
     def m(v: Value) -> Value:
@@ -55,7 +53,10 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
             x, w = (m(v) for v in node.inputs)
             nb = panel_width(w, lanes)
             if nb:
-                wp = constant(get_op("matmul_packed").pack(w.const.reshape(w.shape[-2:]), nb), f"{w.name}_packed")
+                wc = w.const
+                while wc.ndim > max(2, x.type.rank) and wc.shape[0] == 1:   # broadcast anyway
+                    wc = wc[0]
+                wp = constant(get_op("matmul_packed").pack(wc, nb), f"{w.name}_packed")
                 vmap[node.output] = b.op("matmul_packed", [x, wp], name=node.name, n=w.shape[-1])
                 continue
         if node.op != "conv2d":

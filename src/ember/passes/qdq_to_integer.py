@@ -66,11 +66,7 @@ class _Rewriter:
                 self.uses[v] = self.uses.get(v, 0) + 1
         for v in graph.outputs:
             self.uses[v] = self.uses.get(v, 0) + 1
-        self.b = GraphBuilder(graph.name)
-        self.b.inputs = list(graph.inputs)
-        for v in graph.values():
-            self.b._names.add(v.name)
-        self.b._node_names.update(n.name for n in graph.nodes)
+        self.b = GraphBuilder.rewriting(graph)
         self.subst: dict[Value, Value] = {}
 
     # ---- looking back from a quantize ---------------------------------------------------------

@@ -27,7 +27,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ArtifactError, EmberError, EmberRuntimeError, InputError
-from ..graph.types import TensorType
+from ..graph.types import NARROW_DTYPES, TensorType
+from ..symbolic import SymbolicError, bind, evaluate
 
 TRAILER_MAGIC = b"EMBERART"
 TRAILER_SIZE = len(TRAILER_MAGIC) + 8 + 32
@@ -134,18 +135,23 @@ def _sha256_of(f, length: int) -> bytes:
 
 # ---- dtypes at the boundary ---------------------------------------------------------------------
 
+#: dtypes numpy lacks -> the unsigned integer type of their raw bits
+_RAW_BITS = {"bfloat16": np.dtype(np.uint16), **{d: np.dtype(np.uint8) for d in NARROW_DTYPES}}
+
+
 def _boundary_dtype(dtype: str) -> np.dtype:
     """The numpy dtype of the buffers a model reads and writes for IR dtype ``dtype``.
 
-    bfloat16 buffers hold raw bits: they are given and returned as ``ml_dtypes.bfloat16`` when
-    that package is installed, else as ``uint16``."""
-    if dtype == "bfloat16":
+    bfloat16 and the narrow types (float8, float4, int4, int2: one element a byte) hold raw
+    bits: they are given and returned as ``ml_dtypes`` arrays when that package is installed,
+    else as ``uint16`` (bfloat16) or ``uint8``."""
+    if dtype in _RAW_BITS:
         try:
             import ml_dtypes
 
-            return np.dtype(ml_dtypes.bfloat16)
+            return np.dtype(getattr(ml_dtypes, dtype))
         except ImportError:
-            return np.dtype(np.uint16)
+            return _RAW_BITS[dtype]
     try:
         return np.dtype(dtype)
     except TypeError:
@@ -157,8 +163,10 @@ def pattern_array(ttype: TensorType) -> np.ndarray:
 
     With ``v = (i * 7919) % 1000`` for flat index ``i``: floats are ``float32(v / 1000 - 0.5)``
     converted to the dtype; signed integers ``v % 200 - 100``; unsigned ``v % 200``; bools
-    ``v % 2``.
+    ``v % 2``.  The narrow types (float8, float4, int4, int2) have no pattern.
     """
+    if ttype.dtype in NARROW_DTYPES:
+        raise InputError(f"there is no test pattern for {ttype.dtype} inputs: give them explicitly")
     shape = tuple(int(d) for d in ttype.shape)
     n = int(np.prod(shape, dtype=np.int64))
     v = (np.arange(n, dtype=np.int64) * 7919) % 1000
@@ -200,6 +208,8 @@ def _bind(lib: ctypes.CDLL, path: Path) -> dict[str, Any]:
         "ember_last_error": (ctypes.c_char_p, []),
         "ember_set_num_threads": (None, [ctypes.c_int]),
         "ember_get_num_threads": (ctypes.c_int, []),
+        "ember_num_symbols": (ctypes.c_int, []),
+        "ember_model_run_dynamic": (ctypes.c_int, [ctypes.c_void_p, _VOIDP_P, _VOIDP_P, _VOIDP_P]),
     }
     fns = {}
     for name, (restype, argtypes) in protos.items():
@@ -223,6 +233,9 @@ class Module:
     >>> y = m(x)                            # positional inputs; one array, or a tuple
 
     Every input is checked (name, dtype, shape) before anything runs; dtypes are never converted.
+    A model compiled with symbolic dimensions (``symbols``) takes any input shapes that agree
+    on each symbol's value and keep it within its bound, and returns outputs of the matching
+    shapes.
     Each Module owns its own model instance (arena); calls on one Module are serialized, calls on
     different Modules may run at once from different threads.
     """
@@ -267,7 +280,10 @@ class Module:
         self._run = fns["ember_model_run"]
         self._in_ptrs = (ctypes.c_void_p * max(1, len(self._in_names)))()
         self._out_ptrs = (ctypes.c_void_p * max(1, len(self._out_names)))()
+        self._shape_ptrs = (ctypes.c_void_p * max(1, len(self._in_names)))()
         self._lock = threading.Lock()
+        if fns["ember_num_symbols"]() != len(self._symbols):
+            raise ArtifactError(f"'{path}' has malformed metadata: its symbols do not match the library's")
 
     def _parse_signature(self, meta: Any) -> None:
         def bad(why: str) -> ArtifactError:
@@ -289,9 +305,6 @@ class Module:
                     name, dtype, shape = e["name"], e["dtype"], e["shape"]
                 except (TypeError, KeyError):
                     raise bad(f"an entry of '{kind}' lacks name, dtype or shape") from None
-                if any(isinstance(d, str) for d in shape):
-                    raise ArtifactError(f"'{self._path}': {kind[:-1]} '{name}' has symbolic shape "
-                                        f"{shape}, which this runtime does not support yet")
                 try:
                     ttype = TensorType(tuple(shape), dtype)
                 except Exception as exc:
@@ -300,6 +313,14 @@ class Module:
                 types.append(ttype)
                 np_types.append((_boundary_dtype(dtype), tuple(ttype.shape)))
             sig[kind] = (names, types, np_types)
+        symbols = meta.get("symbols", [])
+        try:
+            self._symbols = {str(e["name"]): int(e["bound"]) for e in symbols}
+        except (TypeError, KeyError, ValueError):
+            raise bad("malformed 'symbols'") from None
+        used = {s for kind in ("inputs", "outputs") for t in sig[kind][1] for s in t.symbols}
+        if used - set(self._symbols):
+            raise bad(f"shapes use symbols {sorted(used - set(self._symbols))} that 'symbols' does not list")
         self._in_names, self._in_types, self._in_np = sig["inputs"]
         self._out_names, self._out_types, self._out_np = sig["outputs"]
         self._in_index = {n: i for i, n in enumerate(self._in_names)}
@@ -338,7 +359,25 @@ class Module:
 
     @property
     def arena_bytes(self) -> int:
+        """Scratch bytes an instance holds (for a symbolic model: planned at the bounds)."""
         return int(self._fns["ember_arena_bytes"]())
+
+    @property
+    def symbols(self) -> dict[str, int]:
+        """The symbolic dimensions of the inputs and the largest value of each (empty for a
+        model of static shapes)."""
+        return dict(self._symbols)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return bool(self._symbols)
+
+    def output_shapes(self, input_shapes: "Mapping[str, tuple] | list") -> list[tuple[int, ...]]:
+        """The output shapes for inputs of the given shapes (by name or in order)."""
+        if isinstance(input_shapes, Mapping):
+            input_shapes = [input_shapes[n] for n in self._in_names]
+        env = self._bind_shapes([tuple(int(d) for d in s) for s in input_shapes])
+        return [tuple(evaluate(d, env) for d in t.shape) for t in self._out_types]
 
     @property
     def num_threads(self) -> int:
@@ -381,7 +420,25 @@ class Module:
         outs = tuple(self._execute(list(arrays)).values())
         return outs[0] if len(outs) == 1 else outs
 
+    def _bind_shapes(self, shapes: list) -> dict[str, int]:
+        """The symbols' values given the input shapes; InputError when the shapes disagree
+        with the model, with each other or with the bounds."""
+        env: dict[str, int] = {}
+        for name, t, shape in zip(self._in_names, self._in_types, shapes):
+            try:
+                bind(t.shape, shape, env, f"input '{name}' ({t})")
+            except SymbolicError as e:
+                raise InputError(f"'{self.name}': {e}") from None
+        for sym, value in env.items():
+            bound = self._symbols.get(sym)
+            if bound is not None and value > bound:
+                raise InputError(f"'{self.name}': the inputs give {sym} = {value}, above its bound {bound}; "
+                                 f"compile with bounds={{'{sym}': {value}}} (or more) to run this size")
+        return env
+
     def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
+        if self._symbols:
+            return self._execute_dynamic(arrays)
         for i, (arr, (dt, shape)) in enumerate(zip(arrays, self._in_np)):
             if type(arr) is not np.ndarray:
                 arr = np.asarray(arr)
@@ -403,19 +460,46 @@ class Module:
             raise EmberRuntimeError(f"'{self.name}' failed: {msg or f'status {rc}'}")
         return OrderedDict(zip(self._out_names, outs))
 
-    def _check_input(self, i: int, arr: np.ndarray) -> np.ndarray:
+    def _execute_dynamic(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
+        for i, (arr, (dt, _)) in enumerate(zip(arrays, self._in_np)):
+            if type(arr) is not np.ndarray:
+                arr = np.asarray(arr)
+            if arr.dtype != dt:
+                arr = self._check_input(i, arr, check_shape=False)
+            if not arr.flags.c_contiguous or not arr.flags.aligned:
+                arr = np.ascontiguousarray(arr)
+            arrays[i] = arr
+        env = self._bind_shapes([a.shape for a in arrays])
+        outs = [np.empty(tuple(evaluate(d, env) for d in t.shape), dt)
+                for t, (dt, _) in zip(self._out_types, self._out_np)]
+        shapes = [np.array(a.shape, dtype=np.int64) for a in arrays]
+        with self._lock:
+            in_ptrs, out_ptrs, shape_ptrs = self._in_ptrs, self._out_ptrs, self._shape_ptrs
+            for i, arr in enumerate(arrays):
+                in_ptrs[i] = arr.ctypes.data
+                shape_ptrs[i] = shapes[i].ctypes.data
+            for i, arr in enumerate(outs):
+                out_ptrs[i] = arr.ctypes.data
+            rc = self._fns["ember_model_run_dynamic"](self._model, shape_ptrs, in_ptrs, out_ptrs)
+        if rc != 0:
+            msg = self._fns["ember_last_error"]().decode(errors="replace")
+            raise EmberRuntimeError(f"'{self.name}' failed: {msg or f'status {rc}'}")
+        return OrderedDict(zip(self._out_names, outs))
+
+    def _check_input(self, i: int, arr: np.ndarray, check_shape: bool = True) -> np.ndarray:
         """Accepts ``arr`` for input ``i`` or raises InputError naming what is wrong."""
         name, ttype = self._in_names[i], self._in_types[i]
         dt, shape = self._in_np[i]
         got = f"{arr.dtype}[{', '.join(str(d) for d in arr.shape)}]"
         if arr.dtype != dt:
-            # bfloat16 may also be given as its raw bits
-            if ttype.dtype == "bfloat16" and arr.dtype in (np.dtype(np.uint16), np.dtype(dt)):
-                arr = arr.view(dt) if arr.dtype != dt else arr
+            # bfloat16 and the narrow types may also be given as their raw bits
+            if arr.dtype == _RAW_BITS.get(ttype.dtype):
+                arr = arr.view(dt)
             else:
+                ns = "ml_dtypes" if ttype.dtype in _RAW_BITS else "np"
                 raise InputError(f"input '{name}' of '{self.name}' expects {ttype}, got {got}: "
-                                 f"convert it explicitly (e.g. x.astype(np.{dt}))")
-        if arr.shape != shape:
+                                 f"convert it explicitly (e.g. x.astype({ns}.{dt}))")
+        if check_shape and arr.shape != shape:
             raise InputError(f"input '{name}' of '{self.name}' expects {ttype}, got {got}")
         return arr
 
@@ -443,6 +527,8 @@ class Module:
     def pattern_inputs(self) -> "OrderedDict[str, np.ndarray]":
         """The deterministic inputs ``examples/c/run_model.c`` feeds this model (see
         :func:`pattern_array`)."""
+        if self._symbols:
+            raise EmberRuntimeError(f"'{self.name}' has symbolic input shapes; pattern inputs need static ones")
         return OrderedDict((n, pattern_array(t)) for n, t in zip(self._in_names, self._in_types))
 
     # ---- files ----------------------------------------------------------------------------------

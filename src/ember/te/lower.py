@@ -7,7 +7,8 @@ that the stage depends on and whose loops lie inside the attach point.
 
 Splits whose factor does not divide the extent get a main loop over whole tiles and a tail copy
 of the loop body with the inner extent set to the remainder, so inner loops stay free of guards
-and can be vectorized.
+and can be vectorized.  A symbolic extent gets the same: whole tiles, then a tail of
+``extent % factor`` (possibly empty).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import CodegenError
-from ..tir.analysis import bound, simplify_index, substitute
-from ..tir.expr import Const, Expr, Load, Var, binop, is_float_dtype
+from ..symbolic import product
+from ..tir.analysis import bound, linear_form, simplify_index, substitute, upper_bound
+from ..tir.expr import Const, Expr, Load, Var, as_expr, binop, is_float_dtype, sym_expr
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
-from .schedule import Schedule, Split, Stage
-from .tensor import ArgReduce, Reduce, Tensor, TensorLoad, max_value, min_value
+from .schedule import Schedule, Split, Stage, ceil_div
+from .tensor import ArgReduce, Reduce, Tensor, TensorLoad, extent_of, max_value, min_value
 from ..tir.analysis import rebuild
 
 
@@ -38,8 +40,17 @@ FULL = _Full()
 def _flat(dims, idx) -> Expr:
     out: Expr | None = None
     for d, i in zip(dims, idx):
-        out = i if out is None else binop("add", binop("mul", out, Const(d)), i)
+        out = i if out is None else binop("add", binop("mul", out, as_expr(d)), i)
     return Const(0) if out is None else out
+
+
+def _divisible(e, f: int) -> bool:
+    """Whether the extent ``e`` (int or expression) is a multiple of ``f`` for every value of its
+    size variables."""
+    if isinstance(e, int):
+        return e % f == 0
+    lf = linear_form(e)
+    return lf is not None and lf[1] % f == 0 and all(c % f == 0 for _, c in lf[0].values())
 
 
 def identity_of(combiner: str, dtype: str) -> Const:
@@ -76,20 +87,30 @@ def loop_nest(stage: Stage, extent_of: dict | None = None) -> LoopNest:
     for rel in stage.relations:
         if isinstance(rel, Split):
             pe = ext[rel.parent]
-            ext[rel.outer] = -(-pe // rel.factor)
-            ext[rel.inner] = min(rel.factor, pe)
-            if pe % rel.factor and pe > rel.factor:
-                tails[rel.outer] = (rel.inner, pe // rel.factor, pe % rel.factor, rel.parent)
+            if isinstance(pe, int):
+                ext[rel.outer] = -(-pe // rel.factor)
+                ext[rel.inner] = min(rel.factor, pe)
+                if pe % rel.factor and pe > rel.factor:
+                    tails[rel.outer] = (rel.inner, pe // rel.factor, pe % rel.factor, rel.parent)
+            else:
+                # a symbolic extent: whole tiles, then a tail of pe % factor (maybe empty)
+                ext[rel.outer] = ceil_div(pe, rel.factor)
+                ext[rel.inner] = rel.factor
+                if not _divisible(pe, rel.factor):
+                    tails[rel.outer] = (rel.inner, simplify_index(binop("div", pe, Const(rel.factor))),
+                                        simplify_index(binop("mod", pe, Const(rel.factor))), rel.parent)
         else:
-            ext[rel.fused] = ext[rel.outer] * ext[rel.inner]
+            oe, ie = ext[rel.outer], ext[rel.inner]
+            ext[rel.fused] = oe * ie if isinstance(oe, int) and isinstance(ie, int) else \
+                simplify_index(binop("mul", as_expr(oe), as_expr(ie)))
     value: dict = {leaf: leaf for leaf in stage.leaves}
     for rel in reversed(stage.relations):
         if isinstance(rel, Split):
             value[rel.parent] = binop("add", binop("mul", value[rel.outer], Const(rel.factor)), value[rel.inner])
         else:
             ie = ext[rel.inner]
-            value[rel.outer] = binop("div", value[rel.fused], Const(ie))
-            value[rel.inner] = binop("mod", value[rel.fused], Const(ie))
+            value[rel.outer] = binop("div", value[rel.fused], as_expr(ie))
+            value[rel.inner] = binop("mod", value[rel.fused], as_expr(ie))
     # uneven splits whose inner loop is not below the outer one, or that were split/fused again,
     # fall back to a bounds check on the parent axis
     pos = {v: k for k, v in enumerate(stage.leaves)}
@@ -293,12 +314,12 @@ class Lowering:
             inner, main, rem, _ = nest.tails[leaf]
             main_loop = For(leaf, main, kind, self.gen_root(level + 1, fixed, ext_override, root_body))
             tail_fixed = dict(fixed)
-            tail_fixed[leaf] = Const(main)
+            tail_fixed[leaf] = as_expr(main)
             tail_over = dict(ext_override)
             tail_over[leaf] = 1
             tail_over[inner] = rem
             tail = self.gen_root(level + 1, tail_fixed, tail_over, root_body)
-            return Seq.of([main_loop if main > 0 else None, tail])
+            return Seq.of([main_loop if not isinstance(main, int) or main > 0 else None, tail])
         if leaf in fixed:
             return self.gen_root(level + 1, fixed, ext_override, root_body)
         return For(leaf, extent, kind, self.gen_root(level + 1, fixed, ext_override, root_body))
@@ -315,7 +336,7 @@ class Lowering:
         value = self.to_tir(root_body, vals, reader=self.root, fixed=fixed)
         idx = simplify_index(_flat(t.shape, [vals[a] for a in self.root.axes]))
         st: Stmt = Store(self.out_buf, idx, value)
-        conds = [binop("lt", self.axis_value(axis, fixed), Const(extent)) for axis, extent in self.nest.guards]
+        conds = [binop("lt", self.axis_value(axis, fixed), as_expr(extent)) for axis, extent in self.nest.guards]
         if conds:
             c = conds[0]
             for x in conds[1:]:
@@ -336,7 +357,7 @@ class Lowering:
                 dims.append((1, 1, Const(0)))
                 continue
             if axis is FULL:
-                n = st.tensor.shape[d]
+                n = extent_of(st.tensor.shape[d])
                 dims.append((n, n, Const(0)))
                 continue
             expr = nest.value[axis]
@@ -395,7 +416,8 @@ class Lowering:
                 allocs += [vbuf, ibuf]
             else:
                 # half-precision reductions accumulate in float32, as the references do
-                buf = Buffer(f"{t.name}_acc", "float32" if t.dtype == "float16" else t.dtype, size, "local")
+                half = t.dtype in ("float16", "bfloat16")
+                buf = Buffer(f"{t.name}_acc", "float32" if half else t.dtype, size, "local")
                 self.local[t.uid] = (buf, dims, None)
                 allocs.append(buf)
             self.local_order[t.uid] = _loop_order_of_axes(st)
@@ -456,16 +478,19 @@ class Lowering:
             (conds_all if _uses_reduce(st, nest, parent) else conds_spatial).append(guard)
         for parent, ext in nest.guards:
             (conds_all if _uses_reduce(st, nest, parent) else conds_spatial).append((parent, ext))
-        checks_s = [binop("lt", simplify_index(nest.value[p]), Const(e)) for p, e in conds_spatial]
+        checks_s = [binop("lt", simplify_index(nest.value[p]), as_expr(e)) for p, e in conds_spatial]
         if self.nest.guards:
             # the root's guarded loops run past the end of an axis: so would this region
-            ranges = {leaf: (0, e - 1) for leaf, e in self.nest.extents.items()}
-            ranges.update({leaf: (0, e - 1) for leaf, e in nest.extents.items()})
+            ranges = {leaf: (0, upper_bound(e) - 1) for leaf, e in self.nest.extents.items()
+                      if upper_bound(e) is not None}
+            ranges.update({leaf: (0, upper_bound(e) - 1) for leaf, e in nest.extents.items()
+                           if upper_bound(e) is not None})
             for d, ax in enumerate(t.axes):
                 b = bound(gvals[ax], ranges)
-                if b is None or b[0] < 0 or b[1] >= t.shape[d]:
-                    checks_s.append(binop("lt", gvals[ax], Const(t.shape[d])))
-        checks_a = checks_s + [binop("lt", simplify_index(nest.value[p]), Const(e)) for p, e in conds_all]
+                dim = t.shape[d]
+                if b is None or b[0] < 0 or not isinstance(dim, int) or b[1] >= dim:
+                    checks_s.append(binop("lt", gvals[ax], as_expr(dim)))
+        checks_a = checks_s + [binop("lt", simplify_index(nest.value[p]), as_expr(e)) for p, e in conds_all]
         update = _guarded(update, checks_a)
         # init loops: over the spatial leaves only, in the stage's order
         spatial_leaves = [lf for lf in nest.leaves if not _is_reduce_leaf(st, nest, lf)]
@@ -485,8 +510,17 @@ class Lowering:
     # ---- expressions --------------------------------------------------------------------
 
     def to_tir(self, e: Expr, vals: dict, reader: Stage, fixed: dict, local_vals: dict | None = None) -> Expr:
-        """Turn a te expression into a loop-IR expression at the current point."""
+        """Turn a te expression into a loop-IR expression at the current point.  Subexpressions
+        shared by several parents are converted once and stay shared."""
+        memo: dict[int, Expr] = {}
+
         def go(x: Expr) -> Expr:
+            got = memo.get(id(x))
+            if got is None:
+                got = memo[id(x)] = convert(x)
+            return got
+
+        def convert(x: Expr) -> Expr:
             if isinstance(x, TensorLoad):
                 t = x.tensor
                 if t.uid in self.buffers and t.is_placeholder:
@@ -569,11 +603,14 @@ def _is_reduce_leaf(st: Stage, nest: LoopNest, leaf) -> bool:
     return any(_uses(nest.value[r], leaf) for r in st.reduce_axes)
 
 
-def _size(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
+def _size(shape):
+    """Elements of a tensor of ``shape``: an int, or an expression of size variables."""
+    if all(isinstance(d, int) for d in shape):
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return n
+    return simplify_index(sym_expr(product(shape)))
 
 
 def lower(sched: Schedule, name: str, params: list[Tensor]) -> PrimFunc:

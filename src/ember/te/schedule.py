@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import CodegenError
-from ..tir.expr import INDEX
+from ..tir.expr import INDEX, binop
+from ..tir.analysis import simplify_index
 from .tensor import ArgReduce, IterVar, Reduce, Tensor, TensorLoad, compute
 
 
@@ -36,6 +37,13 @@ class Fuse:
     outer: IterVar
     inner: IterVar
     fused: IterVar
+
+
+def ceil_div(extent, factor: int):
+    """ceil(extent / factor) of a non-negative extent (an int or an int64 expression)."""
+    if isinstance(extent, int):
+        return -(-extent // factor)
+    return simplify_index(binop("div", binop("add", extent, factor - 1), factor))
 
 
 class Stage:
@@ -76,8 +84,12 @@ class Stage:
     def split(self, v: IterVar, factor: int) -> tuple[IterVar, IterVar]:
         k = self._check_leaf(v)
         factor = max(1, int(factor))
-        outer = IterVar(f"{v.name}o", INDEX, extent=-(-v.extent // factor), kind=v.kind)
-        inner = IterVar(f"{v.name}i", INDEX, extent=min(factor, v.extent) if v.extent else factor, kind=v.kind)
+        if isinstance(v.extent, int):
+            outer = IterVar(f"{v.name}o", INDEX, extent=-(-v.extent // factor), kind=v.kind)
+            inner = IterVar(f"{v.name}i", INDEX, extent=min(factor, v.extent) if v.extent else factor, kind=v.kind)
+        else:   # a symbolic extent: whole tiles and a tail (see te.lower.loop_nest)
+            outer = IterVar(f"{v.name}o", INDEX, extent=ceil_div(v.extent, factor), kind=v.kind)
+            inner = IterVar(f"{v.name}i", INDEX, extent=factor, kind=v.kind)
         self.relations.append(Split(v, outer, inner, factor))
         self.leaves[k:k + 1] = [outer, inner]
         self._log("split", v.name, factor)

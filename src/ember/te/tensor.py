@@ -12,18 +12,29 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from ..symbolic import Sym
 from ..tir.expr import (BinOp, Call, Cast, Const, Expr, INDEX, Not, Select, Var, as_expr, binop,
-                        is_float_dtype)
+                        is_float_dtype, is_standard_dtype, sym_expr)
 
 _uid = itertools.count()
 
 
 @dataclass(eq=False, repr=False)
 class IterVar(Var):
-    """A loop variable with a range [0, extent): a spatial axis of a compute or a reduce axis."""
+    """A loop variable with a range [0, extent): a spatial axis of a compute or a reduce axis.
+    ``extent`` is an int, or an int64 expression of size variables for a symbolic dimension."""
 
-    extent: int = 0
+    extent: Any = 0
     kind: str = "spatial"   # "spatial" | "reduce"
+
+
+def extent_of(d) -> "int | Expr":
+    """A dimension (int, :class:`~ember.symbolic.Sym` or expression) as a loop extent."""
+    if isinstance(d, Sym):
+        return sym_expr(d)
+    if isinstance(d, Expr):
+        return d
+    return int(d)
 
 
 @dataclass(eq=False, repr=False)
@@ -69,7 +80,8 @@ class ArgReduce(Expr):
 
 
 class Tensor:
-    """A tensor of a te program: a placeholder (kernel input) or the result of a compute."""
+    """A tensor of a te program: a placeholder (kernel input) or the result of a compute.
+    Its shape holds ints and, for symbolic dimensions, :class:`~ember.symbolic.Sym`."""
 
     def __init__(self, shape: Sequence[int], dtype: str, name: str, body: Expr | None = None,
                  axes: Sequence[IterVar] = ()):
@@ -135,13 +147,13 @@ def placeholder(shape: Sequence[int], dtype: str, name: str) -> Tensor:
 
 
 def compute(shape: Sequence[int], fcompute: Callable[..., Expr], name: str = "compute") -> Tensor:
-    axes = [IterVar(f"i{k}", INDEX, extent=int(d), kind="spatial") for k, d in enumerate(shape)]
+    axes = [IterVar(f"i{k}", INDEX, extent=extent_of(d), kind="spatial") for k, d in enumerate(shape)]
     body = as_expr(fcompute(*axes))
     return Tensor(shape, body.dtype, name, body, axes)
 
 
-def reduce_axis(extent: int, name: str = "r") -> IterVar:
-    return IterVar(name, INDEX, extent=int(extent), kind="reduce")
+def reduce_axis(extent, name: str = "r") -> IterVar:
+    return IterVar(name, INDEX, extent=extent_of(extent), kind="reduce")
 
 
 def reduce(combiner: str, body: Expr, axes: Sequence[IterVar]) -> Expr:
@@ -162,7 +174,11 @@ def arg_reduce(better: Callable, body: Expr, axis: IterVar) -> ArgReduce:
     return ArgReduce(name, as_expr(body), axis)
 
 
-def const(value: Any, dtype: str = INDEX) -> Const:
+def const(value: Any, dtype: str = INDEX) -> Expr:
+    """A constant; a symbolic dimension becomes the expression of its size variables."""
+    if isinstance(value, Sym):
+        e = sym_expr(value)
+        return e if dtype == INDEX else Cast(dtype, e)
     return Const(value, dtype)
 
 
@@ -171,13 +187,14 @@ def call(fn: str, *args: Any, dtype: str | None = None) -> Call:
     return Call(fn, args, dtype or args[0].dtype)
 
 
-def cast(dtype: str, x: Any) -> Expr:
+def cast(dtype: str, x: Any, saturate: bool = False, round_mode: str = "up") -> Expr:
+    """``x`` converted to ``dtype`` (see the ``cast`` op for the rules and the options)."""
     x = as_expr(x)
     if x.dtype == dtype:
         return x
-    if isinstance(x, Const):
+    if isinstance(x, Const) and is_standard_dtype(x.dtype) and is_standard_dtype(dtype):
         return Const(x.value, dtype)
-    return Cast(dtype, x)
+    return Cast(dtype, x, saturate, round_mode)
 
 
 def select(cond: Expr, t: Any, f: Any) -> Expr:

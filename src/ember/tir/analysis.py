@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var, binop)
+from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, SizeVar, Var, binop,
+                   is_standard_dtype)
 
 
 def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
@@ -25,16 +26,17 @@ def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
         return e if a is e.a else Not(a)
     if isinstance(e, Cast):
         a = f(e.a)
-        if isinstance(a, Const):
+        if isinstance(a, Const) and is_standard_dtype(a.dtype) and is_standard_dtype(e.dtype):
             return Const(a.value, e.dtype)
-        return e if a is e.a else Cast(e.dtype, a)
+        return e if a is e.a else Cast(e.dtype, a, e.saturate, e.round_mode)
     if isinstance(e, Call):
         args = tuple(f(x) for x in e.args)
         return e if all(x is y for x, y in zip(args, e.args)) else Call(e.fn, args, e.dtype)
     if isinstance(e, Select):
-        c, t, fl = f(e.cond), f(e.t), f(e.f)
-        if isinstance(c, Const):
-            return t if c.value else fl
+        c = f(e.cond)
+        if isinstance(c, Const):          # only the branch taken is rewritten
+            return f(e.t) if c.value else f(e.f)
+        t, fl = f(e.t), f(e.f)
         return e if (c is e.cond and t is e.t and fl is e.f) else Select(c, t, fl)
     if isinstance(e, Load):
         i = f(e.index)
@@ -49,14 +51,20 @@ def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
 
 
 def substitute(e: Expr, mapping: dict) -> Expr:
-    """Replace variables (keys, by identity) with expressions."""
+    """Replace variables (keys, by identity) with expressions.  A subexpression shared by
+    several parents (the expressions of unrolled Winograd transforms are DAGs) is rewritten
+    once and stays shared."""
     if not mapping:
         return e
+    memo: dict[int, Expr] = {}
 
     def go(x: Expr) -> Expr:
         if isinstance(x, Var):
             return mapping.get(x, x)
-        return rebuild(x, go)
+        got = memo.get(id(x))
+        if got is None:
+            got = memo[id(x)] = rebuild(x, go)
+        return got
 
     return go(e)
 
@@ -105,12 +113,64 @@ def key(e: Expr):
 #: :func:`loop_ranges` while a pass walks a kernel
 _RANGES: dict[int, int] = {}
 
+#: upper bounds of the size variables (symbol name -> largest value) of the kernels being built;
+#: set by :class:`size_bounds`.  The runtime refuses inputs beyond them, so ranges derived from
+#: them hold whenever a kernel runs.
+_SIZE_BOUNDS: dict[str, int] = {}
+
+
+class size_bounds:
+    """Context manager: analyse kernels knowing each symbol's upper bound (name -> int)."""
+
+    def __init__(self, bounds: dict):
+        self.bounds = {k: int(v) for k, v in bounds.items()}
+
+    def __enter__(self):
+        self.saved = dict(_SIZE_BOUNDS)
+        _SIZE_BOUNDS.update(self.bounds)
+
+    def __exit__(self, *exc):
+        _SIZE_BOUNDS.clear()
+        _SIZE_BOUNDS.update(self.saved)
+
+
+def const_value(e) -> int | None:
+    """The value of an int or integer constant expression, else None."""
+    if isinstance(e, int):
+        return e
+    if isinstance(e, Const) and isinstance(e.value, int) and not isinstance(e.value, bool):
+        return e.value
+    return None
+
+
+def upper_bound(e) -> int | None:
+    """The largest value an extent (int or expression) can take, or None when unbounded."""
+    if isinstance(e, int):
+        return e
+    b = bound(e)
+    return None if b is None else b[1]
+
+
+def _extent_range(ext) -> int | None:
+    """Number of distinct values of a loop variable of extent ``ext`` at most (None: unknown)."""
+    if isinstance(ext, int):
+        return ext
+    if isinstance(ext, Expr):
+        b = bound(ext)
+        return None if b is None else b[1]
+    return None
+
 
 class loop_ranges:
-    """Context manager: simplify with ``{var: extent}`` known for the enclosing loops."""
+    """Context manager: simplify with ``{var: extent}`` known for the enclosing loops (an extent
+    may be an expression of size variables: its upper bound is used)."""
 
     def __init__(self, ranges: dict):
-        self.ranges = {v.uid: int(e) for v, e in ranges.items()}
+        self.ranges = {}
+        for v, e in ranges.items():
+            n = _extent_range(e)
+            if n is not None:
+                self.ranges[v.uid] = int(n)
 
     def __enter__(self):
         self.saved = dict(_RANGES)
@@ -131,7 +191,12 @@ def bound(e: Expr, ranges: dict | None = None) -> tuple[int, int] | None:
     if isinstance(e, Var):
         if ranges is not None and e in ranges:
             return ranges[e]
+        if isinstance(e, SizeVar):
+            b = _SIZE_BOUNDS.get(e.name)
+            return (0, b) if b is not None else None
         ext = _RANGES.get(e.uid) or getattr(e, "extent", None)
+        if ext is not None and not isinstance(ext, int):
+            ext = _extent_range(ext)
         return (0, ext - 1) if ext else None
     if not isinstance(e, BinOp) or e.dtype in ("float16", "bfloat16", "float32", "float64", "bool"):
         return None
@@ -191,6 +256,8 @@ def linear_form(e: Expr) -> tuple[dict, int] | None:
                 return {k: [x, c * ka] for k, (x, c) in tb.items() if c * ka}, ka * kb
             if not tb:
                 return {k: [x, c * kb] for k, (x, c) in ta.items() if c * kb}, ka * kb
+            if _has_size_var(ta) or _has_size_var(tb):
+                return _poly_product(ta, ka, tb, kb)
             atom = binop("mul", from_linear_form(ta, ka), from_linear_form(tb, kb))
             return {key(atom): [atom, 1]}, 0
         sign = 1 if e.op == "add" else -1
@@ -202,8 +269,49 @@ def linear_form(e: Expr) -> tuple[dict, int] | None:
         r = _divmod_form(e)
         if r is not None:
             return r
+    if isinstance(e, BinOp) and e.op in ("div", "mod") and isinstance(e.b, SizeVar):
+        r = _size_divmod_form(e)
+        if r is not None:
+            return r
     atom = e if isinstance(e, Var) else rebuild(e, simplify_index)
     return {key(atom): [atom, 1]}, 0
+
+
+def _has_size_var(terms: dict) -> bool:
+    return any(_factors(x) and any(isinstance(f, SizeVar) for f in _factors(x)) for x, _ in terms.values())
+
+
+def _factors(x: Expr) -> list:
+    """The factors of a product atom (the atom itself when it is no product)."""
+    if isinstance(x, BinOp) and x.op == "mul" and x.dtype not in ("float16", "bfloat16", "float32", "float64", "bool"):
+        return _factors(x.a) + _factors(x.b)
+    return [x]
+
+
+def _poly_product(ta: dict, ka: int, tb: dict, kb: int) -> tuple[dict, int]:
+    """(sum ta + ka) * (sum tb + kb) multiplied out, each product of atoms with its factors in a
+    canonical order: products of symbolic sizes (``batch * seq``) then cancel and combine
+    however the index arithmetic wrote them."""
+    out: dict = {}
+    a_items = [(x, c) for x, c in ta.values()] + ([(None, ka)] if ka else [])
+    b_items = [(x, c) for x, c in tb.values()] + ([(None, kb)] if kb else [])
+    const = 0
+    for xa, ca in a_items:
+        for xb, cb in b_items:
+            if xa is None and xb is None:
+                const += ca * cb
+                continue
+            fs = (_factors(xa) if xa is not None else []) + (_factors(xb) if xb is not None else [])
+            fs.sort(key=lambda f: repr(key(f)))
+            atom = fs[0]
+            for f in fs[1:]:
+                atom = BinOp("mul", atom, f, atom.dtype)
+            k = key(atom)
+            if k in out:
+                out[k][1] += ca * cb
+            else:
+                out[k] = [atom, ca * cb]
+    return {k: v for k, v in out.items() if v[1]}, const
 
 
 def _accumulate(out: dict, terms: dict, scale: int) -> None:
@@ -261,6 +369,56 @@ def _divmod_form(e: BinOp):
     return linear_form(rest) if r_terms else ({}, k % c)
 
 
+def _size_divmod_form(e: BinOp):
+    """``(q * v + r) div v`` and ``mod v`` for a size variable ``v`` when ``r`` is provably in
+    [0, v): a loop variable of extent ``v``, or a remainder by ``v`` (what a reshape that
+    merges or splits a symbolic dimension leaves)."""
+    v = e.b
+    lf = linear_form(e.a)
+    if lf is None:
+        return None
+    terms, k = lf
+    quotient: dict = {}
+    q_const = 0
+    rest = []
+    for x, c in terms.values():
+        fs = _factors(x)
+        if any(f is v for f in fs):
+            fs = list(fs)
+            fs.remove(next(f for f in fs if f is v))
+            if not fs:
+                q_const += c
+                continue
+            atom = fs[0]
+            for f in fs[1:]:
+                atom = BinOp("mul", atom, f, atom.dtype)
+            kk = key(atom)
+            if kk in quotient:
+                quotient[kk][1] += c
+            else:
+                quotient[kk] = [atom, c]
+        else:
+            rest.append((x, c))
+    if k or len(rest) > 1:
+        return None
+    if rest:
+        x, c = rest[0]
+        below_v = (c == 1 and ((isinstance(x, Var) and getattr(x, "extent", None) is v)
+                               or (isinstance(x, BinOp) and x.op == "mod" and x.b is v)))
+        if not below_v:
+            return None
+    quotient = {kk: t for kk, t in quotient.items() if t[1]}
+    qb = bound(from_linear_form(quotient, q_const))
+    if qb is None or qb[0] < 0:
+        return None                 # C division truncates: exact only for a non-negative quotient
+    if e.op == "div":
+        return quotient, q_const
+    if not rest:
+        return {}, 0
+    x, _ = rest[0]
+    return {key(x): [x, 1]}, 0
+
+
 def from_linear_form(terms: dict, const: int) -> Expr:
     out: Expr | None = None
     for _, (x, c) in sorted(terms.items(), key=lambda kv: _order(kv[1][0])):
@@ -277,11 +435,24 @@ def _order(x: Expr):
 
 def simplify_index(e: Expr) -> Expr:
     """Normalize an integer expression to ``sum(c_i * atom_i) + k``, cancelling equal atoms and
-    removing divisions and remainders that the loop ranges make exact."""
+    removing divisions and remainders that the loop ranges make exact.  Shared subexpressions
+    are simplified once (the loop ranges are fixed for the whole call)."""
+    memo: dict[int, Expr] = {}
+
+    def go(x: Expr) -> Expr:
+        got = memo.get(id(x))
+        if got is None:
+            got = memo[id(x)] = _simplify_index(x, go)
+        return got
+
+    return go(e)
+
+
+def _simplify_index(e: Expr, recurse) -> Expr:
     lf = linear_form(e)
     if lf is not None:
         return from_linear_form(*lf)
-    out = rebuild(e, simplify_index)
+    out = rebuild(e, recurse)
     if isinstance(out, BinOp) and out.op in _DECIDE and out.a.dtype not in _NOT_INT:
         # a comparison of integers that the loop ranges decide (e.g. the padding checks of a
         # loop that never reaches the border) becomes a constant
@@ -319,3 +490,59 @@ def stride_in(e: Expr, v: Var) -> tuple[int, Expr] | None:
     if any(uses_var(x, v) for x, _ in terms.values()):
         return None
     return c, from_linear_form(terms, k)
+
+
+def size_vars_of(node) -> list:
+    """The size variables a statement or expression reads (loop extents, indices, values and
+    the sizes of the buffers it touches), in first-seen order."""
+    from .stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Store
+
+    found: dict[int, SizeVar] = {}
+
+    def ex(e) -> None:
+        if e is None or isinstance(e, (int, float)):
+            return
+
+        def go(x: Expr) -> Expr:
+            if isinstance(x, SizeVar):
+                found.setdefault(x.uid, x)
+            elif isinstance(x, Load):
+                buf(x.buffer)
+            rebuild(x, go)
+            return x
+
+        go(e)
+
+    def buf(b) -> None:
+        if isinstance(b, Buffer) and not isinstance(b.size, int):
+            ex(b.size)
+
+    def st(s) -> None:
+        if isinstance(s, PrimFunc):
+            for b in s.params:
+                buf(b)
+            st(s.body)
+        elif isinstance(s, For):
+            if not isinstance(s.extent, int):
+                ex(s.extent)
+            st(s.body)
+        elif isinstance(s, Store):
+            buf(s.buffer)
+            ex(s.index)
+            ex(s.value)
+        elif isinstance(s, Allocate):
+            buf(s.buffer)
+            st(s.body)
+        elif isinstance(s, IfThenElse):
+            ex(s.cond)
+            st(s.then)
+            if s.other is not None:
+                st(s.other)
+        elif isinstance(s, Seq):
+            for x in s.stmts:
+                st(x)
+        elif isinstance(s, Expr):
+            ex(s)
+
+    st(node)
+    return list(found.values())

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..symbolic import Sym
+
 INDEX = "int64"
 
 _counter = itertools.count()
@@ -20,8 +22,20 @@ COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 LOGICAL = ("and", "or")
 
 
+#: the narrow types of the graph IR (``ember.graph.types``): one byte an element, no arithmetic
+NARROW_FLOAT_DTYPES = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+                       "float4_e2m1fn")
+NARROW_INT_DTYPES = ("int4", "uint4", "int2", "uint2")
+
+
 def is_float_dtype(dtype: str) -> bool:
     return dtype in ("float16", "bfloat16", "float32", "float64")
+
+
+def is_standard_dtype(dtype: str) -> bool:
+    """Whether C holds ``dtype`` as itself (not bfloat16 or a narrow type, which generated code
+    converts with routines), so that a cast of a constant can fold in Python."""
+    return dtype != "bfloat16" and dtype not in NARROW_FLOAT_DTYPES and dtype not in NARROW_INT_DTYPES
 
 
 class Expr:
@@ -74,7 +88,7 @@ class Const(Expr):
     def __post_init__(self):
         if self.dtype == "bool":
             self.value = bool(self.value)
-        elif is_float_dtype(self.dtype):
+        elif is_float_dtype(self.dtype) or self.dtype in NARROW_FLOAT_DTYPES:
             self.value = float(self.value)
         else:
             v = self.value
@@ -133,11 +147,16 @@ class Select(Expr):
 
 @dataclass(eq=False, repr=False)
 class Cast(Expr):
+    """Conversion to ``dtype`` by the rules of the ``cast`` op (``ember.ops.cast``): ``saturate``
+    and ``round_mode`` matter only for the float8 targets."""
+
     dtype: str
     a: Expr
+    saturate: bool = False
+    round_mode: str = "up"
 
     def __repr__(self):
-        return f"{self.dtype}({self.a!r})"
+        return f"{self.dtype}{'!sat' if self.saturate else ''}({self.a!r})"
 
 
 @dataclass(eq=False, repr=False)
@@ -183,7 +202,7 @@ class Broadcast(Expr):
 
 
 _INT_RANGE = {f"{p}int{b}": ((0, (1 << b) - 1) if p else (-(1 << (b - 1)), (1 << (b - 1)) - 1))
-              for p in ("", "u") for b in (8, 16, 32, 64)}
+              for p in ("", "u") for b in (2, 4, 8, 16, 32, 64)}
 
 
 def _to_int_like_numpy(v: float, dtype: str) -> int:
@@ -194,9 +213,47 @@ def _to_int_like_numpy(v: float, dtype: str) -> int:
         return int(np.asarray(v, dtype=np.float64).astype(dtype))
 
 
+@dataclass(eq=False, repr=False)
+class SizeVar(Var):
+    """A symbolic dimension inside a kernel (``ember.symbolic``): an int64 kernel argument that
+    the artifact computes once per run from the input shapes.  One object per name, so that
+    equal dimensions cancel in index arithmetic (see :func:`size_var`)."""
+
+
+_SIZE_VARS: dict[str, SizeVar] = {}
+
+
+def size_var(name: str) -> SizeVar:
+    """The kernel variable of symbol ``name`` (the same object for the same name)."""
+    v = _SIZE_VARS.get(name)
+    if v is None:
+        v = _SIZE_VARS[name] = SizeVar(name, INDEX)
+    return v
+
+
+def sym_expr(d: Any) -> Expr:
+    """A dimension (an int or a :class:`~ember.symbolic.Sym`) as an int64 loop-IR expression."""
+    if not isinstance(d, Sym):
+        return Const(int(d), INDEX)
+    out: Expr | None = None
+    for mono, coef in d.terms:
+        term: Expr | None = None
+        for atom in mono:
+            if isinstance(atom, str):
+                x: Expr = size_var(atom)
+            else:
+                x = binop("div" if atom[0] == "//" else "mod", sym_expr(atom[1]), Const(atom[2]))
+            term = x if term is None else binop("mul", term, x)
+        term = binop("mul", term, Const(coef)) if coef != 1 else term
+        out = term if out is None else binop("add", out, term)
+    return binop("add", out, Const(d.const)) if d.const else out
+
+
 def as_expr(x: Any, dtype: str | None = None) -> Expr:
     if isinstance(x, Expr):
         return x
+    if isinstance(x, Sym):
+        return sym_expr(x)
     if isinstance(x, bool):
         return Const(x, "bool")
     if isinstance(x, int):

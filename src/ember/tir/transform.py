@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .analysis import simplify_index, stride_in, substitute, uses_var
+from .analysis import rebuild, simplify_index, stride_in, substitute
 from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                    COMPARISONS, LOGICAL)
 from .stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Stmt, Store
@@ -39,11 +39,25 @@ def subst_stmt(s: Stmt, mapping: dict) -> Stmt:
     return map_stmt(s, lambda x: None, lambda e: simplify_index(substitute(e, mapping)))
 
 
+def _has_symbolic_loop(s: Stmt) -> bool:
+    if isinstance(s, For):
+        return not isinstance(s.extent, int) or _has_symbolic_loop(s.body)
+    if isinstance(s, Seq):
+        return any(_has_symbolic_loop(x) for x in s.stmts)
+    if isinstance(s, Allocate):
+        return _has_symbolic_loop(s.body)
+    if isinstance(s, IfThenElse):
+        return _has_symbolic_loop(s.then) or (s.other is not None and _has_symbolic_loop(s.other))
+    return False
+
+
 def unroll(f: PrimFunc, max_unroll: int = 64) -> PrimFunc:
+    """Unroll loops marked "unrolled" of at most ``max_unroll`` iterations, except around loops of
+    symbolic extent (the tails of symbolic splits): copies of those only make code to compile."""
     def fs(s: Stmt):
         if isinstance(s, For) and s.kind == "unrolled":
             body = map_stmt(s.body, fs, lambda e: e)
-            if s.extent > max_unroll:
+            if not isinstance(s.extent, int) or s.extent > max_unroll or _has_symbolic_loop(body):
                 return For(s.var, s.extent, "serial", body)
             return Seq.of([subst_stmt(body, {s.var: Const(k)}) for k in range(s.extent)])
         return None
@@ -80,8 +94,39 @@ MEMORY_DTYPES = VECTOR_DTYPES + ("int16", "uint16", "int8", "uint8")
 DOT_CALLS = ("dot4_sat16",)
 
 
-def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
-    if not uses_var(e, v):
+def _vec_expr(e: Expr, v: Var, n: int, memo: dict | None = None) -> Expr:
+    """``e`` with ``v`` running over ``n`` lanes.  ``memo`` (by node identity, for one vector
+    loop) keeps subexpressions that several parents share converted once."""
+    if memo is None:
+        memo = {}
+    got = memo.get(id(e))
+    if got is None:
+        got = memo[id(e)] = _vec_node(e, v, n, memo)
+    return got
+
+
+def _uses(e: Expr, v: Var, memo: dict) -> bool:
+    key = ("uses", id(e))
+    got = memo.get(key)
+    if got is None:
+        if e is v:
+            got = True
+        else:
+            got = False
+
+            def child(x: Expr) -> Expr:
+                nonlocal got
+                if not got and _uses(x, v, memo):
+                    got = True
+                return x
+
+            rebuild(e, child)
+        memo[key] = got
+    return got
+
+
+def _vec_node(e: Expr, v: Var, n: int, memo: dict) -> Expr:
+    if not _uses(e, v, memo):
         return e
     if e is v:
         return Ramp(Const(0), 1, n)
@@ -105,7 +150,7 @@ def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
             sides.append(Ramp(base, c, n) if c else Broadcast(base, n))
         return BinOp(e.op, sides[0], sides[1], "bool")
     if isinstance(e, BinOp):
-        a, b = _vec_expr(e.a, v, n), _vec_expr(e.b, v, n)
+        a, b = _vec_expr(e.a, v, n, memo), _vec_expr(e.b, v, n, memo)
         for x in (a, b):
             if lanes_of(x) > 1 and x.dtype not in VECTOR_DTYPES and not isinstance(x, BinOp):
                 raise _NotVectorizable(f"{x.dtype} vector operand")
@@ -119,7 +164,7 @@ def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
         b = b if lanes_of(b) > 1 else Broadcast(b, n)
         return BinOp(e.op, a, b, e.dtype)
     if isinstance(e, Cast):
-        a = _vec_expr(e.a, v, n)
+        a = _vec_expr(e.a, v, n, memo)
         if lanes_of(a) == 1:
             return Cast(e.dtype, a)
         if e.dtype not in MEMORY_DTYPES or a.dtype not in MEMORY_DTYPES + ("bool",):
@@ -128,24 +173,24 @@ def _vec_expr(e: Expr, v: Var, n: int) -> Expr:
     if isinstance(e, Call) and e.fn in DOT_CALLS:
         if e.dtype != "int32":
             raise _NotVectorizable(f"call {e.fn}")
-        args = tuple(_vec_expr(x, v, n) for x in e.args)
+        args = tuple(_vec_expr(x, v, n, memo) for x in e.args)
         if any(lanes_of(x) > 1 and x.dtype not in MEMORY_DTYPES for x in args):
             raise _NotVectorizable(f"call {e.fn}")
         return Call(e.fn, args, e.dtype)
     if isinstance(e, Call):
         if e.dtype not in ("float32",) or any(x.dtype not in ("float32",) for x in e.args):
             raise _NotVectorizable(f"call {e.fn}")
-        args = tuple(_vec_expr(x, v, n) for x in e.args)
+        args = tuple(_vec_expr(x, v, n, memo) for x in e.args)
         return Call(e.fn, tuple(x if lanes_of(x) > 1 else Broadcast(x, n) for x in args), e.dtype)
     if isinstance(e, Select):
-        c = _vec_expr(e.cond, v, n)
-        t, f = _vec_expr(e.t, v, n), _vec_expr(e.f, v, n)
+        c = _vec_expr(e.cond, v, n, memo)
+        t, f = _vec_expr(e.t, v, n, memo), _vec_expr(e.f, v, n, memo)
         if e.dtype not in MEMORY_DTYPES:
             raise _NotVectorizable(f"select of {e.dtype}")
         return Select(c if lanes_of(c) > 1 else Broadcast(c, n), t if lanes_of(t) > 1 else Broadcast(t, n),
                       f if lanes_of(f) > 1 else Broadcast(f, n))
     if isinstance(e, Not):
-        return Not(_vec_expr(e.a, v, n))
+        return Not(_vec_expr(e.a, v, n, memo))
     raise _NotVectorizable(f"{type(e).__name__}")
 
 
@@ -179,6 +224,8 @@ def vectorize(f: PrimFunc, lanes: int) -> PrimFunc:
         if isinstance(s, For) and s.kind == "vectorized":
             body = map_stmt(s.body, fs, lambda e: e)
             n = s.extent
+            if not isinstance(n, int):
+                return For(s.var, n, "simd", body)   # a symbolic extent: the C compiler may try
             if n == lanes:
                 try:
                     return _vec_stmt(body, s.var, n)
@@ -203,7 +250,7 @@ def vectorize(f: PrimFunc, lanes: int) -> PrimFunc:
 def remove_unit_loops(f: PrimFunc) -> PrimFunc:
     """Replace loops of extent 1 by their body with the variable set to 0; drop empty loops."""
     def fs(s: Stmt):
-        if isinstance(s, For) and s.extent <= 1:
+        if isinstance(s, For) and isinstance(s.extent, int) and s.extent <= 1:
             body = map_stmt(s.body, fs, lambda e: e)
             return subst_stmt(body, {s.var: Const(0)}) if s.extent == 1 else Seq([])
         return None

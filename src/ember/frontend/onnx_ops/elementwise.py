@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ...graph.types import is_float, is_int
+from ...ops.cast import SATURABLE
 from ..onnx import onnx_dtype
 from . import translates
 
@@ -127,15 +128,18 @@ def where(cx):
     return cx.op("where", [cx.input(0), cx.input(1), cx.input(2)])
 
 
-@translates("Cast")
+@translates("Cast", "CastLike")
 def cast(cx):
-    to = onnx_dtype(cx.attr("to"), "Cast target", cx.name, cx.op_type)
-    return cx.op("cast", [cx.input(0)], to=to)
-
-
-@translates("CastLike")
-def cast_like(cx):
-    return cx.op("cast", [cx.input(0)], to=cx.input(1).dtype)
+    if cx.op_type == "Cast":
+        to = onnx_dtype(cx.attr("to"), "Cast target", cx.name, cx.op_type)
+    else:
+        to = cx.input(1).dtype
+    attrs = {}
+    if to in SATURABLE:
+        attrs["saturate"] = bool(cx.attr("saturate", 1))
+    if to == "float8_e8m0fnu":
+        attrs["round_mode"] = cx.attr("round_mode", "up")
+    return cx.op("cast", [cx.input(0)], to=to, **attrs)
 
 
 @translates("IsInf")

@@ -1,5 +1,6 @@
 """ONNX neural-network ops: Conv, ConvTranspose, pooling, normalizations, Softmax family, Gemm,
-MatMul.  1-D convolutions and pools run as 2-D ones over a height of 1."""
+MatMul.  1-D convolutions and pools run as 2-D ones over a height of 1; 3-D ones as 2-D ones too
+(see ``conv_nd`` and ``pool_nd``)."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def conv(cx):
 def convolution(cx, x, w, op: str = "conv2d", **extra):
     """The convolution the node's attributes describe, without bias, as core op ``op`` (conv2d,
     or conv2d_int for ConvInteger and QLinearConv, with ``extra`` attributes)."""
-    dims, nsp = _spatial(cx, x)
+    dims, nsp = _spatial(cx, x, 3)
     wd = static_shape(cx, w, "weight")
     if len(wd) != len(dims):
         raise cx.fail(f"weight {w.type} must have the rank of the input {x.type}")
@@ -93,15 +94,52 @@ def convolution(cx, x, w, op: str = "conv2d", **extra):
     strides = _ints(cx, "strides", nsp, 1)
     dil = _ints(cx, "dilations", nsp, 1)
     pads = explicit_pads(cx, dims[2:], kernel, strides, dil)
-    p2, s2, d2, _ = _as_2d(nsp, dims[2:], pads, strides, dil, kernel)
+    return conv_nd(cx, x, w, strides, pads, dil, cx.attr("group", 1), op, **extra)
+
+
+def conv_nd(cx, x, w, strides, pads, dil, groups, op: str = "conv2d", **extra):
+    """A 1-, 2- or 3-D convolution (ONNX pads: begins, then ends) with the core ``op`` (``conv2d``
+    or ``conv2d_int``, taking ``extra`` attributes).  1-D runs over a height of 1.  3-D gathers, for every output depth, the input planes its KD depth
+    taps read into the channel axis (channels ordered group, tap, channel of the group) and runs
+    one 2-D convolution over a batch of N * OD with the weight reordered to match."""
+    dims, wd = static_shape(cx, x), static_shape(cx, w, "weight")
+    nsp = len(dims) - 2
     if nsp == 2:
-        p2 = (pads[0], pads[1], pads[2], pads[3])
-    x4 = x if nsp == 2 else reshape(cx, x, (dims[0], dims[1], 1, dims[2]))
-    w4 = w if nsp == 2 else reshape(cx, w, (wd[0], wd[1], 1, wd[2]))
-    y = cx.op(op, [x4, w4], strides=s2, pads=p2, dilations=d2, groups=cx.attr("group", 1), **extra)
+        return cx.op(op, [x, w], strides=tuple(strides), pads=tuple(pads), dilations=tuple(dil),
+                     groups=groups, **extra)
     if nsp == 1:
-        y = reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
-    return y
+        x4 = reshape(cx, x, (dims[0], dims[1], 1, dims[2]))
+        w4 = reshape(cx, w, (wd[0], wd[1], 1, wd[2]))
+        y = cx.op(op, [x4, w4], strides=(1, strides[0]), pads=(0, pads[0], 0, pads[1]),
+                  dilations=(1, dil[0]), groups=groups, **extra)
+        return reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
+    n, c, d, h, wi = dims
+    m, cg, kd = wd[0], wd[1], wd[2]
+    if groups < 1 or c % groups or c // groups != cg or m % groups:
+        raise cx.fail(f"weight {w.type} does not match input {x.type} with group={groups}")
+    dp = d + pads[0] + pads[3]
+    span = (kd - 1) * dil[0] + 1
+    od = (dp - span) // strides[0] + 1
+    if od <= 0:
+        raise cx.fail(f"kernel depth {kd} (dilation {dil[0]}) does not fit input {x.type} with pads {list(pads)}")
+    if pads[0] or pads[3]:
+        x = cx.op("pad", [x], pads=(0, 0, pads[0], 0, 0, 0, 0, pads[3], 0, 0), value=float(extra.get("pad_value", 0)))
+    taps = []
+    for t in range(kd):
+        z0 = t * dil[0]
+        tap = cx.op("slice", [x], starts=(0, 0, z0, 0, 0), ends=(n, c, z0 + (od - 1) * strides[0] + 1, h, wi),
+                    steps=(1, 1, strides[0], 1, 1))
+        taps.append(reshape(cx, tap, (n, 1, c, od, h, wi)))
+    xt = taps[0] if kd == 1 else cx.op("concat", taps, axis=1)                 # [n, kd, c, od, h, w]
+    xt = reshape(cx, xt, (n, kd, groups, cg, od, h, wi))
+    xt = cx.op("transpose", [xt], perm=(0, 4, 2, 1, 3, 5, 6))                  # [n, od, g, kd, cg, h, w]
+    xt = reshape(cx, xt, (n * od, groups * kd * cg, h, wi))
+    wt = cx.op("transpose", [w], perm=(0, 2, 1, 3, 4))                         # [m, kd, cg, kh, kw]
+    wt = reshape(cx, wt, (m, kd * cg, wd[3], wd[4]))
+    y = cx.op(op, [xt, wt], strides=tuple(strides[1:]), pads=(pads[1], pads[2], pads[4], pads[5]),
+              dilations=tuple(dil[1:]), groups=groups, **extra)                        # [n * od, m, oh, ow]
+    y = reshape(cx, y, (n, od, m, y.shape[2], y.shape[3]))
+    return cx.op("transpose", [y], perm=(0, 2, 1, 3, 4))
 
 
 @translates("ConvTranspose")
@@ -109,7 +147,7 @@ def conv_transpose(cx):
     # a convolution (stride 1, flipped and transposed weight) over the input with s-1 zeros
     # inserted between elements and (k_eff - 1 - pad) zeros around it
     x, w, bias = cx.input(0), cx.input(1), cx.input(2, required=False)
-    dims, nsp = _spatial(cx, x)
+    dims, nsp = _spatial(cx, x, 3)
     wd = static_shape(cx, w, "weight")
     g = cx.attr("group", 1)
     if len(wd) != len(dims) or wd[0] != dims[1] or dims[1] % g:
@@ -142,36 +180,26 @@ def conv_transpose(cx):
         pads = _ints(cx, "pads", 2 * nsp, 0)
     else:
         raise cx.fail(f"unknown auto_pad {auto!r}")
-    # lift 1-D to 2-D
-    if nsp == 1:
-        x = reshape(cx, x, (dims[0], dims[1], 1, dims[2]))
-        w = reshape(cx, w, (wd[0], wd[1], 1, wd[2]))
-        in_sp, kernel, strides, dil, eff, outpad = [1] + in_sp, [1] + kernel, [1] + strides, [1] + dil, \
-            [1] + eff, [0] + outpad
-        pads = [0, pads[0], 0, pads[1]]
-        wd = (wd[0], wd[1], 1, wd[2])
     n, c = dims[0], dims[1]
-    h, wi = in_sp
-    sh, sw = strides
-    if sh > 1 or sw > 1:
-        t = reshape(cx, x, (n, c, h, 1, wi, 1))
-        t = cx.op("pad", [t], pads=(0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1))
-        x = reshape(cx, t, (n, c, h * sh, wi * sw))
-        crop = [sh - 1, sw - 1]
-    else:
-        crop = [0, 0]
+    crop = [0] * nsp
+    if any(s > 1 for s in strides):
+        # zeros between elements: [.., i, 1, ..] padded to [.., i, s, ..] and merged
+        t = reshape(cx, x, (n, c) + tuple(v for i in in_sp for v in (i, 1)))
+        ends = [0, 0] + [v for s in strides for v in (0, s - 1)]
+        t = cx.op("pad", [t], pads=tuple([0] * len(ends) + ends))
+        x = reshape(cx, t, (n, c) + tuple(i * s for i, s in zip(in_sp, strides)))
+        crop = [s - 1 for s in strides]
     pb = [e - 1 - pads[k] for k, e in enumerate(eff)]
-    pe = [e - 1 - pads[k + 2] + outpad[k] - crop[k] for k, e in enumerate(eff)]
-    x = cx.op("pad", [x], pads=(0, 0, pb[0], pb[1], 0, 0, pe[0], pe[1]))
-    cin, mg, kh, kw = wd
+    pe = [e - 1 - pads[k + nsp] + outpad[k] - crop[k] for k, e in enumerate(eff)]
+    x = cx.op("pad", [x], pads=tuple([0, 0] + pb + [0, 0] + pe))
+    cin, mg = wd[0], wd[1]
     m = mg * g
-    wt = reshape(cx, w, (g, cin // g, mg, kh, kw))
-    wt = cx.op("transpose", [wt], perm=(0, 2, 1, 3, 4))
-    wt = reshape(cx, wt, (m, cin // g, kh, kw))
-    wt = cx.op("slice", [wt], starts=(0, 0, kh - 1, kw - 1), ends=(m, cin // g, -1, -1), steps=(1, 1, -1, -1))
-    y = cx.op("conv2d", [x, wt], strides=(1, 1), pads=(0, 0, 0, 0), dilations=tuple(dil), groups=g)
-    if nsp == 1:
-        y = reshape(cx, y, (y.shape[0], y.shape[1], y.shape[3]))
+    wt = reshape(cx, w, (g, cin // g, mg) + tuple(kernel))
+    wt = cx.op("transpose", [wt], perm=(0, 2, 1) + tuple(range(3, 3 + nsp)))
+    wt = reshape(cx, wt, (m, cin // g) + tuple(kernel))
+    wt = cx.op("slice", [wt], starts=(0, 0) + tuple(k - 1 for k in kernel), ends=(m, cin // g) + (-1,) * nsp,
+               steps=(1, 1) + (-1,) * nsp)
+    y = conv_nd(cx, x, wt, [1] * nsp, [0] * (2 * nsp), dil, g)
     return _add_bias(cx, y, bias, nsp)
 
 
@@ -450,10 +478,10 @@ def lrn(cx):
 def _coerced_2d(cx, fn):
     """Before opset 13, Softmax-like ops work on the input flattened to 2-D at ``axis``."""
     x = cx.input(0)
-    dims = static_shape(cx, x)
-    r = len(dims)
+    r = x.type.rank
     if cx.opset >= 13:
         return fn(x, norm_axis(cx, cx.attr("axis", -1), r))
+    dims = static_shape(cx, x)
     axis = cx.attr("axis", 1)
     if not -r <= axis <= r:
         raise cx.fail(f"axis {axis} is out of range for rank {r}")

@@ -1,14 +1,20 @@
 """ONNX quantization ops (QDQ and QOperator forms) as core ops: DequantizeLinear, QuantizeLinear,
-DynamicQuantizeLinear onto ``dequantize`` / ``quantize`` (other element types decomposed into
-casts and float arithmetic), MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv onto the
-8-bit products ``matmul_int`` / ``conv2d_int`` with their zero points' corrections and
-``requantize`` (see ``ember.ops.quant``)."""
+DynamicQuantizeLinear onto ``dequantize`` / ``quantize``, MatMulInteger, ConvInteger,
+QLinearMatMul, QLinearConv onto the 8-bit products ``matmul_int`` / ``conv2d_int`` with their zero
+points' corrections and ``requantize`` (see ``ember.ops.quant``).
+
+QuantizeLinear and DequantizeLinear follow ONNX's reference: the quantized side may be any of
+the 8/16-bit integers, int4/uint4/int2/uint2 (saturated to their range) or float8/float4 (a
+``cast``, saturating or not); the float side computes in float32 unless a wider type or the
+``precision`` attribute asks for more.  Per-tensor, per-axis and blocked parameters; the common
+float32 / 8-bit per-tensor and per-axis cases map onto the core ops directly, the rest is
+decomposed into casts and float arithmetic."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...graph.types import is_float
+from ...graph.types import NARROW_FLOAT_DTYPES, is_float, np_dtype
 from ...ops.quant import QUANT_RANGES
 from ..onnx import onnx_dtype
 from . import translates
@@ -16,7 +22,7 @@ from .nn import convolution, matmul_values
 from .tensor import norm_axis, reshape
 
 _RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "uint16": (0, 65535),
-           "int32": (-2**31, 2**31 - 1)}
+           "int32": (-2**31, 2**31 - 1), "int4": (-8, 7), "uint4": (0, 15), "int2": (-2, 1), "uint2": (0, 3)}
 
 
 def _along(cx, v, axis: int, rank: int, block: int = 0, n: int = 0):
@@ -43,23 +49,44 @@ def _axis(cx, rank: int, scale) -> int:
     return norm_axis(cx, cx.attr("axis", 1), rank)
 
 
+def _to(cx, v, dtype):
+    return v if v.dtype == dtype else cx.op("cast", [v], to=dtype)
+
+
+def _dtype_attr(cx, name: str) -> str | None:
+    code = cx.attr(name, 0)
+    return onnx_dtype(code, name, cx.name, cx.op_type) if code else None
+
+
 @translates("DequantizeLinear")
 def dequantize_linear(cx):
     x, scale, zp = cx.input(0), cx.input(1), cx.input(2, required=False)
     rank = x.type.rank
     axis = _axis(cx, rank, scale)
     blk = (cx.attr("block_size", 0), x.shape[axis] if rank else 0)
-    if not blk[0] and scale.dtype == "float32" and x.dtype in DEQUANTIZABLE and (zp is None or zp.dtype == x.dtype):
+    out = _dtype_attr(cx, "output_dtype") or scale.dtype
+    if (not blk[0] and scale.dtype == "float32" and out == "float32" and x.dtype in DEQUANTIZABLE
+            and (zp is None or zp.dtype == x.dtype)):
         return core_dequantize(cx, x, _along(cx, scale, axis, rank),
                                _along(cx, zp, axis, rank) if zp is not None else cx.scalar(0, x.dtype))
-    xf = cx.op("cast", [x], to=scale.dtype)
-    if zp is not None:
-        xf = cx.op("sub", [xf, _along(cx, cx.op("cast", [zp], to=scale.dtype), axis, rank, *blk)])
-    return cx.op("mul", [xf, _along(cx, scale, axis, rank, *blk)])
+    # (x - zero point) * scale in float32 (float64 for a float64 scale), then the output type;
+    # the zero point of float8 and float4 data is zero by definition and is not read
+    ft = "float64" if scale.dtype == "float64" else "float32"
+    xf = _to(cx, x, ft)
+    if zp is not None and x.dtype not in NARROW_FLOAT_DTYPES:
+        xf = cx.op("sub", [xf, _along(cx, _to(cx, zp, ft), axis, rank, *blk)])
+    return _to(cx, cx.op("mul", [xf, _along(cx, _to(cx, scale, ft), axis, rank, *blk)]), out)
 
 
 def quantize(cx, xf, qdtype: str, zp=None):
     """saturate(round_half_even(xf) + zp) as ``qdtype``; ``xf`` is already divided by the scale."""
+    if qdtype in NARROW_FLOAT_DTYPES and qdtype != "float8_e8m0fnu":
+        # float8: a cast, saturating unless asked not to (the zero point is not added);
+        # float4 always saturates, and adds its zero point
+        if qdtype == "float4_e2m1fn" and zp is not None:
+            xf = cx.op("add", [xf, _to(cx, zp, xf.dtype)])
+        sat = bool(cx.attr("saturate", 1)) and qdtype != "float4_e2m1fn"
+        return cx.op("cast", [xf], to=qdtype, saturate=sat)
     if qdtype not in _RANGES:
         raise cx.unsupported(f"quantization to {qdtype}")
     q = cx.op("round", [xf])
@@ -75,21 +102,32 @@ def quantize_linear(cx):
     rank = x.type.rank
     axis = _axis(cx, rank, scale)
     blk = (cx.attr("block_size", 0), x.shape[axis] if rank else 0)
+    out = _dtype_attr(cx, "output_dtype")
     if zp is not None:
+        if out is not None and out != zp.dtype:
+            raise cx.fail(f"output_dtype {out} differs from the zero point's type {zp.dtype}")
         qdtype = zp.dtype
-    elif cx.has_attr("output_dtype") and cx.attr("output_dtype"):
-        qdtype = onnx_dtype(cx.attr("output_dtype"), "output_dtype", cx.name, cx.op_type)
     else:
-        qdtype = "uint8"
-    if not blk[0] and x.dtype == "float32" and scale.dtype == "float32" and qdtype in QUANT_RANGES:
+        qdtype = out or "uint8"
+    ft = _division_dtype(cx, x, scale)
+    if not blk[0] and ft == "float32" and x.dtype == "float32" and scale.dtype == "float32" and qdtype in QUANT_RANGES:
         return cx.op("quantize", [x, _along(cx, scale, axis, rank),
                                   _along(cx, zp, axis, rank) if zp is not None else cx.scalar(0, qdtype)])
-    if not is_float(x.dtype):
-        x = cx.op("cast", [x], to=scale.dtype)
-    if scale.dtype != x.dtype:
-        scale = cx.op("cast", [scale], to=x.dtype)
-    xf = cx.op("div", [x, _along(cx, scale, axis, rank, *blk)])
+    xf = cx.op("div", [_to(cx, x, ft), _along(cx, _to(cx, scale, ft), axis, rank, *blk)])
     return quantize(cx, xf, qdtype, None if zp is None else _along(cx, zp, axis, rank, *blk))
+
+
+def _division_dtype(cx, x, scale) -> str:
+    """The type x / scale is computed in: the ``precision`` attribute, else numpy's promotion of
+    the two types (as ONNX's reference), float32 when that is not a float type."""
+    p = _dtype_attr(cx, "precision")
+    if p is not None:
+        return p
+    try:
+        dt = str(np.result_type(np_dtype(x.dtype), np_dtype(scale.dtype)))
+    except TypeError:
+        return "float32"
+    return dt if is_float(dt) else "float32"
 
 
 @translates("DynamicQuantizeLinear")

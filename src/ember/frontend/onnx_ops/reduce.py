@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...graph.types import is_float
+from ...graph.types import is_float, np_dtype
 from . import translates
 from .tensor import gather_elements_values, norm_axes, norm_axis, prod, reshape, static_shape
 
@@ -38,11 +38,10 @@ def _mean(cx, x, axes, keepdims):
             "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
 def reduce(cx):
     x = cx.input(0)
-    static_shape(cx, x)
     axes = reduce_axes(cx, x)
     kd = cx.attr("keepdims", 1)
     t = cx.op_type
-    if any(x.shape[a] == 0 for a in axes) and t in ("ReduceMax", "ReduceMin", "ReduceLogSumExp"):
+    if any(isinstance(x.shape[a], int) and x.shape[a] == 0 for a in axes) and t in ("ReduceMax", "ReduceMin", "ReduceLogSumExp"):
         return _empty_reduction(cx, x, axes, kd)
     if t == "ReduceMean":
         return _mean(cx, x, axes, kd)
@@ -76,11 +75,11 @@ def reduce(cx):
 def _empty_reduction(cx, x, axes, keepdims):
     """Max, min and log-sum-exp over nothing give the identity of the combiner."""
     shape = [1 if k in axes else d for k, d in enumerate(x.shape) if keepdims or k not in axes]
-    dt = np.dtype(x.dtype if x.dtype != "bfloat16" else "float32")
+    dt = np_dtype(x.dtype)
     is_max = cx.op_type != "ReduceMin"
     if dt == np.bool_:
         val = not is_max
-    elif dt.kind == "f":
+    elif is_float(x.dtype):
         val = -np.inf if is_max else np.inf
     else:
         info = np.iinfo(dt)

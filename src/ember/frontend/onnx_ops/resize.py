@@ -19,25 +19,29 @@ _COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "ali
                 "tf_crop_and_resize")
 
 
-def source_coords(mode: str, out_n: int, in_n: int, scale: float, roi: tuple[float, float]) -> np.ndarray:
+def source_coords(mode: str, out_n: int, in_n: int, scale: float, roi: tuple[float, float],
+                  length: float | None = None) -> np.ndarray:
     """Source coordinate of each output index along one axis, as the ONNX spec writes
-    coordinate_transformation_mode (``out_n`` is the integral output length)."""
+    coordinate_transformation_mode.  ``out_n`` is the integral output length; ``length`` the
+    spec's ``length_resized = scale * length_original``, fractional when the output length comes
+    from a scale (default ``out_n``)."""
     y = np.arange(out_n, dtype=np.float64)
+    n = float(out_n if length is None else length)
     if mode == "half_pixel":
         return (y + 0.5) / scale - 0.5
     if mode == "half_pixel_symmetric":
         offset = in_n / 2 * (1 - out_n / (scale * in_n))
         return offset + (y + 0.5) / scale - 0.5
     if mode == "pytorch_half_pixel":
-        return (y + 0.5) / scale - 0.5 if out_n > 1 else np.zeros(out_n)
+        return (y + 0.5) / scale - 0.5 if n > 1 else np.zeros(out_n)
     if mode == "align_corners":
-        return y * (in_n - 1) / (out_n - 1) if out_n > 1 else np.zeros(out_n)
+        return y * (in_n - 1) / (n - 1) if n > 1 else np.zeros(out_n)
     if mode == "asymmetric":
         return y / scale
     # tf_crop_and_resize
     lo, hi = roi
-    if out_n > 1:
-        return lo * (in_n - 1) + y * (hi - lo) * (in_n - 1) / (out_n - 1)
+    if n > 1:
+        return lo * (in_n - 1) + y * (hi - lo) * (in_n - 1) / (n - 1)
     return np.full(out_n, 0.5 * (lo + hi) * (in_n - 1))
 
 
@@ -101,7 +105,8 @@ def _resize(cx, x, sizes, scales, roi, mode, coord, nearest_mode, cubic_a, exclu
             continue
         if in_n == 0 or out_n == 0:
             raise cx.fail(f"cannot resize axis {ax} from {in_n} to {out_n}")
-        src = source_coords(coord, out_n, in_n, scale, (lo, hi))
+        length = in_n * scale                   # the spec's length_resized: fractional from a scale
+        src = source_coords(coord, out_n, in_n, scale, (lo, hi), out_n if math.isclose(length, out_n) else length)
         shp = [1] * r
         shp[ax] = out_n
         if mode == "nearest":

@@ -8,7 +8,8 @@ import math
 import numpy as np
 
 from ...errors import ShapeError
-from ...graph.types import broadcast_shapes, is_int
+from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
+from ...symbolic import Sym, compare, exact_div, product
 from ..onnx import onnx_dtype
 from . import translates
 
@@ -41,7 +42,7 @@ def prod(xs) -> int:
 
 
 def reshape(cx, v, shape):
-    return cx.op("reshape", [v], shape=tuple(int(d) for d in shape))
+    return cx.op("reshape", [v], shape=tuple(d if isinstance(d, Sym) else int(d) for d in shape))
 
 
 # ---- aliases and constants ------------------------------------------------------------------
@@ -90,23 +91,23 @@ def constant(cx):
 @translates("Shape")
 def shape(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     r = len(dims)
     start, end = cx.attr("start", 0), cx.attr("end", r)
     start = min(max(start + r if start < 0 else start, 0), r)
     end = min(max(end + r if end < 0 else end, 0), r)
-    return cx.const(np.array(dims[start:end], dtype=np.int64))
+    return cx.sym_value(np.array(dims[start:end] or [], dtype=object).reshape(-1))
 
 
 @translates("Size")
 def size(cx):
-    return cx.const(np.array(prod(static_shape(cx, cx.input(0))), dtype=np.int64))
+    return cx.sym_value(np.array(product(cx.input(0).shape), dtype=object))
 
 
 @translates("ConstantOfShape")
 def constant_of_shape(cx):
-    dims = cx.ints_input(0, "shape", required=True)
-    if any(d < 0 for d in dims):
+    dims = cx.dims_input(0, "shape", required=True)
+    if any(isinstance(d, int) and d < 0 for d in dims):
         raise cx.fail(f"shape {dims} has a negative dimension")
     if cx.has_attr("value"):
         val = np.asarray(cx.attr("value"))
@@ -115,11 +116,16 @@ def constant_of_shape(cx):
         dtype = onnx_dtype(cx.node.attribute[0].t.data_type, "value", cx.name, cx.op_type)
     else:
         val, dtype = np.zeros((), np.float32), "float32"
+    if any(isinstance(d, Sym) for d in dims):
+        # a symbolic shape: the value broadcast at run time
+        return cx.op("broadcast_to", [cx.const(val.reshape(()), dtype)], shape=tuple(dims))
     return cx.const(np.full(dims, val.reshape(()), dtype=val.dtype), dtype)
 
 
 @translates("Range")
 def range_(cx):
+    if any(cx.is_symbolic(cx.input(k)) for k in range(3)):
+        return _symbolic_range(cx)
     start = cx.const_input(0, "start", required=True)
     limit = cx.const_input(1, "limit", required=True)
     delta = cx.const_input(2, "delta", required=True)
@@ -136,12 +142,33 @@ def range_(cx):
     return cx.const(vals.reshape(n), ir_dtype)
 
 
+def _symbolic_range(cx):
+    """Range over a length known at run time: the core arange op."""
+    dtype = cx.input(0).dtype
+    if not is_int(dtype):
+        raise cx.fail(f"a Range of dtype {dtype} whose bounds depend on symbolic dimensions")
+    start, limit, delta = (cx.dims_input(k, what, required=True) for k, what in
+                           ((0, "start"), (1, "limit"), (2, "delta")))
+    for what, v in (("start", start), ("limit", limit), ("delta", delta)):
+        if len(v) != 1:
+            raise cx.fail(f"{what} must be a scalar, got {len(v)} values")
+    start, limit, delta = start[0], limit[0], delta[0]
+    if not isinstance(delta, int) or delta <= 0:
+        raise cx.fail(f"a Range over a symbolic length needs a positive constant delta, got {delta}")
+    n = (limit - start + delta - 1) // delta
+    if isinstance(n, Sym) and compare(n, ">=", 0) is not True:
+        raise cx.fail(f"the length {n} of the range from {start} to {limit} may be negative")
+    return cx.op("arange", [], length=max(n, 0) if isinstance(n, int) else n, start=start, delta=delta, dtype=dtype)
+
+
 # ---- reshaping ----------------------------------------------------------------------------
 
 @translates("Reshape")
 def reshape_(cx):
     x = cx.input(0)
-    target = cx.attr("shape") if cx.opset < 5 else cx.ints_input(1, "shape", required=True)
+    target = cx.attr("shape") if cx.opset < 5 else cx.dims_input(1, "shape", required=True)
+    if not x.type.is_static or any(isinstance(d, Sym) for d in target):
+        return _symbolic_reshape(cx, x, target)
     dims = static_shape(cx, x)
     allowzero = cx.attr("allowzero", 0)
     out = []
@@ -167,17 +194,48 @@ def reshape_(cx):
     return reshape(cx, x, out)
 
 
+def _symbolic_reshape(cx, x, target):
+    """Reshape where the input's shape or the target holds symbolic dimensions."""
+    dims = tuple(x.shape)
+    allowzero = cx.attr("allowzero", 0)
+    out = []
+    for k, d in enumerate(target):
+        if isinstance(d, int) and d == 0 and not allowzero:
+            if k >= len(dims):
+                raise cx.fail(f"shape {target} copies dimension {k} (0), but the input {x.type} has rank {len(dims)}")
+            out.append(dims[k])
+        else:
+            out.append(d)
+    if sum(1 for d in out if isinstance(d, int) and d == -1) > 1:
+        raise cx.fail(f"shape {[str(d) for d in target]} has more than one -1")
+    if any(isinstance(d, int) and d < -1 for d in out):
+        raise cx.fail(f"shape {[str(d) for d in target]} has a negative dimension")
+    total = product(dims)
+    holes = [k for k, d in enumerate(out) if isinstance(d, int) and d == -1]
+    if holes:
+        known = product(d for d in out if not (isinstance(d, int) and d == -1))
+        q = exact_div(total, known)
+        if q is None:
+            raise cx.fail(f"cannot reshape {x.type} to {[str(d) for d in target]}: {total} elements are not "
+                          f"a whole multiple of {known} for every value of the symbols")
+        out[holes[0]] = q
+    if product(out) != total:
+        raise cx.fail(f"cannot reshape {x.type} ({total} elements) to {[str(d) for d in out]} "
+                      f"({product(out)} elements)")
+    return reshape(cx, x, out)
+
+
 @translates("Flatten")
 def flatten(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     r = len(dims)
     axis = cx.attr("axis", 1)
     if not -r <= axis <= r:
         raise cx.fail(f"axis {axis} is out of range for rank {r}")
     if axis < 0:
         axis += r
-    return reshape(cx, x, (prod(dims[:axis]), prod(dims[axis:])))
+    return reshape(cx, x, (product(dims[:axis]), product(dims[axis:])))
 
 
 def _axes_arg(cx, what="axes"):
@@ -190,7 +248,7 @@ def _axes_arg(cx, what="axes"):
 @translates("Squeeze")
 def squeeze(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     axes = _axes_arg(cx)
     if axes is None:
         keep = [d for d in dims if d != 1]
@@ -206,7 +264,7 @@ def squeeze(cx):
 @translates("Unsqueeze")
 def unsqueeze(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     axes = _axes_arg(cx)
     if axes is None:
         raise cx.fail("needs axes")
@@ -314,14 +372,14 @@ def split(cx):
 @translates("Slice")
 def slice_(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     r = len(dims)
     if cx.opset < 10:
         starts, ends = cx.attr("starts"), cx.attr("ends")
         axes, steps = cx.attr("axes", None), None
     else:
-        starts = cx.ints_input(1, "starts", required=True)
-        ends = cx.ints_input(2, "ends", required=True)
+        starts = cx.dims_input(1, "starts", required=True)
+        ends = cx.dims_input(2, "ends", required=True)
         axes = cx.ints_input(3, "axes")
         steps = cx.ints_input(4, "steps")
     if axes is None:
@@ -336,6 +394,9 @@ def slice_(cx):
         d = dims[a]
         if p == 0:
             raise cx.fail(f"step 0 on axis {a}")
+        if any(isinstance(v, Sym) for v in (s, e, d)):
+            st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d)
+            continue
         s = s + d if s < 0 else s
         e = e + d if e < 0 else e
         if p > 0:
@@ -346,6 +407,40 @@ def slice_(cx):
                 s, e = 0, 0
         st[a], en[a], sp[a] = s, e, p
     return cx.op("slice", [x], starts=tuple(st), ends=tuple(en), steps=tuple(sp))
+
+
+def _symbolic_slice_range(cx, axis, s, e, p, d):
+    """(start, end, step) of a slice along an axis where the start, the end or the size is
+    symbolic; the clamping ONNX defines must be decided at compile time (bounds help)."""
+    if p != 1:
+        raise cx.fail(f"a slice with step {p} along axis {axis}, whose bounds or size are symbolic")
+    big = 1 << 62
+
+    def resolve(v, what):
+        if isinstance(v, int) and v >= big // 2:
+            return d                        # "to the end" (INT64_MAX and the like)
+        if isinstance(v, int) and v < 0:
+            v = d + v                       # counts from the end: v + d >= 0 must hold
+            if isinstance(v, int):
+                return max(v, 0)
+        nonneg = compare(v, ">=", 0)
+        if nonneg is None:
+            raise cx.fail(f"the {what} {v} of the slice along axis {axis} may be negative")
+        if not nonneg:
+            return 0
+        if isinstance(d, int):
+            return v if cx.assume_at_most(v, d, f"the {what} of the slice along axis {axis}") else d
+        within = compare(v, "<=", d, cx._tr.bounds)
+        if within is None:
+            raise cx.fail(f"whether the {what} {v} of the slice along axis {axis} is within its size {d} "
+                          "is only known at run time")
+        return v if within else d
+
+    s2, e2 = resolve(s, "start"), resolve(e, "end")
+    if compare(e2, ">=", s2, cx._tr.bounds) is not True:
+        raise cx.fail(f"the slice from {s2} to {e2} along axis {axis} may be empty or reversed; "
+                      "that is only known at run time")
+    return s2, e2, 1
 
 
 @translates("Pad")
@@ -376,16 +471,17 @@ def pad(cx):
         raise cx.fail(f"needs {2 * r} pads for {x.type}, got {len(pads)}")
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise cx.fail(f"unknown mode {mode!r}")
-    value = np.array(value).astype(x.dtype if x.dtype != "bfloat16" else "float32").item()
+    cv = np.array(value).astype(np_dtype(x.dtype))
+    value = bool(cv) if x.dtype == "bool" else int(cv) if is_int(x.dtype) or x.dtype in NARROW_INT_DTYPES else float(cv)
     return cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
 
 
 @translates("Expand")
 def expand(cx):
     x = cx.input(0)
-    target = cx.ints_input(1, "shape", required=True)
+    target = cx.dims_input(1, "shape", required=True)
     try:
-        out = broadcast_shapes(static_shape(cx, x), tuple(target))
+        out = broadcast_shapes(tuple(x.shape), tuple(target))
     except ShapeError:
         raise cx.fail(f"cannot expand {x.type} to {target}") from None
     return cx.op("broadcast_to", [x], shape=out)
@@ -422,13 +518,19 @@ def gather_elements(cx):
     return gather_elements_values(cx, x, idx, norm_axis(cx, cx.attr("axis", 0), x.type.rank))
 
 
-def gather_elements_values(cx, x, idx, ax: int):
-    dims, idims = static_shape(cx, x), static_shape(cx, idx, "indices")
-    r = len(dims)
-    if len(idims) != r:
+def _check_gather_elements_operands(cx, x, idx) -> None:
+    if idx.type.rank != x.type.rank:
         raise cx.fail(f"indices {idx.type} must have the rank of data {x.type}")
     if not is_int(idx.dtype):
         raise cx.fail(f"indices must be integers, got {idx.type}")
+
+
+def gather_elements_values(cx, x, idx, ax: int):
+    if not (x.type.is_static and idx.type.is_static):
+        return _symbolic_gather_elements(cx, x, idx, ax)
+    dims, idims = static_shape(cx, x), static_shape(cx, idx, "indices")
+    r = len(dims)
+    _check_gather_elements_operands(cx, x, idx)
     for k in range(r):
         if k != ax and idims[k] > dims[k]:
             raise cx.fail(f"indices {idx.type} exceed data {x.type} on axis {k}")
@@ -444,6 +546,42 @@ def gather_elements_values(cx, x, idx, ax: int):
                           cx.op("add", [i64, cx.scalar(dims[ax], "int64")]), i64])
     lin = cx.op("add", [cx.op("mul", [i64, cx.scalar(strides[ax], "int64")]), cx.const(base)])
     return cx.op("gather", [reshape(cx, x, (prod(dims),)), lin], axis=0)
+
+
+def _symbolic_gather_elements(cx, x, idx, ax: int):
+    """GatherElements with symbolic shapes: linear indices into the flattened data, the
+    offsets of the other axes as broadcast sequences (``arange`` when their length is symbolic)."""
+    dims, idims = tuple(x.shape), tuple(idx.shape)
+    r = len(dims)
+    _check_gather_elements_operands(cx, x, idx)
+    for k in range(r):
+        if k != ax and idims[k] != dims[k] and not (isinstance(idims[k], int) and isinstance(dims[k], int)
+                                                     and idims[k] <= dims[k]):
+            raise cx.fail(f"indices {idx.type} must match data {x.type} on axis {k}")
+    strides = [product(dims[k + 1:]) for k in range(r)]
+    i64 = idx if idx.dtype == "int64" else cx.op("cast", [idx], to="int64")
+    i64 = cx.op("where", [cx.op("less", [i64, cx.scalar(0, "int64")]),
+                          cx.op("add", [i64, _dim_tensor(cx, dims[ax])]), i64])
+    lin = cx.op("mul", [i64, _dim_tensor(cx, strides[ax])])
+    for k in range(r):
+        if k == ax or (isinstance(idims[k], int) and idims[k] == 1):
+            continue
+        shp = [1] * r
+        shp[k] = idims[k]
+        if isinstance(idims[k], int) and isinstance(strides[k], int):
+            off = cx.const((np.arange(idims[k], dtype=np.int64) * strides[k]).reshape(shp))
+        else:
+            seq = cx.op("arange", [], length=idims[k], start=0, delta=1, dtype="int64")
+            off = reshape(cx, cx.op("mul", [seq, _dim_tensor(cx, strides[k])]), shp)
+        lin = cx.op("add", [lin, off])
+    return cx.op("gather", [reshape(cx, x, (product(dims),)), lin], axis=0)
+
+
+def _dim_tensor(cx, d):
+    """A dimension as a scalar int64 tensor: a constant, or computed at run time."""
+    if isinstance(d, int):
+        return cx.scalar(d, "int64")
+    return reshape(cx, cx.op("arange", [], length=1, start=d, delta=0, dtype="int64"), ())
 
 
 @translates("OneHot")

@@ -11,6 +11,19 @@
  *                                                    0 on success; on failure call ember_set_error
  *                                                    (optional) and return nonzero
  *
+ * A model with symbolic dimensions also defines (the runtime has defaults for the others):
+ *
+ *   int ember_model_symbols(const char* const** names, const int64_t** bounds);
+ *                                                    the number of symbols, their names and largest
+ *                                                    values (what the arena is sized for)
+ *   int ember_model_shapes(const int64_t* const* in_shapes, int64_t* syms, int64_t* const* out_shapes);
+ *                                                    binds syms from the input shapes, checks them
+ *                                                    and the bounds (0, or -1 after ember_set_error)
+ *                                                    and, unless out_shapes is NULL, writes the
+ *                                                    output shapes
+ *   int ember_model_entry_dynamic(unsigned char* arena, void* const* inputs, void* const* outputs,
+ *                                 const int64_t* syms);   the entry, given the symbols' values
+ *
  * and, when it has constants, declare the blobs the toolchain assembles from raw bytes
  * (each one 64-byte aligned, read-only, hidden):
  *
@@ -22,11 +35,13 @@
  *    "outputs": [...same...],
  *    "arena_bytes": N, "constants_bytes": N, "kernels": N}
  * with numpy dtype names; the runtime parses "inputs" and "outputs" from it (both in C and in
- * Python), so no other table is needed.
+ * Python), so no other table is needed.  A symbolic dimension is a string holding its expression
+ * ("seq", "768*seq") and the model adds "symbols": [{"name": "seq", "bound": 512}, ...].
  *
  * Guarantees the runtime gives to the entry:
  *   - arena is 64-byte aligned, ember_model_arena_bytes long, zeroed once when the model instance
  *     is created and otherwise left as the previous run left it; one run at a time per arena;
+ *   - syms holds the symbols' values for this run, each within its bound;
  *   - inputs[i] / outputs[i] are dense row-major buffers of the metadata's dtypes and shapes, in
  *     model order; they are only aligned to their element size (use unaligned vector loads and
  *     stores on them); inputs must not be written; outputs do not alias inputs or the arena;
@@ -54,6 +69,10 @@ extern "C" {
 EMBER_HIDDEN extern const char ember_model_metadata[];
 EMBER_HIDDEN extern const unsigned long long ember_model_arena_bytes;
 EMBER_HIDDEN int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs);
+EMBER_HIDDEN int ember_model_symbols(const char* const** names, const int64_t** bounds);
+EMBER_HIDDEN int ember_model_shapes(const int64_t* const* in_shapes, int64_t* syms, int64_t* const* out_shapes);
+EMBER_HIDDEN int ember_model_entry_dynamic(unsigned char* arena, void* const* inputs, void* const* outputs,
+                                           const int64_t* syms);
 
 /* The default constants blob (defined by the toolchain when codegen passes a blob of this name). */
 EMBER_HIDDEN extern const unsigned char ember_constants[];

@@ -13,6 +13,14 @@
  *
  * Instances are independent: run different instances from different threads at once if you
  * like (they share the library's thread pool); one instance runs one call at a time.
+ *
+ * A model with symbolic dimensions (ember_num_symbols() > 0; the shapes of ember_input_info
+ * hold -1 there) runs any input shapes whose symbols stay within their bounds:
+ *
+ *   const int64_t* shapes[] = { ids_shape, mask_shape };     one array of ndim dims per input
+ *   int64_t out_shape[3];
+ *   ember_output_shape(shapes, 0, out_shape);                 size the outputs
+ *   ember_model_run_dynamic(m, shapes, in, out);
  */
 #ifndef EMBER_RUNTIME_H
 #define EMBER_RUNTIME_H
@@ -36,9 +44,9 @@ typedef struct ember_tensor_info {
     const char* name;
     const char* dtype;        /* numpy name: "float32", "int64", "bool", ... */
     int ndim;
-    const int64_t* shape;     /* ndim entries */
-    int64_t num_elements;
-    int64_t nbytes;
+    const int64_t* shape;     /* ndim entries; -1 for a symbolic dimension */
+    int64_t num_elements;     /* -1 when the shape has a symbolic dimension */
+    int64_t nbytes;           /* -1 likewise */
     int elem_bytes;
 } ember_tensor_info;
 
@@ -57,6 +65,18 @@ EMBER_API const ember_tensor_info* ember_output_info(int i);
 EMBER_API ember_model* ember_model_create(void);        /* NULL on failure (see ember_last_error) */
 EMBER_API int ember_model_run(ember_model* model, void* const* inputs, void* const* outputs);
 EMBER_API void ember_model_destroy(ember_model* model); /* NULL is allowed */
+
+/* Symbolic dimensions: their number, names and largest values (0 symbols: a static model). */
+EMBER_API int ember_num_symbols(void);
+EMBER_API const char* ember_symbol_name(int i);          /* NULL if i is out of range */
+EMBER_API int64_t ember_symbol_bound(int i);             /* -1 if i is out of range */
+/* The shape of output i (ember_output_info(i)->ndim entries) for inputs of the given shapes;
+ * 0, or -1 when the shapes do not fit the model (see ember_last_error). */
+EMBER_API int ember_output_shape(const int64_t* const* input_shapes, int i, int64_t* shape);
+/* ember_model_run for inputs of the given shapes (needed when the model has symbols); the
+ * outputs must have the shapes ember_output_shape gives. */
+EMBER_API int ember_model_run_dynamic(ember_model* model, const int64_t* const* input_shapes,
+                                      void* const* inputs, void* const* outputs);
 
 /* The message of the last failure on the calling thread ("" if none). */
 EMBER_API const char* ember_last_error(void);

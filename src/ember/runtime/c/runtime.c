@@ -4,8 +4,11 @@
  * ember_model_entry (see ember_kernel.h); this file turns them into the public API of
  * ember_runtime.h.  The "inputs" and "outputs" of the metadata are parsed here once, with a
  * small JSON reader, so C users get names, dtypes and shapes without a JSON library.
+ * A symbolic dimension (a string in the metadata) reads as -1; the generated
+ * ember_model_shapes binds the symbols of each run.
  */
 #define _GNU_SOURCE
+#include <sys/mman.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -37,6 +40,8 @@ static const struct { const char* name; int bytes; } DTYPES[] = {
     {"int8", 1},    {"int16", 2},   {"int32", 4},    {"int64", 8},
     {"uint8", 1},   {"uint16", 2},  {"uint32", 4},   {"uint64", 8},
     {"bool", 1},
+    {"float8_e4m3fn", 1}, {"float8_e4m3fnuz", 1}, {"float8_e5m2", 1}, {"float8_e5m2fnuz", 1},
+    {"float8_e8m0fnu", 1}, {"float4_e2m1fn", 1}, {"int4", 1}, {"uint4", 1}, {"int2", 1}, {"uint2", 1},
 };
 
 typedef struct {
@@ -221,7 +226,14 @@ static int read_tensor(reader* r, ember_tensor_info* t) {
             if (peek(r, ']')) r->p++;
             else for (;;) {
                 if (nd == 64) { free(key); return fail(r, "too many dimensions"); }
-                if (peek(r, '"')) { free(key); return fail(r, "symbolic dimensions are not supported by this runtime"); }
+                if (peek(r, '"')) {
+                    /* a symbolic dimension: known per run only */
+                    if (!read_string(r, NULL)) { free(key); return 0; }
+                    dims[nd++] = -1;
+                    if (peek(r, ',')) { r->p++; continue; }
+                    if (!expect(r, ']')) { free(key); return 0; }
+                    break;
+                }
                 if (!read_int(r, &dims[nd])) { free(key); return 0; }
                 if (dims[nd] < 0) { free(key); return fail(r, "negative dimension"); }
                 nd++;
@@ -248,11 +260,12 @@ static int read_tensor(reader* r, ember_tensor_info* t) {
     if (!t->name || !t->dtype || !have_shape) return fail(r, "tensor entry without name, dtype and shape");
     int64_t count = 1;
     for (int i = 0; i < t->ndim; i++) {
+        if (t->shape[i] < 0) { count = -1; break; }
         if (t->shape[i] != 0 && count > INT64_MAX / 8 / t->shape[i]) return fail(r, "tensor too large");
         count *= t->shape[i];
     }
     t->num_elements = count;
-    t->nbytes = count * t->elem_bytes;
+    t->nbytes = count < 0 ? -1 : count * t->elem_bytes;
     return 1;
 }
 
@@ -332,12 +345,125 @@ const ember_tensor_info* ember_output_info(int i) {
     return &M.outputs.items[i];
 }
 
+/* ---- symbols ------------------------------------------------------------------------------ */
+
+/* A model of static shapes defines none of these (weak: a model's own definitions win). */
+__attribute__((weak)) int ember_model_symbols(const char* const** names, const int64_t** bounds) {
+    *names = NULL;
+    *bounds = NULL;
+    return 0;
+}
+
+__attribute__((weak)) int ember_model_shapes(const int64_t* const* in_shapes, int64_t* syms, int64_t* const* out_shapes) {
+    (void)in_shapes;
+    (void)syms;
+    if (out_shapes)
+        for (int i = 0; i < M.outputs.count; i++)
+            memcpy(out_shapes[i], M.outputs.items[i].shape, sizeof(int64_t) * (size_t)M.outputs.items[i].ndim);
+    return 0;
+}
+
+__attribute__((weak)) int ember_model_entry_dynamic(unsigned char* arena, void* const* inputs, void* const* outputs,
+                                                    const int64_t* syms) {
+    (void)syms;
+    return ember_model_entry(arena, inputs, outputs);
+}
+
+static struct {
+    pthread_once_t once;
+    int count;
+    const char* const* names;
+    const int64_t* bounds;
+} S = {.once = PTHREAD_ONCE_INIT};
+
+static void read_symbols(void) { S.count = ember_model_symbols(&S.names, &S.bounds); }
+
+static int num_symbols(void) {
+    pthread_once(&S.once, read_symbols);
+    return S.count;
+}
+
+int ember_num_symbols(void) { return num_symbols(); }
+
+const char* ember_symbol_name(int i) {
+    if (i < 0 || i >= num_symbols()) {
+        ember_set_error("symbol index %d out of range (the model has %d symbols)", i, num_symbols());
+        return NULL;
+    }
+    return S.names[i];
+}
+
+int64_t ember_symbol_bound(int i) {
+    if (i < 0 || i >= num_symbols()) {
+        ember_set_error("symbol index %d out of range (the model has %d symbols)", i, num_symbols());
+        return -1;
+    }
+    return S.bounds[i];
+}
+
+/* Binds the symbols from the input shapes into syms (one per symbol) after
+ * checking every static dimension; writes the output shapes when out_shapes is not NULL. */
+static int bind_shapes(const int64_t* const* input_shapes, int64_t* syms, int64_t* const* out_shapes) {
+    if (!metadata_ok()) return -1;
+    if (M.inputs.count > 0 && !input_shapes) {
+        ember_set_error("the input shapes are NULL but the model has %d inputs", M.inputs.count);
+        return -1;
+    }
+    for (int i = 0; i < M.inputs.count; i++) {
+        const ember_tensor_info* t = &M.inputs.items[i];
+        if (!input_shapes[i] && t->ndim > 0) {
+            ember_set_error("the shape of input %d ('%s') is NULL", i, t->name);
+            return -1;
+        }
+        for (int k = 0; k < t->ndim; k++) {
+            int64_t d = input_shapes[i][k];
+            if (d < 0 || (t->shape[k] >= 0 && d != t->shape[k])) {
+                ember_set_error("input '%s' dimension %d is %lld, expected %lld", t->name, k, (long long)d,
+                                (long long)t->shape[k]);
+                return -1;
+            }
+        }
+    }
+    return ember_model_shapes(input_shapes, syms, out_shapes);
+}
+
+int ember_output_shape(const int64_t* const* input_shapes, int i, int64_t* shape) {
+    if (!metadata_ok()) return -1;
+    if (i < 0 || i >= M.outputs.count || !shape) {
+        ember_set_error("ember_output_shape: output index %d out of range or shape is NULL", i);
+        return -1;
+    }
+    int total = 0;
+    for (int k = 0; k < M.outputs.count; k++) total += M.outputs.items[k].ndim;
+    int64_t* dims = malloc(sizeof(int64_t) * (size_t)(total + 1));
+    int64_t** outs = malloc(sizeof(int64_t*) * (size_t)(M.outputs.count + 1));
+    int64_t* syms = malloc(sizeof(int64_t) * (size_t)(num_symbols() + 1));
+    int rc = -1;
+    if (!dims || !outs || !syms) {
+        ember_set_error("out of memory");
+    } else {
+        int at = 0;
+        for (int k = 0; k < M.outputs.count; k++) { outs[k] = dims + at; at += M.outputs.items[k].ndim; }
+        rc = bind_shapes(input_shapes, syms, outs);
+        if (rc == 0) memcpy(shape, outs[i], sizeof(int64_t) * (size_t)M.outputs.items[i].ndim);
+    }
+    free(dims); free(outs); free(syms);
+    return rc;
+}
+
 /* ---- model instances ---------------------------------------------------------------------- */
 
 struct ember_model {
     unsigned char* arena;
+    size_t arena_bytes;
+    int mapped;              /* the arena is an anonymous mapping (large arenas) */
+    int64_t* syms;           /* the symbols' values of the current run */
     _Atomic int busy;
 };
+
+/* Arenas at least this large are mapped: zero pages cost nothing until touched, so an arena
+ * planned for the largest symbolic shapes holds only what the actual shapes use. */
+#define EMBER_MAP_ARENA_BYTES (1u << 20)
 
 ember_model* ember_model_create(void) {
     if (!metadata_ok()) return NULL;
@@ -352,19 +478,54 @@ ember_model* ember_model_create(void) {
         ember_set_error("out of memory allocating a model instance");
         return NULL;
     }
-    void* arena = NULL;
-    if (posix_memalign(&arena, 64, (size_t)bytes) != 0) {
+    m->syms = calloc((size_t)num_symbols() + 1, sizeof(int64_t));
+    if (!m->syms) {
         free(m);
-        ember_set_error("out of memory allocating the arena (%llu bytes)", bytes);
+        ember_set_error("out of memory allocating a model instance");
         return NULL;
     }
-    memset(arena, 0, (size_t)bytes);
+    void* arena = NULL;
+    if (bytes >= EMBER_MAP_ARENA_BYTES) {
+        arena = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (arena == MAP_FAILED) arena = NULL;
+        m->mapped = arena != NULL;
+    }
+    if (!arena) {
+        if (posix_memalign(&arena, 64, (size_t)bytes) != 0) {
+            free(m->syms);
+            free(m);
+            ember_set_error("out of memory allocating the arena (%llu bytes)", bytes);
+            return NULL;
+        }
+        memset(arena, 0, (size_t)bytes);
+    }
     m->arena = arena;
+    m->arena_bytes = (size_t)bytes;
     atomic_init(&m->busy, 0);
     return m;
 }
 
+static int run(ember_model* m, const int64_t* const* input_shapes, void* const* inputs, void* const* outputs);
+
 int ember_model_run(ember_model* m, void* const* inputs, void* const* outputs) {
+    if (num_symbols() > 0) {
+        ember_set_error("ember_model_run: the model has symbolic dimensions; run it with "
+                        "ember_model_run_dynamic and the input shapes");
+        return -1;
+    }
+    return run(m, NULL, inputs, outputs);
+}
+
+int ember_model_run_dynamic(ember_model* m, const int64_t* const* input_shapes, void* const* inputs,
+                            void* const* outputs) {
+    if (!input_shapes) {
+        ember_set_error("ember_model_run_dynamic: input_shapes is NULL");
+        return -1;
+    }
+    return run(m, input_shapes, inputs, outputs);
+}
+
+static int run(ember_model* m, const int64_t* const* input_shapes, void* const* inputs, void* const* outputs) {
     if (!m) {
         ember_set_error("ember_model_run: the model is NULL");
         return -1;
@@ -379,12 +540,12 @@ int ember_model_run(ember_model* m, void* const* inputs, void* const* outputs) {
         return -1;
     }
     for (int i = 0; i < M.inputs.count; i++)
-        if (!inputs[i] && M.inputs.items[i].nbytes > 0) {
+        if (!inputs[i] && M.inputs.items[i].nbytes != 0) {
             ember_set_error("ember_model_run: input %d ('%s') is NULL", i, M.inputs.items[i].name);
             return -1;
         }
     for (int i = 0; i < M.outputs.count; i++)
-        if (!outputs[i] && M.outputs.items[i].nbytes > 0) {
+        if (!outputs[i] && M.outputs.items[i].nbytes != 0) {
             ember_set_error("ember_model_run: output %d ('%s') is NULL", i, M.outputs.items[i].name);
             return -1;
         }
@@ -395,7 +556,12 @@ int ember_model_run(ember_model* m, void* const* inputs, void* const* outputs) {
         return -1;
     }
     tls_error[0] = 0;
-    int rc = ember_model_entry(m->arena, inputs, outputs);
+    if (input_shapes && bind_shapes(input_shapes, m->syms, NULL) != 0) {
+        atomic_store(&m->busy, 0);
+        return -1;
+    }
+    int rc = input_shapes ? ember_model_entry_dynamic(m->arena, inputs, outputs, m->syms)
+                          : ember_model_entry(m->arena, inputs, outputs);
     atomic_store(&m->busy, 0);
     if (rc != 0 && tls_error[0] == 0) ember_set_error("the model failed with status %d", rc);
     return rc;
@@ -403,7 +569,9 @@ int ember_model_run(ember_model* m, void* const* inputs, void* const* outputs) {
 
 void ember_model_destroy(ember_model* m) {
     if (!m) return;
-    free(m->arena);
+    if (m->mapped) munmap(m->arena, m->arena_bytes);
+    else free(m->arena);
+    free(m->syms);
     free(m);
 }
 

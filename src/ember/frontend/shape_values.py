@@ -1,0 +1,147 @@
+"""Shape arithmetic over symbolic dimensions, evaluated while a model is translated.
+
+Exported models compute shapes with tensors: ``Shape -> Gather -> Unsqueeze -> Concat ->
+Reshape``.  When a dimension is symbolic those tensors hold expressions of the symbols
+(``ember.symbolic``), not numbers.  A frontend keeps such a value as a numpy *object* array of
+ints and :class:`~ember.symbolic.Sym` and evaluates the core ops that read it here, with the
+exact algebra of the symbols, so the shapes end up in the graph as symbolic dimensions (a
+reshape to ``[batch, seq, 12, 64]``) instead of being computed at run time.
+
+:func:`fold` evaluates one core op on such arrays, or raises
+:class:`~ember.symbolic.SymbolicError` when the result depends on values only known at run time
+(the frontend then computes the op on tensors instead).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ..symbolic import Sym, SymbolicError, compare, dim_max, dim_min, exact_div
+
+#: core ops that can be evaluated on arrays of symbolic dimensions
+FOLDABLE = frozenset({
+    "reshape", "concat", "gather", "slice", "cast", "broadcast_to", "transpose",
+    "add", "sub", "mul", "div", "maximum", "minimum", "neg", "abs",
+    "equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "where", "reduce_prod",
+})
+
+_INT_TARGETS = ("int64", "int32", "uint64", "uint32")
+
+
+def _obj(a: np.ndarray) -> np.ndarray:
+    out = np.empty(a.shape, dtype=object)
+    out.reshape(-1)[:] = [x if isinstance(x, Sym) else (x.item() if hasattr(x, "item") else x)
+                          for x in a.reshape(-1)]
+    return out
+
+
+def _elementwise(fn, *arrays):
+    arrays = [a if a.dtype == object else _obj(a) for a in arrays]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    bs = [np.broadcast_to(a, shape).reshape(-1) for a in arrays]
+    out = np.empty(shape, dtype=object)
+    out.reshape(-1)[:] = [fn(*xs) for xs in zip(*bs)] if out.size else []
+    return out
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _div(a, b):
+    """ONNX integer division (truncation) of dimensions: exact for non-negative ones."""
+    if _is_int(a) and _is_int(b):
+        if b == 0:
+            raise SymbolicError("division by zero in shape arithmetic")
+        q = abs(int(a)) // abs(int(b))
+        return q if (a >= 0) == (b > 0) else -q
+    if _is_int(b) and int(b) > 0 and compare(a, ">=", 0) is True:
+        return a // int(b)
+    q = exact_div(a, b)
+    if q is None:
+        raise SymbolicError(f"({a}) / ({b}) is not exact")
+    return q
+
+
+def _cmp(op):
+    def f(a, b):
+        if _is_int(a) and _is_int(b):
+            return {"equal": a == b, "not_equal": a != b, "less": a < b, "less_equal": a <= b,
+                    "greater": a > b, "greater_equal": a >= b}[op]
+        r = compare(a, {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=",
+                        "greater": ">", "greater_equal": ">="}[op], b)
+        if r is None:
+            raise SymbolicError(f"whether {a} {op} {b} is only known at run time")
+        return r
+    return f
+
+
+def fold(core: str, attrs: dict, arrays: list[np.ndarray], bounds: Mapping[str, int] | None = None) -> np.ndarray:
+    """``core`` applied to ``arrays`` (numbers or object arrays of dimensions); returns an
+    object array (or a bool array for comparisons)."""
+    out = _fold(core, attrs, [np.asarray(a) if not isinstance(a, np.ndarray) else a for a in arrays], bounds)
+    if not isinstance(out, np.ndarray):
+        box = np.empty((), dtype=object)
+        box[()] = out
+        return box
+    return out
+
+
+def _fold(core, attrs, arrays, bounds):
+    if core not in FOLDABLE:
+        raise SymbolicError(f"{core} is not evaluated on symbolic shape values")
+    a = attrs
+    if core == "reshape":
+        return arrays[0].reshape(tuple(int(d) for d in a["shape"]))
+    if core == "concat":
+        return np.concatenate([x if x.dtype == object else _obj(x) for x in arrays], axis=a["axis"])
+    if core == "gather":
+        x, idx = arrays
+        ax = a["axis"] % x.ndim
+        if idx.dtype == object:
+            raise SymbolicError("gather at symbolic indices")
+        n = x.shape[ax]
+        return np.take(x, np.where(idx < 0, idx + n, idx), axis=ax)
+    if core == "slice":
+        sl = tuple(slice(s, e if e >= 0 else None, p) for s, e, p in zip(a["starts"], a["ends"], a["steps"]))
+        return arrays[0][sl]
+    if core == "transpose":
+        return np.ascontiguousarray(np.transpose(arrays[0], a["perm"]))
+    if core == "broadcast_to":
+        return np.broadcast_to(arrays[0], tuple(int(d) for d in a["shape"])).copy()
+    if core == "cast":
+        if a["to"] not in _INT_TARGETS:
+            raise SymbolicError(f"a symbolic dimension cast to {a['to']}")
+        return arrays[0]
+    if core == "reduce_prod":
+        x = arrays[0]
+        if tuple(a["axes"]) not in ((), tuple(range(x.ndim))) or a["keepdims"] and x.ndim:
+            raise SymbolicError("a partial product of symbolic dimensions")
+        out = 1
+        for d in x.reshape(-1):
+            out = out * d
+        return np.array(out, dtype=object)
+    if core == "where":
+        c, x, y = arrays
+        if c.dtype == object:
+            raise SymbolicError("where with a symbolic condition")
+        return _elementwise(lambda cc, xx, yy: xx if cc else yy, c.astype(bool), x, y)
+    binary = {
+        "add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y, "div": _div,
+        "maximum": lambda x, y: dim_max(x, y, bounds), "minimum": lambda x, y: dim_min(x, y, bounds),
+    }
+    if core in binary:
+        return _elementwise(binary[core], *arrays)
+    if core in ("neg", "abs"):
+        if core == "abs":
+            def absolute(x):
+                r = compare(x, ">=", 0)
+                if r is None:
+                    raise SymbolicError(f"the sign of {x} is only known at run time")
+                return x if r else -x
+            return _elementwise(absolute, arrays[0])
+        return _elementwise(lambda x: -x, arrays[0])
+    out = _elementwise(_cmp(core), *arrays)
+    return out.astype(bool)

@@ -9,6 +9,27 @@ from dataclasses import dataclass, field
 from .errors import TargetError
 
 
+#: per-core L2 cache assumed when the machine does not say (Zen 2/3 cores have 512 KiB)
+DEFAULT_L2_BYTES = 512 * 1024
+
+
+def _l2_bytes() -> int:
+    """This machine's per-core L2 cache size, from sysfs (Linux); the default elsewhere."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for idx in sorted(os.listdir(base)):
+            with open(f"{base}/{idx}/level") as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(f"{base}/{idx}/size") as f:
+                text = f.read().strip().upper()
+            scale = {"K": 1024, "M": 1024 * 1024}.get(text[-1:], 1)
+            return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return DEFAULT_L2_BYTES
+
+
 def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as f:
@@ -26,6 +47,7 @@ class Target:
     arch: str = field(default_factory=platform.machine)
     features: frozenset = field(default_factory=frozenset)
     threads: int = 0            # 0: decided by the runtime (number of cores)
+    l2_bytes: int = DEFAULT_L2_BYTES   # one core's L2 cache: schedules choose loop orders by it
 
     @property
     def vector_bits(self) -> int:
@@ -52,14 +74,14 @@ class Target:
 
     def key(self) -> str:
         """A string that identifies everything about the target that changes generated code."""
-        return f"{self.kind}-{self.arch}-{self.vector_bits}-{int(self.fma)}"
+        return f"{self.kind}-{self.arch}-{self.vector_bits}-{int(self.fma)}-l2:{self.l2_bytes}"
 
     def __str__(self) -> str:
         return f"{self.kind} ({self.arch}, {self.vector_bits}-bit vectors{', FMA' if self.fma else ''})"
 
 
 def host() -> Target:
-    return Target("cpu", platform.machine(), _cpu_flags())
+    return Target("cpu", platform.machine(), _cpu_flags(), l2_bytes=_l2_bytes())
 
 
 def resolve(spec: "str | Target") -> Target:

@@ -168,7 +168,7 @@ class MatMul(Op):
     def schedule(self, a, s, mm, target):
         """Register tiles of rows x (1 or 2 vectors) outputs; the batch dims and column tiles run in
         parallel."""
-        from .schedule_cpu import default_schedule, divides, pick_tile, register_tile, size_hint
+        from .schedule_cpu import default_schedule, divides, register_rows, register_tile, size_hint
 
         root, red = s.root, s[mm]
         axes = root.tensor.axes
@@ -181,7 +181,7 @@ class MatMul(Op):
             cols = lanes        # a symbolic width: one vector per row, so its tail stays one simple loop
         else:
             cols = lanes if not divides(2 * lanes, n.extent) and divides(lanes, n.extent) else 2 * lanes
-        rows = pick_tile(m.extent, 14 // (cols // lanes) - 3, 14 // (cols // lanes))
+        rows = register_rows(m.extent, cols // lanes)
         register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
 
 
@@ -721,7 +721,7 @@ class Conv2dNCHWc(Op):
         return te.compute((n, oo, oh, ow, ob), f, name="conv2d")
 
     def schedule(self, a, s, conv, target):
-        from .schedule_cpu import pick_tile, register_tile
+        from .schedule_cpu import conv_loop_order, pick_tile, register_rows, register_tile
 
         root, red = s.root, s[conv]
         n, oc, y, x, o = root.tensor.axes
@@ -731,9 +731,23 @@ class Conv2dNCHWc(Op):
             from ..errors import CodegenError
 
             raise CodegenError(f"output block {ob} is not a multiple of {lanes} lanes")
-        # accumulators: rows x (ob / lanes) vectors; with the weights read as memory operands of
-        # the FMAs, 14 accumulators and one broadcast register fit the 16 AVX2 registers
-        acc_budget = 14 if a["groups"] == 1 else 8
+        # accumulators: rows x (ob / lanes) vectors, the rows chosen by the micro-kernel's cost
+        # model (schedule_cpu.register_rows); depthwise tiles stay small (one load per FMA)
         vecs = ob // lanes
-        rows = pick_tile(x.extent, max(1, acc_budget // vecs - 3), acc_budget // vecs)
-        register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, oc], after=[y])
+        if a["groups"] == 1:
+            rows = register_rows(x.extent, vecs)
+        else:
+            rows = pick_tile(x.extent, max(1, 8 // vecs - 3), 8 // vecs)
+        order = "channels"
+        if a["groups"] == 1:
+            rc, ry, rx, ri = red.reduce_axes
+            (sh, sw), (dh, dw) = a["strides"], a["dilations"]
+            c, kh, kw = rc.extent * ri.extent, ry.extent, rx.extent
+            ih, iw = (y.extent - 1) * sh + (kh - 1) * dh + 1, (x.extent - 1) * sw + (kw - 1) * dw + 1
+            order = conv_loop_order(in_bytes=4 * c * ih * iw, weight_bytes=4 * c * kh * kw * oc.extent * ob,
+                                    out_rows=y.extent, out_blocks=oc.extent, kernel_rows=kh, in_height=ih,
+                                    l2_bytes=target.l2_bytes)
+        if order == "rows":
+            register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, y], after=[oc])
+        else:
+            register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, oc], after=[y])

@@ -78,6 +78,60 @@ def pick_tile(extent, lo: int, hi: int) -> int:
     return best
 
 
+def conv_loop_order(in_bytes: int, weight_bytes: int, out_rows: int, out_blocks: int, kernel_rows: int,
+                    in_height: int, l2_bytes: int) -> str:
+    """Which loop of a direct convolution goes outside: ``"channels"`` (one output-channel block
+    at a time over the whole image: the block's weights stay in cache, the input is read once per
+    block) or ``"rows"`` (one output row at a time through every channel block: the rows of
+    input it reads stay in cache, the weights are read once per row).
+
+    Each order costs nothing beyond one pass over its data when what it keeps fits one core's L2;
+    otherwise it rereads the other operand from L3, ``out_blocks`` times for the input and
+    ``out_rows`` times for the weights.  Input rereads count three times: they are C/cb strided
+    streams (one per channel block) that prefetch worse than the weights' one contiguous stream
+    (ResNet-50, one core: its stride-2 and 1x1 reduction convolutions over 28x28 and larger
+    images gain 10-30% from ``rows``; its 7x7 layers, whose weights dwarf the image, lose 5%)."""
+    block_weights = weight_bytes // max(out_blocks, 1)
+    row_input = in_bytes * min(kernel_rows, in_height) // max(in_height, 1)
+    cost_channels = 0 if in_bytes + block_weights <= l2_bytes else 3 * out_blocks * in_bytes
+    cost_rows = 0 if weight_bytes + row_input <= l2_bytes else out_rows * weight_bytes
+    return "rows" if cost_rows < cost_channels else "channels"
+
+
+#: a model of the register-tiled micro-kernel on AVX2 cores (16 vector registers, two FMA and
+#: two vector-load ports): cycles per step of the reduction for a tile of ``rows`` x ``vecs``
+#: vectors, of which ``register_rows`` picks the cheapest way to cover an output width
+VECTOR_REGISTERS = 16
+FMA_CHAIN_CYCLES = 5          # one FMA's latency (4) plus slack: the floor of any tile's step
+TILE_OVERHEAD_CYCLES = 0.25   # loop and epilogue, spread over the reduction
+
+
+def tile_step_cycles(rows: int, vecs: int) -> float:
+    """Cycles of one reduction step of a rows x vecs tile: the FMAs on two ports, the loads on
+    two (one broadcast per row; the weight vectors in registers when they fit next to the
+    accumulators and the broadcast, else re-read as memory operands of every row's FMAs), and
+    the accumulator's dependency chain."""
+    acc = rows * vecs
+    free = VECTOR_REGISTERS - acc - 1
+    loads = rows + (vecs if free >= vecs else 1 + rows * (vecs - max(free, 0)))
+    return max(acc / 2, loads / 2, FMA_CHAIN_CYCLES) + TILE_OVERHEAD_CYCLES
+
+
+def register_rows(extent, vecs: int, max_acc: int = 14) -> int:
+    """The rows of a register tile of ``vecs`` vectors per row (at most ``max_acc``
+    accumulators) that cover ``extent`` output rows in the fewest modeled cycles, counting the
+    tail tile; ties go to the larger tile.  E.g. with two vectors: 7 rows for widths 7 and 14
+    (one or two exact tiles), 6 for 56 and 197 (a 7-row tile is bound by its 15 loads per step)."""
+    hi = max(1, max_acc // vecs)
+    n = size_hint(extent)
+
+    def cost(r: int) -> float:
+        full, tail = divmod(n, r)
+        return full * tile_step_cycles(r, vecs) + (tile_step_cycles(tail, vecs) if tail else 0.0)
+
+    return min(range(1, min(hi, n) + 1), key=lambda r: (cost(r), -r))
+
+
 def register_tile(root: Stage, red, row_axis, col_axis, rows: int, cols: int, lanes: int,
                   before=(), after=(), min_parallel: int = 2) -> None:
     """Tile the output into ``rows`` x ``cols`` blocks computed in registers.

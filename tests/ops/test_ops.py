@@ -819,7 +819,9 @@ for _op in ["max_pool2d", "avg_pool2d"]:
 def _softmax(batch):
     for log in (False, True):
         for shape, axis in [((7,), 0), ((4, 13), -1), ((4, 13), 0), ((3, 5, 7), 1), ((3, 5, 7), 0), ((2, 3, 4, 9), 3),
-                            ((64, 1000), 1), ((64, 1000), 0), ((1, 1), 1), ((5, 1), 1)]:
+                            ((64, 1000), 1), ((64, 1000), 0), ((1, 1), 1), ((5, 1), 1),
+                            # rows with a tail past the vectors (ViT's 197), and a whole number of them
+                            ((2, 3, 197), -1), ((3, 21), 1), ((4, 48), -1)]:
             batch.case(f"softmax log={log} {list(shape)} axis={axis}",
                        lambda c, shape=shape, axis=axis, log=log: c.op("softmax", [c.input(shape, low=-20, high=20)],
                                                                        axis=axis, log=log), atol=1e-5)
@@ -828,6 +830,11 @@ def _softmax(batch):
         batch.case(f"softmax log={log} -inf entries",
                    lambda c, log=log: c.op("softmax", [c.input((2, 4), data=[[0, -np.inf, 1, 2], [-np.inf, 3, 3, 0]])],
                                            axis=1, log=log))
+        # a NaN anywhere in a row (in the vectors or in the tail) makes the whole row NaN
+        nan_rows = np.arange(3 * 21, dtype=np.float32).reshape(3, 21) / 10
+        nan_rows[0, 3], nan_rows[1, 19] = np.nan, np.nan
+        batch.case(f"softmax log={log} NaN entries",
+                   lambda c, log=log: c.op("softmax", [c.input((3, 21), data=nan_rows)], axis=1, log=log))
 
 
 @cases("layer_norm")

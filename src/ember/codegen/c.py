@@ -245,8 +245,22 @@ static inline ember_vf ember_vsel(ember_vi m, ember_vf a, ember_vf b) {{
   return (ember_vf)((m & (ember_vi)a) | (~m & (ember_vi)b));
 }}
 /* max and min propagate NaN, as numpy's maximum and minimum do */
+/* max/min propagating NaN from either side (numpy's semantics).  With AVX: the instruction keeps
+   its second operand when either is NaN, so a's NaN survives it and one blend adds b's; a
+   reduction's chain through `a` is then two one-cycle instructions instead of five */
+#if defined(__AVX__) && EMBER_LANES == 8
+static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{
+  ember_vf r = (ember_vf)__builtin_ia32_maxps256((__v8sf)b, (__v8sf)a);
+  return ember_vsel(b != b, b, r);
+}}
+static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{
+  ember_vf r = (ember_vf)__builtin_ia32_minps256((__v8sf)b, (__v8sf)a);
+  return ember_vsel(b != b, b, r);
+}}
+#else
 static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{ return ember_vsel((a > b) | (a != a), a, b); }}
 static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{ return ember_vsel((a < b) | (a != a), a, b); }}
+#endif
 /* a vector load whose lanes may fall outside [0, n) (lanes a select will discard): those read 0 */
 static inline ember_vf ember_vload_checked(const float* p, int64_t base, int64_t stride, int64_t n) {{
   int64_t last = base + (EMBER_LANES - 1) * stride;

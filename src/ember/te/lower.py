@@ -472,8 +472,17 @@ class Lowering:
             update = Store(buf, local_idx, value)
         # uneven splits of the stage's own loops (no tail copies here) and root loops that run
         # past the end of an axis (guarded root splits) get bounds checks
+        # an elementwise stage whose innermost axis splits unevenly (a row of 197 in vectors of 8)
+        # gets a tail copy instead of a bounds check, so that its main loop still vectorizes
+        tail_copy = None
+        if init is None and len(nest.tails) == 1 and not nest.guards and not self.nest.guards:
+            outer, (inner, main, rem, _) = next(iter(nest.tails.items()))
+            if nest.leaves[-2:] == [outer, inner] and isinstance(main, int) and isinstance(rem, int):
+                tail_copy = (outer, inner, main, rem)
         conds_spatial, conds_all = [], []
         for outer, (inner, main, rem, parent) in nest.tails.items():
+            if tail_copy is not None:
+                break
             guard = (parent, nest.extents[parent])
             (conds_all if _uses_reduce(st, nest, parent) else conds_spatial).append(guard)
         for parent, ext in nest.guards:
@@ -495,16 +504,23 @@ class Lowering:
         # init loops: over the spatial leaves only, in the stage's order
         spatial_leaves = [lf for lf in nest.leaves if not _is_reduce_leaf(st, nest, lf)]
         init_stmt = None if init is None else self._nest_loops(st, nest, spatial_leaves, _guarded(init, checks_s))
+        if tail_copy is not None and not checks_a:
+            outer, inner, main, rem = tail_copy
+            main_stmt = self._nest_loops(st, nest, nest.leaves, update, {outer: main})
+            at = {outer: Const(main)}
+            last = Store(update.buffer, simplify_index(substitute(update.index, at)), substitute(update.value, at))
+            tail = self._nest_loops(st, nest, nest.leaves[:-2], For(inner, rem, "serial", last))
+            return Seq.of([main_stmt, tail])
         main_stmt = self._nest_loops(st, nest, nest.leaves, update)
         return Seq.of([init_stmt, main_stmt])
 
-    def _nest_loops(self, st: Stage, nest: LoopNest, leaves, body: Stmt) -> Stmt:
+    def _nest_loops(self, st: Stage, nest: LoopNest, leaves, body: Stmt, extents: dict | None = None) -> Stmt:
         out = body
         for leaf in reversed(leaves):
             kind = st.kinds.get(leaf, "serial")
             if kind == "parallel":
                 kind = "serial"      # an attached stage runs inside the root's loops
-            out = For(leaf, nest.extents[leaf], kind, out)
+            out = For(leaf, (extents or {}).get(leaf, nest.extents[leaf]), kind, out)
         return out
 
     # ---- expressions --------------------------------------------------------------------
@@ -540,9 +556,13 @@ class Lowering:
                                 coords.append(Const(0))
                             elif axis is FULL:
                                 coords.append(simplify_index(go(i)))
-                            else:
+                            elif axis in self.maps[reader.tensor.uid]:
                                 rd = self.maps[reader.tensor.uid].index(axis)
                                 coords.append(local_vals[reader.tensor.axes[rd]])
+                            else:
+                                # the reader indexes this dim by an expression of its own (a
+                                # row reduction's partials): the global index less the region's base
+                                coords.append(simplify_index(binop("sub", go(i), as_expr(dims[d][2]))))
                     return Load(buf, self.local_index(t.uid, coords))
                 raise CodegenError(f"kernel {self.name}: tensor {t.name} is not available here")
             if isinstance(x, Var) and x in vals:

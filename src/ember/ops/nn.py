@@ -744,19 +744,12 @@ class Conv2dNCHWc(Op):
         return te.compute((n, oo, oh, ow, ob), f, name="conv2d")
 
     def schedule(self, a, s, conv, target):
-        from .schedule_cpu import conv_loop_order, pick_tile, register_rows, register_tile
+        from .schedule_cpu import blocked_conv_stages, conv_loop_order, pick_tile, register_rows, register_tile
 
-        root, red = s.root, s[conv]
-        n, oc, y, x, o = root.tensor.axes
-        lanes = target.lanes
-        ob = o.extent
-        if ob % lanes:
-            from ..errors import CodegenError
-
-            raise CodegenError(f"output block {ob} is not a multiple of {lanes} lanes")
+        root, red, (n, oc, y, x, o), vecs = blocked_conv_stages(s, conv, target)
+        lanes, ob = target.lanes, o.extent
         # accumulators: rows x (ob / lanes) vectors, the rows chosen by the micro-kernel's cost
         # model (schedule_cpu.register_rows); depthwise tiles stay small (one load per FMA)
-        vecs = ob // lanes
         if a["groups"] == 1:
             rows = register_rows(x.extent, vecs)
         else:

@@ -478,21 +478,14 @@ class Conv2dIntNCHWc(Op):
         return te.compute(shape, f, name="conv2d_int")
 
     def schedule(self, a, s, conv, target):
-        from .schedule_cpu import pick_tile, register_tile
+        from .schedule_cpu import blocked_conv_stages, pick_tile, register_tile
 
-        root, red = s.root, s[conv]
-        n, oc, y, x, o = root.tensor.axes
-        lanes = target.lanes
-        ob = o.extent
-        if ob % lanes:
-            from ..errors import CodegenError
-
-            raise CodegenError(f"output block {ob} is not a multiple of {lanes} lanes")
+        root, red, (n, oc, y, x, o), vecs = blocked_conv_stages(s, conv, target)
         # accumulators: rows x (ob / lanes) int32 vectors, beside the x broadcast, the vector of
         # ones of the pairwise add and a temporary
-        vecs = ob // lanes
         rows = pick_tile(x.extent, max(1, 12 // vecs - 2), 12 // vecs)
-        register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, oc], after=[y])
+        register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=o.extent, lanes=target.lanes,
+                      before=[n, oc], after=[y])
         if len(red.reduce_axes) == 1 and red.reduce_axes[0].extent <= 64:
             # the flattened reduction of a few channels: unrolled, its (ky, kx, c) index
             # arithmetic folds to constants and most groups of four become one 32-bit load
@@ -604,17 +597,10 @@ class Conv2dSplitKNCHWc(Op):
         return _sum_in_order(parts, "conv2d")
 
     def schedule(self, a, s, conv, target):
-        from .schedule_cpu import pick_tile, register_tile
+        from .schedule_cpu import blocked_conv_stages, pick_tile, register_tile
 
-        root = s.root
-        n, oc, y, x, o = root.tensor.axes
-        lanes = target.lanes
-        ob = o.extent
-        if ob % lanes:
-            from ..errors import CodegenError
-
-            raise CodegenError(f"output block {ob} is not a multiple of {lanes} lanes")
+        root, _, (n, oc, y, x, o), vecs = blocked_conv_stages(s, conv, target)
         parts = [s[t] for t in conv.inputs()]
-        vecs = ob // lanes
         rows = pick_tile(x.extent, max(1, 14 // vecs - 3), 14 // vecs)
-        register_tile(root, parts, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, oc], after=[y])
+        register_tile(root, parts, row_axis=x, col_axis=o, rows=rows, cols=o.extent, lanes=target.lanes,
+                      before=[n, oc], after=[y])

@@ -132,6 +132,19 @@ def register_rows(extent, vecs: int, max_acc: int = 14) -> int:
     return min(range(1, min(hi, n) + 1), key=lambda r: (cost(r), -r))
 
 
+def blocked_conv_stages(s: Schedule, conv, target):
+    """The root and reduction stages of a convolution in NCHW[x]c, its root axes (n, oc, y, x,
+    o) and the vectors per output block; the block must be whole vectors."""
+    root, red = s.root, s[conv]
+    axes = root.tensor.axes
+    ob = axes[4].extent
+    if ob % target.lanes:
+        from ..errors import CodegenError
+
+        raise CodegenError(f"output block {ob} is not a multiple of {target.lanes} lanes")
+    return root, red, axes, ob // target.lanes
+
+
 def register_tile(root: Stage, red, row_axis, col_axis, rows: int, cols: int, lanes: int,
                   before=(), after=(), min_parallel: int = 2) -> None:
     """Tile the output into ``rows`` x ``cols`` blocks computed in registers.

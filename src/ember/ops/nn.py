@@ -350,25 +350,24 @@ class Softmax(Op):
             return tuple(r if k == ax else ii for k, ii in enumerate(i))
 
         zero = te.const(0, "int64")
+        one = te.const(1.0, x.dtype)
         m = row_reduce("max", x, ax, lambda idx: x[idx], "row_max")
-        if a["log"] or ax != len(x.shape) - 1:
-            s = row_reduce("sum", x, ax, lambda idx: te.call("exp", x[idx] - m[along(idx, zero)]), "row_sum")
+        if not a["log"] and ax == len(x.shape) - 1:
+            # exp(x - max) computed once per element into a row buffer (the schedule attaches it
+            # at the row loop) that both the sum and the output read
+            e = te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]), name="softmax_exp")
+            s = row_reduce("sum", e, ax, lambda idx: e[idx], "row_sum")
+            return te.compute(x.shape, lambda *i: e[i] * (one / s[along(i, zero)]), name="softmax")
+        s = row_reduce("sum", x, ax, lambda idx: te.call("exp", x[idx] - m[along(idx, zero)]), "row_sum")
         if a["log"]:
             return te.compute(x.shape, lambda *i: x[i] - m[along(i, zero)] - te.call("log", s[along(i, zero)]),
                               name="log_softmax")
-        if ax != len(x.shape) - 1:
-            # one reciprocal per row (hoisted out of the row's loop), a multiply per element
-            one = te.const(1.0, x.dtype)
-            return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) * (one / s[along(i, zero)]),
-                              name="softmax")
-        # along the last axis, exp(x - max) is computed once per element into a row buffer (the
-        # schedule attaches it at the row loop) that both the sum and the output read
-        e = te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]), name="softmax_exp")
-        s = row_reduce("sum", e, ax, lambda idx: e[idx], "row_sum")
-        one = te.const(1.0, x.dtype)
-        return te.compute(x.shape, lambda *i: e[i] * (one / s[along(i, zero)]), name="softmax")
+        # one reciprocal per row (hoisted out of the row's loop), a multiply per element
+        return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) * (one / s[along(i, zero)]),
+                          name="softmax")
 
     def schedule(self, a, s, out, target):
+        from ..te.schedule import Fuse, Split
         from .schedule_cpu import default_schedule, vectorize_partials
 
         default_schedule(s, target)
@@ -376,10 +375,15 @@ class Softmax(Op):
         exp = [st for st in s.stages.values() if st.tensor.name == "softmax_exp"]
         if exp:
             root = s.root
-            last = root.tensor.axes[-1]
-            # the loop that encloses one row: the leaf before the last axis' loops
-            derived = [lf for lf in root.leaves if lf is last or lf.name.startswith(last.name)]
-            row = root.leaves[root.leaves.index(derived[0]) - 1] if root.leaves.index(derived[0]) else None
+            # the loop that encloses one row: the leaf before the first loop made from the last axis
+            row_axis = {root.tensor.axes[-1]}
+            for rel in root.relations:
+                if isinstance(rel, Split) and rel.parent in row_axis:
+                    row_axis |= {rel.outer, rel.inner}
+                elif isinstance(rel, Fuse) and (rel.outer in row_axis or rel.inner in row_axis):
+                    row_axis.add(rel.fused)
+            first = next(k for k, leaf in enumerate(root.leaves) if leaf in row_axis)
+            row = root.leaves[first - 1] if first else None
             st = exp[0]
             st.compute_at(root, row)
             inner = st.tensor.axes[-1]
@@ -750,12 +754,10 @@ class Conv2dNCHWc(Op):
         lanes, ob = target.lanes, o.extent
         # accumulators: rows x (ob / lanes) vectors, the rows chosen by the micro-kernel's cost
         # model (schedule_cpu.register_rows); depthwise tiles stay small (one load per FMA)
-        if a["groups"] == 1:
-            rows = register_rows(x.extent, vecs)
-        else:
-            rows = pick_tile(x.extent, max(1, 8 // vecs - 3), 8 // vecs)
+        dense = a["groups"] == 1
+        rows = register_rows(x.extent, vecs) if dense else pick_tile(x.extent, max(1, 8 // vecs - 3), 8 // vecs)
         order = "channels"
-        if a["groups"] == 1:
+        if dense:
             rc, ry, rx, ri = red.reduce_axes
             (sh, sw), (dh, dw) = a["strides"], a["dilations"]
             c, kh, kw = rc.extent * ri.extent, ry.extent, rx.extent
@@ -763,7 +765,5 @@ class Conv2dNCHWc(Op):
             order = conv_loop_order(in_bytes=4 * c * ih * iw, weight_bytes=4 * c * kh * kw * oc.extent * ob,
                                     out_rows=y.extent, out_blocks=oc.extent, kernel_rows=kh, in_height=ih,
                                     l2_bytes=target.l2_bytes)
-        if order == "rows":
-            register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, y], after=[oc])
-        else:
-            register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, oc], after=[y])
+        outer, inner = (y, oc) if order == "rows" else (oc, y)
+        register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, outer], after=[inner])

@@ -470,10 +470,10 @@ class Lowering:
             # an elementwise stage computed at a loop of the root: one store per element
             init = None
             update = Store(buf, local_idx, value)
-        # uneven splits of the stage's own loops (no tail copies here) and root loops that run
-        # past the end of an axis (guarded root splits) get bounds checks
         # an elementwise stage whose innermost axis splits unevenly (a row of 197 in vectors of 8)
-        # gets a tail copy instead of a bounds check, so that its main loop still vectorizes
+        # gets a tail copy instead of a bounds check, so that its main loop still vectorizes;
+        # other uneven splits of the stage's own loops and root loops that run past the end of
+        # an axis (guarded root splits) get bounds checks
         tail_copy = None
         if init is None and len(nest.tails) == 1 and not nest.guards and not self.nest.guards:
             outer, (inner, main, rem, _) = next(iter(nest.tails.items()))
@@ -504,7 +504,7 @@ class Lowering:
         # init loops: over the spatial leaves only, in the stage's order
         spatial_leaves = [lf for lf in nest.leaves if not _is_reduce_leaf(st, nest, lf)]
         init_stmt = None if init is None else self._nest_loops(st, nest, spatial_leaves, _guarded(init, checks_s))
-        if tail_copy is not None and not checks_a:
+        if tail_copy is not None:             # (no checks: a tail copy excludes every guard)
             outer, inner, main, rem = tail_copy
             main_stmt = self._nest_loops(st, nest, nest.leaves, update, {outer: main})
             at = {outer: Const(main)}

@@ -7,7 +7,8 @@
     python benchmarks/cpu.py path/to/model.onnx    # any ONNX model as well
 
 Every engine runs the same ONNX model with the same inputs and thread count in this process:
-warm-up runs, then ``--runs`` timed runs, one engine after the other; the table shows the median latency, the spread
+warm-up runs, then ``--runs`` timed runs per engine, in rounds of ``--block`` runs per engine (so that
+a busy stretch of the machine slows every engine alike); the table shows the median latency, the spread
 (p10-p90), the ratio to onnxruntime, compile/session-creation time and, from a separate child
 process per engine, peak working memory (resident set growth while loading and running).
 It also measures the machine's fp32 peak (a large sgemm through numpy) and prints each engine's
@@ -166,20 +167,34 @@ def make_torch(path: Path, threads: int):
 ENGINES = {"ember": make_ember, "onnxruntime": make_onnxruntime, "torch": make_torch, "openvino": make_openvino}
 
 
-def time_runs(fns: dict, feeds, warmup: int, runs: int) -> dict[str, list[float]]:
-    """Latencies of each engine's ``fn``: one engine after the other, each with its warm-up
-    runs and then all its timed runs.  (Interleaving the engines run by run would make them
-    share the cores with each other's thread pools: onnxruntime's keeps spinning for work after
-    a run and takes cores from the engine timed next.)"""
-    out: dict[str, list[float]] = {}
-    for name, fn in fns.items():
+def time_runs(fns: dict, feeds, warmup: int, runs: int, block: int = 5,
+              settle: float = 0.05) -> dict[str, list[float]]:
+    """Latencies of each engine's ``fn``: every engine's warm-up runs, then rounds in which each
+    engine in turn does ``block`` timed runs (``block=0``: all its runs in one go).
+
+    Rounds spread every engine's runs over the whole measurement, so a stretch in which the
+    machine is busy with something else slows all engines alike instead of the one that happened
+    to be timed then.  Before each block the process sleeps ``settle`` seconds and the engine
+    does one untimed run: the engine timed before must not share the cores with it
+    (onnxruntime's thread pool keeps spinning for work after a run), and the engine's own pool
+    is awake again when its timed runs start."""
+    for fn in fns.values():
         for _ in range(warmup):
             fn(feeds)
-        out[name] = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn(feeds)
-            out[name].append(time.perf_counter() - t0)
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    size = block if block > 0 else runs
+    while any(len(ts) < runs for ts in out.values()):
+        for name, fn in fns.items():
+            n = min(size, runs - len(out[name]))
+            if n <= 0:
+                continue
+            if len(fns) > 1:
+                time.sleep(settle)
+                fn(feeds)
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fn(feeds)
+                out[name].append(time.perf_counter() - t0)
     return out
 
 
@@ -257,6 +272,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--block", type=int, default=5,
+                    help="timed runs of one engine before the next engine's turn (0: all at once)")
     ap.add_argument("--engines", nargs="*", default=list(ENGINES))
     ap.add_argument("--no-memory", action="store_true", help="skip the per-engine memory children")
     ap.add_argument("--json", default=str(ROOT / "build" / "bench_cpu.json"))
@@ -285,7 +302,7 @@ def main(argv=None) -> int:
                 fns[eng], setups[eng] = ENGINES[eng](path, a.threads)
             except Exception as e:  # an engine that is not installed or cannot run the model
                 row["engines"][eng] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
-        for eng, ts in time_runs(fns, feeds, a.warmup, a.runs).items():
+        for eng, ts in time_runs(fns, feeds, a.warmup, a.runs, a.block).items():
             med = statistics.median(ts)
             q = np.percentile(ts, [10, 90])
             row["engines"][eng] = {"median_ms": med * 1e3, "p10_ms": q[0] * 1e3, "p90_ms": q[1] * 1e3,

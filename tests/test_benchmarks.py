@@ -71,12 +71,16 @@ def test_cpu_benchmark_knows_its_models():
     assert "vit" in cpu.builder_module("vit").MODELS
 
 
-def test_each_engine_is_timed_in_one_block():
-    """Engines are timed one after the other (interleaved, one engine's spinning thread pool
-    takes cores from the next): warm-up runs, then every timed run."""
+def test_engines_are_timed_in_rounds_of_blocks():
+    """Warm-up runs of every engine, then rounds of blocks: before each block one untimed run
+    (after a pause, so the engine timed before has gone idle), then the block's timed runs."""
     cpu = _load("ember_bench_cpu", BENCH / "cpu.py")
     calls = []
     fns = {name: (lambda feeds, name=name: calls.append(name)) for name in ("a", "b")}
-    times = cpu.time_runs(fns, {}, warmup=2, runs=3)
-    assert calls == ["a"] * 5 + ["b"] * 5
+    times = cpu.time_runs(fns, {}, warmup=2, runs=5, block=3, settle=0)
+    assert calls == ["a"] * 2 + ["b"] * 2 + ["a"] * 4 + ["b"] * 4 + ["a"] * 3 + ["b"] * 3
+    assert {k: len(v) for k, v in times.items()} == {"a": 5, "b": 5}
+    calls.clear()
+    times = cpu.time_runs(fns, {}, warmup=1, runs=3, block=0, settle=0)
+    assert calls == ["a", "b"] + ["a"] * 4 + ["b"] * 4
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}

@@ -6,6 +6,7 @@ the runtime is tested on its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -19,8 +20,9 @@ import pytest
 
 from ember.errors import ArtifactError, EmberError, EmberRuntimeError, InputError
 from ember.graph.types import TensorType
-from ember.runtime import load, pattern_array, trailer_ok, verify_artifact
-from ember.runtime.module import TRAILER_MAGIC, TRAILER_SIZE
+from ember.runtime import (load, pattern_array, process_threads, set_process_threads, trailer_ok,
+                           verify_artifact)
+from ember.runtime.module import _WORKER_SLOTS, TRAILER_MAGIC, TRAILER_SIZE
 from ember.toolchain import build_shared
 
 
@@ -420,31 +422,70 @@ def test_num_threads_from_environment(add_relu_path):
     assert out.stdout.strip() == "3"
 
 
+@contextlib.contextmanager
+def process_threads_at(n):
+    """All Modules of the process may use ``n`` threads at once (more than the CPUs, to test
+    the pool's logic with many workers)."""
+    old = process_threads()
+    set_process_threads(n)
+    try:
+        yield
+    finally:
+        set_process_threads(old)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 4, 8])
 def test_parallel_for_splits_into_contiguous_chunks(chunks_path, threads):
     m = load(chunks_path)
     old = m.num_threads
     m.num_threads = threads
+    with process_threads_at(16):
+        try:
+            for n in [0, 1, 2, 3, 7, 100, CHUNKS_MAX]:
+                out = m(np.array([n], np.int64))
+                hits, chunks, nchunks, nested = out
+                assert (hits[:n] == 1).all() and (hits[n:] == 0).all(), (threads, n)
+                want = 0 if n == 0 else 1 if threads == 1 else min(n, 4 * threads)  # CHUNKS_PER_THREAD
+                assert int(nchunks[0]) == want, (threads, n)
+                spans = sorted(map(tuple, chunks[: int(nchunks[0])]))
+                if spans:
+                    assert [b for b, _ in spans] == [0] + [e for _, e in spans[:-1]]
+                    assert spans[-1][1] == n
+                    sizes = [e - b for b, e in spans]
+                    assert max(sizes) - min(sizes) <= 1
+                if want > 1:     # a loop nested in a chunk of a real region runs inline
+                    assert int(nested[0]) == 1, (threads, n)
+        finally:
+            m.num_threads = old
+
+
+def test_modules_share_the_process_threads(chunks_path):
+    """A region takes worker slots from the process's counter: with none to spare it runs
+    inline on its host thread; it takes at most what is there; it gives them all back."""
+    m = load(chunks_path)
+    old = m.num_threads
+    m.num_threads = 4
+    n = 1000
     try:
-        for n in [0, 1, 2, 3, 7, 100, CHUNKS_MAX]:
-            out = m(np.array([n], np.int64))
-            hits, chunks, nchunks, nested = out
-            assert (hits[:n] == 1).all() and (hits[n:] == 0).all(), (threads, n)
-            want = 0 if n == 0 else 1 if threads == 1 else min(n, 4 * threads)  # CHUNKS_PER_THREAD
-            assert int(nchunks[0]) == want, (threads, n)
-            spans = sorted(map(tuple, chunks[: int(nchunks[0])]))
-            if spans:
-                assert [b for b, _ in spans] == [0] + [e for _, e in spans[:-1]]
-                assert spans[-1][1] == n
-                sizes = [e - b for b, e in spans]
-                assert max(sizes) - min(sizes) <= 1
-            if want > 1:     # a loop nested in a chunk of a real region runs inline
-                assert int(nested[0]) == 1, (threads, n)
+        for total, threads in [(1, 1), (2, 2), (3, 3), (8, 4)]:
+            with process_threads_at(total):
+                hits, _, nchunks, _ = m(np.array([n], np.int64))
+                assert (hits[:n] == 1).all()
+                assert int(nchunks[0]) == (1 if threads == 1 else 4 * threads), (total, int(nchunks[0]))
+                assert _WORKER_SLOTS.value == total - 1     # all slots back
     finally:
         m.num_threads = old
+    with pytest.raises(EmberError, match="positive integer"):
+        set_process_threads(0)
 
 
-def test_many_regions_in_a_row(tmp_path):
+@pytest.fixture
+def many_threads():
+    with process_threads_at(16):
+        yield
+
+
+def test_many_regions_in_a_row(tmp_path, many_threads):
     """Thousands of small regions: late workers must never run a chunk of the wrong region."""
     prelude = """
 typedef struct { int32_t* acc; int32_t round; } bump_ctx;
@@ -473,8 +514,10 @@ static void bump(void* p, int64_t b, int64_t e) {
         m.num_threads = old
 
 
-def test_concurrent_runs_from_host_threads(add_relu_path, chunks_path):
-    """Different instances (same file and different files) and one shared instance, at once."""
+@pytest.mark.parametrize("total", [2, 16])
+def test_concurrent_runs_from_host_threads(add_relu_path, chunks_path, total):
+    """Different instances (same file and different files) and one shared instance, at once;
+    with few process threads (the pools share the slots) and with many."""
     instances = [load(add_relu_path), load(add_relu_path), load(chunks_path)]
     shared = instances[0]
     instances[0].num_threads = 4
@@ -494,13 +537,15 @@ def test_concurrent_runs_from_host_threads(add_relu_path, chunks_path):
         except Exception as e:  # reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(m, 300)) for m in instances + [shared]]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    with process_threads_at(total):
+        threads = [threading.Thread(target=work, args=(m, 300)) for m in instances + [shared]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
     assert not any(t.is_alive() for t in threads), "deadlock"
     assert not errors, errors[0]
+    assert _WORKER_SLOTS.value == process_threads() - 1      # every region gave its slots back
 
 
 def test_pool_survives_fork(add_relu_path):

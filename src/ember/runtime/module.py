@@ -33,7 +33,7 @@ from ..symbolic import SymbolicError, bind, evaluate
 TRAILER_MAGIC = b"EMBERART"
 TRAILER_SIZE = len(TRAILER_MAGIC) + 8 + 32
 #: The ABI version of ``ember_runtime.h`` this module speaks.
-ABI_VERSION = 1
+ABI_VERSION = 2
 #: The metadata ``format`` this module reads.
 METADATA_FORMAT = 1
 
@@ -193,6 +193,52 @@ def pattern_array(ttype: TensorType) -> np.ndarray:
 _VOIDP_P = ctypes.POINTER(ctypes.c_void_p)
 
 
+# ---- threads shared by every artifact of the process ------------------------------------------
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: Worker slots of the whole process, handed to every artifact's thread pool
+#: (``ember_share_workers``): models run at once from several host threads together use at
+#: most this many workers besides the host threads (the CPUs less one by default).
+_WORKER_SLOTS = ctypes.c_int(max(_cpus() - 1, 0))
+_worker_total = _WORKER_SLOTS.value
+_slots_lock = threading.Lock()
+_slots_fn = None          # an artifact's ember_add_worker_slots, once one is loaded
+
+
+def process_threads() -> int:
+    """The most threads all Modules of this process use at once (host thread included)."""
+    return _worker_total + 1
+
+
+def set_process_threads(n: int) -> None:
+    """Let all Modules of this process together use up to ``n`` threads at once (each still at
+    most its own ``num_threads``); by default the CPUs this process may run on."""
+    global _worker_total
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise EmberError(f"the process thread count must be a positive integer, not {n!r}")
+    with _slots_lock:
+        delta = int(n) - 1 - _worker_total
+        if _slots_fn is not None:
+            _slots_fn(ctypes.byref(_WORKER_SLOTS), delta)     # atomic: regions may be running
+        else:
+            _WORKER_SLOTS.value += delta                      # no artifact loaded, no region
+        _worker_total = int(n) - 1
+
+
+def _share_workers(fns: dict) -> None:
+    global _slots_fn
+    with _slots_lock:
+        if _slots_fn is None:
+            _slots_fn = fns["ember_add_worker_slots"]
+    fns["ember_share_workers"](ctypes.byref(_WORKER_SLOTS))
+
+
 def _bind(lib: ctypes.CDLL, path: Path) -> dict[str, Any]:
     """Looks up and types the runtime's exported functions."""
     protos = {
@@ -208,6 +254,8 @@ def _bind(lib: ctypes.CDLL, path: Path) -> dict[str, Any]:
         "ember_last_error": (ctypes.c_char_p, []),
         "ember_set_num_threads": (None, [ctypes.c_int]),
         "ember_get_num_threads": (ctypes.c_int, []),
+        "ember_share_workers": (None, [ctypes.POINTER(ctypes.c_int)]),
+        "ember_add_worker_slots": (None, [ctypes.POINTER(ctypes.c_int), ctypes.c_int]),
         "ember_num_symbols": (ctypes.c_int, []),
         "ember_model_run_dynamic": (ctypes.c_int, [ctypes.c_void_p, _VOIDP_P, _VOIDP_P, _VOIDP_P]),
     }
@@ -276,6 +324,7 @@ class Module:
                 f"cannot create an instance of '{self.name}': "
                 f"{fns['ember_last_error']().decode(errors='replace')}")
         self._model = model
+        _share_workers(fns)
         self._destroy = fns["ember_model_destroy"]
         self._run = fns["ember_model_run"]
         self._in_ptrs = (ctypes.c_void_p * max(1, len(self._in_names)))()
@@ -381,7 +430,8 @@ class Module:
 
     @property
     def num_threads(self) -> int:
-        """Threads the artifact's pool uses (shared by every Module of the same file)."""
+        """Threads the artifact's pool uses (shared by every Module of the same file); all
+        Modules of the process together use at most :func:`process_threads` at once."""
         return int(self._fns["ember_get_num_threads"]())
 
     @num_threads.setter

@@ -35,7 +35,7 @@ extern "C" {
 #define EMBER_API __attribute__((visibility("default")))
 
 /* Bumped when anything in this header changes incompatibly. */
-#define EMBER_ABI_VERSION 1
+#define EMBER_ABI_VERSION 2
 
 typedef struct ember_model ember_model;
 
@@ -85,6 +85,13 @@ EMBER_API const char* ember_last_error(void);
  * $EMBER_NUM_THREADS if set, else the CPUs this process may run on (at most 64). */
 EMBER_API void ember_set_num_threads(int n);
 EMBER_API int ember_get_num_threads(void);
+
+/* One process, several models: give every loaded artifact the same counter of worker slots
+ * (e.g. the CPUs less one) and their pools together never run more workers than it holds; a
+ * region takes up to threads - 1 slots and returns them when it ends.  NULL: the pool's own,
+ * unlimited slots (the default).  ember_add_worker_slots changes a shared counter atomically. */
+EMBER_API void ember_share_workers(int* counter);
+EMBER_API void ember_add_worker_slots(int* counter, int delta);
 
 #ifdef __cplusplus
 }

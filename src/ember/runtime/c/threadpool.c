@@ -18,6 +18,14 @@
  *
  * Host threads: one region at a time owns the pool (a mutex taken with trylock); a second host
  * thread that finds it busy runs its loop inline.  Nested regions (from a chunk) run inline.
+ *
+ * Several artifacts in one process: each has its own pool, so that two models run at once from
+ * two host threads would each wake its workers and together ask for more threads than there are
+ * cores.  ember_share_workers() hands every pool one counter of worker slots for the whole
+ * process (the Python runtime passes the same counter to every artifact it loads, holding the
+ * CPUs less one): a region takes up to threads - 1 slots, wakes only that many workers, and
+ * gives them back when it ends; with none free it runs inline on its host thread.  Without a
+ * shared counter a pool's slots are unlimited.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -51,6 +59,7 @@ static struct {
     ember_range_fn fn;
     void* ctx;
     int64_t n;
+    int active;                  /* workers that take part in the current region */
     int nworkers;                /* created workers; changed only by the region owner */
     pthread_t threads[MAX_THREADS];
     uint32_t start_gen[MAX_THREADS];
@@ -59,6 +68,29 @@ static struct {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .wake = PTHREAD_COND_INITIALIZER,
 };
+
+/* Worker slots: this pool's own (unlimited) unless ember_share_workers gave it the process's. */
+static int own_slots = MAX_THREADS;
+static int* slots = &own_slots;
+
+void ember_share_workers(int* counter) {
+    __atomic_store_n(&slots, counter ? counter : &own_slots, __ATOMIC_RELEASE);
+}
+
+void ember_add_worker_slots(int* counter, int delta) {
+    if (counter) __atomic_fetch_add(counter, delta, __ATOMIC_ACQ_REL);
+}
+
+/* Takes up to `want` slots from `counter`; returns how many it got. */
+static int take_slots(int* counter, int want) {
+    int have = __atomic_load_n(counter, __ATOMIC_RELAXED);
+    for (;;) {
+        int got = have < want ? have : want;
+        if (got <= 0) return 0;
+        if (__atomic_compare_exchange_n(counter, &have, have - got, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return got;
+    }
+}
 
 /* Nonzero on pool workers always, and on a host thread while it runs a region. */
 static __thread int tls_in_region;
@@ -162,8 +194,9 @@ static void* worker_main(void* arg) {
             spin_start = now_ns();
         }
         seen = gen_of(s);
-        /* Workers beyond what this region uses stay out of it. */
-        if (index + 1 < nchunks_of(s)) run_chunks(seen);
+        /* Workers beyond what this region uses stay out of it (P.active is written before the
+         * state word that announced the region). */
+        if ((int)index < P.active) run_chunks(seen);
     }
 }
 
@@ -202,14 +235,17 @@ void ember_parallel_for(int64_t n, ember_range_fn fn, void* ctx) {
     }
     tls_in_region = 1;
     uint32_t gen = gen_of(atomic_load_explicit(&P.state, memory_order_relaxed));
-    nt = 1 + ensure_workers(nt - 1, gen);
+    int* counter = __atomic_load_n(&slots, __ATOMIC_ACQUIRE);
+    int taken = take_slots(counter, ensure_workers(nt - 1, gen));
+    nt = 1 + taken;
     int64_t nch = n < (int64_t)nt * CHUNKS_PER_THREAD ? n : (int64_t)nt * CHUNKS_PER_THREAD;
-    if (nch <= 1) {
+    if (nch <= 1 || taken == 0) {          /* no worker to share it with */
         fn(ctx, 0, n);
     } else {
         P.fn = fn;
         P.ctx = ctx;
         P.n = n;
+        P.active = (int)(nch - 1 < taken ? nch - 1 : taken);
         atomic_store_explicit(&P.done, 0, memory_order_relaxed);
         gen += 1;
         atomic_store(&P.state, ((uint64_t)gen << 32) | ((uint64_t)nch << 16));  /* publish */
@@ -229,6 +265,7 @@ void ember_parallel_for(int64_t n, ember_range_fn fn, void* ctx) {
             }
         }
     }
+    if (taken > 0) __atomic_fetch_add(counter, taken, __ATOMIC_ACQ_REL);
     tls_in_region = 0;
     pthread_mutex_unlock(&P.region);
 }

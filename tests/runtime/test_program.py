@@ -138,3 +138,14 @@ def test_partition_keeps_compiled_nodes_together():
     # u = [1, 0, 1], c = 1 - relu(v) = [0, 1, -2]
     assert np.array_equal(out["d"], np.array([0, 0, -2], np.float32))
     assert np.array_equal(out["d"], run_graph(g, {"s": s, "v": np.array([1, -2, 3], np.float32)})[0])
+
+
+def test_random_and_pattern_inputs():
+    from ember.benchmark import random_inputs
+
+    module = ember.compile(mixed_model(), cflags=("-O1",))
+    feeds = random_inputs(module, int_high=3)
+    assert feeds["x"].dtype == object and set(feeds["x"]) <= {"0", "1", "2"}
+    assert list(module.run(feeds)["y"]) == [0] * 5          # no key matches a digit
+    with pytest.raises(InputError, match="no test pattern for strings"):
+        module.pattern_inputs()

@@ -37,7 +37,8 @@ from ..errors import ArtifactError, EmberError, EmberRuntimeError, InputError
 from ..graph.types import TensorType, is_string
 from ..symbolic import SymbolicError, bind
 from .host import get_kernel
-from .module import TRAILER_SIZE, Module, _boundary_dtype, copy_artifact, seal_artifact, verify_artifact
+from .module import (TRAILER_SIZE, Module, _boundary_dtype, copy_artifact, pattern_array, seal_artifact,
+                     verify_artifact)
 
 PROGRAM_MAGIC = b"EMBERPRG"
 #: The program header ``format`` this module reads and writes.
@@ -240,7 +241,15 @@ class ProgramModule:
         return totals
 
     def pattern_inputs(self) -> "OrderedDict[str, np.ndarray]":
-        raise EmberRuntimeError(f"'{self.name}' takes string inputs; there is no test pattern for them")
+        """The deterministic test inputs of :func:`~ember.runtime.pattern_array` (numeric inputs
+        of static shapes only: strings have no pattern)."""
+        strs = [n for n, t in zip(self._in_names, self._in_types) if is_string(t.dtype)]
+        if strs:
+            raise InputError(f"'{self.name}' takes string input(s) {', '.join(map(repr, strs))}; there is no "
+                             "test pattern for strings: give them explicitly")
+        if self._symbols or not all(t.is_static for t in self._in_types):
+            raise EmberRuntimeError(f"'{self.name}' has symbolic input shapes; pattern inputs need static ones")
+        return OrderedDict((n, pattern_array(t)) for n, t in zip(self._in_names, self._in_types))
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{n}: {t}" for n, t in zip(self._in_names, self._in_types))

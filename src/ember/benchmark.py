@@ -106,7 +106,8 @@ def random_inputs(signature: Any, seed: int = 0, dims: Mapping[str, int] | None 
     or a mapping from names to types with ``.shape`` and ``.dtype`` (or ``(shape, dtype)``).
 
     Floats are standard normal; integers are drawn from ``[0, int_high)`` so they are valid as
-    indices, token ids, masks and segment ids alike; booleans are fair coin flips.  Symbolic
+    indices, token ids, masks and segment ids alike; booleans are fair coin flips; strings are
+    such integers written out (``"0"``, ``"1"``).  Symbolic
     dimensions take their size from ``dims`` (1 when not given)."""
     rng = np.random.default_rng(seed)
     dims = dims or {}
@@ -120,6 +121,9 @@ def random_inputs(signature: Any, seed: int = 0, dims: Mapping[str, int] | None 
             arr = rng.integers(0, int_high, size=shape).astype(dt)
         elif dt.kind == "b":
             arr = rng.random(shape) < 0.5
+        elif dtype == "string":
+            arr = np.empty(shape, dtype=object)
+            arr.reshape(-1)[:] = [str(k) for k in rng.integers(0, int_high, size=arr.size)]
         else:
             raise TypeError(f"cannot make random inputs of dtype {dtype} for input '{name}'")
         out[name] = arr

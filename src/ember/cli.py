@@ -144,6 +144,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  kernels    {len(kernels) if isinstance(kernels, (list, tuple, dict)) else kernels}")
     if getattr(module, "symbols", None):
         print(f"  symbols    {', '.join(f'{n} <= {b}' for n, b in module.symbols.items())} (arena sized for the bounds)")
+    hosts = getattr(module, "host_steps", None)
+    if hosts:
+        print(f"  host steps {len(hosts)} ({', '.join(sorted({op for _, op in hosts}))}): a program for the "
+              "Python runtime (ember.load); the C API cannot run it")
     print(f"  compiled in {seconds:.2f} s")
     return 0
 

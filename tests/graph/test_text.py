@@ -331,3 +331,11 @@ def test_corrupted_text_raises_parse_error_only(seed):
         except ParseError:
             continue
         verify(g)  # what parses is well formed
+
+
+def test_string_constants_round_trip():
+    text = ('graph g(%x: string[2]) {\n  %s = const string[2] ["-a", "é\\"\\n"]\n'
+            '  %y = string_concat(%x, %s) : string[2]\n  return %y\n}\n')
+    g = parse_graph(text)
+    assert list(g.constants()[0].const) == ["-a", 'é"\n']
+    assert print_graph(g) == text and print_graph(parse_graph(print_graph(g))) == text

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -33,7 +34,10 @@ from ..passes import layout_nchwc, pack_weights, winograd
 from ..target import Target, resolve
 from ..codegen.c import CGenerator, c_ident, c_type, dim_c, module_source, shape_function
 from ..tir.analysis import size_bounds
+from ..ops import get_op
+from ..runtime.program import write_program
 from .kernels import group_kernel
+from .program import const_entry, json_attrs, needs_program, partition
 
 ProgressFn = Callable[[str], None]
 
@@ -257,8 +261,8 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     every kernel call (``Module.profile()`` reports the totals).  ``cflags`` are extra flags for
     the C compiler (e.g. ``("-O1",)`` where compile time matters more than speed).
     """
-    from ..runtime import Module
-    from ..toolchain import Cache, build_shared
+    from ..runtime import Module, load
+    from ..toolchain import Cache
 
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
@@ -269,27 +273,101 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     models = Cache("models", suffix=".so")
     key = _model_key(model, tgt, opt_level, shapes, (profile, tuple(cflags)), bounds) if cache and not dump else None
     if key is not None:
-        hit = models.get(key)
+        hit = models.get(key) or Cache("programs", suffix=".ember").get(key)
         if hit is not None:
             say(f"found in cache ({time.perf_counter() - t0:.2f} s)")
-            return Module(hit)
+            return load(hit)
     say("reading model")
     graph = to_graph(model, shapes, bounds)
     dumper = _Dumper(Path(dump)) if dump else None
     if dumper:
         dumper("input", graph)
+    if needs_program(graph):
+        path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key)
+        say(f"done in {time.perf_counter() - t0:.1f} s")
+        return load(path)
+    lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress))
+    if key is not None:
+        lib = models.put(key, lib)
+    say(f"done in {time.perf_counter() - t0:.1f} s")
+    return Module(lib)
+
+
+def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
+                   cflags: tuple[str, ...], report_steps: bool = False) -> Path:
+    """Compile ``graph`` (no host ops) to a sealed shared library; returns its path."""
+    from ..toolchain import build_shared
+
     cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile)
     if dumper:
         dumper.write("groups.txt", "\n".join(k.comment for k in cm.kernels) + "\n")
         dumper.write("model.c", cm.source)
         dumper.write("memory_plan.txt", cm.plan.summary() + "\n")
     say(f"compiling C ({len(cm.source) // 1024} KiB source, {len(cm.constants) / 1e6:.1f} MB constants)")
-    lib = build_shared({"model.c": cm.source}, {"ember_constants": cm.constants}, flags=list(cflags),
-                       name=c_ident(graph.name), progress=(lambda step, done, total: say(step)) if progress else None)
-    if key is not None:
-        lib = models.put(key, lib)
-    say(f"done in {time.perf_counter() - t0:.1f} s")
-    return Module(lib)
+    return build_shared({"model.c": cm.source}, {"ember_constants": cm.constants}, flags=list(cflags),
+                        name=c_ident(graph.name), progress=(lambda step, done, total: say(step)) if report_steps else None)
+
+
+def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
+                     cflags: tuple[str, ...], key: str | None) -> Path:
+    """Compile a graph with host steps to a program file in the cache (``build.program``);
+    returns its path."""
+    from ..toolchain import Cache
+
+    g = optimize(graph, opt_level, dump=dumper)
+    steps = partition(g)
+    slots: dict[Value, int] = {}
+
+    def slot(v: Value) -> int:
+        return slots.setdefault(v, len(slots))
+
+    def dims(shape) -> list:
+        return [d if isinstance(d, int) else str(d) for d in shape]
+
+    in_slots = [slot(v) for v in g.inputs]
+    consts: list[dict] = []
+
+    def read(v: Value) -> int:
+        if v.is_const and v not in slots:
+            consts.append(const_entry(slot(v), v))
+        return slot(v)
+
+    header_steps: list[dict] = []
+    libs: list[Path] = []
+    for st in steps:
+        if st.host:
+            n = st.nodes[0]
+            header_steps.append({"kind": "host", "kernel": get_op(n.op).host_kernel, "node": n.name, "op": n.op,
+                                 "attrs": json_attrs(n.attrs), "inputs": [read(v) for v in st.inputs],
+                                 "outputs": [slot(o) for o in st.outputs]})
+            continue
+        if not st.outputs:
+            continue
+        k = len(libs)
+        sub = st.segment_graph(f"{g.name}_segment{k}", g.bounds)
+        say(f"segment {k}: {len(sub.nodes)} nodes")
+        seg_dump = _Dumper(dumper.folder / f"segment_{k}") if dumper else None
+        libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags))
+        header_steps.append({"kind": "segment", "segment": k, "inputs": [read(v) for v in st.inputs],
+                             "outputs": [slot(o) for o in st.outputs]})
+    out_slots = [read(v) for v in g.outputs]
+    input_syms = {s for v in g.inputs for s in v.type.symbols}
+    header = {
+        "ember_version": __version__, "name": g.name, "target": tgt.kind,
+        "inputs": [{"name": v.name, "dtype": v.dtype, "shape": dims(v.shape)} for v in g.inputs],
+        "outputs": [{"name": v.name, "dtype": v.dtype, "shape": dims(v.shape)} for v in g.outputs],
+        "symbols": [{"name": s, "bound": b} for s, b in g.bounds.items() if s in input_syms],
+        "input_slots": in_slots, "output_slots": out_slots, "constants": consts, "steps": header_steps,
+    }
+    say(f"program: {len(libs)} compiled segment(s), {sum(st.host for st in steps)} host step(s)")
+    programs = Cache("programs", suffix=".ember")
+    scratch = programs.scratch_dir()
+    try:
+        path = write_program(scratch / "model.ember", header, libs)
+        entry = key or hashlib.sha256(path.read_bytes()).hexdigest()
+        return programs.put(entry, path, move=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _Dumper:

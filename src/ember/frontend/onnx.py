@@ -49,13 +49,13 @@ __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", 
 
 # ONNX TensorProto element types -> IR dtype names (numpy spelling).
 _ONNX_DTYPES = {
-    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
     9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
     17: "float8_e4m3fn", 18: "float8_e4m3fnuz", 19: "float8_e5m2", 20: "float8_e5m2fnuz", 21: "uint4",
     22: "int4", 23: "float4_e2m1fn", 24: "float8_e8m0fnu", 25: "uint2", 26: "int2",
 }
 _ONNX_TYPE_NAMES = {
-    0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2",
+    0: "UNDEFINED", 14: "COMPLEX64", 15: "COMPLEX128", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2",
 }
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -286,6 +286,21 @@ class NodeContext:
         raise self.fail(f"{what}: whether {d} <= {limit} depends on the symbols' values; "
                         f"declare their bounds with bounds=")
 
+    def data_symbol(self, what: str, bound: int | None = None) -> str:
+        """A new symbol for a dimension of this node's output that only the data decides (the
+        length of a string op's result), with its upper bound when one is known."""
+        tr = self._tr
+        base = _symbol_name(f"{self.name}_{what}")
+        taken = set(tr.bounds) | tr.data_symbols | {s for v in tr.b.inputs for s in v.type.symbols}
+        name, k = base, 0
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        tr.data_symbols.add(name)
+        if bound is not None:
+            tr.bounds[name] = int(bound)
+        return name
+
     def ints_input(self, i: int, what: str, required: bool = False) -> list[int] | None:
         arr = self.const_input(i, what, required)
         if arr is None:
@@ -407,6 +422,7 @@ class _Translator:
         self.env: dict[str, Value] = {}
         self.used: set[str] = set()
         self.input_names: dict[int, str] = {}   # uid of a graph-input Value -> its ONNX name
+        self.data_symbols: set[str] = set()     # symbols of dimensions the data decides (string ops)
 
     # -- values ----------------------------------------------------------------------------
 
@@ -794,7 +810,7 @@ class _Translator:
             if v.uid in self.symvals:
                 raise InvalidModelError(f"graph output '{v.name}' is a shape computed from symbolic "
                                         "dimensions; Ember compiles tensors computed from the inputs' data only")
-        used = {s for v in self.b.inputs for s in v.type.symbols}
+        used = {s for v in self.b.inputs for s in v.type.symbols} | self.data_symbols
         self.b.bounds = {k: v for k, v in self.bounds.items() if k in used}
         graph = self.b.finish(outs)
         _rename_clashes(graph)

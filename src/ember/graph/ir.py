@@ -76,8 +76,10 @@ class Node:
 def constant(array: Any, name: str | None = None, dtype: str | None = None) -> Value:
     """A new constant value holding a copy of ``array``."""
     arr = np.array(array, dtype=np_dtype(dtype)) if dtype is not None else np.array(array)
-    if arr.dtype == np.dtype("O"):
-        raise TypeError("object arrays cannot be graph constants")
+    if arr.dtype.kind == "U":
+        arr = arr.astype(object)
+    if arr.dtype == np.dtype("O") and not all(isinstance(x, str) for x in arr.reshape(-1)):
+        raise TypeError("object arrays are graph constants only when they hold str (dtype string)")
     arr.setflags(write=False)
     uid = next(_ids)
     return Value(name or f"c{uid}", TensorType.of(arr), None, arr, uid)

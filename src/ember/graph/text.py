@@ -15,7 +15,8 @@ The grammar, one statement a line by convention (the parser does not care about 
 
 * ``graph NAME(%in: TYPE, ...) { STATEMENT* return %v, ... }``
 * ``%name = const TYPE PAYLOAD`` defines a constant.  The payload is a literal (a scalar, or a
-  flat row-major list for any shape) for small constants, or ``b64"..."``: the base64 of the
+  flat row-major list for any shape; strings in JSON quoting, at any size) for small constants,
+  or ``b64"..."``: the base64 of the
   raw little-endian bytes (bool as one byte per element; bfloat16 and the narrow types as the
   bytes of the ml_dtypes arrays the reference holds them in).  Both round-trip bit-exactly, NaN
   payloads and signed zeros included.
@@ -103,6 +104,8 @@ def format_attr(v: Any) -> str:
 
 
 def _format_scalar(x, dtype: str) -> str:
+    if dtype == "string":
+        return json.dumps(x, ensure_ascii=False)
     if dtype == "bool":
         return "true" if x else "false"
     if dtype in ("float16", "float32", "float64", "bfloat16") or dtype in NARROW_FLOAT_DTYPES:
@@ -121,6 +124,9 @@ def _const_array(v: Value) -> np.ndarray:
 
 def _literal(arr: np.ndarray, dtype: str) -> str | None:
     """A literal payload for a small array, or None when it would not round-trip bit-exactly."""
+    if dtype == "string":           # strings have no bytes to write: always a literal
+        items = [_format_scalar(x, dtype) for x in arr.reshape(-1)]
+        return items[0] if arr.ndim == 0 else "[" + ", ".join(items) + "]"
     if arr.size > LITERAL_MAX_ELEMENTS:
         return None
     flat = arr.reshape(-1)
@@ -198,6 +204,12 @@ def _literal_array(items: list, dtype: str, shape) -> np.ndarray:
         for x in items:
             if isinstance(x, float) or not info.min <= int(x) <= info.max:
                 raise ValueError(f"{x!r} is not a valid {dtype}")
+    if npdt.kind == "O":
+        if any(not isinstance(x, str) for x in items):
+            raise ValueError(f"string constants take JSON strings, got {items}")
+        arr = np.empty(len(items), dtype=object)
+        arr[:] = items
+        return arr.reshape(shape)
     if npdt.kind == "b" and any(not isinstance(x, bool) for x in items):
         raise ValueError(f"bool constants take true/false, got {items}")
     if npdt.kind == "f":
@@ -351,6 +363,9 @@ class _Parser:
         raise self.error(f"expected an attribute value, found {self.found() if word is None else repr(word)}", start)
 
     def scalar_literal(self):
+        text = self.string()
+        if text is not None:
+            return text
         neg = self.accept("-")
         num = self.match(_NUMBER)
         if num is not None:

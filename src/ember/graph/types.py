@@ -1,7 +1,8 @@
 """Tensor types of the graph IR: a shape of ints or named symbols, and a dtype.
 
 Dtypes are spelled as numpy spells them ("float32", "int64", "bool", ...), so a constant's
-dtype is simply ``str(array.dtype)``.  A dimension is an ``int`` when it is known at compile
+dtype is simply ``str(array.dtype)``; the one exception is ``"string"``, whose values are numpy
+object arrays of Python ``str`` (see :data:`STRING`).  A dimension is an ``int`` when it is known at compile
 time and a ``str`` (a symbol such as ``"batch"``) when it is only known at run time.
 """
 
@@ -25,6 +26,7 @@ DTYPES = (
     "bool",
     "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
     "float4_e2m1fn", "int4", "uint4", "int2", "uint2",
+    "string",
 )
 
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
@@ -37,6 +39,10 @@ NARROW_FLOAT_DTYPES = frozenset({"float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m
                                  "float8_e8m0fnu", "float4_e2m1fn"})
 NARROW_INT_DTYPES = frozenset({"int4", "uint4", "int2", "uint2"})
 NARROW_DTYPES = NARROW_FLOAT_DTYPES | NARROW_INT_DTYPES
+
+#: Text: numpy object arrays whose elements are Python ``str``.  String values have no
+#: compiled kernels: only the ops that run on the host (``Op.host``) take or produce them.
+STRING = "string"
 
 #: The dtypes numpy has no type for: the reference holds them as ``ml_dtypes`` arrays.
 _ML_DTYPES = NARROW_DTYPES | {"bfloat16"}
@@ -57,9 +63,17 @@ def is_narrow(dtype: str) -> bool:
     return dtype in NARROW_DTYPES
 
 
+def is_string(dtype: str) -> bool:
+    """Whether ``dtype`` is the string dtype (see :data:`STRING`)."""
+    return dtype == STRING
+
+
 def np_dtype(dtype: str) -> np.dtype:
     """The numpy dtype of the arrays that hold values of IR dtype ``dtype``: ``ml_dtypes``'
-    types for bfloat16 and the narrow types (imported only when one is asked for)."""
+    types for bfloat16 and the narrow types (imported only when one is asked for), ``object``
+    for strings."""
+    if dtype == STRING:
+        return np.dtype(object)
     if dtype in _ML_DTYPES:
         try:
             import ml_dtypes
@@ -133,6 +147,10 @@ class TensorType:
 
     @staticmethod
     def of(array: np.ndarray) -> "TensorType":
+        if array.dtype == np.dtype(object):
+            if not all(isinstance(x, str) for x in array.reshape(-1)):
+                raise ShapeError("an object array is a tensor only when every element is a str (dtype string)")
+            return TensorType(tuple(array.shape), STRING)
         return TensorType(tuple(array.shape), str(array.dtype))
 
 

@@ -10,7 +10,10 @@ filled in) followed by the operands:
 
 ``pattern`` tells the fusion pass how the op combines with its neighbours.  ``moves_data`` marks
 the ops that only convert or move elements: only they take the narrow dtypes (float8, float4,
-int4, int2), which have no arithmetic.
+int4, int2), which have no arithmetic.  ``host`` marks the ops that are never compiled to a
+kernel: the compiled model runs them on the host, in the Python runtime, with a kernel of
+``ember.runtime.host`` (named by ``host_kernel``) that is also their numpy reference.  Only
+they take or produce strings.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ..errors import TypeInferenceError
-from ..graph.types import TensorType, is_narrow
+from ..graph.types import TensorType, is_narrow, is_string
 
 
 class Pattern(IntEnum):
@@ -52,6 +55,8 @@ class Op:
     num_inputs: ClassVar[int | tuple[int, int]] = 1   # exact count, or (min, max)
     num_outputs: ClassVar[int] = 1
     moves_data: ClassVar[bool] = False                 # takes the narrow dtypes
+    host: ClassVar[bool] = False                       # runs on the host (see the module doc)
+    host_kernel: ClassVar[str] = ""                    # its kernel in ember.runtime.host
 
     # -- the four pieces of knowledge ------------------------------------------------------
 
@@ -97,6 +102,12 @@ class Op:
                         f"does not take {t.dtype} operands (got {t}): the narrow types are only "
                         f"converted (cast) and moved (reshape, transpose, slice, gather, ...)",
                         node=node, op=self.name)
+        if not self.host:
+            for t in types:
+                if is_string(t.dtype):
+                    raise TypeInferenceError(
+                        f"does not take string operands (got {t}): strings are only taken by the ops "
+                        f"that run on the host (the string ops, label_encode)", node=node, op=self.name)
         try:
             out = self.infer(a, *types)
         except TypeInferenceError as e:

@@ -2,8 +2,8 @@
 
 Two nodes with the same op, the same inputs and the same attributes compute the same values;
 the later one is dropped and its users read the earlier one.  Inputs of commutative ops are
-compared as a set.  Equal constants (same dtype, shape and bytes; up to ``MAX_CONST_BYTES``)
-are merged first, so that nodes over equal constants match too.
+compared as a set.  Equal constants (same dtype, shape and bytes, or strings; up to
+``MAX_CONST_BYTES``) are merged first, so that nodes over equal constants match too.
 
 A value that is a graph output is never replaced (its name is the output's name), but it may
 be the one that others are replaced by.
@@ -40,7 +40,8 @@ def cse(graph: Graph) -> Graph:
     def canon(v: Value) -> Value:
         v = resolve(subst, v)
         if v.is_const and v.const.nbytes <= MAX_CONST_BYTES:
-            key = (v.dtype, v.type.shape, v.const.tobytes())
+            data = tuple(v.const.reshape(-1).tolist()) if v.dtype == "string" else v.const.tobytes()
+            key = (v.dtype, v.type.shape, data)
             first = consts.setdefault(key, v)
             if first is not v:
                 subst[v] = first

@@ -585,22 +585,7 @@ class Module:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Copies the artifact to ``path`` atomically (a whole file or none); returns the path."""
-        dest = Path(path)
-        if dest.is_dir():
-            dest = dest / self._path.name
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
-        os.close(fd)
-        try:
-            shutil.copyfile(self._path, tmp)
-            shutil.copymode(self._path, tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return dest
+        return copy_artifact(self._path, path)
 
     def __del__(self) -> None:
         model, self._model = getattr(self, "_model", None), None
@@ -611,6 +596,32 @@ class Module:
                 pass
 
 
-def load(path: str | os.PathLike) -> Module:
-    """Loads the artifact at ``path`` (checked for integrity first)."""
+def copy_artifact(src: Path, path: str | os.PathLike) -> Path:
+    """Copies the artifact ``src`` to ``path`` (a file, or a folder to put it in) atomically:
+    a temporary file in the destination's folder, renamed into place.  Returns the path."""
+    dest = Path(path)
+    if dest.is_dir():
+        dest = dest / src.name
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        shutil.copymode(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return dest
+
+
+def load(path: str | os.PathLike) -> "Module":
+    """Loads the artifact at ``path`` (checked for integrity first): a :class:`Module`, or a
+    :class:`~ember.runtime.program.ProgramModule` for a model with host steps."""
+    from .program import ProgramModule, is_program
+
+    if is_program(path):
+        return ProgramModule(path)
     return Module(path)

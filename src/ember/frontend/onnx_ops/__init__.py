@@ -29,4 +29,4 @@ def supported_ops() -> list[str]:
 
 # importing the modules registers their translations
 from . import (bitwise, control, dynamic, einsum, elementwise, indexing, linalg, ml, nn, quant,  # noqa: E402,F401
-               reduce, resize, rnn, sampling, sequence, spectral, tensor, training)
+               reduce, resize, rnn, sampling, sequence, spectral, strings, tensor, training)

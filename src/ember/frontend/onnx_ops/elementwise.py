@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ...graph.types import is_float, is_int
+from ...graph.types import is_float, is_int, is_string
 from ...ops.cast import SATURABLE
 from ..onnx import onnx_dtype
 from . import translates
@@ -51,6 +51,8 @@ def _legacy_broadcast(cx, a, b):
 def binary(cx):
     a, b = cx.input(0), cx.input(1)
     b = _legacy_broadcast(cx, a, b)
+    if cx.op_type == "Equal" and is_string(a.dtype):
+        return cx.op("string_equal", [a, b])
     return cx.op(_BINARY[cx.op_type], [a, b])
 
 

@@ -1,11 +1,15 @@
 """Classical machine-learning ops that are tensor arithmetic: Binarizer, ArrayFeatureExtractor and
-TreeEnsemble (``ai.onnx.ml``), TfIdfVectorizer (n-gram counting by comparing shifted slices)."""
+TreeEnsemble (``ai.onnx.ml``), TfIdfVectorizer (n-gram counting by comparing shifted slices), and
+LabelEncoder (a chain of selects between numbers; the host op ``label_encode`` when keys or
+values are strings)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...graph.types import is_int, np_dtype
+import math
+
+from ...graph.types import is_float, is_int, is_string, np_dtype
 from . import translates
 from .arith import T
 from .tensor import prod, reshape, static_shape
@@ -181,3 +185,53 @@ def tree_ensemble(cx):
             acc = T(cx, cx.const(np.full(n, init), dt))
         cols.append(acc.reshape((n, 1)).v)
     return cols[0] if len(cols) == 1 else cx.op("concat", cols, axis=1)
+
+
+def _label_items(cx, which: str) -> tuple[list, str]:
+    """LabelEncoder's keys or values (``which``) as Python values, and their IR dtype."""
+    given = [(k, dt) for k, dt in ((f"{which}_strings", "string"), (f"{which}_int64s", "int64"),
+                                   (f"{which}_floats", "float32"), (f"{which}_tensor", None)) if cx.has_attr(k)]
+    if len(given) != 1:
+        raise cx.fail(f"needs exactly one of {which}_strings, {which}_int64s, {which}_floats, "
+                      f"{which}_tensor; got {', '.join(k for k, _ in given) or 'none'}")
+    attr, dtype = given[0]
+    if dtype is None:
+        arr = cx.attr(attr)
+        return np.asarray(arr).reshape(-1).tolist(), str(arr.dtype) if arr.dtype != object else "string"
+    items = list(cx.attr(attr))
+    return ([str(v) for v in items] if dtype == "string" else [int(v) for v in items] if dtype == "int64"
+            else [float(v) for v in items]), dtype
+
+
+def _label_default(cx, dtype: str):
+    if cx.has_attr("default_tensor"):
+        arr = np.asarray(cx.attr("default_tensor")).reshape(-1)
+        if arr.size != 1:
+            raise cx.fail(f"default_tensor must hold one value, got {arr.size}")
+        return arr.tolist()[0]
+    if is_string(dtype):
+        return cx.attr("default_string", "_Unused")
+    if is_int(dtype):
+        return int(cx.attr("default_int64", -1))
+    return float(cx.attr("default_float", -0.0))
+
+
+@translates(f"{_ML}:LabelEncoder")
+def label_encoder(cx):
+    x = cx.input(0)
+    keys, kdt = _label_items(cx, "keys")
+    values, vdt = _label_items(cx, "values")
+    if len(keys) != len(values):
+        raise cx.fail(f"has {len(keys)} keys but {len(values)} values")
+    if is_string(x.dtype) != is_string(kdt) or (is_float(kdt) and not is_float(x.dtype)):
+        raise cx.fail(f"keys of dtype {kdt} cannot be looked up in {x.type}")
+    default = _label_default(cx, vdt)
+    if is_string(x.dtype) or is_string(vdt) or not keys:
+        return cx.op("label_encode", [x], keys=tuple(keys), values=tuple(values), default=default, dtype=vdt)
+    # numbers to numbers: compiled as selects, the first key that matches wins
+    xt = T(cx, x)
+    out = T(cx, cx.scalar(default, vdt))
+    for k, v in reversed(list(zip(keys, values))):
+        hit = xt.unary("isnan") if isinstance(k, float) and math.isnan(k) else xt.eq(k)
+        out = hit.where(T(cx, cx.scalar(v, vdt)), out)
+    return out.v

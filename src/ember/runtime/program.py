@@ -1,0 +1,348 @@
+"""Programs: compiled models that run part of their work on the host.
+
+A model whose graph holds ops that cannot be compiled ahead of time (strings; see
+``ember.runtime.host``) becomes a *program*: a sequence of steps over numbered value slots.  A
+*segment* step runs a compiled artifact (an ordinary ``Module``, shared library and all); a
+*host* step runs a host kernel in Python.  Values cross between steps as numpy arrays.  A model
+without host steps never becomes a program: it stays one shared library.
+
+A program is one file, checked like every artifact (the trailer of ``module.py``)::
+
+    b"EMBERPRG" | header length (u64, little-endian) | header (JSON) | segment artifacts...
+        | trailer (EMBERART, payload length, sha256)
+
+The header holds the signature (``inputs``, ``outputs``: name, dtype, shape), the slots of the
+inputs and outputs, the constants the host steps and outputs read (as JSON lists), the steps in
+order (a segment step names its artifact, a host step its kernel, node, op and attributes,
+each with the slots it reads and writes), and where each segment artifact lies in the file
+(``offset`` from the end of the header, ``size``).  Loading a program writes each segment to a
+private temporary file, loads it and removes the file.  Programs need this (Python) runtime:
+the C API loads shared libraries only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ArtifactError, EmberError, EmberRuntimeError, InputError
+from ..graph.types import TensorType, is_string
+from ..symbolic import SymbolicError, bind
+from .host import get_kernel
+from .module import (TRAILER_SIZE, Module, _boundary_dtype, copy_artifact, pattern_array, seal_artifact,
+                     verify_artifact)
+
+PROGRAM_MAGIC = b"EMBERPRG"
+#: The program header ``format`` this module reads and writes.
+PROGRAM_FORMAT = 1
+
+
+def is_program(path: str | os.PathLike) -> bool:
+    """Whether the file at ``path`` starts like a program (no integrity check)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(PROGRAM_MAGIC)) == PROGRAM_MAGIC
+    except OSError:
+        return False
+
+
+def write_program(path: str | os.PathLike, header: dict, segments: Sequence[str | os.PathLike]) -> Path:
+    """Writes a program file: ``header`` (without ``segments``, which this adds) and the
+    artifacts at the paths ``segments``.  The file is written under a temporary name in the
+    destination's folder, sealed, and renamed into place."""
+    dest = Path(path)
+    blobs = [Path(p).read_bytes() for p in segments]
+    offset, entries = 0, []
+    for b in blobs:
+        entries.append({"offset": offset, "size": len(b)})
+        offset += len(b)
+    head = json.dumps({**header, "format": PROGRAM_FORMAT, "segments": entries},
+                      separators=(",", ":")).encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(PROGRAM_MAGIC + struct.pack("<Q", len(head)) + head)
+            for b in blobs:
+                f.write(b)
+        seal_artifact(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return dest
+
+
+def _const_array(entry: dict) -> np.ndarray:
+    dtype, shape = entry["dtype"], tuple(entry["shape"])
+    if is_string(dtype):
+        arr = np.empty(shape, dtype=object)
+        arr.reshape(-1)[:] = list(entry["data"])
+        return arr
+    return np.array(entry["data"], dtype=_boundary_dtype(dtype)).reshape(shape)
+
+
+class ProgramModule:
+    """A compiled model with host steps, loaded and ready to run: the same interface as
+    :class:`~ember.runtime.Module` (``run``, calling it, the signature, ``save``), string
+    inputs and outputs as numpy object arrays of ``str``."""
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(os.path.abspath(path))
+        verify_artifact(path)
+        data = path.read_bytes()
+        payload = data[:-TRAILER_SIZE]
+        if payload[:len(PROGRAM_MAGIC)] != PROGRAM_MAGIC:
+            raise ArtifactError(f"'{path}' is not an Ember program")
+        start = len(PROGRAM_MAGIC) + 8
+        (head_len,) = struct.unpack("<Q", payload[len(PROGRAM_MAGIC):start])
+        try:
+            header = json.loads(payload[start:start + head_len].decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ArtifactError(f"'{path}' has a malformed program header: {e}") from None
+        if not isinstance(header, dict) or header.get("format") != PROGRAM_FORMAT:
+            raise ArtifactError(f"'{path}' has program format {header.get('format') if isinstance(header, dict) else None!r}; "
+                                f"this Ember reads format {PROGRAM_FORMAT}")
+        self._path = path
+        self._header = header
+        try:
+            self._parse(header)
+            self._segments = self._load_segments(payload[start + head_len:], header["segments"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"'{path}' has a malformed program header: {type(e).__name__}: {e}") from None
+        for s in self._steps:
+            if s["kind"] == "host":
+                get_kernel(s["kernel"])        # this runtime must know every kernel the program uses
+            elif not 0 <= s["segment"] < len(self._segments):
+                raise ArtifactError(f"'{path}' has a malformed program header: step reads segment {s['segment']}")
+
+    def _parse(self, h: dict) -> None:
+        self._in_names = [e["name"] for e in h["inputs"]]
+        self._in_types = [TensorType(tuple(e["shape"]), e["dtype"]) for e in h["inputs"]]
+        self._out_names = [e["name"] for e in h["outputs"]]
+        self._out_types = [TensorType(tuple(e["shape"]), e["dtype"]) for e in h["outputs"]]
+        self._in_slots = [int(s) for s in h["input_slots"]]
+        self._out_slots = [int(s) for s in h["output_slots"]]
+        self._consts = {int(c["slot"]): _const_array(c) for c in h["constants"]}
+        self._steps = list(h["steps"])
+        self._symbols = {str(e["name"]): int(e["bound"]) for e in h.get("symbols", [])}
+        self._in_index = {n: i for i, n in enumerate(self._in_names)}
+        # after which step each slot is read for the last time (outputs are never dropped)
+        last: dict[int, int] = {}
+        for k, s in enumerate(self._steps):
+            for slot in s["inputs"]:
+                last[int(slot)] = k
+        keep = set(self._out_slots) | set(self._consts)
+        self._drop = [[slot for slot, k2 in last.items() if k2 == k and slot not in keep]
+                      for k in range(len(self._steps))]
+
+    def _load_segments(self, blob: bytes, entries: list) -> list[Module]:
+        out = []
+        folder = tempfile.mkdtemp(prefix="ember-program-")
+        try:
+            for k, e in enumerate(entries):
+                off, size = int(e["offset"]), int(e["size"])
+                if off < 0 or size <= 0 or off + size > len(blob):
+                    raise ArtifactError(f"'{self._path}' is damaged: segment {k} lies outside the file")
+                seg = os.path.join(folder, f"segment_{k}.so")
+                with open(seg, "wb") as f:
+                    f.write(blob[off:off + size])
+                out.append(Module(seg))    # the loaded library no longer needs its file
+                os.unlink(seg)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return out
+
+    # ---- description -------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def metadata(self) -> dict:
+        """The program header (signature, constants, steps)."""
+        return json.loads(json.dumps(self._header))
+
+    @property
+    def name(self) -> str:
+        return str(self._header.get("name", self._path.stem))
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._in_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._out_names)
+
+    @property
+    def input_types(self) -> list[TensorType]:
+        return list(self._in_types)
+
+    @property
+    def output_types(self) -> list[TensorType]:
+        return list(self._out_types)
+
+    @property
+    def segments(self) -> list[Module]:
+        """The compiled segments, in the order the steps first run them."""
+        return list(self._segments)
+
+    @property
+    def host_steps(self) -> list[tuple[str, str]]:
+        """(node, op) of every host step, in order."""
+        return [(s["node"], s["op"]) for s in self._steps if s["kind"] == "host"]
+
+    @property
+    def arena_bytes(self) -> int:
+        """Scratch bytes the compiled segments hold, together."""
+        return sum(m.arena_bytes for m in self._segments)
+
+    @property
+    def symbols(self) -> dict[str, int]:
+        return dict(self._symbols)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return bool(self._symbols)
+
+    @property
+    def num_threads(self) -> int:
+        return self._segments[0].num_threads if self._segments else 1
+
+    @num_threads.setter
+    def num_threads(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise EmberError(f"num_threads must be a positive integer, not {n!r}")
+        for m in self._segments:
+            m.num_threads = n
+
+    def output_shapes(self, input_shapes) -> list:
+        raise EmberRuntimeError(f"'{self.name}' runs host steps whose output shapes depend on the data; "
+                                "run it to learn them")
+
+    def profile(self) -> "OrderedDict[str, float]":
+        """Seconds per kernel of every compiled segment (compiled with ``profile=True``)."""
+        totals: OrderedDict[str, float] = OrderedDict()
+        for m in self._segments:
+            totals.update(m.profile())
+        return totals
+
+    def pattern_inputs(self) -> "OrderedDict[str, np.ndarray]":
+        """The deterministic test inputs of :func:`~ember.runtime.pattern_array` (numeric inputs
+        of static shapes only: strings have no pattern)."""
+        strs = [n for n, t in zip(self._in_names, self._in_types) if is_string(t.dtype)]
+        if strs:
+            raise InputError(f"'{self.name}' takes string input(s) {', '.join(map(repr, strs))}; there is no "
+                             "test pattern for strings: give them explicitly")
+        if self._symbols or not all(t.is_static for t in self._in_types):
+            raise EmberRuntimeError(f"'{self.name}' has symbolic input shapes; pattern inputs need static ones")
+        return OrderedDict((n, pattern_array(t)) for n, t in zip(self._in_names, self._in_types))
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{n}: {t}" for n, t in zip(self._in_names, self._in_types))
+        outs = ", ".join(f"{n}: {t}" for n, t in zip(self._out_names, self._out_types))
+        hosts = len(self.host_steps)
+        return (f"<ember.Module '{self.name}' ({ins}) -> ({outs}); {len(self._segments)} compiled segment(s), "
+                f"{hosts} host step(s)>")
+
+    # ---- running -------------------------------------------------------------------------------
+
+    def run(self, feeds: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
+        """Runs the program on ``feeds`` (input name -> array); returns the outputs in order."""
+        names = self._in_names
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}; "
+                             "call the module with positional arrays instead")
+        unknown = [k for k in feeds if k not in self._in_index]
+        if unknown:
+            raise InputError(f"unknown input(s) {', '.join(repr(k) for k in unknown)} for "
+                             f"'{self.name}'; its inputs are {', '.join(names) or '(none)'}")
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise InputError(f"missing input(s) {', '.join(repr(n) for n in missing)} for "
+                             f"'{self.name}'; its inputs are {', '.join(names)}")
+        return self._execute([feeds[n] for n in names])
+
+    def __call__(self, *arrays: Any) -> "np.ndarray | tuple[np.ndarray, ...]":
+        if len(arrays) != len(self._in_names):
+            raise InputError(f"'{self.name}' takes {len(self._in_names)} input(s) "
+                             f"({', '.join(self._in_names)}), got {len(arrays)}")
+        outs = tuple(self._execute(list(arrays)).values())
+        return outs[0] if len(outs) == 1 else outs
+
+    def _check_input(self, i: int, arr: Any, env: dict) -> np.ndarray:
+        name, t = self._in_names[i], self._in_types[i]
+        arr = np.asarray(arr)
+        got = f"{arr.dtype}[{', '.join(str(d) for d in arr.shape)}]"
+        if is_string(t.dtype):
+            if arr.dtype.kind == "U":
+                arr = arr.astype(object)
+            if arr.dtype != object or not all(isinstance(s, str) for s in arr.reshape(-1)):
+                raise InputError(f"input '{name}' of '{self.name}' expects {t}, got {got}: give a numpy "
+                                 "array of str (dtype object or str_)")
+        else:
+            dt = _boundary_dtype(t.dtype)
+            if arr.dtype != dt:
+                raise InputError(f"input '{name}' of '{self.name}' expects {t}, got {got}: "
+                                 f"convert it explicitly (e.g. x.astype(np.{dt}))")
+        try:
+            bind(t.shape, arr.shape, env, f"input '{name}' ({t})")
+        except SymbolicError as e:
+            raise InputError(f"'{self.name}': {e}") from None
+        return arr
+
+    def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
+        env: dict[str, int] = {}
+        slots: dict[int, np.ndarray] = dict(self._consts)
+        for i, arr in enumerate(arrays):
+            slots[self._in_slots[i]] = self._check_input(i, arr, env)
+        for sym, value in env.items():
+            bound = self._symbols.get(sym)
+            if bound is not None and value > bound:
+                raise InputError(f"'{self.name}': the inputs give {sym} = {value}, above its bound {bound}; "
+                                 f"compile with bounds={{'{sym}': {value}}} (or more) to run this size")
+        for step, drop in zip(self._steps, self._drop):
+            ins = [slots[int(s)] for s in step["inputs"]]
+            if step["kind"] == "host":
+                outs = self._run_host(step, ins)
+            else:
+                seg = self._segments[step["segment"]]
+                outs = list(seg.run(dict(zip(seg.input_names, ins))).values())
+            for s, arr in zip(step["outputs"], outs):
+                slots[int(s)] = arr
+            for s in drop:
+                slots.pop(s, None)
+        outs = []
+        for s in self._out_slots:
+            arr = slots[s]
+            outs.append(arr.copy() if s in self._in_slots or s in self._consts else arr)
+        return OrderedDict(zip(self._out_names, outs))
+
+    def _run_host(self, step: dict, ins: list) -> list:
+        try:
+            outs = get_kernel(step["kernel"])(step["attrs"], *ins)
+        except EmberError:
+            raise
+        except Exception as e:  # a kernel that rejects these values
+            raise EmberRuntimeError(f"host step failed: {type(e).__name__}: {e}",
+                                    node=step["node"], op=step["op"]) from None
+        return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+    # ---- files ----------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Copies the program to ``path`` atomically (a whole file or none); returns the path."""
+        return copy_artifact(self._path, path)

@@ -434,6 +434,155 @@ def row_reduce(combiner: str, x, ax: int, body, name: str):
 
 
 @register
+class Attention(Op):
+    """Scaled dot-product attention in one kernel: ``softmax(logits) @ v`` with
+    ``logits = scale * (q @ kt)``, then plus ``bias`` (``mask="add"``), or replaced by ``fill``
+    where the boolean ``mask`` input equals ``fill_when`` (``mask="fill"``: a causal mask).
+
+    ``q`` is [..., Lq, D], ``kt`` the keys transposed, [..., D, Lk], ``v`` [..., Lk, Dv]; the
+    batch dims (and the bias or mask, against [..., Lq, Lk]) broadcast as in ``matmul``.  The
+    kernel computes one query row at a time: its Lk logits, their max, exp(logit - max) and sum
+    stay in a row buffer in L1 and are multiplied into ``v`` at once, so the [Lq, Lk] score
+    matrix never goes to memory (``passes.fuse_attention`` forms this op)."""
+
+    name = "attention"
+    pattern = Pattern.OPAQUE
+    attrs = {"scale": 1.0, "mask": "none", "fill": 0.0, "fill_when": True}
+    num_inputs = (3, 4)
+
+    def infer(self, a, q, kt, v, m=None):
+        dt = same_dtype(self, q, kt, v)
+        if not is_float(dt):
+            raise self.fail(f"expects floating-point operands, got {q}")
+        if min(q.rank, kt.rank, v.rank) < 2:
+            raise self.fail(f"operands must have rank >= 2, got {q}, {kt} and {v}")
+        if q.shape[-1] != kt.shape[-2] or kt.shape[-1] != v.shape[-2]:
+            raise self.fail(f"shapes do not chain: q {q}, keys transposed {kt}, values {v}")
+        batch = broadcast_shapes(q.shape[:-2], kt.shape[:-2], v.shape[:-2], what="attention batch dims")
+        logits = batch + (q.shape[-2], kt.shape[-1])
+        if a["mask"] not in ("none", "add", "fill"):
+            raise self.fail(f"mask must be 'none', 'add' or 'fill', got {a['mask']!r}")
+        if (m is None) != (a["mask"] == "none"):
+            raise self.fail(f"mask={a['mask']!r} takes {'no' if a['mask'] == 'none' else 'a'} fourth input")
+        if m is not None:
+            want = dt if a["mask"] == "add" else "bool"
+            if m.dtype != want:
+                raise self.fail(f"the {'bias' if want == dt else 'mask'} must be {want}, got {m}")
+            if broadcast_shapes(m.shape, logits, what="attention mask") != logits:
+                raise self.fail(f"the mask {m} does not broadcast to the logits {logits}")
+        return TensorType(batch + (q.shape[-2], v.shape[-1]), dt)
+
+    def _logits(self, a, s, m):
+        s = s * a["scale"] if a["scale"] != 1.0 else s
+        if a["mask"] == "add":
+            return s + m
+        if a["mask"] == "fill":
+            return np.where(m == a["fill_when"], np.asarray(a["fill"], s.dtype), s)
+        return s
+
+    def reference(self, a, q, kt, v, m=None):
+        w = np.float64 if q.dtype == np.float64 else np.float32
+        s = self._logits(a, np.matmul(q.astype(w), kt.astype(w)), None if m is None else m.astype(m.dtype if m.dtype == bool else w))
+        s = s - np.max(s, axis=-1, keepdims=True)
+        e = np.exp(s)
+        return (np.matmul(e / np.sum(e, axis=-1, keepdims=True), v.astype(w))).astype(q.dtype)
+
+    def compute(self, a, q, kt, v, m=None):
+        from .elementwise import broadcast_index
+
+        dt = q.dtype
+        batch = broadcast_shapes(tuple(q.shape[:-2]), tuple(kt.shape[:-2]), tuple(v.shape[:-2]))
+        nb = len(batch)
+        lshape = batch + (q.shape[-2], kt.shape[-1])
+        d = te.reduce_axis(q.shape[-1], "d")
+
+        def scores(*i):
+            b, r, c = i[:nb], i[nb], i[nb + 1]
+            return te.sum(q[broadcast_index(tuple(q.shape[:-2]), batch, b) + (r, d)] *
+                          kt[broadcast_index(tuple(kt.shape[:-2]), batch, b) + (d, c)], [d])
+
+        s = te.compute(lshape, scores, name="attn_scores")
+
+        def logits(idx):
+            x = s[idx] * te.const(a["scale"], dt) if a["scale"] != 1.0 else s[idx]
+            if a["mask"] == "add":
+                return x + m[broadcast_index(tuple(m.shape), lshape, idx)]
+            if a["mask"] == "fill":
+                fill = te.const(a["fill"], dt)
+                c = m[broadcast_index(tuple(m.shape), lshape, idx)]
+                return te.select(c, fill, x) if a["fill_when"] else te.select(c, x, fill)
+            return x
+
+        zero = te.const(0, "int64")
+        mx = row_reduce("max", s, nb + 1, logits, "attn_max")
+        e = te.compute(lshape, lambda *i: te.call("exp", logits(i) - mx[i[:-1] + (zero,)]), name="attn_exp")
+        total = row_reduce("sum", e, nb + 1, lambda idx: e[idx], "attn_sum")
+        j = te.reduce_axis(kt.shape[-1], "j")
+        oshape = batch + (q.shape[-2], v.shape[-1])
+        o = te.compute(oshape, lambda *i: te.sum(e[i[:-1] + (j,)] *
+                                                 v[broadcast_index(tuple(v.shape[:-2]), batch, i[:nb]) + (j, i[-1])], [j]),
+                       name="attn_weighted")
+        one = te.const(1.0, dt)
+        return te.compute(oshape, lambda *i: o[i] * (one / total[i[:-1] + (zero,)]), name="attention")
+
+    def schedule(self, a, s, out, target):
+        """A tile of query rows per iteration of a parallel loop over the batch dims: the rows'
+        logits (keys' columns in vectors, the reduction over D outside), their max and sum as
+        per-lane partials and exp(logit - max) in vectors are computed once per row tile; the
+        weighted sum of the values runs as a register tile of rows x 16 outputs per column
+        tile, like a matmul."""
+        from .schedule_cpu import register_rows, size_hint, vectorize_partials
+
+        root = s.root
+        lanes = target.lanes
+        *batch, rows, cols = root.tensor.axes
+        stages = {st.tensor.name: st for st in s.stages.values() if st is not root}
+        weighted = stages["attn_weighted"]
+        tiled = isinstance(cols.extent, int) and cols.extent % lanes == 0
+        if tiled:
+            width = 2 * lanes if cols.extent % (2 * lanes) == 0 else lanes
+            r = register_rows(rows.extent, width // lanes, max_acc=12)
+            ro, ri = root.split(rows, r)
+            co, ci = root.split(cols, width)
+            root.reorder(*batch, ro, co, ri, ci)
+            root.unroll(ri)
+            root.vectorize(ci)
+            row_loop = ro
+        else:
+            row_loop = rows
+        par = batch[0] if batch else None
+        for ax in batch[1:]:
+            par = root.fuse(par, ax)
+        if par is None or size_hint(par.extent) < 2 * target.num_cores:
+            par = row_loop if par is None else root.fuse(par, row_loop) if not tiled or divides_rows(rows.extent, row_loop, root) else par
+        if par is not None and size_hint(par.extent) >= 2:
+            root.parallel(par)
+        at = row_loop if (tiled or par is not row_loop) else par
+        for st in stages.values():
+            st.compute_at(root, at)
+        if tiled:
+            weighted.compute_at(root, co)
+            w_rows, w_cols = weighted.tensor.axes[-2:]
+            cvo, cvi = weighted.split(w_cols, lanes)
+            weighted.reorder(*weighted.reduce_axes, w_rows, cvo, cvi)
+            weighted.unroll(w_rows)
+            weighted.unroll(cvo)
+            weighted.vectorize(cvi)
+        for name in ("attn_scores", "attn_exp"):
+            st = stages[name]
+            last = st.tensor.axes[-1]
+            if size_hint(last.extent) >= lanes:
+                jo, ji = st.split(last, lanes)
+                st.reorder(*st.reduce_axes, jo, ji)
+                st.vectorize(ji)
+        vectorize_partials(s)
+
+
+def divides_rows(extent, loop, root) -> bool:
+    return True
+
+
+@register
 class LayerNorm(Op):
     """(x - mean) / sqrt(var + eps) * scale + bias over the trailing axes from ``axis`` on."""
 

@@ -860,6 +860,12 @@ def _attention(batch):
                                                            c.const(causal if when else ~causal)],
                                              scale=0.35, mask="fill", fill=-3.4028234663852886e38, fill_when=when),
                    rtol=1e-4, atol=1e-5)
+    # keys transposed with zero columns past the 20 in use (what the fusion pass makes)
+    batch.case("attention with padded keys",
+               lambda c: c.op("attention", [c.input((2, 20, 8)),
+                                            c.input((2, 8, 32), data=np.pad(np.random.default_rng(3).standard_normal(
+                                                (2, 8, 20)), ((0, 0), (0, 0), (0, 12)))),
+                                            c.input((2, 20, 16))], scale=0.5, keys=20), rtol=1e-4, atol=1e-5)
     batch.case("attention float64", lambda c: c.op("attention", [c.input((2, 5, 4), "float64"), c.input((2, 4, 6), "float64"),
                                                                  c.input((2, 6, 8), "float64")], scale=0.5),
                rtol=1e-9, atol=1e-10)

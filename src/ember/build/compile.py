@@ -125,7 +125,7 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
         g = pack_weights.run(g, target.lanes)
         if dump:
             dump("pack_weights", g)
-        g = fuse_attention.run(g)
+        g = fuse_attention.run(g, target.lanes)
         if dump:
             dump("fuse_attention", g)
     groups = fuse(g)

@@ -397,7 +397,8 @@ PARTIAL_LANES = 8
 
 
 def row_reduce(combiner: str, x, ax: int, body, name: str):
-    """``combiner`` over axis ``ax`` of ``body(index)`` for every row, keeping that axis as size 1.
+    """``combiner`` over axis ``ax`` of ``body(index)`` for every row of ``x`` (a tensor or a
+    shape), keeping that axis as size 1.
 
     When ``ax`` is the innermost axis and long enough, the reduction is split in two stages:
     PARTIAL_LANES partial results per row (lane l combines elements l, l + P, l + 2P, ...), which
@@ -405,12 +406,13 @@ def row_reduce(combiner: str, x, ax: int, body, name: str):
     length (or it is symbolic) the partials cover the whole multiples of P and the combine also
     takes the n % P elements left (ViT's 197-long attention rows: 10x faster than one scalar
     chain per row)."""
-    n = x.shape[ax]
-    rshape = tuple(1 if k == ax else d for k, d in enumerate(x.shape))
+    shape = tuple(getattr(x, "shape", x))
+    n = shape[ax]
+    rshape = tuple(1 if k == ax else d for k, d in enumerate(shape))
     P = PARTIAL_LANES
-    if ax == len(x.shape) - 1 and (not isinstance(n, int) or (n % P and n >= 2 * P)):
+    if ax == len(shape) - 1 and (not isinstance(n, int) or (n % P and n >= 2 * P)):
         ro = te.reduce_axis(n // P, "ro")
-        part = te.compute(x.shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
+        part = te.compute(shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
                           name=f"{name}_partial")
         whole = (n // P) * P
         rl = te.reduce_axis(n % P + P, "rl")
@@ -421,13 +423,13 @@ def row_reduce(combiner: str, x, ax: int, body, name: str):
             return te.reduce(combiner, te.select(te.lt(rl, te.const(P, "int64")), part[i[:-1] + (rl,)], tail), [rl])
 
         return te.compute(rshape, combine, name=name)
-    if ax != len(x.shape) - 1 or not isinstance(n, int) or n % P or n < 2 * P:
+    if ax != len(shape) - 1 or not isinstance(n, int) or n % P or n < 2 * P:
         r = te.reduce_axis(n, "r")
-        return te.compute(rshape, lambda *i: te.reduce(combiner, body(i[:-1] + (r,) if ax == len(x.shape) - 1
+        return te.compute(rshape, lambda *i: te.reduce(combiner, body(i[:-1] + (r,) if ax == len(shape) - 1
                                                                       else tuple(r if k == ax else ii for k, ii in enumerate(i))),
                                                        [r]), name=name)
     ro = te.reduce_axis(n // P, "ro")
-    part = te.compute(x.shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
+    part = te.compute(shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
                       name=f"{name}_partial")
     rl = te.reduce_axis(P, "rl")
     return te.compute(rshape, lambda *i: te.reduce(combiner, part[i[:-1] + (rl,)], [rl]), name=name)
@@ -447,8 +449,14 @@ class Attention(Op):
 
     name = "attention"
     pattern = Pattern.OPAQUE
-    attrs = {"scale": 1.0, "mask": "none", "fill": 0.0, "fill_when": True}
+    attrs = {"scale": 1.0, "mask": "none", "fill": 0.0, "fill_when": True, "keys": 0}
     num_inputs = (3, 4)
+
+    @staticmethod
+    def keys(a, kt) -> int:
+        """Lk: the keys in use; the columns of ``kt`` past them are padding (whole vectors of
+        keys for the logits' register tiles)."""
+        return a["keys"] or kt.shape[-1]
 
     def infer(self, a, q, kt, v, m=None):
         dt = same_dtype(self, q, kt, v)
@@ -456,10 +464,11 @@ class Attention(Op):
             raise self.fail(f"expects floating-point operands, got {q}")
         if min(q.rank, kt.rank, v.rank) < 2:
             raise self.fail(f"operands must have rank >= 2, got {q}, {kt} and {v}")
-        if q.shape[-1] != kt.shape[-2] or kt.shape[-1] != v.shape[-2]:
-            raise self.fail(f"shapes do not chain: q {q}, keys transposed {kt}, values {v}")
+        lk = self.keys(a, kt)
+        if q.shape[-1] != kt.shape[-2] or lk != v.shape[-2] or (a["keys"] and not 0 < lk <= kt.shape[-1]):
+            raise self.fail(f"shapes do not chain: q {q}, keys transposed {kt} (keys={a['keys']}), values {v}")
         batch = broadcast_shapes(q.shape[:-2], kt.shape[:-2], v.shape[:-2], what="attention batch dims")
-        logits = batch + (q.shape[-2], kt.shape[-1])
+        logits = batch + (q.shape[-2], lk)
         if a["mask"] not in ("none", "add", "fill"):
             raise self.fail(f"mask must be 'none', 'add' or 'fill', got {a['mask']!r}")
         if (m is None) != (a["mask"] == "none"):
@@ -482,6 +491,7 @@ class Attention(Op):
 
     def reference(self, a, q, kt, v, m=None):
         w = np.float64 if q.dtype == np.float64 else np.float32
+        kt = kt[..., :self.keys(a, kt)]
         s = self._logits(a, np.matmul(q.astype(w), kt.astype(w)), None if m is None else m.astype(m.dtype if m.dtype == bool else w))
         s = s - np.max(s, axis=-1, keepdims=True)
         e = np.exp(s)
@@ -493,7 +503,7 @@ class Attention(Op):
         dt = q.dtype
         batch = broadcast_shapes(tuple(q.shape[:-2]), tuple(kt.shape[:-2]), tuple(v.shape[:-2]))
         nb = len(batch)
-        lshape = batch + (q.shape[-2], kt.shape[-1])
+        lshape = batch + (q.shape[-2], self.keys(a, kt))
         d = te.reduce_axis(q.shape[-1], "d")
 
         def scores(*i):
@@ -501,7 +511,8 @@ class Attention(Op):
             return te.sum(q[broadcast_index(tuple(q.shape[:-2]), batch, b) + (r, d)] *
                           kt[broadcast_index(tuple(kt.shape[:-2]), batch, b) + (d, c)], [d])
 
-        s = te.compute(lshape, scores, name="attn_scores")
+        # the logits of every column of kt, padding included (it is never read)
+        s = te.compute(batch + (q.shape[-2], kt.shape[-1]), scores, name="attn_scores")
 
         def logits(idx):
             x = s[idx] * te.const(a["scale"], dt) if a["scale"] != 1.0 else s[idx]
@@ -514,10 +525,10 @@ class Attention(Op):
             return x
 
         zero = te.const(0, "int64")
-        mx = row_reduce("max", s, nb + 1, logits, "attn_max")
+        mx = row_reduce("max", lshape, nb + 1, logits, "attn_max")
         e = te.compute(lshape, lambda *i: te.call("exp", logits(i) - mx[i[:-1] + (zero,)]), name="attn_exp")
         total = row_reduce("sum", e, nb + 1, lambda idx: e[idx], "attn_sum")
-        j = te.reduce_axis(kt.shape[-1], "j")
+        j = te.reduce_axis(lshape[-1], "j")
         oshape = batch + (q.shape[-2], v.shape[-1])
         o = te.compute(oshape, lambda *i: te.sum(e[i[:-1] + (j,)] *
                                                  v[broadcast_index(tuple(v.shape[:-2]), batch, i[:nb]) + (j, i[-1])], [j]),
@@ -568,13 +579,27 @@ class Attention(Op):
             weighted.unroll(w_rows)
             weighted.unroll(cvo)
             weighted.vectorize(cvi)
-        for name in ("attn_scores", "attn_exp"):
-            st = stages[name]
-            last = st.tensor.axes[-1]
-            if size_hint(last.extent) >= lanes:
-                jo, ji = st.split(last, lanes)
-                st.reorder(*st.reduce_axes, jo, ji)
-                st.vectorize(ji)
+        scores = stages["attn_scores"]
+        s_rows, keys = scores.tensor.axes[-2:]
+        if isinstance(keys.extent, int) and keys.extent % lanes == 0:
+            # a register tile of the tile's rows x 2 vectors of keys (1 when 2 do not divide
+            # them), the reduction over D around it: the accumulators stay in registers
+            width = 2 * lanes if keys.extent % (2 * lanes) == 0 else lanes
+            jo, jc = scores.split(keys, width)
+            jv, ji = scores.split(jc, lanes)
+            scores.reorder(jo, *scores.reduce_axes, s_rows, jv, ji)
+            scores.unroll(s_rows)
+            scores.unroll(jv)
+            scores.vectorize(ji)
+        elif size_hint(keys.extent) >= lanes:
+            jo, ji = scores.split(keys, lanes)
+            scores.reorder(*scores.reduce_axes, jo, ji)
+            scores.vectorize(ji)
+        exp = stages["attn_exp"]
+        last = exp.tensor.axes[-1]
+        if size_hint(last.extent) >= lanes:
+            jo, ji = exp.split(last, lanes)
+            exp.vectorize(ji)
         vectorize_partials(s)
 
 

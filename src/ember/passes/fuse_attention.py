@@ -12,7 +12,9 @@ The chain a transformer's attention becomes in the graph::
 becomes ``attention(q, kt, v[, bias | mask])`` with the scale, mask kind and fill value as
 attributes, so the [Lq, Lk] score matrix is never written to memory (see ``ops.nn.Attention``).
 Only where every intermediate value has that one reader and is not a graph output, and the
-shapes are static (the kernel plans its row buffer from them).
+shapes are static (the kernel plans its row buffer from them).  When two vectors do not divide
+Lk, ``kt`` gets zero columns up to a multiple of them (a ``pad`` that runs in the kernel that
+transposes the keys) and ``keys=Lk``, so the logits' register tiles need no tail.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def match(out: Node, users: dict, protected: set) -> _Match | None:
     if sm is None or sm.op != "softmax" or sm.attrs["log"] or sm.attrs["axis"] % p.type.rank != p.type.rank - 1:
         return None
     chain = [sm]
-    attrs = {"scale": 1.0, "mask": "none", "fill": 0.0, "fill_when": True}
+    attrs = {"scale": 1.0, "mask": "none", "fill": 0.0, "fill_when": True, "keys": 0}
     mask = None
     node, x = sole(sm.inputs[0], sm), sm.inputs[0]
     if node is not None and node.op == "add":
@@ -101,7 +103,7 @@ def match(out: Node, users: dict, protected: set) -> _Match | None:
     return _Match(q, kt, v, mask, attrs, chain)
 
 
-def run(graph: Graph) -> Graph:
+def run(graph: Graph, lanes: int = 8) -> Graph:
     g = graph.copy()
     users = g.users()
     protected = set(g.outputs)
@@ -124,8 +126,16 @@ def run(graph: Graph) -> Graph:
             node.inputs = [vmap.get(v, v) for v in node.inputs]
             b.add_node(node)
             continue
-        ins = [m.q, m.kt, m.v] + ([m.mask] if m.mask is not None else [])
-        vmap[node.output] = b.op("attention", [vmap.get(v, v) for v in ins], name=node.name, **m.attrs)
+        q, kt, v = (vmap.get(x, x) for x in (m.q, m.kt, m.v))
+        lk = kt.shape[-1]
+        width = 2 * lanes
+        if lk % width and lk > width:
+            pads = [0] * (2 * kt.type.rank)
+            pads[kt.type.rank + kt.type.rank - 1] = -lk % width
+            kt = b.op("pad", [kt], name=f"{node.name}_keys_pad", pads=tuple(pads), mode="constant", value=0.0)
+            m.attrs["keys"] = lk
+        ins = [q, kt, v] + ([vmap.get(m.mask, m.mask)] if m.mask is not None else [])
+        vmap[node.output] = b.op("attention", ins, name=node.name, **m.attrs)
     return b.finish([vmap.get(v, v) for v in g.outputs])
 
 

@@ -600,11 +600,13 @@ class Lowering:
 
 
 def _loop_order_of_axes(st: Stage) -> list[int]:
-    """Dims of a stage sorted by where their loops sit in the stage's loop order."""
+    """Dims of a stage sorted by where their innermost loops sit in the stage's loop order (a dim
+    split around other loops, like the keys of a register tile of attention logits, is laid out
+    by its inner part, so its vector loop walks contiguous elements)."""
     nest = loop_nest(st)
     pos = []
     for d, ax in enumerate(st.tensor.axes):
-        p = min((k for k, leaf in enumerate(nest.leaves) if _uses(nest.value[ax], leaf)), default=-1)
+        p = max((k for k, leaf in enumerate(nest.leaves) if _uses(nest.value[ax], leaf)), default=-1)
         pos.append((p, d))
     return [d for _, d in sorted(pos)]
 

@@ -845,7 +845,9 @@ def _attention(batch):
               ((2, 2, 128, 8), (2, 2, 8, 128), (2, 2, 128, 16)),
               ((3, 5, 8), (1, 8, 21), (3, 21, 8)),
               ((4, 3), (3, 6), (6, 5)),
-              ((2, 7, 4), (2, 4, 7), (2, 7, 12))]
+              ((2, 7, 4), (2, 4, 7), (2, 7, 12)),
+              # no batch dims; one pair of heads and whole row tiles (run in parallel)
+              ((20, 8), (8, 20), (20, 16)), ((1, 2, 12, 8), (1, 2, 8, 12), (1, 2, 12, 16))]
     for qs, ks, vs in shapes:
         batch.case(f"attention q{list(qs)} kt{list(ks)} v{list(vs)}",
                    lambda c, qs=qs, ks=ks, vs=vs: c.op("attention", [c.input(qs), c.input(ks), c.input(vs)], scale=0.3),

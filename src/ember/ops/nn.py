@@ -564,11 +564,17 @@ class Attention(Op):
         par = batch[0] if batch else None
         for ax in batch[1:]:
             par = root.fuse(par, ax)
-        if par is None or size_hint(par.extent) < 2 * target.num_cores:
-            par = row_loop if par is None else root.fuse(par, row_loop) if not tiled or divides_rows(rows.extent, row_loop, root) else par
-        if par is not None and size_hint(par.extent) >= 2:
+        # few batch x head pairs: the row tiles run in parallel too (when they are whole: the
+        # loop of an uneven split keeps its tail copy, so it is not fused)
+        even = not tiled or rows.extent % r == 0
+        if (par is None or size_hint(par.extent) < 2 * target.num_cores) and even:
+            par = row_loop if par is None else root.fuse(par, row_loop)
+            row_loop = par
+        elif par is None:
+            par = row_loop
+        if size_hint(par.extent) >= 2:
             root.parallel(par)
-        at = row_loop if (tiled or par is not row_loop) else par
+        at = row_loop
         for st in stages.values():
             st.compute_at(root, at)
         if tiled:
@@ -601,10 +607,6 @@ class Attention(Op):
             jo, ji = exp.split(last, lanes)
             exp.vectorize(ji)
         vectorize_partials(s)
-
-
-def divides_rows(extent, loop, root) -> bool:
-    return True
 
 
 @register

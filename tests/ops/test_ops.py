@@ -841,6 +841,42 @@ def _softmax(batch):
                    lambda c, log=log: c.op("softmax", [c.input((3, 21), data=nan_rows)], axis=1, log=log))
 
 
+@cases("attention")
+def _attention(batch):
+    # (q, keys transposed, values): ViT's 197-long rows (a tail past the vectors), GPT-2's and
+    # BERT's 128, broadcast batch dims, a short row, a width of values that is not whole vectors
+    shapes = [((1, 3, 197, 16), (1, 3, 16, 197), (1, 3, 197, 16)),
+              ((2, 2, 128, 8), (2, 2, 8, 128), (2, 2, 128, 16)),
+              ((3, 5, 8), (1, 8, 21), (3, 21, 8)),
+              ((4, 3), (3, 6), (6, 5)),
+              ((2, 7, 4), (2, 4, 7), (2, 7, 12)),
+              # no batch dims; one pair of heads and whole row tiles (run in parallel)
+              ((20, 8), (8, 20), (20, 16)), ((1, 2, 12, 8), (1, 2, 8, 12), (1, 2, 12, 16))]
+    for qs, ks, vs in shapes:
+        batch.case(f"attention q{list(qs)} kt{list(ks)} v{list(vs)}",
+                   lambda c, qs=qs, ks=ks, vs=vs: c.op("attention", [c.input(qs), c.input(ks), c.input(vs)], scale=0.3),
+                   rtol=1e-4, atol=1e-5)
+    batch.case("attention plus a broadcast bias (BERT's padding mask)",
+               lambda c: c.op("attention", [c.input((2, 3, 9, 8)), c.input((2, 3, 8, 9)), c.input((2, 3, 9, 8)),
+                                            c.input((2, 1, 1, 9), low=-10, high=0)], mask="add"), rtol=1e-4, atol=1e-5)
+    causal = np.triu(np.ones((11, 11), bool), 1)
+    for when in (True, False):
+        batch.case(f"attention with a causal fill (fill_when={when})",
+                   lambda c, when=when: c.op("attention", [c.input((2, 11, 8)), c.input((2, 8, 11)), c.input((2, 11, 16)),
+                                                           c.const(causal if when else ~causal)],
+                                             scale=0.35, mask="fill", fill=-3.4028234663852886e38, fill_when=when),
+                   rtol=1e-4, atol=1e-5)
+    # keys transposed with zero columns past the 20 in use (what the fusion pass makes)
+    batch.case("attention with padded keys",
+               lambda c: c.op("attention", [c.input((2, 20, 8)),
+                                            c.input((2, 8, 32), data=np.pad(np.random.default_rng(3).standard_normal(
+                                                (2, 8, 20)), ((0, 0), (0, 0), (0, 12)))),
+                                            c.input((2, 20, 16))], scale=0.5, keys=20), rtol=1e-4, atol=1e-5)
+    batch.case("attention float64", lambda c: c.op("attention", [c.input((2, 5, 4), "float64"), c.input((2, 4, 6), "float64"),
+                                                                 c.input((2, 6, 8), "float64")], scale=0.5),
+               rtol=1e-9, atol=1e-10)
+
+
 @cases("layer_norm")
 def _layer_norm(batch):
     for shape, axis, pshape in [((4, 13), -1, (13,)), ((2, 3, 8), -1, (8,)), ((2, 3, 8), 1, (3, 8)),

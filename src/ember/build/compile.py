@@ -30,7 +30,7 @@ from ..errors import EmberError, ShapeError
 from ..graph.ir import Graph, Value
 from ..symbolic import Sym, is_identifier
 from ..passes import fuse, optimize, plan_memory
-from ..passes import layout_nchwc, pack_weights, winograd
+from ..passes import fuse_attention, layout_nchwc, pack_weights, winograd
 from ..target import Target, resolve
 from ..codegen.c import CGenerator, c_ident, c_type, dim_c, module_source, shape_function
 from ..tir.analysis import size_bounds
@@ -129,6 +129,9 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
         g = pack_weights.run(g, target.lanes)
         if dump:
             dump("pack_weights", g)
+        g = fuse_attention.run(g, target.lanes)
+        if dump:
+            dump("fuse_attention", g)
     groups = fuse(g)
     bounds = symbol_bounds(g)
     sym_index = {n: k for k, n in enumerate(bounds)}

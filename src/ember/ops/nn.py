@@ -397,7 +397,8 @@ PARTIAL_LANES = 8
 
 
 def row_reduce(combiner: str, x, ax: int, body, name: str):
-    """``combiner`` over axis ``ax`` of ``body(index)`` for every row, keeping that axis as size 1.
+    """``combiner`` over axis ``ax`` of ``body(index)`` for every row of ``x`` (a tensor or a
+    shape), keeping that axis as size 1.
 
     When ``ax`` is the innermost axis and long enough, the reduction is split in two stages:
     PARTIAL_LANES partial results per row (lane l combines elements l, l + P, l + 2P, ...), which
@@ -405,12 +406,13 @@ def row_reduce(combiner: str, x, ax: int, body, name: str):
     length (or it is symbolic) the partials cover the whole multiples of P and the combine also
     takes the n % P elements left (ViT's 197-long attention rows: 10x faster than one scalar
     chain per row)."""
-    n = x.shape[ax]
-    rshape = tuple(1 if k == ax else d for k, d in enumerate(x.shape))
+    shape = tuple(getattr(x, "shape", x))
+    n = shape[ax]
+    rshape = tuple(1 if k == ax else d for k, d in enumerate(shape))
     P = PARTIAL_LANES
-    if ax == len(x.shape) - 1 and (not isinstance(n, int) or (n % P and n >= 2 * P)):
+    if ax == len(shape) - 1 and (not isinstance(n, int) or (n % P and n >= 2 * P)):
         ro = te.reduce_axis(n // P, "ro")
-        part = te.compute(x.shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
+        part = te.compute(shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
                           name=f"{name}_partial")
         whole = (n // P) * P
         rl = te.reduce_axis(n % P + P, "rl")
@@ -421,16 +423,190 @@ def row_reduce(combiner: str, x, ax: int, body, name: str):
             return te.reduce(combiner, te.select(te.lt(rl, te.const(P, "int64")), part[i[:-1] + (rl,)], tail), [rl])
 
         return te.compute(rshape, combine, name=name)
-    if ax != len(x.shape) - 1 or not isinstance(n, int) or n % P or n < 2 * P:
+    if ax != len(shape) - 1 or not isinstance(n, int) or n % P or n < 2 * P:
         r = te.reduce_axis(n, "r")
-        return te.compute(rshape, lambda *i: te.reduce(combiner, body(i[:-1] + (r,) if ax == len(x.shape) - 1
+        return te.compute(rshape, lambda *i: te.reduce(combiner, body(i[:-1] + (r,) if ax == len(shape) - 1
                                                                       else tuple(r if k == ax else ii for k, ii in enumerate(i))),
                                                        [r]), name=name)
     ro = te.reduce_axis(n // P, "ro")
-    part = te.compute(x.shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
+    part = te.compute(shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
                       name=f"{name}_partial")
     rl = te.reduce_axis(P, "rl")
     return te.compute(rshape, lambda *i: te.reduce(combiner, part[i[:-1] + (rl,)], [rl]), name=name)
+
+
+@register
+class Attention(Op):
+    """Scaled dot-product attention in one kernel: ``softmax(logits) @ v`` with
+    ``logits = scale * (q @ kt)``, then plus ``bias`` (``mask="add"``), or replaced by ``fill``
+    where the boolean ``mask`` input equals ``fill_when`` (``mask="fill"``: a causal mask).
+
+    ``q`` is [..., Lq, D], ``kt`` the keys transposed, [..., D, Lk], ``v`` [..., Lk, Dv]; the
+    batch dims (and the bias or mask, against [..., Lq, Lk]) broadcast as in ``matmul``.  The
+    kernel computes one query row at a time: its Lk logits, their max, exp(logit - max) and sum
+    stay in a row buffer in L1 and are multiplied into ``v`` at once, so the [Lq, Lk] score
+    matrix never goes to memory (``passes.fuse_attention`` forms this op)."""
+
+    name = "attention"
+    pattern = Pattern.OPAQUE
+    attrs = {"scale": 1.0, "mask": "none", "fill": 0.0, "fill_when": True, "keys": 0}
+    num_inputs = (3, 4)
+
+    @staticmethod
+    def keys(a, kt) -> int:
+        """Lk: the keys in use; the columns of ``kt`` past them are padding (whole vectors of
+        keys for the logits' register tiles)."""
+        return a["keys"] or kt.shape[-1]
+
+    def infer(self, a, q, kt, v, m=None):
+        dt = same_dtype(self, q, kt, v)
+        if not is_float(dt):
+            raise self.fail(f"expects floating-point operands, got {q}")
+        if min(q.rank, kt.rank, v.rank) < 2:
+            raise self.fail(f"operands must have rank >= 2, got {q}, {kt} and {v}")
+        lk = self.keys(a, kt)
+        if q.shape[-1] != kt.shape[-2] or lk != v.shape[-2] or (a["keys"] and not 0 < lk <= kt.shape[-1]):
+            raise self.fail(f"shapes do not chain: q {q}, keys transposed {kt} (keys={a['keys']}), values {v}")
+        batch = broadcast_shapes(q.shape[:-2], kt.shape[:-2], v.shape[:-2], what="attention batch dims")
+        logits = batch + (q.shape[-2], lk)
+        if a["mask"] not in ("none", "add", "fill"):
+            raise self.fail(f"mask must be 'none', 'add' or 'fill', got {a['mask']!r}")
+        if (m is None) != (a["mask"] == "none"):
+            raise self.fail(f"mask={a['mask']!r} takes {'no' if a['mask'] == 'none' else 'a'} fourth input")
+        if m is not None:
+            want = dt if a["mask"] == "add" else "bool"
+            if m.dtype != want:
+                raise self.fail(f"the {'bias' if want == dt else 'mask'} must be {want}, got {m}")
+            if broadcast_shapes(m.shape, logits, what="attention mask") != logits:
+                raise self.fail(f"the mask {m} does not broadcast to the logits {logits}")
+        return TensorType(batch + (q.shape[-2], v.shape[-1]), dt)
+
+    def _logits(self, a, s, m):
+        s = s * a["scale"] if a["scale"] != 1.0 else s
+        if a["mask"] == "add":
+            return s + m
+        if a["mask"] == "fill":
+            return np.where(m == a["fill_when"], np.asarray(a["fill"], s.dtype), s)
+        return s
+
+    def reference(self, a, q, kt, v, m=None):
+        w = np.float64 if q.dtype == np.float64 else np.float32
+        kt = kt[..., :self.keys(a, kt)]
+        s = self._logits(a, np.matmul(q.astype(w), kt.astype(w)), None if m is None else m.astype(m.dtype if m.dtype == bool else w))
+        s = s - np.max(s, axis=-1, keepdims=True)
+        e = np.exp(s)
+        return (np.matmul(e / np.sum(e, axis=-1, keepdims=True), v.astype(w))).astype(q.dtype)
+
+    def compute(self, a, q, kt, v, m=None):
+        from .elementwise import broadcast_index
+
+        dt = q.dtype
+        batch = broadcast_shapes(tuple(q.shape[:-2]), tuple(kt.shape[:-2]), tuple(v.shape[:-2]))
+        nb = len(batch)
+        lshape = batch + (q.shape[-2], self.keys(a, kt))
+        d = te.reduce_axis(q.shape[-1], "d")
+
+        def scores(*i):
+            b, r, c = i[:nb], i[nb], i[nb + 1]
+            return te.sum(q[broadcast_index(tuple(q.shape[:-2]), batch, b) + (r, d)] *
+                          kt[broadcast_index(tuple(kt.shape[:-2]), batch, b) + (d, c)], [d])
+
+        # the logits of every column of kt, padding included (it is never read)
+        s = te.compute(batch + (q.shape[-2], kt.shape[-1]), scores, name="attn_scores")
+
+        def logits(idx):
+            x = s[idx] * te.const(a["scale"], dt) if a["scale"] != 1.0 else s[idx]
+            if a["mask"] == "add":
+                return x + m[broadcast_index(tuple(m.shape), lshape, idx)]
+            if a["mask"] == "fill":
+                fill = te.const(a["fill"], dt)
+                c = m[broadcast_index(tuple(m.shape), lshape, idx)]
+                return te.select(c, fill, x) if a["fill_when"] else te.select(c, x, fill)
+            return x
+
+        zero = te.const(0, "int64")
+        mx = row_reduce("max", lshape, nb + 1, logits, "attn_max")
+        e = te.compute(lshape, lambda *i: te.call("exp", logits(i) - mx[i[:-1] + (zero,)]), name="attn_exp")
+        total = row_reduce("sum", e, nb + 1, lambda idx: e[idx], "attn_sum")
+        j = te.reduce_axis(lshape[-1], "j")
+        oshape = batch + (q.shape[-2], v.shape[-1])
+        o = te.compute(oshape, lambda *i: te.sum(e[i[:-1] + (j,)] *
+                                                 v[broadcast_index(tuple(v.shape[:-2]), batch, i[:nb]) + (j, i[-1])], [j]),
+                       name="attn_weighted")
+        one = te.const(1.0, dt)
+        return te.compute(oshape, lambda *i: o[i] * (one / total[i[:-1] + (zero,)]), name="attention")
+
+    def schedule(self, a, s, out, target):
+        """A tile of query rows per iteration of a parallel loop over the batch dims: the rows'
+        logits (keys' columns in vectors, the reduction over D outside), their max and sum as
+        per-lane partials and exp(logit - max) in vectors are computed once per row tile; the
+        weighted sum of the values runs as a register tile of rows x 16 outputs per column
+        tile, like a matmul."""
+        from .schedule_cpu import register_rows, size_hint, vectorize_partials
+
+        root = s.root
+        lanes = target.lanes
+        *batch, rows, cols = root.tensor.axes
+        stages = {st.tensor.name: st for st in s.stages.values() if st is not root}
+        weighted = stages["attn_weighted"]
+        tiled = isinstance(cols.extent, int) and cols.extent % lanes == 0
+        if tiled:
+            width = 2 * lanes if cols.extent % (2 * lanes) == 0 else lanes
+            r = register_rows(rows.extent, width // lanes, max_acc=12)
+            ro, ri = root.split(rows, r)
+            co, ci = root.split(cols, width)
+            root.reorder(*batch, ro, co, ri, ci)
+            root.unroll(ri)
+            root.vectorize(ci)
+            row_loop = ro
+        else:
+            row_loop = rows
+        par = batch[0] if batch else None
+        for ax in batch[1:]:
+            par = root.fuse(par, ax)
+        # few batch x head pairs: the row tiles run in parallel too (when they are whole: the
+        # loop of an uneven split keeps its tail copy, so it is not fused)
+        even = not tiled or rows.extent % r == 0
+        if (par is None or size_hint(par.extent) < 2 * target.num_cores) and even:
+            par = row_loop if par is None else root.fuse(par, row_loop)
+            row_loop = par
+        elif par is None:
+            par = row_loop
+        if size_hint(par.extent) >= 2:
+            root.parallel(par)
+        at = row_loop
+        for st in stages.values():
+            st.compute_at(root, at)
+        if tiled:
+            weighted.compute_at(root, co)
+            w_rows, w_cols = weighted.tensor.axes[-2:]
+            cvo, cvi = weighted.split(w_cols, lanes)
+            weighted.reorder(*weighted.reduce_axes, w_rows, cvo, cvi)
+            weighted.unroll(w_rows)
+            weighted.unroll(cvo)
+            weighted.vectorize(cvi)
+        scores = stages["attn_scores"]
+        s_rows, keys = scores.tensor.axes[-2:]
+        if isinstance(keys.extent, int) and keys.extent % lanes == 0:
+            # a register tile of the tile's rows x 2 vectors of keys (1 when 2 do not divide
+            # them), the reduction over D around it: the accumulators stay in registers
+            width = 2 * lanes if keys.extent % (2 * lanes) == 0 else lanes
+            jo, jc = scores.split(keys, width)
+            jv, ji = scores.split(jc, lanes)
+            scores.reorder(jo, *scores.reduce_axes, s_rows, jv, ji)
+            scores.unroll(s_rows)
+            scores.unroll(jv)
+            scores.vectorize(ji)
+        elif size_hint(keys.extent) >= lanes:
+            jo, ji = scores.split(keys, lanes)
+            scores.reorder(*scores.reduce_axes, jo, ji)
+            scores.vectorize(ji)
+        exp = stages["attn_exp"]
+        last = exp.tensor.axes[-1]
+        if size_hint(last.extent) >= lanes:
+            jo, ji = exp.split(last, lanes)
+            exp.vectorize(ji)
+        vectorize_partials(s)
 
 
 @register

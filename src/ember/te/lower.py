@@ -181,6 +181,7 @@ class Lowering:
                 if st.tensor.uid in maps:
                     continue
                 m = None
+                computed = []      # (dim, index) of loads at an index computed by the reader
                 for reader, body in readers:
                     if reader is not self.root and reader.tensor.uid not in maps:
                         continue
@@ -195,15 +196,27 @@ class Lowering:
                                 cand.append(maps[reader.tensor.uid][reader.tensor.axes.index(i)])
                             elif reader is not self.root and i in reader.reduce_axes:
                                 cand.append(FULL)
+                            elif reader is not self.root:
+                                # e.g. a row reduction's partials or its tail: fine where another
+                                # reader makes the whole dim part of the region
+                                computed.append((d, i))
+                                cand = None
+                                break
                             else:
                                 raise CodegenError(
                                     f"kernel {self.name}: {st.tensor.name} is read at a computed index "
                                     f"({i!r}) and cannot be attached")
+                        if cand is None:
+                            continue
                         if m is None:
                             m = cand
                         elif m != cand:
                             raise CodegenError(f"kernel {self.name}: {st.tensor.name} is read at two "
                                                "different index patterns and cannot be attached")
+                for d, i in computed:
+                    if m is not None and m[d] is not FULL:
+                        raise CodegenError(f"kernel {self.name}: {st.tensor.name} is read at a computed index "
+                                           f"({i!r}) and cannot be attached")
                 if m is not None:
                     maps[st.tensor.uid] = m
         for st in self.attached:
@@ -286,7 +299,9 @@ class Lowering:
                         continue
                     t = other.tensor
                     a, b = self.attach_pos[st.tensor.uid], self.attach_pos[t.uid]
-                    if a == b:
+                    if a == b or (a > b and not self._loops_feed(other, b, a)):
+                        # (a reader further in sees the same region of ``other``: the loops
+                        # between them do not move it)
                         continue
                     for x in (st, other):
                         if not (x.default_attach and x.attach_at is None) and self.attach_pos[x.tensor.uid] != min(a, b):
@@ -294,6 +309,12 @@ class Lowering:
                                                f"{other.tensor.name}, so both must be attached at the same loop")
                     self.attach_pos[st.tensor.uid] = self.attach_pos[t.uid] = min(a, b)
                     changed = True
+
+    def _loops_feed(self, st: Stage, lo: int, hi: int) -> bool:
+        """Whether a root loop at positions lo+1 .. hi feeds an axis ``st``'s region follows."""
+        leaves = self.nest.leaves[lo + 1:hi + 1]
+        axes = [ax for ax in self.maps[st.tensor.uid] if ax is not None and ax is not FULL]
+        return any(_axis_uses_leaf(self.nest, ax, leaf) for ax in axes for leaf in leaves)
 
     def gen_root(self, level: int, fixed: dict, ext_override: dict, root_body: Expr) -> Stmt:
         # attached stages placed just inside the loop of the level above
@@ -474,10 +495,13 @@ class Lowering:
         # gets a tail copy instead of a bounds check, so that its main loop still vectorizes;
         # other uneven splits of the stage's own loops and root loops that run past the end of
         # an axis (guarded root splits) get bounds checks
+        # (and so does a reduction whose innermost loops are such a split of a spatial axis: the
+        # row of attention logits, accumulated one vector of keys at a time)
         tail_copy = None
-        if init is None and len(nest.tails) == 1 and not nest.guards and not self.nest.guards:
-            outer, (inner, main, rem, _) = next(iter(nest.tails.items()))
-            if nest.leaves[-2:] == [outer, inner] and isinstance(main, int) and isinstance(rem, int):
+        if isinstance(update, Store) and len(nest.tails) == 1 and not nest.guards and not self.nest.guards:
+            outer, (inner, main, rem, parent) = next(iter(nest.tails.items()))
+            if nest.leaves[-2:] == [outer, inner] and isinstance(main, int) and isinstance(rem, int) \
+                    and (init is None or not _uses_reduce(st, nest, parent)):
                 tail_copy = (outer, inner, main, rem)
         conds_spatial, conds_all = [], []
         for outer, (inner, main, rem, parent) in nest.tails.items():
@@ -506,11 +530,15 @@ class Lowering:
         init_stmt = None if init is None else self._nest_loops(st, nest, spatial_leaves, _guarded(init, checks_s))
         if tail_copy is not None:             # (no checks: a tail copy excludes every guard)
             outer, inner, main, rem = tail_copy
-            main_stmt = self._nest_loops(st, nest, nest.leaves, update, {outer: main})
             at = {outer: Const(main)}
-            last = Store(update.buffer, simplify_index(substitute(update.index, at)), substitute(update.value, at))
-            tail = self._nest_loops(st, nest, nest.leaves[:-2], For(inner, rem, "serial", last))
-            return Seq.of([main_stmt, tail])
+
+            def main_and_tail(store: Store, leaves) -> Stmt:
+                last = Store(store.buffer, simplify_index(substitute(store.index, at)), substitute(store.value, at))
+                return Seq.of([self._nest_loops(st, nest, leaves, store, {outer: main}),
+                               self._nest_loops(st, nest, leaves[:-2], For(inner, rem, "serial", last))])
+
+            return Seq.of([None if init is None else main_and_tail(init, spatial_leaves),
+                           main_and_tail(update, nest.leaves)])
         main_stmt = self._nest_loops(st, nest, nest.leaves, update)
         return Seq.of([init_stmt, main_stmt])
 
@@ -572,11 +600,13 @@ class Lowering:
 
 
 def _loop_order_of_axes(st: Stage) -> list[int]:
-    """Dims of a stage sorted by where their loops sit in the stage's loop order."""
+    """Dims of a stage sorted by where their innermost loops sit in the stage's loop order (a dim
+    split around other loops, like the keys of a register tile of attention logits, is laid out
+    by its inner part, so its vector loop walks contiguous elements)."""
     nest = loop_nest(st)
     pos = []
     for d, ax in enumerate(st.tensor.axes):
-        p = min((k for k, leaf in enumerate(nest.leaves) if _uses(nest.value[ax], leaf)), default=-1)
+        p = max((k for k, leaf in enumerate(nest.leaves) if _uses(nest.value[ax], leaf)), default=-1)
         pos.append((p, d))
     return [d for _, d in sorted(pos)]
 

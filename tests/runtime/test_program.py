@@ -14,7 +14,7 @@ from ember.build.program import needs_program, partition
 from ember.errors import ArtifactError, InputError
 from ember.graph import run_graph
 from ember.graph.text import parse_graph
-from ember.runtime import Module, ProgramModule, is_program, load
+from ember.runtime import LoadedModel, Module, ProgramModule, is_program, load
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,7 +67,7 @@ def check(module, m) -> None:
 def test_mixed_model_runs_host_steps_around_a_compiled_segment():
     m = mixed_model()
     module = ember.compile(m, cflags=("-O1",))
-    assert isinstance(module, ProgramModule)
+    assert isinstance(module, ProgramModule) and isinstance(module, LoadedModel)
     assert [s["kind"] for s in module.metadata["steps"]] == ["host", "host", "segment", "host"]
     assert module.host_steps[0] == ("StringNormalizer_0", "string_normalize")
     assert len(module.segments) == 1 and module.segments[0].is_dynamic    # the length the data decides

@@ -6,9 +6,9 @@ steps (string ops) is a program (``program.py``): compiled segments and host ker
 (``host/``), run by this package only.
 """
 
-from .module import (ABI_VERSION, Module, load, pattern_array, process_threads, seal_artifact,
+from .module import (ABI_VERSION, LoadedModel, Module, load, pattern_array, process_threads, seal_artifact,
                      set_process_threads, trailer_ok, verify_artifact)
 from .program import ProgramModule, is_program, write_program
 
-__all__ = ["ABI_VERSION", "Module", "ProgramModule", "is_program", "load", "pattern_array", "process_threads",
+__all__ = ["ABI_VERSION", "LoadedModel", "Module", "ProgramModule", "is_program", "load", "pattern_array", "process_threads",
            "seal_artifact", "set_process_threads", "trailer_ok", "verify_artifact", "write_program"]

@@ -11,6 +11,7 @@ raises :class:`~ember.errors.ArtifactError` instead of crashing the process in `
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -272,7 +273,97 @@ def _bind(lib: ctypes.CDLL, path: Path) -> dict[str, Any]:
     return fns
 
 
-class Module:
+class LoadedModel:
+    """What every loaded model offers, one library (:class:`Module`) or a program of compiled
+    segments and host steps (:class:`~ember.runtime.program.ProgramModule`): its signature,
+    ``run`` with a mapping of inputs, a call with positional ones, ``save``.  Subclasses set
+    ``_path``, ``_metadata``, ``_in_names`` / ``_in_types`` / ``_out_names`` / ``_out_types``,
+    ``_in_index`` and ``_symbols``, and implement ``_execute(arrays)``."""
+
+    _path: Path
+    _metadata: dict
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def metadata(self) -> dict:
+        return json.loads(json.dumps(self._metadata))
+
+    @property
+    def name(self) -> str:
+        return str(self._metadata.get("name", self._path.stem))
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._in_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._out_names)
+
+    @property
+    def input_types(self) -> list[TensorType]:
+        return list(self._in_types)
+
+    @property
+    def output_types(self) -> list[TensorType]:
+        return list(self._out_types)
+
+    @property
+    def symbols(self) -> dict[str, int]:
+        """The symbolic dimensions of the inputs and the largest value of each (empty for a
+        model of static shapes)."""
+        return dict(self._symbols)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return bool(self._symbols)
+
+    @staticmethod
+    def _thread_count(n) -> int:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise EmberError(f"num_threads must be a positive integer, not {n!r}")
+        return int(n)
+
+    def _signature(self) -> str:
+        ins = ", ".join(f"{n}: {t}" for n, t in zip(self._in_names, self._in_types))
+        outs = ", ".join(f"{n}: {t}" for n, t in zip(self._out_names, self._out_types))
+        return f"'{self.name}' ({ins}) -> ({outs})"
+
+    def run(self, feeds: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
+        """Runs the model on ``feeds`` (input name -> array); returns the outputs in model order."""
+        names = self._in_names
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}; "
+                             "call the module with positional arrays instead")
+        unknown = [k for k in feeds if k not in self._in_index]
+        if unknown:
+            raise InputError(f"unknown input(s) {', '.join(repr(k) for k in unknown)} for "
+                             f"'{self.name}'; its inputs are {', '.join(names) or '(none)'}")
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise InputError(f"missing input(s) {', '.join(repr(n) for n in missing)} for "
+                             f"'{self.name}'; its inputs are {', '.join(names)}")
+        return self._execute([feeds[n] for n in names])
+
+    def __call__(self, *arrays: Any) -> "np.ndarray | tuple[np.ndarray, ...]":
+        if len(arrays) != len(self._in_names):
+            raise InputError(f"'{self.name}' takes {len(self._in_names)} input(s) "
+                             f"({', '.join(self._in_names)}), got {len(arrays)}")
+        outs = tuple(self._execute(list(arrays)).values())
+        return outs[0] if len(outs) == 1 else outs
+
+    def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Copies the artifact to ``path`` atomically (a whole file or none); returns the path."""
+        return copy_artifact(self._path, path)
+
+
+class Module(LoadedModel):
     """A compiled model, loaded and ready to run.
 
     >>> m = ember.load("model.so")
@@ -379,47 +470,9 @@ class Module:
     # ---- description -------------------------------------------------------------------------
 
     @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def metadata(self) -> dict:
-        return json.loads(json.dumps(self._metadata))
-
-    @property
-    def name(self) -> str:
-        return str(self._metadata.get("name", self._path.stem))
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._in_names)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._out_names)
-
-    @property
-    def input_types(self) -> list[TensorType]:
-        return list(self._in_types)
-
-    @property
-    def output_types(self) -> list[TensorType]:
-        return list(self._out_types)
-
-    @property
     def arena_bytes(self) -> int:
         """Scratch bytes an instance holds (for a symbolic model: planned at the bounds)."""
         return int(self._fns["ember_arena_bytes"]())
-
-    @property
-    def symbols(self) -> dict[str, int]:
-        """The symbolic dimensions of the inputs and the largest value of each (empty for a
-        model of static shapes)."""
-        return dict(self._symbols)
-
-    @property
-    def is_dynamic(self) -> bool:
-        return bool(self._symbols)
 
     def output_shapes(self, input_shapes: "Mapping[str, tuple] | list") -> list[tuple[int, ...]]:
         """The output shapes for inputs of the given shapes (by name or in order)."""
@@ -436,39 +489,12 @@ class Module:
 
     @num_threads.setter
     def num_threads(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise EmberError(f"num_threads must be a positive integer, not {n!r}")
-        self._fns["ember_set_num_threads"](int(n))
+        self._fns["ember_set_num_threads"](self._thread_count(n))
 
     def __repr__(self) -> str:
-        ins = ", ".join(f"{n}: {t}" for n, t in zip(self._in_names, self._in_types))
-        outs = ", ".join(f"{n}: {t}" for n, t in zip(self._out_names, self._out_types))
-        return f"<ember.Module '{self.name}' ({ins}) -> ({outs})>"
+        return f"<ember.Module {self._signature()}>"
 
     # ---- running -------------------------------------------------------------------------------
-
-    def run(self, feeds: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
-        """Runs the model on ``feeds`` (input name -> array); returns the outputs in model order."""
-        names = self._in_names
-        if not isinstance(feeds, Mapping):
-            raise InputError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}; "
-                             "call the module with positional arrays instead")
-        if len(feeds) != len(names) or any(k not in self._in_index for k in feeds):
-            unknown = [k for k in feeds if k not in self._in_index]
-            if unknown:
-                raise InputError(f"unknown input(s) {', '.join(repr(k) for k in unknown)} for "
-                                 f"'{self.name}'; its inputs are {', '.join(names) or '(none)'}")
-            missing = [n for n in names if n not in feeds]
-            raise InputError(f"missing input(s) {', '.join(repr(n) for n in missing)} for "
-                             f"'{self.name}'; its inputs are {', '.join(names)}")
-        return self._execute([feeds[n] for n in names])
-
-    def __call__(self, *arrays: Any) -> "np.ndarray | tuple[np.ndarray, ...]":
-        if len(arrays) != len(self._in_names):
-            raise InputError(f"'{self.name}' takes {len(self._in_names)} input(s) "
-                             f"({', '.join(self._in_names)}), got {len(arrays)}")
-        outs = tuple(self._execute(list(arrays)).values())
-        return outs[0] if len(outs) == 1 else outs
 
     def _bind_shapes(self, shapes: list) -> dict[str, int]:
         """The symbols' values given the input shapes; InputError when the shapes disagree
@@ -583,10 +609,6 @@ class Module:
 
     # ---- files ----------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Copies the artifact to ``path`` atomically (a whole file or none); returns the path."""
-        return copy_artifact(self._path, path)
-
     def __del__(self) -> None:
         model, self._model = getattr(self, "_model", None), None
         if model:
@@ -596,17 +618,15 @@ class Module:
                 pass
 
 
-def copy_artifact(src: Path, path: str | os.PathLike) -> Path:
-    """Copies the artifact ``src`` to ``path`` (a file, or a folder to put it in) atomically:
-    a temporary file in the destination's folder, renamed into place.  Returns the path."""
-    dest = Path(path)
-    if dest.is_dir():
-        dest = dest / src.name
+@contextlib.contextmanager
+def replacing(dest: Path):
+    """Yields a temporary path in ``dest``'s folder for the caller to write; renames it to
+    ``dest`` when the block ends, or removes it if the block fails: ``dest`` is a whole file or
+    is left as it was."""
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
     os.close(fd)
     try:
-        shutil.copyfile(src, tmp)
-        shutil.copymode(src, tmp)
+        yield tmp
         os.replace(tmp, dest)
     except BaseException:
         try:
@@ -614,6 +634,17 @@ def copy_artifact(src: Path, path: str | os.PathLike) -> Path:
         except OSError:
             pass
         raise
+
+
+def copy_artifact(src: Path, path: str | os.PathLike) -> Path:
+    """Copies the artifact ``src`` to ``path`` (a file, or a folder to put it in) atomically.
+    Returns the path."""
+    dest = Path(path)
+    if dest.is_dir():
+        dest = dest / src.name
+    with replacing(dest) as tmp:
+        shutil.copyfile(src, tmp)
+        shutil.copymode(src, tmp)
     return dest
 
 

@@ -29,7 +29,7 @@ import struct
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -37,8 +37,8 @@ from ..errors import ArtifactError, EmberError, EmberRuntimeError, InputError
 from ..graph.types import TensorType, is_string
 from ..symbolic import SymbolicError, bind
 from .host import get_kernel
-from .module import (TRAILER_SIZE, Module, _boundary_dtype, copy_artifact, pattern_array, seal_artifact,
-                     verify_artifact)
+from .module import (TRAILER_SIZE, LoadedModel, Module, _boundary_dtype, pattern_array, replacing,
+                     seal_artifact, verify_artifact)
 
 PROGRAM_MAGIC = b"EMBERPRG"
 #: The program header ``format`` this module reads and writes.
@@ -66,21 +66,13 @@ def write_program(path: str | os.PathLike, header: dict, segments: Sequence[str 
         offset += len(b)
     head = json.dumps({**header, "format": PROGRAM_FORMAT, "segments": entries},
                       separators=(",", ":")).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with replacing(dest) as tmp:
+        with open(tmp, "wb") as f:
             f.write(PROGRAM_MAGIC + struct.pack("<Q", len(head)) + head)
             for b in blobs:
                 f.write(b)
         seal_artifact(tmp)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return dest
 
 
@@ -93,7 +85,7 @@ def _const_array(entry: dict) -> np.ndarray:
     return np.array(entry["data"], dtype=_boundary_dtype(dtype)).reshape(shape)
 
 
-class ProgramModule:
+class ProgramModule(LoadedModel):
     """A compiled model with host steps, loaded and ready to run: the same interface as
     :class:`~ember.runtime.Module` (``run``, calling it, the signature, ``save``), string
     inputs and outputs as numpy object arrays of ``str``."""
@@ -115,7 +107,7 @@ class ProgramModule:
             raise ArtifactError(f"'{path}' has program format {header.get('format') if isinstance(header, dict) else None!r}; "
                                 f"this Ember reads format {PROGRAM_FORMAT}")
         self._path = path
-        self._header = header
+        self._metadata = header
         try:
             self._parse(header)
             self._segments = self._load_segments(payload[start + head_len:], header["segments"])
@@ -167,35 +159,6 @@ class ProgramModule:
     # ---- description -------------------------------------------------------------------------
 
     @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def metadata(self) -> dict:
-        """The program header (signature, constants, steps)."""
-        return json.loads(json.dumps(self._header))
-
-    @property
-    def name(self) -> str:
-        return str(self._header.get("name", self._path.stem))
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(self._in_names)
-
-    @property
-    def output_names(self) -> list[str]:
-        return list(self._out_names)
-
-    @property
-    def input_types(self) -> list[TensorType]:
-        return list(self._in_types)
-
-    @property
-    def output_types(self) -> list[TensorType]:
-        return list(self._out_types)
-
-    @property
     def segments(self) -> list[Module]:
         """The compiled segments, in the order the steps first run them."""
         return list(self._segments)
@@ -211,21 +174,12 @@ class ProgramModule:
         return sum(m.arena_bytes for m in self._segments)
 
     @property
-    def symbols(self) -> dict[str, int]:
-        return dict(self._symbols)
-
-    @property
-    def is_dynamic(self) -> bool:
-        return bool(self._symbols)
-
-    @property
     def num_threads(self) -> int:
         return self._segments[0].num_threads if self._segments else 1
 
     @num_threads.setter
     def num_threads(self, n: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise EmberError(f"num_threads must be a positive integer, not {n!r}")
+        n = self._thread_count(n)
         for m in self._segments:
             m.num_threads = n
 
@@ -252,36 +206,10 @@ class ProgramModule:
         return OrderedDict((n, pattern_array(t)) for n, t in zip(self._in_names, self._in_types))
 
     def __repr__(self) -> str:
-        ins = ", ".join(f"{n}: {t}" for n, t in zip(self._in_names, self._in_types))
-        outs = ", ".join(f"{n}: {t}" for n, t in zip(self._out_names, self._out_types))
-        hosts = len(self.host_steps)
-        return (f"<ember.Module '{self.name}' ({ins}) -> ({outs}); {len(self._segments)} compiled segment(s), "
-                f"{hosts} host step(s)>")
+        return (f"<ember.Module {self._signature()}; {len(self._segments)} compiled segment(s), "
+                f"{len(self.host_steps)} host step(s)>")
 
     # ---- running -------------------------------------------------------------------------------
-
-    def run(self, feeds: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
-        """Runs the program on ``feeds`` (input name -> array); returns the outputs in order."""
-        names = self._in_names
-        if not isinstance(feeds, Mapping):
-            raise InputError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}; "
-                             "call the module with positional arrays instead")
-        unknown = [k for k in feeds if k not in self._in_index]
-        if unknown:
-            raise InputError(f"unknown input(s) {', '.join(repr(k) for k in unknown)} for "
-                             f"'{self.name}'; its inputs are {', '.join(names) or '(none)'}")
-        missing = [n for n in names if n not in feeds]
-        if missing:
-            raise InputError(f"missing input(s) {', '.join(repr(n) for n in missing)} for "
-                             f"'{self.name}'; its inputs are {', '.join(names)}")
-        return self._execute([feeds[n] for n in names])
-
-    def __call__(self, *arrays: Any) -> "np.ndarray | tuple[np.ndarray, ...]":
-        if len(arrays) != len(self._in_names):
-            raise InputError(f"'{self.name}' takes {len(self._in_names)} input(s) "
-                             f"({', '.join(self._in_names)}), got {len(arrays)}")
-        outs = tuple(self._execute(list(arrays)).values())
-        return outs[0] if len(outs) == 1 else outs
 
     def _check_input(self, i: int, arr: Any, env: dict) -> np.ndarray:
         name, t = self._in_names[i], self._in_types[i]
@@ -343,6 +271,3 @@ class ProgramModule:
 
     # ---- files ----------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Copies the program to ``path`` atomically (a whole file or none); returns the path."""
-        return copy_artifact(self._path, path)

@@ -80,7 +80,7 @@ def test_unsupported_ops_are_listed_all_at_once_with_counts():
         helper.make_node("Multinomial", ["a"], ["b"], name="multinomial_1"),
         helper.make_node("FusedThing", ["a"], ["c"], name="fused_1", domain="com.example"),
         helper.make_node("FusedThing", ["c"], ["d"], name="fused_2", domain="com.example"),
-        helper.make_node("ImageDecoder", ["d"], ["e"], name=""),
+        helper.make_node("MaxRoiPool", ["d", "x"], ["e"], name="", pooled_shape=[1, 1]),
         helper.make_node("Reshape", ["x", "x"], ["f"], name="would_fail_later"),
     ]
     model = make_model(nodes, {"x": x}, ["b", "e", "f"], extra_opsets=[("com.example", 1)])
@@ -88,7 +88,7 @@ def test_unsupported_ops_are_listed_all_at_once_with_counts():
         from_onnx(model)
     err = info.value
     assert err.unsupported == {"Multinomial": ["multinomial_1"], "com.example:FusedThing": ["fused_1", "fused_2"],
-                               "ImageDecoder": ["ImageDecoder_4"]}
+                               "MaxRoiPool": ["MaxRoiPool_4"]}
     msg = str(err)
     assert "com.example:FusedThing x2" in msg and "Multinomial x1" in msg and "4 node(s) of 3 unsupported" in msg
 

@@ -1,6 +1,7 @@
-"""String ops: StringNormalizer, StringConcat, StringSplit, RegexFullMatch (and Equal on strings,
-see ``elementwise``).  They become the host ops of ``ember.ops.strings``; a dimension of a
-result that the data decides gets a symbol of its own (``NodeContext.data_symbol``)."""
+"""Host ops: StringNormalizer, StringConcat, StringSplit, RegexFullMatch (and Equal on strings,
+see ``elementwise``) and ImageDecoder become the host ops of ``ember.ops.strings`` and
+``ember.ops.images``; a dimension of a result that the data decides gets a symbol of its own
+(``NodeContext.data_symbol``)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,12 @@ def string_split(cx):
 @translates("RegexFullMatch")
 def regex_full_match(cx):
     return cx.op("regex_full_match", [_string_input(cx)], pattern=cx.attr("pattern"))
+
+
+@translates("ImageDecoder")
+def image_decoder(cx):
+    x = cx.input(0)
+    if x.dtype != "uint8" or x.type.rank != 1:
+        raise cx.fail(f"the encoded image must be a 1-D uint8 tensor, got {x.type}")
+    return cx.op("image_decode", [x], pixel_format=cx.attr("pixel_format", "RGB"),
+                 height=cx.data_symbol("height"), width=cx.data_symbol("width"))

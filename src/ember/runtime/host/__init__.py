@@ -50,6 +50,6 @@ def run_kernel(name: str, attrs: Mapping, arrays: Sequence[np.ndarray]) -> list[
 
 
 # importing the modules registers their kernels
-from . import strings  # noqa: E402,F401
+from . import images, strings  # noqa: E402,F401
 
 __all__ = ["KERNELS", "get_kernel", "kernel", "run_kernel"]

@@ -540,8 +540,8 @@ class Attention(Op):
         """A tile of query rows per iteration of a parallel loop over the batch dims: the rows'
         logits (keys' columns in vectors, the reduction over D outside), their max and sum as
         per-lane partials and exp(logit - max) in vectors are computed once per row tile; the
-        weighted sum of the values runs as a register tile of rows x 16 outputs per column
-        tile, like a matmul."""
+        weighted sum of the values runs as a register tile of rows x 2 (or 1) vectors of outputs
+        per column tile, like a matmul."""
         from .schedule_cpu import register_rows, size_hint, vectorize_partials
 
         root = s.root
@@ -564,12 +564,13 @@ class Attention(Op):
         par = batch[0] if batch else None
         for ax in batch[1:]:
             par = root.fuse(par, ax)
-        # few batch x head pairs: the row tiles run in parallel too (when they are whole: the
-        # loop of an uneven split keeps its tail copy, so it is not fused)
-        even = not tiled or rows.extent % r == 0
-        if (par is None or size_hint(par.extent) < 2 * target.num_cores) and even:
-            par = row_loop if par is None else root.fuse(par, row_loop)
-            row_loop = par
+        if not tiled:
+            # one row per iteration (values whose width is not whole vectors)
+            par = row_loop = rows if par is None else root.fuse(par, rows)
+        elif (par is None or size_hint(par.extent) < 2 * target.num_cores) and rows.extent % r == 0:
+            # few batch x head pairs: the row tiles run in parallel too (when they are whole:
+            # the loop of an uneven split keeps its tail copy, so it is not fused)
+            par = row_loop = ro if par is None else root.fuse(par, ro)
         elif par is None:
             par = row_loop
         if size_hint(par.extent) >= 2:
@@ -590,8 +591,8 @@ class Attention(Op):
         if isinstance(keys.extent, int) and keys.extent % lanes == 0:
             # a register tile of the tile's rows x 2 vectors of keys (1 when 2 do not divide
             # them), the reduction over D around it: the accumulators stay in registers
-            width = 2 * lanes if keys.extent % (2 * lanes) == 0 else lanes
-            jo, jc = scores.split(keys, width)
+            kw = 2 * lanes if keys.extent % (2 * lanes) == 0 else lanes
+            jo, jc = scores.split(keys, kw)
             jv, ji = scores.split(jc, lanes)
             scores.reorder(jo, *scores.reduce_axes, s_rows, jv, ji)
             scores.unroll(s_rows)

@@ -491,12 +491,11 @@ class Lowering:
             # an elementwise stage computed at a loop of the root: one store per element
             init = None
             update = Store(buf, local_idx, value)
-        # an elementwise stage whose innermost axis splits unevenly (a row of 197 in vectors of 8)
-        # gets a tail copy instead of a bounds check, so that its main loop still vectorizes;
-        # other uneven splits of the stage's own loops and root loops that run past the end of
-        # an axis (guarded root splits) get bounds checks
-        # (and so does a reduction whose innermost loops are such a split of a spatial axis: the
-        # row of attention logits, accumulated one vector of keys at a time)
+        # a stage whose innermost loops split a spatial axis unevenly (a row of 197 in vectors of
+        # 8; in a reduction too: the row of attention logits, one vector of keys at a time) gets
+        # a tail copy instead of a bounds check, so that its main loop still vectorizes; other
+        # uneven splits of the stage's own loops and root loops that run past the end of an axis
+        # (guarded root splits) get bounds checks
         tail_copy = None
         if isinstance(update, Store) and len(nest.tails) == 1 and not nest.guards and not self.nest.guards:
             outer, (inner, main, rem, parent) = next(iter(nest.tails.items()))
@@ -527,7 +526,6 @@ class Lowering:
         update = _guarded(update, checks_a)
         # init loops: over the spatial leaves only, in the stage's order
         spatial_leaves = [lf for lf in nest.leaves if not _is_reduce_leaf(st, nest, lf)]
-        init_stmt = None if init is None else self._nest_loops(st, nest, spatial_leaves, _guarded(init, checks_s))
         if tail_copy is not None:             # (no checks: a tail copy excludes every guard)
             outer, inner, main, rem = tail_copy
             at = {outer: Const(main)}
@@ -539,6 +537,7 @@ class Lowering:
 
             return Seq.of([None if init is None else main_and_tail(init, spatial_leaves),
                            main_and_tail(update, nest.leaves)])
+        init_stmt = None if init is None else self._nest_loops(st, nest, spatial_leaves, _guarded(init, checks_s))
         main_stmt = self._nest_loops(st, nest, nest.leaves, update)
         return Seq.of([init_stmt, main_stmt])
 

@@ -265,7 +265,7 @@ void ember_parallel_for(int64_t n, ember_range_fn fn, void* ctx) {
             }
         }
     }
-    if (taken > 0) __atomic_fetch_add(counter, taken, __ATOMIC_ACQ_REL);
+    if (taken > 0) ember_add_worker_slots(counter, taken);     /* give them back */
     tls_in_region = 0;
     pthread_mutex_unlock(&P.region);
 }

@@ -52,10 +52,11 @@ def _bmp(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(img[::-1] if flip else img)
 
 
-def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    p = a.astype(np.int16) + b - c
-    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c)).astype(np.uint8)
+def _paeth(a: int, b: int, c: int) -> int:
+    """PNG's Paeth predictor of left ``a``, up ``b`` and up-left ``c``."""
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else b if pb <= pc else c
 
 
 def _png(data: bytes) -> np.ndarray:
@@ -105,7 +106,7 @@ def _png(data: bytes) -> np.ndarray:
                     pred = (left + int(prev[x])) >> 1
                 else:
                     up_left = int(prev[x - bpp]) if x >= bpp else 0
-                    pred = int(_paeth(np.uint8(left), np.uint8(prev[x]), np.uint8(up_left)))
+                    pred = _paeth(left, int(prev[x]), up_left)
                 cur[x] = (int(line[x]) + pred) & 0xFF
         else:
             raise _fail(f"PNG row {y} has unknown filter {kind}")

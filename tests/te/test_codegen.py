@@ -127,3 +127,30 @@ def test_padding_along_the_vector_axis_is_vectorized():
     np.testing.assert_array_equal(run_kernel(f, [data, np.zeros(78)])[-1].reshape(3, 26), want)
     mod = build_kernels([(f, [((3, 21), "float32")], ((3, 26), "float32"))], name="padw")
     np.testing.assert_array_equal(mod.run({"k0_in0": data})["k0_out"], want)
+
+
+def test_bool_masks_are_vector_loads_and_stores():
+    """Boolean tensors are bytes of 0 / 1 in memory and lane masks in vector code: a select on a
+    mask read contiguously or with a stride (a transposed mask), and a comparison stored as
+    bool, stay vector code and match numpy."""
+    m = te.placeholder((4, 16), "bool", "m")
+    mt = te.placeholder((16, 4), "bool", "mt")
+    x = te.placeholder((4, 16), "float32", "x")
+    sel = te.compute((4, 16), lambda i, j: te.select(
+        te.logical_and(m[i, j], te.logical_not(mt[j, i])), x[i, j], te.const(-7.0, "float32")), name="selm")
+    cmp = te.compute((4, 16), lambda i, j: te.logical_or(te.gt(x[i, j], te.const(0.5, "float32")), m[i, j]),
+                     name="cmpm")
+    mask = np.random.default_rng(1).random((4, 16)) < 0.5
+    data = np.random.default_rng(2).random((4, 16)).astype(np.float32)
+    mask_t = np.random.default_rng(3).random((16, 4)) < 0.5
+    want_sel = np.where(mask & ~mask_t.T, data, -7.0)
+    for out, ins, want in ((sel, [m, mt, x], want_sel), (cmp, [x, m], (data > 0.5) | mask)):
+        _, f = _kernel(out, ins, out.name)
+        src = CGenerator(LANES).kernel(f)
+        assert "ember_vwiden_u8" in src and "ivdep" not in src, src
+        assert out is sel or "ember_vnarrow_u8" in src
+        feeds = {"selm": [mask, mask_t, data], "cmpm": [data, mask]}[out.name]
+        mod = build_kernels([(f, [(a.shape, str(a.dtype)) for a in feeds], ((4, 16), str(want.dtype)))],
+                            name=out.name)
+        got = mod.run({f"k0_in{k}": a for k, a in enumerate(feeds)})["k0_out"]
+        np.testing.assert_array_equal(got, want)

@@ -461,25 +461,9 @@ class CGenerator:
             t = c_type(e.dtype)
             return f"({{ {t} _s = ({t})({v}); ({vector_type(e.dtype)}){{{lanes}}}; }})"
         if isinstance(e, Load):
-            buf = self.name(ctx, e.buffer, e.buffer.name)
-            idx = e.index
-            if not isinstance(idx, Ramp):
-                raise CodegenError("vector load with a non-ramp index")
-            if e.buffer in ctx.vec_locals:
-                return f"{buf}[{idx.base.value // L}]"
-            base = self.expr(idx.base, ctx, guard)
-            vt = vector_type(e.dtype)
-            if guard and not _in_bounds(idx.base, idx.stride, L, e.buffer.size):
-                n = self.extent(e.buffer.size, ctx)
-                if e.dtype == "float32":
-                    return f"ember_vload_checked({buf}, {base}, {idx.stride}, {n})"
-                return f"EMBER_VLOAD_CHECKED({vt}, {buf}, {base}, {idx.stride}, {n})"
-            if idx.stride == 1:
-                if e.dtype == "float32":
-                    return f"ember_vload(&{buf}[{base}])"
-                return f"(*(const {vt}_u*)&{buf}[{base}])"
-            lanes = ", ".join(f"{buf}[_b + {k * idx.stride}]" for k in range(L))
-            return f"({{ int64_t _b = {base}; ({vt}){{{lanes}}}; }})"
+            if e.dtype == "bool":        # bytes of 0 / 1 to a lane mask of -1 / 0
+                return f"(ember_vwiden_u8({self.vload(e, 'uint8', ctx, guard)}) != (ember_vi){{}})"
+            return self.vload(e, e.dtype, ctx, guard)
         if isinstance(e, BinOp) and e.op in COMPARISONS and e.a.dtype not in VECTOR_TYPES:
             return self.index_mask(e, ctx, guard)
         if isinstance(e, BinOp):
@@ -526,6 +510,29 @@ class CGenerator:
         if isinstance(e, Ramp):
             raise CodegenError("an index vector outside a load")
         raise CodegenError(f"cannot vectorize {type(e).__name__}")
+
+    def vload(self, e: Load, dtype: str, ctx: _Ctx, guard: bool) -> str:
+        """A vector load of ``e``'s lanes as a vector of ``dtype``."""
+        L = self.lanes
+        buf = self.name(ctx, e.buffer, e.buffer.name)
+        idx = e.index
+        if not isinstance(idx, Ramp):
+            raise CodegenError("vector load with a non-ramp index")
+        if e.buffer in ctx.vec_locals:
+            return f"{buf}[{idx.base.value // L}]"
+        base = self.expr(idx.base, ctx, guard)
+        vt = vector_type(dtype)
+        if guard and not _in_bounds(idx.base, idx.stride, L, e.buffer.size):
+            n = self.extent(e.buffer.size, ctx)
+            if dtype == "float32":
+                return f"ember_vload_checked({buf}, {base}, {idx.stride}, {n})"
+            return f"EMBER_VLOAD_CHECKED({vt}, {buf}, {base}, {idx.stride}, {n})"
+        if idx.stride == 1:
+            if dtype == "float32":
+                return f"ember_vload(&{buf}[{base}])"
+            return f"(*(const {vt}_u*)&{buf}[{base}])"
+        lanes = ", ".join(f"{buf}[_b + {k * idx.stride}]" for k in range(L))
+        return f"({{ int64_t _b = {base}; ({vt}){{{lanes}}}; }})"
 
     def vdot4(self, e: Call, ctx: _Ctx, guard: bool) -> str:
         """A vector ``dot4_sat16``: the four x operands are scalars (the same for every lane),
@@ -600,15 +607,18 @@ class CGenerator:
             if isinstance(s.index, Ramp):
                 idx = s.index
                 val = self.vexpr(s.value, ctx)
+                dtype = s.buffer.dtype
+                if dtype == "bool":          # a lane mask of -1 / 0 to bytes of 0 / 1
+                    val, dtype = f"ember_vnarrow_u8(-({val}))", "uint8"
                 if s.buffer in ctx.vec_locals:
                     out.append(f"{ind}{buf}[{idx.base.value // self.lanes}] = {val};")
-                elif idx.stride == 1 and s.buffer.dtype == "float32":
+                elif idx.stride == 1 and dtype == "float32":
                     out.append(f"{ind}ember_vstore(&{buf}[{self.expr(idx.base, ctx)}], {val});")
                 elif idx.stride == 1:
-                    out.append(f"{ind}*({vector_type(s.buffer.dtype)}_u*)&{buf}[{self.expr(idx.base, ctx)}] = {val};")
+                    out.append(f"{ind}*({vector_type(dtype)}_u*)&{buf}[{self.expr(idx.base, ctx)}] = {val};")
                 else:
                     parts = " ".join(f"{buf}[_b + {k * idx.stride}] = _v[{k}];" for k in range(self.lanes))
-                    out.append(f"{ind}{{ int64_t _b = {self.expr(idx.base, ctx)}; {vector_type(s.buffer.dtype)} _v = {val}; "
+                    out.append(f"{ind}{{ int64_t _b = {self.expr(idx.base, ctx)}; {vector_type(dtype)} _v = {val}; "
                                f"{parts} }}")
             else:
                 value = c_dtypes.store(s.buffer.dtype, self.expr(s.value, ctx))

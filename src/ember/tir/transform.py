@@ -90,6 +90,9 @@ VECTOR_DTYPES = ("float32", "int32")
 #: element types vectors are loaded, stored and converted in (narrow integers are widened to
 #: int32 before arithmetic, as the tensor expressions of integer kernels write it)
 MEMORY_DTYPES = VECTOR_DTYPES + ("int16", "uint16", "int8", "uint8")
+#: element types loaded and stored as lane masks (one byte per element in memory, -1 / 0 lanes
+#: in registers, as comparisons make them)
+MASK_DTYPES = ("bool",)
 #: intrinsics of 8-bit dot products: narrow operands, an int32 result
 DOT_CALLS = ("dot4_sat16",)
 
@@ -131,7 +134,7 @@ def _vec_node(e: Expr, v: Var, n: int, memo: dict) -> Expr:
     if e is v:
         return Ramp(Const(0), 1, n)
     if isinstance(e, Load):
-        if e.dtype not in MEMORY_DTYPES:
+        if e.dtype not in MEMORY_DTYPES + MASK_DTYPES:
             raise _NotVectorizable(f"load of {e.dtype}")
         st = stride_in(e.index, v)
         if st is not None:
@@ -152,7 +155,8 @@ def _vec_node(e: Expr, v: Var, n: int, memo: dict) -> Expr:
     if isinstance(e, BinOp):
         a, b = _vec_expr(e.a, v, n, memo), _vec_expr(e.b, v, n, memo)
         for x in (a, b):
-            if lanes_of(x) > 1 and x.dtype not in VECTOR_DTYPES and not isinstance(x, BinOp):
+            if (lanes_of(x) > 1 and x.dtype not in VECTOR_DTYPES + MASK_DTYPES
+                    and not isinstance(x, BinOp)):
                 raise _NotVectorizable(f"{x.dtype} vector operand")
         if e.op in COMPARISONS and (a.dtype not in VECTOR_DTYPES):
             raise _NotVectorizable("integer comparison")
@@ -198,7 +202,7 @@ def _vec_stmt(s: Stmt, v: Var, n: int) -> Stmt:
     if isinstance(s, Seq):
         return Seq([_vec_stmt(x, v, n) for x in s.stmts])
     if isinstance(s, Store):
-        if s.buffer.dtype not in MEMORY_DTYPES:
+        if s.buffer.dtype not in MEMORY_DTYPES + MASK_DTYPES:
             raise _NotVectorizable(f"store of {s.buffer.dtype}")
         st = stride_in(s.index, v)
         if st is None or st[0] == 0:

@@ -187,6 +187,31 @@ def test_run_matches_numpy(add_relu):
     np.testing.assert_array_equal(add_relu(x), add_relu_ref(x))
 
 
+def test_big_outputs_are_recycled_only_when_dropped():
+    """An output array the caller has dropped is written again by a later run (no page faults
+    on fresh memory); one the caller keeps, directly or through a view, never is."""
+    n = 512 * 1024                       # 2 MiB of float32: above the recycling threshold
+    body = f"""
+  const float* x = inputs[0]; float* y = outputs[0];
+  for (int64_t i = 0; i < {n}; i++) y[i] = 2.0f * x[i];"""
+    m = load(build("twice", [("x", "float32", (512, 1024))], [("y", "float32", (512, 1024))], body))
+    xs = [np.full((512, 1024), k, np.float32) for k in range(4)]
+    first = m.run({"x": xs[0]})["y"]
+    where = first.ctypes.data
+    del first
+    again = m.run({"x": xs[1]})["y"]
+    assert again.ctypes.data == where          # dropped: its memory is reused
+    kept = m.run({"x": xs[2]})["y"]            # `again` is still held: a new array
+    assert kept.ctypes.data != again.ctypes.data
+    view = again[100:]
+    del again
+    third = m.run({"x": xs[3]})["y"]
+    assert third.ctypes.data not in (where, kept.ctypes.data)   # the view keeps the memory
+    np.testing.assert_array_equal(view, 2.0)
+    np.testing.assert_array_equal(kept, 4.0)
+    np.testing.assert_array_equal(third, 6.0)
+
+
 def test_several_inputs_and_outputs_in_model_order(multi):
     rng = np.random.default_rng(1)
     a = rng.standard_normal((3, 5)).astype(np.float32)

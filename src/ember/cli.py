@@ -1,7 +1,7 @@
 """The ``ember`` command: a thin layer over the public API.
 
     ember compile MODEL -o OUT [--target cpu] [--opt-level N] [--dump DIR] [--shape NAME=D1,D2]
-                               [--bound SYMBOL=N]
+                               [--bound SYMBOL=N] [--knob NAME=VALUE]
     ember run ARTIFACT --inputs in.npz [--output out.npz] [--threads N]
     ember info MODEL [--shape NAME=D1,D2] [--bound SYMBOL=N]
     ember bench MODEL [--threads 2] [--runs 30] [--warmup 5] [--size SYMBOL=N]
@@ -101,6 +101,8 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
                    help="fix or name the dimensions of an input (repeatable)")
     p.add_argument("--bound", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
                    help="largest value of a symbolic dimension (repeatable)")
+    p.add_argument("--knob", action="append", type=_knob_arg, default=[], metavar="NAME=VALUE",
+                   help="set a schedule knob, e.g. matmul.rows=4 (repeatable; see docs/design.md)")
 
 
 def _size_arg(text: str) -> tuple[str, int]:
@@ -108,6 +110,14 @@ def _size_arg(text: str) -> tuple[str, int]:
     if not sep or not name or not n.strip().isdigit():
         raise argparse.ArgumentTypeError(f"expected NAME=N (a symbol and a size), got {text!r}")
     return name.strip(), int(n)
+
+
+def _knob_arg(text: str) -> tuple[str, int | str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (a schedule knob), got {text!r}")
+    value = value.strip()
+    return name.strip(), int(value) if value.lstrip("-").isdigit() else value
 
 
 def _shape_arg(text: str) -> tuple[str, tuple[int | str, ...]]:
@@ -291,7 +301,8 @@ def _compile(model: Any, args: argparse.Namespace, shapes: dict | None):
     print(f"compiling for {args.target} at -O{args.opt_level}", file=sys.stderr, flush=True)
     module = ember.compile(model, target=args.target, opt_level=args.opt_level,
                            shapes=shapes, bounds=dict(getattr(args, "bound", []) or []) or None,
-                           dump=getattr(args, "dump", None), progress=progress)
+                           dump=getattr(args, "dump", None), progress=progress,
+                           knobs=dict(getattr(args, "knob", []) or []) or None)
     return module, time.perf_counter() - progress.start
 
 

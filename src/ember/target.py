@@ -48,6 +48,24 @@ class Target:
     features: frozenset = field(default_factory=frozenset)
     threads: int = 0            # 0: decided by the runtime (number of cores)
     l2_bytes: int = DEFAULT_L2_BYTES   # one core's L2 cache: schedules choose loop orders by it
+    #: schedule knobs set by the user or a tuner, as sorted (name, value) pairs; a schedule asks
+    #: ``knob(name, default)`` and uses its own default (a cost model) for every knob not set here
+    knobs: tuple = ()
+
+    def knob(self, name: str, default):
+        """The value of schedule knob ``name``: the one set on this target, else ``default``."""
+        for k, v in self.knobs:
+            if k == name:
+                return v
+        return default
+
+    def with_knobs(self, knobs) -> "Target":
+        """This target with the schedule knobs ``knobs`` (a mapping) set, over any set before."""
+        from dataclasses import replace
+
+        merged = dict(self.knobs)
+        merged.update(knobs)
+        return replace(self, knobs=tuple(sorted(merged.items())))
 
     @property
     def vector_bits(self) -> int:
@@ -74,7 +92,8 @@ class Target:
 
     def key(self) -> str:
         """A string that identifies everything about the target that changes generated code."""
-        return f"{self.kind}-{self.arch}-{self.vector_bits}-{int(self.fma)}-l2:{self.l2_bytes}"
+        knobs = "".join(f"-{k}={v}" for k, v in self.knobs)
+        return f"{self.kind}-{self.arch}-{self.vector_bits}-{int(self.fma)}-l2:{self.l2_bytes}{knobs}"
 
     def __str__(self) -> str:
         return f"{self.kind} ({self.arch}, {self.vector_bits}-bit vectors{', FMA' if self.fma else ''})"

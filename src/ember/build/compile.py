@@ -35,6 +35,7 @@ from ..target import Target, resolve
 from ..codegen.c import CGenerator, c_ident, c_type, dim_c, module_source, shape_function
 from ..tir.analysis import size_bounds
 from ..ops import get_op
+from ..ops.schedule_cpu import check_knobs
 from ..runtime.program import write_program
 from .kernels import group_kernel
 from .program import const_entry, json_attrs, needs_program, partition
@@ -253,7 +254,7 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
             shapes: Mapping[str, tuple] | None = None, bounds: Mapping[str, int] | None = None,
             dump: str | os.PathLike | None = None,
             progress: ProgressFn | None = None, cache: bool = True, profile: bool = False,
-            cflags: tuple[str, ...] = ()):
+            cflags: tuple[str, ...] = (), knobs: Mapping[str, Any] | None = None):
     """Compile ``model`` (a path, an ``onnx.ModelProto`` or an ember ``Graph``) for ``target``.
 
     Returns a loaded :class:`ember.runtime.Module`.  Dimensions the model leaves symbolic stay
@@ -262,7 +263,10 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     that receives the graph after every pass, the fused groups, each kernel's loop IR and the
     generated C.  ``progress`` is called with a message at each step.  ``profile=True`` times
     every kernel call (``Module.profile()`` reports the totals).  ``cflags`` are extra flags for
-    the C compiler (e.g. ``("-O1",)`` where compile time matters more than speed).
+    the C compiler (e.g. ``("-O1",)`` where compile time matters more than speed).  ``knobs``
+    sets schedule choices the schedules otherwise make by their cost models, e.g.
+    ``{"matmul.rows": 4, "conv2d.order": "rows"}`` (``ember.ops.schedule_cpu.KNOBS`` lists them):
+    for tuning; every valid value gives the same results.
     """
     from ..runtime import Module, load
     from ..toolchain import Cache
@@ -270,6 +274,8 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
     tgt = resolve(target)
+    if knobs:
+        tgt = tgt.with_knobs(check_knobs(knobs))
     if not isinstance(opt_level, int) or not 0 <= opt_level <= 3:
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     dump = dump or os.environ.get("EMBER_DUMP") or None

@@ -180,8 +180,9 @@ class MatMul(Op):
         if not isinstance(n.extent, int):
             cols = lanes        # a symbolic width: one vector per row, so its tail stays one simple loop
         else:
-            cols = lanes if not divides(2 * lanes, n.extent) and divides(lanes, n.extent) else 2 * lanes
-        rows = register_rows(m.extent, cols // lanes)
+            vecs = 1 if not divides(2 * lanes, n.extent) and divides(lanes, n.extent) else 2
+            cols = target.knob("matmul.vectors", vecs) * lanes
+        rows = target.knob("matmul.rows", register_rows(m.extent, cols // lanes))
         register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
 
 
@@ -240,7 +241,7 @@ class Pool2d(Op):
             default_schedule(s, target)
             return
         n, c, y, x, cb = root.tensor.axes
-        rows = pick_tile(x.extent, 2, 14 // (cb.extent // lanes))
+        rows = target.knob("pool.rows", pick_tile(x.extent, 2, 14 // (cb.extent // lanes)))
         register_tile(root, red, row_axis=x, col_axis=cb, rows=rows, cols=cb.extent, lanes=lanes,
                       before=[n, c], after=[y])
 
@@ -552,7 +553,7 @@ class Attention(Op):
         tiled = isinstance(cols.extent, int) and cols.extent % lanes == 0
         if tiled:
             width = 2 * lanes if cols.extent % (2 * lanes) == 0 else lanes
-            r = register_rows(rows.extent, width // lanes, max_acc=12)
+            r = target.knob("attention.rows", register_rows(rows.extent, width // lanes, max_acc=12))
             ro, ri = root.split(rows, r)
             co, ci = root.split(cols, width)
             root.reorder(*batch, ro, co, ri, ci)
@@ -766,6 +767,7 @@ class Conv2dPacked(Op):
         ob = conv.shape[1] // _packed_blocks(conv)
         lanes = target.lanes
         rows = pick_tile(x.extent, 4, 7) if ob >= 2 * lanes else pick_tile(x.extent, 8, 14)
+        rows = target.knob("conv2d.rows", rows)
         register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n], after=[y])
 
 
@@ -933,6 +935,7 @@ class Conv2dNCHWc(Op):
         # model (schedule_cpu.register_rows); depthwise tiles stay small (one load per FMA)
         dense = a["groups"] == 1
         rows = register_rows(x.extent, vecs) if dense else pick_tile(x.extent, max(1, 8 // vecs - 3), 8 // vecs)
+        rows = target.knob("conv2d.rows", rows)
         order = "channels"
         if dense:
             rc, ry, rx, ri = red.reduce_axes
@@ -942,5 +945,6 @@ class Conv2dNCHWc(Op):
             order = conv_loop_order(in_bytes=4 * c * ih * iw, weight_bytes=4 * c * kh * kw * oc.extent * ob,
                                     out_rows=y.extent, out_blocks=oc.extent, kernel_rows=kh, in_height=ih,
                                     l2_bytes=target.l2_bytes)
+            order = target.knob("conv2d.order", order)
         outer, inner = (y, oc) if order == "rows" else (oc, y)
         register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, outer], after=[inner])

@@ -13,6 +13,59 @@ PARALLEL_MIN_ELEMENTS = 16384
 SYMBOLIC_EXTENT_HINT = 128
 
 
+# ---- knobs -----------------------------------------------------------------------------------
+# Every choice a CPU schedule makes by a cost model or a rule of thumb can be set instead, per
+# compile, through the target (``ember.compile(model, knobs={"matmul.rows": 4})``,
+# ``ember compile --knob matmul.rows=4``): the defaults are what the schedules below compute, a
+# tuner searches the values.  Any valid value gives correct code; only the speed changes.
+
+def _int_in(lo: int, hi: int):
+    def check(v):
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    check.expects = f"an integer from {lo} to {hi}"
+    return check
+
+
+def _one_of(*choices):
+    def check(v):
+        return v in choices
+    check.expects = "one of " + ", ".join(repr(c) for c in choices)
+    return check
+
+
+#: name -> (what it sets, its default, the check of a value)
+KNOBS = {
+    "matmul.rows": ("rows of a matmul's register tile", "register_rows' cost model", _int_in(1, 16)),
+    "matmul.vectors": ("vectors per row of a matmul's register tile", "2 when they divide N, else 1",
+                       _int_in(1, 4)),
+    "conv2d.rows": ("output pixels per register tile of a blocked (NCHWc) convolution",
+                    "register_rows' cost model (depthwise: 5-8)", _int_in(1, 16)),
+    "conv2d.order": ("which loop of a dense blocked convolution goes outside",
+                     "conv_loop_order's L2 model", _one_of("rows", "channels")),
+    "attention.rows": ("query rows per tile of the fused attention kernel", "register_rows (at most 12 "
+                       "accumulators)", _int_in(1, 16)),
+    "pool.rows": ("output pixels per register tile of a blocked pooling", "pick_tile in 2-14",
+                  _int_in(1, 16)),
+    "parallel_min": ("output elements below which a default-scheduled kernel runs on one thread",
+                     str(16384), _int_in(0, 1 << 40)),
+}
+
+
+def check_knobs(knobs) -> dict:
+    """``knobs`` as a dict, every name known and every value valid, else a TargetError."""
+    from ..errors import TargetError
+
+    out = {}
+    for name, value in dict(knobs).items():
+        if name not in KNOBS:
+            raise TargetError(f"unknown schedule knob {name!r}; the knobs are: {', '.join(sorted(KNOBS))}")
+        check = KNOBS[name][2]
+        if not check(value):
+            raise TargetError(f"schedule knob {name!r} expects {check.expects}, got {value!r}")
+        out[name] = value
+    return out
+
+
 def size_hint(extent) -> int:
     """The extent a schedule plans for: the extent itself, or for a symbolic one its largest
     value (the symbols' bounds), which the loops' tails keep correct for smaller ones."""
@@ -31,11 +84,10 @@ def divides(factor: int, extent) -> bool:
     return _divisible(extent, factor)
 
 
-def default_schedule(s: Schedule, target, knobs: dict | None = None) -> None:
+def default_schedule(s: Schedule, target) -> None:
     """Vectorize the innermost axis, run the outer axes in parallel when the work is large."""
-    knobs = knobs or {}
     root = s.root
-    lanes = knobs.get("lanes", target.lanes)
+    lanes = target.lanes
     axes = list(root.leaves)
     if not axes:
         return
@@ -46,7 +98,7 @@ def default_schedule(s: Schedule, target, knobs: dict | None = None) -> None:
     if size_hint(inner.extent) >= lanes:
         _, vi = root.split(inner, lanes)
         root.vectorize(vi)
-    if size >= knobs.get("parallel_min", PARALLEL_MIN_ELEMENTS) and len(root.leaves) > 1:
+    if size >= target.knob("parallel_min", PARALLEL_MIN_ELEMENTS) and len(root.leaves) > 1:
         # fuse outer axes (not the vector loop) until there is enough parallel work
         outer = root.leaves[0]
         k = 1

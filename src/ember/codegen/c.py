@@ -104,8 +104,9 @@ VECTOR_MATH = {"exp": "ember_vexp", "erf": "ember_verf", "tanh": "ember_vtanh", 
 # Vector exp: 2^n * e^r with n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in
 # two parts for exactness), e^r by a degree-6 polynomial (relative error ~1e-7), 2^n built in the
 # exponent bits.  Inputs are clamped to the float range; NaN propagates through the clamps.
-# Vector erf: an odd Taylor polynomial below |x| = 0.5, above it 1 - p(t) e^(-x^2) with
-# t = 1 / (1 + 0.3275911 |x|) (absolute error < 1.5e-7 there), sign restored.
+# Vector erf: x p(x^2) / q(x^2), a rational minimax fit (degree 13 over 8) on [-4, 4] with x
+# clamped to it (erf(4) rounds to 1 in float32): absolute error < 5e-7, one division and twelve
+# FMAs, a quarter of the work of an exp-based form (it runs in matmul epilogues, BERT's GELU).
 VECTOR_MATH_C = """
 static inline ember_vf ember_vexp(ember_vf x) {
   const ember_vf hi = (ember_vf){} + 88.72283935546875f, lo = (ember_vf){} - 104.0f;
@@ -124,15 +125,16 @@ static inline ember_vf ember_vexp(ember_vf x) {
   return ember_vsel(x != x, x, out);
 }
 static inline ember_vf ember_verf(ember_vf x) {
-  ember_vf ax = ember_vsel(x < 0.0f, -x, x);
-  ember_vf x2 = x * x;
-  ember_vf small = x * (1.1283791670955126f + x2 * (-0.3761263890318375f + x2 * (0.1128379167095513f
-                   + x2 * (-0.0268661706451312f + x2 * (0.0052239776254421f + x2 * -0.0008548327023450f)))));
-  ember_vf t = 1.0f / (1.0f + 0.3275911f * ax);
-  ember_vf poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-  ember_vf big = 1.0f - poly * ember_vexp(-x2);
-  big = ember_vsel(x < 0.0f, -big, big);
-  return ember_vsel(ax < 0.5f, small, big);
+  ember_vf xc = ember_vmin(ember_vmax(x, (ember_vf){} - 4.0f), (ember_vf){} + 4.0f);
+  ember_vf x2 = xc * xc;
+  ember_vf p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+  p = p * x2 - 2.10102402082508e-06f; p = p * x2 - 5.69250639462346e-05f;
+  p = p * x2 - 7.34990630326855e-04f; p = p * x2 - 2.95459980854025e-03f;
+  p = p * x2 - 1.60960333262415e-02f;
+  ember_vf q = x2 * -1.45660718464996e-05f - 2.13374055278905e-04f;
+  q = q * x2 - 1.68282697438203e-03f; q = q * x2 - 7.37332916720468e-03f;
+  q = q * x2 - 1.42647390514189e-02f;
+  return xc * p / q;
 }
 /* round half to even (nearbyint in the default rounding mode): one instruction with AVX;
    otherwise, below 2^23 in magnitude adding and taking away 2^23 leaves the nearest integer,

@@ -1,6 +1,8 @@
 """Quantized models: float models quantized by onnxruntime.quantization.quantize_static (QDQ
 format, seeded random calibration) compile and compute what onnxruntime computes on the same
-quantized model, bit for bit: a small residual conv net built here, and the shared ResNet-50.
+quantized model, bit for bit, on CPUs with and without VNNI (Ember saturates pairs of 8-bit
+products exactly where onnxruntime's kernels do; see ember.passes.pair_saturation): a small
+residual conv net built here, and the shared ResNet-50.
 
 The ResNet-50 test quantizes ``$EMBER_MODELS_DIR/resnet50.onnx`` into a temporary folder
 (benchmarks/quantized.py does the same into build/models and also times both engines).
@@ -17,7 +19,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import ember
-from ember.target import host
 
 pytest.importorskip("onnxruntime.quantization")
 
@@ -31,12 +32,6 @@ def _bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def vnni() -> bool:
-    """onnxruntime's uint8 x int8 kernels only saturate pairs of products on CPUs without VNNI;
-    Ember follows those (see ember.ops.quant), so bit-exact agreement is expected there."""
-    return any("vnni" in f for f in host().features)
 
 
 def onnxruntime_run(path: Path, inputs: dict) -> np.ndarray:
@@ -95,10 +90,7 @@ def test_small_quantized_convnet_matches_onnxruntime(tmp_path, per_channel):
     for seed in range(3):
         x = np.random.default_rng(seed).standard_normal((1, 3, 16, 16)).astype(np.float32)
         got, want = module.run({"x": x})["logits"], onnxruntime_run(q_path, {"x": x})
-        if vnni():
-            assert np.array_equal(got.argmax(), want.argmax())
-        else:
-            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.slow
@@ -119,8 +111,7 @@ def test_quantized_resnet50_matches_onnxruntime(tmp_path, per_channel, record_pr
     record_property("max_quantized_units", units)
     record_property("relative_error", rel)
     assert np.array_equal(got.argmax(-1), want.argmax(-1))
-    if not vnni():
-        assert units == 0 and rel == 0, (units, rel)
+    assert units == 0 and rel == 0, (units, rel)
     # integer kernels where onnxruntime has them (33 QLinearConv and a QGemm on this model)
     from ember.passes import optimize
 

@@ -12,6 +12,10 @@ from .errors import TargetError
 #: per-core L2 cache assumed when the machine does not say (Zen 2/3 cores have 512 KiB)
 DEFAULT_L2_BYTES = 512 * 1024
 
+#: x86 features with an 8-bit dot product (vpdpbusd) that sums uint8 x int8 products exactly
+VNNI_FEATURES = frozenset({"avx512_vnni", "avx_vnni"})
+X86_ARCHS = ("x86_64", "amd64", "i386", "i686")
+
 
 def _l2_bytes() -> int:
     """This machine's per-core L2 cache size, from sysfs (Linux); the default elsewhere."""
@@ -83,6 +87,20 @@ class Target:
         return min(self.vector_bits, 256) // 32
 
     @property
+    def vector_registers(self) -> int:
+        """Vector registers the generated code's compiler may allocate: 32 on x86 with AVX-512VL
+        (the EVEX encodings reach ymm16-31 for 256-bit code too), else 16.  (AArch64 has 32,
+        but its schedules have not been measured with more than 16.)"""
+        return 32 if "avx512vl" in self.features else 16
+
+    @property
+    def int8_pairs_saturate(self) -> bool:
+        """Whether this target's fast uint8 x int8 multiply-add clamps each pair of products to
+        int16: x86 without VNNI (vpmaddubsw), where onnxruntime's kernels do the same.  Integer
+        products that ask for pair saturation compute it only here (``passes.pair_saturation``)."""
+        return self.arch.lower() in X86_ARCHS and not (self.features & VNNI_FEATURES)
+
+    @property
     def fma(self) -> bool:
         return "fma" in self.features or self.arch in ("aarch64", "arm64")
 
@@ -93,7 +111,9 @@ class Target:
     def key(self) -> str:
         """A string that identifies everything about the target that changes generated code."""
         knobs = "".join(f"-{k}={v}" for k, v in self.knobs)
-        return f"{self.kind}-{self.arch}-{self.vector_bits}-{int(self.fma)}-l2:{self.l2_bytes}{knobs}"
+        return (f"{self.kind}-{self.arch}-{self.vector_bits}-{int(self.fma)}-r{self.vector_registers}"
+                f"-s{int(self.int8_pairs_saturate)}"
+                f"-l2:{self.l2_bytes}{knobs}")
 
     def __str__(self) -> str:
         return f"{self.kind} ({self.arch}, {self.vector_bits}-bit vectors{', FMA' if self.fma else ''})"

@@ -103,6 +103,8 @@ class Batch:
     seed: int = 0
     cases: list = field(default_factory=list)
     opt_level: int = 3
+    #: the target compiled for (None: this machine)
+    target: object = None
 
     def case(self, label: str, fn: Callable[[CaseBuilder], object], rtol: float | None = None,
              atol: float | None = None) -> None:
@@ -132,13 +134,13 @@ class Batch:
         assert self.cases, f"batch {self.name} has no cases"
         graph, feeds, outs = self._build(self.cases)
         try:
-            mod = ember.compile(graph, cflags=CFLAGS, opt_level=self.opt_level)
+            mod = ember.compile(graph, target=self.target or "cpu", cflags=CFLAGS, opt_level=self.opt_level)
         except Exception as combined:
             failures = []
             for c in self.cases:
                 g1, f1, o1 = self._build([c])
                 try:
-                    m1 = ember.compile(g1, cflags=CFLAGS, opt_level=self.opt_level)
+                    m1 = ember.compile(g1, target=self.target or "cpu", cflags=CFLAGS, opt_level=self.opt_level)
                 except Exception as e:  # noqa: BLE001 - we report them all
                     failures.append(f"{c.label}: {type(e).__name__}: {e}")
                     continue
@@ -213,6 +215,18 @@ def diff(ref: np.ndarray, got: np.ndarray, rtol=None, atol=None) -> str:
     bad = np.argwhere(got != ref)
     k = tuple(bad[0])
     return f"{len(bad)}/{ref.size} elements differ; first at {k}: got {got[k]!r}, expected {ref[k]!r}"
+
+
+def saturating_host():
+    """This machine as a target whose 8-bit multiply-add saturates pairs (its VNNI features
+    left out): integer products that ask for pair saturation compute it there
+    (``ember.passes.pair_saturation``), and the code still runs here."""
+    from dataclasses import replace
+
+    from ember.target import VNNI_FEATURES, host
+
+    t = host()
+    return replace(t, features=t.features - VNNI_FEATURES)
 
 
 def check_graph(graph, feeds: dict, rtol=None, atol=None, opt_level: int = 3) -> None:

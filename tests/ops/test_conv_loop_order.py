@@ -1,5 +1,6 @@
-"""The loop order of direct convolutions: the cost model's choices on ResNet-50's shapes, and
-both orders computing the same convolution."""
+"""The CPU schedules' cost models: the loop order of direct convolutions (its choices on
+ResNet-50's shapes, both orders computing the same convolution) and the register tiles of
+matmuls for 16- and 32-register cores (their choices, and the tiles computing the product)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,37 @@ def test_register_rows_model():
     assert register_rows(7, 2) == 7 and register_rows(14, 2) == 7        # exact tiles
     assert register_rows(56, 2) == 6 and register_rows(197, 2) == 6
     assert all(r * 2 <= 14 for r in map(lambda n: register_rows(n, 2), range(1, 300)))
+
+
+def test_register_tiles_with_32_registers():
+    from ember.ops.schedule_cpu import matmul_vectors, register_rows, tile_step_cycles
+
+    # 6 x 4 keeps its four weight vectors next to 24 accumulators; 7 x 4 does not (memory
+    # operands), and on 16 registers a 4-vector tile is never chosen
+    assert tile_step_cycles(6, 4, registers=32) < tile_step_cycles(6, 4)
+    assert all(r * 4 <= 28 for r in map(lambda n: register_rows(n, 4, registers=32), range(1, 300)))
+    assert register_rows(197, 4, registers=32) == 6 and register_rows(14, 2, registers=32) == 14
+    assert matmul_vectors(768, 8, registers=32) == 4 and matmul_vectors(768, 8) == 2
+    assert matmul_vectors(784, 8, registers=32) == 2 and matmul_vectors(24, 8, registers=32) == 1
+    assert matmul_vectors(20, 8, registers=32) == 2
+
+
+@pytest.mark.parametrize("registers", [16, 32])
+@pytest.mark.parametrize("m,k,n", [(197, 40, 96), (13, 24, 64), (5, 16, 40), (64, 33, 24)])
+def test_matmul_tiles_for_16_and_32_registers(registers, m, k, n):
+    """The same matmul (packed constant weight, and two activations) scheduled for a 16- and a
+    32-register core computes the reference's product."""
+    rng = np.random.default_rng(m + n)
+    b = GraphBuilder("mm_tiles")
+    x = b.input("x", TensorType((m, k), "float32"))
+    y = b.input("y", TensorType((k, n), "float32"))
+    w = b.const((rng.standard_normal((k, n)) * 0.2).astype("float32"))
+    out = b.op("add", [b.op("matmul", [x, w]), b.op("matmul", [x, y])])
+    graph = b.finish([out])
+    feed = {"x": rng.standard_normal((m, k)).astype("float32"), "y": rng.standard_normal((k, n)).astype("float32")}
+    want = run_graph(graph, feed)[0]
+    features = host().features - {"avx512vl"} if registers == 16 else host().features | {"avx512vl"}
+    target = dataclasses.replace(host(), features=frozenset(features))
+    assert target.vector_registers == registers
+    module = ember.compile(graph, target=target, cache=False)
+    np.testing.assert_allclose(next(iter(module.run(feed).values())), want, rtol=1e-4, atol=1e-4)

@@ -16,7 +16,7 @@ import pytest
 from ember.ops import OPS, REQUIRED
 from ember.ops.nn import Conv2dPacked
 
-from .harness import Batch, batch_kernels_safe
+from .harness import Batch, batch_kernels_safe, saturating_host
 
 CASES: dict = {}
 
@@ -677,6 +677,7 @@ INT_CONV_SPECS = [
 
 @cases("conv2d_int")
 def _conv2d_int(batch):
+    batch.target = saturating_host()      # pair saturation is computed on x86 without VNNI
     # every shape with uint8 x int8 saturating products and a constant weight (the layout pass
     # blocks it), a few as a graph input (unblocked), exact, or of other operand types
     combos = [(spec, ("uint8", "int8"), True, True) for spec in INT_CONV_SPECS]
@@ -748,6 +749,7 @@ def _conv2d_split_k_nchwc(batch):
 
 @cases("matmul_int")
 def _matmul_int(batch):
+    batch.target = saturating_host()
     for (sa, sb), (adt, bdt), sat in itertools.product(
             [((3, 4), (4, 5)), ((7, 13), (13, 9)), ((2, 7, 13), (13, 16)), ((2, 1, 5, 6), (3, 6, 8)), ((1, 64), (64, 40)),
              ((5, 0), (0, 3))],

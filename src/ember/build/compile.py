@@ -30,7 +30,7 @@ from ..errors import EmberError, ShapeError
 from ..graph.ir import Graph, Value
 from ..symbolic import Sym, is_identifier
 from ..passes import fuse, optimize, plan_memory
-from ..passes import fuse_attention, layout_nchwc, pack_weights, winograd
+from ..passes import fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
 from ..target import Target, resolve
 from ..codegen.c import CGenerator, c_ident, c_type, dim_c, module_source, shape_function
 from ..tir.analysis import size_bounds
@@ -119,6 +119,7 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
     in_names = [v.name for v in graph.inputs]
     out_names = [v.name for v in graph.outputs]
     g = optimize(graph, opt_level, dump=dump)
+    g = pair_saturation.run(g, target.int8_pairs_saturate)
     if opt_level >= 3:
         g = layout_nchwc.run(g, target.lanes)
         if dump:

@@ -20,7 +20,9 @@ without VNNI, does not compute the exact sum when a pair of products leaves the 
 With ``saturate_pairs`` the ops compute that: the products of the reduction, taken in (ky, kx,
 c) order for a convolution (k for a matrix product) and padded with one zero product to an even
 count, are summed two at a time, each pair clamped to [-32768, 32767], the clamped pairs
-accumulated in int32.  Without it the sum is exact (int32, wrapping).
+accumulated in int32.  Without it the sum is exact (int32, wrapping).  The frontends set it
+where onnxruntime's kernel would use that instruction; ``passes.pair_saturation`` clears it when
+compiling for a target whose 8-bit multiply-add is exact (VNNI's ``vpdpbusd``, ARM).
 """
 
 from __future__ import annotations

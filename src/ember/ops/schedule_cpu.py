@@ -36,8 +36,8 @@ def _one_of(*choices):
 #: name -> (what it sets, its default, the check of a value)
 KNOBS = {
     "matmul.rows": ("rows of a matmul's register tile", "register_rows' cost model", _int_in(1, 16)),
-    "matmul.vectors": ("vectors per row of a matmul's register tile", "2 when they divide N, else 1",
-                       _int_in(1, 4)),
+    "matmul.vectors": ("vectors per row of a matmul's register tile", "matmul_vectors: 4 with 32 "
+                       "registers, else 2, when they divide N; 1 when only one does", _int_in(1, 4)),
     "conv2d.rows": ("output pixels per register tile of a blocked (NCHWc) convolution",
                     "register_rows' cost model (depthwise: 5-8)", _int_in(1, 16)),
     "conv2d.order": ("which loop of a dense blocked convolution goes outside",
@@ -150,38 +150,59 @@ def conv_loop_order(in_bytes: int, weight_bytes: int, out_rows: int, out_blocks:
     return "rows" if cost_rows < cost_channels else "channels"
 
 
-#: a model of the register-tiled micro-kernel on AVX2 cores (16 vector registers, two FMA and
-#: two vector-load ports): cycles per step of the reduction for a tile of ``rows`` x ``vecs``
-#: vectors, of which ``register_rows`` picks the cheapest way to cover an output width
+#: a model of the register-tiled micro-kernel on x86 cores (16 vector registers, or 32 with
+#: AVX-512VL; two FMA and two vector-load ports): cycles per step of the reduction for a tile of
+#: ``rows`` x ``vecs`` vectors, of which ``register_rows`` picks the cheapest way to cover an
+#: output width
 VECTOR_REGISTERS = 16
 FMA_CHAIN_CYCLES = 5          # one FMA's latency (4) plus slack: the floor of any tile's step
 TILE_OVERHEAD_CYCLES = 0.25   # loop and epilogue, spread over the reduction
 
 
-def tile_step_cycles(rows: int, vecs: int) -> float:
+def tile_step_cycles(rows: int, vecs: int, registers: int = VECTOR_REGISTERS) -> float:
     """Cycles of one reduction step of a rows x vecs tile: the FMAs on two ports, the loads on
     two (one broadcast per row; the weight vectors in registers when they fit next to the
     accumulators and the broadcast, else re-read as memory operands of every row's FMAs), and
     the accumulator's dependency chain."""
     acc = rows * vecs
-    free = VECTOR_REGISTERS - acc - 1
+    free = registers - acc - 1
     loads = rows + (vecs if free >= vecs else 1 + rows * (vecs - max(free, 0)))
     return max(acc / 2, loads / 2, FMA_CHAIN_CYCLES) + TILE_OVERHEAD_CYCLES
 
 
-def register_rows(extent, vecs: int, max_acc: int = 14) -> int:
+def max_accumulators(registers: int = VECTOR_REGISTERS) -> int:
+    """The most accumulators a register tile may have: room is left for the broadcast and a
+    couple of weight vectors (14 of 16 registers, 28 of 32)."""
+    return registers - registers // 8
+
+
+def register_rows(extent, vecs: int, max_acc: int | None = None, registers: int = VECTOR_REGISTERS) -> int:
     """The rows of a register tile of ``vecs`` vectors per row (at most ``max_acc``
-    accumulators) that cover ``extent`` output rows in the fewest modeled cycles, counting the
-    tail tile; ties go to the larger tile.  E.g. with two vectors: 7 rows for widths 7 and 14
-    (one or two exact tiles), 6 for 56 and 197 (a 7-row tile is bound by its 15 loads per step)."""
+    accumulators, by default ``max_accumulators(registers)``) that cover ``extent`` output rows in
+    the fewest modeled cycles, counting the tail tile; ties go to the larger tile.  E.g. with two
+    vectors and 16 registers: 7 rows for widths 7 and 14 (one or two exact tiles), 6 for 56 and
+    197 (a 7-row tile is bound by its 15 loads per step)."""
+    if max_acc is None:
+        max_acc = max_accumulators(registers)
     hi = max(1, max_acc // vecs)
     n = size_hint(extent)
 
     def cost(r: int) -> float:
         full, tail = divmod(n, r)
-        return full * tile_step_cycles(r, vecs) + (tile_step_cycles(tail, vecs) if tail else 0.0)
+        return full * tile_step_cycles(r, vecs, registers) + (tile_step_cycles(tail, vecs, registers) if tail else 0.0)
 
     return min(range(1, min(hi, n) + 1), key=lambda r: (cost(r), -r))
+
+
+def matmul_vectors(n, lanes: int, registers: int = VECTOR_REGISTERS) -> int:
+    """Vectors per row of a matmul's register tile for an output width ``n``: the widest of 4
+    (with 32 registers), 2 and 1 that divides it, 2 when none does (its tail is a copy of the
+    loop).  Wider tiles read the left operand fewer times: on a 32-register core a 6 x 4 tile
+    runs ViT-B/16's matmuls 5% faster than 6 x 2."""
+    for vecs in ((4, 2) if registers >= 32 else (2,)):
+        if divides(vecs * lanes, n):
+            return vecs
+    return 1 if divides(lanes, n) else 2
 
 
 def blocked_conv_stages(s: Schedule, conv, target):

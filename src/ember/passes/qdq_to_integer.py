@@ -14,7 +14,8 @@ transformer and kernels), so that the two agree bit for bit where onnxruntime is
   with x's zero point), + (bias - x_zp * sum(w)) per channel, ``requantize`` by
   x_scale * w_scale / y_scale, and the activation as a clip of the integers (exact, since
   quantize is monotone).  Products saturate in pairs (``ember.ops.quant``) where onnxruntime's
-  kernel does: uint8 activations, int8 weights and a uint8 result, not depthwise.  Elsewhere
+  kernel does on x86 without VNNI: uint8 activations, int8 weights and a uint8 result, not
+  depthwise (``passes.pair_saturation`` makes the sums exact for other targets).  Elsewhere
   onnxruntime computes in float and Ember exactly in integers, which differs only where a value
   falls within float rounding of a rounding tie.
 * **Global average pool.**  dequantize -> mean over H, W -> quantize of one dtype becomes an

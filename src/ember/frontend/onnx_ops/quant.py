@@ -160,7 +160,8 @@ def core_dequantize(cx, x, scale, zp):
 
 def saturates_pairs(x, w, depthwise: bool = False) -> bool:
     """Whether onnxruntime's kernel for these operands saturates pairs of products (see
-    ``ember.ops.quant``): uint8 activations with int8 weights, except depthwise convolutions."""
+    ``ember.ops.quant``) on x86 without VNNI: uint8 activations with int8 weights, except
+    depthwise convolutions; ``passes.pair_saturation`` clears the flag for other targets."""
     return x.dtype == "uint8" and w.dtype == "int8" and not depthwise
 
 

@@ -140,10 +140,11 @@ static inline int ember_from_int4(uint8_t b) { return (int)(int8_t)(uint8_t)(b <
 static inline int ember_from_uint4(uint8_t b) { return b & 0xF; }
 static inline int ember_from_int2(uint8_t b) { return (int)(int8_t)(uint8_t)(b << 6) >> 6; }
 static inline int ember_from_uint2(uint8_t b) { return b & 0x3; }
-/* a float to int4/int2: truncated; NaN and values outside (-2^31 - 1, 2^31) give 0 */
-static inline uint8_t ember_float_to_low_bits(double x, uint32_t mask) {
-  if (!(x > -2147483649.0 && x < 2147483648.0)) return 0;
-  return (uint8_t)((uint32_t)(int64_t)x & mask);
+/* a float to int4/int2: truncated toward zero; NaN and values whose truncation falls outside
+   [lo, lo + mask] give 0 */
+static inline uint8_t ember_float_to_low_bits(double x, int lo, uint32_t mask) {
+  if (!(x > (double)lo - 1.0 && x < (double)lo + (double)mask + 1.0)) return 0;
+  return (uint8_t)((uint32_t)(int)x & mask);
 }
 """
 
@@ -219,7 +220,8 @@ def cast(src: str, dst: str, a: str, saturate: bool = False, round_mode: str = "
     if dst in _INT_BITS:
         mask = (1 << _INT_BITS[dst][0]) - 1
         if plain in _FLOAT_VALUES:
-            return f"ember_float_to_low_bits((double)({x}), {mask}u)"
+            lo = -(1 << (_INT_BITS[dst][0] - 1)) if _INT_BITS[dst][1] else 0
+            return f"ember_float_to_low_bits((double)({x}), {lo}, {mask}u)"
         return f"((uint8_t)((uint64_t)({x}) & {mask}u))"
     if dst == "bool":
         return f"((_Bool)(({x}) != 0))"

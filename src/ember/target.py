@@ -81,10 +81,9 @@ class Target:
 
     @property
     def lanes(self) -> int:
-        """float32 lanes of one vector register used by generated code.
-
-        AVX-512 machines still get 8 lanes until the kernels are tuned for 16."""
-        return min(self.vector_bits, 256) // 32
+        """float32 lanes of one vector register used by generated code: the register's (16 with
+        AVX-512, 8 with AVX2), or fewer where the knob ``vector.lanes`` says so."""
+        return min(self.knob("vector.lanes", self.vector_bits // 32), self.vector_bits // 32)
 
     @property
     def vector_registers(self) -> int:

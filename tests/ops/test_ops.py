@@ -934,6 +934,26 @@ def test_op(op):
 REWRITTEN_BY_PASSES = ["batch_norm"]
 
 
+#: ops whose generated code has paths for one vector width (AVX2 intrinsics at 8 lanes: round,
+#: NaN-propagating max, 8-bit widening and narrowing, the 8-bit multiply-add) or register tiles
+#: sized by it: compiled again at every narrower width than this machine's
+LANE_SENSITIVE = ["round", "maximum", "max_pool2d", "quantize", "dequantize", "requantize", "conv2d_nchwc",
+                  "conv2d_int_nchwc", "matmul_packed", "matmul_int", "attention", "softmax", "layer_norm", "erf"]
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
+@pytest.mark.parametrize("op", LANE_SENSITIVE)
+def test_op_at_narrower_vectors(op, lanes):
+    from ember.target import host
+
+    if lanes >= host().lanes:
+        pytest.skip(f"this machine's vectors have {host().lanes} lanes")
+    batch = Batch(f"op_{op}_l{lanes}", seed=0)
+    CASES[op](batch)
+    batch.target = (batch.target or host()).with_knobs({"vector.lanes": lanes})
+    batch.check()
+
+
 @pytest.mark.parametrize("op", REWRITTEN_BY_PASSES)
 def test_op_without_passes(op):
     batch = Batch(f"op0_{op}", seed=0, opt_level=0)

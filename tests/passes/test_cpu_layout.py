@@ -45,8 +45,9 @@ def conv_net(seed: int, cin: int = 8, size: int = 12) -> tuple:
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("lanes", [4, 8])
+@pytest.mark.parametrize("lanes", [4, 8, 16])
 def test_layout_and_packing_preserve_results(seed, lanes):
+    """(With 16 lanes the 24-channel convolution's channels are padded to 32.)"""
     graph, feed = conv_net(seed, cin=3 if seed % 2 else 8)
     want = run_graph(graph, feed)
     g = optimize(graph, 2)
@@ -106,3 +107,56 @@ def test_matmul_weight_of_any_width_is_packed(n):
     np.testing.assert_allclose(run_graph(packed, feed)[0], want, rtol=1e-5, atol=1e-5)
     got = ember.compile(graph, cflags=("-O1",)).run(feed)
     np.testing.assert_allclose(next(iter(got.values())), want, rtol=1e-4, atol=1e-4)
+
+
+def bottleneck_net(c: int, seed: int = 0) -> tuple:
+    """MobileNetV2-like blocks on ``c`` channels (a count that does not divide into vectors):
+    expand, depthwise, project, residual add, a swish, a division (which padded channels may
+    not pass through), a pool and a global average pool."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder(f"bottleneck{c}")
+    x = b.input("x", TensorType((1, 16, 10, 10), "float32"))
+
+    def conv(v, cout, k, groups=1, act=True):
+        w = b.const(rng.standard_normal((cout, v.shape[1] // groups, k, k)).astype("float32") * 0.3)
+        y = b.op("add", [b.op("conv2d", [v, w], pads=(k // 2,) * 4, groups=groups),
+                         b.const(rng.standard_normal((1, cout, 1, 1)).astype("float32"))])
+        return b.op("clip", [y], lo=0.0, hi=6.0) if act else y
+
+    h = conv(x, c, 1, act=False)                                   # project to c channels
+    for _ in range(2):
+        e = conv(conv(h, 3 * c, 1), 3 * c, 3, groups=3 * c)        # expand, depthwise
+        h = b.op("add", [h, conv(e, c, 1, act=False)])             # project, residual
+    h = b.op("mul", [h, b.op("sigmoid", [h])])
+    d = b.op("div", [h, b.const(rng.uniform(1, 2, (1, c, 1, 1)).astype("float32"))])
+    p = b.op("max_pool2d", [conv(h, c, 3, groups=c)], kernel=(2, 2), strides=(2, 2))
+    g = b.op("reduce_mean", [p], axes=(2, 3), keepdims=True)
+    graph = b.finish([d, g])
+    return graph, {"x": rng.standard_normal((1, 16, 10, 10)).astype("float32")}
+
+
+@pytest.mark.parametrize("c,lanes", [(24, 16), (12, 8), (20, 16)])
+def test_channels_are_padded_to_whole_vectors(c, lanes):
+    """24 channels with 16 lanes (12 with 8) are padded to 32 (16): every convolution runs
+    blocked, and the results are unchanged; 20 would need 60% more and stays in NCHW."""
+    graph, feed = bottleneck_net(c)
+    want = run_graph(graph, feed)
+    g = layout_nchwc.run(optimize(graph, 2), lanes)
+    verify(g)
+    convs = [n.op for n in g.nodes if n.op.startswith("conv2d")]
+    if layout_nchwc.padded_channels(c, lanes):
+        assert set(convs) == {"conv2d_nchwc"}
+        assert any(n.op == "slice" for n in g.nodes)          # back to the real channels
+    else:
+        assert "conv2d" in convs
+    got = run_graph(optimize(g, 1), feed)
+    for a, w in zip(got, want):
+        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4)
+
+
+def test_compiled_padded_channels_match_the_reference():
+    graph, feed = bottleneck_net(12, seed=1)
+    want = run_graph(graph, feed)
+    module = ember.compile(graph, cflags=("-O1",), knobs={"vector.lanes": 8}, cache=False)
+    for a, w in zip(module.run(feed).values(), want):
+        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4)

@@ -142,6 +142,8 @@ static inline ember_vf ember_verf(ember_vf x) {
 static inline ember_vf ember_vround(ember_vf x) {
 #if defined(__AVX__) && EMBER_LANES == 8
   return (ember_vf)_mm256_round_ps((__m256)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#elif defined(__AVX512F__) && EMBER_LANES == 16
+  return (ember_vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
   ember_vf ax = ember_vsel(x < 0.0f, -x, x);
   ember_vf r = (ax + 8388608.0f) - 8388608.0f;
@@ -211,6 +213,9 @@ static inline ember_vi ember_vdot4_sat16(uint32_t x, const int8_t* w) {
 #if defined(__AVX2__) && EMBER_LANES == 8
   __m256i p = _mm256_maddubs_epi16(_mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
   return (ember_vi)_mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#elif defined(__AVX512BW__) && EMBER_LANES == 16
+  __m512i p = _mm512_maddubs_epi16(_mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
+  return (ember_vi)_mm512_madd_epi16(p, _mm512_set1_epi16(1));
 #else
   ember_vi r;
   for (int i = 0; i < EMBER_LANES; ++i)
@@ -257,6 +262,15 @@ static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{
 }}
 static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{
   ember_vf r = (ember_vf)__builtin_ia32_minps256((__v8sf)b, (__v8sf)a);
+  return ember_vsel(b != b, b, r);
+}}
+#elif defined(__AVX512F__) && EMBER_LANES == 16
+static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{
+  ember_vf r = (ember_vf)_mm512_max_ps((__m512)b, (__m512)a);
+  return ember_vsel(b != b, b, r);
+}}
+static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{
+  ember_vf r = (ember_vf)_mm512_min_ps((__m512)b, (__m512)a);
   return ember_vsel(b != b, b, r);
 }}
 #else

@@ -46,6 +46,8 @@ KNOBS = {
                        "accumulators)", _int_in(1, 16)),
     "pool.rows": ("output pixels per register tile of a blocked pooling", "pick_tile in 2-14",
                   _int_in(1, 16)),
+    "vector.lanes": ("float32 lanes of the generated code's vectors (at most the target's)",
+                     "the target's: 16 with AVX-512, 8 with AVX2, 4 otherwise", _one_of(4, 8, 16)),
     "parallel_min": ("output elements below which a default-scheduled kernel runs on one thread",
                      str(16384), _int_in(0, 1 << 40)),
 }

@@ -10,9 +10,20 @@ through the elementwise and broadcast ops, pads, pools and spatial reductions th
 converted back to NCHW only where an op needs it (a reshape, a matmul, a graph output).  Conversions are ordinary
 ``reshape``/``transpose`` nodes: on constants (biases, scales) they fold away, on activations
 they fuse into the neighbouring kernels.
+
+**Padded channels.**  A float convolution whose channel count is not a multiple of the vector
+(MobileNetV2's 24 channels with 16-lane vectors) is blocked with its channels padded up to one
+(``padded_channels``): its weight gets zero filters for the extra outputs, and the next
+convolution zero weights for the extra inputs, so whatever the extra channels hold is multiplied
+by zero.  They hold zeros and finite values only: bias and scale constants are padded with
+zeros, and a padded tensor is kept blocked only through ops that map finite values to finite
+values (``FINITE_OPS``), pools and pads; anything else gets the NCHW form, sliced back to the
+real channels.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Node, Value, constant
@@ -22,12 +33,26 @@ from ..ops.quant import Conv2dIntNCHWc
 from .base import Pass
 
 
+#: elementwise ops that keep the extra channels of a padded tensor finite (module doc)
+FINITE_OPS = frozenset({"add", "sub", "mul", "neg", "relu", "clip", "maximum", "minimum", "sigmoid", "tanh"})
+
+
 def channel_block(c: int, lanes: int) -> int:
     """Channels per block for a tensor of ``c`` channels (0: do not block)."""
     for cb in (2 * lanes, lanes):
         if c % cb == 0:
             return cb
     return 0
+
+
+def padded_channels(c: int, lanes: int) -> int:
+    """The channel count a float convolution's ``c`` channels are padded to when they do not
+    divide into vectors: the next multiple of ``lanes``, if that adds at most half again
+    (24 -> 32 with 16 lanes); else 0 (the convolution stays in NCHW)."""
+    if c < lanes or channel_block(c, lanes):
+        return 0
+    cp = -(-c // lanes) * lanes
+    return cp if 2 * cp <= 3 * c else 0
 
 
 class _Layout:
@@ -44,10 +69,7 @@ class _Layout:
         got = self.blocked.get(v)
         if got is not None and got[1] == cb:
             return got[0]
-        src = self.nchw(v)
-        n, c, h, w = src.shape
-        r = self.b.op("reshape", [src], name=f"{hint}_block", shape=(n, c // cb, cb, h, w))
-        out = self.b.op("transpose", [r], name=f"{hint}_block_t", perm=(0, 1, 3, 4, 2))
+        out = self._block_reshaped(self.nchw(v), cb, hint)
         if got is None:
             self.blocked[v] = (out, cb)
         return out
@@ -63,6 +85,10 @@ class _Layout:
         n, cblk, h, w, _ = bv.shape
         t = self.b.op("transpose", [bv], name=f"{v.name}_unblock_t", perm=(0, 1, 4, 2, 3))
         out = self.b.op("reshape", [t], name=f"{v.name}_unblock", shape=(n, cblk * cb, h, w))
+        c = v.shape[1]
+        if cblk * cb != c:      # padded channels: the real ones
+            out = self.b.op("slice", [out], name=f"{v.name}_unpad", starts=(0, 0, 0, 0), ends=(n, c, h, w),
+                            steps=(1, 1, 1, 1))
         self.plain[v] = out
         return out
 
@@ -82,7 +108,11 @@ class _Layout:
         return None
 
     def _block_reshaped(self, src: Value, cb: int, hint: str) -> Value:
+        """NCHW ``src`` in blocks of ``cb`` channels, padded with zero channels to whole blocks."""
         n, c, h, w = src.shape
+        if c % cb:
+            src = self.b.op("pad", [src], name=f"{hint}_chpad", pads=(0, 0, 0, 0, 0, -c % cb, 0, 0))
+            c += -c % cb
         r = self.b.op("reshape", [src], name=f"{hint}_block", shape=(n, c // cb, cb, h, w))
         return self.b.op("transpose", [r], name=f"{hint}_block_t", perm=(0, 1, 3, 4, 2))
 
@@ -104,7 +134,8 @@ class _Layout:
         depthwise = g > 1 and g == c == o and ci == 1
         if g > 1 and not depthwise:
             return False
-        ob = channel_block(o, self.lanes)
+        op = padded_channels(o, self.lanes) or o          # output channels, padded (module doc)
+        ob = channel_block(op, self.lanes)
         if not ob:
             return False
         if depthwise:
@@ -112,15 +143,22 @@ class _Layout:
         elif x in self.blocked:
             cb = self.blocked[x][1]
         else:
-            cb = channel_block(c, self.lanes) or (c if c < self.lanes else 0)
-        if not cb or c % cb:
+            cb = channel_block(padded_channels(c, self.lanes) or c, self.lanes) or (c if c < self.lanes else 0)
+        cp = -(-c // cb) * cb if cb else 0                  # input channels, padded
+        if not cb or (depthwise and cp != op):
             return False
         xb = self.to_blocked(x, cb, node.name)
         if any(a["pads"]) and not depthwise:
             t, l, bt, r = a["pads"]
             xb = self.b.op("pad", [xb], name=f"{node.name}_pad", pads=(0, 0, t, l, 0, 0, 0, bt, r, 0))
             a["pads"] = (0, 0, 0, 0)
-        wp = constant(Conv2dNCHWc.pack(w.const, cb, ob, depthwise), f"{w.name}_nchwc")
+        wc = w.const
+        if (op, cp) != (o, c):                               # zero filters and zero weights
+            wc = np.zeros((op, cp if not depthwise else 1) + wc.shape[2:], wc.dtype)
+            wc[:o, :w.shape[1]] = w.const
+            if depthwise:
+                a["groups"] = op
+        wp = constant(Conv2dNCHWc.pack(wc, cb, ob, depthwise), f"{w.name}_nchwc")
         out = self.b.op("conv2d_nchwc", [xb, wp], name=node.name, **a)
         self.blocked[node.output] = (out, ob)
         return True
@@ -180,8 +218,10 @@ class _Layout:
         lead = next((v for v in node.inputs if v in self.blocked and v.shape == out.shape), None)
         if lead is None:
             return False
-        cb = self.blocked[lead][1]
+        bv, cb = self.blocked[lead]
         c = out.shape[1]
+        if bv.shape[1] * cb != c and node.op not in FINITE_OPS:
+            return False
         ins = []
         for v in node.inputs:
             bv = self.broadcast_operand(v, c, cb, f"{node.name}_{len(ins)}")

@@ -84,3 +84,11 @@ def test_engines_are_timed_in_rounds_of_blocks():
     times = cpu.time_runs(fns, {}, warmup=1, runs=3, block=0, settle=0)
     assert calls == ["a", "b"] + ["a"] * 4 + ["b"] * 4
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+
+
+def test_fma_peak_is_measured():
+    """The benchmark's arithmetic peak comes from a C kernel of independent vector FMAs built
+    here, timed on the given number of threads."""
+    cpu = _load("ember_bench_cpu", BENCH / "cpu.py")
+    one = cpu.fma_peak(1)
+    assert np.isfinite(one) and one > 0.1

@@ -100,6 +100,16 @@ class Target:
         return self.arch.lower() in X86_ARCHS and not (self.features & VNNI_FEATURES)
 
     @property
+    def int8_dot(self) -> bool:
+        """Whether generated code has an exact uint8 x int8 dot product of four (``vpdpbusd``)
+        at the vector width ``lanes``: AVX512-VNNI for 16 lanes, with AVX512-VL or AVX-VNNI for
+        8."""
+        f = self.features
+        if self.lanes == 16:
+            return "avx512_vnni" in f
+        return self.lanes == 8 and ("avx_vnni" in f or {"avx512_vnni", "avx512vl"} <= f)
+
+    @property
     def fma(self) -> bool:
         return "fma" in self.features or self.arch in ("aarch64", "arm64")
 

@@ -705,18 +705,24 @@ def _conv2d_int_nchwc(batch):
     from ember.ops.nn import to_blocked_array
     from ember.ops.quant import Conv2dIntNCHWc
 
+    # sat: pairs saturate ("saturate", groups of four), are summed exactly in groups of four
+    # ("exact") or one product at a time (False)
     for xs, ws, attrs, cb, ob, sat in [((1, 16, 8, 8), (16, 16, 3, 3), {}, 16, 16, True),
                                        ((1, 16, 9, 11), (32, 16, 3, 3), dict(strides=(2, 2)), 8, 16, True),
                                        ((2, 8, 7, 7), (8, 8, 1, 1), {}, 4, 8, True),
                                        ((1, 3, 11, 11), (16, 3, 7, 7), dict(strides=(2, 2)), 3, 16, True),
                                        ((1, 6, 6, 6), (8, 6, 3, 3), dict(dilations=(2, 1)), 6, 8, True),
                                        ((1, 16, 8, 8), (16, 16, 3, 3), {}, 16, 16, False),
-                                       ((1, 8, 6, 6), (16, 8, 1, 1), dict(strides=(2, 2)), 8, 8, False)]:
+                                       ((1, 8, 6, 6), (16, 8, 1, 1), dict(strides=(2, 2)), 8, 8, False),
+                                       ((1, 32, 8, 8), (32, 32, 3, 3), {}, 16, 16, "exact"),
+                                       ((1, 16, 9, 11), (32, 16, 3, 3), dict(strides=(2, 2)), 8, 16, "exact"),
+                                       ((1, 3, 11, 11), (16, 3, 7, 7), dict(strides=(2, 2)), 3, 16, "exact")]:
         def f(c, xs=xs, ws=ws, attrs=attrs, cb=cb, ob=ob, sat=sat):
             x = to_blocked_array(c.rng.integers(150, 256, xs).astype(np.uint8), cb)
-            w = Conv2dIntNCHWc.pack(c.rng.integers(-128, 128, ws).astype(np.int8), cb, ob, sat)
+            w = Conv2dIntNCHWc.pack(c.rng.integers(-128, 128, ws).astype(np.int8), cb, ob, bool(sat))
+            pairs = {"exact": {"pairs": "exact"}}.get(sat, {})
             return c.op("conv2d_int_nchwc", [c.input(x.shape, "uint8", data=x), c.input(w.shape, "int8", data=w)],
-                        kernel=ws[2:], **attrs)
+                        kernel=ws[2:], **attrs, **pairs)
         batch.case(f"conv2d_int_nchwc x{list(xs)} w{list(ws)} cb={cb} ob={ob} sat={sat} {attrs}", f)
 
 

@@ -50,6 +50,8 @@ _CALLS = {
     "dot4_sat16": lambda x0, x1, x2, x3, w0, w1, w2, w3: (
         np.clip(np.int64(x0) * w0 + np.int64(x1) * w1, -32768, 32767)
         + np.clip(np.int64(x2) * w2 + np.int64(x3) * w3, -32768, 32767)),
+    "dot4": lambda x0, x1, x2, x3, w0, w1, w2, w3: (
+        np.int64(x0) * w0 + np.int64(x1) * w1 + np.int64(x2) * w2 + np.int64(x3) * w3),
 }
 
 

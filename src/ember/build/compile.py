@@ -121,7 +121,7 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
     g = optimize(graph, opt_level, dump=dump)
     g = pair_saturation.run(g, target.int8_pairs_saturate)
     if opt_level >= 3:
-        g = layout_nchwc.run(g, target.lanes)
+        g = layout_nchwc.run(g, target.lanes, target.int8_dot)
         if dump:
             dump("layout_nchwc", g)
         g = optimize(g, 1)          # fold the layout conversions of constants

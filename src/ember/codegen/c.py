@@ -207,7 +207,28 @@ static inline int32_t ember_dot4_sat16(int32_t x0, int32_t x1, int32_t x2, int32
                                        int32_t w0, int32_t w1, int32_t w2, int32_t w3) {
   return ember_sat16(x0 * w0 + x1 * w1) + ember_sat16(x2 * w2 + x3 * w3);
 }
+/* x0 w0 + x1 w1 + x2 w2 + x3 w3, exactly (int32) */
+static inline int32_t ember_dot4(int32_t x0, int32_t x1, int32_t x2, int32_t x3,
+                                 int32_t w0, int32_t w1, int32_t w2, int32_t w3) {
+  return x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3;
+}
 static inline uint32_t ember_load_u32(const void* p) { uint32_t v; memcpy(&v, p, 4); return v; }
+/* ember_dot4 of the 4 bytes of x (uint8) with the 4 bytes of every lane of w (int8): one
+   vpdpbusd with VNNI */
+static inline ember_vi ember_vdot4(uint32_t x, const int8_t* w) {
+#if defined(__AVX512VNNI__) && EMBER_LANES == 16
+  return (ember_vi)_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__) && EMBER_LANES == 8
+  return (ember_vi)_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
+#elif defined(__AVXVNNI__) && EMBER_LANES == 8
+  return (ember_vi)_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
+#else
+  ember_vi r;
+  for (int i = 0; i < EMBER_LANES; ++i)
+    r[i] = ember_dot4(x & 255, (x >> 8) & 255, (x >> 16) & 255, x >> 24, w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
+  return r;
+#endif
+}
 /* ember_dot4_sat16 of the 4 bytes of x (uint8) with the 4 bytes of every lane of w (int8) */
 static inline ember_vi ember_vdot4_sat16(uint32_t x, const int8_t* w) {
 #if defined(__AVX2__) && EMBER_LANES == 8
@@ -450,8 +471,8 @@ class CGenerator:
     def call(self, fn: str, args: list[str], arg_dtype: str, dtype: str) -> str:
         if fn == "no_contract":
             return f"EMBER_NO_CONTRACT({args[0]})"
-        if fn == "dot4_sat16":
-            return f"ember_dot4_sat16({', '.join(args)})"
+        if fn in ("dot4_sat16", "dot4"):
+            return f"ember_{fn}({', '.join(args)})"
         if fn == "isnan":
             return f"((_Bool)isnan({args[0]}))" if is_float_dtype(arg_dtype) else "0"
         if fn == "abs" and not is_float_dtype(arg_dtype):
@@ -511,7 +532,7 @@ class CGenerator:
             if e.dtype == "float32":
                 return f"ember_vsel({cond}, {t}, {f})"
             return f"EMBER_VSELECT({vector_type(e.dtype)}, {cond}, {t}, {f})"
-        if isinstance(e, Call) and e.fn == "dot4_sat16":
+        if isinstance(e, Call) and e.fn in ("dot4_sat16", "dot4"):
             return self.vdot4(e, ctx, guard)
         if isinstance(e, Call):
             args = [self.vexpr(a, ctx, guard) for a in e.args]
@@ -551,13 +572,14 @@ class CGenerator:
         return f"({{ int64_t _b = {base}; ({vt}){{{lanes}}}; }})"
 
     def vdot4(self, e: Call, ctx: _Ctx, guard: bool) -> str:
-        """A vector ``dot4_sat16``: the four x operands are scalars (the same for every lane),
-        the four w operands vectors.  When the w operands are the interleaved lanes of one int8
-        block (w[4 l + k] for operand k) it is one ember_vdot4_sat16 (vpmaddubsw on AVX2);
-        otherwise lane by lane."""
+        """A vector ``dot4_sat16`` or ``dot4``: the four x operands are scalars (the same for
+        every lane), the four w operands vectors.  When the w operands are the interleaved lanes
+        of one int8 block (w[4 l + k] for operand k) it is one ember_vdot4_sat16 (vpmaddubsw on
+        AVX2) or ember_vdot4 (vpdpbusd with VNNI); otherwise lane by lane."""
+        fn = e.fn
         xs, ws = e.args[:4], e.args[4:]
         if any(lanes_of(x) > 1 for x in xs):
-            raise CodegenError("dot4_sat16 with vector x operands")
+            raise CodegenError(f"{fn} with vector x operands")
         sx = [self.expr(x, ctx, guard) for x in xs]
         packed = None
         if not guard and all(isinstance(x, Load) for x in xs) and \
@@ -571,12 +593,12 @@ class CGenerator:
                 and all(x.dtype == "uint8" for x in xs) and ws[0].buffer not in ctx.vec_locals
                 and not (guard and not _in_bounds(ws[0].index.base, 1, 4 * self.lanes, ws[0].buffer.size))):
             wbuf = self.name(ctx, ws[0].buffer, ws[0].buffer.name)
-            return f"ember_vdot4_sat16({packed}, &{wbuf}[{self.expr(ws[0].index.base, ctx, guard)}])"
+            return f"ember_v{fn}({packed}, &{wbuf}[{self.expr(ws[0].index.base, ctx, guard)}])"
         vw = [self.vexpr(w, ctx, guard) if lanes_of(w) > 1 else self.expr(w, ctx, guard) for w in ws]
         wl = [f"_w{k}[_i]" if lanes_of(w) > 1 else f"_w{k}" for k, w in enumerate(ws)]
         decl = " ".join(f"__typeof__({v}) _w{k} = {v};" for k, v in enumerate(vw))
         return (f"({{ {decl} int32_t _x[4] = {{{', '.join(sx)}}}; ember_vi _r; "
-                f"for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = ember_dot4_sat16(_x[0], _x[1], _x[2], _x[3], "
+                f"for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = ember_{fn}(_x[0], _x[1], _x[2], _x[3], "
                 f"{', '.join(wl)}); _r; }})")
 
     def index_mask(self, e: BinOp, ctx: _Ctx, guard: bool) -> str:

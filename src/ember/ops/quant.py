@@ -359,26 +359,28 @@ class MatMulInt(Op):
 @register
 class Conv2dIntNCHWc(Op):
     """``conv2d_int`` (one group, no padding: the layout pass pads first) in the blocked layout:
-    x [N, C/cb, H, W, cb] -> int32 [N, O/ob, OH, OW, ob].  The packed weight says how products
-    are summed:
+    x [N, C/cb, H, W, cb] -> int32 [N, O/ob, OH, OW, ob].  The packed weight's layout says how
+    products are gathered:
 
-    * exact: [O/ob, C/cb, KH, KW, cb, ob];
-    * saturating pairs, cb a multiple of 4: [O/ob, C/cb, KH, KW, cb/4, ob, 4], four channels of
-      one tap per ``dot4_sat16`` (the x86 8-bit multiply-add);
-    * saturating pairs, one block of cb channels not a multiple of 4 (an image's 3 colours):
+    * one at a time, summed exactly: [O/ob, C/cb, KH, KW, cb, ob];
+    * in groups of four, cb a multiple of 4: [O/ob, C/cb, KH, KW, cb/4, ob, 4], four channels of
+      one tap per ``dot4_sat16`` (x86's 8-bit multiply-add, pairs saturating) or, with
+      ``pairs="exact"``, per ``dot4`` (VNNI's exact one);
+    * in groups of four, one block of cb channels not a multiple of 4 (an image's 3 colours):
       [O/ob, K4, ob, 4] over the flattened (ky, kx, c) reduction of ``kernel`` taps, padded
-      with zero weights to K4 groups of four.
+      with zero weights to K4 groups of four; ``pairs`` as above.
     """
 
     name = "conv2d_int_nchwc"
     pattern = Pattern.OUT_ELEMWISE_FUSABLE
-    attrs = {"strides": (1, 1), "dilations": (1, 1), "kernel": (1, 1)}
+    attrs = {"strides": (1, 1), "dilations": (1, 1), "kernel": (1, 1), "pairs": "saturate"}
     num_inputs = 2
 
     @staticmethod
-    def pack(w: np.ndarray, cb: int, ob: int, saturate: bool) -> np.ndarray:
+    def pack(w: np.ndarray, cb: int, ob: int, fours: bool) -> np.ndarray:
+        """``w`` [O, C, KH, KW] packed one product at a time, or in groups of four."""
         o, ci, kh, kw = w.shape
-        if not saturate:
+        if not fours:
             return np.ascontiguousarray(w.reshape(o // ob, ob, ci // cb, cb, kh, kw).transpose(0, 2, 4, 5, 3, 1))
         if cb % 4 == 0:
             return np.ascontiguousarray(w.reshape(o // ob, ob, ci // cb, cb // 4, 4, kh, kw)
@@ -402,11 +404,13 @@ class Conv2dIntNCHWc(Op):
         return np.ascontiguousarray(flat.reshape(oo * ob, kh, kw, cb).transpose(0, 3, 1, 2))
 
     @staticmethod
-    def saturates(wp: TensorType) -> bool:
-        return wp.rank in (4, 7)
+    def saturates(a, wp_rank: int) -> bool:
+        return wp_rank in (4, 7) and a["pairs"] == "saturate"
 
     def infer(self, a, x, wp):
         _check_eight_bit(self, x, wp)
+        if a["pairs"] not in ("saturate", "exact"):
+            raise self.fail(f"pairs must be 'saturate' or 'exact', got {a['pairs']!r}")
         if x.rank != 5 or wp.rank not in (4, 6, 7):
             raise self.fail(f"expects a blocked 5-D input and a packed 4-, 6- or 7-D weight, got {x} and {wp}")
         n, cblk, h, w, cb = x.shape
@@ -433,7 +437,7 @@ class Conv2dIntNCHWc(Op):
 
         w = self.unpack(wp, x.shape[-1], a["kernel"])
         ca = {"strides": a["strides"], "dilations": a["dilations"], "pads": (0, 0, 0, 0), "groups": 1,
-              "pad_value": 0, "saturate_pairs": wp.ndim in (4, 7)}
+              "pad_value": 0, "saturate_pairs": self.saturates(a, wp.ndim)}
         return to_blocked_array(conv2d_int_reference(from_blocked_array(x), w, ca), wp.shape[-2 if wp.ndim in (4, 7)
                                                                                               else -1])
 
@@ -450,6 +454,7 @@ class Conv2dIntNCHWc(Op):
         oh = (h - (kh - 1) * dh - 1) // sh + 1
         ow = (w - (kw - 1) * dw - 1) // sw + 1
         shape = (n, oo, oh, ow, ob)
+        dot = "dot4_sat16" if a["pairs"] == "saturate" else "dot4"
         if len(wp.shape) == 6:
             rc, ry, rx, ri = (te.reduce_axis(cblk, "rc"), te.reduce_axis(kh, "ry"), te.reduce_axis(kw, "rx"),
                               te.reduce_axis(cb, "ri"))
@@ -464,7 +469,7 @@ class Conv2dIntNCHWc(Op):
             def f(nn, oc, y, xx, o):
                 xs = [x[nn, rc, y * sh + ry * dh, xx * sw + rx * dw, rq * 4 + i] for i in range(4)]
                 ws = [wp[oc, rc, ry, rx, rq, o, i] for i in range(4)]
-                return te.sum(te.call("dot4_sat16", *xs, *ws, dtype="int32"), [rc, ry, rx, rq])
+                return te.sum(te.call(dot, *xs, *ws, dtype="int32"), [rc, ry, rx, rq])
         else:
             k = kh * kw * cb
             rq = te.reduce_axis(k4, "rq")
@@ -476,7 +481,7 @@ class Conv2dIntNCHWc(Op):
                     ky, kx, c = kk // (kw * cb), (kk // cb) % kw, kk % cb
                     xs.append(x[nn, 0, y * sh + ky * dh, xx * sw + kx * dw, c])
                 ws = [wp[oc, rq, o, i] for i in range(4)]
-                return te.sum(te.call("dot4_sat16", *xs, *ws, dtype="int32"), [rq])
+                return te.sum(te.call(dot, *xs, *ws, dtype="int32"), [rq])
         return te.compute(shape, f, name="conv2d_int")
 
     def schedule(self, a, s, conv, target):

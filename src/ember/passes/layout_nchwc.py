@@ -56,9 +56,10 @@ def padded_channels(c: int, lanes: int) -> int:
 
 
 class _Layout:
-    def __init__(self, graph: Graph, lanes: int):
+    def __init__(self, graph: Graph, lanes: int, int8_dot: bool = False):
         self.g = graph
         self.lanes = lanes
+        self.int8_dot = int8_dot
         self.b = GraphBuilder.rewriting(graph)
         self.blocked: dict[Value, tuple[Value, int]] = {}   # NCHW value -> (blocked value, cb)
         self.plain: dict[Value, Value] = {}                  # value -> its NCHW form
@@ -200,14 +201,18 @@ class _Layout:
         sat = a["saturate_pairs"]
         if not ob or not cb or c % cb or (sat and cb % 4 and c != cb):
             return False
+        # products in groups of four: x86's multiply-add where pairs saturate, VNNI's exact dot
+        # product where the target has one (uint8 x int8)
+        fours = sat or (self.int8_dot and x.dtype == "uint8" and w.dtype == "int8" and (cb % 4 == 0 or c == cb))
         xb = self.to_blocked(x, cb, node.name)
         if any(a["pads"]):
             t, l, bt, r = a["pads"]
             xb = self.b.op("pad", [xb], name=f"{node.name}_pad", pads=(0, 0, t, l, 0, 0, 0, bt, r, 0),
                            value=a["pad_value"])
-        wp = constant(Conv2dIntNCHWc.pack(w.const, cb, ob, sat), f"{w.name}_nchwc")
+        wp = constant(Conv2dIntNCHWc.pack(w.const, cb, ob, fours), f"{w.name}_nchwc")
         out = self.b.op("conv2d_int_nchwc", [xb, wp], name=node.name, strides=a["strides"],
-                        dilations=a["dilations"], kernel=tuple(w.shape[2:]))
+                        dilations=a["dilations"], kernel=tuple(w.shape[2:]),
+                        pairs="saturate" if sat else "exact")
         self.blocked[node.output] = (out, ob)
         return True
 
@@ -286,8 +291,10 @@ class _Layout:
         return self.b.finish(outputs)
 
 
-def run(graph: Graph, lanes: int = 8) -> Graph:
-    return _Layout(graph.copy(), lanes).run()
+def run(graph: Graph, lanes: int = 8, int8_dot: bool = False) -> Graph:
+    """``graph`` in the blocked layout for ``lanes``-wide vectors; ``int8_dot``: the target has
+    an exact uint8 x int8 dot product of four (``Target.int8_dot``)."""
+    return _Layout(graph.copy(), lanes, int8_dot).run()
 
 
 PASS = Pass("layout_nchwc", 3, run)

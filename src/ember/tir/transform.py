@@ -94,7 +94,7 @@ MEMORY_DTYPES = VECTOR_DTYPES + ("int16", "uint16", "int8", "uint8")
 #: in registers, as comparisons make them)
 MASK_DTYPES = ("bool",)
 #: intrinsics of 8-bit dot products: narrow operands, an int32 result
-DOT_CALLS = ("dot4_sat16",)
+DOT_CALLS = ("dot4_sat16", "dot4")
 
 
 def _vec_expr(e: Expr, v: Var, n: int, memo: dict | None = None) -> Expr:

@@ -272,28 +272,19 @@ static inline void ember_vstore(float* p, ember_vf v) {{ *(ember_vf_u*)p = v; }}
 static inline ember_vf ember_vsel(ember_vi m, ember_vf a, ember_vf b) {{
   return (ember_vf)((m & (ember_vi)a) | (~m & (ember_vi)b));
 }}
-/* max and min propagate NaN, as numpy's maximum and minimum do */
-/* max/min propagating NaN from either side (numpy's semantics).  With AVX: the instruction keeps
-   its second operand when either is NaN, so a's NaN survives it and one blend adds b's; a
-   reduction's chain through `a` is then two one-cycle instructions instead of five */
+/* max/min propagating NaN from either side (numpy's semantics).  With AVX or AVX-512: the
+   instruction keeps its second operand when either is NaN, so a's NaN survives it and one blend
+   adds b's; a reduction's chain through `a` is then two one-cycle instructions instead of five */
 #if defined(__AVX__) && EMBER_LANES == 8
-static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{
-  ember_vf r = (ember_vf)__builtin_ia32_maxps256((__v8sf)b, (__v8sf)a);
-  return ember_vsel(b != b, b, r);
-}}
-static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{
-  ember_vf r = (ember_vf)__builtin_ia32_minps256((__v8sf)b, (__v8sf)a);
-  return ember_vsel(b != b, b, r);
-}}
+#define EMBER_MAXPS(x, y) ((ember_vf)__builtin_ia32_maxps256((__v8sf)(x), (__v8sf)(y)))
+#define EMBER_MINPS(x, y) ((ember_vf)__builtin_ia32_minps256((__v8sf)(x), (__v8sf)(y)))
 #elif defined(__AVX512F__) && EMBER_LANES == 16
-static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{
-  ember_vf r = (ember_vf)_mm512_max_ps((__m512)b, (__m512)a);
-  return ember_vsel(b != b, b, r);
-}}
-static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{
-  ember_vf r = (ember_vf)_mm512_min_ps((__m512)b, (__m512)a);
-  return ember_vsel(b != b, b, r);
-}}
+#define EMBER_MAXPS(x, y) ((ember_vf)_mm512_max_ps((__m512)(x), (__m512)(y)))
+#define EMBER_MINPS(x, y) ((ember_vf)_mm512_min_ps((__m512)(x), (__m512)(y)))
+#endif
+#ifdef EMBER_MAXPS
+static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{ return ember_vsel(b != b, b, EMBER_MAXPS(b, a)); }}
+static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{ return ember_vsel(b != b, b, EMBER_MINPS(b, a)); }}
 #else
 static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{ return ember_vsel((a > b) | (a != a), a, b); }}
 static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{ return ember_vsel((a < b) | (a != a), a, b); }}

@@ -121,7 +121,7 @@ class Target:
         """A string that identifies everything about the target that changes generated code."""
         knobs = "".join(f"-{k}={v}" for k, v in self.knobs)
         return (f"{self.kind}-{self.arch}-{self.vector_bits}-{int(self.fma)}-r{self.vector_registers}"
-                f"-s{int(self.int8_pairs_saturate)}"
+                f"-s{int(self.int8_pairs_saturate)}-d{int(self.int8_dot)}"
                 f"-l2:{self.l2_bytes}{knobs}")
 
     def __str__(self) -> str:

@@ -18,7 +18,7 @@ from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ra
                         COMPARISONS, is_float_dtype)
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from ..tir.analysis import size_vars_of, upper_bound
-from ..tir.transform import lanes_of
+from ..tir.transform import DOT_CALLS, lanes_of
 from . import c_dtypes
 
 #: the C type that stores each dtype (bfloat16 and the narrow types: see ``c_dtypes``)
@@ -462,7 +462,7 @@ class CGenerator:
     def call(self, fn: str, args: list[str], arg_dtype: str, dtype: str) -> str:
         if fn == "no_contract":
             return f"EMBER_NO_CONTRACT({args[0]})"
-        if fn in ("dot4_sat16", "dot4"):
+        if fn in DOT_CALLS:
             return f"ember_{fn}({', '.join(args)})"
         if fn == "isnan":
             return f"((_Bool)isnan({args[0]}))" if is_float_dtype(arg_dtype) else "0"
@@ -523,7 +523,7 @@ class CGenerator:
             if e.dtype == "float32":
                 return f"ember_vsel({cond}, {t}, {f})"
             return f"EMBER_VSELECT({vector_type(e.dtype)}, {cond}, {t}, {f})"
-        if isinstance(e, Call) and e.fn in ("dot4_sat16", "dot4"):
+        if isinstance(e, Call) and e.fn in DOT_CALLS:
             return self.vdot4(e, ctx, guard)
         if isinstance(e, Call):
             args = [self.vexpr(a, ctx, guard) for a in e.args]

@@ -1,24 +1,18 @@
 """Loading and running compiled artifacts.
 
-An artifact is a shared library (kernels, constants, the C runtime of ``runtime/c``) followed by
-a trailer that ELF loaders ignore::
-
-    payload (the library)  |  b"EMBERART"  |  payload length (u64, little-endian)  |  sha256(payload)
-
-:func:`load` checks the trailer before the library is opened, so a truncated or damaged file
-raises :class:`~ember.errors.ArtifactError` instead of crashing the process in ``dlopen``.
+An artifact is a shared library (kernels, constants, the C runtime of ``runtime/c``) sealed with
+an integrity trailer (``artifact.py``).  :func:`load` checks it before the library is opened, so
+a truncated or damaged file raises :class:`~ember.errors.ArtifactError` instead of crashing the
+process in ``dlopen``, and loads it by its content (``library.py``): a file saved over another
+one is a new library, and a library nobody uses any more is unloaded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import json
-import mmap
 import os
-import shutil
-import struct
 import sys
 import tempfile
 import threading
@@ -31,108 +25,12 @@ import numpy as np
 from ..errors import ArtifactError, EmberError, EmberRuntimeError, InputError
 from ..graph.types import NARROW_DTYPES, TensorType
 from ..symbolic import SymbolicError, bind, evaluate
+from .artifact import TRAILER_MAGIC, TRAILER_SIZE, seal_artifact, trailer_ok, verify_artifact  # noqa: F401
+from .library import (_WORKER_SLOTS, ABI_VERSION, Library, load_file, process_threads,  # noqa: F401
+                      set_process_threads)
 
-TRAILER_MAGIC = b"EMBERART"
-TRAILER_SIZE = len(TRAILER_MAGIC) + 8 + 32
-#: The ABI version of ``ember_runtime.h`` this module speaks.
-ABI_VERSION = 2
 #: The metadata ``format`` this module reads.
 METADATA_FORMAT = 1
-
-
-# ---- the trailer ------------------------------------------------------------------------------
-
-def seal_artifact(path: str | os.PathLike) -> None:
-    """Appends the integrity trailer to the library at ``path`` (in place)."""
-    with open(path, "r+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        digest = _sha256_of(f, size)
-        f.seek(size)
-        f.write(TRAILER_MAGIC + struct.pack("<Q", size) + digest)
-
-
-def trailer_ok(path: str | os.PathLike) -> bool:
-    """A cheap check (no hashing): the file ends with a trailer whose length matches."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size < TRAILER_SIZE:
-                return False
-            f.seek(size - TRAILER_SIZE)
-            tail = f.read(TRAILER_SIZE)
-    except OSError:
-        return False
-    return tail[:8] == TRAILER_MAGIC and struct.unpack("<Q", tail[8:16])[0] == size - TRAILER_SIZE
-
-
-_verified: dict[tuple, bool] = {}
-_verified_lock = threading.Lock()
-
-
-def verify_artifact(path: str | os.PathLike) -> None:
-    """Raises :class:`ArtifactError` unless ``path`` is a whole, undamaged artifact.
-
-    The payload's hash is checked once per process for a given file (same inode, size and
-    modification time)."""
-    path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ArtifactError(f"no artifact at '{path}'") from None
-    except OSError as e:
-        raise ArtifactError(f"cannot read the artifact '{path}': {e.strerror or e}") from None
-    if not path.is_file():
-        raise ArtifactError(f"'{path}' is not a file")
-    memo = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if _verified.get(memo):
-        return
-    try:
-        with open(path, "rb") as f:
-            size = st.st_size
-            if size < TRAILER_SIZE:
-                raise ArtifactError(
-                    f"'{path}' is not an Ember artifact or is truncated ({size} bytes, no trailer)")
-            f.seek(size - TRAILER_SIZE)
-            tail = f.read(TRAILER_SIZE)
-            if tail[:8] != TRAILER_MAGIC:
-                raise ArtifactError(
-                    f"'{path}' is not an Ember artifact or is truncated (its trailer is missing)")
-            (length,) = struct.unpack("<Q", tail[8:16])
-            if length != size - TRAILER_SIZE:
-                raise ArtifactError(
-                    f"'{path}' is truncated or damaged: the trailer records {length} bytes of "
-                    f"library but the file holds {size - TRAILER_SIZE}")
-            if _sha256_of(f, length) != tail[16:]:
-                raise ArtifactError(f"'{path}' is corrupt: its contents do not match its checksum")
-    except OSError as e:
-        raise ArtifactError(f"cannot read the artifact '{path}': {e.strerror or e}") from None
-    with _verified_lock:
-        _verified[memo] = True
-
-
-def _sha256_of(f, length: int) -> bytes:
-    """sha256 of the first ``length`` bytes of the open file ``f`` (through mmap: no copies)."""
-    if length == 0:
-        return hashlib.sha256().digest()
-    try:
-        mm = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):   # a file system without mmap: read it in pieces
-        h = hashlib.sha256()
-        f.seek(0)
-        left = length
-        while left:
-            piece = f.read(min(left, 1 << 24))
-            if not piece:
-                break
-            h.update(piece)
-            left -= len(piece)
-        return h.digest()
-    with mm:
-        view = memoryview(mm)
-        try:
-            return hashlib.sha256(view).digest()
-        finally:
-            view.release()
 
 
 # ---- dtypes at the boundary ---------------------------------------------------------------------
@@ -222,90 +120,6 @@ def pattern_array(ttype: TensorType) -> np.ndarray:
     return out.reshape(shape)
 
 
-# ---- the module -------------------------------------------------------------------------------------
-
-_VOIDP_P = ctypes.POINTER(ctypes.c_void_p)
-
-
-# ---- threads shared by every artifact of the process ------------------------------------------
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-#: Worker slots of the whole process, handed to every artifact's thread pool
-#: (``ember_share_workers``): models run at once from several host threads together use at
-#: most this many workers besides the host threads (the CPUs less one by default).
-_WORKER_SLOTS = ctypes.c_int(max(_cpus() - 1, 0))
-_worker_total = _WORKER_SLOTS.value
-_slots_lock = threading.Lock()
-_slots_fn = None          # an artifact's ember_add_worker_slots, once one is loaded
-
-
-def process_threads() -> int:
-    """The most threads all Modules of this process use at once (host thread included)."""
-    return _worker_total + 1
-
-
-def set_process_threads(n: int) -> None:
-    """Let all Modules of this process together use up to ``n`` threads at once (each still at
-    most its own ``num_threads``); by default the CPUs this process may run on."""
-    global _worker_total
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise EmberError(f"the process thread count must be a positive integer, not {n!r}")
-    with _slots_lock:
-        delta = int(n) - 1 - _worker_total
-        if _slots_fn is not None:
-            _slots_fn(ctypes.byref(_WORKER_SLOTS), delta)     # atomic: regions may be running
-        else:
-            _WORKER_SLOTS.value += delta                      # no artifact loaded, no region
-        _worker_total = int(n) - 1
-
-
-def _share_workers(fns: dict) -> None:
-    global _slots_fn
-    with _slots_lock:
-        if _slots_fn is None:
-            _slots_fn = fns["ember_add_worker_slots"]
-    fns["ember_share_workers"](ctypes.byref(_WORKER_SLOTS))
-
-
-def _bind(lib: ctypes.CDLL, path: Path) -> dict[str, Any]:
-    """Looks up and types the runtime's exported functions."""
-    protos = {
-        "ember_abi_version": (ctypes.c_int, []),
-        "ember_cpu_check": (ctypes.c_int, []),
-        "ember_metadata": (ctypes.c_char_p, []),
-        "ember_arena_bytes": (ctypes.c_ulonglong, []),
-        "ember_num_inputs": (ctypes.c_int, []),
-        "ember_num_outputs": (ctypes.c_int, []),
-        "ember_model_create": (ctypes.c_void_p, []),
-        "ember_model_run": (ctypes.c_int, [ctypes.c_void_p, _VOIDP_P, _VOIDP_P]),
-        "ember_model_destroy": (None, [ctypes.c_void_p]),
-        "ember_last_error": (ctypes.c_char_p, []),
-        "ember_set_num_threads": (None, [ctypes.c_int]),
-        "ember_get_num_threads": (ctypes.c_int, []),
-        "ember_share_workers": (None, [ctypes.POINTER(ctypes.c_int)]),
-        "ember_add_worker_slots": (None, [ctypes.POINTER(ctypes.c_int), ctypes.c_int]),
-        "ember_num_symbols": (ctypes.c_int, []),
-        "ember_model_run_dynamic": (ctypes.c_int, [ctypes.c_void_p, _VOIDP_P, _VOIDP_P, _VOIDP_P]),
-    }
-    fns = {}
-    for name, (restype, argtypes) in protos.items():
-        try:
-            fn = getattr(lib, name)
-        except AttributeError:
-            raise ArtifactError(
-                f"'{path}' is not an Ember artifact of this version: it lacks '{name}'") from None
-        fn.restype = restype
-        fn.argtypes = argtypes
-        fns[name] = fn
-    return fns
-
-
 class LoadedModel:
     """What every loaded model offers, one library (:class:`Module`) or a program of compiled
     segments and host steps (:class:`~ember.runtime.program.ProgramModule`): its signature,
@@ -392,8 +206,19 @@ class LoadedModel:
         raise NotImplementedError
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Copies the artifact to ``path`` atomically (a whole file or none); returns the path."""
-        return copy_artifact(self._path, path)
+        """Writes the artifact this model runs to ``path`` (a file, or a folder to put it in)
+        atomically (a whole file or none); returns the path."""
+        dest = Path(path)
+        if dest.is_dir():
+            dest = dest / self._path.name
+        with replacing(dest) as tmp:
+            with open(tmp, "wb") as f:
+                self._write_artifact(f)
+            os.chmod(tmp, 0o644)
+        return dest
+
+    def _write_artifact(self, f) -> None:
+        raise NotImplementedError
 
 
 class Module(LoadedModel):
@@ -412,19 +237,13 @@ class Module(LoadedModel):
     different Modules may run at once from different threads.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, library: Library | None = None):
         self._model = None
-        path = Path(os.path.abspath(path))   # dlopen searches the library path for bare names
-        verify_artifact(path)
-        try:
-            lib = ctypes.CDLL(os.fspath(path), mode=os.RTLD_LOCAL)
-        except OSError as e:
-            raise ArtifactError(f"cannot load the artifact '{path}': {e}") from None
-        fns = _bind(lib, path)
-        abi = fns["ember_abi_version"]()
-        if abi != ABI_VERSION:
-            raise ArtifactError(
-                f"'{path}' was built for runtime ABI {abi}; this Ember reads ABI {ABI_VERSION}")
+        path = Path(os.path.abspath(path))
+        # by content: the file at ``path`` is copied and checked, and a library with the same
+        # content already loaded is shared
+        lib = library if library is not None else load_file(path)
+        fns = lib.fns
         if fns["ember_cpu_check"]() != 0:
             raise ArtifactError(f"'{path}': {fns['ember_last_error']().decode(errors='replace')}; "
                                 "compile the model again on this machine")
@@ -434,7 +253,7 @@ class Module(LoadedModel):
         except (UnicodeDecodeError, ValueError) as e:
             raise ArtifactError(f"'{path}' has malformed metadata: {e}") from None
         self._path = path
-        self._lib = lib
+        self._library = lib
         self._fns = fns
         self._metadata = meta
         self._parse_signature(meta)
@@ -442,14 +261,12 @@ class Module(LoadedModel):
             raise ArtifactError(f"'{path}' has malformed metadata: "
                                 f"{fns['ember_last_error']().decode(errors='replace')}")
 
-        model = fns["ember_model_create"]()
+        model = lib.new_instance()
         if not model:
             raise EmberRuntimeError(
                 f"cannot create an instance of '{self.name}': "
                 f"{fns['ember_last_error']().decode(errors='replace')}")
         self._model = model
-        _share_workers(fns)
-        self._destroy = fns["ember_model_destroy"]
         self._run = fns["ember_model_run"]
         self._in_ptrs = (ctypes.c_void_p * max(1, len(self._in_names)))()
         self._out_ptrs = (ctypes.c_void_p * max(1, len(self._out_names)))()
@@ -517,7 +334,7 @@ class Module(LoadedModel):
 
     @property
     def num_threads(self) -> int:
-        """Threads the artifact's pool uses (shared by every Module of the same file); all
+        """Threads the artifact's pool uses (shared by every Module of the same content); all
         Modules of the process together use at most :func:`process_threads` at once."""
         return int(self._fns["ember_get_num_threads"]())
 
@@ -614,11 +431,11 @@ class Module(LoadedModel):
         return arr
 
     def profile(self) -> "OrderedDict[str, float]":
-        """Seconds spent in each kernel over every run so far (of every Module of this file), in
+        """Seconds spent in each kernel over every run so far (of every Module of this content), in
         kernel order; for artifacts compiled with ``profile=True`` (they export ``ember_profile``).
         """
         try:
-            fn = self._lib.ember_profile
+            fn = self._library.symbol("ember_profile")
         except AttributeError:
             raise EmberRuntimeError(f"'{self.name}' was not compiled with profiling; "
                                     "compile it with profile=True") from None
@@ -643,11 +460,14 @@ class Module(LoadedModel):
 
     # ---- files ----------------------------------------------------------------------------------
 
+    def _write_artifact(self, f) -> None:
+        self._library.write_to(f)     # what this Module runs, whatever lies at its path now
+
     def __del__(self) -> None:
         model, self._model = getattr(self, "_model", None), None
         if model:
             try:
-                self._destroy(model)
+                self._library.free_instance(model)
             except Exception:
                 pass
 
@@ -668,18 +488,6 @@ def replacing(dest: Path):
         except OSError:
             pass
         raise
-
-
-def copy_artifact(src: Path, path: str | os.PathLike) -> Path:
-    """Copies the artifact ``src`` to ``path`` (a file, or a folder to put it in) atomically.
-    Returns the path."""
-    dest = Path(path)
-    if dest.is_dir():
-        dest = dest / src.name
-    with replacing(dest) as tmp:
-        shutil.copyfile(src, tmp)
-        shutil.copymode(src, tmp)
-    return dest
 
 
 def load(path: str | os.PathLike) -> "Module":

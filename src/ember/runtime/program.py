@@ -15,18 +15,18 @@ The header holds the signature (``inputs``, ``outputs``: name, dtype, shape), th
 inputs and outputs, the constants the host steps and outputs read (as JSON lists), the steps in
 order (a segment step names its artifact, a host step its kernel, node, op and attributes,
 each with the slots it reads and writes), and where each segment artifact lies in the file
-(``offset`` from the end of the header, ``size``).  Loading a program writes each segment to a
-private temporary file, loads it and removes the file.  Programs need this (Python) runtime:
-the C API loads shared libraries only.
+(``offset`` from the end of the header, ``size``).  Loading a program reads the file once,
+checks it, and loads each segment by its content (``library.py``).  A header that does not
+describe a program this runtime can run (a missing field, a slot no step writes, a segment
+that lies outside the file) raises ``ArtifactError`` when it is loaded.  Programs need this
+(Python) runtime: the C API loads shared libraries only.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,8 +37,9 @@ from ..errors import ArtifactError, EmberError, EmberRuntimeError, InputError
 from ..graph.types import TensorType, is_string
 from ..symbolic import SymbolicError, bind
 from .host import get_kernel
-from .module import (TRAILER_SIZE, LoadedModel, Module, _boundary_dtype, pattern_array, replacing,
-                     seal_artifact, verify_artifact)
+from .artifact import TRAILER_SIZE, seal_artifact, verify_bytes
+from .library import load_bytes
+from .module import LoadedModel, Module, _boundary_dtype, pattern_array, replacing
 
 PROGRAM_MAGIC = b"EMBERPRG"
 #: The program header ``format`` this module reads and writes.
@@ -92,32 +93,49 @@ class ProgramModule(LoadedModel):
 
     def __init__(self, path: str | os.PathLike):
         path = Path(os.path.abspath(path))
-        verify_artifact(path)
-        data = path.read_bytes()
-        payload = data[:-TRAILER_SIZE]
-        if payload[:len(PROGRAM_MAGIC)] != PROGRAM_MAGIC:
-            raise ArtifactError(f"'{path}' is not an Ember program")
-        start = len(PROGRAM_MAGIC) + 8
-        (head_len,) = struct.unpack("<Q", payload[len(PROGRAM_MAGIC):start])
         try:
-            header = json.loads(payload[start:start + head_len].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"no artifact at '{path}'") from None
+        except OSError as e:
+            raise ArtifactError(f"cannot read the artifact '{path}': {e.strerror or e}") from None
+        self._digest = verify_bytes(data, f"'{path}'")    # read once: what is checked is what runs
+        self._path = path
+        payload = memoryview(data)[:-TRAILER_SIZE]
+        start = len(PROGRAM_MAGIC) + 8
+        if len(payload) < start or bytes(payload[:len(PROGRAM_MAGIC)]) != PROGRAM_MAGIC:
+            raise ArtifactError(f"'{path}' is not an Ember program")
+        (head_len,) = struct.unpack("<Q", payload[len(PROGRAM_MAGIC):start])
+        if head_len > len(payload) - start:
+            raise ArtifactError(f"'{path}' has a malformed program header: it records {head_len} bytes "
+                                f"but the file holds {len(payload) - start} after its start")
+        try:
+            header = json.loads(bytes(payload[start:start + head_len]).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise ArtifactError(f"'{path}' has a malformed program header: {e}") from None
         if not isinstance(header, dict) or header.get("format") != PROGRAM_FORMAT:
             raise ArtifactError(f"'{path}' has program format {header.get('format') if isinstance(header, dict) else None!r}; "
                                 f"this Ember reads format {PROGRAM_FORMAT}")
-        self._path = path
         self._metadata = header
         try:
             self._parse(header)
-            self._segments = self._load_segments(payload[start + head_len:], header["segments"])
-        except (KeyError, TypeError, ValueError) as e:
+            self._check_steps()
+            blobs = self._segment_blobs(payload[start + head_len:], header["segments"])
+        except ArtifactError:
+            raise
+        except Exception as e:     # any other shape of JSON than a program's
             raise ArtifactError(f"'{path}' has a malformed program header: {type(e).__name__}: {e}") from None
+        self._segments = [Module(f"{path}#segment{k}", library=load_bytes(b, f"segment {k} of '{path}'"))
+                          for k, b in enumerate(blobs)]
         for s in self._steps:
-            if s["kind"] == "host":
-                get_kernel(s["kernel"])        # this runtime must know every kernel the program uses
-            elif not 0 <= s["segment"] < len(self._segments):
-                raise ArtifactError(f"'{path}' has a malformed program header: step reads segment {s['segment']}")
+            if s["kind"] != "segment":
+                continue
+            seg = self._segments[s["segment"]]
+            if len(s["inputs"]) != len(seg.input_names) or len(s["outputs"]) != len(seg.output_names):
+                raise ArtifactError(f"'{path}' has a malformed program header: a step passes "
+                                    f"{len(s['inputs'])} -> {len(s['outputs'])} values to segment "
+                                    f"{s['segment']}, which takes {len(seg.input_names)} -> "
+                                    f"{len(seg.output_names)}")
 
     def _parse(self, h: dict) -> None:
         self._in_names = [e["name"] for e in h["inputs"]]
@@ -139,22 +157,54 @@ class ProgramModule(LoadedModel):
         self._drop = [[slot for slot, k2 in last.items() if k2 == k and slot not in keep]
                       for k in range(len(self._steps))]
 
-    def _load_segments(self, blob: bytes, entries: list) -> list[Module]:
+    def _check_steps(self) -> None:
+        """Every step is of a known kind and reads slots that hold values by then; so do the
+        outputs (ValueError otherwise)."""
+        if len(self._in_slots) != len(self._in_names) or len(self._out_slots) != len(self._out_names):
+            raise ValueError("the input or output slots do not match the signature")
+        ready = set(self._in_slots) | set(self._consts)
+        nseg = len(self._metadata["segments"])
+        for k, s in enumerate(self._steps):
+            kind = s["kind"]
+            if kind == "host":
+                get_kernel(str(s["kernel"]))        # this runtime must know every kernel the program uses
+                if not isinstance(s["attrs"], dict):
+                    raise ValueError(f"step {k} has attributes that are not an object")
+                str(s["node"]), str(s["op"])
+            elif kind == "segment":
+                if type(s["segment"]) is not int or not 0 <= s["segment"] < nseg:
+                    raise ValueError(f"step {k} runs segment {s['segment']!r}, which the file lacks")
+            else:
+                raise ValueError(f"step {k} is of unknown kind {kind!r}")
+            missing = [int(x) for x in s["inputs"] if int(x) not in ready]
+            if missing:
+                raise ValueError(f"step {k} reads slot(s) {missing} before anything writes them")
+            ready.update(int(x) for x in s["outputs"])
+        missing = [x for x in self._out_slots if x not in ready]
+        if missing:
+            raise ValueError(f"output slot(s) {missing} are never written")
+
+    def _segment_blobs(self, blob: memoryview, entries: list) -> list[memoryview]:
         out = []
-        folder = tempfile.mkdtemp(prefix="ember-program-")
-        try:
-            for k, e in enumerate(entries):
-                off, size = int(e["offset"]), int(e["size"])
-                if off < 0 or size <= 0 or off + size > len(blob):
-                    raise ArtifactError(f"'{self._path}' is damaged: segment {k} lies outside the file")
-                seg = os.path.join(folder, f"segment_{k}.so")
-                with open(seg, "wb") as f:
-                    f.write(blob[off:off + size])
-                out.append(Module(seg))    # the loaded library no longer needs its file
-                os.unlink(seg)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        for k, e in enumerate(entries):
+            off, size = int(e["offset"]), int(e["size"])
+            if off < 0 or size <= 0 or off + size > len(blob):
+                raise ArtifactError(f"'{self._path}' is damaged: segment {k} lies outside the file")
+            out.append(blob[off:off + size])
         return out
+
+    def _write_artifact(self, f) -> None:
+        """Copies the program file, which must still be the one loaded."""
+        where = f"'{self._path}'"
+        try:
+            data = self._path.read_bytes()
+            same = verify_bytes(data, where) == self._digest
+        except (OSError, ArtifactError):
+            same = False
+        if not same:
+            raise ArtifactError(f"{where} has changed since '{self.name}' was loaded from it; "
+                                "load it again (or compile the model again) to save it")
+        f.write(data)
 
     # ---- description -------------------------------------------------------------------------
 

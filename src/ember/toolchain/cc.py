@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..errors import ToolchainError
-from ..runtime.module import seal_artifact, trailer_ok
+from ..runtime.artifact import seal_artifact, trailer_ok
 from .cache import Cache
 
 #: Flags every compile gets; ``flags`` given to :func:`build_shared` come after them (and so

@@ -35,7 +35,7 @@ extern "C" {
 #define EMBER_API __attribute__((visibility("default")))
 
 /* Bumped when anything in this header changes incompatibly. */
-#define EMBER_ABI_VERSION 2
+#define EMBER_ABI_VERSION 3
 
 typedef struct ember_model ember_model;
 
@@ -92,6 +92,13 @@ EMBER_API int ember_get_num_threads(void);
  * unlimited slots (the default).  ember_add_worker_slots changes a shared counter atomically. */
 EMBER_API void ember_share_workers(int* counter);
 EMBER_API void ember_add_worker_slots(int* counter, int delta);
+
+/* Stops the library's worker threads and waits for them to exit (a region running on another
+ * host thread ends first); a later run starts them again.  Call it before dlclose() of a library
+ * whose instances are all destroyed, so that unloading never waits on the pool's threads
+ * (dlclose() and exit stop them too, as a last resort).  Called from inside a parallel region of
+ * the same library it does nothing. */
+EMBER_API void ember_stop_workers(void);
 
 #ifdef __cplusplus
 }

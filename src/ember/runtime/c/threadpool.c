@@ -1,8 +1,10 @@
 /* threadpool.c — the persistent thread pool behind ember_parallel_for.
  *
  * One pool per artifact (each artifact carries its own copy of the runtime).  Workers are created
- * the first time a parallel region needs them and then live until the library is unloaded.
- * Between regions a worker spins briefly and then sleeps on a condition variable.
+ * the first time a parallel region needs them and then live until ember_stop_workers() (which
+ * the Python runtime calls before it unloads a library nobody uses any more), dlclose() or exit;
+ * a region after ember_stop_workers() starts them again.  Between regions a worker spins briefly
+ * and then sleeps on a condition variable.
  *
  * A region splits [0, n) into nchunks contiguous chunks (nchunks = min(n, CHUNKS_PER_THREAD *
  * threads): a few per thread, so that when one thread is slowed down (another process takes its
@@ -285,8 +287,8 @@ __attribute__((constructor)) static void pool_init(void) {
     pthread_atfork(NULL, NULL, pool_after_fork_child);
 }
 
-/* Runs at dlclose() and at exit: the workers' code is about to be unmapped. */
-__attribute__((destructor)) static void pool_fini(void) {
+/* Stops the workers and joins them (the caller owns the pool or runs at unload). */
+static void stop_workers(void) {
     if (P.nworkers == 0) return;
     atomic_store(&P.shutdown, 1);
     pthread_mutex_lock(&P.lock);
@@ -296,3 +298,15 @@ __attribute__((destructor)) static void pool_fini(void) {
     P.nworkers = 0;
     atomic_store(&P.shutdown, 0);
 }
+
+/* Waits for a region that another host thread runs to end, then stops the workers.  From a
+ * chunk (a region of this pool in progress on this thread) it does nothing. */
+void ember_stop_workers(void) {
+    if (tls_in_region) return;
+    pthread_mutex_lock(&P.region);
+    stop_workers();
+    pthread_mutex_unlock(&P.region);
+}
+
+/* Runs at dlclose() and at exit: the workers' code is about to be unmapped. */
+__attribute__((destructor)) static void pool_fini(void) { stop_workers(); }

@@ -1,0 +1,163 @@
+"""The artifact file format: a shared library (or a program) sealed with an integrity trailer.
+
+An artifact is a payload followed by a trailer that ELF loaders ignore::
+
+    payload  |  b"EMBERART"  |  payload length (u64, little-endian)  |  sha256(payload)
+
+The trailer's digest is also the artifact's identity: the runtime loads one library per digest
+(``library.py``).  Everything here raises :class:`~ember.errors.ArtifactError` for a file that is
+missing, truncated or damaged, so nothing broken ever reaches ``dlopen``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import stat
+import struct
+import threading
+from pathlib import Path
+
+from ..errors import ArtifactError
+
+TRAILER_MAGIC = b"EMBERART"
+TRAILER_SIZE = len(TRAILER_MAGIC) + 8 + 32
+
+
+def seal_artifact(path: str | os.PathLike) -> None:
+    """Appends the integrity trailer to the library at ``path`` (in place)."""
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        digest = sha256_of_fd(f.fileno(), size)
+        f.seek(size)
+        f.write(TRAILER_MAGIC + struct.pack("<Q", size) + digest)
+
+
+def trailer_ok(path: str | os.PathLike) -> bool:
+    """A cheap check (no hashing): the file ends with a trailer whose length matches."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size < TRAILER_SIZE:
+                return False
+            f.seek(size - TRAILER_SIZE)
+            tail = f.read(TRAILER_SIZE)
+    except OSError:
+        return False
+    return tail[:8] == TRAILER_MAGIC and struct.unpack("<Q", tail[8:16])[0] == size - TRAILER_SIZE
+
+
+def parse_trailer(tail: bytes, size: int, where: str) -> bytes:
+    """The digest the trailer ``tail`` (the last bytes of an artifact of ``size`` bytes) records;
+    ArtifactError unless it is a trailer and its length matches."""
+    if size < TRAILER_SIZE or len(tail) != TRAILER_SIZE:
+        raise ArtifactError(f"{where} is not an Ember artifact or is truncated ({size} bytes, no trailer)")
+    if tail[:8] != TRAILER_MAGIC:
+        raise ArtifactError(f"{where} is not an Ember artifact or is truncated (its trailer is missing)")
+    (length,) = struct.unpack("<Q", tail[8:16])
+    if length != size - TRAILER_SIZE:
+        raise ArtifactError(f"{where} is truncated or damaged: the trailer records {length} bytes of "
+                            f"library but the file holds {size - TRAILER_SIZE}")
+    return tail[16:]
+
+
+def corrupt(where: str) -> ArtifactError:
+    return ArtifactError(f"{where} is corrupt: its contents do not match its checksum")
+
+
+def open_artifact(path: Path):
+    """``(file, stat, digest the trailer records)`` for the artifact at ``path`` (no hashing);
+    the caller closes the file."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise ArtifactError(f"no artifact at '{path}'") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"'{path}' is not a file") from None
+    except OSError as e:
+        raise ArtifactError(f"cannot read the artifact '{path}': {e.strerror or e}") from None
+    try:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactError(f"'{path}' is not a file")
+        tail = os.pread(f.fileno(), TRAILER_SIZE, max(st.st_size - TRAILER_SIZE, 0))
+        return f, st, parse_trailer(tail, st.st_size, f"'{path}'")
+    except OSError as e:
+        f.close()
+        raise ArtifactError(f"cannot read the artifact '{path}': {e.strerror or e}") from None
+    except BaseException:
+        f.close()
+        raise
+
+
+#: files whose payload was hashed: (device, inode, size, mtime, ctime, recorded digest).  Any
+#: write changes the ctime, and a trailer that records another digest is checked again.
+_verified: set[tuple] = set()
+_verified_lock = threading.Lock()
+
+
+def file_identity(st: os.stat_result, digest: bytes) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
+
+
+def was_verified(identity: tuple) -> bool:
+    with _verified_lock:
+        return identity in _verified
+
+
+def mark_verified(identity: tuple) -> None:
+    with _verified_lock:
+        _verified.add(identity)
+
+
+def verify_artifact(path: str | os.PathLike) -> bytes:
+    """Raises :class:`ArtifactError` unless ``path`` is a whole, undamaged artifact; returns the
+    payload's sha256 (the artifact's identity).  A file is hashed once per process while it is
+    unchanged."""
+    path = Path(path)
+    f, st, digest = open_artifact(path)
+    with f:
+        ident = file_identity(st, digest)
+        if was_verified(ident):
+            return digest
+        try:
+            ok = sha256_of_fd(f.fileno(), st.st_size - TRAILER_SIZE) == digest
+        except OSError as e:
+            raise ArtifactError(f"cannot read the artifact '{path}': {e.strerror or e}") from None
+    if not ok:
+        raise corrupt(f"'{path}'")
+    mark_verified(ident)
+    return digest
+
+
+def verify_bytes(data: bytes | memoryview, where: str) -> bytes:
+    """The digest of the artifact held in ``data``; ArtifactError unless it is whole."""
+    digest = parse_trailer(bytes(data[-TRAILER_SIZE:]), len(data), where)
+    if hashlib.sha256(memoryview(data)[:len(data) - TRAILER_SIZE]).digest() != digest:
+        raise corrupt(where)
+    return digest
+
+
+def sha256_of_fd(fd: int, length: int) -> bytes:
+    """sha256 of the first ``length`` bytes of the open file ``fd`` (through mmap: no copies)."""
+    if length == 0:
+        return hashlib.sha256().digest()
+    try:
+        mm = mmap.mmap(fd, length, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):   # a file system without mmap: read it in pieces
+        h = hashlib.sha256()
+        done = 0
+        while done < length:
+            piece = os.pread(fd, min(length - done, 1 << 24), done)
+            if not piece:
+                break
+            h.update(piece)
+            done += len(piece)
+        return h.digest()
+    with mm:
+        view = memoryview(mm)
+        try:
+            return hashlib.sha256(view).digest()
+        finally:
+            view.release()

@@ -251,9 +251,11 @@ def test_cache_put_and_get(tmp_path, monkeypatch):
     assert sorted(p.name for p in cache.root.iterdir()) == ["abc.bin", "def.bin", "ghi.bin"]
     cache.remove("def")
     assert cache.get("def") is None
-    with pytest.raises(ValueError):
-        cache.get("../escape")
-    with pytest.raises(ValueError):
+    for bad in ("../escape", "", "a/b", ".hidden", "x" * 201, None, 7):
+        with pytest.raises(ToolchainError, match="invalid cache key") as e:
+            cache.get(bad)
+        assert e.value.code == "E202"
+    with pytest.raises(ToolchainError):
         cache.put_bytes("", b"")
 
 

@@ -3,8 +3,10 @@
 frontend -> graph passes -> CPU preparation (pads, weight packing) -> fusion -> memory plan ->
 one kernel per fused group (tensor expressions, schedules, loop IR) -> C -> shared library.
 
-Whole compiled models are cached by a hash of the model, the options, the target and Ember's own
-source, so compiling the same model again only loads the artifact.
+Whole compiled models are cached by a hash of everything a compile reads and everything that
+changes its output (``_model_key``): the model and its external data files, the options, the
+target, the C compiler and Ember's own source, so compiling the same model again only loads the
+artifact, and a change to any of them compiles it again.
 
 Symbolic dimensions (``ember.symbolic``) stay symbolic through the whole pipeline: the kernels
 take the symbols' values as arguments, the memory plan is sized with every symbol at its upper
@@ -26,7 +28,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import __version__
-from ..errors import EmberError, ShapeError
+from ..errors import ArtifactError, EmberError, ShapeError
 from ..graph.ir import Graph, Value
 from ..symbolic import Sym, is_identifier
 from ..passes import fuse, optimize, plan_memory
@@ -224,31 +226,117 @@ def where_src(v: Value, in_index, const_offsets) -> str:
     return f"(ember_constants + {const_offsets[v]})"
 
 
-def _model_key(model: Any, target: Target, opt_level: int, shapes, profile: bool, bounds=None) -> str | None:
+def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=None, profile: bool = False,
+               cflags: tuple[str, ...] = ()) -> str | None:
+    """The cache key of a compile: a hash of everything it reads and everything that changes its
+    output: Ember's own source, the target (every processor feature: the C is compiled for this
+    machine), the C compiler, the options, the model's bytes and the contents of every external
+    data file the model refers to.  ``None`` (not cached) for what cannot be keyed that way: an
+    ember Graph, a ModelProto whose weights lie in external files, a file that cannot be read."""
     h = hashlib.sha256()
-    h.update(_source_digest().encode())
-    key = [target.key(), opt_level, sorted((shapes or {}).items()), profile]
-    if bounds:
-        key.append(sorted(bounds.items()))
-    h.update(json.dumps(key, default=str).encode())
+
+    def put(tag: str, data: bytes | str) -> None:
+        data = data.encode("utf-8") if isinstance(data, str) else data
+        h.update(f"{tag}:{len(data)}:".encode())
+        h.update(data)
+
+    put("ember", _source_digest())
+    put("target", json.dumps([target.key(), target.kind, target.arch, sorted(target.features), target.threads,
+                              target.l2_bytes, [list(k) for k in target.knobs]], default=str))
+    from ..toolchain import compiler_identity
+
+    put("compiler", compiler_identity(tuple(cflags)))
+    put("options", json.dumps({
+        "opt_level": opt_level, "profile": bool(profile), "cflags": [str(f) for f in cflags],
+        "shapes": sorted((str(k), v) for k, v in (shapes or {}).items()),
+        "bounds": sorted((str(k), v) for k, v in (bounds or {}).items()),
+    }, default=repr))
     if isinstance(model, (str, os.PathLike)):
-        p = Path(model)
         try:
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 24), b""):
-                    h.update(chunk)
+            data = Path(model).read_bytes()
         except OSError:
             return None
+        put("model", data)
+        files = _external_data_files(data, Path(os.path.abspath(model)).parent)
+        if files is None:
+            return None
+        for location, path in files:
+            try:
+                put(f"external {location}", path.read_bytes())
+            except OSError:
+                return None            # the frontend says what is wrong
+        return h.hexdigest()
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        put("model", bytes(model))      # bytes cannot refer to external data (no folder)
         return h.hexdigest()
     try:
         import onnx
-
-        if isinstance(model, onnx.ModelProto):
-            h.update(model.SerializeToString(deterministic=True))
-            return h.hexdigest()
     except ImportError:
-        pass
+        return None
+    if isinstance(model, onnx.ModelProto):
+        if _external_locations(model):
+            return None                  # where its data lies is not known here
+        put("model", model.SerializeToString(deterministic=True))
+        return h.hexdigest()
     return None   # graphs are not cached (cheap to hash wrongly, so we do not guess)
+
+
+def _external_data_files(data: bytes, folder: Path) -> list[tuple[str, Path]] | None:
+    """(location, path) of every external data file the ONNX model ``data`` refers to, sorted;
+    None when the model cannot be read here."""
+    if b"location" not in data:      # the key of every external data entry
+        return []
+    try:
+        import onnx
+
+        mp = onnx.ModelProto()
+        mp.ParseFromString(data)
+    except Exception:
+        return None
+    return [(loc, folder / loc) for loc in sorted(_external_locations(mp))]
+
+
+def _external_locations(mp) -> set[str]:
+    """The ``location`` of every tensor of the model that keeps its data in an external file
+    (initializers, sparse initializers, attributes, in subgraphs and functions too)."""
+    from onnx import TensorProto
+
+    found: set[str] = set()
+
+    def tensor(t) -> None:
+        if t.data_location == TensorProto.EXTERNAL:
+            found.update(e.value for e in t.external_data if e.key == "location")
+
+    def graph(g) -> None:
+        for t in g.initializer:
+            tensor(t)
+        for st in g.sparse_initializer:
+            tensor(st.values)
+            tensor(st.indices)
+        nodes(g.node)
+
+    def nodes(ns) -> None:
+        for n in ns:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    tensor(a.t)
+                for t in a.tensors:
+                    tensor(t)
+                if a.HasField("sparse_tensor"):
+                    tensor(a.sparse_tensor.values)
+                    tensor(a.sparse_tensor.indices)
+                for st in a.sparse_tensors:
+                    tensor(st.values)
+                    tensor(st.indices)
+                if a.HasField("g"):
+                    graph(a.g)
+                for g in a.graphs:
+                    graph(g)
+
+    graph(mp.graph)
+    for f in mp.functions:
+        nodes(f.node)
+    return found
 
 
 def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
@@ -281,14 +369,23 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     dump = dump or os.environ.get("EMBER_DUMP") or None
     models = Cache("models", suffix=".so")
-    key = _model_key(model, tgt, opt_level, shapes, (profile, tuple(cflags)), bounds) if cache and not dump else None
+    key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags)) if cache and not dump else None
     if key is not None:
-        hit = models.get(key) or Cache("programs", suffix=".ember").get(key)
-        if hit is not None:
+        for kind in (models, Cache("programs", suffix=".ember")):
+            hit = kind.get(key)
+            if hit is None:
+                continue
+            try:
+                module = load(hit)
+            except ArtifactError:       # damaged, or built for another processor: build it again
+                kind.remove(key)
+                break
             say(f"found in cache ({time.perf_counter() - t0:.2f} s)")
-            return load(hit)
+            return module
     say("reading model")
     graph = to_graph(model, shapes, bounds)
+    if key is not None and _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags)) != key:
+        key = None      # the files changed while they were read: do not file this under either key
     dumper = _Dumper(Path(dump)) if dump else None
     if dumper:
         dumper("input", graph)

@@ -7,8 +7,8 @@ root (``$EMBER_CACHE_DIR``, else ``$XDG_CACHE_HOME/ember``, else ``~/.cache/embe
 """
 
 from .cache import Cache, cache_dir
-from .cc import (DEFAULT_CFLAGS, Compiler, build_shared, find_compiler, runtime_dir,
+from .cc import (DEFAULT_CFLAGS, Compiler, build_shared, compiler_identity, find_compiler, runtime_dir,
                  runtime_files)
 
-__all__ = ["Cache", "Compiler", "DEFAULT_CFLAGS", "build_shared", "cache_dir", "find_compiler",
-           "runtime_dir", "runtime_files"]
+__all__ = ["Cache", "Compiler", "DEFAULT_CFLAGS", "build_shared", "cache_dir", "compiler_identity",
+           "find_compiler", "runtime_dir", "runtime_files"]

@@ -1,9 +1,12 @@
 """A content-addressed file cache on disk.
 
 Entries are files named by a key (a hex digest, usually) in one folder.  Writes go to a
-temporary name in the same folder and are renamed into place with ``os.replace``, so a reader
-sees either no entry or a whole one, concurrent writers of the same key are harmless, and a
-crash never leaves a half-written entry.
+temporary name in the same folder, are flushed to disk and renamed into place with
+``os.replace``, so a reader sees either no entry or a whole one, concurrent writers of the same
+key are harmless, and a crash (of the process or the machine) never leaves a half-written entry.
+A key is a file name of letters, digits, ``_``, ``.`` and ``-`` (anything else, e.g. ``..`` or
+``/``, is refused with :class:`~ember.errors.ToolchainError`); the caller makes it cover
+everything the entry depends on.
 
 The cache lives at ``$EMBER_CACHE_DIR``, else ``$XDG_CACHE_HOME/ember``, else
 ``~/.cache/ember``.
@@ -46,8 +49,9 @@ class Cache:
         self.suffix = suffix
 
     def path_for(self, key: str) -> Path:
-        if not _KEY.match(key):
-            raise ValueError(f"invalid cache key {key!r}: use letters, digits, '_', '.' and '-'")
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise ToolchainError(f"invalid cache key {key!r}: use letters, digits, '_', '.' and '-' "
+                                 "(at most 200, starting with a letter or digit)")
         return self.root / f"{key}{self.suffix}"
 
     def get(self, key: str) -> Path | None:
@@ -64,6 +68,7 @@ class Cache:
         self._mkdir()
         if move:
             try:
+                _sync(src)
                 os.replace(src, dest)
                 return dest
             except OSError:
@@ -72,6 +77,7 @@ class Cache:
         try:
             shutil.copyfile(src, tmp)
             shutil.copymode(src, tmp)  # mkstemp made it private
+            _sync(tmp)
             os.replace(tmp, dest)
         except BaseException:
             _unlink_quietly(tmp)
@@ -88,6 +94,8 @@ class Cache:
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.chmod(tmp, 0o644)  # mkstemp made it private
             os.replace(tmp, dest)
         except BaseException:
@@ -105,6 +113,7 @@ class Cache:
         tmp_root = self.root / ".building"
         self._mkdir(tmp_root)
         self._sweep(tmp_root)
+        self._sweep(self.root, temporaries_only=True)
         return Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_root))
 
     # ---- internals ------------------------------------------------------------------------
@@ -123,13 +132,15 @@ class Cache:
         return Path(name)
 
     @staticmethod
-    def _sweep(tmp_root: Path, max_age_s: float = 86400.0) -> None:
+    def _sweep(tmp_root: Path, max_age_s: float = 86400.0, temporaries_only: bool = False) -> None:
         now = time.time()
         try:
             entries = list(os.scandir(tmp_root))
         except OSError:
             return
         for entry in entries:
+            if temporaries_only and not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                continue
             try:
                 if now - entry.stat(follow_symlinks=False).st_mtime > max_age_s:
                     if entry.is_dir(follow_symlinks=False):
@@ -138,6 +149,15 @@ class Cache:
                         os.unlink(entry.path)
             except OSError:
                 pass
+
+
+def _sync(path: str | os.PathLike) -> None:
+    """Flushes the file at ``path`` to disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

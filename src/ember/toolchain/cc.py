@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ..errors import ToolchainError
-from ..runtime.artifact import seal_artifact, trailer_ok
+from ..errors import ArtifactError, ToolchainError
+from ..runtime.artifact import seal_artifact, verify_artifact
 from .cache import Cache
 
 #: Flags every compile gets; ``flags`` given to :func:`build_shared` come after them (and so
@@ -49,6 +49,8 @@ ProgressFn = Callable[[str, int, int], None]
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\.(c|h|s|S)$")
 _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RUNTIME_SUBDIR = "ember_rt"
+#: a temporary file the compiler driver names in ``-###`` output (gcc: /tmp/ccXXXXXX.s)
+_TEMP_NAME = re.compile(r"\S*/cc[A-Za-z0-9]{6}\.[A-Za-z]+")
 
 
 def runtime_dir() -> Path:
@@ -132,12 +134,23 @@ def _native_identity(compiler: Compiler, flags: Sequence[str]) -> str:
         text = proc.stderr + proc.stdout
     except (OSError, subprocess.TimeoutExpired):
         text = ""
-    # Keep the lines that carry the expanded options; drop the ones naming temporary files.
-    lines = [ln for ln in text.splitlines() if "-m" in ln and "/tmp" not in ln]
+    # Keep the lines that carry the expanded options (cc1's names the processor), less the
+    # names of the temporary files, which differ from run to run.
+    lines = [_TEMP_NAME.sub("", ln) for ln in text.splitlines() if "-m" in ln]
     ident = "\n".join(lines) or _cpu_fallback_identity()
     with _memo_lock:
         _native[memo] = ident
     return ident
+
+
+def compiler_identity(flags: Sequence[str] = ()) -> str:
+    """What identifies the output of compiling with ``flags`` (after :data:`DEFAULT_CFLAGS`):
+    the compiler and what it makes of the flags on this machine ("" without a compiler)."""
+    try:
+        compiler = find_compiler()
+    except ToolchainError:
+        return ""
+    return compiler.identity + "\n" + _native_identity(compiler, [*DEFAULT_CFLAGS, *flags])
 
 
 def _cpu_fallback_identity() -> str:
@@ -186,8 +199,12 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     libs = Cache("lib", suffix=".so")
     entry = f"{safe_name}-{key}"
     hit = libs.get(entry)
-    if hit is not None and trailer_ok(hit):
-        return hit
+    if hit is not None:
+        try:
+            verify_artifact(hit)       # hashed once per process; a damaged entry is built again
+            return hit
+        except ArtifactError:
+            libs.remove(entry)
 
     work = libs.scratch_dir(prefix=f"{safe_name}-")
     try:

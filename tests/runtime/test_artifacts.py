@@ -1,0 +1,383 @@
+"""Artifacts are loaded by content and released when unused: never a stale result.
+
+Each ``stale`` test here returned the old model's results before artifacts were loaded by content
+(``dlopen`` hands back a library already loaded from the same path name) or before the model
+cache key covered the model's external data."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import subprocess
+import sys
+import threading
+import weakref
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as TP, helper, numpy_helper
+
+import ember
+from ember.errors import ArtifactError
+from ember.runtime import library, load, process_threads, set_process_threads
+from ember.runtime.module import _WORKER_SLOTS
+from ember.toolchain import build_shared
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBER_CACHE_DIR", str(tmp_path_factory.mktemp("ember-cache")))
+        yield
+
+
+N = 1 << 18      # floats: a 1 MiB output, which the Module recycles
+
+
+def scale_source(scale: float) -> str:
+    """y = x * scale over N floats, in 64 pieces over the thread pool."""
+    meta = ('{\\"format\\": 1, \\"ember_version\\": \\"0.1.0\\", \\"name\\": \\"scale\\", \\"target\\": \\"cpu\\", '
+            f'\\"inputs\\": [{{\\"name\\": \\"x\\", \\"dtype\\": \\"float32\\", \\"shape\\": [{N}]}}], '
+            f'\\"outputs\\": [{{\\"name\\": \\"y\\", \\"dtype\\": \\"float32\\", \\"shape\\": [{N}]}}], '
+            '\\"arena_bytes\\": 0, \\"constants_bytes\\": 0, \\"kernels\\": 1}')
+    return f"""#include "ember_kernel.h"
+const char ember_model_metadata[] = "{meta}";
+const unsigned long long ember_model_arena_bytes = 0ULL;
+typedef struct {{ const float* x; float* y; }} ctx;
+static void part(void* p, int64_t b, int64_t e) {{
+  ctx* k = p;
+  for (int64_t i = b * {N // 64}; i < e * {N // 64}; i++) k->y[i] = k->x[i] * {scale!r}f;
+}}
+int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs) {{
+  (void)arena;
+  ctx k = {{ inputs[0], outputs[0] }};
+  ember_parallel_for(64, part, &k);
+  return 0;
+}}
+"""
+
+
+def scale_artifact(scale: float):
+    return build_shared({"model.c": scale_source(scale)}, name="scale")
+
+
+X = np.arange(N, dtype=np.float32) / N
+
+
+def maps() -> str:
+    with open("/proc/self/maps") as f:
+        return f.read()
+
+
+def threads() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(ln for ln in f if ln.startswith("Threads:")).split()[1])
+
+
+def mapped(lib) -> bool:
+    """Whether the library of that digest is mapped into the process."""
+    return f"ember-{lib.id[:16]}" in maps() or f"{lib.id}.so" in maps()
+
+
+def add_model(c: float) -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("Add", ["x", "c"], ["y"])], "add",
+                              [helper.make_tensor_value_info("x", TP.FLOAT, [8])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, [8])],
+                              [numpy_helper.from_array(np.full(8, c, np.float32), "c")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.fixture(params=["memfd", "file"])
+def strategy(request, monkeypatch):
+    """Both ways of loading a private copy: memory files, and files in a private folder."""
+    if request.param == "file":
+        monkeypatch.setattr(library, "_memfd_works", False)
+    elif not library._memfd_possible():
+        pytest.skip("no memfd_create here")
+    return request.param
+
+
+# ---- never a stale result ---------------------------------------------------------------------
+
+def test_stale_compile_save_load_over_the_same_path(tmp_path, strategy):
+    """The reported bug: a second model saved to the same path must be the one that runs."""
+    x = np.arange(8, dtype=np.float32)
+    path = tmp_path / "m.ember"
+    ember.compile(add_model(1.0), cflags=("-O1",)).save(path)
+    first = ember.load(path)
+    ember.compile(add_model(2.0), cflags=("-O1",)).save(path)
+    second = ember.load(path)
+    np.testing.assert_array_equal(second(x), x + 2)
+    np.testing.assert_array_equal(first(x), x + 1)        # both stay loaded, each its own
+    del first
+    gc.collect()
+    ember.compile(add_model(3.0), cflags=("-O1",)).save(path)
+    np.testing.assert_array_equal(ember.load(path)(x), x + 3)
+
+
+def test_stale_save_writes_what_the_module_runs(tmp_path, strategy):
+    path = tmp_path / "m.so"
+    path.write_bytes(scale_artifact(2.0).read_bytes())
+    m2 = load(path)
+    path.write_bytes(scale_artifact(3.0).read_bytes())      # rewritten in place, same size
+    m3 = load(path)
+    np.testing.assert_array_equal(m3(X), X * 3)
+    again = load(m2.save(tmp_path / "again.so"))
+    np.testing.assert_array_equal(again(X), X * 2)
+    np.testing.assert_array_equal(m2(X), X * 2)
+
+
+def test_artifact_changed_after_loading_does_not_change_the_module(tmp_path, strategy):
+    path = tmp_path / "m.so"
+    path.write_bytes(scale_artifact(2.0).read_bytes())
+    m = load(path)
+    with open(path, "r+b") as f:          # damage the file in place: the Module runs its own copy
+        f.seek(100)
+        f.write(b"\xff" * 4000)
+    np.testing.assert_array_equal(m(X), X * 2)
+    with pytest.raises(ArtifactError, match="corrupt"):
+        load(path)
+
+
+def test_same_content_shares_one_library(tmp_path, strategy):
+    src = scale_artifact(4.0)
+    copy = tmp_path / "copy.so"
+    copy.write_bytes(src.read_bytes())
+    a, b, c = load(src), load(src), load(copy)
+    assert a._library is b._library is c._library
+    assert a._model != b._model                          # each Module has its own instance
+    for m in (a, b, c):
+        np.testing.assert_array_equal(m(X), X * 4)
+
+
+def test_concurrent_loads_of_one_artifact(tmp_path, strategy):
+    src = scale_artifact(5.0)
+    got, errors = [], []
+
+    def work():
+        try:
+            got.append(load(src))
+        except Exception as e:     # reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors[0]
+    assert len({id(m._library) for m in got}) == 1
+    np.testing.assert_array_equal(got[0](X), X * 5)
+
+
+def test_read_only_folder(tmp_path, strategy):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "m.so").write_bytes(scale_artifact(6.0).read_bytes())
+    folder.chmod(0o555)
+    try:
+        np.testing.assert_array_equal(load(folder / "m.so")(X), X * 6)
+        assert sorted(p.name for p in folder.iterdir()) == ["m.so"]
+    finally:
+        folder.chmod(0o755)
+
+
+def test_private_folder_holds_nothing_once_loaded(tmp_path, monkeypatch):
+    monkeypatch.setattr(library, "_memfd_works", False)
+    m = load(scale_artifact(7.0))
+    assert list(library._private_folder().iterdir()) == []
+    np.testing.assert_array_equal(m(X), X * 7)
+
+
+def test_private_folders_of_dead_processes_are_removed(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(proc.stdout)
+    stale = tmp_path / f"{library._FOLDER_PREFIX}{dead}-abc"
+    stale.mkdir()
+    (stale / "x.so").write_bytes(b"left by a killed process")
+    alive = tmp_path / f"{library._FOLDER_PREFIX}{os.getpid()}-abc"
+    alive.mkdir()
+    library._sweep(tmp_path)
+    assert not stale.exists() and alive.exists()
+
+
+# ---- released when unused ----------------------------------------------------------------------
+
+def test_library_is_released_with_its_last_module():
+    src = scale_artifact(8.0)
+    a, b = load(src), load(src)
+    lib = weakref.ref(a._library)
+    digest = a._library.id
+    assert mapped(a._library)
+    a(X)
+    del a
+    gc.collect()
+    assert lib() is not None and mapped(lib())
+    np.testing.assert_array_equal(b(X), X * 8)
+    del b
+    gc.collect()
+    assert lib() is None
+    assert f"ember-{digest[:16]}" not in maps() and f"{digest}.so" not in maps()
+    assert digest not in {x.id for x in library.live_libraries()}
+
+
+def test_outputs_outlive_the_library():
+    """Outputs are numpy's memory (the recycled ones too): valid after the library is gone."""
+    m = load(scale_artifact(9.0))
+    y1 = m(X)
+    del y1
+    y2 = m(X)                    # recycled
+    y3 = m(X)
+    lib = weakref.ref(m._library)
+    del m
+    gc.collect()
+    assert lib() is None
+    np.testing.assert_array_equal(y2, X * 9)
+    np.testing.assert_array_equal(y3, X * 9)
+    y2 += 1
+
+
+def test_workers_stop_when_the_library_is_released():
+    old = process_threads()
+    set_process_threads(4)
+    try:
+        base = threads()
+        m = load(scale_artifact(10.0))
+        m.num_threads = 4
+        np.testing.assert_array_equal(m(X), X * 10)
+        assert threads() == base + 3         # the pool's workers
+        other = load(scale_artifact(11.0))   # the slots are shared by every library
+        other.num_threads = 4
+        np.testing.assert_array_equal(other(X), X * 11)
+        del m
+        gc.collect()
+        assert threads() == base + 3
+        set_process_threads(3)               # through a library that is still loaded
+        assert _WORKER_SLOTS.value == 2
+        np.testing.assert_array_equal(other(X), X * 11)
+        del other
+        gc.collect()
+        assert threads() == base
+        set_process_threads(4)               # no library loaded
+        assert _WORKER_SLOTS.value == 3
+        m = load(scale_artifact(10.0))       # loaded again: a fresh library and pool
+        m.num_threads = 4
+        np.testing.assert_array_equal(m(X), X * 10)
+        assert _WORKER_SLOTS.value == 3      # every region gave its slots back
+    finally:
+        set_process_threads(old)
+
+
+def test_release_under_concurrent_runs_of_other_modules():
+    """Libraries released while other modules run on other threads: no crash, no lost slots."""
+    keep = load(scale_artifact(12.0))
+    keep.num_threads = 2
+    stop, errors = threading.Event(), []
+
+    def run():
+        try:
+            while not stop.is_set():
+                np.testing.assert_array_equal(keep(X), X * 12)
+        except Exception as e:    # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        for k in range(5):
+            m = load(scale_artifact(13.0 + k))
+            m.num_threads = 2
+            np.testing.assert_array_equal(m(X), X * (13.0 + k))
+            del m
+            gc.collect()
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert not errors, errors[0]
+    assert _WORKER_SLOTS.value == process_threads() - 1
+
+
+def test_release_in_a_child_process_after_fork():
+    code = f"""
+import gc, os, numpy as np
+from ember.runtime import load
+m = load({str(scale_artifact(2.5))!r}); m.num_threads = 2
+x = np.ones({N}, np.float32)
+m(x)
+pid = os.fork()
+if pid == 0:
+    ok = bool((m(x) == 2.5).all())
+    del m; gc.collect()
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), bool((m(x) == 2.5).all()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "True"]
+
+
+# ---- the model cache --------------------------------------------------------------------------
+
+def test_stale_external_data_changes_are_compiled(tmp_path):
+    """Weights in an ONNX external-data file: changing the file compiles the model again."""
+    x = np.arange(8, dtype=np.float32)
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(add_model(1.0), path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    assert (tmp_path / "weights.bin").exists()
+    np.testing.assert_array_equal(ember.compile(path, cflags=("-O1",))(x), x + 1)
+    (tmp_path / "weights.bin").write_bytes(np.full(8, 5.0, np.float32).tobytes())
+    np.testing.assert_array_equal(ember.compile(path, cflags=("-O1",))(x), x + 5)
+    steps: list[str] = []
+    np.testing.assert_array_equal(ember.compile(path, cflags=("-O1",), progress=steps.append)(x), x + 5)
+    assert any("found in cache" in s for s in steps), steps
+
+
+def test_model_key_covers_every_input_of_a_compile(tmp_path, monkeypatch):
+    build = importlib.import_module("ember.build.compile")
+    from ember.target import resolve
+
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(add_model(1.0), path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="w.bin", size_threshold=0)
+    tgt = resolve("cpu")
+    base = dict(model=path, target=tgt, opt_level=3, shapes=None, bounds=None, profile=False, cflags=())
+    key = build._model_key(**base)
+    assert key is not None and build._model_key(**base) == key
+    variants = [dict(opt_level=2), dict(shapes={"x": (8,)}), dict(bounds={"n": 4}), dict(profile=True),
+                dict(cflags=("-O1",)), dict(target=tgt.with_knobs({"vector.lanes": 4})),
+                dict(target=type(tgt)(tgt.kind, tgt.arch, tgt.features | {"made_up_feature"}, tgt.threads,
+                                      tgt.l2_bytes)),
+                dict(target=type(tgt)(tgt.kind, tgt.arch, tgt.features, tgt.threads, tgt.l2_bytes // 2))]
+    keys = {build._model_key(**{**base, **v}) for v in variants}
+    assert key not in keys and len(keys) == len(variants)
+    (tmp_path / "w.bin").write_bytes(np.full(8, 2.0, np.float32).tobytes())
+    assert build._model_key(**base) != key
+    (tmp_path / "w.bin").unlink()
+    assert build._model_key(**base) is None           # the frontend will say what is missing
+    proto = add_model(1.0)
+    k1 = build._model_key(**{**base, "model": proto})
+    monkeypatch.setattr(build, "_SOURCE_DIGEST", "yet another ember")
+    assert build._model_key(**{**base, "model": proto}) != k1
+    assert build._model_key(**{**base, "model": proto.SerializeToString()}) is not None
+
+
+def test_damaged_model_cache_entry_is_compiled_again(tmp_path):
+    build = importlib.import_module("ember.build.compile")
+    from ember.target import resolve
+    from ember.toolchain import Cache
+
+    x = np.arange(8, dtype=np.float32)
+    m = add_model(7.0)
+    ember.compile(m, cflags=("-O1",))
+    key = build._model_key(m, resolve("cpu"), 3, None, None, False, ("-O1",))
+    entry = Cache("models", suffix=".so").get(key)
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    np.testing.assert_array_equal(ember.compile(m, cflags=("-O1",))(x), x + 7)

@@ -11,7 +11,7 @@ from onnx.reference import ReferenceEvaluator
 
 import ember
 from ember.build.program import needs_program, partition
-from ember.errors import ArtifactError, InputError
+from ember.errors import ArtifactError, EmberError, InputError
 from ember.graph import run_graph
 from ember.graph.text import parse_graph
 from ember.runtime import LoadedModel, Module, ProgramModule, is_program, load
@@ -149,3 +149,116 @@ def test_random_and_pattern_inputs():
     assert list(module.run(feeds)["y"]) == [0] * 5          # no key matches a digit
     with pytest.raises(InputError, match="no test pattern for strings"):
         module.pattern_inputs()
+
+
+# ---- loading: by content, and malformed headers -------------------------------------------------
+
+def weighted_model(k: int):
+    """mixed_model with the compiled step multiplying by k too (distinct segment artifacts)."""
+    m = mixed_model()
+    m.graph.node.insert(3, helper.make_node("Mul", ["p", "k"], ["pk"]))
+    m.graph.node[4].input[0] = "pk"
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array(k, np.int64), "k"))
+    return m
+
+
+def test_stale_program_saved_over_the_same_path(tmp_path):
+    path = tmp_path / "m.ember"
+    x, w = S("a", "b", "c", "x", "the"), np.array(2, np.int64)
+    ember.compile(weighted_model(1), cflags=("-O1",)).save(path)
+    first = load(path)
+    ember.compile(weighted_model(5), cflags=("-O1",)).save(path)
+    second = load(path)
+    assert list(second(x, w)[0]) == [11, 22, 33, 0]
+    assert list(first(x, w)[0]) == [3, 6, 9, 0]
+    with pytest.raises(ArtifactError, match="changed since"):
+        first.save(tmp_path / "again.ember")       # the file is another program now
+    assert list(load(second.save(tmp_path / "again.ember"))(x, w)[0]) == [11, 22, 33, 0]
+
+
+def reseal(path, head: bytes, rest: bytes) -> None:
+    import hashlib
+    import struct
+
+    from ember.runtime.artifact import TRAILER_MAGIC
+    from ember.runtime.program import PROGRAM_MAGIC
+
+    payload = PROGRAM_MAGIC + struct.pack("<Q", len(head)) + head + rest
+    path.write_bytes(payload + TRAILER_MAGIC + struct.pack("<Q", len(payload)) + hashlib.sha256(payload).digest())
+
+
+def test_malformed_program_headers_raise_artifact_error(tmp_path):
+    """Every header that is not a program this runtime can run raises ArtifactError (sealed
+    with a good trailer, so only the header is wrong), and never another exception."""
+    import json
+    import struct
+
+    from ember.runtime.artifact import TRAILER_SIZE
+    from ember.runtime.program import PROGRAM_MAGIC
+
+    good = tmp_path / "good.ember"
+    ember.compile(mixed_model(), cflags=("-O1",)).save(good)
+    data = good.read_bytes()[:-TRAILER_SIZE]
+    start = len(PROGRAM_MAGIC) + 8
+    (n,) = struct.unpack("<Q", data[len(PROGRAM_MAGIC):start])
+    header, rest = json.loads(data[start:start + n]), data[start + n:]
+
+    def edit(fn):
+        h = json.loads(json.dumps(header))
+        fn(h)
+        return json.dumps(h).encode()
+
+    def step(i, **kw):
+        return lambda h: h["steps"][i].update(kw)
+
+    cases = {
+        "not json": b"{nope", "not an object": b"[1, 2]", "deep": b"[" * 100000 + b"]" * 100000,
+        "not utf-8": b'{"a": "\xff"}',
+        "no inputs": edit(lambda h: h.pop("inputs")), "inputs not a list": edit(lambda h: h.update(inputs=5)),
+        "bad dtype": edit(lambda h: h["inputs"][0].update(dtype="float99")),
+        "bad shape": edit(lambda h: h["inputs"][0].update(shape="x")),
+        "no steps": edit(lambda h: h.pop("steps")), "steps of ints": edit(lambda h: h.update(steps=[1, 2])),
+        "unknown kind": edit(step(0, kind="gpu")), "unknown kernel": edit(step(0, kernel="no_such_kernel")),
+        "unwritten slot": edit(step(1, inputs=[999])), "slot not int": edit(step(1, inputs=["x"])),
+        "segment out of range": edit(step(2, segment=7)), "segment not int": edit(step(2, segment="0")),
+        "segment arity": edit(step(2, inputs=[])),
+        "output never written": edit(lambda h: h.update(output_slots=[12345, 1])),
+        "outputs arity": edit(lambda h: h.update(output_slots=[])),
+        "bad constant": edit(lambda h: h["constants"].append({"slot": 50, "dtype": "int64", "shape": [3], "data": [1]})),
+        "segment outside": edit(lambda h: h["segments"][0].update(size=10 ** 9)),
+        "segment negative": edit(lambda h: h["segments"][0].update(offset=-5)),
+        "no segments": edit(lambda h: h.pop("segments")),
+        "bad symbols": edit(lambda h: h.update(symbols=[{"name": "n"}])),
+        "wrong format": edit(lambda h: h.update(format=99)),
+    }
+    for name, head in cases.items():
+        bad = tmp_path / "bad.ember"
+        reseal(bad, head, rest)
+        with pytest.raises(ArtifactError, match="bad.ember"):
+            load(bad)
+            pytest.fail(f"{name}: loaded")
+    # a header length beyond the file, and random flips of header bytes
+    bad = tmp_path / "long.ember"
+    reseal(bad, json.dumps(header).encode(), rest)
+    raw = bytearray(bad.read_bytes()[:-TRAILER_SIZE])
+    raw[len(PROGRAM_MAGIC):start] = struct.pack("<Q", 10 ** 12)
+    reseal(bad, bytes(raw[start:]), b"")
+    with pytest.raises(ArtifactError):
+        load(bad)
+    rng = np.random.default_rng(0)
+    text = bytearray(json.dumps(header).encode())
+    for _ in range(200):
+        mutated = bytearray(text)
+        for i in rng.integers(0, len(mutated), size=int(rng.integers(1, 4))):
+            mutated[i] = int(rng.integers(32, 127))
+        bad = tmp_path / "fuzz.ember"
+        reseal(bad, bytes(mutated), rest)
+        try:
+            module = load(bad)
+        except ArtifactError:
+            continue
+        for feeds in FEEDS:      # a change the header's checks let through (an attribute, a
+            try:                 # constant, a name) fails, if at all, as an Ember error
+                module.run(feeds)
+            except EmberError:
+                pass

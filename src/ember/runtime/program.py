@@ -138,10 +138,15 @@ class ProgramModule(LoadedModel):
                                     f"{len(seg.output_names)}")
 
     def _parse(self, h: dict) -> None:
-        self._in_names = [e["name"] for e in h["inputs"]]
-        self._in_types = [TensorType(tuple(e["shape"]), e["dtype"]) for e in h["inputs"]]
-        self._out_names = [e["name"] for e in h["outputs"]]
-        self._out_types = [TensorType(tuple(e["shape"]), e["dtype"]) for e in h["outputs"]]
+        def ttype(e: dict) -> TensorType:
+            if not isinstance(e["shape"], list) or not isinstance(e["dtype"], str):
+                raise ValueError(f"{e['name']!r} has a shape that is not a list or a dtype that is not a string")
+            return TensorType(tuple(e["shape"]), e["dtype"])
+
+        self._in_names = [str(e["name"]) for e in h["inputs"]]
+        self._in_types = [ttype(e) for e in h["inputs"]]
+        self._out_names = [str(e["name"]) for e in h["outputs"]]
+        self._out_types = [ttype(e) for e in h["outputs"]]
         self._in_slots = [int(s) for s in h["input_slots"]]
         self._out_slots = [int(s) for s in h["output_slots"]]
         self._consts = {int(c["slot"]): _const_array(c) for c in h["constants"]}

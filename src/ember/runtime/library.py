@@ -41,8 +41,8 @@ import _ctypes
 import numpy as np
 
 from ..errors import ArtifactError, EmberError
-from .artifact import (TRAILER_SIZE, corrupt, file_identity, mark_verified, open_artifact, parse_trailer,
-                       sha256_of_fd, was_verified)
+from .artifact import (TRAILER_SIZE, corrupt, file_identity, mark_verified, open_artifact, sha256_of_fd,
+                       verify_bytes, was_verified)
 
 #: The ABI version of ``ember_runtime.h`` this runtime speaks.
 ABI_VERSION = 3
@@ -181,7 +181,7 @@ class Library:
 
     def _release(self) -> None:
         """Stops the pool's workers, unloads the library, closes the private copy (under _lock)."""
-        if self._released:
+        if self._released or sys.is_finalizing():
             return
         self._released = True
         ref = _live.get(self.digest)
@@ -229,16 +229,17 @@ def load_file(path: Path) -> Library:
 def load_bytes(data: bytes | memoryview, where: str) -> Library:
     """The library of the artifact held in ``data`` (checked for integrity); ``where`` names it
     in errors."""
-    digest = parse_trailer(bytes(data[-TRAILER_SIZE:]), len(data), where)
+    digest = verify_bytes(data, where)
     with _lock:
         lib = _shared(digest)
     if lib is not None:
         return lib
-    return _open(_private_copy(lambda out: _write_all(out, data), digest, where), digest, where)
+    return _open(_private_copy(lambda out: _write_all(out, data), digest, where, check=False), digest, where)
 
 
-def _private_copy(fill, digest: bytes, where: str) -> "_Copy":
-    """A private file holding the artifact (``fill(fd)`` writes it), checked against ``digest``."""
+def _private_copy(fill, digest: bytes, where: str, check: bool = True) -> "_Copy":
+    """A private file holding the artifact (``fill(fd)`` writes it), checked against ``digest``
+    unless ``check`` is False (the caller checked what it writes)."""
     copy = None
     if _memfd_works is not False and _memfd_possible():
         try:
@@ -250,7 +251,7 @@ def _private_copy(fill, digest: bytes, where: str) -> "_Copy":
     try:
         fill(copy.fd)
         size = os.fstat(copy.fd).st_size
-        if size < TRAILER_SIZE or sha256_of_fd(copy.fd, size - TRAILER_SIZE) != digest:
+        if check and (size < TRAILER_SIZE or sha256_of_fd(copy.fd, size - TRAILER_SIZE) != digest):
             raise corrupt(where)
     except OSError as e:
         copy.discard()
@@ -443,7 +444,7 @@ def _private_folder() -> Path:
     processes that no longer exist are removed on the way."""
     global _folder, _folder_pid
     with _lock:
-        if _folder is not None and _folder_pid == os.getpid():
+        if _folder is not None and _folder_pid == os.getpid() and _folder.is_dir():
             return _folder
         base = Path(tempfile.gettempdir())
         _sweep(base)
@@ -453,8 +454,13 @@ def _private_folder() -> Path:
             raise ArtifactError(f"cannot make a private folder in {base} to load artifacts from "
                                 f"({e.strerror or e}); set $TMPDIR to a writable folder") from None
         _folder_pid = os.getpid()
-        atexit.register(shutil.rmtree, _folder, True)
+        atexit.register(_remove_folder, _folder, _folder_pid)
         return _folder
+
+
+def _remove_folder(folder: Path, pid: int) -> None:
+    if os.getpid() == pid:       # not from a forked child that exits normally
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _sweep(base: Path) -> None:

@@ -3,7 +3,11 @@
  * An artifact is one shared library holding a compiled model, its constants and this runtime.
  * Use it by linking against it or, more usually, with dlopen() + dlsym() on the names below
  * (every artifact exports the same names, so open each with RTLD_LOCAL and look the functions up
- * through its handle).  Nothing else is exported.
+ * through its handle).  Nothing else is exported.  Note that dlopen() of a path that is already
+ * loaded returns the library loaded before, even if another artifact has been saved there since:
+ * a program that loads artifacts which may change should open a private copy (the Python
+ * runtime opens a memfd copy per content).  Before dlclose(), destroy every instance and call
+ * ember_stop_workers().
  *
  *   ember_model* m = ember_model_create();
  *   void* in[]  = { input0 };           buffers are dense, row-major, of the dtype and shape

@@ -17,13 +17,14 @@ import weakref
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto as TP, helper, numpy_helper
 
 import ember
 from ember.errors import ArtifactError
 from ember.runtime import library, load, process_threads, set_process_threads
 from ember.runtime.module import _WORKER_SLOTS
 from ember.toolchain import build_shared
+
+from .models import const_model, scale_source
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,31 +37,8 @@ def _private_cache(tmp_path_factory):
 N = 1 << 18      # floats: a 1 MiB output, which the Module recycles
 
 
-def scale_source(scale: float) -> str:
-    """y = x * scale over N floats, in 64 pieces over the thread pool."""
-    meta = ('{\\"format\\": 1, \\"ember_version\\": \\"0.1.0\\", \\"name\\": \\"scale\\", \\"target\\": \\"cpu\\", '
-            f'\\"inputs\\": [{{\\"name\\": \\"x\\", \\"dtype\\": \\"float32\\", \\"shape\\": [{N}]}}], '
-            f'\\"outputs\\": [{{\\"name\\": \\"y\\", \\"dtype\\": \\"float32\\", \\"shape\\": [{N}]}}], '
-            '\\"arena_bytes\\": 0, \\"constants_bytes\\": 0, \\"kernels\\": 1}')
-    return f"""#include "ember_kernel.h"
-const char ember_model_metadata[] = "{meta}";
-const unsigned long long ember_model_arena_bytes = 0ULL;
-typedef struct {{ const float* x; float* y; }} ctx;
-static void part(void* p, int64_t b, int64_t e) {{
-  ctx* k = p;
-  for (int64_t i = b * {N // 64}; i < e * {N // 64}; i++) k->y[i] = k->x[i] * {scale!r}f;
-}}
-int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs) {{
-  (void)arena;
-  ctx k = {{ inputs[0], outputs[0] }};
-  ember_parallel_for(64, part, &k);
-  return 0;
-}}
-"""
-
-
 def scale_artifact(scale: float):
-    return build_shared({"model.c": scale_source(scale)}, name="scale")
+    return build_shared({"model.c": scale_source(N, f"{scale!r}f")}, name="scale")
 
 
 X = np.arange(N, dtype=np.float32) / N
@@ -82,13 +60,7 @@ def mapped(lib) -> bool:
 
 
 def add_model(c: float) -> onnx.ModelProto:
-    graph = helper.make_graph([helper.make_node("Add", ["x", "c"], ["y"])], "add",
-                              [helper.make_tensor_value_info("x", TP.FLOAT, [8])],
-                              [helper.make_tensor_value_info("y", TP.FLOAT, [8])],
-                              [numpy_helper.from_array(np.full(8, c, np.float32), "c")])
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+    return const_model("Add", c, 8)
 
 
 @pytest.fixture(params=["memfd", "file"])

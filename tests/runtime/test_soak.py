@@ -21,6 +21,8 @@ from ember.runtime import load, process_threads, set_process_threads
 from ember.runtime.artifact import TRAILER_MAGIC, TRAILER_SIZE
 from ember.toolchain import build_shared
 
+from .models import const_model, scale_source
+
 #: RSS growth allowed over the 180 models after the warm-up.  Measured (x86-64, glibc 2.36): 0.05
 #: MiB when libraries are released; 13.8 MiB, 540 more threads and 180 more descriptors when
 #: none is.  Threads and descriptors must not grow at all.
@@ -58,26 +60,7 @@ MARK = b"EMBER-SOAK-CONST"    # follows the scale in the constants, so it can be
 
 def scale_artifact() -> bytes:
     """y = x * c (c: the first float of the constants), in 64 pieces over the thread pool."""
-    meta = ('{\\"format\\": 1, \\"ember_version\\": \\"0.1.0\\", \\"name\\": \\"soak\\", \\"target\\": \\"cpu\\", '
-            f'\\"inputs\\": [{{\\"name\\": \\"x\\", \\"dtype\\": \\"float32\\", \\"shape\\": [{N}]}}], '
-            f'\\"outputs\\": [{{\\"name\\": \\"y\\", \\"dtype\\": \\"float32\\", \\"shape\\": [{N}]}}], '
-            '\\"arena_bytes\\": 0, \\"constants_bytes\\": 64, \\"kernels\\": 1}')
-    src = f"""#include "ember_kernel.h"
-extern const unsigned char ember_constants[];
-const char ember_model_metadata[] = "{meta}";
-const unsigned long long ember_model_arena_bytes = 0ULL;
-typedef struct {{ const float* x; float* y; float c; }} ctx;
-static void part(void* p, int64_t b, int64_t e) {{
-  ctx* k = p;
-  for (int64_t i = b * {N // 64}; i < e * {N // 64}; i++) k->y[i] = k->x[i] * k->c;
-}}
-int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs) {{
-  (void)arena;
-  ctx k = {{ inputs[0], outputs[0], *(const float*)ember_constants }};
-  ember_parallel_for(64, part, &k);
-  return 0;
-}}
-"""
+    src = scale_source(N, "*(const float*)ember_constants", name="soak", constants=64)
     consts = struct.pack("<f", 1.0) + MARK + bytes(44)
     return build_shared({"model.c": src}, {"ember_constants": consts}, name="soak").read_bytes()
 
@@ -159,24 +142,13 @@ int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* ou
 def test_soak_200_compiled_models(tmp_path, four_threads):
     """200 models compiled by ember.compile (a tiny ONNX graph, another constant each), saved to
     one path, loaded, run and dropped."""
-    from onnx import TensorProto as TP, helper, numpy_helper
-
-    def model(c: float):
-        graph = helper.make_graph([helper.make_node("Mul", ["x", "c"], ["y"])], "soak",
-                                  [helper.make_tensor_value_info("x", TP.FLOAT, [64])],
-                                  [helper.make_tensor_value_info("y", TP.FLOAT, [64])],
-                                  [numpy_helper.from_array(np.full(64, c, np.float32), "c")])
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 8
-        return m
-
     x = np.arange(64, dtype=np.float32)
     path = tmp_path / "m.ember"
     before = None
     t0 = time.perf_counter()
     for k in range(200):
         scale = 1.0 + k / 8
-        ember.compile(model(scale), cflags=("-O0",), cache=False).save(path)
+        ember.compile(const_model("Mul", scale, 64), cflags=("-O0",), cache=False).save(path)
         load_run_drop(path, scale, x)
         if k + 1 == WARMUP_MODELS:
             before = status()

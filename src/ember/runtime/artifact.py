@@ -11,6 +11,7 @@ missing, truncated or damaged, so nothing broken ever reaches ``dlopen``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -77,17 +78,24 @@ def open_artifact(path: Path):
         raise ArtifactError(f"'{path}' is not a file") from None
     except OSError as e:
         raise ArtifactError(f"cannot read the artifact '{path}': {e.strerror or e}") from None
-    try:
+    with undone_on_error(f.close, f"cannot read the artifact '{path}'"):
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise ArtifactError(f"'{path}' is not a file")
         tail = os.pread(f.fileno(), TRAILER_SIZE, max(st.st_size - TRAILER_SIZE, 0))
         return f, st, parse_trailer(tail, st.st_size, f"'{path}'")
+
+
+@contextlib.contextmanager
+def undone_on_error(undo, what: str):
+    """Runs ``undo()`` if the block fails; an OSError becomes ``ArtifactError("<what>: <why>")``."""
+    try:
+        yield
     except OSError as e:
-        f.close()
-        raise ArtifactError(f"cannot read the artifact '{path}': {e.strerror or e}") from None
+        undo()
+        raise ArtifactError(f"{what}: {e.strerror or e}") from None
     except BaseException:
-        f.close()
+        undo()
         raise
 
 

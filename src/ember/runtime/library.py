@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import ArtifactError, EmberError
 from .artifact import (TRAILER_SIZE, corrupt, file_identity, mark_verified, open_artifact, sha256_of_fd,
-                       verify_bytes, was_verified)
+                       undone_on_error, verify_bytes, was_verified)
 
 #: The ABI version of ``ember_runtime.h`` this runtime speaks.
 ABI_VERSION = 3
@@ -248,17 +248,11 @@ def _private_copy(fill, digest: bytes, where: str, check: bool = True) -> "_Copy
             pass
     if copy is None:
         copy = _Copy.named()
-    try:
+    with undone_on_error(copy.discard, f"cannot copy the artifact {where} to load it"):
         fill(copy.fd)
         size = os.fstat(copy.fd).st_size
         if check and (size < TRAILER_SIZE or sha256_of_fd(copy.fd, size - TRAILER_SIZE) != digest):
             raise corrupt(where)
-    except OSError as e:
-        copy.discard()
-        raise ArtifactError(f"cannot copy the artifact {where} to load it: {e.strerror or e}") from None
-    except BaseException:
-        copy.discard()
-        raise
     return copy
 
 

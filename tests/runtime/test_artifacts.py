@@ -7,8 +7,10 @@ cache key covered the model's external data."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import importlib
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ import pytest
 import ember
 from ember.errors import ArtifactError
 from ember.runtime import library, load, process_threads, set_process_threads
+from ember.runtime.artifact import TRAILER_MAGIC
 from ember.runtime.module import _WORKER_SLOTS
 from ember.toolchain import build_shared
 
@@ -156,6 +159,34 @@ def test_read_only_folder(tmp_path, strategy):
         assert sorted(p.name for p in folder.iterdir()) == ["m.so"]
     finally:
         folder.chmod(0o755)
+
+
+def test_memory_files_that_cannot_hold_code_fall_back_to_files(monkeypatch):
+    """Where a memory file cannot be opened as a library (vm.memfd_noexec, say), the first load
+    falls back to a file in the private folder, and later loads go there directly."""
+    if not library._memfd_possible():
+        pytest.skip("no memfd_create here")
+    real = library._Copy.dlopen
+    tried = []
+
+    def noexec(self, digest):
+        tried.append(self.path is None)
+        if self.path is None:
+            raise OSError("failed to map segment from shared object")
+        return real(self, digest)
+
+    monkeypatch.setattr(library._Copy, "dlopen", noexec)
+    monkeypatch.setattr(library, "_memfd_works", None)
+    m = load(scale_artifact(7.5))
+    np.testing.assert_array_equal(m(X), X * 7.5)
+    assert tried == [True, False] and library._memfd_works is False
+    m2 = load(scale_artifact(8.5))
+    np.testing.assert_array_equal(m2(X), X * 8.5)
+    assert tried == [True, False, False]
+    payload = b"not a library" * 100       # sealed, so only dlopen can refuse it
+    sealed = payload + TRAILER_MAGIC + struct.pack("<Q", len(payload)) + hashlib.sha256(payload).digest()
+    with pytest.raises(ArtifactError, match="cannot load the artifact junk"):
+        library.load_bytes(sealed, "junk")
 
 
 def test_private_folder_holds_nothing_once_loaded(tmp_path, monkeypatch):

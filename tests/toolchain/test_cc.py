@@ -147,6 +147,35 @@ def test_damaged_cache_entry_is_rebuilt():
     assert again == path and again.read_bytes() == good
 
 
+def test_bit_flipped_cache_entry_is_rebuilt():
+    """A damaged entry whose trailer is intact (a flipped bit) is found by its hash."""
+    src = {"model.c": model_source(DOUBLE, tag=uuid.uuid4().hex)}
+    path = build_shared(src)
+    good = path.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x01
+    path.write_bytes(bytes(bad))
+    assert trailer_ok(path)
+    again = build_shared(src)
+    assert again.read_bytes() == good
+    np.testing.assert_array_equal(load(again)(np.arange(4, dtype=np.float32)), 2 * np.arange(4, dtype=np.float32))
+
+
+def test_native_identity_names_the_processor_and_is_stable():
+    """With -march=native the key holds what the compiler makes of it here (its compiler
+    proper's command line), without the temporary file names that change from run to run."""
+    from ember.toolchain import cc
+
+    compiler = cc.find_compiler()
+    flags = list(DEFAULT_CFLAGS)
+    cc._native.clear()
+    first = cc._native_identity(compiler, flags)
+    cc._native.clear()
+    assert cc._native_identity(compiler, flags) == first
+    assert "cc1" in first
+    assert cc._native_identity(compiler, ["-O2"]) == ""
+
+
 def test_cache_dir_locations(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "explicit"))
     assert cache_dir() == tmp_path / "explicit"
@@ -257,6 +286,46 @@ def test_cache_put_and_get(tmp_path, monkeypatch):
         assert e.value.code == "E202"
     with pytest.raises(ToolchainError):
         cache.put_bytes("", b"")
+
+
+def test_cache_entry_is_whole_or_absent_after_a_crash(tmp_path):
+    """A process killed while it stores an entry (after writing, before the rename) leaves no
+    entry, only a temporary file, which a later scratch_dir() removes once it is a day old."""
+    root = tmp_path / "crash"
+    code = f"""
+import os
+from ember.toolchain import Cache
+cache = Cache(root={str(root)!r})
+os.replace = lambda *a: os._exit(9)
+cache.put_bytes("key", b"x" * 100000)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 9, proc.stderr
+    cache = Cache(root=root)
+    assert cache.get("key") is None
+    leftovers = [p for p in root.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1
+    cache.scratch_dir()
+    assert leftovers[0].exists()                     # too young to be someone else's leftover
+    old = time.time() - 2 * 86400
+    os.utime(leftovers[0], (old, old))
+    cache.scratch_dir()
+    assert not leftovers[0].exists()
+
+
+def test_failed_put_leaves_nothing(tmp_path, monkeypatch):
+    cache = Cache(root=tmp_path / "c")
+    src = tmp_path / "src"
+    src.write_bytes(b"y" * 1000)
+
+    def interrupted(a, b, *args, **kw):
+        Path(b).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("shutil.copyfile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cache.put("key", src)
+    assert cache.get("key") is None and list(cache.root.iterdir()) == []
 
 
 def test_cache_with_explicit_root(tmp_path):

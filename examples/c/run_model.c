@@ -41,6 +41,7 @@ typedef struct {
     const char* (*last_error)(void);
     void (*set_num_threads)(int);
     int (*get_num_threads)(void);
+    void (*stop_workers)(void);
 } runtime_api;
 
 static int die(const char* fmt, const char* arg) {
@@ -218,6 +219,8 @@ int main(int argc, char** argv) {
     *(void**)&api.get_num_threads = lookup(lib, "ember_get_num_threads", &ok);
     if (!ok) return 1;
     if (api.abi_version() != EMBER_ABI_VERSION) return die("%s was built for another runtime ABI", artifact);
+    *(void**)&api.stop_workers = lookup(lib, "ember_stop_workers", &ok);
+    if (!ok) return 1;
     if (api.cpu_check() != 0) return die("%s", api.last_error());
 
     int nin = api.num_inputs(), nout = api.num_outputs();
@@ -278,6 +281,7 @@ int main(int argc, char** argv) {
     free(inputs);
     free(outputs);
     free(times);
+    api.stop_workers();          /* every instance is destroyed: unload without waiting on the pool */
     dlclose(lib);
     return 0;
 }

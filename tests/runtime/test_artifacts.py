@@ -244,35 +244,51 @@ def test_outputs_outlive_the_library():
     y2 += 1
 
 
-def test_workers_stop_when_the_library_is_released():
+@pytest.fixture
+def four_threads():
     old = process_threads()
     set_process_threads(4)
-    try:
-        base = threads()
-        m = load(scale_artifact(10.0))
-        m.num_threads = 4
-        np.testing.assert_array_equal(m(X), X * 10)
-        assert threads() == base + 3         # the pool's workers
-        other = load(scale_artifact(11.0))   # the slots are shared by every library
-        other.num_threads = 4
-        np.testing.assert_array_equal(other(X), X * 11)
-        del m
-        gc.collect()
+    yield
+    set_process_threads(old)
+
+
+def test_workers_stop_when_the_library_is_released(four_threads):
+    base = threads()
+    m = load(scale_artifact(10.0))
+    m.num_threads = 4
+    np.testing.assert_array_equal(m(X), X * 10)
+    assert threads() == base + 3         # the pool's workers
+    other = load(scale_artifact(11.0))   # the slots are shared by every library
+    other.num_threads = 4
+    np.testing.assert_array_equal(other(X), X * 11)
+    del m
+    gc.collect()
+    assert threads() == base + 3
+    set_process_threads(3)               # through a library that is still loaded
+    assert _WORKER_SLOTS.value == 2
+    np.testing.assert_array_equal(other(X), X * 11)
+    del other
+    gc.collect()
+    assert threads() == base
+    set_process_threads(4)               # directly, if no other library is loaded
+    assert _WORKER_SLOTS.value == 3
+    m = load(scale_artifact(10.0))       # loaded again: a fresh library and pool
+    m.num_threads = 4
+    np.testing.assert_array_equal(m(X), X * 10)
+    assert _WORKER_SLOTS.value == 3      # every region gave its slots back
+
+
+def test_stopped_workers_start_again(four_threads):
+    """ember_stop_workers joins the pool's workers; the next region starts them again."""
+    m = load(scale_artifact(14.5))
+    m.num_threads = 4
+    base = threads()
+    for _ in range(3):
+        np.testing.assert_array_equal(m(X), X * 14.5)
         assert threads() == base + 3
-        set_process_threads(3)               # through a library that is still loaded
-        assert _WORKER_SLOTS.value == 2
-        np.testing.assert_array_equal(other(X), X * 11)
-        del other
-        gc.collect()
+        m._library.fns["ember_stop_workers"]()
         assert threads() == base
-        set_process_threads(4)               # no library loaded
-        assert _WORKER_SLOTS.value == 3
-        m = load(scale_artifact(10.0))       # loaded again: a fresh library and pool
-        m.num_threads = 4
-        np.testing.assert_array_equal(m(X), X * 10)
-        assert _WORKER_SLOTS.value == 3      # every region gave its slots back
-    finally:
-        set_process_threads(old)
+    assert _WORKER_SLOTS.value == 3
 
 
 def test_release_under_concurrent_runs_of_other_modules():
@@ -305,11 +321,16 @@ def test_release_under_concurrent_runs_of_other_modules():
 
 
 def test_release_in_a_child_process_after_fork():
+    """fork() after a library was released (its fork handler must be gone with it), then a
+    library released in the child."""
     code = f"""
 import gc, os, numpy as np
 from ember.runtime import load
-m = load({str(scale_artifact(2.5))!r}); m.num_threads = 2
+gone = load({str(scale_artifact(3.5))!r}); gone.num_threads = 2
 x = np.ones({N}, np.float32)
+assert (gone(x) == 3.5).all()
+del gone
+m = load({str(scale_artifact(2.5))!r}); m.num_threads = 2
 m(x)
 pid = os.fork()
 if pid == 0:

@@ -105,6 +105,15 @@ _verified: set[tuple] = set()
 _verified_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _verified_lock
+    _verified_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def file_identity(st: os.stat_result, digest: bytes) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
 

@@ -75,6 +75,15 @@ _memfd_works: bool | None = None   # decided by the first load of the process
 _kept_fds: list[int] = []          # names of libraries that did not unload stay reserved
 
 
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()      # another thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 # ---- threads shared by every artifact of the process ------------------------------------------
 
 def _cpus() -> int:

@@ -244,14 +244,6 @@ def test_outputs_outlive_the_library():
     y2 += 1
 
 
-@pytest.fixture
-def four_threads():
-    old = process_threads()
-    set_process_threads(4)
-    yield
-    set_process_threads(old)
-
-
 def test_workers_stop_when_the_library_is_released(four_threads):
     base = threads()
     m = load(scale_artifact(10.0))

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import ember
-from ember.runtime import load, process_threads, set_process_threads
+from ember.runtime import load
 from ember.runtime.artifact import TRAILER_MAGIC, TRAILER_SIZE
 from ember.toolchain import build_shared
 
@@ -37,14 +37,6 @@ def _private_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EMBER_CACHE_DIR", str(tmp_path_factory.mktemp("ember-cache")))
         yield
-
-
-@pytest.fixture
-def four_threads():
-    old = process_threads()
-    set_process_threads(4)
-    yield
-    set_process_threads(old)
 
 
 def status() -> tuple[float, int, int]:

@@ -1,0 +1,266 @@
+"""onnxruntime's own ops (domain com.microsoft) against onnxruntime: each op at several shapes and
+attribute settings through the reference interpreter and, for one setting each, the compiled
+artifact; and models that onnxruntime's optimizer and quantizer write."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import ember
+from ember.errors import UnsupportedOpError
+from onnx_harness import assert_same, make_model, rand, run_ember, run_onnxruntime
+
+ort = pytest.importorskip("onnxruntime")
+MS = "com.microsoft"
+
+
+def ms_model(op, inputs, attrs=None, *, const=(), n_out=1, outputs=None, domain=MS):
+    """One com.microsoft ``op`` node over ``inputs`` (None: a left-out optional input); inputs whose
+    index is in ``const`` are initializers.  ``outputs``: which of the node's outputs the graph
+    returns (default: the first ``n_out``)."""
+    names, feeds, inits = [], {}, {}
+    for k, a in enumerate(inputs):
+        if a is None:
+            names.append("")
+            continue
+        names.append(f"in{k}")
+        (inits if k in const else feeds)[f"in{k}"] = np.asarray(a)
+    outs = [f"out{k}" for k in range(n_out)]
+    if outputs is not None:
+        outs = [f"out{k}" if k in outputs else "" for k in range(max(outputs) + 1)]
+    node = helper.make_node(op, names, outs, name=f"{op.lower()}_node", domain=domain, **(attrs or {}))
+    model = make_model([node], feeds, [o for o in outs if o], inits, extra_opsets=[(MS, 1)])
+    return model, feeds
+
+
+def check_ms(op, inputs, attrs=None, *, const=(), n_out=1, outputs=None, rtol=1e-5, atol=1e-5, compiled=False,
+             domain=MS):
+    model, feeds = ms_model(op, inputs, attrs, const=const, n_out=n_out, outputs=outputs, domain=domain)
+    want = run_onnxruntime(model, feeds)
+    assert_same(run_ember(model, feeds), want, rtol, atol)
+    if compiled:
+        mod = ember.compile(model, cflags=("-O1",))
+        assert_same(list(mod.run(feeds).values()), want, rtol, atol)
+    return model
+
+
+def refused(op, inputs, attrs=None, *, n_out=1, outputs=None, match=""):
+    model, _ = ms_model(op, inputs, attrs, n_out=n_out, outputs=outputs)
+    with pytest.raises(UnsupportedOpError, match=match):
+        ember.from_onnx(model)
+
+
+# ---- fused forms ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("act,params", [("Relu", []), ("LeakyRelu", [0.2]), ("Clip", [-0.5, 0.7]),
+                                        ("HardSigmoid", [0.3, 0.4]), ("Tanh", []), ("Sigmoid", []), ("", [])])
+def test_fused_conv(act, params):
+    attrs = {"pads": [1, 1, 1, 1]}
+    if act:
+        attrs["activation"] = act
+    if params:
+        attrs["activation_params"] = params
+    check_ms("FusedConv", [rand(1, 3, 6, 6), rand(4, 3, 3, 3), rand(4)], attrs, const=[1, 2], compiled=act == "Relu")
+
+
+def test_fused_conv_with_sum_and_strides():
+    x, w, z = rand(2, 4, 7, 7), rand(6, 2, 3, 3), rand(2, 6, 3, 3)
+    check_ms("FusedConv", [x, w, None, z], {"activation": "Relu", "strides": [2, 2], "group": 2}, const=[1])
+    check_ms("FusedConv", [rand(1, 2, 9), rand(3, 2, 3), rand(3)], {"activation": "LeakyRelu",
+                                                                     "activation_params": [0.1]}, const=[1])
+
+
+@pytest.mark.parametrize("shapes,attrs", [
+    (((3, 4), (4, 5)), {}),
+    (((4, 3), (4, 5)), {"transA": 1, "alpha": 0.5}),
+    (((2, 3, 4), (5, 4)), {"transB": 1, "alpha": 2.0}),
+    (((2, 1, 4, 3), (3, 5, 4)), {"transA": 1, "transB": 1}),
+    (((4, 2, 3), (2, 3, 5)), {"transBatchA": 1}),
+    (((4, 2, 3), (5, 2, 3)), {"transBatchA": 1, "transBatchB": 1, "transB": 1}),
+    (((3, 2, 4), (2, 3, 5)), {"transBatchA": 1, "transA": 1, "alpha": 0.25}),
+])
+def test_fused_matmul(shapes, attrs):
+    check_ms("FusedMatMul", [rand(*shapes[0]), rand(*shapes[1])], attrs, compiled=not attrs)
+
+
+@pytest.mark.parametrize("act,attrs", [("Relu", {}), ("LeakyRelu", {"activation_alpha": 0.3}),
+                                       ("HardSigmoid", {"activation_alpha": 0.3, "activation_beta": 0.6}),
+                                       ("Tanh", {}), ("Sigmoid", {})])
+def test_fused_gemm(act, attrs):
+    check_ms("FusedGemm", [rand(3, 4), rand(5, 4), rand(5)],
+             {"activation": act, "transB": 1, "alpha": 0.7, "beta": 0.5, **attrs}, const=[1, 2], compiled=act == "Relu")
+
+
+def test_gelu_family():
+    x = rand(2, 3, 8, lo=-4, hi=4)
+    check_ms("Gelu", [x], compiled=True)
+    check_ms("BiasGelu", [x, rand(8)])
+    check_ms("FastGelu", [x])
+    check_ms("FastGelu", [x, rand(8)], compiled=True)
+    check_ms("QuickGelu", [x])
+    check_ms("QuickGelu", [x], {"alpha": 1.2})
+
+
+def test_bias_add():
+    # onnxruntime has BiasAdd on CUDA only: the formula of its spec, X + bias + skip
+    x, bias, skip = rand(2, 3, 8), rand(8), rand(2, 3, 8)
+    model, feeds = ms_model("BiasAdd", [x, bias, skip], const=[1])
+    assert_same(run_ember(model, feeds), [x + bias + skip])
+
+
+# ---- normalizations -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("beta,bias,sum_out", [(True, True, True), (False, False, False), (True, False, True),
+                                               (False, True, False)])
+def test_skip_layer_norm(beta, bias, sum_out):
+    h = 16
+    inputs = [rand(2, 3, h), rand(2, 3, h), rand(h), rand(h) if beta else None, rand(h) if bias else None]
+    outputs = [0, 3] if sum_out else [0]
+    check_ms("SkipLayerNormalization", inputs, {"epsilon": 1e-5}, outputs=outputs, compiled=beta and bias)
+
+
+def test_skip_layer_norm_broadcast_skip_and_refusals():
+    check_ms("SkipLayerNormalization", [rand(2, 3, 8), rand(1, 3, 8), rand(8), rand(8)])
+    refused("SkipLayerNormalization", [rand(2, 3, 8), rand(2, 3, 8), rand(8)], outputs=[0, 1], match="mean")
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_simplified_layer_norm(axis):
+    x = rand(2, 3, 8)
+    scale = rand(8) if axis == -1 else rand(3, 8)
+    # onnxruntime keeps it in the default domain
+    check_ms("SimplifiedLayerNormalization", [x, scale], {"axis": axis, "epsilon": 1e-6}, n_out=2,
+             compiled=axis == -1, domain="")
+
+
+@pytest.mark.parametrize("bias,sum_out", [(True, True), (False, False)])
+def test_skip_simplified_layer_norm(bias, sum_out):
+    h = 8
+    inputs = [rand(2, 4, h), rand(2, 4, h), rand(h), rand(h) if bias else None]
+    check_ms("SkipSimplifiedLayerNormalization", inputs, {"epsilon": 1e-6}, outputs=[0, 3] if sum_out else [0])
+
+
+@pytest.mark.parametrize("segment,mask,pos_ids", [(True, True, False), (False, False, False), (True, True, True)])
+def test_embed_layer_norm(segment, mask, pos_ids):
+    b, s, h, vocab = 2, 5, 8, 11
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, vocab, (b, s)).astype(np.int32)
+    seg = rng.integers(0, 2, (b, s)).astype(np.int32) if segment else None
+    m = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=np.int32) if mask else None
+    pids = rng.integers(0, 7, (b, s)).astype(np.int32) if pos_ids else None
+    inputs = [ids, seg, rand(vocab, h), rand(7, h), rand(2, h) if segment else None, rand(h), rand(h), m, pids]
+    outputs = [0, 1, 2] if mask else [0, 1]
+    check_ms("EmbedLayerNormalization", inputs, {"epsilon": 1e-5}, const=[2, 3, 4, 5, 6], outputs=outputs,
+             compiled=segment and not pos_ids)
+
+
+# ---- rotary embeddings and attention --------------------------------------------------------
+
+def _rope_cache(max_pos, half):
+    ang = np.arange(max_pos)[:, None] / (10000 ** (np.arange(half)[None, :] / half))
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+@pytest.mark.parametrize("interleaved", [0, 1])
+@pytest.mark.parametrize("layout", ["bsd", "bnsh"])
+@pytest.mark.parametrize("pos", ["ids", "offset"])
+def test_rotary_embedding(interleaved, layout, pos):
+    b, s, n, h = 2, 3, 2, 8
+    cos, sin = _rope_cache(16, h // 2)
+    x = rand(b, s, n * h) if layout == "bsd" else rand(b, n, s, h)
+    p = np.array([[0, 1, 2], [5, 6, 9]], dtype=np.int64) if pos == "ids" else np.array([4], dtype=np.int64)
+    attrs = {"interleaved": interleaved}
+    if layout == "bsd":
+        attrs["num_heads"] = n
+    check_ms("RotaryEmbedding", [x, p, cos, sin], attrs, const=[2, 3],
+             compiled=interleaved == 1 and layout == "bsd" and pos == "ids")
+
+
+def test_rotary_embedding_partial():
+    b, s, n, h, rot = 1, 4, 2, 8, 4
+    cos, sin = _rope_cache(8, rot // 2)
+    for inter in (0, 1):
+        check_ms("RotaryEmbedding", [rand(b, s, n * h), np.array([1], np.int64), cos, sin],
+                 {"interleaved": inter, "num_heads": n, "rotary_embedding_dim": rot}, const=[2, 3])
+
+
+@pytest.mark.parametrize("mask", [None, "end", "end_start", "raw2d", "raw3d"])
+@pytest.mark.parametrize("unidirectional", [0, 1])
+def test_attention(mask, unidirectional):
+    b, s, d, n = 2, 4, 16, 2
+    masks = {None: None, "end": np.array([3, 4], np.int32), "end_start": np.array([3, 4, 1, 0], np.int32),
+             "raw2d": np.array([[1, 1, 0, 1], [1, 1, 1, 0]], np.int32),
+             "raw3d": np.random.default_rng(2).integers(0, 2, (b, s, s)).astype(np.int32)}
+    inputs = [rand(b, s, d), rand(d, 3 * d, lo=-0.5, hi=0.5), rand(3 * d), masks[mask]]
+    check_ms("Attention", inputs, {"num_heads": n, "unidirectional": unidirectional}, const=[1, 2],
+             compiled=mask == "raw2d" and unidirectional == 0)
+
+
+def test_attention_past_bias_and_sizes():
+    b, s, d, n, p = 2, 3, 8, 2, 2
+    x, w, bias = rand(b, s, d), rand(d, 3 * d, lo=-0.5, hi=0.5), rand(3 * d)
+    inputs = [x, w, bias, np.array([[1] * (p + s), [1] * 4 + [0]], np.int32), rand(2, b, n, p, d // n)]
+    check_ms("Attention", inputs, {"num_heads": n, "unidirectional": 1, "scale": 0.3}, const=[1, 2], n_out=2)
+    check_ms("Attention", [x, w, bias, None, None, rand(b, n, s, s)], {"num_heads": n}, const=[1, 2])
+    w = rand(d, 8 + 8 + 4, lo=-0.5, hi=0.5)
+    check_ms("Attention", [rand(b, s, d), w, rand(20)], {"num_heads": n, "qkv_hidden_sizes": [8, 8, 4],
+                                                           "mask_filter_value": -1000.0}, const=[1, 2])
+    refused("Attention", [rand(b, s, d), rand(d, 3 * d), rand(3 * d)], {"num_heads": n, "do_rotary": 1},
+            match="do_rotary")
+
+
+@pytest.mark.parametrize("form", ["plain", "bias_mask", "past", "causal"])
+def test_multi_head_attention(form):
+    b, s, l, d, n, p = 2, 3, 5, 8, 2, 2
+    q, k, v = rand(b, s, d), rand(b, l, d), rand(b, l, d)
+    inputs, attrs, n_out = [q, k, v], {"num_heads": n}, 1
+    if form == "bias_mask":
+        inputs += [rand(3 * d), np.array([[1, 1, 1, 0, 1], [1, 1, 1, 1, 0]], np.int32), rand(b, n, s, l)]
+    elif form == "past":
+        inputs += [None, None, None, rand(b, n, p, d // n), rand(b, n, p, d // n)]
+        n_out = 3
+    elif form == "causal":
+        k, v = rand(b, s, d), rand(b, s, d)
+        inputs = [q, k, v, None, np.array([2, 3], np.int32)]
+        attrs["unidirectional"] = 1
+        attrs["scale"] = 0.5
+    check_ms("MultiHeadAttention", inputs, attrs, n_out=n_out, compiled=form == "bias_mask")
+
+
+def test_multi_head_attention_refuses_packed():
+    refused("MultiHeadAttention", [rand(2, 3, 2, 3, 4)], {"num_heads": 2}, match="packed")
+
+
+def _gqa(b, s, n, nkv, h, past, total, seqlens, attrs, rotary=False):
+    inputs = [rand(b, s, n * h), rand(b, s, nkv * h), rand(b, s, nkv * h)]
+    inputs += [rand(b, nkv, past, h), rand(b, nkv, past, h)] if past else [None, None]
+    inputs += [np.asarray(seqlens, np.int32), np.array(total, np.int32)]
+    const = [6]
+    if rotary:
+        cos, sin = _rope_cache(32, h // 2)
+        inputs += [cos, sin]
+        const += [7, 8]
+        attrs = {**attrs, "do_rotary": 1}
+    return inputs, {"num_heads": n, "kv_num_heads": nkv, **attrs}, const
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_group_query_attention_prompt(rotary):
+    inputs, attrs, const = _gqa(2, 4, 4, 2, 16, 0, 4, [3, 3], {}, rotary)
+    check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3, compiled=not rotary)
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_group_query_attention_decode(rotary):
+    # one new token after a right-padded past of 5 (batch 0 holds 3 tokens, batch 1 holds 5)
+    inputs, attrs, const = _gqa(2, 1, 4, 1, 16, 5, 6, [3, 5], {"rotary_interleaved": int(rotary)}, rotary)
+    check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)
+
+
+def test_group_query_attention_window_softcap_scale():
+    inputs, attrs, const = _gqa(1, 5, 2, 2, 16, 0, 5, [4], {"local_window_size": 2, "softcap": 3.0, "scale": 0.2})
+    check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)
+    inputs, attrs, const = _gqa(1, 3, 2, 1, 16, 4, 7, [6], {})       # a second prompt after a past of 4
+    check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)

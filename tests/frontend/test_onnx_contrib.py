@@ -264,3 +264,135 @@ def test_group_query_attention_window_softcap_scale():
     check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)
     inputs, attrs, const = _gqa(1, 3, 2, 1, 16, 4, 7, [6], {})       # a second prompt after a past of 4
     check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)
+
+
+# ---- models onnxruntime's optimizers write ---------------------------------------------------
+
+class _Builder:
+    """Nodes and initializers of a small float model, built with onnx.helper."""
+
+    def __init__(self, seed=0):
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits = [], []
+
+    def const(self, name, arr):
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def weight(self, name, *shape, scale=0.3):
+        return self.const(name, (self.rng.standard_normal(shape) * scale).astype(np.float32))
+
+    def node(self, op, ins, outs, **attrs):
+        self.nodes.append(helper.make_node(op, ins, outs, **attrs))
+
+    def model(self, inputs, outputs):
+        from onnx import TensorProto as TP
+
+        g = helper.make_graph(self.nodes, "m", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+                              [helper.make_tensor_value_info(n, TP.FLOAT, None) for n in outputs], self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return m
+
+
+def _fusable_model():
+    """Conv + Relu, Gemm + Relu, erf GELU, residual + LayerNormalization, RMSNorm, MatMul of a
+    transpose and x * sigmoid(1.702 x): patterns onnxruntime's extended optimizations fuse."""
+    from onnx import TensorProto as TP
+
+    m = _Builder()
+    m.weight("cw", 8, 3, 3, 3), m.weight("cb", 8), m.weight("fw", 8, 16), m.weight("fb", 16)
+    m.weight("g", 16, scale=1), m.weight("beta", 16), m.weight("w2", 16, 16), m.weight("b2", 16), m.weight("rms", 16)
+    for name, v in (("eps", 1e-6), ("two", 2.0), ("sq2", 1.4142135381698608), ("one", 1.0), ("half", 0.5), ("qg", 1.702)):
+        m.const(name, np.array(v, np.float32))
+    m.node("Conv", ["x", "cw", "cb"], ["c1"], pads=[1, 1, 1, 1]), m.node("Relu", ["c1"], ["r1"])
+    m.node("GlobalAveragePool", ["r1"], ["gp"]), m.node("Flatten", ["gp"], ["fl"])
+    m.node("Gemm", ["fl", "fw", "fb"], ["gm"]), m.node("Relu", ["gm"], ["gr"])
+    m.node("MatMul", ["t", "w2"], ["m1"]), m.node("Add", ["m1", "b2"], ["a1"]), m.node("Div", ["a1", "sq2"], ["d1"])
+    m.node("Erf", ["d1"], ["e1"]), m.node("Add", ["e1", "one"], ["e2"]), m.node("Mul", ["a1", "e2"], ["e3"])
+    m.node("Mul", ["e3", "half"], ["ge"]), m.node("Add", ["ge", "t"], ["res"])
+    m.node("LayerNormalization", ["res", "g", "beta"], ["ln"], axis=-1, epsilon=1e-5)
+    m.node("Pow", ["ln", "two"], ["p2"]), m.node("ReduceMean", ["p2"], ["mean"], axes=[-1])
+    m.node("Add", ["mean", "eps"], ["me"]), m.node("Sqrt", ["me"], ["sq"]), m.node("Div", ["ln", "sq"], ["nrm"])
+    m.node("Mul", ["nrm", "rms"], ["rn"]), m.node("Transpose", ["u"], ["ut"], perm=[0, 2, 1])
+    m.node("MatMul", ["rn", "ut"], ["fm"]), m.node("Mul", ["rn", "qg"], ["qx"]), m.node("Sigmoid", ["qx"], ["qs"])
+    m.node("Mul", ["rn", "qs"], ["qgl"])
+    return m.model([("x", TP.FLOAT, [1, 3, 8, 8]), ("t", TP.FLOAT, [2, 5, 16]), ("u", TP.FLOAT, [2, 5, 16])],
+                   ["gr", "fm", "qgl"])
+
+
+def _tiny_bert(b=2, s=6, h=16, heads=2, vocab=30, inner=32):
+    """One BERT layer in the form the transformer optimizer recognizes: embeddings and their
+    LayerNormalization, self-attention with a (1 - mask) * -10000 mask, an erf-GELU FFN."""
+    from onnx import TensorProto as TP
+
+    m = _Builder()
+    hd = h // heads
+    m.weight("word", vocab, h), m.weight("pos", 16, h), m.weight("seg", 2, h), m.weight("eg", h, scale=1), m.weight("eb", h)
+    m.const("pos_ids", np.arange(s, dtype=np.int64).reshape(1, s))
+    m.node("Gather", ["word", "input_ids"], ["we"]), m.node("Gather", ["pos", "pos_ids"], ["pe"])
+    m.node("Gather", ["seg", "segment_ids"], ["se"]), m.node("Add", ["we", "pe"], ["e1"]), m.node("Add", ["e1", "se"], ["e2"])
+    m.node("LayerNormalization", ["e2", "eg", "eb"], ["emb"], axis=-1, epsilon=1e-12)
+    m.const("ax1", np.array([1], np.int64)), m.const("ax2", np.array([2], np.int64))
+    m.const("one", np.array(1.0, np.float32)), m.const("neg", np.array(-10000.0, np.float32))
+    m.node("Unsqueeze", ["input_mask", "ax1"], ["m1"]), m.node("Unsqueeze", ["m1", "ax2"], ["m2"])
+    m.node("Cast", ["m2"], ["m3"], to=TP.FLOAT), m.node("Sub", ["one", "m3"], ["m4"]), m.node("Mul", ["m4", "neg"], ["madd"])
+    m.const("shape4", np.array([0, 0, heads, hd], np.int64)), m.const("shape3", np.array([0, 0, h], np.int64))
+    m.const("sqrt_hd", np.array(np.sqrt(hd), np.float32))
+    for p in "qkv":
+        m.weight(f"{p}w", h, h), m.weight(f"{p}b", h)
+        m.node("MatMul", ["emb", f"{p}w"], [f"{p}m"]), m.node("Add", [f"{p}m", f"{p}b"], [f"{p}a"])
+        m.node("Reshape", [f"{p}a", "shape4"], [f"{p}r"])
+        m.node("Transpose", [f"{p}r"], [f"{p}t"], perm=[0, 2, 3, 1] if p == "k" else [0, 2, 1, 3])
+    m.weight("ow", h, h), m.weight("ob", h), m.weight("g1", h, scale=1), m.weight("b1", h)
+    m.node("MatMul", ["qt", "kt"], ["qk"]), m.node("Div", ["qk", "sqrt_hd"], ["qkd"]), m.node("Add", ["qkd", "madd"], ["qkm"])
+    m.node("Softmax", ["qkm"], ["probs"], axis=3), m.node("MatMul", ["probs", "vt"], ["ctx"])
+    m.node("Transpose", ["ctx"], ["ctxt"], perm=[0, 2, 1, 3]), m.node("Reshape", ["ctxt", "shape3"], ["ctxr"])
+    m.node("MatMul", ["ctxr", "ow"], ["om"]), m.node("Add", ["om", "ob"], ["oa"]), m.node("Add", ["oa", "emb"], ["res1"])
+    m.node("LayerNormalization", ["res1", "g1", "b1"], ["ln1"], axis=-1, epsilon=1e-12)
+    m.weight("iw", h, inner), m.weight("ib", inner), m.weight("fw2", inner, h), m.weight("fb2", h)
+    m.weight("g2", h, scale=1), m.weight("b2", h), m.const("sq2", np.array(1.4142135381698608, np.float32))
+    m.const("half", np.array(0.5, np.float32))
+    m.node("MatMul", ["ln1", "iw"], ["im"]), m.node("Add", ["im", "ib"], ["ia"]), m.node("Div", ["ia", "sq2"], ["gd"])
+    m.node("Erf", ["gd"], ["ge"]), m.node("Add", ["ge", "one"], ["gp"]), m.node("Mul", ["ia", "gp"], ["gm"])
+    m.node("Mul", ["gm", "half"], ["gelu"]), m.node("MatMul", ["gelu", "fw2"], ["fm"]), m.node("Add", ["fm", "fb2"], ["fa"])
+    m.node("Add", ["fa", "ln1"], ["res2"]), m.node("LayerNormalization", ["res2", "g2", "b2"], ["out"], axis=-1, epsilon=1e-12)
+    return m.model([(n, TP.INT64, [b, s]) for n in ("input_ids", "segment_ids", "input_mask")], ["out"])
+
+
+def _ms_ops(model) -> set:
+    return {n.op_type for n in model.graph.node if n.domain == MS}
+
+
+def _compare_compiled(model, feeds, rtol=1e-5, atol=1e-5):
+    want = run_onnxruntime(model, feeds)
+    assert_same(run_ember(model, feeds), want, rtol, atol)
+    assert_same(list(ember.compile(model).run(feeds).values()), want, rtol, atol)
+
+
+def test_model_optimized_by_onnxruntime(tmp_path):
+    import onnx
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(_fusable_model().SerializeToString(), so, providers=["CPUExecutionProvider"])
+    opt = onnx.load(so.optimized_model_filepath)
+    assert {"FusedConv", "FusedGemm", "FusedMatMul", "Gelu", "SkipLayerNormalization", "QuickGelu"} <= _ms_ops(opt)
+    assert any(n.op_type == "SimplifiedLayerNormalization" for n in opt.graph.node)
+    feeds = {"x": rand(1, 3, 8, 8), "t": rand(2, 5, 16), "u": rand(2, 5, 16)}
+    _compare_compiled(opt, feeds)
+
+
+def test_bert_layer_from_transformer_optimizer():
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    opt = optimize_model(_tiny_bert(), model_type="bert", num_heads=2, hidden_size=16, opt_level=0).model
+    assert {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu"} <= _ms_ops(opt)
+    rng = np.random.default_rng(5)
+    feeds = {"input_ids": rng.integers(0, 30, (2, 6)), "segment_ids": rng.integers(0, 2, (2, 6)),
+             "input_mask": (np.arange(6)[None] < np.array([[4], [6]])).astype(np.int64)}
+    _compare_compiled(opt, feeds)

@@ -396,3 +396,148 @@ def test_bert_layer_from_transformer_optimizer():
     feeds = {"input_ids": rng.integers(0, 30, (2, 6)), "segment_ids": rng.integers(0, 2, (2, 6)),
              "input_mask": (np.arange(6)[None] < np.array([[4], [6]])).astype(np.int64)}
     _compare_compiled(opt, feeds)
+
+
+# ---- QOperator quantized forms: bit for bit with onnxruntime --------------------------------
+
+def _q(dtype, *shape, rng=np.random.default_rng(7)):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
+
+
+def _s(v):
+    return np.array(v, dtype=np.float32)
+
+
+def _every_value(dtype):
+    info = np.iinfo(dtype)
+    return np.arange(info.min, info.max + 1).astype(dtype)
+
+
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_binary_every_pair(op, dtype):
+    # all 65536 pairs of operand values, at several scales and zero points
+    a = np.repeat(_every_value(dtype), 256)
+    b = np.tile(_every_value(dtype), 256)
+    zero = 128 if dtype == np.uint8 else 0
+    for k, (sa, sb, sc, za, zb, zc) in enumerate([(0.02, 0.03, 0.05, zero + 3, zero - 7, zero + 1),
+                                                  (0.1, 0.004, 0.07, zero - 40, zero, zero + 20),
+                                                  (0.0123, 0.0456, 0.0789, zero, zero + 5, zero - 2)]):
+        params = [_s(sa), dtype(za), b, _s(sb), dtype(zb), _s(sc), dtype(zc)]
+        check_ms(op, [a] + params, const=[1, 2, 4, 5, 6, 7], compiled=k == 0 and dtype == np.uint8)
+
+
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+def test_qlinear_binary_broadcasts(op):
+    for shape_b in [(4,), (1,), (3, 1)]:
+        check_ms(op, [_q(np.uint8, 2, 3, 4), _s(0.05), np.uint8(120), _q(np.uint8, *shape_b), _s(0.03),
+                      np.uint8(130), _s(0.06), np.uint8(125)], const=[1, 2, 4, 5, 6, 7])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_unary_tables(dtype):
+    x = _every_value(dtype).reshape(16, 16)
+    zero = 128 if dtype == np.uint8 else 0
+    for sx, zx, sy, zy in [(0.05, zero, 0.02, zero - 20), (0.1, zero + 30, 0.004, zero - 100)]:
+        p = [_s(sx), dtype(zx), _s(sy), dtype(zy)]
+        check_ms("QLinearLeakyRelu", [x] + p, {"alpha": 0.15}, const=[1, 2, 3, 4], compiled=dtype == np.int8)
+        p = [_s(sx), dtype(zx), _s(1 / 256), dtype(zero - 128 if dtype == np.uint8 else -128)]
+        check_ms("QLinearSigmoid", [x] + p, const=[1, 2, 3, 4], compiled=dtype == np.uint8)
+
+
+def test_qlinear_concat():
+    a, b, c = _q(np.uint8, 2, 3, 4), _q(np.uint8, 2, 5, 4), _q(np.uint8, 2, 1, 4)
+    inputs = [_s(0.05), np.uint8(128), a, _s(0.05), np.uint8(128), b, _s(0.031), np.uint8(100), c, _s(0.2), np.uint8(3)]
+    check_ms("QLinearConcat", inputs, {"axis": 1}, const=[0, 1, 3, 4, 6, 7, 9, 10], compiled=True)
+    inputs = [_s(0.07), np.int8(-3), _q(np.int8, 3, 2), _s(0.05), np.int8(10), _q(np.int8, 3, 3), _s(0.09), np.int8(0)]
+    check_ms("QLinearConcat", inputs, {"axis": -1}, const=[0, 1, 3, 4, 6, 7])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("channels_last", [0, 1])
+def test_qlinear_global_average_pool(dtype, channels_last):
+    zero = 128 if dtype == np.uint8 else 0
+    x = _q(dtype, 2, 3, 5, 7) if not channels_last else _q(dtype, 2, 5, 7, 3)
+    check_ms("QLinearGlobalAveragePool", [x, _s(0.05), dtype(zero + 9), _s(0.03), dtype(zero - 5)],
+             {"channels_last": channels_last}, const=[1, 2, 3, 4], compiled=channels_last == 0)
+
+
+@pytest.mark.parametrize("attrs", [{"kernel_shape": [3, 3]},
+                                   {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+                                   {"kernel_shape": [2, 3], "pads": [1, 0, 1, 1], "count_include_pad": 1},
+                                   {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1},
+                                   {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "channels_last": 1}])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_average_pool(attrs, dtype):
+    zero = 128 if dtype == np.uint8 else 0
+    x = _q(dtype, 1, 3, 7, 8) if not attrs.get("channels_last") else _q(dtype, 1, 7, 8, 3)
+    check_ms("QLinearAveragePool", [x, _s(0.05), dtype(zero + 9), _s(0.045), dtype(zero - 5)], attrs,
+             const=[1, 2, 3, 4], compiled=dtype == np.uint8 and "pads" in attrs)
+
+
+def test_qlinear_average_pool_1d():
+    check_ms("QLinearAveragePool", [_q(np.uint8, 2, 3, 9), _s(0.05), np.uint8(128), _s(0.04), np.uint8(120)],
+             {"kernel_shape": [3], "strides": [2]}, const=[1, 2, 3, 4])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("opset,axis,shape", [(13, -1, (3, 7)), (13, 1, (2, 5, 3)), (12, 1, (2, 3, 2)),
+                                              (13, -1, (2, 40))])
+def test_qlinear_softmax(dtype, opset, axis, shape):
+    y_zp = dtype(0) if dtype == np.uint8 else dtype(-128)
+    check_ms("QLinearSoftmax", [_q(dtype, *shape), _s(0.08), dtype(0), _s(1 / 256), y_zp],
+             {"opset": opset, "axis": axis}, const=[1, 2, 3, 4], compiled=opset == 13 and axis == -1 and shape[1] == 7)
+
+
+@pytest.mark.parametrize("b_dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("form", ["quantized", "float", "bias_trans", "per_column"])
+def test_qgemm(b_dtype, form):
+    m, k, n = 3, 10, 5
+    a = _q(np.uint8, m, k)
+    b = _q(b_dtype, n, k) if form == "bias_trans" else _q(b_dtype, k, n)
+    bz = b_dtype(3) if b_dtype == np.int8 else b_dtype(130)
+    b_scale, b_zp = _s(0.02), bz
+    if form == "per_column":
+        b_scale = np.linspace(0.01, 0.03, n).astype(np.float32)
+        b_zp = np.full(n, bz, dtype=b_dtype)
+    inputs = [a, _s(0.05), np.uint8(120), b, b_scale, b_zp]
+    attrs = {"alpha": 0.8}
+    if form == "bias_trans":
+        inputs.append(np.random.default_rng(3).integers(-500, 500, n).astype(np.int32))
+        attrs["transB"] = 1
+    else:
+        inputs.append(None)
+    if form != "float":
+        inputs += [_s(0.2), np.uint8(128)]
+    check_ms("QGemm", inputs, attrs, const=[1, 2, 3, 4, 5, 6, 7, 8], atol=1e-6, rtol=1e-6,
+             compiled=form == "quantized")
+
+
+@pytest.mark.parametrize("b_dtype", [np.uint8, np.int8])
+def test_matmul_integer_to_float(b_dtype):
+    a, b = _q(np.uint8, 2, 3, 8), _q(b_dtype, 8, 4)
+    bz = b_dtype(2) if b_dtype == np.int8 else b_dtype(128)
+    check_ms("MatMulIntegerToFloat", [a, b, _s(0.05), _s(0.02), np.uint8(120), bz, rand(4)], const=[1, 2, 3, 4, 5, 6],
+             compiled=b_dtype == np.int8)
+    check_ms("MatMulIntegerToFloat", [a, b, _s(0.05), np.linspace(0.01, 0.02, 4).astype(np.float32)], const=[1, 3])
+
+
+@pytest.mark.parametrize("b_dtype", [np.uint8, np.int8])
+def test_dynamic_quantize_matmul(b_dtype):
+    b = _q(b_dtype, 8, 6)
+    bz = b_dtype(0) if b_dtype == np.int8 else b_dtype(128)
+    for a in (rand(3, 8), rand(2, 3, 8, lo=0.1, hi=2.0), np.zeros((2, 8), np.float32)):
+        check_ms("DynamicQuantizeMatMul", [a, b, _s(0.03), bz, rand(6)], const=[1, 2, 3, 4],
+                 compiled=b_dtype == np.int8 and a.ndim == 2 and a.any())
+    check_ms("DynamicQuantizeMatMul", [rand(3, 8), b, np.linspace(0.01, 0.03, 6).astype(np.float32)], const=[1, 2])
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_qattention(mask):
+    b, s, d, n = 2, 4, 16, 2
+    x, w = _q(np.uint8, b, s, d), _q(np.int8, d, 3 * d)
+    inputs = [x, w, rand(3 * d), _s(0.02), _s(0.01), np.array([3, 4], np.int32) if mask else None,
+              np.uint8(128), np.int8(0)]
+    check_ms("QAttention", inputs, {"num_heads": n, "unidirectional": int(mask)}, const=[1, 2, 3, 4, 6, 7],
+             compiled=mask)

@@ -433,17 +433,24 @@ def attention(cx):
     refuse_attrs(cx, do_rotary=0, past_present_share_buffer=0)
     refuse_inputs(cx, past_sequence_length=6)
     x, w, bias = cx.input(0), cx.input(1), cx.input(2, required=False)
-    mask, past, attn_bias = cx.input(3, required=False), cx.input(4, required=False), cx.input(5, required=False)
-    n = cx.attr("num_heads")
-    b, s, _ = static_shape(cx, x)
     total_w = static_shape(cx, w, "weights")[1]
     sizes = list(cx.attr("qkv_hidden_sizes", [total_w // 3] * 3))
-    if len(sizes) != 3 or sum(sizes) != total_w or sizes[0] != sizes[1] or any(d % n for d in sizes):
-        raise cx.fail(f"qkv_hidden_sizes {sizes} do not split the weights {w.type} over {n} heads")
+    if len(sizes) != 3 or sum(sizes) != total_w:
+        raise cx.fail(f"qkv_hidden_sizes {sizes} do not split the weights {w.type}")
     qkv = cx.op("matmul", [x, w])
     if bias is not None:
         qkv = cx.op("add", [qkv, bias])
-    offs = np.cumsum([0] + sizes)
+    return attention_core(cx, qkv, sizes, cx.input(3, required=False), cx.input(4, required=False),
+                          cx.input(5, required=False))
+
+
+def attention_core(cx, qkv, sizes, mask, past, attn_bias):
+    """Attention's (and QAttention's) computation from the packed projections qkv [B, S, Q+K+V]."""
+    n = cx.attr("num_heads")
+    b, s, _ = static_shape(cx, qkv, "QKV")
+    if sizes[0] != sizes[1] or any(d % n for d in sizes):
+        raise cx.fail(f"hidden sizes {sizes} do not split over {n} heads")
+    offs = np.cumsum([0] + list(sizes))
     part = [cx.op("slice", [qkv], starts=(0, 0, int(offs[i])), ends=(b, s, int(offs[i + 1])), steps=(1, 1, 1))
             for i in range(3)]
     head, vhead = sizes[0] // n, sizes[2] // n
@@ -461,7 +468,7 @@ def attention(cx):
     total = p + s
     scale = float(cx.attr("scale", 0.0)) or 1.0 / math.sqrt(head)
     bias_m = mask_bias(cx, mask, b, s, total, p, bool(cx.attr("unidirectional", 0)),
-                       float(cx.attr("mask_filter_value", -10000.0)), x.dtype)
+                       float(cx.attr("mask_filter_value", -10000.0)), qkv.dtype)
     if attn_bias is not None:
         bias_m = attn_bias if bias_m is None else cx.op("add", [bias_m, attn_bias])
     out = merge_heads(cx, attend(cx, q, k, v, scale, bias_m))

@@ -541,3 +541,98 @@ def test_qattention(mask):
               np.uint8(128), np.int8(0)]
     check_ms("QAttention", inputs, {"num_heads": n, "unidirectional": int(mask)}, const=[1, 2, 3, 4, 6, 7],
              compiled=mask)
+
+
+def test_qembed_layer_norm():
+    b, s, h, vocab = 2, 5, 8, 11
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, vocab, (b, s)).astype(np.int32)
+    seg = rng.integers(0, 2, (b, s)).astype(np.int32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=np.int32)
+    tables = [_q(np.uint8, vocab, h), _q(np.uint8, 7, h), _q(np.uint8, 2, h), _q(np.uint8, h), _q(np.uint8, h)]
+    scales = [_s(v) for v in (0.02, 0.01, 0.03, 0.01, 0.005)]
+    zps = [np.uint8(v) for v in (128, 120, 130, 0, 128)]
+    check_ms("QEmbedLayerNormalization", [ids, seg] + tables + [mask] + scales + zps, {"epsilon": 1e-5},
+             const=list(range(2, 7)) + list(range(8, 18)), n_out=2)
+
+
+# ---- models onnxruntime's quantization tools write -------------------------------------------
+
+def _qoperator_convnet():
+    """Conv, residual Add, x * sigmoid(x), LeakyRelu, Concat, AveragePool, GlobalAveragePool, Gemm,
+    Softmax: each has a QOperator form."""
+    from onnx import TensorProto as TP
+
+    m = _Builder(1)
+    m.weight("c1", 8, 3, 3, 3), m.weight("b1", 8), m.weight("c2", 8, 8, 3, 3), m.weight("b2", 8)
+    m.weight("fw", 16, 10), m.weight("fb", 10)
+    m.node("Conv", ["x", "c1", "b1"], ["y1"], pads=[1, 1, 1, 1]), m.node("Relu", ["y1"], ["r1"])
+    m.node("Conv", ["r1", "c2", "b2"], ["y2"], pads=[1, 1, 1, 1]), m.node("Add", ["y2", "r1"], ["s2"])
+    m.node("Sigmoid", ["s2"], ["sg"]), m.node("Mul", ["s2", "sg"], ["sw"]), m.node("LeakyRelu", ["sw"], ["lr"], alpha=0.1)
+    m.node("Concat", ["lr", "r1"], ["cat"], axis=1)
+    m.node("AveragePool", ["cat"], ["ap"], kernel_shape=[2, 2], strides=[2, 2])
+    m.node("GlobalAveragePool", ["ap"], ["gp"]), m.node("Flatten", ["gp"], ["fl"])
+    m.node("Gemm", ["fl", "fw", "fb"], ["logits"]), m.node("Softmax", ["logits"], ["prob"], axis=-1)
+    return m.model([("x", TP.FLOAT, [1, 3, 8, 8])], ["prob"])
+
+
+def test_static_qoperator_model_bit_exact(tmp_path):
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Samples(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+                            for i in range(4)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    src, dst = tmp_path / "net.onnx", tmp_path / "net.q.onnx"
+    onnx.save(_qoperator_convnet(), src)
+    quantize_static(src, dst, Samples(), quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    q = onnx.load(dst)
+    assert {"QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat", "QLinearAveragePool",
+            "QLinearGlobalAveragePool", "QGemm", "QLinearSoftmax"} <= _ms_ops(q)
+    module = ember.compile(q)
+    for seed in range(3):
+        feeds = {"x": np.random.default_rng(10 + seed).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+        want = run_onnxruntime(q, feeds)
+        np.testing.assert_array_equal(run_ember(q, feeds)[0], want[0])
+        np.testing.assert_array_equal(module.run(feeds)["prob"], want[0])
+
+
+def _bert_feeds():
+    rng = np.random.default_rng(5)
+    return {"input_ids": rng.integers(0, 30, (2, 6)), "segment_ids": rng.integers(0, 2, (2, 6)),
+            "input_mask": (np.arange(6)[None] < np.array([[4], [6]])).astype(np.int64)}
+
+
+def test_dynamic_quantized_bert(tmp_path):
+    import onnx
+    from onnx import TensorProto as TP
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    onnx.save(_tiny_bert(), tmp_path / "bert.onnx")
+    # quantized, then fused by onnxruntime's extended optimizations: DynamicQuantizeMatMul,
+    # MatMulIntegerToFloat next to SkipLayerNormalization, Gelu, FusedMatMul
+    quantize_dynamic(tmp_path / "bert.onnx", tmp_path / "bert.dq.onnx", weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": TP.FLOAT})
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "bert.dq.opt.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(tmp_path / "bert.dq.onnx"), so, providers=["CPUExecutionProvider"])
+    fused = onnx.load(so.optimized_model_filepath)
+    assert {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"} <= _ms_ops(fused)
+    _compare_compiled(fused, _bert_feeds())
+    # fused by the transformer optimizer, then quantized: QAttention, QEmbedLayerNormalization
+    opt = optimize_model(str(tmp_path / "bert.onnx"), model_type="bert", num_heads=2, hidden_size=16, opt_level=0)
+    opt.save_model_to_file(str(tmp_path / "bert.opt.onnx"))
+    quantize_dynamic(tmp_path / "bert.opt.onnx", tmp_path / "bert.opt.dq.onnx", weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": TP.FLOAT})
+    q = onnx.load(tmp_path / "bert.opt.dq.onnx")
+    assert {"QAttention", "QEmbedLayerNormalization"} <= _ms_ops(q)
+    _compare_compiled(q, _bert_feeds())

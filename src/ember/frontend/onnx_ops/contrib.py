@@ -251,11 +251,13 @@ def embed_layer_norm(cx):
     output 1 is the mask index (per batch, the number of non-zero entries of the mask, int32;
     zeros without a mask), output 2 the sum before normalization."""
     refuse_attrs(cx, mask_index_type=1)
-    ids, seg = cx.input(0), cx.input(1, required=False)
-    word, pos_table = cx.input(2), cx.input(3)
-    seg_table = cx.input(4, required=False)
-    gamma, beta = cx.input(5), cx.input(6)
-    mask, pos_ids = cx.input(7, required=False), cx.input(8, required=False)
+    return embed_core(cx, cx.input(0), cx.input(1, required=False), cx.input(2), cx.input(3),
+                      cx.input(4, required=False), cx.input(5), cx.input(6), cx.input(7, required=False),
+                      cx.input(8, required=False))
+
+
+def embed_core(cx, ids, seg, word, pos_table, seg_table, gamma, beta, mask, pos_ids):
+    """EmbedLayerNormalization's outputs from its (float) tables."""
     b, s = static_shape(cx, ids, "input_ids")
     emb = cx.op("gather", [word, ids], axis=0)
     if pos_ids is None:

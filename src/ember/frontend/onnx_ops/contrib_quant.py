@@ -11,6 +11,7 @@ arithmetic of its x86 CPU kernels, bit for bit where they are deterministic.
 * QLinearAveragePool dequantizes, averages in float32 and quantizes as onnxruntime does;
   QLinearSoftmax uses onnxruntime's exponential table and its float32 row sum in order.
 
+QEmbedLayerNormalization dequantizes its tables and runs EmbedLayerNormalization's float path.
 DynamicQuantizeLSTM is not translated.
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 from ...graph.types import np_dtype
 from . import translates
 from .arith import T
-from .contrib import MS, attention_core, refuse_attrs
+from .contrib import MS, attention_core, embed_core, refuse_attrs
 from .nn import _pool_window, pool_nd
 from .quant import _integer_matmul, _requantize
 from .tensor import norm_axis, prod, reshape, static_shape
@@ -411,3 +412,26 @@ def qattention(cx):
                          None if w_zp is None else reshape(cx, w_zp, ()))
     qkv = _float_output(cx, acc, x_scale, w_scale, bias, n3)
     return attention_core(cx, qkv, [n3 // 3] * 3, mask, past, None)
+
+
+@ms("QEmbedLayerNormalization")
+def qembed_layer_norm(cx):
+    """EmbedLayerNormalization over 8-bit tables (word, position, segment embeddings, gamma,
+    beta; inputs 2-6) with their scales (inputs 8-12) and zero points (inputs 13-17), each
+    dequantized as (q - zero point) * scale in float32; outputs: the normalized sum and the
+    mask index."""
+    tables = []
+    for k in range(5):
+        q = cx.input(2 + k, required=k != 2)
+        if q is None:
+            tables.append(None)
+            continue
+        eight_bit(cx, q, f"input {2 + k}")
+        scale = reshape(cx, cx.input(8 + k), ())
+        zp = cx.input(13 + k, required=False)
+        zp = cx.scalar(0, q.dtype) if zp is None else reshape(cx, zp, ())
+        tables.append(cx.op("dequantize", [q, scale, zp]))
+    word, pos, seg, gamma, beta = tables
+    y, mask_index, _ = embed_core(cx, cx.input(0), cx.input(1, required=False), word, pos, seg, gamma, beta,
+                                  cx.input(7, required=False), None)
+    return [y, mask_index]

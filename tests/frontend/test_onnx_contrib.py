@@ -636,3 +636,22 @@ def test_dynamic_quantized_bert(tmp_path):
     q = onnx.load(tmp_path / "bert.opt.dq.onnx")
     assert {"QAttention", "QEmbedLayerNormalization"} <= _ms_ops(q)
     _compare_compiled(q, _bert_feeds())
+
+
+def test_refusals_name_what_is_missing():
+    from ember.errors import InvalidModelError
+
+    refused("FusedConv", [rand(1, 2, 4, 4), rand(2, 2, 1, 1)], {"activation": "Softplus"}, match="Softplus")
+    inputs, attrs, _ = _gqa(1, 2, 2, 2, 16, 0, 2, [1], {"smooth_softmax": 1})
+    refused("GroupQueryAttention", inputs, attrs, n_out=3, match="smooth_softmax")
+    refused("RotaryEmbedding", [rand(1, 2, 8), np.array([0], np.int64), rand(4, 4), rand(4, 4)],
+            {"is_packed_batching": 1}, match="is_packed_batching")
+    # not translated at all: named in the unsupported-op error
+    x = rand(2, 1, 3)
+    refused("DynamicQuantizeLSTM", [x, _q(np.int8, 1, 3, 8), _q(np.int8, 1, 2, 8)], {"hidden_size": 2},
+            match="DynamicQuantizeLSTM")
+    # a table needs its scales at compile time
+    model, _ = ms_model("QLinearSigmoid", [_q(np.uint8, 4), _s(0.1), np.uint8(128), _s(1 / 256), np.uint8(0)],
+                        const=[2, 3, 4])
+    with pytest.raises(InvalidModelError, match="X_scale"):
+        ember.from_onnx(model)

@@ -20,7 +20,7 @@ import numpy as np
 from ...graph.types import np_dtype
 from . import translates
 from .arith import T
-from .nn import _add_bias, convolution
+from .nn import _add_bias, convolution, gemm, matmul_values
 from .tensor import norm_axis, reshape, static_shape
 
 MS = "com.microsoft:"
@@ -104,8 +104,6 @@ def fused_conv(cx):
 def fused_gemm(cx):
     """Gemm (alpha, beta, transA, transB, C broadcast), then ``activation`` with
     activation_alpha / activation_beta / activation_gamma."""
-    from .nn import gemm
-
     return activation(cx, gemm(cx), cx.attr("activation", ""), cx.attr("activation_alpha", None),
                       cx.attr("activation_beta", None), cx.attr("activation_gamma", None))
 
@@ -114,8 +112,6 @@ def fused_gemm(cx):
 def fused_matmul(cx):
     """alpha * op(A) @ op(B): transA / transB swap the last two axes; transBatchA / transBatchB
     move the first axis to just before the last (the batch taken from the leading axis)."""
-    from .nn import matmul_values
-
     a, b = cx.input(0), cx.input(1)
 
     def prepared(v, trans, trans_batch, what):
@@ -403,6 +399,19 @@ def mask_bias(cx, mask, b: int, s: int, total: int, past: int, causal: bool, fil
     return None if out is None else out.v
 
 
+def masked_attention(cx, q, k, v, mask, attn_bias, past: int):
+    """Attention and MultiHeadAttention over [B, N, S, h] q and [B, N, P + L, h] k, v (past
+    first): the node's scale (default 1 / sqrt(h)), mask_index, unidirectional,
+    mask_filter_value and attention_bias; returns [B, S, N * hv]."""
+    b, _, s, head = q.shape
+    scale = float(cx.attr("scale", 0.0)) or 1.0 / math.sqrt(head)
+    bias = mask_bias(cx, mask, b, s, k.shape[2], past, bool(cx.attr("unidirectional", 0)),
+                     float(cx.attr("mask_filter_value", -10000.0)), q.dtype)
+    if attn_bias is not None:
+        bias = attn_bias if bias is None else cx.op("add", [bias, attn_bias])
+    return merge_heads(cx, attend(cx, q, k, v, scale, bias))
+
+
 def attend(cx, q, k, v, scale: float, bias=None):
     """softmax(scale * q @ k^T + bias) @ v over [B, N, S, head] operands (k and v may have
     fewer heads, repeated in groups)."""
@@ -467,13 +476,7 @@ def attention_core(cx, qkv, sizes, mask, past, attn_bias):
         pv = reshape(cx, cx.op("slice", [past], starts=(1, 0, 0, 0, 0), ends=pd, steps=(1,) * 5), pd[1:])
         k = cx.op("concat", [pk, k], axis=2)
         v = cx.op("concat", [pv, v], axis=2)
-    total = p + s
-    scale = float(cx.attr("scale", 0.0)) or 1.0 / math.sqrt(head)
-    bias_m = mask_bias(cx, mask, b, s, total, p, bool(cx.attr("unidirectional", 0)),
-                       float(cx.attr("mask_filter_value", -10000.0)), qkv.dtype)
-    if attn_bias is not None:
-        bias_m = attn_bias if bias_m is None else cx.op("add", [bias_m, attn_bias])
-    out = merge_heads(cx, attend(cx, q, k, v, scale, bias_m))
+    out = masked_attention(cx, q, k, v, mask, attn_bias, p)
     present = None
     if cx.output_used(1):
         present = cx.op("concat", [reshape(cx, k, (1,) + tuple(k.shape)), reshape(cx, v, (1,) + tuple(v.shape))], axis=0)
@@ -496,7 +499,7 @@ def multi_head_attention(cx):
     past_k, past_v = cx.input(6, required=False), cx.input(7, required=False)
     n = cx.attr("num_heads")
     b, s, d = static_shape(cx, q_in, "query")
-    l, dv = k_in.shape[1], v_in.shape[2]
+    dv = v_in.shape[2]
     if bias is not None:
         parts = [(0, d), (d, 2 * d), (2 * d, 2 * d + dv)]
         q_in, k_in, v_in = (cx.op("add", [t, cx.op("slice", [bias], starts=(a,), ends=(e,), steps=(1,))])
@@ -510,13 +513,7 @@ def multi_head_attention(cx):
         p = past_k.shape[2]
         k = cx.op("concat", [past_k, k], axis=2)
         v = cx.op("concat", [past_v, v], axis=2)
-    total = p + l
-    scale = float(cx.attr("scale", 0.0)) or 1.0 / math.sqrt(head)
-    bias_m = mask_bias(cx, mask, b, s, total, p, bool(cx.attr("unidirectional", 0)),
-                       float(cx.attr("mask_filter_value", -10000.0)), q_in.dtype)
-    if attn_bias is not None:
-        bias_m = attn_bias if bias_m is None else cx.op("add", [bias_m, attn_bias])
-    out = merge_heads(cx, attend(cx, q, k, v, scale, bias_m))
+    out = masked_attention(cx, q, k, v, mask, attn_bias, p)
     return [out, k if cx.output_used(1) else None, v if cx.output_used(2) else None]
 
 

@@ -20,19 +20,14 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph.types import np_dtype
-from . import translates
 from .arith import T
-from .contrib import MS, attention_core, embed_core, refuse_attrs
+from .contrib import attention_core, embed_core, ms, refuse_attrs
 from .nn import _pool_window, pool_nd
 from .quant import _integer_matmul, _requantize
 from .tensor import norm_axis, prod, reshape, static_shape
 
 _EIGHT = ("int8", "uint8")
 f32 = np.float32
-
-
-def ms(*names: str):
-    return translates(*(MS + n for n in names))
 
 
 # ---- constants and tables -----------------------------------------------------------------------

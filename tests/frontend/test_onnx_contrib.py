@@ -647,11 +647,35 @@ def test_refusals_name_what_is_missing():
     refused("RotaryEmbedding", [rand(1, 2, 8), np.array([0], np.int64), rand(4, 4), rand(4, 4)],
             {"is_packed_batching": 1}, match="is_packed_batching")
     # not translated at all: named in the unsupported-op error
-    x = rand(2, 1, 3)
-    refused("DynamicQuantizeLSTM", [x, _q(np.int8, 1, 3, 8), _q(np.int8, 1, 2, 8)], {"hidden_size": 2},
-            match="DynamicQuantizeLSTM")
+    refused("QLinearWhere", [_q(np.uint8, 4)], match="QLinearWhere")
     # a table needs its scales at compile time
     model, _ = ms_model("QLinearSigmoid", [_q(np.uint8, 4), _s(0.1), np.uint8(128), _s(1 / 256), np.uint8(0)],
                         const=[2, 3, 4])
     with pytest.raises(InvalidModelError, match="X_scale"):
         ember.from_onnx(model)
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+@pytest.mark.parametrize("w_dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("per_column", [False, True])
+def test_dynamic_quantize_lstm(direction, w_dtype, per_column):
+    seq, batch, inp, h = 3, 2, 5, 4
+    nd = 2 if direction == "bidirectional" else 1
+    w, r = _q(w_dtype, nd, inp, 4 * h), _q(w_dtype, nd, h, 4 * h)
+    shape = (nd, 4 * h) if per_column else (nd,)
+    zero = 0 if w_dtype == np.int8 else 128
+    ws, rs = np.full(shape, 0.01, np.float32), np.full(shape, 0.02, np.float32)
+    if per_column:
+        ws = ws * np.linspace(0.5, 1.5, 4 * h, dtype=np.float32)
+    wz, rz = np.full(shape, zero, w_dtype), np.full(shape, zero, w_dtype)
+    inputs = [rand(seq, batch, inp), w, r, rand(nd, 8 * h), None, rand(nd, batch, h), rand(nd, batch, h), None,
+              ws, wz, rs, rz]
+    model, feeds = ms_model("DynamicQuantizeLSTM", inputs, {"hidden_size": h, "direction": direction},
+                            const=[1, 2, 3, 8, 9, 10, 11], n_out=3)
+    # onnxruntime quantizes the hidden state of each batch row on its own when it has a thread per row
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = batch
+    want = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert_same(run_ember(model, feeds), want, 1e-5, 1e-5)
+    if direction == "forward" and w_dtype == np.int8 and not per_column:
+        assert_same(list(ember.compile(model, cflags=("-O1",)).run(feeds).values()), want, 1e-5, 1e-5)

@@ -11,8 +11,8 @@ arithmetic of its x86 CPU kernels, bit for bit where they are deterministic.
 * QLinearAveragePool dequantizes, averages in float32 and quantizes as onnxruntime does;
   QLinearSoftmax uses onnxruntime's exponential table and its float32 row sum in order.
 
-QEmbedLayerNormalization dequantizes its tables and runs EmbedLayerNormalization's float path.
-DynamicQuantizeLSTM is not translated.
+QEmbedLayerNormalization dequantizes its tables and runs EmbedLayerNormalization's float path;
+DynamicQuantizeLSTM is LSTM whose two products quantize their float operand dynamically.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .arith import T
 from .contrib import attention_core, embed_core, ms, refuse_attrs
 from .nn import _pool_window, pool_nd
 from .quant import _integer_matmul, _requantize
+from .rnn import _Cell, lstm_cell
 from .tensor import norm_axis, prod, reshape, static_shape
 
 _EIGHT = ("int8", "uint8")
@@ -365,13 +366,14 @@ def matmul_integer_to_float(cx):
     return _float_output(cx, acc, a_scale, b_scale, bias, n)
 
 
-def dynamic_quantize(cx, x):
-    """onnxruntime's dynamic quantization of a float tensor to uint8: the range [min(x, 0),
-    max(x, 0)] over 255 steps (scale 1 when it is empty), zero point round(0 - min / scale)
-    clamped to [0, 255]; returns (q, scale, zero point)."""
-    axes = tuple(range(x.type.rank))
-    lo = T(cx, cx.op("reduce_min", [x], axes=axes, keepdims=False)).min(0.0)
-    hi = T(cx, cx.op("reduce_max", [x], axes=axes, keepdims=False)).max(0.0)
+def dynamic_quantize(cx, x, per_row: bool = False):
+    """onnxruntime's dynamic quantization of a float tensor (of each row of a 2-D one with
+    ``per_row``) to uint8: the range [min(x, 0), max(x, 0)] over 255 steps (scale 1 when it is
+    empty), zero point round(0 - min / scale) clamped to [0, 255]; returns (q, scale, zero
+    point), the parameters scalars or [rows, 1]."""
+    axes = (1,) if per_row else tuple(range(x.type.rank))
+    lo = T(cx, cx.op("reduce_min", [x], axes=axes, keepdims=per_row)).min(0.0)
+    hi = T(cx, cx.op("reduce_max", [x], axes=axes, keepdims=per_row)).max(0.0)
     scale = (hi.eq(lo)).where(T(cx, cx.scalar(1.0, "float32")), (hi - lo) / 255.0)
     zp = (T(cx, cx.scalar(0.0, "float32")) - lo / scale).clip(0.0, 255.0).unary("round").cast("uint8")
     return cx.op("quantize", [x, scale.v, zp.v]), scale.v, zp.v
@@ -430,3 +432,52 @@ def qembed_layer_norm(cx):
     y, mask_index, _ = embed_core(cx, cx.input(0), cx.input(1, required=False), word, pos, seg, gamma, beta,
                                   cx.input(7, required=False), None)
     return [y, mask_index]
+
+
+class _QuantizedCell(_Cell):
+    """An LSTM cell whose weights are 8-bit, [directions, K, 4 * hidden] (K the input or hidden
+    size), with per-direction or per-column scales and zero points: each product quantizes its
+    float operand dynamically, as onnxruntime does -- all of X at once, the hidden state at every
+    step row by row -- and scales the integer product back to float."""
+
+    def check_weights(self, nd: int) -> None:
+        cx, gh = self.cx, self.gates * self.h
+        for v, k, what in ((self.w, self.input_size, "W"), (self.r, self.h, "R")):
+            eight_bit(cx, v, what)
+            if tuple(v.shape) != (nd, k, gh):
+                raise cx.fail(f"{what} {v.type} must be [{nd}, {k}, {gh}]")
+        self.params = {}
+        for what, si, zi in (("W", 8, 9), ("R", 10, 11)):
+            scale, zp = cx.input(si), cx.input(zi)
+            if tuple(scale.shape) not in ((nd,), (nd, gh)) or tuple(zp.shape) != tuple(scale.shape):
+                raise cx.fail(f"{what}_scale {scale.type} and {what}_zero_point {zp.type} must be [{nd}] or [{nd}, {gh}]")
+            self.params[what] = (scale, zp)
+
+    def _product(self, v, d: int, which: str, per_row: bool):
+        cx = self.cx
+        weight = self.take(self.w if which == "W" else self.r, d)
+        scale, zp = (self.take(p, d) for p in self.params[which])
+        q, a_scale, a_zp = dynamic_quantize(cx, v, per_row)
+        acc = _integer_matmul(cx, q, weight, reshape(cx, a_zp, (v.shape[0],)) if per_row else a_zp, zp)
+        return cx.op("mul", [cx.op("cast", [acc], to="float32"), cx.op("mul", [a_scale, scale])])
+
+    def input_product(self, x2, d: int):
+        return self._product(x2, d, "W", False)
+
+    def recurrent_product(self, h, d: int, rt):
+        # onnxruntime splits the batch over its threads and quantizes each part on its own: one
+        # row each while the batch is no larger than its thread count
+        return self._product(h, d, "R", True)
+
+
+@ms("DynamicQuantizeLSTM")
+def dynamic_quantize_lstm(cx):
+    """LSTM (inputs X, W, R, B, sequence_lens, initial_h, initial_c, P as LSTM's, but W and R are
+    8-bit [directions, K, 4 * hidden]) with W_scale, W_zero_point, R_scale, R_zero_point (inputs
+    8-11).  sequence_lens is refused (onnxruntime's ranges then take in the finished rows).
+    onnxruntime quantizes the hidden state of each part of the batch its threads share: this is
+    its result where every part is one row (batch 1, or no larger than its thread count); with
+    fewer threads than rows, it differs by quantization steps."""
+    if cx.has_input(4):
+        raise cx.unsupported("input 4 'sequence_lens'")
+    return lstm_cell(cx, _QuantizedCell(cx, 4, ["Sigmoid", "Tanh", "Tanh"]))

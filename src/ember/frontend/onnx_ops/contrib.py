@@ -583,7 +583,9 @@ def group_query_attention(cx):
     # ``window`` of them (onnxruntime 1.2x's CPU kernel)
     qpos = past_b.reshape((b, 1, 1, 1)) + cx.const(i.reshape(1, 1, s, 1))
     kpos = T(cx, cx.const(np.arange(tlen, dtype=np.int32).reshape(1, 1, 1, tlen)))
-    visible = kpos <= qpos
+    # (and none past its own length: onnxruntime leaves the rows of a padded prompt past a
+    # batch's length undefined; here they see that batch's keys)
+    visible = (kpos <= qpos) & (kpos < total_b.reshape((b, 1, 1, 1)))
     window = cx.attr("local_window_size", -1)
     if window > 0:
         visible = visible & (kpos > qpos - window)

@@ -8,7 +8,8 @@ arithmetic of its x86 CPU kernels, bit for bit where they are deterministic.
   the target's FMA contraction.  Their scales and zero points must be constants.
 * QLinearGlobalAveragePool and QGemm / MatMulIntegerToFloat / DynamicQuantizeMatMul / QAttention
   are integer accumulations brought back with ``requantize`` (or a float scale and bias).
-* QLinearAveragePool dequantizes, averages in float32 and quantizes as onnxruntime does;
+* QLinearAveragePool dequantizes, sums each window tap by tap in onnxruntime's order and divides
+  by its count;
   QLinearSoftmax uses onnxruntime's exponential table and its float32 row sum in order.
 
 QEmbedLayerNormalization dequantizes its tables and runs EmbedLayerNormalization's float path;
@@ -20,9 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph.types import np_dtype
+from ...ops.nn import conv_out_dim
 from .arith import T
 from .contrib import attention_core, embed_core, ms, refuse_attrs
-from .nn import _pool_window, pool_nd
+from .nn import _pool_window
 from .quant import _integer_matmul, _requantize
 from .rnn import _Cell, lstm_cell
 from .tensor import norm_axis, prod, reshape, static_shape
@@ -226,19 +228,54 @@ def qlinear_global_average_pool(cx):
 
 @ms("QLinearAveragePool")
 def qlinear_average_pool(cx):
-    """x_scale * (x - zx) in float32, averaged over each window (count_include_pad as given),
-    then saturate(round_half_even(avg / y_scale + zy)) -- the zero point added before rounding,
-    as onnxruntime's kernel does."""
+    """onnxruntime's kernel: x_scale * (x - zx) in float32, summed over each window's taps inside
+    the input in row-major order from 0, divided by the window's size (count_include_pad: the
+    whole kernel, even where a ceil_mode window runs past the padding; else the taps inside),
+    then saturate(round_half_even(avg / y_scale + zy)) -- the zero point added before
+    rounding.  The taps are added one after the other, so the sums are onnxruntime's to the
+    bit.  1-D and 2-D; dilations refused."""
     x, back = _channels_first(cx, cx.input(0))
     dt = eight_bit(cx, x, "X")
     sx, zx = f32(scalar_param(cx, 1, "x_scale")), int(scalar_param(cx, 2, "x_zero_point", dt))
     sy, zy = f32(scalar_param(cx, 3, "y_scale")), int(scalar_param(cx, 4, "y_zero_point", dt))
-    deq = lookup(cx, x, f32(sx * (values(dt) - zx).astype(f32)))
+    dims = static_shape(cx, x)
     kernel, strides, pads, dil, ceil_mode = _pool_window(cx, x)
-    avg = pool_nd(cx, "avg_pool2d", deq, kernel, strides, pads, dil, ceil_mode, bool(cx.attr("count_include_pad", 0)))
+    nsp = len(kernel)
+    if nsp > 2:
+        raise cx.unsupported(f"{nsp}-D pooling (1-D and 2-D only)")
+    if any(d != 1 for d in dil):
+        raise cx.unsupported(f"dilations {list(dil)}")
+    deq = lookup(cx, x, f32(sx * (values(dt) - zx).astype(f32)))
+    if nsp == 1:
+        deq = reshape(cx, deq, (dims[0], dims[1], 1, dims[2]))
+        kernel, strides, pads = [1, kernel[0]], [1, strides[0]], [0, pads[0], 0, pads[1]]
+    n, c, h, w = deq.shape
+    out = [conv_out_dim(size, k, st, pads[a], pads[a + 2], 1, ceil_mode)
+           for a, (size, k, st) in enumerate(zip((h, w), kernel, strides))]
+    ends = [max(pads[a + 2], (out[a] - 1) * strides[a] + kernel[a] - (size + pads[a]))
+            for a, size in enumerate((h, w))]
+    padded = cx.op("pad", [deq], pads=(0, 0, pads[0], pads[1], 0, 0, ends[0], ends[1]), value=0.0)
+    acc = None
+    for kh in range(kernel[0]):
+        for kw in range(kernel[1]):
+            tap = cx.op("slice", [padded], starts=(0, 0, kh, kw),
+                        ends=(n, c, kh + (out[0] - 1) * strides[0] + 1, kw + (out[1] - 1) * strides[1] + 1),
+                        steps=(1, 1, strides[0], strides[1]))
+            acc = tap if acc is None else cx.op("add", [acc, tap])
+    if cx.attr("count_include_pad", 0):
+        count = np.full(out, kernel[0] * kernel[1], dtype=f32)
+    else:
+        spans = []
+        for a, size in enumerate((h, w)):
+            start = np.arange(out[a]) * strides[a] - pads[a]
+            spans.append(np.minimum(start + kernel[a], size) - np.maximum(start, 0))
+        count = np.multiply.outer(spans[0], spans[1]).astype(f32)
+    avg = T(cx, acc) / cx.const(count.reshape(1, 1, *out))
     info = np.iinfo(np_dtype(dt))
-    v = (T(cx, avg) / float(sy) + float(zy)).unary("round")
+    v = (avg / float(sy) + float(zy)).unary("round")
     y = cx.op("cast", [cx.op("clip", [v.v], lo=float(info.min), hi=float(info.max))], to=dt)
+    if nsp == 1:
+        y = reshape(cx, y, (n, c, out[1]))
     return y if back is None else cx.op("transpose", [y], perm=back)
 
 

@@ -696,3 +696,38 @@ def test_dynamic_quantize_lstm(direction, w_dtype, per_column):
     assert_same(run_ember(model, feeds), want, 1e-5, 1e-5)
     if direction == "forward" and w_dtype == np.int8 and not per_column:
         assert_same(list(ember.compile(model, cflags=("-O1",)).run(feeds).values()), want, 1e-5, 1e-5)
+
+
+def test_symbolic_batch_and_sequence():
+    # EmbedLayerNormalization's mask index feeding Attention, over [batch, seq] inputs: one
+    # compile, run at several sizes
+    from onnx import TensorProto as TP
+    from onnx import numpy_helper
+
+    from ember.graph.interpreter import run_graph
+
+    h, vocab, heads = 8, 13, 2
+    rng = np.random.default_rng(9)
+    w = {"word": rand(vocab, h), "pos": rand(16, h), "seg": rand(2, h), "gamma": rand(h), "beta": rand(h),
+         "qkv_w": rand(h, 3 * h, lo=-0.5, hi=0.5), "qkv_b": rand(3 * h)}
+    nodes = [helper.make_node("EmbedLayerNormalization", ["ids", "segs", "word", "pos", "seg", "gamma", "beta", "mask"],
+                              ["emb", "mask_index"], domain=MS, epsilon=1e-5),
+             helper.make_node("Attention", ["emb", "qkv_w", "qkv_b", "mask_index"], ["y"], domain=MS, num_heads=heads,
+                              unidirectional=1)]
+    g = helper.make_graph(nodes, "dyn", [helper.make_tensor_value_info(n, TP.INT32, ["batch", "seq"])
+                                         for n in ("ids", "segs", "mask")],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)],
+                          [numpy_helper.from_array(a, n) for n, a in w.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    model.ir_version = 8
+    graph = ember.from_onnx(model)
+    assert graph.bounds == {"seq": 16}                        # the position table's length
+    module = ember.compile(model, bounds={"batch": 4}, cflags=("-O1",))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for b, s in [(1, 3), (2, 7), (4, 16)]:
+        lengths = rng.integers(1, s + 1, (b, 1))
+        feeds = {"ids": rng.integers(0, vocab, (b, s)).astype(np.int32), "segs": rng.integers(0, 2, (b, s)).astype(np.int32),
+                 "mask": (np.arange(s)[None] < lengths).astype(np.int32)}
+        want = sess.run(None, feeds)
+        assert_same([np.asarray(a) for a in run_graph(graph, feeds)], want, 1e-5, 1e-5)
+        assert_same(list(module.run(feeds).values()), want, 1e-5, 1e-5)

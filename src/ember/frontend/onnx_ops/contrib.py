@@ -254,10 +254,14 @@ def embed_layer_norm(cx):
 
 def embed_core(cx, ids, seg, word, pos_table, seg_table, gamma, beta, mask, pos_ids):
     """EmbedLayerNormalization's outputs from its (float) tables."""
-    b, s = static_shape(cx, ids, "input_ids")
+    if ids.type.rank != 2:
+        raise cx.fail(f"input_ids must be [batch, sequence], got {ids.type}")
+    b, s = ids.shape
     emb = cx.op("gather", [word, ids], axis=0)
     if pos_ids is None:
-        pos = cx.op("slice", [pos_table], starts=(0, 0), ends=(s, pos_table.shape[1]), steps=(1, 1))
+        if not cx.assume_at_most(s, pos_table.shape[0], "position_embedding"):
+            raise cx.fail(f"{s} tokens need more positions than position_embedding {pos_table.type} has")
+        pos = cx.op("gather", [pos_table, iota(cx, s)], axis=0)
         emb = cx.op("add", [emb, reshape(cx, pos, (1, s, pos_table.shape[1]))])
     else:
         emb = cx.op("add", [emb, cx.op("gather", [pos_table, pos_ids], axis=0)])
@@ -267,7 +271,7 @@ def embed_core(cx, ids, seg, word, pos_table, seg_table, gamma, beta, mask, pos_
         emb = cx.op("add", [emb, cx.op("gather", [seg_table, seg], axis=0)])
     y = _layer_norm(cx, emb, gamma, beta, float(cx.attr("epsilon", 1e-12)))
     if mask is None:
-        mask_index = cx.const(np.zeros((b,), dtype=np.int32), "int32")
+        mask_index = cx.op("arange", [], length=b, start=0, delta=0, dtype="int32")
     else:
         nz = cx.op("cast", [cx.op("not_equal", [mask, cx.scalar(0, mask.dtype)])], to="int32")
         mask_index = cx.op("reduce_sum", [nz], axes=(1,), keepdims=False)
@@ -364,24 +368,31 @@ def merge_heads(cx, v):
     return reshape(cx, cx.op("transpose", [v], perm=(0, 2, 1, 3)), (b, s, n * h))
 
 
-def mask_bias(cx, mask, b: int, s: int, total: int, past: int, causal: bool, fill: float, dtype: str):
+def iota(cx, n, dtype: str = "int32"):
+    """0, 1, ..., n - 1 (n may be symbolic)."""
+    if isinstance(n, int):
+        return cx.const(np.arange(n, dtype=np_dtype(dtype)), dtype)
+    return cx.op("arange", [], length=n, dtype=dtype)
+
+
+def mask_bias(cx, mask, b, s, total, past: int, causal: bool, fill: float, dtype: str):
     """The additive mask of onnxruntime's attention kernels, [B or 1, 1, S, T], or None: ``fill``
     where a key is masked out (by mask_index: 1-D end positions [B] or end and start positions
     [2B], a 2-D [B, T] or 3-D [B, S, T] raw mask of 0/1), and -inf where it lies after the
     query (``causal``, query s at position ``past`` + s): onnxruntime's softmax leaves those
-    keys out, so a row whose every visible key is masked spreads its weight over them."""
+    keys out, so a row whose every visible key is masked spreads its weight over them.  B, S
+    and T may be symbolic."""
     masked = None
-    j = np.arange(total, dtype=np.int32)
+    j = T(cx, reshape(cx, iota(cx, total), (1, 1, 1, total)))
     if mask is not None:
         r = mask.type.rank
         m32 = mask if mask.dtype == "int32" else cx.op("cast", [mask], to="int32")
         if r == 1 and mask.shape[0] in (b, 2 * b):
-            pos = T(cx, cx.const(j.reshape(1, 1, 1, total)))
             end = T(cx, reshape(cx, cx.op("slice", [m32], starts=(0,), ends=(b,), steps=(1,)), (b, 1, 1, 1)))
-            out = pos >= end
-            if mask.shape[0] == 2 * b:
+            out = j >= end
+            if mask.shape[0] == 2 * b and mask.shape[0] != b:
                 start = T(cx, reshape(cx, cx.op("slice", [m32], starts=(b,), ends=(2 * b,), steps=(1,)), (b, 1, 1, 1)))
-                out = out | (pos < start)
+                out = out | (j < start)
             masked = out
         elif r == 2 and tuple(mask.shape) == (b, total):
             masked = T(cx, reshape(cx, m32, (b, 1, 1, total))) <= 0
@@ -393,9 +404,9 @@ def mask_bias(cx, mask, b: int, s: int, total: int, past: int, causal: bool, fil
     out = None if masked is None else masked.where(cx.scalar(fill, dtype), zero)
     if causal:
         # keys after the query get no weight at all, whatever the mask says of the others
-        after = j.reshape(1, total) > (np.arange(s).reshape(s, 1) + past)
-        c = cx.const(np.where(after, -np.inf, 0).astype(np_dtype(dtype)).reshape(1, 1, s, total))
-        out = T(cx, c) if out is None else out + c
+        i = T(cx, reshape(cx, iota(cx, s), (1, 1, s, 1))) + past
+        c = (j > i).where(cx.scalar(-np.inf, dtype), zero)
+        out = c if out is None else out + c
     return None if out is None else out.v
 
 
@@ -458,7 +469,9 @@ def attention(cx):
 def attention_core(cx, qkv, sizes, mask, past, attn_bias):
     """Attention's (and QAttention's) computation from the packed projections qkv [B, S, Q+K+V]."""
     n = cx.attr("num_heads")
-    b, s, _ = static_shape(cx, qkv, "QKV")
+    if qkv.type.rank != 3:
+        raise cx.fail(f"input must be [batch, sequence, hidden], got {qkv.type}")
+    b, s, _ = qkv.shape
     if sizes[0] != sizes[1] or any(d % n for d in sizes):
         raise cx.fail(f"hidden sizes {sizes} do not split over {n} heads")
     offs = np.cumsum([0] + list(sizes))
@@ -498,8 +511,7 @@ def multi_head_attention(cx):
     bias, mask, attn_bias = cx.input(3, required=False), cx.input(4, required=False), cx.input(5, required=False)
     past_k, past_v = cx.input(6, required=False), cx.input(7, required=False)
     n = cx.attr("num_heads")
-    b, s, d = static_shape(cx, q_in, "query")
-    dv = v_in.shape[2]
+    d, dv = q_in.shape[2], v_in.shape[2]
     if bias is not None:
         parts = [(0, d), (d, 2 * d), (2 * d, 2 * d + dv)]
         q_in, k_in, v_in = (cx.op("add", [t, cx.op("slice", [bias], starts=(a,), ends=(e,), steps=(1,))])

@@ -731,3 +731,13 @@ def test_symbolic_batch_and_sequence():
         want = sess.run(None, feeds)
         assert_same([np.asarray(a) for a in run_graph(graph, feeds)], want, 1e-5, 1e-5)
         assert_same(list(module.run(feeds).values()), want, 1e-5, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+def test_contrib_quantize_dequantize_linear(dtype):
+    x = rand(2, 3, 4, lo=-3, hi=3)
+    zero = dtype(np.iinfo(dtype).max // 2 + 1) if np.iinfo(dtype).min == 0 else dtype(-3)
+    check_ms("QuantizeLinear", [x, _s(0.02), zero], const=[1, 2])
+    check_ms("QuantizeLinear", [x, np.array([0.01, 0.02, 0.03], np.float32), np.full(3, zero, dtype)], {"axis": 1},
+             const=[1, 2])
+    check_ms("DequantizeLinear", [_q(dtype, 2, 3, 4), _s(0.02), zero], const=[1, 2])

@@ -25,7 +25,7 @@ from ...ops.nn import conv_out_dim
 from .arith import T
 from .contrib import attention_core, embed_core, ms, refuse_attrs
 from .nn import _pool_window
-from .quant import _integer_matmul, _requantize
+from .quant import _integer_matmul, _requantize, dequantize_linear, quantize_linear
 from .rnn import _Cell, lstm_cell
 from .tensor import norm_axis, prod, reshape, static_shape
 
@@ -518,3 +518,9 @@ def dynamic_quantize_lstm(cx):
     if cx.has_input(4):
         raise cx.unsupported("input 4 'sequence_lens'")
     return lstm_cell(cx, _QuantizedCell(cx, 4, ["Sigmoid", "Tanh", "Tanh"]))
+
+
+# onnxruntime's own QuantizeLinear / DequantizeLinear (its quantizer writes them for 16-bit and
+# 4-bit types, or when asked to): ONNX's, with the same inputs and ``axis``
+ms("QuantizeLinear")(quantize_linear)
+ms("DequantizeLinear")(dequantize_linear)

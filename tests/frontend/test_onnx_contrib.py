@@ -741,3 +741,32 @@ def test_contrib_quantize_dequantize_linear(dtype):
     check_ms("QuantizeLinear", [x, np.array([0.01, 0.02, 0.03], np.float32), np.full(3, zero, dtype)], {"axis": 1},
              const=[1, 2])
     check_ms("DequantizeLinear", [_q(dtype, 2, 3, 4), _s(0.02), zero], const=[1, 2])
+
+
+def _pack(codes, bits):
+    """Codes [..., n] packed low bits first into bytes [..., n * bits / 8]."""
+    per = 8 // bits
+    c = codes.reshape(*codes.shape[:-1], -1, per).astype(np.uint8)
+    return np.bitwise_or.reduce(c << (np.arange(per, dtype=np.uint8) * bits), axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("bits", [4, 8, 2])
+@pytest.mark.parametrize("zp_form", ["none", "packed", "float"])
+def test_matmul_nbits(bits, zp_form):
+    if bits == 8 and zp_form == "float":
+        return  # onnxruntime's CPU kernel refuses float zero points for 8-bit codes
+    k, n, block = 40, 6, 16                    # K not a multiple of the block: the last block is padded
+    blocks = -(-k // block)
+    rng = np.random.default_rng(bits)
+    codes = rng.integers(0, 1 << bits, (n, blocks, block))
+    scales = rng.uniform(0.01, 0.1, n * blocks).astype(np.float32)
+    zp = None
+    if zp_form == "packed":
+        zcodes = rng.integers(0, 1 << bits, (n, blocks))
+        row = -(-blocks * bits // 8) * (8 // bits)
+        zp = _pack(np.pad(zcodes, ((0, 0), (0, row - blocks))), bits).reshape(-1)
+    elif zp_form == "float":
+        zp = rng.uniform(0, (1 << bits) - 1, n * blocks).astype(np.float32)
+    inputs = [rand(2, 3, k), _pack(codes, bits), scales, zp, None, rand(n)]
+    check_ms("MatMulNBits", inputs, {"K": k, "N": n, "bits": bits, "block_size": block}, const=[1, 2, 3],
+             compiled=bits == 4 and zp_form == "packed")

@@ -524,3 +524,43 @@ def dynamic_quantize_lstm(cx):
 # 4-bit types, or when asked to): ONNX's, with the same inputs and ``axis``
 ms("QuantizeLinear")(quantize_linear)
 ms("DequantizeLinear")(dequantize_linear)
+
+
+@ms("MatMulNBits")
+def matmul_nbits(cx):
+    """A [..., K] times B^T, B [N, K] block-quantized along K: inputs A, B (uint8 [N, blocks,
+    block_size * bits / 8], codes packed low bits first), scales ([N * blocks] or [N, blocks]),
+    zero_points (packed like B, one row per column, or of A's type; default 2^(bits-1)), g_idx
+    (refused), bias; attributes K, N, bits (2, 4 or 8), block_size.  The constant B is
+    dequantized at compile time, (code - zero point) * scale, and the product is a float matmul:
+    onnxruntime's result for accuracy_level 0 (the default); at accuracy_level 4 onnxruntime
+    quantizes A to int8 and is less exact than this."""
+    if cx.has_input(4):
+        raise cx.unsupported("input 4 'g_idx'")
+    a = cx.input(0)
+    k, n, bits, block = cx.attr("K"), cx.attr("N"), cx.attr("bits", 4), cx.attr("block_size")
+    if bits not in (2, 4, 8) or block < 16 or block & (block - 1):
+        raise cx.unsupported(f"bits={bits}, block_size={block}")
+    blocks = -(-k // block)
+    packed = cx.const_input(1, "B", required=True)
+    if packed.dtype != np.uint8 or packed.shape != (n, blocks, block * bits // 8):
+        raise cx.fail(f"B {packed.dtype}{list(packed.shape)} must be uint8 [{n}, {blocks}, {block * bits // 8}]")
+    per_byte = 8 // bits
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
+    codes = ((packed[..., None] >> shifts) & ((1 << bits) - 1)).reshape(n, blocks, block).astype(np.int32)
+    scales = cx.const_input(2, "scales", required=True).reshape(n, blocks, 1)
+    zp = cx.const_input(3, "zero_points")
+    if zp is None:
+        zp = np.full((n, blocks, 1), 1 << (bits - 1), dtype=np.int32)
+    elif zp.dtype == np.uint8 and zp.size != n * blocks or zp.dtype == np.uint8 and bits < 8:
+        row = -(-blocks * bits // 8)
+        zp = zp.reshape(n, row)
+        zp = ((zp[..., None] >> shifts) & ((1 << bits) - 1)).reshape(n, row * per_byte)[:, :blocks]
+        zp = zp.reshape(n, blocks, 1).astype(np.int32)
+    else:
+        zp = zp.reshape(n, blocks, 1)
+    sdt = scales.dtype
+    w = ((codes.astype(sdt) - zp.astype(sdt)) * scales).astype(sdt).reshape(n, blocks * block)[:, :k]
+    y = cx.op("matmul", [a, cx.const(np.ascontiguousarray(w.T).astype(np_dtype(a.dtype)))])
+    bias = cx.input(5, required=False)
+    return y if bias is None else cx.op("add", [y, bias])

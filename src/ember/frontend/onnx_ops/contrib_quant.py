@@ -552,7 +552,7 @@ def matmul_nbits(cx):
     zp = cx.const_input(3, "zero_points")
     if zp is None:
         zp = np.full((n, blocks, 1), 1 << (bits - 1), dtype=np.int32)
-    elif zp.dtype == np.uint8 and zp.size != n * blocks or zp.dtype == np.uint8 and bits < 8:
+    elif zp.dtype == np.uint8:                 # packed like B, each column's row padded to whole bytes
         row = -(-blocks * bits // 8)
         zp = zp.reshape(n, row)
         zp = ((zp[..., None] >> shifts) & ((1 << bits) - 1)).reshape(n, row * per_byte)[:, :blocks]

@@ -229,6 +229,14 @@ def test_multi_head_attention(form):
     check_ms("MultiHeadAttention", inputs, attrs, n_out=n_out, compiled=form == "bias_mask")
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_multi_head_attention_bnsh_key_value(bias):
+    b, s, l, d, n = 2, 3, 5, 8, 2
+    inputs = [rand(b, s, d), rand(b, n, l, d // n), rand(b, n, l, d // n), rand(3 * d) if bias else None,
+              np.array([[1, 1, 1, 0, 1], [1, 1, 1, 1, 0]], np.int32)]
+    check_ms("MultiHeadAttention", inputs, {"num_heads": n})
+
+
 def test_multi_head_attention_refuses_packed():
     refused("MultiHeadAttention", [rand(2, 3, 2, 3, 4)], {"num_heads": 2}, match="packed")
 

@@ -5,7 +5,8 @@ of onnxruntime's CPU kernels.
 Fused forms: FusedConv, FusedGemm, FusedMatMul, Gelu, BiasGelu, FastGelu, QuickGelu, BiasAdd,
 SkipLayerNormalization, SimplifiedLayerNormalization, SkipSimplifiedLayerNormalization,
 EmbedLayerNormalization, RotaryEmbedding, Attention, MultiHeadAttention, GroupQueryAttention.
-The QOperator quantized forms live in :mod:`.contrib_quant`.
+The quantized ops (the QOperator forms, the dynamically quantized products, MatMulNBits) live
+in :mod:`.contrib_quant`.
 
 What each translation supports is stated where it is defined; an input, output or attribute
 outside it is refused with an UnsupportedOpError naming it, never approximated.
@@ -498,26 +499,32 @@ def attention_core(cx, qkv, sizes, mask, past, attn_bias):
 
 @ms("MultiHeadAttention")
 def multi_head_attention(cx):
-    """Query [B, S, D], key [B, L, D], value [B, L, Dv] (with the optional bias [D + D + Dv]),
+    """Query [B, S, D], key [B, L, D] and value [B, L, Dv] (or both already split into heads,
+    [B, N, L, h], the bias then added to the query only) with the optional bias [D + D + Dv],
     key_padding_mask ([B] end positions, [B, L + P] or [B, S, L + P] 0/1), attention_bias,
     past_key / past_value [B, N, P, h] with outputs present_key / present_value, unidirectional,
-    scale, mask_filter_value.  Refused: packed QKV or KV, key and value given as [B, N, L, h],
-    past_sequence_length, cache_indirection, the qk output."""
+    scale, mask_filter_value.  Refused: packed QKV or KV, past_sequence_length,
+    cache_indirection, the qk output."""
     refuse_inputs(cx, past_sequence_length=8, cache_indirection=9)
     refuse_outputs(cx, qk=3)
     q_in, k_in, v_in = cx.input(0), cx.input(1, required=False), cx.input(2, required=False)
-    if k_in is None or v_in is None or q_in.type.rank != 3 or k_in.type.rank != 3 or v_in.type.rank != 3:
-        raise cx.unsupported("packed QKV / KV or [B, N, L, h] key and value (3-D query, key and value only)")
+    if k_in is None or v_in is None or q_in.type.rank != 3 or k_in.type.rank != v_in.type.rank or \
+            k_in.type.rank not in (3, 4):
+        raise cx.unsupported("packed QKV / KV (3-D query, and 3-D or [B, N, L, h] key and value only)")
     bias, mask, attn_bias = cx.input(3, required=False), cx.input(4, required=False), cx.input(5, required=False)
     past_k, past_v = cx.input(6, required=False), cx.input(7, required=False)
     n = cx.attr("num_heads")
-    d, dv = q_in.shape[2], v_in.shape[2]
+    projected = k_in.type.rank == 4            # key and value already split into heads
+    d = q_in.shape[2]
+    dv = v_in.shape[1] * v_in.shape[3] if projected else v_in.shape[2]
     if bias is not None:
         parts = [(0, d), (d, 2 * d), (2 * d, 2 * d + dv)]
         q_in, k_in, v_in = (cx.op("add", [t, cx.op("slice", [bias], starts=(a,), ends=(e,), steps=(1,))])
+                            if not (projected and t is not q_in) else t
                             for t, (a, e) in zip((q_in, k_in, v_in), parts))
     head, vhead = d // n, dv // n
-    q, k, v = heads(cx, q_in, n, head), heads(cx, k_in, n, head), heads(cx, v_in, n, vhead)
+    q = heads(cx, q_in, n, head)
+    k, v = (k_in, v_in) if projected else (heads(cx, k_in, n, head), heads(cx, v_in, n, vhead))
     p = 0
     if (past_k is None) != (past_v is None):
         raise cx.fail("past_key and past_value are given together or not at all")

@@ -21,7 +21,7 @@ import numpy as np
 from ...graph.types import np_dtype
 from . import translates
 from .arith import T
-from .nn import _add_bias, convolution, gemm, matmul_values
+from .nn import _add_bias, _normalize, convolution, gemm, matmul_values
 from .tensor import norm_axis, reshape, static_shape
 
 MS = "com.microsoft:"
@@ -208,26 +208,31 @@ def _layer_norm(cx, x, gamma, beta, eps: float):
 
 @ms("SkipLayerNormalization")
 def skip_layer_norm(cx):
-    """LayerNormalization over the last axis of input + skip (+ bias); output 3 is that sum.
-    onnxruntime's CPU kernel leaves outputs 1 and 2 (mean, inv_std_var) unset: refused."""
-    refuse_outputs(cx, mean=1, inv_std_var=2)
+    """LayerNormalization over the last axis of input + skip (+ bias); outputs 1 and 2 are the
+    mean and 1 / sqrt(variance + epsilon) per row ([..., 1]), output 3 the sum."""
     x, skip, gamma = cx.input(0), cx.input(1), cx.input(2)
     beta, bias = cx.input(3, required=False), cx.input(4, required=False)
     s = _skip_sum(cx, x, skip, bias)
-    y = _layer_norm(cx, s, gamma, beta, float(cx.attr("epsilon", 1e-12)))
-    return [y, None, None, s]
+    eps = float(cx.attr("epsilon", 1e-12))
+    y = _layer_norm(cx, s, gamma, beta, eps)
+    mean = inv = None
+    if cx.output_used(1) or cx.output_used(2):
+        _, mean, inv = _normalize(cx, s, (s.type.rank - 1,), eps)
+    return [y, mean, inv, s]
 
 
 @ms("SkipSimplifiedLayerNormalization")
 def skip_simplified_layer_norm(cx):
-    """RMS normalization over the last axis of input + skip (+ bias), times gamma; output 3 is
-    the sum.  Outputs 1 and 2 (mean, inv_std_var) are refused, as onnxruntime's CPU kernel
-    leaves them unset."""
-    refuse_outputs(cx, mean=1, inv_std_var=2)
+    """RMS normalization over the last axis of input + skip (+ bias), times gamma; output 2 is
+    1 / sqrt(mean(sum^2) + epsilon) per row ([..., 1]), output 1 (the mean) zeros as
+    onnxruntime gives, output 3 the sum."""
     x, skip, gamma = cx.input(0), cx.input(1), cx.input(2)
     s = _skip_sum(cx, x, skip, cx.input(3, required=False))
-    y, _ = _rms(cx, s, s.type.rank - 1, float(cx.attr("epsilon", 1e-12)))
-    return [cx.op("mul", [y, gamma]), None, None, s]
+    y, inv = _rms(cx, s, s.type.rank - 1, float(cx.attr("epsilon", 1e-12)))
+    zeros = None
+    if cx.output_used(1):
+        zeros = cx.op("broadcast_to", [cx.scalar(0, inv.dtype)], shape=tuple(inv.shape))
+    return [cx.op("mul", [y, gamma]), zeros, inv, s]
 
 
 @translates("SimplifiedLayerNormalization")

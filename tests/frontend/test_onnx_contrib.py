@@ -277,6 +277,16 @@ def test_group_query_attention_decode(rotary):
     check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)
 
 
+@pytest.mark.parametrize("past", [0, 5])
+def test_group_query_attention_packed_qkv(past):
+    b, n, nkv, h = 2, 4, 2, 16
+    s, total, seqlens = (3, 3, [2, 2]) if not past else (1, 6, [3, 5])
+    inputs, attrs, const = _gqa(b, s, n, nkv, h, past, total, seqlens, {}, rotary=True)
+    inputs[0] = rand(b, s, (n + 2 * nkv) * h)
+    inputs[1] = inputs[2] = None
+    check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)
+
+
 def test_group_query_attention_window_softcap_scale():
     inputs, attrs, const = _gqa(1, 5, 2, 2, 16, 0, 5, [4], {"local_window_size": 2, "softcap": 3.0, "scale": 0.2})
     check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)

@@ -548,19 +548,28 @@ def group_query_attention(cx):
     seqlens_k [B] (total length - 1 per batch, read at run time), total_sequence_length (a
     constant), do_rotary with cos_cache / sin_cache (rotary_interleaved), scale, softcap,
     local_window_size.  Present key/value are [B, Nkv, max(P, total), h], the new keys written
-    after each batch's past, zeros past them.  Refused: packed QKV, position_ids,
-    attention_bias, head_sink, smooth_softmax, qk_output."""
+    after each batch's past, zeros past them.  Query, key and value may come packed in the
+    query ([B, S, (N + 2 Nkv) h]).  Refused: position_ids, attention_bias, head_sink,
+    smooth_softmax, qk_output."""
     refuse_attrs(cx, smooth_softmax=0, qk_output=0)
     refuse_inputs(cx, position_ids=9, attention_bias=10, head_sink=11)
     refuse_outputs(cx, output_qk=3)
     q_in, k_in, v_in = cx.input(0), cx.input(1, required=False), cx.input(2, required=False)
-    if k_in is None or v_in is None:
-        raise cx.unsupported("packed QKV (key and value absent)")
     past_k, past_v = cx.input(3, required=False), cx.input(4, required=False)
     seqlens = cx.input(5)
     total = int(cx.const_input(6, "total_sequence_length", required=True).reshape(-1)[0])
     n, nkv = cx.attr("num_heads"), cx.attr("kv_num_heads")
     b, s, d = static_shape(cx, q_in, "query")
+    if (k_in is None) != (v_in is None):
+        raise cx.fail("key and value are given together or not at all")
+    if k_in is None:
+        # packed QKV: [B, S, (N + 2 Nkv) h]
+        if d % (n + 2 * nkv):
+            raise cx.fail(f"packed query {q_in.type} does not split into {n} + 2 x {nkv} heads")
+        h = d // (n + 2 * nkv)
+        q_in, k_in, v_in = (cx.op("slice", [q_in], starts=(0, 0, lo), ends=(b, s, hi), steps=(1, 1, 1))
+                            for lo, hi in ((0, n * h), (n * h, (n + nkv) * h), ((n + nkv) * h, d)))
+        d = n * h
     head = d // n
     if n % nkv or d % n or k_in.shape[2] != nkv * head:
         raise cx.fail(f"query {q_in.type} and key {k_in.type} do not split into {n} and {nkv} heads")

@@ -789,3 +789,11 @@ def test_matmul_nbits(bits, zp_form):
     inputs = [rand(2, 3, k), _pack(codes, bits), scales, zp, None, rand(n)]
     check_ms("MatMulNBits", inputs, {"K": k, "N": n, "bits": bits, "block_size": block}, const=[1, 2, 3],
              compiled=bits == 4 and zp_form == "packed")
+
+
+@pytest.mark.parametrize("softcap", [0.0, 2.0])
+def test_group_query_attention_position_ids_and_bias(softcap):
+    b, s, n, nkv, h, past, total = 1, 3, 2, 1, 16, 4, 7
+    inputs, attrs, const = _gqa(b, s, n, nkv, h, past, total, [6], {"softcap": softcap}, rotary=True)
+    inputs += [np.array([[4, 5, 9]], np.int64), rand(b, n, s, total)]
+    check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)

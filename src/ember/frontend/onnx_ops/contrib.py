@@ -549,10 +549,11 @@ def group_query_attention(cx):
     constant), do_rotary with cos_cache / sin_cache (rotary_interleaved), scale, softcap,
     local_window_size.  Present key/value are [B, Nkv, max(P, total), h], the new keys written
     after each batch's past, zeros past them.  Query, key and value may come packed in the
-    query ([B, S, (N + 2 Nkv) h]).  Refused: position_ids, attention_bias, head_sink,
-    smooth_softmax, qk_output."""
+    query ([B, S, (N + 2 Nkv) h]); position_ids [B, S] give the rotary positions;
+    attention_bias is added after the softcap.  Refused: head_sink, smooth_softmax,
+    qk_output."""
     refuse_attrs(cx, smooth_softmax=0, qk_output=0)
-    refuse_inputs(cx, position_ids=9, attention_bias=10, head_sink=11)
+    refuse_inputs(cx, head_sink=11)
     refuse_outputs(cx, output_qk=3)
     q_in, k_in, v_in = cx.input(0), cx.input(1, required=False), cx.input(2, required=False)
     past_k, past_v = cx.input(3, required=False), cx.input(4, required=False)
@@ -586,7 +587,9 @@ def group_query_attention(cx):
     if cx.attr("do_rotary", 0):
         cos_cache, sin_cache = cx.input(7), cx.input(8)
         half = cos_cache.shape[1]
-        pos = (past_b + cx.const(i.reshape(1, s))).v                                   # [B, S]
+        pos = cx.input(9, required=False)                                               # [B, S]
+        if pos is None:
+            pos = (past_b + cx.const(i.reshape(1, s))).v
         cos, sin = rotary_tables(cx, cos_cache, sin_cache, pos)
         cos, sin = reshape(cx, cos, (b, 1, s, half)), reshape(cx, sin, (b, 1, s, half))
         inter = bool(cx.attr("rotary_interleaved", 0))
@@ -628,6 +631,9 @@ def group_query_attention(cx):
     softcap = float(cx.attr("softcap", 0.0))
     if softcap > 0:
         logits = (logits / softcap).unary("tanh") * softcap
+    attn_bias = cx.input(10, required=False)
+    if attn_bias is not None:
+        logits = logits + attn_bias
     neg = cx.scalar(-np.inf, q.dtype)
     logits = visible.where(logits, neg)
     probs = cx.op("softmax", [logits.v], axis=-1)

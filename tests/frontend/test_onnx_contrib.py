@@ -678,8 +678,8 @@ def test_refusals_name_what_is_missing():
     from ember.errors import InvalidModelError
 
     refused("FusedConv", [rand(1, 2, 4, 4), rand(2, 2, 1, 1)], {"activation": "Softplus"}, match="Softplus")
-    inputs, attrs, _ = _gqa(1, 2, 2, 2, 16, 0, 2, [1], {"smooth_softmax": 1})
-    refused("GroupQueryAttention", inputs, attrs, n_out=3, match="smooth_softmax")
+    inputs, attrs, _ = _gqa(1, 2, 2, 2, 16, 0, 2, [1], {"qk_output": 1})
+    refused("GroupQueryAttention", inputs, attrs, n_out=3, match="qk_output")
     refused("RotaryEmbedding", [rand(1, 2, 8), np.array([0], np.int64), rand(4, 4), rand(4, 4)],
             {"is_packed_batching": 1}, match="is_packed_batching")
     # not translated at all: named in the unsupported-op error
@@ -796,4 +796,14 @@ def test_group_query_attention_position_ids_and_bias(softcap):
     b, s, n, nkv, h, past, total = 1, 3, 2, 1, 16, 4, 7
     inputs, attrs, const = _gqa(b, s, n, nkv, h, past, total, [6], {"softcap": softcap}, rotary=True)
     inputs += [np.array([[4, 5, 9]], np.int64), rand(b, n, s, total)]
+    check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)
+
+
+@pytest.mark.parametrize("form", ["smooth", "sink"])
+def test_group_query_attention_extra_logit(form):
+    b, s, n, nkv, h = 2, 3, 4, 2, 16
+    attrs = {"smooth_softmax": 1} if form == "smooth" else {}
+    inputs, attrs, const = _gqa(b, s, n, nkv, h, 0, s, [s - 1] * b, attrs)
+    if form == "sink":
+        inputs += [None, None, None, None, rand(n)]
     check_ms("GroupQueryAttention", inputs, attrs, const=const, n_out=3)

@@ -550,10 +550,9 @@ def group_query_attention(cx):
     local_window_size.  Present key/value are [B, Nkv, max(P, total), h], the new keys written
     after each batch's past, zeros past them.  Query, key and value may come packed in the
     query ([B, S, (N + 2 Nkv) h]); position_ids [B, S] give the rotary positions;
-    attention_bias is added after the softcap.  Refused: head_sink, smooth_softmax,
-    qk_output."""
-    refuse_attrs(cx, smooth_softmax=0, qk_output=0)
-    refuse_inputs(cx, head_sink=11)
+    attention_bias is added after the softcap; smooth_softmax and head_sink add one logit (0,
+    or the head's sink) to every row's softmax.  Refused: qk_output."""
+    refuse_attrs(cx, qk_output=0)
     refuse_outputs(cx, output_qk=3)
     q_in, k_in, v_in = cx.input(0), cx.input(1, required=False), cx.input(2, required=False)
     past_k, past_v = cx.input(3, required=False), cx.input(4, required=False)
@@ -636,6 +635,16 @@ def group_query_attention(cx):
         logits = logits + attn_bias
     neg = cx.scalar(-np.inf, q.dtype)
     logits = visible.where(logits, neg)
-    probs = cx.op("softmax", [logits.v], axis=-1)
+    sink = cx.input(11, required=False)
+    if sink is not None or cx.attr("smooth_softmax", 0):
+        # one more logit in every row's softmax, left out of the product: 0 (smooth_softmax),
+        # or the head's sink
+        extra = cx.const(np.zeros((1, 1, 1, 1), dtype=np_dtype(q.dtype))) if sink is None else \
+            reshape(cx, sink, (1, n, 1, 1))
+        extra = cx.op("broadcast_to", [extra], shape=(b, n, s, 1))
+        wide = cx.op("softmax", [cx.op("concat", [logits.v, extra], axis=-1)], axis=-1)
+        probs = cx.op("slice", [wide], starts=(0, 0, 0, 0), ends=(b, n, s, tlen), steps=(1, 1, 1, 1))
+    else:
+        probs = cx.op("softmax", [logits.v], axis=-1)
     out = merge_heads(cx, cx.op("matmul", [probs, vv]))
     return [out, pk, pv]

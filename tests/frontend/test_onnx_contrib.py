@@ -93,6 +93,10 @@ def test_fused_gemm(act, attrs):
              {"activation": act, "transB": 1, "alpha": 0.7, "beta": 0.5, **attrs}, const=[1, 2], compiled=act == "Relu")
 
 
+def test_fused_gemm_without_c():
+    check_ms("FusedGemm", [rand(3, 4), rand(4, 5)], {"activation": "LeakyRelu", "activation_alpha": 0.2, "alpha": 1.5})
+
+
 def test_gelu_family():
     x = rand(2, 3, 8, lo=-4, hi=4)
     check_ms("Gelu", [x], compiled=True)

@@ -21,7 +21,7 @@ import numpy as np
 from ...graph.types import np_dtype
 from . import translates
 from .arith import T
-from .nn import _add_bias, _normalize, convolution, gemm, matmul_values
+from .nn import _add_bias, _normalize, convolution, gemm_values, matmul_values
 from .tensor import norm_axis, reshape, static_shape
 
 MS = "com.microsoft:"
@@ -105,7 +105,8 @@ def fused_conv(cx):
 def fused_gemm(cx):
     """Gemm (alpha, beta, transA, transB, C broadcast), then ``activation`` with
     activation_alpha / activation_beta / activation_gamma."""
-    return activation(cx, gemm(cx), cx.attr("activation", ""), cx.attr("activation_alpha", None),
+    y = gemm_values(cx, cx.input(0), cx.input(1), cx.input(2, required=False))
+    return activation(cx, y, cx.attr("activation", ""), cx.attr("activation_alpha", None),
                       cx.attr("activation_beta", None), cx.attr("activation_gamma", None))
 
 

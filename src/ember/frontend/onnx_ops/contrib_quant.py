@@ -1,4 +1,5 @@
-"""onnxruntime's quantized ops in the QOperator form (domain ``com.microsoft``), with the
+"""onnxruntime's quantized ops (domain ``com.microsoft``): the QOperator forms its quantizer
+writes, the dynamically quantized products its optimizer fuses, MatMulNBits; with the
 arithmetic of its x86 CPU kernels, bit for bit where they are deterministic.
 
 * Element-wise ops on 8-bit data (QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu and
@@ -9,11 +10,12 @@ arithmetic of its x86 CPU kernels, bit for bit where they are deterministic.
 * QLinearGlobalAveragePool and QGemm / MatMulIntegerToFloat / DynamicQuantizeMatMul / QAttention
   are integer accumulations brought back with ``requantize`` (or a float scale and bias).
 * QLinearAveragePool dequantizes, sums each window tap by tap in onnxruntime's order and divides
-  by its count;
-  QLinearSoftmax uses onnxruntime's exponential table and its float32 row sum in order.
+  by its count; QLinearSoftmax uses onnxruntime's exponential table and its float32 row sum in
+  order.
 
 QEmbedLayerNormalization dequantizes its tables and runs EmbedLayerNormalization's float path;
-DynamicQuantizeLSTM is LSTM whose two products quantize their float operand dynamically.
+DynamicQuantizeLSTM is LSTM whose two products quantize their float operand dynamically;
+MatMulNBits dequantizes its constant weight at compile time.
 """
 
 from __future__ import annotations

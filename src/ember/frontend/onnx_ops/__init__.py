@@ -28,5 +28,5 @@ def supported_ops() -> list[str]:
 
 
 # importing the modules registers their translations
-from . import (bitwise, control, dynamic, einsum, elementwise, indexing, linalg, ml, nn, quant,  # noqa: E402,F401
+from . import (bitwise, contrib, contrib_quant, control, dynamic, einsum, elementwise, indexing, linalg, ml, nn, quant,  # noqa: E402,F401
                reduce, resize, rnn, sampling, sequence, spectral, strings, tensor, training)

@@ -536,7 +536,11 @@ def matmul_values(cx, a, b, op: str = "matmul", **extra):
 
 @translates("Gemm")
 def gemm(cx):
-    a, b, c = cx.input(0), cx.input(1), cx.input(2, required=cx.opset < 11)
+    return gemm_values(cx, cx.input(0), cx.input(1), cx.input(2, required=cx.opset < 11))
+
+
+def gemm_values(cx, a, b, c):
+    """alpha * op(A) @ op(B) + beta * C (C optional) with the node's Gemm attributes."""
     for v, nm in ((a, "A"), (b, "B")):
         if v.type.rank != 2:
             raise cx.fail(f"{nm} must be 2-D, got {v.type}")

@@ -86,10 +86,8 @@ class _Cell:
             raise cx.fail(f"unknown direction {direction!r}")
         self.dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
         nd = len(self.dirs)
-        if tuple(self.w.shape) != (nd, gates * self.h, self.input_size) or \
-                tuple(self.r.shape) != (nd, gates * self.h, self.h):
-            raise cx.fail(f"W {self.w.type} / R {self.r.type} do not match {gates} gates of hidden size {self.h}")
         self.gates = gates
+        self.check_weights(nd)
         self.acts = _activation_list(cx, default_acts, nd)
         self.clip = cx.attr("clip", None)
         self.mask = None
@@ -97,6 +95,19 @@ class _Cell:
         if lens is not None:
             lens = reshape(cx, cx.op("cast", [lens], to="int64"), (self.batch, 1))
             self.mask = [cx.op("less", [cx.scalar(t, "int64"), lens]) for t in range(self.seq)]
+
+    def check_weights(self, nd: int) -> None:
+        if tuple(self.w.shape) != (nd, self.gates * self.h, self.input_size) or \
+                tuple(self.r.shape) != (nd, self.gates * self.h, self.h):
+            raise self.cx.fail(f"W {self.w.type} / R {self.r.type} do not match {self.gates} gates of hidden size {self.h}")
+
+    def input_product(self, x2, d: int):
+        """x2 [rows, input] times direction d's input weights: [rows, gates*hidden]."""
+        return self.cx.op("matmul", [x2, self.cx.op("transpose", [self.take(self.w, d)], perm=(1, 0))])
+
+    def recurrent_product(self, h, d: int, rt):
+        """h [batch, hidden] times direction d's recurrence weights (``rt``: R[d] transposed)."""
+        return self.cx.op("matmul", [h, rt])
 
     def initial(self, k: int, d: int):
         v = self.cx.input(k, required=False)
@@ -124,9 +135,8 @@ class _Cell:
         """X W^T + Wb for every step at once, and R^T, Rb for the steps: [seq][batch, gates*hidden]."""
         cx = self.cx
         gh = self.gates * self.h
-        wt = cx.op("transpose", [self.take(self.w, d)], perm=(1, 0))
         rt = cx.op("transpose", [self.take(self.r, d)], perm=(1, 0))
-        xw = cx.op("matmul", [reshape(cx, self.x, (self.seq * self.batch, self.input_size)), wt])
+        xw = self.input_product(reshape(cx, self.x, (self.seq * self.batch, self.input_size)), d)
         wb = rb = None
         if self.b is not None:
             wb = self.take(self.b, d, 0, gh)
@@ -232,7 +242,11 @@ def gru(cx):
 
 @translates("LSTM")
 def lstm(cx):
-    c = _Cell(cx, 4, ["Sigmoid", "Tanh", "Tanh"])
+    return lstm_cell(cx, _Cell(cx, 4, ["Sigmoid", "Tanh", "Tanh"]))
+
+
+def lstm_cell(cx, c):
+    """LSTM's steps over cell ``c`` (a _Cell, or one whose weight products differ)."""
     proj = [c.projections(d) for d in range(len(c.dirs))]
     c.start_state = lambda d: (c.initial(5, d), c.initial(6, d))
     peep = cx.input(7, required=False)
@@ -242,7 +256,7 @@ def lstm(cx):
         xs, rt, rb = proj[d]
         f, g, hact = c.acts[3 * d], c.acts[3 * d + 1], c.acts[3 * d + 2]
         hprev, cprev = state
-        pre = cx.op("add", [xs[t], cx.op("matmul", [hprev, rt])])
+        pre = cx.op("add", [xs[t], c.recurrent_product(hprev, d, rt)])
         if rb is not None:
             pre = cx.op("add", [pre, rb])
         # gate order i, o, f, c

@@ -138,18 +138,36 @@ def discover(suites, keep=None, drop=None) -> list[dict]:
 
 # ---- one case (in a worker) -----------------------------------------------------------------------
 
-def _read_pb(path: Path, type_proto):
-    """An input or output file, as the value of ONNX type ``type_proto``."""
+# how a value of each kind of ONNX type is stored: proto class, value -> proto, proto -> value
+def _codec(type_proto):
+    import numpy as np
     import onnx
-    from onnx import numpy_helper
+    from onnx import numpy_helper as nh
 
     kind = type_proto.WhichOneof("value")
-    proto = {"sequence_type": onnx.SequenceProto, "optional_type": onnx.OptionalProto,
-             "map_type": onnx.MapProto}.get(kind, onnx.TensorProto)()
+    if kind == "sequence_type":
+        return onnx.SequenceProto, nh.from_list, nh.to_list
+    if kind == "optional_type":
+        return onnx.OptionalProto, nh.from_optional, nh.to_optional
+    if kind == "map_type":
+        return onnx.MapProto, nh.from_dict, nh.to_dict
+    return onnx.TensorProto, (lambda v, name: v if isinstance(v, onnx.TensorProto) else
+                              nh.from_array(np.asarray(v), name)), nh.to_array
+
+
+def _read_pb(path: Path, type_proto):
+    """An input or output file, as the value of ONNX type ``type_proto``."""
+    cls, _, decode = _codec(type_proto)
+    proto = cls()
     proto.ParseFromString(path.read_bytes())
-    convert = {"sequence_type": numpy_helper.to_list, "optional_type": numpy_helper.to_optional,
-               "map_type": numpy_helper.to_dict}.get(kind, numpy_helper.to_array)
-    return convert(proto)
+    return decode(proto)
+
+
+def _as_stored(value, value_info):
+    """A value of onnx's case definitions as it reads back from a test data file (the form the
+    other suites hand to the backend: numpy arrays, never TensorProto or numpy scalars)."""
+    _, encode, decode = _codec(value_info.type)
+    return decode(encode(value, value_info.name))
 
 
 def _folder_data_sets(folder: Path, model) -> list[tuple[list, list]]:
@@ -227,7 +245,10 @@ def run_case(backend, case: dict, device: str) -> dict:
             model = onnx.load(str(folder / "model.onnx"))
             data_sets = _folder_data_sets(folder, model)
         else:
-            model, data_sets = case["model"], case["data_sets"]
+            model = case["model"]
+            data_sets = [([_as_stored(v, model.graph.input[k]) for k, v in enumerate(inputs)],
+                          [_as_stored(v, model.graph.output[k]) for k, v in enumerate(outputs)])
+                         for inputs, outputs in case["data_sets"]]
     except Exception as exc:       # the case's files, not the backend
         return {"status": "error", "message": f"reading the case: {_one_line(exc)}"}
     try:

@@ -7,10 +7,11 @@
     python tests/onnx/conformance.py --filter 'test_conv|test_gemm' -v
     python tests/onnx/conformance.py --backend some.module --suites simple,pytorch-operator
 
-Suites: ``node`` (one test per op and variant; recent onnx wheels ship no files for them, so the
-cases come from the package's own case definitions, ``onnx.backend.test.loader``), ``simple``,
-``pytorch-converted`` and ``pytorch-operator`` (folders under ``onnx/backend/test/data``: a
-``model.onnx`` and ``test_data_set_*/{input,output}_*.pb`` per case).  ``all`` runs the four.
+Suites: ``node`` (one test per op and variant), ``simple``, ``pytorch-converted`` and
+``pytorch-operator``: folders under ``onnx/backend/test/data`` with a ``model.onnx`` and
+``test_data_set_*/{input,output}_*.pb`` per case.  Recent onnx wheels ship no node folder; the
+node cases are then written once, in the same layout, from the package's own case definitions
+(``onnx.backend.test.loader``) into ``build/onnx-cases/onnx-VERSION/node``.  ``all`` runs the four.
 
 The backend is a module (or object) with the ONNX backend API, ``ember.onnx.backend`` by default:
 ``prepare(model, device)`` returns a rep whose ``run(inputs)`` takes the inputs in graph-input
@@ -105,9 +106,28 @@ def _folder_cases(suite: str, root: Path) -> list[dict]:
     return cases
 
 
-def _defined_node_cases() -> list[dict]:
-    """The node cases of onnx's case definitions, in memory: model and data sets go to the
-    worker with the case."""
+def node_case_folder() -> Path:
+    """The node cases as files, in the layout of the other suites: the package's own folder where
+    it ships one, else written once per onnx version from onnx's case definitions (computing
+    their expected outputs takes a while) into build/ (``$EMBER_ONNX_CASES`` moves it)."""
+    import onnx
+
+    packaged = data_dir() / "node"
+    if packaged.is_dir() and any(packaged.iterdir()):
+        return packaged
+    root = Path(os.environ.get("EMBER_ONNX_CASES", ROOT / "build" / "onnx-cases"))
+    folder = root / f"onnx-{onnx.__version__}" / "node"
+    if not folder.is_dir():
+        print(f"writing onnx {onnx.__version__}'s node cases to {folder} (once) ...", file=sys.stderr, flush=True)
+        _write_node_cases(folder)
+    return folder
+
+
+def _write_node_cases(folder: Path) -> None:
+    """Every case of onnx's definitions as model.onnx, test_data_set_*/{input,output}_*.pb and,
+    where its tolerances are not the defaults, data.json; written into a temporary folder that
+    is then renamed (a run that finds the folder finds it whole)."""
+    import shutil
     import warnings
 
     from onnx.backend.test.loader import load_node_model_tests
@@ -115,20 +135,35 @@ def _defined_node_cases() -> list[dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         defined = load_node_model_tests()
-    return [{"name": c.name, "suite": "node", "ops": _op_types(c.model), "model": c.model,
-             "data_sets": c.data_sets, "rtol": c.rtol, "atol": c.atol}
-            for c in sorted(defined, key=lambda c: c.name)]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".node-", dir=folder.parent))
+    for case in defined:
+        case_dir = tmp / case.name
+        case_dir.mkdir()
+        (case_dir / "model.onnx").write_bytes(case.model.SerializeToString())
+        if (case.rtol, case.atol) != (RTOL, ATOL):
+            (case_dir / "data.json").write_text(json.dumps({"rtol": case.rtol, "atol": case.atol}))
+        for k, (inputs, outputs) in enumerate(case.data_sets):
+            ds = case_dir / f"test_data_set_{k}"
+            ds.mkdir()
+            for kind, values, infos in (("input", inputs, case.model.graph.input),
+                                        ("output", outputs, case.model.graph.output)):
+                for j, value in enumerate(values):
+                    _, encode, _ = _codec(infos[j].type)
+                    (ds / f"{kind}_{j}.pb").write_bytes(encode(value, infos[j].name).SerializeToString())
+    try:
+        tmp.rename(folder)
+    except OSError:                 # another run wrote it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def discover(suites, keep=None, drop=None) -> list[dict]:
     """The cases of ``suites`` whose name matches ``keep`` and not ``drop`` (compiled regexes)."""
     cases = []
     for suite in suites:
-        folder = data_dir() / suite
+        folder = node_case_folder() if suite == "node" else data_dir() / suite
         if folder.is_dir() and any(folder.iterdir()):
             found = _folder_cases(suite, folder)
-        elif suite == "node":
-            found = _defined_node_cases()
         else:
             raise SystemExit(f"error: the installed onnx has no {suite!r} suite ({folder})")
         cases += [c for c in found if (keep is None or keep.search(c["name"]))
@@ -161,13 +196,6 @@ def _read_pb(path: Path, type_proto):
     proto = cls()
     proto.ParseFromString(path.read_bytes())
     return decode(proto)
-
-
-def _as_stored(value, value_info):
-    """A value of onnx's case definitions as it reads back from a test data file (the form the
-    other suites hand to the backend: numpy arrays, never TensorProto or numpy scalars)."""
-    _, encode, decode = _codec(value_info.type)
-    return decode(encode(value, value_info.name))
 
 
 def _folder_data_sets(folder: Path, model) -> list[tuple[list, list]]:
@@ -240,15 +268,9 @@ def run_case(backend, case: dict, device: str) -> dict:
     import onnx
 
     try:
-        if "dir" in case:
-            folder = Path(case["dir"])
-            model = onnx.load(str(folder / "model.onnx"))
-            data_sets = _folder_data_sets(folder, model)
-        else:
-            model = case["model"]
-            data_sets = [([_as_stored(v, model.graph.input[k]) for k, v in enumerate(inputs)],
-                          [_as_stored(v, model.graph.output[k]) for k, v in enumerate(outputs)])
-                         for inputs, outputs in case["data_sets"]]
+        folder = Path(case["dir"])
+        model = onnx.load(str(folder / "model.onnx"))
+        data_sets = _folder_data_sets(folder, model)
     except Exception as exc:       # the case's files, not the backend
         return {"status": "error", "message": f"reading the case: {_one_line(exc)}"}
     try:

@@ -1,24 +1,23 @@
-# Ember's development tasks.  `make demo` and `make test` work from a fresh clone with
-# ../shared beside it; everything is installed into .venv (never into the system Python).
+# Ember's development tasks.  `make demo` and `make test` work from a fresh clone with nothing
+# beside it; everything is installed into .venv (never into the system Python).
 
 PYTHON        ?= python3
 VENV          := .venv
 PY            := $(VENV)/bin/python
 STAMP         := $(VENV)/.ember-installed
-SHARED        ?= ../shared
 TORCH_VERSION := 2.13.0
 
-# Where the shared models live; the tests read the same variable.
+# Where `make models` writes the test models; the tests read the same variable.
 EMBER_MODELS_DIR ?= build/models
 export EMBER_MODELS_DIR
 
-# Extra flags for the conformance tool, e.g. CONFORMANCE_ARGS="--filter test_conv"; the suites
+# Extra flags for the conformance runner, e.g. CONFORMANCE_ARGS="--filter test_conv"; the suites
 # it runs (node, simple, pytorch-converted, pytorch-operator, comma-separated, or all)
 CONFORMANCE_ARGS ?=
 CONFORMANCE_SUITES ?= all
 BASELINE      := $(wildcard tests/conformance_baseline.json)
 
-.PHONY: venv demo models test conformance clean distclean
+.PHONY: venv demo test conformance clean distclean
 
 venv: $(STAMP)
 
@@ -31,39 +30,39 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(PY) examples/demo.py
 
-# The shared test models (ResNet-50, MobileNetV2, BERT-base), built once; torch and
-# transformers are installed only when the models have to be built and they are missing.
-models: venv $(EMBER_MODELS_DIR)/manifest.json
+# torch and transformers, installed only when a model has to be built and they are missing.
+TORCH := $(PY) -c "import torch, transformers; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)'" \
+	2>/dev/null || $(PY) -m pip install --disable-pip-version-check -q 'torch==$(TORCH_VERSION)' transformers
 
-$(EMBER_MODELS_DIR)/manifest.json: | $(STAMP)
-	$(PY) -c "import torch, transformers; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)'" 2>/dev/null \
-		|| $(PY) -m pip install --disable-pip-version-check -q 'torch==$(TORCH_VERSION)' transformers
-	$(PY) $(SHARED)/models/make_models.py --out $(EMBER_MODELS_DIR)
+# The test models (ResNet-50, MobileNetV2, BERT-base of benchmarks/models.py: random seeded
+# weights, exported to ONNX with inputs and onnxruntime's outputs), built when missing or made by
+# an older recipe; a no-op otherwise.
+.PHONY: models
+models: venv
+	@$(PY) benchmarks/models.py --out $(EMBER_MODELS_DIR) --check 2>/dev/null || \
+		{ $(TORCH) && $(PY) benchmarks/models.py --out $(EMBER_MODELS_DIR); }
 
 test: venv models
 	$(PY) -m pytest -q tests/
 
 # The CPU benchmark: Ember next to onnxruntime, torch eager (and OpenVINO when installed) on all
-# benchmark models (the shared three, a ViT-B/16 and GPT-2 small), batch 1 and 8, 2 threads.
+# benchmark models (the three test models, a ViT-B/16 and GPT-2 small), batch 1 and 8, 2 threads.
 # The models are built on demand; e.g. BENCH_ARGS="--models vit gpt2 --batch 1 --runs 50".
 BENCH_ARGS ?= --runs 30
 
 .PHONY: bench
 bench: venv
-	$(PY) -c "import torch, transformers; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)'" 2>/dev/null \
-		|| $(PY) -m pip install --disable-pip-version-check -q 'torch==$(TORCH_VERSION)' transformers
+	$(TORCH)
 	$(PY) benchmarks/cpu.py $(BENCH_ARGS)
 
-# The ONNX backend test suites (the node tests, and the simple, pytorch-converted and
-# pytorch-operator models); fails when a test that passes in tests/conformance_baseline.json no
-# longer does (known failures are listed there with their status).  After a full run, raise the
-# baseline with: $(PY) tests/onnx/check_conformance.py build/conformance.json tests/conformance_baseline.json --update
+# The ONNX backend test suites that ship with the onnx package (the node tests, and the simple,
+# pytorch-converted and pytorch-operator models), run by tests/onnx/conformance.py; fails when a
+# test that passes in tests/conformance_baseline.json no longer does (known failures are listed
+# there with their status).  After a full run, raise the baseline with:
+# $(PY) tests/onnx/check_conformance.py build/conformance.json tests/conformance_baseline.json --update
 conformance: venv
-	@mkdir -p build
-	$(PY) $(SHARED)/tools/onnx_conformance.py --backend ember.onnx.backend --json build/conformance.json \
-		--suites $(CONFORMANCE_SUITES) \
-		--no-fail-exit --show-failures 0 $(if $(BASELINE),--baseline $(BASELINE)) $(CONFORMANCE_ARGS)
-	$(if $(BASELINE),$(PY) tests/onnx/check_conformance.py build/conformance.json $(BASELINE))
+	$(PY) tests/onnx/conformance.py --backend ember.onnx.backend --suites $(CONFORMANCE_SUITES) \
+		--json build/conformance.json $(if $(BASELINE),--baseline $(BASELINE)) $(CONFORMANCE_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

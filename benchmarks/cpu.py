@@ -15,9 +15,8 @@ It also measures the machine's fp32 peak (vector FMAs alone, at the widest vecto
 targets; numpy's sgemm beside it, whose BLAS may not use them) and prints each engine's
 achieved GFLOP/s, and writes everything as JSON (``--json``).
 
-The shared models (resnet50, mobilenet_v2, bert_base) come from ../shared/models/make_models.py,
-the ViT-B/16 (vit) and GPT-2 small (gpt2) from benchmarks/models.py; all are built on demand
-into build/models, and build/models_b8 for batch 8.
+The models (resnet50, mobilenet_v2, bert_base, the ViT-B/16 vit and GPT-2 small gpt2) are those of
+benchmarks/models.py, built on demand into build/models, and build/models_b8 for batch 8.
 """
 
 from __future__ import annotations
@@ -37,24 +36,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-SHARED = ["resnet50", "mobilenet_v2", "bert_base"]     # ../shared/models/make_models.py
-EXTRA = ["vit", "gpt2"]                                # benchmarks/models.py
-BUILDERS = {"shared": ROOT.parent / "shared" / "models" / "make_models.py",
-            "extra": ROOT / "benchmarks" / "models.py"}
+MODELS_PY = ROOT / "benchmarks" / "models.py"
 
 
-def builder_module(name: str):
-    """The Python module that defines model ``name`` (its ``MODELS`` maps names to constructors)."""
+def model_set():
+    """benchmarks/models.py as a module (its ``MODELS`` maps names to constructors, ``make`` seeds)."""
     import importlib.util
 
-    kind = "extra" if name in EXTRA else "shared"
-    mod_name = {"extra": "ember_bench_models", "shared": "make_models"}[kind]
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, BUILDERS[kind])
+    if "ember_bench_models" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("ember_bench_models", MODELS_PY)
         module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
+        sys.modules["ember_bench_models"] = module
         spec.loader.exec_module(module)
-    return sys.modules[mod_name]
+    return sys.modules["ember_bench_models"]
+
+
+NAMES = list(model_set().MODELS)       # resnet50, mobilenet_v2, bert_base, vit, gpt2
 
 
 # ---- models ---------------------------------------------------------------------------------------
@@ -64,14 +61,10 @@ def model_dir(batch: int) -> Path:
 
 
 def ensure_models(names: list[str], batch: int) -> Path:
+    """Build the models not yet built (or built by an older recipe) at ``batch``."""
     out = model_dir(batch)
-    missing = [n for n in names if not (out / f"{n}.onnx").exists()]
-    for kind, script in BUILDERS.items():
-        todo = [n for n in missing if (n in EXTRA) == (kind == "extra")]
-        if todo:
-            print(f"building {', '.join(todo)} at batch {batch} ...", file=sys.stderr)
-            subprocess.run([sys.executable, str(script), "--out", str(out), "--only", *todo, "--batch", str(batch)],
-                           check=True)
+    subprocess.run([sys.executable, str(MODELS_PY), "--out", str(out), "--only", *names, "--batch", str(batch)],
+                   check=True)
     return out
 
 
@@ -148,15 +141,11 @@ def make_torch(path: Path, threads: int):
 
     torch.set_num_threads(threads)
     name = path.stem
-    if name not in SHARED + EXTRA:
+    if name not in NAMES:
         raise RuntimeError("not a model the benchmark builds")
-    builder = builder_module(name)  # defines the architectures
     batch = int(next(iter(inputs_for(path).values())).shape[0])
     t0 = time.perf_counter()
-    torch.manual_seed(0)
-    np.random.seed(0)
-    model, _, _, _ = builder.MODELS[name](batch)
-    model.eval()
+    model, _, _, _ = model_set().make(name, batch)      # the seed the exported model was made with
 
     def run(feeds):
         with torch.inference_mode():
@@ -328,8 +317,8 @@ print(2 * n ** 3 / best / 1e9)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="*", help="extra ONNX models to benchmark")
-    ap.add_argument("--models", nargs="*", default=SHARED + EXTRA, choices=SHARED + EXTRA, metavar="NAME",
-                    help=f"models the benchmark builds: {', '.join(SHARED + EXTRA)} (default: all)")
+    ap.add_argument("--models", nargs="*", default=NAMES, choices=NAMES, metavar="NAME",
+                    help=f"models the benchmark builds: {', '.join(NAMES)} (default: all)")
     ap.add_argument("--batch", type=int, nargs="*", default=[1, 8])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=30)

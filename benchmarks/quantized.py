@@ -92,7 +92,7 @@ def compare(path: Path, inputs: dict, runs: int, rounds: int = 3) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", nargs="?", help="a float ONNX model (default: the shared resnet50)")
+    ap.add_argument("model", nargs="?", help="a float ONNX model (default: the resnet50 of make models)")
     ap.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
     ap.add_argument("--runs", type=int, default=10, help="timed runs per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, the engines taking turns; the best counts")

@@ -1,8 +1,8 @@
 """The acceptance case of dynamic shapes: BERT-base exported with symbolic batch and sequence
 length, compiled once, runs at several sizes and matches onnxruntime on the same model.
 
-The dynamic model is built by ../shared/models/make_models.py (--dynamic) into
-build/models_dyn (git-ignored) when absent; that needs torch and transformers."""
+The dynamic model is built by benchmarks/models.py (--dynamic) into build/models_dyn
+(git-ignored) when absent; that needs torch and transformers."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import ember
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = Path(os.environ.get("EMBER_DYN_MODELS_DIR", ROOT / "build" / "models_dyn"))
-MAKE_MODELS = ROOT.parent / "shared" / "models" / "make_models.py"
+MAKE_MODELS = ROOT / "benchmarks" / "models.py"
 SIZES = [(1, 8), (1, 128), (1, 384), (4, 128), (2, 57)]
 
 
@@ -28,8 +28,6 @@ def dynamic_bert() -> Path:
         return path
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    if not MAKE_MODELS.exists():
-        pytest.skip(f"{MAKE_MODELS} is missing")
     MODELS.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, str(MAKE_MODELS), "--out", str(MODELS), "--only", "bert_base", "--dynamic"],
                    check=True, capture_output=True)

@@ -1,5 +1,5 @@
-"""Whole models: the shared ResNet-50, MobileNetV2 and BERT-base compile and match onnxruntime's
-outputs (stored next to each model by ../shared/models/make_models.py)."""
+"""Whole models: ResNet-50, MobileNetV2 and BERT-base compile and match onnxruntime's outputs
+(stored next to each model by benchmarks/models.py: ``make models``)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 format, seeded random calibration) compile and compute what onnxruntime computes on the same
 quantized model, bit for bit, on CPUs with and without VNNI (Ember saturates pairs of 8-bit
 products exactly where onnxruntime's kernels do; see ember.passes.pair_saturation): a small
-residual conv net built here, and the shared ResNet-50.
+residual conv net built here, and the ResNet-50 of ``make models``.
 
 The ResNet-50 test quantizes ``$EMBER_MODELS_DIR/resnet50.onnx`` into a temporary folder
 (benchmarks/quantized.py does the same into build/models and also times both engines).

@@ -1,5 +1,5 @@
 """Whole models through the frontend and the reference interpreter, against onnxruntime's stored
-outputs (the shared model set built by ``../shared/models/make_models.py --out build/models``)."""
+outputs (the test models of ``benchmarks/models.py``: ``make models``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def rel_error(got: np.ndarray, want: np.ndarray) -> float:
 def test_model_reference_matches_onnxruntime(name):
     path = MODELS / f"{name}.onnx"
     if not path.exists():
-        pytest.skip(f"{path} is not built (python ../shared/models/make_models.py --out build/models)")
+        pytest.skip(f"{path} is not built (make models)")
     graph = from_onnx(path)
     verify(graph)
     inputs = dict(np.load(MODELS / f"{name}.inputs.npz"))

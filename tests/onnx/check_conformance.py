@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Compare a run of the ONNX conformance tool with the committed baseline.
+"""Compare a run of the ONNX conformance runner with the committed baseline.
 
     check_conformance.py RESULTS.json BASELINE.json            # exit 1 on a regression
     check_conformance.py RESULTS.json BASELINE.json --update   # write RESULTS as the new baseline
 
-RESULTS.json is what ``onnx_conformance.py --json`` writes.  A *regression* is a test that
+RESULTS.json is what ``tests/onnx/conformance.py --json`` writes.  A *regression* is a test that
 passed in the baseline and does not pass now; tests the run left out (``--filter``, fewer
 ``--suites``) are not regressions.  Tests that pass now but not in the baseline are reported so
 that the baseline can be raised: after ``make conformance`` (a full run of every suite),
@@ -73,6 +73,24 @@ def write_baseline(results_path: str, path: str) -> None:
                 + ",\n  ".join(json.dumps(c) for c in cases) + "\n ]\n}\n")
 
 
+def report(results: dict[str, str], baseline: dict[str, str]) -> int:
+    """Print the comparison of ``results`` with ``baseline`` (test name -> status); 1 on a regression."""
+    regressed, fixed, new = compare(results, baseline)
+    passed = sum(s == "pass" for s in results.values())
+    print(f"conformance: {passed} of {len(results)} passed; vs baseline: {len(regressed)} regressed, "
+          f"{len(fixed)} newly passing, {len(new)} not in the baseline")
+    suites = sorted({suite_of(n) for n in results}, key=lambda t: (t != "node", t))
+    if len(suites) > 1:
+        print("  " + ", ".join(f"{t} {sum(s == 'pass' for n, s in results.items() if suite_of(n) == t)}/"
+                               f"{sum(suite_of(n) == t for n in results)}" for t in suites))
+    for n in regressed:
+        print(f"  REGRESSED {n}: {results[n]}")
+    if fixed:
+        print(f"  newly passing (raise the baseline with --update): {', '.join(fixed[:20])}"
+              + (f", ... ({len(fixed) - 20} more)" if len(fixed) > 20 else ""))
+    return 1 if regressed else 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results")
@@ -88,21 +106,7 @@ def main(argv=None) -> int:
         write_baseline(args.results, args.baseline)
         print(f"wrote {args.baseline}")
         return 0
-    results, baseline = load_cases(args.results), load_cases(args.baseline)
-    regressed, fixed, new = compare(results, baseline)
-    passed = sum(s == "pass" for s in results.values())
-    print(f"conformance: {passed} of {len(results)} passed; vs baseline: {len(regressed)} regressed, "
-          f"{len(fixed)} newly passing, {len(new)} not in the baseline")
-    suites = sorted({suite_of(n) for n in results}, key=lambda t: (t != "node", t))
-    if len(suites) > 1:
-        print("  " + ", ".join(f"{t} {sum(s == 'pass' for n, s in results.items() if suite_of(n) == t)}/"
-                               f"{sum(suite_of(n) == t for n in results)}" for t in suites))
-    for n in regressed:
-        print(f"  REGRESSED {n}: {results[n]}")
-    if fixed:
-        print(f"  newly passing (raise the baseline with --update): {', '.join(fixed[:20])}"
-              + (f", ... ({len(fixed) - 20} more)" if len(fixed) > 20 else ""))
-    return 1 if regressed else 0
+    return report(load_cases(args.results), load_cases(args.baseline))
 
 
 if __name__ == "__main__":

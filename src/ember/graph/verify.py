@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import EmberError, GraphError
+from .. import limits
+from ..errors import EmberError, GraphError, LimitError
 from .ir import Graph, Node, Value
 from .types import np_dtype
 
@@ -40,6 +41,7 @@ def verify(graph: Graph) -> None:
     """
     from ..ops import OPS
 
+    limits.check_count("nodes", len(graph.nodes), f"the number of nodes of graph '{graph.name}'")
     defined: set[Value] = set()
     names: dict[str, Value] = {}
 
@@ -94,6 +96,8 @@ def verify(graph: Graph) -> None:
             raise _fail(f"has {len(n.outputs)} output(s), {n.op} produces {opdef.num_outputs}", n)
         try:
             types = opdef.infer_types(n.attrs, [v.type for v in n.inputs], n.name)
+        except LimitError:
+            raise
         except EmberError as e:
             raise _fail(f"type rule fails: {str(e).split('] ', 1)[-1]}", n) from None
         except Exception as e:  # a type rule that crashes on bad attributes is still a bad node

@@ -117,6 +117,12 @@ def symbol_bounds(graph: Graph) -> dict[str, int]:
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
              progress: ProgressFn | None = None, profile: bool = False) -> CompiledModel:
     """Run the compiler on a graph up to the C source and the constants blob."""
+    with paused_gc():          # collected after each pass and every few kernels instead
+        return _generate(graph, target, opt_level, dump, progress, profile)
+
+
+def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | None, progress: ProgressFn | None,
+              profile: bool) -> CompiledModel:
     say = progress or (lambda msg: None)
     say(f"optimizing graph ({len(graph.nodes)} nodes, opt level {opt_level})")
     in_names = [v.name for v in graph.inputs]
@@ -137,6 +143,7 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
         g = fuse_attention.run(g, target.lanes)
         if dump:
             dump("fuse_attention", g)
+        gc.collect(1)
     groups = fuse(g)
     bounds = symbol_bounds(g)
     sym_index = {n: k for k, n in enumerate(bounds)}
@@ -190,11 +197,10 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
 
-    with paused_gc():
-        for k, grp in enumerate(groups):
-            _kernel(k, grp)
-            if k % 32 == 31:
-                gc.collect(0)       # what the last kernels left (see passes.base.paused_gc)
+    for k, grp in enumerate(groups):
+        _kernel(k, grp)
+        if k % 32 == 31:
+            gc.collect(0)       # what the last kernels left (see passes.base.paused_gc)
 
     # outputs not produced by a kernel (inputs, constants, or a value listed twice)
     def nbytes(v: Value) -> str:
@@ -254,8 +260,10 @@ def where_src(v: Value, in_index, const_offsets) -> str:
 def _model_key(model: Any, target: Target, opt_level: int, shapes, profile: bool, bounds=None) -> str | None:
     h = hashlib.sha256()
     h.update(_source_digest().encode())
-    # what folds depends on fold_bytes; the other limits only refuse models
-    key = [target.key(), opt_level, sorted((shapes or {}).items()), profile, ember_limits.current().fold_bytes]
+    # what folds depends on fold_bytes, and a model compiled under larger limits must still be
+    # refused under smaller ones
+    key = [target.key(), opt_level, sorted((shapes or {}).items()), profile,
+           sorted(ember_limits.current().as_dict().items())]
     if bounds:
         key.append(sorted(bounds.items()))
     h.update(json.dumps(key, default=str).encode())

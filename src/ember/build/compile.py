@@ -312,7 +312,7 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
         lim = ember_limits.current().updated(limits)
     except ValueError as e:
         raise EmberError(str(e)) from None
-    with ember_limits.using(lim):
+    with ember_limits.using(lim), paused_gc():     # the passes collect (see passes.base.paused_gc)
         return _compile(model, target, opt_level, shapes=shapes, bounds=bounds, dump=dump, progress=progress,
                         cache=cache, profile=profile, cflags=cflags, knobs=knobs)
 

@@ -309,7 +309,7 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     raises :class:`~ember.errors.LimitError` before anything is allocated.
     """
     try:
-        lim = ember_limits.current().updated(limits)
+        lim = limits if isinstance(limits, ember_limits.Limits) else ember_limits.current().updated(limits)
     except ValueError as e:
         raise EmberError(str(e)) from None
     with ember_limits.using(lim), paused_gc():     # the passes collect (see passes.base.paused_gc)

@@ -616,8 +616,10 @@ class _Translator:
         cx = NodeContext(self, node, name, opsets.get(_domain(node.domain), 0))
         try:
             outs = fn(cx)
-        except (FrontendError, LimitError):
+        except FrontendError:
             raise
+        except LimitError as e:
+            raise _in_terms_of(e, name, node.op_type) from None
         except MemoryError:
             raise LimitError("ran out of memory translating this node (numpy's MemoryError); lower "
                              "limits (tensor_bytes, fold_bytes) make Ember refuse such a model before "
@@ -873,6 +875,18 @@ def _rename_graph_attributes(node, outer) -> None:
         elif a.type == onnx.AttributeProto.GRAPHS:
             for k in range(len(a.graphs)):
                 a.graphs[k].CopyFrom(_renamed_subgraph(a.graphs[k], outer))
+
+
+def _in_terms_of(e: LimitError, name: str, op_type: str) -> LimitError:
+    """``e``, raised by a core op (lower-case names) of the translation of ONNX node ``name``,
+    as an error of that node, the core op kept in the message."""
+    if e.op is None or not e.op[:1].islower():
+        return e                               # already an ONNX node's (a nested translation)
+    text = str(e).split("] ", 1)[-1]
+    where = f"{e.op} node '{e.node}': " if e.node is not None else f"{e.op}: "
+    text = text.removeprefix(where)
+    core = f"its core op {e.op}" + (f" '{e.node}'" if e.node not in (None, name) else "")
+    return LimitError(f"{core}: {text}", node=name, op=op_type, limit=e.limit, size=e.size, maximum=e.maximum)
 
 
 def _symbol_name(text: str) -> str:

@@ -10,7 +10,7 @@ The public surface: :func:`compile`, :func:`load`, :class:`Module`, the frontend
 
 __version__ = "0.1.0"
 
-from . import errors  # noqa: E402
+from . import errors, limits  # noqa: E402
 from .target import Target  # noqa: E402
 
 
@@ -43,4 +43,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'ember' has no attribute {name!r}")
 
 
-__all__ = ["compile", "load", "from_onnx", "Module", "Target", "errors", "__version__"]
+__all__ = ["compile", "load", "from_onnx", "Module", "Target", "errors", "limits", "__version__"]

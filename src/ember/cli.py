@@ -1,13 +1,15 @@
 """The ``ember`` command: a thin layer over the public API.
 
     ember compile MODEL -o OUT [--target cpu] [--opt-level N] [--dump DIR] [--shape NAME=D1,D2]
-                               [--bound SYMBOL=N] [--knob NAME=VALUE]
-    ember run ARTIFACT --inputs in.npz [--output out.npz] [--threads N]
+                               [--bound SYMBOL=N] [--knob NAME=VALUE] [--limit NAME=SIZE]
+    ember run ARTIFACT --inputs in.npz [--output out.npz] [--threads N] [--limit NAME=SIZE]
     ember info MODEL [--shape NAME=D1,D2] [--bound SYMBOL=N]
     ember bench MODEL [--threads 2] [--runs 30] [--warmup 5] [--size SYMBOL=N]
 
 Symbolic dimensions of a model stay symbolic unless ``--shape`` fixes them: ``--bound`` gives
 their largest values, ``--size`` the sizes ``bench`` times.
+
+``--limit`` changes the resource policy (``ember.limits``), e.g. ``--limit tensor_bytes=2G``.
 
 Results go to stdout, progress to stderr.  Every :class:`ember.errors.EmberError` ends the
 command with ``ember: error: <message>`` and exit status 1; set ``EMBER_DEBUG=1`` to see the
@@ -26,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import limits
 from .errors import ArtifactError, EmberError, InputError, ModelLoadError
 
 
@@ -33,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args) or 0
+        with limits.using(dict(getattr(args, "limit", []) or [])):
+            return args.func(args) or 0
     except EmberError as e:
         if os.environ.get("EMBER_DEBUG") == "1":
             traceback.print_exc()
@@ -66,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--inputs", required=True, metavar="NPZ", help="inputs, one array per input name")
     r.add_argument("--output", metavar="NPZ", help="write the outputs here")
     r.add_argument("--threads", type=_positive_int, metavar="N", help="worker threads")
+    _add_limit_option(r)
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("info", help="describe a model: signature, ops, parameters, FLOPs",
@@ -103,6 +108,24 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
                    help="largest value of a symbolic dimension (repeatable)")
     p.add_argument("--knob", action="append", type=_knob_arg, default=[], metavar="NAME=VALUE",
                    help="set a schedule knob, e.g. matmul.rows=4 (repeatable; see docs/design.md)")
+    _add_limit_option(p)
+
+
+def _add_limit_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", action="append", type=_limit_arg, default=[], metavar="NAME=SIZE",
+                   help="change a resource limit, e.g. tensor_bytes=2G or nodes=100000 (repeatable; "
+                        "see docs/errors.md, E105)")
+
+
+def _limit_arg(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or name.strip() not in limits.Limits.names():
+        raise argparse.ArgumentTypeError(f"expected NAME=SIZE with NAME one of {', '.join(limits.Limits.names())}, "
+                                         f"got {text!r}")
+    try:
+        return name.strip(), limits.parse_size(value, name.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _size_arg(text: str) -> tuple[str, int]:

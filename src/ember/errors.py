@@ -92,6 +92,19 @@ class ShapeError(TypeInferenceError):
     code = "E104"
 
 
+class LimitError(GraphError):
+    """A model needs more than the resource limits allow (``ember.limits``): a tensor, the
+    memory of the compiled model, the graph's nodes, a loop's iterations or nested subgraphs.
+    ``limit`` names the limit, ``size`` what was asked and ``maximum`` the limit's value."""
+
+    code = "E105"
+
+    def __init__(self, message: str, *, node: str | None = None, op: str | None = None,
+                 limit: str | None = None, size: int | None = None, maximum: int | None = None):
+        self.limit, self.size, self.maximum = limit, size, maximum
+        super().__init__(message, node=node, op=op)
+
+
 # ---- E2xx: codegen and toolchain ------------------------------------------------------------
 
 class CodegenError(EmberError):
@@ -130,6 +143,18 @@ class ArtifactError(EmberError):
     """A compiled artifact is missing, truncated, corrupt or from an incompatible version."""
 
     code = "E303"
+
+
+class RuntimeLimitError(RuntimeError_):
+    """At run time, a tensor whose size the input shapes decide is above the resource limits
+    (``ember.limits``); checked before it is allocated.  Same attributes as :class:`LimitError`."""
+
+    code = "E304"
+
+    def __init__(self, message: str, *, node: str | None = None, op: str | None = None,
+                 limit: str | None = None, size: int | None = None, maximum: int | None = None):
+        self.limit, self.size, self.maximum = limit, size, maximum
+        super().__init__(message, node=node, op=op)
 
 
 # The public name; the trailing underscore above only avoids shadowing the builtin in this file.

@@ -103,6 +103,54 @@ def test_png_every_filter_alpha_and_gray():
     np.testing.assert_array_equal(decode(pnm(gray), "Grayscale"), gray)
 
 
+@pytest.mark.parametrize("filters", [(0, 1, 2), (3,), (4,), (4, 3, 1, 0, 2, 4, 4)], ids=str)
+def test_png_filters_on_larger_images(filters):
+    """Rows of only None/Sub/Up are undone row by row, any Average or Paeth row sends the whole
+    image down the anti-diagonal decoder; both give back the pixels, in every channel count."""
+    for c in (1, 3, 4):
+        img = RNG.integers(0, 256, (23, 41, c), dtype=np.uint8)
+        want = np.repeat(img, 3, axis=2) if c == 1 else img[:, :, :3]
+        np.testing.assert_array_equal(decode(png(img, filters)), want)
+    flat = np.zeros((9, 300, 3), np.uint8)          # a wide, short image: many short diagonals
+    flat[:, ::7] = 200
+    np.testing.assert_array_equal(decode(png(flat, filters)), flat)
+
+
+def _png_chunks(w: int, h: int, idat: bytes, color: int = 2) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_png_decompression_bomb_inflates_only_the_declared_size():
+    """100 MB of zeros in 100 kB of deflate behind a header of 64 x 64 pixels: only the 64 rows
+    the header declares are inflated (a filter byte and 192 bytes each)."""
+    import tracemalloc
+
+    bomb = zlib.compress(b"\0" * (100 << 20), 9)
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    try:
+        img = decode(_png_chunks(64, 64, bomb))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert img.shape == (64, 64, 3) and not img.any()
+    assert peak < 8 << 20, f"decoding took {peak} bytes"
+
+
+def test_png_header_above_the_tensor_limit_is_refused_before_inflating():
+    from ember import limits
+    from ember.errors import RuntimeLimitError
+
+    data = _png_chunks(100_000, 100_000, zlib.compress(b"\0" * 1000))
+    with limits.using({"tensor_bytes": "64M"}):
+        with pytest.raises(RuntimeLimitError, match=r"\[E304\] image_decode: a 100000 x 100000 PNG image"):
+            decode(data)
+
+
 def test_grayscale_is_rounded_luma():
     px = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 200, 30]]], np.uint8)
     want = np.array([[[76], [150], [29], [124]]], np.uint8)   # (R 19595 + G 38470 + B 7471 + 2^15) >> 16

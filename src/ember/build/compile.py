@@ -17,6 +17,7 @@ against the bounds) and computes the output shapes.  A symbol without a declared
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -28,10 +29,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import __version__
+from .. import limits as ember_limits
 from ..errors import ArtifactError, EmberError, ShapeError
 from ..graph.ir import Graph, Value
 from ..symbolic import Sym, is_identifier
 from ..passes import fuse, optimize, plan_memory
+from ..passes.base import paused_gc
 from ..passes import fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
 from ..target import Target, resolve
 from ..codegen.c import CGenerator, c_ident, c_type, dim_c, module_source, shape_function
@@ -116,6 +119,12 @@ def symbol_bounds(graph: Graph) -> dict[str, int]:
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
              progress: ProgressFn | None = None, profile: bool = False) -> CompiledModel:
     """Run the compiler on a graph up to the C source and the constants blob."""
+    with paused_gc():          # collected after each pass and every few kernels instead
+        return _generate(graph, target, opt_level, dump, progress, profile)
+
+
+def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | None, progress: ProgressFn | None,
+              profile: bool) -> CompiledModel:
     say = progress or (lambda msg: None)
     say(f"optimizing graph ({len(graph.nodes)} nodes, opt level {opt_level})")
     in_names = [v.name for v in graph.inputs]
@@ -136,12 +145,14 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
         g = fuse_attention.run(g, target.lanes)
         if dump:
             dump("fuse_attention", g)
+        gc.collect(1)
     groups = fuse(g)
     bounds = symbol_bounds(g)
     sym_index = {n: k for k, n in enumerate(bounds)}
     if bounds:
         say("symbolic dimensions: " + ", ".join(f"{n} <= {b}" for n, b in bounds.items()))
     plan = plan_memory(g, groups, bounds=bounds)
+    check_memory(g, plan)
     say(f"generating {len(groups)} kernels")
 
     # where every value lives at run time
@@ -175,7 +186,8 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
 
     gen = CGenerator(target.lanes)
     kernels, kernel_src, entry = [], [], []
-    for k, grp in enumerate(groups):
+
+    def _kernel(k: int, grp) -> None:
         names = {v: c_ident(v.name) for v in grp.inputs}
         f = group_kernel(grp, target, names, bounds)
         kernels.append(f)
@@ -186,6 +198,12 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
         entry.append(f"{f.name}({', '.join(args)});")
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
+
+    for k, grp in enumerate(groups):
+        _kernel(k, grp)
+        if k % 32 == 31:
+            gc.collect(0)       # what the last kernels left (see passes.base.paused_gc)
+
     # outputs not produced by a kernel (inputs, constants, or a value listed twice)
     def nbytes(v: Value) -> str:
         if v.type.is_static:
@@ -220,6 +238,21 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
     return CompiledModel(g, groups, plan, source, bytes(blob), kernels)
 
 
+def check_memory(g: Graph, plan) -> None:
+    """The resource policy on a planned model: every intermediate within ``tensor_bytes`` with
+    the symbols at their bounds, the arena and the constants together within ``memory_bytes``."""
+    lim = ember_limits.current()
+    for v, n in plan.sizes.items():
+        if n > lim.tensor_bytes and not v.type.is_static:
+            p = v.producer
+            ember_limits.check_tensor(n, f"%{v.name} ({v.type}) with the symbols at their bounds", limits=lim,
+                                node=p.name if p else None, op=p.op if p else None)
+    const_bytes = sum(v.const.nbytes for v in g.constants())
+    ember_limits.check_count("memory_bytes", plan.arena_bytes + const_bytes,
+                             f"the memory of model '{g.name}' (arena {ember_limits.format_bytes(plan.arena_bytes)} "
+                             f"and constants {ember_limits.format_bytes(const_bytes)})", limits=lim)
+
+
 def where_src(v: Value, in_index, const_offsets) -> str:
     if v in in_index:
         return f"inputs[{in_index[v]}]"
@@ -251,6 +284,9 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
         "shapes": sorted((str(k), v) for k, v in (shapes or {}).items()),
         "bounds": sorted((str(k), v) for k, v in (bounds or {}).items()),
     }, default=repr))
+    # what folds depends on fold_bytes, and a model compiled under larger limits must still be
+    # refused under smaller ones
+    put("limits", json.dumps(sorted(ember_limits.current().as_dict().items()), default=str))
     if isinstance(model, (str, os.PathLike)):
         try:
             data = Path(model).read_bytes()
@@ -343,7 +379,8 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
             shapes: Mapping[str, tuple] | None = None, bounds: Mapping[str, int] | None = None,
             dump: str | os.PathLike | None = None,
             progress: ProgressFn | None = None, cache: bool = True, profile: bool = False,
-            cflags: tuple[str, ...] = (), knobs: Mapping[str, Any] | None = None):
+            cflags: tuple[str, ...] = (), knobs: Mapping[str, Any] | None = None,
+            limits: "ember_limits.Limits | Mapping[str, Any] | str | None" = None):
     """Compile ``model`` (a path, an ``onnx.ModelProto`` or an ember ``Graph``) for ``target``.
 
     Returns a loaded :class:`ember.runtime.Module`.  Dimensions the model leaves symbolic stay
@@ -355,8 +392,21 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     the C compiler (e.g. ``("-O1",)`` where compile time matters more than speed).  ``knobs``
     sets schedule choices the schedules otherwise make by their cost models, e.g.
     ``{"matmul.rows": 4, "conv2d.order": "rows"}`` (``ember.ops.schedule_cpu.KNOBS`` lists them):
-    for tuning; every valid value gives the same results.
+    for tuning; every valid value gives the same results.  ``limits`` changes the resource
+    policy (``ember.limits``): ``{"tensor_bytes": "2G", "nodes": 100000}``; a model above it
+    raises :class:`~ember.errors.LimitError` before anything is allocated.
     """
+    try:
+        lim = limits if isinstance(limits, ember_limits.Limits) else ember_limits.current().updated(limits)
+    except ValueError as e:
+        raise EmberError(str(e)) from None
+    with ember_limits.using(lim), paused_gc():     # the passes collect (see passes.base.paused_gc)
+        return _compile(model, target, opt_level, shapes=shapes, bounds=bounds, dump=dump, progress=progress,
+                        cache=cache, profile=profile, cflags=cflags, knobs=knobs)
+
+
+def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, bounds, dump, progress, cache: bool,
+             profile: bool, cflags: tuple[str, ...], knobs):
     from ..runtime import Module, load
     from ..toolchain import Cache
 

@@ -310,17 +310,17 @@ static inline uint64_t ember_upow(uint64_t a, uint64_t b) {{
 }}
 #define EMBER_VMAP1(fn, x) ({{ ember_vf _x = (x), _r; for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = fn(_x[_i]); _r; }})
 #define EMBER_VMAP2(fn, x, y) ({{ ember_vf _x = (x), _y = (y), _r; for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = fn(_x[_i], _y[_i]); _r; }})
-#define EMBER_IDIV(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _b == 0 ? 0 : (_b == -1 ? -_a : _a / _b); }})
-#define EMBER_IMOD(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_b == 0 || _b == -1) ? 0 : _a % _b; }})
-#define EMBER_UDIV(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _b == 0 ? 0 : _a / _b; }})
-#define EMBER_UMOD(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); _b == 0 ? 0 : _a % _b; }})
-#define EMBER_MAX(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_a > _b || _a != _a) ? _a : _b; }})
-#define EMBER_MIN(a, b) ({{ __typeof__(a) _a = (a); __typeof__(b) _b = (b); (_a < _b || _a != _a) ? _a : _b; }})
+#define EMBER_IDIV(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); _b == 0 ? 0 : (_b == -1 ? -_a : _a / _b); }})
+#define EMBER_IMOD(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); (_b == 0 || _b == -1) ? 0 : _a % _b; }})
+#define EMBER_UDIV(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); _b == 0 ? 0 : _a / _b; }})
+#define EMBER_UMOD(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); _b == 0 ? 0 : _a % _b; }})
+#define EMBER_MAX(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); (_a > _b || _a != _a) ? _a : _b; }})
+#define EMBER_MIN(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); (_a < _b || _a != _a) ? _a : _b; }})
 /* a value rounded where it is computed: the compiler may not fuse its multiply into a later add */
 #if defined(__x86_64__) || defined(__i386__)
-#define EMBER_NO_CONTRACT(v) ({{ __typeof__(v) _nc = (v); __asm__("" : "+x"(_nc)); _nc; }})
+#define EMBER_NO_CONTRACT(v) ({{ __auto_type _nc = (v); __asm__("" : "+x"(_nc)); _nc; }})
 #elif defined(__aarch64__)
-#define EMBER_NO_CONTRACT(v) ({{ __typeof__(v) _nc = (v); __asm__("" : "+w"(_nc)); _nc; }})
+#define EMBER_NO_CONTRACT(v) ({{ __auto_type _nc = (v); __asm__("" : "+w"(_nc)); _nc; }})
 #else
 #define EMBER_NO_CONTRACT(v) (v)
 #endif

@@ -36,7 +36,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import FrontendError, InvalidModelError, ModelLoadError, UnsupportedOpError
+from .. import limits
+from ..errors import FrontendError, InvalidModelError, LimitError, ModelLoadError, UnsupportedOpError
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
@@ -363,7 +364,8 @@ class NodeContext:
             opdef = get_op(core)
             a = opdef.fill_attrs(attrs, self.name)
             types = opdef.infer_types(a, [v.type for v in inputs], self.name)
-            if all(t.is_static for t in types):
+            if all(t.is_static for t in types) and limits.may_fold(
+                    sum(t.nbytes for t in types), sum({v.uid: v.const.nbytes for v in inputs}.values())):
                 outs = opdef.run_reference(a, [v.const for v in inputs])
                 vals = [self.const(np.asarray(o, dtype=np_dtype(t.dtype)).reshape(t.shape), t.dtype)
                         for o, t in zip(outs, types)]
@@ -423,6 +425,7 @@ class _Translator:
         self.used: set[str] = set()
         self.input_names: dict[int, str] = {}   # uid of a graph-input Value -> its ONNX name
         self.data_symbols: set[str] = set()     # symbols of dimensions the data decides (string ops)
+        self.depth = 0                          # subgraphs and function bodies being translated
 
     # -- values ----------------------------------------------------------------------------
 
@@ -615,6 +618,12 @@ class _Translator:
             outs = fn(cx)
         except FrontendError:
             raise
+        except LimitError as e:
+            raise _in_terms_of(e, name, node.op_type) from None
+        except MemoryError:
+            raise LimitError("ran out of memory translating this node (numpy's MemoryError); lower "
+                             "limits (tensor_bytes, fold_bytes) make Ember refuse such a model before "
+                             "it allocates", node=name, op=node.op_type) from None
         except Exception as e:
             # type and shape errors raised by the builder already name node and op
             if getattr(e, "node", None) is not None:
@@ -636,6 +645,16 @@ class _Translator:
     def inline_graph(self, g, prefix: str, opset: int, bind: Sequence[Value] = ()) -> list[Value]:
         """Translate a subgraph (If branch, loop body) whose names are local to it; it may read
         outer values.  ``bind`` gives the values of the subgraph's formal inputs, in order."""
+        import onnx
+
+        self.depth += 1
+        try:
+            limits.check_count("subgraph_depth", self.depth, f"the nesting of subgraph '{prefix}'")
+            return self._inline_graph(g, prefix, opset, bind)
+        finally:
+            self.depth -= 1
+
+    def _inline_graph(self, g, prefix: str, opset: int, bind: Sequence[Value]) -> list[Value]:
         import onnx
 
         if len(bind) != len(g.input):
@@ -729,6 +748,15 @@ class _Translator:
         return body, schema
 
     def expand_function(self, node, name: str, opsets) -> None:
+        self.depth += 1
+        try:
+            limits.check_count("subgraph_depth", self.depth, f"the nesting of function bodies at '{name}'",
+                               node=name, op=node.op_type)
+            self._expand_function(node, name, opsets)
+        finally:
+            self.depth -= 1
+
+    def _expand_function(self, node, name: str, opsets) -> None:
         import onnx
 
         body, schema = self.function_body(node, name, opsets)
@@ -847,6 +875,18 @@ def _rename_graph_attributes(node, outer) -> None:
         elif a.type == onnx.AttributeProto.GRAPHS:
             for k in range(len(a.graphs)):
                 a.graphs[k].CopyFrom(_renamed_subgraph(a.graphs[k], outer))
+
+
+def _in_terms_of(e: LimitError, name: str, op_type: str) -> LimitError:
+    """``e``, raised by a core op (lower-case names) of the translation of ONNX node ``name``,
+    as an error of that node, the core op kept in the message."""
+    if e.op is None or not e.op[:1].islower():
+        return e                               # already an ONNX node's (a nested translation)
+    text = str(e).split("] ", 1)[-1]
+    where = f"{e.op} node '{e.node}': " if e.node is not None else f"{e.op}: "
+    text = text.removeprefix(where)
+    core = f"its core op {e.op}" + (f" '{e.node}'" if e.node not in (None, name) else "")
+    return LimitError(f"{core}: {text}", node=name, op=op_type, limit=e.limit, size=e.size, maximum=e.maximum)
 
 
 def _symbol_name(text: str) -> str:

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import limits
 from .ir import Graph, Node, Value, constant
 from .types import TensorType
 
@@ -61,6 +62,8 @@ class GraphBuilder:
         from ..ops import get_op
 
         opdef = get_op(op)
+        limits.check_count("nodes", len(self.nodes) + 1, f"the number of nodes of graph '{self.name}'",
+                           node=name or None, op=op)
         node_name = self.fresh(name or op, self._node_names)
         a = opdef.fill_attrs(attrs, node_name)
         types = opdef.infer_types(a, [v.type for v in inputs], node_name)

@@ -9,9 +9,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .. import limits
 from ..errors import InputError
 from .ir import Graph, Value
-from ..symbolic import Sym, SymbolicError, bind
+from ..symbolic import Sym, SymbolicError, bind, evaluate
 from .types import np_dtype
 
 
@@ -26,9 +27,26 @@ def concrete_attrs(attrs: dict, sizes: Mapping[str, int]) -> dict:
     return {k: go(v) for k, v in attrs.items()}
 
 
+def _check_size(v: Value, sizes: Mapping[str, int], lim: "limits.Limits") -> None:
+    """The resource policy before a node's output is computed: its size, from the symbols'
+    values where it has any (those the data decides are only known once it is computed)."""
+    t = v.type
+    try:
+        n = t.size if t.is_static else evaluate(t.num_elements, sizes)
+    except (SymbolicError, KeyError):
+        return
+    nbytes = n * (8 if t.dtype == "string" else np_dtype(t.dtype).itemsize)
+    if nbytes > lim.tensor_bytes:
+        p = v.producer
+        limits.check_tensor(nbytes, f"its output {t} with {sizes}" if sizes else f"its output {t}", runtime=True,
+                            node=p.name if p else None, op=p.op if p else None, limits=lim)
+
+
 def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:
     """Evaluate ``graph`` on ``inputs`` (by name or in order); returns the outputs in order.
-    Symbolic dimensions take their values from the inputs' shapes."""
+    Symbolic dimensions take their values from the inputs' shapes.  Each node's outputs are
+    checked against the resource policy (``ember.limits``) before they are computed: a tensor
+    above ``tensor_bytes`` raises :class:`~ember.errors.RuntimeLimitError`."""
     if not isinstance(inputs, Mapping):
         if len(inputs) != len(graph.inputs):
             raise InputError(f"graph '{graph.name}' takes {len(graph.inputs)} inputs, got {len(inputs)}")
@@ -52,7 +70,10 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
             return v.const
         return env[v]
 
+    lim = limits.current()
     for node in graph.nodes:
+        for v in node.outputs:
+            _check_size(v, sizes, lim)
         attrs = concrete_attrs(node.attrs, sizes) if sizes else node.attrs
         outs = get_op(node.op).run_reference(attrs, [get(v) for v in node.inputs])
         for v, arr in zip(node.outputs, outs):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import EmberError, GraphError
+from .. import limits
+from ..errors import EmberError, GraphError, LimitError
 from .ir import Graph, Node, Value
 from .types import np_dtype
 
@@ -40,8 +41,12 @@ def verify(graph: Graph) -> None:
     """
     from ..ops import OPS
 
+    limits.check_count("nodes", len(graph.nodes), f"the number of nodes of graph '{graph.name}'")
     defined: set[Value] = set()
     names: dict[str, Value] = {}
+    # type rules are pure: nodes of one op, attributes and operand types (a model's repeated
+    # layers, a long chain) are inferred once
+    inferred: dict[tuple, list] = {}
 
     def name_value(v: Value, node: Node | None) -> None:
         other = names.get(v.name)
@@ -92,8 +97,19 @@ def verify(graph: Graph) -> None:
             raise _fail(f"{' and '.join(parts)}; {n.op} takes {sorted(opdef.attrs)}", n)
         if len(n.outputs) != opdef.num_outputs:
             raise _fail(f"has {len(n.outputs)} output(s), {n.op} produces {opdef.num_outputs}", n)
+        in_types = [v.type for v in n.inputs]
         try:
-            types = opdef.infer_types(n.attrs, [v.type for v in n.inputs], n.name)
+            key = (n.op, tuple(n.attrs.items()), tuple(in_types))
+            types = inferred.get(key)
+        except TypeError:           # an attribute that cannot be hashed: infer it every time
+            key = types = None
+        try:
+            if types is None:
+                types = opdef.infer_types(n.attrs, in_types, n.name)
+                if key is not None:
+                    inferred[key] = types
+        except LimitError:
+            raise
         except EmberError as e:
             raise _fail(f"type rule fails: {str(e).split('] ', 1)[-1]}", n) from None
         except Exception as e:  # a type rule that crashes on bad attributes is still a bad node

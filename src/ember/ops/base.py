@@ -23,8 +23,9 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from .. import limits
 from ..errors import TypeInferenceError
-from ..graph.types import TensorType, is_narrow, is_string
+from ..graph.types import TensorType, is_narrow, is_string, np_dtype
 
 
 class Pattern(IntEnum):
@@ -119,7 +120,9 @@ class Op:
             raise TypeInferenceError(f"cannot infer the output type from operands "
                                      f"{', '.join(map(str, types))} and attributes {a}: {e}",
                                      node=node, op=self.name) from None
-        return list(out) if isinstance(out, (list, tuple)) else [out]
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        _check_sizes(out, node, self.name)
+        return out
 
     def run_reference(self, a: dict, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = self.reference(a, *arrays)
@@ -127,6 +130,17 @@ class Op:
 
     def fail(self, message: str) -> TypeInferenceError:
         return TypeInferenceError(message, op=self.name)
+
+
+def _check_sizes(types: Sequence[TensorType], node: str, op: str) -> None:
+    """The resource policy on a node's static output types: each within ``tensor_bytes``."""
+    lim = limits.current()
+    for k, t in enumerate(types):
+        if t.is_static:
+            n = t.size * (1 if t.dtype == "string" else np_dtype(t.dtype).itemsize)
+            if n > lim.tensor_bytes:
+                what = f"output {k} ({t})" if len(types) > 1 else f"its output {t}"
+                limits.check_tensor(n, what, node=node or None, op=op, limits=lim)
 
 
 def _normalize_attr(v: Any) -> Any:

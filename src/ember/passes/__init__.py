@@ -14,13 +14,14 @@ graph but describe how to run it.
 
 from __future__ import annotations
 
+import gc
 from typing import Callable
 
-from ..errors import GraphError
+from ..errors import GraphError, LimitError
 from ..graph.ir import Graph
 from ..graph.verify import verify
 from . import cse, dead_code, fold_batch_norm, fold_constants, lower_batch_norm, qdq_to_integer, simplify
-from .base import Pass
+from .base import Pass, paused_gc
 from .fusion import Group, describe, fuse
 from .memory import MemoryPlan, plan_memory
 
@@ -61,16 +62,20 @@ def optimize(graph: Graph, opt_level: int = 2,
     passes = pipeline(opt_level)
     verify(graph)
     g = graph.copy()
-    for p in passes:
-        g = p(g)
-        try:
-            verify(g)
-        except GraphError as e:
-            err = GraphError(f"pass '{p.name}' produced a malformed graph: {str(e).split('] ', 1)[-1]}")
-            err.node, err.op = e.node, e.op
-            raise err from e
-        if dump is not None:
-            dump(p.name, g)
+    with paused_gc():
+        for p in passes:
+            g = p(g)
+            gc.collect(1)         # the previous graph: see paused_gc
+            try:
+                verify(g)
+            except GraphError as e:
+                if isinstance(e, LimitError):
+                    raise
+                err = GraphError(f"pass '{p.name}' produced a malformed graph: {str(e).split('] ', 1)[-1]}")
+                err.node, err.op = e.node, e.op
+                raise err from e
+            if dump is not None:
+                dump(p.name, g)
     return g
 
 

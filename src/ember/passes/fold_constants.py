@@ -3,13 +3,16 @@
 The value is computed with the op's numpy reference, so the folded graph computes bit for bit
 what the reference interpreter computes.  A node is left alone when folding would trade a cheap
 computation for a huge constant (``broadcast_to`` of a scalar to millions of elements, a large
-``pad`` of a small tensor): those are cheaper to compute at run time than to store.
+``pad`` of a small tensor): those are cheaper to compute at run time than to store.  Nor does a
+result that outweighs its inputs grow past the resource policy's ``fold_bytes``
+(``ember.limits.may_fold``), so no model can make folding allocate without bound.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import limits
 from ..graph.ir import Graph, Node, Value
 from ..graph.types import np_dtype
 from .base import Pass, resolve
@@ -22,6 +25,9 @@ MAX_EXPANSION = 4
 
 def _worth_folding(n: Node) -> bool:
     if not n.inputs or not all(o.type.is_static for o in n.outputs):
+        return False
+    if not limits.may_fold(sum(o.type.nbytes for o in n.outputs),
+                           sum({v.uid: v.const.nbytes for v in n.inputs}.values())):
         return False
     out = sum(o.type.size for o in n.outputs)
     if out <= MAX_EXPANDED_ELEMENTS:

@@ -15,6 +15,7 @@ The op patterns (``ember.ops.Pattern``) decide:
   than once (GELU after a matmul): see ``_merge_epilogue_dags``.
 * ``ELEMWISE``, ``BROADCAST`` and ``INJECTIVE`` ops with no anchor chain freely, any shapes,
   several producers at once.
+* A group holds at most ``MAX_GROUP_NODES`` nodes; a longer chain is cut into several.
 * The simple reductions (``reduce_sum/mean/max/min/prod``) absorb a tree of anchor-free
   producers that feed only them; conv2d, matmul, softmax, layer_norm and arg-reductions never
   absorb producers (their schedules read their raw inputs).
@@ -36,6 +37,12 @@ SIMPLE_REDUCTIONS = frozenset({"reduce_sum", "reduce_mean", "reduce_max", "reduc
 ANCHOR_PATTERNS = frozenset({Pattern.OUT_ELEMWISE_FUSABLE, Pattern.REDUCTION})
 CHAIN_PATTERNS = frozenset({Pattern.ELEMWISE, Pattern.BROADCAST})
 FREE_PATTERNS = frozenset({Pattern.ELEMWISE, Pattern.BROADCAST, Pattern.INJECTIVE})
+
+#: The most nodes one group holds.  A longer chain becomes several kernels: a kernel's body is
+#: one expression per element, nested as deep as the chain, and both lowering it and compiling
+#: the C take time (and recursion) that grows with that depth; this also keeps fusion linear in
+#: the number of nodes (joining two groups costs the size of the smaller one at most).
+MAX_GROUP_NODES = 64
 
 #: Kernel names are cut to about this many characters.
 MAX_NAME = 60
@@ -126,6 +133,14 @@ def fuse(graph: Graph) -> list[Group]:
             if pd.alone or pd.nodes[-1] is not p:
                 continue
             candidates.append((v, pd))
+        # joined while they fit, in operand order
+        room = MAX_GROUP_NODES - 1
+        fitting = []
+        for v, pd in candidates:
+            if len(pd.nodes) <= room:
+                fitting.append((v, pd))
+                room -= len(pd.nodes)
+        candidates = fitting
         if d.anchor is not None:
             if n.op in SIMPLE_REDUCTIONS:
                 for _, pd in candidates:
@@ -195,6 +210,8 @@ def _merge_epilogue_dags(graph: Graph, users, protected, draft_of, absorb) -> No
                 if v.type.shape != full or pd.anchor.output.type.shape != full:
                     continue
                 if len(users.get(v, [])) < 2 or not all(u in members for u in users[v]):
+                    continue
+                if len(pd.nodes) + len(d.nodes) > MAX_GROUP_NODES:
                     continue
                 # the epilogue's root stays the group's root
                 absorb(pd, d)

@@ -87,7 +87,10 @@ def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64,
     sizes = {v: _round_up(n, alignment) for v, n in exact.items()}
 
     offsets: dict[Value, int] = {}
-    placed: list[tuple[int, int, int, int]] = []   # (first, last, offset, size)
+    placed: list[tuple[int, int]] = []          # (offset, size)
+    # the placed buffers live at each group: a buffer only meets those it shares a group with,
+    # so placing one costs its lifetime, not the number placed before it
+    live_at: list[list[int]] = [[] for _ in groups]
     order = sorted(lifetimes, key=lambda v: (-sizes[v], lifetimes[v][0], v.uid))
     for v in order:
         size = sizes[v]
@@ -95,7 +98,8 @@ def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64,
             offsets[v] = 0
             continue
         first, last = lifetimes[v]
-        busy = sorted((o, o + s) for f, l, o, s in placed if f <= last and first <= l)
+        met = {i for k in range(first, last + 1) for i in live_at[k]}
+        busy = sorted((placed[i][0], placed[i][0] + placed[i][1]) for i in met)
         best, best_gap, top = None, None, 0
         for lo, hi in busy:
             gap = lo - top
@@ -104,6 +108,8 @@ def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64,
             top = max(top, hi)
         offset = best if best is not None else top
         offsets[v] = offset
-        placed.append((first, last, offset, size))
-    arena = max((o + s for _, _, o, s in placed), default=0)
+        for k in range(first, last + 1):
+            live_at[k].append(len(placed))
+        placed.append((offset, size))
+    arena = max((o + s for o, s in placed), default=0)
     return MemoryPlan(offsets, arena, sum(exact.values()), sizes, lifetimes, alignment)

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .. import limits
 from ..errors import ArtifactError, EmberError, EmberRuntimeError, InputError
 from ..graph.types import NARROW_DTYPES, TensorType
 from ..symbolic import SymbolicError, bind, evaluate
@@ -56,13 +57,19 @@ class OutputRecycler:
     def __init__(self, count: int):
         self._kept: list[list[np.ndarray]] = [[] for _ in range(count)]
 
-    def array(self, i: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
-        """An array for output ``i``: a dropped one of the same shape and dtype, else a new one."""
+    def array(self, i: int, shape: tuple, dtype: np.dtype, name: str = "") -> np.ndarray:
+        """An array for output ``i``: a dropped one of the same shape and dtype, else a new one,
+        checked against the resource policy first (``RuntimeLimitError`` naming output ``name``)."""
         kept = self._kept[i]
         for a in kept:
             # references: the list, the loop variable and getrefcount's argument
             if sys.getrefcount(a) <= 3 and a.shape == shape and a.dtype == dtype:
                 return a
+        nbytes = dtype.itemsize
+        for d in shape:
+            nbytes *= d
+        if nbytes > limits.current().tensor_bytes:
+            limits.check_tensor(nbytes, f"output '{name or i}' of shape {list(shape)}", runtime=True)
         out = np.empty(shape, dtype)
         if out.nbytes >= self.MIN_BYTES and dtype != object:
             if len(kept) >= self.PER_OUTPUT:
@@ -375,7 +382,8 @@ class Module(LoadedModel):
                 arr = np.ascontiguousarray(arr)
             arrays[i] = arr
         with self._lock:
-            outs = [self._outputs.array(i, shape, dt) for i, (dt, shape) in enumerate(self._out_np)]
+            outs = [self._outputs.array(i, shape, dt, self._out_names[i])
+                    for i, (dt, shape) in enumerate(self._out_np)]
             in_ptrs, out_ptrs = self._in_ptrs, self._out_ptrs
             for i, arr in enumerate(arrays):
                 in_ptrs[i] = arr.ctypes.data
@@ -399,7 +407,8 @@ class Module(LoadedModel):
         env = self._bind_shapes([a.shape for a in arrays])
         shapes = [np.array(a.shape, dtype=np.int64) for a in arrays]
         with self._lock:
-            outs = [self._outputs.array(i, tuple(evaluate(d, env) for d in t.shape), dt)
+            outs = [self._outputs.array(i, tuple(evaluate(d, env) for d in t.shape), dt,
+                                        self._out_names[i])
                     for i, (t, (dt, _)) in enumerate(zip(self._out_types, self._out_np))]
             in_ptrs, out_ptrs, shape_ptrs = self._in_ptrs, self._out_ptrs, self._shape_ptrs
             for i, arr in enumerate(arrays):

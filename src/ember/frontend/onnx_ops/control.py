@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import limits
 from ...graph.types import np_dtype
 from ..onnx import onnx_dtype
 from . import translates
 from .tensor import norm_axis, reshape, static_shape
-
-#: Loops longer than this are refused rather than unrolled into a huge graph
-MAX_ITERATIONS = 4096
-
 
 def stack(cx, values, axis: int, elem_type=None):
     """``values`` (all of one shape) stacked along a new axis ``axis``.  With no values the
@@ -71,8 +68,8 @@ def loop(cx):
     scans: list[list] = [[] for _ in range(n_scan)]
     k = 0
     while keep_going and (trip is None or k < trip):
-        if k >= MAX_ITERATIONS:
-            raise cx.unsupported(f"more than {MAX_ITERATIONS} iterations")
+        limits.check_count("loop_iterations", k + 1, "the number of iterations unrolled",
+                           node=cx.name, op=cx.op_type)
         it = cx.scalar(k, "int64")
         c = cx.const(np.array(True))
         outs = cx.inline_graph("body", [it, c] + carried, tag=f"{k}")
@@ -112,8 +109,7 @@ def _scan(cx, body, states, xs, n_out, tag):
     if len(lengths) != 1:
         raise cx.fail(f"scan inputs have different sequence lengths {sorted(lengths)}")
     (n,) = lengths
-    if n > MAX_ITERATIONS:
-        raise cx.unsupported(f"more than {MAX_ITERATIONS} iterations")
+    limits.check_count("loop_iterations", n, "the number of iterations unrolled", node=cx.name, op=cx.op_type)
     per_step: list[list] = [[] for _ in range(n_out)]
     n_state = len(states)
     for t in range(n):

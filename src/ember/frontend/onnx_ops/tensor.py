@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from ... import limits
 from ...errors import ShapeError
 from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
@@ -116,8 +117,8 @@ def constant_of_shape(cx):
         dtype = onnx_dtype(cx.node.attribute[0].t.data_type, "value", cx.name, cx.op_type)
     else:
         val, dtype = np.zeros((), np.float32), "float32"
-    if any(isinstance(d, Sym) for d in dims):
-        # a symbolic shape: the value broadcast at run time
+    if any(isinstance(d, Sym) for d in dims) or not limits.may_fold(product(dims) * val.dtype.itemsize, 0):
+        # a symbolic shape, or too large a constant: the value broadcast at run time
         return cx.op("broadcast_to", [cx.const(val.reshape(()), dtype)], shape=tuple(dims))
     return cx.const(np.full(dims, val.reshape(()), dtype=val.dtype), dtype)
 
@@ -135,6 +136,9 @@ def range_(cx):
     if d == 0:
         raise cx.fail("delta must not be 0")
     n = max(int(math.ceil((l - s) / d)), 0)
+    if not limits.may_fold(n * dtype.itemsize, 0):
+        # too large a constant: computed at run time (the core op checks the tensor size)
+        return cx.op("arange", [], length=n, start=s, delta=d, dtype=ir_dtype)
     if np.issubdtype(dtype, np.integer):
         vals = np.array([s + i * d for i in range(n)], dtype=dtype)
     else:

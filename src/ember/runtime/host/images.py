@@ -2,7 +2,9 @@
 
 The lossless formats whose layout is fully specified are decoded here with numpy and zlib:
 BMP (uncompressed 24- and 32-bit, and 8-bit palette), PNG (8-bit gray, gray+alpha, RGB, RGBA
-and palette, non-interlaced, all five filters), binary PNM (P5 gray, P6 RGB, 8-bit) and
+and palette, non-interlaced, all five filters, undone with array arithmetic; the data is
+inflated only up to the size the header declares, which the resource policy
+``ember.limits`` bounds before anything is inflated), binary PNM (P5 gray, P6 RGB, 8-bit) and
 baseline TIFF (uncompressed strips, 8-bit gray or RGB(A), chunky).  Formats that need a real
 codec (JPEG, JPEG 2000, WebP) raise an error naming the format.  The result is converted to
 the node's ``pixel_format``: RGB, BGR, or Grayscale (ITU-R 601 luma with the integer rounding of
@@ -17,6 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ... import limits
 from ...errors import EmberRuntimeError
 from . import kernel
 
@@ -52,11 +55,47 @@ def _bmp(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(img[::-1] if flip else img)
 
 
-def _paeth(a: int, b: int, c: int) -> int:
-    """PNG's Paeth predictor of left ``a``, up ``b`` and up-left ``c``."""
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    return a if pa <= pb and pa <= pc else b if pb <= pc else c
+def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """PNG's Paeth predictor of left ``a``, up ``b`` and up-left ``c`` (integer arrays)."""
+    pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def _unfilter_rows(filters: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Undo filters None, Sub and Up ([H] filter types, [H, W, C] filtered bytes), one row at
+    a time: Sub is a running sum along the row, Up a sum with the row above."""
+    out = np.empty(data.shape, np.uint8)
+    prev = np.zeros(data.shape[1:], np.uint8)
+    for y, kind in enumerate(filters):
+        line = data[y]
+        if kind == 0:
+            out[y] = line
+        elif kind == 1:
+            out[y] = np.cumsum(line, axis=0, dtype=np.uint32) & 0xFF
+        else:
+            out[y] = line + prev               # uint8: wraps modulo 256
+        prev = out[y]
+    return out
+
+
+def _unfilter_wavefront(filters: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Undo any mix of the five filters ([H] types, [H, W, C] filtered bytes).  Pixel (y, x)
+    depends on its left, upper and upper-left neighbours only, so every pixel of one
+    anti-diagonal y + x = d is decoded at once from the two diagonals before it: H + W - 1
+    steps of array arithmetic instead of a step per byte."""
+    h, w, c = data.shape
+    out = np.zeros((h + 1, w + 1, c), np.int32)    # a zero row above and a zero column left
+    raw = data.astype(np.int32)
+    kinds = filters.astype(np.int32)[:, None]
+    for d in range(h + w - 1):
+        y = np.arange(max(0, d - w + 1), min(d, h - 1) + 1)
+        x = d - y
+        left, up, up_left = out[y + 1, x], out[y, x + 1], out[y, x]
+        k = kinds[y]
+        pred = np.where(k == 1, left, np.where(k == 2, up, np.where(k == 3, (left + up) >> 1,
+                        np.where(k == 4, _paeth(left, up, up_left), 0))))
+        out[y + 1, x + 1] = (raw[y, x] + pred) & 0xFF
+    return out[1:, 1:].astype(np.uint8)
 
 
 def _png(data: bytes) -> np.ndarray:
@@ -79,40 +118,28 @@ def _png(data: bytes) -> np.ndarray:
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color)
     if depth != 8 or channels is None or interlace:
         raise _fail(f"PNG with bit depth {depth}, color type {color}, interlace {interlace} is not supported")
+    stride = width * channels
+    expected = height * (stride + 1)              # the filtered rows the header declares
+    # the decoded pixels (and the int32 work arrays of the filters) within the resource policy,
+    # checked before inflating: a small file may inflate to gigabytes
+    limits.check_tensor(height * width * max(channels, 3) * 4, f"a {width} x {height} PNG image",
+                        runtime=True, op="image_decode")
     try:
-        raw = zlib.decompress(b"".join(idat))
+        raw = zlib.decompressobj().decompress(b"".join(idat), expected)   # never past the header's size
     except zlib.error as e:
         raise _fail(f"corrupt PNG image data ({e})") from None
-    stride = width * channels
-    if len(raw) < height * (stride + 1):
+    if len(raw) < expected:
         raise _fail("truncated PNG image data")
-    lines = np.frombuffer(raw, np.uint8, height * (stride + 1)).reshape(height, stride + 1)
-    out = np.zeros((height, stride), np.uint8)
-    prev = np.zeros(stride, np.uint8)
-    bpp = channels
-    for y in range(height):
-        kind, line = lines[y, 0], lines[y, 1:]
-        if kind == 0:
-            cur = line.copy()
-        elif kind == 1:                       # Sub: a running sum along each channel
-            cur = (np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint32) & 0xFF).astype(np.uint8).reshape(-1)
-        elif kind == 2:
-            cur = (line + prev).astype(np.uint8)
-        elif kind in (3, 4):
-            cur = line.copy()
-            for x in range(stride):           # each byte depends on the one bpp to its left
-                left = int(cur[x - bpp]) if x >= bpp else 0
-                if kind == 3:
-                    pred = (left + int(prev[x])) >> 1
-                else:
-                    up_left = int(prev[x - bpp]) if x >= bpp else 0
-                    pred = _paeth(left, int(prev[x]), up_left)
-                cur[x] = (int(line[x]) + pred) & 0xFF
-        else:
-            raise _fail(f"PNG row {y} has unknown filter {kind}")
-        out[y] = cur
-        prev = cur
-    img = out.reshape(height, width, channels)
+    lines = np.frombuffer(raw, np.uint8, expected).reshape(height, stride + 1)
+    filters = lines[:, 0]
+    bad = np.flatnonzero(filters > 4)
+    if bad.size:
+        raise _fail(f"PNG row {bad[0]} has unknown filter {filters[bad[0]]}")
+    pixels = lines[:, 1:].reshape(height, width, channels)
+    if np.any(filters >= 3):
+        img = _unfilter_wavefront(filters, pixels)
+    else:
+        img = _unfilter_rows(filters, pixels)
     if color == 3:
         if palette is None:
             raise _fail("palette PNG without a PLTE chunk")

@@ -41,7 +41,7 @@ from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
 from ..ops import get_op
-from ..symbolic import Sym, SymbolicError, compare, is_identifier, symbol
+from ..symbolic import Sym, SymbolicError, compare, dim_range, is_identifier, symbol
 from .shape_values import FOLDABLE, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
@@ -285,6 +285,11 @@ class NodeContext:
             return True
         raise self.fail(f"{what}: whether {d} <= {limit} depends on the symbols' values; "
                         f"declare their bounds with bounds=")
+
+    def bound(self, d) -> int | None:
+        """The largest value of dimension ``d`` that the symbols' bounds allow (None when one of
+        its symbols has no bound)."""
+        return dim_range(d, self._tr.bounds)[1]
 
     def data_symbol(self, what: str, bound: int | None = None) -> str:
         """A new symbol for a dimension of this node's output that only the data decides (the

@@ -5,18 +5,28 @@ test_onnx_dynamic), and the dimensions an op must know at compile time refused b
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto as TP
-from onnx import helper
+from onnx import helper, numpy_helper
 
 import ember
-from ember.errors import InvalidModelError
+from ember.errors import InputError, InvalidModelError
 from ember.frontend import from_onnx
 from ember.graph.interpreter import run_graph
+from ember.symbolic import symbol
 
-from test_onnx_dynamic import check, model, rand
+from test_onnx_dynamic import check, rand
 
 pytest.importorskip("onnxruntime")
+
+
+def model(nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(nodes, "dyn", inputs, outputs, initializer=[numpy_helper.from_array(a, n) for n, a in inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8 if opset < 21 else 10
+    onnx.checker.check_model(m)
+    return m
 
 
 def vi(name, dims, dtype=TP.FLOAT):
@@ -94,4 +104,35 @@ def test_recurrence_needs_a_bound_for_an_open_length():
     m = model([node], [vi("x", ["seq", 1, 2])], [vi("y", ["seq", 1, 1, h])],
               [("w", weights(1, 4 * h, 2)), ("r", weights(1, 4 * h, h))])
     with pytest.raises(InvalidModelError, match=r"LSTM.*sequence length seq .*bounds="):
+        from_onnx(m)
+
+
+# ---- spectral -----------------------------------------------------------------------------
+
+def test_stft_over_an_open_signal_length():
+    # an audio front end: STFT of [batch, samples, 1] with a Hann window, then magnitudes
+    fl, step = 16, 4
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(fl) / fl)).astype(np.float32)
+    nodes = [helper.make_node("STFT", ["x", "step", "win", "fl"], ["spec"]),
+             helper.make_node("Mul", ["spec", "spec"], ["sq"]),
+             helper.make_node("ReduceSum", ["sq", "last"], ["power"], keepdims=0)]
+    m = model(nodes, [vi("x", ["batch", "samples", 1])], [vi("spec", ["batch", "frames", 9, 2]),
+                                                          vi("power", ["batch", "frames", 9])],
+              [("step", np.array(step, np.int64)), ("win", window), ("fl", np.array(fl, np.int64)),
+               ("last", np.array([-1]))])
+    g, mod = check(m, [{"x": rand(n, s, 1)} for n, s in ((1, 16), (2, 37), (3, 64))], bounds={"samples": 64})
+    assert g.outputs[0].type.shape[1] == (symbol("samples") - fl) // step + 1
+    with pytest.raises(InputError, match=r"dimension 1 .* of output 'spec' -3: they are too small"):
+        mod.run({"x": rand(1, 3, 1)})
+
+
+def test_dft_over_symbolic_outer_axes():
+    nodes = [helper.make_node("DFT", ["x", "", "axis"], ["y"]),
+             helper.make_node("DFT", ["x", "", "axis"], ["z"], inverse=1)]
+    m = model(nodes, [vi("x", ["batch", "seq", 8, 2])], [vi("y", ["batch", "seq", 8, 2]), vi("z", ["batch", "seq", 8, 2])],
+              [("axis", np.array(2, np.int64))], opset=20)
+    check(m, [{"x": rand(n, s, 8, 2)} for n, s in ((1, 1), (2, 3), (3, 5))])
+    m = model([helper.make_node("DFT", ["x", "", "axis"], ["y"])], [vi("x", ["batch", "seq", 2])],
+              [vi("y", ["batch", "seq", 2])], [("axis", np.array(1, np.int64))], opset=20)
+    with pytest.raises(InvalidModelError, match=r"DFT.*symbolic length seq.*shapes="):
         from_onnx(m)

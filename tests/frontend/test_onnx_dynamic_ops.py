@@ -136,3 +136,58 @@ def test_dft_over_symbolic_outer_axes():
               [vi("y", ["batch", "seq", 2])], [("axis", np.array(1, np.int64))], opset=20)
     with pytest.raises(InvalidModelError, match=r"DFT.*symbolic length seq.*shapes="):
         from_onnx(m)
+
+
+# ---- indexing -----------------------------------------------------------------------------
+
+def ints(seed, lo, hi, shape, dtype=np.int64):
+    return np.random.default_rng(seed).integers(lo, hi, shape).astype(dtype)
+
+
+def test_gather_nd_over_symbolic_data_and_indices():
+    nodes = [helper.make_node("GatherND", ["x", "i1"], ["y1"], batch_dims=1),
+             helper.make_node("GatherND", ["x", "i0"], ["y0"])]
+    m = model(nodes, [vi("x", ["batch", "seq", 4]), vi("i1", ["batch", "k", 1], TP.INT64), vi("i0", ["n", 2], TP.INT64)],
+              [vi("y1", ["batch", "k", 4]), vi("y0", ["n", 4])])
+    feeds = []
+    for b, s, k in ((1, 1, 1), (2, 5, 3), (3, 7, 2)):
+        i0 = np.stack([ints(b, -b, b, 6), ints(s, -s, s, 6)], axis=1)
+        feeds.append({"x": rand(b, s, 4), "i1": ints(k, -s, s, (b, k, 1)), "i0": i0})
+    check(m, feeds)
+
+
+def test_scatter_nd_and_compress_with_constant_indices_over_symbolic_tails():
+    nodes = [helper.make_node("ScatterND", ["x", "idx", "u"], ["y"]),
+             helper.make_node("Compress", ["x", "cond"], ["c"], axis=0)]
+    m = model(nodes, [vi("x", [4, "seq"]), vi("u", [2, "seq"])], [vi("y", [4, "seq"]), vi("c", [2, "seq"])],
+              [("idx", np.array([[3], [-4]])), ("cond", np.array([True, False, False, True]))])
+    check(m, [{"x": rand(4, s), "u": rand(2, s) + 5} for s in (1, 6, 9)])
+    m = model([helper.make_node("ScatterND", ["x", "idx", "u"], ["y"])], [vi("x", ["batch", 3]), vi("u", [1, 3])],
+              [vi("y", ["batch", 3])], [("idx", np.array([[1]]))])
+    with pytest.raises(InvalidModelError, match=r"ScatterND.*dimension 0 of 'x' .*batch.*shapes="):
+        from_onnx(m)
+
+
+def test_eye_like_reverse_sequence_and_col2im_over_symbolic_dims():
+    nodes = [helper.make_node("EyeLike", ["x"], ["eye"], k=1),
+             helper.make_node("ReverseSequence", ["t", "lens"], ["rev"], time_axis=0, batch_axis=1),
+             helper.make_node("Col2Im", ["cols", "image", "block"], ["img"], strides=[1, 2])]
+    m = model(nodes, [vi("x", ["rows", "cols"]), vi("t", ["seq", "batch", 3]), vi("lens", ["batch"], TP.INT64),
+                      vi("cols", ["batch", 8, 6])],
+              [vi("eye", ["rows", "cols"]), vi("rev", ["seq", "batch", 3]), vi("img", ["batch", 2, 4, 4])],
+              [("image", np.array([4, 4])), ("block", np.array([2, 2]))], opset=18)
+    feeds = [{"x": rand(r, c), "t": rand(s, b, 3), "lens": ints(s, 0, s + 1, b), "cols": rand(b, 8, 6)}
+             for r, c, s, b in ((1, 1, 1, 1), (3, 5, 4, 2), (6, 2, 7, 3))]
+    check(m, feeds)
+
+
+@pytest.mark.parametrize("mode", ["linear", "circular"])
+def test_tensor_scatter_into_symbolic_caches(mode):
+    node = helper.make_node("TensorScatter", ["past", "upd", "w"], ["present"], mode=mode)
+    m = model([node], [vi("past", ["batch", 2, "cache", 4]), vi("upd", ["batch", 2, "new", 4]), vi("w", ["batch"], TP.INT64)],
+              [vi("present", ["batch", 2, "cache", 4])], opset=24)
+    feeds = []
+    for b, c, n in ((1, 4, 1), (2, 6, 3), (3, 8, 8)):
+        w = ints(c, 0, c - n + 1, b) if mode == "linear" else ints(c, 0, c, b)
+        feeds.append({"past": rand(b, 2, c, 4), "upd": rand(b, 2, n, 4) + 3, "w": w})
+    check(m, feeds)

@@ -286,6 +286,11 @@ class NodeContext:
         raise self.fail(f"{what}: whether {d} <= {limit} depends on the symbols' values; "
                         f"declare their bounds with bounds=")
 
+    @property
+    def bounds(self) -> dict[str, int]:
+        """The symbols' upper bounds known so far."""
+        return self._tr.bounds
+
     def bound(self, d) -> int | None:
         """The largest value of dimension ``d`` that the symbols' bounds allow (None when one of
         its symbols has no bound)."""

@@ -191,3 +191,28 @@ def test_tensor_scatter_into_symbolic_caches(mode):
         w = ints(c, 0, c - n + 1, b) if mode == "linear" else ints(c, 0, c, b)
         feeds.append({"past": rand(b, 2, c, 4), "upd": rand(b, 2, n, 4) + 3, "w": w})
     check(m, feeds)
+
+
+# ---- reductions and prefix sums -------------------------------------------------------------
+
+def test_topk_cumsum_and_integer_mean_over_symbolic_axes():
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1),
+             helper.make_node("TopK", ["x", "k"], ["vs", "is"], axis=0, largest=0),
+             helper.make_node("CumSum", ["x", "ax1"], ["cs"]),
+             helper.make_node("CumSum", ["x", "ax1"], ["cse"], exclusive=1, reverse=1),
+             helper.make_node("ReduceMean", ["n", "ax1v"], ["mean"], keepdims=0)]
+    m = model(nodes, [vi("x", ["batch", "seq"]), vi("n", ["batch", "seq"], TP.INT64)],
+              [vi("v", ["batch", 3]), vi("i", ["batch", 3], TP.INT64), vi("vs", [3, "seq"]),
+               vi("is", [3, "seq"], TP.INT64), vi("cs", ["batch", "seq"]), vi("cse", ["batch", "seq"]),
+               vi("mean", ["batch"], TP.INT64)],
+              [("k", np.array([3])), ("ax1", np.array(1)), ("ax1v", np.array([1]))], opset=18)
+    feeds = []
+    for b, s in ((3, 3), (4, 7), (5, 12)):
+        x = rand(b, s)
+        x[0, :2] = 0.5                                     # ties: the lower index first
+        feeds.append({"x": x, "n": ints(s, -50, 50, (b, s))})
+    check(m, feeds, bounds={"seq": 12})
+    m = model([helper.make_node("CumSum", ["x", "ax1"], ["cs"])], [vi("x", ["batch", "seq"])],
+              [vi("cs", ["batch", "seq"])], [("ax1", np.array(1))])
+    with pytest.raises(InvalidModelError, match=r"CumSum.*symbolic length seq.*bounds="):
+        from_onnx(m)

@@ -216,3 +216,17 @@ def test_topk_cumsum_and_integer_mean_over_symbolic_axes():
               [vi("cs", ["batch", "seq"])], [("ax1", np.array(1))])
     with pytest.raises(InvalidModelError, match=r"CumSum.*symbolic length seq.*bounds="):
         from_onnx(m)
+
+
+def test_einsum_over_symbolic_labels():
+    nodes = [helper.make_node("Einsum", ["q", "k"], ["s"], equation="bhqd,bhkd->bhqk"),
+             helper.make_node("Einsum", ["q", "w"], ["p"], equation="...d,de->...e"),
+             helper.make_node("Einsum", ["q"], ["t"], equation="bhqd->bd")]
+    m = model(nodes, [vi("q", ["batch", 2, "seq", 4]), vi("k", ["batch", 2, "kv", 4])],
+              [vi("s", ["batch", 2, "seq", "kv"]), vi("p", ["batch", 2, "seq", 3]), vi("t", ["batch", 4])],
+              [("w", weights(4, 3))], opset=12)
+    check(m, [{"q": rand(b, 2, s, 4), "k": rand(b, 2, kv, 4)} for b, s, kv in ((1, 1, 1), (2, 5, 3), (3, 2, 7))])
+    m = model([helper.make_node("Einsum", ["x"], ["d"], equation="bii->bi")], [vi("x", [2, "n", "n"])],
+              [vi("d", [2, "n"])], opset=12)
+    with pytest.raises(InvalidModelError, match=r"Einsum.*label 'i' has the symbolic size n"):
+        from_onnx(m)

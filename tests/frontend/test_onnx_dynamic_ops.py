@@ -230,3 +230,37 @@ def test_einsum_over_symbolic_labels():
               [vi("d", [2, "n"])], opset=12)
     with pytest.raises(InvalidModelError, match=r"Einsum.*label 'i' has the symbolic size n"):
         from_onnx(m)
+
+
+# ---- control flow and sequences -------------------------------------------------------------
+
+def test_scan_over_an_open_length_and_batch():
+    f = TP.FLOAT
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "x_t"], ["s_out"]), helper.make_node("Mul", ["s_out", "r_t"], ["y_t"]),
+         helper.make_node("Tanh", ["s_out"], ["z_t"])],
+        "body", [vi("s_in", ["batch", 3], f), vi("x_t", ["batch", 3], f), vi("r_t", ["batch", 3], f)],
+        [vi("s_out", ["batch", 3], f), vi("y_t", ["batch", 3], f), vi("z_t", ["batch", 3], f)])
+    node = helper.make_node("Scan", ["s", "x", "x"], ["s_final", "y", "z"], body=body, num_scan_inputs=2,
+                            scan_input_axes=[1, 1], scan_input_directions=[0, 1], scan_output_axes=[1, 0],
+                            scan_output_directions=[1, 0])
+    m = model([node], [vi("s", ["batch", 3]), vi("x", ["batch", "seq", 3])],
+              [vi("s_final", ["batch", 3]), vi("y", ["batch", "seq", 3]), vi("z", ["seq", "batch", 3])], opset=16)
+    check(m, [{"s": rand(b, 3), "x": rand(b, s, 3)} for b, s in ((1, 1), (2, 4), (3, 6))], bounds={"seq": 6})
+    with pytest.raises(InvalidModelError, match=r"Scan.*scan length seq .*bounds="):
+        from_onnx(m)
+
+
+def test_split_to_sequence_over_symbolic_outer_dims():
+    nodes = [helper.make_node("SplitToSequence", ["x", "split"], ["parts"], axis=1),
+             helper.make_node("SequenceAt", ["parts", "one"], ["second"]),
+             helper.make_node("ConcatFromSequence", ["parts"], ["back"], axis=0, new_axis=1)]
+    m = model(nodes, [vi("x", ["batch", 4, "seq"])],
+              [vi("second", ["batch", 2, "seq"]), vi("back", [2, "batch", 2, "seq"])],
+              [("split", np.array([2, 2])), ("one", np.array(1))])
+    check(m, [{"x": rand(b, 4, s)} for b, s in ((1, 1), (2, 3), (3, 5))])
+    m = model([helper.make_node("SplitToSequence", ["x"], ["parts"], axis=1),
+               helper.make_node("SequenceAt", ["parts", "one"], ["y"])],
+              [vi("x", [2, "seq"])], [vi("y", [2, 1])], [("one", np.array(1))])
+    with pytest.raises(InvalidModelError, match=r"SplitToSequence.*symbolic length seq.*number of pieces"):
+        from_onnx(m)

@@ -1,10 +1,12 @@
 """ONNX control flow with a trip count known at compile time: Loop and Scan, unrolled.
 
 Every iteration inlines a copy of the body, bound to the values of that iteration, so the core
-graph stays a plain dataflow graph.  A Loop's trip count and condition, and a Scan's sequence
-length, must be known at compile time (constants, or values that fold); a condition computed
-from graph inputs raises :class:`~ember.frontend.onnx.OperandNotConstantError` like any other
-compile-time operand.  (``If`` with a constant condition lives in ``tensor.py``.)
+graph stays a plain dataflow graph.  A Loop's trip count and condition must be known at compile
+time (constants, or values that fold); a condition computed from graph inputs raises
+:class:`~ember.frontend.onnx.OperandNotConstantError` like any other compile-time operand.  A
+Scan's sequence length may be symbolic with an upper bound: it is unrolled to the bound over
+inputs padded with zeros, the states kept past the actual length and the outputs cut back to it.
+(``If`` with a constant condition lives in ``tensor.py``.)
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph.types import np_dtype
+from ...symbolic import Sym
 from ..onnx import onnx_dtype
 from . import translates
-from .tensor import norm_axis, reshape, static_shape
+from .tensor import _dim_tensor, norm_axis, reshape, static_shape
 
 #: Loops longer than this are refused rather than unrolled into a huge graph
 MAX_ITERATIONS = 4096
@@ -28,7 +31,7 @@ def stack(cx, values, axis: int, elem_type=None):
         out = list(shape)
         out.insert(axis, 0)
         return cx.const(np.zeros(out, dtype=np_dtype(dtype)), dtype)
-    dims = static_shape(cx, values[0], "scan output")
+    dims = tuple(values[0].shape)
     for v in values[1:]:
         if tuple(v.shape) != tuple(dims) or v.dtype != values[0].dtype:
             raise cx.fail(f"scan output changes type between iterations: {values[0].type} then {v.type}")
@@ -108,28 +111,69 @@ def _scan(cx, body, states, xs, n_out, tag):
     if not (len(in_axes) == len(in_dirs) == n_in and len(out_axes) == len(out_dirs) == n_out):
         raise cx.fail("scan axes and directions must have one entry per scan input and output")
     in_axes = [norm_axis(cx, a, x.type.rank) for a, x in zip(in_axes, xs)]
-    lengths = {static_shape(cx, x, "scan input")[a] for a, x in zip(in_axes, xs)}
+    lengths = {x.shape[a] for a, x in zip(in_axes, xs)}
     if len(lengths) != 1:
-        raise cx.fail(f"scan inputs have different sequence lengths {sorted(lengths)}")
-    (n,) = lengths
+        raise cx.fail(f"scan inputs have different sequence lengths {sorted(map(str, lengths))}")
+    (length,) = lengths
+    n = length
+    if isinstance(length, Sym):
+        n = cx.bound(length)
+        if n is None:
+            raise cx.fail(f"the scan length {length} is symbolic and the iterations are unrolled at compile "
+                          f"time: give its symbols an upper bound with bounds= (or fix it with shapes=)")
+        xs = [pad_to(cx, x, a, n) for x, a in zip(xs, in_axes)]
+        size = _dim_tensor(cx, length)
     if n > MAX_ITERATIONS:
         raise cx.unsupported(f"more than {MAX_ITERATIONS} iterations")
     per_step: list[list] = [[] for _ in range(n_out)]
     n_state = len(states)
     for t in range(n):
-        slices = [cx.op("gather", [x, cx.scalar(n - 1 - t if d else t, "int64")], axis=a)
-                  for x, a, d in zip(xs, in_axes, in_dirs)]
+        slices = [cx.op("gather", [x, _step_index(cx, length, t, d)], axis=a) for x, a, d in zip(xs, in_axes, in_dirs)]
         outs = cx.inline_graph("body", list(states) + slices, tag=f"{tag}{t}")
-        states = list(outs[:n_state])
+        new = list(outs[:n_state])
+        if isinstance(length, Sym):
+            # past the actual length the states stay
+            live = cx.op("less", [cx.scalar(t, "int64"), size])
+            new = [cx.op("where", [live, v, old]) for v, old in zip(new, states)]
+        states = new
         for j in range(n_out):
             per_step[j].append(outs[n_state + j])
     finals = []
     for j in range(n_out):
-        vals = per_step[j][::-1] if out_dirs[j] else per_step[j]
         vi = body.output[n_state + j]
-        rank = (vals[0].type.rank if vals else len(_declared(cx, vi)[0])) + 1
-        finals.append(stack(cx, vals, norm_axis(cx, out_axes[j], rank), vi))
+        rank = (per_step[j][0].type.rank if per_step[j] else len(_declared(cx, vi)[0])) + 1
+        ax = norm_axis(cx, out_axes[j], rank)
+        if isinstance(length, Sym):
+            # the steps past the length cut off, in order or reversed within the length
+            full = stack(cx, per_step[j], ax, vi)
+            if out_dirs[j]:
+                back = cx.op("sub", [cx.op("sub", [size, cx.scalar(1, "int64")]),
+                                     cx.op("arange", [], length=length, start=0, delta=1, dtype="int64")])
+                finals.append(cx.op("gather", [full, back], axis=ax))
+            else:
+                ends = list(full.shape)
+                ends[ax] = length
+                finals.append(cx.op("slice", [full], starts=(0,) * rank, ends=tuple(ends), steps=(1,) * rank))
+            continue
+        vals = per_step[j][::-1] if out_dirs[j] else per_step[j]
+        finals.append(stack(cx, vals, ax, vi))
     return states + finals
+
+
+def pad_to(cx, x, axis: int, n: int):
+    """``x`` extended with zeros along ``axis`` to the length ``n``."""
+    fill = list(x.shape)
+    fill[axis] = n - x.shape[axis]
+    return cx.op("concat", [x, cx.op("broadcast_to", [cx.scalar(0, x.dtype)], shape=tuple(fill))], axis=axis)
+
+
+def _step_index(cx, length, t: int, reverse: bool):
+    """The position step ``t`` reads: ``t``, or ``length - 1 - t`` (0 past a symbolic length)."""
+    if not reverse:
+        return cx.scalar(t, "int64")
+    if not isinstance(length, Sym):
+        return cx.scalar(length - 1 - t, "int64")
+    return cx.op("maximum", [_dim_tensor(cx, length - 1 - t), cx.scalar(0, "int64")])
 
 
 def _scan8(cx, body, n_in):

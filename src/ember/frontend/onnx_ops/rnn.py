@@ -10,7 +10,7 @@ import numpy as np
 
 from ...symbolic import Sym
 from . import translates
-from .control import MAX_ITERATIONS
+from .control import MAX_ITERATIONS, pad_to
 from .tensor import _dim_tensor, reshape
 
 # activation -> (uses alpha, uses beta, default alpha, default beta)
@@ -92,8 +92,7 @@ class _Cell:
                               f"(or fix it with shapes=)")
             if bound > MAX_ITERATIONS:
                 raise cx.unsupported(f"a sequence length bound of {bound} (more than {MAX_ITERATIONS} steps)")
-            fill = cx.op("broadcast_to", [cx.scalar(0, x.dtype)], shape=(bound - seq, self.batch, self.input_size))
-            x = cx.op("concat", [x, fill], axis=0)
+            x = pad_to(cx, x, 0, bound)
             seq = bound
         self.x = x
         self.seq = seq

@@ -264,3 +264,41 @@ def test_split_to_sequence_over_symbolic_outer_dims():
               [vi("x", [2, "seq"])], [vi("y", [2, 1])], [("one", np.array(1))])
     with pytest.raises(InvalidModelError, match=r"SplitToSequence.*symbolic length seq.*number of pieces"):
         from_onnx(m)
+
+
+# ---- classical ML and linear algebra --------------------------------------------------------
+
+def ml_model(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "dyn", inputs, outputs, initializer=[numpy_helper.from_array(a, n) for n, a in inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)])
+    m.ir_version = 10
+    onnx.checker.check_model(m)
+    return m
+
+
+def test_ml_ops_over_a_symbolic_batch_and_length():
+    ml = "ai.onnx.ml"
+    tree = dict(nodes_featureids=[0, 2, 1], nodes_splits=numpy_helper.from_array(np.array([0.0, 0.5, -0.3], np.float32)),
+                nodes_modes=numpy_helper.from_array(np.array([0, 3, 1], np.uint8)),
+                nodes_truenodeids=[1, 0, 1], nodes_trueleafs=[0, 1, 1], nodes_falsenodeids=[2, 1, 2],
+                nodes_falseleafs=[0, 1, 1], leaf_targetids=[0, 1, 0],
+                leaf_weights=numpy_helper.from_array(np.array([1.5, -2.0, 0.25], np.float32)),
+                tree_roots=[0], n_targets=2, aggregate_function=1)
+    nodes = [helper.make_node("ArrayFeatureExtractor", ["x", "cols"], ["picked"], domain=ml),
+             helper.make_node("TreeEnsemble", ["x"], ["score"], domain=ml, **tree),
+             helper.make_node("TfIdfVectorizer", ["tok"], ["tf"], mode="TF", min_gram_length=1, max_gram_length=2,
+                              max_skip_count=1, ngram_counts=[0, 3], ngram_indexes=[0, 1, 2, 3, 4],
+                              pool_int64s=[2, 3, 5, 2, 3, 5, 5])]
+    m = ml_model(nodes, [vi("x", ["batch", 4]), vi("tok", ["batch", "seq"], TP.INT64)],
+                 [vi("picked", ["batch", 2]), vi("score", ["batch", 2]), vi("tf", ["batch", 5])],
+                 [("cols", np.array([3, 1]))])
+    feeds = [{"x": rand(b, 4), "tok": ints(s, 1, 6, (b, s))} for b, s in ((1, 1), (2, 3), (4, 9))]
+    check(m, feeds)
+
+
+def test_det_over_a_symbolic_batch():
+    m = model([helper.make_node("Det", ["x"], ["d"])], [vi("x", ["batch", 2, 3, 3])], [vi("d", ["batch", 2])], opset=22)
+    check(m, [{"x": rand(b, 2, 3, 3)} for b in (1, 2, 5)])
+    m = model([helper.make_node("Det", ["x"], ["d"])], [vi("x", ["n", "n"])], [vi("d", [])], opset=22)
+    with pytest.raises(InvalidModelError, match=r"Det.*symbolic size n.*unrolled"):
+        from_onnx(m)

@@ -302,3 +302,41 @@ def test_det_over_a_symbolic_batch():
     m = model([helper.make_node("Det", ["x"], ["d"])], [vi("x", ["n", "n"])], [vi("d", [])], opset=22)
     with pytest.raises(InvalidModelError, match=r"Det.*symbolic size n.*unrolled"):
         from_onnx(m)
+
+
+# ---- sampling -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,padding,align", [("linear", "zeros", 0), ("nearest", "border", 1),
+                                                ("cubic", "reflection", 0), ("linear", "reflection", 1)])
+def test_grid_sample_over_symbolic_images_and_grids(mode, padding, align):
+    node = helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, padding_mode=padding, align_corners=align)
+    m = model([node], [vi("x", ["batch", 2, "h", "w"]), vi("grid", ["batch", "oh", "ow", 2])],
+              [vi("y", ["batch", 2, "oh", "ow"])], opset=20)
+    feeds = [{"x": rand(b, 2, h, w), "grid": rand(b, oh, ow, 2) * 0.8}
+             for b, h, w, oh, ow in ((1, 1, 2, 1, 1), (2, 4, 5, 3, 2), (3, 6, 3, 4, 5))]
+    check(m, feeds)
+
+
+def test_roi_align_over_symbolic_images_and_regions():
+    node = helper.make_node("RoiAlign", ["x", "rois", "bi"], ["y"], output_height=2, output_width=3, sampling_ratio=2,
+                            spatial_scale=0.5, mode="avg")
+    m = model([node], [vi("x", ["batch", 3, "h", "w"]), vi("rois", ["r", 4]), vi("bi", ["r"], TP.INT64)],
+              [vi("y", ["r", 3, 2, 3])], opset=16)
+    feeds = []
+    for b, h, w, r in ((1, 2, 3, 1), (2, 5, 7, 3), (3, 8, 6, 4)):
+        lo = np.abs(rand(r, 2)) * 3
+        feeds.append({"x": rand(b, 3, h, w), "rois": np.concatenate([lo, lo + np.abs(rand(r, 2)) * 6 + 1], axis=1),
+                      "bi": ints(r, 0, b, r)})
+    check(m, feeds)
+
+
+def test_deform_conv_over_symbolic_images():
+    node = helper.make_node("DeformConv", ["x", "w", "off", "b", "mask"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                            offset_group=2)
+    m = model([node], [vi("x", ["batch", 4, "h", "w"]), vi("off", ["batch", 36, "h", "w"]),
+                       vi("mask", ["batch", 18, "h", "w"])],
+              [vi("y", ["batch", 3, "h", "w"])], [("w", weights(3, 4, 3, 3, seed=13)), ("b", weights(3, seed=14))],
+              opset=19)
+    feeds = [{"x": rand(b, 4, h, w), "off": rand(b, 36, h, w), "mask": np.abs(rand(b, 18, h, w))}
+             for b, h, w in ((1, 1, 2), (2, 4, 3), (1, 5, 6))]
+    check(m, feeds)

@@ -18,7 +18,7 @@ def _dims_value(cx, dims):
     return cx.sym_value(np.array(list(dims), dtype=object).reshape(len(dims)))
 
 
-def _iota(cx, n, axis: int, rank: int):
+def iota(cx, n, axis: int, rank: int):
     """0, 1, ..., n - 1 along ``axis`` of a rank-``rank`` int64 tensor (``n`` may be symbolic)."""
     shp = [1] * rank
     shp[axis] = n
@@ -64,7 +64,7 @@ def gather_nd(cx):
         if isinstance(nb, int) and isinstance(size, int):
             offs = cx.const(np.arange(nb, dtype=np.int64) * size)
         else:
-            offs = cx.op("mul", [_iota(cx, nb, 0, 1), _dim_tensor(cx, size)])
+            offs = cx.op("mul", [iota(cx, nb, 0, 1), _dim_tensor(cx, size)])
         lin = cx.op("add", [lin, reshape(cx, offs, tuple(idims[:b]) + (1,) * (q - 1 - b))])
     tail = tuple(dims[b + m:])
     flat = reshape(cx, x, (product(dims[:b + m]),) + tail)
@@ -166,7 +166,7 @@ def eye_like(cx):
     if x.type.is_static:
         return cx.const(np.eye(dims[0], dims[1], k=k).astype(dtype), dtype)
     # ones where column - row == k
-    diff = cx.op("sub", [_iota(cx, dims[1], 1, 2), _iota(cx, dims[0], 0, 2)])
+    diff = cx.op("sub", [iota(cx, dims[1], 1, 2), iota(cx, dims[0], 0, 2)])
     return cx.op("cast", [cx.op("equal", [diff, cx.scalar(k, "int64")])], to=dtype)
 
 
@@ -229,7 +229,7 @@ def reverse_sequence(cx):
         raise cx.fail(f"sequence_lens {lens.type} must hold one length per batch entry of {x.type}")
     shp_b = [1] * len(dims)
     shp_b[b_ax] = dims[b_ax]
-    t = T(cx, _iota(cx, dims[t_ax], t_ax, len(dims)))
+    t = T(cx, iota(cx, dims[t_ax], t_ax, len(dims)))
     n = T(cx, reshape(cx, lens, shp_b)).cast("int64")
     src = (t < n).where((n - 1) - t, t)
     src = T(cx, cx.op("broadcast_to", [src.v], shape=tuple(dims)))
@@ -255,7 +255,7 @@ def tensor_scatter(cx):
     if mode not in ("linear", "circular"):
         raise cx.fail(f"unknown mode {mode!r}")
     s, m = udims[ax], dims[ax]
-    p = T(cx, _iota(cx, m, ax, r))
+    p = T(cx, iota(cx, m, ax, r))
     if w is None:
         start = T(cx, cx.scalar(0, "int64"))
     else:

@@ -166,6 +166,10 @@ def test_scatter_nd_and_compress_with_constant_indices_over_symbolic_tails():
               [vi("y", ["batch", 3])], [("idx", np.array([[1]]))])
     with pytest.raises(InvalidModelError, match=r"ScatterND.*dimension 0 of 'x' .*batch.*shapes="):
         from_onnx(m)
+    m = model([helper.make_node("ScatterElements", ["x", "idx", "u"], ["y"], axis=1)], [vi("x", ["batch", 3]), vi("u", [1, 1])],
+              [vi("y", ["batch", 3])], [("idx", np.array([[2]]))])
+    with pytest.raises(InvalidModelError, match=r"ScatterElements.*dimension 0 of 'x' .*batch.*planned at compile time"):
+        from_onnx(m)
 
 
 def test_eye_like_reverse_sequence_and_col2im_over_symbolic_dims():

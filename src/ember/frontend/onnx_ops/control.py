@@ -17,7 +17,7 @@ from ...graph.types import np_dtype
 from ...symbolic import Sym
 from ..onnx import onnx_dtype
 from . import translates
-from .tensor import _dim_tensor, norm_axis, reshape, static_shape
+from .tensor import _dim_tensor, norm_axis, reshape
 
 #: Loops longer than this are refused rather than unrolled into a huge graph
 MAX_ITERATIONS = 4096
@@ -187,8 +187,13 @@ def _scan8(cx, body, n_in):
         dirs = cx.attr("directions")
     else:
         dirs = [0] * n_in
-    batch = static_shape(cx, (states + xs)[0])[0]
-    n = static_shape(cx, xs[0], "scan input")[1] if xs else 0
+    first = (states + xs)[0]
+    batch = first.shape[0]
+    n = xs[0].shape[1] if xs else 0
+    for d, what in ((batch, f"the batch of '{first.name}'"), (n, "the scan length")):
+        if isinstance(d, Sym):
+            raise cx.fail(f"{what} is the symbolic {d}: a Scan before opset 9 is unrolled over its batch and its "
+                          f"length at compile time; fix them with shapes=")
     if lens is not None:
         lv = np.asarray(cx.const_of(lens, "sequence_lens")).reshape(-1)
         if np.any(lv != n):

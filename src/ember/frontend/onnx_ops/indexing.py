@@ -10,7 +10,7 @@ from ...graph.types import is_int
 from ...symbolic import Sym, compare, product
 from ..onnx import onnx_dtype
 from . import translates
-from .tensor import _dim_tensor, norm_axis, prod, reshape, static_shape
+from .tensor import _dim_tensor, norm_axis, prod, reshape
 
 
 def _dims_value(cx, dims):
@@ -125,7 +125,8 @@ def scatter_elements(cx):
     x = cx.input(0)
     idx = cx.const_input(1, "indices", required=True)
     upd = cx.input(2)
-    dims = static_shape(cx, x)
+    dims = _static_dims(cx, x, range(x.type.rank), "the elements the constant indices write are planned at "
+                        "compile time")
     r = len(dims)
     ax = norm_axis(cx, cx.attr("axis", 0), r)
     if idx.ndim != r or tuple(upd.shape) != idx.shape:
@@ -149,7 +150,7 @@ def compress(cx):
         ax = norm_axis(cx, cx.attr("axis"), x.type.rank)
         n = _static_dims(cx, x, [ax], "the constant condition selects along it")[ax]
     else:
-        dims = static_shape(cx, x)
+        dims = _static_dims(cx, x, range(x.type.rank), "the constant condition selects from the flattened input")
         x, ax, n = reshape(cx, x, (prod(dims),)), 0, prod(dims)
     keep = np.nonzero(cond[:n])[0].astype(np.int64)
     return cx.op("gather", [x, cx.const(keep)], axis=ax)

@@ -344,3 +344,4 @@ def test_deform_conv_over_symbolic_images():
     feeds = [{"x": rand(b, 4, h, w), "off": rand(b, 36, h, w), "mask": np.abs(rand(b, 18, h, w))}
              for b, h, w in ((1, 1, 2), (2, 4, 3), (1, 5, 6))]
     check(m, feeds)
+

@@ -115,9 +115,13 @@ def test_stft_over_an_open_signal_length():
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(fl) / fl)).astype(np.float32)
     nodes = [helper.make_node("STFT", ["x", "step", "win", "fl"], ["spec"]),
              helper.make_node("Mul", ["spec", "spec"], ["sq"]),
-             helper.make_node("ReduceSum", ["sq", "last"], ["power"], keepdims=0)]
+             helper.make_node("ReduceSum", ["sq", "last"], ["power"], keepdims=0),
+             # PyTorch exports a real signal as [batch, samples]
+             helper.make_node("Squeeze", ["x", "last"], ["x2"]),
+             helper.make_node("STFT", ["x2", "step", "win", "fl"], ["spec2"])]
     m = model(nodes, [vi("x", ["batch", "samples", 1])], [vi("spec", ["batch", "frames", 9, 2]),
-                                                          vi("power", ["batch", "frames", 9])],
+                                                          vi("power", ["batch", "frames", 9]),
+                                                          vi("spec2", ["batch", "frames", 9, 2])],
               [("step", np.array(step, np.int64)), ("win", window), ("fl", np.array(fl, np.int64)),
                ("last", np.array([-1]))])
     g, mod = check(m, [{"x": rand(n, s, 1)} for n, s in ((1, 16), (2, 37), (3, 64))], bounds={"samples": 64})

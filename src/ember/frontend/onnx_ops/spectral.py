@@ -115,9 +115,12 @@ def dft_(cx):
 @translates("STFT")
 def stft(cx):
     x = T(cx, cx.input(0))
+    if len(x.shape) == 2:
+        # a real signal without its trailing axis, as PyTorch exports it (onnxruntime takes it)
+        x = x.reshape(x.shape + (1,))
     dims = x.shape
     if len(dims) != 3 or isinstance(dims[-1], Sym) or dims[-1] not in (1, 2):
-        raise cx.fail(f"signal must be [batch, length, 1 or 2], got {x.v.type}")
+        raise cx.fail(f"signal must be [batch, length, 1 or 2] (or [batch, length], real), got {x.v.type}")
     step = _scalar_int(cx, 1, "frame_step")
     window = cx.input(2, required=False)
     frame_length = _scalar_int(cx, 3, "frame_length")

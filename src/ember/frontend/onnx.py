@@ -296,6 +296,19 @@ class NodeContext:
         its symbols has no bound)."""
         return dim_range(d, self._tr.bounds)[1]
 
+    def unrolled_length(self, d, what: str) -> int:
+        """How many steps to emit for a length ``d`` that decides the number of nodes (an
+        unrolled recurrence): ``d`` itself, or the upper bound of a symbolic one, the steps past
+        its actual value left to the translation to mask.  An error naming ``what`` when ``d``
+        has no bound."""
+        if not isinstance(d, Sym):
+            return int(d)
+        hi = self.bound(d)
+        if hi is None:
+            raise self.fail(f"{what} has the symbolic length {d}, and the steps over it are emitted at compile "
+                            f"time: give its symbols an upper bound with bounds= (or fix it with shapes=)")
+        return max(hi, 0)
+
     def data_symbol(self, what: str, bound: int | None = None) -> str:
         """A new symbol for a dimension of this node's output that only the data decides (the
         length of a string op's result), with its upper bound when one is known."""

@@ -115,12 +115,8 @@ def _scan(cx, body, states, xs, n_out, tag):
     if len(lengths) != 1:
         raise cx.fail(f"scan inputs have different sequence lengths {sorted(map(str, lengths))}")
     (length,) = lengths
-    n = length
+    n = cx.unrolled_length(length, "the scan")
     if isinstance(length, Sym):
-        n = cx.bound(length)
-        if n is None:
-            raise cx.fail(f"the scan length {length} is symbolic and the iterations are unrolled at compile "
-                          f"time: give its symbols an upper bound with bounds= (or fix it with shapes=)")
         xs = [pad_to(cx, x, a, n) for x, a in zip(xs, in_axes)]
         size = _dim_tensor(cx, length)
     if n > MAX_ITERATIONS:

@@ -114,14 +114,8 @@ def cumsum(cx):
     r = len(dims)
     ax = norm_axis(cx, int(axis.reshape(()).item()), r)
     reverse, exclusive = cx.attr("reverse", 0), cx.attr("exclusive", 0)
-    n = dims[ax]
-    if isinstance(n, Sym):
-        # the number of doubling steps is fixed at compile time: enough for the largest length
-        n = cx.bound(n)
-        if n is None:
-            raise cx.fail(f"axis {ax} of {x.type} has the symbolic length {dims[ax]}, and the number of prefix "
-                          f"steps is decided at compile time: give its symbols an upper bound with bounds= "
-                          f"(or fix it with shapes=)")
+    # the number of doubling steps is fixed at compile time: enough for the largest length
+    n = cx.unrolled_length(dims[ax], f"axis {ax} of {x.type}")
 
     def shifted(v, d):
         if isinstance(dims[ax], Sym):

@@ -85,11 +85,7 @@ class _Cell:
         # a symbolic length: unrolled to its bound over the input padded with zeros
         self.length = seq
         if isinstance(seq, Sym):
-            bound = cx.bound(seq)
-            if bound is None:
-                raise cx.fail(f"the sequence length {seq} of X {x.type} is symbolic and the steps are "
-                              f"unrolled at compile time: give its symbols an upper bound with bounds= "
-                              f"(or fix it with shapes=)")
+            bound = cx.unrolled_length(seq, f"the sequence of X {x.type}")
             if bound > MAX_ITERATIONS:
                 raise cx.unsupported(f"a sequence length bound of {bound} (more than {MAX_ITERATIONS} steps)")
             x = pad_to(cx, x, 0, bound)

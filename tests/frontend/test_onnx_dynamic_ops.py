@@ -4,6 +4,8 @@ test_onnx_dynamic), and the dimensions an op must know at compile time refused b
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import onnx
 import pytest
@@ -128,6 +130,16 @@ def test_stft_over_an_open_signal_length():
     assert g.outputs[0].type.shape[1] == (symbol("samples") - fl) // step + 1
     with pytest.raises(InputError, match=r"dimension 1 .* of output 'spec' -3: they are too small"):
         mod.run({"x": rand(1, 3, 1)})
+    # from C too
+    lib = ctypes.CDLL(str(mod.path), mode=ctypes.RTLD_LOCAL)
+    lib.ember_last_error.restype = ctypes.c_char_p
+    Dims = ctypes.POINTER(ctypes.c_int64)
+    xs, out = (ctypes.c_int64 * 3)(2, 37, 1), (ctypes.c_int64 * 4)()
+    shapes = (Dims * 1)(ctypes.cast(xs, Dims))
+    assert lib.ember_output_shape(shapes, 0, out) == 0 and list(out) == [2, 6, 9, 2]
+    xs[1] = 3
+    assert lib.ember_output_shape(shapes, 0, out) == -1
+    assert b"of output 'spec' -3: they are too small" in lib.ember_last_error()
 
 
 def test_dft_over_symbolic_outer_axes():

@@ -361,3 +361,25 @@ def test_deform_conv_over_symbolic_images():
              for b, h, w in ((1, 1, 2), (2, 4, 3), (1, 5, 6))]
     check(m, feeds)
 
+
+
+def test_loop_over_a_trip_count_from_a_symbolic_size():
+    # for k in range(seq): acc = acc * 0.5 + x[:, k]; outputs acc and every k * acc
+    f = TP.FLOAT
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c_in"], ["c_out"]),
+         helper.make_node("Gather", ["x", "k"], ["col"], axis=1),
+         helper.make_node("Mul", ["acc", "half"], ["scaled"]),
+         helper.make_node("Add", ["scaled", "col"], ["acc_out"]),
+         helper.make_node("Cast", ["k"], ["kf"], to=f),
+         helper.make_node("Mul", ["acc_out", "kf"], ["y"])],
+        "body", [vi("k", [], TP.INT64), vi("c_in", [], TP.BOOL), vi("acc", ["batch"], f)],
+        [vi("c_out", [], TP.BOOL), vi("acc_out", ["batch"], f), vi("y", ["batch"], f)])
+    nodes = [helper.make_node("Shape", ["x"], ["shp"], start=1, end=2),
+             helper.make_node("Squeeze", ["shp"], ["m"]),
+             helper.make_node("Loop", ["m", "", "acc0"], ["acc", "ys"], body=body)]
+    m = model(nodes, [vi("x", ["batch", "seq"]), vi("acc0", ["batch"])], [vi("acc", ["batch"]), vi("ys", ["seq", "batch"])],
+              [("half", np.array(0.5, np.float32))])
+    check(m, [{"x": rand(b, s), "acc0": rand(b)} for b, s in ((1, 1), (2, 4), (3, 7))], bounds={"seq": 8})
+    with pytest.raises(InvalidModelError, match=r"Loop.*trip count M has the symbolic length seq.*bounds="):
+        from_onnx(m)

@@ -1,11 +1,12 @@
 """ONNX control flow with a trip count known at compile time: Loop and Scan, unrolled.
 
 Every iteration inlines a copy of the body, bound to the values of that iteration, so the core
-graph stays a plain dataflow graph.  A Loop's trip count and condition must be known at compile
-time (constants, or values that fold); a condition computed from graph inputs raises
+graph stays a plain dataflow graph.  A Loop's condition must be known at compile time (constants,
+or values that fold); a condition computed from graph inputs raises
 :class:`~ember.frontend.onnx.OperandNotConstantError` like any other compile-time operand.  A
-Scan's sequence length may be symbolic with an upper bound: it is unrolled to the bound over
-inputs padded with zeros, the states kept past the actual length and the outputs cut back to it.
+Loop's trip count computed from symbolic sizes, and a Scan's symbolic sequence length, are
+unrolled to their upper bound (a Scan's inputs padded with zeros), the carried values and states
+kept past the actual count and the outputs cut back to it.
 (``If`` with a constant condition lives in ``tensor.py``.)
 """
 
@@ -67,24 +68,53 @@ def loop(cx):
     if n_scan < 0 or len(body.input) != 2 + n_carried:
         raise cx.fail(f"the body has {len(body.input)} inputs and {len(body.output)} outputs for "
                       f"{n_carried} loop-carried values")
-    trip = None if m is None else int(_scalar(cx, m, "trip count M"))
+    if m is not None and cx.is_symbolic(m):
+        # a trip count computed from symbolic sizes: unrolled to its bound, the carried values
+        # kept past it and the scan outputs cut back to it
+        dims = cx.dims_input(0, "trip count M")
+        if len(dims) != 1:
+            raise cx.fail(f"trip count M must hold one value, got {len(dims)}")
+        trip = dims[0]
+        steps = cx.unrolled_length(trip, "the trip count M")
+        size = _dim_tensor(cx, trip)
+    else:
+        trip = None if m is None else int(_scalar(cx, m, "trip count M"))
+        steps = trip
     keep_going = True if cond is None else bool(_scalar(cx, cond, "condition"))
     if trip is None and cond is None:
         raise cx.unsupported("no trip count and no condition (an infinite loop)")
     scans: list[list] = [[] for _ in range(n_scan)]
     k = 0
-    while keep_going and (trip is None or k < trip):
+    while keep_going and (steps is None or k < steps):
         if k >= MAX_ITERATIONS:
             raise cx.unsupported(f"more than {MAX_ITERATIONS} iterations")
         it = cx.scalar(k, "int64")
+        if isinstance(trip, Sym):
+            # an iteration past the count runs the last one again (discarded), so that what the
+            # body indexes by the iteration number stays in range
+            it = cx.op("maximum", [cx.op("minimum", [it, _dim_tensor(cx, trip - 1)]), cx.scalar(0, "int64")])
         c = cx.const(np.array(True))
         outs = cx.inline_graph("body", [it, c] + carried, tag=f"{k}")
         keep_going = bool(_scalar(cx, outs[0], "the condition the body computes"))
-        carried = list(outs[1:1 + n_carried])
+        new = list(outs[1:1 + n_carried])
+        if isinstance(trip, Sym):
+            live = cx.op("less", [cx.scalar(k, "int64"), size])
+            for old, v in zip(carried, new):
+                if tuple(old.shape) != tuple(v.shape):
+                    raise cx.unsupported(f"a loop-carried value that changes shape ({old.type} -> {v.type}) "
+                                         f"over a symbolic trip count")
+            new = [cx.op("where", [live, v, old]) for v, old in zip(new, carried)]
+        carried = new
         for j in range(n_scan):
             scans[j].append(outs[1 + n_carried + j])
         k += 1
+    if isinstance(trip, Sym) and k < steps:
+        raise cx.unsupported(f"a condition that ends the loop after {k} iterations with the symbolic trip count "
+                             f"{trip} (the count is min({trip}, {k}))")
     finals = [stack(cx, s, 0, body.output[1 + n_carried + j]) for j, s in enumerate(scans)]
+    if isinstance(trip, Sym):
+        finals = [cx.op("slice", [f], starts=(0,) * f.type.rank, ends=(trip,) + tuple(f.shape[1:]),
+                        steps=(1,) * f.type.rank) for f in finals]
     return carried + finals
 
 

@@ -75,15 +75,17 @@ def _diagonals(cx, term: _Term) -> _Term:
         n = term.value.shape[p]
         if term.value.shape[q] != n:
             raise cx.fail(f"label {c!r} has sizes {n} and {term.value.shape[q]}")
-        if isinstance(n, Sym):
-            raise cx.fail(f"the diagonal over label {c!r} has the symbolic size {n}, and it is taken with a "
-                          f"stride of {n} + 1 fixed at compile time; fix it with shapes=")
         others = [k for k in range(len(labels)) if k not in (p, q)]
         v = cx.op("transpose", [term.value], perm=tuple(others + [p, q]))
         lead = [term.value.shape[k] for k in others]
         v = reshape(cx, v, lead + [n * n])
         r = len(lead) + 1
-        v = cx.op("slice", [v], starts=(0,) * r, ends=tuple(lead) + (n * n,), steps=(1,) * (r - 1) + (n + 1,))
+        if isinstance(n, Sym):
+            # every (n + 1)-th element, at positions computed at run time
+            at = cx.op("arange", [], length=n, start=0, delta=n + 1, dtype="int64")
+            v = cx.op("gather", [v, at], axis=r - 1)
+        else:
+            v = cx.op("slice", [v], starts=(0,) * r, ends=tuple(lead) + (n * n,), steps=(1,) * (r - 1) + (n + 1,))
         term = _Term(v, [labels[k] for k in others] + [c])
     return term
 

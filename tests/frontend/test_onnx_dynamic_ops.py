@@ -182,9 +182,13 @@ def test_scatter_nd_and_compress_with_constant_indices_over_symbolic_tails():
               [vi("y", ["batch", 3])], [("idx", np.array([[1]]))])
     with pytest.raises(InvalidModelError, match=r"ScatterND.*dimension 0 of 'x' .*batch.*shapes="):
         from_onnx(m)
-    m = model([helper.make_node("ScatterElements", ["x", "idx", "u"], ["y"], axis=1)], [vi("x", ["batch", 3]), vi("u", [1, 1])],
-              [vi("y", ["batch", 3])], [("idx", np.array([[2]]))])
-    with pytest.raises(InvalidModelError, match=r"ScatterElements.*dimension 0 of 'x' .*batch.*planned at compile time"):
+    m = model([helper.make_node("ScatterElements", ["x", "idx", "u"], ["y"], axis=1, reduction="add")],
+              [vi("x", ["batch", "seq"]), vi("u", [2, 3])], [vi("y", ["batch", "seq"])],
+              [("idx", np.array([[2, 0, 2], [1, 1, 0]]))], opset=18)
+    check(m, [{"x": rand(b, s), "u": rand(2, 3) + 4} for b, s in ((2, 3), (3, 3), (4, 7))])
+    m = model([helper.make_node("ScatterElements", ["x", "idx", "u"], ["y"], axis=1)], [vi("x", [1, "seq"]), vi("u", [1, 1])],
+              [vi("y", [1, "seq"])], [("idx", np.array([[-1]]))])
+    with pytest.raises(InvalidModelError, match=r"ScatterElements.*dimension 1 of 'x' .*seq.*count from its end"):
         from_onnx(m)
 
 

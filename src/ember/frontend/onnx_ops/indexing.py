@@ -125,12 +125,13 @@ def scatter_elements(cx):
     x = cx.input(0)
     idx = cx.const_input(1, "indices", required=True)
     upd = cx.input(2)
-    dims = _static_dims(cx, x, range(x.type.rank), "the elements the constant indices write are planned at "
-                        "compile time")
-    r = len(dims)
+    r = x.type.rank
     ax = norm_axis(cx, cx.attr("axis", 0), r)
     if idx.ndim != r or tuple(upd.shape) != idx.shape:
         raise cx.fail(f"indices {list(idx.shape)} and updates {upd.type} must match data {x.type} in rank and shape")
+    if not x.type.is_static:
+        return _scatter_elements_in_box(cx, x, idx, upd, ax)
+    dims = tuple(x.shape)
     i = np.where(idx < 0, idx + dims[ax], idx).astype(np.int64)
     if i.size and (i.min() < 0 or i.max() >= dims[ax]):
         raise cx.fail(f"index out of range on axis {ax}")
@@ -140,6 +141,39 @@ def scatter_elements(cx):
     rows = reshape(cx, x, (prod(dims), 1))
     u = reshape(cx, upd, (targets.size, 1))
     return reshape(cx, _scatter_rows(cx, rows, u, targets, cx.attr("reduction", "none")), dims)
+
+
+def _scatter_elements_in_box(cx, x, idx, upd, ax: int):
+    """ScatterElements into data of symbolic shape: the constant indices write only inside the
+    static box [0, idx.shape) ([0, largest index] along the axis), so the box is sliced out,
+    scattered into as a static tensor and put back where it came from."""
+    dims, r = tuple(x.shape), x.type.rank
+    if idx.size and idx.min() < 0:
+        _static_dims(cx, x, [ax], "negative constant indices count from its end")
+    i = np.where(idx < 0, idx + (dims[ax] if idx.size and idx.min() < 0 else 0), idx).astype(np.int64)
+    box = list(idx.shape)
+    box[ax] = int(i.max()) + 1 if i.size else 0
+    if i.size and (i.min() < 0 or compare(box[ax], ">", dims[ax], cx.bounds)):
+        raise cx.fail(f"index out of range on axis {ax}")
+    inner = cx.op("slice", [x], starts=(0,) * r, ends=tuple(box), steps=(1,) * r)
+    grids = list(np.meshgrid(*[np.arange(d) for d in idx.shape], indexing="ij"))
+    grids[ax] = i
+    targets = np.ravel_multi_index(grids, box).reshape(-1) if i.size else np.zeros(0, np.int64)
+    rows = reshape(cx, inner, (prod(box), 1))
+    u = reshape(cx, upd, (targets.size, 1))
+    done = reshape(cx, _scatter_rows(cx, rows, u, targets, cx.attr("reduction", "none")), box)
+    # back to the data's shape: each axis read at min(position, box - 1), kept inside the box
+    inside = None
+    for k in range(r):
+        if isinstance(dims[k], int) and dims[k] == box[k]:
+            continue
+        pos = cx.op("arange", [], length=dims[k], start=0, delta=1, dtype="int64")
+        done = cx.op("gather", [done, cx.op("minimum", [pos, cx.scalar(max(box[k] - 1, 0), "int64")])], axis=k)
+        shp = [1] * r
+        shp[k] = dims[k]
+        within = reshape(cx, cx.op("less", [pos, cx.scalar(box[k], "int64")]), shp)
+        inside = within if inside is None else cx.op("logical_and", [inside, within])
+    return done if inside is None else cx.op("where", [inside, done, x])
 
 
 @translates("Compress")

@@ -178,9 +178,14 @@ def test_scatter_nd_and_compress_with_constant_indices_over_symbolic_tails():
     m = model(nodes, [vi("x", [4, "seq"]), vi("u", [2, "seq"])], [vi("y", [4, "seq"]), vi("c", [2, "seq"])],
               [("idx", np.array([[3], [-4]])), ("cond", np.array([True, False, False, True]))])
     check(m, [{"x": rand(4, s), "u": rand(2, s) + 5} for s in (1, 6, 9)])
+    # the indexed axis symbolic too: the box the indices reach is scattered into
+    m = model([helper.make_node("ScatterND", ["x", "idx", "u"], ["y"], reduction="mul")],
+              [vi("x", ["batch", "seq"]), vi("u", [3, "seq"])], [vi("y", ["batch", "seq"])],
+              [("idx", np.array([[2], [0], [2]]))], opset=18)
+    check(m, [{"x": rand(b, s), "u": rand(3, s)} for b, s in ((3, 1), (4, 5), (6, 2))])
     m = model([helper.make_node("ScatterND", ["x", "idx", "u"], ["y"])], [vi("x", ["batch", 3]), vi("u", [1, 3])],
-              [vi("y", ["batch", 3])], [("idx", np.array([[1]]))])
-    with pytest.raises(InvalidModelError, match=r"ScatterND.*dimension 0 of 'x' .*batch.*shapes="):
+              [vi("y", ["batch", 3])], [("idx", np.array([[-1]]))])
+    with pytest.raises(InvalidModelError, match=r"ScatterND.*dimension 0 of 'x' .*batch.*count from its end"):
         from_onnx(m)
     m = model([helper.make_node("ScatterElements", ["x", "idx", "u"], ["y"], axis=1, reduction="add")],
               [vi("x", ["batch", "seq"]), vi("u", [2, 3])], [vi("y", ["batch", "seq"])],

@@ -107,17 +107,54 @@ def scatter_nd(cx):
     m = idx.shape[-1] if idx.ndim else 0
     if idx.ndim < 1 or not 1 <= m <= x.type.rank:
         raise cx.fail(f"indices of shape {list(idx.shape)} do not index data {x.type}")
-    dims = _static_dims(cx, x, range(m), "the rows the constant indices write are planned at compile time")
+    dims = tuple(x.shape)
+    tail = dims[m:]
+    if tuple(upd.shape) != tuple(idx.shape[:-1]) + tail:
+        raise cx.fail(f"updates {upd.type} must have shape {list(idx.shape[:-1]) + list(tail)}")
+    symbolic = [k for k in range(m) if isinstance(dims[k], Sym)]
+    if symbolic:
+        # only the box [0, largest index] of the indexed axes is written: scattered into as a
+        # static tensor and put back
+        if idx.size and idx.min() < 0:
+            _static_dims(cx, x, symbolic, "negative constant indices count from its end")
+        top = idx.reshape(-1, m).max(axis=0) + 1 if idx.size else np.zeros(m, np.int64)
+        box = tuple(int(t) for t in top) + tail
+        if any(compare(box[k], ">", dims[k], cx.bounds) for k in range(m)):
+            raise cx.fail(f"indices of shape {list(idx.shape)} reach outside data {x.type}")
+        inner = cx.op("slice", [x], starts=(0,) * len(dims), ends=box, steps=(1,) * len(dims))
+        return _put_back(cx, x, _scatter_nd_static(cx, inner, idx, upd), box)
+    return _scatter_nd_static(cx, x, idx, upd)
+
+
+def _scatter_nd_static(cx, x, idx, upd):
+    """ScatterND with constant indices into ``x``, whose indexed axes are static."""
+    dims = tuple(x.shape)
+    m = idx.shape[-1]
     block = np.array(dims[:m], dtype=np.int64)
     i = np.where(idx < 0, idx + block, idx).astype(np.int64)
     strides = np.array([prod(dims[k + 1:m]) for k in range(m)], dtype=np.int64)
     targets = (i * strides).sum(axis=-1).reshape(-1)
     tail = tuple(dims[m:])
-    if tuple(upd.shape) != tuple(idx.shape[:-1]) + tail:
-        raise cx.fail(f"updates {upd.type} must have shape {list(idx.shape[:-1]) + list(tail)}")
     rows = reshape(cx, x, (prod(dims[:m]), product(tail)))
     u = reshape(cx, upd, (targets.size, product(tail)))
     return reshape(cx, _scatter_rows(cx, rows, u, targets, cx.attr("reduction", "none")), dims)
+
+
+def _put_back(cx, x, done, box):
+    """``x`` with its box [0, box) replaced by ``done`` (of shape ``box``): each axis of ``done``
+    read at min(position, box - 1), taken inside the box."""
+    dims, r = tuple(x.shape), x.type.rank
+    inside = None
+    for k in range(r):
+        if box[k] == dims[k]:
+            continue
+        pos = cx.op("arange", [], length=dims[k], start=0, delta=1, dtype="int64")
+        done = cx.op("gather", [done, cx.op("minimum", [pos, cx.scalar(max(box[k] - 1, 0), "int64")])], axis=k)
+        shp = [1] * r
+        shp[k] = dims[k]
+        within = reshape(cx, cx.op("less", [pos, cx.scalar(box[k], "int64")]), shp)
+        inside = within if inside is None else cx.op("logical_and", [inside, within])
+    return done if inside is None else cx.op("where", [inside, done, x])
 
 
 @translates("ScatterElements", "Scatter")
@@ -162,18 +199,7 @@ def _scatter_elements_in_box(cx, x, idx, upd, ax: int):
     rows = reshape(cx, inner, (prod(box), 1))
     u = reshape(cx, upd, (targets.size, 1))
     done = reshape(cx, _scatter_rows(cx, rows, u, targets, cx.attr("reduction", "none")), box)
-    # back to the data's shape: each axis read at min(position, box - 1), kept inside the box
-    inside = None
-    for k in range(r):
-        if isinstance(dims[k], int) and dims[k] == box[k]:
-            continue
-        pos = cx.op("arange", [], length=dims[k], start=0, delta=1, dtype="int64")
-        done = cx.op("gather", [done, cx.op("minimum", [pos, cx.scalar(max(box[k] - 1, 0), "int64")])], axis=k)
-        shp = [1] * r
-        shp[k] = dims[k]
-        within = reshape(cx, cx.op("less", [pos, cx.scalar(box[k], "int64")]), shp)
-        inside = within if inside is None else cx.op("logical_and", [inside, within])
-    return done if inside is None else cx.op("where", [inside, done, x])
+    return _put_back(cx, x, done, box)
 
 
 @translates("Compress")

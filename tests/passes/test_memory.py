@@ -12,6 +12,7 @@ from ember.graph.types import np_dtype
 from ember.ops import get_op
 from ember.passes import MemoryPlan, fuse, optimize, plan_memory
 from ember.passes.fusion import Group
+from ember.symbolic import symbol
 from graphgen import random_graph, random_inputs
 
 
@@ -191,3 +192,21 @@ graph dyn(%x: float32[batch, seq, 16]) {
     assert plan_memory(g, groups).arena_bytes == plan.arena_bytes
     with pytest.raises(ShapeError, match="upper bound of symbol"):
         plan_memory(g, groups, bounds={"batch": 2})
+
+
+def test_a_symbolic_shape_is_planned_at_its_largest_not_at_the_bounds():
+    """``16 - seq`` (a recurrence's zero padding up to the bound of seq) is largest at seq = 0:
+    sized at the bounds it would get no bytes, and overwrite its neighbours at run time."""
+    g = parse_graph("""
+graph dyn(%x: float32[seq]) {
+  %a = arange() {length=dim"16 - seq", dtype="float32"}
+  %b = softmax(%a)
+  %c = softmax(%b)
+  %y = concat(%x, %c) {axis=0}
+  return %y
+}
+""")
+    groups = fuse(g)
+    plan = plan_memory(g, groups, alignment=1, bounds={"seq": 16})
+    padded = [v for v in plan.sizes if v.type.shape[0] == 16 - symbol("seq")]
+    assert padded and all(plan.sizes[v] == 16 * 4 for v in padded)

@@ -929,7 +929,7 @@ def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tup
     """C of the symbol tables and ``ember_model_shapes`` of a model with symbolic dimensions
     (see ember_kernel.h): bind every symbol from the input shapes, check each input dimension
     against them and each symbol against its bound, and compute the output shapes."""
-    from ..symbolic import Sym
+    from ..symbolic import Sym, dim_range
 
     idx = {n: k for k, n in enumerate(symbols)}
     names = ", ".join(c_string(n) for n in symbols)
@@ -966,6 +966,14 @@ def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tup
     for j, (n, b) in enumerate(zip(symbols, bounds)):
         lines.append(f"  if (syms[{j}] > INT64_C({b})) {{ ember_set_error(\"the input shapes give {n} = %lld, "
                      f"above its bound {b} (compile with a larger bound for '{n}')\", (long long)syms[{j}]); return -1; }}")
+    # an output dimension that inputs too small for the model make negative (an STFT's frame
+    # count (samples - 400)//160 + 1) is an error
+    for i, (name, dims) in enumerate(outputs):
+        for k, d in enumerate(dims):
+            if isinstance(d, Sym) and dim_range(d)[0] < 0:
+                where = c_string(f"dimension {k} ({d}) of output '{name}'")[1:-1]
+                lines.append(f"  if ({dim_c(d, idx)} < 0) {{ ember_set_error(\"the inputs make {where} %lld: they are "
+                             f"too small for the model\", (long long)({dim_c(d, idx)})); return -1; }}")
     lines.append("  if (out_shapes) {")
     for i, (name, dims) in enumerate(outputs):
         for k, d in enumerate(dims):

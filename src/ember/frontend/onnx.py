@@ -42,7 +42,7 @@ from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
 from ..ops import get_op
-from ..symbolic import Sym, SymbolicError, compare, is_identifier, symbol
+from ..symbolic import Sym, SymbolicError, compare, dim_range, is_identifier, symbol
 from .shape_values import FOLDABLE, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
@@ -286,6 +286,29 @@ class NodeContext:
             return True
         raise self.fail(f"{what}: whether {d} <= {limit} depends on the symbols' values; "
                         f"declare their bounds with bounds=")
+
+    @property
+    def bounds(self) -> dict[str, int]:
+        """The symbols' upper bounds known so far."""
+        return self._tr.bounds
+
+    def bound(self, d) -> int | None:
+        """The largest value of dimension ``d`` that the symbols' bounds allow (None when one of
+        its symbols has no bound)."""
+        return dim_range(d, self._tr.bounds)[1]
+
+    def unrolled_length(self, d, what: str) -> int:
+        """How many steps to emit for a length ``d`` that decides the number of nodes (an
+        unrolled recurrence): ``d`` itself, or the upper bound of a symbolic one, the steps past
+        its actual value left to the translation to mask.  An error naming ``what`` when ``d``
+        has no bound."""
+        if not isinstance(d, Sym):
+            return int(d)
+        hi = self.bound(d)
+        if hi is None:
+            raise self.fail(f"{what} has the symbolic length {d}, and the steps over it are emitted at compile "
+                            f"time: give its symbols an upper bound with bounds= (or fix it with shapes=)")
+        return max(hi, 0)
 
     def data_symbol(self, what: str, bound: int | None = None) -> str:
         """A new symbol for a dimension of this node's output that only the data decides (the

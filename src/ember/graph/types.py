@@ -14,7 +14,7 @@ from typing import Union
 import numpy as np
 
 from ..errors import ShapeError
-from ..symbolic import Sym, SymbolicError, as_dim, evaluate, product
+from ..symbolic import Sym, SymbolicError, as_dim, dim_range, evaluate, product
 
 Dim = Union[int, Sym]
 
@@ -136,6 +136,18 @@ class TensorType:
         n = 1
         for d in self.concrete(env):
             n *= d
+        return n * np_dtype(self.dtype).itemsize
+
+    def max_nbytes(self, bounds) -> int:
+        """The most bytes the tensor takes with each symbol in [0, bounds[name]]: each
+        dimension at its largest value, which is not always at the bounds (``16 - seq`` is
+        largest at seq = 0).  ValueError when a dimension is unbounded."""
+        n = 1
+        for d in self.shape:
+            hi = dim_range(d, bounds)[1]
+            if hi is None:
+                raise ValueError(f"dimension {d} of {self} has no upper bound")
+            n *= max(hi, 0)
         return n * np_dtype(self.dtype).itemsize
 
     @property

@@ -9,8 +9,8 @@ Placement is greedy by size: the largest buffers are placed first, each into the
 between the already placed buffers it is live together with (best fit), or above them all.
 Every size is rounded up to ``alignment``, so every offset is aligned.
 
-A tensor of symbolic shape is planned at its largest: every symbol at its upper bound
-(``bounds``).  Its size at run time is never larger (the runtime refuses inputs beyond the
+A tensor of symbolic shape is planned at its largest: every dimension at its largest value
+with the symbols within their bounds (``bounds``; ``16 - seq`` is largest at seq = 0).  Its size at run time is never larger (the runtime refuses inputs beyond the
 bounds), so the offsets and the arena planned once serve every run.
 """
 
@@ -58,7 +58,7 @@ def _round_up(n: int, alignment: int) -> int:
 def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64,
                 bounds: dict[str, int] | None = None) -> MemoryPlan:
     """Plan the arena for ``groups`` (as returned by ``fuse(graph)``, in execution order);
-    symbolic shapes are sized with each symbol at its bound in ``bounds`` (default:
+    symbolic shapes are sized at their largest with the symbols within ``bounds`` (default:
     ``graph.bounds``)."""
     bounds = dict(graph.bounds if bounds is None else bounds)
     if alignment < 1:
@@ -77,7 +77,7 @@ def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64,
             if missing:
                 raise ShapeError(f"memory planning needs an upper bound of symbol(s) {', '.join(missing)}; "
                                  f"%{v.name} has type {v.type}")
-            exact[v] = v.type.nbytes_at(bounds)
+            exact[v] = v.type.max_nbytes(bounds)
         lifetimes[v] = (k, k)
     for k, g in enumerate(groups):
         for v in g.inputs:

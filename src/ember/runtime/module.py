@@ -337,7 +337,17 @@ class Module(LoadedModel):
         if isinstance(input_shapes, Mapping):
             input_shapes = [input_shapes[n] for n in self._in_names]
         env = self._bind_shapes([tuple(int(d) for d in s) for s in input_shapes])
-        return [tuple(evaluate(d, env) for d in t.shape) for t in self._out_types]
+        return [self._output_shape(i, env) for i in range(len(self._out_types))]
+
+    def _output_shape(self, i: int, env: dict) -> tuple[int, ...]:
+        """Output ``i``'s shape given the symbols' values; InputError when the inputs are too
+        small for the model (a dimension such as ``(samples - 400)//160 + 1`` below 0)."""
+        shape = tuple(evaluate(d, env) for d in self._out_types[i].shape)
+        for k, (d, n) in enumerate(zip(self._out_types[i].shape, shape)):
+            if n < 0:
+                raise InputError(f"'{self.name}': the inputs make dimension {k} ({d}) of output "
+                                 f"'{self._out_names[i]}' {n}: they are too small for the model")
+        return shape
 
     @property
     def num_threads(self) -> int:
@@ -407,9 +417,8 @@ class Module(LoadedModel):
         env = self._bind_shapes([a.shape for a in arrays])
         shapes = [np.array(a.shape, dtype=np.int64) for a in arrays]
         with self._lock:
-            outs = [self._outputs.array(i, tuple(evaluate(d, env) for d in t.shape), dt,
-                                        self._out_names[i])
-                    for i, (t, (dt, _)) in enumerate(zip(self._out_types, self._out_np))]
+            outs = [self._outputs.array(i, self._output_shape(i, env), dt, self._out_names[i])
+                    for i, (dt, _) in enumerate(self._out_np)]
             in_ptrs, out_ptrs, shape_ptrs = self._in_ptrs, self._out_ptrs, self._shape_ptrs
             for i, arr in enumerate(arrays):
                 in_ptrs[i] = arr.ctypes.data

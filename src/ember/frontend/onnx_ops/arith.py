@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...graph.ir import Value
+from ...symbolic import Sym
 
 
 class T:
@@ -88,7 +89,7 @@ class T:
         return T(self.cx, self.cx.op("where", [self.v, ref._val(then), ref._val(other)]))
 
     def reshape(self, shape) -> "T":
-        return self._op("reshape", shape=tuple(int(d) for d in shape))
+        return self._op("reshape", shape=tuple(d if isinstance(d, Sym) else int(d) for d in shape))
 
     def transpose(self, perm) -> "T":
         return self._op("transpose", perm=tuple(perm))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import string
 
+from ...symbolic import Sym, product
 from . import translates
-from .tensor import prod, reshape, static_shape
+from .tensor import reshape
 
 _LETTERS = set(string.ascii_letters)
 
@@ -79,7 +80,12 @@ def _diagonals(cx, term: _Term) -> _Term:
         lead = [term.value.shape[k] for k in others]
         v = reshape(cx, v, lead + [n * n])
         r = len(lead) + 1
-        v = cx.op("slice", [v], starts=(0,) * r, ends=tuple(lead) + (n * n,), steps=(1,) * (r - 1) + (n + 1,))
+        if isinstance(n, Sym):
+            # every (n + 1)-th element, at positions computed at run time
+            at = cx.op("arange", [], length=n, start=0, delta=n + 1, dtype="int64")
+            v = cx.op("gather", [v, at], axis=r - 1)
+        else:
+            v = cx.op("slice", [v], starts=(0,) * r, ends=tuple(lead) + (n * n,), steps=(1,) * (r - 1) + (n + 1,))
         term = _Term(v, [labels[k] for k in others] + [c])
     return term
 
@@ -112,13 +118,15 @@ def _contract(cx, a: _Term, b: _Term, later: set) -> _Term:
         for l, s in t.sizes.items():
             if sizes.get(l, 1) != 1 and s not in (1, sizes[l]):
                 raise cx.fail(f"label {l!r} has sizes {sizes[l]} and {s}")
-            sizes[l] = max(sizes.get(l, 1), s)
+            if s != 1:
+                sizes[l] = s
+            sizes.setdefault(l, 1)
     batch = [l for l in a.labels if l in b.labels and l in later]
     summed = [l for l in a.labels if l in b.labels and l not in later]
     a_only = [l for l in a.labels if l not in b.labels]
     b_only = [l for l in b.labels if l not in a.labels]
-    bt = prod(sizes[l] for l in batch)
-    m, k, n = prod(sizes[l] for l in a_only), prod(sizes[l] for l in summed), prod(sizes[l] for l in b_only)
+    bt = product(sizes[l] for l in batch)
+    m, k, n = product(sizes[l] for l in a_only), product(sizes[l] for l in summed), product(sizes[l] for l in b_only)
     av = reshape(cx, _arranged(cx, a, batch + a_only + summed, sizes), (bt, m, k))
     bv = reshape(cx, _arranged(cx, b, batch + summed + b_only, sizes), (bt, k, n))
     y = cx.op("matmul", [av, bv])
@@ -129,8 +137,6 @@ def _contract(cx, a: _Term, b: _Term, later: set) -> _Term:
 @translates("Einsum")
 def einsum(cx):
     xs = cx.inputs()
-    for x in xs:
-        static_shape(cx, x)
     ins, out = _parse(cx, cx.attr("equation"), [x.type.rank for x in xs])
     terms = [_diagonals(cx, _Term(x, labels)) for x, labels in zip(xs, ins)]
     acc = terms[0]

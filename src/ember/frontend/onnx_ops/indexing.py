@@ -7,9 +7,34 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph.types import is_int
+from ...symbolic import Sym, compare, product
 from ..onnx import onnx_dtype
 from . import translates
-from .tensor import norm_axis, prod, reshape, static_shape
+from .tensor import _dim_tensor, norm_axis, prod, reshape
+
+
+def _dims_value(cx, dims):
+    """A list of dimensions as an int64 tensor: a constant, or computed at run time."""
+    return cx.sym_value(np.array(list(dims), dtype=object).reshape(len(dims)))
+
+
+def iota(cx, n, axis: int, rank: int):
+    """0, 1, ..., n - 1 along ``axis`` of a rank-``rank`` int64 tensor (``n`` may be symbolic)."""
+    shp = [1] * rank
+    shp[axis] = n
+    if isinstance(n, Sym):
+        return reshape(cx, cx.op("arange", [], length=n, start=0, delta=1, dtype="int64"), shp)
+    return cx.const(np.arange(n, dtype=np.int64).reshape(shp))
+
+
+def _static_dims(cx, v, axes, why: str):
+    """``v``'s dimensions, those on ``axes`` required static (they decide what is emitted)."""
+    dims = tuple(v.shape)
+    for k in axes:
+        if isinstance(dims[k], Sym):
+            raise cx.fail(f"dimension {k} of '{v.name}' ({v.type}) is the symbolic {dims[k]}, and {why}; "
+                          f"fix it with shapes=")
+    return dims
 
 
 def _normalized_indices(cx, idx, dims_vec):
@@ -22,25 +47,27 @@ def _normalized_indices(cx, idx, dims_vec):
 def gather_nd(cx):
     # gather whole slices of the data flattened to [rows, *tail] at linear row indices
     x, idx = cx.input(0), cx.input(1)
-    dims, idims = static_shape(cx, x), static_shape(cx, idx, "indices")
+    dims, idims = tuple(x.shape), tuple(idx.shape)
     b = cx.attr("batch_dims", 0)
     q = len(idims)
     if not is_int(idx.dtype) or q < 1:
         raise cx.fail(f"indices must be integers of rank >= 1, got {idx.type}")
-    m = idims[-1]
+    m = _static_dims(cx, idx, [q - 1], "its last dimension is the number of indexed axes")[-1]
     if not 1 <= m <= len(dims) - b or tuple(idims[:b]) != tuple(dims[:b]):
         raise cx.fail(f"indices {idx.type} do not index data {x.type} with batch_dims={b}")
     block = dims[b:b + m]
-    strides = [prod(block[k + 1:]) for k in range(m)]
-    i64 = _normalized_indices(cx, idx, cx.const(np.array(block, dtype=np.int64)))
-    lin = cx.op("reduce_sum", [cx.op("mul", [i64, cx.const(np.array(strides, dtype=np.int64))])],
-                axes=(q - 1,), keepdims=False)
+    strides = [product(block[k + 1:]) for k in range(m)]
+    i64 = _normalized_indices(cx, idx, _dims_value(cx, block))
+    lin = cx.op("reduce_sum", [cx.op("mul", [i64, _dims_value(cx, strides)])], axes=(q - 1,), keepdims=False)
     if b:
-        nb = prod(idims[:b])
-        offs = (np.arange(nb, dtype=np.int64) * prod(block)).reshape(tuple(idims[:b]) + (1,) * (q - 1 - b))
-        lin = cx.op("add", [lin, cx.const(offs)])
+        nb, size = product(idims[:b]), product(block)
+        if isinstance(nb, int) and isinstance(size, int):
+            offs = cx.const(np.arange(nb, dtype=np.int64) * size)
+        else:
+            offs = cx.op("mul", [iota(cx, nb, 0, 1), _dim_tensor(cx, size)])
+        lin = cx.op("add", [lin, reshape(cx, offs, tuple(idims[:b]) + (1,) * (q - 1 - b))])
     tail = tuple(dims[b + m:])
-    flat = reshape(cx, x, (prod(dims[:b + m]),) + tail)
+    flat = reshape(cx, x, (product(dims[:b + m]),) + tail)
     return cx.op("gather", [flat, lin], axis=0)
 
 
@@ -77,20 +104,57 @@ def scatter_nd(cx):
     x = cx.input(0)
     idx = cx.const_input(1, "indices", required=True)
     upd = cx.input(2)
-    dims = static_shape(cx, x)
     m = idx.shape[-1] if idx.ndim else 0
-    if idx.ndim < 1 or not 1 <= m <= len(dims):
+    if idx.ndim < 1 or not 1 <= m <= x.type.rank:
         raise cx.fail(f"indices of shape {list(idx.shape)} do not index data {x.type}")
+    dims = tuple(x.shape)
+    tail = dims[m:]
+    if tuple(upd.shape) != tuple(idx.shape[:-1]) + tail:
+        raise cx.fail(f"updates {upd.type} must have shape {list(idx.shape[:-1]) + list(tail)}")
+    symbolic = [k for k in range(m) if isinstance(dims[k], Sym)]
+    if symbolic:
+        # only the box [0, largest index] of the indexed axes is written: scattered into as a
+        # static tensor and put back
+        if idx.size and idx.min() < 0:
+            _static_dims(cx, x, symbolic, "negative constant indices count from its end")
+        top = idx.reshape(-1, m).max(axis=0) + 1 if idx.size else np.zeros(m, np.int64)
+        box = tuple(int(t) for t in top) + tail
+        if any(compare(box[k], ">", dims[k], cx.bounds) for k in range(m)):
+            raise cx.fail(f"indices of shape {list(idx.shape)} reach outside data {x.type}")
+        inner = cx.op("slice", [x], starts=(0,) * len(dims), ends=box, steps=(1,) * len(dims))
+        return _put_back(cx, x, _scatter_nd_static(cx, inner, idx, upd), box)
+    return _scatter_nd_static(cx, x, idx, upd)
+
+
+def _scatter_nd_static(cx, x, idx, upd):
+    """ScatterND with constant indices into ``x``, whose indexed axes are static."""
+    dims = tuple(x.shape)
+    m = idx.shape[-1]
     block = np.array(dims[:m], dtype=np.int64)
     i = np.where(idx < 0, idx + block, idx).astype(np.int64)
     strides = np.array([prod(dims[k + 1:m]) for k in range(m)], dtype=np.int64)
     targets = (i * strides).sum(axis=-1).reshape(-1)
     tail = tuple(dims[m:])
-    if tuple(upd.shape) != tuple(idx.shape[:-1]) + tail:
-        raise cx.fail(f"updates {upd.type} must have shape {list(idx.shape[:-1]) + list(tail)}")
-    rows = reshape(cx, x, (prod(dims[:m]), prod(tail)))
-    u = reshape(cx, upd, (targets.size, prod(tail)))
+    rows = reshape(cx, x, (prod(dims[:m]), product(tail)))
+    u = reshape(cx, upd, (targets.size, product(tail)))
     return reshape(cx, _scatter_rows(cx, rows, u, targets, cx.attr("reduction", "none")), dims)
+
+
+def _put_back(cx, x, done, box):
+    """``x`` with its box [0, box) replaced by ``done`` (of shape ``box``): each axis of ``done``
+    read at min(position, box - 1), taken inside the box."""
+    dims, r = tuple(x.shape), x.type.rank
+    inside = None
+    for k in range(r):
+        if box[k] == dims[k]:
+            continue
+        pos = cx.op("arange", [], length=dims[k], start=0, delta=1, dtype="int64")
+        done = cx.op("gather", [done, cx.op("minimum", [pos, cx.scalar(max(box[k] - 1, 0), "int64")])], axis=k)
+        shp = [1] * r
+        shp[k] = dims[k]
+        within = reshape(cx, cx.op("less", [pos, cx.scalar(box[k], "int64")]), shp)
+        inside = within if inside is None else cx.op("logical_and", [inside, within])
+    return done if inside is None else cx.op("where", [inside, done, x])
 
 
 @translates("ScatterElements", "Scatter")
@@ -98,11 +162,13 @@ def scatter_elements(cx):
     x = cx.input(0)
     idx = cx.const_input(1, "indices", required=True)
     upd = cx.input(2)
-    dims = static_shape(cx, x)
-    r = len(dims)
+    r = x.type.rank
     ax = norm_axis(cx, cx.attr("axis", 0), r)
     if idx.ndim != r or tuple(upd.shape) != idx.shape:
         raise cx.fail(f"indices {list(idx.shape)} and updates {upd.type} must match data {x.type} in rank and shape")
+    if not x.type.is_static:
+        return _scatter_elements_in_box(cx, x, idx, upd, ax)
+    dims = tuple(x.shape)
     i = np.where(idx < 0, idx + dims[ax], idx).astype(np.int64)
     if i.size and (i.min() < 0 or i.max() >= dims[ax]):
         raise cx.fail(f"index out of range on axis {ax}")
@@ -114,15 +180,37 @@ def scatter_elements(cx):
     return reshape(cx, _scatter_rows(cx, rows, u, targets, cx.attr("reduction", "none")), dims)
 
 
+def _scatter_elements_in_box(cx, x, idx, upd, ax: int):
+    """ScatterElements into data of symbolic shape: the constant indices write only inside the
+    static box [0, idx.shape) ([0, largest index] along the axis), so the box is sliced out,
+    scattered into as a static tensor and put back where it came from."""
+    dims, r = tuple(x.shape), x.type.rank
+    if idx.size and idx.min() < 0:
+        _static_dims(cx, x, [ax], "negative constant indices count from its end")
+    i = np.where(idx < 0, idx + (dims[ax] if idx.size and idx.min() < 0 else 0), idx).astype(np.int64)
+    box = list(idx.shape)
+    box[ax] = int(i.max()) + 1 if i.size else 0
+    if i.size and (i.min() < 0 or compare(box[ax], ">", dims[ax], cx.bounds)):
+        raise cx.fail(f"index out of range on axis {ax}")
+    inner = cx.op("slice", [x], starts=(0,) * r, ends=tuple(box), steps=(1,) * r)
+    grids = list(np.meshgrid(*[np.arange(d) for d in idx.shape], indexing="ij"))
+    grids[ax] = i
+    targets = np.ravel_multi_index(grids, box).reshape(-1) if i.size else np.zeros(0, np.int64)
+    rows = reshape(cx, inner, (prod(box), 1))
+    u = reshape(cx, upd, (targets.size, 1))
+    done = reshape(cx, _scatter_rows(cx, rows, u, targets, cx.attr("reduction", "none")), box)
+    return _put_back(cx, x, done, box)
+
+
 @translates("Compress")
 def compress(cx):
     x = cx.input(0)
     cond = cx.const_input(1, "condition", required=True).astype(bool).reshape(-1)
-    dims = static_shape(cx, x)
     if cx.has_attr("axis"):
-        ax = norm_axis(cx, cx.attr("axis"), len(dims))
-        n = dims[ax]
+        ax = norm_axis(cx, cx.attr("axis"), x.type.rank)
+        n = _static_dims(cx, x, [ax], "the constant condition selects along it")[ax]
     else:
+        dims = _static_dims(cx, x, range(x.type.rank), "the constant condition selects from the flattened input")
         x, ax, n = reshape(cx, x, (prod(dims),)), 0, prod(dims)
     keep = np.nonzero(cond[:n])[0].astype(np.int64)
     return cx.op("gather", [x, cx.const(keep)], axis=ax)
@@ -131,11 +219,16 @@ def compress(cx):
 @translates("EyeLike")
 def eye_like(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if len(dims) != 2:
         raise cx.fail(f"expects a 2-D input, got {x.type}")
     dtype = onnx_dtype(cx.attr("dtype"), "dtype", cx.name, cx.op_type) if cx.has_attr("dtype") else x.dtype
-    return cx.const(np.eye(dims[0], dims[1], k=cx.attr("k", 0)).astype(dtype), dtype)
+    k = cx.attr("k", 0)
+    if x.type.is_static:
+        return cx.const(np.eye(dims[0], dims[1], k=k).astype(dtype), dtype)
+    # ones where column - row == k
+    diff = cx.op("sub", [iota(cx, dims[1], 1, 2), iota(cx, dims[0], 0, 2)])
+    return cx.op("cast", [cx.op("equal", [diff, cx.scalar(k, "int64")])], to=dtype)
 
 
 @translates("NonZero")
@@ -151,8 +244,8 @@ def col2im(cx):
     x = cx.input(0)
     image = cx.ints_input(1, "image_shape", required=True)
     block = cx.ints_input(2, "block_shape", required=True)
-    dims = static_shape(cx, x)
     k = len(image)
+    dims = _static_dims(cx, x, [1, 2], "it must match the image and block shapes") if x.type.rank == 3 else x.shape
     if len(block) != k or len(dims) != 3:
         raise cx.fail(f"expects input [N, C * prod(block), L] and image/block shapes of one rank, got "
                       f"{x.type}, {image}, {block}")
@@ -190,16 +283,14 @@ def reverse_sequence(cx):
     from .tensor import gather_elements_values
 
     x, lens = cx.input(0), cx.input(1)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     t_ax = norm_axis(cx, cx.attr("time_axis", 0), len(dims))
     b_ax = norm_axis(cx, cx.attr("batch_axis", 1), len(dims))
     if t_ax == b_ax or len(dims) < 2 or tuple(lens.shape) != (dims[b_ax],):
         raise cx.fail(f"sequence_lens {lens.type} must hold one length per batch entry of {x.type}")
-    shp_t = [1] * len(dims)
-    shp_t[t_ax] = dims[t_ax]
     shp_b = [1] * len(dims)
     shp_b[b_ax] = dims[b_ax]
-    t = T(cx, cx.const(np.arange(dims[t_ax], dtype=np.int64).reshape(shp_t)))
+    t = T(cx, iota(cx, dims[t_ax], t_ax, len(dims)))
     n = T(cx, reshape(cx, lens, shp_b)).cast("int64")
     src = (t < n).where((n - 1) - t, t)
     src = T(cx, cx.op("broadcast_to", [src.v], shape=tuple(dims)))
@@ -215,19 +306,17 @@ def tensor_scatter(cx):
 
     past, upd = cx.input(0), cx.input(1)
     w = cx.input(2, required=False)
-    dims, udims = static_shape(cx, past), static_shape(cx, upd, "update")
+    dims, udims = tuple(past.shape), tuple(upd.shape)
     r = len(dims)
     ax = norm_axis(cx, cx.attr("axis", -2), r)
     if ax == 0 or len(udims) != r or any(d != u for k, (d, u) in enumerate(zip(dims, udims)) if k != ax) \
-            or udims[ax] > dims[ax]:
+            or compare(udims[ax], ">", dims[ax], cx.bounds):
         raise cx.fail(f"update {upd.type} does not fit past_cache {past.type} along axis {ax}")
     mode = cx.attr("mode", "linear")
     if mode not in ("linear", "circular"):
         raise cx.fail(f"unknown mode {mode!r}")
     s, m = udims[ax], dims[ax]
-    shp_p = [1] * r
-    shp_p[ax] = m
-    p = T(cx, cx.const(np.arange(m, dtype=np.int64).reshape(shp_p)))
+    p = T(cx, iota(cx, m, ax, r))
     if w is None:
         start = T(cx, cx.scalar(0, "int64"))
     else:
@@ -235,6 +324,19 @@ def tensor_scatter(cx):
         shp_b[0] = dims[0]
         start = T(cx, reshape(cx, w, shp_b)).cast("int64")
     j = p - start
+    if isinstance(m, Sym) or isinstance(s, Sym):
+        m_, s_ = (T(cx, _dim_tensor(cx, d)) for d in (m, s))
+        if mode == "circular":
+            j = ((j % m_) + m_) % m_
+        inside = (j >= 0) & (j < s_)
+        full = tuple(dims[:ax]) + (m,) + tuple(dims[ax + 1:])
+        src = T(cx, cx.op("broadcast_to", [j.max(0).min(s_).v], shape=full))
+        # gather from the update extended by a zero slot (read where nothing is inside)
+        zero = list(udims)
+        zero[ax] = 1
+        ext = cx.op("concat", [upd, cx.op("broadcast_to", [cx.scalar(0, upd.dtype)], shape=tuple(zero))], axis=ax)
+        picked = gather_elements_values(cx, ext, src.v, ax)
+        return T(cx, cx.op("broadcast_to", [inside.v], shape=full)).where(picked, past).v
     if mode == "circular":
         j = ((j % m) + m) % m
     inside = (j >= 0) & (j < s)

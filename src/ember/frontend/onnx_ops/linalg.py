@@ -1,26 +1,33 @@
 """ONNX linear algebra beyond MatMul: Det, by Gaussian elimination with partial pivoting, unrolled
-over the (static) matrix size and vectorized over the batch."""
+over the (static) matrix size and vectorized over the batch (which may be symbolic)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ...graph.types import is_float
+from ...symbolic import Sym, product
 from . import translates
 from .arith import T
-from .tensor import gather_elements_values, prod, static_shape
+from .tensor import gather_elements_values
 
 
 @translates("Det")
 def det(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if len(dims) < 2 or dims[-1] != dims[-2] or not is_float(x.dtype):
         raise cx.fail(f"expects floating-point square matrices [..., n, n], got {x.type}")
     n = dims[-1]
-    batch = prod(dims[:-2])
+    if isinstance(n, Sym):
+        raise cx.fail(f"the matrices of {x.type} have the symbolic size {n}, and the elimination is unrolled "
+                      f"over it at compile time; fix it with shapes=")
+    batch = product(dims[:-2])
     a = T(cx, x).cast("float64").reshape((batch, n, n))     # eliminated in double precision
-    result = T(cx, cx.const(np.ones((batch,), dtype=np.float64)))
+    if isinstance(batch, Sym):
+        result = T(cx, cx.op("broadcast_to", [cx.scalar(1.0, "float64")], shape=(batch,)))
+    else:
+        result = T(cx, cx.const(np.ones((batch,), dtype=np.float64)))
     rows = np.arange(n, dtype=np.int64).reshape(1, n)
     for k in range(n):
         # the row (at or below k) with the largest |a[., k]| becomes row k

@@ -10,9 +10,10 @@ import numpy as np
 import math
 
 from ...graph.types import is_float, is_int, is_string, np_dtype
+from ...symbolic import Sym, product
 from . import translates
 from .arith import T
-from .tensor import prod, reshape, static_shape
+from .tensor import reshape
 
 _ML = "ai.onnx.ml"
 
@@ -27,13 +28,13 @@ def binarizer(cx):
 def array_feature_extractor(cx):
     # x[..., indices], with the indices flattened; a 1-D x gives one row
     x, idx = cx.input(0), cx.input(1)
-    dims, idims = static_shape(cx, x), static_shape(cx, idx, "indices")
+    dims, idims = tuple(x.shape), tuple(idx.shape)
     if not is_int(idx.dtype):
         raise cx.fail(f"indices must be integers, got {idx.type}")
-    flat = reshape(cx, idx, (prod(idims),))
+    flat = reshape(cx, idx, (product(idims),))
     out = cx.op("gather", [x, flat], axis=len(dims) - 1)
     if len(dims) == 1:
-        out = reshape(cx, out, (1, prod(idims)))
+        out = reshape(cx, out, (1, product(idims)))
     return out
 
 
@@ -43,7 +44,7 @@ def tfidf_vectorizer(cx):
     # distance d (only d = 1 for unigrams), count the windows X[s], X[s + d], ... that equal it:
     # one comparison of shifted slices of X against the pool per (n, d).
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if len(dims) not in (1, 2) or not is_int(x.dtype):
         raise cx.fail(f"expects integer input [C] or [B, C], got {x.type}")
     if cx.has_attr("pool_strings"):
@@ -60,6 +61,13 @@ def tfidf_vectorizer(cx):
     out_size = max(indexes) + 1
     rows = T(cx, x if len(dims) == 2 else reshape(cx, x, (1, dims[0]))).cast("int64")
     b, c = rows.shape
+    if isinstance(c, Sym):
+        # a symbolic length: every window starts at every position of the row extended by a
+        # value no n-gram holds, so the windows that run past the end never match
+        reach = (hi - 1) * (max_skip + 1)
+        if reach:
+            outside = cx.op("broadcast_to", [cx.scalar(min(pool, default=0) - 1, "int64")], shape=(b, reach))
+            rows = T(cx, cx.op("concat", [rows.v, outside], axis=1))
     # the pool's n-grams, in order: (length, tokens, output column)
     grams, gid = [], 0
     for n, start in enumerate(counts, start=1):
@@ -75,8 +83,8 @@ def tfidf_vectorizer(cx):
         onehot = np.zeros((len(sel), out_size), dtype=np.float32)
         onehot[np.arange(len(sel)), [g[2] for g in sel]] = 1.0
         for d in ([1] if n == 1 else range(1, max_skip + 2)):
-            w = c - (n - 1) * d
-            if w <= 0:
+            w = c if isinstance(c, Sym) else c - (n - 1) * d
+            if isinstance(w, int) and w <= 0:
                 continue
             match = None
             for j in range(n):
@@ -87,7 +95,7 @@ def tfidf_vectorizer(cx):
             cols = T(cx, cx.op("matmul", [found.v, cx.const(onehot)]))
             total = cols if total is None else total + cols
     if total is None:
-        total = T(cx, cx.const(np.zeros((b, out_size), dtype=np.float32)))
+        total = T(cx, _full(cx, (b, out_size), 0.0, "float32"))
     wv = T(cx, cx.const(np.asarray(weights, dtype=np.float32))) if weights else None
     if mode == "IDF":
         total = (total > 0).where(wv if wv is not None else T(cx, cx.scalar(1.0, "float32")), 0.0)
@@ -102,7 +110,7 @@ def tree_ensemble(cx):
     # on its path, and the result per target combines indicator-weighted leaf values (a graph that
     # grows with the number of leaves: meant for small ensembles)
     x = T(cx, cx.input(0))
-    dims = static_shape(cx, x.v)
+    dims = x.shape
     if len(dims) != 2 or not x.dtype.startswith("float"):
         raise cx.fail(f"expects floating-point X [N, F], got {x.v.type}")
     n = dims[0]
@@ -140,7 +148,7 @@ def tree_ensemble(cx):
                 for s in sets[i]:
                     e = f.eq(s)
                     c = e if c is None else c | e
-                c = c if c is not None else T(cx, cx.const(np.zeros(n, dtype=bool)))
+                c = c if c is not None else T(cx, _full(cx, (n,), False, "bool"))
             else:
                 c = [f <= v, f < v, f >= v, f > v, f.eq(v), f.ne(v)][m]
             if tracks[i]:
@@ -173,7 +181,7 @@ def tree_ensemble(cx):
             if int(a["leaf_targetids"][leaf]) != t:
                 continue
             wv = float(weights[leaf]) / (len(roots) if agg == 0 else 1)
-            val = T(cx, cx.const(np.full(n, wv), dt)) if ind is None else ind.where(T(cx, cx.scalar(wv, dt)), 0.0)
+            val = T(cx, _full(cx, (n,), wv, dt)) if ind is None else ind.where(T(cx, cx.scalar(wv, dt)), 0.0)
             if agg in (0, 1):
                 acc = val if acc is None else acc + val
             else:
@@ -182,9 +190,16 @@ def tree_ensemble(cx):
                 acc = val if acc is None else (acc.min(val) if agg == 2 else acc.max(val))
         if acc is None:
             init = 0.0 if agg in (0, 1) else (big if agg == 2 else -big)
-            acc = T(cx, cx.const(np.full(n, init), dt))
+            acc = T(cx, _full(cx, (n,), init, dt))
         cols.append(acc.reshape((n, 1)).v)
     return cols[0] if len(cols) == 1 else cx.op("concat", cols, axis=1)
+
+
+def _full(cx, shape, value, dtype: str):
+    """A tensor of ``shape`` (which may be symbolic) filled with ``value``."""
+    if any(isinstance(d, Sym) for d in shape):
+        return cx.op("broadcast_to", [cx.scalar(value, dtype)], shape=tuple(shape))
+    return cx.const(np.full(shape, value, dtype=np_dtype(dtype)), dtype)
 
 
 def _label_items(cx, which: str) -> tuple[list, str]:

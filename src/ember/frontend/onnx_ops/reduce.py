@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph.types import is_float, np_dtype
+from ...symbolic import Sym, compare, product
 from . import translates
-from .tensor import gather_elements_values, norm_axes, norm_axis, prod, reshape, static_shape
+from .tensor import _dim_tensor, gather_elements_values, norm_axes, norm_axis, reshape
 
 
 def reduce_axes(cx, x):
@@ -30,8 +31,9 @@ def _mean(cx, x, axes, keepdims):
     if not axes or is_float(x.dtype):
         return _reduce(cx, "reduce_mean", x, axes, keepdims)
     # integer mean: sum, then integer division by the count
-    n = prod(x.shape[a] for a in axes)
-    return cx.op("div", [_reduce(cx, "reduce_sum", x, axes, keepdims), cx.scalar(n, x.dtype)])
+    n = product(x.shape[a] for a in axes)
+    count = cx.scalar(n, x.dtype) if isinstance(n, int) else cx.op("cast", [_dim_tensor(cx, n)], to=x.dtype)
+    return cx.op("div", [_reduce(cx, "reduce_sum", x, axes, keepdims), count])
 
 
 @translates("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -105,16 +107,29 @@ def cumsum(cx):
     # 0 or 1, shifted in)
     x = cx.input(0)
     combine, identity = ("add", 0) if cx.op_type == "CumSum" else ("mul", 1)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     axis = cx.const_input(1, "axis", required=True)
     if axis.size != 1:
         raise cx.fail(f"axis must be a scalar, got shape {list(axis.shape)}")
     r = len(dims)
     ax = norm_axis(cx, int(axis.reshape(()).item()), r)
     reverse, exclusive = cx.attr("reverse", 0), cx.attr("exclusive", 0)
-    n = dims[ax]
+    # the number of doubling steps is fixed at compile time: enough for the largest length
+    n = cx.unrolled_length(dims[ax], f"axis {ax} of {x.type}")
 
     def shifted(v, d):
+        if isinstance(dims[ax], Sym):
+            # a shift that may reach past the actual length: gather from the clamped source
+            # position, the identity where there is none
+            pos = cx.op("arange", [], length=dims[ax], start=0, delta=1, dtype="int64")
+            last = _dim_tensor(cx, dims[ax] - 1)
+            src = cx.op("add", [pos, cx.scalar(d if reverse else -d, "int64")])
+            inside = cx.op("less_equal", [src, last]) if reverse else cx.op("greater_equal", [src, cx.scalar(0, "int64")])
+            src = cx.op("maximum", [cx.op("minimum", [src, last]), cx.scalar(0, "int64")])
+            shp = [1] * r
+            shp[ax] = dims[ax]
+            picked = cx.op("gather", [v, src], axis=ax)
+            return cx.op("where", [reshape(cx, inside, shp), picked, cx.scalar(identity, v.dtype)])
         pads = [0] * (2 * r)
         if reverse:
             pads[ax], pads[ax + r] = -d, d
@@ -126,7 +141,7 @@ def cumsum(cx):
     while d < n:
         out = cx.op(combine, [out, shifted(out, d)])
         d *= 2
-    if exclusive and n:
+    if exclusive and (isinstance(dims[ax], Sym) or n):
         out = shifted(out, 1)
     return out
 
@@ -134,7 +149,7 @@ def cumsum(cx):
 @translates("TopK")
 def topk(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     r = len(dims)
     if cx.opset < 10:
         k = cx.attr("k")
@@ -145,7 +160,8 @@ def topk(cx):
         k = kv[0]
     ax = norm_axis(cx, cx.attr("axis", -1), r)
     n = dims[ax]
-    if not 0 <= k <= n:
+    # (a symbolic axis shorter than K at run time is an error there, as in onnxruntime)
+    if k < 0 or compare(k, ">", n, cx.bounds):
         raise cx.fail(f"K={k} is out of range for axis {ax} of size {n}")
     largest = cx.attr("largest", 1)
     if k == 1:
@@ -161,12 +177,18 @@ def topk(cx):
     a = reshape(cx, xt, lead + (n, 1))
     b = reshape(cx, xt, lead + (1, n))
     better = cx.op("greater" if largest else "less", [b, a])
-    earlier = np.arange(n)[None, :] < np.arange(n)[:, None]
-    tie = cx.op("logical_and", [cx.op("equal", [b, a]), cx.const(earlier)])
+    if isinstance(n, Sym):
+        seq = cx.op("arange", [], length=n, start=0, delta=1, dtype="int64")
+        earlier = cx.op("less", [reshape(cx, seq, (1, n)), reshape(cx, seq, (n, 1))])
+        positions = seq
+    else:
+        earlier = cx.const(np.arange(n)[None, :] < np.arange(n)[:, None])
+        positions = cx.const(np.arange(n, dtype=np.int64))
+    tie = cx.op("logical_and", [cx.op("equal", [b, a]), earlier])
     before = cx.op("cast", [cx.op("logical_or", [better, tie])], to="int64")
     rank = cx.op("reduce_sum", [before], axes=(len(lead) + 1,), keepdims=False)
     hot = cx.op("equal", [reshape(cx, rank, lead + (1, n)), cx.const(np.arange(k, dtype=np.int64).reshape(k, 1))])
-    pos = cx.op("mul", [cx.op("cast", [hot], to="int64"), cx.const(np.arange(n, dtype=np.int64))])
+    pos = cx.op("mul", [cx.op("cast", [hot], to="int64"), positions])
     indices = cx.op("reduce_sum", [pos], axes=(len(lead) + 1,), keepdims=False)
     values = gather_elements_values(cx, xt, indices, len(lead))
     if ax != r - 1:

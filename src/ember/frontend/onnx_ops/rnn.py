@@ -1,13 +1,18 @@
-"""ONNX RNN, GRU and LSTM, unrolled over the (static) sequence length into matmuls and
-elementwise gate arithmetic.  ``sequence_lens`` is honoured with masks: past its length a
-sequence keeps its state and outputs zeros."""
+"""ONNX RNN, GRU and LSTM, unrolled over the sequence length into matmuls and elementwise gate
+arithmetic.  ``sequence_lens`` is honoured with masks: past its length a sequence keeps its
+state and outputs zeros.  The batch may be symbolic; a symbolic sequence length is unrolled to
+its upper bound (the input zero-padded to it, the steps past the actual length masked like
+those past ``sequence_lens``, the output sliced back), so it needs a bound."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ... import limits
+from ...symbolic import Sym
 from . import translates
-from .tensor import reshape, static_shape
+from .control import pad_to
+from .tensor import _dim_tensor, reshape
 
 # activation -> (uses alpha, uses beta, default alpha, default beta)
 _ACTIVATIONS = {
@@ -70,14 +75,23 @@ class _Cell:
     def __init__(self, cx, gates: int, default_acts: list[str]):
         self.cx = cx
         x = cx.input(0)
-        dims = static_shape(cx, x)
-        if len(dims) != 3:
+        if x.type.rank != 3:
             raise cx.fail(f"X must be 3-D, got {x.type}")
         self.layout = cx.attr("layout", 0)
         if self.layout:
             x = cx.op("transpose", [x], perm=(1, 0, 2))
+        seq, self.batch, self.input_size = x.shape
+        if isinstance(self.input_size, Sym):
+            raise cx.fail(f"the input size of X {x.type} must be static (it is the width of W)")
+        # a symbolic length: unrolled to its bound over the input padded with zeros
+        self.length = seq
+        if isinstance(seq, Sym):
+            bound = cx.unrolled_length(seq, f"the sequence of X {x.type}")
+            limits.check_count("loop_iterations", bound, "the number of steps unrolled", node=cx.name, op=cx.op_type)
+            x = pad_to(cx, x, 0, bound)
+            seq = bound
         self.x = x
-        self.seq, self.batch, self.input_size = x.shape
+        self.seq = seq
         self.w, self.r = cx.input(1), cx.input(2)
         self.b = cx.input(3, required=False)
         self.h = int(cx.attr("hidden_size", self.r.shape[-1]))
@@ -94,6 +108,10 @@ class _Cell:
         lens = cx.input(4, required=False)
         if lens is not None:
             lens = reshape(cx, cx.op("cast", [lens], to="int64"), (self.batch, 1))
+        if isinstance(self.length, Sym):
+            n = _dim_tensor(cx, self.length)
+            lens = n if lens is None else cx.op("minimum", [lens, n])
+        if lens is not None:
             self.mask = [cx.op("less", [cx.scalar(t, "int64"), lens]) for t in range(self.seq)]
 
     def check_weights(self, nd: int) -> None:
@@ -112,6 +130,8 @@ class _Cell:
     def initial(self, k: int, d: int):
         v = self.cx.input(k, required=False)
         if v is None:
+            if isinstance(self.batch, Sym):
+                return self.cx.op("broadcast_to", [self.cx.scalar(0, self.x.dtype)], shape=(self.batch, self.h))
             return self.cx.const(np.zeros((self.batch, self.h), dtype=self.x.dtype), self.x.dtype)
         if self.layout:
             v = self.cx.op("transpose", [v], perm=(1, 0, 2))
@@ -173,6 +193,8 @@ class _Cell:
                       if self.seq else None)
             finals.append(state)
         y = ys[0] if len(ys) == 1 else cx.op("concat", ys, axis=1)
+        if isinstance(self.length, Sym):
+            y = cx.op("slice", [y], starts=(0, 0, 0, 0), ends=(self.length,) + tuple(y.shape[1:]), steps=(1,) * 4)
         stacked = [cx.op("concat", [reshape(cx, f[k], (1, self.batch, self.h)) for f in finals], axis=0)
                    for k in range(len(finals[0]))]
         if self.layout:

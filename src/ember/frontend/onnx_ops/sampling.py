@@ -1,25 +1,47 @@
 """ONNX ops that sample data at coordinates computed at run time: GridSample (and helpers that
 others share).  Sampling is a sum, over the interpolation taps, of ``gather``s at run-time
 indices times run-time weights; out-of-range taps get weight 0 and a clamped index, so a kernel
-never reads outside its buffer."""
+never reads outside its buffer.  Sizes may be symbolic: coordinate arithmetic then reads them
+as scalars computed at run time."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ...graph.types import is_float, np_dtype
+from ...symbolic import Sym, product
 from . import translates
 from .arith import T
-from .tensor import prod, static_shape
+from .indexing import iota
+from .tensor import _dim_tensor
 
 _CUBIC_A = -0.75
 
 
-def reflect(x: T, lo: float, hi: float) -> T:
-    """Fold coordinates into [lo, hi] by reflecting at the borders, as ONNX's GridSample does."""
+def _num(cx, d, dtype: str):
+    """Dimension ``d`` for arithmetic on values of ``dtype``: the int, or a scalar tensor
+    computed at run time when it is symbolic."""
+    return T(cx, _dim_tensor(cx, d)).cast(dtype) if isinstance(d, Sym) else d
+
+
+def _iota(cx, n, axis: int, rank: int) -> T:
+    return T(cx, iota(cx, n, axis, rank))
+
+
+def reflect(x: T, lo: float, hi: "float | T") -> T:
+    """Fold coordinates into [lo, hi] by reflecting at the borders, as ONNX's GridSample does
+    (``hi`` is a tensor when the size is symbolic)."""
     rng = hi - lo
+    if isinstance(rng, T):
+        empty = rng <= 0
+        folded = _reflect(x, lo, hi, empty.where(1.0, rng))
+        return empty.where(x * 0 + lo, folded)
     if rng <= 0:
         return x * 0 + lo
+    return _reflect(x, lo, hi, rng)
+
+
+def _reflect(x: T, lo, hi, rng) -> T:
     below = lo - x                        # > 0 left of the range
     above = x - hi                        # > 0 right of the range
     d = below.max(above).max(0.0)         # distance outside the range
@@ -49,8 +71,7 @@ def cubic_weights(t: T) -> list[T]:
 @translates("GridSample")
 def grid_sample(cx):
     x, grid = cx.input(0), cx.input(1)
-    dims = static_shape(cx, x)
-    gdims = static_shape(cx, grid, "grid")
+    dims, gdims = tuple(x.shape), tuple(grid.shape)
     k = len(dims) - 2
     if k < 1 or len(gdims) != k + 2 or gdims[-1] != k or gdims[0] != dims[0]:
         raise cx.fail(f"grid {grid.type} does not fit input {x.type}")
@@ -71,6 +92,7 @@ def grid_sample(cx):
     # per spatial axis i: the source coordinate of every output position, [N, *out_space]
     coords = []
     for i, d in enumerate(space):
+        d = _num(cx, d, ct)
         u = g.gather(cx.scalar(k - 1 - i, "int64"), axis=k + 1)     # the grid lists x (last axis) first
         u = (u + 1) * ((d - 1) / 2.0) if align else ((u + 1) * d - 1) / 2.0
         if mode == "nearest":
@@ -99,9 +121,9 @@ def grid_sample(cx):
         taps_per_axis.append([(base + o if o else base, w) for o, w in zip(offsets, weights)])
 
     # X as rows [N * prod(space), C]: one gather per combination of taps
-    xt = T(cx, x).reshape((n, c, prod(space))).transpose((0, 2, 1)).reshape((n * prod(space), c))
-    batch_off = cx.const((np.arange(n, dtype=np.int64) * prod(space)).reshape((n,) + (1,) * len(out_space)))
-    strides = [prod(space[i + 1:]) for i in range(k)]
+    xt = T(cx, x).reshape((n, c, product(space))).transpose((0, 2, 1)).reshape((n * product(space), c))
+    batch_off = _iota(cx, n, 0, 1 + len(out_space)) * _num(cx, product(space), "int64")
+    strides = [_num(cx, product(space[i + 1:]), "int64") for i in range(k)]
     total = None
     for combo in np.ndindex(*[len(t) for t in taps_per_axis]):
         lin, weight, valid = None, None, None
@@ -109,13 +131,13 @@ def grid_sample(cx):
             pos, w = taps_per_axis[i][j]
             _, d, lo, hi = coords[i]
             idx, ok = _pixel_index(pos, d, lo, hi, padding)
-            term = idx * strides[i] if strides[i] != 1 else idx
+            term = idx if isinstance(strides[i], int) and strides[i] == 1 else idx * strides[i]
             lin = term if lin is None else lin + term
             if w is not None:
                 weight = w if weight is None else weight * w
             if ok is not None:
                 valid = ok if valid is None else valid & ok
-        rows = xt.gather(lin + T(cx, batch_off), axis=0)              # [N, *out, C]
+        rows = xt.gather(lin + batch_off, axis=0)                     # [N, *out, C]
         wv = weight.cast(x.dtype) if weight is not None else None
         if valid is not None:
             wv = valid.where(wv if wv is not None else T(cx, cx.scalar(1, x.dtype)), 0.0)
@@ -131,7 +153,7 @@ def _trunc(u: T) -> T:
     return (u < 0).where((u * -1).floor() * -1, u.floor())
 
 
-def _pixel_index(pos: T, d: int, lo: float, hi: float, padding: str):
+def _pixel_index(pos: T, d: "int | T", lo: float, hi: "float | T", padding: str):
     """(int64 index, validity or None) of the pixel at integer-valued coordinate ``pos``."""
     if padding == "zeros":
         ok = (pos >= 0) & (pos <= d - 1)
@@ -147,8 +169,7 @@ def roi_align(cx):
     # per region r, the bin (ph, pw) averages (or maxes) a grid of gh x gw bilinear samples; the
     # sample coordinates are separable: y depends on (r, ph, iy), x on (r, pw, ix)
     x, rois, batch = cx.input(0), cx.input(1), cx.input(2)
-    dims = static_shape(cx, x)
-    rdims = static_shape(cx, rois, "rois")
+    dims, rdims = tuple(x.shape), tuple(rois.shape)
     if len(dims) != 4 or len(rdims) != 2 or rdims[1] != 4 or tuple(batch.shape) != (rdims[0],):
         raise cx.fail(f"expects X [N, C, H, W], rois [R, 4] and batch_indices [R], got {x.type}, "
                       f"{rois.type}, {batch.type}")
@@ -170,6 +191,7 @@ def roi_align(cx):
     offset = 0.5 if half_pixel else 0.0
 
     def axis_taps(lo_col, hi_col, bins, size):
+        size = _num(cx, size, x.dtype)
         lo = box.gather(cx.scalar(lo_col, "int64"), axis=1) * scale - offset       # [R]
         hi = box.gather(cx.scalar(hi_col, "int64"), axis=1) * scale - offset
         length = hi - lo
@@ -178,11 +200,11 @@ def roi_align(cx):
         step = length / bins
         frac = np.array([p + (i + 0.5) / g for p in range(bins) for i in range(g)], dtype=np_dtype(x.dtype))
         pos = lo.reshape((r, 1)) + step.reshape((r, 1)) * T(cx, cx.const(frac, x.dtype))   # [R, bins * g]
-        valid = (pos >= -1.0) & (pos <= float(size))
+        valid = (pos >= -1.0) & (pos <= (size if isinstance(size, T) else float(size)))
         pos = pos.max(0.0)
         low = pos.floor()
         at_end = low >= size - 1
-        low = at_end.where(T(cx, cx.scalar(size - 1, x.dtype)), low)
+        low = at_end.where(size - 1 if isinstance(size, T) else T(cx, cx.scalar(size - 1, x.dtype)), low)
         pos = at_end.where(low, pos)
         high = at_end.where(low, low + 1)
         frac_hi = pos - low
@@ -194,12 +216,13 @@ def roi_align(cx):
     ys = axis_taps(1, 3, oh, h)        # [R, oh * g]
     xs = axis_taps(0, 2, ow, w)        # [R, ow * g]
     rows = T(cx, x).transpose((0, 2, 3, 1)).reshape((n * h * w, c))
-    base = (T(cx, batch).cast("int64") * (h * w)).reshape((r, 1, 1))
+    base = (T(cx, batch).cast("int64") * _num(cx, h * w, "int64")).reshape((r, 1, 1))
+    w_i = _num(cx, w, "int64")
     sy, sx = oh * g, ow * g
     total = None
     for yi, wy in ys:
         for xi, wx in xs:
-            idx = base + yi.reshape((r, sy, 1)) * w + xi.reshape((r, 1, sx))       # [R, sy, sx]
+            idx = base + yi.reshape((r, sy, 1)) * w_i + xi.reshape((r, 1, sx))     # [R, sy, sx]
             val = rows.gather(idx, axis=0) * (wy.reshape((r, sy, 1)) * wx.reshape((r, 1, sx))).reshape((r, sy, sx, 1))
             if total is None:
                 total = val
@@ -221,9 +244,12 @@ def deform_conv(cx):
     # scale by the mask, then contract with the weight per group as a matrix product
     x, wt, off = cx.input(0), cx.input(1), cx.input(2)
     bias, mask = cx.input(3, required=False), cx.input(4, required=False)
-    dims, wdims, odims = static_shape(cx, x), static_shape(cx, wt, "W"), static_shape(cx, off, "offset")
+    dims, wdims, odims = tuple(x.shape), tuple(wt.shape), tuple(off.shape)
     if len(dims) != 4 or len(wdims) != 4 or len(odims) != 4:
         raise cx.unsupported(f"{len(dims) - 2}-D input (2-D only)")
+    if not wt.type.is_static or isinstance(dims[1], Sym):
+        raise cx.fail(f"W {wt.type} and the channels of X {x.type} must be static (they decide the groups and "
+                      f"the kernel taps); fix them with shapes=")
     n, c, h, w = dims
     oc, icg, kh, kw = wdims
     group, og = cx.attr("group", 1), cx.attr("offset_group", 1)
@@ -245,30 +271,39 @@ def deform_conv(cx):
     def coords(comp, pad, stride, dil, kdim, odim):
         # the tap's position without offset, [1, oh, ow, 1, 1, kh, kw]
         tap = np.arange(kdim) * dil
+        shift = o.gather(cx.const(np.array([comp], dtype=np.int64)), axis=4)   # [N, oh, ow, og, 1, kh, kw]
+        if isinstance(odim, Sym):
+            out = (_iota(cx, odim, 1 + comp, 7) * stride - pad).cast(ft)
+            return shift + out + T(cx, cx.const(tap.astype(np_dtype(ft)).reshape((1,) * (5 + comp) + (kdim,)
+                                                                                 + (1,) * (1 - comp)), ft))
         out = np.arange(odim) * stride - pad
         if comp == 0:
             base = out.reshape(1, odim, 1, 1, 1, 1, 1) + tap.reshape(1, 1, 1, 1, 1, kdim, 1)
         else:
             base = out.reshape(1, 1, odim, 1, 1, 1, 1) + tap.reshape(1, 1, 1, 1, 1, 1, kdim)
-        shift = o.gather(cx.const(np.array([comp], dtype=np.int64)), axis=4)   # [N, oh, ow, og, 1, kh, kw]
         return shift + T(cx, cx.const(base.astype(np_dtype(ft)), ft))
 
     ys = coords(0, pads[0], sh, dh, kh, oh)
     xs = coords(1, pads[1], sw, dw, kw, ow)
     # flat element offsets of (n, offset group, channel in group): [N, 1, 1, og, cg, 1, 1]
-    chan = (np.arange(n).reshape(n, 1, 1) * c + np.arange(og).reshape(1, og, 1) * cg
-            + np.arange(cg).reshape(1, 1, cg)) * (h * w)
-    chan = T(cx, cx.const(chan.astype(np.int64).reshape(n, 1, 1, og, cg, 1, 1)))
+    if isinstance(n, Sym) or isinstance(h * w, Sym):
+        within = np.arange(og * cg, dtype=np.int64).reshape(1, 1, 1, og, cg, 1, 1)      # og * cg == c
+        chan = (_iota(cx, n, 0, 7) * c + T(cx, cx.const(within))) * _num(cx, h * w, "int64")
+    else:
+        chan = (np.arange(n).reshape(n, 1, 1) * c + np.arange(og).reshape(1, og, 1) * cg
+                + np.arange(cg).reshape(1, 1, cg)) * (h * w)
+        chan = T(cx, cx.const(chan.astype(np.int64).reshape(n, 1, 1, og, cg, 1, 1)))
     flat = T(cx, x).reshape((n * c * h * w,))
+    hf, wf, w_i = _num(cx, h, ft), _num(cx, w, ft), _num(cx, w, "int64")
     y0, x0 = ys.floor(), xs.floor()
     sampled = None
     for ty in (0, 1):
         for tx in (0, 1):
             yi, xi = y0 + ty, x0 + tx
             wgt = (((ys - yi).abs() * -1) + 1) * (((xs - xi).abs() * -1) + 1)
-            ok = (yi >= 0) & (yi <= h - 1) & (xi >= 0) & (xi <= w - 1)
+            ok = (yi >= 0) & (yi <= hf - 1) & (xi >= 0) & (xi <= wf - 1)
             wgt = ok.where(wgt, 0.0)
-            idx = chan + yi.clip(0.0, h - 1.0).cast("int64") * w + xi.clip(0.0, w - 1.0).cast("int64")
+            idx = chan + yi.clip(0.0, hf - 1.0).cast("int64") * w_i + xi.clip(0.0, wf - 1.0).cast("int64")
             val = flat.gather(idx, axis=0) * wgt                                   # [N, oh, ow, og, cg, kh, kw]
             sampled = val if sampled is None else sampled + val
     if mask is not None:

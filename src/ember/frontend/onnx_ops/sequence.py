@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph.ir import Value
+from ...symbolic import Sym
 from ..onnx import OptionalValue, SequenceValue, onnx_dtype
 from . import translates
-from .tensor import norm_axis, reshape, static_shape
+from .tensor import norm_axis, reshape
 
 
 def _seq(cx, i: int) -> SequenceValue:
@@ -102,9 +103,12 @@ def sequence_erase(cx):
 @translates("SplitToSequence")
 def split_to_sequence(cx):
     x = _tensor(cx, 0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     ax = norm_axis(cx, cx.attr("axis", 0), len(dims))
     d = dims[ax]
+    if isinstance(d, Sym):
+        raise cx.fail(f"axis {ax} of {x.type} has the symbolic length {d}, and it decides the number of "
+                      f"pieces (the sequence's length) at compile time; fix it with shapes=")
     split = cx.const_input(1, "split")
     squeeze = False
     if split is None:

@@ -1,14 +1,16 @@
 """ONNX signal-processing ops: DFT and STFT as matrix products with constant cosine and sine
-matrices (the transform lengths are known at compile time), and MelWeightMatrix, a constant."""
+matrices (the transform lengths are known at compile time; the other axes, and the signal length
+an STFT cuts into frames, may be symbolic), and MelWeightMatrix, a constant."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ...graph.types import is_float, np_dtype
+from ...symbolic import Sym, product
 from . import translates
 from .arith import T
-from .tensor import norm_axis, prod, static_shape
+from .tensor import norm_axis, reshape
 
 
 def _scalar_int(cx, i, what, default=None):
@@ -30,6 +32,9 @@ def dft(cx, x: T, axis: int, length: int | None, inverse: bool, onesided: bool) 
     if not 0 <= axis < r - 1:
         raise cx.fail(f"axis {axis} must be a signal axis of {dims}, not the last one")
     n = dims[axis]
+    if isinstance(n, Sym):
+        raise cx.fail(f"the transformed axis {axis} of {x.v.type} has the symbolic length {n}: the transform "
+                      f"matrices are built at compile time, so it must be static (fix it with shapes=)")
     irfft = inverse and onesided
     if length is None:
         length = 2 * (n - 1) if irfft else n
@@ -68,7 +73,7 @@ def dft(cx, x: T, axis: int, length: int | None, inverse: bool, onesided: bool) 
             starts = [0] * (r - 1)
             ends = rest + [used]
             v = T(cx, cx.op("slice", [v.v], starts=tuple(starts), ends=tuple(ends), steps=(1,) * (r - 1)))
-        return v.reshape((prod(rest), used))
+        return v.reshape((product(rest), used))
 
     def mm(a, m):
         return T(cx, cx.op("matmul", [a.v, cx.const(m.astype(npdt), dt)]))
@@ -96,7 +101,6 @@ def dft(cx, x: T, axis: int, length: int | None, inverse: bool, onesided: bool) 
 @translates("DFT")
 def dft_(cx):
     x = T(cx, cx.input(0))
-    static_shape(cx, x.v)
     if not is_float(x.dtype):
         raise cx.fail(f"expects a floating-point input, got {x.v.type}")
     length = _scalar_int(cx, 1, "dft_length")
@@ -111,19 +115,32 @@ def dft_(cx):
 @translates("STFT")
 def stft(cx):
     x = T(cx, cx.input(0))
-    dims = static_shape(cx, x.v)
-    if len(dims) != 3 or dims[-1] not in (1, 2):
-        raise cx.fail(f"signal must be [batch, length, 1 or 2], got {x.v.type}")
+    if len(x.shape) == 2:
+        # a real signal without its trailing axis, as PyTorch exports it (onnxruntime takes it)
+        x = x.reshape(x.shape + (1,))
+    dims = x.shape
+    if len(dims) != 3 or isinstance(dims[-1], Sym) or dims[-1] not in (1, 2):
+        raise cx.fail(f"signal must be [batch, length, 1 or 2] (or [batch, length], real), got {x.v.type}")
     step = _scalar_int(cx, 1, "frame_step")
     window = cx.input(2, required=False)
     frame_length = _scalar_int(cx, 3, "frame_length")
     if frame_length is None:
-        frame_length = dims[1] if window is None else static_shape(cx, window, "window")[0]
-    if step is None or step < 1 or not 1 <= frame_length <= dims[1]:
+        frame_length = dims[1] if window is None else window.shape[0]
+    if isinstance(frame_length, Sym):
+        raise cx.fail(f"the frame length {frame_length} (from the {'window' if window is not None else 'signal'}) is "
+                      f"symbolic: the transform is built at compile time, so it must be static (fix it with shapes=)")
+    if step is None or step < 1 or frame_length < 1 or (isinstance(dims[1], int) and frame_length > dims[1]):
         raise cx.fail(f"frame_step {step} and frame_length {frame_length} do not fit signal {x.v.type}")
+    # a symbolic signal length gives a symbolic frame count (a signal shorter than one frame
+    # is an error at run time, as in onnxruntime)
     n_frames = 1 + (dims[1] - frame_length) // step
-    idx = (np.arange(n_frames)[:, None] * step + np.arange(frame_length)[None, :]).astype(np.int64)
-    frames = x.gather(cx.const(idx), axis=1)                    # [batch, frames, frame_length, c]
+    within = np.arange(frame_length, dtype=np.int64).reshape(1, frame_length)
+    if isinstance(n_frames, Sym):
+        starts = reshape(cx, cx.op("arange", [], length=n_frames, start=0, delta=step, dtype="int64"), (n_frames, 1))
+        idx = cx.op("add", [starts, cx.const(within)])
+    else:
+        idx = cx.const(np.arange(n_frames, dtype=np.int64)[:, None] * step + within)
+    frames = x.gather(idx, axis=1)                              # [batch, frames, frame_length, c]
     if window is not None:
         if tuple(window.shape) != (frame_length,):
             raise cx.fail(f"window {window.type} must have frame_length {frame_length} values")

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from ember import from_onnx
+
 from onnx_harness import (assert_same, check, check_model, make_model, rand, run_ember, run_onnx_reference,
                           run_onnxruntime)
 
@@ -319,6 +321,19 @@ def test_max_pool(attrs):
 @pytest.mark.parametrize("count_include_pad", [0, 1])
 def test_average_pool(attrs, count_include_pad):
     check("AveragePool", [rand(2, 3, 9, 10)], {**attrs, "count_include_pad": count_include_pad}, opset=19)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "LpPool"])
+@pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 0, 2, 1]])
+def test_pool_window_past_the_input_is_clipped(op, pads):
+    # EfficientNet's exported head: a 1280x1280 window in ceil mode over a 7x7 map (one output);
+    # the graph reads only the padded input (7 + pads), with the same results as onnxruntime
+    attrs = {"kernel_shape": [1280, 1280], "strides": [1280, 1280], "ceil_mode": 1, "pads": pads}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = 1
+    model = check(op, [rand(1, 4, 7, 6)], attrs, opset=19 if op != "LpPool" else 18, atol=1e-5)
+    pools = [n for n in from_onnx(model).nodes if n.op.endswith("pool2d")]
+    assert [tuple(n.attrs["kernel"]) for n in pools] == [(7 + pads[0] + pads[2], 6 + pads[1] + pads[3])]
 
 
 def test_pool_1d_and_int():

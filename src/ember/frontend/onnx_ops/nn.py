@@ -8,6 +8,7 @@ import numpy as np
 
 from ...graph.types import np_dtype
 from . import translates
+from ...ops.nn import conv_out_dim
 from .tensor import norm_axis, prod, reshape, static_shape
 
 
@@ -225,12 +226,29 @@ def _pool(cx, core):
                    bool(cx.attr("count_include_pad", 0)))
 
 
+def clip_window(sizes, kernel, strides, pads, dil, ceil_mode):
+    """The kernel with every window dim that reaches past the padded input cut to the padded
+    input.  Such a window only fits in ceil mode, with one output along that dim; the positions
+    past the padding are never read nor counted, so the outputs are the same, and the kernel
+    loops over what the window covers instead of over (say) a 1280x1280 window on a 7x7 map."""
+    nsp = len(sizes)
+    out = list(kernel)
+    for i, size in enumerate(sizes):
+        padded = size + pads[i] + pads[nsp + i]
+        if dil[i] == 1 and kernel[i] > padded and \
+                conv_out_dim(size, kernel[i], strides[i], pads[i], pads[nsp + i], 1, ceil_mode) == \
+                conv_out_dim(size, padded, strides[i], pads[i], pads[nsp + i], 1, ceil_mode):
+            out[i] = padded
+    return out
+
+
 def pool_nd(cx, core, x, kernel, strides, pads, dil, ceil_mode, count_include_pad):
     """A 1-, 2- or 3-D pool with the core 2-D pools.  1-D runs over a height of 1; 3-D runs as a
     2-D pool over (H, W) and then one over D, which is exact because max, the sum over the window
     and the window's count all factor over the axes."""
     dims = static_shape(cx, x)
     nsp = len(dims) - 2
+    kernel = clip_window(dims[2:], kernel, strides, pads, dil, ceil_mode)
     extra = {"count_include_pad": count_include_pad} if core == "avg_pool2d" else {}
     if nsp == 3:
         n, c, d, h, w = dims

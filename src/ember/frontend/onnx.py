@@ -163,6 +163,35 @@ def _default_opset(mp) -> int | None:
 
 # ---- per-node context handed to the op translations -----------------------------------------
 
+def computed_from_constants(v: Value) -> np.ndarray | None:
+    """The value of ``v`` when it is computed from constants alone (nodes kept unfolded on
+    purpose, such as the ``dequantize`` of a constant that the QDQ passes read), by running its
+    producers' references; None when a graph input feeds it."""
+    memo: dict[int, np.ndarray] = {}
+    stack = [v]
+    while stack:
+        u = stack[-1]
+        if u.uid in memo:
+            stack.pop()
+            continue
+        if u.is_const:
+            memo[u.uid] = u.const
+            stack.pop()
+            continue
+        node = u.producer
+        if node is None or not all(o.type.is_static for o in node.outputs):
+            return None
+        pending = [w for w in node.inputs if w.uid not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        outs = get_op(node.op).run_reference(node.attrs, [memo[w.uid] for w in node.inputs])
+        for out, o in zip(node.outputs, outs):
+            memo[out.uid] = np.asarray(o, dtype=np_dtype(out.type.dtype)).reshape(out.type.shape)
+        stack.pop()
+    return memo[v.uid]
+
+
 class NodeContext:
     """What a translation sees of one ONNX node: its inputs as Values, its attributes, and
     helpers that emit core ops (folding those whose inputs are all constants)."""
@@ -231,6 +260,9 @@ class NodeContext:
                 f"op needs it at compile time; fix those dimensions with shapes=",
                 [], node=self.name, op=self.op_type)
         if not v.is_const:
+            folded = computed_from_constants(v)
+            if folded is not None:
+                return folded
             feeding = self._tr.inputs_feeding(v)
             src = f"; it is computed from graph input(s) {', '.join(map(repr, feeding))}" if feeding else ""
             raise OperandNotConstantError(

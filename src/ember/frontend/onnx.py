@@ -314,6 +314,7 @@ class NodeContext:
                 raise self.fail(f"{what}: the model needs {d} <= {limit} here, but bounds= lets {name} "
                                 f"reach {tr.declared_bounds[name]}; declare {name} <= {limit - d.const}")
             tr.bounds[name] = min(tr.bounds.get(name, limit - d.const), limit - d.const)
+            tr.bounds.consulted.add(name)
             return True
         raise self.fail(f"{what}: whether {d} <= {limit} depends on the symbols' values; "
                         f"declare their bounds with bounds=")
@@ -434,6 +435,24 @@ class NodeContext:
 
 # ---- the translator -------------------------------------------------------------------------
 
+class _ConsultedBounds(dict):
+    """Symbol bounds that remember which symbols a translation looked up: a bound that decided
+    something is a limit of the artifact, one never consulted only a planning size."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.consulted: set[str] = set()
+
+    def get(self, key, default=None):
+        if key in self:
+            self.consulted.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.consulted.add(key)
+        return super().__getitem__(key)
+
+
 class _Translator:
     def __init__(self, mp, shapes: Mapping[str, Sequence[int]] | None, base_dir: str | None,
                  bounds: Mapping[str, int] | None = None):
@@ -444,7 +463,7 @@ class _Translator:
         for k, v in self.declared_bounds.items():
             if not is_identifier(k) or v < 0:
                 raise InvalidModelError(f"bounds= needs symbol names and non-negative sizes, got {k!r}: {v!r}")
-        self.bounds: dict[str, int] = dict(self.declared_bounds)
+        self.bounds = _ConsultedBounds(self.declared_bounds)
         self.symvals: dict[int, np.ndarray] = {}     # uid of a symbolic shape value -> its dimensions
         self.materialized: dict[int, Value] = {}
         self.base_dir = base_dir
@@ -843,7 +862,11 @@ class _Translator:
                 raise InvalidModelError(f"graph output '{v.name}' is a shape computed from symbolic "
                                         "dimensions; Ember compiles tensors computed from the inputs' data only")
         used = {s for v in self.b.inputs for s in v.type.symbols} | self.data_symbols
-        self.b.bounds = {k: v for k, v in self.bounds.items() if k in used}
+        # a declared bound that no translation consulted is only a planning size (a hint): the
+        # artifact runs larger sizes; the others, and those the model implies, are limits
+        limit = {k for k in self.bounds if k not in self.declared_bounds or k in self.bounds.consulted}
+        self.b.bounds = {k: v for k, v in self.bounds.items() if k in used and k in limit}
+        self.b.hints = {k: v for k, v in self.bounds.items() if k in used and k not in limit}
         graph = self.b.finish(outs)
         _rename_clashes(graph)
         return graph

@@ -7,7 +7,8 @@
     ember bench MODEL [--threads 2] [--runs 30] [--warmup 5] [--size SYMBOL=N]
 
 Symbolic dimensions of a model stay symbolic unless ``--shape`` fixes them: ``--bound`` gives
-their largest values, ``--size`` the sizes ``bench`` times.
+the size to plan memory and schedules for (larger inputs still run, unless the model itself
+limits a dimension), ``--size`` the sizes ``bench`` times.
 
 ``--limit`` changes the resource policy (``ember.limits``), e.g. ``--limit tensor_bytes=2G``.
 
@@ -80,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--shape", action="append", type=_shape_arg, default=[], metavar="NAME=D1,D2,...",
                    help="fix the shape of an input (repeatable)")
     i.add_argument("--bound", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
-                   help="largest value of a symbolic dimension (repeatable)")
+                   help="the size to plan a symbolic dimension for (repeatable; larger sizes still run)")
     i.set_defaults(func=cmd_info)
 
     b = sub.add_parser("bench", help="time a model with Ember and with onnxruntime",
@@ -105,7 +106,7 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", action="append", type=_shape_arg, default=[], metavar="NAME=D1,D2,...",
                    help="fix or name the dimensions of an input (repeatable)")
     p.add_argument("--bound", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
-                   help="largest value of a symbolic dimension (repeatable)")
+                   help="the size to plan a symbolic dimension for (repeatable; larger sizes still run)")
     p.add_argument("--knob", action="append", type=_knob_arg, default=[], metavar="NAME=VALUE",
                    help="set a schedule knob, e.g. matmul.rows=4 (repeatable; see docs/design.md)")
     _add_limit_option(p)
@@ -176,7 +177,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         kernels = meta["kernels"]
         print(f"  kernels    {len(kernels) if isinstance(kernels, (list, tuple, dict)) else kernels}")
     if getattr(module, "symbols", None):
-        print(f"  symbols    {', '.join(f'{n} <= {b}' for n, b in module.symbols.items())} (arena sized for the bounds)")
+        print(f"  symbols    {_describe_symbols(module.symbols, module.limits)}")
     hosts = getattr(module, "host_steps", None)
     if hosts:
         print(f"  host steps {len(hosts)} ({', '.join(sorted({op for _, op in hosts}))}): a program for the "
@@ -206,6 +207,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         np.savez(args.output, **outputs)
         print(f"wrote {args.output}")
     return 0
+
+
+def _describe_symbols(planned: dict, limits: dict, defaulted=()) -> str:
+    """``batch planned for 8, seq <= 512``: each symbol's limit, else the size it is planned for."""
+    parts = []
+    for n, b in planned.items():
+        if n in limits:
+            parts.append(f"{n} <= {limits[n]}")
+        else:
+            parts.append(f"{n} planned for {b}{' (default)' if n in defaulted else ''}")
+    return ", ".join(parts)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -244,9 +256,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     if symbols:
         from .build.compile import DEFAULT_BOUND
 
-        shown = [f"{s} <= {graph.bounds[s]}" if s in graph.bounds else f"{s} <= {DEFAULT_BOUND} (default)"
-                 for s in symbols]
-        print(f"symbols     {', '.join(shown)}")
+        planned = {s: graph.bounds.get(s, graph.hints.get(s, DEFAULT_BOUND)) for s in symbols}
+        defaulted = [s for s in symbols if s not in graph.bounds and s not in graph.hints]
+        print(f"symbols     {_describe_symbols(planned, graph.bounds, defaulted)}")
     flops = count_flops(graph, {s: 1 for s in symbols})
     note = f" with {', '.join(f'{s}=1' for s in symbols)}" if symbols else ""
     print(f"FLOPs       {_si(flops)}FLOPs ({flops:,}){note}")
@@ -274,7 +286,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     module.num_threads = args.threads
     symbols = getattr(module, "symbols", {})
     if symbols:
-        print(f"sizes     {', '.join(f'{n}={sizes.get(n, 1)}' for n in symbols)} (of {', '.join(f'{n} <= {b}' for n, b in symbols.items())})")
+        print(f"sizes     {', '.join(f'{n}={sizes.get(n, 1)}' for n in symbols)} "
+              f"({_describe_symbols(symbols, module.limits)})")
     inputs = random_inputs(module, seed=args.seed, dims=sizes)
 
     rows = [("ember", time_callable(lambda: module.run(inputs), args.warmup, args.runs))]

@@ -90,9 +90,12 @@ def test_shape_arithmetic_folds_into_symbolic_shapes():
     reshapes = [n.attrs["shape"] for n in g.nodes if n.op == "reshape"]
     assert (B, S, 2, 4) in reshapes and (B, S, 8) in reshapes
     assert g.outputs[0].type.shape == (B, S, 8) and g.outputs[1].type.shape == (B, 8)
-    assert mod.symbols == {"batch": 4, "seq": 32}
-    with pytest.raises(InputError, match="seq = 33, above its bound 32"):
-        mod.run({"x": rand(1, 33, 8)})
+    assert mod.symbols == {"batch": 4, "seq": 32} and mod.limits == {}
+    # the bounds are planning sizes: larger inputs grow the arena, the same artifact runs them
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in [rand(1, 33, 8), rand(6, 70, 8), rand(2, 3, 8)]:
+        for got, want in zip(mod.run({"x": x}).values(), sess.run(None, {"x": x})):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_symbol_names_from_shapes_and_defaults():

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
+import ember
+from ember import from_onnx
+
 from onnx_harness import (assert_same, check, check_model, make_model, rand, run_ember, run_onnx_reference,
                           run_onnxruntime)
 
@@ -321,6 +324,19 @@ def test_average_pool(attrs, count_include_pad):
     check("AveragePool", [rand(2, 3, 9, 10)], {**attrs, "count_include_pad": count_include_pad}, opset=19)
 
 
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "LpPool"])
+@pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 0, 2, 1]])
+def test_pool_window_past_the_input_is_clipped(op, pads):
+    # EfficientNet's exported head: a 1280x1280 window in ceil mode over a 7x7 map (one output);
+    # the graph reads only the padded input (7 + pads), with the same results as onnxruntime
+    attrs = {"kernel_shape": [1280, 1280], "strides": [1280, 1280], "ceil_mode": 1, "pads": pads}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = 1
+    model = check(op, [rand(1, 4, 7, 6)], attrs, opset=19 if op != "LpPool" else 18, atol=1e-5)
+    pools = [n for n in from_onnx(model).nodes if n.op.endswith("pool2d")]
+    assert [tuple(n.attrs["kernel"]) for n in pools] == [(7 + pads[0] + pads[2], 6 + pads[1] + pads[3])]
+
+
 def test_pool_1d_and_int():
     check("MaxPool", [rand(2, 3, 11)], {"kernel_shape": [3], "strides": [2], "pads": [1, 1]})
     check("AveragePool", [rand(2, 3, 11)], {"kernel_shape": [4], "strides": [3], "ceil_mode": 1})
@@ -501,6 +517,22 @@ def test_pad(mode):
     check("Pad", [x, np.array([1, 2, 1, 0], "int64"), None, np.array([-1, 1], "int64")], {"mode": mode},
           opset=18, const=[1, 3])
     check("Pad", [x], {"mode": mode, "pads": [0, 1, 2, 0, 2, 1]}, opset=2)
+
+
+def test_pad_value_through_dequantize_linear():
+    # QDQ models give Pad's constant value as DequantizeLinear of a quantized constant, which the
+    # frontend keeps as a node for the QDQ passes; an operand needed at compile time is computed
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x"]),
+             helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cv"]),
+             helper.make_node("Pad", ["x", "pads", "cv"], ["y"], mode="constant")]
+    inits = {"s": np.array(0.1, f32), "z": np.array(3, np.uint8), "cq": np.array(7, np.uint8),
+             "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}
+    feeds = {"xq": np.random.default_rng(0).integers(0, 255, (1, 2, 3, 3)).astype(np.uint8)}
+    model = make_model(nodes, feeds, ["y"], inits, 17)
+    check_model(model, feeds)
+    (y,) = ember.compile(model).run(feeds).values()
+    assert_same([y], run_onnxruntime(model, feeds))
+    assert y[0, 0, 0, 0] == np.float32(0.4)
 
 
 def test_pad_wrap():

@@ -64,7 +64,8 @@ def test_signature_and_metadata(module):
     assert module.symbols == {"batch": 3, "seq": 40} and module.is_dynamic
     assert module.input_types[0] == TensorType((B, S, 16), "float32")
     meta = module.metadata
-    assert meta["symbols"] == [{"name": "batch", "bound": 3}, {"name": "seq", "bound": 40}]
+    assert meta["symbols"] == [{"name": "batch", "bound": 3, "limit": 3}, {"name": "seq", "bound": 40, "limit": 40}]
+    assert module.limits == {"batch": 3, "seq": 40}
     assert meta["inputs"][0]["shape"] == ["batch", "seq", 16]
     assert meta["outputs"][1]["shape"] == ["batch*seq", 24]
     # the arena is planned with every symbol at its bound: one allocation serves every size
@@ -73,9 +74,9 @@ def test_signature_and_metadata(module):
 
 
 def test_input_errors(module):
-    with pytest.raises(InputError, match="seq = 41, above its bound 40"):
+    with pytest.raises(InputError, match="seq = 41, above its limit 40"):
         module.run(feeds(1, 41))
-    with pytest.raises(InputError, match="batch = 4, above its bound 3"):
+    with pytest.raises(InputError, match="batch = 4, above its limit 3"):
         module.run(feeds(4, 2))
     f = feeds(2, 5)
     f["mask"] = f["mask"][:, :4]
@@ -144,10 +145,44 @@ def test_c_api(module):
         xs[1] = 41
         ms[1] = 41
         assert lib.ember_model_run_dynamic(m, shapes, ins, outs) != 0
-        assert b"above its bound 40" in lib.ember_last_error()
+        assert b"above its limit 40" in lib.ember_last_error()
     finally:
         lib.ember_model_destroy.argtypes = [ctypes.c_void_p]
         lib.ember_model_destroy(m)
+
+
+def test_planning_sizes_grow_the_arena():
+    """Without limits the bounds are planning sizes: a larger run places the buffers again in a
+    larger arena (Python and C alike), and smaller runs afterwards still fit."""
+    g = dyn_graph()
+    g.bounds = {}
+    m = ember.compile(g, bounds={"batch": 1, "seq": 4}, cflags=("-O1",))
+    assert m.symbols == {"batch": 1, "seq": 4} and m.limits == {}
+    planned = m.arena_bytes
+    for batch, seq in ((1, 3), (3, 50), (2, 7), (5, 130), (1, 1)):
+        f = feeds(batch, seq, seed=seq)
+        for a, w in zip(m.run(f).values(), run_graph(g, f)):
+            np.testing.assert_allclose(a, w, rtol=2e-5, atol=2e-6)
+    assert planned < 5 * 130 * 24 * 4
+    lib = ctypes.CDLL(str(m.path), mode=ctypes.RTLD_LOCAL)
+    lib.ember_model_create.restype = ctypes.c_void_p
+    lib.ember_model_run_dynamic.argtypes = [ctypes.c_void_p] * 4
+    lib.ember_model_destroy.argtypes = [ctypes.c_void_p]
+    inst = ctypes.c_void_p(lib.ember_model_create())
+    try:
+        for batch, seq in ((2, 90), (1, 5)):
+            f = feeds(batch, seq, seed=1)
+            res = [np.empty((batch, 24, seq), np.float32), np.empty((batch * seq, 24), np.float32)]
+            dims = [np.array(a.shape, np.int64) for a in f.values()]
+            Dims = ctypes.POINTER(ctypes.c_int64)
+            shapes = (Dims * 2)(*[d.ctypes.data_as(Dims) for d in dims])
+            ins = (ctypes.c_void_p * 2)(*[a.ctypes.data for a in f.values()])
+            outs = (ctypes.c_void_p * 2)(*[a.ctypes.data for a in res])
+            assert lib.ember_model_run_dynamic(inst, shapes, ins, outs) == 0
+            for a, w in zip(res, run_graph(g, f)):
+                np.testing.assert_allclose(a, w, rtol=2e-5, atol=2e-6)
+    finally:
+        lib.ember_model_destroy(inst)
 
 
 def test_default_and_invalid_bounds():
@@ -156,7 +191,7 @@ def test_default_and_invalid_bounds():
     g = dyn_graph()
     g.bounds = {}
     m = ember.compile(g, cflags=("-O1",))
-    assert m.symbols == {"batch": DEFAULT_BOUND, "seq": DEFAULT_BOUND}
+    assert m.symbols == {"batch": DEFAULT_BOUND, "seq": DEFAULT_BOUND} and m.limits == {}
     with pytest.raises(EmberError, match="'nope'"):
         ember.compile(dyn_graph(), bounds={"nope": 3}, cflags=("-O1",))
     b = GraphBuilder("expr_only")

@@ -9,10 +9,11 @@ target, the C compiler and Ember's own source, so compiling the same model again
 artifact, and a change to any of them compiles it again.
 
 Symbolic dimensions (``ember.symbolic``) stay symbolic through the whole pipeline: the kernels
-take the symbols' values as arguments, the memory plan is sized with every symbol at its upper
-bound, and the artifact binds the symbols from the input shapes of each run (checking them
-against the bounds) and computes the output shapes.  A symbol without a declared bound (from
-``bounds=`` or implied by the model) gets ``DEFAULT_BOUND``.
+take the symbols' values as arguments, the memory plan is sized with every symbol at its
+planning size, and the artifact binds the symbols from the input shapes of each run (checking
+them against their limits) and computes the output shapes.  A symbol's limit is what the model
+implies (BERT's 512 positions) or a bound the translation relied on; without one, the bound from
+``bounds=`` (or ``DEFAULT_BOUND``) is only a planning size: a larger input grows the arena.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ..passes import fuse, optimize, plan_memory
 from ..passes.base import paused_gc
 from ..passes import fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
 from ..target import Target, resolve
-from ..codegen.c import CGenerator, c_ident, c_type, dim_c, module_source, shape_function
+from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, module_source, shape_function
 from ..tir.analysis import size_bounds
 from ..ops import get_op
 from ..ops.schedule_cpu import check_knobs
@@ -87,7 +88,7 @@ def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None,
     if isinstance(model, Graph):
         if bounds:
             model = model.copy()
-            model.bounds.update({k: int(v) for k, v in bounds.items()})
+            model.hints.update({k: int(v) for k, v in bounds.items() if k not in model.bounds})
         return model
     from ..frontend import from_onnx
 
@@ -95,10 +96,11 @@ def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None,
 
 
 def symbol_bounds(graph: Graph) -> dict[str, int]:
-    """The upper bound of every symbol of the graph's input shapes (``DEFAULT_BOUND`` where
-    neither the user nor the model gave one), in the order of ``graph.symbols()``."""
+    """The planning size of every symbol of the graph's input shapes: its limit, else its hint
+    (``DEFAULT_BOUND`` where neither the user nor the model gave one), in the order of
+    ``graph.symbols()``."""
     syms = graph.symbols()
-    unknown = sorted(set(graph.bounds) - set(syms))
+    unknown = sorted((set(graph.bounds) | set(graph.hints)) - set(syms))
     if unknown:
         raise EmberError(f"bounds are given for {', '.join(map(repr, unknown))}, which the model's input "
                          f"shapes do not use; its symbols are {', '.join(map(repr, syms)) or '(none)'}")
@@ -109,7 +111,7 @@ def symbol_bounds(graph: Graph) -> dict[str, int]:
                              "read from the input shapes at run time")
     out = {}
     for name in syms:
-        b = graph.bounds.get(name, DEFAULT_BOUND)
+        b = graph.bounds.get(name, graph.hints.get(name, DEFAULT_BOUND))
         if not isinstance(b, int) or b < 0:
             raise EmberError(f"the bound of symbol '{name}' must be a non-negative integer, got {b!r}")
         out[name] = b
@@ -148,9 +150,11 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         gc.collect(1)
     groups = fuse(g)
     bounds = symbol_bounds(g)
+    limits = {n: g.bounds[n] for n in bounds if n in g.bounds}
     sym_index = {n: k for k, n in enumerate(bounds)}
     if bounds:
-        say("symbolic dimensions: " + ", ".join(f"{n} <= {b}" for n, b in bounds.items()))
+        say("symbolic dimensions: " + ", ".join(f"{n} <= {b}" if n in limits else f"{n} (planned for {b})"
+                                                for n, b in bounds.items()))
     plan = plan_memory(g, groups, bounds=bounds)
     check_memory(g, plan)
     say(f"generating {len(groups)} kernels")
@@ -165,6 +169,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         const_offsets[v] = len(blob)
         blob += arr.tobytes()
     blob += b"\0" * ((-len(blob)) % CONST_ALIGN or CONST_ALIGN)
+    buffer_index = {v: k for k, v in enumerate(plan.offsets)} if bounds else {}
     in_index = {v: k for k, v in enumerate(g.inputs)}
     out_index: dict[Value, int] = {}
     for k, v in enumerate(g.outputs):
@@ -180,6 +185,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             return f"(const {t}*)(ember_constants + {const_offsets[v]})"
         if v in out_index:
             return f"({t}*)outputs[{out_index[v]}]"
+        if v in buffer_index:     # a model with symbols places them by a table (ember_model_buffers)
+            return f"({t}*)(arena + offsets[{buffer_index[v]}])"
         if v in plan.offsets:
             return f"({t}*)(arena + {plan.offsets[v]})"
         raise EmberError(f"value {v.name} has no storage")
@@ -189,9 +196,9 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
 
     def _kernel(k: int, grp) -> None:
         names = {v: c_ident(v.name) for v in grp.inputs}
-        f = group_kernel(grp, target, names, bounds)
+        f = group_kernel(grp, target, names, limits, bounds)
         kernels.append(f)
-        with size_bounds(bounds):     # what the C generator proves about indices uses the bounds
+        with size_bounds(limits, bounds):   # what the C generator proves about indices uses the limits
             kernel_src.append(gen.kernel(f))
         args = [where(v) for v in grp.inputs] + [where(grp.output)]
         args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
@@ -229,10 +236,12 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     }
     shapes_c = ""
     if bounds:
-        meta["symbols"] = [{"name": n, "bound": b} for n, b in bounds.items()]
+        meta["symbols"] = [{"name": n, "bound": b, **({"limit": limits[n]} if n in limits else {})}
+                           for n, b in bounds.items()]
         shapes_c = shape_function([(n, v.shape) for n, v in zip(in_names, g.inputs)],
                                   [(n, v.shape) for n, v in zip(out_names, g.outputs)],
-                                  list(bounds), list(bounds.values()))
+                                  list(bounds), list(bounds.values()), limits)
+        shapes_c += buffer_table(list(buffer_index), plan, sym_index)
     source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
                            [k.name for k in kernels] if profile else None, shapes_c)
     return CompiledModel(g, groups, plan, source, bytes(blob), kernels)

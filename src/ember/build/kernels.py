@@ -30,10 +30,11 @@ def describe_nodes(group: Group) -> str:
 
 
 def group_kernel(group: Group, target, param_names: dict[Value, str] | None = None,
-                 bounds: dict[str, int] | None = None) -> PrimFunc:
+                 bounds: dict[str, int] | None = None, hints: dict[str, int] | None = None) -> PrimFunc:
     """Lower ``group`` to a kernel whose parameters are the group's inputs, then its output,
-    then the size variables of the symbols it uses (their upper bounds in ``bounds``)."""
-    with size_bounds(bounds or {}):
+    then the size variables of the symbols it uses (their upper limits in ``bounds``; the sizes
+    its schedule plans for in ``hints``)."""
+    with size_bounds(bounds or {}, hints):
         return _group_kernel(group, target, param_names)
 
 

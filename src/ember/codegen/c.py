@@ -17,7 +17,7 @@ from ..errors import CodegenError
 from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                         COMPARISONS, is_float_dtype)
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
-from ..tir.analysis import size_vars_of, upper_bound
+from ..tir.analysis import planned_extent, size_vars_of, upper_bound
 from ..tir.transform import DOT_CALLS, lanes_of
 from . import c_dtypes
 
@@ -663,10 +663,23 @@ class CGenerator:
                 out.append(f"{inner}{vector_type(b.dtype)} {name}[{b.size // self.lanes}];")
                 self.stmt(s.body, ctx, inner, out, depth, fname)
             else:
-                # a symbolic size is allocated at its largest (the size variables' bounds)
+                # a symbolic size is allocated at its largest (the size variables' limits); one
+                # without a limit on the stack at its planned size when that is small, on the
+                # heap when a run needs more
                 size = b.size if isinstance(b.size, int) else upper_bound(b.size)
                 nbytes = None if size is None else size * _itemsize(b.dtype)
-                if nbytes is None or nbytes > 32768:
+                planned = None if size is not None else planned_extent(b.size)
+                if planned is not None and planned * _itemsize(b.dtype) <= 32768:
+                    count = self.extent(b.size, ctx)
+                    ct = c_type(b.dtype)
+                    out.append(f"{inner}{ct} {name}_stack[{max(planned, 1)}] __attribute__((aligned(64)));")
+                    out.append(f"{inner}int64_t {name}_count = (int64_t)({count});")
+                    out.append(f"{inner}{ct}* {name} = {name}_count <= {max(planned, 1)} ? {name}_stack : "
+                               f"({ct}*)malloc((size_t){name}_count * {_itemsize(b.dtype)} + 1);")
+                    out.append(f"{inner}if (!{name}) return;")
+                    self.stmt(s.body, ctx, inner, out, depth, fname)
+                    out.append(f"{inner}if ({name} != {name}_stack) free({name});")
+                elif nbytes is None or nbytes > 32768:
                     count = self.extent(b.size, ctx)
                     out.append(f"{inner}{c_type(b.dtype)}* {name} = ({c_type(b.dtype)}*)malloc("
                                f"(size_t)({count}) * {_itemsize(b.dtype)} + 1);")
@@ -925,10 +938,11 @@ def dim_c(d, sym_index: dict[str, int], syms: str = "syms") -> str:
 
 
 def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tuple]],
-                   symbols: list[str], bounds: list[int]) -> str:
+                   symbols: list[str], bounds: list[int], limits: dict | None = None) -> str:
     """C of the symbol tables and ``ember_model_shapes`` of a model with symbolic dimensions
     (see ember_kernel.h): bind every symbol from the input shapes, check each input dimension
-    against them and each symbol against its bound, and compute the output shapes."""
+    against them and the symbols with a limit against it, and compute the output shapes;
+    ``bounds`` are the planning sizes ``ember_symbol_bound`` reports."""
     from ..symbolic import Sym, dim_range
 
     idx = {n: k for k, n in enumerate(symbols)}
@@ -963,9 +977,11 @@ def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tup
             where = c_string(f"input '{name}' dimension {k}")[1:-1]
             lines.append(f"  if ({got} != {want}) {{ ember_set_error(\"{where} is %lld, expected %lld ({c_string(str(d))[1:-1]})\", "
                          f"(long long){got}, (long long){want}); return -1; }}")
-    for j, (n, b) in enumerate(zip(symbols, bounds)):
-        lines.append(f"  if (syms[{j}] > INT64_C({b})) {{ ember_set_error(\"the input shapes give {n} = %lld, "
-                     f"above its bound {b} (compile with a larger bound for '{n}')\", (long long)syms[{j}]); return -1; }}")
+    for j, n in enumerate(symbols):
+        b = (limits or {}).get(n)
+        if b is not None:
+            lines.append(f"  if (syms[{j}] > INT64_C({b})) {{ ember_set_error(\"the input shapes give {n} = %lld, "
+                         f"above its limit {b} (the model only works up to it)\", (long long)syms[{j}]); return -1; }}")
     # an output dimension that inputs too small for the model make negative (an STFT's frame
     # count (samples - 400)//160 + 1) is an error
     for i, (name, dims) in enumerate(outputs):
@@ -980,6 +996,36 @@ def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tup
             lines.append(f"    out_shapes[{i}][{k}] = {dim_c(d, idx)};")
     lines.append("  }")
     lines.append("  return 0;\n}\n")
+    return "\n".join(lines)
+
+
+def buffer_table(buffers: list, plan, sym_index: dict) -> str:
+    """C of ``ember_model_buffers`` and ``ember_model_buffer_sizes`` of a model with symbolic
+    dimensions (see ember_kernel.h): the memory plan's intermediates, in the order of the
+    entry's ``offsets``, with their planned offsets and sizes and lifetimes, and the bytes each
+    needs for given symbol values (rounded up to the plan's alignment)."""
+    n = max(len(buffers), 1)
+
+    def table(ctype: str, name: str, values) -> str:
+        vals = ", ".join(str(int(x)) for x in values) or "0"
+        return f"static const {ctype} {name}[{n}] = {{{vals}}};"
+
+    align = plan.alignment
+    lines = [table("int64_t", "ember_buffer_offsets", (plan.offsets[v] for v in buffers)),
+             table("int64_t", "ember_buffer_sizes", (plan.sizes[v] for v in buffers)),
+             table("int32_t", "ember_buffer_first", (plan.lifetimes[v][0] for v in buffers)),
+             table("int32_t", "ember_buffer_last", (plan.lifetimes[v][1] for v in buffers)),
+             "int ember_model_buffers(const int64_t** offsets, const int64_t** sizes, const int32_t** first,",
+             "                        const int32_t** last) {",
+             "  *offsets = ember_buffer_offsets; *sizes = ember_buffer_sizes;",
+             f"  *first = ember_buffer_first; *last = ember_buffer_last; return {len(buffers)};",
+             "}",
+             "void ember_model_buffer_sizes(const int64_t* syms, int64_t* sizes) {",
+             "  (void)syms; (void)sizes;"]
+    for k, v in enumerate(buffers):
+        nbytes = v.type.num_elements * _itemsize(v.dtype)
+        lines.append(f"  sizes[{k}] = (({dim_c(nbytes, sym_index)}) + {align - 1}) / {align} * {align};")
+    lines.append("}\n")
     return "\n".join(lines)
 
 
@@ -1005,8 +1051,8 @@ def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: l
         + "\n".join(kernels)
         + (_DYNAMIC_ENTRY if shapes_c else "")
         + f"\nint ember_model_entry{'_dynamic' if shapes_c else ''}(unsigned char* arena, void* const* inputs, "
-          f"void* const* outputs{', const int64_t* syms' if shapes_c else ''}) {{\n"
-        + f"  (void)arena; (void)inputs; (void)outputs;{' (void)syms;' if shapes_c else ''}\n"
+          f"void* const* outputs{', const int64_t* syms, const int64_t* offsets' if shapes_c else ''}) {{\n"
+        + f"  (void)arena; (void)inputs; (void)outputs;{' (void)syms; (void)offsets;' if shapes_c else ''}\n"
         + "".join(f"  {line}\n" for line in entry_body)
         + "  return 0;\n}\n"
     )

@@ -164,6 +164,35 @@ def _default_opset(mp) -> int | None:
 
 # ---- per-node context handed to the op translations -----------------------------------------
 
+def computed_from_constants(v: Value) -> np.ndarray | None:
+    """The value of ``v`` when it is computed from constants alone (nodes kept unfolded on
+    purpose, such as the ``dequantize`` of a constant that the QDQ passes read), by running its
+    producers' references; None when a graph input feeds it."""
+    memo: dict[int, np.ndarray] = {}
+    stack = [v]
+    while stack:
+        u = stack[-1]
+        if u.uid in memo:
+            stack.pop()
+            continue
+        if u.is_const:
+            memo[u.uid] = u.const
+            stack.pop()
+            continue
+        node = u.producer
+        if node is None or not all(o.type.is_static for o in node.outputs):
+            return None
+        pending = [w for w in node.inputs if w.uid not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        outs = get_op(node.op).run_reference(node.attrs, [memo[w.uid] for w in node.inputs])
+        for out, o in zip(node.outputs, outs):
+            memo[out.uid] = np.asarray(o, dtype=np_dtype(out.type.dtype)).reshape(out.type.shape)
+        stack.pop()
+    return memo[v.uid]
+
+
 class NodeContext:
     """What a translation sees of one ONNX node: its inputs as Values, its attributes, and
     helpers that emit core ops (folding those whose inputs are all constants)."""
@@ -232,6 +261,9 @@ class NodeContext:
                 f"op needs it at compile time; fix those dimensions with shapes=",
                 [], node=self.name, op=self.op_type)
         if not v.is_const:
+            folded = computed_from_constants(v)
+            if folded is not None:
+                return folded
             feeding = self._tr.inputs_feeding(v)
             src = f"; it is computed from graph input(s) {', '.join(map(repr, feeding))}" if feeding else ""
             raise OperandNotConstantError(
@@ -283,6 +315,7 @@ class NodeContext:
                 raise self.fail(f"{what}: the model needs {d} <= {limit} here, but bounds= lets {name} "
                                 f"reach {tr.declared_bounds[name]}; declare {name} <= {limit - d.const}")
             tr.bounds[name] = min(tr.bounds.get(name, limit - d.const), limit - d.const)
+            tr.bounds.consulted.add(name)
             return True
         raise self.fail(f"{what}: whether {d} <= {limit} depends on the symbols' values; "
                         f"declare their bounds with bounds=")
@@ -427,6 +460,24 @@ class NodeContext:
 
 # ---- the translator -------------------------------------------------------------------------
 
+class _ConsultedBounds(dict):
+    """Symbol bounds that remember which symbols a translation looked up: a bound that decided
+    something is a limit of the artifact, one never consulted only a planning size."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.consulted: set[str] = set()
+
+    def get(self, key, default=None):
+        if key in self:
+            self.consulted.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.consulted.add(key)
+        return super().__getitem__(key)
+
+
 class _Translator:
     def __init__(self, mp, shapes: Mapping[str, Sequence[int]] | None, base_dir: str | None,
                  bounds: Mapping[str, int] | None = None):
@@ -437,7 +488,7 @@ class _Translator:
         for k, v in self.declared_bounds.items():
             if not is_identifier(k) or v < 0:
                 raise InvalidModelError(f"bounds= needs symbol names and non-negative sizes, got {k!r}: {v!r}")
-        self.bounds: dict[str, int] = dict(self.declared_bounds)
+        self.bounds = _ConsultedBounds(self.declared_bounds)
         self.symvals: dict[int, np.ndarray] = {}     # uid of a symbolic shape value -> its dimensions
         self.materialized: dict[int, Value] = {}
         self.base_dir = base_dir
@@ -862,7 +913,11 @@ class _Translator:
                 raise InvalidModelError(f"graph output '{v.name}' is a shape computed from symbolic "
                                         "dimensions; Ember compiles tensors computed from the inputs' data only")
         used = {s for v in self.b.inputs for s in v.type.symbols} | self.data_symbols
-        self.b.bounds = {k: v for k, v in self.bounds.items() if k in used}
+        # a declared bound that no translation consulted is only a planning size (a hint): the
+        # artifact runs larger sizes; the others, and those the model implies, are limits
+        limit = {k for k in self.bounds if k not in self.declared_bounds or k in self.bounds.consulted}
+        self.b.bounds = {k: v for k, v in self.bounds.items() if k in used and k in limit}
+        self.b.hints = {k: v for k, v in self.bounds.items() if k in used and k not in limit}
         graph = self.b.finish(outs)
         _rename_clashes(graph)
         return graph

@@ -17,7 +17,8 @@ class GraphBuilder:
 
     def __init__(self, name: str = "graph"):
         self.name = name
-        self.bounds: dict[str, int] = {}   # upper bounds of the symbols of symbolic shapes
+        self.bounds: dict[str, int] = {}   # upper limits of the symbols of symbolic shapes
+        self.hints: dict[str, int] = {}    # planning sizes of symbols without a limit
         self.inputs: list[Value] = []
         self.nodes: list[Node] = []
         self._names: set[str] = set()        # value names
@@ -31,6 +32,7 @@ class GraphBuilder:
         b = cls(graph.name)
         b.inputs = list(graph.inputs)
         b.bounds = dict(graph.bounds)
+        b.hints = dict(graph.hints)
         b._names.update(v.name for v in graph.values())
         b._node_names.update(n.name for n in graph.nodes)
         return b
@@ -80,7 +82,8 @@ class GraphBuilder:
         self.nodes.append(node)
 
     def finish(self, outputs: Sequence[Value]) -> Graph:
-        return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name, dict(self.bounds))
+        return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name, dict(self.bounds),
+                     dict(self.hints))
 
 
 def infer_node(node: Node) -> list[TensorType]:

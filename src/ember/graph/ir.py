@@ -93,8 +93,12 @@ class Graph:
     nodes: list[Node]
     outputs: list[Value]
     name: str = "graph"
-    #: declared upper bounds of the symbols of symbolic shapes (name -> largest value)
+    #: upper limits of the symbols of symbolic shapes (name -> largest value): the model, or the
+    #: user, needs them (the artifact refuses larger inputs)
     bounds: dict = field(default_factory=dict)
+    #: sizes to plan memory and schedules for (name -> value) of symbols without a limit: larger
+    #: inputs still run
+    hints: dict = field(default_factory=dict)
 
     def symbols(self) -> list[str]:
         """The symbols of the graph's input shapes, in order of first appearance."""
@@ -190,7 +194,7 @@ class Graph:
             for o in nn.outputs:
                 o.producer = nn
             nodes.append(nn)
-        return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name, dict(self.bounds))
+        return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name, dict(self.bounds), dict(self.hints))
 
     def __str__(self) -> str:
         from .text import print_graph

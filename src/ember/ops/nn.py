@@ -11,8 +11,15 @@ import numpy as np
 
 from .. import te
 from ..graph.types import TensorType, broadcast_shapes, is_float
+from ..symbolic import SymbolicError
 from .base import Op, Pattern, register, same_dtype
 from .reduce import normalize_axes, widened
+
+
+def window_misfits(*dims) -> bool:
+    """Whether a window's output dims show at compile time that it does not fit its input (a
+    dim known to be <= 0); symbolic dims are decided when the sizes are known."""
+    return any(isinstance(d, int) and d <= 0 for d in dims)
 
 
 def conv_out_dim(size, k, stride, pad_begin, pad_end, dilation, ceil_mode=False):
@@ -20,9 +27,14 @@ def conv_out_dim(size, k, stride, pad_begin, pad_end, dilation, ceil_mode=False)
     span = size + pad_begin + pad_end - eff
     if ceil_mode:
         out = -(-span // stride) + 1
-        # the last window must start inside the input or the left padding
-        if (out - 1) * stride >= size + pad_begin:
-            out -= 1
+        # the last window must start inside the input or the left padding; it always does when
+        # pad_end + stride <= the window (the usual case), which a symbolic size needs
+        if isinstance(size, int):
+            if (out - 1) * stride >= size + pad_begin:
+                out -= 1
+        elif pad_end + stride > eff:
+            raise SymbolicError(f"in ceil mode, whether the last window of a symbolic size {size} starts "
+                                f"inside the input is only known at run time")
         return out
     return span // stride + 1
 
@@ -67,7 +79,7 @@ class Conv2d(Op):
         (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["strides"], a["dilations"], a["pads"]
         oh = conv_out_dim(h, kh, sh, pt, pb, dh)
         ow = conv_out_dim(wd, kw, sw, pl, pr, dw)
-        if isinstance(oh, int) and (oh <= 0 or ow <= 0):
+        if window_misfits(oh, ow):
             raise self.fail(f"kernel {kh}x{kw} does not fit input {x} with pads {a['pads']}")
         return TensorType((n, o, oh, ow), x.dtype)
 
@@ -82,8 +94,8 @@ class Conv2d(Op):
         """conv2d with an unpacked weight: only depthwise has a tuned schedule; others the default."""
         from .schedule_cpu import default_schedule
 
-        x_c = conv.shape[1]
-        if a["groups"] > 1 and a["groups"] == x_c and conv.shape[3] >= target.lanes:
+        x_c, width = conv.shape[1], conv.shape[3]
+        if a["groups"] > 1 and a["groups"] == x_c and (not isinstance(width, int) or width >= target.lanes):
             depthwise_schedule(s, conv, target)
         else:
             default_schedule(s, target)
@@ -200,7 +212,7 @@ class Pool2d(Op):
         (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = a["kernel"], a["strides"], a["pads"], a["dilations"]
         oh = conv_out_dim(h, kh, sh, pt, pb, dh, a["ceil_mode"])
         ow = conv_out_dim(w, kw, sw, pl, pr, dw, a["ceil_mode"])
-        if oh <= 0 or ow <= 0:
+        if window_misfits(oh, ow):
             raise self.fail(f"window {kh}x{kw} does not fit input {x}")
         return TensorType((n, c, oh, ow) + tuple(x.shape[4:]), x.dtype)
 
@@ -886,7 +898,7 @@ class Conv2dNCHWc(Op):
         (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["strides"], a["dilations"], a["pads"]
         oh = conv_out_dim(h, kh, sh, pt, pb, dh)
         ow = conv_out_dim(w, kw, sw, pl, pr, dw)
-        if oh <= 0 or ow <= 0:
+        if window_misfits(oh, ow):
             raise self.fail(f"kernel {kh}x{kw} does not fit input {x} with pads {a['pads']}")
         return TensorType((n, oo, oh, ow, ob), x.dtype)
 
@@ -926,7 +938,8 @@ class Conv2dNCHWc(Op):
         return te.compute((n, oo, oh, ow, ob), f, name="conv2d")
 
     def schedule(self, a, s, conv, target):
-        from .schedule_cpu import blocked_conv_stages, conv_loop_order, pick_tile, register_rows, register_tile
+        from .schedule_cpu import (blocked_conv_stages, conv_loop_order, pick_tile, register_rows, register_tile,
+                                   size_hint)
 
         root, red, (n, oc, y, x, o), vecs = blocked_conv_stages(s, conv, target)
         lanes, ob = target.lanes, o.extent
@@ -941,9 +954,10 @@ class Conv2dNCHWc(Op):
             rc, ry, rx, ri = red.reduce_axes
             (sh, sw), (dh, dw) = a["strides"], a["dilations"]
             c, kh, kw = rc.extent * ri.extent, ry.extent, rx.extent
-            ih, iw = (y.extent - 1) * sh + (kh - 1) * dh + 1, (x.extent - 1) * sw + (kw - 1) * dw + 1
+            oh, ow = size_hint(y.extent), size_hint(x.extent)
+            ih, iw = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
             order = conv_loop_order(in_bytes=4 * c * ih * iw, weight_bytes=4 * c * kh * kw * oc.extent * ob,
-                                    out_rows=y.extent, out_blocks=oc.extent, kernel_rows=kh, in_height=ih,
+                                    out_rows=oh, out_blocks=oc.extent, kernel_rows=kh, in_height=ih,
                                     l2_bytes=target.l2_bytes)
             order = target.knob("conv2d.order", order)
         outer, inner = (y, oc) if order == "rows" else (oc, y)

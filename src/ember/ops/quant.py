@@ -33,7 +33,7 @@ from .. import te
 from ..graph.types import TensorType, broadcast_shapes
 from .base import REQUIRED, Op, Pattern, register
 from .elementwise import broadcast_index
-from .nn import Conv2d, MatMul, conv_out_dim, pad_nchw
+from .nn import Conv2d, MatMul, conv_out_dim, pad_nchw, window_misfits
 
 #: operand dtypes of the integer products
 EIGHT_BIT = ("int8", "uint8")
@@ -428,7 +428,7 @@ class Conv2dIntNCHWc(Op):
             raise self.fail(f"weight {wp} does not match the input blocks of {x}")
         (sh, sw), (dh, dw) = a["strides"], a["dilations"]
         oh, ow = conv_out_dim(h, kh, sh, 0, 0, dh), conv_out_dim(w, kw, sw, 0, 0, dw)
-        if oh <= 0 or ow <= 0:
+        if window_misfits(oh, ow):
             raise self.fail(f"kernel {kh}x{kw} does not fit input {x}")
         return TensorType((n, oo, oh, ow, ob), "int32")
 

@@ -4,7 +4,7 @@ groups, and the register-tiled micro-kernel used by convolution and matrix multi
 from __future__ import annotations
 
 from ..te.schedule import Schedule, Stage
-from ..tir.analysis import upper_bound
+from ..tir.analysis import planned_extent
 
 #: below this many output elements a kernel runs on one thread
 PARALLEL_MIN_ELEMENTS = 16384
@@ -73,7 +73,7 @@ def size_hint(extent) -> int:
     value (the symbols' bounds), which the loops' tails keep correct for smaller ones."""
     if isinstance(extent, int):
         return extent
-    hi = upper_bound(extent)
+    hi = planned_extent(extent)
     return hi if hi is not None and hi > 0 else SYMBOLIC_EXTENT_HINT
 
 

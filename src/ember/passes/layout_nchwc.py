@@ -127,7 +127,7 @@ class _Layout:
     def conv(self, node: Node) -> bool:
         x, w = node.inputs
         a = dict(node.attrs)
-        if not w.is_const or x.dtype != "float32" or x.type.rank != 4 or not x.type.is_static:
+        if not w.is_const or x.dtype != "float32" or x.type.rank != 4 or not isinstance(x.shape[1], int):
             return False
         o, ci, kh, kw = w.shape
         c = x.shape[1]
@@ -169,7 +169,7 @@ class _Layout:
         blocks are whole channel blocks."""
         x, w = node.inputs
         a = node.attrs
-        if not w.is_const or x.type.rank != 4 or not x.type.is_static:
+        if not w.is_const or x.type.rank != 4 or not isinstance(x.shape[1], int):
             return False
         o, c = w.shape[0], x.shape[1]
         ob = channel_block(o, self.lanes)
@@ -190,7 +190,7 @@ class _Layout:
         """An integer convolution with a constant weight, one group: ``conv2d_int_nchwc``."""
         x, w = node.inputs
         a = node.attrs
-        if not w.is_const or x.type.rank != 4 or not x.type.is_static or a["groups"] != 1:
+        if not w.is_const or x.type.rank != 4 or not isinstance(x.shape[1], int) or a["groups"] != 1:
             return False
         o, c = w.shape[0], x.shape[1]
         ob = channel_block(o, self.lanes)
@@ -218,7 +218,7 @@ class _Layout:
 
     def elementwise(self, node: Node) -> bool:
         out = node.output
-        if out.type.rank != 4 or not out.type.is_static:
+        if out.type.rank != 4 or not isinstance(out.shape[1], int):
             return False
         lead = next((v for v in node.inputs if v in self.blocked and v.shape == out.shape), None)
         if lead is None:

@@ -83,13 +83,17 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
         if cb % lanes or wp.shape[-1] % lanes:
             b.add_node(node)
             continue
+        if not (isinstance(oh, int) and isinstance(ow, int)):
+            b.add_node(node)           # whole output tiles are not known to fit: direct kernel
+            continue
         filt = Conv2dNCHWc.unpack(wp.const, depthwise=False)
         cout, cin = filt.shape[:2]
-        mt = tile_size(oh, ow, cin, cout, n)
+        # an open batch is planned for one image: what pays off at batch 1 pays off at more
+        mt = tile_size(oh, ow, cin, cout, n if isinstance(n, int) else 1)
         if not mt:
             b.add_node(node)
             continue
-        rows = padded_rows(n * (oh // mt) * (ow // mt), (cin, cout), (mt + 2) ** 2)
+        rows = padded_rows(n * (oh // mt) * (ow // mt), (cin, cout), (mt + 2) ** 2) if isinstance(n, int) else 0
         v = b.op("winograd_input", [x], name=f"{node.name}_wino_in", m=mt, pads=pads, rows=rows)
         u = constant(transform_filters(filt, mt), f"{wp.name}_wino")
         prod = b.op("matmul", [v, u], name=f"{node.name}_wino_mm")

@@ -167,9 +167,15 @@ class LoadedModel:
 
     @property
     def symbols(self) -> dict[str, int]:
-        """The symbolic dimensions of the inputs and the largest value of each (empty for a
-        model of static shapes)."""
+        """The symbolic dimensions of the inputs and the size each was planned for (empty for a
+        model of static shapes); larger sizes run too, up to a symbol's limit (``limits``)."""
         return dict(self._symbols)
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """The symbols that cannot exceed a size (the model's own limits, such as a table of 512
+        positions, or a bound its translation relied on) and that size."""
+        return dict(self._limits)
 
     @property
     def is_dynamic(self) -> bool:
@@ -314,6 +320,7 @@ class Module(LoadedModel):
         symbols = meta.get("symbols", [])
         try:
             self._symbols = {str(e["name"]): int(e["bound"]) for e in symbols}
+            self._limits = {str(e["name"]): int(e["limit"]) for e in symbols if "limit" in e}
         except (TypeError, KeyError, ValueError):
             raise bad("malformed 'symbols'") from None
         used = {s for kind in ("inputs", "outputs") for t in sig[kind][1] for s in t.symbols}
@@ -366,7 +373,7 @@ class Module(LoadedModel):
 
     def _bind_shapes(self, shapes: list) -> dict[str, int]:
         """The symbols' values given the input shapes; InputError when the shapes disagree
-        with the model, with each other or with the bounds."""
+        with the model, with each other or with the symbols' limits."""
         env: dict[str, int] = {}
         for name, t, shape in zip(self._in_names, self._in_types, shapes):
             try:
@@ -374,10 +381,10 @@ class Module(LoadedModel):
             except SymbolicError as e:
                 raise InputError(f"'{self.name}': {e}") from None
         for sym, value in env.items():
-            bound = self._symbols.get(sym)
-            if bound is not None and value > bound:
-                raise InputError(f"'{self.name}': the inputs give {sym} = {value}, above its bound {bound}; "
-                                 f"compile with bounds={{'{sym}': {value}}} (or more) to run this size")
+            limit = self._limits.get(sym)
+            if limit is not None and value > limit:
+                raise InputError(f"'{self.name}': the inputs give {sym} = {value}, above its limit {limit} "
+                                 f"(the model only works up to it)")
         return env
 
     def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":

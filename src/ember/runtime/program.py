@@ -152,6 +152,7 @@ class ProgramModule(LoadedModel):
         self._consts = {int(c["slot"]): _const_array(c) for c in h["constants"]}
         self._steps = list(h["steps"])
         self._symbols = {str(e["name"]): int(e["bound"]) for e in h.get("symbols", [])}
+        self._limits = dict(self._symbols)      # a program's segments are compiled for its bounds
         self._in_index = {n: i for i, n in enumerate(self._in_names)}
         # after which step each slot is read for the last time (outputs are never dropped)
         last: dict[int, int] = {}

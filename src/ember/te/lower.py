@@ -25,6 +25,10 @@ from .tensor import ArgReduce, Reduce, Tensor, TensorLoad, extent_of, max_value,
 from ..tir.analysis import rebuild
 
 
+#: the largest tail of a symbolic register tile that gets an unrolled copy per size
+MAX_TAIL_CASES = 8
+
+
 class _Full:
     """Axis-map entry of a dim that a reader indexes with one of its own reduce axes: the whole
     dim is computed in the region (how a reduction is split into per-lane partial results and a
@@ -338,8 +342,19 @@ class Lowering:
             tail_fixed[leaf] = as_expr(main)
             tail_over = dict(ext_override)
             tail_over[leaf] = 1
-            tail_over[inner] = rem
-            tail = self.gen_root(level + 1, tail_fixed, tail_over, root_body)
+            factor = nest.extents[inner]
+            if not isinstance(rem, int) and self.root.kinds.get(inner) == "unrolled" and \
+                    isinstance(factor, int) and factor <= MAX_TAIL_CASES + 1:
+                # a register tile's tail of symbolic size: one unrolled copy per possible size,
+                # so the tail's accumulators stay in registers as the whole tiles' do
+                tail = None
+                for r in range(factor - 1, 0, -1):
+                    tail = IfThenElse(binop("eq", rem, Const(r)),
+                                      self.gen_root(level + 1, tail_fixed, {**tail_over, inner: r}, root_body),
+                                      tail)
+            else:
+                tail_over[inner] = rem
+                tail = self.gen_root(level + 1, tail_fixed, tail_over, root_body)
             return Seq.of([main_loop if not isinstance(main, int) or main > 0 else None, tail])
         if leaf in fixed:
             return self.gen_root(level + 1, fixed, ext_override, root_body)

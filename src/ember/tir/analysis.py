@@ -113,25 +113,52 @@ def key(e: Expr):
 #: :func:`loop_ranges` while a pass walks a kernel
 _RANGES: dict[int, int] = {}
 
-#: upper bounds of the size variables (symbol name -> largest value) of the kernels being built;
+#: upper limits of the size variables (symbol name -> largest value) of the kernels being built;
 #: set by :class:`size_bounds`.  The runtime refuses inputs beyond them, so ranges derived from
-#: them hold whenever a kernel runs.
+#: them hold whenever a kernel runs.  A size variable without a limit ranges over [0, UNBOUNDED].
 _SIZE_BOUNDS: dict[str, int] = {}
+
+#: the sizes the schedules plan for (symbol name -> value): the limits, else the bounds given as
+#: hints; never used to prove anything, only to choose tiles (see :func:`planned_extent`)
+_SIZE_HINTS: dict[str, int] = {}
+
+#: the upper end of a size variable's range when nothing limits it: it keeps every variable
+#: non-negative, and makes no comparison with a real size come out true
+UNBOUNDED = 1 << 62
 
 
 class size_bounds:
-    """Context manager: analyse kernels knowing each symbol's upper bound (name -> int)."""
+    """Context manager: analyse kernels knowing each symbol's upper limit (name -> int), and
+    schedule them for the planning sizes ``hints`` (name -> int; default: the limits)."""
 
-    def __init__(self, bounds: dict):
-        self.bounds = {k: int(v) for k, v in bounds.items()}
+    def __init__(self, limits: dict, hints: dict | None = None):
+        self.limits = {k: int(v) for k, v in limits.items()}
+        self.hints = {**{k: int(v) for k, v in (hints or {}).items()}, **self.limits}
 
     def __enter__(self):
-        self.saved = dict(_SIZE_BOUNDS)
-        _SIZE_BOUNDS.update(self.bounds)
+        self.saved = dict(_SIZE_BOUNDS), dict(_SIZE_HINTS)
+        _SIZE_BOUNDS.update(self.limits)
+        _SIZE_HINTS.update(self.hints)
 
     def __exit__(self, *exc):
+        for d, saved in zip((_SIZE_BOUNDS, _SIZE_HINTS), self.saved):
+            d.clear()
+            d.update(saved)
+
+
+def planned_extent(e) -> int | None:
+    """The value an extent takes at the planning sizes of its size variables (their largest
+    values where known), or None when that cannot be told; for choosing tiles only."""
+    if isinstance(e, int):
+        return e
+    saved = dict(_SIZE_BOUNDS)
+    _SIZE_BOUNDS.update(_SIZE_HINTS)
+    try:
+        b = bound(e)
+    finally:
         _SIZE_BOUNDS.clear()
-        _SIZE_BOUNDS.update(self.saved)
+        _SIZE_BOUNDS.update(saved)
+    return None if b is None or b[1] >= UNBOUNDED else b[1]
 
 
 def const_value(e) -> int | None:
@@ -148,7 +175,7 @@ def upper_bound(e) -> int | None:
     if isinstance(e, int):
         return e
     b = bound(e)
-    return None if b is None else b[1]
+    return None if b is None or b[1] >= UNBOUNDED else b[1]
 
 
 def _extent_range(ext) -> int | None:
@@ -157,7 +184,7 @@ def _extent_range(ext) -> int | None:
         return ext
     if isinstance(ext, Expr):
         b = bound(ext)
-        return None if b is None else b[1]
+        return None if b is None or b[1] >= UNBOUNDED else b[1]
     return None
 
 
@@ -192,8 +219,7 @@ def bound(e: Expr, ranges: dict | None = None) -> tuple[int, int] | None:
         if ranges is not None and e in ranges:
             return ranges[e]
         if isinstance(e, SizeVar):
-            b = _SIZE_BOUNDS.get(e.name)
-            return (0, b) if b is not None else None
+            return 0, _SIZE_BOUNDS.get(e.name, UNBOUNDED)
         ext = _RANGES.get(e.uid) or getattr(e, "extent", None)
         if ext is not None and not isinstance(ext, int):
             ext = _extent_range(ext)

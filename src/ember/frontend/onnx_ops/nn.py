@@ -8,6 +8,7 @@ import numpy as np
 
 from ...graph.types import np_dtype
 from . import translates
+from ...ops.nn import conv_out_dim
 from .tensor import norm_axis, prod, reshape, static_shape
 
 
@@ -31,7 +32,11 @@ def explicit_pads(cx, in_sp, kernel, strides, dilations) -> list[int]:
     begins, ends = [], []
     for i, k, s, d in zip(in_sp, kernel, strides, dilations):
         out = -(-i // s)
-        total = max(0, (out - 1) * s + (k - 1) * d + 1 - i)
+        total = (out - 1) * s + (k - 1) * d + 1 - i
+        if not isinstance(total, int):
+            raise cx.fail(f"auto_pad={auto} with stride {s} over the symbolic size {i}: the padding depends "
+                          f"on {i} % {s}, which is only known at run time; fix that dimension with shapes=")
+        total = max(0, total)
         small, big = total // 2, total - total // 2
         b, e = (small, big) if auto == "SAME_UPPER" else (big, small)
         begins.append(b)
@@ -40,7 +45,7 @@ def explicit_pads(cx, in_sp, kernel, strides, dilations) -> list[int]:
 
 
 def _spatial(cx, x, max_nsp: int = 2):
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     nsp = len(dims) - 2
     if nsp < 1:
         raise cx.fail(f"expects an input of rank >= 3 (N, C, spatial...), got {x.type}")
@@ -102,7 +107,8 @@ def conv_nd(cx, x, w, strides, pads, dil, groups, op: str = "conv2d", **extra):
     or ``conv2d_int``, taking ``extra`` attributes).  1-D runs over a height of 1.  3-D gathers, for every output depth, the input planes its KD depth
     taps read into the channel axis (channels ordered group, tap, channel of the group) and runs
     one 2-D convolution over a batch of N * OD with the weight reordered to match."""
-    dims, wd = static_shape(cx, x), static_shape(cx, w, "weight")
+    wd = static_shape(cx, w, "weight")
+    dims = tuple(x.shape)
     nsp = len(dims) - 2
     if nsp == 2:
         return cx.op(op, [x, w], strides=tuple(strides), pads=tuple(pads), dilations=tuple(dil),
@@ -120,7 +126,7 @@ def conv_nd(cx, x, w, strides, pads, dil, groups, op: str = "conv2d", **extra):
     dp = d + pads[0] + pads[3]
     span = (kd - 1) * dil[0] + 1
     od = (dp - span) // strides[0] + 1
-    if od <= 0:
+    if isinstance(od, int) and od <= 0:
         raise cx.fail(f"kernel depth {kd} (dilation {dil[0]}) does not fit input {x.type} with pads {list(pads)}")
     if pads[0] or pads[3]:
         x = cx.op("pad", [x], pads=(0, 0, pads[0], 0, 0, 0, 0, pads[3], 0, 0), value=float(extra.get("pad_value", 0)))
@@ -225,12 +231,31 @@ def _pool(cx, core):
                    bool(cx.attr("count_include_pad", 0)))
 
 
+def clip_window(sizes, kernel, strides, pads, dil, ceil_mode):
+    """The kernel with every window dim that reaches past the padded input cut to the padded
+    input.  Such a window only fits in ceil mode, with one output along that dim; the positions
+    past the padding are never read nor counted, so the outputs are the same, and the kernel
+    loops over what the window covers instead of over (say) a 1280x1280 window on a 7x7 map."""
+    nsp = len(sizes)
+    out = list(kernel)
+    for i, size in enumerate(sizes):
+        if not isinstance(size, int):
+            continue
+        padded = size + pads[i] + pads[nsp + i]
+        if dil[i] == 1 and kernel[i] > padded and \
+                conv_out_dim(size, kernel[i], strides[i], pads[i], pads[nsp + i], 1, ceil_mode) == \
+                conv_out_dim(size, padded, strides[i], pads[i], pads[nsp + i], 1, ceil_mode):
+            out[i] = padded
+    return out
+
+
 def pool_nd(cx, core, x, kernel, strides, pads, dil, ceil_mode, count_include_pad):
     """A 1-, 2- or 3-D pool with the core 2-D pools.  1-D runs over a height of 1; 3-D runs as a
     2-D pool over (H, W) and then one over D, which is exact because max, the sum over the window
     and the window's count all factor over the axes."""
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     nsp = len(dims) - 2
+    kernel = clip_window(dims[2:], kernel, strides, pads, dil, ceil_mode)
     extra = {"count_include_pad": count_include_pad} if core == "avg_pool2d" else {}
     if nsp == 3:
         n, c, d, h, w = dims
@@ -265,7 +290,7 @@ def _max_pool_indices(cx, y):
     from .arith import T
 
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = static_shape(cx, x)        # the taps are gathered at positions computed here
     nsp = len(dims) - 2
     kernel = list(cx.attr("kernel_shape"))
     strides = _ints(cx, "strides", nsp, 1)
@@ -369,7 +394,7 @@ def _batch_norm_training(cx):
     """Normalize with the batch's own statistics; the running statistics are updated by
     ``momentum`` (outputs Y, running_mean, running_var)."""
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     r = len(dims)
     if r < 2:
         raise cx.fail(f"expects an input of rank >= 2, got {x.type}")
@@ -401,7 +426,7 @@ def _normalize(cx, x, axes, eps):
 @translates("InstanceNormalization")
 def instance_norm(cx):
     x, scale, bias = cx.input(0), cx.input(1), cx.input(2)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     r = len(dims)
     if r < 3:
         raise cx.fail(f"expects an input of rank >= 3, got {x.type}")
@@ -434,11 +459,13 @@ def layer_norm(cx):
 @translates("GroupNormalization")
 def group_norm(cx):
     x, scale, bias = cx.input(0), cx.input(1), cx.input(2)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if len(dims) < 3:
         raise cx.fail(f"expects an input of rank >= 3, got {x.type}")
     n, c = dims[0], dims[1]
     g = cx.attr("num_groups")
+    if not isinstance(c, int):
+        raise cx.fail(f"needs a static channel count, got {x.type}")
     if c % g:
         raise cx.fail(f"{c} channels are not divisible by num_groups={g}")
     eps = float(cx.attr("epsilon", 1e-5))
@@ -457,7 +484,7 @@ def group_norm(cx):
 def lrn(cx):
     # the sum of squares over a window of channels is an average pool over a [C, H*W] plane
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if len(dims) < 3:
         raise cx.fail(f"expects an input of rank >= 3, got {x.type}")
     size = cx.attr("size")
@@ -481,7 +508,7 @@ def _coerced_2d(cx, fn):
     r = x.type.rank
     if cx.opset >= 13:
         return fn(x, norm_axis(cx, cx.attr("axis", -1), r))
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     axis = cx.attr("axis", 1)
     if not -r <= axis <= r:
         raise cx.fail(f"axis {axis} is out of range for rank {r}")

@@ -13,7 +13,8 @@ import numpy as np
 
 from ...graph.types import is_float
 from . import translates
-from .tensor import norm_axes, static_shape
+from ...symbolic import exact_div
+from .tensor import norm_axes, reshape, static_shape
 
 _COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
                 "tf_crop_and_resize")
@@ -91,8 +92,43 @@ def interp_taps(x: np.ndarray, in_n: int, mode: str, scale: float, cubic_a: floa
     return np.clip(idx, 0, in_n - 1), w
 
 
+def _repeats_each(factor: int, coord: str, nearest_mode: str) -> bool:
+    """Whether nearest resizing by the whole ``factor`` reads input o // factor for output o (each
+    input repeated ``factor`` times) with these modes, whatever the axis' length."""
+    for n in range(1, 9):
+        src = source_coords(coord, n * factor, n, float(factor), (0.0, 1.0), n * factor)
+        if not np.array_equal(nearest_index(src, nearest_mode, n), np.arange(n * factor) // factor):
+            return False
+    return True
+
+
+def _resize_symbolic(cx, x, sizes, scales, roi, mode, coord, nearest_mode):
+    """Resize of an input with symbolic dims: nearest by whole factors on every resized axis
+    (FPN and U-Net upsampling), as a broadcast of each input element over its factor."""
+    dims, r = tuple(x.shape), x.type.rank
+    factors = []
+    for ax in range(r):
+        f = exact_div(sizes[ax], dims[ax]) if dims[ax] != 0 else None
+        if not isinstance(f, int) or f < 1 or not math.isclose(scales[ax], f) or \
+                (roi[ax], roi[ax + r]) != (0.0, 1.0):
+            raise cx.fail(f"resizes axis {ax} of {x.type} to {sizes[ax]}: with symbolic sizes only nearest "
+                          f"resizing by whole factors is compiled; fix the sizes with shapes=")
+        factors.append(f)
+    if mode != "nearest" and any(f != 1 for f in factors):
+        raise cx.unsupported(f"mode={mode!r} over symbolic sizes (only nearest by whole factors)")
+    if any(f > 1 and not _repeats_each(f, coord, nearest_mode) for f in factors):
+        raise cx.unsupported(f"coordinate_transformation_mode={coord!r} with nearest_mode={nearest_mode!r} "
+                             f"over symbolic sizes")
+    inter = tuple(v for d in dims for v in (d, 1))
+    big = tuple(v for d, f in zip(dims, factors) for v in (d, f))
+    t = cx.op("broadcast_to", [reshape(cx, x, inter)], shape=big)
+    return reshape(cx, t, tuple(d * f for d, f in zip(dims, factors)))
+
+
 def _resize(cx, x, sizes, scales, roi, mode, coord, nearest_mode, cubic_a, exclude_outside, extrapolation,
             antialias):
+    if not x.type.is_static or not all(isinstance(v, int) for v in sizes):
+        return _resize_symbolic(cx, x, sizes, scales, roi, mode, coord, nearest_mode)
     dims = static_shape(cx, x)
     r = len(dims)
     if mode != "nearest" and not is_float(x.dtype):
@@ -129,7 +165,7 @@ def _resize(cx, x, sizes, scales, roi, mode, coord, nearest_mode, cubic_a, exclu
 @translates("Resize")
 def resize(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     r = len(dims)
     mode = cx.attr("mode", "nearest")
     if mode not in ("nearest", "linear", "cubic"):
@@ -139,7 +175,7 @@ def resize(cx):
         return _upsample_like(cx, x, dims, [float(s) for s in scales_in.reshape(-1)], mode)
     roi = cx.const_input(1, "roi")
     scales = cx.const_input(2, "scales")
-    sizes = cx.ints_input(3, "sizes")
+    sizes = cx.dims_input(3, "sizes")
     axes = cx.attr("axes", None)
     axes = norm_axes(cx, axes, r) if axes is not None else list(range(r))
     if scales is not None and scales.size == 0:
@@ -163,18 +199,28 @@ def resize(cx):
             raise cx.fail(f"scales {vals} must be {len(axes)} positive values")
         for a, v in zip(axes, vals):
             sc[a] = v
-            out[a] = int(math.floor(dims[a] * v))
+            out[a] = int(math.floor(dims[a] * v)) if isinstance(dims[a], int) else \
+                dims[a] * int(v) if v == int(v) else None
+            if out[a] is None:
+                raise cx.fail(f"scales axis {a} of {x.type} by {v}: the size of a symbolic dim is only "
+                              f"computed for whole factors; fix it with shapes=")
     else:
         if len(sizes) != len(axes):
             raise cx.fail(f"sizes {sizes} must have {len(axes)} values")
         for a, v in zip(axes, sizes):
             out[a] = v
-            sc[a] = v / dims[a] if dims[a] else 1.0
+            if isinstance(v, int) and isinstance(dims[a], int):
+                sc[a] = v / dims[a] if dims[a] else 1.0
+            else:
+                f = exact_div(v, dims[a])
+                sc[a] = float(f) if isinstance(f, int) else math.nan
         policy = cx.attr("keep_aspect_ratio_policy", "stretch")
         if policy != "stretch":
             pick = min if policy == "not_larger" else max if policy == "not_smaller" else None
             if pick is None:
                 raise cx.fail(f"unknown keep_aspect_ratio_policy {policy!r}")
+            if not all(isinstance(dims[a], int) and isinstance(out[a], int) for a in axes):
+                raise cx.fail(f"keep_aspect_ratio_policy={policy!r} over symbolic sizes; fix them with shapes=")
             s = pick(sc[a] for a in axes)
             for a in axes:
                 sc[a] = s

@@ -35,10 +35,11 @@ def static_shape(cx, v, what: str = "input") -> tuple[int, ...]:
     return tuple(v.shape)
 
 
-def prod(xs) -> int:
+def prod(xs):
+    """The product of dimensions, symbolic where any is."""
     n = 1
     for x in xs:
-        n *= int(x)
+        n = n * (x if isinstance(x, Sym) else int(x))
     return n
 
 
@@ -64,7 +65,8 @@ def dropout(cx):
             raise cx.unsupported("training_mode with a ratio other than 0 (random dropping)")
     outs = [x]
     if cx.output_used(1):
-        outs.append(cx.const(np.ones(static_shape(cx, x), dtype=bool if cx.opset >= 7 else x.dtype)))
+        one = cx.scalar(1, "bool" if cx.opset >= 7 else x.dtype)
+        outs.append(cx.op("broadcast_to", [one], shape=tuple(x.shape)))
     return outs
 
 
@@ -340,9 +342,12 @@ def concat(cx):
 @translates("Split")
 def split(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     ax = norm_axis(cx, cx.attr("axis", 0), len(dims))
     d = dims[ax]
+    if not isinstance(d, int):
+        raise cx.fail(f"splits axis {ax} of {x.type}, whose size {d} is only known at run time; "
+                      f"fix it with shapes=")
     n_out = cx.num_outputs
     if cx.opset >= 13 or (cx.opset < 2 and cx.has_input(1)):
         sizes = cx.ints_input(1, "split")
@@ -494,7 +499,7 @@ def expand(cx):
 @translates("Tile")
 def tile(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if cx.opset < 6:
         raise cx.unsupported("opset < 6 form with tiles/axis inputs")
     reps = cx.ints_input(1, "repeats", required=True)
@@ -598,7 +603,7 @@ def one_hot(cx):
     depth = int(depth.reshape(()).item())
     if values.type.rank != 1 or values.shape[0] != 2:
         raise cx.fail(f"values must be [off, on], got {values.type}")
-    idims = static_shape(cx, idx, "indices")
+    idims = tuple(idx.shape)
     r = len(idims) + 1
     ax = norm_axis(cx, cx.attr("axis", -1), r)
     i64 = idx if idx.dtype == "int64" else cx.op("cast", [idx], to="int64")

@@ -14,15 +14,24 @@
  * A model with symbolic dimensions also defines (the runtime has defaults for the others):
  *
  *   int ember_model_symbols(const char* const** names, const int64_t** bounds);
- *                                                    the number of symbols, their names and largest
- *                                                    values (what the arena is sized for)
+ *                                                    the number of symbols, their names and planning
+ *                                                    sizes (what the arena is first sized for)
  *   int ember_model_shapes(const int64_t* const* in_shapes, int64_t* syms, int64_t* const* out_shapes);
  *                                                    binds syms from the input shapes, checks them
- *                                                    and the bounds (0, or -1 after ember_set_error)
+ *                                                    and the limits (0, or -1 after ember_set_error)
  *                                                    and, unless out_shapes is NULL, writes the
  *                                                    output shapes
+ *   int ember_model_buffers(const int64_t** offsets, const int64_t** sizes, const int32_t** first,
+ *                           const int32_t** last);   the intermediates of the arena: their offsets
+ *                                                    and sizes at the planning sizes, and the first
+ *                                                    and last kernel using each; returns their number
+ *   void ember_model_buffer_sizes(const int64_t* syms, int64_t* sizes);
+ *                                                    the bytes each intermediate needs for these
+ *                                                    symbols (multiples of 64)
  *   int ember_model_entry_dynamic(unsigned char* arena, void* const* inputs, void* const* outputs,
- *                                 const int64_t* syms);   the entry, given the symbols' values
+ *                                 const int64_t* syms, const int64_t* offsets);
+ *                                                    the entry, given the symbols' values and where
+ *                                                    each intermediate lies in the arena
  *
  * and, when it has constants, declare the blobs the toolchain assembles from raw bytes
  * (each one 64-byte aligned, read-only, hidden):
@@ -39,9 +48,10 @@
  * ("seq", "768*seq") and the model adds "symbols": [{"name": "seq", "bound": 512}, ...].
  *
  * Guarantees the runtime gives to the entry:
- *   - arena is 64-byte aligned, ember_model_arena_bytes long, zeroed once when the model instance
- *     is created and otherwise left as the previous run left it; one run at a time per arena;
- *   - syms holds the symbols' values for this run, each within its bound;
+ *   - arena is 64-byte aligned, ember_model_arena_bytes long (for a model with symbols: long
+ *     enough for offsets and this run's buffer sizes; it grows when a run needs more), zeroed
+ *     when allocated and otherwise left as the previous run left it; one run at a time per arena;
+ *   - syms holds the symbols' values for this run, each within its limit;
  *   - inputs[i] / outputs[i] are dense row-major buffers of the metadata's dtypes and shapes, in
  *     model order; they are only aligned to their element size (use unaligned vector loads and
  *     stores on them); inputs must not be written; outputs do not alias inputs or the arena;
@@ -71,8 +81,11 @@ EMBER_HIDDEN extern const unsigned long long ember_model_arena_bytes;
 EMBER_HIDDEN int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs);
 EMBER_HIDDEN int ember_model_symbols(const char* const** names, const int64_t** bounds);
 EMBER_HIDDEN int ember_model_shapes(const int64_t* const* in_shapes, int64_t* syms, int64_t* const* out_shapes);
+EMBER_HIDDEN int ember_model_buffers(const int64_t** offsets, const int64_t** sizes, const int32_t** first,
+                                     const int32_t** last);
+EMBER_HIDDEN void ember_model_buffer_sizes(const int64_t* syms, int64_t* sizes);
 EMBER_HIDDEN int ember_model_entry_dynamic(unsigned char* arena, void* const* inputs, void* const* outputs,
-                                           const int64_t* syms);
+                                           const int64_t* syms, const int64_t* offsets);
 
 /* The default constants blob (defined by the toolchain when codegen passes a blob of this name). */
 EMBER_HIDDEN extern const unsigned char ember_constants[];

@@ -363,9 +363,22 @@ __attribute__((weak)) int ember_model_shapes(const int64_t* const* in_shapes, in
     return 0;
 }
 
-__attribute__((weak)) int ember_model_entry_dynamic(unsigned char* arena, void* const* inputs, void* const* outputs,
-                                                    const int64_t* syms) {
+__attribute__((weak)) int ember_model_buffers(const int64_t** offsets, const int64_t** sizes, const int32_t** first,
+                                              const int32_t** last) {
+    *offsets = *sizes = NULL;
+    *first = *last = NULL;
+    return 0;
+}
+
+__attribute__((weak)) void ember_model_buffer_sizes(const int64_t* syms, int64_t* sizes) {
     (void)syms;
+    (void)sizes;
+}
+
+__attribute__((weak)) int ember_model_entry_dynamic(unsigned char* arena, void* const* inputs, void* const* outputs,
+                                                    const int64_t* syms, const int64_t* offsets) {
+    (void)syms;
+    (void)offsets;
     return ember_model_entry(arena, inputs, outputs);
 }
 
@@ -458,12 +471,128 @@ struct ember_model {
     size_t arena_bytes;
     int mapped;              /* the arena is an anonymous mapping (large arenas) */
     int64_t* syms;           /* the symbols' values of the current run */
+    int nbuf;                /* intermediates placed in the arena by offsets (symbolic models) */
+    int64_t* offsets;        /* where each lies */
+    int64_t* room;           /* the bytes each may take there */
+    int64_t* need;           /* the bytes each takes in the current run */
     _Atomic int busy;
 };
+
+/* ---- the arena ---------------------------------------------------------------------------- */
 
 /* Arenas at least this large are mapped: zero pages cost nothing until touched, so an arena
  * planned for the largest symbolic shapes holds only what the actual shapes use. */
 #define EMBER_MAP_ARENA_BYTES (1u << 20)
+
+/* A zeroed, 64-byte aligned arena of bytes (a multiple of 64); NULL after ember_set_error. */
+static unsigned char* arena_alloc(unsigned long long bytes, int* mapped) {
+    void* arena = NULL;
+    *mapped = 0;
+    if (bytes > (unsigned long long)SIZE_MAX) {
+        ember_set_error("arena of %llu bytes does not fit in memory", bytes);
+        return NULL;
+    }
+    if (bytes >= EMBER_MAP_ARENA_BYTES) {
+        arena = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (arena == MAP_FAILED) arena = NULL;
+        *mapped = arena != NULL;
+    }
+    if (!arena) {
+        if (posix_memalign(&arena, 64, (size_t)bytes) != 0) {
+            ember_set_error("out of memory allocating the arena (%llu bytes)", bytes);
+            return NULL;
+        }
+        memset(arena, 0, (size_t)bytes);
+    }
+    return arena;
+}
+
+static void arena_free(unsigned char* arena, size_t bytes, int mapped) {
+    if (mapped) munmap(arena, bytes);
+    else free(arena);
+}
+
+/* Places buffers of the given sizes, live from kernel first[k] to last[k], as the compiler's
+ * memory plan does (passes/memory.py): largest first, each into the smallest gap between the
+ * buffers placed before it that are live at the same time, else above them all.  order and busy
+ * are scratch (n and 2n entries).  Returns the arena's size. */
+static int64_t place_buffers(int n, const int64_t* size, const int32_t* first, const int32_t* last,
+                             int64_t* offset, int* order, int64_t* busy) {
+    for (int k = 0; k < n; k++) order[k] = k;
+    for (int i = 1; i < n; i++) {           /* by size (descending), first use, index */
+        int v = order[i], j = i;
+        for (; j > 0; j--) {
+            int u = order[j - 1];
+            if (size[u] > size[v] || (size[u] == size[v] && (first[u] < first[v] || (first[u] == first[v] && u < v))))
+                break;
+            order[j] = u;
+        }
+        order[j] = v;
+    }
+    int64_t arena = 0;
+    for (int i = 0; i < n; i++) {
+        int v = order[i];
+        if (size[v] == 0) { offset[v] = 0; continue; }
+        int nb = 0;                         /* placed buffers live with v, sorted by offset */
+        for (int q = 0; q < i; q++) {
+            int u = order[q];
+            if (size[u] == 0 || first[u] > last[v] || first[v] > last[u]) continue;
+            int at = nb++;
+            for (; at > 0 && (busy[2 * (at - 1)] > offset[u] ||
+                              (busy[2 * (at - 1)] == offset[u] && busy[2 * at - 1] > offset[u] + size[u])); at--) {
+                busy[2 * at] = busy[2 * (at - 1)];
+                busy[2 * at + 1] = busy[2 * at - 1];
+            }
+            busy[2 * at] = offset[u];
+            busy[2 * at + 1] = offset[u] + size[u];
+        }
+        int64_t best = -1, best_gap = 0, top = 0;
+        for (int b = 0; b < nb; b++) {
+            int64_t gap = busy[2 * b] - top;
+            if (gap >= size[v] && (best < 0 || gap < best_gap)) { best = top; best_gap = gap; }
+            if (busy[2 * b + 1] > top) top = busy[2 * b + 1];
+        }
+        offset[v] = best >= 0 ? best : top;
+        if (offset[v] + size[v] > arena) arena = offset[v] + size[v];
+    }
+    return arena;
+}
+
+/* Makes room in m's arena for this run's buffer sizes: where a buffer needs more than it has,
+ * every buffer is placed again with its room grown, and the arena grows to match. */
+static int fit_arena(ember_model* m) {
+    if (m->nbuf == 0) return 0;
+    ember_model_buffer_sizes(m->syms, m->need);
+    int grow = 0;
+    for (int k = 0; k < m->nbuf; k++)
+        if (m->need[k] > m->room[k]) { m->room[k] = m->need[k]; grow = 1; }
+    if (!grow) return 0;
+    const int64_t *po, *ps;
+    const int32_t *first, *last;
+    ember_model_buffers(&po, &ps, &first, &last);
+    int* order = malloc(sizeof(int) * (size_t)m->nbuf);
+    int64_t* busy = malloc(sizeof(int64_t) * 2 * (size_t)m->nbuf);
+    if (!order || !busy) {
+        free(order);
+        free(busy);
+        ember_set_error("out of memory planning the arena");
+        return -1;
+    }
+    int64_t bytes = place_buffers(m->nbuf, m->room, first, last, m->offsets, order, busy);
+    free(order);
+    free(busy);
+    bytes = bytes < 64 ? 64 : (bytes + 63) / 64 * 64;
+    if ((size_t)bytes > m->arena_bytes) {
+        int mapped;
+        unsigned char* arena = arena_alloc((unsigned long long)bytes, &mapped);
+        if (!arena) return -1;
+        arena_free(m->arena, m->arena_bytes, m->mapped);
+        m->arena = arena;
+        m->arena_bytes = (size_t)bytes;
+        m->mapped = mapped;
+    }
+    return 0;
+}
 
 ember_model* ember_model_create(void) {
     if (!metadata_ok()) return NULL;
@@ -478,28 +607,28 @@ ember_model* ember_model_create(void) {
         ember_set_error("out of memory allocating a model instance");
         return NULL;
     }
+    const int64_t *po, *ps;
+    const int32_t *first, *last;
+    m->nbuf = num_symbols() > 0 ? ember_model_buffers(&po, &ps, &first, &last) : 0;
+    size_t n = (size_t)m->nbuf + 1;
     m->syms = calloc((size_t)num_symbols() + 1, sizeof(int64_t));
-    if (!m->syms) {
-        free(m);
+    m->offsets = calloc(n, sizeof(int64_t));
+    m->room = calloc(n, sizeof(int64_t));
+    m->need = calloc(n, sizeof(int64_t));
+    if (!m->syms || !m->offsets || !m->room || !m->need) {
+        ember_model_destroy(m);
         ember_set_error("out of memory allocating a model instance");
         return NULL;
     }
-    void* arena = NULL;
-    if (bytes >= EMBER_MAP_ARENA_BYTES) {
-        arena = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (arena == MAP_FAILED) arena = NULL;
-        m->mapped = arena != NULL;
+    if (m->nbuf) {
+        memcpy(m->offsets, po, sizeof(int64_t) * (size_t)m->nbuf);
+        memcpy(m->room, ps, sizeof(int64_t) * (size_t)m->nbuf);
     }
-    if (!arena) {
-        if (posix_memalign(&arena, 64, (size_t)bytes) != 0) {
-            free(m->syms);
-            free(m);
-            ember_set_error("out of memory allocating the arena (%llu bytes)", bytes);
-            return NULL;
-        }
-        memset(arena, 0, (size_t)bytes);
+    m->arena = arena_alloc(bytes, &m->mapped);
+    if (!m->arena) {
+        ember_model_destroy(m);
+        return NULL;
     }
-    m->arena = arena;
     m->arena_bytes = (size_t)bytes;
     atomic_init(&m->busy, 0);
     return m;
@@ -556,11 +685,11 @@ static int run(ember_model* m, const int64_t* const* input_shapes, void* const* 
         return -1;
     }
     tls_error[0] = 0;
-    if (input_shapes && bind_shapes(input_shapes, m->syms, NULL) != 0) {
+    if (input_shapes && (bind_shapes(input_shapes, m->syms, NULL) != 0 || fit_arena(m) != 0)) {
         atomic_store(&m->busy, 0);
         return -1;
     }
-    int rc = input_shapes ? ember_model_entry_dynamic(m->arena, inputs, outputs, m->syms)
+    int rc = input_shapes ? ember_model_entry_dynamic(m->arena, inputs, outputs, m->syms, m->offsets)
                           : ember_model_entry(m->arena, inputs, outputs);
     atomic_store(&m->busy, 0);
     if (rc != 0 && tls_error[0] == 0) ember_set_error("the model failed with status %d", rc);
@@ -569,9 +698,11 @@ static int run(ember_model* m, const int64_t* const* input_shapes, void* const* 
 
 void ember_model_destroy(ember_model* m) {
     if (!m) return;
-    if (m->mapped) munmap(m->arena, m->arena_bytes);
-    else free(m->arena);
+    if (m->arena) arena_free(m->arena, m->arena_bytes, m->mapped);
     free(m->syms);
+    free(m->offsets);
+    free(m->room);
+    free(m->need);
     free(m);
 }
 

@@ -1,0 +1,115 @@
+"""Convolutions, pools, normalizations, resizing and the other image ops over open batch, height
+and width: one compile per model, checked against onnxruntime at several sizes (the graph and the
+compiled artifact, see ``test_onnx_dynamic.check``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper, numpy_helper
+
+from ember.errors import FrontendError
+from ember.frontend import from_onnx
+from test_onnx_dynamic import check
+
+pytest.importorskip("onnxruntime")
+NCHW = ["N", 4, "H", "W"]
+BOUNDS = {"N": 2, "H": 24, "W": 24}
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed + sum(shape)).standard_normal(shape).astype(np.float32)
+
+
+def one_node(op, attrs=None, inits=(), dims=NCHW, opset=17, n_out=1, out_type=TP.FLOAT):
+    outs = ["y"] + [f"y{k}" for k in range(1, n_out)]
+    node = helper.make_node(op, ["x"] + [n for n, _ in inits], outs, **(attrs or {}))
+    g = helper.make_graph([node], "dyn", [helper.make_tensor_value_info("x", TP.FLOAT, dims)],
+                          [helper.make_tensor_value_info(o, out_type if k == 0 else TP.BOOL, None)
+                           for k, o in enumerate(outs)],
+                          initializer=[numpy_helper.from_array(a, n) for n, a in inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def feeds(*shapes):
+    return [{"x": rand(*s)} for s in shapes]
+
+
+IMAGES = feeds((1, 4, 9, 6), (2, 4, 14, 17), (1, 4, 24, 3))
+
+CASES = {
+    "conv": ("Conv", {"pads": [1, 1, 1, 1]}, [("w", rand(8, 4, 3, 3))]),
+    "conv_stride2_bias": ("Conv", {"pads": [1, 0, 1, 2], "strides": [2, 2]}, [("w", rand(16, 4, 3, 3)), ("b", rand(16))]),
+    "conv_1x1": ("Conv", {}, [("w", rand(32, 4, 1, 1))]),
+    "conv_depthwise": ("Conv", {"pads": [1, 1, 1, 1], "group": 4}, [("w", rand(4, 1, 3, 3))]),
+    "conv_same_stride1": ("Conv", {"auto_pad": "SAME_UPPER"}, [("w", rand(8, 4, 3, 3))]),
+    "conv_transpose": ("ConvTranspose", {"strides": [2, 2], "pads": [1, 1, 1, 1]}, [("w", rand(4, 3, 3, 3))]),
+    "max_pool": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, []),
+    "avg_pool_ceil": ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, []),
+    "global_average_pool": ("GlobalAveragePool", {}, []),
+    "instance_norm": ("InstanceNormalization", {}, [("s", rand(4)), ("b", rand(4, seed=1))]),
+    "lrn": ("LRN", {"size": 3}, []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_image_op_over_open_batch_height_width(case):
+    op, attrs, inits = CASES[case]
+    check(one_node(op, attrs, inits), IMAGES, bounds=BOUNDS)
+
+
+def test_group_norm_and_resize_by_whole_factors():
+    check(one_node("GroupNormalization", {"num_groups": 2}, [("s", rand(4)), ("b", rand(4, seed=1))], opset=21),
+          IMAGES, bounds=BOUNDS)
+    for coord, nearest in [("half_pixel", "round_prefer_floor"), ("asymmetric", "floor")]:
+        m = one_node("Resize", {"mode": "nearest", "coordinate_transformation_mode": coord, "nearest_mode": nearest},
+                     [("roi", np.zeros(0, np.float32)), ("scales", np.array([1, 1, 3, 2], np.float32))], opset=13)
+        check(m, IMAGES[:2], bounds=BOUNDS)
+
+
+def test_conv_1d_and_3d_over_open_lengths():
+    check(one_node("Conv", {"pads": [1, 1]}, [("w", rand(3, 4, 3))], dims=["N", 4, "T"]),
+          feeds((1, 4, 9), (2, 4, 17)), bounds={"N": 2, "T": 32})
+    check(one_node("Conv", {"pads": [1] * 6}, [("w", rand(3, 4, 3, 3, 3))], dims=["N", 4, "D", "H", "W"]),
+          feeds((1, 4, 4, 5, 6), (2, 4, 3, 3, 7)), bounds={"N": 2, "D": 8, "H": 8, "W": 8})
+
+
+def test_split_tile_one_hot_and_dropout_mask_over_open_dims():
+    split = one_node("Split", {"axis": 2, "num_outputs": 3}, dims=["B", "S", 12], opset=18, n_out=3)
+    for o in split.graph.output:
+        o.type.tensor_type.elem_type = TP.FLOAT
+    check(split, feeds((1, 5, 12), (2, 3, 12)))
+    check(one_node("Tile", {}, [("r", np.array([2, 1, 3], np.int64))], dims=["B", "S", 2]), feeds((1, 5, 2), (3, 2, 2)))
+    check(one_node("Dropout", {}, dims=["B", "S"], opset=13, n_out=2), feeds((1, 5), (3, 2)))
+
+
+@pytest.mark.parametrize("op, attrs, inits, opset, message", [
+    ("Conv", {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, [("w", rand(8, 4, 3, 3))], 17, "depends on H % 2"),
+    ("Resize", {"mode": "linear"}, [("roi", np.zeros(0, np.float32)), ("scales", np.array([1, 1, 2, 2], np.float32))],
+     13, "symbolic sizes"),
+    ("Resize", {"mode": "nearest"}, [("roi", np.zeros(0, np.float32)), ("scales", np.array([1, 1, 1.5, 2], np.float32))],
+     13, "whole factors"),
+    ("Split", {"axis": 2, "num_outputs": 2}, [], 18, "only known at run time"),
+])
+def test_what_needs_static_sizes_is_an_error_naming_the_dim(op, attrs, inits, opset, message):
+    with pytest.raises(FrontendError, match=message):
+        from_onnx(one_node(op, attrs, inits, opset=opset, n_out=attrs.get("num_outputs", 1)))
+
+
+def test_register_tile_tails_of_every_size(tmp_path):
+    """A blocked convolution over an open width: its register tile's tail gets one unrolled copy
+    per possible size (``te.lower.MAX_TAIL_CASES``); every width from 1 to 17 is right."""
+    import ember
+
+    m = one_node("Conv", {"pads": [1, 1, 1, 1]}, [("w", rand(32, 4, 3, 3)), ("b", rand(32))], dims=[1, 4, 3, "W"])
+    check(m, feeds(*[(1, 4, 3, w) for w in range(1, 18)]), bounds={"W": 16})
+    ember.compile(m, bounds={"W": 16}, dump=tmp_path, cflags=("-O1",))
+    conv = next(p for p in tmp_path.glob("*kernel*Conv*tir.txt") if "conv2d_nchwc" in p.read_text())
+    text = conv.read_text()
+    rows = int(text.split("split(i3, ")[1].split(")")[0])
+    assert 1 < rows <= 9
+    tails = [f"((W mod {rows}) eq {r})" for r in range(1, rows)]
+    assert all(t in text for t in tails), text[:2000]

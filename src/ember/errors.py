@@ -132,5 +132,11 @@ class ArtifactError(EmberError):
     code = "E303"
 
 
+class IndexOutOfRangeError(RuntimeError_):
+    """A kernel met an index, read from the inputs, outside the range of the axis it indexes."""
+
+    code = "E304"
+
+
 # The public name; the trailing underscore above only avoids shadowing the builtin in this file.
 EmberRuntimeError = RuntimeError_

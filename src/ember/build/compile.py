@@ -32,7 +32,8 @@ from ..symbolic import Sym, is_identifier
 from ..passes import fuse, optimize, plan_memory
 from ..passes import fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
 from ..target import Target, resolve
-from ..codegen.c import CGenerator, c_ident, c_type, dim_c, module_source, shape_function
+from ..codegen.c import (CHECK_ARG, CGenerator, c_ident, c_type, checked_call, dim_c, has_checks, module_source,
+                         shape_function)
 from ..tir.analysis import size_bounds
 from ..ops import get_op
 from ..ops.schedule_cpu import check_knobs
@@ -181,7 +182,10 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
             kernel_src.append(gen.kernel(f))
         args = [where(v) for v in grp.inputs] + [where(grp.output)]
         args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
-        entry.append(f"{f.name}({', '.join(args)});")
+        if has_checks(f.body):
+            entry.append(checked_call(f"{f.name}({', '.join(args + ['&' + CHECK_ARG])});"))
+        else:
+            entry.append(f"{f.name}({', '.join(args)});")
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
     # outputs not produced by a kernel (inputs, constants, or a value listed twice)
@@ -214,7 +218,7 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
                                   [(n, v.shape) for n, v in zip(out_names, g.outputs)],
                                   list(bounds), list(bounds.values()))
     source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
-                           [k.name for k in kernels] if profile else None, shapes_c)
+                           [k.name for k in kernels] if profile else None, shapes_c, gen.check_sites)
     return CompiledModel(g, groups, plan, source, bytes(blob), kernels)
 
 

@@ -3,7 +3,9 @@
 Vector code uses the C compiler's vector extensions (``vector_size``), so the same source
 serves AVX2 (8 floats), SSE and NEON (4 floats) depending on the target's vector width.
 A loop marked "parallel" at the top of a kernel is outlined into a task function that the
-runtime's thread pool runs in chunks (``ember_parallel_for``).
+runtime's thread pool runs in chunks (``ember_parallel_for``).  A kernel with run-time checks
+(``IndexCheck``) takes the run's ``ember_check`` as its last argument (see ember_kernel.h); the
+generator collects the checks' sites, which :func:`module_source` writes as a table.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import CodegenError
-from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
+from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Var,
                         COMPARISONS, is_float_dtype)
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from ..tir.analysis import size_vars_of, upper_bound
@@ -342,6 +344,9 @@ class CGenerator:
         self.lanes = lanes
         self.helpers: list[str] = []
         self.kernel_names: set[str] = set()
+        #: two strings per run-time check: where it is (node, op, kernel) and what it checks
+        self.check_sites: list[str] = []
+        self._kernel = ""
 
     # ---- names ---------------------------------------------------------------------------
 
@@ -392,6 +397,12 @@ class CGenerator:
             return self.const(e)
         if isinstance(e, Var):
             return self.name(ctx, e, e.name)
+        if isinstance(e, IndexCheck):
+            site = len(self.check_sites) // 2
+            where = f"{e.op or 'kernel'} node '{e.node}'" if e.node else "a kernel"
+            self.check_sites += [f"{where} (kernel '{self._kernel}')", e.what]
+            return (f"ember_index({CHECK_ARG}, {site}, {self.expr(e.index, ctx, guard)}, "
+                    f"{self.expr(e.extent, ctx, guard)})")
         if isinstance(e, Load):
             buf = self.name(ctx, e.buffer, e.buffer.name)
             if guard and not _in_bounds(e.index, 1, 1, e.buffer.size):
@@ -709,6 +720,10 @@ class CGenerator:
             f"  {'const ' if b.const else ''}{_ptr_type(b, sctx)}* restrict {n} = _c->{n};\n" for b, n in fields)
         unpack += "".join(f"  const int64_t {n} = _c->{n};\n" for _, n in sizes)
         fields = fields + sizes
+        if has_checks(s.body):
+            struct += f" ember_check* {CHECK_ARG};"
+            unpack += f"  ember_check* {CHECK_ARG} = _c->{CHECK_ARG};\n"
+            fields.append((None, CHECK_ARG))
         self.helpers.append(
             f"struct {task}_ctx {{{struct} }};\n"
             f"static void {task}(void* _vc, int64_t _begin, int64_t _end) {{\n"
@@ -735,12 +750,47 @@ class CGenerator:
             params.append(f"{'const ' if b.const else ''}{c_type(b.dtype)}* restrict {n}")
         for v in f.attrs.get("size_vars", ()):
             params.append(f"int64_t {self.name(ctx, v, v.name)}")
+        if has_checks(f.body):
+            params.append(f"ember_check* {CHECK_ARG}")
+        self._kernel = f.name
         body: list[str] = []
         start = len(self.helpers)
         self.stmt(f.body, ctx, "  ", body, 0, f.name)
         helpers = "".join(self.helpers[start:])
         comment = f"/* {f.comment} */\n" if f.comment else ""
         return (f"{helpers}{comment}static void {f.name}({', '.join(params)}) {{\n" + "\n".join(body) + "\n}\n")
+
+
+#: the name of a checking kernel's ember_check argument (names with "ember" are never a model's)
+CHECK_ARG = "ember_chk"
+
+
+def has_checks(s: Stmt) -> bool:
+    """Whether the statement holds run-time checks (so its kernel takes the ember_check)."""
+    from ..tir.analysis import rebuild
+
+    found = False
+
+    def go(x: Expr) -> Expr:
+        nonlocal found
+        if isinstance(x, IndexCheck):
+            found = True
+        elif not found:
+            rebuild(x, go)
+        return x
+
+    for _, e in _exprs_of(s):
+        go(e)
+        if found:
+            return True
+    return False
+
+
+def checked_call(call: str) -> str:
+    """The entry's line calling a kernel with checks (``call`` ends with its ``&ember_chk``
+    argument): after it, a failed check ends the run."""
+    return (f"{call} if (EMBER_UNLIKELY(ember_check_failed(&{CHECK_ARG}))) "
+            f"return ember_check_report(&{CHECK_ARG}, ember_check_sites);")
 
 
 def _in_bounds(base: Expr, stride: int, lanes: int, size) -> bool:
@@ -976,15 +1026,23 @@ def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tup
 
 
 def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: list[str], metadata: dict,
-                  arena_bytes: int, profile_names: list[str] | None = None, shapes_c: str = "") -> str:
+                  arena_bytes: int, profile_names: list[str] | None = None, shapes_c: str = "",
+                  check_sites: list[str] = ()) -> str:
     """The whole C translation unit of a compiled model; with ``profile_names``, every kernel
     call is timed (see :func:`profiled`).  ``shapes_c`` is the shape function of a model with
     symbolic dimensions (:func:`shape_function`); the entry reads the symbols' values from
-    ``syms``."""
+    ``syms``.  ``check_sites`` (``CGenerator.check_sites``) describe the kernels' run-time
+    checks: the entry then holds the run's ``ember_check``."""
     meta = json.dumps(metadata, separators=(",", ":"))
+    checks = ""
+    if check_sites:
+        checks = ("static const char* const ember_check_sites[] = {\n"
+                  + "".join(f"  {c_string(x)},\n" for x in check_sites) + "};\n")
     prof = ""
     if profile_names is not None:
         entry_body, prof = profiled(entry_body, profile_names)
+    if check_sites:
+        entry_body = [f"ember_check {CHECK_ARG} = {{0, 0, 0, 0}};"] + list(entry_body)
     return (
         f"/* Generated by Ember from model '{model_name}'. Do not edit. */\n"
         "#include \"ember_kernel.h\"\n#include <stdlib.h>\n\n"
@@ -994,6 +1052,7 @@ def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: l
         + f"const char ember_model_metadata[] = {c_string(meta)};\n"
         + f"const unsigned long long ember_model_arena_bytes = {arena_bytes}ULL;\n\n"
         + (shapes_c + "\n" if shapes_c else "")
+        + checks
         + "\n".join(kernels)
         + (_DYNAMIC_ENTRY if shapes_c else "")
         + f"\nint ember_model_entry{'_dynamic' if shapes_c else ''}(unsigned char* arena, void* const* inputs, "

@@ -62,6 +62,14 @@ EMBER_API int ember_num_outputs(void);
 EMBER_API const ember_tensor_info* ember_input_info(int i);   /* NULL if i is out of range */
 EMBER_API const ember_tensor_info* ember_output_info(int i);
 
+/* What ember_model_run and ember_model_run_dynamic return; on any failure ember_last_error()
+ * says what went wrong, and the outputs hold nothing meaningful. */
+#define EMBER_OK 0
+#define EMBER_ERROR (-1)          /* a bad call: a NULL argument, input shapes that do not fit, ... */
+#define EMBER_ERROR_INDEX (-2)    /* an index read from the inputs is out of range (a Gather's
+                                     indices, say): the message names the node, the op, the
+                                     index and the valid range; the kernels after it did not run */
+
 EMBER_API ember_model* ember_model_create(void);        /* NULL on failure (see ember_last_error) */
 EMBER_API int ember_model_run(ember_model* model, void* const* inputs, void* const* outputs);
 EMBER_API void ember_model_destroy(ember_model* model); /* NULL is allowed */

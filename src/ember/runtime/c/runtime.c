@@ -33,6 +33,28 @@ void ember_set_error(const char* fmt, ...) {
 
 const char* ember_last_error(void) { return tls_error; }
 
+/* ---- run-time checks of kernels ---------------------------------------------------------- */
+
+void ember_check_fail(ember_check* c, int site, int64_t value, int64_t extent) {
+    int none = 0;
+    if (__atomic_compare_exchange_n(&c->failed, &none, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        c->site = site;
+        c->value = value;
+        c->extent = extent;
+    }
+}
+
+int ember_check_report(const ember_check* c, const char* const* sites) {
+    const char* where = sites[2 * c->site];
+    const char* what = sites[2 * c->site + 1];
+    if (c->extent == 0)
+        ember_set_error("%s: index %lld into %s, which is empty", where, (long long)c->value, what);
+    else
+        ember_set_error("%s: index %lld is out of range [-%lld, %lld) for %s", where, (long long)c->value,
+                        (long long)c->extent, (long long)c->extent, what);
+    return EMBER_ERROR_INDEX;
+}
+
 /* ---- metadata ---------------------------------------------------------------------------- */
 
 static const struct { const char* name; int bytes; } DTYPES[] = {

@@ -51,8 +51,11 @@ typedef struct ember_tensor_info {
 } ember_tensor_info;
 
 EMBER_API int ember_abi_version(void);                  /* EMBER_ABI_VERSION of the artifact */
-/* 0 if this processor has every instruction-set feature the artifact was compiled for; else
- * -1, and ember_last_error() names the missing ones.  Call it before anything else. */
+/* 0 if this processor has every instruction-set extension the artifact's code may use (every
+ * one its compile flags enabled: with -march=native, all of the compiling processor's); else -1,
+ * and ember_last_error() names the missing ones.  Call it before anything else: code compiled for
+ * an extension the processor lacks dies of an illegal instruction.  x86 and aarch64 (Linux) are
+ * checked; on other architectures it returns 0. */
 EMBER_API int ember_cpu_check(void);
 EMBER_API const char* ember_metadata(void);             /* the model's JSON description */
 EMBER_API unsigned long long ember_arena_bytes(void);   /* scratch memory one instance holds */

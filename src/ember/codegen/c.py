@@ -347,6 +347,9 @@ class CGenerator:
         #: two strings per run-time check: where it is (node, op, kernel) and what it checks
         self.check_sites: list[str] = []
         self._kernel = ""
+        self._check_mode = "report"    # how IndexCheck is written now: "fast" or "report"
+        self._fast_checks = False      # whether a fast check was written (see _checked)
+        self._tasks: dict[int, tuple[str, str]] = {}   # parallel loop -> its task and context
 
     # ---- names ---------------------------------------------------------------------------
 
@@ -398,11 +401,14 @@ class CGenerator:
         if isinstance(e, Var):
             return self.name(ctx, e, e.name)
         if isinstance(e, IndexCheck):
+            i, n = self.expr(e.index, ctx, guard), self.expr(e.extent, ctx, guard)
+            if self._check_mode == "fast":
+                self._fast_checks = True
+                return f"ember_index_fast({i}, {n}, &{BAD_FLAG})"
             site = len(self.check_sites) // 2
             where = f"{e.op or 'kernel'} node '{e.node}'" if e.node else "a kernel"
             self.check_sites += [f"{where} (kernel '{self._kernel}')", e.what]
-            return (f"ember_index({CHECK_ARG}, {site}, {self.expr(e.index, ctx, guard)}, "
-                    f"{self.expr(e.extent, ctx, guard)})")
+            return f"ember_index({CHECK_ARG}, {site}, {i}, {n})"
         if isinstance(e, Load):
             buf = self.name(ctx, e.buffer, e.buffer.name)
             if guard and not _in_bounds(e.index, 1, 1, e.buffer.size):
@@ -698,8 +704,33 @@ class CGenerator:
         else:
             raise CodegenError(f"cannot generate C for {type(s).__name__}")
 
+    def _checked(self, emit, ind: str) -> list[str]:
+        """The lines ``emit(ind)`` writes, with run-time checks in their fast form (an index out
+        of range only sets a local flag, so loops stay branch-free and vectorizable); when it
+        wrote any, followed by the same code with the checks in their reporting form, run only
+        when the flag was set, to find the index that failed and record it (the code computes
+        nothing else differently: its inputs are unchanged, so it meets the same indices)."""
+        outer = (self._check_mode, self._fast_checks)
+        self._check_mode, self._fast_checks = "fast", False
+        try:
+            fast = emit(ind)
+            if not self._fast_checks:
+                return fast
+            self._check_mode = "report"
+            report = emit(ind + "  ")
+        finally:
+            self._check_mode, self._fast_checks = outer
+        return [f"{ind}int64_t {BAD_FLAG} = 0;", *fast,
+                f"{ind}if (EMBER_UNLIKELY({BAD_FLAG})) {{  /* an index was out of range: find and record it */",
+                *report, f"{ind}}}"]
+
     def parallel(self, s: For, ctx: _Ctx, ind: str, out: list[str], fname: str) -> None:
         """Outline the body of a parallel loop into a task run by the thread pool."""
+        if id(s) in self._tasks:      # written again (the reporting copy of a checked body)
+            task, init = self._tasks[id(s)]
+            out.append(f"{ind}{{ struct {task}_ctx _ctx = {{{init}}};")
+            out.append(f"{ind}  ember_parallel_for({self.extent(s.extent, ctx)}, {task}, &_ctx); }}")
+            return
         bufs = _buffers_used(s.body)
         task = f"ember_task{len(self.helpers)}_{fname}"
         fields = []
@@ -709,11 +740,14 @@ class CGenerator:
         sizes = [(v, self.name(ctx, v, v.name)) for v in size_vars_of(s.body)]
         sctx = _Ctx(names={b: n for b, n in fields + sizes}, used={n for _, n in fields + sizes},
                     vec_locals=set(ctx.vec_locals))
-        body: list[str] = []
         v = self.name(sctx, s.var, s.var.name)
-        body.append(f"  for (int64_t {v} = _begin; {v} < _end; ++{v}) {{")
-        self.stmt(s.body, sctx, "    ", body, 1, task)
-        body.append("  }")
+
+        def emit(ind: str) -> list[str]:
+            lines = [f"{ind}for (int64_t {v} = _begin; {v} < _end; ++{v}) {{"]
+            self.stmt(s.body, sctx, ind + "  ", lines, 1, task)
+            return lines + [f"{ind}}}"]
+
+        body = self._checked(emit, "  ")
         struct = "".join(f" {'const ' if b.const else ''}{_ptr_type(b, sctx)}* {n};" for b, n in fields)
         struct += "".join(f" int64_t {n};" for _, n in sizes)
         unpack = "".join(
@@ -729,6 +763,7 @@ class CGenerator:
             f"static void {task}(void* _vc, int64_t _begin, int64_t _end) {{\n"
             f"  const struct {task}_ctx* _c = (const struct {task}_ctx*)_vc;\n{unpack}" + "\n".join(body) + "\n}\n")
         init = ", ".join(f"{n}" for _, n in fields)
+        self._tasks[id(s)] = (task, init)
         out.append(f"{ind}{{ struct {task}_ctx _ctx = {{{init}}};")
         out.append(f"{ind}  ember_parallel_for({self.extent(s.extent, ctx)}, {task}, &_ctx); }}")
 
@@ -753,9 +788,15 @@ class CGenerator:
         if has_checks(f.body):
             params.append(f"ember_check* {CHECK_ARG}")
         self._kernel = f.name
-        body: list[str] = []
+        self._tasks = {}
         start = len(self.helpers)
-        self.stmt(f.body, ctx, "  ", body, 0, f.name)
+
+        def emit(ind: str) -> list[str]:
+            lines: list[str] = []
+            self.stmt(f.body, ctx, ind, lines, 0, f.name)
+            return lines
+
+        body = self._checked(emit, "  ")
         helpers = "".join(self.helpers[start:])
         comment = f"/* {f.comment} */\n" if f.comment else ""
         return (f"{helpers}{comment}static void {f.name}({', '.join(params)}) {{\n" + "\n".join(body) + "\n}\n")
@@ -763,6 +804,8 @@ class CGenerator:
 
 #: the name of a checking kernel's ember_check argument (names with "ember" are never a model's)
 CHECK_ARG = "ember_chk"
+#: the local flag the fast form of the checks sets
+BAD_FLAG = "ember_bad"
 
 
 def has_checks(s: Stmt) -> bool:

@@ -51,7 +51,9 @@
  * checks every such index (ember_index below).  The entry holds one ember_check per run, zeroed,
  * and passes its address to each kernel that checks, as the kernel's last argument; a failing
  * check records itself there (the first one of the run wins, from any thread of a parallel loop)
- * and the kernel carries on with a safe value.  After each such kernel the entry tests
+ * and the kernel carries on with a safe value (kernels first run with ember_index_fast, which
+ * only sets a local flag, and run again with ember_index when it is set).  After each such
+ * kernel the entry tests
  * ember_check_failed() and, when it is set, skips the remaining kernels and returns
  * ember_check_report(): the error message names the check's site (the generated table of site
  * strings, two per site: where, and what the index is for) and the value it refused.
@@ -122,6 +124,16 @@ EMBER_HIDDEN void ember_check_fail(ember_check* c, int site, int64_t value, int6
 EMBER_HIDDEN int ember_check_report(const ember_check* c, const char* const* sites);
 
 static inline int ember_check_failed(const ember_check* c) { return __atomic_load_n(&c->failed, __ATOMIC_ACQUIRE); }
+
+/* ember_index without the recording: a failed check sets *bad and gives 0.  Branch-free, so
+ * loops of gathers stay vectorizable; a kernel writes its code with it and runs the code again
+ * with ember_index only when *bad was set, to find which index failed. */
+static inline int64_t ember_index_fast(int64_t i, int64_t n, int64_t* bad) {
+    int64_t w = i < 0 ? i + n : i;
+    int64_t ok = (uint64_t)w < (uint64_t)n;
+    *bad |= ok ^ 1;
+    return ok ? w : 0;
+}
 
 /* An index into an axis of n elements, negative ones counted from the end once: i + n for
  * i in [-n, 0), i for i in [0, n).  Any other i fails the check and gives 0 (an element that

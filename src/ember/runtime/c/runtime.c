@@ -614,9 +614,31 @@ void ember_model_destroy(ember_model* m) {
     } while (0)
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define EMBER_BASELINE __attribute__((target("arch=x86-64")))
+#else
+#define EMBER_BASELINE
+#endif
+
+#if defined(__x86_64__) || defined(__aarch64__)
+/* The check's verdict: missing extensions first, then ones nothing could test. */
+EMBER_BASELINE static int cpu_verdict(const char* missing, const char* unknown) {
+    if (missing[0]) {
+        ember_set_error("this artifact was compiled for a processor with %s, which this one lacks", missing);
+        return -1;
+    }
+    if (unknown[0]) {
+        ember_set_error("this artifact was compiled for a processor with %s, which Ember cannot detect; "
+                        "compile it with flags that leave them out", unknown);
+        return -1;
+    }
+    return 0;
+}
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 
-__attribute__((target("arch=x86-64"))) static unsigned long long xcr0(void) {
+EMBER_BASELINE static unsigned long long xcr0(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;   /* no OSXSAVE: no XGETBV */
     unsigned lo, hi;
@@ -626,15 +648,14 @@ __attribute__((target("arch=x86-64"))) static unsigned long long xcr0(void) {
 
 /* Whether CPUID leaf.subleaf has the bit in register reg (0 eax .. 3 edx) and the OS enables
  * the register state (XCR0 bits) the extension needs. */
-__attribute__((target("arch=x86-64"))) static int cpuid_has(unsigned leaf, unsigned subleaf, int reg, int bit,
-                                                            unsigned long long state) {
+__attribute__((unused)) EMBER_BASELINE static int cpuid_has(unsigned leaf, unsigned subleaf, int reg, int bit, unsigned long long state) {
     unsigned r[4];
     if (!__get_cpuid_count(leaf, subleaf, &r[0], &r[1], &r[2], &r[3])) return 0;
     if (!(r[reg] & (1u << bit))) return 0;
     return (xcr0() & state) == state;
 }
 
-__attribute__((target("arch=x86-64"))) int ember_cpu_check(void) {
+EMBER_BASELINE int ember_cpu_check(void) {
     char missing[512];   /* no initializer: it could become wide vector stores */
     int n = 0;
     missing[0] = 0;
@@ -645,17 +666,8 @@ __attribute__((target("arch=x86-64"))) int ember_cpu_check(void) {
     EMBER_CPU_CPUID(CPUID)
 #undef BUILTIN
 #undef CPUID
-    const char* unknown = EMBER_CPU_UNKNOWN;
-    if (n) {
-        ember_set_error("this artifact was compiled for a processor with %s, which this one lacks", missing);
-        return -1;
-    }
-    if (unknown[0]) {
-        ember_set_error("this artifact was compiled for a processor with %s, which Ember cannot detect; "
-                        "compile it with flags that leave them out (-mno-...)", unknown);
-        return -1;
-    }
-    return 0;
+    (void)n;
+    return cpu_verdict(missing, EMBER_CPU_UNKNOWN);
 }
 #elif defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
@@ -667,17 +679,8 @@ int ember_cpu_check(void) {
 #define HWCAP(name, word, bit) if (!(getauxval(word) & (1ull << (bit)))) MISSING(name);
     EMBER_CPU_HWCAP(HWCAP)
 #undef HWCAP
-    const char* unknown = EMBER_CPU_UNKNOWN;
-    if (n) {
-        ember_set_error("this artifact was compiled for a processor with %s, which this one lacks", missing);
-        return -1;
-    }
-    if (unknown[0]) {
-        ember_set_error("this artifact was compiled for a processor with %s, which Ember cannot detect; "
-                        "compile it with flags that leave them out", unknown);
-        return -1;
-    }
-    return 0;
+    (void)n;
+    return cpu_verdict(missing, EMBER_CPU_UNKNOWN);
 }
 #else
 /* Other architectures: no check (the artifact must run on the kind of processor it was built for). */

@@ -136,7 +136,8 @@ def test_symbolic_axis():
     for n in (1, 5, 16):
         x = np.arange(n * 4, dtype=np.float32).reshape(n, 4)
         _agree(model, m, {"x": x, "i": np.array([0, n - 1, -n], np.int64)})
-        with pytest.raises(IndexOutOfRangeError, match=rf"index {n} is out of range \[-{n}, {n}\)"):
+        with pytest.raises(IndexOutOfRangeError, match=rf"index {n} is out of range \[-{n}, {n}\) for axis 0 of the "
+                                                        r"data \[n, 4\]"):
             m.run({"x": x, "i": np.array([0, n, 0], np.int64)})
     with pytest.raises(IndexOutOfRangeError, match="which is empty"):
         m.run({"x": np.zeros((0, 4), np.float32), "i": np.array([0, 0, 0], np.int64)})

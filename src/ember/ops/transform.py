@@ -368,7 +368,7 @@ class Gather(Op):
         if idx.size and (idx.min() < -n or idx.max() >= n):
             bad = int(idx.reshape(-1)[np.flatnonzero((idx.reshape(-1) < -n) | (idx.reshape(-1) >= n))[0]])
             raise IndexOutOfRangeError(f"index {bad} is out of range [-{n}, {n}) for axis {ax} of the data "
-                                       f"{list(x.shape)}", op=self.name)
+                                       f"[{', '.join(str(d) for d in x.shape)}]", op=self.name)
         return np.take(x, np.where(idx < 0, idx + n, idx), axis=ax)
 
     def compute(self, a, x, idx):
@@ -376,7 +376,7 @@ class Gather(Op):
         ir = len(idx.shape)
         shape = tuple(x.shape[:ax]) + tuple(idx.shape) + tuple(x.shape[ax + 1:])
         n = x.shape[ax]
-        what = f"axis {ax} of the data {list(x.shape)}"
+        what = f"axis {ax} of the data [{', '.join(str(d) for d in x.shape)}]"
 
         def f(*i):
             # an index outside [-n, n) is an error of the run; the kernel goes on with 0

@@ -157,5 +157,11 @@ class RuntimeLimitError(RuntimeError_):
         super().__init__(message, node=node, op=op)
 
 
+class IndexOutOfRangeError(RuntimeError_):
+    """A kernel met an index, read from the inputs, outside the range of the axis it indexes."""
+
+    code = "E305"
+
+
 # The public name; the trailing underscore above only avoids shadowing the builtin in this file.
 EmberRuntimeError = RuntimeError_

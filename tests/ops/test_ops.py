@@ -477,6 +477,17 @@ def _gather(batch):
                                                               c.input((4,), "int64", data=[-6, 5, 0, -1])]))
 
 
+@cases("check_index")
+def _check_index(batch):
+    for ishape, dims in [((6,), (5,)), ((3, 4), (7,)), ((4, 2), (3, 5)), ((2, 3, 3), (2, 4, 6)), ((0,), (3,))]:
+        for idt in ("int64", "int32"):
+            n = min(dims)
+            batch.case(f"check_index {idt}{list(ishape)} dims={list(dims)}",
+                       lambda c, ishape=ishape, dims=dims, idt=idt, n=n:
+                       c.op("check_index", [c.input(ishape, idt, low=-n, high=n)], dims=dims,
+                            what=tuple(f"axis {k}" for k in range(len(dims)))))
+
+
 @cases("arange")
 def _arange(batch):
     # static lengths here; symbolic lengths and starts in tests/te/test_symbolic_kernels.py
@@ -976,10 +987,11 @@ def test_kernels_memory_safe(op):
     batch_kernels_safe(batch)
 
 
-def test_gather_with_bad_indices_does_not_crash():
-    """Indices out of [-n, n) at run time (the reference rejects them) must not make the
-    compiled code read outside the data: they are clamped."""
+def test_gather_with_bad_indices_is_an_error():
+    """Indices out of [-n, n) at run time (the reference rejects them) are an error of the run,
+    as in onnxruntime, whichever element holds them; in range, the same module is right."""
     import ember
+    from ember.errors import IndexOutOfRangeError
     from ember.graph import GraphBuilder, TensorType
 
     b = GraphBuilder("bad_gather")
@@ -987,10 +999,14 @@ def test_gather_with_bad_indices_does_not_crash():
     i = b.input("i", TensorType((7,), "int64"))
     mod = ember.compile(b.finish([b.op("relu", [b.op("gather", [x, i], axis=0)])]), cflags=("-O1",))
     data = np.arange(5 * 64, dtype=np.float32).reshape(5, 64)
-    bad = np.array([-(1 << 62), -6, 5, 1 << 40, 0, -1, 1 << 62], dtype=np.int64)
-    out = mod(data, bad)
-    np.testing.assert_array_equal(out[[4, 5]], data[[0, 4]])       # the valid ones are right
-    assert all(any(np.array_equal(row, d) for d in data) for row in out)   # the others read some row
+    for bad in (-(1 << 62), -6, 5, 1 << 40, 1 << 62, -(1 << 63)):
+        for at in (0, 6):
+            idx = np.array([0, -1, 4, -5, 2, 1, 3], dtype=np.int64)
+            idx[at] = bad
+            with pytest.raises(IndexOutOfRangeError, match=rf"gather node .*index {bad} is out of range \[-5, 5\)"):
+                mod(data, idx)
+    good = np.array([0, -1, 4, -5, 2, 1, 3], dtype=np.int64)
+    np.testing.assert_array_equal(mod(data, good), data[[0, 4, 4, 0, 2, 1, 3]])
 
 
 def test_cast_type_rule():

@@ -11,6 +11,10 @@ as :class:`KernelFault`:
   local buffer allocated outside it (a data race);
 * (with ``check_coverage``) an element of the output that no store wrote.
 
+A failed run-time check (``IndexCheck``: an index outside [-extent, extent)) is no fault: as in
+C, the kernel goes on with index 0, and the failure is recorded in ``Interpreter.failed_checks``
+(``run_kernel(..., failed_checks=[])`` collects them: (check, index, extent) triples).
+
 It is slow (one Python step per scalar operation): use it on small kernels.
 """
 
@@ -20,8 +24,8 @@ import math
 
 import numpy as np
 
-from ember.tir.expr import (NARROW_FLOAT_DTYPES, NARROW_INT_DTYPES, BinOp, Broadcast, Call, Cast, Const, Load, Not,
-                            Ramp, Select, Var)
+from ember.tir.expr import (NARROW_FLOAT_DTYPES, NARROW_INT_DTYPES, BinOp, Broadcast, Call, Cast, Const, IndexCheck,
+                            Load, Not, Ramp, Select, Var)
 from ember.tir.stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Store
 
 
@@ -113,6 +117,7 @@ class Interpreter:
         self.in_parallel = False
         self.depth = 0
         self.steps = 0
+        self.failed_checks: list = []
 
     def fault(self, msg: str):
         raise KernelFault(f"kernel {self.f.name}: {msg}")
@@ -252,6 +257,15 @@ class Interpreter:
                 return self.expr(e.t if cv else e.f, guarded)
             t, f = self.expr(e.t, True), self.expr(e.f, True)
             return np.where(c, t, f)
+        if isinstance(e, IndexCheck):
+            i, n = self.expr(e.index, guarded), self.expr(e.extent, guarded)
+            if np.ndim(i) or np.ndim(n):
+                self.fault("a vector index check (checks are scalar)")
+            w = np.int64(i) + np.int64(n) if i < 0 else np.int64(i)
+            if not 0 <= w < n:
+                self.failed_checks.append((e, int(i), int(n)))
+                return np.int64(0)
+            return w
         if isinstance(e, Call):
             args = [self.expr(a, guarded) for a in e.args]
             fn = _CALLS.get(e.fn)
@@ -262,11 +276,15 @@ class Interpreter:
         self.fault(f"unknown expression {type(e).__name__}")
 
 
-def run_kernel(f: PrimFunc, arrays: list[np.ndarray], check_coverage: bool = True) -> list[np.ndarray]:
+def run_kernel(f: PrimFunc, arrays: list[np.ndarray], check_coverage: bool = True,
+               failed_checks: list | None = None) -> list[np.ndarray]:
     """Run ``f`` on ``arrays`` (one per parameter, flattened as needed); returns the final
-    contents of every parameter.  Raises :class:`KernelFault` on a memory-safety problem."""
+    contents of every parameter.  Raises :class:`KernelFault` on a memory-safety problem.
+    Failed run-time checks are appended to ``failed_checks`` when it is given."""
     it = Interpreter(f, arrays)
     it.run()
+    if failed_checks is not None:
+        failed_checks += it.failed_checks
     if check_coverage:
         out = it.bufs[id(f.params[-1])]
         if out.data.size and not out.written.all():

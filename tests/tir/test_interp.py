@@ -95,3 +95,17 @@ def test_variable_outside_its_loop():
     with pytest.raises(KernelFault, match="outside its loop"):
         run_kernel(PrimFunc("k", [out], Store(out, Const(0), binop("add", Const(0.0, "float32"),
                                                                   Load(out, v)))), [np.zeros(1)])
+
+
+def test_index_checks_wrap_once_and_record_failures():
+    """IndexCheck: negative indices count from the end once; outside [-n, n) the kernel goes on
+    with index 0 (so it stays inside the data) and the failure is recorded, not a fault."""
+    from ember.tir.expr import IndexCheck
+
+    data, idx, out = Buffer("d", "float32", 5, const=True), Buffer("i", "int64", 6, const=True), Buffer("o", "float32", 6)
+    f = PrimFunc("k", [data, idx, out], _loop("j", 6, lambda j: Store(
+        out, j, Load(data, IndexCheck(Load(idx, j), Const(5), "axis 0 of the data")))))
+    failed = []
+    _, _, got = run_kernel(f, [np.arange(5.0), np.array([0, 4, -1, -5, 5, -6]), np.zeros(6)], failed_checks=failed)
+    np.testing.assert_array_equal(got, [0, 4, 4, 0, 0, 0])
+    assert [(v, n) for _, v, n in failed] == [(5, 5), (-6, 5)]

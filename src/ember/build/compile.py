@@ -38,7 +38,8 @@ from ..passes import fuse, optimize, plan_memory
 from ..passes.base import paused_gc
 from ..passes import fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
 from ..target import Target, resolve
-from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, module_source, shape_function
+from ..codegen.c import (CHECK_ARG, CGenerator, buffer_table, c_ident, c_type, checked_call, dim_c, has_checks,
+                         module_source, shape_function)
 from ..tir.analysis import size_bounds
 from ..ops import get_op
 from ..ops.schedule_cpu import check_knobs
@@ -202,7 +203,10 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             kernel_src.append(gen.kernel(f))
         args = [where(v) for v in grp.inputs] + [where(grp.output)]
         args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
-        entry.append(f"{f.name}({', '.join(args)});")
+        if has_checks(f.body):
+            entry.append(checked_call(f"{f.name}({', '.join(args + ['&' + CHECK_ARG])});"))
+        else:
+            entry.append(f"{f.name}({', '.join(args)});")
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
 
@@ -243,7 +247,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
                                   list(bounds), list(bounds.values()), limits)
         shapes_c += buffer_table(list(buffer_index), plan, sym_index)
     source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
-                           [k.name for k in kernels] if profile else None, shapes_c)
+                           [k.name for k in kernels] if profile else None, shapes_c, gen.check_sites)
     return CompiledModel(g, groups, plan, source, bytes(blob), kernels)
 
 

@@ -15,11 +15,12 @@ from ..graph.ir import Value
 from ..ops import get_op
 from ..ops.schedule_cpu import default_schedule
 from ..passes.fusion import Group
-from ..te import placeholder
+from ..te import placeholder, walk
 from ..te.lower import lower
 from ..te.schedule import create_schedule
 from ..symbolic import SymbolicError
 from ..tir.analysis import size_bounds, size_vars_of
+from ..tir.expr import IndexCheck
 from ..tir.stmt import PrimFunc
 from ..tir.transform import optimize
 
@@ -27,6 +28,22 @@ from ..tir.transform import optimize
 def describe_nodes(group: Group) -> str:
     names = ", ".join(f"{n.op} '{n.name}'" for n in group.nodes)
     return f"{group.name}: fuses {names}"
+
+
+def _name_checks(outs, known: set, node) -> None:
+    """Name ``node`` in the run-time checks of the tensors its compute made (those that are
+    not ``known``, the group's inputs and earlier nodes' results), so a failure names it."""
+    todo = [t for t in outs if t.uid not in known]
+    seen = set(known)
+    while todo:
+        t = todo.pop()
+        if t.uid in seen or t.body is None:
+            continue
+        seen.add(t.uid)
+        for e in walk(t.body):
+            if isinstance(e, IndexCheck) and not e.node:
+                e.node, e.op = node.name, node.op
+        todo += [x for x in t.inputs() if x.uid not in seen]
 
 
 def group_kernel(group: Group, target, param_names: dict[Value, str] | None = None,
@@ -57,6 +74,7 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None) ->
                                f"({', '.join(str(v.type) for v in node.inputs)}): {e}",
                                node=node.name, op=node.op) from None
         outs = out if isinstance(out, (list, tuple)) else [out]
+        _name_checks(outs, set(t.uid for t in env.values()), node)
         for v, t in zip(node.outputs, outs):
             env[v] = t
         if node is lead:

@@ -3,7 +3,9 @@
 Vector code uses the C compiler's vector extensions (``vector_size``), so the same source
 serves AVX2 (8 floats), SSE and NEON (4 floats) depending on the target's vector width.
 A loop marked "parallel" at the top of a kernel is outlined into a task function that the
-runtime's thread pool runs in chunks (``ember_parallel_for``).
+runtime's thread pool runs in chunks (``ember_parallel_for``).  A kernel with run-time checks
+(``IndexCheck``) takes the run's ``ember_check`` as its last argument (see ember_kernel.h); the
+generator collects the checks' sites, which :func:`module_source` writes as a table.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import CodegenError
-from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
+from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Var,
                         COMPARISONS, is_float_dtype)
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from ..tir.analysis import planned_extent, size_vars_of, upper_bound
@@ -342,6 +344,12 @@ class CGenerator:
         self.lanes = lanes
         self.helpers: list[str] = []
         self.kernel_names: set[str] = set()
+        #: two strings per run-time check: where it is (node, op, kernel) and what it checks
+        self.check_sites: list[str] = []
+        self._kernel = ""
+        self._check_mode = "report"    # how IndexCheck is written now: "fast" or "report"
+        self._fast_checks = False      # whether a fast check was written (see _checked)
+        self._tasks: dict[int, tuple[str, str]] = {}   # parallel loop -> its task and context
 
     # ---- names ---------------------------------------------------------------------------
 
@@ -392,6 +400,15 @@ class CGenerator:
             return self.const(e)
         if isinstance(e, Var):
             return self.name(ctx, e, e.name)
+        if isinstance(e, IndexCheck):
+            i, n = self.expr(e.index, ctx, guard), self.expr(e.extent, ctx, guard)
+            if self._check_mode == "fast":
+                self._fast_checks = True
+                return f"ember_index_fast({i}, {n}, &{BAD_FLAG})"
+            site = len(self.check_sites) // 2
+            where = f"{e.op or 'kernel'} node '{e.node}'" if e.node else "a kernel"
+            self.check_sites += [f"{where} (kernel '{self._kernel}')", e.what]
+            return f"ember_index({CHECK_ARG}, {site}, {i}, {n})"
         if isinstance(e, Load):
             buf = self.name(ctx, e.buffer, e.buffer.name)
             if guard and not _in_bounds(e.index, 1, 1, e.buffer.size):
@@ -700,8 +717,33 @@ class CGenerator:
         else:
             raise CodegenError(f"cannot generate C for {type(s).__name__}")
 
+    def _checked(self, emit, ind: str) -> list[str]:
+        """The lines ``emit(ind)`` writes, with run-time checks in their fast form (an index out
+        of range only sets a local flag, so loops stay branch-free and vectorizable); when it
+        wrote any, followed by the same code with the checks in their reporting form, run only
+        when the flag was set, to find the index that failed and record it (the code computes
+        nothing else differently: its inputs are unchanged, so it meets the same indices)."""
+        outer = (self._check_mode, self._fast_checks)
+        self._check_mode, self._fast_checks = "fast", False
+        try:
+            fast = emit(ind)
+            if not self._fast_checks:
+                return fast
+            self._check_mode = "report"
+            report = emit(ind + "  ")
+        finally:
+            self._check_mode, self._fast_checks = outer
+        return [f"{ind}int64_t {BAD_FLAG} = 0;", *fast,
+                f"{ind}if (EMBER_UNLIKELY({BAD_FLAG})) {{  /* an index was out of range: find and record it */",
+                *report, f"{ind}}}"]
+
     def parallel(self, s: For, ctx: _Ctx, ind: str, out: list[str], fname: str) -> None:
         """Outline the body of a parallel loop into a task run by the thread pool."""
+        if id(s) in self._tasks:      # written again (the reporting copy of a checked body)
+            task, init = self._tasks[id(s)]
+            out.append(f"{ind}{{ struct {task}_ctx _ctx = {{{init}}};")
+            out.append(f"{ind}  ember_parallel_for({self.extent(s.extent, ctx)}, {task}, &_ctx); }}")
+            return
         bufs = _buffers_used(s.body)
         task = f"ember_task{len(self.helpers)}_{fname}"
         fields = []
@@ -711,22 +753,30 @@ class CGenerator:
         sizes = [(v, self.name(ctx, v, v.name)) for v in size_vars_of(s.body)]
         sctx = _Ctx(names={b: n for b, n in fields + sizes}, used={n for _, n in fields + sizes},
                     vec_locals=set(ctx.vec_locals))
-        body: list[str] = []
         v = self.name(sctx, s.var, s.var.name)
-        body.append(f"  for (int64_t {v} = _begin; {v} < _end; ++{v}) {{")
-        self.stmt(s.body, sctx, "    ", body, 1, task)
-        body.append("  }")
+
+        def emit(ind: str) -> list[str]:
+            lines = [f"{ind}for (int64_t {v} = _begin; {v} < _end; ++{v}) {{"]
+            self.stmt(s.body, sctx, ind + "  ", lines, 1, task)
+            return lines + [f"{ind}}}"]
+
+        body = self._checked(emit, "  ")
         struct = "".join(f" {'const ' if b.const else ''}{_ptr_type(b, sctx)}* {n};" for b, n in fields)
         struct += "".join(f" int64_t {n};" for _, n in sizes)
         unpack = "".join(
             f"  {'const ' if b.const else ''}{_ptr_type(b, sctx)}* restrict {n} = _c->{n};\n" for b, n in fields)
         unpack += "".join(f"  const int64_t {n} = _c->{n};\n" for _, n in sizes)
         fields = fields + sizes
+        if has_checks(s.body):
+            struct += f" ember_check* {CHECK_ARG};"
+            unpack += f"  ember_check* {CHECK_ARG} = _c->{CHECK_ARG};\n"
+            fields.append((None, CHECK_ARG))
         self.helpers.append(
             f"struct {task}_ctx {{{struct} }};\n"
             f"static void {task}(void* _vc, int64_t _begin, int64_t _end) {{\n"
             f"  const struct {task}_ctx* _c = (const struct {task}_ctx*)_vc;\n{unpack}" + "\n".join(body) + "\n}\n")
         init = ", ".join(f"{n}" for _, n in fields)
+        self._tasks[id(s)] = (task, init)
         out.append(f"{ind}{{ struct {task}_ctx _ctx = {{{init}}};")
         out.append(f"{ind}  ember_parallel_for({self.extent(s.extent, ctx)}, {task}, &_ctx); }}")
 
@@ -748,12 +798,55 @@ class CGenerator:
             params.append(f"{'const ' if b.const else ''}{c_type(b.dtype)}* restrict {n}")
         for v in f.attrs.get("size_vars", ()):
             params.append(f"int64_t {self.name(ctx, v, v.name)}")
-        body: list[str] = []
+        if has_checks(f.body):
+            params.append(f"ember_check* {CHECK_ARG}")
+        self._kernel = f.name
+        self._tasks = {}
         start = len(self.helpers)
-        self.stmt(f.body, ctx, "  ", body, 0, f.name)
+
+        def emit(ind: str) -> list[str]:
+            lines: list[str] = []
+            self.stmt(f.body, ctx, ind, lines, 0, f.name)
+            return lines
+
+        body = self._checked(emit, "  ")
         helpers = "".join(self.helpers[start:])
         comment = f"/* {f.comment} */\n" if f.comment else ""
         return (f"{helpers}{comment}static void {f.name}({', '.join(params)}) {{\n" + "\n".join(body) + "\n}\n")
+
+
+#: the name of a checking kernel's ember_check argument (names with "ember" are never a model's)
+CHECK_ARG = "ember_chk"
+#: the local flag the fast form of the checks sets
+BAD_FLAG = "ember_bad"
+
+
+def has_checks(s: Stmt) -> bool:
+    """Whether the statement holds run-time checks (so its kernel takes the ember_check)."""
+    from ..tir.analysis import rebuild
+
+    found = False
+
+    def go(x: Expr) -> Expr:
+        nonlocal found
+        if isinstance(x, IndexCheck):
+            found = True
+        elif not found:
+            rebuild(x, go)
+        return x
+
+    for _, e in _exprs_of(s):
+        go(e)
+        if found:
+            return True
+    return False
+
+
+def checked_call(call: str) -> str:
+    """The entry's line calling a kernel with checks (``call`` ends with its ``&ember_chk``
+    argument): after it, a failed check ends the run."""
+    return (f"{call} if (EMBER_UNLIKELY(ember_check_failed(&{CHECK_ARG}))) "
+            f"return ember_check_report(&{CHECK_ARG}, ember_check_sites);")
 
 
 def _in_bounds(base: Expr, stride: int, lanes: int, size) -> bool:
@@ -1030,15 +1123,23 @@ def buffer_table(buffers: list, plan, sym_index: dict) -> str:
 
 
 def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: list[str], metadata: dict,
-                  arena_bytes: int, profile_names: list[str] | None = None, shapes_c: str = "") -> str:
+                  arena_bytes: int, profile_names: list[str] | None = None, shapes_c: str = "",
+                  check_sites: list[str] = ()) -> str:
     """The whole C translation unit of a compiled model; with ``profile_names``, every kernel
     call is timed (see :func:`profiled`).  ``shapes_c`` is the shape function of a model with
     symbolic dimensions (:func:`shape_function`); the entry reads the symbols' values from
-    ``syms``."""
+    ``syms``.  ``check_sites`` (``CGenerator.check_sites``) describe the kernels' run-time
+    checks: the entry then holds the run's ``ember_check``."""
     meta = json.dumps(metadata, separators=(",", ":"))
+    checks = ""
+    if check_sites:
+        checks = ("static const char* const ember_check_sites[] = {\n"
+                  + "".join(f"  {c_string(x)},\n" for x in check_sites) + "};\n")
     prof = ""
     if profile_names is not None:
         entry_body, prof = profiled(entry_body, profile_names)
+    if check_sites:
+        entry_body = [f"ember_check {CHECK_ARG} = {{0, 0, 0, 0}};"] + list(entry_body)
     return (
         f"/* Generated by Ember from model '{model_name}'. Do not edit. */\n"
         "#include \"ember_kernel.h\"\n#include <stdlib.h>\n\n"
@@ -1048,6 +1149,7 @@ def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: l
         + f"const char ember_model_metadata[] = {c_string(meta)};\n"
         + f"const unsigned long long ember_model_arena_bytes = {arena_bytes}ULL;\n\n"
         + (shapes_c + "\n" if shapes_c else "")
+        + checks
         + "\n".join(kernels)
         + (_DYNAMIC_ENTRY if shapes_c else "")
         + f"\nint ember_model_entry{'_dynamic' if shapes_c else ''}(unsigned char* arena, void* const* inputs, "

@@ -1,11 +1,13 @@
 """Injective ops that move data without arithmetic: reshape, transpose, slice, concat, pad,
-broadcast_to, gather; and arange, the index sequence whose length may be symbolic."""
+broadcast_to, gather; check_index, the run-time check of indices computed from data; and
+arange, the index sequence whose length may be symbolic."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .. import te
+from ..errors import IndexOutOfRangeError
 from ..graph.types import TensorType, is_int, is_float, np_dtype, DTYPES
 from ..symbolic import Sym, compare
 from .base import Op, Pattern, REQUIRED, register
@@ -364,7 +366,9 @@ class Gather(Op):
         ax = a["axis"] % x.ndim
         n = x.shape[ax]
         if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise self.fail(f"index out of range [-{n}, {n}) on axis {ax}")
+            bad = int(idx.reshape(-1)[np.flatnonzero((idx.reshape(-1) < -n) | (idx.reshape(-1) >= n))[0]])
+            raise IndexOutOfRangeError(f"index {bad} is out of range [-{n}, {n}) for axis {ax} of the data "
+                                       f"[{', '.join(str(d) for d in x.shape)}]", op=self.name)
         return np.take(x, np.where(idx < 0, idx + n, idx), axis=ax)
 
     def compute(self, a, x, idx):
@@ -372,16 +376,72 @@ class Gather(Op):
         ir = len(idx.shape)
         shape = tuple(x.shape[:ax]) + tuple(idx.shape) + tuple(x.shape[ax + 1:])
         n = x.shape[ax]
+        what = f"axis {ax} of the data [{', '.join(str(d) for d in x.shape)}]"
 
         def f(*i):
-            j = te.cast("int64", idx[i[ax:ax + ir]])
-            j = te.select(te.lt(j, te.const(0, "int64")), j + n, j)
-            # clamp so that a bad index read at run time can never leave the buffer
-            last = max(n - 1, 0) if isinstance(n, int) else n - 1
-            j = te.minimum(te.maximum(j, te.const(0, "int64")), te.const(last, "int64"))
-            return x[i[:ax] + (j,) + i[ax + ir:]]
+            # an index outside [-n, n) is an error of the run; the kernel goes on with 0
+            j = te.checked_index(te.cast("int64", idx[i[ax:ax + ir]]), n, what)
+            v = x[i[:ax] + (j,) + i[ax + ir:]]
+            if isinstance(n, int) and n > 0:
+                return v
+            # an axis that is (or may be) empty has no element to read: every index is an
+            # error there, and the value (the index, 0) only keeps the check in the kernel
+            return te.select(te.gt(te.const(n, "int64"), te.const(0, "int64")), v, te.cast(x.dtype, j))
 
         return te.compute(shape, f, name="gather")
+
+
+@register
+class CheckIndex(Op):
+    """Indices into axes of some data, checked at run time: ``out = idx + d if idx < 0 else idx``
+    for idx in [-d, d), and any other idx an error of the run (an op that indexes through
+    computed linear indices, such as ONNX's GatherElements and GatherND, checks each axis's
+    index with it first).  ``dims`` holds one extent ``d`` for every element, or one per
+    position along the last axis (index tuples); ``what`` says, one string per extent, which
+    axis of which data each indexes, for the error message."""
+
+    name = "check_index"
+    pattern = Pattern.ELEMWISE
+    attrs = {"dims": REQUIRED, "what": REQUIRED}
+    num_inputs = 1
+
+    def infer(self, a, idx):
+        dims, what = tuple(a["dims"]), tuple(a["what"])
+        if not is_int(idx.dtype):
+            raise self.fail(f"indices must be integers, got {idx}")
+        if not dims or len(what) != len(dims):
+            raise self.fail(f"needs one description per extent, got dims={list(dims)}, what={list(what)}")
+        if len(dims) > 1 and (idx.rank == 0 or idx.shape[-1] != len(dims)):
+            raise self.fail(f"{len(dims)} extents need indices whose last axis has {len(dims)} elements, got {idx}")
+        if any(isinstance(d, int) and d < 0 for d in dims):
+            raise self.fail(f"negative extent in {list(dims)}")
+        return TensorType(idx.shape, "int64")
+
+    def reference(self, a, idx):
+        d = np.array([int(x) for x in a["dims"]], dtype=np.int64)
+        d = d[0] if len(d) == 1 else d
+        i = idx.astype(np.int64)
+        bad = (i < -d) | (i >= d)
+        if bad.any():
+            k = np.argwhere(bad)[0]
+            n = int(d if np.ndim(d) == 0 else d[k[-1]])
+            what = a["what"][0 if len(a["what"]) == 1 else k[-1]]
+            raise IndexOutOfRangeError(f"index {int(i[tuple(k)])} is out of range [-{n}, {n}) for {what}",
+                                       op=self.name)
+        return np.where(i < 0, i + d, i)
+
+    def compute(self, a, idx):
+        dims, what = tuple(a["dims"]), tuple(a["what"])
+
+        def f(*i):
+            j = te.cast("int64", idx[i])
+            out = None
+            for k in reversed(range(len(dims))):
+                c = te.checked_index(j, dims[k], what[k])
+                out = c if out is None else te.select(te.eq(i[-1], te.const(k, "int64")), c, out)
+            return out
+
+        return te.compute(tuple(idx.shape), f, name="check_index")
 
 
 @register

@@ -23,13 +23,15 @@ from typing import Any, Mapping
 import numpy as np
 
 from .. import limits
-from ..errors import ArtifactError, EmberError, EmberRuntimeError, InputError
+from ..errors import ArtifactError, EmberError, EmberRuntimeError, IndexOutOfRangeError, InputError
 from ..graph.types import NARROW_DTYPES, TensorType
 from ..symbolic import SymbolicError, bind, evaluate
 from .artifact import TRAILER_MAGIC, TRAILER_SIZE, seal_artifact, trailer_ok, verify_artifact  # noqa: F401
 from .library import (_WORKER_SLOTS, ABI_VERSION, Library, load_file, process_threads,  # noqa: F401
                       set_process_threads)
 
+#: What a run returns when a kernel met an out-of-range index (``EMBER_ERROR_INDEX``).
+EMBER_ERROR_INDEX = -2
 #: The metadata ``format`` this module reads.
 METADATA_FORMAT = 1
 
@@ -408,8 +410,7 @@ class Module(LoadedModel):
                 out_ptrs[i] = arr.ctypes.data
             rc = self._run(self._model, in_ptrs, out_ptrs)
         if rc != 0:
-            msg = self._fns["ember_last_error"]().decode(errors="replace")
-            raise EmberRuntimeError(f"'{self.name}' failed: {msg or f'status {rc}'}")
+            self._failed(rc)
         return OrderedDict(zip(self._out_names, outs))
 
     def _execute_dynamic(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
@@ -434,9 +435,14 @@ class Module(LoadedModel):
                 out_ptrs[i] = arr.ctypes.data
             rc = self._fns["ember_model_run_dynamic"](self._model, shape_ptrs, in_ptrs, out_ptrs)
         if rc != 0:
-            msg = self._fns["ember_last_error"]().decode(errors="replace")
-            raise EmberRuntimeError(f"'{self.name}' failed: {msg or f'status {rc}'}")
+            self._failed(rc)
         return OrderedDict(zip(self._out_names, outs))
+
+    def _failed(self, rc: int) -> None:
+        """Raises the error of a run that returned ``rc`` (see ember_runtime.h)."""
+        msg = self._fns["ember_last_error"]().decode(errors="replace")
+        cls = IndexOutOfRangeError if rc == EMBER_ERROR_INDEX else EmberRuntimeError
+        raise cls(f"'{self.name}' failed: {msg or f'status {rc}'}")
 
     def _check_input(self, i: int, arr: np.ndarray, check_shape: bool = True) -> np.ndarray:
         """Accepts ``arr`` for input ``i`` or raises InputError naming what is wrong."""

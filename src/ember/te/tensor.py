@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..symbolic import Sym
-from ..tir.expr import (BinOp, Call, Cast, Const, Expr, INDEX, Not, Select, Var, as_expr, binop,
+from ..tir.expr import (BinOp, Call, Cast, Const, Expr, INDEX, IndexCheck, Not, Select, Var, as_expr, binop,
                         is_float_dtype, is_standard_dtype, sym_expr)
 
 _uid = itertools.count()
@@ -136,6 +136,8 @@ def walk(e: Expr):
             stack += list(reversed(x.args))
         elif isinstance(x, Select):
             stack += [x.f, x.t, x.cond]
+        elif isinstance(x, IndexCheck):
+            stack += [x.extent, x.index]
         elif isinstance(x, TensorLoad):
             stack += list(reversed(x.indices))
         elif isinstance(x, (Reduce, ArgReduce)):
@@ -185,6 +187,12 @@ def const(value: Any, dtype: str = INDEX) -> Expr:
 def call(fn: str, *args: Any, dtype: str | None = None) -> Call:
     args = tuple(as_expr(a) for a in args)
     return Call(fn, args, dtype or args[0].dtype)
+
+
+def checked_index(index: Any, extent: Any, what: str) -> Expr:
+    """``index`` (negative: counted from the end) checked at run time to lie in [-extent,
+    extent); see :class:`~ember.tir.expr.IndexCheck`.  ``extent`` may be symbolic."""
+    return IndexCheck(as_expr(index), extent if isinstance(extent, Expr) else const(extent), what)
 
 
 def cast(dtype: str, x: Any, saturate: bool = False, round_mode: str = "up") -> Expr:

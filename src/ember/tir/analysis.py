@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, SizeVar, Var, binop,
+from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, SizeVar, Var, binop,
                    is_standard_dtype)
 
 
@@ -32,6 +32,9 @@ def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
     if isinstance(e, Call):
         args = tuple(f(x) for x in e.args)
         return e if all(x is y for x, y in zip(args, e.args)) else Call(e.fn, args, e.dtype)
+    if isinstance(e, IndexCheck):
+        i, n = f(e.index), f(e.extent)
+        return e if (i is e.index and n is e.extent) else IndexCheck(i, n, e.what, e.node, e.op)
     if isinstance(e, Select):
         c = f(e.cond)
         if isinstance(c, Const):          # only the branch taken is rewritten

@@ -132,6 +132,27 @@ class Call(Expr):
 
 
 @dataclass(eq=False, repr=False)
+class IndexCheck(Expr):
+    """A run-time checked index: ``index`` counted from the end when negative (once, as ONNX
+    does), so its value lies in [0, extent).  An ``index`` outside [-extent, extent) is an error
+    of the run: the kernel records it (the first one of a run wins; the entry stops after the
+    kernel and reports it) and carries on with the value 0, so no access leaves its buffer when
+    ``extent > 0``; an op whose ``extent`` may be 0 must not load with the result then.
+    ``what`` says which operand and axis the index is for (``"axis 0 of the data [30522, 768]"``);
+    ``node`` and ``op`` name the graph node (filled in by the kernel builder)."""
+
+    index: Expr
+    extent: Expr
+    what: str
+    node: str = ""
+    op: str = ""
+    dtype: str = INDEX
+
+    def __repr__(self):
+        return f"checked({self.index!r}, {self.extent!r})"
+
+
+@dataclass(eq=False, repr=False)
 class Select(Expr):
     cond: Expr
     t: Expr

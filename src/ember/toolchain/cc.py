@@ -30,6 +30,7 @@ from typing import Callable, Mapping, Sequence
 
 from ..errors import ArtifactError, ToolchainError
 from ..runtime.artifact import seal_artifact, verify_artifact
+from . import cpu_features
 from .cache import Cache
 
 #: Flags every compile gets; ``flags`` given to :func:`build_shared` come after them (and so
@@ -51,6 +52,8 @@ _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RUNTIME_SUBDIR = "ember_rt"
 #: a temporary file the compiler driver names in ``-###`` output (gcc: /tmp/ccXXXXXX.s)
 _TEMP_NAME = re.compile(r"\S*/cc[A-Za-z0-9]{6}\.[A-Za-z]+")
+#: the runtime header generated per build (see :mod:`ember.toolchain.cpu_features`)
+CPU_FEATURES_HEADER = "ember_cpu_features.h"
 
 
 def runtime_dir() -> Path:
@@ -185,7 +188,7 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
         if not isinstance(fname, str) or not _SOURCE_NAME.match(fname):
             raise ToolchainError(f"invalid source file name {fname!r}: use a plain file name ending "
                                  "in .c, .h, .s or .S")
-        if fname in rt:
+        if fname in rt or fname == CPU_FEATURES_HEADER:
             raise ToolchainError(f"source file name {fname!r} is taken by the Ember runtime")
     for sym in blobs:
         if not isinstance(sym, str) or not _SYMBOL.match(sym):
@@ -195,6 +198,8 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
 
     compiler = find_compiler()
     cflags = [*DEFAULT_CFLAGS, *user_flags]
+    # what the load-time processor check tests: the extensions these flags enable
+    rt = {**rt, CPU_FEATURES_HEADER: cpu_features.header(compiler.command, cflags).encode()}
     key = _build_key(compiler, cflags, sources, blobs, rt)
     libs = Cache("lib", suffix=".so")
     entry = f"{safe_name}-{key}"

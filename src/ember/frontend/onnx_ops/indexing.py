@@ -10,7 +10,7 @@ from ...graph.types import is_int
 from ...symbolic import Sym, compare, product
 from ..onnx import onnx_dtype
 from . import translates
-from .tensor import _dim_tensor, norm_axis, prod, reshape
+from .tensor import _dim_tensor, checked_indices, norm_axis, prod, reshape
 
 
 def _dims_value(cx, dims):
@@ -37,12 +37,6 @@ def _static_dims(cx, v, axes, why: str):
     return dims
 
 
-def _normalized_indices(cx, idx, dims_vec):
-    """int64 indices with negatives counted from the end (``dims_vec`` broadcasts against idx)."""
-    i64 = idx if idx.dtype == "int64" else cx.op("cast", [idx], to="int64")
-    return cx.op("where", [cx.op("less", [i64, cx.scalar(0, "int64")]), cx.op("add", [i64, dims_vec]), i64])
-
-
 @translates("GatherND")
 def gather_nd(cx):
     # gather whole slices of the data flattened to [rows, *tail] at linear row indices
@@ -57,7 +51,7 @@ def gather_nd(cx):
         raise cx.fail(f"indices {idx.type} do not index data {x.type} with batch_dims={b}")
     block = dims[b:b + m]
     strides = [product(block[k + 1:]) for k in range(m)]
-    i64 = _normalized_indices(cx, idx, _dims_value(cx, block))
+    i64 = checked_indices(cx, idx, block, range(b, b + m), dims)
     lin = cx.op("reduce_sum", [cx.op("mul", [i64, _dims_value(cx, strides)])], axes=(q - 1,), keepdims=False)
     if b:
         nb, size = product(idims[:b]), product(block)
@@ -131,6 +125,11 @@ def _scatter_nd_static(cx, x, idx, upd):
     dims = tuple(x.shape)
     m = idx.shape[-1]
     block = np.array(dims[:m], dtype=np.int64)
+    bad = (idx < -block) | (idx >= block)
+    if bad.any():
+        k = tuple(np.argwhere(bad)[0])
+        raise cx.fail(f"index {int(idx[k])} is out of range [-{block[k[-1]]}, {block[k[-1]]}) for axis {k[-1]} "
+                      f"of the data {list(dims)}")
     i = np.where(idx < 0, idx + block, idx).astype(np.int64)
     strides = np.array([prod(dims[k + 1:m]) for k in range(m)], dtype=np.int64)
     targets = (i * strides).sum(axis=-1).reshape(-1)
@@ -171,7 +170,8 @@ def scatter_elements(cx):
     dims = tuple(x.shape)
     i = np.where(idx < 0, idx + dims[ax], idx).astype(np.int64)
     if i.size and (i.min() < 0 or i.max() >= dims[ax]):
-        raise cx.fail(f"index out of range on axis {ax}")
+        bad = int(idx.reshape(-1)[np.flatnonzero((i.reshape(-1) < 0) | (i.reshape(-1) >= dims[ax]))[0]])
+        raise cx.fail(f"index {bad} is out of range [-{dims[ax]}, {dims[ax]}) for axis {ax} of the data {list(dims)}")
     grids = list(np.meshgrid(*[np.arange(d) for d in idx.shape], indexing="ij"))
     grids[ax] = i
     targets = np.ravel_multi_index(grids, dims).reshape(-1) if i.size else np.zeros(0, np.int64)

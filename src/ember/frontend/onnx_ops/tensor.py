@@ -550,9 +550,7 @@ def gather_elements_values(cx, x, idx, ax: int):
             shp = [1] * r
             shp[k] = idims[k]
             base = base + (np.arange(idims[k], dtype=np.int64) * strides[k]).reshape(shp)
-    i64 = idx if idx.dtype == "int64" else cx.op("cast", [idx], to="int64")
-    i64 = cx.op("where", [cx.op("less", [i64, cx.scalar(0, "int64")]),
-                          cx.op("add", [i64, cx.scalar(dims[ax], "int64")]), i64])
+    i64 = checked_indices(cx, idx, (dims[ax],), (ax,), dims)
     lin = cx.op("add", [cx.op("mul", [i64, cx.scalar(strides[ax], "int64")]), cx.const(base)])
     return cx.op("gather", [reshape(cx, x, (prod(dims),)), lin], axis=0)
 
@@ -568,9 +566,7 @@ def _symbolic_gather_elements(cx, x, idx, ax: int):
                                                      and idims[k] <= dims[k]):
             raise cx.fail(f"indices {idx.type} must match data {x.type} on axis {k}")
     strides = [product(dims[k + 1:]) for k in range(r)]
-    i64 = idx if idx.dtype == "int64" else cx.op("cast", [idx], to="int64")
-    i64 = cx.op("where", [cx.op("less", [i64, cx.scalar(0, "int64")]),
-                          cx.op("add", [i64, _dim_tensor(cx, dims[ax])]), i64])
+    i64 = checked_indices(cx, idx, (dims[ax],), (ax,), dims)
     lin = cx.op("mul", [i64, _dim_tensor(cx, strides[ax])])
     for k in range(r):
         if k == ax or (isinstance(idims[k], int) and idims[k] == 1):
@@ -584,6 +580,15 @@ def _symbolic_gather_elements(cx, x, idx, ax: int):
             off = reshape(cx, cx.op("mul", [seq, _dim_tensor(cx, strides[k])]), shp)
         lin = cx.op("add", [lin, off])
     return cx.op("gather", [reshape(cx, x, (product(dims),)), lin], axis=0)
+
+
+def checked_indices(cx, idx, extents, axes, dims):
+    """``idx`` as int64 indices into ``axes`` of data of shape ``dims`` (one axis for all of
+    them, or one per position along idx's last axis), negative ones counted from the end, and
+    any outside [-d, d) an error of the run that names this node (``check_index``)."""
+    shape = "[" + ", ".join(str(d) for d in dims) + "]"
+    return cx.op("check_index", [idx], dims=tuple(extents),
+                 what=tuple(f"axis {a} of the {cx.op_type} data {shape}" for a in axes))
 
 
 def _dim_tensor(cx, d):

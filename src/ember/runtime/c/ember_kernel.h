@@ -56,6 +56,17 @@
  *     model order; they are only aligned to their element size (use unaligned vector loads and
  *     stores on them); inputs must not be written; outputs do not alias inputs or the arena;
  *   - worker threads run with stacks of at least 8 MiB.
+ *
+ * Run-time checks.  A kernel that indexes with data (gather: an index read from a tensor)
+ * checks every such index (ember_index below).  The entry holds one ember_check per run, zeroed,
+ * and passes its address to each kernel that checks, as the kernel's last argument; a failing
+ * check records itself there (the first one of the run wins, from any thread of a parallel loop)
+ * and the kernel carries on with a safe value (kernels first run with ember_index_fast, which
+ * only sets a local flag, and run again with ember_index when it is set).  After each such
+ * kernel the entry tests
+ * ember_check_failed() and, when it is set, skips the remaining kernels and returns
+ * ember_check_report(): the error message names the check's site (the generated table of site
+ * strings, two per site: where, and what the index is for) and the value it refused.
  */
 #ifndef EMBER_KERNEL_H
 #define EMBER_KERNEL_H
@@ -107,6 +118,47 @@ EMBER_HIDDEN int ember_parallel_threads(void);
 
 /* Records the message ember_last_error() returns (printf-style); the entry then returns nonzero. */
 EMBER_HIDDEN void ember_set_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The state of the run-time checks of one run (see above).  failed is read and written
+ * atomically; site, value and extent are written once, by the check that set failed, and read
+ * after the kernel has returned (its parallel loops joined). */
+typedef struct ember_check {
+    int failed;          /* 0, or 1 once a check failed */
+    int site;            /* which check: sites[2 * site] and sites[2 * site + 1] describe it */
+    int64_t value;       /* the index it refused */
+    int64_t extent;      /* the extent of the axis it indexes */
+} ember_check;
+
+/* Records a failed check unless one was recorded already (any thread; never blocks). */
+EMBER_HIDDEN void ember_check_fail(ember_check* c, int site, int64_t value, int64_t extent)
+    __attribute__((cold, noinline));
+
+/* Sets the error message of the failed check c and returns the run's status (nonzero). */
+EMBER_HIDDEN int ember_check_report(const ember_check* c, const char* const* sites);
+
+static inline int ember_check_failed(const ember_check* c) { return __atomic_load_n(&c->failed, __ATOMIC_ACQUIRE); }
+
+/* ember_index without the recording: a failed check sets *bad and gives 0.  Branch-free, so
+ * loops of gathers stay vectorizable; a kernel writes its code with it and runs the code again
+ * with ember_index only when *bad was set, to find which index failed. */
+static inline int64_t ember_index_fast(int64_t i, int64_t n, int64_t* bad) {
+    int64_t w = i < 0 ? i + n : i;
+    int64_t ok = (uint64_t)w < (uint64_t)n;
+    *bad |= ok ^ 1;
+    return ok ? w : 0;
+}
+
+/* An index into an axis of n elements, negative ones counted from the end once: i + n for
+ * i in [-n, 0), i for i in [0, n).  Any other i fails the check and gives 0 (an element that
+ * exists when n > 0; a kernel indexing an axis that may be empty must not read with it then). */
+static inline int64_t ember_index(ember_check* c, int site, int64_t i, int64_t n) {
+    int64_t w = i < 0 ? i + n : i;
+    if (EMBER_UNLIKELY((uint64_t)w >= (uint64_t)n)) {
+        ember_check_fail(c, site, i, n);
+        return 0;
+    }
+    return w;
+}
 
 #ifdef __cplusplus
 }

@@ -55,8 +55,11 @@ typedef struct ember_tensor_info {
 } ember_tensor_info;
 
 EMBER_API int ember_abi_version(void);                  /* EMBER_ABI_VERSION of the artifact */
-/* 0 if this processor has every instruction-set feature the artifact was compiled for; else
- * -1, and ember_last_error() names the missing ones.  Call it before anything else. */
+/* 0 if this processor has every instruction-set extension the artifact's code may use (every
+ * one its compile flags enabled: with -march=native, all of the compiling processor's); else -1,
+ * and ember_last_error() names the missing ones.  Call it before anything else: code compiled for
+ * an extension the processor lacks dies of an illegal instruction.  x86 and aarch64 (Linux) are
+ * checked; on other architectures it returns 0. */
 EMBER_API int ember_cpu_check(void);
 EMBER_API const char* ember_metadata(void);             /* the model's JSON description */
 EMBER_API unsigned long long ember_arena_bytes(void);   /* scratch memory one instance holds */
@@ -65,6 +68,14 @@ EMBER_API int ember_num_inputs(void);                   /* -1 if the metadata is
 EMBER_API int ember_num_outputs(void);
 EMBER_API const ember_tensor_info* ember_input_info(int i);   /* NULL if i is out of range */
 EMBER_API const ember_tensor_info* ember_output_info(int i);
+
+/* What ember_model_run and ember_model_run_dynamic return; on any failure ember_last_error()
+ * says what went wrong, and the outputs hold nothing meaningful. */
+#define EMBER_OK 0
+#define EMBER_ERROR (-1)          /* a bad call: a NULL argument, input shapes that do not fit, ... */
+#define EMBER_ERROR_INDEX (-2)    /* an index read from the inputs is out of range (a Gather's
+                                     indices, say): the message names the node, the op, the
+                                     index and the valid range; the kernels after it did not run */
 
 EMBER_API ember_model* ember_model_create(void);        /* NULL on failure (see ember_last_error) */
 EMBER_API int ember_model_run(ember_model* model, void* const* inputs, void* const* outputs);

@@ -95,8 +95,17 @@ def save_npz(path: Path, arrays: dict) -> str:
     return str(path)
 
 
+def redirect_output(log: Path) -> None:
+    """The child's stdout and stderr (warnings, the C compiler's messages) go to its log."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def run_case(name: str, run_dir: str, case_dir: str, out_path: str, mem_bytes: int, cache_dir: str) -> None:
     os.setpgid(0, 0)
+    redirect_output(Path(case_dir) / "child.log")
     set_env(cache_dir)
     record: dict = {"case": name}
     try:

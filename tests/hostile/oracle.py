@@ -6,11 +6,14 @@ import os
 
 import numpy as np
 
-from .child import compare, limit_memory, write_json
+from pathlib import Path
+
+from .child import compare, limit_memory, redirect_output, write_json
 
 
 def run_oracle(model: str, feeds_npz: str, outputs_npz: str, out_path: str, mem_bytes: int) -> None:
     os.setpgid(0, 0)
+    redirect_output(Path(out_path).with_suffix(".log"))
     record: dict = {}
     try:
         limit_memory(mem_bytes)

@@ -127,7 +127,7 @@ BUILDERS = {
     "gather.so": lambda d: _compile_to(d, M.gather_model()),
     "dyn.so": lambda d: _compile_to(d, dyn_model(), bounds={"n": 8}),
     "strings.ember": lambda d: _compile_to(d, strings_model()),
-    "image.ember": lambda d: _compile_to(d, image_model(), bounds={"n": 1 << 16}),
+    "image.ember": lambda d: _compile_to(d, image_model(), bounds={"n": 1 << 23}),
     "cpu_missing.so": _missing_feature,
     "abi99.so": _other_abi,
     "foreign.so": _foreign,

@@ -115,10 +115,11 @@ def judge(case: Case, code, timed_out: bool, timeout: float, rec: dict | None, o
         return "FAIL", "harness", f"the suite's setup failed: {rec.get('type')}: {rec.get('message')}"
     if status == "raised":
         what = f"{rec['type']}: {rec['message']}"
+        at = f" (at {' <- '.join(reversed(rec.get('where', [])))})"
         if rec["memory"]:
-            return "FAIL", "memory", what
+            return "FAIL", "memory", what + at
         if not rec["ember"]:
-            return "FAIL", "leak", f"{what} (at {' <- '.join(reversed(rec.get('where', [])))})"
+            return "FAIL", "leak", what + at
         if case.expect == RUN:
             return "FAIL", "refused-valid", what
         return "PASS", "", what

@@ -28,8 +28,11 @@ CPU_FEATURES = (("avx512fp16", "-mavx512fp16"), ("avx512bf16", "-mavx512bf16"),
 
 
 def strings_model():
-    return M.model([h.make_node("StringNormalizer", ["s"], ["y"], name="lower", case_change_action="LOWER")],
-                   [M.vi("s", T.STRING, [3])], [M.vi("y", T.STRING, [3])])
+    """A program: y = lower(s) on the host, z = relu(x) in a compiled segment."""
+    return M.model([h.make_node("StringNormalizer", ["s"], ["y"], name="lower", case_change_action="LOWER"),
+                    h.make_node("Relu", ["x"], ["z"], name="relu")],
+                   [M.vi("s", T.STRING, [3]), M.vi("x", shape=[2, 3])],
+                   [M.vi("y", T.STRING, [3]), M.vi("z", shape=[2, 3])])
 
 
 def image_model():
@@ -70,8 +73,11 @@ def _missing_feature(dest: Path) -> None:
             break
     else:
         raise Skip("this machine has every CPU feature ember_cpu_check knows")
-    import ember.build.compile as bc
+    import importlib
+
     from ember.target import host
+
+    bc = importlib.import_module("ember.build.compile")   # the package exports a function of that name
 
     graph = bc.to_graph(M.add_model())
     lib = bc._build_library(graph, host(), 1, None, lambda msg: None, False, (*M.CFLAGS, flag))

@@ -168,10 +168,11 @@ def _two_sizes_expected(big, small):
     return {"z": (small + small) @ w}
 
 
-def strings(slug, expect, s, expected=None):
-    exp = expected if expected is not None else (
-        (lambda: {"y": np.array([str(v).lower() for v in s()], dtype=object)}) if expect != REFUSE else None)
-    return _case(f"strings-{slug}", expect, "strings.ember", lambda: {"s": s()}, exp)
+def strings(slug, expect, s):
+    """A case of the program lower(s), relu(x) (x is always valid)."""
+    exp = (lambda: {"y": np.array([str(v).lower() for v in s()], dtype=object), "z": np.maximum(X, 0)}
+           ) if expect != REFUSE else None
+    return _case(f"strings-{slug}", expect, "strings.ember", lambda: {"s": s(), "x": X}, exp)
 
 
 def string_cases():

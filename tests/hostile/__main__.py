@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from .case import KIND_TITLES, KINDS, select
-from .suite import check_cache, failures, make_run_dir, run_cases, table, write_results
+from .suite import (STILL_GOOD, check_cache, make_run_dir, run_cases, run_one, snapshot_cache, table,
+                    user_cache_changes, write_results)
 
 
 def main(argv=None) -> int:
@@ -36,9 +37,14 @@ def main(argv=None) -> int:
         if args.v or r.verdict == "FAIL":
             print(f"{r.verdict} {r.case} ({r.seconds:.1f} s) {r.reason} {r.detail[:160]}".rstrip(), flush=True)
 
+    before = snapshot_cache()
     try:
         results = run_cases(cases, run_dir, progress=progress)
         problems = check_cache(run_dir / "cache")
+        good = run_one(STILL_GOOD, run_dir, run_dir / "cache")
+        if good.verdict != "PASS":
+            problems.append(f"after the suite the cache gives: {good.reason}: {good.detail}")
+        problems += user_cache_changes(before)
     finally:
         if not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)

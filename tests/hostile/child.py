@@ -27,7 +27,7 @@ import onnx  # noqa: F401
 import onnxruntime  # noqa: F401
 from ember.errors import EmberError
 
-from .case import Ctx, Ran, Skip, all_cases
+from .case import Ctx, Ran, Skip, lookup
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -109,7 +109,7 @@ def run_case(name: str, run_dir: str, case_dir: str, out_path: str, mem_bytes: i
     set_env(cache_dir)
     record: dict = {"case": name}
     try:
-        case = all_cases()[name]
+        case = lookup(name)
         ctx = Ctx(Path(case_dir), Path(run_dir))
         try:
             state = case.setup(ctx)

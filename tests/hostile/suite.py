@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .case import EITHER, KIND_TITLES, KINDS, REFUSE, RUN, Case, timeout_scale
+from .case import EITHER, KINDS, REFUSE, RUN, Case, register_extra, timeout_scale
 
 #: Address space a case may add to what the child uses when it starts.
 MEM_BYTES = int(os.environ.get("HOSTILE_MEM_MB", "2048")) << 20
@@ -218,6 +218,71 @@ def check_cache(cache_dir: Path) -> list[str]:
             except EmberError as e:
                 problems.append(f"{rel}: {e}")
     return problems
+
+
+def snapshot_cache() -> dict[str, tuple]:
+    """(size, mtime) of every entry in the user's compile cache (as this process's environment
+    names it); temporary files and folders (names starting with '.') are not entries."""
+    from ember.toolchain.cache import cache_dir
+
+    root = cache_dir()
+    if not root.is_dir():
+        return {}
+    out = {}
+    for p in root.rglob("*"):
+        if any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        try:
+            if p.is_file():
+                st = p.stat()
+                out[str(p)] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass
+    return out
+
+
+def user_cache_changes(before: dict[str, tuple]) -> list[str]:
+    """Artifacts in the user's cache, new or changed since ``before``, that do not verify.
+    (Other processes may share that cache and add whole entries; none may be damaged.)"""
+    from ember.errors import EmberError
+    from ember.runtime import verify_artifact
+
+    after = snapshot_cache()
+    changes = []
+    for p, v in sorted(after.items()):
+        if before.get(p) != v and p.endswith((".so", ".ember")):
+            try:
+                verify_artifact(p)
+            except EmberError as e:
+                changes.append(f"{p}: damaged during the suite: {e}")
+    return changes
+
+
+def _still_good(ctx, state):
+    """After the suite: the run's cache still compiles correct modules (cache hits of the
+    prepared models included)."""
+    import numpy as np
+
+    from . import models as M
+    from .case import Ran
+    from .prepare import strings_model
+
+    x = M.rng(5).standard_normal((2, 3)).astype(np.float32)
+    y = M.rng(6).standard_normal((2, 3)).astype(np.float32)
+    out, exp = {}, {}
+    a = M.compile_path(M.write_model(ctx, M.add_model(), "add.onnx"))
+    out["z"], exp["z"] = a.run({"x": x, "y": y})["z"], x + y
+    g = M.compile_path(M.write_model(ctx, M.gather_model(), "gather.onnx"))
+    idx = np.array([4, 0, -1], np.int64)
+    out["g"], exp["g"] = g.run({"idx": idx})["y"], np.arange(20, dtype=np.float32).reshape(5, 4)[idx]
+    s = M.compile_path(M.write_model(ctx, strings_model(), "strings.onnx"))
+    r = s.run({"s": np.array(["A", "b", "C"], dtype=object), "x": x})
+    out["s"], exp["s"] = r["y"], np.array(["a", "b", "c"], dtype=object)
+    out["r"], exp["r"] = r["z"], np.maximum(x, 0)
+    return Ran(out, expected=exp)
+
+
+STILL_GOOD = register_extra(Case("suite/cache-still-good", RUN, _still_good, timeout=60))
 
 
 def write_results(results: list[Result], path: Path) -> None:

@@ -146,8 +146,8 @@ def dyn_cases():
     yield dyn("n-9-above-bound", REFUSE, a(9), a(9))
     yield dyn("n-2e40-view", REFUSE, lambda: np.broadcast_to(np.float32(1), (1 << 40, 4)),
               lambda: np.broadcast_to(np.float32(1), (1 << 40, 4)))
-    yield dyn("n-2e60-view", REFUSE, lambda: np.broadcast_to(np.float32(1), (1 << 60, 4)),
-              lambda: np.broadcast_to(np.float32(1), (1 << 60, 4)))
+    yield dyn("n-2e58-view", REFUSE, lambda: np.broadcast_to(np.float32(1), (1 << 58, 4)),
+              lambda: np.broadcast_to(np.float32(1), (1 << 58, 4)))
     yield dyn("static-dim-wrong", REFUSE, lambda: np.zeros((3, 5), np.float32), lambda: np.zeros((3, 5), np.float32))
     yield dyn("rank-wrong", REFUSE, lambda: np.zeros(3, np.float32), lambda: np.zeros(3, np.float32))
     yield dyn("nan", RUN, lambda: np.full((2, 4), np.nan, np.float32), a(2))

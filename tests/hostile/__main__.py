@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write every case's result to this file")
     ap.add_argument("--keep", action="store_true", help="keep the run's folder (cases, cache)")
     ap.add_argument("-v", action="store_true", help="print every case as it finishes")
+    ap.add_argument("--ort", action="store_true",
+                    help="also run onnxruntime on the same cases (the artifacts kind has no equivalent)")
     args = ap.parse_args(argv)
 
     cases = select(args.kind, args.patterns)
@@ -45,6 +47,7 @@ def main(argv=None) -> int:
         if good.verdict != "PASS":
             problems.append(f"after the suite the cache gives: {good.reason}: {good.detail}")
         problems += user_cache_changes(before)
+        ort_results = run_cases(cases, run_dir, mode="ort") if args.ort else None
     finally:
         if not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -54,6 +57,9 @@ def main(argv=None) -> int:
         write_results(results, args.json)
     print()
     print(table(results))
+    if ort_results:
+        print("\nonnxruntime on the same cases (any exception counts as a refusal; skip: no equivalent):")
+        print(table(ort_results))
     print(f"\n{len(results)} cases in {time.perf_counter() - t0:.0f} s; kinds: " +
           "; ".join(f"{k} = {v}" for k, v in KIND_TITLES.items()))
     for p in problems:

@@ -63,7 +63,9 @@ class Case:
     act: Callable[[Ctx, Any], Ran]
     setup: Callable[[Ctx], Any] = field(default=lambda ctx: None)
     timeout: float = 20.0       # seconds of wall clock before it counts as a hang
-    note: str = ""
+    #: The same thing asked of onnxruntime, for the comparison (``--ort``); None where there is
+    #: no equivalent (Ember's artifacts).
+    ort: Callable[[Ctx, Any], Ran] | None = None
 
     @property
     def kind(self) -> str:

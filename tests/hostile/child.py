@@ -60,12 +60,16 @@ def write_json(path: str, record: dict) -> None:
     os.replace(tmp, path)
 
 
-def describe_exception(e: BaseException) -> dict:
+def describe_exception(e: BaseException, mode: str = "ember") -> dict:
+    """What the parent needs to judge an exception.  ``refusal``: an EmberError (for
+    onnxruntime, ``mode="ort"``, which has no such class: any exception but MemoryError)."""
     tb = traceback.extract_tb(e.__traceback__)
     where = [f"{Path(fr.filename).name}:{fr.lineno} {fr.name}" for fr in tb[-3:]]
     cls = type(e)
+    refusal = isinstance(e, EmberError) if mode == "ember" else (
+        isinstance(e, Exception) and not isinstance(e, MemoryError))
     return {"type": f"{cls.__module__}.{cls.__qualname__}".replace("builtins.", ""),
-            "ember": isinstance(e, EmberError), "memory": isinstance(e, MemoryError),
+            "ember": refusal, "memory": isinstance(e, MemoryError),
             "message": str(e)[:500], "where": where}
 
 
@@ -103,7 +107,10 @@ def redirect_output(log: Path) -> None:
     os.close(fd)
 
 
-def run_case(name: str, run_dir: str, case_dir: str, out_path: str, mem_bytes: int, cache_dir: str) -> None:
+def run_case(name: str, run_dir: str, case_dir: str, out_path: str, mem_bytes: int, cache_dir: str,
+             mode: str = "ember") -> None:
+    """Runs case ``name`` (its ``act``, or with ``mode="ort"`` its ``ort``) and writes the
+    outcome to ``out_path``; never returns."""
     os.setpgid(0, 0)
     redirect_output(Path(case_dir) / "child.log")
     set_env(cache_dir)
@@ -111,6 +118,10 @@ def run_case(name: str, run_dir: str, case_dir: str, out_path: str, mem_bytes: i
     try:
         case = lookup(name)
         ctx = Ctx(Path(case_dir), Path(run_dir))
+        act = case.act if mode == "ember" else case.ort
+        if act is None:
+            record.update(status="skipped", message="onnxruntime has no equivalent")
+            return
         try:
             state = case.setup(ctx)
         except Skip as e:
@@ -121,9 +132,9 @@ def run_case(name: str, run_dir: str, case_dir: str, out_path: str, mem_bytes: i
             return
         limit_memory(mem_bytes)
         try:
-            ran = case.act(ctx, state)
+            ran = act(ctx, state)
         except BaseException as e:
-            record.update(status="raised", **describe_exception(e))
+            record.update(status="raised", **describe_exception(e, mode))
             return
         if not isinstance(ran, Ran):
             record.update(status="harness", type="harness", message=f"act returned {type(ran).__name__}")

@@ -173,11 +173,43 @@ def compile_and_run(path, feeds: dict | None = None, expected: dict | None = Non
 
 
 def compile_case(m_or_bytes, feeds=None, expected=None, **kw):
-    """(setup, act) of a case that writes a model and compiles and runs it."""
+    """(setup, act, ort) of a case that writes a model and compiles and runs it (``ort``: the
+    same with onnxruntime)."""
     def setup(ctx):
         return write_model(ctx, m_or_bytes() if callable(m_or_bytes) else m_or_bytes)
 
     def act(ctx, path):
         return compile_and_run(path, feeds() if callable(feeds) else feeds, expected, **kw)
 
-    return setup, act
+    def ort(ctx, path):
+        return ort_run(path, feeds() if callable(feeds) else feeds, expected)
+
+    return setup, act, ort
+
+
+ORT_DTYPES = {"float": "float32", "double": "float64", "float16": "float16", "int64": "int64", "int32": "int32",
+              "int16": "int16", "int8": "int8", "uint8": "uint8", "uint16": "uint16", "uint32": "uint32",
+              "uint64": "uint64", "bool": "bool", "string": "string"}
+
+
+def ort_session(path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 4
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_run(path, feeds: dict | None = None, expected: dict | None = None) -> Ran:
+    """onnxruntime's answer for the model at ``path`` (for the comparison: any exception it
+    raises counts as a refusal); its own outputs are the reference when none is given."""
+    sess = ort_session(path)
+    if feeds is None:
+        r = rng(0)
+        feeds = {}
+        for i in sess.get_inputs():
+            dt = ORT_DTYPES.get(i.type[len("tensor("):-1], "float32") if i.type.startswith("tensor(") else "float32"
+            feeds[i.name] = random_array(dt, tuple(d if isinstance(d, int) else 2 for d in (i.shape or [])), r)
+    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    return Ran(out, expected=expected if expected is not None else out)

@@ -49,7 +49,7 @@ def dyn_model():
 
 
 def _compile_to(dest: Path, m, **kw) -> None:
-    src = dest.with_suffix(".onnx")
+    src = dest.parent / (dest.name.removeprefix("tmp-") + ".onnx")   # kept: the --ort comparison reads it
     src.write_bytes(m.SerializeToString())
     M.compile_path(src, **kw).save(dest)
 
@@ -162,6 +162,12 @@ def get(folder: Path, name: str) -> Path:
 
 def prepared(ctx: Ctx, name: str) -> Path:
     return get(ctx.run_dir / "prepared", name)
+
+
+def prepared_onnx(ctx: Ctx, name: str) -> Path:
+    """The ONNX model a prepared artifact was compiled from."""
+    prepared(ctx, name)
+    return ctx.run_dir / "prepared" / (name + ".onnx")
 
 
 def copy_prepared(ctx: Ctx, name: str, as_name: str | None = None) -> Path:

@@ -74,17 +74,18 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def run_one(case: Case, run_dir: Path, cache_dir: Path) -> Result:
+def run_one(case: Case, run_dir: Path, cache_dir: Path, mode: str = "ember") -> Result:
+    """Runs and judges one case: Ember (``mode="ember"``) or onnxruntime (``"ort"``)."""
     from .child import run_case
     from .oracle import run_oracle
 
-    case_dir = run_dir / "cases" / case.name.replace("/", "__")
+    case_dir = run_dir / ("cases" if mode == "ember" else "ort-cases") / case.name.replace("/", "__")
     case_dir.mkdir(parents=True, exist_ok=True)
     out = case_dir / "outcome.json"
     t0 = time.perf_counter()
     timeout = case.timeout * timeout_scale()
     code, timed_out = _start(run_case, (case.name, str(run_dir), str(case_dir), str(out), MEM_BYTES,
-                                        str(cache_dir)), timeout)
+                                        str(cache_dir), mode), timeout)
     rec = json.loads(out.read_text()) if out.exists() else None
     oracle = None
     if rec and rec.get("status") == "ran" and rec.get("oracle_model"):
@@ -145,13 +146,13 @@ def make_run_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="ember-hostile-"))
 
 
-def run_cases(cases: list[Case], run_dir: Path, *, progress=None) -> list[Result]:
+def run_cases(cases: list[Case], run_dir: Path, *, progress=None, mode: str = "ember") -> list[Result]:
     """Runs ``cases`` two at a time (prepared artifacts are built by the first case that needs
     each, ``prepare.py``); results in case order."""
     cache_dir = run_dir / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(WORKERS) as pool:
-        futures = [pool.submit(run_one, c, run_dir, cache_dir) for c in cases]
+        futures = [pool.submit(run_one, c, run_dir, cache_dir, mode) for c in cases]
         results = []
         for f in futures:
             r = f.result()

@@ -169,12 +169,12 @@ def image_const(data: bytes):
 
 
 def _model_case(slug, expect, make, feeds=None, expected=None, timeout=30.0, **kw):
-    setup, act = M.compile_case(make, feeds, expected, **kw)
-    return Case(f"bombs/{slug}", expect, act, setup, timeout=timeout)
+    setup, act, ort = M.compile_case(make, feeds, expected, **kw)
+    return Case(f"bombs/{slug}", expect, act, setup, timeout=timeout, ort=ort)
 
 
 def _image_input_case(slug, make_bytes):
-    from ..prepare import prepared
+    from ..prepare import prepared, prepared_onnx
 
     def setup(ctx):
         prepared(ctx, "image.ember")
@@ -186,7 +186,10 @@ def _image_input_case(slug, make_bytes):
         m = ember.load(prepared(ctx, "image.ember"))
         return Ran(dict(m.run({"b": data})), expected={})
 
-    return Case(f"bombs/{slug}", REFUSE, act, setup, timeout=30)
+    def ort(ctx, data):
+        return M.ort_run(prepared_onnx(ctx, "image.ember"), {"b": data}, {})
+
+    return Case(f"bombs/{slug}", REFUSE, act, setup, timeout=30, ort=ort)
 
 
 def _dyn_ref():

@@ -43,7 +43,8 @@ def _case(seed: str, k: int, how: str) -> Case:
     def act(ctx, path):
         return M.compile_and_run(path)
 
-    return Case(f"bytes/{seed}-{how}-{k}", EITHER, act, setup, timeout=40)
+    return Case(f"bytes/{seed}-{how}-{k}", EITHER, act, setup, timeout=40,
+                ort=lambda ctx, path: M.ort_run(path))
 
 
 def cases():

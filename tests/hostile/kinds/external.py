@@ -51,7 +51,11 @@ def _case(slug, expect, entries, prepare=None, raw=None, location_external=True,
         x = M.rng(0).standard_normal((2, 3)).astype(np.float32)
         return M.compile_and_run(path, {"x": x}, {"y": x + DATA})
 
-    return Case(f"external/{slug}", expect, act, setup, timeout=timeout)
+    def ort(ctx, path):
+        x = M.rng(0).standard_normal((2, 3)).astype(np.float32)
+        return M.ort_run(path, {"x": x}, {"y": x + DATA})
+
+    return Case(f"external/{slug}", expect, act, setup, timeout=timeout, ort=ort)
 
 
 def _symlink(target, name="link.bin"):

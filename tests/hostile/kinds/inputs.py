@@ -14,7 +14,7 @@ import numpy as np
 from .. import images
 from .. import models as M
 from ..case import EITHER, REFUSE, RUN, Case, Ran
-from ..prepare import dyn_model, prepared
+from ..prepare import dyn_model, prepared, prepared_onnx
 
 R = M.rng(7)
 X = R.standard_normal((2, 3)).astype(np.float32)
@@ -42,7 +42,22 @@ def _case(slug, expect, artifact, feeds, expected=None, call="run"):
             out = call(m, f)
         return Ran(out, expected=expected() if callable(expected) else (expected or {}))
 
-    return Case(f"inputs/{slug}", expect, act, setup, timeout=20)
+    def ort(ctx, f):
+        sess = M.ort_session(prepared_onnx(ctx, artifact))
+        names = [i.name for i in sess.get_inputs()]
+        outs = [o.name for o in sess.get_outputs()]
+        if call == "run":
+            res = sess.run(None, f)
+        elif call == "positional":
+            if len(f) != len(names):
+                raise TypeError(f"{len(names)} inputs, {len(f)} given")
+            res = sess.run(None, dict(zip(names, f)))
+        else:   # two runs of two sizes (each array to every input): the second one's outputs
+            for arrays in f:
+                res = sess.run(None, {n: arrays for n in names})
+        return Ran(dict(zip(outs, res)), expected=expected() if callable(expected) else (expected or {}))
+
+    return Case(f"inputs/{slug}", expect, act, setup, timeout=20, ort=ort)
 
 
 def add(slug, expect, x, y=lambda: Y, expected=None, **kw):

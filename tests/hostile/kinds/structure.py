@@ -174,7 +174,7 @@ def cases():
     for slug, (expect, make, *ref) in STRUCTURE.items():
         if ref:
             feeds, expected = ref[0]()
-            setup, act = M.compile_case(make, feeds, expected)
+            setup, act, ort = M.compile_case(make, feeds, expected)
         else:
-            setup, act = M.compile_case(make)
-        yield Case(f"structure/{slug}", expect, act, setup, timeout=40)
+            setup, act, ort = M.compile_case(make)
+        yield Case(f"structure/{slug}", expect, act, setup, timeout=40, ort=ort)

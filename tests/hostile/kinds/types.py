@@ -140,5 +140,5 @@ TYPES = {
 
 def cases():
     for slug, (expect, make) in TYPES.items():
-        setup, act = M.compile_case(make)
-        yield Case(f"types/{slug}", expect, act, setup, timeout=40)
+        setup, act, ort = M.compile_case(make)
+        yield Case(f"types/{slug}", expect, act, setup, timeout=40, ort=ort)

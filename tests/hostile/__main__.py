@@ -35,9 +35,9 @@ def main(argv=None) -> int:
     run_dir = make_run_dir()
     t0 = time.perf_counter()
 
-    def progress(r):
+    def progress(r, who=""):
         if args.v or r.verdict == "FAIL":
-            print(f"{r.verdict} {r.case} ({r.seconds:.1f} s) {r.reason} {r.detail[:160]}".rstrip(), flush=True)
+            print(f"{who}{r.verdict} {r.case} ({r.seconds:.1f} s) {r.reason} {r.detail[:160]}".rstrip(), flush=True)
 
     before = snapshot_cache()
     try:
@@ -47,14 +47,16 @@ def main(argv=None) -> int:
         if good.verdict != "PASS":
             problems.append(f"after the suite the cache gives: {good.reason}: {good.detail}")
         problems += user_cache_changes(before)
-        ort_results = run_cases(cases, run_dir, mode="ort") if args.ort else None
+        ort_results = None
+        if args.ort:
+            ort_results = run_cases(cases, run_dir, mode="ort", progress=lambda r: progress(r, "onnxruntime: "))
     finally:
         if not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             print(f"run folder: {run_dir}")
     if args.json:
-        write_results(results, args.json)
+        write_results(args.json, ember=results, ort=ort_results)
     print()
     print(table(results))
     if ort_results:

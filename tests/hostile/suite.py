@@ -190,14 +190,6 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def failures(results: list[Result]) -> str:
-    lines = []
-    for r in results:
-        if r.verdict == "FAIL":
-            lines.append(f"FAIL {r.case} [{r.expect}] {r.reason}: {r.detail[:300]}")
-    return "\n".join(lines)
-
-
 def check_cache(cache_dir: Path) -> list[str]:
     """Problems with the run's compile cache after the cases: entries that do not verify,
     leftover temporary files."""
@@ -286,5 +278,6 @@ def _still_good(ctx, state):
 STILL_GOOD = register_extra(Case("suite/cache-still-good", RUN, _still_good, timeout=60))
 
 
-def write_results(results: list[Result], path: Path) -> None:
-    path.write_text(json.dumps([r.__dict__ for r in results], indent=1))
+def write_results(path: Path, **runs: list[Result]) -> None:
+    """Every case's result, per run ("ember", "ort"), as JSON."""
+    path.write_text(json.dumps({k: [r.__dict__ for r in v] for k, v in runs.items() if v is not None}, indent=1))

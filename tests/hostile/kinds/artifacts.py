@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import struct
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from .. import models as M
 from ..case import EITHER, REFUSE, RUN, Case, Ran
-from ..prepare import copy_prepared, prepared, strings_model
+from ..prepare import copy_prepared, strings_model
 
 X = M.rng(11).standard_normal((2, 3)).astype(np.float32)
 Y = M.rng(12).standard_normal((2, 3)).astype(np.float32)
@@ -357,8 +356,6 @@ def _to_folder(p: Path):
 
 def _stale(cache: Path):
     """The add model's cache entry replaced by another model's (whole, valid) artifact."""
-    from ..prepare import get
-
     entry = next(cache.glob("models/*.so"))
     other = cache.parent / "other.onnx"
     other.write_bytes(M.mlp_model().SerializeToString())

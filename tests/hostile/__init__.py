@@ -14,4 +14,8 @@ blow-up, any other exception, an invalid model accepted, or a wrong result.
 ``case.py`` defines a case, ``kinds/`` generates them (one module per kind), ``child.py`` runs
 one in a child process, ``oracle.py`` computes onnxruntime's answer, ``suite.py`` runs many in a
 pool of two workers and tabulates the results.
+
+Environment: ``HOSTILE_WORKERS`` (default 2), ``HOSTILE_MEM_MB`` (address space a case may add
+to what its child holds at the start, default 2048), ``HOSTILE_TIMEOUT_SCALE`` (multiplies every
+case's time limit, for slow machines).
 """

@@ -1,6 +1,7 @@
-"""Artifacts several cases share, built once per run on first use (under a file lock, by the
-first case's child, before its memory limit applies): compiled seed models, a program with a
-host step, and the crafted artifacts of the ``artifacts`` kind.
+"""Artifacts several cases share, built once per run: by :func:`build_all` before the cases
+run, else by the first case that needs one (under a file lock, before its memory limit
+applies): compiled seed models, a program with a host step, and the crafted artifacts of the
+``artifacts`` kind.
 """
 
 from __future__ import annotations
@@ -138,6 +139,36 @@ BUILDERS = {
     "abi99.so": _other_abi,
     "foreign.so": _foreign,
 }
+
+
+#: The prepared artifacts each kind's cases use.
+USED_BY = {"inputs": ("add.so", "gather.so", "dyn.so", "strings.ember", "image.ember"),
+           "bombs": ("image.ember",),
+           "artifacts": ("add.so", "strings.ember", "abi99.so", "cpu_missing.so", "foreign.so")}
+
+
+def build_all(run_dir: str, cache_dir: str, names: list[str]) -> None:
+    """Builds the prepared artifacts ``names`` (in a child of the suite, before the cases, so
+    that no case's time limit pays for them); a failure here shows again in the cases."""
+    from .child import redirect_output, set_env
+
+    os.setpgid(0, 0)
+    folder = Path(run_dir) / "prepared"
+    folder.mkdir(parents=True, exist_ok=True)
+    redirect_output(folder / "build.log")
+    set_env(cache_dir)
+    code = 0
+    for name in names:
+        try:
+            get(folder, name)
+        except Skip:
+            pass
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+    os._exit(code)
 
 
 def get(folder: Path, name: str) -> Path:

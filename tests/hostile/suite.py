@@ -147,10 +147,15 @@ def make_run_dir() -> Path:
 
 
 def run_cases(cases: list[Case], run_dir: Path, *, progress=None, mode: str = "ember") -> list[Result]:
-    """Runs ``cases`` two at a time (prepared artifacts are built by the first case that needs
-    each, ``prepare.py``); results in case order."""
+    """Runs ``cases`` two at a time, after building the prepared artifacts their kinds use
+    (``prepare.py``) in a child of their own; results in case order."""
+    from .prepare import USED_BY, build_all
+
     cache_dir = run_dir / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
+    needed = sorted({n for c in cases for n in USED_BY.get(c.kind, ())})
+    if needed:
+        _start(build_all, (str(run_dir), str(cache_dir), needed), 300 * timeout_scale())
     with ThreadPoolExecutor(WORKERS) as pool:
         futures = [pool.submit(run_one, c, run_dir, cache_dir, mode) for c in cases]
         results = []

@@ -50,6 +50,15 @@ test: venv models
 # The models are built on demand; e.g. BENCH_ARGS="--models vit gpt2 --batch 1 --runs 50".
 BENCH_ARGS ?= --runs 30
 
+# The hostile-input suite alone (also part of `make test`): damaged models, resource bombs, bad
+# run-time inputs and damaged artifacts, each in a child process under memory and time limits;
+# prints a table per kind, e.g. HOSTILE_ARGS="--kind bombs -v" or HOSTILE_ARGS="--ort".
+HOSTILE_ARGS ?=
+
+.PHONY: hostile
+hostile: venv
+	$(PY) -m tests.hostile $(HOSTILE_ARGS)
+
 .PHONY: bench
 bench: venv
 	$(TORCH)

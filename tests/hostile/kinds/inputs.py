@@ -158,7 +158,9 @@ def dyn_cases():
     yield dyn("n-8-at-bound", RUN, a(8), a(8))
     yield dyn("n-0", EITHER, a(0), a(0))
     yield dyn("symbols-disagree", REFUSE, a(3), a(5))
-    yield dyn("n-9-above-bound", REFUSE, a(9), a(9))
+    # the bound is a planning size: past it the arena grows (onnxruntime runs it too)
+    yield dyn("n-9-above-planned", RUN, a(9), a(9))
+    yield dyn("n-300-above-planned", RUN, a(300), a(300))
     yield dyn("n-2e40-view", REFUSE, lambda: np.broadcast_to(np.float32(1), (1 << 40, 4)),
               lambda: np.broadcast_to(np.float32(1), (1 << 40, 4)))
     yield dyn("n-2e58-view", REFUSE, lambda: np.broadcast_to(np.float32(1), (1 << 58, 4)),
@@ -170,6 +172,8 @@ def dyn_cases():
     # a second run with another size must not see the first run's shapes
     yield _case("dyn-two-sizes", RUN, "dyn.so", lambda: (a(5)(), a(2)()), call=_two_sizes,
                 expected=lambda: _two_sizes_expected(a(5)(), a(2)()))
+    yield _case("dyn-grow-then-shrink", RUN, "dyn.so", lambda: (a(40)(), a(2)()), call=_two_sizes,
+                expected=lambda: _two_sizes_expected(a(40)(), a(2)()))
 
 
 def _two_sizes(m, f):

@@ -3,8 +3,9 @@
 frontend -> graph passes -> CPU preparation (pads, weight packing) -> fusion -> memory plan ->
 one kernel per fused group (tensor expressions, schedules, loop IR) -> C -> shared library.
 
-Whole compiled models are cached by a hash of the model, the options, the target and Ember's own
-source, so compiling the same model again only loads the artifact.
+Whole compiled models are cached by a hash of the model (for a path, the file and the external
+data files it refers to), the options, the target and Ember's own source, so compiling the same
+model again only loads the artifact.
 
 Symbolic dimensions (``ember.symbolic``) stay symbolic through the whole pipeline: the kernels
 take the symbols' values as arguments, the memory plan is sized with every symbol at its upper
@@ -232,13 +233,12 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes, profile: bool
         key.append(sorted(bounds.items()))
     h.update(json.dumps(key, default=str).encode())
     if isinstance(model, (str, os.PathLike)):
-        p = Path(model)
+        from ..frontend.onnx_files import hash_model_files
+
         try:
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 24), b""):
-                    h.update(chunk)
-        except OSError:
-            return None
+            hash_model_files(os.fspath(model), h)
+        except EmberError:
+            return None   # not cached: the frontend reports what is wrong with the files
         return h.hexdigest()
     try:
         import onnx

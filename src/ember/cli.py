@@ -239,7 +239,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     _print_histogram(f"ONNX ops ({len(g.node)} nodes, {len(init_names)} initializers, "
                      f"{onnx_params:,} weights)", _onnx_histogram(model))
 
-    graph = ember.from_onnx(model, shapes=dict(args.shape) or None, bounds=dict(args.bound) or None)
+    graph = ember.from_onnx(args.model, shapes=dict(args.shape) or None, bounds=dict(args.bound) or None)
     print()
     _print_histogram(f"Ember graph ({len(graph.nodes)} nodes)", graph.op_histogram())
     ember_in = [(v.name, str(v.type)) for v in graph.inputs]
@@ -343,18 +343,18 @@ def _compile(model: Any, args: argparse.Namespace, shapes: dict | None):
 
 
 def _require_file(path: str) -> None:
-    if not os.path.isfile(path):
+    # what else the path may be (a directory, a FIFO, a device) the frontend tells, without reading it
+    if not os.path.exists(path):
         raise ModelLoadError(f"no such model file: {path}")
 
 
 def _load_onnx(path: str):
-    import onnx
+    """The model at ``path`` without its external data (read safely by the frontend, which
+    ``from_onnx(path)`` reads the data through)."""
+    from .frontend.onnx import load_model
 
     _require_file(path)
-    try:
-        return onnx.load(path)
-    except Exception as e:  # protobuf raises several unrelated types for a corrupt file
-        raise ModelLoadError(f"cannot read '{path}' as an ONNX model: {e}") from e
+    return load_model(path)
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ class EmberError(Exception):
     code = "E000"
 
     def __init__(self, message: str, *, node: str | None = None, op: str | None = None):
+        node, op = shown_name(node), shown_name(op)
         self.node = node
         self.op = op
         where = ""
@@ -25,6 +26,14 @@ class EmberError(Exception):
         elif node is not None:
             where = f"node '{node}': "
         super().__init__(f"[{self.code}] {where}{message}")
+
+
+def shown_name(name):
+    """A name from a model as text for a message: names that are not valid UTF-8 (protobuf
+    hands them over as bytes) are shown with escapes for their undecodable bytes."""
+    if isinstance(name, (bytes, bytearray)):
+        return bytes(name).decode("utf-8", "backslashreplace")
+    return name if name is None or isinstance(name, str) else str(name)
 
 
 # ---- E0xx: frontends ------------------------------------------------------------------------
@@ -47,6 +56,7 @@ class UnsupportedOpError(FrontendError):
     code = "E003"
 
     def __init__(self, unsupported: dict[str, list[str]], framework: str = "ONNX"):
+        unsupported = {shown_name(k): [shown_name(n) for n in v] for k, v in unsupported.items()}
         self.unsupported = unsupported
         lines = []
         for op_type, names in sorted(unsupported.items()):
@@ -64,6 +74,55 @@ class InvalidModelError(FrontendError):
     """The model is well-formed but violates the framework's rules (bad attribute, shape...)."""
 
     code = "E004"
+
+
+class ModelFileError(ModelLoadError):
+    """A model path or external data file is not a regular file of a size Ember reads (a
+    directory, FIFO or device; larger than protobuf's 2 GiB limit; empty)."""
+
+    code = "E010"
+
+
+class ExternalDataError(ModelLoadError):
+    """A tensor's external-data reference is invalid or unsafe: an unknown key, a location
+    outside the model's folder, an offset or length past the end of the file."""
+
+    code = "E011"
+
+
+class ModelVersionError(FrontendError):
+    """The model's IR version or an opset it imports is newer than Ember (and the installed
+    onnx package) knows, or not a valid version."""
+
+    code = "E012"
+
+
+class DuplicateNameError(InvalidModelError):
+    """A name is defined twice in one graph (initializers, node outputs, graph inputs)."""
+
+    code = "E013"
+
+
+class OpSchemaError(InvalidModelError):
+    """A node breaks its op's ONNX schema: too many or too few inputs or outputs, an attribute
+    given twice, unknown to the op or of the wrong type, an operand of a type the op does not
+    take."""
+
+    code = "E014"
+
+
+class TensorDataError(InvalidModelError):
+    """A tensor's stored data contradicts its type: several data fields set, a length that does
+    not match its dims, a negative dimension, a field of the wrong element type."""
+
+    code = "E015"
+
+
+class DeclaredTypeError(InvalidModelError):
+    """A type the model declares (graph input, graph output, value_info) is invalid or
+    contradicts the type the graph computes there."""
+
+    code = "E016"
 
 
 # ---- E1xx: graph IR and passes --------------------------------------------------------------

@@ -845,6 +845,9 @@ def _ml(dtype):
     return np_dtype(dtype)
 
 
+#: the first opset whose ops take these types as operands (the 2-bit integers came with opset 25)
+NARROW_OPSET = {"float8_e8m0fnu": 24, "int2": 25, "uint2": 25}
+
 #: the ranges of the narrow integer types
 NARROW_INT_RANGES = {"int4": (-8, 7), "uint4": (0, 15), "int2": (-2, 1), "uint2": (0, 3)}
 
@@ -864,70 +867,73 @@ def _defined_cast(src: np.ndarray, to: str) -> np.ndarray:
 @pytest.mark.parametrize("saturate", [0, 1])
 def test_cast_to_and_from_narrow_types(to, saturate):
     tp = NARROW_TP.get(to, 16)
+    opset = max(23, NARROW_OPSET.get(to, 0))
     attrs = {"to": tp, "saturate": saturate}
     with np.errstate(over="ignore"):
         sources = [_defined_cast(s, to) for s in (SPREAD, SPREAD.astype("float16"))]
     for src in sources:
-        check("Cast", [src], attrs, opset=23, oracle=run_onnx_reference)
+        check("Cast", [src], attrs, opset=opset, oracle=run_onnx_reference)
     if to == "float8_e8m0fnu":
         for mode in ("up", "down", "nearest"):
             check("Cast", [np.abs(SPREAD)], {**attrs, "round_mode": mode}, opset=24, oracle=run_onnx_reference)
     # CastLike to the type of a second input, and back to float
     like = np.zeros(3, _ml(to))
-    check("CastLike", [_defined_cast(SPREAD, to), like], {"saturate": saturate}, opset=23, oracle=run_onnx_reference)
+    check("CastLike", [_defined_cast(SPREAD, to), like], {"saturate": saturate}, opset=opset, oracle=run_onnx_reference)
     with np.errstate(all="ignore"):
         codes = (np.arange(256, dtype=np.uint8) & (0xF if to in ("int4", "uint4", "float4_e2m1fn") else
                                                    0x3 if to in ("int2", "uint2") else 0xFF))
     data = codes.view(_ml(to)) if to != "bfloat16" else SPREAD.astype(_ml(to))
     for back in (1, 10):      # float, float16
-        check("Cast", [data], {"to": back}, opset=23, oracle=run_onnx_reference)
+        check("Cast", [data], {"to": back}, opset=opset, oracle=run_onnx_reference)
     # to int8: ONNX leaves non-finite and out of range values undefined
     v = data.astype(f32)
-    check("Cast", [data[np.isfinite(v) & (np.abs(v) < 128)]], {"to": 3}, opset=23, oracle=run_onnx_reference)
+    check("Cast", [data[np.isfinite(v) & (np.abs(v) < 128)]], {"to": 3}, opset=opset, oracle=run_onnx_reference)
 
 
 @pytest.mark.parametrize("qtype", ["int4", "uint4", "int2", "uint2"])
 def test_quantize_dequantize_narrow_integers(qtype):
+    opset = max(21, NARROW_OPSET.get(qtype, 0))
     lo, hi = {"int4": (-8, 7), "uint4": (0, 15), "int2": (-2, 1), "uint2": (0, 3)}[qtype]
     x = rand(2, 6, 4, lo=-30, hi=30)
     zp = np.array([lo + 1, hi - 1, (lo + hi) // 2, 0 if lo < 0 else 1, lo, hi][:6], _ml(qtype))
     scale = rand(6, lo=0.5, hi=4)
-    check("QuantizeLinear", [x, scale, zp], {"axis": 1}, const=[1, 2], opset=21, oracle=run_onnx_reference)
+    check("QuantizeLinear", [x, scale, zp], {"axis": 1}, const=[1, 2], opset=opset, oracle=run_onnx_reference)
     # blocked, the output type from output_dtype alone
     bscale = rand(2, 6, 2, lo=0.5, hi=4)
     check("QuantizeLinear", [x, bscale], {"axis": 2, "block_size": 2, "output_dtype": NARROW_TP[qtype]},
-          const=[1], opset=21, oracle=run_onnx_reference)
+          const=[1], opset=opset, oracle=run_onnx_reference)
     q = (np.arange(48) % (hi - lo + 1) + lo).reshape(2, 6, 4).astype(_ml(qtype))
-    check("DequantizeLinear", [q, scale, zp], {"axis": 1}, const=[1, 2], opset=21, oracle=run_onnx_reference)
-    check("DequantizeLinear", [q, bscale.astype("float16")], {"axis": 2, "block_size": 2}, const=[1], opset=21,
+    check("DequantizeLinear", [q, scale, zp], {"axis": 1}, const=[1, 2], opset=opset, oracle=run_onnx_reference)
+    check("DequantizeLinear", [q, bscale.astype("float16")], {"axis": 2, "block_size": 2}, const=[1], opset=opset,
           oracle=run_onnx_reference, rtol=1e-3)
-    check("DequantizeLinear", [q, scale], {"axis": 1, "output_dtype": 10}, const=[1], opset=23,
+    check("DequantizeLinear", [q, scale], {"axis": 1, "output_dtype": 10}, const=[1], opset=max(23, opset),
           oracle=run_onnx_reference, rtol=1e-3)
 
 
 @pytest.mark.parametrize("qtype", ["float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
                                    "float4_e2m1fn"])
 def test_quantize_dequantize_narrow_floats(qtype):
+    opset = 23 if qtype == "float4_e2m1fn" else 21   # QuantizeLinear takes float4 from opset 23 on
     x = np.concatenate([SPREAD, -SPREAD]).reshape(2, 24)
     scale = np.array([0.5, 3.0], f32)
     zp = np.zeros(2, _ml(qtype))
     for sat in (0, 1):
-        check("QuantizeLinear", [x, scale, zp], {"axis": 0, "saturate": sat}, const=[1, 2], opset=21,
+        check("QuantizeLinear", [x, scale, zp], {"axis": 0, "saturate": sat}, const=[1, 2], opset=opset,
               oracle=run_onnx_reference)
-    check("QuantizeLinear", [x, np.array(2.0, f32)], {"output_dtype": NARROW_TP[qtype]}, const=[1], opset=21,
+    check("QuantizeLinear", [x, np.array(2.0, f32)], {"output_dtype": NARROW_TP[qtype]}, const=[1], opset=opset,
           oracle=run_onnx_reference)
     q = np.arange(48, dtype=np.uint8).reshape(2, 24).view(_ml(qtype))
     if qtype == "float4_e2m1fn":
         q = (np.arange(48, dtype=np.uint8) & 0xF).reshape(2, 24).view(_ml(qtype))
-    check("DequantizeLinear", [q, scale, zp], {"axis": 0}, const=[1, 2], opset=21, oracle=run_onnx_reference)
-    check("DequantizeLinear", [q, np.array(0.25, "float16")], const=[1], opset=21, oracle=run_onnx_reference,
+    check("DequantizeLinear", [q, scale, zp], {"axis": 0}, const=[1, 2], opset=opset, oracle=run_onnx_reference)
+    check("DequantizeLinear", [q, np.array(0.25, "float16")], const=[1], opset=opset, oracle=run_onnx_reference,
           rtol=1e-3)
 
 
 def test_dequantize_with_e8m0_scales():
     q = np.arange(-8, 8, dtype=np.int64).reshape(2, 8).astype(_ml("int4"))
     scale = np.array([[0.5, 4.0], [2.0 ** -10, 1.0]], f32).astype(_ml("float8_e8m0fnu"))
-    check("DequantizeLinear", [q, scale], {"axis": 1, "block_size": 4, "output_dtype": 1}, const=[1], opset=23,
+    check("DequantizeLinear", [q, scale], {"axis": 1, "block_size": 4, "output_dtype": 1}, const=[1], opset=24,
           oracle=run_onnx_reference)
 
 

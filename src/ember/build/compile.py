@@ -301,19 +301,12 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
     # refused under smaller ones
     put("limits", json.dumps(sorted(ember_limits.current().as_dict().items()), default=str))
     if isinstance(model, (str, os.PathLike)):
+        from ..frontend.onnx_files import hash_model_files
+
         try:
-            data = Path(model).read_bytes()
-        except OSError:
-            return None
-        put("model", data)
-        files = _external_data_files(data, Path(os.path.abspath(model)).parent)
-        if files is None:
-            return None
-        for location, path in files:
-            try:
-                put(f"external {location}", path.read_bytes())
-            except OSError:
-                return None            # the frontend says what is wrong
+            hash_model_files(os.fspath(model), h)    # the model and its external data, read safely
+        except EmberError:
+            return None   # not cached: the frontend reports what is wrong with the files
         return h.hexdigest()
     if isinstance(model, (bytes, bytearray, memoryview)):
         put("model", bytes(model))      # bytes cannot refer to external data (no folder)
@@ -328,21 +321,6 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
         put("model", model.SerializeToString(deterministic=True))
         return h.hexdigest()
     return None   # graphs are not cached (cheap to hash wrongly, so we do not guess)
-
-
-def _external_data_files(data: bytes, folder: Path) -> list[tuple[str, Path]] | None:
-    """(location, path) of every external data file the ONNX model ``data`` refers to, sorted;
-    None when the model cannot be read here."""
-    if b"location" not in data:      # the key of every external data entry
-        return []
-    try:
-        import onnx
-
-        mp = onnx.ModelProto()
-        mp.ParseFromString(data)
-    except Exception:
-        return None
-    return [(loc, folder / loc) for loc in sorted(_external_locations(mp))]
 
 
 def _external_locations(mp) -> set[str]:

@@ -32,17 +32,21 @@ to a constant is replaced by its taken branch.
 from __future__ import annotations
 
 import os
+from math import prod
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .. import limits
-from ..errors import FrontendError, InvalidModelError, LimitError, ModelLoadError, UnsupportedOpError
+from ..errors import FrontendError, InvalidModelError, LimitError, ModelFileError, ModelLoadError, UnsupportedOpError
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
 from ..ops import get_op
 from ..symbolic import Sym, SymbolicError, compare, dim_range, is_identifier, symbol
+from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
+from .onnx_validate import (check_declared_types, check_graph, check_operand_types, check_raw_length,
+                            check_versions, onnx_type_str, schema_of, tensor_nbytes)
 from .shape_values import FOLDABLE, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
@@ -60,6 +64,7 @@ _ONNX_TYPE_NAMES = {
 }
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+_PACKED_TYPES = (21, 22, 23, 25, 26)     # uint4, int4, float4_e2m1fn, uint2, int2: several to a byte
 
 
 class SequenceValue:
@@ -122,6 +127,12 @@ def _domain(d: str) -> str:
 
 # ---- loading --------------------------------------------------------------------------------
 
+def load_model(path: str):
+    """The ModelProto of the model file at ``path``, its external data left unread (from_onnx
+    reads it while translating): a regular file below protobuf's size limit that parses."""
+    return _load(path)
+
+
 def _load(model: Any):
     import onnx
 
@@ -131,28 +142,44 @@ def _load(model: Any):
     elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         where = f"'{path}'"
-        if not os.path.exists(path):
-            raise ModelLoadError(f"no such model file: '{path}'")
-        if os.path.isdir(path):
-            raise ModelLoadError(f"'{path}' is a directory, not an ONNX model file")
-        try:
-            mp = onnx.load(path, load_external_data=True)
-        except FileNotFoundError as e:
-            raise ModelLoadError(f"cannot read {where} or its external data: {e}") from None
-        except Exception as e:  # DecodeError, ValidationError, OSError, ...
-            raise ModelLoadError(f"cannot read {where} as an ONNX model: {type(e).__name__}: {e}") from None
+        mp = _parse(read_model_file(path), where)
     elif isinstance(model, (bytes, bytearray, memoryview)):
         where = "the given bytes"
-        mp = onnx.ModelProto()
-        try:
-            mp.ParseFromString(bytes(model))
-        except Exception as e:
-            raise ModelLoadError(f"cannot parse the given bytes as an ONNX model: {e}") from None
+        if len(model) > MAX_MODEL_BYTES:
+            raise ModelFileError(f"the given bytes ({len(model)}) exceed protobuf's limit of "
+                                 f"{MAX_MODEL_BYTES} bytes for one ONNX model")
+        mp = _parse(bytes(model), where)
     else:
         raise ModelLoadError(f"from_onnx expects a path, bytes or onnx.ModelProto, got {type(model).__name__}")
     if mp.ir_version <= 0 or not mp.HasField("graph") or not mp.graph.output:
         raise ModelLoadError(f"{where} is not an ONNX model (no IR version, graph or outputs)")
     return mp
+
+
+def _parse(data: bytes, where: str):
+    import onnx
+
+    mp = onnx.ModelProto()
+    try:
+        mp.ParseFromString(data)
+    except Exception as e:  # DecodeError, RecursionError, ...
+        raise ModelLoadError(f"cannot read {where} as an ONNX model (truncated or not a model file?): "
+                             f"{type(e).__name__}: {e}") from None
+    return mp
+
+
+def _from_raw(raw: bytes, t, dtype: str) -> np.ndarray | None:
+    """The array of raw little-endian data ``raw`` (its length checked) of tensor ``t``, when
+    its IR dtype stores one element in whole bytes as ONNX does; None for the packed 4- and
+    2-bit types and on big-endian hosts (numpy_helper unpacks those)."""
+    import sys
+
+    if sys.byteorder != "little" or t.data_type in _PACKED_TYPES:
+        return None
+    nd = np_dtype(dtype)
+    if nd.kind == "O" or len(raw) != nd.itemsize * prod(t.dims):
+        return None
+    return np.frombuffer(raw, dtype=nd).reshape(tuple(t.dims))
 
 
 def _default_opset(mp) -> int | None:
@@ -557,15 +584,29 @@ class _Translator:
                 raise ModelLoadError(
                     f"{what} '{t.name}' keeps its data in an external file; pass the model's path to "
                     f"from_onnx (or load it with onnx.load(path), which reads external data)")
-            try:
-                arr = numpy_helper.to_array(t, self.base_dir)
-            except Exception as e:
-                raise ModelLoadError(f"cannot read external data of {what} '{t.name}': {e}") from None
+            raw = read_external_data(t, self.base_dir, tensor_nbytes(t), what)
+            arr = _from_raw(raw, t, dtype)
+            if arr is None:
+                data = TensorProto()
+                data.CopyFrom(t)
+                del data.external_data[:]
+                data.data_location = TensorProto.DEFAULT
+                data.raw_data = raw
+                try:
+                    arr = numpy_helper.to_array(data)
+                except Exception as e:
+                    raise ModelLoadError(f"cannot read external data of {what} '{t.name}': {e}") from None
         else:
-            try:
-                arr = numpy_helper.to_array(t)
-            except Exception as e:
-                raise ModelLoadError(f"{what} '{t.name}' is corrupt: {e}") from None
+            arr = None
+            if t.HasField("raw_data"):
+                raw = t.raw_data
+                check_raw_length(t, len(raw), what, node, op)
+                arr = _from_raw(raw, t, dtype)
+            if arr is None:
+                try:
+                    arr = numpy_helper.to_array(t)
+                except Exception as e:
+                    raise ModelLoadError(f"{what} '{t.name}' is corrupt: {e}") from None
         return np.asarray(arr, dtype=np_dtype(dtype))
 
     # -- steps -----------------------------------------------------------------------------
@@ -680,9 +721,13 @@ class _Translator:
         for k, node in nodes_in_order(nodes, set(self.env)):
             self.translate_node(node, node.name or f"{node.op_type}_{k}", self.opsets)
 
-    def translate_node(self, node, name: str, opsets: dict[str, int]) -> None:
+    def translate_node(self, node, name: str, opsets: dict[str, int], from_model: bool = True) -> None:
+        """Translate one node; ``from_model`` nodes (not those of an op's ONNX function body)
+        have their operand types checked against the op's schema first."""
         from .onnx_ops import TRANSLATIONS
 
+        if from_model:
+            self.check_operand_types(node, name, opsets)
         fn = TRANSLATIONS.get(op_key(node))
         if fn is None:
             self.expand_function(node, name, opsets)
@@ -706,6 +751,8 @@ class _Translator:
         if isinstance(outs, (Value, SequenceValue, OptionalValue)) or outs is None:
             outs = [outs]
         outs = list(outs)
+        if from_model:
+            self.check_operand_types(node, name, opsets, outs)
         for j, out_name in enumerate(node.output):
             if not out_name:
                 continue
@@ -715,6 +762,30 @@ class _Translator:
                     raise cx.unsupported(f"output {j} '{out_name}'")
                 continue
             self.env[out_name] = v
+
+    def check_operand_types(self, node, name: str, opsets: dict[str, int], outs=None) -> None:
+        """The types of the node's operands (and with ``outs``, of its results) against its ONNX
+        schema's type constraints."""
+        schema = schema_of(node.op_type, node.domain, opsets)
+        if schema is None or not schema.type_constraints:
+            return
+        out_types = None
+        if outs is not None:
+            out_types = [self._type_str(outs[j]) if j < len(outs) and o else None
+                         for j, o in enumerate(node.output)]
+        check_operand_types(schema, [self._type_str(self.env.get(x)) if x else None for x in node.input],
+                            name, node.op_type, out_types)
+
+    def _type_str(self, v) -> str | None:
+        """The ONNX type string of a translated value (None when unknown)."""
+        if isinstance(v, Value):
+            return onnx_type_str(v.type.dtype)
+        if isinstance(v, SequenceValue):
+            return f"seq({onnx_type_str(v.dtype)})"
+        if isinstance(v, OptionalValue) and v.value is not None:
+            inner = self._type_str(v.value)
+            return None if inner is None else f"optional({inner})"
+        return None
 
     def inline_graph(self, g, prefix: str, opset: int, bind: Sequence[Value] = ()) -> list[Value]:
         """Translate a subgraph (If branch, loop body) whose names are local to it; it may read
@@ -770,13 +841,7 @@ class _Translator:
     # replaced by the function's body, whose nodes are translated in turn.
 
     def schema(self, node, opsets):
-        import onnx.defs
-
-        domain = _domain(node.domain)
-        try:
-            return onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
-        except Exception:
-            return None
+        return schema_of(node.op_type, node.domain, opsets)
 
     def supported(self, node, opsets, depth: int = 0) -> bool:
         from .onnx_ops import TRANSLATIONS
@@ -865,7 +930,7 @@ class _Translator:
         for n in nodes:
             self.used.update(x for x in n.input if x)
         for n in nodes:
-            self.translate_node(n, n.name, inner_opsets)
+            self.translate_node(n, n.name, inner_opsets, from_model=False)
 
     def outputs(self) -> list[Value]:
         outs: list[Value] = []
@@ -908,6 +973,9 @@ class _Translator:
         self.bind_inputs()
         self.translate(nodes)
         outs = self.outputs()
+        check_declared_types(self.g.output, self.env, "graph output")
+        # value_info dims may hold the sizes of the export that shapes= pins otherwise
+        check_declared_types(self.g.value_info, self.env, "value_info", dims=False)
         for v in outs:
             if v.uid in self.symvals:
                 raise InvalidModelError(f"graph output '{v.name}' is a shape computed from symbolic "
@@ -1059,8 +1127,10 @@ def from_onnx(model: Any, shapes: Mapping[str, Any] | None = None,
     base_dir = None
     if isinstance(model, (str, os.PathLike)):
         base_dir = os.path.dirname(os.path.abspath(os.fspath(model)))
+    check_versions(mp)
     if mp.functions:
         mp = _inline_functions(mp)
+    check_graph(mp.graph, {_domain(imp.domain): int(imp.version) for imp in mp.opset_import})
     return _Translator(mp, shapes, base_dir, bounds).run()
 
 

@@ -204,16 +204,19 @@ def _value_key(name: str, value: Any) -> tuple:
 
 def specialize(model: onnx.ModelProto, values: dict[str, Any]) -> onnx.ModelProto:
     """A copy of ``model`` whose graph inputs named in ``values`` are initializers holding them
-    (they stay listed as inputs, which every IR version allows for initializers)."""
-    from onnx import numpy_helper
+    (they stay listed as inputs, which every IR version allows for initializers, declared with
+    the type of the value they now hold)."""
+    from onnx import helper, numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    declared = {vi.name for vi in m.graph.input}
+    declared = {vi.name: vi for vi in m.graph.input}
     for name, value in values.items():
         if name not in declared:
             raise InputError(f"'{name}' is not a graph input of the model")
-        m.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        t = numpy_helper.from_array(np.asarray(value), name)
+        m.graph.initializer.append(t)
+        declared[name].type.CopyFrom(helper.make_tensor_type_proto(t.data_type, list(t.dims)))
     return m
 
 

@@ -39,6 +39,16 @@ def conv_out_dim(size, k, stride, pad_begin, pad_end, dilation, ceil_mode=False)
     return span // stride + 1
 
 
+def check_window(op, a, kernel=None) -> None:
+    """Strides, dilations and a pooling kernel of at least 1: smaller ones make conv_out_dim
+    count windows that reach outside the input."""
+    for key in ("strides", "dilations"):
+        if any(int(v) < 1 for v in a[key]):
+            raise op.fail(f"{key} {list(a[key])} must all be at least 1")
+    if kernel is not None and any(int(k) < 1 for k in kernel):
+        raise op.fail(f"kernel {list(kernel)} must be at least 1 in every dimension")
+
+
 def pad_nchw(x, pads, value=0):
     """Pad the two spatial dims of an NCHW tensor expression with ``value`` (zeros by default);
     pads = (top, left, bottom, right)."""
@@ -76,6 +86,7 @@ class Conv2d(Op):
             raise self.fail(f"input has {c} channels but weight {w} with groups={g} expects {ci * g}")
         if isinstance(o, int) and o % g:
             raise self.fail(f"{o} output channels are not divisible by groups={g}")
+        check_window(self, a)
         (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["strides"], a["dilations"], a["pads"]
         oh = conv_out_dim(h, kh, sh, pt, pb, dh)
         ow = conv_out_dim(wd, kw, sw, pl, pr, dw)
@@ -209,6 +220,7 @@ class Pool2d(Op):
         if x.rank != rank:
             raise self.fail(f"expects a {rank}-D {a['layout']} input, got {x}")
         n, c, h, w = x.shape[:4]
+        check_window(self, a, a["kernel"])
         (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = a["kernel"], a["strides"], a["pads"], a["dilations"]
         oh = conv_out_dim(h, kh, sh, pt, pb, dh, a["ceil_mode"])
         ow = conv_out_dim(w, kw, sw, pl, pr, dw, a["ceil_mode"])
@@ -895,6 +907,7 @@ class Conv2dNCHWc(Op):
                             f"for {x} and {wp}")
         if not depthwise and (wcblk, wcb) != (cblk, cb):
             raise self.fail(f"weight {wp} does not match the input blocks of {x}")
+        check_window(self, a)
         (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["strides"], a["dilations"], a["pads"]
         oh = conv_out_dim(h, kh, sh, pt, pb, dh)
         ow = conv_out_dim(w, kw, sw, pl, pr, dw)

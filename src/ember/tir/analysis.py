@@ -187,7 +187,7 @@ def _extent_range(ext) -> int | None:
         return ext
     if isinstance(ext, Expr):
         b = bound(ext)
-        return None if b is None or b[1] >= UNBOUNDED else b[1]
+        return None if b is None else min(b[1], UNBOUNDED)     # unlimited: still non-negative
     return None
 
 

@@ -16,7 +16,7 @@ The limits:
 * ``fold_bytes``: the largest constant that compile-time evaluation may *grow* (an ``Expand``,
   ``Tile``, ``ConstantOfShape``, ``Range`` or ``Concat`` of constants whose result outweighs its
   inputs; default 64 MiB): a larger result is computed at run time instead;
-* ``nodes``: nodes of a graph (default 2,000,000);
+* ``nodes``: nodes of a graph (default 64,000: a graph of 100,000 nodes takes minutes to compile);
 * ``loop_iterations``: iterations of a Loop or Scan unrolled at compile time (default 4096);
 * ``subgraph_depth``: nesting of subgraphs and function bodies (default 64).
 
@@ -109,7 +109,7 @@ class Limits:
     tensor_bytes: int
     memory_bytes: int
     fold_bytes: int = 64 << 20
-    nodes: int = 2_000_000
+    nodes: int = 64_000
     loop_iterations: int = 4096
     subgraph_depth: int = 64
 

@@ -951,9 +951,10 @@ class _Translator:
             rest = [] if v.value is None else self._output_values(name, v.value, claimed, keep=False)
             return [flag] + rest
         if v.uid in claimed:
-            if keep:
-                return [v]  # a graph input or an earlier output: keep its value (and name) as is
-            # an element of a sequence or optional is found by its name: copy it under that name
+            if keep and v.name == name:
+                return [v]  # a graph input that is also an output of that name
+            # a graph input, an earlier output, or an element of a sequence or optional that
+            # outputs under another name: a copy under that name
             v = self.b.op("reshape", [v], name=name, shape=tuple(v.shape))
             v.name = name
         elif v.is_const:

@@ -19,6 +19,7 @@ import os
 import re
 import stat
 
+from .. import limits
 from ..errors import ExternalDataError, ModelFileError, ModelLoadError
 
 __all__ = ["MAX_MODEL_BYTES", "read_model_file", "check_external_reference", "read_external_data",
@@ -165,6 +166,10 @@ def read_external_data(t, base_dir: str, nbytes: int, what: str) -> bytes:
         if offset > st.st_size or nbytes > st.st_size - offset:
             raise ExternalDataError(f"{what} '{name}' needs {nbytes} bytes at offset {offset} of '{loc}', "
                                     f"which has {st.st_size} bytes")
+        if length is None and st.st_size - offset != nbytes:
+            # without a length the data runs to the end of the file (as onnx reads it)
+            raise ExternalDataError(f"{what} '{name}': its external data runs from offset {offset} to the end of "
+                                    f"'{loc}', {st.st_size - offset} bytes, but its type and dims take {nbytes}")
         return _read_at(fd, offset, nbytes, "external data file", loc)
     finally:
         os.close(fd)
@@ -214,6 +219,10 @@ def hash_model_files(path: str, h) -> None:
             raise ExternalDataError(f"external-data location {loc!r} leads outside the model's folder")
         fd, st = _open_regular(full, "external data file", ExternalDataError, nofollow=True)
         try:
+            most = limits.current().memory_bytes
+            if st.st_size > most:
+                raise ExternalDataError(f"external data file '{loc}' holds {st.st_size:,} bytes, more than the "
+                                        f"{most:,} bytes a model may take (the memory_bytes limit)")
             h.update(f"\0{loc}\0{st.st_size}\0".encode())
             for offset in range(0, st.st_size, _READ_CHUNK):
                 h.update(_read_at(fd, offset, min(_READ_CHUNK, st.st_size - offset), "external data file", loc))

@@ -274,6 +274,10 @@ def _check_node(n, opsets: dict[str, int], name: str) -> None:
     schema = schema_of(op, n.domain, opsets)
     if schema is None:
         return
+    if schema.deprecated:
+        d = "" if n.domain in _DEFAULT_DOMAINS else n.domain
+        raise OpSchemaError(f"was removed from ONNX before opset {opsets.get(d, 1)} (deprecated at opset "
+                            f"{schema.since_version})", node=name, op=op)
     ins, outs = len(n.input), len(n.output)
     while ins and not n.input[ins - 1]:
         ins -= 1                                   # trailing optional inputs left out
@@ -296,6 +300,9 @@ def _check_node(n, opsets: dict[str, int], name: str) -> None:
         if a.type != A.UNDEFINED and a.type != want:
             raise OpSchemaError(f"attribute '{aname}' is of type {_attr_type(a.type)}; the op takes "
                                 f"{_attr_type(want)}", node=name, op=op)
+    missing = sorted(k for k, spec in known.items() if spec.required and k not in attrs)
+    if missing:
+        raise OpSchemaError(f"lacks the required attribute(s) {', '.join(map(repr, missing))}", node=name, op=op)
 
 
 def _arity(lo: int, hi: int) -> str:

@@ -67,11 +67,34 @@ def corrupt(where: str) -> ArtifactError:
     return ArtifactError(f"{where} is corrupt: its contents do not match its checksum")
 
 
+def artifact_path(path) -> Path:
+    """``path`` as a Path to a regular file, else ArtifactError: not a path (None, a number, which
+    ``open`` would take for a file descriptor), a NUL in it, nothing there, or a FIFO, device or
+    folder (opening a FIFO would block)."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArtifactError(f"an artifact path must be a str or os.PathLike, not {type(path).__name__}")
+    text = os.fspath(path)
+    if "\0" in text:
+        raise ArtifactError(f"the artifact path {text!r} holds a NUL character")
+    try:
+        st = os.stat(text)
+    except FileNotFoundError:
+        raise ArtifactError(f"no artifact at '{text}'") from None
+    except OSError as e:
+        raise ArtifactError(f"cannot read the artifact '{text}': {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ArtifactError(f"'{text}' is not a regular file")
+    return Path(text)
+
+
 def open_artifact(path: Path):
     """``(file, stat, digest the trailer records)`` for the artifact at ``path`` (no hashing);
     the caller closes the file."""
+    path = artifact_path(path)
     try:
-        f = open(path, "rb")
+        f = open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0)))
     except FileNotFoundError:
         raise ArtifactError(f"no artifact at '{path}'") from None
     except IsADirectoryError:

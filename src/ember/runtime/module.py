@@ -398,7 +398,7 @@ class Module(LoadedModel):
             if arr.dtype != dt or arr.shape != shape:
                 arr = self._check_input(i, arr)
             if not arr.flags.c_contiguous or not arr.flags.aligned:
-                arr = np.ascontiguousarray(arr)
+                arr = self._dense(i, arr)
             arrays[i] = arr
         with self._lock:
             outs = [self._outputs.array(i, shape, dt, self._out_names[i])
@@ -420,7 +420,7 @@ class Module(LoadedModel):
             if arr.dtype != dt:
                 arr = self._check_input(i, arr, check_shape=False)
             if not arr.flags.c_contiguous or not arr.flags.aligned:
-                arr = np.ascontiguousarray(arr)
+                arr = self._dense(i, arr)
             arrays[i] = arr
         env = self._bind_shapes([a.shape for a in arrays])
         shapes = [np.array(a.shape, dtype=np.int64) for a in arrays]
@@ -444,6 +444,13 @@ class Module(LoadedModel):
         cls = IndexOutOfRangeError if rc == EMBER_ERROR_INDEX else EmberRuntimeError
         raise cls(f"'{self.name}' failed: {msg or f'status {rc}'}")
 
+    def _dense(self, i: int, arr: np.ndarray) -> np.ndarray:
+        """A dense, aligned copy of input ``i`` (a strided or broadcast view), its size checked
+        against the resource limits first."""
+        limits.check_tensor(int(arr.size) * arr.dtype.itemsize, f"a dense copy of input '{self._in_names[i]}'",
+                            runtime=True)
+        return np.ascontiguousarray(arr)
+
     def _check_input(self, i: int, arr: np.ndarray, check_shape: bool = True) -> np.ndarray:
         """Accepts ``arr`` for input ``i`` or raises InputError naming what is wrong."""
         name, ttype = self._in_names[i], self._in_types[i]
@@ -451,7 +458,7 @@ class Module(LoadedModel):
         got = f"{arr.dtype}[{', '.join(str(d) for d in arr.shape)}]"
         if arr.dtype != dt:
             # bfloat16 and the narrow types may also be given as their raw bits
-            if arr.dtype == _RAW_BITS.get(ttype.dtype):
+            if arr.dtype == _RAW_BITS.get(ttype.dtype) and arr.dtype.itemsize == dt.itemsize:
                 arr = arr.view(dt)
             else:
                 ns = "ml_dtypes" if ttype.dtype in _RAW_BITS else "np"
@@ -524,8 +531,10 @@ def replacing(dest: Path):
 def load(path: str | os.PathLike) -> "Module":
     """Loads the artifact at ``path`` (checked for integrity first): a :class:`Module`, or a
     :class:`~ember.runtime.program.ProgramModule` for a model with host steps."""
+    from .artifact import artifact_path
     from .program import ProgramModule, is_program
 
+    path = artifact_path(path)
     if is_program(path):
         return ProgramModule(path)
     return Module(path)

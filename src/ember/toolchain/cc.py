@@ -261,6 +261,7 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
     include = ["-I", _RUNTIME_SUBDIR]
     steps: list[tuple[str, list[str], str]] = []  # (what, command, object file relative to work)
     cached_objects: list[tuple[str, str, str]] = []  # (object, cache key, source) for the runtime
+    reused: list[tuple[str, tuple]] = []             # (cache key, compile step) of runtime objects found
     objects: list[str] = []
 
     objs = Cache("obj", suffix=".o")
@@ -274,14 +275,15 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
                                            _native_identity(compiler, cflags).encode(),
                                            "\0".join(cflags).encode(), fname.encode(), rt[fname],
                                            headers])).hexdigest()
+        compile_rt = (f"compile {fname}",
+                      [*compiler.command, *cflags, *include, "-c", f"{_RUNTIME_SUBDIR}/{fname}", "-o", obj], obj)
         cached = objs.get(okey)
         if cached is not None:
             shutil.copyfile(cached, work / obj)
+            reused.append((okey, compile_rt))
             continue
         cached_objects.append((obj, okey, fname))
-        steps.append((f"compile {fname}",
-                      [*compiler.command, *cflags, *include, "-c", f"{_RUNTIME_SUBDIR}/{fname}", "-o", obj],
-                      obj))
+        steps.append(compile_rt)
     for fname in sorted(sources):
         if fname.endswith(".h"):
             continue
@@ -328,8 +330,17 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
             pass  # the object cache is only an optimization
 
     out = f"{name}.so"
-    _run([*compiler.command, *cflags, *LINK_FLAGS, *user_flags, "-o", out, *objects, *LINK_LIBS],
-         work, "link")
+    link = [*compiler.command, *cflags, *LINK_FLAGS, *user_flags, "-o", out, *objects, *LINK_LIBS]
+    try:
+        _run(link, work, "link")
+    except ToolchainError:
+        if not reused:
+            raise
+        # a damaged runtime object in the cache (truncated, overwritten): drop, rebuild, link again
+        for okey, step in reused:
+            objs.remove(okey)
+            run_step(step)
+        _run(link, work, "link")
     if progress is not None:
         progress("link", total, total)
     return work / out

@@ -115,6 +115,8 @@ def _png(data: bytes) -> np.ndarray:
     if header is None:
         raise _fail("PNG without an IHDR chunk")
     width, height, depth, color, _, _, interlace = header
+    if width < 1 or height < 1:
+        raise _fail(f"PNG of {width} x {height} pixels (the format needs at least 1 x 1)")
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color)
     if depth != 8 or channels is None or interlace:
         raise _fail(f"PNG with bit depth {depth}, color type {color}, interlace {interlace} is not supported")
@@ -163,6 +165,9 @@ def _pnm(data: bytes) -> np.ndarray:
             raise _fail("truncated PNM header")
         fields.append(int(data[start:pos]))
     width, height, maxval = fields
+    if width < 1 or height < 1 or not 1 <= maxval:
+        raise _fail(f"PNM of {width} x {height} pixels with maxval {maxval} (the format needs at least 1 x 1 "
+                    f"and a maxval from 1)")
     channels = 3 if data[:2] == b"P6" else 1
     if maxval > 255:
         raise _fail("16-bit PNM is not supported")

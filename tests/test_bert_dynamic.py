@@ -43,13 +43,14 @@ def test_bert_dynamic_compiled_once_runs_every_size():
     ort = pytest.importorskip("onnxruntime")
     path = dynamic_bert()
     module = ember.compile(path, bounds={"batch": 4})
-    assert module.symbols == {"batch": 4, "seq": 512}     # seq bounded by the 512 positions
+    assert module.symbols == {"batch": 4, "seq": 512}
+    assert module.limits == {"seq": 512}                  # seq limited by the 512 positions; batch planned for 4
     assert [str(t) for t in module.input_types] == ["int64[batch, seq]"] * 2
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    for batch, seq in SIZES:
+    for batch, seq in SIZES + [(6, 8)]:                  # past the planned batch: the arena grows
         ids = rng.integers(0, 30522, (batch, seq)).astype(np.int64)
         mask = np.ones((batch, seq), np.int64)
         mask[:, seq - seq // 4:] = 0          # a padded tail, so the mask matters
@@ -59,5 +60,5 @@ def test_bert_dynamic_compiled_once_runs_every_size():
         for key in want:
             assert got[key].shape == want[key].shape, (batch, seq, key)
             assert rel_error(got[key], want[key]) <= 1e-4, (batch, seq, key)
-    with pytest.raises(ember.errors.InputError, match="above its bound"):
-        module.run({"input_ids": np.zeros((5, 8), np.int64), "attention_mask": np.ones((5, 8), np.int64)})
+    with pytest.raises(ember.errors.InputError, match="seq = 513, above its limit 512"):
+        module.run({"input_ids": np.zeros((1, 513), np.int64), "attention_mask": np.ones((1, 513), np.int64)})

@@ -236,7 +236,7 @@ def artifact_cases():
     yield _case("so-resealed-elf-header-zeroed", REFUSE, "add.so", edit_payload(_elf_header_zeroed))
     yield _case("so-resealed-metadata-format-7", REFUSE, "add.so", edit_payload(replace_once(b'"format":1', b'"format":7')))
     yield _case("so-resealed-metadata-not-json", REFUSE, "add.so", edit_payload(replace_once(b'{"format"', b'!"format"')))
-    yield _case("so-resealed-metadata-no-inputs", REFUSE, "add.so", edit_payload(replace_once(b'"inputs"', b'"inputz"')))
+    yield _case("so-resealed-metadata-no-inputs", REFUSE, "add.so", edit_payload(replace_once(b'"inputs":[', b'"inputz":[')))
     yield _case("so-resealed-metadata-duplicate-names", REFUSE, "add.so",
                 edit_payload(replace_once(b'{"name":"y"', b'{"name":"x"')))
     yield _case("so-resealed-metadata-dtype-float64", REFUSE, "add.so", edit_payload(replace_once(b'"float32"', b'"float64"')))

@@ -409,6 +409,8 @@ def check_operand_types(schema, types: list[str | None], name: str, op: str,
                 break                                    # arity is checked at the door
             param = f.type_str
             ok = allowed.get(param, [param])
+            if ty not in ok and f"optional({ty})" in ok:
+                ty = f"optional({ty})"                   # a value where an optional goes: present
             if ty not in ok:
                 shown = ", ".join(ok) if len(ok) <= 12 else ", ".join(ok[:12]) + f", ... ({len(ok)} types)"
                 raise OpSchemaError(f"{side} {i} ('{f.name}') is {ty}; the op {verb} {shown} there "

@@ -790,8 +790,6 @@ class _Translator:
     def inline_graph(self, g, prefix: str, opset: int, bind: Sequence[Value] = ()) -> list[Value]:
         """Translate a subgraph (If branch, loop body) whose names are local to it; it may read
         outer values.  ``bind`` gives the values of the subgraph's formal inputs, in order."""
-        import onnx
-
         self.depth += 1
         try:
             limits.check_count("subgraph_depth", self.depth, f"the nesting of subgraph '{prefix}'")

@@ -337,9 +337,13 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
         if not reused:
             raise
         # a damaged runtime object in the cache (truncated, overwritten): drop, rebuild, link again
-        for okey, step in reused:
+        for okey, (what, cmd, obj) in reused:
             objs.remove(okey)
-            run_step(step)
+            _run(cmd, work, what)
+            try:
+                objs.put(okey, work / obj)       # the cache holds a good copy again
+            except OSError:
+                pass
         _run(link, work, "link")
     if progress is not None:
         progress("link", total, total)

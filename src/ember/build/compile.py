@@ -45,6 +45,7 @@ from ..ops import get_op
 from ..ops.schedule_cpu import check_knobs
 from ..runtime.program import write_program
 from .kernels import group_kernel
+from .regions import Regions, is_region
 from .program import const_entry, json_attrs, needs_program, partition
 
 ProgressFn = Callable[[str], None]
@@ -156,6 +157,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     if bounds:
         say("symbolic dimensions: " + ", ".join(f"{n} <= {b}" if n in limits else f"{n} (planned for {b})"
                                                 for n, b in bounds.items()))
+    regions = Regions(target, opt_level, limits, bounds, sym_index, {grp.name for grp in groups}, dump)
+    regions.prepare(groups)     # compiles region bodies; each region group gets its scratch buffer
     plan = plan_memory(g, groups, bounds=bounds)
     check_memory(g, plan)
     say(f"generating {len(groups)} kernels")
@@ -163,7 +166,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     # where every value lives at run time
     const_offsets: dict[Value, int] = {}
     blob = bytearray()
-    for v in g.constants():
+    for v in dict.fromkeys(g.constants() + regions.constants()):
         arr = np.ascontiguousarray(v.const)
         pad = (-len(blob)) % CONST_ALIGN
         blob += b"\0" * pad
@@ -194,8 +197,15 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
 
     gen = CGenerator(target.lanes)
     kernels, kernel_src, entry = [], [], []
+    entry_names: list[str] = []     # what each line of the entry runs (a kernel, or a region)
 
     def _kernel(k: int, grp) -> None:
+        entry_names.append(grp.name)
+        if is_region(grp):
+            block, src = regions.emit(grp, where, gen)
+            kernel_src.extend(src)
+            entry.append(block)
+            return
         names = {v: c_ident(v.name) for v in grp.inputs}
         f = group_kernel(grp, target, names, limits, bounds)
         kernels.append(f)
@@ -235,7 +245,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         "format": 1, "ember_version": __version__, "name": g.name, "target": target.kind,
         "inputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(in_names, g.inputs)],
         "outputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(out_names, g.outputs)],
-        "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob), "kernels": len(kernels),
+        "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob),
+        "kernels": len(kernels) + len(regions.kernels),
         "intermediate_bytes": plan.total_intermediate_bytes,
     }
     shapes_c = ""
@@ -247,8 +258,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
                                   list(bounds), list(bounds.values()), limits)
         shapes_c += buffer_table(list(buffer_index), plan, sym_index)
     source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
-                           [k.name for k in kernels] if profile else None, shapes_c, gen.check_sites)
-    return CompiledModel(g, groups, plan, source, bytes(blob), kernels)
+                           entry_names if profile else None, shapes_c, gen.check_sites)
+    return CompiledModel(g, groups, plan, source, bytes(blob), kernels + regions.kernels)
 
 
 def check_memory(g: Graph, plan) -> None:

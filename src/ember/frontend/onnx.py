@@ -469,6 +469,12 @@ class NodeContext:
         several copies of one subgraph (the iterations of an unrolled loop)."""
         return self._tr.inline_graph(self.graph_attr(attr), f"{self.name}/{attr}{tag}", self.opset, bind)
 
+    def region_graph(self, attr: str, formals: Sequence[tuple[str, TensorType]] = ()) -> tuple[Graph, list[Value]]:
+        """Translate the subgraph held by attribute ``attr`` into a graph of its own (the body
+        of a region op): its inputs are ``formals`` (name, type), then one per outer value it
+        reads (the *captures*, returned in that order)."""
+        return self._tr.region_graph(self.graph_attr(attr), f"{self.name}/{attr}", self.opset, formals, self)
+
     def graph_attr(self, attr: str):
         """The GraphProto held by attribute ``attr``."""
         a = self._attrs.get(attr)
@@ -831,6 +837,41 @@ class _Translator:
         for n in nodes:
             self.translate_node(n, n.name, {**self.opsets, "": opset})
         return [self.lookup(ren(o.name)) for o in g.output]
+
+    def region_graph(self, g, prefix: str, opset: int, formals, cx: "NodeContext") -> tuple[Graph, list[Value]]:
+        """Translate subgraph ``g`` into a graph of its own (see ``NodeContext.region_graph``)."""
+        from .onnx_ops.control import body_output
+
+        outer, outer_materialized = self.b, self.materialized
+        body = GraphBuilder(prefix)
+        self.b, self.materialized = body, {}
+        try:
+            params = [body.input(name, t) for name, t in formals]
+            outs = self.inline_graph(g, prefix, opset, params)
+            outs = [body_output(cx, self, v, k) for k, v in enumerate(outs)]
+        finally:
+            self.b, self.materialized = outer, outer_materialized
+        produced = set(params) | {o for n in body.nodes for o in n.outputs}
+        captures: list[Value] = []
+        inner: dict[Value, Value] = {}
+
+        def capture(v: Value) -> Value:
+            if v.is_const or v in produced:
+                return v
+            if v not in inner:
+                if v.uid in self.symvals:       # a shape value of the outer graph
+                    v = self.materialize(v, cx)
+                    if v in inner:
+                        return inner[v]
+                inner[v] = Value(body.fresh(v.name), v.type)
+                captures.append(v)
+            return inner[v]
+
+        for n in body.nodes:
+            n.inputs = [capture(v) for v in n.inputs]
+        outs = [capture(v) for v in outs]
+        graph = Graph(params + [inner[v] for v in captures], body.nodes, outs, prefix)
+        return graph, captures
 
     # -- ops defined by an ONNX function ---------------------------------------------------
     #

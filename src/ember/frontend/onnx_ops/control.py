@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ... import limits
@@ -129,14 +131,15 @@ def if_(cx):
         return cx.inline_graph(taken)
     if cond_v.dtype != "bool" or not cond_v.type.is_static or cond_v.type.size != 1:
         raise cx.fail(f"cond must be one bool value, got {cond_v.type}")
-    then, then_caps = cx.region_graph("then_branch")
-    other, other_caps = cx.region_graph("else_branch")
-    for k, (a, b) in enumerate(zip(then.outputs, other.outputs)):
-        if a.dtype != b.dtype:
-            raise cx.fail(f"output {k} is {a.type} in then_branch and {b.type} in else_branch")
-        if a.type != b.type:
-            raise cx.unsupported(f"branches whose output {k} has different shapes ({a.type} and {b.type}) with a "
-                                 f"condition known only at run time")
+    with _or_constant(cx, [cond_v], "cond"):
+        then, then_caps = cx.region_graph("then_branch")
+        other, other_caps = cx.region_graph("else_branch")
+        for k, (a, b) in enumerate(zip(then.outputs, other.outputs)):
+            if a.dtype != b.dtype:
+                raise cx.fail(f"output {k} is {a.type} in then_branch and {b.type} in else_branch")
+            if a.type != b.type:
+                raise cx.unsupported(f"branches whose output {k} has different shapes ({a.type} and {b.type}) "
+                                     f"with a condition known only at run time")
     caps = list(dict.fromkeys(then_caps + other_caps))
     then = _with_inputs(then, then_caps, caps)
     other = _with_inputs(other, other_caps, caps)
@@ -183,11 +186,41 @@ def loop(cx):
     return _unrolled_loop(cx)      # what the run-time loop does not take yet, as before
 
 
+@contextlib.contextmanager
+def _or_constant(cx, decisive, what: str):
+    """Runs the translation of a region; where it refuses (a sequence in a body, an operand a
+    body needs at compile time, ...), the error says that ``what`` (the values ``decisive``:
+    the condition, the trip count) must be known at compile time, where the unrolled or inlined
+    form would take it, naming the graph inputs they come from (the ONNX backend specializes
+    those)."""
+    try:
+        yield
+    except (UnsupportedOpError, OperandNotConstantError) as e:
+        feeding = list(dict.fromkeys(x for v in decisive if v is not None and not cx.is_symbolic(v)
+                                     for x in cx._tr.inputs_feeding(v)))
+        if not feeding:
+            raise
+        reason = str(e).split("] ", 1)[-1]
+        raise OperandNotConstantError(
+            f"{what} must be a constant here (computed from graph input(s) {', '.join(map(repr, feeding))}): "
+            f"the run-time form does not take this {cx.op_type}: {reason}", feeding, node=cx.name,
+            op=cx.op_type) from e
+
+
 def run_time_loop(cx):
     """The Loop as the core ``loop`` op, run by the artifact."""
-    body = cx.graph_attr("body")
     m = cx.input(0, required=False)
     cond = cx.input(1, required=False)
+    with _or_constant(cx, [m, cond], "the trip count M and the condition"):
+        return _run_time_loop(cx, m, cond)
+
+
+def _run_time_loop(cx, m, cond):
+    body = cx.graph_attr("body")
+    for i in range(2, len(cx.node.input)):
+        if not isinstance(cx.input(i), Value):
+            raise cx.unsupported("a loop-carried sequence or optional with a trip count or condition known only "
+                                 "at run time")
     carried = [_run_time(cx, cx.input(i)) for i in range(2, len(cx.node.input))]
     n = len(carried)
     if len(body.input) != 2 + n or len(body.output) < 1 + n:

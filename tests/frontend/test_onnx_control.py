@@ -135,3 +135,87 @@ def test_if_nested_in_loop():
     graph, _ = _check(loop_model(nested_if=True), _loop_feeds())
     (lp,) = [n for n in graph.nodes if n.op == "loop"]
     assert any(n.op == "if" for n in lp.attrs["body"].nodes)
+
+
+def dynamic_loop_model():
+    """x: float32[n, 3]; loop M times: acc = acc * x + 1 (a symbolic shape in the body); If on
+    sum(acc) > 0 afterwards picks acc or -acc."""
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["acc_in", "x"], ["p"]),
+         helper.make_node("Constant", [], ["one"], value=helper.make_tensor("o", F, [], [1.0])),
+         helper.make_node("Add", ["p", "one"], ["acc_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("acc_in", F, ["n", 3])],
+        [_vi("cond_out", B, []), _vi("acc_out", F, ["n", 3])])
+    then = helper.make_graph([helper.make_node("Identity", ["acc"], ["t"])], "t", [], [_vi("t", F, ["n", 3])])
+    other = helper.make_graph([helper.make_node("Neg", ["acc"], ["e"])], "e", [], [_vi("e", F, ["n", 3])])
+    nodes = [helper.make_node("Loop", ["M", "", "x"], ["acc"], body=body),
+             helper.make_node("ReduceSum", ["acc"], ["s"], keepdims=0),
+             helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", F, [], [0.0])),
+             helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    g = helper.make_graph(nodes, "m", [_vi("M", I64, []), _vi("x", F, ["n", 3])], [_vi("y", F, ["n", 3])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_regions_with_symbolic_shapes():
+    rng = np.random.default_rng(0)
+    feeds = [{"M": np.array(m, np.int64), "x": rng.uniform(-1, 1, (n, 3)).astype(np.float32)}
+             for m, n in ((3, 2), (0, 5), (4, 100), (2, 1))]
+    feeds.append({"M": np.array(3, np.int64), "x": -np.ones((4, 3), np.float32)})
+    _check(dynamic_loop_model(), feeds)
+
+
+def scan_output_model():
+    """A Loop over the length of x (a symbolic size without a bound) with a scan output: the
+    cumulative sums of x's rows."""
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["x", "i"], ["row"], axis=0),
+         helper.make_node("Add", ["acc_in", "row"], ["acc_out"]),
+         helper.make_node("Identity", ["acc_out"], ["scan"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("acc_in", F, [4])],
+        [_vi("cond_out", B, []), _vi("acc_out", F, [4]), _vi("scan", F, [4])])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Constant", [], ["idx"], value=helper.make_tensor("i0", I64, [], [0])),
+             helper.make_node("Gather", ["shape", "idx"], ["len"], axis=0),
+             helper.make_node("Loop", ["len", "", "zeros"], ["total", "rows"], body=body)]
+    zeros = helper.make_tensor("zeros", F, [4], [0.0] * 4)
+    g = helper.make_graph(nodes, "m", [_vi("x", F, ["t", 4])], [_vi("total", F, [4]), _vi("rows", F, ["t", 4])],
+                          initializer=[zeros])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_loop_scan_output_over_a_symbolic_length():
+    rng = np.random.default_rng(1)
+    graph, module = _check(scan_output_model(), [{"x": rng.standard_normal((t, 4)).astype(np.float32)}
+                                                 for t in (5, 0, 200, 1)])
+    (lp,) = [n for n in graph.nodes if n.op == "loop"]
+    assert str(lp.attrs["length"]) == "t"
+    assert "t" not in graph.bounds          # no limit: a run-time loop needs none
+
+
+def test_artifact_saved_and_loaded_runs_regions(tmp_path):
+    model = loop_model(nested_if=True)
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    path = tmp_path / "loop.so"
+    module.save(path)
+    loaded = ember.load(path)
+    _check(model, _loop_feeds(), module=loaded)
+
+
+def test_scan_outputs_with_a_data_dependent_length_are_refused():
+    """A loop that a run-time condition may stop early has scan outputs of a length only the run
+    knows: refused by name (the run-time form needs the length before the loop runs)."""
+    body = helper.make_graph(
+        [helper.make_node("Less", ["i", "stop"], ["cond_out"]),
+         helper.make_node("Cast", ["i"], ["scan"], to=F),
+         helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("v_in", F, [])],
+        [_vi("cond_out", B, []), _vi("v_out", F, []), _vi("scan", F, [])])
+    nodes = [helper.make_node("Loop", ["M", "", "v"], ["v_final", "rows"], body=body)]
+    g = helper.make_graph(nodes, "m", [_vi("M", I64, []), _vi("stop", I64, []), _vi("v", F, [])],
+                          [_vi("v_final", F, []), _vi("rows", F, [None])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ember.errors.EmberError, match="scan outputs of a loop whose number of iterations only the run"):
+        from_onnx(model)

@@ -160,7 +160,7 @@ def loop(cx):
             raise cx.fail(f"trip count M must hold one value, got {len(dims)}")
         trip = dims[0]
         # the bound looked at without making it a limit (a run-time loop does not need one)
-        steps = dim_range(trip, dict(cx.bounds().items()))[1] if isinstance(trip, Sym) else int(trip)
+        steps = dim_range(trip, dict(cx.bounds.items()))[1] if isinstance(trip, Sym) else int(trip)
     elif m is not None:
         trip = _const_or_none(cx, m, "trip count M")
         steps = None if trip is None else int(trip)

@@ -60,12 +60,13 @@ def inline_body(body: Graph, operands: list[Value], names: Names, prefix: str) -
     (``prefix/...``), and the values of its outputs."""
     b = body.copy()
     vmap = dict(zip(b.inputs, operands))
+    same = {n: bool(n.outputs) and n.name == n.outputs[0].name for n in b.nodes}
     for v in b.values():
         if v not in vmap:
             v.name = names.fresh(f"{prefix}/{v.name}")
     for n in b.nodes:
         n.inputs = [vmap.get(v, v) for v in n.inputs]
-        n.name = names.fresh(f"{prefix}/{n.name}")
+        n.name = n.outputs[0].name if same[n] else names.fresh(f"{prefix}/{n.name}")
     return b.nodes, [vmap.get(v, v) for v in b.outputs]
 
 

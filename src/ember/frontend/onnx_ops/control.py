@@ -177,6 +177,8 @@ def loop(cx):
             try:
                 return run_time_loop(cx)
             except UnsupportedOpError as refused:
+                if isinstance(e, LimitError):
+                    raise e from None       # what stops it is the limit on unrolling
                 raise refused from e
     try:
         return run_time_loop(cx)

@@ -164,6 +164,10 @@ def loop(cx):
     elif m is not None:
         trip = _const_or_none(cx, m, "trip count M")
         steps = None if trip is None else int(trip)
+        if steps is not None and go is not None:
+            # a count fixed in the model is its work: within the resource policy, run-time loop
+            # or not (a count the run decides is not capped)
+            limits.check_count("loop_iterations", steps, "the constant trip count", node=cx.name, op=cx.op_type)
     known = go is not None and (m is None or trip is not None)   # the unrolled form may apply
     if known and (m is None or (steps is not None and steps <= MAX_UNROLL)):
         tr = cx._tr

@@ -219,3 +219,20 @@ def test_scan_outputs_with_a_data_dependent_length_are_refused():
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(ember.errors.EmberError, match="scan outputs of a loop whose number of iterations only the run"):
         from_onnx(model)
+
+
+def test_long_scan_runs_as_a_loop():
+    """A Scan of 50 steps (reversed input, reversed output on axis 1) runs as a loop of the
+    artifact instead of 50 inlined copies of its body."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "x_t"], ["s_out"]), helper.make_node("Tanh", ["s_out"], ["y_t"])],
+        "body", [_vi("s_in", F, [2]), _vi("x_t", F, [2])], [_vi("s_out", F, [2]), _vi("y_t", F, [2])])
+    node = helper.make_node("Scan", ["s", "x"], ["s_final", "y"], body=body, num_scan_inputs=1,
+                            scan_input_directions=[1], scan_output_axes=[1], scan_output_directions=[1])
+    g = helper.make_graph([node], "m", [_vi("s", F, [2]), _vi("x", F, [50, 2])],
+                          [_vi("s_final", F, [2]), _vi("y", F, [2, 50])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)])
+    rng = np.random.default_rng(2)
+    graph, _ = _check(model, [{"s": rng.standard_normal(2).astype(np.float32),
+                               "x": rng.standard_normal((50, 2)).astype(np.float32) * 0.1}])
+    assert [n.op for n in graph.nodes].count("loop") == 1 and len(graph.nodes) < 10

@@ -13,8 +13,9 @@
   outputs need a length known before the loop runs: the run-time loop takes them only when the
   trip count is a dimension (a constant or a symbolic size) and nothing can stop the loop earlier
   (no condition, or a constant true one the body passes on); otherwise they are refused by name.
-  A Loop whose count is a symbolic size is unrolled to its bound only where it has scan outputs
-  and the run-time form does not take them.
+  A Loop whose count is a symbolic size is unrolled to its bound only where the run-time form
+  does not take it.  A Scan longer than ``MAX_UNROLL`` or over a symbolic length without a bound
+  runs as a ``loop`` too, its body wrapped in one that slices the scan inputs.
 """
 
 from __future__ import annotations
@@ -354,6 +355,14 @@ def _scan(cx, body, states, xs, n_out, tag):
     if len(lengths) != 1:
         raise cx.fail(f"scan inputs have different sequence lengths {sorted(map(str, lengths))}")
     (length,) = lengths
+    steps = dim_range(length, dict(cx.bounds.items()))[1] if isinstance(length, Sym) else length
+    if steps is None or steps > MAX_UNROLL:
+        # long, or over a symbolic length without a bound: a loop of the artifact
+        try:
+            return _run_time_scan(cx, body, states, xs, n_out, in_axes, in_dirs, out_axes, out_dirs, length)
+        except UnsupportedOpError:
+            if steps is None:
+                raise
     n = cx.unrolled_length(length, "the scan")
     limits.check_count("loop_iterations", n, "the number of iterations unrolled", node=cx.name, op=cx.op_type)
     if isinstance(length, Sym):
@@ -392,6 +401,64 @@ def _scan(cx, body, states, xs, n_out, tag):
         vals = per_step[j][::-1] if out_dirs[j] else per_step[j]
         finals.append(stack(cx, vals, ax, vi))
     return states + finals
+
+
+def _run_time_scan(cx, body, states, xs, n_out, in_axes, in_dirs, out_axes, out_dirs, length):
+    """The Scan as the core ``loop`` op over ``length`` iterations: the body (a graph of its
+    own) wrapped in one that takes the iteration's slice of every scan input."""
+    from ...graph.builder import GraphBuilder
+
+    n_state = len(states)
+    slice_types = [TensorType(tuple(x.shape[:a]) + tuple(x.shape[a + 1:]), x.dtype) for x, a in zip(xs, in_axes)]
+    formals = [(vi.name or f"in{k}", t) for k, (vi, t) in enumerate(zip(body.input, [v.type for v in states]
+                                                                        + slice_types))]
+    if len(formals) != len(body.input):
+        raise cx.fail(f"the body takes {len(body.input)} inputs for {n_state} states and {len(xs)} scan inputs")
+    g, caps = cx.region_graph("body", formals)
+    if len(g.outputs) != n_state + n_out:
+        raise cx.fail(f"the body gives {len(g.outputs)} outputs for {n_state} states and {n_out} scan outputs")
+    for k, (v, o) in enumerate(zip(states, g.outputs)):
+        if v.type != o.type:
+            raise cx.unsupported(f"a state that changes type ({v.type} -> {o.type}) in a scan run as a loop")
+    size = _dim_tensor(cx, length)
+    b = GraphBuilder(f"{cx.name}/scan")
+    it = b.input("iteration", TensorType((), "int64"))
+    go = b.input("cond", TensorType((), "bool"))
+    st = [b.input(f"state{k}", v.type) for k, v in enumerate(states)]
+    cap_in = [b.input(v.name, v.type) for v in caps]
+    x_in = [b.input(f"scan_input{j}", x.type) for j, x in enumerate(xs)]
+    n_in = b.input("length", size.type)
+    one = b.const(np.array(1, np.int64), "one")
+    back = b.op("sub", [b.op("sub", [n_in, one], name="last"), it], name="back") if any(in_dirs) else None
+    slices = [b.op("gather", [x, back if d else it], name=f"slice{j}", axis=a)
+              for j, (x, a, d) in enumerate(zip(x_in, in_axes, in_dirs))]
+    inner = g.copy()
+    vmap = dict(zip(inner.inputs, st + slices + cap_in))
+    for v in inner.values():
+        if v not in vmap:
+            v.name = b.fresh(v.name)
+    for node in inner.nodes:
+        node.inputs = [vmap.get(v, v) for v in node.inputs]
+        node.name = b.fresh(node.name, b._node_names)
+        b.add_node(node)
+    outs = [vmap.get(v, v) for v in inner.outputs]
+    wrapper = b.finish([go] + outs)
+    res = cx.b.op_multi("loop", [size, cx.const(np.array(True))] + list(states) + caps + list(xs) + [size],
+                        name=cx.name, body=wrapper, num_carried=n_state, length=length)
+    finals = list(res[:n_state])
+    for j, (y, vi) in enumerate(zip(res[n_state:], body.output[n_state:])):
+        rank = y.type.rank
+        if out_dirs[j]:
+            rows = cx.op("sub", [cx.op("sub", [size, cx.scalar(1, "int64")]),
+                                 cx.op("arange", [], length=length, start=0, delta=1, dtype="int64")])
+            y = cx.op("gather", [y, rows], axis=0)
+        ax = norm_axis(cx, out_axes[j], rank)
+        if ax:
+            perm = list(range(1, rank))
+            perm.insert(ax, 0)
+            y = cx.op("transpose", [y], perm=tuple(perm))
+        finals.append(y)
+    return finals
 
 
 def pad_to(cx, x, axis: int, n: int):

@@ -5,10 +5,12 @@ path as the model's), and the generated entry runs them under C control flow:
 
 * ``if``: ``if (*cond) { then kernels } else { else kernels }``; both branches write their
   outputs straight into the node's output buffers.
-* ``loop``: the node's output buffers hold the carried values (the initial values are copied in
-  first); each iteration runs the body's kernels, reading the carried values there and writing
-  the next ones into buffers of the body, copied back after the iteration; the iteration number
-  and the condition are variables of the entry.  A scan output is written in place, iteration
+* ``loop``: each carried value has two buffers, the node's output and one in the scratch (the
+  initial value is copied into the first); each iteration runs the body's kernels, reading the
+  carried values from one buffer and writing the next ones into the other, and the two swap
+  (pointers of the entry), so nothing is copied per iteration; after the loop the last values
+  are copied to the node's output where they ended in the scratch.  The iteration number and
+  the condition are variables of the entry.  A scan output is written in place, iteration
   ``i`` at row ``i`` of the node's output.
 
 Nothing is allocated at run time: a region group gets one *scratch* buffer in the model's
@@ -65,10 +67,11 @@ class Body:
     size: object
 
 
-def own_outputs(g: Graph) -> Graph:
+def own_outputs(g: Graph, keep: tuple[int, ...] = ()) -> Graph:
     """``g`` with every output a distinct value computed by a node: an output that is an input,
-    a constant or listed before is copied by a reshape to its own shape (a loop copies its
-    body's outputs after each iteration, and a branch writes them into the node's outputs)."""
+    a constant or listed before is copied by a reshape to its own shape (a loop body writes its
+    carried values into the buffers of the next iteration, a branch into the node's outputs).
+    The outputs at positions ``keep`` stay as they are (a loop's condition passed on)."""
     from ..graph.builder import GraphBuilder
 
     seen: set[Value] = set()
@@ -76,7 +79,10 @@ def own_outputs(g: Graph) -> Graph:
     for n in g.nodes:
         b.add_node(n)
     outs = []
-    for v in g.outputs:
+    for k, v in enumerate(g.outputs):
+        if k in keep and v is g.inputs[1]:
+            outs.append(v)
+            continue
         if v.producer is None or v.is_const or v in seen:
             v = b.op("reshape", [v], name=f"{v.name}_out", shape=tuple(v.shape))
         seen.add(v)
@@ -131,7 +137,7 @@ class Regions:
 
     def _body(self, body: Graph, node: Node) -> Body:
         g = optimize(body, self.opt_level)
-        g = own_outputs(g)
+        g = own_outputs(g, (0,) if node.op == "loop" else ())
         if self.opt_level >= 3:
             g = pack_weights.run(g, self.target.lanes)
         groups = fuse(g)
@@ -155,9 +161,12 @@ class Regions:
                 offsets[v] = size
                 size = size + _round_up(_nbytes(v.type))
         if node.op == "loop":
-            # the next condition and carried values, and the scan outputs' rows, of one iteration
+            # the next condition and carried values of an iteration (the carried values swap
+            # with the node's outputs from one iteration to the next)
             n = node.attrs["num_carried"]
             for v in g.outputs[:1 + n]:
+                if v in offsets or v in g.inputs:
+                    continue
                 offsets[v] = size
                 size = size + _round_up(_nbytes(v.type))
         return Body(g, groups, offsets, size)
@@ -204,26 +213,38 @@ class Regions:
         n = node.attrs["num_carried"]
         it, go = f"ember_it{u}", f"ember_go{u}"
         m = where(node.inputs[0])
-        states = [where(v) for v in node.outputs[:n]]
         out = [f"const int64_t ember_m{u} = *(const int64_t*){m};",
                f"_Bool {go} = *(const _Bool*){where(node.inputs[1])};",
                f"int64_t {it} = 0;"]
+        # carried value k: read from cur, the next one written to nxt, the two swapped after
+        # each iteration (double buffers: the node's output and a buffer of the scratch)
+        cur = [f"ember_cur{u}_{k}" for k in range(n)]
+        nxt = [f"ember_nxt{u}_{k}" for k in range(n)]
         for k in range(n):
-            out.append(f"memcpy({states[k]}, {where(node.inputs[2 + k])}, {self._bytes(node.outputs[k].type)});")
+            v = g.outputs[1 + k]
+            t = c_type(v.dtype)
+            out.append(f"{t}* {cur[k]} = {where(node.outputs[k])};")
+            out.append(f"{t}* {nxt[k]} = {self._at(body, v, base)};")
+            out.append(f"memcpy({cur[k]}, {where(node.inputs[2 + k])}, {self._bytes(v.type)});")
         env: dict[Value, str] = {g.inputs[0]: f"(const int64_t*)&{it}", g.inputs[1]: f"(const _Bool*)&{go}"}
-        env.update(zip(g.inputs[2:2 + n], states))
+        env.update(zip(g.inputs[2:2 + n], cur))
+        env.update(zip(g.outputs[1:1 + n], nxt))
         env.update(zip(g.inputs[2 + n:], (where(v) for v in node.inputs[2 + n:])))
         for v, o in zip(g.outputs[1 + n:], node.outputs[n:]):
             row = self._elems(v.type)
             env[v] = f"({where(o)} + {it} * {row})"
         loop = self._run_body(body, env, base, where, gen, src)
-        loop.append(f"{go} = *(const _Bool*){self._at(body, g.outputs[0], base)};")
+        if g.outputs[0] is not g.inputs[1]:
+            loop.append(f"{go} = *(const _Bool*){self._at(body, g.outputs[0], base)};")
         for k in range(n):
-            v = g.outputs[1 + k]
-            loop.append(f"memcpy({states[k]}, {self._at(body, v, base)}, {self._bytes(v.type)});")
+            t = c_type(g.outputs[1 + k].dtype)
+            loop.append(f"{{ {t}* ember_t = {cur[k]}; {cur[k]} = {nxt[k]}; {nxt[k]} = ember_t; }}")
         out.append(f"for (; {it} < ember_m{u} && {go}; ++{it}) {{")
         out += ["  " + x for x in loop]
         out.append("}")
+        for k in range(n):     # the last values, where the node's output is
+            o = node.outputs[k]
+            out.append(f"if ({cur[k]} != {where(o)}) memcpy({where(o)}, {cur[k]}, {self._bytes(o.type)});")
         if len(node.outputs) > n:
             length = node.attrs["length"]
             want = dim_c(length, self.sym_index)

@@ -9,7 +9,6 @@ import pytest
 from onnx import TensorProto, helper
 
 import ember
-from ember.errors import UnsupportedOpError
 from ember.frontend import from_onnx
 from ember.graph.interpreter import run_graph
 

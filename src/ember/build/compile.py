@@ -38,13 +38,11 @@ from ..passes import fuse, optimize, plan_memory
 from ..passes.base import paused_gc
 from ..passes import fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
 from ..target import Target, resolve
-from ..codegen.c import (CHECK_ARG, CGenerator, buffer_table, c_ident, c_type, checked_call, dim_c, has_checks,
-                         module_source, shape_function)
-from ..tir.analysis import size_bounds
+from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, module_source, shape_function
 from ..ops import get_op
 from ..ops.schedule_cpu import check_knobs
 from ..runtime.program import write_program
-from .kernels import group_kernel
+from .kernels import kernel_call
 from .regions import Regions, is_region
 from .program import const_entry, json_attrs, needs_program, partition
 
@@ -206,17 +204,10 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             kernel_src.extend(src)
             entry.append(block)
             return
-        names = {v: c_ident(v.name) for v in grp.inputs}
-        f = group_kernel(grp, target, names, limits, bounds)
+        f, src, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index)
         kernels.append(f)
-        with size_bounds(limits, bounds):   # what the C generator proves about indices uses the limits
-            kernel_src.append(gen.kernel(f))
-        args = [where(v) for v in grp.inputs] + [where(grp.output)]
-        args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
-        if has_checks(f.body):
-            entry.append(checked_call(f"{f.name}({', '.join(args + ['&' + CHECK_ARG])});"))
-        else:
-            entry.append(f"{f.name}({', '.join(args)});")
+        kernel_src.append(src)
+        entry.append(call)
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
 

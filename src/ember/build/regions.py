@@ -34,9 +34,9 @@ from ..ops import get_op
 from ..passes import fuse, optimize, plan_memory
 from ..passes import pack_weights
 from ..passes.fusion import Group
-from ..codegen.c import CHECK_ARG, c_ident, c_type, checked_call, dim_c, has_checks
-from ..tir.analysis import size_bounds
-from .kernels import group_kernel
+from ..codegen.c import c_ident, c_type, dim_c
+from ..passes.base import Names
+from .kernels import kernel_call
 
 #: the alignment of every buffer in a scratch (that of the arena's)
 ALIGN = 64
@@ -100,7 +100,7 @@ class Regions:
         self.limits = limits
         self.bounds = bounds
         self.sym_index = sym_index
-        self.used = set(kernel_names)
+        self.used = Names(used=kernel_names)
         self.dump = dump
         self.bodies: dict[Node, list[Body]] = {}
         self.scratch: dict[Node, Value] = {}
@@ -172,13 +172,7 @@ class Regions:
         return Body(g, groups, offsets, size)
 
     def _kernel_name(self, base: str) -> str:
-        base = base[:80]
-        name, k = base, 0
-        while name in self.used:
-            k += 1
-            name = f"{base}_{k}"
-        self.used.add(name)
-        return name
+        return self.used.fresh(base[:80])
 
     # -- the C that runs them ----------------------------------------------------------------
 
@@ -280,17 +274,10 @@ class Regions:
             if is_region(grp):
                 lines += self._region(grp.nodes[0], w, gen, src)
                 continue
-            names = {v: c_ident(v.name) for v in grp.inputs}
-            f = group_kernel(grp, self.target, names, self.limits, self.bounds)
+            f, code, call = kernel_call(grp, self.target, w, gen, self.limits, self.bounds, self.sym_index)
             self.kernels.append(f)
-            with size_bounds(self.limits, self.bounds):
-                src.append(gen.kernel(f))
-            args = [w(v) for v in grp.inputs] + [w(grp.output)]
-            args += [f"syms[{self.sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
-            if has_checks(f.body):
-                lines.append(checked_call(f"{f.name}({', '.join(args + ['&' + CHECK_ARG])});"))
-            else:
-                lines.append(f"{f.name}({', '.join(args)});")
+            src.append(code)
+            lines.append(call)
             if self.dump:
                 self.dump(f"region_kernel_{f.name}", f)
         return lines

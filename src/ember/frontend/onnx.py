@@ -31,6 +31,7 @@ to a constant is replaced by its taken branch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from math import prod
 from typing import Any, Mapping, Sequence
@@ -842,15 +843,33 @@ class _Translator:
         """Translate subgraph ``g`` into a graph of its own (see ``NodeContext.region_graph``)."""
         from .onnx_ops.control import body_output
 
-        outer, outer_materialized = self.b, self.materialized
         body = GraphBuilder(prefix)
-        self.b, self.materialized = body, {}
-        try:
+        with self.building(body):
             params = [body.input(name, t) for name, t in formals]
             outs = self.inline_graph(g, prefix, opset, params)
             outs = [body_output(cx, self, v, k) for k, v in enumerate(outs)]
+        return self.closed_graph(body, params, outs, cx)
+
+    @contextlib.contextmanager
+    def building(self, builder: GraphBuilder, *contexts: "NodeContext"):
+        """Nodes emitted in the block (by translations, and by ``contexts``) go to ``builder``, a
+        region body's; shape values materialized there stay there."""
+        saved = self.b, self.materialized, [c.b for c in contexts]
+        self.b, self.materialized = builder, {}
+        for c in contexts:
+            c.b = builder
+        try:
+            yield
         finally:
-            self.b, self.materialized = outer, outer_materialized
+            self.b, self.materialized = saved[0], saved[1]
+            for c, b in zip(contexts, saved[2]):
+                c.b = b
+
+    def closed_graph(self, body: GraphBuilder, params: list[Value], outs: list[Value],
+                     cx: "NodeContext") -> tuple[Graph, list[Value]]:
+        """The graph of ``body``'s nodes with inputs ``params``, then one per outer value its
+        nodes or ``outs`` read (the captures, returned in that order; outer shape values are
+        materialized in the enclosing graph)."""
         produced = set(params) | {o for n in body.nodes for o in n.outputs}
         captures: list[Value] = []
         inner: dict[Value, Value] = {}
@@ -870,7 +889,7 @@ class _Translator:
         for n in body.nodes:
             n.inputs = [capture(v) for v in n.inputs]
         outs = [capture(v) for v in outs]
-        graph = Graph(params + [inner[v] for v in captures], body.nodes, outs, prefix)
+        graph = Graph(list(params) + [inner[v] for v in captures], body.nodes, outs, body.name)
         return graph, captures
 
     # -- ops defined by an ONNX function ---------------------------------------------------

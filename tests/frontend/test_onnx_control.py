@@ -235,3 +235,28 @@ def test_long_scan_runs_as_a_loop():
     graph, _ = _check(model, [{"s": rng.standard_normal(2).astype(np.float32),
                                "x": rng.standard_normal((50, 2)).astype(np.float32) * 0.1}])
     assert [n.op for n in graph.nodes].count("loop") == 1 and len(graph.nodes) < 10
+
+
+def test_if_between_convolutions():
+    """Convolutions around and inside the branches (the outer ones in the blocked layout at opt
+    level 3, converted back at the region's operands)."""
+    rng = np.random.default_rng(3)
+    w = helper.make_tensor("w", F, [8, 3, 3, 3], rng.standard_normal(8 * 27).astype(np.float32).tolist())
+    w2 = helper.make_tensor("w2", F, [8, 8, 3, 3], (rng.standard_normal(8 * 72) * 0.2).astype(np.float32).tolist())
+    then = helper.make_graph([helper.make_node("Conv", ["a", "w2"], ["t"], pads=[1, 1, 1, 1])], "t", [],
+                             [_vi("t", F, [1, 8, 8, 8])])
+    other = helper.make_graph([helper.make_node("Relu", ["a"], ["e"])], "e", [], [_vi("e", F, [1, 8, 8, 8])])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other),
+             helper.make_node("Conv", ["y", "w2"], ["z"], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "m", [_vi("x", F, [1, 3, 8, 8]), _vi("c", B, [])], [_vi("z", F, [1, 8, 8, 8])],
+                          initializer=[w, w2])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    graph = from_onnx(model)
+    module = ember.compile(model, cache=False)
+    for c in (True, False):
+        feeds = {"x": x, "c": np.array(c)}
+        want = _ort(model, feeds)[0]
+        np.testing.assert_allclose(run_graph(graph, feeds)[0], want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(module.run(feeds)["z"], want, rtol=1e-4, atol=1e-4)

@@ -203,6 +203,8 @@ def _or_constant(cx, decisive, what: str):
     try:
         yield
     except (UnsupportedOpError, OperandNotConstantError) as e:
+        if isinstance(e, OperandNotConstantError) and e.inputs:
+            raise       # a body needs other graph inputs at compile time: those are what to fix
         feeding = list(dict.fromkeys(x for v in decisive if v is not None and not cx.is_symbolic(v)
                                      for x in cx._tr.inputs_feeding(v)))
         if not feeding:

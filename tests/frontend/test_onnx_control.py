@@ -69,7 +69,7 @@ def test_if_both_branches_one_artifact():
     assert [n.op for n in graph.nodes if n.op == "if"] == ["if"]
 
 
-def loop_model(with_cond=True, nested_if=False):
+def loop_model(with_cond=True, nested_if=False, with_m=True):
     """acc = x; for i < M while cond: acc = acc * 0.5 + i (or, nested: + i if i is even else - 1);
     cond = sum(acc) < limit; outputs acc and the iteration count."""
     body_nodes = [
@@ -100,10 +100,11 @@ def loop_model(with_cond=True, nested_if=False):
                              [_vi("cond_out", B, []), _vi("acc_out", F, [3]), _vi("count_out", I64, [])])
     one = helper.make_tensor("one64", I64, [], [1])
     zero = helper.make_tensor("count0", I64, [], [0])
-    inputs = [_vi("M", I64, []), _vi("x", F, [3]), _vi("limit", F, [])]
+    inputs = ([_vi("M", I64, [])] if with_m else []) + [_vi("x", F, [3]), _vi("limit", F, [])]
     if with_cond:
         inputs.append(_vi("c", B, []))
-    loop = helper.make_node("Loop", ["M", "c" if with_cond else "", "x", "count0"], ["acc", "count"], body=body)
+    loop = helper.make_node("Loop", ["M" if with_m else "", "c" if with_cond else "", "x", "count0"], ["acc", "count"],
+                            body=body)
     g = helper.make_graph([loop], "m", inputs, [_vi("acc", F, [3]), _vi("count", I64, [])],
                           initializer=[one, zero])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -128,6 +129,11 @@ def test_loop_run_time_trip_count_and_condition():
 
 def test_loop_without_condition_input():
     _check(loop_model(with_cond=False), _loop_feeds(with_cond=False))
+
+
+def test_while_loop_without_trip_count():
+    feeds = [{k: v for k, v in f.items() if k != "M"} for f in _loop_feeds()]
+    _check(loop_model(with_m=False), feeds[2:4] + [{**feeds[0], "limit": np.array(50.0, np.float32)}])
 
 
 def test_if_nested_in_loop():

@@ -162,8 +162,3 @@ class _Inputs:
     def __init__(self, inputs):
         self.inputs = inputs
 
-
-def is_region(op_name: str) -> bool:
-    from . import get_op
-
-    return bool(getattr(get_op(op_name), "region", False))

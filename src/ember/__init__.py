@@ -5,7 +5,7 @@
     outputs = module.run({"input": x})
 
 The public surface: :func:`compile`, :func:`load`, :class:`Module`, the frontends
-(:func:`from_onnx`), :class:`Target` and the ``ember`` command line.
+(:func:`from_onnx`, :func:`from_tflite`), :class:`Target` and the ``ember`` command line.
 """
 
 __version__ = "0.1.0"
@@ -35,6 +35,13 @@ def from_onnx(model, shapes=None, bounds=None):
     return _from_onnx(model, shapes=shapes, bounds=bounds)
 
 
+def from_tflite(model, batch=None):
+    """Translate a TFLite model (path or bytes) into Ember's graph IR (needs ``flatbuffers``)."""
+    from .frontend.tflite import from_tflite as _from_tflite
+
+    return _from_tflite(model, batch=batch)
+
+
 def __getattr__(name):
     if name == "Module":
         from .runtime import Module
@@ -43,4 +50,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'ember' has no attribute {name!r}")
 
 
-__all__ = ["compile", "load", "from_onnx", "Module", "Target", "errors", "limits", "__version__"]
+__all__ = ["compile", "load", "from_onnx", "from_tflite", "Module", "Target", "errors", "limits", "__version__"]

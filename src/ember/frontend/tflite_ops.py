@@ -1,0 +1,520 @@
+"""The TFLite builtin operators, each translated into Ember's core ops with TFLite's semantics
+(the reference kernels of ``tensorflow/lite/kernels/internal/reference``).
+
+Options are read by their field index in TFLite's schema (``schema.fbs``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .tflite import TO_NCHW, TO_NHWC
+
+#: BuiltinOperator codes of the schema, for the ops translated here
+BUILTIN_CODES = {
+    "ADD": 0, "AVERAGE_POOL_2D": 1, "CONCATENATION": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4,
+    "DEQUANTIZE": 6, "FULLY_CONNECTED": 9, "L2_NORMALIZATION": 11, "LOGISTIC": 14, "MAX_POOL_2D": 17,
+    "MUL": 18, "RELU": 19, "RELU_N1_TO_1": 20, "RELU6": 21, "RESHAPE": 22, "RESIZE_BILINEAR": 23,
+    "SOFTMAX": 25, "TANH": 28, "PAD": 34, "GATHER": 36, "TRANSPOSE": 39, "MEAN": 40, "SUB": 41,
+    "DIV": 42, "SQUEEZE": 43, "STRIDED_SLICE": 45, "EXP": 47, "MAXIMUM": 55, "MINIMUM": 57,
+    "PADV2": 60, "TRANSPOSE_CONV": 67, "RESIZE_NEAREST_NEIGHBOR": 97, "QUANTIZE": 114,
+    "HARD_SWISH": 117, "BATCH_MATMUL": 126,
+}
+# codes of ops not translated, so that the unsupported list names them
+BUILTIN_CODES.update({
+    "DEPTH_TO_SPACE": 5, "EMBEDDING_LOOKUP": 7, "FLOOR": 8, "L2_POOL_2D": 12,
+    "LOCAL_RESPONSE_NORMALIZATION": 13, "LSTM": 16, "SPACE_TO_DEPTH": 26, "CALL": 31, "CUSTOM": 32,
+    "BATCH_TO_SPACE_ND": 37, "SPACE_TO_BATCH_ND": 38, "UNIDIRECTIONAL_SEQUENCE_LSTM": 44, "SPLIT": 49,
+    "LOG_SOFTMAX": 50, "CAST": 53, "PRELU": 54, "ARG_MAX": 56, "LESS": 58, "NEG": 59, "SLICE": 65,
+    "SUM": 74, "SQRT": 75, "RSQRT": 76, "SHAPE": 77, "POW": 78, "REDUCE_MAX": 82, "PACK": 83,
+    "UNPACK": 88, "LEAKY_RELU": 98, "SQUARED_DIFFERENCE": 99, "MIRROR_PAD": 100, "SPLIT_V": 102,
+    "FILL": 94, "WHILE": 119, "IF": 118, "GELU": 150,
+})
+
+FUSED_NONE, FUSED_RELU, FUSED_RELU_N1_TO_1, FUSED_RELU6, FUSED_TANH = 0, 1, 2, 3, 4
+
+TRANSLATIONS: dict = {}
+#: ops that run on the integers of a quantized model as they are (they only move data)
+QUANT_NATIVE = {"RESHAPE", "SQUEEZE", "TRANSPOSE", "GATHER", "STRIDED_SLICE", "QUANTIZE", "DEQUANTIZE"}
+
+
+def translates(*names):
+    def deco(f):
+        for n in names:
+            TRANSLATIONS[n] = f
+        return f
+    return deco
+
+
+def activation(cx, v, code: int):
+    """A fused activation function applied to ``v``."""
+    if code == FUSED_NONE:
+        return v
+    if code == FUSED_RELU:
+        return cx.add("relu", [v])
+    if code == FUSED_RELU6:
+        return cx.add("clip", [v], lo=0.0, hi=6.0)
+    if code == FUSED_RELU_N1_TO_1:
+        return cx.add("clip", [v], lo=-1.0, hi=1.0)
+    if code == FUSED_TANH:
+        return cx.add("tanh", [v])
+    raise cx.unsupported(f"fused activation {code}")
+
+
+def same_pads(size: int, k: int, s: int, d: int, padding: int) -> tuple[int, int, int]:
+    """(pad before, pad after, output size) of TFLite's SAME (0) / VALID (1) padding."""
+    eff = (k - 1) * d + 1
+    if padding == 0:
+        out = -(-size // s)
+        total = max(0, (out - 1) * s + eff - size)
+        return total // 2, total - total // 2, out
+    out = -(-(size - eff + 1) // s)
+    return 0, 0, out
+
+
+def _spatial_pads(cx, h, w, kh, kw, sh, sw, dh, dw, padding):
+    if padding not in (0, 1):
+        raise cx.unsupported(f"padding {padding}")
+    ph = same_pads(h, kh, sh, dh, padding)
+    pw = same_pads(w, kw, sw, dw, padding)
+    if ph[2] <= 0 or pw[2] <= 0:
+        raise cx.fail(f"a {kh}x{kw} window does not fit the {h}x{w} input")
+    return (ph[0], pw[0], ph[1], pw[1])
+
+
+def _bias(cx, k: int, n: int):
+    if not cx.has_input(k):
+        return None
+    b = np.asarray(cx.const(k, "bias"), np.float32).reshape(-1)
+    if b.size != n:
+        raise cx.fail(f"bias of {b.size} values for {n} output channels")
+    return b
+
+
+# ---- convolutions --------------------------------------------------------------------------
+
+def _conv(cx, w_oihw: np.ndarray, bias, strides, dil, padding, groups, act):
+    x = cx.nchw(0)
+    n, c, h, wd = x.type.shape
+    o, _, kh, kw = w_oihw.shape
+    pads = _spatial_pads(cx, h, wd, kh, kw, strides[0], strides[1], dil[0], dil[1], padding)
+    y = cx.add("conv2d", [x, cx.const_value(np.ascontiguousarray(w_oihw, np.float32))], strides=strides,
+               pads=pads, dilations=dil, groups=groups)
+    if bias is not None:
+        y = cx.add("add", [y, cx.const_value(bias.reshape(1, -1, 1, 1))])
+    cx.set(activation(cx, y, act), "NCHW")
+
+
+@translates("CONV_2D")
+def conv_2d(cx):
+    # options: padding 0, stride_w 1, stride_h 2, activation 3, dilation_w 4, dilation_h 5
+    w = np.asarray(cx.const(1, "filter"), np.float32)          # O, KH, KW, I
+    if cx.rank(0) != 4 or w.ndim != 4:
+        raise cx.fail(f"needs a rank-4 input and filter, got {cx.shape(0)} and {w.shape}")
+    c = cx.shape(0)[3]
+    if c % w.shape[3]:
+        raise cx.fail(f"input channels {c} are not a multiple of the filter's {w.shape[3]}")
+    _conv(cx, w.transpose(0, 3, 1, 2), _bias(cx, 2, w.shape[0]),
+          (cx.opt(2, "i32", 1), cx.opt(1, "i32", 1)), (cx.opt(5, "i32", 1), cx.opt(4, "i32", 1)),
+          cx.opt(0, "i8", 0), c // w.shape[3], cx.opt(3, "i8", 0))
+
+
+@translates("DEPTHWISE_CONV_2D")
+def depthwise_conv_2d(cx):
+    # options: padding 0, stride_w 1, stride_h 2, depth_multiplier 3, activation 4, dilation_w 5,
+    # dilation_h 6.  Filter 1 x KH x KW x (C * M): output channel c * M + m reads input channel c.
+    w = np.asarray(cx.const(1, "filter"), np.float32)
+    if cx.rank(0) != 4 or w.ndim != 4 or w.shape[0] != 1:
+        raise cx.fail(f"needs a rank-4 input and a 1xKHxKWxO filter, got {cx.shape(0)} and {w.shape}")
+    c, o = cx.shape(0)[3], w.shape[3]
+    if o % c:
+        raise cx.fail(f"filter channels {o} are not a multiple of the input's {c}")
+    _conv(cx, w[0].transpose(2, 0, 1)[:, None], _bias(cx, 2, o),
+          (cx.opt(2, "i32", 1), cx.opt(1, "i32", 1)), (cx.opt(6, "i32", 1), cx.opt(5, "i32", 1)),
+          cx.opt(0, "i8", 0), c, cx.opt(4, "i8", 0))
+
+
+@translates("TRANSPOSE_CONV")
+def transpose_conv(cx):
+    # inputs: output shape, filter (O, KH, KW, I), input, [bias]; options: padding 0, stride_w 1,
+    # stride_h 2, activation 3.  Computed as a stride-1 convolution with the flipped filter over
+    # the input with stride-1 zeros between its elements.
+    out_shape = [int(v) for v in cx.const(0, "output shape")]
+    w = np.asarray(cx.const(1, "filter"), np.float32)
+    x = cx.get(2, "NCHW")
+    n, c, h, wd = x.type.shape
+    o, kh, kw, i = w.shape
+    if i != c or len(out_shape) != 4 or out_shape[3] != o:
+        raise cx.fail(f"filter {w.shape} does not match input {cx.shape(2)} and output shape {out_shape}")
+    sh, sw = cx.opt(2, "i32", 1), cx.opt(1, "i32", 1)
+    padding = cx.opt(0, "i8", 0)
+    oh, ow = out_shape[1], out_shape[2]
+    pads = []
+    for size, k, s, out in ((h, kh, sh, oh), (wd, kw, sw, ow)):
+        total = max(0, (size - 1) * s + k - out) if padding == 0 else 0
+        before = total // 2
+        dil_size = (size - 1) * s + 1
+        lo = k - 1 - before
+        hi = out + k - 1 - dil_size - lo
+        pads.append((lo, hi))
+    if sh > 1 or sw > 1:
+        # insert zeros: (N,C,H,W) -> (N,C,H,1,W,1) -> pad to (N,C,H,sh,W,sw) -> reshape -> cut
+        x = cx.add("reshape", [x], shape=(n, c, h, 1, wd, 1))
+        x = cx.add("pad", [x], pads=(0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1))
+        x = cx.add("reshape", [x], shape=(n, c, h * sh, wd * sw))
+        x = cx.add("slice", [x], starts=(0, 0, 0, 0), ends=(n, c, (h - 1) * sh + 1, (wd - 1) * sw + 1),
+                   steps=(1, 1, 1, 1))
+    crop = [max(0, -p) for pr in pads for p in pr]
+    if any(crop):
+        raise cx.unsupported("an output shape smaller than the filter covers")
+    wt = np.ascontiguousarray(w[:, ::-1, ::-1, :].transpose(0, 3, 1, 2))
+    y = cx.add("conv2d", [x, cx.const_value(wt)], pads=(pads[0][0], pads[1][0], pads[0][1], pads[1][1]))
+    b = _bias(cx, 3, o) if cx.n_inputs() > 3 else None
+    if b is not None:
+        y = cx.add("add", [y, cx.const_value(b.reshape(1, -1, 1, 1))])
+    cx.set(activation(cx, y, cx.opt(3, "i8", 0)), "NCHW")
+
+
+@translates("FULLY_CONNECTED")
+def fully_connected(cx):
+    # options: activation 0, weights_format 1, keep_num_dims 2
+    if cx.opt(1, "i8", 0) != 0:
+        raise cx.unsupported("shuffled weights")
+    w = np.asarray(cx.const(1, "weights"), np.float32)         # N, K
+    shape = cx.shape(0)
+    k = w.shape[1]
+    total = int(np.prod(shape))
+    if total % k:
+        raise cx.fail(f"input {shape} does not split into rows of {k}")
+    x = cx.nhwc(0)
+    keep = cx.opt(2, "bool", False)
+    if len(shape) != 2 or shape[1] != k:
+        x = cx.add("reshape", [x], shape=(total // k, k))
+    y = cx.add("matmul", [x, cx.const_value(np.ascontiguousarray(w.T))])
+    b = _bias(cx, 2, w.shape[0])
+    if b is not None:
+        y = cx.add("add", [y, cx.const_value(b)])
+    y = activation(cx, y, cx.opt(0, "i8", 0))
+    if keep and len(shape) != 2:
+        y = cx.add("reshape", [y], shape=tuple(shape[:-1]) + (w.shape[0],))
+    cx.set(y)
+
+
+@translates("BATCH_MATMUL")
+def batch_matmul(cx):
+    a, b = cx.nhwc(0), cx.nhwc(1)
+    if cx.opt(0, "bool", False):
+        a = cx.add("transpose", [a], perm=_swap_last(len(a.type.shape)))
+    if cx.opt(1, "bool", False):
+        b = cx.add("transpose", [b], perm=_swap_last(len(b.type.shape)))
+    cx.set(cx.add("matmul", [a, b]))
+
+
+def _swap_last(r):
+    return tuple(range(r - 2)) + (r - 1, r - 2)
+
+
+# ---- pools ---------------------------------------------------------------------------------
+
+@translates("AVERAGE_POOL_2D", "MAX_POOL_2D")
+def pool_2d(cx):
+    # options: padding 0, stride_w 1, stride_h 2, filter_width 3, filter_height 4, activation 5
+    x = cx.nchw(0)
+    _, _, h, w = x.type.shape
+    kh, kw = cx.opt(4, "i32", 1), cx.opt(3, "i32", 1)
+    sh, sw = cx.opt(2, "i32", 1), cx.opt(1, "i32", 1)
+    pads = _spatial_pads(cx, h, w, kh, kw, sh, sw, 1, 1, cx.opt(0, "i8", 0))
+    op = "avg_pool2d" if cx.op.op == "AVERAGE_POOL_2D" else "max_pool2d"
+    # TFLite averages over the window's elements inside the input (padding not counted)
+    y = cx.add(op, [x], kernel=(kh, kw), strides=(sh, sw), pads=pads, count_include_pad=False)
+    cx.set(activation(cx, y, cx.opt(5, "i8", 0)), "NCHW")
+
+
+# ---- elementwise ---------------------------------------------------------------------------
+
+def _layout_for(cx, ks) -> str:
+    """NCHW when a rank-4 operand already is, and every other operand can follow it."""
+    if not any(cx.rank(k) == 4 and not cx.is_const(k) and cx.layout(k) == "NCHW" for k in ks):
+        return "NHWC"
+    for k in ks:
+        if not cx.is_const(k) and cx.rank(k) != 4:
+            return "NHWC"
+    return "NCHW"
+
+
+def _operand(cx, k, layout):
+    if layout == "NCHW" and cx.is_const(k):
+        a = np.asarray(cx.const(k))
+        a = a.reshape((1,) * (4 - a.ndim) + a.shape).transpose(TO_NCHW)
+        return cx.const_value(np.ascontiguousarray(a))
+    return cx.get(k, layout)
+
+
+@translates("ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM")
+def binary(cx):
+    op = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "maximum",
+          "MINIMUM": "minimum"}[cx.op.op]
+    layout = _layout_for(cx, (0, 1))
+    y = cx.add(op, [_operand(cx, 0, layout), _operand(cx, 1, layout)])
+    if cx.op.op in ("ADD", "SUB", "MUL", "DIV"):
+        y = activation(cx, y, cx.opt(0, "i8", 0))     # fused_activation_function is field 0
+    cx.set(y, layout)
+
+
+@translates("RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH", "EXP")
+def unary(cx):
+    layout = cx.layout(0)
+    x = cx.get(0, layout)
+    kind = cx.op.op
+    if kind == "RELU":
+        y = cx.add("relu", [x])
+    elif kind == "RELU6":
+        y = cx.add("clip", [x], lo=0.0, hi=6.0)
+    elif kind == "RELU_N1_TO_1":
+        y = cx.add("clip", [x], lo=-1.0, hi=1.0)
+    elif kind == "LOGISTIC":
+        y = cx.add("sigmoid", [x])
+    elif kind == "TANH":
+        y = cx.add("tanh", [x])
+    elif kind == "EXP":
+        y = cx.add("exp", [x])
+    else:  # HARD_SWISH: x * relu6(x + 3) / 6
+        three = cx.const_value(np.float32(3.0))
+        r = cx.add("clip", [cx.add("add", [x, three])], lo=0.0, hi=6.0)
+        y = cx.add("mul", [x, cx.add("mul", [r, cx.const_value(np.float32(1.0 / 6.0))])])
+    cx.set(y, layout)
+
+
+# ---- normalizations and reductions ---------------------------------------------------------
+
+@translates("SOFTMAX")
+def softmax(cx):
+    x = cx.nhwc(0)
+    beta = cx.opt(0, "f32", 1.0)
+    if beta != 1.0:
+        x = cx.add("mul", [x, cx.const_value(np.float32(beta))])
+    cx.set(cx.add("softmax", [x], axis=-1))
+
+
+@translates("L2_NORMALIZATION")
+def l2_normalization(cx):
+    # x / max(sqrt(sum(x^2) over the last axis), 1e-6)
+    x = cx.nhwc(0)
+    s = cx.add("reduce_sum", [cx.add("mul", [x, x])], axes=(len(x.type.shape) - 1,), keepdims=True)
+    n = cx.add("maximum", [cx.add("sqrt", [s]), cx.const_value(np.float32(1e-6))])
+    y = cx.add("div", [x, n])
+    cx.set(activation(cx, y, cx.opt(0, "i8", 0)))
+
+
+@translates("MEAN")
+def mean(cx):
+    axes = sorted({int(a) % cx.rank(0) for a in np.asarray(cx.const(1, "axes")).reshape(-1)})
+    keep = bool(cx.opt(0, "bool", False))
+    layout = cx.layout(0) if cx.rank(0) == 4 else "NHWC"
+    if layout == "NCHW":
+        axes = sorted(TO_NHWC.index(a) for a in axes)
+    y = cx.add("reduce_mean", [cx.get(0, layout)], axes=tuple(axes), keepdims=keep)
+    cx.set(y, layout if keep else "NHWC")
+
+
+# ---- data movement -------------------------------------------------------------------------
+
+def _static(cx, shape):
+    if not all(isinstance(d, int) for d in shape):
+        raise cx.unsupported(f"symbolic shape {shape}")
+    return shape
+
+
+@translates("RESHAPE")
+def reshape(cx):
+    if cx.has_input(1) and cx.n_inputs() > 1:
+        new = [int(v) for v in np.asarray(cx.const(1, "shape")).reshape(-1)]
+    else:
+        new = cx.opt(0, "i32[]", None)
+        if new is None:
+            new = list(cx.out_tensor().shape)
+    x = cx.nhwc(0)
+    total = int(np.prod(_static(cx, x.type.shape)))
+    if new.count(-1) == 1:
+        known = int(np.prod([d for d in new if d != -1]))
+        new[new.index(-1)] = total // known if known else 0
+    if int(np.prod(new)) != total:
+        raise cx.fail(f"cannot reshape {x.type.shape} to {new}")
+    cx.set(cx.add("reshape", [x], shape=tuple(new)))
+
+
+@translates("SQUEEZE")
+def squeeze(cx):
+    x = cx.nhwc(0)
+    shape = x.type.shape
+    dims = [d % len(shape) for d in cx.opt(0, "i32[]", [])] or [k for k, d in enumerate(shape) if d == 1]
+    cx.set(cx.add("reshape", [x], shape=tuple(d for k, d in enumerate(shape) if k not in dims)))
+
+
+@translates("TRANSPOSE")
+def transpose(cx):
+    perm = tuple(int(v) for v in np.asarray(cx.const(1, "permutation")).reshape(-1))
+    cx.set(cx.add("transpose", [cx.nhwc(0)], perm=perm))
+
+
+@translates("CONCATENATION")
+def concatenation(cx):
+    ks = tuple(range(cx.n_inputs()))
+    r = cx.rank(0)
+    axis = cx.opt(0, "i32", 0) % r
+    layout = _layout_for(cx, ks) if r == 4 else "NHWC"
+    if layout == "NCHW":
+        axis = TO_NHWC.index(axis)
+    y = cx.add("concat", [_operand(cx, k, layout) for k in ks], axis=axis)
+    cx.set(activation(cx, y, cx.opt(1, "i8", 0)), layout)
+
+
+@translates("PAD", "PADV2")
+def pad(cx):
+    p = np.asarray(cx.const(1, "paddings")).reshape(-1, 2).astype(int)
+    value = 0.0
+    if cx.op.op == "PADV2" and cx.has_input(2):
+        value = float(np.asarray(cx.const(2, "pad value")).reshape(-1)[0])
+    layout = cx.layout(0) if cx.rank(0) == 4 else "NHWC"
+    if layout == "NCHW":
+        p = p[list(TO_NCHW)]
+    pads = tuple(int(v) for v in p[:, 0]) + tuple(int(v) for v in p[:, 1])
+    cx.set(cx.add("pad", [cx.get(0, layout)], pads=pads, value=value), layout)
+
+
+@translates("STRIDED_SLICE")
+def strided_slice(cx):
+    # options: begin_mask 0, end_mask 1, ellipsis_mask 2, new_axis_mask 3, shrink_axis_mask 4, offset 5
+    if cx.opt(2, "i32", 0) or cx.opt(3, "i32", 0):
+        raise cx.unsupported("ellipsis or new-axis masks")
+    if cx.opt(5, "bool", False):
+        raise cx.unsupported("offset")
+    x = cx.nhwc(0)
+    shape = _static(cx, x.type.shape)
+    begin = [int(v) for v in np.asarray(cx.const(1, "begin")).reshape(-1)]
+    end = [int(v) for v in np.asarray(cx.const(2, "end")).reshape(-1)]
+    strides = [int(v) for v in np.asarray(cx.const(3, "strides")).reshape(-1)]
+    bm, em, sm = cx.opt(0, "i32", 0), cx.opt(1, "i32", 0), cx.opt(4, "i32", 0)
+    starts, ends, steps, out = [], [], [], []
+    for k, d in enumerate(shape):
+        if k >= len(begin):
+            starts.append(0), ends.append(d), steps.append(1), out.append(d)
+            continue
+        s = strides[k]
+        if s == 0:
+            raise cx.fail("a stride of 0")
+        b, e = begin[k], end[k]
+        if sm >> k & 1:
+            b = b + d if b < 0 else b
+            if not 0 <= b < d:
+                raise cx.fail(f"index {begin[k]} out of range for axis {k} of size {d}")
+            starts.append(b), ends.append(b + 1), steps.append(1)
+            continue
+        if bm >> k & 1:
+            b = 0 if s > 0 else d - 1
+        if em >> k & 1:
+            e = d if s > 0 else -d - 1
+        b, e, s = slice(b, e, s).indices(d)
+        starts.append(b), ends.append(e), steps.append(s)
+        out.append(len(range(b, e, s)))
+    y = cx.add("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=tuple(steps))
+    if sm:
+        y = cx.add("reshape", [y], shape=tuple(out))
+    cx.set(y)
+
+
+@translates("GATHER")
+def gather(cx):
+    # options: axis 0, batch_dims 1
+    if cx.opt(1, "i32", 0):
+        raise cx.unsupported("batch_dims")
+    x = cx.nhwc(0)
+    axis = cx.opt(0, "i32", 0) % len(x.type.shape)
+    cx.set(cx.add("gather", [x, cx.nhwc(1)], axis=axis))
+
+
+# ---- resizing ------------------------------------------------------------------------------
+
+def _source_coords(out: int, size: int, align: bool, half: bool) -> np.ndarray:
+    scale = (size - 1) / (out - 1) if align and out > 1 else size / out
+    i = np.arange(out, dtype=np.float64)
+    return (i + 0.5) * scale - 0.5 if half else i * scale
+
+
+def _gather_axis(cx, x, axis, idx):
+    return cx.add("gather", [x, cx.const_value(np.asarray(idx, np.int64))], axis=axis)
+
+
+@translates("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR")
+def resize(cx):
+    # options: bilinear: align_corners 2, half_pixel_centers 3; nearest: align_corners 0, half 1
+    bil = cx.op.op == "RESIZE_BILINEAR"
+    align = bool(cx.opt(2 if bil else 0, "bool", False))
+    half = bool(cx.opt(3 if bil else 1, "bool", False))
+    size = [int(v) for v in np.asarray(cx.const(1, "size")).reshape(-1)]
+    x = cx.nchw(0)
+    for axis, (n_in, n_out) in zip((2, 3), zip(x.type.shape[2:], size)):
+        if bil:
+            # TFLite's reference: in = (o + 0.5) * scale - 0.5 with half pixel centers (then
+            # lower index clamped at 0), else o * scale; lerp of floor and floor + 1 (clamped)
+            src = _source_coords(n_out, n_in, align, half)
+            lo = np.floor(src)
+            frac = (src - lo).astype(np.float32)
+            lo_i = np.clip(lo, 0, n_in - 1).astype(np.int64)
+            hi_i = np.clip(lo + 1, 0, n_in - 1).astype(np.int64)
+            if half:
+                frac = np.where(src < 0, np.float32(0), frac).astype(np.float32)
+            shape = [1, 1, 1, 1]
+            shape[axis] = n_out
+            a, b = _gather_axis(cx, x, axis, lo_i), _gather_axis(cx, x, axis, hi_i)
+            w = cx.const_value(frac.reshape(shape))
+            x = cx.add("add", [a, cx.add("mul", [cx.add("sub", [b, a]), w])])
+        else:
+            scale = (n_in - 1) / (n_out - 1) if align and n_out > 1 else n_in / n_out
+            o = np.arange(n_out, dtype=np.float64)
+            src = (o + 0.5) * scale if half else o * scale
+            idx = np.round(src) if align else np.floor(src)
+            x = _gather_axis(cx, x, axis, np.clip(idx, 0, n_in - 1).astype(np.int64))
+    cx.set(x, "NCHW")
+
+
+# ---- quantization --------------------------------------------------------------------------
+
+@translates("DEQUANTIZE")
+def dequantize(cx):
+    t = cx.tensor(0)
+    if cx.is_const(0):
+        from .tflite import dequantize_array
+
+        a = cx.const(0)
+        a = dequantize_array(a, t.quant) if t.quant is not None and t.dtype != "float16" else a.astype(np.float32)
+        cx.fe.consts[cx.op.outputs[0]] = np.asarray(a, np.float32)
+        return
+    if t.quant is None or t.quant.scale.size != 1:
+        raise cx.unsupported(f"dequantize of a {t.dtype} activation without one scale")
+    layout = cx.layout(0)
+    x = cx.get(0, layout)
+    if t.dtype == "float16":
+        cx.set(cx.add("cast", [x], to="float32"), layout)
+        return
+    y = cx.add("dequantize", [x, cx.const_value(np.float32(t.quant.scale[0])),
+                              cx.const_value(np.asarray(t.quant.zero_point[0], t.dtype))])
+    cx.set(y, layout)
+
+
+@translates("QUANTIZE")
+def quantize(cx):
+    t, o = cx.tensor(0), cx.out_tensor()
+    if o.quant is None or o.quant.scale.size != 1:
+        raise cx.unsupported("quantize without one output scale")
+    layout = cx.layout(0)
+    x = cx.get(0, layout)
+    if t.dtype != "float32":
+        # a requantization between two scales
+        if t.quant is None or t.quant.scale.size != 1:
+            raise cx.unsupported("requantize without one input scale")
+        x = cx.add("dequantize", [x, cx.const_value(np.float32(t.quant.scale[0])),
+                                  cx.const_value(np.asarray(t.quant.zero_point[0], t.dtype))])
+    y = cx.add("quantize", [x, cx.const_value(np.float32(o.quant.scale[0])),
+                            cx.const_value(np.asarray(o.quant.zero_point[0], o.dtype))])
+    cx.set(y, layout)

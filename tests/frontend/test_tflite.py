@@ -1,0 +1,205 @@
+"""The TFLite frontend against TensorFlow's TFLite interpreter: small Keras / tf.function models
+of each op family, and Keras' MobileNetV2 (random weights), each converted by the TFLite
+converter as float32, with float16 weights and fully int8-quantized."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import ember
+from ember.errors import EmberError, ModelLoadError, UnsupportedOpError
+
+tf = pytest.importorskip("tensorflow", reason="TensorFlow (the TFLite converter and interpreter) is not "
+                                              "installed; install it with `pip install -e .[tensorflow]`")
+keras = tf.keras
+
+RNG = np.random.default_rng(0)
+
+
+def convert(model, form: str, shape, seed: int = 0) -> bytes:
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if form == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif form == "int8":
+        rng = np.random.default_rng(seed)
+
+        def data():
+            for _ in range(8):
+                yield [rng.standard_normal((1,) + tuple(shape[1:])).astype(np.float32)]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = data
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def interpret(data: bytes, x: np.ndarray, reference_kernels: bool = False) -> np.ndarray:
+    kw = {}
+    if reference_kernels:
+        kw["experimental_op_resolver_type"] = tf.lite.experimental.OpResolverType.BUILTIN_REF
+    it = tf.lite.Interpreter(model_content=data, **kw)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+def input_for(data: bytes, shape, seed=1):
+    it = tf.lite.Interpreter(model_content=data)
+    d = it.get_input_details()[0]
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    if d["dtype"] == np.int8:
+        s, z = d["quantization"]
+        x = np.clip(np.round(x / s) + z, -128, 127).astype(np.int8)
+    return x
+
+
+def run_ember(data: bytes, x: np.ndarray) -> np.ndarray:
+    g = ember.from_tflite(data)
+    m = ember.compile(g, target="cpu")
+    return list(m.run({m.input_names[0]: x}).values())[0]
+
+
+def check(model, shape, form="float32", rtol=1e-3, seed=0):
+    data = convert(model, form, shape, seed)
+    x = input_for(data, shape)
+    ref = interpret(data, x)
+    out = run_ember(data, x)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    if form == "int8":
+        diff = np.abs(out.astype(np.int32) - ref.astype(np.int32))
+        assert diff.max() <= 1, f"max {diff.max()} steps off"
+        assert (diff > 0).mean() < 0.01, f"{(diff > 0).mean():.2%} of elements off by one step"
+        return diff
+    err = np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-6)
+    assert err <= rtol, f"relative error {err:.2e}"
+    return err
+
+
+def seq(shape, *layers):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(shape[1:], batch_size=shape[0])
+    y = inp
+    for layer in layers:
+        y = layer(y)
+    return keras.Model(inp, y)
+
+
+L = keras.layers
+FORMS = ["float32", "float16", "int8"]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_conv_pool_activation(form):
+    m = seq((1, 20, 20, 3),
+            L.Conv2D(8, 3, strides=2, padding="same", activation="relu6"),
+            L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu"),
+            L.Conv2D(6, 3, padding="valid", dilation_rate=2),
+            L.MaxPooling2D(2, padding="same"),
+            L.AveragePooling2D(2, strides=1, padding="valid"),
+            L.Flatten(), L.Dense(5), L.Softmax())
+    check(m, (1, 20, 20, 3), form)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_residual_concat_pad_mean(form):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((10, 10, 4), batch_size=1)
+    a = L.Conv2D(4, 1)(inp)
+    b = L.Add()([a, inp])
+    c = L.Concatenate()([b, L.Multiply()([a, inp])])
+    d = L.ZeroPadding2D(((1, 2), (0, 1)))(c)
+    e = L.Conv2D(3, 3, activation="tanh")(d)
+    f = L.GlobalAveragePooling2D()(L.Activation("hard_swish")(e))
+    check(keras.Model(inp, L.Activation("sigmoid")(f)), (1, 10, 10, 4), form)
+
+
+@pytest.mark.parametrize("interp", ["bilinear", "nearest"])
+@pytest.mark.parametrize("form", ["float32", "int8"])
+def test_resize(interp, form):
+    m = seq((1, 5, 7, 3), L.Conv2D(4, 1), L.UpSampling2D((2, 3), interpolation=interp), L.Conv2D(2, 3))
+    check(m, (1, 5, 7, 3), form)
+
+
+@pytest.mark.parametrize("align,half", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+def test_resize_modes(method, align, half):
+    if method == "nearest" and align and not half:
+        pass
+    shape = (1, 5, 6, 2)
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+    def f(x):
+        if method == "bilinear":
+            return tf.compat.v1.image.resize_bilinear(x, (9, 4), align_corners=align, half_pixel_centers=half)
+        return tf.compat.v1.image.resize_nearest_neighbor(x, (11, 13), align_corners=align,
+                                                          half_pixel_centers=half)
+
+    data = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    x = input_for(data, shape)
+    np.testing.assert_allclose(run_ember(data, x), interpret(data, x), rtol=1e-5, atol=1e-5)
+
+
+def test_transpose_conv_l2norm():
+    m = seq((1, 5, 5, 3), L.Conv2DTranspose(4, 3, strides=2, padding="same"),
+            L.Conv2DTranspose(2, 2, strides=1, padding="valid"),
+            L.UnitNormalization(axis=-1))
+    check(m, (1, 5, 5, 3))
+
+
+def test_tensor_ops():
+    shape = (2, 6, 4)
+    w = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+    def f(x):
+        y = tf.transpose(x, (0, 2, 1))                  # 2, 4, 6
+        y = y[:, 1:, ::2]                               # 2, 3, 3
+        y = tf.reshape(y, (2, 9))
+        z = tf.matmul(x, w)                             # batch matmul 2, 6, 5
+        z = tf.gather(z, [4, 0, 2], axis=1)             # 2, 3, 5
+        z = tf.squeeze(tf.reduce_mean(z[:, :, None, :], axis=1, keepdims=True), 2)
+        return tf.concat([y, tf.reshape(z, (2, 5)) / 3.0 - 1.0], axis=1)
+
+    data = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    x = input_for(data, shape)
+    np.testing.assert_allclose(run_ember(data, x), interpret(data, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", FORMS)
+def test_mobilenet_v2(form):
+    keras.utils.set_random_seed(0)
+    m = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10, alpha=0.35)
+    check(m, (1, 96, 96, 3), form)
+
+
+def test_unsupported_ops_listed_at_once():
+    shape = (1, 8)
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+    def f(x):
+        return tf.math.cumsum(tf.math.floor(x) + tf.math.floor(x * 2), axis=1)
+
+    data = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    with pytest.raises(UnsupportedOpError) as e:
+        ember.from_tflite(data)
+    assert "FLOOR x2" in str(e.value) and "CUMSUM" in str(e.value)
+
+
+def test_damaged_models():
+    m = seq((1, 4), L.Dense(3))
+    data = convert(m, "float32", (1, 4))
+    with pytest.raises(ModelLoadError):
+        ember.from_tflite(b"not a model")
+    for cut in (16, len(data) // 2):
+        with pytest.raises(EmberError):
+            ember.from_tflite(data[:cut])
+    with pytest.raises(EmberError):
+        ember.from_tflite(os.path.join(os.path.dirname(__file__), "no_such.tflite"))

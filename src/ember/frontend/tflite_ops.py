@@ -10,26 +10,41 @@ import numpy as np
 
 from .tflite import TO_NCHW, TO_NHWC
 
-#: BuiltinOperator codes of the schema, for the ops translated here
-BUILTIN_CODES = {
-    "ADD": 0, "AVERAGE_POOL_2D": 1, "CONCATENATION": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4,
-    "DEQUANTIZE": 6, "FULLY_CONNECTED": 9, "L2_NORMALIZATION": 11, "LOGISTIC": 14, "MAX_POOL_2D": 17,
-    "MUL": 18, "RELU": 19, "RELU_N1_TO_1": 20, "RELU6": 21, "RESHAPE": 22, "RESIZE_BILINEAR": 23,
-    "SOFTMAX": 25, "TANH": 28, "PAD": 34, "GATHER": 36, "TRANSPOSE": 39, "MEAN": 40, "SUB": 41,
-    "DIV": 42, "SQUEEZE": 43, "STRIDED_SLICE": 45, "EXP": 47, "MAXIMUM": 55, "MINIMUM": 57,
-    "PADV2": 60, "TRANSPOSE_CONV": 67, "RESIZE_NEAREST_NEIGHBOR": 97, "QUANTIZE": 114,
-    "HARD_SWISH": 117, "BATCH_MATMUL": 126,
-}
-# codes of ops not translated, so that the unsupported list names them
-BUILTIN_CODES.update({
-    "DEPTH_TO_SPACE": 5, "EMBEDDING_LOOKUP": 7, "FLOOR": 8, "L2_POOL_2D": 12,
-    "LOCAL_RESPONSE_NORMALIZATION": 13, "LSTM": 16, "SPACE_TO_DEPTH": 26, "CALL": 31, "CUSTOM": 32,
-    "BATCH_TO_SPACE_ND": 37, "SPACE_TO_BATCH_ND": 38, "UNIDIRECTIONAL_SEQUENCE_LSTM": 44, "SPLIT": 49,
-    "LOG_SOFTMAX": 50, "CAST": 53, "PRELU": 54, "ARG_MAX": 56, "LESS": 58, "NEG": 59, "SLICE": 65,
-    "SUM": 74, "SQRT": 75, "RSQRT": 76, "SHAPE": 77, "POW": 78, "REDUCE_MAX": 82, "PACK": 83,
-    "UNPACK": 88, "LEAKY_RELU": 98, "SQUARED_DIFFERENCE": 99, "MIRROR_PAD": 100, "SPLIT_V": 102,
-    "FILL": 94, "WHILE": 119, "IF": 118, "GELU": 150,
-})
+#: the BuiltinOperator enum of TFLite's schema, in code order (code = position)
+_BUILTIN_NAMES = """
+    ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE
+    EMBEDDING_LOOKUP FLOOR FULLY_CONNECTED HASHTABLE_LOOKUP L2_NORMALIZATION L2_POOL_2D
+    LOCAL_RESPONSE_NORMALIZATION LOGISTIC LSH_PROJECTION LSTM MAX_POOL_2D MUL RELU RELU_N1_TO_1
+    RELU6 RESHAPE RESIZE_BILINEAR RNN SOFTMAX SPACE_TO_DEPTH SVDF TANH CONCAT_EMBEDDINGS
+    SKIP_GRAM CALL CUSTOM EMBEDDING_LOOKUP_SPARSE PAD UNIDIRECTIONAL_SEQUENCE_RNN GATHER
+    BATCH_TO_SPACE_ND SPACE_TO_BATCH_ND TRANSPOSE MEAN SUB DIV SQUEEZE
+    UNIDIRECTIONAL_SEQUENCE_LSTM STRIDED_SLICE BIDIRECTIONAL_SEQUENCE_RNN EXP TOPK_V2 SPLIT
+    LOG_SOFTMAX DELEGATE BIDIRECTIONAL_SEQUENCE_LSTM CAST PRELU MAXIMUM ARG_MAX MINIMUM LESS NEG
+    PADV2 GREATER GREATER_EQUAL LESS_EQUAL SELECT SLICE SIN TRANSPOSE_CONV SPARSE_TO_DENSE TILE
+    EXPAND_DIMS EQUAL NOT_EQUAL LOG SUM SQRT RSQRT SHAPE POW ARG_MIN FAKE_QUANT REDUCE_PROD
+    REDUCE_MAX PACK LOGICAL_OR ONE_HOT LOGICAL_AND LOGICAL_NOT UNPACK REDUCE_MIN FLOOR_DIV
+    REDUCE_ANY SQUARE ZEROS_LIKE FILL FLOOR_MOD RANGE RESIZE_NEAREST_NEIGHBOR LEAKY_RELU
+    SQUARED_DIFFERENCE MIRROR_PAD ABS SPLIT_V UNIQUE CEIL REVERSE_V2 ADD_N GATHER_ND COS WHERE
+    RANK ELU REVERSE_SEQUENCE MATRIX_DIAG QUANTIZE MATRIX_SET_DIAG ROUND HARD_SWISH IF WHILE
+    NON_MAX_SUPPRESSION_V4 NON_MAX_SUPPRESSION_V5 SCATTER_ND SELECT_V2 DENSIFY SEGMENT_SUM
+    BATCH_MATMUL PLACEHOLDER_FOR_GREATER_OP_CODES CUMSUM CALL_ONCE BROADCAST_TO RFFT2D CONV_3D
+    IMAG REAL COMPLEX_ABS HASHTABLE HASHTABLE_FIND HASHTABLE_IMPORT HASHTABLE_SIZE REDUCE_ALL
+    CONV_3D_TRANSPOSE VAR_HANDLE READ_VARIABLE ASSIGN_VARIABLE BROADCAST_ARGS
+    RANDOM_STANDARD_NORMAL BUCKETIZE RANDOM_UNIFORM MULTINOMIAL GELU DYNAMIC_UPDATE_SLICE
+    RELU_0_TO_1 UNSORTED_SEGMENT_PROD UNSORTED_SEGMENT_MAX UNSORTED_SEGMENT_SUM ATAN2
+    UNSORTED_SEGMENT_MIN SIGN BITCAST BITWISE_XOR RIGHT_SHIFT STABLEHLO_LOGISTIC STABLEHLO_ADD
+    STABLEHLO_DIVIDE STABLEHLO_MULTIPLY STABLEHLO_MAXIMUM STABLEHLO_RESHAPE STABLEHLO_CLAMP
+    STABLEHLO_CONCATENATE STABLEHLO_BROADCAST_IN_DIM STABLEHLO_CONVOLUTION STABLEHLO_SLICE
+    STABLEHLO_CUSTOM_CALL STABLEHLO_REDUCE STABLEHLO_ABS STABLEHLO_AND STABLEHLO_COSINE
+    STABLEHLO_EXPONENTIAL STABLEHLO_FLOOR STABLEHLO_LOG STABLEHLO_MINIMUM STABLEHLO_NEGATE
+    STABLEHLO_OR STABLEHLO_POWER STABLEHLO_REMAINDER STABLEHLO_RSQRT STABLEHLO_SELECT
+    STABLEHLO_SUBTRACT STABLEHLO_TANH STABLEHLO_SCATTER STABLEHLO_COMPARE STABLEHLO_CONVERT
+    STABLEHLO_DYNAMIC_SLICE STABLEHLO_DYNAMIC_UPDATE_SLICE STABLEHLO_PAD STABLEHLO_IOTA
+    STABLEHLO_DOT_GENERAL STABLEHLO_REDUCE_WINDOW STABLEHLO_SORT STABLEHLO_WHILE
+    STABLEHLO_GATHER STABLEHLO_TRANSPOSE DILATE STABLEHLO_RNG_BIT_GENERATOR REDUCE_WINDOW
+    STABLEHLO_COMPOSITE STABLEHLO_SHIFT_LEFT STABLEHLO_CBRT STABLEHLO_CASE
+""".split()
+BUILTIN_CODES = {name: code for code, name in enumerate(_BUILTIN_NAMES)}
 
 FUSED_NONE, FUSED_RELU, FUSED_RELU_N1_TO_1, FUSED_RELU6, FUSED_TANH = 0, 1, 2, 3, 4
 
@@ -261,7 +276,8 @@ def binary(cx):
     cx.set(y, layout)
 
 
-@translates("RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH", "EXP")
+@translates("RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH", "EXP", "SQRT", "RSQRT",
+            "SQUARE")
 def unary(cx):
     layout = cx.layout(0)
     x = cx.get(0, layout)
@@ -278,6 +294,12 @@ def unary(cx):
         y = cx.add("tanh", [x])
     elif kind == "EXP":
         y = cx.add("exp", [x])
+    elif kind == "SQRT":
+        y = cx.add("sqrt", [x])
+    elif kind == "RSQRT":
+        y = cx.add("div", [cx.const_value(np.float32(1.0)), cx.add("sqrt", [x])])
+    elif kind == "SQUARE":
+        y = cx.add("mul", [x, x])
     else:  # HARD_SWISH: x * relu6(x + 3) / 6
         three = cx.const_value(np.float32(3.0))
         r = cx.add("clip", [cx.add("add", [x, three])], lo=0.0, hi=6.0)
@@ -306,14 +328,15 @@ def l2_normalization(cx):
     cx.set(activation(cx, y, cx.opt(0, "i8", 0)))
 
 
-@translates("MEAN")
+@translates("MEAN", "SUM")
 def mean(cx):
     axes = sorted({int(a) % cx.rank(0) for a in np.asarray(cx.const(1, "axes")).reshape(-1)})
     keep = bool(cx.opt(0, "bool", False))
     layout = cx.layout(0) if cx.rank(0) == 4 else "NHWC"
     if layout == "NCHW":
-        axes = sorted(TO_NHWC.index(a) for a in axes)
-    y = cx.add("reduce_mean", [cx.get(0, layout)], axes=tuple(axes), keepdims=keep)
+        axes = sorted(TO_NCHW.index(a) for a in axes)
+    op = "reduce_mean" if cx.op.op == "MEAN" else "reduce_sum"
+    y = cx.add(op, [cx.get(0, layout)], axes=tuple(axes), keepdims=keep)
     cx.set(y, layout if keep else "NHWC")
 
 
@@ -357,6 +380,21 @@ def transpose(cx):
     cx.set(cx.add("transpose", [cx.nhwc(0)], perm=perm))
 
 
+@translates("TILE")
+def tile(cx):
+    # (d0, d1, ...) -> (1, d0, 1, d1, ...) -> broadcast to (m0, d0, m1, d1, ...) -> (m0 * d0, ...)
+    x = cx.nhwc(0)
+    shape = _static(cx, x.type.shape)
+    mult = [int(v) for v in np.asarray(cx.const(1, "multiples")).reshape(-1)]
+    if len(mult) != len(shape) or any(m < 0 for m in mult):
+        raise cx.fail(f"multiples {mult} for a rank-{len(shape)} input")
+    inter = tuple(v for d in shape for v in (1, d))
+    big = tuple(v for m, d in zip(mult, shape) for v in (m, d))
+    y = cx.add("reshape", [x], shape=inter)
+    y = cx.add("broadcast_to", [y], shape=big)
+    cx.set(cx.add("reshape", [y], shape=tuple(m * d for m, d in zip(mult, shape))))
+
+
 @translates("CONCATENATION")
 def concatenation(cx):
     ks = tuple(range(cx.n_inputs()))
@@ -364,7 +402,7 @@ def concatenation(cx):
     axis = cx.opt(0, "i32", 0) % r
     layout = _layout_for(cx, ks) if r == 4 else "NHWC"
     if layout == "NCHW":
-        axis = TO_NHWC.index(axis)
+        axis = TO_NCHW.index(axis)
     y = cx.add("concat", [_operand(cx, k, layout) for k in ks], axis=axis)
     cx.set(activation(cx, y, cx.opt(1, "i8", 0)), layout)
 
@@ -435,10 +473,11 @@ def gather(cx):
 
 # ---- resizing ------------------------------------------------------------------------------
 
-def _source_coords(out: int, size: int, align: bool, half: bool) -> np.ndarray:
-    scale = (size - 1) / (out - 1) if align and out > 1 else size / out
-    i = np.arange(out, dtype=np.float64)
-    return (i + 0.5) * scale - 0.5 if half else i * scale
+def _scale(n_out: int, n_in: int, align: bool) -> np.float32:
+    """TFLite's resize scale, a float32."""
+    if align and n_out > 1:
+        return np.float32(n_in - 1) / np.float32(n_out - 1)
+    return np.float32(n_in) / np.float32(n_out)
 
 
 def _gather_axis(cx, x, axis, idx):
@@ -457,23 +496,22 @@ def resize(cx):
         if bil:
             # TFLite's reference: in = (o + 0.5) * scale - 0.5 with half pixel centers (then
             # lower index clamped at 0), else o * scale; lerp of floor and floor + 1 (clamped)
-            src = _source_coords(n_out, n_in, align, half)
+            o = np.arange(n_out, dtype=np.float32)
+            sc = _scale(n_out, n_in, align)
+            src = ((o + np.float32(0.5)) * sc - np.float32(0.5)) if half else o * sc
             lo = np.floor(src)
-            frac = (src - lo).astype(np.float32)
             lo_i = np.clip(lo, 0, n_in - 1).astype(np.int64)
-            hi_i = np.clip(lo + 1, 0, n_in - 1).astype(np.int64)
-            if half:
-                frac = np.where(src < 0, np.float32(0), frac).astype(np.float32)
+            hi_i = np.clip(np.minimum(np.ceil(src), n_in - 1), 0, n_in - 1).astype(np.int64)
+            frac = (src - lo).astype(np.float32)
             shape = [1, 1, 1, 1]
             shape[axis] = n_out
             a, b = _gather_axis(cx, x, axis, lo_i), _gather_axis(cx, x, axis, hi_i)
             w = cx.const_value(frac.reshape(shape))
             x = cx.add("add", [a, cx.add("mul", [cx.add("sub", [b, a]), w])])
         else:
-            scale = (n_in - 1) / (n_out - 1) if align and n_out > 1 else n_in / n_out
-            o = np.arange(n_out, dtype=np.float64)
-            src = (o + 0.5) * scale if half else o * scale
-            idx = np.round(src) if align else np.floor(src)
+            o = np.arange(n_out, dtype=np.float32)
+            src = (o + np.float32(0.5 if half else 0.0)) * _scale(n_out, n_in, align)
+            idx = np.floor(src + np.float32(0.5)) if align else np.floor(src)   # round half away
             x = _gather_axis(cx, x, axis, np.clip(idx, 0, n_in - 1).astype(np.int64))
     cx.set(x, "NCHW")
 

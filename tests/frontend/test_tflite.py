@@ -67,17 +67,22 @@ def run_ember(data: bytes, x: np.ndarray) -> np.ndarray:
 
 
 def check(model, shape, form="float32", rtol=1e-3, seed=0):
+    """Ember's output against the interpreter's.  Int8 models are compared with TFLite's reference
+    kernels (the integer semantics; the default optimized kernels round some steps differently):
+    identical, or one quantization step off on under 1% of the elements."""
     data = convert(model, form, shape, seed)
     x = input_for(data, shape)
-    ref = interpret(data, x)
+    ref = interpret(data, x, reference_kernels=form == "int8")
     out = run_ember(data, x)
     assert out.shape == ref.shape and out.dtype == ref.dtype
     if form == "int8":
         diff = np.abs(out.astype(np.int32) - ref.astype(np.int32))
+        print(f"int8: {(diff > 0).mean():.3%} of elements one step off the reference kernels")
         assert diff.max() <= 1, f"max {diff.max()} steps off"
         assert (diff > 0).mean() < 0.01, f"{(diff > 0).mean():.2%} of elements off by one step"
         return diff
     err = np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-6)
+    print(f"{form}: relative error {err:.2e}")
     assert err <= rtol, f"relative error {err:.2e}"
     return err
 

@@ -50,7 +50,8 @@ FUSED_NONE, FUSED_RELU, FUSED_RELU_N1_TO_1, FUSED_RELU6, FUSED_TANH = 0, 1, 2, 3
 
 TRANSLATIONS: dict = {}
 #: ops that run on the integers of a quantized model as they are (they only move data)
-QUANT_NATIVE = {"RESHAPE", "SQUEEZE", "TRANSPOSE", "GATHER", "STRIDED_SLICE", "QUANTIZE", "DEQUANTIZE"}
+QUANT_NATIVE = {"RESHAPE", "SQUEEZE", "TRANSPOSE", "GATHER", "STRIDED_SLICE", "QUANTIZE", "DEQUANTIZE", "TILE",
+                "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"}
 
 
 def translates(*names):
@@ -492,6 +493,9 @@ def resize(cx):
     half = bool(cx.opt(3 if bil else 1, "bool", False))
     size = [int(v) for v in np.asarray(cx.const(1, "size")).reshape(-1)]
     x = cx.nchw(0)
+    if bil and x.type.dtype in ("int8", "uint8"):
+        cx.set(_resize_bilinear_integer(cx, x, size, align, half), "NCHW")
+        return
     for axis, (n_in, n_out) in zip((2, 3), zip(x.type.shape[2:], size)):
         if bil:
             # TFLite's reference: in = (o + 0.5) * scale - 0.5 with half pixel centers (then
@@ -514,6 +518,35 @@ def resize(cx):
             idx = np.floor(src + np.float32(0.5)) if align else np.floor(src)   # round half away
             x = _gather_axis(cx, x, axis, np.clip(idx, 0, n_in - 1).astype(np.int64))
     cx.set(x, "NCHW")
+
+
+def _resize_bilinear_integer(cx, x, size, align, half):
+    """TFLite's 8-bit bilinear resize: source coordinates in 1/1024 steps, the four products
+    summed exactly (here in float64, exact below 2**53) and divided by 2**20 rounding half away
+    from zero."""
+    dtype = x.type.dtype
+    x = cx.add("cast", [x], to="float64")
+    for axis, (n_in, n_out) in zip((2, 3), zip(x.type.shape[2:], size)):
+        if align and n_out > 1:
+            scale = ((1 << 10) * (n_in - 1) + (n_out - 1) // 2) // (n_out - 1)
+        else:
+            scale = ((1 << 10) * n_in + n_out // 2) // n_out
+        o = np.arange(n_out, dtype=np.int64)
+        sv = o * scale + (scale // 2 - (1 << 9) if half else 0)
+        trunc = lambda v: np.sign(v) * (np.abs(v) // (1 << 10))     # C's division
+        lo = np.maximum(trunc(sv), 0)
+        hi = np.minimum(trunc(sv + (1 << 10) - 1), n_in - 1)
+        d = (sv - (1 << 10) * lo).astype(np.float64)
+        shape = [1, 1, 1, 1]
+        shape[axis] = n_out
+        a, b = _gather_axis(cx, x, axis, lo), _gather_axis(cx, x, axis, hi)
+        x = cx.add("add", [cx.add("mul", [a, cx.const_value(((1 << 10) - d).reshape(shape))]),
+                           cx.add("mul", [b, cx.const_value(d.reshape(shape))])])
+    # (v + sign(v) * 2**19) / 2**20, truncated toward zero
+    half_step = cx.add("mul", [cx.add("sign", [x]), cx.const_value(np.float64(1 << 19))])
+    q = cx.add("div", [cx.add("add", [x, half_step]), cx.const_value(np.float64(1 << 20))])
+    q = cx.add("mul", [cx.add("sign", [q]), cx.add("floor", [cx.add("abs", [q])])])
+    return cx.add("cast", [q], to=dtype)
 
 
 # ---- quantization --------------------------------------------------------------------------

@@ -72,7 +72,11 @@ def check(model, shape, form="float32", rtol=1e-3, seed=0):
     identical, or one quantization step off on under 1% of the elements."""
     data = convert(model, form, shape, seed)
     x = input_for(data, shape)
-    ref = interpret(data, x, reference_kernels=form == "int8")
+    try:
+        ref = interpret(data, x, reference_kernels=form == "int8")
+    except (RuntimeError, ValueError) as e:   # the reference kernels lack an op (e.g. TILE v3)
+        print(f"reference kernels: {str(e).splitlines()[0]}; comparing with the default kernels")
+        ref = interpret(data, x)
     out = run_ember(data, x)
     assert out.shape == ref.shape and out.dtype == ref.dtype
     if form == "int8":
@@ -158,6 +162,20 @@ def test_transpose_conv_l2norm():
     check(m, (1, 5, 5, 3))
 
 
+def test_l2_normalization_activations():
+    shape = (1, 4, 4, 6)
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+    def f(x):
+        y = tf.math.l2_normalize(x, axis=-1)
+        return tf.concat([tf.nn.relu6(y * 4.0), tf.nn.elu(x) * 0 + tf.tanh(x) - tf.sigmoid(x)], axis=-1)
+
+    data = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    x = input_for(data, shape)
+    ops = ember.from_tflite(data).op_histogram()
+    np.testing.assert_allclose(run_ember(data, x), interpret(data, x), rtol=1e-5, atol=1e-6)
+
+
 def test_tensor_ops():
     shape = (2, 6, 4)
     w = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32)
@@ -177,13 +195,25 @@ def test_tensor_ops():
     np.testing.assert_allclose(run_ember(data, x), interpret(data, x), rtol=1e-4, atol=1e-5)
 
 
+def mobilenet_v2(size: int):
+    """Keras' MobileNetV2 with random weights and batch-norm statistics measured on random images,
+    layer by layer (with Keras' initial statistics the activations vanish with depth)."""
+    keras.utils.set_random_seed(0)
+    m = keras.applications.MobileNetV2(input_shape=(size, size, 3), weights=None, classes=10, alpha=0.35,
+                                       classifier_activation=None)
+    x = np.random.default_rng(2).standard_normal((4, size, size, 3)).astype(np.float32)
+    for layer in m.layers:
+        if isinstance(layer, L.BatchNormalization):
+            h = keras.Model(m.inputs, layer.input)(x).numpy()
+            gamma, beta, _, _ = layer.get_weights()
+            layer.set_weights([gamma, beta, h.mean(axis=(0, 1, 2)), h.var(axis=(0, 1, 2)) + 1e-3])
+    return m
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("form", FORMS)
 def test_mobilenet_v2(form):
-    keras.utils.set_random_seed(0)
-    m = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10, alpha=0.35,
-                                           classifier_activation=None)
-    check(m, (1, 96, 96, 3), form)
+    check(mobilenet_v2(64), (1, 64, 64, 3), form)
 
 
 def test_unsupported_ops_listed_at_once():

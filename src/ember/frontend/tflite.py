@@ -266,7 +266,10 @@ def from_tflite(model, batch: int | str | None = None) -> Graph:
         cx.float_mode = op.op not in QUANT_NATIVE and any(
             t.quant is not None and t.dtype in ("int8", "uint8", "int16") for t in tensors)
         TRANSLATIONS[op.op](cx)
-    outs = []
+    outs: list[Value] = []
     for i in sg.outputs:
-        outs.append(fe.value(i, "NHWC", False))
+        v = fe.value(i, "NHWC", False)
+        if v.producer is not None and all(v is not o for o in outs):
+            v.name = fe.b.fresh(sg.tensors[i].name)     # the outputs keep TFLite's names
+        outs.append(v)
     return fe.b.finish(outs)

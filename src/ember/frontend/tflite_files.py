@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ..errors import FrontendError, ModelLoadError
 
 #: TensorType enum -> (Ember dtype, numpy dtype)
 TENSOR_TYPES = {
@@ -124,6 +124,11 @@ def read_model(data: bytes) -> list[SubGraph]:
     import struct
 
     try:
+        import flatbuffers  # noqa: F401 (only whether it is installed)
+    except ImportError:
+        raise FrontendError("reading TFLite models needs the 'flatbuffers' package: "
+                            "pip install ember[tflite]") from None
+    try:
         return _read(bytes(data))
     except ModelLoadError:
         raise
@@ -137,8 +142,8 @@ def _read(buf: bytes) -> list[SubGraph]:
 
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise ModelLoadError("not a TFLite model (no 'TFL3' identifier)")
-    root = struct_root = int.from_bytes(buf[0:4], "little")
-    if struct_root >= len(buf):
+    root = int.from_bytes(buf[0:4], "little")
+    if root >= len(buf):
         raise ModelLoadError("not a TFLite model (root offset out of range)")
     model = _Table(Table(buf, root))
     names = _builtin_names()

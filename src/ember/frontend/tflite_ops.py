@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tflite import TO_NCHW, TO_NHWC
+from .tflite import TO_NCHW
 
 #: the BuiltinOperator enum of TFLite's schema, in code order (code = position)
 _BUILTIN_NAMES = """

@@ -51,7 +51,7 @@ FUSED_NONE, FUSED_RELU, FUSED_RELU_N1_TO_1, FUSED_RELU6, FUSED_TANH = 0, 1, 2, 3
 TRANSLATIONS: dict = {}
 #: ops that run on the integers of a quantized model as they are (they only move data)
 QUANT_NATIVE = {"RESHAPE", "SQUEEZE", "TRANSPOSE", "GATHER", "STRIDED_SLICE", "QUANTIZE", "DEQUANTIZE", "TILE",
-                "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"}
+                "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 
 
 def translates(*names):
@@ -98,6 +98,21 @@ def _spatial_pads(cx, h, w, kh, kw, sh, sw, dh, dw, padding):
     return (ph[0], pw[0], ph[1], pw[1])
 
 
+def _integer(cx) -> bool:
+    """Whether this conv / fully connected op runs on 8-bit integers (TFLite's integer kernel)."""
+    t = cx.tensor(1)
+    return cx.tensor(0).dtype == "int8" and t.dtype == "int8" and t.quant is not None
+
+
+def _weights(cx) -> np.ndarray:
+    """The filter: float32 (float16 and dequantized weights as float32), or int8 as it is."""
+    if _integer(cx):
+        return cx.const(1, "filter")
+    cx.float_mode = any(cx.fe.sg.tensors[i].quant is not None and cx.fe.sg.tensors[i].dtype in ("int8", "uint8")
+                        for i in cx.op.inputs + cx.op.outputs if i >= 0)
+    return np.asarray(cx.const(1, "filter"), np.float32)
+
+
 def _bias(cx, k: int, n: int):
     if not cx.has_input(k):
         return None
@@ -110,6 +125,8 @@ def _bias(cx, k: int, n: int):
 # ---- convolutions --------------------------------------------------------------------------
 
 def _conv(cx, w_oihw: np.ndarray, bias, strides, dil, padding, groups, act):
+    if _integer(cx):
+        return _conv_integer(cx, w_oihw, strides, dil, padding, groups, act)
     x = cx.nchw(0)
     n, c, h, wd = x.type.shape
     o, _, kh, kw = w_oihw.shape
@@ -124,13 +141,13 @@ def _conv(cx, w_oihw: np.ndarray, bias, strides, dil, padding, groups, act):
 @translates("CONV_2D")
 def conv_2d(cx):
     # options: padding 0, stride_w 1, stride_h 2, activation 3, dilation_w 4, dilation_h 5
-    w = np.asarray(cx.const(1, "filter"), np.float32)          # O, KH, KW, I
+    w = _weights(cx)                                           # O, KH, KW, I
     if cx.rank(0) != 4 or w.ndim != 4:
         raise cx.fail(f"needs a rank-4 input and filter, got {cx.shape(0)} and {w.shape}")
     c = cx.shape(0)[3]
     if c % w.shape[3]:
         raise cx.fail(f"input channels {c} are not a multiple of the filter's {w.shape[3]}")
-    _conv(cx, w.transpose(0, 3, 1, 2), _bias(cx, 2, w.shape[0]),
+    _conv(cx, w.transpose(0, 3, 1, 2), None if _integer(cx) else _bias(cx, 2, w.shape[0]),
           (cx.opt(2, "i32", 1), cx.opt(1, "i32", 1)), (cx.opt(5, "i32", 1), cx.opt(4, "i32", 1)),
           cx.opt(0, "i8", 0), c // w.shape[3], cx.opt(3, "i8", 0))
 
@@ -139,13 +156,13 @@ def conv_2d(cx):
 def depthwise_conv_2d(cx):
     # options: padding 0, stride_w 1, stride_h 2, depth_multiplier 3, activation 4, dilation_w 5,
     # dilation_h 6.  Filter 1 x KH x KW x (C * M): output channel c * M + m reads input channel c.
-    w = np.asarray(cx.const(1, "filter"), np.float32)
+    w = _weights(cx)
     if cx.rank(0) != 4 or w.ndim != 4 or w.shape[0] != 1:
         raise cx.fail(f"needs a rank-4 input and a 1xKHxKWxO filter, got {cx.shape(0)} and {w.shape}")
     c, o = cx.shape(0)[3], w.shape[3]
     if o % c:
         raise cx.fail(f"filter channels {o} are not a multiple of the input's {c}")
-    _conv(cx, w[0].transpose(2, 0, 1)[:, None], _bias(cx, 2, o),
+    _conv(cx, w[0].transpose(2, 0, 1)[:, None], None if _integer(cx) else _bias(cx, 2, o),
           (cx.opt(2, "i32", 1), cx.opt(1, "i32", 1)), (cx.opt(6, "i32", 1), cx.opt(5, "i32", 1)),
           cx.opt(0, "i8", 0), c, cx.opt(4, "i8", 0))
 
@@ -196,7 +213,9 @@ def fully_connected(cx):
     # options: activation 0, weights_format 1, keep_num_dims 2
     if cx.opt(1, "i8", 0) != 0:
         raise cx.unsupported("shuffled weights")
-    w = np.asarray(cx.const(1, "weights"), np.float32)         # N, K
+    if _integer(cx):
+        return _fully_connected_integer(cx)
+    w = _weights(cx)                                           # N, K
     shape = cx.shape(0)
     k = w.shape[1]
     total = int(np.prod(shape))
@@ -547,6 +566,119 @@ def _resize_bilinear_integer(cx, x, size, align, half):
     q = cx.add("div", [cx.add("add", [x, half_step]), cx.const_value(np.float64(1 << 20))])
     q = cx.add("mul", [cx.add("sign", [q]), cx.add("floor", [cx.add("abs", [q])])])
     return cx.add("cast", [q], to=dtype)
+
+
+# ---- integer kernels ------------------------------------------------------------------------
+
+def quantize_multiplier(m: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: m = q * 2**(shift - 31) with q a 31-bit mantissa."""
+    if m == 0:
+        return 0, 0
+    q, shift = np.frexp(m)
+    qf = int(np.floor(abs(q) * (1 << 31) + 0.5)) * (1 if q > 0 else -1)   # std::round
+    if qf == 1 << 31:
+        qf //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return qf, int(shift)
+
+
+def _round_away(v: float) -> int:
+    return int(np.sign(v) * np.floor(abs(v) + 0.5))
+
+
+def _activation_range(cx, act: int, scale: float, zp: int) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized for int8."""
+    lo, hi = -128, 127
+    q = lambda f: zp + _round_away(float(np.float32(f) / np.float32(scale)))
+    if act == FUSED_RELU:
+        lo = max(lo, q(0.0))
+    elif act == FUSED_RELU6:
+        lo, hi = max(lo, q(0.0)), min(hi, q(6.0))
+    elif act == FUSED_RELU_N1_TO_1:
+        lo, hi = max(lo, q(-1.0)), min(hi, q(1.0))
+    elif act != FUSED_NONE:
+        raise cx.unsupported(f"fused activation {act} on integers")
+    return lo, hi
+
+
+def _requantize_fixed_point(cx, acc, channel_axis: int, act: int):
+    """acc (int32, exact) -> int8 as TFLite's MultiplyByQuantizedMultiplier does: the product with
+    a 31-bit multiplier rounded to its high half (half away from zero, the 'nudge'), then a
+    rounding right shift (half away from zero), + the output zero point, clamped to the fused
+    activation's range.  All in exact int64 arithmetic."""
+    xt, wt, ot = cx.tensor(0), cx.tensor(1), cx.out_tensor()
+    n = acc.type.shape[channel_axis]
+    ws = np.broadcast_to(wt.quant.scale.astype(np.float64), (n,))
+    mults, shifts = zip(*(quantize_multiplier(float(np.float64(xt.quant.scale[0]) * s / np.float64(ot.quant.scale[0])))
+                          for s in ws))
+    left = np.array([max(s, 0) for s in shifts], np.int64)
+    right = np.array([max(-s, 0) for s in shifts], np.int64)
+    shape = [1] * len(acc.type.shape)
+    shape[channel_axis] = n
+    c = lambda a: cx.const_value(np.asarray(a, np.int64).reshape(shape))
+    s = lambda v: cx.const_value(np.int64(v))
+    a = cx.add("cast", [acc], to="int64")
+    ab = cx.add("mul", [a, c(np.array(mults, np.int64) << left)])
+    nudge = cx.add("where", [cx.add("greater_equal", [ab, s(0)]), s(1 << 30), s(1 - (1 << 30))])
+    hm = cx.add("div", [cx.add("add", [ab, nudge]), s(1 << 31)])                  # C truncation
+    half, div = c((np.int64(1) << right) >> 1), c(np.int64(1) << right)
+    pos = cx.add("div", [cx.add("add", [hm, half]), div])
+    neg = cx.add("neg", [cx.add("div", [cx.add("add", [cx.add("neg", [hm]), half]), div])])
+    r = cx.add("where", [cx.add("less", [hm, s(0)]), neg, pos])
+    zp = int(ot.quant.zero_point[0])
+    lo, hi = _activation_range(cx, act, float(ot.quant.scale[0]), zp)
+    r = cx.add("minimum", [cx.add("maximum", [cx.add("add", [r, s(zp)]), s(lo)]), s(hi)])
+    return cx.add("cast", [r], to="int8")
+
+
+def _int_bias(cx, k: int, n: int):
+    if not cx.has_input(k):
+        return None
+    b = np.asarray(cx.fe.const_array(cx.op.inputs[k], False))
+    if b.dtype != np.int32 or b.size != n:
+        raise cx.unsupported(f"a bias of {b.dtype} x {b.size} for {n} channels on integers")
+    return b.reshape(-1)
+
+
+def _conv_integer(cx, w_oihw, strides, dil, padding, groups, act):
+    x = cx.nchw(0)
+    n, c, h, wd = x.type.shape
+    o, _, kh, kw = w_oihw.shape
+    zx = int(cx.tensor(0).quant.zero_point[0])
+    pads = _spatial_pads(cx, h, wd, kh, kw, strides[0], strides[1], dil[0], dil[1], padding)
+    w8 = np.ascontiguousarray(w_oihw, np.int8)
+    acc = cx.add("conv2d_int", [x, cx.const_value(w8)], strides=strides, pads=pads, dilations=dil,
+                 groups=groups, pad_value=zx)
+    # sum (x - zx) * w = sum x * w - zx * sum w (padding reads zx, a real zero)
+    corr = -zx * w8.astype(np.int64).sum(axis=(1, 2, 3))
+    b = _int_bias(cx, 2, o)
+    if b is not None:
+        corr = corr + b
+    acc = cx.add("add", [acc, cx.const_value(corr.astype(np.int32).reshape(1, -1, 1, 1))])
+    cx.set(_requantize_fixed_point(cx, acc, 1, act), "NCHW")
+
+
+def _fully_connected_integer(cx):
+    w8 = np.asarray(cx.const(1, "weights"), np.int8)       # N, K
+    shape = cx.shape(0)
+    k = w8.shape[1]
+    total = int(np.prod(shape))
+    x = cx.nhwc(0)
+    if len(shape) != 2 or shape[1] != k:
+        x = cx.add("reshape", [x], shape=(total // k, k))
+    zx = int(cx.tensor(0).quant.zero_point[0])
+    acc = cx.add("matmul_int", [x, cx.const_value(np.ascontiguousarray(w8.T))])
+    corr = -zx * w8.astype(np.int64).sum(axis=1)
+    b = _int_bias(cx, 2, w8.shape[0])
+    if b is not None:
+        corr = corr + b
+    acc = cx.add("add", [acc, cx.const_value(corr.astype(np.int32))])
+    y = _requantize_fixed_point(cx, acc, 1, cx.opt(0, "i8", 0))
+    if cx.opt(2, "bool", False) and len(shape) != 2:
+        y = cx.add("reshape", [y], shape=tuple(shape[:-1]) + (w8.shape[0],))
+    cx.set(y)
 
 
 # ---- quantization --------------------------------------------------------------------------

@@ -51,7 +51,8 @@ FUSED_NONE, FUSED_RELU, FUSED_RELU_N1_TO_1, FUSED_RELU6, FUSED_TANH = 0, 1, 2, 3
 TRANSLATIONS: dict = {}
 #: ops that run on the integers of a quantized model as they are (they only move data)
 QUANT_NATIVE = {"RESHAPE", "SQUEEZE", "TRANSPOSE", "GATHER", "STRIDED_SLICE", "QUANTIZE", "DEQUANTIZE", "TILE",
-                "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+                "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
+                "MEAN", "SUM"}
 
 
 def translates(*names):
@@ -352,6 +353,10 @@ def l2_normalization(cx):
 def mean(cx):
     axes = sorted({int(a) % cx.rank(0) for a in np.asarray(cx.const(1, "axes")).reshape(-1)})
     keep = bool(cx.opt(0, "bool", False))
+    if cx.op.op == "MEAN" and cx.tensor(0).dtype == "int8" and cx.rank(0) == 4 and axes == [1, 2]:
+        return _mean_integer(cx, axes, keep)
+    if cx.tensor(0).dtype == "int8":
+        cx.float_mode = True
     layout = cx.layout(0) if cx.rank(0) == 4 else "NHWC"
     if layout == "NCHW":
         axes = sorted(TO_NCHW.index(a) for a in axes)
@@ -613,10 +618,19 @@ def _requantize_fixed_point(cx, acc, channel_axis: int, act: int):
     ws = np.broadcast_to(wt.quant.scale.astype(np.float64), (n,))
     mults, shifts = zip(*(quantize_multiplier(float(np.float64(xt.quant.scale[0]) * s / np.float64(ot.quant.scale[0])))
                           for s in ws))
+    zp = int(ot.quant.zero_point[0])
+    lo, hi = _activation_range(cx, act, float(ot.quant.scale[0]), zp)
+    return multiply_by_quantized_multiplier(cx, acc, mults, shifts, channel_axis, zp, lo, hi)
+
+
+def multiply_by_quantized_multiplier(cx, acc, mults, shifts, axis, zp, lo, hi):
+    """TFLite's MultiplyByQuantizedMultiplier on an int32 tensor (one multiplier and shift per
+    index of ``axis``), + ``zp``, clamped to [lo, hi], as int8."""
+    n = len(mults)
     left = np.array([max(s, 0) for s in shifts], np.int64)
     right = np.array([max(-s, 0) for s in shifts], np.int64)
     shape = [1] * len(acc.type.shape)
-    shape[channel_axis] = n
+    shape[axis] = n
     c = lambda a: cx.const_value(np.asarray(a, np.int64).reshape(shape))
     s = lambda v: cx.const_value(np.int64(v))
     a = cx.add("cast", [acc], to="int64")
@@ -627,10 +641,25 @@ def _requantize_fixed_point(cx, acc, channel_axis: int, act: int):
     pos = cx.add("div", [cx.add("add", [hm, half]), div])
     neg = cx.add("neg", [cx.add("div", [cx.add("add", [cx.add("neg", [hm]), half]), div])])
     r = cx.add("where", [cx.add("less", [hm, s(0)]), neg, pos])
-    zp = int(ot.quant.zero_point[0])
-    lo, hi = _activation_range(cx, act, float(ot.quant.scale[0]), zp)
     r = cx.add("minimum", [cx.add("maximum", [cx.add("add", [r, s(zp)]), s(lo)]), s(hi)])
     return cx.add("cast", [r], to="int8")
+
+
+def _mean_integer(cx, axes, keep):
+    """TFLite's int8 mean over the two spatial axes of an NHWC tensor (reference_integer_ops::Mean):
+    the sum of (x - zp_in), times a multiplier folding 1/count into scale_in / scale_out."""
+    xt, ot = cx.tensor(0), cx.out_tensor()
+    layout = cx.layout(0)
+    x = cx.get(0, layout)
+    ax = (2, 3) if layout == "NCHW" else (1, 2)
+    count = int(np.prod([x.type.shape[a] for a in ax]))
+    m, shift = quantize_multiplier(float(np.float64(xt.quant.scale[0]) / np.float64(ot.quant.scale[0])))
+    sh = min(count.bit_length() - 1, 32, 31 + shift)
+    mult = int((m << sh) // count) if m >= 0 else -int(((-m) << sh) // count)
+    acc = cx.add("reduce_sum", [cx.add("cast", [x], to="int32")], axes=ax, keepdims=keep)
+    acc = cx.add("sub", [acc, cx.const_value(np.int32(count * int(xt.quant.zero_point[0])))])
+    y = multiply_by_quantized_multiplier(cx, acc, [mult], [shift - sh], 0, int(ot.quant.zero_point[0]), -128, 127)
+    cx.set(y, layout if keep else "NHWC")
 
 
 def _int_bias(cx, k: int, n: int):

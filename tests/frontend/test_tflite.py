@@ -246,3 +246,20 @@ def test_damaged_models():
             ember.from_tflite(data[:cut])
     with pytest.raises(EmberError):
         ember.from_tflite(os.path.join(os.path.dirname(__file__), "no_such.tflite"))
+
+
+def test_open_batch_fixed_at_translation():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2))                       # batch None: -1 in the shape signature
+    m = keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(4, 3, activation="relu")(inp))))
+    data = convert(m, "float32", (1, 6, 6, 2))
+    x = np.random.default_rng(4).standard_normal((3, 6, 6, 2)).astype(np.float32)
+    mod = ember.compile(ember.from_tflite(data, batch=3))
+    out = list(mod.run({mod.input_names[0]: x}).values())[0]
+    it = tf.lite.Interpreter(model_content=data)
+    d = it.get_input_details()[0]
+    it.resize_tensor_input(d["index"], x.shape)
+    it.allocate_tensors()
+    it.set_tensor(d["index"], x)
+    it.invoke()
+    np.testing.assert_allclose(out, it.get_tensor(it.get_output_details()[0]["index"]), rtol=1e-4, atol=1e-5)

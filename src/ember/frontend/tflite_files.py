@@ -123,9 +123,9 @@ def read_model(data: bytes) -> list[SubGraph]:
     """The subgraphs of a TFLite flatbuffer (``data``), constants decoded."""
     import struct
 
-    try:
-        import flatbuffers  # noqa: F401 (only whether it is installed)
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("flatbuffers") is None:
         raise FrontendError("reading TFLite models needs the 'flatbuffers' package: "
                             "pip install ember[tflite]") from None
     try:

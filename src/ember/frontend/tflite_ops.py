@@ -405,6 +405,30 @@ def transpose(cx):
     cx.set(cx.add("transpose", [cx.nhwc(0)], perm=perm))
 
 
+@translates("SHAPE")
+def shape_op(cx):
+    # options: out_type 0 (INT32 = 2, INT64 = 4)
+    dims = _static(cx, cx.shape(0))
+    cx.fe.consts[cx.op.outputs[0]] = np.asarray(dims, np.int64 if cx.opt(0, "i8", 2) == 4 else np.int32)
+
+
+@translates("PACK")
+def pack(cx):
+    # options: values_count 0, axis 1
+    ks = range(cx.n_inputs())
+    axis = cx.opt(1, "i32", 0)
+    if all(cx.is_const(k) for k in ks):
+        cx.fe.consts[cx.op.outputs[0]] = np.stack([np.asarray(cx.const(k)) for k in ks], axis=axis)
+        return
+    r = cx.rank(0)
+    axis %= r + 1
+    parts = []
+    for k in ks:
+        shape = cx.shape(k)
+        parts.append(cx.add("reshape", [cx.nhwc(k)], shape=tuple(shape[:axis]) + (1,) + tuple(shape[axis:])))
+    cx.set(cx.add("concat", parts, axis=axis))
+
+
 @translates("TILE")
 def tile(cx):
     # (d0, d1, ...) -> (1, d0, 1, d1, ...) -> broadcast to (m0, d0, m1, d1, ...) -> (m0 * d0, ...)
@@ -452,8 +476,8 @@ def strided_slice(cx):
         raise cx.unsupported("ellipsis or new-axis masks")
     if cx.opt(5, "bool", False):
         raise cx.unsupported("offset")
-    x = cx.nhwc(0)
-    shape = _static(cx, x.type.shape)
+    shape = _static(cx, cx.shape(0))
+    x = None if cx.is_const(0) else cx.nhwc(0)
     begin = [int(v) for v in np.asarray(cx.const(1, "begin")).reshape(-1)]
     end = [int(v) for v in np.asarray(cx.const(2, "end")).reshape(-1)]
     strides = [int(v) for v in np.asarray(cx.const(3, "strides")).reshape(-1)]
@@ -480,6 +504,11 @@ def strided_slice(cx):
         b, e, s = slice(b, e, s).indices(d)
         starts.append(b), ends.append(e), steps.append(s)
         out.append(len(range(b, e, s)))
+    if cx.is_const(0):          # shape arithmetic, folded here
+        a = np.asarray(cx.const(0))[tuple(slice(b, e if e >= 0 else None, p)
+                                          for b, e, p in zip(starts, ends, steps))]
+        cx.fe.consts[cx.op.outputs[0]] = a.reshape(tuple(out))
+        return
     y = cx.add("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=tuple(steps))
     if sm:
         y = cx.add("reshape", [y], shape=tuple(out))

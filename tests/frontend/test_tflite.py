@@ -263,3 +263,17 @@ def test_open_batch_fixed_at_translation():
     it.set_tensor(d["index"], x)
     it.invoke()
     np.testing.assert_allclose(out, it.get_tensor(it.get_output_details()[0]["index"]), rtol=1e-4, atol=1e-5)
+
+
+def test_mutated_models_raise_ember_errors():
+    m = seq((1, 8, 8, 3), L.Conv2D(4, 3, padding="same", activation="relu"), L.GlobalAveragePooling2D(), L.Dense(3))
+    data = convert(m, "int8", (1, 8, 8, 3))
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        d = bytearray(data)
+        for _ in range(rng.integers(1, 4)):
+            d[rng.integers(0, len(d))] = rng.integers(0, 256)
+        try:
+            ember.from_tflite(bytes(d))
+        except EmberError:
+            pass

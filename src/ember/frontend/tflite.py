@@ -16,6 +16,7 @@ The translation of each builtin op is in :mod:`.tflite_ops`.
 from __future__ import annotations
 
 import os
+import struct
 from typing import Any
 
 import numpy as np
@@ -265,7 +266,12 @@ def from_tflite(model, batch: int | str | None = None) -> Graph:
         tensors = [sg.tensors[i] for i in op.inputs + op.outputs if i >= 0]
         cx.float_mode = op.op not in QUANT_NATIVE and any(
             t.quant is not None and t.dtype in ("int8", "uint8", "int16") for t in tensors)
-        TRANSLATIONS[op.op](cx)
+        try:
+            TRANSLATIONS[op.op](cx)
+        except (struct.error, IndexError, TypeError, ValueError, OverflowError) as e:
+            # options read lazily from a damaged flatbuffer, or operands that contradict each other
+            raise InvalidModelError(f"damaged or inconsistent operator: {e}", node=f"operator {op.index}",
+                                    op=op.op) from None
     outs: list[Value] = []
     for i in sg.outputs:
         v = fe.value(i, "NHWC", False)

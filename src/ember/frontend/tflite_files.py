@@ -121,9 +121,8 @@ def _builtin_names() -> dict[int, str]:
 
 def read_model(data: bytes) -> list[SubGraph]:
     """The subgraphs of a TFLite flatbuffer (``data``), constants decoded."""
-    import struct
-
     import importlib.util
+    import struct
 
     if importlib.util.find_spec("flatbuffers") is None:
         raise FrontendError("reading TFLite models needs the 'flatbuffers' package: "

@@ -268,7 +268,7 @@ def from_tflite(model, batch: int | str | None = None) -> Graph:
             t.quant is not None and t.dtype in ("int8", "uint8", "int16") for t in tensors)
         try:
             TRANSLATIONS[op.op](cx)
-        except (struct.error, IndexError, TypeError, ValueError, OverflowError) as e:
+        except (struct.error, IndexError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
             # options read lazily from a damaged flatbuffer, or operands that contradict each other
             raise InvalidModelError(f"damaged or inconsistent operator: {e}", node=f"operator {op.index}",
                                     op=op.op) from None

@@ -101,8 +101,12 @@ def _spatial_pads(cx, h, w, kh, kw, sh, sw, dh, dw, padding):
 
 def _integer(cx) -> bool:
     """Whether this conv / fully connected op runs on 8-bit integers (TFLite's integer kernel)."""
-    t = cx.tensor(1)
-    return cx.tensor(0).dtype == "int8" and t.dtype == "int8" and t.quant is not None
+    x, t, o = cx.tensor(0), cx.tensor(1), cx.out_tensor()
+    if x.dtype != "int8" or t.dtype != "int8":
+        return False
+    if x.quant is None or t.quant is None or o.quant is None or o.dtype != "int8":
+        raise cx.unsupported("int8 operands without quantization parameters or a non-int8 output")
+    return True
 
 
 def _weights(cx) -> np.ndarray:
@@ -353,7 +357,8 @@ def l2_normalization(cx):
 def mean(cx):
     axes = sorted({int(a) % cx.rank(0) for a in np.asarray(cx.const(1, "axes")).reshape(-1)})
     keep = bool(cx.opt(0, "bool", False))
-    if cx.op.op == "MEAN" and cx.tensor(0).dtype == "int8" and cx.rank(0) == 4 and axes == [1, 2]:
+    if (cx.op.op == "MEAN" and cx.tensor(0).dtype == "int8" and cx.rank(0) == 4 and axes == [1, 2]
+            and cx.tensor(0).quant is not None and cx.out_tensor().quant is not None):
         return _mean_integer(cx, axes, keep)
     if cx.tensor(0).dtype == "int8":
         cx.float_mode = True

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import __version__
 from .. import limits as ember_limits
-from ..errors import ArtifactError, EmberError, ShapeError
+from ..errors import ArtifactError, EmberError, ShapeError, TargetError
 from ..graph.ir import Graph, Value
 from ..symbolic import Sym, is_identifier
 from ..passes import fuse, optimize, plan_memory
@@ -233,7 +233,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         return [d if isinstance(d, int) else str(d) for d in shape]
 
     meta = {
-        "format": 1, "ember_version": __version__, "name": g.name, "target": target.kind,
+        "format": 1, "ember_version": __version__, "name": g.name, "target": target.spec if target.cross else target.kind,
+        **({"triple": target.triple} if target.cross else {}),
         "inputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(in_names, g.inputs)],
         "outputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(out_names, g.outputs)],
         "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob),
@@ -249,7 +250,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
                                   list(bounds), list(bounds.values()), limits)
         shapes_c += buffer_table(list(buffer_index), plan, sym_index)
     source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
-                           entry_names if profile else None, shapes_c, gen.check_sites)
+                           entry_names if profile else None, shapes_c, gen.check_sites, target.isa)
     return CompiledModel(g, groups, plan, source, bytes(blob), kernels + regions.kernels)
 
 
@@ -293,7 +294,7 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
                               target.l2_bytes, [list(k) for k in target.knobs]], default=str))
     from ..toolchain import compiler_identity
 
-    put("compiler", compiler_identity(tuple(cflags)))
+    put("compiler", compiler_identity(tuple(cflags), target))
     put("options", json.dumps({
         "opt_level": opt_level, "profile": bool(profile), "cflags": [str(f) for f in cflags],
         "shapes": sorted((str(k), v) for k, v in (shapes or {}).items()),
@@ -376,7 +377,9 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
             limits: "ember_limits.Limits | Mapping[str, Any] | str | None" = None):
     """Compile ``model`` (a path, an ``onnx.ModelProto`` or an ember ``Graph``) for ``target``.
 
-    Returns a loaded :class:`ember.runtime.Module`.  Dimensions the model leaves symbolic stay
+    Returns a loaded :class:`ember.runtime.Module`; for a cross target (``"aarch64-linux"``,
+    ``"wasm32"``, ... see ``ember.target.TARGETS``) a :class:`~ember.runtime.cross.CrossArtifact`,
+    built but not loadable on this machine.  Dimensions the model leaves symbolic stay
     symbolic: one artifact runs every size up to the symbols' bounds (``bounds={"seq": 512}``;
     ``shapes=`` pins or names input dimensions).  ``dump`` (or ``$EMBER_DUMP``) names a folder
     that receives the graph after every pass, the fused groups, each kernel's loop IR and the
@@ -400,7 +403,7 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
 
 def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, bounds, dump, progress, cache: bool,
              profile: bool, cflags: tuple[str, ...], knobs):
-    from ..runtime import Module, load
+    from ..runtime import load
     from ..toolchain import Cache
 
     t0 = time.perf_counter()
@@ -419,7 +422,7 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
             if hit is None:
                 continue
             try:
-                module = load(hit)
+                module = _loaded(hit, tgt)
             except ArtifactError:       # damaged, or built for another processor: build it again
                 kind.remove(key)
                 break
@@ -433,6 +436,9 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
     if dumper:
         dumper("input", graph)
     if needs_program(graph):
+        if tgt.cross:
+            raise TargetError(f"model '{graph.name}' has host steps (string ops), which only the Python runtime "
+                              f"runs: it cannot be built for {tgt.spec}")
         path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key)
         say(f"done in {time.perf_counter() - t0:.1f} s")
         return load(path)
@@ -440,7 +446,15 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
     if key is not None:
         lib = models.put(key, lib)
     say(f"done in {time.perf_counter() - t0:.1f} s")
-    return Module(lib)
+    return _loaded(lib, tgt)
+
+
+def _loaded(path: Path, tgt: Target):
+    """The artifact at ``path``, loaded; for a cross target, a handle that is not loaded."""
+    from ..runtime import load
+    from ..runtime.cross import CrossArtifact
+
+    return CrossArtifact(path, tgt.spec) if tgt.cross else load(path)
 
 
 def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
@@ -455,7 +469,8 @@ def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: Progr
         dumper.write("memory_plan.txt", cm.plan.summary() + "\n")
     say(f"compiling C ({len(cm.source) // 1024} KiB source, {len(cm.constants) / 1e6:.1f} MB constants)")
     return build_shared({"model.c": cm.source}, {"ember_constants": cm.constants}, flags=list(cflags),
-                        name=c_ident(graph.name), progress=(lambda step, done, total: say(step)) if report_steps else None)
+                        name=c_ident(graph.name), progress=(lambda step, done, total: say(step)) if report_steps else None,
+                        target=tgt)
 
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,

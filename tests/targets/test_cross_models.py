@@ -5,6 +5,7 @@ Node.js is missing (``make cross-deps`` installs them)."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import numpy as np
@@ -22,7 +23,9 @@ from ember.target import resolve
 
 from .cross import ROOT, missing, run_artifact
 
-TARGETS = ["aarch64-linux", "aarch64-linux+dotprod", "armv7-linux", "riscv64-linux", "riscv64-linux+v", "wasm32"]
+#: (target, model): both models on every target, the demo CNN on the feature variants too
+CASES = [(t, m) for t in ["aarch64-linux", "armv7-linux", "riscv64-linux", "wasm32"] for m in ("demo_cnn", "transformer_block")]
+CASES += [("aarch64-linux+dotprod", "demo_cnn"), ("riscv64-linux+v", "demo_cnn")]
 #: float32 results differ from the reference by rounding only (FMA, vector exp/erf, summation order)
 TOLERANCE = 1e-3
 
@@ -88,8 +91,7 @@ def _reference(model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_name", sorted(MODELS))
-@pytest.mark.parametrize("spec", TARGETS)
+@pytest.mark.parametrize("spec, model_name", CASES)
 def test_cross_build_runs_and_matches_the_reference(spec, model_name, work):
     target = resolve(spec)
     why = missing(target)
@@ -108,3 +110,36 @@ def test_cross_build_runs_and_matches_the_reference(spec, model_name, work):
         err = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
         print(f"{spec} {model_name}: max error {err:.2e}")
         assert err <= TOLERANCE, f"{spec} {model_name}: max error {err} (printed: {printed})"
+
+
+def tiny_model() -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("spec, feature, lacking_cpu", [
+    ("aarch64-linux+dotprod", "dotprod", "cortex-a72"), ("armv7-linux", "vfpv4", "cortex-a8"),
+    ("riscv64-linux+v", "v", "rv64")])
+def test_cross_artifact_checks_the_processor_at_load(spec, feature, lacking_cpu, work):
+    """A cross artifact embeds the load-time check of its target's extensions: under qemu with a
+    processor that lacks one, the C example stops naming it instead of dying of an illegal
+    instruction; with one that has it, it runs."""
+    from .cross import QEMU, _run_model_binary
+
+    target = resolve(spec)
+    why = missing(target)
+    if why:
+        pytest.skip(why)
+    art = ember.compile(tiny_model(), target=spec, cflags=("-O1",))
+    path = art.save(work / f"tiny-{spec.replace('+', '_')}.so")
+    qemu, libc, good_cpu = QEMU[target.arch]
+    exe = str(_run_model_binary(target, work))
+    bad = subprocess.run([qemu, "-L", libc, "-cpu", lacking_cpu, exe, str(path), "--iters", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and f"compiled for a processor with {feature}, which this one lacks" in bad.stderr, \
+        bad.stderr
+    good = subprocess.run([qemu, "-L", libc, "-cpu", good_cpu, exe, str(path), "--iters", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stderr

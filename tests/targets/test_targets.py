@@ -4,6 +4,7 @@ the C preamble, and what the host target keeps."""
 from __future__ import annotations
 
 import platform
+import re
 import subprocess
 import sys
 
@@ -39,7 +40,7 @@ def test_named_targets_describe_their_isa():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("sparc-linux", "unknown target"), ("aarch64-linux+sve", "no feature '+sve'"),
+    ("sparc-linux", "unknown target"), ("aarch64-linux+sve", r"no feature '\+sve'"),
     ("aarch64-linux -mcpu=pentium", "does not know the processor"), ("wasm32 -O3", "not understood"),
     ("", "unknown target")])
 def test_bad_target_specs_are_refused(spec, message):
@@ -63,7 +64,7 @@ def test_every_isa_module_falls_back_to_generic_c():
     for name, module in ISA_MODULES.items():
         assert set(module.BLOCKS) <= set(isa_generic.HOOKS), name
         for hook, block in module.BLOCKS.items():
-            assert block.startswith("#if ") and "#else" not in block, (name, hook)
+            assert re.search(r"^#if", block, re.M) and not re.search(r"^#else", block, re.M), (name, hook)
             text = isa_generic.hook(module, hook)
             assert text.endswith(isa_generic.GENERIC[hook] + "#endif\n") if isa_generic.GENERIC[hook] else \
                 text.endswith("#endif\n")

@@ -143,3 +143,38 @@ def test_cross_artifact_checks_the_processor_at_load(spec, feature, lacking_cpu,
     good = subprocess.run([qemu, "-L", libc, "-cpu", good_cpu, exe, str(path), "--iters", "1"],
                           capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stderr
+
+
+def quantized_conv(cin: int = 16, cout: int = 16, size: int = 8) -> onnx.ModelProto:
+    """A uint8 x int8 QLinearConv (the layout that uses the 8-bit dot product of four where the
+    target has one: ARM sdot with +dotprod, usdot with +i8mm), then a ReLU-free requantize.
+    Weights are small, so that no pair of products leaves int16 (x86 without VNNI saturates)."""
+    rng = np.random.default_rng(2)
+    w = rng.integers(-20, 21, size=(cout, cin, 3, 3)).astype(np.int8)
+    inits = [numpy_helper.from_array(np.array(v, dtype=d), n) for n, v, d in [
+        ("xs", 0.02, np.float32), ("xz", 100, np.uint8), ("ws", 0.01, np.float32), ("wz", 0, np.int8),
+        ("ys", 0.2, np.float32), ("yz", 120, np.uint8)]]
+    inits += [numpy_helper.from_array(w, "w"),
+              numpy_helper.from_array(rng.integers(-500, 500, size=cout).astype(np.int32), "bias")]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "bias"], ["y"],
+                            pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "qconv", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, cin, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, cout, size, size])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("spec", ["aarch64-linux", "aarch64-linux+dotprod", "aarch64-linux+i8mm", "wasm32"])
+def test_quantized_conv_uses_each_dot_product(spec, work):
+    """The uint8 x int8 convolution through NEON's sdot (with the unsigned correction), usdot,
+    and the generic C: the same integers as the reference."""
+    target = resolve(spec)
+    why = missing(target)
+    if why:
+        pytest.skip(why)
+    model = quantized_conv()
+    graph, expected = _reference(model)
+    art = ember.compile(model, target=spec, cflags=("-O1",))
+    path = art.save(work / f"qconv-{spec.replace('+', '_')}{'.wasm' if target.arch == 'wasm32' else '.so'}")
+    (got,), _ = run_artifact(target, path, work, [(v.dtype, v.type.shape) for v in graph.outputs])
+    diff = np.abs(got.astype(np.int32) - expected[0].astype(np.int32))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99, f"{spec}: {diff.max()} max, {(diff > 0).sum()} differ"

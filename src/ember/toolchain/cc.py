@@ -50,14 +50,17 @@ DEFAULT_CFLAGS: tuple[str, ...] = (
 #: Flags of the link step (before the caller's flags); the libraries come last.
 LINK_FLAGS: tuple[str, ...] = ("-shared", "-pthread", "-Wl,-Bsymbolic", "-Wl,-z,noexecstack")
 LINK_LIBS: tuple[str, ...] = ("-lm",)
-#: The flags of a cross build in place of ``-march=native`` (the target's own come after them).
-CROSS_CFLAGS: tuple[str, ...] = tuple(f for f in DEFAULT_CFLAGS if f != "-march=native")
+#: The flags of a cross build in place of ``-march=native`` (the target's own come after them);
+#: zig cc writes debug information unless told not to (the host's builds have none)
+CROSS_CFLAGS: tuple[str, ...] = tuple(f for f in DEFAULT_CFLAGS if f != "-march=native") + ("-g0",)
 #: WebAssembly (WASI): no position-independent code or threads; the runtime's arena mapping
 #: uses wasi-libc's emulation of anonymous mmap
 WASM_CFLAGS: tuple[str, ...] = tuple(f for f in CROSS_CFLAGS if f not in ("-fPIC", "-pthread")) + (
     "-D_WASI_EMULATED_MMAN",)
 WASM_LINK_FLAGS: tuple[str, ...] = ("-mexec-model=reactor", "-Wl,--export-dynamic", "-Wl,--export=malloc",
-                                    "-Wl,--export=free")
+                                    "-Wl,--export=free", "-Wl,--strip-debug")
+#: zig's own C library and compiler-rt objects carry debug information: the link drops it
+CROSS_LINK_FLAGS: tuple[str, ...] = (*LINK_FLAGS, "-Wl,--strip-debug")
 WASM_LINK_LIBS: tuple[str, ...] = ("-lwasi-emulated-mman",)
 #: Bumped whenever the way artifacts are built changes, so old cache entries are not reused.
 BUILD_FORMAT = 1
@@ -174,7 +177,7 @@ def target_flags(target) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
         return list(DEFAULT_CFLAGS), LINK_FLAGS, LINK_LIBS
     if target.triple.startswith("wasm"):
         return [*WASM_CFLAGS, *target.cflags], WASM_LINK_FLAGS, WASM_LINK_LIBS
-    return [*CROSS_CFLAGS, *target.cflags], LINK_FLAGS, LINK_LIBS
+    return [*CROSS_CFLAGS, *target.cflags], CROSS_LINK_FLAGS, LINK_LIBS
 
 
 def _native_identity(compiler: Compiler, flags: Sequence[str]) -> str:

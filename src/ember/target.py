@@ -83,7 +83,8 @@ class Target:
 
     @property
     def isa(self) -> str:
-        """The code generator's ISA module (``codegen/isa_<isa>.py``): x86, neon, wasm or generic."""
+        """The code generator's ISA module (``codegen/isa_<isa>.py``): x86, neon, wasm, riscv or
+        generic."""
         a = self.arch.lower()
         if a in X86_ARCHS:
             return "x86"
@@ -160,7 +161,7 @@ class Target:
             return "vnni" if self.features & VNNI_FEATURES else ""
         if "i8mm" in self.features:
             return "usdot"
-        if "dotprod" in self.features:
+        if self.features & {"dotprod", "asimddp"}:       # (Linux's /proc/cpuinfo says asimddp)
             return "sdot"
         return ""
 

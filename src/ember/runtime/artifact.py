@@ -242,5 +242,13 @@ def check_machine(path: str | os.PathLike) -> None:
         return
     how = ("run it under Node.js with examples/wasm/run_model.mjs" if machine == "wasm32" else
            f"run it on that machine or under qemu-{machine} with examples/c/run_model.c")
-    raise ArtifactError(f"'{path}' was built for {machine} (a cross-compiled artifact), not for this "
-                        f"{host_machine()} machine, so it cannot be loaded here: {how}")
+    target = machine
+    try:
+        from .cross import read_metadata
+
+        named = str(read_metadata(Path(path)).get("target", machine))
+        target = named if named == machine else f"{named} ({machine})"
+    except (ArtifactError, OSError):
+        pass        # not an Ember artifact's metadata: the machine alone names it
+    raise ArtifactError(f"'{path}' is a cross-compiled artifact for {target}, not for this {host_machine()} "
+                        f"machine: it cannot be loaded here; {how}")

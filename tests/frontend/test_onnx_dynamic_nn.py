@@ -86,12 +86,56 @@ def test_split_tile_one_hot_and_dropout_mask_over_open_dims():
     check(one_node("Dropout", {}, dims=["B", "S"], opset=13, n_out=2), feeds((1, 5), (3, 2)))
 
 
+def _scales(*s):
+    return [("roi", np.zeros(0, np.float32)), ("scales", np.array(s, np.float32))]
+
+
+# odd sizes, sizes of 1 and 2 (a scaled length_resized <= 1 takes the spec's constant coordinate)
+RESIZE_IMAGES = feeds((1, 4, 1, 3), (2, 4, 7, 5), (1, 4, 2, 9))
+RESIZE_CASES = [
+    ("linear", "half_pixel", {}, (1, 1, 1.5, 0.6)),
+    ("cubic", "half_pixel", {}, (1, 1, 2, 2)),
+    ("cubic", "asymmetric", {"cubic_coeff_a": -0.5, "exclude_outside": 1}, (1, 1, 1.25, 0.8)),
+    ("linear", "align_corners", {}, (1, 1, 2, 3)),
+    ("linear", "pytorch_half_pixel", {"antialias": 1}, (1, 1, 0.5, 1.5)),
+    ("cubic", "half_pixel", {"antialias": 1}, (1, 1, 0.6, 0.75)),
+    ("nearest", "asymmetric", {"nearest_mode": "floor"}, (1, 1, 1.5, 0.75)),
+    ("nearest", "half_pixel", {"nearest_mode": "round_prefer_ceil"}, (1, 1, 3, 0.5)),
+]
+
+
+@pytest.mark.parametrize("mode, coord, extra, scales", RESIZE_CASES)
+def test_resize_by_any_scale_over_open_height_width(mode, coord, extra, scales):
+    # one artifact: the coordinates, taps and weights are computed from the run's sizes
+    attrs = {"mode": mode, "coordinate_transformation_mode": coord, **extra}
+    check(one_node("Resize", attrs, _scales(*scales), opset=19), RESIZE_IMAGES, bounds=BOUNDS)
+
+
+def test_resize_to_the_size_of_another_tensor():
+    # a decoder upsampling to its skip connection's size (sizes out of Shape -> Slice -> Concat),
+    # linearly, and Upsample-9 by a fractional scale
+    nodes = [helper.make_node("Shape", ["skip"], ["ss"]),
+             helper.make_node("Slice", ["ss", "two", "four"], ["hw"]),
+             helper.make_node("Shape", ["x"], ["xs"]),
+             helper.make_node("Slice", ["xs", "zero", "two"], ["nc"]),
+             helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["x", "", "", "sizes"], ["up"], mode="linear"),
+             helper.make_node("Add", ["up", "skip"], ["y"])]
+    g = helper.make_graph(nodes, "dyn", [helper.make_tensor_value_info("x", TP.FLOAT, NCHW),
+                                         helper.make_tensor_value_info("skip", TP.FLOAT, ["N", 4, "H2", "W2"])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(np.array([k]), n)
+                                       for n, k in (("zero", 0), ("two", 2), ("four", 4))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    check(m, [{"x": rand(1, 4, 3, 5), "skip": rand(1, 4, 6, 10)}, {"x": rand(2, 4, 5, 1), "skip": rand(2, 4, 9, 4)},
+              {"x": rand(1, 4, 7, 7), "skip": rand(1, 4, 1, 3)}])
+    check(one_node("Upsample", {"mode": "linear"}, [("scales", np.array([1, 1, 1.5, 2.5], np.float32))], opset=9),
+          RESIZE_IMAGES, bounds=BOUNDS)
+
+
 @pytest.mark.parametrize("op, attrs, inits, opset, message", [
     ("Conv", {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, [("w", rand(8, 4, 3, 3))], 17, "depends on H % 2"),
-    ("Resize", {"mode": "linear"}, [("roi", np.zeros(0, np.float32)), ("scales", np.array([1, 1, 2, 2], np.float32))],
-     13, "symbolic sizes"),
-    ("Resize", {"mode": "nearest"}, [("roi", np.zeros(0, np.float32)), ("scales", np.array([1, 1, 1.5, 2], np.float32))],
-     13, "whole factors"),
     ("Split", {"axis": 2, "num_outputs": 2}, [], 18, "only known at run time"),
 ])
 def test_what_needs_static_sizes_is_an_error_naming_the_dim(op, attrs, inits, opset, message):

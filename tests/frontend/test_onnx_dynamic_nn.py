@@ -47,6 +47,14 @@ CASES = {
     "conv_depthwise": ("Conv", {"pads": [1, 1, 1, 1], "group": 4}, [("w", rand(4, 1, 3, 3))]),
     "conv_same_stride1": ("Conv", {"auto_pad": "SAME_UPPER"}, [("w", rand(8, 4, 3, 3))]),
     "conv_transpose": ("ConvTranspose", {"strides": [2, 2], "pads": [1, 1, 1, 1]}, [("w", rand(4, 3, 3, 3))]),
+    "conv_same_upper_stride2": ("Conv", {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, [("w", rand(8, 4, 3, 3))]),
+    "conv_same_lower_stride2_3": ("Conv", {"auto_pad": "SAME_LOWER", "strides": [2, 3]},
+                                  [("w", rand(8, 4, 3, 5)), ("b", rand(8))]),
+    "conv_same_1x1_stride2": ("Conv", {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, [("w", rand(8, 4, 1, 1))]),
+    "max_pool_same_stride2": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}, []),
+    "avg_pool_same_stride2": ("AveragePool", {"kernel_shape": [3, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"}, []),
+    "avg_pool_same_stride2_counting_pads": ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2],
+                                                            "auto_pad": "SAME_UPPER", "count_include_pad": 1}, []),
     "max_pool": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, []),
     "avg_pool_ceil": ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, []),
     "global_average_pool": ("GlobalAveragePool", {}, []),
@@ -68,6 +76,23 @@ def test_group_norm_and_resize_by_whole_factors():
         m = one_node("Resize", {"mode": "nearest", "coordinate_transformation_mode": coord, "nearest_mode": nearest},
                      [("roi", np.zeros(0, np.float32)), ("scales", np.array([1, 1, 3, 2], np.float32))], opset=13)
         check(m, IMAGES[:2], bounds=BOUNDS)
+
+
+def test_same_padded_strided_branches_meet_over_open_sizes():
+    # a TF-style downsampling block: a 3x3 and a 1x1 convolution, stride 2, SAME padding, added
+    # (their output sizes must be the same expression); odd and even sizes pad differently
+    nodes = [helper.make_node("Conv", ["x", "w3"], ["a"], auto_pad="SAME_UPPER", strides=[2, 2]),
+             helper.make_node("Conv", ["x", "w1"], ["b"], auto_pad="SAME_UPPER", strides=[2, 2]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    g = helper.make_graph(nodes, "dyn", [helper.make_tensor_value_info("x", TP.FLOAT, NCHW)],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(rand(8, 4, 3, 3), "w3"),
+                                       numpy_helper.from_array(rand(8, 4, 1, 1, seed=1), "w1")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    check(m, IMAGES + feeds((1, 4, 1, 2)), bounds=BOUNDS)
+    check(one_node("Conv", {"auto_pad": "SAME_UPPER", "strides": [2]}, [("w", rand(3, 4, 4))], dims=["N", 4, "T"]),
+          feeds((1, 4, 9), (2, 4, 16), (1, 4, 1)), bounds={"N": 2, "T": 32})
 
 
 def test_conv_1d_and_3d_over_open_lengths():
@@ -135,7 +160,7 @@ def test_resize_to_the_size_of_another_tensor():
 
 
 @pytest.mark.parametrize("op, attrs, inits, opset, message", [
-    ("Conv", {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, [("w", rand(8, 4, 3, 3))], 17, "depends on H % 2"),
+    ("Conv", {"auto_pad": "SAME_UPPER", "strides": [3, 3]}, [("w", rand(8, 4, 2, 2))], 17, "depends on H % 3"),
     ("Split", {"axis": 2, "num_outputs": 2}, [], 18, "only known at run time"),
 ])
 def test_what_needs_static_sizes_is_an_error_naming_the_dim(op, attrs, inits, opset, message):

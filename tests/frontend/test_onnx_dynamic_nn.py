@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 
 from ember.errors import FrontendError
 from ember.frontend import from_onnx
+from ember.graph.interpreter import run_graph
 from test_onnx_dynamic import check
 
 pytest.importorskip("onnxruntime")
@@ -95,6 +96,43 @@ def test_same_padded_strided_branches_meet_over_open_sizes():
           feeds((1, 4, 9), (2, 4, 16), (1, 4, 1)), bounds={"N": 2, "T": 32})
 
 
+def _split(attrs, dims, n_out, inits=(), opset=18):
+    m = one_node("Split", attrs, inits, dims=dims, opset=opset, n_out=n_out)
+    for o in m.graph.output:
+        o.type.tensor_type.elem_type = TP.FLOAT
+    return m
+
+
+def test_split_along_an_open_axis():
+    import ember
+
+    # equal parts of an axis that is a multiple of the parts; num_outputs with ONNX's smaller
+    # last part (its size checked at run time); sizes from Shape arithmetic
+    check(_split({"axis": 1}, ["B", "S", 3], 2), feeds((1, 4, 3), (2, 10, 3), (1, 0, 3)))
+    m = _split({"axis": 1, "num_outputs": 3}, ["B", "S", 2], 3)
+    check(m, feeds((1, 7, 2), (2, 9, 2), (1, 4, 2), (3, 3, 2)))
+    with pytest.raises(Exception, match="last part of at least 0|too small for the model"):
+        ember.compile(m, cflags=("-O1",)).run({"x": rand(1, 1, 2)})
+    even = _split({"axis": 0}, ["S", 3], 2)
+    check(even, feeds((4, 3), (2, 3), (10, 3)))
+    for run in (lambda x: run_graph(from_onnx(even), {"x": x}), lambda x: ember.compile(even, cflags=("-O1",)).run({"x": x})):
+        with pytest.raises(Exception, match="whole number of elements in each of 2 equal parts"):
+            run(rand(5, 3))
+    nodes = [helper.make_node("Shape", ["x"], ["shp"]),
+             helper.make_node("Gather", ["shp", "one"], ["s"]),
+             helper.make_node("Div", ["s", "three"], ["third"]),
+             helper.make_node("Sub", ["s", "third"], ["rest"]),
+             helper.make_node("Concat", ["third", "rest"], ["sizes"], axis=0),
+             helper.make_node("Split", ["x", "sizes"], ["a", "b"], axis=1)]
+    g = helper.make_graph(nodes, "dyn", [helper.make_tensor_value_info("x", TP.FLOAT, ["B", "S", 2])],
+                          [helper.make_tensor_value_info(o, TP.FLOAT, None) for o in "ab"],
+                          initializer=[numpy_helper.from_array(np.array([1]), "one"),
+                                       numpy_helper.from_array(np.array([3]), "three")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    check(m, feeds((1, 7, 2), (2, 1, 2), (1, 12, 2)))
+
+
 def test_conv_1d_and_3d_over_open_lengths():
     check(one_node("Conv", {"pads": [1, 1]}, [("w", rand(3, 4, 3))], dims=["N", 4, "T"]),
           feeds((1, 4, 9), (2, 4, 17)), bounds={"N": 2, "T": 32})
@@ -161,7 +199,6 @@ def test_resize_to_the_size_of_another_tensor():
 
 @pytest.mark.parametrize("op, attrs, inits, opset, message", [
     ("Conv", {"auto_pad": "SAME_UPPER", "strides": [3, 3]}, [("w", rand(8, 4, 2, 2))], 17, "depends on H % 3"),
-    ("Split", {"axis": 2, "num_outputs": 2}, [], 18, "only known at run time"),
 ])
 def test_what_needs_static_sizes_is_an_error_naming_the_dim(op, attrs, inits, opset, message):
     with pytest.raises(FrontendError, match=message):

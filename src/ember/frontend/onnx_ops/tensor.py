@@ -345,37 +345,69 @@ def split(cx):
     dims = tuple(x.shape)
     ax = norm_axis(cx, cx.attr("axis", 0), len(dims))
     d = dims[ax]
-    if not isinstance(d, int):
-        raise cx.fail(f"splits axis {ax} of {x.type}, whose size {d} is only known at run time; "
-                      f"fix it with shapes=")
     n_out = cx.num_outputs
     if cx.opset >= 13 or (cx.opset < 2 and cx.has_input(1)):
-        sizes = cx.ints_input(1, "split")
+        sizes = cx.dims_input(1, "split")
     else:
         sizes = cx.attr("split", None)
+    checks = []                 # what only the run can tell: (whether it holds, what it is)
     if sizes is None:
         if cx.has_attr("num_outputs"):
             n = cx.attr("num_outputs")
             if n != n_out:
                 raise cx.fail(f"num_outputs={n} but the node has {n_out} outputs")
-            chunk = -(-d // n)
+            chunk = (d + n - 1) // n
             sizes = [chunk] * (n - 1) + [d - chunk * (n - 1)]
-            if sizes[-1] < 0:
+            if isinstance(d, int) and sizes[-1] < 0:
                 raise cx.fail(f"cannot split {d} elements into {n} parts of {chunk}")
+            if compare(sizes[-1], ">=", 0, cx.bounds) is not True:
+                checks.append((sizes[-1], ">=", f"a last part of at least 0 elements when splitting axis {ax} "
+                                               f"(size {d}) into {n} parts of {chunk}"))
         else:
-            if d % n_out:
+            q = exact_div(d, n_out)
+            if isinstance(d, int) and q is None:
                 raise cx.fail(f"cannot split axis {ax} of size {d} evenly into {n_out} outputs")
-            sizes = [d // n_out] * n_out
-    if len(sizes) != n_out or sum(sizes) != d or any(s < 0 for s in sizes):
-        raise cx.fail(f"split sizes {list(sizes)} do not cut axis {ax} of size {d} into {n_out} outputs")
+            if q is None:
+                q = d // n_out
+                checks.append((d % n_out, "==", f"a whole number of elements in each of {n_out} equal parts "
+                                                f"of axis {ax} (size {d})"))
+            sizes = [q] * n_out
+    if len(sizes) != n_out or any(isinstance(s, int) and s < 0 for s in sizes):
+        raise cx.fail(f"split sizes {[str(s) for s in sizes]} do not cut axis {ax} of size {d} "
+                      f"into {n_out} outputs")
+    if sum(sizes) != d and not checks:        # the checks make them add up
+        raise cx.fail(f"split sizes {[str(s) for s in sizes]} add up to {sum(sizes)}, not to the size {d} of "
+                      f"axis {ax}" + (" for every value of the symbols" if isinstance(d - sum(sizes), Sym) else ""))
+    zero = _run_time_checks(cx, checks) if checks else None
     outs, off = [], 0
     for s in sizes:
-        starts = [0] * len(dims)
-        ends = list(dims)
-        starts[ax], ends[ax] = off, off + s
-        outs.append(cx.op("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=(1,) * len(dims)))
+        if zero is not None:
+            # every part is read through the checked zero, so no part is computed unless it holds
+            idx = cx.op("add", [cx.op("arange", [], length=s, start=off, delta=1, dtype="int64")
+                                if isinstance(s, Sym) or isinstance(off, Sym) else
+                                cx.const(np.arange(off, off + s, dtype=np.int64)), zero])
+            outs.append(cx.op("gather", [x, idx], axis=ax))
+        else:
+            starts = [0] * len(dims)
+            ends = list(dims)
+            starts[ax], ends[ax] = off, off + s
+            outs.append(cx.op("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=(1,) * len(dims)))
         off += s
     return outs
+
+
+def _run_time_checks(cx, checks):
+    """An int64 scalar 0 whose computation fails the run (naming this node) unless each
+    ``(dim, op, what)`` holds: ``dim == 0`` or ``dim >= 0`` for the run's sizes."""
+    zero = None
+    for dim, op, what in checks:
+        v = _dim_tensor(cx, dim)
+        bad = cx.op("not_equal" if op == "==" else "less", [v, cx.scalar(0, "int64")])
+        flag = cx.op("cast", [bad], to="int64")           # 1 where it does not hold
+        ok = cx.op("check_index", [flag], dims=(1,),
+                   what=(f"the run-time check of {cx.op_type} node '{cx.name}' (1: it fails): it needs {what}",))
+        zero = ok if zero is None else cx.op("add", [zero, ok])
+    return zero
 
 
 @translates("Slice")

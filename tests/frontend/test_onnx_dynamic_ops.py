@@ -392,3 +392,33 @@ def test_loop_over_a_trip_count_from_a_symbolic_size():
     check(m, [{"x": rand(b, s), "acc0": rand(b)} for b, s in ((1, 1), (2, 4), (3, 7))], bounds={"seq": 8})
     with pytest.raises(InvalidModelError, match=r"Loop.*trip count M has the symbolic length seq.*bounds="):
         from_onnx(m)
+
+
+# ---- slices whose clamping depends on the symbols ------------------------------------------
+
+def _slice(starts, ends, axes, steps, dims):
+    inits = [(n, np.array(v, np.int64)) for n, v in (("s", starts), ("e", ends), ("a", axes), ("p", steps))]
+    return model([helper.make_node("Slice", ["x", "s", "e", "a", "p"], ["y"])], [vi("x", dims)], [vi("y", [f"o{k}" for k in range(len(dims))])],
+                 inits, opset=13)
+
+
+@pytest.mark.parametrize("starts, ends, axes, steps, dims, shapes", [
+    # to INT32_MAX on an open axis (tf2onnx's "to the end"), from 0, 1 and from the end
+    ([1], [2147483647], [1], [1], ["B", "T"], [(1, 5), (2, 1), (1, 9)]),
+    # YOLOv5's Focus: every other row and column of an open image
+    ([0, 1], [2147483647, 2147483647], [2, 3], [2, 2], ["B", 3, "H", "W"], [(1, 3, 4, 6), (2, 3, 5, 7), (1, 3, 1, 2)]),
+    # a whole reversal, and a start counting from the end (checked at run time)
+    ([-1], [-9223372036854775807], [1], [-1], ["B", "T"], [(1, 5), (2, 1), (1, 9)]),
+    ([-3], [2147483647], [1], [1], ["B", "T"], [(1, 5), (2, 3), (1, 9)]),
+    ([2], [-1], [1], [1], ["B", "T"], [(1, 5), (2, 3), (1, 9)]),
+])
+def test_slice_clamped_over_open_axes(starts, ends, axes, steps, dims, shapes):
+    check(_slice(starts, ends, axes, steps, dims), [{"x": rand(*s)} for s in shapes])
+
+
+def test_slice_past_an_open_axis_is_a_run_time_error():
+    m = _slice([-3], [2147483647], [1], [1], ["B", "T"])
+    with pytest.raises(ember.errors.EmberError, match="needs T >= 3 for the start -3"):
+        ember.compile(m, cflags=("-O1",)).run({"x": rand(1, 2)})
+    with pytest.raises(ember.errors.EmberError, match="needs T >= 3 for the start -3"):
+        run_graph(from_onnx(m), {"x": rand(1, 2)})

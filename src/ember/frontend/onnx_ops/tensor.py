@@ -431,12 +431,16 @@ def slice_(cx):
         raise cx.fail(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} differ in length")
     axes = norm_axes(cx, axes, r)
     st, en, sp = [0] * r, list(dims), [1] * r
+    checks, gathered = [], []
     for a, s, e, p in zip(axes, starts, ends, steps):
         d = dims[a]
         if p == 0:
             raise cx.fail(f"step 0 on axis {a}")
         if any(isinstance(v, Sym) for v in (s, e, d)):
-            st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d)
+            k = len(checks)
+            st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d, checks)
+            if len(checks) > k:
+                gathered.append(a)
             continue
         s = s + d if s < 0 else s
         e = e + d if e < 0 else e
@@ -447,41 +451,81 @@ def slice_(cx):
             if d == 0:
                 s, e = 0, 0
         st[a], en[a], sp[a] = s, e, p
-    return cx.op("slice", [x], starts=tuple(st), ends=tuple(en), steps=tuple(sp))
+    if not checks:
+        return cx.op("slice", [x], starts=tuple(st), ends=tuple(en), steps=tuple(sp))
+    # what only the run can tell is checked first: the checked axes are read by a gather whose
+    # indices go through the checked zero
+    zero = _run_time_checks(cx, checks)
+    y = cx.op("slice", [x], starts=tuple(0 if a in gathered else v for a, v in enumerate(st)),
+              ends=tuple(dims[a] if a in gathered else v for a, v in enumerate(en)),
+              steps=tuple(1 if a in gathered else v for a, v in enumerate(sp)))
+    for a in gathered:
+        n = (en[a] - st[a] + sp[a] - 1) // sp[a]       # >= 0 where the checks hold
+        idx = cx.op("arange", [], length=n, start=st[a], delta=sp[a], dtype="int64")
+        y = cx.op("gather", [y, cx.op("add", [idx, zero])], axis=a)
+    return y
 
 
-def _symbolic_slice_range(cx, axis, s, e, p, d):
+#: a constant end (or start) at or past INT32_MAX is "to the end" of a symbolic axis, as the
+#: exporters that write INT32_MAX for it mean (an axis of 2**31 elements or more is not assumed)
+_TO_THE_END = (1 << 31) - 1
+
+
+def _symbolic_slice_range(cx, axis, s, e, p, d, checks):
     """(start, end, step) of a slice along an axis where the start, the end or the size is
-    symbolic; the clamping ONNX defines must be decided at compile time (bounds help)."""
-    if p != 1:
-        raise cx.fail(f"a slice with step {p} along axis {axis}, whose bounds or size are symbolic")
-    big = 1 << 62
+    symbolic, clamped as ONNX defines where the bounds decide it; where only the run can tell
+    (a start counting from the end of an axis that may be shorter), the slice takes the
+    unclamped value and ``checks`` gets what must hold, (dim, op, what)."""
+    where = f"the slice along axis {axis} (size {d})"
+
+    def huge(v):
+        return isinstance(v, int) and v >= _TO_THE_END
+
+    def tiny(v):
+        return isinstance(v, int) and v <= -_TO_THE_END - 1
+
+    if p < 0:
+        # a reversal: from the end (or a start the bounds put inside) to before the beginning
+        s2 = d - 1 if huge(s) or (isinstance(s, int) and s == -1) else s
+        e2 = -1 if tiny(e) else e
+        if isinstance(s2, Sym) and compare(s2, "<=", d - 1, cx.bounds) is not True or \
+                not (isinstance(e2, int) and e2 == -1) or compare(s2, ">=", -1, cx.bounds) is not True:
+            raise cx.fail(f"a slice with step {p} from {s} to {e} along axis {axis} (size {d}): only whole "
+                          "reversals are compiled over symbolic sizes")
+        return s2, e2, p
 
     def resolve(v, what):
-        if isinstance(v, int) and v >= big // 2:
-            return d                        # "to the end" (INT64_MAX and the like)
+        if huge(v):
+            return d
+        if tiny(v):
+            return 0
         if isinstance(v, int) and v < 0:
-            v = d + v                       # counts from the end: v + d >= 0 must hold
+            v = d + v                       # counts from the end
             if isinstance(v, int):
                 return max(v, 0)
-        nonneg = compare(v, ">=", 0)
+            nonneg = compare(v, ">=", 0, cx.bounds)
+            if nonneg is None:
+                checks.append((v, ">=", f"{d} >= {d - v} for the {what} {v - d} of {where}, which counts from "
+                                        f"its end"))
+                return v
+            return v if nonneg else 0
+        nonneg = compare(v, ">=", 0, cx.bounds)
         if nonneg is None:
             raise cx.fail(f"the {what} {v} of the slice along axis {axis} may be negative")
         if not nonneg:
             return 0
         if isinstance(d, int):
             return v if cx.assume_at_most(v, d, f"the {what} of the slice along axis {axis}") else d
-        within = compare(v, "<=", d, cx._tr.bounds)
+        within = compare(v, "<=", d, cx.bounds)
         if within is None:
-            raise cx.fail(f"whether the {what} {v} of the slice along axis {axis} is within its size {d} "
-                          "is only known at run time")
+            checks.append((d - v, ">=", f"the {what} {v} of {where} within it"))
+            return v
         return v if within else d
 
     s2, e2 = resolve(s, "start"), resolve(e, "end")
-    if compare(e2, ">=", s2, cx._tr.bounds) is not True:
-        raise cx.fail(f"the slice from {s2} to {e2} along axis {axis} may be empty or reversed; "
-                      "that is only known at run time")
-    return s2, e2, 1
+    if compare(e2, ">=", s2, cx.bounds) is not True:
+        checks.append((e2 - s2, ">=", f"its end {e2} at or after its start {s2} in {where}"))
+    return s2, e2, p
 
 
 @translates("Pad")

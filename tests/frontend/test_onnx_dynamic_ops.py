@@ -422,3 +422,22 @@ def test_slice_past_an_open_axis_is_a_run_time_error():
         ember.compile(m, cflags=("-O1",)).run({"x": rand(1, 2)})
     with pytest.raises(ember.errors.EmberError, match="needs T >= 3 for the start -3"):
         run_graph(from_onnx(m), {"x": rand(1, 2)})
+
+
+@pytest.mark.parametrize("op, attrs, dims, shapes", [
+    ("DepthToSpace", {"blocksize": 2, "mode": "DCR"}, ["N", 8, "H", "W"], [(1, 8, 3, 5), (2, 8, 1, 1)]),
+    ("DepthToSpace", {"blocksize": 2, "mode": "CRD"}, ["N", 8, "H", "W"], [(1, 8, 3, 5), (2, 8, 4, 1)]),
+    ("SpaceToDepth", {"blocksize": 2}, ["N", 3, "H", "W"], [(1, 3, 4, 6), (2, 3, 2, 2), (1, 3, 0, 8)]),
+    ("Trilu", {"upper": 1}, ["B", "R", "C"], [(1, 3, 5), (2, 6, 2), (1, 1, 1)]),
+    ("Trilu", {"upper": 0}, ["R", "C"], [(3, 5), (6, 2), (1, 1)]),
+])
+def test_block_rearrangements_and_triangles_over_open_dims(op, attrs, dims, shapes):
+    inputs, inits = ["x"], []
+    if op == "Trilu":
+        inputs, inits = ["x", "k"], [("k", np.array(-1 if attrs["upper"] else 1, np.int64))]
+    m = model([helper.make_node(op, inputs, ["y"], **attrs)], [vi("x", dims)],
+              [vi("y", [f"o{k}" for k in range(len(dims))])], inits, opset=14)
+    check(m, [{"x": rand(*s)} for s in shapes])
+    if op == "SpaceToDepth":
+        with pytest.raises(ember.errors.EmberError, match="divisible by the blocksize 2"):
+            ember.compile(m, cflags=("-O1",)).run({"x": rand(1, 3, 4, 5)})

@@ -294,9 +294,9 @@ def depth_to_space(cx):
     x = cx.input(0)
     n, c, h, w = _rank4(cx, x)
     bs = cx.attr("blocksize")
-    if c % (bs * bs):
+    c2 = exact_div(c, bs * bs)
+    if c2 is None:
         raise cx.fail(f"{c} channels are not divisible by blocksize^2 = {bs * bs}")
-    c2 = c // (bs * bs)
     if cx.attr("mode", "DCR") == "DCR":
         t = reshape(cx, x, (n, bs, bs, c2, h, w))
         t = cx.op("transpose", [t], perm=(0, 3, 4, 1, 5, 2))
@@ -311,8 +311,18 @@ def space_to_depth(cx):
     x = cx.input(0)
     n, c, h, w = _rank4(cx, x)
     bs = cx.attr("blocksize")
-    if h % bs or w % bs:
+    if isinstance(h, int) and h % bs or isinstance(w, int) and w % bs:
         raise cx.fail(f"spatial size {h}x{w} is not divisible by blocksize {bs}")
+    checks = [(d % bs, "==", f"the size {d} of axis {a} divisible by the blocksize {bs}")
+              for a, d in ((2, h), (3, w)) if isinstance(d, Sym) and exact_div(d, bs) is None]
+    if checks:
+        # read through the checked zero: whole blocks only, the run refused otherwise
+        zero = _run_time_checks(cx, checks)
+        for a, d in ((2, h), (3, w)):
+            if isinstance(d, Sym) and exact_div(d, bs) is None:
+                idx = cx.op("arange", [], length=d // bs * bs, start=0, delta=1, dtype="int64")
+                x = cx.op("gather", [x, cx.op("add", [idx, zero])], axis=a)
+        h, w = tuple(x.shape[2:])
     t = reshape(cx, x, (n, c, h // bs, bs, w // bs, bs))
     perm = (0, 3, 5, 1, 2, 4) if cx.attr("mode", "DCR") == "DCR" else (0, 1, 3, 5, 2, 4)
     t = cx.op("transpose", [t], perm=perm)
@@ -320,7 +330,7 @@ def space_to_depth(cx):
 
 
 def _rank4(cx, x):
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if len(dims) != 4:
         raise cx.fail(f"expects a 4-D input, got {x.type}")
     return dims
@@ -702,15 +712,21 @@ def one_hot(cx):
 @translates("Trilu")
 def trilu(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if len(dims) < 2:
         raise cx.fail(f"expects rank >= 2, got {x.type}")
     k = cx.const_input(1, "k")
     k = 0 if k is None else int(k.reshape(()).item())
     n, m = dims[-2], dims[-1]
-    diff = np.arange(m)[None, :] - np.arange(n)[:, None]
-    keep = diff >= k if cx.attr("upper", 1) else diff <= k
-    return cx.op("where", [cx.const(keep), x, cx.scalar(0, x.dtype)])
+    if isinstance(n, int) and isinstance(m, int):
+        diff = np.arange(m)[None, :] - np.arange(n)[:, None]
+        keep = cx.const(diff >= k if cx.attr("upper", 1) else diff <= k)
+    else:
+        # column minus row from run-time sequences over the symbolic rows or columns
+        cols, rows = (cx.op("arange", [], length=d, start=0, delta=1, dtype="int64") for d in (m, n))
+        diff = cx.op("sub", [reshape(cx, cols, (1, m)), reshape(cx, rows, (n, 1))])
+        keep = cx.op("greater_equal" if cx.attr("upper", 1) else "less_equal", [diff, cx.scalar(k, "int64")])
+    return cx.op("where", [keep, x, cx.scalar(0, x.dtype)])
 
 
 @translates("If")

@@ -217,6 +217,24 @@ def test_attention_past_bias_and_sizes():
             match="do_rotary")
 
 
+def test_rotary_embedding_and_attention_over_open_batch_sequence_and_past():
+    n, h = 2, 8
+    cos, sin = _rope_cache(16, h // 2)
+    check_open_dims("RotaryEmbedding", [rand(2, 3, n * h), np.array([4], np.int64), cos, sin], {"num_heads": n},
+                    [2, 3], {0: {0: "B", 1: "S"}},
+                    [[rand(b, s, n * h), np.array([k], np.int64), cos, sin] for b, s, k in ((1, 1, 0), (2, 5, 3))])
+    check_open_dims("RotaryEmbedding", [rand(2, n, 3, h), np.zeros((2, 3), np.int64), cos, sin], {"interleaved": 1},
+                    [2, 3], {0: {0: "B", 2: "S"}, 1: {0: "B", 1: "S"}},
+                    [[rand(b, n, s, h), np.arange(b * s).reshape(b, s) % 16, cos, sin] for b, s in ((1, 1), (2, 7))],
+                    compiled=False)
+    d = n * h
+    w, bias = rand(d, 3 * d, lo=-0.5, hi=0.5), rand(3 * d)
+    check_open_dims("Attention", [rand(2, 3, d), w, bias, None, rand(2, 2, n, 2, h)], {"num_heads": n, "unidirectional": 1},
+                    [1, 2], {0: {0: "B", 1: "S"}, 4: {1: "B", 3: "P"}},
+                    [[rand(b, s, d), w, bias, None, rand(2, b, n, p, h)] for b, s, p in ((1, 1, 4), (2, 3, 1), (1, 5, 0))],
+                    n_out=2)
+
+
 @pytest.mark.parametrize("form", ["plain", "bias_mask", "past", "causal"])
 def test_multi_head_attention(form):
     b, s, l, d, n, p = 2, 3, 5, 8, 2, 2
@@ -525,11 +543,11 @@ def test_qlinear_softmax(dtype, opset, axis, shape):
              {"opset": opset, "axis": axis}, const=[1, 2, 3, 4], compiled=opset == 13 and axis == -1 and shape[1] == 7)
 
 
-def check_open_dims(op, inputs, attrs, const, open_dims, sizes, compiled=True):
+def check_open_dims(op, inputs, attrs, const, open_dims, sizes, compiled=True, n_out=1):
     """The node compiled once with the dimensions ``open_dims`` ({input index: {axis: symbol}})
     symbolic, against onnxruntime at every input set of ``sizes`` (lists of inputs as for
     check_ms, the constants the same)."""
-    model, _ = ms_model(op, inputs, attrs, const=const)
+    model, _ = ms_model(op, inputs, attrs, const=const, n_out=n_out)
     for k, axes in open_dims.items():
         (vi,) = [i for i in model.graph.input if i.name == f"in{k}"]
         for ax, name in axes.items():
@@ -537,7 +555,7 @@ def check_open_dims(op, inputs, attrs, const, open_dims, sizes, compiled=True):
     g = ember.from_onnx(model)
     mod = ember.compile(model, cflags=("-O1",)) if compiled else None
     for ins in sizes:
-        _, feeds = ms_model(op, ins, attrs, const=const)
+        _, feeds = ms_model(op, ins, attrs, const=const, n_out=n_out)
         want = run_onnxruntime(model, feeds)
         assert_same(ember.graph.interpreter.run_graph(g, feeds), want, 1e-5, 1e-5)
         if mod:

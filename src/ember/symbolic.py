@@ -535,6 +535,16 @@ def dim_min(a, b, bounds: Mapping[str, int] | None = None) -> "int | Sym":
     return as_dim(a) if r else as_dim(b)
 
 
+def failed_check(checks, env: Mapping[str, int]) -> str | None:
+    """The first of ``checks`` (``Graph.checks``: (dim, op, what), ``op`` "==" for dim == 0 or
+    ">=" for dim >= 0) that the symbols' values ``env`` fail, described; None when all hold."""
+    for dim, op, what in checks:
+        v = evaluate(dim, env)
+        if not (v == 0 if op == "==" else v >= 0):
+            return f"{what} ({dim} {op} 0 fails: it is {v})"
+    return None
+
+
 # ---- parsing --------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(//|[-+*/%()]))")

@@ -352,6 +352,20 @@ class NodeContext:
         """The symbols' upper bounds known so far."""
         return self._tr.bounds
 
+    def require(self, dim, op: str, what: str) -> None:
+        """That the symbols' values make ``dim == 0`` (``op`` "==") or ``dim >= 0`` (">="), which
+        only the run decides: a check of the graph (``Graph.checks``), made when the input
+        shapes bind the symbols, before anything runs (``what``: the need, named for the user).
+        Nothing when the bounds decide it; an error of the model when they refute it."""
+        holds = compare(dim, op, 0, self._tr.bounds)
+        if holds is True:
+            return
+        if holds is False:
+            raise self.fail(f"needs {what}, which no input shapes give ({dim} {op} 0)")
+        check = (dim, op, f"{self.op_type} node '{self.name}' needs {what}")
+        if check not in self._tr.b.checks:
+            self._tr.b.checks.append(check)
+
     def bound(self, d) -> int | None:
         """The largest value of dimension ``d`` that the symbols' bounds allow (None when one of
         its symbols has no bound)."""

@@ -313,16 +313,13 @@ def space_to_depth(cx):
     bs = cx.attr("blocksize")
     if isinstance(h, int) and h % bs or isinstance(w, int) and w % bs:
         raise cx.fail(f"spatial size {h}x{w} is not divisible by blocksize {bs}")
-    checks = [(d % bs, "==", f"the size {d} of axis {a} divisible by the blocksize {bs}")
-              for a, d in ((2, h), (3, w)) if isinstance(d, Sym) and exact_div(d, bs) is None]
-    if checks:
-        # read through the checked zero: whole blocks only, the run refused otherwise
-        zero = _run_time_checks(cx, checks)
-        for a, d in ((2, h), (3, w)):
-            if isinstance(d, Sym) and exact_div(d, bs) is None:
-                idx = cx.op("arange", [], length=d // bs * bs, start=0, delta=1, dtype="int64")
-                x = cx.op("gather", [x, cx.op("add", [idx, zero])], axis=a)
-        h, w = tuple(x.shape[2:])
+    for a, d in ((2, h), (3, w)):
+        if isinstance(d, Sym) and exact_div(d, bs) is None:
+            # whole blocks only, the run refused otherwise: the axis cut to them (a no-op then)
+            cx.require(d % bs, "==", f"the size {d} of axis {a} divisible by the blocksize {bs}")
+            x = cx.op("slice", [x], starts=(0,) * 4, ends=tuple(d // bs * bs if k == a else e
+                                                                for k, e in enumerate(x.shape)), steps=(1,) * 4)
+    h, w = tuple(x.shape[2:])
     t = reshape(cx, x, (n, c, h // bs, bs, w // bs, bs))
     perm = (0, 3, 5, 1, 2, 4) if cx.attr("mode", "DCR") == "DCR" else (0, 1, 3, 5, 2, 4)
     t = cx.op("transpose", [t], perm=perm)
@@ -360,7 +357,7 @@ def split(cx):
         sizes = cx.dims_input(1, "split")
     else:
         sizes = cx.attr("split", None)
-    checks = []                 # what only the run can tell: (whether it holds, what it is)
+    gathered = False            # the last part's size is >= 0 by a check only: read by a gather
     if sizes is None:
         if cx.has_attr("num_outputs"):
             n = cx.attr("num_outputs")
@@ -371,31 +368,30 @@ def split(cx):
             if isinstance(d, int) and sizes[-1] < 0:
                 raise cx.fail(f"cannot split {d} elements into {n} parts of {chunk}")
             if compare(sizes[-1], ">=", 0, cx.bounds) is not True:
-                checks.append((sizes[-1], ">=", f"a last part of at least 0 elements when splitting axis {ax} "
-                                               f"(size {d}) into {n} parts of {chunk}"))
+                cx.require(sizes[-1], ">=", f"a last part of at least 0 elements when splitting axis {ax} "
+                                            f"(size {d}) into {n} parts of {chunk}")
+                gathered = True
         else:
             q = exact_div(d, n_out)
             if isinstance(d, int) and q is None:
                 raise cx.fail(f"cannot split axis {ax} of size {d} evenly into {n_out} outputs")
             if q is None:
                 q = d // n_out
-                checks.append((d % n_out, "==", f"a whole number of elements in each of {n_out} equal parts "
-                                                f"of axis {ax} (size {d})"))
+                cx.require(d % n_out, "==", f"the size {d} of axis {ax} divisible by {n_out} (equal parts)")
             sizes = [q] * n_out
+            d = q * n_out                # what the parts add up to (d itself, by the check)
     if len(sizes) != n_out or any(isinstance(s, int) and s < 0 for s in sizes):
         raise cx.fail(f"split sizes {[str(s) for s in sizes]} do not cut axis {ax} of size {d} "
                       f"into {n_out} outputs")
-    if sum(sizes) != d and not checks:        # the checks make them add up
-        raise cx.fail(f"split sizes {[str(s) for s in sizes]} add up to {sum(sizes)}, not to the size {d} of "
-                      f"axis {ax}" + (" for every value of the symbols" if isinstance(d - sum(sizes), Sym) else ""))
-    zero = _run_time_checks(cx, checks) if checks else None
+    if sum(sizes) != d:
+        if not any(isinstance(v, Sym) for v in (d, *sizes)):
+            raise cx.fail(f"split sizes {list(sizes)} add up to {sum(sizes)}, not to the size {d} of axis {ax}")
+        cx.require(d - sum(sizes), "==", f"split sizes {[str(s) for s in sizes]} that add up to the size {d} "
+                                          f"of axis {ax}")
     outs, off = [], 0
-    for s in sizes:
-        if zero is not None:
-            # every part is read through the checked zero, so no part is computed unless it holds
-            idx = cx.op("add", [cx.op("arange", [], length=s, start=off, delta=1, dtype="int64")
-                                if isinstance(s, Sym) or isinstance(off, Sym) else
-                                cx.const(np.arange(off, off + s, dtype=np.int64)), zero])
+    for k, s in enumerate(sizes):
+        if gathered and k == len(sizes) - 1:
+            idx = cx.op("arange", [], length=s, start=off, delta=1, dtype="int64")
             outs.append(cx.op("gather", [x, idx], axis=ax))
         else:
             starts = [0] * len(dims)
@@ -404,20 +400,6 @@ def split(cx):
             outs.append(cx.op("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=(1,) * len(dims)))
         off += s
     return outs
-
-
-def _run_time_checks(cx, checks):
-    """An int64 scalar 0 whose computation fails the run (naming this node) unless each
-    ``(dim, op, what)`` holds: ``dim == 0`` or ``dim >= 0`` for the run's sizes."""
-    zero = None
-    for dim, op, what in checks:
-        v = _dim_tensor(cx, dim)
-        bad = cx.op("not_equal" if op == "==" else "less", [v, cx.scalar(0, "int64")])
-        flag = cx.op("cast", [bad], to="int64")           # 1 where it does not hold
-        ok = cx.op("check_index", [flag], dims=(1,),
-                   what=(f"the run-time check of {cx.op_type} node '{cx.name}' (1: it fails): it needs {what}",))
-        zero = ok if zero is None else cx.op("add", [zero, ok])
-    return zero
 
 
 @translates("Slice")
@@ -441,16 +423,12 @@ def slice_(cx):
         raise cx.fail(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} differ in length")
     axes = norm_axes(cx, axes, r)
     st, en, sp = [0] * r, list(dims), [1] * r
-    checks, gathered = [], []
     for a, s, e, p in zip(axes, starts, ends, steps):
         d = dims[a]
         if p == 0:
             raise cx.fail(f"step 0 on axis {a}")
         if any(isinstance(v, Sym) for v in (s, e, d)):
-            k = len(checks)
-            st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d, checks)
-            if len(checks) > k:
-                gathered.append(a)
+            st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d)
             continue
         s = s + d if s < 0 else s
         e = e + d if e < 0 else e
@@ -461,18 +439,16 @@ def slice_(cx):
             if d == 0:
                 s, e = 0, 0
         st[a], en[a], sp[a] = s, e, p
-    if not checks:
-        return cx.op("slice", [x], starts=tuple(st), ends=tuple(en), steps=tuple(sp))
-    # what only the run can tell is checked first: the checked axes are read by a gather whose
-    # indices go through the checked zero
-    zero = _run_time_checks(cx, checks)
+    # an axis whose length is >= 0 by a check only (Graph.checks) is read by a gather
+    gathered = [a for a in range(r) if sp[a] > 0 and (isinstance(st[a], Sym) or isinstance(en[a], Sym))
+                and compare(en[a] - st[a], ">=", 0, cx.bounds) is not True]
     y = cx.op("slice", [x], starts=tuple(0 if a in gathered else v for a, v in enumerate(st)),
               ends=tuple(dims[a] if a in gathered else v for a, v in enumerate(en)),
               steps=tuple(1 if a in gathered else v for a, v in enumerate(sp)))
     for a in gathered:
-        n = (en[a] - st[a] + sp[a] - 1) // sp[a]       # >= 0 where the checks hold
+        n = (en[a] - st[a] + sp[a] - 1) // sp[a]
         idx = cx.op("arange", [], length=n, start=st[a], delta=sp[a], dtype="int64")
-        y = cx.op("gather", [y, cx.op("add", [idx, zero])], axis=a)
+        y = cx.op("gather", [y, idx], axis=a)
     return y
 
 
@@ -481,11 +457,11 @@ def slice_(cx):
 _TO_THE_END = (1 << 31) - 1
 
 
-def _symbolic_slice_range(cx, axis, s, e, p, d, checks):
+def _symbolic_slice_range(cx, axis, s, e, p, d):
     """(start, end, step) of a slice along an axis where the start, the end or the size is
     symbolic, clamped as ONNX defines where the bounds decide it; where only the run can tell
     (a start counting from the end of an axis that may be shorter), the slice takes the
-    unclamped value and ``checks`` gets what must hold, (dim, op, what)."""
+    unclamped value and the graph checks that it needs no clamping (``NodeContext.require``)."""
     where = f"the slice along axis {axis} (size {d})"
 
     def huge(v):
@@ -515,8 +491,7 @@ def _symbolic_slice_range(cx, axis, s, e, p, d, checks):
                 return max(v, 0)
             nonneg = compare(v, ">=", 0, cx.bounds)
             if nonneg is None:
-                checks.append((v, ">=", f"{d} >= {d - v} for the {what} {v - d} of {where}, which counts from "
-                                        f"its end"))
+                cx.require(v, ">=", f"{d} >= {d - v} for the {what} {v - d} of {where}, which counts from its end")
                 return v
             return v if nonneg else 0
         nonneg = compare(v, ">=", 0, cx.bounds)
@@ -528,13 +503,13 @@ def _symbolic_slice_range(cx, axis, s, e, p, d, checks):
             return v if cx.assume_at_most(v, d, f"the {what} of the slice along axis {axis}") else d
         within = compare(v, "<=", d, cx.bounds)
         if within is None:
-            checks.append((d - v, ">=", f"the {what} {v} of {where} within it"))
+            cx.require(d - v, ">=", f"the {what} {v} of {where} within it")
             return v
         return v if within else d
 
     s2, e2 = resolve(s, "start"), resolve(e, "end")
     if compare(e2, ">=", s2, cx.bounds) is not True:
-        checks.append((e2 - s2, ">=", f"its end {e2} at or after its start {s2} in {where}"))
+        cx.require(e2 - s2, ">=", f"its end {e2} at or after its start {s2} in {where}")
     return s2, e2, p
 
 

@@ -452,3 +452,19 @@ def test_block_rearrangements_and_triangles_over_open_dims(op, attrs, dims, shap
     if op == "SpaceToDepth":
         with pytest.raises(InputError, match="divisible by the blocksize 2"):
             ember.compile(m, cflags=("-O1",)).run({"x": rand(1, 3, 4, 5)})
+
+
+def test_two_symbols_broadcast_against_each_other_when_equal():
+    # an input with its own symbol for a dimension the other input has too (exported from two
+    # separate dynamic axes): taken as equal, checked when the run binds them
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"]), helper.make_node("Where", ["c", "y", "a"], ["z"])]
+    m = model(nodes, [vi("a", ["B", "S"]), vi("b", ["T"]), vi("c", [1, "U"], TP.BOOL)], [vi("z", ["B", "S"])])
+    rng = np.random.default_rng(0)
+    feeds = [{"a": rand(b, s), "b": rand(s), "c": rng.integers(0, 2, (1, s)).astype(bool)}
+             for b, s in ((1, 3), (2, 1), (3, 8))]
+    check(m, feeds)
+    bad = dict(feeds[0], b=rand(1))
+    with pytest.raises(InputError, match=r"Add node 'Add_0' needs dimension 1 of its operands to agree: T and S"):
+        ember.compile(m, cflags=("-O1",)).run(bad)
+    with pytest.raises(InputError, match="T and S broadcast against each other only when equal"):
+        run_graph(from_onnx(m), bad)

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from ...graph.types import is_float, is_int, is_string
+from ...errors import ShapeError
+from ...graph.types import broadcast_shapes, is_float, is_int, is_string
 from ...ops.cast import SATURABLE
 from ..onnx import onnx_dtype
 from . import translates
@@ -27,6 +28,39 @@ _BINARY = {
     "Equal": "equal", "Less": "less", "LessOrEqual": "less_equal", "Greater": "greater",
     "GreaterOrEqual": "greater_equal", "And": "logical_and", "Or": "logical_or", "Xor": "logical_xor",
 }
+
+
+def agreeing(cx, *xs):
+    """The operands of a broadcasting op, where two different dimensions meet of which one is
+    symbolic (``S`` and ``T``, or ``S`` and 5) taken to be equal: the graph checks that they are
+    when the run binds the symbols (``NodeContext.require``; one of them being 1 then is refused
+    there, by name), and the operand that has the other one is sliced to the first's expression
+    (a view of all of it).  Operands that broadcast as they are come back unchanged."""
+    shapes = [tuple(x.shape) for x in xs]
+    try:
+        broadcast_shapes(*shapes)
+        return list(xs)
+    except ShapeError:
+        pass
+    rank = max(len(s) for s in shapes)
+    out = list(xs)
+    for i in range(rank):
+        at = [(k, s[i - rank + len(s)]) for k, s in enumerate(shapes) if i - rank + len(s) >= 0]
+        dims = [(k, d) for k, d in at if not (isinstance(d, int) and d == 1)]
+        fixed = [d for _, d in dims if isinstance(d, int)]
+        if len(set(fixed)) > 1:
+            continue                     # an error of the model: the op's type rule names it
+        target = fixed[0] if fixed else dims[0][1] if dims else 1
+        for k, d in dims:
+            if d == target:
+                continue
+            cx.require(d - target, "==", f"dimension {i} of its operands to agree: {d} and {target} broadcast "
+                                         f"against each other only when equal (one of them 1 is not compiled)")
+            v = out[k]
+            ax = i - rank + v.type.rank
+            ends = tuple(target if a == ax else e for a, e in enumerate(v.shape))
+            out[k] = cx.op("slice", [v], starts=(0,) * v.type.rank, ends=ends, steps=(1,) * v.type.rank)
+    return out
 
 
 @translates(*_UNARY)
@@ -53,13 +87,13 @@ def binary(cx):
     b = _legacy_broadcast(cx, a, b)
     if cx.op_type == "Equal" and is_string(a.dtype):
         return cx.op("string_equal", [a, b])
-    return cx.op(_BINARY[cx.op_type], [a, b])
+    return cx.op(_BINARY[cx.op_type], agreeing(cx, a, b))
 
 
 @translates("Pow")
 def pow_(cx):
     x, y = cx.input(0), cx.input(1)
-    y = _legacy_broadcast(cx, x, y)
+    x, y = agreeing(cx, x, _legacy_broadcast(cx, x, y))
     if x.dtype == y.dtype:
         return cx.op("pow", [x, y])
     if is_int(x.dtype) and is_float(y.dtype):
@@ -70,7 +104,7 @@ def pow_(cx):
 
 @translates("Mod")
 def mod(cx):
-    a, b = cx.input(0), cx.input(1)
+    a, b = agreeing(cx, cx.input(0), cx.input(1))
     r = cx.op("fmod", [a, b])
     if cx.attr("fmod", 0) or a.dtype == "bool" or a.dtype.startswith("uint"):
         return r
@@ -86,6 +120,7 @@ def variadic(cx):
     xs = cx.inputs()
     if not xs:
         raise cx.fail("needs at least one input")
+    xs = agreeing(cx, *xs)
     core = {"Sum": "add", "Mean": "add", "Max": "maximum", "Min": "minimum"}[cx.op_type]
     out = xs[0]
     for x in xs[1:]:
@@ -127,7 +162,7 @@ def _scalar_of(cx, v, what):
 
 @translates("Where")
 def where(cx):
-    return cx.op("where", [cx.input(0), cx.input(1), cx.input(2)])
+    return cx.op("where", agreeing(cx, cx.input(0), cx.input(1), cx.input(2)))
 
 
 @translates("Cast", "CastLike")

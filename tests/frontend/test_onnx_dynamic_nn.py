@@ -59,6 +59,8 @@ CASES = {
     "max_pool": ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, []),
     "avg_pool_ceil": ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, []),
     "global_average_pool": ("GlobalAveragePool", {}, []),
+    "lp_pool": ("LpPool", {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1], "p": 3}, []),
+    "lp_pool_same_stride2": ("LpPool", {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}, []),
     "instance_norm": ("InstanceNormalization", {}, [("s", rand(4)), ("b", rand(4, seed=1))]),
     "lrn": ("LRN", {"size": 3}, []),
 }
@@ -136,6 +138,12 @@ def test_split_along_an_open_axis():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     m.ir_version = 8
     check(m, feeds((1, 7, 2), (2, 1, 2), (1, 12, 2)))
+
+
+def test_center_crop_pad_over_open_sizes():
+    # the run decides whether each axis is cropped or padded
+    check(one_node("CenterCropPad", {"axes": [1, 2]}, [("s", np.array([5, 6], np.int64))], dims=["N", "H", "W"], opset=18),
+          feeds((1, 3, 9), (2, 5, 6), (1, 8, 1), (1, 1, 7)))
 
 
 def test_conv_1d_and_3d_over_open_lengths():

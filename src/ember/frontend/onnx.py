@@ -888,7 +888,8 @@ class _Translator:
                 types.append(onnx.TypeProto().SerializeToString())
                 continue
             t = self.lookup(n).type
-            types.append(helper.make_tensor_type_proto(elem[t.dtype], list(t.shape)).SerializeToString())
+            dims = [d if isinstance(d, int) else str(d) for d in t.shape]     # a symbolic one as its text
+            types.append(helper.make_tensor_type_proto(elem[t.dtype], dims).SerializeToString())
         try:
             raw = schema.get_context_dependent_function(node.SerializeToString(), types)
         except Exception as e:

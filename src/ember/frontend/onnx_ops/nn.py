@@ -647,9 +647,17 @@ def lp_pool(cx):
     x = cx.input(0)
     p = float(cx.attr("p", 2))
     kernel, strides, pads, dil, ceil_mode = _pool_window(cx, x)
-    dims, nsp = list(x.shape), len(kernel)
     powered = cx.op("pow", [cx.op("abs", [x]), cx.scalar(p, x.dtype)])
+    powered, pads = settle_pads(cx, powered, pads, kernel, strides, dil, 0)
+    dims, nsp = list(powered.shape), len(kernel)
     avg = pool_nd(cx, "avg_pool2d", powered, kernel, strides, pads, dil, ceil_mode, True)
+    if any(isinstance(d, Sym) for d in dims[2:]):
+        if ceil_mode:
+            raise cx.fail(f"ceil_mode over the symbolic sizes of {x.type}: the windows past the padding are "
+                          f"counted at compile time; fix them with shapes=")
+        # every window lies inside the padded input: the average counts the whole kernel
+        total = cx.op("mul", [avg, cx.scalar(float(np.prod(kernel)), x.dtype)])
+        return cx.op("pow", [total, cx.scalar(1.0 / p, x.dtype)])
     count = np.ones((), dtype=np.float64)
     for ax in range(nsp):
         n_in, n_out = dims[2 + ax], avg.shape[2 + ax]

@@ -13,6 +13,7 @@ from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
 from ..onnx import onnx_dtype
 from . import translates
+from .arith import T
 
 
 def norm_axis(cx, axis: int, rank: int, what: str = "axis") -> int:
@@ -544,6 +545,50 @@ def pad(cx):
     cv = np.array(value).astype(np_dtype(x.dtype))
     value = bool(cv) if x.dtype == "bool" else int(cv) if is_int(x.dtype) or x.dtype in NARROW_INT_DTYPES else float(cv)
     return cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
+
+
+@translates("CenterCropPad")
+def center_crop_pad(cx):
+    """Each of ``axes`` cropped or zero-padded to ``shape``, centered (the begin gets the
+    smaller half of the difference): a gather of the positions ``i - (t - d) // 2`` (padding)
+    or ``i + (d - t) // 2`` (cropping), zero where they fall outside; the positions are
+    computed at run time when the size ``d`` is symbolic, so the run decides crop or pad."""
+    x = cx.input(0)
+    dims = tuple(x.shape)
+    target = cx.ints_input(1, "shape", required=True)
+    axes = cx.attr("axes", None)
+    axes = norm_axes(cx, axes, len(dims)) if axes is not None else list(range(len(dims)))
+    if len(target) != len(axes) or any(t < 0 for t in target):
+        raise cx.fail(f"shape {target} needs {len(axes)} sizes >= 0")
+    out = x
+    for a, t in zip(axes, target):
+        d = dims[a]
+        if isinstance(d, int):
+            if d == t:
+                continue
+            diff = t - d
+            off = -(diff // 2) if diff > 0 else (-diff) // 2
+            src = np.arange(t, dtype=np.int64) + off
+            inside = (src >= 0) & (src < d)
+            g = cx.op("gather", [out, cx.const(np.clip(src, 0, max(d - 1, 0)))], axis=a) if d else None
+        else:
+            # an empty axis has nothing to gather from: the run refuses it (Graph.checks)
+            cx.require(d - 1, ">=", f"axis {a} ({d}) of at least 1 element to crop or pad")
+            n = T(cx, _dim_tensor(cx, d))
+            diff = T(cx, cx.scalar(t, "int64")) - n
+            off = (diff > 0).where((diff / 2) * -1, (n - t) / 2)       # both halves >= 0: C's division
+            src = T(cx, cx.op("arange", [], length=t, start=0, delta=1, dtype="int64")) + off
+            inside = ((src >= 0) & (src < n)).v
+            g = cx.op("gather", [out, src.clip(0, n - 1).v], axis=a)
+        shp = [1] * len(dims)
+        shp[a] = t
+        zero = cx.scalar(0, x.dtype)
+        if g is None:
+            out = cx.op("broadcast_to", [zero], shape=tuple(t if k == a else e for k, e in enumerate(out.shape)))
+        else:
+            keep = cx.const(inside.reshape(shp)) if isinstance(inside, np.ndarray) else reshape(cx, inside, shp)
+            out = cx.op("where", [keep, g, zero])
+    return out
 
 
 @translates("Expand")

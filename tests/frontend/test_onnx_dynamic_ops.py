@@ -468,3 +468,18 @@ def test_two_symbols_broadcast_against_each_other_when_equal():
         ember.compile(m, cflags=("-O1",)).run(bad)
     with pytest.raises(InputError, match="T and S broadcast against each other only when equal"):
         run_graph(from_onnx(m), bad)
+
+
+def test_yolo_focus_concat_of_odd_and_even_halves():
+    # x[..., ::2, ::2], x[..., 1::2, ::2], ... concatenated: (H + 1)//2 and H//2 rows meet, equal
+    # for even sizes only (the run checks it)
+    inits, nodes = [("ax", np.array([2, 3], np.int64)), ("two", np.array([2, 2], np.int64)),
+                    ("end", np.array([2147483647] * 2, np.int64))], []
+    for k, (r, c) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
+        inits.append((f"s{k}", np.array([r, c], np.int64)))
+        nodes.append(helper.make_node("Slice", ["x", f"s{k}", "end", "ax", "two"], [f"q{k}"]))
+    nodes.append(helper.make_node("Concat", [f"q{k}" for k in range(4)], ["y"], axis=1))
+    m = model(nodes, [vi("x", ["N", 3, "H", "W"])], [vi("y", ["N", 12, "H2", "W2"])], inits)
+    check(m, [{"x": rand(*s)} for s in ((1, 3, 4, 6), (2, 3, 8, 2), (1, 3, 2, 10))])
+    with pytest.raises(InputError, match=r"Concat node 'Concat_4' needs dimension 2 of its operands to agree"):
+        ember.compile(m, cflags=("-O1",)).run({"x": rand(1, 3, 5, 6)})

@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 
-from ...errors import ShapeError
-from ...graph.types import broadcast_shapes, is_float, is_int, is_string
+from ...graph.types import is_float, is_int, is_string
 from ...ops.cast import SATURABLE
 from ..onnx import onnx_dtype
 from . import translates
+from .tensor import agreeing
 
 # ONNX op -> core unary op
 _UNARY = {
@@ -28,39 +28,6 @@ _BINARY = {
     "Equal": "equal", "Less": "less", "LessOrEqual": "less_equal", "Greater": "greater",
     "GreaterOrEqual": "greater_equal", "And": "logical_and", "Or": "logical_or", "Xor": "logical_xor",
 }
-
-
-def agreeing(cx, *xs):
-    """The operands of a broadcasting op, where two different dimensions meet of which one is
-    symbolic (``S`` and ``T``, or ``S`` and 5) taken to be equal: the graph checks that they are
-    when the run binds the symbols (``NodeContext.require``; one of them being 1 then is refused
-    there, by name), and the operand that has the other one is sliced to the first's expression
-    (a view of all of it).  Operands that broadcast as they are come back unchanged."""
-    shapes = [tuple(x.shape) for x in xs]
-    try:
-        broadcast_shapes(*shapes)
-        return list(xs)
-    except ShapeError:
-        pass
-    rank = max(len(s) for s in shapes)
-    out = list(xs)
-    for i in range(rank):
-        at = [(k, s[i - rank + len(s)]) for k, s in enumerate(shapes) if i - rank + len(s) >= 0]
-        dims = [(k, d) for k, d in at if not (isinstance(d, int) and d == 1)]
-        fixed = [d for _, d in dims if isinstance(d, int)]
-        if len(set(fixed)) > 1:
-            continue                     # an error of the model: the op's type rule names it
-        target = fixed[0] if fixed else dims[0][1] if dims else 1
-        for k, d in dims:
-            if d == target:
-                continue
-            cx.require(d - target, "==", f"dimension {i} of its operands to agree: {d} and {target} broadcast "
-                                         f"against each other only when equal (one of them 1 is not compiled)")
-            v = out[k]
-            ax = i - rank + v.type.rank
-            ends = tuple(target if a == ax else e for a, e in enumerate(v.shape))
-            out[k] = cx.op("slice", [v], starts=(0,) * v.type.rank, ends=ends, steps=(1,) * v.type.rank)
-    return out
 
 
 @translates(*_UNARY)

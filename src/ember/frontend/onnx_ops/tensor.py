@@ -336,6 +336,48 @@ def _rank4(cx, x):
 
 # ---- joining and splitting ------------------------------------------------------------------
 
+def agreeing(cx, *xs, concat_axis: int | None = None):
+    """The operands of a broadcasting op (or of a concatenation along ``concat_axis``), where two
+    different dimensions meet of which one is symbolic (``S`` and ``T``, ``S`` and 5, or
+    ``(h + 1)//2`` and ``h//2``) taken to be equal: the graph checks that they are when the run
+    binds the symbols (``NodeContext.require``; a broadcasting 1 among them is refused there,
+    by name), and the operand that has the other one is sliced to the first's expression (all
+    of it).  Operands that agree as they are come back unchanged."""
+    shapes = [tuple(x.shape) for x in xs]
+    if concat_axis is None:
+        try:
+            broadcast_shapes(*shapes)
+            return list(xs)
+        except ShapeError:
+            pass
+    elif len({len(s) for s in shapes}) != 1 or all(
+            all(s[k] == shapes[0][k] for k in range(len(s)) if k != concat_axis) for s in shapes):
+        return list(xs)                  # equal (or a rank error the op's type rule names)
+    rank = max(len(s) for s in shapes)
+    out = list(xs)
+    for i in range(rank):
+        if i == concat_axis:
+            continue
+        at = [(k, s[i - rank + len(s)]) for k, s in enumerate(shapes) if i - rank + len(s) >= 0]
+        dims = [(k, d) for k, d in at if concat_axis is not None or not (isinstance(d, int) and d == 1)]
+        fixed = [d for _, d in dims if isinstance(d, int)]
+        if len(set(fixed)) > 1:
+            continue                     # an error of the model: the op's type rule names it
+        target = fixed[0] if fixed else dims[0][1] if dims else 1
+        for k, d in dims:
+            if d == target:
+                continue
+            how = "meet in the concatenation" if concat_axis is not None else "broadcast against each other"
+            cx.require(d - target, "==", f"dimension {i} of its operands to agree: {d} and {target} {how} only "
+                                         f"when equal" + ("" if concat_axis is not None else
+                                                          " (one of them 1 is not compiled)"))
+            v = out[k]
+            ax = i - rank + v.type.rank
+            ends = tuple(target if a == ax else e for a, e in enumerate(v.shape))
+            out[k] = cx.op("slice", [v], starts=(0,) * v.type.rank, ends=ends, steps=(1,) * v.type.rank)
+    return out
+
+
 @translates("Concat")
 def concat(cx):
     xs = cx.inputs()
@@ -344,7 +386,8 @@ def concat(cx):
     axis = cx.attr("axis", 1 if cx.opset < 4 else None)
     if axis is None:
         raise cx.fail("missing required attribute 'axis'")
-    return cx.op("concat", xs, axis=norm_axis(cx, axis, xs[0].type.rank))
+    axis = norm_axis(cx, axis, xs[0].type.rank)
+    return cx.op("concat", agreeing(cx, *xs, concat_axis=axis), axis=axis)
 
 
 @translates("Split")

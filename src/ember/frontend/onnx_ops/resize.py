@@ -21,7 +21,7 @@ from ...symbolic import Sym, compare, exact_div
 from . import translates
 from .arith import T
 from .indexing import iota
-from .tensor import _dim_tensor, checked_indices, norm_axes, reshape
+from .tensor import _dim_tensor, norm_axes, reshape
 
 _COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
                 "tf_crop_and_resize")
@@ -177,9 +177,9 @@ def _runtime_axis(cx, x, ax, in_n, out_n, scale, roi, mode, coord, nearest_mode,
     last = n_in - 1
 
     def gather(i):
-        # the taps clipped into the axis as int64 indices; an empty input axis is an error of the run
-        idx = T(cx, checked_indices(cx, i.max(0.0).min(last).cast("int64").v, (in_n,), (ax,), x.shape))
-        return T(cx, x).gather(idx, ax)
+        # the taps clipped into the axis as int64 indices (the gather checks them: an empty input
+        # axis is an error of the run)
+        return T(cx, x).gather(i.max(0.0).min(last).cast("int64"), ax)
 
     if mode == "nearest":
         if nearest_mode == "round_prefer_floor":
@@ -199,32 +199,31 @@ def _runtime_axis(cx, x, ax, in_n, out_n, scale, roi, mode, coord, nearest_mode,
                               f"instead of sizes, or fix the sizes with shapes=")
         narrow = min(scale, 1.0) if antialias and scale is not None else 1.0
         half = int(math.ceil((1.0 if mode == "linear" else 2.0) / narrow))
+        # every tap at once, [taps, out]: the index and weight tables are then computed once per
+        # output position (each is read by one gather per tap), not again for every element
         base = src.floor()
-        base = base.eq(src).where(base - 1.0, base)
-        taps, weights = [], []
-        for j in range(-half + 1, half + 1):
-            i = base + float(j)
-            t = ((i - src) * narrow).abs()
-            if mode == "linear":
-                w = (1.0 - t).max(0.0)
-            else:
-                a = cubic_a
-                near = ((t * (a + 2) - (a + 3)) * t * t + 1.0)
-                far = (((t * a - 5 * a) * t + 8 * a) * t - 4 * a)
-                w = (t <= 1.0).where(near, (t < 2.0).where(far, 0.0))
-            if exclude_outside:
-                w = ((i < 0.0) | (i >= n_in)).where(0.0, w)
-            taps.append(i)
-            weights.append(w)
+        base = base.eq(src).where(base - 1.0, base).reshape((1, out_n))
+        taps = 2 * half
+        i = base + cx.const(np.arange(-half + 1, half + 1, dtype=np.float64).reshape(taps, 1))
+        t = ((i - src.reshape((1, out_n))) * narrow).abs()
+        if mode == "linear":
+            w = (1.0 - t).max(0.0)
+        else:
+            a = cubic_a
+            near = ((t * (a + 2) - (a + 3)) * t * t + 1.0)
+            far = (((t * a - 5 * a) * t + 8 * a) * t - 4 * a)
+            w = (t <= 1.0).where(near, (t < 2.0).where(far, 0.0))
+        if exclude_outside:
+            w = ((i < 0.0) | (i >= n_in)).where(0.0, w)
         if antialias or exclude_outside:
-            tot = weights[0]
-            for w in weights[1:]:
-                tot = tot + w
-            tot = tot.eq(0.0).where(1.0, tot)
-            weights = [w / tot for w in weights]
+            tot = w.sum((0,), keepdims=True)
+            w = w / tot.eq(0.0).where(1.0, tot)
+        idx = i.max(0.0).min(last).cast("int64")
+        w = w.cast(x.dtype)
         out = None
-        for i, w in zip(taps, weights):
-            term = gather(i) * w.cast(x.dtype).reshape(shp)
+        for j in range(taps):
+            ij, wj = (T(cx, cx.op("slice", [v.v], starts=(j, 0), ends=(j + 1, out_n), steps=(1, 1))) for v in (idx, w))
+            term = T(cx, x).gather(ij.reshape((out_n,)), ax) * wj.reshape(shp)
             out = term if out is None else out + term
     if coord == "tf_crop_and_resize":
         outside = (src < 0.0) | (src > last)

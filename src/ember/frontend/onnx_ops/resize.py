@@ -176,11 +176,6 @@ def _runtime_axis(cx, x, ax, in_n, out_n, scale, roi, mode, coord, nearest_mode,
     shp[ax] = out_n
     last = n_in - 1
 
-    def gather(i):
-        # the taps clipped into the axis as int64 indices (the gather checks them: an empty input
-        # axis is an error of the run)
-        return T(cx, x).gather(i.max(0.0).min(last).cast("int64"), ax)
-
     if mode == "nearest":
         if nearest_mode == "round_prefer_floor":
             i = (src - 0.5).unary("ceil")
@@ -190,7 +185,10 @@ def _runtime_axis(cx, x, ax, in_n, out_n, scale, roi, mode, coord, nearest_mode,
             i = src.unary(nearest_mode)
         else:
             raise cx.fail(f"unknown nearest_mode {nearest_mode!r}")
-        out = gather(i)
+        # the index as the sum of a one-row table: a reduction ends a fused group, so the index
+        # is computed once per output position, not again in the gather for every element
+        idx = i.max(0.0).min(last).cast("int64").reshape((1, out_n)).sum((0,))
+        out = T(cx, x).gather(idx, ax)
     else:
         if antialias and (scale is None or scale < 1.0):
             if scale is None and compare(out_n, ">=", in_n, cx.bounds) is not True:
@@ -218,7 +216,7 @@ def _runtime_axis(cx, x, ax, in_n, out_n, scale, roi, mode, coord, nearest_mode,
         if antialias or exclude_outside:
             tot = w.sum((0,), keepdims=True)
             w = w / tot.eq(0.0).where(1.0, tot)
-        idx = i.max(0.0).min(last).cast("int64")
+        idx = i.max(0.0).min(last).cast("int64")      # the gather checks them (an empty axis: an error)
         w = w.cast(x.dtype)
         out = None
         for j in range(taps):

@@ -140,6 +140,13 @@ def test_split_along_an_open_axis():
     check(m, feeds((1, 7, 2), (2, 1, 2), (1, 12, 2)))
 
 
+def test_max_pool_indices_over_an_open_batch():
+    m = one_node("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, dims=["N", 4, 9, 7],
+                 n_out=2)
+    m.graph.output[1].type.tensor_type.elem_type = TP.INT64
+    check(m, feeds((1, 4, 9, 7), (3, 4, 9, 7)))
+
+
 def test_center_crop_pad_over_open_sizes():
     # the run decides whether each axis is cropped or padded
     check(one_node("CenterCropPad", {"axes": [1, 2]}, [("s", np.array([5, 6], np.int64))], dims=["N", "H", "W"], opset=18),

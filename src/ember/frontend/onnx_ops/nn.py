@@ -342,7 +342,10 @@ def _max_pool_indices(cx, y):
     from .arith import T
 
     x = cx.input(0)
-    dims = static_shape(cx, x)        # the taps are gathered at positions computed here
+    dims = tuple(x.shape)
+    if any(isinstance(d, Sym) for d in dims[2:]):   # the taps are gathered at positions computed here
+        raise cx.fail(f"the Indices output over the symbolic spatial sizes of {x.type}: the taps' positions are "
+                      f"laid out at compile time; fix them with shapes=")
     nsp = len(dims) - 2
     kernel = list(cx.attr("kernel_shape"))
     strides = _ints(cx, "strides", nsp, 1)
@@ -371,8 +374,11 @@ def _max_pool_indices(cx, y):
     best = cx.op("argmax", [vals.v], axis=2, keepdims=True)            # [n, c, 1, out]
     hot = T(cx, cx.op("equal", [best, cx.const(np.arange(len(taps), dtype=np.int64).reshape(-1, 1))]))
     idx = (hot.cast("int64") * T(cx, cx.const(stored))).sum((2,))      # [n, c, out]
-    base = (np.arange(n * c, dtype=np.int64) * prod(space)).reshape(n, c, 1)
-    idx = idx + T(cx, cx.const(base))
+    if isinstance(n * c, Sym):
+        base = reshape(cx, cx.op("arange", [], length=n * c, start=0, delta=prod(space), dtype="int64"), (n, c, 1))
+    else:
+        base = cx.const((np.arange(n * c, dtype=np.int64) * prod(space)).reshape(n, c, 1))
+    idx = idx + T(cx, base)
     return idx.reshape([n, c] + out_sp).v
 
 

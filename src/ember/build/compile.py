@@ -245,9 +245,11 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     if bounds:
         meta["symbols"] = [{"name": n, "bound": b, **({"limit": limits[n]} if n in limits else {})}
                            for n, b in bounds.items()]
+        if g.checks:
+            meta["checks"] = [{"dim": str(d), "op": op, "what": what} for d, op, what in g.checks]
         shapes_c = shape_function([(n, v.shape) for n, v in zip(in_names, g.inputs)],
                                   [(n, v.shape) for n, v in zip(out_names, g.outputs)],
-                                  list(bounds), list(bounds.values()), limits)
+                                  list(bounds), list(bounds.values()), limits, g.checks)
         shapes_c += buffer_table(list(buffer_index), plan, sym_index)
     source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
                            entry_names if profile else None, shapes_c, gen.check_sites, target.isa)
@@ -509,7 +511,7 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
         if not st.outputs:
             continue
         k = len(libs)
-        sub = st.segment_graph(f"{g.name}_segment{k}", g.bounds)
+        sub = st.segment_graph(f"{g.name}_segment{k}", g.bounds, g.checks)
         say(f"segment {k}: {len(sub.nodes)} nodes")
         seg_dump = _Dumper(dumper.folder / f"segment_{k}") if dumper else None
         libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags))

@@ -977,11 +977,12 @@ def dim_c(d, sym_index: dict[str, int], syms: str = "syms") -> str:
 
 
 def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tuple]],
-                   symbols: list[str], bounds: list[int], limits: dict | None = None) -> str:
+                   symbols: list[str], bounds: list[int], limits: dict | None = None, checks=()) -> str:
     """C of the symbol tables and ``ember_model_shapes`` of a model with symbolic dimensions
     (see ember_kernel.h): bind every symbol from the input shapes, check each input dimension
-    against them and the symbols with a limit against it, and compute the output shapes;
-    ``bounds`` are the planning sizes ``ember_symbol_bound`` reports."""
+    against them, the symbols with a limit against it and the model's ``checks``
+    (``Graph.checks``), and compute the output shapes; ``bounds`` are the planning sizes
+    ``ember_symbol_bound`` reports."""
     from ..symbolic import Sym, dim_range
 
     idx = {n: k for k, n in enumerate(symbols)}
@@ -1021,6 +1022,10 @@ def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tup
         if b is not None:
             lines.append(f"  if (syms[{j}] > INT64_C({b})) {{ ember_set_error(\"the input shapes give {n} = %lld, "
                          f"above its limit {b} (the model only works up to it)\", (long long)syms[{j}]); return -1; }}")
+    for d, op, what in checks:
+        v = dim_c(d, idx)
+        text = c_string(f"the input shapes fail a check of the model: {what} ({d} {op} 0 fails: it is ")[1:-1]
+        lines.append(f"  if (!({v} {op} 0)) {{ ember_set_error(\"{text}%lld)\", (long long)({v})); return -1; }}")
     # an output dimension that inputs too small for the model make negative (an STFT's frame
     # count (samples - 400)//160 + 1) is an error
     for i, (name, dims) in enumerate(outputs):

@@ -353,6 +353,20 @@ class NodeContext:
         """The symbols' upper bounds known so far."""
         return self._tr.bounds
 
+    def require(self, dim, op: str, what: str) -> None:
+        """That the symbols' values make ``dim == 0`` (``op`` "==") or ``dim >= 0`` (">="), which
+        only the run decides: a check of the graph (``Graph.checks``), made when the input
+        shapes bind the symbols, before anything runs (``what``: the need, named for the user).
+        Nothing when the bounds decide it; an error of the model when they refute it."""
+        holds = compare(dim, op, 0, self._tr.bounds)
+        if holds is True:
+            return
+        if holds is False:
+            raise self.fail(f"needs {what}, which no input shapes give ({dim} {op} 0)")
+        check = (dim, op, f"{self.op_type} node '{self.name}' needs {what}")
+        if check not in self._tr.b.checks:
+            self._tr.b.checks.append(check)
+
     def bound(self, d) -> int | None:
         """The largest value of dimension ``d`` that the symbols' bounds allow (None when one of
         its symbols has no bound)."""
@@ -934,7 +948,8 @@ class _Translator:
                 types.append(onnx.TypeProto().SerializeToString())
                 continue
             t = self.lookup(n).type
-            types.append(helper.make_tensor_type_proto(elem[t.dtype], list(t.shape)).SerializeToString())
+            dims = [d if isinstance(d, int) else str(d) for d in t.shape]     # a symbolic one as its text
+            types.append(helper.make_tensor_type_proto(elem[t.dtype], dims).SerializeToString())
         try:
             raw = schema.get_context_dependent_function(node.SerializeToString(), types)
         except Exception as e:

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import EmberError, InputError
 from ..graph.ir import Graph, Value
 from ..graph.interpreter import run_graph
 from ..target import Target
@@ -78,6 +78,7 @@ class Report:
     passes: list[PassCheck] = field(default_factory=list)
     kernels: list[KernelCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    run_error: str = ""           # the compiled model failed to run (its error): no kernel was compared
 
     @property
     def first_pass(self) -> PassCheck | None:
@@ -89,7 +90,7 @@ class Report:
 
     @property
     def agrees(self) -> bool:
-        return self.first_pass is None and self.first_kernel is None
+        return self.first_pass is None and self.first_kernel is None and not self.run_error
 
     def __str__(self) -> str:
         return format_report(self)
@@ -169,7 +170,11 @@ def _check_kernels(tr: Trace, feeds, n_outputs: int, report: Report) -> None:
     path = build_shared({"model.c": cm.source}, {"ember_constants": cm.constants},
                         name=c_ident(tr.graph.name), target=tr.target)
     module = load(path)
-    got = list(module.run(feeds).values())[n_outputs:]
+    try:
+        got = list(module.run(feeds).values())[n_outputs:]
+    except EmberError as e:      # a run-time check failed: the passes are still bisected
+        report.run_error = str(e)
+        return
     want = run_graph(cm.graph, feeds)[n_outputs:]
     at = 0
     for k in tr.kernels:
@@ -241,6 +246,8 @@ def format_report(r: Report) -> str:
         mark = "" if p.diff.ok else "   <-- DISAGREES"
         lines.append(f"  {p.index:>4}  {p.name:24}  {p.nodes:>6}  {p.diff}{mark}")
     lines += [""] + [f"note: {n}" for n in r.notes]
+    if r.run_error:
+        lines += [f"the compiled model failed to run, so no kernel was compared: {r.run_error}", ""]
     fk, fp = r.first_kernel, r.first_pass
     if fk:
         k = fk.kernel

@@ -132,3 +132,17 @@ def test_view(model_path, capsys):
     assert lines[0].split()[:3] == ["kernel", "ms/run", "share"] and lines[-1].startswith("total")
     rows = [float(line.split()[1]) for line in lines[1:-1]]
     assert len(rows) == 5 and rows == sorted(rows, reverse=True)
+
+
+def test_a_model_that_fails_to_run_does_not_agree(monkeypatch):
+    from ember.errors import IndexOutOfRangeError
+    from ember.runtime.module import Module
+
+    def fail(self, feeds):
+        raise IndexOutOfRangeError("index 9 out of range")
+
+    monkeypatch.setattr(Module, "run", fail)
+    r = bisect(tiny_cnn())
+    assert not r.agrees and "out of range" in r.run_error and not r.kernels
+    assert len(r.passes) > 5 and r.first_pass is None
+    assert "failed to run" in str(r)

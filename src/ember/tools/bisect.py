@@ -7,10 +7,11 @@ Two questions, answered separately so that each names one culprit:
   to buffers that are read back), run on the inputs, and each kernel's result is compared with
   the reference interpreter's value of the same graph value in the optimized graph.  Kernels
   run in order, so the first that disagrees read inputs that agreed: it is the culprit.
-* **passes**: the reference interpreter runs the graph after every graph pass; the first pass
-  whose graph's outputs differ from the frontend graph's is named, with the nodes it changed and
-  the first node (in the graph's order) whose result differs from the same-named value before
-  the pass.
+* **passes**: the reference interpreter runs the graph after a graph pass and compares its
+  outputs with the frontend graph's, bisecting the list of passes (the last graph first, then
+  halving): the pass whose input graph agrees and whose output graph does not is named, with
+  the nodes it changed and the first node (in the graph's order) whose result differs from the
+  same-named value before the pass.
 
 ``bisect(...)`` returns a :class:`Report`; ``ember bisect`` prints it and exits with status 3
 when it found a disagreement.
@@ -61,7 +62,7 @@ class PassCheck:
     index: int                    # position in the trace's passes (0: the frontend's graph)
     name: str
     nodes: int
-    diff: Difference
+    diff: Difference | None       # None: not run (the bisection did not need it)
     removed: list[str] = field(default_factory=list)    # node lines of the graph before, gone after
     added: list[str] = field(default_factory=list)      # node lines new in the graph after
     node: str = ""                # the first node whose result differs from before the pass
@@ -82,7 +83,7 @@ class Report:
 
     @property
     def first_pass(self) -> PassCheck | None:
-        return next((p for p in self.passes if not p.diff.ok), None)
+        return next((p for p in self.passes if p.diff is not None and not p.diff.ok), None)
 
     @property
     def first_kernel(self) -> KernelCheck | None:
@@ -140,7 +141,7 @@ def bisect(model: Any, inputs: Mapping[str, np.ndarray] | None = None, *, target
     else:
         say(f"building and running {len(tr.kernels)} kernels")
         _check_kernels(tr, feeds, len(graph.outputs), report)
-    say(f"running the reference interpreter after each of {len(tr.passes) - 1} passes")
+    say(f"bisecting {len(tr.passes) - 1} passes with the reference interpreter")
     _check_passes(tr, feeds, expected, report)
     return report
 
@@ -185,18 +186,33 @@ def _check_kernels(tr: Trace, feeds, n_outputs: int, report: Report) -> None:
 
 
 def _check_passes(tr: Trace, feeds, expected: list, report: Report) -> None:
+    """Bisect the passes: the frontend's graph agrees by definition; when the last graph
+    disagrees, halve the range between a graph that agrees and one that does not until they are
+    neighbours: the pass between them turned agreement into disagreement (the first such pass
+    whenever a disagreement, once made, lasts)."""
     n = len(expected)
-    before = None
-    for k, (name, g) in enumerate(tr.passes):
+    checks = [PassCheck(k, name, len(g.nodes), None) for k, (name, g) in enumerate(tr.passes)]
+    checks[0].diff = Difference(True)
+    report.passes = checks
+
+    def agrees(k: int) -> bool:
+        g = tr.passes[k][1]
         got = run_graph(_with_outputs(g, g.outputs[:n]), feeds)
         diffs = [compare(a, b, report.rtol, report.atol) for a, b in zip(got, expected)]
-        worst = next((d for d in diffs if not d.ok), max(diffs, key=lambda d: d.max_abs, default=Difference(True)))
-        check = PassCheck(k, name, len(g.nodes), worst)
-        report.passes.append(check)
-        if not worst.ok and before is not None:
-            _blame(before, g, feeds, check, report)
-            return       # the passes after it start from a wrong graph
-        before = g
+        checks[k].diff = next((d for d in diffs if not d.ok),
+                              max(diffs, key=lambda d: d.max_abs, default=Difference(True)))
+        return checks[k].diff.ok
+
+    lo, hi = 0, len(checks) - 1
+    if hi == 0 or agrees(hi):
+        return
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if agrees(mid):
+            lo = mid
+        else:
+            hi = mid
+    _blame(tr.passes[hi - 1][1], tr.passes[hi][1], feeds, checks[hi], report)
 
 
 def _with_outputs(g: Graph, outputs: list[Value]) -> Graph:
@@ -240,11 +256,12 @@ def format_report(r: Report) -> str:
             mark = "" if c.diff.ok else "   <-- DISAGREES"
             lines.append(f"  {c.kernel.index:>4}  {c.kernel.name[:40]:40}  {c.value[:24]:24}  {c.diff}{mark}")
         lines.append("")
-    lines.append("passes (the reference interpreter on the graph after each pass, against the frontend's graph)")
+    lines.append("passes (bisected: the reference interpreter on the graph after a pass, against the frontend's graph)")
     lines.append(f"  {'#':>4}  {'pass':24}  {'nodes':>6}  result")
     for p in r.passes:
-        mark = "" if p.diff.ok else "   <-- DISAGREES"
-        lines.append(f"  {p.index:>4}  {p.name:24}  {p.nodes:>6}  {p.diff}{mark}")
+        mark = "" if p.diff is None or p.diff.ok else "   <-- DISAGREES"
+        result = "not run (bisected)" if p.diff is None else str(p.diff)
+        lines.append(f"  {p.index:>4}  {p.name:24}  {p.nodes:>6}  {result}{mark}")
     lines += [""] + [f"note: {n}" for n in r.notes]
     if r.run_error:
         lines += [f"the compiled model failed to run, so no kernel was compared: {r.run_error}", ""]
@@ -263,6 +280,6 @@ def format_report(r: Report) -> str:
         lines += ["  after:"] + [f"    {s}" for s in fp.added[:20]] + (["    ..."] if len(fp.added) > 20 else [])
         lines.append("")
     if r.agrees:
-        lines.append(f"no disagreement: every kernel and every pass agree with the reference "
+        lines.append(f"no disagreement: every kernel and the graph after the last pass agree with the reference "
                      f"({len(r.kernels)} kernel results, {len(r.passes) - 1} passes)")
     return "\n".join(lines).rstrip() + "\n"

@@ -129,6 +129,8 @@ def test_view(model_path, capsys):
     assert "conv2d_packed" in out and "static void fc__fc_1(" in out and "loop IR:" in out
     assert main(["view", model_path, "--kernel", "nope"]) == 1
     assert "no kernel 'nope'" in capsys.readouterr().err
+    assert main(["view", model_path, "--target", "aarch64-linux", "--profile"]) == 1
+    assert "needs this machine's target" in capsys.readouterr().err
     assert main(["view", model_path, "--profile", "--runs", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["kernel", "ms/run", "share"] and lines[-1].startswith("total")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..graph.text import print_graph
-from .stages import Kernel, Trace
+from .stages import Kernel, Trace, host_target
 
 
 def overview(tr: Trace) -> str:
@@ -51,6 +51,7 @@ def profile(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, b
     from ..benchmark import random_inputs
     from ..build.compile import compile as ember_compile
 
+    host_target(tr.target, "ember view --profile")
     module = ember_compile(model, tr.target, tr.opt_level, shapes=shapes, bounds=bounds, profile=True)
     feeds = random_inputs(module, seed=seed)
     before = module.profile()

@@ -119,14 +119,25 @@ def symbol_bounds(graph: Graph) -> dict[str, int]:
 
 
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
-             progress: ProgressFn | None = None, profile: bool = False) -> CompiledModel:
-    """Run the compiler on a graph up to the C source and the constants blob."""
+             progress: ProgressFn | None = None, profile: bool = False, observe: bool = False) -> CompiledModel:
+    """Run the compiler on a graph up to the C source and the constants blob.  ``observe``
+    (``ember bisect``) makes every kernel's result an output too (see :func:`observe_kernels`)."""
     with paused_gc():          # collected after each pass and every few kernels instead
-        return _generate(graph, target, opt_level, dump, progress, profile)
+        return _generate(graph, target, opt_level, dump, progress, profile, observe)
+
+
+def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
+    """Make the result of every group an output of ``g`` (named ``ember_observe_<k>``), after
+    fusion, so the groups and their kernels stay what they are: each kernel writes into an
+    output buffer instead of the arena, where ``ember bisect`` reads it."""
+    for grp in groups:
+        for v in grp.nodes[0].outputs if is_region(grp) else [grp.output]:
+            g.outputs.append(v)
+            out_names.append(f"ember_observe_{len(out_names)}")
 
 
 def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | None, progress: ProgressFn | None,
-              profile: bool) -> CompiledModel:
+              profile: bool, observe: bool = False) -> CompiledModel:
     say = progress or (lambda msg: None)
     say(f"optimizing graph ({len(graph.nodes)} nodes, opt level {opt_level})")
     in_names = [v.name for v in graph.inputs]
@@ -149,6 +160,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             dump("fuse_attention", g)
         gc.collect(1)
     groups = fuse(g)
+    if observe:
+        observe_kernels(g, groups, out_names)
     bounds = symbol_bounds(g)
     limits = {n: g.bounds[n] for n in bounds if n in g.bounds}
     sym_index = {n: k for k, n in enumerate(bounds)}

@@ -23,6 +23,25 @@ def test_static_model_compiles_once():
     np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))
 
 
+def test_run_time_mode_compiles_once_and_does_not_specialize(monkeypatch):
+    x = rand(2, 6)
+    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                       {"x": x, "shape": np.array([3, 4], "int64")}, ["y"])
+    with pytest.raises(OperandNotConstantError):
+        backend.prepare(model, specialize=False)
+    monkeypatch.setenv(backend.SPECIALIZE_ENV, "0")
+    with pytest.raises(OperandNotConstantError):
+        backend.prepare(model)
+    # a symbolic input shape stays symbolic: one module runs every size
+    relu = make_model([helper.make_node("Relu", ["x"], ["y"])], {}, ["y"],
+                      input_infos=[helper.make_tensor_value_info("x", TP.FLOAT, ["n", 3])])
+    rep = backend.prepare(relu)
+    assert isinstance(rep, backend.EmberRep) and rep.module.is_dynamic
+    for n in (1, 4):
+        v = rand(n, 3)
+        np.testing.assert_array_equal(rep.run([v])[0], np.maximum(v, 0))
+
+
 def test_operand_not_constant_names_the_graph_inputs():
     # shape <- Cast <- Add(s, t): both inputs feed the operand
     nodes = [helper.make_node("Add", ["s", "t"], ["u"]),

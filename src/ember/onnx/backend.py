@@ -22,6 +22,13 @@ Compiled models are cached by content, so each distinct set of operand values is
 on input values (NonZero, Unique, NonMaxSuppression, Compress with a run-time condition, ...)
 are specialized the same way; their result is then computed while compiling, for those values.
 
+**Run-time mode.**  With ``specialize=False`` (``prepare(model, specialize=False)``, or
+``EMBER_BACKEND_SPECIALIZE=0`` in the environment) nothing of the above happens: the model is
+compiled once, exactly as ``ember.compile`` compiles it (inputs with their declared, possibly
+symbolic, shapes), and every input is fed at run time.  A model Ember cannot compile that way
+fails in ``prepare``, as it would for a user.  ``tests/onnx/conformance.py --runtime-inputs``
+measures the suites in this mode.
+
 **Structure fixed at compile time.**  Likewise the artifact has tensor inputs of static shapes:
 sequence and optional inputs, and tensors of symbolic shape, are pinned (``from_onnx(shapes=...)``)
 from the values given to ``run`` and compiled per distinct structure.  Sequence and optional
@@ -43,6 +50,9 @@ from ..frontend.onnx import OperandNotConstantError
 
 #: C flags used for backend test models: they are tiny, compile time dominates
 DEFAULT_CFLAGS = ("-O1",)
+
+#: Environment variable that turns specialization off when set to 0 (see "Run-time mode")
+SPECIALIZE_ENV = "EMBER_BACKEND_SPECIALIZE"
 
 #: How many distinct operand values a specializing rep keeps compiled modules for
 SPECIALIZATION_CACHE_SIZE = 16
@@ -238,12 +248,17 @@ class EmberBackend(Backend):
         flags = os.environ.get("EMBER_BACKEND_CFLAGS")
         cflags = tuple(flags.split()) if flags is not None else DEFAULT_CFLAGS
         opt_level = kwargs.get("opt_level", 3)
+        specialize_ = kwargs.get("specialize")
+        if specialize_ is None:
+            specialize_ = os.environ.get(SPECIALIZE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
         def compile_fn(m, shapes=None):
             return ember_compile(m, "cpu", opt_level, cflags=cflags, shapes=shapes or None)
 
         init = {t.name for t in model.graph.initializer}
         names = [i.name for i in model.graph.input if i.name not in init]
+        if not specialize_:
+            return EmberRep(compile_fn(model), names, model)
         pinned = structured_inputs(model)
         if pinned:
             return SpecializingRep(model, names, (), compile_fn, pinned)

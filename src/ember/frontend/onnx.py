@@ -299,6 +299,15 @@ class NodeContext:
                 feeding, node=self.name, op=self.op_type)
         return v.const
 
+    def known_input(self, i: int) -> np.ndarray | None:
+        """The value of input ``i`` when it is known at compile time (a constant, or computable
+        from constants); None when it is absent or only known at run time (computed from graph
+        inputs, or a symbolic shape value).  For operands that an op also takes as data."""
+        v = self.input(i, required=False)
+        if v is None or self.is_symbolic(v):
+            return None
+        return v.const if v.is_const else computed_from_constants(v)
+
     def is_symbolic(self, v: Value) -> bool:
         """Whether ``v`` is a shape value holding symbolic dimensions (see shape_values)."""
         return v is not None and v.uid in self._tr.symvals

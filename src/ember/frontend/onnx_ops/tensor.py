@@ -629,11 +629,22 @@ def trilu(cx):
     dims = static_shape(cx, x)
     if len(dims) < 2:
         raise cx.fail(f"expects rank >= 2, got {x.type}")
-    k = cx.const_input(1, "k")
-    k = 0 if k is None else int(k.reshape(()).item())
     n, m = dims[-2], dims[-1]
     diff = np.arange(m)[None, :] - np.arange(n)[:, None]
-    keep = diff >= k if cx.attr("upper", 1) else diff <= k
+    upper = cx.attr("upper", 1)
+    kv = cx.input(1, required=False)
+    if kv is not None and kv.type.num_elements != 1:
+        raise cx.fail(f"k must hold one value, got {kv.type}")
+    k = cx.known_input(1)
+    if kv is not None and k is None:
+        # k known at run time only: the mask compares the constant diagonal offsets with it
+        if not is_int(kv.dtype):
+            raise cx.fail(f"k must be an integer, got {kv.type}")
+        k64 = reshape(cx, kv if kv.dtype == "int64" else cx.op("cast", [kv], to="int64"), ())
+        keep = cx.op("greater_equal" if upper else "less_equal", [cx.const(diff.astype(np.int64)), k64])
+        return cx.op("where", [keep, x, cx.scalar(0, x.dtype)])
+    k = 0 if k is None else int(k.reshape(()).item())
+    keep = diff >= k if upper else diff <= k
     return cx.op("where", [cx.const(keep), x, cx.scalar(0, x.dtype)])
 
 

@@ -135,14 +135,14 @@ def _feeds(input_names: list[str], inputs: Any) -> dict[str, Any]:
 
 
 def _run_module(module, feeds: dict[str, Any], model: onnx.ModelProto | None = None) -> tuple:
-    if model is None:
-        out = module.run({k: np.asarray(feeds[k]) for k in module.input_names})
+    if model is None:       # (an input with a default may be left out)
+        out = module.run({k: np.asarray(feeds[k]) for k in module.input_names if k in feeds})
         return tuple(out.values())
     flat: dict[str, Any] = {}
     types = {vi.name: vi.type for vi in model.graph.input}
     for name, value in feeds.items():
         _flatten(name, types[name], value, flat)
-    out = module.run({k: np.asarray(flat[k]) for k in module.input_names})
+    out = module.run({k: np.asarray(flat[k]) for k in module.input_names if k in flat})
     return _unflatten(model, list(out.keys()), list(out.values()))
 
 
@@ -172,9 +172,11 @@ class SpecializingRep(BackendRep):
         self._compile = compile_fn
         self._modules: dict[tuple, Any] = {}
         self._types = {vi.name: vi.type for vi in model.graph.input}
+        self._defaults = input_defaults(model)
 
     def run(self, inputs: Any, **kwargs) -> tuple:
-        feeds = _feeds(self.input_names, inputs)
+        # an input with a default that the caller leaves out is specialized to its default
+        feeds = {**self._defaults, **_feeds(self.input_names, inputs)}
         structured = bool(self.pinned) or _has_structured_outputs(self.model)
         return _run_module(self.module_for(feeds), {k: v for k, v in feeds.items() if k not in self.fixed},
                            self.model if structured else None)
@@ -203,6 +205,17 @@ class SpecializingRep(BackendRep):
             return module
 
 
+def input_defaults(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The default values of the graph inputs that have one: initializers of the same name, in
+    a model of IR version 4 or later (before, such an initializer is a constant)."""
+    from onnx import numpy_helper
+
+    if model.ir_version < 4:
+        return {}
+    inputs = {vi.name for vi in model.graph.input}
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in inputs}
+
+
 def _has_structured_outputs(model: onnx.ModelProto) -> bool:
     return any(vi.type.WhichOneof("value") != "tensor_type" for vi in model.graph.output)
 
@@ -214,12 +227,16 @@ def _value_key(name: str, value: Any) -> tuple:
 
 def specialize(model: onnx.ModelProto, values: dict[str, Any]) -> onnx.ModelProto:
     """A copy of ``model`` whose graph inputs named in ``values`` are initializers holding them
-    (they stay listed as inputs, which every IR version allows for initializers, declared with
-    the type of the value they now hold)."""
+    (replacing a default the model gives them).  From IR version 4 on they are taken out of the
+    graph's inputs (an initializer listed as an input is a default the caller may override);
+    before, they stay listed, declared with the type of the value they now hold."""
     from onnx import helper, numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    kept = [t for t in m.graph.initializer if t.name not in values]   # a default it replaces
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept)
     declared = {vi.name: vi for vi in m.graph.input}
     for name, value in values.items():
         if name not in declared:
@@ -227,6 +244,10 @@ def specialize(model: onnx.ModelProto, values: dict[str, Any]) -> onnx.ModelProt
         t = numpy_helper.from_array(np.asarray(value), name)
         m.graph.initializer.append(t)
         declared[name].type.CopyFrom(helper.make_tensor_type_proto(t.data_type, list(t.dims)))
+    if m.ir_version >= 4:
+        listed = [vi for vi in m.graph.input if vi.name not in values]
+        del m.graph.input[:]
+        m.graph.input.extend(listed)
     return m
 
 

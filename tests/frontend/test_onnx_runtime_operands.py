@@ -1,5 +1,5 @@
 """Operands that ONNX lets a model compute at run time and that change no shape (Trilu's k,
-CumSum's and CumProd's axis): compiled once with the operand as a graph input, the artifact takes
+CumSum's, CumProd's and DFT's axis, Dropout's training_mode): compiled once with the operand as a graph input, the artifact takes
 its value at run time.  Each model is compiled once and run with several values against onnx's
 reference evaluator and onnxruntime."""
 
@@ -49,11 +49,53 @@ def test_cumulative_axis_at_run_time(op, attrs):
             assert_same(list(module.run(f).values()), run_onnx_reference(model, f))
 
 
-def test_cumsum_axis_out_of_range_is_an_error_of_the_run():
-    x = rand(2, 3)
+@pytest.mark.parametrize("shape", [(2, 3), (4,)])
+def test_cumsum_axis_out_of_range_is_an_error_of_the_run(shape):
+    x = rand(*shape)
     model = make_model([helper.make_node("CumSum", ["x", "axis"], ["y"])],
                        {"x": x, "axis": np.array(0, "int64")}, ["y"], opset=14)
     module = compiled_once(model)
-    for bad in (2, -3):
+    r = len(shape)
+    check_values(model, module, [{"x": x, "axis": np.array(a, "int64")} for a in (0, -1)])
+    for bad in (r, -r - 1, 7):
+        with pytest.raises(IndexOutOfRangeError, match="axis of this CumSum"):
+            module.run({"x": x, "axis": np.array(bad, "int64")})
+
+
+@pytest.mark.parametrize("inverse", [0, 1])
+def test_dft_axis_at_run_time(inverse):
+    x = rand(2, 6, 6, 2)
+    model = make_model([helper.make_node("DFT", ["x", "", "axis"], ["y"], inverse=inverse)],
+                       {"x": x, "axis": np.array(1, "int64")}, ["y"], opset=20)
+    module = compiled_once(model)
+    for a in (0, 1, 2, -2, -3):
+        feeds = {"x": x, "axis": np.array(a, "int64")}
+        assert_same(list(module.run(feeds).values()), run_onnx_reference(model, feeds), rtol=1e-4, atol=1e-5)
+    for bad in (3, -1, -5):
         with pytest.raises(IndexOutOfRangeError):
             module.run({"x": x, "axis": np.array(bad, "int64")})
+
+
+def test_dft_axis_that_decides_the_shape_is_refused_by_name():
+    x = rand(1, 6, 8, 1)
+    model = make_model([helper.make_node("DFT", ["x", "", "axis"], ["y"], onesided=1)],
+                       {"x": x, "axis": np.array(1, "int64")}, ["y"], opset=20)
+    with pytest.raises(ember.errors.InvalidModelError, match="axis decides the output's shape"):
+        compiled_once(model)
+
+
+@pytest.mark.parametrize("ratio_given", [True, False])
+def test_dropout_training_mode_at_run_time(ratio_given):
+    x = rand(3, 4)
+    names = ["x", "r", "t"] if ratio_given else ["x", "", "t"]
+    inputs = {"x": x, "r": np.array(0.5, "float32"), "t": np.array(False)} if ratio_given else \
+        {"x": x, "t": np.array(False)}
+    model = make_model([helper.make_node("Dropout", names, ["y", "mask"])], inputs, ["y", "mask"], opset=13)
+    module = compiled_once(model)
+    runs = [{**inputs, "t": np.array(False)}]
+    if ratio_given:
+        runs.append({**inputs, "r": np.array(0.0, "float32"), "t": np.array(True)})
+    check_values(model, module, runs)
+    # random dropping is not something Ember runs: refused at run time, never a wrong result
+    with pytest.raises(IndexOutOfRangeError, match="random dropping"):
+        module.run({**inputs, "t": np.array(True)})

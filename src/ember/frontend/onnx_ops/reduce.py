@@ -8,7 +8,7 @@ import numpy as np
 from ...graph.types import is_float, np_dtype
 from ...symbolic import Sym, compare, product
 from . import translates
-from .tensor import _dim_tensor, gather_elements_values, norm_axes, norm_axis, reshape
+from .tensor import _dim_tensor, gather_elements_values, norm_axes, norm_axis, pick_by_axis, reshape
 
 
 def reduce_axes(cx, x):
@@ -112,15 +112,10 @@ def cumsum(cx):
         raise cx.fail(f"axis must be a scalar, got {axis_v.type}")
     axis = cx.known_input(1)
     if axis is None:
-        # an axis known at run time only: the scan along each axis, stacked, and the one the
-        # axis names picked by a gather (which takes -r..r-1 as ONNX does, and refuses others at
-        # run time)
+        # an axis known at run time only: the scan along each axis, and the one it names picked
         if r == 0:
             raise cx.fail("expects a tensor of rank >= 1")
-        scans = [reshape(cx, _scan(cx, x, ax), (1,) + tuple(x.shape)) for ax in range(r)]
-        stacked = scans[0] if r == 1 else cx.op("concat", scans, axis=0)
-        which = reshape(cx, axis_v if axis_v.dtype == "int64" else cx.op("cast", [axis_v], to="int64"), ())
-        return cx.op("gather", [stacked, which], axis=0)
+        return pick_by_axis(cx, axis_v, r, r, lambda ax: _scan(cx, x, ax))
     return _scan(cx, x, norm_axis(cx, int(axis.reshape(()).item()), r))
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ... import limits
-from ...errors import ShapeError
+from ...errors import InvalidModelError, ShapeError, UnsupportedOpError
 from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
 from ..onnx import onnx_dtype
@@ -20,6 +20,43 @@ def norm_axis(cx, axis: int, rank: int, what: str = "axis") -> int:
     if not -rank <= axis < max(rank, 1):
         raise cx.fail(f"{what} {axis} is out of range for rank {rank}")
     return axis % rank if rank else 0
+
+
+def pick_by_axis(cx, axis, rank: int, count: int, make, what: str = "axis"):
+    """The result for an axis known at run time only (``axis``, a one-element integer tensor
+    counting from the back of ``rank`` dimensions when negative): ``make(k)`` builds the result
+    for axis ``k`` in ``0..count-1``, all of one shape.  They are stacked and the one named is
+    picked by a ``gather``, which refuses an axis outside ``0..count-1`` (once normalized) at run
+    time as an index error.  Every candidate is computed: for operands that change no shape,
+    over few axes."""
+    if axis.type.num_elements != 1 or not is_int(axis.dtype):
+        raise cx.fail(f"{what} must be one integer, got {axis.type}")
+    results = []
+    for k in range(count):
+        try:
+            results.append(make(k))
+        except (InvalidModelError, UnsupportedOpError) as e:
+            raise cx.fail(f"{what} is known at run time only, and along axis {k} the op is refused "
+                          f"({str(e).split('] ', 1)[-1].removeprefix(f'{cx.op_type} node {cx.name!r}: ')}); "
+                          "it must be known at compile time") from None
+    shapes = {tuple(v.shape) for v in results}
+    if len(shapes) != 1:
+        raise cx.fail(f"{what} decides the output's shape ({' or '.join(str(list(s)) for s in sorted(shapes, key=str))}), "
+                      f"so it must be known at compile time")
+    (shape,) = shapes
+    n = len(results)
+    a = reshape(cx, axis if axis.dtype == "int64" else cx.op("cast", [axis], to="int64"), ())
+    zero = cx.scalar(0, "int64")
+    a = cx.op("where", [cx.op("less", [a, zero]), cx.op("add", [a, cx.scalar(rank, "int64")]), a])
+    # still negative: below -rank; made n, which the check refuses (it would count it from the back)
+    a = cx.op("where", [cx.op("less", [a, zero]), cx.scalar(n, "int64"), a])
+    a = cx.op("check_index", [a], dims=(n,),
+              what=(f"the {what} of this {cx.op_type} (axes 0..{n - 1}, or counted back from rank {rank})",))
+    if n == 1:
+        # (a gather along an axis of one element would need no index, and lose the check)
+        return cx.op("where", [cx.op("equal", [a, zero]), results[0], cx.scalar(0, results[0].dtype)])
+    stacked = cx.op("concat", [reshape(cx, v, (1,) + shape) for v in results], axis=0)
+    return cx.op("gather", [stacked, a], axis=0)
 
 
 def norm_axes(cx, axes, rank: int, what: str = "axes") -> list[int]:
@@ -58,11 +95,27 @@ def identity(cx):
 def dropout(cx):
     # inference: the output is the input; the mask, when read, keeps everything
     x = cx.input(0)
-    training = cx.const_input(2, "training_mode")
-    if training is not None and bool(np.any(training)):
-        ratio = cx.const_input(1, "ratio")
-        if ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
-            raise cx.unsupported("training_mode with a ratio other than 0 (random dropping)")
+    ratio, training = cx.known_input(1), cx.known_input(2)
+    keeps_all = ratio is not None and float(np.asarray(ratio).reshape(-1)[0]) == 0.0
+    inference = not cx.has_input(2) or (training is not None and not bool(np.any(training)))
+    if not inference and not keeps_all and training is not None and (ratio is not None or not cx.has_input(1)):
+        raise cx.unsupported("training_mode with a ratio other than 0 (random dropping)")
+    if not inference and not keeps_all:
+        # training_mode or the ratio known at run time only: a run in training mode with a
+        # ratio other than 0 is refused then (random dropping); the output goes through the check
+        t = cx.input(2)
+        if t.type.num_elements != 1:
+            raise cx.fail(f"training_mode must hold one value, got {t.type}")
+        drops = reshape(cx, t if t.dtype == "bool" else cx.op("not_equal", [t, cx.scalar(0, t.dtype)]), ())
+        if cx.has_input(1):
+            r = reshape(cx, cx.input(1), ())
+            drops = cx.op("logical_and", [drops, cx.op("not_equal", [r, cx.scalar(0, r.dtype)])])
+        flag = cx.op("where", [drops, cx.scalar(1, "int64"), cx.scalar(0, "int64")])
+        ok = cx.op("check_index", [flag], dims=(1,),
+                   what=("Dropout in training mode with a ratio other than 0 (random dropping, which Ember "
+                         "does not run): 1 means it was asked for",))
+        # (ok is 0 when the run goes on; read by every element, so the check stays in the kernel)
+        x = cx.op("where", [cx.op("equal", [ok, cx.scalar(0, "int64")]), x, cx.scalar(0, x.dtype)])
     outs = [x]
     if cx.output_used(1):
         one = cx.scalar(1, "bool" if cx.opset >= 7 else x.dtype)

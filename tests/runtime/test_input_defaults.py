@@ -184,3 +184,32 @@ def test_c_api_null_means_the_default(tmp_path):
         got = [float(v) for v in line.replace("y ", "").replace("z ", "").split()]
         np.testing.assert_allclose(got, list(y.reshape(-1)) + list(z.reshape(-1)), rtol=1e-6)
     assert "input 0 ('x') is NULL and has no default" in lines[3]
+
+
+@pytest.mark.parametrize("key", [b"offset", b"constants_bytes", b"shape"])
+def test_a_resealed_artifact_whose_default_lies_outside_is_refused(tmp_path, key):
+    import re
+
+    from ember.errors import ArtifactError
+    from ember.runtime import seal_artifact
+    from ember.runtime.artifact import TRAILER_SIZE
+
+    m = ember.compile(model_with_default(), cflags=("-O1",))
+    payload = m.path.read_bytes()[:-TRAILER_SIZE]
+    # the same length: an offset made negative, the constants made empty, the default's shape
+    # made another than its input's
+    pattern = {b"offset": rb'"offset":(\d+)', b"constants_bytes": rb'"constants_bytes":(\d+)',
+               b"shape": rb'"default":\{"offset":\d+,"shape":\[(3)\]'}[key]
+    found = re.search(pattern, payload)
+    assert found, payload[-2000:]
+    digits = found.group(1)
+    new = {b"offset": b"-" + b"9" * (len(digits) - 1) if len(digits) > 1 else b"-", b"constants_bytes": b"0" * len(digits),
+           b"shape": b"4"}[key]
+    if key == b"offset" and len(digits) == 1:
+        pytest.skip("a one-digit offset cannot be made negative in place")
+    damaged = payload[:found.start(1)] + new + payload[found.end(1):]
+    path = tmp_path / "damaged.so"
+    path.write_bytes(damaged)
+    seal_artifact(path)
+    with pytest.raises(ArtifactError, match="malformed metadata"):
+        ember.load(path)

@@ -368,6 +368,7 @@ static int read_tensor_list(reader* r, tensor_list* list, input_default** defaul
 static void parse_metadata(void) {
     reader r = {ember_model_metadata, ember_model_metadata + strlen(ember_model_metadata), NULL};
     int seen_inputs = 0, seen_outputs = 0;
+    int64_t constants_bytes = -1;
     if (expect(&r, '{') && !peek(&r, '}')) {
         for (;;) {
             char* key = NULL;
@@ -375,6 +376,7 @@ static void parse_metadata(void) {
             int ok;
             if (strcmp(key, "inputs") == 0) { ok = read_tensor_list(&r, &M.inputs, &M.defaults); seen_inputs = 1; }
             else if (strcmp(key, "outputs") == 0) { ok = read_tensor_list(&r, &M.outputs, NULL); seen_outputs = 1; }
+            else if (strcmp(key, "constants_bytes") == 0) ok = read_int(&r, &constants_bytes);
             else ok = skip_value(&r, 1);
             free(key);
             if (!ok) break;
@@ -384,6 +386,16 @@ static void parse_metadata(void) {
         }
     }
     if (!r.error && (!seen_inputs || !seen_outputs)) r.error = "no \"inputs\" or no \"outputs\"";
+    /* every default lies within the constants */
+    for (int i = 0; !r.error && M.defaults && i < M.inputs.count; i++) {
+        const input_default* d = &M.defaults[i];
+        if (!d->has) continue;
+        int64_t bytes = M.inputs.items[i].elem_bytes;
+        for (int k = 0; k < d->ndim && bytes >= 0; k++)
+            bytes = d->shape[k] != 0 && bytes > INT64_MAX / 8 / d->shape[k] ? -1 : bytes * d->shape[k];
+        if (bytes < 0 || constants_bytes < 0 || d->offset > constants_bytes - bytes)
+            r.error = "an input's default lies outside the constants";
+    }
     if (r.error) {
         snprintf(M.error, sizeof M.error, "malformed model metadata at byte %ld: %s",
                  (long)(r.p - ember_model_metadata), r.error);

@@ -1,5 +1,5 @@
 """Operands that ONNX lets a model compute at run time and that change no shape (Trilu's k,
-CumSum's, CumProd's and DFT's axis, Dropout's training_mode): compiled once with the operand as a graph input, the artifact takes
+CumSum's, CumProd's and DFT's axis, Dropout's training_mode, Pad's constant_value): compiled once with the operand as a graph input, the artifact takes
 its value at run time.  Each model is compiled once and run with several values against onnx's
 reference evaluator and onnxruntime."""
 
@@ -99,3 +99,17 @@ def test_dropout_training_mode_at_run_time(ratio_given):
     # random dropping is not something Ember runs: refused at run time, never a wrong result
     with pytest.raises(IndexOutOfRangeError, match="random dropping"):
         module.run({**inputs, "t": np.array(True)})
+
+
+@pytest.mark.parametrize("pads", [[1, 2, 0, 1], [0, -1, 2, 1]])
+def test_pad_constant_value_at_run_time(pads):
+    x = rand(3, 4)
+    model = make_model([helper.make_node("Pad", ["x", "pads", "v"], ["y"])], {"x": x, "v": np.array(0, "float32")},
+                       ["y"], initializers={"pads": np.array(pads, "int64")}, opset=18)
+    module = compiled_once(model)
+    for v in (0.0, -2.5, 7.0):
+        feeds = {"x": x, "v": np.array(v, "float32")}
+        got = list(module.run(feeds).values())
+        assert_same(got, run_onnxruntime(model, feeds))
+        if min(pads) >= 0:          # (onnx's reference evaluator pads by numpy: no negative pads)
+            assert_same(got, run_onnx_reference(model, feeds))

@@ -510,15 +510,18 @@ def pad(cx):
     x = cx.input(0)
     r = x.type.rank
     mode = cx.attr("mode", "constant")
+    at_run_time = None      # constant_value known at run time only
     if cx.opset < 11:
         pads = cx.attr("paddings" if cx.opset < 2 and cx.has_attr("paddings") else "pads")
         value = cx.attr("value", 0.0)
         axes = None
     else:
         pads = cx.ints_input(1, "pads", required=True)
-        cv = cx.const_input(2, "constant_value")
-        if cv is not None and cv.size != 1:
-            raise cx.fail(f"constant_value must be a scalar, got shape {list(cv.shape)}")
+        cv = cx.known_input(2)
+        if cx.has_input(2) and cx.input(2).type.num_elements != 1:
+            raise cx.fail(f"constant_value must be a scalar, got {cx.input(2).type}")
+        if cx.has_input(2) and cv is None and mode == "constant":
+            at_run_time = cx.input(2)
         value = 0 if cv is None else cv.reshape(()).item()
         axes = cx.ints_input(3, "axes")
     if axes is not None:
@@ -535,7 +538,14 @@ def pad(cx):
         raise cx.fail(f"unknown mode {mode!r}")
     cv = np.array(value).astype(np_dtype(x.dtype))
     value = bool(cv) if x.dtype == "bool" else int(cv) if is_int(x.dtype) or x.dtype in NARROW_INT_DTYPES else float(cv)
-    return cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
+    out = cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
+    if at_run_time is not None:
+        # the padding filled in by a select: where the input lies (a constant mask when x is static)
+        inside = cx.op("pad", [cx.op("broadcast_to", [cx.scalar(True, "bool")], shape=tuple(x.shape))],
+                       pads=tuple(int(p) for p in pads), mode="constant", value=False)
+        fill = at_run_time if at_run_time.dtype == x.dtype else cx.op("cast", [at_run_time], to=x.dtype)
+        out = cx.op("where", [inside, out, reshape(cx, fill, ())])
+    return out
 
 
 @translates("Expand")

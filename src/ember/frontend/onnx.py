@@ -308,6 +308,14 @@ class NodeContext:
             return None
         return v.const if v.is_const else computed_from_constants(v)
 
+    def needs_constant(self, v: Value, what: str, why: str) -> OperandNotConstantError:
+        """The error for operand ``v``, which the op takes at run time in general but needs at
+        compile time here because ``why``; it names the graph inputs ``v`` is computed from."""
+        feeding = self._tr.inputs_feeding(v)
+        src = f"; it is computed from graph input(s) {', '.join(map(repr, feeding))}" if feeding else ""
+        return OperandNotConstantError(f"{what} (input '{v.name}') {why}, so it must be a constant{src}",
+                                       feeding, node=self.name, op=self.op_type)
+
     def is_symbolic(self, v: Value) -> bool:
         """Whether ``v`` is a shape value holding symbolic dimensions (see shape_values)."""
         return v is not None and v.uid in self._tr.symvals

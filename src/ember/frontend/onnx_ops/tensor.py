@@ -11,7 +11,7 @@ from ... import limits
 from ...errors import InvalidModelError, ShapeError, UnsupportedOpError
 from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
-from ..onnx import onnx_dtype
+from ..onnx import OperandNotConstantError, onnx_dtype
 from . import translates
 
 
@@ -35,14 +35,15 @@ def pick_by_axis(cx, axis, rank: int, count: int, make, what: str = "axis"):
     for k in range(count):
         try:
             results.append(make(k))
+        except OperandNotConstantError:
+            raise                       # another operand, named by its own error
         except (InvalidModelError, UnsupportedOpError) as e:
-            raise cx.fail(f"{what} is known at run time only, and along axis {k} the op is refused "
-                          f"({str(e).split('] ', 1)[-1].removeprefix(f'{cx.op_type} node {cx.name!r}: ')}); "
-                          "it must be known at compile time") from None
+            why = str(e).split("] ", 1)[-1].removeprefix(f"{cx.op_type} node {cx.name!r}: ")
+            raise cx.needs_constant(axis, what, f"may name axis {k}, along which the op is refused ({why})") from None
     shapes = {tuple(v.shape) for v in results}
     if len(shapes) != 1:
-        raise cx.fail(f"{what} decides the output's shape ({' or '.join(str(list(s)) for s in sorted(shapes, key=str))}), "
-                      f"so it must be known at compile time")
+        raise cx.needs_constant(axis, what, "decides the output's shape ("
+                                + " or ".join(str(list(s)) for s in sorted(shapes, key=str)) + ")")
     (shape,) = shapes
     n = len(results)
     a = reshape(cx, axis if axis.dtype == "int64" else cx.op("cast", [axis], to="int64"), ())

@@ -5,6 +5,11 @@
     ember run ARTIFACT --inputs in.npz [--output out.npz] [--threads N] [--limit NAME=SIZE]
     ember info MODEL [--shape NAME=D1,D2] [--bound SYMBOL=N]
     ember bench MODEL [--threads 2] [--runs 30] [--warmup 5] [--size SYMBOL=N]
+    ember targets
+
+``--target`` takes ``cpu`` (this machine) or a target ``ember targets`` lists, with ``+feature``
+suffixes and ``-mcpu=`` (``--target "aarch64-linux -mcpu=cortex-a76"``); a cross target's
+artifact is written but not run here.
 
 Symbolic dimensions of a model stay symbolic unless ``--shape`` fixes them: ``--bound`` gives
 the size to plan memory and schedules for (larger inputs still run, unless the model itself
@@ -96,11 +101,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--size", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
                    help="size of a symbolic dimension in the random inputs (default: 1; repeatable)")
     b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("targets", help="list the targets --target accepts",
+                       description="List the targets: this machine and the cross targets, with their ISA.")
+    t.set_defaults(func=cmd_targets)
     return p
 
 
 def _add_compile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default="cpu", help="target to compile for (default: cpu, the host)")
+    p.add_argument("--target", default="cpu", help="target to compile for (default: cpu, the host; "
+                                                   "see 'ember targets')")
     p.add_argument("--opt-level", type=int, default=3, choices=range(4), metavar="N",
                    help="optimization level 0-3 (default: 3)")
     p.add_argument("--shape", action="append", type=_shape_arg, default=[], metavar="NAME=D1,D2,...",
@@ -183,6 +193,24 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  host steps {len(hosts)} ({', '.join(sorted({op for _, op in hosts}))}): a program for the "
               "Python runtime (ember.load); the C API cannot run it")
     print(f"  compiled in {seconds:.2f} s")
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from .target import TARGETS, host, resolve
+
+    rows = [("cpu", host(), "this machine (features detected)", [])]
+    for name, ts in TARGETS.items():
+        opts = [f"+{e}" for e in ts.extensions] + ([f"-mcpu={{{','.join(sorted(ts.cpus))}}}"] if ts.cpus else [])
+        rows.append((name, resolve(name), ts.summary, opts))
+    for name, tgt, summary, opts in rows:
+        d = tgt.describe()
+        lanes = ", ".join(f"{k} x{v}" for k, v in d["lanes"].items())
+        print(f"{name:<15} {summary}")
+        print(f"{'':<15} triple {d['triple']}, isa {d['isa']}, {d['vector_bits']}-bit vectors ({lanes}), "
+              f"{d['vector_registers']} vector registers, FMA {'yes' if d['fma'] else 'no'}, dot product {d['dot']}")
+        if opts:
+            print(f"{'':<15} options: {' '.join(opts)}")
     return 0
 
 

@@ -52,6 +52,20 @@ def test_recurrence_over_open_sequence_and_batch(op, gates):
     check(m, [{"x": rand(s, n, i)} for s, n in ((1, 1), (4, 3), (7, 2))], bounds={"seq": 7, "batch": 4})
 
 
+@pytest.mark.parametrize("op,gates", [("LSTM", 4), ("GRU", 3), ("RNN", 1)])
+def test_recurrence_over_an_unbounded_sequence_runs_as_a_loop(op, gates):
+    h, i = 5, 3
+    w, r, b = weights(2, gates * h, i, seed=1), weights(2, gates * h, h, seed=2), weights(2, 2 * gates * h, seed=3)
+    node = helper.make_node(op, ["x", "w", "r", "b", "lens"], ["y", "yh"] + (["yc"] if op == "LSTM" else []),
+                            hidden_size=h, direction="bidirectional")
+    outs = [vi("y", ["seq", 2, "batch", h]), vi("yh", [2, "batch", h])] + ([vi("yc", [2, "batch", h])] if op == "LSTM" else [])
+    m = model([node], [vi("x", ["seq", "batch", i]), vi("lens", ["batch"], TP.INT32)], outs,
+              [("w", w), ("r", r), ("b", b)])
+    g, _ = check(m, [{"x": rand(s, n, i), "lens": np.minimum(np.arange(n, dtype=np.int32) + s - 1, s)}
+                     for s, n in ((1, 1), (4, 3), (30, 2), (100, 5))])
+    assert [n.op for n in g.nodes].count("loop") == 2 and "seq" not in g.bounds
+
+
 def test_lstm_speaker_encoder_open_frames_with_lengths():
     # batch-first frames [batch, frames, 8] through a two-layer LSTM (as PyTorch exports it), the
     # last hidden state projected
@@ -72,6 +86,8 @@ def test_lstm_speaker_encoder_open_frames_with_lengths():
     feeds = [{"x": rand(n, f, i), "lens": np.minimum(np.arange(n, dtype=np.int32) + 2, f)}
              for n, f in ((1, 3), (2, 9), (3, 12))]
     check(m, feeds, bounds={"frames": 12, "batch": 3})
+    # no bound on the frames: the recurrences run as loops of the artifact
+    check(m, feeds + [{"x": rand(2, 200, i), "lens": np.array([200, 150], np.int32)}])
 
 
 def test_recurrence_batch_first_layout_over_open_sizes():
@@ -100,13 +116,13 @@ def test_recurrence_batch_first_layout_over_open_sizes():
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_recurrence_needs_a_bound_for_an_open_length():
+def test_recurrence_needs_no_bound_for_an_open_length():
     h = 2
     node = helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=h)
     m = model([node], [vi("x", ["seq", 1, 2])], [vi("y", ["seq", 1, 1, h])],
               [("w", weights(1, 4 * h, 2)), ("r", weights(1, 4 * h, h))])
-    with pytest.raises(InvalidModelError, match=r"LSTM.*sequence of X .* symbolic length seq.*bounds="):
-        from_onnx(m)
+    g = from_onnx(m)
+    assert "loop" in {n.op for n in g.nodes} and not g.bounds
 
 
 # ---- spectral -----------------------------------------------------------------------------
@@ -275,9 +291,11 @@ def test_scan_over_an_open_length_and_batch():
                             scan_output_directions=[1, 0])
     m = model([node], [vi("s", ["batch", 3]), vi("x", ["batch", "seq", 3])],
               [vi("s_final", ["batch", 3]), vi("y", ["batch", "seq", 3]), vi("z", ["seq", "batch", 3])], opset=16)
-    check(m, [{"s": rand(b, 3), "x": rand(b, s, 3)} for b, s in ((1, 1), (2, 4), (3, 6))], bounds={"seq": 6})
-    with pytest.raises(InvalidModelError, match=r"Scan.*the scan has the symbolic length seq.*bounds="):
-        from_onnx(m)
+    g, _ = check(m, [{"s": rand(b, 3), "x": rand(b, s, 3)} for b, s in ((1, 1), (2, 4), (3, 6))], bounds={"seq": 6})
+    assert "loop" not in {n.op for n in g.nodes}        # a short bounded length: unrolled
+    # without a bound the artifact runs the scan as a loop: any length
+    g, _ = check(m, [{"s": rand(b, 3), "x": rand(b, s, 3)} for b, s in ((1, 1), (2, 40), (3, 100))])
+    assert "loop" in {n.op for n in g.nodes} and "seq" not in g.bounds
 
 
 def test_split_to_sequence_over_symbolic_outer_dims():
@@ -389,6 +407,8 @@ def test_loop_over_a_trip_count_from_a_symbolic_size():
              helper.make_node("Loop", ["m", "", "acc0"], ["acc", "ys"], body=body)]
     m = model(nodes, [vi("x", ["batch", "seq"]), vi("acc0", ["batch"])], [vi("acc", ["batch"]), vi("ys", ["seq", "batch"])],
               [("half", np.array(0.5, np.float32))])
-    check(m, [{"x": rand(b, s), "acc0": rand(b)} for b, s in ((1, 1), (2, 4), (3, 7))], bounds={"seq": 8})
-    with pytest.raises(InvalidModelError, match=r"Loop.*trip count M has the symbolic length seq.*bounds="):
-        from_onnx(m)
+    g, _ = check(m, [{"x": rand(b, s), "acc0": rand(b)} for b, s in ((1, 1), (2, 4), (3, 7))], bounds={"seq": 8})
+    assert "loop" not in {n.op for n in g.nodes}        # a short bounded count: unrolled
+    # without a bound the artifact runs the loop (its scan output has seq rows): any length
+    g, _ = check(m, [{"x": rand(b, s), "acc0": rand(b)} for b, s in ((1, 1), (2, 40), (3, 100))])
+    assert "loop" in {n.op for n in g.nodes} and "seq" not in g.bounds

@@ -31,6 +31,7 @@ to a constant is replaced by its taken branch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from math import prod
 from typing import Any, Mapping, Sequence
@@ -486,6 +487,12 @@ class NodeContext:
         several copies of one subgraph (the iterations of an unrolled loop)."""
         return self._tr.inline_graph(self.graph_attr(attr), f"{self.name}/{attr}{tag}", self.opset, bind)
 
+    def region_graph(self, attr: str, formals: Sequence[tuple[str, TensorType]] = ()) -> tuple[Graph, list[Value]]:
+        """Translate the subgraph held by attribute ``attr`` into a graph of its own (the body
+        of a region op): its inputs are ``formals`` (name, type), then one per outer value it
+        reads (the *captures*, returned in that order)."""
+        return self._tr.region_graph(self.graph_attr(attr), f"{self.name}/{attr}", self.opset, formals, self)
+
     def graph_attr(self, attr: str):
         """The GraphProto held by attribute ``attr``."""
         a = self._attrs.get(attr)
@@ -892,6 +899,59 @@ class _Translator:
         for n in nodes:
             self.translate_node(n, n.name, {**self.opsets, "": opset})
         return [self.lookup(ren(o.name)) for o in g.output]
+
+    def region_graph(self, g, prefix: str, opset: int, formals, cx: "NodeContext") -> tuple[Graph, list[Value]]:
+        """Translate subgraph ``g`` into a graph of its own (see ``NodeContext.region_graph``)."""
+        from .onnx_ops.control import body_output
+
+        body = GraphBuilder(prefix)
+        with self.building(body):
+            params = [body.input(name, t) for name, t in formals]
+            outs = self.inline_graph(g, prefix, opset, params)
+            outs = [body_output(cx, self, v, k) for k, v in enumerate(outs)]
+        return self.closed_graph(body, params, outs, cx)
+
+    @contextlib.contextmanager
+    def building(self, builder: GraphBuilder, *contexts: "NodeContext"):
+        """Nodes emitted in the block (by translations, and by ``contexts``) go to ``builder``, a
+        region body's; shape values materialized there stay there."""
+        saved = self.b, self.materialized, [c.b for c in contexts]
+        self.b, self.materialized = builder, {}
+        for c in contexts:
+            c.b = builder
+        try:
+            yield
+        finally:
+            self.b, self.materialized = saved[0], saved[1]
+            for c, b in zip(contexts, saved[2]):
+                c.b = b
+
+    def closed_graph(self, body: GraphBuilder, params: list[Value], outs: list[Value],
+                     cx: "NodeContext") -> tuple[Graph, list[Value]]:
+        """The graph of ``body``'s nodes with inputs ``params``, then one per outer value its
+        nodes or ``outs`` read (the captures, returned in that order; outer shape values are
+        materialized in the enclosing graph)."""
+        produced = set(params) | {o for n in body.nodes for o in n.outputs}
+        captures: list[Value] = []
+        inner: dict[Value, Value] = {}
+
+        def capture(v: Value) -> Value:
+            if v.is_const or v in produced:
+                return v
+            if v not in inner:
+                if v.uid in self.symvals:       # a shape value of the outer graph
+                    v = self.materialize(v, cx)
+                    if v in inner:
+                        return inner[v]
+                inner[v] = Value(body.fresh(v.name), v.type)
+                captures.append(v)
+            return inner[v]
+
+        for n in body.nodes:
+            n.inputs = [capture(v) for v in n.inputs]
+        outs = [capture(v) for v in outs]
+        graph = Graph(list(params) + [inner[v] for v in captures], body.nodes, outs, body.name)
+        return graph, captures
 
     # -- ops defined by an ONNX function ---------------------------------------------------
     #

@@ -586,10 +586,11 @@ def replacing(dest: Path):
 def load(path: str | os.PathLike) -> "Module":
     """Loads the artifact at ``path`` (checked for integrity first): a :class:`Module`, or a
     :class:`~ember.runtime.program.ProgramModule` for a model with host steps."""
-    from .artifact import artifact_path
+    from .artifact import artifact_path, check_machine
     from .program import ProgramModule, is_program
 
     path = artifact_path(path)
+    check_machine(path)
     if is_program(path):
         return ProgramModule(path)
     return Module(path)

@@ -710,22 +710,3 @@ def trilu(cx):
     k = 0 if k is None else int(k.reshape(()).item())
     keep = diff >= k if upper else diff <= k
     return cx.op("where", [cx.const(keep), x, cx.scalar(0, x.dtype)])
-
-
-@translates("If")
-def if_(cx):
-    # only a condition known at compile time: the taken branch is inlined
-    cond = cx.const_input(0, "cond", required=True)
-    if cond.size != 1:
-        raise cx.fail(f"cond must hold one value, got shape {list(cond.shape)}")
-    taken = "then_branch" if bool(cond.reshape(())) else "else_branch"
-    other = "else_branch" if taken == "then_branch" else "then_branch"
-    # the branch not taken is not translated, but it must be a branch of this node all the same
-    untaken = cx.graph_attr(other)
-    if len(untaken.output) != cx.num_outputs:
-        raise cx.fail(f"{other} has {len(untaken.output)} outputs, the node {cx.num_outputs}")
-    cx._tr.check_support(list(untaken.node))
-    outs = cx.inline_graph(taken)
-    if len(outs) != cx.num_outputs:
-        raise cx.fail(f"{taken} has {len(outs)} outputs, the node {cx.num_outputs}")
-    return outs

@@ -16,6 +16,7 @@ export EMBER_MODELS_DIR
 CONFORMANCE_ARGS ?=
 CONFORMANCE_SUITES ?= all
 BASELINE      := $(wildcard tests/conformance_baseline.json)
+BASELINE_RUNTIME := $(wildcard tests/conformance_baseline_runtime.json)
 
 .PHONY: venv demo test conformance clean distclean
 
@@ -84,13 +85,19 @@ bench: venv
 	$(PY) benchmarks/cpu.py $(BENCH_ARGS)
 
 # The ONNX backend test suites that ship with the onnx package (the node tests, and the simple,
-# pytorch-converted and pytorch-operator models), run by tests/onnx/conformance.py; fails when a
-# test that passes in tests/conformance_baseline.json no longer does (known failures are listed
-# there with their status).  After a full run, raise the baseline with:
+# pytorch-converted and pytorch-operator models), run by tests/onnx/conformance.py twice: as
+# the backend runs them (operands it needs at compile time specialized per value), then with
+# every input at run time (--runtime-inputs: each model compiled once, as ember.compile does).
+# Each run fails when a test that passes in its baseline (tests/conformance_baseline.json,
+# tests/conformance_baseline_runtime.json) no longer does.  After a full run, raise them with:
 # $(PY) tests/onnx/check_conformance.py build/conformance.json tests/conformance_baseline.json --update
+# $(PY) tests/onnx/check_conformance.py build/conformance_runtime.json tests/conformance_baseline_runtime.json --update
 conformance: venv
 	$(PY) tests/onnx/conformance.py --backend ember.onnx.backend --suites $(CONFORMANCE_SUITES) \
 		--json build/conformance.json $(if $(BASELINE),--baseline $(BASELINE)) $(CONFORMANCE_ARGS)
+	$(PY) tests/onnx/conformance.py --backend ember.onnx.backend --suites $(CONFORMANCE_SUITES) --runtime-inputs \
+		--json build/conformance_runtime.json $(if $(BASELINE_RUNTIME),--baseline $(BASELINE_RUNTIME)) \
+		--show-failures 0 $(CONFORMANCE_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -32,7 +32,7 @@ import numpy as np
 from .. import __version__
 from .. import limits as ember_limits
 from ..errors import ArtifactError, EmberError, ShapeError, TargetError
-from ..graph.ir import Graph, Value
+from ..graph.ir import Graph, Value, constant
 from ..symbolic import Sym, is_identifier
 from ..passes import fuse, optimize, plan_memory
 from ..passes.base import paused_gc
@@ -183,6 +183,13 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         blob += b"\0" * pad
         const_offsets[v] = len(blob)
         blob += arr.tobytes()
+    # the default values of inputs a caller may leave out, read only when it does
+    default_offsets: dict[str, int] = {}
+    for n in in_names:
+        if n in graph.defaults:
+            blob += b"\0" * ((-len(blob)) % CONST_ALIGN)
+            default_offsets[n] = len(blob)
+            blob += np.ascontiguousarray(graph.defaults[n]).tobytes()
     blob += b"\0" * ((-len(blob)) % CONST_ALIGN or CONST_ALIGN)
     buffer_index = {v: k for k, v in enumerate(plan.offsets)} if bounds else {}
     in_index = {v: k for k, v in enumerate(g.inputs)}
@@ -248,7 +255,9 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     meta = {
         "format": 1, "ember_version": __version__, "name": g.name, "target": target.spec if target.cross else target.kind,
         **({"triple": target.triple} if target.cross else {}),
-        "inputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(in_names, g.inputs)],
+        "inputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape),
+                    **({"default": {"offset": default_offsets[n], "shape": list(graph.defaults[n].shape)}}
+                       if n in default_offsets else {})} for n, v in zip(in_names, g.inputs)],
         "outputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(out_names, g.outputs)],
         "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob),
         "kernels": len(kernels) + len(regions.kernels),
@@ -534,7 +543,9 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
     input_syms = {s for v in g.inputs for s in v.type.symbols}
     header = {
         "ember_version": __version__, "name": g.name, "target": tgt.kind,
-        "inputs": [{"name": v.name, "dtype": v.dtype, "shape": dims(v.shape)} for v in g.inputs],
+        "inputs": [{"name": v.name, "dtype": v.dtype, "shape": dims(v.shape),
+                    **({"default": {k: e for k, e in const_entry(-1, constant(g.defaults[v.name], dtype=v.dtype)).items()
+                                    if k != "slot"}} if v.name in g.defaults else {})} for v in g.inputs],
         "outputs": [{"name": v.name, "dtype": v.dtype, "shape": dims(v.shape)} for v in g.outputs],
         "symbols": [{"name": s, "bound": b} for s, b in g.bounds.items() if s in input_syms],
         "input_slots": in_slots, "output_slots": out_slots, "constants": consts, "steps": header_steps,

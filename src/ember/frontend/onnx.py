@@ -44,7 +44,7 @@ from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
 from ..ops import get_op
-from ..symbolic import Sym, SymbolicError, compare, dim_range, is_identifier, symbol
+from ..symbolic import Sym, SymbolicError, bind as bind_dims, compare, dim_range, is_identifier, symbol
 from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
 from .onnx_validate import (check_declared_types, check_graph, check_operand_types, check_raw_length,
                             check_versions, onnx_type_str, schema_of, tensor_nbytes)
@@ -299,6 +299,23 @@ class NodeContext:
                 f"computable from them at compile time): the compiled model takes it as fixed{src}",
                 feeding, node=self.name, op=self.op_type)
         return v.const
+
+    def known_input(self, i: int) -> np.ndarray | None:
+        """The value of input ``i`` when it is known at compile time (a constant, or computable
+        from constants); None when it is absent or only known at run time (computed from graph
+        inputs, or a symbolic shape value).  For operands that an op also takes as data."""
+        v = self.input(i, required=False)
+        if v is None or self.is_symbolic(v):
+            return None
+        return v.const if v.is_const else computed_from_constants(v)
+
+    def needs_constant(self, v: Value, what: str, why: str) -> OperandNotConstantError:
+        """The error for operand ``v``, which the op takes at run time in general but needs at
+        compile time here because ``why``; it names the graph inputs ``v`` is computed from."""
+        feeding = self._tr.inputs_feeding(v)
+        src = f"; it is computed from graph input(s) {', '.join(map(repr, feeding))}" if feeding else ""
+        return OperandNotConstantError(f"{what} (input '{v.name}') {why}, so it must be a constant{src}",
+                                       feeding, node=self.name, op=self.op_type)
 
     def is_symbolic(self, v: Value) -> bool:
         """Whether ``v`` is a shape value holding symbolic dimensions (see shape_values)."""
@@ -643,24 +660,68 @@ class _Translator:
             raise InvalidModelError("the model uses ONNX ops but imports no version of the default "
                                     "ONNX domain (opset_import)")
 
+    def overridable(self) -> set[str]:
+        """Initializers that are also graph inputs, in a model of IR version 4 or later: there
+        the initializer is the input's default value, which the caller may override (as in
+        onnxruntime); before IR 4 every initializer had to be listed as an input, and is a
+        constant."""
+        if self.mp.ir_version < 4:
+            return set()
+        return {t.name for t in self.g.initializer} & {vi.name for vi in self.g.input}
+
     def bind_initializers(self) -> None:
+        defaults = self.overridable()
         for t in self.g.initializer:
-            self.env[t.name] = self.b.const(self.tensor_array(t, "initializer"), name=t.name)
+            if t.name not in defaults:
+                self.env[t.name] = self.b.const(self.tensor_array(t, "initializer"), name=t.name)
         for st in self.g.sparse_initializer:
             raise UnsupportedOpError({"sparse initializer": [st.values.name or "?"]})
 
     def bind_inputs(self) -> None:
-        init_names = {t.name for t in self.g.initializer}
+        defaults = self.overridable()
+        init_names = {t.name for t in self.g.initializer} - defaults
         declared = [vi.name for vi in self.g.input if vi.name not in init_names]
         unknown = sorted(set(self.shapes) - set(declared))
         if unknown:
             raise InvalidModelError(f"shapes= names {unknown}, which are not graph inputs; "
                                     f"the inputs are {declared}")
+        inits = {t.name: t for t in self.g.initializer if t.name in defaults}
         for vi in self.g.input:
             if vi.name in init_names:
-                continue  # IR >= 4: an initializer that is also an input is a constant
+                continue  # before IR 4: an initializer listed as an input is a constant
+            if vi.name in inits:
+                self.env[vi.name] = self._bind_default(vi, inits[vi.name])
+                continue
             self.env[vi.name] = self._bind_input(vi.name, vi.type, self.shapes.get(vi.name, _MISSING),
                                                  vi.name)
+
+    def _bind_default(self, vi, init) -> Value:
+        """Graph input ``vi`` whose default value is initializer ``init`` (IR >= 4): an input of
+        the declared type (the initializer's shape where the input declares none), the value
+        kept as its default (``Graph.defaults``)."""
+        arr = self.tensor_array(init, "initializer")
+        tp = vi.type
+        if tp.WhichOneof("value") != "tensor_type":
+            raise InvalidModelError(f"graph input '{vi.name}' has a default value (an initializer of that "
+                                    f"name), so it must be a tensor")
+        dtype = onnx_dtype(tp.tensor_type.elem_type, f"graph input '{vi.name}'")
+        if np_dtype(dtype) != arr.dtype:
+            raise InvalidModelError(f"graph input '{vi.name}' is declared {dtype}, but its default value (the "
+                                    f"initializer of that name) is {arr.dtype}")
+        pinned = self.shapes.get(vi.name)
+        if pinned is None and not tp.tensor_type.HasField("shape"):
+            pinned = arr.shape
+        shape = self._input_shape(vi.name, tp.tensor_type, pinned)
+        try:
+            bind_dims(shape, arr.shape, {}, f"graph input '{vi.name}'")
+        except SymbolicError:
+            raise InvalidModelError(f"graph input '{vi.name}' is declared {TensorType(shape, dtype)}, but its "
+                                    f"default value (the initializer of that name) has the shape "
+                                    f"{list(arr.shape)}") from None
+        v = self.b.input(vi.name, TensorType(shape, dtype))
+        self.input_names[v.uid] = vi.name
+        self.b.defaults[v.name] = arr
+        return v
 
     def _bind_input(self, name: str, tp, pinned, onnx_name: str):
         """Graph input(s) for a value of ONNX type ``tp``: a tensor, or a sequence or optional

@@ -59,6 +59,8 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
     env: dict[Value, np.ndarray] = {}
     sizes: dict[str, int] = dict(_sizes or {})
     for v in graph.inputs:
+        if v.name not in inputs and v.name in graph.defaults:
+            inputs = {**inputs, v.name: graph.defaults[v.name]}
         if v.name not in inputs:
             raise InputError(f"missing input '{v.name}' ({v.type})")
         env[v] = np.asarray(inputs[v.name], dtype=np_dtype(v.dtype))

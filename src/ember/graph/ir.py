@@ -103,6 +103,9 @@ class Graph:
     #: bound at run time: ``(dim, op, what)`` with ``op`` "==" (``dim`` is 0) or ">=" (``dim``
     #: is at least 0), ``what`` naming the node and its need (``symbolic.failed_check``)
     checks: list = field(default_factory=list)
+    #: default values of inputs (input name -> array) that a caller may leave out: ONNX
+    #: initializers that are also graph inputs.  Never folded: the input is read at run time
+    defaults: dict = field(default_factory=dict)
 
     def symbols(self) -> list[str]:
         """The symbols of the graph's input shapes, in order of first appearance."""
@@ -199,7 +202,7 @@ class Graph:
                 o.producer = nn
             nodes.append(nn)
         return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name, dict(self.bounds), dict(self.hints),
-                     list(self.checks))
+                     list(self.checks), dict(self.defaults))
 
     def __str__(self) -> str:
         from .text import print_graph

@@ -216,7 +216,8 @@ def _check_passes(tr: Trace, feeds, expected: list, report: Report) -> None:
 
 
 def _with_outputs(g: Graph, outputs: list[Value]) -> Graph:
-    return Graph(list(g.inputs), list(g.nodes), list(outputs), g.name, dict(g.bounds), dict(g.hints))
+    return Graph(list(g.inputs), list(g.nodes), list(outputs), g.name, dict(g.bounds), dict(g.hints),
+                 list(g.checks), dict(g.defaults))
 
 
 def _blame(before: Graph, after: Graph, feeds, check: PassCheck, report: Report) -> None:

@@ -299,7 +299,9 @@ def resize(cx):
     if cx.opset < 11:
         scales_in = cx.const_input(1, "scales", required=True)
         return _upsample_like(cx, x, dims, [float(s) for s in scales_in.reshape(-1)], mode)
-    roi = cx.const_input(1, "roi")
+    coord = cx.attr("coordinate_transformation_mode", "half_pixel")
+    # roi is read only by tf_crop_and_resize: in other modes it may be anything, known or not
+    roi = cx.const_input(1, "roi") if coord == "tf_crop_and_resize" else None
     scales = cx.const_input(2, "scales")
     sizes = cx.dims_input(3, "sizes")
     axes = cx.attr("axes", None)
@@ -350,7 +352,6 @@ def resize(cx):
             for a in axes:
                 sc[a] = s
                 out[a] = int(s * dims[a] + 0.5)
-    coord = cx.attr("coordinate_transformation_mode", "half_pixel")
     if coord not in _COORD_MODES:
         raise cx.fail(f"unknown coordinate_transformation_mode {coord!r}")
     return _resize(cx, x, out, sc, full_roi, mode, coord, cx.attr("nearest_mode", "round_prefer_floor"),

@@ -8,10 +8,10 @@ import math
 import numpy as np
 
 from ... import limits
-from ...errors import ShapeError
+from ...errors import InvalidModelError, ShapeError, UnsupportedOpError
 from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
-from ..onnx import onnx_dtype
+from ..onnx import OperandNotConstantError, onnx_dtype
 from . import translates
 from .arith import T
 
@@ -21,6 +21,44 @@ def norm_axis(cx, axis: int, rank: int, what: str = "axis") -> int:
     if not -rank <= axis < max(rank, 1):
         raise cx.fail(f"{what} {axis} is out of range for rank {rank}")
     return axis % rank if rank else 0
+
+
+def pick_by_axis(cx, axis, rank: int, count: int, make, what: str = "axis"):
+    """The result for an axis known at run time only (``axis``, a one-element integer tensor
+    counting from the back of ``rank`` dimensions when negative): ``make(k)`` builds the result
+    for axis ``k`` in ``0..count-1``, all of one shape.  They are stacked and the one named is
+    picked by a ``gather``, which refuses an axis outside ``0..count-1`` (once normalized) at run
+    time as an index error.  Every candidate is computed: for operands that change no shape,
+    over few axes."""
+    if axis.type.num_elements != 1 or not is_int(axis.dtype):
+        raise cx.fail(f"{what} must be one integer, got {axis.type}")
+    results = []
+    for k in range(count):
+        try:
+            results.append(make(k))
+        except OperandNotConstantError:
+            raise                       # another operand, named by its own error
+        except (InvalidModelError, UnsupportedOpError) as e:
+            why = str(e).split("] ", 1)[-1].removeprefix(f"{cx.op_type} node {cx.name!r}: ")
+            raise cx.needs_constant(axis, what, f"may name axis {k}, along which the op is refused ({why})") from None
+    shapes = {tuple(v.shape) for v in results}
+    if len(shapes) != 1:
+        raise cx.needs_constant(axis, what, "decides the output's shape ("
+                                + " or ".join(str(list(s)) for s in sorted(shapes, key=str)) + ")")
+    (shape,) = shapes
+    n = len(results)
+    a = reshape(cx, axis if axis.dtype == "int64" else cx.op("cast", [axis], to="int64"), ())
+    zero = cx.scalar(0, "int64")
+    a = cx.op("where", [cx.op("less", [a, zero]), cx.op("add", [a, cx.scalar(rank, "int64")]), a])
+    # still negative: below -rank; made n, which the check refuses (it would count it from the back)
+    a = cx.op("where", [cx.op("less", [a, zero]), cx.scalar(n, "int64"), a])
+    a = cx.op("check_index", [a], dims=(n,),
+              what=(f"the {what} of this {cx.op_type} (axes 0..{n - 1}, or counted back from rank {rank})",))
+    if n == 1:
+        # (a gather along an axis of one element would need no index, and lose the check)
+        return cx.op("where", [cx.op("equal", [a, zero]), results[0], cx.scalar(0, results[0].dtype)])
+    stacked = cx.op("concat", [reshape(cx, v, (1,) + shape) for v in results], axis=0)
+    return cx.op("gather", [stacked, a], axis=0)
 
 
 def norm_axes(cx, axes, rank: int, what: str = "axes") -> list[int]:
@@ -59,11 +97,27 @@ def identity(cx):
 def dropout(cx):
     # inference: the output is the input; the mask, when read, keeps everything
     x = cx.input(0)
-    training = cx.const_input(2, "training_mode")
-    if training is not None and bool(np.any(training)):
-        ratio = cx.const_input(1, "ratio")
-        if ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
-            raise cx.unsupported("training_mode with a ratio other than 0 (random dropping)")
+    ratio, training = cx.known_input(1), cx.known_input(2)
+    keeps_all = ratio is not None and float(np.asarray(ratio).reshape(-1)[0]) == 0.0
+    inference = not cx.has_input(2) or (training is not None and not bool(np.any(training)))
+    if not inference and not keeps_all and training is not None and (ratio is not None or not cx.has_input(1)):
+        raise cx.unsupported("training_mode with a ratio other than 0 (random dropping)")
+    if not inference and not keeps_all:
+        # training_mode or the ratio known at run time only: a run in training mode with a
+        # ratio other than 0 is refused then (random dropping); the output goes through the check
+        t = cx.input(2)
+        if t.type.num_elements != 1:
+            raise cx.fail(f"training_mode must hold one value, got {t.type}")
+        drops = reshape(cx, t if t.dtype == "bool" else cx.op("not_equal", [t, cx.scalar(0, t.dtype)]), ())
+        if cx.has_input(1):
+            r = reshape(cx, cx.input(1), ())
+            drops = cx.op("logical_and", [drops, cx.op("not_equal", [r, cx.scalar(0, r.dtype)])])
+        flag = cx.op("where", [drops, cx.scalar(1, "int64"), cx.scalar(0, "int64")])
+        ok = cx.op("check_index", [flag], dims=(1,),
+                   what=("Dropout in training mode with a ratio other than 0 (random dropping, which Ember "
+                         "does not run): 1 means it was asked for",))
+        # (ok is 0 when the run goes on; read by every element, so the check stays in the kernel)
+        x = cx.op("where", [cx.op("equal", [ok, cx.scalar(0, "int64")]), x, cx.scalar(0, x.dtype)])
     outs = [x]
     if cx.output_used(1):
         one = cx.scalar(1, "bool" if cx.opset >= 7 else x.dtype)
@@ -562,15 +616,18 @@ def pad(cx):
     x = cx.input(0)
     r = x.type.rank
     mode = cx.attr("mode", "constant")
+    at_run_time = None      # constant_value known at run time only
     if cx.opset < 11:
         pads = cx.attr("paddings" if cx.opset < 2 and cx.has_attr("paddings") else "pads")
         value = cx.attr("value", 0.0)
         axes = None
     else:
         pads = cx.ints_input(1, "pads", required=True)
-        cv = cx.const_input(2, "constant_value")
-        if cv is not None and cv.size != 1:
-            raise cx.fail(f"constant_value must be a scalar, got shape {list(cv.shape)}")
+        cv = cx.known_input(2)
+        if cx.has_input(2) and cx.input(2).type.num_elements != 1:
+            raise cx.fail(f"constant_value must be a scalar, got {cx.input(2).type}")
+        if cx.has_input(2) and cv is None and mode == "constant":
+            at_run_time = cx.input(2)
         value = 0 if cv is None else cv.reshape(()).item()
         axes = cx.ints_input(3, "axes")
     if axes is not None:
@@ -587,7 +644,14 @@ def pad(cx):
         raise cx.fail(f"unknown mode {mode!r}")
     cv = np.array(value).astype(np_dtype(x.dtype))
     value = bool(cv) if x.dtype == "bool" else int(cv) if is_int(x.dtype) or x.dtype in NARROW_INT_DTYPES else float(cv)
-    return cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
+    out = cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
+    if at_run_time is not None:
+        # the padding filled in by a select: where the input lies (a constant mask when x is static)
+        inside = cx.op("pad", [cx.op("broadcast_to", [cx.scalar(True, "bool")], shape=tuple(x.shape))],
+                       pads=tuple(int(p) for p in pads), mode="constant", value=False)
+        fill = at_run_time if at_run_time.dtype == x.dtype else cx.op("cast", [at_run_time], to=x.dtype)
+        out = cx.op("where", [inside, out, reshape(cx, fill, ())])
+    return out
 
 
 @translates("CenterCropPad")
@@ -778,15 +842,24 @@ def trilu(cx):
     dims = tuple(x.shape)
     if len(dims) < 2:
         raise cx.fail(f"expects rank >= 2, got {x.type}")
-    k = cx.const_input(1, "k")
-    k = 0 if k is None else int(k.reshape(()).item())
     n, m = dims[-2], dims[-1]
+    upper = cx.attr("upper", 1)
     if isinstance(n, int) and isinstance(m, int):
-        diff = np.arange(m)[None, :] - np.arange(n)[:, None]
-        keep = cx.const(diff >= k if cx.attr("upper", 1) else diff <= k)
+        diff = cx.const((np.arange(m)[None, :] - np.arange(n)[:, None]).astype(np.int64))
     else:
         # column minus row from run-time sequences over the symbolic rows or columns
         cols, rows = (cx.op("arange", [], length=d, start=0, delta=1, dtype="int64") for d in (m, n))
         diff = cx.op("sub", [reshape(cx, cols, (1, m)), reshape(cx, rows, (n, 1))])
-        keep = cx.op("greater_equal" if cx.attr("upper", 1) else "less_equal", [diff, cx.scalar(k, "int64")])
+    kv = cx.input(1, required=False)
+    if kv is not None and kv.type.num_elements != 1:
+        raise cx.fail(f"k must hold one value, got {kv.type}")
+    k = cx.known_input(1)
+    if kv is not None and k is None:
+        # k known at run time only: the mask compares the diagonal offsets with it
+        if not is_int(kv.dtype):
+            raise cx.fail(f"k must be an integer, got {kv.type}")
+        k64 = reshape(cx, kv if kv.dtype == "int64" else cx.op("cast", [kv], to="int64"), ())
+    else:
+        k64 = cx.scalar(0 if k is None else int(k.reshape(()).item()), "int64")
+    keep = cx.op("greater_equal" if upper else "less_equal", [diff, k64])
     return cx.op("where", [keep, x, cx.scalar(0, x.dtype)])

@@ -1,0 +1,147 @@
+"""Neural-network ATen ops: convolution, pooling, normalization, softmax, matrix products."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import translates
+
+
+def _pair(v, n=2):
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return tuple(v * n if len(v) == 1 else v)
+
+
+@translates("aten.convolution.default")
+def convolution(cx, x, w, bias, stride, padding, dilation, transposed, output_padding, groups):
+    if transposed:
+        raise cx.unsupported("transposed convolution")
+    nsp = x.type.rank - 2
+    if nsp not in (1, 2):
+        raise cx.unsupported(f"{nsp}-D convolution")
+    stride, dilation = _pair(stride, nsp), _pair(dilation, nsp)
+    if isinstance(padding, str):
+        raise cx.unsupported(f"padding={padding!r}")
+    padding = _pair(padding, nsp)
+    if nsp == 1:
+        x = cx.reshape(x, (x.shape[0], x.shape[1], 1, x.shape[2]))
+        w = cx.reshape(w, (w.shape[0], w.shape[1], 1, w.shape[2]))
+        stride, dilation, padding = (1,) + stride, (1,) + dilation, (0,) + padding
+    y = cx.op("conv2d", [x, w], strides=stride, dilations=dilation,
+              pads=(padding[0], padding[1], padding[0], padding[1]), groups=groups)
+    if bias is not None:
+        y = cx.op("add", [y, cx.reshape(bias, (1, bias.shape[0], 1, 1))])
+    return cx.reshape(y, cx.out_shape())
+
+
+def _pool(cx, core, x, kernel, stride, padding, dilation, ceil_mode, count_include_pad=True):
+    kernel = _pair(kernel)
+    stride = _pair(stride) if stride else kernel
+    padding, dilation = _pair(padding), _pair(dilation)
+    squeeze = x.type.rank == 3
+    if squeeze:
+        x = cx.reshape(x, (1,) + tuple(x.shape))
+    y = cx.op(core, [x], kernel=kernel, strides=stride, pads=(padding[0], padding[1], padding[0], padding[1]),
+              dilations=dilation, ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
+    return cx.reshape(y, cx.out_shape() if not isinstance(cx.meta, (tuple, list)) else cx.out_shape(0))
+
+
+@translates("aten.max_pool2d_with_indices.default", "aten.max_pool2d.default")
+def max_pool2d(cx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
+    if cx.op_type.endswith("with_indices.default"):
+        if cx.output_used(1):
+            raise cx.unsupported("the indices output")
+        return (_pool(cx, "max_pool2d", x, kernel, stride, padding, dilation, ceil_mode), None)
+    return _pool(cx, "max_pool2d", x, kernel, stride, padding, dilation, ceil_mode)
+
+
+@translates("aten.avg_pool2d.default")
+def avg_pool2d(cx, x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+    if divisor_override is not None:
+        raise cx.unsupported("divisor_override")
+    return _pool(cx, "avg_pool2d", x, kernel, stride, padding, 1, ceil_mode, count_include_pad)
+
+
+@translates("aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool2d.default")
+def adaptive_avg_pool2d(cx, x, output_size):
+    oh, ow = _pair(output_size)
+    h, w = x.shape[-2], x.shape[-1]
+    if (oh, ow) == (1, 1):
+        return cx.op("reduce_mean", [x], axes=(x.type.rank - 2, x.type.rank - 1), keepdims=True)
+    if not (isinstance(h, int) and isinstance(w, int)) or h % oh or w % ow:
+        raise cx.unsupported("adaptive pooling into windows of different sizes")
+    k = (h // oh, w // ow)
+    return _pool(cx, "avg_pool2d", x, k, k, 0, 1, False)
+
+
+@translates("aten._native_batch_norm_legit_no_training.default")
+def batch_norm(cx, x, w, b, mean, var, momentum, eps):
+    c = x.shape[1]
+    w = w if w is not None else cx.cast(cx.const(np.ones((c,), np.float32)), x.dtype)
+    b = b if b is not None else cx.cast(cx.const(np.zeros((c,), np.float32)), x.dtype)
+    y = cx.op("batch_norm", [x, w, b, mean, var], epsilon=float(eps))
+    return (y, None, None)
+
+
+@translates("aten.native_layer_norm.default")
+def layer_norm(cx, x, normalized_shape, w, b, eps):
+    if cx.output_used(1) or cx.output_used(2):
+        raise cx.unsupported("the mean and rstd outputs")
+    inner = tuple(x.shape[x.type.rank - len(normalized_shape):])
+    w = w if w is not None else cx.cast(cx.const(np.ones(inner, np.float32)), x.dtype)
+    b = b if b is not None else cx.cast(cx.const(np.zeros(inner, np.float32)), x.dtype)
+    y = cx.op("layer_norm", [x, w, b], axis=x.type.rank - len(normalized_shape), epsilon=float(eps))
+    return (y, None, None)
+
+
+@translates("aten.native_group_norm.default")
+def group_norm(cx, x, w, b, n, c, hw, groups, eps):
+    if cx.output_used(1) or cx.output_used(2):
+        raise cx.unsupported("the mean and rstd outputs")
+    shape = tuple(x.shape)
+    g = cx.reshape(x, (shape[0], groups) + (c // groups,) + shape[2:])
+    axes = tuple(range(2, g.type.rank))
+    mean = cx.op("reduce_mean", [g], axes=axes, keepdims=True)
+    d = cx.op("sub", [g, mean])
+    var = cx.op("reduce_mean", [cx.op("mul", [d, d])], axes=axes, keepdims=True)
+    y = cx.op("div", [d, cx.op("sqrt", [cx.op("add", [var, cx.scalar(eps, x.dtype)])])])
+    y = cx.reshape(y, shape)
+    bshape = (1, c) + (1,) * (len(shape) - 2)
+    if w is not None:
+        y = cx.op("mul", [y, cx.reshape(w, bshape)])
+    if b is not None:
+        y = cx.op("add", [y, cx.reshape(b, bshape)])
+    return (y, None, None)
+
+
+@translates("aten._softmax.default", "aten.softmax.int", "aten._log_softmax.default", "aten.log_softmax.int")
+def softmax(cx, x, dim, half_to_float=False):
+    x = cx.cast(x, cx.out_dtype())
+    return cx.op("softmax", [x], axis=dim % x.type.rank, log="log_softmax" in cx.op_type)
+
+
+@translates("aten.mm.default", "aten.bmm.default", "aten.matmul.default")
+def mm(cx, a, b):
+    if a.type.rank < 2 or b.type.rank < 2:
+        a2 = cx.reshape(a, (1,) + tuple(a.shape)) if a.type.rank == 1 else a
+        b2 = cx.reshape(b, tuple(b.shape) + (1,)) if b.type.rank == 1 else b
+        return cx.reshape(cx.op("matmul", [a2, b2]), cx.out_shape())
+    return cx.op("matmul", [a, b])
+
+
+@translates("aten.addmm.default", "aten.baddbmm.default")
+def addmm(cx, bias, a, b, beta=1, alpha=1):
+    y = cx.op("matmul", [a, b])
+    if alpha != 1:
+        y = cx.op("mul", [y, cx.scalar(alpha, y.dtype)])
+    if beta == 0:
+        return y
+    if beta != 1:
+        bias = cx.op("mul", [bias, cx.scalar(beta, bias.dtype)])
+    return cx.op("add", [y, bias])
+
+
+@translates("aten.linear.default")
+def linear(cx, x, w, b=None):
+    y = cx.op("matmul", [x, cx.op("transpose", [w], perm=(1, 0))])
+    return y if b is None else cx.op("add", [y, b])

@@ -397,13 +397,28 @@ def from_torch(module, example_args: Sequence[Any] = (), dynamic_shapes: Any = N
     return from_exported_program(ep, bounds=bounds, dim_names=names)
 
 
+#: ops kept whole rather than decomposed: Ember has a better translation of its own
+_KEPT = ("aten.scaled_dot_product_attention.default",)
+
+
+def _decompositions():
+    """torch.export's decomposition table to the core ATen set, less the ops in ``_KEPT``."""
+    torch = _torch()
+    table = torch.export.default_decompositions()
+    for name in _KEPT:
+        pkt, _, overload = name[len("aten."):].rpartition(".")
+        op = getattr(getattr(torch.ops.aten, pkt), overload)
+        table.pop(op, None)
+    return table
+
+
 def from_exported_program(ep, bounds: Mapping[str, int] | None = None,
                           dim_names: Sequence[Mapping[int, Any]] = ()) -> Graph:
     """Translate a ``torch.export.ExportedProgram`` (decomposed to core ATen here)."""
     torch = _torch()
     from torch.export.graph_signature import InputKind
 
-    ep = ep.run_decompositions()
+    ep = ep.run_decompositions(_decompositions())
     sig = ep.graph_signature
     placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
     constants: dict[str, Any] = {}

@@ -145,3 +145,53 @@ def addmm(cx, bias, a, b, beta=1, alpha=1):
 def linear(cx, x, w, b=None):
     y = cx.op("matmul", [x, cx.op("transpose", [w], perm=(1, 0))])
     return y if b is None else cx.op("add", [y, b])
+
+
+@translates("aten.scaled_dot_product_attention.default")
+def scaled_dot_product_attention(cx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    """softmax(q @ k^T * scale + mask) @ v, with grouped-query attention's key/value heads
+    repeated to the query heads; the graph passes fuse it into one attention kernel."""
+    import math
+
+    if dropout_p:
+        raise cx.unsupported("dropout in attention")
+    dt = q.dtype
+    hq, hk = q.shape[-3] if q.type.rank >= 3 else 1, k.shape[-3] if k.type.rank >= 3 else 1
+    if hq != hk:
+        if not (isinstance(hq, int) and isinstance(hk, int) and hq % hk == 0):
+            raise cx.fail(f"{hq} query heads do not divide into groups of the {hk} key/value heads")
+        k, v = (_repeat_heads(cx, t, hq // hk) for t in (k, v))
+    e = q.shape[-1]
+    if scale is None:
+        if not isinstance(e, int):
+            raise cx.unsupported("a symbolic head size")
+        scale = 1 / math.sqrt(e)
+    kt = cx.op("transpose", [k], perm=tuple(range(k.type.rank - 2)) + (k.type.rank - 1, k.type.rank - 2))
+    s = cx.op("mul", [cx.op("matmul", [q, kt]), cx.scalar(scale, dt)])
+    lq, lk = q.shape[-2], k.shape[-2]
+    if is_causal:
+        keep = tri_mask(cx, lq, lk)
+        s = cx.op("where", [keep, s, cx.scalar(-np.inf, dt)])
+    if attn_mask is not None:
+        if attn_mask.dtype == "bool":
+            s = cx.op("where", [attn_mask, s, cx.scalar(-np.inf, dt)])
+        else:
+            s = cx.op("add", [s, cx.cast(attn_mask, dt)])
+    p = cx.op("softmax", [s], axis=s.type.rank - 1)
+    return cx.op("matmul", [p, v])
+
+
+def tri_mask(cx, rows, cols):
+    """The causal mask [rows, cols]: key j is seen by query i when j <= i."""
+    r = cx.op("arange", [], length=rows, dtype="int64") if not isinstance(rows, int) else cx.const(np.arange(rows))
+    c = cx.op("arange", [], length=cols, dtype="int64") if not isinstance(cols, int) else cx.const(np.arange(cols))
+    return cx.op("less_equal", [cx.reshape(c, (1, cols)), cx.reshape(r, (rows, 1))])
+
+
+def _repeat_heads(cx, t, n):
+    shape = tuple(t.shape)
+    lead, h, rest = shape[:-3], shape[-3], shape[-2:]
+    y = cx.reshape(t, lead + (h, 1) + rest)
+    y = cx.broadcast(y, lead + (h, n) + rest)
+    return cx.reshape(y, lead + (h * n,) + rest)

@@ -100,23 +100,29 @@ def var(cx, x, dims=None, *args, correction=None, keepdim=False, unbiased=None):
 
 @translates("aten.cumsum.default")
 def cumsum(cx, x, dim, dtype=None):
-    """A cumulative sum as a product with a lower-triangular matrix of ones (static axis)."""
+    """A cumulative sum as a product with the upper-triangular matrix of ones ``[i, j] = i <= j``
+    (a constant, or computed from ``arange`` along a symbolic axis); integers as an exact sum of
+    masked copies."""
     import numpy as np
 
     out = cx.out_dtype()
     ax = dim % x.type.rank
     n = x.shape[ax]
-    if not isinstance(n, int):
-        raise cx.unsupported("a cumulative sum along a symbolic axis")
     perm = [k for k in range(x.type.rank) if k != ax] + [ax]
-    xt = cx.op("transpose", [cx.cast(x, out)], perm=tuple(perm)) if perm != list(range(x.type.rank)) else cx.cast(x, out)
-    if out in ("int64", "int32"):
-        # integers stay exact: a sum of masked copies along a new axis
-        tri = cx.const(np.tril(np.ones((n, n), dtype=np.int64)).T.astype(out), out)   # [i, j] = j >= i
+    moved = perm != list(range(x.type.rank))
+    xt = cx.cast(x, out)
+    xt = cx.op("transpose", [xt], perm=tuple(perm)) if moved else xt
+    if isinstance(n, int):
+        tri = cx.const(np.triu(np.ones((n, n), dtype=np.float64)).astype(np.dtype(out) if out != "bfloat16"
+                                                                         else np.float32))
+        tri = cx.cast(tri, out)
+    else:
+        i = cx.op("arange", [], length=n, dtype="int64")
+        tri = cx.op("cast", [cx.op("less_equal", [cx.reshape(i, (n, 1)), cx.reshape(i, (1, n))])], to=out)
+    if out.startswith("float") or out == "bfloat16":
+        y = cx.op("matmul", [xt, tri])
+    else:
         e = cx.op("mul", [cx.reshape(xt, tuple(xt.shape) + (1,)), tri])
         y = cx.op("reduce_sum", [e], axes=(xt.type.rank - 1,), keepdims=False)
-    else:
-        tri = cx.const(np.triu(np.ones((n, n), dtype=np.float32)).astype(out), out)
-        y = cx.op("matmul", [xt, tri])
     inv = [perm.index(k) for k in range(x.type.rank)]
-    return cx.op("transpose", [y], perm=tuple(inv)) if perm != list(range(x.type.rank)) else y
+    return cx.op("transpose", [y], perm=tuple(inv)) if moved else y

@@ -153,10 +153,10 @@ def index(cx, x, indices):
     lin = None
     for i, d in zip(idx, dims):
         i = cx.cast(i, "int64")
-        if not (isinstance(d, int)):
-            raise cx.unsupported("indexing along a symbolic axis")
-        i = cx.op("where", [cx.op("less", [i, cx.scalar(0, "int64")]), cx.op("add", [i, cx.scalar(d, "int64")]), i])
-        lin = i if lin is None else cx.op("add", [cx.op("mul", [lin, cx.scalar(d, "int64")]), i])
+        if len(pos) > 1:              # gather counts a negative index from the end; a merged axis does not
+            dt = cx.tensor(d, "int64")
+            i = cx.op("where", [cx.op("less", [i, cx.scalar(0, "int64")]), cx.op("add", [i, dt]), i])
+        lin = i if lin is None else cx.op("add", [cx.op("mul", [lin, cx.tensor(d, "int64")]), i])
     merged = 1
     for d in dims:
         merged *= d

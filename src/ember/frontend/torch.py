@@ -275,7 +275,8 @@ class _Translator:
             elif n.op == "get_attr":
                 self.env[n] = self._constant(constants[n.target], n.name)
             elif n.op == "output":
-                outputs = list(self.value(n.args[0]))
+                o = self.value(n.args[0])
+                outputs = list(o) if isinstance(o, (list, tuple)) else [o]
             elif n.op == "call_function":
                 if n.target is operator.getitem:
                     self.env[n] = self.value(n.args[0])[n.args[1]]
@@ -338,6 +339,12 @@ def translate_fx(graph, inputs: Sequence[tuple[str, Any]], constants: Mapping[st
     return tr.b.finish(values)
 
 
+def _register_backend() -> None:
+    from .torch_backend import register
+
+    register()
+
+
 # ---- torch.export -------------------------------------------------------------------------------
 
 def _dim_names(module, args, kwargs, dynamic_shapes) -> list[dict[int, Any]]:
@@ -380,12 +387,24 @@ def from_torch(module, example_args: Sequence[Any] = (), dynamic_shapes: Any = N
     open (``{"input_ids": {0: Dim("batch", max=64), 1: Dim("seq", max=512)}}``).  An open size
     becomes a symbol named after its ``Dim``; its ``max`` is the artifact's limit, and without
     one the example's size is the planning size.  ``bounds=`` gives further limits by name.
-    An already exported ``torch.export.ExportedProgram`` is taken as it is."""
+    An already exported ``torch.export.ExportedProgram``, or the path of one saved with
+    ``torch.export.save`` (``.pt2``), is taken as it is.  Importing this frontend registers the
+    ``torch.compile`` backend ``"ember"`` (:mod:`ember.frontend.torch_backend`)."""
     torch = _torch()
+    import os
+
+    if isinstance(module, (str, os.PathLike)):
+        path = os.fspath(module)
+        try:
+            module = torch.export.load(path)
+        except Exception as e:
+            raise ModelLoadError(f"cannot read '{path}' as a torch.export program (.pt2): "
+                                 f"{type(e).__name__}: {e}") from None
     if isinstance(module, torch.export.ExportedProgram):
         return from_exported_program(module, bounds=bounds)
     if not isinstance(module, torch.nn.Module):
         raise ModelLoadError(f"from_torch expects a torch.nn.Module or ExportedProgram, got {type(module).__name__}")
+    _register_backend()
     args = tuple(example_args) if isinstance(example_args, (list, tuple)) else (example_args,)
     kwargs = dict(example_kwargs or {})
     try:

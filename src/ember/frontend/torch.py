@@ -228,11 +228,22 @@ def unsupported_ops(graph) -> dict[str, list[str]]:
 
 
 def _value_only(node) -> bool:
-    """Whether the node computes a size or a number torch already knows (sym_size, SymInt
-    arithmetic): its value is read from its metadata instead of translated."""
+    """Whether the node computes a size, a number or a condition that torch already knows
+    (sym_size, SymInt arithmetic, the comparisons its shape checks read): its value is read from
+    its metadata instead of translated."""
     torch = _torch()
     v = node.meta.get("val")
-    return isinstance(v, (torch.SymInt, int)) and not isinstance(v, bool) and not isinstance(v, torch.Tensor)
+    return isinstance(v, (torch.SymInt, torch.SymBool, torch.SymFloat, int, float, bool))
+
+
+def _known_value(syms: "SymbolTable", v):
+    """The value of a node that ``_value_only`` accepts: a dimension for sizes, else the number."""
+    torch = _torch()
+    if isinstance(v, (torch.SymBool, torch.SymFloat)):
+        return v.node.hint if v.node.has_hint() else None
+    if isinstance(v, bool) or isinstance(v, float):
+        return v
+    return syms.dim(v)
 
 
 class _Translator:
@@ -281,7 +292,7 @@ class _Translator:
                 if n.target is operator.getitem:
                     self.env[n] = self.value(n.args[0])[n.args[1]]
                 elif _value_only(n):
-                    self.env[n] = self.syms.dim(n.meta["val"])
+                    self.env[n] = _known_value(self.syms, n.meta["val"])
                 else:
                     cx = NodeContext(self, n)
                     fn = TRANSLATIONS[op_name(n)]

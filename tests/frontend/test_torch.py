@@ -202,13 +202,33 @@ def test_model_matches_torch(name):
 
 
 @pytest.mark.slow
-def test_torch_compile_on_a_model():
+@pytest.mark.parametrize("name", ["bert", "llama", "mobilenet_v2"])
+def test_torch_compile_on_a_model(name):
+    """torch.compile(backend="ember") at two input sizes (each compiled once)."""
     from ember.frontend.torch_backend import register
 
     register()
     torch._dynamo.reset()
-    model, args, _, _ = torch_models.make("bert")
+    model, args, _, other = torch_models.make(name)
     compiled = torch.compile(model, backend="ember")
-    with torch.no_grad():
-        got = compiled(*args)
-    assert rel_error(got.numpy(), eager(model, args)[0]) <= 1e-4
+    for a in (args, other):
+        with torch.no_grad():
+            got = compiled(*a)
+        assert rel_error(got.numpy(), eager(model, a)[0]) <= 1e-4
+
+
+class Deconv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.up1d = torch.nn.ConvTranspose1d(4, 3, 4, stride=3, padding=2, dilation=2)
+
+    def forward(self, x):
+        return self.up(x), self.up1d(x.flatten(2))
+
+
+def test_transposed_convolution():
+    torch.manual_seed(0)
+    model, x = Deconv().eval(), torch.randn(2, 4, 5, 7)
+    graph = from_torch(model, (x,))
+    check(ember.compile(graph), graph, model, (x,), tol=1e-5)

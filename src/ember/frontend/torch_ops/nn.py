@@ -14,8 +14,6 @@ def _pair(v, n=2):
 
 @translates("aten.convolution.default")
 def convolution(cx, x, w, bias, stride, padding, dilation, transposed, output_padding, groups):
-    if transposed:
-        raise cx.unsupported("transposed convolution")
     nsp = x.type.rank - 2
     if nsp not in (1, 2):
         raise cx.unsupported(f"{nsp}-D convolution")
@@ -27,11 +25,40 @@ def convolution(cx, x, w, bias, stride, padding, dilation, transposed, output_pa
         x = cx.reshape(x, (x.shape[0], x.shape[1], 1, x.shape[2]))
         w = cx.reshape(w, (w.shape[0], w.shape[1], 1, w.shape[2]))
         stride, dilation, padding = (1,) + stride, (1,) + dilation, (0,) + padding
-    y = cx.op("conv2d", [x, w], strides=stride, dilations=dilation,
-              pads=(padding[0], padding[1], padding[0], padding[1]), groups=groups)
+        output_padding = (0,) + _pair(output_padding, 1)
+    if transposed:
+        x, w, padding = _transposed(cx, x, w, stride, padding, dilation, _pair(output_padding), groups)
+        stride = (1, 1)
+    pads = padding if len(padding) == 4 else (padding[0], padding[1], padding[0], padding[1])
+    y = cx.op("conv2d", [x, w], strides=stride, dilations=dilation, pads=tuple(pads), groups=groups)
     if bias is not None:
         y = cx.op("add", [y, cx.reshape(bias, (1, bias.shape[0], 1, 1))])
     return cx.reshape(y, cx.out_shape())
+
+
+def _transposed(cx, x, w, stride, padding, dilation, output_padding, groups):
+    """A transposed convolution as a stride-1 convolution: the input with stride - 1 zeros
+    between its pixels, padded by dilation * (k - 1) - padding (+ output_padding at the end),
+    and the weight flipped with its in/out channels swapped per group.  Returns the new input,
+    weight and pads (top, left, bottom, right; the input is padded here, so they are 0)."""
+    n, c, h, wd = x.shape
+    ci, co_g, kh, kw = w.shape
+    sh, sw = stride
+    if sh > 1 or sw > 1:
+        y = cx.reshape(x, (n, c, h, 1, wd, 1))
+        y = cx.op("pad", [y], pads=(0, 0, 0, 0, 0, 0, 0, 0, 0, sh - 1, 0, sw - 1), mode="constant", value=0.0)
+        y = cx.reshape(y, (n, c, h * sh, wd * sw))
+        x = cx.op("slice", [y], starts=(0, 0, 0, 0), ends=(n, c, h * sh - (sh - 1), wd * sw - (sw - 1)),
+                  steps=(1, 1, 1, 1))
+    (dh, dw), (ph, pw), (oh, ow) = dilation, padding, output_padding
+    eh, ew = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+    x = cx.op("pad", [x], pads=(0, 0, eh, ew, 0, 0, eh + oh, ew + ow), mode="constant", value=0.0)
+    g = groups
+    wt = cx.reshape(w, (g, ci // g, co_g, kh, kw))
+    wt = cx.op("transpose", [wt], perm=(0, 2, 1, 3, 4))
+    wt = cx.reshape(wt, (g * co_g, ci // g, kh, kw))
+    wt = cx.op("slice", [wt], starts=(0, 0, kh - 1, kw - 1), ends=(g * co_g, ci // g, -1, -1), steps=(1, 1, -1, -1))
+    return x, wt, (0, 0, 0, 0)
 
 
 def _pool(cx, core, x, kernel, stride, padding, dilation, ceil_mode, count_include_pad=True):

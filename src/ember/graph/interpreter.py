@@ -12,7 +12,7 @@ import numpy as np
 from .. import limits
 from ..errors import InputError
 from .ir import Graph, Value
-from ..symbolic import Sym, SymbolicError, bind, evaluate
+from ..symbolic import Sym, SymbolicError, bind, evaluate, failed_check
 from .types import np_dtype
 
 
@@ -42,9 +42,12 @@ def _check_size(v: Value, sizes: Mapping[str, int], lim: "limits.Limits") -> Non
                             node=p.name if p else None, op=p.op if p else None, limits=lim)
 
 
-def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:
+def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+              _sizes: Mapping[str, int] | None = None) -> list[np.ndarray]:
     """Evaluate ``graph`` on ``inputs`` (by name or in order); returns the outputs in order.
-    Symbolic dimensions take their values from the inputs' shapes.  Each node's outputs are
+    Symbolic dimensions take their values from the inputs' shapes (and, for the body of a
+    region op, from the enclosing graph's, ``_sizes``).  Region ops (``if``, ``loop``) run their
+    bodies here.  Each node's outputs are
     checked against the resource policy (``ember.limits``) before they are computed: a tensor
     above ``tensor_bytes`` raises :class:`~ember.errors.RuntimeLimitError`."""
     if not isinstance(inputs, Mapping):
@@ -54,7 +57,7 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
     from ..ops import get_op
 
     env: dict[Value, np.ndarray] = {}
-    sizes: dict[str, int] = {}
+    sizes: dict[str, int] = dict(_sizes or {})
     for v in graph.inputs:
         if v.name not in inputs:
             raise InputError(f"missing input '{v.name}' ({v.type})")
@@ -64,6 +67,10 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
                 bind(v.shape, env[v].shape, sizes, f"input '{v.name}' ({v.type})")
             except SymbolicError as e:
                 raise InputError(str(e)) from None
+
+    failed = failed_check(graph.checks, sizes) if graph.checks else None
+    if failed:
+        raise InputError(f"graph '{graph.name}': the input shapes fail a check of the model: {failed}")
 
     def get(v: Value) -> np.ndarray:
         if v.is_const:
@@ -75,7 +82,12 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
         for v in node.outputs:
             _check_size(v, sizes, lim)
         attrs = concrete_attrs(node.attrs, sizes) if sizes else node.attrs
-        outs = get_op(node.op).run_reference(attrs, [get(v) for v in node.inputs])
+        op = get_op(node.op)
+        if op.region:
+            outs = op.run(attrs, [get(v) for v in node.inputs],
+                          lambda g, xs: run_graph(g, xs, sizes), sizes)
+        else:
+            outs = op.run_reference(attrs, [get(v) for v in node.inputs])
         for v, arr in zip(node.outputs, outs):
             env[v] = np.asarray(arr)
     return [get(v) for v in graph.outputs]

@@ -99,6 +99,10 @@ class Graph:
     #: sizes to plan memory and schedules for (name -> value) of symbols without a limit: larger
     #: inputs still run
     hints: dict = field(default_factory=dict)
+    #: what the symbols' values must satisfy for the graph to be defined, checked when they are
+    #: bound at run time: ``(dim, op, what)`` with ``op`` "==" (``dim`` is 0) or ">=" (``dim``
+    #: is at least 0), ``what`` naming the node and its need (``symbolic.failed_check``)
+    checks: list = field(default_factory=list)
 
     def symbols(self) -> list[str]:
         """The symbols of the graph's input shapes, in order of first appearance."""
@@ -194,7 +198,8 @@ class Graph:
             for o in nn.outputs:
                 o.producer = nn
             nodes.append(nn)
-        return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name, dict(self.bounds), dict(self.hints))
+        return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name, dict(self.bounds), dict(self.hints),
+                     list(self.checks))
 
     def __str__(self) -> str:
         from .text import print_graph

@@ -25,7 +25,7 @@ import numpy as np
 from .. import limits
 from ..errors import ArtifactError, EmberError, EmberRuntimeError, IndexOutOfRangeError, InputError
 from ..graph.types import NARROW_DTYPES, TensorType
-from ..symbolic import SymbolicError, bind, evaluate
+from ..symbolic import SymbolicError, bind, evaluate, failed_check, parse
 from .artifact import TRAILER_MAGIC, TRAILER_SIZE, seal_artifact, trailer_ok, verify_artifact  # noqa: F401
 from .library import (_WORKER_SLOTS, ABI_VERSION, Library, load_file, process_threads,  # noqa: F401
                       set_process_threads)
@@ -325,6 +325,12 @@ class Module(LoadedModel):
             self._limits = {str(e["name"]): int(e["limit"]) for e in symbols if "limit" in e}
         except (TypeError, KeyError, ValueError):
             raise bad("malformed 'symbols'") from None
+        try:
+            self._checks = [(parse(str(e["dim"])), str(e["op"]), str(e["what"])) for e in meta.get("checks", [])]
+        except (TypeError, KeyError, ValueError, SymbolicError):
+            raise bad("malformed 'checks'") from None
+        if any(op not in ("==", ">=") for _, op, _ in self._checks):
+            raise bad("a check of 'checks' has an unknown op")
         used = {s for kind in ("inputs", "outputs") for t in sig[kind][1] for s in t.symbols}
         if used - set(self._symbols):
             raise bad(f"shapes use symbols {sorted(used - set(self._symbols))} that 'symbols' does not list")
@@ -387,6 +393,9 @@ class Module(LoadedModel):
             if limit is not None and value > limit:
                 raise InputError(f"'{self.name}': the inputs give {sym} = {value}, above its limit {limit} "
                                  f"(the model only works up to it)")
+        failed = failed_check(self._checks, env) if self._checks else None
+        if failed:
+            raise InputError(f"'{self.name}': the input shapes fail a check of the model: {failed}")
         return env
 
     def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
@@ -531,10 +540,11 @@ def replacing(dest: Path):
 def load(path: str | os.PathLike) -> "Module":
     """Loads the artifact at ``path`` (checked for integrity first): a :class:`Module`, or a
     :class:`~ember.runtime.program.ProgramModule` for a model with host steps."""
-    from .artifact import artifact_path
+    from .artifact import artifact_path, check_machine
     from .program import ProgramModule, is_program
 
     path = artifact_path(path)
+    check_machine(path)
     if is_program(path):
         return ProgramModule(path)
     return Module(path)

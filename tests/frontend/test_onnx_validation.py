@@ -211,6 +211,19 @@ def test_negative_dims_in_an_initializer_and_a_graph_input():
     refused(m, DeclaredTypeError, "E016", "graph input 'x' declares dimension 1 as -3")
 
 
+def test_a_dimension_of_minus_one_is_an_unknown_size():
+    """paddle2onnx writes open sizes as -1 or "?" (onnxruntime reads both as unknown): one artifact
+    runs every size there, and a declared output of -1 matches any computed size."""
+    import ember
+
+    m = graph_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", shape=(-1, 3, "?", "?"))],
+                    [vi("y", shape=(-1, 3, "?", "?"))])
+    module = ember.compile(m)
+    for size in ((1, 3, 2, 5), (4, 3, 3, 3)):    # and "?" twice: two sizes of their own
+        x = np.linspace(-1, 1, np.prod(size), dtype=np.float32).reshape(size)
+        np.testing.assert_array_equal(module.run({"x": x})["y"], np.maximum(x, 0))
+
+
 # ---- declared types against computed ones ---------------------------------------------------
 
 def test_graph_output_declared_with_another_dtype_or_shape():

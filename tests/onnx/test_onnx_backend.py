@@ -23,6 +23,52 @@ def test_static_model_compiles_once():
     np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))
 
 
+def test_run_time_mode_compiles_once_and_does_not_specialize(monkeypatch):
+    x = rand(2, 6)
+    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                       {"x": x, "shape": np.array([3, 4], "int64")}, ["y"])
+    with pytest.raises(OperandNotConstantError):
+        backend.prepare(model, specialize=False)
+    monkeypatch.setenv(backend.SPECIALIZE_ENV, "0")
+    with pytest.raises(OperandNotConstantError):
+        backend.prepare(model)
+    # a symbolic input shape stays symbolic: one module runs every size
+    relu = make_model([helper.make_node("Relu", ["x"], ["y"])], {}, ["y"],
+                      input_infos=[helper.make_tensor_value_info("x", TP.FLOAT, ["n", 3])])
+    rep = backend.prepare(relu)
+    assert isinstance(rep, backend.EmberRep) and rep.module.is_dynamic
+    for n in (1, 4):
+        v = rand(n, 3)
+        np.testing.assert_array_equal(rep.run([v])[0], np.maximum(v, 0))
+
+
+def test_an_input_with_a_default_is_fed_or_left_to_its_default():
+    # IR >= 4: the initializer "shape" is the default of the graph input of that name
+    x = rand(2, 6)
+    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"]), helper.make_node("Neg", ["b"], ["c"]),
+                        helper.make_node("Add", ["x", "c"], ["z"])],
+                       {"x": x, "shape": np.array([3, 4], "int64"), "b": rand(6)}, ["y", "z"],
+                       initializers={"shape": np.array([3, 4], "int64"), "b": np.ones(6, "float32")})
+    rep = backend.prepare(model)
+    assert isinstance(rep, backend.SpecializingRep) and rep.input_names == ["x"]
+    y, z = rep.run([x])
+    np.testing.assert_array_equal(y, x.reshape(3, 4))
+    np.testing.assert_array_equal(z, x - 1)
+    b = rand(6)
+    y, z = rep.run({"x": x, "shape": np.array([12], "int64"), "b": b})
+    np.testing.assert_array_equal(y, x.reshape(12))
+    np.testing.assert_array_equal(z, x - b)
+    # every input at run time: the shape cannot be one (onnxruntime takes it), the rest can
+    with pytest.raises(OperandNotConstantError):
+        backend.prepare(model, specialize=False)
+    model = make_model([helper.make_node("Neg", ["b"], ["c"]), helper.make_node("Add", ["x", "c"], ["z"])],
+                       {"x": x, "b": rand(6)}, ["z"], initializers={"b": np.ones(6, "float32")})
+    rep = backend.prepare(model, specialize=False)
+    assert rep.module.default_inputs == ["b"]
+    np.testing.assert_array_equal(rep.run([x])[0], x - 1)
+    np.testing.assert_array_equal(rep.run({"x": x, "b": b})[0], x - b)
+
+
 def test_operand_not_constant_names_the_graph_inputs():
     # shape <- Cast <- Add(s, t): both inputs feed the operand
     nodes = [helper.make_node("Add", ["s", "t"], ["u"]),

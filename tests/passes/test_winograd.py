@@ -11,6 +11,7 @@ from ember.graph import GraphBuilder, TensorType, run_graph
 from ember.graph.verify import verify
 from ember.ops.winograd import transform_filters, winograd_matrices
 from ember.passes import layout_nchwc, optimize, pack_weights, winograd
+from ember.symbolic import is_symbolic
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -48,7 +49,8 @@ def conv_stack(shape, convs, seed=0):
         bias = b.const(rng.standard_normal((1, cout, 1, 1)).astype("float32"))
         y = b.op("conv2d", [h, w], strides=(stride, stride), pads=(k // 2,) * 4, groups=groups)
         h = b.op("relu", [b.op("add", [y, bias])])
-    return b.finish([h]), {"x": rng.standard_normal(shape).astype("float32")}
+    concrete = [d if isinstance(d, int) else 4 for d in shape]
+    return b.finish([h]), {"x": rng.standard_normal(concrete).astype("float32")}
 
 
 def rewritten(graph, lanes=8):
@@ -114,3 +116,62 @@ def test_tile_size_choice():
     assert winograd.tile_size(14, 14, 256, 256, 1) == 2
     assert winograd.tile_size(7, 7, 512, 512, 1) == 0
     assert winograd.tile_size(4, 4, 8, 8, 1) == 0          # too few tiles to fill a register tile
+
+
+def test_open_tile_size_choice():
+    # the m a static size divisible by 4 gets, whatever the symbolic size turns out to be
+    assert winograd.open_tile_size(64, 64) == winograd.tile_size(56, 56, 64, 64, 1) == 4
+    assert winograd.open_tile_size(256, 256) == winograd.tile_size(14, 14, 256, 256, 1) == 2
+    assert winograd.open_tile_size(512, 512) == 0
+
+
+#: output sizes that leave partial tiles of 4 and of 2 (and 224, which leaves none)
+OPEN_SIZES = [(1, 1), (3, 5), (5, 7), (7, 13), (13, 3), (224, 6)]
+
+
+def test_pass_rewrites_symbolic_height_and_width_and_runs_every_size():
+    """A 3x3 convolution over an open batch, height and width becomes Winograd with partial
+    tiles; one artifact matches direct convolution at sizes no tile size divides."""
+    graph, _ = conv_stack(("batch", 8, "height", "width"), [(16, 3, 1, 1), (16, 1, 1, 1)])
+    g = rewritten(graph)
+    outs = [n for n in g.nodes if n.op == "winograd_output"]
+    assert [n.attrs["m"] for n in outs] == [4] and all(is_symbolic(d) for d in outs[0].attrs["size"])
+    module = ember.compile(graph, cflags=("-O1",))
+    rng = np.random.default_rng(3)
+    for k, (h, w) in enumerate(OPEN_SIZES):
+        feed = {"x": rng.standard_normal((1 + k % 2, 8, h, w)).astype("float32")}
+        want = run_graph(graph, feed)[0]
+        np.testing.assert_allclose(run_graph(g, feed)[0], want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(next(iter(module.run(feed).values())), want, rtol=1e-4, atol=1e-4,
+                                   err_msg=f"{h}x{w}")
+
+
+@pytest.mark.parametrize("m,pads", [(2, (1, 1, 1, 1)), (4, (0, 1, 1, 0))])
+def test_transforms_over_symbolic_sizes_leave_partial_tiles(m, pads):
+    """winograd_input -> matmul -> winograd_output (with an epilogue) by hand over symbolic
+    height and width, against the reference interpreter's direct convolution."""
+    rng = np.random.default_rng(m)
+    cin, cout, cb = 8, 16, 8
+    filt = (rng.standard_normal((cout, cin, 3, 3)) * 0.3).astype("float32")
+    b = GraphBuilder("wino")
+    x = b.input("x", TensorType(("batch", cin // cb, "height", "width", cb), "float32"))
+    n, _, h, w, _ = x.shape
+    oh, ow = h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
+    th, tw = (oh + m - 1) // m, (ow + m - 1) // m
+    v = b.op("winograd_input", [x], m=m, pads=pads)
+    prod = b.op("matmul", [v, b.const(transform_filters(filt, m))])
+    y = b.op("winograd_output", [prod], m=m, tiles=(n, th, tw), block=cb, size=(oh, ow))
+    graph = b.finish([b.op("relu", [y])])
+    module = ember.compile(graph, cflags=("-O1",))
+    from ember.ops.nn import from_blocked_array, to_blocked_array
+
+    for k, (hh, ww) in enumerate(OPEN_SIZES):
+        hh, ww = hh + 2 - pads[0] - pads[2], ww + 2 - pads[1] - pads[3]   # outputs of OPEN_SIZES
+        xs = rng.standard_normal((1 + k % 2, cin, hh, ww)).astype("float32")
+        xp = np.pad(xs, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+        win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))
+        want = np.maximum(np.einsum("nchwij,ocij->nohw", win, filt), 0)
+        feed = {"x": to_blocked_array(xs, cb)}
+        got = from_blocked_array(next(iter(module.run(feed).values())))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"{hh}x{ww}")
+        np.testing.assert_allclose(from_blocked_array(run_graph(graph, feed)[0]), want, rtol=1e-4, atol=1e-4)

@@ -250,3 +250,28 @@ def test_indices_over_size_variables_simplify_and_keep_their_values():
                 assert evaluate(simplify_index(e), env) == evaluate(e, env)
             assert evaluate(odd, env) == c_div(env[j] * sv + env[i] + 1, sv)
         assert bound(seq) == (0, 12) and bound(i) == (0, 11)
+
+
+def test_divisions_by_a_tile_count_that_may_be_zero():
+    """A tile row taken apart again: ``((f mod T) * 4 + r) mod 4`` and ``div 4`` with T =
+    (height + 3) div 4, a count that is 0 for an empty image (then no loop runs): the divisor
+    counts as at least 1, so they resolve to ``r`` and ``f mod T``, and keep their values."""
+    from ember.tir.analysis import size_bounds
+    from ember.tir.expr import size_var
+
+    h, n = size_var("height"), size_var("batch")
+    tiles = binop("div", binop("add", h, Const(3)), Const(4))
+    f = IterVar("f", extent=binop("mul", n, tiles))
+    r = IterVar("r", extent=4)
+    row = binop("mul", binop("mod", f, tiles), Const(4))
+    y = binop("add", row, r)
+    rng = np.random.default_rng(1)
+    with size_bounds({"height": 300, "batch": 4}):
+        assert bound(binop("mod", f, tiles)) is not None
+        assert repr(simplify_index(binop("mod", y, Const(4)))) == repr(r)
+        assert repr(simplify_index(binop("div", y, Const(4)))) == repr(simplify_index(binop("mod", f, tiles)))
+        for _ in range(200):
+            hv, nv = int(rng.integers(1, 301)), int(rng.integers(1, 5))
+            env = {h: hv, n: nv, f: int(rng.integers(0, nv * ((hv + 3) // 4))), r: int(rng.integers(0, 4))}
+            for e in (binop("mod", y, Const(4)), binop("div", y, Const(4)), binop("div", f, tiles)):
+                assert evaluate(simplify_index(e), env) == evaluate(e, env)

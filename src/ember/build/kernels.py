@@ -109,14 +109,16 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None) ->
     return f
 
 
-def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sym_index: dict) -> tuple[PrimFunc, str, str]:
+def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sym_index: dict,
+                hints: dict | None = None) -> tuple[PrimFunc, str, str]:
     """Lower ``group`` (``group_kernel``) and write it in C with ``gen``: returns the kernel, its C
     and the entry's line calling it, its buffers placed by ``where(value)`` (a C pointer) and
-    its symbols read from ``syms`` (``sym_index``)."""
+    its symbols read from ``syms`` (``sym_index``); the schedules plan for ``hints`` (the
+    planning sizes, ``bounds`` when not given)."""
     from ..codegen.c import CHECK_ARG, c_ident, checked_call, has_checks
 
     names = {v: c_ident(v.name) for v in group.inputs}
-    f = group_kernel(group, target, names, limits, bounds)
+    f = group_kernel(group, target, names, limits, bounds if hints is None else hints)
     with size_bounds(limits, bounds):   # what the C generator proves about indices uses the limits
         src = gen.kernel(f)
     args = [where(v) for v in group.inputs] + [where(group.output)]

@@ -44,10 +44,11 @@ from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
 from ..ops import get_op
-from ..symbolic import Sym, SymbolicError, compare, dim_range, is_identifier, symbol
+from ..symbolic import Sym, SymbolicError, bind as bind_dims, compare, dim_range, is_identifier, symbol
 from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
 from .onnx_validate import (check_declared_types, check_graph, check_operand_types, check_raw_length,
                             check_versions, onnx_type_str, schema_of, tensor_nbytes)
+from .core import emit
 from .shape_values import FOLDABLE, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
@@ -300,6 +301,23 @@ class NodeContext:
                 feeding, node=self.name, op=self.op_type)
         return v.const
 
+    def known_input(self, i: int) -> np.ndarray | None:
+        """The value of input ``i`` when it is known at compile time (a constant, or computable
+        from constants); None when it is absent or only known at run time (computed from graph
+        inputs, or a symbolic shape value).  For operands that an op also takes as data."""
+        v = self.input(i, required=False)
+        if v is None or self.is_symbolic(v):
+            return None
+        return v.const if v.is_const else computed_from_constants(v)
+
+    def needs_constant(self, v: Value, what: str, why: str) -> OperandNotConstantError:
+        """The error for operand ``v``, which the op takes at run time in general but needs at
+        compile time here because ``why``; it names the graph inputs ``v`` is computed from."""
+        feeding = self._tr.inputs_feeding(v)
+        src = f"; it is computed from graph input(s) {', '.join(map(repr, feeding))}" if feeding else ""
+        return OperandNotConstantError(f"{what} (input '{v.name}') {why}, so it must be a constant{src}",
+                                       feeding, node=self.name, op=self.op_type)
+
     def is_symbolic(self, v: Value) -> bool:
         """Whether ``v`` is a shape value holding symbolic dimensions (see shape_values)."""
         return v is not None and v.uid in self._tr.symvals
@@ -352,6 +370,20 @@ class NodeContext:
     def bounds(self) -> dict[str, int]:
         """The symbols' upper bounds known so far."""
         return self._tr.bounds
+
+    def require(self, dim, op: str, what: str) -> None:
+        """That the symbols' values make ``dim == 0`` (``op`` "==") or ``dim >= 0`` (">="), which
+        only the run decides: a check of the graph (``Graph.checks``), made when the input
+        shapes bind the symbols, before anything runs (``what``: the need, named for the user).
+        Nothing when the bounds decide it; an error of the model when they refute it."""
+        holds = compare(dim, op, 0, self._tr.bounds)
+        if holds is True:
+            return
+        if holds is False:
+            raise self.fail(f"needs {what}, which no input shapes give ({dim} {op} 0)")
+        check = (dim, op, f"{self.op_type} node '{self.name}' needs {what}")
+        if check not in self._tr.b.checks:
+            self._tr.b.checks.append(check)
 
     def bound(self, d) -> int | None:
         """The largest value of dimension ``d`` that the symbols' bounds allow (None when one of
@@ -444,17 +476,7 @@ class NodeContext:
                 if out is not None and len(types) == 1 and tuple(out.shape) == types[0].shape:
                     return self.sym_value(out, types[0].dtype)
             inputs = [tr.materialize(v, self) if self.is_symbolic(v) else v for v in inputs]
-        if inputs and all(v.is_const for v in inputs):
-            opdef = get_op(core)
-            a = opdef.fill_attrs(attrs, self.name)
-            types = opdef.infer_types(a, [v.type for v in inputs], self.name)
-            if all(t.is_static for t in types) and limits.may_fold(
-                    sum(t.nbytes for t in types), sum({v.uid: v.const.nbytes for v in inputs}.values())):
-                outs = opdef.run_reference(a, [v.const for v in inputs])
-                vals = [self.const(np.asarray(o, dtype=np_dtype(t.dtype)).reshape(t.shape), t.dtype)
-                        for o, t in zip(outs, types)]
-                return vals[0] if len(vals) == 1 else tuple(vals)
-        return self.b.op(core, inputs, name=self.name, **attrs)
+        return emit(self.b, core, inputs, self.name, **attrs)
 
     def const(self, array: Any, dtype: str | None = None) -> Value:
         arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)
@@ -629,24 +651,68 @@ class _Translator:
             raise InvalidModelError("the model uses ONNX ops but imports no version of the default "
                                     "ONNX domain (opset_import)")
 
+    def overridable(self) -> set[str]:
+        """Initializers that are also graph inputs, in a model of IR version 4 or later: there
+        the initializer is the input's default value, which the caller may override (as in
+        onnxruntime); before IR 4 every initializer had to be listed as an input, and is a
+        constant."""
+        if self.mp.ir_version < 4:
+            return set()
+        return {t.name for t in self.g.initializer} & {vi.name for vi in self.g.input}
+
     def bind_initializers(self) -> None:
+        defaults = self.overridable()
         for t in self.g.initializer:
-            self.env[t.name] = self.b.const(self.tensor_array(t, "initializer"), name=t.name)
+            if t.name not in defaults:
+                self.env[t.name] = self.b.const(self.tensor_array(t, "initializer"), name=t.name)
         for st in self.g.sparse_initializer:
             raise UnsupportedOpError({"sparse initializer": [st.values.name or "?"]})
 
     def bind_inputs(self) -> None:
-        init_names = {t.name for t in self.g.initializer}
+        defaults = self.overridable()
+        init_names = {t.name for t in self.g.initializer} - defaults
         declared = [vi.name for vi in self.g.input if vi.name not in init_names]
         unknown = sorted(set(self.shapes) - set(declared))
         if unknown:
             raise InvalidModelError(f"shapes= names {unknown}, which are not graph inputs; "
                                     f"the inputs are {declared}")
+        inits = {t.name: t for t in self.g.initializer if t.name in defaults}
         for vi in self.g.input:
             if vi.name in init_names:
-                continue  # IR >= 4: an initializer that is also an input is a constant
+                continue  # before IR 4: an initializer listed as an input is a constant
+            if vi.name in inits:
+                self.env[vi.name] = self._bind_default(vi, inits[vi.name])
+                continue
             self.env[vi.name] = self._bind_input(vi.name, vi.type, self.shapes.get(vi.name, _MISSING),
                                                  vi.name)
+
+    def _bind_default(self, vi, init) -> Value:
+        """Graph input ``vi`` whose default value is initializer ``init`` (IR >= 4): an input of
+        the declared type (the initializer's shape where the input declares none), the value
+        kept as its default (``Graph.defaults``)."""
+        arr = self.tensor_array(init, "initializer")
+        tp = vi.type
+        if tp.WhichOneof("value") != "tensor_type":
+            raise InvalidModelError(f"graph input '{vi.name}' has a default value (an initializer of that "
+                                    f"name), so it must be a tensor")
+        dtype = onnx_dtype(tp.tensor_type.elem_type, f"graph input '{vi.name}'")
+        if np_dtype(dtype) != arr.dtype:
+            raise InvalidModelError(f"graph input '{vi.name}' is declared {dtype}, but its default value (the "
+                                    f"initializer of that name) is {arr.dtype}")
+        pinned = self.shapes.get(vi.name)
+        if pinned is None and not tp.tensor_type.HasField("shape"):
+            pinned = arr.shape
+        shape = self._input_shape(vi.name, tp.tensor_type, pinned)
+        try:
+            bind_dims(shape, arr.shape, {}, f"graph input '{vi.name}'")
+        except SymbolicError:
+            raise InvalidModelError(f"graph input '{vi.name}' is declared {TensorType(shape, dtype)}, but its "
+                                    f"default value (the initializer of that name) has the shape "
+                                    f"{list(arr.shape)}") from None
+        v = self.b.input(vi.name, TensorType(shape, dtype))
+        self.input_names[v.uid] = vi.name
+        self.b.defaults[v.name] = arr
+        return v
 
     def _bind_input(self, name: str, tp, pinned, onnx_name: str):
         """Graph input(s) for a value of ONNX type ``tp``: a tensor, or a sequence or optional
@@ -712,13 +778,16 @@ class _Translator:
                 f"graph input '{name}' has no declared shape (not even a rank); pin it with "
                 f"from_onnx(..., shapes={{'{name}': (...)}})")
         # symbolic dimensions stay symbolic: a dim_param names its symbol (made an identifier),
-        # an unnamed unknown dimension gets a symbol of its own
+        # an unnamed unknown dimension gets a symbol of its own, and so does a dim_param with no
+        # letter or digit in it ("?", which paddle2onnx writes for each unknown size: two of
+        # them are not the same size)
         out = []
         for k, d in enumerate(declared):
             if isinstance(d, int):
                 out.append(d)
             else:
-                out.append(symbol(_symbol_name(d) if d else _symbol_name(f"{name}_{k}")))
+                named = bool(d) and any(c.isalnum() for c in d)
+                out.append(symbol(_symbol_name(d) if named else _symbol_name(f"{name}_{k}")))
         return tuple(out)
 
     def translate(self, nodes) -> None:
@@ -934,7 +1003,8 @@ class _Translator:
                 types.append(onnx.TypeProto().SerializeToString())
                 continue
             t = self.lookup(n).type
-            types.append(helper.make_tensor_type_proto(elem[t.dtype], list(t.shape)).SerializeToString())
+            dims = [d if isinstance(d, int) else str(d) for d in t.shape]     # a symbolic one as its text
+            types.append(helper.make_tensor_type_proto(elem[t.dtype], dims).SerializeToString())
         try:
             raw = schema.get_context_dependent_function(node.SerializeToString(), types)
         except Exception as e:

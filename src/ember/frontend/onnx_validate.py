@@ -228,9 +228,10 @@ def _check_value_info(vi, what: str) -> None:
     if tp.WhichOneof("value") != "tensor_type" or not tp.tensor_type.HasField("shape"):
         return
     for k, d in enumerate(tp.tensor_type.shape.dim):
-        if d.HasField("dim_value") and d.dim_value < 0:
+        # -1 is an unknown size (paddle2onnx writes its open sizes so; onnxruntime reads them so)
+        if d.HasField("dim_value") and d.dim_value < -1:
             raise DeclaredTypeError(f"{what} '{name}' declares dimension {k} as {d.dim_value}; "
-                                    f"dimensions are >= 0 (or a dim_param name, or unknown)")
+                                    f"dimensions are >= 0 (or a dim_param name, -1 or unknown)")
         if d.HasField("dim_param"):
             _text(d.dim_param, f"dimension {k} of {what} '{name}'")
 
@@ -246,7 +247,7 @@ def _check_default(vi, t, where: str) -> None:
         raise DeclaredTypeError(f"{where}graph input '{vi.name}' is declared {_dtype_name(tt.elem_type)}, but "
                                 f"the initializer of that name is {_dtype_name(t.data_type)}")
     if tt.HasField("shape"):
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in tt.shape.dim]
         if len(dims) != len(t.dims) or any(d is not None and d != e for d, e in zip(dims, t.dims)):
             shown = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
             raise DeclaredTypeError(f"{where}graph input '{vi.name}' is declared with shape {shown}, but the "
@@ -440,7 +441,8 @@ def check_declared_types(declared, computed: dict[str, Any], what: str, dims: bo
                                         f"graph computes {v.type.dtype} there")
         if not tt.HasField("shape"):
             continue
-        declared_dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        declared_dims = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                         for d in tt.shape.dim]
         shape = tuple(v.type.shape)
         if len(declared_dims) != len(shape):
             raise DeclaredTypeError(f"{what} '{vi.name}' is declared of rank {len(declared_dims)}, but the graph "

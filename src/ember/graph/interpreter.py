@@ -12,7 +12,7 @@ import numpy as np
 from .. import limits
 from ..errors import InputError
 from .ir import Graph, Value
-from ..symbolic import Sym, SymbolicError, bind, evaluate
+from ..symbolic import Sym, SymbolicError, bind, evaluate, failed_check
 from .types import np_dtype
 
 
@@ -59,6 +59,8 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
     env: dict[Value, np.ndarray] = {}
     sizes: dict[str, int] = dict(_sizes or {})
     for v in graph.inputs:
+        if v.name not in inputs and v.name in graph.defaults:
+            inputs = {**inputs, v.name: graph.defaults[v.name]}
         if v.name not in inputs:
             raise InputError(f"missing input '{v.name}' ({v.type})")
         env[v] = np.asarray(inputs[v.name], dtype=np_dtype(v.dtype))
@@ -67,6 +69,10 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
                 bind(v.shape, env[v].shape, sizes, f"input '{v.name}' ({v.type})")
             except SymbolicError as e:
                 raise InputError(str(e)) from None
+
+    failed = failed_check(graph.checks, sizes) if graph.checks else None
+    if failed:
+        raise InputError(f"graph '{graph.name}': the input shapes fail a check of the model: {failed}")
 
     def get(v: Value) -> np.ndarray:
         if v.is_const:

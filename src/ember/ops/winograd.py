@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import te
 from ..graph.types import TensorType
+from ..symbolic import compare, is_symbolic
 from .base import Op, Pattern, register
 from .nn import from_blocked_array, to_blocked_array
 
@@ -116,8 +117,16 @@ def _select_chain(index, exprs):
     return out
 
 
-def _tile_grid(out_h: int, out_w: int, m: int) -> tuple[int, int]:
-    return out_h // m, out_w // m
+def _tile_grid(out_h, out_w, m: int) -> tuple:
+    """Tile rows and columns covering an out_h x out_w output; where m does not divide a size
+    (or it is symbolic) the last row or column of tiles is partial: its input reads past the
+    edge are zeros and its outputs past it are not written."""
+    return tile_count(out_h, m), tile_count(out_w, m)
+
+
+def tile_count(d, m: int):
+    """ceil(d / m) of an output dimension (int or symbolic)."""
+    return -(-d // m) if isinstance(d, int) else (d + (m - 1)) // m
 
 
 def padded_rows(tiles: int, widths, points: int, line: int = 64, sets: int = 64, ways: int = 8) -> int:
@@ -163,12 +172,12 @@ class WinogradInput(Op):
         n, cblk, h, w, cb = x.shape
         pt, pl, pb, pr = a["pads"]
         oh, ow = h + pt + pb - 2, w + pl + pr - 2
-        if m not in (2, 4) or oh <= 0 or ow <= 0 or oh % m or ow % m:
-            raise self.fail(f"F({m}x{m}, 3x3) needs an output of whole {m}x{m} tiles; {x} with pads "
+        if m not in (2, 4) or compare(oh, "<=", 0) or compare(ow, "<=", 0):
+            raise self.fail(f"F({m}x{m}, 3x3) needs m 2 or 4 and a nonempty output; {x} with pads "
                             f"{a['pads']} gives {oh}x{ow}")
         th, tw = _tile_grid(oh, ow, m)
         tiles = n * th * tw
-        if a["rows"] and a["rows"] < tiles:
+        if a["rows"] and (is_symbolic(tiles) or a["rows"] < tiles):
             raise self.fail(f"rows={a['rows']} cannot hold the {tiles} tiles of {x}")
         return TensorType(((m + 2) ** 2, a["rows"] or tiles, cblk * cb), x.dtype)
 
@@ -177,7 +186,10 @@ class WinogradInput(Op):
         alpha = m + 2
         _, _, bt = winograd_matrices(m)
         pt, pl, pb, pr = a["pads"]
-        xp = np.pad(from_blocked_array(x), ((0, 0), (0, 0), (pt, pb), (pl, pr))).astype(np.float64)
+        # a last row or column of partial tiles reads zeros past the padded input
+        oh, ow = x.shape[2] + pt + pb - 2, x.shape[3] + pl + pr - 2
+        eh, ew = -oh % m, -ow % m
+        xp = np.pad(from_blocked_array(x), ((0, 0), (0, 0), (pt, pb + eh), (pl, pr + ew))).astype(np.float64)
         tiles = np.lib.stride_tricks.sliding_window_view(xp, (alpha, alpha), axis=(2, 3))[:, :, ::m, ::m]
         v = np.einsum("ai,bj,nchwij->abnhwc", bt, bt, tiles).reshape(alpha * alpha, -1, xp.shape[1])
         out = np.zeros((alpha * alpha, a["rows"] or v.shape[1], v.shape[2]), x.dtype)
@@ -190,13 +202,18 @@ class WinogradInput(Op):
         _, _, bt = winograd_matrices(m)
         n, cblk, h, w, cb = x.shape
         pt, pl, pb, pr = a["pads"]
-        th, tw = _tile_grid(h + pt + pb - 2, w + pl + pr - 2, m)
+        th, tw = th_dim, tw_dim = _tile_grid(h + pt + pb - 2, w + pl + pr - 2, m)
         tiles = n * th * tw
         rows = a["rows"] or tiles
         zero_i, h_i, w_i = te.const(0, "int64"), te.const(h, "int64"), te.const(w, "int64")
+        grid = is_symbolic(tw)
+        th, tw = (te.const(d) if is_symbolic(d) else d for d in (th, tw))
 
-        def f(t, p, c):
-            tx, ty, nn = p % tw, (p // tw) % th, p // (tw * th)
+        def f(t, p, c, tx=None):
+            if tx is None:
+                tx, ty, nn = p % tw, (p // tw) % th, p // (tw * th)
+            else:             # p counts tile rows
+                ty, nn = p % th, p // th
             cc, ci = c // cb, c % cb
 
             def d(i, j):
@@ -212,16 +229,22 @@ class WinogradInput(Op):
                     for ar in range(alpha)]
             points = [_combination(bt[bc], cols[ar]) for ar in range(alpha) for bc in range(alpha)]
             value = _select_chain(t, points)
-            if rows > tiles:        # padding rows (see ``padded_rows``) hold zeros
+            if a["rows"] > tiles:   # padding rows (see ``padded_rows``) hold zeros
                 value = te.select(te.lt(p, te.const(tiles, "int64")), value, te.const(0.0, x.dtype))
             return value
 
+        if grid:
+            # a symbolic grid: the same buffer computed as [points, N * TH, TW, C], so the tile
+            # column is a loop of its own (a split by the symbolic TW, which schedules cannot
+            # make): only the tile row is divided by the grid, once per row of tiles
+            return te.compute(((m + 2) ** 2, n * th_dim, tw_dim, cblk * cb),
+                              lambda t, r, tx, c: f(t, r, c, tx), name="winograd_input")
         return te.compute(((m + 2) ** 2, rows, cblk * cb), f, name="winograd_input")
 
     def schedule(self, a, s, v, target):
         """Per tile and channel vector, all alpha^2 points in one unrolled block."""
         root = s.root
-        t, p, c = root.tensor.axes
+        t, p, *tx, c = root.tensor.axes
         lanes = target.lanes
         n, _, h, w, cb = _blocked_input(v).shape
         if cb % lanes:
@@ -233,11 +256,12 @@ class WinogradInput(Op):
         # the tile loop as (tile row, tile column): the column's part of the input indices is
         # affine, and only the row loop divides by the grid (a single tile loop would leave
         # divisions in every load, and make lowering the unrolled block slow)
-        rows, tx = root.split(p, tw)
+        # (a symbolic grid's compute has the two loops already)
+        tile_loops = [p] + tx if tx else list(root.split(p, tw))
         co, ci = root.split(c, cb)
         cio, civ = root.split(ci, lanes)
-        root.reorder(rows, tx, co, cio, t, civ)
-        root.parallel(rows)
+        root.reorder(*tile_loops, co, cio, t, civ)
+        root.parallel(tile_loops[0])
         root.unroll(t)
         root.vectorize(civ)
 
@@ -254,34 +278,49 @@ def _blocked_input(v):
 
 @register
 class WinogradOutput(Op):
-    """Transformed products M[point, tile, O] back to the blocked output [N, O/ob, TH*m, TW*m, ob]:
+    """Transformed products M[point, tile, O] back to the blocked output [N, O/ob, H, W, ob]:
     each m x m tile is A^T M A.  ``tiles`` = (N, TH, TW), ``block`` = ob; M may have padding
-    rows after the N * TH * TW tiles."""
+    rows after the N * TH * TW tiles.  ``size`` = (H, W), by default (TH*m, TW*m); a smaller
+    (symbolic) size drops the outputs of the last tiles past it."""
 
     name = "winograd_output"
     pattern = Pattern.OUT_ELEMWISE_FUSABLE
-    attrs = {"m": 4, "tiles": (1, 1, 1), "block": 8}
+    attrs = {"m": 4, "tiles": (1, 1, 1), "block": 8, "size": ()}
     num_inputs = 1
+
+    @staticmethod
+    def _size(a):
+        m, (_, th, tw) = a["m"], a["tiles"]
+        return tuple(a["size"]) or (th * m, tw * m)
 
     def infer(self, a, mm):
         m, (n, th, tw), ob = a["m"], a["tiles"], a["block"]
-        if mm.rank != 3 or mm.shape[0] != (m + 2) ** 2 or mm.shape[1] < n * th * tw or mm.shape[2] % ob:
-            raise self.fail(f"expects [{(m + 2) ** 2}, >= {n * th * tw}, O] with O a multiple of {ob}, got {mm}")
-        return TensorType((n, mm.shape[2] // ob, th * m, tw * m, ob), mm.dtype)
+        tiles = n * th * tw
+        short = compare(mm.shape[1], "<", tiles) if mm.rank == 3 else None
+        if mm.rank != 3 or mm.shape[0] != (m + 2) ** 2 or short or mm.shape[2] % ob:
+            raise self.fail(f"expects [{(m + 2) ** 2}, >= {tiles}, O] with O a multiple of {ob}, got {mm}")
+        h, w = self._size(a)
+        if compare(h, ">", th * m) or compare(w, ">", tw * m) or compare(h, "<=", th * m - m) \
+                or compare(w, "<=", tw * m - m):
+            raise self.fail(f"size {h}x{w} is not covered by {th}x{tw} tiles of {m}x{m}")
+        return TensorType((n, mm.shape[2] // ob, h, w, ob), mm.dtype)
 
     def reference(self, a, mm):
         m, (n, th, tw), ob = a["m"], a["tiles"], a["block"]
         alpha = m + 2
         at, _, _ = winograd_matrices(m)
         o = mm.shape[2]
+        h, w = self._size(a)
         t = mm[:, :n * th * tw].astype(np.float64).reshape(alpha, alpha, n, th, tw, o)
-        y = np.einsum("ya,xb,abnhwo->nohywx", at, at, t).reshape(n, o, th * m, tw * m)
+        y = np.einsum("ya,xb,abnhwo->nohywx", at, at, t).reshape(n, o, th * m, tw * m)[:, :, :h, :w]
         return to_blocked_array(y.astype(mm.dtype), ob)
 
     def compute(self, a, mm):
         m, (n, th, tw), ob = a["m"], a["tiles"], a["block"]
         alpha = m + 2
         at, _, _ = winograd_matrices(m)
+        h, w = self._size(a)
+        th, tw = (te.const(d) if is_symbolic(d) else d for d in (th, tw))
 
         def f(nn, oc, y, x, o):
             p = (nn * th + y // m) * tw + x // m
@@ -293,7 +332,7 @@ class WinogradOutput(Op):
                     for yi in range(m)]
             return _select_chain(y % m, [_select_chain(x % m, row) for row in outs])
 
-        return te.compute((n, mm.shape[2] // ob, th * m, tw * m, ob), f, name="winograd_output")
+        return te.compute((n, mm.shape[2] // ob, h, w, ob), f, name="winograd_output")
 
     def schedule(self, a, s, out, target):
         """Per tile and output-channel vector, the m x m outputs in one unrolled block; the

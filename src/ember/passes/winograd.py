@@ -10,7 +10,8 @@ that ``layout_nchwc`` split off into a ``pad`` node is folded back into ``winogr
 which reads the unpadded input.  The output tile size m is 4 (F(4x4, 3x3): 4x fewer
 multiplications) when it divides the output, else 2 (2.25x fewer); convolutions whose output
 divides by neither, or whose filters would grow too large in the transformed domain, keep the
-direct kernel.
+direct kernel.  A symbolic output height or width takes the m a size it divides would take, and
+the transforms handle a last row and column of partial tiles at run time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..ops.nn import Conv2dNCHWc
-from ..ops.winograd import padded_rows, transform_filters
+from ..ops.winograd import padded_rows, tile_count, transform_filters
 from .base import Pass
 from .dead_code import dead_code
 
@@ -36,6 +37,16 @@ def tile_size(out_h: int, out_w: int, cin: int, cout: int, batch: int) -> int:
         # the batched matmul needs rows to fill its register tiles, and the transformed filters
         # must not outweigh the multiplications they save
         if tiles >= 8 and (m + 2) ** 2 * cin * cout <= MAX_TRANSFORMED_FILTER * max(1, batch):
+            return m
+    return 0
+
+
+def open_tile_size(cin: int, cout: int) -> int:
+    """m for a convolution whose output height or width is symbolic: the largest whose
+    transformed filters are small enough (as ``tile_size``), so at any size that m divides the
+    choice is the static one; the last row and column of tiles may be partial."""
+    for m in (4, 2):
+        if (m + 2) ** 2 * cin * cout <= MAX_TRANSFORMED_FILTER:
             return m
     return 0
 
@@ -83,22 +94,24 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
         if cb % lanes or wp.shape[-1] % lanes:
             b.add_node(node)
             continue
-        if not (isinstance(oh, int) and isinstance(ow, int)):
-            b.add_node(node)           # whole output tiles are not known to fit: direct kernel
-            continue
         filt = Conv2dNCHWc.unpack(wp.const, depthwise=False)
         cout, cin = filt.shape[:2]
-        # an open batch is planned for one image: what pays off at batch 1 pays off at more
-        mt = tile_size(oh, ow, cin, cout, n if isinstance(n, int) else 1)
+        open_size = not (isinstance(oh, int) and isinstance(ow, int))
+        # an open batch is planned for one image: what pays off at batch 1 pays off at more; an
+        # open height or width gets a tail of partial tiles
+        mt = open_tile_size(cin, cout) if open_size else tile_size(oh, ow, cin, cout, n if isinstance(n, int) else 1)
         if not mt:
             b.add_node(node)
             continue
-        rows = padded_rows(n * (oh // mt) * (ow // mt), (cin, cout), (mt + 2) ** 2) if isinstance(n, int) else 0
+        th, tw = tile_count(oh, mt), tile_count(ow, mt)
+        rows = padded_rows(n * th * tw, (cin, cout), (mt + 2) ** 2) \
+            if isinstance(n, int) and not open_size else 0
         v = b.op("winograd_input", [x], name=f"{node.name}_wino_in", m=mt, pads=pads, rows=rows)
         u = constant(transform_filters(filt, mt), f"{wp.name}_wino")
         prod = b.op("matmul", [v, u], name=f"{node.name}_wino_mm")
+        size = {"size": (oh, ow)} if open_size else {}
         out = b.op("winograd_output", [prod], name=node.name, m=mt,
-                   tiles=(n, oh // mt, ow // mt), block=wp.shape[-1])
+                   tiles=(n, th, tw), block=wp.shape[-1], **size)
         vmap[node.output] = out
     return dead_code(b.finish([m_(v) for v in g.outputs]))
 

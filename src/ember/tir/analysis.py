@@ -231,6 +231,10 @@ def bound(e: Expr, ranges: dict | None = None) -> tuple[int, int] | None:
         return None
     a, b = bound(e.a, ranges), bound(e.b, ranges)
     if e.op in ("div", "mod"):
+        if b is not None and b[0] == 0 and b[1] > 0 and a is not None and a[0] >= 0:
+            # a non-negative size that may be 0 (a symbolic tile count): code that divides by
+            # it runs only where it is positive (a loop of that many tiles), so [1, hi]
+            b = (1, b[1])
         if b is None or b[0] <= 0:
             return None           # a divisor that may be zero or negative: no claim
         if e.op == "mod":

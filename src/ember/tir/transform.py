@@ -201,6 +201,9 @@ def _vec_node(e: Expr, v: Var, n: int, memo: dict) -> Expr:
 def _vec_stmt(s: Stmt, v: Var, n: int) -> Stmt:
     if isinstance(s, Seq):
         return Seq([_vec_stmt(x, v, n) for x in s.stmts])
+    if isinstance(s, IfThenElse) and not _uses(s.cond, v, {}):
+        # a bounds check of an outer axis (a guarded split): the same for every lane
+        return IfThenElse(s.cond, _vec_stmt(s.then, v, n), None if s.other is None else _vec_stmt(s.other, v, n))
     if isinstance(s, Store):
         if s.buffer.dtype not in MEMORY_DTYPES + MASK_DTYPES:
             raise _NotVectorizable(f"store of {s.buffer.dtype}")

@@ -1124,12 +1124,14 @@ def buffer_table(buffers: list, plan, sym_index: dict) -> str:
 
 def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: list[str], metadata: dict,
                   arena_bytes: int, profile_names: list[str] | None = None, shapes_c: str = "",
-                  check_sites: list[str] = ()) -> str:
+                  check_sites: list[str] = (), data_entry: str | None = None) -> str:
     """The whole C translation unit of a compiled model; with ``profile_names``, every kernel
     call is timed (see :func:`profiled`).  ``shapes_c`` is the shape function of a model with
     symbolic dimensions (:func:`shape_function`); the entry reads the symbols' values from
     ``syms``.  ``check_sites`` (``CGenerator.check_sites``) describe the kernels' run-time
-    checks: the entry then holds the run's ``ember_check``."""
+    checks: the entry then holds the run's ``ember_check``.  ``data_entry`` (the parameters after
+    the outputs) makes the entry ``ember_model_entry_data`` of a model that binds symbols from
+    data (``build.data_dims``)."""
     meta = json.dumps(metadata, separators=(",", ":"))
     checks = ""
     if check_sites:
@@ -1152,9 +1154,12 @@ def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: l
         + checks
         + "\n".join(kernels)
         + (_DYNAMIC_ENTRY if shapes_c else "")
-        + f"\nint ember_model_entry{'_dynamic' if shapes_c else ''}(unsigned char* arena, void* const* inputs, "
-          f"void* const* outputs{', const int64_t* syms, const int64_t* offsets' if shapes_c else ''}) {{\n"
-        + f"  (void)arena; (void)inputs; (void)outputs;{' (void)syms; (void)offsets;' if shapes_c else ''}\n"
+        + (f"\nint ember_model_entry_data(unsigned char* arena, void* const* inputs, void* const* outputs, "
+           f"{data_entry}) {{\n  (void)arena; (void)inputs; (void)outputs; (void)syms; (void)offsets; (void)blocks;\n"
+           if data_entry else
+           f"\nint ember_model_entry{'_dynamic' if shapes_c else ''}(unsigned char* arena, void* const* inputs, "
+           f"void* const* outputs{', const int64_t* syms, const int64_t* offsets' if shapes_c else ''}) {{\n"
+           + f"  (void)arena; (void)inputs; (void)outputs;{' (void)syms; (void)offsets;' if shapes_c else ''}\n")
         + "".join(f"  {line}\n" for line in entry_body)
         + "  return 0;\n}\n"
     )

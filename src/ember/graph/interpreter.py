@@ -44,7 +44,8 @@ def _check_size(v: Value, sizes: Mapping[str, int], lim: "limits.Limits") -> Non
 
 def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:
     """Evaluate ``graph`` on ``inputs`` (by name or in order); returns the outputs in order.
-    Symbolic dimensions take their values from the inputs' shapes.  Each node's outputs are
+    Symbolic dimensions take their values from the inputs' shapes, and those the data decides
+    from the values a ``bind_dims`` node binds.  Each node's outputs are
     checked against the resource policy (``ember.limits``) before they are computed: a tensor
     above ``tensor_bytes`` raises :class:`~ember.errors.RuntimeLimitError`."""
     if not isinstance(inputs, Mapping):
@@ -76,6 +77,10 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
             _check_size(v, sizes, lim)
         attrs = concrete_attrs(node.attrs, sizes) if sizes else node.attrs
         outs = get_op(node.op).run_reference(attrs, [get(v) for v in node.inputs])
+        if node.op == "bind_dims":           # symbols the data decides: known from here on
+            from ..ops.dynamic import check_values
+
+            sizes.update(check_values(attrs, outs[0], sizes, node.name))
         for v, arr in zip(node.outputs, outs):
             env[v] = np.asarray(arr)
     return [get(v) for v in graph.outputs]

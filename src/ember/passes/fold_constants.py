@@ -6,6 +6,10 @@ computation for a huge constant (``broadcast_to`` of a scalar to millions of ele
 ``pad`` of a small tensor): those are cheaper to compute at run time than to store.  Nor does a
 result that outweighs its inputs grow past the resource policy's ``fold_bytes``
 (``ember.limits.may_fold``), so no model can make folding allocate without bound.
+
+A ``bind_dims`` node whose input became a constant binds its symbols here: they become numbers
+in the types and attributes of every later node (which may then fold in turn), so a model whose
+data-decided shapes are known at compile time is a static model.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import numpy as np
 
 from .. import limits
 from ..graph.ir import Graph, Node, Value
-from ..graph.types import np_dtype
+from ..graph.types import TensorType, np_dtype
+from ..symbolic import Sym
 from .base import Pass, resolve
 
 #: A result of more elements than this is folded only if it is not much larger than its inputs.
@@ -59,9 +64,18 @@ def fold_constants(graph: Graph) -> Graph:
     """Replace every node whose inputs are all constants (and is worth it) by constants."""
     g = graph.copy()
     subst: dict[Value, Value] = {}
+    bound: dict[str, int] = {}        # data symbols bound by constants
     nodes = []
     for n in g.nodes:
         n.inputs = [resolve(subst, v) for v in n.inputs]
+        if bound:
+            _substitute(n, bound)
+        if n.op == "bind_dims" and n.inputs[0].is_const:
+            values = _constant_binding(n)
+            if values is not None:
+                bound.update(values)
+                subst[n.outputs[0]] = n.inputs[0]
+                continue
         if all(v.is_const for v in n.inputs) and _worth_folding(n):
             folded = _fold(n)
             if folded is not None:
@@ -70,7 +84,39 @@ def fold_constants(graph: Graph) -> Graph:
         nodes.append(n)
     g.nodes = nodes
     g.outputs = [resolve(subst, v) for v in g.outputs]
+    for name in bound:
+        g.bounds.pop(name, None)
+        g.hints.pop(name, None)
     return g
+
+
+def _constant_binding(n: Node) -> dict[str, int] | None:
+    """The values a ``bind_dims`` node of a constant gives its symbols; None when they are
+    invalid (left for the run to report) or its element-count check needs input symbols."""
+    from ..errors import EmberError
+    from ..ops.dynamic import check_values
+
+    if isinstance(n.attrs["numel"], Sym):
+        return None
+    try:
+        return check_values(n.attrs, n.inputs[0].const, {})
+    except EmberError:
+        return None
+
+
+def _substitute(n: Node, env: dict[str, int]) -> None:
+    """Symbols of ``env`` replaced by their values in node ``n``'s attributes and output types."""
+    def go(x):
+        if isinstance(x, Sym):
+            return x.substitute(env)
+        if isinstance(x, tuple):
+            return tuple(go(y) for y in x)
+        return x
+
+    n.attrs = {k: go(v) for k, v in n.attrs.items()}
+    for o in n.outputs:
+        if o.type.symbols & env.keys():
+            o.type = TensorType(tuple(go(d) for d in o.shape), o.dtype)
 
 
 PASS = Pass("fold_constants", 1, fold_constants, "evaluate nodes whose inputs are all constants")

@@ -9,7 +9,7 @@ import numpy as np
 from ...graph.types import is_int
 from ...symbolic import Sym, compare, product
 from ..onnx import onnx_dtype
-from . import translates
+from . import data_dims, translates
 from .tensor import _dim_tensor, checked_indices, norm_axis, prod, reshape
 
 
@@ -233,8 +233,47 @@ def eye_like(cx):
 
 @translates("NonZero")
 def nonzero(cx):
-    x = cx.const_input(0, "input (NonZero's output shape depends on its values)", required=True)
-    return cx.const(np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1))
+    x = cx.input(0)
+    if x.is_const:
+        return cx.const(np.array(np.nonzero(x.const), dtype=np.int64).reshape(x.const.ndim, -1))
+    # the count of nonzeros is bound at run time (a data symbol); the k-th nonzero lies at the
+    # number of positions whose running count is at most k, found by binary lifting over the
+    # running counts (log2(n) gathers per output), and is unraveled into coordinates
+    dims = list(x.shape)
+    n = prod(dims)
+    if not isinstance(n, int):
+        raise cx.fail(f"needs a static element count, got {x.type}; fix the input's shape with shapes=")
+    if n == 0:
+        return cx.const(np.zeros((len(dims), 0), np.int64))
+    flat = cx.op("reshape", [x], shape=(n,))
+    mask = cx.op("cast", [cx.op("cast", [flat], to="bool")], to="int64")
+    running = data_dims.prefix_sum(cx, mask)
+    count = cx.op("slice", [running], starts=(n - 1,), ends=(n,), steps=(1,))
+    bound, (nz,) = data_dims.bind(cx, count, "count", [n])
+    k = data_dims.iota(cx, bound, nz)
+    pos = None
+    step = 1 << (n.bit_length() - 1)
+    while step:
+        if pos is None:      # the first step: from position 0
+            ok = cx.op("less_equal", [cx.op("gather", [running, cx.scalar(step - 1, "int64")], axis=0), k])
+            pos = cx.op("where", [ok, cx.scalar(step, "int64"), cx.scalar(0, "int64")])
+        else:
+            cand = cx.op("add", [pos, cx.scalar(step, "int64")])
+            at = cx.op("sub", [cx.op("minimum", [cand, cx.scalar(n, "int64")]), cx.scalar(1, "int64")])
+            ok = cx.op("logical_and", [cx.op("less_equal", [cand, cx.scalar(n, "int64")]),
+                                       cx.op("less_equal", [cx.op("gather", [running, at], axis=0), k])])
+            pos = cx.op("where", [ok, cand, pos])
+        step //= 2
+    rows, stride = [], n
+    for d in dims:
+        stride //= d
+        c = cx.op("div", [pos, cx.scalar(stride, "int64")]) if stride != 1 else pos
+        if rows:
+            c = cx.op("fmod", [c, cx.scalar(d, "int64")])
+        rows.append(cx.op("reshape", [c], shape=(1, nz)))
+    if not rows:        # a scalar: [0, count]
+        return cx.op("slice", [cx.op("reshape", [pos], shape=(1, nz))], starts=(0, 0), ends=(0, nz), steps=(1, 1))
+    return rows[0] if len(rows) == 1 else cx.op("concat", rows, axis=0)
 
 
 @translates("Col2Im")

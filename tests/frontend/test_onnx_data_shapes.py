@@ -1,0 +1,160 @@
+"""ONNX ops whose output shape the data decides, and operands taken at run time: each model is
+compiled once with the operand as a graph input, then run with several values, by the reference
+interpreter and by the artifact, against onnxruntime (``bind_dims``; ``build/data_dims.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper
+
+import ember
+from ember.errors import DataShapeError, GraphError
+from ember.frontend import from_onnx
+from ember.graph.interpreter import run_graph
+from ember.graph.types import TensorType
+
+ort = pytest.importorskip("onnxruntime")
+
+RNG = np.random.default_rng(7)
+
+
+def model(nodes, inputs, outputs, opset=17):
+    g = helper.make_graph(nodes, "data_shapes", inputs, outputs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def vi(name, dims, dtype=TP.FLOAT):
+    return helper.make_tensor_value_info(name, dtype, dims)
+
+
+def check(m, feeds_list, rtol=1e-5, atol=1e-6):
+    """One compile; every feed through the graph (reference interpreter) and the artifact, each
+    against onnxruntime."""
+    g = from_onnx(m)
+    mod = ember.compile(m, cflags=("-O1",))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [i.name for i in m.graph.input]
+    for feeds in feeds_list:
+        want = sess.run(None, feeds)
+        ref = run_graph(g, [feeds[n] for n in names])
+        got = mod.run(feeds)
+        for w, r, o in zip(want, ref, got.values()):
+            assert r.shape == w.shape and o.shape == w.shape, (feeds, w.shape, r.shape, o.shape)
+            assert r.dtype == w.dtype and o.dtype == w.dtype
+            np.testing.assert_allclose(r, w, rtol=rtol, atol=atol)
+            np.testing.assert_allclose(o, w, rtol=rtol, atol=atol)
+    return mod
+
+
+# ---- NonZero -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4), (2, 3, 5)])
+def test_nonzero(shape):
+    m = model([helper.make_node("NonZero", ["x"], ["y"])], [vi("x", list(shape))], [vi("y", None, TP.INT64)])
+    feeds = []
+    for p in (0.0, 0.2, 0.6, 1.0):
+        x = (RNG.random(shape) < p) * RNG.uniform(1, 2, shape)
+        feeds.append({"x": x.astype(np.float32)})
+    mod = check(m, feeds)
+    assert any(s for s in mod.symbols)          # one artifact, the count bound at run time
+
+
+def test_nonzero_feeds_later_ops():
+    # the count flows on: NonZero -> Transpose -> Gather of the values at those positions
+    m = model([helper.make_node("NonZero", ["x"], ["nz"]),
+               helper.make_node("Transpose", ["nz"], ["t"], perm=[1, 0]),
+               helper.make_node("GatherND", ["x", "t"], ["v"]),
+               helper.make_node("Mul", ["v", "v"], ["y"])],
+              [vi("x", [4, 5])], [vi("y", None)])
+    check(m, [{"x": (RNG.standard_normal((4, 5)) * (RNG.random((4, 5)) < p)).astype(np.float32)}
+              for p in (0.1, 0.5, 0.9)])
+
+
+def test_nonzero_bool_and_int():
+    for dt, tp in ((np.bool_, TP.BOOL), (np.int32, TP.INT32)):
+        m = model([helper.make_node("NonZero", ["x"], ["y"])], [vi("x", [6], tp)], [vi("y", None, TP.INT64)])
+        check(m, [{"x": (RNG.integers(0, 3, 6) * (RNG.random(6) < p)).astype(dt)} for p in (0.0, 0.5, 1.0)])
+
+
+def test_nonzero_constant_stays_static():
+    x = np.array([[0, 1], [2, 0]], np.float32)
+    c = helper.make_node("Constant", [], ["x"], value=onnx.numpy_helper.from_array(x))
+    m = model([c, helper.make_node("NonZero", ["x"], ["y"])], [], [vi("y", None, TP.INT64)])
+    g = from_onnx(m)
+    assert not any(n.op == "bind_dims" for n in g.nodes)
+    assert g.outputs[0].type.is_static
+
+
+# ---- the mechanism ---------------------------------------------------------------------------------
+
+def test_bind_dims_errors_and_folding():
+    from ember.graph.builder import GraphBuilder
+    from ember.passes import optimize
+    from ember.symbolic import symbol
+
+    b = GraphBuilder("g")
+    v = b.input("v", TensorType((2,), "int64"))
+    bound = b.op("bind_dims", [v], symbols=("a", "b"), limits=(5, -1))
+    out = b.op("arange", [b.op("reshape", [b.op("slice", [bound], starts=(0,), ends=(1,), steps=(1,))], shape=())],
+               length=symbol("a") * symbol("b"), dtype="int64")
+    g = b.finish([out])
+    assert [int(x) for x in run_graph(g, [np.array([2, 3])])[0]] == list(range(2, 8))
+    with pytest.raises(DataShapeError, match="above its limit 5"):
+        run_graph(g, [np.array([6, 1])])
+    with pytest.raises(DataShapeError, match="negative"):
+        run_graph(g, [np.array([1, -1])])
+    mod = ember.compile(g, cflags=("-O1",))
+    assert mod(np.array([2, 3])).tolist() == list(range(2, 8))
+    assert mod(np.array([0, 3])).tolist() == []
+    with pytest.raises(DataShapeError, match="above its limit 5"):
+        mod(np.array([6, 1]))
+    with pytest.raises(DataShapeError, match="negative"):
+        mod(np.array([1, -1]))
+    assert mod(np.array([4, 1])).tolist() == [4, 5, 6, 7]       # still good after failures
+
+    # a use that does not depend on the binding is malformed
+    b = GraphBuilder("bad")
+    v = b.input("v", TensorType((1,), "int64"))
+    b.op("bind_dims", [v], symbols=("n",))
+    free = b.op("arange", [], length=symbol("n"), dtype="int64")
+    with pytest.raises(GraphError, match="does not depend"):
+        from ember.graph.verify import verify
+        verify(b.finish([free]))
+
+
+def test_bind_dims_of_constant_folds_to_static():
+    from ember.graph.builder import GraphBuilder
+    from ember.passes import optimize
+    from ember.symbolic import symbol
+
+    b = GraphBuilder("g")
+    x = b.input("x", TensorType((6,), "float32"))
+    shape = b.const(np.array([2, 3]))
+    bound = b.op("bind_dims", [shape], symbols=("r", "c"), numel=6)
+    first = b.op("reshape", [b.op("slice", [bound], starts=(0,), ends=(1,), steps=(1,))], shape=())
+    seq = b.op("arange", [first], length=symbol("r") * symbol("c"), dtype="int64")
+    flat = b.op("reshape_data", [x, bound], shape=(symbol("r") * symbol("c"),))
+    y = b.op("reshape_data", [b.op("add", [b.op("cast", [seq], to="float32"), flat]), bound],
+             shape=(symbol("r"), symbol("c")))
+    g0 = b.finish([y])
+    x0 = np.arange(6, dtype=np.float32)
+    want = (x0 + np.arange(2, 8)).reshape(2, 3)
+    np.testing.assert_array_equal(run_graph(g0, [x0])[0], want)
+    g = optimize(g0, 2)
+    assert all(n.op != "bind_dims" for n in g.nodes) and g.outputs[0].type.shape == (2, 3)
+    np.testing.assert_array_equal(run_graph(g, [x0])[0], want)
+
+
+def test_data_output_through_the_c_api_after_load(tmp_path):
+    m = model([helper.make_node("NonZero", ["x"], ["y"])], [vi("x", [5])], [vi("y", None, TP.INT64)])
+    path = tmp_path / "nz.so"
+    ember.compile(m, cflags=("-O1",)).save(path)
+    mod = ember.load(path)
+    x = np.array([0, 3, 0, 1, 2], np.float32)
+    assert mod(x).tolist() == [[1, 3, 4]]
+    assert mod.output_shapes([(5,)]) == [(1, -1)]

@@ -158,3 +158,79 @@ def test_data_output_through_the_c_api_after_load(tmp_path):
     x = np.array([0, 3, 0, 1, 2], np.float32)
     assert mod(x).tolist() == [[1, 3, 4]]
     assert mod.output_shapes([(5,)]) == [(1, -1)]
+
+
+# ---- Reshape with a run-time shape -------------------------------------------------------------------
+
+def test_reshape_runtime_shape():
+    m = model([helper.make_node("Reshape", ["x", "s"], ["y"]), helper.make_node("Relu", ["y"], ["z"])],
+              [vi("x", [2, 3, 4]), vi("s", [3], TP.INT64)], [vi("z", None)])
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    shapes = [[4, 3, 2], [0, 12, 1], [-1, 2, 2], [0, 0, -1], [24, 1, 1], [1, -1, 6]]
+    mod = check(m, [{"x": x, "s": np.array(s, np.int64)} for s in shapes])
+    # a shape of the wrong element count, two holes or a bad 0 is an error of the run
+    for bad in ([5, 5, 1], [2, 2, 2], [-1, -1, 24], [1, 2, -3]):
+        with pytest.raises(DataShapeError):
+            mod.run({"x": x, "s": np.array(bad, np.int64)})
+        with pytest.raises(DataShapeError):
+            run_graph(from_onnx(m), [x, np.array(bad, np.int64)])
+    assert mod.run({"x": x, "s": np.array([3, 8, 1], np.int64)})["z"].shape == (3, 8, 1)
+
+
+def test_reshape_runtime_shape_past_rank_and_allowzero():
+    m = model([helper.make_node("Reshape", ["x", "s"], ["y"])], [vi("x", [6]), vi("s", [2], TP.INT64)],
+              [vi("y", None)])
+    x = np.arange(6, dtype=np.float32)
+    mod = check(m, [{"x": x, "s": np.array(s, np.int64)} for s in ([2, 3], [0, -1], [6, 1])])
+    with pytest.raises(DataShapeError):
+        mod.run({"x": x, "s": np.array([1, 0], np.int64)})      # 0 past the input's rank
+    m = model([helper.make_node("Reshape", ["x", "s"], ["y"], allowzero=1)], [vi("x", [0, 3]), vi("s", [2], TP.INT64)],
+              [vi("y", None)], opset=14)
+    check(m, [{"x": np.zeros((0, 3), np.float32), "s": np.array(s, np.int64)} for s in ([3, 0], [0, 7])])
+
+
+# ---- ConstantOfShape, Expand, Tile, Range with run-time operands ------------------------------------
+
+def test_constant_of_shape_runtime():
+    val = onnx.numpy_helper.from_array(np.array([2.5], np.float32))
+    m = model([helper.make_node("ConstantOfShape", ["s"], ["y"], value=val)], [vi("s", [2], TP.INT64)],
+              [vi("y", None)])
+    check(m, [{"s": np.array(s, np.int64)} for s in ([2, 3], [0, 4], [5, 1], [1, 1])])
+    m = model([helper.make_node("ConstantOfShape", ["s"], ["y"])], [vi("s", [3], TP.INT64)], [vi("y", None)])
+    mod = check(m, [{"s": np.array(s, np.int64)} for s in ([2, 3, 1], [1, 1, 7])])
+    with pytest.raises(DataShapeError):
+        mod.run({"s": np.array([2, -1, 3], np.int64)})
+
+
+def test_expand_runtime():
+    m = model([helper.make_node("Expand", ["x", "s"], ["y"])], [vi("x", [3, 1]), vi("s", [3], TP.INT64)],
+              [vi("y", None)])
+    x = RNG.standard_normal((3, 1)).astype(np.float32)
+    mod = check(m, [{"x": x, "s": np.array(s, np.int64)} for s in ([2, 3, 4], [1, 1, 1], [1, 3, 5], [4, 1, 2])])
+    with pytest.raises(DataShapeError):
+        mod.run({"x": x, "s": np.array([2, 4, 4], np.int64)})       # 4 against x's 3
+    m = model([helper.make_node("Expand", ["x", "s"], ["y"])], [vi("x", [2, 3]), vi("s", [2], TP.INT64)],
+              [vi("y", None)])
+    x = RNG.standard_normal((2, 3)).astype(np.float32)
+    mod = check(m, [{"x": x, "s": np.array(s, np.int64)} for s in ([1, 1], [2, 3], [1, 3])])
+    with pytest.raises(DataShapeError):
+        mod.run({"x": x, "s": np.array([3, 3], np.int64)})
+
+
+def test_tile_runtime():
+    m = model([helper.make_node("Tile", ["x", "r"], ["y"])], [vi("x", [2, 3]), vi("r", [2], TP.INT64)],
+              [vi("y", None)])
+    x = RNG.standard_normal((2, 3)).astype(np.float32)
+    check(m, [{"x": x, "r": np.array(r, np.int64)} for r in ([1, 1], [2, 3], [0, 2], [3, 1])])
+
+
+@pytest.mark.parametrize("dtype,tp", [(np.int64, TP.INT64), (np.int32, TP.INT32), (np.float32, TP.FLOAT)])
+def test_range_runtime(dtype, tp):
+    m = model([helper.make_node("Range", ["a", "b", "d"], ["y"])], [vi("a", [], tp), vi("b", [], tp), vi("d", [], tp)],
+              [vi("y", None, tp)])
+    cases = [(0, 10, 3), (10, 0, -2), (5, 5, 1), (1, 2, 5), (-3, 7, 1)]
+    if dtype == np.float32:
+        cases += [(0.5, 3.2, 0.25)]
+    mod = check(m, [{"a": np.array(a, dtype), "b": np.array(b, dtype), "d": np.array(d, dtype)} for a, b, d in cases])
+    with pytest.raises(DataShapeError):
+        mod.run({"a": np.array(0, dtype), "b": np.array(3, dtype), "d": np.array(0, dtype)})

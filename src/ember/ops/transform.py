@@ -324,22 +324,27 @@ class Pad(Op):
 
 @register
 class BroadcastTo(Op):
+    """``x`` broadcast to ``shape``.  An optional second operand, the output of the
+    ``bind_dims`` node that binds symbols of ``shape`` from data, only orders it after that node
+    (ConstantOfShape, Expand and Tile with run-time shapes)."""
+
     name = "broadcast_to"
     moves_data = True
     pattern = Pattern.BROADCAST
     attrs = {"shape": REQUIRED}
+    num_inputs = (1, 2)
 
-    def infer(self, a, x):
+    def infer(self, a, x, *after):
         shape = tuple(a["shape"])
         off = len(shape) - x.rank
         if off < 0 or any(d != 1 and d != shape[off + k] for k, d in enumerate(x.shape)):
             raise self.fail(f"cannot broadcast {x} to {list(shape)}")
         return TensorType(shape, x.dtype)
 
-    def reference(self, a, x):
+    def reference(self, a, x, *after):
         return np.ascontiguousarray(np.broadcast_to(x, a["shape"]))
 
-    def compute(self, a, x):
+    def compute(self, a, x, *after):
         from .elementwise import broadcast_index
 
         shape = tuple(a["shape"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph.ir import Value
-from ...symbolic import Sym, symbol
+from ...symbolic import Sym, product, symbol
 
 
 def bind(cx, values: Value, what: str | list[str], limits: list[int | None] | None = None,
@@ -74,3 +74,137 @@ def prefix_sum(cx, v: Value) -> Value:
 
 def is_data_dim(d) -> bool:
     return isinstance(d, Sym)
+
+
+def runtime_operand(cx, i: int) -> Value | None:
+    """Input ``i`` when the translation must take it at run time (neither a constant, a value
+    computed from constants, nor a shape value the frontend tracks), else None."""
+    v = cx.input(i, required=False)
+    if v is None or v.is_const or cx.is_symbolic(v):
+        return None
+    from ..onnx import computed_from_constants as folded
+
+    return None if folded(v) is not None else v
+
+
+def dims_tensor(cx, dims) -> Value:
+    """The dimensions ``dims`` (ints or symbolic) as a 1-D int64 tensor."""
+    arr = np.empty(len(dims), dtype=object)
+    arr[:] = list(dims)
+    v = cx.sym_value(arr)
+    return v
+
+
+def reshape_at_run_time(cx, x: Value, shape: Value, allowzero: bool) -> Value:
+    """``x`` reshaped to the int64 vector ``shape`` read at run time (ONNX Reshape): a 0 copies
+    the input's dimension (unless ``allowzero``), one -1 takes what is left; the element count
+    is checked when the shape is bound (an error of the run, never a crash)."""
+    if shape.type.rank != 1 or not isinstance(shape.shape[0], int):
+        raise cx.fail(f"the shape operand must be a 1-D tensor of static length, got {shape.type}")
+    r = shape.shape[0]
+    dims = list(x.shape)
+    numel = product(dims)
+    shape = cx.op("cast", [shape], to="int64") if shape.dtype != "int64" else shape
+    zero, one, minus = (cx.scalar(c, "int64") for c in (0, 1, -1))
+    if not allowzero:
+        # a 0 at k copies dims[k]; past the input's rank it is invalid (-2: refused when bound)
+        copied = dims_tensor(cx, (dims + [-2] * r)[:r])
+        shape = cx.op("where", [cx.op("equal", [shape, zero]), copied, shape])
+    hole = cx.op("equal", [shape, minus])
+    known = cx.op("reduce_prod", [cx.op("where", [hole, one, shape])], axes=(0,), keepdims=False)
+    total = dims_tensor(cx, [numel])
+    total = cx.op("reshape", [total], shape=())
+    fill = cx.op("div", [total, cx.op("maximum", [known, one])])
+    # more than one -1 is invalid: the holes get -2, which the binding refuses
+    holes = cx.op("reduce_sum", [cx.op("cast", [hole], to="int64")], axes=(0,), keepdims=False)
+    fill = cx.op("where", [cx.op("greater", [holes, one]), cx.scalar(-2, "int64"), fill])
+    shape = cx.op("where", [hole, fill, shape])
+    limit = [numel] * r if isinstance(numel, int) and numel > 0 else None
+    bound, out = bind(cx, shape, "dim", limit, numel=numel)
+    return cx.op("reshape_data", [x, bound], shape=tuple(out))
+
+
+def shape_operand(cx, v: Value, what: str) -> Value:
+    """A run-time shape operand as a 1-D int64 tensor of static length."""
+    if v.type.rank != 1 or not isinstance(v.shape[0], int):
+        raise cx.fail(f"{what} must be a 1-D tensor of static length, got {v.type}")
+    return v if v.dtype == "int64" else cx.op("cast", [v], to="int64")
+
+
+def invalid_if(cx, values: Value, bad: Value) -> Value:
+    """``values`` with every element -2 where the scalar or matching ``bad`` holds: the binding
+    refuses them (a shape operand that breaks the op's rules is an error of the run)."""
+    return cx.op("where", [bad, cx.scalar(-2, "int64"), values])
+
+
+def constant_of_shape_at_run_time(cx, shape: Value, value: Value) -> Value:
+    """ConstantOfShape of a shape read at run time: the value broadcast to the bound shape."""
+    shape = shape_operand(cx, shape, "shape")
+    bound, dims = bind(cx, shape, "dim")
+    return cx.op("broadcast_to", [value, bound], shape=tuple(dims))
+
+
+def expand_at_run_time(cx, x: Value, shape: Value) -> Value:
+    """Expand to a shape read at run time (bidirectional broadcasting): dimensions where ``x``
+    has one (or none) take the operand's value, bound at run time; elsewhere the operand must
+    be 1 or ``x``'s dimension (checked when bound)."""
+    shape = shape_operand(cx, shape, "shape")
+    r = max(shape.shape[0], x.type.rank)
+    xd = [1] * (r - x.type.rank) + list(x.shape)
+    sd = shape
+    if shape.shape[0] < r:
+        sd = cx.op("concat", [cx.const(np.ones(r - shape.shape[0], np.int64)), shape], axis=0)
+    free = [k for k, d in enumerate(xd) if isinstance(d, int) and d == 1]
+    fixed = [k for k in range(r) if k not in free]
+    # the fixed dims: the operand's value must be 1 or x's dimension
+    bad = None
+    if fixed:
+        got = cx.op("gather", [sd, cx.const(np.array(fixed, np.int64))], axis=0)
+        want = cx.op("reshape", [dims_tensor(cx, [xd[k] for k in fixed])], shape=(len(fixed),))
+        wrong = cx.op("logical_and", [cx.op("not_equal", [got, cx.scalar(1, "int64")]),
+                                      cx.op("not_equal", [got, want])])
+        bad = cx.op("reduce_max", [cx.op("cast", [wrong], to="int64")], axes=(0,), keepdims=False)
+        bad = cx.op("greater", [bad, cx.scalar(0, "int64")])
+    if free:
+        vals = cx.op("gather", [sd, cx.const(np.array(free, np.int64))], axis=0)
+    else:           # nothing to bind but the check: one symbol (always 1) keeps it in the run
+        vals = cx.const(np.ones(1, np.int64))
+    if bad is not None:
+        vals = invalid_if(cx, vals, bad)
+    bound, dims = bind(cx, vals, "dim")
+    out = list(xd)
+    for k, d in zip(free, dims):
+        out[k] = d
+    src = x if x.type.rank == r else cx.op("reshape", [x], shape=tuple(xd))
+    return cx.op("broadcast_to", [src, bound], shape=tuple(out))
+
+
+def tile_at_run_time(cx, x: Value, repeats: Value) -> Value:
+    """Tile by repeats read at run time: [d0, d1] -> [1, d0, 1, d1] -> broadcast to the bound
+    [r0, d0, r1, d1] -> [r0*d0, r1*d1]."""
+    repeats = shape_operand(cx, repeats, "repeats")
+    dims = list(x.shape)
+    if repeats.shape[0] != len(dims):
+        raise cx.fail(f"repeats {repeats.type} must hold one value per dimension of {x.type}")
+    bound, reps = bind(cx, repeats, "repeat")
+    inter = [v for d in dims for v in (1, d)]
+    big = [v for d, rp in zip(dims, reps) for v in (rp, d)]
+    t = cx.op("broadcast_to", [cx.op("reshape", [x], shape=tuple(inter)), bound], shape=tuple(big))
+    return cx.op("reshape", [t], shape=tuple(d * rp for d, rp in zip(dims, reps)))
+
+
+def range_at_run_time(cx, start: Value, limit: Value, delta: Value) -> Value:
+    """Range whose operands are read at run time: its length max(ceil((limit - start) / delta),
+    0) is bound (a delta of 0 is an error of the run), then ``start + k * delta``."""
+    dtype = start.dtype
+    start, limit, delta = (scalar_of(cx, v) for v in (start, limit, delta))
+    f64 = [cx.op("cast", [v], to="float64") for v in (start, limit, delta)]
+    n = cx.op("ceil", [cx.op("div", [cx.op("sub", [f64[1], f64[0]]), f64[2]])])
+    n = cx.op("maximum", [n, cx.scalar(0.0, "float64")])
+    zero = cx.op("equal", [delta, cx.scalar(0, dtype)])
+    n = invalid_if(cx, cx.op("cast", [cx.op("where", [zero, cx.scalar(0.0, "float64"), n])], to="int64"), zero)
+    bound, (length,) = bind(cx, n, "length")
+    k = iota(cx, bound, length)
+    if dtype == "int64":
+        return cx.op("add", [start, cx.op("mul", [k, delta])])
+    return cx.op("add", [start, cx.op("mul", [cx.op("cast", [k], to=dtype), delta])])

@@ -12,7 +12,7 @@ from ...errors import ShapeError
 from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
 from ..onnx import onnx_dtype
-from . import translates
+from . import data_dims, translates
 
 
 def norm_axis(cx, axis: int, rank: int, what: str = "axis") -> int:
@@ -109,7 +109,8 @@ def size(cx):
 
 @translates("ConstantOfShape")
 def constant_of_shape(cx):
-    dims = cx.dims_input(0, "shape", required=True)
+    run_time = data_dims.runtime_operand(cx, 0)
+    dims = cx.dims_input(0, "shape", required=True) if run_time is None else []
     if any(isinstance(d, int) and d < 0 for d in dims):
         raise cx.fail(f"shape {dims} has a negative dimension")
     if cx.has_attr("value"):
@@ -119,6 +120,8 @@ def constant_of_shape(cx):
         dtype = onnx_dtype(cx.node.attribute[0].t.data_type, "value", cx.name, cx.op_type)
     else:
         val, dtype = np.zeros((), np.float32), "float32"
+    if run_time is not None:
+        return data_dims.constant_of_shape_at_run_time(cx, run_time, cx.const(val.reshape(()), dtype))
     if any(isinstance(d, Sym) for d in dims) or not limits.may_fold(product(dims) * val.dtype.itemsize, 0):
         # a symbolic shape, or too large a constant: the value broadcast at run time
         return cx.op("broadcast_to", [cx.const(val.reshape(()), dtype)], shape=tuple(dims))
@@ -127,6 +130,8 @@ def constant_of_shape(cx):
 
 @translates("Range")
 def range_(cx):
+    if any(data_dims.runtime_operand(cx, k) is not None for k in range(3)):
+        return data_dims.range_at_run_time(cx, cx.input(0), cx.input(1), cx.input(2))
     if any(cx.is_symbolic(cx.input(k)) for k in range(3)):
         return _symbolic_range(cx)
     start = cx.const_input(0, "start", required=True)
@@ -172,6 +177,8 @@ def _symbolic_range(cx):
 @translates("Reshape")
 def reshape_(cx):
     x = cx.input(0)
+    if cx.opset >= 5 and data_dims.runtime_operand(cx, 1) is not None:
+        return data_dims.reshape_at_run_time(cx, x, cx.input(1), bool(cx.attr("allowzero", 0)))
     target = cx.attr("shape") if cx.opset < 5 else cx.dims_input(1, "shape", required=True)
     if not x.type.is_static or any(isinstance(d, Sym) for d in target):
         return _symbolic_reshape(cx, x, target)
@@ -488,6 +495,8 @@ def pad(cx):
 @translates("Expand")
 def expand(cx):
     x = cx.input(0)
+    if data_dims.runtime_operand(cx, 1) is not None:
+        return data_dims.expand_at_run_time(cx, x, cx.input(1))
     target = cx.dims_input(1, "shape", required=True)
     try:
         out = broadcast_shapes(tuple(x.shape), tuple(target))
@@ -502,6 +511,8 @@ def tile(cx):
     dims = tuple(x.shape)
     if cx.opset < 6:
         raise cx.unsupported("opset < 6 form with tiles/axis inputs")
+    if data_dims.runtime_operand(cx, 1) is not None:
+        return data_dims.tile_at_run_time(cx, x, cx.input(1))
     reps = cx.ints_input(1, "repeats", required=True)
     if len(reps) != len(dims) or any(rp < 0 for rp in reps):
         raise cx.fail(f"repeats {reps} must be {len(dims)} non-negative integers")

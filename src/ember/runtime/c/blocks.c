@@ -12,8 +12,9 @@
 
 #include "ember_kernel.h"
 
-/* A model without data symbols has no blocks (a model's own definitions win). */
-__attribute__((weak)) int ember_model_num_blocks(void) { return 0; }
+/* A model without data symbols: -1 (a model's own definitions win; one with data symbols
+ * returns its number of blocks, possibly 0). */
+__attribute__((weak)) int ember_model_num_blocks(void) { return -1; }
 
 __attribute__((weak)) int ember_model_output_block(int i) {
     (void)i;
@@ -54,9 +55,10 @@ int ember_block_reserve(ember_blocks* b, int j, int64_t bytes, const char* what)
 EMBER_HIDDEN int ember_blocks_init(ember_blocks* b) {
     memset(b, 0, sizeof *b);
     int n = ember_model_num_blocks();
-    if (n <= 0) return 0;
-    b->ptr = calloc((size_t)n, sizeof(void*));
-    b->room = calloc((size_t)n, sizeof(int64_t));
+    if (n < 0) return 0;
+    b->data = 1;
+    b->ptr = calloc((size_t)n + 1, sizeof(void*));
+    b->room = calloc((size_t)n + 1, sizeof(int64_t));
     if (!b->ptr || !b->room) {
         free(b->ptr);
         free(b->room);

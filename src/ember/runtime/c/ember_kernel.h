@@ -42,7 +42,7 @@
  *                                                    as it binds them, and reserves the run-time
  *                                                    blocks (ember_block_reserve) of the tensors
  *                                                    whose sizes they decide
- *   int ember_model_num_blocks(void);                how many run-time blocks it uses
+ *   int ember_model_num_blocks(void);                how many run-time blocks it uses (>= 0)
  *   int ember_model_output_block(int i);             the block holding output i when the data
  *                                                    decides its shape (the runtime owns it), else -1
  *   void ember_model_output_dims(const int64_t* syms, int i, int64_t* shape);
@@ -122,6 +122,7 @@ typedef struct ember_blocks {
     void** ptr;            /* count blocks, 64-byte aligned (NULL until first reserved) */
     int64_t* room;         /* the bytes each holds */
     int count;
+    int data;              /* the model binds symbols from data (ember_model_entry_data) */
     int64_t max_bytes;     /* the largest one allowed (0: no limit) */
 } ember_blocks;
 

@@ -764,7 +764,7 @@ static int run(ember_model* m, const int64_t* const* input_shapes, void* const* 
         atomic_store(&m->busy, 0);
         return -1;
     }
-    int rc = m->blocks.count ? ember_model_entry_data(m->arena, inputs, outputs, m->syms, m->offsets, &m->blocks)
+    int rc = m->blocks.data ? ember_model_entry_data(m->arena, inputs, outputs, m->syms, m->offsets, &m->blocks)
              : input_shapes  ? ember_model_entry_dynamic(m->arena, inputs, outputs, m->syms, m->offsets)
                              : ember_model_entry(m->arena, inputs, outputs);
     m->ran = rc == 0;
@@ -782,7 +782,7 @@ int ember_model_output_shape(ember_model* m, int i, int64_t* shape) {
         ember_set_error("ember_model_output_shape: the instance has no completed run");
         return -1;
     }
-    if (ember_model_num_blocks() > 0) ember_model_output_dims(m->syms, i, shape);
+    if (m->blocks.data) ember_model_output_dims(m->syms, i, shape);
     else memcpy(shape, m->out_shapes[i], sizeof(int64_t) * (size_t)M.outputs.items[i].ndim);
     return 0;
 }

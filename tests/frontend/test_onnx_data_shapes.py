@@ -234,3 +234,37 @@ def test_range_runtime(dtype, tp):
     mod = check(m, [{"a": np.array(a, dtype), "b": np.array(b, dtype), "d": np.array(d, dtype)} for a, b, d in cases])
     with pytest.raises(DataShapeError):
         mod.run({"a": np.array(0, dtype), "b": np.array(3, dtype), "d": np.array(0, dtype)})
+
+
+# ---- Slice with run-time starts, ends and steps -----------------------------------------------------
+
+def test_slice_runtime():
+    m = model([helper.make_node("Slice", ["x", "s", "e", "a", "p"], ["y"])],
+              [vi("x", [5, 6]), vi("s", [2], TP.INT64), vi("e", [2], TP.INT64), vi("p", [2], TP.INT64)],
+              [vi("y", None)])
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array([0, 1], np.int64), "a"))
+    x = RNG.standard_normal((5, 6)).astype(np.float32)
+    big = np.iinfo(np.int64).max
+    cases = [([0, 0], [5, 6], [1, 1]), ([1, -1], [4, -7], [2, -1]), ([-2, 2], [big, 3], [1, 1]),
+             ([4, 5], [-big, -big], [-1, -2]), ([3, 0], [1, 6], [1, big]), ([0, 9], [5, 12], [1, 1])]
+    mod = check(m, [{"x": x, "s": np.array(s, np.int64), "e": np.array(e, np.int64), "p": np.array(p, np.int64)}
+                    for s, e, p in cases])
+    with pytest.raises(DataShapeError):
+        mod.run({"x": x, "s": np.array([0, 0], np.int64), "e": np.array([5, 6], np.int64),
+                 "p": np.array([0, 1], np.int64)})
+
+
+def test_slice_runtime_starts_only_and_open_axis():
+    # constant ends and steps, run-time starts; and a constant slice whose clamping against an
+    # open dimension only the run decides (2147483647 on a symbolic axis)
+    m = model([helper.make_node("Slice", ["x", "s", "e", "a"], ["y"])], [vi("x", [4, 3]), vi("s", [1], TP.INT64)],
+              [vi("y", None)])
+    m.graph.initializer.extend([onnx.numpy_helper.from_array(np.array([3], np.int64), "e"),
+                                onnx.numpy_helper.from_array(np.array([0], np.int64), "a")])
+    x = RNG.standard_normal((4, 3)).astype(np.float32)
+    check(m, [{"x": x, "s": np.array([s], np.int64)} for s in (0, 2, -1, -9, 7)])
+    m = model([helper.make_node("Slice", ["x", "s", "e", "a"], ["y"])], [vi("x", ["n", 3])], [vi("y", None)])
+    m.graph.initializer.extend([onnx.numpy_helper.from_array(np.array([5], np.int64), "s"),
+                                onnx.numpy_helper.from_array(np.array([2147483647], np.int64), "e"),
+                                onnx.numpy_helper.from_array(np.array([0], np.int64), "a")])
+    check(m, [{"x": RNG.standard_normal((n, 3)).astype(np.float32)} for n in (2, 5, 9)])

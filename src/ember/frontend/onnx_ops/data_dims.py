@@ -208,3 +208,39 @@ def range_at_run_time(cx, start: Value, limit: Value, delta: Value) -> Value:
     if dtype == "int64":
         return cx.op("add", [start, cx.op("mul", [k, delta])])
     return cx.op("add", [start, cx.op("mul", [cx.op("cast", [k], to=dtype), delta])])
+
+
+def element(cx, v: Value, k: int) -> Value:
+    """Element ``k`` of the 1-D ``v`` as an int64 scalar."""
+    e = cx.op("gather", [v, cx.scalar(k, "int64")], axis=0)
+    return e if e.dtype == "int64" else cx.op("cast", [e], to="int64")
+
+
+def slice_at_run_time(cx, x: Value, starts: Value, ends: Value, axes: list[int], steps: Value | None) -> Value:
+    """ONNX Slice whose starts, ends or steps are read at run time (or whose clamping only the
+    run can decide): per sliced axis, the clamped start, the step and the length are computed
+    in the graph, the length is bound, and a gather reads ``start + k * step``."""
+    i64 = lambda c: cx.scalar(c, "int64")  # noqa: E731
+    for k, a in enumerate(axes):
+        d = dims_tensor(cx, [x.shape[a]])
+        d = cx.op("reshape", [d], shape=())
+        s, e = element(cx, starts, k), element(cx, ends, k)
+        p = element(cx, steps, k) if steps is not None else i64(1)
+        s = cx.op("where", [cx.op("less", [s, i64(0)]), cx.op("add", [s, d]), s])
+        e = cx.op("where", [cx.op("less", [e, i64(0)]), cx.op("add", [e, d]), e])
+        clamp = lambda v, lo, hi: cx.op("minimum", [cx.op("maximum", [v, lo]), hi])  # noqa: E731
+        up = cx.op("greater", [p, i64(0)])
+        d1 = cx.op("sub", [d, i64(1)])
+        s = cx.op("where", [up, clamp(s, i64(0), d), clamp(s, i64(0), d1)])
+        e = cx.op("where", [up, clamp(e, i64(0), d), clamp(e, i64(-1), d1)])
+        # the count: ceil(span / |step|) without overflow (a step may be huge)
+        span = cx.op("maximum", [cx.op("where", [up, cx.op("sub", [e, s]), cx.op("sub", [s, e])]), i64(0)])
+        mag = cx.op("abs", [p])
+        n = cx.op("add", [cx.op("div", [cx.op("sub", [span, i64(1)]), cx.op("maximum", [mag, i64(1)])]), i64(1)])
+        n = cx.op("where", [cx.op("equal", [span, i64(0)]), i64(0), n])
+        n = invalid_if(cx, n, cx.op("equal", [p, i64(0)]))
+        limit = x.shape[a] if isinstance(x.shape[a], int) else None
+        bound, (length,) = bind(cx, n, f"axis{a}", [limit])
+        idx = cx.op("add", [s, cx.op("mul", [iota(cx, bound, length), p])])
+        x = cx.op("gather", [x, idx], axis=a)
+    return x

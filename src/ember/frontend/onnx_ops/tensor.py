@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ... import limits
-from ...errors import ShapeError
+from ...errors import InvalidModelError, ShapeError
 from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
 from ..onnx import onnx_dtype
@@ -394,6 +394,8 @@ def slice_(cx):
         starts, ends = cx.attr("starts"), cx.attr("ends")
         axes, steps = cx.attr("axes", None), None
     else:
+        if any(data_dims.runtime_operand(cx, k) is not None for k in (1, 2, 4)):
+            return _slice_at_run_time(cx, x)
         starts = cx.dims_input(1, "starts", required=True)
         ends = cx.dims_input(2, "ends", required=True)
         axes = cx.ints_input(3, "axes")
@@ -411,7 +413,12 @@ def slice_(cx):
         if p == 0:
             raise cx.fail(f"step 0 on axis {a}")
         if any(isinstance(v, Sym) for v in (s, e, d)):
-            st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d)
+            try:
+                st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d)
+            except InvalidModelError:
+                if cx.opset < 10:
+                    raise
+                return _slice_at_run_time(cx, x)      # the clamping is decided by the run
             continue
         s = s + d if s < 0 else s
         e = e + d if e < 0 else e
@@ -423,6 +430,26 @@ def slice_(cx):
                 s, e = 0, 0
         st[a], en[a], sp[a] = s, e, p
     return cx.op("slice", [x], starts=tuple(st), ends=tuple(en), steps=tuple(sp))
+
+
+def _slice_at_run_time(cx, x):
+    """Slice (opset >= 10) with its starts, ends and steps taken at run time (the axes must be
+    constants)."""
+    starts, ends = cx.input(1), cx.input(2)
+    n = starts.shape[0] if starts.type.rank == 1 else None
+    if not isinstance(n, int) or ends.type.rank != 1 or ends.shape[0] != n:
+        raise cx.fail(f"starts {starts.type} and ends {ends.type} must be 1-D of one static length")
+    axes = cx.ints_input(3, "axes (the starts, ends or steps are taken at run time)")
+    axes = norm_axes(cx, list(range(n)) if axes is None else axes, x.type.rank)
+    if len(axes) != n:
+        raise cx.fail(f"axes {axes} and starts {starts.type} differ in length")
+    steps = cx.input(4, required=False)
+    as_tensor = lambda v: data_dims.dims_tensor(cx, list(cx.dims_input(v[0], v[1], required=True)))  # noqa: E731
+    starts, ends = (cx.input(k) if data_dims.runtime_operand(cx, k) is not None else as_tensor((k, w))
+                    for k, w in ((1, "starts"), (2, "ends")))
+    if steps is not None and data_dims.runtime_operand(cx, 4) is None:
+        steps = as_tensor((4, "steps"))
+    return data_dims.slice_at_run_time(cx, x, starts, ends, axes, steps)
 
 
 def _symbolic_slice_range(cx, axis, s, e, p, d):

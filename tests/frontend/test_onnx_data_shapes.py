@@ -268,3 +268,40 @@ def test_slice_runtime_starts_only_and_open_axis():
                                 onnx.numpy_helper.from_array(np.array([2147483647], np.int64), "e"),
                                 onnx.numpy_helper.from_array(np.array([0], np.int64), "a")])
     check(m, [{"x": RNG.standard_normal((n, 3)).astype(np.float32)} for n in (2, 5, 9)])
+
+
+# ---- TopK with a run-time K --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("axis,largest", [(-1, 1), (0, 0)])
+def test_topk_runtime_k(axis, largest):
+    m = model([helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=axis, largest=largest)],
+              [vi("x", [4, 6]), vi("k", [1], TP.INT64)], [vi("v", None), vi("i", None, TP.INT64)])
+    x = RNG.permutation(24).reshape(4, 6).astype(np.float32)      # no ties: one right answer
+    n = x.shape[axis]
+    mod = check(m, [{"x": x, "k": np.array([k], np.int64)} for k in (0, 1, 3, n)])
+    for bad in (n + 1, -1):
+        with pytest.raises(DataShapeError):
+            mod.run({"x": x, "k": np.array([bad], np.int64)})
+
+
+# ---- OneHot with a run-time depth, Compress with a run-time condition --------------------------------
+
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_onehot_runtime_depth(axis):
+    m = model([helper.make_node("OneHot", ["i", "d", "v"], ["y"], axis=axis)],
+              [vi("i", [2, 3], TP.INT64), vi("d", [], TP.INT64), vi("v", [2])], [vi("y", None)])
+    i = np.array([[0, 2, -1], [3, 1, 7]], np.int64)
+    v = np.array([-1.0, 4.0], np.float32)
+    mod = check(m, [{"i": i, "d": np.array(d, np.int64), "v": v} for d in (1, 4, 8)])
+    with pytest.raises(DataShapeError):
+        mod.run({"i": i, "d": np.array(-3, np.int64), "v": v})
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_compress_runtime_condition(axis):
+    kw = {} if axis is None else {"axis": axis}
+    n = 12 if axis is None else (3, 4)[axis]
+    m = model([helper.make_node("Compress", ["x", "c"], ["y"], **kw)], [vi("x", [3, 4]), vi("c", [n], TP.BOOL)],
+              [vi("y", None)])
+    x = RNG.standard_normal((3, 4)).astype(np.float32)
+    check(m, [{"x": x, "c": RNG.random(n) < p} for p in (0.0, 0.4, 1.0)])

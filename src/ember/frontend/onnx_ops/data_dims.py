@@ -244,3 +244,30 @@ def slice_at_run_time(cx, x: Value, starts: Value, ends: Value, axes: list[int],
         idx = cx.op("add", [s, cx.op("mul", [iota(cx, bound, length), p])])
         x = cx.op("gather", [x, idx], axis=a)
     return x
+
+
+def nonzero_positions(cx, flat: Value) -> tuple[Value, Sym]:
+    """The positions of the nonzero elements of the 1-D ``flat`` (static length n), in order,
+    and their count, a data symbol (at most n): the k-th nonzero lies at the number of
+    positions whose running count is at most k, found by binary lifting over the running counts
+    (log2(n) gathers per output element)."""
+    n = flat.shape[0]
+    mask = cx.op("cast", [cx.op("cast", [flat], to="bool")], to="int64")
+    running = prefix_sum(cx, mask)
+    count = cx.op("slice", [running], starts=(n - 1,), ends=(n,), steps=(1,))
+    bound, (nz,) = bind(cx, count, "count", [n])
+    k = iota(cx, bound, nz)
+    pos = None
+    step = 1 << (n.bit_length() - 1)
+    while step:
+        if pos is None:      # the first step: from position 0
+            ok = cx.op("less_equal", [cx.op("gather", [running, cx.scalar(step - 1, "int64")], axis=0), k])
+            pos = cx.op("where", [ok, cx.scalar(step, "int64"), cx.scalar(0, "int64")])
+        else:
+            cand = cx.op("add", [pos, cx.scalar(step, "int64")])
+            at = cx.op("sub", [cx.op("minimum", [cand, cx.scalar(n, "int64")]), cx.scalar(1, "int64")])
+            ok = cx.op("logical_and", [cx.op("less_equal", [cand, cx.scalar(n, "int64")]),
+                                       cx.op("less_equal", [cx.op("gather", [running, at], axis=0), k])])
+            pos = cx.op("where", [ok, cand, pos])
+        step //= 2
+    return pos, nz

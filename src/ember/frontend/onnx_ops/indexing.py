@@ -205,6 +205,8 @@ def _scatter_elements_in_box(cx, x, idx, upd, ax: int):
 @translates("Compress")
 def compress(cx):
     x = cx.input(0)
+    if data_dims.runtime_operand(cx, 1) is not None:
+        return _compress_at_run_time(cx, x, cx.input(1))
     cond = cx.const_input(1, "condition", required=True).astype(bool).reshape(-1)
     if cx.has_attr("axis"):
         ax = norm_axis(cx, cx.attr("axis"), x.type.rank)
@@ -214,6 +216,29 @@ def compress(cx):
         x, ax, n = reshape(cx, x, (prod(dims),)), 0, prod(dims)
     keep = np.nonzero(cond[:n])[0].astype(np.int64)
     return cx.op("gather", [x, cx.const(keep)], axis=ax)
+
+
+def _compress_at_run_time(cx, x, cond):
+    """Compress by a condition read at run time: the positions of its true elements (their
+    count bound at run time), gathered along the axis (or from the flattened input)."""
+    if cond.type.rank != 1 or not isinstance(cond.shape[0], int):
+        raise cx.fail(f"the condition must be 1-D of static length, got {cond.type}")
+    if cx.has_attr("axis"):
+        ax = norm_axis(cx, cx.attr("axis"), x.type.rank)
+        n = x.shape[ax]
+    else:
+        x, ax, n = reshape(cx, x, (prod(x.shape),)), 0, prod(x.shape)
+    m = cond.shape[0]
+    if m > 0 and compare(n, "<", m) is not False:
+        if not isinstance(n, int):
+            raise cx.fail(f"the condition of length {m} may be longer than the axis {n}; fix it with shapes=")
+        cond = cx.op("slice", [cond], starts=(0,), ends=(n,), steps=(1,))
+        m = n
+    if m == 0:
+        return cx.op("slice", [x], starts=tuple(0 for _ in x.shape),
+                     ends=tuple(0 if k == ax else d for k, d in enumerate(x.shape)), steps=tuple(1 for _ in x.shape))
+    pos, _ = data_dims.nonzero_positions(cx, cond)
+    return cx.op("gather", [x, pos], axis=ax)
 
 
 @translates("EyeLike")
@@ -236,34 +261,15 @@ def nonzero(cx):
     x = cx.input(0)
     if x.is_const:
         return cx.const(np.array(np.nonzero(x.const), dtype=np.int64).reshape(x.const.ndim, -1))
-    # the count of nonzeros is bound at run time (a data symbol); the k-th nonzero lies at the
-    # number of positions whose running count is at most k, found by binary lifting over the
-    # running counts (log2(n) gathers per output), and is unraveled into coordinates
+    # the positions of the nonzeros in the flattened input (their count bound at run time),
+    # unraveled into coordinates
     dims = list(x.shape)
     n = prod(dims)
     if not isinstance(n, int):
         raise cx.fail(f"needs a static element count, got {x.type}; fix the input's shape with shapes=")
     if n == 0:
         return cx.const(np.zeros((len(dims), 0), np.int64))
-    flat = cx.op("reshape", [x], shape=(n,))
-    mask = cx.op("cast", [cx.op("cast", [flat], to="bool")], to="int64")
-    running = data_dims.prefix_sum(cx, mask)
-    count = cx.op("slice", [running], starts=(n - 1,), ends=(n,), steps=(1,))
-    bound, (nz,) = data_dims.bind(cx, count, "count", [n])
-    k = data_dims.iota(cx, bound, nz)
-    pos = None
-    step = 1 << (n.bit_length() - 1)
-    while step:
-        if pos is None:      # the first step: from position 0
-            ok = cx.op("less_equal", [cx.op("gather", [running, cx.scalar(step - 1, "int64")], axis=0), k])
-            pos = cx.op("where", [ok, cx.scalar(step, "int64"), cx.scalar(0, "int64")])
-        else:
-            cand = cx.op("add", [pos, cx.scalar(step, "int64")])
-            at = cx.op("sub", [cx.op("minimum", [cand, cx.scalar(n, "int64")]), cx.scalar(1, "int64")])
-            ok = cx.op("logical_and", [cx.op("less_equal", [cand, cx.scalar(n, "int64")]),
-                                       cx.op("less_equal", [cx.op("gather", [running, at], axis=0), k])])
-            pos = cx.op("where", [ok, cand, pos])
-        step //= 2
+    pos, nz = data_dims.nonzero_positions(cx, cx.op("reshape", [x], shape=(n,)))
     rows, stride = [], n
     for d in dims:
         stride //= d

@@ -639,11 +639,23 @@ def _dim_tensor(cx, d):
 @translates("OneHot")
 def one_hot(cx):
     idx = cx.input(0)
-    depth = cx.const_input(1, "depth", required=True)
     values = cx.input(2)
-    if depth.size != 1:
-        raise cx.fail(f"depth must be a scalar, got shape {list(depth.shape)}")
-    depth = int(depth.reshape(()).item())
+    run_time = data_dims.runtime_operand(cx, 1)
+    if run_time is not None:
+        # the depth read at run time (cast to an integer, as ONNX says), bound: a negative one
+        # is an error of the run
+        if run_time.type.num_elements != 1:
+            raise cx.fail(f"depth must be a scalar, got {run_time.type}")
+        d = data_dims.scalar_of(cx, run_time)
+        d = d if d.dtype == "int64" else cx.op("cast", [d], to="int64")
+        bound, (depth,) = data_dims.bind(cx, d, "depth")
+        depth_t, seq = bound, data_dims.iota(cx, bound, depth)
+    else:
+        dv = cx.const_input(1, "depth", required=True)
+        if dv.size != 1:
+            raise cx.fail(f"depth must be a scalar, got shape {list(dv.shape)}")
+        depth = int(dv.reshape(()).item())
+        depth_t, seq = cx.scalar(depth, "int64"), None
     if values.type.rank != 1 or values.shape[0] != 2:
         raise cx.fail(f"values must be [off, on], got {values.type}")
     idims = tuple(idx.shape)
@@ -651,11 +663,12 @@ def one_hot(cx):
     ax = norm_axis(cx, cx.attr("axis", -1), r)
     i64 = idx if idx.dtype == "int64" else cx.op("cast", [idx], to="int64")
     i64 = cx.op("where", [cx.op("less", [i64, cx.scalar(0, "int64")]),
-                          cx.op("add", [i64, cx.scalar(depth, "int64")]), i64])
+                          cx.op("add", [i64, depth_t]), i64])
     i64 = reshape(cx, i64, idims[:ax] + (1,) + idims[ax:])
     shp = [1] * r
     shp[ax] = depth
-    hot = cx.op("equal", [i64, cx.const(np.arange(depth, dtype=np.int64).reshape(shp))])
+    seq = cx.const(np.arange(depth, dtype=np.int64).reshape(shp)) if seq is None else reshape(cx, seq, shp)
+    hot = cx.op("equal", [i64, seq])
     off = cx.op("slice", [values], starts=(0,), ends=(1,), steps=(1,))
     on = cx.op("slice", [values], starts=(1,), ends=(2,), steps=(1,))
     return cx.op("where", [hot, reshape(cx, on, ()), reshape(cx, off, ())])

@@ -415,7 +415,7 @@ def slice_(cx):
         if any(isinstance(v, Sym) for v in (s, e, d)):
             try:
                 st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d)
-            except InvalidModelError:
+            except _RunTimeOnly:
                 if cx.opset < 10:
                     raise
                 return _slice_at_run_time(cx, x)      # the clamping is decided by the run
@@ -452,11 +452,18 @@ def _slice_at_run_time(cx, x):
     return data_dims.slice_at_run_time(cx, x, starts, ends, axes, steps)
 
 
+class _RunTimeOnly(InvalidModelError):
+    """A slice whose clamping only the run can decide (it is then computed at run time)."""
+
+    def __init__(self, cx, message: str):
+        super().__init__(message, node=cx.name, op=cx.op_type)
+
+
 def _symbolic_slice_range(cx, axis, s, e, p, d):
     """(start, end, step) of a slice along an axis where the start, the end or the size is
     symbolic; the clamping ONNX defines must be decided at compile time (bounds help)."""
     if p != 1:
-        raise cx.fail(f"a slice with step {p} along axis {axis}, whose bounds or size are symbolic")
+        raise _RunTimeOnly(cx, f"a slice with step {p} along axis {axis}, whose bounds or size are symbolic")
     big = 1 << 62
 
     def resolve(v, what):
@@ -468,20 +475,20 @@ def _symbolic_slice_range(cx, axis, s, e, p, d):
                 return max(v, 0)
         nonneg = compare(v, ">=", 0)
         if nonneg is None:
-            raise cx.fail(f"the {what} {v} of the slice along axis {axis} may be negative")
+            raise _RunTimeOnly(cx, f"the {what} {v} of the slice along axis {axis} may be negative")
         if not nonneg:
             return 0
         if isinstance(d, int):
             return v if cx.assume_at_most(v, d, f"the {what} of the slice along axis {axis}") else d
         within = compare(v, "<=", d, cx._tr.bounds)
         if within is None:
-            raise cx.fail(f"whether the {what} {v} of the slice along axis {axis} is within its size {d} "
+            raise _RunTimeOnly(cx, f"whether the {what} {v} of the slice along axis {axis} is within its size {d} "
                           "is only known at run time")
         return v if within else d
 
     s2, e2 = resolve(s, "start"), resolve(e, "end")
     if compare(e2, ">=", s2, cx._tr.bounds) is not True:
-        raise cx.fail(f"the slice from {s2} to {e2} along axis {axis} may be empty or reversed; "
+        raise _RunTimeOnly(cx, f"the slice from {s2} to {e2} along axis {axis} may be empty or reversed; "
                       "that is only known at run time")
     return s2, e2, 1
 

@@ -305,3 +305,18 @@ def test_compress_runtime_condition(axis):
               [vi("y", None)])
     x = RNG.standard_normal((3, 4)).astype(np.float32)
     check(m, [{"x": x, "c": RNG.random(n) < p} for p in (0.0, 0.4, 1.0)])
+
+
+def test_huge_run_time_shapes_are_refused_before_allocating():
+    from ember.errors import RuntimeLimitError
+
+    m = model([helper.make_node("ConstantOfShape", ["s"], ["y"])], [vi("s", [3], TP.INT64)], [vi("y", None)])
+    mod = ember.compile(m, cflags=("-O1",))
+    for s in ([1 << 20, 1 << 20, 1], [1 << 40, 1 << 40, 1 << 40], [1 << 62, 4, 1]):   # 4 TiB; sizes that overflow
+        with pytest.raises(RuntimeLimitError, match="tensor limit"):
+            with ember.limits.using({"tensor_bytes": "1G"}):
+                mod.run({"s": np.array(s, np.int64)})
+    assert mod.run({"s": np.array([2, 2, 1], np.int64)})["y"].shape == (2, 2, 1)
+    with pytest.raises(RuntimeLimitError):
+        with ember.limits.using({"tensor_bytes": "1G"}):
+            run_graph(from_onnx(m), [np.array([1 << 20, 1 << 20, 1], np.int64)])

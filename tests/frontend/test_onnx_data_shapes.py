@@ -94,7 +94,6 @@ def test_nonzero_constant_stays_static():
 
 def test_bind_dims_errors_and_folding():
     from ember.graph.builder import GraphBuilder
-    from ember.passes import optimize
     from ember.symbolic import symbol
 
     b = GraphBuilder("g")

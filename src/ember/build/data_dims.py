@@ -15,7 +15,7 @@ input shapes:
   and after the run ``ember_model_output_shape`` / ``ember_model_output`` give their shape and
   data (generated ``ember_model_output_dims`` and ``ember_model_output_block``).
 
-Sizes are computed with saturating arithmetic (``ember_sat_mul``/``ember_sat_add``), so values
+Sizes are computed with saturating arithmetic (``dim_c(..., saturating=True)``), so values
 that would overflow a size ask for more than any limit instead of wrapping to a small block.
 """
 
@@ -26,7 +26,6 @@ import numpy as np
 from ..codegen.c import c_string, c_type, dim_c
 from ..graph.ir import Graph, Node, Value
 from ..ops.dynamic import limits_of
-from ..symbolic import Sym
 
 #: the return code of a run whose data gives an invalid dimension (ember_runtime.h)
 ERROR_SHAPE = "EMBER_ERROR_SHAPE"
@@ -39,26 +38,6 @@ def data_symbols(g: Graph) -> list[str]:
 
 def _itemsize(dtype: str) -> int:
     return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
-
-
-def sat_c(d, sym_index: dict[str, int]) -> str:
-    """C for dimension ``d`` (int or Sym) with saturating products and sums (non-negative
-    symbols): a result that would overflow is INT64_MAX-ish, never a small number."""
-    if not isinstance(d, Sym):
-        return f"INT64_C({int(d)})"
-
-    def atom(a) -> str:
-        if isinstance(a, str):
-            return f"syms[{sym_index[a]}]"
-        return f"({sat_c(a[1], sym_index)} {'/' if a[0] == '//' else '%'} INT64_C({a[2]}))"
-
-    total = f"INT64_C({d.const})"
-    for mono, coef in d.terms:
-        term = f"INT64_C({coef})"
-        for a in mono:
-            term = f"ember_sat_mul({term}, {atom(a)})"
-        total = f"ember_sat_add({total}, {term})"
-    return total
 
 
 class DataDims:
@@ -116,14 +95,14 @@ class DataDims:
             lines.append(f"  syms[{j}] = bound[{k}];")
         numel = a["numel"]
         if not (isinstance(numel, int) and numel < 0):
-            prod = f"INT64_C(1)"
+            prod = "INT64_C(1)"
             for k in range(len(a["symbols"])):
                 prod = f"ember_sat_mul({prod}, bound[{k}])"
             want = dim_c(numel, self.sym_index)
             lines.append(f"  if ({prod} != {want}) {{ ember_set_error(\"{who}: the data gives a shape of %lld elements "
                          f"where %lld are needed\", (long long){prod}, (long long){want}); return {ERROR_SHAPE}; }}")
         for v in self.reserve_after.get(n, ()):
-            size = sat_c(v.type.num_elements * _itemsize(v.dtype), self.sym_index)
+            size = dim_c(v.type.num_elements * _itemsize(v.dtype), self.sym_index, saturating=True)
             what = c_string(f"%{v.name} ({v.type})")
             lines.append(f"  {{ int rc = ember_block_reserve(blocks, {self.blocks[v]}, {size}, {what}); "
                          "if (rc) return rc; }")

@@ -1005,10 +1005,12 @@ def profiled(entry_body: list[str], kernel_names: list[str]) -> tuple[list[str],
     return body, defs
 
 
-def dim_c(d, sym_index: dict[str, int], syms: str = "syms") -> str:
+def dim_c(d, sym_index: dict[str, int], syms: str = "syms", saturating: bool = False) -> str:
     """C (int64 arithmetic) for a dimension: an int, or a symbolic expression whose symbol k is
     ``syms[k]``.  Floor divisions and remainders of symbolic dimensions have non-negative
-    operands, where C's division agrees."""
+    operands, where C's division agrees.  ``saturating``: products and sums saturate at
+    INT64_MAX instead of wrapping (``ember_sat_mul``/``ember_sat_add``; sizes of tensors the
+    data decides, whose symbols may hold any value)."""
     from ..symbolic import Sym
 
     if not isinstance(d, Sym):
@@ -1017,8 +1019,16 @@ def dim_c(d, sym_index: dict[str, int], syms: str = "syms") -> str:
     def atom(a) -> str:
         if isinstance(a, str):
             return f"{syms}[{sym_index[a]}]"
-        return f"({dim_c(a[1], sym_index, syms)} {'/' if a[0] == '//' else '%'} INT64_C({a[2]}))"
+        return f"({dim_c(a[1], sym_index, syms, saturating)} {'/' if a[0] == '//' else '%'} INT64_C({a[2]}))"
 
+    if saturating:
+        total = f"INT64_C({d.const})"
+        for mono, coef in d.terms:
+            term = f"INT64_C({coef})"
+            for a in mono:
+                term = f"ember_sat_mul({term}, {atom(a)})"
+            total = f"ember_sat_add({total}, {term})"
+        return total
     parts = []
     for mono, coef in d.terms:
         factors = [atom(a) for a in mono]

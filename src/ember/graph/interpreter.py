@@ -11,20 +11,14 @@ import numpy as np
 
 from .. import limits
 from ..errors import InputError
-from .ir import Graph, Value
-from ..symbolic import Sym, SymbolicError, bind, evaluate
+from .ir import Graph, Value, map_dims
+from ..symbolic import SymbolicError, bind, evaluate
 from .types import np_dtype
 
 
 def concrete_attrs(attrs: dict, sizes: Mapping[str, int]) -> dict:
     """Attributes with every symbolic dimension replaced by its value under ``sizes``."""
-    def go(x):
-        if isinstance(x, Sym):
-            return x.evaluate(sizes)
-        if isinstance(x, tuple):
-            return tuple(go(y) for y in x)
-        return x
-    return {k: go(v) for k, v in attrs.items()}
+    return {k: map_dims(v, lambda d: d.evaluate(sizes)) for k, v in attrs.items()}
 
 
 def _check_size(v: Value, sizes: Mapping[str, int], lim: "limits.Limits") -> None:

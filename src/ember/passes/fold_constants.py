@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import limits
-from ..graph.ir import Graph, Node, Value
+from ..graph.ir import Graph, Node, Value, map_dims
 from ..graph.types import TensorType, np_dtype
 from ..symbolic import Sym
 from .base import Pass, resolve
@@ -107,16 +107,12 @@ def _constant_binding(n: Node) -> dict[str, int] | None:
 def _substitute(n: Node, env: dict[str, int]) -> None:
     """Symbols of ``env`` replaced by their values in node ``n``'s attributes and output types."""
     def go(x):
-        if isinstance(x, Sym):
-            return x.substitute(env)
-        if isinstance(x, tuple):
-            return tuple(go(y) for y in x)
-        return x
+        return map_dims(x, lambda d: d.substitute(env))
 
     n.attrs = {k: go(v) for k, v in n.attrs.items()}
     for o in n.outputs:
         if o.type.symbols & env.keys():
-            o.type = TensorType(tuple(go(d) for d in o.shape), o.dtype)
+            o.type = TensorType(go(tuple(o.shape)), o.dtype)
 
 
 PASS = Pass("fold_constants", 1, fold_constants, "evaluate nodes whose inputs are all constants")

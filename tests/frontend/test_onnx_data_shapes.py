@@ -319,3 +319,24 @@ def test_huge_run_time_shapes_are_refused_before_allocating():
     with pytest.raises(RuntimeLimitError):
         with ember.limits.using({"tensor_bytes": "1G"}):
             run_graph(from_onnx(m), [np.array([1 << 20, 1 << 20, 1], np.int64)])
+
+
+# ---- Pad with run-time pads ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
+def test_pad_runtime(mode):
+    m = model([helper.make_node("Pad", ["x", "p", "v"], ["y"], mode=mode)],
+              [vi("x", [3, 4]), vi("p", [4], TP.INT64), vi("v", [])], [vi("y", None)], opset=19)
+    x = RNG.standard_normal((3, 4)).astype(np.float32)
+    cases = [[0, 0, 0, 0], [1, 2, 0, 1], [2, 0, 1, 3], [-1, 1, 0, -2]]
+    mod = check(m, [{"x": x, "p": np.array(p, np.int64), "v": np.array(1.5, np.float32)} for p in cases])
+    with pytest.raises(DataShapeError):
+        mod.run({"x": x, "p": np.array([-2, 0, -2, 0], np.int64), "v": np.array(0, np.float32)})
+
+
+def test_pad_runtime_axes_and_int():
+    m = model([helper.make_node("Pad", ["x", "p", "", "a"], ["y"])], [vi("x", [2, 3, 2], TP.INT32), vi("p", [2], TP.INT64)],
+              [vi("y", None, TP.INT32)], opset=19)
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-2], np.int64), "a"))
+    x = RNG.integers(-5, 5, (2, 3, 2)).astype(np.int32)
+    check(m, [{"x": x, "p": np.array(p, np.int64)} for p in ([0, 0], [2, 1], [-1, 3])])

@@ -271,3 +271,46 @@ def nonzero_positions(cx, flat: Value) -> tuple[Value, Sym]:
             pos = cx.op("where", [ok, cand, pos])
         step //= 2
     return pos, nz
+
+
+def pad_at_run_time(cx, x: Value, pads: Value, axes: list[int], mode: str, value: Value) -> Value:
+    """ONNX Pad whose pads (or constant value) are read at run time: per padded axis of size
+    d, the new length d + begin + end is bound (negative: an error of the run) and a gather
+    reads the source index of every output position (clamped for ``edge``, reflected for
+    ``reflect``, wrapped for ``wrap``; ``constant`` puts ``value`` where it falls outside)."""
+    i64 = lambda c: cx.scalar(c, "int64")  # noqa: E731
+    k_axes = len(axes)
+    if pads.type.rank != 1 or pads.shape[0] != 2 * k_axes:
+        raise cx.fail(f"needs {2 * k_axes} pads for axes {axes}, got {pads.type}")
+    for k, a in enumerate(axes):
+        d = x.shape[a]
+        if isinstance(d, int) and d == 0 and mode != "constant":
+            raise cx.fail(f"cannot pad the empty axis {a} of {x.type} in mode {mode!r}")
+        d_t = cx.op("reshape", [dims_tensor(cx, [d])], shape=())
+        begin, end = element(cx, pads, k), element(cx, pads, k + k_axes)
+        n = cx.op("add", [cx.op("add", [d_t, begin]), end])
+        bound, (length,) = bind(cx, n, f"axis{a}")
+        seq = iota(cx, bound, length)
+        src = cx.op("sub", [seq, begin])
+        last = cx.op("sub", [d_t, i64(1)])
+        if mode in ("reflect", "wrap"):
+            # negative pads crop first: reflect or wrap within what is left, [lo, hi)
+            lo = cx.op("maximum", [cx.op("neg", [begin]), i64(0)])
+            hi = cx.op("sub", [d_t, cx.op("maximum", [cx.op("neg", [end]), i64(0)])])
+            kept = cx.op("maximum", [cx.op("sub", [hi, lo]), i64(1)])
+            t = cx.op("sub", [seq, cx.op("maximum", [begin, i64(0)])])
+            period = kept if mode == "wrap" else cx.op("maximum", [cx.op("mul", [cx.op("sub", [kept, i64(1)]), i64(2)]),
+                                                                   i64(1)])
+            m = cx.op("fmod", [cx.op("add", [cx.op("fmod", [t, period]), period]), period])
+            if mode == "reflect":
+                m = cx.op("where", [cx.op("less", [m, kept]), m, cx.op("sub", [period, m])])
+            src = cx.op("add", [m, lo])
+        inside = cx.op("logical_and", [cx.op("greater_equal", [src, i64(0)]), cx.op("less_equal", [src, last])])
+        clamped = cx.op("maximum", [cx.op("minimum", [src, last]), i64(0)])
+        shape = [1] * x.type.rank
+        shape[a] = length
+        out = cx.op("gather", [x, clamped], axis=a)
+        if mode == "constant":
+            out = cx.op("where", [cx.op("reshape", [inside], shape=tuple(shape)), out, value])
+        x = out
+    return x

@@ -503,6 +503,8 @@ def pad(cx):
         value = cx.attr("value", 0.0)
         axes = None
     else:
+        if any(data_dims.runtime_operand(cx, k) is not None for k in (1, 2)):
+            return _pad_at_run_time(cx, x, mode)
         pads = cx.ints_input(1, "pads", required=True)
         cv = cx.const_input(2, "constant_value")
         if cv is not None and cv.size != 1:
@@ -524,6 +526,26 @@ def pad(cx):
     cv = np.array(value).astype(np_dtype(x.dtype))
     value = bool(cv) if x.dtype == "bool" else int(cv) if is_int(x.dtype) or x.dtype in NARROW_INT_DTYPES else float(cv)
     return cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
+
+
+def _pad_at_run_time(cx, x, mode):
+    """Pad (opset >= 11) with its pads or constant value taken at run time (axes constant)."""
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise cx.fail(f"unknown mode {mode!r}")
+    r = x.type.rank
+    axes = cx.ints_input(3, "axes (the pads are taken at run time)")
+    axes = list(range(r)) if axes is None else norm_axes(cx, axes, r)
+    pads = cx.input(1)
+    pads = data_dims.shape_operand(cx, pads, "pads") if data_dims.runtime_operand(cx, 1) is not None else \
+        cx.const(np.array(cx.ints_input(1, "pads", required=True), np.int64))
+    value = cx.input(2, required=False)
+    if value is None:
+        value = cx.scalar(False if x.dtype == "bool" else 0, x.dtype)
+    elif value.type.num_elements != 1 or value.dtype != x.dtype:
+        raise cx.fail(f"constant_value must be one {x.dtype}, got {value.type}")
+    else:
+        value = data_dims.scalar_of(cx, value)
+    return data_dims.pad_at_run_time(cx, x, pads, axes, mode, value)
 
 
 @translates("Expand")

@@ -340,3 +340,15 @@ def test_pad_runtime_axes_and_int():
     m.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-2], np.int64), "a"))
     x = RNG.integers(-5, 5, (2, 3, 2)).astype(np.int32)
     check(m, [{"x": x, "p": np.array(p, np.int64)} for p in ([0, 0], [2, 1], [-1, 3])])
+
+
+# ---- Split with run-time sizes ---------------------------------------------------------------------
+
+def test_split_runtime_sizes():
+    m = model([helper.make_node("Split", ["x", "s"], ["a", "b", "c"], axis=1)],
+              [vi("x", [2, 7]), vi("s", [3], TP.INT64)], [vi("a", None), vi("b", None), vi("c", None)])
+    x = RNG.standard_normal((2, 7)).astype(np.float32)
+    mod = check(m, [{"x": x, "s": np.array(s, np.int64)} for s in ([1, 2, 4], [0, 7, 0], [3, 3, 1])])
+    for bad in ([1, 2, 3], [8, -1, 0]):
+        with pytest.raises(DataShapeError):
+            mod.run({"x": x, "s": np.array(bad, np.int64)})

@@ -314,3 +314,23 @@ def pad_at_run_time(cx, x: Value, pads: Value, axes: list[int], mode: str, value
             out = cx.op("where", [cx.op("reshape", [inside], shape=tuple(shape)), out, value])
         x = out
     return x
+
+
+def split_at_run_time(cx, x: Value, axis: int, sizes: Value, n_out: int) -> list[Value]:
+    """ONNX Split by sizes read at run time: each size is bound (negative ones, or sizes that
+    do not add up to the axis, are an error of the run) and each part gathered from its offset."""
+    sizes = shape_operand(cx, sizes, "split")
+    if sizes.shape[0] != n_out:
+        raise cx.fail(f"split {sizes.type} must hold one size per output ({n_out})")
+    d = x.shape[axis]
+    d_t = cx.op("reshape", [dims_tensor(cx, [d])], shape=())
+    total = cx.op("reduce_sum", [sizes], axes=(0,), keepdims=False)
+    sizes = invalid_if(cx, sizes, cx.op("not_equal", [total, d_t]))
+    limit = d if isinstance(d, int) else None
+    bound, parts = bind(cx, sizes, "part", [limit] * n_out)
+    outs, off = [], cx.scalar(0, "int64")
+    for k, n in enumerate(parts):
+        idx = cx.op("add", [iota(cx, bound, n), off])
+        outs.append(cx.op("gather", [x, idx], axis=axis))
+        off = cx.op("add", [off, element(cx, bound, k)])
+    return outs

@@ -352,6 +352,8 @@ def split(cx):
     dims = tuple(x.shape)
     ax = norm_axis(cx, cx.attr("axis", 0), len(dims))
     d = dims[ax]
+    if cx.opset >= 13 and data_dims.runtime_operand(cx, 1) is not None:
+        return data_dims.split_at_run_time(cx, x, ax, cx.input(1), cx.num_outputs)
     if not isinstance(d, int):
         raise cx.fail(f"splits axis {ax} of {x.type}, whose size {d} is only known at run time; "
                       f"fix it with shapes=")

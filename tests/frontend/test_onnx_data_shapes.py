@@ -352,3 +352,13 @@ def test_split_runtime_sizes():
     for bad in ([1, 2, 3], [8, -1, 0]):
         with pytest.raises(DataShapeError):
             mod.run({"x": x, "s": np.array(bad, np.int64)})
+
+
+# ---- Unique computed at run time -----------------------------------------------------------------
+
+@pytest.mark.parametrize("sort", [1, 0])
+def test_unique_runtime(sort):
+    m = model([helper.make_node("Unique", ["x"], ["y", "i", "inv", "c"], sorted=sort)], [vi("x", [2, 5])],
+              [vi("y", None), vi("i", None, TP.INT64), vi("inv", None, TP.INT64), vi("c", None, TP.INT64)], opset=11)
+    feeds = [{"x": RNG.integers(0, k, (2, 5)).astype(np.float32)} for k in (1, 3, 6, 100)]
+    check(m, feeds)

@@ -334,3 +334,43 @@ def split_at_run_time(cx, x: Value, axis: int, sizes: Value, n_out: int) -> list
         outs.append(cx.op("gather", [x, idx], axis=axis))
         off = cx.op("add", [off, element(cx, bound, k)])
     return outs
+
+
+def unique_at_run_time(cx, x: Value, sort: bool) -> list[Value]:
+    """ONNX Unique of the flattened ``x`` (static length n) computed at run time, by pairwise
+    comparisons (O(n^2): meant for the small tensors Unique sees): an element is a *first* when
+    no earlier one equals it; the number of firsts is bound; each first's output position is the
+    number of firsts before it (by value when sorted, else by position); outputs as ONNX's
+    (values, first indices, inverse indices, counts)."""
+    i64 = lambda c: cx.scalar(c, "int64")  # noqa: E731
+    n = x.shape[0]
+    col = cx.op("reshape", [x], shape=(n, 1))
+    row = cx.op("reshape", [x], shape=(1, n))
+    pos = cx.const(np.arange(n, dtype=np.int64))
+    earlier = cx.const(np.arange(n)[None, :] < np.arange(n)[:, None])        # [i, j]: j < i
+    same = cx.op("equal", [col, row])                                       # [i, j]: x[i] == x[j]
+    dup = cx.op("reduce_max", [cx.op("cast", [cx.op("logical_and", [same, earlier])], to="int64")], axes=(1,),
+                keepdims=False)
+    first = cx.op("equal", [dup, i64(0)])                                    # [n]
+    first_i = cx.op("cast", [first], to="int64")
+    count = cx.op("reduce_sum", [first_i], axes=(0,), keepdims=True)
+    bound, (u,) = bind(cx, count, "unique", [n])
+    # order[i, j]: firsts j that come before element i's value in the output
+    before = cx.op("less", [row, col]) if sort else earlier
+    before = cx.op("logical_and", [before, cx.op("reshape", [first], shape=(1, n))])
+    rank = cx.op("reduce_sum", [cx.op("cast", [before], to="int64")], axes=(1,), keepdims=False)    # [n]
+    if not sort:
+        # element i's output position is its first occurrence's rank
+        firstpos = cx.op("reduce_min", [cx.op("where", [same, cx.op("reshape", [pos], shape=(1, n)), i64(n)])],
+                         axes=(1,), keepdims=False)
+        rank = cx.op("gather", [rank, firstpos], axis=0)
+    slots = cx.op("reshape", [iota(cx, bound, u)], shape=(u, 1))                  # [u, 1]
+    hot = cx.op("logical_and", [cx.op("equal", [cx.op("reshape", [rank], shape=(1, n)), slots]),
+                                cx.op("reshape", [first], shape=(1, n))])        # [u, n]
+    index = cx.op("reduce_sum", [cx.op("mul", [cx.op("cast", [hot], to="int64"), cx.op("reshape", [pos], shape=(1, n))])],
+                  axes=(1,), keepdims=False)                                     # [u]
+    values = cx.op("gather", [x, index], axis=0)
+    inverse = rank
+    counts = cx.op("reduce_sum", [cx.op("cast", [cx.op("equal", [cx.op("reshape", [values], shape=(u, 1)), row])],
+                                        to="int64")], axes=(1,), keepdims=False)
+    return [values, index, inverse, counts]

@@ -362,3 +362,15 @@ def test_unique_runtime(sort):
               [vi("y", None), vi("i", None, TP.INT64), vi("inv", None, TP.INT64), vi("c", None, TP.INT64)], opset=11)
     feeds = [{"x": RNG.integers(0, k, (2, 5)).astype(np.float32)} for k in (1, 3, 6, 100)]
     check(m, feeds)
+
+
+def test_what_needs_the_operand_at_compile_time_reports_it():
+    # Expand to a run-time shape, then an Add with a static [2, 3]: the data's dimension cannot
+    # be matched with 2 while compiling, so the operand is reported as needed at compile time
+    from ember.frontend.onnx import OperandNotConstantError
+
+    m = model([helper.make_node("Expand", ["x", "s"], ["e"]), helper.make_node("Add", ["e", "w"], ["y"])],
+              [vi("x", [1, 3]), vi("s", [2], TP.INT64), vi("w", [2, 3])], [vi("y", None)])
+    with pytest.raises(OperandNotConstantError) as info:
+        from_onnx(m)
+    assert info.value.inputs == ("s",) and "taken at run time" in str(info.value)

@@ -38,10 +38,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import limits
-from ..errors import FrontendError, InvalidModelError, LimitError, ModelFileError, ModelLoadError, UnsupportedOpError
+from ..errors import (FrontendError, GraphError, InvalidModelError, LimitError, ModelFileError, ModelLoadError,
+                      TypeInferenceError, UnsupportedOpError)
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
+from ..graph.verify import verify
 from ..ops import get_op
 from ..symbolic import Sym, SymbolicError, compare, dim_range, is_identifier, symbol
 from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
@@ -526,6 +528,7 @@ class _Translator:
         self.used: set[str] = set()
         self.input_names: dict[int, str] = {}   # uid of a graph-input Value -> its ONNX name
         self.data_symbols: set[str] = set()     # symbols of dimensions the data decides (string ops)
+        self.data_bindings: list[Value] = []    # operands bound at run time (onnx_ops/data_dims.py)
         self.depth = 0                          # subgraphs and function bodies being translated
 
     # -- values ----------------------------------------------------------------------------
@@ -966,6 +969,28 @@ class _Translator:
         return [v]
 
     def run(self) -> Graph:
+        try:
+            graph = self._run()
+            if self.data_bindings:
+                verify(graph)
+            return graph
+        except (OperandNotConstantError, LimitError):
+            raise
+        except (TypeInferenceError, GraphError, InvalidModelError) as e:
+            if not self.data_bindings:
+                raise
+            # what the model does with a shape taken at run time needs it at compile time
+            # (two dimensions the data decides that the model takes as equal, say): the operands
+            # are reported as OperandNotConstantError, which a caller that knows their values
+            # (the ONNX backend) answers by specializing
+            feeding = sorted({n for v in self.data_bindings for n in self.inputs_feeding(v)},
+                             key=[vi.name for vi in self.g.input].index)
+            raise OperandNotConstantError(
+                f"{str(e).split('] ', 1)[-1]} (this follows from operands taken at run time, computed from graph "
+                f"input(s) {', '.join(map(repr, feeding))}; fixing their values compiles a static model)",
+                feeding, node=e.node, op=e.op) from e
+
+    def _run(self) -> Graph:
         nodes = list(self.g.node)
         self.check_support(nodes)
         self.bind_initializers()

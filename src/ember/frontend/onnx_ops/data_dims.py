@@ -40,6 +40,7 @@ def bind(cx, values: Value, what: str | list[str], limits: list[int | None] | No
     if numel is not None:
         attrs["numel"] = numel
     bound = cx.op("bind_dims", [values], **attrs)
+    cx._tr.data_bindings.append(values)
     return bound, [symbol(s) for s in syms]
 
 

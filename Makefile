@@ -16,6 +16,7 @@ export EMBER_MODELS_DIR
 CONFORMANCE_ARGS ?=
 CONFORMANCE_SUITES ?= all
 BASELINE      := $(wildcard tests/conformance_baseline.json)
+BASELINE_RUNTIME := $(wildcard tests/conformance_baseline_runtime.json)
 
 .PHONY: venv demo test conformance clean distclean
 
@@ -42,8 +43,27 @@ models: venv
 	@$(PY) benchmarks/models.py --out $(EMBER_MODELS_DIR) --check 2>/dev/null || \
 		{ $(TORCH) && $(PY) benchmarks/models.py --out $(EMBER_MODELS_DIR); }
 
-test: venv models
+test: venv models cross-deps
 	$(PY) -m pytest -q tests/
+
+# What the cross-target tests (tests/targets) need: zig cc from the ziglang package (the cross
+# compiler), qemu user mode with the ARM and RISC-V C libraries (Debian's packages, as root), and
+# Node.js 20 or later for wasm32.  Best effort: a tool that cannot be installed skips its tests
+# with the reason.  Done once (the stamp); `rm .venv/.ember-cross` to try again.
+CROSS_STAMP   := $(VENV)/.ember-cross
+CROSS_APT     := qemu-user libc6-arm64-cross libc6-armhf-cross libc6-riscv64-cross
+
+.PHONY: cross-deps
+cross-deps: $(CROSS_STAMP)
+
+$(CROSS_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q 'ziglang>=0.13' || echo "cross-deps: ziglang not installed"
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		pkgs="$(CROSS_APT)"; command -v node >/dev/null 2>&1 || pkgs="$$pkgs nodejs"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs >/dev/null) \
+			|| echo "cross-deps: could not install $$pkgs"; \
+	else echo "cross-deps: install $(CROSS_APT) and Node.js 20 yourself (not root, or no apt-get)"; fi
+	touch $@
 
 # The CPU benchmark: Ember next to onnxruntime, torch eager (and OpenVINO when installed) on all
 # benchmark models (the three test models, a ViT-B/16 and GPT-2 small), batch 1 and 8, 2 threads.
@@ -65,13 +85,19 @@ bench: venv
 	$(PY) benchmarks/cpu.py $(BENCH_ARGS)
 
 # The ONNX backend test suites that ship with the onnx package (the node tests, and the simple,
-# pytorch-converted and pytorch-operator models), run by tests/onnx/conformance.py; fails when a
-# test that passes in tests/conformance_baseline.json no longer does (known failures are listed
-# there with their status).  After a full run, raise the baseline with:
+# pytorch-converted and pytorch-operator models), run by tests/onnx/conformance.py twice: as
+# the backend runs them (operands it needs at compile time specialized per value), then with
+# every input at run time (--runtime-inputs: each model compiled once, as ember.compile does).
+# Each run fails when a test that passes in its baseline (tests/conformance_baseline.json,
+# tests/conformance_baseline_runtime.json) no longer does.  After a full run, raise them with:
 # $(PY) tests/onnx/check_conformance.py build/conformance.json tests/conformance_baseline.json --update
+# $(PY) tests/onnx/check_conformance.py build/conformance_runtime.json tests/conformance_baseline_runtime.json --update
 conformance: venv
 	$(PY) tests/onnx/conformance.py --backend ember.onnx.backend --suites $(CONFORMANCE_SUITES) \
 		--json build/conformance.json $(if $(BASELINE),--baseline $(BASELINE)) $(CONFORMANCE_ARGS)
+	$(PY) tests/onnx/conformance.py --backend ember.onnx.backend --suites $(CONFORMANCE_SUITES) --runtime-inputs \
+		--json build/conformance_runtime.json $(if $(BASELINE_RUNTIME),--baseline $(BASELINE_RUNTIME)) \
+		--show-failures 0 $(CONFORMANCE_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -131,3 +131,13 @@ def test_bind_reads_symbols_from_shapes():
         bind((b, s), (2,), {}, "input 'x'")
     with pytest.raises(SymbolicError, match=r"2\*seq is 14"):
         bind((s, 2 * s), (7, 15), {}, "input 'x'")
+
+
+def test_compare_bounds_floor_divisions_by_their_quotients():
+    from ember.symbolic import compare, symbol
+
+    s = symbol("S")
+    assert compare(s - s // 3, ">=", 0) is True              # 3*S - S >= 0
+    assert compare(2 * (s // 2), "<=", s) is True
+    assert compare(s // 3 + 1, "<=", s) is None              # S = 0
+    assert compare(s - 2 * ((s + 2) // 3), ">=", 0) is None  # S = 1 makes it -1

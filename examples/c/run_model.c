@@ -1,7 +1,7 @@
 /* run_model.c — run an Ember artifact from C, with no Python.
  *
  *   cc -O2 -I src/ember/runtime/c examples/c/run_model.c -o run_model -ldl -lm
- *   ./run_model model.so [--threads N] [--iters N] [INPUT.bin ...]
+ *   ./run_model model.so [--threads N] [--iters N] [--out PREFIX] [INPUT.bin ...]
  *
  * Opens the artifact with dlopen() and looks up the functions of ember_runtime.h.  Inputs are
  * read from raw binary files (one per input, in model order, exactly the input's bytes) or, when
@@ -13,8 +13,10 @@
  *   bool      v % 2
  * (ember.runtime.pattern_array makes the same arrays in Python.)  Prints the first few values of
  * each output, a checksum of all output bytes (FNV-1a, 64 bits, outputs in order) and the
- * latency.  An output whose shape the data decides (a NonZero's count) is the runtime's: the
- * example reads its shape and data after the run (ember_model_output_shape, ember_model_output).
+ * latency; with --out, writes output i's bytes to PREFIX<i>.bin (e.g. to compare a cross build
+ * run under an emulator with the reference on the host).  An output whose shape the data decides
+ * (a NonZero's count) is the runtime's: the example reads its shape and data after the run
+ * (ember_model_output_shape, ember_model_output).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -186,19 +188,32 @@ static void* alloc_buffer(int64_t nbytes) {
     return posix_memalign(&p, 64, n) == 0 ? p : NULL;
 }
 
+/* Writes n bytes to PREFIX<i>.bin. */
+static int write_output(const char* prefix, int i, const void* data, int64_t n) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s%d.bin", prefix, i);
+    FILE* f = fopen(path, "wb");
+    if (!f) return die("cannot write %s", path);
+    int ok = fwrite(data, 1, (size_t)n, f) == (size_t)n;
+    ok = (fclose(f) == 0) && ok;
+    return ok ? 0 : die("cannot write %s", path);
+}
+
 int main(int argc, char** argv) {
     const char* artifact = NULL;
     const char* files[256];
+    const char* out_prefix = NULL;
     int nfiles = 0, threads = 0, iters = 10;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_prefix = argv[++i];
         else if (argv[i][0] == '-') artifact = NULL, i = argc;   /* -h, --help, or unknown */
         else if (!artifact) artifact = argv[i];
         else if (nfiles < 256) files[nfiles++] = argv[i];
     }
     if (!artifact) {
-        fprintf(stderr, "usage: run_model ARTIFACT [--threads N] [--iters N] [INPUT.bin ...]\n");
+        fprintf(stderr, "usage: run_model ARTIFACT [--threads N] [--iters N] [--out PREFIX] [INPUT.bin ...]\n");
         return 2;
     }
     if (iters < 1) iters = 1;
@@ -281,7 +296,9 @@ int main(int argc, char** argv) {
         for (int64_t j = 0; j < count && j < 8; j++) printf(" %.6g", value_at(t, data, j));
         printf("%s\n", count > 8 ? " ..." : "");
         const unsigned char* bytes = data;
-        for (int64_t j = 0; j < count * t->elem_bytes; j++) hash = (hash ^ bytes[j]) * 1099511628211ull;
+        int64_t nbytes = count * t->elem_bytes;
+        for (int64_t j = 0; j < nbytes; j++) hash = (hash ^ bytes[j]) * 1099511628211ull;
+        if (out_prefix && write_output(out_prefix, i, bytes, nbytes)) return 1;
     }
     printf("checksum fnv1a64 %016llx\n", (unsigned long long)hash);
     printf("threads %d, latency median %.4f ms, min %.4f ms over %d runs\n", api.get_num_threads(),

@@ -5,7 +5,7 @@
     outputs = module.run({"input": x})
 
 The public surface: :func:`compile`, :func:`load`, :class:`Module`, the frontends
-(:func:`from_onnx`), :class:`Target` and the ``ember`` command line.
+(:func:`from_onnx`, :func:`from_torch`), :class:`Target` and the ``ember`` command line.
 """
 
 __version__ = "0.1.0"
@@ -15,9 +15,12 @@ from .target import Target  # noqa: E402
 
 
 def compile(model, target="cpu", opt_level=3, **kwargs):
-    """Compile a model for ``target``; see :func:`ember.build.compile.compile`."""
+    """Compile a model for ``target``; see :func:`ember.build.compile.compile`.  A
+    ``torch.nn.Module`` is translated by :func:`from_torch` first, from ``example_args=`` (and
+    ``dynamic_shapes=``, ``example_kwargs=``)."""
     from .build.compile import compile as _compile
 
+    model, kwargs = _torch_model(model, kwargs)
     return _compile(model, target, opt_level, **kwargs)
 
 
@@ -35,6 +38,29 @@ def from_onnx(model, shapes=None, bounds=None):
     return _from_onnx(model, shapes=shapes, bounds=bounds)
 
 
+def from_torch(module, example_args=(), dynamic_shapes=None, **kwargs):
+    """Translate a PyTorch module (through ``torch.export``), an ``ExportedProgram`` or a
+    ``.pt2`` file into Ember's graph IR; see :func:`ember.frontend.torch.from_torch`."""
+    from .frontend.torch import from_torch as _from_torch
+
+    return _from_torch(module, example_args, dynamic_shapes, **kwargs)
+
+
+def _torch_model(model, kwargs):
+    """``model`` as a Graph when it is a torch module or exported program (``torch`` already
+    imported by the caller, so this never imports it), with the torch-only options taken out."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(model, (torch.nn.Module, torch.export.ExportedProgram)):
+        return model, kwargs
+    kwargs = dict(kwargs)
+    opts = {k: kwargs.pop(k) for k in ("example_kwargs",) if k in kwargs}
+    graph = from_torch(model, kwargs.pop("example_args", ()), kwargs.pop("dynamic_shapes", None), **opts,
+                       bounds=kwargs.pop("bounds", None))
+    return graph, kwargs
+
+
 def __getattr__(name):
     if name == "Module":
         from .runtime import Module
@@ -43,4 +69,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'ember' has no attribute {name!r}")
 
 
-__all__ = ["compile", "load", "from_onnx", "Module", "Target", "errors", "limits", "__version__"]
+__all__ = ["compile", "load", "from_onnx", "from_torch", "Module", "Target", "errors", "limits", "__version__"]

@@ -5,6 +5,13 @@
     ember run ARTIFACT --inputs in.npz [--output out.npz] [--threads N] [--limit NAME=SIZE]
     ember info MODEL [--shape NAME=D1,D2] [--bound SYMBOL=N]
     ember bench MODEL [--threads 2] [--runs 30] [--warmup 5] [--size SYMBOL=N]
+    ember targets
+    ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
+    ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [compile options]
+
+``--target`` takes ``cpu`` (this machine) or a target ``ember targets`` lists, with ``+feature``
+suffixes and ``-mcpu=`` (``--target "aarch64-linux -mcpu=cortex-a76"``); a cross target's
+artifact is written but not run here.
 
 Symbolic dimensions of a model stay symbolic unless ``--shape`` fixes them: ``--bound`` gives
 the size to plan memory and schedules for (larger inputs still run, unless the model itself
@@ -14,7 +21,8 @@ limits a dimension), ``--size`` the sizes ``bench`` times.
 
 Results go to stdout, progress to stderr.  Every :class:`ember.errors.EmberError` ends the
 command with ``ember: error: <message>`` and exit status 1; set ``EMBER_DEBUG=1`` to see the
-traceback too.
+traceback too.  ``ember bisect`` exits with status 3 when the compiled model disagrees with
+the reference interpreter.
 """
 
 from __future__ import annotations
@@ -96,11 +104,45 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--size", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
                    help="size of a symbolic dimension in the random inputs (default: 1; repeatable)")
     b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("bisect", help="find the first kernel, pass and node where a compiled model "
+                                      "disagrees with the reference interpreter",
+                       description="Compile a model, run it kernel by kernel against the reference interpreter, "
+                                   "then the reference interpreter pass by pass against the frontend's graph, and "
+                                   "name the first kernel, pass and node whose results differ (exit status 3).")
+    d.add_argument("model", help="model file (.onnx)")
+    d.add_argument("--inputs", metavar="NPZ", help="inputs, one array per input name (default: seeded random)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    d.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default: 1e-3)")
+    d.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default: 1e-4)")
+    _add_compile_options(d)
+    d.set_defaults(func=cmd_bisect)
+
+    v = sub.add_parser("view", help="show the passes, the graph after one, the kernels, their loop IR and C, "
+                                    "the per-kernel profile",
+                       description="Show what the compiler made of a model: the passes and the fused kernels; "
+                                   "with --after the graph after a pass, with --kernel a kernel's loop IR and C, "
+                                   "with --profile the time of every kernel, sorted.")
+    v.add_argument("model", help="model file (.onnx)")
+    v.add_argument("--after", metavar="PASS", help="print the graph after this pass (its number, or its name; "
+                                                   "NAME#2 for the second run of a pass; 'input': the frontend's)")
+    v.add_argument("--kernel", metavar="NAME", help="print the fused nodes, loop IR and C of this kernel "
+                                                    "(its name or number)")
+    v.add_argument("--profile", action="store_true", help="compile with profiling, run on random inputs and "
+                                                          "print the per-kernel times sorted")
+    v.add_argument("--runs", type=_positive_int, default=10, metavar="N", help="runs to profile (default: 10)")
+    _add_compile_options(v)
+    v.set_defaults(func=cmd_view)
+
+    t = sub.add_parser("targets", help="list the targets --target accepts",
+                       description="List the targets: this machine and the cross targets, with their ISA.")
+    t.set_defaults(func=cmd_targets)
     return p
 
 
 def _add_compile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default="cpu", help="target to compile for (default: cpu, the host)")
+    p.add_argument("--target", default="cpu", help="target to compile for (default: cpu, the host; "
+                                                   "see 'ember targets')")
     p.add_argument("--opt-level", type=int, default=3, choices=range(4), metavar="N",
                    help="optimization level 0-3 (default: 3)")
     p.add_argument("--shape", action="append", type=_shape_arg, default=[], metavar="NAME=D1,D2,...",
@@ -183,6 +225,54 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  host steps {len(hosts)} ({', '.join(sorted({op for _, op in hosts}))}): a program for the "
               "Python runtime (ember.load); the C API cannot run it")
     print(f"  compiled in {seconds:.2f} s")
+    return 0
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    from .tools.bisect import DISAGREES, bisect
+
+    _require_file(args.model)
+    inputs = _load_npz(args.inputs) if args.inputs else None
+    report = bisect(args.model, inputs, target=args.target, opt_level=args.opt_level, shapes=dict(args.shape) or None,
+                    bounds=dict(args.bound) or None, knobs=dict(args.knob) or None, rtol=args.rtol, atol=args.atol,
+                    seed=args.seed, progress=_Progress())
+    print(report, end="")
+    return 0 if report.agrees else DISAGREES
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from .tools import view
+    from .tools.stages import trace
+
+    _require_file(args.model)
+    shapes, bounds = dict(args.shape) or None, dict(args.bound) or None
+    tr = trace(args.model, args.target, args.opt_level, shapes=shapes, bounds=bounds, knobs=dict(args.knob) or None)
+    if args.after:
+        print(view.graph_after(tr, args.after), end="")
+    if args.kernel:
+        print(view.kernel_text(tr.kernel(args.kernel)), end="")
+    if args.profile:
+        print(view.profile(args.model, tr, args.runs, shapes=shapes, bounds=bounds), end="")
+    if not (args.after or args.kernel or args.profile):
+        print(view.overview(tr), end="")
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from .target import TARGETS, host, resolve
+
+    rows = [("cpu", host(), "this machine (features detected)", [])]
+    for name, ts in TARGETS.items():
+        opts = [f"+{e}" for e in ts.extensions] + ([f"-mcpu={{{','.join(sorted(ts.cpus))}}}"] if ts.cpus else [])
+        rows.append((name, resolve(name), ts.summary, opts))
+    for name, tgt, summary, opts in rows:
+        d = tgt.describe()
+        lanes = ", ".join(f"{k} x{v}" for k, v in d["lanes"].items())
+        print(f"{name:<15} {summary}")
+        print(f"{'':<15} triple {d['triple']}, isa {d['isa']}, {d['vector_bits']}-bit vectors ({lanes}), "
+              f"{d['vector_registers']} vector registers, FMA {'yes' if d['fma'] else 'no'}, dot product {d['dot']}")
+        if opts:
+            print(f"{'':<15} options: {' '.join(opts)}")
     return 0
 
 

@@ -492,7 +492,31 @@ def compare(a: "int | Sym", op: str, b: "int | Sym", bounds: Mapping[str, int] |
         lo, hi = dim_range(d, bounds)
         return _OPS[op](lo, hi)
     lo, hi = dim_range(d, bounds)
-    return _OPS[op](lo, hi)
+    got = _OPS[op](lo, hi)
+    if got is None and op in ("<", "<=", ">", ">="):
+        # what must be >= 0 for the comparison to hold (integers: x > 0 is x - 1 >= 0)
+        e = {">=": d, ">": d - 1, "<=": -d, "<": -d - 1}[op]
+        if _nonnegative(e, bounds, 4):
+            return True
+    return got
+
+
+def _nonnegative(d: "int | Sym", bounds, depth: int) -> bool:
+    """Whether ``d`` >= 0 for every value of the symbols, with its floor divisions ``e // k``
+    bounded by ``e / k`` (``(e - k + 1) / k`` from below): k * d is at least ``d`` with the
+    atom replaced so, times k (``S - S//3 >= 0`` as ``3*S - S >= 0``).  Safe, not complete."""
+    if isinstance(d, int):
+        return d >= 0
+    if dim_range(d, bounds)[0] >= 0:
+        return True
+    if depth == 0:
+        return False
+    for m, c in d.terms:
+        if len(m) == 1 and not isinstance(m[0], str) and m[0][0] == "//":
+            _, e, k = m[0]
+            rest = d - c * Sym({m: 1}, 0)
+            return _nonnegative(k * rest + c * (e if c < 0 else e - k + 1), bounds, depth - 1)
+    return False
 
 
 def dim_max(a, b, bounds: Mapping[str, int] | None = None) -> "int | Sym":
@@ -509,6 +533,16 @@ def dim_min(a, b, bounds: Mapping[str, int] | None = None) -> "int | Sym":
     if r is None:
         raise SymbolicError(f"min({a}, {b}) depends on the values of the symbols")
     return as_dim(a) if r else as_dim(b)
+
+
+def failed_check(checks, env: Mapping[str, int]) -> str | None:
+    """The first of ``checks`` (``Graph.checks``: (dim, op, what), ``op`` "==" for dim == 0 or
+    ">=" for dim >= 0) that the symbols' values ``env`` fail, described; None when all hold."""
+    for dim, op, what in checks:
+        v = evaluate(dim, env)
+        if not (v == 0 if op == "==" else v >= 0):
+            return f"{what} ({dim} {op} 0 fails: it is {v})"
+    return None
 
 
 # ---- parsing --------------------------------------------------------------------------------

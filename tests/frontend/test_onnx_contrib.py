@@ -9,6 +9,7 @@ import pytest
 from onnx import helper
 
 import ember
+import ember.graph.interpreter
 from ember.errors import UnsupportedOpError
 from onnx_harness import assert_same, make_model, rand, run_ember, run_onnxruntime
 
@@ -214,6 +215,24 @@ def test_attention_past_bias_and_sizes():
                                                            "mask_filter_value": -1000.0}, const=[1, 2])
     refused("Attention", [rand(b, s, d), rand(d, 3 * d), rand(3 * d)], {"num_heads": n, "do_rotary": 1},
             match="do_rotary")
+
+
+def test_rotary_embedding_and_attention_over_open_batch_sequence_and_past():
+    n, h = 2, 8
+    cos, sin = _rope_cache(16, h // 2)
+    check_open_dims("RotaryEmbedding", [rand(2, 3, n * h), np.array([4], np.int64), cos, sin], {"num_heads": n},
+                    [2, 3], {0: {0: "B", 1: "S"}},
+                    [[rand(b, s, n * h), np.array([k], np.int64), cos, sin] for b, s, k in ((1, 1, 0), (2, 5, 3))])
+    check_open_dims("RotaryEmbedding", [rand(2, n, 3, h), np.zeros((2, 3), np.int64), cos, sin], {"interleaved": 1},
+                    [2, 3], {0: {0: "B", 2: "S"}, 1: {0: "B", 1: "S"}},
+                    [[rand(b, n, s, h), np.arange(b * s).reshape(b, s) % 16, cos, sin] for b, s in ((1, 1), (2, 7))],
+                    compiled=False)
+    d = n * h
+    w, bias = rand(d, 3 * d, lo=-0.5, hi=0.5), rand(3 * d)
+    check_open_dims("Attention", [rand(2, 3, d), w, bias, None, rand(2, 2, n, 2, h)], {"num_heads": n, "unidirectional": 1},
+                    [1, 2], {0: {0: "B", 1: "S"}, 4: {1: "B", 3: "P"}},
+                    [[rand(b, s, d), w, bias, None, rand(2, b, n, p, h)] for b, s, p in ((1, 1, 4), (2, 3, 1), (1, 5, 0))],
+                    n_out=2)
 
 
 @pytest.mark.parametrize("form", ["plain", "bias_mask", "past", "causal"])
@@ -522,6 +541,41 @@ def test_qlinear_softmax(dtype, opset, axis, shape):
     y_zp = dtype(0) if dtype == np.uint8 else dtype(-128)
     check_ms("QLinearSoftmax", [_q(dtype, *shape), _s(0.08), dtype(0), _s(1 / 256), y_zp],
              {"opset": opset, "axis": axis}, const=[1, 2, 3, 4], compiled=opset == 13 and axis == -1 and shape[1] == 7)
+
+
+def check_open_dims(op, inputs, attrs, const, open_dims, sizes, compiled=True, n_out=1):
+    """The node compiled once with the dimensions ``open_dims`` ({input index: {axis: symbol}})
+    symbolic, against onnxruntime at every input set of ``sizes`` (lists of inputs as for
+    check_ms, the constants the same)."""
+    model, _ = ms_model(op, inputs, attrs, const=const, n_out=n_out)
+    for k, axes in open_dims.items():
+        (vi,) = [i for i in model.graph.input if i.name == f"in{k}"]
+        for ax, name in axes.items():
+            vi.type.tensor_type.shape.dim[ax].dim_param = name
+    g = ember.from_onnx(model)
+    mod = ember.compile(model, cflags=("-O1",)) if compiled else None
+    for ins in sizes:
+        _, feeds = ms_model(op, ins, attrs, const=const, n_out=n_out)
+        want = run_onnxruntime(model, feeds)
+        assert_same(ember.graph.interpreter.run_graph(g, feeds), want, 1e-5, 1e-5)
+        if mod:
+            assert_same(list(mod.run(feeds).values()), want, 1e-5, 1e-5)
+
+
+def test_quantized_pools_softmax_and_products_over_open_dims():
+    u8 = np.uint8
+    pool = [_s(0.05), u8(137), _s(0.03), u8(123)]
+    check_open_dims("QLinearGlobalAveragePool", [_q(u8, 2, 3, 5, 7)] + pool, {}, [1, 2, 3, 4],
+                    {0: {0: "N", 2: "H", 3: "W"}}, [[_q(u8, *s)] + pool for s in ((1, 3, 1, 1), (2, 3, 5, 7), (1, 3, 9, 4))])
+    check_open_dims("QLinearAveragePool", [_q(u8, 2, 3, 7, 8)] + pool, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
+                    [1, 2, 3, 4], {0: {0: "N"}}, [[_q(u8, s, 3, 7, 8)] + pool for s in (1, 3)])
+    check_open_dims("QLinearSoftmax", [_q(u8, 2, 7)] + [_s(0.08), u8(0), _s(1 / 256), u8(0)], {"opset": 13, "axis": -1},
+                    [1, 2, 3, 4], {0: {0: "N"}},
+                    [[_q(u8, s, 7), _s(0.08), u8(0), _s(1 / 256), u8(0)] for s in (1, 5)])
+    b = _q(u8, 6, 4)
+    check_open_dims("MatMulIntegerToFloat", [_q(u8, 2, 3, 6), b, _s(0.05), _s(0.02), u8(120), u8(130)], {},
+                    [1, 2, 3, 4, 5], {0: {0: "B", 1: "S"}},
+                    [[_q(u8, *s), b, _s(0.05), _s(0.02), u8(120), u8(130)] for s in ((1, 1, 6), (2, 5, 6))])
 
 
 @pytest.mark.parametrize("b_dtype", [np.uint8, np.int8])

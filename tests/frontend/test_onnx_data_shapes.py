@@ -11,7 +11,7 @@ from onnx import TensorProto as TP
 from onnx import helper
 
 import ember
-from ember.errors import DataShapeError, GraphError
+from ember.errors import DataShapeError, GraphError, InputError
 from ember.frontend import from_onnx
 from ember.graph.interpreter import run_graph
 from ember.graph.types import TensorType
@@ -254,8 +254,9 @@ def test_slice_runtime():
 
 
 def test_slice_runtime_starts_only_and_open_axis():
-    # constant ends and steps, run-time starts; and a constant slice whose clamping against an
-    # open dimension only the run decides (2147483647 on a symbolic axis)
+    # constant ends and steps, run-time starts; and a constant slice over an open dimension
+    # (2147483647 on a symbolic axis): a symbolic size, not a run-time value, so the start is
+    # taken unclamped and the graph checks that it lies within the axis (Graph.checks)
     m = model([helper.make_node("Slice", ["x", "s", "e", "a"], ["y"])], [vi("x", [4, 3]), vi("s", [1], TP.INT64)],
               [vi("y", None)])
     m.graph.initializer.extend([onnx.numpy_helper.from_array(np.array([3], np.int64), "e"),
@@ -266,7 +267,9 @@ def test_slice_runtime_starts_only_and_open_axis():
     m.graph.initializer.extend([onnx.numpy_helper.from_array(np.array([5], np.int64), "s"),
                                 onnx.numpy_helper.from_array(np.array([2147483647], np.int64), "e"),
                                 onnx.numpy_helper.from_array(np.array([0], np.int64), "a")])
-    check(m, [{"x": RNG.standard_normal((n, 3)).astype(np.float32)} for n in (2, 5, 9)])
+    mod = check(m, [{"x": RNG.standard_normal((n, 3)).astype(np.float32)} for n in (5, 9)])
+    with pytest.raises(InputError, match="start 5"):
+        mod.run({"x": RNG.standard_normal((2, 3)).astype(np.float32)})
 
 
 # ---- TopK with a run-time K --------------------------------------------------------------------------
@@ -374,3 +377,45 @@ def test_what_needs_the_operand_at_compile_time_reports_it():
     with pytest.raises(OperandNotConstantError) as info:
         from_onnx(m)
     assert info.value.inputs == ("s",) and "taken at run time" in str(info.value)
+
+
+# ---- run-time If / Loop bodies and data dimensions ------------------------------------------------
+
+def _if_model(branch_nodes, inputs, out_type=TP.FLOAT):
+    then = helper.make_graph(branch_nodes, "then", [], [helper.make_tensor_value_info("t", out_type, None)])
+    other = helper.make_graph([helper.make_node("Cast", ["x"], ["e"], to=out_type)], "else", [],
+                              [helper.make_tensor_value_info("e", out_type, None)])
+    return model([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+                 [vi("c", [], TP.BOOL)] + inputs, [vi("y", None, out_type)])
+
+
+def test_a_run_time_if_whose_body_needs_data_dimensions_is_refused_by_name():
+    # a body takes its operands as constants (the artifact binds data dimensions in the model's
+    # entry only): a branch reshaping by a run-time shape reports the shape's input as needed at
+    # compile time (the ONNX backend specializes on it)
+    from ember.frontend.onnx import OperandNotConstantError
+
+    m = _if_model([helper.make_node("Reshape", ["x", "s"], ["t"])], [vi("x", [2, 3]), vi("s", [2], TP.INT64)])
+    with pytest.raises(OperandNotConstantError) as info:
+        from_onnx(m)
+    assert info.value.inputs == ("s",)
+    # a NonZero in a branch, or a data dimension that reaches a body from outside: the condition
+    nz_in = _if_model([helper.make_node("NonZero", ["x"], ["t"])], [vi("x", [2, 3])], TP.INT64)
+    with pytest.raises(OperandNotConstantError) as info:
+        from_onnx(nz_in)
+    assert info.value.inputs == ("c",) and "data" in str(info.value)
+    nz = model([helper.make_node("NonZero", ["x"], ["z"]),
+                helper.make_node("If", ["c"], ["y"],
+                                 then_branch=helper.make_graph([helper.make_node("Identity", ["z"], ["t"])], "then", [],
+                                                               [helper.make_tensor_value_info("t", TP.INT64, None)]),
+                                 else_branch=helper.make_graph([helper.make_node("Neg", ["z"], ["e"])], "else", [],
+                                                               [helper.make_tensor_value_info("e", TP.INT64, None)]))],
+               [vi("c", [], TP.BOOL), vi("x", [2, 3])], [vi("y", None, TP.INT64)])
+    with pytest.raises(OperandNotConstantError) as info:
+        from_onnx(nz)
+    assert info.value.inputs == ("c",)
+    # with the condition fixed, the branch is inlined and its data dimensions are the model's
+    x = RNG.standard_normal((2, 3)).astype(np.float32)
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array(True), "c"))
+    del m.graph.input[0]
+    check(m, [{"x": x, "s": np.array([3, 2], np.int64)}, {"x": x, "s": np.array([6, 1], np.int64)}])

@@ -189,9 +189,12 @@ def test_shapes_the_frontend_cannot_fold_are_errors_naming_the_node():
     nodes = [helper.make_node("Shape", ["x"], ["shp"]), const("i0", np.array(0)),
              helper.make_node("Gather", ["shp", "i0"], ["n"], axis=0),
              helper.make_node("Unsqueeze", ["n", "ax"], ["nn"]),
-             helper.make_node("Split", ["x", "nn"], ["y"], axis=0)]
+             const("one", np.array([1])),
+             helper.make_node("Concat", ["nn", "one"], ["sizes"], axis=0),          # [batch, 1]: one too many
+             helper.make_node("Split", ["x", "sizes"], ["y", "z"], axis=0)]
     m = model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, ["batch", 3])],
-              [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", 3])], [("ax", np.array([0]))])
+              [helper.make_tensor_value_info("y", TP.FLOAT, ["batch", 3]),
+               helper.make_tensor_value_info("z", TP.FLOAT, ["batch", 3])], [("ax", np.array([0]))])
     with pytest.raises(InvalidModelError) as info:
         from_onnx(m)
     assert "Split" in str(info.value) and "batch" in str(info.value)

@@ -52,6 +52,20 @@ def test_recurrence_over_open_sequence_and_batch(op, gates):
     check(m, [{"x": rand(s, n, i)} for s, n in ((1, 1), (4, 3), (7, 2))], bounds={"seq": 7, "batch": 4})
 
 
+@pytest.mark.parametrize("op,gates", [("LSTM", 4), ("GRU", 3), ("RNN", 1)])
+def test_recurrence_over_an_unbounded_sequence_runs_as_a_loop(op, gates):
+    h, i = 5, 3
+    w, r, b = weights(2, gates * h, i, seed=1), weights(2, gates * h, h, seed=2), weights(2, 2 * gates * h, seed=3)
+    node = helper.make_node(op, ["x", "w", "r", "b", "lens"], ["y", "yh"] + (["yc"] if op == "LSTM" else []),
+                            hidden_size=h, direction="bidirectional")
+    outs = [vi("y", ["seq", 2, "batch", h]), vi("yh", [2, "batch", h])] + ([vi("yc", [2, "batch", h])] if op == "LSTM" else [])
+    m = model([node], [vi("x", ["seq", "batch", i]), vi("lens", ["batch"], TP.INT32)], outs,
+              [("w", w), ("r", r), ("b", b)])
+    g, _ = check(m, [{"x": rand(s, n, i), "lens": np.minimum(np.arange(n, dtype=np.int32) + s - 1, s)}
+                     for s, n in ((1, 1), (4, 3), (30, 2), (100, 5))])
+    assert [n.op for n in g.nodes].count("loop") == 2 and "seq" not in g.bounds
+
+
 def test_lstm_speaker_encoder_open_frames_with_lengths():
     # batch-first frames [batch, frames, 8] through a two-layer LSTM (as PyTorch exports it), the
     # last hidden state projected
@@ -72,6 +86,8 @@ def test_lstm_speaker_encoder_open_frames_with_lengths():
     feeds = [{"x": rand(n, f, i), "lens": np.minimum(np.arange(n, dtype=np.int32) + 2, f)}
              for n, f in ((1, 3), (2, 9), (3, 12))]
     check(m, feeds, bounds={"frames": 12, "batch": 3})
+    # no bound on the frames: the recurrences run as loops of the artifact
+    check(m, feeds + [{"x": rand(2, 200, i), "lens": np.array([200, 150], np.int32)}])
 
 
 def test_recurrence_batch_first_layout_over_open_sizes():
@@ -100,13 +116,13 @@ def test_recurrence_batch_first_layout_over_open_sizes():
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_recurrence_needs_a_bound_for_an_open_length():
+def test_recurrence_needs_no_bound_for_an_open_length():
     h = 2
     node = helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=h)
     m = model([node], [vi("x", ["seq", 1, 2])], [vi("y", ["seq", 1, 1, h])],
               [("w", weights(1, 4 * h, 2)), ("r", weights(1, 4 * h, h))])
-    with pytest.raises(InvalidModelError, match=r"LSTM.*sequence of X .* symbolic length seq.*bounds="):
-        from_onnx(m)
+    g = from_onnx(m)
+    assert "loop" in {n.op for n in g.nodes} and not g.bounds
 
 
 # ---- spectral -----------------------------------------------------------------------------
@@ -275,9 +291,11 @@ def test_scan_over_an_open_length_and_batch():
                             scan_output_directions=[1, 0])
     m = model([node], [vi("s", ["batch", 3]), vi("x", ["batch", "seq", 3])],
               [vi("s_final", ["batch", 3]), vi("y", ["batch", "seq", 3]), vi("z", ["seq", "batch", 3])], opset=16)
-    check(m, [{"s": rand(b, 3), "x": rand(b, s, 3)} for b, s in ((1, 1), (2, 4), (3, 6))], bounds={"seq": 6})
-    with pytest.raises(InvalidModelError, match=r"Scan.*the scan has the symbolic length seq.*bounds="):
-        from_onnx(m)
+    g, _ = check(m, [{"s": rand(b, 3), "x": rand(b, s, 3)} for b, s in ((1, 1), (2, 4), (3, 6))], bounds={"seq": 6})
+    assert "loop" not in {n.op for n in g.nodes}        # a short bounded length: unrolled
+    # without a bound the artifact runs the scan as a loop: any length
+    g, _ = check(m, [{"s": rand(b, 3), "x": rand(b, s, 3)} for b, s in ((1, 1), (2, 40), (3, 100))])
+    assert "loop" in {n.op for n in g.nodes} and "seq" not in g.bounds
 
 
 def test_split_to_sequence_over_symbolic_outer_dims():
@@ -389,6 +407,99 @@ def test_loop_over_a_trip_count_from_a_symbolic_size():
              helper.make_node("Loop", ["m", "", "acc0"], ["acc", "ys"], body=body)]
     m = model(nodes, [vi("x", ["batch", "seq"]), vi("acc0", ["batch"])], [vi("acc", ["batch"]), vi("ys", ["seq", "batch"])],
               [("half", np.array(0.5, np.float32))])
-    check(m, [{"x": rand(b, s), "acc0": rand(b)} for b, s in ((1, 1), (2, 4), (3, 7))], bounds={"seq": 8})
-    with pytest.raises(InvalidModelError, match=r"Loop.*trip count M has the symbolic length seq.*bounds="):
-        from_onnx(m)
+    g, _ = check(m, [{"x": rand(b, s), "acc0": rand(b)} for b, s in ((1, 1), (2, 4), (3, 7))], bounds={"seq": 8})
+    assert "loop" not in {n.op for n in g.nodes}        # a short bounded count: unrolled
+    # without a bound the artifact runs the loop (its scan output has seq rows): any length
+    g, _ = check(m, [{"x": rand(b, s), "acc0": rand(b)} for b, s in ((1, 1), (2, 40), (3, 100))])
+    assert "loop" in {n.op for n in g.nodes} and "seq" not in g.bounds
+
+
+# ---- slices whose clamping depends on the symbols ------------------------------------------
+
+def _slice(starts, ends, axes, steps, dims):
+    inits = [(n, np.array(v, np.int64)) for n, v in (("s", starts), ("e", ends), ("a", axes), ("p", steps))]
+    return model([helper.make_node("Slice", ["x", "s", "e", "a", "p"], ["y"])], [vi("x", dims)], [vi("y", [f"o{k}" for k in range(len(dims))])],
+                 inits, opset=13)
+
+
+@pytest.mark.parametrize("starts, ends, axes, steps, dims, shapes", [
+    # to INT32_MAX on an open axis (tf2onnx's "to the end"), from 0, 1 and from the end
+    ([1], [2147483647], [1], [1], ["B", "T"], [(1, 5), (2, 1), (1, 9)]),
+    # YOLOv5's Focus: every other row and column of an open image
+    ([0, 1], [2147483647, 2147483647], [2, 3], [2, 2], ["B", 3, "H", "W"], [(1, 3, 4, 6), (2, 3, 5, 7), (1, 3, 1, 2)]),
+    # a whole reversal, and a start counting from the end (checked at run time)
+    ([-1], [-9223372036854775807], [1], [-1], ["B", "T"], [(1, 5), (2, 1), (1, 9)]),
+    ([-3], [2147483647], [1], [1], ["B", "T"], [(1, 5), (2, 3), (1, 9)]),
+    ([2], [-1], [1], [1], ["B", "T"], [(1, 5), (2, 3), (1, 9)]),
+])
+def test_slice_clamped_over_open_axes(starts, ends, axes, steps, dims, shapes):
+    check(_slice(starts, ends, axes, steps, dims), [{"x": rand(*s)} for s in shapes])
+
+
+def test_slice_past_an_open_axis_is_a_run_time_error():
+    m = _slice([-3], [2147483647], [1], [1], ["B", "T"])
+    with pytest.raises(InputError, match="needs T >= 3 for the start -3"):
+        ember.compile(m, cflags=("-O1",)).run({"x": rand(1, 2)})
+    with pytest.raises(InputError, match="needs T >= 3 for the start -3"):
+        run_graph(from_onnx(m), {"x": rand(1, 2)})
+    # the C shape function makes the same check (the C API has no Python in front of it)
+    mod = ember.compile(m, cflags=("-O1",))
+    lib = ctypes.CDLL(str(mod.path), mode=ctypes.RTLD_LOCAL)
+    lib.ember_last_error.restype = ctypes.c_char_p
+    Dims = ctypes.POINTER(ctypes.c_int64)
+    xs, out = (ctypes.c_int64 * 2)(2, 7), (ctypes.c_int64 * 2)()
+    shapes = (Dims * 1)(ctypes.cast(xs, Dims))
+    assert lib.ember_output_shape(shapes, 0, out) == 0 and list(out) == [2, 3]
+    xs[1] = 2
+    assert lib.ember_output_shape(shapes, 0, out) == -1
+    assert b"Slice node 'Slice_0' needs T >= 3 for the start -3" in lib.ember_last_error()
+
+
+@pytest.mark.parametrize("op, attrs, dims, shapes", [
+    ("DepthToSpace", {"blocksize": 2, "mode": "DCR"}, ["N", 8, "H", "W"], [(1, 8, 3, 5), (2, 8, 1, 1)]),
+    ("DepthToSpace", {"blocksize": 2, "mode": "CRD"}, ["N", 8, "H", "W"], [(1, 8, 3, 5), (2, 8, 4, 1)]),
+    ("SpaceToDepth", {"blocksize": 2}, ["N", 3, "H", "W"], [(1, 3, 4, 6), (2, 3, 2, 2), (1, 3, 0, 8)]),
+    ("Trilu", {"upper": 1}, ["B", "R", "C"], [(1, 3, 5), (2, 6, 2), (1, 1, 1)]),
+    ("Trilu", {"upper": 0}, ["R", "C"], [(3, 5), (6, 2), (1, 1)]),
+])
+def test_block_rearrangements_and_triangles_over_open_dims(op, attrs, dims, shapes):
+    inputs, inits = ["x"], []
+    if op == "Trilu":
+        inputs, inits = ["x", "k"], [("k", np.array(-1 if attrs["upper"] else 1, np.int64))]
+    m = model([helper.make_node(op, inputs, ["y"], **attrs)], [vi("x", dims)],
+              [vi("y", [f"o{k}" for k in range(len(dims))])], inits, opset=14)
+    check(m, [{"x": rand(*s)} for s in shapes])
+    if op == "SpaceToDepth":
+        with pytest.raises(InputError, match="divisible by the blocksize 2"):
+            ember.compile(m, cflags=("-O1",)).run({"x": rand(1, 3, 4, 5)})
+
+
+def test_two_symbols_broadcast_against_each_other_when_equal():
+    # an input with its own symbol for a dimension the other input has too (exported from two
+    # separate dynamic axes): taken as equal, checked when the run binds them
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"]), helper.make_node("Where", ["c", "y", "a"], ["z"])]
+    m = model(nodes, [vi("a", ["B", "S"]), vi("b", ["T"]), vi("c", [1, "U"], TP.BOOL)], [vi("z", ["B", "S"])])
+    rng = np.random.default_rng(0)
+    feeds = [{"a": rand(b, s), "b": rand(s), "c": rng.integers(0, 2, (1, s)).astype(bool)}
+             for b, s in ((1, 3), (2, 1), (3, 8))]
+    check(m, feeds)
+    bad = dict(feeds[0], b=rand(1))
+    with pytest.raises(InputError, match=r"Add node 'Add_0' needs dimension 1 of its operands to agree: T and S"):
+        ember.compile(m, cflags=("-O1",)).run(bad)
+    with pytest.raises(InputError, match="T and S broadcast against each other only when equal"):
+        run_graph(from_onnx(m), bad)
+
+
+def test_yolo_focus_concat_of_odd_and_even_halves():
+    # x[..., ::2, ::2], x[..., 1::2, ::2], ... concatenated: (H + 1)//2 and H//2 rows meet, equal
+    # for even sizes only (the run checks it)
+    inits, nodes = [("ax", np.array([2, 3], np.int64)), ("two", np.array([2, 2], np.int64)),
+                    ("end", np.array([2147483647] * 2, np.int64))], []
+    for k, (r, c) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
+        inits.append((f"s{k}", np.array([r, c], np.int64)))
+        nodes.append(helper.make_node("Slice", ["x", f"s{k}", "end", "ax", "two"], [f"q{k}"]))
+    nodes.append(helper.make_node("Concat", [f"q{k}" for k in range(4)], ["y"], axis=1))
+    m = model(nodes, [vi("x", ["N", 3, "H", "W"])], [vi("y", ["N", 12, "H2", "W2"])], inits)
+    check(m, [{"x": rand(*s)} for s in ((1, 3, 4, 6), (2, 3, 8, 2), (1, 3, 2, 10))])
+    with pytest.raises(InputError, match=r"Concat node 'Concat_4' needs dimension 2 of its operands to agree"):
+        ember.compile(m, cflags=("-O1",)).run({"x": rand(1, 3, 5, 6)})

@@ -4,7 +4,9 @@
     check_conformance.py RESULTS.json BASELINE.json            # exit 1 on a regression
     check_conformance.py RESULTS.json BASELINE.json --update   # write RESULTS as the new baseline
 
-RESULTS.json is what ``tests/onnx/conformance.py --json`` writes.  A *regression* is a test that
+RESULTS.json is what ``tests/onnx/conformance.py --json`` writes.  A run with every input at
+run time (``--runtime-inputs``) has its own baseline, ``tests/conformance_baseline_runtime.json``;
+the mode is recorded in both files and ``--update`` refuses to mix them.  A *regression* is a test that
 passed in the baseline and does not pass now; tests the run left out (``--filter``, fewer
 ``--suites``) are not regressions.  Tests that pass now but not in the baseline are reported so
 that the baseline can be raised: after ``make conformance`` (a full run of every suite),
@@ -51,8 +53,12 @@ def partial_run(results_path: str, baseline_path: str) -> str | None:
         return f"the run was filtered (--filter {doc.get('filter')!r}, --exclude {doc.get('exclude')!r})"
     try:
         old = {suite_of(n) for n in load_cases(baseline_path)}
+        with open(baseline_path) as f:
+            old_mode = json.load(f).get("mode", "default")
     except FileNotFoundError:
         return None
+    if doc.get("mode", "default") != old_mode:
+        return f"the run is in mode {doc.get('mode', 'default')!r}, the baseline in {old_mode!r}"
     missing = sorted(old - {suite_of(c["name"]) for c in doc["cases"]} - set(doc.get("suites") or ()))
     if missing:
         return f"the run left out the suite(s) {', '.join(missing)} of the baseline"
@@ -66,6 +72,7 @@ def write_baseline(results_path: str, path: str) -> None:
     passed = sum(c["status"] == "pass" for c in cases)
     suites = sorted({suite_of(c["name"]) for c in cases}, key=lambda t: (t != "node", t))
     head = {"tool": doc.get("tool"), "tool_version": doc.get("tool_version"), "backend": doc.get("backend"),
+            "mode": doc.get("mode", "default"),
             "versions": {k: v for k, v in doc.get("versions", {}).items() if k == "onnx"},
             "suites": suites, "summary": {"passed": passed, "failed": len(cases) - passed}}
     with open(path, "w") as f:

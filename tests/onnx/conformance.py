@@ -509,6 +509,9 @@ def main(argv=None) -> int:
                                                        "regressions; exit 1 on one")
     ap.add_argument("--show-failures", type=int, default=30, metavar="N",
                     help="list the first N cases that did not pass (default: 30)")
+    ap.add_argument("--runtime-inputs", action="store_true",
+                    help="every input at run time: Ember's backend compiles each model once, as "
+                         "ember.compile does, and does not specialize (sets EMBER_BACKEND_SPECIALIZE=0)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every case's result")
     a = ap.parse_args(argv)
 
@@ -527,7 +530,10 @@ def main(argv=None) -> int:
 
     import onnx
 
-    print(f"onnx {onnx.__version__}: {len(cases)} cases ({', '.join(suites)}), backend {a.backend}, "
+    if a.runtime_inputs:            # the workers inherit it
+        os.environ["EMBER_BACKEND_SPECIALIZE"] = "0"
+    mode = "runtime-inputs" if a.runtime_inputs else "default"
+    print(f"onnx {onnx.__version__}: {len(cases)} cases ({', '.join(suites)}), backend {a.backend} ({mode}), "
           f"{a.jobs} workers, {a.timeout:g} s per case", file=sys.stderr, flush=True)
     t0 = time.monotonic()
     last_progress = [t0]
@@ -555,7 +561,7 @@ def main(argv=None) -> int:
 
     if a.json:
         head = {"tool": TOOL, "tool_version": TOOL_VERSION, "backend": a.backend, "device": a.device,
-                "suites": suites, "filter": a.filter, "exclude": a.exclude,
+                "mode": mode, "suites": suites, "filter": a.filter, "exclude": a.exclude,
                 "versions": {"python": sys.version.split()[0], **versions}, "started": started,
                 "duration_s": round(duration, 1), "jobs": a.jobs, "timeout_s": a.timeout,
                 "summary": {"passed": done["pass"], "failed": sum(done[s] for s in NOT_PASSED),

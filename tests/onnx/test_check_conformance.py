@@ -78,3 +78,14 @@ def test_committed_baseline_is_well_formed():
     # every suite that `make conformance` runs is in the baseline
     assert {check_conformance.suite_of(n) for n in cases} == {"node", "simple", "pytorch-converted",
                                                               "pytorch-operator"}
+
+
+def test_update_refuses_a_run_of_another_mode(tmp_path, capsys):
+    res, base = tmp_path / "res.json", tmp_path / "base.json"
+    write(base, {"a": "pass"}, mode="default")
+    write(res, {"a": "pass"}, mode="runtime-inputs")
+    assert check_conformance.main([str(res), str(base), "--update"]) == 2
+    assert "mode 'runtime-inputs'" in capsys.readouterr().err
+    write(base, {"a": "fail"}, mode="runtime-inputs")
+    assert check_conformance.main([str(res), str(base), "--update"]) == 0
+    assert json.loads(base.read_text())["mode"] == "runtime-inputs"

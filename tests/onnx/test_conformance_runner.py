@@ -113,3 +113,31 @@ def test_outputs_are_compared_as_onnx_compares_them(expected, actual, ok):
     else:
         with pytest.raises(AssertionError):
             conformance.check_outputs(expected, actual, 1e-3, 1e-7)
+
+
+def test_runtime_inputs_mode_reaches_the_workers_and_the_json(tmp_path, monkeypatch):
+    (tmp_path / "mode_backend.py").write_text(textwrap.dedent("""
+        import os
+        from onnx.reference import ReferenceEvaluator
+
+        class Rep:
+            def __init__(self, model):
+                self.ref, self.names = ReferenceEvaluator(model), [i.name for i in model.graph.input]
+
+            def run(self, inputs):
+                return self.ref.run(None, dict(zip(self.names, inputs)))
+
+        def prepare(model, device="CPU"):
+            if os.environ.get("EMBER_BACKEND_SPECIALIZE") != "0":
+                raise ValueError("specializing")
+            return Rep(model)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("EMBER_BACKEND_SPECIALIZE", "1")     # restored afterwards
+    out = tmp_path / "results.json"
+    args = ["--backend", "mode_backend", "--filter", "^test_abs$", "-j", "1", "--json", str(out)]
+    assert conformance.main(args) == 1
+    assert json.loads(out.read_text())["mode"] == "default"
+    assert conformance.main(args + ["--runtime-inputs"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["mode"] == "runtime-inputs" and doc["cases"][0]["status"] == "pass"

@@ -23,6 +23,60 @@ def test_static_model_compiles_once():
     np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))
 
 
+def test_run_time_mode_compiles_once_and_does_not_specialize(monkeypatch):
+    x = rand(2, 6)
+    # (a reduction's axes are needed at compile time; a Reshape's shape is not)
+    model = make_model([helper.make_node("ReduceSum", ["x", "axes"], ["y"])],
+                       {"x": x, "axes": np.array([1], "int64")}, ["y"])
+    with pytest.raises(OperandNotConstantError):
+        backend.prepare(model, specialize=False)
+    monkeypatch.setenv(backend.SPECIALIZE_ENV, "0")
+    with pytest.raises(OperandNotConstantError):
+        backend.prepare(model)
+    # a symbolic input shape stays symbolic: one module runs every size
+    relu = make_model([helper.make_node("Relu", ["x"], ["y"])], {}, ["y"],
+                      input_infos=[helper.make_tensor_value_info("x", TP.FLOAT, ["n", 3])])
+    rep = backend.prepare(relu)
+    assert isinstance(rep, backend.EmberRep) and rep.module.is_dynamic
+    for n in (1, 4):
+        v = rand(n, 3)
+        np.testing.assert_array_equal(rep.run([v])[0], np.maximum(v, 0))
+
+
+def test_an_input_with_a_default_is_fed_or_left_to_its_default():
+    # IR >= 4: the initializer "axes" is the default of the graph input of that name
+    x = rand(2, 6)
+    model = make_model([helper.make_node("ReduceSum", ["x", "axes"], ["y"]), helper.make_node("Neg", ["b"], ["c"]),
+                        helper.make_node("Add", ["x", "c"], ["z"])],
+                       {"x": x, "axes": np.array([1], "int64"), "b": rand(6)}, ["y", "z"],
+                       initializers={"axes": np.array([1], "int64"), "b": np.ones(6, "float32")})
+    rep = backend.prepare(model)
+    assert isinstance(rep, backend.SpecializingRep) and rep.input_names == ["x"]
+    y, z = rep.run([x])
+    np.testing.assert_allclose(y, x.sum(1, keepdims=True), rtol=1e-6)
+    np.testing.assert_array_equal(z, x - 1)
+    b = rand(6)
+    y, z = rep.run({"x": x, "axes": np.array([0], "int64"), "b": b})
+    np.testing.assert_allclose(y, x.sum(0, keepdims=True), rtol=1e-6)
+    np.testing.assert_array_equal(z, x - b)
+    # every input at run time: the axes cannot be one (onnxruntime takes them), the rest can
+    with pytest.raises(OperandNotConstantError):
+        backend.prepare(model, specialize=False)
+    # a Reshape's shape with a default is one: the data decides the output's shape
+    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"])], {"x": x, "shape": np.array([3, 4], "int64")},
+                       ["y"], initializers={"shape": np.array([3, 4], "int64")})
+    rep = backend.prepare(model, specialize=False)
+    assert rep.module.default_inputs == ["shape"]
+    np.testing.assert_array_equal(rep.run([x])[0], x.reshape(3, 4))
+    np.testing.assert_array_equal(rep.run({"x": x, "shape": np.array([6, -1], "int64")})[0], x.reshape(6, 2))
+    model = make_model([helper.make_node("Neg", ["b"], ["c"]), helper.make_node("Add", ["x", "c"], ["z"])],
+                       {"x": x, "b": rand(6)}, ["z"], initializers={"b": np.ones(6, "float32")})
+    rep = backend.prepare(model, specialize=False)
+    assert rep.module.default_inputs == ["b"]
+    np.testing.assert_array_equal(rep.run([x])[0], x - 1)
+    np.testing.assert_array_equal(rep.run({"x": x, "b": b})[0], x - b)
+
+
 def test_operand_not_constant_names_the_graph_inputs():
     # axes <- Cast <- Add(s, t): both inputs feed the operand (a reduction's axes are still
     # needed at compile time)
@@ -55,16 +109,22 @@ def test_run_time_operand_is_specialized_per_value():
 
 
 def test_specialization_discovers_operands_in_stages():
-    # the Loop's trip count is an input; the sum after it reduces along axes from another input,
-    # found only once the loop is unrolled
+    # the Loop's trip count is an input and its body slices by the iteration number, which only
+    # an unrolled loop has at compile time; the sum after it reduces along axes from another
+    # input, found only once the loop is unrolled
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
+         helper.make_node("Unsqueeze", ["i", "zero"], ["i1"]),
+         helper.make_node("Add", ["i1", "one64"], ["i2"]),
+         helper.make_node("Slice", ["one", "i1", "i2", "zero"], ["row"]),
+         helper.make_node("Add", ["acc_in", "row"], ["acc_out"])], "body",
         [helper.make_tensor_value_info("i", TP.INT64, []), helper.make_tensor_value_info("cond_in", TP.BOOL, []),
          helper.make_tensor_value_info("acc_in", TP.FLOAT, [2, 3])],
         [helper.make_tensor_value_info("cond_out", TP.BOOL, []),
          helper.make_tensor_value_info("acc_out", TP.FLOAT, [2, 3])],
-        initializer=[onnx.numpy_helper.from_array(np.ones((2, 3), "float32"), "one")])
+        initializer=[onnx.numpy_helper.from_array(np.ones((4, 3), "float32"), "one"),
+                     onnx.numpy_helper.from_array(np.array([0], "int64"), "zero"),
+                     onnx.numpy_helper.from_array(np.array([1], "int64"), "one64")])
     nodes = [helper.make_node("Loop", ["n", "", "x"], ["y"], body=body),
              helper.make_node("ReduceSum", ["y", "axes"], ["z"])]
     x = rand(2, 3)

@@ -31,21 +31,20 @@ import numpy as np
 
 from .. import __version__
 from .. import limits as ember_limits
-from ..errors import ArtifactError, EmberError, ShapeError
-from ..graph.ir import Graph, Value
+from ..errors import ArtifactError, EmberError, ShapeError, TargetError
+from ..graph.ir import Graph, Value, constant
 from ..symbolic import Sym, is_identifier
 from ..passes import fuse, optimize, plan_memory
 from ..passes.base import paused_gc
 from ..passes import fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
 from ..target import Target, resolve
-from ..codegen.c import (CHECK_ARG, CGenerator, buffer_table, c_ident, c_type, checked_call, dim_c, has_checks,
-                         module_source, shape_function)
-from ..tir.analysis import size_bounds
+from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, module_source, shape_function
 from ..ops import get_op
 from ..ops.schedule_cpu import check_knobs
 from ..runtime.program import write_program
 from .data_dims import DataDims, data_symbols
-from .kernels import group_kernel
+from .kernels import kernel_call
+from .regions import Regions, is_region
 from .program import const_entry, json_attrs, needs_program, partition
 
 ProgressFn = Callable[[str], None]
@@ -122,14 +121,25 @@ def symbol_bounds(graph: Graph) -> dict[str, int]:
 
 
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
-             progress: ProgressFn | None = None, profile: bool = False) -> CompiledModel:
-    """Run the compiler on a graph up to the C source and the constants blob."""
+             progress: ProgressFn | None = None, profile: bool = False, observe: bool = False) -> CompiledModel:
+    """Run the compiler on a graph up to the C source and the constants blob.  ``observe``
+    (``ember bisect``) makes every kernel's result an output too (see :func:`observe_kernels`)."""
     with paused_gc():          # collected after each pass and every few kernels instead
-        return _generate(graph, target, opt_level, dump, progress, profile)
+        return _generate(graph, target, opt_level, dump, progress, profile, observe)
+
+
+def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
+    """Make the result of every group an output of ``g`` (named ``ember_observe_<k>``), after
+    fusion, so the groups and their kernels stay what they are: each kernel writes into an
+    output buffer instead of the arena, where ``ember bisect`` reads it."""
+    for grp in groups:
+        for v in grp.nodes[0].outputs if is_region(grp) else [grp.output]:
+            g.outputs.append(v)
+            out_names.append(f"ember_observe_{len(out_names)}")
 
 
 def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | None, progress: ProgressFn | None,
-              profile: bool) -> CompiledModel:
+              profile: bool, observe: bool = False) -> CompiledModel:
     say = progress or (lambda msg: None)
     say(f"optimizing graph ({len(graph.nodes)} nodes, opt level {opt_level})")
     in_names = [v.name for v in graph.inputs]
@@ -152,12 +162,16 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             dump("fuse_attention", g)
         gc.collect(1)
     groups = fuse(g)
+    if observe:
+        observe_kernels(g, groups, out_names)
     bounds = symbol_bounds(g)
     limits = {n: g.bounds[n] for n in bounds if n in g.bounds}
     sym_index = {n: k for k, n in enumerate(bounds)}
     if bounds:
         say("symbolic dimensions: " + ", ".join(f"{n} <= {b}" if n in limits else f"{n} (planned for {b})"
                                                 for n, b in bounds.items()))
+    regions = Regions(target, opt_level, limits, bounds, sym_index, {grp.name for grp in groups}, dump)
+    regions.prepare(groups)     # compiles region bodies; each region group gets its scratch buffer
     dd = DataDims(g, groups, sym_index, limits)
     plan = plan_memory(g, groups, bounds=bounds, exclude=set(dd.blocks))
     check_memory(g, plan)
@@ -166,12 +180,19 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     # where every value lives at run time
     const_offsets: dict[Value, int] = {}
     blob = bytearray()
-    for v in g.constants():
+    for v in dict.fromkeys(g.constants() + regions.constants()):
         arr = np.ascontiguousarray(v.const)
         pad = (-len(blob)) % CONST_ALIGN
         blob += b"\0" * pad
         const_offsets[v] = len(blob)
         blob += arr.tobytes()
+    # the default values of inputs a caller may leave out, read only when it does
+    default_offsets: dict[str, int] = {}
+    for n in in_names:
+        if n in graph.defaults:
+            blob += b"\0" * ((-len(blob)) % CONST_ALIGN)
+            default_offsets[n] = len(blob)
+            blob += np.ascontiguousarray(graph.defaults[n]).tobytes()
     blob += b"\0" * ((-len(blob)) % CONST_ALIGN or CONST_ALIGN)
     buffer_index = {v: k for k, v in enumerate(plan.offsets)} if bounds else {}
     in_index = {v: k for k, v in enumerate(g.inputs)}
@@ -199,19 +220,19 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
 
     gen = CGenerator(target.lanes)
     kernels, kernel_src, entry = [], [], []
+    entry_names: list[str] = []     # what each line of the entry runs (a kernel, or a region)
 
     def _kernel(k: int, grp) -> None:
-        names = {v: c_ident(v.name) for v in grp.inputs}
-        f = group_kernel(grp, target, names, limits, bounds)
+        entry_names.append(grp.name)
+        if is_region(grp):
+            block, src = regions.emit(grp, where, gen)
+            kernel_src.extend(src)
+            entry.append(block)
+            return
+        f, src, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index)
         kernels.append(f)
-        with size_bounds(limits, bounds):   # what the C generator proves about indices uses the limits
-            kernel_src.append(gen.kernel(f))
-        args = [where(v) for v in grp.inputs] + [where(grp.output)]
-        args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
-        if has_checks(f.body):
-            entry.append(checked_call(f"{f.name}({', '.join(args + ['&' + CHECK_ARG])});"))
-        else:
-            entry.append(f"{f.name}({', '.join(args)});")
+        kernel_src.append(src)
+        entry.append(call)
         entry.extend(dd.after_kernel(grp.output, where(grp.output)))
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
@@ -240,10 +261,14 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         return [d if isinstance(d, int) else str(d) for d in shape]
 
     meta = {
-        "format": 1, "ember_version": __version__, "name": g.name, "target": target.kind,
-        "inputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(in_names, g.inputs)],
+        "format": 1, "ember_version": __version__, "name": g.name, "target": target.spec if target.cross else target.kind,
+        **({"triple": target.triple} if target.cross else {}),
+        "inputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape),
+                    **({"default": {"offset": default_offsets[n], "shape": list(graph.defaults[n].shape)}}
+                       if n in default_offsets else {})} for n, v in zip(in_names, g.inputs)],
         "outputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(out_names, g.outputs)],
-        "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob), "kernels": len(kernels),
+        "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob),
+        "kernels": len(kernels) + len(regions.kernels),
         "intermediate_bytes": plan.total_intermediate_bytes,
     }
     shapes_c = ""
@@ -251,18 +276,20 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         meta["symbols"] = [{"name": n, "bound": b, **({"limit": limits[n]} if n in limits else {}),
                             **({"data": True} if n in dd.syms else {})}
                            for n, b in bounds.items()]
+        if g.checks:
+            meta["checks"] = [{"dim": str(d), "op": op, "what": what} for d, op, what in g.checks]
         # the dimensions the data decides are unknown before the run: -1
         known = [(n, tuple(-1 if isinstance(d, Sym) and d.symbols() & dd.syms else d for d in v.shape))
                  for n, v in zip(out_names, g.outputs)]
         shapes_c = shape_function([(n, v.shape) for n, v in zip(in_names, g.inputs)], known,
-                                  list(bounds), list(bounds.values()), limits)
+                                  list(bounds), list(bounds.values()), limits, g.checks)
         shapes_c += buffer_table(list(buffer_index), plan, sym_index)
         if dd:
             shapes_c += dd.functions([(n, v.shape) for n, v in zip(out_names, g.outputs)])
     source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
-                           [k.name for k in kernels] if profile else None, shapes_c, gen.check_sites,
-                           data_entry=dd.entry_params if dd else None)
-    return CompiledModel(g, groups, plan, source, bytes(blob), kernels)
+                           entry_names if profile else None, shapes_c, gen.check_sites,
+                           data_entry=dd.entry_params if dd else None, isa=target.isa)
+    return CompiledModel(g, groups, plan, source, bytes(blob), kernels + regions.kernels)
 
 
 def check_memory(g: Graph, plan) -> None:
@@ -305,7 +332,7 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
                               target.l2_bytes, [list(k) for k in target.knobs]], default=str))
     from ..toolchain import compiler_identity
 
-    put("compiler", compiler_identity(tuple(cflags)))
+    put("compiler", compiler_identity(tuple(cflags), target))
     put("options", json.dumps({
         "opt_level": opt_level, "profile": bool(profile), "cflags": [str(f) for f in cflags],
         "shapes": sorted((str(k), v) for k, v in (shapes or {}).items()),
@@ -388,7 +415,9 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
             limits: "ember_limits.Limits | Mapping[str, Any] | str | None" = None):
     """Compile ``model`` (a path, an ``onnx.ModelProto`` or an ember ``Graph``) for ``target``.
 
-    Returns a loaded :class:`ember.runtime.Module`.  Dimensions the model leaves symbolic stay
+    Returns a loaded :class:`ember.runtime.Module`; for a cross target (``"aarch64-linux"``,
+    ``"wasm32"``, ... see ``ember.target.TARGETS``) a :class:`~ember.runtime.cross.CrossArtifact`,
+    built but not loadable on this machine.  Dimensions the model leaves symbolic stay
     symbolic: one artifact runs every size up to the symbols' bounds (``bounds={"seq": 512}``;
     ``shapes=`` pins or names input dimensions).  ``dump`` (or ``$EMBER_DUMP``) names a folder
     that receives the graph after every pass, the fused groups, each kernel's loop IR and the
@@ -412,7 +441,7 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
 
 def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, bounds, dump, progress, cache: bool,
              profile: bool, cflags: tuple[str, ...], knobs):
-    from ..runtime import Module, load
+    from ..runtime import load
     from ..toolchain import Cache
 
     t0 = time.perf_counter()
@@ -431,7 +460,7 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
             if hit is None:
                 continue
             try:
-                module = load(hit)
+                module = _loaded(hit, tgt)
             except ArtifactError:       # damaged, or built for another processor: build it again
                 kind.remove(key)
                 break
@@ -445,6 +474,9 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
     if dumper:
         dumper("input", graph)
     if needs_program(graph):
+        if tgt.cross:
+            raise TargetError(f"model '{graph.name}' has host steps (string ops), which only the Python runtime "
+                              f"runs: it cannot be built for {tgt.spec}")
         path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key)
         say(f"done in {time.perf_counter() - t0:.1f} s")
         return load(path)
@@ -452,7 +484,15 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
     if key is not None:
         lib = models.put(key, lib)
     say(f"done in {time.perf_counter() - t0:.1f} s")
-    return Module(lib)
+    return _loaded(lib, tgt)
+
+
+def _loaded(path: Path, tgt: Target):
+    """The artifact at ``path``, loaded; for a cross target, a handle that is not loaded."""
+    from ..runtime import load
+    from ..runtime.cross import CrossArtifact
+
+    return CrossArtifact(path, tgt.spec) if tgt.cross else load(path)
 
 
 def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
@@ -467,7 +507,8 @@ def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: Progr
         dumper.write("memory_plan.txt", cm.plan.summary() + "\n")
     say(f"compiling C ({len(cm.source) // 1024} KiB source, {len(cm.constants) / 1e6:.1f} MB constants)")
     return build_shared({"model.c": cm.source}, {"ember_constants": cm.constants}, flags=list(cflags),
-                        name=c_ident(graph.name), progress=(lambda step, done, total: say(step)) if report_steps else None)
+                        name=c_ident(graph.name), progress=(lambda step, done, total: say(step)) if report_steps else None,
+                        target=tgt)
 
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
@@ -506,7 +547,7 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
         if not st.outputs:
             continue
         k = len(libs)
-        sub = st.segment_graph(f"{g.name}_segment{k}", g.bounds)
+        sub = st.segment_graph(f"{g.name}_segment{k}", g.bounds, g.checks)
         say(f"segment {k}: {len(sub.nodes)} nodes")
         seg_dump = _Dumper(dumper.folder / f"segment_{k}") if dumper else None
         libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags))
@@ -516,7 +557,9 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
     input_syms = {s for v in g.inputs for s in v.type.symbols}
     header = {
         "ember_version": __version__, "name": g.name, "target": tgt.kind,
-        "inputs": [{"name": v.name, "dtype": v.dtype, "shape": dims(v.shape)} for v in g.inputs],
+        "inputs": [{"name": v.name, "dtype": v.dtype, "shape": dims(v.shape),
+                    **({"default": {k: e for k, e in const_entry(-1, constant(g.defaults[v.name], dtype=v.dtype)).items()
+                                    if k != "slot"}} if v.name in g.defaults else {})} for v in g.inputs],
         "outputs": [{"name": v.name, "dtype": v.dtype, "shape": dims(v.shape)} for v in g.outputs],
         "symbols": [{"name": s, "bound": b} for s, b in g.bounds.items() if s in input_syms],
         "input_slots": in_slots, "output_slots": out_slots, "constants": consts, "steps": header_steps,

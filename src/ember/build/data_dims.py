@@ -24,7 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..codegen.c import c_string, c_type, dim_c
+from ..errors import CodegenError
 from ..graph.ir import Graph, Node, Value
+from ..ops import get_op
 from ..ops.dynamic import limits_of
 
 #: the return code of a run whose data gives an invalid dimension (ember_runtime.h)
@@ -50,6 +52,12 @@ class DataDims:
         if not self.syms:
             return
         for grp in groups:
+            region = [n for n in grp.nodes if get_op(n.op).region]
+            touched = sorted({s for v in grp.inputs + grp.outputs for s in v.type.symbols} & self.syms)
+            if region and touched:
+                n = region[0]
+                raise CodegenError(f"{n.op} node '{n.name}' reads or writes tensors whose size the data decides "
+                                   f"({', '.join(touched)}); a region op takes only sizes the input shapes decide")
             v = grp.output
             if v.type.symbols & self.syms and v not in self.blocks:
                 self.blocks[v] = len(self.blocks)

@@ -107,3 +107,20 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None) ->
     f = optimize(f, target.lanes)
     f.attrs["size_vars"] = sorted(size_vars_of(f), key=lambda v: v.name)
     return f
+
+
+def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sym_index: dict) -> tuple[PrimFunc, str, str]:
+    """Lower ``group`` (``group_kernel``) and write it in C with ``gen``: returns the kernel, its C
+    and the entry's line calling it, its buffers placed by ``where(value)`` (a C pointer) and
+    its symbols read from ``syms`` (``sym_index``)."""
+    from ..codegen.c import CHECK_ARG, c_ident, checked_call, has_checks
+
+    names = {v: c_ident(v.name) for v in group.inputs}
+    f = group_kernel(group, target, names, limits, bounds)
+    with size_bounds(limits, bounds):   # what the C generator proves about indices uses the limits
+        src = gen.kernel(f)
+    args = [where(v) for v in group.inputs] + [where(group.output)]
+    args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
+    if has_checks(f.body):
+        return f, src, checked_call(f"{f.name}({', '.join(args + ['&' + CHECK_ARG])});")
+    return f, src, f"{f.name}({', '.join(args)});"

@@ -24,6 +24,7 @@ import numpy as np
 from ..graph.ir import Graph, Node, Value
 from ..graph.types import is_string
 from ..ops import get_op
+from ..symbolic import symbols_of
 
 
 def is_host(node: Node) -> bool:
@@ -45,9 +46,10 @@ class Step:
     inputs: list[Value] = field(default_factory=list)    # values read from outside the step
     outputs: list[Value] = field(default_factory=list)   # values read after the step
 
-    def segment_graph(self, name: str, bounds: dict) -> Graph:
+    def segment_graph(self, name: str, bounds: dict, checks=()) -> Graph:
         """The segment as a graph of its own, of new values (its inputs are graph inputs, not
-        outputs of the nodes before), with the bounds of the symbols its inputs use."""
+        outputs of the nodes before), with the bounds of the symbols its inputs use and the
+        checks (``Graph.checks``) that only they decide."""
         syms = {s for v in self.inputs for s in v.type.symbols}
         vmap: dict[Value, Value] = {v: Value(v.name, v.type) for v in self.inputs}
         nodes = []
@@ -57,7 +59,8 @@ class Step:
             vmap.update(zip(n.outputs, nn.outputs))
             nodes.append(nn)
         return Graph([vmap[v] for v in self.inputs], nodes, [vmap[v] for v in self.outputs], name,
-                     {k: b for k, b in bounds.items() if k in syms})
+                     {k: b for k, b in bounds.items() if k in syms}, {},
+                     [c for c in checks if symbols_of([c[0]]) <= syms])
 
 
 def partition(graph: Graph) -> list[Step]:

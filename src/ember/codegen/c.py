@@ -1,7 +1,11 @@
 """C code generation for CPUs from the loop IR.
 
 Vector code uses the C compiler's vector extensions (``vector_size``), so the same source
-serves AVX2 (8 floats), SSE and NEON (4 floats) depending on the target's vector width.
+serves AVX2 (8 floats), SSE, NEON, wasm SIMD128 and RVV (4 floats) depending on the target's
+vector width.  What the vector extensions cannot say (NaN-propagating max/min, rounding, 8-bit dot
+products, a barrier against fused multiply-adds) comes from the target's ISA module
+(``isa_x86``, ``isa_neon``, ``isa_wasm``, ``isa_riscv``) with the generic C of ``isa_generic``
+as every intrinsic's fallback.
 A loop marked "parallel" at the top of a kernel is outlined into a task function that the
 runtime's thread pool runs in chunks (``ember_parallel_for``).  A kernel with run-time checks
 (``IndexCheck``) takes the run's ``ember_check`` as its last argument (see ember_kernel.h); the
@@ -21,7 +25,7 @@ from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, L
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from ..tir.analysis import planned_extent, size_vars_of, upper_bound
 from ..tir.transform import DOT_CALLS, lanes_of
-from . import c_dtypes
+from . import c_dtypes, isa_generic, isa_neon, isa_riscv, isa_wasm, isa_x86
 
 #: the C type that stores each dtype (bfloat16 and the narrow types: see ``c_dtypes``)
 C_TYPES = {
@@ -142,17 +146,7 @@ static inline ember_vf ember_verf(ember_vf x) {
    otherwise, below 2^23 in magnitude adding and taking away 2^23 leaves the nearest integer,
    and larger values and NaN are integral already */
 static inline ember_vf ember_vround(ember_vf x) {
-#if defined(__AVX__) && EMBER_LANES == 8
-  return (ember_vf)_mm256_round_ps((__m256)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-#elif defined(__AVX512F__) && EMBER_LANES == 16
-  return (ember_vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-#else
-  ember_vf ax = ember_vsel(x < 0.0f, -x, x);
-  ember_vf r = (ax + 8388608.0f) - 8388608.0f;
-  r = ember_vsel(x < 0.0f, -r, r);
-  return ember_vsel(ax < 8388608.0f, r, x);
-#endif
-}
+@vround@}
 static inline ember_vf ember_vtanh(ember_vf x) {
   ember_vf ax = ember_vsel(x < 0.0f, -x, x);
   ember_vf e = ember_vexp(-2.0f * ax);
@@ -182,27 +176,7 @@ static inline ember_vi ember_vmini(ember_vi a, ember_vi b) { ember_vi m = a < b;
   for (int _i = 0; _i < EMBER_LANES; ++_i) { int64_t _j = _b + _i * (stride); if (_j >= 0 && _j < (n)) _r[_i] = (p)[_j]; } _r; })
 /* 8-bit lanes to int32 lanes and back (truncating, as C converts); AVX2 has instructions for
    them that the compiler's generic conversions do not find */
-#if defined(__AVX2__) && EMBER_LANES == 8
-static inline ember_vi ember_vwiden_u8(ember_vu8 v) {
-  long long b; memcpy(&b, &v, 8); return (ember_vi)_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(b));
-}
-static inline ember_vi ember_vwiden_s8(ember_vs8 v) {
-  long long b; memcpy(&b, &v, 8); return (ember_vi)_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(b));
-}
-static inline long long ember_low_bytes(ember_vi v) {
-  __m256i t = _mm256_shuffle_epi8((__m256i)v, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                                               -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
-  return _mm_cvtsi128_si64(_mm_unpacklo_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1)));
-}
-static inline ember_vu8 ember_vnarrow_u8(ember_vi v) { long long b = ember_low_bytes(v); ember_vu8 o; memcpy(&o, &b, 8); return o; }
-static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { long long b = ember_low_bytes(v); ember_vs8 o; memcpy(&o, &b, 8); return o; }
-#else
-static inline ember_vi ember_vwiden_u8(ember_vu8 v) { return __builtin_convertvector(v, ember_vi); }
-static inline ember_vi ember_vwiden_s8(ember_vs8 v) { return __builtin_convertvector(v, ember_vi); }
-static inline ember_vu8 ember_vnarrow_u8(ember_vi v) { return __builtin_convertvector(v, ember_vu8); }
-static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { return __builtin_convertvector(v, ember_vs8); }
-#endif
-static inline int32_t ember_sat16(int32_t v) { return v < -32768 ? -32768 : v > 32767 ? 32767 : v; }
+@widen_narrow@static inline int32_t ember_sat16(int32_t v) { return v < -32768 ? -32768 : v > 32767 ? 32767 : v; }
 /* sat16(x0 w0 + x1 w1) + sat16(x2 w2 + x3 w3): x86's 8-bit multiply-add (vpmaddubsw) then the
    pairwise int32 add of its int16 results */
 static inline int32_t ember_dot4_sat16(int32_t x0, int32_t x1, int32_t x2, int32_t x3,
@@ -218,46 +192,42 @@ static inline uint32_t ember_load_u32(const void* p) { uint32_t v; memcpy(&v, p,
 /* ember_dot4 of the 4 bytes of x (uint8) with the 4 bytes of every lane of w (int8): one
    vpdpbusd with VNNI */
 static inline ember_vi ember_vdot4(uint32_t x, const int8_t* w) {
-#if defined(__AVX512VNNI__) && EMBER_LANES == 16
-  return (ember_vi)_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
-#elif defined(__AVX512VNNI__) && defined(__AVX512VL__) && EMBER_LANES == 8
-  return (ember_vi)_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
-#elif defined(__AVXVNNI__) && EMBER_LANES == 8
-  return (ember_vi)_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
-#else
-  ember_vi r;
-  for (int i = 0; i < EMBER_LANES; ++i)
-    r[i] = ember_dot4(x & 255, (x >> 8) & 255, (x >> 16) & 255, x >> 24, w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
-  return r;
-#endif
-}
+@vdot4@}
 /* ember_dot4_sat16 of the 4 bytes of x (uint8) with the 4 bytes of every lane of w (int8) */
 static inline ember_vi ember_vdot4_sat16(uint32_t x, const int8_t* w) {
-#if defined(__AVX2__) && EMBER_LANES == 8
-  __m256i p = _mm256_maddubs_epi16(_mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
-  return (ember_vi)_mm256_madd_epi16(p, _mm256_set1_epi16(1));
-#elif defined(__AVX512BW__) && EMBER_LANES == 16
-  __m512i p = _mm512_maddubs_epi16(_mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
-  return (ember_vi)_mm512_madd_epi16(p, _mm512_set1_epi16(1));
-#else
-  ember_vi r;
-  for (int i = 0; i < EMBER_LANES; ++i)
-    r[i] = ember_dot4_sat16(x & 255, (x >> 8) & 255, (x >> 16) & 255, x >> 24, w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
-  return r;
-#endif
-}
+@vdot4_sat16@}
 """
 
 
-def preamble(lanes: int) -> str:
+#: the ISA modules of the code generator, by ``Target.isa``
+ISA_MODULES = {m.NAME: m for m in (isa_x86, isa_neon, isa_wasm, isa_riscv, isa_generic)}
+
+
+def isa_module(isa: str):
+    try:
+        return ISA_MODULES[isa]
+    except KeyError:
+        raise CodegenError(f"no ISA module '{isa}' in the C code generator; it has "
+                           f"{', '.join(ISA_MODULES)}") from None
+
+
+def _fill(template: str, hooks: dict) -> str:
+    for name, text in hooks.items():
+        template = template.replace(f"@{name}@", text)
+    return template
+
+
+def preamble(lanes: int, isa: str = "x86") -> str:
+    """The C every generated file starts with: vector types of ``lanes`` floats, vector math,
+    the integer vector helpers, with the intrinsics of the ISA module ``isa`` (``Target.isa``)
+    and the generic C as the fallback of each (``isa_generic``)."""
     vb = 4 * lanes
+    module = isa_module(isa)
+    B = {name: isa_generic.hook(module, name) for name in isa_generic.HOOKS}
     return f"""\
 #define EMBER_LANES {lanes}
 #include <string.h>
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
-typedef float ember_vf __attribute__((vector_size({vb})));
+{B['include']}typedef float ember_vf __attribute__((vector_size({vb})));
 typedef int32_t ember_vi __attribute__((vector_size({vb})));
 typedef int16_t ember_vs16 __attribute__((vector_size({vb // 2})));
 typedef uint16_t ember_vu16 __attribute__((vector_size({vb // 2})));
@@ -274,24 +244,7 @@ static inline void ember_vstore(float* p, ember_vf v) {{ *(ember_vf_u*)p = v; }}
 static inline ember_vf ember_vsel(ember_vi m, ember_vf a, ember_vf b) {{
   return (ember_vf)((m & (ember_vi)a) | (~m & (ember_vi)b));
 }}
-/* max/min propagating NaN from either side (numpy's semantics).  With AVX or AVX-512: the
-   instruction keeps its second operand when either is NaN, so a's NaN survives it and one blend
-   adds b's; a reduction's chain through `a` is then two one-cycle instructions instead of five */
-#if defined(__AVX__) && EMBER_LANES == 8
-#define EMBER_MAXPS(x, y) ((ember_vf)__builtin_ia32_maxps256((__v8sf)(x), (__v8sf)(y)))
-#define EMBER_MINPS(x, y) ((ember_vf)__builtin_ia32_minps256((__v8sf)(x), (__v8sf)(y)))
-#elif defined(__AVX512F__) && EMBER_LANES == 16
-#define EMBER_MAXPS(x, y) ((ember_vf)_mm512_max_ps((__m512)(x), (__m512)(y)))
-#define EMBER_MINPS(x, y) ((ember_vf)_mm512_min_ps((__m512)(x), (__m512)(y)))
-#endif
-#ifdef EMBER_MAXPS
-static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{ return ember_vsel(b != b, b, EMBER_MAXPS(b, a)); }}
-static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{ return ember_vsel(b != b, b, EMBER_MINPS(b, a)); }}
-#else
-static inline ember_vf ember_vmax(ember_vf a, ember_vf b) {{ return ember_vsel((a > b) | (a != a), a, b); }}
-static inline ember_vf ember_vmin(ember_vf a, ember_vf b) {{ return ember_vsel((a < b) | (a != a), a, b); }}
-#endif
-/* a vector load whose lanes may fall outside [0, n) (lanes a select will discard): those read 0 */
+{B['maxmin']}/* a vector load whose lanes may fall outside [0, n) (lanes a select will discard): those read 0 */
 static inline ember_vf ember_vload_checked(const float* p, int64_t base, int64_t stride, int64_t n) {{
   int64_t last = base + (EMBER_LANES - 1) * stride;
   if (stride == 1 && base >= 0 && last < n) return ember_vload(p + base);
@@ -319,15 +272,8 @@ static inline uint64_t ember_upow(uint64_t a, uint64_t b) {{
 #define EMBER_MAX(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); (_a > _b || _a != _a) ? _a : _b; }})
 #define EMBER_MIN(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); (_a < _b || _a != _a) ? _a : _b; }})
 /* a value rounded where it is computed: the compiler may not fuse its multiply into a later add */
-#if defined(__x86_64__) || defined(__i386__)
-#define EMBER_NO_CONTRACT(v) ({{ __auto_type _nc = (v); __asm__("" : "+x"(_nc)); _nc; }})
-#elif defined(__aarch64__)
-#define EMBER_NO_CONTRACT(v) ({{ __auto_type _nc = (v); __asm__("" : "+w"(_nc)); _nc; }})
-#else
-#define EMBER_NO_CONTRACT(v) (v)
-#endif
-#define EMBER_LOAD_CHECKED(p, i, n) ({{ int64_t _j = (i); (_j >= 0 && _j < (n)) ? (p)[_j] : (__typeof__((p)[0]))0; }})
-""" + VECTOR_MATH_C + INT_VECTORS_C + c_dtypes.C_SOURCE
+{B['no_contract']}#define EMBER_LOAD_CHECKED(p, i, n) ({{ int64_t _j = (i); (_j >= 0 && _j < (n)) ? (p)[_j] : (__typeof__((p)[0]))0; }})
+""" + _fill(VECTOR_MATH_C, B) + _fill(INT_VECTORS_C, B) + c_dtypes.C_SOURCE
 
 
 @dataclass
@@ -1041,11 +987,12 @@ def dim_c(d, sym_index: dict[str, int], syms: str = "syms", saturating: bool = F
 
 
 def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tuple]],
-                   symbols: list[str], bounds: list[int], limits: dict | None = None) -> str:
+                   symbols: list[str], bounds: list[int], limits: dict | None = None, checks=()) -> str:
     """C of the symbol tables and ``ember_model_shapes`` of a model with symbolic dimensions
     (see ember_kernel.h): bind every symbol from the input shapes, check each input dimension
-    against them and the symbols with a limit against it, and compute the output shapes;
-    ``bounds`` are the planning sizes ``ember_symbol_bound`` reports."""
+    against them, the symbols with a limit against it and the model's ``checks``
+    (``Graph.checks``), and compute the output shapes; ``bounds`` are the planning sizes
+    ``ember_symbol_bound`` reports."""
     from ..symbolic import Sym, dim_range
 
     idx = {n: k for k, n in enumerate(symbols)}
@@ -1085,6 +1032,10 @@ def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tup
         if b is not None:
             lines.append(f"  if (syms[{j}] > INT64_C({b})) {{ ember_set_error(\"the input shapes give {n} = %lld, "
                          f"above its limit {b} (the model only works up to it)\", (long long)syms[{j}]); return -1; }}")
+    for d, op, what in checks:
+        v = dim_c(d, idx)
+        text = c_string(f"the input shapes fail a check of the model: {what} ({d} {op} 0 fails: it is ")[1:-1]
+        lines.append(f"  if (!({v} {op} 0)) {{ ember_set_error(\"{text}%lld)\", (long long)({v})); return -1; }}")
     # an output dimension that inputs too small for the model make negative (an STFT's frame
     # count (samples - 400)//160 + 1) is an error
     for i, (name, dims) in enumerate(outputs):
@@ -1134,14 +1085,14 @@ def buffer_table(buffers: list, plan, sym_index: dict) -> str:
 
 def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: list[str], metadata: dict,
                   arena_bytes: int, profile_names: list[str] | None = None, shapes_c: str = "",
-                  check_sites: list[str] = (), data_entry: str | None = None) -> str:
+                  check_sites: list[str] = (), data_entry: str | None = None, isa: str = "x86") -> str:
     """The whole C translation unit of a compiled model; with ``profile_names``, every kernel
     call is timed (see :func:`profiled`).  ``shapes_c`` is the shape function of a model with
     symbolic dimensions (:func:`shape_function`); the entry reads the symbols' values from
     ``syms``.  ``check_sites`` (``CGenerator.check_sites``) describe the kernels' run-time
     checks: the entry then holds the run's ``ember_check``.  ``data_entry`` (the parameters after
     the outputs) makes the entry ``ember_model_entry_data`` of a model that binds symbols from
-    data (``build.data_dims``)."""
+    data (``build.data_dims``); ``isa`` picks the preamble's ISA module (``Target.isa``)."""
     meta = json.dumps(metadata, separators=(",", ":"))
     checks = ""
     if check_sites:
@@ -1155,7 +1106,7 @@ def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: l
     return (
         f"/* Generated by Ember from model '{model_name}'. Do not edit. */\n"
         "#include \"ember_kernel.h\"\n#include <stdlib.h>\n\n"
-        + preamble(lanes)
+        + preamble(lanes, isa)
         + prof
         + "\nextern const unsigned char ember_constants[];\n"
         + f"const char ember_model_metadata[] = {c_string(meta)};\n"

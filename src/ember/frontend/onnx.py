@@ -31,6 +31,7 @@ to a constant is replaced by its taken branch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from math import prod
 from typing import Any, Mapping, Sequence
@@ -45,10 +46,11 @@ from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
 from ..graph.verify import verify
 from ..ops import get_op
-from ..symbolic import Sym, SymbolicError, compare, dim_range, is_identifier, symbol
+from ..symbolic import Sym, SymbolicError, bind as bind_dims, compare, dim_range, is_identifier, symbol
 from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
 from .onnx_validate import (check_declared_types, check_graph, check_operand_types, check_raw_length,
                             check_versions, onnx_type_str, schema_of, tensor_nbytes)
+from .core import emit
 from .shape_values import FOLDABLE, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
@@ -301,6 +303,23 @@ class NodeContext:
                 feeding, node=self.name, op=self.op_type)
         return v.const
 
+    def known_input(self, i: int) -> np.ndarray | None:
+        """The value of input ``i`` when it is known at compile time (a constant, or computable
+        from constants); None when it is absent or only known at run time (computed from graph
+        inputs, or a symbolic shape value).  For operands that an op also takes as data."""
+        v = self.input(i, required=False)
+        if v is None or self.is_symbolic(v):
+            return None
+        return v.const if v.is_const else computed_from_constants(v)
+
+    def needs_constant(self, v: Value, what: str, why: str) -> OperandNotConstantError:
+        """The error for operand ``v``, which the op takes at run time in general but needs at
+        compile time here because ``why``; it names the graph inputs ``v`` is computed from."""
+        feeding = self._tr.inputs_feeding(v)
+        src = f"; it is computed from graph input(s) {', '.join(map(repr, feeding))}" if feeding else ""
+        return OperandNotConstantError(f"{what} (input '{v.name}') {why}, so it must be a constant{src}",
+                                       feeding, node=self.name, op=self.op_type)
+
     def is_symbolic(self, v: Value) -> bool:
         """Whether ``v`` is a shape value holding symbolic dimensions (see shape_values)."""
         return v is not None and v.uid in self._tr.symvals
@@ -353,6 +372,24 @@ class NodeContext:
     def bounds(self) -> dict[str, int]:
         """The symbols' upper bounds known so far."""
         return self._tr.bounds
+
+    def require(self, dim, op: str, what: str) -> None:
+        """That the symbols' values make ``dim == 0`` (``op`` "==") or ``dim >= 0`` (">="), which
+        only the run decides: a check of the graph (``Graph.checks``), made when the input
+        shapes bind the symbols, before anything runs (``what``: the need, named for the user).
+        Nothing when the bounds decide it; an error of the model when they refute it."""
+        holds = compare(dim, op, 0, self._tr.bounds)
+        if holds is True:
+            return
+        if holds is False:
+            raise self.fail(f"needs {what}, which no input shapes give ({dim} {op} 0)")
+        if isinstance(dim, Sym) and dim.symbols() & self._tr.data_symbols:
+            # the checks are made when the input shapes bind the symbols, before the data does
+            raise self.fail(f"needs {what} ({dim} {op} 0), which only the data decides; Ember checks "
+                            "only what the input shapes decide")
+        check = (dim, op, f"{self.op_type} node '{self.name}' needs {what}")
+        if check not in self._tr.b.checks:
+            self._tr.b.checks.append(check)
 
     def bound(self, d) -> int | None:
         """The largest value of dimension ``d`` that the symbols' bounds allow (None when one of
@@ -445,17 +482,7 @@ class NodeContext:
                 if out is not None and len(types) == 1 and tuple(out.shape) == types[0].shape:
                     return self.sym_value(out, types[0].dtype)
             inputs = [tr.materialize(v, self) if self.is_symbolic(v) else v for v in inputs]
-        if inputs and all(v.is_const for v in inputs):
-            opdef = get_op(core)
-            a = opdef.fill_attrs(attrs, self.name)
-            types = opdef.infer_types(a, [v.type for v in inputs], self.name)
-            if all(t.is_static for t in types) and limits.may_fold(
-                    sum(t.nbytes for t in types), sum({v.uid: v.const.nbytes for v in inputs}.values())):
-                outs = opdef.run_reference(a, [v.const for v in inputs])
-                vals = [self.const(np.asarray(o, dtype=np_dtype(t.dtype)).reshape(t.shape), t.dtype)
-                        for o, t in zip(outs, types)]
-                return vals[0] if len(vals) == 1 else tuple(vals)
-        return self.b.op(core, inputs, name=self.name, **attrs)
+        return emit(self.b, core, inputs, self.name, **attrs)
 
     def const(self, array: Any, dtype: str | None = None) -> Value:
         arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)
@@ -470,6 +497,12 @@ class NodeContext:
         ``bind`` gives the values of its formal inputs (a loop body's); ``tag`` tells apart
         several copies of one subgraph (the iterations of an unrolled loop)."""
         return self._tr.inline_graph(self.graph_attr(attr), f"{self.name}/{attr}{tag}", self.opset, bind)
+
+    def region_graph(self, attr: str, formals: Sequence[tuple[str, TensorType]] = ()) -> tuple[Graph, list[Value]]:
+        """Translate the subgraph held by attribute ``attr`` into a graph of its own (the body
+        of a region op): its inputs are ``formals`` (name, type), then one per outer value it
+        reads (the *captures*, returned in that order)."""
+        return self._tr.region_graph(self.graph_attr(attr), f"{self.name}/{attr}", self.opset, formals, self)
 
     def graph_attr(self, attr: str):
         """The GraphProto held by attribute ``attr``."""
@@ -529,6 +562,7 @@ class _Translator:
         self.input_names: dict[int, str] = {}   # uid of a graph-input Value -> its ONNX name
         self.data_symbols: set[str] = set()     # symbols of dimensions the data decides (string ops)
         self.data_bindings: list[Value] = []    # operands bound at run time (onnx_ops/data_dims.py)
+        self.region_depth = 0       # > 0 while translating the body of a region op (``building``)
         self.depth = 0                          # subgraphs and function bodies being translated
 
     # -- values ----------------------------------------------------------------------------
@@ -625,24 +659,68 @@ class _Translator:
             raise InvalidModelError("the model uses ONNX ops but imports no version of the default "
                                     "ONNX domain (opset_import)")
 
+    def overridable(self) -> set[str]:
+        """Initializers that are also graph inputs, in a model of IR version 4 or later: there
+        the initializer is the input's default value, which the caller may override (as in
+        onnxruntime); before IR 4 every initializer had to be listed as an input, and is a
+        constant."""
+        if self.mp.ir_version < 4:
+            return set()
+        return {t.name for t in self.g.initializer} & {vi.name for vi in self.g.input}
+
     def bind_initializers(self) -> None:
+        defaults = self.overridable()
         for t in self.g.initializer:
-            self.env[t.name] = self.b.const(self.tensor_array(t, "initializer"), name=t.name)
+            if t.name not in defaults:
+                self.env[t.name] = self.b.const(self.tensor_array(t, "initializer"), name=t.name)
         for st in self.g.sparse_initializer:
             raise UnsupportedOpError({"sparse initializer": [st.values.name or "?"]})
 
     def bind_inputs(self) -> None:
-        init_names = {t.name for t in self.g.initializer}
+        defaults = self.overridable()
+        init_names = {t.name for t in self.g.initializer} - defaults
         declared = [vi.name for vi in self.g.input if vi.name not in init_names]
         unknown = sorted(set(self.shapes) - set(declared))
         if unknown:
             raise InvalidModelError(f"shapes= names {unknown}, which are not graph inputs; "
                                     f"the inputs are {declared}")
+        inits = {t.name: t for t in self.g.initializer if t.name in defaults}
         for vi in self.g.input:
             if vi.name in init_names:
-                continue  # IR >= 4: an initializer that is also an input is a constant
+                continue  # before IR 4: an initializer listed as an input is a constant
+            if vi.name in inits:
+                self.env[vi.name] = self._bind_default(vi, inits[vi.name])
+                continue
             self.env[vi.name] = self._bind_input(vi.name, vi.type, self.shapes.get(vi.name, _MISSING),
                                                  vi.name)
+
+    def _bind_default(self, vi, init) -> Value:
+        """Graph input ``vi`` whose default value is initializer ``init`` (IR >= 4): an input of
+        the declared type (the initializer's shape where the input declares none), the value
+        kept as its default (``Graph.defaults``)."""
+        arr = self.tensor_array(init, "initializer")
+        tp = vi.type
+        if tp.WhichOneof("value") != "tensor_type":
+            raise InvalidModelError(f"graph input '{vi.name}' has a default value (an initializer of that "
+                                    f"name), so it must be a tensor")
+        dtype = onnx_dtype(tp.tensor_type.elem_type, f"graph input '{vi.name}'")
+        if np_dtype(dtype) != arr.dtype:
+            raise InvalidModelError(f"graph input '{vi.name}' is declared {dtype}, but its default value (the "
+                                    f"initializer of that name) is {arr.dtype}")
+        pinned = self.shapes.get(vi.name)
+        if pinned is None and not tp.tensor_type.HasField("shape"):
+            pinned = arr.shape
+        shape = self._input_shape(vi.name, tp.tensor_type, pinned)
+        try:
+            bind_dims(shape, arr.shape, {}, f"graph input '{vi.name}'")
+        except SymbolicError:
+            raise InvalidModelError(f"graph input '{vi.name}' is declared {TensorType(shape, dtype)}, but its "
+                                    f"default value (the initializer of that name) has the shape "
+                                    f"{list(arr.shape)}") from None
+        v = self.b.input(vi.name, TensorType(shape, dtype))
+        self.input_names[v.uid] = vi.name
+        self.b.defaults[v.name] = arr
+        return v
 
     def _bind_input(self, name: str, tp, pinned, onnx_name: str):
         """Graph input(s) for a value of ONNX type ``tp``: a tensor, or a sequence or optional
@@ -835,6 +913,75 @@ class _Translator:
             self.translate_node(n, n.name, {**self.opsets, "": opset})
         return [self.lookup(ren(o.name)) for o in g.output]
 
+    def region_graph(self, g, prefix: str, opset: int, formals, cx: "NodeContext") -> tuple[Graph, list[Value]]:
+        """Translate subgraph ``g`` into a graph of its own (see ``NodeContext.region_graph``)."""
+        from .onnx_ops.control import body_output
+
+        body = GraphBuilder(prefix)
+        with self.building(body):
+            params = [body.input(name, t) for name, t in formals]
+            outs = self.inline_graph(g, prefix, opset, params)
+            outs = [body_output(cx, self, v, k) for k, v in enumerate(outs)]
+        return self.closed_graph(body, params, outs, cx)
+
+    @contextlib.contextmanager
+    def building(self, builder: GraphBuilder, *contexts: "NodeContext"):
+        """Nodes emitted in the block (by translations, and by ``contexts``) go to ``builder``, a
+        region body's; shape values materialized there stay there."""
+        saved = self.b, self.materialized, [c.b for c in contexts]
+        self.b, self.materialized = builder, {}
+        self.region_depth += 1
+        for c in contexts:
+            c.b = builder
+        try:
+            yield
+        finally:
+            self.region_depth -= 1
+            self.b, self.materialized = saved[0], saved[1]
+            for c, b in zip(contexts, saved[2]):
+                c.b = b
+
+    def closed_graph(self, body: GraphBuilder, params: list[Value], outs: list[Value],
+                     cx: "NodeContext") -> tuple[Graph, list[Value]]:
+        """The graph of ``body``'s nodes with inputs ``params``, then one per outer value its
+        nodes or ``outs`` read (the captures, returned in that order; outer shape values are
+        materialized in the enclosing graph)."""
+        produced = set(params) | {o for n in body.nodes for o in n.outputs}
+        captures: list[Value] = []
+        inner: dict[Value, Value] = {}
+
+        def capture(v: Value) -> Value:
+            if v.is_const or v in produced:
+                return v
+            if v not in inner:
+                if v.uid in self.symvals:       # a shape value of the outer graph
+                    v = self.materialize(v, cx)
+                    if v in inner:
+                        return inner[v]
+                inner[v] = Value(body.fresh(v.name), v.type)
+                captures.append(v)
+            return inner[v]
+
+        binds = [n.name for n in body.nodes if n.op == "bind_dims"]
+        data = sorted({s for v in [*params, *outs, *(x for n in body.nodes for x in n.inputs)]
+                       for s in v.type.symbols} & self.data_symbols)
+        if binds or data:
+            # the artifact binds data symbols in the model's entry only, not in a region's body
+            raise cx.unsupported("a body whose shapes the data decides at run time ("
+                                 + (f"nodes {', '.join(binds)} bind them" if binds else
+                                    f"dimension(s) {', '.join(data)}") + ")")
+        for n in body.nodes:
+            n.inputs = [capture(v) for v in n.inputs]
+        outs = [capture(v) for v in outs]
+        # what the body needs of the symbols is checked with the enclosing graph's (all of its
+        # symbols are the enclosing graph's), before the run, whichever way it goes
+        for c in body.checks:
+            if c not in self.b.checks:
+                self.b.checks.append(c)
+        graph = Graph(list(params) + [inner[v] for v in captures], body.nodes, outs, body.name,
+                      dict(body.bounds), dict(body.hints), list(body.checks))
+        return graph, captures
+
     # -- ops defined by an ONNX function ---------------------------------------------------
     #
     # An op without a translation of its own is still supported when its ONNX schema defines it
@@ -877,7 +1024,8 @@ class _Translator:
                 types.append(onnx.TypeProto().SerializeToString())
                 continue
             t = self.lookup(n).type
-            types.append(helper.make_tensor_type_proto(elem[t.dtype], list(t.shape)).SerializeToString())
+            dims = [d if isinstance(d, int) else str(d) for d in t.shape]     # a symbolic one as its text
+            types.append(helper.make_tensor_type_proto(elem[t.dtype], dims).SerializeToString())
         try:
             raw = schema.get_context_dependent_function(node.SerializeToString(), types)
         except Exception as e:

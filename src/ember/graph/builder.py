@@ -19,6 +19,8 @@ class GraphBuilder:
         self.name = name
         self.bounds: dict[str, int] = {}   # upper limits of the symbols of symbolic shapes
         self.hints: dict[str, int] = {}    # planning sizes of symbols without a limit
+        self.checks: list = []              # run-time conditions on the symbols (Graph.checks)
+        self.defaults: dict[str, np.ndarray] = {}   # default values of inputs (Graph.defaults)
         self.inputs: list[Value] = []
         self.nodes: list[Node] = []
         self._names: set[str] = set()        # value names
@@ -33,6 +35,8 @@ class GraphBuilder:
         b.inputs = list(graph.inputs)
         b.bounds = dict(graph.bounds)
         b.hints = dict(graph.hints)
+        b.checks = list(graph.checks)
+        b.defaults = dict(graph.defaults)
         b._names.update(v.name for v in graph.values())
         b._node_names.update(n.name for n in graph.nodes)
         return b
@@ -83,7 +87,7 @@ class GraphBuilder:
 
     def finish(self, outputs: Sequence[Value]) -> Graph:
         return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name, dict(self.bounds),
-                     dict(self.hints))
+                     dict(self.hints), list(self.checks), dict(self.defaults))
 
 
 def infer_node(node: Node) -> list[TensorType]:

@@ -12,7 +12,7 @@ import numpy as np
 from .. import limits
 from ..errors import InputError
 from .ir import Graph, Value, map_dims
-from ..symbolic import SymbolicError, bind, evaluate
+from ..symbolic import SymbolicError, bind, evaluate, failed_check
 from .types import np_dtype
 
 
@@ -36,10 +36,13 @@ def _check_size(v: Value, sizes: Mapping[str, int], lim: "limits.Limits") -> Non
                             node=p.name if p else None, op=p.op if p else None, limits=lim)
 
 
-def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> list[np.ndarray]:
+def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray],
+              _sizes: Mapping[str, int] | None = None) -> list[np.ndarray]:
     """Evaluate ``graph`` on ``inputs`` (by name or in order); returns the outputs in order.
-    Symbolic dimensions take their values from the inputs' shapes, and those the data decides
-    from the values a ``bind_dims`` node binds.  Each node's outputs are
+    Symbolic dimensions take their values from the inputs' shapes (and, for the body of a
+    region op, from the enclosing graph's, ``_sizes``), and those the data decides from the
+    values a ``bind_dims`` node binds.  Region ops (``if``, ``loop``) run their bodies here.
+    Each node's outputs are
     checked against the resource policy (``ember.limits``) before they are computed: a tensor
     above ``tensor_bytes`` raises :class:`~ember.errors.RuntimeLimitError`."""
     if not isinstance(inputs, Mapping):
@@ -49,8 +52,10 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
     from ..ops import get_op
 
     env: dict[Value, np.ndarray] = {}
-    sizes: dict[str, int] = {}
+    sizes: dict[str, int] = dict(_sizes or {})
     for v in graph.inputs:
+        if v.name not in inputs and v.name in graph.defaults:
+            inputs = {**inputs, v.name: graph.defaults[v.name]}
         if v.name not in inputs:
             raise InputError(f"missing input '{v.name}' ({v.type})")
         env[v] = np.asarray(inputs[v.name], dtype=np_dtype(v.dtype))
@@ -59,6 +64,10 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
                 bind(v.shape, env[v].shape, sizes, f"input '{v.name}' ({v.type})")
             except SymbolicError as e:
                 raise InputError(str(e)) from None
+
+    failed = failed_check(graph.checks, sizes) if graph.checks else None
+    if failed:
+        raise InputError(f"graph '{graph.name}': the input shapes fail a check of the model: {failed}")
 
     def get(v: Value) -> np.ndarray:
         if v.is_const:
@@ -70,7 +79,12 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
         for v in node.outputs:
             _check_size(v, sizes, lim)
         attrs = concrete_attrs(node.attrs, sizes) if sizes else node.attrs
-        outs = get_op(node.op).run_reference(attrs, [get(v) for v in node.inputs])
+        op = get_op(node.op)
+        if op.region:
+            outs = op.run(attrs, [get(v) for v in node.inputs],
+                          lambda g, xs: run_graph(g, xs, sizes), sizes)
+        else:
+            outs = op.run_reference(attrs, [get(v) for v in node.inputs])
         if node.op == "bind_dims":           # symbols the data decides: known from here on
             from ..ops.dynamic import check_values
 

@@ -99,6 +99,13 @@ class Graph:
     #: sizes to plan memory and schedules for (name -> value) of symbols without a limit: larger
     #: inputs still run
     hints: dict = field(default_factory=dict)
+    #: what the symbols' values must satisfy for the graph to be defined, checked when they are
+    #: bound at run time: ``(dim, op, what)`` with ``op`` "==" (``dim`` is 0) or ">=" (``dim``
+    #: is at least 0), ``what`` naming the node and its need (``symbolic.failed_check``)
+    checks: list = field(default_factory=list)
+    #: default values of inputs (input name -> array) that a caller may leave out: ONNX
+    #: initializers that are also graph inputs.  Never folded: the input is read at run time
+    defaults: dict = field(default_factory=dict)
 
     def symbols(self) -> list[str]:
         """The symbols of the graph's input shapes, in order of first appearance."""
@@ -194,7 +201,8 @@ class Graph:
             for o in nn.outputs:
                 o.producer = nn
             nodes.append(nn)
-        return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name, dict(self.bounds), dict(self.hints))
+        return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name, dict(self.bounds), dict(self.hints),
+                     list(self.checks), dict(self.defaults))
 
     def __str__(self) -> str:
         from .text import print_graph

@@ -22,8 +22,9 @@ The grammar, one statement a line by convention (the parser does not care about 
   payloads and signed zeros included.
 * ``%out = OP(%a, %b) {key=value, ...} @node : TYPE`` applies a core op.  Attributes are ints,
   floats (Python ``repr``, so exact; ``nan``, ``inf``, ``-inf``), strings (JSON quoting),
-  ``true``/``false``, ``none``, symbolic dimensions (``dim"batch*seq"``) and nested lists
-  ``[...]`` (tuples in the IR).  ``@node`` gives the
+  ``true``/``false``, ``none``, symbolic dimensions (``dim"batch*seq"``), nested lists
+  ``[...]`` (tuples in the IR) and graphs (``graph NAME(...) { ... }``: the bodies of the region
+  ops ``if`` and ``loop``, closed over their inputs).  ``@node`` gives the
   node's name and is printed only when it differs from the first output's name.  ``: TYPE`` is
   the output type (several, comma-separated, for a multi-output op); the parser re-infers types
   with the op's type rule and checks the written ones, so hand-written text may leave out both
@@ -84,8 +85,12 @@ def format_type(t: TensorType) -> str:
     return f"{t.dtype}[{', '.join(format_dim(d) for d in t.shape)}]"
 
 
-def format_attr(v: Any) -> str:
-    """An attribute value in the text form (exact for floats)."""
+def format_attr(v: Any, elide_constants: bool = False, types: bool = True) -> str:
+    """An attribute value in the text form (exact for floats).  A graph (the body of a region
+    op) prints as a nested ``graph NAME(...) { ... }``, indented."""
+    if isinstance(v, Graph):
+        text = print_graph(v, elide_constants=elide_constants, types=types).rstrip("\n")
+        return text.replace("\n", "\n    ")
     if v is None:
         return "none"
     if isinstance(v, (bool, np.bool_)):
@@ -151,12 +156,12 @@ def _payload(v: Value, elide: bool) -> str:
     return 'b64"' + base64.b64encode(np.ascontiguousarray(arr).tobytes()).decode("ascii") + '"'
 
 
-def _node_line(n: Node, types: bool) -> str:
+def _node_line(n: Node, types: bool, elide: bool = False) -> str:
     lhs = ", ".join("%" + format_name(o.name) for o in n.outputs)
     args = ", ".join("%" + format_name(v.name) for v in n.inputs)
     s = f"{lhs} = {n.op}({args})"
     if n.attrs:
-        s += " {" + ", ".join(f"{k}={format_attr(a)}" for k, a in n.attrs.items()) + "}"
+        s += " {" + ", ".join(f"{k}={format_attr(a, elide, types)}" for k, a in n.attrs.items()) + "}"
     if not n.outputs or n.name != n.outputs[0].name:
         s += " @" + format_name(n.name)
     if types and n.outputs:
@@ -177,7 +182,7 @@ def print_graph(graph: Graph, *, elide_constants: bool = False, types: bool = Tr
     for c in graph.constants():
         lines.append(f"  %{format_name(c.name)} = const {format_type(c.type)} {_payload(c, elide_constants)}")
     for n in graph.nodes:
-        lines.append("  " + _node_line(n, types))
+        lines.append("  " + _node_line(n, types, elide_constants))
     rets = ", ".join("%" + format_name(v.name) for v in graph.outputs)
     lines.append(f"  return {rets}" if rets else "  return")
     lines.append("}")
@@ -360,6 +365,9 @@ class _Parser:
             return False
         if word == "none":
             return None
+        if word == "graph":             # the body of a region op
+            self.pos = start
+            return self.graph(top=False)
         raise self.error(f"expected an attribute value, found {self.found() if word is None else repr(word)}", start)
 
     def scalar_literal(self):
@@ -416,7 +424,7 @@ class _Parser:
 
     # -- the graph ---------------------------------------------------------------------------
 
-    def graph(self) -> Graph:
+    def graph(self, top: bool = True) -> Graph:
         if self.ident("'graph'") != "graph":
             raise self.error("a graph starts with 'graph'")
         gname = self.name("the graph name")
@@ -490,7 +498,7 @@ class _Parser:
                     break
         self.expect("}", "'}' closing the graph")
         self.skip()
-        if self.pos != len(self.text):
+        if top and self.pos != len(self.text):
             raise self.error(f"unexpected text after the graph: {self.found()}")
         return Graph(inputs, nodes, outputs, gname)
 

@@ -97,8 +97,22 @@ def verify(graph: Graph) -> None:
             if unknown:
                 parts.append(f"unknown attribute(s) {unknown}")
             raise _fail(f"{' and '.join(parts)}; {n.op} takes {sorted(opdef.attrs)}", n)
-        if len(n.outputs) != opdef.num_outputs:
-            raise _fail(f"has {len(n.outputs)} output(s), {n.op} produces {opdef.num_outputs}", n)
+        if opdef.region:
+            # a region's bodies are graphs of their own (their outer values come in as operands)
+            try:
+                for body in opdef.bodies(n.attrs):
+                    if not isinstance(body, Graph):
+                        raise _fail(f"a body of {n.op} is a {type(body).__name__}, not a graph", n)
+                    verify(body)
+                want = opdef.output_count(n.attrs)
+            except LimitError:
+                raise
+            except GraphError as e:
+                raise _fail(f"in its body: {str(e).split('] ', 1)[-1]}", n) from None
+        else:
+            want = opdef.num_outputs
+        if len(n.outputs) != want:
+            raise _fail(f"has {len(n.outputs)} output(s), {n.op} produces {want}", n)
         in_types = [v.type for v in n.inputs]
         try:
             key = (n.op, tuple(n.attrs.items()), tuple(in_types))

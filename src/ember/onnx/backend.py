@@ -22,6 +22,13 @@ Compiled models are cached by content, so each distinct set of operand values is
 on input values (NonZero, Unique, NonMaxSuppression, Compress with a run-time condition, ...)
 are specialized the same way; their result is then computed while compiling, for those values.
 
+**Run-time mode.**  With ``specialize=False`` (``prepare(model, specialize=False)``, or
+``EMBER_BACKEND_SPECIALIZE=0`` in the environment) nothing of the above happens: the model is
+compiled once, exactly as ``ember.compile`` compiles it (inputs with their declared, possibly
+symbolic, shapes), and every input is fed at run time.  A model Ember cannot compile that way
+fails in ``prepare``, as it would for a user.  ``tests/onnx/conformance.py --runtime-inputs``
+measures the suites in this mode.
+
 **Structure fixed at compile time.**  Likewise the artifact has tensor inputs of static shapes:
 sequence and optional inputs, and tensors of symbolic shape, are pinned (``from_onnx(shapes=...)``)
 from the values given to ``run`` and compiled per distinct structure.  Sequence and optional
@@ -43,6 +50,9 @@ from ..frontend.onnx import OperandNotConstantError
 
 #: C flags used for backend test models: they are tiny, compile time dominates
 DEFAULT_CFLAGS = ("-O1",)
+
+#: Environment variable that turns specialization off when set to 0 (see "Run-time mode")
+SPECIALIZE_ENV = "EMBER_BACKEND_SPECIALIZE"
 
 #: How many distinct operand values a specializing rep keeps compiled modules for
 SPECIALIZATION_CACHE_SIZE = 16
@@ -125,14 +135,14 @@ def _feeds(input_names: list[str], inputs: Any) -> dict[str, Any]:
 
 
 def _run_module(module, feeds: dict[str, Any], model: onnx.ModelProto | None = None) -> tuple:
-    if model is None:
-        out = module.run({k: np.asarray(feeds[k]) for k in module.input_names})
+    if model is None:       # (an input with a default may be left out)
+        out = module.run({k: np.asarray(feeds[k]) for k in module.input_names if k in feeds})
         return tuple(out.values())
     flat: dict[str, Any] = {}
     types = {vi.name: vi.type for vi in model.graph.input}
     for name, value in feeds.items():
         _flatten(name, types[name], value, flat)
-    out = module.run({k: np.asarray(flat[k]) for k in module.input_names})
+    out = module.run({k: np.asarray(flat[k]) for k in module.input_names if k in flat})
     return _unflatten(model, list(out.keys()), list(out.values()))
 
 
@@ -162,9 +172,11 @@ class SpecializingRep(BackendRep):
         self._compile = compile_fn
         self._modules: dict[tuple, Any] = {}
         self._types = {vi.name: vi.type for vi in model.graph.input}
+        self._defaults = input_defaults(model)
 
     def run(self, inputs: Any, **kwargs) -> tuple:
-        feeds = _feeds(self.input_names, inputs)
+        # an input with a default that the caller leaves out is specialized to its default
+        feeds = {**self._defaults, **_feeds(self.input_names, inputs)}
         structured = bool(self.pinned) or _has_structured_outputs(self.model)
         return _run_module(self.module_for(feeds), {k: v for k, v in feeds.items() if k not in self.fixed},
                            self.model if structured else None)
@@ -193,6 +205,17 @@ class SpecializingRep(BackendRep):
             return module
 
 
+def input_defaults(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The default values of the graph inputs that have one: initializers of the same name, in
+    a model of IR version 4 or later (before, such an initializer is a constant)."""
+    from onnx import numpy_helper
+
+    if model.ir_version < 4:
+        return {}
+    inputs = {vi.name for vi in model.graph.input}
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in inputs}
+
+
 def _has_structured_outputs(model: onnx.ModelProto) -> bool:
     return any(vi.type.WhichOneof("value") != "tensor_type" for vi in model.graph.output)
 
@@ -204,12 +227,16 @@ def _value_key(name: str, value: Any) -> tuple:
 
 def specialize(model: onnx.ModelProto, values: dict[str, Any]) -> onnx.ModelProto:
     """A copy of ``model`` whose graph inputs named in ``values`` are initializers holding them
-    (they stay listed as inputs, which every IR version allows for initializers, declared with
-    the type of the value they now hold)."""
+    (replacing a default the model gives them).  From IR version 4 on they are taken out of the
+    graph's inputs (an initializer listed as an input is a default the caller may override);
+    before, they stay listed, declared with the type of the value they now hold."""
     from onnx import helper, numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    kept = [t for t in m.graph.initializer if t.name not in values]   # a default it replaces
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept)
     declared = {vi.name: vi for vi in m.graph.input}
     for name, value in values.items():
         if name not in declared:
@@ -217,6 +244,10 @@ def specialize(model: onnx.ModelProto, values: dict[str, Any]) -> onnx.ModelProt
         t = numpy_helper.from_array(np.asarray(value), name)
         m.graph.initializer.append(t)
         declared[name].type.CopyFrom(helper.make_tensor_type_proto(t.data_type, list(t.dims)))
+    if m.ir_version >= 4:
+        listed = [vi for vi in m.graph.input if vi.name not in values]
+        del m.graph.input[:]
+        m.graph.input.extend(listed)
     return m
 
 
@@ -238,12 +269,17 @@ class EmberBackend(Backend):
         flags = os.environ.get("EMBER_BACKEND_CFLAGS")
         cflags = tuple(flags.split()) if flags is not None else DEFAULT_CFLAGS
         opt_level = kwargs.get("opt_level", 3)
+        specialize_ = kwargs.get("specialize")
+        if specialize_ is None:
+            specialize_ = os.environ.get(SPECIALIZE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
         def compile_fn(m, shapes=None):
             return ember_compile(m, "cpu", opt_level, cflags=cflags, shapes=shapes or None)
 
         init = {t.name for t in model.graph.initializer}
         names = [i.name for i in model.graph.input if i.name not in init]
+        if not specialize_:
+            return EmberRep(compile_fn(model), names, model)
         pinned = structured_inputs(model)
         if pinned:
             return SpecializingRep(model, names, (), compile_fn, pinned)

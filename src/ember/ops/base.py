@@ -58,6 +58,7 @@ class Op:
     moves_data: ClassVar[bool] = False                 # takes the narrow dtypes
     host: ClassVar[bool] = False                       # runs on the host (see the module doc)
     host_kernel: ClassVar[str] = ""                    # its kernel in ember.runtime.host
+    region: ClassVar[bool] = False                     # holds graphs it runs (ops.control)
 
     # -- the four pieces of knowledge ------------------------------------------------------
 

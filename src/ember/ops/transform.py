@@ -181,8 +181,8 @@ class Slice(Op):
 
     def compute(self, a, x):
         shape = self.infer(a, TensorType(x.shape, x.dtype)).shape
-        return te.compute(shape, lambda *i: x[tuple(s + ii * p if p != 1 else s + ii if s else ii
-                                                    for s, p, ii in zip(a["starts"], a["steps"], i))],
+        return te.compute(shape, lambda *i: x[tuple(s + ii * p if p != 1 else ii if isinstance(s, int) and s == 0
+                                                    else s + ii for s, p, ii in zip(a["starts"], a["steps"], i))],
                           name="slice")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ..graph.ir import Graph, Value
 
@@ -30,8 +30,10 @@ class Pass:
 class Names:
     """Fresh value and node names for a graph (one namespace, as the text form wants)."""
 
-    def __init__(self, graph: Graph):
-        self.used: set[str] = {v.name for v in graph.values()} | {n.name for n in graph.nodes}
+    def __init__(self, graph: Graph | None = None, used: Iterable[str] = ()):
+        self.used: set[str] = set(used)
+        if graph is not None:
+            self.used |= {v.name for v in graph.values()} | {n.name for n in graph.nodes}
 
     def fresh(self, base: str) -> str:
         name, k = base, 0

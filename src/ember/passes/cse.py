@@ -27,7 +27,10 @@ def _node_key(n: Node) -> tuple:
         ins = tuple(sorted(ins, key=lambda v: v.uid))
     # repr is exact for the attribute kinds (ints, floats, strings, bools, None, tuples) and
     # tells 1 from 1.0 from True and 0.0 from -0.0
-    return n.op, ins, repr(tuple(n.attrs.items())), len(n.outputs)
+    # a region's bodies (graphs) are told apart by identity: equal text need not mean equal
+    # constants
+    attrs = tuple((k, ("graph", id(v)) if isinstance(v, Graph) else v) for k, v in n.attrs.items())
+    return n.op, ins, repr(attrs), len(n.outputs)
 
 
 def cse(graph: Graph) -> Graph:

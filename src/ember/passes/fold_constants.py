@@ -20,7 +20,7 @@ from .. import limits
 from ..graph.ir import Graph, Node, Value, map_dims
 from ..graph.types import TensorType, np_dtype
 from ..symbolic import Sym
-from .base import Pass, resolve
+from .base import Names, Pass, resolve
 
 #: A result of more elements than this is folded only if it is not much larger than its inputs.
 MAX_EXPANDED_ELEMENTS = 1 << 20
@@ -60,13 +60,51 @@ def _fold(n: Node) -> list[Value] | None:
     return folded
 
 
+def inline_body(body: Graph, operands: list[Value], names: Names, prefix: str) -> tuple[list[Node], list[Value]]:
+    """The nodes of a copy of ``body`` reading ``operands`` for its inputs, with fresh names
+    (``prefix/...``), and the values of its outputs."""
+    b = body.copy()
+    vmap = dict(zip(b.inputs, operands))
+    same = {n: bool(n.outputs) and n.name == n.outputs[0].name for n in b.nodes}
+    for v in b.values():
+        if v not in vmap:
+            v.name = names.fresh(f"{prefix}/{v.name}")
+    for n in b.nodes:
+        n.inputs = [vmap.get(v, v) for v in n.inputs]
+        n.name = n.outputs[0].name if same[n] else names.fresh(f"{prefix}/{n.name}")
+    return b.nodes, [vmap.get(v, v) for v in b.outputs]
+
+
+def _fold_region(n: Node, names: Names) -> tuple[list[Node], list[Value]] | None:
+    """An ``if`` whose condition is a constant: the nodes of its branch and their outputs.  A
+    ``loop`` that a constant condition or trip count stops before its first iteration: its
+    initial carried values (and empty scan outputs)."""
+    if n.op == "if" and n.inputs[0].is_const:
+        taken = "then_branch" if bool(n.inputs[0].const.reshape(())) else "else_branch"
+        return inline_body(n.attrs[taken], list(n.inputs[1:]), names, n.name)
+    if n.op == "loop":
+        m, c = n.inputs[0], n.inputs[1]
+        if (m.is_const and int(m.const.reshape(())) <= 0) or (c.is_const and not bool(c.const.reshape(()))):
+            k = n.attrs["num_carried"]
+            scans = n.outputs[k:]
+            if any(not o.type.is_static or o.type.shape[0] != 0 for o in scans):
+                return None
+            return [], list(n.inputs[2:2 + k]) + [
+                Value(o.name, o.type, None, np.zeros(o.type.shape, np_dtype(o.dtype))) for o in scans]
+    return None
+
+
 def fold_constants(graph: Graph) -> Graph:
-    """Replace every node whose inputs are all constants (and is worth it) by constants."""
+    """Replace every node whose inputs are all constants (and is worth it) by constants; inline
+    the branch an ``if`` with a constant condition takes."""
     g = graph.copy()
     subst: dict[Value, Value] = {}
     bound: dict[str, int] = {}        # data symbols bound by constants
     nodes = []
-    for n in g.nodes:
+    names: Names | None = None
+    work = list(reversed(g.nodes))
+    while work:
+        n = work.pop()
         n.inputs = [resolve(subst, v) for v in n.inputs]
         if bound:
             _substitute(n, bound)
@@ -76,6 +114,16 @@ def fold_constants(graph: Graph) -> Graph:
                 bound.update(values)
                 subst[n.outputs[0]] = n.inputs[0]
                 continue
+        if n.op in ("if", "loop"):
+            names = names or Names(g)
+            done = _fold_region(n, names)
+            if done is not None:
+                inner, outs = done
+                subst.update(zip(n.outputs, outs))
+                work.extend(reversed(inner))
+            else:
+                nodes.append(n)
+            continue     # a loop over constants still runs at run time (it may run long)
         if all(v.is_const for v in n.inputs) and _worth_folding(n):
             folded = _fold(n)
             if folded is not None:

@@ -2,7 +2,8 @@
 
 The op patterns (``ember.ops.Pattern``) decide:
 
-* A group has one output.  A value read by more than one node, or that is a graph output,
+* A group has one output (a region node, ``if`` or ``loop``, is a group of its own with all
+  its outputs).  A value read by more than one node, or that is a graph output,
   ends its group: every other value of a group is read exactly once, inside the group (a group
   is a tree whose root is its output).
 * A group holds at most one *anchor*: an ``OUT_ELEMWISE_FUSABLE`` op (conv2d, matmul) or a
@@ -27,7 +28,7 @@ graph's topological order.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import GraphError
 from ..graph.ir import Graph, Node, Value
@@ -60,7 +61,14 @@ class Group:
     nodes: list[Node]      # topological order
     anchor: Node | None    # the OUT_ELEMWISE_FUSABLE or REDUCTION node, if any
     inputs: list[Value]    # values read from outside the group, first-use order, no duplicates
-    output: Value          # the group's one output value
+    output: Value          # the group's one output value (a region's first)
+    #: every value the group writes: its output, or all outputs of a region node (``if``,
+    #: ``loop``) and the scratch buffer its bodies run in (see ``build.regions``)
+    outputs: list[Value] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.outputs:
+            self.outputs = [self.output]
 
     def __repr__(self) -> str:
         return f"Group({self.name!r}, {[n.op for n in self.nodes]})"
@@ -115,7 +123,7 @@ def fuse(graph: Graph) -> list[Group]:
             into.anchor = other.anchor
 
     for n in graph.nodes:
-        if len(n.outputs) != 1:
+        if len(n.outputs) != 1 and not get_op(n.op).region:
             raise GraphError(f"fusion handles single-output ops only; this one has {len(n.outputs)}",
                              node=n.name, op=n.op)
         pattern = get_op(n.op).pattern
@@ -172,7 +180,11 @@ def fuse(graph: Graph) -> list[Group]:
         nodes = sorted(d.nodes, key=pos.__getitem__)
         inside = {o for m in nodes for o in m.outputs}
         inputs = list(dict.fromkeys(v for m in nodes for v in m.inputs if v not in inside))
-        groups.append(Group(_kernel_name(nodes, d.anchor, used), nodes, d.anchor, inputs, d.nodes[-1].output))
+        last = d.nodes[-1]
+        if not last.outputs:
+            continue        # a region without outputs computes nothing
+        groups.append(Group(_kernel_name(nodes, d.anchor, used), nodes, d.anchor, inputs, last.outputs[0],
+                            list(last.outputs)))
     return groups
 
 

@@ -1,6 +1,7 @@
 """Static memory planning: place every intermediate tensor of a fused graph in one arena.
 
-The intermediates are the outputs of the fused groups, except graph outputs (the caller
+The intermediates are the outputs of the fused groups (all outputs of a region group, and its
+bodies' scratch buffer), except graph outputs (the caller
 supplies their buffers) and constants (embedded in the artifact).  A buffer is live from the
 group that writes it to the last group that reads it, inclusive: a group never writes over
 what it reads.  Buffers whose lifetimes do not intersect may share bytes.
@@ -68,18 +69,18 @@ def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64,
     lifetimes: dict[Value, tuple[int, int]] = {}
     exact: dict[Value, int] = {}
     for k, g in enumerate(groups):
-        v = g.output
-        if v in outputs or v.is_const or v in exclude:
-            continue
-        if v.type.is_static:
-            exact[v] = v.type.nbytes
-        else:
-            missing = sorted(v.type.symbols - set(bounds))
-            if missing:
-                raise ShapeError(f"memory planning needs an upper bound of symbol(s) {', '.join(missing)}; "
-                                 f"%{v.name} has type {v.type}")
-            exact[v] = v.type.max_nbytes(bounds)
-        lifetimes[v] = (k, k)
+        for v in g.outputs:
+            if v in outputs or v.is_const or v in exclude or v in lifetimes:
+                continue
+            if v.type.is_static:
+                exact[v] = v.type.nbytes
+            else:
+                missing = sorted(v.type.symbols - set(bounds))
+                if missing:
+                    raise ShapeError(f"memory planning needs an upper bound of symbol(s) {', '.join(missing)}; "
+                                     f"%{v.name} has type {v.type}")
+                exact[v] = v.type.max_nbytes(bounds)
+            lifetimes[v] = (k, k)
     for k, g in enumerate(groups):
         for v in g.inputs:
             if v in lifetimes:

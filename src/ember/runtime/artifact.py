@@ -201,3 +201,54 @@ def sha256_of_fd(fd: int, length: int) -> bytes:
             return hashlib.sha256(view).digest()
         finally:
             view.release()
+
+
+#: ELF e_machine values -> the architecture's name (as ``platform.machine()`` says it)
+ELF_MACHINES = {0x3E: "x86_64", 0x03: "i386", 0xB7: "aarch64", 0x28: "arm", 0xF3: "riscv64"}
+_HOST_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "arm", "armv8l": "arm", "i686": "i386"}
+
+
+def artifact_machine(path: str | os.PathLike) -> str:
+    """The architecture the artifact's code is for, from its first bytes: ``"wasm32"`` for a
+    WebAssembly module, the ELF machine's name (:data:`ELF_MACHINES`) for a shared library,
+    ``""`` for anything else (left to the loader to refuse)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return ""
+    if head[:4] == b"\0asm":
+        return "wasm32"
+    if head[:4] != b"\x7fELF" or len(head) < 20:
+        return ""
+    order = "<" if head[5] == 1 else ">"
+    (machine,) = struct.unpack(order + "H", head[18:20])
+    name = ELF_MACHINES.get(machine, f"ELF machine {machine:#x}")
+    return name if name != "riscv64" or head[4] == 2 else "riscv32"
+
+
+def host_machine() -> str:
+    import platform
+
+    m = platform.machine().lower()
+    return _HOST_ALIASES.get(m, m)
+
+
+def check_machine(path: str | os.PathLike) -> None:
+    """ArtifactError naming the target when the artifact at ``path`` is for another kind of
+    processor than this one (a cross build): it cannot be loaded here."""
+    machine = artifact_machine(path)
+    if not machine or machine == host_machine():
+        return
+    how = ("run it under Node.js with examples/wasm/run_model.mjs" if machine == "wasm32" else
+           f"run it on that machine or under qemu-{machine} with examples/c/run_model.c")
+    target = machine
+    try:
+        from .cross import read_metadata
+
+        named = str(read_metadata(Path(path)).get("target", machine))
+        target = named if named == machine else f"{named} ({machine})"
+    except (ArtifactError, OSError):
+        pass        # not an Ember artifact's metadata: the machine alone names it
+    raise ArtifactError(f"'{path}' is a cross-compiled artifact for {target}, not for this {host_machine()} "
+                        f"machine: it cannot be loaded here; {how}")

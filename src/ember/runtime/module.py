@@ -26,7 +26,7 @@ from .. import limits
 from ..errors import (ArtifactError, DataShapeError, EmberError, EmberRuntimeError, IndexOutOfRangeError, InputError,
                       RuntimeLimitError)
 from ..graph.types import NARROW_DTYPES, TensorType
-from ..symbolic import SymbolicError, bind, evaluate
+from ..symbolic import SymbolicError, bind, evaluate, failed_check, parse
 from .artifact import TRAILER_MAGIC, TRAILER_SIZE, seal_artifact, trailer_ok, verify_artifact  # noqa: F401
 from .library import (_WORKER_SLOTS, ABI_VERSION, Library, load_file, process_threads,  # noqa: F401
                       set_process_threads)
@@ -139,10 +139,13 @@ class LoadedModel:
     segments and host steps (:class:`~ember.runtime.program.ProgramModule`): its signature,
     ``run`` with a mapping of inputs, a call with positional ones, ``save``.  Subclasses set
     ``_path``, ``_metadata``, ``_in_names`` / ``_in_types`` / ``_out_names`` / ``_out_types``,
-    ``_in_index`` and ``_symbols``, and implement ``_execute(arrays)``."""
+    ``_in_index``, ``_symbols`` and ``_has_default`` (indices of the inputs with a default
+    value), and implement ``_execute(arrays)``, where ``None`` stands for an input left to its
+    default, and ``input_defaults``."""
 
     _path: Path
     _metadata: dict
+    _has_default: frozenset = frozenset()
 
     @property
     def path(self) -> Path:
@@ -173,6 +176,17 @@ class LoadedModel:
         return list(self._out_types)
 
     @property
+    def default_inputs(self) -> list[str]:
+        """The inputs that have a default value (ONNX initializers that are also graph inputs):
+        ``run`` and a call may leave them out, and then the default is used."""
+        return [n for i, n in enumerate(self._in_names) if i in self._has_default]
+
+    @property
+    def input_defaults(self) -> "OrderedDict[str, np.ndarray]":
+        """The default values of :attr:`default_inputs` (copies)."""
+        raise NotImplementedError
+
+    @property
     def symbols(self) -> dict[str, int]:
         """The symbolic dimensions of the inputs and the size each was planned for (empty for a
         model of static shapes); larger sizes run too, up to a symbol's limit (``limits``)."""
@@ -195,12 +209,14 @@ class LoadedModel:
         return int(n)
 
     def _signature(self) -> str:
-        ins = ", ".join(f"{n}: {t}" for n, t in zip(self._in_names, self._in_types))
+        ins = ", ".join(f"{n}: {t}" + (" = default" if i in self._has_default else "")
+                        for i, (n, t) in enumerate(zip(self._in_names, self._in_types)))
         outs = ", ".join(f"{n}: {t}" for n, t in zip(self._out_names, self._out_types))
         return f"'{self.name}' ({ins}) -> ({outs})"
 
     def run(self, feeds: Mapping[str, Any]) -> "OrderedDict[str, np.ndarray]":
-        """Runs the model on ``feeds`` (input name -> array); returns the outputs in model order."""
+        """Runs the model on ``feeds`` (input name -> array; an input with a default may be left
+        out); returns the outputs in model order."""
         names = self._in_names
         if not isinstance(feeds, Mapping):
             raise InputError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}; "
@@ -209,17 +225,26 @@ class LoadedModel:
         if unknown:
             raise InputError(f"unknown input(s) {', '.join(repr(k) for k in unknown)} for "
                              f"'{self.name}'; its inputs are {', '.join(names) or '(none)'}")
-        missing = [n for n in names if n not in feeds]
+        missing = [n for i, n in enumerate(names) if n not in feeds and i not in self._has_default]
         if missing:
             raise InputError(f"missing input(s) {', '.join(repr(n) for n in missing)} for "
                              f"'{self.name}'; its inputs are {', '.join(names)}")
-        return self._execute([feeds[n] for n in names])
+        return self._execute([feeds.get(n) for n in names])
 
     def __call__(self, *arrays: Any) -> "np.ndarray | tuple[np.ndarray, ...]":
-        if len(arrays) != len(self._in_names):
-            raise InputError(f"'{self.name}' takes {len(self._in_names)} input(s) "
-                             f"({', '.join(self._in_names)}), got {len(arrays)}")
-        outs = tuple(self._execute(list(arrays)).values())
+        """Runs the model on positional inputs; inputs with a default may be ``None`` or, at the
+        end, left out."""
+        n = len(self._in_names)
+        need = max((i + 1 for i in range(n) if i not in self._has_default), default=0)
+        if not need <= len(arrays) <= n:
+            want = str(n) if need == n else f"{need} to {n}"
+            raise InputError(f"'{self.name}' takes {want} input(s) ({', '.join(self._in_names)}), got {len(arrays)}")
+        arrays = list(arrays) + [None] * (n - len(arrays))
+        absent = [self._in_names[i] for i, a in enumerate(arrays) if a is None and i not in self._has_default]
+        if absent:
+            raise InputError(f"input(s) {', '.join(map(repr, absent))} of '{self.name}' have no default: "
+                             "give them a value")
+        outs = tuple(self._execute(arrays).values())
         return outs[0] if len(outs) == 1 else outs
 
     def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
@@ -331,10 +356,26 @@ class Module(LoadedModel):
             self._data_symbols = {str(e["name"]) for e in symbols if e.get("data")}
         except (TypeError, KeyError, ValueError):
             raise bad("malformed 'symbols'") from None
+        try:
+            self._checks = [(parse(str(e["dim"])), str(e["op"]), str(e["what"])) for e in meta.get("checks", [])]
+        except (TypeError, KeyError, ValueError, SymbolicError):
+            raise bad("malformed 'checks'") from None
+        if any(op not in ("==", ">=") for _, op, _ in self._checks):
+            raise bad("a check of 'checks' has an unknown op")
         used = {s for kind in ("inputs", "outputs") for t in sig[kind][1] for s in t.symbols}
         if used - set(self._symbols):
             raise bad(f"shapes use symbols {sorted(used - set(self._symbols))} that 'symbols' does not list")
         self._in_names, self._in_types, self._in_np = sig["inputs"]
+        self._default_shapes: dict[int, tuple[int, ...]] = {}
+        for i, e in enumerate(meta["inputs"]):
+            if "default" in e:
+                try:
+                    shape = tuple(int(d) for d in e["default"]["shape"])
+                    bind(self._in_types[i].shape, shape, {}, "its default")
+                except (TypeError, KeyError, ValueError, SymbolicError):
+                    raise bad(f"input '{self._in_names[i]}' has a malformed default") from None
+                self._default_shapes[i] = shape
+        self._has_default = frozenset(self._default_shapes)
         self._out_names, self._out_types, self._out_np = sig["outputs"]
         # outputs whose shape the data decides: the runtime owns them (read after the run)
         self._owned = [bool(t.symbols & self._data_symbols) for t in self._out_types]
@@ -398,12 +439,32 @@ class Module(LoadedModel):
             if limit is not None and value > limit:
                 raise InputError(f"'{self.name}': the inputs give {sym} = {value}, above its limit {limit} "
                                  f"(the model only works up to it)")
+        failed = failed_check(self._checks, env) if self._checks else None
+        if failed:
+            raise InputError(f"'{self.name}': the input shapes fail a check of the model: {failed}")
         return env
+
+    @property
+    def input_defaults(self) -> "OrderedDict[str, np.ndarray]":
+        out = OrderedDict()
+        for i in sorted(self._has_default):
+            shape = ctypes.POINTER(ctypes.c_int64)()
+            ptr = self._fns["ember_input_default"](i, ctypes.byref(shape))
+            if not ptr:
+                raise ArtifactError(f"'{self._path}' holds no default for input '{self._in_names[i]}'")
+            dt = self._in_np[i][0]
+            dims = self._default_shapes[i]
+            n = int(np.prod(dims, dtype=np.int64))
+            raw = ctypes.string_at(ptr, n * dt.itemsize)
+            out[self._in_names[i]] = np.frombuffer(raw, dtype=dt).reshape(dims).copy()
+        return out
 
     def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
         if self._symbols:
             return self._execute_dynamic(arrays)
         for i, (arr, (dt, shape)) in enumerate(zip(arrays, self._in_np)):
+            if arr is None:             # its default, which the artifact holds
+                continue
             if type(arr) is not np.ndarray:
                 arr = np.asarray(arr)
             if arr.dtype != dt or arr.shape != shape:
@@ -416,7 +477,7 @@ class Module(LoadedModel):
                     for i, (dt, shape) in enumerate(self._out_np)]
             in_ptrs, out_ptrs = self._in_ptrs, self._out_ptrs
             for i, arr in enumerate(arrays):
-                in_ptrs[i] = arr.ctypes.data
+                in_ptrs[i] = None if arr is None else arr.ctypes.data
             for i, arr in enumerate(outs):
                 out_ptrs[i] = arr.ctypes.data
             rc = self._run(self._model, in_ptrs, out_ptrs)
@@ -426,6 +487,8 @@ class Module(LoadedModel):
 
     def _execute_dynamic(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
         for i, (arr, (dt, _)) in enumerate(zip(arrays, self._in_np)):
+            if arr is None:
+                continue
             if type(arr) is not np.ndarray:
                 arr = np.asarray(arr)
             if arr.dtype != dt:
@@ -433,14 +496,15 @@ class Module(LoadedModel):
             if not arr.flags.c_contiguous or not arr.flags.aligned:
                 arr = self._dense(i, arr)
             arrays[i] = arr
-        env = self._bind_shapes([a.shape for a in arrays])
-        shapes = [np.array(a.shape, dtype=np.int64) for a in arrays]
+        given = [self._default_shapes[i] if a is None else a.shape for i, a in enumerate(arrays)]
+        env = self._bind_shapes(given)
+        shapes = [np.array(s, dtype=np.int64) for s in given]
         with self._lock:
             outs = [None if self._owned[i] else self._outputs.array(i, self._output_shape(i, env), dt, self._out_names[i])
                     for i, (dt, _) in enumerate(self._out_np)]
             in_ptrs, out_ptrs, shape_ptrs = self._in_ptrs, self._out_ptrs, self._shape_ptrs
             for i, arr in enumerate(arrays):
-                in_ptrs[i] = arr.ctypes.data
+                in_ptrs[i] = None if arr is None else arr.ctypes.data
                 shape_ptrs[i] = shapes[i].ctypes.data
             for i, arr in enumerate(outs):
                 out_ptrs[i] = None if arr is None else arr.ctypes.data
@@ -564,10 +628,11 @@ def replacing(dest: Path):
 def load(path: str | os.PathLike) -> "Module":
     """Loads the artifact at ``path`` (checked for integrity first): a :class:`Module`, or a
     :class:`~ember.runtime.program.ProgramModule` for a model with host steps."""
-    from .artifact import artifact_path
+    from .artifact import artifact_path, check_machine
     from .program import ProgramModule, is_program
 
     path = artifact_path(path)
+    check_machine(path)
     if is_program(path):
         return ProgramModule(path)
     return Module(path)

@@ -154,6 +154,12 @@ class ProgramModule(LoadedModel):
         self._symbols = {str(e["name"]): int(e["bound"]) for e in h.get("symbols", [])}
         self._limits = dict(self._symbols)      # a program's segments are compiled for its bounds
         self._in_index = {n: i for i, n in enumerate(self._in_names)}
+        self._defaults = {i: _const_array(e["default"]) for i, e in enumerate(h["inputs"]) if "default" in e}
+        for i, arr in self._defaults.items():
+            if arr.dtype != _boundary_dtype(self._in_types[i].dtype):
+                raise ValueError(f"input {self._in_names[i]!r} has a default of another dtype")
+            bind(self._in_types[i].shape, arr.shape, {}, f"the default of input {self._in_names[i]!r}")
+        self._has_default = frozenset(self._defaults)
         # after which step each slot is read for the last time (outputs are never dropped)
         last: dict[int, int] = {}
         for k, s in enumerate(self._steps):
@@ -288,9 +294,14 @@ class ProgramModule(LoadedModel):
             raise InputError(f"'{self.name}': {e}") from None
         return arr
 
+    @property
+    def input_defaults(self) -> "OrderedDict[str, np.ndarray]":
+        return OrderedDict((self._in_names[i], self._defaults[i].copy()) for i in sorted(self._defaults))
+
     def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
         env: dict[str, int] = {}
         slots: dict[int, np.ndarray] = dict(self._consts)
+        arrays = [self._defaults[i] if a is None else a for i, a in enumerate(arrays)]
         for i, arr in enumerate(arrays):
             slots[self._in_slots[i]] = self._check_input(i, arr, env)
         for sym, value in env.items():

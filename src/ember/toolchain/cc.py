@@ -5,6 +5,14 @@ assembles every constants blob with ``.incbin`` (the bytes never go through a C 
 the independent compiles in parallel, links one shared library, appends the artifact trailer
 (see :mod:`ember.runtime.module`) and stores the result in a content-addressed cache.
 
+For a cross target (``Target.cross``: ``aarch64-linux``, ``armv7-linux``, ``riscv64-linux``,
+``wasm32``) the compiler is ``zig cc`` of the ``ziglang`` package (pip), which carries the C
+library of every one of them, so no sysroot is needed: :func:`cross_compiler` runs it as
+``python -m ziglang cc -target TRIPLE`` with the target's flags (``-mcpu=...``) in place of
+``-march=native``.  Linux targets give an ELF shared library like the host's; ``wasm32`` gives
+a WASI reactor module (``.wasm``) that exports the same C API plus ``malloc`` and ``free``, its
+threads pool reduced to the calling thread.  Both are sealed with the same trailer.
+
 The cache key is a sha256 over the compiler's identity (its path and ``--version``; with a
 ``native`` flag also what the compiler makes of it on this machine), the flags, every source and
 blob (name and bytes) and the runtime's C files.  A hit returns at once without running the
@@ -42,6 +50,18 @@ DEFAULT_CFLAGS: tuple[str, ...] = (
 #: Flags of the link step (before the caller's flags); the libraries come last.
 LINK_FLAGS: tuple[str, ...] = ("-shared", "-pthread", "-Wl,-Bsymbolic", "-Wl,-z,noexecstack")
 LINK_LIBS: tuple[str, ...] = ("-lm",)
+#: The flags of a cross build in place of ``-march=native`` (the target's own come after them);
+#: zig cc writes debug information unless told not to (the host's builds have none)
+CROSS_CFLAGS: tuple[str, ...] = tuple(f for f in DEFAULT_CFLAGS if f != "-march=native") + ("-g0",)
+#: WebAssembly (WASI): no position-independent code or threads; the runtime's arena mapping
+#: uses wasi-libc's emulation of anonymous mmap
+WASM_CFLAGS: tuple[str, ...] = tuple(f for f in CROSS_CFLAGS if f not in ("-fPIC", "-pthread")) + (
+    "-D_WASI_EMULATED_MMAN",)
+WASM_LINK_FLAGS: tuple[str, ...] = ("-mexec-model=reactor", "-Wl,--export-dynamic", "-Wl,--export=malloc",
+                                    "-Wl,--export=free", "-Wl,--strip-debug")
+#: zig's own C library and compiler-rt objects carry debug information: the link drops it
+CROSS_LINK_FLAGS: tuple[str, ...] = (*LINK_FLAGS, "-Wl,--strip-debug")
+WASM_LINK_LIBS: tuple[str, ...] = ("-lwasi-emulated-mman",)
 #: Bumped whenever the way artifacts are built changes, so old cache entries are not reused.
 BUILD_FORMAT = 1
 
@@ -121,6 +141,45 @@ def find_compiler() -> Compiler:
     return compiler
 
 
+def cross_compiler(target) -> Compiler:
+    """The C compiler for the cross target ``target``: ``zig cc -target TRIPLE`` of the
+    ``ziglang`` package.  Its identity names the zig and clang versions and the triple."""
+    command = (sys.executable, "-m", "ziglang", "cc", "-target", target.triple)
+    with _memo_lock:
+        hit = _compilers.get(command)
+    if hit is not None:
+        return hit
+    try:
+        import ziglang
+    except ImportError:
+        raise ToolchainError(f"building for {target.spec} needs the cross compiler of the 'ziglang' package: "
+                             "pip install ziglang (or `make cross-deps`)") from None
+    try:
+        version = subprocess.run([sys.executable, "-m", "ziglang", "version"], capture_output=True, text=True,
+                                 timeout=120)
+        clang = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ToolchainError(f"cannot run zig cc for {target.spec}: {e}") from None
+    if version.returncode != 0 or clang.returncode != 0:
+        raise ToolchainError(f"zig cc does not run for {target.spec}: "
+                             f"{_trim(clang.stderr or clang.stdout or version.stderr)}")
+    identity = "\n".join([os.path.realpath(ziglang.__file__), "zig " + version.stdout.strip(), *command[3:],
+                          clang.stdout.strip()])
+    compiler = Compiler(command, identity)
+    with _memo_lock:
+        _compilers[command] = compiler
+    return compiler
+
+
+def target_flags(target) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
+    """``(compile flags, link flags, link libraries)`` for ``target`` (None: this machine)."""
+    if target is None or not target.cross:
+        return list(DEFAULT_CFLAGS), LINK_FLAGS, LINK_LIBS
+    if target.triple.startswith("wasm"):
+        return [*WASM_CFLAGS, *target.cflags], WASM_LINK_FLAGS, WASM_LINK_LIBS
+    return [*CROSS_CFLAGS, *target.cflags], CROSS_LINK_FLAGS, LINK_LIBS
+
+
 def _native_identity(compiler: Compiler, flags: Sequence[str]) -> str:
     """With ``-march=native`` and the like, the key must also name this machine's processor:
     what the compiler expands the flags to (``-###`` runs nothing)."""
@@ -146,10 +205,13 @@ def _native_identity(compiler: Compiler, flags: Sequence[str]) -> str:
     return ident
 
 
-def compiler_identity(flags: Sequence[str] = ()) -> str:
-    """What identifies the output of compiling with ``flags`` (after :data:`DEFAULT_CFLAGS`):
-    the compiler and what it makes of the flags on this machine ("" without a compiler)."""
+def compiler_identity(flags: Sequence[str] = (), target=None) -> str:
+    """What identifies the output of compiling with ``flags`` (after :data:`DEFAULT_CFLAGS`) for
+    ``target`` (None: this machine): the compiler and what it makes of the flags on this machine
+    ("" without a compiler)."""
     try:
+        if target is not None and target.cross:
+            return cross_compiler(target).identity + "\n" + " ".join(target_flags(target)[0] + list(flags))
         compiler = find_compiler()
     except ToolchainError:
         return ""
@@ -168,7 +230,7 @@ def _cpu_fallback_identity() -> str:
 
 def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None = None, *,
                  flags: Sequence[str] | None = None, name: str = "model", jobs: int = 2,
-                 progress: ProgressFn | None = None) -> Path:
+                 progress: ProgressFn | None = None, target=None) -> Path:
     """Builds (or finds in the cache) the artifact for ``sources`` and ``blobs``.
 
     ``sources`` maps file names (``*.c``, ``*.h``, ``*.s``, ``*.S``) to their text; C files
@@ -176,8 +238,9 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     64-byte aligned, read-only, hidden symbol of that name.  ``flags`` are added to
     :data:`DEFAULT_CFLAGS` (compile and link).  ``jobs`` compiles run at once.  ``progress``,
     if given, is called as ``progress(step, done, total)`` after each step (``"compile x.c"``,
-    ``"link"``).  Returns the path of the sealed library in the cache; raises
-    :class:`ToolchainError` if a compiler step fails.
+    ``"link"``).  ``target`` (an :class:`ember.Target`; None or the host: this machine) picks
+    the compiler and its flags (:func:`target_flags`).  Returns the path of the sealed library
+    in the cache; raises :class:`ToolchainError` if a compiler step fails.
     """
     if not sources:
         raise ToolchainError("build_shared needs at least one source file")
@@ -196,12 +259,15 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
                                  "C identifier")
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._-")[:48] or "model"
 
-    compiler = find_compiler()
-    cflags = [*DEFAULT_CFLAGS, *user_flags]
+    cross = target is not None and target.cross
+    compiler = cross_compiler(target) if cross else find_compiler()
+    base_flags, link_flags, link_libs = target_flags(target)
+    cflags = [*base_flags, *user_flags]
     # what the load-time processor check tests: the extensions these flags enable
     rt = {**rt, CPU_FEATURES_HEADER: cpu_features.header(compiler.command, cflags).encode()}
-    key = _build_key(compiler, cflags, sources, blobs, rt)
-    libs = Cache("lib", suffix=".so")
+    wasm = cross and target.triple.startswith("wasm")
+    key = _build_key(compiler, cflags, sources, blobs, rt, (*link_flags, *link_libs))
+    libs = Cache("lib", suffix=".wasm" if wasm else ".so")
     entry = f"{safe_name}-{key}"
     hit = libs.get(entry)
     if hit is not None:
@@ -214,7 +280,7 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     work = libs.scratch_dir(prefix=f"{safe_name}-")
     try:
         lib = _build(work, compiler, cflags, user_flags, sources, blobs, rt, safe_name,
-                     max(1, int(jobs)), progress)
+                     max(1, int(jobs)), progress, (link_flags, link_libs, wasm))
         seal_artifact(lib)
         return libs.put(entry, lib, move=True)
     finally:
@@ -222,7 +288,7 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
 
 
 def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str],
-               blobs: Mapping[str, bytes], rt: Mapping[str, bytes]) -> str:
+               blobs: Mapping[str, bytes], rt: Mapping[str, bytes], link: Sequence[str] = (*LINK_FLAGS, *LINK_LIBS)) -> str:
     h = hashlib.sha256()
 
     def put(tag: str, data: bytes | str) -> None:
@@ -236,7 +302,7 @@ def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str]
     put("compiler", compiler.identity)
     put("native", _native_identity(compiler, cflags))
     put("cflags", "\0".join(cflags))
-    put("link", "\0".join((*LINK_FLAGS, *LINK_LIBS)))
+    put("link", "\0".join(link))
     for fname in sorted(rt):
         put("runtime " + fname, rt[fname])
     for fname in sorted(sources):
@@ -248,7 +314,11 @@ def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str]
 
 def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[str],
            sources: Mapping[str, str], blobs: Mapping[str, bytes], rt: Mapping[str, bytes],
-           name: str, jobs: int, progress: ProgressFn | None) -> Path:
+           name: str, jobs: int, progress: ProgressFn | None,
+           link: tuple = (LINK_FLAGS, LINK_LIBS, False)) -> Path:
+    link_flags, link_libs, wasm = link
+    arm32 = any(c.startswith("arm-") for c in compiler.command)
+    asm_kind = "wasm" if wasm else "elf-arm" if arm32 else "elf"
     rt_dir = work / _RUNTIME_SUBDIR
     (work / "obj").mkdir()
     (work / "blobs").mkdir()
@@ -293,7 +363,7 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
     for sym in sorted(blobs):
         data = blobs[sym]
         (work / "blobs" / f"{sym}.bin").write_bytes(data)
-        (work / "blobs" / f"{sym}.s").write_text(_incbin_asm(sym, f"blobs/{sym}.bin"))
+        (work / "blobs" / f"{sym}.s").write_text(_incbin_asm(sym, f"blobs/{sym}.bin", asm_kind))
         obj = f"obj/blob_{sym}.o"
         objects.append(obj)
         steps.append((f"assemble blob {sym} ({len(memoryview(data).cast('B'))} bytes)",
@@ -329,8 +399,8 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
         except OSError:
             pass  # the object cache is only an optimization
 
-    out = f"{name}.so"
-    link = [*compiler.command, *cflags, *LINK_FLAGS, *user_flags, "-o", out, *objects, *LINK_LIBS]
+    out = f"{name}.wasm" if wasm else f"{name}.so"
+    link = [*compiler.command, *cflags, *link_flags, *user_flags, "-o", out, *objects, *link_libs]
     try:
         _run(link, work, "link")
     except ToolchainError:
@@ -350,8 +420,16 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
     return work / out
 
 
-def _incbin_asm(symbol: str, path: str) -> str:
+def _incbin_asm(symbol: str, path: str, kind: str = "elf") -> str:
+    """Assembly that makes ``symbol`` the bytes of the file ``path``; ``kind``: "elf", "elf-arm"
+    (where "@" starts a comment, so types are written "%object") or "wasm"."""
     quoted = path.replace("\\", "\\\\").replace('"', '\\"')
+    if kind == "elf-arm":
+        return _incbin_asm(symbol, path).replace("@object", "%object").replace("@progbits", "%progbits")
+    if kind == "wasm":     # a data segment of its own; WebAssembly objects have no ELF notes
+        return (f"    .section .rodata.{symbol},\"\",@\n    .globl {symbol}\n    .hidden {symbol}\n"
+                f"    .type {symbol}, @object\n    .p2align 6\n{symbol}:\n    .incbin \"{quoted}\"\n"
+                f"    .size {symbol}, . - {symbol}\n")
     return (
         "    .section .rodata\n"
         f"    .globl {symbol}\n"

@@ -13,7 +13,14 @@ which ``runtime.c`` includes:
   check fails naming it (nothing can tell whether this processor has it).
 * aarch64: each ``__ARM_FEATURE_*`` extension as a bit of ``getauxval(AT_HWCAP / AT_HWCAP2)``
   (:data:`ARM_HWCAP`); one not in the table is refused likewise.
-* other architectures: no list; the check passes everything (a documented limitation).
+* 32-bit ARM and RISC-V (Linux): the extensions of :data:`ARM32_HWCAP` and :data:`RISCV_HWCAP`
+  the flags enable (NEON, VFPv4, dotprod; the vector extension V), each a bit of ``AT_HWCAP``,
+  whether or not the baseline has them (its default differs between compilers).
+* other architectures (WebAssembly: the engine refuses a module with instructions it lacks
+  when it compiles it): no list; the check passes everything.
+
+The baseline of a cross compiler (``zig cc -target TRIPLE``) is its default processor for the
+triple, the flags without their ``-m`` options.
 """
 
 from __future__ import annotations
@@ -96,6 +103,13 @@ ARM_HWCAP = {
     "MEMORY_TAGGING": [(_AT_HWCAP2, 18)], "SVE_BF16": [(_AT_HWCAP2, 12)], "SME": [(_AT_HWCAP2, 23)],
     "MOPS": [(_AT_HWCAP2, 43)],
 }
+#: 32-bit ARM macros -> (name, AT_HWCAP bit) (Linux's arch/arm hwcap.h): NEON, VFPv4 (fused
+#: multiply-add), ASIMDDP
+ARM32_HWCAP = {"__ARM_NEON": ("neon", 12), "__ARM_FEATURE_FMA": ("vfpv4", 16),
+               "__ARM_FEATURE_DOTPROD": ("asimddp", 24)}
+#: RISC-V macros -> (name, AT_HWCAP bit): a single-letter extension is bit (letter - 'a')
+RISCV_HWCAP = {"__riscv_vector": ("v", ord("v") - ord("a"))}
+
 #: aarch64 macros the flags may add that need nothing of the processor beyond armv8-a
 ARM_NOT_FEATURES = re.compile(r"^__ARM_(FEATURE_(CLZ|FMA|IDIV|NUMERIC_MAXMIN|UNALIGNED|DIRECTED_ROUNDING|"
                               r"SVE_BITS|SVE_VECTOR_OPERATORS|SVE_PREDICATE_OPERATORS|PAC_DEFAULT|"
@@ -120,9 +134,11 @@ def _macros(command: Sequence[str], flags: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _baseline(flags: Sequence[str], arch: str) -> list[str]:
-    """The flags without any machine option, for the architecture's baseline."""
-    return [f for f in flags if not f.startswith("-m")] + [f"-march={arch}"]
+def _baseline(flags: Sequence[str], arch: str, command: Sequence[str] = ()) -> list[str]:
+    """The flags without any machine option, for the architecture's baseline (a cross
+    compiler's ``-target`` names it already)."""
+    kept = [f for f in flags if not f.startswith("-m")]
+    return kept if "-target" in command else kept + [f"-march={arch}"]
 
 
 def x86_features(added: Sequence[str]) -> list[str]:
@@ -180,7 +196,7 @@ def _header(command: Sequence[str], flags: Sequence[str]) -> str:
     actual = _macros(command, flags)
     builtin, cpuid, hwcap, unknown = [], [], [], []
     if "__x86_64__" in actual:
-        added = set(actual) - set(_macros(command, _baseline(flags, "x86-64")))
+        added = set(actual) - set(_macros(command, _baseline(flags, "x86-64", command)))
         names = x86_features(added)
         known = _builtin_names(command, names)
         for n in names:
@@ -191,7 +207,7 @@ def _header(command: Sequence[str], flags: Sequence[str]) -> str:
             else:
                 unknown.append(n)
     elif "__aarch64__" in actual:
-        added = set(actual) - set(_macros(command, _baseline(flags, "armv8-a")))
+        added = set(actual) - set(_macros(command, _baseline(flags, "armv8-a", command)))
         for m in sorted(added):
             if ARM_NOT_FEATURES.match(m) or not m.startswith("__ARM_FEATURE_"):
                 continue
@@ -200,6 +216,9 @@ def _header(command: Sequence[str], flags: Sequence[str]) -> str:
                 hwcap += [(core.lower(), w, b) for w, b in ARM_HWCAP[core]]
             else:
                 unknown.append(core.lower())
+    elif "__arm__" in actual or "__riscv" in actual:
+        table = ARM32_HWCAP if "__arm__" in actual else RISCV_HWCAP
+        hwcap += [(name, _AT_HWCAP, bit) for m, (name, bit) in table.items() if m in actual]
     lines.append("#define EMBER_CPU_BUILTIN(X)" + "".join(f" X({_c_string(n)})" for n in builtin))
     lines.append("#define EMBER_CPU_CPUID(X)" + "".join(
         f" X({_c_string(n)}, {X86_CPUID[n][0]:#x}u, {X86_CPUID[n][1]}u, {X86_CPUID[n][2]}, {X86_CPUID[n][3]}, "

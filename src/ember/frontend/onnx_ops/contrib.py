@@ -19,10 +19,11 @@ import math
 import numpy as np
 
 from ...graph.types import np_dtype
+from ...symbolic import Sym
 from . import translates
 from .arith import T
 from .nn import _add_bias, _normalize, convolution, gemm_values, matmul_values
-from .tensor import norm_axis, reshape, static_shape
+from .tensor import _dim_tensor, norm_axis, reshape, static_shape
 
 MS = "com.microsoft:"
 
@@ -330,8 +331,11 @@ def rotary_embedding(cx):
     of the first token (then s + that for token s).  Packed batching is refused."""
     refuse_attrs(cx, is_packed_batching=0)
     x, pos_ids, cos_cache, sin_cache = (cx.input(k) for k in range(4))
-    shape = static_shape(cx, x)
-    half = static_shape(cx, cos_cache, "cos_cache")[1]
+    shape = tuple(x.shape)
+    half = cos_cache.shape[1] if cos_cache.type.rank == 2 else None
+    if not isinstance(half, int) or isinstance(shape[-1], Sym):
+        raise cx.fail(f"the rotary half-width (cos_cache {cos_cache.type}) and the last dimension of {x.type} "
+                      f"must be static")
     n = cx.attr("num_heads", 0)
     rot = cx.attr("rotary_embedding_dim", 0) or 2 * half
     if len(shape) == 3:
@@ -349,9 +353,9 @@ def rotary_embedding(cx):
         raise cx.fail(f"input must be 3-D or 4-D, got {x.type}")
     if rot != 2 * half or rot > head:
         raise cx.fail(f"rotary_embedding_dim {rot} does not match cos_cache's {half} entries and head size {head}")
-    if pos_ids.type.size == 1:
+    if pos_ids.type.is_static and pos_ids.type.size == 1:
         first = reshape(cx, cx.op("cast", [pos_ids], to="int64"), ())
-        pos = cx.op("add", [cx.const(np.arange(s, dtype=np.int64).reshape(1, s)), first])
+        pos = cx.op("add", [reshape(cx, iota(cx, s, "int64"), (1, s)), first])
     else:
         pos = pos_ids
     cos, sin = rotary_tables(cx, cos_cache, sin_cache, pos)                       # [B or 1, S, half]
@@ -382,7 +386,7 @@ def iota(cx, n, dtype: str = "int32"):
     return cx.op("arange", [], length=n, dtype=dtype)
 
 
-def mask_bias(cx, mask, b, s, total, past: int, causal: bool, fill: float, dtype: str):
+def mask_bias(cx, mask, b, s, total, past, causal: bool, fill: float, dtype: str):
     """The additive mask of onnxruntime's attention kernels, [B or 1, 1, S, T], or None: ``fill``
     where a key is masked out (by mask_index: 1-D end positions [B] or end and start positions
     [2B], a 2-D [B, T] or 3-D [B, S, T] raw mask of 0/1), and -inf where it lies after the
@@ -411,13 +415,14 @@ def mask_bias(cx, mask, b, s, total, past: int, causal: bool, fill: float, dtype
     out = None if masked is None else masked.where(cx.scalar(fill, dtype), zero)
     if causal:
         # keys after the query get no weight at all, whatever the mask says of the others
-        i = T(cx, reshape(cx, iota(cx, s), (1, 1, s, 1))) + past
+        i = T(cx, reshape(cx, iota(cx, s), (1, 1, s, 1)))
+        i = i + (T(cx, _dim_tensor(cx, past)).cast("int32") if isinstance(past, Sym) else past)
         c = (j > i).where(cx.scalar(-np.inf, dtype), zero)
         out = c if out is None else out + c
     return None if out is None else out.v
 
 
-def masked_attention(cx, q, k, v, mask, attn_bias, past: int):
+def masked_attention(cx, q, k, v, mask, attn_bias, past):
     """Attention and MultiHeadAttention over [B, N, S, h] q and [B, N, P + L, h] k, v (past
     first): the node's scale (default 1 / sqrt(h)), mask_index, unidirectional,
     mask_filter_value and attention_bias; returns [B, S, N * hv]."""
@@ -488,7 +493,7 @@ def attention_core(cx, qkv, sizes, mask, past, attn_bias):
     q, k, v = heads(cx, part[0], n, head), heads(cx, part[1], n, head), heads(cx, part[2], n, vhead)
     p = 0
     if past is not None:
-        pd = static_shape(cx, past, "past")
+        pd = tuple(past.shape)
         if len(pd) != 5 or pd[0] != 2 or pd[1] != b or pd[2] != n or pd[4] != head or sizes[2] != sizes[0]:
             raise cx.fail(f"past {past.type} must be [2, {b}, {n}, P, {head}]")
         p = pd[3]

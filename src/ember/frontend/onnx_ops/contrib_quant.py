@@ -23,13 +23,14 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph.types import np_dtype
+from ...symbolic import Sym
 from ...ops.nn import conv_out_dim
 from .arith import T
 from .contrib import attention_core, embed_core, ms, refuse_attrs
 from .nn import _pool_window
 from .quant import _integer_matmul, _requantize, dequantize_linear, quantize_linear
 from .rnn import _Cell, lstm_cell
-from .tensor import norm_axis, prod, reshape, static_shape
+from .tensor import _dim_tensor, norm_axis, prod, reshape
 
 _EIGHT = ("int8", "uint8")
 f32 = np.float32
@@ -214,17 +215,24 @@ def qlinear_global_average_pool(cx):
     """sum(x) - zx * size in int32, requantized by x_scale / (y_scale * size) (MLAS)."""
     x, back = _channels_first(cx, cx.input(0))
     dt = eight_bit(cx, x, "X")
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if len(dims) < 3:
         raise cx.fail(f"expects an input of rank >= 3, got {x.type}")
     size = prod(dims[2:])
     sx, zx = f32(scalar_param(cx, 1, "x_scale")), int(scalar_param(cx, 2, "x_zero_point", dt))
     sy, zy = f32(scalar_param(cx, 3, "y_scale")), scalar_param(cx, 4, "y_zero_point", dt)
     acc = cx.op("reduce_sum", [T(cx, x).cast("int32").v], axes=tuple(range(2, len(dims))), keepdims=True)
-    if zx:
-        acc = cx.op("sub", [acc, cx.scalar(zx * size, "int32")])
-    mult = f32(sx / f32(sy * f32(size)))
-    y = cx.op("requantize", [acc, cx.scalar(mult, "float32"), cx.scalar(zy, dt)])
+    if isinstance(size, Sym):
+        # the window's size at run time: the same float32 steps as the constant below
+        n = T(cx, _dim_tensor(cx, size))
+        if zx:
+            acc = cx.op("sub", [acc, (n.cast("int32") * zx).v])
+        mult = (T(cx, cx.scalar(sx, "float32")) / (n.cast("float32") * float(sy))).v
+    else:
+        if zx:
+            acc = cx.op("sub", [acc, cx.scalar(zx * size, "int32")])
+        mult = cx.scalar(f32(sx / f32(sy * f32(size))), "float32")
+    y = cx.op("requantize", [acc, mult, cx.scalar(zy, dt)])
     return y if back is None else cx.op("transpose", [y], perm=back)
 
 
@@ -240,7 +248,10 @@ def qlinear_average_pool(cx):
     dt = eight_bit(cx, x, "X")
     sx, zx = f32(scalar_param(cx, 1, "x_scale")), int(scalar_param(cx, 2, "x_zero_point", dt))
     sy, zy = f32(scalar_param(cx, 3, "y_scale")), int(scalar_param(cx, 4, "y_zero_point", dt))
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
+    if any(isinstance(d, Sym) for d in dims[2:]):
+        raise cx.fail(f"the spatial dimensions of {x.type} are symbolic: the taps and the counts of each "
+                      f"window are laid out at compile time; fix them with shapes=")
     kernel, strides, pads, dil, ceil_mode = _pool_window(cx, x)
     nsp = len(kernel)
     if nsp > 2:
@@ -296,10 +307,13 @@ def qlinear_softmax(cx):
     2-D at ``axis``."""
     x = cx.input(0)
     dt = eight_bit(cx, x, "X")
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     r = len(dims)
     opset = cx.attr("opset")
     axis = norm_axis(cx, cx.attr("axis", 1 if opset < 13 else -1), r)
+    if isinstance(prod(dims[axis:]) if opset < 13 else dims[axis], Sym):
+        raise cx.fail(f"the softmax axis of {x.type} is symbolic: its length decides the table and the order "
+                      f"of the sum, at compile time; fix it with shapes=")
     sx = f32(scalar_param(cx, 1, "X_scale"))
     sy = f32(scalar_param(cx, 3, "y_scale"))
     zy = int(scalar_param(cx, 4, "y_zero_point", dt))
@@ -385,7 +399,7 @@ def _float_output(cx, acc, a_scale, b_scale, bias, n):
 def _int_matmul_nd(cx, a, b, a_zp, b_zp):
     """The integer product of a [..., M, K] and a 2-D b [K, N] (zero points as for
     MatMulInteger: a scalar for a, a scalar or one per column for b)."""
-    dims = static_shape(cx, a)
+    dims = tuple(a.shape)
     if b.type.rank != 2:
         raise cx.unsupported(f"B of rank {b.type.rank} (2-D weights only)")
     a2 = reshape(cx, a, (prod(dims[:-1]), dims[-1])) if len(dims) != 2 else a

@@ -1,23 +1,35 @@
-"""ONNX control flow with a trip count known at compile time: Loop and Scan, unrolled.
+"""ONNX control flow: If, Loop and Scan.
 
-Every iteration inlines a copy of the body, bound to the values of that iteration, so the core
-graph stays a plain dataflow graph.  A Loop's condition must be known at compile time (constants,
-or values that fold); a condition computed from graph inputs raises
-:class:`~ember.frontend.onnx.OperandNotConstantError` like any other compile-time operand.  A
-Loop's trip count computed from symbolic sizes, and a Scan's symbolic sequence length, are
-unrolled to their upper bound (a Scan's inputs padded with zeros), the carried values and states
-kept past the actual count and the outputs cut back to it.
-(``If`` with a constant condition lives in ``tensor.py``.)
+* ``If`` with a condition known at compile time inlines the taken branch.  With a condition
+  computed at run time it becomes the core ``if`` region op (``ember.ops.control``): both
+  branches are translated into graphs of their own, the outer values they read becoming
+  operands; their outputs must have the same types (a branch whose output shape differs from the
+  other's is refused by name).
+* ``Loop`` and ``Scan`` with a trip count known at compile time (a constant or a symbolic size
+  with a bound, and a condition that folds) of at most ``MAX_UNROLL`` iterations are unrolled:
+  every iteration inlines a copy of the body, bound to the values of that iteration.  A Loop
+  whose trip count or condition only the run decides, or whose count is larger, becomes the core
+  ``loop`` region op, run by the artifact.  Its carried values must keep their types.  Scan
+  outputs need a length known before the loop runs: the run-time loop takes them only when the
+  trip count is a dimension (a constant or a symbolic size) and nothing can stop the loop earlier
+  (no condition, or a constant true one the body passes on); otherwise they are refused by name.
+  A Loop whose count is a symbolic size is unrolled to its bound only where the run-time form
+  does not take it.  A Scan longer than ``MAX_UNROLL`` or over a symbolic length without a bound
+  runs as a ``loop`` too, its body wrapped in one that slices the scan inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ... import limits
-from ...graph.types import np_dtype
-from ...symbolic import Sym
-from ..onnx import onnx_dtype
+from ...errors import LimitError, UnsupportedOpError
+from ...graph.ir import Value
+from ...graph.types import TensorType, np_dtype
+from ...symbolic import Sym, dim_range
+from ..onnx import OperandNotConstantError, OptionalValue, SequenceValue, onnx_dtype
 from . import translates
 from .tensor import _dim_tensor, norm_axis, reshape
 
@@ -54,8 +66,211 @@ def _scalar(cx, v, what):
     return arr.reshape(()).item()
 
 
+#: Loops of at most this many iterations (known at compile time) are unrolled; longer ones run
+#: as a loop of the artifact.
+MAX_UNROLL = 16
+
+
+def body_output(cx, tr, v, k: int):
+    """Output ``k`` of a body being translated as a graph of its own: a tensor of that graph (a
+    shape value computed there is materialized; sequences and optionals are refused)."""
+    if isinstance(v, (SequenceValue, OptionalValue)) or v is None:
+        raise cx.unsupported(f"a body output {k} that is a sequence or an optional, with control flow decided "
+                             f"at run time")
+    if v.uid in tr.symvals:
+        v = tr.materialize(v, cx)
+    return v
+
+
+def _const_or_none(cx, v, what):
+    """The value of ``v`` when it is known at compile time, else None."""
+    if v is None or cx.is_symbolic(v):
+        return None
+    try:
+        return _scalar(cx, v, what)
+    except OperandNotConstantError:
+        return None
+
+
+def _run_time(cx, v):
+    """``v`` as a tensor of the graph (a symbolic shape value materialized)."""
+    return cx._tr.materialize(v, cx) if cx.is_symbolic(v) else v
+
+
+def _with_inputs(g, own, every):
+    """Branch graph ``g`` (inputs: one per value of ``own``) taking one input per value of
+    ``every`` instead, in that order (those it does not read unused)."""
+    names = {v.name for v in g.values()}
+    inputs = []
+    for v in every:
+        if v in own:
+            inputs.append(g.inputs[own.index(v)])
+            continue
+        name, k = v.name, 0
+        while name in names:
+            k += 1
+            name = f"{v.name}_{k}"
+        names.add(name)
+        inputs.append(Value(name, v.type))
+    g.inputs = inputs
+    return g
+
+
+@translates("If")
+def if_(cx):
+    cond_v = cx.input(0)
+    cond = _const_or_none(cx, cond_v, "cond")
+    for attr in ("then_branch", "else_branch"):
+        n = len(cx.graph_attr(attr).output)
+        if n != cx.num_outputs:
+            raise cx.fail(f"{attr} has {n} outputs, the node {cx.num_outputs}")
+    if cond is not None:
+        taken = "then_branch" if bool(cond) else "else_branch"
+        other = "else_branch" if taken == "then_branch" else "then_branch"
+        # the branch not taken is not translated, but it must be a branch of this node all the same
+        cx._tr.check_support(list(cx.graph_attr(other).node))
+        return cx.inline_graph(taken)
+    if cond_v.dtype != "bool" or not cond_v.type.is_static or cond_v.type.size != 1:
+        raise cx.fail(f"cond must be one bool value, got {cond_v.type}")
+    with _or_constant(cx, [cond_v], "cond"):
+        then, then_caps = cx.region_graph("then_branch")
+        other, other_caps = cx.region_graph("else_branch")
+        for k, (a, b) in enumerate(zip(then.outputs, other.outputs)):
+            if a.dtype != b.dtype:
+                raise cx.fail(f"output {k} is {a.type} in then_branch and {b.type} in else_branch")
+            if a.type != b.type:
+                raise cx.unsupported(f"branches whose output {k} has different shapes ({a.type} and {b.type}) "
+                                     f"with a condition known only at run time")
+    caps = list(dict.fromkeys(then_caps + other_caps))
+    then = _with_inputs(then, then_caps, caps)
+    other = _with_inputs(other, other_caps, caps)
+    if not then.outputs:
+        return []
+    return cx.b.op_multi("if", [_run_time(cx, cond_v)] + caps, name=cx.name, then_branch=then, else_branch=other)
+
+
 @translates("Loop")
 def loop(cx):
+    m = cx.input(0, required=False)
+    cond = cx.input(1, required=False)
+    go = True if cond is None else _const_or_none(cx, cond, "condition")
+    trip = steps = None
+    if m is not None and cx.is_symbolic(m):
+        dims = cx.dims_input(0, "trip count M")
+        if len(dims) != 1:
+            raise cx.fail(f"trip count M must hold one value, got {len(dims)}")
+        trip = dims[0]
+        # the bound looked at without making it a limit (a run-time loop does not need one)
+        steps = dim_range(trip, dict(cx.bounds.items()))[1] if isinstance(trip, Sym) else int(trip)
+    elif m is not None:
+        trip = _const_or_none(cx, m, "trip count M")
+        steps = None if trip is None else int(trip)
+        if steps is not None and go is not None:
+            # a count fixed in the model is its work: within the resource policy, run-time loop
+            # or not (a count the run decides is not capped)
+            limits.check_count("loop_iterations", steps, "the constant trip count", node=cx.name, op=cx.op_type)
+    known = go is not None and (m is None or trip is not None)   # the unrolled form may apply
+    if known and (m is None or (steps is not None and steps <= MAX_UNROLL)):
+        tr = cx._tr
+        n0, materialized = len(cx.b.nodes), dict(tr.materialized)
+        try:
+            return _unrolled_loop(cx)
+        except (OperandNotConstantError, LimitError) as e:
+            # the body's condition is only known at run time, or there are too many iterations
+            del cx.b.nodes[n0:]
+            tr.materialized = materialized
+            try:
+                return run_time_loop(cx)
+            except UnsupportedOpError as refused:
+                if isinstance(e, LimitError):
+                    raise e from None       # what stops it is the limit on unrolling
+                raise refused from e
+    try:
+        return run_time_loop(cx)
+    except UnsupportedOpError:
+        if not known or steps is None:
+            raise
+    return _unrolled_loop(cx)      # what the run-time loop does not take yet, as before
+
+
+@contextlib.contextmanager
+def _or_constant(cx, decisive, what: str):
+    """Runs the translation of a region; where it refuses (a sequence in a body, an operand a
+    body needs at compile time, ...), the error says that ``what`` (the values ``decisive``:
+    the condition, the trip count) must be known at compile time, where the unrolled or inlined
+    form would take it, naming the graph inputs they come from (the ONNX backend specializes
+    those)."""
+    try:
+        yield
+    except (UnsupportedOpError, OperandNotConstantError) as e:
+        if isinstance(e, OperandNotConstantError) and e.inputs:
+            raise       # a body needs other graph inputs at compile time: those are what to fix
+        feeding = list(dict.fromkeys(x for v in decisive if v is not None and not cx.is_symbolic(v)
+                                     for x in cx._tr.inputs_feeding(v)))
+        if not feeding:
+            raise
+        reason = str(e).split("] ", 1)[-1]
+        raise OperandNotConstantError(
+            f"{what} must be a constant here (computed from graph input(s) {', '.join(map(repr, feeding))}): "
+            f"the run-time form does not take this {cx.op_type}: {reason}", feeding, node=cx.name,
+            op=cx.op_type) from e
+
+
+def run_time_loop(cx):
+    """The Loop as the core ``loop`` op, run by the artifact."""
+    m = cx.input(0, required=False)
+    cond = cx.input(1, required=False)
+    with _or_constant(cx, [m, cond], "the trip count M and the condition"):
+        return _run_time_loop(cx, m, cond)
+
+
+def _run_time_loop(cx, m, cond):
+    body = cx.graph_attr("body")
+    for i in range(2, len(cx.node.input)):
+        if not isinstance(cx.input(i), Value):
+            raise cx.unsupported("a loop-carried sequence or optional with a trip count or condition known only "
+                                 "at run time")
+    carried = [_run_time(cx, cx.input(i)) for i in range(2, len(cx.node.input))]
+    n = len(carried)
+    if len(body.input) != 2 + n or len(body.output) < 1 + n:
+        raise cx.fail(f"the body has {len(body.input)} inputs and {len(body.output)} outputs for "
+                      f"{n} loop-carried values")
+    if m is None and cond is None:
+        raise cx.unsupported("no trip count and no condition (an infinite loop)")
+    for v, what, dtype in ((m, "trip count M", "int64"), (cond, "condition", "bool")):
+        if v is not None and (v.dtype != dtype or not v.type.is_static or v.type.size != 1):
+            raise cx.fail(f"{what} must be one {dtype} value, got {v.type}")
+    m_v = cx.scalar(np.iinfo(np.int64).max, "int64") if m is None else _run_time(cx, m)
+    cond_v = cx.const(np.array(True)) if cond is None else _run_time(cx, cond)
+    formals = [(body.input[0].name or "iteration", TensorType((), "int64")),
+               (body.input[1].name or "cond", TensorType((), "bool"))]
+    formals += [(vi.name or f"carried{k}", v.type) for k, (vi, v) in enumerate(zip(body.input[2:], carried))]
+    g, caps = cx.region_graph("body", formals)
+    outs = g.outputs
+    c_out = outs[0]
+    if c_out.dtype != "bool" or not c_out.type.is_static or c_out.type.size != 1:
+        raise cx.fail(f"the condition the body gives must be one bool value, got {c_out.type}")
+    for k, (v, o) in enumerate(zip(carried, outs[1:1 + n])):
+        if v.dtype != o.dtype:
+            raise cx.fail(f"loop-carried value {k} is {v.type}, the body gives {o.type}")
+        if v.type != o.type:
+            raise cx.unsupported(f"a loop-carried value whose shape changes ({v.type} -> {o.type}) with a trip "
+                                 f"count or condition known only at run time")
+    length = None
+    if len(outs) > 1 + n:
+        trip = None if m is None else (cx.dims_input(0, "trip count M") if cx.is_symbolic(m)
+                                       else [_const_or_none(cx, m, "trip count M")])
+        always = (cond is None or _const_or_none(cx, cond, "condition") is True) and (
+            c_out is g.inputs[1] or (c_out.is_const and bool(c_out.const.reshape(()))))
+        if trip is None or trip[0] is None or len(trip) != 1 or not always:
+            raise cx.unsupported("scan outputs of a loop whose number of iterations only the run decides (their "
+                                 "length depends on the data)")
+        length = trip[0] if isinstance(trip[0], Sym) else max(int(trip[0]), 0)
+    return cx.b.op_multi("loop", [m_v, cond_v] + carried + caps, name=cx.name, body=g, num_carried=n,
+                         length=length)
+
+
+def _unrolled_loop(cx):
     body = cx.graph_attr("body")
     m = cx.input(0, required=False)
     cond = cx.input(1, required=False)
@@ -142,6 +357,14 @@ def _scan(cx, body, states, xs, n_out, tag):
     if len(lengths) != 1:
         raise cx.fail(f"scan inputs have different sequence lengths {sorted(map(str, lengths))}")
     (length,) = lengths
+    steps = dim_range(length, dict(cx.bounds.items()))[1] if isinstance(length, Sym) else length
+    if steps is None or steps > MAX_UNROLL:
+        # long, or over a symbolic length without a bound: a loop of the artifact
+        try:
+            return _run_time_scan(cx, body, states, xs, n_out, in_axes, in_dirs, out_axes, out_dirs, length)
+        except UnsupportedOpError:
+            if steps is None:
+                raise
     n = cx.unrolled_length(length, "the scan")
     limits.check_count("loop_iterations", n, "the number of iterations unrolled", node=cx.name, op=cx.op_type)
     if isinstance(length, Sym):
@@ -180,6 +403,64 @@ def _scan(cx, body, states, xs, n_out, tag):
         vals = per_step[j][::-1] if out_dirs[j] else per_step[j]
         finals.append(stack(cx, vals, ax, vi))
     return states + finals
+
+
+def _run_time_scan(cx, body, states, xs, n_out, in_axes, in_dirs, out_axes, out_dirs, length):
+    """The Scan as the core ``loop`` op over ``length`` iterations: the body (a graph of its
+    own) wrapped in one that takes the iteration's slice of every scan input."""
+    from ...graph.builder import GraphBuilder
+
+    n_state = len(states)
+    slice_types = [TensorType(tuple(x.shape[:a]) + tuple(x.shape[a + 1:]), x.dtype) for x, a in zip(xs, in_axes)]
+    formals = [(vi.name or f"in{k}", t) for k, (vi, t) in enumerate(zip(body.input, [v.type for v in states]
+                                                                        + slice_types))]
+    if len(formals) != len(body.input):
+        raise cx.fail(f"the body takes {len(body.input)} inputs for {n_state} states and {len(xs)} scan inputs")
+    g, caps = cx.region_graph("body", formals)
+    if len(g.outputs) != n_state + n_out:
+        raise cx.fail(f"the body gives {len(g.outputs)} outputs for {n_state} states and {n_out} scan outputs")
+    for k, (v, o) in enumerate(zip(states, g.outputs)):
+        if v.type != o.type:
+            raise cx.unsupported(f"a state that changes type ({v.type} -> {o.type}) in a scan run as a loop")
+    size = _dim_tensor(cx, length)
+    b = GraphBuilder(f"{cx.name}/scan")
+    it = b.input("iteration", TensorType((), "int64"))
+    go = b.input("cond", TensorType((), "bool"))
+    st = [b.input(f"state{k}", v.type) for k, v in enumerate(states)]
+    cap_in = [b.input(v.name, v.type) for v in caps]
+    x_in = [b.input(f"scan_input{j}", x.type) for j, x in enumerate(xs)]
+    n_in = b.input("length", size.type)
+    one = b.const(np.array(1, np.int64), "one")
+    back = b.op("sub", [b.op("sub", [n_in, one], name="last"), it], name="back") if any(in_dirs) else None
+    slices = [b.op("gather", [x, back if d else it], name=f"slice{j}", axis=a)
+              for j, (x, a, d) in enumerate(zip(x_in, in_axes, in_dirs))]
+    inner = g.copy()
+    vmap = dict(zip(inner.inputs, st + slices + cap_in))
+    for v in inner.values():
+        if v not in vmap:
+            v.name = b.fresh(v.name)
+    for node in inner.nodes:
+        node.inputs = [vmap.get(v, v) for v in node.inputs]
+        node.name = b.fresh(node.name, b._node_names)
+        b.add_node(node)
+    outs = [vmap.get(v, v) for v in inner.outputs]
+    wrapper = b.finish([go] + outs)
+    res = cx.b.op_multi("loop", [size, cx.const(np.array(True))] + list(states) + caps + list(xs) + [size],
+                        name=cx.name, body=wrapper, num_carried=n_state, length=length)
+    finals = list(res[:n_state])
+    for j, (y, vi) in enumerate(zip(res[n_state:], body.output[n_state:])):
+        rank = y.type.rank
+        if out_dirs[j]:
+            rows = cx.op("sub", [cx.op("sub", [size, cx.scalar(1, "int64")]),
+                                 cx.op("arange", [], length=length, start=0, delta=1, dtype="int64")])
+            y = cx.op("gather", [y, rows], axis=0)
+        ax = norm_axis(cx, out_axes[j], rank)
+        if ax:
+            perm = list(range(1, rank))
+            perm.insert(ax, 0)
+            y = cx.op("transpose", [y], perm=tuple(perm))
+        finals.append(y)
+    return finals
 
 
 def pad_to(cx, x, axis: int, n: int):

@@ -30,6 +30,9 @@ def bind(cx, values: Value, what: str | list[str], limits: list[int | None] | No
         if bad:
             raise cx.fail(f"the dimension(s) {dims} computed for this op include negative values")
         return values, dims
+    if cx._tr.region_depth:
+        # the artifact binds data symbols in the model's entry only (build/data_dims.py)
+        raise cx.unsupported("dimensions that the data decides in the body of a run-time If, Loop or Scan")
     names = [what] * n if isinstance(what, str) else list(what)
     limits = limits or [None] * n
     syms = tuple(cx.data_symbol(f"{w}{k}" if isinstance(what, str) and n > 1 else w, lim)
@@ -79,10 +82,11 @@ def is_data_dim(d) -> bool:
 
 def runtime_operand(cx, i: int) -> Value | None:
     """Input ``i`` when the translation must take it at run time (neither a constant, a value
-    computed from constants, nor a shape value the frontend tracks), else None."""
+    computed from constants, nor a shape value the frontend tracks, and not in a region op's
+    body), else None."""
     v = cx.input(i, required=False)
-    if v is None or v.is_const or cx.is_symbolic(v):
-        return None
+    if v is None or v.is_const or cx.is_symbolic(v) or cx._tr.region_depth:
+        return None         # (a region's body takes its operands as constants: see ``bind``)
     from ..onnx import computed_from_constants as folded
 
     return None if folded(v) is not None else v

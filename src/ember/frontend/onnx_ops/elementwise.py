@@ -11,6 +11,7 @@ from ...graph.types import is_float, is_int, is_string
 from ...ops.cast import SATURABLE
 from ..onnx import onnx_dtype
 from . import translates
+from .tensor import agreeing
 
 # ONNX op -> core unary op
 _UNARY = {
@@ -53,13 +54,13 @@ def binary(cx):
     b = _legacy_broadcast(cx, a, b)
     if cx.op_type == "Equal" and is_string(a.dtype):
         return cx.op("string_equal", [a, b])
-    return cx.op(_BINARY[cx.op_type], [a, b])
+    return cx.op(_BINARY[cx.op_type], agreeing(cx, a, b))
 
 
 @translates("Pow")
 def pow_(cx):
     x, y = cx.input(0), cx.input(1)
-    y = _legacy_broadcast(cx, x, y)
+    x, y = agreeing(cx, x, _legacy_broadcast(cx, x, y))
     if x.dtype == y.dtype:
         return cx.op("pow", [x, y])
     if is_int(x.dtype) and is_float(y.dtype):
@@ -70,7 +71,7 @@ def pow_(cx):
 
 @translates("Mod")
 def mod(cx):
-    a, b = cx.input(0), cx.input(1)
+    a, b = agreeing(cx, cx.input(0), cx.input(1))
     r = cx.op("fmod", [a, b])
     if cx.attr("fmod", 0) or a.dtype == "bool" or a.dtype.startswith("uint"):
         return r
@@ -86,6 +87,7 @@ def variadic(cx):
     xs = cx.inputs()
     if not xs:
         raise cx.fail("needs at least one input")
+    xs = agreeing(cx, *xs)
     core = {"Sum": "add", "Mean": "add", "Max": "maximum", "Min": "minimum"}[cx.op_type]
     out = xs[0]
     for x in xs[1:]:
@@ -127,7 +129,7 @@ def _scalar_of(cx, v, what):
 
 @translates("Where")
 def where(cx):
-    return cx.op("where", [cx.input(0), cx.input(1), cx.input(2)])
+    return cx.op("where", agreeing(cx, cx.input(0), cx.input(1), cx.input(2)))
 
 
 @translates("Cast", "CastLike")

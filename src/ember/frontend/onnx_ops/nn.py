@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...graph.types import np_dtype
+from ...graph.types import is_float, np_dtype
+from ...symbolic import Sym, compare, dim_range
 from . import translates
 from ...ops.nn import conv_out_dim
 from .tensor import norm_axis, prod, reshape, static_shape
@@ -31,17 +32,51 @@ def explicit_pads(cx, in_sp, kernel, strides, dilations) -> list[int]:
         raise cx.fail(f"unknown auto_pad {auto!r}")
     begins, ends = [], []
     for i, k, s, d in zip(in_sp, kernel, strides, dilations):
-        out = -(-i // s)
-        total = (out - 1) * s + (k - 1) * d + 1 - i
-        if not isinstance(total, int):
-            raise cx.fail(f"auto_pad={auto} with stride {s} over the symbolic size {i}: the padding depends "
-                          f"on {i} % {s}, which is only known at run time; fix that dimension with shapes=")
-        total = max(0, total)
+        eff = (k - 1) * d + 1
+        if isinstance(i, Sym):
+            # (ceil(i/s) - 1)*s + eff - i = eff - 1 - (i + s - 1) % s: symbolic, in [eff - s, eff - 1]
+            total = eff - 1 - (i + s - 1) % s
+            if compare(total, ">=", 0) is not True:
+                if eff > 1:
+                    raise cx.fail(f"auto_pad={auto} with stride {s} and a window of {eff} over the symbolic size "
+                                  f"{i}: whether there is padding depends on {i} % {s}; fix that dimension "
+                                  f"with shapes=")
+                total = 0                       # a window of 1 never needs padding
+            total = total if isinstance(total, Sym) else max(0, total)
+        else:
+            total = max(0, (-(-i // s) - 1) * s + eff - i)
         small, big = total // 2, total - total // 2
         b, e = (small, big) if auto == "SAME_UPPER" else (big, small)
         begins.append(b)
         ends.append(e)
     return begins + ends
+
+
+def settle_pads(cx, x, pads, kernel, strides, dilations, value):
+    """``x`` and ``pads`` where the pads of SAME auto_pad over a symbolic size (which depend on
+    the size's remainder by the stride) are taken out: the input padded with ``value`` by the
+    most they can be, then sliced from where the run's padding begins, as long as the windows
+    of ``ceil(i / s)`` outputs reach; static pads are left to the op."""
+    n = len(kernel)
+    if not any(isinstance(p, Sym) for p in pads):
+        return x, pads
+    dims = tuple(x.shape)
+    r = len(dims)
+    pads = list(pads)
+    before, after = [0] * r, [0] * r
+    starts, ends = [0] * r, list(dims)
+    for a in range(n):
+        b, e = pads[a], pads[a + n]
+        if not (isinstance(b, Sym) or isinstance(e, Sym)):
+            continue
+        i, s, eff = dims[2 + a], strides[a], (kernel[a] - 1) * dilations[a] + 1
+        bmax, emax = dim_range(b)[1], dim_range(e)[1]
+        before[2 + a], after[2 + a] = bmax, emax
+        starts[2 + a] = bmax - b
+        ends[2 + a] = starts[2 + a] + ((i + s - 1) // s - 1) * s + eff
+        pads[a], pads[a + n] = 0, 0
+    x = cx.op("pad", [x], pads=tuple(before + after), mode="constant", value=value)
+    return cx.op("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=(1,) * r), pads
 
 
 def _spatial(cx, x, max_nsp: int = 2):
@@ -99,6 +134,7 @@ def convolution(cx, x, w, op: str = "conv2d", **extra):
     strides = _ints(cx, "strides", nsp, 1)
     dil = _ints(cx, "dilations", nsp, 1)
     pads = explicit_pads(cx, dims[2:], kernel, strides, dil)
+    x, pads = settle_pads(cx, x, pads, kernel, strides, dil, extra.get("pad_value", 0))
     return conv_nd(cx, x, w, strides, pads, dil, cx.attr("group", 1), op, **extra)
 
 
@@ -227,8 +263,24 @@ def _pool_window(cx, x):
 def _pool(cx, core):
     x = cx.input(0)
     kernel, strides, pads, dil, ceil_mode = _pool_window(cx, x)
-    return pool_nd(cx, core, x, kernel, strides, pads, dil, ceil_mode,
-                   bool(cx.attr("count_include_pad", 0)))
+    include = bool(cx.attr("count_include_pad", 0))
+    if not any(isinstance(p, Sym) for p in pads):
+        return pool_nd(cx, core, x, kernel, strides, pads, dil, ceil_mode, include)
+    if core == "max_pool2d":
+        low = float("-inf") if is_float(x.dtype) else int(np.iinfo(np_dtype(x.dtype)).min)
+        x, pads = settle_pads(cx, x, pads, kernel, strides, dil, low)
+        return pool_nd(cx, core, x, kernel, strides, pads, dil, ceil_mode, include)
+    if include:
+        x, pads = settle_pads(cx, x, pads, kernel, strides, dil, 0)
+        return pool_nd(cx, core, x, kernel, strides, pads, dil, ceil_mode, True)
+    # padding not counted: the average over the padded input divided by that of a mask of ones
+    # padded alike (the share of each window inside the input)
+    ones = cx.op("broadcast_to", [cx.scalar(1, x.dtype)], shape=(1, 1) + tuple(x.shape[2:]))
+    avgs = []
+    for v in (x, ones):
+        v, rest = settle_pads(cx, v, pads, kernel, strides, dil, 0)
+        avgs.append(pool_nd(cx, core, v, kernel, strides, rest, dil, ceil_mode, True))
+    return cx.op("div", avgs)
 
 
 def clip_window(sizes, kernel, strides, pads, dil, ceil_mode):
@@ -290,7 +342,10 @@ def _max_pool_indices(cx, y):
     from .arith import T
 
     x = cx.input(0)
-    dims = static_shape(cx, x)        # the taps are gathered at positions computed here
+    dims = tuple(x.shape)
+    if any(isinstance(d, Sym) for d in dims[2:]):   # the taps are gathered at positions computed here
+        raise cx.fail(f"the Indices output over the symbolic spatial sizes of {x.type}: the taps' positions are "
+                      f"laid out at compile time; fix them with shapes=")
     nsp = len(dims) - 2
     kernel = list(cx.attr("kernel_shape"))
     strides = _ints(cx, "strides", nsp, 1)
@@ -319,8 +374,11 @@ def _max_pool_indices(cx, y):
     best = cx.op("argmax", [vals.v], axis=2, keepdims=True)            # [n, c, 1, out]
     hot = T(cx, cx.op("equal", [best, cx.const(np.arange(len(taps), dtype=np.int64).reshape(-1, 1))]))
     idx = (hot.cast("int64") * T(cx, cx.const(stored))).sum((2,))      # [n, c, out]
-    base = (np.arange(n * c, dtype=np.int64) * prod(space)).reshape(n, c, 1)
-    idx = idx + T(cx, cx.const(base))
+    if isinstance(n * c, Sym):
+        base = reshape(cx, cx.op("arange", [], length=n * c, start=0, delta=prod(space), dtype="int64"), (n, c, 1))
+    else:
+        base = cx.const((np.arange(n * c, dtype=np.int64) * prod(space)).reshape(n, c, 1))
+    idx = idx + T(cx, base)
     return idx.reshape([n, c] + out_sp).v
 
 
@@ -595,9 +653,17 @@ def lp_pool(cx):
     x = cx.input(0)
     p = float(cx.attr("p", 2))
     kernel, strides, pads, dil, ceil_mode = _pool_window(cx, x)
-    dims, nsp = list(x.shape), len(kernel)
     powered = cx.op("pow", [cx.op("abs", [x]), cx.scalar(p, x.dtype)])
+    powered, pads = settle_pads(cx, powered, pads, kernel, strides, dil, 0)
+    dims, nsp = list(powered.shape), len(kernel)
     avg = pool_nd(cx, "avg_pool2d", powered, kernel, strides, pads, dil, ceil_mode, True)
+    if any(isinstance(d, Sym) for d in dims[2:]):
+        if ceil_mode:
+            raise cx.fail(f"ceil_mode over the symbolic sizes of {x.type}: the windows past the padding are "
+                          f"counted at compile time; fix them with shapes=")
+        # every window lies inside the padded input: the average counts the whole kernel
+        total = cx.op("mul", [avg, cx.scalar(float(np.prod(kernel)), x.dtype)])
+        return cx.op("pow", [total, cx.scalar(1.0 / p, x.dtype)])
     count = np.ones((), dtype=np.float64)
     for ax in range(nsp):
         n_in, n_out = dims[2 + ax], avg.shape[2 + ax]

@@ -8,7 +8,7 @@ import numpy as np
 from ...graph.types import is_float, np_dtype
 from ...symbolic import Sym, compare, product
 from . import data_dims, translates
-from .tensor import _dim_tensor, gather_elements_values, norm_axes, norm_axis, reshape
+from .tensor import _dim_tensor, gather_elements_values, norm_axes, norm_axis, pick_by_axis, reshape
 
 
 def reduce_axes(cx, x):
@@ -106,13 +106,24 @@ def cumsum(cx):
     # prefix sums (products) in log2(n) steps: x += x shifted by 1, 2, 4, ... (the identity,
     # 0 or 1, shifted in)
     x = cx.input(0)
+    r = x.type.rank
+    axis_v = cx.input(1)
+    if axis_v.type.num_elements != 1:
+        raise cx.fail(f"axis must be a scalar, got {axis_v.type}")
+    axis = cx.known_input(1)
+    if axis is None:
+        # an axis known at run time only: the scan along each axis, and the one it names picked
+        if r == 0:
+            raise cx.fail("expects a tensor of rank >= 1")
+        return pick_by_axis(cx, axis_v, r, r, lambda ax: _scan(cx, x, ax))
+    return _scan(cx, x, norm_axis(cx, int(axis.reshape(()).item()), r))
+
+
+def _scan(cx, x, ax: int):
+    """CumSum (CumProd) of ``x`` along axis ``ax``."""
     combine, identity = ("add", 0) if cx.op_type == "CumSum" else ("mul", 1)
     dims = tuple(x.shape)
-    axis = cx.const_input(1, "axis", required=True)
-    if axis.size != 1:
-        raise cx.fail(f"axis must be a scalar, got shape {list(axis.shape)}")
     r = len(dims)
-    ax = norm_axis(cx, int(axis.reshape(()).item()), r)
     reverse, exclusive = cx.attr("reverse", 0), cx.attr("exclusive", 0)
     # the number of doubling steps is fixed at compile time: enough for the largest length
     n = cx.unrolled_length(dims[ax], f"axis {ax} of {x.type}")

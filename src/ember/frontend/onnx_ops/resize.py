@@ -1,8 +1,11 @@
 """ONNX Resize and Upsample, decomposed axis by axis (the interpolations are separable).
 
-For each resized axis the source coordinate of every output position is known at compile time,
-so nearest mode is one ``gather`` with constant indices and linear/cubic modes are a weighted
-sum of ``gather``s of the neighbouring taps with constant weights.
+For each resized axis of static sizes the source coordinate of every output position is known at
+compile time, so nearest mode is one ``gather`` with constant indices and linear/cubic modes are
+a weighted sum of ``gather``s of the neighbouring taps with constant weights.  Where the input or
+output size of an axis is symbolic, the same coordinates, indices and weights are computed in the
+graph from the run's sizes (one float64 vector of the output length per tap); nearest resizing by
+a whole factor is a broadcast instead.
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ import math
 
 import numpy as np
 
+from fractions import Fraction
+
 from ...graph.types import is_float
+from ...symbolic import Sym, compare, exact_div
 from . import translates
-from ...symbolic import exact_div
-from .tensor import norm_axes, reshape, static_shape
+from .arith import T
+from .indexing import iota
+from .tensor import _dim_tensor, norm_axes, reshape
 
 _COORD_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
                 "tf_crop_and_resize")
@@ -102,34 +109,130 @@ def _repeats_each(factor: int, coord: str, nearest_mode: str) -> bool:
     return True
 
 
-def _resize_symbolic(cx, x, sizes, scales, roi, mode, coord, nearest_mode):
-    """Resize of an input with symbolic dims: nearest by whole factors on every resized axis
-    (FPN and U-Net upsampling), as a broadcast of each input element over its factor."""
-    dims, r = tuple(x.shape), x.type.rank
-    factors = []
-    for ax in range(r):
-        f = exact_div(sizes[ax], dims[ax]) if dims[ax] != 0 else None
-        if not isinstance(f, int) or f < 1 or not math.isclose(scales[ax], f) or \
-                (roi[ax], roi[ax + r]) != (0.0, 1.0):
-            raise cx.fail(f"resizes axis {ax} of {x.type} to {sizes[ax]}: with symbolic sizes only nearest "
-                          f"resizing by whole factors is compiled; fix the sizes with shapes=")
-        factors.append(f)
-    if mode != "nearest" and any(f != 1 for f in factors):
-        raise cx.unsupported(f"mode={mode!r} over symbolic sizes (only nearest by whole factors)")
-    if any(f > 1 and not _repeats_each(f, coord, nearest_mode) for f in factors):
-        raise cx.unsupported(f"coordinate_transformation_mode={coord!r} with nearest_mode={nearest_mode!r} "
-                             f"over symbolic sizes")
-    inter = tuple(v for d in dims for v in (d, 1))
-    big = tuple(v for d, f in zip(dims, factors) for v in (d, f))
-    t = cx.op("broadcast_to", [reshape(cx, x, inter)], shape=big)
-    return reshape(cx, t, tuple(d * f for d, f in zip(dims, factors)))
+def _whole_factor(in_n, out_n, scale, lo, hi, coord, nearest_mode) -> int | None:
+    """The whole factor by which nearest resizing repeats each element along an axis of symbolic
+    size (FPN and U-Net upsampling: a broadcast, no gather), or None."""
+    f = exact_div(out_n, in_n) if in_n != 0 else None
+    if not isinstance(f, int) or f < 1 or (lo, hi) != (0.0, 1.0):
+        return None
+    if scale is not None and not math.isclose(scale, f):
+        return None
+    return f if f == 1 or _repeats_each(f, coord, nearest_mode) else None
+
+
+def _repeat_axis(cx, x, ax: int, f: int):
+    """Each element of axis ``ax`` repeated ``f`` times, as a broadcast."""
+    dims = tuple(x.shape)
+    t = reshape(cx, x, dims[:ax + 1] + (1,) + dims[ax + 1:])
+    t = cx.op("broadcast_to", [t], shape=dims[:ax + 1] + (f,) + dims[ax + 1:])
+    return reshape(cx, t, dims[:ax] + (dims[ax] * f,) + dims[ax + 1:])
+
+
+def _runtime_axis(cx, x, ax, in_n, out_n, scale, roi, mode, coord, nearest_mode, cubic_a, exclude_outside,
+                  extrapolation, antialias):
+    """Resize of axis ``ax`` whose input or output size is symbolic: the source coordinates, taps
+    and weights of :func:`source_coords` / :func:`interp_taps`, computed in float64 from the
+    run's sizes (a vector of the output length), then the same gathers and weighted sum as the
+    static form.  ``scale`` is None when it is the run's ``out_n / in_n`` (from ``sizes``)."""
+    r = x.type.rank
+    f64 = "float64"
+    n_in, n_out = (T(cx, _dim_tensor(cx, d)).cast(f64) if isinstance(d, Sym) else float(d) for d in (in_n, out_n))
+    y = T(cx, iota(cx, out_n, 0, 1)).cast(f64)
+    if scale is None:
+        s = n_out / n_in if isinstance(n_out, T) or isinstance(n_in, T) else float(out_n) / float(in_n)
+        length = n_out                   # in_n * (out_n / in_n)
+    else:
+        s = scale
+        length = n_in * scale
+        if isinstance(length, T):        # the integral size when the product is it (up to rounding)
+            near = (length - n_out).abs() <= (length.abs().max(n_out) * 1e-9)
+            length = near.where(n_out, length)
+        elif math.isclose(length, float(out_n)):
+            length = n_out
+
+    def when_long(then, other):
+        # coordinates for length_resized > 1, else the constant ones
+        if isinstance(length, T):
+            return (length > 1.0).where(then, other)
+        return then if length > 1.0 else other
+
+    lo, hi = roi
+    if coord == "half_pixel":
+        src = (y + 0.5) / s - 0.5
+    elif coord == "half_pixel_symmetric":
+        offset = n_in / 2 * (1 - n_out / (s * n_in))
+        src = (y + 0.5) / s - 0.5 + offset
+    elif coord == "pytorch_half_pixel":
+        src = when_long((y + 0.5) / s - 0.5, 0.0)
+    elif coord == "align_corners":
+        src = when_long(y * (n_in - 1) / (length - 1), 0.0)
+    elif coord == "asymmetric":
+        src = y / s
+    else:
+        src = when_long(y * ((hi - lo) * (n_in - 1)) / (length - 1) + lo * (n_in - 1), 0.5 * (lo + hi) * (n_in - 1))
+    if not isinstance(src, T):
+        src = y * 0.0 + src
+    shp = [1] * r
+    shp[ax] = out_n
+    last = n_in - 1
+
+    if mode == "nearest":
+        if nearest_mode == "round_prefer_floor":
+            i = (src - 0.5).unary("ceil")
+        elif nearest_mode == "round_prefer_ceil":
+            i = (src + 0.5).floor()
+        elif nearest_mode in ("floor", "ceil"):
+            i = src.unary(nearest_mode)
+        else:
+            raise cx.fail(f"unknown nearest_mode {nearest_mode!r}")
+        # the index as the sum of a one-row table: a reduction ends a fused group, so the index
+        # is computed once per output position, not again in the gather for every element
+        idx = i.max(0.0).min(last).cast("int64").reshape((1, out_n)).sum((0,))
+        out = T(cx, x).gather(idx, ax)
+    else:
+        if antialias and (scale is None or scale < 1.0):
+            if scale is None and compare(out_n, ">=", in_n, cx.bounds) is not True:
+                raise cx.fail(f"antialias when resizing axis {ax} from {in_n} to {out_n}: the number of taps "
+                              f"grows as the ratio shrinks, so it must be known at compile time; pass scales "
+                              f"instead of sizes, or fix the sizes with shapes=")
+        narrow = min(scale, 1.0) if antialias and scale is not None else 1.0
+        half = int(math.ceil((1.0 if mode == "linear" else 2.0) / narrow))
+        # every tap at once, [taps, out]: the index and weight tables are then computed once per
+        # output position (each is read by one gather per tap), not again for every element
+        base = src.floor()
+        base = base.eq(src).where(base - 1.0, base).reshape((1, out_n))
+        taps = 2 * half
+        i = base + cx.const(np.arange(-half + 1, half + 1, dtype=np.float64).reshape(taps, 1))
+        t = ((i - src.reshape((1, out_n))) * narrow).abs()
+        if mode == "linear":
+            w = (1.0 - t).max(0.0)
+        else:
+            a = cubic_a
+            near = ((t * (a + 2) - (a + 3)) * t * t + 1.0)
+            far = (((t * a - 5 * a) * t + 8 * a) * t - 4 * a)
+            w = (t <= 1.0).where(near, (t < 2.0).where(far, 0.0))
+        if exclude_outside:
+            w = ((i < 0.0) | (i >= n_in)).where(0.0, w)
+        if antialias or exclude_outside:
+            tot = w.sum((0,), keepdims=True)
+            w = w / tot.eq(0.0).where(1.0, tot)
+        idx = i.max(0.0).min(last).cast("int64")      # the gather checks them (an empty axis: an error)
+        w = w.cast(x.dtype)
+        out = None
+        for j in range(taps):
+            ij, wj = (T(cx, cx.op("slice", [v.v], starts=(j, 0), ends=(j + 1, out_n), steps=(1, 1))) for v in (idx, w))
+            term = T(cx, x).gather(ij.reshape((out_n,)), ax) * wj.reshape(shp)
+            out = term if out is None else out + term
+    if coord == "tf_crop_and_resize":
+        outside = (src < 0.0) | (src > last)
+        out = outside.reshape(shp).where(cx.scalar(extrapolation, x.dtype), out)
+    return out.v
 
 
 def _resize(cx, x, sizes, scales, roi, mode, coord, nearest_mode, cubic_a, exclude_outside, extrapolation,
             antialias):
-    if not x.type.is_static or not all(isinstance(v, int) for v in sizes):
-        return _resize_symbolic(cx, x, sizes, scales, roi, mode, coord, nearest_mode)
-    dims = static_shape(cx, x)
+    """Resize axis by axis; ``scales[ax]`` is None where it is the run's ``sizes[ax] / dims[ax]``."""
+    dims = tuple(x.shape)
     r = len(dims)
     if mode != "nearest" and not is_float(x.dtype):
         raise cx.unsupported(f"mode={mode!r} on {x.dtype} data")
@@ -137,6 +240,18 @@ def _resize(cx, x, sizes, scales, roi, mode, coord, nearest_mode, cubic_a, exclu
     for ax in range(r):
         in_n, out_n, scale = dims[ax], sizes[ax], scales[ax]
         lo, hi = roi[ax], roi[ax + r]
+        if isinstance(in_n, Sym) or isinstance(out_n, Sym):
+            if out_n == in_n and (scale is None or math.isclose(scale, 1.0)) and (lo, hi) == (0.0, 1.0):
+                continue
+            f = _whole_factor(in_n, out_n, scale, lo, hi, coord, nearest_mode) if mode == "nearest" else None
+            if f is not None:
+                out = _repeat_axis(cx, out, ax, f)
+            else:
+                out = _runtime_axis(cx, out, ax, in_n, out_n, scale, (lo, hi), mode, coord, nearest_mode, cubic_a,
+                                    exclude_outside, extrapolation, antialias)
+            continue
+        if scale is None:
+            scale = out_n / in_n if in_n else 1.0
         if out_n == in_n and math.isclose(scale, 1.0) and math.isclose(lo, 0.0) and math.isclose(hi, 1.0):
             continue
         if in_n == 0 or out_n == 0:
@@ -162,6 +277,17 @@ def _resize(cx, x, sizes, scales, roi, mode, coord, nearest_mode, cubic_a, exclu
     return out
 
 
+def scaled_dim(d, scale: float):
+    """floor(d * scale), for a symbolic ``d`` too (``scale`` is taken as the exact binary
+    fraction it is, as the float product is for any size below 2**29); None past int64's reach."""
+    if isinstance(d, int):
+        return int(math.floor(d * scale))
+    q = Fraction(scale)
+    if q.denominator > 1 << 32 or q.numerator > 1 << 32:
+        return None
+    return (d * q.numerator) // q.denominator
+
+
 @translates("Resize")
 def resize(cx):
     x = cx.input(0)
@@ -173,7 +299,9 @@ def resize(cx):
     if cx.opset < 11:
         scales_in = cx.const_input(1, "scales", required=True)
         return _upsample_like(cx, x, dims, [float(s) for s in scales_in.reshape(-1)], mode)
-    roi = cx.const_input(1, "roi")
+    coord = cx.attr("coordinate_transformation_mode", "half_pixel")
+    # roi is read only by tf_crop_and_resize: in other modes it may be anything, known or not
+    roi = cx.const_input(1, "roi") if coord == "tf_crop_and_resize" else None
     scales = cx.const_input(2, "scales")
     sizes = cx.dims_input(3, "sizes")
     axes = cx.attr("axes", None)
@@ -199,11 +327,10 @@ def resize(cx):
             raise cx.fail(f"scales {vals} must be {len(axes)} positive values")
         for a, v in zip(axes, vals):
             sc[a] = v
-            out[a] = int(math.floor(dims[a] * v)) if isinstance(dims[a], int) else \
-                dims[a] * int(v) if v == int(v) else None
+            out[a] = scaled_dim(dims[a], v)
             if out[a] is None:
-                raise cx.fail(f"scales axis {a} of {x.type} by {v}: the size of a symbolic dim is only "
-                              f"computed for whole factors; fix it with shapes=")
+                raise cx.fail(f"scales axis {a} of {x.type} by {v}: floor({dims[a]} * {v}) is past the "
+                              f"int64 arithmetic of symbolic sizes; fix it with shapes=")
     else:
         if len(sizes) != len(axes):
             raise cx.fail(f"sizes {sizes} must have {len(axes)} values")
@@ -213,7 +340,7 @@ def resize(cx):
                 sc[a] = v / dims[a] if dims[a] else 1.0
             else:
                 f = exact_div(v, dims[a])
-                sc[a] = float(f) if isinstance(f, int) else math.nan
+                sc[a] = float(f) if isinstance(f, int) else None     # the run's ratio
         policy = cx.attr("keep_aspect_ratio_policy", "stretch")
         if policy != "stretch":
             pick = min if policy == "not_larger" else max if policy == "not_smaller" else None
@@ -225,7 +352,6 @@ def resize(cx):
             for a in axes:
                 sc[a] = s
                 out[a] = int(s * dims[a] + 0.5)
-    coord = cx.attr("coordinate_transformation_mode", "half_pixel")
     if coord not in _COORD_MODES:
         raise cx.fail(f"unknown coordinate_transformation_mode {coord!r}")
     return _resize(cx, x, out, sc, full_roi, mode, coord, cx.attr("nearest_mode", "round_prefer_floor"),
@@ -245,8 +371,22 @@ def _upsample_like(cx, x, dims, scales, mode):
     out = x
     for ax in range(r):
         in_n, s = dims[ax], scales[ax]
-        out_n = int(math.floor(in_n * s))
+        out_n = scaled_dim(in_n, s)
+        if out_n is None:
+            raise cx.fail(f"scales axis {ax} of {x.type} by {s}: floor({in_n} * {s}) is past the int64 "
+                          f"arithmetic of symbolic sizes; fix it with shapes=")
         if out_n == in_n and s == 1.0:
+            continue
+        if isinstance(in_n, Sym):
+            rounding = "floor" if s >= 1 else "ceil"
+            f = _whole_factor(in_n, out_n, s, 0.0, 1.0, "asymmetric", rounding) if mode == "nearest" else None
+            if f is not None:
+                out = _repeat_axis(cx, out, ax, f)
+            else:
+                if mode != "nearest" and not is_float(x.dtype):
+                    raise cx.unsupported(f"mode={mode!r} on {x.dtype} data")
+                out = _runtime_axis(cx, out, ax, in_n, out_n, s, (0.0, 1.0), mode, "asymmetric", rounding, -0.75,
+                                    False, 0.0, False)
             continue
         src = np.arange(out_n, dtype=np.float64) / s
         shp = [1] * r
@@ -271,7 +411,7 @@ def _upsample_like(cx, x, dims, scales, mode):
 @translates("Upsample")
 def upsample(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if cx.opset >= 9:
         scales = [float(s) for s in cx.const_input(1, "scales", required=True).reshape(-1)]
     else:

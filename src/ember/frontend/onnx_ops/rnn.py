@@ -1,17 +1,21 @@
 """ONNX RNN, GRU and LSTM, unrolled over the sequence length into matmuls and elementwise gate
 arithmetic.  ``sequence_lens`` is honoured with masks: past its length a sequence keeps its
-state and outputs zeros.  The batch may be symbolic; a symbolic sequence length is unrolled to
-its upper bound (the input zero-padded to it, the steps past the actual length masked like
-those past ``sequence_lens``, the output sliced back), so it needs a bound."""
+state and outputs zeros.  The batch may be symbolic; a symbolic sequence length with a bound of
+at most ``MAX_UNROLL`` is unrolled to it (the input zero-padded to it, the steps past the actual
+length masked like those past ``sequence_lens``, the output sliced back); a longer one, or one
+without a bound, runs as a ``loop`` of the artifact over the step (one per direction), the input
+projections computed for all steps at once before it."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ... import limits
-from ...symbolic import Sym
+from ...graph.builder import GraphBuilder
+from ...graph.types import TensorType
+from ...symbolic import Sym, dim_range
 from . import translates
-from .control import pad_to
+from .control import MAX_UNROLL, pad_to
 from .tensor import _dim_tensor, reshape
 
 # activation -> (uses alpha, uses beta, default alpha, default beta)
@@ -83,9 +87,12 @@ class _Cell:
         seq, self.batch, self.input_size = x.shape
         if isinstance(self.input_size, Sym):
             raise cx.fail(f"the input size of X {x.type} must be static (it is the width of W)")
-        # a symbolic length: unrolled to its bound over the input padded with zeros
+        # a symbolic length: unrolled to a small bound over the input padded with zeros, else
+        # (no bound, or a larger one) run as a loop of the artifact
         self.length = seq
-        if isinstance(seq, Sym):
+        hi = dim_range(seq, dict(cx.bounds.items()))[1] if isinstance(seq, Sym) else None
+        self.looped = isinstance(seq, Sym) and (hi is None or hi > MAX_UNROLL)
+        if isinstance(seq, Sym) and not self.looped:
             bound = cx.unrolled_length(seq, f"the sequence of X {x.type}")
             limits.check_count("loop_iterations", bound, "the number of steps unrolled", node=cx.name, op=cx.op_type)
             x = pad_to(cx, x, 0, bound)
@@ -108,10 +115,11 @@ class _Cell:
         lens = cx.input(4, required=False)
         if lens is not None:
             lens = reshape(cx, cx.op("cast", [lens], to="int64"), (self.batch, 1))
-        if isinstance(self.length, Sym):
+        if isinstance(self.length, Sym) and not self.looped:
             n = _dim_tensor(cx, self.length)
             lens = n if lens is None else cx.op("minimum", [lens, n])
-        if lens is not None:
+        self.lens = lens
+        if lens is not None and not self.looped:
             self.mask = [cx.op("less", [cx.scalar(t, "int64"), lens]) for t in range(self.seq)]
 
     def check_weights(self, nd: int) -> None:
@@ -163,6 +171,8 @@ class _Cell:
             rb = self.take(self.b, d, gh, 2 * gh)
             xw = cx.op("add", [xw, wb])
         xw = reshape(cx, xw, (self.seq, self.batch, gh))
+        if self.looped:
+            return _Rows(cx, xw), rt, rb
         steps = [reshape(cx, cx.op("slice", [xw], starts=(t, 0, 0), ends=(t + 1, self.batch, gh), steps=(1, 1, 1)),
                          (self.batch, gh)) for t in range(self.seq)]
         return steps, rt, rb
@@ -176,6 +186,8 @@ class _Cell:
         """Unroll ``step(d, t, xw_t, state) -> (h_t, new_state)`` over every direction; returns
         Y [seq, dirs, batch, hidden] and the final states stacked per direction."""
         cx = self.cx
+        if self.looped:
+            return self.finish(*self.run_looped(step))
         ys, finals = [], []
         for d, direction in enumerate(self.dirs):
             state = self.start_state(d)
@@ -195,6 +207,44 @@ class _Cell:
         y = ys[0] if len(ys) == 1 else cx.op("concat", ys, axis=1)
         if isinstance(self.length, Sym):
             y = cx.op("slice", [y], starts=(0, 0, 0, 0), ends=(self.length,) + tuple(y.shape[1:]), steps=(1,) * 4)
+        return self.finish(y, finals)
+
+    def run_looped(self, step):
+        """``step`` as the body of a ``loop`` over the sequence, one per direction: the step's
+        projections gathered at the iteration's row, Y its scan output (rows reversed after a
+        reverse direction)."""
+        cx = self.cx
+        tr = cx._tr
+        n = _dim_tensor(cx, self.length)
+        ys, finals = [], []
+        for d, direction in enumerate(self.dirs):
+            state = self.start_state(d)
+            body = GraphBuilder(f"{cx.name}/step{d}")
+            with tr.building(body, cx):
+                it = body.input("iteration", TensorType((), "int64"))
+                go = body.input("cond", TensorType((), "bool"))
+                st = tuple(body.input(f"state{k}", v.type) for k, v in enumerate(state))
+                t = it if direction == "forward" else cx.op("sub", [cx.op("sub", [n, cx.scalar(1, "int64")]), it])
+                h_t, new = step(d, t, st)
+                if self.lens is not None:
+                    m = cx.op("less", [t, self.lens])
+                    new = tuple(cx.op("where", [m, v, o]) for v, o in zip(new, st))
+                    h_t = cx.op("where", [m, h_t, cx.scalar(0, h_t.dtype)])
+            g, caps = tr.closed_graph(body, [it, go] + list(st), [go] + list(new) + [h_t], cx)
+            res = cx.b.op_multi("loop", [n, cx.const(np.array(True))] + list(state) + caps, name=cx.name, body=g,
+                                num_carried=len(state), length=self.length)
+            y = res[-1]
+            if direction != "forward":
+                rows = cx.op("sub", [cx.op("sub", [n, cx.scalar(1, "int64")]),
+                                     cx.op("arange", [], length=self.length, start=0, delta=1, dtype="int64")])
+                y = cx.op("gather", [y, rows], axis=0)
+            ys.append(reshape(cx, y, (self.length, 1, self.batch, self.h)))
+            finals.append(tuple(res[:-1]))
+        return (ys[0] if len(ys) == 1 else cx.op("concat", ys, axis=1)), finals
+
+    def finish(self, y, finals):
+        """Y and the final states stacked per direction, in the node's layout."""
+        cx = self.cx
         stacked = [cx.op("concat", [reshape(cx, f[k], (1, self.batch, self.h)) for f in finals], axis=0)
                    for k in range(len(finals[0]))]
         if self.layout:
@@ -265,6 +315,17 @@ def gru(cx):
 @translates("LSTM")
 def lstm(cx):
     return lstm_cell(cx, _Cell(cx, 4, ["Sigmoid", "Tanh", "Tanh"]))
+
+
+class _Rows:
+    """The rows of the projections [seq, batch, gates*hidden] a looped step reads: ``rows[t]``
+    gathers row ``t`` (a value of the body)."""
+
+    def __init__(self, cx, xw):
+        self.cx, self.xw = cx, xw
+
+    def __getitem__(self, t):
+        return self.cx.op("gather", [self.xw, t], axis=0)
 
 
 def lstm_cell(cx, c):

@@ -10,7 +10,7 @@ from ...graph.types import is_float, np_dtype
 from ...symbolic import Sym, product
 from . import translates
 from .arith import T
-from .tensor import norm_axis, reshape
+from .tensor import norm_axis, pick_by_axis, reshape
 
 
 def _scalar_int(cx, i, what, default=None):
@@ -104,12 +104,18 @@ def dft_(cx):
     if not is_float(x.dtype):
         raise cx.fail(f"expects a floating-point input, got {x.v.type}")
     length = _scalar_int(cx, 1, "dft_length")
+    inverse, onesided = bool(cx.attr("inverse", 0)), bool(cx.attr("onesided", 0))
+    r = len(x.shape)
+    if cx.opset >= 20 and cx.has_input(2) and cx.known_input(2) is None:
+        # an axis known at run time only: the transform along each axis but the last (the
+        # complex one), and the one it names picked (when they all have one shape)
+        return pick_by_axis(cx, cx.input(2), r, r - 1, lambda ax: dft(cx, x, ax, length, inverse, onesided).v)
     if cx.opset >= 20:
         axis = _scalar_int(cx, 2, "axis", -2)
     else:
         axis = cx.attr("axis", 1)
-    axis = norm_axis(cx, axis, len(x.shape))
-    return dft(cx, x, axis, length, bool(cx.attr("inverse", 0)), bool(cx.attr("onesided", 0))).v
+    axis = norm_axis(cx, axis, r)
+    return dft(cx, x, axis, length, inverse, onesided).v
 
 
 @translates("STFT")

@@ -8,11 +8,12 @@ import math
 import numpy as np
 
 from ... import limits
-from ...errors import InvalidModelError, ShapeError
+from ...errors import InvalidModelError, ShapeError, UnsupportedOpError
 from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
-from ..onnx import onnx_dtype
+from ..onnx import OperandNotConstantError, onnx_dtype
 from . import data_dims, translates
+from .arith import T
 
 
 def norm_axis(cx, axis: int, rank: int, what: str = "axis") -> int:
@@ -20,6 +21,44 @@ def norm_axis(cx, axis: int, rank: int, what: str = "axis") -> int:
     if not -rank <= axis < max(rank, 1):
         raise cx.fail(f"{what} {axis} is out of range for rank {rank}")
     return axis % rank if rank else 0
+
+
+def pick_by_axis(cx, axis, rank: int, count: int, make, what: str = "axis"):
+    """The result for an axis known at run time only (``axis``, a one-element integer tensor
+    counting from the back of ``rank`` dimensions when negative): ``make(k)`` builds the result
+    for axis ``k`` in ``0..count-1``, all of one shape.  They are stacked and the one named is
+    picked by a ``gather``, which refuses an axis outside ``0..count-1`` (once normalized) at run
+    time as an index error.  Every candidate is computed: for operands that change no shape,
+    over few axes."""
+    if axis.type.num_elements != 1 or not is_int(axis.dtype):
+        raise cx.fail(f"{what} must be one integer, got {axis.type}")
+    results = []
+    for k in range(count):
+        try:
+            results.append(make(k))
+        except OperandNotConstantError:
+            raise                       # another operand, named by its own error
+        except (InvalidModelError, UnsupportedOpError) as e:
+            why = str(e).split("] ", 1)[-1].removeprefix(f"{cx.op_type} node {cx.name!r}: ")
+            raise cx.needs_constant(axis, what, f"may name axis {k}, along which the op is refused ({why})") from None
+    shapes = {tuple(v.shape) for v in results}
+    if len(shapes) != 1:
+        raise cx.needs_constant(axis, what, "decides the output's shape ("
+                                + " or ".join(str(list(s)) for s in sorted(shapes, key=str)) + ")")
+    (shape,) = shapes
+    n = len(results)
+    a = reshape(cx, axis if axis.dtype == "int64" else cx.op("cast", [axis], to="int64"), ())
+    zero = cx.scalar(0, "int64")
+    a = cx.op("where", [cx.op("less", [a, zero]), cx.op("add", [a, cx.scalar(rank, "int64")]), a])
+    # still negative: below -rank; made n, which the check refuses (it would count it from the back)
+    a = cx.op("where", [cx.op("less", [a, zero]), cx.scalar(n, "int64"), a])
+    a = cx.op("check_index", [a], dims=(n,),
+              what=(f"the {what} of this {cx.op_type} (axes 0..{n - 1}, or counted back from rank {rank})",))
+    if n == 1:
+        # (a gather along an axis of one element would need no index, and lose the check)
+        return cx.op("where", [cx.op("equal", [a, zero]), results[0], cx.scalar(0, results[0].dtype)])
+    stacked = cx.op("concat", [reshape(cx, v, (1,) + shape) for v in results], axis=0)
+    return cx.op("gather", [stacked, a], axis=0)
 
 
 def norm_axes(cx, axes, rank: int, what: str = "axes") -> list[int]:
@@ -58,11 +97,27 @@ def identity(cx):
 def dropout(cx):
     # inference: the output is the input; the mask, when read, keeps everything
     x = cx.input(0)
-    training = cx.const_input(2, "training_mode")
-    if training is not None and bool(np.any(training)):
-        ratio = cx.const_input(1, "ratio")
-        if ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
-            raise cx.unsupported("training_mode with a ratio other than 0 (random dropping)")
+    ratio, training = cx.known_input(1), cx.known_input(2)
+    keeps_all = ratio is not None and float(np.asarray(ratio).reshape(-1)[0]) == 0.0
+    inference = not cx.has_input(2) or (training is not None and not bool(np.any(training)))
+    if not inference and not keeps_all and training is not None and (ratio is not None or not cx.has_input(1)):
+        raise cx.unsupported("training_mode with a ratio other than 0 (random dropping)")
+    if not inference and not keeps_all:
+        # training_mode or the ratio known at run time only: a run in training mode with a
+        # ratio other than 0 is refused then (random dropping); the output goes through the check
+        t = cx.input(2)
+        if t.type.num_elements != 1:
+            raise cx.fail(f"training_mode must hold one value, got {t.type}")
+        drops = reshape(cx, t if t.dtype == "bool" else cx.op("not_equal", [t, cx.scalar(0, t.dtype)]), ())
+        if cx.has_input(1):
+            r = reshape(cx, cx.input(1), ())
+            drops = cx.op("logical_and", [drops, cx.op("not_equal", [r, cx.scalar(0, r.dtype)])])
+        flag = cx.op("where", [drops, cx.scalar(1, "int64"), cx.scalar(0, "int64")])
+        ok = cx.op("check_index", [flag], dims=(1,),
+                   what=("Dropout in training mode with a ratio other than 0 (random dropping, which Ember "
+                         "does not run): 1 means it was asked for",))
+        # (ok is 0 when the run goes on; read by every element, so the check stays in the kernel)
+        x = cx.op("where", [cx.op("equal", [ok, cx.scalar(0, "int64")]), x, cx.scalar(0, x.dtype)])
     outs = [x]
     if cx.output_used(1):
         one = cx.scalar(1, "bool" if cx.opset >= 7 else x.dtype)
@@ -301,9 +356,9 @@ def depth_to_space(cx):
     x = cx.input(0)
     n, c, h, w = _rank4(cx, x)
     bs = cx.attr("blocksize")
-    if c % (bs * bs):
+    c2 = exact_div(c, bs * bs)
+    if c2 is None:
         raise cx.fail(f"{c} channels are not divisible by blocksize^2 = {bs * bs}")
-    c2 = c // (bs * bs)
     if cx.attr("mode", "DCR") == "DCR":
         t = reshape(cx, x, (n, bs, bs, c2, h, w))
         t = cx.op("transpose", [t], perm=(0, 3, 4, 1, 5, 2))
@@ -318,8 +373,15 @@ def space_to_depth(cx):
     x = cx.input(0)
     n, c, h, w = _rank4(cx, x)
     bs = cx.attr("blocksize")
-    if h % bs or w % bs:
+    if isinstance(h, int) and h % bs or isinstance(w, int) and w % bs:
         raise cx.fail(f"spatial size {h}x{w} is not divisible by blocksize {bs}")
+    for a, d in ((2, h), (3, w)):
+        if isinstance(d, Sym) and exact_div(d, bs) is None:
+            # whole blocks only, the run refused otherwise: the axis cut to them (a no-op then)
+            cx.require(d % bs, "==", f"the size {d} of axis {a} divisible by the blocksize {bs}")
+            x = cx.op("slice", [x], starts=(0,) * 4, ends=tuple(d // bs * bs if k == a else e
+                                                                for k, e in enumerate(x.shape)), steps=(1,) * 4)
+    h, w = tuple(x.shape[2:])
     t = reshape(cx, x, (n, c, h // bs, bs, w // bs, bs))
     perm = (0, 3, 5, 1, 2, 4) if cx.attr("mode", "DCR") == "DCR" else (0, 1, 3, 5, 2, 4)
     t = cx.op("transpose", [t], perm=perm)
@@ -327,13 +389,55 @@ def space_to_depth(cx):
 
 
 def _rank4(cx, x):
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if len(dims) != 4:
         raise cx.fail(f"expects a 4-D input, got {x.type}")
     return dims
 
 
 # ---- joining and splitting ------------------------------------------------------------------
+
+def agreeing(cx, *xs, concat_axis: int | None = None):
+    """The operands of a broadcasting op (or of a concatenation along ``concat_axis``), where two
+    different dimensions meet of which one is symbolic (``S`` and ``T``, ``S`` and 5, or
+    ``(h + 1)//2`` and ``h//2``) taken to be equal: the graph checks that they are when the run
+    binds the symbols (``NodeContext.require``; a broadcasting 1 among them is refused there,
+    by name), and the operand that has the other one is sliced to the first's expression (all
+    of it).  Operands that agree as they are come back unchanged."""
+    shapes = [tuple(x.shape) for x in xs]
+    if concat_axis is None:
+        try:
+            broadcast_shapes(*shapes)
+            return list(xs)
+        except ShapeError:
+            pass
+    elif len({len(s) for s in shapes}) != 1 or all(
+            all(s[k] == shapes[0][k] for k in range(len(s)) if k != concat_axis) for s in shapes):
+        return list(xs)                  # equal (or a rank error the op's type rule names)
+    rank = max(len(s) for s in shapes)
+    out = list(xs)
+    for i in range(rank):
+        if i == concat_axis:
+            continue
+        at = [(k, s[i - rank + len(s)]) for k, s in enumerate(shapes) if i - rank + len(s) >= 0]
+        dims = [(k, d) for k, d in at if concat_axis is not None or not (isinstance(d, int) and d == 1)]
+        fixed = [d for _, d in dims if isinstance(d, int)]
+        if len(set(fixed)) > 1:
+            continue                     # an error of the model: the op's type rule names it
+        target = fixed[0] if fixed else dims[0][1] if dims else 1
+        for k, d in dims:
+            if d == target:
+                continue
+            how = "meet in the concatenation" if concat_axis is not None else "broadcast against each other"
+            cx.require(d - target, "==", f"dimension {i} of its operands to agree: {d} and {target} {how} only "
+                                         f"when equal" + ("" if concat_axis is not None else
+                                                          " (one of them 1 is not compiled)"))
+            v = out[k]
+            ax = i - rank + v.type.rank
+            ends = tuple(target if a == ax else e for a, e in enumerate(v.shape))
+            out[k] = cx.op("slice", [v], starts=(0,) * v.type.rank, ends=ends, steps=(1,) * v.type.rank)
+    return out
+
 
 @translates("Concat")
 def concat(cx):
@@ -343,7 +447,8 @@ def concat(cx):
     axis = cx.attr("axis", 1 if cx.opset < 4 else None)
     if axis is None:
         raise cx.fail("missing required attribute 'axis'")
-    return cx.op("concat", xs, axis=norm_axis(cx, axis, xs[0].type.rank))
+    axis = norm_axis(cx, axis, xs[0].type.rank)
+    return cx.op("concat", agreeing(cx, *xs, concat_axis=axis), axis=axis)
 
 
 @translates("Split")
@@ -354,35 +459,52 @@ def split(cx):
     d = dims[ax]
     if cx.opset >= 13 and data_dims.runtime_operand(cx, 1) is not None:
         return data_dims.split_at_run_time(cx, x, ax, cx.input(1), cx.num_outputs)
-    if not isinstance(d, int):
-        raise cx.fail(f"splits axis {ax} of {x.type}, whose size {d} is only known at run time; "
-                      f"fix it with shapes=")
     n_out = cx.num_outputs
     if cx.opset >= 13 or (cx.opset < 2 and cx.has_input(1)):
-        sizes = cx.ints_input(1, "split")
+        sizes = cx.dims_input(1, "split")
     else:
         sizes = cx.attr("split", None)
+    gathered = False            # the last part's size is >= 0 by a check only: read by a gather
     if sizes is None:
         if cx.has_attr("num_outputs"):
             n = cx.attr("num_outputs")
             if n != n_out:
                 raise cx.fail(f"num_outputs={n} but the node has {n_out} outputs")
-            chunk = -(-d // n)
+            chunk = (d + n - 1) // n
             sizes = [chunk] * (n - 1) + [d - chunk * (n - 1)]
-            if sizes[-1] < 0:
+            if isinstance(d, int) and sizes[-1] < 0:
                 raise cx.fail(f"cannot split {d} elements into {n} parts of {chunk}")
+            if compare(sizes[-1], ">=", 0, cx.bounds) is not True:
+                cx.require(sizes[-1], ">=", f"a last part of at least 0 elements when splitting axis {ax} "
+                                            f"(size {d}) into {n} parts of {chunk}")
+                gathered = True
         else:
-            if d % n_out:
+            q = exact_div(d, n_out)
+            if isinstance(d, int) and q is None:
                 raise cx.fail(f"cannot split axis {ax} of size {d} evenly into {n_out} outputs")
-            sizes = [d // n_out] * n_out
-    if len(sizes) != n_out or sum(sizes) != d or any(s < 0 for s in sizes):
-        raise cx.fail(f"split sizes {list(sizes)} do not cut axis {ax} of size {d} into {n_out} outputs")
+            if q is None:
+                q = d // n_out
+                cx.require(d % n_out, "==", f"the size {d} of axis {ax} divisible by {n_out} (equal parts)")
+            sizes = [q] * n_out
+            d = q * n_out                # what the parts add up to (d itself, by the check)
+    if len(sizes) != n_out or any(isinstance(s, int) and s < 0 for s in sizes):
+        raise cx.fail(f"split sizes {[str(s) for s in sizes]} do not cut axis {ax} of size {d} "
+                      f"into {n_out} outputs")
+    if sum(sizes) != d:
+        if not any(isinstance(v, Sym) for v in (d, *sizes)):
+            raise cx.fail(f"split sizes {list(sizes)} add up to {sum(sizes)}, not to the size {d} of axis {ax}")
+        cx.require(d - sum(sizes), "==", f"split sizes {[str(s) for s in sizes]} that add up to the size {d} "
+                                          f"of axis {ax}")
     outs, off = [], 0
-    for s in sizes:
-        starts = [0] * len(dims)
-        ends = list(dims)
-        starts[ax], ends[ax] = off, off + s
-        outs.append(cx.op("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=(1,) * len(dims)))
+    for k, s in enumerate(sizes):
+        if gathered and k == len(sizes) - 1:
+            idx = cx.op("arange", [], length=s, start=off, delta=1, dtype="int64")
+            outs.append(cx.op("gather", [x, idx], axis=ax))
+        else:
+            starts = [0] * len(dims)
+            ends = list(dims)
+            starts[ax], ends[ax] = off, off + s
+            outs.append(cx.op("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=(1,) * len(dims)))
         off += s
     return outs
 
@@ -431,7 +553,22 @@ def slice_(cx):
             if d == 0:
                 s, e = 0, 0
         st[a], en[a], sp[a] = s, e, p
-    return cx.op("slice", [x], starts=tuple(st), ends=tuple(en), steps=tuple(sp))
+    # an axis whose length is >= 0 by a check only (Graph.checks) is read by a gather
+    gathered = [a for a in range(r) if sp[a] > 0 and (isinstance(st[a], Sym) or isinstance(en[a], Sym))
+                and compare(en[a] - st[a], ">=", 0, cx.bounds) is not True]
+    y = cx.op("slice", [x], starts=tuple(0 if a in gathered else v for a, v in enumerate(st)),
+              ends=tuple(dims[a] if a in gathered else v for a, v in enumerate(en)),
+              steps=tuple(1 if a in gathered else v for a, v in enumerate(sp)))
+    for a in gathered:
+        n = (en[a] - st[a] + sp[a] - 1) // sp[a]
+        idx = cx.op("arange", [], length=n, start=st[a], delta=sp[a], dtype="int64")
+        y = cx.op("gather", [y, idx], axis=a)
+    return y
+
+
+#: a constant end (or start) at or past INT32_MAX is "to the end" of a symbolic axis, as the
+#: exporters that write INT32_MAX for it mean (an axis of 2**31 elements or more is not assumed)
+_TO_THE_END = (1 << 31) - 1
 
 
 def _slice_at_run_time(cx, x):
@@ -463,36 +600,59 @@ class _RunTimeOnly(InvalidModelError):
 
 def _symbolic_slice_range(cx, axis, s, e, p, d):
     """(start, end, step) of a slice along an axis where the start, the end or the size is
-    symbolic; the clamping ONNX defines must be decided at compile time (bounds help)."""
-    if p != 1:
-        raise _RunTimeOnly(cx, f"a slice with step {p} along axis {axis}, whose bounds or size are symbolic")
-    big = 1 << 62
+    symbolic, clamped as ONNX defines where the bounds decide it; where only the run can tell
+    (a start counting from the end of an axis that may be shorter), the slice takes the
+    unclamped value and the graph checks that it needs no clamping (``NodeContext.require``).
+    What not even that decides (``_RunTimeOnly``) leaves the slice to the run (opset >= 10)."""
+    where = f"the slice along axis {axis} (size {d})"
+
+    def huge(v):
+        return isinstance(v, int) and v >= _TO_THE_END
+
+    def tiny(v):
+        return isinstance(v, int) and v <= -_TO_THE_END - 1
+
+    if p < 0:
+        # a reversal: from the end (or a start the bounds put inside) to before the beginning
+        s2 = d - 1 if huge(s) or (isinstance(s, int) and s == -1) else s
+        e2 = -1 if tiny(e) else e
+        if isinstance(s2, Sym) and compare(s2, "<=", d - 1, cx.bounds) is not True or \
+                not (isinstance(e2, int) and e2 == -1) or compare(s2, ">=", -1, cx.bounds) is not True:
+            raise _RunTimeOnly(cx, f"a slice with step {p} from {s} to {e} along axis {axis} (size {d}): only "
+                               "whole reversals are compiled over symbolic sizes")
+        return s2, e2, p
 
     def resolve(v, what):
-        if isinstance(v, int) and v >= big // 2:
-            return d                        # "to the end" (INT64_MAX and the like)
+        if huge(v):
+            return d
+        if tiny(v):
+            return 0
         if isinstance(v, int) and v < 0:
-            v = d + v                       # counts from the end: v + d >= 0 must hold
+            v = d + v                       # counts from the end
             if isinstance(v, int):
                 return max(v, 0)
-        nonneg = compare(v, ">=", 0)
+            nonneg = compare(v, ">=", 0, cx.bounds)
+            if nonneg is None:
+                cx.require(v, ">=", f"{d} >= {d - v} for the {what} {v - d} of {where}, which counts from its end")
+                return v
+            return v if nonneg else 0
+        nonneg = compare(v, ">=", 0, cx.bounds)
         if nonneg is None:
             raise _RunTimeOnly(cx, f"the {what} {v} of the slice along axis {axis} may be negative")
         if not nonneg:
             return 0
         if isinstance(d, int):
             return v if cx.assume_at_most(v, d, f"the {what} of the slice along axis {axis}") else d
-        within = compare(v, "<=", d, cx._tr.bounds)
+        within = compare(v, "<=", d, cx.bounds)
         if within is None:
-            raise _RunTimeOnly(cx, f"whether the {what} {v} of the slice along axis {axis} is within its size {d} "
-                          "is only known at run time")
+            cx.require(d - v, ">=", f"the {what} {v} of {where} within it")
+            return v
         return v if within else d
 
     s2, e2 = resolve(s, "start"), resolve(e, "end")
-    if compare(e2, ">=", s2, cx._tr.bounds) is not True:
-        raise _RunTimeOnly(cx, f"the slice from {s2} to {e2} along axis {axis} may be empty or reversed; "
-                      "that is only known at run time")
-    return s2, e2, 1
+    if compare(e2, ">=", s2, cx.bounds) is not True:
+        cx.require(e2 - s2, ">=", f"its end {e2} at or after its start {s2} in {where}")
+    return s2, e2, p
 
 
 @translates("Pad")
@@ -500,17 +660,20 @@ def pad(cx):
     x = cx.input(0)
     r = x.type.rank
     mode = cx.attr("mode", "constant")
+    at_run_time = None      # constant_value known at run time only
     if cx.opset < 11:
         pads = cx.attr("paddings" if cx.opset < 2 and cx.has_attr("paddings") else "pads")
         value = cx.attr("value", 0.0)
         axes = None
     else:
-        if any(data_dims.runtime_operand(cx, k) is not None for k in (1, 2)):
-            return _pad_at_run_time(cx, x, mode)
+        if data_dims.runtime_operand(cx, 1) is not None:
+            return _pad_at_run_time(cx, x, mode)      # pads of the run: the output's size too
         pads = cx.ints_input(1, "pads", required=True)
-        cv = cx.const_input(2, "constant_value")
-        if cv is not None and cv.size != 1:
-            raise cx.fail(f"constant_value must be a scalar, got shape {list(cv.shape)}")
+        cv = cx.known_input(2)
+        if cx.has_input(2) and cx.input(2).type.num_elements != 1:
+            raise cx.fail(f"constant_value must be a scalar, got {cx.input(2).type}")
+        if cx.has_input(2) and cv is None and mode == "constant":
+            at_run_time = cx.input(2)
         value = 0 if cv is None else cv.reshape(()).item()
         axes = cx.ints_input(3, "axes")
     if axes is not None:
@@ -527,11 +690,63 @@ def pad(cx):
         raise cx.fail(f"unknown mode {mode!r}")
     cv = np.array(value).astype(np_dtype(x.dtype))
     value = bool(cv) if x.dtype == "bool" else int(cv) if is_int(x.dtype) or x.dtype in NARROW_INT_DTYPES else float(cv)
-    return cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
+    out = cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
+    if at_run_time is not None:
+        # the padding filled in by a select: where the input lies (a constant mask when x is static)
+        inside = cx.op("pad", [cx.op("broadcast_to", [cx.scalar(True, "bool")], shape=tuple(x.shape))],
+                       pads=tuple(int(p) for p in pads), mode="constant", value=False)
+        fill = at_run_time if at_run_time.dtype == x.dtype else cx.op("cast", [at_run_time], to=x.dtype)
+        out = cx.op("where", [inside, out, reshape(cx, fill, ())])
+    return out
+
+
+@translates("CenterCropPad")
+def center_crop_pad(cx):
+    """Each of ``axes`` cropped or zero-padded to ``shape``, centered (the begin gets the
+    smaller half of the difference): a gather of the positions ``i - (t - d) // 2`` (padding)
+    or ``i + (d - t) // 2`` (cropping), zero where they fall outside; the positions are
+    computed at run time when the size ``d`` is symbolic, so the run decides crop or pad."""
+    x = cx.input(0)
+    dims = tuple(x.shape)
+    target = cx.ints_input(1, "shape", required=True)
+    axes = cx.attr("axes", None)
+    axes = norm_axes(cx, axes, len(dims)) if axes is not None else list(range(len(dims)))
+    if len(target) != len(axes) or any(t < 0 for t in target):
+        raise cx.fail(f"shape {target} needs {len(axes)} sizes >= 0")
+    out = x
+    for a, t in zip(axes, target):
+        d = dims[a]
+        if isinstance(d, int):
+            if d == t:
+                continue
+            diff = t - d
+            off = -(diff // 2) if diff > 0 else (-diff) // 2
+            src = np.arange(t, dtype=np.int64) + off
+            inside = (src >= 0) & (src < d)
+            g = cx.op("gather", [out, cx.const(np.clip(src, 0, max(d - 1, 0)))], axis=a) if d else None
+        else:
+            # an empty axis has nothing to gather from: the run refuses it (Graph.checks)
+            cx.require(d - 1, ">=", f"axis {a} ({d}) of at least 1 element to crop or pad")
+            n = T(cx, _dim_tensor(cx, d))
+            diff = T(cx, cx.scalar(t, "int64")) - n
+            off = (diff > 0).where((diff / 2) * -1, (n - t) / 2)       # both halves >= 0: C's division
+            src = T(cx, cx.op("arange", [], length=t, start=0, delta=1, dtype="int64")) + off
+            inside = ((src >= 0) & (src < n)).v
+            g = cx.op("gather", [out, src.clip(0, n - 1).v], axis=a)
+        shp = [1] * len(dims)
+        shp[a] = t
+        zero = cx.scalar(0, x.dtype)
+        if g is None:
+            out = cx.op("broadcast_to", [zero], shape=tuple(t if k == a else e for k, e in enumerate(out.shape)))
+        else:
+            keep = cx.const(inside.reshape(shp)) if isinstance(inside, np.ndarray) else reshape(cx, inside, shp)
+            out = cx.op("where", [keep, g, zero])
+    return out
 
 
 def _pad_at_run_time(cx, x, mode):
-    """Pad (opset >= 11) with its pads or constant value taken at run time (axes constant)."""
+    """Pad (opset >= 11) with its pads (and constant value) taken at run time (axes constant);
+    a constant value of the run alone, with constant pads, is the select in ``pad``."""
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise cx.fail(f"unknown mode {mode!r}")
     r = x.type.rank
@@ -708,31 +923,27 @@ def one_hot(cx):
 @translates("Trilu")
 def trilu(cx):
     x = cx.input(0)
-    dims = static_shape(cx, x)
+    dims = tuple(x.shape)
     if len(dims) < 2:
         raise cx.fail(f"expects rank >= 2, got {x.type}")
-    k = cx.const_input(1, "k")
-    k = 0 if k is None else int(k.reshape(()).item())
     n, m = dims[-2], dims[-1]
-    diff = np.arange(m)[None, :] - np.arange(n)[:, None]
-    keep = diff >= k if cx.attr("upper", 1) else diff <= k
-    return cx.op("where", [cx.const(keep), x, cx.scalar(0, x.dtype)])
-
-
-@translates("If")
-def if_(cx):
-    # only a condition known at compile time: the taken branch is inlined
-    cond = cx.const_input(0, "cond", required=True)
-    if cond.size != 1:
-        raise cx.fail(f"cond must hold one value, got shape {list(cond.shape)}")
-    taken = "then_branch" if bool(cond.reshape(())) else "else_branch"
-    other = "else_branch" if taken == "then_branch" else "then_branch"
-    # the branch not taken is not translated, but it must be a branch of this node all the same
-    untaken = cx.graph_attr(other)
-    if len(untaken.output) != cx.num_outputs:
-        raise cx.fail(f"{other} has {len(untaken.output)} outputs, the node {cx.num_outputs}")
-    cx._tr.check_support(list(untaken.node))
-    outs = cx.inline_graph(taken)
-    if len(outs) != cx.num_outputs:
-        raise cx.fail(f"{taken} has {len(outs)} outputs, the node {cx.num_outputs}")
-    return outs
+    upper = cx.attr("upper", 1)
+    if isinstance(n, int) and isinstance(m, int):
+        diff = cx.const((np.arange(m)[None, :] - np.arange(n)[:, None]).astype(np.int64))
+    else:
+        # column minus row from run-time sequences over the symbolic rows or columns
+        cols, rows = (cx.op("arange", [], length=d, start=0, delta=1, dtype="int64") for d in (m, n))
+        diff = cx.op("sub", [reshape(cx, cols, (1, m)), reshape(cx, rows, (n, 1))])
+    kv = cx.input(1, required=False)
+    if kv is not None and kv.type.num_elements != 1:
+        raise cx.fail(f"k must hold one value, got {kv.type}")
+    k = cx.known_input(1)
+    if kv is not None and k is None:
+        # k known at run time only: the mask compares the diagonal offsets with it
+        if not is_int(kv.dtype):
+            raise cx.fail(f"k must be an integer, got {kv.type}")
+        k64 = reshape(cx, kv if kv.dtype == "int64" else cx.op("cast", [kv], to="int64"), ())
+    else:
+        k64 = cx.scalar(0 if k is None else int(k.reshape(()).item()), "int64")
+    keep = cx.op("greater_equal" if upper else "less_equal", [diff, k64])
+    return cx.op("where", [keep, x, cx.scalar(0, x.dtype)])

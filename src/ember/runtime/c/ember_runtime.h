@@ -39,7 +39,7 @@ extern "C" {
 #define EMBER_API __attribute__((visibility("default")))
 
 /* Bumped when anything in this header changes incompatibly. */
-#define EMBER_ABI_VERSION 4
+#define EMBER_ABI_VERSION 5
 
 typedef struct ember_model ember_model;
 
@@ -68,6 +68,12 @@ EMBER_API int ember_num_inputs(void);                   /* -1 if the metadata is
 EMBER_API int ember_num_outputs(void);
 EMBER_API const ember_tensor_info* ember_input_info(int i);   /* NULL if i is out of range */
 EMBER_API const ember_tensor_info* ember_output_info(int i);
+/* Inputs with a default value (ONNX initializers that are also graph inputs; metadata "default"):
+ * pass NULL for such an input to ember_model_run or ember_model_run_dynamic (its data and its
+ * shape; to ember_output_shape its shape) and the artifact's embedded default is used.  This
+ * returns the default's data and sets *shape (ember_input_info(i)->ndim entries) when shape is
+ * not NULL; NULL if input i has no default. */
+EMBER_API const void* ember_input_default(int i, const int64_t** shape);
 
 /* What ember_model_run and ember_model_run_dynamic return; on any failure ember_last_error()
  * says what went wrong, and the outputs hold nothing meaningful. */

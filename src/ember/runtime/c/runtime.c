@@ -66,16 +66,28 @@ static const struct { const char* name; int bytes; } DTYPES[] = {
     {"float8_e8m0fnu", 1}, {"float4_e2m1fn", 1}, {"int4", 1}, {"uint4", 1}, {"int2", 1}, {"uint2", 1},
 };
 
+extern const unsigned char ember_constants[];   /* the model's constants (and inputs' defaults) */
+
 typedef struct {
     ember_tensor_info* items;
     int count;
 } tensor_list;
+
+/* The default value of an input (metadata "default": {"offset", "shape"}): it lies in
+ * ember_constants at offset, of that shape; used where the caller passes NULL for the input. */
+typedef struct {
+    int has;
+    int64_t offset;
+    int ndim;
+    int64_t* shape;
+} input_default;
 
 static struct {
     pthread_once_t once;
     int ok;
     char error[256];
     tensor_list inputs, outputs;
+    input_default* defaults;      /* one per input */
 } M = {.once = PTHREAD_ONCE_INIT};
 
 typedef struct {
@@ -222,8 +234,61 @@ static int skip_value(reader* r, int depth) {
     return r->p > s ? 1 : fail(r, "bad value");
 }
 
-static int read_tensor(reader* r, ember_tensor_info* t) {
+/* A JSON list of dimensions into dims (at most 64); a string (a symbolic dimension) is -1
+ * where symbolic is allowed. */
+static int read_dims(reader* r, int64_t* dims, int* ndim, int symbolic) {
+    int nd = 0;
+    if (!expect(r, '[')) return 0;
+    if (peek(r, ']')) { r->p++; *ndim = 0; return 1; }
+    for (;;) {
+        if (nd == 64) return fail(r, "too many dimensions");
+        if (symbolic && peek(r, '"')) {
+            /* a symbolic dimension: known per run only */
+            if (!read_string(r, NULL)) return 0;
+            dims[nd++] = -1;
+        } else {
+            if (!read_int(r, &dims[nd])) return 0;
+            if (dims[nd] < 0) return fail(r, "negative dimension");
+            nd++;
+        }
+        if (peek(r, ',')) { r->p++; continue; }
+        if (!expect(r, ']')) return 0;
+        break;
+    }
+    *ndim = nd;
+    return 1;
+}
+
+static int read_default(reader* r, input_default* d) {
+    int64_t dims[64];
+    int have_offset = 0, have_shape = 0;
+    if (!expect(r, '{')) return 0;
+    for (;;) {
+        char* key = NULL;
+        if (!read_string(r, &key) || !expect(r, ':')) { free(key); return 0; }
+        int ok;
+        if (strcmp(key, "offset") == 0) { ok = read_int(r, &d->offset) && (d->offset >= 0 || fail(r, "negative offset")); have_offset = 1; }
+        else if (strcmp(key, "shape") == 0) { ok = read_dims(r, dims, &d->ndim, 0); have_shape = 1; }
+        else ok = skip_value(r, 1);
+        free(key);
+        if (!ok) return 0;
+        if (peek(r, ',')) { r->p++; continue; }
+        if (!expect(r, '}')) return 0;
+        break;
+    }
+    if (!have_offset || !have_shape) return fail(r, "default without offset and shape");
+    free(d->shape);
+    d->shape = malloc(sizeof(int64_t) * (size_t)(d->ndim ? d->ndim : 1));
+    if (!d->shape) return fail(r, "out of memory");
+    memcpy(d->shape, dims, sizeof(int64_t) * (size_t)d->ndim);
+    d->has = 1;
+    return 1;
+}
+
+/* One tensor entry; d (inputs only, else NULL) receives its default. */
+static int read_tensor(reader* r, ember_tensor_info* t, input_default* d) {
     memset(t, 0, sizeof *t);
+    if (d) memset(d, 0, sizeof *d);
     int have_shape = 0;
     if (!expect(r, '{')) return 0;
     if (peek(r, '}')) { r->p++; return fail(r, "tensor entry without name, dtype and shape"); }
@@ -244,25 +309,7 @@ static int read_tensor(reader* r, ember_tensor_info* t) {
         } else if (strcmp(key, "shape") == 0) {
             int64_t dims[64];
             int nd = 0;
-            if (!expect(r, '[')) { free(key); return 0; }
-            if (peek(r, ']')) r->p++;
-            else for (;;) {
-                if (nd == 64) { free(key); return fail(r, "too many dimensions"); }
-                if (peek(r, '"')) {
-                    /* a symbolic dimension: known per run only */
-                    if (!read_string(r, NULL)) { free(key); return 0; }
-                    dims[nd++] = -1;
-                    if (peek(r, ',')) { r->p++; continue; }
-                    if (!expect(r, ']')) { free(key); return 0; }
-                    break;
-                }
-                if (!read_int(r, &dims[nd])) { free(key); return 0; }
-                if (dims[nd] < 0) { free(key); return fail(r, "negative dimension"); }
-                nd++;
-                if (peek(r, ',')) { r->p++; continue; }
-                if (!expect(r, ']')) { free(key); return 0; }
-                break;
-            }
+            if (!read_dims(r, dims, &nd, 1)) { free(key); return 0; }
             int64_t* shape = malloc(sizeof(int64_t) * (size_t)(nd ? nd : 1));
             if (!shape) { free(key); return fail(r, "out of memory"); }
             memcpy(shape, dims, sizeof(int64_t) * (size_t)nd);
@@ -270,6 +317,8 @@ static int read_tensor(reader* r, ember_tensor_info* t) {
             t->shape = shape;
             t->ndim = nd;
             have_shape = 1;
+        } else if (d && strcmp(key, "default") == 0) {
+            if (!read_default(r, d)) { free(key); return 0; }
         } else if (!skip_value(r, 1)) {
             free(key);
             return 0;
@@ -288,17 +337,28 @@ static int read_tensor(reader* r, ember_tensor_info* t) {
     }
     t->num_elements = count;
     t->nbytes = count < 0 ? -1 : count * t->elem_bytes;
+    if (d && d->has) {
+        if (d->ndim != t->ndim) return fail(r, "a default of another rank than its input");
+        for (int i = 0; i < t->ndim; i++)
+            if (t->shape[i] >= 0 && d->shape[i] != t->shape[i]) return fail(r, "a default of another shape than its input");
+    }
     return 1;
 }
 
-static int read_tensor_list(reader* r, tensor_list* list) {
+/* defaults: the inputs' defaults, grown alongside (NULL for the outputs) */
+static int read_tensor_list(reader* r, tensor_list* list, input_default** defaults) {
     if (!expect(r, '[')) return 0;
     if (peek(r, ']')) { r->p++; return 1; }
     for (;;) {
         ember_tensor_info* grown = realloc(list->items, sizeof *grown * (size_t)(list->count + 1));
         if (!grown) return fail(r, "out of memory");
         list->items = grown;
-        if (!read_tensor(r, &list->items[list->count])) return 0;
+        if (defaults) {
+            input_default* more = realloc(*defaults, sizeof *more * (size_t)(list->count + 1));
+            if (!more) return fail(r, "out of memory");
+            *defaults = more;
+        }
+        if (!read_tensor(r, &list->items[list->count], defaults ? &(*defaults)[list->count] : NULL)) return 0;
         list->count++;
         if (peek(r, ',')) { r->p++; continue; }
         return expect(r, ']');
@@ -308,13 +368,15 @@ static int read_tensor_list(reader* r, tensor_list* list) {
 static void parse_metadata(void) {
     reader r = {ember_model_metadata, ember_model_metadata + strlen(ember_model_metadata), NULL};
     int seen_inputs = 0, seen_outputs = 0;
+    int64_t constants_bytes = -1;
     if (expect(&r, '{') && !peek(&r, '}')) {
         for (;;) {
             char* key = NULL;
             if (!read_string(&r, &key) || !expect(&r, ':')) { free(key); break; }
             int ok;
-            if (strcmp(key, "inputs") == 0) { ok = read_tensor_list(&r, &M.inputs); seen_inputs = 1; }
-            else if (strcmp(key, "outputs") == 0) { ok = read_tensor_list(&r, &M.outputs); seen_outputs = 1; }
+            if (strcmp(key, "inputs") == 0) { ok = read_tensor_list(&r, &M.inputs, &M.defaults); seen_inputs = 1; }
+            else if (strcmp(key, "outputs") == 0) { ok = read_tensor_list(&r, &M.outputs, NULL); seen_outputs = 1; }
+            else if (strcmp(key, "constants_bytes") == 0) ok = read_int(&r, &constants_bytes);
             else ok = skip_value(&r, 1);
             free(key);
             if (!ok) break;
@@ -324,6 +386,16 @@ static void parse_metadata(void) {
         }
     }
     if (!r.error && (!seen_inputs || !seen_outputs)) r.error = "no \"inputs\" or no \"outputs\"";
+    /* every default lies within the constants */
+    for (int i = 0; !r.error && M.defaults && i < M.inputs.count; i++) {
+        const input_default* d = &M.defaults[i];
+        if (!d->has) continue;
+        int64_t bytes = M.inputs.items[i].elem_bytes;
+        for (int k = 0; k < d->ndim && bytes >= 0; k++)
+            bytes = d->shape[k] != 0 && bytes > INT64_MAX / 8 / d->shape[k] ? -1 : bytes * d->shape[k];
+        if (bytes < 0 || constants_bytes < 0 || d->offset > constants_bytes - bytes)
+            r.error = "an input's default lies outside the constants";
+    }
     if (r.error) {
         snprintf(M.error, sizeof M.error, "malformed model metadata at byte %ld: %s",
                  (long)(r.p - ember_model_metadata), r.error);
@@ -356,6 +428,22 @@ const ember_tensor_info* ember_input_info(int i) {
         return NULL;
     }
     return &M.inputs.items[i];
+}
+
+static int has_default(int i) { return M.defaults && M.defaults[i].has; }
+
+const void* ember_input_default(int i, const int64_t** shape) {
+    if (!metadata_ok()) return NULL;
+    if (i < 0 || i >= M.inputs.count) {
+        ember_set_error("input index %d out of range (the model has %d inputs)", i, M.inputs.count);
+        return NULL;
+    }
+    if (!has_default(i)) {
+        ember_set_error("input %d ('%s') has no default value", i, M.inputs.items[i].name);
+        return NULL;
+    }
+    if (shape) *shape = M.defaults[i].shape;
+    return ember_constants + M.defaults[i].offset;
 }
 
 const ember_tensor_info* ember_output_info(int i) {
@@ -457,10 +545,24 @@ static int bind_shapes(const int64_t* const* input_shapes, int64_t* syms, int64_
         ember_set_error("the input shapes are NULL but the model has %d inputs", M.inputs.count);
         return -1;
     }
+    const int64_t** own = NULL;     /* the shapes with the defaults' where NULL stands for them */
     for (int i = 0; i < M.inputs.count; i++) {
         const ember_tensor_info* t = &M.inputs.items[i];
+        if (!input_shapes[i] && has_default(i)) {
+            if (!own) {
+                own = malloc(sizeof *own * (size_t)M.inputs.count);
+                if (!own) {
+                    ember_set_error("out of memory binding the input shapes");
+                    return -1;
+                }
+                memcpy(own, input_shapes, sizeof *own * (size_t)M.inputs.count);
+            }
+            own[i] = M.defaults[i].shape;
+            continue;
+        }
         if (!input_shapes[i] && t->ndim > 0) {
             ember_set_error("the shape of input %d ('%s') is NULL", i, t->name);
+            free(own);
             return -1;
         }
         for (int k = 0; k < t->ndim; k++) {
@@ -468,11 +570,14 @@ static int bind_shapes(const int64_t* const* input_shapes, int64_t* syms, int64_
             if (d < 0 || (t->shape[k] >= 0 && d != t->shape[k])) {
                 ember_set_error("input '%s' dimension %d is %lld, expected %lld", t->name, k, (long long)d,
                                 (long long)t->shape[k]);
+                free(own);
                 return -1;
             }
         }
     }
-    return ember_model_shapes(input_shapes, syms, out_shapes);
+    int rc = ember_model_shapes(own ? (const int64_t* const*)own : input_shapes, syms, out_shapes);
+    free(own);
+    return rc;
 }
 
 int ember_output_shape(const int64_t* const* input_shapes, int i, int64_t* shape) {
@@ -743,8 +848,8 @@ static int run(ember_model* m, const int64_t* const* input_shapes, void* const* 
         return -1;
     }
     for (int i = 0; i < M.inputs.count; i++)
-        if (!inputs[i] && M.inputs.items[i].nbytes != 0) {
-            ember_set_error("ember_model_run: input %d ('%s') is NULL", i, M.inputs.items[i].name);
+        if (!inputs[i] && !has_default(i) && M.inputs.items[i].nbytes != 0) {
+            ember_set_error("ember_model_run: input %d ('%s') is NULL and has no default", i, M.inputs.items[i].name);
             return -1;
         }
     for (int i = 0; i < M.outputs.count; i++)
@@ -760,13 +865,40 @@ static int run(ember_model* m, const int64_t* const* input_shapes, void* const* 
     }
     tls_error[0] = 0;
     m->ran = 0;
-    if (input_shapes && (bind_shapes(input_shapes, m->syms, m->out_shapes) != 0 || fit_arena(m) != 0)) {
-        atomic_store(&m->busy, 0);
-        return -1;
+    /* an input given as NULL that has a default: its default's data, and its default's shape */
+    void** own = NULL;
+    const int64_t** own_shapes = NULL;
+    for (int i = 0; i < M.inputs.count; i++) {
+        if (inputs[i] || !has_default(i)) continue;
+        if (!own) {
+            own = malloc(sizeof *own * (size_t)M.inputs.count);
+            own_shapes = input_shapes ? malloc(sizeof *own_shapes * (size_t)M.inputs.count) : NULL;
+            if (!own || (input_shapes && !own_shapes)) {
+                free(own);
+                free(own_shapes);
+                atomic_store(&m->busy, 0);
+                ember_set_error("out of memory substituting default inputs");
+                return -1;
+            }
+            memcpy(own, inputs, sizeof *own * (size_t)M.inputs.count);
+            if (input_shapes) memcpy(own_shapes, input_shapes, sizeof *own_shapes * (size_t)M.inputs.count);
+        }
+        own[i] = (void*)(ember_constants + M.defaults[i].offset);
+        if (own_shapes) own_shapes[i] = M.defaults[i].shape;
     }
-    int rc = m->blocks.data ? ember_model_entry_data(m->arena, inputs, outputs, m->syms, m->offsets, &m->blocks)
-             : input_shapes  ? ember_model_entry_dynamic(m->arena, inputs, outputs, m->syms, m->offsets)
-                             : ember_model_entry(m->arena, inputs, outputs);
+    if (own) {
+        inputs = own;
+        if (own_shapes) input_shapes = (const int64_t* const*)own_shapes;
+    }
+    int rc;
+    if (input_shapes && (bind_shapes(input_shapes, m->syms, m->out_shapes) != 0 || fit_arena(m) != 0))
+        rc = -1;                          /* they set the message */
+    else
+        rc = m->blocks.data ? ember_model_entry_data(m->arena, inputs, outputs, m->syms, m->offsets, &m->blocks)
+             : input_shapes ? ember_model_entry_dynamic(m->arena, inputs, outputs, m->syms, m->offsets)
+                            : ember_model_entry(m->arena, inputs, outputs);
+    free(own);
+    free(own_shapes);
     m->ran = rc == 0;
     atomic_store(&m->busy, 0);
     if (rc != 0 && tls_error[0] == 0) ember_set_error("the model failed with status %d", rc);
@@ -843,7 +975,12 @@ void ember_model_destroy(ember_model* m) {
 #define EMBER_BASELINE
 #endif
 
-#if defined(__x86_64__) || defined(__aarch64__)
+/* Linux processors whose extensions the check reads from AT_HWCAP (ember_cpu_features.h) */
+#if (defined(__aarch64__) || defined(__arm__) || defined(__riscv)) && defined(__linux__)
+#define EMBER_HWCAP_CHECK 1
+#endif
+
+#if defined(__x86_64__) || defined(EMBER_HWCAP_CHECK)
 /* The check's verdict: missing extensions first, then ones nothing could test. */
 EMBER_BASELINE static int cpu_verdict(const char* missing, const char* unknown) {
     if (missing[0]) {
@@ -893,7 +1030,7 @@ EMBER_BASELINE int ember_cpu_check(void) {
     (void)n;
     return cpu_verdict(missing, EMBER_CPU_UNKNOWN);
 }
-#elif defined(__aarch64__) && defined(__linux__)
+#elif defined(EMBER_HWCAP_CHECK)
 #include <sys/auxv.h>
 
 int ember_cpu_check(void) {
@@ -907,7 +1044,8 @@ int ember_cpu_check(void) {
     return cpu_verdict(missing, EMBER_CPU_UNKNOWN);
 }
 #else
-/* Other architectures: no check (the artifact must run on the kind of processor it was built for). */
+/* Other architectures: no check (the artifact must run on the kind of processor it was built for;
+ * a WebAssembly engine refuses a module with instructions it lacks when it compiles it). */
 int ember_cpu_check(void) { return 0; }
 #endif
 

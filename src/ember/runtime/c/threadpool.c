@@ -21,6 +21,8 @@
  * Host threads: one region at a time owns the pool (a mutex taken with trylock); a second host
  * thread that finds it busy runs its loop inline.  Nested regions (from a chunk) run inline.
  *
+ * WebAssembly (WASI without threads): one thread, the caller's; regions run inline.
+ *
  * Several artifacts in one process: each has its own pool, so that two models run at once from
  * two host threads would each wake its workers and together ask for more threads than there are
  * cores.  ember_share_workers() hands every pool one counter of worker slots for the whole
@@ -128,8 +130,12 @@ static int default_threads(void) {
         if (v > 0) return clamp_threads(v);
     }
     long n = 0;
+#if defined(__wasi__) && !defined(_REENTRANT)
+    return 1;          /* WebAssembly without threads: every region runs on the calling thread */
+#else
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+#endif
     if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n > DEFAULT_MAX_THREADS) n = DEFAULT_MAX_THREADS;
     return clamp_threads(n);
@@ -284,7 +290,11 @@ static void pool_after_fork_child(void) {
 }
 
 __attribute__((constructor)) static void pool_init(void) {
+#if defined(__wasi__)
+    (void)pool_after_fork_child;     /* no fork() */
+#else
     pthread_atfork(NULL, NULL, pool_after_fork_child);
+#endif
 }
 
 /* Stops the workers and joins them (the caller owns the pool or runs at unload). */

@@ -1,0 +1,71 @@
+"""The x86 parts of the C preamble: AVX, AVX2, AVX-512, VNNI intrinsics for the hooks of
+``isa_generic`` (each block is the ``#if`` / ``#elif`` part; the generic C follows its
+``#else``).  Generated x86 code is exactly what it was before the ISA split."""
+
+NAME = "x86"
+
+BLOCKS = {
+    "include": """\
+#if defined(__AVX__)
+#include <immintrin.h>
+""",
+    "maxmin": """\
+/* max/min propagating NaN from either side (numpy's semantics).  With AVX or AVX-512: the
+   instruction keeps its second operand when either is NaN, so a's NaN survives it and one blend
+   adds b's; a reduction's chain through `a` is then two one-cycle instructions instead of five */
+#if defined(__AVX__) && EMBER_LANES == 8
+#define EMBER_MAXPS(x, y) ((ember_vf)__builtin_ia32_maxps256((__v8sf)(x), (__v8sf)(y)))
+#define EMBER_MINPS(x, y) ((ember_vf)__builtin_ia32_minps256((__v8sf)(x), (__v8sf)(y)))
+#elif defined(__AVX512F__) && EMBER_LANES == 16
+#define EMBER_MAXPS(x, y) ((ember_vf)_mm512_max_ps((__m512)(x), (__m512)(y)))
+#define EMBER_MINPS(x, y) ((ember_vf)_mm512_min_ps((__m512)(x), (__m512)(y)))
+#endif
+#ifdef EMBER_MAXPS
+static inline ember_vf ember_vmax(ember_vf a, ember_vf b) { return ember_vsel(b != b, b, EMBER_MAXPS(b, a)); }
+static inline ember_vf ember_vmin(ember_vf a, ember_vf b) { return ember_vsel(b != b, b, EMBER_MINPS(b, a)); }
+""",
+    "no_contract": """\
+#if defined(__x86_64__) || defined(__i386__)
+#define EMBER_NO_CONTRACT(v) ({ __auto_type _nc = (v); __asm__("" : "+x"(_nc)); _nc; })
+#elif defined(__aarch64__)
+#define EMBER_NO_CONTRACT(v) ({ __auto_type _nc = (v); __asm__("" : "+w"(_nc)); _nc; })
+""",
+    "vround": """\
+#if defined(__AVX__) && EMBER_LANES == 8
+  return (ember_vf)_mm256_round_ps((__m256)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#elif defined(__AVX512F__) && EMBER_LANES == 16
+  return (ember_vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+""",
+    "widen_narrow": """\
+#if defined(__AVX2__) && EMBER_LANES == 8
+static inline ember_vi ember_vwiden_u8(ember_vu8 v) {
+  long long b; memcpy(&b, &v, 8); return (ember_vi)_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(b));
+}
+static inline ember_vi ember_vwiden_s8(ember_vs8 v) {
+  long long b; memcpy(&b, &v, 8); return (ember_vi)_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(b));
+}
+static inline long long ember_low_bytes(ember_vi v) {
+  __m256i t = _mm256_shuffle_epi8((__m256i)v, _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                               -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+  return _mm_cvtsi128_si64(_mm_unpacklo_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1)));
+}
+static inline ember_vu8 ember_vnarrow_u8(ember_vi v) { long long b = ember_low_bytes(v); ember_vu8 o; memcpy(&o, &b, 8); return o; }
+static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { long long b = ember_low_bytes(v); ember_vs8 o; memcpy(&o, &b, 8); return o; }
+""",
+    "vdot4": """\
+#if defined(__AVX512VNNI__) && EMBER_LANES == 16
+  return (ember_vi)_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__) && EMBER_LANES == 8
+  return (ember_vi)_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
+#elif defined(__AVXVNNI__) && EMBER_LANES == 8
+  return (ember_vi)_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
+""",
+    "vdot4_sat16": """\
+#if defined(__AVX2__) && EMBER_LANES == 8
+  __m256i p = _mm256_maddubs_epi16(_mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
+  return (ember_vi)_mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#elif defined(__AVX512BW__) && EMBER_LANES == 16
+  __m512i p = _mm512_maddubs_epi16(_mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
+  return (ember_vi)_mm512_madd_epi16(p, _mm512_set1_epi16(1));
+""",
+}

@@ -1,0 +1,268 @@
+"""If and Loop whose condition and trip count only the run decides: compiled once, run by the
+artifact with both branches, zero iterations, conditions that stop early and nested regions,
+against the reference interpreter and onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import ember
+from ember.frontend import from_onnx
+from ember.graph.interpreter import run_graph
+
+F = TensorProto.FLOAT
+I64 = TensorProto.INT64
+B = TensorProto.BOOL
+
+
+def _model(nodes, inputs, outputs, opset=17):
+    g = helper.make_graph(nodes, "m", inputs, outputs)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _ort(model, feeds):
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _check(model, feeds_list, module=None):
+    """Compile once; run every feed against onnxruntime and the reference interpreter."""
+    graph = from_onnx(model)
+    module = module or ember.compile(model, cache=False, cflags=("-O1",))
+    for feeds in feeds_list:
+        want = _ort(model, feeds)
+        ref = run_graph(graph, feeds)
+        got = list(module.run(feeds).values())
+        for w, r, g in zip(want, ref, got):
+            np.testing.assert_allclose(r, w, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    return graph, module
+
+
+def _vi(name, t, shape):
+    return helper.make_tensor_value_info(name, t, shape)
+
+
+def if_model():
+    """y = x * 2 + b if sum(x) > 0 else x - b; z = (sum of the result)."""
+    b = helper.make_tensor("b", F, [4], [1.0, 2.0, 3.0, 4.0])
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["two"], value=helper.make_tensor("t", F, [], [2.0])),
+         helper.make_node("Mul", ["x", "two"], ["m"]), helper.make_node("Add", ["m", "b"], ["ty"])],
+        "then", [], [_vi("ty", F, [2, 4])])
+    other = helper.make_graph([helper.make_node("Sub", ["x", "b"], ["ey"])], "else", [], [_vi("ey", F, [2, 4])])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", F, [], [0.0])),
+             helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other),
+             helper.make_node("Relu", ["y"], ["r"])]
+    g = helper.make_graph(nodes, "m", [_vi("x", F, [2, 4])], [_vi("r", F, [2, 4])], initializer=[b])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_if_both_branches_one_artifact():
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    graph, _ = _check(if_model(), [{"x": x - 2}, {"x": -x}, {"x": x}])
+    assert [n.op for n in graph.nodes if n.op == "if"] == ["if"]
+
+
+def loop_model(with_cond=True, nested_if=False, with_m=True):
+    """acc = x; for i < M while cond: acc = acc * 0.5 + i (or, nested: + i if i is even else - 1);
+    cond = sum(acc) < limit; outputs acc and the iteration count."""
+    body_nodes = [
+        helper.make_node("Constant", [], ["half"], value=helper.make_tensor("h", F, [], [0.5])),
+        helper.make_node("Mul", ["acc_in", "half"], ["scaled"]),
+        helper.make_node("Cast", ["i"], ["fi"], to=F),
+    ]
+    if nested_if:
+        two = helper.make_tensor("two", I64, [], [2])
+        zero = helper.make_tensor("zero", I64, [], [0])
+        then = helper.make_graph([helper.make_node("Add", ["scaled", "fi"], ["t_out"])], "t", [],
+                                 [_vi("t_out", F, [3])])
+        other = helper.make_graph([helper.make_node("Constant", [], ["one"], value=helper.make_tensor(
+            "o", F, [], [1.0])), helper.make_node("Sub", ["scaled", "one"], ["e_out"])], "e", [],
+            [_vi("e_out", F, [3])])
+        body_nodes += [helper.make_node("Constant", [], ["c2"], value=two),
+                       helper.make_node("Constant", [], ["c0"], value=zero),
+                       helper.make_node("Mod", ["i", "c2"], ["r"]),
+                       helper.make_node("Equal", ["r", "c0"], ["even"]),
+                       helper.make_node("If", ["even"], ["acc_out"], then_branch=then, else_branch=other)]
+    else:
+        body_nodes.append(helper.make_node("Add", ["scaled", "fi"], ["acc_out"]))
+    body_nodes += [helper.make_node("ReduceSum", ["acc_out"], ["s"], keepdims=0),
+                   helper.make_node("Less", ["s", "limit"], ["cond_out"]),
+                   helper.make_node("Add", ["count_in", "one64"], ["count_out"])]
+    body = helper.make_graph(body_nodes, "body",
+                             [_vi("i", I64, []), _vi("cond_in", B, []), _vi("acc_in", F, [3]), _vi("count_in", I64, [])],
+                             [_vi("cond_out", B, []), _vi("acc_out", F, [3]), _vi("count_out", I64, [])])
+    one = helper.make_tensor("one64", I64, [], [1])
+    zero = helper.make_tensor("count0", I64, [], [0])
+    inputs = ([_vi("M", I64, [])] if with_m else []) + [_vi("x", F, [3]), _vi("limit", F, [])]
+    if with_cond:
+        inputs.append(_vi("c", B, []))
+    loop = helper.make_node("Loop", ["M" if with_m else "", "c" if with_cond else "", "x", "count0"], ["acc", "count"],
+                            body=body)
+    g = helper.make_graph([loop], "m", inputs, [_vi("acc", F, [3]), _vi("count", I64, [])],
+                          initializer=[one, zero])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _loop_feeds(with_cond=True):
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    cases = [(5, 100.0, True), (0, 100.0, True), (50, 20.0, True), (7, 100.0, False), (1000, 1e9, True)]
+    out = []
+    for m, lim, c in cases:
+        f = {"M": np.array(m, np.int64), "x": x, "limit": np.array(lim, np.float32)}
+        if with_cond:
+            f["c"] = np.array(c)
+        out.append(f)
+    return out
+
+
+def test_loop_run_time_trip_count_and_condition():
+    graph, _ = _check(loop_model(), _loop_feeds())
+    assert any(n.op == "loop" for n in graph.nodes)
+
+
+def test_loop_without_condition_input():
+    _check(loop_model(with_cond=False), _loop_feeds(with_cond=False))
+
+
+def test_while_loop_without_trip_count():
+    feeds = [{k: v for k, v in f.items() if k != "M"} for f in _loop_feeds()]
+    _check(loop_model(with_m=False), feeds[2:4] + [{**feeds[0], "limit": np.array(50.0, np.float32)}])
+
+
+def test_if_nested_in_loop():
+    graph, _ = _check(loop_model(nested_if=True), _loop_feeds())
+    (lp,) = [n for n in graph.nodes if n.op == "loop"]
+    assert any(n.op == "if" for n in lp.attrs["body"].nodes)
+
+
+def dynamic_loop_model():
+    """x: float32[n, 3]; loop M times: acc = acc * x + 1 (a symbolic shape in the body); If on
+    sum(acc) > 0 afterwards picks acc or -acc."""
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["acc_in", "x"], ["p"]),
+         helper.make_node("Constant", [], ["one"], value=helper.make_tensor("o", F, [], [1.0])),
+         helper.make_node("Add", ["p", "one"], ["acc_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("acc_in", F, ["n", 3])],
+        [_vi("cond_out", B, []), _vi("acc_out", F, ["n", 3])])
+    then = helper.make_graph([helper.make_node("Identity", ["acc"], ["t"])], "t", [], [_vi("t", F, ["n", 3])])
+    other = helper.make_graph([helper.make_node("Neg", ["acc"], ["e"])], "e", [], [_vi("e", F, ["n", 3])])
+    nodes = [helper.make_node("Loop", ["M", "", "x"], ["acc"], body=body),
+             helper.make_node("ReduceSum", ["acc"], ["s"], keepdims=0),
+             helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", F, [], [0.0])),
+             helper.make_node("Greater", ["s", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    g = helper.make_graph(nodes, "m", [_vi("M", I64, []), _vi("x", F, ["n", 3])], [_vi("y", F, ["n", 3])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_regions_with_symbolic_shapes():
+    rng = np.random.default_rng(0)
+    feeds = [{"M": np.array(m, np.int64), "x": rng.uniform(-1, 1, (n, 3)).astype(np.float32)}
+             for m, n in ((3, 2), (0, 5), (4, 100), (2, 1))]
+    feeds.append({"M": np.array(3, np.int64), "x": -np.ones((4, 3), np.float32)})
+    _check(dynamic_loop_model(), feeds)
+
+
+def scan_output_model():
+    """A Loop over the length of x (a symbolic size without a bound) with a scan output: the
+    cumulative sums of x's rows."""
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["x", "i"], ["row"], axis=0),
+         helper.make_node("Add", ["acc_in", "row"], ["acc_out"]),
+         helper.make_node("Identity", ["acc_out"], ["scan"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("acc_in", F, [4])],
+        [_vi("cond_out", B, []), _vi("acc_out", F, [4]), _vi("scan", F, [4])])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Constant", [], ["idx"], value=helper.make_tensor("i0", I64, [], [0])),
+             helper.make_node("Gather", ["shape", "idx"], ["len"], axis=0),
+             helper.make_node("Loop", ["len", "", "zeros"], ["total", "rows"], body=body)]
+    zeros = helper.make_tensor("zeros", F, [4], [0.0] * 4)
+    g = helper.make_graph(nodes, "m", [_vi("x", F, ["t", 4])], [_vi("total", F, [4]), _vi("rows", F, ["t", 4])],
+                          initializer=[zeros])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_loop_scan_output_over_a_symbolic_length():
+    rng = np.random.default_rng(1)
+    graph, module = _check(scan_output_model(), [{"x": rng.standard_normal((t, 4)).astype(np.float32)}
+                                                 for t in (5, 0, 200, 1)])
+    (lp,) = [n for n in graph.nodes if n.op == "loop"]
+    assert str(lp.attrs["length"]) == "t"
+    assert "t" not in graph.bounds          # no limit: a run-time loop needs none
+
+
+def test_artifact_saved_and_loaded_runs_regions(tmp_path):
+    model = loop_model(nested_if=True)
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    path = tmp_path / "loop.so"
+    module.save(path)
+    loaded = ember.load(path)
+    _check(model, _loop_feeds(), module=loaded)
+
+
+def test_scan_outputs_with_a_data_dependent_length_are_refused():
+    """A loop that a run-time condition may stop early has scan outputs of a length only the run
+    knows: refused by name (the run-time form needs the length before the loop runs)."""
+    body = helper.make_graph(
+        [helper.make_node("Less", ["i", "stop"], ["cond_out"]),
+         helper.make_node("Cast", ["i"], ["scan"], to=F),
+         helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("v_in", F, [])],
+        [_vi("cond_out", B, []), _vi("v_out", F, []), _vi("scan", F, [])])
+    nodes = [helper.make_node("Loop", ["M", "", "v"], ["v_final", "rows"], body=body)]
+    g = helper.make_graph(nodes, "m", [_vi("M", I64, []), _vi("stop", I64, []), _vi("v", F, [])],
+                          [_vi("v_final", F, []), _vi("rows", F, [None])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ember.errors.EmberError, match="scan outputs of a loop whose number of iterations only the run"):
+        from_onnx(model)
+
+
+def test_long_scan_runs_as_a_loop():
+    """A Scan of 50 steps (reversed input, reversed output on axis 1) runs as a loop of the
+    artifact instead of 50 inlined copies of its body."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "x_t"], ["s_out"]), helper.make_node("Tanh", ["s_out"], ["y_t"])],
+        "body", [_vi("s_in", F, [2]), _vi("x_t", F, [2])], [_vi("s_out", F, [2]), _vi("y_t", F, [2])])
+    node = helper.make_node("Scan", ["s", "x"], ["s_final", "y"], body=body, num_scan_inputs=1,
+                            scan_input_directions=[1], scan_output_axes=[1], scan_output_directions=[1])
+    g = helper.make_graph([node], "m", [_vi("s", F, [2]), _vi("x", F, [50, 2])],
+                          [_vi("s_final", F, [2]), _vi("y", F, [2, 50])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)])
+    rng = np.random.default_rng(2)
+    graph, _ = _check(model, [{"s": rng.standard_normal(2).astype(np.float32),
+                               "x": rng.standard_normal((50, 2)).astype(np.float32) * 0.1}])
+    assert [n.op for n in graph.nodes].count("loop") == 1 and len(graph.nodes) < 10
+
+
+def test_if_between_convolutions():
+    """Convolutions around and inside the branches (the outer ones in the blocked layout at opt
+    level 3, converted back at the region's operands)."""
+    rng = np.random.default_rng(3)
+    w = helper.make_tensor("w", F, [8, 3, 3, 3], rng.standard_normal(8 * 27).astype(np.float32).tolist())
+    w2 = helper.make_tensor("w2", F, [8, 8, 3, 3], (rng.standard_normal(8 * 72) * 0.2).astype(np.float32).tolist())
+    then = helper.make_graph([helper.make_node("Conv", ["a", "w2"], ["t"], pads=[1, 1, 1, 1])], "t", [],
+                             [_vi("t", F, [1, 8, 8, 8])])
+    other = helper.make_graph([helper.make_node("Relu", ["a"], ["e"])], "e", [], [_vi("e", F, [1, 8, 8, 8])])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other),
+             helper.make_node("Conv", ["y", "w2"], ["z"], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "m", [_vi("x", F, [1, 3, 8, 8]), _vi("c", B, [])], [_vi("z", F, [1, 8, 8, 8])],
+                          initializer=[w, w2])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    graph = from_onnx(model)
+    module = ember.compile(model, cache=False)
+    for c in (True, False):
+        feeds = {"x": x, "c": np.array(c)}
+        want = _ort(model, feeds)[0]
+        np.testing.assert_allclose(run_graph(graph, feeds)[0], want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(module.run(feeds)["z"], want, rtol=1e-4, atol=1e-4)

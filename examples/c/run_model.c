@@ -14,7 +14,9 @@
  * (ember.runtime.pattern_array makes the same arrays in Python.)  Prints the first few values of
  * each output, a checksum of all output bytes (FNV-1a, 64 bits, outputs in order) and the
  * latency; with --out, writes output i's bytes to PREFIX<i>.bin (e.g. to compare a cross build
- * run under an emulator with the reference on the host).
+ * run under an emulator with the reference on the host).  An output whose shape the data decides
+ * (a NonZero's count) is the runtime's: the example reads its shape and data after the run
+ * (ember_model_output_shape, ember_model_output).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -43,6 +45,8 @@ typedef struct {
     void (*set_num_threads)(int);
     int (*get_num_threads)(void);
     void (*stop_workers)(void);
+    int (*output_shape)(ember_model*, int, int64_t*);
+    const void* (*output)(ember_model*, int);
 } runtime_api;
 
 static int die(const char* fmt, const char* arg) {
@@ -234,6 +238,8 @@ int main(int argc, char** argv) {
     if (!ok) return 1;
     if (api.abi_version() != EMBER_ABI_VERSION) return die("%s was built for another runtime ABI", artifact);
     *(void**)&api.stop_workers = lookup(lib, "ember_stop_workers", &ok);
+    *(void**)&api.output_shape = lookup(lib, "ember_model_output_shape", &ok);
+    *(void**)&api.output = lookup(lib, "ember_model_output", &ok);
     if (!ok) return 1;
     if (api.cpu_check() != 0) return die("%s", api.last_error());
 
@@ -258,6 +264,7 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < nout; i++) {
         const ember_tensor_info* t = api.output_info(i);
+        if (t->nbytes < 0) continue;    /* its shape is decided by the data: the runtime holds it */
         if (!(outputs[i] = alloc_buffer(t->nbytes))) return die("%s", "out of memory");
     }
 
@@ -277,14 +284,21 @@ int main(int argc, char** argv) {
     uint64_t hash = 1469598103934665603ull;   /* FNV-1a, 64 bits */
     for (int i = 0; i < nout; i++) {
         const ember_tensor_info* t = api.output_info(i);
+        int64_t shape[64];
+        const void* data = outputs[i];
+        int64_t count = 1;
+        if (t->ndim > 64 || api.output_shape(model, i, shape) != 0) return die("%s", api.last_error());
+        for (int d = 0; d < t->ndim; d++) count *= shape[d];
+        if (t->nbytes < 0 && count > 0 && !(data = api.output(model, i))) return die("%s", api.last_error());
         printf("output %d '%s' %s[", i, t->name, t->dtype);
-        for (int d = 0; d < t->ndim; d++) printf("%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        for (int d = 0; d < t->ndim; d++) printf("%s%lld", d ? ", " : "", (long long)shape[d]);
         printf("]:");
-        for (int64_t j = 0; j < t->num_elements && j < 8; j++) printf(" %.6g", value_at(t, outputs[i], j));
-        printf("%s\n", t->num_elements > 8 ? " ..." : "");
-        const unsigned char* bytes = outputs[i];
-        for (int64_t j = 0; j < t->nbytes; j++) hash = (hash ^ bytes[j]) * 1099511628211ull;
-        if (out_prefix && write_output(out_prefix, i, bytes, t->nbytes)) return 1;
+        for (int64_t j = 0; j < count && j < 8; j++) printf(" %.6g", value_at(t, data, j));
+        printf("%s\n", count > 8 ? " ..." : "");
+        const unsigned char* bytes = data;
+        int64_t nbytes = count * t->elem_bytes;
+        for (int64_t j = 0; j < nbytes; j++) hash = (hash ^ bytes[j]) * 1099511628211ull;
+        if (out_prefix && write_output(out_prefix, i, bytes, nbytes)) return 1;
     }
     printf("checksum fnv1a64 %016llx\n", (unsigned long long)hash);
     printf("threads %d, latency median %.4f ms, min %.4f ms over %d runs\n", api.get_num_threads(),

@@ -222,5 +222,12 @@ class IndexOutOfRangeError(RuntimeError_):
     code = "E305"
 
 
+class DataShapeError(RuntimeError_):
+    """A dimension the data decides at run time (a NonZero count, a Reshape's shape read from an
+    input) is invalid: negative, above its limit, or a shape of the wrong element count."""
+
+    code = "E306"
+
+
 # The public name; the trailing underscore above only avoids shadowing the builtin in this file.
 EmberRuntimeError = RuntimeError_

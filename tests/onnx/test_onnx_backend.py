@@ -25,8 +25,9 @@ def test_static_model_compiles_once():
 
 def test_run_time_mode_compiles_once_and_does_not_specialize(monkeypatch):
     x = rand(2, 6)
-    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
-                       {"x": x, "shape": np.array([3, 4], "int64")}, ["y"])
+    # (a reduction's axes are needed at compile time; a Reshape's shape is not)
+    model = make_model([helper.make_node("ReduceSum", ["x", "axes"], ["y"])],
+                       {"x": x, "axes": np.array([1], "int64")}, ["y"])
     with pytest.raises(OperandNotConstantError):
         backend.prepare(model, specialize=False)
     monkeypatch.setenv(backend.SPECIALIZE_ENV, "0")
@@ -43,24 +44,31 @@ def test_run_time_mode_compiles_once_and_does_not_specialize(monkeypatch):
 
 
 def test_an_input_with_a_default_is_fed_or_left_to_its_default():
-    # IR >= 4: the initializer "shape" is the default of the graph input of that name
+    # IR >= 4: the initializer "axes" is the default of the graph input of that name
     x = rand(2, 6)
-    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"]), helper.make_node("Neg", ["b"], ["c"]),
+    model = make_model([helper.make_node("ReduceSum", ["x", "axes"], ["y"]), helper.make_node("Neg", ["b"], ["c"]),
                         helper.make_node("Add", ["x", "c"], ["z"])],
-                       {"x": x, "shape": np.array([3, 4], "int64"), "b": rand(6)}, ["y", "z"],
-                       initializers={"shape": np.array([3, 4], "int64"), "b": np.ones(6, "float32")})
+                       {"x": x, "axes": np.array([1], "int64"), "b": rand(6)}, ["y", "z"],
+                       initializers={"axes": np.array([1], "int64"), "b": np.ones(6, "float32")})
     rep = backend.prepare(model)
     assert isinstance(rep, backend.SpecializingRep) and rep.input_names == ["x"]
     y, z = rep.run([x])
-    np.testing.assert_array_equal(y, x.reshape(3, 4))
+    np.testing.assert_allclose(y, x.sum(1, keepdims=True), rtol=1e-6)
     np.testing.assert_array_equal(z, x - 1)
     b = rand(6)
-    y, z = rep.run({"x": x, "shape": np.array([12], "int64"), "b": b})
-    np.testing.assert_array_equal(y, x.reshape(12))
+    y, z = rep.run({"x": x, "axes": np.array([0], "int64"), "b": b})
+    np.testing.assert_allclose(y, x.sum(0, keepdims=True), rtol=1e-6)
     np.testing.assert_array_equal(z, x - b)
-    # every input at run time: the shape cannot be one (onnxruntime takes it), the rest can
+    # every input at run time: the axes cannot be one (onnxruntime takes them), the rest can
     with pytest.raises(OperandNotConstantError):
         backend.prepare(model, specialize=False)
+    # a Reshape's shape with a default is one: the data decides the output's shape
+    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"])], {"x": x, "shape": np.array([3, 4], "int64")},
+                       ["y"], initializers={"shape": np.array([3, 4], "int64")})
+    rep = backend.prepare(model, specialize=False)
+    assert rep.module.default_inputs == ["shape"]
+    np.testing.assert_array_equal(rep.run([x])[0], x.reshape(3, 4))
+    np.testing.assert_array_equal(rep.run({"x": x, "shape": np.array([6, -1], "int64")})[0], x.reshape(6, 2))
     model = make_model([helper.make_node("Neg", ["b"], ["c"]), helper.make_node("Add", ["x", "c"], ["z"])],
                        {"x": x, "b": rand(6)}, ["z"], initializers={"b": np.ones(6, "float32")})
     rep = backend.prepare(model, specialize=False)
@@ -70,39 +78,40 @@ def test_an_input_with_a_default_is_fed_or_left_to_its_default():
 
 
 def test_operand_not_constant_names_the_graph_inputs():
-    # shape <- Cast <- Add(s, t): both inputs feed the operand
+    # axes <- Cast <- Add(s, t): both inputs feed the operand (a reduction's axes are still
+    # needed at compile time)
     nodes = [helper.make_node("Add", ["s", "t"], ["u"]),
-             helper.make_node("Cast", ["u"], ["shape"], to=TP.INT64),
-             helper.make_node("Reshape", ["x", "shape"], ["y"], name="r")]
-    model = make_model(nodes, {"x": rand(2, 6), "s": np.array([1, 2], "int32"), "t": np.array([2, 2], "int32")},
+             helper.make_node("Cast", ["u"], ["axes"], to=TP.INT64),
+             helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="r")]
+    model = make_model(nodes, {"x": rand(2, 6), "s": np.array([1], "int32"), "t": np.array([-1], "int32")},
                        ["y"])
     with pytest.raises(OperandNotConstantError) as info:
         from_onnx(model)
     err = info.value
-    assert err.inputs == ("s", "t") and err.node == "r" and err.op == "Reshape"
+    assert err.inputs == ("s", "t") and err.node == "r" and err.op == "ReduceSum"
     assert "'s', 't'" in str(err)
 
 
-def test_run_time_shape_is_specialized_per_value():
+def test_run_time_operand_is_specialized_per_value():
     x = rand(2, 6)
-    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
-                       {"x": x, "shape": np.array([3, 4], "int64")}, ["y"])
+    model = make_model([helper.make_node("ReduceSum", ["x", "axes"], ["y"])],
+                       {"x": x, "axes": np.array([1], "int64")}, ["y"])
     rep = backend.prepare(model)
-    assert isinstance(rep, backend.SpecializingRep) and rep.fixed == ["shape"]
-    a = rep.run([x, np.array([3, 4], "int64")])[0]
-    b = rep.run([x, np.array([12], "int64")])[0]
-    np.testing.assert_array_equal(a, x.reshape(3, 4))
-    np.testing.assert_array_equal(b, x.reshape(12))
+    assert isinstance(rep, backend.SpecializingRep) and rep.fixed == ["axes"]
+    a = rep.run([x, np.array([1], "int64")])[0]
+    b = rep.run([x, np.array([0], "int64")])[0]
+    np.testing.assert_allclose(a, x.sum(1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(b, x.sum(0, keepdims=True), rtol=1e-6)
     # the same operand values reuse the module compiled for them
-    first = rep.module_for({"x": x, "shape": np.array([3, 4], "int64")})
-    assert rep.module_for({"x": x + 1, "shape": np.array([3, 4], "int64")}) is first
+    first = rep.module_for({"x": x, "axes": np.array([1], "int64")})
+    assert rep.module_for({"x": x + 1, "axes": np.array([1], "int64")}) is first
     assert len(rep._modules) == 2
 
 
 def test_specialization_discovers_operands_in_stages():
     # the Loop's trip count is an input and its body slices by the iteration number, which only
-    # an unrolled loop has at compile time; after it, a reshape by another input, found only once
-    # the loop is unrolled
+    # an unrolled loop has at compile time; the sum after it reduces along axes from another
+    # input, found only once the loop is unrolled
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
          helper.make_node("Unsqueeze", ["i", "zero"], ["i1"]),
@@ -117,13 +126,13 @@ def test_specialization_discovers_operands_in_stages():
                      onnx.numpy_helper.from_array(np.array([0], "int64"), "zero"),
                      onnx.numpy_helper.from_array(np.array([1], "int64"), "one64")])
     nodes = [helper.make_node("Loop", ["n", "", "x"], ["y"], body=body),
-             helper.make_node("Reshape", ["y", "shape"], ["z"])]
+             helper.make_node("ReduceSum", ["y", "axes"], ["z"])]
     x = rand(2, 3)
-    model = make_model(nodes, {"x": x, "n": np.array(3, "int64"), "shape": np.array([6], "int64")}, ["z"])
-    feeds = {"x": x, "n": np.array(3, "int64"), "shape": np.array([6], "int64")}
+    model = make_model(nodes, {"x": x, "n": np.array(3, "int64"), "axes": np.array([1], "int64")}, ["z"])
+    feeds = {"x": x, "n": np.array(3, "int64"), "axes": np.array([1], "int64")}
     # (onnx's reference evaluator runs no iteration of a Loop without a condition input)
     rep = check(model, feeds, expected=onnxruntime_outputs(model, feeds))
-    assert sorted(rep.fixed) == ["n", "shape"]
+    assert sorted(rep.fixed) == ["axes", "n"]
 
 
 def test_data_dependent_shapes_are_computed_for_the_values_given():

@@ -499,6 +499,30 @@ def _arange(batch):
                    c.op("arange", [], length=length, start=start, delta=delta, dtype=dtype))
 
 
+    for start, delta, dtype in [(3, 2, "int64"), (-4, -3, "int32"), (0.5, 0.25, "float32")]:
+        batch.case(f"arange 11 from a run-time {start} by {delta} {dtype}",
+                   lambda c, start=start, delta=delta, dtype=dtype:
+                   c.op("arange", [c.input((), dtype, data=start), c.input((), dtype, data=delta)], length=11,
+                        dtype=dtype))
+
+
+@cases("bind_dims")
+def _bind_dims(batch):
+    # the op itself: its input passed through (binding during a run: tests/frontend/test_onnx_data_shapes.py)
+    batch.case("bind_dims [3]", lambda c: c.op("bind_dims", [c.input((3,), "int64", data=[4, 0, 7])],
+                                               symbols=("a", "b", "c"), limits=(4, -1, 9)))
+    batch.case("bind_dims []", lambda c: c.op("bind_dims", [c.input((), "int64", data=5)], symbols=("n",)))
+
+
+@cases("reshape_data")
+def _reshape_data(batch):
+    for src, dst in [((2, 3, 4), (4, 6)), ((24,), (2, 3, 2, 2)), ((5, 1), (5,)), ((0, 3), (3, 0))]:
+        batch.case(f"reshape_data {list(src)}->{list(dst)}",
+                   lambda c, src=src, dst=dst: c.op("reshape_data", [c.input(src), c.input((len(dst),), "int64",
+                                                                                             data=list(dst))],
+                                                    shape=dst))
+
+
 # ---------------------------------------------------------------------------------------------
 # neural-network ops
 
@@ -1033,7 +1057,8 @@ def test_narrow_dtypes_only_move(op):
 
     opdef = OPS[op]
     if opdef.moves_data:
-        assert op in ("cast", "reshape", "transpose", "slice", "concat", "pad", "broadcast_to", "gather", "where")
+        assert op in ("cast", "reshape", "transpose", "slice", "concat", "pad", "broadcast_to", "gather", "where",
+                      "reshape_data")
         return
     b = GraphBuilder("narrow")
     lo = opdef.num_inputs if isinstance(opdef.num_inputs, int) else opdef.num_inputs[0]

@@ -167,3 +167,43 @@ def test_compiled_scan_output_checks_its_length():
     np.testing.assert_array_equal(s, run_graph(g, [np.array(True), x, np.array(3)])[1])
     with pytest.raises(EmberError, match="ran 2 iterations, but its scan outputs have 3 rows"):
         module(np.array(True), x, np.array(2, np.int64))
+
+
+def test_data_dimensions_and_region_bodies_are_refused_by_name():
+    # the artifact binds the symbols the data decides (bind_dims) in the model's entry only: a
+    # body that binds them, or a region that reads a tensor sized by them, is refused, naming it
+    from ember.errors import CodegenError
+    from ember.graph.builder import GraphBuilder
+    from ember.graph.types import TensorType
+    from ember.symbolic import symbol
+
+    binding = parse_graph("""
+graph g(%c: bool[], %x: float32[4], %n: int64[1]) {
+  %y = if(%c, %x, %n) {then_branch=graph t(%a: float32[4], %m: int64[1]) {
+      %b = bind_dims(%m) {symbols=["k"]}
+      %r = neg(%a)
+      return %r
+    }, else_branch=graph e(%a: float32[4], %m: int64[1]) {
+      %r = neg(%a)
+      return %r
+    }}
+  return %y
+}
+""")
+    with pytest.raises(CodegenError, match=r"if node 'y': its body binds dimensions from the data \(bind_dims b\)"):
+        ember.compile(binding, cache=False, cflags=("-O1",))
+
+    k = symbol("k")
+
+    def branch(name, op):
+        b = GraphBuilder(name)
+        return b.finish([b.op(op, [b.input("a", TensorType((k,), "int64"))])])
+
+    b = GraphBuilder("g")
+    c = b.input("c", TensorType((), "bool"))
+    s = b.op("arange", [b.op("bind_dims", [b.input("n", TensorType((), "int64"))], symbols=("k",))],
+             length=k, dtype="int64")
+    g = b.finish([b.op("if", [c, s], name="choose", then_branch=branch("t", "neg"), else_branch=branch("e", "abs"))])
+    verify(g)
+    with pytest.raises(CodegenError, match=r"if node 'choose' reads or writes tensors whose size the data decides \(k\)"):
+        ember.compile(g, cache=False, cflags=("-O1",))

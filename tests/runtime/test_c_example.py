@@ -145,3 +145,33 @@ def test_runtime_header_compiles_as_cxx(tmp_path):
     src.write_text('#include "ember_runtime.h"\nint main() { return ember_abi_version == nullptr; }\n')
     proc = subprocess.run([cxx, "-fsyntax-only", "-I", str(runtime_dir()), str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_c_example_reads_an_output_the_data_sizes(setup):
+    """A NonZero: the runtime owns the output, whose shape the C example reads after the run."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    tmp, _, exe = setup
+    g = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "nz",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT64, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp / "nonzero.so"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBER_CACHE_DIR", str(tmp / "cache"))
+        import ember
+
+        ember.compile(model, cflags=("-O1",)).save(path)
+    x = np.array([[0, 1.5, 0, 2], [0, 0, 0, 0], [3, 0, 0, 4]], np.float32)
+    x.tofile(tmp / "x.bin")
+    proc = run_example(exe, path, "--iters", "2", tmp / "x.bin")
+    assert proc.returncode == 0, proc.stderr
+    want = np.array(np.nonzero(x), np.int64)
+    assert load(path)(x).tolist() == want.tolist()
+    assert checksum_of(proc.stdout) == fnv1a64([want])
+    assert "output 0 'y' int64[2, 4]: 0 0 2 2 1 3 0 3" in proc.stdout, proc.stdout
+    zeros = np.zeros((3, 4), np.float32)
+    zeros.tofile(tmp / "z.bin")
+    proc = run_example(exe, path, tmp / "z.bin")
+    assert proc.returncode == 0 and "int64[2, 0]:" in proc.stdout, proc.stdout + proc.stderr

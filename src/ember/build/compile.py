@@ -42,6 +42,7 @@ from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, module
 from ..ops import get_op
 from ..ops.schedule_cpu import check_knobs
 from ..runtime.program import write_program
+from .data_dims import DataDims, data_symbols
 from .kernels import kernel_call
 from .regions import Regions, is_region
 from .program import const_entry, json_attrs, needs_program, partition
@@ -105,13 +106,14 @@ def symbol_bounds(graph: Graph) -> dict[str, int]:
     """The planning size of every symbol of the graph's input shapes: its limit, else its hint
     (``DEFAULT_BOUND`` where neither the user nor the model gave one), in the order of
     ``graph.symbols()``."""
-    syms = graph.symbols()
+    inputs_syms = graph.symbols()
+    syms = inputs_syms + data_symbols(graph)
     unknown = sorted((set(graph.bounds) | set(graph.hints)) - set(syms))
     if unknown:
         raise EmberError(f"bounds are given for {', '.join(map(repr, unknown))}, which the model's input "
                          f"shapes do not use; its symbols are {', '.join(map(repr, syms)) or '(none)'}")
     bindable = {d.name for v in graph.inputs for d in v.shape if isinstance(d, Sym) and d.name}
-    for name in syms:
+    for name in inputs_syms:
         if name not in bindable or not is_identifier(name):
             raise ShapeError(f"symbol '{name}' is not a whole dimension of any input, so its value cannot be "
                              "read from the input shapes at run time")
@@ -186,7 +188,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     regions = Regions(target, opt_level, limits, bounds, sym_index, {grp.name for grp in groups}, dump)
     regions.prepare(groups)     # compiles region bodies; each region group gets its scratch buffer
     hints = schedule_hints(g, bounds)
-    plan = plan_memory(g, groups, bounds=bounds)
+    dd = DataDims(g, groups, sym_index, limits)
+    plan = plan_memory(g, groups, bounds=bounds, exclude=set(dd.blocks))
     check_memory(g, plan)
     say(f"generating {len(groups)} kernels")
 
@@ -219,6 +222,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         # is only filled (memcpy) after the kernels have run
         if v in in_index:
             return f"(const {t}*)inputs[{in_index[v]}]"
+        if v in dd.blocks:        # sized by the data during the run (build.data_dims)
+            return dd.where(v)
         if v in const_offsets:
             return f"(const {t}*)(ember_constants + {const_offsets[v]})"
         if v in out_index:
@@ -244,6 +249,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         kernels.append(f)
         kernel_src.append(src)
         entry.append(call)
+        entry.extend(dd.after_kernel(grp.output, where(grp.output)))
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
 
@@ -260,6 +266,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
 
     for k, v in enumerate(g.outputs):
         first = out_index[v]
+        if v in dd.blocks:
+            continue              # the runtime owns it (ember_model_output)
         if first != k:
             entry.append(f"memcpy(outputs[{k}], outputs[{first}], {nbytes(v)});")
         elif v.producer is None or v in in_index or v in const_offsets:
@@ -281,16 +289,22 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     }
     shapes_c = ""
     if bounds:
-        meta["symbols"] = [{"name": n, "bound": b, **({"limit": limits[n]} if n in limits else {})}
+        meta["symbols"] = [{"name": n, "bound": b, **({"limit": limits[n]} if n in limits else {}),
+                            **({"data": True} if n in dd.syms else {})}
                            for n, b in bounds.items()]
         if g.checks:
             meta["checks"] = [{"dim": str(d), "op": op, "what": what} for d, op, what in g.checks]
-        shapes_c = shape_function([(n, v.shape) for n, v in zip(in_names, g.inputs)],
-                                  [(n, v.shape) for n, v in zip(out_names, g.outputs)],
+        # the dimensions the data decides are unknown before the run: -1
+        known = [(n, tuple(-1 if isinstance(d, Sym) and d.symbols() & dd.syms else d for d in v.shape))
+                 for n, v in zip(out_names, g.outputs)]
+        shapes_c = shape_function([(n, v.shape) for n, v in zip(in_names, g.inputs)], known,
                                   list(bounds), list(bounds.values()), limits, g.checks)
         shapes_c += buffer_table(list(buffer_index), plan, sym_index)
+        if dd:
+            shapes_c += dd.functions([(n, v.shape) for n, v in zip(out_names, g.outputs)])
     source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
-                           entry_names if profile else None, shapes_c, gen.check_sites, target.isa)
+                           entry_names if profile else None, shapes_c, gen.check_sites,
+                           data_entry=dd.entry_params if dd else None, isa=target.isa)
     return CompiledModel(g, groups, plan, source, bytes(blob), kernels + regions.kernels)
 
 

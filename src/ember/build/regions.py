@@ -136,6 +136,10 @@ class Regions:
         grp.outputs.append(scratch)
 
     def _body(self, body: Graph, node: Node) -> Body:
+        binds = [n.name for n in body.nodes if n.op == "bind_dims"]
+        if binds:
+            raise CodegenError(f"{node.op} node '{node.name}': its body binds dimensions from the data "
+                               f"(bind_dims {', '.join(binds)}), which only the model's entry does")
         g = optimize(body, self.opt_level)
         g = own_outputs(g, (0,) if node.op == "loop" else ())
         if self.opt_level >= 3:

@@ -956,10 +956,12 @@ def profiled(entry_body: list[str], kernel_names: list[str]) -> tuple[list[str],
     return body, defs
 
 
-def dim_c(d, sym_index: dict[str, int], syms: str = "syms") -> str:
+def dim_c(d, sym_index: dict[str, int], syms: str = "syms", saturating: bool = False) -> str:
     """C (int64 arithmetic) for a dimension: an int, or a symbolic expression whose symbol k is
     ``syms[k]``.  Floor divisions and remainders of symbolic dimensions have non-negative
-    operands, where C's division agrees."""
+    operands, where C's division agrees.  ``saturating``: products and sums saturate at
+    INT64_MAX instead of wrapping (``ember_sat_mul``/``ember_sat_add``; sizes of tensors the
+    data decides, whose symbols may hold any value)."""
     from ..symbolic import Sym
 
     if not isinstance(d, Sym):
@@ -968,8 +970,16 @@ def dim_c(d, sym_index: dict[str, int], syms: str = "syms") -> str:
     def atom(a) -> str:
         if isinstance(a, str):
             return f"{syms}[{sym_index[a]}]"
-        return f"({dim_c(a[1], sym_index, syms)} {'/' if a[0] == '//' else '%'} INT64_C({a[2]}))"
+        return f"({dim_c(a[1], sym_index, syms, saturating)} {'/' if a[0] == '//' else '%'} INT64_C({a[2]}))"
 
+    if saturating:
+        total = f"INT64_C({d.const})"
+        for mono, coef in d.terms:
+            term = f"INT64_C({coef})"
+            for a in mono:
+                term = f"ember_sat_mul({term}, {atom(a)})"
+            total = f"ember_sat_add({total}, {term})"
+        return total
     parts = []
     for mono, coef in d.terms:
         factors = [atom(a) for a in mono]
@@ -1080,12 +1090,14 @@ def buffer_table(buffers: list, plan, sym_index: dict) -> str:
 
 def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: list[str], metadata: dict,
                   arena_bytes: int, profile_names: list[str] | None = None, shapes_c: str = "",
-                  check_sites: list[str] = (), isa: str = "x86") -> str:
+                  check_sites: list[str] = (), data_entry: str | None = None, isa: str = "x86") -> str:
     """The whole C translation unit of a compiled model; with ``profile_names``, every kernel
     call is timed (see :func:`profiled`).  ``shapes_c`` is the shape function of a model with
     symbolic dimensions (:func:`shape_function`); the entry reads the symbols' values from
     ``syms``.  ``check_sites`` (``CGenerator.check_sites``) describe the kernels' run-time
-    checks: the entry then holds the run's ``ember_check``."""
+    checks: the entry then holds the run's ``ember_check``.  ``data_entry`` (the parameters after
+    the outputs) makes the entry ``ember_model_entry_data`` of a model that binds symbols from
+    data (``build.data_dims``); ``isa`` picks the preamble's ISA module (``Target.isa``)."""
     meta = json.dumps(metadata, separators=(",", ":"))
     checks = ""
     if check_sites:
@@ -1108,9 +1120,12 @@ def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: l
         + checks
         + "\n".join(kernels)
         + (_DYNAMIC_ENTRY if shapes_c else "")
-        + f"\nint ember_model_entry{'_dynamic' if shapes_c else ''}(unsigned char* arena, void* const* inputs, "
-          f"void* const* outputs{', const int64_t* syms, const int64_t* offsets' if shapes_c else ''}) {{\n"
-        + f"  (void)arena; (void)inputs; (void)outputs;{' (void)syms; (void)offsets;' if shapes_c else ''}\n"
+        + (f"\nint ember_model_entry_data(unsigned char* arena, void* const* inputs, void* const* outputs, "
+           f"{data_entry}) {{\n  (void)arena; (void)inputs; (void)outputs; (void)syms; (void)offsets; (void)blocks;\n"
+           if data_entry else
+           f"\nint ember_model_entry{'_dynamic' if shapes_c else ''}(unsigned char* arena, void* const* inputs, "
+           f"void* const* outputs{', const int64_t* syms, const int64_t* offsets' if shapes_c else ''}) {{\n"
+           + f"  (void)arena; (void)inputs; (void)outputs;{' (void)syms; (void)offsets;' if shapes_c else ''}\n")
         + "".join(f"  {line}\n" for line in entry_body)
         + "  return 0;\n}\n"
     )

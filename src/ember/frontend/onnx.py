@@ -39,10 +39,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import limits
-from ..errors import FrontendError, InvalidModelError, LimitError, ModelFileError, ModelLoadError, UnsupportedOpError
+from ..errors import (FrontendError, GraphError, InvalidModelError, LimitError, ModelFileError, ModelLoadError,
+                      TypeInferenceError, UnsupportedOpError)
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
 from ..graph.types import TensorType, np_dtype
+from ..graph.verify import verify
 from ..ops import get_op
 from ..symbolic import Sym, SymbolicError, bind as bind_dims, compare, dim_range, is_identifier, symbol
 from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
@@ -381,6 +383,10 @@ class NodeContext:
             return
         if holds is False:
             raise self.fail(f"needs {what}, which no input shapes give ({dim} {op} 0)")
+        if isinstance(dim, Sym) and dim.symbols() & self._tr.data_symbols:
+            # the checks are made when the input shapes bind the symbols, before the data does
+            raise self.fail(f"needs {what} ({dim} {op} 0), which only the data decides; Ember checks "
+                            "only what the input shapes decide")
         check = (dim, op, f"{self.op_type} node '{self.name}' needs {what}")
         if check not in self._tr.b.checks:
             self._tr.b.checks.append(check)
@@ -555,6 +561,8 @@ class _Translator:
         self.used: set[str] = set()
         self.input_names: dict[int, str] = {}   # uid of a graph-input Value -> its ONNX name
         self.data_symbols: set[str] = set()     # symbols of dimensions the data decides (string ops)
+        self.data_bindings: list[Value] = []    # operands bound at run time (onnx_ops/data_dims.py)
+        self.region_depth = 0       # > 0 while translating the body of a region op (``building``)
         self.depth = 0                          # subgraphs and function bodies being translated
 
     # -- values ----------------------------------------------------------------------------
@@ -925,11 +933,13 @@ class _Translator:
         region body's; shape values materialized there stay there."""
         saved = self.b, self.materialized, [c.b for c in contexts]
         self.b, self.materialized = builder, {}
+        self.region_depth += 1
         for c in contexts:
             c.b = builder
         try:
             yield
         finally:
+            self.region_depth -= 1
             self.b, self.materialized = saved[0], saved[1]
             for c, b in zip(contexts, saved[2]):
                 c.b = b
@@ -955,10 +965,24 @@ class _Translator:
                 captures.append(v)
             return inner[v]
 
+        binds = [n.name for n in body.nodes if n.op == "bind_dims"]
+        data = sorted({s for v in [*params, *outs, *(x for n in body.nodes for x in n.inputs)]
+                       for s in v.type.symbols} & self.data_symbols)
+        if binds or data:
+            # the artifact binds data symbols in the model's entry only, not in a region's body
+            raise cx.unsupported("a body whose shapes the data decides at run time ("
+                                 + (f"nodes {', '.join(binds)} bind them" if binds else
+                                    f"dimension(s) {', '.join(data)}") + ")")
         for n in body.nodes:
             n.inputs = [capture(v) for v in n.inputs]
         outs = [capture(v) for v in outs]
-        graph = Graph(list(params) + [inner[v] for v in captures], body.nodes, outs, body.name)
+        # what the body needs of the symbols is checked with the enclosing graph's (all of its
+        # symbols are the enclosing graph's), before the run, whichever way it goes
+        for c in body.checks:
+            if c not in self.b.checks:
+                self.b.checks.append(c)
+        graph = Graph(list(params) + [inner[v] for v in captures], body.nodes, outs, body.name,
+                      dict(body.bounds), dict(body.hints), list(body.checks))
         return graph, captures
 
     # -- ops defined by an ONNX function ---------------------------------------------------
@@ -1096,6 +1120,28 @@ class _Translator:
         return [v]
 
     def run(self) -> Graph:
+        try:
+            graph = self._run()
+            if self.data_bindings:
+                verify(graph)
+            return graph
+        except (OperandNotConstantError, LimitError):
+            raise
+        except (TypeInferenceError, GraphError, InvalidModelError) as e:
+            if not self.data_bindings:
+                raise
+            # what the model does with a shape taken at run time needs it at compile time
+            # (two dimensions the data decides that the model takes as equal, say): the operands
+            # are reported as OperandNotConstantError, which a caller that knows their values
+            # (the ONNX backend) answers by specializing
+            feeding = sorted({n for v in self.data_bindings for n in self.inputs_feeding(v)},
+                             key=[vi.name for vi in self.g.input].index)
+            raise OperandNotConstantError(
+                f"{str(e).split('] ', 1)[-1]} (this follows from operands taken at run time, computed from graph "
+                f"input(s) {', '.join(map(repr, feeding))}; fixing their values compiles a static model)",
+                feeding, node=e.node, op=e.op) from e
+
+    def _run(self) -> Graph:
         nodes = list(self.g.node)
         self.check_support(nodes)
         self.bind_initializers()

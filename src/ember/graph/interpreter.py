@@ -11,20 +11,14 @@ import numpy as np
 
 from .. import limits
 from ..errors import InputError
-from .ir import Graph, Value
-from ..symbolic import Sym, SymbolicError, bind, evaluate, failed_check
+from .ir import Graph, Value, map_dims
+from ..symbolic import SymbolicError, bind, evaluate, failed_check
 from .types import np_dtype
 
 
 def concrete_attrs(attrs: dict, sizes: Mapping[str, int]) -> dict:
     """Attributes with every symbolic dimension replaced by its value under ``sizes``."""
-    def go(x):
-        if isinstance(x, Sym):
-            return x.evaluate(sizes)
-        if isinstance(x, tuple):
-            return tuple(go(y) for y in x)
-        return x
-    return {k: go(v) for k, v in attrs.items()}
+    return {k: map_dims(v, lambda d: d.evaluate(sizes)) for k, v in attrs.items()}
 
 
 def _check_size(v: Value, sizes: Mapping[str, int], lim: "limits.Limits") -> None:
@@ -46,8 +40,9 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
               _sizes: Mapping[str, int] | None = None) -> list[np.ndarray]:
     """Evaluate ``graph`` on ``inputs`` (by name or in order); returns the outputs in order.
     Symbolic dimensions take their values from the inputs' shapes (and, for the body of a
-    region op, from the enclosing graph's, ``_sizes``).  Region ops (``if``, ``loop``) run their
-    bodies here.  Each node's outputs are
+    region op, from the enclosing graph's, ``_sizes``), and those the data decides from the
+    values a ``bind_dims`` node binds.  Region ops (``if``, ``loop``) run their bodies here.
+    Each node's outputs are
     checked against the resource policy (``ember.limits``) before they are computed: a tensor
     above ``tensor_bytes`` raises :class:`~ember.errors.RuntimeLimitError`."""
     if not isinstance(inputs, Mapping):
@@ -90,6 +85,10 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
                           lambda g, xs: run_graph(g, xs, sizes), sizes)
         else:
             outs = op.run_reference(attrs, [get(v) for v in node.inputs])
+        if node.op == "bind_dims":           # symbols the data decides: known from here on
+            from ..ops.dynamic import check_values
+
+            sizes.update(check_values(attrs, outs[0], sizes, node.name))
         for v, arr in zip(node.outputs, outs):
             env[v] = np.asarray(arr)
     return [get(v) for v in graph.outputs]

@@ -210,6 +210,18 @@ class Graph:
         return print_graph(self)
 
 
+def map_dims(x: Any, fn) -> Any:
+    """``x`` (an attribute value: a dimension, a tuple of them, anything else) with ``fn``
+    applied to every symbolic dimension in it."""
+    from ..symbolic import Sym
+
+    if isinstance(x, Sym):
+        return fn(x)
+    if isinstance(x, tuple):
+        return tuple(map_dims(y, fn) for y in x)
+    return x
+
+
 def unique_names(names: Iterable[str]) -> Iterator[str]:
     """Yield the names made unique by suffixes, in order."""
     used: set[str] = set()

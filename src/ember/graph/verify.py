@@ -37,7 +37,9 @@ def verify(graph: Graph) -> None:
     and exactly once; value names and node names are unique; each node's op exists, its
     attributes are exactly the op's, its arity matches and its output types are what the op's
     type rule gives; producer links agree with the node lists; constants match their types;
-    the graph outputs are defined.
+    the graph outputs are defined; every symbol a ``bind_dims`` node binds from data is bound
+    once, is no input's, and every node whose types or attributes mention it reads (through
+    other nodes) that node's output.
     """
     from ..ops import OPS
 
@@ -141,6 +143,8 @@ def verify(graph: Graph) -> None:
             name_value(o, n)
             defined.add(o)
 
+    _check_data_symbols(graph)
+
     for v in graph.outputs:
         if v.is_const:
             if v not in defined:
@@ -149,3 +153,51 @@ def verify(graph: Graph) -> None:
                 defined.add(v)
         elif v not in defined:
             raise _fail(f"graph output %{v.name} of graph '{graph.name}' is not defined")
+
+
+def _symbols_in(x) -> set[str]:
+    from ..symbolic import Sym
+
+    if isinstance(x, Sym):
+        return x.symbols()
+    if isinstance(x, tuple):
+        out: set[str] = set()
+        for y in x:
+            out |= _symbols_in(y)
+        return out
+    return set()
+
+
+def _check_data_symbols(graph: Graph) -> None:
+    """The symbols ``bind_dims`` nodes bind from data: each bound by one node, none an input's,
+    and used only by nodes that depend on the node binding it (so they run after it)."""
+    binder: dict[str, Node] = {}
+    for n in graph.nodes:
+        if n.op == "bind_dims":
+            for s in n.attrs.get("symbols", ()):
+                if s in binder:
+                    raise _fail(f"binds symbol '{s}', which node '{binder[s].name}' binds already", n)
+                binder[s] = n
+    if not binder:
+        return
+    inputs = {s for v in graph.inputs for s in v.type.symbols}
+    clash = sorted(inputs & set(binder))
+    if clash:
+        raise _fail(f"binds symbol(s) {clash} from data, but the graph's input shapes give them", binder[clash[0]])
+    empty: frozenset = frozenset()
+    known: dict[Value, frozenset] = {}      # the data symbols bound before each value
+    for n in graph.nodes:
+        have = empty
+        for v in n.inputs:
+            have = have | known.get(v, empty)
+        used = set(_symbols_in(tuple(n.attrs.values())))
+        for o in n.outputs:
+            used |= o.type.symbols
+        missing = sorted((used & set(binder)) - have)
+        if missing:
+            raise _fail(f"uses data symbol(s) {missing} but does not depend on node "
+                        f"'{binder[missing[0]].name}', which binds them", n)
+        if n.op == "bind_dims":
+            have = have | frozenset(n.attrs["symbols"])
+        for o in n.outputs:
+            known[o] = have

@@ -324,22 +324,27 @@ class Pad(Op):
 
 @register
 class BroadcastTo(Op):
+    """``x`` broadcast to ``shape``.  An optional second operand, the output of the
+    ``bind_dims`` node that binds symbols of ``shape`` from data, only orders it after that node
+    (ConstantOfShape, Expand and Tile with run-time shapes)."""
+
     name = "broadcast_to"
     moves_data = True
     pattern = Pattern.BROADCAST
     attrs = {"shape": REQUIRED}
+    num_inputs = (1, 2)
 
-    def infer(self, a, x):
+    def infer(self, a, x, *after):
         shape = tuple(a["shape"])
         off = len(shape) - x.rank
         if off < 0 or any(d != 1 and d != shape[off + k] for k, d in enumerate(x.shape)):
             raise self.fail(f"cannot broadcast {x} to {list(shape)}")
         return TensorType(shape, x.dtype)
 
-    def reference(self, a, x):
+    def reference(self, a, x, *after):
         return np.ascontiguousarray(np.broadcast_to(x, a["shape"]))
 
-    def compute(self, a, x):
+    def compute(self, a, x, *after):
         from .elementwise import broadcast_index
 
         shape = tuple(a["shape"])
@@ -448,34 +453,50 @@ class CheckIndex(Op):
 class Arange(Op):
     """The sequence ``start, start + delta, ...`` of ``length`` elements (``length`` and, for
     integer dtypes, ``start`` and ``delta`` may be symbolic: ONNX ``Range`` over a run-time
-    length, or a symbolic size needed as a tensor)."""
+    length, or a symbolic size needed as a tensor).  Optional operands, scalars of the dtype,
+    give ``start`` and ``delta`` as data read at run time instead (a Range whose operands are
+    computed from inputs); the attributes are then ignored."""
 
     name = "arange"
     pattern = Pattern.INJECTIVE
     attrs = {"length": REQUIRED, "start": 0, "delta": 1, "dtype": "int64"}
-    num_inputs = 0
+    num_inputs = (0, 2)
 
-    def infer(self, a):
+    def infer(self, a, *operands):
         if a["dtype"] not in DTYPES or a["dtype"] == "bool":
             raise self.fail(f"cannot make a sequence of dtype {a['dtype']!r}")
         if not is_int(a["dtype"]) and (isinstance(a["start"], Sym) or isinstance(a["delta"], Sym)):
             raise self.fail(f"a symbolic start or delta needs an integer dtype, got {a['dtype']}")
+        for t in operands:
+            if t.rank != 0 or t.dtype != a["dtype"]:
+                raise self.fail(f"start and delta operands must be {a['dtype']} scalars, got {t}")
         t = TensorType((a["length"],), a["dtype"])
         if isinstance(t.shape[0], int) and t.shape[0] < 0:
             raise self.fail(f"length {t.shape[0]} is negative")
         return t
 
-    def reference(self, a):
-        n, start, delta = a["length"], a["start"], a["delta"]
+    def reference(self, a, *operands):
+        n = a["length"]
+        start = operands[0][()] if operands else a["start"]
+        delta = operands[1][()] if len(operands) > 1 else a["delta"]
         dt = np_dtype(a["dtype"])
         if is_float(a["dtype"]):
             return (np.array(start, dt) + np.arange(n, dtype=dt) * np.array(delta, dt)).astype(dt)
-        return (start + np.arange(n, dtype=np.int64) * delta).astype(dt)
+        with np.errstate(over="ignore"):
+            return (np.int64(start) + np.arange(n, dtype=np.int64) * np.int64(delta)).astype(dt)
 
-    def compute(self, a):
+    def compute(self, a, *operands):
         dt = a["dtype"]
-        if is_float(dt):
-            return te.compute((a["length"],), lambda i: te.const(a["start"], dt) + te.cast(dt, i) * te.const(a["delta"], dt),
+        if not operands:
+            if is_float(dt):
+                return te.compute((a["length"],),
+                                  lambda i: te.const(a["start"], dt) + te.cast(dt, i) * te.const(a["delta"], dt),
+                                  name="arange")
+            return te.compute((a["length"],), lambda i: te.cast(dt, te.const(a["start"], "int64") + i * a["delta"]),
                               name="arange")
-        return te.compute((a["length"],), lambda i: te.cast(dt, te.const(a["start"], "int64") + i * a["delta"]),
-                          name="arange")
+        start = operands[0][()]
+        delta = operands[1][()] if len(operands) > 1 else te.const(a["delta"], dt if is_float(dt) else "int64")
+        if is_float(dt):
+            return te.compute((a["length"],), lambda i: start + te.cast(dt, i) * delta, name="arange")
+        start, delta = te.cast("int64", start), te.cast("int64", delta)
+        return te.compute((a["length"],), lambda i: te.cast(dt, start + i * delta), name="arange")

@@ -6,6 +6,10 @@ computation for a huge constant (``broadcast_to`` of a scalar to millions of ele
 ``pad`` of a small tensor): those are cheaper to compute at run time than to store.  Nor does a
 result that outweighs its inputs grow past the resource policy's ``fold_bytes``
 (``ember.limits.may_fold``), so no model can make folding allocate without bound.
+
+A ``bind_dims`` node whose input became a constant binds its symbols here: they become numbers
+in the types and attributes of every later node (which may then fold in turn), so a model whose
+data-decided shapes are known at compile time is a static model.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import limits
-from ..graph.ir import Graph, Node, Value
-from ..graph.types import np_dtype
+from ..graph.ir import Graph, Node, Value, map_dims
+from ..graph.types import TensorType, np_dtype
+from ..symbolic import Sym
 from .base import Names, Pass, resolve
 
 #: A result of more elements than this is folded only if it is not much larger than its inputs.
@@ -94,12 +99,21 @@ def fold_constants(graph: Graph) -> Graph:
     the branch an ``if`` with a constant condition takes."""
     g = graph.copy()
     subst: dict[Value, Value] = {}
+    bound: dict[str, int] = {}        # data symbols bound by constants
     nodes = []
     names: Names | None = None
     work = list(reversed(g.nodes))
     while work:
         n = work.pop()
         n.inputs = [resolve(subst, v) for v in n.inputs]
+        if bound:
+            _substitute(n, bound)
+        if n.op == "bind_dims" and n.inputs[0].is_const:
+            values = _constant_binding(n)
+            if values is not None:
+                bound.update(values)
+                subst[n.outputs[0]] = n.inputs[0]
+                continue
         if n.op in ("if", "loop"):
             names = names or Names(g)
             done = _fold_region(n, names)
@@ -118,7 +132,35 @@ def fold_constants(graph: Graph) -> Graph:
         nodes.append(n)
     g.nodes = nodes
     g.outputs = [resolve(subst, v) for v in g.outputs]
+    for name in bound:
+        g.bounds.pop(name, None)
+        g.hints.pop(name, None)
     return g
+
+
+def _constant_binding(n: Node) -> dict[str, int] | None:
+    """The values a ``bind_dims`` node of a constant gives its symbols; None when they are
+    invalid (left for the run to report) or its element-count check needs input symbols."""
+    from ..errors import EmberError
+    from ..ops.dynamic import check_values
+
+    if isinstance(n.attrs["numel"], Sym):
+        return None
+    try:
+        return check_values(n.attrs, n.inputs[0].const, {})
+    except EmberError:
+        return None
+
+
+def _substitute(n: Node, env: dict[str, int]) -> None:
+    """Symbols of ``env`` replaced by their values in node ``n``'s attributes and output types."""
+    def go(x):
+        return map_dims(x, lambda d: d.substitute(env))
+
+    n.attrs = {k: go(v) for k, v in n.attrs.items()}
+    for o in n.outputs:
+        if o.type.symbols & env.keys():
+            o.type = TensorType(go(tuple(o.shape)), o.dtype)
 
 
 PASS = Pass("fold_constants", 1, fold_constants, "evaluate nodes whose inputs are all constants")

@@ -57,10 +57,11 @@ def _round_up(n: int, alignment: int) -> int:
 
 
 def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64,
-                bounds: dict[str, int] | None = None) -> MemoryPlan:
+                bounds: dict[str, int] | None = None, exclude: set[Value] = frozenset()) -> MemoryPlan:
     """Plan the arena for ``groups`` (as returned by ``fuse(graph)``, in execution order);
     symbolic shapes are sized at their largest with the symbols within ``bounds`` (default:
-    ``graph.bounds``)."""
+    ``graph.bounds``).  Values in ``exclude`` live elsewhere (tensors the data sizes during the
+    run get blocks of their own: ``build.data_dims``)."""
     bounds = dict(graph.bounds if bounds is None else bounds)
     if alignment < 1:
         raise ValueError(f"alignment must be positive, got {alignment}")
@@ -69,7 +70,7 @@ def plan_memory(graph: Graph, groups: list[Group], alignment: int = 64,
     exact: dict[Value, int] = {}
     for k, g in enumerate(groups):
         for v in g.outputs:
-            if v in outputs or v.is_const or v in lifetimes:
+            if v in outputs or v.is_const or v in exclude or v in lifetimes:
                 continue
             if v.type.is_static:
                 exact[v] = v.type.nbytes

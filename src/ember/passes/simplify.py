@@ -67,7 +67,8 @@ def _identity_of(n: Node) -> Value | None:
         if a["to"] == ins[0].dtype:
             return ins[0]
     elif op in ("reshape", "broadcast_to"):
-        if tuple(a["shape"]) == ins[0].type.shape:
+        # (a broadcast ordered after a bind_dims keeps that node, and its run-time checks, alive)
+        if tuple(a["shape"]) == ins[0].type.shape and len(ins) == 1:
             return ins[0]
     elif op == "transpose":
         if tuple(a["perm"]) == tuple(range(len(a["perm"]))):

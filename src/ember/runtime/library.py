@@ -45,7 +45,7 @@ from .artifact import (TRAILER_SIZE, corrupt, file_identity, mark_verified, open
                        undone_on_error, verify_bytes, was_verified)
 
 #: The ABI version of ``ember_runtime.h`` this runtime speaks.
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 _VOIDP_P = ctypes.POINTER(ctypes.c_void_p)
 
@@ -68,6 +68,9 @@ _PROTOS = {
     "ember_num_symbols": (ctypes.c_int, []),
     "ember_model_run_dynamic": (ctypes.c_int, [ctypes.c_void_p, _VOIDP_P, _VOIDP_P, _VOIDP_P]),
     "ember_input_default": (ctypes.c_void_p, [ctypes.c_int, ctypes.POINTER(ctypes.POINTER(ctypes.c_int64))]),
+    "ember_model_output_shape": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int64)]),
+    "ember_model_output": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int]),
+    "ember_model_set_tensor_limit": (None, [ctypes.c_void_p, ctypes.c_int64]),
 }
 
 _lock = threading.RLock()          # the registry, loading and releasing (re-entrant: __del__)

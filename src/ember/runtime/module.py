@@ -23,7 +23,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .. import limits
-from ..errors import ArtifactError, EmberError, EmberRuntimeError, IndexOutOfRangeError, InputError
+from ..errors import (ArtifactError, DataShapeError, EmberError, EmberRuntimeError, IndexOutOfRangeError, InputError,
+                      RuntimeLimitError)
 from ..graph.types import NARROW_DTYPES, TensorType
 from ..symbolic import SymbolicError, bind, evaluate, failed_check, parse
 from .artifact import TRAILER_MAGIC, TRAILER_SIZE, seal_artifact, trailer_ok, verify_artifact  # noqa: F401
@@ -32,6 +33,10 @@ from .library import (_WORKER_SLOTS, ABI_VERSION, Library, load_file, process_th
 
 #: What a run returns when a kernel met an out-of-range index (``EMBER_ERROR_INDEX``).
 EMBER_ERROR_INDEX = -2
+#: ... when the data gave an invalid dimension (``EMBER_ERROR_SHAPE``).
+EMBER_ERROR_SHAPE = -3
+#: ... when a tensor the data sizes is above the tensor limit (``EMBER_ERROR_LIMIT``).
+EMBER_ERROR_LIMIT = -4
 #: The metadata ``format`` this module reads.
 METADATA_FORMAT = 1
 
@@ -348,6 +353,7 @@ class Module(LoadedModel):
         try:
             self._symbols = {str(e["name"]): int(e["bound"]) for e in symbols}
             self._limits = {str(e["name"]): int(e["limit"]) for e in symbols if "limit" in e}
+            self._data_symbols = {str(e["name"]) for e in symbols if e.get("data")}
         except (TypeError, KeyError, ValueError):
             raise bad("malformed 'symbols'") from None
         try:
@@ -371,6 +377,8 @@ class Module(LoadedModel):
                 self._default_shapes[i] = shape
         self._has_default = frozenset(self._default_shapes)
         self._out_names, self._out_types, self._out_np = sig["outputs"]
+        # outputs whose shape the data decides: the runtime owns them (read after the run)
+        self._owned = [bool(t.symbols & self._data_symbols) for t in self._out_types]
         self._in_index = {n: i for i, n in enumerate(self._in_names)}
         if len(self._in_index) != len(self._in_names):
             raise bad("two inputs have the same name")
@@ -387,7 +395,10 @@ class Module(LoadedModel):
         if isinstance(input_shapes, Mapping):
             input_shapes = [input_shapes[n] for n in self._in_names]
         env = self._bind_shapes([tuple(int(d) for d in s) for s in input_shapes])
-        return [self._output_shape(i, env) for i in range(len(self._out_types))]
+        # a dimension the data decides is only known after a run: -1
+        return [tuple(-1 if not isinstance(d, int) and d.symbols() & self._data_symbols else evaluate(d, env)
+                      for d in self._out_types[i].shape) if self._owned[i] else self._output_shape(i, env)
+                for i in range(len(self._out_types))]
 
     def _output_shape(self, i: int, env: dict) -> tuple[int, ...]:
         """Output ``i``'s shape given the symbols' values; InputError when the inputs are too
@@ -489,23 +500,45 @@ class Module(LoadedModel):
         env = self._bind_shapes(given)
         shapes = [np.array(s, dtype=np.int64) for s in given]
         with self._lock:
-            outs = [self._outputs.array(i, self._output_shape(i, env), dt, self._out_names[i])
+            outs = [None if self._owned[i] else self._outputs.array(i, self._output_shape(i, env), dt, self._out_names[i])
                     for i, (dt, _) in enumerate(self._out_np)]
             in_ptrs, out_ptrs, shape_ptrs = self._in_ptrs, self._out_ptrs, self._shape_ptrs
             for i, arr in enumerate(arrays):
                 in_ptrs[i] = None if arr is None else arr.ctypes.data
                 shape_ptrs[i] = shapes[i].ctypes.data
             for i, arr in enumerate(outs):
-                out_ptrs[i] = arr.ctypes.data
+                out_ptrs[i] = None if arr is None else arr.ctypes.data
+            if self._data_symbols:
+                self._fns["ember_model_set_tensor_limit"](self._model, limits.current().tensor_bytes)
             rc = self._fns["ember_model_run_dynamic"](self._model, shape_ptrs, in_ptrs, out_ptrs)
+            if rc == 0 and self._data_symbols:
+                outs = [self._owned_output(i) if arr is None else arr for i, arr in enumerate(outs)]
         if rc != 0:
             self._failed(rc)
         return OrderedDict(zip(self._out_names, outs))
 
+    def _owned_output(self, i: int) -> np.ndarray:
+        """A copy of output ``i``, which the runtime holds after the run (its shape decided by
+        the data): read with ``ember_model_output_shape`` and ``ember_model_output``."""
+        rank = len(self._out_types[i].shape)
+        shape = (ctypes.c_int64 * max(rank, 1))()
+        if self._fns["ember_model_output_shape"](self._model, i, shape) != 0:
+            self._failed(-1)
+        dims = tuple(int(shape[k]) for k in range(rank))
+        dt = self._out_np[i][0]
+        out = np.empty(dims, dt)
+        if out.nbytes:
+            ptr = self._fns["ember_model_output"](self._model, i)
+            if not ptr:
+                self._failed(-1)
+            ctypes.memmove(out.ctypes.data, ptr, out.nbytes)
+        return out
+
     def _failed(self, rc: int) -> None:
         """Raises the error of a run that returned ``rc`` (see ember_runtime.h)."""
         msg = self._fns["ember_last_error"]().decode(errors="replace")
-        cls = IndexOutOfRangeError if rc == EMBER_ERROR_INDEX else EmberRuntimeError
+        cls = {EMBER_ERROR_INDEX: IndexOutOfRangeError, EMBER_ERROR_SHAPE: DataShapeError,
+               EMBER_ERROR_LIMIT: RuntimeLimitError}.get(rc, EmberRuntimeError)
         raise cls(f"'{self.name}' failed: {msg or f'status {rc}'}")
 
     def _dense(self, i: int, arr: np.ndarray) -> np.ndarray:

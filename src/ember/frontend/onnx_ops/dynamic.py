@@ -1,20 +1,26 @@
 """ONNX ops whose output *shape* depends on input values: Unique and NonMaxSuppression (NonZero
-lives in ``indexing.py``).  A static-shape artifact cannot hold them, so their data operands
-must be known at compile time (constants, or inputs the ONNX backend specializes on); they are
-then evaluated while translating, with numpy."""
+lives in ``indexing.py``).  Unique without an axis runs at run time (``data_dims``); with an
+axis, and NonMaxSuppression, their data operands must be known at compile time (constants, or
+inputs the ONNX backend specializes on) and are evaluated while translating, with numpy."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import translates
+from ...symbolic import product
+from . import data_dims, translates
 from .tensor import norm_axis
 
 
 @translates("Unique")
 def unique(cx):
-    x = cx.const_input(0, "input (Unique's output shape depends on its values)", required=True)
     x_ir = cx.input(0)
+    if data_dims.runtime_operand(cx, 0) is not None and cx.attr("axis", None) is None:
+        n = product(x_ir.shape)
+        if not isinstance(n, int) or n == 0 or x_ir.dtype in ("string",):
+            raise cx.fail(f"a Unique computed at run time needs a static, non-empty element count, got {x_ir.type}")
+        return data_dims.unique_at_run_time(cx, cx.op("reshape", [x_ir], shape=(n,)), bool(cx.attr("sorted", 1)))
+    x = cx.const_input(0, "input (Unique's output shape depends on its values)", required=True)
     axis = cx.attr("axis", None)
     if axis is None:
         data, ax = x.reshape(-1), 0

@@ -9,7 +9,7 @@ import numpy as np
 from ...graph.types import is_int
 from ...symbolic import Sym, compare, product
 from ..onnx import onnx_dtype
-from . import translates
+from . import data_dims, translates
 from .tensor import _dim_tensor, checked_indices, norm_axis, prod, reshape
 
 
@@ -205,6 +205,8 @@ def _scatter_elements_in_box(cx, x, idx, upd, ax: int):
 @translates("Compress")
 def compress(cx):
     x = cx.input(0)
+    if data_dims.runtime_operand(cx, 1) is not None:
+        return _compress_at_run_time(cx, x, cx.input(1))
     cond = cx.const_input(1, "condition", required=True).astype(bool).reshape(-1)
     if cx.has_attr("axis"):
         ax = norm_axis(cx, cx.attr("axis"), x.type.rank)
@@ -214,6 +216,29 @@ def compress(cx):
         x, ax, n = reshape(cx, x, (prod(dims),)), 0, prod(dims)
     keep = np.nonzero(cond[:n])[0].astype(np.int64)
     return cx.op("gather", [x, cx.const(keep)], axis=ax)
+
+
+def _compress_at_run_time(cx, x, cond):
+    """Compress by a condition read at run time: the positions of its true elements (their
+    count bound at run time), gathered along the axis (or from the flattened input)."""
+    if cond.type.rank != 1 or not isinstance(cond.shape[0], int):
+        raise cx.fail(f"the condition must be 1-D of static length, got {cond.type}")
+    if cx.has_attr("axis"):
+        ax = norm_axis(cx, cx.attr("axis"), x.type.rank)
+        n = x.shape[ax]
+    else:
+        x, ax, n = reshape(cx, x, (prod(x.shape),)), 0, prod(x.shape)
+    m = cond.shape[0]
+    if m > 0 and compare(n, "<", m) is not False:
+        if not isinstance(n, int):
+            raise cx.fail(f"the condition of length {m} may be longer than the axis {n}; fix it with shapes=")
+        cond = cx.op("slice", [cond], starts=(0,), ends=(n,), steps=(1,))
+        m = n
+    if m == 0:
+        return cx.op("slice", [x], starts=tuple(0 for _ in x.shape),
+                     ends=tuple(0 if k == ax else d for k, d in enumerate(x.shape)), steps=tuple(1 for _ in x.shape))
+    pos, _ = data_dims.nonzero_positions(cx, cond)
+    return cx.op("gather", [x, pos], axis=ax)
 
 
 @translates("EyeLike")
@@ -233,8 +258,28 @@ def eye_like(cx):
 
 @translates("NonZero")
 def nonzero(cx):
-    x = cx.const_input(0, "input (NonZero's output shape depends on its values)", required=True)
-    return cx.const(np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1))
+    x = cx.input(0)
+    if x.is_const:
+        return cx.const(np.array(np.nonzero(x.const), dtype=np.int64).reshape(x.const.ndim, -1))
+    # the positions of the nonzeros in the flattened input (their count bound at run time),
+    # unraveled into coordinates
+    dims = list(x.shape)
+    n = prod(dims)
+    if not isinstance(n, int):
+        raise cx.fail(f"needs a static element count, got {x.type}; fix the input's shape with shapes=")
+    if n == 0:
+        return cx.const(np.zeros((len(dims), 0), np.int64))
+    pos, nz = data_dims.nonzero_positions(cx, cx.op("reshape", [x], shape=(n,)))
+    rows, stride = [], n
+    for d in dims:
+        stride //= d
+        c = cx.op("div", [pos, cx.scalar(stride, "int64")]) if stride != 1 else pos
+        if rows:
+            c = cx.op("fmod", [c, cx.scalar(d, "int64")])
+        rows.append(cx.op("reshape", [c], shape=(1, nz)))
+    if not rows:        # a scalar: [0, count]
+        return cx.op("slice", [cx.op("reshape", [pos], shape=(1, nz))], starts=(0, 0), ends=(0, nz), steps=(1, 1))
+    return rows[0] if len(rows) == 1 else cx.op("concat", rows, axis=0)
 
 
 @translates("Col2Im")

@@ -7,7 +7,7 @@ import numpy as np
 
 from ...graph.types import is_float, np_dtype
 from ...symbolic import Sym, compare, product
-from . import translates
+from . import data_dims, translates
 from .tensor import _dim_tensor, gather_elements_values, norm_axes, norm_axis, pick_by_axis, reshape
 
 
@@ -162,20 +162,32 @@ def topk(cx):
     x = cx.input(0)
     dims = tuple(x.shape)
     r = len(dims)
+    ax = norm_axis(cx, cx.attr("axis", -1), r)
+    k_seq = None
     if cx.opset < 10:
         k = cx.attr("k")
+    elif data_dims.runtime_operand(cx, 1) is not None:
+        # K read at run time: bound (0 <= K <= the axis, else an error of the run)
+        kv = cx.input(1)
+        if kv.type.rank != 1 or kv.shape[0] != 1:
+            raise cx.fail(f"K must hold one value, got {kv.type}")
+        kval = data_dims.element(cx, kv, 0)
+        n_t = cx.op("reshape", [data_dims.dims_tensor(cx, [dims[ax]])], shape=())
+        kval = data_dims.invalid_if(cx, kval, cx.op("greater", [kval, n_t]))
+        limit = dims[ax] if isinstance(dims[ax], int) else None
+        bound, (k,) = data_dims.bind(cx, kval, "k", [limit])
+        k_seq = data_dims.iota(cx, bound, k)
     else:
         kv = cx.ints_input(1, "K", required=True)
         if len(kv) != 1:
             raise cx.fail(f"K must hold one value, got {kv}")
         k = kv[0]
-    ax = norm_axis(cx, cx.attr("axis", -1), r)
     n = dims[ax]
     # (a symbolic axis shorter than K at run time is an error there, as in onnxruntime)
-    if k < 0 or compare(k, ">", n, cx.bounds):
+    if k_seq is None and (k < 0 or compare(k, ">", n, cx.bounds)):
         raise cx.fail(f"K={k} is out of range for axis {ax} of size {n}")
     largest = cx.attr("largest", 1)
-    if k == 1:
+    if k_seq is None and k == 1:
         values = cx.op("reduce_max" if largest else "reduce_min", [x], axes=(ax,), keepdims=True)
         indices = cx.op("argmax" if largest else "argmin", [x], axis=ax, keepdims=True)
         return [values, indices]
@@ -198,7 +210,8 @@ def topk(cx):
     tie = cx.op("logical_and", [cx.op("equal", [b, a]), earlier])
     before = cx.op("cast", [cx.op("logical_or", [better, tie])], to="int64")
     rank = cx.op("reduce_sum", [before], axes=(len(lead) + 1,), keepdims=False)
-    hot = cx.op("equal", [reshape(cx, rank, lead + (1, n)), cx.const(np.arange(k, dtype=np.int64).reshape(k, 1))])
+    wanted = cx.const(np.arange(k, dtype=np.int64).reshape(k, 1)) if k_seq is None else reshape(cx, k_seq, (k, 1))
+    hot = cx.op("equal", [reshape(cx, rank, lead + (1, n)), wanted])
     pos = cx.op("mul", [cx.op("cast", [hot], to="int64"), positions])
     indices = cx.op("reduce_sum", [pos], axes=(len(lead) + 1,), keepdims=False)
     values = gather_elements_values(cx, xt, indices, len(lead))

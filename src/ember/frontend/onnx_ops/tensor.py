@@ -12,7 +12,7 @@ from ...errors import InvalidModelError, ShapeError, UnsupportedOpError
 from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
 from ..onnx import OperandNotConstantError, onnx_dtype
-from . import translates
+from . import data_dims, translates
 from .arith import T
 
 
@@ -164,7 +164,8 @@ def size(cx):
 
 @translates("ConstantOfShape")
 def constant_of_shape(cx):
-    dims = cx.dims_input(0, "shape", required=True)
+    run_time = data_dims.runtime_operand(cx, 0)
+    dims = cx.dims_input(0, "shape", required=True) if run_time is None else []
     if any(isinstance(d, int) and d < 0 for d in dims):
         raise cx.fail(f"shape {dims} has a negative dimension")
     if cx.has_attr("value"):
@@ -174,6 +175,8 @@ def constant_of_shape(cx):
         dtype = onnx_dtype(cx.node.attribute[0].t.data_type, "value", cx.name, cx.op_type)
     else:
         val, dtype = np.zeros((), np.float32), "float32"
+    if run_time is not None:
+        return data_dims.constant_of_shape_at_run_time(cx, run_time, cx.const(val.reshape(()), dtype))
     if any(isinstance(d, Sym) for d in dims) or not limits.may_fold(product(dims) * val.dtype.itemsize, 0):
         # a symbolic shape, or too large a constant: the value broadcast at run time
         return cx.op("broadcast_to", [cx.const(val.reshape(()), dtype)], shape=tuple(dims))
@@ -182,6 +185,8 @@ def constant_of_shape(cx):
 
 @translates("Range")
 def range_(cx):
+    if any(data_dims.runtime_operand(cx, k) is not None for k in range(3)):
+        return data_dims.range_at_run_time(cx, cx.input(0), cx.input(1), cx.input(2))
     if any(cx.is_symbolic(cx.input(k)) for k in range(3)):
         return _symbolic_range(cx)
     start = cx.const_input(0, "start", required=True)
@@ -227,6 +232,8 @@ def _symbolic_range(cx):
 @translates("Reshape")
 def reshape_(cx):
     x = cx.input(0)
+    if cx.opset >= 5 and data_dims.runtime_operand(cx, 1) is not None:
+        return data_dims.reshape_at_run_time(cx, x, cx.input(1), bool(cx.attr("allowzero", 0)))
     target = cx.attr("shape") if cx.opset < 5 else cx.dims_input(1, "shape", required=True)
     if not x.type.is_static or any(isinstance(d, Sym) for d in target):
         return _symbolic_reshape(cx, x, target)
@@ -450,6 +457,8 @@ def split(cx):
     dims = tuple(x.shape)
     ax = norm_axis(cx, cx.attr("axis", 0), len(dims))
     d = dims[ax]
+    if cx.opset >= 13 and data_dims.runtime_operand(cx, 1) is not None:
+        return data_dims.split_at_run_time(cx, x, ax, cx.input(1), cx.num_outputs)
     n_out = cx.num_outputs
     if cx.opset >= 13 or (cx.opset < 2 and cx.has_input(1)):
         sizes = cx.dims_input(1, "split")
@@ -509,6 +518,8 @@ def slice_(cx):
         starts, ends = cx.attr("starts"), cx.attr("ends")
         axes, steps = cx.attr("axes", None), None
     else:
+        if any(data_dims.runtime_operand(cx, k) is not None for k in (1, 2, 4)):
+            return _slice_at_run_time(cx, x)
         starts = cx.dims_input(1, "starts", required=True)
         ends = cx.dims_input(2, "ends", required=True)
         axes = cx.ints_input(3, "axes")
@@ -526,7 +537,12 @@ def slice_(cx):
         if p == 0:
             raise cx.fail(f"step 0 on axis {a}")
         if any(isinstance(v, Sym) for v in (s, e, d)):
-            st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d)
+            try:
+                st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d)
+            except _RunTimeOnly:
+                if cx.opset < 10:
+                    raise
+                return _slice_at_run_time(cx, x)      # the clamping is decided by the run
             continue
         s = s + d if s < 0 else s
         e = e + d if e < 0 else e
@@ -555,11 +571,39 @@ def slice_(cx):
 _TO_THE_END = (1 << 31) - 1
 
 
+def _slice_at_run_time(cx, x):
+    """Slice (opset >= 10) with its starts, ends and steps taken at run time (the axes must be
+    constants)."""
+    starts, ends = cx.input(1), cx.input(2)
+    n = starts.shape[0] if starts.type.rank == 1 else None
+    if not isinstance(n, int) or ends.type.rank != 1 or ends.shape[0] != n:
+        raise cx.fail(f"starts {starts.type} and ends {ends.type} must be 1-D of one static length")
+    axes = cx.ints_input(3, "axes (the starts, ends or steps are taken at run time)")
+    axes = norm_axes(cx, list(range(n)) if axes is None else axes, x.type.rank)
+    if len(axes) != n:
+        raise cx.fail(f"axes {axes} and starts {starts.type} differ in length")
+    steps = cx.input(4, required=False)
+    as_tensor = lambda v: data_dims.dims_tensor(cx, list(cx.dims_input(v[0], v[1], required=True)))  # noqa: E731
+    starts, ends = (cx.input(k) if data_dims.runtime_operand(cx, k) is not None else as_tensor((k, w))
+                    for k, w in ((1, "starts"), (2, "ends")))
+    if steps is not None and data_dims.runtime_operand(cx, 4) is None:
+        steps = as_tensor((4, "steps"))
+    return data_dims.slice_at_run_time(cx, x, starts, ends, axes, steps)
+
+
+class _RunTimeOnly(InvalidModelError):
+    """A slice whose clamping only the run can decide (it is then computed at run time)."""
+
+    def __init__(self, cx, message: str):
+        super().__init__(message, node=cx.name, op=cx.op_type)
+
+
 def _symbolic_slice_range(cx, axis, s, e, p, d):
     """(start, end, step) of a slice along an axis where the start, the end or the size is
     symbolic, clamped as ONNX defines where the bounds decide it; where only the run can tell
     (a start counting from the end of an axis that may be shorter), the slice takes the
-    unclamped value and the graph checks that it needs no clamping (``NodeContext.require``)."""
+    unclamped value and the graph checks that it needs no clamping (``NodeContext.require``).
+    What not even that decides (``_RunTimeOnly``) leaves the slice to the run (opset >= 10)."""
     where = f"the slice along axis {axis} (size {d})"
 
     def huge(v):
@@ -574,8 +618,8 @@ def _symbolic_slice_range(cx, axis, s, e, p, d):
         e2 = -1 if tiny(e) else e
         if isinstance(s2, Sym) and compare(s2, "<=", d - 1, cx.bounds) is not True or \
                 not (isinstance(e2, int) and e2 == -1) or compare(s2, ">=", -1, cx.bounds) is not True:
-            raise cx.fail(f"a slice with step {p} from {s} to {e} along axis {axis} (size {d}): only whole "
-                          "reversals are compiled over symbolic sizes")
+            raise _RunTimeOnly(cx, f"a slice with step {p} from {s} to {e} along axis {axis} (size {d}): only "
+                               "whole reversals are compiled over symbolic sizes")
         return s2, e2, p
 
     def resolve(v, what):
@@ -594,7 +638,7 @@ def _symbolic_slice_range(cx, axis, s, e, p, d):
             return v if nonneg else 0
         nonneg = compare(v, ">=", 0, cx.bounds)
         if nonneg is None:
-            raise cx.fail(f"the {what} {v} of the slice along axis {axis} may be negative")
+            raise _RunTimeOnly(cx, f"the {what} {v} of the slice along axis {axis} may be negative")
         if not nonneg:
             return 0
         if isinstance(d, int):
@@ -622,6 +666,8 @@ def pad(cx):
         value = cx.attr("value", 0.0)
         axes = None
     else:
+        if data_dims.runtime_operand(cx, 1) is not None:
+            return _pad_at_run_time(cx, x, mode)      # pads of the run: the output's size too
         pads = cx.ints_input(1, "pads", required=True)
         cv = cx.known_input(2)
         if cx.has_input(2) and cx.input(2).type.num_elements != 1:
@@ -698,9 +744,32 @@ def center_crop_pad(cx):
     return out
 
 
+def _pad_at_run_time(cx, x, mode):
+    """Pad (opset >= 11) with its pads (and constant value) taken at run time (axes constant);
+    a constant value of the run alone, with constant pads, is the select in ``pad``."""
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise cx.fail(f"unknown mode {mode!r}")
+    r = x.type.rank
+    axes = cx.ints_input(3, "axes (the pads are taken at run time)")
+    axes = list(range(r)) if axes is None else norm_axes(cx, axes, r)
+    pads = cx.input(1)
+    pads = data_dims.shape_operand(cx, pads, "pads") if data_dims.runtime_operand(cx, 1) is not None else \
+        cx.const(np.array(cx.ints_input(1, "pads", required=True), np.int64))
+    value = cx.input(2, required=False)
+    if value is None:
+        value = cx.scalar(False if x.dtype == "bool" else 0, x.dtype)
+    elif value.type.num_elements != 1 or value.dtype != x.dtype:
+        raise cx.fail(f"constant_value must be one {x.dtype}, got {value.type}")
+    else:
+        value = data_dims.scalar_of(cx, value)
+    return data_dims.pad_at_run_time(cx, x, pads, axes, mode, value)
+
+
 @translates("Expand")
 def expand(cx):
     x = cx.input(0)
+    if data_dims.runtime_operand(cx, 1) is not None:
+        return data_dims.expand_at_run_time(cx, x, cx.input(1))
     target = cx.dims_input(1, "shape", required=True)
     try:
         out = broadcast_shapes(tuple(x.shape), tuple(target))
@@ -715,6 +784,8 @@ def tile(cx):
     dims = tuple(x.shape)
     if cx.opset < 6:
         raise cx.unsupported("opset < 6 form with tiles/axis inputs")
+    if data_dims.runtime_operand(cx, 1) is not None:
+        return data_dims.tile_at_run_time(cx, x, cx.input(1))
     reps = cx.ints_input(1, "repeats", required=True)
     if len(reps) != len(dims) or any(rp < 0 for rp in reps):
         raise cx.fail(f"repeats {reps} must be {len(dims)} non-negative integers")
@@ -814,11 +885,23 @@ def _dim_tensor(cx, d):
 @translates("OneHot")
 def one_hot(cx):
     idx = cx.input(0)
-    depth = cx.const_input(1, "depth", required=True)
     values = cx.input(2)
-    if depth.size != 1:
-        raise cx.fail(f"depth must be a scalar, got shape {list(depth.shape)}")
-    depth = int(depth.reshape(()).item())
+    run_time = data_dims.runtime_operand(cx, 1)
+    if run_time is not None:
+        # the depth read at run time (cast to an integer, as ONNX says), bound: a negative one
+        # is an error of the run
+        if run_time.type.num_elements != 1:
+            raise cx.fail(f"depth must be a scalar, got {run_time.type}")
+        d = data_dims.scalar_of(cx, run_time)
+        d = d if d.dtype == "int64" else cx.op("cast", [d], to="int64")
+        bound, (depth,) = data_dims.bind(cx, d, "depth")
+        depth_t, seq = bound, data_dims.iota(cx, bound, depth)
+    else:
+        dv = cx.const_input(1, "depth", required=True)
+        if dv.size != 1:
+            raise cx.fail(f"depth must be a scalar, got shape {list(dv.shape)}")
+        depth = int(dv.reshape(()).item())
+        depth_t, seq = cx.scalar(depth, "int64"), None
     if values.type.rank != 1 or values.shape[0] != 2:
         raise cx.fail(f"values must be [off, on], got {values.type}")
     idims = tuple(idx.shape)
@@ -826,11 +909,12 @@ def one_hot(cx):
     ax = norm_axis(cx, cx.attr("axis", -1), r)
     i64 = idx if idx.dtype == "int64" else cx.op("cast", [idx], to="int64")
     i64 = cx.op("where", [cx.op("less", [i64, cx.scalar(0, "int64")]),
-                          cx.op("add", [i64, cx.scalar(depth, "int64")]), i64])
+                          cx.op("add", [i64, depth_t]), i64])
     i64 = reshape(cx, i64, idims[:ax] + (1,) + idims[ax:])
     shp = [1] * r
     shp[ax] = depth
-    hot = cx.op("equal", [i64, cx.const(np.arange(depth, dtype=np.int64).reshape(shp))])
+    seq = cx.const(np.arange(depth, dtype=np.int64).reshape(shp)) if seq is None else reshape(cx, seq, shp)
+    hot = cx.op("equal", [i64, seq])
     off = cx.op("slice", [values], starts=(0,), ends=(1,), steps=(1,))
     on = cx.op("slice", [values], starts=(1,), ends=(2,), steps=(1,))
     return cx.op("where", [hot, reshape(cx, on, ()), reshape(cx, off, ())])

@@ -33,6 +33,21 @@
  *                                                    the entry, given the symbols' values and where
  *                                                    each intermediate lies in the arena
  *
+ * A model that binds symbols from data during the run (bind_dims; see ember/build/data_dims.py)
+ * defines instead of ember_model_entry_dynamic:
+ *
+ *   int ember_model_entry_data(unsigned char* arena, void* const* inputs, void* const* outputs,
+ *                              int64_t* syms, const int64_t* offsets, ember_blocks* blocks);
+ *                                                    the entry: it writes the data symbols into syms
+ *                                                    as it binds them, and reserves the run-time
+ *                                                    blocks (ember_block_reserve) of the tensors
+ *                                                    whose sizes they decide
+ *   int ember_model_num_blocks(void);                how many run-time blocks it uses (>= 0)
+ *   int ember_model_output_block(int i);             the block holding output i when the data
+ *                                                    decides its shape (the runtime owns it), else -1
+ *   void ember_model_output_dims(const int64_t* syms, int i, int64_t* shape);
+ *                                                    output i's shape for the symbols of a run
+ *
  * and, when it has constants, declare the blobs the toolchain assembles from raw bytes
  * (each one 64-byte aligned, read-only, hidden):
  *
@@ -97,6 +112,38 @@ EMBER_HIDDEN int ember_model_buffers(const int64_t** offsets, const int64_t** si
 EMBER_HIDDEN void ember_model_buffer_sizes(const int64_t* syms, int64_t* sizes);
 EMBER_HIDDEN int ember_model_entry_dynamic(unsigned char* arena, void* const* inputs, void* const* outputs,
                                            const int64_t* syms, const int64_t* offsets);
+
+/* Statuses of a run beyond 0 and -1 (the same as ember_runtime.h's). */
+#define EMBER_ERROR_SHAPE (-3)   /* the data gives an invalid dimension */
+#define EMBER_ERROR_LIMIT (-4)   /* a tensor the data sizes is above the instance's tensor limit */
+
+/* The run-time blocks of one model instance: tensors whose size the data decides. */
+typedef struct ember_blocks {
+    void** ptr;            /* count blocks, 64-byte aligned (NULL until first reserved) */
+    int64_t* room;         /* the bytes each holds */
+    int count;
+    int data;              /* the model binds symbols from data (ember_model_entry_data) */
+    int64_t max_bytes;     /* the largest one allowed (0: no limit) */
+} ember_blocks;
+
+/* Makes block j hold at least bytes (grown, its old contents dropped, when it holds less);
+ * 0, or EMBER_ERROR_LIMIT / -1 after ember_set_error naming what (the tensor). */
+EMBER_HIDDEN int ember_block_reserve(ember_blocks* b, int j, int64_t bytes, const char* what);
+EMBER_HIDDEN int ember_model_entry_data(unsigned char* arena, void* const* inputs, void* const* outputs,
+                                        int64_t* syms, const int64_t* offsets, ember_blocks* blocks);
+EMBER_HIDDEN int ember_model_num_blocks(void);
+EMBER_HIDDEN int ember_model_output_block(int i);
+EMBER_HIDDEN void ember_model_output_dims(const int64_t* syms, int i, int64_t* shape);
+
+/* Size arithmetic that saturates instead of wrapping (sizes of tensors the data decides). */
+static inline int64_t ember_sat_mul(int64_t a, int64_t b) {
+    int64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
+}
+static inline int64_t ember_sat_add(int64_t a, int64_t b) {
+    int64_t r;
+    return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
+}
 
 /* The default constants blob (defined by the toolchain when codegen passes a blob of this name). */
 EMBER_HIDDEN extern const unsigned char ember_constants[];

@@ -39,7 +39,7 @@ extern "C" {
 #define EMBER_API __attribute__((visibility("default")))
 
 /* Bumped when anything in this header changes incompatibly. */
-#define EMBER_ABI_VERSION 4
+#define EMBER_ABI_VERSION 5
 
 typedef struct ember_model ember_model;
 
@@ -82,6 +82,11 @@ EMBER_API const void* ember_input_default(int i, const int64_t** shape);
 #define EMBER_ERROR_INDEX (-2)    /* an index read from the inputs is out of range (a Gather's
                                      indices, say): the message names the node, the op, the
                                      index and the valid range; the kernels after it did not run */
+#define EMBER_ERROR_SHAPE (-3)    /* a dimension the data decides during the run (a NonZero count, a
+                                     Reshape's shape read from an input) is negative, above its
+                                     limit or of the wrong element count: the message names the node */
+#define EMBER_ERROR_LIMIT (-4)    /* a tensor the data sizes needs more than the instance's tensor
+                                     limit (ember_model_set_tensor_limit) */
 
 EMBER_API ember_model* ember_model_create(void);        /* NULL on failure (see ember_last_error) */
 EMBER_API int ember_model_run(ember_model* model, void* const* inputs, void* const* outputs);
@@ -98,6 +103,17 @@ EMBER_API int ember_output_shape(const int64_t* const* input_shapes, int i, int6
  * outputs must have the shapes ember_output_shape gives. */
 EMBER_API int ember_model_run_dynamic(ember_model* model, const int64_t* const* input_shapes,
                                       void* const* inputs, void* const* outputs);
+
+/* Outputs whose shape the data decides (their dims in ember_output_info hold -1, and
+ * ember_output_shape gives -1 there): the runtime owns them.  Pass NULL (or anything) for them in
+ * outputs; after a run that returned 0, ember_model_output_shape gives the shape of any output
+ * for that run and ember_model_output the data of a runtime-owned one, valid until the next run
+ * or ember_model_destroy (NULL for an output written to the caller's buffer).  A model whose
+ * only symbols are data-decided runs with ember_model_run too. */
+EMBER_API int ember_model_output_shape(ember_model* model, int i, int64_t* shape);
+EMBER_API const void* ember_model_output(ember_model* model, int i);
+/* The most bytes one tensor sized by the data may take in a run of this instance (0: no limit). */
+EMBER_API void ember_model_set_tensor_limit(ember_model* model, int64_t bytes);
 
 /* The message of the last failure on the calling thread ("" if none). */
 EMBER_API const char* ember_last_error(void);

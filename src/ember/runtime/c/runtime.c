@@ -492,6 +492,19 @@ __attribute__((weak)) int ember_model_entry_dynamic(unsigned char* arena, void* 
     return ember_model_entry(arena, inputs, outputs);
 }
 
+/* A model that binds no symbols from data (the entry of one that does: ember_model_entry_data). */
+__attribute__((weak)) int ember_model_entry_data(unsigned char* arena, void* const* inputs, void* const* outputs,
+                                                 int64_t* syms, const int64_t* offsets, ember_blocks* blocks) {
+    (void)blocks;
+    return ember_model_entry_dynamic(arena, inputs, outputs, syms, offsets);
+}
+
+/* A model without data symbols (runtime.c keeps the output shapes of its last run instead). */
+__attribute__((weak)) void ember_model_output_dims(const int64_t* syms, int i, int64_t* shape) {
+    (void)syms;
+    memcpy(shape, M.outputs.items[i].shape, sizeof(int64_t) * (size_t)M.outputs.items[i].ndim);
+}
+
 static struct {
     pthread_once_t once;
     int count;
@@ -602,8 +615,14 @@ struct ember_model {
     int64_t* offsets;        /* where each lies */
     int64_t* room;           /* the bytes each may take there */
     int64_t* need;           /* the bytes each takes in the current run */
+    ember_blocks blocks;     /* tensors the data sizes (blocks.c) */
+    int ran;                 /* a run has completed: its data-sized outputs can be read */
+    int64_t** out_shapes;    /* the output shapes of the last run (models without data symbols) */
     _Atomic int busy;
 };
+
+EMBER_HIDDEN int ember_blocks_init(ember_blocks* b);
+EMBER_HIDDEN void ember_blocks_free(ember_blocks* b);
 
 /* ---- the arena ---------------------------------------------------------------------------- */
 
@@ -751,6 +770,22 @@ ember_model* ember_model_create(void) {
         memcpy(m->offsets, po, sizeof(int64_t) * (size_t)m->nbuf);
         memcpy(m->room, ps, sizeof(int64_t) * (size_t)m->nbuf);
     }
+    int total = 0;
+    for (int k = 0; k < M.outputs.count; k++) total += M.outputs.items[k].ndim;
+    m->out_shapes = malloc(sizeof(int64_t*) * (size_t)(M.outputs.count + 1) + sizeof(int64_t) * (size_t)(total + 1));
+    if (m->out_shapes) {
+        int64_t* dims = (int64_t*)(m->out_shapes + M.outputs.count + 1);
+        for (int k = 0; k < M.outputs.count; k++) {
+            m->out_shapes[k] = dims;
+            memcpy(dims, M.outputs.items[k].shape, sizeof(int64_t) * (size_t)M.outputs.items[k].ndim);
+            dims += M.outputs.items[k].ndim;
+        }
+    }
+    if (!m->out_shapes || ember_blocks_init(&m->blocks) != 0) {
+        ember_model_destroy(m);
+        ember_set_error("out of memory allocating a model instance");
+        return NULL;
+    }
     m->arena = arena_alloc(bytes, &m->mapped);
     if (!m->arena) {
         ember_model_destroy(m);
@@ -764,6 +799,23 @@ ember_model* ember_model_create(void) {
 static int run(ember_model* m, const int64_t* const* input_shapes, void* const* inputs, void* const* outputs);
 
 int ember_model_run(ember_model* m, void* const* inputs, void* const* outputs) {
+    if (num_symbols() > 0 && metadata_ok()) {
+        /* symbols the data binds need no input shapes: the static ones stand for them */
+        int open = 0;
+        for (int i = 0; i < M.inputs.count; i++)
+            for (int k = 0; k < M.inputs.items[i].ndim; k++) open |= M.inputs.items[i].shape[k] < 0;
+        if (!open) {
+            const int64_t** shapes = malloc(sizeof(int64_t*) * (size_t)(M.inputs.count + 1));
+            if (!shapes) {
+                ember_set_error("out of memory");
+                return -1;
+            }
+            for (int i = 0; i < M.inputs.count; i++) shapes[i] = M.inputs.items[i].shape;
+            int rc = run(m, shapes, inputs, outputs);
+            free(shapes);
+            return rc;
+        }
+    }
     if (num_symbols() > 0) {
         ember_set_error("ember_model_run: the model has symbolic dimensions; run it with "
                         "ember_model_run_dynamic and the input shapes");
@@ -801,7 +853,7 @@ static int run(ember_model* m, const int64_t* const* input_shapes, void* const* 
             return -1;
         }
     for (int i = 0; i < M.outputs.count; i++)
-        if (!outputs[i] && M.outputs.items[i].nbytes != 0) {
+        if (!outputs[i] && M.outputs.items[i].nbytes != 0 && ember_model_output_block(i) < 0) {
             ember_set_error("ember_model_run: output %d ('%s') is NULL", i, M.outputs.items[i].name);
             return -1;
         }
@@ -812,6 +864,7 @@ static int run(ember_model* m, const int64_t* const* input_shapes, void* const* 
         return -1;
     }
     tls_error[0] = 0;
+    m->ran = 0;
     /* an input given as NULL that has a default: its default's data, and its default's shape */
     void** own = NULL;
     const int64_t** own_shapes = NULL;
@@ -838,20 +891,60 @@ static int run(ember_model* m, const int64_t* const* input_shapes, void* const* 
         if (own_shapes) input_shapes = (const int64_t* const*)own_shapes;
     }
     int rc;
-    if (input_shapes && (bind_shapes(input_shapes, m->syms, NULL) != 0 || fit_arena(m) != 0))
+    if (input_shapes && (bind_shapes(input_shapes, m->syms, m->out_shapes) != 0 || fit_arena(m) != 0))
         rc = -1;                          /* they set the message */
     else
-        rc = input_shapes ? ember_model_entry_dynamic(m->arena, inputs, outputs, m->syms, m->offsets)
-                          : ember_model_entry(m->arena, inputs, outputs);
+        rc = m->blocks.data ? ember_model_entry_data(m->arena, inputs, outputs, m->syms, m->offsets, &m->blocks)
+             : input_shapes ? ember_model_entry_dynamic(m->arena, inputs, outputs, m->syms, m->offsets)
+                            : ember_model_entry(m->arena, inputs, outputs);
     free(own);
     free(own_shapes);
+    m->ran = rc == 0;
     atomic_store(&m->busy, 0);
     if (rc != 0 && tls_error[0] == 0) ember_set_error("the model failed with status %d", rc);
     return rc;
 }
 
+int ember_model_output_shape(ember_model* m, int i, int64_t* shape) {
+    if (!m || !shape || !metadata_ok() || i < 0 || i >= M.outputs.count) {
+        ember_set_error("ember_model_output_shape: no model or shape, or output index %d out of range", i);
+        return -1;
+    }
+    if (!m->ran) {
+        ember_set_error("ember_model_output_shape: the instance has no completed run");
+        return -1;
+    }
+    if (m->blocks.data) ember_model_output_dims(m->syms, i, shape);
+    else memcpy(shape, m->out_shapes[i], sizeof(int64_t) * (size_t)M.outputs.items[i].ndim);
+    return 0;
+}
+
+const void* ember_model_output(ember_model* m, int i) {
+    if (!m || !metadata_ok() || i < 0 || i >= M.outputs.count) {
+        ember_set_error("ember_model_output: no model, or output index %d out of range", i);
+        return NULL;
+    }
+    int j = ember_model_output_block(i);
+    if (j < 0) {
+        ember_set_error("ember_model_output: output %d ('%s') is written to the caller's buffer", i,
+                        M.outputs.items[i].name);
+        return NULL;
+    }
+    if (!m->ran) {
+        ember_set_error("ember_model_output: the instance has no completed run");
+        return NULL;
+    }
+    return m->blocks.ptr[j];
+}
+
+void ember_model_set_tensor_limit(ember_model* m, int64_t bytes) {
+    if (m) m->blocks.max_bytes = bytes > 0 ? bytes : 0;
+}
+
 void ember_model_destroy(ember_model* m) {
     if (!m) return;
+    ember_blocks_free(&m->blocks);
+    free(m->out_shapes);
     if (m->arena) arena_free(m->arena, m->arena_bytes, m->mapped);
     free(m->syms);
     free(m->offsets);

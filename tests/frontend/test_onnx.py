@@ -136,7 +136,8 @@ def test_symbolic_dims_stay_symbolic_unless_pinned():
         from_onnx(model, shapes={"x": (4, 3, 5), "nope": (1,)})
 
 
-def test_initializer_that_is_also_an_input_is_a_constant():
+def test_initializer_that_is_also_an_input():
+    # before IR 4 it is a constant; from IR 4 on an input whose default the caller may override
     x = rand(2, 3)
     w = rand(3)
     node = helper.make_node("Mul", ["x", "w"], ["y"])
@@ -144,9 +145,15 @@ def test_initializer_that_is_also_an_input_is_a_constant():
                                             helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [3])],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
                               initializer=[numpy_helper.from_array(w, "w")])
-    g = from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
-    assert [v.name for v in g.inputs] == ["x"]
+    old = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], ir_version=3)
+    g = from_onnx(old)
+    assert [v.name for v in g.inputs] == ["x"] and not g.defaults
     np.testing.assert_allclose(run_graph(g, {"x": x})[0], x * w)
+    g = from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [v.name for v in g.inputs] == ["x", "w"] and list(g.defaults) == ["w"]
+    np.testing.assert_allclose(run_graph(g, {"x": x})[0], x * w)
+    w2 = rand(3)
+    np.testing.assert_allclose(run_graph(g, {"x": x, "w": w2})[0], x * w2)
 
 
 def test_dynamic_operand_is_reported_with_node_and_op():

@@ -40,12 +40,14 @@ def unflat_index(shape, lin):
 
 @register
 class Reshape(Op):
-    """Reshape to a fully known shape (frontends resolve 0 and -1)."""
+    """Reshape to a fully known shape (frontends resolve 0 and -1).  ``checked``: symbolic element
+    counts that the algebra cannot prove equal are equal by a check of the graph
+    (``Graph.checks``, made before anything runs)."""
 
     name = "reshape"
     moves_data = True
     pattern = Pattern.INJECTIVE
-    attrs = {"shape": REQUIRED}
+    attrs = {"shape": REQUIRED, "checked": False}
 
     def infer(self, a, x):
         t = TensorType(tuple(a["shape"]), x.dtype)
@@ -55,7 +57,7 @@ class Reshape(Op):
         if x.is_static and t.is_static:
             if _prod(shape) != x.size:
                 raise self.fail(f"cannot reshape {x} ({x.size} elements) to {list(shape)} ({_prod(shape)} elements)")
-        elif _prod(shape) != x.num_elements:
+        elif _prod(shape) != x.num_elements and not a["checked"]:
             raise self.fail(f"cannot reshape {x} ({x.num_elements} elements) to {t} ({_prod(shape)} elements): "
                             "the element counts differ")
         return t

@@ -276,14 +276,23 @@ def _symbolic_reshape(cx, x, target):
     if holes:
         known = product(d for d in out if not (isinstance(d, int) and d == -1))
         q = exact_div(total, known)
+        if q is None and isinstance(known, int) and known > 0:
+            # a whole multiple for some sizes only (e.g. 32*b*h*w of 2048): the floor quotient,
+            # and the run refuses the sizes where it leaves a remainder
+            q = total // known
+            cx.require(total % known, "==", f"the {total} elements of its input to be a whole multiple "
+                                            f"of {known} to fill the -1 of {[str(d) for d in target]}")
         if q is None:
             raise cx.fail(f"cannot reshape {x.type} to {[str(d) for d in target]}: {total} elements are not "
                           f"a whole multiple of {known} for every value of the symbols")
         out[holes[0]] = q
-    if product(out) != total:
-        raise cx.fail(f"cannot reshape {x.type} ({total} elements) to {[str(d) for d in out]} "
-                      f"({product(out)} elements)")
-    return reshape(cx, x, out)
+    checked = product(out) != total
+    if checked:
+        # equal only for some values of the symbols (a pooled size that is 1 at run time):
+        # the run checks it; refused here when no values make them equal
+        cx.require(product(out) - total, "==", f"its input's {total} elements to fill the shape "
+                                               f"{[str(d) for d in out]} ({product(out)} elements)")
+    return cx.op("reshape", [x], shape=tuple(out), checked=checked)
 
 
 @translates("Flatten")

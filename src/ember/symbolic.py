@@ -345,6 +345,10 @@ def _floordiv(a: Sym, c: int) -> "int | Sym":
     lo, hi = dim_range(r)
     if hi is not None and hi < c:
         return q
+    if not r.const and len(r.terms) == 1 and r.terms[0][1] == 1 and len(r.terms[0][0]) == 1 \
+            and r.terms[0][0][0][0] == "//":
+        _, inner, k = r.terms[0][0][0]          # (x // k) // c == x // (k*c): one canonical form
+        return q + _floordiv(Sym._of(inner), k * c)
     return q + Sym({(("//", r, c),): 1}, 0)
 
 

@@ -538,3 +538,17 @@ def test_reshape_of_a_size_that_is_one_at_run_time_is_checked():
     check(m, [{"x": rand(n, 1)} for n in (1, 2, 5)])
     with pytest.raises(InputError, match=r"Reshape node 'Reshape_2' needs its input's H\*N elements to fill"):
         ember.compile(m, cflags=("-O1",)).run({"x": rand(2, 3)})
+
+
+# ---- Range over a symbolic length that is negative for small sizes: a run-time check --------
+
+def test_range_whose_length_is_negative_for_small_sizes_is_checked_at_run_time():
+    nodes = [helper.make_node("Shape", ["x"], ["n"], start=0, end=1),
+             helper.make_node("Squeeze", ["n"], ["ns"]),
+             helper.make_node("Sub", ["ns", "three"], ["lim"]),
+             helper.make_node("Range", ["zero", "lim", "one"], ["y"])]
+    m = model(nodes, [vi("x", ["N"])], [vi("y", ["M"], TP.INT64)],
+              [("zero", np.array(0, np.int64)), ("one", np.array(1, np.int64)), ("three", np.array(3, np.int64))])
+    check(m, [{"x": rand(n)} for n in (3, 4, 9)])
+    with pytest.raises(InputError, match=r"Range node 'Range_3' needs the range from 0 to N - 3 to have at least 0"):
+        ember.compile(m, cflags=("-O1",)).run({"x": rand(2)})

@@ -155,8 +155,8 @@ FAILS: dict[str, str] = {
     "magika": "[E004] Slice to 1000000000 along the open batch axis: whether the end is within the size "
               "is only known at run time (symbolic dims)",
     "silero_vad": "[E004] If whose condition is computed from the input 'sr' (run-time If)",
-    "silero_vad_op15": "[E103] Slice from 0 to (sequence + 64)//128 - 1 'may be negative' (the whole "
-                       "axis), then [E004] a start within that size only known at run time (symbolic dims)",
+    "silero_vad_op15": "[E004] If whose branch depends on the size ((sequence + 64)//256 + 1)//2, which "
+                       "has no value at compile time (run-time If)",
     "silero_vad_seq": "[E004] LSTM over a symbolic sequence length: its steps are emitted at compile time "
                       "(run-time loops)",
     "plcmos": "[E016] graph output declared of rank 0 where Ember computes [batch_size]: a Squeeze "

@@ -175,7 +175,9 @@ class Slice(Op):
             raise self.fail(f"needs one start/end/step per axis of {x}")
         if any(s == 0 for s in sp):
             raise self.fail("step 0 is not allowed")
-        return TensorType(tuple(slice_extent(s, e, p) for s, e, p in zip(st, en, sp)), x.dtype)
+        # a whole axis keeps its size, whatever the algebra can prove of its sign
+        return TensorType(tuple(d if isinstance(s, int) and s == 0 and p == 1 and e == d else slice_extent(s, e, p)
+                                for s, e, p, d in zip(st, en, sp, x.shape)), x.dtype)
 
     def reference(self, a, x):
         sl = tuple(slice(s, e if e >= 0 else None, p) for s, e, p in zip(a["starts"], a["ends"], a["steps"]))

@@ -45,6 +45,11 @@ def test_exact_division():
     assert exact_div(768 * b * s, 7) is None
     assert exact_div(s * s + s, s) == s + 1
     assert exact_div(s + 1, s) is None
+    assert exact_div(64 * b * s + 64 * b, 16 * s + 16) == 4 * b          # by a sum: a monomial quotient
+    assert exact_div(512 * b * s - 3072 * b, b * s - 6 * b) == 512
+    assert exact_div(64 * b * s + 1, 16 * s + 16) is None
+    assert s // 5 // 2 // 2 == s // 20                                   # one canonical form
+    assert ((s - 10) // 5 + 1 - 3) // 2 + 1 == s // 10 - 1
     assert (768 * b * s) // (64 * s) == 12 * b
     with pytest.raises(SymbolicError, match="exact"):
         (s + 1) // s

@@ -345,6 +345,10 @@ def _floordiv(a: Sym, c: int) -> "int | Sym":
     lo, hi = dim_range(r)
     if hi is not None and hi < c:
         return q
+    if not r.const and len(r.terms) == 1 and r.terms[0][1] == 1 and len(r.terms[0][0]) == 1 \
+            and r.terms[0][0][0][0] == "//":
+        _, inner, k = r.terms[0][0][0]          # (x // k) // c == x // (k*c): one canonical form
+        return q + _floordiv(Sym._of(inner), k * c)
     return q + Sym({(("//", r, c),): 1}, 0)
 
 
@@ -364,7 +368,8 @@ def _mod(a: Sym, c: int) -> "int | Sym":
 
 def exact_div(a: "int | Sym", b: "int | Sym") -> "int | Sym | None":
     """``a / b`` when it is exact for every value of the symbols (b a nonzero monomial, such
-    as ``64*seq``), else None."""
+    as ``64*seq``, or a sum such as ``16*past + 16*seq`` that divides ``a`` by a monomial
+    quotient), else None."""
     if isinstance(b, int):
         if b == 0:
             return None
@@ -374,7 +379,7 @@ def exact_div(a: "int | Sym", b: "int | Sym") -> "int | Sym | None":
             return None
         return Sym._make({m: c // b for m, c in a.terms}, a.const // b)
     if len(b.terms) != 1 or b.const:
-        return None
+        return _monomial_quotient(a, b)
     (bm, bc), = b.terms
     if isinstance(a, int):
         return 0 if a == 0 else None
@@ -395,6 +400,19 @@ def exact_div(a: "int | Sym", b: "int | Sym") -> "int | Sym | None":
         out[tuple(rest)] = out.get(tuple(rest), 0) + c // bc
     const = out.pop((), 0)
     return Sym._make(out, const)
+
+
+def _monomial_quotient(a: "int | Sym", b: Sym) -> "int | Sym | None":
+    """The monomial ``q`` with ``q * b == a`` for a divisor ``b`` of several terms, else None:
+    ``q`` is one of ``a``'s terms divided by one of ``b``'s, checked by multiplying back."""
+    if isinstance(a, int):
+        return 0 if a == 0 else None
+    first = Sym._make(dict([a.terms[0]]), 0)
+    for m, c in list(b.terms) + ([((), b.const)] if b.const else []):
+        q = exact_div(first, Sym._make({m: c}, 0) if m else c)
+        if q is not None and not (isinstance(q, int) and q == 0) and q * b == a:
+            return q
+    return None
 
 
 # ---- constructors and helpers ---------------------------------------------------------------

@@ -503,3 +503,52 @@ def test_yolo_focus_concat_of_odd_and_even_halves():
     check(m, [{"x": rand(*s)} for s in ((1, 3, 4, 6), (2, 3, 8, 2), (1, 3, 2, 10))])
     with pytest.raises(InputError, match=r"Concat node 'Concat_4' needs dimension 2 of its operands to agree"):
         ember.compile(m, cflags=("-O1",)).run({"x": rand(1, 3, 5, 6)})
+
+
+# ---- Reshape whose element count matches only for some sizes: a run-time check ---------------
+
+def test_reshape_minus_one_by_a_sum_of_symbols():
+    # [B, 4, P + S, 16] -> [-1, P + S, 16]: -1 is 4*B, an exact quotient by a sum (GPT-2's past)
+    nodes = [helper.make_node("Concat", ["p", "s"], ["x"], axis=2),
+             helper.make_node("Shape", ["x"], ["sx"], start=2, end=3),
+             helper.make_node("Concat", ["m1", "sx", "c16"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    m = model(nodes, [vi("p", ["B", 4, "P", 16]), vi("s", ["B", 4, "S", 16])], [vi("y", ["N", "L", 16])],
+              [("m1", np.array([-1], np.int64)), ("c16", np.array([16], np.int64))])
+    assert from_onnx(m).outputs[0].type.shape[0] == 4 * symbol("B")
+    check(m, [{"p": rand(b, 4, p, 16), "s": rand(b, 4, s, 16)} for b, p, s in ((1, 0, 1), (2, 3, 5), (3, 1, 2))])
+
+
+def test_reshape_minus_one_whole_only_for_some_sizes_is_checked_at_run_time():
+    # [N, 4] -> [-1, 8]: 4*N elements fill rows of 8 for even N only; the run refuses odd N
+    m = model([helper.make_node("Reshape", ["x", "shape"], ["y"])], [vi("x", ["N", 4])], [vi("y", ["M", 8])],
+              [("shape", np.array([-1, 8], np.int64))])
+    check(m, [{"x": rand(n, 4)} for n in (2, 4, 10)])
+    with pytest.raises(InputError, match=r"Reshape node 'Reshape_0' needs the 4\*N elements of its input "
+                                         r"to be a whole multiple of 8"):
+        ember.compile(m, cflags=("-O1",)).run({"x": rand(3, 4)})
+
+
+def test_reshape_of_a_size_that_is_one_at_run_time_is_checked():
+    # [N, H] -> [N, 1]: equal element counts only when H is 1 (a pooled width in an OCR model)
+    m = model([helper.make_node("Shape", ["x"], ["n"], start=0, end=1),
+               helper.make_node("Concat", ["n", "one"], ["shape"], axis=0),
+               helper.make_node("Reshape", ["x", "shape"], ["y"])],
+              [vi("x", ["N", "H"])], [vi("y", ["N", 1])], [("one", np.array([1], np.int64))])
+    check(m, [{"x": rand(n, 1)} for n in (1, 2, 5)])
+    with pytest.raises(InputError, match=r"Reshape node 'Reshape_2' needs its input's H\*N elements to fill"):
+        ember.compile(m, cflags=("-O1",)).run({"x": rand(2, 3)})
+
+
+# ---- Range over a symbolic length that is negative for small sizes: a run-time check --------
+
+def test_range_whose_length_is_negative_for_small_sizes_is_checked_at_run_time():
+    nodes = [helper.make_node("Shape", ["x"], ["n"], start=0, end=1),
+             helper.make_node("Squeeze", ["n"], ["ns"]),
+             helper.make_node("Sub", ["ns", "three"], ["lim"]),
+             helper.make_node("Range", ["zero", "lim", "one"], ["y"])]
+    m = model(nodes, [vi("x", ["N"])], [vi("y", ["M"], TP.INT64)],
+              [("zero", np.array(0, np.int64)), ("one", np.array(1, np.int64)), ("three", np.array(3, np.int64))])
+    check(m, [{"x": rand(n)} for n in (3, 4, 9)])
+    with pytest.raises(InputError, match=r"Range node 'Range_3' needs the range from 0 to N - 3 to have at least 0"):
+        ember.compile(m, cflags=("-O1",)).run({"x": rand(2)})

@@ -40,12 +40,14 @@ def unflat_index(shape, lin):
 
 @register
 class Reshape(Op):
-    """Reshape to a fully known shape (frontends resolve 0 and -1)."""
+    """Reshape to a fully known shape (frontends resolve 0 and -1).  ``checked``: symbolic element
+    counts that the algebra cannot prove equal are equal by a check of the graph
+    (``Graph.checks``, made before anything runs)."""
 
     name = "reshape"
     moves_data = True
     pattern = Pattern.INJECTIVE
-    attrs = {"shape": REQUIRED}
+    attrs = {"shape": REQUIRED, "checked": False}
 
     def infer(self, a, x):
         t = TensorType(tuple(a["shape"]), x.dtype)
@@ -55,7 +57,7 @@ class Reshape(Op):
         if x.is_static and t.is_static:
             if _prod(shape) != x.size:
                 raise self.fail(f"cannot reshape {x} ({x.size} elements) to {list(shape)} ({_prod(shape)} elements)")
-        elif _prod(shape) != x.num_elements:
+        elif _prod(shape) != x.num_elements and not a["checked"]:
             raise self.fail(f"cannot reshape {x} ({x.num_elements} elements) to {t} ({_prod(shape)} elements): "
                             "the element counts differ")
         return t
@@ -173,7 +175,9 @@ class Slice(Op):
             raise self.fail(f"needs one start/end/step per axis of {x}")
         if any(s == 0 for s in sp):
             raise self.fail("step 0 is not allowed")
-        return TensorType(tuple(slice_extent(s, e, p) for s, e, p in zip(st, en, sp)), x.dtype)
+        # a whole axis keeps its size, whatever the algebra can prove of its sign
+        return TensorType(tuple(d if isinstance(s, int) and s == 0 and p == 1 and e == d else slice_extent(s, e, p)
+                                for s, e, p, d in zip(st, en, sp, x.shape)), x.dtype)
 
     def reference(self, a, x):
         sl = tuple(slice(s, e if e >= 0 else None, p) for s, e, p in zip(a["starts"], a["ends"], a["steps"]))

@@ -222,8 +222,9 @@ def _symbolic_range(cx):
     if not isinstance(delta, int) or delta <= 0:
         raise cx.fail(f"a Range over a symbolic length needs a positive constant delta, got {delta}")
     n = (limit - start + delta - 1) // delta
-    if isinstance(n, Sym) and compare(n, ">=", 0) is not True:
-        raise cx.fail(f"the length {n} of the range from {start} to {limit} may be negative")
+    if isinstance(n, Sym):
+        # ONNX gives an empty range for a negative length; the run refuses those sizes
+        cx.require(n, ">=", f"the range from {start} to {limit} to have at least 0 elements")
     return cx.op("arange", [], length=max(n, 0) if isinstance(n, int) else n, start=start, delta=delta, dtype=dtype)
 
 
@@ -283,14 +284,23 @@ def _symbolic_reshape(cx, x, target):
     if holes:
         known = product(d for d in out if not (isinstance(d, int) and d == -1))
         q = exact_div(total, known)
+        if q is None and isinstance(known, int) and known > 0:
+            # a whole multiple for some sizes only (e.g. 32*b*h*w of 2048): the floor quotient,
+            # and the run refuses the sizes where it leaves a remainder
+            q = total // known
+            cx.require(total % known, "==", f"the {total} elements of its input to be a whole multiple "
+                                            f"of {known} to fill the -1 of {[str(d) for d in target]}")
         if q is None:
             raise cx.fail(f"cannot reshape {x.type} to {[str(d) for d in target]}: {total} elements are not "
                           f"a whole multiple of {known} for every value of the symbols")
         out[holes[0]] = q
-    if product(out) != total:
-        raise cx.fail(f"cannot reshape {x.type} ({total} elements) to {[str(d) for d in out]} "
-                      f"({product(out)} elements)")
-    return reshape(cx, x, out)
+    checked = product(out) != total
+    if checked:
+        # equal only for some values of the symbols (a pooled size that is 1 at run time):
+        # the run checks it; refused here when no values make them equal
+        cx.require(product(out) - total, "==", f"its input's {total} elements to fill the shape "
+                                               f"{[str(d) for d in out]} ({product(out)} elements)")
+    return cx.op("reshape", [x], shape=tuple(out), checked=checked)
 
 
 @translates("Flatten")

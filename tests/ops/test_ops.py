@@ -506,6 +506,45 @@ def _arange(batch):
                         dtype=dtype))
 
 
+def _body(text: str):
+    from ember.graph.text import parse_graph
+    return parse_graph(text)
+
+
+@cases("if")
+def _if(batch):
+    # both branches of one region op, each taken by the condition the run feeds
+    for shape in [(4,), (13, 37)]:
+        dims = ", ".join(map(str, shape))
+        then_b = _body(f"graph t(%a: float32[{dims}]) {{\n  %two = const float32[] 2.0\n"
+                       f"  %r = mul(%a, %two)\n  return %r\n}}")
+        else_b = _body(f"graph e(%a: float32[{dims}]) {{\n  %r = neg(%a)\n  %s = exp(%r)\n  return %s\n}}")
+        for cond in (True, False):
+            batch.case(f"if {cond} float32{list(shape)}",
+                       lambda c, shape=shape, cond=cond, t=then_b, e=else_b: c.op(
+                           "if", [c.input((), "bool", data=cond), c.input(shape, "float32")],
+                           then_branch=t, else_branch=e))
+
+
+@cases("loop")
+def _loop(batch):
+    # a run-time trip count, a condition computed in the body (stops early), a carried value
+    body = _body("""graph b(%i: int64[], %k: bool[], %acc: float32[7], %x: float32[7]) {
+  %r = add(%acc, %x)
+  %fi = cast(%i) {to="float32"}
+  %s = add(%r, %fi)
+  %lim = const float32[] 40.0
+  %tot = reduce_sum(%s) {axes=[0], keepdims=false}
+  %go = less(%tot, %lim)
+  return %go, %s
+}""")
+    for trips in (0, 1, 3, 50):
+        batch.case(f"loop M={trips}", lambda c, m=trips: c.op(
+            "loop", [c.input((), "int64", data=m), c.input((), "bool", data=True),
+                     c.input((7,), "float32", low=0, high=1), c.input((7,), "float32", low=0, high=1)],
+            body=body, num_carried=1))
+
+
 @cases("bind_dims")
 def _bind_dims(batch):
     # the op itself: its input passed through (binding during a run: tests/frontend/test_onnx_data_shapes.py)

@@ -377,8 +377,10 @@ class NodeContext:
         """That the symbols' values make ``dim == 0`` (``op`` "==") or ``dim >= 0`` (">="), which
         only the run decides: a check of the graph (``Graph.checks``), made when the input
         shapes bind the symbols, before anything runs (``what``: the need, named for the user).
-        Nothing when the bounds decide it; an error of the model when they refute it."""
-        holds = compare(dim, op, 0, self._tr.bounds)
+        Nothing when it holds for every size; an error of the model when no size makes it hold.
+        The bounds are not consulted: a bound that decided it would become a limit of the
+        artifact, where the run-time check costs nothing."""
+        holds = compare(dim, op, 0, None)
         if holds is True:
             return
         if holds is False:

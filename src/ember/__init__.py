@@ -16,10 +16,10 @@ from .target import Target  # noqa: E402
 
 
 def compile(model, target="cpu", opt_level=3, **kwargs):
-    """Compile a model for ``target``; see :func:`ember.build.compile.compile`.  A
+    """Compile a model for ``target``; see :func:`ember.driver.compile.compile`.  A
     ``torch.nn.Module`` is translated by :func:`from_torch` first, from ``example_args=`` (and
     ``dynamic_shapes=``, ``example_kwargs=``)."""
-    from .build.compile import compile as _compile
+    from .driver.compile import compile as _compile
 
     model, kwargs = _torch_model(model, kwargs)
     return _compile(model, target, opt_level, **kwargs)

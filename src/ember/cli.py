@@ -344,7 +344,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"parameters  {count:,} ({_bytes(nbytes)})")
     symbols = graph.symbols()
     if symbols:
-        from .build.compile import DEFAULT_BOUND
+        from .driver.compile import DEFAULT_BOUND
 
         planned = {s: graph.bounds.get(s, graph.hints.get(s, DEFAULT_BOUND)) for s in symbols}
         defaulted = [s for s in symbols if s not in graph.bounds and s not in graph.hints]

@@ -1,6 +1,6 @@
 """ONNX ops whose output shape the data decides, and operands taken at run time: each model is
 compiled once with the operand as a graph input, then run with several values, by the reference
-interpreter and by the artifact, against onnxruntime (``bind_dims``; ``build/data_dims.py``)."""
+interpreter and by the artifact, against onnxruntime (``bind_dims``; ``driver/data_dims.py``)."""
 
 from __future__ import annotations
 

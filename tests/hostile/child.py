@@ -20,7 +20,7 @@ import numpy as np
 
 # Imported here so that the fork server holds them already (see suite.py).
 import ember  # noqa: F401
-import ember.build.compile  # noqa: F401
+import ember.driver.compile  # noqa: F401
 import ember.frontend  # noqa: F401
 import ember.runtime  # noqa: F401
 import onnx  # noqa: F401

@@ -78,7 +78,7 @@ def _missing_feature(dest: Path) -> None:
 
     from ember.target import host
 
-    bc = importlib.import_module("ember.build.compile")   # the package exports a function of that name
+    bc = importlib.import_module("ember.driver.compile")   # the package exports a function of that name
 
     graph = bc.to_graph(M.add_model())
     lib = bc._build_library(graph, host(), 1, None, lambda msg: None, False, (*M.CFLAGS, flag))

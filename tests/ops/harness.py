@@ -244,7 +244,7 @@ INTERP_LIMIT = 60000
 
 def kernels_of(graph, opt_level: int = 3):
     """The optimized loop-IR kernels ``ember.compile`` would generate for ``graph``."""
-    from ember.build.compile import generate
+    from ember.driver.compile import generate
     from ember.target import host
 
     return generate(graph, host(), opt_level).kernels

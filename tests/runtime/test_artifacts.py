@@ -355,7 +355,7 @@ def test_stale_external_data_changes_are_compiled(tmp_path):
 
 
 def test_model_key_covers_every_input_of_a_compile(tmp_path, monkeypatch):
-    build = importlib.import_module("ember.build.compile")
+    build = importlib.import_module("ember.driver.compile")
     from ember.target import resolve
 
     path = tmp_path / "ext.onnx"
@@ -384,7 +384,7 @@ def test_model_key_covers_every_input_of_a_compile(tmp_path, monkeypatch):
 
 
 def test_damaged_model_cache_entry_is_compiled_again(tmp_path):
-    build = importlib.import_module("ember.build.compile")
+    build = importlib.import_module("ember.driver.compile")
     from ember.target import resolve
     from ember.toolchain import Cache
 

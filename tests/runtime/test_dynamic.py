@@ -186,7 +186,7 @@ def test_planning_sizes_grow_the_arena():
 
 
 def test_default_and_invalid_bounds():
-    from ember.build.compile import DEFAULT_BOUND
+    from ember.driver.compile import DEFAULT_BOUND
 
     g = dyn_graph()
     g.bounds = {}

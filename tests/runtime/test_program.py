@@ -10,7 +10,7 @@ from onnx import TensorProto as TP, helper
 from onnx.reference import ReferenceEvaluator
 
 import ember
-from ember.build.program import needs_program, partition
+from ember.driver.program import needs_program, partition
 from ember.errors import ArtifactError, EmberError, InputError
 from ember.graph import run_graph
 from ember.graph.text import parse_graph

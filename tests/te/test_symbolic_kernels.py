@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ember
-from ember.build.kernels import group_kernel
+from ember.driver.kernels import group_kernel
 from ember.graph.builder import GraphBuilder
 from ember.graph.interpreter import run_graph
 from ember.graph.types import TensorType

@@ -262,7 +262,7 @@ class EmberBackend(Backend):
 
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> BackendRep:
-        from ..build.compile import compile as ember_compile
+        from ..driver.compile import compile as ember_compile
 
         if not cls.supports_device(device):
             raise EmberError(f"device {device!r} is not supported; Ember's backend runs on CPU")

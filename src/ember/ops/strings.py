@@ -2,7 +2,7 @@
 
 Strings have no compiled kernels: each op here is a type rule plus a host kernel of
 ``ember.runtime.host`` that is both its numpy reference and what the compiled model runs (in a
-host step between compiled segments; see ``ember.build.program``).
+host step between compiled segments; see ``ember.driver.program``).
 
 * ``string_normalize(x) {case, case_sensitive, stopwords, locale, length}``: ONNX
   StringNormalizer on [C] or [1, C].  Its output's last dimension depends on the data when

@@ -162,8 +162,8 @@ def _inputs(graph: Graph, inputs, seed: int) -> tuple[dict[str, np.ndarray], str
 
 
 def _check_kernels(tr: Trace, feeds, n_outputs: int, report: Report) -> None:
-    from ..build.compile import c_ident
-    from ..build.regions import is_region
+    from ..driver.compile import c_ident
+    from ..driver.regions import is_region
     from ..runtime import load
     from ..toolchain import build_shared
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..build.compile import CompiledModel, generate, to_graph
+from ..driver.compile import CompiledModel, generate, to_graph
 from ..errors import EmberError, TargetError
 from ..graph.ir import Graph
 from ..target import Target, resolve
@@ -81,7 +81,7 @@ def trace(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
           graph: Graph | None = None) -> Trace:
     """Compile ``model`` up to C (not built) and record every stage.  ``observe``: every
     kernel's result is an output too (``build.compile.observe_kernels``)."""
-    from ..build.program import needs_program
+    from ..driver.program import needs_program
     from ..ops.schedule_cpu import check_knobs
     from ..tir.printer import print_func
 

@@ -49,7 +49,7 @@ def profile(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, b
     """Compile ``model`` with profiling (as ``ember.compile``), run it ``runs`` times on seeded
     random inputs and return :func:`profile_table` (the target of ``tr`` carries its knobs)."""
     from ..benchmark import random_inputs
-    from ..build.compile import compile as ember_compile
+    from ..driver.compile import compile as ember_compile
 
     host_target(tr.target, "ember view --profile")
     module = ember_compile(model, tr.target, tr.opt_level, shapes=shapes, bounds=bounds, profile=True)

@@ -31,7 +31,7 @@ def bind(cx, values: Value, what: str | list[str], limits: list[int | None] | No
             raise cx.fail(f"the dimension(s) {dims} computed for this op include negative values")
         return values, dims
     if cx._tr.region_depth:
-        # the artifact binds data symbols in the model's entry only (build/data_dims.py)
+        # the artifact binds data symbols in the model's entry only (driver/data_dims.py)
         raise cx.unsupported("dimensions that the data decides in the body of a run-time If, Loop or Scan")
     names = [what] * n if isinstance(what, str) else list(what)
     limits = limits or [None] * n

@@ -33,7 +33,7 @@
  *                                                    the entry, given the symbols' values and where
  *                                                    each intermediate lies in the arena
  *
- * A model that binds symbols from data during the run (bind_dims; see ember/build/data_dims.py)
+ * A model that binds symbols from data during the run (bind_dims; see ember/driver/data_dims.py)
  * defines instead of ember_model_entry_dynamic:
  *
  *   int ember_model_entry_data(unsigned char* arena, void* const* inputs, void* const* outputs,

@@ -77,6 +77,12 @@ class Target:
     cflags: tuple = ()
 
     @property
+    def family(self) -> str:
+        """The kind whose schedules this target shares (:mod:`ember.schedules`): ``cpu`` for
+        every CPU, whatever its instruction set."""
+        return self.kind
+
+    @property
     def cross(self) -> bool:
         """Whether code for this target is built with a cross compiler (and cannot run here)."""
         return bool(self.triple)

@@ -1,7 +1,7 @@
 """From a fused group of graph nodes to one optimized loop-IR kernel.
 
-Each node's op supplies its tensor compute; the anchor op (convolution, matmul, ...) supplies
-the schedule when it has one, every other group gets the default CPU schedule.
+Each node's op supplies its tensor compute; the schedule comes from :mod:`ember.schedules` by
+the target's kind and the anchor op (convolution, matmul, ...), or is the kind's default.
 
 Symbolic dimensions become size variables: the kernel takes each symbol it uses as an int64
 argument after its buffers (``PrimFunc.attrs["size_vars"]``), and its index analysis knows the
@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..errors import CodegenError, EmberError
 from ..graph.ir import Value
 from ..ops import get_op
-from ..ops.schedule_cpu import default_schedule
+from ..schedules import default as default_for, lookup
 from ..passes.fusion import Group
 from ..te import placeholder, walk
 from ..te.lower import lower
@@ -83,20 +83,20 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None) ->
     if out_t.is_placeholder:
         raise CodegenError(f"kernel {group.name} computes nothing")
     s = create_schedule(out_t)
-    anchor_op = get_op(lead.op) if lead is not None else None
+    own = lookup(target, lead.op) if lead is not None and anchor_tensor is not None else None
     inputs = [params[v] for v in group.inputs]
     try:
-        if anchor_op is not None and hasattr(anchor_op, "schedule") and anchor_tensor is not None:
+        if own is not None:
             try:
-                anchor_op.schedule(lead.attrs, s, anchor_tensor, target)
+                own(lead.attrs, s, anchor_tensor, target)
                 f = lower(s, group.name, inputs + [s.output])
             except CodegenError:
                 # the op's tuned schedule does not fit this instance: the default always does
                 s = create_schedule(out_t)
-                default_schedule(s, target)
+                default_for(target)(s, target)
                 f = lower(s, group.name, inputs + [s.output])
         else:
-            default_schedule(s, target)
+            default_for(target)(s, target)
             f = lower(s, group.name, inputs + [s.output])
     except EmberError:
         raise

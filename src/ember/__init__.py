@@ -5,7 +5,8 @@
     outputs = module.run({"input": x})
 
 The public surface: :func:`compile`, :func:`load`, :class:`Module`, the frontends
-(:func:`from_onnx`, :func:`from_torch`, :func:`from_tflite`), :class:`Target` and the ``ember``
+(:func:`from_onnx`, :func:`from_torch`, :func:`from_tflite`, :func:`from_keras`,
+:func:`from_tensorflow`), :class:`Target` and the ``ember``
 command line.
 """
 
@@ -69,6 +70,22 @@ def from_tflite(model, batch=None):
     return _from_tflite(model, batch=batch)
 
 
+def from_keras(model, input_signature=None, bounds=None):
+    """Translate a Keras 3 model (object, ``.keras`` or legacy ``.h5`` path) into Ember's graph IR
+    through its frozen TensorFlow graph; see :func:`ember.frontend.tensorflow.from_keras`."""
+    from .frontend.tensorflow import from_keras as _from_keras
+
+    return _from_keras(model, input_signature=input_signature, bounds=bounds)
+
+
+def from_tensorflow(model, signature="serving_default", bounds=None):
+    """Translate a SavedModel directory or a concrete ``tf.function`` into Ember's graph IR; see
+    :func:`ember.frontend.tensorflow.from_tensorflow`."""
+    from .frontend.tensorflow import from_tensorflow as _from_tensorflow
+
+    return _from_tensorflow(model, signature=signature, bounds=bounds)
+
+
 def __getattr__(name):
     if name == "Module":
         from .runtime import Module
@@ -77,5 +94,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'ember' has no attribute {name!r}")
 
 
-__all__ = ["compile", "load", "from_onnx", "from_torch", "from_tflite", "Module", "Target", "errors", "limits",
+__all__ = ["compile", "load", "from_onnx", "from_torch", "from_tflite", "from_keras", "from_tensorflow", "Module", "Target", "errors", "limits",
            "__version__"]

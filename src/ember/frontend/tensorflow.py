@@ -41,7 +41,7 @@ TO_NHWC = (0, 2, 3, 1)
 #: ops that only carry control dependencies or pass their input through
 PASS_THROUGH = frozenset({"Identity", "StopGradient", "Snapshot", "PreventGradient", "EnsureShape",
                           "CheckNumerics"})
-IGNORED = frozenset({"NoOp", "Const", "Placeholder"})
+IGNORED = frozenset({"NoOp", "Const", "Placeholder", "IdentityN"})
 
 
 def _tf():
@@ -238,7 +238,7 @@ def unsupported_ops(graph_def) -> dict[str, list[str]]:
     return missing
 
 
-def _input_type(name: str, shape, dtype: str, k_input: int) -> TensorType:
+def _input_type(name: str, shape, dtype: str) -> TensorType:
     dims = []
     for axis, d in enumerate(shape):
         if d is None or d < 0:
@@ -265,13 +265,12 @@ def from_graph_def(graph_def, inputs: Sequence[tuple[str, str, tuple]], outputs:
     tf = _tf()
     tr = _Translator(name)
     nodes = {n.name: n for n in graph_def.node}
-    for k, (node_name, in_name, shape) in enumerate(inputs):
+    for node_name, in_name, shape in inputs:
         n = nodes.get(node_name)
         if n is None or n.op != "Placeholder":
             raise InvalidModelError(f"input '{in_name}' is not a placeholder of the graph", node=node_name)
         dtype = _dtype(n.attr["dtype"].type, n.name, n.op)
-        tr.values[(node_name, 0)] = {"NHWC": tr.b.input(_clean(in_name), _input_type(_clean(in_name), shape,
-                                                                                       dtype, k))}
+        tr.values[(node_name, 0)] = {"NHWC": tr.b.input(_clean(in_name), _input_type(_clean(in_name), shape, dtype))}
     tr.b.hints.update({s: 1 for s in {"batch"} if s not in (bounds or {})})
     tr.b.bounds.update(bounds or {})
     for n in _topological(graph_def, nodes):
@@ -407,9 +406,19 @@ def from_tensorflow(model, signature: str = "serving_default", bounds: Mapping[s
         raise FrontendError("from_tensorflow takes a concrete function: call get_concrete_function(...) on "
                             "the tf.function with its input signature")
     if hasattr(model, "graph") and hasattr(model, "inputs"):
-        return _from_concrete(model, getattr(model, "name", "tensorflow") or "tensorflow", None, None, bounds)
+        name = getattr(model, "name", None) or "tensorflow"
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        name = name.removeprefix("__inference_").rsplit("_", 1)[0] or "tensorflow"
+        return _from_concrete(model, _clean(name), None, None, bounds)
     raise FrontendError(f"from_tensorflow takes a SavedModel directory or a concrete function, got "
                         f"{type(model).__name__}")
+
+
+def _keras_name(t) -> str:
+    """The name of the layer that makes a Keras tensor (an ``Input``'s own name)."""
+    history = getattr(t, "_keras_history", None)
+    op = getattr(history, "operation", None)
+    return getattr(op, "name", None) or t.name
 
 
 def from_keras(model, input_signature=None, bounds: Mapping[str, int] | None = None) -> Graph:
@@ -437,7 +446,7 @@ def from_keras(model, input_signature=None, bounds: Mapping[str, int] | None = N
             ins = []
         if not ins:
             raise FrontendError(f"Keras model '{model.name}' has no inputs yet: pass input_signature=")
-        input_signature = [tf.TensorSpec(i.shape, i.dtype, name=i.name) for i in ins]
+        input_signature = [tf.TensorSpec(i.shape, i.dtype, name=_keras_name(i)) for i in ins]
     specs = list(input_signature)
     names = [getattr(s, "name", None) or f"input_{k}" for k, s in enumerate(specs)]
 
@@ -452,7 +461,7 @@ def from_keras(model, input_signature=None, bounds: Mapping[str, int] | None = N
     try:
         outs = list(model.outputs)
         if len(outs) == len(fn.outputs):
-            out_names = [o.name for o in outs]
+            out_names = [_keras_name(o) for o in outs]
     except (AttributeError, ValueError):
         pass
     return _from_concrete(fn, model.name, names, out_names, bounds)

@@ -550,7 +550,7 @@ def _slice_value(cx, x, index):
             continue
         d = shape[axis]
         axis += 1
-        if isinstance(i, slice) and i == slice(None):
+        if isinstance(i, slice) and i.start in (None, 0) and i.stop is None and i.step in (None, 1):
             starts.append(0), ends.append(d), steps.append(1), out.append(d)
             continue
         if not isinstance(d, int):

@@ -340,19 +340,31 @@ def _topological(graph_def, nodes: dict) -> list:
 # ---- loading ---------------------------------------------------------------------------------
 
 def _freeze(fn):
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    """The function's GraphDef with its variables as constants, its input and output tensors.
+    TensorFlow's converter builds the GraphDef and then wraps it into a new function, which
+    takes most of its time; the GraphDef alone is enough here, so its two steps are called
+    directly where this TensorFlow has them."""
+    from tensorflow.python.framework import convert_to_constants as c2c
 
     try:
-        frozen = convert_variables_to_constants_v2(fn)
-    except Exception as e:  # TensorFlow raises many kinds here
+        if hasattr(c2c, "_FunctionConverterDataInEager") and hasattr(c2c, "_replace_variables_by_constants"):
+            data = c2c._FunctionConverterDataInEager(func=fn, lower_control_flow=True, aggressive_inlining=False)
+            gd, converted = c2c._replace_variables_by_constants(converter_data=data)
+            captures = fn.graph.internal_captures
+            frozen_ids = {id(captures[i]) for i in converted}
+            return gd, [t for t in fn.inputs if id(t) not in frozen_ids], list(fn.outputs)
+        frozen = c2c.convert_variables_to_constants_v2(fn)
+        return frozen.graph.as_graph_def(), list(frozen.inputs), list(frozen.outputs)
+    except Exception as e:  # noqa: BLE001 - TensorFlow raises many kinds here
         raise ModelLoadError(f"cannot freeze the TensorFlow function: {e}") from None
-    return frozen, frozen.graph.as_graph_def()
 
 
 def _from_concrete(fn, name: str, input_names: Sequence[str] | None, output_names: Sequence[str] | None,
                    bounds) -> Graph:
-    frozen, gd = _freeze(fn)
-    placeholders = [t for t in frozen.inputs if t.dtype.name != "resource"]
+    gd, ins, outputs = _freeze(fn)
+    placeholders = [t for t in ins if t.dtype.name != "resource"]
+    if len(placeholders) != len(ins):
+        raise FrontendError("the function reads a variable that could not be frozen into a constant")
     if input_names is None:
         input_names = [t.op.name for t in placeholders]
     inputs = [(t.op.name, nm, tuple(t.shape.as_list()) if t.shape.rank is not None else None)
@@ -361,7 +373,6 @@ def _from_concrete(fn, name: str, input_names: Sequence[str] | None, output_name
         if shape is None:
             raise FrontendError(f"input '{nm}' has no known rank; give the function an input signature",
                                 node=node)
-    outputs = frozen.outputs
     if output_names is None:
         output_names = _output_names(fn, len(outputs))
     return from_graph_def(gd, inputs, [(t.name, nm) for t, nm in zip(outputs, output_names)], name, bounds)

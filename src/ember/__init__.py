@@ -19,10 +19,11 @@ from .target import Target  # noqa: E402
 def compile(model, target="cpu", opt_level=3, **kwargs):
     """Compile a model for ``target``; see :func:`ember.driver.compile.compile`.  A
     ``torch.nn.Module`` is translated by :func:`from_torch` first, from ``example_args=`` (and
-    ``dynamic_shapes=``, ``example_kwargs=``)."""
+    ``dynamic_shapes=``, ``example_kwargs=``); a ``keras.Model`` by :func:`from_keras`."""
     from .driver.compile import compile as _compile
 
     model, kwargs = _torch_model(model, kwargs)
+    model = _keras_model(model)
     return _compile(model, target, opt_level, **kwargs)
 
 
@@ -61,6 +62,16 @@ def _torch_model(model, kwargs):
     graph = from_torch(model, kwargs.pop("example_args", ()), kwargs.pop("dynamic_shapes", None), **opts,
                        bounds=kwargs.pop("bounds", None))
     return graph, kwargs
+
+
+def _keras_model(model):
+    """``model`` as a Graph when it is a Keras model (keras already imported by the caller)."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    if keras is None or not isinstance(model, getattr(keras, "Model", ())):
+        return model
+    return from_keras(model)
 
 
 def from_tflite(model, batch=None):

@@ -254,11 +254,11 @@ def test_keras_transformer():
 
 
 # weights=None: random weights from the seed, nothing is downloaded; logits, not probabilities.
-# The two largest compile at opt level 1 (the frontend is what is tested here; opt level 3 spends
-# most of their CI time generating kernels the mobile networks exercise already).
+# All but MobileNetV2 compile at opt level 1 (the frontend is what is tested here; opt level 3 spends
+# most of their CI time generating kernels MobileNetV2 exercises already).
 APPLICATIONS = {
     "MobileNetV2": (dict(input_shape=(96, 96, 3), alpha=0.35), 3),
-    "MobileNetV3Small": (dict(input_shape=(96, 96, 3), alpha=0.75), 3),
+    "MobileNetV3Small": (dict(input_shape=(96, 96, 3), alpha=0.75), 1),
     "EfficientNetB0": (dict(input_shape=(64, 64, 3)), 1),
     "ResNet50": (dict(input_shape=(64, 64, 3)), 1),
 }

@@ -31,12 +31,10 @@ from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value
 from ..graph.types import TensorType
 from ..symbolic import Sym, symbol
-from .core import emit
+from .core import TO_NCHW, TO_NHWC, emit
 
 __all__ = ["from_tensorflow", "from_keras", "from_graph_def", "unsupported_ops"]
 
-TO_NCHW = (0, 3, 1, 2)
-TO_NHWC = (0, 2, 3, 1)
 
 #: ops that only carry control dependencies or pass their input through
 PASS_THROUGH = frozenset({"Identity", "StopGradient", "Snapshot", "PreventGradient", "EnsureShape",

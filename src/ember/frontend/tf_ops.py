@@ -16,17 +16,13 @@ import numpy as np
 from ..graph.types import np_dtype
 from ..symbolic import Sym, SymbolicError, exact_div
 from . import shape_values
+from .core import elementwise_layout, layout_operand, registrar
 from .tensorflow import TO_NCHW, _dtype
 
 TRANSLATIONS: dict = {}
 
 
-def translates(*names):
-    def deco(f):
-        for n in names:
-            TRANSLATIONS[n] = f
-        return f
-    return deco
+translates = registrar(TRANSLATIONS)
 
 
 def _all_const(cx, ks=None) -> bool:
@@ -61,22 +57,8 @@ def _fold(cx, core: str, arrays, **attrs) -> None:
 
 # ---- elementwise ---------------------------------------------------------------------------
 
-def _layout_for(cx, ks) -> str:
-    """NCHW when a rank-4 operand already is, and every other operand can follow it."""
-    if not any(not cx.is_const(k) and cx.rank(k) == 4 and cx.layout(k) == "NCHW" for k in ks):
-        return "NHWC"
-    for k in ks:
-        if cx.is_const(k) and cx.rank(k) > 4 or not cx.is_const(k) and cx.rank(k) != 4:
-            return "NHWC"
-    return "NCHW"
-
-
-def _operand(cx, k, layout):
-    if layout == "NCHW" and cx.is_const(k):
-        a = np.asarray(cx.const(k))
-        a = a.reshape((1,) * (4 - a.ndim) + a.shape).transpose(TO_NCHW)
-        return cx.const_value(np.ascontiguousarray(a))
-    return cx.get(k, layout)
+_layout_for = elementwise_layout
+_operand = layout_operand
 
 
 _BINARY = {"AddV2": "add", "Add": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "div", "Maximum": "maximum",

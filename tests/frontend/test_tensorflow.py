@@ -90,7 +90,7 @@ def test_elementwise_and_activations():
                 tf.math.log(tf.abs(x) + 1), tf.sqrt(tf.abs(y)), tf.tanh(x), tf.sigmoid(x), tf.math.erf(x),
                 tf.math.erfc(x), tf.nn.leaky_relu(x, 0.1), tf.nn.elu(x), tf.nn.selu(x), tf.nn.softplus(x * 30),
                 tf.nn.gelu(x, approximate=True), tf.nn.gelu(x), tf.where(x > y, x, y * 2), tf.nn.softmax(x),
-                tf.nn.log_softmax(y), tf.math.add_n([x, y, x]), tf.floor(x) + tf.math.ceil(y), tf.math.reciprocal(y)]
+                tf.nn.log_softmax(y), tf.math.add_n([x, y, x]), tf.floor(x) + tf.math.ceil(y), tf.math.reciprocal(y), tf.math.floordiv(x, 0.3)]
         return tf.stack(outs, axis=1), tf.cast(x > 0, tf.int32) + tf.cast(y, tf.int32)
 
     check_function(f, [spec(5, 7), spec(5, 7)], lambda n: [normal(n, 5, 7, seed=n), normal(n, 5, 7, seed=n + 9)])
@@ -158,6 +158,22 @@ def test_bad_inputs_raise_ember_errors(tmp_path):
         ember.from_keras(str(bad))
     with pytest.raises(EmberError):
         ember.from_tensorflow(tf.function(lambda x: x))       # not a concrete function
+
+
+def test_damaged_graph_def_names_the_node():
+    from ember.errors import InvalidModelError
+    from ember.frontend.tensorflow import from_graph_def
+
+    @tf.function
+    def f(x):
+        return tf.nn.relu(x) * 2.0
+
+    gd = f.get_concrete_function(spec(3)).graph.as_graph_def()
+    relu = next(n for n in gd.node if n.op == "Relu")
+    relu.input[0] = "no_such_node"
+    with pytest.raises(InvalidModelError) as e:
+        from_graph_def(gd, [("x", "x", (None, 3))], [("Identity:0", "y")])
+    assert relu.name in str(e.value)
 
 
 # ---- Keras models ----------------------------------------------------------------------------

@@ -73,8 +73,7 @@ def binary(cx):
     if kind == "BiasAdd" and cx.attr("data_format", "NHWC") != "NHWC":
         raise cx.unsupported(f"data_format {cx.attr('data_format')}")
     if kind in ("FloorDiv", "Div") and cx.dtype(0).startswith("float"):
-        if kind == "Div":
-            kind = "RealDiv"
+        kind = "RealDiv" if kind == "Div" else kind
     elif kind in ("FloorDiv", "Div"):
         if not _all_const(cx):
             raise cx.unsupported("integer division computed at run time")
@@ -89,7 +88,9 @@ def binary(cx):
         return _fold(cx, core, [cx.const(0), cx.const(1)])
     layout = _layout_for(cx, (0, 1))
     x, y = _operand(cx, 0, layout), _operand(cx, 1, layout)
-    if kind == "SquaredDifference":
+    if kind == "FloorDiv":
+        out = cx.op("floor", [cx.op("div", [x, y])])
+    elif kind == "SquaredDifference":
         d = cx.op("sub", [x, y])
         out = cx.op("mul", [d, d])
     elif kind == "BiasAdd" and layout == "NCHW":

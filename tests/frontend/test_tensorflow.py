@@ -238,6 +238,9 @@ def test_keras_object_keras_file_and_h5(tmp_path):
     assert [v.name for v in g.inputs] == ["image"] and g.outputs[0].name == "logits"
     m.save(tmp_path / "m.keras")
     check_keras(m, images(12), batches=(2,), source=str(tmp_path / "m.keras"))
+    module = ember.compile(str(tmp_path / "m.keras"), cflags=CFLAGS)     # by file type
+    np.testing.assert_allclose(run(module, [images(12)(2)])[0], m(images(12)(2), training=False), rtol=1e-4,
+                               atol=1e-5)
     m.save(tmp_path / "m.h5")
     check_keras(m, images(12), batches=(2,), source=str(tmp_path / "m.h5"))
 
@@ -245,8 +248,7 @@ def test_keras_object_keras_file_and_h5(tmp_path):
 def test_saved_model_directory(tmp_path):
     m = small_cnn()
     m.export(str(tmp_path / "sm"), verbose=False)
-    g = ember.from_tensorflow(str(tmp_path / "sm"))
-    mod = ember.compile(g, cflags=CFLAGS)
+    mod = ember.compile(str(tmp_path / "sm"), cflags=CFLAGS)       # a SavedModel directory by its files
     for n in (1, 2):
         x = images(12)(n)
         (out,) = run(mod, [x])

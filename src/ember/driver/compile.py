@@ -97,9 +97,28 @@ def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None,
             model = model.copy()
             model.hints.update({k: int(v) for k, v in bounds.items() if k not in model.bounds})
         return model
+    tf_graph = _tensorflow_file(model, shapes, bounds)
+    if tf_graph is not None:
+        return tf_graph
     from ..frontend import from_onnx
 
     return from_onnx(model, shapes=shapes, bounds=bounds)
+
+
+def _tensorflow_file(model: Any, shapes, bounds) -> Graph | None:
+    """A Keras file (``.keras``, ``.h5``) or a SavedModel directory, translated by the TensorFlow
+    frontend; None for any other model."""
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    path = os.fspath(model)
+    keras_file = path.endswith((".keras", ".h5"))
+    if not keras_file and not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return None
+    if shapes:
+        raise EmberError("shapes= applies to ONNX models; a TensorFlow model's shapes are its signature's")
+    from ..frontend.tensorflow import from_keras, from_tensorflow
+
+    return from_keras(path, bounds=bounds) if keras_file else from_tensorflow(path, bounds=bounds)
 
 
 def symbol_bounds(graph: Graph) -> dict[str, int]:

@@ -312,8 +312,12 @@ def _describe_symbols(planned: dict, limits: dict, defaulted=()) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import ember
-    from .graph.stats import count_flops, count_params
 
+    tf_graph = _tensorflow_graph(args)
+    if tf_graph is not None:
+        print(f"model     {args.model}")
+        print("format    TensorFlow / Keras (the frozen TensorFlow graph)")
+        return _print_ember_graph(tf_graph, {})
     model = _load_onnx(args.model)
     g = model.graph
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
@@ -330,12 +334,26 @@ def cmd_info(args: argparse.Namespace) -> int:
                      f"{onnx_params:,} weights)", _onnx_histogram(model))
 
     graph = ember.from_onnx(args.model, shapes=dict(args.shape) or None, bounds=dict(args.bound) or None)
+    return _print_ember_graph(graph, {v.name: _onnx_type(v) for v in list(g.input) + list(g.output)})
+
+
+def _tensorflow_graph(args: argparse.Namespace):
+    """The Ember graph of a Keras file or SavedModel directory; None for any other model."""
+    from .driver.compile import tensorflow_file
+
+    return tensorflow_file(args.model, dict(args.shape) or None, dict(args.bound) or None)
+
+
+def _print_ember_graph(graph, framework_types: dict) -> int:
+    """The Ember graph's ops, its signature where it differs from the framework's, parameters,
+    symbols and FLOPs."""
+    from .graph.stats import count_flops, count_params
+
     print()
     _print_histogram(f"Ember graph ({len(graph.nodes)} nodes)", graph.op_histogram())
     ember_in = [(v.name, str(v.type)) for v in graph.inputs]
     ember_out = [(v.name, str(v.type)) for v in graph.outputs]
-    onnx_types = {v.name: _onnx_type(v) for v in list(g.input) + list(g.output)}
-    if any(onnx_types.get(n) != t for n, t in ember_in + ember_out):
+    if any(framework_types.get(n) != t for n, t in ember_in + ember_out):
         print()
         _print_signature("Ember inputs", ember_in)
         _print_signature("Ember outputs", ember_out)

@@ -245,6 +245,20 @@ def test_keras_object_keras_file_and_h5(tmp_path):
     check_keras(m, images(12), batches=(2,), source=str(tmp_path / "m.h5"))
 
 
+def test_command_line_info_and_compile(tmp_path, capsys):
+    from ember.cli import main
+
+    m = small_cnn()
+    m.save(tmp_path / "m.keras")
+    assert main(["info", str(tmp_path / "m.keras")]) == 0
+    out = capsys.readouterr().out
+    assert "TensorFlow / Keras" in out and "conv2d" in out and "image" in out and "batch" in out
+    assert main(["compile", str(tmp_path / "m.keras"), "-o", str(tmp_path / "m.ember")]) == 0
+    x = images(12)(2)
+    (y,) = run(ember.load(str(tmp_path / "m.ember")), [x])
+    assert rel_error(y, np.asarray(m(x, training=False))) <= 1e-5
+
+
 def test_saved_model_directory(tmp_path):
     m = small_cnn()
     m.export(str(tmp_path / "sm"), verbose=False)

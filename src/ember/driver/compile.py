@@ -97,7 +97,7 @@ def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None,
             model = model.copy()
             model.hints.update({k: int(v) for k, v in bounds.items() if k not in model.bounds})
         return model
-    tf_graph = _tensorflow_file(model, shapes, bounds)
+    tf_graph = tensorflow_file(model, shapes, bounds)
     if tf_graph is not None:
         return tf_graph
     from ..frontend import from_onnx
@@ -105,7 +105,7 @@ def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None,
     return from_onnx(model, shapes=shapes, bounds=bounds)
 
 
-def _tensorflow_file(model: Any, shapes, bounds) -> Graph | None:
+def tensorflow_file(model: Any, shapes, bounds) -> Graph | None:
     """A Keras file (``.keras``, ``.h5``) or a SavedModel directory, translated by the TensorFlow
     frontend; None for any other model."""
     if not isinstance(model, (str, os.PathLike)):

@@ -33,7 +33,7 @@ from ..graph.types import TensorType
 from ..symbolic import Sym, symbol
 from .core import TO_NCHW, TO_NHWC, emit
 
-__all__ = ["from_tensorflow", "from_keras", "from_graph_def", "unsupported_ops"]
+__all__ = ["from_tensorflow", "from_keras", "from_graph_def", "unsupported_ops", "tf_dtype"]
 
 
 #: ops that only carry control dependencies or pass their input through
@@ -50,7 +50,7 @@ def _tf():
     return tf
 
 
-def _dtype(tf_type: int, node: str, op: str) -> str:
+def tf_dtype(tf_type: int, node: str, op: str) -> str:
     tf = _tf()
     name = tf.dtypes.as_dtype(tf_type).name
     name = {"half": "float16", "float": "float32", "double": "float64"}.get(name, name)
@@ -267,7 +267,7 @@ def from_graph_def(graph_def, inputs: Sequence[tuple[str, str, tuple]], outputs:
         n = nodes.get(node_name)
         if n is None or n.op != "Placeholder":
             raise InvalidModelError(f"input '{in_name}' is not a placeholder of the graph", node=node_name)
-        dtype = _dtype(n.attr["dtype"].type, n.name, n.op)
+        dtype = tf_dtype(n.attr["dtype"].type, n.name, n.op)
         tr.values[(node_name, 0)] = {"NHWC": tr.b.input(_clean(in_name), _input_type(_clean(in_name), shape, dtype))}
     tr.b.hints.update({s: 1 for s in {"batch"} if s not in (bounds or {})})
     tr.b.bounds.update(bounds or {})

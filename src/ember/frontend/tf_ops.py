@@ -16,8 +16,8 @@ import numpy as np
 from ..graph.types import np_dtype
 from ..symbolic import Sym, SymbolicError, exact_div
 from . import shape_values
-from .core import elementwise_layout, layout_operand, registrar
-from .tensorflow import TO_NCHW, _dtype
+from .core import TO_NCHW, elementwise_layout, layout_operand, registrar
+from .tensorflow import tf_dtype
 
 TRANSLATIONS: dict = {}
 
@@ -43,7 +43,7 @@ def _symbolic(*arrays) -> bool:
 
 def _out_dtype(cx, default="int32") -> str:
     t = cx.node.attr.get("T")
-    return _dtype(t.type, cx.name, cx.op_type) if t is not None and t.type else default
+    return tf_dtype(t.type, cx.name, cx.op_type) if t is not None and t.type else default
 
 
 def _fold(cx, core: str, arrays, **attrs) -> None:
@@ -165,7 +165,7 @@ def select(cx):
 
 @translates("Cast")
 def cast(cx):
-    to = _dtype(cx.attr("DstT"), cx.name, cx.op_type)
+    to = tf_dtype(cx.attr("DstT"), cx.name, cx.op_type)
     if cx.is_const(0):
         a = cx.const(0)
         if a.dtype == object:
@@ -379,7 +379,7 @@ def reduce(cx):
 @translates("Shape")
 def shape(cx):
     dims = cx.shape(0)
-    out = _dtype(cx.attr("out_type", 3), cx.name, cx.op_type)
+    out = tf_dtype(cx.attr("out_type", 3), cx.name, cx.op_type)
     arr = np.empty(len(dims), dtype=object)
     arr[:] = list(dims)
     cx.set_const(_tidy(arr, out))

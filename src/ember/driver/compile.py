@@ -43,7 +43,7 @@ from ..schedules.knobs import check_knobs
 from ..runtime.program import write_program
 from .data_dims import DataDims, data_symbols
 from .kernels import kernel_call
-from .pipeline import GENERIC_STEPS, Context, check_disabled, run_graph
+from .pipeline import Context, check_disabled, generic_steps, run_graph
 from .regions import Regions, is_region
 from .program import const_entry, json_attrs, needs_program, partition
 
@@ -526,7 +526,7 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
     returns its path."""
     from ..toolchain import Cache
 
-    g = run_graph(graph, Context(tgt, opt_level, disabled, dumper, say), GENERIC_STEPS)
+    g = run_graph(graph, Context(tgt, opt_level, disabled, dumper, say), generic_steps())
     steps = partition(g)
     slots: dict[Value, int] = {}
 

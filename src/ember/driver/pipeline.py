@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable, Sequence
 from ..errors import EmberError
 from ..graph.ir import Graph
 from ..graph.verify import verify
-from ..passes import PASSES, PIPELINE, checked, pipeline
-from ..passes import fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
+from .. import passes as graph_passes
+from ..passes import checked, fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
 from ..target import Target
 from ..tir import transform as loop
 from ..tir.stmt import PrimFunc
@@ -64,34 +64,40 @@ class Context:
             self.progress(message)
 
 
-def _graph_pass(name: str) -> Step:
-    p = PASSES[name]
-    return Step(name, "graph", p.opt_level, lambda g, ctx: p(g), p.doc)
+def _graph_pass(p) -> Step:
+    return Step(p.name, "graph", p.opt_level, lambda g, ctx: p(g), p.doc)
 
 
-#: the graph passes, in order: ``passes.PIPELINE``, then the passes that prepare the graph for
-#: the target (after the layout change, the constants' layout conversions fold again)
-GRAPH_STEPS: tuple[Step, ...] = tuple(_graph_pass(n) for n in PIPELINE) + (
-    Step("pair_saturation", "graph", 0, lambda g, ctx: pair_saturation.run(g, ctx.target.int8_pairs_saturate),
-         "integer products keep onnxruntime's saturating pairs of int8 products where the target's fast "
-         "instruction has them (x86 without VNNI)", required=True),
-    Step("layout_nchwc", "graph", 3, lambda g, ctx: layout_nchwc.run(g, ctx.target.lanes, ctx.target.int8_dot),
-         "convolutions on NCHW[x]c activations, the layout kept through the ops between them"),
-    *(Step(p.name, "graph", 3, (lambda p: lambda g, ctx: p(g))(p), "after the layout change: " + p.doc)
-      for p in pipeline(1)),
-    Step("winograd", "graph", 3, lambda g, ctx: winograd.run(g, ctx.target.lanes),
-         "stride-1 3x3 convolutions as Winograd transforms around a batched matmul"),
-    Step("pack_weights", "graph", 3, lambda g, ctx: pack_weights.run(g, ctx.target.lanes),
-         "constant weights of convolutions and matmuls packed into the register tiles' order"),
-    Step("fuse_attention", "graph", 3, lambda g, ctx: fuse_attention.run(g, ctx.target.lanes),
-         "matmul, scale, mask, softmax, matmul as one attention kernel"),
-)
+def generic_steps() -> tuple[Step, ...]:
+    """The target-independent graph passes (``passes.PIPELINE``, read when called): what a graph
+    with host steps runs before it is cut into segments (each then compiled with every step),
+    and what a region's body runs."""
+    return tuple(_graph_pass(graph_passes.PASSES[n]) for n in graph_passes.PIPELINE)
 
-#: the target-independent graph passes (``passes.PIPELINE``): what a graph with host steps runs
-#: before it is cut into segments (each then compiled with every step), and a region's body
-GENERIC_STEPS: tuple[Step, ...] = GRAPH_STEPS[:len(PIPELINE)]
-#: the target's passes of a region's body (after its outputs are made its own): weight packing
-BODY_TARGET_STEPS: tuple[Step, ...] = tuple(s for s in GRAPH_STEPS if s.name == "pack_weights")
+
+def graph_steps() -> tuple[Step, ...]:
+    """The graph passes, in order: :func:`generic_steps`, then those that prepare the graph for
+    the target (after the layout change, the constants' layout conversions fold again)."""
+    return generic_steps() + (
+        Step("pair_saturation", "graph", 0, lambda g, ctx: pair_saturation.run(g, ctx.target.int8_pairs_saturate),
+             "integer products keep onnxruntime's saturating pairs of int8 products where the target's fast "
+             "instruction has them (x86 without VNNI)", required=True),
+        Step("layout_nchwc", "graph", 3, lambda g, ctx: layout_nchwc.run(g, ctx.target.lanes, ctx.target.int8_dot),
+             "convolutions on NCHW[x]c activations, the layout kept through the ops between them"),
+        *(Step(p.name, "graph", 3, (lambda p: lambda g, ctx: p(g))(p), "after the layout change: " + p.doc)
+          for p in graph_passes.pipeline(1)),
+        Step("winograd", "graph", 3, lambda g, ctx: winograd.run(g, ctx.target.lanes),
+             "stride-1 3x3 convolutions as Winograd transforms around a batched matmul"),
+        PACK_WEIGHTS,
+        Step("fuse_attention", "graph", 3, lambda g, ctx: fuse_attention.run(g, ctx.target.lanes),
+             "matmul, scale, mask, softmax, matmul as one attention kernel"),
+    )
+
+
+#: weight packing, also the target's only pass on a region's body (after its outputs are made
+#: its own: ``driver.regions``)
+PACK_WEIGHTS = Step("pack_weights", "graph", 3, lambda g, ctx: pack_weights.run(g, ctx.target.lanes),
+                    "constant weights of convolutions and matmuls packed into the register tiles' order")
 
 #: the loop-IR passes every kernel goes through after lowering (``tir.transform``)
 LOOP_STEPS: tuple[Step, ...] = (
@@ -100,14 +106,15 @@ LOOP_STEPS: tuple[Step, ...] = (
     Step("simplify_indices", "loop", 0, lambda f, ctx: loop.simplify(f),
          "indices simplified knowing every loop's range"),
     Step("unroll", "loop", 0, lambda f, ctx: loop.unroll(f), "loops marked unrolled copied out"),
-    Step("vectorize", "loop", 0, lambda f, ctx: loop.vectorize(f, ctx.target.lanes),
+    Step("vectorize", "loop", 0, lambda f, ctx: loop.vectorize(f, ctx.target.lanes, then_unroll=False),
          "loops marked vectorized as vector expressions"),
+    Step("unroll", "loop", 0, lambda f, ctx: loop.unroll(f), "the short loops of vectors vectorize made, copied out"),
 )
 
 
 def steps() -> list[Step]:
     """Every step of the pipeline, graph then loop IR, in order."""
-    return list(GRAPH_STEPS) + list(LOOP_STEPS)
+    return list(graph_steps()) + list(LOOP_STEPS)
 
 
 def check_disabled(names: Iterable[str]) -> frozenset:
@@ -125,9 +132,11 @@ def check_disabled(names: Iterable[str]) -> frozenset:
     return frozenset(out)
 
 
-def run_graph(graph: Graph, ctx: Context, steps: Sequence[Step] = GRAPH_STEPS) -> Graph:
-    """Run the graph ``steps`` that ``ctx`` enables on ``graph`` (not modified), verifying the
-    graph before the first and after every one, and dumping it after every one."""
+def run_graph(graph: Graph, ctx: Context, steps: Sequence[Step] | None = None) -> Graph:
+    """Run the graph ``steps`` (by default :func:`graph_steps`) that ``ctx`` enables on
+    ``graph`` (not modified), verifying the graph before the first and after every one, and
+    dumping it after every one."""
+    steps = graph_steps() if steps is None else steps
     verify(graph)
     g = graph.copy()
     last = None
@@ -143,9 +152,11 @@ def run_graph(graph: Graph, ctx: Context, steps: Sequence[Step] = GRAPH_STEPS) -
     return g
 
 
-def run_loop(f: PrimFunc, ctx: Context, steps: Sequence[Step] = LOOP_STEPS) -> PrimFunc:
-    """Run the loop-IR ``steps`` that ``ctx`` enables on kernel ``f``, verifying it after every
-    one (a defect names the pass) and dumping it after every one (``<pass>.<kernel>``)."""
+def run_loop(f: PrimFunc, ctx: Context, steps: Sequence[Step] | None = None) -> PrimFunc:
+    """Run the loop-IR ``steps`` (by default :data:`LOOP_STEPS`) that ``ctx`` enables on kernel
+    ``f``, verifying it after every one (a defect names the pass) and dumping it after every one
+    (``<pass>.<kernel>``)."""
+    steps = LOOP_STEPS if steps is None else steps
     for step in steps:
         if not ctx.runs(step):
             continue

@@ -36,7 +36,7 @@ from ..passes.fusion import Group
 from ..codegen.c import c_ident, c_type, dim_c
 from ..passes.base import Names
 from .kernels import kernel_call
-from .pipeline import BODY_TARGET_STEPS, GENERIC_STEPS, Context, run_graph
+from .pipeline import PACK_WEIGHTS, Context, generic_steps, run_graph
 
 #: the alignment of every buffer in a scratch (that of the arena's)
 ALIGN = 64
@@ -146,9 +146,9 @@ class Regions:
         # the body's passes dumped as <node>.<pass>
         ctx = replace(self.ctx, dump=(lambda stage, ir, at=c_ident(node.name): dump(f"{at}.{stage}", ir))
                       if dump else None)
-        g = run_graph(body, ctx, GENERIC_STEPS)
+        g = run_graph(body, ctx, generic_steps())
         g = own_outputs(g, (0,) if node.op == "loop" else ())
-        g = run_graph(g, ctx, BODY_TARGET_STEPS)
+        g = run_graph(g, ctx, [PACK_WEIGHTS])
         groups = fuse(g)
         for k, grp in enumerate(groups):
             grp.name = self._kernel_name(f"{c_ident(node.name)}_{grp.name}")

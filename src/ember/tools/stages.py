@@ -93,9 +93,10 @@ def trace(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     graph = graph if graph is not None else to_graph(model, shapes, bounds)
     tr = Trace(tgt, opt_level, graph, [("input", graph)])
     if needs_program(graph):
-        from ..driver.pipeline import GENERIC_STEPS, Context, run_graph
+        from ..driver.pipeline import Context, generic_steps, run_graph
 
-        run_graph(graph, Context(tgt, opt_level, dump=lambda name, g: tr.passes.append((name, g))), GENERIC_STEPS)
+        run_graph(graph, Context(tgt, opt_level, dump=lambda name, g: tr.passes.append((name, g))),
+                  generic_steps())
         return tr            # host steps: the kernels are built per segment (not traced)
     loop_ir: dict[int, tuple[str, str]] = {}
 

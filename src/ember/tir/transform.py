@@ -293,5 +293,7 @@ def simplify(f: PrimFunc) -> PrimFunc:
 
 
 def optimize(f: PrimFunc, lanes: int) -> PrimFunc:
-    """The loop-IR pipeline every kernel goes through before code generation."""
+    """The loop-IR passes every kernel goes through before code generation, in one call (for
+    kernels lowered by hand in tests; the compiler runs them as steps of ``driver.pipeline``,
+    verified and dumped one by one)."""
     return vectorize(unroll(simplify(remove_unit_loops(f))), lanes)

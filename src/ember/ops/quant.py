@@ -33,7 +33,7 @@ from .. import te
 from ..graph.types import TensorType, broadcast_shapes
 from .base import REQUIRED, Op, Pattern, register
 from .elementwise import broadcast_index
-from .nn import Conv2d, MatMul, conv_out_dim, pad_nchw, window_misfits
+from .nn import Conv2d, conv_out_dim, pad_nchw, window_misfits
 
 #: operand dtypes of the integer products
 EIGHT_BIT = ("int8", "uint8")

@@ -1,4 +1,5 @@
-"""Operands read at run time that decide the output's shape: the axes of the reductions.  Each
+"""Operands read at run time: the axes of the reductions, Resize's scales, sizes and roi, the
+indices of ScatterND and ScatterElements (the first two decide the output's shape).  Each
 model is compiled once with the operand as a graph input and run with several values, by the
 reference interpreter (on the translated graph) and by the artifact, against onnxruntime."""
 
@@ -226,3 +227,61 @@ def test_upsample_scales_at_run_time(mode):
               [("x", TP.FLOAT, [1, 1, 3, 4]), ("scales", TP.FLOAT, [4])], opset=9)
     x = RNG.standard_normal((1, 1, 3, 4)).astype(np.float32)
     check(m, [{"x": x, "scales": np.array(s, np.float32)} for s in ([1, 1, 2, 2], [1, 1, 3, 1.5], [1, 1, 1, 1])])
+
+
+# ---- ScatterND and ScatterElements with run-time indices -------------------------------------------
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_scatter_nd_indices_at_run_time(reduction):
+    m = model([helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction=reduction)],
+              [("x", TP.FLOAT, [4, 3, 2]), ("i", TP.INT64, [3, 2]), ("u", TP.FLOAT, [3, 2])])
+    x = RNG.standard_normal((4, 3, 2)).astype(np.float32)
+    u = RNG.standard_normal((3, 2)).astype(np.float32)
+    # distinct targets (onnxruntime refuses repeated ones without a reduction), some counted from the end
+    values = [[[0, 0], [3, 2], [1, 1]], [[-1, -1], [2, 0], [0, 2]], [[1, 0], [1, 1], [1, 2]]]
+    if reduction != "none":
+        values.append([[2, 1], [2, 1], [-2, -2]])
+    check(m, [{"x": x, "i": np.array(v, np.int64), "u": u} for v in values])
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("reduction", ["none", "add", "max"])
+def test_scatter_elements_indices_at_run_time(axis, reduction):
+    m = model([helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], axis=axis, reduction=reduction)],
+              [("x", TP.FLOAT, [4, 5]), ("i", TP.INT64, [2, 3]), ("u", TP.FLOAT, [2, 3])])
+    x = RNG.standard_normal((4, 5)).astype(np.float32)
+    u = RNG.standard_normal((2, 3)).astype(np.float32)
+    n = 4 if axis == 0 else 5
+    feeds = []
+    for _ in range(3):
+        # distinct along the axis where nothing combines them (onnxruntime's order is its own then)
+        if reduction == "none":
+            i = np.stack([RNG.permutation(n)[:2] for _ in range(3)], axis=1) if axis == 0 else \
+                np.stack([RNG.permutation(n)[:3] for _ in range(2)])
+        else:
+            i = RNG.integers(-n, n, (2, 3))
+        feeds.append({"x": x, "i": i.astype(np.int64), "u": u})
+    check(m, feeds)
+
+
+def test_scatter_opset_9_and_open_data():
+    m = model([helper.make_node("Scatter", ["x", "i", "u"], ["y"], axis=1)],
+              [("x", TP.FLOAT, ["n", 6]), ("i", TP.INT64, [2, 2]), ("u", TP.FLOAT, [2, 2])], opset=10)
+    u = RNG.standard_normal((2, 2)).astype(np.float32)
+    check(m, [{"x": RNG.standard_normal((n, 6)).astype(np.float32), "i": np.array(i, np.int64), "u": u}
+              for n, i in ((2, [[0, 5], [-1, 2]]), (3, [[4, 1], [0, 3]]), (5, [[2, 3], [1, 0]]))])
+
+
+def test_scatter_run_time_indices_out_of_range_are_errors_of_the_run():
+    m = model([helper.make_node("ScatterND", ["x", "i", "u"], ["y"])],
+              [("x", TP.FLOAT, [4, 3]), ("i", TP.INT64, [2, 1]), ("u", TP.FLOAT, [2, 3])])
+    mod = ember.compile(m, cflags=("-O1",))
+    x, u = np.zeros((4, 3), np.float32), np.ones((2, 3), np.float32)
+    with pytest.raises(IndexOutOfRangeError, match="axis 0 of the ScatterND data"):
+        mod(x, np.array([[1], [4]], np.int64), u)
+    assert mod(x, np.array([[1], [-1]], np.int64), u).sum() == 6
+    m = model([helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], axis=1)],
+              [("x", TP.FLOAT, [2, 3]), ("i", TP.INT64, [1, 2]), ("u", TP.FLOAT, [1, 2])])
+    mod = ember.compile(m, cflags=("-O1",))
+    with pytest.raises(IndexOutOfRangeError, match="axis 1 of the ScatterElements data"):
+        mod(np.zeros((2, 3), np.float32), np.array([[0, -4]], np.int64), np.ones((1, 2), np.float32))

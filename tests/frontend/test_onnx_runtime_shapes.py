@@ -285,3 +285,45 @@ def test_scatter_run_time_indices_out_of_range_are_errors_of_the_run():
     mod = ember.compile(m, cflags=("-O1",))
     with pytest.raises(IndexOutOfRangeError, match="axis 1 of the ScatterElements data"):
         mod(np.zeros((2, 3), np.float32), np.array([[0, -4]], np.int64), np.ones((1, 2), np.float32))
+
+
+# ---- Squeeze, Unsqueeze, Slice and Pad with run-time axes -------------------------------------------
+
+def test_unsqueeze_axes_at_run_time():
+    m = model([helper.make_node("Unsqueeze", ["x", "axes"], ["y"])],
+              [("x", TP.FLOAT, [3, "n"]), ("axes", TP.INT64, [2])], opset=13)
+    feeds = [{"x": RNG.standard_normal((3, n)).astype(np.float32), "axes": np.array(a, np.int64)}
+             for n, a in ((4, [0, 1]), (2, [3, -3]), (5, [2, 0]), (1, [-4, 1]))]
+    assert check(m, feeds).symbols
+
+
+def test_squeeze_axes_at_run_time():
+    m = model([helper.make_node("Squeeze", ["x", "axes"], ["y"])],
+              [("x", TP.FLOAT, [1, 3, 1, 1]), ("axes", TP.INT64, [2])], opset=13)
+    x = RNG.standard_normal((1, 3, 1, 1)).astype(np.float32)
+    mod = check(m, [{"x": x, "axes": np.array(a, np.int64)} for a in ([0, 2], [3, -4], [-1, -2])])
+    with pytest.raises(DataShapeError):
+        mod(x, np.array([0, 1], np.int64))                   # axis 1 has size 3
+    with pytest.raises(DataShapeError):
+        mod(x, np.array([2, -2], np.int64))                  # the same axis twice
+
+
+def test_slice_axes_at_run_time():
+    m = model([helper.make_node("Slice", ["x", "s", "e", "a", "p"], ["y"])],
+              [("x", TP.FLOAT, [4, 5, 6]), ("s", TP.INT64, [2]), ("e", TP.INT64, [2]), ("a", TP.INT64, [2]),
+               ("p", TP.INT64, [2])], opset=13)
+    x = RNG.standard_normal((4, 5, 6)).astype(np.float32)
+    feeds = [{"x": x, "s": np.array(s, np.int64), "e": np.array(e, np.int64), "a": np.array(a, np.int64),
+              "p": np.array(p, np.int64)}
+             for s, e, a, p in (([0, 1], [3, 4], [0, 2], [1, 2]), ([-1, 0], [-5, 100], [-1, 1], [-2, 1]),
+                                ([1, 2], [2, 5], [2, 0], [1, 1]))]
+    check(m, feeds)
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect"])
+def test_pad_axes_at_run_time(mode):
+    m = model([helper.make_node("Pad", ["x", "pads", "", "axes"], ["y"], mode=mode)],
+              [("x", TP.FLOAT, [3, 4]), ("pads", TP.INT64, [2]), ("axes", TP.INT64, [1])], opset=18)
+    x = RNG.standard_normal((3, 4)).astype(np.float32)
+    check(m, [{"x": x, "pads": np.array(p, np.int64), "axes": np.array(a, np.int64)}
+              for p, a in (([1, 2], [0]), ([2, 0], [-1]), ([0, -1], [1]))])

@@ -100,17 +100,11 @@ def _reduce_at_run_time(cx, x, axes_v, kd):
     the axes not named are bound once more, in order, as the output's shape.  Axes out of range
     are an index error of the run, repeated ones an error of the binding."""
     r = x.type.rank
-    if axes_v.type.rank != 1 or not isinstance(axes_v.shape[0], int):
-        raise cx.fail(f"axes must be a 1-D tensor of static length, got {axes_v.type}")
+    i64 = lambda c: cx.scalar(c, "int64")  # noqa: E731
+    _, mask, repeated = data_dims.axes_at_run_time(cx, axes_v, r)
     k = axes_v.shape[0]
     if k > r:
         raise cx.fail(f"axes {axes_v.type} hold more axes than the input {x.type} has")
-    i64 = lambda c: cx.scalar(c, "int64")  # noqa: E731
-    ax = axes_v if axes_v.dtype == "int64" else cx.op("cast", [axes_v], to="int64")
-    ax = cx.op("check_index", [ax], dims=(r,), what=(f"the axes of this {cx.op_type} (rank {r})",))
-    named = cx.op("equal", [reshape(cx, ax, (k, 1)), cx.const(np.arange(r, dtype=np.int64).reshape(1, r))])
-    mask = cx.op("reduce_max", [cx.op("cast", [named], to="int64")], axes=(0,), keepdims=False)     # [r]
-    repeated = cx.op("not_equal", [cx.op("reduce_sum", [mask], axes=(0,), keepdims=False), i64(k)])
     reduced = cx.op("equal", [mask, i64(1)])
     d = data_dims.dims_tensor(cx, list(x.shape))
     kept_n = cx.op("where", [reduced, i64(1), d])
@@ -137,19 +131,13 @@ def _reduce_at_run_time(cx, x, axes_v, kd):
         return y
     if k == r:
         return cx.op("reshape_data", [y, bound], shape=())
-    # the output's dims: the sizes of the axes not named, in order
-    left = cx.op("sub", [i64(1), mask])
-    pos = cx.op("sub", [data_dims.prefix_sum(cx, left), i64(1)])
-    slot = cx.op("logical_and", [cx.op("equal", [reshape(cx, pos, (1, r)),
-                                                 cx.const(np.arange(r - k, dtype=np.int64).reshape(r - k, 1))]),
-                                 reshape(cx, cx.op("equal", [left, i64(1)]), (1, r))])
-    # (read from the bound sizes, so that the binding of the output's dims comes after theirs)
+    # the output's dims: the kept sizes of the axes not named, in order (read from the bound
+    # sizes, so that the binding of the output's dims comes after theirs)
     nb = bound.shape[0]
     kept_b = cx.op("gather", [cx.op("concat", [bound, cx.const(np.ones(1, np.int64))], axis=0),
                               cx.const(np.array([2 * free.index(i) if i in free else nb for i in range(r)], np.int64))],
                    axis=0)
-    dims = cx.op("reduce_sum", [cx.op("mul", [cx.op("cast", [slot], to="int64"), reshape(cx, kept_b, (1, r))])],
-                 axes=(1,), keepdims=False)
+    dims = data_dims.in_order(cx, cx.op("sub", [i64(1), mask]), kept_b, r - k)
     static = [n for n in x.shape if isinstance(n, int)]
     lim = max(static + [1]) if len(static) == r else None
     bound2, out = data_dims.bind(cx, dims, "dim", [lim] * (r - k), numel=product(view[0::2]))

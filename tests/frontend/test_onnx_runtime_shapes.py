@@ -327,3 +327,42 @@ def test_pad_axes_at_run_time(mode):
     x = RNG.standard_normal((3, 4)).astype(np.float32)
     check(m, [{"x": x, "pads": np.array(p, np.int64), "axes": np.array(a, np.int64)}
               for p, a in (([1, 2], [0]), ([2, 0], [-1]), ([0, -1], [1]))])
+
+
+# ---- NonMaxSuppression of run-time boxes and scores -----------------------------------------------
+
+def _boxes(b, n, center):
+    lo = RNG.uniform(0, 10, (b, n, 2))
+    size = RNG.uniform(0.5, 4, (b, n, 2))
+    if center:
+        return np.concatenate([lo + size / 2, size], axis=2).astype(np.float32)[..., [1, 0, 3, 2]]
+    hi = lo + size
+    flip = RNG.random((b, n, 1)) < 0.3          # some corners given the other way round
+    return np.where(flip, np.concatenate([hi, lo], 2), np.concatenate([lo, hi], 2)).astype(np.float32)
+
+
+@pytest.mark.parametrize("center", [0, 1])
+def test_nms_at_run_time(center):
+    m = model([helper.make_node("NonMaxSuppression", ["boxes", "scores", "limit", "iou", "floor"], ["y"],
+                                center_point_box=center)],
+              [("boxes", TP.FLOAT, [2, 12, 4]), ("scores", TP.FLOAT, [2, 3, 12]), ("limit", TP.INT64, [1]),
+               ("iou", TP.FLOAT, [1]), ("floor", TP.FLOAT, [1])], opset=11)
+    feeds = []
+    for limit, iou, floor in ((3, 0.5, 0.0), (100, 0.2, 0.4), (0, 0.5, 0.0), (12, 0.0, -1.0)):
+        scores = RNG.random((2, 3, 12)).astype(np.float32)
+        scores[0, 0, :4] = 0.5                                 # ties: the lower index first
+        feeds.append({"boxes": _boxes(2, 12, center), "scores": scores, "limit": np.array([limit], np.int64),
+                      "iou": np.array([iou], np.float32), "floor": np.array([floor], np.float32)})
+    mod = check(m, feeds)
+    assert mod.symbols
+
+
+def test_nms_without_optional_operands_and_too_many_boxes():
+    m = model([helper.make_node("NonMaxSuppression", ["boxes", "scores", "limit"], ["y"])],
+              [("boxes", TP.FLOAT, [1, 6, 4]), ("scores", TP.FLOAT, [1, 2, 6]), ("limit", TP.INT64, [])], opset=11)
+    check(m, [{"boxes": _boxes(1, 6, 0), "scores": RNG.random((1, 2, 6)).astype(np.float32),
+               "limit": np.array(k, np.int64)} for k in (0, 2, 6)])
+    m = model([helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["y"])],
+              [("boxes", TP.FLOAT, [1, 500, 4]), ("scores", TP.FLOAT, [1, 1, 500])], opset=11)
+    with pytest.raises(ember.errors.InvalidModelError, match="NonMaxSuppression.*500 boxes"):
+        from_onnx(m)

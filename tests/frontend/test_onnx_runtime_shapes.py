@@ -366,3 +366,24 @@ def test_nms_without_optional_operands_and_too_many_boxes():
               [("boxes", TP.FLOAT, [1, 500, 4]), ("scores", TP.FLOAT, [1, 1, 500])], opset=11)
     with pytest.raises(ember.errors.InvalidModelError, match="NonMaxSuppression.*500 boxes"):
         from_onnx(m)
+
+
+# ---- CenterCropPad to run-time sizes; sizes of data dimensions read back as values ----------------
+
+def test_center_crop_pad_shape_at_run_time():
+    m = model([helper.make_node("CenterCropPad", ["x", "shape"], ["y"], axes=[0, -1])],
+              [("x", TP.FLOAT, [5, 3, "w"]), ("shape", TP.INT64, [2])])
+    feeds = [{"x": RNG.standard_normal((5, 3, w)).astype(np.float32), "shape": np.array(s, np.int64)}
+             for w, s in ((4, [3, 7]), (6, [8, 2]), (5, [5, 5]), (1, [0, 4]))]
+    check(m, feeds, oracle=run_onnx_reference)
+
+
+def test_a_shape_of_data_dimensions_read_as_values():
+    # Shape of NonZero's result, computed with and read as data: ordered after the binding
+    m = model([helper.make_node("NonZero", ["x"], ["nz"]),
+               helper.make_node("Shape", ["nz"], ["s"]),
+               helper.make_node("Cast", ["s"], ["f"], to=TP.FLOAT),
+               helper.make_node("Mul", ["f", "k"], ["y"])],
+              [("x", TP.FLOAT, [3, 4]), ("k", TP.FLOAT, [2])], opset=13)
+    check(m, [{"x": (RNG.random((3, 4)) < p).astype(np.float32), "k": np.array([2, 3], np.float32)}
+              for p in (0.0, 0.4, 1.0)])

@@ -44,6 +44,7 @@ def bind(cx, values: Value, what: str | list[str], limits: list[int | None] | No
         attrs["numel"] = numel
     bound = cx.op("bind_dims", [values], **attrs)
     cx._tr.data_bindings.append(values)
+    cx._tr.data_bound.update({s: bound for s in syms})
     return bound, [symbol(s) for s in syms]
 
 

@@ -789,9 +789,11 @@ def center_crop_pad(cx):
     computed at run time when the size ``d`` is symbolic, so the run decides crop or pad."""
     x = cx.input(0)
     dims = tuple(x.shape)
-    target = cx.ints_input(1, "shape", required=True)
     axes = cx.attr("axes", None)
     axes = norm_axes(cx, axes, len(dims)) if axes is not None else list(range(len(dims)))
+    if data_dims.runtime_operand(cx, 1) is not None:
+        return _center_crop_pad_at_run_time(cx, x, cx.input(1), axes)
+    target = cx.ints_input(1, "shape", required=True)
     if len(target) != len(axes) or any(t < 0 for t in target):
         raise cx.fail(f"shape {target} needs {len(axes)} sizes >= 0")
     out = x
@@ -822,6 +824,37 @@ def center_crop_pad(cx):
         else:
             keep = cx.const(inside.reshape(shp)) if isinstance(inside, np.ndarray) else reshape(cx, inside, shp)
             out = cx.op("where", [keep, g, zero])
+    return out
+
+
+def _center_crop_pad_at_run_time(cx, x, shape, axes):
+    """CenterCropPad to sizes read at run time: each size is bound (a negative one fails the
+    binding), the source positions ``i + off`` computed from the run's sizes as the symbolic
+    form computes them, zero where they fall outside."""
+    shape = data_dims.shape_operand(cx, shape, "shape")
+    if shape.shape[0] != len(axes):
+        raise cx.fail(f"shape {shape.type} needs one size per axis of {axes}")
+    bound, sizes = data_dims.bind(cx, shape, [f"axis{a}" for a in axes])
+    out = x
+    zero = cx.scalar(0, x.dtype)
+    for j, (a, t) in enumerate(zip(axes, sizes)):
+        d = x.shape[a]
+        full = tuple(t if k == a else e for k, e in enumerate(out.shape))
+        if isinstance(d, int) and d == 0:
+            out = cx.op("broadcast_to", [zero, bound], shape=full)
+            continue
+        if isinstance(d, Sym):
+            cx.require(d - 1, ">=", f"axis {a} ({d}) of at least 1 element to crop or pad")
+        n = T(cx, _dim_tensor(cx, d))
+        tv = T(cx, data_dims.element(cx, bound, j))
+        diff = tv - n
+        off = (diff > 0).where((diff / 2) * -1, (n - tv) / 2)          # both halves >= 0: C's division
+        src = T(cx, data_dims.iota(cx, bound, t)) + off
+        inside = (src >= 0) & (src < n)
+        shp = [1] * len(full)
+        shp[a] = t
+        g = cx.op("gather", [out, src.clip(0, n - 1).v], axis=a)
+        out = cx.op("where", [reshape(cx, inside.v, shp), g, zero])
     return out
 
 

@@ -14,7 +14,7 @@ from onnx import TensorProto as TP
 from onnx import helper
 
 import ember
-from ember.errors import DataShapeError, IndexOutOfRangeError
+from ember.errors import DataShapeError, IndexOutOfRangeError, RuntimeLimitError
 from ember.frontend import from_onnx
 from ember.graph import run_graph
 from onnx_harness import assert_same, run_onnx_reference, run_onnxruntime
@@ -218,6 +218,12 @@ def test_resize_run_time_operands_that_cannot_be_compiled_are_refused_by_name():
     x = RNG.standard_normal((1, 2, 5, 6)).astype(np.float32)
     with pytest.raises(DataShapeError):
         mod(x, np.array([1, 1, -2, 1], np.float32))
+    # a scale past what memory holds is refused before anything is allocated; one past int64 too
+    with pytest.raises(RuntimeLimitError):
+        mod(x, np.array([1, 1, 800_000, 800_000], np.float32))
+    for bad in (1e30, np.inf, np.nan):
+        with pytest.raises(ember.errors.EmberError):
+            mod(x, np.array([1, 1, bad, 1], np.float32))
     assert mod(x, np.array([1, 1, 2, 1], np.float32)).shape == (1, 2, 10, 6)
 
 

@@ -564,6 +564,7 @@ class _Translator:
         self.input_names: dict[int, str] = {}   # uid of a graph-input Value -> its ONNX name
         self.data_symbols: set[str] = set()     # symbols of dimensions the data decides (string ops)
         self.data_bindings: list[Value] = []    # operands bound at run time (onnx_ops/data_dims.py)
+        self.data_bound: dict[str, Value] = {}  # each data symbol's bind_dims output
         self.region_depth = 0       # > 0 while translating the body of a region op (``building``)
         self.depth = 0                          # subgraphs and function bodies being translated
 
@@ -577,7 +578,8 @@ class _Translator:
         arr = self.symvals[v.uid]
         if v.dtype not in ("int64", "int32", "uint64", "uint32", "int16", "int8", "uint8", "uint16"):
             raise cx.fail(f"a symbolic shape value of dtype {v.dtype} cannot be computed")
-        parts = [self.b.op("arange", [], name=f"{cx.name}_dims", length=1, start=d, delta=0, dtype=v.dtype)
+        parts = [self._data_dim(d, cx, v.dtype) if isinstance(d, Sym) and d.symbols() & self.data_symbols else
+                 self.b.op("arange", [], name=f"{cx.name}_dims", length=1, start=d, delta=0, dtype=v.dtype)
                  for d in arr.reshape(-1)]
         if not parts:
             out = cx.const(np.zeros(arr.shape, dtype=np_dtype(v.dtype)), v.dtype)
@@ -586,6 +588,20 @@ class _Translator:
             out = self.b.op("reshape", [out], name=f"{cx.name}_dims", shape=tuple(arr.shape))
         self.materialized[v.uid] = out
         return out
+
+    def _data_dim(self, d: Sym, cx: "NodeContext", dtype: str) -> Value:
+        """A dimension that mentions data symbols as a 1-element tensor, ordered after the
+        bindings of its symbols: the element count of a broadcast of shape (d,) that reads
+        their bound values."""
+        name = f"{cx.name}_dims"
+        t = cx.scalar(1, "int64")
+        binders = {self.data_bound[s].uid: self.data_bound[s] for s in sorted(d.symbols() & self.data_symbols)
+                   if s in self.data_bound}
+        for b in binders.values():
+            t = self.b.op("broadcast_to", [t, b], name=name, shape=())
+        t = self.b.op("broadcast_to", [t], name=name, shape=(d,))
+        out = self.b.op("reduce_sum", [t], name=name, axes=(0,), keepdims=True)
+        return out if dtype == "int64" else self.b.op("cast", [out], name=name, to=dtype)
 
     def inputs_feeding(self, v: Value) -> list[str]:
         """The ONNX graph inputs that ``v`` is computed from, in graph-input order."""

@@ -26,6 +26,16 @@ def widened(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) if str(x.dtype) == "bfloat16" else x
 
 
+def _identity(combiner: str, dt: np.dtype):
+    """The value max (min) starts from: the lowest (highest) of the dtype."""
+    is_max = combiner == "max"
+    if dt == np.bool_:
+        return not is_max
+    if dt.kind == "f":
+        return -np.inf if is_max else np.inf
+    return np.iinfo(dt).min if is_max else np.iinfo(dt).max
+
+
 def reduced_shape(shape, axes, keepdims):
     if keepdims:
         return tuple(1 if i in axes else d for i, d in enumerate(shape))
@@ -47,7 +57,12 @@ class ReduceOp(Op):
 
     def reference(self, a, x):
         axes = normalize_axes(a["axes"], x.ndim, self)
-        out = self.np_fn(widened(x), axis=axes, keepdims=a["keepdims"])
+        kw = {}
+        if x.size == 0 and self.combiner in ("max", "min"):
+            # over an axis that is empty at run time (a data symbol): the combiner's identity,
+            # as the kernels start from (te.lower.identity_of)
+            kw["initial"] = _identity(self.combiner, widened(x).dtype)
+        out = self.np_fn(widened(x), axis=axes, keepdims=a["keepdims"], **kw)
         return np.asarray(out).astype(x.dtype)
 
     def _reduce(self, a, x, body=lambda v: v):

@@ -44,6 +44,7 @@ def bind(cx, values: Value, what: str | list[str], limits: list[int | None] | No
         attrs["numel"] = numel
     bound = cx.op("bind_dims", [values], **attrs)
     cx._tr.data_bindings.append(values)
+    cx._tr.data_bound.update({s: bound for s in syms})
     return bound, [symbol(s) for s in syms]
 
 
@@ -90,6 +91,47 @@ def runtime_operand(cx, i: int) -> Value | None:
     from ..onnx import computed_from_constants as folded
 
     return None if folded(v) is not None else v
+
+
+def axes_at_run_time(cx, axes: Value, rank: int) -> tuple[Value, Value, Value]:
+    """Axes read at run time (a 1-D integer tensor of static length k) of a tensor of ``rank``
+    dimensions: ``named`` ([k, rank] bool: axes[j] names dimension i, once counted from the back
+    where negative), ``mask`` ([rank] int64: 1 where some axis names the dimension) and
+    ``repeated`` (a bool scalar: two axes name one dimension).  An axis outside [-rank, rank) is
+    an index error of the run."""
+    if axes.type.rank != 1 or not isinstance(axes.shape[0], int):
+        raise cx.fail(f"axes must be a 1-D tensor of static length, got {axes.type}")
+    k = axes.shape[0]
+    ax = axes if axes.dtype == "int64" else cx.op("cast", [axes], to="int64")
+    ax = cx.op("check_index", [ax], dims=(rank,), what=(f"the axes of this {cx.op_type} (rank {rank})",))
+    named = cx.op("equal", [cx.op("reshape", [ax], shape=(k, 1)),
+                            cx.const(np.arange(rank, dtype=np.int64).reshape(1, rank))])
+    mask = cx.op("reduce_max", [cx.op("cast", [named], to="int64")], axes=(0,), keepdims=False)
+    repeated = cx.op("not_equal", [cx.op("reduce_sum", [mask], axes=(0,), keepdims=False), cx.scalar(k, "int64")])
+    return named, mask, repeated
+
+
+def spread(cx, named: Value, values: Value, fill: int) -> Value:
+    """For each dimension, the element of ``values`` ([k] int64) whose axis names it (``named``
+    of :func:`axes_at_run_time`), else ``fill``."""
+    k = named.shape[0]
+    hit = cx.op("cast", [named], to="int64")
+    picked = cx.op("reduce_sum", [cx.op("mul", [hit, cx.op("reshape", [values], shape=(k, 1))])], axes=(0,),
+                   keepdims=False)
+    some = cx.op("greater", [cx.op("reduce_max", [hit], axes=(0,), keepdims=False), cx.scalar(0, "int64")])
+    return cx.op("where", [some, picked, cx.scalar(fill, "int64")])
+
+
+def in_order(cx, keep: Value, values: Value, count: int) -> Value:
+    """The elements of ``values`` ([n] int64) where ``keep`` ([n] int64) is 1, in order: the
+    first ``count`` of them (zeros past the last)."""
+    n = keep.shape[0]
+    pos = cx.op("sub", [prefix_sum(cx, keep), cx.scalar(1, "int64")])
+    slot = cx.op("logical_and", [cx.op("equal", [cx.op("reshape", [pos], shape=(1, n)),
+                                                 cx.const(np.arange(count, dtype=np.int64).reshape(count, 1))]),
+                                 cx.op("reshape", [cx.op("equal", [keep, cx.scalar(1, "int64")])], shape=(1, n))])
+    return cx.op("reduce_sum", [cx.op("mul", [cx.op("cast", [slot], to="int64"),
+                                              cx.op("reshape", [values], shape=(1, n))])], axes=(1,), keepdims=False)
 
 
 def dims_tensor(cx, dims) -> Value:

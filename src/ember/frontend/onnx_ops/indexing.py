@@ -1,12 +1,13 @@
 """ONNX indexing ops decomposed into ``gather``: GatherND, ReverseSequence and TensorScatter (any
-indices), Col2Im and, with constant indices, ScatterND, ScatterElements, Compress; plus EyeLike
-and NonZero of constants."""
+indices), Col2Im, ScatterND and ScatterElements (constant indices in layers of gathers, indices
+read at run time by comparing every row with every update), Compress; plus EyeLike and NonZero of
+constants."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...graph.types import is_int
+from ...graph.types import is_int, np_dtype
 from ...symbolic import Sym, compare, product
 from ..onnx import onnx_dtype
 from . import data_dims, translates
@@ -93,9 +94,99 @@ def _scatter_rows(cx, rows, updates, targets: np.ndarray, reduction: str):
     return out
 
 
+_SCATTER_COMBINE = {"none": None, "add": "add", "mul": "mul", "max": "maximum", "min": "minimum"}
+
+
+def _scatter_rows_at_run_time(cx, rows, updates, targets, reduction: str):
+    """Write ``updates[j]`` into row ``targets[j]`` of ``rows`` ([R, S] and [N, S]; ``targets``,
+    [N] int64 in [0, R), read at run time): row t compares its index with every target (O(R * N)
+    comparisons, the updates read O(R * N * S) times when combined), takes the last update aimed
+    at it, or all of them combined in order by ``reduction``."""
+    if reduction not in _SCATTER_COMBINE:
+        raise cx.fail(f"unknown reduction {reduction!r}")
+    n_rows, n = rows.shape[0], updates.shape[0]
+    if isinstance(n, int) and n == 0:
+        return rows
+    hit = cx.op("equal", [iota(cx, n_rows, 0, 2), reshape(cx, targets, (1, n))])              # [R, N]
+    hit_i = cx.op("cast", [hit], to="int64")
+    aimed = cx.op("greater", [cx.op("reduce_max", [hit_i], axes=(1,), keepdims=True), cx.scalar(0, "int64")])
+    if reduction == "none":
+        j = cx.op("mul", [hit_i, cx.op("add", [iota(cx, n, 1, 2), cx.scalar(1, "int64")])])
+        last = cx.op("reduce_max", [j], axes=(1,), keepdims=False)                           # 1 + the last j
+        picked = cx.op("gather", [updates, cx.op("maximum", [cx.op("sub", [last, cx.scalar(1, "int64")]),
+                                                             cx.scalar(0, "int64")])], axis=0)
+        return cx.op("where", [aimed, picked, rows])
+    core = {"add": "reduce_sum", "mul": "reduce_prod", "max": "reduce_max", "min": "reduce_min"}[reduction]
+    dt = np.dtype(np_dtype(updates.dtype)) if updates.dtype != "bfloat16" else np.dtype(np.float32)
+    if reduction in ("add", "mul"):
+        ident = 0 if reduction == "add" else 1
+    elif dt == np.bool_:
+        ident = reduction == "min"
+    elif dt.kind == "f":
+        ident = -np.inf if reduction == "max" else np.inf
+    else:
+        ident = np.iinfo(dt).min if reduction == "max" else np.iinfo(dt).max
+    s = updates.shape[1]
+    each = cx.op("where", [reshape(cx, hit, (n_rows, n, 1)), reshape(cx, updates, (1, n, s)),
+                           cx.scalar(ident, updates.dtype)])
+    total = cx.op(core, [each], axes=(1,), keepdims=False)
+    return cx.op("where", [aimed, cx.op(_SCATTER_COMBINE[reduction], [rows, total]), rows])
+
+
+def _scatter_nd_at_run_time(cx, x, idx, upd):
+    """ScatterND with indices read at run time: each index tuple checked per axis and made a
+    linear row index into the data flattened to [rows, *tail]."""
+    dims, idims = tuple(x.shape), tuple(idx.shape)
+    q = len(idims)
+    if not is_int(idx.dtype) or q < 1:
+        raise cx.fail(f"indices must be integers of rank >= 1, got {idx.type}")
+    m = _static_dims(cx, idx, [q - 1], "its last dimension is the number of indexed axes")[-1]
+    if not 1 <= m <= len(dims):
+        raise cx.fail(f"indices {idx.type} do not index data {x.type}")
+    tail = dims[m:]
+    if len(upd.shape) != q - 1 + len(tail) or any(
+            compare(a, "==", b, None) is False for a, b in zip(upd.shape, idims[:-1] + tail)):
+        raise cx.fail(f"updates {upd.type} must have shape {list(idims[:-1]) + list(tail)}")
+    block = dims[:m]
+    i64 = checked_indices(cx, idx, block, range(m), dims)
+    strides = [product(block[k + 1:]) for k in range(m)]
+    lin = cx.op("reduce_sum", [cx.op("mul", [i64, _dims_value(cx, strides)])], axes=(q - 1,), keepdims=False)
+    n, size = product(idims[:-1]), product(tail)
+    rows = reshape(cx, x, (product(block), size))
+    out = _scatter_rows_at_run_time(cx, rows, reshape(cx, upd, (n, size)), reshape(cx, lin, (n,)),
+                                    cx.attr("reduction", "none"))
+    return reshape(cx, out, dims)
+
+
+def _scatter_elements_at_run_time(cx, x, idx, upd, ax: int):
+    """ScatterElements with indices read at run time: element p of the updates goes to p with
+    its coordinate on ``ax`` replaced by the (checked) index, as a linear index into the
+    flattened data."""
+    dims, idims = tuple(x.shape), tuple(idx.shape)
+    r = len(dims)
+    if not is_int(idx.dtype) or len(idims) != r or any(
+            compare(a, "==", b, None) is False for a, b in zip(upd.shape, idims)):
+        raise cx.fail(f"indices {idx.type} and updates {upd.type} must match data {x.type} in rank and shape")
+    for k in range(r):
+        if k != ax:
+            cx.require(dims[k] - idims[k], ">=", f"indices {idx.type} within data {x.type} on axis {k}")
+    strides = [product(dims[k + 1:]) for k in range(r)]
+    i64 = checked_indices(cx, idx, (dims[ax],), (ax,), dims)
+    lin = cx.op("mul", [i64, _dim_tensor(cx, strides[ax])])
+    for k in range(r):
+        if k != ax:
+            lin = cx.op("add", [lin, cx.op("mul", [iota(cx, idims[k], k, r), _dim_tensor(cx, strides[k])])])
+    n = product(idims)
+    out = _scatter_rows_at_run_time(cx, reshape(cx, x, (product(dims), 1)), reshape(cx, upd, (n, 1)),
+                                    reshape(cx, lin, (n,)), cx.attr("reduction", "none"))
+    return reshape(cx, out, dims)
+
+
 @translates("ScatterND")
 def scatter_nd(cx):
     x = cx.input(0)
+    if data_dims.runtime_operand(cx, 1) is not None:
+        return _scatter_nd_at_run_time(cx, x, cx.input(1), cx.input(2))
     idx = cx.const_input(1, "indices", required=True)
     upd = cx.input(2)
     m = idx.shape[-1] if idx.ndim else 0
@@ -159,10 +250,12 @@ def _put_back(cx, x, done, box):
 @translates("ScatterElements", "Scatter")
 def scatter_elements(cx):
     x = cx.input(0)
-    idx = cx.const_input(1, "indices", required=True)
     upd = cx.input(2)
     r = x.type.rank
     ax = norm_axis(cx, cx.attr("axis", 0), r)
+    if data_dims.runtime_operand(cx, 1) is not None:
+        return _scatter_elements_at_run_time(cx, x, cx.input(1), upd, ax)
+    idx = cx.const_input(1, "indices", required=True)
     if idx.ndim != r or tuple(upd.shape) != idx.shape:
         raise cx.fail(f"indices {list(idx.shape)} and updates {upd.type} must match data {x.type} in rank and shape")
     if not x.type.is_static:

@@ -12,10 +12,16 @@ from .tensor import _dim_tensor, gather_elements_values, norm_axes, norm_axis, p
 
 
 def reduce_axes(cx, x):
-    """The axes to reduce: () when ``noop_with_empty_axes`` leaves the input unreduced."""
+    """The axes to reduce: () when ``noop_with_empty_axes`` leaves the input unreduced; None when
+    they are an input read at run time (see :func:`_reduce_at_run_time`)."""
     r = x.type.rank
     input_form = cx.opset >= 18 or (cx.op_type == "ReduceSum" and cx.opset >= 13)
-    axes = cx.ints_input(1, "axes") if input_form else cx.attr("axes", None)
+    if input_form and cx.has_input(1) and cx.input(1).type.num_elements == 0:
+        axes = []                       # empty whatever its values: decided by its shape
+    elif input_form and data_dims.runtime_operand(cx, 1) is not None:
+        return None
+    else:
+        axes = cx.ints_input(1, "axes") if input_form else cx.attr("axes", None)
     if not axes:
         return () if cx.attr("noop_with_empty_axes", 0) else tuple(range(r))
     return tuple(sorted(norm_axes(cx, axes, r)))
@@ -27,12 +33,15 @@ def _reduce(cx, core, x, axes, keepdims):
     return cx.op(core, [x], axes=axes, keepdims=bool(keepdims))
 
 
-def _mean(cx, x, axes, keepdims):
+def _mean(cx, x, axes, keepdims, count=None):
     if not axes or is_float(x.dtype):
         return _reduce(cx, "reduce_mean", x, axes, keepdims)
-    # integer mean: sum, then integer division by the count
-    n = product(x.shape[a] for a in axes)
-    count = cx.scalar(n, x.dtype) if isinstance(n, int) else cx.op("cast", [_dim_tensor(cx, n)], to=x.dtype)
+    # integer mean: sum, then integer division by the count (``count``: an int64 scalar value
+    # that gives it, where the reduced sizes are data symbols)
+    if count is None:
+        n = product(x.shape[a] for a in axes)
+        count = cx.scalar(n, "int64") if isinstance(n, int) else _dim_tensor(cx, n)
+    count = cx.op("cast", [count], to=x.dtype) if count.dtype != x.dtype else count
     return cx.op("div", [_reduce(cx, "reduce_sum", x, axes, keepdims), count])
 
 
@@ -42,11 +51,19 @@ def reduce(cx):
     x = cx.input(0)
     axes = reduce_axes(cx, x)
     kd = cx.attr("keepdims", 1)
-    t = cx.op_type
-    if any(isinstance(x.shape[a], int) and x.shape[a] == 0 for a in axes) and t in ("ReduceMax", "ReduceMin", "ReduceLogSumExp"):
+    if axes is None:
+        return _reduce_at_run_time(cx, x, cx.input(1), kd)
+    if any(isinstance(x.shape[a], int) and x.shape[a] == 0 for a in axes) and \
+            cx.op_type in ("ReduceMax", "ReduceMin", "ReduceLogSumExp"):
         return _empty_reduction(cx, x, axes, kd)
+    return _reduction(cx, x, axes, kd)
+
+
+def _reduction(cx, x, axes, kd, count=None):
+    """The node's reduction of ``x`` over the static ``axes``."""
+    t = cx.op_type
     if t == "ReduceMean":
-        return _mean(cx, x, axes, kd)
+        return _mean(cx, x, axes, kd, count)
     simple = {"ReduceSum": "reduce_sum", "ReduceMax": "reduce_max", "ReduceMin": "reduce_min",
               "ReduceProd": "reduce_prod"}
     if t in simple:
@@ -72,6 +89,59 @@ def reduce(cx):
     if not kd:
         m = reshape(cx, m, s.shape)
     return cx.op("add", [cx.op("log", [s]), m])
+
+
+def _reduce_at_run_time(cx, x, axes_v, kd):
+    """A reduction whose axes are read at run time (their count is the static length of the
+    operand).  Each axis i of size d splits into a kept part and a reduced part, data symbols
+    bound from the axes: (1, d) when the axes name it, else (d, 1).  The input is viewed as
+    [kept0, reduced0, kept1, reduced1, ...] (the same elements in the same order) and reduced
+    over the odd axes, which gives the keepdims=1 result; without keepdims the kept sizes of
+    the axes not named are bound once more, in order, as the output's shape.  Axes out of range
+    are an index error of the run, repeated ones an error of the binding."""
+    r = x.type.rank
+    i64 = lambda c: cx.scalar(c, "int64")  # noqa: E731
+    _, mask, repeated = data_dims.axes_at_run_time(cx, axes_v, r)
+    k = axes_v.shape[0]
+    if k > r:
+        raise cx.fail(f"axes {axes_v.type} hold more axes than the input {x.type} has")
+    reduced = cx.op("equal", [mask, i64(1)])
+    d = data_dims.dims_tensor(cx, list(x.shape))
+    kept_n = cx.op("where", [reduced, i64(1), d])
+    red_n = cx.op("where", [reduced, d, i64(1)])
+    # the sizes to bind, (kept, reduced) per axis; an axis of static size 1 is (1, 1) whatever
+    free = [i for i, n in enumerate(x.shape) if not (isinstance(n, int) and n == 1)]
+    pairs = reshape(cx, cx.op("concat", [reshape(cx, kept_n, (r, 1)), reshape(cx, red_n, (r, 1))], axis=1), (2 * r,))
+    pick = [j for i in free for j in (2 * i, 2 * i + 1)]
+    if not pick:                        # nothing to bind but the checks: one symbol (always 1) keeps them
+        pick, free = [0], []
+    vals = pairs if len(pick) == 2 * r else cx.op("gather", [pairs, cx.const(np.array(pick, np.int64))], axis=0)
+    vals = data_dims.invalid_if(cx, vals, repeated)
+    names = [f"{w}{i}" for i in free for w in ("kept", "reduced")] or ["axes"]
+    # (an empty axis keeps 1 or reduces 1)
+    limits = [max(x.shape[i], 1) if isinstance(x.shape[i], int) else None for i in free for _ in (0, 1)] or [1]
+    bound, got = data_dims.bind(cx, vals, names, limits, numel=product(x.shape))
+    view = [1] * (2 * r)
+    for n, i in enumerate(free):
+        view[2 * i], view[2 * i + 1] = got[2 * n], got[2 * n + 1]
+    xv = cx.op("reshape_data", [x, bound], shape=tuple(view))
+    count = cx.op("reduce_prod", [red_n], axes=(0,), keepdims=False) if cx.op_type == "ReduceMean" else None
+    y = _reduction(cx, xv, tuple(range(1, 2 * r, 2)), False, count)        # [kept0, kept1, ...]
+    if kd:
+        return y
+    if k == r:
+        return cx.op("reshape_data", [y, bound], shape=())
+    # the output's dims: the kept sizes of the axes not named, in order (read from the bound
+    # sizes, so that the binding of the output's dims comes after theirs)
+    nb = bound.shape[0]
+    kept_b = cx.op("gather", [cx.op("concat", [bound, cx.const(np.ones(1, np.int64))], axis=0),
+                              cx.const(np.array([2 * free.index(i) if i in free else nb for i in range(r)], np.int64))],
+                   axis=0)
+    dims = data_dims.in_order(cx, cx.op("sub", [i64(1), mask]), kept_b, r - k)
+    static = [n for n in x.shape if isinstance(n, int)]
+    lim = max(static + [1]) if len(static) == r else None
+    bound2, out = data_dims.bind(cx, dims, "dim", [lim] * (r - k), numel=product(view[0::2]))
+    return cx.op("reshape_data", [y, bound2], shape=tuple(out))
 
 
 def _empty_reduction(cx, x, axes, keepdims):

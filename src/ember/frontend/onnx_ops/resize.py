@@ -18,7 +18,8 @@ from fractions import Fraction
 
 from ...graph.types import is_float
 from ...symbolic import Sym, compare, exact_div
-from . import translates
+from ...graph.ir import Value
+from . import data_dims, translates
 from .arith import T
 from .indexing import iota
 from .tensor import _dim_tensor, norm_axes, reshape
@@ -129,15 +130,21 @@ def _repeat_axis(cx, x, ax: int, f: int):
 
 
 def _runtime_axis(cx, x, ax, in_n, out_n, scale, roi, mode, coord, nearest_mode, cubic_a, exclude_outside,
-                  extrapolation, antialias):
+                  extrapolation, antialias, bound=None):
     """Resize of axis ``ax`` whose input or output size is symbolic: the source coordinates, taps
     and weights of :func:`source_coords` / :func:`interp_taps`, computed in float64 from the
     run's sizes (a vector of the output length), then the same gathers and weighted sum as the
-    static form.  ``scale`` is None when it is the run's ``out_n / in_n`` (from ``sizes``)."""
+    static form.  ``scale`` is None when it is the run's ``out_n / in_n`` (from ``sizes``).
+    Where the operands are read at run time (``bound``: a :class:`_RunTimeAxis`), ``scale`` and
+    the roi's ends may be float64 values, and ``out_n`` a data symbol."""
     r = x.type.rank
     f64 = "float64"
-    n_in, n_out = (T(cx, _dim_tensor(cx, d)).cast(f64) if isinstance(d, Sym) else float(d) for d in (in_n, out_n))
-    y = T(cx, iota(cx, out_n, 0, 1)).cast(f64)
+    n_in = T(cx, _dim_tensor(cx, in_n)).cast(f64) if isinstance(in_n, Sym) else float(in_n)
+    if bound is not None and bound.n_out is not None:
+        n_out, y = bound.n_out, bound.seq
+    else:
+        n_out = T(cx, _dim_tensor(cx, out_n)).cast(f64) if isinstance(out_n, Sym) else float(out_n)
+        y = T(cx, iota(cx, out_n, 0, 1)).cast(f64)
     if scale is None:
         s = n_out / n_in if isinstance(n_out, T) or isinstance(n_in, T) else float(out_n) / float(in_n)
         length = n_out                   # in_n * (out_n / in_n)
@@ -147,7 +154,7 @@ def _runtime_axis(cx, x, ax, in_n, out_n, scale, roi, mode, coord, nearest_mode,
         if isinstance(length, T):        # the integral size when the product is it (up to rounding)
             near = (length - n_out).abs() <= (length.abs().max(n_out) * 1e-9)
             length = near.where(n_out, length)
-        elif math.isclose(length, float(out_n)):
+        elif isinstance(out_n, int) and math.isclose(length, float(out_n)):
             length = n_out
 
     def when_long(then, other):
@@ -190,13 +197,20 @@ def _runtime_axis(cx, x, ax, in_n, out_n, scale, roi, mode, coord, nearest_mode,
         idx = i.max(0.0).min(last).cast("int64").reshape((1, out_n)).sum((0,))
         out = T(cx, x).gather(idx, ax)
     else:
-        if antialias and (scale is None or scale < 1.0):
-            if scale is None and compare(out_n, ">=", in_n, cx.bounds) is not True:
-                raise cx.fail(f"antialias when resizing axis {ax} from {in_n} to {out_n}: the number of taps "
-                              f"grows as the ratio shrinks, so it must be known at compile time; pass scales "
-                              f"instead of sizes, or fix the sizes with shapes=")
-        narrow = min(scale, 1.0) if antialias and scale is not None else 1.0
-        half = int(math.ceil((1.0 if mode == "linear" else 2.0) / narrow))
+        support = 1.0 if mode == "linear" else 2.0
+        if antialias and isinstance(s, T):
+            # a ratio only the run knows: as many taps as its smallest gives, those past the
+            # actual support weigh 0
+            narrow = s.min(1.0)
+            half = bound.antialias_half(support)
+        else:
+            if antialias and (scale is None or scale < 1.0):
+                if scale is None and compare(out_n, ">=", in_n, cx.bounds) is not True:
+                    raise cx.fail(f"antialias when resizing axis {ax} from {in_n} to {out_n}: the number of taps "
+                                  f"grows as the ratio shrinks, so it must be known at compile time; pass scales "
+                                  f"instead of sizes, or fix the sizes with shapes=")
+            narrow = min(scale, 1.0) if antialias and scale is not None else 1.0
+            half = int(math.ceil(support / narrow))
         # every tap at once, [taps, out]: the index and weight tables are then computed once per
         # output position (each is read by one gather per tap), not again for every element
         base = src.floor()
@@ -227,6 +241,115 @@ def _runtime_axis(cx, x, ax, in_n, out_n, scale, roi, mode, coord, nearest_mode,
         outside = (src < 0.0) | (src > last)
         out = outside.reshape(shp).where(cx.scalar(extrapolation, x.dtype), out)
     return out.v
+
+
+MAX_RUN_TIME_TAPS = 64
+
+
+class _RunTimeAxis:
+    """An axis that a Resize with operands read at run time resizes: its output length as
+    float64 (``n_out``) and the output positions 0 .. n_out - 1 (``seq``), read from the bound
+    size (None where the size is known while compiling), and the taps antialiasing needs for the
+    smallest ratio that still gives an output (``ratio_floor``: ``1 / in_n``, or ``1 / (2 in_n)``
+    where sizes are rounded to the nearest), refused above ``MAX_RUN_TIME_TAPS``."""
+
+    def __init__(self, cx, ax: int, in_n, n_out, seq, ratio_floor: int):
+        self.cx, self.ax, self.in_n, self.n_out, self.seq, self.ratio_floor = cx, ax, in_n, n_out, seq, ratio_floor
+
+    def antialias_half(self, support: float) -> int:
+        why = (f"antialias on axis {self.ax} with scales or sizes read at run time: the number of taps grows as "
+               f"the ratio shrinks")
+        if not isinstance(self.in_n, int):
+            raise self.cx.fail(f"{why}, and the axis has the symbolic size {self.in_n}; pass scales or sizes as "
+                               "constants, or fix the size with shapes=")
+        half = int(math.ceil(support * self.ratio_floor * max(self.in_n, 1)))
+        if 2 * half > MAX_RUN_TIME_TAPS:
+            raise self.cx.fail(f"{why}: {2 * half} taps for an axis of {self.in_n} (at most {MAX_RUN_TIME_TAPS}); "
+                               "pass scales or sizes as constants")
+        return half
+
+
+def _resize_at_run_time(cx, x, axes, roi, scales, sizes, policy, mode, coord, nearest_mode, cubic_a,
+                        exclude_outside, extrapolation, antialias):
+    """Resize whose scales, sizes or roi are read at run time (each either a value of one element
+    per axis of ``axes``, or the constant list): the output sizes that depend on them (floor(d *
+    scale), the sizes themselves, or round(d * scale) under a keep_aspect_ratio_policy) are bound
+    as data symbols, and every axis of ``axes`` is resized by :func:`_runtime_axis` from the run's
+    scale and roi.  A scale of 0 or less is an error of the run."""
+    dims = tuple(x.shape)
+    k = len(axes)
+    f64 = "float64"
+    if mode != "nearest" and not is_float(x.dtype):
+        raise cx.unsupported(f"mode={mode!r} on {x.dtype} data")
+    for what, v in (("scales", scales), ("sizes", sizes), ("roi", roi)):
+        n = 2 * k if what == "roi" else k
+        if isinstance(v, Value) and (v.type.rank != 1 or v.shape[0] != n):
+            raise cx.fail(f"{what} must hold {n} values for the axes {list(axes)}, got {v.type}")
+        if isinstance(v, list) and len(v) != n:
+            raise cx.fail(f"{what} {v} must hold {n} values for the axes {list(axes)}")
+
+    def item(v, j, dtype):
+        return T(cx, data_dims.element(cx, v, j) if dtype == "int64" else
+                 cx.op("cast", [cx.op("gather", [v, cx.scalar(j, "int64")], axis=0)], to=dtype))
+
+    d_t = [T(cx, _dim_tensor(cx, dims[a])).cast(f64) if isinstance(dims[a], Sym) else float(dims[a]) for a in axes]
+    scale, out, bad = [None] * k, [None] * k, None
+    if isinstance(scales, Value):
+        for j, a in enumerate(axes):
+            scale[j] = item(scales, j, f64)
+            out[j] = (scale[j] * d_t[j]).floor().cast("int64")
+            nonpositive = scale[j] <= 0.0
+            bad = nonpositive if bad is None else bad | nonpositive
+    elif scales is not None:
+        for j, a in enumerate(axes):
+            if scales[j] <= 0:
+                raise cx.fail(f"scales {scales} must be positive")
+            scale[j], out[j] = scales[j], scaled_dim(dims[a], scales[j])
+            if out[j] is None:
+                raise cx.fail(f"scales axis {a} of {x.type} by {scales[j]}: floor({dims[a]} * {scales[j]}) is past "
+                              f"the int64 arithmetic of symbolic sizes; fix it with shapes=")
+    else:
+        want = [item(sizes, j, "int64") if isinstance(sizes, Value) else sizes[j] for j in range(k)]
+        if policy == "stretch":
+            out = want
+        else:
+            pick = {"not_larger": "min", "not_smaller": "max"}.get(policy)
+            if pick is None:
+                raise cx.fail(f"unknown keep_aspect_ratio_policy {policy!r}")
+            ratio = None
+            for j in range(k):
+                w = want[j] if isinstance(want[j], T) else T(cx, _dim_tensor(cx, want[j]))
+                rj = w.cast(f64) / d_t[j]
+                ratio = rj if ratio is None else getattr(ratio, pick)(rj)
+            for j in range(k):
+                scale[j] = ratio
+                out[j] = (ratio * d_t[j] + 0.5).floor().cast("int64")
+    # the sizes read at run time, bound together
+    run = [j for j in range(k) if isinstance(out[j], T)]
+    bound_vec = None
+    if run:
+        vals = cx.op("concat", [reshape(cx, out[j].v, (1,)) for j in run], axis=0)
+        if bad is not None:
+            vals = data_dims.invalid_if(cx, vals, bad.v)
+        bound_vec, syms = data_dims.bind(cx, vals, [f"axis{axes[j]}" for j in run])
+        for n, j in enumerate(run):
+            out[j] = syms[n]
+    lo_hi = []
+    for j in range(k):
+        if isinstance(roi, Value):
+            lo_hi.append((item(roi, j, f64), item(roi, j + k, f64)))
+        else:
+            lo_hi.append((roi[j], roi[j + k]) if roi is not None else (0.0, 1.0))
+    y = x
+    for j, a in enumerate(axes):
+        n_out = seq = None
+        if bound_vec is not None and j in run and isinstance(out[j], Sym):
+            n_out = T(cx, data_dims.element(cx, bound_vec, run.index(j))).cast(f64)
+            seq = T(cx, data_dims.iota(cx, bound_vec, out[j])).cast(f64)
+        at = _RunTimeAxis(cx, a, dims[a], n_out, seq, 1 if policy == "stretch" or scales is not None else 2)
+        y = _runtime_axis(cx, y, a, dims[a], out[j], scale[j], lo_hi[j], mode, coord, nearest_mode, cubic_a,
+                          exclude_outside, extrapolation, antialias, at)
+    return y
 
 
 def _resize(cx, x, sizes, scales, roi, mode, coord, nearest_mode, cubic_a, exclude_outside, extrapolation,
@@ -297,15 +420,23 @@ def resize(cx):
     if mode not in ("nearest", "linear", "cubic"):
         raise cx.fail(f"unknown mode {mode!r}")
     if cx.opset < 11:
+        if data_dims.runtime_operand(cx, 1) is not None:
+            return _upsample_at_run_time(cx, x, cx.input(1), mode)
         scales_in = cx.const_input(1, "scales", required=True)
         return _upsample_like(cx, x, dims, [float(s) for s in scales_in.reshape(-1)], mode)
     coord = cx.attr("coordinate_transformation_mode", "half_pixel")
     # roi is read only by tf_crop_and_resize: in other modes it may be anything, known or not
+    axes = cx.attr("axes", None)
+    axes = norm_axes(cx, axes, r) if axes is not None else list(range(r))
+    run_time = _run_time_operands(cx, coord)
+    if run_time is not None:
+        return _resize_at_run_time(cx, x, axes, *run_time, cx.attr("keep_aspect_ratio_policy", "stretch"), mode,
+                                   coord, cx.attr("nearest_mode", "round_prefer_floor"), cx.attr("cubic_coeff_a", -0.75),
+                                   bool(cx.attr("exclude_outside", 0)), cx.attr("extrapolation_value", 0.0),
+                                   bool(cx.attr("antialias", 0)) and mode != "nearest")
     roi = cx.const_input(1, "roi") if coord == "tf_crop_and_resize" else None
     scales = cx.const_input(2, "scales")
     sizes = cx.dims_input(3, "sizes")
-    axes = cx.attr("axes", None)
-    axes = norm_axes(cx, axes, r) if axes is not None else list(range(r))
     if scales is not None and scales.size == 0:
         scales = None
     if sizes is not None and len(sizes) == 0:
@@ -359,6 +490,29 @@ def resize(cx):
                    cx.attr("extrapolation_value", 0.0), bool(cx.attr("antialias", 0)) and mode != "nearest")
 
 
+def _run_time_operands(cx, coord: str):
+    """(roi, scales, sizes) when one of them is read at run time: each a value, the constant
+    list, or None where absent (or empty); None when all are known while compiling."""
+    present = {}
+    for i, what in ((1, "roi"), (2, "scales"), (3, "sizes")):
+        v = cx.input(i, required=False)
+        if v is None or v.type.num_elements == 0 or (what == "roi" and coord != "tf_crop_and_resize"):
+            present[what] = None
+        else:
+            present[what] = data_dims.runtime_operand(cx, i)
+    if all(v is None for v in present.values()):
+        return None
+    if present["roi"] is None and coord == "tf_crop_and_resize" and cx.has_input(1) and cx.input(1).type.num_elements:
+        present["roi"] = [float(v) for v in cx.const_input(1, "roi").reshape(-1)]
+    if present["scales"] is None and cx.has_input(2) and cx.input(2).type.num_elements:
+        present["scales"] = [float(v) for v in cx.const_input(2, "scales").reshape(-1)]
+    if present["sizes"] is None and cx.has_input(3) and cx.input(3).type.num_elements:
+        present["sizes"] = cx.dims_input(3, "sizes")
+    if (present["scales"] is None) == (present["sizes"] is None):
+        raise cx.fail("needs exactly one of scales and sizes")
+    return present["roi"], present["scales"], present["sizes"]
+
+
 def _upsample_like(cx, x, dims, scales, mode):
     """Upsample and Resize-10: asymmetric coordinates; nearest picks floor (ceil when shrinking)."""
     r = len(dims)
@@ -408,10 +562,52 @@ def _upsample_like(cx, x, dims, scales, mode):
     return out
 
 
+def _upsample_at_run_time(cx, x, scales: Value, mode: str):
+    """Upsample (and Resize-10) by scales read at run time: each axis' size floor(d * scale) is
+    bound (a scale of 0 or less: an error of the run); the source positions o / scale, nearest
+    (floor, or ceil when shrinking) or linear between the two neighbours, as
+    :func:`_upsample_like`."""
+    dims = tuple(x.shape)
+    r = len(dims)
+    f64 = "float64"
+    if mode == "bilinear":
+        mode = "linear"
+    if mode not in ("nearest", "linear"):
+        raise cx.fail(f"unknown mode {mode!r}")
+    if mode != "nearest" and not is_float(x.dtype):
+        raise cx.unsupported(f"mode={mode!r} on {x.dtype} data")
+    if scales.type.rank != 1 or scales.shape[0] != r:
+        raise cx.fail(f"scales must hold {r} values, got {scales.type}")
+    sv = T(cx, cx.op("cast", [scales], to=f64))
+    s = [sv.gather(cx.scalar(a, "int64"), 0) for a in range(r)]
+    d = [T(cx, _dim_tensor(cx, n)).cast(f64) if isinstance(n, Sym) else float(n) for n in dims]
+    n_out = T(cx, cx.op("concat", [(s[a] * d[a]).floor().cast("int64").reshape((1,)).v for a in range(r)], axis=0))
+    bad = (sv <= 0.0).cast("int64").sum((0,)) > 0
+    bound, syms = data_dims.bind(cx, data_dims.invalid_if(cx, n_out.v, bad.v), [f"axis{a}" for a in range(r)])
+    out = x
+    for a in range(r):
+        src = T(cx, data_dims.iota(cx, bound, syms[a])).cast(f64) / s[a]
+        last = d[a] - 1.0
+        shp = [1] * r
+        shp[a] = syms[a]
+        if mode == "nearest":
+            i = (s[a] >= 1.0).where(src.floor(), src.unary("ceil"))
+            out = T(cx, out).gather(i.max(0.0).min(last).cast("int64"), a).v
+            continue
+        i0 = src.floor().max(0.0).min(last)
+        w1 = (src - i0).clip(0.0, 1.0).cast(x.dtype).reshape(shp)
+        g0 = T(cx, out).gather(i0.cast("int64"), a)
+        g1 = T(cx, out).gather((i0 + 1.0).min(last).cast("int64"), a)
+        out = (g0 * (1.0 - w1) + g1 * w1).v
+    return out
+
+
 @translates("Upsample")
 def upsample(cx):
     x = cx.input(0)
     dims = tuple(x.shape)
+    if cx.opset >= 9 and data_dims.runtime_operand(cx, 1) is not None:
+        return _upsample_at_run_time(cx, x, cx.input(1), cx.attr("mode", "nearest"))
     if cx.opset >= 9:
         scales = [float(s) for s in cx.const_input(1, "scales", required=True).reshape(-1)]
     else:

@@ -323,10 +323,64 @@ def _axes_arg(cx, what="axes"):
     return cx.attr("axes", None)
 
 
+def _squeeze_at_run_time(cx, x, axes_v):
+    """Squeeze by axes read at run time (their count static): each dimension named must be 1
+    (else the binding fails, as for repeated axes); the others, in order, are bound as the
+    output's shape."""
+    dims = list(x.shape)
+    r = len(dims)
+    _, mask, repeated = data_dims.axes_at_run_time(cx, axes_v, r)
+    k = axes_v.shape[0]
+    if k > r:
+        raise cx.fail(f"axes {axes_v.type} hold more axes than the input {x.type} has")
+    one = cx.scalar(1, "int64")
+    d = data_dims.dims_tensor(cx, dims)
+    not_one = cx.op("logical_and", [cx.op("equal", [mask, one]), cx.op("not_equal", [d, one])])
+    bad = cx.op("logical_or", [repeated, cx.op("greater", [cx.op("reduce_max", [cx.op("cast", [not_one], to="int64")],
+                                                                   axes=(0,), keepdims=False), cx.scalar(0, "int64")])])
+    if k == r:                         # nothing left: the check alone, bound to one symbol (always 1)
+        vals = cx.const(np.ones(1, np.int64))
+    else:
+        vals = data_dims.in_order(cx, cx.op("sub", [one, mask]), d, r - k)
+    static = [n for n in dims if isinstance(n, int)]
+    lim = max(static + [1]) if len(static) == r else None
+    bound, out = data_dims.bind(cx, data_dims.invalid_if(cx, vals, bad), "dim", [lim] * max(r - k, 1),
+                                numel=product(dims) if k < r else None)
+    return cx.op("reshape_data", [x, bound], shape=tuple(out) if k < r else ())
+
+
+def _unsqueeze_at_run_time(cx, x, axes_v):
+    """Unsqueeze by axes read at run time (their count static, so the output's rank is): a 1
+    where an axis names the output's dimension, the input's dimensions in order elsewhere,
+    bound as the output's shape (repeated axes fail the binding)."""
+    dims = list(x.shape)
+    if axes_v.type.rank != 1 or not isinstance(axes_v.shape[0], int):
+        raise cx.fail(f"axes must be a 1-D tensor of static length, got {axes_v.type}")
+    rr = len(dims) + axes_v.shape[0]
+    _, mask, repeated = data_dims.axes_at_run_time(cx, axes_v, rr)
+    one = cx.scalar(1, "int64")
+    left = cx.op("sub", [one, mask])
+    # output dimension j not named takes input dimension (count of those not named before j)
+    pos = cx.op("sub", [data_dims.prefix_sum(cx, left), one])
+    src = cx.op("where", [cx.op("equal", [mask, one]), cx.scalar(len(dims), "int64"),
+                          cx.op("minimum", [cx.op("maximum", [pos, cx.scalar(0, "int64")]),
+                                            cx.scalar(len(dims), "int64")])])
+    d = cx.op("concat", [data_dims.dims_tensor(cx, dims), cx.const(np.ones(1, np.int64))], axis=0) if dims else \
+        cx.const(np.ones(1, np.int64))
+    vals = cx.op("gather", [d, src], axis=0)
+    static = [n for n in dims if isinstance(n, int)]
+    lim = max(static + [1]) if len(static) == len(dims) else None
+    bound, out = data_dims.bind(cx, data_dims.invalid_if(cx, vals, repeated), "dim", [lim] * rr,
+                                numel=product(dims))
+    return cx.op("reshape_data", [x, bound], shape=tuple(out))
+
+
 @translates("Squeeze")
 def squeeze(cx):
     x = cx.input(0)
     dims = tuple(x.shape)
+    if cx.opset >= 13 and data_dims.runtime_operand(cx, 1) is not None:
+        return _squeeze_at_run_time(cx, x, cx.input(1))
     axes = _axes_arg(cx)
     if axes is None:
         keep = [d for d in dims if d != 1]
@@ -343,6 +397,8 @@ def squeeze(cx):
 def unsqueeze(cx):
     x = cx.input(0)
     dims = tuple(x.shape)
+    if cx.opset >= 13 and data_dims.runtime_operand(cx, 1) is not None:
+        return _unsqueeze_at_run_time(cx, x, cx.input(1))
     axes = _axes_arg(cx)
     if axes is None:
         raise cx.fail("needs axes")
@@ -528,7 +584,7 @@ def slice_(cx):
         starts, ends = cx.attr("starts"), cx.attr("ends")
         axes, steps = cx.attr("axes", None), None
     else:
-        if any(data_dims.runtime_operand(cx, k) is not None for k in (1, 2, 4)):
+        if any(data_dims.runtime_operand(cx, k) is not None for k in (1, 2, 3, 4)):
             return _slice_at_run_time(cx, x)
         starts = cx.dims_input(1, "starts", required=True)
         ends = cx.dims_input(2, "ends", required=True)
@@ -588,16 +644,31 @@ def _slice_at_run_time(cx, x):
     n = starts.shape[0] if starts.type.rank == 1 else None
     if not isinstance(n, int) or ends.type.rank != 1 or ends.shape[0] != n:
         raise cx.fail(f"starts {starts.type} and ends {ends.type} must be 1-D of one static length")
-    axes = cx.ints_input(3, "axes (the starts, ends or steps are taken at run time)")
-    axes = norm_axes(cx, list(range(n)) if axes is None else axes, x.type.rank)
-    if len(axes) != n:
-        raise cx.fail(f"axes {axes} and starts {starts.type} differ in length")
+    run_axes = data_dims.runtime_operand(cx, 3)
+    if run_axes is None:
+        axes = cx.ints_input(3, "axes (the starts, ends or steps are taken at run time)")
+        axes = norm_axes(cx, list(range(n)) if axes is None else axes, x.type.rank)
+        if len(axes) != n:
+            raise cx.fail(f"axes {axes} and starts {starts.type} differ in length")
     steps = cx.input(4, required=False)
     as_tensor = lambda v: data_dims.dims_tensor(cx, list(cx.dims_input(v[0], v[1], required=True)))  # noqa: E731
     starts, ends = (cx.input(k) if data_dims.runtime_operand(cx, k) is not None else as_tensor((k, w))
                     for k, w in ((1, "starts"), (2, "ends")))
     if steps is not None and data_dims.runtime_operand(cx, 4) is None:
         steps = as_tensor((4, "steps"))
+    if run_axes is not None:
+        # axes read at run time: every axis sliced, from 0 to the end by 1 where none names it
+        # (two naming one axis: a step of 0, which the binding refuses)
+        r = x.type.rank
+        if run_axes.type.rank != 1 or run_axes.shape[0] != n:
+            raise cx.fail(f"axes {run_axes.type} and starts {starts.type} differ in length")
+        named, _, repeated = data_dims.axes_at_run_time(cx, run_axes, r)
+        i64 = lambda v: v if v.dtype == "int64" else cx.op("cast", [v], to="int64")  # noqa: E731
+        starts = data_dims.spread(cx, named, i64(starts), 0)
+        ends = data_dims.spread(cx, named, i64(ends), np.iinfo(np.int64).max)
+        steps = data_dims.spread(cx, named, i64(steps) if steps is not None else cx.const(np.ones(n, np.int64)), 1)
+        steps = cx.op("where", [repeated, cx.scalar(0, "int64"), steps])
+        axes = list(range(r))
     return data_dims.slice_at_run_time(cx, x, starts, ends, axes, steps)
 
 
@@ -676,8 +747,8 @@ def pad(cx):
         value = cx.attr("value", 0.0)
         axes = None
     else:
-        if data_dims.runtime_operand(cx, 1) is not None:
-            return _pad_at_run_time(cx, x, mode)      # pads of the run: the output's size too
+        if data_dims.runtime_operand(cx, 1) is not None or data_dims.runtime_operand(cx, 3) is not None:
+            return _pad_at_run_time(cx, x, mode)      # pads (axes) of the run: the output's size too
         pads = cx.ints_input(1, "pads", required=True)
         cv = cx.known_input(2)
         if cx.has_input(2) and cx.input(2).type.num_elements != 1:
@@ -718,9 +789,11 @@ def center_crop_pad(cx):
     computed at run time when the size ``d`` is symbolic, so the run decides crop or pad."""
     x = cx.input(0)
     dims = tuple(x.shape)
-    target = cx.ints_input(1, "shape", required=True)
     axes = cx.attr("axes", None)
     axes = norm_axes(cx, axes, len(dims)) if axes is not None else list(range(len(dims)))
+    if data_dims.runtime_operand(cx, 1) is not None:
+        return _center_crop_pad_at_run_time(cx, x, cx.input(1), axes)
+    target = cx.ints_input(1, "shape", required=True)
     if len(target) != len(axes) or any(t < 0 for t in target):
         raise cx.fail(f"shape {target} needs {len(axes)} sizes >= 0")
     out = x
@@ -754,17 +827,61 @@ def center_crop_pad(cx):
     return out
 
 
+def _center_crop_pad_at_run_time(cx, x, shape, axes):
+    """CenterCropPad to sizes read at run time: each size is bound (a negative one fails the
+    binding), the source positions ``i + off`` computed from the run's sizes as the symbolic
+    form computes them, zero where they fall outside."""
+    shape = data_dims.shape_operand(cx, shape, "shape")
+    if shape.shape[0] != len(axes):
+        raise cx.fail(f"shape {shape.type} needs one size per axis of {axes}")
+    bound, sizes = data_dims.bind(cx, shape, [f"axis{a}" for a in axes])
+    out = x
+    zero = cx.scalar(0, x.dtype)
+    for j, (a, t) in enumerate(zip(axes, sizes)):
+        d = x.shape[a]
+        full = tuple(t if k == a else e for k, e in enumerate(out.shape))
+        if isinstance(d, int) and d == 0:
+            out = cx.op("broadcast_to", [zero, bound], shape=full)
+            continue
+        if isinstance(d, Sym):
+            cx.require(d - 1, ">=", f"axis {a} ({d}) of at least 1 element to crop or pad")
+        n = T(cx, _dim_tensor(cx, d))
+        tv = T(cx, data_dims.element(cx, bound, j))
+        diff = tv - n
+        off = (diff > 0).where((diff / 2) * -1, (n - tv) / 2)          # both halves >= 0: C's division
+        src = T(cx, data_dims.iota(cx, bound, t)) + off
+        inside = (src >= 0) & (src < n)
+        shp = [1] * len(full)
+        shp[a] = t
+        g = cx.op("gather", [out, src.clip(0, n - 1).v], axis=a)
+        out = cx.op("where", [reshape(cx, inside.v, shp), g, zero])
+    return out
+
+
 def _pad_at_run_time(cx, x, mode):
     """Pad (opset >= 11) with its pads (and constant value) taken at run time (axes constant);
     a constant value of the run alone, with constant pads, is the select in ``pad``."""
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise cx.fail(f"unknown mode {mode!r}")
     r = x.type.rank
-    axes = cx.ints_input(3, "axes (the pads are taken at run time)")
-    axes = list(range(r)) if axes is None else norm_axes(cx, axes, r)
+    run_axes = data_dims.runtime_operand(cx, 3)
+    if run_axes is None:
+        axes = cx.ints_input(3, "axes (the pads are taken at run time)")
+        axes = list(range(r)) if axes is None else norm_axes(cx, axes, r)
     pads = cx.input(1)
     pads = data_dims.shape_operand(cx, pads, "pads") if data_dims.runtime_operand(cx, 1) is not None else \
         cx.const(np.array(cx.ints_input(1, "pads", required=True), np.int64))
+    if run_axes is not None:
+        # axes read at run time: every axis padded, by 0 where none names it (two naming one
+        # axis: pads that make it negative, which the binding refuses)
+        k = run_axes.shape[0] if run_axes.type.rank == 1 else None
+        if pads.shape[0] != 2 * k if isinstance(k, int) else True:
+            raise cx.fail(f"needs 2 pads per axis of {run_axes.type}, got {pads.type}")
+        named, _, repeated = data_dims.axes_at_run_time(cx, run_axes, r)
+        half = [cx.op("slice", [pads], starts=(j * k,), ends=((j + 1) * k,), steps=(1,)) for j in (0, 1)]
+        pads = cx.op("concat", [data_dims.spread(cx, named, h, 0) for h in half], axis=0)
+        pads = cx.op("where", [repeated, cx.scalar(-(1 << 40), "int64"), pads])
+        axes = list(range(r))
     value = cx.input(2, required=False)
     if value is None:
         value = cx.scalar(False if x.dtype == "bool" else 0, x.dtype)

@@ -104,7 +104,12 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None) ->
         raise CodegenError(f"lowering kernel {group.name} failed: {type(e).__name__}: {e}") from e
     f.comment = describe_nodes(group)
     f.attrs["schedule"] = s.describe()
-    f = optimize(f, target.lanes)
+    if target.family == "gpu":
+        from ..tir.gpu import optimize as optimize_gpu
+
+        f = optimize_gpu(f)
+    else:
+        f = optimize(f, target.lanes)
     f.attrs["size_vars"] = sorted(size_vars_of(f), key=lambda v: v.name)
     return f
 

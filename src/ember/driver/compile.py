@@ -465,6 +465,11 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
     tgt = resolve(target)
     if knobs:
         tgt = tgt.with_knobs(check_knobs(knobs))
+    if tgt.family == "gpu":
+        from .gpu import compile_gpu
+
+        return compile_gpu(model, tgt, opt_level, shapes=shapes, bounds=bounds,
+                           dump=dump or os.environ.get("EMBER_DUMP") or None, progress=progress)
     if not isinstance(opt_level, int) or not 0 <= opt_level <= 3:
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     dump = dump or os.environ.get("EMBER_DUMP") or None

@@ -631,7 +631,11 @@ def load(path: str | os.PathLike) -> "Module":
     from .artifact import artifact_path, check_machine
     from .program import ProgramModule, is_program
 
+    from .gpu import is_gpu_artifact, load_gpu
+
     path = artifact_path(path)
+    if is_gpu_artifact(path):
+        return load_gpu(path)
     check_machine(path)
     if is_program(path):
         return ProgramModule(path)

@@ -1,0 +1,196 @@
+"""GPU targets: the gpu schedules checked by the interpreter, the generated CUDA compiled to PTX
+by NVRTC, and whole models run on an OpenCL device (in CI: Debian's CPU driver, pocl) against
+onnxruntime.  Tests that need pyopencl with a device, or NVRTC, skip with the reason when those
+are not installed (``pip install ember[opencl]`` / ``ember[cuda]``, ``apt install pocl-opencl-icd``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember import te
+from ember.errors import ArtifactError, CodegenError, TargetError
+from ember.codegen.gpu import GPUGenerator
+from ember.schedules import default
+from ember.target import resolve
+from ember.te.lower import lower
+from ember.te.schedule import create_schedule
+from ember.tir.gpu import check_kernel, optimize
+from ember.runtime import opencl
+from ember.toolchain import nvrtc
+
+from tir.interp import run_kernel
+
+needs_opencl = pytest.mark.skipif(not opencl.available(), reason="pyopencl with an OpenCL device is not installed "
+                                  "(pip install pyopencl; apt install pocl-opencl-icd)")
+needs_nvrtc = pytest.mark.skipif(not nvrtc.available(), reason="NVRTC is not installed "
+                                 "(pip install nvidia-cuda-nvrtc-cu12)")
+
+
+def test_targets():
+    cuda = resolve("cuda")
+    assert (cuda.kind, cuda.arch, cuda.family, cuda.lanes, cuda.spec) == ("cuda", "sm_80", "gpu", 1, "cuda -arch=sm_80")
+    assert resolve("cuda -arch=sm_90").arch == "sm_90"
+    assert resolve("opencl").family == "gpu"
+    assert resolve("cpu").family == "cpu"
+    with pytest.raises(TargetError, match="-arch=sm_XX"):
+        resolve("cuda -arch=80")
+    with pytest.raises(TargetError, match="no option"):
+        resolve("opencl -arch=sm_80")
+
+
+# ---- the gpu schedules, run by the checking interpreter ---------------------------------------
+
+RNG = np.random.default_rng(3)
+
+
+def _matmul_relu():
+    A, B = te.placeholder((13, 9), "float32", "A"), te.placeholder((9, 30), "float32", "B")
+    k = te.reduce_axis(9, "k")
+    C = te.compute((13, 30), lambda i, j: te.sum(A[i, k] * B[k, j], [k]), name="C")
+    D = te.compute((13, 30), lambda i, j: te.maximum(C[i, j], te.const(0.0, "float32")), name="D")
+    return [A, B], D, lambda a, b: np.maximum(a @ b, 0)
+
+
+def _softmax():
+    X = te.placeholder((5, 11), "float32", "X")
+    k1, k2 = te.reduce_axis(11, "k1"), te.reduce_axis(11, "k2")
+    M = te.compute((5,), lambda i: te.reduce("max", X[i, k1], [k1]), name="M")
+    E = te.compute((5, 11), lambda i, j: te.call("exp", X[i, j] - M[i]), name="E")
+    S = te.compute((5,), lambda i: te.sum(E[i, k2], [k2]), name="S")
+    Y = te.compute((5, 11), lambda i, j: E[i, j] / S[i], name="Y")
+
+    def ref(x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return [X], Y, ref
+
+
+def _elementwise_uneven():
+    X = te.placeholder((3, 7, 31), "float32", "X")
+    Y = te.compute((3, 7, 31), lambda a, b, c: X[a, b, c] * te.const(2.0, "float32") + te.const(1.0, "float32"),
+                   name="Y")
+    return [X], Y, lambda x: x * 2 + 1
+
+
+@pytest.mark.parametrize("program", [_matmul_relu, _softmax, _elementwise_uneven])
+@pytest.mark.parametrize("threads", [32, 256])
+def test_default_gpu_schedule(program, threads):
+    inputs, out, ref = program()
+    target = resolve("opencl").with_knobs({"gpu.threads": threads})
+    s = create_schedule(out)
+    default(target)(s, target)
+    f = optimize(lower(s, "k", inputs + [s.output]))
+    launch = check_kernel(f)
+    assert launch.block[0] <= threads and launch.grid[0] * launch.block[0] >= int(np.prod(out.shape))
+    arrays = [RNG.standard_normal(t.shape).astype(np.float32) for t in inputs]
+    got = run_kernel(f, arrays + [np.zeros(out.shape, np.float32)])[-1]
+    np.testing.assert_allclose(got.reshape(out.shape), ref(*arrays), rtol=1e-5, atol=1e-6)
+    for lang in ("cuda", "opencl"):
+        src = GPUGenerator(lang).kernel(f)
+        assert ("blockIdx.x" if lang == "cuda" else "get_group_id(0)") in src
+
+
+# ---- whole models -------------------------------------------------------------------------------
+
+def small_cnn() -> onnx.ModelProto:
+    """conv + relu, max pool, depthwise conv + clip, global average pool, gemm, softmax."""
+    rng = np.random.default_rng(0)
+
+    def init(name, arr):
+        return numpy_helper.from_array(np.asarray(arr, np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="dwconv", pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"], name="relu6"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], name="fc", transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1),
+    ]
+    inits = [init("w1", rng.standard_normal((8, 3, 3, 3)) * .3), init("b1", rng.standard_normal(8) * .1),
+             init("w2", rng.standard_normal((8, 1, 3, 3)) * .3), init("b2", rng.standard_normal(8) * .1),
+             init("lo", 0.0), init("hi", 6.0),
+             init("wf", rng.standard_normal((10, 8)) * .3), init("bf", rng.standard_normal(10) * .1)]
+    g = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10]),
+                           helper.make_tensor_value_info("r1", TensorProto.FLOAT, [2, 8, 16, 16])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gpu") / "small_cnn.onnx"
+    onnx.save(small_cnn(), path)
+    return path
+
+
+def _reference(path, feeds):
+    ort = pytest.importorskip("onnxruntime")
+    return ort.InferenceSession(str(path)).run(None, feeds)
+
+
+@needs_opencl
+def test_small_cnn_on_opencl(cnn, tmp_path):
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    refs = _reference(cnn, {"x": x})
+    m = ember.compile(cnn, target="opencl")
+    assert m.metadata["target"] == "opencl" and m.metadata["kernels"] >= 5
+    assert "__kernel" in m.source and "conv1" in m.source       # kernel names from the model
+    for _ in range(2):                                           # a second run reuses the device buffers
+        outs = m.run({"x": x})
+        for got, ref in zip(outs.values(), refs):
+            assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
+    # the artifact saves, loads by its content and runs again; a damaged one is refused
+    saved = m.save(tmp_path / "cnn.ember")
+    again = ember.load(saved)
+    np.testing.assert_array_equal(again(x)[0], outs["y"])
+    with pytest.raises(ember.errors.InputError):
+        again.run({"x": x[:1]})
+    data = bytearray(saved.read_bytes())
+    data[-10] ^= 1
+    (tmp_path / "bad.ember").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="damaged"):
+        ember.load(tmp_path / "bad.ember")
+
+
+@needs_nvrtc
+def test_small_cnn_cuda_to_ptx(cnn, tmp_path):
+    m = ember.compile(cnn, target="cuda -arch=sm_86")
+    assert 'extern "C" __global__' in m.source
+    assert ".target sm_86" in m.ptx
+    assert m.ptx.count(".entry") == m.metadata["kernels"]
+    with pytest.raises(ember.errors.EmberRuntimeError, match="not supported yet"):
+        m.run({"x": np.zeros((2, 3, 16, 16), np.float32)})
+
+
+@needs_nvrtc
+def test_cli_compiles_for_cuda(cnn, tmp_path):
+    from ember.cli import main
+
+    out = tmp_path / "cnn.ember"
+    assert main(["compile", str(cnn), "--target", "cuda", "-o", str(out)]) == 0
+    loaded = ember.load(out)
+    assert loaded.metadata["target"] == "cuda -arch=sm_80" and ".entry" in loaded.ptx
+
+
+def test_nvrtc_reports_errors():
+    if not nvrtc.available():
+        pytest.skip("NVRTC is not installed")
+    with pytest.raises(ember.errors.ToolchainError, match="compilation"):
+        nvrtc.compile_ptx('extern "C" __global__ void k() { undeclared = 1; }')
+
+
+def test_gpu_needs_static_shapes(tmp_path):
+    m = small_cnn()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    path = tmp_path / "dyn.onnx"
+    onnx.save(m, path)
+    with pytest.raises(CodegenError, match="static shapes"):
+        ember.compile(path, target="opencl")

@@ -194,3 +194,48 @@ def test_gpu_needs_static_shapes(tmp_path):
     onnx.save(m, path)
     with pytest.raises(CodegenError, match="static shapes"):
         ember.compile(path, target="opencl")
+
+
+def _row_softmax():
+    return _softmax()
+
+
+def _layer_norm():
+    X = te.placeholder((4, 50), "float32", "X")
+    k1, k2 = te.reduce_axis(50, "k1"), te.reduce_axis(50, "k2")
+    n = te.const(50.0, "float32")
+    S = te.compute((4, 1), lambda i, _: te.sum(X[i, k1], [k1]), name="S")
+    V = te.compute((4, 1), lambda i, _: te.sum((X[i, k2] - S[i, 0] / n) * (X[i, k2] - S[i, 0] / n), [k2]), name="V")
+    Y = te.compute((4, 50), lambda i, j: (X[i, j] - S[i, 0] / n) / te.call("sqrt", V[i, 0] / n
+                                                                           + te.const(1e-5, "float32")), name="Y")
+
+    def ref(x):
+        m = x.mean(axis=1, keepdims=True)
+        return (x - m) / np.sqrt(((x - m) ** 2).mean(axis=1, keepdims=True) + 1e-5)
+    return [X], Y, ref
+
+
+def _row_sum():
+    X = te.placeholder((6, 3, 77), "float32", "X")
+    a, b = te.reduce_axis(3, "a"), te.reduce_axis(77, "b")
+    Y = te.compute((6,), lambda i: te.sum(X[i, a, b], [a, b]), name="Y")
+    return [X], Y, lambda x: x.sum(axis=(1, 2))
+
+
+@pytest.mark.parametrize("program", [_row_softmax, _layer_norm, _row_sum])
+def test_row_schedule_shares_the_block(program):
+    """The ``rows`` schedule: a block per row, its reductions combined by a tree in shared memory."""
+    from ember.schedules.gpu import rows
+
+    inputs, out, ref = program()
+    target = resolve("cuda")
+    s = create_schedule(out)
+    rows({}, s, out, target)
+    f = optimize(lower(s, "k", inputs + [s.output]))
+    launch = check_kernel(f)
+    assert launch.shared and launch.block[0] >= 32
+    assert launch.grid[0] == out.shape[0]
+    arrays = [RNG.standard_normal(t.shape).astype(np.float32) for t in inputs]
+    got = run_kernel(f, arrays + [np.zeros(out.shape, np.float32)])[-1]
+    np.testing.assert_allclose(got.reshape(out.shape), ref(*arrays), rtol=1e-4, atol=1e-5)
+    assert "__syncthreads();" in GPUGenerator("cuda").kernel(f)

@@ -3,17 +3,22 @@
 Each output element is one thread: the default schedule fuses the output's loops into one,
 splits it into blocks of :data:`THREADS` threads and binds the two parts to ``blockIdx.x`` and
 ``threadIdx.x``; a split that does not divide the output gets a bounds check (a bound loop
-cannot have a tail copy).  Every reduction of the kernel (the sum of a matmul or convolution,
-the max and sum of a softmax) is computed by the thread of the element that reads it, in the
-thread's own registers (``compute_at`` the thread loop), so it needs no shared memory and no
-barrier.  Shared-memory tiling and tree reductions across the threads of a block are not written
-yet (see docs/design.md, "GPU").
+cannot have a tail copy).  Every reduction of the kernel (the sum of a matmul or convolution)
+is computed by the thread of the element that reads it, in the thread's own registers
+(``compute_at`` the thread loop), so it needs no shared memory and no barrier.
+
+Reductions, softmax and layer norm run one block per row instead (:func:`rows`): the schedule
+binds the rows to ``blockIdx.x`` and leaves the row's elements a serial loop, and the GPU
+loop-IR pipeline (``tir.gpu.share_block_work``) gives the block's threads the row: each
+reduction over the row is computed by all of them and combined by a tree in shared memory, and
+the row's elements are dealt out among them.  Shared-memory tiling of matmul and convolution is
+not written yet (see docs/design.md, "GPU").
 """
 
 from __future__ import annotations
 
 from ..errors import CodegenError
-from . import register_default
+from . import register, register_default
 
 #: threads per block of the default schedule
 THREADS = 256
@@ -23,11 +28,7 @@ THREADS = 256
 def one_thread_per_element(s, target) -> None:
     s.guard_uneven = True
     root = s.root
-    leaves = list(root.leaves)
-    for v in leaves:
-        if not isinstance(v.extent, int):
-            raise CodegenError(f"GPU kernels need static shapes: {s.output.name} has the symbolic "
-                               f"extent {v.extent!r}")
+    leaves = _static_leaves(s)
     if not leaves:
         return                  # a scalar: one thread of one block (tir.gpu.as_gpu_kernel)
     fused = leaves[0]
@@ -40,3 +41,51 @@ def one_thread_per_element(s, target) -> None:
     for st in s.stages.values():
         if st.attached:
             st.compute_at(root, thread)
+
+
+def _static_leaves(s) -> list:
+    leaves = list(s.root.leaves)
+    for v in leaves:
+        if not isinstance(v.extent, int):
+            raise CodegenError(f"GPU kernels need static shapes: {s.output.name} has the symbolic "
+                               f"extent {v.extent!r}")
+    return leaves
+
+
+@register("gpu", "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "softmax", "layer_norm")
+def rows(attrs, s, anchor, target) -> None:
+    """One block per row: the leading output axes whose count matches the reductions' outputs
+    are fused and bound to blocks, the rest (the row) fused into one serial loop, and every
+    reduction attached at the block loop (one per row).  Raises CodegenError (and the driver
+    falls back to the default) where the reductions do not follow the leading axes."""
+    s.guard_uneven = True
+    root = s.root
+    leaves = _static_leaves(s)
+    reductions = [st for st in s.stages.values() if st.attached and st.is_reduction]
+    if not reductions or not leaves:
+        raise CodegenError("no reduction to give a block per row")
+    outputs = max(_count(st.tensor.shape) for st in reductions)
+    k, count = 0, 1
+    while k < len(leaves) and count < outputs:
+        count *= leaves[k].extent
+        k += 1
+    if count != outputs or k == 0 or any(_count(st.tensor.shape) not in (1, outputs) for st in reductions):
+        raise CodegenError("the reductions do not follow the leading axes")
+    row = leaves[0]
+    for v in leaves[1:k]:
+        row = root.fuse(row, v)
+    if k < len(leaves):
+        col = leaves[k]
+        for v in leaves[k + 1:]:
+            col = root.fuse(col, v)
+    root.bind(row, "blockIdx.x")
+    for st in s.stages.values():
+        if st.attached:
+            st.compute_at(root, row)
+
+
+def _count(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n

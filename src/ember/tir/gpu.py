@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from ..errors import CodegenError
 from .analysis import bound, key, uses_var
-from .expr import INDEX, BinOp, Const, Expr, Load, Not, Var
-from .stmt import THREAD_KINDS, Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, Store
+from .expr import INDEX, BinOp, Const, Expr, Load, Not, Var, binop
+from .stmt import THREAD_KINDS, Allocate, Barrier, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from .transform import map_stmt, simplify, subst_stmt, unroll
 
 
@@ -97,9 +97,144 @@ def optimize(f: PrimFunc) -> PrimFunc:
     """The loop-IR pipeline of a GPU kernel: the CPU pipeline's index simplification and unrolling,
     without removing loops of extent 1 (a thread loop of one thread is still the launch's) and
     without vectorizing (each thread runs scalar code)."""
-    f = as_gpu_kernel(unroll(simplify(_remove_unit_loops(f))))
+    f = as_gpu_kernel(unroll(simplify(_remove_unit_loops(share_block_work(simplify(_remove_unit_loops(f)))))))
     f.attrs["index_bits"] = index_bits(f)
     return f
+
+
+#: most threads a block shares its work among (:func:`share_block_work`)
+MAX_SHARING_THREADS = 256
+
+
+def share_block_work(f: PrimFunc, max_threads: int = MAX_SHARING_THREADS) -> PrimFunc:
+    """A kernel whose schedule bound only blocks (one block per row: the ``gpu`` schedules of
+    reductions, softmax and layer norm) gets T threads per block that share the row's work:
+
+    * a reduction into a local accumulator at an index the same for the whole row (an init store,
+      then serial loops updating it) is computed by all T threads, each over every T-th point,
+      then combined by a tree in shared memory (log2(T) steps, a barrier after each); every
+      thread then reads the result;
+    * a loop that writes the output (the row's elements) gives each thread every T-th iteration;
+    * any other store to a global buffer is made by thread 0 only; everything else (local values)
+      every thread computes alike.
+
+    T is the smallest power of two (32 at least, ``max_threads`` at most) that covers the largest
+    reduction or row.  Other kernels are returned unchanged."""
+    launch = split_launch(f)
+    if not launch.blocks or launch.threads or launch.shared or _has_barrier(f.body):
+        return f
+    sizes: list[int] = []
+    _share(launch.body, None, sizes, [])
+    if not sizes:
+        return f
+    T = 32
+    while T < min(max(sizes), max_threads):
+        T *= 2
+    tr = Var("tr", INDEX)
+    shared: list = []
+    body = _share(launch.body, (tr, T), [], shared)
+    out: Stmt = For(tr, T, "threadIdx.x", body)
+    for buf in reversed(shared):
+        out = Allocate(buf, out)
+    for lp in reversed(launch.blocks):
+        out = For(lp.var, lp.extent, lp.kind, out)
+    return PrimFunc(f.name, f.params, out, f.comment, dict(f.attrs))
+
+
+def _reduction_nest(init: Stmt, loop: Stmt):
+    """(loops, combiner, accumulator store) when ``init`` and ``loop`` are a reduction into one
+    local element at an index the loops do not move; else None."""
+    if not (isinstance(init, Store) and init.buffer.scope == "local" and isinstance(loop, For)):
+        return None
+    loops, s = [], loop
+    while isinstance(s, For) and s.kind in ("serial", "unrolled") and isinstance(s.extent, int):
+        loops.append(s)
+        s = s.body
+    if not isinstance(s, Store) or s.buffer is not init.buffer or key(s.index) != key(init.index):
+        return None
+    v = s.value
+    if not (isinstance(v, BinOp) and v.op in ("add", "mul", "max", "min") and isinstance(v.a, Load)
+            and v.a.buffer is init.buffer and key(v.a.index) == key(init.index)):
+        return None
+    if any(uses_var(init.index, lp.var) for lp in loops) or _loads_buffer(v.b, init.buffer):
+        return None
+    return loops, v.op, s
+
+
+def _loads_buffer(e: Expr, buf) -> bool:
+    return any(ld.buffer is buf for ld in _loads(e))
+
+
+def _stores_global(s: Stmt) -> bool:
+    return any(isinstance(x, Store) and x.buffer.scope == "global" for x in _walk(s))
+
+
+def _share(s: Stmt, thread, sizes: list, shared: list) -> Stmt:
+    """:func:`share_block_work` on one statement of the row's body; with ``thread`` None it only
+    collects the sizes of the reductions and rows into ``sizes``."""
+    if isinstance(s, Seq):
+        out, k = [], 0
+        while k < len(s.stmts):
+            x = s.stmts[k]
+            nest = _reduction_nest(x, s.stmts[k + 1]) if k + 1 < len(s.stmts) else None
+            if nest is not None:
+                out.append(_cooperative(x, *nest, thread, sizes, shared))
+                k += 2
+                continue
+            out.append(_share(x, thread, sizes, shared))
+            k += 1
+        return Seq.of(out)
+    if isinstance(s, Allocate):
+        return Allocate(s.buffer, _share(s.body, thread, sizes, shared))
+    if isinstance(s, IfThenElse) and not _loads(s.cond):
+        return IfThenElse(s.cond, _share(s.then, thread, sizes, shared),
+                          None if s.other is None else _share(s.other, thread, sizes, shared))
+    if isinstance(s, For) and isinstance(s.extent, int) and s.kind not in THREAD_KINDS and _stores_global(s):
+        sizes.append(s.extent)
+        if thread is None:
+            return s
+        tr, T = thread
+        co = Var(f"{s.var.name}o", INDEX)
+        at = binop("add", binop("mul", co, Const(T)), tr)
+        body = subst_stmt(s.body, {s.var: at})
+        if s.extent % T:
+            body = IfThenElse(binop("lt", at, Const(s.extent)), body)
+        return For(co, -(-s.extent // T), "serial", body)
+    if thread is not None and _stores_global(s):
+        return IfThenElse(binop("eq", thread[0], Const(0)), s)
+    return s
+
+
+def _cooperative(init: Store, loops, op: str, update: Store, thread, sizes: list, shared: list) -> Stmt:
+    total = 1
+    for lp in loops:
+        total *= lp.extent
+    sizes.append(total)
+    if thread is None:
+        return Seq([init, loops[0]])
+    tr, T = thread
+    ro = Var("ro", INDEX)
+    lin = binop("add", binop("mul", ro, Const(T)), tr)
+    mapping, inner = {}, 1
+    for lp in reversed(loops):
+        mapping[lp.var] = binop("mod", binop("div", lin, Const(inner)), Const(lp.extent)) if lp is not loops[0] \
+            else binop("div", lin, Const(inner))
+        inner *= lp.extent
+    step: Stmt = subst_stmt(update, mapping)
+    if total % T:
+        step = IfThenElse(binop("lt", lin, Const(total)), step)
+    acc, idx = init.buffer, init.index
+    red = Buffer(f"{acc.name}_red", acc.dtype, T, "shared")
+    shared.append(red)
+    out: list = [init, For(ro, -(-total // T), "serial", step), Store(red, tr, Load(acc, idx)), Barrier()]
+    half = T // 2
+    while half >= 1:
+        out += [IfThenElse(binop("lt", tr, Const(half)),
+                           Store(red, tr, binop(op, Load(red, tr), Load(red, binop("add", tr, Const(half)))))),
+                Barrier()]
+        half //= 2
+    out.append(Store(acc, idx, Load(red, Const(0))))
+    return Seq(out)
 
 
 def _remove_unit_loops(f: PrimFunc) -> PrimFunc:

@@ -16,15 +16,13 @@ access leaves its buffer; the runtime reports the failure after the run.
 
 from __future__ import annotations
 
-import math
-
 from ..errors import CodegenError
 from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Var,
                         is_float_dtype)
 from ..tir.gpu import check_kernel, DeviceLimits
 from ..tir.stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from . import lang_cuda, lang_opencl
-from .c import safe_ident
+from .c import float_literal, unique_name
 
 LANGUAGES = {m.NAME: m for m in (lang_cuda, lang_opencl)}
 
@@ -67,16 +65,7 @@ class GPUGenerator:
         return t
 
     def name(self, obj, hint: str) -> str:
-        if obj in self._names:
-            return self._names[obj]
-        base = safe_ident(hint)
-        n, k = base, 0
-        while n in self._used:
-            k += 1
-            n = f"{base}_{k}"
-        self._used.add(n)
-        self._names[obj] = n
-        return n
+        return unique_name(self._names, self._used, obj, hint)
 
     def helper(self, name: str, code: str) -> str:
         self.helpers.setdefault(name, code)
@@ -89,16 +78,7 @@ class GPUGenerator:
         if c.dtype == "bool":
             return "1" if v else "0"
         if is_float_dtype(c.dtype):
-            if math.isnan(v):
-                s = "NAN"
-            elif math.isinf(v):
-                s = "INFINITY" if v > 0 else "(-INFINITY)"
-            else:
-                s = repr(float(v))
-                if "e" not in s and "." not in s:
-                    s += ".0"
-                if c.dtype == "float32":
-                    s += "f"
+            s = float_literal(v, c.dtype)
             return s if c.dtype in ("float32", "float64") else f"(({self.ctype(c.dtype)}){s})"
         if c.dtype == "int64":
             if self._index == "int" and -(1 << 31) < v < (1 << 31):

@@ -94,6 +94,7 @@ class GPUModule(LoadedModel):
     _parse_signature = Module._parse_signature
     _check_input = Module._check_input
     _dense = Module._dense
+    _checked_inputs = Module._checked_inputs
 
     def __init__(self, artifact: GPUArtifact, path: str | os.PathLike | None = None):
         self.artifact = artifact
@@ -140,13 +141,7 @@ class GPUModule(LoadedModel):
         return self._device
 
     def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
-        for i, (arr, (dt, shape)) in enumerate(zip(arrays, self._in_np)):
-            arr = np.asarray(arr)
-            if arr.dtype != dt or arr.shape != shape:
-                arr = self._check_input(i, arr)
-            if not arr.flags.c_contiguous or not arr.flags.aligned:
-                arr = self._dense(i, arr)
-            arrays[i] = arr
+        self._checked_inputs(arrays)
         with self._lock:
             outs = [np.empty(shape, dt) for dt, shape in self._out_np]
             failed = self._runner().run(arrays, outs)

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import CodegenError
-from .analysis import bound, key, uses_var
+from .analysis import bound, key, loads_in, uses_var
 from .expr import INDEX, BinOp, Const, Expr, Load, Not, Var, binop
-from .stmt import THREAD_KINDS, Allocate, Barrier, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
+from .stmt import THREAD_KINDS, Allocate, Barrier, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store, walk_stmts
 from .transform import map_stmt, simplify, subst_stmt, unroll
 
 
@@ -162,11 +162,11 @@ def _reduction_nest(init: Stmt, loop: Stmt):
 
 
 def _loads_buffer(e: Expr, buf) -> bool:
-    return any(ld.buffer is buf for ld in _loads(e))
+    return any(ld.buffer is buf for ld in loads_in(e))
 
 
 def _stores_global(s: Stmt) -> bool:
-    return any(isinstance(x, Store) and x.buffer.scope == "global" for x in _walk(s))
+    return any(isinstance(x, Store) and x.buffer.scope == "global" for x in walk_stmts(s))
 
 
 def _share(s: Stmt, thread, sizes: list, shared: list) -> Stmt:
@@ -186,7 +186,7 @@ def _share(s: Stmt, thread, sizes: list, shared: list) -> Stmt:
         return Seq.of(out)
     if isinstance(s, Allocate):
         return Allocate(s.buffer, _share(s.body, thread, sizes, shared))
-    if isinstance(s, IfThenElse) and not _loads(s.cond):
+    if isinstance(s, IfThenElse) and not loads_in(s.cond):
         return IfThenElse(s.cond, _share(s.then, thread, sizes, shared),
                           None if s.other is None else _share(s.other, thread, sizes, shared))
     if isinstance(s, For) and isinstance(s.extent, int) and s.kind not in THREAD_KINDS and _stores_global(s):
@@ -278,36 +278,8 @@ def index_bits(f: PrimFunc) -> int:
     return 64 if big[0] else 32
 
 
-def _walk(s: Stmt):
-    yield s
-    if isinstance(s, For) or isinstance(s, Allocate):
-        yield from _walk(s.body)
-    elif isinstance(s, Seq):
-        for x in s.stmts:
-            yield from _walk(x)
-    elif isinstance(s, IfThenElse):
-        yield from _walk(s.then)
-        if s.other is not None:
-            yield from _walk(s.other)
-
-
-def _loads(e: Expr):
-    from .analysis import rebuild
-
-    out = []
-
-    def go(x: Expr) -> Expr:
-        if isinstance(x, Load):
-            out.append(x)
-        rebuild(x, go)
-        return x
-
-    go(e)
-    return out
-
-
 def _has_barrier(s: Stmt) -> bool:
-    return any(isinstance(x, Barrier) for x in _walk(s))
+    return any(isinstance(x, Barrier) for x in walk_stmts(s))
 
 
 def check_kernel(f: PrimFunc, limits: DeviceLimits | None = None) -> Launch:
@@ -351,10 +323,10 @@ def check_kernel(f: PrimFunc, limits: DeviceLimits | None = None) -> Launch:
         shared_bytes += a.buffer.size * np.dtype("float32" if a.buffer.dtype == "bfloat16" else a.buffer.dtype).itemsize
     if shared_bytes > lim.max_shared_bytes:
         bad(f"{shared_bytes} bytes of shared memory per block (at most {lim.max_shared_bytes})")
-    if any(isinstance(s, Barrier) for s in _walk(f.body)) and not _has_barrier(launch.body):
+    if any(isinstance(s, Barrier) for s in walk_stmts(f.body)) and not _has_barrier(launch.body):
         bad("a barrier outside the threads' body")
     thread_vars = [s.var for s in launch.threads if s.extent > 1]
-    for s in _walk(launch.body):
+    for s in walk_stmts(launch.body):
         if isinstance(s, For):
             if s.kind in THREAD_KINDS:
                 bad(f"the {s.kind} loop {s.var.name} is not at the top of the kernel")
@@ -374,7 +346,7 @@ def check_kernel(f: PrimFunc, limits: DeviceLimits | None = None) -> Launch:
 def _uniform(cond: Expr, thread_vars) -> bool:
     """Whether every thread of a block sees the same value of ``cond`` (it reads no thread index
     and no memory)."""
-    return not _loads(cond) and not any(uses_var(cond, v) for v in thread_vars)
+    return not loads_in(cond) and not any(uses_var(cond, v) for v in thread_vars)
 
 
 def _check_barriers(s: Stmt, thread_vars, bad, divergent: bool = False) -> None:
@@ -422,7 +394,7 @@ def _events(s: Stmt, conds: tuple, ranges: dict, out: list) -> None:
 
 
 def _loads_of(e: Expr, conds, ranges, out) -> None:
-    for ld in _loads(e):
+    for ld in loads_in(e):
         if ld.buffer.scope == "shared":
             out.append(("load", ld.buffer, ld.index, conds, ranges))
 

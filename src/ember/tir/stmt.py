@@ -102,3 +102,17 @@ class PrimFunc:
     body: Stmt
     comment: str = ""
     attrs: dict = field(default_factory=dict)
+
+
+def walk_stmts(s: Stmt):
+    """Every statement of the tree ``s``, in program order (parents before their bodies)."""
+    yield s
+    if isinstance(s, (For, Allocate)):
+        yield from walk_stmts(s.body)
+    elif isinstance(s, Seq):
+        for x in s.stmts:
+            yield from walk_stmts(x)
+    elif isinstance(s, IfThenElse):
+        yield from walk_stmts(s.then)
+        if s.other is not None:
+            yield from walk_stmts(s.other)

@@ -239,3 +239,24 @@ def test_row_schedule_shares_the_block(program):
     got = run_kernel(f, arrays + [np.zeros(out.shape, np.float32)])[-1]
     np.testing.assert_allclose(got.reshape(out.shape), ref(*arrays), rtol=1e-4, atol=1e-5)
     assert "__syncthreads();" in GPUGenerator("cuda").kernel(f)
+
+
+@pytest.mark.parametrize("m,k,n", [(32, 48, 32), (20, 37, 9), (5, 16, 40)])
+def test_matmul_stages_tiles_in_shared_memory(m, k, n):
+    """The matmul schedule: 16 x 16 output tiles, operands staged through shared memory
+    (``tir.gpu.stage_tiles``) where the tile has 8 rows at least; uneven sizes load zeros."""
+    from ember.schedules.gpu import matmul
+
+    A, B = te.placeholder((2, m, k), "float32", "A"), te.placeholder((k, n), "float32", "B")
+    r = te.reduce_axis(k, "k")
+    C = te.compute((2, m, n), lambda b, i, j: te.sum(A[b, i, r] * B[r, j], [r]), name="C")
+    D = te.compute((2, m, n), lambda b, i, j: C[b, i, j] + te.const(1.0, "float32"), name="D")
+    s = create_schedule(D)
+    matmul({}, s, C, resolve("cuda"))
+    f = optimize(lower(s, "mm", [A, B, s.output]))
+    launch = check_kernel(f)
+    assert bool(launch.shared) == (min(m, 16) >= 8)
+    a = RNG.standard_normal((2, m, k)).astype(np.float32)
+    b = RNG.standard_normal((k, n)).astype(np.float32)
+    got = run_kernel(f, [a, b, np.zeros((2, m, n), np.float32)])[-1]
+    np.testing.assert_allclose(got.reshape(2, m, n), a @ b + 1, rtol=1e-4, atol=1e-4)

@@ -11,8 +11,9 @@ Reductions, softmax and layer norm run one block per row instead (:func:`rows`):
 binds the rows to ``blockIdx.x`` and leaves the row's elements a serial loop, and the GPU
 loop-IR pipeline (``tir.gpu.share_block_work``) gives the block's threads the row: each
 reduction over the row is computed by all of them and combined by a tree in shared memory, and
-the row's elements are dealt out among them.  Shared-memory tiling of matmul and convolution is
-not written yet (see docs/design.md, "GPU").
+the row's elements are dealt out among them.  Matmul runs a block per 16 x 16 output tile
+(:func:`matmul`) with its operands staged through shared memory (``tir.gpu.stage_tiles``);
+shared-memory tiling of convolution is not written yet (see docs/design.md, "GPU").
 """
 
 from __future__ import annotations
@@ -89,3 +90,33 @@ def _count(shape) -> int:
     for d in shape:
         n *= int(d)
     return n
+
+
+#: rows and columns of the output tile of one block of the matmul schedule
+MATMUL_TILE = 16
+
+
+@register("gpu", "matmul")
+def matmul(attrs, s, mm, target) -> None:
+    """A block per 16 x 16 tile of the output (and batch index), a thread per element of it
+    (``threadIdx.y`` rows, ``threadIdx.x`` columns), its sum in the thread's registers; the GPU
+    loop-IR pipeline (``tir.gpu.stage_tiles``) stages the operands through shared memory."""
+    s.guard_uneven = True
+    root = s.root
+    leaves = _static_leaves(s)
+    if len(leaves) < 2:
+        raise CodegenError("a matmul tile needs rows and columns")
+    tile = int(target.knob("gpu.matmul_tile", MATMUL_TILE))
+    *batch, m, n = leaves
+    mo, mi = root.split(m, tile)
+    no, ni = root.split(n, tile)
+    root.reorder(mo, no, mi, ni)
+    block = None
+    for v in batch + [mo, no]:
+        block = v if block is None else root.fuse(block, v)
+    root.bind(block, "blockIdx.x")
+    root.bind(mi, "threadIdx.y")
+    root.bind(ni, "threadIdx.x")
+    for st in s.stages.values():
+        if st.attached:
+            st.compute_at(root, ni)

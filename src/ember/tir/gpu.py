@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ..errors import CodegenError
 from .analysis import bound, key, loads_in, uses_var
-from .expr import INDEX, BinOp, Const, Expr, Load, Not, Var, binop
+from .expr import INDEX, BinOp, Const, Expr, Load, Not, Select, Var, binop
 from .stmt import THREAD_KINDS, Allocate, Barrier, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store, walk_stmts
 from .transform import map_stmt, simplify, subst_stmt, unroll
 
@@ -97,7 +97,8 @@ def optimize(f: PrimFunc) -> PrimFunc:
     """The loop-IR pipeline of a GPU kernel: the CPU pipeline's index simplification and unrolling,
     without removing loops of extent 1 (a thread loop of one thread is still the launch's) and
     without vectorizing (each thread runs scalar code)."""
-    f = as_gpu_kernel(unroll(simplify(_remove_unit_loops(share_block_work(simplify(_remove_unit_loops(f)))))))
+    f = simplify(_remove_unit_loops(f))
+    f = as_gpu_kernel(unroll(simplify(_remove_unit_loops(stage_tiles(share_block_work(f))))))
     f.attrs["index_bits"] = index_bits(f)
     return f
 
@@ -235,6 +236,137 @@ def _cooperative(init: Store, loops, op: str, update: Store, thread, sizes: list
         half //= 2
     out.append(Store(acc, idx, Load(red, Const(0))))
     return Seq(out)
+
+
+#: the fewest reduction steps a shared-memory tile may hold (:func:`stage_tiles`)
+MIN_TILE_K = 8
+
+
+def stage_tiles(f: PrimFunc) -> PrimFunc:
+    """A kernel with a 2-D block of threads (``threadIdx.y`` rows by ``threadIdx.x`` columns: the
+    ``gpu`` matmul schedule) whose threads each sum products ``a * b`` over one reduction loop,
+    where ``a`` does not depend on the thread's column and ``b`` not on its row, gets those
+    operands staged through shared memory: per step of Tk reductions, the block loads a Ty x Tk
+    tile of ``a`` (thread (y, x) loads row y, step x) and a Tk x Tx tile of ``b`` (thread (y, x)
+    loads step y, column x) once, waits at a barrier, and every thread sums its Tk products from
+    the tiles, then waits again before the next tiles.  Each operand element is read from global
+    memory once per block instead of once per thread; the products are summed in the same order
+    as before.  Tile loads out of the operands' ranges (guards of the original, or a last partial
+    step) load 0.  Other kernels are returned unchanged."""
+    launch = split_launch(f)
+    axes = {s.kind: s for s in launch.threads}
+    if set(axes) != {"threadIdx.x", "threadIdx.y"} or launch.shared or _has_barrier(f.body):
+        return f
+    ty, tx = axes["threadIdx.y"], axes["threadIdx.x"]
+    tk = min(ty.extent, tx.extent)
+    if tk < MIN_TILE_K:
+        return f
+    shared: list = []
+    body = _stage(launch.body, ty, tx, tk, shared)
+    if not shared:
+        return f
+    out: Stmt = body
+    for lp in reversed(launch.threads):
+        out = For(lp.var, lp.extent, lp.kind, out)
+    for buf in reversed(shared):
+        out = Allocate(buf, out)
+    for lp in reversed(launch.blocks):
+        out = For(lp.var, lp.extent, lp.kind, out)
+    return PrimFunc(f.name, f.params, out, f.comment, dict(f.attrs))
+
+
+def _unguarded(s: Stmt):
+    """(the statement under a chain of else-less ifs, the conjuncts of their conditions)."""
+    conds = []
+    while isinstance(s, IfThenElse) and s.other is None:
+        parts = [s.cond]
+        while parts:
+            c = parts.pop()
+            if isinstance(c, BinOp) and c.op == "and":
+                parts += [c.a, c.b]
+            else:
+                conds.append(c)
+        s = s.then
+    return s, conds
+
+
+def _stage(s: Stmt, ty: For, tx: For, tk: int, shared: list) -> Stmt:
+    if isinstance(s, Seq):
+        out, k = [], 0
+        while k < len(s.stmts):
+            if not shared and k + 1 < len(s.stmts):
+                staged = _staged_product(s.stmts[k], s.stmts[k + 1], ty, tx, tk, shared)
+                if staged is not None:
+                    out.append(staged)
+                    k += 2
+                    continue
+            out.append(_stage(s.stmts[k], ty, tx, tk, shared))
+            k += 1
+        return Seq.of(out)
+    if isinstance(s, Allocate):
+        return Allocate(s.buffer, _stage(s.body, ty, tx, tk, shared))
+    return s
+
+
+def _staged_product(init_s: Stmt, loop: Stmt, ty: For, tx: For, tk: int, shared: list):
+    init, init_conds = _unguarded(init_s)
+    if not (isinstance(init, Store) and init.buffer.scope == "local" and isinstance(loop, For)
+            and loop.kind == "serial" and isinstance(loop.extent, int)):
+        return None
+    update, conds = _unguarded(loop.body)
+    if not (isinstance(update, Store) and update.buffer is init.buffer and key(update.index) == key(init.index)):
+        return None
+    v = update.value
+    if not (isinstance(v, BinOp) and v.op == "add" and isinstance(v.a, Load) and v.a.buffer is init.buffer
+            and key(v.a.index) == key(init.index) and isinstance(v.b, BinOp) and v.b.op == "mul"):
+        return None
+    a, b = v.b.a, v.b.b
+    k, K = loop.var, loop.extent
+    if uses_var(a, tx.var) or uses_var(b, ty.var) or not uses_var(a, k) or not uses_var(b, k) \
+            or any(uses_var(x, k) for x in [init.index] + init_conds):
+        return None
+    conds_a = [c for c in conds if not uses_var(c, tx.var)]
+    conds_b = [c for c in conds if not uses_var(c, ty.var)]
+    if len(conds_a) + len(conds_b) < len(conds) or _loads_buffer(a, init.buffer) or _loads_buffer(b, init.buffer):
+        return None
+    acc = init.buffer
+    A = Buffer(f"{acc.name}_a", a.dtype, ty.extent * tk, "shared")
+    B = Buffer(f"{acc.name}_b", b.dtype, tk * tx.extent, "shared")
+    shared += [A, B]
+    ko, kk = Var(f"{k.name}o", INDEX), Var(f"{k.name}i", INDEX)
+
+    def tile_load(buf, e, e_conds, lane, index, limit):
+        step = binop("add", binop("mul", ko, Const(tk)), lane)
+        at = {k: step}
+        guard = [subst_expr(c, at) for c in e_conds]
+        if K % tk:
+            guard.append(binop("lt", step, Const(K)))
+        value = subst_expr(e, at)
+        if guard:
+            cond = guard[0]
+            for c in guard[1:]:
+                cond = binop("and", cond, c)
+            value = Select(cond, value, Const(0, e.dtype))
+        st: Stmt = Store(buf, index, value)
+        return st if limit is None else IfThenElse(binop("lt", lane, Const(tk)), st)
+
+    load_a = tile_load(A, a, conds_a, tx.var, binop("add", binop("mul", ty.var, Const(tk)), tx.var),
+                       None if tx.extent == tk else tk)
+    load_b = tile_load(B, b, conds_b, ty.var, binop("add", binop("mul", ty.var, Const(tx.extent)), tx.var),
+                       None if ty.extent == tk else tk)
+    prod = binop("mul", Load(A, binop("add", binop("mul", ty.var, Const(tk)), kk)),
+                 Load(B, binop("add", binop("mul", kk, Const(tx.extent)), tx.var)))
+    step = Store(acc, init.index, binop("add", Load(acc, init.index), prod))
+    if K % tk:      # the last tile's missing steps must not add (their products are 0 * 0 anyway)
+        step = IfThenElse(binop("lt", binop("add", binop("mul", ko, Const(tk)), kk), Const(K)), step)
+    body = Seq([load_a, load_b, Barrier(), For(kk, tk, "serial", step), Barrier()])
+    return Seq([init, For(ko, -(-K // tk), "serial", body)])
+
+
+def subst_expr(e: Expr, mapping: dict) -> Expr:
+    from .analysis import simplify_index, substitute
+
+    return simplify_index(substitute(e, mapping))
 
 
 def _remove_unit_loops(f: PrimFunc) -> PrimFunc:

@@ -13,7 +13,8 @@ loop-IR pipeline (``tir.gpu.share_block_work``) gives the block's threads the ro
 reduction over the row is computed by all of them and combined by a tree in shared memory, and
 the row's elements are dealt out among them.  Matmul runs a block per 16 x 16 output tile
 (:func:`matmul`) with its operands staged through shared memory (``tir.gpu.stage_tiles``);
-shared-memory tiling of convolution is not written yet (see docs/design.md, "GPU").
+convolution (not grouped) the same way, with the output channels as rows and the image
+positions as columns (:func:`conv2d`).
 """
 
 from __future__ import annotations
@@ -120,3 +121,35 @@ def matmul(attrs, s, mm, target) -> None:
     for st in s.stages.values():
         if st.attached:
             st.compute_at(root, ni)
+
+
+@register("gpu", "conv2d")
+def conv2d(attrs, s, conv, target) -> None:
+    """As :func:`matmul`, with the output channels as the tile's rows and the output positions
+    (y, x fused) as its columns, the reductions over input channels and taps fused into one loop,
+    so ``tir.gpu.stage_tiles`` stages the weights and the (padded) input through shared memory.
+    A grouped convolution (depthwise) gets the default schedule."""
+    if attrs.get("groups", 1) != 1:
+        raise CodegenError("grouped convolutions take the default GPU schedule")
+    s.guard_uneven = True
+    root = s.root
+    leaves = _static_leaves(s)
+    if len(leaves) != 4:
+        raise CodegenError("conv2d has 4 output axes")
+    red = s[conv]
+    r = red.leaves[len(red.axes)]
+    for v in red.leaves[len(red.axes) + 1:]:
+        r = red.fuse(r, v)
+    tile = int(target.knob("gpu.matmul_tile", MATMUL_TILE))
+    n, co, y, x = leaves
+    yx = root.fuse(y, x)
+    coo, coi = root.split(co, tile)
+    pos, posi = root.split(yx, tile)
+    root.reorder(coo, pos, coi, posi)
+    block = root.fuse(root.fuse(n, coo), pos)
+    root.bind(block, "blockIdx.x")
+    root.bind(coi, "threadIdx.y")
+    root.bind(posi, "threadIdx.x")
+    for st in s.stages.values():
+        if st.attached:
+            st.compute_at(root, posi)

@@ -321,6 +321,8 @@ def _staged_product(init_s: Stmt, loop: Stmt, ty: For, tx: For, tk: int, shared:
             and key(v.a.index) == key(init.index) and isinstance(v.b, BinOp) and v.b.op == "mul"):
         return None
     a, b = v.b.a, v.b.b
+    if uses_var(a, tx.var) and not uses_var(b, tx.var):
+        a, b = b, a         # (a product of two floats does not depend on their order)
     k, K = loop.var, loop.extent
     if uses_var(a, tx.var) or uses_var(b, ty.var) or not uses_var(a, k) or not uses_var(b, k) \
             or any(uses_var(x, k) for x in [init.index] + init_conds):

@@ -65,7 +65,12 @@ class OpenCLRunner:
         self.copies = meta["gpu"]["copies"]
         self._subs: dict = {}
         self.launches = []
+        most = dev.max_work_group_size
         for lau in meta["gpu"]["launches"]:
+            threads = lau["block"][0] * lau["block"][1] * lau["block"][2]
+            if threads > most:
+                raise EmberRuntimeError(f"kernel {lau['kernel']} runs {threads} threads per block; the OpenCL "
+                                        f"device {dev.name!r} allows {most}")
             kernel = getattr(self.program, lau["kernel"])
             args = [self._arg(a) for a in lau["args"]]
             kernel.set_args(*args)

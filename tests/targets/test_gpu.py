@@ -241,7 +241,7 @@ def test_row_schedule_shares_the_block(program):
     assert "__syncthreads();" in GPUGenerator("cuda").kernel(f)
 
 
-@pytest.mark.parametrize("m,k,n", [(32, 48, 32), (20, 37, 9), (5, 16, 40)])
+@pytest.mark.parametrize("m,k,n", [(16, 32, 32), (20, 21, 9), (5, 16, 20)])
 def test_matmul_stages_tiles_in_shared_memory(m, k, n):
     """The matmul schedule: 16 x 16 output tiles, operands staged through shared memory
     (``tir.gpu.stage_tiles``) where the tile has 8 rows at least; uneven sizes load zeros."""
@@ -267,7 +267,7 @@ def test_conv2d_stages_tiles_in_shared_memory(pads, stride):
     from ember.ops import get_op
     from ember.schedules.gpu import conv2d
 
-    X, W = te.placeholder((1, 5, 9, 9), "float32", "X"), te.placeholder((20, 5, 3, 3), "float32", "W")
+    X, W = te.placeholder((1, 3, 6, 6), "float32", "X"), te.placeholder((17, 3, 3, 3), "float32", "W")
     attrs = {"strides": (stride, stride), "pads": pads, "dilations": (1, 1), "groups": 1}
     C = get_op("conv2d").compute(attrs, X, W)
     R = te.compute(C.shape, lambda *i: te.maximum(C[i], te.const(0.0, "float32")), name="R")
@@ -275,8 +275,22 @@ def test_conv2d_stages_tiles_in_shared_memory(pads, stride):
     conv2d(attrs, s, C, resolve("cuda"))
     f = optimize(lower(s, "conv", [X, W, s.output]))
     assert check_kernel(f).shared
-    x = RNG.standard_normal((1, 5, 9, 9)).astype(np.float32)
-    w = RNG.standard_normal((20, 5, 3, 3)).astype(np.float32)
+    x = RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    w = RNG.standard_normal((17, 3, 3, 3)).astype(np.float32)
     got = run_kernel(f, [x, w, np.zeros(R.shape, np.float32)])[-1].reshape(R.shape)
     ref = np.maximum(get_op("conv2d").reference(attrs, x, w), 0)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@needs_opencl
+def test_knobs_change_the_schedule_not_the_result(cnn):
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    tiled = ember.compile(cnn, target="opencl")
+    plain = ember.compile(cnn, target="opencl", knobs={"gpu.tiles": 0, "gpu.threads": 64})
+    assert "_acc_a[" in tiled.source and "_acc_a[" not in plain.source     # the conv's shared tiles
+    assert "reqd_work_group_size(64, 1, 1)" in plain.source
+    np.testing.assert_allclose(plain(x)[0], tiled(x)[0], rtol=1e-6, atol=1e-7)
+    with pytest.raises(TargetError, match="gpu.threads"):
+        ember.compile(cnn, target="opencl", knobs={"gpu.threads": 100})
+    with pytest.raises(TargetError, match="unknown GPU schedule knob"):
+        ember.compile(cnn, target="opencl", knobs={"matmul.rows": 4})

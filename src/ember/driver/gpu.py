@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .. import __version__
-from ..errors import CodegenError, TargetError
+from ..errors import CodegenError, EmberError, TargetError
 from ..codegen.c import c_ident
 from ..codegen.gpu import GPUGenerator
 from ..graph.ir import Graph, Value
@@ -119,12 +119,18 @@ def generate_gpu(graph: Graph, target: Target, opt_level: int = 3, dump: Callabl
 
 
 def compile_gpu(model: Any, target: Target, opt_level: int = 3, *, shapes: Mapping[str, tuple] | None = None,
-                bounds=None, dump=None, progress=None):
+                bounds=None, knobs=None, dump=None, progress=None):
     """``ember.compile`` for a GPU target (no cache: a GPU build is quick and its artifact small);
     returns a :class:`~ember.runtime.gpu.GPUModule` (running it needs a device of its kind)."""
     from ..runtime.gpu import GPUModule
     from .compile import _Dumper, to_graph
 
+    from ..schedules.gpu import check_knobs
+
+    if not isinstance(opt_level, int) or not 0 <= opt_level <= 3:
+        raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
+    if knobs:
+        target = target.with_knobs(check_knobs(knobs))
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
     say("reading model")

@@ -25,6 +25,30 @@ from . import register, register_default
 #: threads per block of the default schedule
 THREADS = 256
 
+#: the knobs of the gpu schedules (``ember.compile(..., knobs=...)``): name -> (what, check)
+KNOBS = {
+    "gpu.threads": ("threads per block of the default schedule (a power of two, 1 to 1024)",
+                    lambda v: isinstance(v, int) and 1 <= v <= 1024 and v & (v - 1) == 0),
+    "gpu.matmul_tile": ("rows and columns of a matmul or convolution block tile (8, 16 or 32)",
+                        lambda v: v in (8, 16, 32)),
+    "gpu.tiles": ("1: tiled matmul and convolution schedules (shared memory); 0: the default schedule",
+                  lambda v: v in (0, 1)),
+}
+
+
+def check_knobs(knobs) -> dict:
+    """``knobs`` as a dict, every name a gpu knob and every value valid, else a TargetError."""
+    from ..errors import TargetError
+
+    out = {}
+    for name, value in dict(knobs).items():
+        if name not in KNOBS:
+            raise TargetError(f"unknown GPU schedule knob {name!r}; the knobs are: {', '.join(sorted(KNOBS))}")
+        if isinstance(value, bool) or not KNOBS[name][1](value):
+            raise TargetError(f"GPU schedule knob {name!r} expects {KNOBS[name][0]}, got {value!r}")
+        out[name] = value
+    return out
+
 
 @register_default("gpu")
 def one_thread_per_element(s, target) -> None:
@@ -97,11 +121,20 @@ def _count(shape) -> int:
 MATMUL_TILE = 16
 
 
+def _tiles_wanted(target) -> None:
+    """The knob ``gpu.tiles`` = 0 turns the tiled matmul and convolution schedules off (the
+    default schedule instead): on OpenCL's CPU drivers a barrier costs more than the global
+    reads the shared tiles save."""
+    if not int(target.knob("gpu.tiles", 1)):
+        raise CodegenError("tiled GPU schedules are turned off (knob gpu.tiles=0)")
+
+
 @register("gpu", "matmul")
 def matmul(attrs, s, mm, target) -> None:
     """A block per 16 x 16 tile of the output (and batch index), a thread per element of it
     (``threadIdx.y`` rows, ``threadIdx.x`` columns), its sum in the thread's registers; the GPU
     loop-IR pipeline (``tir.gpu.stage_tiles``) stages the operands through shared memory."""
+    _tiles_wanted(target)
     s.guard_uneven = True
     root = s.root
     leaves = _static_leaves(s)
@@ -129,6 +162,7 @@ def conv2d(attrs, s, conv, target) -> None:
     (y, x fused) as its columns, the reductions over input channels and taps fused into one loop,
     so ``tir.gpu.stage_tiles`` stages the weights and the (padded) input through shared memory.
     A grouped convolution (depthwise) gets the default schedule."""
+    _tiles_wanted(target)
     if attrs.get("groups", 1) != 1:
         raise CodegenError("grouped convolutions take the default GPU schedule")
     s.guard_uneven = True

@@ -262,12 +262,12 @@ def test_matmul_stages_tiles_in_shared_memory(m, k, n):
     np.testing.assert_allclose(got.reshape(2, m, n), a @ b + 1, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("pads,stride", [((1, 1, 1, 1), 1), ((0, 0, 0, 0), 2)])
-def test_conv2d_stages_tiles_in_shared_memory(pads, stride):
+@pytest.mark.parametrize("pads,stride,size", [((1, 1, 1, 1), 1, 6), ((0, 0, 0, 0), 2, 9)])
+def test_conv2d_stages_tiles_in_shared_memory(pads, stride, size):
     from ember.ops import get_op
     from ember.schedules.gpu import conv2d
 
-    X, W = te.placeholder((1, 3, 6, 6), "float32", "X"), te.placeholder((17, 3, 3, 3), "float32", "W")
+    X, W = te.placeholder((1, 3, size, size), "float32", "X"), te.placeholder((17, 3, 3, 3), "float32", "W")
     attrs = {"strides": (stride, stride), "pads": pads, "dilations": (1, 1), "groups": 1}
     C = get_op("conv2d").compute(attrs, X, W)
     R = te.compute(C.shape, lambda *i: te.maximum(C[i], te.const(0.0, "float32")), name="R")
@@ -275,7 +275,7 @@ def test_conv2d_stages_tiles_in_shared_memory(pads, stride):
     conv2d(attrs, s, C, resolve("cuda"))
     f = optimize(lower(s, "conv", [X, W, s.output]))
     assert check_kernel(f).shared
-    x = RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    x = RNG.standard_normal((1, 3, size, size)).astype(np.float32)
     w = RNG.standard_normal((17, 3, 3, 3)).astype(np.float32)
     got = run_kernel(f, [x, w, np.zeros(R.shape, np.float32)])[-1].reshape(R.shape)
     ref = np.maximum(get_op("conv2d").reference(attrs, x, w), 0)

@@ -294,3 +294,41 @@ def test_knobs_change_the_schedule_not_the_result(cnn):
         ember.compile(cnn, target="opencl", knobs={"gpu.threads": 100})
     with pytest.raises(TargetError, match="unknown GPU schedule knob"):
         ember.compile(cnn, target="opencl", knobs={"matmul.rows": 4})
+
+
+# ---- the shared test models ----------------------------------------------------------------------
+
+def _model(name):
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    models = Path(os.environ.get("EMBER_MODELS_DIR", root / "build" / "models"))
+    path = models / f"{name}.onnx"
+    if not path.exists():
+        pytest.skip(f"{path} not built (make models)")
+    inputs = dict(np.load(models / f"{name}.inputs.npz"))
+    return path, inputs, dict(np.load(models / f"{name}.outputs.npz"))
+
+
+@needs_nvrtc
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "bert_base"])
+def test_shared_models_compile_to_ptx(name):
+    """The generated CUDA of ResNet-50 and BERT-base compiles to PTX (about 10 s and 35 s here)."""
+    path, inputs, _ = _model(name)
+    m = ember.compile(path, target="cuda", shapes={k: v.shape for k, v in inputs.items()})
+    assert m.ptx.count(".entry") == m.metadata["kernels"] > 50
+
+
+@needs_opencl
+@pytest.mark.slow
+def test_mobilenet_v2_on_opencl():
+    """MobileNetV2 on the OpenCL device against onnxruntime's outputs (ResNet-50 and BERT-base
+    match too, but take 15 to 70 s a run on pocl with two cores: not in CI)."""
+    path, inputs, want = _model("mobilenet_v2")
+    m = ember.compile(path, target="opencl", shapes={k: v.shape for k, v in inputs.items()},
+                      knobs={"gpu.tiles": 0})
+    got = m.run(inputs)
+    for key in want:
+        assert np.abs(got[key] - want[key]).max() <= 1e-3 * np.abs(want[key]).max()

@@ -332,3 +332,20 @@ def test_mobilenet_v2_on_opencl():
     got = m.run(inputs)
     for key in want:
         assert np.abs(got[key] - want[key]).max() <= 1e-3 * np.abs(want[key]).max()
+
+
+@needs_opencl
+def test_index_out_of_range_is_reported(tmp_path):
+    """A run-time index check that fails in a kernel sets the flag the runtime reads after the run."""
+    table = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "table")
+    node = helper.make_node("Gather", ["table", "ids"], ["y"], name="lookup", axis=0)
+    g = helper.make_graph([node], "gather", [helper.make_tensor_value_info("ids", TensorProto.INT64, [5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 3])], [table])
+    path = tmp_path / "gather.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    m = ember.compile(path, target="opencl")
+    ids = np.array([0, 3, -1, 2, -4], np.int64)
+    np.testing.assert_array_equal(m.run({"ids": ids})["y"], np.arange(12, dtype=np.float32).reshape(4, 3)[ids])
+    with pytest.raises(ember.errors.IndexOutOfRangeError):
+        m.run({"ids": np.array([0, 4, 1, 1, 1], np.int64)})
+    np.testing.assert_array_equal(m.run({"ids": ids})["y"][1], [9, 10, 11])     # the flag is reset

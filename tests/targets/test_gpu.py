@@ -244,7 +244,7 @@ def test_row_schedule_shares_the_block(program):
 @pytest.mark.parametrize("m,k,n", [(16, 32, 32), (20, 21, 9), (5, 16, 20)])
 def test_matmul_stages_tiles_in_shared_memory(m, k, n):
     """The matmul schedule: 16 x 16 output tiles, operands staged through shared memory
-    (``tir.gpu.stage_tiles``) where the tile has 8 rows at least; uneven sizes load zeros."""
+    (``tir.gpu_threads.stage_tiles``) where the tile has 8 rows at least; uneven sizes load zeros."""
     from ember.schedules.gpu import matmul
 
     A, B = te.placeholder((2, m, k), "float32", "A"), te.placeholder((k, n), "float32", "B")

@@ -9,10 +9,10 @@ is computed by the thread of the element that reads it, in the thread's own regi
 
 Reductions, softmax and layer norm run one block per row instead (:func:`rows`): the schedule
 binds the rows to ``blockIdx.x`` and leaves the row's elements a serial loop, and the GPU
-loop-IR pipeline (``tir.gpu.share_block_work``) gives the block's threads the row: each
+loop-IR pipeline (``tir.gpu_threads.share_block_work``) gives the block's threads the row: each
 reduction over the row is computed by all of them and combined by a tree in shared memory, and
 the row's elements are dealt out among them.  Matmul runs a block per 16 x 16 output tile
-(:func:`matmul`) with its operands staged through shared memory (``tir.gpu.stage_tiles``);
+(:func:`matmul`) with its operands staged through shared memory (``tir.gpu_threads.stage_tiles``);
 convolution (not grouped) the same way, with the output channels as rows and the image
 positions as columns (:func:`conv2d`).
 """
@@ -133,7 +133,7 @@ def _tiles_wanted(target) -> None:
 def matmul(attrs, s, mm, target) -> None:
     """A block per 16 x 16 tile of the output (and batch index), a thread per element of it
     (``threadIdx.y`` rows, ``threadIdx.x`` columns), its sum in the thread's registers; the GPU
-    loop-IR pipeline (``tir.gpu.stage_tiles``) stages the operands through shared memory."""
+    loop-IR pipeline (``tir.gpu_threads.stage_tiles``) stages the operands through shared memory."""
     _tiles_wanted(target)
     s.guard_uneven = True
     root = s.root
@@ -160,7 +160,7 @@ def matmul(attrs, s, mm, target) -> None:
 def conv2d(attrs, s, conv, target) -> None:
     """As :func:`matmul`, with the output channels as the tile's rows and the output positions
     (y, x fused) as its columns, the reductions over input channels and taps fused into one loop,
-    so ``tir.gpu.stage_tiles`` stages the weights and the (padded) input through shared memory.
+    so ``tir.gpu_threads.stage_tiles`` stages the weights and the (padded) input through shared memory.
     A grouped convolution (depthwise) gets the default schedule."""
     _tiles_wanted(target)
     if attrs.get("groups", 1) != 1:

@@ -189,7 +189,7 @@ class GPUGenerator:
             if s.kind.startswith(("blockIdx.", "threadIdx.")):
                 prefix, axis = s.kind.split(".")
                 word = self.lang.INDEX[prefix].format(axis if self.lang.NAME == "cuda" else "xyz".index(axis))
-                out.append(f"{ind}const {self._index} {v} = ({self._index}){word};  /* 0..{s.extent} */")
+                out.append(f"{ind}const {self._index} {v} = ({self._index}){word};  /* one of {s.extent} */")
                 self.stmt(s.body, ind, out)
                 return
             if s.kind == "unrolled":

@@ -62,11 +62,18 @@ def one_thread_per_element(s, target) -> None:
         fused = root.fuse(fused, v)
     threads = int(target.knob("gpu.threads", THREADS))
     block, thread = root.split(fused, max(1, min(threads, fused.extent)))
-    root.bind(block, "blockIdx.x")
-    root.bind(thread, "threadIdx.x")
+    _bind(root, block, "blockIdx.x", "block")
+    _bind(root, thread, "threadIdx.x", "thread")
     for st in s.stages.values():
         if st.attached:
             st.compute_at(root, thread)
+
+
+def _bind(root, v, axis: str, name: str) -> None:
+    """Binds ``v`` to ``axis`` and names it for what it counts, so generated kernels read
+    ``block * 256 + thread`` rather than the fused axes' names."""
+    root.bind(v, axis)
+    v.name = name
 
 
 def _static_leaves(s) -> list:
@@ -104,7 +111,7 @@ def rows(attrs, s, anchor, target) -> None:
         col = leaves[k]
         for v in leaves[k + 1:]:
             col = root.fuse(col, v)
-    root.bind(row, "blockIdx.x")
+    _bind(root, row, "blockIdx.x", "row")
     for st in s.stages.values():
         if st.attached:
             st.compute_at(root, row)
@@ -148,9 +155,9 @@ def matmul(attrs, s, mm, target) -> None:
     block = None
     for v in batch + [mo, no]:
         block = v if block is None else root.fuse(block, v)
-    root.bind(block, "blockIdx.x")
-    root.bind(mi, "threadIdx.y")
-    root.bind(ni, "threadIdx.x")
+    _bind(root, block, "blockIdx.x", "tile")
+    _bind(root, mi, "threadIdx.y", "row")
+    _bind(root, ni, "threadIdx.x", "col")
     for st in s.stages.values():
         if st.attached:
             st.compute_at(root, ni)
@@ -181,9 +188,9 @@ def conv2d(attrs, s, conv, target) -> None:
     pos, posi = root.split(yx, tile)
     root.reorder(coo, pos, coi, posi)
     block = root.fuse(root.fuse(n, coo), pos)
-    root.bind(block, "blockIdx.x")
-    root.bind(coi, "threadIdx.y")
-    root.bind(posi, "threadIdx.x")
+    _bind(root, block, "blockIdx.x", "tile")
+    _bind(root, coi, "threadIdx.y", "channel")
+    _bind(root, posi, "threadIdx.x", "pos")
     for st in s.stages.values():
         if st.attached:
             st.compute_at(root, posi)

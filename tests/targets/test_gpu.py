@@ -349,3 +349,70 @@ def test_index_out_of_range_is_reported(tmp_path):
     with pytest.raises(ember.errors.IndexOutOfRangeError):
         m.run({"ids": np.array([0, 4, 1, 1, 1], np.int64)})
     np.testing.assert_array_equal(m.run({"ids": ids})["y"][1], [9, 10, 11])     # the flag is reset
+
+
+FLOAT_FNS = ["exp", "log", "sqrt", "tanh", "erf", "floor", "ceil", "nearbyint", "sin", "cos", "tan", "asin",
+             "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "abs"]
+
+
+def _intrinsics():
+    """One kernel using every intrinsic, integer division and remainder by a variable, integer
+    powers, max and min, casts, float64 and a run-time index check."""
+    X = te.placeholder((8,), "float32", "X")
+    N = te.placeholder((8,), "int64", "N")
+    D = te.placeholder((8,), "float64", "D")
+
+    def f(i):
+        x, n, d = X[i], N[i], D[i]
+        acc = te.const(0.0, "float32")
+        for fn in FLOAT_FNS:
+            arg = te.call("abs", x) + te.const(1.5, "float32") if fn in ("log", "sqrt", "acosh") else \
+                x * te.const(0.1, "float32") if fn in ("asin", "acos", "atanh") else x
+            acc = acc + te.call(fn, arg)
+        acc = acc + te.call("pow", te.call("abs", x), te.const(0.5, "float32")) + te.call("fmod", x, te.const(0.7, "float32"))
+        acc = acc + te.cast("float32", te.call("isnan", x, dtype="bool"))
+        ints = n // (n - te.const(3, "int64")) + n % (n + te.const(2, "int64")) + te.call("pow", n, te.const(2, "int64"))
+        ints = te.maximum(ints, te.const(-5, "int64")) + te.minimum(n, te.const(4, "int64"))
+        k = te.checked_index(n, 8, "the test's index")
+        wide = te.cast("float32", te.call("exp", d) + te.cast("float64", X[k]))
+        return acc + te.cast("float32", ints) + wide + te.cast("float32", te.gt(x, te.const(0.0, "float32")))
+    return [X, N, D], te.compute((8,), f, name="intrinsics")
+
+
+@pytest.mark.parametrize("lang", ["cuda", "opencl"])
+def test_every_intrinsic_compiles(lang):
+    """The generated source of every intrinsic builds with the language's compiler: NVRTC for
+    CUDA, the OpenCL driver for OpenCL (and runs there against the interpreter)."""
+    inputs, out = _intrinsics()
+    target = resolve(lang)
+    s = create_schedule(out)
+    default(target)(s, target)
+    f = optimize(lower(s, "intrinsics", inputs + [s.output]))
+    gen = GPUGenerator(lang)
+    gen.kernel(f)
+    if lang == "cuda":
+        if not nvrtc.available():
+            pytest.skip("NVRTC is not installed")
+        assert ".entry intrinsics" in nvrtc.compile_ptx(gen.source())
+        return
+    if not opencl.available():
+        pytest.skip("pyopencl with an OpenCL device is not installed")
+    import pyopencl as cl
+
+    x = np.linspace(-2, 2, 8).astype(np.float32)
+    n = np.array([0, 1, 2, 3, 5, -1, 7, -8], np.int64)
+    d = np.linspace(-1, 1, 8)
+    want = run_kernel(f, [x, n, d, np.zeros(8, np.float32)])[-1]
+    ctx = cl.Context([opencl._device()])
+    q = cl.CommandQueue(ctx)
+    prog = cl.Program(ctx, gen.source()).build()
+    mf = cl.mem_flags
+    bufs = [cl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a) for a in (x, n, d)]
+    out_buf = cl.Buffer(ctx, mf.READ_WRITE, 32)
+    flag = cl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=np.zeros(1, np.int32))
+    launch = f.attrs["launch"]
+    prog.intrinsics(q, (launch["grid"][0] * launch["block"][0],), (launch["block"][0],), *bufs, out_buf, flag)
+    got = np.empty(8, np.float32)
+    cl.enqueue_copy(q, got, out_buf)
+    q.finish()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -143,24 +143,11 @@ def matmul(attrs, s, mm, target) -> None:
     loop-IR pipeline (``tir.gpu_threads.stage_tiles``) stages the operands through shared memory."""
     _tiles_wanted(target)
     s.guard_uneven = True
-    root = s.root
     leaves = _static_leaves(s)
     if len(leaves) < 2:
         raise CodegenError("a matmul tile needs rows and columns")
-    tile = int(target.knob("gpu.matmul_tile", MATMUL_TILE))
     *batch, m, n = leaves
-    mo, mi = root.split(m, tile)
-    no, ni = root.split(n, tile)
-    root.reorder(mo, no, mi, ni)
-    block = None
-    for v in batch + [mo, no]:
-        block = v if block is None else root.fuse(block, v)
-    _bind(root, block, "blockIdx.x", "tile")
-    _bind(root, mi, "threadIdx.y", "row")
-    _bind(root, ni, "threadIdx.x", "col")
-    for st in s.stages.values():
-        if st.attached:
-            st.compute_at(root, ni)
+    _tiles(s, target, batch, m, n, "row", "col")
 
 
 @register("gpu", "conv2d")
@@ -181,16 +168,25 @@ def conv2d(attrs, s, conv, target) -> None:
     r = red.leaves[len(red.axes)]
     for v in red.leaves[len(red.axes) + 1:]:
         r = red.fuse(r, v)
-    tile = int(target.knob("gpu.matmul_tile", MATMUL_TILE))
     n, co, y, x = leaves
-    yx = root.fuse(y, x)
-    coo, coi = root.split(co, tile)
-    pos, posi = root.split(yx, tile)
-    root.reorder(coo, pos, coi, posi)
-    block = root.fuse(root.fuse(n, coo), pos)
+    _tiles(s, target, [n], co, root.fuse(y, x), "channel", "pos")
+
+
+def _tiles(s, target, outer: list, rows, cols, row_name: str, col_name: str) -> None:
+    """Square tiles of ``rows`` x ``cols`` (leaves of the root): a block per tile and per index of
+    the ``outer`` leaves, a thread per element of the tile, every reduction attached at the
+    thread (in its registers)."""
+    root = s.root
+    tile = int(target.knob("gpu.matmul_tile", MATMUL_TILE))
+    ro, ri = root.split(rows, tile)
+    co, ci = root.split(cols, tile)
+    root.reorder(ro, co, ri, ci)
+    block = None
+    for v in outer + [ro, co]:
+        block = v if block is None else root.fuse(block, v)
     _bind(root, block, "blockIdx.x", "tile")
-    _bind(root, coi, "threadIdx.y", "channel")
-    _bind(root, posi, "threadIdx.x", "pos")
+    _bind(root, ri, "threadIdx.y", row_name)
+    _bind(root, ci, "threadIdx.x", col_name)
     for st in s.stages.values():
         if st.attached:
-            st.compute_at(root, posi)
+            st.compute_at(root, ci)

@@ -416,3 +416,19 @@ def test_every_intrinsic_compiles(lang):
     cl.enqueue_copy(q, got, out_buf)
     q.finish()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_opencl
+def test_topk_integer_reductions_on_opencl(tmp_path):
+    """TopK lowers to integer counting reductions (block per row, shared-memory tree on int64)."""
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], name="topk", axis=1)
+    g = helper.make_graph([node], "topk", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 10])],
+                          [helper.make_tensor_value_info("v", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("i", TensorProto.INT64, None)],
+                          [numpy_helper.from_array(np.array([3], np.int64), "k")])
+    path = tmp_path / "topk.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = np.random.default_rng(5).standard_normal((3, 10)).astype(np.float32)
+    got = ember.compile(path, target="opencl").run({"x": x})
+    for a, b in zip(got.values(), _reference(path, {"x": x})):
+        np.testing.assert_array_equal(a, b)

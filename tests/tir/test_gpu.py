@@ -121,3 +121,12 @@ def test_index_bits():
     t = Var("t")
     f = PrimFunc("big", [big], For(t, 1, "threadIdx.x", Store(big, t, Const(0.0, "float32"))))
     assert index_bits(f) == 64
+
+
+def test_block_only_kernel_gets_one_thread_per_block():
+    out = Buffer("out", "float32", 4)
+    b = Var("b")
+    f = optimize(PrimFunc("blocks", [out], For(b, 4, "blockIdx.x", Store(out, b, Const(1.0, "float32")))))
+    launch = check_kernel(f)
+    assert launch.grid == (4, 1, 1) and launch.block == (1, 1, 1)
+    np.testing.assert_array_equal(run_kernel(f, [np.zeros(4, np.float32)])[0], np.ones(4))

@@ -85,11 +85,17 @@ def split_launch(f: PrimFunc) -> Launch:
 
 
 def as_gpu_kernel(f: PrimFunc) -> PrimFunc:
-    """``f`` as a GPU kernel: one that binds no loop to threads (a kernel with no loops at all, or
-    one no GPU schedule touched) runs in one thread of one block."""
-    if split_launch(f).threads:
+    """``f`` as a GPU kernel: one that binds no loop to threads runs one thread per block (and one
+    block, where it binds no loop to blocks either: a kernel with no loops at all)."""
+    launch = split_launch(f)
+    if launch.threads:
         return f
-    body = For(Var("bx", INDEX), 1, "blockIdx.x", For(Var("tx", INDEX), 1, "threadIdx.x", f.body))
+    body: Stmt = For(Var("tx", INDEX), 1, "threadIdx.x", launch.body)
+    for a in reversed(launch.shared):
+        body = Allocate(a.buffer, body)
+    blocks = launch.blocks or [For(Var("bx", INDEX), 1, "blockIdx.x", body)]
+    for lp in reversed(blocks):
+        body = For(lp.var, lp.extent, lp.kind, body)
     return PrimFunc(f.name, f.params, body, f.comment, dict(f.attrs))
 
 

@@ -7,7 +7,7 @@ not recognize unchanged."""
 from __future__ import annotations
 
 from .analysis import key, loads_in, uses_var
-from .expr import INDEX, BinOp, Const, Expr, Load, Select, Var, binop
+from .expr import INDEX, BinOp, Const, Expr, Load, Select, Var, binop, is_float_dtype
 from .gpu import has_barrier, split_launch
 from .stmt import THREAD_KINDS, Allocate, Barrier, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store, walk_stmts
 from .transform import subst_stmt
@@ -63,13 +63,22 @@ def _reduction_nest(init: Stmt, loop: Stmt):
         s = s.body
     if not isinstance(s, Store) or s.buffer is not init.buffer or key(s.index) != key(init.index):
         return None
-    v = s.value
+    v = _accumulator_first(s.value, init)
     if not (isinstance(v, BinOp) and v.op in ("add", "mul", "max", "min") and isinstance(v.a, Load)
             and v.a.buffer is init.buffer and key(v.a.index) == key(init.index)):
         return None
     if any(uses_var(init.index, lp.var) for lp in loops) or _loads_buffer(v.b, init.buffer):
         return None
     return loops, v.op, s
+
+
+def _accumulator_first(v: Expr, init: Store) -> Expr:
+    """``v`` with the accumulator's load as its first operand: index simplification puts the terms
+    of an integer sum in its own order (integer add, mul, max and min commute exactly)."""
+    if isinstance(v, BinOp) and isinstance(v.b, Load) and v.b.buffer is init.buffer \
+            and key(v.b.index) == key(init.index) and not is_float_dtype(v.dtype):
+        return BinOp(v.op, v.b, v.a, v.dtype)
+    return v
 
 
 def _loads_buffer(e: Expr, buf) -> bool:
@@ -226,7 +235,7 @@ def _staged_product(init_s: Stmt, loop: Stmt, ty: For, tx: For, tk: int, shared:
     update, conds = _unguarded(loop.body)
     if not (isinstance(update, Store) and update.buffer is init.buffer and key(update.index) == key(init.index)):
         return None
-    v = update.value
+    v = _accumulator_first(update.value, init)
     if not (isinstance(v, BinOp) and v.op == "add" and isinstance(v.a, Load) and v.a.buffer is init.buffer
             and key(v.a.index) == key(init.index) and isinstance(v.b, BinOp) and v.b.op == "mul"):
         return None

@@ -432,3 +432,18 @@ def test_topk_integer_reductions_on_opencl(tmp_path):
     got = ember.compile(path, target="opencl").run({"x": x})
     for a, b in zip(got.values(), _reference(path, {"x": x})):
         np.testing.assert_array_equal(a, b)
+
+
+def test_malformed_gpu_metadata_is_refused(tmp_path):
+    from ember.runtime.gpu import GPUArtifact
+
+    meta = {"format": 1, "name": "m", "inputs": [], "outputs": [], "arena_bytes": 0,
+            "gpu": {"language": "opencl", "launches": [{"kernel": "k", "grid": [1, 1, 1], "block": [0, 1, 1],
+                                                        "args": []}], "copies": []}}
+    (tmp_path / "m.ember").write_bytes(GPUArtifact(meta, "", b"").to_bytes())
+    with pytest.raises(ArtifactError, match="malformed GPU metadata"):
+        ember.load(tmp_path / "m.ember")
+    meta["gpu"] = {"language": "metal"}
+    (tmp_path / "m.ember").write_bytes(GPUArtifact(meta, "", b"").to_bytes())
+    with pytest.raises(ArtifactError, match="malformed GPU metadata"):
+        ember.load(tmp_path / "m.ember")

@@ -88,6 +88,31 @@ def load_gpu(path: str | os.PathLike) -> "GPUModule":
     return GPUModule(GPUArtifact.from_bytes(data, f"'{p}'"), p)
 
 
+def _check_gpu_section(meta: dict, path: Path) -> None:
+    """The ``gpu`` section of an artifact's metadata is well formed, else ArtifactError."""
+    def bad(why: str) -> ArtifactError:
+        return ArtifactError(f"'{path}' has malformed GPU metadata: {why}")
+
+    gpu = meta.get("gpu")
+    if not isinstance(gpu, dict) or gpu.get("language") not in ("cuda", "opencl"):
+        raise bad("no 'gpu' section with a language (cuda or opencl)")
+    places = {"input": 2, "output": 2, "arena": 3, "const": 3, "flag": 1}
+    try:
+        for lau in gpu["launches"]:
+            if not (isinstance(lau["kernel"], str) and len(lau["grid"]) == 3 and len(lau["block"]) == 3
+                    and all(isinstance(d, int) and d >= 1 for d in lau["grid"] + lau["block"])):
+                raise bad(f"launch {lau.get('kernel')!r} has no valid kernel, grid and block")
+            for a in lau["args"]:
+                if a[0] not in places or len(a) != places[a[0]] or not all(isinstance(x, int) and x >= 0 for x in a[1:]):
+                    raise bad(f"launch {lau['kernel']!r} has an invalid argument {a!r}")
+        for k, src in gpu["copies"]:
+            if not isinstance(k, int) or src[0] not in places:
+                raise bad(f"an invalid output copy {src!r}")
+        int(meta["arena_bytes"])
+    except (KeyError, TypeError, IndexError, ValueError):
+        raise bad("a launch, copy or size is missing or malformed") from None
+
+
 class GPUModule(LoadedModel):
     """A model compiled for a GPU target (see the module's docstring)."""
 
@@ -102,6 +127,7 @@ class GPUModule(LoadedModel):
         self._path = Path(os.path.abspath(path)) if path else Path(f"{meta.get('name', 'model')}.ember")
         self._metadata = meta
         self._parse_signature(meta)
+        _check_gpu_section(meta, self._path)
         if self._symbols:
             raise ArtifactError(f"'{self._path}': a GPU artifact with symbolic dimensions is not supported")
         self._device = None

@@ -60,7 +60,7 @@ corpus: venv
 corpus-table: corpus
 	$(PY) benchmarks/corpus.py $(CORPUS_ARGS)
 
-test: venv models corpus cross-deps
+test: venv models corpus cross-deps gpu-deps
 	$(PY) -m pytest -q tests/
 
 # What the cross-target tests (tests/targets) need: zig cc from the ziglang package (the cross
@@ -80,6 +80,22 @@ $(CROSS_STAMP): $(STAMP)
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs >/dev/null) \
 			|| echo "cross-deps: could not install $$pkgs"; \
 	else echo "cross-deps: install $(CROSS_APT) and Node.js 20 yourself (not root, or no apt-get)"; fi
+	touch $@
+
+# What the GPU-target tests (tests/targets/test_gpu.py) need without a GPU: pyopencl with Debian's
+# CPU OpenCL driver (pocl-opencl-icd, as root) and NVRTC from pip.  Best effort, as cross-deps: what
+# cannot be installed skips its tests with the reason.  `rm .venv/.ember-gpu` to try again.
+GPU_STAMP     := $(VENV)/.ember-gpu
+
+.PHONY: gpu-deps
+gpu-deps: $(GPU_STAMP)
+
+$(GPU_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[opencl,cuda]' || echo "gpu-deps: pyopencl or NVRTC not installed"
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pocl-opencl-icd >/dev/null) \
+			|| echo "gpu-deps: could not install pocl-opencl-icd"; \
+	else echo "gpu-deps: install pocl-opencl-icd (or another OpenCL driver) yourself"; fi
 	touch $@
 
 # The CPU benchmark: Ember next to onnxruntime, torch eager (and OpenVINO when installed) on all

@@ -281,6 +281,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
               f"{d['vector_registers']} vector registers, FMA {'yes' if d['fma'] else 'no'}, dot product {d['dot']}")
         if opts:
             print(f"{'':<15} options: {' '.join(opts)}")
+    print(f"{'cuda':<15} NVIDIA GPUs: CUDA C++ compiled to PTX by NVRTC (running it is not built yet)")
+    print(f"{'':<15} options: -arch=sm_XX (default sm_80)")
+    print(f"{'opencl':<15} OpenCL devices: OpenCL C run through pyopencl")
     return 0
 
 

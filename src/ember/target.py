@@ -112,8 +112,8 @@ class Target:
     @property
     def family(self) -> str:
         """The kind whose schedules this target shares (:mod:`ember.schedules`): ``cpu`` for
-        every CPU, whatever its instruction set."""
-        return self.kind
+        every CPU, whatever its instruction set; ``gpu`` for every GPU kind (:data:`GPU_KINDS`)."""
+        return "gpu" if self.kind in GPU_KINDS else self.kind
 
     @property
     def cross(self) -> bool:
@@ -164,7 +164,10 @@ class Target:
     @property
     def lanes(self) -> int:
         """float32 lanes of one vector register used by generated code: the register's (16 with
-        AVX-512, 8 with AVX2), or fewer where the knob ``vector.lanes`` says so."""
+        AVX-512, 8 with AVX2), or fewer where the knob ``vector.lanes`` says so; 1 on a GPU,
+        whose threads run scalar code."""
+        if self.family == "gpu":
+            return 1
         return min(self.knob("vector.lanes", self.vector_bits // 32), self.vector_bits // 32)
 
     def lanes_of(self, dtype: str) -> int:
@@ -311,6 +314,28 @@ TARGETS: dict[str, TargetSpec] = {
 }
 
 
+#: the GPU target kinds: ``cuda`` (NVIDIA, CUDA C++ compiled by NVRTC; ``-arch=sm_XX``) and
+#: ``opencl`` (OpenCL C for any OpenCL device)
+GPU_KINDS = ("cuda", "opencl")
+DEFAULT_CUDA_ARCH = "sm_80"
+
+
+def gpu_target(kind: str, options: list[str]) -> Target:
+    """A GPU target: ``cuda`` takes ``-arch=sm_XX`` (default sm_80), ``opencl`` no option."""
+    arch = DEFAULT_CUDA_ARCH if kind == "cuda" else "opencl"
+    for opt in options:
+        k, sep, value = opt.partition("=")
+        if kind == "cuda" and k == "-arch" and sep and value.startswith("sm_") and value[3:].isdigit() \
+                and int(value[3:]) >= 50:
+            arch = value
+        else:
+            raise TargetError(f"target option {opt!r} is not understood: "
+                              + ("cuda takes -arch=sm_XX (sm_50 or newer)" if kind == "cuda" else
+                                 "opencl takes no option"))
+    name = f"cuda -arch={arch}" if kind == "cuda" else "opencl"
+    return Target(kind, arch, frozenset(), name=name)
+
+
 def host() -> Target:
     return Target("cpu", platform.machine(), _cpu_flags(), l2_bytes=_l2_bytes())
 
@@ -328,6 +353,8 @@ def resolve(spec: "str | Target") -> Target:
     words = spec.split()
     if not words:
         raise TargetError(f"unknown target {spec!r}; {_known()}")
+    if words[0] in GPU_KINDS:
+        return gpu_target(words[0], words[1:])
     name, *exts = words[0].split("+")
     ts = TARGETS.get(name)
     if ts is None:
@@ -356,7 +383,8 @@ def resolve(spec: "str | Target") -> Target:
 
 
 def _known() -> str:
-    return "known targets: cpu (this machine), " + ", ".join(TARGETS) + " (see `ember targets`)"
+    return ("known targets: cpu (this machine), " + ", ".join(TARGETS) + ", " + ", ".join(GPU_KINDS)
+            + " (see `ember targets`)")
 
 
 def named_targets() -> list[Target]:

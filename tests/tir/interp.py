@@ -15,6 +15,14 @@ A failed run-time check (``IndexCheck``: an index outside [-extent, extent)) is 
 C, the kernel goes on with index 0, and the failure is recorded in ``Interpreter.failed_checks``
 (``run_kernel(..., failed_checks=[])`` collects them: (check, index, extent) triples).
 
+GPU kernels (``ember.tir.gpu``) run block by block; the threads of a block run one after another
+up to each barrier, so every thread sees what the others wrote before it.  Faults of GPU kernels:
+
+* a barrier that some threads of a block do not reach (or two threads at different barriers);
+* a race: a thread reads or writes an element of a shared buffer that another thread of the block
+  wrote, or read, since the last barrier; two threads of the launch writing one element of a
+  global buffer, or a thread reading one that another thread of the launch writes.
+
 It is slow (one Python step per scalar operation): use it on small kernels.
 """
 
@@ -26,7 +34,7 @@ import numpy as np
 
 from ember.tir.expr import (NARROW_FLOAT_DTYPES, NARROW_INT_DTYPES, BinOp, Broadcast, Call, Cast, Const, IndexCheck,
                             Load, Not, Ramp, Select, Var)
-from ember.tir.stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Store
+from ember.tir.stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Store
 
 
 class KernelFault(AssertionError):
@@ -99,7 +107,12 @@ class _Buf:
         self.local = local
         self.init = np.zeros(data.shape, bool) if local else None
         self.written = np.zeros(data.shape, bool)
-        self.writer = np.full(data.shape, -1, np.int64)   # parallel iteration that wrote it
+        self.writer = np.full(data.shape, -1, np.int64)   # parallel iteration (GPU thread) that wrote it
+        self.shared = buffer.scope == "shared"
+        if self.shared:
+            self.wepoch = np.full(data.shape, -1, np.int64)    # barrier interval of that write
+            self.reader = np.full(data.shape, -1, np.int64)    # thread that read it (-2: several)
+            self.repoch = np.full(data.shape, -1, np.int64)
 
 
 class Interpreter:
@@ -118,6 +131,9 @@ class Interpreter:
         self.depth = 0
         self.steps = 0
         self.failed_checks: list = []
+        self.thread = None        # a GPU kernel: the running thread's number in the launch
+        self.block = 0            # the running block's number
+        self.epoch = 0            # barrier intervals so far (GPU)
 
     def fault(self, msg: str):
         raise KernelFault(f"kernel {self.f.name}: {msg}")
@@ -132,6 +148,20 @@ class Interpreter:
         if isinstance(s, Seq):
             for x in s.stmts:
                 self.stmt(x)
+        elif isinstance(s, For) and s.kind.startswith("threadIdx."):
+            self.run_threads(s)
+        elif isinstance(s, For) and s.kind.startswith("blockIdx."):
+            if self.thread is not None:
+                self.fault(f"block loop {s.var.name} inside a thread")
+            outer = self.block
+            for k in range(s.extent):
+                self.env[s.var] = np.int64(k)
+                self.block = outer * s.extent + k
+                self.stmt(s.body)
+            self.block = outer
+            self.env.pop(s.var, None)
+        elif isinstance(s, Barrier):
+            self.fault("a barrier outside the threads of a GPU kernel, or reached by a thread alone")
         elif isinstance(s, For):
             # as C code generation does: only a parallel loop at the top of the kernel runs
             # on the thread pool, nested ones run serially
@@ -165,6 +195,8 @@ class Interpreter:
                 if np.any((prev >= 0) & (prev != self.par_iter)):
                     self.fault(f"two iterations of a parallel loop write {s.buffer.name}[{idx.tolist()}] (data race)")
                 b.writer[idx] = self.par_iter
+            if self.thread is not None:
+                self.gpu_store(b, idx)
             b.data[idx] = np.broadcast_to(val, idx.shape).astype(b.data.dtype) if idx.ndim else val
             b.written[idx] = True
             if b.local:
@@ -182,6 +214,105 @@ class Interpreter:
                 self.stmt(s.other)
         else:
             self.fault(f"unknown statement {type(s).__name__}")
+
+    # ---- GPU kernels ------------------------------------------------------------------------
+
+    def run_threads(self, s: For):
+        """The threads of one block: each runs to its next barrier in turn, until all are done."""
+        if self.thread is not None:
+            self.fault(f"thread loop {s.var.name} inside a thread")
+        loops = []
+        while isinstance(s, For) and s.kind.startswith("threadIdx."):
+            loops.append(s)
+            s = s.body
+        body = s
+        n = 1
+        for lp in loops:
+            n *= lp.extent
+        env0, bufs0 = self.env, self.bufs
+        threads = []
+        for lin, idx in enumerate(np.ndindex(*[lp.extent for lp in loops])):
+            env = dict(env0)
+            env.update({lp.var: np.int64(k) for lp, k in zip(loops, idx)})
+            threads.append((env, dict(bufs0), self.block * n + lin, self._gen(body)))
+        self.epoch += 1
+        try:
+            while threads:
+                arrived, done = [], 0
+                for th in threads:
+                    self.env, self.bufs, self.thread = th[0], th[1], th[2]
+                    try:
+                        arrived.append((th, next(th[3])))
+                    except StopIteration:
+                        done += 1
+                if arrived and done:
+                    self.fault(f"{done} thread(s) of block {self.block} finish while the others wait at a barrier")
+                if len({id(b) for _, b in arrived}) > 1:
+                    self.fault(f"threads of block {self.block} wait at different barriers")
+                self.epoch += 1
+                threads = [th for th, _ in arrived]
+        finally:
+            self.env, self.bufs, self.thread = env0, bufs0, None
+
+    def _gen(self, s):
+        """Run ``s`` in the current thread, stopping (yielding) at each barrier."""
+        if isinstance(s, Barrier):
+            yield s
+        elif not _has_barrier(s):
+            self.stmt(s)
+        elif isinstance(s, Seq):
+            for x in s.stmts:
+                yield from self._gen(x)
+        elif isinstance(s, For):
+            for k in range(s.extent):
+                self.env[s.var] = np.int64(k)
+                yield from self._gen(s.body)
+            self.env.pop(s.var, None)
+        elif isinstance(s, IfThenElse):
+            if bool(self.expr(s.cond, False)):
+                yield from self._gen(s.then)
+            elif s.other is not None:
+                yield from self._gen(s.other)
+        elif isinstance(s, Allocate):
+            if s.buffer.scope == "shared":
+                self.fault(f"shared buffer {s.buffer.name} allocated inside a thread")
+            dt = _np(s.buffer.dtype)
+            data = np.full(s.buffer.size, np.nan, dt) if dt.kind == "f" else np.zeros(s.buffer.size, dt)
+            self.bufs[id(s.buffer)] = _Buf(s.buffer, data, True)
+            yield from self._gen(s.body)
+            del self.bufs[id(s.buffer)]
+        else:
+            self.fault(f"unknown statement {type(s).__name__}")
+
+    def gpu_store(self, b: _Buf, idx):
+        me, name = self.thread, b.buffer.name
+        if b.shared:
+            w, r = b.writer[idx], b.reader[idx]
+            if np.any((b.wepoch[idx] == self.epoch) & (w != me) & (w != -1)):
+                self.fault(f"two threads write shared {name}[{idx.tolist()}] between barriers (a race)")
+            if np.any((b.repoch[idx] == self.epoch) & (r != me) & (r != -1)):
+                self.fault(f"thread {me} writes shared {name}[{idx.tolist()}] that another thread read "
+                           "since the last barrier (a race)")
+            b.wepoch[idx] = self.epoch
+        elif not b.local:
+            w = b.writer[idx]
+            if np.any((w >= 0) & (w != me)):
+                self.fault(f"two threads of the launch write {name}[{idx.tolist()}] (a race)")
+        b.writer[idx] = me
+
+    def gpu_load(self, b: _Buf, idx):
+        me, name = self.thread, b.buffer.name
+        w = b.writer[idx]
+        if b.shared:
+            if np.any((b.wepoch[idx] == self.epoch) & (w != me) & (w != -1)):
+                self.fault(f"thread {me} reads shared {name}[{idx.tolist()}] that another thread wrote "
+                           "since the last barrier (a race)")
+            r = b.reader[idx]
+            many = (b.repoch[idx] == self.epoch) & (r != me) & (r != -1)
+            b.reader[idx] = np.where(many, -2, me)
+            b.repoch[idx] = self.epoch
+        elif not b.local and np.any((w >= 0) & (w != me)):
+            self.fault(f"thread {me} reads {name}[{idx.tolist()}] that another thread of the launch writes")
 
     def buf(self, buffer) -> _Buf:
         b = self.bufs.get(id(buffer))
@@ -220,6 +351,8 @@ class Interpreter:
             if guarded and (idx < 0 or idx >= b.data.size):
                 return np.zeros((), b.data.dtype)[()]
             self.check_index(b, idx, "load")
+            if self.thread is not None:
+                self.gpu_load(b, idx)
             if b.local and not b.init[idx].all():
                 self.fault(f"read of uninitialized local {b.buffer.name}[{idx.tolist()}]")
             return b.data[idx]
@@ -274,6 +407,18 @@ class Interpreter:
             r = np.asarray(fn(*args))
             return r.astype(_np(e.dtype))[()]
         self.fault(f"unknown expression {type(e).__name__}")
+
+
+def _has_barrier(s) -> bool:
+    if isinstance(s, Barrier):
+        return True
+    if isinstance(s, (For, Allocate)):
+        return _has_barrier(s.body)
+    if isinstance(s, Seq):
+        return any(_has_barrier(x) for x in s.stmts)
+    if isinstance(s, IfThenElse):
+        return _has_barrier(s.then) or (s.other is not None and _has_barrier(s.other))
+    return False
 
 
 def run_kernel(f: PrimFunc, arrays: list[np.ndarray], check_coverage: bool = True,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ..errors import CodegenError
 from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, SizeVar, Var,
                         COMPARISONS, is_float_dtype)
-from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
+from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store, walk_stmts
 from ..tir.analysis import planned_extent, size_vars_of, upper_bound
 from ..tir.transform import DOT_CALLS, lanes_of
 from . import c_dtypes, isa_generic, isa_neon, isa_riscv, isa_wasm, isa_x86
@@ -97,6 +97,33 @@ def safe_ident(name: str) -> str:
     if s in RESERVED or s.startswith("_") or s.lower().startswith("ember"):
         s = "v_" + s.lstrip("_") if s.startswith("_") else "v_" + s
     return s
+
+
+def unique_name(names: dict, used: set, obj, hint: str) -> str:
+    """The C name of ``obj`` (a variable or buffer) in a function whose names so far are ``names``
+    (object -> name) and ``used``: ``hint`` made safe, with a number where it is taken."""
+    if obj in names:
+        return names[obj]
+    base = safe_ident(hint)
+    n, k = base, 0
+    while n in used:
+        k += 1
+        n = f"{base}_{k}"
+    used.add(n)
+    names[obj] = n
+    return n
+
+
+def float_literal(v: float, dtype: str) -> str:
+    """C for the float ``v`` (NAN and INFINITY by name; an ``f`` suffix for float32)."""
+    if math.isnan(v):
+        return "NAN"
+    if math.isinf(v):
+        return "INFINITY" if v > 0 else "(-INFINITY)"
+    s = repr(float(v))
+    if "e" not in s and "." not in s:
+        s += ".0"
+    return s + "f" if dtype == "float32" else s
 
 
 def c_string(text: str) -> str:
@@ -302,16 +329,7 @@ class CGenerator:
     # ---- names ---------------------------------------------------------------------------
 
     def name(self, ctx: _Ctx, obj, hint: str) -> str:
-        if obj in ctx.names:
-            return ctx.names[obj]
-        base = safe_ident(hint)
-        n, k = base, 0
-        while n in ctx.used:
-            k += 1
-            n = f"{base}_{k}"
-        ctx.used.add(n)
-        ctx.names[obj] = n
-        return n
+        return unique_name(ctx.names, ctx.used, obj, hint)
 
     # ---- expressions ---------------------------------------------------------------------
 
@@ -322,15 +340,7 @@ class CGenerator:
         if c.dtype == "bool":
             return "1" if v else "0"
         if is_float_dtype(c.dtype):
-            if math.isnan(v):
-                s = "NAN"
-            elif math.isinf(v):
-                s = "INFINITY" if v > 0 else "(-INFINITY)"
-            else:
-                s = repr(float(v))
-                if "e" not in s and "." not in s:
-                    s += ".0"
-                s = s + "f" if c.dtype == "float32" else s
+            s = float_literal(v, c.dtype)
             return s if c.dtype in ("float32", "float64") else f"(({c_type(c.dtype)}){s})"
         if c.dtype == "int64":
             return "INT64_MIN" if v == -(1 << 63) else f"INT64_C({v})"
@@ -859,17 +869,7 @@ def _itemsize(dtype: str) -> int:
             "float16": 2, "bfloat16": 2, "int16": 2, "uint16": 2}.get(dtype, 1)
 
 
-def _walk_stmt(s: Stmt):
-    yield s
-    if isinstance(s, (For, Allocate)):
-        yield from _walk_stmt(s.body)
-    elif isinstance(s, Seq):
-        for x in s.stmts:
-            yield from _walk_stmt(x)
-    elif isinstance(s, IfThenElse):
-        yield from _walk_stmt(s.then)
-        if s.other is not None:
-            yield from _walk_stmt(s.other)
+_walk_stmt = walk_stmts
 
 
 def _exprs_of(s: Stmt):
@@ -882,18 +882,9 @@ def _exprs_of(s: Stmt):
 
 
 def _loads(e: Expr):
-    from ..tir.analysis import rebuild
+    from ..tir.analysis import loads_in
 
-    out = []
-
-    def go(x):
-        if isinstance(x, Load):
-            out.append(x)
-        rebuild(x, go)
-        return x
-
-    go(e)
-    return out
+    return loads_in(e)
 
 
 def _vector_local(b: Buffer, body: Stmt, lanes: int) -> bool:

@@ -475,6 +475,11 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
     t0 = time.perf_counter()
     say = progress or (lambda msg: None)
     tgt = resolve(target)
+    if tgt.family == "gpu":
+        from .gpu import compile_gpu
+
+        return compile_gpu(model, tgt, opt_level, shapes=shapes, bounds=bounds, knobs=knobs,
+                           dump=dump or os.environ.get("EMBER_DUMP") or None, progress=progress)
     if knobs:
         tgt = tgt.with_knobs(check_knobs(knobs))
     if not isinstance(opt_level, int) or not 0 <= opt_level <= 3:

@@ -118,7 +118,12 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None, ct
         f.attrs["schedule_fallback"] = fallback
         ctx.fallbacks.append((f.name, fallback))
         ctx.say(f"kernel {f.name}: the default schedule ({fallback})")
-    f = run_loop(f, ctx)
+    if target.family == "gpu":
+        from ..tir.gpu import optimize as optimize_gpu
+
+        f = optimize_gpu(f)
+    else:
+        f = run_loop(f, ctx)
     f.attrs["size_vars"] = sorted(size_vars_of(f), key=lambda v: v.name)
     return f
 

@@ -462,16 +462,7 @@ class Module(LoadedModel):
     def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":
         if self._symbols:
             return self._execute_dynamic(arrays)
-        for i, (arr, (dt, shape)) in enumerate(zip(arrays, self._in_np)):
-            if arr is None:             # its default, which the artifact holds
-                continue
-            if type(arr) is not np.ndarray:
-                arr = np.asarray(arr)
-            if arr.dtype != dt or arr.shape != shape:
-                arr = self._check_input(i, arr)
-            if not arr.flags.c_contiguous or not arr.flags.aligned:
-                arr = self._dense(i, arr)
-            arrays[i] = arr
+        self._checked_inputs(arrays)
         with self._lock:
             outs = [self._outputs.array(i, shape, dt, self._out_names[i])
                     for i, (dt, shape) in enumerate(self._out_np)]
@@ -540,6 +531,20 @@ class Module(LoadedModel):
         cls = {EMBER_ERROR_INDEX: IndexOutOfRangeError, EMBER_ERROR_SHAPE: DataShapeError,
                EMBER_ERROR_LIMIT: RuntimeLimitError}.get(rc, EmberRuntimeError)
         raise cls(f"'{self.name}' failed: {msg or f'status {rc}'}")
+
+    def _checked_inputs(self, arrays: list) -> None:
+        """Replaces each input of ``arrays`` (of a model of static shapes) by a dense array of its
+        dtype and shape, or raises InputError; ``None`` (an input left to its default) stays."""
+        for i, (arr, (dt, shape)) in enumerate(zip(arrays, self._in_np)):
+            if arr is None:             # its default, which the artifact holds
+                continue
+            if type(arr) is not np.ndarray:
+                arr = np.asarray(arr)
+            if arr.dtype != dt or arr.shape != shape:
+                arr = self._check_input(i, arr)
+            if not arr.flags.c_contiguous or not arr.flags.aligned:
+                arr = self._dense(i, arr)
+            arrays[i] = arr
 
     def _dense(self, i: int, arr: np.ndarray) -> np.ndarray:
         """A dense, aligned copy of input ``i`` (a strided or broadcast view), its size checked
@@ -631,7 +636,11 @@ def load(path: str | os.PathLike) -> "Module":
     from .artifact import artifact_path, check_machine
     from .program import ProgramModule, is_program
 
+    from .gpu import is_gpu_artifact, load_gpu
+
     path = artifact_path(path)
+    if is_gpu_artifact(path):
+        return load_gpu(path)
     check_machine(path)
     if is_program(path):
         return ProgramModule(path)

@@ -94,3 +94,4 @@ def _load() -> None:
         return
     _LOADED = True
     from . import cpu  # noqa: F401  (registers the cpu kind)
+    from . import gpu  # noqa: F401  (registers the gpu family)

@@ -118,8 +118,9 @@ def loop_nest(stage: Stage, extent_of: dict | None = None) -> LoopNest:
     # uneven splits whose inner loop is not below the outer one, or that were split/fused again,
     # fall back to a bounds check on the parent axis
     pos = {v: k for k, v in enumerate(stage.leaves)}
+    guard_all = stage.schedule.guard_uneven
     for outer, (inner, main, rem, parent) in list(tails.items()):
-        if outer not in pos or inner not in pos or pos[inner] < pos[outer]:
+        if guard_all or outer not in pos or inner not in pos or pos[inner] < pos[outer]:
             del tails[outer]
             guards.append((parent, ext[parent]))
     return LoopNest(list(stage.leaves), ext, value, tails, guards)

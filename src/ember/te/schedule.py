@@ -127,6 +127,15 @@ class Stage:
     def unroll(self, v: IterVar) -> None:
         self._annotate(v, "unrolled")
 
+    def bind(self, v: IterVar, axis: str) -> None:
+        """Run loop ``v`` as the blocks or threads of a GPU launch along ``axis``
+        (``"blockIdx.x"``, ``"threadIdx.y"``, ...; see :mod:`ember.tir.gpu`)."""
+        from ..tir.stmt import THREAD_KINDS
+
+        if axis not in THREAD_KINDS:
+            raise CodegenError(f"cannot bind {v.name} to {axis!r}; the GPU axes are {', '.join(THREAD_KINDS)}")
+        self._annotate(v, axis)
+
     def compute_inline(self) -> None:
         if self.is_reduction:
             raise CodegenError(f"reduction {self.tensor.name} cannot be inlined")
@@ -148,6 +157,9 @@ class Schedule:
 
     def __init__(self, output: Tensor):
         self.steps: list[tuple] = []
+        #: uneven splits get a bounds check instead of a tail copy of the loop (GPU schedules:
+        #: a bound loop cannot be copied)
+        self.guard_uneven = False
         if isinstance(output.body, (Reduce, ArgReduce)):
             # a reduction is never the root: an identity stage writes its result, so the
             # reduction itself is an attached stage like any other

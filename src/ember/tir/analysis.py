@@ -579,3 +579,17 @@ def size_vars_of(node) -> list:
 
     st(node)
     return list(found.values())
+
+
+def loads_in(e: Expr) -> list:
+    """Every load of the expression ``e`` (its index's loads included), in the order met."""
+    out = []
+
+    def go(x: Expr) -> Expr:
+        if isinstance(x, Load):
+            out.append(x)
+        rebuild(x, go)
+        return x
+
+    go(e)
+    return out

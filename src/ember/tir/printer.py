@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Stmt, Store
+from .stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 
 
 def print_stmt(s: Stmt, ind: str = "") -> str:
@@ -15,12 +15,14 @@ def print_stmt(s: Stmt, ind: str = "") -> str:
         return f"{ind}{s.buffer.name}[{s.index!r}] = {s.value!r}\n"
     if isinstance(s, Allocate):
         b = s.buffer
-        return f"{ind}local {b.name}: {b.dtype}[{b.size}]\n" + print_stmt(s.body, ind)
+        return f"{ind}{b.scope} {b.name}: {b.dtype}[{b.size}]\n" + print_stmt(s.body, ind)
     if isinstance(s, IfThenElse):
         out = f"{ind}if {s.cond!r}:\n" + print_stmt(s.then, ind + "  ")
         if s.other is not None:
             out += f"{ind}else:\n" + print_stmt(s.other, ind + "  ")
         return out
+    if isinstance(s, Barrier):
+        return f"{ind}barrier\n"
     return f"{ind}{s!r}\n"
 
 

@@ -15,12 +15,13 @@ from .expr import Expr, Var
 
 @dataclass(eq=False)
 class Buffer:
-    """A flat array: a kernel parameter ("global") or a kernel-local scratch array ("local")."""
+    """A flat array: a kernel parameter ("global"), a scratch array of one thread ("local") or,
+    in a GPU kernel, a scratch array shared by the threads of one block ("shared")."""
 
     name: str
     dtype: str
     size: int
-    scope: str = "global"      # "global" | "local"
+    scope: str = "global"      # "global" | "local" | "shared"
     const: bool = False        # read-only in this kernel
 
     __hash__ = object.__hash__
@@ -34,6 +35,10 @@ class Stmt:
 
 
 LOOP_KINDS = ("serial", "parallel", "vectorized", "unrolled")
+
+#: loop kinds of a GPU kernel that bind the loop to a block or thread index of the launch: the
+#: loop runs once per block (per thread) and its variable is that index
+THREAD_KINDS = ("blockIdx.x", "blockIdx.y", "blockIdx.z", "threadIdx.x", "threadIdx.y", "threadIdx.z")
 
 
 @dataclass(eq=False)
@@ -65,6 +70,13 @@ class IfThenElse(Stmt):
 
 
 @dataclass(eq=False)
+class Barrier(Stmt):
+    """In a GPU kernel: every thread of the block waits here until all have arrived, and their
+    writes to shared memory before it are seen by every thread after it (``__syncthreads()``,
+    ``barrier(CLK_LOCAL_MEM_FENCE)``).  Every thread of the block must reach the same barrier."""
+
+
+@dataclass(eq=False)
 class Seq(Stmt):
     stmts: list
 
@@ -90,3 +102,17 @@ class PrimFunc:
     body: Stmt
     comment: str = ""
     attrs: dict = field(default_factory=dict)
+
+
+def walk_stmts(s: Stmt):
+    """Every statement of the tree ``s``, in program order (parents before their bodies)."""
+    yield s
+    if isinstance(s, (For, Allocate)):
+        yield from walk_stmts(s.body)
+    elif isinstance(s, Seq):
+        for x in s.stmts:
+            yield from walk_stmts(x)
+    elif isinstance(s, IfThenElse):
+        yield from walk_stmts(s.then)
+        if s.other is not None:
+            yield from walk_stmts(s.other)

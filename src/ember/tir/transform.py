@@ -12,7 +12,7 @@ from __future__ import annotations
 from .analysis import rebuild, simplify_index, stride_in, substitute
 from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                    COMPARISONS, LOGICAL)
-from .stmt import Allocate, For, IfThenElse, PrimFunc, Seq, Stmt, Store
+from .stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 
 
 def map_stmt(s: Stmt, fs, fe) -> Stmt:
@@ -32,6 +32,8 @@ def map_stmt(s: Stmt, fs, fe) -> Stmt:
                           map_stmt(s.other, fs, fe) if s.other is not None else None)
     if isinstance(s, Seq):
         return Seq.of([map_stmt(x, fs, fe) for x in s.stmts])
+    if isinstance(s, Barrier):
+        return s
     raise TypeError(f"unknown statement {s!r}")
 
 

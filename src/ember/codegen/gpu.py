@@ -1,0 +1,251 @@
+"""A C-style generator for GPU kernels: CUDA C++ or OpenCL C from the same loop IR.
+
+The loop IR of a GPU kernel (:mod:`ember.tir.gpu`) maps onto the C dialects line by line: a loop
+bound to a block or thread axis becomes a constant holding that index (``blockIdx.x`` in CUDA,
+``get_group_id(0)`` in OpenCL), a shared buffer an array in the block's shared memory, a
+barrier ``__syncthreads()`` or ``barrier(CLK_LOCAL_MEM_FENCE)``, and everything else the same
+scalar C in both.  What differs between the dialects (type names, index and barrier words, math
+function names, the kernel signature) sits in a small language module: ``lang_cuda``,
+``lang_opencl``.
+
+Indices are 32-bit ``int`` where the kernel's sizes allow (``PrimFunc.attrs["index_bits"]``),
+else 64-bit.  A run-time index check (``IndexCheck``) that fails sets the flag ``ember_bad`` (an
+extra ``int`` buffer argument of the kernels that have checks) and goes on with index 0, so no
+access leaves its buffer; the runtime reports the failure after the run.
+"""
+
+from __future__ import annotations
+
+from ..errors import CodegenError
+from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Var,
+                        is_float_dtype)
+from ..tir.gpu import check_kernel, DeviceLimits
+from ..tir.stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, Store
+from . import lang_cuda, lang_opencl
+from .c import float_literal, unique_name
+
+LANGUAGES = {m.NAME: m for m in (lang_cuda, lang_opencl)}
+
+#: the flag buffer of kernels with run-time index checks
+BAD_FLAG = "ember_bad"
+
+_BINOPS = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">",
+           "ge": ">=", "and": "&&", "or": "||"}
+
+_MATH_FNS = ("exp", "log", "sqrt", "tanh", "erf", "floor", "ceil", "nearbyint", "sin", "cos", "tan", "asin",
+             "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "pow", "abs", "fmod")
+
+
+class GPUGenerator:
+    """Writes GPU kernels in ``language`` (``"cuda"`` or ``"opencl"``); ``source()`` is the
+    translation unit of every kernel written so far."""
+
+    def __init__(self, language: str, limits: DeviceLimits | None = None):
+        try:
+            self.lang = LANGUAGES[language]
+        except KeyError:
+            raise CodegenError(f"no GPU language {language!r}; known: {', '.join(LANGUAGES)}") from None
+        self.limits = limits or DeviceLimits()
+        self.helpers: dict[str, str] = {}
+        self.kernels: list[str] = []
+        self.fp64 = False
+        self.contract = True            # False: some kernel asks for unfused multiply-adds
+        self._names: dict = {}
+        self._used: set = set()
+        self._index = "int"
+
+    # ---- types and names -------------------------------------------------------------------
+
+    def ctype(self, dtype: str) -> str:
+        t = self.lang.TYPES.get(dtype)
+        if t is None:
+            raise CodegenError(f"dtype {dtype} is not supported by the {self.lang.NAME} backend yet")
+        if dtype == "float64":
+            self.fp64 = True
+        return t
+
+    def name(self, obj, hint: str) -> str:
+        return unique_name(self._names, self._used, obj, hint)
+
+    def helper(self, name: str, code: str) -> str:
+        self.helpers.setdefault(name, code)
+        return name
+
+    # ---- expressions -----------------------------------------------------------------------
+
+    def const(self, c: Const) -> str:
+        v = c.value
+        if c.dtype == "bool":
+            return "1" if v else "0"
+        if is_float_dtype(c.dtype):
+            s = float_literal(v, c.dtype)
+            return s if c.dtype in ("float32", "float64") else f"(({self.ctype(c.dtype)}){s})"
+        if c.dtype == "int64":
+            if self._index == "int" and -(1 << 31) < v < (1 << 31):
+                return str(v)          # (an index: every index of this kernel fits in an int)
+            if v == -(1 << 63):
+                return f"(-9223372036854775807{self.lang.INT64_SUFFIX} - 1)"
+            return f"{v}{self.lang.INT64_SUFFIX}"
+        if c.dtype == "uint64":
+            return f"{v}U{self.lang.INT64_SUFFIX}"
+        return f"(({self.ctype(c.dtype)}){v})"
+
+    def expr(self, e: Expr) -> str:
+        if isinstance(e, (Ramp, Broadcast)) or getattr(e, "lanes", 1) > 1:
+            raise CodegenError("vector expressions are not generated for GPU kernels (threads are scalar)")
+        if isinstance(e, Const):
+            return self.const(e)
+        if isinstance(e, Var):
+            return self.name(e, e.name)
+        if isinstance(e, Load):
+            return f"{self.name(e.buffer, e.buffer.name)}[{self.expr(e.index)}]"
+        if isinstance(e, IndexCheck):
+            i64 = self.lang.TYPES["int64"]
+            glob = "__global " if self.lang.NAME == "opencl" else ""
+            fn = self.helper("ember_index", f"{self.lang.FUNC} {i64} ember_index({i64} i, {i64} n, {glob}int* bad) {{\n"
+                                            f"  {i64} j = i < 0 ? i + n : i;\n"
+                                            "  if (j < 0 || j >= n) { *bad = 1; return 0; }\n"
+                                            "  return j;\n}")
+            self._checks = True
+            return f"{fn}({self.expr(e.index)}, {self.expr(e.extent)}, {BAD_FLAG})"
+        if isinstance(e, BinOp):
+            return self.binop(e)
+        if isinstance(e, Not):
+            return f"(!{self.expr(e.a)})"
+        if isinstance(e, Cast):
+            a = self.expr(e.a)
+            if e.dtype == "bool":
+                return f"(({a}) != 0)"
+            return f"(({self.ctype(e.dtype)})({a}))"
+        if isinstance(e, Select):
+            return f"({self.expr(e.cond)} ? {self.expr(e.t)} : {self.expr(e.f)})"
+        if isinstance(e, Call):
+            return self.call(e)
+        raise CodegenError(f"cannot generate {self.lang.NAME} for {type(e).__name__}")
+
+    def binop(self, e: BinOp) -> str:
+        a, b = self.expr(e.a), self.expr(e.b)
+        dt = e.a.dtype
+        if e.op in _BINOPS:
+            if e.op in ("add", "sub", "mul") and dt == "bool":
+                return f"(({a} {_BINOPS[e.op]} {b}) != 0)"
+            return f"({a} {_BINOPS[e.op]} {b})"
+        t = self.ctype(dt) if dt != "bool" else "int"
+        tag = t.replace(" ", "_")
+        if e.op in ("max", "min"):
+            cmp = ">" if e.op == "max" else "<"
+            nan = " || a != a" if is_float_dtype(dt) else ""
+            fn = self.helper(f"ember_{e.op}_{tag}", f"{self.lang.FUNC} {t} ember_{e.op}_{tag}({t} a, {t} b) "
+                                                    f"{{ return (a {cmp} b{nan}) ? a : b; }}")
+            return f"{fn}({a}, {b})"
+        if e.op in ("div", "mod"):
+            if is_float_dtype(dt):
+                return f"({a} / {b})" if e.op == "div" else f"{self.lang.math('fmod', dt)}({a}, {b})"
+            if isinstance(e.b, Const) and e.b.value > 0:
+                return f"({a} {'/' if e.op == 'div' else '%'} {b})"
+            # C's division, defined for a zero divisor (0) and for MIN / -1 (as the CPU backend)
+            signed = not dt.startswith("uint") and dt != "bool"
+            if e.op == "div":
+                body = "b == 0 ? 0 : (b == -1 ? -a : a / b)" if signed else "b == 0 ? 0 : a / b"
+            else:
+                body = "(b == 0 || b == -1) ? 0 : a % b" if signed else "b == 0 ? 0 : a % b"
+            fn = self.helper(f"ember_{e.op}_{tag}", f"{self.lang.FUNC} {t} ember_{e.op}_{tag}({t} a, {t} b) "
+                                                    f"{{ return {body}; }}")
+            return f"{fn}({a}, {b})"
+        raise CodegenError(f"unknown binary op {e.op}")
+
+    def call(self, e: Call) -> str:
+        args = [self.expr(a) for a in e.args]
+        dt = e.args[0].dtype
+        if e.fn == "no_contract":
+            self.contract = False
+            return args[0]
+        if e.fn == "isnan":
+            return self.lang.isnan(args[0]) if is_float_dtype(dt) else "0"
+        if e.fn == "abs" and not is_float_dtype(dt):
+            return args[0] if dt.startswith("uint") or dt == "bool" else f"({args[0]} < 0 ? -{args[0]} : {args[0]})"
+        if e.fn == "pow" and not is_float_dtype(dt):
+            t = self.ctype(dt)
+            tag = t.replace(" ", "_")
+            fn = self.helper(f"ember_pow_{tag}", f"{self.lang.FUNC} {t} ember_pow_{tag}({t} a, {t} b) {{\n"
+                                                 f"  {t} r = 1;\n  if (b < 0) return a == 1 ? 1 : 0;\n"
+                                                 "  while (b > 0) { if (b & 1) r *= a; a *= a; b >>= 1; }\n"
+                                                 "  return r;\n}")
+            return f"{fn}({args[0]}, {args[1]})"
+        if e.fn in _MATH_FNS and is_float_dtype(dt):
+            if dt not in ("float32", "float64"):
+                raise CodegenError(f"math on {dt} is not supported by the {self.lang.NAME} backend yet")
+            return f"{self.lang.math(e.fn, dt)}({', '.join(args)})"
+        raise CodegenError(f"the intrinsic {e.fn} on {dt} is not supported by the {self.lang.NAME} backend yet")
+
+    # ---- statements ------------------------------------------------------------------------
+
+    def stmt(self, s: Stmt, ind: str, out: list[str]) -> None:
+        if isinstance(s, Seq):
+            for x in s.stmts:
+                self.stmt(x, ind, out)
+        elif isinstance(s, For):
+            v = self.name(s.var, s.var.name)
+            if s.kind.startswith(("blockIdx.", "threadIdx.")):
+                prefix, axis = s.kind.split(".")
+                word = self.lang.INDEX[prefix].format(axis if self.lang.NAME == "cuda" else "xyz".index(axis))
+                out.append(f"{ind}const {self._index} {v} = ({self._index}){word};  /* one of {s.extent} */")
+                self.stmt(s.body, ind, out)
+                return
+            if s.kind == "unrolled":
+                out.append(f"{ind}#pragma unroll")
+            out.append(f"{ind}for ({self._index} {v} = 0; {v} < {s.extent}; ++{v}) {{")
+            self.stmt(s.body, ind + "  ", out)
+            out.append(f"{ind}}}")
+        elif isinstance(s, Store):
+            buf = self.name(s.buffer, s.buffer.name)
+            out.append(f"{ind}{buf}[{self.expr(s.index)}] = {self.expr(s.value)};")
+        elif isinstance(s, Allocate):
+            b = s.buffer
+            t = self.ctype(b.dtype)
+            word = f"{self.lang.SHARED} " if b.scope == "shared" else ""
+            out.append(f"{ind}{word}{t} {self.name(b, b.name)}[{b.size}];")
+            self.stmt(s.body, ind, out)
+        elif isinstance(s, IfThenElse):
+            out.append(f"{ind}if ({self.expr(s.cond)}) {{")
+            self.stmt(s.then, ind + "  ", out)
+            if s.other is not None:
+                out.append(f"{ind}}} else {{")
+                self.stmt(s.other, ind + "  ", out)
+            out.append(f"{ind}}}")
+        elif isinstance(s, Barrier):
+            out.append(f"{ind}{self.lang.BARRIER}")
+        else:
+            raise CodegenError(f"cannot generate {self.lang.NAME} for {type(s).__name__}")
+
+    def kernel(self, f: PrimFunc) -> str:
+        """Check ``f`` (:func:`ember.tir.gpu.check_kernel`) and write it; returns its source.
+        ``f.attrs["launch"]`` receives its grid and block sizes and whether it takes the flag."""
+        launch = check_kernel(f, self.limits)
+        self._names, self._used = {}, set()
+        self._index = "int" if f.attrs.get("index_bits", 64) == 32 else "long long"
+        if self.lang.NAME == "opencl" and self._index != "int":
+            self._index = "long"
+        self._checks = False
+        kname = self.name(f, f.name)
+        params = [(self.ctype(b.dtype), self.name(b, b.name), b.const) for b in f.params]
+        body: list[str] = []
+        self.stmt(f.body, "  ", body)
+        if self._checks:
+            params.append(("int", BAD_FLAG, False))
+        head = self.lang.kernel_head(kname, params, launch.block)
+        comment = f"/* {f.comment} */\n" if f.comment else ""
+        src = comment + head + " {\n" + "\n".join(body) + "\n}\n"
+        f.attrs["launch"] = {"name": kname, "grid": list(launch.grid), "block": list(launch.block),
+                             "checks": self._checks}
+        self.kernels.append(src)
+        return src
+
+    def source(self) -> str:
+        """The translation unit: the prelude, the helpers used, every kernel."""
+        parts = [self.lang.prelude(self.fp64)]
+        if self.lang.NAME == "cuda":
+            parts.append("#define INFINITY __int_as_float(0x7f800000)\n#define NAN __int_as_float(0x7fffffff)\n")
+        parts += [h + "\n" for h in self.helpers.values()]
+        parts += ["\n" + k for k in self.kernels]
+        return "".join(parts)

@@ -1,0 +1,449 @@
+"""GPU targets: the gpu schedules checked by the interpreter, the generated CUDA compiled to PTX
+by NVRTC, and whole models run on an OpenCL device (in CI: Debian's CPU driver, pocl) against
+onnxruntime.  Tests that need pyopencl with a device, or NVRTC, skip with the reason when those
+are not installed (``pip install ember[opencl]`` / ``ember[cuda]``, ``apt install pocl-opencl-icd``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember import te
+from ember.errors import ArtifactError, CodegenError, TargetError
+from ember.codegen.gpu import GPUGenerator
+from ember.schedules import default
+from ember.target import resolve
+from ember.te.lower import lower
+from ember.te.schedule import create_schedule
+from ember.tir.gpu import check_kernel, optimize
+from ember.runtime import opencl
+from ember.toolchain import nvrtc
+
+from tir.interp import run_kernel
+
+needs_opencl = pytest.mark.skipif(not opencl.available(), reason="pyopencl with an OpenCL device is not installed "
+                                  "(pip install pyopencl; apt install pocl-opencl-icd)")
+needs_nvrtc = pytest.mark.skipif(not nvrtc.available(), reason="NVRTC is not installed "
+                                 "(pip install nvidia-cuda-nvrtc-cu12)")
+
+
+def test_targets():
+    cuda = resolve("cuda")
+    assert (cuda.kind, cuda.arch, cuda.family, cuda.lanes, cuda.spec) == ("cuda", "sm_80", "gpu", 1, "cuda -arch=sm_80")
+    assert resolve("cuda -arch=sm_90").arch == "sm_90"
+    assert resolve("opencl").family == "gpu"
+    assert resolve("cpu").family == "cpu"
+    with pytest.raises(TargetError, match="-arch=sm_XX"):
+        resolve("cuda -arch=80")
+    with pytest.raises(TargetError, match="no option"):
+        resolve("opencl -arch=sm_80")
+
+
+# ---- the gpu schedules, run by the checking interpreter ---------------------------------------
+
+RNG = np.random.default_rng(3)
+
+
+def _matmul_relu():
+    A, B = te.placeholder((13, 9), "float32", "A"), te.placeholder((9, 30), "float32", "B")
+    k = te.reduce_axis(9, "k")
+    C = te.compute((13, 30), lambda i, j: te.sum(A[i, k] * B[k, j], [k]), name="C")
+    D = te.compute((13, 30), lambda i, j: te.maximum(C[i, j], te.const(0.0, "float32")), name="D")
+    return [A, B], D, lambda a, b: np.maximum(a @ b, 0)
+
+
+def _softmax():
+    X = te.placeholder((5, 11), "float32", "X")
+    k1, k2 = te.reduce_axis(11, "k1"), te.reduce_axis(11, "k2")
+    M = te.compute((5,), lambda i: te.reduce("max", X[i, k1], [k1]), name="M")
+    E = te.compute((5, 11), lambda i, j: te.call("exp", X[i, j] - M[i]), name="E")
+    S = te.compute((5,), lambda i: te.sum(E[i, k2], [k2]), name="S")
+    Y = te.compute((5, 11), lambda i, j: E[i, j] / S[i], name="Y")
+
+    def ref(x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return [X], Y, ref
+
+
+def _elementwise_uneven():
+    X = te.placeholder((3, 7, 31), "float32", "X")
+    Y = te.compute((3, 7, 31), lambda a, b, c: X[a, b, c] * te.const(2.0, "float32") + te.const(1.0, "float32"),
+                   name="Y")
+    return [X], Y, lambda x: x * 2 + 1
+
+
+@pytest.mark.parametrize("program", [_matmul_relu, _softmax, _elementwise_uneven])
+@pytest.mark.parametrize("threads", [32, 256])
+def test_default_gpu_schedule(program, threads):
+    inputs, out, ref = program()
+    target = resolve("opencl").with_knobs({"gpu.threads": threads})
+    s = create_schedule(out)
+    default(target)(s, target)
+    f = optimize(lower(s, "k", inputs + [s.output]))
+    launch = check_kernel(f)
+    assert launch.block[0] <= threads and launch.grid[0] * launch.block[0] >= int(np.prod(out.shape))
+    arrays = [RNG.standard_normal(t.shape).astype(np.float32) for t in inputs]
+    got = run_kernel(f, arrays + [np.zeros(out.shape, np.float32)])[-1]
+    np.testing.assert_allclose(got.reshape(out.shape), ref(*arrays), rtol=1e-5, atol=1e-6)
+    for lang in ("cuda", "opencl"):
+        src = GPUGenerator(lang).kernel(f)
+        assert ("blockIdx.x" if lang == "cuda" else "get_group_id(0)") in src
+
+
+# ---- whole models -------------------------------------------------------------------------------
+
+def small_cnn() -> onnx.ModelProto:
+    """conv + relu, max pool, depthwise conv + clip, global average pool, gemm, softmax."""
+    rng = np.random.default_rng(0)
+
+    def init(name, arr):
+        return numpy_helper.from_array(np.asarray(arr, np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="dwconv", pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"], name="relu6"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], name="fc", transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1),
+    ]
+    inits = [init("w1", rng.standard_normal((8, 3, 3, 3)) * .3), init("b1", rng.standard_normal(8) * .1),
+             init("w2", rng.standard_normal((8, 1, 3, 3)) * .3), init("b2", rng.standard_normal(8) * .1),
+             init("lo", 0.0), init("hi", 6.0),
+             init("wf", rng.standard_normal((10, 8)) * .3), init("bf", rng.standard_normal(10) * .1)]
+    g = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10]),
+                           helper.make_tensor_value_info("r1", TensorProto.FLOAT, [2, 8, 16, 16])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gpu") / "small_cnn.onnx"
+    onnx.save(small_cnn(), path)
+    return path
+
+
+def _reference(path, feeds):
+    ort = pytest.importorskip("onnxruntime")
+    return ort.InferenceSession(str(path)).run(None, feeds)
+
+
+@needs_opencl
+def test_small_cnn_on_opencl(cnn, tmp_path):
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    refs = _reference(cnn, {"x": x})
+    m = ember.compile(cnn, target="opencl")
+    assert m.metadata["target"] == "opencl" and m.metadata["kernels"] >= 5
+    assert "__kernel" in m.source and "conv1" in m.source       # kernel names from the model
+    for _ in range(2):                                           # a second run reuses the device buffers
+        outs = m.run({"x": x})
+        for got, ref in zip(outs.values(), refs):
+            assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
+    # the artifact saves, loads by its content and runs again; a damaged one is refused
+    saved = m.save(tmp_path / "cnn.ember")
+    again = ember.load(saved)
+    np.testing.assert_array_equal(again(x)[0], outs["y"])
+    with pytest.raises(ember.errors.InputError):
+        again.run({"x": x[:1]})
+    data = bytearray(saved.read_bytes())
+    data[-10] ^= 1
+    (tmp_path / "bad.ember").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="damaged"):
+        ember.load(tmp_path / "bad.ember")
+
+
+@needs_nvrtc
+def test_small_cnn_cuda_to_ptx(cnn, tmp_path):
+    m = ember.compile(cnn, target="cuda -arch=sm_86")
+    assert 'extern "C" __global__' in m.source
+    assert ".target sm_86" in m.ptx
+    assert m.ptx.count(".entry") == m.metadata["kernels"]
+    with pytest.raises(ember.errors.EmberRuntimeError, match="not supported yet"):
+        m.run({"x": np.zeros((2, 3, 16, 16), np.float32)})
+
+
+@needs_nvrtc
+def test_cli_compiles_for_cuda(cnn, tmp_path):
+    from ember.cli import main
+
+    out = tmp_path / "cnn.ember"
+    assert main(["compile", str(cnn), "--target", "cuda", "-o", str(out)]) == 0
+    loaded = ember.load(out)
+    assert loaded.metadata["target"] == "cuda -arch=sm_80" and ".entry" in loaded.ptx
+
+
+def test_nvrtc_reports_errors():
+    if not nvrtc.available():
+        pytest.skip("NVRTC is not installed")
+    with pytest.raises(ember.errors.ToolchainError, match="compilation"):
+        nvrtc.compile_ptx('extern "C" __global__ void k() { undeclared = 1; }')
+
+
+def test_gpu_needs_static_shapes(tmp_path):
+    m = small_cnn()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    path = tmp_path / "dyn.onnx"
+    onnx.save(m, path)
+    with pytest.raises(CodegenError, match="static shapes"):
+        ember.compile(path, target="opencl")
+
+
+def _row_softmax():
+    return _softmax()
+
+
+def _layer_norm():
+    X = te.placeholder((4, 50), "float32", "X")
+    k1, k2 = te.reduce_axis(50, "k1"), te.reduce_axis(50, "k2")
+    n = te.const(50.0, "float32")
+    S = te.compute((4, 1), lambda i, _: te.sum(X[i, k1], [k1]), name="S")
+    V = te.compute((4, 1), lambda i, _: te.sum((X[i, k2] - S[i, 0] / n) * (X[i, k2] - S[i, 0] / n), [k2]), name="V")
+    Y = te.compute((4, 50), lambda i, j: (X[i, j] - S[i, 0] / n) / te.call("sqrt", V[i, 0] / n
+                                                                           + te.const(1e-5, "float32")), name="Y")
+
+    def ref(x):
+        m = x.mean(axis=1, keepdims=True)
+        return (x - m) / np.sqrt(((x - m) ** 2).mean(axis=1, keepdims=True) + 1e-5)
+    return [X], Y, ref
+
+
+def _row_sum():
+    X = te.placeholder((6, 3, 77), "float32", "X")
+    a, b = te.reduce_axis(3, "a"), te.reduce_axis(77, "b")
+    Y = te.compute((6,), lambda i: te.sum(X[i, a, b], [a, b]), name="Y")
+    return [X], Y, lambda x: x.sum(axis=(1, 2))
+
+
+@pytest.mark.parametrize("program", [_row_softmax, _layer_norm, _row_sum])
+def test_row_schedule_shares_the_block(program):
+    """The ``rows`` schedule: a block per row, its reductions combined by a tree in shared memory."""
+    from ember.schedules.gpu import rows
+
+    inputs, out, ref = program()
+    target = resolve("cuda")
+    s = create_schedule(out)
+    rows({}, s, out, target)
+    f = optimize(lower(s, "k", inputs + [s.output]))
+    launch = check_kernel(f)
+    assert launch.shared and launch.block[0] >= 32
+    assert launch.grid[0] == out.shape[0]
+    arrays = [RNG.standard_normal(t.shape).astype(np.float32) for t in inputs]
+    got = run_kernel(f, arrays + [np.zeros(out.shape, np.float32)])[-1]
+    np.testing.assert_allclose(got.reshape(out.shape), ref(*arrays), rtol=1e-4, atol=1e-5)
+    assert "__syncthreads();" in GPUGenerator("cuda").kernel(f)
+
+
+@pytest.mark.parametrize("m,k,n", [(16, 32, 32), (20, 21, 9), (5, 16, 20)])
+def test_matmul_stages_tiles_in_shared_memory(m, k, n):
+    """The matmul schedule: 16 x 16 output tiles, operands staged through shared memory
+    (``tir.gpu_threads.stage_tiles``) where the tile has 8 rows at least; uneven sizes load zeros."""
+    from ember.schedules.gpu import matmul
+
+    A, B = te.placeholder((2, m, k), "float32", "A"), te.placeholder((k, n), "float32", "B")
+    r = te.reduce_axis(k, "k")
+    C = te.compute((2, m, n), lambda b, i, j: te.sum(A[b, i, r] * B[r, j], [r]), name="C")
+    D = te.compute((2, m, n), lambda b, i, j: C[b, i, j] + te.const(1.0, "float32"), name="D")
+    s = create_schedule(D)
+    matmul({}, s, C, resolve("cuda"))
+    f = optimize(lower(s, "mm", [A, B, s.output]))
+    launch = check_kernel(f)
+    assert bool(launch.shared) == (min(m, 16) >= 8)
+    a = RNG.standard_normal((2, m, k)).astype(np.float32)
+    b = RNG.standard_normal((k, n)).astype(np.float32)
+    got = run_kernel(f, [a, b, np.zeros((2, m, n), np.float32)])[-1]
+    np.testing.assert_allclose(got.reshape(2, m, n), a @ b + 1, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("pads,stride,size", [((1, 1, 1, 1), 1, 6), ((0, 0, 0, 0), 2, 9)])
+def test_conv2d_stages_tiles_in_shared_memory(pads, stride, size):
+    from ember.ops import get_op
+    from ember.schedules.gpu import conv2d
+
+    X, W = te.placeholder((1, 3, size, size), "float32", "X"), te.placeholder((17, 3, 3, 3), "float32", "W")
+    attrs = {"strides": (stride, stride), "pads": pads, "dilations": (1, 1), "groups": 1}
+    C = get_op("conv2d").compute(attrs, X, W)
+    R = te.compute(C.shape, lambda *i: te.maximum(C[i], te.const(0.0, "float32")), name="R")
+    s = create_schedule(R)
+    conv2d(attrs, s, C, resolve("cuda"))
+    f = optimize(lower(s, "conv", [X, W, s.output]))
+    assert check_kernel(f).shared
+    x = RNG.standard_normal((1, 3, size, size)).astype(np.float32)
+    w = RNG.standard_normal((17, 3, 3, 3)).astype(np.float32)
+    got = run_kernel(f, [x, w, np.zeros(R.shape, np.float32)])[-1].reshape(R.shape)
+    ref = np.maximum(get_op("conv2d").reference(attrs, x, w), 0)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@needs_opencl
+def test_knobs_change_the_schedule_not_the_result(cnn):
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    tiled = ember.compile(cnn, target="opencl")
+    plain = ember.compile(cnn, target="opencl", knobs={"gpu.tiles": 0, "gpu.threads": 64})
+    assert "_acc_a[" in tiled.source and "_acc_a[" not in plain.source     # the conv's shared tiles
+    assert "reqd_work_group_size(64, 1, 1)" in plain.source
+    np.testing.assert_allclose(plain(x)[0], tiled(x)[0], rtol=1e-6, atol=1e-7)
+    with pytest.raises(TargetError, match="gpu.threads"):
+        ember.compile(cnn, target="opencl", knobs={"gpu.threads": 100})
+    with pytest.raises(TargetError, match="unknown GPU schedule knob"):
+        ember.compile(cnn, target="opencl", knobs={"matmul.rows": 4})
+
+
+# ---- the shared test models ----------------------------------------------------------------------
+
+def _model(name):
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    models = Path(os.environ.get("EMBER_MODELS_DIR", root / "build" / "models"))
+    path = models / f"{name}.onnx"
+    if not path.exists():
+        pytest.skip(f"{path} not built (make models)")
+    inputs = dict(np.load(models / f"{name}.inputs.npz"))
+    return path, inputs, dict(np.load(models / f"{name}.outputs.npz"))
+
+
+@needs_nvrtc
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "bert_base"])
+def test_shared_models_compile_to_ptx(name):
+    """The generated CUDA of ResNet-50 and BERT-base compiles to PTX (about 10 s and 35 s here)."""
+    path, inputs, _ = _model(name)
+    m = ember.compile(path, target="cuda", shapes={k: v.shape for k, v in inputs.items()})
+    assert m.ptx.count(".entry") == m.metadata["kernels"] > 50
+
+
+@needs_opencl
+@pytest.mark.slow
+def test_mobilenet_v2_on_opencl():
+    """MobileNetV2 on the OpenCL device against onnxruntime's outputs (ResNet-50 and BERT-base
+    match too, but take 15 to 70 s a run on pocl with two cores: not in CI)."""
+    path, inputs, want = _model("mobilenet_v2")
+    m = ember.compile(path, target="opencl", shapes={k: v.shape for k, v in inputs.items()},
+                      knobs={"gpu.tiles": 0})
+    got = m.run(inputs)
+    for key in want:
+        assert np.abs(got[key] - want[key]).max() <= 1e-3 * np.abs(want[key]).max()
+
+
+@needs_opencl
+def test_index_out_of_range_is_reported(tmp_path):
+    """A run-time index check that fails in a kernel sets the flag the runtime reads after the run."""
+    table = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "table")
+    node = helper.make_node("Gather", ["table", "ids"], ["y"], name="lookup", axis=0)
+    g = helper.make_graph([node], "gather", [helper.make_tensor_value_info("ids", TensorProto.INT64, [5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 3])], [table])
+    path = tmp_path / "gather.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    m = ember.compile(path, target="opencl")
+    ids = np.array([0, 3, -1, 2, -4], np.int64)
+    np.testing.assert_array_equal(m.run({"ids": ids})["y"], np.arange(12, dtype=np.float32).reshape(4, 3)[ids])
+    with pytest.raises(ember.errors.IndexOutOfRangeError):
+        m.run({"ids": np.array([0, 4, 1, 1, 1], np.int64)})
+    np.testing.assert_array_equal(m.run({"ids": ids})["y"][1], [9, 10, 11])     # the flag is reset
+
+
+FLOAT_FNS = ["exp", "log", "sqrt", "tanh", "erf", "floor", "ceil", "nearbyint", "sin", "cos", "tan", "asin",
+             "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "abs"]
+
+
+def _intrinsics():
+    """One kernel using every intrinsic, integer division and remainder by a variable, integer
+    powers, max and min, casts, float64 and a run-time index check."""
+    X = te.placeholder((8,), "float32", "X")
+    N = te.placeholder((8,), "int64", "N")
+    D = te.placeholder((8,), "float64", "D")
+
+    def f(i):
+        x, n, d = X[i], N[i], D[i]
+        acc = te.const(0.0, "float32")
+        for fn in FLOAT_FNS:
+            arg = te.call("abs", x) + te.const(1.5, "float32") if fn in ("log", "sqrt", "acosh") else \
+                x * te.const(0.1, "float32") if fn in ("asin", "acos", "atanh") else x
+            acc = acc + te.call(fn, arg)
+        acc = acc + te.call("pow", te.call("abs", x), te.const(0.5, "float32")) + te.call("fmod", x, te.const(0.7, "float32"))
+        acc = acc + te.cast("float32", te.call("isnan", x, dtype="bool"))
+        ints = n // (n - te.const(3, "int64")) + n % (n + te.const(2, "int64")) + te.call("pow", n, te.const(2, "int64"))
+        ints = te.maximum(ints, te.const(-5, "int64")) + te.minimum(n, te.const(4, "int64"))
+        k = te.checked_index(n, 8, "the test's index")
+        wide = te.cast("float32", te.call("exp", d) + te.cast("float64", X[k]))
+        return acc + te.cast("float32", ints) + wide + te.cast("float32", te.gt(x, te.const(0.0, "float32")))
+    return [X, N, D], te.compute((8,), f, name="intrinsics")
+
+
+@pytest.mark.parametrize("lang", ["cuda", "opencl"])
+def test_every_intrinsic_compiles(lang):
+    """The generated source of every intrinsic builds with the language's compiler: NVRTC for
+    CUDA, the OpenCL driver for OpenCL (and runs there against the interpreter)."""
+    inputs, out = _intrinsics()
+    target = resolve(lang)
+    s = create_schedule(out)
+    default(target)(s, target)
+    f = optimize(lower(s, "intrinsics", inputs + [s.output]))
+    gen = GPUGenerator(lang)
+    gen.kernel(f)
+    if lang == "cuda":
+        if not nvrtc.available():
+            pytest.skip("NVRTC is not installed")
+        assert ".entry intrinsics" in nvrtc.compile_ptx(gen.source())
+        return
+    if not opencl.available():
+        pytest.skip("pyopencl with an OpenCL device is not installed")
+    import pyopencl as cl
+
+    x = np.linspace(-2, 2, 8).astype(np.float32)
+    n = np.array([0, 1, 2, 3, 5, -1, 7, -8], np.int64)
+    d = np.linspace(-1, 1, 8)
+    want = run_kernel(f, [x, n, d, np.zeros(8, np.float32)])[-1]
+    ctx = cl.Context([opencl._device()])
+    q = cl.CommandQueue(ctx)
+    prog = cl.Program(ctx, gen.source()).build()
+    mf = cl.mem_flags
+    bufs = [cl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=a) for a in (x, n, d)]
+    out_buf = cl.Buffer(ctx, mf.READ_WRITE, 32)
+    flag = cl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=np.zeros(1, np.int32))
+    launch = f.attrs["launch"]
+    prog.intrinsics(q, (launch["grid"][0] * launch["block"][0],), (launch["block"][0],), *bufs, out_buf, flag)
+    got = np.empty(8, np.float32)
+    cl.enqueue_copy(q, got, out_buf)
+    q.finish()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_opencl
+def test_topk_integer_reductions_on_opencl(tmp_path):
+    """TopK lowers to integer counting reductions (block per row, shared-memory tree on int64)."""
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], name="topk", axis=1)
+    g = helper.make_graph([node], "topk", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 10])],
+                          [helper.make_tensor_value_info("v", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("i", TensorProto.INT64, None)],
+                          [numpy_helper.from_array(np.array([3], np.int64), "k")])
+    path = tmp_path / "topk.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = np.random.default_rng(5).standard_normal((3, 10)).astype(np.float32)
+    got = ember.compile(path, target="opencl").run({"x": x})
+    for a, b in zip(got.values(), _reference(path, {"x": x})):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_malformed_gpu_metadata_is_refused(tmp_path):
+    from ember.runtime.gpu import GPUArtifact
+
+    meta = {"format": 1, "name": "m", "inputs": [], "outputs": [], "arena_bytes": 0,
+            "gpu": {"language": "opencl", "launches": [{"kernel": "k", "grid": [1, 1, 1], "block": [0, 1, 1],
+                                                        "args": []}], "copies": []}}
+    (tmp_path / "m.ember").write_bytes(GPUArtifact(meta, "", b"").to_bytes())
+    with pytest.raises(ArtifactError, match="malformed GPU metadata"):
+        ember.load(tmp_path / "m.ember")
+    meta["gpu"] = {"language": "metal"}
+    (tmp_path / "m.ember").write_bytes(GPUArtifact(meta, "", b"").to_bytes())
+    with pytest.raises(ArtifactError, match="malformed GPU metadata"):
+        ember.load(tmp_path / "m.ember")

@@ -1,6 +1,6 @@
 /* run_model.c — run an Ember artifact from C, with no Python.
  *
- *   cc -O2 -I src/ember/runtime/c examples/c/run_model.c -o run_model -ldl -lm
+ *   cc -O2 -I src/ember/runtime/c src/ember/runtime/runners/run_model.c -o run_model -ldl -lm
  *   ./run_model model.so [--threads N] [--iters N] [--out PREFIX] [INPUT.bin ...]
  *
  * Opens the artifact with dlopen() and looks up the functions of ember_runtime.h.  Inputs are

@@ -6,6 +6,7 @@
                              [--target T] [compile options] [--limit NAME=SIZE]
     ember info MODEL [--shape NAME=D1,D2] [--bound SYMBOL=N]
     ember bench MODEL [--threads 2] [--runs 30] [--warmup 5] [--size SYMBOL=N]
+    ember export --format c MODEL -o DIR [--target portable] [--weights blob|array] [compile options]
     ember targets
     ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
     ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [compile options]
@@ -144,6 +145,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_compile_options(v)
     v.set_defaults(func=cmd_view)
 
+    e = sub.add_parser("export", help="write a model as a C source package that builds with no Ember present",
+                       description="Write a model as a C source package: the generated kernels, the runtime's C "
+                                   "files, the weights, a header, a Makefile and a README.  It builds with any "
+                                   "C compiler (make CC=...).  --target portable (the default) writes generic "
+                                   "C for any processor; a named target writes its own intrinsics.")
+    e.add_argument("model", help="model file (.onnx)")
+    e.add_argument("--format", choices=["c"], default="c", help="the package's form (default: c)")
+    e.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (new, empty, or an "
+                                                                          "earlier export)")
+    e.add_argument("--weights", choices=["blob", "array"], default="blob",
+                   help="weights as weights.bin with an .incbin (blob, default) or a C array in weights.c")
+    _add_compile_options(e)
+    e.set_defaults(func=cmd_export, target="portable")
+
     t = sub.add_parser("targets", help="list the targets --target accepts",
                        description="List the targets: this machine and the cross targets, with their ISA.")
     t.set_defaults(func=cmd_targets)
@@ -235,6 +250,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  host steps {len(hosts)} ({', '.join(sorted({op for _, op in hosts}))}): a program for the "
               "Python runtime (ember.load); the C API cannot run it")
     print(f"  compiled in {seconds:.2f} s")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .driver.export import export_c
+
+    _require_file(args.model)
+    progress = _Progress()
+    print(f"exporting for {args.target} at -O{args.opt_level}", file=sys.stderr, flush=True)
+    out = export_c(args.model, args.output, target=args.target, opt_level=args.opt_level,
+                   shapes=dict(args.shape) or None, bounds=dict(args.bound) or None,
+                   knobs=dict(args.knob) or None, weights=args.weights, progress=progress)
+    print(f"wrote {out} ({_bytes(_path_size(out))}); build it with: make -C {out}")
     return 0
 
 

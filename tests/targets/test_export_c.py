@@ -103,7 +103,8 @@ def test_export_writes_weights_as_a_c_array_and_replaces_only_an_earlier_export(
     assert main(args) == 0 and (out / "weights.bin").exists()
     assert main([*args, "--weights", "array"]) == 0            # an earlier export: replaced whole
     assert (out / "weights.c").exists() and not (out / "weights.bin").exists()
-    _make(out, f"CC={" ".join(find_compiler().command)}")
+    cc = " ".join(find_compiler().command)
+    _make(out, f"CC={cc}")
     proc = subprocess.run([str(out / "run_model"), "--iters", "1", "--out", str(out / "o")], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

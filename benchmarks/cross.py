@@ -10,7 +10,8 @@ build/models; ``make models`` builds them) and each target, it compiles the mode
 (``ember.compile(..., target=T)``), runs the artifact on the model's saved inputs under its
 emulator (``CrossArtifact.run``: qemu user mode for the Linux targets, Node.js for wasm32; what
 ``ember run`` does) and compares the outputs with onnxruntime's on the host (the saved
-``*.outputs.npz``).  Per row: the artifact's size, the compile time, the relative max error
+``*.outputs.npz``).  Per row: the artifact's size and its code (all but the weights), the
+compile time, the relative max error
 (max |ember - onnxruntime| / max(1, max |onnxruntime|)) and the latency of one run under the
 emulator (qemu's is a functional emulator: its times say nothing about the device's).  Whole
 models take minutes under qemu, so this is a script, not a test (tests/targets runs small models).
@@ -78,7 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = p.parse_args(argv)
     rows = []
-    print(f"{'model':14}{'target':16}{'artifact':>11}{'compile s':>11}{'max error':>11}{'run ms':>11}", flush=True)
+    print(f"{'model':14}{'target':16}{'artifact':>11}{'code':>10}{'compile s':>11}{'max error':>11}{'run ms':>11}",
+          flush=True)
     for model in args.models:
         for spec in args.targets:
             row = run_one(model, spec, args.iters)
@@ -86,7 +88,8 @@ def main(argv=None) -> int:
             if "skipped" in row:
                 print(f"{model:14}{spec:16}  skipped: {row['skipped']}", flush=True)
                 continue
-            print(f"{model:14}{spec:16}{row['artifact_bytes'] / 2**20:9.1f}MB{row['compile_s']:11.1f}"
+            code = row["artifact_bytes"] - row["constants_bytes"]     # the runtime, the kernels, the metadata
+            print(f"{model:14}{spec:16}{row['artifact_bytes'] / 2**20:9.1f}MB{code / 1024:8.0f}KB{row['compile_s']:11.1f}"
                   f"{row['max_error']:11.1e}{row['latency_ms']:11.0f}", flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -223,3 +223,8 @@ def test_ember_run_compiles_for_the_target_and_runs_under_its_emulator(spec, wor
         np.testing.assert_allclose(np.load(out)["y"], want, rtol=1e-4, atol=1e-6)
         with pytest.raises(ember.errors.InputError, match="input 'x' has shape"):
             ember.runtime.cross.CrossArtifact(saved, spec).run({"x": x[:2]})
+        cut = work / "cut.wasm"
+        cut.write_bytes(saved.read_bytes()[:-100])
+        capsys.readouterr()
+        assert main(["run", str(cut), *args]) == 1           # truncated: refused before it runs
+        assert "E303" in capsys.readouterr().err

@@ -3,17 +3,19 @@
     ember compile MODEL -o OUT [--target cpu] [--opt-level N] [--dump DIR] [--shape NAME=D1,D2]
                                [--bound SYMBOL=N] [--knob NAME=VALUE] [--limit NAME=SIZE]
                                [--disable-pass PASS]
-    ember run ARTIFACT --inputs in.npz [--output out.npz] [--threads N] [--limit NAME=SIZE]
+    ember run ARTIFACT|MODEL [--inputs in.npz] [--output out.npz] [--threads N] [--iters N]
+                             [--target T] [compile options] [--limit NAME=SIZE]
     ember info MODEL [--shape NAME=D1,D2] [--bound SYMBOL=N]
     ember bench MODEL [--threads 2] [--runs 30] [--warmup 5] [--size SYMBOL=N]
+    ember export --format c MODEL -o DIR [--target portable] [--weights blob|array] [compile options]
     ember targets
     ember passes
     ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
     ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [compile options]
 
 ``--target`` takes ``cpu`` (this machine) or a target ``ember targets`` lists, with ``+feature``
-suffixes and ``-mcpu=`` (``--target "aarch64-linux -mcpu=cortex-a76"``); a cross target's
-artifact is written but not run here.
+suffixes and ``-mcpu=`` (``--target "aarch64-linux -mcpu=cortex-a76"``); ``ember run`` runs a
+cross target's artifact here under qemu user mode (Linux targets) or Node.js (wasm32).
 
 Symbolic dimensions of a model stay symbolic unless ``--shape`` fixes them: ``--bound`` gives
 the size to plan memory and schedules for (larger inputs still run, unless the model itself
@@ -41,6 +43,10 @@ import numpy as np
 
 from . import limits
 from .errors import ArtifactError, EmberError, InputError, ModelLoadError
+
+
+#: the files ``ember run`` compiles before it runs them (anything else is an artifact)
+MODEL_SUFFIXES = (".onnx", ".tflite")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,13 +83,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="do not run this pass of the pipeline (repeatable; 'ember passes' lists them)")
     c.set_defaults(func=cmd_compile)
 
-    r = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz file",
-                       description="Run a compiled artifact on the arrays of an .npz file.")
-    r.add_argument("artifact", help="artifact written by 'ember compile'")
-    r.add_argument("--inputs", required=True, metavar="NPZ", help="inputs, one array per input name")
+    r = sub.add_parser("run", help="run an artifact (or compile a model and run it) on inputs from an .npz file",
+                       description="Run a compiled artifact on the arrays of an .npz file; a model is compiled "
+                                   "for --target first.  An artifact for another target (aarch64-linux, "
+                                   "armv7-linux, riscv64-linux, wasm32) runs here under qemu user mode or Node.js.")
+    r.add_argument("artifact", help="artifact written by 'ember compile', or a model file (.onnx) to compile")
+    r.add_argument("--inputs", metavar="NPZ", help="inputs, one array per input name (default: the deterministic "
+                                                   "test pattern of ember.runtime.pattern_array)")
     r.add_argument("--output", metavar="NPZ", help="write the outputs here")
     r.add_argument("--threads", type=_positive_int, metavar="N", help="worker threads")
-    _add_limit_option(r)
+    r.add_argument("--iters", type=_positive_int, default=1, metavar="N",
+                   help="timed runs after the first (default: 1); the median is printed")
+    _add_compile_options(r)
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("info", help="describe a model: signature, ops, parameters, FLOPs",
@@ -137,6 +148,20 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--runs", type=_positive_int, default=10, metavar="N", help="runs to profile (default: 10)")
     _add_compile_options(v)
     v.set_defaults(func=cmd_view)
+
+    e = sub.add_parser("export", help="write a model as a C source package that builds with no Ember present",
+                       description="Write a model as a C source package: the generated kernels, the runtime's C "
+                                   "files, the weights, a header, a Makefile and a README.  It builds with any "
+                                   "C compiler (make CC=...).  --target portable (the default) writes generic "
+                                   "C for any processor; a named target writes its own intrinsics.")
+    e.add_argument("model", help="model file (.onnx)")
+    e.add_argument("--format", choices=["c"], default="c", help="the package's form (default: c)")
+    e.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (new, empty, or an "
+                                                                          "earlier export)")
+    e.add_argument("--weights", choices=["blob", "array"], default="blob",
+                   help="weights as weights.bin with an .incbin (blob, default) or a C array in weights.c")
+    _add_compile_options(e)
+    e.set_defaults(func=cmd_export, target="portable")
 
     t = sub.add_parser("targets", help="list the targets --target accepts",
                        description="List the targets: this machine and the cross targets, with their ISA.")
@@ -236,6 +261,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .driver.export import export_c
+
+    _require_file(args.model)
+    progress = _Progress()
+    print(f"exporting for {args.target} at -O{args.opt_level}", file=sys.stderr, flush=True)
+    out = export_c(args.model, args.output, target=args.target, opt_level=args.opt_level,
+                   shapes=dict(args.shape) or None, bounds=dict(args.bound) or None,
+                   knobs=dict(args.knob) or None, weights=args.weights, progress=progress)
+    print(f"wrote {out} ({_bytes(_path_size(out))}); build it with: make -C {out}")
+    return 0
+
+
 def cmd_bisect(args: argparse.Namespace) -> int:
     from .tools.bisect import DISAGREES, bisect
 
@@ -298,20 +336,37 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import ember
+    from .runtime.artifact import artifact_machine, host_machine
+    from .runtime.cross import CrossArtifact, read_metadata
 
     if not os.path.exists(args.artifact):
-        raise ArtifactError(f"no such artifact: {args.artifact}")
-    module = ember.load(args.artifact)
-    if args.threads:
-        module.num_threads = args.threads
-    inputs = _load_npz(args.inputs)
-    t0 = time.perf_counter()
-    outputs = module.run(inputs)
-    ms = (time.perf_counter() - t0) * 1e3
+        raise ArtifactError(f"no such artifact or model: {args.artifact}")
+    inputs = _load_npz(args.inputs) if args.inputs else None
+    if Path(args.artifact).suffix.lower() in MODEL_SUFFIXES:     # a model: compile it for --target first
+        module, _ = _compile(args.artifact, args, shapes=dict(args.shape) or None)
+    elif artifact_machine(args.artifact) not in ("", host_machine()):
+        module = CrossArtifact(args.artifact, str(read_metadata(Path(args.artifact)).get("target", "")))
+    else:
+        module = ember.load(args.artifact)
+    if isinstance(module, CrossArtifact):
+        outputs = module.run(inputs, threads=args.threads, iters=args.iters)
+        how = f"under {'Node.js' if module.machine == 'wasm32' else 'qemu-' + module.machine} "
+        ms = module.last.latency_ms
+    else:
+        if args.threads:
+            module.num_threads = args.threads
+        feeds = inputs if inputs is not None else module.pattern_inputs()
+        outputs = module.run(feeds)
+        times = []
+        for _ in range(args.iters):
+            t0 = time.perf_counter()
+            module.run(feeds)
+            times.append((time.perf_counter() - t0) * 1e3)
+        how, ms = "", sorted(times)[len(times) // 2]
     for name, arr in outputs.items():
         arr = np.asarray(arr)
         print(f"{name}  {arr.dtype}[{', '.join(map(str, arr.shape))}]  {_preview(arr)}")
-    print(f"ran in {ms:.3f} ms", file=sys.stderr)
+    print(f"ran {how}in {ms:.3f} ms (median of {args.iters})", file=sys.stderr)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.output, **outputs)

@@ -340,6 +340,13 @@ def host() -> Target:
     return Target("cpu", platform.machine(), _cpu_flags(), l2_bytes=_l2_bytes())
 
 
+def portable() -> Target:
+    """Any processor: the generic C of ``codegen/isa_generic.py`` (GCC/Clang vector extensions,
+    128-bit vectors, no FMA or dot product assumed), for a C package that builds anywhere
+    (``ember export --format c``)."""
+    return Target("cpu", "generic", frozenset(), name="portable")
+
+
 def resolve(spec: "str | Target") -> Target:
     """A Target from a value or a name; "cpu" and "host" mean this machine.  A named target
     (:data:`TARGETS`) takes ``+feature`` suffixes and an ``-mcpu=`` option:

@@ -1,4 +1,4 @@
-"""examples/c/run_model.c runs an artifact with no Python and agrees with Module.run."""
+"""src/ember/runtime/runners/run_model.c runs an artifact with no Python and agrees with Module.run."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from ember.runtime import load
 from ember.toolchain import build_shared, find_compiler, runtime_dir
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "c" / "run_model.c"
+EXAMPLE = Path(__file__).resolve().parents[2] / "src" / "ember" / "runtime" / "runners" / "run_model.c"
 
 # Every dtype the example knows, copied through, plus one computed output.
 IO = [("f32", "float32", (3, 7)), ("f16", "float16", (5,)), ("bf16", "bfloat16", (4,)),

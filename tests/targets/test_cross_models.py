@@ -22,7 +22,7 @@ from ember.runtime import pattern_array
 from ember.runtime.cross import CrossArtifact
 from ember.target import resolve
 
-from .cross import ROOT, missing, run_artifact
+from .cross import ROOT, artifact_name, missing, run_artifact
 
 #: (target, model): both models on every target, the demo CNN on the feature variants too
 CASES = [(t, m) for t in ["aarch64-linux", "armv7-linux", "riscv64-linux", "wasm32"] for m in ("demo_cnn", "transformer_block")]
@@ -103,10 +103,12 @@ def test_cross_build_runs_and_matches_the_reference(spec, model_name, work):
     art = ember.compile(model, target=spec, cflags=("-O1",))
     assert isinstance(art, CrossArtifact)
     assert art.metadata["target"] == spec and art.metadata["triple"] == target.triple
-    path = art.save(work / f"{model_name}-{spec.replace('+', '_')}{'.wasm' if target.arch == 'wasm32' else '.so'}")
+    path = art.save(work / artifact_name(model_name, target))
     with pytest.raises(ArtifactError, match=f"artifact for {re.escape(spec)}\\b.*cannot be loaded here"):
         ember.load(path)                   # another machine's code: refused, never dlopen'ed
-    outs, printed = run_artifact(target, path, work, [(v.dtype, v.type.shape) for v in graph.outputs])
+    saved = CrossArtifact(path, spec)      # the saved copy runs under the emulator
+    outs = run_artifact(saved, {v.name: pattern_array(v.type) for v in graph.inputs})
+    printed = saved.last.printed
     for got, want in zip(outs, expected):
         err = float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want)))))
         print(f"{spec} {model_name}: max error {err:.2e}")
@@ -127,16 +129,16 @@ def test_cross_artifact_checks_the_processor_at_load(spec, feature, lacking_cpu,
     """A cross artifact embeds the load-time check of its target's extensions: under qemu with a
     processor that lacks one, the C example stops naming it instead of dying of an illegal
     instruction; with one that has it, it runs."""
-    from .cross import QEMU, _run_model_binary
+    from ember.toolchain.emulator import QEMU, runner_binary, target_machine
 
     target = resolve(spec)
     why = missing(target)
     if why:
         pytest.skip(why)
     art = ember.compile(tiny_model(), target=spec, cflags=("-O1",))
-    path = art.save(work / f"tiny-{spec.replace('+', '_')}.so")
-    qemu, libc, good_cpu = QEMU[target.arch]
-    exe = str(_run_model_binary(target, work))
+    path = art.save(work / artifact_name("tiny", target))
+    qemu, libc, good_cpu = QEMU[target_machine(target)]
+    exe = str(runner_binary(target))
     bad = subprocess.run([qemu, "-L", libc, "-cpu", lacking_cpu, exe, str(path), "--iters", "1"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and f"compiled for a processor with {feature}, which this one lacks" in bad.stderr, \
@@ -175,7 +177,54 @@ def test_quantized_conv_uses_each_dot_product(spec, work):
     model = quantized_conv()
     graph, expected = _reference(model)
     art = ember.compile(model, target=spec, cflags=("-O1",))
-    path = art.save(work / f"qconv-{spec.replace('+', '_')}{'.wasm' if target.arch == 'wasm32' else '.so'}")
-    (got,), _ = run_artifact(target, path, work, [(v.dtype, v.type.shape) for v in graph.outputs])
+    (got,) = run_artifact(art, {v.name: pattern_array(v.type) for v in graph.inputs})
     diff = np.abs(got.astype(np.int32) - expected[0].astype(np.int32))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.99, f"{spec}: {diff.max()} max, {(diff > 0).sum()} differ"
+
+
+def small_mlp() -> onnx.ModelProto:
+    """MatMul, Add, Relu, Softmax on [4, 8]: compiles in seconds for every target."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b")]
+    n = helper.make_node
+    graph = helper.make_graph([n("MatMul", ["x", "w"], ["m"]), n("Add", ["m", "b"], ["a"]), n("Relu", ["a"], ["r"]),
+                               n("Softmax", ["r"], ["y"], axis=-1)], "small_mlp",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("spec", ["aarch64-linux", "armv7-linux", "riscv64-linux", "wasm32"])
+def test_ember_run_compiles_for_the_target_and_runs_under_its_emulator(spec, work, capsys):
+    """``ember run --target T MODEL`` compiles for T and runs the artifact here (qemu user mode,
+    Node.js) on the arrays of an .npz file; ``ember run ARTIFACT`` runs a saved cross artifact."""
+    from ember.cli import main
+
+    target = resolve(spec)
+    why = missing(target)
+    if why:
+        pytest.skip(why)
+    model = small_mlp()
+    onnx.save(model, work / "small_mlp.onnx")
+    x = np.random.default_rng(4).standard_normal((4, 8)).astype(np.float32)
+    np.savez(work / "mlp_in.npz", x=x)
+    (want,) = run_graph(from_onnx(model), {"x": x})
+    out = work / f"mlp_out_{spec}.npz"
+    args = ["--inputs", str(work / "mlp_in.npz"), "--output", str(out)]
+    assert main(["run", str(work / "small_mlp.onnx"), "--target", spec, "--opt-level", "1", "--iters", "2", *args]) == 0
+    assert f"ran under {'Node.js' if spec == 'wasm32' else 'qemu-'}" in capsys.readouterr().err
+    np.testing.assert_allclose(np.load(out)["y"], want, rtol=1e-4, atol=1e-6)
+    if spec == "wasm32":
+        saved = work / "small_mlp.wasm"
+        assert main(["compile", str(work / "small_mlp.onnx"), "--target", spec, "--opt-level", "1", "-o", str(saved)]) == 0
+        out.unlink()
+        assert main(["run", str(saved), *args]) == 0
+        np.testing.assert_allclose(np.load(out)["y"], want, rtol=1e-4, atol=1e-6)
+        with pytest.raises(ember.errors.InputError, match="input 'x' has shape"):
+            ember.runtime.cross.CrossArtifact(saved, spec).run({"x": x[:2]})
+        cut = work / "cut.wasm"
+        cut.write_bytes(saved.read_bytes()[:-100])
+        capsys.readouterr()
+        assert main(["run", str(cut), *args]) == 1           # truncated: refused before it runs
+        assert "E303" in capsys.readouterr().err

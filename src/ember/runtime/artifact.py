@@ -240,8 +240,8 @@ def check_machine(path: str | os.PathLike) -> None:
     machine = artifact_machine(path)
     if not machine or machine == host_machine():
         return
-    how = ("run it under Node.js with examples/wasm/run_model.mjs" if machine == "wasm32" else
-           f"run it on that machine or under qemu-{machine} with examples/c/run_model.c")
+    how = ("`ember run` runs it here under Node.js" if machine == "wasm32" else
+           f"run it on that machine, or here under qemu-{machine} with `ember run`")
     target = machine
     try:
         from .cross import read_metadata

@@ -2,10 +2,10 @@
 
 :func:`ember.compile` for a cross target (``aarch64-linux``, ``wasm32``, ...) returns a
 :class:`CrossArtifact`: the sealed artifact in the cache, its target and the model's metadata,
-with ``save``.  It is run on the target, or here under an emulator: a Linux target's shared
-library with ``examples/c/run_model.c`` built by the same cross compiler under qemu user mode, a
-``wasm32`` module with ``examples/wasm/run_model.mjs`` under Node.js (see docs/design.md,
-"Targets").
+with ``save``, and ``run``, which runs it here under an emulator
+(:mod:`ember.toolchain.emulator`): a Linux target's shared library with ``runners/run_model.c``
+built by the same cross compiler under qemu user mode, a ``wasm32`` module with
+``runners/run_model.mjs`` under Node.js (see docs/design.md, "Targets").
 """
 
 from __future__ import annotations
@@ -78,9 +78,15 @@ class CrossArtifact:
             os.chmod(tmp, 0o644)
         return dest
 
-    def run(self, *args, **kwargs):
-        raise ArtifactError(f"'{self.name}' was compiled for {self.target} ({self.machine}): it cannot run on "
-                            "this machine; save it and run it there, or under an emulator (docs/design.md, Targets)")
+    def run(self, feeds=None, *, threads: int | None = None, iters: int = 1):
+        """Runs the artifact here under its emulator (qemu user mode, Node.js: see
+        :mod:`ember.toolchain.emulator`) on ``feeds`` (by input name; None: the deterministic
+        pattern of :func:`ember.runtime.pattern_array`); returns the outputs by name.  ``.last``
+        keeps the latency and what the runner printed."""
+        from ..toolchain.emulator import run
+
+        self.last = run(self, feeds, threads=threads, iters=iters)
+        return self.last.outputs
 
     __call__ = run
 

@@ -105,7 +105,7 @@ def _boundary_dtype(dtype: str) -> np.dtype:
 
 
 def pattern_array(ttype: TensorType) -> np.ndarray:
-    """The deterministic test input ``examples/c/run_model.c`` uses, for one tensor type.
+    """The deterministic test input ``src/ember/runtime/runners/run_model.c`` uses, for one tensor type.
 
     With ``v = (i * 7919) % 1000`` for flat index ``i``: floats are ``float32(v / 1000 - 0.5)``
     converted to the dtype; signed integers ``v % 200 - 100``; unsigned ``v % 200``; bools
@@ -592,7 +592,7 @@ class Module(LoadedModel):
         return totals
 
     def pattern_inputs(self) -> "OrderedDict[str, np.ndarray]":
-        """The deterministic inputs ``examples/c/run_model.c`` feeds this model (see
+        """The deterministic inputs ``src/ember/runtime/runners/run_model.c`` feeds this model (see
         :func:`pattern_array`)."""
         if self._symbols:
             raise EmberRuntimeError(f"'{self.name}' has symbolic input shapes; pattern inputs need static ones")

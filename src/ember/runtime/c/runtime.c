@@ -1049,5 +1049,9 @@ int ember_cpu_check(void) {
 int ember_cpu_check(void) { return 0; }
 #endif
 
-/* The constants blob when the toolchain was given none (a real blob's definition wins). */
+/* The constants blob when the toolchain was given none (a real blob's definition wins).  A static
+ * library must not hold it (the linker would take it and never pull the real one from the
+ * archive): the packages of `ember export --format c` build with EMBER_NO_DEFAULT_CONSTANTS. */
+#ifndef EMBER_NO_DEFAULT_CONSTANTS
 __attribute__((weak, aligned(64))) const unsigned char ember_constants[64];
+#endif

@@ -1,12 +1,12 @@
 // run_model.mjs — run an Ember wasm32 artifact under Node.js (20 or later), with no Python.
 //
-//   node examples/wasm/run_model.mjs model.wasm [--iters N] [--out PREFIX] [INPUT.bin ...]
+//   node src/ember/runtime/runners/run_model.mjs model.wasm [--iters N] [--out PREFIX] [INPUT.bin ...]
 //
 // The artifact is a WebAssembly module (a WASI reactor) followed by Ember's 48-byte trailer:
 // "EMBERART", the module's length (u64, little-endian), its sha256.  The trailer is checked and
 // taken off before the module is compiled.  The module exports the C API of ember_runtime.h
 // (ember_model_create, ember_model_run, ember_input_info, ...) and malloc/free; it runs on one
-// thread.  Inputs and printed output are those of examples/c/run_model.c: raw input files, or
+// thread.  Inputs and printed output are those of src/ember/runtime/runners/run_model.c: raw input files, or
 // the same deterministic pattern; the first values of each output, the FNV-1a checksum of all
 // output bytes, the latency; with --out, output i's bytes go to PREFIX<i>.bin.
 import { createHash } from "node:crypto";
@@ -62,7 +62,7 @@ export async function loadModel(bytes, where) {
   };
 }
 
-/** examples/c/run_model.c's pattern: v = (i * 7919) % 1000, by dtype. */
+/** src/ember/runtime/runners/run_model.c's pattern: v = (i * 7919) % 1000, by dtype. */
 function fillPattern(t, buffer, ptr) {
   const arrays = { float32: Float32Array, float64: Float64Array, int8: Int8Array, int16: Int16Array,
                    int32: Int32Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, bool: Uint8Array };

@@ -1,9 +1,11 @@
 /* run_model.c — run an Ember artifact from C, with no Python.
  *
- *   cc -O2 -I src/ember/runtime/c examples/c/run_model.c -o run_model -ldl -lm
+ *   cc -O2 -I src/ember/runtime/c src/ember/runtime/runners/run_model.c -o run_model -ldl -lm
  *   ./run_model model.so [--threads N] [--iters N] [--out PREFIX] [INPUT.bin ...]
  *
- * Opens the artifact with dlopen() and looks up the functions of ember_runtime.h.  Inputs are
+ * Opens the artifact with dlopen() and looks up the functions of ember_runtime.h.  Built with
+ * -DEMBER_LINKED and linked with a model's objects instead (the package of `ember export
+ * --format c`), it takes no ARTIFACT and calls the linked model's functions.  Inputs are
  * read from raw binary files (one per input, in model order, exactly the input's bytes) or, when
  * none are given, filled with a deterministic pattern; with v = (i * 7919) % 1000 for flat
  * index i:
@@ -19,7 +21,9 @@
  * (ember_model_output_shape, ember_model_output).
  */
 #define _GNU_SOURCE
+#ifndef EMBER_LINKED
 #include <dlfcn.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,6 +60,7 @@ static int die(const char* fmt, const char* arg) {
     return 1;
 }
 
+#ifndef EMBER_LINKED
 static void* lookup(void* lib, const char* name, int* ok) {
     void* sym = dlsym(lib, name);
     if (!sym) {
@@ -82,6 +87,8 @@ static int check_trailer(const char* path) {
     }
     return ok ? 0 : die("%s is not an Ember artifact or is truncated", path);
 }
+
+#endif
 
 /* float32 -> float16 bits, round to nearest even. */
 static uint16_t f32_to_f16(float f) {
@@ -199,47 +206,59 @@ static int write_output(const char* prefix, int i, const void* data, int64_t n) 
     return ok ? 0 : die("cannot write %s", path);
 }
 
+#ifdef EMBER_LINKED
+/* Linked with the model (a package of `ember export --format c`): the functions are the model's. */
+#define LOOKUP(field, symbol) (api.field = symbol)
+#define ARTIFACT_ARGS 0
+#else
+#define LOOKUP(field, symbol) (*(void**)&api.field = lookup(lib, #symbol, &ok))
+#define ARTIFACT_ARGS 1
+#endif
+
 int main(int argc, char** argv) {
-    const char* artifact = NULL;
+    const char* artifact = ARTIFACT_ARGS ? NULL : "the model";
     const char* files[256];
     const char* out_prefix = NULL;
-    int nfiles = 0, threads = 0, iters = 10;
+    int nfiles = 0, threads = 0, iters = 10, usage = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_prefix = argv[++i];
-        else if (argv[i][0] == '-') artifact = NULL, i = argc;   /* -h, --help, or unknown */
+        else if (argv[i][0] == '-') usage = 1, i = argc;   /* -h, --help, or unknown */
         else if (!artifact) artifact = argv[i];
         else if (nfiles < 256) files[nfiles++] = argv[i];
     }
-    if (!artifact) {
-        fprintf(stderr, "usage: run_model ARTIFACT [--threads N] [--iters N] [--out PREFIX] [INPUT.bin ...]\n");
+    if (!artifact || usage) {
+        fprintf(stderr, "usage: run_model %s[--threads N] [--iters N] [--out PREFIX] [INPUT.bin ...]\n",
+                ARTIFACT_ARGS ? "ARTIFACT " : "");
         return 2;
     }
     if (iters < 1) iters = 1;
-    if (check_trailer(artifact)) return 1;
-
-    void* lib = dlopen(artifact, RTLD_NOW | RTLD_LOCAL);
-    if (!lib) return die("%s", dlerror());
     runtime_api api;
     int ok = 1;
-    *(void**)&api.abi_version = lookup(lib, "ember_abi_version", &ok);
-    *(void**)&api.cpu_check = lookup(lib, "ember_cpu_check", &ok);
-    *(void**)&api.num_inputs = lookup(lib, "ember_num_inputs", &ok);
-    *(void**)&api.num_outputs = lookup(lib, "ember_num_outputs", &ok);
-    *(void**)&api.input_info = lookup(lib, "ember_input_info", &ok);
-    *(void**)&api.output_info = lookup(lib, "ember_output_info", &ok);
-    *(void**)&api.model_create = lookup(lib, "ember_model_create", &ok);
-    *(void**)&api.model_run = lookup(lib, "ember_model_run", &ok);
-    *(void**)&api.model_destroy = lookup(lib, "ember_model_destroy", &ok);
-    *(void**)&api.last_error = lookup(lib, "ember_last_error", &ok);
-    *(void**)&api.set_num_threads = lookup(lib, "ember_set_num_threads", &ok);
-    *(void**)&api.get_num_threads = lookup(lib, "ember_get_num_threads", &ok);
+#ifndef EMBER_LINKED
+    if (check_trailer(artifact)) return 1;
+    void* lib = dlopen(artifact, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return die("%s", dlerror());
+#endif
+    LOOKUP(abi_version, ember_abi_version);
+    LOOKUP(cpu_check, ember_cpu_check);
+    LOOKUP(num_inputs, ember_num_inputs);
+    LOOKUP(num_outputs, ember_num_outputs);
+    LOOKUP(input_info, ember_input_info);
+    LOOKUP(output_info, ember_output_info);
+    LOOKUP(model_create, ember_model_create);
+    LOOKUP(model_run, ember_model_run);
+    LOOKUP(model_destroy, ember_model_destroy);
+    LOOKUP(last_error, ember_last_error);
+    LOOKUP(set_num_threads, ember_set_num_threads);
+    LOOKUP(get_num_threads, ember_get_num_threads);
+    (void)ok;
     if (!ok) return 1;
     if (api.abi_version() != EMBER_ABI_VERSION) return die("%s was built for another runtime ABI", artifact);
-    *(void**)&api.stop_workers = lookup(lib, "ember_stop_workers", &ok);
-    *(void**)&api.output_shape = lookup(lib, "ember_model_output_shape", &ok);
-    *(void**)&api.output = lookup(lib, "ember_model_output", &ok);
+    LOOKUP(stop_workers, ember_stop_workers);
+    LOOKUP(output_shape, ember_model_output_shape);
+    LOOKUP(output, ember_model_output);
     if (!ok) return 1;
     if (api.cpu_check() != 0) return die("%s", api.last_error());
 
@@ -311,6 +330,8 @@ int main(int argc, char** argv) {
     free(outputs);
     free(times);
     api.stop_workers();          /* every instance is destroyed: unload without waiting on the pool */
+#ifndef EMBER_LINKED
     dlclose(lib);
+#endif
     return 0;
 }

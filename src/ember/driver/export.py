@@ -52,7 +52,7 @@ def export_c(model: Any, out: str | os.PathLike, *, target: "str | Target" = "po
     existing one must be empty or an earlier export); returns its path."""
     from .compile import generate, needs_program, to_graph
     from ..codegen.c import c_ident
-    from ..ops.schedule_cpu import check_knobs
+    from ..schedules.knobs import check_knobs
 
     if weights not in ("blob", "array"):
         raise ArtifactError(f"weights are written as 'blob' or 'array', not {weights!r}")

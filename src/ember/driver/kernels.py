@@ -124,5 +124,5 @@ def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sy
     args = [where(v) for v in group.inputs] + [where(group.output)]
     args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
     if has_checks(f.body):
-        return f, src, checked_call(f"{f.name}({', '.join(args + ['&' + CHECK_ARG])});")
+        return f, src, checked_call(f"{f.name}({', '.join(args + ['&' + CHECK_ARG])});", gen.kernels[-1].site_base)
     return f, src, f"{f.name}({', '.join(args)});"

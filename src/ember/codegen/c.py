@@ -791,13 +791,33 @@ class CGenerator:
         return kc.definition("static")
 
 
+    def alias(self, kc: "KernelC", name: str, comment: str, input_names: list[str]) -> "KernelC":
+        """Another kernel with the code of ``kc`` (a group with the same structure and types,
+        whose kernel would be the same): named ``name`` (made unique as :meth:`kernel` does),
+        its inputs ``input_names``; appended to :attr:`kernels`.  ``kc`` must have no check
+        sites (their descriptions name the nodes)."""
+        if kc.sites:
+            raise CodegenError(f"kernel {kc.name} has run-time checks: it cannot stand for another")
+        base = n = safe_ident(name)
+        k = 0
+        while n in self.kernel_names:
+            k += 1
+            n = f"{base}_{k}"
+        self.kernel_names.add(n)
+        names = dict(kc.names)
+        names.update({f"{CANONICAL}p{k}": h for k, h in enumerate(input_names)})
+        out = KernelC(n, kc.code, comment, names, kc.param_types, len(self.check_sites) // 2, 0)
+        self.kernels.append(out)
+        return out
+
+
 #: the prefix of the canonical names of a kernel's parameters and size variables (``ember__p0``);
 #: names with "ember" are never a model's, and none of Ember's own has two underscores there
 CANONICAL = "ember__"
 #: the canonical name of a kernel (see :class:`KernelC`)
 CANONICAL_KERNEL = "ember__kernel"
 #: the C names the canonical form replaces
-_CANONICAL_NAMES = re.compile(r"\bember__[ps]\d+\b|ember__kernel\b")
+_CANONICAL_NAMES = re.compile(r"\bember__[ps]\d+\b|ember__kernel")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -1215,7 +1235,7 @@ def model_units(model_name: str, lanes: int, kernels: "list[KernelC]", entry_bod
     ``kernels`` the generator's :attr:`CGenerator.kernels`): ``model.h`` (:func:`model_header`),
     one file per distinct kernel named by its symbol (``ember_k_<hash>.c``, :meth:`KernelC.unit`;
     kernels with the same code share it) and ``model.c``, the entry, which calls each kernel by
-    its readable name ``#define``\ d as its symbol."""
+    its readable name, defined (``#define``) as its symbol."""
     files = {"model.h": model_header(lanes, isa)}
     decls, first = [], {}
     for kc in kernels:

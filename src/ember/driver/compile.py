@@ -243,6 +243,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
 
     gen = CGenerator(target.lanes)
     kernels, entry = [], []
+    # groups alike share one lowering (kernels.group_signature); a dump shows each kernel's own
+    same_groups: dict | None = {} if dump is None else None
     entry_names: list[str] = []     # what each line of the entry runs (a kernel, or a region)
 
     def _kernel(k: int, grp) -> None:
@@ -251,7 +253,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             block, _ = regions.emit(grp, where, gen)
             entry.append(block)
             return
-        f, _, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index, hints)
+        f, _, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index, hints, same_groups)
         kernels.append(f)
         entry.append(call)
         entry.extend(dd.after_kernel(grp.output, where(grp.output)))

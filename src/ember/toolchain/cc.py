@@ -13,10 +13,14 @@ library of every one of them, so no sysroot is needed: :func:`cross_compiler` ru
 a WASI reactor module (``.wasm``) that exports the same C API plus ``malloc`` and ``free``, its
 threads pool reduced to the calling thread.  Both are sealed with the same trailer.
 
-The cache key is a sha256 over the compiler's identity (its path and ``--version``; with a
-``native`` flag also what the compiler makes of it on this machine), the flags, every source and
-blob (name and bytes) and the runtime's C files.  A hit returns at once without running the
-compiler.  Builds happen in a private folder and the result is renamed into the cache, so
+The library's cache key is a sha256 over the compiler's identity (its path and ``--version``;
+with a ``native`` flag also what the compiler makes of it on this machine), the flags, every
+source and blob (name and bytes) and the runtime's C files.  A hit returns at once without
+running the compiler.  Otherwise each C file's object comes from the object cache when a build
+with the same compiler, flags and headers compiled the same content before (a kernel's content
+is its canonical code, given by the caller: ``object_keys``), and the rest are compiled in
+parallel, with the shared header precompiled once (``pch``); cached objects carry their sha256,
+so a damaged one is compiled again, never linked.  Builds happen in a private folder and the result is renamed into the cache, so
 concurrent builds of the same thing (threads or processes) are safe and a crash leaves no
 half-written entry.
 """

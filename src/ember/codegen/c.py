@@ -234,6 +234,7 @@ def preamble(lanes: int, isa: str = "x86") -> str:
     vb = 4 * lanes
     module = isa_module(isa)
     B = {name: isa_generic.hook(module, name) for name in isa_generic.HOOKS}
+    dup = ", ".join(["s"] * lanes)
     return f"""\
 #define EMBER_LANES {lanes}
 #include <string.h>
@@ -249,6 +250,8 @@ typedef uint16_t ember_vu16_u __attribute__((vector_size({vb // 2}), aligned(1))
 typedef int8_t ember_vs8_u __attribute__((vector_size({vb // 4}), aligned(1)));
 typedef uint8_t ember_vu8_u __attribute__((vector_size({vb // 4}), aligned(1)));
 typedef float ember_vf_u __attribute__((vector_size({vb}), aligned(4)));
+/* a float in every lane */
+static inline ember_vf ember_vdup(float s) {{ return (ember_vf){{{dup}}}; }}
 static inline ember_vf ember_vload(const float* p) {{ return *(const ember_vf_u*)p; }}
 static inline void ember_vstore(float* p, ember_vf v) {{ *(ember_vf_u*)p = v; }}
 static inline ember_vf ember_vsel(ember_vi m, ember_vf a, ember_vf b) {{
@@ -466,7 +469,7 @@ class CGenerator:
                 return f"((ember_vi){{}} - (int32_t)({v}))"
             lanes = ", ".join(["_s"] * L)
             if e.dtype == "float32":
-                return f"({{ float _s = (float)({v}); (ember_vf){{{lanes}}}; }})"
+                return f"ember_vdup({v})"
             t = c_type(e.dtype)
             return f"({{ {t} _s = ({t})({v}); ({vector_type(e.dtype)}){{{lanes}}}; }})"
         if isinstance(e, Load):
@@ -886,23 +889,46 @@ BAD_FLAG = "ember_bad"
 
 def has_checks(s: Stmt) -> bool:
     """Whether the statement holds run-time checks (so its kernel takes the ember_check)."""
+    return any(isinstance(x, IndexCheck) for _, e in _exprs_of(s) for x in _subexprs(e))
+
+
+def _subexprs(e: Expr):
+    """Every subexpression of ``e`` once (expressions are DAGs: unrolled Winograd transforms
+    share theirs), parents before children, children in the order ``rebuild`` visits them."""
     from ..tir.analysis import rebuild
 
-    found = False
-
-    def go(x: Expr) -> Expr:
-        nonlocal found
-        if isinstance(x, IndexCheck):
-            found = True
-        elif not found:
-            rebuild(x, go)
-        return x
-
-    for _, e in _exprs_of(s):
-        go(e)
-        if found:
-            return True
-    return False
+    seen: set[int] = set()
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        t = type(x)
+        if t is BinOp:
+            stack += (x.b, x.a)
+        elif t is Load:
+            stack.append(x.index)
+        elif t is Ramp:
+            stack.append(x.base)
+        elif t is Broadcast:
+            stack.append(x.value)
+        elif t is Not or t is Cast:
+            stack.append(x.a)
+        elif t is Call:
+            stack += reversed(x.args)
+        elif t is IndexCheck:
+            stack += (x.extent, x.index)
+        elif t is Select:
+            if isinstance(x.cond, Const):       # as rebuild: only the branch taken
+                stack += (x.t if x.cond.value else x.f, x.cond)
+            else:
+                stack += (x.f, x.t, x.cond)
+        elif t not in (Const, Var, SizeVar):
+            kids: list = []
+            rebuild(x, lambda c: kids.append(c) or c)
+            stack += reversed(kids)
 
 
 def checked_call(call: str, site_base: int = 0) -> str:
@@ -994,18 +1020,7 @@ def _exprs_of(s: Stmt):
 
 
 def _loads(e: Expr):
-    from ..tir.analysis import rebuild
-
-    out = []
-
-    def go(x):
-        if isinstance(x, Load):
-            out.append(x)
-        rebuild(x, go)
-        return x
-
-    go(e)
-    return out
+    return [x for x in _subexprs(e) if isinstance(x, Load)]
 
 
 def _vector_local(b: Buffer, body: Stmt, lanes: int) -> bool:

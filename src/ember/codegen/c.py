@@ -847,8 +847,11 @@ class KernelC:
 
     def __post_init__(self):
         self.symbol = "ember_k_" + hashlib.sha256(self.code.encode()).hexdigest()[:20]
+        self._text: str | None = None      # the readable code, once made
 
     def _readable(self) -> str:
+        if self._text is not None:
+            return self._text
         taken = set(_IDENT.findall(self.code)) | {self.name}
         names = {CANONICAL_KERNEL: self.name}
         for canon, hint in self.names.items():
@@ -859,7 +862,8 @@ class KernelC:
                 n = f"{base}_{k}"
             taken.add(n)
             names[canon] = n
-        return _CANONICAL_NAMES.sub(lambda m: names[m.group(0)], self.code)
+        self._text = _CANONICAL_NAMES.sub(lambda m: names[m.group(0)], self.code)
+        return self._text
 
     def definition(self, linkage: str = "static") -> str:
         """The readable definition, the kernel's function declared ``linkage`` (``static`` in a

@@ -169,7 +169,7 @@ def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sy
     planning sizes, ``bounds`` when not given).  With ``memo`` (one per model and generator), a
     group with the signature of one lowered before (:func:`group_signature`: the layers of a
     transformer, the blocks of a ResNet) takes that group's kernel under its own names instead
-    of being lowered again."""
+    of being lowered again (its C is then "": the file of the kernel it shares holds it)."""
     from ..codegen.c import CHECK_ARG, c_ident, checked_call, has_checks
 
     names = {v: c_ident(v.name) for v in group.inputs}
@@ -181,7 +181,7 @@ def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sy
         f = PrimFunc(kc.name, f0.params, f0.body, kc.comment, dict(f0.attrs))
         args = [where(v) for v in group.inputs] + [where(group.output)]
         args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
-        return f, kc.definition("static"), f"{f.name}({', '.join(args)});"
+        return f, "", f"{f.name}({', '.join(args)});"
     f = group_kernel(group, target, names, limits, bounds if hints is None else hints)
     with size_bounds(limits, bounds):   # what the C generator proves about indices uses the limits
         src = gen.kernel(f)

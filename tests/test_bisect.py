@@ -79,7 +79,7 @@ def test_names_the_wrong_kernel(wrong_relu):
     assert "relu 'relu'" in fk.kernel.nodes
     assert r.kernels[0].diff.ok                   # the pad before it agrees
     assert "for parallel" in fk.kernel.loop_ir or "for " in fk.kernel.loop_ir
-    assert f"static void {fk.kernel.c_name}(" in fk.kernel.c
+    assert f"EMBER_HIDDEN void {fk.kernel.c_name}(" in fk.kernel.c
     assert r.first_pass is None                   # every pass agrees with the frontend's graph
     assert "first kernel that disagrees: #1 conv_2__conv_1__relu" in str(r)
 
@@ -126,7 +126,7 @@ def test_view(model_path, capsys):
     assert "%relu = relu(" in out and "conv2d_packed" not in out
     assert main(["view", model_path, "--after", "pack_weights", "--kernel", "fc__fc_1"]) == 0
     out = capsys.readouterr().out
-    assert "conv2d_packed" in out and "static void fc__fc_1(" in out and "loop IR:" in out
+    assert "conv2d_packed" in out and "EMBER_HIDDEN void fc__fc_1(" in out and "loop IR:" in out
     assert main(["view", model_path, "--kernel", "nope"]) == 1
     assert "no kernel 'nope'" in capsys.readouterr().err
     assert main(["view", model_path, "--target", "aarch64-linux", "--profile"]) == 1

@@ -10,10 +10,20 @@ A loop marked "parallel" at the top of a kernel is outlined into a task function
 runtime's thread pool runs in chunks (``ember_parallel_for``).  A kernel with run-time checks
 (``IndexCheck``) takes the run's ``ember_check`` as its last argument (see ember_kernel.h); the
 generator collects the checks' sites, which :func:`module_source` writes as a table.
+
+Every kernel is first written in a *canonical* form that holds nothing of the model: the kernel
+is ``ember__kernel``, its parameters and size variables ``ember__p<k>`` and ``ember__s<k>``, its
+check sites numbered from 0 (:class:`KernelC`).  Its symbol, ``ember_k_<hash>``, is a hash of that
+form, so the same kernel in two models is one object file (``toolchain.cc`` caches objects by
+it), and :func:`model_units` gives a model as C files: one header shared by all of them
+(``model.h``: the preamble), one per distinct kernel, written with the readable names (the
+group's, the tensors') and ``#define NAME ember_k_<hash>``, and the entry's (``model.c``).
+:func:`module_source` gives the same code as one translation unit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -87,7 +97,7 @@ posix_memalign qsort bsearch rand srand atoi atol atof strtol strtod getenv syst
 memcpy memmove memset memcmp memchr strlen strcmp strncmp strcpy strncpy strcat strchr strstr
 int8_t int16_t int32_t int64_t uint8_t uint16_t uint32_t uint64_t intptr_t uintptr_t size_t
 ptrdiff_t INT64_C UINT64_C INT64_MIN INT64_MAX INT32_MIN INT32_MAX
-clock_gettime timespec time clock arena inputs outputs errno
+clock_gettime timespec time clock arena inputs outputs errno syms offsets blocks
 """.split())
 
 
@@ -251,6 +261,7 @@ def preamble(lanes: int, isa: str = "x86") -> str:
     vb = 4 * lanes
     module = isa_module(isa)
     B = {name: isa_generic.hook(module, name) for name in isa_generic.HOOKS}
+    dup = ", ".join(["s"] * lanes)
     return f"""\
 #define EMBER_LANES {lanes}
 #include <string.h>
@@ -266,6 +277,8 @@ typedef uint16_t ember_vu16_u __attribute__((vector_size({vb // 2}), aligned(1))
 typedef int8_t ember_vs8_u __attribute__((vector_size({vb // 4}), aligned(1)));
 typedef uint8_t ember_vu8_u __attribute__((vector_size({vb // 4}), aligned(1)));
 typedef float ember_vf_u __attribute__((vector_size({vb}), aligned(4)));
+/* a float in every lane */
+static inline ember_vf ember_vdup(float s) {{ return (ember_vf){{{dup}}}; }}
 static inline ember_vf ember_vload(const float* p) {{ return *(const ember_vf_u*)p; }}
 static inline void ember_vstore(float* p, ember_vf v) {{ *(ember_vf_u*)p = v; }}
 static inline ember_vf ember_vsel(ember_vi m, ember_vf a, ember_vf b) {{
@@ -321,7 +334,10 @@ class CGenerator:
         self.kernel_names: set[str] = set()
         #: two strings per run-time check: where it is (node, op, kernel) and what it checks
         self.check_sites: list[str] = []
+        #: every kernel written, in order (its canonical form: see :class:`KernelC`)
+        self.kernels: list[KernelC] = []
         self._kernel = ""
+        self._site_base = 0            # the kernel's first site in check_sites (its site 0)
         self._check_mode = "report"    # how IndexCheck is written now: "fast" or "report"
         self._fast_checks = False      # whether a fast check was written (see _checked)
         self._tasks: dict[int, tuple[str, str]] = {}   # parallel loop -> its task and context
@@ -363,7 +379,7 @@ class CGenerator:
             if self._check_mode == "fast":
                 self._fast_checks = True
                 return f"ember_index_fast({i}, {n}, &{BAD_FLAG})"
-            site = len(self.check_sites) // 2
+            site = len(self.check_sites) // 2 - self._site_base
             where = f"{e.op or 'kernel'} node '{e.node}'" if e.node else "a kernel"
             self.check_sites += [f"{where} (kernel '{self._kernel}')", e.what]
             return f"ember_index({CHECK_ARG}, {site}, {i}, {n})"
@@ -465,7 +481,7 @@ class CGenerator:
                 return f"((ember_vi){{}} - (int32_t)({v}))"
             lanes = ", ".join(["_s"] * L)
             if e.dtype == "float32":
-                return f"({{ float _s = (float)({v}); (ember_vf){{{lanes}}}; }})"
+                return f"ember_vdup({v})"
             t = c_type(e.dtype)
             return f"({{ {t} _s = ({t})({v}); ({vector_type(e.dtype)}){{{lanes}}}; }})"
         if isinstance(e, Load):
@@ -708,7 +724,7 @@ class CGenerator:
             out.append(f"{ind}  ember_parallel_for({self.extent(s.extent, ctx)}, {task}, &_ctx); }}")
             return
         bufs = _buffers_used(s.body)
-        task = f"ember_task{len(self.helpers)}_{fname}"
+        task = f"ember_task{len(self._tasks)}_{fname}"
         fields = []
         for b in bufs:
             name = self.name(ctx, b, b.name)
@@ -744,9 +760,10 @@ class CGenerator:
         out.append(f"{ind}  ember_parallel_for({self.extent(s.extent, ctx)}, {task}, &_ctx); }}")
 
     def kernel(self, f: PrimFunc) -> str:
-        """The C definition of kernel ``f``.  ``f.name`` is made a safe, unique file-scope
-        identifier first (a kernel named after a node ``tanh`` must not redefine libm's), so
-        callers read the name to call from ``f.name`` afterwards."""
+        """The C definition of kernel ``f`` (a ``static`` function, for :func:`module_source`);
+        its canonical form is appended to :attr:`kernels`.  ``f.name`` is made a safe, unique
+        file-scope identifier first (a kernel named after a node ``tanh`` must not redefine
+        libm's), so callers read the name to call from ``f.name`` afterwards."""
         name, k = safe_ident(f.name), 0
         base = name
         while name in self.kernel_names:
@@ -754,28 +771,130 @@ class CGenerator:
             name = f"{base}_{k}"
         self.kernel_names.add(name)
         f.name = name
+        # the canonical names: nothing of the model (its tensors' and symbols' names) in the code
         ctx = _Ctx()
+        readable: dict[str, str] = {}
         params = []
-        for b in f.params:
-            n = self.name(ctx, b, b.name)
+        for k, b in enumerate(f.params):
+            n = ctx.names[b] = f"{CANONICAL}p{k}"
+            ctx.used.add(n)
+            readable[n] = b.name
             params.append(f"{'const ' if b.const else ''}{c_type(b.dtype)}* restrict {n}")
-        for v in f.attrs.get("size_vars", ()):
-            params.append(f"int64_t {self.name(ctx, v, v.name)}")
+        for k, v in enumerate(f.attrs.get("size_vars", ())):
+            n = ctx.names[v] = f"{CANONICAL}s{k}"
+            ctx.used.add(n)
+            readable[n] = v.name
+            params.append(f"int64_t {n}")
         if has_checks(f.body):
             params.append(f"ember_check* {CHECK_ARG}")
         self._kernel = f.name
         self._tasks = {}
+        self._site_base = len(self.check_sites) // 2
         start = len(self.helpers)
 
         def emit(ind: str) -> list[str]:
             lines: list[str] = []
-            self.stmt(f.body, ctx, ind, lines, 0, f.name)
+            self.stmt(f.body, ctx, ind, lines, 0, CANONICAL_KERNEL)
             return lines
 
         body = self._checked(emit, "  ")
         helpers = "".join(self.helpers[start:])
-        comment = f"/* {f.comment} */\n" if f.comment else ""
-        return (f"{helpers}{comment}static void {f.name}({', '.join(params)}) {{\n" + "\n".join(body) + "\n}\n")
+        code = f"{helpers}void {CANONICAL_KERNEL}({', '.join(params)}) {{\n" + "\n".join(body) + "\n}\n"
+        kc = KernelC(name, code, f.comment or "", readable, [p.rsplit(" ", 1)[0] for p in params],
+                     self._site_base, len(self.check_sites) // 2 - self._site_base)
+        self.kernels.append(kc)
+        return kc.definition("static")
+
+
+    def alias(self, kc: "KernelC", name: str, comment: str, input_names: list[str]) -> "KernelC":
+        """Another kernel with the code of ``kc`` (a group with the same structure and types,
+        whose kernel would be the same): named ``name`` (made unique as :meth:`kernel` does),
+        its inputs ``input_names``; appended to :attr:`kernels`.  ``kc`` must have no check
+        sites (their descriptions name the nodes)."""
+        if kc.sites:
+            raise CodegenError(f"kernel {kc.name} has run-time checks: it cannot stand for another")
+        base = n = safe_ident(name)
+        k = 0
+        while n in self.kernel_names:
+            k += 1
+            n = f"{base}_{k}"
+        self.kernel_names.add(n)
+        names = dict(kc.names)
+        names.update({f"{CANONICAL}p{k}": h for k, h in enumerate(input_names)})
+        out = KernelC(n, kc.code, comment, names, kc.param_types, len(self.check_sites) // 2, 0)
+        self.kernels.append(out)
+        return out
+
+
+#: the prefix of the canonical names of a kernel's parameters and size variables (``ember__p0``);
+#: names with "ember" are never a model's, and none of Ember's own has two underscores there
+CANONICAL = "ember__"
+#: the canonical name of a kernel (see :class:`KernelC`)
+CANONICAL_KERNEL = "ember__kernel"
+#: the C names the canonical form replaces
+_CANONICAL_NAMES = re.compile(r"\bember__[ps]\d+\b|ember__kernel")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass
+class KernelC:
+    """One kernel's C in its canonical form, and what makes it readable again.
+
+    ``code`` defines ``void ember__kernel(...)`` (and the tasks of its parallel loops, named
+    ``ember_task<k>_ember__kernel``), with parameters and size variables ``ember__p<k>`` and
+    ``ember__s<k>`` and check sites numbered from 0: nothing in it depends on the model around
+    the kernel, so two models (or two places in one) with the same kernel give the same code,
+    and its ``symbol`` (a hash of it) names one object file of that code (see
+    ``toolchain.cc``).  The readable form (:meth:`definition`, :meth:`unit`) gives the kernel
+    its model's name and the parameters their tensors' names: the same code under other local
+    names, which compiles to the same object."""
+
+    name: str                  # the readable C name (unique in its model)
+    code: str                  # the canonical code
+    comment: str               # what it fuses
+    names: dict                # canonical parameter / size variable name -> its hint (the tensor's, the symbol's)
+    param_types: list          # the C types of its parameters, in order
+    site_base: int             # its first check site in the model's table (CGenerator.check_sites)
+    sites: int                 # how many check sites it has
+
+    def __post_init__(self):
+        self.symbol = "ember_k_" + hashlib.sha256(self.code.encode()).hexdigest()[:20]
+        self._text: str | None = None      # the readable code, once made
+
+    def _readable(self) -> str:
+        if self._text is not None:
+            return self._text
+        taken = set(_IDENT.findall(self.code)) | {self.name}
+        names = {CANONICAL_KERNEL: self.name}
+        for canon, hint in self.names.items():
+            base = safe_ident(hint)
+            n, k = base, 0
+            while n in taken:
+                k += 1
+                n = f"{base}_{k}"
+            taken.add(n)
+            names[canon] = n
+        self._text = _CANONICAL_NAMES.sub(lambda m: names[m.group(0)], self.code)
+        return self._text
+
+    def definition(self, linkage: str = "static") -> str:
+        """The readable definition, the kernel's function declared ``linkage`` (``static`` in a
+        model of one translation unit, ``EMBER_HIDDEN`` in a unit of its own)."""
+        text = self._readable()
+        at = text.rindex(f"void {self.name}(")
+        comment = f"/* {_comment_text(self.comment)} */\n" if self.comment else ""
+        return f"{text[:at]}{comment}{linkage} {text[at:]}"
+
+    def unit(self, header: str = "model.h") -> str:
+        """The kernel as a C file of its own: it includes ``header`` (the preamble) and
+        defines its readable name as its symbol, which the entry calls it by."""
+        return (f"#include \"{header}\"\n#define {self.name} {self.symbol}\n\n"
+                + self.definition("EMBER_HIDDEN"))
+
+    def declaration(self) -> str:
+        """What a file that calls the kernel by its readable name declares."""
+        return (f"#define {self.name} {self.symbol}\n"
+                f"EMBER_HIDDEN void {self.name}({', '.join(self.param_types) or 'void'});\n")
 
 
 #: the name of a checking kernel's ember_check argument (names with "ember" are never a model's)
@@ -786,30 +905,55 @@ BAD_FLAG = "ember_bad"
 
 def has_checks(s: Stmt) -> bool:
     """Whether the statement holds run-time checks (so its kernel takes the ember_check)."""
+    return any(isinstance(x, IndexCheck) for _, e in _exprs_of(s) for x in _subexprs(e))
+
+
+def _subexprs(e: Expr):
+    """Every subexpression of ``e`` once (expressions are DAGs: unrolled Winograd transforms
+    share theirs), parents before children, children in the order ``rebuild`` visits them."""
     from ..tir.analysis import rebuild
 
-    found = False
+    seen: set[int] = set()
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        t = type(x)
+        if t is BinOp:
+            stack += (x.b, x.a)
+        elif t is Load:
+            stack.append(x.index)
+        elif t is Ramp:
+            stack.append(x.base)
+        elif t is Broadcast:
+            stack.append(x.value)
+        elif t is Not or t is Cast:
+            stack.append(x.a)
+        elif t is Call:
+            stack += reversed(x.args)
+        elif t is IndexCheck:
+            stack += (x.extent, x.index)
+        elif t is Select:
+            if isinstance(x.cond, Const):       # as rebuild: only the branch taken
+                stack += (x.t if x.cond.value else x.f, x.cond)
+            else:
+                stack += (x.f, x.t, x.cond)
+        elif t not in (Const, Var, SizeVar):
+            kids: list = []
+            rebuild(x, lambda c: kids.append(c) or c)
+            stack += reversed(kids)
 
-    def go(x: Expr) -> Expr:
-        nonlocal found
-        if isinstance(x, IndexCheck):
-            found = True
-        elif not found:
-            rebuild(x, go)
-        return x
 
-    for _, e in _exprs_of(s):
-        go(e)
-        if found:
-            return True
-    return False
-
-
-def checked_call(call: str) -> str:
+def checked_call(call: str, site_base: int = 0) -> str:
     """The entry's line calling a kernel with checks (``call`` ends with its ``&ember_chk``
-    argument): after it, a failed check ends the run."""
+    argument), whose site 0 is site ``site_base`` of the model's table
+    (:attr:`KernelC.site_base`): after it, a failed check ends the run."""
+    sites = f"ember_check_sites + {2 * site_base}" if site_base else "ember_check_sites"
     return (f"{call} if (EMBER_UNLIKELY(ember_check_failed(&{CHECK_ARG}))) "
-            f"return ember_check_report(&{CHECK_ARG}, ember_check_sites);")
+            f"return ember_check_report(&{CHECK_ARG}, {sites});")
 
 
 def _in_bounds(base: Expr, stride: int, lanes: int, size) -> bool:
@@ -882,9 +1026,7 @@ def _exprs_of(s: Stmt):
 
 
 def _loads(e: Expr):
-    from ..tir.analysis import loads_in
-
-    return loads_in(e)
+    return [x for x in _subexprs(e) if isinstance(x, Load)]
 
 
 def _vector_local(b: Buffer, body: Stmt, lanes: int) -> bool:
@@ -1081,16 +1223,73 @@ def buffer_table(buffers: list, plan, sym_index: dict) -> str:
     return "\n".join(lines)
 
 
+def model_header(lanes: int, isa: str = "x86") -> str:
+    """``model.h``, the header every C file of a model includes first: the runtime's
+    interface and the preamble (:func:`preamble`)."""
+    return ("/* Generated by Ember: the header every C file of a model includes. Do not edit. */\n"
+            "#ifndef EMBER_MODEL_H\n#define EMBER_MODEL_H\n#include \"ember_kernel.h\"\n#include <stdlib.h>\n\n"
+            + preamble(lanes, isa) + "#endif\n")
+
+
 def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: list[str], metadata: dict,
                   arena_bytes: int, profile_names: list[str] | None = None, shapes_c: str = "",
                   check_sites: list[str] = (), data_entry: str | None = None, isa: str = "x86") -> str:
-    """The whole C translation unit of a compiled model; with ``profile_names``, every kernel
-    call is timed (see :func:`profiled`).  ``shapes_c`` is the shape function of a model with
-    symbolic dimensions (:func:`shape_function`); the entry reads the symbols' values from
-    ``syms``.  ``check_sites`` (``CGenerator.check_sites``) describe the kernels' run-time
-    checks: the entry then holds the run's ``ember_check``.  ``data_entry`` (the parameters after
-    the outputs) makes the entry ``ember_model_entry_data`` of a model that binds symbols from
-    data (``build.data_dims``); ``isa`` picks the preamble's ISA module (``Target.isa``)."""
+    """The whole C translation unit of a compiled model, ``kernels`` the definitions
+    :meth:`CGenerator.kernel` returned; with ``profile_names``, every kernel call is timed (see
+    :func:`profiled`).  ``shapes_c`` is the shape function of a model with symbolic dimensions
+    (:func:`shape_function`); the entry reads the symbols' values from ``syms``.
+    ``check_sites`` (``CGenerator.check_sites``) describe the kernels' run-time checks: the entry
+    then holds the run's ``ember_check``.  ``data_entry`` (the parameters after the outputs)
+    makes the entry ``ember_model_entry_data`` of a model that binds symbols from data
+    (``build.data_dims``); ``isa`` picks the preamble's ISA module (``Target.isa``).
+    :func:`model_units` gives the same model as C files."""
+    return (f"/* Generated by Ember from model '{_comment_text(model_name)}'. Do not edit. */\n"
+            "#include \"ember_kernel.h\"\n#include <stdlib.h>\n\n" + preamble(lanes, isa)
+            + _entry_source(entry_body, metadata, arena_bytes, profile_names, shapes_c, check_sites, data_entry,
+                            "\n".join(kernels)))
+
+
+def model_units(model_name: str, lanes: int, kernels: "list[KernelC]", entry_body: list[str], metadata: dict,
+                arena_bytes: int, profile_names: list[str] | None = None, shapes_c: str = "",
+                check_sites: list[str] = (), data_entry: str | None = None, isa: str = "x86") -> dict[str, str]:
+    """The C files of a compiled model (the arguments as :func:`module_source`'s, with
+    ``kernels`` the generator's :attr:`CGenerator.kernels`): ``model.h`` (:func:`model_header`),
+    one file per distinct kernel named by its symbol (``ember_k_<hash>.c``, :meth:`KernelC.unit`;
+    kernels with the same code share it) and ``model.c``, the entry, which calls each kernel by
+    its readable name, defined (``#define``) as its symbol."""
+    files = {"model.h": model_header(lanes, isa)}
+    decls, first = [], {}
+    for kc in kernels:
+        seen = first.setdefault(kc.symbol, kc)
+        if seen is kc:
+            files[f"{kc.symbol}.c"] = kc.unit()
+        elif seen.code != kc.code:
+            raise CodegenError(f"kernels {seen.name} and {kc.name} have different code under one hash")
+        else:
+            decls.append(f"/* {kc.name}: the same code as {seen.name} */\n")
+        decls.append(kc.declaration())
+    files["model.c"] = (f"/* Generated by Ember from model '{_comment_text(model_name)}'. Do not edit. */\n"
+                        "#include \"model.h\"\n\n/* the kernels, each in the file named by its symbol */\n"
+                        + "".join(decls)
+                        + _entry_source(entry_body, metadata, arena_bytes, profile_names, shapes_c, check_sites,
+                                        data_entry, ""))
+    return files
+
+
+def units_listing(files: dict[str, str]) -> str:
+    """The C files of :func:`model_units` as one text to read (a dump's ``model.c``): each
+    file under a line naming it, the header first and the entry last."""
+    names = ["model.h"] + [n for n in files if n not in ("model.h", "model.c")] + ["model.c"]
+    return "".join(f"/* ==== {n} ==== */\n{files[n]}\n" for n in names if n in files)
+
+
+def _comment_text(text: str) -> str:
+    return text.replace("*/", "* /")
+
+
+def _entry_source(entry_body: list[str], metadata: dict, arena_bytes: int, profile_names: list[str] | None,
+                  shapes_c: str, check_sites, data_entry: str | None, kernels: str) -> str:
+    """Everything of a model's C after the preamble: the tables, ``kernels`` and the entry."""
     meta = json.dumps(metadata, separators=(",", ":"))
     checks = ""
     if check_sites:
@@ -1102,16 +1301,13 @@ def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: l
     if check_sites:
         entry_body = [f"ember_check {CHECK_ARG} = {{0, 0, 0, 0}};"] + list(entry_body)
     return (
-        f"/* Generated by Ember from model '{model_name}'. Do not edit. */\n"
-        "#include \"ember_kernel.h\"\n#include <stdlib.h>\n\n"
-        + preamble(lanes, isa)
-        + prof
+        prof
         + "\nextern const unsigned char ember_constants[];\n"
         + f"const char ember_model_metadata[] = {c_string(meta)};\n"
         + f"const unsigned long long ember_model_arena_bytes = {arena_bytes}ULL;\n\n"
         + (shapes_c + "\n" if shapes_c else "")
         + checks
-        + "\n".join(kernels)
+        + kernels
         + (_DYNAMIC_ENTRY if shapes_c else "")
         + (f"\nint ember_model_entry_data(unsigned char* arena, void* const* inputs, void* const* outputs, "
            f"{data_entry}) {{\n  (void)arena; (void)inputs; (void)outputs; (void)syms; (void)offsets; (void)blocks;\n"

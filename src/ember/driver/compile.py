@@ -37,7 +37,7 @@ from ..symbolic import Sym, is_identifier
 from ..passes import fuse, plan_memory
 from ..passes.base import paused_gc
 from ..target import Target, resolve
-from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, module_source, shape_function
+from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, model_units, shape_function, units_listing
 from ..ops import get_op
 from ..schedules.knobs import check_knobs
 from ..runtime.program import write_program
@@ -79,15 +79,22 @@ _SOURCE_DIGEST: str | None = None
 
 
 class CompiledModel:
-    """Everything the compiler produced, before it becomes a library (for dumps and reports)."""
+    """Everything the compiler produced, before it becomes a library (for dumps and reports):
+    ``units``, the C files (``codegen.c.model_units``), ``object_keys``, what each kernel's file
+    is cached by (its canonical code: ``toolchain.build_shared``), and ``source``, the files as
+    one text to read."""
 
-    def __init__(self, graph: Graph, groups, plan, source: str, constants: bytes, kernels):
+    def __init__(self, graph: Graph, groups, plan, units: dict[str, str], constants: bytes, kernels,
+                 object_keys: dict[str, str] | None = None, kernel_files: dict[str, str] | None = None):
         self.graph = graph
         self.groups = groups
         self.plan = plan
-        self.source = source
+        self.units = units
+        self.source = units_listing(units)
         self.constants = constants
         self.kernels = kernels
+        self.object_keys = object_keys or {}
+        self.kernel_files = kernel_files or {}     # each kernel's C name -> the file that defines it
 
 
 def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None,
@@ -242,19 +249,19 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         raise EmberError(f"value {v.name} has no storage")
 
     gen = CGenerator(target.lanes, target.vector_registers)
-    kernels, kernel_src, entry = [], [], []
+    kernels, entry = [], []
+    # groups alike share one lowering (kernels.group_signature); a dump shows each kernel's own
+    same_groups: dict | None = {} if dump is None else None
     entry_names: list[str] = []     # what each line of the entry runs (a kernel, or a region)
 
     def _kernel(k: int, grp) -> None:
         entry_names.append(grp.name)
         if is_region(grp):
-            block, src = regions.emit(grp, where, gen)
-            kernel_src.extend(src)
+            block, _ = regions.emit(grp, where, gen)
             entry.append(block)
             return
-        f, src, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index, hints, ctx)
+        f, _, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index, hints, ctx, same_groups)
         kernels.append(f)
-        kernel_src.append(src)
         entry.append(call)
         entry.extend(dd.after_kernel(grp.output, where(grp.output)))
         if dump:
@@ -309,10 +316,12 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         shapes_c += buffer_table(list(buffer_index), plan, sym_index)
         if dd:
             shapes_c += dd.functions([(n, v.shape) for n, v in zip(out_names, g.outputs)])
-    source = module_source(g.name, target.lanes, kernel_src, entry, meta, plan.arena_bytes,
-                           entry_names if profile else None, shapes_c, gen.check_sites,
-                           data_entry=dd.entry_params if dd else None, isa=target.isa)
-    return CompiledModel(g, groups, plan, source, bytes(blob), kernels + regions.kernels)
+    units = model_units(g.name, target.lanes, gen.kernels, entry, meta, plan.arena_bytes,
+                        entry_names if profile else None, shapes_c, gen.check_sites,
+                        data_entry=dd.entry_params if dd else None, isa=target.isa)
+    return CompiledModel(g, groups, plan, units, bytes(blob), kernels + regions.kernels,
+                         {f"{kc.symbol}.c": kc.code for kc in gen.kernels},
+                         {kc.name: f"{kc.symbol}.c" for kc in gen.kernels})
 
 
 def check_memory(g: Graph, plan) -> None:
@@ -537,11 +546,15 @@ def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: Progr
     if dumper:
         dumper.write("groups.txt", "\n".join(k.comment for k in cm.kernels) + "\n")
         dumper.write("model.c", cm.source)
+        for fname, text in cm.units.items():
+            dumper.write(f"c/{fname}", text)
         dumper.write("memory_plan.txt", cm.plan.summary() + "\n")
-    say(f"compiling C ({len(cm.source) // 1024} KiB source, {len(cm.constants) / 1e6:.1f} MB constants)")
-    return build_shared({"model.c": cm.source}, {"ember_constants": cm.constants}, flags=list(cflags),
-                        name=c_ident(graph.name), progress=(lambda step, done, total: say(step)) if report_steps else None,
-                        target=tgt)
+    n = len(cm.object_keys)
+    say(f"compiling C: {n} distinct kernel{'s' * (n != 1)} and the entry, one file each "
+        f"({sum(map(len, cm.units.values())) // 1024} KiB), {len(cm.constants) / 1e6:.1f} MB constants")
+    return build_shared(cm.units, {"ember_constants": cm.constants}, flags=list(cflags), name=c_ident(graph.name),
+                        progress=(lambda step, done, total: say(step)) if report_steps else None, target=tgt,
+                        object_keys=cm.object_keys, pch="model.h")
 
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
@@ -617,6 +630,7 @@ class _Dumper:
         folder.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, text: str) -> None:
+        (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
         (self.folder / name).write_text(text)
 
     def __call__(self, stage: str, obj) -> None:

@@ -128,20 +128,87 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None, ct
     return f
 
 
+def group_signature(group: Group):
+    """What the kernel of ``group`` depends on, as a hashable value (for one target and one
+    model's symbols): every node's op and attributes, how the nodes are wired to each other and
+    to the group's inputs, the types of every value, and which node leads; None when an
+    attribute is of a kind this does not know (then the group is lowered on its own).  Two
+    groups with the same signature lower to the same kernel but for names."""
+    index = {v: ("in", k) for k, v in enumerate(group.inputs)}
+    nodes = []
+    try:
+        for j, n in enumerate(group.nodes):
+            ins = tuple(index.get(v) or ("?", v.name) for v in n.inputs)
+            if any(i[0] == "?" for i in ins):
+                return None
+            for k, v in enumerate(n.outputs):
+                index.setdefault(v, ("node", j, k))
+            nodes.append((n.op, _freeze(n.attrs), ins, tuple(_type_key(v) for v in n.outputs)))
+    except _Unhashable:
+        return None
+    lead = group.nodes.index(group.anchor) if group.anchor in group.nodes else -1
+    return (tuple(nodes), tuple(_type_key(v) for v in group.inputs), index.get(group.output), lead)
+
+
+class _Unhashable(Exception):
+    pass
+
+
+def _type_key(v: Value):
+    return (v.dtype, tuple(d if isinstance(d, int) else ("sym", str(d)) for d in v.shape))
+
+
+def _freeze(x):
+    import numpy as np
+
+    from ..symbolic import Sym
+
+    if x is None or isinstance(x, (bool, int, str, bytes)):
+        return (type(x).__name__, x)
+    if isinstance(x, float):
+        return ("float", x.hex())
+    if isinstance(x, (tuple, list)):
+        return (type(x).__name__, tuple(_freeze(y) for y in x))
+    if isinstance(x, dict):
+        return ("dict", tuple(sorted((str(k), _freeze(v)) for k, v in x.items())))
+    if isinstance(x, np.ndarray):
+        return ("array", x.dtype.str, x.shape, x.tobytes())
+    if isinstance(x, np.generic):
+        return ("scalar", x.dtype.str, x.tobytes())
+    if isinstance(x, Sym):
+        return ("sym", str(x))
+    raise _Unhashable(type(x).__name__)
+
+
 def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sym_index: dict,
-                hints: dict | None = None, ctx: Context | None = None) -> tuple[PrimFunc, str, str]:
+                hints: dict | None = None, ctx: Context | None = None,
+                memo: dict | None = None) -> tuple[PrimFunc, str, str]:
     """Lower ``group`` (``group_kernel``) and write it in C with ``gen``: returns the kernel, its C
     and the entry's line calling it, its buffers placed by ``where(value)`` (a C pointer) and
     its symbols read from ``syms`` (``sym_index``); the schedules plan for ``hints`` (the
-    planning sizes, ``bounds`` when not given)."""
+    planning sizes, ``bounds`` when not given).  With ``memo`` (one per model and generator), a
+    group with the signature of one lowered before (:func:`group_signature`: the layers of a
+    transformer, the blocks of a ResNet) takes that group's kernel under its own names instead
+    of being lowered again (its C is then "": the file of the kernel it shares holds it)."""
     from ..codegen.c import CHECK_ARG, c_ident, checked_call, has_checks
 
     names = {v: c_ident(v.name) for v in group.inputs}
+    sig = group_signature(group) if memo is not None else None
+    hit = memo.get(sig) if sig is not None else None
+    if hit is not None:
+        f0, kc0 = hit
+        kc = gen.alias(kc0, group.name, describe_nodes(group), [names[v] for v in group.inputs])
+        f = PrimFunc(kc.name, f0.params, f0.body, kc.comment, dict(f0.attrs))
+        args = [where(v) for v in group.inputs] + [where(group.output)]
+        args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
+        return f, "", f"{f.name}({', '.join(args)});"
     f = group_kernel(group, target, names, limits, bounds if hints is None else hints, ctx)
     with size_bounds(limits, bounds):   # what the C generator proves about indices uses the limits
         src = gen.kernel(f)
+    if sig is not None and not gen.kernels[-1].sites:
+        memo[sig] = (f, gen.kernels[-1])
     args = [where(v) for v in group.inputs] + [where(group.output)]
     args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
     if has_checks(f.body):
-        return f, src, checked_call(f"{f.name}({', '.join(args + ['&' + CHECK_ARG])});")
+        return f, src, checked_call(f"{f.name}({', '.join(args + ['&' + CHECK_ARG])});", gen.kernels[-1].site_base)
     return f, src, f"{f.name}({', '.join(args)});"

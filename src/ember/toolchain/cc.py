@@ -13,10 +13,14 @@ library of every one of them, so no sysroot is needed: :func:`cross_compiler` ru
 a WASI reactor module (``.wasm``) that exports the same C API plus ``malloc`` and ``free``, its
 threads pool reduced to the calling thread.  Both are sealed with the same trailer.
 
-The cache key is a sha256 over the compiler's identity (its path and ``--version``; with a
-``native`` flag also what the compiler makes of it on this machine), the flags, every source and
-blob (name and bytes) and the runtime's C files.  A hit returns at once without running the
-compiler.  Builds happen in a private folder and the result is renamed into the cache, so
+The library's cache key is a sha256 over the compiler's identity (its path and ``--version``;
+with a ``native`` flag also what the compiler makes of it on this machine), the flags, every
+source and blob (name and bytes) and the runtime's C files.  A hit returns at once without
+running the compiler.  Otherwise each C file's object comes from the object cache when a build
+with the same compiler, flags and headers compiled the same content before (a kernel's content
+is its canonical code, given by the caller: ``object_keys``), and the rest are compiled in
+parallel, with the shared header precompiled once (``pch``); cached objects carry their sha256,
+so a damaged one is compiled again, never linked.  Builds happen in a private folder and the result is renamed into the cache, so
 concurrent builds of the same thing (threads or processes) are safe and a crash leaves no
 half-written entry.
 """
@@ -63,7 +67,7 @@ WASM_LINK_FLAGS: tuple[str, ...] = ("-mexec-model=reactor", "-Wl,--export-dynami
 CROSS_LINK_FLAGS: tuple[str, ...] = (*LINK_FLAGS, "-Wl,--strip-debug")
 WASM_LINK_LIBS: tuple[str, ...] = ("-lwasi-emulated-mman",)
 #: Bumped whenever the way artifacts are built changes, so old cache entries are not reused.
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -228,19 +232,39 @@ def _cpu_fallback_identity() -> str:
 
 # ---- building -----------------------------------------------------------------------------------
 
+def default_jobs() -> int:
+    """How many compiles run at once: the processors this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None = None, *,
-                 flags: Sequence[str] | None = None, name: str = "model", jobs: int = 2,
-                 progress: ProgressFn | None = None, target=None) -> Path:
+                 flags: Sequence[str] | None = None, name: str = "model", jobs: int | None = None,
+                 progress: ProgressFn | None = None, target=None, object_keys: Mapping[str, str] | None = None,
+                 pch: str | None = None) -> Path:
     """Builds (or finds in the cache) the artifact for ``sources`` and ``blobs``.
 
     ``sources`` maps file names (``*.c``, ``*.h``, ``*.s``, ``*.S``) to their text; C files
     include ``"ember_kernel.h"``.  ``blobs`` maps symbol names to bytes, each assembled into a
     64-byte aligned, read-only, hidden symbol of that name.  ``flags`` are added to
-    :data:`DEFAULT_CFLAGS` (compile and link).  ``jobs`` compiles run at once.  ``progress``,
-    if given, is called as ``progress(step, done, total)`` after each step (``"compile x.c"``,
-    ``"link"``).  ``target`` (an :class:`ember.Target`; None or the host: this machine) picks
-    the compiler and its flags (:func:`target_flags`).  Returns the path of the sealed library
-    in the cache; raises :class:`ToolchainError` if a compiler step fails.
+    :data:`DEFAULT_CFLAGS` (compile and link).  ``jobs`` compiles run at once (default: one per
+    processor, :func:`default_jobs`).  ``progress``, if given, is called as
+    ``progress(step, done, total)``: first with how many objects the cache holds already, then
+    after each step (``"compile x.c"``, ``"link"``).  ``target`` (an :class:`ember.Target`; None
+    or the host: this machine) picks the compiler and its flags (:func:`target_flags`).
+
+    Every C file's object is cached by its content (see :func:`_object_key`): a file compiled
+    before, in any build with the same compiler, flags and headers, is not compiled again.
+    ``object_keys`` may give a file's content for that purpose in place of its text: the caller
+    promises that two files with the same key compile to interchangeable objects (a kernel whose
+    readable names differ from model to model, keyed by its canonical code).  ``pch`` names a
+    header of ``sources`` that every C file of ``sources`` includes first: it is precompiled
+    once (and cached) where the compiler can, so the files do not each parse it again.
+
+    Returns the path of the sealed library in the cache; raises :class:`ToolchainError` if a
+    compiler step fails.
     """
     if not sources:
         raise ToolchainError("build_shared needs at least one source file")
@@ -257,6 +281,8 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
         if not isinstance(sym, str) or not _SYMBOL.match(sym):
             raise ToolchainError(f"invalid blob name {sym!r}: it becomes a symbol, so it must be a "
                                  "C identifier")
+    if pch is not None and (pch not in sources or not pch.endswith(".h")):
+        raise ToolchainError(f"the header to precompile, {pch!r}, is not a header of the sources")
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._-")[:48] or "model"
 
     cross = target is not None and target.cross
@@ -280,7 +306,8 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     work = libs.scratch_dir(prefix=f"{safe_name}-")
     try:
         lib = _build(work, compiler, cflags, user_flags, sources, blobs, rt, safe_name,
-                     max(1, int(jobs)), progress, (link_flags, link_libs, wasm))
+                     default_jobs() if jobs is None else max(1, int(jobs)), progress,
+                     (link_flags, link_libs, wasm), dict(object_keys or {}), pch)
         seal_artifact(lib)
         return libs.put(entry, lib, move=True)
     finally:
@@ -312,11 +339,79 @@ def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str]
     return h.hexdigest()
 
 
+# ---- the object cache ----------------------------------------------------------------------------
+#
+# An entry of Cache("obj") is an object file (or a precompiled header) followed by the sha256 of
+# its bytes and a magic string, so a damaged entry (truncated, overwritten, bit-flipped) is found
+# when it is read, dropped and compiled again: it never reaches the linker.
+
+_OBJECT_MAGIC = b"EMBER-OBJECT-1\n"
+
+
+def _object_key(compiler: Compiler, cflags: Sequence[str], headers: bytes, fname: str, content: bytes) -> str:
+    """The cache key of the object of C file ``fname``: the compiler, what it makes of the flags
+    on this machine, the flags, every header a build has (``headers``) and the file's content
+    (its text, or the key the caller gave it)."""
+    h = hashlib.sha256()
+    for part in (str(BUILD_FORMAT).encode(), compiler.identity.encode(),
+                 _native_identity(compiler, cflags).encode(), "\0".join(cflags).encode(), headers,
+                 fname.encode(), content):
+        h.update(f"{len(part)}:".encode())
+        h.update(part)
+    return h.hexdigest()
+
+
+def _fetch_object(objs: Cache, key: str, dest: Path) -> bool:
+    """Writes the object cached under ``key`` to ``dest``; False when there is none or it is
+    damaged (then it is removed)."""
+    path = objs.get(key)
+    if path is None:
+        return False
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    n = len(data) - 32 - len(_OBJECT_MAGIC)
+    if n < 0 or not data.endswith(_OBJECT_MAGIC) or hashlib.sha256(data[:n]).digest() != data[n:n + 32]:
+        try:
+            objs.remove(key)
+        except OSError:
+            pass
+        return False
+    dest.write_bytes(data[:n])
+    return True
+
+
+def _store_object(objs: Cache, key: str, src: Path) -> None:
+    try:
+        data = src.read_bytes()
+        objs.put_bytes(key, data + hashlib.sha256(data).digest() + _OBJECT_MAGIC)
+    except (OSError, ToolchainError):
+        pass  # the object cache is only an optimization
+
+
+#: units to compile from which a header is precompiled when the cache holds none
+PCH_MIN_UNITS = 3
+
+
+def _pch_kind(compiler: Compiler) -> str | None:
+    """How the compiler takes a precompiled header: "gcc" (``x.h.gch`` beside ``x.h``, used by
+    its ``#include``), "clang" (``-include-pch``), or None (unknown: none is made)."""
+    ident = compiler.identity.lower()
+    if "clang" in ident:
+        return "clang"
+    if "free software foundation" in ident or re.search(r"\bg(cc|\+\+)\b", ident):
+        return "gcc"
+    return None
+
+
 def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[str],
            sources: Mapping[str, str], blobs: Mapping[str, bytes], rt: Mapping[str, bytes],
            name: str, jobs: int, progress: ProgressFn | None,
-           link: tuple = (LINK_FLAGS, LINK_LIBS, False)) -> Path:
+           link: tuple = (LINK_FLAGS, LINK_LIBS, False), object_keys: Mapping[str, str] | None = None,
+           pch: str | None = None) -> Path:
     link_flags, link_libs, wasm = link
+    object_keys = object_keys or {}
     arm32 = any(c.startswith("arm-") for c in compiler.command)
     asm_kind = "wasm" if wasm else "elf-arm" if arm32 else "elf"
     rt_dir = work / _RUNTIME_SUBDIR
@@ -326,95 +421,137 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
     for fname, data in rt.items():
         (rt_dir / fname).write_bytes(data)
     for fname, text in sources.items():
-        (work / fname).write_text(text, encoding="utf-8")
+        if not fname.endswith(".c"):
+            (work / fname).write_text(text, encoding="utf-8")
 
     include = ["-I", _RUNTIME_SUBDIR]
-    steps: list[tuple[str, list[str], str]] = []  # (what, command, object file relative to work)
-    cached_objects: list[tuple[str, str, str]] = []  # (object, cache key, source) for the runtime
-    reused: list[tuple[str, tuple]] = []             # (cache key, compile step) of runtime objects found
-    objects: list[str] = []
-
-    objs = Cache("obj", suffix=".o")
+    objs = Cache("obj", suffix=".obj")
     headers = b"".join(f"{n}:{len(d)}:".encode() + d for n, d in sorted(rt.items()) if n.endswith(".h"))
+    headers += b"".join(f"{n}:{len(t)}:".encode() + t.encode() for n, t in sorted(sources.items())
+                        if n.endswith(".h"))
+    objects: list[str] = []
+    units: list[tuple[str, str, str, bool]] = []    # (file, object, cache key, one of the sources)
     for fname in sorted(rt):
-        if not fname.endswith(".c"):
-            continue
-        obj = f"obj/ember_rt_{Path(fname).stem}.o"
-        objects.append(obj)
-        okey = hashlib.sha256(b"\0".join([str(BUILD_FORMAT).encode(), compiler.identity.encode(),
-                                           _native_identity(compiler, cflags).encode(),
-                                           "\0".join(cflags).encode(), fname.encode(), rt[fname],
-                                           headers])).hexdigest()
-        compile_rt = (f"compile {fname}",
-                      [*compiler.command, *cflags, *include, "-c", f"{_RUNTIME_SUBDIR}/{fname}", "-o", obj], obj)
-        cached = objs.get(okey)
-        if cached is not None:
-            shutil.copyfile(cached, work / obj)
-            reused.append((okey, compile_rt))
-            continue
-        cached_objects.append((obj, okey, fname))
-        steps.append(compile_rt)
+        if fname.endswith(".c"):
+            units.append((f"{_RUNTIME_SUBDIR}/{fname}", f"obj/ember_rt_{Path(fname).stem}.o",
+                          _object_key(compiler, cflags, headers, fname, rt[fname]), False))
     for fname in sorted(sources):
-        if fname.endswith(".h"):
-            continue
-        obj = f"obj/{fname}.o"
-        objects.append(obj)
-        steps.append((f"compile {fname}", [*compiler.command, *cflags, *include, "-c", fname, "-o", obj], obj))
+        if fname.endswith(".c"):
+            content = object_keys.get(fname, sources[fname]).encode()
+            units.append((fname, f"obj/{fname}.o", _object_key(compiler, cflags, headers, fname, content), True))
+    todo = []
+    for u in units:
+        objects.append(u[1])
+        if not _fetch_object(objs, u[2], work / u[1]):
+            todo.append(u)
+    if progress is not None:
+        keyed = [u for u in units if u[0] in object_keys]
+        found = sum(u not in todo for u in keyed)
+        plain = [u for u in units if u[3] and u[0] not in object_keys]
+        found_plain = sum(u not in todo for u in plain)
+        parts = [f"{found} of {len(keyed)} kernels"] if keyed else []
+        parts += [f"{found_plain} of {len(plain)} other C files"] if plain else []
+        if parts:
+            progress(f"found compiled in the cache: {', '.join(parts)}; "
+                     f"{sum(u[3] for u in todo)} to compile ({jobs} at once)", 0, 0)
+
+    # the precompiled header: from the cache, else made first when enough files need it
+    pch_flags: list[str] = []
+    pch_step = None
+    kind = _pch_kind(compiler) if pch is not None else None
+    if kind is not None and any(u[3] for u in todo):
+        out = f"{pch}.gch" if kind == "gcc" else f"{pch}.pch"
+        pkey = _object_key(compiler, cflags, headers, f"pch:{kind}:{pch}", b"")
+        if _fetch_object(objs, pkey, work / out):
+            pch_step = None
+        elif sum(u[3] for u in todo) >= PCH_MIN_UNITS:
+            pch_step = (out, pkey, [*compiler.command, *cflags, *include, "-x", "c-header", pch, "-o", out])
+        else:
+            kind = None
+        if kind == "clang":
+            pch_flags = ["-include-pch", out]
+
+    steps: list[tuple[str, list[str], str, str | None, bool]] = []  # (what, command, object, key, needs the pch)
+    size = {u[0]: len(sources[u[0]]) if u[3] else len(rt[Path(u[0]).name]) for u in todo}
+    for fname, obj, okey, own in sorted(todo, key=lambda u: -size[u[0]]):   # the longest first
+        steps.append((f"compile {Path(fname).name}",
+                      [*compiler.command, *cflags, *include, *(pch_flags if own else []), "-c", fname, "-o", obj],
+                      obj, okey, own))
     for sym in sorted(blobs):
         data = blobs[sym]
         (work / "blobs" / f"{sym}.bin").write_bytes(data)
         (work / "blobs" / f"{sym}.s").write_text(_incbin_asm(sym, f"blobs/{sym}.bin", asm_kind))
         obj = f"obj/blob_{sym}.o"
         objects.append(obj)
-        steps.append((f"assemble blob {sym} ({len(memoryview(data).cast('B'))} bytes)",
-                      [*compiler.command, *cflags, "-c", f"blobs/{sym}.s", "-o", obj], obj))
+        # before the compiles that wait for the precompiled header
+        steps.insert(0, (f"assemble blob {sym} ({len(memoryview(data).cast('B'))} bytes)",
+                         [*compiler.command, *cflags, "-c", f"blobs/{sym}.s", "-o", obj], obj, None, False))
+    for fname in sorted(sources):
+        if fname.endswith(".c") and any(u[0] == fname for u in todo):
+            (work / fname).write_text(sources[fname], encoding="utf-8")
+    steps.sort(key=lambda st: st[4])   # (stable) what needs no precompiled header first
 
     total = len(steps) + 1
     done = 0
     done_lock = threading.Lock()
+    pch_ready = threading.Event()
+    pch_failed = False
 
-    def run_step(step: tuple[str, list[str], str]) -> None:
+    def make_pch() -> None:
+        nonlocal pch_failed
+        out, pkey, cmd = pch_step
+        try:
+            _run(cmd, work, f"precompile {pch}")
+            _store_object(objs, pkey, work / out)
+        except ToolchainError:
+            pch_failed = True       # the files parse the header themselves
+            try:
+                (work / out).unlink()
+            except OSError:
+                pass
+        finally:
+            pch_ready.set()
+
+    def run_step(step) -> None:
         nonlocal done
-        what, cmd, _ = step
-        _run(cmd, work, what)
+        what, cmd, obj, okey, needs_pch = step
+        if needs_pch and pch_step is not None:
+            pch_ready.wait()
+            if pch_failed and pch_flags:
+                cmd = [c for c in cmd if c not in pch_flags]
+        try:
+            _run(cmd, work, what)
+        except ToolchainError:
+            if not (needs_pch and pch_flags and pch_flags[0] in cmd):
+                raise
+            # a precompiled header the compiler refuses after all: the file parses the header
+            _run([c for c in cmd if c not in pch_flags], work, what)
+        if okey is not None:
+            _store_object(objs, okey, work / obj)
         if progress is not None:
             with done_lock:
                 done += 1
                 n = done
             progress(what, n, total)
 
+    if pch_step is None:
+        pch_ready.set()
     if jobs == 1 or len(steps) <= 1:
+        if pch_step is not None:
+            make_pch()
         for step in steps:
             run_step(step)
     else:
-        with ThreadPoolExecutor(max_workers=min(jobs, len(steps))) as pool:
-            futures = [pool.submit(run_step, s) for s in steps]
+        with ThreadPoolExecutor(max_workers=min(jobs, len(steps) + (pch_step is not None))) as pool:
+            futures = [pool.submit(make_pch)] if pch_step is not None else []
+            futures += [pool.submit(run_step, s) for s in steps]
             errors = [f.exception() for f in futures]
         first = next((e for e in errors if e is not None), None)
         if first is not None:
             raise first
-    for obj, okey, _ in cached_objects:
-        try:
-            objs.put(okey, work / obj)
-        except OSError:
-            pass  # the object cache is only an optimization
 
     out = f"{name}.wasm" if wasm else f"{name}.so"
-    link = [*compiler.command, *cflags, *link_flags, *user_flags, "-o", out, *objects, *link_libs]
-    try:
-        _run(link, work, "link")
-    except ToolchainError:
-        if not reused:
-            raise
-        # a damaged runtime object in the cache (truncated, overwritten): drop, rebuild, link again
-        for okey, (what, cmd, obj) in reused:
-            objs.remove(okey)
-            _run(cmd, work, what)
-            try:
-                objs.put(okey, work / obj)       # the cache holds a good copy again
-            except OSError:
-                pass
-        _run(link, work, "link")
+    _run([*compiler.command, *cflags, *link_flags, *user_flags, "-o", out, *objects, *link_libs], work, "link")
     if progress is not None:
         progress("link", total, total)
     return work / out

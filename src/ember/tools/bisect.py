@@ -168,7 +168,7 @@ def _check_kernels(tr: Trace, feeds, n_outputs: int, report: Report) -> None:
     from ..toolchain import build_shared
 
     cm = tr.compiled
-    path = build_shared({"model.c": cm.source}, {"ember_constants": cm.constants},
+    path = build_shared(cm.units, {"ember_constants": cm.constants}, object_keys=cm.object_keys, pch="model.h",
                         name=c_ident(tr.graph.name), target=tr.target)
     module = load(path)
     try:

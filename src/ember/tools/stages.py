@@ -112,14 +112,16 @@ def trace(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     tr.compiled = cm
     for k, grp in enumerate(cm.groups):
         c_name, text = loop_ir.get(k, ("", ""))
-        tr.kernels.append(Kernel(k, grp.name, grp, c_name, text, c_function(cm.source, c_name) if c_name else ""))
+        tr.kernels.append(Kernel(k, grp.name, grp, c_name, text, kernel_c(cm, c_name) if c_name else ""))
     return tr
 
 
-def c_function(source: str, name: str) -> str:
-    """The definition of C function ``name`` in ``source`` (with the comment before it)."""
-    m = re.search(rf"(/\*[^\n]*\*/\n)?static void {re.escape(name)}\(", source)
-    if not m:
+def kernel_c(cm: CompiledModel, name: str) -> str:
+    """The C file that defines kernel ``name`` (another kernel's, when the two have the same code)."""
+    fname = cm.kernel_files.get(name)
+    if fname is None or fname not in cm.units:
         return ""
-    end = source.find("\n}\n", m.end())
-    return source[m.start(): end + 3 if end >= 0 else len(source)]
+    text = cm.units[fname]
+    if not re.search(rf"^#define {re.escape(name)} ", text, re.M):
+        text = f"/* {name} has the same code as the kernel of this file: one object for both */\n" + text
+    return text

@@ -24,8 +24,37 @@ from ember.toolchain import nvrtc
 
 from tir.interp import run_kernel
 
-needs_opencl = pytest.mark.skipif(not opencl.available(), reason="pyopencl with an OpenCL device is not installed "
-                                  "(pip install pyopencl; apt install pocl-opencl-icd)")
+#: TensorFlow's LLVM and pocl's cannot share a process (runtime.opencl.llvm_conflict): where the
+#: whole suite has imported tensorflow, the OpenCL tests run in a fresh process instead
+#: (test_opencl_tests_in_a_fresh_process)
+LLVM_CONFLICT = opencl.llvm_conflict()
+_skip_opencl = pytest.mark.skipif(not opencl.available(), reason=(
+    "run in a fresh process by test_opencl_tests_in_a_fresh_process" if LLVM_CONFLICT else
+    "pyopencl with an OpenCL device is not installed (pip install pyopencl; apt install pocl-opencl-icd)"))
+
+
+def needs_opencl(test):
+    """Marks a test that runs on an OpenCL device (marker ``opencl``)."""
+    return pytest.mark.opencl(_skip_opencl(test))
+
+
+@pytest.mark.skipif(not LLVM_CONFLICT, reason="the OpenCL tests run in this process")
+def test_opencl_tests_in_a_fresh_process(request):
+    """The OpenCL tests of this file, run by a child pytest that does not import tensorflow."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__)
+    marks = request.config.getoption("markexpr") or ""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here),
+           "-m", f"opencl and ({marks})" if marks else "opencl"]
+    r = subprocess.run(cmd, cwd=here.parents[2], capture_output=True, text=True, timeout=1800,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    tail = (r.stdout + r.stderr)[-3000:]
+    assert r.returncode == 0, tail
+    assert " passed" in r.stdout and "skipped" not in r.stdout, tail
 needs_nvrtc = pytest.mark.skipif(not nvrtc.available(), reason="NVRTC is not installed "
                                  "(pip install nvidia-cuda-nvrtc-cu12)")
 
@@ -379,7 +408,7 @@ def _intrinsics():
     return [X, N, D], te.compute((8,), f, name="intrinsics")
 
 
-@pytest.mark.parametrize("lang", ["cuda", "opencl"])
+@pytest.mark.parametrize("lang", ["cuda", pytest.param("opencl", marks=pytest.mark.opencl)])
 def test_every_intrinsic_compiles(lang):
     """The generated source of every intrinsic builds with the language's compiler: NVRTC for
     CUDA, the OpenCL driver for OpenCL (and runs there against the interpreter)."""
@@ -396,7 +425,8 @@ def test_every_intrinsic_compiles(lang):
         assert ".entry intrinsics" in nvrtc.compile_ptx(gen.source())
         return
     if not opencl.available():
-        pytest.skip("pyopencl with an OpenCL device is not installed")
+        pytest.skip("run in a fresh process by test_opencl_tests_in_a_fresh_process" if LLVM_CONFLICT
+                    else "pyopencl with an OpenCL device is not installed")
     import pyopencl as cl
 
     x = np.linspace(-2, 2, 8).astype(np.float32)

@@ -9,15 +9,41 @@ in graph order on one in-order queue, and copies each output back once.
 
 from __future__ import annotations
 
+import glob
 import os
+import sys
 
 import numpy as np
 
 from ..errors import EmberRuntimeError
 
 
+def llvm_conflict() -> str:
+    """Why OpenCL cannot be used in this process, or "": pocl (the CPU driver) carries its own
+    LLVM, and with TensorFlow's loaded in the same process, enumerating the platforms crashes the
+    process and building a program fails.  Checked before any OpenCL call, since the ICD loader
+    loads every driver when the platforms are listed."""
+    if "tensorflow" not in sys.modules:
+        return ""
+    vendors = os.environ.get("OCL_ICD_VENDORS", "/etc/OpenCL/vendors")
+    icds = glob.glob(os.path.join(vendors, "*.icd")) if os.path.isdir(vendors) else [vendors]
+    for icd in icds:
+        try:
+            with open(icd, encoding="utf-8", errors="replace") as f:
+                if "pocl" in f.read():
+                    return ("TensorFlow is loaded in this process and the OpenCL driver pocl is installed: "
+                            "their two copies of LLVM cannot share a process (listing the OpenCL platforms "
+                            "crashes it); run OpenCL models in a process that does not import tensorflow")
+        except OSError:
+            continue
+    return ""
+
+
 def available() -> bool:
-    """Whether pyopencl imports and finds at least one device."""
+    """Whether pyopencl imports and finds at least one device (and can be used in this process:
+    :func:`llvm_conflict`)."""
+    if llvm_conflict():
+        return False
     try:
         import pyopencl as cl
 
@@ -27,6 +53,9 @@ def available() -> bool:
 
 
 def _device():
+    conflict = llvm_conflict()
+    if conflict:
+        raise EmberRuntimeError(conflict)
     import pyopencl as cl
 
     spec = os.environ.get("EMBER_OPENCL_DEVICE", "0:0")

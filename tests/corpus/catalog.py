@@ -155,8 +155,6 @@ FAILS: dict[str, str] = {
                        "at compile time (run-time loops)",
     "nudenet_yolov8n": "[E103] Concat of an upsampled map and a finer one: 2*((h+1)//2) and h agree only "
                        "when h is even, known at run time (symbolic dims)",
-    "magika": "[E004] Slice to 1000000000 along the open batch axis: whether the end is within the size "
-              "is only known at run time (symbolic dims)",
     "silero_vad": "[E004] If whose condition is computed from the input 'sr' (run-time If)",
     "silero_vad_op15": "[E004] If whose branch depends on the size ((sequence + 64)//256 + 1)//2, which "
                        "has no value at compile time (run-time If)",

@@ -547,8 +547,10 @@ def slice_(cx):
         if p == 0:
             raise cx.fail(f"step 0 on axis {a}")
         if any(isinstance(v, Sym) for v in (s, e, d)):
+            row = product(v for k, v in enumerate(dims) if k != a and isinstance(v, int))
             try:
-                st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d)
+                st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d,
+                                                            row * np_dtype(x.dtype).itemsize)
             except _RunTimeOnly:
                 if cx.opset < 10:
                     raise
@@ -608,11 +610,14 @@ class _RunTimeOnly(InvalidModelError):
         super().__init__(message, node=cx.name, op=cx.op_type)
 
 
-def _symbolic_slice_range(cx, axis, s, e, p, d):
+def _symbolic_slice_range(cx, axis, s, e, p, d, row_bytes=0):
     """(start, end, step) of a slice along an axis where the start, the end or the size is
     symbolic, clamped as ONNX defines where the bounds decide it; where only the run can tell
     (a start counting from the end of an axis that may be shorter), the slice takes the
     unclamped value and the graph checks that it needs no clamping (``NodeContext.require``).
+    A constant past what an axis can hold within the tensor limit (``row_bytes``: the bytes of
+    one index along it, counting the static dimensions) means its end, checked the same way
+    (jax2tf writes 1e9 for "to the end").
     What not even that decides (``_RunTimeOnly``) leaves the slice to the run (opset >= 10)."""
     where = f"the slice along axis {axis} (size {d})"
 
@@ -654,6 +659,9 @@ def _symbolic_slice_range(cx, axis, s, e, p, d):
         if isinstance(d, int):
             return v if cx.assume_at_most(v, d, f"the {what} of the slice along axis {axis}") else d
         within = compare(v, "<=", d, cx.bounds)
+        if within is None and isinstance(v, int) and v * row_bytes > limits.current().tensor_bytes:
+            cx.require(v - d, ">=", f"the {what} {v} of {where} at or past its end")
+            return d
         if within is None:
             cx.require(d - v, ">=", f"the {what} {v} of {where} within it")
             return v

@@ -165,10 +165,6 @@ FAILS: dict[str, str] = {
     "aecmos": "[E016] graph output declared of rank 1 where Ember computes [batch_size, 2]: a Squeeze "
               "with no axes drops the batch when it is 1 at run time (a rank decided at run time; "
               "onnxruntime gives shape (2,))",
-    "roberta_ts": "[E004] CumSum along the symbolic sequence axis (position ids from the mask): its "
-                  "steps are emitted at compile time (symbolic dims)",
-    "roberta_dynamo": "[E004] CumSum along the symbolic sequence axis (position ids from the mask): its "
-                      "steps are emitted at compile time (symbolic dims)",
     "swin_ts": "[E004] Pad to whole windows: the pads depend on height//4, which has no value at compile "
                "time (operands computed at run time)",
     "swin_dynamo": "[E004] Pad to whole windows: the pads depend on width//4, which has no value at "

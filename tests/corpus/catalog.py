@@ -165,10 +165,6 @@ FAILS: dict[str, str] = {
     "aecmos": "[E016] graph output declared of rank 1 where Ember computes [batch_size, 2]: a Squeeze "
               "with no axes drops the batch when it is 1 at run time (a rank decided at run time; "
               "onnxruntime gives shape (2,))",
-    "swin_ts": "[E004] Pad to whole windows: the pads depend on height//4, which has no value at compile "
-               "time (operands computed at run time)",
-    "swin_dynamo": "[E004] Pad to whole windows: the pads depend on width//4, which has no value at "
-                   "compile time (operands computed at run time)",
     "mobilevit_ts": "[E004] Reshape into patches: the shape depends on the pooled width, which has no "
                     "value at compile time (operands computed at run time)",
 }

@@ -35,3 +35,28 @@ def test_cumsum_along_an_unbounded_axis(dtype, exclusive, reverse):
               [("axis", np.array(1, np.int64))])
     make = (lambda b, s: np.random.default_rng(s).integers(-3, 4, (b, s))) if dtype == TP.INT64 else rand
     check(m, [{"x": make(b, s)} for b, s in ((1, 1), (2, 5), (3, 8), (1, 33))])
+
+
+def _const(name, value):
+    return helper.make_node("Constant", [], [name], value=helper.make_tensor(
+        name, TP.INT64, np.shape(value), np.asarray(value, np.int64).reshape(-1).tolist()))
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect"])
+def test_pad_to_whole_windows_of_an_open_height_and_width(mode):
+    # Swin pads its map to whole windows by (4 - h % 4) % 4 from the Shape of its input; the
+    # padded map is then cut into windows (a reshape that needs the whole multiple of 4)
+    nodes = [helper.make_node("Shape", ["x"], ["shp"]), _const("i1", 1), _const("i2", 2), _const("four", 4),
+             _const("zero", [0]), _const("ax0", [0])]
+    for k, axis in (("h", "i1"), ("w", "i2")):
+        nodes += [helper.make_node("Gather", ["shp", axis], [f"{k}d"], axis=0),
+                  helper.make_node("Mod", [f"{k}d", "four"], [f"{k}m"]),
+                  helper.make_node("Sub", ["four", f"{k}m"], [f"{k}s"]),
+                  helper.make_node("Mod", [f"{k}s", "four"], [f"{k}p"]),
+                  helper.make_node("Unsqueeze", [f"{k}p", "ax0"], [f"{k}pu"])]
+    nodes += [helper.make_node("Concat", ["zero", "zero", "zero", "zero", "zero", "hpu", "wpu", "zero"], ["pads"], axis=0),
+              helper.make_node("Pad", ["x", "pads"], ["y"], mode=mode),
+              _const("win", [0, -1, 4, 3]),
+              helper.make_node("Reshape", ["y", "win"], ["z"])]
+    m = model(nodes, [vi("x", ["batch", "h", "w", 3])], [vi("y", ["batch", "h2", "w2", 3]), vi("z", ["batch", "n", 4, 3])])
+    check(m, [{"x": rand(b, h, w, 3)} for b, h, w in ((1, 4, 8), (2, 5, 7), (1, 9, 3), (3, 6, 6))])

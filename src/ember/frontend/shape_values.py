@@ -78,6 +78,20 @@ def _cmp(op):
     return f
 
 
+def floor_mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX integer Mod (the remainder takes the divisor's sign, as Python's %) of dimensions,
+    by positive constants where ``a`` is symbolic (a remainder atom of ``ember.symbolic``)."""
+    def f(x, y):
+        if _is_int(x) and _is_int(y):
+            if y == 0:
+                raise SymbolicError("a remainder by zero in shape arithmetic")
+            return int(x) % int(y)
+        if not _is_int(y) or int(y) <= 0:
+            raise SymbolicError(f"({x}) % ({y}) is not a remainder by a positive constant")
+        return x % int(y)
+    return _elementwise(f, a, b)
+
+
 def fold(core: str, attrs: dict, arrays: list[np.ndarray], bounds: Mapping[str, int] | None = None) -> np.ndarray:
     """``core`` applied to ``arrays`` (numbers or object arrays of dimensions); returns an
     object array (or a bool array for comparisons)."""

@@ -278,11 +278,14 @@ def nonzero_positions(cx, flat: Value) -> tuple[Value, Sym]:
     return pos, nz
 
 
-def pad_at_run_time(cx, x: Value, pads: Value, axes: list[int], mode: str, value: Value) -> Value:
+def pad_at_run_time(cx, x: Value, pads: Value, axes: list[int], mode: str, value: Value,
+                    lengths: list | None = None) -> Value:
     """ONNX Pad whose pads (or constant value) are read at run time: per padded axis of size
     d, the new length d + begin + end is bound (negative: an error of the run) and a gather
     reads the source index of every output position (clamped for ``edge``, reflected for
-    ``reflect``, wrapped for ``wrap``; ``constant`` puts ``value`` where it falls outside)."""
+    ``reflect``, wrapped for ``wrap``; ``constant`` puts ``value`` where it falls outside).
+    ``lengths`` gives the new lengths where the shape arithmetic knows them (symbolic pads from
+    the input's sizes): nothing is bound then."""
     i64 = lambda c: cx.scalar(c, "int64")  # noqa: E731
     k_axes = len(axes)
     if pads.type.rank != 1 or pads.shape[0] != 2 * k_axes:
@@ -293,9 +296,13 @@ def pad_at_run_time(cx, x: Value, pads: Value, axes: list[int], mode: str, value
             raise cx.fail(f"cannot pad the empty axis {a} of {x.type} in mode {mode!r}")
         d_t = cx.op("reshape", [dims_tensor(cx, [d])], shape=())
         begin, end = element(cx, pads, k), element(cx, pads, k + k_axes)
-        n = cx.op("add", [cx.op("add", [d_t, begin]), end])
-        bound, (length,) = bind(cx, n, f"axis{a}")
-        seq = iota(cx, bound, length)
+        if lengths is None:
+            n = cx.op("add", [cx.op("add", [d_t, begin]), end])
+            bound, (length,) = bind(cx, n, f"axis{a}")
+            seq = iota(cx, bound, length)
+        else:
+            length = lengths[k]
+            seq = cx.op("arange", [], length=length, start=0, delta=1, dtype="int64")
         src = cx.op("sub", [seq, begin])
         last = cx.op("sub", [d_t, i64(1)])
         if mode in ("reflect", "wrap"):

@@ -9,6 +9,7 @@ import numpy as np
 
 from ... import limits
 from ...errors import InvalidModelError, ShapeError, UnsupportedOpError
+from ...graph.ir import Value
 from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
 from ..onnx import OperandNotConstantError, onnx_dtype
@@ -686,7 +687,7 @@ def pad(cx):
     else:
         if data_dims.runtime_operand(cx, 1) is not None:
             return _pad_at_run_time(cx, x, mode)      # pads of the run: the output's size too
-        pads = cx.ints_input(1, "pads", required=True)
+        pads = cx.dims_input(1, "pads", required=True)
         cv = cx.known_input(2)
         if cx.has_input(2) and cx.input(2).type.num_elements != 1:
             raise cx.fail(f"constant_value must be a scalar, got {cx.input(2).type}")
@@ -706,6 +707,8 @@ def pad(cx):
         raise cx.fail(f"needs {2 * r} pads for {x.type}, got {len(pads)}")
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise cx.fail(f"unknown mode {mode!r}")
+    if any(isinstance(p, Sym) for p in pads):
+        return _symbolic_pad(cx, x, pads, mode, value if at_run_time is None else at_run_time)
     cv = np.array(value).astype(np_dtype(x.dtype))
     value = bool(cv) if x.dtype == "bool" else int(cv) if is_int(x.dtype) or x.dtype in NARROW_INT_DTYPES else float(cv)
     out = cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
@@ -760,6 +763,28 @@ def center_crop_pad(cx):
             keep = cx.const(inside.reshape(shp)) if isinstance(inside, np.ndarray) else reshape(cx, inside, shp)
             out = cx.op("where", [keep, g, zero])
     return out
+
+
+def _symbolic_pad(cx, x, pads, mode, value):
+    """Pad by amounts the shape arithmetic gives as expressions of the input's sizes (to whole
+    windows: ``(7 - h % 7) % 7``): per axis a gather of the source positions, computed at run
+    time, over the new length, which stays a symbolic dimension."""
+    r = x.type.rank
+    axes = [a for a in range(r) if not (isinstance(pads[a], int) and isinstance(pads[a + r], int)
+                                        and pads[a] == 0 and pads[a + r] == 0)]
+    lengths = []
+    for a in axes:
+        n = x.shape[a] + pads[a] + pads[a + r]
+        if compare(n, ">=", 0, cx.bounds) is not True:
+            cx.require(n, ">=", f"pads {[str(p) for p in pads]} that leave axis {a} of {x.type} a size >= 0")
+        lengths.append(n)
+    if not isinstance(value, Value):
+        value = cx.scalar(value, x.dtype)
+    elif value.dtype != x.dtype:
+        value = cx.op("cast", [value], to=x.dtype)
+    value = reshape(cx, value, ())
+    sel = data_dims.dims_tensor(cx, [pads[a] for a in axes] + [pads[a + r] for a in axes])
+    return data_dims.pad_at_run_time(cx, x, sel, axes, mode, value, lengths=lengths)
 
 
 def _pad_at_run_time(cx, x, mode):

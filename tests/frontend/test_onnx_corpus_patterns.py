@@ -9,6 +9,9 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper
 
+from ember.errors import InputError
+from ember.symbolic import symbol
+
 from test_onnx_dynamic import check, rand
 from test_onnx_dynamic_ops import model, vi
 
@@ -60,3 +63,56 @@ def test_pad_to_whole_windows_of_an_open_height_and_width(mode):
               helper.make_node("Reshape", ["y", "win"], ["z"])]
     m = model(nodes, [vi("x", ["batch", "h", "w", 3])], [vi("y", ["batch", "h2", "w2", 3]), vi("z", ["batch", "n", 4, 3])])
     check(m, [{"x": rand(b, h, w, 3)} for b, h, w in ((1, 4, 8), (2, 5, 7), (1, 9, 3), (3, 6, 6))])
+
+
+def _float_const(name, value):
+    return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TP.FLOAT, (), [value]))
+
+
+def test_float_range_over_an_open_width():
+    # YOLOv8's anchor grid: Range(0.0, float(width), 1.0) + 0.5, from the Shape of a feature map
+    nodes = [helper.make_node("Shape", ["x"], ["shp"]), _const("i3", 3),
+             helper.make_node("Gather", ["shp", "i3"], ["w"], axis=0),
+             helper.make_node("Cast", ["w"], ["wf"], to=TP.FLOAT),
+             _float_const("zero", 0.0), _float_const("one", 1.0), _float_const("half", 0.5),
+             helper.make_node("Range", ["zero", "wf", "one"], ["r"]),
+             helper.make_node("Add", ["r", "half"], ["c"]),
+             helper.make_node("Mul", ["x", "c"], ["y"])]
+    m = model(nodes, [vi("x", ["batch", 2, "h", "w"])], [vi("y", ["batch", 2, "h", "w"])])
+    check(m, [{"x": rand(b, 2, h, w)} for b, h, w in ((1, 3, 5), (2, 4, 16), (1, 1, 1))])
+
+
+def test_shape_arithmetic_in_float_rounds_to_a_dimension():
+    # MobileViT: new width = int(ceil(width / 2.0) * 2.0), computed on float tensors
+    nodes = [helper.make_node("Shape", ["x"], ["shp"]), _const("i1", 1), _const("ax0", [0]), _const("b1", [1]),
+             helper.make_node("Gather", ["shp", "i1"], ["w"], axis=0),
+             helper.make_node("Cast", ["w"], ["wf"], to=TP.FLOAT),
+             _float_const("two", 2.0),
+             helper.make_node("Div", ["wf", "two"], ["q"]),
+             helper.make_node("Ceil", ["q"], ["qc"]),
+             helper.make_node("Mul", ["qc", "two"], ["nf"]),
+             helper.make_node("Cast", ["nf"], ["n"], to=TP.INT64),
+             helper.make_node("Unsqueeze", ["n", "ax0"], ["nu"]),
+             helper.make_node("Concat", ["b1", "nu"], ["target"], axis=0),
+             helper.make_node("ReduceMax", ["x"], ["col"], axes=[1], keepdims=1),
+             helper.make_node("Expand", ["col", "target"], ["y"])]
+    m = model(nodes, [vi("x", ["batch", "w"])], [vi("y", ["batch", "n"])], opset=13)
+    g, _ = check(m, [{"x": rand(b, w)} for b, w in ((1, 3), (2, 8), (3, 1))])
+    assert g.outputs[0].type.shape[1] == 2 * ((symbol("w") + 1) // 2)      # no run-time shape
+
+
+def test_if_on_a_size_whose_branches_differ_in_rank():
+    # Silero VAD: x.squeeze(-1) if x.shape[-1] == 1 else x, the last size computed from the
+    # input's length: the branch of the sizes being equal, checked when the input binds them
+    then = helper.make_graph([helper.make_node("Squeeze", ["h", "axl"], ["o"])], "then", [],
+                             [vi("o", ["b", 3])])
+    other = helper.make_graph([helper.make_node("Identity", ["h"], ["o2"])], "else", [], [vi("o2", ["b", 3, "n"])])
+    nodes = [helper.make_node("MaxPool", ["x"], ["h"], kernel_shape=[4], strides=[4]),
+             helper.make_node("Shape", ["h"], ["shp"]), _const("last", -1), _const("one", 1), _const("axl", [-1]),
+             helper.make_node("Gather", ["shp", "last"], ["n"], axis=0),
+             helper.make_node("Equal", ["n", "one"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    m = model(nodes, [vi("x", ["batch", 3, "t"])], [vi("y", ["batch", 3])])
+    g, mod = check(m, [{"x": rand(b, 3, t)} for b, t in ((1, 4), (2, 7))])
+    with pytest.raises(InputError, match="If"):
+        mod.run({"x": rand(1, 3, 8)})

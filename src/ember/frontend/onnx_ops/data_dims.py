@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph.ir import Value
+from ...graph.types import is_int
 from ...symbolic import Sym, product, symbol
 
 
@@ -85,6 +86,8 @@ def runtime_operand(cx, i: int) -> Value | None:
     computed from constants, nor a shape value the frontend tracks, and not in a region op's
     body), else None."""
     v = cx.input(i, required=False)
+    if v is not None and cx.is_symbolic(v) and not is_int(v.dtype) and not cx._tr.region_depth:
+        return v            # float shape arithmetic: no op reads floats at compile time
     if v is None or v.is_const or cx.is_symbolic(v) or cx._tr.region_depth:
         return None         # (a region's body takes its operands as constants: see ``bind``)
     from ..onnx import computed_from_constants as folded

@@ -186,6 +186,9 @@ def constant_of_shape(cx):
 
 @translates("Range")
 def range_(cx):
+    if any(cx.is_symbolic(cx.input(k)) for k in range(3)) and \
+            all(cx.is_symbolic(cx.input(k)) or cx.input(k).is_const for k in range(3)):
+        return _symbolic_range(cx)
     if any(data_dims.runtime_operand(cx, k) is not None for k in range(3)):
         return data_dims.range_at_run_time(cx, cx.input(0), cx.input(1), cx.input(2))
     if any(cx.is_symbolic(cx.input(k)) for k in range(3)):
@@ -212,10 +215,18 @@ def range_(cx):
 def _symbolic_range(cx):
     """Range over a length known at run time: the core arange op."""
     dtype = cx.input(0).dtype
-    if not is_int(dtype):
-        raise cx.fail(f"a Range of dtype {dtype} whose bounds depend on symbolic dimensions")
-    start, limit, delta = (cx.dims_input(k, what, required=True) for k, what in
-                           ((0, "start"), (1, "limit"), (2, "delta")))
+    if is_int(dtype):
+        start, limit, delta = (cx.dims_input(k, what, required=True) for k, what in
+                               ((0, "start"), (1, "limit"), (2, "delta")))
+    else:
+        # float bounds from shape arithmetic (a grid of cell centres): whole numbers only
+        start, limit, delta = ([d.item() if isinstance(d, np.generic) else d
+                                for d in (cx._tr.symvals[v.uid] if cx.is_symbolic(v) else v.const).reshape(-1)]
+                               for v in (cx.input(k) for k in range(3)))
+        for v in (start, limit, delta):
+            if any(not isinstance(d, Sym) and not (isinstance(d, (int, float)) and float(d).is_integer()) for d in v):
+                return data_dims.range_at_run_time(cx, cx.input(0), cx.input(1), cx.input(2))
+        start, limit, delta = ([d if isinstance(d, Sym) else int(d) for d in v] for v in (start, limit, delta))
     for what, v in (("start", start), ("limit", limit), ("delta", delta)):
         if len(v) != 1:
             raise cx.fail(f"{what} must be a scalar, got {len(v)} values")
@@ -334,9 +345,14 @@ def squeeze(cx):
     else:
         axes = norm_axes(cx, axes, len(dims))
         for a in axes:
-            if dims[a] != 1:
+            if isinstance(dims[a], Sym):
+                # 1 for some sizes only: the run checks it (onnxruntime refuses the others too)
+                cx.require(dims[a] - 1, "==", f"axis {a} of {x.type} to squeeze to be of size 1")
+            elif dims[a] != 1:
                 raise cx.fail(f"cannot squeeze axis {a} of {x.type}: its size is {dims[a]}, not 1")
         keep = [d for k, d in enumerate(dims) if k not in axes]
+        if any(isinstance(dims[a], Sym) for a in axes):
+            return cx.op("reshape", [x], shape=tuple(keep), checked=True)
     return reshape(cx, x, keep)
 
 

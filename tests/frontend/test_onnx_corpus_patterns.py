@@ -116,3 +116,18 @@ def test_if_on_a_size_whose_branches_differ_in_rank():
     g, mod = check(m, [{"x": rand(b, 3, t)} for b, t in ((1, 4), (2, 7))])
     with pytest.raises(InputError, match="If"):
         mod.run({"x": rand(1, 3, 8)})
+
+
+def test_squeeze_without_axes_after_a_recurrence_with_a_fixed_batch_state():
+    # AECMOS: a GRU whose initial state has batch 1 fixes the input's open batch to 1 (checked),
+    # so a Squeeze with no axes drops it, as onnxruntime does
+    h, i = 4, 3
+    w = (np.random.default_rng(1).standard_normal((1, 3 * h, i)) * 0.4).astype(np.float32)
+    r = (np.random.default_rng(2).standard_normal((1, 3 * h, h)) * 0.4).astype(np.float32)
+    h0 = (np.random.default_rng(3).standard_normal((1, 1, h)) * 0.4).astype(np.float32)
+    nodes = [helper.make_node("GRU", ["x", "w", "r", "", "", "h0"], ["", "yh"], hidden_size=h),
+             helper.make_node("Squeeze", ["yh"], ["y"])]
+    m = model(nodes, [vi("x", ["seq", "batch", i])], [vi("y", [h])], [("w", w), ("r", r), ("h0", h0)], opset=11)
+    _, mod = check(m, [{"x": rand(s, 1, i)} for s in (1, 5, 20)])
+    with pytest.raises(InputError, match="initial state"):
+        mod.run({"x": rand(3, 2, i)})

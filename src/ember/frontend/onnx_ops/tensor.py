@@ -341,7 +341,12 @@ def squeeze(cx):
     dims = tuple(x.shape)
     axes = _axes_arg(cx)
     if axes is None:
-        keep = [d for d in dims if d != 1]
+        # every axis of size 1, a symbolic one among them where the graph already checks that
+        # it is 1 (a GRU's batch fixed by its initial state); any other stays
+        ones = {c[0] + 1 for c in cx._tr.b.checks if c[1] == "==" and isinstance(c[0], Sym)}
+        keep = [d for d in dims if d != 1 and not (isinstance(d, Sym) and d in ones)]
+        if len(keep) < len([d for d in dims if d != 1]):
+            return cx.op("reshape", [x], shape=tuple(keep), checked=True)
     else:
         axes = norm_axes(cx, axes, len(dims))
         for a in axes:

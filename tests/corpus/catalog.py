@@ -156,10 +156,6 @@ FAILS: dict[str, str] = {
     "nudenet_yolov8n": "[E103] Concat of an upsampled map and a finer one: 2*((h+1)//2) and h agree only "
                        "when h is even, known at run time (symbolic dims)",
     "silero_vad": "[E004] If whose condition is computed from the input 'sr' (run-time If)",
-    "silero_vad_op15": "[E004] If whose branch depends on the size ((sequence + 64)//256 + 1)//2, which "
-                       "has no value at compile time (run-time If)",
-    "silero_vad_seq": "[E201] reflect Pad of float32[sequence_length, 576]: whether sequence_length <= 0 "
-                      "is only known at run time (codegen with symbolic shapes)",
     "plcmos": "[E016] graph output declared of rank 0 where Ember computes [batch_size]: a Squeeze "
               "with no axes drops the open batch when it is 1 at run time and keeps it at 2 (onnxruntime "
               "gives shapes () and (2,)): a rank decided at run time",

@@ -131,3 +131,12 @@ def test_squeeze_without_axes_after_a_recurrence_with_a_fixed_batch_state():
     _, mod = check(m, [{"x": rand(s, 1, i)} for s in (1, 5, 20)])
     with pytest.raises(InputError, match="initial state"):
         mod.run({"x": rand(3, 2, i)})
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+def test_constant_pads_of_an_open_axis_in_index_modes(mode):
+    # Silero VAD pads its signal by reflection before the STFT: constant pads, an open length
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["y"], mode=mode)]
+    m = model(nodes, [vi("x", ["batch", "t"])], [vi("y", ["batch", "t2"])],
+              [("pads", np.array([0, 3, 0, 2], np.int64))])
+    check(m, [{"x": rand(b, t)} for b, t in ((1, 4), (2, 9), (3, 5))])

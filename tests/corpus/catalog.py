@@ -149,13 +149,17 @@ HF = [Model(f"{recipe}_{exp}", f"transformers {recipe}", {"ts": "torchscript", "
 FAILS: dict[str, str] = {
     "ppocr4_det": "compiles (the upsampled 2*((h+1)//2) and h agree by a run-time check) but differs "
                   "from onnxruntime by 2.1e-3 at 1x3x320x320 (tolerance 1e-4; 6e-5 and 8e-5 at the others)",
-    "ddddocr_ocr": "[E016] graph output '387' declared of rank 2 where Ember computes "
-                   "[(((image_width + 1)//2 + 1)//2 + 1)//2, 1, 8210] (past its LSTM now; not yet examined)",
-    "ddddocr_ocr_old": "[E004] DynamicQuantizeLSTM over a symbolic sequence length: its steps are emitted "
-                       "at compile time (run-time loops)",
+    "ddddocr_ocr": "[E016] graph output '387' declared [1, seqlen] where Ember computes "
+                   "[(((image_width + 1)//2 + 1)//2 + 1)//2, 1, 8210]: the declaration is wrong "
+                   "(onnxruntime gives (16, 1, 8210) at width 128, with a warning that it ignores it)",
+    "ddddocr_ocr_old": "[E016] graph output '387' declared [1, seqlen] where Ember computes "
+                       "[(((image_width + 1)//2 + 1)//2 + 1)//2, 1, 8210] (as ddddocr_ocr; its "
+                       "DynamicQuantizeLSTM translates now, whether it matches is not yet known)",
     "nudenet_yolov8n": "[E103] Concat of an upsampled map and a finer one: 2*((h+1)//2) and h agree only "
                        "when h is even, known at run time (symbolic dims)",
-    "silero_vad": "[E004] If whose condition is computed from the input 'sr' (run-time If)",
+    "silero_vad": "[E104] inside the run-time If on the input 'sr': the LSTM adds [input_0, 512] and "
+                  "[state_1, 512], two symbols that the body cannot check equal (symbols are checked "
+                  "by the model's entry only)",
     "plcmos": "[E016] graph output declared of rank 0 where Ember computes [batch_size]: a Squeeze "
               "with no axes drops the open batch when it is 1 at run time and keeps it at 2 (onnxruntime "
               "gives shapes () and (2,)): a rank decided at run time",

@@ -146,3 +146,17 @@ def test_compare_bounds_floor_divisions_by_their_quotients():
     assert compare(2 * (s // 2), "<=", s) is True
     assert compare(s // 3 + 1, "<=", s) is None              # S = 0
     assert compare(s - 2 * ((s + 2) // 3), ">=", 0) is None  # S = 1 makes it -1
+
+
+def test_padding_to_whole_windows_is_a_whole_multiple():
+    # (c - x % c) % c, as exporters pad to whole windows: x plus it divides by c exactly
+    h = symbol("h")
+    for x in (h, h // 4, s + 1):
+        for c in (2, 4, 7):
+            pad = (c - x % c) % c
+            assert exact_div(x + pad, c) is not None
+            for v in range(0, 60):
+                env = {"h": v, "seq": v, "batch": 1}
+                xv = _value(x, env)
+                assert _value(pad, env) == (c - xv % c) % c and _value((-x) % c, env) == (-xv) % c
+                assert _value((2 - 3 * x) % c, env) == (2 - 3 * xv) % c

@@ -360,10 +360,21 @@ def _mod(a: Sym, c: int) -> "int | Sym":
     r = Sym._make({m: coef % c for m, coef in a.terms}, a.const % c)
     if isinstance(r, int):
         return r
+    # the remainder of a negated remainder (padding to whole windows: (c - x % c) % c) is
+    # c*ceil(x / c) - x, so that x plus it is a whole multiple of c
+    s = Sym._make({m: (-coef) % c for m, coef in a.terms}, (-a.const) % c)
+    if isinstance(s, Sym) and not s.const and len(s.terms) == 1 and s.terms[0][1] == 1 \
+            and len(s.terms[0][0]) == 1 and s.terms[0][0][0][0] == "%" and s.terms[0][0][0][2] == c:
+        return _ceil_gap(Sym._of(s.terms[0][0][0][1]), c)          # s is y % c: y will do
     lo, hi = dim_range(r)
     if hi is not None and hi < c:
         return r
     return Sym({(("%", r, c),): 1}, 0)
+
+
+def _ceil_gap(s: Sym, c: int) -> "int | Sym":
+    """(-s) mod c for s >= 0, as c*ceil(s / c) - s."""
+    return c * _floordiv(s + (c - 1), c) - s
 
 
 def exact_div(a: "int | Sym", b: "int | Sym") -> "int | Sym | None":

@@ -43,7 +43,7 @@ from ..errors import (FrontendError, GraphError, InvalidModelError, LimitError, 
                       TypeInferenceError, UnsupportedOpError)
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value, constant
-from ..graph.types import TensorType, np_dtype
+from ..graph.types import TensorType, is_float, np_dtype
 from ..graph.verify import verify
 from ..ops import get_op
 from ..symbolic import Sym, SymbolicError, bind as bind_dims, compare, dim_range, is_identifier, symbol
@@ -51,7 +51,7 @@ from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
 from .onnx_validate import (check_declared_types, check_graph, check_operand_types, check_raw_length,
                             check_versions, onnx_type_str, schema_of, tensor_nbytes)
 from .core import emit
-from .shape_values import FOLDABLE, fold
+from .shape_values import FOLDABLE, Ratio, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
            "OptionalValue"]
@@ -198,7 +198,7 @@ def _default_opset(mp) -> int | None:
 def computed_from_constants(v: Value) -> np.ndarray | None:
     """The value of ``v`` when it is computed from constants alone (nodes kept unfolded on
     purpose, such as the ``dequantize`` of a constant that the QDQ passes read), by running its
-    producers' references; None when a graph input feeds it."""
+    producers' references; None when a graph input or a symbolic size feeds it."""
     memo: dict[int, np.ndarray] = {}
     stack = [v]
     while stack:
@@ -217,7 +217,10 @@ def computed_from_constants(v: Value) -> np.ndarray | None:
         if pending:
             stack.extend(pending)
             continue
-        outs = get_op(node.op).run_reference(node.attrs, [memo[w.uid] for w in node.inputs])
+        try:
+            outs = get_op(node.op).run_reference(node.attrs, [memo[w.uid] for w in node.inputs])
+        except SymbolicError:
+            return None         # an attribute holds a symbolic size (an ``arange`` from one)
         for out, o in zip(node.outputs, outs):
             memo[out.uid] = np.asarray(o, dtype=np_dtype(out.type.dtype)).reshape(out.type.shape)
         stack.pop()
@@ -341,8 +344,9 @@ class NodeContext:
         """A value holding ``arr``, an array of dimensions: a constant when they are all numbers,
         else a symbolic shape value."""
         flat = list(arr.reshape(-1))
-        if not any(isinstance(d, Sym) for d in flat):
-            return self.const(np.array([int(d) if not isinstance(d, (bool, np.bool_)) else d for d in flat],
+        if not any(isinstance(d, (Sym, Ratio)) for d in flat):
+            num = float if is_float(dtype) else int
+            return self.const(np.array([num(d) if not isinstance(d, (bool, np.bool_)) else d for d in flat],
                                        dtype=np_dtype(dtype)).reshape(arr.shape), dtype)
         v = Value(self.b.fresh(self.name + "_shape"), TensorType(arr.shape, dtype))
         self._tr.symvals[v.uid] = arr
@@ -478,7 +482,7 @@ class NodeContext:
                 types = opdef.infer_types(a, [v.type for v in inputs], self.name)
                 try:
                     out = fold(core, a, [tr.symvals[v.uid] if self.is_symbolic(v) else v.const for v in inputs],
-                               tr.bounds)
+                               tr.bounds, types[0].dtype)
                 except SymbolicError:
                     out = None
                 if out is not None and len(types) == 1 and tuple(out.shape) == types[0].shape:
@@ -576,6 +580,13 @@ class _Translator:
         if done is not None:
             return done
         arr = self.symvals[v.uid]
+        if v.dtype in ("float32", "float64") and not any(isinstance(d, (Ratio, float)) for d in arr.reshape(-1)):
+            # whole dimensions in a float shape value: computed as integers, then converted
+            whole = Value(self.b.fresh(cx.name + "_shape"), TensorType(v.shape, "int64"))
+            self.symvals[whole.uid] = arr
+            out = self.b.op("cast", [self.materialize(whole, cx)], name=f"{cx.name}_dims", to=v.dtype)
+            self.materialized[v.uid] = out
+            return out
         if v.dtype not in ("int64", "int32", "uint64", "uint32", "int16", "int8", "uint8", "uint16"):
             raise cx.fail(f"a symbolic shape value of dtype {v.dtype} cannot be computed")
         parts = [self._data_dim(d, cx, v.dtype) if isinstance(d, Sym) and d.symbols() & self.data_symbols else

@@ -25,14 +25,54 @@ FOLDABLE = frozenset({
     "reshape", "concat", "gather", "slice", "cast", "broadcast_to", "transpose",
     "add", "sub", "mul", "div", "maximum", "minimum", "neg", "abs",
     "equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "where", "reduce_prod",
+    "ceil", "floor",
 })
 
 _INT_TARGETS = ("int64", "int32", "uint64", "uint32")
+_FLOAT_TARGETS = ("float32", "float64")
+
+
+class Ratio:
+    """A symbolic dimension over a positive constant: float shape arithmetic in flight
+    (``ceil(w / 2.0) * 2``), which only ``ceil``, ``floor`` or a multiple that makes it whole
+    turn back into a dimension; anything else is refused (``SymbolicError``)."""
+
+    __slots__ = ("num", "den")
+
+    def __init__(self, num: Sym, den: int):
+        self.num, self.den = num, den
+
+    @staticmethod
+    def of(num, den: int):
+        q = exact_div(num, den)
+        return q if q is not None else Ratio(num, den)
+
+    def __mul__(self, k):
+        if not _is_int(k) or int(k) <= 0:
+            raise SymbolicError(f"({self}) * {k} in float shape arithmetic")
+        return Ratio.of(self.num * int(k), self.den)
+
+    __rmul__ = __mul__
+
+    def _refuse(self, *args):
+        raise SymbolicError(f"({self}) is not a whole dimension")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __truediv__ = __floordiv__ = __int__ = __index__ = _refuse
+
+    def __str__(self):
+        return f"({self.num})/{self.den}"
+
+
+def _whole(x):
+    """A float element of a shape value as an int where it is one (else the float)."""
+    if isinstance(x, float) and x.is_integer():
+        return int(x)
+    return x
 
 
 def _obj(a: np.ndarray) -> np.ndarray:
     out = np.empty(a.shape, dtype=object)
-    out.reshape(-1)[:] = [x if isinstance(x, Sym) else (x.item() if hasattr(x, "item") else x)
+    out.reshape(-1)[:] = [x if isinstance(x, (Sym, Ratio)) else _whole(x.item() if hasattr(x, "item") else x)
                           for x in a.reshape(-1)]
     return out
 
@@ -78,10 +118,32 @@ def _cmp(op):
     return f
 
 
-def fold(core: str, attrs: dict, arrays: list[np.ndarray], bounds: Mapping[str, int] | None = None) -> np.ndarray:
-    """``core`` applied to ``arrays`` (numbers or object arrays of dimensions); returns an
-    object array (or a bool array for comparisons)."""
-    out = _fold(core, attrs, [np.asarray(a) if not isinstance(a, np.ndarray) else a for a in arrays], bounds)
+def floor_mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX integer Mod (the remainder takes the divisor's sign, as Python's %) of dimensions,
+    by positive constants where ``a`` is symbolic (a remainder atom of ``ember.symbolic``)."""
+    def f(x, y):
+        if _is_int(x) and _is_int(y):
+            if y == 0:
+                raise SymbolicError("a remainder by zero in shape arithmetic")
+            return int(x) % int(y)
+        if not _is_int(y) or int(y) <= 0:
+            raise SymbolicError(f"({x}) % ({y}) is not a remainder by a positive constant")
+        return x % int(y)
+    return _elementwise(f, a, b)
+
+
+def fold(core: str, attrs: dict, arrays: list[np.ndarray], bounds: Mapping[str, int] | None = None,
+         dtype: str = "int64") -> np.ndarray:
+    """``core`` applied to ``arrays`` (numbers or object arrays of dimensions) giving ``dtype``;
+    returns an object array (or a bool array for comparisons).  Float shape values hold whole
+    dimensions, plain numbers, and ``Ratio``s in flight between a division and a rounding."""
+    arrays = [np.asarray(a) if not isinstance(a, np.ndarray) else a for a in arrays]
+    try:
+        out = _fold(core, attrs, arrays, bounds, dtype)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:
+        if isinstance(e, SymbolicError):
+            raise
+        raise SymbolicError(f"{core} of symbolic shape values: {e}") from None
     if not isinstance(out, np.ndarray):
         box = np.empty((), dtype=object)
         box[()] = out
@@ -89,10 +151,35 @@ def fold(core: str, attrs: dict, arrays: list[np.ndarray], bounds: Mapping[str, 
     return out
 
 
-def _fold(core, attrs, arrays, bounds):
+def _float_div(x, y):
+    """True division of a float shape value's elements: a Ratio where it is not whole."""
+    if isinstance(x, Ratio) or isinstance(y, (Sym, Ratio)):
+        raise SymbolicError(f"({x}) / ({y}) in float shape arithmetic")
+    if not isinstance(x, Sym):
+        return _whole(x / y)
+    if not _is_int(y) or int(y) <= 0:
+        raise SymbolicError(f"({x}) / {y}: float shape arithmetic divides by positive whole numbers only")
+    return Ratio.of(x, int(y))
+
+
+def _round(core):
+    def f(x):
+        if isinstance(x, Ratio):
+            return x.num // x.den if core == "floor" else (x.num + x.den - 1) // x.den
+        if isinstance(x, Sym) or _is_int(x):
+            return x
+        return int(np.floor(x) if core == "floor" else np.ceil(x))
+    return f
+
+
+def _fold(core, attrs, arrays, bounds, dtype="int64"):
     if core not in FOLDABLE:
         raise SymbolicError(f"{core} is not evaluated on symbolic shape values")
     a = attrs
+    if dtype in _FLOAT_TARGETS and core == "div":
+        return _elementwise(_float_div, *arrays)
+    if core in ("ceil", "floor"):
+        return _elementwise(_round(core), arrays[0])
     if core == "reshape":
         return arrays[0].reshape(tuple(int(d) for d in a["shape"]))
     if core == "concat":
@@ -112,9 +199,16 @@ def _fold(core, attrs, arrays, bounds):
     if core == "broadcast_to":
         return np.broadcast_to(arrays[0], tuple(int(d) for d in a["shape"])).copy()
     if core == "cast":
+        if a["to"] in _FLOAT_TARGETS:       # whole dimensions, exact in float up to 2**24
+            return _obj(arrays[0]) if arrays[0].dtype != object else arrays[0]
         if a["to"] not in _INT_TARGETS:
             raise SymbolicError(f"a symbolic dimension cast to {a['to']}")
-        return arrays[0]
+
+        def whole(x):
+            if isinstance(x, Ratio):
+                raise SymbolicError(f"({x}) cast to {a['to']} in shape arithmetic")
+            return int(x) if isinstance(x, float) else x        # (truncation, as a cast does)
+        return _elementwise(whole, arrays[0])
     if core == "reduce_prod":
         x = arrays[0]
         if tuple(a["axes"]) not in ((), tuple(range(x.ndim))) or a["keepdims"] and x.ndim:

@@ -256,7 +256,8 @@ class Pad(Op):
             raise self.fail(f"unknown mode {a['mode']!r}")
         r = x.rank
         shape = tuple(d + pads[k] + pads[k + r] for k, d in enumerate(x.shape))
-        if any(d < 0 for d in shape):
+        # (a symbolic size that only some inputs make negative is the frontend's check)
+        if any(compare(d, "<", 0) is True for d in shape):
             raise self.fail(f"pads {list(pads)} make a negative dimension from {x}")
         return TensorType(shape, x.dtype)
 
@@ -308,6 +309,10 @@ class Pad(Op):
             c0, c1 = max(0, -pads[k]), max(0, -pads[k + r])
             p0, p1 = max(0, pads[k]), max(0, pads[k + r])
             m = n - c0 - c1                   # extent of the cropped axis
+            if p0 == 0 and p1 == 0:
+                return i + c0 if c0 else i
+            if isinstance(m, Sym):
+                return symbolic_source(i, m, c0, p0)
             if m <= 0:
                 return te.const(0, "int64")   # the output is empty along k
             if p0 == 0 and p1 == 0:
@@ -321,6 +326,19 @@ class Pad(Op):
                 period = 2 * (m - 1)
                 t = (j + ((p0 + period - 1) // period) * period) % period
                 j = te.minimum(t, te.const(period, "int64") - t)
+            return j + c0 if c0 else j
+
+        def symbolic_source(i, m, c0, p0):
+            # the same over a symbolic extent, its period at least 1 (an extent of 1 or less,
+            # which a reflection cannot take, reads its first element)
+            one, me = te.const(1, "int64"), te.const(m)
+            j = i - p0
+            if mode == "edge":
+                j = te.minimum(te.maximum(j, te.const(0, "int64")), te.maximum(me - one, te.const(0, "int64")))
+            else:
+                period = te.maximum(me, one) if mode == "wrap" else te.maximum((me - one) * 2, one)
+                t = (j + ((period + (p0 - 1)) // period) * period) % period
+                j = t if mode == "wrap" else te.minimum(t, period - t)
             return j + c0 if c0 else j
 
         return te.compute(shape, lambda *i: x[tuple(source(k, i[k]) for k in range(r))], name="pad")

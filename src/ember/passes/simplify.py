@@ -94,6 +94,8 @@ def _compose(n: Node) -> None:
         return
     if n.op == "reshape":
         n.inputs = [inner.inputs[0]]
+        if inner.attrs.get("checked"):      # counts equal by a run-time check stay checked
+            n.attrs = {**n.attrs, "checked": True}
     else:
         p, q = inner.attrs["perm"], n.attrs["perm"]
         n.inputs = [inner.inputs[0]]

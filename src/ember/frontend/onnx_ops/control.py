@@ -25,7 +25,7 @@ import contextlib
 import numpy as np
 
 from ... import limits
-from ...errors import LimitError, UnsupportedOpError
+from ...errors import InvalidModelError, LimitError, UnsupportedOpError
 from ...graph.ir import Value
 from ...graph.types import TensorType, np_dtype
 from ...symbolic import Sym, dim_range
@@ -132,6 +132,44 @@ def if_(cx):
         return cx.inline_graph(taken)
     if cond_v.dtype != "bool" or not cond_v.type.is_static or cond_v.type.size != 1:
         raise cx.fail(f"cond must be one bool value, got {cond_v.type}")
+    try:
+        return _run_time_if(cx, cond_v)
+    except (UnsupportedOpError, InvalidModelError):
+        same = _size_equality(cx, cond_v)
+        if same is None:
+            raise
+    # branches that a run-time if cannot hold (outputs of other ranks: x.squeeze(-1) if
+    # x.shape[-1] == 1 else x), on a condition that the sizes decide: the branch of the sizes
+    # being equal, which the run checks
+    (a, b), holds = same
+    cx.require(a - b, "==", f"{a} == {b}, for the branch its condition then takes (the other branch gives "
+                            f"outputs of other shapes, which a condition known at run time cannot choose)")
+    return cx.inline_graph("then_branch" if holds else "else_branch")
+
+
+def _size_equality(cx, v):
+    """((a, b), cond) when ``v`` is ``a == b`` (cond True) or its negation (False) for two
+    dimensions computed from the input sizes (a comparison of shape values), else None."""
+    tr = cx._tr
+    dims_of = {out.uid: tr.symvals[uid] for uid, out in tr.materialized.items()}
+    node, holds = v.producer, True
+    while node is not None and node.op in ("logical_not", "reshape", "cast") and node.inputs[0].dtype == "bool":
+        holds ^= node.op == "logical_not"
+        node = node.inputs[0].producer
+    if node is None or node.op != "equal":
+        return None
+    sides = []
+    for u in node.inputs:
+        arr = dims_of.get(u.uid, u.const if u.is_const else None)
+        if arr is None or np.size(arr) != 1:
+            return None
+        d = np.asarray(arr).reshape(-1)[0]
+        sides.append(d if isinstance(d, Sym) else int(d))
+    return (sides[0], sides[1]), holds
+
+
+def _run_time_if(cx, cond_v):
+    """The If as the core ``if`` region op, both branches compiled."""
     with _or_constant(cx, [cond_v], "cond"):
         then, then_caps = cx.region_graph("then_branch")
         other, other_caps = cx.region_graph("else_branch")

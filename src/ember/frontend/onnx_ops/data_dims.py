@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...graph.ir import Value
+from ...graph.types import is_int
 from ...symbolic import Sym, product, symbol
 
 
@@ -86,6 +87,8 @@ def runtime_operand(cx, i: int) -> Value | None:
     computed from constants, nor a shape value the frontend tracks, and not in a region op's
     body), else None."""
     v = cx.input(i, required=False)
+    if v is not None and cx.is_symbolic(v) and not is_int(v.dtype) and not cx._tr.region_depth:
+        return v            # float shape arithmetic: no op reads floats at compile time
     if v is None or v.is_const or cx.is_symbolic(v) or cx._tr.region_depth:
         return None         # (a region's body takes its operands as constants: see ``bind``)
     from ..onnx import computed_from_constants as folded
@@ -320,11 +323,14 @@ def nonzero_positions(cx, flat: Value) -> tuple[Value, Sym]:
     return pos, nz
 
 
-def pad_at_run_time(cx, x: Value, pads: Value, axes: list[int], mode: str, value: Value) -> Value:
+def pad_at_run_time(cx, x: Value, pads: Value, axes: list[int], mode: str, value: Value,
+                    lengths: list | None = None) -> Value:
     """ONNX Pad whose pads (or constant value) are read at run time: per padded axis of size
     d, the new length d + begin + end is bound (negative: an error of the run) and a gather
     reads the source index of every output position (clamped for ``edge``, reflected for
-    ``reflect``, wrapped for ``wrap``; ``constant`` puts ``value`` where it falls outside)."""
+    ``reflect``, wrapped for ``wrap``; ``constant`` puts ``value`` where it falls outside).
+    ``lengths`` gives the new lengths where the shape arithmetic knows them (symbolic pads from
+    the input's sizes): nothing is bound then."""
     i64 = lambda c: cx.scalar(c, "int64")  # noqa: E731
     k_axes = len(axes)
     if pads.type.rank != 1 or pads.shape[0] != 2 * k_axes:
@@ -335,9 +341,13 @@ def pad_at_run_time(cx, x: Value, pads: Value, axes: list[int], mode: str, value
             raise cx.fail(f"cannot pad the empty axis {a} of {x.type} in mode {mode!r}")
         d_t = cx.op("reshape", [dims_tensor(cx, [d])], shape=())
         begin, end = element(cx, pads, k), element(cx, pads, k + k_axes)
-        n = cx.op("add", [cx.op("add", [d_t, begin]), end])
-        bound, (length,) = bind(cx, n, f"axis{a}")
-        seq = iota(cx, bound, length)
+        if lengths is None:
+            n = cx.op("add", [cx.op("add", [d_t, begin]), end])
+            bound, (length,) = bind(cx, n, f"axis{a}")
+            seq = iota(cx, bound, length)
+        else:
+            length = lengths[k]
+            seq = cx.op("arange", [], length=length, start=0, delta=1, dtype="int64")
         src = cx.op("sub", [seq, begin])
         last = cx.op("sub", [d_t, i64(1)])
         if mode in ("reflect", "wrap"):

@@ -9,7 +9,9 @@ import numpy as np
 
 from ...graph.types import is_float, is_int, is_string
 from ...ops.cast import SATURABLE
+from ...symbolic import SymbolicError
 from ..onnx import onnx_dtype
+from ..shape_values import floor_mod
 from . import translates
 from .tensor import agreeing
 
@@ -72,6 +74,13 @@ def pow_(cx):
 @translates("Mod")
 def mod(cx):
     a, b = agreeing(cx, cx.input(0), cx.input(1))
+    if not cx.attr("fmod", 0) and any(cx.is_symbolic(v) for v in (a, b)) and \
+            all(v.is_const or cx.is_symbolic(v) for v in (a, b)):
+        try:            # shape arithmetic (padding to whole windows): kept symbolic
+            arrays = [cx._tr.symvals[v.uid] if cx.is_symbolic(v) else v.const for v in (a, b)]
+            return cx.sym_value(floor_mod(*arrays), a.dtype)
+        except SymbolicError:
+            pass
     r = cx.op("fmod", [a, b])
     if cx.attr("fmod", 0) or a.dtype == "bool" or a.dtype.startswith("uint"):
         return r

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...graph.types import is_float, np_dtype
+from ...graph.builder import GraphBuilder
+from ...graph.types import TensorType, is_float, np_dtype
 from ...symbolic import Sym, compare, product
 from . import data_dims, translates
 from .tensor import _dim_tensor, gather_elements_values, norm_axes, norm_axis, pick_by_axis, reshape
@@ -195,16 +196,15 @@ def _scan(cx, x, ax: int):
     dims = tuple(x.shape)
     r = len(dims)
     reverse, exclusive = cx.attr("reverse", 0), cx.attr("exclusive", 0)
-    # the number of doubling steps is fixed at compile time: enough for the largest length
-    n = cx.unrolled_length(dims[ax], f"axis {ax} of {x.type}")
 
     def shifted(v, d):
         if isinstance(dims[ax], Sym):
             # a shift that may reach past the actual length: gather from the clamped source
-            # position, the identity where there is none
+            # position, the identity where there is none (D: a shift known at run time only)
             pos = cx.op("arange", [], length=dims[ax], start=0, delta=1, dtype="int64")
             last = _dim_tensor(cx, dims[ax] - 1)
-            src = cx.op("add", [pos, cx.scalar(d if reverse else -d, "int64")])
+            by = cx.scalar(d, "int64") if isinstance(d, int) else d
+            src = cx.op("add" if reverse else "sub", [pos, by])
             inside = cx.op("less_equal", [src, last]) if reverse else cx.op("greater_equal", [src, cx.scalar(0, "int64")])
             src = cx.op("maximum", [cx.op("minimum", [src, last]), cx.scalar(0, "int64")])
             shp = [1] * r
@@ -218,6 +218,13 @@ def _scan(cx, x, ax: int):
             pads[ax], pads[ax + r] = d, -d
         return cx.op("pad", [v], pads=tuple(pads), mode="constant", value=identity)
 
+    if isinstance(dims[ax], Sym) and cx.bound(dims[ax]) is None:
+        # no bound to unroll to: the doubling steps as a loop of the artifact, which stops once
+        # the shift reaches the length (ceil(log2 n) iterations)
+        out = _doubling_loop(cx, x, dims[ax], lambda v, d: cx.op(combine, [v, shifted(v, d)]))
+        return shifted(out, 1) if exclusive else out
+    # the number of doubling steps is fixed at compile time: enough for the largest length
+    n = cx.unrolled_length(dims[ax], f"axis {ax} of {x.type}")
     out, d = x, 1
     while d < n:
         out = cx.op(combine, [out, shifted(out, d)])
@@ -225,6 +232,25 @@ def _scan(cx, x, ax: int):
     if exclusive and (isinstance(dims[ax], Sym) or n):
         out = shifted(out, 1)
     return out
+
+
+def _doubling_loop(cx, x, length, step):
+    """``x`` after ``step(v, d)`` with d = 1, 2, 4, ... while d < LENGTH (a symbolic size), as
+    a run-time ``loop`` carrying the value and d."""
+    tr = cx._tr
+    n = _dim_tensor(cx, length)
+    one = cx.scalar(1, "int64")
+    body = GraphBuilder(f"{cx.name}/doubling")
+    with tr.building(body, cx):
+        it = body.input("iteration", TensorType((), "int64"))
+        go = body.input("cond", TensorType((), "bool"))
+        v = body.input("value", x.type)
+        d = body.input("shift", TensorType((), "int64"))
+        nxt = cx.op("add", [d, d])
+        new = [cx.op("less", [nxt, n]), step(v, d), nxt]
+    g, caps = tr.closed_graph(body, [it, go, v, d], new, cx)
+    return cx.b.op_multi("loop", [n, cx.op("less", [one, n]), x, one] + caps, name=cx.name, body=g,
+                         num_carried=2, length=None)[0]
 
 
 @translates("TopK")

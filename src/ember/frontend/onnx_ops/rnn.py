@@ -143,6 +143,12 @@ class _Cell:
             return self.cx.const(np.zeros((self.batch, self.h), dtype=self.x.dtype), self.x.dtype)
         if self.layout:
             v = self.cx.op("transpose", [v], perm=(1, 0, 2))
+        if v.type.rank == 3 and isinstance(self.batch, Sym) and isinstance(v.shape[1], int):
+            # a state of a fixed batch: the input's open batch must be that (as onnxruntime
+            # requires), which the run checks
+            self.cx.require(self.batch - v.shape[1], "==", f"the batch {self.batch} of the input to be the "
+                                                           f"{v.shape[1]} of the initial state {v.type}")
+            return self.cx.op("reshape", [self.take(v, d)], shape=(self.batch, v.shape[2]), checked=True)
         return self.take(v, d)
 
     def take(self, v, d: int, lo: int | None = None, hi: int | None = None):

@@ -9,6 +9,7 @@ import numpy as np
 
 from ... import limits
 from ...errors import InvalidModelError, ShapeError, UnsupportedOpError
+from ...graph.ir import Value
 from ...graph.types import NARROW_INT_DTYPES, broadcast_shapes, is_int, np_dtype
 from ...symbolic import Sym, compare, exact_div, product
 from ..onnx import OperandNotConstantError, onnx_dtype
@@ -185,6 +186,9 @@ def constant_of_shape(cx):
 
 @translates("Range")
 def range_(cx):
+    if any(cx.is_symbolic(cx.input(k)) for k in range(3)) and \
+            all(cx.is_symbolic(cx.input(k)) or cx.input(k).is_const for k in range(3)):
+        return _symbolic_range(cx)
     if any(data_dims.runtime_operand(cx, k) is not None for k in range(3)):
         return data_dims.range_at_run_time(cx, cx.input(0), cx.input(1), cx.input(2))
     if any(cx.is_symbolic(cx.input(k)) for k in range(3)):
@@ -211,10 +215,18 @@ def range_(cx):
 def _symbolic_range(cx):
     """Range over a length known at run time: the core arange op."""
     dtype = cx.input(0).dtype
-    if not is_int(dtype):
-        raise cx.fail(f"a Range of dtype {dtype} whose bounds depend on symbolic dimensions")
-    start, limit, delta = (cx.dims_input(k, what, required=True) for k, what in
-                           ((0, "start"), (1, "limit"), (2, "delta")))
+    if is_int(dtype):
+        start, limit, delta = (cx.dims_input(k, what, required=True) for k, what in
+                               ((0, "start"), (1, "limit"), (2, "delta")))
+    else:
+        # float bounds from shape arithmetic (a grid of cell centres): whole numbers only
+        start, limit, delta = ([d.item() if isinstance(d, np.generic) else d
+                                for d in (cx._tr.symvals[v.uid] if cx.is_symbolic(v) else v.const).reshape(-1)]
+                               for v in (cx.input(k) for k in range(3)))
+        for v in (start, limit, delta):
+            if any(not isinstance(d, Sym) and not (isinstance(d, (int, float)) and float(d).is_integer()) for d in v):
+                return data_dims.range_at_run_time(cx, cx.input(0), cx.input(1), cx.input(2))
+        start, limit, delta = ([d if isinstance(d, Sym) else int(d) for d in v] for v in (start, limit, delta))
     for what, v in (("start", start), ("limit", limit), ("delta", delta)):
         if len(v) != 1:
             raise cx.fail(f"{what} must be a scalar, got {len(v)} values")
@@ -383,13 +395,23 @@ def squeeze(cx):
         return _squeeze_at_run_time(cx, x, cx.input(1))
     axes = _axes_arg(cx)
     if axes is None:
-        keep = [d for d in dims if d != 1]
+        # every axis of size 1, a symbolic one among them where the graph already checks that
+        # it is 1 (a GRU's batch fixed by its initial state); any other stays
+        ones = {c[0] + 1 for c in cx._tr.b.checks if c[1] == "==" and isinstance(c[0], Sym)}
+        keep = [d for d in dims if d != 1 and not (isinstance(d, Sym) and d in ones)]
+        if len(keep) < len([d for d in dims if d != 1]):
+            return cx.op("reshape", [x], shape=tuple(keep), checked=True)
     else:
         axes = norm_axes(cx, axes, len(dims))
         for a in axes:
-            if dims[a] != 1:
+            if isinstance(dims[a], Sym):
+                # 1 for some sizes only: the run checks it (onnxruntime refuses the others too)
+                cx.require(dims[a] - 1, "==", f"axis {a} of {x.type} to squeeze to be of size 1")
+            elif dims[a] != 1:
                 raise cx.fail(f"cannot squeeze axis {a} of {x.type}: its size is {dims[a]}, not 1")
         keep = [d for k, d in enumerate(dims) if k not in axes]
+        if any(isinstance(dims[a], Sym) for a in axes):
+            return cx.op("reshape", [x], shape=tuple(keep), checked=True)
     return reshape(cx, x, keep)
 
 
@@ -603,8 +625,10 @@ def slice_(cx):
         if p == 0:
             raise cx.fail(f"step 0 on axis {a}")
         if any(isinstance(v, Sym) for v in (s, e, d)):
+            row = product(v for k, v in enumerate(dims) if k != a and isinstance(v, int))
             try:
-                st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d)
+                st[a], en[a], sp[a] = _symbolic_slice_range(cx, a, s, e, p, d,
+                                                            row * np_dtype(x.dtype).itemsize)
             except _RunTimeOnly:
                 if cx.opset < 10:
                     raise
@@ -679,11 +703,14 @@ class _RunTimeOnly(InvalidModelError):
         super().__init__(message, node=cx.name, op=cx.op_type)
 
 
-def _symbolic_slice_range(cx, axis, s, e, p, d):
+def _symbolic_slice_range(cx, axis, s, e, p, d, row_bytes=0):
     """(start, end, step) of a slice along an axis where the start, the end or the size is
     symbolic, clamped as ONNX defines where the bounds decide it; where only the run can tell
     (a start counting from the end of an axis that may be shorter), the slice takes the
     unclamped value and the graph checks that it needs no clamping (``NodeContext.require``).
+    A constant past what an axis can hold within the tensor limit (``row_bytes``: the bytes of
+    one index along it, counting the static dimensions) means its end, checked the same way
+    (jax2tf writes 1e9 for "to the end").
     What not even that decides (``_RunTimeOnly``) leaves the slice to the run (opset >= 10)."""
     where = f"the slice along axis {axis} (size {d})"
 
@@ -725,6 +752,9 @@ def _symbolic_slice_range(cx, axis, s, e, p, d):
         if isinstance(d, int):
             return v if cx.assume_at_most(v, d, f"the {what} of the slice along axis {axis}") else d
         within = compare(v, "<=", d, cx.bounds)
+        if within is None and isinstance(v, int) and v * row_bytes > limits.current().tensor_bytes:
+            cx.require(v - d, ">=", f"the {what} {v} of {where} at or past its end")
+            return d
         if within is None:
             cx.require(d - v, ">=", f"the {what} {v} of {where} within it")
             return v
@@ -749,7 +779,7 @@ def pad(cx):
     else:
         if data_dims.runtime_operand(cx, 1) is not None or data_dims.runtime_operand(cx, 3) is not None:
             return _pad_at_run_time(cx, x, mode)      # pads (axes) of the run: the output's size too
-        pads = cx.ints_input(1, "pads", required=True)
+        pads = cx.dims_input(1, "pads", required=True)
         cv = cx.known_input(2)
         if cx.has_input(2) and cx.input(2).type.num_elements != 1:
             raise cx.fail(f"constant_value must be a scalar, got {cx.input(2).type}")
@@ -769,6 +799,8 @@ def pad(cx):
         raise cx.fail(f"needs {2 * r} pads for {x.type}, got {len(pads)}")
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise cx.fail(f"unknown mode {mode!r}")
+    if any(isinstance(p, Sym) for p in pads):
+        return _symbolic_pad(cx, x, pads, mode, value if at_run_time is None else at_run_time)
     cv = np.array(value).astype(np_dtype(x.dtype))
     value = bool(cv) if x.dtype == "bool" else int(cv) if is_int(x.dtype) or x.dtype in NARROW_INT_DTYPES else float(cv)
     out = cx.op("pad", [x], pads=tuple(int(p) for p in pads), mode=mode, value=value)
@@ -856,6 +888,28 @@ def _center_crop_pad_at_run_time(cx, x, shape, axes):
         g = cx.op("gather", [out, src.clip(0, n - 1).v], axis=a)
         out = cx.op("where", [reshape(cx, inside.v, shp), g, zero])
     return out
+
+
+def _symbolic_pad(cx, x, pads, mode, value):
+    """Pad by amounts the shape arithmetic gives as expressions of the input's sizes (to whole
+    windows: ``(7 - h % 7) % 7``): per axis a gather of the source positions, computed at run
+    time, over the new length, which stays a symbolic dimension."""
+    r = x.type.rank
+    axes = [a for a in range(r) if not (isinstance(pads[a], int) and isinstance(pads[a + r], int)
+                                        and pads[a] == 0 and pads[a + r] == 0)]
+    lengths = []
+    for a in axes:
+        n = x.shape[a] + pads[a] + pads[a + r]
+        if compare(n, ">=", 0, cx.bounds) is not True:
+            cx.require(n, ">=", f"pads {[str(p) for p in pads]} that leave axis {a} of {x.type} a size >= 0")
+        lengths.append(n)
+    if not isinstance(value, Value):
+        value = cx.scalar(value, x.dtype)
+    elif value.dtype != x.dtype:
+        value = cx.op("cast", [value], to=x.dtype)
+    value = reshape(cx, value, ())
+    sel = data_dims.dims_tensor(cx, [pads[a] for a in axes] + [pads[a + r] for a in axes])
+    return data_dims.pad_at_run_time(cx, x, sel, axes, mode, value, lengths=lengths)
 
 
 def _pad_at_run_time(cx, x, mode):

@@ -160,3 +160,21 @@ def test_compiled_padded_channels_match_the_reference():
     module = ember.compile(graph, cflags=("-O1",), knobs={"vector.lanes": 8}, cache=False)
     for a, w in zip(module.run(feed).values(), want):
         np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4)
+
+
+def test_a_weight_read_by_two_matmuls_is_packed_once():
+    """Two matmuls of one constant weight (an LSTM body's input and recurrent products) read one
+    packed copy: the graph stays valid (one name, one value) and computes the same."""
+    rng = np.random.default_rng(5)
+    b = GraphBuilder("shared")
+    x = b.input("x", TensorType((3, 16), "float32"))
+    h = b.input("h", TensorType((3, 16), "float32"))
+    w = b.const(rng.standard_normal((16, 24)).astype("float32"))
+    y = b.op("add", [b.op("matmul", [x, w]), b.op("matmul", [h, w])])
+    graph = b.finish([y])
+    packed = pack_weights.run(graph, 8)
+    verify(packed)
+    mms = [nd for nd in packed.nodes if nd.op == "matmul_packed"]
+    assert len(mms) == 2 and mms[0].inputs[1] is mms[1].inputs[1]
+    feed = {"x": rng.standard_normal((3, 16)).astype("float32"), "h": rng.standard_normal((3, 16)).astype("float32")}
+    np.testing.assert_allclose(run_graph(packed, feed)[0], run_graph(graph, feed)[0], rtol=1e-5, atol=1e-5)

@@ -44,9 +44,18 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
     g = graph.copy()
     b = GraphBuilder.rewriting(g)
     vmap: dict[Value, Value] = {}
+    packed: dict[tuple, Value] = {}     # one packed copy of a weight that several nodes read
 
     def m(v: Value) -> Value:
         return vmap.get(v, v)
+
+    def pack_once(w: Value, op: str, data, block: int) -> Value:
+        key = (w, op, block, data.shape)
+        if key not in packed:
+            others = sum(k[0] is w for k in packed)     # the same weight packed another way
+            name = f"{w.name}_packed{others if others else ''}"
+            packed[key] = constant(get_op(op).pack(data, block), name)
+        return packed[key]
 
     for node in g.nodes:
         if node.op == "matmul":
@@ -56,7 +65,7 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
                 wc = w.const
                 while wc.ndim > max(2, x.type.rank) and wc.shape[0] == 1:   # broadcast anyway
                     wc = wc[0]
-                wp = constant(get_op("matmul_packed").pack(wc, nb), f"{w.name}_packed")
+                wp = pack_once(w, "matmul_packed", wc, nb)
                 vmap[node.output] = b.op("matmul_packed", [x, wp], name=node.name, n=w.shape[-1])
                 continue
         if node.op != "conv2d":
@@ -71,7 +80,7 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
             a["pads"] = (0, 0, 0, 0)
         ob = output_block(w.shape[0], a["groups"], w.shape[1]) if w.is_const and x.dtype == "float32" else 0
         if ob:
-            wp = constant(get_op("conv2d_packed").pack(w.const, ob), f"{w.name}_packed")
+            wp = pack_once(w, "conv2d_packed", w.const, ob)
             out = b.op("conv2d_packed", [x, wp], name=node.name, **a)
         else:
             out = b.op("conv2d", [x, w], name=node.name, **a)

@@ -290,37 +290,89 @@ def _operand(cx, k, layout):
     return cx.get(k, layout)
 
 
-@translates("ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM")
+_BINARY = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "maximum", "MINIMUM": "minimum",
+           "POW": "pow", "LESS": "less", "LESS_EQUAL": "less_equal", "GREATER": "greater",
+           "GREATER_EQUAL": "greater_equal", "EQUAL": "equal", "NOT_EQUAL": "not_equal",
+           "LOGICAL_AND": "logical_and", "LOGICAL_OR": "logical_or"}
+
+
+@translates(*_BINARY, "SQUARED_DIFFERENCE")
 def binary(cx):
-    op = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "maximum",
-          "MINIMUM": "minimum"}[cx.op.op]
     layout = _layout_for(cx, (0, 1))
-    y = cx.add(op, [_operand(cx, 0, layout), _operand(cx, 1, layout)])
+    if cx.op.op in ("ADD", "SUB", "MUL") and _int8_per_tensor(cx, (cx.tensor(0), cx.tensor(1), cx.out_tensor())):
+        cx.float_mode = False
+        cx.set(_binary_integer(cx, _operand(cx, 0, layout), _operand(cx, 1, layout)), layout)
+        return
+    a, b = _operand(cx, 0, layout), _operand(cx, 1, layout)
+    if cx.op.op == "SQUARED_DIFFERENCE":
+        d = cx.add("sub", [a, b])
+        y = cx.add("mul", [d, d])
+    else:
+        y = cx.add(_BINARY[cx.op.op], [a, b])
     if cx.op.op in ("ADD", "SUB", "MUL", "DIV"):
         y = activation(cx, y, cx.opt(0, "i8", 0))     # fused_activation_function is field 0
     cx.set(y, layout)
 
 
-@translates("RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH", "EXP", "SQRT", "RSQRT",
-            "SQUARE")
+def _int8_per_tensor(cx, tensors) -> bool:
+    return all(t.dtype == "int8" and t.quant is not None and t.quant.scale.size == 1 for t in tensors)
+
+
+def _binary_integer(cx, a, b):
+    """TFLite's int8 ADD / SUB / MUL (reference_integer_ops): MUL rescales the exact product of the
+    offset operands by s_a * s_b / s_out; ADD and SUB shift both operands left by 20 bits, rescale
+    each by its scale over twice the larger one, add, and rescale the sum by that over
+    2**20 * s_out, each rescaling TFLite's fixed-point multiply."""
+    ta, tb, to = cx.tensor(0), cx.tensor(1), cx.out_tensor()
+    sa, sb, so = (float(np.float64(t.quant.scale[0])) for t in (ta, tb, to))
+    za, zb, zo = (int(t.quant.zero_point[0]) for t in (ta, tb, to))
+    lo, hi = _activation_range(cx, cx.opt(0, "i8", 0), so, zo)
+    a = cx.add("sub", [cx.add("cast", [a], to="int64"), cx.const_value(np.int64(za))])
+    b = cx.add("sub", [cx.add("cast", [b], to="int64"), cx.const_value(np.int64(zb))])
+    if cx.op.op == "MUL":
+        m, s = quantize_multiplier(sa * sb / so)
+        return multiply_by_quantized_multiplier(cx, cx.add("mul", [a, b]), [m], [s], 0, zo, lo, hi)
+    twice = 2 * max(sa, sb)
+    left = cx.const_value(np.int64(1 << 20))
+    scaled = []
+    for v, sv in ((a, sa), (b, sb)):
+        m, s = quantize_multiplier(sv / twice)
+        scaled.append(fixed_point_multiply(cx, cx.add("mul", [v, left]), [m], [s], 0))
+    raw = cx.add("add" if cx.op.op == "ADD" else "sub", scaled)
+    m, s = quantize_multiplier(twice / ((1 << 20) * so))
+    return multiply_by_quantized_multiplier(cx, raw, [m], [s], 0, zo, lo, hi)
+
+
+_UNARY = {"NEG": "neg", "ABS": "abs", "LOG": "log", "EXP": "exp", "SQRT": "sqrt", "LOGISTIC": "sigmoid",
+          "TANH": "tanh", "RELU": "relu", "SIN": "sin", "COS": "cos", "LOGICAL_NOT": "logical_not"}
+
+
+@translates(*_UNARY, "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "RSQRT", "SQUARE", "GELU", "LEAKY_RELU")
 def unary(cx):
+    if cx.op.op in _INT8_TABLES and _int8_per_tensor(cx, (cx.tensor(0), cx.out_tensor())):
+        return _int8_table(cx, _INT8_TABLES[cx.op.op](cx.tensor(0).quant, cx.out_tensor().quant))
     layout = cx.layout(0)
     x = cx.get(0, layout)
     kind = cx.op.op
-    if kind == "RELU":
-        y = cx.add("relu", [x])
+    f = lambda v: cx.const_value(np.float32(v))
+    if kind in _UNARY:
+        y = cx.add(_UNARY[kind], [x])
+    elif kind == "GELU":
+        # options: approximate 0.  0.5 x (1 + erf(x / sqrt 2)), or the tanh approximation
+        if cx.opt(0, "bool", False):
+            inner = cx.add("mul", [cx.add("add", [x, cx.add("mul", [f(0.044715), cx.add("mul", [x, cx.add("mul", [x, x])])])]),
+                                   f(np.sqrt(2.0 / np.pi))])
+            t = cx.add("tanh", [inner])
+        else:
+            t = cx.add("erf", [cx.add("mul", [x, f(1.0 / np.sqrt(2.0))])])
+        y = cx.add("mul", [cx.add("mul", [x, f(0.5)]), cx.add("add", [t, f(1.0)])])
+    elif kind == "LEAKY_RELU":
+        # options: alpha 0
+        y = cx.add("where", [cx.add("greater", [x, f(0.0)]), x, cx.add("mul", [x, f(cx.opt(0, "f32", 0.2))])])
     elif kind == "RELU6":
         y = cx.add("clip", [x], lo=0.0, hi=6.0)
     elif kind == "RELU_N1_TO_1":
         y = cx.add("clip", [x], lo=-1.0, hi=1.0)
-    elif kind == "LOGISTIC":
-        y = cx.add("sigmoid", [x])
-    elif kind == "TANH":
-        y = cx.add("tanh", [x])
-    elif kind == "EXP":
-        y = cx.add("exp", [x])
-    elif kind == "SQRT":
-        y = cx.add("sqrt", [x])
     elif kind == "RSQRT":
         y = cx.add("div", [cx.const_value(np.float32(1.0)), cx.add("sqrt", [x])])
     elif kind == "SQUARE":
@@ -330,6 +382,90 @@ def unary(cx):
         r = cx.add("clip", [cx.add("add", [x, three])], lo=0.0, hi=6.0)
         y = cx.add("mul", [x, cx.add("mul", [r, cx.const_value(np.float32(1.0 / 6.0))])])
     cx.set(y, layout)
+
+
+# ---- int8 elementwise functions as tables of their 256 results ------------------------------
+
+def _int8_table(cx, table: np.ndarray):
+    """An int8 -> int8 function applied as a lookup of ``table[x + 128]``."""
+    cx.float_mode = False
+    layout = cx.layout(0)
+    idx = cx.add("add", [cx.add("cast", [cx.get(0, layout)], to="int64"), cx.const_value(np.int64(128))])
+    cx.set(cx.add("gather", [cx.const_value(np.asarray(table, np.int8)), idx], axis=0), layout)
+
+
+def _float_table(fn):
+    """TFLite's int8 lookup table of a float function (PopulateLookupTable): each input
+    dequantized, transformed and requantized in float32, rounding half away from zero."""
+    def table(qi, qo):
+        x = np.arange(-128, 128, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            v = fn(np.float32(qi.scale[0]) * (x - np.float32(qi.zero_point[0]))).astype(np.float32)
+        r = v * (np.float32(1.0) / np.float32(qo.scale[0]))
+        r = np.sign(r) * np.floor(np.abs(r) + np.float32(0.5))
+        return np.clip(r + int(qo.zero_point[0]), -128, 127)
+    return table
+
+
+def _srdhm16(a: int, b: int) -> int:
+    """gemmlowp's SaturatingRoundingDoublingHighMul on int16."""
+    if a == b == -(1 << 15):
+        return (1 << 15) - 1
+    ab = a * b
+    return int((ab + ((1 << 14) if ab >= 0 else 1 - (1 << 14))) / (1 << 15))   # C truncation
+
+
+def _rounding_divide_by_pot(x: int, e: int) -> int:
+    mask = (1 << e) - 1
+    return (x >> e) + ((x & mask) > (mask >> 1) + (1 if x < 0 else 0))
+
+
+def _sat16(v: int) -> int:
+    return max(-(1 << 15), min((1 << 15) - 1, v))
+
+
+def _multiplier16(m: float) -> tuple[int, int]:
+    """QuantizeMultiplier, then DownScaleInt32ToInt16Multiplier."""
+    q, e = quantize_multiplier(m)
+    return (1 << 15) - 1 if q >= (1 << 31) - 1 - (1 << 15) else (q + (1 << 15)) >> 16, e
+
+
+def _hard_swish_table(qi, qo):
+    """TFLite's int8 HARD_SWISH (reference_ops::HardSwish), in int16 fixed point."""
+    hires = np.float32(1.0 / 128.0) * np.float32(qi.scale[0])
+    out_m, out_e = _multiplier16(float(hires / np.float32(qo.scale[0])))
+    rel_m, rel_e = _multiplier16(float(hires / np.float32(3.0 / 32768.0)))
+    zi, zo = int(qi.zero_point[0]), int(qo.zero_point[0])
+    table = []
+    for q in range(-128, 128):
+        x = (q - zi) * 128
+        pre = _srdhm16(x, out_m)
+        r = x
+        if rel_e > 0:
+            r = _sat16(r * (1 << (rel_e - 1)))
+        r = _srdhm16(r, rel_m)
+        if rel_e > 0:
+            r = _sat16(r * 2)
+        if rel_e < 0:
+            r = _rounding_divide_by_pot(r, -rel_e)
+        r = (r + (1 << 15)) >> 1
+        p = (1 << 15) - 1 if r == pre == -(1 << 15) else int(r * pre / (1 << 15))
+        table.append(max(-128, min(127, _rounding_divide_by_pot(p, -out_e) + zo)))
+    return np.array(table)
+
+
+_INT8_TABLES = {
+    "HARD_SWISH": _hard_swish_table,
+    "LOGISTIC": _float_table(lambda x: np.float32(1.0) / (np.float32(1.0) + np.exp(-x))),
+    "TANH": _float_table(np.tanh),
+}
+
+
+@translates("SELECT", "SELECT_V2")
+def select(cx):
+    ks = (0, 1, 2)
+    layout = _layout_for(cx, ks) if all(cx.rank(k) == 4 for k in ks) else "NHWC"
+    cx.set(cx.add("where", [_operand(cx, k, layout) for k in ks]), layout)
 
 
 # ---- normalizations and reductions ---------------------------------------------------------
@@ -660,6 +796,16 @@ def _requantize_fixed_point(cx, acc, channel_axis: int, act: int):
 def multiply_by_quantized_multiplier(cx, acc, mults, shifts, axis, zp, lo, hi):
     """TFLite's MultiplyByQuantizedMultiplier on an int32 tensor (one multiplier and shift per
     index of ``axis``), + ``zp``, clamped to [lo, hi], as int8."""
+    r = fixed_point_multiply(cx, acc, mults, shifts, axis)
+    s = lambda v: cx.const_value(np.int64(v))
+    r = cx.add("minimum", [cx.add("maximum", [cx.add("add", [r, s(zp)]), s(lo)]), s(hi)])
+    return cx.add("cast", [r], to="int8")
+
+
+def fixed_point_multiply(cx, acc, mults, shifts, axis):
+    """The int64 result of TFLite's MultiplyByQuantizedMultiplier on an integer tensor (one 31-bit
+    multiplier and shift per index of ``axis``): the product rounded to its high half (half away
+    from zero, the 'nudge'), then a rounding right shift (half away from zero); exact in int64."""
     n = len(mults)
     left = np.array([max(s, 0) for s in shifts], np.int64)
     right = np.array([max(-s, 0) for s in shifts], np.int64)
@@ -674,9 +820,7 @@ def multiply_by_quantized_multiplier(cx, acc, mults, shifts, axis, zp, lo, hi):
     half, div = c((np.int64(1) << right) >> 1), c(np.int64(1) << right)
     pos = cx.add("div", [cx.add("add", [hm, half]), div])
     neg = cx.add("neg", [cx.add("div", [cx.add("add", [cx.add("neg", [hm]), half]), div])])
-    r = cx.add("where", [cx.add("less", [hm, s(0)]), neg, pos])
-    r = cx.add("minimum", [cx.add("maximum", [cx.add("add", [r, s(zp)]), s(lo)]), s(hi)])
-    return cx.add("cast", [r], to="int8")
+    return cx.add("where", [cx.add("less", [hm, s(0)]), neg, pos])
 
 
 def _mean_integer(cx, axes, keep):

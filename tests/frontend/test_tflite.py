@@ -20,7 +20,9 @@ keras = tf.keras
 RNG = np.random.default_rng(0)
 
 
-def convert(model, form: str, shape, seed: int = 0) -> bytes:
+def convert(model, form: str, shape, seed: int = 0, tokens: int = 0) -> bytes:
+    """The model converted as float32, with float16 weights, or fully int8-quantized (int8
+    input and output; a model of ``tokens`` int32 token ids keeps its int32 input)."""
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if form == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -30,12 +32,16 @@ def convert(model, form: str, shape, seed: int = 0) -> bytes:
 
         def data():
             for _ in range(8):
-                yield [rng.standard_normal((1,) + tuple(shape[1:])).astype(np.float32)]
+                if tokens:
+                    yield [rng.integers(0, tokens, (1,) + tuple(shape[1:])).astype(np.int32)]
+                else:
+                    yield [rng.standard_normal((1,) + tuple(shape[1:])).astype(np.float32)]
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = data
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
+        if not tokens:
+            conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
     return conv.convert()
 

@@ -242,12 +242,26 @@ def fully_connected(cx):
 
 @translates("BATCH_MATMUL")
 def batch_matmul(cx):
+    integer = _int8_per_tensor(cx, (cx.tensor(0), cx.tensor(1), cx.out_tensor()))
+    if integer:
+        cx.float_mode = False
     a, b = cx.nhwc(0), cx.nhwc(1)
+    if integer:
+        # TFLite's int8 batch matmul: the exact int32 product of the offset operands, rescaled by
+        # s_a * s_b / s_out with the fixed-point multiply
+        za, zb = (int(cx.tensor(k).quant.zero_point[0]) for k in (0, 1))
+        a = cx.add("sub", [cx.add("cast", [a], to="int32"), cx.const_value(np.int32(za))])
+        b = cx.add("sub", [cx.add("cast", [b], to="int32"), cx.const_value(np.int32(zb))])
     if cx.opt(0, "bool", False):
         a = cx.add("transpose", [a], perm=_swap_last(len(a.type.shape)))
     if cx.opt(1, "bool", False):
         b = cx.add("transpose", [b], perm=_swap_last(len(b.type.shape)))
-    cx.set(cx.add("matmul", [a, b]))
+    y = cx.add("matmul", [a, b])
+    if integer:
+        m, sh = quantize_multiplier(_float_multiplier(cx.tensor(0), cx.tensor(1), cx.out_tensor()))
+        y = multiply_by_quantized_multiplier(cx, y, [m], [sh], 0, int(cx.out_tensor().quant.zero_point[0]),
+                                             -128, 127)
+    cx.set(y)
 
 
 def _swap_last(r):
@@ -299,7 +313,7 @@ _BINARY = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "m
 @translates(*_BINARY, "SQUARED_DIFFERENCE")
 def binary(cx):
     layout = _layout_for(cx, (0, 1))
-    if cx.op.op in ("ADD", "SUB", "MUL") and _int8_per_tensor(cx, (cx.tensor(0), cx.tensor(1), cx.out_tensor())):
+    if cx.op.op in ("ADD", "SUB", "MUL", "SQUARED_DIFFERENCE") and _int8_per_tensor(cx, (cx.tensor(0), cx.tensor(1), cx.out_tensor())):
         cx.float_mode = False
         cx.set(_binary_integer(cx, _operand(cx, 0, layout), _operand(cx, 1, layout)), layout)
         return
@@ -314,15 +328,22 @@ def binary(cx):
     cx.set(y, layout)
 
 
+def _float_multiplier(ta, tb, to) -> float:
+    """s_a * s_b / s_out computed in float32, as TFLite's MUL and BATCH_MATMUL compute their
+    multiplier."""
+    return float(np.float32(ta.quant.scale[0]) * np.float32(tb.quant.scale[0]) / np.float32(to.quant.scale[0]))
+
+
 def _int8_per_tensor(cx, tensors) -> bool:
     return all(t.dtype == "int8" and t.quant is not None and t.quant.scale.size == 1 for t in tensors)
 
 
 def _binary_integer(cx, a, b):
-    """TFLite's int8 ADD / SUB / MUL (reference_integer_ops): MUL rescales the exact product of the
-    offset operands by s_a * s_b / s_out; ADD and SUB shift both operands left by 20 bits, rescale
-    each by its scale over twice the larger one, add, and rescale the sum by that over
-    2**20 * s_out, each rescaling TFLite's fixed-point multiply."""
+    """TFLite's int8 ADD / SUB / MUL / SQUARED_DIFFERENCE: MUL rescales the exact product of the
+    offset operands by s_a * s_b / s_out; the others shift both operands left (20 bits; 7 for
+    the squared difference), rescale each by its scale over twice the larger one, add or
+    subtract (and square), and rescale the result to s_out, each rescaling TFLite's fixed-point
+    multiply."""
     ta, tb, to = cx.tensor(0), cx.tensor(1), cx.out_tensor()
     sa, sb, so = (float(np.float64(t.quant.scale[0])) for t in (ta, tb, to))
     za, zb, zo = (int(t.quant.zero_point[0]) for t in (ta, tb, to))
@@ -330,16 +351,21 @@ def _binary_integer(cx, a, b):
     a = cx.add("sub", [cx.add("cast", [a], to="int64"), cx.const_value(np.int64(za))])
     b = cx.add("sub", [cx.add("cast", [b], to="int64"), cx.const_value(np.int64(zb))])
     if cx.op.op == "MUL":
-        m, s = quantize_multiplier(sa * sb / so)
+        m, s = quantize_multiplier(_float_multiplier(ta, tb, to))
         return multiply_by_quantized_multiplier(cx, cx.add("mul", [a, b]), [m], [s], 0, zo, lo, hi)
     twice = 2 * max(sa, sb)
-    left = cx.const_value(np.int64(1 << 20))
+    shift = 7 if cx.op.op == "SQUARED_DIFFERENCE" else 20
+    left = cx.const_value(np.int64(1 << shift))
     scaled = []
     for v, sv in ((a, sa), (b, sb)):
         m, s = quantize_multiplier(sv / twice)
         scaled.append(fixed_point_multiply(cx, cx.add("mul", [v, left]), [m], [s], 0))
     raw = cx.add("add" if cx.op.op == "ADD" else "sub", scaled)
-    m, s = quantize_multiplier(twice / ((1 << 20) * so))
+    if cx.op.op == "SQUARED_DIFFERENCE":      # the difference squared, on the squared scale
+        raw = cx.add("mul", [raw, raw])
+        m, s = quantize_multiplier(twice * twice / ((1 << 2 * shift) * so))
+    else:
+        m, s = quantize_multiplier(twice / ((1 << shift) * so))
     return multiply_by_quantized_multiplier(cx, raw, [m], [s], 0, zo, lo, hi)
 
 
@@ -493,8 +519,7 @@ def l2_normalization(cx):
 def mean(cx):
     axes = sorted({int(a) % cx.rank(0) for a in np.asarray(cx.const(1, "axes")).reshape(-1)})
     keep = bool(cx.opt(0, "bool", False))
-    if (cx.op.op == "MEAN" and cx.tensor(0).dtype == "int8" and cx.rank(0) == 4 and axes == [1, 2]
-            and cx.tensor(0).quant is not None and cx.out_tensor().quant is not None):
+    if cx.op.op == "MEAN" and _int8_per_tensor(cx, (cx.tensor(0), cx.out_tensor())):
         return _mean_integer(cx, axes, keep)
     if cx.tensor(0).dtype == "int8":
         cx.float_mode = True
@@ -785,9 +810,14 @@ def _requantize_fixed_point(cx, acc, channel_axis: int, act: int):
     activation's range.  All in exact int64 arithmetic."""
     xt, wt, ot = cx.tensor(0), cx.tensor(1), cx.out_tensor()
     n = acc.type.shape[channel_axis]
-    ws = np.broadcast_to(wt.quant.scale.astype(np.float64), (n,))
-    mults, shifts = zip(*(quantize_multiplier(float(np.float64(xt.quant.scale[0]) * s / np.float64(ot.quant.scale[0])))
-                          for s in ws))
+    if cx.op.op == "FULLY_CONNECTED" and wt.quant.scale.size == 1:
+        # GetQuantizedConvolutionMultipler: the product of the input scales in float32
+        prod = np.float64(np.float32(xt.quant.scale[0]) * np.float32(wt.quant.scale[0]))
+        mults, shifts = zip(*[quantize_multiplier(float(prod / np.float64(ot.quant.scale[0])))] * n)
+    else:
+        ws = np.broadcast_to(wt.quant.scale.astype(np.float64), (n,))
+        mults, shifts = zip(*(quantize_multiplier(float(np.float64(xt.quant.scale[0]) * s / np.float64(ot.quant.scale[0])))
+                              for s in ws))
     zp = int(ot.quant.zero_point[0])
     lo, hi = _activation_range(cx, act, float(ot.quant.scale[0]), zp)
     return multiply_by_quantized_multiplier(cx, acc, mults, shifts, channel_axis, zp, lo, hi)
@@ -827,9 +857,10 @@ def _mean_integer(cx, axes, keep):
     """TFLite's int8 mean over the two spatial axes of an NHWC tensor (reference_integer_ops::Mean):
     the sum of (x - zp_in), times a multiplier folding 1/count into scale_in / scale_out."""
     xt, ot = cx.tensor(0), cx.out_tensor()
-    layout = cx.layout(0)
+    cx.float_mode = False
+    layout = cx.layout(0) if cx.rank(0) == 4 else "NHWC"
     x = cx.get(0, layout)
-    ax = (2, 3) if layout == "NCHW" else (1, 2)
+    ax = tuple(sorted(TO_NCHW.index(a) for a in axes)) if layout == "NCHW" else tuple(axes)
     count = int(np.prod([x.type.shape[a] for a in ax]))
     m, shift = quantize_multiplier(float(np.float64(xt.quant.scale[0]) / np.float64(ot.quant.scale[0])))
     sh = min(count.bit_length() - 1, 32, 31 + shift)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_tflite import convert, interpret, run_ember
+import ember
+from test_tflite import convert, interpret_batch
 
 tf = pytest.importorskip("tensorflow", reason="TensorFlow (the TFLite converter and interpreter) is not "
                                               "installed; install it with `pip install -e .[tensorflow]`")
@@ -67,34 +68,41 @@ def converted(name: str, form: str) -> bytes:
     return _CONVERTED[key]
 
 
-def model_input(data: bytes, seed: int = 1) -> np.ndarray:
+def model_input(data: bytes, batch: int = 1, seed: int = 1) -> np.ndarray:
     d = tf.lite.Interpreter(model_content=data).get_input_details()[0]
+    shape = (batch,) + tuple(d["shape"][1:])
     rng = np.random.default_rng(seed)
     if d["dtype"] == np.int32:
-        return rng.integers(0, 100, d["shape"]).astype(np.int32)
-    x = rng.standard_normal(d["shape"]).astype(np.float32)
+        return rng.integers(0, 100, shape).astype(np.int32)
+    x = rng.standard_normal(shape).astype(np.float32)
     if d["dtype"] == np.int8:
         s, z = d["quantization"]
         x = np.clip(np.round(x / s) + z, -128, 127).astype(np.int8)
     return x
 
 
-def compare(data: bytes, form: str, rtol: float = 1e-3, exact_int8: bool = True):
-    x = model_input(data)
-    out = run_ember(data, x)
-    ref, fast = interpret(data, x, reference_kernels=True), interpret(data, x)
-    if form != "int8" or out.dtype != np.int8:
-        errs = [np.abs(out - r).max() / max(np.abs(r).max(), 1e-6) for r in (ref, fast)]
-        print(f"{form}: relative error {errs[0]:.2e} (reference kernels), {errs[1]:.2e} (default kernels)")
-        assert max(errs) <= rtol
-        return
-    steps = [np.abs(out.astype(np.int32) - r.astype(np.int32)) for r in (ref, fast)]
-    print(f"int8: {[(s > 0).sum() for s in steps]} of {out.size} outputs off (max {[s.max() for s in steps]} "
-          "steps) from the reference / default kernels")
-    if exact_int8:
-        np.testing.assert_array_equal(out, ref)
-    for s in steps:
-        assert s.max() <= 1 and (s > 0).mean() < 0.01 + 1.0 / s.size
+def compare(data: bytes, form: str, batches=(1,), rtol: float = 1e-3, exact_int8: bool = True):
+    """One artifact run at each batch size against the interpreter with its reference and its
+    default kernels."""
+    mod = ember.compile(ember.from_tflite(data))
+    for n in batches:
+        x = model_input(data, n)
+        out = list(mod.run({mod.input_names[0]: x}).values())[0]
+        ref, fast = (interpret_batch(data, x, reference_kernels=k) for k in (True, False))
+        assert out.shape == ref.shape and out.dtype == ref.dtype
+        if out.dtype != np.int8:
+            errs = [np.abs(out - r).max() / max(np.abs(r).max(), 1e-6) for r in (ref, fast)]
+            print(f"{form} batch {n}: relative error {errs[0]:.2e} (reference kernels), {errs[1]:.2e} (default)")
+            assert max(errs) <= rtol
+            continue
+        steps = [np.abs(out.astype(np.int32) - r.astype(np.int32)) for r in (ref, fast)]
+        print(f"int8 batch {n}: {[int((s > 0).sum()) for s in steps]} of {out.size} outputs off (max "
+              f"{[int(s.max()) for s in steps]} steps) from the reference / default kernels")
+        if exact_int8:
+            np.testing.assert_array_equal(out, ref)
+        else:
+            assert steps[0].max() <= 1 and (steps[0] > 0).mean() < 0.01
+        assert steps[1].max() <= 1 and (steps[1] > 0).mean() < 0.01
 
 
 FORMS = ["float32", "float16", "int8"]
@@ -104,7 +112,7 @@ FORMS = ["float32", "float16", "int8"]
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", ["mobilenetv3small", "efficientnetb0", "resnet50"])
 def test_keras_application(name, form):
-    compare(converted(name, form), form)
+    compare(converted(name, form), form, batches=(1, 2))
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..symbolic import exact_div, is_symbolic, product
 from .tflite import TO_NCHW
 
 #: the BuiltinOperator enum of TFLite's schema, in code order (code = position)
@@ -178,8 +179,18 @@ def transpose_conv(cx):
     # stride_h 2, activation 3.  Computed as a stride-1 convolution with the flipped filter over
     # the input with stride-1 zeros between its elements.
     out_shape = [int(v) for v in cx.const(0, "output shape")]
-    w = np.asarray(cx.const(1, "filter"), np.float32)
+    # int8: TFLite's integer kernel, the exact sums of (x - zero point) * w (here in float64,
+    # exact below 2**53) requantized per channel with the fixed-point multiply
+    integer = _int8_per_tensor(cx, (cx.tensor(2), cx.out_tensor())) and cx.tensor(1).dtype == "int8" \
+        and cx.tensor(1).quant is not None
+    if integer:
+        cx.float_mode = False
+    dtype = np.float64 if integer else np.float32
+    w = np.asarray(cx.const(1, "filter"), dtype)
     x = cx.get(2, "NCHW")
+    if integer:
+        x = cx.add("sub", [cx.add("cast", [x], to="float64"),
+                           cx.const_value(np.float64(cx.tensor(2).quant.zero_point[0]))])
     n, c, h, wd = x.type.shape
     o, kh, kw, i = w.shape
     if i != c or len(out_shape) != 4 or out_shape[3] != o:
@@ -207,6 +218,13 @@ def transpose_conv(cx):
         raise cx.unsupported("an output shape smaller than the filter covers")
     wt = np.ascontiguousarray(w[:, ::-1, ::-1, :].transpose(0, 3, 1, 2))
     y = cx.add("conv2d", [x, cx.const_value(wt)], pads=(pads[0][0], pads[1][0], pads[0][1], pads[1][1]))
+    if integer:
+        y = cx.add("cast", [y], to="int64")
+        b = _int_bias(cx, 3, o) if cx.n_inputs() > 3 else None
+        if b is not None:
+            y = cx.add("add", [y, cx.const_value(b.astype(np.int64).reshape(1, -1, 1, 1))])
+        cx.set(_requantize_fixed_point(cx, y, 1, cx.opt(3, "i8", 0), x_index=2), "NCHW")
+        return
     b = _bias(cx, 3, o) if cx.n_inputs() > 3 else None
     if b is not None:
         y = cx.add("add", [y, cx.const_value(b.reshape(1, -1, 1, 1))])
@@ -223,13 +241,10 @@ def fully_connected(cx):
     w = _weights(cx)                                           # N, K
     shape = cx.shape(0)
     k = w.shape[1]
-    total = int(np.prod(shape))
-    if total % k:
-        raise cx.fail(f"input {shape} does not split into rows of {k}")
     x = cx.nhwc(0)
     keep = cx.opt(2, "bool", False)
     if len(shape) != 2 or shape[1] != k:
-        x = cx.add("reshape", [x], shape=(total // k, k))
+        x = cx.add("reshape", [x], shape=resolved_shape(cx, shape, (-1, k)))
     y = cx.add("matmul", [x, cx.const_value(np.ascontiguousarray(w.T))])
     b = _bias(cx, 2, w.shape[0])
     if b is not None:
@@ -539,22 +554,39 @@ def _static(cx, shape):
     return shape
 
 
+def _dim(v):
+    """A dimension from a shape tensor: an int, or a symbolic size SHAPE passed on."""
+    return v if is_symbolic(v) else int(v)
+
+
+def resolved_shape(cx, shape, new) -> tuple:
+    """``new`` (one entry may be -1) for a tensor of ``shape``, with symbolic sizes: the -1 is
+    the element count over the product of the other entries, which must divide exactly."""
+    new = list(new)
+    total = product(shape)
+    if new.count(-1) > 1:
+        raise cx.fail(f"more than one -1 in the shape {new}")
+    if -1 in new:
+        rest = product(d for d in new if not (isinstance(d, int) and d == -1))
+        d = exact_div(total, rest) if rest != 0 else 0
+        if d is None:
+            raise cx.unsupported(f"reshaping {shape} to {new}: the -1 is not an exact quotient")
+        new[new.index(-1)] = d
+    if product(new) != total:
+        raise cx.fail(f"cannot reshape {tuple(shape)} to {new}")
+    return tuple(new)
+
+
 @translates("RESHAPE")
 def reshape(cx):
     if cx.has_input(1) and cx.n_inputs() > 1:
-        new = [int(v) for v in np.asarray(cx.const(1, "shape")).reshape(-1)]
+        new = [_dim(v) for v in np.asarray(cx.const(1, "shape")).reshape(-1)]
     else:
         new = cx.opt(0, "i32[]", None)
         if new is None:
             new = list(cx.out_tensor().shape)
     x = cx.nhwc(0)
-    total = int(np.prod(_static(cx, x.type.shape)))
-    if new.count(-1) == 1:
-        known = int(np.prod([d for d in new if d != -1]))
-        new[new.index(-1)] = total // known if known else 0
-    if int(np.prod(new)) != total:
-        raise cx.fail(f"cannot reshape {x.type.shape} to {new}")
-    cx.set(cx.add("reshape", [x], shape=tuple(new)))
+    cx.set(cx.add("reshape", [x], shape=resolved_shape(cx, x.type.shape, new)))
 
 
 @translates("SQUEEZE")
@@ -573,9 +605,16 @@ def transpose(cx):
 
 @translates("SHAPE")
 def shape_op(cx):
-    # options: out_type 0 (INT32 = 2, INT64 = 4)
-    dims = _static(cx, cx.shape(0))
-    cx.fe.consts[cx.op.outputs[0]] = np.asarray(dims, np.int64 if cx.opt(0, "i8", 2) == 4 else np.int32)
+    # options: out_type 0 (INT32 = 2, INT64 = 4).  Folded at translation; a symbolic size stays
+    # one (an object array) for the shape arithmetic that reads it (slice, pack, reshape).
+    dims = cx.shape(0)
+    dtype = np.int64 if cx.opt(0, "i8", 2) == 4 else np.int32
+    if any(is_symbolic(d) for d in dims):
+        a = np.empty(len(dims), dtype=object)
+        a[:] = list(dims)
+    else:
+        a = np.asarray(dims, dtype)
+    cx.fe.consts[cx.op.outputs[0]] = a
 
 
 @translates("PACK")
@@ -803,12 +842,12 @@ def _activation_range(cx, act: int, scale: float, zp: int) -> tuple[int, int]:
     return lo, hi
 
 
-def _requantize_fixed_point(cx, acc, channel_axis: int, act: int):
+def _requantize_fixed_point(cx, acc, channel_axis: int, act: int, x_index: int = 0):
     """acc (int32, exact) -> int8 as TFLite's MultiplyByQuantizedMultiplier does: the product with
     a 31-bit multiplier rounded to its high half (half away from zero, the 'nudge'), then a
     rounding right shift (half away from zero), + the output zero point, clamped to the fused
     activation's range.  All in exact int64 arithmetic."""
-    xt, wt, ot = cx.tensor(0), cx.tensor(1), cx.out_tensor()
+    xt, wt, ot = cx.tensor(x_index), cx.tensor(1), cx.out_tensor()
     n = acc.type.shape[channel_axis]
     if cx.op.op == "FULLY_CONNECTED" and wt.quant.scale.size == 1:
         # GetQuantizedConvolutionMultipler: the product of the input scales in float32
@@ -902,10 +941,9 @@ def _fully_connected_integer(cx):
     w8 = np.asarray(cx.const(1, "weights"), np.int8)       # N, K
     shape = cx.shape(0)
     k = w8.shape[1]
-    total = int(np.prod(shape))
     x = cx.nhwc(0)
     if len(shape) != 2 or shape[1] != k:
-        x = cx.add("reshape", [x], shape=(total // k, k))
+        x = cx.add("reshape", [x], shape=resolved_shape(cx, shape, (-1, k)))
     zx = int(cx.tensor(0).quant.zero_point[0])
     acc = cx.add("matmul_int", [x, cx.const_value(np.ascontiguousarray(w8.T))])
     corr = -zx * w8.astype(np.int64).sum(axis=1)

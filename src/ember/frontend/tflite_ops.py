@@ -294,9 +294,39 @@ def pool_2d(cx):
     sh, sw = cx.opt(2, "i32", 1), cx.opt(1, "i32", 1)
     pads = _spatial_pads(cx, h, w, kh, kw, sh, sw, 1, 1, cx.opt(0, "i8", 0))
     op = "avg_pool2d" if cx.op.op == "AVERAGE_POOL_2D" else "max_pool2d"
+    xt, ot = cx.tensor(0), cx.out_tensor()
+    if _int8_per_tensor(cx, (xt, ot)) and xt.quant.scale[0] == ot.quant.scale[0] \
+            and xt.quant.zero_point[0] == ot.quant.zero_point[0]:
+        return _pool_integer(cx, op, (kh, kw), (sh, sw), pads)
     # TFLite averages over the window's elements inside the input (padding not counted)
     y = cx.add(op, [x], kernel=(kh, kw), strides=(sh, sw), pads=pads, count_include_pad=False)
     cx.set(activation(cx, y, cx.opt(5, "i8", 0)), "NCHW")
+
+
+def _pool_integer(cx, op, kernel, strides, pads):
+    """TFLite's int8 pools (input and output share their quantization): the max of the raw
+    values, or their sum divided by the count of window elements inside the input, rounding
+    half away from zero; then the fused activation's clamp.  Computed on the integers held
+    exactly in float32."""
+    cx.float_mode = False
+    ot = cx.out_tensor()
+    x = cx.add("cast", [cx.nchw(0)], to="float32")
+    lo, hi = _activation_range(cx, cx.opt(5, "i8", 0), float(ot.quant.scale[0]), int(ot.quant.zero_point[0]))
+    f = lambda v: cx.const_value(np.float32(v))
+    if op == "max_pool2d":
+        y = cx.add("max_pool2d", [x], kernel=kernel, strides=strides, pads=pads)
+    else:
+        # the window sum: the mean with the (raw zero) padding counted, times the window size
+        s = cx.add("avg_pool2d", [x], kernel=kernel, strides=strides, pads=pads, count_include_pad=True)
+        s = cx.add("round", [cx.add("mul", [s, f(kernel[0] * kernel[1])])])
+        h, w = x.type.shape[2:]
+        counts = [[len(range(max(o * st - p, 0), min(o * st - p + k, n))) for o in range(out)]
+                  for n, k, st, p, out in zip((h, w), kernel, strides, pads[:2], s.type.shape[2:])]
+        c = cx.const_value(np.outer(counts[0], counts[1]).astype(np.float32)[None, None])
+        q = cx.add("floor", [cx.add("div", [cx.add("add", [cx.add("abs", [s]), cx.add("floor", [cx.add("mul", [c, f(0.5)])])]), c])])
+        y = cx.add("mul", [cx.add("sign", [s]), q])
+    y = cx.add("minimum", [cx.add("maximum", [y, f(lo)]), f(hi)])
+    cx.set(cx.add("cast", [y], to="int8"), "NCHW")
 
 
 # ---- elementwise ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@
     outputs = module.run({"input": x})
 
 The public surface: :func:`compile`, :func:`load`, :class:`Module`, the frontends
-(:func:`from_onnx`, :func:`from_torch`, :func:`from_tflite`), :class:`Target` and the ``ember``
+(:func:`from_onnx`, :func:`from_torch`, :func:`from_tflite`, :func:`from_keras`,
+:func:`from_tensorflow`), :class:`Target` and the ``ember``
 command line.
 """
 
@@ -18,10 +19,11 @@ from .target import Target  # noqa: E402
 def compile(model, target="cpu", opt_level=3, **kwargs):
     """Compile a model for ``target``; see :func:`ember.driver.compile.compile`.  A
     ``torch.nn.Module`` is translated by :func:`from_torch` first, from ``example_args=`` (and
-    ``dynamic_shapes=``, ``example_kwargs=``)."""
+    ``dynamic_shapes=``, ``example_kwargs=``); a ``keras.Model`` by :func:`from_keras`."""
     from .driver.compile import compile as _compile
 
     model, kwargs = _torch_model(model, kwargs)
+    model = _keras_model(model)
     return _compile(model, target, opt_level, **kwargs)
 
 
@@ -62,11 +64,37 @@ def _torch_model(model, kwargs):
     return graph, kwargs
 
 
+def _keras_model(model):
+    """``model`` as a Graph when it is a Keras model (keras already imported by the caller)."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    if keras is None or not isinstance(model, getattr(keras, "Model", ())):
+        return model
+    return from_keras(model)
+
+
 def from_tflite(model, batch=None):
     """Translate a TFLite model (path or bytes) into Ember's graph IR (needs ``flatbuffers``)."""
     from .frontend.tflite import from_tflite as _from_tflite
 
     return _from_tflite(model, batch=batch)
+
+
+def from_keras(model, input_signature=None, bounds=None):
+    """Translate a Keras 3 model (object, ``.keras`` or legacy ``.h5`` path) into Ember's graph IR
+    through its frozen TensorFlow graph; see :func:`ember.frontend.tensorflow.from_keras`."""
+    from .frontend.tensorflow import from_keras as _from_keras
+
+    return _from_keras(model, input_signature=input_signature, bounds=bounds)
+
+
+def from_tensorflow(model, signature="serving_default", bounds=None):
+    """Translate a SavedModel directory or a concrete ``tf.function`` into Ember's graph IR; see
+    :func:`ember.frontend.tensorflow.from_tensorflow`."""
+    from .frontend.tensorflow import from_tensorflow as _from_tensorflow
+
+    return _from_tensorflow(model, signature=signature, bounds=bounds)
 
 
 def __getattr__(name):
@@ -77,5 +105,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'ember' has no attribute {name!r}")
 
 
-__all__ = ["compile", "load", "from_onnx", "from_torch", "from_tflite", "Module", "Target", "errors", "limits",
+__all__ = ["compile", "load", "from_onnx", "from_torch", "from_tflite", "from_keras", "from_tensorflow", "Module", "Target", "errors", "limits",
            "__version__"]

@@ -2,10 +2,12 @@
 
     ember compile MODEL -o OUT [--target cpu] [--opt-level N] [--dump DIR] [--shape NAME=D1,D2]
                                [--bound SYMBOL=N] [--knob NAME=VALUE] [--limit NAME=SIZE]
+                               [--disable-pass PASS]
     ember run ARTIFACT --inputs in.npz [--output out.npz] [--threads N] [--limit NAME=SIZE]
     ember info MODEL [--shape NAME=D1,D2] [--bound SYMBOL=N]
     ember bench MODEL [--threads 2] [--runs 30] [--warmup 5] [--size SYMBOL=N]
     ember targets
+    ember passes
     ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
     ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [compile options]
 
@@ -71,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_compile_options(c)
     c.add_argument("--dump", metavar="DIR", help="write the graph after every pass, the kernels' loop IR "
                                                  "and the generated source to DIR")
+    c.add_argument("--disable-pass", action="append", default=[], metavar="PASS",
+                   help="do not run this pass of the pipeline (repeatable; 'ember passes' lists them)")
     c.set_defaults(func=cmd_compile)
 
     r = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz file",
@@ -137,6 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("targets", help="list the targets --target accepts",
                        description="List the targets: this machine and the cross targets, with their ISA.")
     t.set_defaults(func=cmd_targets)
+    ps = sub.add_parser("passes", help="list the passes of the compiler's pipeline",
+                        description="List the pipeline's passes in order: the IR each rewrites, the lowest "
+                                    "opt level that runs it, and what it does.")
+    ps.set_defaults(func=cmd_passes)
     return p
 
 
@@ -276,6 +284,15 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_passes(args: argparse.Namespace) -> int:
+    from .driver.pipeline import steps
+
+    for st in steps():
+        level = "always (required)" if st.required else f"-O{st.opt_level}"
+        print(f"{st.name:<18} {st.ir:<6} {level:<18} {st.doc}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import ember
 
@@ -312,8 +329,12 @@ def _describe_symbols(planned: dict, limits: dict, defaulted=()) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import ember
-    from .graph.stats import count_flops, count_params
 
+    tf_graph = _tensorflow_graph(args)
+    if tf_graph is not None:
+        print(f"model     {args.model}")
+        print("format    TensorFlow / Keras (the frozen TensorFlow graph)")
+        return _print_ember_graph(tf_graph, {})
     model = _load_onnx(args.model)
     g = model.graph
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
@@ -330,12 +351,26 @@ def cmd_info(args: argparse.Namespace) -> int:
                      f"{onnx_params:,} weights)", _onnx_histogram(model))
 
     graph = ember.from_onnx(args.model, shapes=dict(args.shape) or None, bounds=dict(args.bound) or None)
+    return _print_ember_graph(graph, {v.name: _onnx_type(v) for v in list(g.input) + list(g.output)})
+
+
+def _tensorflow_graph(args: argparse.Namespace):
+    """The Ember graph of a Keras file or SavedModel directory; None for any other model."""
+    from .driver.compile import tensorflow_file
+
+    return tensorflow_file(args.model, dict(args.shape) or None, dict(args.bound) or None)
+
+
+def _print_ember_graph(graph, framework_types: dict) -> int:
+    """The Ember graph's ops, its signature where it differs from the framework's, parameters,
+    symbols and FLOPs."""
+    from .graph.stats import count_flops, count_params
+
     print()
     _print_histogram(f"Ember graph ({len(graph.nodes)} nodes)", graph.op_histogram())
     ember_in = [(v.name, str(v.type)) for v in graph.inputs]
     ember_out = [(v.name, str(v.type)) for v in graph.outputs]
-    onnx_types = {v.name: _onnx_type(v) for v in list(g.input) + list(g.output)}
-    if any(onnx_types.get(n) != t for n, t in ember_in + ember_out):
+    if any(framework_types.get(n) != t for n, t in ember_in + ember_out):
         print()
         _print_signature("Ember inputs", ember_in)
         _print_signature("Ember outputs", ember_out)
@@ -428,7 +463,8 @@ def _compile(model: Any, args: argparse.Namespace, shapes: dict | None):
     module = ember.compile(model, target=args.target, opt_level=args.opt_level,
                            shapes=shapes, bounds=dict(getattr(args, "bound", []) or []) or None,
                            dump=getattr(args, "dump", None), progress=progress,
-                           knobs=dict(getattr(args, "knob", []) or []) or None)
+                           knobs=dict(getattr(args, "knob", []) or []) or None,
+                           disabled_passes=tuple(getattr(args, "disable_pass", []) or ()))
     return module, time.perf_counter() - progress.start
 
 

@@ -53,6 +53,39 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@dataclass(frozen=True)
+class CoreModel:
+    """What the register-tile cost model of the CPU schedules (``schedules/cpu_model.py``) knows
+    of one core: the vector registers the compiler may allocate, the vector FMA and load ports,
+    the cycles an FMA's result takes to feed the next one, and the loop overhead of a tile."""
+
+    registers: int
+    fma_ports: int = 2
+    load_ports: int = 2
+    fma_chain_cycles: float = 5      # one FMA's latency (4) plus slack: the floor of any tile's step
+    tile_overhead_cycles: float = 0.25   # loop and epilogue, spread over the reduction
+
+    def limited(self, registers: int) -> "CoreModel":
+        """This model with at most ``registers`` vector registers (tiles planned smaller)."""
+        from dataclasses import replace
+
+        return replace(self, registers=min(self.registers, registers))
+
+
+#: the ports and latencies of :class:`CoreModel` per ISA module (``Target.isa``), besides the
+#: registers, which come from :attr:`Target.vector_registers`.  x86: two FMA and two vector-load
+#: ports, a 4-cycle FMA (Zen 2-4, Skylake and later; what the schedules were measured on).  NEON:
+#: Cortex-A76/A78/Neoverse-N1 have the same (two FMA pipes, two loads, a 4-cycle FMA); the
+#: others are the same numbers, not measured (wasm runs on whatever core its engine runs on).
+CORE_MODELS: dict[str, dict] = {
+    "x86": {"fma_ports": 2, "load_ports": 2, "fma_chain_cycles": 5, "tile_overhead_cycles": 0.25},
+    "neon": {"fma_ports": 2, "load_ports": 2, "fma_chain_cycles": 5, "tile_overhead_cycles": 0.25},
+    "wasm": {"fma_ports": 2, "load_ports": 2, "fma_chain_cycles": 5, "tile_overhead_cycles": 0.25},
+    "riscv": {"fma_ports": 2, "load_ports": 2, "fma_chain_cycles": 5, "tile_overhead_cycles": 0.25},
+    "generic": {"fma_ports": 2, "load_ports": 2, "fma_chain_cycles": 5, "tile_overhead_cycles": 0.25},
+}
+
+
 #: dot-product kinds: x86 VNNI (vpdpbusd), ARM i8mm (usdot: uint8 x int8) and dotprod (sdot: int8
 #: x int8, used for uint8 x int8 with a correction), none ("")
 DOT_KINDS = ("vnni", "usdot", "sdot", "")
@@ -147,6 +180,11 @@ class Target:
         have 32, but the schedules have not been measured with more than 16: the description
         says so in :func:`describe`.)"""
         return 32 if "avx512vl" in self.features else 16
+
+    @property
+    def core(self) -> CoreModel:
+        """The register-tile cost model's view of this target's cores (:data:`CORE_MODELS`)."""
+        return CoreModel(self.vector_registers, **CORE_MODELS[self.isa])
 
     @property
     def isa_registers(self) -> int:

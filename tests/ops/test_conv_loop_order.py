@@ -11,8 +11,10 @@ import pytest
 
 import ember
 from ember.graph import GraphBuilder, TensorType, run_graph
-from ember.ops.schedule_cpu import conv_loop_order
-from ember.target import host
+from ember.schedules.cpu_model import conv_loop_order
+from ember.target import CoreModel, host
+
+R16, R32 = CoreModel(16), CoreModel(32)
 
 L2 = 512 * 1024
 
@@ -51,26 +53,43 @@ def test_both_orders_compute_the_convolution(stride):
 
 
 def test_register_rows_model():
-    from ember.ops.schedule_cpu import register_rows, tile_step_cycles
+    from ember.schedules.cpu_model import register_rows, tile_step_cycles
 
     # a 7 x 2 tile cannot keep both weight vectors in registers: 15 loads per step, load-bound
-    assert tile_step_cycles(7, 2) > tile_step_cycles(6, 2) * 7 / 6
-    assert register_rows(7, 2) == 7 and register_rows(14, 2) == 7        # exact tiles
-    assert register_rows(56, 2) == 6 and register_rows(197, 2) == 6
-    assert all(r * 2 <= 14 for r in map(lambda n: register_rows(n, 2), range(1, 300)))
+    assert tile_step_cycles(7, 2, R16) > tile_step_cycles(6, 2, R16) * 7 / 6
+    assert register_rows(7, 2, R16) == 7 and register_rows(14, 2, R16) == 7        # exact tiles
+    assert register_rows(56, 2, R16) == 6 and register_rows(197, 2, R16) == 6
+    assert all(r * 2 <= 14 for r in map(lambda n: register_rows(n, 2, R16), range(1, 300)))
 
 
 def test_register_tiles_with_32_registers():
-    from ember.ops.schedule_cpu import matmul_vectors, register_rows, tile_step_cycles
+    from ember.schedules.cpu_model import matmul_vectors, register_rows, tile_step_cycles
 
     # 6 x 4 keeps its four weight vectors next to 24 accumulators; 7 x 4 does not (memory
     # operands), and on 16 registers a 4-vector tile is never chosen
-    assert tile_step_cycles(6, 4, registers=32) < tile_step_cycles(6, 4)
-    assert all(r * 4 <= 28 for r in map(lambda n: register_rows(n, 4, registers=32), range(1, 300)))
-    assert register_rows(197, 4, registers=32) == 6 and register_rows(14, 2, registers=32) == 14
-    assert matmul_vectors(768, 8, registers=32) == 4 and matmul_vectors(768, 8) == 2
-    assert matmul_vectors(784, 8, registers=32) == 2 and matmul_vectors(24, 8, registers=32) == 1
-    assert matmul_vectors(20, 8, registers=32) == 2
+    assert tile_step_cycles(6, 4, R32) < tile_step_cycles(6, 4, R16)
+    assert all(r * 4 <= 28 for r in map(lambda n: register_rows(n, 4, R32), range(1, 300)))
+    assert register_rows(197, 4, R32) == 6 and register_rows(14, 2, R32) == 14
+    assert matmul_vectors(768, 8, R32) == 4 and matmul_vectors(768, 8, R16) == 2
+    assert matmul_vectors(784, 8, R32) == 2 and matmul_vectors(24, 8, R32) == 1
+    assert matmul_vectors(20, 8, R32) == 2
+
+
+def test_cost_model_reads_the_target():
+    """The micro-kernel's numbers are the target's (``Target.core``): ports and latencies change
+    the tiles it picks."""
+    import dataclasses as dc
+
+    from ember.schedules.cpu_model import register_rows, tile_step_cycles
+    from ember.target import CORE_MODELS, resolve
+
+    assert resolve("cpu").core.registers == resolve("cpu").vector_registers
+    assert set(CORE_MODELS) >= {resolve(n).isa for n in ("cpu", "aarch64-linux", "wasm32", "riscv64-linux")}
+    one_port = dc.replace(R16, fma_ports=1)
+    assert tile_step_cycles(6, 2, one_port) == 12 + R16.tile_overhead_cycles   # 12 FMAs on one port
+    slow_chain = dc.replace(R16, fma_chain_cycles=9)
+    # a 9-cycle chain hides the 7 x 2 tile's extra loads: 7 rows, where the 4-cycle FMA takes 6
+    assert register_rows(56, 2, slow_chain) == 7 and register_rows(56, 2, R16) == 6
 
 
 @pytest.mark.parametrize("registers", [16, 32])

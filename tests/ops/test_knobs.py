@@ -10,7 +10,7 @@ import pytest
 import ember
 from ember.errors import TargetError
 from ember.graph import GraphBuilder, TensorType, run_graph
-from ember.ops.schedule_cpu import KNOBS, check_knobs
+from ember.schedules.knobs import KNOBS, check_knobs
 from ember.target import host
 
 

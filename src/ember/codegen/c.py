@@ -284,10 +284,12 @@ class _Ctx:
 
 
 class CGenerator:
-    """Emits C for kernels (PrimFuncs) with vectors of ``lanes`` floats."""
+    """Emits C for kernels (PrimFuncs) with vectors of ``lanes`` floats, for a target with
+    ``registers`` vector registers (``Target.vector_registers``)."""
 
-    def __init__(self, lanes: int = 8):
+    def __init__(self, lanes: int = 8, registers: int = 16):
         self.lanes = lanes
+        self.tile_accumulators = tile_accumulators(registers)
         self.helpers: list[str] = []
         self.kernel_names: set[str] = set()
         #: two strings per run-time check: where it is (node, op, kernel) and what it checks
@@ -592,7 +594,7 @@ class CGenerator:
                 out.append(f"{ind}#pragma GCC ivdep")
             elif s.kind == "unrolled":
                 out.append(f"{ind}#pragma GCC unroll 8")
-            elif _register_tile_update(s.body):
+            elif _register_tile_update(s.body, self.tile_accumulators):
                 # the C compiler would unroll a short reduction loop (a first convolution's 3
                 # input channels) and run out of vector registers for the tile's accumulators
                 out.append(f"{ind}#pragma GCC unroll 1")
@@ -1131,18 +1133,21 @@ def module_source(model_name: str, lanes: int, kernels: list[str], entry_body: l
     )
 
 
-#: vector accumulators from which a register tile leaves too few of the 16 AVX2 registers to
-#: unroll its reduction loop
-TILE_ACCUMULATORS = 12
+def tile_accumulators(registers: int) -> int:
+    """Vector accumulators from which a register tile leaves too few of ``registers`` (a quarter
+    or less) for the C compiler to unroll its reduction loop: 12 of 16, 6 of 8.  Capped at 12,
+    the value measured on 16 registers: on 32 (AVX-512, AArch64) unrolling tiles of 12 to 23
+    accumulators has not been shown faster, so their code stays as it was measured."""
+    return min(12, registers - registers // 4)
 
 
-def _register_tile_update(body: Stmt) -> bool:
-    """A loop body that updates a large register tile: one vector store per accumulator, all to
-    one local buffer."""
+def _register_tile_update(body: Stmt, accumulators: int) -> bool:
+    """A loop body that updates a large register tile: one vector store per accumulator (at least
+    ``accumulators``), all to one local buffer."""
     if not isinstance(body, Seq):
         return False
     stores = [x for x in body.stmts if isinstance(x, Store) and isinstance(x.index, Ramp)]
-    return (len(stores) >= TILE_ACCUMULATORS and len({id(x.buffer) for x in stores}) == 1
+    return (len(stores) >= accumulators and len({id(x.buffer) for x in stores}) == 1
             and stores[0].buffer.scope == "local")
 
 

@@ -34,16 +34,16 @@ from .. import limits as ember_limits
 from ..errors import ArtifactError, EmberError, ShapeError, TargetError
 from ..graph.ir import Graph, Value, constant
 from ..symbolic import Sym, is_identifier
-from ..passes import fuse, optimize, plan_memory
+from ..passes import fuse, plan_memory
 from ..passes.base import paused_gc
-from ..passes import fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
 from ..target import Target, resolve
 from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, module_source, shape_function
 from ..ops import get_op
-from ..ops.schedule_cpu import check_knobs
+from ..schedules.knobs import check_knobs
 from ..runtime.program import write_program
 from .data_dims import DataDims, data_symbols
 from .kernels import kernel_call
+from .pipeline import Context, check_disabled, generic_steps, run_graph
 from .regions import Regions, is_region
 from .program import const_entry, json_attrs, needs_program, partition
 
@@ -97,9 +97,28 @@ def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None,
             model = model.copy()
             model.hints.update({k: int(v) for k, v in bounds.items() if k not in model.bounds})
         return model
+    tf_graph = tensorflow_file(model, shapes, bounds)
+    if tf_graph is not None:
+        return tf_graph
     from ..frontend import from_onnx
 
     return from_onnx(model, shapes=shapes, bounds=bounds)
+
+
+def tensorflow_file(model: Any, shapes, bounds) -> Graph | None:
+    """A Keras file (``.keras``, ``.h5``) or a SavedModel directory, translated by the TensorFlow
+    frontend; None for any other model."""
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    path = os.fspath(model)
+    keras_file = path.endswith((".keras", ".h5"))
+    if not keras_file and not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return None
+    if shapes:
+        raise EmberError("shapes= applies to ONNX models; a TensorFlow model's shapes are its signature's")
+    from ..frontend.tensorflow import from_keras, from_tensorflow
+
+    return from_keras(path, bounds=bounds) if keras_file else from_tensorflow(path, bounds=bounds)
 
 
 def symbol_bounds(graph: Graph) -> dict[str, int]:
@@ -136,11 +155,14 @@ def schedule_hints(graph: Graph, bounds: dict[str, int]) -> dict[str, int]:
 
 
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
-             progress: ProgressFn | None = None, profile: bool = False, observe: bool = False) -> CompiledModel:
+             progress: ProgressFn | None = None, profile: bool = False, observe: bool = False,
+             disabled_passes=()) -> CompiledModel:
     """Run the compiler on a graph up to the C source and the constants blob.  ``observe``
-    (``ember bisect``) makes every kernel's result an output too (see :func:`observe_kernels`)."""
+    (``ember bisect``) makes every kernel's result an output too (see :func:`observe_kernels`).
+    ``disabled_passes`` names passes of the pipeline (``driver.pipeline``) not to run."""
     with paused_gc():          # collected after each pass and every few kernels instead
-        return _generate(graph, target, opt_level, dump, progress, profile, observe)
+        return _generate(graph, target, opt_level, dump, progress, profile, observe,
+                         check_disabled(disabled_passes))
 
 
 def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
@@ -154,28 +176,13 @@ def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
 
 
 def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | None, progress: ProgressFn | None,
-              profile: bool, observe: bool = False) -> CompiledModel:
+              profile: bool, observe: bool = False, disabled_passes: frozenset = frozenset()) -> CompiledModel:
     say = progress or (lambda msg: None)
     say(f"optimizing graph ({len(graph.nodes)} nodes, opt level {opt_level})")
     in_names = [v.name for v in graph.inputs]
     out_names = [v.name for v in graph.outputs]
-    g = optimize(graph, opt_level, dump=dump)
-    g = pair_saturation.run(g, target.int8_pairs_saturate)
-    if opt_level >= 3:
-        g = layout_nchwc.run(g, target.lanes, target.int8_dot)
-        if dump:
-            dump("layout_nchwc", g)
-        g = optimize(g, 1)          # fold the layout conversions of constants
-        g = winograd.run(g, target.lanes)
-        if dump:
-            dump("winograd", g)
-        g = pack_weights.run(g, target.lanes)
-        if dump:
-            dump("pack_weights", g)
-        g = fuse_attention.run(g, target.lanes)
-        if dump:
-            dump("fuse_attention", g)
-        gc.collect(1)
+    ctx = Context(target, opt_level, frozenset(disabled_passes), dump, progress)
+    g = run_graph(graph, ctx)
     groups = fuse(g)
     if observe:
         observe_kernels(g, groups, out_names)
@@ -185,7 +192,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     if bounds:
         say("symbolic dimensions: " + ", ".join(f"{n} <= {b}" if n in limits else f"{n} (planned for {b})"
                                                 for n, b in bounds.items()))
-    regions = Regions(target, opt_level, limits, bounds, sym_index, {grp.name for grp in groups}, dump)
+    regions = Regions(target, opt_level, limits, bounds, sym_index, {grp.name for grp in groups}, dump, ctx)
     regions.prepare(groups)     # compiles region bodies; each region group gets its scratch buffer
     hints = schedule_hints(g, bounds)
     dd = DataDims(g, groups, sym_index, limits)
@@ -234,7 +241,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             return f"({t}*)(arena + {plan.offsets[v]})"
         raise EmberError(f"value {v.name} has no storage")
 
-    gen = CGenerator(target.lanes)
+    gen = CGenerator(target.lanes, target.vector_registers)
     kernels, kernel_src, entry = [], [], []
     entry_names: list[str] = []     # what each line of the entry runs (a kernel, or a region)
 
@@ -245,7 +252,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             kernel_src.extend(src)
             entry.append(block)
             return
-        f, src, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index, hints)
+        f, src, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index, hints, ctx)
         kernels.append(f)
         kernel_src.append(src)
         entry.append(call)
@@ -330,7 +337,7 @@ def where_src(v: Value, in_index, const_offsets) -> str:
 
 
 def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=None, profile: bool = False,
-               cflags: tuple[str, ...] = ()) -> str | None:
+               cflags: tuple[str, ...] = (), disabled: frozenset = frozenset()) -> str | None:
     """The cache key of a compile: a hash of everything it reads and everything that changes its
     output: Ember's own source, the target (every processor feature: the C is compiled for this
     machine), the C compiler, the options, the model's bytes and the contents of every external
@@ -351,6 +358,7 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
     put("compiler", compiler_identity(tuple(cflags), target))
     put("options", json.dumps({
         "opt_level": opt_level, "profile": bool(profile), "cflags": [str(f) for f in cflags],
+        "disabled_passes": sorted(disabled),
         "shapes": sorted((str(k), v) for k, v in (shapes or {}).items()),
         "bounds": sorted((str(k), v) for k, v in (bounds or {}).items()),
     }, default=repr))
@@ -428,7 +436,8 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
             dump: str | os.PathLike | None = None,
             progress: ProgressFn | None = None, cache: bool = True, profile: bool = False,
             cflags: tuple[str, ...] = (), knobs: Mapping[str, Any] | None = None,
-            limits: "ember_limits.Limits | Mapping[str, Any] | str | None" = None):
+            limits: "ember_limits.Limits | Mapping[str, Any] | str | None" = None,
+            disabled_passes: tuple[str, ...] = ()):
     """Compile ``model`` (a path, an ``onnx.ModelProto`` or an ember ``Graph``) for ``target``.
 
     Returns a loaded :class:`ember.runtime.Module`; for a cross target (``"aarch64-linux"``,
@@ -441,10 +450,12 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     every kernel call (``Module.profile()`` reports the totals).  ``cflags`` are extra flags for
     the C compiler (e.g. ``("-O1",)`` where compile time matters more than speed).  ``knobs``
     sets schedule choices the schedules otherwise make by their cost models, e.g.
-    ``{"matmul.rows": 4, "conv2d.order": "rows"}`` (``ember.ops.schedule_cpu.KNOBS`` lists them):
+    ``{"matmul.rows": 4, "conv2d.order": "rows"}`` (``ember.schedules.knobs.KNOBS`` lists them):
     for tuning; every valid value gives the same results.  ``limits`` changes the resource
     policy (``ember.limits``): ``{"tensor_bytes": "2G", "nodes": 100000}``; a model above it
-    raises :class:`~ember.errors.LimitError` before anything is allocated.
+    raises :class:`~ember.errors.LimitError` before anything is allocated.  ``disabled_passes``
+    names passes of the pipeline not to run (``ember passes`` lists them; those that decide the
+    results cannot be disabled).
     """
     try:
         lim = limits if isinstance(limits, ember_limits.Limits) else ember_limits.current().updated(limits)
@@ -452,11 +463,12 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
         raise EmberError(str(e)) from None
     with ember_limits.using(lim), paused_gc():     # the passes collect (see passes.base.paused_gc)
         return _compile(model, target, opt_level, shapes=shapes, bounds=bounds, dump=dump, progress=progress,
-                        cache=cache, profile=profile, cflags=cflags, knobs=knobs)
+                        cache=cache, profile=profile, cflags=cflags, knobs=knobs,
+                        disabled=check_disabled(disabled_passes))
 
 
 def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, bounds, dump, progress, cache: bool,
-             profile: bool, cflags: tuple[str, ...], knobs):
+             profile: bool, cflags: tuple[str, ...], knobs, disabled: frozenset = frozenset()):
     from ..runtime import load
     from ..toolchain import Cache
 
@@ -469,7 +481,7 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     dump = dump or os.environ.get("EMBER_DUMP") or None
     models = Cache("models", suffix=".so")
-    key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags)) if cache and not dump else None
+    key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled) if cache and not dump else None
     if key is not None:
         for kind in (models, Cache("programs", suffix=".ember")):
             hit = kind.get(key)
@@ -484,7 +496,7 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
             return module
     say("reading model")
     graph = to_graph(model, shapes, bounds)
-    if key is not None and _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags)) != key:
+    if key is not None and _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled) != key:
         key = None      # the files changed while they were read: do not file this under either key
     dumper = _Dumper(Path(dump)) if dump else None
     if dumper:
@@ -493,10 +505,10 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
         if tgt.cross:
             raise TargetError(f"model '{graph.name}' has host steps (string ops), which only the Python runtime "
                               f"runs: it cannot be built for {tgt.spec}")
-        path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key)
+        path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key, disabled)
         say(f"done in {time.perf_counter() - t0:.1f} s")
         return load(path)
-    lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress))
+    lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress), disabled)
     if key is not None:
         lib = models.put(key, lib)
     say(f"done in {time.perf_counter() - t0:.1f} s")
@@ -512,11 +524,11 @@ def _loaded(path: Path, tgt: Target):
 
 
 def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
-                   cflags: tuple[str, ...], report_steps: bool = False) -> Path:
+                   cflags: tuple[str, ...], report_steps: bool = False, disabled: frozenset = frozenset()) -> Path:
     """Compile ``graph`` (no host ops) to a sealed shared library; returns its path."""
     from ..toolchain import build_shared
 
-    cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile)
+    cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile, disabled_passes=disabled)
     if dumper:
         dumper.write("groups.txt", "\n".join(k.comment for k in cm.kernels) + "\n")
         dumper.write("model.c", cm.source)
@@ -528,12 +540,12 @@ def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: Progr
 
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
-                     cflags: tuple[str, ...], key: str | None) -> Path:
+                     cflags: tuple[str, ...], key: str | None, disabled: frozenset = frozenset()) -> Path:
     """Compile a graph with host steps to a program file in the cache (``build.program``);
     returns its path."""
     from ..toolchain import Cache
 
-    g = optimize(graph, opt_level, dump=dumper)
+    g = run_graph(graph, Context(tgt, opt_level, disabled, dumper, say), generic_steps())
     steps = partition(g)
     slots: dict[Value, int] = {}
 
@@ -566,7 +578,7 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
         sub = st.segment_graph(f"{g.name}_segment{k}", g.bounds, g.checks)
         say(f"segment {k}: {len(sub.nodes)} nodes")
         seg_dump = _Dumper(dumper.folder / f"segment_{k}") if dumper else None
-        libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags))
+        libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags, disabled=disabled))
         header_steps.append({"kind": "segment", "segment": k, "inputs": [read(v) for v in st.inputs],
                              "outputs": [slot(o) for o in st.outputs]})
     out_slots = [read(v) for v in g.outputs]

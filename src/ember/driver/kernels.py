@@ -1,7 +1,11 @@
 """From a fused group of graph nodes to one optimized loop-IR kernel.
 
 Each node's op supplies its tensor compute; the schedule comes from :mod:`ember.schedules` by
-the target's kind and the anchor op (convolution, matmul, ...), or is the kind's default.
+the target's kind and the anchor op (convolution, matmul, ...), or is the kind's default.  A
+fallback to the default (the op's schedule does not fit this instance, or the kind has none for
+a convolution or matmul) is recorded in the kernel's ``attrs["schedule_fallback"]`` (printed
+in the dump) and said through the pipeline context's ``progress``.  The lowered kernel goes
+through the loop-IR passes of the pipeline (:mod:`ember.driver.pipeline`).
 
 Symbolic dimensions become size variables: the kernel takes each symbol it uses as an int64
 argument after its buffers (``PrimFunc.attrs["size_vars"]``), and its index analysis knows the
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 from ..errors import CodegenError, EmberError
 from ..graph.ir import Value
-from ..ops import get_op
+from ..ops import Pattern, get_op
 from ..schedules import default as default_for, lookup
 from ..passes.fusion import Group
 from ..te import placeholder, walk
@@ -22,7 +26,7 @@ from ..symbolic import SymbolicError
 from ..tir.analysis import size_bounds, size_vars_of
 from ..tir.expr import IndexCheck
 from ..tir.stmt import PrimFunc
-from ..tir.transform import optimize
+from .pipeline import Context, run_loop
 
 
 def describe_nodes(group: Group) -> str:
@@ -47,15 +51,17 @@ def _name_checks(outs, known: set, node) -> None:
 
 
 def group_kernel(group: Group, target, param_names: dict[Value, str] | None = None,
-                 bounds: dict[str, int] | None = None, hints: dict[str, int] | None = None) -> PrimFunc:
+                 bounds: dict[str, int] | None = None, hints: dict[str, int] | None = None,
+                 ctx: Context | None = None) -> PrimFunc:
     """Lower ``group`` to a kernel whose parameters are the group's inputs, then its output,
     then the size variables of the symbols it uses (their upper limits in ``bounds``; the sizes
-    its schedule plans for in ``hints``)."""
+    its schedule plans for in ``hints``).  ``ctx``: the pipeline's context (by default, the
+    target's at opt level 3)."""
     with size_bounds(bounds or {}, hints):
-        return _group_kernel(group, target, param_names)
+        return _group_kernel(group, target, param_names, ctx or Context(target))
 
 
-def _group_kernel(group: Group, target, param_names: dict[Value, str] | None) -> PrimFunc:
+def _group_kernel(group: Group, target, param_names: dict[Value, str] | None, ctx: Context) -> PrimFunc:
     params = {}
     for k, v in enumerate(group.inputs):
         params[v] = placeholder(v.shape, v.dtype, (param_names or {}).get(v, f"in{k}"))
@@ -85,17 +91,21 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None) ->
     s = create_schedule(out_t)
     own = lookup(target, lead.op) if lead is not None and anchor_tensor is not None else None
     inputs = [params[v] for v in group.inputs]
+    fallback = ""
     try:
         if own is not None:
             try:
                 own(lead.attrs, s, anchor_tensor, target)
                 f = lower(s, group.name, inputs + [s.output])
-            except CodegenError:
+            except CodegenError as e:
                 # the op's tuned schedule does not fit this instance: the default always does
+                fallback = f"the {target.kind} schedule of {lead.op} does not fit: {str(e).split('] ', 1)[-1]}"
                 s = create_schedule(out_t)
                 default_for(target)(s, target)
                 f = lower(s, group.name, inputs + [s.output])
         else:
+            if lead is not None and get_op(lead.op).pattern == Pattern.OUT_ELEMWISE_FUSABLE:
+                fallback = f"no {target.kind} schedule for {lead.op}"
             default_for(target)(s, target)
             f = lower(s, group.name, inputs + [s.output])
     except EmberError:
@@ -104,13 +114,17 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None) ->
         raise CodegenError(f"lowering kernel {group.name} failed: {type(e).__name__}: {e}") from e
     f.comment = describe_nodes(group)
     f.attrs["schedule"] = s.describe()
-    f = optimize(f, target.lanes)
+    if fallback:
+        f.attrs["schedule_fallback"] = fallback
+        ctx.fallbacks.append((f.name, fallback))
+        ctx.say(f"kernel {f.name}: the default schedule ({fallback})")
+    f = run_loop(f, ctx)
     f.attrs["size_vars"] = sorted(size_vars_of(f), key=lambda v: v.name)
     return f
 
 
 def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sym_index: dict,
-                hints: dict | None = None) -> tuple[PrimFunc, str, str]:
+                hints: dict | None = None, ctx: Context | None = None) -> tuple[PrimFunc, str, str]:
     """Lower ``group`` (``group_kernel``) and write it in C with ``gen``: returns the kernel, its C
     and the entry's line calling it, its buffers placed by ``where(value)`` (a C pointer) and
     its symbols read from ``syms`` (``sym_index``); the schedules plan for ``hints`` (the
@@ -118,7 +132,7 @@ def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sy
     from ..codegen.c import CHECK_ARG, c_ident, checked_call, has_checks
 
     names = {v: c_ident(v.name) for v in group.inputs}
-    f = group_kernel(group, target, names, limits, bounds if hints is None else hints)
+    f = group_kernel(group, target, names, limits, bounds if hints is None else hints, ctx)
     with size_bounds(limits, bounds):   # what the C generator proves about indices uses the limits
         src = gen.kernel(f)
     args = [where(v) for v in group.inputs] + [where(group.output)]

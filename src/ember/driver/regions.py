@@ -25,18 +25,18 @@ static).  Regions nest: an inner region's scratch is an intermediate of its body
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import CodegenError
 from ..graph.ir import Graph, Node, Value
 from ..graph.types import TensorType
 from ..ops import get_op
-from ..passes import fuse, optimize, plan_memory
-from ..passes import pack_weights
+from ..passes import fuse, plan_memory
 from ..passes.fusion import Group
 from ..codegen.c import c_ident, c_type, dim_c
 from ..passes.base import Names
 from .kernels import kernel_call
+from .pipeline import PACK_WEIGHTS, Context, generic_steps, run_graph
 
 #: the alignment of every buffer in a scratch (that of the arena's)
 ALIGN = 64
@@ -94,8 +94,10 @@ class Regions:
     """Compiles the bodies of a model's region groups and writes the C that runs them."""
 
     def __init__(self, target, opt_level: int, limits: dict, bounds: dict, sym_index: dict,
-                 kernel_names: set[str], dump=None):
+                 kernel_names: set[str], dump=None, ctx: Context | None = None):
         self.target = target
+        #: the pipeline's context: its disabled passes, dumps and fallback reports
+        self.ctx = Context(target, opt_level) if ctx is None else ctx
         self.opt_level = opt_level
         self.limits = limits
         self.bounds = bounds
@@ -140,10 +142,13 @@ class Regions:
         if binds:
             raise CodegenError(f"{node.op} node '{node.name}': its body binds dimensions from the data "
                                f"(bind_dims {', '.join(binds)}), which only the model's entry does")
-        g = optimize(body, self.opt_level)
+        dump = self.ctx.dump
+        # the body's passes dumped as <node>.<pass>
+        ctx = replace(self.ctx, dump=(lambda stage, ir, at=c_ident(node.name): dump(f"{at}.{stage}", ir))
+                      if dump else None)
+        g = run_graph(body, ctx, generic_steps())
         g = own_outputs(g, (0,) if node.op == "loop" else ())
-        if self.opt_level >= 3:
-            g = pack_weights.run(g, self.target.lanes)
+        g = run_graph(g, ctx, [PACK_WEIGHTS])
         groups = fuse(g)
         for k, grp in enumerate(groups):
             grp.name = self._kernel_name(f"{c_ident(node.name)}_{grp.name}")
@@ -278,7 +283,8 @@ class Regions:
             if is_region(grp):
                 lines += self._region(grp.nodes[0], w, gen, src)
                 continue
-            f, code, call = kernel_call(grp, self.target, w, gen, self.limits, self.bounds, self.sym_index)
+            f, code, call = kernel_call(grp, self.target, w, gen, self.limits, self.bounds, self.sym_index,
+                                        ctx=self.ctx)
             self.kernels.append(f)
             src.append(code)
             lines.append(call)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..symbolic import exact_div, is_symbolic, product
+from .core import elementwise_layout, layout_operand, registrar
 from .tflite import TO_NCHW
 
 #: the BuiltinOperator enum of TFLite's schema, in code order (code = position)
@@ -56,12 +57,7 @@ QUANT_NATIVE = {"RESHAPE", "SQUEEZE", "TRANSPOSE", "GATHER", "STRIDED_SLICE", "Q
                 "MEAN", "SUM"}
 
 
-def translates(*names):
-    def deco(f):
-        for n in names:
-            TRANSLATIONS[n] = f
-        return f
-    return deco
+translates = registrar(TRANSLATIONS)
 
 
 def activation(cx, v, code: int):
@@ -331,22 +327,8 @@ def _pool_integer(cx, op, kernel, strides, pads):
 
 # ---- elementwise ---------------------------------------------------------------------------
 
-def _layout_for(cx, ks) -> str:
-    """NCHW when a rank-4 operand already is, and every other operand can follow it."""
-    if not any(cx.rank(k) == 4 and not cx.is_const(k) and cx.layout(k) == "NCHW" for k in ks):
-        return "NHWC"
-    for k in ks:
-        if not cx.is_const(k) and cx.rank(k) != 4:
-            return "NHWC"
-    return "NCHW"
-
-
-def _operand(cx, k, layout):
-    if layout == "NCHW" and cx.is_const(k):
-        a = np.asarray(cx.const(k))
-        a = a.reshape((1,) * (4 - a.ndim) + a.shape).transpose(TO_NCHW)
-        return cx.const_value(np.ascontiguousarray(a))
-    return cx.get(k, layout)
+_layout_for = elementwise_layout
+_operand = layout_operand
 
 
 _BINARY = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "maximum", "MINIMUM": "minimum",

@@ -6,7 +6,9 @@ filled in) followed by the operands:
 * ``infer(a, *types)``      -> output TensorType(s): the type rule (shapes may be symbolic)
 * ``reference(a, *arrays)`` -> output array(s): the numpy oracle of the differential tests
 * ``compute(a, *tensors)``  -> output te.Tensor(s): *what* a kernel computes (``ember.te``)
-* ``schedule(...)``         -> *how* its loops run, for ops whose default schedule will not do
+
+*How* its loops run is not the op's: schedules live in :mod:`ember.schedules`, registered by
+target kind and op name.
 
 ``pattern`` tells the fusion pass how the op combines with its neighbours.  ``moves_data`` marks
 the ops that only convert or move elements: only they take the narrow dtypes (float8, float4,
@@ -60,7 +62,7 @@ class Op:
     host_kernel: ClassVar[str] = ""                    # its kernel in ember.runtime.host
     region: ClassVar[bool] = False                     # holds graphs it runs (ops.control)
 
-    # -- the four pieces of knowledge ------------------------------------------------------
+    # -- the three pieces of knowledge ------------------------------------------------------
 
     def infer(self, a: dict, *types: TensorType) -> TensorType | list[TensorType]:
         raise NotImplementedError

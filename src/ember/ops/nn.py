@@ -1,8 +1,8 @@
 """Neural-network ops: convolution, matrix multiply, pooling, softmax, normalizations.
 
 Convolution and matmul are OUT_ELEMWISE_FUSABLE: the fusion pass lets the bias, activation and
-residual additions after them run in their write-back loop.  Their fast schedules live in
-``ember.ops.schedules`` next to the layouts they need; here is what they compute.
+residual additions after them run in their write-back loop.  Their schedules live in
+``ember.schedules`` (by target kind); here is what they compute.
 """
 
 from __future__ import annotations
@@ -101,16 +101,6 @@ class Conv2d(Op):
         o, ci, kh, kw = w.shape
         return conv2d_nchw_compute(a, x, o, ci, kh, kw, lambda f_, rc, ry, rx: w[f_, rc, ry, rx])
 
-    def schedule(self, a, s, conv, target):
-        """conv2d with an unpacked weight: only depthwise has a tuned schedule; others the default."""
-        from .schedule_cpu import default_schedule
-
-        x_c, width = conv.shape[1], conv.shape[3]
-        if a["groups"] > 1 and a["groups"] == x_c and (not isinstance(width, int) or width >= target.lanes):
-            depthwise_schedule(s, conv, target)
-        else:
-            default_schedule(s, target)
-
 
 def conv2d_nchw_compute(a, x, o, ci, kh, kw, weight_at):
     """The NCHW convolution of ``x`` with ``o`` filters of ``ci`` x ``kh`` x ``kw`` taps, whatever
@@ -188,25 +178,6 @@ class MatMul(Op):
 
         return te.compute(shape, f, name="matmul")
 
-    def schedule(self, a, s, mm, target):
-        """Register tiles of rows x (1, 2 or 4 vectors) outputs; the batch dims and column tiles run in
-        parallel."""
-        from .schedule_cpu import default_schedule, matmul_vectors, register_rows, register_tile, size_hint
-
-        root, red = s.root, s[mm]
-        axes = root.tensor.axes
-        m, n = axes[-2], axes[-1]
-        lanes = target.lanes
-        if size_hint(n.extent) < lanes:
-            default_schedule(s, target)
-            return
-        if not isinstance(n.extent, int):
-            cols = lanes        # a symbolic width: one vector per row, so its tail stays one simple loop
-        else:
-            cols = target.knob("matmul.vectors", matmul_vectors(n.extent, lanes, target.vector_registers)) * lanes
-        rows = target.knob("matmul.rows", register_rows(m.extent, cols // lanes, registers=target.vector_registers))
-        register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
-
 
 class Pool2d(Op):
     """Pooling over the two spatial dims of NCHW, or of NCHW[x]c (``layout="NCHWc"``, 5-D)."""
@@ -252,21 +223,6 @@ class Pool2d(Op):
                 inpad_x = (xx < w + pr)
                 vals = x[:, :, np.clip(yy, 0, h - 1)][:, :, :, np.clip(xx, 0, w - 1)]
                 yield vy[:, None] & vx[None, :], inpad_y[:, None] & inpad_x[None, :], vals
-
-    def schedule(self, a, s, pooled, target):
-        """In NCHW[x]c, vectorize over the channel block and keep a row of windows in registers."""
-        from .schedule_cpu import default_schedule, pick_tile, register_tile
-
-        root = s.root
-        red = s[pooled]
-        lanes = target.lanes
-        if a["layout"] != "NCHWc" or root.tensor.axes[4].extent % lanes or not red.reduce_axes:
-            default_schedule(s, target)
-            return
-        n, c, y, x, cb = root.tensor.axes
-        rows = target.knob("pool.rows", pick_tile(x.extent, 2, 14 // (cb.extent // lanes)))
-        register_tile(root, red, row_axis=x, col_axis=cb, rows=rows, cols=cb.extent, lanes=lanes,
-                      before=[n, c], after=[y])
 
     def _window_expr(self, a, x, nn, cc, y, xx, ry, rx, rest=()):
         (sh, sw), (pt, pl, _, _), (dh, dw) = a["strides"], a["pads"], a["dilations"]
@@ -389,31 +345,6 @@ class Softmax(Op):
         # one reciprocal per row (hoisted out of the row's loop), a multiply per element
         return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) * (one / s[along(i, zero)]),
                           name="softmax")
-
-    def schedule(self, a, s, out, target):
-        from ..te.schedule import Fuse, Split
-        from .schedule_cpu import default_schedule, vectorize_partials
-
-        default_schedule(s, target)
-        vectorize_partials(s)
-        exp = [st for st in s.stages.values() if st.tensor.name == "softmax_exp"]
-        if exp:
-            root = s.root
-            # the loop that encloses one row: the leaf before the first loop made from the last axis
-            row_axis = {root.tensor.axes[-1]}
-            for rel in root.relations:
-                if isinstance(rel, Split) and rel.parent in row_axis:
-                    row_axis |= {rel.outer, rel.inner}
-                elif isinstance(rel, Fuse) and (rel.outer in row_axis or rel.inner in row_axis):
-                    row_axis.add(rel.fused)
-            first = next(k for k, leaf in enumerate(root.leaves) if leaf in row_axis)
-            row = root.leaves[first - 1] if first else None
-            st = exp[0]
-            st.compute_at(root, row)
-            inner = st.tensor.axes[-1]
-            if isinstance(inner.extent, int) and inner.extent >= target.lanes:
-                _, vi = st.split(inner, target.lanes)
-                st.vectorize(vi)
 
 
 #: lanes of the partial results of a row reduction (a multiple of every target's vector width)
@@ -560,79 +491,6 @@ class Attention(Op):
         one = te.const(1.0, dt)
         return te.compute(oshape, lambda *i: o[i] * (one / total[i[:-1] + (zero,)]), name="attention")
 
-    def schedule(self, a, s, out, target):
-        """A tile of query rows per iteration of a parallel loop over the batch dims: the rows'
-        logits (keys' columns in vectors, the reduction over D outside), their max and sum as
-        per-lane partials and exp(logit - max) in vectors are computed once per row tile; the
-        weighted sum of the values runs as a register tile of rows x 2 (or 1) vectors of outputs
-        per column tile, like a matmul."""
-        from .schedule_cpu import register_rows, size_hint, vectorize_partials
-
-        root = s.root
-        lanes = target.lanes
-        *batch, rows, cols = root.tensor.axes
-        stages = {st.tensor.name: st for st in s.stages.values() if st is not root}
-        weighted = stages["attn_weighted"]
-        tiled = isinstance(cols.extent, int) and cols.extent % lanes == 0
-        if tiled:
-            width = 2 * lanes if cols.extent % (2 * lanes) == 0 else lanes
-            r = target.knob("attention.rows", register_rows(rows.extent, width // lanes, max_acc=12))
-            ro, ri = root.split(rows, r)
-            co, ci = root.split(cols, width)
-            root.reorder(*batch, ro, co, ri, ci)
-            root.unroll(ri)
-            root.vectorize(ci)
-            row_loop = ro
-        else:
-            row_loop = rows
-        par = batch[0] if batch else None
-        for ax in batch[1:]:
-            par = root.fuse(par, ax)
-        if not tiled:
-            # one row per iteration (values whose width is not whole vectors)
-            par = row_loop = rows if par is None else root.fuse(par, rows)
-        elif (par is None or size_hint(par.extent) < 2 * target.num_cores) and rows.extent % r == 0:
-            # few batch x head pairs: the row tiles run in parallel too (when they are whole:
-            # the loop of an uneven split keeps its tail copy, so it is not fused)
-            par = row_loop = ro if par is None else root.fuse(par, ro)
-        elif par is None:
-            par = row_loop
-        if size_hint(par.extent) >= 2:
-            root.parallel(par)
-        at = row_loop
-        for st in stages.values():
-            st.compute_at(root, at)
-        if tiled:
-            weighted.compute_at(root, co)
-            w_rows, w_cols = weighted.tensor.axes[-2:]
-            cvo, cvi = weighted.split(w_cols, lanes)
-            weighted.reorder(*weighted.reduce_axes, w_rows, cvo, cvi)
-            weighted.unroll(w_rows)
-            weighted.unroll(cvo)
-            weighted.vectorize(cvi)
-        scores = stages["attn_scores"]
-        s_rows, keys = scores.tensor.axes[-2:]
-        if isinstance(keys.extent, int) and keys.extent % lanes == 0:
-            # a register tile of the tile's rows x 2 vectors of keys (1 when 2 do not divide
-            # them), the reduction over D around it: the accumulators stay in registers
-            kw = 2 * lanes if keys.extent % (2 * lanes) == 0 else lanes
-            jo, jc = scores.split(keys, kw)
-            jv, ji = scores.split(jc, lanes)
-            scores.reorder(jo, *scores.reduce_axes, s_rows, jv, ji)
-            scores.unroll(s_rows)
-            scores.unroll(jv)
-            scores.vectorize(ji)
-        elif size_hint(keys.extent) >= lanes:
-            jo, ji = scores.split(keys, lanes)
-            scores.reorder(*scores.reduce_axes, jo, ji)
-            scores.vectorize(ji)
-        exp = stages["attn_exp"]
-        last = exp.tensor.axes[-1]
-        if size_hint(last.extent) >= lanes:
-            jo, ji = exp.split(last, lanes)
-            exp.vectorize(ji)
-        vectorize_partials(s)
-
 
 @register
 class LayerNorm(Op):
@@ -688,12 +546,6 @@ class LayerNorm(Op):
 
         return te.compute(x.shape, f, name="layer_norm")
 
-    def schedule(self, a, s, out, target):
-        from .schedule_cpu import default_schedule, vectorize_partials
-
-        default_schedule(s, target)
-        vectorize_partials(s)
-
 
 @register
 class BatchNorm(Op):
@@ -726,26 +578,6 @@ class BatchNorm(Op):
             return (x[i] - mean[c]) / te.call("sqrt", var[c] + eps) * scale[c] + bias[c]
 
         return te.compute(x.shape, f, name="batch_norm")
-
-
-def _packed_blocks(conv) -> int:
-    """Number of output-channel blocks of a packed conv tensor (read from its weight operand)."""
-    for t in conv.inputs():
-        if len(t.shape) == 5:
-            return t.shape[0]
-    raise ValueError("not a packed convolution")
-
-
-def depthwise_schedule(s, conv, target):
-    """NCHW depthwise convolution: vectorized along the width, a few rows per register tile."""
-    from .schedule_cpu import pick_tile, register_tile
-
-    root, red = s.root, s[conv]
-    n, o, y, x = root.tensor.axes
-    lanes = target.lanes
-    cols = 2 * lanes if x.extent % (2 * lanes) == 0 else lanes
-    rows = pick_tile(y.extent, 2, 4)
-    register_tile(root, red, row_axis=y, col_axis=x, rows=rows, cols=cols, lanes=lanes, before=[n, o])
 
 
 @register
@@ -781,17 +613,6 @@ class Conv2dPacked(Op):
         oo, ci, kh, kw, ob = wp.shape
         return conv2d_nchw_compute(a, x, oo * ob, ci, kh, kw,
                                    lambda f_, rc, ry, rx: wp[f_ // ob, rc, ry, rx, f_ % ob])
-
-    def schedule(self, a, s, conv, target):
-        from .schedule_cpu import pick_tile, register_tile
-
-        root, red = s.root, s[conv]
-        n, o, y, x = root.tensor.axes
-        ob = conv.shape[1] // _packed_blocks(conv)
-        lanes = target.lanes
-        rows = pick_tile(x.extent, 4, 7) if ob >= 2 * lanes else pick_tile(x.extent, 8, 14)
-        rows = target.knob("conv2d.rows", rows)
-        register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n], after=[y])
 
 
 @register
@@ -849,8 +670,6 @@ class MatMulPacked(Op):
             return te.sum(x[xb + (m, k)] * wp[wb + (n // nb, k, n % nb)], [k])
 
         return te.compute(batch + (x.shape[-2], a["n"] or nt * nb), f, name="matmul")
-
-    schedule = MatMul.schedule
 
 
 # ---- the blocked layout ------------------------------------------------------------------------
@@ -949,29 +768,3 @@ class Conv2dNCHWc(Op):
                               [rc, ry, rx, ri])
 
         return te.compute((n, oo, oh, ow, ob), f, name="conv2d")
-
-    def schedule(self, a, s, conv, target):
-        from .schedule_cpu import (blocked_conv_stages, conv_loop_order, pick_tile, register_rows, register_tile,
-                                   size_hint)
-
-        root, red, (n, oc, y, x, o), vecs = blocked_conv_stages(s, conv, target)
-        lanes, ob = target.lanes, o.extent
-        # accumulators: rows x (ob / lanes) vectors, the rows chosen by the micro-kernel's cost
-        # model (schedule_cpu.register_rows, for 16 registers: 14-row tiles on 32 measured no faster
-        # on ResNet-50); depthwise tiles stay small (one load per FMA)
-        dense = a["groups"] == 1
-        rows = register_rows(x.extent, vecs) if dense else pick_tile(x.extent, max(1, 8 // vecs - 3), 8 // vecs)
-        rows = target.knob("conv2d.rows", rows)
-        order = "channels"
-        if dense:
-            rc, ry, rx, ri = red.reduce_axes
-            (sh, sw), (dh, dw) = a["strides"], a["dilations"]
-            c, kh, kw = rc.extent * ri.extent, ry.extent, rx.extent
-            oh, ow = size_hint(y.extent), size_hint(x.extent)
-            ih, iw = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
-            order = conv_loop_order(in_bytes=4 * c * ih * iw, weight_bytes=4 * c * kh * kw * oc.extent * ob,
-                                    out_rows=oh, out_blocks=oc.extent, kernel_rows=kh, in_height=ih,
-                                    l2_bytes=target.l2_bytes)
-            order = target.knob("conv2d.order", order)
-        outer, inner = (y, oc) if order == "rows" else (oc, y)
-        register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, outer], after=[inner])

@@ -33,7 +33,7 @@ from .. import te
 from ..graph.types import TensorType, broadcast_shapes
 from .base import REQUIRED, Op, Pattern, register
 from .elementwise import broadcast_index
-from .nn import Conv2d, MatMul, conv_out_dim, pad_nchw, window_misfits
+from .nn import Conv2d, conv_out_dim, pad_nchw, window_misfits
 
 #: operand dtypes of the integer products
 EIGHT_BIT = ("int8", "uint8")
@@ -351,8 +351,6 @@ class MatMulInt(Op):
             lambda b, kk, n: y[broadcast_index(y.shape[:-2], batch, b) + (kk, n)], a["saturate_pairs"])
 
     #: register tiles of rows x vectors of int32 accumulators, as the float product's
-    schedule = MatMul.schedule
-
 
 # ---- the blocked layout (see ember.ops.nn: NCHW[x]c) ---------------------------------------------
 
@@ -484,20 +482,6 @@ class Conv2dIntNCHWc(Op):
                 return te.sum(te.call(dot, *xs, *ws, dtype="int32"), [rq])
         return te.compute(shape, f, name="conv2d_int")
 
-    def schedule(self, a, s, conv, target):
-        from .schedule_cpu import blocked_conv_stages, pick_tile, register_tile
-
-        root, red, (n, oc, y, x, o), vecs = blocked_conv_stages(s, conv, target)
-        # accumulators: rows x (ob / lanes) int32 vectors, beside the x broadcast, the vector of
-        # ones of the pairwise add and a temporary
-        rows = pick_tile(x.extent, max(1, 12 // vecs - 2), 12 // vecs)
-        register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=o.extent, lanes=target.lanes,
-                      before=[n, oc], after=[y])
-        if len(red.reduce_axes) == 1 and red.reduce_axes[0].extent <= 64:
-            # the flattened reduction of a few channels: unrolled, its (ky, kx, c) index
-            # arithmetic folds to constants and most groups of four become one 32-bit load
-            red.unroll(red.reduce_axes[0])
-
 
 # ---- float convolutions summed in blocks of input channels -------------------------------------
 
@@ -602,12 +586,3 @@ class Conv2dSplitKNCHWc(Op):
                     [rc, ry, rx, ri]),
                 name=f"conv2d_k{b0}"))
         return _sum_in_order(parts, "conv2d")
-
-    def schedule(self, a, s, conv, target):
-        from .schedule_cpu import blocked_conv_stages, pick_tile, register_tile
-
-        root, _, (n, oc, y, x, o), vecs = blocked_conv_stages(s, conv, target)
-        parts = [s[t] for t in conv.inputs()]
-        rows = pick_tile(x.extent, max(1, 14 // vecs - 3), 14 // vecs)
-        register_tile(root, parts, row_axis=x, col_axis=o, rows=rows, cols=o.extent, lanes=target.lanes,
-                      before=[n, oc], after=[y])

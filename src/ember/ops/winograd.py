@@ -117,7 +117,7 @@ def _select_chain(index, exprs):
     return out
 
 
-def _tile_grid(out_h, out_w, m: int) -> tuple:
+def tile_grid(out_h, out_w, m: int) -> tuple:
     """Tile rows and columns covering an out_h x out_w output; where m does not divide a size
     (or it is symbolic) the last row or column of tiles is partial: its input reads past the
     edge are zeros and its outputs past it are not written."""
@@ -175,7 +175,7 @@ class WinogradInput(Op):
         if m not in (2, 4) or compare(oh, "<=", 0) or compare(ow, "<=", 0):
             raise self.fail(f"F({m}x{m}, 3x3) needs m 2 or 4 and a nonempty output; {x} with pads "
                             f"{a['pads']} gives {oh}x{ow}")
-        th, tw = _tile_grid(oh, ow, m)
+        th, tw = tile_grid(oh, ow, m)
         tiles = n * th * tw
         if a["rows"] and (is_symbolic(tiles) or a["rows"] < tiles):
             raise self.fail(f"rows={a['rows']} cannot hold the {tiles} tiles of {x}")
@@ -202,7 +202,7 @@ class WinogradInput(Op):
         _, _, bt = winograd_matrices(m)
         n, cblk, h, w, cb = x.shape
         pt, pl, pb, pr = a["pads"]
-        th, tw = th_dim, tw_dim = _tile_grid(h + pt + pb - 2, w + pl + pr - 2, m)
+        th, tw = th_dim, tw_dim = tile_grid(h + pt + pb - 2, w + pl + pr - 2, m)
         tiles = n * th * tw
         rows = a["rows"] or tiles
         zero_i, h_i, w_i = te.const(0, "int64"), te.const(h, "int64"), te.const(w, "int64")
@@ -241,32 +241,8 @@ class WinogradInput(Op):
                               lambda t, r, tx, c: f(t, r, c, tx), name="winograd_input")
         return te.compute(((m + 2) ** 2, rows, cblk * cb), f, name="winograd_input")
 
-    def schedule(self, a, s, v, target):
-        """Per tile and channel vector, all alpha^2 points in one unrolled block."""
-        root = s.root
-        t, p, *tx, c = root.tensor.axes
-        lanes = target.lanes
-        n, _, h, w, cb = _blocked_input(v).shape
-        if cb % lanes:
-            from ..errors import CodegenError
 
-            raise CodegenError(f"channel block {cb} is not a multiple of {lanes} lanes")
-        m, (pt, pl, pb, pr) = a["m"], a["pads"]
-        th, tw = _tile_grid(h + pt + pb - 2, w + pl + pr - 2, m)
-        # the tile loop as (tile row, tile column): the column's part of the input indices is
-        # affine, and only the row loop divides by the grid (a single tile loop would leave
-        # divisions in every load, and make lowering the unrolled block slow)
-        # (a symbolic grid's compute has the two loops already)
-        tile_loops = [p] + tx if tx else list(root.split(p, tw))
-        co, ci = root.split(c, cb)
-        cio, civ = root.split(ci, lanes)
-        root.reorder(*tile_loops, co, cio, t, civ)
-        root.parallel(tile_loops[0])
-        root.unroll(t)
-        root.vectorize(civ)
-
-
-def _blocked_input(v):
+def blocked_input(v):
     """The blocked input tensor a winograd_input tensor reads."""
     from ..te.tensor import TensorLoad, walk
 
@@ -333,23 +309,3 @@ class WinogradOutput(Op):
             return _select_chain(y % m, [_select_chain(x % m, row) for row in outs])
 
         return te.compute((n, mm.shape[2] // ob, h, w, ob), f, name="winograd_output")
-
-    def schedule(self, a, s, out, target):
-        """Per tile and output-channel vector, the m x m outputs in one unrolled block; the
-        epilogue (bias, activation, residual) runs on them in registers."""
-        m = a["m"]
-        root = s.root
-        n, oc, y, x, o = root.tensor.axes
-        lanes = target.lanes
-        if o.extent % lanes:
-            from ..errors import CodegenError
-
-            raise CodegenError(f"output block {o.extent} is not a multiple of {lanes} lanes")
-        yo, yi = root.split(y, m)
-        xo, xi = root.split(x, m)
-        oo, ov = root.split(o, lanes)
-        root.reorder(n, oc, yo, xo, oo, yi, xi, ov)
-        root.parallel(root.fuse(root.fuse(n, oc), yo))
-        root.unroll(yi)
-        root.unroll(xi)
-        root.vectorize(ov)

@@ -66,18 +66,24 @@ def optimize(graph: Graph, opt_level: int = 2,
         for p in passes:
             g = p(g)
             gc.collect(1)         # the previous graph: see paused_gc
-            try:
-                verify(g)
-            except GraphError as e:
-                if isinstance(e, LimitError):
-                    raise
-                err = GraphError(f"pass '{p.name}' produced a malformed graph: {str(e).split('] ', 1)[-1]}")
-                err.node, err.op = e.node, e.op
-                raise err from e
+            checked(p.name, g)
             if dump is not None:
                 dump(p.name, g)
     return g
 
 
+def checked(pass_name: str, g: Graph) -> None:
+    """Verify ``g``, the result of pass ``pass_name``; a malformed graph is a GraphError that
+    names the pass (a resource limit stays what it is)."""
+    try:
+        verify(g)
+    except GraphError as e:
+        if isinstance(e, LimitError):
+            raise
+        err = GraphError(f"pass '{pass_name}' produced a malformed graph: {str(e).split('] ', 1)[-1]}")
+        err.node, err.op = e.node, e.op
+        raise err from e
+
+
 __all__ = ["PASSES", "PIPELINE", "Pass", "pipeline", "optimize", "Group", "fuse", "describe",
-           "MemoryPlan", "plan_memory"]
+           "MemoryPlan", "plan_memory", "checked"]

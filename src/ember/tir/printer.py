@@ -28,4 +28,6 @@ def print_func(f: PrimFunc) -> str:
     params = ", ".join(f"{'const ' if b.const else ''}{b.name}: {b.dtype}[{b.size}]" for b in f.params)
     head = f"# {f.comment}\n" if f.comment else ""
     sched = "".join(f"# schedule: {line}\n" for line in f.attrs.get("schedule", "").splitlines())
+    if f.attrs.get("schedule_fallback"):
+        sched += f"# schedule fallback: {f.attrs['schedule_fallback']}\n"
     return f"{head}{sched}kernel {f.name}({params}):\n" + print_stmt(f.body, "  ")

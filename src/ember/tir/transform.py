@@ -224,8 +224,9 @@ def _loop_var(name: str, extent: int) -> Var:
     return v
 
 
-def vectorize(f: PrimFunc, lanes: int) -> PrimFunc:
-    """Vectorize loops marked "vectorized" whose extent is ``lanes`` (or a multiple, by splitting)."""
+def vectorize(f: PrimFunc, lanes: int, then_unroll: bool = True) -> PrimFunc:
+    """Vectorize loops marked "vectorized" whose extent is ``lanes`` (or a multiple, by splitting
+    into a loop of vectors, marked "unrolled" when short, which ``then_unroll`` unrolls)."""
 
     def fs(s: Stmt):
         if isinstance(s, For) and s.kind == "vectorized":
@@ -251,7 +252,7 @@ def vectorize(f: PrimFunc, lanes: int) -> PrimFunc:
         return None
 
     out = PrimFunc(f.name, f.params, map_stmt(f.body, fs, lambda e: e), f.comment, dict(f.attrs))
-    return unroll(out)
+    return unroll(out) if then_unroll else out
 
 
 def remove_unit_loops(f: PrimFunc) -> PrimFunc:
@@ -292,5 +293,7 @@ def simplify(f: PrimFunc) -> PrimFunc:
 
 
 def optimize(f: PrimFunc, lanes: int) -> PrimFunc:
-    """The loop-IR pipeline every kernel goes through before code generation."""
+    """The loop-IR passes every kernel goes through before code generation, in one call (for
+    kernels lowered by hand in tests; the compiler runs them as steps of ``driver.pipeline``,
+    verified and dumped one by one)."""
     return vectorize(unroll(simplify(remove_unit_loops(f))), lanes)

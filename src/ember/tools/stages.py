@@ -1,7 +1,7 @@
 """Compile a model recording every stage: the graph after each graph pass, the fused groups,
 and each kernel's loop IR and C (what ``ember compile --dump`` writes, kept in memory).
 
-The pipeline is ``ember.compile``'s own (``build.compile.generate``): the records come from its
+The pipeline is ``ember.compile``'s own (``driver.compile.generate``): the records come from its
 ``dump`` hook, so they are what the compiler did, not a re-enactment.
 """
 
@@ -82,7 +82,7 @@ def trace(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     """Compile ``model`` up to C (not built) and record every stage.  ``observe``: every
     kernel's result is an output too (``build.compile.observe_kernels``)."""
     from ..driver.program import needs_program
-    from ..ops.schedule_cpu import check_knobs
+    from ..schedules.knobs import check_knobs
     from ..tir.printer import print_func
 
     tgt = resolve(target)
@@ -93,9 +93,10 @@ def trace(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     graph = graph if graph is not None else to_graph(model, shapes, bounds)
     tr = Trace(tgt, opt_level, graph, [("input", graph)])
     if needs_program(graph):
-        from ..passes import optimize
+        from ..driver.pipeline import Context, generic_steps, run_graph
 
-        optimize(graph, opt_level, dump=lambda name, g: tr.passes.append((name, g)))
+        run_graph(graph, Context(tgt, opt_level, dump=lambda name, g: tr.passes.append((name, g))),
+                  generic_steps())
         return tr            # host steps: the kernels are built per segment (not traced)
     loop_ir: dict[int, tuple[str, str]] = {}
 

@@ -318,8 +318,9 @@ def _pool_integer(cx, op, kernel, strides, pads):
         h, w = x.type.shape[2:]
         counts = [[len(range(max(o * st - p, 0), min(o * st - p + k, n))) for o in range(out)]
                   for n, k, st, p, out in zip((h, w), kernel, strides, pads[:2], s.type.shape[2:])]
-        c = cx.const_value(np.outer(counts[0], counts[1]).astype(np.float32)[None, None])
-        q = cx.add("floor", [cx.add("div", [cx.add("add", [cx.add("abs", [s]), cx.add("floor", [cx.add("mul", [c, f(0.5)])])]), c])])
+        c = np.outer(counts[0], counts[1]).astype(np.float32)[None, None]
+        num = cx.add("add", [cx.add("abs", [s]), cx.const_value(np.floor(c / 2))])
+        q = cx.add("floor", [cx.add("div", [num, cx.const_value(c)])])
         y = cx.add("mul", [cx.add("sign", [s]), q])
     y = cx.add("minimum", [cx.add("maximum", [y, f(lo)]), f(hi)])
     cx.set(cx.add("cast", [y], to="int8"), "NCHW")
@@ -340,7 +341,8 @@ _BINARY = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "m
 @translates(*_BINARY, "SQUARED_DIFFERENCE")
 def binary(cx):
     layout = _layout_for(cx, (0, 1))
-    if cx.op.op in ("ADD", "SUB", "MUL", "SQUARED_DIFFERENCE") and _int8_per_tensor(cx, (cx.tensor(0), cx.tensor(1), cx.out_tensor())):
+    integer = _int8_per_tensor(cx, (cx.tensor(0), cx.tensor(1), cx.out_tensor()))
+    if cx.op.op in ("ADD", "SUB", "MUL", "SQUARED_DIFFERENCE") and integer:
         cx.float_mode = False
         cx.set(_binary_integer(cx, _operand(cx, 0, layout), _operand(cx, 1, layout)), layout)
         return
@@ -413,8 +415,8 @@ def unary(cx):
     elif kind == "GELU":
         # options: approximate 0.  0.5 x (1 + erf(x / sqrt 2)), or the tanh approximation
         if cx.opt(0, "bool", False):
-            inner = cx.add("mul", [cx.add("add", [x, cx.add("mul", [f(0.044715), cx.add("mul", [x, cx.add("mul", [x, x])])])]),
-                                   f(np.sqrt(2.0 / np.pi))])
+            cube = cx.add("mul", [x, cx.add("mul", [x, x])])
+            inner = cx.add("mul", [cx.add("add", [x, cx.add("mul", [f(0.044715), cube])]), f(np.sqrt(2.0 / np.pi))])
             t = cx.add("tanh", [inner])
         else:
             t = cx.add("erf", [cx.add("mul", [x, f(1.0 / np.sqrt(2.0))])])
@@ -867,8 +869,8 @@ def _requantize_fixed_point(cx, acc, channel_axis: int, act: int, x_index: int =
         mults, shifts = zip(*[quantize_multiplier(float(prod / np.float64(ot.quant.scale[0])))] * n)
     else:
         ws = np.broadcast_to(wt.quant.scale.astype(np.float64), (n,))
-        mults, shifts = zip(*(quantize_multiplier(float(np.float64(xt.quant.scale[0]) * s / np.float64(ot.quant.scale[0])))
-                              for s in ws))
+        sx, so = np.float64(xt.quant.scale[0]), np.float64(ot.quant.scale[0])
+        mults, shifts = zip(*(quantize_multiplier(float(sx * s / so)) for s in ws))
     zp = int(ot.quant.zero_point[0])
     lo, hi = _activation_range(cx, act, float(ot.quant.scale[0]), zp)
     return multiply_by_quantized_multiplier(cx, acc, mults, shifts, channel_axis, zp, lo, hi)

@@ -20,8 +20,14 @@ keras = tf.keras
 RNG = np.random.default_rng(0)
 
 
-def convert(model, form: str, shape, seed: int = 0) -> bytes:
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+def convert(model, form: str, shape, seed: int = 0, tokens: int = 0) -> bytes:
+    """A Keras model or tf.function converted as float32, with float16 weights, or fully
+    int8-quantized (int8 input and output; a model of ``tokens`` int32 token ids keeps its int32
+    input)."""
+    if isinstance(model, keras.Model):
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    else:                                   # a tf.function with an input signature
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()], model)
     if form == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
@@ -30,12 +36,16 @@ def convert(model, form: str, shape, seed: int = 0) -> bytes:
 
         def data():
             for _ in range(8):
-                yield [rng.standard_normal((1,) + tuple(shape[1:])).astype(np.float32)]
+                if tokens:
+                    yield [rng.integers(0, tokens, (1,) + tuple(shape[1:])).astype(np.int32)]
+                else:
+                    yield [rng.standard_normal((1,) + tuple(shape[1:])).astype(np.float32)]
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = data
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
+        if not tokens:
+            conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
     return conv.convert()
 
@@ -67,12 +77,12 @@ def run_ember(data: bytes, x: np.ndarray) -> np.ndarray:
     return list(m.run({m.input_names[0]: x}).values())[0]
 
 
-def check(model, shape, form="float32", rtol=1e-3, seed=0):
+def check(model, shape, form="float32", rtol=1e-3, seed=0, data=None):
     """Ember's output against the interpreter's.  Int8 models must equal the output of TFLite's
     reference kernels bit for bit (the default optimized kernels round some steps differently);
     where those lack an op, the default kernels' output to one quantization step on under 1% of
     the elements."""
-    data = convert(model, form, shape, seed)
+    data = data or convert(model, form, shape, seed)
     x = input_for(data, shape)
     exact = form == "int8"
     try:
@@ -162,6 +172,73 @@ def test_resize_modes(method, align, half):
     np.testing.assert_allclose(run_ember(data, x), interpret(data, x), rtol=1e-5, atol=1e-5)
 
 
+def ops_of(data: bytes) -> list:
+    return read_model(data)[0].operators
+
+
+def option(op, index: int, kind="i8") -> int:
+    from flatbuffers import number_types as N
+
+    return op.options.scalar(index, {"i8": N.Int8Flags, "i32": N.Int32Flags}[kind], 0)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_depthwise_multipliers_strides_padding(form):
+    # DEPTHWISE_CONV_2D options: padding 0, stride_w 1, stride_h 2, depth_multiplier 3
+    shape = (1, 9, 11, 2)
+    m = seq(shape, L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=3),
+            L.DepthwiseConv2D((2, 3), strides=(3, 1), padding="valid", depth_multiplier=2, activation="relu6"))
+    data = convert(m, form, shape)
+    dw = [op for op in ops_of(data) if op.op == "DEPTHWISE_CONV_2D"]
+    assert [option(op, 0) for op in dw] == [0, 1] and [option(op, 3, "i32") for op in dw] == [3, 2]
+    check(m, shape, form, data=data)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_same_valid_padding_with_strides(form):
+    shape = (1, 11, 13, 3)
+    m = seq(shape, L.Conv2D(4, 3, strides=(2, 3), padding="same"), L.Conv2D(5, (4, 2), strides=(1, 2), padding="valid"),
+            L.MaxPooling2D(3, strides=2, padding="same"), L.AveragePooling2D((1, 2), strides=(1, 1), padding="same"),
+            L.Conv2D(3, 2, strides=2, padding="same", activation="relu"))
+    check(m, shape, form)
+
+
+@pytest.mark.parametrize("form", ["float32", "int8"])
+def test_pools_with_fused_activations(form):
+    # the converter fuses a ReLU / ReLU6 after a pool into its fused_activation_function (field 5)
+    shape = (1, 10, 10, 4)
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+    def f(x):
+        y = tf.nn.relu(tf.nn.max_pool2d(x - 0.5, 3, 2, "SAME"))
+        return tf.nn.relu6(tf.nn.avg_pool2d(y * 8.0 - 1.0, 2, 1, "VALID"))
+
+    data = convert(f, form, shape)
+    pools = {op.op: option(op, 5) for op in ops_of(data) if op.op.endswith("POOL_2D")}
+    assert pools == {"MAX_POOL_2D": 1, "AVERAGE_POOL_2D": 3}, pools
+    check(f, shape, form, data=data)
+
+
+def test_float16_weights_dequantized():
+    shape = (1, 6, 6, 3)
+    m = seq(shape, L.Conv2D(4, 3, padding="same"), L.Conv2DTranspose(2, 3, strides=2), L.Flatten(), L.Dense(3))
+    data = convert(m, "float16", shape)
+    sg = read_model(data)[0]
+    dq = [op for op in sg.operators if op.op == "DEQUANTIZE"]
+    assert len(dq) >= 3 and all(sg.tensors[op.inputs[0]].dtype == "float16" for op in dq)
+    check(m, shape, "float16", rtol=1e-5, data=data)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_transpose_conv(form):
+    shape = (1, 5, 4, 3)
+    m = seq(shape, L.Conv2DTranspose(4, 3, strides=2, padding="same"),
+            L.Conv2DTranspose(2, (2, 3), strides=(1, 2), padding="valid", activation="relu"))
+    data = convert(m, form, shape)
+    assert sum(op.op == "TRANSPOSE_CONV" for op in ops_of(data)) == 2
+    check(m, shape, form, data=data)
+
+
 def test_transpose_conv_l2norm():
     m = seq((1, 5, 5, 3), L.Conv2DTranspose(4, 3, strides=2, padding="same"),
             L.Conv2DTranspose(2, 2, strides=1, padding="valid"),
@@ -175,11 +252,13 @@ def test_l2_normalization_activations():
     @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
     def f(x):
         y = tf.math.l2_normalize(x, axis=-1)
-        return tf.concat([tf.nn.relu6(y * 4.0), tf.tanh(x) - tf.sigmoid(x)], axis=-1)
+        # (the exact GELU of tf.nn is Erfc, which the converter refuses; Keras' is in the transformer)
+        return tf.concat([tf.nn.relu6(y * 4.0), tf.tanh(x) - tf.sigmoid(x), tf.nn.gelu(x, approximate=True),
+                          tf.nn.leaky_relu(x, 0.3)], axis=-1)
 
     data = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
     x = input_for(data, shape)
-    assert "L2_NORMALIZATION" in {op.op for op in read_model(data)[0].operators}
+    assert {"L2_NORMALIZATION", "GELU", "LEAKY_RELU"} <= {op.op for op in read_model(data)[0].operators}
     np.testing.assert_allclose(run_ember(data, x), interpret(data, x), rtol=1e-5, atol=1e-6)
 
 
@@ -248,21 +327,46 @@ def test_damaged_models():
         ember.from_tflite(os.path.join(os.path.dirname(__file__), "no_such.tflite"))
 
 
-def test_open_batch_fixed_at_translation():
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((6, 6, 2))                       # batch None: -1 in the shape signature
-    m = keras.Model(inp, L.Dense(3)(L.Flatten()(L.Conv2D(4, 3, activation="relu")(inp))))  # SHAPE, PACK
-    data = convert(m, "float32", (1, 6, 6, 2))
-    x = np.random.default_rng(4).standard_normal((3, 6, 6, 2)).astype(np.float32)
-    mod = ember.compile(ember.from_tflite(data, batch=3))
-    out = list(mod.run({mod.input_names[0]: x}).values())[0]
-    it = tf.lite.Interpreter(model_content=data)
+def interpret_batch(data: bytes, x: np.ndarray, reference_kernels: bool = False) -> np.ndarray:
+    """The interpreter's output with its input resized to ``x``'s shape."""
+    kw = {}
+    if reference_kernels:
+        kw["experimental_op_resolver_type"] = tf.lite.experimental.OpResolverType.BUILTIN_REF
+    it = tf.lite.Interpreter(model_content=data, **kw)
     d = it.get_input_details()[0]
     it.resize_tensor_input(d["index"], x.shape)
     it.allocate_tensors()
     it.set_tensor(d["index"], x)
     it.invoke()
-    np.testing.assert_allclose(out, it.get_tensor(it.get_output_details()[0]["index"]), rtol=1e-4, atol=1e-5)
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+def open_batch_model():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2))                       # batch None: -1 in the shape signature
+    y = L.MaxPooling2D(2, padding="same")(L.Conv2D(4, 3, activation="relu")(inp))
+    return keras.Model(inp, L.Dense(3)(L.Flatten()(y)))     # Flatten: SHAPE, STRIDED_SLICE, PACK
+
+
+def test_open_batch_fixed_at_translation():
+    data = convert(open_batch_model(), "float32", (1, 6, 6, 2))
+    x = np.random.default_rng(4).standard_normal((3, 6, 6, 2)).astype(np.float32)
+    mod = ember.compile(ember.from_tflite(data, batch=3))
+    out = list(mod.run({mod.input_names[0]: x}).values())[0]
+    np.testing.assert_allclose(out, interpret_batch(data, x), rtol=1e-4, atol=1e-5)
+
+
+def test_open_batch_stays_symbolic():
+    data = convert(open_batch_model(), "float32", (1, 6, 6, 2))
+    assert list(read_model(data)[0].tensors[read_model(data)[0].inputs[0]].shape_signature) == [-1, 6, 6, 2]
+    g = ember.from_tflite(data)
+    assert str(g.inputs[0].type.shape[0]) == "batch"
+    mod = ember.compile(g)
+    for n in (1, 3):
+        x = np.random.default_rng(n).standard_normal((n, 6, 6, 2)).astype(np.float32)
+        out = list(mod.run({mod.input_names[0]: x}).values())[0]
+        assert out.shape == (n, 3)
+        np.testing.assert_allclose(out, interpret_batch(data, x), rtol=1e-4, atol=1e-5)
 
 
 def test_mutated_models_raise_ember_errors():

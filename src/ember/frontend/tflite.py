@@ -225,8 +225,8 @@ def _input_type(t, batch: int | str | None) -> TensorType:
     if t.shape_signature and len(t.shape_signature) == len(shape):
         for k, d in enumerate(t.shape_signature):
             if d == -1:
-                if k == 0 and batch is not None:
-                    shape[k] = batch
+                if k == 0:
+                    shape[k] = "batch" if batch is None else batch
                 else:
                     shape[k] = shape[k] if shape[k] > 0 else 1
     return TensorType(tuple(shape), t.dtype)
@@ -235,9 +235,9 @@ def _input_type(t, batch: int | str | None) -> TensorType:
 def from_tflite(model, batch: int | str | None = None) -> Graph:
     """Translate a TFLite model (a path to a ``.tflite`` file or its bytes) into a Graph.
 
-    Inputs and outputs keep TFLite's shapes and layouts (NHWC images).  ``batch`` fixes an open
-    batch dimension (``-1`` in the model's shape signature); otherwise the converted shape
-    (usually 1) is used.  Every unsupported op of the model is reported at once
+    Inputs and outputs keep TFLite's shapes and layouts (NHWC images).  An open batch dimension
+    (``-1`` first in an input's shape signature) stays symbolic (``batch``: one artifact runs
+    every batch size) unless ``batch`` fixes it; other open dimensions take the converted size.  Every unsupported op of the model is reported at once
     (:class:`~ember.errors.UnsupportedOpError`) before anything is translated.
     """
     from .tflite_ops import QUANT_NATIVE, TRANSLATIONS

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..symbolic import exact_div, is_symbolic, product
 from .core import elementwise_layout, layout_operand, registrar
 from .tflite import TO_NCHW
 
@@ -174,8 +175,18 @@ def transpose_conv(cx):
     # stride_h 2, activation 3.  Computed as a stride-1 convolution with the flipped filter over
     # the input with stride-1 zeros between its elements.
     out_shape = [int(v) for v in cx.const(0, "output shape")]
-    w = np.asarray(cx.const(1, "filter"), np.float32)
+    # int8: TFLite's integer kernel, the exact sums of (x - zero point) * w (here in float64,
+    # exact below 2**53) requantized per channel with the fixed-point multiply
+    integer = _int8_per_tensor(cx, (cx.tensor(2), cx.out_tensor())) and cx.tensor(1).dtype == "int8" \
+        and cx.tensor(1).quant is not None
+    if integer:
+        cx.float_mode = False
+    dtype = np.float64 if integer else np.float32
+    w = np.asarray(cx.const(1, "filter"), dtype)
     x = cx.get(2, "NCHW")
+    if integer:
+        x = cx.add("sub", [cx.add("cast", [x], to="float64"),
+                           cx.const_value(np.float64(cx.tensor(2).quant.zero_point[0]))])
     n, c, h, wd = x.type.shape
     o, kh, kw, i = w.shape
     if i != c or len(out_shape) != 4 or out_shape[3] != o:
@@ -203,6 +214,13 @@ def transpose_conv(cx):
         raise cx.unsupported("an output shape smaller than the filter covers")
     wt = np.ascontiguousarray(w[:, ::-1, ::-1, :].transpose(0, 3, 1, 2))
     y = cx.add("conv2d", [x, cx.const_value(wt)], pads=(pads[0][0], pads[1][0], pads[0][1], pads[1][1]))
+    if integer:
+        y = cx.add("cast", [y], to="int64")
+        b = _int_bias(cx, 3, o) if cx.n_inputs() > 3 else None
+        if b is not None:
+            y = cx.add("add", [y, cx.const_value(b.astype(np.int64).reshape(1, -1, 1, 1))])
+        cx.set(_requantize_fixed_point(cx, y, 1, cx.opt(3, "i8", 0), x_index=2), "NCHW")
+        return
     b = _bias(cx, 3, o) if cx.n_inputs() > 3 else None
     if b is not None:
         y = cx.add("add", [y, cx.const_value(b.reshape(1, -1, 1, 1))])
@@ -219,13 +237,10 @@ def fully_connected(cx):
     w = _weights(cx)                                           # N, K
     shape = cx.shape(0)
     k = w.shape[1]
-    total = int(np.prod(shape))
-    if total % k:
-        raise cx.fail(f"input {shape} does not split into rows of {k}")
     x = cx.nhwc(0)
     keep = cx.opt(2, "bool", False)
     if len(shape) != 2 or shape[1] != k:
-        x = cx.add("reshape", [x], shape=(total // k, k))
+        x = cx.add("reshape", [x], shape=resolved_shape(cx, shape, (-1, k)))
     y = cx.add("matmul", [x, cx.const_value(np.ascontiguousarray(w.T))])
     b = _bias(cx, 2, w.shape[0])
     if b is not None:
@@ -238,12 +253,26 @@ def fully_connected(cx):
 
 @translates("BATCH_MATMUL")
 def batch_matmul(cx):
+    integer = _int8_per_tensor(cx, (cx.tensor(0), cx.tensor(1), cx.out_tensor()))
+    if integer:
+        cx.float_mode = False
     a, b = cx.nhwc(0), cx.nhwc(1)
+    if integer:
+        # TFLite's int8 batch matmul: the exact int32 product of the offset operands, rescaled by
+        # s_a * s_b / s_out with the fixed-point multiply
+        za, zb = (int(cx.tensor(k).quant.zero_point[0]) for k in (0, 1))
+        a = cx.add("sub", [cx.add("cast", [a], to="int32"), cx.const_value(np.int32(za))])
+        b = cx.add("sub", [cx.add("cast", [b], to="int32"), cx.const_value(np.int32(zb))])
     if cx.opt(0, "bool", False):
         a = cx.add("transpose", [a], perm=_swap_last(len(a.type.shape)))
     if cx.opt(1, "bool", False):
         b = cx.add("transpose", [b], perm=_swap_last(len(b.type.shape)))
-    cx.set(cx.add("matmul", [a, b]))
+    y = cx.add("matmul", [a, b])
+    if integer:
+        m, sh = quantize_multiplier(_float_multiplier(cx.tensor(0), cx.tensor(1), cx.out_tensor()))
+        y = multiply_by_quantized_multiplier(cx, y, [m], [sh], 0, int(cx.out_tensor().quant.zero_point[0]),
+                                             -128, 127)
+    cx.set(y)
 
 
 def _swap_last(r):
@@ -261,9 +290,40 @@ def pool_2d(cx):
     sh, sw = cx.opt(2, "i32", 1), cx.opt(1, "i32", 1)
     pads = _spatial_pads(cx, h, w, kh, kw, sh, sw, 1, 1, cx.opt(0, "i8", 0))
     op = "avg_pool2d" if cx.op.op == "AVERAGE_POOL_2D" else "max_pool2d"
+    xt, ot = cx.tensor(0), cx.out_tensor()
+    if _int8_per_tensor(cx, (xt, ot)) and xt.quant.scale[0] == ot.quant.scale[0] \
+            and xt.quant.zero_point[0] == ot.quant.zero_point[0]:
+        return _pool_integer(cx, op, (kh, kw), (sh, sw), pads)
     # TFLite averages over the window's elements inside the input (padding not counted)
     y = cx.add(op, [x], kernel=(kh, kw), strides=(sh, sw), pads=pads, count_include_pad=False)
     cx.set(activation(cx, y, cx.opt(5, "i8", 0)), "NCHW")
+
+
+def _pool_integer(cx, op, kernel, strides, pads):
+    """TFLite's int8 pools (input and output share their quantization): the max of the raw
+    values, or their sum divided by the count of window elements inside the input, rounding
+    half away from zero; then the fused activation's clamp.  Computed on the integers held
+    exactly in float32."""
+    cx.float_mode = False
+    ot = cx.out_tensor()
+    x = cx.add("cast", [cx.nchw(0)], to="float32")
+    lo, hi = _activation_range(cx, cx.opt(5, "i8", 0), float(ot.quant.scale[0]), int(ot.quant.zero_point[0]))
+    f = lambda v: cx.const_value(np.float32(v))
+    if op == "max_pool2d":
+        y = cx.add("max_pool2d", [x], kernel=kernel, strides=strides, pads=pads)
+    else:
+        # the window sum: the mean with the (raw zero) padding counted, times the window size
+        s = cx.add("avg_pool2d", [x], kernel=kernel, strides=strides, pads=pads, count_include_pad=True)
+        s = cx.add("round", [cx.add("mul", [s, f(kernel[0] * kernel[1])])])
+        h, w = x.type.shape[2:]
+        counts = [[len(range(max(o * st - p, 0), min(o * st - p + k, n))) for o in range(out)]
+                  for n, k, st, p, out in zip((h, w), kernel, strides, pads[:2], s.type.shape[2:])]
+        c = np.outer(counts[0], counts[1]).astype(np.float32)[None, None]
+        num = cx.add("add", [cx.add("abs", [s]), cx.const_value(np.floor(c / 2))])
+        q = cx.add("floor", [cx.add("div", [num, cx.const_value(c)])])
+        y = cx.add("mul", [cx.add("sign", [s]), q])
+    y = cx.add("minimum", [cx.add("maximum", [y, f(lo)]), f(hi)])
+    cx.set(cx.add("cast", [y], to="int8"), "NCHW")
 
 
 # ---- elementwise ---------------------------------------------------------------------------
@@ -272,37 +332,102 @@ _layout_for = elementwise_layout
 _operand = layout_operand
 
 
-@translates("ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM")
+_BINARY = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "maximum", "MINIMUM": "minimum",
+           "POW": "pow", "LESS": "less", "LESS_EQUAL": "less_equal", "GREATER": "greater",
+           "GREATER_EQUAL": "greater_equal", "EQUAL": "equal", "NOT_EQUAL": "not_equal",
+           "LOGICAL_AND": "logical_and", "LOGICAL_OR": "logical_or"}
+
+
+@translates(*_BINARY, "SQUARED_DIFFERENCE")
 def binary(cx):
-    op = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "maximum",
-          "MINIMUM": "minimum"}[cx.op.op]
     layout = _layout_for(cx, (0, 1))
-    y = cx.add(op, [_operand(cx, 0, layout), _operand(cx, 1, layout)])
+    integer = _int8_per_tensor(cx, (cx.tensor(0), cx.tensor(1), cx.out_tensor()))
+    if cx.op.op in ("ADD", "SUB", "MUL", "SQUARED_DIFFERENCE") and integer:
+        cx.float_mode = False
+        cx.set(_binary_integer(cx, _operand(cx, 0, layout), _operand(cx, 1, layout)), layout)
+        return
+    a, b = _operand(cx, 0, layout), _operand(cx, 1, layout)
+    if cx.op.op == "SQUARED_DIFFERENCE":
+        d = cx.add("sub", [a, b])
+        y = cx.add("mul", [d, d])
+    else:
+        y = cx.add(_BINARY[cx.op.op], [a, b])
     if cx.op.op in ("ADD", "SUB", "MUL", "DIV"):
         y = activation(cx, y, cx.opt(0, "i8", 0))     # fused_activation_function is field 0
     cx.set(y, layout)
 
 
-@translates("RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH", "EXP", "SQRT", "RSQRT",
-            "SQUARE")
+def _float_multiplier(ta, tb, to) -> float:
+    """s_a * s_b / s_out computed in float32, as TFLite's MUL and BATCH_MATMUL compute their
+    multiplier."""
+    return float(np.float32(ta.quant.scale[0]) * np.float32(tb.quant.scale[0]) / np.float32(to.quant.scale[0]))
+
+
+def _int8_per_tensor(cx, tensors) -> bool:
+    return all(t.dtype == "int8" and t.quant is not None and t.quant.scale.size == 1 for t in tensors)
+
+
+def _binary_integer(cx, a, b):
+    """TFLite's int8 ADD / SUB / MUL / SQUARED_DIFFERENCE: MUL rescales the exact product of the
+    offset operands by s_a * s_b / s_out; the others shift both operands left (20 bits; 7 for
+    the squared difference), rescale each by its scale over twice the larger one, add or
+    subtract (and square), and rescale the result to s_out, each rescaling TFLite's fixed-point
+    multiply."""
+    ta, tb, to = cx.tensor(0), cx.tensor(1), cx.out_tensor()
+    sa, sb, so = (float(np.float64(t.quant.scale[0])) for t in (ta, tb, to))
+    za, zb, zo = (int(t.quant.zero_point[0]) for t in (ta, tb, to))
+    lo, hi = _activation_range(cx, cx.opt(0, "i8", 0), so, zo)
+    a = cx.add("sub", [cx.add("cast", [a], to="int64"), cx.const_value(np.int64(za))])
+    b = cx.add("sub", [cx.add("cast", [b], to="int64"), cx.const_value(np.int64(zb))])
+    if cx.op.op == "MUL":
+        m, s = quantize_multiplier(_float_multiplier(ta, tb, to))
+        return multiply_by_quantized_multiplier(cx, cx.add("mul", [a, b]), [m], [s], 0, zo, lo, hi)
+    twice = 2 * max(sa, sb)
+    shift = 7 if cx.op.op == "SQUARED_DIFFERENCE" else 20
+    left = cx.const_value(np.int64(1 << shift))
+    scaled = []
+    for v, sv in ((a, sa), (b, sb)):
+        m, s = quantize_multiplier(sv / twice)
+        scaled.append(fixed_point_multiply(cx, cx.add("mul", [v, left]), [m], [s], 0))
+    raw = cx.add("add" if cx.op.op == "ADD" else "sub", scaled)
+    if cx.op.op == "SQUARED_DIFFERENCE":      # the difference squared, on the squared scale
+        raw = cx.add("mul", [raw, raw])
+        m, s = quantize_multiplier(twice * twice / ((1 << 2 * shift) * so))
+    else:
+        m, s = quantize_multiplier(twice / ((1 << shift) * so))
+    return multiply_by_quantized_multiplier(cx, raw, [m], [s], 0, zo, lo, hi)
+
+
+_UNARY = {"NEG": "neg", "ABS": "abs", "LOG": "log", "EXP": "exp", "SQRT": "sqrt", "LOGISTIC": "sigmoid",
+          "TANH": "tanh", "RELU": "relu", "SIN": "sin", "COS": "cos", "LOGICAL_NOT": "logical_not"}
+
+
+@translates(*_UNARY, "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "RSQRT", "SQUARE", "GELU", "LEAKY_RELU")
 def unary(cx):
+    if cx.op.op in _INT8_TABLES and _int8_per_tensor(cx, (cx.tensor(0), cx.out_tensor())):
+        return _int8_table(cx, _INT8_TABLES[cx.op.op](cx.tensor(0).quant, cx.out_tensor().quant))
     layout = cx.layout(0)
     x = cx.get(0, layout)
     kind = cx.op.op
-    if kind == "RELU":
-        y = cx.add("relu", [x])
+    f = lambda v: cx.const_value(np.float32(v))
+    if kind in _UNARY:
+        y = cx.add(_UNARY[kind], [x])
+    elif kind == "GELU":
+        # options: approximate 0.  0.5 x (1 + erf(x / sqrt 2)), or the tanh approximation
+        if cx.opt(0, "bool", False):
+            cube = cx.add("mul", [x, cx.add("mul", [x, x])])
+            inner = cx.add("mul", [cx.add("add", [x, cx.add("mul", [f(0.044715), cube])]), f(np.sqrt(2.0 / np.pi))])
+            t = cx.add("tanh", [inner])
+        else:
+            t = cx.add("erf", [cx.add("mul", [x, f(1.0 / np.sqrt(2.0))])])
+        y = cx.add("mul", [cx.add("mul", [x, f(0.5)]), cx.add("add", [t, f(1.0)])])
+    elif kind == "LEAKY_RELU":
+        # options: alpha 0
+        y = cx.add("where", [cx.add("greater", [x, f(0.0)]), x, cx.add("mul", [x, f(cx.opt(0, "f32", 0.2))])])
     elif kind == "RELU6":
         y = cx.add("clip", [x], lo=0.0, hi=6.0)
     elif kind == "RELU_N1_TO_1":
         y = cx.add("clip", [x], lo=-1.0, hi=1.0)
-    elif kind == "LOGISTIC":
-        y = cx.add("sigmoid", [x])
-    elif kind == "TANH":
-        y = cx.add("tanh", [x])
-    elif kind == "EXP":
-        y = cx.add("exp", [x])
-    elif kind == "SQRT":
-        y = cx.add("sqrt", [x])
     elif kind == "RSQRT":
         y = cx.add("div", [cx.const_value(np.float32(1.0)), cx.add("sqrt", [x])])
     elif kind == "SQUARE":
@@ -312,6 +437,90 @@ def unary(cx):
         r = cx.add("clip", [cx.add("add", [x, three])], lo=0.0, hi=6.0)
         y = cx.add("mul", [x, cx.add("mul", [r, cx.const_value(np.float32(1.0 / 6.0))])])
     cx.set(y, layout)
+
+
+# ---- int8 elementwise functions as tables of their 256 results ------------------------------
+
+def _int8_table(cx, table: np.ndarray):
+    """An int8 -> int8 function applied as a lookup of ``table[x + 128]``."""
+    cx.float_mode = False
+    layout = cx.layout(0)
+    idx = cx.add("add", [cx.add("cast", [cx.get(0, layout)], to="int64"), cx.const_value(np.int64(128))])
+    cx.set(cx.add("gather", [cx.const_value(np.asarray(table, np.int8)), idx], axis=0), layout)
+
+
+def _float_table(fn):
+    """TFLite's int8 lookup table of a float function (PopulateLookupTable): each input
+    dequantized, transformed and requantized in float32, rounding half away from zero."""
+    def table(qi, qo):
+        x = np.arange(-128, 128, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            v = fn(np.float32(qi.scale[0]) * (x - np.float32(qi.zero_point[0]))).astype(np.float32)
+        r = v * (np.float32(1.0) / np.float32(qo.scale[0]))
+        r = np.sign(r) * np.floor(np.abs(r) + np.float32(0.5))
+        return np.clip(r + int(qo.zero_point[0]), -128, 127)
+    return table
+
+
+def _srdhm16(a: int, b: int) -> int:
+    """gemmlowp's SaturatingRoundingDoublingHighMul on int16."""
+    if a == b == -(1 << 15):
+        return (1 << 15) - 1
+    ab = a * b
+    return int((ab + ((1 << 14) if ab >= 0 else 1 - (1 << 14))) / (1 << 15))   # C truncation
+
+
+def _rounding_divide_by_pot(x: int, e: int) -> int:
+    mask = (1 << e) - 1
+    return (x >> e) + ((x & mask) > (mask >> 1) + (1 if x < 0 else 0))
+
+
+def _sat16(v: int) -> int:
+    return max(-(1 << 15), min((1 << 15) - 1, v))
+
+
+def _multiplier16(m: float) -> tuple[int, int]:
+    """QuantizeMultiplier, then DownScaleInt32ToInt16Multiplier."""
+    q, e = quantize_multiplier(m)
+    return (1 << 15) - 1 if q >= (1 << 31) - 1 - (1 << 15) else (q + (1 << 15)) >> 16, e
+
+
+def _hard_swish_table(qi, qo):
+    """TFLite's int8 HARD_SWISH (reference_ops::HardSwish), in int16 fixed point."""
+    hires = np.float32(1.0 / 128.0) * np.float32(qi.scale[0])
+    out_m, out_e = _multiplier16(float(hires / np.float32(qo.scale[0])))
+    rel_m, rel_e = _multiplier16(float(hires / np.float32(3.0 / 32768.0)))
+    zi, zo = int(qi.zero_point[0]), int(qo.zero_point[0])
+    table = []
+    for q in range(-128, 128):
+        x = (q - zi) * 128
+        pre = _srdhm16(x, out_m)
+        r = x
+        if rel_e > 0:
+            r = _sat16(r * (1 << (rel_e - 1)))
+        r = _srdhm16(r, rel_m)
+        if rel_e > 0:
+            r = _sat16(r * 2)
+        if rel_e < 0:
+            r = _rounding_divide_by_pot(r, -rel_e)
+        r = (r + (1 << 15)) >> 1
+        p = (1 << 15) - 1 if r == pre == -(1 << 15) else int(r * pre / (1 << 15))
+        table.append(max(-128, min(127, _rounding_divide_by_pot(p, -out_e) + zo)))
+    return np.array(table)
+
+
+_INT8_TABLES = {
+    "HARD_SWISH": _hard_swish_table,
+    "LOGISTIC": _float_table(lambda x: np.float32(1.0) / (np.float32(1.0) + np.exp(-x))),
+    "TANH": _float_table(np.tanh),
+}
+
+
+@translates("SELECT", "SELECT_V2")
+def select(cx):
+    ks = (0, 1, 2)
+    layout = _layout_for(cx, ks) if all(cx.rank(k) == 4 for k in ks) else "NHWC"
+    cx.set(cx.add("where", [_operand(cx, k, layout) for k in ks]), layout)
 
 
 # ---- normalizations and reductions ---------------------------------------------------------
@@ -339,8 +548,7 @@ def l2_normalization(cx):
 def mean(cx):
     axes = sorted({int(a) % cx.rank(0) for a in np.asarray(cx.const(1, "axes")).reshape(-1)})
     keep = bool(cx.opt(0, "bool", False))
-    if (cx.op.op == "MEAN" and cx.tensor(0).dtype == "int8" and cx.rank(0) == 4 and axes == [1, 2]
-            and cx.tensor(0).quant is not None and cx.out_tensor().quant is not None):
+    if cx.op.op == "MEAN" and _int8_per_tensor(cx, (cx.tensor(0), cx.out_tensor())):
         return _mean_integer(cx, axes, keep)
     if cx.tensor(0).dtype == "int8":
         cx.float_mode = True
@@ -360,22 +568,39 @@ def _static(cx, shape):
     return shape
 
 
+def _dim(v):
+    """A dimension from a shape tensor: an int, or a symbolic size SHAPE passed on."""
+    return v if is_symbolic(v) else int(v)
+
+
+def resolved_shape(cx, shape, new) -> tuple:
+    """``new`` (one entry may be -1) for a tensor of ``shape``, with symbolic sizes: the -1 is
+    the element count over the product of the other entries, which must divide exactly."""
+    new = list(new)
+    total = product(shape)
+    if new.count(-1) > 1:
+        raise cx.fail(f"more than one -1 in the shape {new}")
+    if -1 in new:
+        rest = product(d for d in new if not (isinstance(d, int) and d == -1))
+        d = exact_div(total, rest) if rest != 0 else 0
+        if d is None:
+            raise cx.unsupported(f"reshaping {shape} to {new}: the -1 is not an exact quotient")
+        new[new.index(-1)] = d
+    if product(new) != total:
+        raise cx.fail(f"cannot reshape {tuple(shape)} to {new}")
+    return tuple(new)
+
+
 @translates("RESHAPE")
 def reshape(cx):
     if cx.has_input(1) and cx.n_inputs() > 1:
-        new = [int(v) for v in np.asarray(cx.const(1, "shape")).reshape(-1)]
+        new = [_dim(v) for v in np.asarray(cx.const(1, "shape")).reshape(-1)]
     else:
         new = cx.opt(0, "i32[]", None)
         if new is None:
             new = list(cx.out_tensor().shape)
     x = cx.nhwc(0)
-    total = int(np.prod(_static(cx, x.type.shape)))
-    if new.count(-1) == 1:
-        known = int(np.prod([d for d in new if d != -1]))
-        new[new.index(-1)] = total // known if known else 0
-    if int(np.prod(new)) != total:
-        raise cx.fail(f"cannot reshape {x.type.shape} to {new}")
-    cx.set(cx.add("reshape", [x], shape=tuple(new)))
+    cx.set(cx.add("reshape", [x], shape=resolved_shape(cx, x.type.shape, new)))
 
 
 @translates("SQUEEZE")
@@ -394,9 +619,16 @@ def transpose(cx):
 
 @translates("SHAPE")
 def shape_op(cx):
-    # options: out_type 0 (INT32 = 2, INT64 = 4)
-    dims = _static(cx, cx.shape(0))
-    cx.fe.consts[cx.op.outputs[0]] = np.asarray(dims, np.int64 if cx.opt(0, "i8", 2) == 4 else np.int32)
+    # options: out_type 0 (INT32 = 2, INT64 = 4).  Folded at translation; a symbolic size stays
+    # one (an object array) for the shape arithmetic that reads it (slice, pack, reshape).
+    dims = cx.shape(0)
+    dtype = np.int64 if cx.opt(0, "i8", 2) == 4 else np.int32
+    if any(is_symbolic(d) for d in dims):
+        a = np.empty(len(dims), dtype=object)
+        a[:] = list(dims)
+    else:
+        a = np.asarray(dims, dtype)
+    cx.fe.consts[cx.op.outputs[0]] = a
 
 
 @translates("PACK")
@@ -624,16 +856,21 @@ def _activation_range(cx, act: int, scale: float, zp: int) -> tuple[int, int]:
     return lo, hi
 
 
-def _requantize_fixed_point(cx, acc, channel_axis: int, act: int):
+def _requantize_fixed_point(cx, acc, channel_axis: int, act: int, x_index: int = 0):
     """acc (int32, exact) -> int8 as TFLite's MultiplyByQuantizedMultiplier does: the product with
     a 31-bit multiplier rounded to its high half (half away from zero, the 'nudge'), then a
     rounding right shift (half away from zero), + the output zero point, clamped to the fused
     activation's range.  All in exact int64 arithmetic."""
-    xt, wt, ot = cx.tensor(0), cx.tensor(1), cx.out_tensor()
+    xt, wt, ot = cx.tensor(x_index), cx.tensor(1), cx.out_tensor()
     n = acc.type.shape[channel_axis]
-    ws = np.broadcast_to(wt.quant.scale.astype(np.float64), (n,))
-    mults, shifts = zip(*(quantize_multiplier(float(np.float64(xt.quant.scale[0]) * s / np.float64(ot.quant.scale[0])))
-                          for s in ws))
+    if cx.op.op == "FULLY_CONNECTED" and wt.quant.scale.size == 1:
+        # GetQuantizedConvolutionMultipler: the product of the input scales in float32
+        prod = np.float64(np.float32(xt.quant.scale[0]) * np.float32(wt.quant.scale[0]))
+        mults, shifts = zip(*[quantize_multiplier(float(prod / np.float64(ot.quant.scale[0])))] * n)
+    else:
+        ws = np.broadcast_to(wt.quant.scale.astype(np.float64), (n,))
+        sx, so = np.float64(xt.quant.scale[0]), np.float64(ot.quant.scale[0])
+        mults, shifts = zip(*(quantize_multiplier(float(sx * s / so)) for s in ws))
     zp = int(ot.quant.zero_point[0])
     lo, hi = _activation_range(cx, act, float(ot.quant.scale[0]), zp)
     return multiply_by_quantized_multiplier(cx, acc, mults, shifts, channel_axis, zp, lo, hi)
@@ -642,6 +879,16 @@ def _requantize_fixed_point(cx, acc, channel_axis: int, act: int):
 def multiply_by_quantized_multiplier(cx, acc, mults, shifts, axis, zp, lo, hi):
     """TFLite's MultiplyByQuantizedMultiplier on an int32 tensor (one multiplier and shift per
     index of ``axis``), + ``zp``, clamped to [lo, hi], as int8."""
+    r = fixed_point_multiply(cx, acc, mults, shifts, axis)
+    s = lambda v: cx.const_value(np.int64(v))
+    r = cx.add("minimum", [cx.add("maximum", [cx.add("add", [r, s(zp)]), s(lo)]), s(hi)])
+    return cx.add("cast", [r], to="int8")
+
+
+def fixed_point_multiply(cx, acc, mults, shifts, axis):
+    """The int64 result of TFLite's MultiplyByQuantizedMultiplier on an integer tensor (one 31-bit
+    multiplier and shift per index of ``axis``): the product rounded to its high half (half away
+    from zero, the 'nudge'), then a rounding right shift (half away from zero); exact in int64."""
     n = len(mults)
     left = np.array([max(s, 0) for s in shifts], np.int64)
     right = np.array([max(-s, 0) for s in shifts], np.int64)
@@ -656,18 +903,17 @@ def multiply_by_quantized_multiplier(cx, acc, mults, shifts, axis, zp, lo, hi):
     half, div = c((np.int64(1) << right) >> 1), c(np.int64(1) << right)
     pos = cx.add("div", [cx.add("add", [hm, half]), div])
     neg = cx.add("neg", [cx.add("div", [cx.add("add", [cx.add("neg", [hm]), half]), div])])
-    r = cx.add("where", [cx.add("less", [hm, s(0)]), neg, pos])
-    r = cx.add("minimum", [cx.add("maximum", [cx.add("add", [r, s(zp)]), s(lo)]), s(hi)])
-    return cx.add("cast", [r], to="int8")
+    return cx.add("where", [cx.add("less", [hm, s(0)]), neg, pos])
 
 
 def _mean_integer(cx, axes, keep):
     """TFLite's int8 mean over the two spatial axes of an NHWC tensor (reference_integer_ops::Mean):
     the sum of (x - zp_in), times a multiplier folding 1/count into scale_in / scale_out."""
     xt, ot = cx.tensor(0), cx.out_tensor()
-    layout = cx.layout(0)
+    cx.float_mode = False
+    layout = cx.layout(0) if cx.rank(0) == 4 else "NHWC"
     x = cx.get(0, layout)
-    ax = (2, 3) if layout == "NCHW" else (1, 2)
+    ax = tuple(sorted(TO_NCHW.index(a) for a in axes)) if layout == "NCHW" else tuple(axes)
     count = int(np.prod([x.type.shape[a] for a in ax]))
     m, shift = quantize_multiplier(float(np.float64(xt.quant.scale[0]) / np.float64(ot.quant.scale[0])))
     sh = min(count.bit_length() - 1, 32, 31 + shift)
@@ -709,10 +955,9 @@ def _fully_connected_integer(cx):
     w8 = np.asarray(cx.const(1, "weights"), np.int8)       # N, K
     shape = cx.shape(0)
     k = w8.shape[1]
-    total = int(np.prod(shape))
     x = cx.nhwc(0)
     if len(shape) != 2 or shape[1] != k:
-        x = cx.add("reshape", [x], shape=(total // k, k))
+        x = cx.add("reshape", [x], shape=resolved_shape(cx, shape, (-1, k)))
     zx = int(cx.tensor(0).quant.zero_point[0])
     acc = cx.add("matmul_int", [x, cx.const_value(np.ascontiguousarray(w8.T))])
     corr = -zx * w8.astype(np.int64).sum(axis=1)

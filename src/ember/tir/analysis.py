@@ -272,9 +272,33 @@ def _c_div(a: int, b: int) -> int:
 
 # A linear form maps term keys to [atom expression, coefficient]; atoms are variables or
 # non-affine subexpressions (kept whole so that equal ones cancel).
+_LF_MEMO: dict | None = None
+
+
 def linear_form(e: Expr) -> tuple[dict, int] | None:
     """``e`` as (terms, constant) if it is an index expression (int64); None for other dtypes
-    (integer data of other widths keeps its own arithmetic: it wraps at its width)."""
+    (integer data of other widths keeps its own arithmetic: it wraps at its width).
+
+    Index expressions are DAGs (a symbolic size or an offset shared by many terms): within one
+    outermost call each subexpression is formed once (a tree walk was exponential in the depth
+    of the sharing), and each use gets its own copy of the terms, which callers may change."""
+    global _LF_MEMO
+    outer = _LF_MEMO is None
+    if outer:
+        _LF_MEMO = {}
+    try:
+        hit = _LF_MEMO.get(id(e))
+        if hit is None:
+            hit = (e, _linear_form(e))         # e kept alive: its id is not reused meanwhile
+            _LF_MEMO[id(e)] = hit
+        lf = hit[1]
+        return None if lf is None else ({k: [x, c] for k, (x, c) in lf[0].items()}, lf[1])
+    finally:
+        if outer:
+            _LF_MEMO = None
+
+
+def _linear_form(e: Expr) -> tuple[dict, int] | None:
     if e.dtype != INDEX or isinstance(e, (Ramp, Broadcast)):
         return None
     if isinstance(e, Const):

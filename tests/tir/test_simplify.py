@@ -275,3 +275,19 @@ def test_divisions_by_a_tile_count_that_may_be_zero():
             env = {h: hv, n: nv, f: int(rng.integers(0, nv * ((hv + 3) // 4))), r: int(rng.integers(0, 4))}
             for e in (binop("mod", y, Const(4)), binop("div", y, Const(4)), binop("div", f, tiles)):
                 assert evaluate(simplify_index(e), env) == evaluate(e, env)
+
+
+def test_linear_form_of_a_shared_subexpression_is_formed_once():
+    """An index DAG that shares each level twice (2**40 paths from the root) is formed in linear
+    time, and each use gets terms of its own (a caller changing them changes no other)."""
+    i = Var("i")
+    e = i
+    for _ in range(40):
+        e = BinOp("add", e, e, "int64")
+    terms, k = linear_form(e)
+    assert k == 0 and [c for _, c in terms.values()] == [2 ** 40]
+    c, base = stride_in(e, i)
+    assert c == 2 ** 40 and isinstance(base, Const) and base.value == 0
+    again, _ = linear_form(e)
+    again.clear()
+    assert linear_form(e)[0]

@@ -155,18 +155,21 @@ FAILS: dict[str, str] = {
     "ddddocr_ocr_old": "[E016] graph output '387' declared [1, seqlen] where Ember computes "
                        "[(((image_width + 1)//2 + 1)//2 + 1)//2, 1, 8210] (as ddddocr_ocr; its "
                        "DynamicQuantizeLSTM translates now, whether it matches is not yet known)",
-    "nudenet_yolov8n": "translates now (its float anchor Range over the open width is arange); the "
-                       "compile over open batch, height and width was not finished in 15 minutes on a "
-                       "loaded 2-core machine, so whether it matches onnxruntime is not yet known",
     "silero_vad": "[E104] inside the run-time If on the input 'sr': the LSTM adds [input_0, 512] and "
                   "[state_1, 512], two symbols that the body cannot check equal (symbols are checked "
                   "by the model's entry only)",
     "plcmos": "[E016] graph output declared of rank 0 where Ember computes [batch_size]: a Squeeze "
               "with no axes drops the open batch when it is 1 at run time and keeps it at 2 (onnxruntime "
               "gives shapes () and (2,)): a rank decided at run time",
-    "mobilevit_ts": "translates now (int(ceil(w / 2.0) * 2) kept symbolic); the compile over open "
-                    "height and width was not finished in 30 minutes on a loaded 2-core machine, so "
-                    "whether it matches onnxruntime is not yet known",
+}
+
+#: models whose compile takes longer than a test may (each over 20 minutes on a 2-core machine):
+#: their tests run only with EMBER_TEST_LARGE=1, so whether they match is not yet known
+SLOW_COMPILES: dict[str, str] = {
+    "nudenet_yolov8n": "translates (its float anchor Range over the open width is arange); the compile "
+                       "over open batch, height and width did not finish in 15 minutes on 2 cores",
+    "mobilevit_ts": "translates (int(ceil(w / 2.0) * 2) kept symbolic) and its kernels are generated in "
+                    "under 5 minutes; the compile over open height and width did not finish in 20",
 }
 
 MODELS = {m.name: m for m in REGISTRY + HF}

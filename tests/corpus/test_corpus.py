@@ -8,10 +8,11 @@ fixed the test passes and the xfail must be removed from ``catalog.FAILS``."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from .catalog import default_out, models
+from .catalog import SLOW_COMPILES, default_out, models
 from .check import check
 
 CORPUS = default_out()
@@ -22,6 +23,8 @@ def _params():
         marks = [pytest.mark.slow]
         if m.fails:
             marks.append(pytest.mark.xfail(strict=True, reason=m.fails))
+        if m.name in SLOW_COMPILES and not os.environ.get("EMBER_TEST_LARGE"):
+            marks.append(pytest.mark.skip(reason=f"{SLOW_COMPILES[m.name]}; EMBER_TEST_LARGE=1 runs it"))
         yield pytest.param(m, id=m.name, marks=marks)
 
 

@@ -157,13 +157,14 @@ def test_initializer_that_is_also_an_input():
 
 
 def test_dynamic_operand_is_reported_with_node_and_op():
-    # (a Reshape's shape is taken at run time; a reduction's axes are still needed at compile time)
-    x = rand(2, 6)
-    node = helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="sum_dyn")
-    model = make_model([node], {"x": x, "axes": np.array([1], "int64")}, ["y"])
+    # (a Reshape's shape and a reduction's axes are taken at run time; Col2Im's image shape is
+    # still needed at compile time)
+    node = helper.make_node("Col2Im", ["x", "size", "block"], ["y"], name="col2im_dyn")
+    model = make_model([node], {"x": rand(1, 4, 9), "size": np.array([4, 4], "int64")}, ["y"],
+                       initializers={"block": np.array([2, 2], "int64")})
     with pytest.raises(InvalidModelError) as info:
         from_onnx(model)
-    assert info.value.node == "sum_dyn" and info.value.op == "ReduceSum" and "constant" in str(info.value)
+    assert info.value.node == "col2im_dyn" and info.value.op == "Col2Im" and "constant" in str(info.value)
 
 
 def test_type_errors_name_the_node():

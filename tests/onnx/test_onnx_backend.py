@@ -23,16 +23,31 @@ def test_static_model_compiles_once():
     np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))
 
 
+def col2im_model(**kw):
+    """Col2Im, whose image shape (input 'size') is still needed at compile time: 4 columns of
+    2x2 blocks over a 4x4 image (9 positions)."""
+    x = rand(1, 4, 9)
+    return x, make_model([helper.make_node("Col2Im", ["x", "size", "block"], ["y"], name="c")],
+                         {"x": x, "size": np.array([4, 4], "int64")}, ["y"],
+                         initializers={"block": np.array([2, 2], "int64"), **kw.get("initializers", {})})
+
+
 def test_run_time_mode_compiles_once_and_does_not_specialize(monkeypatch):
     x = rand(2, 6)
-    # (a reduction's axes are needed at compile time; a Reshape's shape is not)
+    # a reduction's axes are read at run time: one module for every value
     model = make_model([helper.make_node("ReduceSum", ["x", "axes"], ["y"])],
                        {"x": x, "axes": np.array([1], "int64")}, ["y"])
+    rep = backend.prepare(model, specialize=False)
+    assert isinstance(rep, backend.EmberRep)
+    for axis in (0, 1):
+        np.testing.assert_allclose(rep.run([x, np.array([axis], "int64")])[0], x.sum(axis, keepdims=True), rtol=1e-6)
+    # an operand still needed at compile time is refused in run-time mode, not specialized
+    _, col2im = col2im_model()
     with pytest.raises(OperandNotConstantError):
-        backend.prepare(model, specialize=False)
+        backend.prepare(col2im, specialize=False)
     monkeypatch.setenv(backend.SPECIALIZE_ENV, "0")
     with pytest.raises(OperandNotConstantError):
-        backend.prepare(model)
+        backend.prepare(col2im)
     # a symbolic input shape stays symbolic: one module runs every size
     relu = make_model([helper.make_node("Relu", ["x"], ["y"])], {}, ["y"],
                       input_infos=[helper.make_tensor_value_info("x", TP.FLOAT, ["n", 3])])
@@ -44,24 +59,26 @@ def test_run_time_mode_compiles_once_and_does_not_specialize(monkeypatch):
 
 
 def test_an_input_with_a_default_is_fed_or_left_to_its_default():
-    # IR >= 4: the initializer "axes" is the default of the graph input of that name
-    x = rand(2, 6)
-    model = make_model([helper.make_node("ReduceSum", ["x", "axes"], ["y"]), helper.make_node("Neg", ["b"], ["c"]),
-                        helper.make_node("Add", ["x", "c"], ["z"])],
-                       {"x": x, "axes": np.array([1], "int64"), "b": rand(6)}, ["y", "z"],
-                       initializers={"axes": np.array([1], "int64"), "b": np.ones(6, "float32")})
+    # IR >= 4: the initializer "size" is the default of the graph input of that name
+    x, model = col2im_model(initializers={"size": np.array([4, 4], "int64")})
     rep = backend.prepare(model)
     assert isinstance(rep, backend.SpecializingRep) and rep.input_names == ["x"]
-    y, z = rep.run([x])
-    np.testing.assert_allclose(y, x.sum(1, keepdims=True), rtol=1e-6)
-    np.testing.assert_array_equal(z, x - 1)
-    b = rand(6)
-    y, z = rep.run({"x": x, "axes": np.array([0], "int64"), "b": b})
-    np.testing.assert_allclose(y, x.sum(0, keepdims=True), rtol=1e-6)
-    np.testing.assert_array_equal(z, x - b)
-    # every input at run time: the axes cannot be one (onnxruntime takes them), the rest can
+    want = onnxruntime_outputs(model, {"x": x, "size": np.array([4, 4], "int64")})[0]
+    np.testing.assert_allclose(rep.run([x])[0], want, rtol=1e-6)
+    # a 2x10 image also has 9 positions of a 2x2 block
+    wide = onnxruntime_outputs(model, {"x": x, "size": np.array([2, 10], "int64")})[0]
+    np.testing.assert_allclose(rep.run({"x": x, "size": np.array([2, 10], "int64")})[0], wide, rtol=1e-6)
+    # every input at run time: the size cannot be one (onnxruntime takes it)
     with pytest.raises(OperandNotConstantError):
         backend.prepare(model, specialize=False)
+    # a reduction's axes with a default are one: fed or left to the default
+    model = make_model([helper.make_node("ReduceSum", ["x", "axes"], ["y"])], {"x": rand(2, 6), "axes": np.array([1], "int64")},
+                       ["y"], initializers={"axes": np.array([1], "int64")})
+    x = rand(2, 6)
+    rep = backend.prepare(model, specialize=False)
+    assert rep.module.default_inputs == ["axes"]
+    np.testing.assert_allclose(rep.run([x])[0], x.sum(1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(rep.run({"x": x, "axes": np.array([0], "int64")})[0], x.sum(0, keepdims=True), rtol=1e-6)
     # a Reshape's shape with a default is one: the data decides the output's shape
     model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"])], {"x": x, "shape": np.array([3, 4], "int64")},
                        ["y"], initializers={"shape": np.array([3, 4], "int64")})
@@ -69,6 +86,7 @@ def test_an_input_with_a_default_is_fed_or_left_to_its_default():
     assert rep.module.default_inputs == ["shape"]
     np.testing.assert_array_equal(rep.run([x])[0], x.reshape(3, 4))
     np.testing.assert_array_equal(rep.run({"x": x, "shape": np.array([6, -1], "int64")})[0], x.reshape(6, 2))
+    b = rand(6)
     model = make_model([helper.make_node("Neg", ["b"], ["c"]), helper.make_node("Add", ["x", "c"], ["z"])],
                        {"x": x, "b": rand(6)}, ["z"], initializers={"b": np.ones(6, "float32")})
     rep = backend.prepare(model, specialize=False)
@@ -78,40 +96,37 @@ def test_an_input_with_a_default_is_fed_or_left_to_its_default():
 
 
 def test_operand_not_constant_names_the_graph_inputs():
-    # axes <- Cast <- Add(s, t): both inputs feed the operand (a reduction's axes are still
+    # size <- Cast <- Add(s, t): both inputs feed the operand (Col2Im's image shape is still
     # needed at compile time)
     nodes = [helper.make_node("Add", ["s", "t"], ["u"]),
-             helper.make_node("Cast", ["u"], ["axes"], to=TP.INT64),
-             helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="r")]
-    model = make_model(nodes, {"x": rand(2, 6), "s": np.array([1], "int32"), "t": np.array([-1], "int32")},
-                       ["y"])
+             helper.make_node("Cast", ["u"], ["size"], to=TP.INT64),
+             helper.make_node("Col2Im", ["x", "size", "block"], ["y"], name="r")]
+    model = make_model(nodes, {"x": rand(1, 4, 9), "s": np.array([2, 2], "int32"), "t": np.array([2, 2], "int32")},
+                       ["y"], initializers={"block": np.array([2, 2], "int64")})
     with pytest.raises(OperandNotConstantError) as info:
         from_onnx(model)
     err = info.value
-    assert err.inputs == ("s", "t") and err.node == "r" and err.op == "ReduceSum"
+    assert err.inputs == ("s", "t") and err.node == "r" and err.op == "Col2Im"
     assert "'s', 't'" in str(err)
 
 
 def test_run_time_operand_is_specialized_per_value():
-    x = rand(2, 6)
-    model = make_model([helper.make_node("ReduceSum", ["x", "axes"], ["y"])],
-                       {"x": x, "axes": np.array([1], "int64")}, ["y"])
+    x, model = col2im_model()
     rep = backend.prepare(model)
-    assert isinstance(rep, backend.SpecializingRep) and rep.fixed == ["axes"]
-    a = rep.run([x, np.array([1], "int64")])[0]
-    b = rep.run([x, np.array([0], "int64")])[0]
-    np.testing.assert_allclose(a, x.sum(1, keepdims=True), rtol=1e-6)
-    np.testing.assert_allclose(b, x.sum(0, keepdims=True), rtol=1e-6)
+    assert isinstance(rep, backend.SpecializingRep) and rep.fixed == ["size"]
+    for size in ([4, 4], [2, 10]):           # 9 positions of a 2x2 block either way
+        feeds = {"x": x, "size": np.array(size, "int64")}
+        np.testing.assert_allclose(rep.run(feeds)[0], onnxruntime_outputs(model, feeds)[0], rtol=1e-6)
     # the same operand values reuse the module compiled for them
-    first = rep.module_for({"x": x, "axes": np.array([1], "int64")})
-    assert rep.module_for({"x": x + 1, "axes": np.array([1], "int64")}) is first
+    first = rep.module_for({"x": x, "size": np.array([4, 4], "int64")})
+    assert rep.module_for({"x": x + 1, "size": np.array([4, 4], "int64")}) is first
     assert len(rep._modules) == 2
 
 
 def test_specialization_discovers_operands_in_stages():
     # the Loop's trip count is an input and its body slices by the iteration number, which only
-    # an unrolled loop has at compile time; the sum after it reduces along axes from another
-    # input, found only once the loop is unrolled
+    # an unrolled loop has at compile time; the Col2Im after it takes its image shape from
+    # another input, found only once the loop is unrolled
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
          helper.make_node("Unsqueeze", ["i", "zero"], ["i1"]),
@@ -119,20 +134,21 @@ def test_specialization_discovers_operands_in_stages():
          helper.make_node("Slice", ["one", "i1", "i2", "zero"], ["row"]),
          helper.make_node("Add", ["acc_in", "row"], ["acc_out"])], "body",
         [helper.make_tensor_value_info("i", TP.INT64, []), helper.make_tensor_value_info("cond_in", TP.BOOL, []),
-         helper.make_tensor_value_info("acc_in", TP.FLOAT, [2, 3])],
+         helper.make_tensor_value_info("acc_in", TP.FLOAT, [1, 4, 9])],
         [helper.make_tensor_value_info("cond_out", TP.BOOL, []),
-         helper.make_tensor_value_info("acc_out", TP.FLOAT, [2, 3])],
-        initializer=[onnx.numpy_helper.from_array(np.ones((4, 3), "float32"), "one"),
+         helper.make_tensor_value_info("acc_out", TP.FLOAT, [1, 4, 9])],
+        initializer=[onnx.numpy_helper.from_array(np.ones((4, 4, 9), "float32"), "one"),
                      onnx.numpy_helper.from_array(np.array([0], "int64"), "zero"),
                      onnx.numpy_helper.from_array(np.array([1], "int64"), "one64")])
     nodes = [helper.make_node("Loop", ["n", "", "x"], ["y"], body=body),
-             helper.make_node("ReduceSum", ["y", "axes"], ["z"])]
-    x = rand(2, 3)
-    model = make_model(nodes, {"x": x, "n": np.array(3, "int64"), "axes": np.array([1], "int64")}, ["z"])
-    feeds = {"x": x, "n": np.array(3, "int64"), "axes": np.array([1], "int64")}
+             helper.make_node("Col2Im", ["y", "size", "block"], ["z"])]
+    x = rand(1, 4, 9)
+    model = make_model(nodes, {"x": x, "n": np.array(3, "int64"), "size": np.array([4, 4], "int64")}, ["z"],
+                       initializers={"block": np.array([2, 2], "int64")})
+    feeds = {"x": x, "n": np.array(3, "int64"), "size": np.array([4, 4], "int64")}
     # (onnx's reference evaluator runs no iteration of a Loop without a condition input)
     rep = check(model, feeds, expected=onnxruntime_outputs(model, feeds))
-    assert sorted(rep.fixed) == ["axes", "n"]
+    assert sorted(rep.fixed) == ["n", "size"]
 
 
 def test_data_dependent_shapes_are_computed_for_the_values_given():

@@ -867,13 +867,7 @@ class KernelC:
         taken = set(_IDENT.findall(self.code)) | {self.name}
         names = {CANONICAL_KERNEL: self.name}
         for canon, hint in self.names.items():
-            base = safe_ident(hint)
-            n, k = base, 0
-            while n in taken:
-                k += 1
-                n = f"{base}_{k}"
-            taken.add(n)
-            names[canon] = n
+            unique_name(names, taken, canon, hint)
         self._text = _CANONICAL_NAMES.sub(lambda m: names[m.group(0)], self.code)
         return self._text
 

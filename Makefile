@@ -82,8 +82,9 @@ $(CROSS_STAMP): $(STAMP)
 	else echo "cross-deps: install $(CROSS_APT) and Node.js 20 yourself (not root, or no apt-get)"; fi
 	touch $@
 
-# What the GPU-target tests (tests/targets/test_gpu.py) need without a GPU: pyopencl with Debian's
-# CPU OpenCL driver (pocl-opencl-icd, as root) and NVRTC from pip.  Best effort, as cross-deps: what
+# What the GPU-target tests (tests/targets/test_gpu.py, test_webgpu.py) need without a GPU: pyopencl
+# with Debian's CPU OpenCL driver (pocl-opencl-icd, as root), NVRTC from pip, and wgpu with Mesa's
+# software Vulkan driver (mesa-vulkan-drivers, as root).  Best effort, as cross-deps: what
 # cannot be installed skips its tests with the reason.  `rm .venv/.ember-gpu` to try again.
 GPU_STAMP     := $(VENV)/.ember-gpu
 
@@ -92,10 +93,13 @@ gpu-deps: $(GPU_STAMP)
 
 $(GPU_STAMP): $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[opencl,cuda]' || echo "gpu-deps: pyopencl or NVRTC not installed"
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[webgpu]' || echo "gpu-deps: wgpu not installed"
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pocl-opencl-icd >/dev/null) \
 			|| echo "gpu-deps: could not install pocl-opencl-icd"; \
-	else echo "gpu-deps: install pocl-opencl-icd (or another OpenCL driver) yourself"; fi
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null \
+			|| echo "gpu-deps: could not install mesa-vulkan-drivers"; \
+	else echo "gpu-deps: install pocl-opencl-icd and mesa-vulkan-drivers (or other OpenCL and Vulkan drivers) yourself"; fi
 	touch $@
 
 # The CPU benchmark: Ember next to onnxruntime, torch eager (and OpenVINO when installed) on all

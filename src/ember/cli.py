@@ -322,6 +322,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
     print(f"{'cuda':<15} NVIDIA GPUs: CUDA C++ compiled to PTX by NVRTC (running it is not built yet)")
     print(f"{'':<15} options: -arch=sm_XX (default sm_80)")
     print(f"{'opencl':<15} OpenCL devices: OpenCL C run through pyopencl")
+    print(f"{'webgpu':<15} WebGPU: WGSL compute shaders run through wgpu (Vulkan, Metal, D3D12) or a browser")
     return 0
 
 

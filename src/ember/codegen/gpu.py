@@ -1,4 +1,5 @@
-"""A C-style generator for GPU kernels: CUDA C++ or OpenCL C from the same loop IR.
+"""GPU kernels from the loop IR: CUDA C++ or OpenCL C by a C-style generator, WGSL by its own
+(``lang_wgsl``; :func:`generator` picks).
 
 The loop IR of a GPU kernel (:mod:`ember.tir.gpu`) maps onto the C dialects line by line: a loop
 bound to a block or thread axis becomes a constant holding that index (``blockIdx.x`` in CUDA,
@@ -25,6 +26,9 @@ from . import lang_cuda, lang_opencl
 from .c import float_literal, unique_name
 
 LANGUAGES = {m.NAME: m for m in (lang_cuda, lang_opencl)}
+
+#: the language of each GPU target kind
+KIND_LANGUAGE = {"cuda": "cuda", "opencl": "opencl", "webgpu": "wgsl"}
 
 #: the flag buffer of kernels with run-time index checks
 BAD_FLAG = "ember_bad"
@@ -249,3 +253,14 @@ class GPUGenerator:
         parts += [h + "\n" for h in self.helpers.values()]
         parts += ["\n" + k for k in self.kernels]
         return "".join(parts)
+
+
+def generator(language: str, limits: DeviceLimits | None = None):
+    """The kernel writer of ``language``: ``cuda``, ``opencl`` (:class:`GPUGenerator`) or ``wgsl``
+    (:class:`~ember.codegen.lang_wgsl.WGSLGenerator`, whose ``kernel`` also takes the parameters'
+    places)."""
+    if language == "wgsl":
+        from .lang_wgsl import WGSLGenerator
+
+        return WGSLGenerator(limits)
+    return GPUGenerator(language, limits)

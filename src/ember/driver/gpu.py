@@ -20,7 +20,7 @@ import numpy as np
 from .. import __version__
 from ..errors import CodegenError, EmberError, TargetError
 from ..codegen.c import c_ident
-from ..codegen.gpu import GPUGenerator
+from ..codegen.gpu import KIND_LANGUAGE, generator
 from ..graph.ir import Graph, Value
 from ..passes import fuse, optimize, plan_memory
 from ..target import Target
@@ -82,20 +82,24 @@ def generate_gpu(graph: Graph, target: Target, opt_level: int = 3, dump: Callabl
             return ["arena", plan.offsets[v], int(v.type.nbytes)]
         raise CodegenError(f"value {v.name} has no storage")
 
-    gen = GPUGenerator(target.kind)
+    language = KIND_LANGUAGE[target.kind]
+    gen = generator(language)
     launches, kernels = [], []
     for k, grp in enumerate(groups):
         names = {v: c_ident(v.name) for v in grp.inputs}
         f = group_kernel(grp, target, names)
         if f.attrs.get("size_vars"):
             raise CodegenError(f"kernel {f.name}: symbolic sizes are not supported on GPU targets yet")
-        gen.kernel(f)
+        places = [place(v) for v in grp.inputs] + [place(grp.output)]
+        if language == "wgsl":      # WGSL binds windows of the arena and the constants, not each buffer
+            gen.kernel(f, places)
+        else:
+            gen.kernel(f)
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
         lau = f.attrs["launch"]
-        launches.append({"kernel": lau["name"], "grid": lau["grid"], "block": lau["block"],
-                         "args": [place(v) for v in grp.inputs] + [place(grp.output)]
-                         + ([["flag"]] if lau["checks"] else []),
+        args = lau["bindings"] if language == "wgsl" else places + ([["flag"]] if lau["checks"] else [])
+        launches.append({"kernel": lau["name"], "grid": lau["grid"], "block": lau["block"], "args": args,
                          "nodes": f.comment})
         kernels.append(f)
     # outputs no kernel writes: an input, a constant, or a value listed twice
@@ -112,7 +116,7 @@ def generate_gpu(graph: Graph, target: Target, opt_level: int = 3, dump: Callabl
         "outputs": [{"name": n, "dtype": v.dtype, "shape": list(v.shape)} for n, v in zip(out_names, g.outputs)],
         "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob), "kernels": len(launches),
         "intermediate_bytes": plan.total_intermediate_bytes,
-        "gpu": {"language": target.kind, "arch": target.arch, "launches": launches, "copies": copies,
+        "gpu": {"language": language, "arch": target.arch, "launches": launches, "copies": copies,
                 "fmad": gen.contract},
     }
     return GPUArtifact(meta, source, bytes(blob)), kernels
@@ -138,7 +142,7 @@ def compile_gpu(model: Any, target: Target, opt_level: int = 3, *, shapes: Mappi
     dumper = _Dumper(Path(dump)) if dump else None
     art, _ = generate_gpu(graph, target, opt_level, dump=dumper, progress=say)
     if dumper:
-        dumper.write(f"model{'.cu' if target.kind == 'cuda' else '.cl'}", art.source)
+        dumper.write("model" + {"cuda": ".cu", "opencl": ".cl", "wgsl": ".wgsl"}[art.language], art.source)
     if target.kind == "cuda":
         from ..toolchain import nvrtc
 

@@ -7,8 +7,9 @@ sha256 of everything after it, so a damaged file raises :class:`~ember.errors.Ar
 
 :class:`GPUModule` has the interface of every loaded model (``run``, a call, ``save``; inputs
 checked by name, dtype and shape before anything runs).  It runs an OpenCL artifact through
-``runtime/opencl.py`` (pyopencl); running a CUDA artifact needs an NVIDIA GPU and is not built
-yet (its PTX is made and checked without one).
+``runtime/opencl.py`` (pyopencl) and a WGSL one through ``runtime/webgpu.py`` (wgpu), both on
+:class:`DeviceRunner`; running a CUDA artifact needs an NVIDIA GPU and is not built yet (its PTX
+is made and checked without one).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -24,6 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, EmberRuntimeError, IndexOutOfRangeError
+
+#: the bits a kernel sets in the flag buffer: a run-time index check failed; (WGSL) an int64
+#: value read did not fit in the 32 bits WGSL computes it in
+FLAG_INDEX, FLAG_INT64 = 1, 2
+LANGUAGES = ("cuda", "opencl", "wgsl")
 from .module import LoadedModel, Module
 
 MAGIC = b"EMBERGPU"
@@ -94,8 +101,8 @@ def _check_gpu_section(meta: dict, path: Path) -> None:
         return ArtifactError(f"'{path}' has malformed GPU metadata: {why}")
 
     gpu = meta.get("gpu")
-    if not isinstance(gpu, dict) or gpu.get("language") not in ("cuda", "opencl"):
-        raise bad("no 'gpu' section with a language (cuda or opencl)")
+    if not isinstance(gpu, dict) or gpu.get("language") not in LANGUAGES:
+        raise bad(f"no 'gpu' section with a language ({', '.join(LANGUAGES)})")
     places = {"input": 2, "output": 2, "arena": 3, "const": 3, "flag": 1}
     try:
         for lau in gpu["launches"]:
@@ -111,6 +118,86 @@ def _check_gpu_section(meta: dict, path: Path) -> None:
         int(meta["arena_bytes"])
     except (KeyError, TypeError, IndexError, ValueError):
         raise bad("a launch, copy or size is missing or malformed") from None
+
+
+def tensorflow_llvm_clash(driver_files: list, word: str, driver: str, symptom: str, api: str) -> str:
+    """Why a software driver that carries LLVM cannot be used in this process, or "": TensorFlow
+    (imported in it) has its own copy of LLVM, and the two cannot share a process (pocl for
+    OpenCL, lavapipe for Vulkan).  ``driver_files`` are the driver manifests the loader reads; one
+    naming ``word`` is that driver."""
+    if "tensorflow" not in sys.modules:
+        return ""
+    for path in driver_files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                if word in f.read():
+                    return (f"TensorFlow is loaded in this process and {driver} is installed: their two copies "
+                            f"of LLVM cannot share a process ({symptom}); run {api} models in a process that "
+                            "does not import tensorflow")
+        except OSError:
+            continue
+    return ""
+
+
+class DeviceRunner:
+    """What the device runners share: the artifact's buffers (the arena, the constants, one per
+    input and output, the flag), each launch argument resolved to a buffer or a region of one, and
+    the outputs no kernel writes.  A runner makes its buffers (``_buffer``), regions
+    (``_region``) and runs (``run``, returning the flag's bits)."""
+
+    def __init__(self, artifact):
+        meta = artifact.meta
+        self.meta = meta
+        self.in_meta, self.out_meta = meta["inputs"], meta["outputs"]
+        self.copies = meta["gpu"]["copies"]
+        self._regions: dict = {}
+
+    def _make_buffers(self, constants: bytes) -> None:
+        self.arena = self._buffer(max(int(self.meta["arena_bytes"]), 256))
+        self.consts = self._buffer(len(constants) or 256, constants or bytes(256))
+        self.flag = self._buffer(4)
+        self.outputs = [self._buffer(nbytes(o)) for o in self.out_meta]
+        self.inputs = [self._buffer(nbytes(i), writable=False) for i in self.in_meta]
+
+    def _arg(self, a):
+        """The buffer (or region) of the launch argument ``a`` (see ``_check_gpu_section``)."""
+        kind = a[0]
+        if kind == "input":
+            return self.inputs[a[1]]
+        if kind == "output":
+            return self.outputs[a[1]]
+        if kind in ("arena", "const"):
+            buf = self.arena if kind == "arena" else self.consts
+            key = (kind, a[1], a[2])
+            if key not in self._regions:
+                self._regions[key] = self._region(buf, a[1], max(a[2], 1))
+            return self._regions[key]
+        if kind == "flag":
+            return self.flag
+        raise EmberRuntimeError(f"unknown kernel argument {a!r} in the artifact")
+
+    def _copy_outputs(self, arrays: list, outs: list) -> None:
+        """The outputs that are an input, a constant or another output."""
+        for k, src in self.copies:
+            kind = src[0]
+            if kind == "input":
+                outs[k][...] = arrays[src[1]]
+            elif kind == "output":
+                outs[k][...] = outs[src[1]]
+            else:   # a constant
+                raw = np.frombuffer(self._const_bytes(src[1], src[2]), outs[k].dtype)
+                outs[k][...] = raw.reshape(outs[k].shape)
+
+    def _copied(self) -> set:
+        return {k for k, _ in self.copies}
+
+
+def nbytes(entry: dict) -> int:
+    """The bytes of an input or output of the metadata."""
+    n = 1
+    for d in entry["shape"]:
+        n *= int(d)
+    return n * np.dtype(entry["dtype"] if entry["dtype"] != "bool" else "uint8").itemsize
 
 
 class GPUModule(LoadedModel):
@@ -161,6 +248,10 @@ class GPUModule(LoadedModel):
                 from .opencl import OpenCLRunner
 
                 self._device = OpenCLRunner(self.artifact)
+            elif lang == "wgsl":
+                from .webgpu import WebGPURunner
+
+                self._device = WebGPURunner(self.artifact)
             else:
                 raise EmberRuntimeError(f"running a {lang} artifact is not supported yet (its code is generated "
                                         "and compiled; launching it on a device is not built)")
@@ -170,10 +261,13 @@ class GPUModule(LoadedModel):
         self._checked_inputs(arrays)
         with self._lock:
             outs = [np.empty(shape, dt) for dt, shape in self._out_np]
-            failed = self._runner().run(arrays, outs)
-        if failed:
+            flags = self._runner().run(arrays, outs)
+        if flags & FLAG_INDEX:
             raise IndexOutOfRangeError(f"'{self.name}': a kernel met an index out of range (a gather, "
                                        "scatter or slice index outside its axis); the outputs are not valid")
+        if flags & FLAG_INT64:
+            raise EmberRuntimeError(f"'{self.name}': a kernel read an int64 value outside the 32-bit range "
+                                    "that WebGPU computes in; the outputs are not valid")
         return OrderedDict(zip(self._out_names, outs))
 
     def _write_artifact(self, f) -> None:

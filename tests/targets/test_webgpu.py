@@ -1,0 +1,226 @@
+"""The WebGPU target: WGSL generated from the GPU loop IR, run through the ``wgpu`` package (in CI:
+Mesa's software Vulkan driver, lavapipe), against the numpy reference (ops) and onnxruntime's
+outputs (models).  Tests that run kernels skip with the reason when wgpu or an adapter is missing
+(``pip install ember[webgpu]``, ``apt install mesa-vulkan-drivers``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember import te
+from ember.codegen.gpu import generator
+from ember.codegen.lang_wgsl import split_modules
+from ember.errors import CodegenError, EmberRuntimeError, IndexOutOfRangeError, TargetError
+from ember.runtime import webgpu
+from ember.schedules import default
+from ember.target import resolve
+from ember.te.lower import lower
+from ember.te.schedule import create_schedule
+from ember.tir.gpu import optimize
+
+from ops.harness import Batch
+from ops.test_ops import CASES
+from targets.test_gpu import _model, _reference, small_cnn
+
+#: lavapipe's LLVM and TensorFlow's cannot share a process (runtime.webgpu.llvm_conflict): where
+#: the suite has imported tensorflow, these tests run in a fresh process instead
+LLVM_CONFLICT = webgpu.llvm_conflict()
+WHY = webgpu.unavailable()
+
+
+def needs_webgpu(test):
+    """Marks a test that runs on a WebGPU adapter (marker ``webgpu``)."""
+    return pytest.mark.webgpu(pytest.mark.skipif(bool(WHY), reason=(
+        "run in a fresh process by test_webgpu_tests_in_a_fresh_process" if LLVM_CONFLICT else WHY))(test))
+
+
+@pytest.mark.skipif(not LLVM_CONFLICT, reason="the WebGPU tests run in this process")
+def test_webgpu_tests_in_a_fresh_process(request):
+    """The WebGPU tests of this file, run by a child pytest that does not import tensorflow."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__)
+    marks = request.config.getoption("markexpr") or ""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here),
+           "-m", f"webgpu and ({marks})" if marks else "webgpu"]
+    r = subprocess.run(cmd, cwd=here.parents[2], capture_output=True, text=True, timeout=3600,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    tail = (r.stdout + r.stderr)[-3000:]
+    assert r.returncode == 0, tail
+    assert " passed" in r.stdout, tail
+
+
+def test_target():
+    t = resolve("webgpu")
+    assert (t.kind, t.family, t.spec, t.lanes) == ("webgpu", "gpu", "webgpu", 1)
+    with pytest.raises(TargetError, match="webgpu takes no option"):
+        resolve("webgpu -arch=sm_80")
+
+
+# ---- the generated WGSL -------------------------------------------------------------------------
+
+def _kernel(out, inputs, name="k"):
+    target = resolve("webgpu")
+    s = create_schedule(out)
+    default(target)(s, target)
+    return optimize(lower(s, name, inputs + [s.output]))
+
+
+def test_wgsl_has_no_64_bit_types_and_refuses_what_needs_them():
+    X = te.placeholder((8,), "int64", "X")
+    Y = te.compute((8,), lambda i: X[i] * te.const(3, "int64") + te.const(1, "int64"), name="Y")
+    src = generator("wgsl").kernel(_kernel(Y, [X]))
+    assert "i64" not in src and "ember_ld64_" in src and "var<storage" in src
+    big = te.compute((8,), lambda i: X[i] + te.const(1 << 40, "int64"), name="big")
+    with pytest.raises(CodegenError, match="does not fit in 32 bits"):
+        generator("wgsl").kernel(_kernel(big, [X], "big"))
+    D = te.placeholder((8,), "float64", "D")
+    with pytest.raises(CodegenError, match="float64"):
+        generator("wgsl").kernel(_kernel(te.compute((8,), lambda i: D[i] + D[i], name="Z"), [D], "f64"))
+
+
+def test_large_grids_are_dispatched_in_two_dimensions():
+    """More than 65535 blocks on an axis: a 2-D dispatch of the linear block number."""
+    n = 256 * 70000
+    X = te.placeholder((n,), "float32", "X")
+    f = _kernel(te.compute((n,), lambda i: X[i] + te.const(1.0, "float32"), name="Y"), [X])
+    src = generator("wgsl").kernel(f)
+    grid = f.attrs["launch"]["grid"]
+    assert grid[0] <= 65535 and grid[1] > 1 and grid[0] * grid[1] >= 70000
+    assert "ember_blk >= 70000i" in src
+
+
+def test_many_operands_share_few_bindings(tmp_path):
+    """A kernel of many constants binds one window of the constants buffer, not one binding each
+    (WebGPU's default is 8 storage buffers per shader stage)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 5)).astype(np.float32), f"c{k}") for k in range(12)]
+    nodes, prev = [], "x"
+    for k in range(12):
+        nodes.append(helper.make_node("Add", [prev, f"c{k}"], [f"s{k}"], name=f"add{k}"))
+        prev = f"s{k}"
+    g = helper.make_graph(nodes, "many", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5])],
+                          [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [4, 5])], inits)
+    path = tmp_path / "many.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    m = ember.compile(path, target="webgpu")
+    assert m.metadata["kernels"] == 1
+    (lau,) = m.metadata["gpu"]["launches"]
+    assert [a[0] for a in lau["args"]] == ["input", "const", "output"]
+    modules = split_modules(m.source)
+    assert list(modules) == [lau["kernel"]] and modules[lau["kernel"]].count("@binding(") == 3
+    if not WHY:
+        x = rng.standard_normal((4, 5)).astype(np.float32)
+        np.testing.assert_allclose(m(x)[0], _reference(path, {"x": x})[0], rtol=1e-6, atol=1e-6)
+
+
+# ---- ops against the numpy reference --------------------------------------------------------------
+
+#: the ops whose test_ops cases run on WebGPU as they are (their dtypes are all within WGSL's)
+OPS = ["add", "sub", "mul", "div", "maximum", "minimum", "pow", "exp", "log", "sqrt", "tanh", "sigmoid", "erf",
+       "relu", "neg", "abs", "floor", "ceil", "round", "sin", "cos", "where", "clip", "softmax", "layer_norm",
+       "reduce_sum", "reduce_mean", "reduce_max", "argmax", "matmul", "conv2d", "max_pool2d", "avg_pool2d",
+       "transpose", "concat", "slice", "gather", "pad", "equal", "less", "logical_not", "isnan"]
+
+
+@needs_webgpu
+@pytest.mark.parametrize("op", OPS)
+def test_op(op):
+    if op not in CASES:
+        pytest.skip(f"no op {op} in this Ember")
+    batch = Batch(f"webgpu_{op}", seed=0, target="webgpu")
+    CASES[op](batch)
+    batch.check()
+
+
+# ---- whole models ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    path = tmp_path_factory.mktemp("webgpu") / "small_cnn.onnx"
+    onnx.save(small_cnn(), path)
+    return path
+
+
+@needs_webgpu
+def test_small_cnn(cnn, tmp_path):
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    refs = _reference(cnn, {"x": x})
+    m = ember.compile(cnn, target="webgpu")
+    assert m.metadata["target"] == "webgpu" and m.metadata["gpu"]["language"] == "wgsl"
+    assert "@compute @workgroup_size(" in m.source and "workgroupBarrier();" in m.source
+    for _ in range(2):
+        outs = m.run({"x": x})
+        for got, ref in zip(outs.values(), refs):
+            assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    again = ember.load(m.save(tmp_path / "cnn.ember"))
+    np.testing.assert_array_equal(again(x)[0], outs["y"])
+
+
+def _gather_model(tmp_path, ids_type=TensorProto.INT64):
+    table = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "table")
+    node = helper.make_node("Gather", ["table", "ids"], ["y"], name="lookup", axis=0)
+    g = helper.make_graph([node], "gather", [helper.make_tensor_value_info("ids", ids_type, [5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 3])], [table])
+    path = tmp_path / "gather.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@needs_webgpu
+def test_index_and_int64_range_are_reported(tmp_path):
+    """A failed index check and an int64 input outside 32 bits each raise after the run; the next
+    good run is right again."""
+    m = ember.compile(_gather_model(tmp_path), target="webgpu")
+    table = np.arange(12, dtype=np.float32).reshape(4, 3)
+    ids = np.array([0, 3, -1, 2, -4], np.int64)
+    np.testing.assert_array_equal(m.run({"ids": ids})["y"], table[ids])
+    with pytest.raises(IndexOutOfRangeError):
+        m.run({"ids": np.array([0, 4, 1, 1, 1], np.int64)})
+    with pytest.raises(EmberRuntimeError, match="32-bit"):
+        m.run({"ids": np.array([0, 1 << 33, 1, 1, 1], np.int64)})
+    np.testing.assert_array_equal(m.run({"ids": ids})["y"], table[ids])
+
+
+@needs_webgpu
+def test_narrow_and_wide_integer_outputs(tmp_path):
+    """uint8 and bool outputs (packed four to a word, stored with atomics) and int64 ones (two words)."""
+    nodes = [helper.make_node("Greater", ["x", "zero"], ["pos"], name="gt"),
+             helper.make_node("Cast", ["x"], ["u8"], name="to_u8", to=TensorProto.UINT8),
+             helper.make_node("Cast", ["x"], ["i64"], name="to_i64", to=TensorProto.INT64)]
+    g = helper.make_graph(nodes, "ints", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [7, 5])],
+                          [helper.make_tensor_value_info("pos", TensorProto.BOOL, [7, 5]),
+                           helper.make_tensor_value_info("u8", TensorProto.UINT8, [7, 5]),
+                           helper.make_tensor_value_info("i64", TensorProto.INT64, [7, 5])],
+                          [numpy_helper.from_array(np.array(0, np.float32), "zero")])
+    path = tmp_path / "ints.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = np.random.default_rng(4).uniform(-100, 250, (7, 5)).astype(np.float32)
+    got = ember.compile(path, target="webgpu").run({"x": x})
+    np.testing.assert_array_equal(got["pos"], x > 0)
+    np.testing.assert_array_equal(got["i64"], x.astype(np.int64))
+    ok = (x >= 0) & (x < 256)      # float to uint8 outside the range is undefined in ONNX
+    np.testing.assert_array_equal(got["u8"][ok], x[ok].astype(np.uint8))
+
+
+SHARED = {"mobilenet_v2": 1e-3, "resnet50": 1e-3, "bert_base": 1e-3}
+
+
+@needs_webgpu
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SHARED))
+def test_shared_models(name):
+    """The shared test models on the WebGPU adapter against onnxruntime's outputs (on lavapipe
+    with two cores a run takes about 7 s, 60 s and 90 s)."""
+    path, inputs, want = _model(name)
+    m = ember.compile(path, target="webgpu", shapes={k: v.shape for k, v in inputs.items()})
+    got = m.run(inputs)
+    for key in want:
+        assert np.abs(got[key] - want[key]).max() <= SHARED[name] * np.abs(want[key]).max(), key

@@ -42,9 +42,13 @@ from ..tir.stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, 
 NAME = "wgsl"
 SUFFIX = ".wgsl"
 
-#: the WGSL type of a value of each dtype (in expressions; in storage see ``_WIDTH``)
-TYPES = {"float32": "f32", "int32": "i32", "int64": "i32", "int16": "i32", "int8": "i32", "uint8": "u32",
-         "uint16": "u32", "uint32": "u32", "uint64": "u32", "bool": "bool"}
+#: the WGSL type of a value of each dtype (in expressions; in storage see ``_WIDTH``): 8- and 16-bit
+#: integers are computed in i32, as C promotes them to int
+TYPES = {"float32": "f32", "int32": "i32", "int64": "i32", "int16": "i32", "int8": "i32", "uint8": "i32",
+         "uint16": "i32", "uint32": "u32", "uint64": "u32", "bool": "bool"}
+#: int64 and uint64 constants that stand for the type's extremes (the identities of max and min
+#: reductions, open slice ends) become the 32-bit extremes: every int64 value is within those
+_SENTINELS = {-(1 << 63): -(1 << 31), (1 << 63) - 1: (1 << 31) - 1, (1 << 64) - 1: (1 << 32) - 1}
 _WIDTH = {"float32": 4, "int32": 4, "uint32": 4, "int64": 8, "uint64": 8, "int16": 2, "uint16": 2, "int8": 1,
           "uint8": 1, "bool": 1}
 
@@ -68,9 +72,13 @@ _BUILTIN = {"exp": "exp", "log": "log", "sqrt": "sqrt", "floor": "floor", "ceil"
 
 # helpers written once per module (f32 math WGSL lacks or computes too coarsely)
 _ISNAN = "fn ember_isnan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }"
-_NAN = "bitcast<f32>(0x7fc00000u)"
+# NaN and infinity come from private variables: a WGSL constant expression may not evaluate to
+# them (Tint refuses bitcast<f32>(0x7f800000u) as a shader-creation error)
+_SPECIAL = {"nan": 0x7FC00000, "inf": 0x7F800000, "ninf": 0xFF800000}
+_NAN = "bitcast<f32>(ember_bits_nan)"
 # tanh: the odd Taylor series below 0.3 (the builtin is (e^2x-1)/(e^2x+1), coarse near 0), else 1 - 2/(e^2|x|+1)
 _TANH = """fn ember_tanh(x: f32) -> f32 {
+  if (ember_isnan(x)) { return x; }
   let a = abs(x);
   if (a < 0.3f) {
     let s = x * x;
@@ -82,6 +90,7 @@ _TANH = """fn ember_tanh(x: f32) -> f32 {
 }"""
 # erf: the Taylor series below 0.5; above, Abramowitz and Stegun 7.1.26 (absolute error 1.5e-7)
 _ERF = """fn ember_erf(x: f32) -> f32 {
+  if (ember_isnan(x)) { return x; }
   let a = abs(x);
   if (a < 0.5f) {
     let s = x * x;
@@ -121,11 +130,17 @@ def _one(t: str) -> str:
     return {"f32": "1.0f", "i32": "1i", "u32": "1u", "bool": "true"}[t]
 
 
-def f32_literal(v: float) -> str:
+def special_f32(v: float) -> str | None:
+    """The name of the private variable holding the bits of a NaN or an infinity ``v``, else None."""
     if math.isnan(v):
-        return _NAN
+        return "nan"
     if math.isinf(v):
-        return f"bitcast<f32>({'0x7f800000u' if v > 0 else '0xff800000u'})"
+        return "inf" if v > 0 else "ninf"
+    return None
+
+
+def f32_literal(v: float) -> str:
+    """A finite float32 (NaN and infinity: :func:`special_f32`)."""
     f = np.float32(v)
     if np.isinf(f):
         raise CodegenError(f"the constant {v} does not fit in float32")
@@ -136,6 +151,8 @@ def f32_literal(v: float) -> str:
 
 
 def int_literal(v: int, dtype: str, where: str) -> str:
+    if dtype in ("int64", "uint64"):
+        v = _SENTINELS.get(v, v)
     if TYPES[dtype] == "u32":
         if not 0 <= v < (1 << 32):
             raise CodegenError(f"{where}: the {dtype} constant {v} does not fit in 32 bits (WGSL has no 64-bit "
@@ -270,15 +287,15 @@ class WGSLGenerator:
             return f"{fn}({off // 4}i + 2i * ({idx}))"
         fn = f"ember_ld{width * 8}_{b.var}"
         mask = "0xffu" if width == 1 else "0xffffu"
-        self.helper(fn, f"fn {fn}(i: i32) -> u32 {{\n  let byte = {off}i + {width}i * i;\n"
+        self.helper(fn, f"fn {fn}(byte: i32) -> u32 {{\n"
                         f"  return ({self._read(b, 'byte >> 2u')} >> (u32(byte & 3i) * 8u)) & {mask};\n}}")
-        raw = f"{fn}({idx})"
+        raw = f"{fn}({off}i + {width}i * ({idx}))"
         if dt == "bool":
             return f"({raw} != 0u)"
         if dt in ("int8", "int16"):
             s = 32 - 8 * width
             return f"(bitcast<i32>({raw} << {s}u) >> {s}u)"
-        return raw
+        return f"i32({raw})"
 
     def store(self, s: Store, ind: str, out: list) -> None:
         buf = s.buffer
@@ -301,12 +318,12 @@ class WGSLGenerator:
         else:
             fn = f"ember_st{width * 8}_{b.var}"
             mask = "0xffu" if width == 1 else "0xffffu"
-            self.helper(fn, f"fn {fn}(i: i32, v: u32) {{\n  let byte = {off}i + {width}i * i;\n"
+            self.helper(fn, f"fn {fn}(byte: i32, v: u32) {{\n"
                             "  let w = byte >> 2u;\n  let sh = u32(byte & 3i) * 8u;\n"
                             f"  atomicAnd(&{b.var}[w], ~({mask} << sh));\n"
                             f"  atomicOr(&{b.var}[w], ({mask} & v) << sh);\n}}")
             v = f"select(0u, 1u, {val})" if dt == "bool" else (f"bitcast<u32>({val})" if TYPES[dt] == "i32" else val)
-            out.append(f"{ind}{fn}({idx}, {v});")
+            out.append(f"{ind}{fn}({off}i + {width}i * ({idx}), {v});")
 
     # ---- expressions -----------------------------------------------------------------------------
 
@@ -314,7 +331,11 @@ class WGSLGenerator:
         if c.dtype == "bool":
             return "true" if c.value else "false"
         if c.dtype == "float32":
-            return f32_literal(c.value)
+            sp = special_f32(c.value)
+            if sp is None:
+                return f32_literal(c.value)
+            name = f"ember_bits_{sp}"
+            return f"bitcast<f32>({self.helper(name, f'var<private> {name}: u32 = {_SPECIAL[sp]:#x}u;')})"
         _ty(c.dtype)
         return int_literal(int(c.value), c.dtype, f"GPU kernel {self._kname}")
 
@@ -380,7 +401,7 @@ class WGSLGenerator:
             s = 32 - 8 * _WIDTH[dst]
             return f"(({v} << {s}u) >> {s}u)"
         if dst in ("uint8", "uint16"):
-            return f"({v} & {'0xffu' if dst == 'uint8' else '0xffffu'})"
+            return f"({v} & {'255i' if dst == 'uint8' else '65535i'})"
         return v
 
     def binop(self, e: BinOp) -> str:
@@ -436,12 +457,23 @@ class WGSLGenerator:
             return f"{fn}({args[0]}, {args[1]})"
         if t != "f32":
             raise CodegenError(f"the intrinsic {e.fn} on {dt} is not supported by the WebGPU backend")
+        if e.fn in ("tanh", "erf"):
+            self.helper("ember_isnan", _ISNAN)
         if e.fn == "tanh":
             return f"{self.helper('ember_tanh', _TANH)}({args[0]})"
         if e.fn == "erf":
             return f"{self.helper('ember_erf', _ERF)}({args[0]})"
         if e.fn == "pow":
+            self.helper("ember_bits_nan", f"var<private> ember_bits_nan: u32 = {_SPECIAL['nan']:#x}u;")
             return f"{self.helper('ember_pow', _POW)}({args[0]}, {args[1]})"
+        if e.fn in ("asin", "acos"):     # lavapipe's are coarse (1e-4); atan2 is not
+            self.helper("ember_isnan", _ISNAN)
+            self.helper("ember_bits_nan", f"var<private> ember_bits_nan: u32 = {_SPECIAL['nan']:#x}u;")
+            ratio = "x, r" if e.fn == "asin" else "r, x"
+            fn = self.helper(f"ember_{e.fn}", f"fn ember_{e.fn}(x: f32) -> f32 {{\n"
+                                              f"  if (ember_isnan(x) || abs(x) > 1.0f) {{ return {_NAN}; }}\n"
+                                              f"  let r = sqrt((1.0f - x) * (1.0f + x));\n  return atan2({ratio});\n}}")
+            return f"{fn}({args[0]})"
         if e.fn == "fmod":
             return f"({args[0]} % {args[1]})"
         if e.fn in _BUILTIN:

@@ -86,6 +86,8 @@ def generate_gpu(graph: Graph, target: Target, opt_level: int = 3, dump: Callabl
     gen = generator(language)
     launches, kernels = [], []
     for k, grp in enumerate(groups):
+        if not grp.output.type.nbytes:
+            continue            # an empty output: nothing to compute (a launch needs a block)
         names = {v: c_ident(v.name) for v in grp.inputs}
         f = group_kernel(grp, target, names)
         if f.attrs.get("size_vars"):

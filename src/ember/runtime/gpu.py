@@ -270,5 +270,12 @@ class GPUModule(LoadedModel):
                                     "that WebGPU computes in; the outputs are not valid")
         return OrderedDict(zip(self._out_names, outs))
 
+    def export_web(self, directory) -> Path:
+        """A model compiled for ``webgpu`` as a browser package: its WGSL, metadata, constants and
+        a JS loader (:func:`ember.runtime.webgpu.export_web`)."""
+        from .webgpu import export_web
+
+        return export_web(self.artifact, directory)
+
     def _write_artifact(self, f) -> None:
         f.write(self.artifact.to_bytes())

@@ -152,3 +152,30 @@ class WebGPURunner(DeviceRunner):
             return b""
         raw = self.device.queue.read_buffer(self.consts, offset, (nbytes + 3) // 4 * 4)
         return bytes(raw)[:nbytes]
+
+
+#: the files of a browser package (:func:`export_web`)
+WEB_FILES = ("model.json", "model.wgsl", "constants.bin", "ember_webgpu.js")
+
+
+def export_web(artifact, directory) -> "os.PathLike":
+    """Writes the WGSL artifact as a browser package in ``directory``: ``model.json`` (the
+    metadata: signature, launches, copies), ``model.wgsl``, ``constants.bin`` and the loader
+    ``ember_webgpu.js`` (``loadModel(baseUrl)`` then ``await model.run({name: typedArray})``).
+    Each file is written to a temporary name first, then renamed."""
+    import json
+    from pathlib import Path
+
+    if artifact.language != "wgsl":
+        raise EmberRuntimeError(f"a browser package needs a model compiled for target webgpu, not "
+                                f"{artifact.meta.get('target')}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    loader = (Path(__file__).parent / "web" / "ember_webgpu.js").read_bytes()
+    contents = dict(zip(WEB_FILES, (json.dumps(artifact.meta, indent=1).encode(), artifact.source.encode(),
+                                    artifact.constants, loader)))
+    for name, data in contents.items():
+        tmp = out / f".{name}.tmp{os.getpid()}"
+        tmp.write_bytes(data)
+        os.replace(tmp, out / name)
+    return out

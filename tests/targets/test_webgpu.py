@@ -123,20 +123,40 @@ def test_many_operands_share_few_bindings(tmp_path):
 
 # ---- ops against the numpy reference --------------------------------------------------------------
 
-#: the ops whose test_ops cases run on WebGPU as they are (their dtypes are all within WGSL's)
-OPS = ["add", "sub", "mul", "div", "maximum", "minimum", "pow", "exp", "log", "sqrt", "tanh", "sigmoid", "erf",
-       "relu", "neg", "abs", "floor", "ceil", "round", "sin", "cos", "where", "clip", "softmax", "layer_norm",
-       "reduce_sum", "reduce_mean", "reduce_max", "argmax", "matmul", "conv2d", "max_pool2d", "avg_pool2d",
-       "transpose", "concat", "slice", "gather", "pad", "equal", "less", "logical_not", "isnan"]
+#: the ops of test_ops whose cases run on WebGPU too (every op the shared models use, and more)
+OPS = ["add", "sub", "mul", "div", "maximum", "minimum", "pow", "fmod", "exp", "log", "sqrt", "reciprocal", "tanh",
+       "sigmoid", "erf", "relu", "neg", "abs", "sign", "floor", "ceil", "round", "sin", "cos", "tan", "asin", "acos",
+       "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "isnan", "where", "clip", "cast", "softmax", "layer_norm",
+       "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin", "matmul", "conv2d",
+       "max_pool2d", "avg_pool2d", "attention", "transpose", "reshape", "concat", "slice", "gather", "pad",
+       "broadcast_to", "equal", "not_equal", "less", "less_equal", "logical_and", "logical_or", "logical_xor",
+       "logical_not", "quantize", "dequantize", "requantize", "matmul_int", "conv2d_int", "arange", "check_index"]
+
+#: cases left out on WebGPU, by a word of their label: WGSL has no float64, float16 or 64-bit
+#: integers (uint64 is refused; the narrow float and 2- and 4-bit types are computed through float16
+#: or bytes the backend does not have), and the WGSL spec lets a driver assume that no NaN or
+#: infinity arises (lavapipe's comparisons miss NaN: argmax over NaN, NaN quantized to the zero
+#: point; 0 / 0 is 0 there: the mean over an empty axis; pow and fmod of NaN and infinity pairs)
+LEFT_OUT = ("float64", "float16", "float8", "float4", "int4", "int2", "uint64", "NaN", "edges", "empty axis",
+            "special pairs")
+
+
+class WebGPUBatch(Batch):
+    def case(self, label, fn, rtol=None, atol=None):
+        if not any(w in label for w in LEFT_OUT):
+            super().case(label, fn, rtol, atol)
 
 
 @needs_webgpu
 @pytest.mark.parametrize("op", OPS)
 def test_op(op):
+    """test_ops' cases of ``op`` on the adapter against the numpy reference, as for the CPU."""
     if op not in CASES:
         pytest.skip(f"no op {op} in this Ember")
-    batch = Batch(f"webgpu_{op}", seed=0, target="webgpu")
+    batch = WebGPUBatch(f"webgpu_{op}", seed=0, target="webgpu")
     CASES[op](batch)
+    if not batch.cases:
+        pytest.skip(f"every case of {op} needs a dtype or NaN that WebGPU does not have")
     batch.check()
 
 

@@ -15,8 +15,10 @@ shared generator (:class:`~ember.codegen.gpu.GPUGenerator`: names, helpers, the 
 * **32-bit integers only**: indices are ``i32`` (a kernel whose buffers or launch need 64-bit
   indices is refused by name), int64 values are computed in ``i32``: an int64 element is read as
   its two words, and one outside the 32-bit range sets bit 2 of the flag (the runtime raises
-  :class:`~ember.errors.EmberRuntimeError`), an int64 constant outside it is refused at compile
-  time.  8- and 16-bit elements are packed in words: stored with atomic and/or on their word (the
+  :class:`~ember.errors.EmberRuntimeError`); an int64 constant outside it is refused at compile
+  time, except the extremes (reduction identities, open slice ends), which become the 32-bit
+  ones.  Arithmetic that leaves 32 bits wraps there (not detected).  uint64 is refused (it wraps
+  at 2**64).  8- and 16-bit elements are packed in words: stored with atomic and/or on their word (the
   binding is then ``array<atomic<u32>>``), since neighbouring threads write neighbouring bytes.
 * **No float64 or float16**: refused by name.  Math is f32; ``erf`` (missing from WGSL) is a
   polynomial, ``tanh`` and ``pow`` are helpers (the builtins lose precision near 0, or are undefined
@@ -45,11 +47,11 @@ SUFFIX = ".wgsl"
 #: the WGSL type of a value of each dtype (in expressions; in storage see ``_WIDTH``): 8- and 16-bit
 #: integers are computed in i32, as C promotes them to int
 TYPES = {"float32": "f32", "int32": "i32", "int64": "i32", "int16": "i32", "int8": "i32", "uint8": "i32",
-         "uint16": "i32", "uint32": "u32", "uint64": "u32", "bool": "bool"}
-#: int64 and uint64 constants that stand for the type's extremes (the identities of max and min
+         "uint16": "i32", "uint32": "u32", "bool": "bool"}
+#: int64 constants that stand for the type's extremes (the identities of max and min
 #: reductions, open slice ends) become the 32-bit extremes: every int64 value is within those
-_SENTINELS = {-(1 << 63): -(1 << 31), (1 << 63) - 1: (1 << 31) - 1, (1 << 64) - 1: (1 << 32) - 1}
-_WIDTH = {"float32": 4, "int32": 4, "uint32": 4, "int64": 8, "uint64": 8, "int16": 2, "uint16": 2, "int8": 1,
+_SENTINELS = {-(1 << 63): -(1 << 31), (1 << 63) - 1: (1 << 31) - 1}
+_WIDTH = {"float32": 4, "int32": 4, "uint32": 4, "int64": 8, "int16": 2, "uint16": 2, "int8": 1,
           "uint8": 1, "bool": 1}
 
 #: WebGPU's default limits: a storage binding's bytes, threads per workgroup and per axis,
@@ -107,18 +109,24 @@ _POW = f"""fn ember_pow(a: f32, b: f32) -> f32 {{
   if (b == 0.0f) {{ return 1.0f; }}
   if (b == 1.0f) {{ return a; }}
   if (b == 2.0f) {{ return a * a; }}
+  let odd = floor(b) == b && b - 2.0f * floor(0.5f * b) == 1.0f;
+  if (a == 0.0f) {{     // the builtin is exp2(b * log2(a)): wrong for a zero base
+    let z = select(0.0f, bitcast<f32>(ember_bits_inf), b < 0.0f);
+    return select(z, -z, odd && (bitcast<u32>(a) >> 31u) == 1u);
+  }}
   let r = pow(abs(a), b);
   if (!(a < 0.0f)) {{ return r; }}
   if (floor(b) != b) {{ return {_NAN}; }}
-  return select(r, -r, b - 2.0f * floor(0.5f * b) == 1.0f);
+  return select(r, -r, odd);
 }}"""
 
 
 def _ty(dtype: str) -> str:
     t = TYPES.get(dtype)
     if t is None:
+        what = {"float64": "64-bit float", "uint64": "64-bit integer (uint64 wraps at 2**64, not 2**32)"}
         raise CodegenError(f"dtype {dtype} is not supported by the WebGPU backend (WGSL has no "
-                           f"{'64-bit float' if dtype == 'float64' else dtype} type here)")
+                           f"{what.get(dtype, dtype)} type)")
     return t
 
 
@@ -151,7 +159,7 @@ def f32_literal(v: float) -> str:
 
 
 def int_literal(v: int, dtype: str, where: str) -> str:
-    if dtype in ("int64", "uint64"):
+    if dtype == "int64":
         v = _SENTINELS.get(v, v)
     if TYPES[dtype] == "u32":
         if not 0 <= v < (1 << 32):
@@ -276,13 +284,11 @@ class WGSLGenerator:
             raw = self._read(b, f"{off // 4}i + {idx}")
             return {"f32": f"bitcast<f32>({raw})", "i32": f"bitcast<i32>({raw})", "u32": raw}[TYPES[dt]]
         if width == 8:
-            signed = dt == "int64"
             fn = f"ember_ld64_{b.var}"
-            hi_ok = "hi == u32(bitcast<i32>(lo) >> 31u)" if signed else "hi == 0u"
-            self.helper(fn, f"fn {fn}(w: i32) -> {TYPES[dt]} {{\n  let lo = {self._read(b, 'w')};\n"
+            self.helper(fn, f"fn {fn}(w: i32) -> i32 {{\n  let lo = {self._read(b, 'w')};\n"
                             f"  let hi = {self._read(b, 'w + 1i')};\n"
-                            f"  if (!({hi_ok})) {{ atomicOr(&ember_bad[0], {FLAG_INT64}u); }}\n"
-                            f"  return {'bitcast<i32>(lo)' if signed else 'lo'};\n}}")
+                            "  if (hi != u32(bitcast<i32>(lo) >> 31u)) { "
+                            f"atomicOr(&ember_bad[0], {FLAG_INT64}u); }}\n  return bitcast<i32>(lo);\n}}")
             self._flag = True
             return f"{fn}({off // 4}i + 2i * ({idx}))"
         fn = f"ember_ld{width * 8}_{b.var}"
@@ -312,8 +318,7 @@ class WGSLGenerator:
         elif width == 8:
             w, v = self.tmp("w"), self.tmp("v")
             out.append(f"{ind}{{ let {w} = {off // 4}i + 2i * ({idx}); let {v} = {val};")
-            hi = f"bitcast<u32>({v} >> 31u)" if dt == "int64" else "0u"
-            lo = f"bitcast<u32>({v})" if dt == "int64" else v
+            hi, lo = f"bitcast<u32>({v} >> 31u)", f"bitcast<u32>({v})"
             out.append(f"{ind}  {self._write(b, w, lo)} {self._write(b, f'{w} + 1i', hi)} }}")
         else:
             fn = f"ember_st{width * 8}_{b.var}"
@@ -412,6 +417,8 @@ class WGSLGenerator:
             return f"({a} {dict(add='||', sub='!=', mul='&&', max='||', min='&&')[e.op]} {b})"
         if e.op in ("and", "or") and t != "bool":
             raise CodegenError(f"GPU kernel {self._kname}: logical {e.op} on {dt}")
+        if e.op == "ne" and t == "f32":      # a driver may make != ordered (false with a NaN); == is
+            return f"(!({a} == {b}))"          # ordered in IEEE too
         if e.op in _BINOPS:
             return f"({a} {_BINOPS[e.op]} {b})"
         if e.op in ("max", "min"):
@@ -464,7 +471,8 @@ class WGSLGenerator:
         if e.fn == "erf":
             return f"{self.helper('ember_erf', _ERF)}({args[0]})"
         if e.fn == "pow":
-            self.helper("ember_bits_nan", f"var<private> ember_bits_nan: u32 = {_SPECIAL['nan']:#x}u;")
+            for sp in ("nan", "inf"):
+                self.helper(f"ember_bits_{sp}", f"var<private> ember_bits_{sp}: u32 = {_SPECIAL[sp]:#x}u;")
             return f"{self.helper('ember_pow', _POW)}({args[0]}, {args[1]})"
         if e.fn in ("asin", "acos"):     # lavapipe's are coarse (1e-4); atan2 is not
             self.helper("ember_isnan", _ISNAN)
@@ -474,8 +482,16 @@ class WGSLGenerator:
                                               f"  if (ember_isnan(x) || abs(x) > 1.0f) {{ return {_NAN}; }}\n"
                                               f"  let r = sqrt((1.0f - x) * (1.0f + x));\n  return atan2({ratio});\n}}")
             return f"{fn}({args[0]})"
-        if e.fn == "fmod":
-            return f"({args[0]} % {args[1]})"
+        if e.fn == "fmod":     # WGSL's % is a - b * trunc(a / b): NaN for an infinite b, where fmod gives a
+            fn = self.helper("ember_fmod", "fn ember_fmod(a: f32, b: f32) -> f32 {\n"
+                                           "  if ((bitcast<u32>(b) & 0x7fffffffu) == 0x7f800000u && "
+                                           "(bitcast<u32>(a) & 0x7fffffffu) < 0x7f800000u) { return a; }\n"
+                                           "  return a % b;\n}")
+            return f"{fn}({args[0]}, {args[1]})"
+        if e.fn == "atan":     # lavapipe's gives 0 for a NaN
+            self.helper("ember_isnan", _ISNAN)
+            fn = self.helper("ember_atan", "fn ember_atan(x: f32) -> f32 { return select(atan(x), x, ember_isnan(x)); }")
+            return f"{fn}({args[0]})"
         if e.fn in _BUILTIN:
             return f"{_BUILTIN[e.fn]}({', '.join(args)})"
         raise CodegenError(f"the intrinsic {e.fn} on {dt} is not supported by the WebGPU backend")

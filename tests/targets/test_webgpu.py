@@ -244,3 +244,69 @@ def test_shared_models(name):
     got = m.run(inputs)
     for key in want:
         assert np.abs(got[key] - want[key]).max() <= SHARED[name] * np.abs(want[key]).max(), key
+
+
+# ---- the browser package -------------------------------------------------------------------------
+
+_PAGE = """<!doctype html><meta charset="utf-8"><script type="module">
+import { loadModel } from "./ember_webgpu.js";
+try {
+  const d = await (await fetch("data.json")).json();
+  const model = await loadModel(new URL("./", location.href));
+  const r = await model.run({ x: new Float32Array(d.x) });
+  let err = 0;
+  r.y.forEach((v, i) => { err = Math.max(err, Math.abs(v - d.y[i])); });
+  console.log("EMBER-RESULT " + err + " " + r.y.length);
+} catch (e) { console.log("EMBER-ERROR " + e); }
+</script>"""
+
+
+def test_browser_package(cnn, tmp_path):
+    """The WGSL with its JS loader runs in headless Chromium's WebGPU and gives the outputs of the
+    Python runner (skipped without Chromium, or without wgpu for the reference outputs)."""
+    import functools
+    import http.server
+    import json
+    import shutil
+    import subprocess
+    import threading
+    import time
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium to run the browser package in")
+    if WHY:
+        pytest.skip(WHY)
+    m = ember.compile(cnn, target="webgpu")
+    site = m.export_web(tmp_path / "site")
+    assert sorted(p.name for p in site.iterdir()) == sorted(webgpu.WEB_FILES)
+    x = np.random.default_rng(6).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    y = m(x)[0]
+    (site / "data.json").write_text(json.dumps({"x": x.ravel().tolist(), "y": y.ravel().tolist()}))
+    (site / "index.html").write_text(_PAGE)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proc = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu",
+                             "--enable-features=Vulkan", "--ignore-gpu-blocklist", "--enable-logging=stderr", "--v=0",
+                             f"--user-data-dir={tmp_path / 'profile'}", "--remote-debugging-port=0",
+                             f"http://127.0.0.1:{server.server_address[1]}/index.html"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    found, deadline = "", time.time() + 120
+    try:
+        for line in proc.stderr:
+            if "EMBER-RESULT" in line or "EMBER-ERROR" in line or "Uncaught" in line:
+                found = line
+                break
+            if time.time() > deadline:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+        server.shutdown()
+    if not found:
+        pytest.skip("Chromium printed no result (no WebGPU adapter in this browser?)")
+    assert "EMBER-RESULT" in found, found
+    err, n = found.split("EMBER-RESULT ")[1].split()[:2]
+    assert int(n.rstrip('",')) == y.size and float(err) <= 1e-5 * np.abs(y).max()

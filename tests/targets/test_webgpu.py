@@ -5,6 +5,8 @@ outputs (models).  Tests that run kernels skip with the reason when wgpu or an a
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -230,20 +232,24 @@ def test_narrow_and_wide_integer_outputs(tmp_path):
     np.testing.assert_array_equal(got["u8"][ok], x[ok].astype(np.uint8))
 
 
-SHARED = {"mobilenet_v2": 1e-3, "resnet50": 1e-3, "bert_base": 1e-3}
+#: the shared models: ResNet-50 and BERT-base take 4 and 10 minutes on lavapipe with two cores
+#: (their first run, which compiles the shaders), so they run with EMBER_TEST_LARGE=1
+_LARGE = pytest.mark.skipif(not os.environ.get("EMBER_TEST_LARGE"),
+                            reason="4 to 10 minutes on a software adapter: EMBER_TEST_LARGE=1 runs it")
+SHARED = ["mobilenet_v2", pytest.param("resnet50", marks=_LARGE), pytest.param("bert_base", marks=_LARGE)]
 
 
 @needs_webgpu
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(SHARED))
+@pytest.mark.parametrize("name", SHARED)
 def test_shared_models(name):
-    """The shared test models on the WebGPU adapter against onnxruntime's outputs (on lavapipe
-    with two cores a run takes about 7 s, 60 s and 90 s)."""
+    """The shared test models on the WebGPU adapter against onnxruntime's outputs (relative to
+    the largest output value, within 1e-3)."""
     path, inputs, want = _model(name)
     m = ember.compile(path, target="webgpu", shapes={k: v.shape for k, v in inputs.items()})
     got = m.run(inputs)
     for key in want:
-        assert np.abs(got[key] - want[key]).max() <= SHARED[name] * np.abs(want[key]).max(), key
+        assert np.abs(got[key] - want[key]).max() <= 1e-3 * np.abs(want[key]).max(), key
 
 
 # ---- the browser package -------------------------------------------------------------------------

@@ -38,23 +38,31 @@ def needs_opencl(test):
     return pytest.mark.opencl(_skip_opencl(test))
 
 
-@pytest.mark.skipif(not LLVM_CONFLICT, reason="the OpenCL tests run in this process")
-def test_opencl_tests_in_a_fresh_process(request):
-    """The OpenCL tests of this file, run by a child pytest that does not import tensorflow."""
+def run_marked_in_child(request, here, mark: str, skips: bool = False) -> None:
+    """Runs the tests of file ``here`` marked ``mark`` in a child pytest (one that does not import
+    tensorflow) and asserts they pass (and that none is skipped, unless ``skips``)."""
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    here = Path(__file__)
     marks = request.config.getoption("markexpr") or ""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here),
-           "-m", f"opencl and ({marks})" if marks else "opencl"]
-    r = subprocess.run(cmd, cwd=here.parents[2], capture_output=True, text=True, timeout=1800,
+           "-m", f"{mark} and ({marks})" if marks else mark]
+    r = subprocess.run(cmd, cwd=here.parents[2], capture_output=True, text=True, timeout=3600,
                        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     tail = (r.stdout + r.stderr)[-3000:]
     assert r.returncode == 0, tail
-    assert " passed" in r.stdout and "skipped" not in r.stdout, tail
+    assert " passed" in r.stdout and (skips or "skipped" not in r.stdout), tail
+
+
+@pytest.mark.skipif(not LLVM_CONFLICT, reason="the OpenCL tests run in this process")
+def test_opencl_tests_in_a_fresh_process(request):
+    """The OpenCL tests of this file, run by a child pytest that does not import tensorflow."""
+    from pathlib import Path
+
+    run_marked_in_child(request, Path(__file__), "opencl")
+
+
 needs_nvrtc = pytest.mark.skipif(not nvrtc.available(), reason="NVRTC is not installed "
                                  "(pip install nvidia-cuda-nvrtc-cu12)")
 

@@ -102,30 +102,42 @@ class GPUGenerator:
         if isinstance(e, Var):
             return self.name(e, e.name)
         if isinstance(e, Load):
-            return f"{self.name(e.buffer, e.buffer.name)}[{self.expr(e.index)}]"
+            return self.load(e)
         if isinstance(e, IndexCheck):
-            i64 = self.lang.TYPES["int64"]
-            glob = "__global " if self.lang.NAME == "opencl" else ""
-            fn = self.helper("ember_index", f"{self.lang.FUNC} {i64} ember_index({i64} i, {i64} n, {glob}int* bad) {{\n"
-                                            f"  {i64} j = i < 0 ? i + n : i;\n"
-                                            "  if (j < 0 || j >= n) { *bad = 1; return 0; }\n"
-                                            "  return j;\n}")
-            self._checks = True
-            return f"{fn}({self.expr(e.index)}, {self.expr(e.extent)}, {BAD_FLAG})"
+            return self.index_check(e)
         if isinstance(e, BinOp):
             return self.binop(e)
         if isinstance(e, Not):
             return f"(!{self.expr(e.a)})"
         if isinstance(e, Cast):
-            a = self.expr(e.a)
-            if e.dtype == "bool":
-                return f"(({a}) != 0)"
-            return f"(({self.ctype(e.dtype)})({a}))"
+            return self.cast(e)
         if isinstance(e, Select):
-            return f"({self.expr(e.cond)} ? {self.expr(e.t)} : {self.expr(e.f)})"
+            return self.select(e)
         if isinstance(e, Call):
             return self.call(e)
         raise CodegenError(f"cannot generate {self.lang.NAME} for {type(e).__name__}")
+
+    def load(self, e: Load) -> str:
+        return f"{self.name(e.buffer, e.buffer.name)}[{self.expr(e.index)}]"
+
+    def index_check(self, e: IndexCheck) -> str:
+        i64 = self.lang.TYPES["int64"]
+        glob = "__global " if self.lang.NAME == "opencl" else ""
+        fn = self.helper("ember_index", f"{self.lang.FUNC} {i64} ember_index({i64} i, {i64} n, {glob}int* bad) {{\n"
+                                        f"  {i64} j = i < 0 ? i + n : i;\n"
+                                        "  if (j < 0 || j >= n) { *bad = 1; return 0; }\n"
+                                        "  return j;\n}")
+        self._checks = True
+        return f"{fn}({self.expr(e.index)}, {self.expr(e.extent)}, {BAD_FLAG})"
+
+    def cast(self, e: Cast) -> str:
+        a = self.expr(e.a)
+        if e.dtype == "bool":
+            return f"(({a}) != 0)"
+        return f"(({self.ctype(e.dtype)})({a}))"
+
+    def select(self, e: Select) -> str:
+        return f"({self.expr(e.cond)} ? {self.expr(e.t)} : {self.expr(e.f)})"
 
     def binop(self, e: BinOp) -> str:
         a, b = self.expr(e.a), self.expr(e.b)
@@ -192,26 +204,21 @@ class GPUGenerator:
             v = self.name(s.var, s.var.name)
             if s.kind.startswith(("blockIdx.", "threadIdx.")):
                 prefix, axis = s.kind.split(".")
-                word = self.lang.INDEX[prefix].format(axis if self.lang.NAME == "cuda" else "xyz".index(axis))
-                out.append(f"{ind}const {self._index} {v} = ({self._index}){word};  /* one of {s.extent} */")
+                out.append(ind + self.bound_var(v, prefix, axis, s.extent))
                 self.stmt(s.body, ind, out)
                 return
-            if s.kind == "unrolled":
-                out.append(f"{ind}#pragma unroll")
-            out.append(f"{ind}for ({self._index} {v} = 0; {v} < {s.extent}; ++{v}) {{")
+            out += [ind + line for line in self.loop_head(v, s)]
             self.stmt(s.body, ind + "  ", out)
             out.append(f"{ind}}}")
         elif isinstance(s, Store):
-            buf = self.name(s.buffer, s.buffer.name)
-            out.append(f"{ind}{buf}[{self.expr(s.index)}] = {self.expr(s.value)};")
+            self.store(s, ind, out)
         elif isinstance(s, Allocate):
-            b = s.buffer
-            t = self.ctype(b.dtype)
-            word = f"{self.lang.SHARED} " if b.scope == "shared" else ""
-            out.append(f"{ind}{word}{t} {self.name(b, b.name)}[{b.size}];")
+            self.allocate(s.buffer, ind, out)
             self.stmt(s.body, ind, out)
         elif isinstance(s, IfThenElse):
-            out.append(f"{ind}if ({self.expr(s.cond)}) {{")
+            cond = self.expr(s.cond)
+            self.flush(ind, out)
+            out.append(f"{ind}if ({cond}) {{")
             self.stmt(s.then, ind + "  ", out)
             if s.other is not None:
                 out.append(f"{ind}}} else {{")
@@ -221,6 +228,28 @@ class GPUGenerator:
             out.append(f"{ind}{self.lang.BARRIER}")
         else:
             raise CodegenError(f"cannot generate {self.lang.NAME} for {type(s).__name__}")
+
+    # the parts of a statement that differ between languages
+
+    def bound_var(self, v: str, prefix: str, axis: str, extent: int) -> str:
+        """The declaration of ``v``, the index of the block or thread on ``axis``."""
+        word = self.lang.INDEX[prefix].format(axis if self.lang.NAME == "cuda" else "xyz".index(axis))
+        return f"const {self._index} {v} = ({self._index}){word};  /* one of {extent} */"
+
+    def loop_head(self, v: str, s: For) -> list[str]:
+        pragma = ["#pragma unroll"] if s.kind == "unrolled" else []
+        return pragma + [f"for ({self._index} {v} = 0; {v} < {s.extent}; ++{v}) {{"]
+
+    def store(self, s: Store, ind: str, out: list[str]) -> None:
+        buf = self.name(s.buffer, s.buffer.name)
+        out.append(f"{ind}{buf}[{self.expr(s.index)}] = {self.expr(s.value)};")
+
+    def allocate(self, b, ind: str, out: list[str]) -> None:
+        word = f"{self.lang.SHARED} " if b.scope == "shared" else ""
+        out.append(f"{ind}{word}{self.ctype(b.dtype)} {self.name(b, b.name)}[{b.size}];")
+
+    def flush(self, ind: str, out: list[str]) -> None:
+        """Statements an expression just written needs before its statement (none in C)."""
 
     def kernel(self, f: PrimFunc) -> str:
         """Check ``f`` (:func:`ember.tir.gpu.check_kernel`) and write it; returns its source.

@@ -33,13 +33,16 @@ shared generator (:class:`~ember.codegen.gpu.GPUGenerator`: names, helpers, the 
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from ..errors import CodegenError
-from ..tir.expr import BinOp, Call, Cast, Const, Expr, IndexCheck, Load, Not, Select, Var, is_float_dtype
+from ..tir.expr import BinOp, Call, Cast, Const, Expr, IndexCheck, Load, Not, Select
 from ..tir.gpu import DeviceLimits, check_kernel
-from ..tir.stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, Store, walk_stmts
+from ..tir.stmt import For, PrimFunc, Store, walk_stmts
+from .c import unique_name
+from .gpu import GPUGenerator
 
 NAME = "wgsl"
 SUFFIX = ".wgsl"
@@ -65,6 +68,7 @@ LIMITS = DeviceLimits(max_threads=256, max_block=(256, 256, 64),
 FLAG_INDEX, FLAG_INT64 = 1, 2
 
 MARKER = "// ember kernel "
+BARRIER = "workgroupBarrier();"
 
 _BINOPS = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">",
            "ge": ">=", "and": "&&", "or": "||"}
@@ -229,16 +233,13 @@ def _windows(items: list, pool: str) -> dict:
     return out
 
 
-class WGSLGenerator:
+class WGSLGenerator(GPUGenerator):
     """Writes one WGSL shader module per kernel (see the module's docstring); made by
-    :func:`ember.codegen.gpu.generator` for the ``wgsl`` language."""
-
-    lang = None     # set by codegen.gpu (this module)
+    :func:`ember.codegen.gpu.generator` for the ``wgsl`` language.  The expression walk is the C
+    writer's; loads, stores, constants, casts, selects, operators and calls are WGSL's own."""
 
     def __init__(self, limits: DeviceLimits | None = None):
-        from .c import unique_name
-
-        self._unique = unique_name
+        self.lang = sys.modules[__name__]
         self.limits = limits or LIMITS
         self.kernels: list[str] = []
         self.contract = True
@@ -247,11 +248,7 @@ class WGSLGenerator:
     # ---- names, helpers ------------------------------------------------------------------------
 
     def name(self, obj, hint: str) -> str:
-        return self._unique(self._names, self._used, obj, "v_" + hint)
-
-    def helper(self, name: str, code: str) -> str:
-        self.helpers.setdefault(name, code)
-        return name
+        return unique_name(self._names, self._used, obj, "v_" + hint)
 
     def tmp(self, hint: str) -> str:
         return self.name(object(), hint)
@@ -306,7 +303,7 @@ class WGSLGenerator:
     def store(self, s: Store, ind: str, out: list) -> None:
         buf = s.buffer
         idx, val = self.expr(s.index), self.expr(s.value)
-        self._flush(ind, out)
+        self.flush(ind, out)
         if buf.scope != "global":
             out.append(f"{ind}{self.name(buf, buf.name)}[{idx}] = {val};")
             return
@@ -344,33 +341,13 @@ class WGSLGenerator:
         _ty(c.dtype)
         return int_literal(int(c.value), c.dtype, f"GPU kernel {self._kname}")
 
-    def expr(self, e: Expr) -> str:
-        if getattr(e, "lanes", 1) > 1:
-            raise CodegenError("vector expressions are not generated for GPU kernels (threads are scalar)")
-        if isinstance(e, Const):
-            return self.const(e)
-        if isinstance(e, Var):
-            return self.name(e, e.name)
-        if isinstance(e, Load):
-            return self.load(e)
-        if isinstance(e, IndexCheck):
-            self.helper("ember_index", "fn ember_index(i: i32, n: i32) -> i32 {\n"
-                                       "  let j = select(i, i + n, i < 0i);\n"
-                                       f"  if (j < 0i || j >= n) {{ atomicOr(&ember_bad[0], {FLAG_INDEX}u); return 0i; }}\n"
-                                       "  return j;\n}")
-            self._flag = True
-            return f"ember_index({self.expr(e.index)}, {self.expr(e.extent)})"
-        if isinstance(e, BinOp):
-            return self.binop(e)
-        if isinstance(e, Not):
-            return f"(!{self.expr(e.a)})"
-        if isinstance(e, Cast):
-            return self.cast(e)
-        if isinstance(e, Select):
-            return self.select(e)
-        if isinstance(e, Call):
-            return self.call(e)
-        raise CodegenError(f"cannot generate WGSL for {type(e).__name__}")
+    def index_check(self, e: IndexCheck) -> str:
+        self.helper("ember_index", "fn ember_index(i: i32, n: i32) -> i32 {\n"
+                                   "  let j = select(i, i + n, i < 0i);\n"
+                                   f"  if (j < 0i || j >= n) {{ atomicOr(&ember_bad[0], {FLAG_INDEX}u); return 0i; }}\n"
+                                   "  return j;\n}")
+        self._flag = True
+        return f"ember_index({self.expr(e.index)}, {self.expr(e.extent)})"
 
     def select(self, e: Select) -> str:
         if not (_has_check(e.t) or _has_check(e.f)):
@@ -387,7 +364,7 @@ class WGSLGenerator:
             self._pre += ["  " + x for x in inner] + [f"  {tmp} = {v};", word]
         return tmp
 
-    def _flush(self, ind: str, out: list) -> None:
+    def flush(self, ind: str, out: list) -> None:
         out += [ind + x for x in self._pre]
         self._pre = []
 
@@ -457,7 +434,7 @@ class WGSLGenerator:
         if e.fn == "pow" and t != "f32":
             fn = self.helper(f"ember_pow_{t}", f"fn ember_pow_{t}(x: {t}, y: {t}) -> {t} {{\n"
                                                f"  var a = x; var b = y; var r = {_one(t)};\n"
-                                               + (f"  if (b < 0i) {{ return select(0i, 1i, a == 1i); }}\n" if t == "i32" else "")
+                                               + ("  if (b < 0i) { return select(0i, 1i, a == 1i); }\n" if t == "i32" else "")
                                                + f"  loop {{ if (b <= {_zero(t)}) {{ break; }} "
                                                f"if ((b & {_one(t)}) != {_zero(t)}) {{ r = r * a; }} "
                                                f"a = a * a; b = b >> 1u; }}\n  return r;\n}}")
@@ -498,44 +475,19 @@ class WGSLGenerator:
 
     # ---- statements --------------------------------------------------------------------------------
 
-    def stmt(self, s: Stmt, ind: str, out: list) -> None:
-        if isinstance(s, Seq):
-            for x in s.stmts:
-                self.stmt(x, ind, out)
-        elif isinstance(s, For):
-            v = self.name(s.var, s.var.name)
-            if s.kind.startswith(("blockIdx.", "threadIdx.")):
-                prefix, axis = s.kind.split(".")
-                src = self._block[axis] if prefix == "blockIdx" else f"i32(ember_lid.{axis})"
-                out.append(f"{ind}let {v}: i32 = {src};  // one of {s.extent}")
-                self.stmt(s.body, ind, out)
-                return
-            out.append(f"{ind}for (var {v}: i32 = 0i; {v} < {s.extent}i; {v} = {v} + 1i) {{")
-            self.stmt(s.body, ind + "  ", out)
-            out.append(f"{ind}}}")
-        elif isinstance(s, Store):
-            self.store(s, ind, out)
-        elif isinstance(s, Allocate):
-            b = s.buffer
-            decl = f"array<{_ty(b.dtype)}, {b.size}>"
-            if b.scope == "shared":
-                self._workgroup.append(f"var<workgroup> {self.name(b, b.name)}: {decl};")
-            else:
-                out.append(f"{ind}var {self.name(b, b.name)}: {decl};")
-            self.stmt(s.body, ind, out)
-        elif isinstance(s, IfThenElse):
-            cond = self.expr(s.cond)
-            self._flush(ind, out)
-            out.append(f"{ind}if ({cond}) {{")
-            self.stmt(s.then, ind + "  ", out)
-            if s.other is not None:
-                out.append(f"{ind}}} else {{")
-                self.stmt(s.other, ind + "  ", out)
-            out.append(f"{ind}}}")
-        elif isinstance(s, Barrier):
-            out.append(f"{ind}workgroupBarrier();")
+    def bound_var(self, v: str, prefix: str, axis: str, extent: int) -> str:
+        src = self._block[axis] if prefix == "blockIdx" else f"i32(ember_lid.{axis})"
+        return f"let {v}: i32 = {src};  // one of {extent}"
+
+    def loop_head(self, v: str, s: For) -> list:
+        return [f"for (var {v}: i32 = 0i; {v} < {s.extent}i; {v} = {v} + 1i) {{"]
+
+    def allocate(self, b, ind: str, out: list) -> None:
+        decl = f"array<{_ty(b.dtype)}, {b.size}>"
+        if b.scope == "shared":
+            self._workgroup.append(f"var<workgroup> {self.name(b, b.name)}: {decl};")
         else:
-            raise CodegenError(f"cannot generate WGSL for {type(s).__name__}")
+            out.append(f"{ind}var {self.name(b, b.name)}: {decl};")
 
     def kernel(self, f: PrimFunc, places: list | None = None) -> str:
         """Check and write kernel ``f`` as a shader module; returns it.  ``places`` gives each

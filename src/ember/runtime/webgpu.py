@@ -55,7 +55,7 @@ def unavailable() -> str:
     if conflict:
         return conflict
     try:
-        import wgpu  # noqa: F401
+        import wgpu  # noqa: F401  (whether it imports)
     except ImportError:
         return "the wgpu package is not installed (pip install wgpu)"
     try:

@@ -155,7 +155,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "C compiler (make CC=...).  --target portable (the default) writes generic "
                                    "C for any processor; a named target writes its own intrinsics.")
     e.add_argument("model", help="model file (.onnx)")
-    e.add_argument("--format", choices=["c"], default="c", help="the package's form (default: c)")
+    e.add_argument("--format", choices=["c", "web"], default="c",
+                   help="the package's form: c (default), or web: the WGSL of target webgpu with a JS loader "
+                        "for browsers with WebGPU")
     e.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (new, empty, or an "
                                                                           "earlier export)")
     e.add_argument("--weights", choices=["blob", "array"], default="blob",
@@ -266,6 +268,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     _require_file(args.model)
     progress = _Progress()
+    if args.format == "web":
+        from . import compile as compile_model
+
+        m = compile_model(args.model, target="webgpu", opt_level=args.opt_level, shapes=dict(args.shape) or None,
+                          knobs=dict(args.knob) or None, progress=progress)
+        out = m.export_web(args.output)
+        print(f"wrote {out} ({_bytes(_path_size(out))}); serve it and import ember_webgpu.js (loadModel)")
+        return 0
     print(f"exporting for {args.target} at -O{args.opt_level}", file=sys.stderr, flush=True)
     out = export_c(args.model, args.output, target=args.target, opt_level=args.opt_level,
                    shapes=dict(args.shape) or None, bounds=dict(args.bound) or None,

@@ -305,3 +305,20 @@ def test_browser_package(cnn, tmp_path):
     assert "EMBER-RESULT" in found, found
     err, n = found.split("EMBER-RESULT ")[1].split()[:2]
     assert int(n.rstrip('",')) == y.size and float(err) <= 1e-5 * np.abs(y).max()
+
+
+def test_cli_exports_the_browser_package(cnn, tmp_path):
+    """``ember export --format web`` (no adapter needed): the package's files, the WGSL one shader
+    module per launch."""
+    import json
+
+    from ember.cli import main
+
+    assert main(["export", str(cnn), "--format", "web", "-o", str(tmp_path / "web")]) == 0
+    files = {p.name: p for p in (tmp_path / "web").iterdir()}
+    assert sorted(files) == sorted(webgpu.WEB_FILES)
+    meta = json.loads(files["model.json"].read_text())
+    modules = split_modules(files["model.wgsl"].read_text())
+    assert meta["target"] == "webgpu" and [lau["kernel"] for lau in meta["gpu"]["launches"]] == list(modules)
+    assert files["constants.bin"].stat().st_size == meta["constants_bytes"]
+    assert "export async function loadModel" in files["ember_webgpu.js"].read_text()

@@ -260,9 +260,6 @@ class WGSLGenerator(GPUGenerator):
         b.used = True
         return b, off
 
-    def _word(self, b: _Binding) -> str:
-        return b.var
-
     def _read(self, b: _Binding, w: str) -> str:
         return f"atomicLoad(&{b.var}[{w}])" if b.atomic else f"{b.var}[{w}]"
 

@@ -61,7 +61,7 @@ corpus-table: corpus
 	$(PY) benchmarks/corpus.py $(CORPUS_ARGS)
 
 test: venv models corpus cross-deps gpu-deps
-	$(PY) -m pytest -q tests/
+	$(PY) -m pytest -q --durations=30 tests/
 
 # What the cross-target tests (tests/targets) need: zig cc from the ziglang package (the cross
 # compiler), qemu user mode with the ARM and RISC-V C libraries (Debian's packages, as root), and

@@ -170,6 +170,11 @@ def _parser() -> argparse.ArgumentParser:
                         description="List the pipeline's passes in order: the IR each rewrites, the lowest "
                                     "opt level that runs it, and what it does.")
     ps.set_defaults(func=cmd_passes)
+    ca = sub.add_parser("cache", help="show (or clear) the cache of compiled models and kernels",
+                        description="Show where the cache is, what it holds per kind and its bound "
+                                    "(EMBER_CACHE_MAX, default 10G; the least recently used entries go first).")
+    ca.add_argument("--clear", action="store_true", help="remove every entry")
+    ca.set_defaults(func=cmd_cache)
     return p
 
 
@@ -301,6 +306,31 @@ def cmd_view(args: argparse.Namespace) -> int:
         print(view.profile(args.model, tr, args.runs, shapes=shapes, bounds=bounds), end="")
     if not (args.after or args.kernel or args.profile):
         print(view.overview(tr), end="")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .toolchain import cache
+
+    root = cache.cache_dir()
+    if args.clear:
+        before = cache.usage(root)
+        for path, _ in cache.entries(root):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        print(f"cleared {root}: {before / 2**20:.1f} MiB freed")
+        return 0
+    kinds: dict[str, list] = {}
+    for path, st in cache.entries(root):
+        kinds.setdefault(path.parent.name, []).append(st)
+    limit = cache.cache_limit()
+    print(f"cache: {root}")
+    print(f"bound: {'none' if limit is None else f'{limit / 2**30:.1f} GiB'} (EMBER_CACHE_MAX)")
+    for kind, sts in sorted(kinds.items()):
+        print(f"  {kind:<10} {len(sts):>6} entries {sum(st.st_size for st in sts) / 2**20:>10.1f} MiB")
+    print(f"in all: {cache.usage(root) / 2**20:.1f} MiB on disk (a file under two keys counted once)")
     return 0
 
 

@@ -524,7 +524,7 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
         return load(path)
     lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress), disabled)
     if key is not None:
-        lib = models.put(key, lib)
+        lib = models.put(key, lib, link=True)     # the same file as the library cache's entry
     say(f"done in {time.perf_counter() - t0:.1f} s")
     return _loaded(lib, tgt)
 

@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=_positive_int, metavar="N", help="worker threads")
     r.add_argument("--iters", type=_positive_int, default=1, metavar="N",
                    help="timed runs after the first (default: 1); the median is printed")
+    r.add_argument("--emulate-cpu", metavar="NAME", help="a cross artifact: the processor qemu emulates "
+                                                         "(e.g. cortex-a72; default: one with every extension)")
     _add_compile_options(r)
     r.set_defaults(func=cmd_run)
 
@@ -367,7 +369,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import ember
     from .runtime.artifact import artifact_machine, host_machine
-    from .runtime.cross import CrossArtifact, read_metadata
+    from .runtime.cross import CrossArtifact
 
     if not os.path.exists(args.artifact):
         raise ArtifactError(f"no such artifact or model: {args.artifact}")
@@ -375,11 +377,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if Path(args.artifact).suffix.lower() in MODEL_SUFFIXES:     # a model: compile it for --target first
         module, _ = _compile(args.artifact, args, shapes=dict(args.shape) or None)
     elif artifact_machine(args.artifact) not in ("", host_machine()):
-        module = CrossArtifact(args.artifact, str(read_metadata(Path(args.artifact)).get("target", "")))
+        module = CrossArtifact(args.artifact, None if args.target == "cpu" else args.target)
     else:
         module = ember.load(args.artifact)
+    if args.emulate_cpu and not isinstance(module, CrossArtifact):
+        raise InputError("--emulate-cpu is for a cross target's artifact (run under qemu)")
     if isinstance(module, CrossArtifact):
-        outputs = module.run(inputs, threads=args.threads, iters=args.iters)
+        outputs = module.run(inputs, threads=args.threads, iters=args.iters, cpu=args.emulate_cpu)
         how = f"under {'Node.js' if module.machine == 'wasm32' else 'qemu-' + module.machine} "
         ms = module.last.latency_ms
     else:

@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a model: signature, ops, parameters, FLOPs",
                        description="Describe a model: its inputs and outputs, the ops of the ONNX model "
                                    "and of the Ember graph, its parameters and FLOPs.")
-    i.add_argument("model", help="model file (.onnx)")
+    i.add_argument("model", help="model file (.onnx), or a compiled artifact: what it says it is, its "
+                                 "signature, its weights and the size of its runtime without them")
     i.add_argument("--shape", action="append", type=_shape_arg, default=[], metavar="NAME=D1,D2,...",
                    help="fix the shape of an input (repeatable)")
     i.add_argument("--bound", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
@@ -421,7 +422,10 @@ def _describe_symbols(planned: dict, limits: dict, defaulted=()) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import ember
+    from .runtime.artifact import trailer_ok
 
+    if Path(args.model).suffix.lower() not in MODEL_SUFFIXES and trailer_ok(args.model):
+        return _print_artifact(Path(args.model))
     tf_graph = _tensorflow_graph(args)
     if tf_graph is not None:
         print(f"model     {args.model}")
@@ -444,6 +448,37 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     graph = ember.from_onnx(args.model, shapes=dict(args.shape) or None, bounds=dict(args.bound) or None)
     return _print_ember_graph(graph, {v.name: _onnx_type(v) for v in list(g.input) + list(g.output)})
+
+
+def _print_artifact(path: Path) -> int:
+    """What a compiled artifact says it is (checked: whole, and a cross artifact's metadata against
+    its code), its signature and how its bytes divide (weights, runtime, machine code)."""
+    from .runtime.artifact import artifact_machine, host_machine, verify_artifact
+    from .runtime.cross import check_metadata, read_metadata
+    from .runtime.sizes import artifact_sizes
+
+    digest = verify_artifact(path)
+    meta = read_metadata(path)
+    machine = artifact_machine(path) or "unknown"
+    if "triple" in meta:
+        check_metadata(meta, machine, f"'{path}'")
+    sizes = artifact_sizes(path, meta)
+    features = meta.get("features")
+    needs = (", ".join(features) or "nothing beyond the baseline") if features is not None else \
+        "the features of the machine it was compiled on (checked on load)"
+    print(f"artifact  {path} ({_bytes(sizes['artifact'])}), sha256 {digest.hex()}")
+    print(f"format    metadata {meta.get('format')}, Ember {meta.get('ember_version', '?')}, model '{meta.get('name')}'")
+    print(f"target    {meta.get('target')} ({meta.get('triple', host_machine() + ' host')}; code for {machine}), "
+          f"requires {needs}")
+    print()
+    shape = lambda x: f"{x['dtype']}[{', '.join(map(str, x['shape']))}]"   # noqa: E731
+    _print_signature("inputs", [(x["name"], shape(x)) for x in meta.get("inputs", [])])
+    _print_signature("outputs", [(x["name"], shape(x)) for x in meta.get("outputs", [])])
+    print()
+    print(f"weights   {_bytes(sizes['weights'])}" + (f", sha256 {meta['weights_sha256']}" if "weights_sha256" in meta else ""))
+    print(f"runtime   {_bytes(sizes['runtime'])} without weights ({sizes['runtime']:,} bytes; machine code "
+          f"{_bytes(sizes['code'])}), arena {_bytes(int(meta.get('arena_bytes', 0)))}")
+    return 0
 
 
 def _tensorflow_graph(args: argparse.Namespace):

@@ -174,3 +174,24 @@ def test_model_mjs_abi_version_is_the_runtimes():
     mjs = (RUN_MODEL_MJS.parent / "model.mjs").read_text()
     abi = re.search(r"#define EMBER_ABI_VERSION (\d+)", header).group(1)
     assert re.search(rf"export const ABI_VERSION = {abi};", mjs)
+
+
+@pytest.mark.parametrize("spec", TARGETS)
+def test_info_reports_what_it_is_and_the_runtime_size(spec, built, capsys):
+    """``ember info ARTIFACT``: the target, its required features, the weights' hash, and the
+    runtime without weights (under 100 KB for a one-op model on every target) with its code."""
+    from ember.cli import main
+
+    path = built(spec)
+    capsys.readouterr()
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    target = resolve(spec)
+    assert f"target    {spec} ({target.triple}; code for {target_machine(target)}), requires " \
+           f"{', '.join(sorted(target.features))}" in out
+    meta = CrossArtifact(path).metadata
+    assert f"weights   64 B, sha256 {meta['weights_sha256']}" in out
+    m = re.search(r"runtime .* without weights \(([\d,]+) bytes; machine code ([\d.]+) KiB\)", out)
+    runtime, code = int(m.group(1).replace(",", "")), float(m.group(2)) * 1024
+    assert runtime == path.stat().st_size - TRAILER_SIZE - 64
+    assert 0 < code < runtime < 100 * 1024

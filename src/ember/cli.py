@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compile a model into an artifact",
                        description="Compile a model into a self-contained artifact.")
     c.add_argument("model", help="model file (.onnx)")
-    c.add_argument("-o", "--output", required=True, metavar="OUT", help="artifact to write")
+    c.add_argument("-o", "--output", required=True, metavar="OUT", help="artifact to write; for --target wasm32, "
+                                                                          "a folder (no .wasm suffix) gets the web "
+                                                                          "package: model.wasm, model.mjs, index.html")
     _add_compile_options(c)
     c.add_argument("--dump", metavar="DIR", help="write the graph after every pass, the kernels' loop IR "
                                                  "and the generated source to DIR")
@@ -156,9 +158,12 @@ def _parser() -> argparse.ArgumentParser:
                        description="Write a model as a C source package: the generated kernels, the runtime's C "
                                    "files, the weights, a header, a Makefile and a README.  It builds with any "
                                    "C compiler (make CC=...).  --target portable (the default) writes generic "
-                                   "C for any processor; a named target writes its own intrinsics.")
+                                   "C for any processor; a named target writes its own intrinsics.  --format web "
+                                   "writes a wasm32 build for browsers and Node.js instead: model.wasm, the ES "
+                                   "module model.mjs that loads and runs it, and an example page index.html.")
     e.add_argument("model", help="model file (.onnx)")
-    e.add_argument("--format", choices=["c"], default="c", help="the package's form (default: c)")
+    e.add_argument("--format", choices=["c", "web"], default="c",
+                   help="the package's form: c (default), or web (wasm32: model.wasm, model.mjs, index.html)")
     e.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (new, empty, or an "
                                                                           "earlier export)")
     e.add_argument("--weights", choices=["blob", "array"], default="blob",
@@ -249,6 +254,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     module, seconds = _compile(args.model, args, shapes=dict(args.shape) or None)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if getattr(module, "machine", "") == "wasm32" and out.suffix.lower() != ".wasm":
+        from .driver.export import export_web
+
+        export_web(module, out)               # a folder: model.wasm, model.mjs, index.html
+        print(f"wrote {out}: model.wasm, model.mjs (load and run it in a page or Node.js), index.html (an example)")
+        print(f"  model.wasm {_bytes(_path_size(out / 'model.wasm'))}; serve the folder over HTTP to open the page")
+        print(f"  compiled in {seconds:.2f} s")
+        return 0
     module.save(str(out))
     meta = getattr(module, "metadata", {}) or {}
     print(f"wrote {out}")
@@ -270,9 +283,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .driver.export import export_c
+    from .driver.export import export_c, export_web
 
     _require_file(args.model)
+    if args.format == "web":
+        if args.target not in ("portable", "wasm32"):
+            raise InputError(f"--format web is a wasm32 build, not one for {args.target}")
+        args.target = "wasm32"
+        module, _ = _compile(args.model, args, shapes=dict(args.shape) or None)
+        out = export_web(module, args.output)
+        print(f"wrote {out}: model.wasm, model.mjs, index.html; serve the folder over HTTP to open the page")
+        return 0
     progress = _Progress()
     print(f"exporting for {args.target} at -O{args.opt_level}", file=sys.stderr, flush=True)
     out = export_c(args.model, args.output, target=args.target, opt_level=args.opt_level,

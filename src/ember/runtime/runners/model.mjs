@@ -122,6 +122,21 @@ export async function instantiate(data, where = "the artifact") {
   };
 }
 
+/** A deterministic input for tensor ``t`` (run_model.c's pattern): with v = (i * 7919) % 1000,
+ *  floats v / 1000 - 0.5, signed integers v % 200 - 100, unsigned v % 200, bool v % 2. */
+export function pattern(t) {
+  const A = ARRAYS[t.dtype];
+  if (!A || t.dtype === "float16" || t.dtype === "bfloat16") throw new RangeError(`input '${t.name}': no pattern for ${t.dtype}`);
+  const n = t.shape.reduce((a, b) => a * b, 1), a = new A(n);
+  for (let i = 0; i < n; i++) {
+    const v = (i * 7919) % 1000;
+    const value = t.dtype.startsWith("float") ? v / 1000 - 0.5 : t.dtype === "bool" ? v % 2
+      : t.dtype.startsWith("int") ? (v % 200) - 100 : v % 200;
+    a[i] = A === BigInt64Array || A === BigUint64Array ? BigInt(value) : value;
+  }
+  return a;
+}
+
 /** The bytes at ``source``: a URL (fetched; a file: URL read from disk in Node.js), bytes, or a Response. */
 async function fetchBytes(source) {
   if (source instanceof Uint8Array || source instanceof ArrayBuffer) return new Uint8Array(source);

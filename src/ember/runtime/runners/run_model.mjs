@@ -8,28 +8,7 @@
 // pattern; the first values of each output, the FNV-1a checksum of all output bytes, the latency;
 // with --out, output i's bytes go to PREFIX<i>.bin.
 import { readFileSync, writeFileSync } from "node:fs";
-import { Model, instantiate } from "./model.mjs";
-
-/** src/ember/runtime/runners/run_model.c's pattern: v = (i * 7919) % 1000, by dtype. */
-function fillPattern(t, buffer, ptr) {
-  const arrays = { float32: Float32Array, float64: Float64Array, int8: Int8Array, int16: Int16Array,
-                   int32: Int32Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, bool: Uint8Array };
-  const n = t.numElements;
-  if (t.dtype === "int64" || t.dtype === "uint64") {
-    const a = t.dtype === "int64" ? new BigInt64Array(buffer, ptr, n) : new BigUint64Array(buffer, ptr, n);
-    for (let i = 0; i < n; i++) { const v = (i * 7919) % 1000; a[i] = BigInt(t.dtype === "int64" ? (v % 200) - 100 : v % 200); }
-    return;
-  }
-  const A = arrays[t.dtype];
-  if (!A) throw new Error(`input '${t.name}': no pattern for ${t.dtype}; give an input file`);
-  const a = new A(buffer, ptr, n);
-  for (let i = 0; i < n; i++) {
-    const v = (i * 7919) % 1000;
-    if (t.dtype.startsWith("float")) a[i] = Math.fround(v / 1000 - 0.5);
-    else if (t.dtype === "bool") a[i] = v % 2;
-    else a[i] = t.dtype.startsWith("int") ? (v % 200) - 100 : v % 200;
-  }
-}
+import { Model, instantiate, pattern } from "./model.mjs";
 
 async function main(argv) {
   let artifact = null, iters = 10, outPrefix = null;
@@ -51,7 +30,7 @@ async function main(argv) {
     throw new Error(`the model takes ${m.inputs.length} inputs, ${files.length} files given`);
   m.inputs.forEach((t, i) => {
     if (files.length) model.setInput(i, readFileSync(files[i]));
-    else fillPattern(t, m.memory(), model.inPtrs[i]);
+    else model.setInput(i, pattern(t));
   });
   model.runInPlace();
   const times = [];

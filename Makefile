@@ -64,9 +64,10 @@ test: venv models corpus cross-deps gpu-deps
 	$(PY) -m pytest -q --durations=30 tests/
 
 # What the cross-target tests (tests/targets) need: zig cc from the ziglang package (the cross
-# compiler), qemu user mode with the ARM and RISC-V C libraries (Debian's packages, as root), and
-# Node.js 20 or later for wasm32.  Best effort: a tool that cannot be installed skips its tests
-# with the reason.  Done once (the stamp); `rm .venv/.ember-cross` to try again.
+# compiler), qemu user mode with the ARM and RISC-V C libraries (Debian's packages, as root),
+# Node.js 20 or later for wasm32, and Chromium for the wasm32 web page's test (headless; apart, as
+# it is large).  Best effort: a tool that cannot be installed skips its tests with the reason.
+# Done once (the stamp); `rm .venv/.ember-cross` to try again.
 CROSS_STAMP   := $(VENV)/.ember-cross
 CROSS_APT     := qemu-user libc6-arm64-cross libc6-armhf-cross libc6-riscv64-cross
 
@@ -79,7 +80,9 @@ $(CROSS_STAMP): $(STAMP)
 		pkgs="$(CROSS_APT)"; command -v node >/dev/null 2>&1 || pkgs="$$pkgs nodejs"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs >/dev/null) \
 			|| echo "cross-deps: could not install $$pkgs"; \
-	else echo "cross-deps: install $(CROSS_APT) and Node.js 20 yourself (not root, or no apt-get)"; fi
+		command -v chromium >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+			|| echo "cross-deps: could not install chromium"; \
+	else echo "cross-deps: install $(CROSS_APT), Node.js 20 and chromium yourself (not root, or no apt-get)"; fi
 	touch $@
 
 # What the GPU-target tests (tests/targets/test_gpu.py) need without a GPU: pyopencl with Debian's

@@ -3,7 +3,8 @@
  *   cc -O2 -I src/ember/runtime/c src/ember/runtime/runners/run_model.c -o run_model -ldl -lm
  *   ./run_model model.so [--threads N] [--iters N] [--out PREFIX] [INPUT.bin ...]
  *
- * Opens the artifact with dlopen() and looks up the functions of ember_runtime.h.  Built with
+ * Checks that the artifact is whole (its trailer's length and SHA-256), opens it with dlopen()
+ * and looks up the functions of ember_runtime.h.  Built with
  * -DEMBER_LINKED and linked with a model's objects instead (the package of `ember export
  * --format c`), it takes no ARTIFACT and calls the linked model's functions.  Inputs are
  * read from raw binary files (one per input, in model order, exactly the input's bytes) or, when

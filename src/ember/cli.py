@@ -392,6 +392,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import ember
     from .runtime.artifact import artifact_machine, host_machine
     from .runtime.cross import CrossArtifact
+    from .target import resolve
 
     if not os.path.exists(args.artifact):
         raise ArtifactError(f"no such artifact or model: {args.artifact}")
@@ -402,6 +403,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         module = CrossArtifact(args.artifact, None if args.target == "cpu" else args.target)
     else:
         module = ember.load(args.artifact)
+        if args.target != "cpu" and resolve(args.target).cross:
+            raise ArtifactError(f"'{args.artifact}' is an artifact for this {host_machine()} machine, "
+                                f"not for {args.target}")
     if args.emulate_cpu and not isinstance(module, CrossArtifact):
         raise InputError("--emulate-cpu is for a cross target's artifact (run under qemu)")
     if isinstance(module, CrossArtifact):

@@ -194,3 +194,15 @@ def test_info_reports_what_it_is_and_the_runtime_size(spec, built, capsys):
     runtime, code = int(m.group(1).replace(",", "")), float(m.group(2)) * 1024
     assert runtime == path.stat().st_size - TRAILER_SIZE - 64
     assert 0 < code < runtime < 100 * 1024
+
+
+def test_host_artifact_is_not_run_as_a_cross_targets(tmp_path, capsys):
+    """``ember run --target T`` on this machine's artifact refuses it rather than run it here."""
+    from ember.cli import main
+
+    path = tmp_path / "tiny.so"
+    ember.compile(tiny_model(), cflags=("-O1",)).save(path)
+    capsys.readouterr()
+    assert main(["run", str(path), "--target", "aarch64-linux"]) == 1
+    assert re.search(r"E303.*is an artifact for this \S+ machine, not for aarch64-linux", capsys.readouterr().err)
+    assert main(["run", str(path)]) == 0

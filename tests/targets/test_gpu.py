@@ -473,7 +473,7 @@ def test_malformed_gpu_metadata_is_refused(tmp_path):
     (tmp_path / "m.ember").write_bytes(GPUArtifact(meta, "", b"").to_bytes())
     with pytest.raises(ArtifactError, match="malformed GPU metadata"):
         ember.load(tmp_path / "m.ember")
-    meta["gpu"] = {"language": "metal"}
+    meta["gpu"] = {"language": "vulkan"}
     (tmp_path / "m.ember").write_bytes(GPUArtifact(meta, "", b"").to_bytes())
     with pytest.raises(ArtifactError, match="malformed GPU metadata"):
         ember.load(tmp_path / "m.ember")

@@ -1,0 +1,76 @@
+// Runs the kernels of Ember's Metal shim (metal_stdlib in this folder) on the CPU: a launch runs
+// its threadgroups one after another; a threadgroup's threads are fibers (ucontext) on this one
+// CPU thread, each run in turn up to its next threadgroup_barrier, so every thread of the group
+// reaches a barrier before any goes past it.  A barrier that some threads of a group reach and
+// others do not (they returned) is reported (return value 2).
+#include <ucontext.h>
+#include <stdlib.h>
+#include <string.h>
+
+namespace {
+const size_t STACK = 256 * 1024;
+ucontext_t scheduler;
+ucontext_t *current;
+char *stacks;
+size_t stacks_for;
+void (*body)(void *, unsigned, unsigned);
+void *body_ctx;
+unsigned group_index, thread_index;
+bool returned;
+
+void start(void) {
+  body(body_ctx, group_index, thread_index);
+  returned = true;      // then uc_link resumes the scheduler
+}
+}  // namespace
+
+extern "C" void ember_msl_barrier(void) { swapcontext(current, &scheduler); }
+
+// Runs body(ctx, g, t) for every group g < groups and thread t < threads; 0 when done, 1 when
+// out of memory, 2 when the threads of a group disagree on a barrier.
+extern "C" int ember_msl_run(void (*fn)(void *, unsigned, unsigned), void *ctx, unsigned groups, unsigned threads) {
+  if (stacks_for < threads) {
+    free(stacks);
+    stacks = (char *)malloc(STACK * threads);
+    stacks_for = stacks ? threads : 0;
+    if (!stacks) return 1;
+  }
+  ucontext_t *fibers = (ucontext_t *)calloc(threads, sizeof(ucontext_t));
+  char *done = (char *)calloc(threads, 1);
+  if (!fibers || !done) { free(fibers); free(done); return 1; }
+  body = fn;
+  body_ctx = ctx;
+  int status = 0;
+  for (unsigned g = 0; g < groups && !status; ++g) {
+    memset(done, 0, threads);
+    for (unsigned t = 0; t < threads; ++t) {
+      getcontext(&fibers[t]);
+      fibers[t].uc_stack.ss_sp = stacks + STACK * t;
+      fibers[t].uc_stack.ss_size = STACK;
+      fibers[t].uc_link = &scheduler;
+      makecontext(&fibers[t], start, 0);
+    }
+    for (unsigned finished = 0; finished < threads && !status;) {
+      unsigned waiting = 0, ended = 0;
+      for (unsigned t = 0; t < threads; ++t) {       // each thread up to its next barrier, or its end
+        if (done[t]) continue;
+        current = &fibers[t];
+        group_index = g;
+        thread_index = t;
+        returned = false;
+        swapcontext(&scheduler, &fibers[t]);
+        if (returned) {
+          done[t] = 1;
+          ++ended;
+        } else {
+          ++waiting;
+        }
+      }
+      finished += ended;
+      if (waiting && ended) status = 2;              // threads wait at a barrier the others never reach
+    }
+  }
+  free(fibers);
+  free(done);
+  return status;
+}

@@ -241,3 +241,16 @@ def test_shared_models_generate_metal(name, tmp_path):
     plan = json.loads((m.save(tmp_path / name) / "launch.json").read_text())
     assert len(plan["kernels"]) == m.metadata["kernels"] > 50
     assert msl_cpp.check(m.source) == [k["kernel"] for k in plan["kernels"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50"])
+def test_shared_models_run_in_the_shim(name, tmp_path):
+    """The shared models' Metal bundles run by the shim against onnxruntime's outputs (without
+    the shared-memory tiles, whose barriers cost a fiber switch each in the shim: about 5 s and
+    15 s a run here; the tiled kernels run in the op tests above)."""
+    path, inputs, want = _model(name)
+    m = ember.compile(path, target="metal", shapes={k: v.shape for k, v in inputs.items()}, knobs={"gpu.tiles": 0})
+    got = msl_cpp.run_bundle(m.save(tmp_path / name), inputs)
+    for key in want:
+        assert np.abs(got[key] - want[key]).max() <= 1e-3 * np.abs(want[key]).max(), key

@@ -115,9 +115,9 @@ template <class... A> struct launch {
     l->call(gi, ti, typename make<sizeof...(A)>::type());
   }
 };
-template <class... A> int run(void (*k)(A...), void **args, const unsigned *d) {
+template <class... A> int run(void (*k)(A...), void **args, const unsigned *d, int no_barriers) {
   launch<A...> l = {k, args, {d[0], d[1], d[2]}, {d[3], d[4], d[5]}};
-  return ember_msl_run(launch<A...>::body, &l, d[0] * d[1] * d[2], d[3] * d[4] * d[5]);
+  return ember_msl_run(launch<A...>::body, &l, d[0] * d[1] * d[2], d[3] * d[4] * d[5], no_barriers);
 }
 }  // namespace ember_msl
 """
@@ -129,14 +129,17 @@ class Library:
 
     def __init__(self, source: str):
         self.kernels = kernels(source)
+        # the kernels with a barrier run as fibers, the others as plain calls
+        bodies = re.split(r"^kernel void ", source, flags=re.M)[1:]
+        self.barriers = {k: "threadgroup_barrier(" in b for k, b in zip(self.kernels, bodies)}
         self._dir = tempfile.TemporaryDirectory(prefix="ember-msl-")
         d = Path(self._dir.name)
         (d / "model.metal").write_text(source)
         tu = ['#include "model.metal"',
-              'extern "C" int ember_msl_run(void (*)(void *, unsigned, unsigned), void *, unsigned, unsigned);',
+              'extern "C" int ember_msl_run(void (*)(void *, unsigned, unsigned), void *, unsigned, unsigned, int);',
               _LAUNCHER]
-        tu += [f'extern "C" int ember_launch_{k}(void **a, const unsigned *d) {{ return ember_msl::run({k}, a, d); }}'
-               for k in self.kernels]
+        tu += [f'extern "C" int ember_launch_{k}(void **a, const unsigned *d) {{ return ember_msl::run({k}, a, d, '
+               f'{0 if self.barriers[k] else 1}); }}' for k in self.kernels]
         (d / "launch.cpp").write_text("\n".join(tu) + "\n")
         _compile(["-O1", "-fPIC", "-shared", "-o", "model.so", "launch.cpp", str(SHIM_DIR / "fibers.cpp")],
                  "the Metal source", d)
@@ -153,6 +156,8 @@ class Library:
         if status == 2:
             raise EmberRuntimeError(f"Metal shim: the threads of a threadgroup of kernel {name} disagree on "
                                     "a barrier (some wait at it, others returned)")
+        if status == 3:
+            raise EmberRuntimeError(f"Metal shim: kernel {name} met a barrier its source does not show")
 
 
 def run_bundle(path: str | os.PathLike, inputs: dict) -> dict:

@@ -2,7 +2,8 @@
 // its threadgroups one after another; a threadgroup's threads are fibers (ucontext) on this one
 // CPU thread, each run in turn up to its next threadgroup_barrier, so every thread of the group
 // reaches a barrier before any goes past it.  A barrier that some threads of a group reach and
-// others do not (they returned) is reported (return value 2).
+// others do not (they returned) is reported (return value 2).  A kernel without barriers runs
+// its threads as plain calls (direct), much faster; a barrier met there is reported (3).
 #include <ucontext.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@ void (*body)(void *, unsigned, unsigned);
 void *body_ctx;
 unsigned group_index, thread_index;
 bool returned;
+bool direct, barrier_met;
 
 void start(void) {
   body(body_ctx, group_index, thread_index);
@@ -24,11 +26,26 @@ void start(void) {
 }
 }  // namespace
 
-extern "C" void ember_msl_barrier(void) { swapcontext(current, &scheduler); }
+extern "C" void ember_msl_barrier(void) {
+  if (direct)
+    barrier_met = true;
+  else
+    swapcontext(current, &scheduler);
+}
 
 // Runs body(ctx, g, t) for every group g < groups and thread t < threads; 0 when done, 1 when
-// out of memory, 2 when the threads of a group disagree on a barrier.
-extern "C" int ember_msl_run(void (*fn)(void *, unsigned, unsigned), void *ctx, unsigned groups, unsigned threads) {
+// out of memory, 2 when the threads of a group disagree on a barrier, 3 when a kernel run
+// without fibers (no_barriers) meets one.
+extern "C" int ember_msl_run(void (*fn)(void *, unsigned, unsigned), void *ctx, unsigned groups, unsigned threads,
+                             int no_barriers) {
+  if (no_barriers) {
+    direct = true;
+    barrier_met = false;
+    for (unsigned g = 0; g < groups && !barrier_met; ++g)
+      for (unsigned t = 0; t < threads; ++t) fn(ctx, g, t);
+    direct = false;
+    return barrier_met ? 3 : 0;
+  }
   if (stacks_for < threads) {
     free(stacks);
     stacks = (char *)malloc(STACK * threads);

@@ -141,7 +141,8 @@ class Library:
         tu += [f'extern "C" int ember_launch_{k}(void **a, const unsigned *d) {{ return ember_msl::run({k}, a, d, '
                f'{0 if self.barriers[k] else 1}); }}' for k in self.kernels]
         (d / "launch.cpp").write_text("\n".join(tu) + "\n")
-        _compile(["-O1", "-fPIC", "-shared", "-o", "model.so", "launch.cpp", str(SHIM_DIR / "fibers.cpp")],
+        _compile(["-O1", "-U_FORTIFY_SOURCE", "-fPIC", "-shared", "-o", "model.so", "launch.cpp",
+                  str(SHIM_DIR / "fibers.cpp")],
                  "the Metal source", d)
         self._lib = ctypes.CDLL(str(d / "model.so"))
 

@@ -237,6 +237,10 @@ class GPUGenerator:
         self.stmt(f.body, "  ", body)
         if self._checks:
             params.append(("int", BAD_FLAG, False))
+        most = getattr(self.lang, "MAX_BUFFERS", None)
+        if most is not None and len(params) > most:
+            raise CodegenError(f"kernel {kname} ({f.comment or 'one fused group'}) takes {len(params)} buffers; "
+                               f"a {self.lang.NAME} kernel takes {most} at most")
         head = self.lang.kernel_head(kname, params, launch.block)
         comment = f"/* {f.comment} */\n" if f.comment else ""
         src = comment + head + " {\n" + "\n".join(body) + "\n}\n"

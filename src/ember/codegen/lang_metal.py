@@ -20,6 +20,8 @@ TYPES = {
 
 #: Apple GPUs: 1024 threads and 32 KiB of threadgroup memory per threadgroup
 LIMITS = DeviceLimits(max_shared_bytes=32 * 1024)
+#: the entries of a kernel's buffer argument table
+MAX_BUFFERS = 31
 
 FUNC = "static inline"
 #: the address space of a pointer to a kernel's buffer, in helper functions

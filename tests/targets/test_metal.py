@@ -250,6 +250,8 @@ def test_gather_and_topk_bundles(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(IndexOutOfRangeError):
         msl_cpp.run_bundle(tmp_path / "b", {**feeds, "ids": np.array([0, 4, 1, 1, 1], np.int64)})
+    with pytest.raises(ember.errors.InputError, match="'x'"):
+        msl_cpp.run_bundle(tmp_path / "b", {"ids": feeds["ids"]})
 
 
 @pytest.mark.slow

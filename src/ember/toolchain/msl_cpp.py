@@ -22,11 +22,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import EmberRuntimeError, IndexOutOfRangeError, ToolchainError
+from ..errors import EmberRuntimeError, IndexOutOfRangeError, InputError, ToolchainError
 
 SHIM_DIR = Path(__file__).resolve().parent / "msl"
 
@@ -125,7 +126,8 @@ template <class... A> int run(void (*k)(A...), void **args, const unsigned *d, i
 
 class Library:
     """``source`` built as C++ with a launcher per kernel, loaded: ``launch(name, pointers, grid,
-    block)`` runs one kernel over its grid on the CPU."""
+    block)`` runs one kernel over its grid on the CPU (one launch at a time: the fibers and the
+    threadgroup arrays are the library's globals)."""
 
     def __init__(self, source: str):
         self.kernels = kernels(source)
@@ -145,13 +147,15 @@ class Library:
                   str(SHIM_DIR / "fibers.cpp")],
                  "the Metal source", d)
         self._lib = ctypes.CDLL(str(d / "model.so"))
+        self._lock = threading.Lock()
 
     def launch(self, name: str, pointers: list[int], grid, block) -> None:
         fn = getattr(self._lib, f"ember_launch_{name}")
         fn.restype = ctypes.c_int
         args = (ctypes.c_void_p * max(len(pointers), 1))(*pointers)
         dims = (ctypes.c_uint * 6)(*grid, *block)
-        status = fn(args, dims)
+        with self._lock:
+            status = fn(args, dims)
         if status == 1:
             raise EmberRuntimeError(f"Metal shim: out of memory running kernel {name}")
         if status == 2:
@@ -174,6 +178,9 @@ def run_bundle(path: str | os.PathLike, inputs: dict) -> dict:
         a.reshape(-1).view(np.uint8).fill(0xFF)
         return a
 
+    missing = [v["name"] for v in plan["inputs"] if v["name"] not in inputs]
+    if missing:
+        raise InputError(f"the Metal bundle '{path}' needs the inputs {missing}")
     ins = [np.ascontiguousarray(inputs[v["name"]], v["dtype"]).reshape(v["shape"]) for v in plan["inputs"]]
     outs = [poisoned(v["dtype"], v["shape"]) for v in plan["outputs"]]
     arena = poisoned(np.uint8, max(int(plan["arena_bytes"]), 1))

@@ -376,6 +376,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
     print(f"{'cuda':<15} NVIDIA GPUs: CUDA C++ compiled to PTX by NVRTC (running it is not built yet)")
     print(f"{'':<15} options: -arch=sm_XX (default sm_80)")
     print(f"{'opencl':<15} OpenCL devices: OpenCL C run through pyopencl")
+    print(f"{'metal':<15} Apple GPUs: Metal Shading Language and a launch plan for a Metal host program "
+          "(not run by Ember)")
     return 0
 
 

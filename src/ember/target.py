@@ -314,15 +314,15 @@ TARGETS: dict[str, TargetSpec] = {
 }
 
 
-#: the GPU target kinds: ``cuda`` (NVIDIA, CUDA C++ compiled by NVRTC; ``-arch=sm_XX``) and
-#: ``opencl`` (OpenCL C for any OpenCL device)
-GPU_KINDS = ("cuda", "opencl")
+#: the GPU target kinds: ``cuda`` (NVIDIA, CUDA C++ compiled by NVRTC; ``-arch=sm_XX``),
+#: ``opencl`` (OpenCL C for any OpenCL device) and ``metal`` (Metal Shading Language for Apple GPUs)
+GPU_KINDS = ("cuda", "opencl", "metal")
 DEFAULT_CUDA_ARCH = "sm_80"
 
 
 def gpu_target(kind: str, options: list[str]) -> Target:
-    """A GPU target: ``cuda`` takes ``-arch=sm_XX`` (default sm_80), ``opencl`` no option."""
-    arch = DEFAULT_CUDA_ARCH if kind == "cuda" else "opencl"
+    """A GPU target: ``cuda`` takes ``-arch=sm_XX`` (default sm_80), ``opencl`` and ``metal`` no option."""
+    arch = DEFAULT_CUDA_ARCH if kind == "cuda" else kind
     for opt in options:
         k, sep, value = opt.partition("=")
         if kind == "cuda" and k == "-arch" and sep and value.startswith("sm_") and value[3:].isdigit() \
@@ -331,8 +331,8 @@ def gpu_target(kind: str, options: list[str]) -> Target:
         else:
             raise TargetError(f"target option {opt!r} is not understood: "
                               + ("cuda takes -arch=sm_XX (sm_50 or newer)" if kind == "cuda" else
-                                 "opencl takes no option"))
-    name = f"cuda -arch={arch}" if kind == "cuda" else "opencl"
+                                 f"{kind} takes no option"))
+    name = f"cuda -arch={arch}" if kind == "cuda" else kind
     return Target(kind, arch, frozenset(), name=name)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from .. import __version__
 from ..errors import CodegenError, EmberError, TargetError
 from ..codegen.c import c_ident
-from ..codegen.gpu import GPUGenerator
+from ..codegen.gpu import GPUGenerator, LANGUAGES
 from ..graph.ir import Graph, Value
 from ..passes import fuse, optimize, plan_memory
 from ..target import Target
@@ -138,7 +138,7 @@ def compile_gpu(model: Any, target: Target, opt_level: int = 3, *, shapes: Mappi
     dumper = _Dumper(Path(dump)) if dump else None
     art, _ = generate_gpu(graph, target, opt_level, dump=dumper, progress=say)
     if dumper:
-        dumper.write(f"model{'.cu' if target.kind == 'cuda' else '.cl'}", art.source)
+        dumper.write(f"model{LANGUAGES[target.kind].SUFFIX}", art.source)
     if target.kind == "cuda":
         from ..toolchain import nvrtc
 

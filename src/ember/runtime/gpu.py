@@ -8,7 +8,8 @@ sha256 of everything after it, so a damaged file raises :class:`~ember.errors.Ar
 :class:`GPUModule` has the interface of every loaded model (``run``, a call, ``save``; inputs
 checked by name, dtype and shape before anything runs).  It runs an OpenCL artifact through
 ``runtime/opencl.py`` (pyopencl); running a CUDA artifact needs an NVIDIA GPU and is not built
-yet (its PTX is made and checked without one).
+yet (its PTX is made and checked without one); a Metal artifact is saved as the folder a Metal
+host program runs (``runtime/metal.py``) and is not run by Ember.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def _check_gpu_section(meta: dict, path: Path) -> None:
         return ArtifactError(f"'{path}' has malformed GPU metadata: {why}")
 
     gpu = meta.get("gpu")
-    if not isinstance(gpu, dict) or gpu.get("language") not in ("cuda", "opencl"):
-        raise bad("no 'gpu' section with a language (cuda or opencl)")
+    if not isinstance(gpu, dict) or gpu.get("language") not in ("cuda", "opencl", "metal"):
+        raise bad("no 'gpu' section with a language (cuda, opencl or metal)")
     places = {"input": 2, "output": 2, "arena": 3, "const": 3, "flag": 1}
     try:
         for lau in gpu["launches"]:
@@ -139,7 +140,7 @@ class GPUModule(LoadedModel):
 
     @property
     def source(self) -> str:
-        """The kernels' source (CUDA C++ or OpenCL C)."""
+        """The kernels' source (CUDA C++, OpenCL C or Metal Shading Language)."""
         return self.artifact.source
 
     @property
@@ -161,6 +162,9 @@ class GPUModule(LoadedModel):
                 from .opencl import OpenCLRunner
 
                 self._device = OpenCLRunner(self.artifact)
+            elif lang == "metal":
+                raise EmberRuntimeError("a Metal artifact runs on an Apple GPU, from a Metal host program "
+                                        "(save() writes the bundle it reads); Ember cannot run it")
             else:
                 raise EmberRuntimeError(f"running a {lang} artifact is not supported yet (its code is generated "
                                         "and compiled; launching it on a device is not built)")
@@ -175,6 +179,15 @@ class GPUModule(LoadedModel):
             raise IndexOutOfRangeError(f"'{self.name}': a kernel met an index out of range (a gather, "
                                        "scatter or slice index outside its axis); the outputs are not valid")
         return OrderedDict(zip(self._out_names, outs))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes the artifact to ``path``: for Metal, the folder a Metal host program reads
+        (``runtime/metal.py``); else one file (or a file in the folder ``path``)."""
+        if self.artifact.language == "metal":
+            from .metal import write_bundle
+
+            return write_bundle(self.artifact.meta, self.artifact.source, self.artifact.constants, path)
+        return super().save(path)
 
     def _write_artifact(self, f) -> None:
         f.write(self.artifact.to_bytes())

@@ -102,8 +102,8 @@ def _graphs(tr: Trace, texts: list[str]) -> str:
         if k != last and text in seen:
             same = seen[text]
             what = "changed nothing" if text == prev_text else "gave back an earlier graph"
-            out.append(f"<div class=\"graph\" data-pass=\"{k}\">{head}<p>this pass {what}: the graph is "
-                       f"the one after <a href=\"#pass={same}\">pass #{same}</a>.</p></div>")
+            out.append(f"<div class=\"graph\" data-pass=\"{k}\" data-same=\"{same}\">{head}<p>this pass {what}: "
+                       f"the graph is the one after <a href=\"#pass={same}\">pass #{same}</a> (below).</p></div>")
         else:
             added = [ln for ln in lines if ln not in prev_lines] if k else []
             removed = len(prev_lines - set(lines)) if k else 0
@@ -203,7 +203,7 @@ nav li a{display:block;padding:.15em .3em;text-decoration:none;color:inherit;bor
 nav li.same a{color:#999}nav li.shown a{background:#dbe8ff;font-weight:600}nav li a:hover{background:#eef}
 .num{color:#777;display:inline-block;min-width:1.8em}.count{color:#777;font-size:.9em}
 main{overflow:auto;padding:0 1em 2em}
-.graph{display:none}.graph.shown{display:block}.graph h3{font-size:1em;margin:.5em 0}
+#graphs{display:flex;flex-direction:column}#graphs h2{order:-1}.graph{display:none}.graph.shown{display:block}.graph h3{font-size:1em;margin:.5em 0}
 pre.code{font:12px/1.35 ui-monospace,monospace;background:#fff;border:1px solid #ddd;padding:.5em;
 overflow:auto;max-height:70vh;white-space:pre}
 .ln.new{background:#e3f6e3}.ln.hit{background:#fff1a8}.kref{color:#36c;font-size:.9em}
@@ -240,18 +240,23 @@ _JS = r"""
     history.replaceState(null, "", "#" + h);
   }
   function showPass() {
-    graphs.forEach(function (g) { g.classList.toggle("shown", g.dataset.pass === state.pass); });
+    var cur = document.querySelector('.graph[data-pass="' + state.pass + '"]');
+    var same = cur && cur.dataset.same;
+    graphs.forEach(function (g) {
+      g.classList.toggle("shown", g === cur || g.dataset.pass === same);
+      g.style.order = g === cur ? "0" : "1";
+    });
     navs.forEach(function (n) { n.classList.toggle("shown", n.dataset.pass === state.pass); });
   }
   function openKernel(scroll) {
     kernels.forEach(function (k) { k.classList.toggle("target", k.dataset.kernel === state.kernel); });
     var k = document.getElementById("kernel-" + state.kernel);
-    if (k) { k.hidden = false; k.open = true; if (scroll) k.scrollIntoView({block: "start"}); }
+    if (k) { k.open = true; if (scroll) k.scrollIntoView({block: "start"}); }
   }
   function search() {
     var t = state.q.toLowerCase(), shown = 0, hits = 0;
     kernels.forEach(function (k) {
-      var ok = !t || k.dataset.search.indexOf(t) >= 0;
+      var ok = !t || k.dataset.search.indexOf(t) >= 0 || k.dataset.kernel === state.kernel;
       k.hidden = !ok;
       if (ok) shown++;
     });
@@ -261,7 +266,7 @@ _JS = r"""
       if (ok) hits++;
     });
     status.textContent = shown + " of " + kernels.length + " kernels shown" +
-      (t ? ", " + hits + " matching lines in the graph after pass #" + state.pass : "");
+      (t ? ", " + hits + " matching lines in the graph shown" : "");
     body.dataset.shown = String(shown);
   }
   function apply(scroll) {

@@ -80,6 +80,8 @@ def test_page_lists_every_pass_and_kernel_with_escaped_code(tr):
     assert 1 < len(graphs) < len(tr.passes)              # a graph a pass left as it was is not repeated
     assert len(graphs) == len(set(texts[:-1])) + (texts[-1] in texts[:-1])
     assert all(html.escape(format_name(NODE_NAME)) in g for g in graphs)  # %"relu</pre>..." escaped in each
+    gone = re.findall(r'<pre class="code gone">(.*?)</pre>', page, re.S)   # what each pass removed
+    assert gone and "%conv_w = const" in gone[0] and "%conv_w = const" not in graphs[-1]
     assert html.unescape(re.sub(r"<[^>]*>", "", graphs[-1])).split("\n")[:-1] == [
         ln + (f" kernel #{k}" if k is not None else "") for ln, k in _owners(texts[-1], tr)]
     # the graph after the last pass links each node to its kernel

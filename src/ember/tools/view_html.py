@@ -49,7 +49,8 @@ def render(tr: Trace, times: Mapping[str, float] | None = None, runs: int = 0, *
              f"{len(tr.graph.nodes)} nodes in, {len(tr.passes[-1][1].nodes)} nodes out, "
              f"{len(tr.kernels)} kernels</p>"
              f"<input id=\"q\" type=\"search\" placeholder=\"search kernels and graph lines (name, op)\" "
-             f"aria-label=\"search\"><span id=\"status\" role=\"status\"></span></header>"]
+             f"aria-label=\"search\"><label><input id=\"only\" type=\"checkbox\"> only matching graph lines</label>"
+             f"<span id=\"status\" role=\"status\"></span></header>"]
     texts = [print_graph(g, elide_constants=True) for _, g in tr.passes]
     parts.append(_passes(tr, texts))
     parts.append("<main><p class=\"toc\">" + ("<a href=\"#profile\">time per kernel</a> · " if times is not None else "")
@@ -106,9 +107,13 @@ def _graphs(tr: Trace, texts: list[str]) -> str:
                        f"the graph is the one after <a href=\"#pass={same}\">pass #{same}</a> (below).</p></div>")
         else:
             added = [ln for ln in lines if ln not in prev_lines] if k else []
-            removed = len(prev_lines - set(lines)) if k else 0
-            summary = (f"<p>{len(added)} lines new (marked), {removed} gone</p>" if added or removed
+            now = set(lines)
+            gone = [ln for ln in prev_text.splitlines() if ln not in now] if k else []
+            summary = (f"<p>{len(added)} lines new (marked), {len(gone)} gone</p>" if added or gone
                        else "<p>this pass changed nothing</p>" if k else "<p>the frontend's graph</p>")
+            if gone:
+                summary += (f"<details class=\"gone\"><summary>the {len(gone)} lines gone</summary><pre class=\"code gone\">"
+                            + "".join(_graph_line(ln, False, None) for ln in gone) + "</pre></details>")
             body = [_graph_line(ln, k and ln not in prev_lines, owner if k == last else None) for ln in lines]
             out.append(f"<div class=\"graph\" data-pass=\"{k}\">{head}{summary}<pre class=\"code\">"
                        + "".join(body) + "</pre></div>")
@@ -206,7 +211,7 @@ main{overflow:auto;padding:0 1em 2em}
 #graphs{display:flex;flex-direction:column}#graphs h2{order:-1}.graph{display:none}.graph.shown{display:block}.graph h3{font-size:1em;margin:.5em 0}
 pre.code{font:12px/1.35 ui-monospace,monospace;background:#fff;border:1px solid #ddd;padding:.5em;
 overflow:auto;max-height:70vh;white-space:pre}
-.ln.new{background:#e3f6e3}.ln.hit{background:#fff1a8}.kref{color:#36c;font-size:.9em}
+.ln.new{background:#e3f6e3}#graphs.only .ln:not(.hit){display:none}details.gone .ln{background:#fbe4e4}.ln.hit{background:#fff1a8}.kref{color:#36c;font-size:.9em}
 details.kernel{border:1px solid #ddd;background:#fff;margin:.2em 0;border-radius:3px}
 details.kernel>summary{cursor:pointer;padding:.2em .4em}details.kernel[open]>summary{background:#eef3ff}
 details.kernel.target>summary{outline:2px solid #36c}
@@ -260,7 +265,7 @@ _JS = r"""
       k.hidden = !ok;
       if (ok) shown++;
     });
-    document.querySelectorAll(".graph.shown .ln").forEach(function (l) {
+    document.querySelectorAll(".graph.shown > pre .ln").forEach(function (l) {
       var ok = t !== "" && l.textContent.toLowerCase().indexOf(t) >= 0;
       l.classList.toggle("hit", ok);
       if (ok) hits++;
@@ -278,6 +283,10 @@ _JS = r"""
     showPass(); search(); openKernel(scroll);
   }
   window.addEventListener("hashchange", function () { apply(location.hash.indexOf("kernel=") >= 0); });
+  var only = document.getElementById("only");
+  only.addEventListener("change", function () {
+    document.getElementById("graphs").classList.toggle("only", only.checked);
+  });
   q.addEventListener("input", function () { state.q = q.value; search(); address(); });
   document.getElementById("open-all") && document.getElementById("open-all").addEventListener("click", function () {
     kernels.forEach(function (k) { if (!k.hidden) k.open = true; });

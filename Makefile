@@ -60,7 +60,7 @@ corpus: venv
 corpus-table: corpus
 	$(PY) benchmarks/corpus.py $(CORPUS_ARGS)
 
-test: venv models corpus cross-deps gpu-deps
+test: venv models corpus cross-deps gpu-deps browser-deps
 	$(PY) -m pytest -q tests/
 
 # What the cross-target tests (tests/targets) need: zig cc from the ziglang package (the cross
@@ -96,6 +96,23 @@ $(GPU_STAMP): $(STAMP)
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pocl-opencl-icd >/dev/null) \
 			|| echo "gpu-deps: could not install pocl-opencl-icd"; \
 	else echo "gpu-deps: install pocl-opencl-icd (or another OpenCL driver) yourself"; fi
+	touch $@
+
+# What the browser test of `ember view -o report.html` (tests/test_view_html.py) needs: Debian's
+# chromium package, run headless (as root; about 115 MB to download and 480 MB installed where its
+# libraries are already there, more on a bare system).  Best effort, as cross-deps: without it the
+# test skips with the reason.  `rm .venv/.ember-browser` to try again.
+BROWSER_STAMP := $(VENV)/.ember-browser
+
+.PHONY: browser-deps
+browser-deps: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): $(STAMP)
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+			|| echo "browser-deps: could not install chromium"; \
+	else echo "browser-deps: install chromium (Debian's package) yourself (not root, or no apt-get)"; fi
 	touch $@
 
 # The CPU benchmark: Ember next to onnxruntime, torch eager (and OpenVINO when installed) on all

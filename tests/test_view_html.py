@@ -117,6 +117,15 @@ def test_first_pass_and_kernel(tr):
         view_html.render(tr, kernel="nope")
 
 
+def test_model_with_host_steps():
+    from runtime.test_program import mixed_model     # string ops: built per segment, kernels not traced
+
+    tr = trace(mixed_model())
+    page = view_html.render(tr)
+    assert tr.compiled is None and "its kernels are not listed" in page
+    assert all(f'<li data-pass="{k}"' in page for k in range(len(tr.passes)))
+
+
 def test_write_is_whole_or_nothing(tmp_path):
     dest = view_html.write(tmp_path / "r.html", "<p>one</p>")
     assert dest.read_text() == "<p>one</p>" and os.listdir(tmp_path) == ["r.html"]

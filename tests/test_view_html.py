@@ -144,7 +144,7 @@ def test_cli_writes_the_page_with_the_profile(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     page = out.read_text()
     assert '<section id="profile">' in page and 'data-kernel="1"' in page
-    rows = re.findall(r'<a href="#kernel=(\d+)">#\d+ [^<]*</a></td><td class="n">([0-9.]+)</td>', page)
+    rows = re.findall(r'<a href="#kernel=(\d+)" title="[^"]*">#\d+ [^<]*</a></td><td class="n">([0-9.]+)</td>', page)
     assert sorted(int(k) for k, _ in rows) == list(range(5))
     ms = [float(t) for _, t in rows]
     assert ms == sorted(ms, reverse=True) and ms[0] > 0

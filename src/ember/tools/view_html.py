@@ -186,7 +186,8 @@ def _profile(times: Mapping[str, float], runs: int, kernels: list[Kernel]) -> st
     rows = []
     for name, sec in sorted(times.items(), key=lambda kv: -kv[1]):
         ms = sec * 1e3 / max(runs, 1)
-        label = (f"<a href=\"#kernel={index[name]}\">#{index[name]} {_e(name)}</a>" if name in index else _e(name))
+        label = (f"<a href=\"#kernel={index[name]}\" title=\"{_e(name)}\">#{index[name]} {_e(name)}</a>"
+                 if name in index else _e(name))
         rows.append(f"<tr><td class=\"kcell\">{label}</td><td class=\"n\">{ms:.3f}</td>"
                     f"<td class=\"n\">{100 * sec / total:.1f}%</td><td class=\"barcell\">"
                     f"<div class=\"bar\" style=\"width:{100 * sec / top:.2f}%\"></div></td></tr>")
@@ -197,7 +198,7 @@ def _profile(times: Mapping[str, float], runs: int, kernels: list[Kernel]) -> st
 
 
 _CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0;display:grid;grid-template-columns:17em 1fr;
+body{font:14px/1.4 system-ui,sans-serif;margin:0;display:grid;grid-template-columns:19em 1fr;
 grid-template-rows:auto 1fr;height:100vh;color:#1b1b1b;background:#fafafa}
 header{grid-column:1/3;padding:.4em 1em;border-bottom:1px solid #ccc;background:#fff}
 header h1{font-size:1.15em;margin:.2em 0;display:inline-block}header p{display:inline;margin-left:1em;color:#555}
@@ -206,7 +207,7 @@ nav{overflow:auto;border-right:1px solid #ccc;padding:0 .5em;background:#fff}
 nav h2,main h2{font-size:1.05em}nav ol{list-style:none;padding:0;margin:0}
 nav li a{display:block;padding:.15em .3em;text-decoration:none;color:inherit;border-radius:3px}
 nav li.same a{color:#999}nav li.shown a{background:#dbe8ff;font-weight:600}nav li a:hover{background:#eef}
-.num{color:#777;display:inline-block;min-width:1.8em}.count{color:#777;font-size:.9em}
+.num{color:#777;display:inline-block;min-width:1.8em}.count{color:#777;font-size:.9em}nav .count{white-space:nowrap}
 main{overflow:auto;padding:0 1em 2em}
 #graphs{display:flex;flex-direction:column}#graphs h2{order:-1}.graph{display:none}.graph.shown{display:block}.graph h3{font-size:1em;margin:.5em 0}
 pre.code{font:12px/1.35 ui-monospace,monospace;background:#fff;border:1px solid #ddd;padding:.5em;

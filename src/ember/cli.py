@@ -11,7 +11,7 @@
     ember targets
     ember passes
     ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
-    ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [compile options]
+    ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [-o report.html] [compile options]
 
 ``--target`` takes ``cpu`` (this machine) or a target ``ember targets`` lists, with ``+feature``
 suffixes and ``-mcpu=`` (``--target "aarch64-linux -mcpu=cortex-a76"``); ``ember run`` runs a
@@ -151,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--profile", action="store_true", help="compile with profiling, run on random inputs and "
                                                           "print the per-kernel times sorted")
     v.add_argument("--runs", type=_positive_int, default=10, metavar="N", help="runs to profile (default: 10)")
+    v.add_argument("-o", "--output", metavar="HTML", help="write all of it as one self-contained HTML page instead "
+                                                          "(--after: the pass it shows first, --kernel: the kernel "
+                                                          "it opens, --profile: a bar chart of the times)")
     _add_compile_options(v)
     v.set_defaults(func=cmd_view)
 
@@ -322,6 +325,8 @@ def cmd_view(args: argparse.Namespace) -> int:
     _require_file(args.model)
     shapes, bounds = dict(args.shape) or None, dict(args.bound) or None
     tr = trace(args.model, args.target, args.opt_level, shapes=shapes, bounds=bounds, knobs=dict(args.knob) or None)
+    if args.output:
+        return _view_html(args, tr, shapes, bounds)
     if args.after:
         print(view.graph_after(tr, args.after), end="")
     if args.kernel:
@@ -355,6 +360,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
     for kind, sts in sorted(kinds.items()):
         print(f"  {kind:<10} {len(sts):>6} entries {sum(st.st_size for st in sts) / 2**20:>10.1f} MiB")
     print(f"in all: {cache.usage(root) / 2**20:.1f} MiB on disk (a file under two keys counted once)")
+    return 0
+
+
+def _view_html(args: argparse.Namespace, tr, shapes, bounds) -> int:
+    from .tools import view, view_html
+
+    times = view.measure(args.model, tr, args.runs, shapes=shapes, bounds=bounds) if args.profile else None
+    page = view_html.render(tr, times, args.runs, after=args.after, kernel=args.kernel)
+    out = view_html.write(args.output, page)
+    print(f"wrote {out} ({_bytes(out.stat().st_size)}): {len(tr.passes)} passes, {len(tr.kernels)} kernels")
     return 0
 
 

@@ -60,8 +60,11 @@ corpus: venv
 corpus-table: corpus
 	$(PY) benchmarks/corpus.py $(CORPUS_ARGS)
 
+# The tests run in TEST_JOBS processes (pytest-xdist; most of a compile is one Python thread).
+TEST_JOBS ?= 2
+
 test: venv models corpus cross-deps gpu-deps browser-deps
-	$(PY) -m pytest -q --durations=30 tests/
+	$(PY) -m pytest -q -n $(TEST_JOBS) --durations=30 tests/
 
 # What the cross-target tests (tests/targets) need: zig cc from the ziglang package (the cross
 # compiler), qemu user mode with the ARM and RISC-V C libraries (Debian's packages, as root),

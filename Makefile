@@ -60,13 +60,17 @@ corpus: venv
 corpus-table: corpus
 	$(PY) benchmarks/corpus.py $(CORPUS_ARGS)
 
-test: venv models corpus cross-deps gpu-deps
-	$(PY) -m pytest -q tests/
+# The tests run in TEST_JOBS processes (pytest-xdist; most of a compile is one Python thread).
+TEST_JOBS ?= 2
+
+test: venv models corpus cross-deps gpu-deps browser-deps
+	$(PY) -m pytest -q -n $(TEST_JOBS) --durations=30 tests/
 
 # What the cross-target tests (tests/targets) need: zig cc from the ziglang package (the cross
-# compiler), qemu user mode with the ARM and RISC-V C libraries (Debian's packages, as root), and
-# Node.js 20 or later for wasm32.  Best effort: a tool that cannot be installed skips its tests
-# with the reason.  Done once (the stamp); `rm .venv/.ember-cross` to try again.
+# compiler), qemu user mode with the ARM and RISC-V C libraries (Debian's packages, as root),
+# Node.js 20 or later for wasm32 (Chromium, for the wasm32 web page's test, comes from
+# browser-deps).  Best effort: a tool that cannot be installed skips its tests with the reason.
+# Done once (the stamp); `rm .venv/.ember-cross` to try again.
 CROSS_STAMP   := $(VENV)/.ember-cross
 CROSS_APT     := qemu-user libc6-arm64-cross libc6-armhf-cross libc6-riscv64-cross
 
@@ -100,6 +104,24 @@ $(GPU_STAMP): $(STAMP)
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null \
 			|| echo "gpu-deps: could not install mesa-vulkan-drivers"; \
 	else echo "gpu-deps: install pocl-opencl-icd and mesa-vulkan-drivers (or other OpenCL and Vulkan drivers) yourself"; fi
+	touch $@
+
+# What the browser tests (`ember view -o report.html` in tests/test_view_html.py, the wasm32 web
+# package in tests/targets/test_web.py) need: Debian's
+# chromium package, run headless (as root; about 115 MB to download and 480 MB installed where its
+# libraries are already there, more on a bare system).  Best effort, as cross-deps: without it the
+# test skips with the reason.  `rm .venv/.ember-browser` to try again.
+BROWSER_STAMP := $(VENV)/.ember-browser
+
+.PHONY: browser-deps
+browser-deps: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): $(STAMP)
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+			|| echo "browser-deps: could not install chromium"; \
+	else echo "browser-deps: install chromium (Debian's package) yourself (not root, or no apt-get)"; fi
 	touch $@
 
 # The CPU benchmark: Ember next to onnxruntime, torch eager (and OpenVINO when installed) on all

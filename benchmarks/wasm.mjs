@@ -13,7 +13,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
-import { loadModel } from "../src/ember/runtime/runners/run_model.mjs";
+import { Model, instantiate } from "../src/ember/runtime/runners/model.mjs";
 
 const ARRAYS = { float32: Float32Array, float64: Float64Array, int8: Int8Array, int16: Int16Array, int32: Int32Array,
                  int64: BigInt64Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array,
@@ -27,25 +27,10 @@ const stats = (t) => {
 
 async function ember(spec, data) {
   const t0 = now();
-  const m = await loadModel(readFileSync(spec.artifact), spec.artifact);
-  const x = m.exports;
-  const alloc = (n) => { const p = x.malloc(Math.max(n, 1)); if (!p) throw new Error("out of memory"); return p; };
-  const inPtrs = m.inputs.map((t, i) => {
-    const p = alloc(t.nbytes);
-    new Uint8Array(m.memory(), p, t.nbytes).set(data[i]);
-    return p;
-  });
-  const outPtrs = m.outputs.map((t) => alloc(t.nbytes));
-  const table = (ptrs) => {
-    const p = alloc(4 * ptrs.length), v = new DataView(m.memory());
-    ptrs.forEach((q, k) => v.setUint32(p + 4 * k, q, true));
-    return p;
-  };
-  const ins = table(inPtrs), outs = table(outPtrs);
-  const model = x.ember_model_create();
-  if (!model) throw new Error(m.lastError());
-  const run = () => { if (x.ember_model_run(model, ins, outs) !== 0) throw new Error(m.lastError()); };
-  const results = () => m.outputs.map((t, i) => new Uint8Array(m.memory(), outPtrs[i], t.nbytes).slice());
+  const model = new Model(await instantiate(readFileSync(spec.artifact), spec.artifact));
+  data.forEach((bytes, i) => model.setInput(i, bytes));
+  const run = () => model.runInPlace();
+  const results = () => model.outputs.map((t, i) => model.outputBytes(i).slice());
   return { run, results, loadMs: now() - t0 };
 }
 

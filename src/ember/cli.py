@@ -11,7 +11,7 @@
     ember targets
     ember passes
     ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
-    ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [compile options]
+    ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [-o report.html] [compile options]
 
 ``--target`` takes ``cpu`` (this machine) or a target ``ember targets`` lists, with ``+feature``
 suffixes and ``-mcpu=`` (``--target "aarch64-linux -mcpu=cortex-a76"``); ``ember run`` runs a
@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compile a model into an artifact",
                        description="Compile a model into a self-contained artifact.")
     c.add_argument("model", help="model file (.onnx)")
-    c.add_argument("-o", "--output", required=True, metavar="OUT", help="artifact to write")
+    c.add_argument("-o", "--output", required=True, metavar="OUT", help="artifact to write; for --target wasm32, "
+                                                                          "a folder (no .wasm suffix) gets the web "
+                                                                          "package: model.wasm, model.mjs, index.html")
     _add_compile_options(c)
     c.add_argument("--dump", metavar="DIR", help="write the graph after every pass, the kernels' loop IR "
                                                  "and the generated source to DIR")
@@ -94,13 +96,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=_positive_int, metavar="N", help="worker threads")
     r.add_argument("--iters", type=_positive_int, default=1, metavar="N",
                    help="timed runs after the first (default: 1); the median is printed")
+    r.add_argument("--emulate-cpu", metavar="NAME", help="a cross artifact: the processor qemu emulates "
+                                                         "(e.g. cortex-a72; default: one with every extension)")
     _add_compile_options(r)
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("info", help="describe a model: signature, ops, parameters, FLOPs",
                        description="Describe a model: its inputs and outputs, the ops of the ONNX model "
                                    "and of the Ember graph, its parameters and FLOPs.")
-    i.add_argument("model", help="model file (.onnx)")
+    i.add_argument("model", help="model file (.onnx), or a compiled artifact: what it says it is, its "
+                                 "signature, its weights and the size of its runtime without them")
     i.add_argument("--shape", action="append", type=_shape_arg, default=[], metavar="NAME=D1,D2,...",
                    help="fix the shape of an input (repeatable)")
     i.add_argument("--bound", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
@@ -146,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--profile", action="store_true", help="compile with profiling, run on random inputs and "
                                                           "print the per-kernel times sorted")
     v.add_argument("--runs", type=_positive_int, default=10, metavar="N", help="runs to profile (default: 10)")
+    v.add_argument("-o", "--output", metavar="HTML", help="write all of it as one self-contained HTML page instead "
+                                                          "(--after: the pass it shows first, --kernel: the kernel "
+                                                          "it opens, --profile: a bar chart of the times)")
     _add_compile_options(v)
     v.set_defaults(func=cmd_view)
 
@@ -153,11 +161,13 @@ def _parser() -> argparse.ArgumentParser:
                        description="Write a model as a C source package: the generated kernels, the runtime's C "
                                    "files, the weights, a header, a Makefile and a README.  It builds with any "
                                    "C compiler (make CC=...).  --target portable (the default) writes generic "
-                                   "C for any processor; a named target writes its own intrinsics.")
+                                   "C for any processor; a named target writes its own intrinsics.  --format web "
+                                   "writes a wasm32 build for browsers and Node.js instead: model.wasm, the ES "
+                                   "module model.mjs that loads and runs it, and an example page index.html.")
     e.add_argument("model", help="model file (.onnx)")
     e.add_argument("--format", choices=["c", "web"], default="c",
-                   help="the package's form: c (default), or web: the WGSL of target webgpu with a JS loader "
-                        "for browsers with WebGPU")
+                   help="the package's form: c (default), or web: for browsers: with --target webgpu the WGSL "
+                        "with a JS loader (ember_webgpu.js), else wasm32 (model.wasm, model.mjs, index.html)")
     e.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (new, empty, or an "
                                                                           "earlier export)")
     e.add_argument("--weights", choices=["blob", "array"], default="blob",
@@ -172,6 +182,11 @@ def _parser() -> argparse.ArgumentParser:
                         description="List the pipeline's passes in order: the IR each rewrites, the lowest "
                                     "opt level that runs it, and what it does.")
     ps.set_defaults(func=cmd_passes)
+    ca = sub.add_parser("cache", help="show (or clear) the cache of compiled models and kernels",
+                        description="Show where the cache is, what it holds per kind and its bound "
+                                    "(EMBER_CACHE_MAX, default 10G; the least recently used entries go first).")
+    ca.add_argument("--clear", action="store_true", help="remove every entry")
+    ca.set_defaults(func=cmd_cache)
     return p
 
 
@@ -243,6 +258,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     module, seconds = _compile(args.model, args, shapes=dict(args.shape) or None)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if getattr(module, "machine", "") == "wasm32" and out.suffix.lower() != ".wasm":
+        from .driver.export import export_web
+
+        export_web(module, out)               # a folder: model.wasm, model.mjs, index.html
+        print(f"wrote {out}: model.wasm, model.mjs (load and run it in a page or Node.js), index.html (an example)")
+        print(f"  model.wasm {_bytes(_path_size(out / 'model.wasm'))}; serve the folder over HTTP to open the page")
+        print(f"  compiled in {seconds:.2f} s")
+        return 0
     module.save(str(out))
     meta = getattr(module, "metadata", {}) or {}
     print(f"wrote {out}")
@@ -264,18 +287,26 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .driver.export import export_c
+    from .driver.export import export_c, export_web
 
     _require_file(args.model)
-    progress = _Progress()
-    if args.format == "web":
+    if args.format == "web" and args.target == "webgpu":
         from . import compile as compile_model
 
         m = compile_model(args.model, target="webgpu", opt_level=args.opt_level, shapes=dict(args.shape) or None,
-                          knobs=dict(args.knob) or None, progress=progress)
+                          knobs=dict(args.knob) or None, progress=_Progress())
         out = m.export_web(args.output)
         print(f"wrote {out} ({_bytes(_path_size(out))}); serve it and import ember_webgpu.js (loadModel)")
         return 0
+    if args.format == "web":
+        if args.target not in ("portable", "wasm32"):
+            raise InputError(f"--format web is a wasm32 or webgpu build, not one for {args.target}")
+        args.target = "wasm32"
+        module, _ = _compile(args.model, args, shapes=dict(args.shape) or None)
+        out = export_web(module, args.output)
+        print(f"wrote {out}: model.wasm, model.mjs, index.html; serve the folder over HTTP to open the page")
+        return 0
+    progress = _Progress()
     print(f"exporting for {args.target} at -O{args.opt_level}", file=sys.stderr, flush=True)
     out = export_c(args.model, args.output, target=args.target, opt_level=args.opt_level,
                    shapes=dict(args.shape) or None, bounds=dict(args.bound) or None,
@@ -303,6 +334,8 @@ def cmd_view(args: argparse.Namespace) -> int:
     _require_file(args.model)
     shapes, bounds = dict(args.shape) or None, dict(args.bound) or None
     tr = trace(args.model, args.target, args.opt_level, shapes=shapes, bounds=bounds, knobs=dict(args.knob) or None)
+    if args.output:
+        return _view_html(args, tr, shapes, bounds)
     if args.after:
         print(view.graph_after(tr, args.after), end="")
     if args.kernel:
@@ -311,6 +344,41 @@ def cmd_view(args: argparse.Namespace) -> int:
         print(view.profile(args.model, tr, args.runs, shapes=shapes, bounds=bounds), end="")
     if not (args.after or args.kernel or args.profile):
         print(view.overview(tr), end="")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .toolchain import cache
+
+    root = cache.cache_dir()
+    if args.clear:
+        before = cache.usage(root)
+        for path, _ in cache.entries(root):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        print(f"cleared {root}: {before / 2**20:.1f} MiB freed")
+        return 0
+    kinds: dict[str, list] = {}
+    for path, st in cache.entries(root):
+        kinds.setdefault(path.parent.name, []).append(st)
+    limit = cache.cache_limit()
+    print(f"cache: {root}")
+    print(f"bound: {'none' if limit is None else f'{limit / 2**30:.1f} GiB'} (EMBER_CACHE_MAX)")
+    for kind, sts in sorted(kinds.items()):
+        print(f"  {kind:<10} {len(sts):>6} entries {sum(st.st_size for st in sts) / 2**20:>10.1f} MiB")
+    print(f"in all: {cache.usage(root) / 2**20:.1f} MiB on disk (a file under two keys counted once)")
+    return 0
+
+
+def _view_html(args: argparse.Namespace, tr, shapes, bounds) -> int:
+    from .tools import view, view_html
+
+    times = view.measure(args.model, tr, args.runs, shapes=shapes, bounds=bounds) if args.profile else None
+    page = view_html.render(tr, times, args.runs, after=args.after, kernel=args.kernel)
+    out = view_html.write(args.output, page)
+    print(f"wrote {out} ({_bytes(out.stat().st_size)}): {len(tr.passes)} passes, {len(tr.kernels)} kernels")
     return 0
 
 
@@ -332,6 +400,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
     print(f"{'cuda':<15} NVIDIA GPUs: CUDA C++ compiled to PTX by NVRTC (running it is not built yet)")
     print(f"{'':<15} options: -arch=sm_XX (default sm_80)")
     print(f"{'opencl':<15} OpenCL devices: OpenCL C run through pyopencl")
+    print(f"{'metal':<15} Apple GPUs: Metal Shading Language and a launch plan for a Metal host program "
+          "(not run by Ember)")
     print(f"{'webgpu':<15} WebGPU: WGSL compute shaders run through wgpu (Vulkan, Metal, D3D12) or a browser")
     return 0
 
@@ -348,7 +418,8 @@ def cmd_passes(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import ember
     from .runtime.artifact import artifact_machine, host_machine
-    from .runtime.cross import CrossArtifact, read_metadata
+    from .runtime.cross import CrossArtifact
+    from .target import resolve
 
     if not os.path.exists(args.artifact):
         raise ArtifactError(f"no such artifact or model: {args.artifact}")
@@ -356,11 +427,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if Path(args.artifact).suffix.lower() in MODEL_SUFFIXES:     # a model: compile it for --target first
         module, _ = _compile(args.artifact, args, shapes=dict(args.shape) or None)
     elif artifact_machine(args.artifact) not in ("", host_machine()):
-        module = CrossArtifact(args.artifact, str(read_metadata(Path(args.artifact)).get("target", "")))
+        module = CrossArtifact(args.artifact, None if args.target == "cpu" else args.target)
     else:
         module = ember.load(args.artifact)
+        if args.target != "cpu" and resolve(args.target).cross:
+            raise ArtifactError(f"'{args.artifact}' is an artifact for this {host_machine()} machine, "
+                                f"not for {args.target}")
+    if args.emulate_cpu and not isinstance(module, CrossArtifact):
+        raise InputError("--emulate-cpu is for a cross target's artifact (run under qemu)")
     if isinstance(module, CrossArtifact):
-        outputs = module.run(inputs, threads=args.threads, iters=args.iters)
+        outputs = module.run(inputs, threads=args.threads, iters=args.iters, cpu=args.emulate_cpu)
         how = f"under {'Node.js' if module.machine == 'wasm32' else 'qemu-' + module.machine} "
         ms = module.last.latency_ms
     else:
@@ -398,7 +474,10 @@ def _describe_symbols(planned: dict, limits: dict, defaulted=()) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import ember
+    from .runtime.artifact import trailer_ok
 
+    if Path(args.model).suffix.lower() not in MODEL_SUFFIXES and trailer_ok(args.model):
+        return _print_artifact(Path(args.model))
     tf_graph = _tensorflow_graph(args)
     if tf_graph is not None:
         print(f"model     {args.model}")
@@ -421,6 +500,37 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     graph = ember.from_onnx(args.model, shapes=dict(args.shape) or None, bounds=dict(args.bound) or None)
     return _print_ember_graph(graph, {v.name: _onnx_type(v) for v in list(g.input) + list(g.output)})
+
+
+def _print_artifact(path: Path) -> int:
+    """What a compiled artifact says it is (checked: whole, and a cross artifact's metadata against
+    its code), its signature and how its bytes divide (weights, runtime, machine code)."""
+    from .runtime.artifact import artifact_machine, host_machine, verify_artifact
+    from .runtime.cross import check_metadata, read_metadata
+    from .runtime.sizes import artifact_sizes
+
+    digest = verify_artifact(path)
+    meta = read_metadata(path)
+    machine = artifact_machine(path) or "unknown"
+    if "triple" in meta:
+        check_metadata(meta, machine, f"'{path}'")
+    sizes = artifact_sizes(path, meta)
+    features = meta.get("features")
+    needs = (", ".join(features) or "nothing beyond the baseline") if features is not None else \
+        "the features of the machine it was compiled on (checked on load)"
+    print(f"artifact  {path} ({_bytes(sizes['artifact'])}), sha256 {digest.hex()}")
+    print(f"format    metadata {meta.get('format')}, Ember {meta.get('ember_version', '?')}, model '{meta.get('name')}'")
+    print(f"target    {meta.get('target')} ({meta.get('triple', host_machine() + ' host')}; code for {machine}), "
+          f"requires {needs}")
+    print()
+    shape = lambda x: f"{x['dtype']}[{', '.join(map(str, x['shape']))}]"   # noqa: E731
+    _print_signature("inputs", [(x["name"], shape(x)) for x in meta.get("inputs", [])])
+    _print_signature("outputs", [(x["name"], shape(x)) for x in meta.get("outputs", [])])
+    print()
+    print(f"weights   {_bytes(sizes['weights'])}" + (f", sha256 {meta['weights_sha256']}" if "weights_sha256" in meta else ""))
+    print(f"runtime   {_bytes(sizes['runtime'])} without weights ({sizes['runtime']:,} bytes; machine code "
+          f"{_bytes(sizes['code'])}), arena {_bytes(int(meta.get('arena_bytes', 0)))}")
+    return 0
 
 
 def _tensorflow_graph(args: argparse.Namespace):

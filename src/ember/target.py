@@ -314,15 +314,16 @@ TARGETS: dict[str, TargetSpec] = {
 }
 
 
-#: the GPU target kinds: ``cuda`` (NVIDIA, CUDA C++ compiled by NVRTC; ``-arch=sm_XX``) and
-#: ``opencl`` (OpenCL C for any OpenCL device) and ``webgpu`` (WGSL compute shaders, run through
-#: the ``wgpu`` package or a browser)
-GPU_KINDS = ("cuda", "opencl", "webgpu")
+#: the GPU target kinds: ``cuda`` (NVIDIA, CUDA C++ compiled by NVRTC; ``-arch=sm_XX``),
+#: ``opencl`` (OpenCL C for any OpenCL device), ``metal`` (Metal Shading Language for Apple GPUs)
+#: and ``webgpu`` (WGSL compute shaders, run through the ``wgpu`` package or a browser)
+GPU_KINDS = ("cuda", "opencl", "metal", "webgpu")
 DEFAULT_CUDA_ARCH = "sm_80"
 
 
 def gpu_target(kind: str, options: list[str]) -> Target:
-    """A GPU target: ``cuda`` takes ``-arch=sm_XX`` (default sm_80), ``opencl`` and ``webgpu`` no option."""
+    """A GPU target: ``cuda`` takes ``-arch=sm_XX`` (default sm_80), ``opencl``, ``metal`` and ``webgpu``
+    no option."""
     arch = DEFAULT_CUDA_ARCH if kind == "cuda" else kind
     for opt in options:
         k, sep, value = opt.partition("=")

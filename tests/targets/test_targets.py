@@ -13,7 +13,7 @@ import pytest
 from ember.codegen import isa_generic
 from ember.codegen.c import ISA_MODULES, preamble
 from ember.errors import ArtifactError, TargetError
-from ember.runtime.artifact import artifact_machine, check_machine
+from ember.runtime.artifact import artifact_machine, check_machine, seal_artifact
 from ember.target import TARGETS, Target, host, resolve
 
 from .cross import ROOT, zig_missing
@@ -104,6 +104,11 @@ def test_foreign_artifacts_are_refused_by_machine(tmp_path):
     assert artifact_machine(p) == "aarch64"
     (tmp_path / "m.wasm").write_bytes(b"\0asm\x01\0\0\0" + bytes(20))
     assert artifact_machine(tmp_path / "m.wasm") == "wasm32"
+    if platform.machine() != "aarch64":     # unsealed: whether it is whole is said first
+        with pytest.raises(ArtifactError, match="not an Ember artifact or is truncated"):
+            check_machine(p)
+    seal_artifact(p)
+    seal_artifact(tmp_path / "m.wasm")
     if platform.machine() != "aarch64":
         with pytest.raises(ArtifactError, match="artifact for aarch64.*qemu-aarch64"):
             check_machine(p)

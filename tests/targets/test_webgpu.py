@@ -308,13 +308,13 @@ def test_browser_package(cnn, tmp_path):
 
 
 def test_cli_exports_the_browser_package(cnn, tmp_path):
-    """``ember export --format web`` (no adapter needed): the package's files, the WGSL one shader
+    """``ember export --format web --target webgpu`` (no adapter needed): the package's files, the WGSL one shader
     module per launch."""
     import json
 
     from ember.cli import main
 
-    assert main(["export", str(cnn), "--format", "web", "-o", str(tmp_path / "web")]) == 0
+    assert main(["export", str(cnn), "--format", "web", "--target", "webgpu", "-o", str(tmp_path / "web")]) == 0
     files = {p.name: p for p in (tmp_path / "web").iterdir()}
     assert sorted(files) == sorted(webgpu.WEB_FILES)
     meta = json.loads(files["model.json"].read_text())

@@ -1,13 +1,14 @@
-"""GPU kernels from the loop IR: CUDA C++ or OpenCL C by a C-style generator, WGSL by its own
-(``lang_wgsl``; :func:`generator` picks).
+"""GPU kernels from the loop IR: CUDA C++, OpenCL C or Metal Shading Language by a C-style
+generator, WGSL by a writer on it (``lang_wgsl``; :func:`generator` picks).
 
 The loop IR of a GPU kernel (:mod:`ember.tir.gpu`) maps onto the C dialects line by line: a loop
 bound to a block or thread axis becomes a constant holding that index (``blockIdx.x`` in CUDA,
-``get_group_id(0)`` in OpenCL), a shared buffer an array in the block's shared memory, a
-barrier ``__syncthreads()`` or ``barrier(CLK_LOCAL_MEM_FENCE)``, and everything else the same
-scalar C in both.  What differs between the dialects (type names, index and barrier words, math
-function names, the kernel signature) sits in a small language module: ``lang_cuda``,
-``lang_opencl``.
+``get_group_id(0)`` in OpenCL, a ``[[threadgroup_position_in_grid]]`` parameter in Metal), a
+shared buffer an array in the block's shared memory, a barrier ``__syncthreads()``,
+``barrier(CLK_LOCAL_MEM_FENCE)`` or ``threadgroup_barrier(mem_flags::mem_threadgroup)``, and
+everything else the same scalar C in all three.  What differs between the dialects (type names,
+index and barrier words, math function names, reserved words, the kernel signature) sits in a
+small language module: ``lang_cuda``, ``lang_opencl``, ``lang_metal``.
 
 Indices are 32-bit ``int`` where the kernel's sizes allow (``PrimFunc.attrs["index_bits"]``),
 else 64-bit.  A run-time index check (``IndexCheck``) that fails sets the flag ``ember_bad`` (an
@@ -22,13 +23,13 @@ from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, L
                         is_float_dtype)
 from ..tir.gpu import check_kernel, DeviceLimits
 from ..tir.stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, Store
-from . import lang_cuda, lang_opencl
-from .c import float_literal, unique_name
+from . import lang_cuda, lang_metal, lang_opencl
+from .c import c_ident, float_literal, unique_name
 
-LANGUAGES = {m.NAME: m for m in (lang_cuda, lang_opencl)}
+LANGUAGES = {m.NAME: m for m in (lang_cuda, lang_opencl, lang_metal)}
 
 #: the language of each GPU target kind
-KIND_LANGUAGE = {"cuda": "cuda", "opencl": "opencl", "webgpu": "wgsl"}
+KIND_LANGUAGE = {"cuda": "cuda", "opencl": "opencl", "metal": "metal", "webgpu": "wgsl"}
 
 #: the flag buffer of kernels with run-time index checks
 BAD_FLAG = "ember_bad"
@@ -41,7 +42,7 @@ _MATH_FNS = ("exp", "log", "sqrt", "tanh", "erf", "floor", "ceil", "nearbyint", 
 
 
 class GPUGenerator:
-    """Writes GPU kernels in ``language`` (``"cuda"`` or ``"opencl"``); ``source()`` is the
+    """Writes GPU kernels in ``language`` (``"cuda"``, ``"opencl"`` or ``"metal"``); ``source()`` is the
     translation unit of every kernel written so far."""
 
     def __init__(self, language: str, limits: DeviceLimits | None = None):
@@ -49,7 +50,7 @@ class GPUGenerator:
             self.lang = LANGUAGES[language]
         except KeyError:
             raise CodegenError(f"no GPU language {language!r}; known: {', '.join(LANGUAGES)}") from None
-        self.limits = limits or DeviceLimits()
+        self.limits = limits or getattr(self.lang, "LIMITS", None) or DeviceLimits()
         self.helpers: dict[str, str] = {}
         self.kernels: list[str] = []
         self.fp64 = False
@@ -69,6 +70,8 @@ class GPUGenerator:
         return t
 
     def name(self, obj, hint: str) -> str:
+        if c_ident(hint) in getattr(self.lang, "RESERVED", ()):
+            hint = "v_" + hint
         return unique_name(self._names, self._used, obj, hint)
 
     def helper(self, name: str, code: str) -> str:
@@ -122,7 +125,7 @@ class GPUGenerator:
 
     def index_check(self, e: IndexCheck) -> str:
         i64 = self.lang.TYPES["int64"]
-        glob = "__global " if self.lang.NAME == "opencl" else ""
+        glob = getattr(self.lang, "POINTER_SPACE", "")
         fn = self.helper("ember_index", f"{self.lang.FUNC} {i64} ember_index({i64} i, {i64} n, {glob}int* bad) {{\n"
                                         f"  {i64} j = i < 0 ? i + n : i;\n"
                                         "  if (j < 0 || j >= n) { *bad = 1; return 0; }\n"
@@ -191,6 +194,8 @@ class GPUGenerator:
         if e.fn in _MATH_FNS and is_float_dtype(dt):
             if dt not in ("float32", "float64"):
                 raise CodegenError(f"math on {dt} is not supported by the {self.lang.NAME} backend yet")
+            for name, code in getattr(self.lang, "helpers", lambda fn: {})(e.fn).items():
+                self.helper(name, code)
             return f"{self.lang.math(e.fn, dt)}({', '.join(args)})"
         raise CodegenError(f"the intrinsic {e.fn} on {dt} is not supported by the {self.lang.NAME} backend yet")
 
@@ -233,7 +238,7 @@ class GPUGenerator:
 
     def bound_var(self, v: str, prefix: str, axis: str, extent: int) -> str:
         """The declaration of ``v``, the index of the block or thread on ``axis``."""
-        word = self.lang.INDEX[prefix].format(axis if self.lang.NAME == "cuda" else "xyz".index(axis))
+        word = self.lang.INDEX[prefix].format(axis=axis, dim="xyz".index(axis))
         return f"const {self._index} {v} = ({self._index}){word};  /* one of {extent} */"
 
     def loop_head(self, v: str, s: For) -> list[str]:
@@ -256,9 +261,7 @@ class GPUGenerator:
         ``f.attrs["launch"]`` receives its grid and block sizes and whether it takes the flag."""
         launch = check_kernel(f, self.limits)
         self._names, self._used = {}, set()
-        self._index = "int" if f.attrs.get("index_bits", 64) == 32 else "long long"
-        if self.lang.NAME == "opencl" and self._index != "int":
-            self._index = "long"
+        self._index = "int" if f.attrs.get("index_bits", 64) == 32 else self.lang.TYPES["int64"]
         self._checks = False
         kname = self.name(f, f.name)
         params = [(self.ctype(b.dtype), self.name(b, b.name), b.const) for b in f.params]
@@ -266,6 +269,10 @@ class GPUGenerator:
         self.stmt(f.body, "  ", body)
         if self._checks:
             params.append(("int", BAD_FLAG, False))
+        most = getattr(self.lang, "MAX_BUFFERS", None)
+        if most is not None and len(params) > most:
+            raise CodegenError(f"kernel {kname} ({f.comment or 'one fused group'}) takes {len(params)} buffers; "
+                               f"a {self.lang.NAME} kernel takes {most} at most")
         head = self.lang.kernel_head(kname, params, launch.block)
         comment = f"/* {f.comment} */\n" if f.comment else ""
         src = comment + head + " {\n" + "\n".join(body) + "\n}\n"

@@ -12,7 +12,7 @@ TYPES = {
 #: a helper function of the generated file
 FUNC = "static __device__ __forceinline__"
 
-INDEX = {"blockIdx": "blockIdx.{}", "threadIdx": "threadIdx.{}"}
+INDEX = {"blockIdx": "blockIdx.{axis}", "threadIdx": "threadIdx.{axis}"}
 BARRIER = "__syncthreads();"
 SHARED = "__shared__"
 INT64_SUFFIX = "LL"

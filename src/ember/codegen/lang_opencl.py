@@ -10,8 +10,9 @@ TYPES = {
 }
 
 FUNC = "static inline"
+POINTER_SPACE = "__global "
 
-INDEX = {"blockIdx": "get_group_id({})", "threadIdx": "get_local_id({})"}
+INDEX = {"blockIdx": "get_group_id({dim})", "threadIdx": "get_local_id({dim})"}
 BARRIER = "barrier(CLK_LOCAL_MEM_FENCE);"
 SHARED = "__local"
 INT64_SUFFIX = "L"

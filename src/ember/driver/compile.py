@@ -292,12 +292,13 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
 
     meta = {
         "format": 1, "ember_version": __version__, "name": g.name, "target": target.spec if target.cross else target.kind,
-        **({"triple": target.triple} if target.cross else {}),
+        **({"triple": target.triple, "features": sorted(target.features)} if target.cross else {}),
         "inputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape),
                     **({"default": {"offset": default_offsets[n], "shape": list(graph.defaults[n].shape)}}
                        if n in default_offsets else {})} for n, v in zip(in_names, g.inputs)],
         "outputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(out_names, g.outputs)],
         "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "kernels": len(kernels) + len(regions.kernels),
         "intermediate_bytes": plan.total_intermediate_bytes,
     }
@@ -524,7 +525,7 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
         return load(path)
     lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress), disabled)
     if key is not None:
-        lib = models.put(key, lib)
+        lib = models.put(key, lib, link=True)     # the same file as the library cache's entry
     say(f"done in {time.perf_counter() - t0:.1f} s")
     return _loaded(lib, tgt)
 

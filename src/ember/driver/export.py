@@ -91,6 +91,27 @@ def export_c(model: Any, out: str | os.PathLike, *, target: "str | Target" = "po
     return _write_package(dest, files)
 
 
+#: the files of a wasm32 web package besides model.wasm (from ``runtime/runners``)
+WEB_FILES = ("model.mjs", "index.html")
+
+
+def export_web(artifact, out: str | os.PathLike) -> Path:
+    """Writes the wasm32 ``artifact`` (a :class:`~ember.runtime.cross.CrossArtifact`) as a web
+    package into the folder ``out``: ``model.wasm`` (the sealed artifact), ``model.mjs`` (the ES
+    module that checks, loads and runs it in a browser or Node.js) and ``index.html`` (an example
+    page).  The folder is replaced as by :func:`export_c`."""
+    from ..toolchain.emulator import RUNNERS
+
+    if artifact.machine != "wasm32":
+        raise TargetError(f"a web package holds a wasm32 artifact, not one for {artifact.target}")
+    dest = Path(out)
+    _check_destination(dest)
+    files = {"model.wasm": artifact.path.read_bytes(),
+             MARKER: json.dumps({"name": artifact.name, "target": artifact.target}).encode()}
+    files.update({name: (RUNNERS / name).read_bytes() for name in WEB_FILES})
+    return _write_package(dest, files)
+
+
 def _check_destination(dest: Path) -> None:
     if dest.exists() and not (dest.is_dir() and (not any(dest.iterdir()) or (dest / MARKER).is_file())):
         raise ArtifactError(f"cannot export to '{dest}': it exists and is not an empty folder or an earlier export")

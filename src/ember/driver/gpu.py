@@ -20,7 +20,7 @@ import numpy as np
 from .. import __version__
 from ..errors import CodegenError, EmberError, TargetError
 from ..codegen.c import c_ident
-from ..codegen.gpu import KIND_LANGUAGE, generator
+from ..codegen.gpu import KIND_LANGUAGE, LANGUAGES, generator
 from ..graph.ir import Graph, Value
 from ..passes import fuse, optimize, plan_memory
 from ..target import Target
@@ -144,7 +144,8 @@ def compile_gpu(model: Any, target: Target, opt_level: int = 3, *, shapes: Mappi
     dumper = _Dumper(Path(dump)) if dump else None
     art, _ = generate_gpu(graph, target, opt_level, dump=dumper, progress=say)
     if dumper:
-        dumper.write("model" + {"cuda": ".cu", "opencl": ".cl", "wgsl": ".wgsl"}[art.language], art.source)
+        suffix = ".wgsl" if art.language == "wgsl" else LANGUAGES[art.language].SUFFIX
+        dumper.write(f"model{suffix}", art.source)
     if target.kind == "cuda":
         from ..toolchain import nvrtc
 

@@ -240,6 +240,7 @@ def check_machine(path: str | os.PathLike) -> None:
     machine = artifact_machine(path)
     if not machine or machine == host_machine():
         return
+    verify_artifact(path)       # a truncated or damaged file says so first
     how = ("`ember run` runs it here under Node.js" if machine == "wasm32" else
            f"run it on that machine, or here under qemu-{machine} with `ember run`")
     target = machine

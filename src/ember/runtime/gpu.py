@@ -9,7 +9,8 @@ sha256 of everything after it, so a damaged file raises :class:`~ember.errors.Ar
 checked by name, dtype and shape before anything runs).  It runs an OpenCL artifact through
 ``runtime/opencl.py`` (pyopencl) and a WGSL one through ``runtime/webgpu.py`` (wgpu), both on
 :class:`DeviceRunner`; running a CUDA artifact needs an NVIDIA GPU and is not built yet (its PTX
-is made and checked without one).
+is made and checked without one); a Metal artifact is saved as the folder a Metal host program
+runs (``runtime/metal.py``) and is not run by Ember.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..errors import ArtifactError, EmberRuntimeError, IndexOutOfRangeError
 #: the bits a kernel sets in the flag buffer: a run-time index check failed; (WGSL) an int64
 #: value read did not fit in the 32 bits WGSL computes it in
 FLAG_INDEX, FLAG_INT64 = 1, 2
-LANGUAGES = ("cuda", "opencl", "wgsl")
+LANGUAGES = ("cuda", "opencl", "metal", "wgsl")
 from .module import LoadedModel, Module
 
 MAGIC = b"EMBERGPU"
@@ -226,7 +227,7 @@ class GPUModule(LoadedModel):
 
     @property
     def source(self) -> str:
-        """The kernels' source (CUDA C++ or OpenCL C)."""
+        """The kernels' source (CUDA C++, OpenCL C or Metal Shading Language)."""
         return self.artifact.source
 
     @property
@@ -252,6 +253,9 @@ class GPUModule(LoadedModel):
                 from .webgpu import WebGPURunner
 
                 self._device = WebGPURunner(self.artifact)
+            elif lang == "metal":
+                raise EmberRuntimeError("a Metal artifact runs on an Apple GPU, from a Metal host program "
+                                        "(save() writes the bundle it reads); Ember cannot run it")
             else:
                 raise EmberRuntimeError(f"running a {lang} artifact is not supported yet (its code is generated "
                                         "and compiled; launching it on a device is not built)")
@@ -276,6 +280,15 @@ class GPUModule(LoadedModel):
         from .webgpu import export_web
 
         return export_web(self.artifact, directory)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes the artifact to ``path``: for Metal, the folder a Metal host program reads
+        (``runtime/metal.py``); else one file (or a file in the folder ``path``)."""
+        if self.artifact.language == "metal":
+            from .metal import write_bundle
+
+            return write_bundle(self.artifact.meta, self.artifact.source, self.artifact.constants, path)
+        return super().save(path)
 
     def _write_artifact(self, f) -> None:
         f.write(self.artifact.to_bytes())

@@ -43,7 +43,7 @@ from typing import Callable, Mapping, Sequence
 from ..errors import ArtifactError, ToolchainError
 from ..runtime.artifact import seal_artifact, verify_artifact
 from . import cpu_features
-from .cache import Cache
+from .cache import Cache, full_disk_error, no_space
 
 #: Flags every compile gets; ``flags`` given to :func:`build_shared` come after them (and so
 #: override them where the compiler lets a later flag win, e.g. ``-O2``).
@@ -310,6 +310,10 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
                      (link_flags, link_libs, wasm), dict(object_keys or {}), pch)
         seal_artifact(lib)
         return libs.put(entry, lib, move=True)
+    except OSError as e:
+        if no_space(e):
+            raise full_disk_error(libs.root, e) from e
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -115,23 +115,30 @@ class Result:
     printed: str
 
 
-def command(path: Path, machine: str, target, threads: int | None, iters: int) -> list[str]:
-    """The command that runs the artifact at ``path`` here (its inputs and ``--out`` follow)."""
+def command(path: Path, machine: str, target, threads: int | None, iters: int, cpu: str | None = None) -> list[str]:
+    """The command that runs the artifact at ``path`` here (its inputs and ``--out`` follow),
+    under qemu as the processor ``cpu`` (default: :data:`QEMU`'s, with every extension)."""
     why = missing(machine)
     if why:
         raise ToolchainError(f"cannot run the {target.spec} artifact '{path}' here: {why}")
     if machine == "wasm32":
+        if cpu:
+            raise InputError("a wasm32 artifact runs on Node.js's engine: there is no processor to choose")
         return ["node", "--no-warnings", str(RUN_MODEL_MJS), str(path), "--iters", str(iters)]
-    qemu, libc, cpu = QEMU[machine]
-    return [qemu, "-L", libc, "-cpu", cpu, str(runner_binary(target)), str(path), "--iters", str(iters),
+    qemu, libc, any_cpu = QEMU[machine]
+    if cpu is not None and not re.fullmatch(r"[A-Za-z0-9_.,=-]+", cpu):
+        raise InputError(f"{cpu!r} is not a processor name qemu takes (e.g. cortex-a72)")
+    return [qemu, "-L", libc, "-cpu", cpu or any_cpu, str(runner_binary(target)), str(path), "--iters", str(iters),
             *(["--threads", str(threads)] if threads else [])]
 
 
 def run(artifact, inputs: Mapping[str, np.ndarray] | None = None, *, threads: int | None = None,
-        iters: int = 1) -> Result:
+        iters: int = 1, cpu: str | None = None) -> Result:
     """Runs ``artifact`` (a :class:`~ember.runtime.cross.CrossArtifact`) on ``inputs`` (by input
     name; None: the runner's deterministic pattern, :func:`ember.runtime.pattern_array`) under
-    its emulator: one run, then ``iters`` timed runs."""
+    its emulator (qemu as the processor ``cpu``, if given): one run, then ``iters`` timed runs.
+    The artifact's load-time check of the processor runs first: a processor without a feature
+    it needs is an :class:`ArtifactError` naming the feature."""
     from ..target import resolve
 
     meta = artifact.metadata
@@ -153,7 +160,7 @@ def run(artifact, inputs: Mapping[str, np.ndarray] | None = None, *, threads: in
                 raise ArtifactError(f"'{artifact.name}' has symbolic dimensions ({x['name']}: {x['shape']}): the "
                                     "emulated runner runs models of static shapes; compile with --shape")
         prefix = str(Path(tmp) / "out")
-        cmd = [*command(artifact.path, artifact.machine, target, threads, max(1, int(iters))), "--out", prefix, *files]
+        cmd = [*command(artifact.path, artifact.machine, target, threads, max(1, int(iters)), cpu), "--out", prefix, *files]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -45,9 +45,10 @@ def profile_table(totals: Mapping[str, float], runs: int, kernels: list[Kernel])
     return "\n".join(lines) + "\n"
 
 
-def profile(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, bounds=None) -> str:
+def measure(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, bounds=None) -> dict[str, float]:
     """Compile ``model`` with profiling (as ``ember.compile``), run it ``runs`` times on seeded
-    random inputs and return :func:`profile_table` (the target of ``tr`` carries its knobs)."""
+    random inputs and return each kernel's seconds over the ``runs`` runs (the target of ``tr``
+    carries its knobs)."""
     from ..benchmark import random_inputs
     from ..driver.compile import compile as ember_compile
 
@@ -58,4 +59,9 @@ def profile(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, b
     for _ in range(runs):
         module.run(feeds)
     after = module.profile()
-    return profile_table({n: t - before.get(n, 0.0) for n, t in after.items()}, runs, tr.kernels)
+    return {n: t - before.get(n, 0.0) for n, t in after.items()}
+
+
+def profile(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, bounds=None) -> str:
+    """:func:`measure`, as :func:`profile_table`."""
+    return profile_table(measure(model, tr, runs, seed, shapes, bounds), runs, tr.kernels)

@@ -57,10 +57,12 @@
  *   {"format": 1, "ember_version": "0.1.0", "name": "...", "target": "cpu",
  *    "inputs":  [{"name": "x", "dtype": "float32", "shape": [1, 3, 224, 224]}, ...],
  *    "outputs": [...same...],
- *    "arena_bytes": N, "constants_bytes": N, "kernels": N}
+ *    "arena_bytes": N, "constants_bytes": N, "weights_sha256": "<hex>", "kernels": N}
  * with numpy dtype names; the runtime parses "inputs" and "outputs" from it (both in C and in
  * Python), so no other table is needed.  A symbolic dimension is a string holding its expression
- * ("seq", "768*seq") and the model adds "symbols": [{"name": "seq", "bound": 512}, ...].
+ * ("seq", "768*seq") and the model adds "symbols": [{"name": "seq", "bound": 512}, ...].  A cross
+ * target's artifact also says "triple" and the processor "features" it requires (checked on load:
+ * docs/design.md, "What an artifact says it is").
  *
  * Guarantees the runtime gives to the entry:
  *   - arena is 64-byte aligned, ember_model_arena_bytes long (for a model with symbols: long

@@ -3,7 +3,8 @@
  *   cc -O2 -I src/ember/runtime/c src/ember/runtime/runners/run_model.c -o run_model -ldl -lm
  *   ./run_model model.so [--threads N] [--iters N] [--out PREFIX] [INPUT.bin ...]
  *
- * Opens the artifact with dlopen() and looks up the functions of ember_runtime.h.  Built with
+ * Checks that the artifact is whole (its trailer's length and SHA-256), opens it with dlopen()
+ * and looks up the functions of ember_runtime.h.  Built with
  * -DEMBER_LINKED and linked with a model's objects instead (the package of `ember export
  * --format c`), it takes no ARTIFACT and calls the linked model's functions.  Inputs are
  * read from raw binary files (one per input, in model order, exactly the input's bytes) or, when
@@ -70,8 +71,78 @@ static void* lookup(void* lib, const char* name, int* ok) {
     return sym;
 }
 
+/* SHA-256 (FIPS 180-4), to check the trailer's digest before the library is opened. */
+typedef struct {
+    uint32_t h[8];
+    uint64_t length;
+    unsigned char block[64];
+    size_t used;
+} sha256_ctx;
+
+static const uint32_t SHA256_K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_block(sha256_ctx* c, const unsigned char* p) {
+    uint32_t w[64], s[8];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    memcpy(s, c->h, sizeof s);
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = s[7] + (ROTR(s[4], 6) ^ ROTR(s[4], 11) ^ ROTR(s[4], 25)) + ((s[4] & s[5]) ^ (~s[4] & s[6])) +
+                      SHA256_K[i] + w[i];
+        uint32_t t2 = (ROTR(s[0], 2) ^ ROTR(s[0], 13) ^ ROTR(s[0], 22)) + ((s[0] & s[1]) ^ (s[0] & s[2]) ^ (s[1] & s[2]));
+        memmove(s + 1, s, 7 * sizeof(uint32_t));
+        s[4] += t1;
+        s[0] = t1 + t2;
+    }
+    for (int i = 0; i < 8; i++) c->h[i] += s[i];
+}
+
+static void sha256_init(sha256_ctx* c) {
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, h0, sizeof h0);
+    c->length = 0;
+    c->used = 0;
+}
+
+static void sha256_update(sha256_ctx* c, const unsigned char* p, size_t n) {
+    c->length += n;
+    while (n > 0) {
+        size_t take = 64 - c->used < n ? 64 - c->used : n;
+        memcpy(c->block + c->used, p, take);
+        c->used += take, p += take, n -= take;
+        if (c->used == 64) sha256_block(c, c->block), c->used = 0;
+    }
+}
+
+static void sha256_final(sha256_ctx* c, unsigned char out[32]) {
+    uint64_t bits = c->length * 8;
+    unsigned char pad[72] = {0x80};
+    size_t n = (c->used < 56 ? 56 : 120) - c->used;
+    for (int i = 0; i < 8; i++) pad[n + i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha256_update(c, pad, n + 8);
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 4; j++) out[4 * i + j] = (unsigned char)(c->h[i] >> (24 - 8 * j));
+}
+
 /* The artifact ends with a 48-byte trailer: "EMBERART", the library's length (u64 LE), its
- * sha256.  A length that does not match means the file is truncated: refuse it before dlopen. */
+ * sha256.  A length that does not match means the file is truncated, a digest that does not
+ * match that it is damaged: refuse it before dlopen. */
 static int check_trailer(const char* path) {
     FILE* f = fopen(path, "rb");
     if (!f) return die("cannot open %s", path);
@@ -79,13 +150,32 @@ static int check_trailer(const char* path) {
     struct stat st;
     int ok = fstat(fileno(f), &st) == 0 && st.st_size >= 48 && fseek(f, st.st_size - 48, SEEK_SET) == 0 &&
              fread(tail, 1, 48, f) == 48 && memcmp(tail, "EMBERART", 8) == 0;
-    fclose(f);
+    uint64_t len = 0;
     if (ok) {
-        uint64_t len = 0;
         for (int i = 7; i >= 0; i--) len = (len << 8) | tail[8 + i];
         ok = len == (uint64_t)st.st_size - 48;
     }
-    return ok ? 0 : die("%s is not an Ember artifact or is truncated", path);
+    if (!ok) {
+        fclose(f);
+        return die("%s is not an Ember artifact or is truncated", path);
+    }
+    sha256_ctx c;
+    sha256_init(&c);
+    static unsigned char buf[1 << 16];
+    uint64_t left = len;
+    rewind(f);
+    while (left > 0) {
+        size_t n = fread(buf, 1, left < sizeof buf ? (size_t)left : sizeof buf, f);
+        if (n == 0) break;
+        sha256_update(&c, buf, n);
+        left -= n;
+    }
+    fclose(f);
+    unsigned char digest[32];
+    sha256_final(&c, digest);
+    if (left != 0 || memcmp(digest, tail + 16, 32) != 0)
+        return die("%s is corrupt: its contents do not match its checksum", path);
+    return 0;
 }
 
 #endif

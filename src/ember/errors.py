@@ -125,6 +125,14 @@ class DeclaredTypeError(InvalidModelError):
     code = "E016"
 
 
+class DeclaredShapeWarning(UserWarning):
+    """A graph output or ``value_info`` declared with a shape (rank or static dimension) other
+    than the one the graph computes: the declaration is ignored and the computed shape is used,
+    as onnxruntime does (its lenient merge).  Exporters leave such stale declarations (an output
+    declared ``[1, seqlen]`` that the graph computes as ``[T, 1, C]``); the element type is not a
+    hint, and a wrong one stays a :class:`DeclaredTypeError`."""
+
+
 # ---- E1xx: graph IR and passes --------------------------------------------------------------
 
 class GraphError(EmberError):

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper
 
-from ember.errors import InputError
+from ember.errors import DeclaredShapeWarning, EmberError, InputError
 from ember.symbolic import symbol
 
 from test_onnx_dynamic import check, rand
@@ -140,3 +140,84 @@ def test_constant_pads_of_an_open_axis_in_index_modes(mode):
     m = model(nodes, [vi("x", ["batch", "t"])], [vi("y", ["batch", "t2"])],
               [("pads", np.array([0, 3, 0, 2], np.int64))])
     check(m, [{"x": rand(b, t)} for b, t in ((1, 4), (2, 9), (3, 5))])
+
+
+def test_output_declared_with_a_stale_shape_of_another_rank():
+    # ddddocr: a CTC recognizer whose output, time-major [(w+1)//2, 1, C], is declared [1, seqlen]
+    # by its export; onnxruntime ignores the declaration (with a warning) and so does Ember
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[1, 2], strides=[1, 2], pads=[0, 0, 0, 1]),
+             helper.make_node("Squeeze", ["p", "ax0"], ["s"]),
+             helper.make_node("Transpose", ["s"], ["t"], perm=[2, 0, 1])]
+    m = model(nodes, [vi("x", [1, 1, 4, "w"])], [vi("t", [1, "seqlen"])], [("ax0", np.array([0], np.int64))])
+    with pytest.warns(DeclaredShapeWarning, match=r"graph output 't' is declared of rank 2 \(\[1, seqlen\]\)"):
+        g, _ = check(m, [{"x": rand(1, 1, 4, w)} for w in (1, 6, 9)])
+    assert g.outputs[0].type.shape == ((symbol("w") + 1) // 2, 1, 4)
+
+
+@pytest.mark.parametrize("inside_if", [False, True])
+def test_recurrence_whose_state_has_a_batch_symbol_of_its_own(inside_if):
+    # Silero VAD 6: the LSTM state is a graph input [2, state_batch, 128] next to the signal's
+    # [batch, 512], its step inside an If on the sample rate: the two batches must agree, which
+    # the run checks when the inputs bind them
+    h, i = 4, 3
+    w = (np.random.default_rng(1).standard_normal((1, 4 * h, i)) * 0.4).astype(np.float32)
+    r = (np.random.default_rng(2).standard_normal((1, 4 * h, h)) * 0.4).astype(np.float32)
+
+    def lstm(suffix, wname):
+        return [helper.make_node("LSTM", ["x", wname, "r", "", "", "h0", "c0"], ["", "yh" + suffix, "yc" + suffix],
+                                 hidden_size=h)]
+
+    if inside_if:
+        then = helper.make_graph(lstm("t", "w"), "then", [], [vi("yht", [1, "b", h]), vi("yct", [1, "b", h])])
+        other = helper.make_graph(lstm("e", "w2"), "else", [], [vi("yhe", [1, "b", h]), vi("yce", [1, "b", h])])
+        nodes = [helper.make_node("Equal", ["sr", "rate"], ["c"]),
+                 helper.make_node("If", ["c"], ["yh", "yc"], then_branch=then, else_branch=other)]
+        inputs = [vi("x", [1, "batch", i]), vi("h0", [1, "state_batch", h]), vi("c0", [1, "state_batch", h]),
+                  vi("sr", [], TP.INT64)]
+        inits = [("w", w), ("w2", w[:, ::-1].copy()), ("r", r), ("rate", np.array(16000, np.int64))]
+    else:
+        nodes = [helper.make_node("Identity", ["yht"], ["yh"]), helper.make_node("Identity", ["yct"], ["yc"])]
+        nodes = lstm("t", "w") + nodes
+        inputs = [vi("x", [1, "batch", i]), vi("h0", [1, "state_batch", h]), vi("c0", [1, "state_batch", h])]
+        inits = [("w", w), ("r", r)]
+    m = model(nodes, inputs, [vi("yh", [1, "b", h]), vi("yc", [1, "b", h])], inits, opset=14)
+    feeds = [{"x": rand(1, b, i), "h0": rand(1, b, h) * 0.5, "c0": rand(1, b, h) * 0.3} for b in (1, 2, 3)]
+    if inside_if:
+        for k, f in enumerate(feeds):
+            f["sr"] = np.array(16000 if k != 1 else 8000, np.int64)
+    _, mod = check(m, feeds)
+    # checked before the run, or inside the If when its branch runs
+    with pytest.raises(InputError if not inside_if else EmberError, match="initial state"):
+        mod.run({**feeds[1], "h0": rand(1, 3, h), "c0": rand(1, 3, h)})
+
+
+def _squeeze_if_one(prefix, x, pool):
+    # x [b, 3, t] pooled by POOL, then x.squeeze(-1) if x.shape[-1] == 1 else x: the branch of
+    # the sizes being equal, which the run checks
+    then = helper.make_graph([helper.make_node("Squeeze", [f"{prefix}h", "axl"], [f"{prefix}o"])], f"{prefix}then",
+                             [], [vi(f"{prefix}o", ["b", 3])])
+    other = helper.make_graph([helper.make_node("Identity", [f"{prefix}h"], [f"{prefix}o2"])], f"{prefix}else", [],
+                              [vi(f"{prefix}o2", ["b", 3, "n"])])
+    return [helper.make_node("MaxPool", [x], [f"{prefix}h"], kernel_shape=[pool], strides=[pool]),
+            helper.make_node("Shape", [f"{prefix}h"], [f"{prefix}shp"]),
+            helper.make_node("Gather", [f"{prefix}shp", "last"], [f"{prefix}n"], axis=0),
+            helper.make_node("Equal", [f"{prefix}n", "one"], [f"{prefix}c"]),
+            helper.make_node("If", [f"{prefix}c"], [f"{prefix}y"], then_branch=then, else_branch=other)]
+
+
+def test_size_checks_of_a_branch_are_made_only_where_it_runs():
+    # Silero VAD 6: one branch per sample rate (a run-time If on the input 'sr'); each squeezes
+    # the frame axis, which is 1 only for the length of its own rate (256 samples at 8 kHz, 512
+    # at 16 kHz): the other branch's check must not refuse the input
+    eight = helper.make_graph(_squeeze_if_one("a", "x", 4), "eight", [], [vi("ay", ["b", 3])])
+    sixteen = helper.make_graph(_squeeze_if_one("b", "x", 8), "sixteen", [], [vi("by", ["b", 3])])
+    nodes = [_const("last", -1), _const("one", 1), _const("axl", [-1]), _const("rate", 8000),
+             helper.make_node("Equal", ["sr", "rate"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=eight, else_branch=sixteen)]
+    m = model(nodes, [vi("x", ["batch", 3, "t"]), vi("sr", [], TP.INT64)], [vi("y", ["batch", 3])])
+    sr = lambda v: np.array(v, np.int64)   # noqa: E731
+    _, mod = check(m, [{"x": rand(1, 3, 5), "sr": sr(8000)}, {"x": rand(2, 3, 12), "sr": sr(16000)},
+                       {"x": rand(3, 3, 4), "sr": sr(8000)}, {"x": rand(1, 3, 15), "sr": sr(16000)}])
+    # the branch taken makes its check when it runs (an error of the run, as onnxruntime's)
+    with pytest.raises(EmberError, match=r"needs t//4 == 1.*it is 2"):
+        mod.run({"x": rand(1, 3, 12), "sr": sr(8000)})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 
 import numpy as np
@@ -13,9 +14,9 @@ import onnx
 import pytest
 from onnx import TensorProto as TP, helper, numpy_helper
 
-from ember.errors import (DeclaredTypeError, DuplicateNameError, EmberError, ExternalDataError, InvalidModelError,
-                          ModelFileError, ModelLoadError, ModelVersionError, OpSchemaError, TensorDataError,
-                          UnsupportedOpError)
+from ember.errors import (DeclaredShapeWarning, DeclaredTypeError, DuplicateNameError, EmberError, ExternalDataError,
+                          InvalidModelError, ModelFileError, ModelLoadError, ModelVersionError, OpSchemaError,
+                          TensorDataError, UnsupportedOpError)
 from ember.frontend import from_onnx
 from ember.graph import run_graph
 from onnx_harness import make_model, rand
@@ -226,12 +227,19 @@ def test_a_dimension_of_minus_one_is_an_unknown_size():
 
 # ---- declared types against computed ones ---------------------------------------------------
 
-def test_graph_output_declared_with_another_dtype_or_shape():
+def test_graph_output_declared_with_another_dtype():
     refused(add_model(out=vi("y", TP.INT64)), DeclaredTypeError, "E016",
             "graph output 'y' is declared INT64, but the graph computes float32")
-    refused(add_model(out=vi("y", shape=(3, 2))), DeclaredTypeError, "E016",
-            "graph output 'y' is declared with dimension 0 = 3")
-    refused(add_model(out=vi("y", shape=(2, 3, 1))), DeclaredTypeError, "E016", "declared of rank 3")
+
+
+@pytest.mark.parametrize("shape,why", [((3, 2), "with dimension 0 = 3 ([3, 2])"), ((2, 3, 1), "of rank 3"),
+                                       ((1, "seqlen"), "with dimension 0 = 1 ([1, seqlen])")])
+def test_graph_output_declared_with_another_shape_is_a_warning(shape, why):
+    # onnxruntime ignores a declared output shape that the graph contradicts (its lenient
+    # merge): the computed shape is the output's, the declaration is warned about
+    with pytest.warns(DeclaredShapeWarning, match=re.escape(f"graph output 'y' is declared {why}")):
+        g = from_onnx(add_model(out=vi("y", shape=shape)))
+    assert tuple(g.outputs[0].type.shape) == (2, 3)
 
 
 def test_value_info_contradicting_the_computed_type():
@@ -239,7 +247,8 @@ def test_value_info_contradicting_the_computed_type():
     m = graph_model(nodes, [vi("x")], [vi("y")], value_info=[vi("h", TP.DOUBLE)])
     refused(m, DeclaredTypeError, "E016", "value_info 'h' is declared DOUBLE")
     m = graph_model(nodes, [vi("x")], [vi("y")], value_info=[vi("h", shape=(5,))])
-    refused(m, DeclaredTypeError, "E016", "value_info 'h' is declared of rank 1")
+    with pytest.warns(DeclaredShapeWarning, match="value_info 'h' is declared of rank 1"):
+        from_onnx(m)
 
 
 # ---- names that are not text ----------------------------------------------------------------

@@ -1120,6 +1120,17 @@ def dim_c(d, sym_index: dict[str, int], syms: str = "syms", saturating: bool = F
     return "(" + " + ".join(parts) + ")"
 
 
+def check_lines(checks, sym_index: dict) -> list[str]:
+    """C lines that make ``checks`` (``Graph.checks``: (dim, op, what)) on the symbols' values
+    ``syms``, each failure an error of the run (``return -1``)."""
+    lines = []
+    for d, op, what in checks:
+        v = dim_c(d, sym_index)
+        text = c_string(f"the input shapes fail a check of the model: {what} ({d} {op} 0 fails: it is ")[1:-1]
+        lines.append(f"if (!({v} {op} 0)) {{ ember_set_error(\"{text}%lld)\", (long long)({v})); return -1; }}")
+    return lines
+
+
 def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tuple]],
                    symbols: list[str], bounds: list[int], limits: dict | None = None, checks=()) -> str:
     """C of the symbol tables and ``ember_model_shapes`` of a model with symbolic dimensions
@@ -1166,10 +1177,7 @@ def shape_function(inputs: list[tuple[str, tuple]], outputs: list[tuple[str, tup
         if b is not None:
             lines.append(f"  if (syms[{j}] > INT64_C({b})) {{ ember_set_error(\"the input shapes give {n} = %lld, "
                          f"above its limit {b} (the model only works up to it)\", (long long)syms[{j}]); return -1; }}")
-    for d, op, what in checks:
-        v = dim_c(d, idx)
-        text = c_string(f"the input shapes fail a check of the model: {what} ({d} {op} 0 fails: it is ")[1:-1]
-        lines.append(f"  if (!({v} {op} 0)) {{ ember_set_error(\"{text}%lld)\", (long long)({v})); return -1; }}")
+    lines += ["  " + x for x in check_lines(checks, idx)]
     # an output dimension that inputs too small for the model make negative (an STFT's frame
     # count (samples - 400)//160 + 1) is an error
     for i, (name, dims) in enumerate(outputs):

@@ -4,7 +4,8 @@ Each body is optimized, fused and lowered into kernels of its own (the same ``gr
 path as the model's), and the generated entry runs them under C control flow:
 
 * ``if``: ``if (*cond) { then kernels } else { else kernels }``; both branches write their
-  outputs straight into the node's output buffers.
+  outputs straight into the node's output buffers.  A branch first makes its own checks of the
+  symbols (``Graph.checks`` that hold only where it is taken).
 * ``loop``: each carried value has two buffers, the node's output and one in the scratch (the
   initial value is copied into the first); each iteration runs the body's kernels, reading the
   carried values from one buffer and writing the next ones into the other, and the two swap
@@ -33,7 +34,7 @@ from ..graph.types import TensorType
 from ..ops import get_op
 from ..passes import fuse, plan_memory
 from ..passes.fusion import Group
-from ..codegen.c import c_ident, c_type, dim_c
+from ..codegen.c import c_ident, c_type, check_lines, dim_c
 from ..passes.base import Names
 from .kernels import kernel_call
 from .pipeline import PACK_WEIGHTS, Context, generic_steps, run_graph
@@ -205,6 +206,8 @@ class Regions:
             cond = where(node.inputs[0])
             out = [f"if (*(const _Bool*){cond}) {{"]
             for body, close in ((then, "} else {"), (other, "}")):
+                # what the branch needs of the symbols, checked when it is taken
+                out += ["  " + x for x in check_lines(body.graph.checks, self.sym_index)]
                 env = dict(zip(body.graph.inputs, (where(v) for v in node.inputs[1:])))
                 env.update(zip(body.graph.outputs, (where(v) for v in node.outputs)))
                 out += ["  " + x for x in self._run_body(body, env, base, where, gen, src)]

@@ -504,11 +504,15 @@ class NodeContext:
         several copies of one subgraph (the iterations of an unrolled loop)."""
         return self._tr.inline_graph(self.graph_attr(attr), f"{self.name}/{attr}{tag}", self.opset, bind)
 
-    def region_graph(self, attr: str, formals: Sequence[tuple[str, TensorType]] = ()) -> tuple[Graph, list[Value]]:
+    def region_graph(self, attr: str, formals: Sequence[tuple[str, TensorType]] = (),
+                     branch: bool = False) -> tuple[Graph, list[Value]]:
         """Translate the subgraph held by attribute ``attr`` into a graph of its own (the body
         of a region op): its inputs are ``formals`` (name, type), then one per outer value it
-        reads (the *captures*, returned in that order)."""
-        return self._tr.region_graph(self.graph_attr(attr), f"{self.name}/{attr}", self.opset, formals, self)
+        reads (the *captures*, returned in that order).  What the body needs of the symbols
+        (``Graph.checks``) is checked with the enclosing graph's, before the run, unless it is
+        a ``branch`` that the run may not take: then it is checked when the branch runs."""
+        return self._tr.region_graph(self.graph_attr(attr), f"{self.name}/{attr}", self.opset, formals, self,
+                                     branch)
 
     def graph_attr(self, attr: str):
         """The GraphProto held by attribute ``attr``."""
@@ -945,7 +949,8 @@ class _Translator:
             self.translate_node(n, n.name, {**self.opsets, "": opset})
         return [self.lookup(ren(o.name)) for o in g.output]
 
-    def region_graph(self, g, prefix: str, opset: int, formals, cx: "NodeContext") -> tuple[Graph, list[Value]]:
+    def region_graph(self, g, prefix: str, opset: int, formals, cx: "NodeContext",
+                     branch: bool = False) -> tuple[Graph, list[Value]]:
         """Translate subgraph ``g`` into a graph of its own (see ``NodeContext.region_graph``)."""
         from .onnx_ops.control import body_output
 
@@ -954,7 +959,7 @@ class _Translator:
             params = [body.input(name, t) for name, t in formals]
             outs = self.inline_graph(g, prefix, opset, params)
             outs = [body_output(cx, self, v, k) for k, v in enumerate(outs)]
-        return self.closed_graph(body, params, outs, cx)
+        return self.closed_graph(body, params, outs, cx, branch)
 
     @contextlib.contextmanager
     def building(self, builder: GraphBuilder, *contexts: "NodeContext"):
@@ -974,7 +979,7 @@ class _Translator:
                 c.b = b
 
     def closed_graph(self, body: GraphBuilder, params: list[Value], outs: list[Value],
-                     cx: "NodeContext") -> tuple[Graph, list[Value]]:
+                     cx: "NodeContext", branch: bool = False) -> tuple[Graph, list[Value]]:
         """The graph of ``body``'s nodes with inputs ``params``, then one per outer value its
         nodes or ``outs`` read (the captures, returned in that order; outer shape values are
         materialized in the enclosing graph)."""
@@ -1006,8 +1011,9 @@ class _Translator:
             n.inputs = [capture(v) for v in n.inputs]
         outs = [capture(v) for v in outs]
         # what the body needs of the symbols is checked with the enclosing graph's (all of its
-        # symbols are the enclosing graph's), before the run, whichever way it goes
-        for c in body.checks:
+        # symbols are the enclosing graph's), before the run, whichever way it goes; a branch's
+        # when it runs (the branch of an 8 kHz rate may need sizes that 16 kHz inputs lack)
+        for c in body.checks if not branch else ():
             if c not in self.b.checks:
                 self.b.checks.append(c)
         graph = Graph(list(params) + [inner[v] for v in captures], body.nodes, outs, body.name,

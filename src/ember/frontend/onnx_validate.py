@@ -19,7 +19,8 @@ node or tensor and what was expected:
   dimension, no data at all;
 - :class:`~ember.errors.DeclaredTypeError`: a declared graph input or output with a negative
   dimension, and, after translating (:func:`check_declared_types`), a graph output or
-  ``value_info`` whose element type or static shape contradicts what the graph computes;
+  ``value_info`` whose element type contradicts what the graph computes (a declared shape that
+  contradicts it is a :class:`~ember.errors.DeclaredShapeWarning`: the computed one is used);
 - :class:`~ember.errors.InvalidModelError`: a name that is not valid UTF-8.
 
 External-data references are checked by :mod:`ember.frontend.onnx_files`.
@@ -27,10 +28,11 @@ External-data references are checked by :mod:`ember.frontend.onnx_files`.
 
 from __future__ import annotations
 
+import warnings
 from math import prod
 from typing import Any
 
-from ..errors import (DeclaredTypeError, DuplicateNameError, InvalidModelError, ModelVersionError,
+from ..errors import (DeclaredShapeWarning, DeclaredTypeError, DuplicateNameError, InvalidModelError, ModelVersionError,
                       OpSchemaError, TensorDataError, shown_name)
 from .onnx_files import check_external_reference
 
@@ -425,8 +427,10 @@ def check_operand_types(schema, types: list[str | None], name: str, op: str,
 
 def check_declared_types(declared, computed: dict[str, Any], what: str, dims: bool = True) -> None:
     """Each ValueInfoProto of ``declared`` (graph outputs or value_info) whose name ``computed``
-    maps to a tensor Value: its declared element type and rank, and with ``dims`` its static
-    dimensions, must be the ones the graph computes."""
+    maps to a tensor Value: its declared element type must be the one the graph computes.  A
+    declared rank, or with ``dims`` a static dimension, other than the computed one is only
+    warned about (:class:`DeclaredShapeWarning`): the ops' semantics decide a shape, and
+    onnxruntime likewise runs such a model with the shape it computes."""
     from .onnx import _ONNX_DTYPES
 
     for vi in declared:
@@ -445,12 +449,14 @@ def check_declared_types(declared, computed: dict[str, Any], what: str, dims: bo
                          for d in tt.shape.dim]
         shape = tuple(v.type.shape)
         if len(declared_dims) != len(shape):
-            raise DeclaredTypeError(f"{what} '{vi.name}' is declared of rank {len(declared_dims)}, but the graph "
-                                    f"computes shape {_shape(shape)} (rank {len(shape)}) there")
-        for k, (d, s) in enumerate(zip(declared_dims, shape) if dims else ()):
-            if d is not None and isinstance(s, int) and d != s:
-                raise DeclaredTypeError(f"{what} '{vi.name}' is declared with dimension {k} = {d}, but the "
-                                        f"graph computes shape {_shape(shape)} there")
+            why = f"of rank {len(declared_dims)}"
+        else:
+            why = next((f"with dimension {k} = {d}" for k, (d, s) in enumerate(zip(declared_dims, shape) if dims else ())
+                        if d is not None and isinstance(s, int) and d != s), None)
+        if why is not None:
+            shown = _shape([d if d is not None else (p.dim_param or "?") for d, p in zip(declared_dims, tt.shape.dim)])
+            warnings.warn(f"{what} '{vi.name}' is declared {why} ({shown}), but the graph computes shape "
+                          f"{_shape(shape)} there; the declaration is ignored", DeclaredShapeWarning, stacklevel=2)
 
 
 def _shape(shape) -> str:

@@ -119,6 +119,9 @@ def fold_constants(graph: Graph) -> Graph:
             done = _fold_region(n, names)
             if done is not None:
                 inner, outs = done
+                if n.op == "if":       # what the branch taken needs, checked before the run
+                    taken = n.attrs["then_branch" if bool(n.inputs[0].const.reshape(())) else "else_branch"]
+                    g.checks += [c for c in taken.checks if c not in g.checks]
                 subst.update(zip(n.outputs, outs))
                 work.extend(reversed(inner))
             else:

@@ -171,8 +171,8 @@ def _size_equality(cx, v):
 def _run_time_if(cx, cond_v):
     """The If as the core ``if`` region op, both branches compiled."""
     with _or_constant(cx, [cond_v], "cond"):
-        then, then_caps = cx.region_graph("then_branch")
-        other, other_caps = cx.region_graph("else_branch")
+        then, then_caps = cx.region_graph("then_branch", branch=True)
+        other, other_caps = cx.region_graph("else_branch", branch=True)
         for k, (a, b) in enumerate(zip(then.outputs, other.outputs)):
             if a.dtype != b.dtype:
                 raise cx.fail(f"output {k} is {a.type} in then_branch and {b.type} in else_branch")

@@ -13,7 +13,7 @@ import numpy as np
 from ... import limits
 from ...graph.builder import GraphBuilder
 from ...graph.types import TensorType
-from ...symbolic import Sym, dim_range
+from ...symbolic import Sym, compare, dim_range
 from . import translates
 from .control import MAX_UNROLL, pad_to
 from .tensor import _dim_tensor, reshape
@@ -143,9 +143,11 @@ class _Cell:
             return self.cx.const(np.zeros((self.batch, self.h), dtype=self.x.dtype), self.x.dtype)
         if self.layout:
             v = self.cx.op("transpose", [v], perm=(1, 0, 2))
-        if v.type.rank == 3 and isinstance(self.batch, Sym) and isinstance(v.shape[1], int):
-            # a state of a fixed batch: the input's open batch must be that (as onnxruntime
-            # requires), which the run checks
+        if v.type.rank == 3 and (isinstance(self.batch, Sym) or isinstance(v.shape[1], Sym)) \
+                and compare(self.batch - v.shape[1], "==", 0, None) is not True:
+            # a state of another batch (a fixed one, or a symbol of its own, as a separate graph
+            # input gives): the input's batch must be that (as onnxruntime requires), which the
+            # run checks; the state then takes the input's batch
             self.cx.require(self.batch - v.shape[1], "==", f"the batch {self.batch} of the input to be the "
                                                            f"{v.shape[1]} of the initial state {v.type}")
             return self.cx.op("reshape", [self.take(v, d)], shape=(self.batch, v.shape[2]), checked=True)

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper
 
+import ember
 from ember.errors import DeclaredShapeWarning, EmberError, InputError
 from ember.symbolic import symbol
 
@@ -221,3 +222,22 @@ def test_size_checks_of_a_branch_are_made_only_where_it_runs():
     # the branch taken makes its check when it runs (an error of the run, as onnxruntime's)
     with pytest.raises(EmberError, match=r"needs t//4 == 1.*it is 2"):
         mod.run({"x": rand(1, 3, 12), "sr": sr(8000)})
+
+
+def test_squeeze_without_axes_of_an_open_batch_gives_a_rank_the_run_decides(tmp_path):
+    # PLCMOS: score = 4 * sigmoid(squeeze(gemm [batch, 1])) + 1, declared of rank 0: ONNX drops
+    # every axis of size 1, the batch too where it is 1 (onnxruntime gives () at batch 1, (2,)
+    # at batch 2); the artifact computes [batch] and drops the batch where it is 1
+    w = (np.random.default_rng(1).standard_normal((1, 4)) * 0.5).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["g"], transB=1),
+             helper.make_node("Squeeze", ["g"], ["s"]),
+             helper.make_node("Sigmoid", ["s"], ["p"]),
+             _float_const("four", 4.0), _float_const("one", 1.0),
+             helper.make_node("Mul", ["p", "four"], ["m"]),
+             helper.make_node("Add", ["m", "one"], ["y"])]
+    m = model(nodes, [vi("x", ["batch", 4])], [vi("y", [])], [("w", w)], opset=11)
+    g, mod = check(m, [{"x": rand(b, 4)} for b in (1, 2, 1, 5)])
+    assert g.squeezes == {0: (0,)}
+    assert mod.run({"x": rand(1, 4)})["y"].shape == () and mod.run({"x": rand(3, 4)})["y"].shape == (3,)
+    loaded = ember.load(mod.save(tmp_path / "m.so"))       # the artifact alone: its metadata
+    assert loaded.run({"x": rand(1, 4)})["y"].shape == () and loaded.run({"x": rand(3, 4)})["y"].shape == (3,)

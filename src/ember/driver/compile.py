@@ -296,7 +296,9 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         "inputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape),
                     **({"default": {"offset": default_offsets[n], "shape": list(graph.defaults[n].shape)}}
                        if n in default_offsets else {})} for n, v in zip(in_names, g.inputs)],
-        "outputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape)} for n, v in zip(out_names, g.outputs)],
+        "outputs": [{"name": n, "dtype": v.dtype, "shape": dims(v.shape),
+                     **({"squeeze": list(g.squeezes[k])} if k in g.squeezes else {})}
+                    for k, (n, v) in enumerate(zip(out_names, g.outputs))],
         "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob),
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "kernels": len(kernels) + len(regions.kernels),

@@ -571,6 +571,7 @@ class _Translator:
         self.used: set[str] = set()
         self.input_names: dict[int, str] = {}   # uid of a graph-input Value -> its ONNX name
         self.data_symbols: set[str] = set()     # symbols of dimensions the data decides (string ops)
+        self.run_time_squeezes: dict[int, tuple] = {}   # uid -> axes a Squeeze drops where 1 (Graph.squeezes)
         self.data_bindings: list[Value] = []    # operands bound at run time (onnx_ops/data_dims.py)
         self.data_bound: dict[str, Value] = {}  # each data symbol's bind_dims output
         self.region_depth = 0       # > 0 while translating the body of a region op (``building``)
@@ -1183,7 +1184,12 @@ class _Translator:
         self.bind_inputs()
         self.translate(nodes)
         outs = self.outputs()
-        check_declared_types(self.g.output, self.env, "graph output")
+        from .onnx_ops.tensor import squeezed_outputs
+
+        self.b.squeezes = squeezed_outputs(outs, self.run_time_squeezes)
+        # an output of a rank the run decides has the declared one at some sizes
+        ranked = {outs[k].name for k in self.b.squeezes}
+        check_declared_types([vi for vi in self.g.output if vi.name not in ranked], self.env, "graph output")
         # value_info dims may hold the sizes of the export that shapes= pins otherwise
         check_declared_types(self.g.value_info, self.env, "value_info", dims=False)
         for v in outs:

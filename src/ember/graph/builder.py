@@ -21,6 +21,7 @@ class GraphBuilder:
         self.hints: dict[str, int] = {}    # planning sizes of symbols without a limit
         self.checks: list = []              # run-time conditions on the symbols (Graph.checks)
         self.defaults: dict[str, np.ndarray] = {}   # default values of inputs (Graph.defaults)
+        self.squeezes: dict[int, tuple] = {}        # outputs of a run-time rank (Graph.squeezes)
         self.inputs: list[Value] = []
         self.nodes: list[Node] = []
         self._names: set[str] = set()        # value names
@@ -37,6 +38,7 @@ class GraphBuilder:
         b.hints = dict(graph.hints)
         b.checks = list(graph.checks)
         b.defaults = dict(graph.defaults)
+        b.squeezes = dict(graph.squeezes)
         b._names.update(v.name for v in graph.values())
         b._node_names.update(n.name for n in graph.nodes)
         return b
@@ -87,7 +89,7 @@ class GraphBuilder:
 
     def finish(self, outputs: Sequence[Value]) -> Graph:
         return Graph(list(self.inputs), list(self.nodes), list(outputs), self.name, dict(self.bounds),
-                     dict(self.hints), list(self.checks), dict(self.defaults))
+                     dict(self.hints), list(self.checks), dict(self.defaults), dict(self.squeezes))
 
 
 def infer_node(node: Node) -> list[TensorType]:

@@ -91,4 +91,13 @@ def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarr
             sizes.update(check_values(attrs, outs[0], sizes, node.name))
         for v, arr in zip(node.outputs, outs):
             env[v] = np.asarray(arr)
-    return [get(v) for v in graph.outputs]
+    outs = [get(v) for v in graph.outputs]
+    for k, axes in graph.squeezes.items():     # outputs whose rank the run decides
+        outs[k] = squeeze_ones(outs[k], axes)
+    return outs
+
+
+def squeeze_ones(array: np.ndarray, axes) -> np.ndarray:
+    """``array`` without those of ``axes`` whose size is 1 (``Graph.squeezes``)."""
+    drop = tuple(a for a in axes if array.shape[a] == 1)
+    return np.squeeze(array, axis=drop) if drop else array

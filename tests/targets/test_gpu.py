@@ -359,7 +359,8 @@ def test_image_tile_schedule(op, attrs, x_shape, w_shape):
 @pytest.mark.parametrize("op,shape", [("softmax", (2, 3, 128)), ("layer_norm", (3, 768)), ("softmax", (5, 200))])
 def test_row_schedule_with_partial_results(op, shape):
     """Rows long enough for ``ops.nn.row_reduce``'s P partials per row still get a block per row
-    (BERT-base's layer norms and softmaxes fell back to the default schedule before)."""
+    (BERT-base's layer norms and softmaxes fell back to the default schedule before), the
+    partials computed by all the block's threads (``tir.gpu_threads``' lanes)."""
     from ember.ops import get_op
     from ember.schedules.gpu import rows
 
@@ -376,6 +377,8 @@ def test_row_schedule_with_partial_results(op, shape):
     arrays = [RNG.standard_normal(t.shape).astype(np.float32) for t in ins]
     got = run_kernel(f, arrays + [np.zeros(shape, np.float32)])[-1].reshape(shape)
     np.testing.assert_allclose(got, get_op(op).reference(a, *arrays), rtol=1e-4, atol=1e-5)
+    # the P = 8 partials are shared too: thread t takes lane t % 8 (not the whole row per thread)
+    assert "_partial_acc[(tr % 8)] = " in GPUGenerator("opencl").kernel(f)
 
 
 def pools_model() -> onnx.ModelProto:

@@ -5,6 +5,7 @@ onnxruntime, and benchmarks/cpu.py answers --help."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,55 @@ def test_fma_peak_is_measured():
     cpu = _load("ember_bench_cpu", BENCH / "cpu.py")
     one = cpu.fma_peak(1)
     assert np.isfinite(one) and one > 0.1
+
+
+# ---- benchmarks/gpu.py: cannot time anything here without a GPU; its arguments, its refusal
+# without a CUDA device and its OpenCL path on tiny models are tested -----------------------------
+
+def _gpu_bench():
+    return _load("ember_bench_gpu", BENCH / "gpu.py")
+
+
+@pytest.mark.parametrize("argv", [["--batch", "0"], ["--device", "opencl", "--arch", "sm_80"],
+                                  ["--arch", "80"], ["--models", "vgg"], ["--dtypes", "bfloat16"],
+                                  ["--runs", "x"]])
+def test_gpu_benchmark_refuses_bad_arguments(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        _gpu_bench().parse(argv)
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_gpu_benchmark_defaults():
+    args = _gpu_bench().parse([])
+    assert (args.models, args.batch, args.dtypes, args.device) == (["resnet50", "bert_base"], [1, 32],
+                                                                   ["float32", "float16"], "cuda")
+    assert args.engines == ["ember", "torch", "torch.compile", "onnxruntime"]
+
+
+def test_gpu_benchmark_refuses_without_cuda(capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here")
+    assert _gpu_bench().main(["--models", "resnet50", "--batch", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda cannot run here" in err and "no CUDA device" in err
+
+
+def test_gpu_benchmark_on_opencl(tmp_path, capsys):
+    """The OpenCL path on a tiny ResNet: Ember's rows match torch (fp16 within half precision),
+    the engines without OpenCL say so instead of a number."""
+    pytest.importorskip("torch")
+    from ember.runtime import opencl
+
+    if not opencl.available():
+        pytest.skip("no OpenCL device (or tensorflow imported in this process: runtime.opencl.llvm_conflict)")
+    out = tmp_path / "rows.json"
+    assert _gpu_bench().main(["--device", "opencl", "--tiny", "--models", "resnet50", "--batch", "1",
+                              "--runs", "1", "--warmup", "1", "--json", str(out)]) == 0
+    rows = {(r["dtype"], r["engine"]): r for r in json.loads(out.read_text())["rows"]}
+    assert rows[("float32", "ember")]["rel_error"] <= 1e-4
+    assert 0 < rows[("float16", "ember")]["rel_error"] <= 1e-2
+    assert rows[("float32", "ember")]["ms"] > 0
+    for dtype in ("float32", "float16"):
+        for engine in ("torch", "torch.compile", "onnxruntime"):
+            assert "skipped" in rows[(dtype, engine)] and "ms" not in rows[(dtype, engine)]

@@ -322,20 +322,28 @@ DEFAULT_CUDA_ARCH = "sm_80"
 
 
 def gpu_target(kind: str, options: list[str]) -> Target:
-    """A GPU target: ``cuda`` takes ``-arch=sm_XX`` (default sm_80), ``opencl``, ``metal`` and ``webgpu``
+    """A GPU target: ``cuda`` takes ``-arch=sm_XX`` (default sm_80); ``cuda`` and ``opencl`` take
+    ``-dtype=float16`` (activations and weights stored in half precision, arithmetic and sums in
+    float32: the feature ``fp16``) or ``-dtype=float32`` (the default); ``metal`` and ``webgpu``
     no option."""
     arch = DEFAULT_CUDA_ARCH if kind == "cuda" else kind
+    features = frozenset()
     for opt in options:
         k, sep, value = opt.partition("=")
         if kind == "cuda" and k == "-arch" and sep and value.startswith("sm_") and value[3:].isdigit() \
                 and int(value[3:]) >= 50:
             arch = value
+        elif k == "-dtype" and value in ("float16", "float32") and kind in ("cuda", "opencl"):
+            features = frozenset({"fp16"}) if value == "float16" else frozenset()
         else:
             raise TargetError(f"target option {opt!r} is not understood: "
-                              + ("cuda takes -arch=sm_XX (sm_50 or newer)" if kind == "cuda" else
-                                 f"{kind} takes no option"))
+                              + ("cuda takes -arch=sm_XX (sm_50 or newer) and -dtype=float16 or -dtype=float32"
+                                 if kind == "cuda" else "opencl takes -dtype=float16 or -dtype=float32"
+                                 if kind == "opencl" else f"{kind} takes no option"))
     name = f"cuda -arch={arch}" if kind == "cuda" else kind
-    return Target(kind, arch, frozenset(), name=name)
+    if "fp16" in features:
+        name += " -dtype=float16"
+    return Target(kind, arch, features, name=name)
 
 
 def host() -> Target:

@@ -75,7 +75,7 @@ def test_targets():
     assert resolve("cpu").family == "cpu"
     with pytest.raises(TargetError, match="-arch=sm_XX"):
         resolve("cuda -arch=80")
-    with pytest.raises(TargetError, match="no option"):
+    with pytest.raises(TargetError, match="opencl takes -dtype=float16 or -dtype=float32"):
         resolve("opencl -arch=sm_80")
 
 
@@ -319,6 +319,104 @@ def test_conv2d_stages_tiles_in_shared_memory(pads, stride, size):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
 
+def _image_kernel(op, attrs, x_shape, w_shape=None):
+    """The kernel of ``op`` (conv2d, max_pool2d, avg_pool2d) scheduled by its gpu schedule."""
+    from ember.ops import get_op
+    from ember.schedules import lookup
+
+    target = resolve("cuda")
+    a = dict(get_op(op).attrs, **attrs)
+    ins = [te.placeholder(x_shape, "float32", "X")] + ([te.placeholder(w_shape, "float32", "W")] if w_shape else [])
+    out = get_op(op).compute(a, *ins)
+    s = create_schedule(out)
+    lookup(target, op)(a, s, out, target)
+    f = optimize(lower(s, "k", ins + [s.output]))
+    arrays = [RNG.standard_normal(t.shape).astype(np.float32) for t in ins]
+    return f, a, arrays, out.shape
+
+
+@pytest.mark.parametrize("op,attrs,x_shape,w_shape", [
+    ("conv2d", {"strides": (1, 1), "pads": (1, 1, 1, 1), "dilations": (1, 1), "groups": 6}, (2, 6, 7, 7), (6, 1, 3, 3)),
+    ("conv2d", {"strides": (2, 2), "pads": (1, 1, 1, 1), "dilations": (1, 1), "groups": 3}, (1, 6, 19, 21), (6, 2, 3, 3)),
+    ("max_pool2d", {"kernel": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}, (1, 4, 18, 17), None),
+    ("avg_pool2d", {"kernel": (2, 3), "strides": (1, 2), "pads": (0, 1, 1, 0)}, (2, 3, 9, 20), None),
+    ("avg_pool2d", {"kernel": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1), "count_include_pad": True},
+     (1, 2, 8, 8), None),
+])
+def test_image_tile_schedule(op, attrs, x_shape, w_shape):
+    """Grouped convolutions and pooling: a block per tile of an output plane, a thread per position
+    (tile sides rounded up to a power of two, the rest bounds-checked), no shared memory."""
+    from ember.ops import get_op
+
+    f, a, arrays, shape = _image_kernel(op, attrs, x_shape, w_shape)
+    launch = check_kernel(f)
+    assert not launch.shared and launch.block[1] > 1            # 2-D blocks (threadIdx.y rows)
+    assert launch.block[0] <= 16 and launch.block[1] <= 16
+    got = run_kernel(f, arrays + [np.zeros(shape, np.float32)])[-1].reshape(shape)
+    np.testing.assert_allclose(got, get_op(op).reference(a, *arrays), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op,shape", [("softmax", (2, 3, 128)), ("layer_norm", (3, 768)), ("softmax", (5, 200))])
+def test_row_schedule_with_partial_results(op, shape):
+    """Rows long enough for ``ops.nn.row_reduce``'s P partials per row still get a block per row
+    (BERT-base's layer norms and softmaxes fell back to the default schedule before), the
+    partials computed by all the block's threads (``tir.gpu_threads``' lanes)."""
+    from ember.ops import get_op
+    from ember.schedules.gpu import rows
+
+    a = dict(get_op(op).attrs)
+    ins = [te.placeholder(shape, "float32", "X")]
+    if op == "layer_norm":
+        ins += [te.placeholder(shape[-1:], "float32", "S"), te.placeholder(shape[-1:], "float32", "B")]
+    out = get_op(op).compute(a, *ins)
+    s = create_schedule(out)
+    rows(a, s, out, resolve("opencl"))
+    f = optimize(lower(s, "k", ins + [s.output]))
+    launch = check_kernel(f)
+    assert launch.shared and launch.grid[0] == int(np.prod(shape[:-1]))
+    arrays = [RNG.standard_normal(t.shape).astype(np.float32) for t in ins]
+    got = run_kernel(f, arrays + [np.zeros(shape, np.float32)])[-1].reshape(shape)
+    np.testing.assert_allclose(got, get_op(op).reference(a, *arrays), rtol=1e-4, atol=1e-5)
+    # the P = 8 partials are shared too: thread t takes lane t % 8 (not the whole row per thread)
+    assert "_partial_acc[(tr % 8)] = " in GPUGenerator("opencl").kernel(f)
+
+
+def pools_model() -> onnx.ModelProto:
+    """Max and average pooling (padded, strided, with and without the pads counted), a depthwise
+    convolution with two channels per group and a 2x3 global average pool."""
+    rng = np.random.default_rng(4)
+    w = numpy_helper.from_array((rng.standard_normal((6, 2, 3, 3)) * .3).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["m"], name="maxpool", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("AveragePool", ["m"], ["a"], name="avgpool", kernel_shape=[3, 2], strides=[1, 1],
+                         pads=[1, 0, 1, 1]),
+        helper.make_node("AveragePool", ["x"], ["b"], name="avgpool_pads", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1], count_include_pad=1),
+        helper.make_node("Conv", ["b", "w"], ["c"], name="groupconv", pads=[1, 1, 1, 1], group=3),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+    ]
+    g = helper.make_graph(nodes, "pools", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 13, 11])],
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("c", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("g", TensorProto.FLOAT, None)], [w])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@needs_opencl
+def test_pools_and_grouped_conv_on_opencl(tmp_path):
+    path = tmp_path / "pools.onnx"
+    onnx.save(pools_model(), path)
+    x = np.random.default_rng(5).standard_normal((2, 6, 13, 11)).astype(np.float32)
+    refs = _reference(path, {"x": x})
+    m = ember.compile(path, target="opencl")
+    # the image-tile schedule: a 7 x 6 output plane is one block of 6 x 7 threads
+    assert m.source.count("reqd_work_group_size(6, 7, 1)") == 4
+    for got, ref in zip(m.run({"x": x}).values(), refs):
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
+
+
 @needs_opencl
 def test_knobs_change_the_schedule_not_the_result(cnn):
     x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
@@ -486,3 +584,99 @@ def test_malformed_gpu_metadata_is_refused(tmp_path):
     (tmp_path / "m.ember").write_bytes(GPUArtifact(meta, "", b"").to_bytes())
     with pytest.raises(ArtifactError, match="malformed GPU metadata"):
         ember.load(tmp_path / "m.ember")
+
+
+# ---- float16 (-dtype=float16) --------------------------------------------------------------------
+
+def test_fp16_target_option():
+    assert resolve("opencl -dtype=float16").features == {"fp16"}
+    assert resolve("cuda -arch=sm_86 -dtype=float16").spec == "cuda -arch=sm_86 -dtype=float16"
+    assert resolve("cuda -dtype=float32").features == frozenset()
+    with pytest.raises(TargetError, match="-dtype=float16"):
+        resolve("opencl -dtype=bfloat16")
+
+
+def test_fp16_graph_keeps_the_interface(cnn):
+    """Weights become float16, the input is cast after it and the outputs back: same names and
+    dtypes outside."""
+    from ember.driver.compile import to_graph
+    from ember.passes.half_precision import to_half
+
+    g = to_half(to_graph(str(cnn), None, None))
+    assert [(v.name, v.dtype) for v in g.inputs] == [("x", "float32")]
+    assert [(v.name, v.dtype) for v in g.outputs] == [("y", "float32"), ("r1", "float32")]
+    assert {v.dtype for v in g.constants() if v.shape} == {"float16"}
+    assert g.nodes[0].op == "cast" and g.nodes[-1].op == "cast"
+
+
+@needs_opencl
+def test_fp16_matches_fp32_on_opencl(cnn):
+    """Activations and weights in half, arithmetic and sums in float: within float16's precision
+    of the float32 build."""
+    x = np.random.default_rng(6).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    full = ember.compile(cnn, target="opencl")
+    half = ember.compile(cnn, target="opencl -dtype=float16")
+    assert "__global const half*" in half.source and "vload_half(" in half.source
+    assert half.metadata["target"] == "opencl -dtype=float16"
+    for a, b in zip(full(x), half(x)):
+        assert b.dtype == np.float32
+        err = np.abs(a - b).max() / np.abs(a).max()
+        assert 0 < err <= 2e-3, err
+
+
+def _cast_pair_model(tmp_path, keep_half=True):
+    nodes = [helper.make_node("Cast", ["x"], ["h"], name="to_half", to=TensorProto.FLOAT16),
+             helper.make_node("Cast", ["h"], ["y"], name="to_float", to=TensorProto.FLOAT)]
+    g = helper.make_graph(nodes, "cast_pair", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64])]
+                          + [helper.make_tensor_value_info("h", TensorProto.FLOAT16, [64])] * keep_half)
+    path = tmp_path / f"cast_pair{int(keep_half)}.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@needs_opencl
+def test_float16_rounding_on_opencl(tmp_path):
+    """Casts to float16 (ember_round_half inside a kernel, vstore_half_rte into memory) round as
+    numpy does: ties to even, subnormals, overflow to infinity, NaN."""
+    x = np.array([0, -0.0, 1, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 65504, 65519.9, 65520, -1e6, 2 ** -24, 2 ** -25,
+                  3 * 2 ** -26, 2 ** -14 - 2 ** -25, 6.1e-5, np.inf, -np.inf, np.nan, 0.1, -0.3, 1e-8]
+                 + list(np.random.default_rng(7).standard_normal(44) * 100), np.float32)
+    m = ember.compile(_cast_pair_model(tmp_path), target="opencl")
+    got = m.run({"x": x})
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16)
+    np.testing.assert_array_equal(got["h"], want)
+    np.testing.assert_array_equal(got["y"], want.astype(np.float32))
+    fused = ember.compile(_cast_pair_model(tmp_path, keep_half=False), target="opencl")
+    assert fused.metadata["kernels"] == 1 and "ember_round_half(" in fused.source
+    np.testing.assert_array_equal(fused.run({"x": x})["y"], want.astype(np.float32))
+
+
+def _fp16_nvrtc():
+    return nvrtc.available() and nvrtc.fp16_include() is not None
+
+
+@pytest.mark.skipif(not _fp16_nvrtc(), reason="NVRTC and cuda_fp16.h are not installed "
+                    "(pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12)")
+def test_fp16_cuda_to_ptx(cnn):
+    m = ember.compile(cnn, target="cuda -dtype=float16")
+    assert "#include <cuda_fp16.h>" in m.source and "const __half*" in m.source
+    assert m.ptx.count(".entry") == m.metadata["kernels"] and "cvt.rn.f16.f32" in m.ptx
+
+
+@needs_nvrtc
+def test_fp16_cuda_without_the_header_is_refused(cnn, monkeypatch):
+    from ember.errors import ToolchainError
+
+    monkeypatch.setattr(nvrtc, "fp16_include", lambda: None)
+    with pytest.raises(ToolchainError, match="nvidia-cuda-runtime-cu12"):
+        ember.compile(cnn, target="cuda -dtype=float16")
+
+
+@pytest.mark.skipif(not _fp16_nvrtc(), reason="NVRTC and cuda_fp16.h are not installed")
+@pytest.mark.slow
+def test_resnet50_fp16_compiles_to_ptx():
+    path, inputs, _ = _model("resnet50")
+    m = ember.compile(path, target="cuda -dtype=float16", shapes={k: v.shape for k, v in inputs.items()})
+    assert m.ptx.count(".entry") == m.metadata["kernels"] > 50

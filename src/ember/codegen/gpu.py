@@ -14,6 +14,12 @@ Indices are 32-bit ``int`` where the kernel's sizes allow (``PrimFunc.attrs["ind
 else 64-bit.  A run-time index check (``IndexCheck``) that fails sets the flag ``ember_bad`` (an
 extra ``int`` buffer argument of the kernels that have checks) and goes on with index 0, so no
 access leaves its buffer; the runtime reports the failure after the run.
+
+float16 (``-dtype=float16`` targets) is a storage type: a float16 buffer in device memory is
+``__half`` (CUDA, ``cuda_fp16.h``) or ``half`` (OpenCL, read and written by ``vload_half`` and
+``vstore_half_rte``, which need no ``cl_khr_fp16``); each load widens to ``float``, arithmetic
+runs in float32, each store and each cast to float16 rounds to nearest even; local and shared
+float16 buffers hold floats (:data:`HALF` has the words of each language).
 """
 
 from __future__ import annotations
@@ -30,6 +36,25 @@ LANGUAGES = {m.NAME: m for m in (lang_cuda, lang_opencl, lang_metal)}
 
 #: the language of each GPU target kind
 KIND_LANGUAGE = {"cuda": "cuda", "opencl": "opencl", "metal": "metal", "webgpu": "wgsl"}
+
+#: float16 in device memory, per language: (pointer type, load of ``{b}[{i}]``, store of ``{v}``
+#: at ``{b}[{i}]``, round ``{v}`` to the nearest float16, header).  OpenCL rounds with the
+#: helper ``ember_round_half`` (no ``half`` values without cl_khr_fp16).
+HALF = {
+    "cuda": ("__half", "__half2float({b}[{i}])", "{b}[{i}] = __float2half_rn({v});",
+             "__half2float(__float2half_rn({v}))", "#include <cuda_fp16.h>\n"),
+    "opencl": ("half", "vload_half({i}, {b})", "vstore_half_rte({v}, {i}, {b});", "ember_round_half({v})", ""),
+}
+
+#: OpenCL C: a float rounded to the nearest float16 value (ties to even; overflow to infinity)
+_ROUND_HALF = """static inline float ember_round_half(float x) {
+  uint u = as_uint(x), a = u & 0x7fffffffu;
+  if (a >= 0x7f800000u) return x;                                   /* infinity, NaN */
+  if (a >= 0x477ff000u) return as_float((u & 0x80000000u) | 0x7f800000u);
+  if (a < 0x38800000u) return copysign(rint(fabs(x) * 16777216.0f) * 5.9604644775390625e-8f, x);
+  a = (a + 0xfffu + ((a >> 13) & 1u)) & ~0x1fffu;                   /* 10 fraction bits, to even */
+  return as_float((u & 0x80000000u) | a);
+}"""
 
 #: the flag buffer of kernels with run-time index checks
 BAD_FLAG = "ember_bad"
@@ -54,6 +79,7 @@ class GPUGenerator:
         self.helpers: dict[str, str] = {}
         self.kernels: list[str] = []
         self.fp64 = False
+        self.fp16 = False
         self.contract = True            # False: some kernel asks for unfused multiply-adds
         self._names: dict = {}
         self._used: set = set()
@@ -62,12 +88,27 @@ class GPUGenerator:
     # ---- types and names -------------------------------------------------------------------
 
     def ctype(self, dtype: str) -> str:
+        if dtype == "float16":
+            self._half(0)                    # (a float16 value is a float where float16 is stored)
+            dtype = "float32"
         t = self.lang.TYPES.get(dtype)
         if t is None:
             raise CodegenError(f"dtype {dtype} is not supported by the {self.lang.NAME} backend yet")
         if dtype == "float64":
             self.fp64 = True
         return t
+
+    def _half(self, k: int) -> str:
+        """Word ``k`` of :data:`HALF` for this language (float16 is used)."""
+        words = HALF.get(self.lang.NAME)
+        if words is None:
+            raise CodegenError(f"float16 is not supported by the {self.lang.NAME} backend yet")
+        self.fp16 = True
+        return words[k]
+
+    @staticmethod
+    def _in_memory_half(buf) -> bool:
+        return buf.dtype == "float16" and buf.scope == "global"
 
     def name(self, obj, hint: str) -> str:
         if c_ident(hint) in getattr(self.lang, "RESERVED", ()):
@@ -86,6 +127,8 @@ class GPUGenerator:
             return "1" if v else "0"
         if is_float_dtype(c.dtype):
             s = float_literal(v, c.dtype)
+            if c.dtype == "float16":
+                return float_literal(v, "float32")       # (already a float16 value)
             return s if c.dtype in ("float32", "float64") else f"(({self.ctype(c.dtype)}){s})"
         if c.dtype == "int64":
             if self._index == "int" and -(1 << 31) < v < (1 << 31):
@@ -121,6 +164,8 @@ class GPUGenerator:
         raise CodegenError(f"cannot generate {self.lang.NAME} for {type(e).__name__}")
 
     def load(self, e: Load) -> str:
+        if self._in_memory_half(e.buffer):
+            return self._half(1).format(b=self.name(e.buffer, e.buffer.name), i=self.expr(e.index))
         return f"{self.name(e.buffer, e.buffer.name)}[{self.expr(e.index)}]"
 
     def index_check(self, e: IndexCheck) -> str:
@@ -137,6 +182,10 @@ class GPUGenerator:
         a = self.expr(e.a)
         if e.dtype == "bool":
             return f"(({a}) != 0)"
+        if e.dtype == "float16":
+            if self.lang.NAME == "opencl":
+                self.helper("ember_round_half", _ROUND_HALF)
+            return self._half(3).format(v=f"((float)({a}))")
         return f"(({self.ctype(e.dtype)})({a}))"
 
     def select(self, e: Select) -> str:
@@ -192,11 +241,12 @@ class GPUGenerator:
                                                  "  return r;\n}")
             return f"{fn}({args[0]}, {args[1]})"
         if e.fn in _MATH_FNS and is_float_dtype(dt):
-            if dt not in ("float32", "float64"):
+            if dt not in ("float32", "float64", "float16"):
                 raise CodegenError(f"math on {dt} is not supported by the {self.lang.NAME} backend yet")
             for name, code in getattr(self.lang, "helpers", lambda fn: {})(e.fn).items():
                 self.helper(name, code)
-            return f"{self.lang.math(e.fn, dt)}({', '.join(args)})"
+            # float16 values are floats: float32's function; the store or cast after it rounds
+            return f"{self.lang.math(e.fn, 'float32' if dt == 'float16' else dt)}({', '.join(args)})"
         raise CodegenError(f"the intrinsic {e.fn} on {dt} is not supported by the {self.lang.NAME} backend yet")
 
     # ---- statements ------------------------------------------------------------------------
@@ -247,6 +297,9 @@ class GPUGenerator:
 
     def store(self, s: Store, ind: str, out: list[str]) -> None:
         buf = self.name(s.buffer, s.buffer.name)
+        if self._in_memory_half(s.buffer):
+            out.append(ind + self._half(2).format(b=buf, i=self.expr(s.index), v=self.expr(s.value)))
+            return
         out.append(f"{ind}{buf}[{self.expr(s.index)}] = {self.expr(s.value)};")
 
     def allocate(self, b, ind: str, out: list[str]) -> None:
@@ -264,7 +317,8 @@ class GPUGenerator:
         self._index = "int" if f.attrs.get("index_bits", 64) == 32 else self.lang.TYPES["int64"]
         self._checks = False
         kname = self.name(f, f.name)
-        params = [(self.ctype(b.dtype), self.name(b, b.name), b.const) for b in f.params]
+        params = [(self._half(0) if self._in_memory_half(b) else self.ctype(b.dtype), self.name(b, b.name), b.const)
+                  for b in f.params]
         body: list[str] = []
         self.stmt(f.body, "  ", body)
         if self._checks:
@@ -284,6 +338,8 @@ class GPUGenerator:
     def source(self) -> str:
         """The translation unit: the prelude, the helpers used, every kernel."""
         parts = [self.lang.prelude(self.fp64)]
+        if self.fp16:
+            parts.append(self._half(4))
         if self.lang.NAME == "cuda":
             parts.append("#define INFINITY __int_as_float(0x7f800000)\n#define NAN __int_as_float(0x7fffffff)\n")
         parts += [h + "\n" for h in self.helpers.values()]

@@ -141,6 +141,10 @@ def compile_gpu(model: Any, target: Target, opt_level: int = 3, *, shapes: Mappi
     say = progress or (lambda msg: None)
     say("reading model")
     graph = to_graph(model, shapes, bounds)
+    if "fp16" in target.features:
+        from ..passes.half_precision import to_half
+
+        graph = to_half(graph)
     dumper = _Dumper(Path(dump)) if dump else None
     art, _ = generate_gpu(graph, target, opt_level, dump=dumper, progress=say)
     if dumper:

@@ -14,7 +14,10 @@ reduction over the row is computed by all of them and combined by a tree in shar
 the row's elements are dealt out among them.  Matmul runs a block per 16 x 16 output tile
 (:func:`matmul`) with its operands staged through shared memory (``tir.gpu_threads.stage_tiles``);
 convolution (not grouped) the same way, with the output channels as rows and the image
-positions as columns (:func:`conv2d`).
+positions as columns (:func:`conv2d`).  Grouped (depthwise) convolutions and pooling run a block
+per 2-D tile of one output image plane (:func:`image_tiles`): a thread per output position, its
+window sum or maximum in registers; neighbouring threads read overlapping windows of one input
+plane, which the device's caches share.
 """
 
 from __future__ import annotations
@@ -97,12 +100,15 @@ def rows(attrs, s, anchor, target) -> None:
     reductions = [st for st in s.stages.values() if st.attached and st.is_reduction]
     if not reductions or not leaves:
         raise CodegenError("no reduction to give a block per row")
-    outputs = max(_count(st.tensor.shape) for st in reductions)
+    # a row's result: the smallest count above 1 (a long row's reduction may have P partial
+    # results per row first, ops.nn.row_reduce: a whole multiple of the rows)
+    counts = [_count(st.tensor.shape) for st in reductions]
+    outputs = min([c for c in counts if c > 1] or [1])
     k, count = 0, 1
     while k < len(leaves) and count < outputs:
         count *= leaves[k].extent
         k += 1
-    if count != outputs or k == 0 or any(_count(st.tensor.shape) not in (1, outputs) for st in reductions):
+    if count != outputs or k == 0 or any(c != 1 and c % outputs for c in counts):
         raise CodegenError("the reductions do not follow the leading axes")
     row = leaves[0]
     for v in leaves[1:k]:
@@ -155,10 +161,12 @@ def conv2d(attrs, s, conv, target) -> None:
     """As :func:`matmul`, with the output channels as the tile's rows and the output positions
     (y, x fused) as its columns, the reductions over input channels and taps fused into one loop,
     so ``tir.gpu_threads.stage_tiles`` stages the weights and the (padded) input through shared memory.
-    A grouped convolution (depthwise) gets the default schedule."""
-    _tiles_wanted(target)
+    A grouped convolution (depthwise) gets :func:`image_tiles` (it has no shared tiles, so
+    ``gpu.tiles`` = 0 leaves it on)."""
     if attrs.get("groups", 1) != 1:
-        raise CodegenError("grouped convolutions take the default GPU schedule")
+        image_tiles(attrs, s, conv, target)
+        return
+    _tiles_wanted(target)
     s.guard_uneven = True
     root = s.root
     leaves = _static_leaves(s)
@@ -170,6 +178,47 @@ def conv2d(attrs, s, conv, target) -> None:
         r = red.fuse(r, v)
     n, co, y, x = leaves
     _tiles(s, target, [n], co, root.fuse(y, x), "channel", "pos")
+
+
+#: the largest side of the output tile of one block of :func:`image_tiles`
+IMAGE_TILE = 16
+
+
+def _tile_side(extent: int) -> int:
+    """The smallest power of two at least ``extent``, at most :data:`IMAGE_TILE` (a 7-wide plane
+    gets 8 threads a row, not 16 of which 9 idle)."""
+    side = 1
+    while side < min(extent, IMAGE_TILE):
+        side *= 2
+    return side
+
+
+@register("gpu", "max_pool2d", "avg_pool2d")
+def image_tiles(attrs, s, anchor, target) -> None:
+    """A block per tile of up to 16 x 16 output positions of one image plane (batch and channel
+    in the block index as well), a thread per position (``threadIdx.y`` rows, ``threadIdx.x``
+    columns), the window's reduction (a depthwise convolution's sum, a pool's maximum, sum and
+    count) in the thread's registers.  Used for grouped convolutions and pooling in NCHW."""
+    if attrs.get("layout", "NCHW") != "NCHW":
+        raise CodegenError("the GPU pooling schedule takes NCHW")
+    s.guard_uneven = True
+    root = s.root
+    leaves = _static_leaves(s)
+    if len(leaves) != 4:
+        raise CodegenError("an image kernel has 4 output axes (N, C, H, W)")
+    n, c, y, x = leaves
+    yo, yi = root.split(y, _tile_side(y.extent))
+    xo, xi = root.split(x, _tile_side(x.extent))
+    root.reorder(n, c, yo, xo, yi, xi)
+    block = n
+    for v in (c, yo, xo):
+        block = root.fuse(block, v)
+    _bind(root, block, "blockIdx.x", "tile")
+    _bind(root, yi, "threadIdx.y", "ty")
+    _bind(root, xi, "threadIdx.x", "tx")
+    for st in s.stages.values():
+        if st.attached:
+            st.compute_at(root, xi)
 
 
 def _tiles(s, target, outer: list, rows, cols, row_name: str, col_name: str) -> None:

@@ -25,6 +25,8 @@ def share_block_work(f: PrimFunc, max_threads: int = MAX_SHARING_THREADS) -> Pri
       then serial loops updating it) is computed by all T threads, each over every T-th point,
       then combined by a tree in shared memory (log2(T) steps, a barrier after each); every
       thread then reads the result;
+    * P partial results of one reduction (``ops.nn.row_reduce``'s lanes) likewise: thread t
+      takes lane t % P, a tree of stride P (:func:`_cooperative_lanes`);
     * a loop that writes the output (the row's elements) gives each thread every T-th iteration;
     * any other store to a global buffer is made by thread 0 only; everything else (local values)
       every thread computes alike.
@@ -96,6 +98,11 @@ def _share(s: Stmt, thread, sizes: list, shared: list) -> Stmt:
         out, k = [], 0
         while k < len(s.stmts):
             x = s.stmts[k]
+            lanes = _lane_nest(x, s.stmts[k + 1]) if k + 1 < len(s.stmts) else None
+            if lanes is not None and (thread is None or _lanes_fit(lanes, thread[1])):
+                out.append(_cooperative_lanes(x, *lanes, thread, sizes, shared))
+                k += 2
+                continue
             nest = _reduction_nest(x, s.stmts[k + 1]) if k + 1 < len(s.stmts) else None
             if nest is not None:
                 out.append(_cooperative(x, *nest, thread, sizes, shared))
@@ -154,6 +161,65 @@ def _cooperative(init: Store, loops, op: str, update: Store, thread, sizes: list
                 Barrier()]
         half //= 2
     out.append(Store(acc, idx, Load(red, Const(0))))
+    return Seq(out)
+
+
+def _lane_nest(init: Stmt, loop: Stmt):
+    """(P, reduction loop, combiner, update) when ``init`` and ``loop`` compute P partial results
+    of a reduction into a local buffer of P elements (``ops.nn.row_reduce``'s lanes: lane l
+    combines its points over one serial loop), else None."""
+    if not (isinstance(init, For) and isinstance(init.body, Store) and isinstance(loop, For)
+            and isinstance(init.extent, int) and init.extent == loop.extent and init.kind == loop.kind == "serial"):
+        return None
+    st, acc = init.body, init.body.buffer
+    if not (acc.scope == "local" and acc.size == init.extent and isinstance(st.index, Var)
+            and st.index == init.var and not _loads_buffer(st.value, acc)):
+        return None
+    red = loop.body
+    if not (isinstance(red, For) and red.kind in ("serial", "unrolled") and isinstance(red.extent, int)
+            and isinstance(red.body, Store)):
+        return None
+    up = red.body
+    v = up.value
+    if not (up.buffer is acc and isinstance(up.index, Var) and up.index == loop.var and isinstance(v, BinOp)
+            and v.op in ("add", "mul", "max", "min") and isinstance(v.a, Load) and v.a.buffer is acc
+            and isinstance(v.a.index, Var) and v.a.index == loop.var and not _loads_buffer(v.b, acc)):
+        return None
+    return init.extent, loop, red, v.op
+
+
+def _lanes_fit(lanes, T: int) -> bool:
+    return T % lanes[0] == 0 and T // lanes[0] >= 2
+
+
+def _cooperative_lanes(init: For, P: int, loop: For, red: For, op: str, thread, sizes: list, shared: list) -> Stmt:
+    """P partial reductions shared by the T threads: thread t takes lane t % P and every
+    (T / P)-th point of that lane, a tree in shared memory (stride P) combines the T / P groups
+    of each lane, then every thread reads the P partials into its local buffer."""
+    sizes.append(P * red.extent)
+    if thread is None:
+        return Seq([init, loop])
+    tr, T = thread
+    G = T // P
+    lane = binop("mod", tr, Const(P))
+    ro = Var(f"{red.var.name}o", INDEX)
+    point = binop("add", binop("mul", ro, Const(G)), binop("div", tr, Const(P)))
+    step: Stmt = subst_stmt(red.body, {loop.var: lane, red.var: point})
+    if red.extent % G:
+        step = IfThenElse(binop("lt", point, Const(red.extent)), step)
+    acc = init.body.buffer
+    buf = Buffer(f"{acc.name}_red", acc.dtype, T, "shared")
+    shared.append(buf)
+    out: list = [subst_stmt(init.body, {init.var: lane}), For(ro, -(-red.extent // G), "serial", step),
+                 Store(buf, tr, Load(acc, lane)), Barrier()]
+    half = G // 2
+    while half >= 1:
+        out += [IfThenElse(binop("lt", tr, Const(half * P)),
+                           Store(buf, tr, binop(op, Load(buf, tr), Load(buf, binop("add", tr, Const(half * P)))))),
+                Barrier()]
+        half //= 2
+    k = Var(init.var.name, INDEX)
+    out.append(For(k, P, "serial", Store(acc, k, Load(buf, k))))
     return Seq(out)
 
 

@@ -32,6 +32,26 @@ def _candidates() -> list[str]:
     return out
 
 
+def fp16_include() -> str | None:
+    """The folder holding ``cuda_fp16.h`` (which NVRTC does not ship): the
+    ``nvidia-cuda-runtime-cu12`` package's ``include``, else ``$CUDA_HOME/include``; None when
+    neither has it."""
+    roots = []
+    try:
+        import nvidia.cuda_runtime as pkg       # the pip package's namespace
+
+        roots += [Path(r, "include") for r in getattr(pkg, "__path__", [])]
+    except ImportError:
+        pass
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            roots.append(Path(os.environ[var], "include"))
+    for root in roots:
+        if (root / "cuda_fp16.h").is_file():
+            return str(root)
+    return None
+
+
 def library():
     """The loaded libnvrtc; :class:`~ember.errors.ToolchainError` when it is not installed."""
     global _LIB
@@ -83,6 +103,12 @@ def compile_ptx(source: str, arch: str = "sm_80", name: str = "model.cu", fmad: 
                                     0, None, None), "nvrtcCreateProgram")
     try:
         opts = [f"--gpu-architecture=compute_{arch[3:]}", "--std=c++17", f"--fmad={'true' if fmad else 'false'}"]
+        if "#include <cuda_fp16.h>" in source:
+            inc = fp16_include()
+            if inc is None:
+                raise ToolchainError("CUDA float16 kernels need cuda_fp16.h: `pip install nvidia-cuda-runtime-cu12` "
+                                     "(or ember[cuda]), or set CUDA_HOME to a CUDA installation")
+            opts.append(f"--include-path={inc}")
         arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
         status = lib.nvrtcCompileProgram(prog, len(opts), arr)
         size = ctypes.c_size_t()

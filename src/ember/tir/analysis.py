@@ -88,7 +88,20 @@ def uses_var(e: Expr, v: Var) -> bool:
 
 
 def key(e: Expr):
-    """A structural key: equal keys mean the same computation."""
+    """A structural key: equal keys mean the same computation.  Expressions are immutable, so
+    a compound expression keeps its key (a DAG's shared parts are keyed once)."""
+    if isinstance(e, (Var, Const)):
+        return _key(e)
+    d = getattr(e, "__dict__", None)
+    if d is None:
+        return _key(e)
+    k = d.get("_key")
+    if k is None:
+        k = d["_key"] = _key(e)
+    return k
+
+
+def _key(e: Expr):
     if isinstance(e, Var):
         return ("v", e.uid)
     if isinstance(e, Const):
@@ -129,6 +142,28 @@ _SIZE_HINTS: dict[str, int] = {}
 #: non-negative, and makes no comparison with a real size come out true
 UNBOUNDED = 1 << 62
 
+#: what bound() and linear_form() found, by expression id (the expression kept alive beside its
+#: result, so that its id is not reused): valid while _RANGES and _SIZE_BOUNDS stay as they are,
+#: emptied by _context_changed() whenever they change
+_BOUND_MEMO: dict[int, tuple] = {}
+_LF_CACHE: dict[int, tuple] = {}
+_SIMPLE_CACHE: dict[int, tuple] = {}
+_MEMO_LIMIT = 1 << 18
+
+
+def _context_changed() -> None:
+    _BOUND_MEMO.clear()
+    _LF_CACHE.clear()
+    _SIMPLE_CACHE.clear()
+
+
+def _set_context(d: dict, new: dict) -> None:
+    """Make ``d`` (``_RANGES`` or ``_SIZE_BOUNDS``) equal ``new``; the memos go if it changes."""
+    if d != new:
+        d.clear()
+        d.update(new)
+        _context_changed()
+
 
 class size_bounds:
     """Context manager: analyse kernels knowing each symbol's upper limit (name -> int), and
@@ -140,13 +175,13 @@ class size_bounds:
 
     def __enter__(self):
         self.saved = dict(_SIZE_BOUNDS), dict(_SIZE_HINTS)
-        _SIZE_BOUNDS.update(self.limits)
+        _set_context(_SIZE_BOUNDS, {**_SIZE_BOUNDS, **self.limits})
         _SIZE_HINTS.update(self.hints)
 
     def __exit__(self, *exc):
-        for d, saved in zip((_SIZE_BOUNDS, _SIZE_HINTS), self.saved):
-            d.clear()
-            d.update(saved)
+        _set_context(_SIZE_BOUNDS, self.saved[0])
+        _SIZE_HINTS.clear()
+        _SIZE_HINTS.update(self.saved[1])
 
 
 def planned_extent(e) -> int | None:
@@ -155,12 +190,11 @@ def planned_extent(e) -> int | None:
     if isinstance(e, int):
         return e
     saved = dict(_SIZE_BOUNDS)
-    _SIZE_BOUNDS.update(_SIZE_HINTS)
+    _set_context(_SIZE_BOUNDS, {**_SIZE_BOUNDS, **_SIZE_HINTS})
     try:
         b = bound(e)
     finally:
-        _SIZE_BOUNDS.clear()
-        _SIZE_BOUNDS.update(saved)
+        _set_context(_SIZE_BOUNDS, saved)
     return None if b is None or b[1] >= UNBOUNDED else b[1]
 
 
@@ -204,16 +238,26 @@ class loop_ranges:
 
     def __enter__(self):
         self.saved = dict(_RANGES)
-        _RANGES.update(self.ranges)
+        _set_context(_RANGES, {**_RANGES, **self.ranges})
 
     def __exit__(self, *exc):
-        _RANGES.clear()
-        _RANGES.update(self.saved)
+        _set_context(_RANGES, self.saved)
 
 
 def bound(e: Expr, ranges: dict | None = None) -> tuple[int, int] | None:
     """Inclusive integer range of ``e``, when it can be told: variables range over ``ranges``
     (var -> (lo, hi)) when given there, else over [0, extent) of their loop."""
+    if ranges is None and isinstance(e, BinOp):
+        hit = _BOUND_MEMO.get(id(e))
+        if hit is None:
+            if len(_BOUND_MEMO) > _MEMO_LIMIT:
+                _BOUND_MEMO.clear()
+            hit = _BOUND_MEMO[id(e)] = (e, _bound(e, None))
+        return hit[1]
+    return _bound(e, ranges)
+
+
+def _bound(e: Expr, ranges: dict | None) -> tuple[int, int] | None:
     if isinstance(e, Const):
         if isinstance(e.value, bool) or not isinstance(e.value, int):
             return None
@@ -272,30 +316,24 @@ def _c_div(a: int, b: int) -> int:
 
 # A linear form maps term keys to [atom expression, coefficient]; atoms are variables or
 # non-affine subexpressions (kept whole so that equal ones cancel).
-_LF_MEMO: dict | None = None
 
 
 def linear_form(e: Expr) -> tuple[dict, int] | None:
     """``e`` as (terms, constant) if it is an index expression (int64); None for other dtypes
     (integer data of other widths keeps its own arithmetic: it wraps at its width).
 
-    Index expressions are DAGs (a symbolic size or an offset shared by many terms): within one
-    outermost call each subexpression is formed once (a tree walk was exponential in the depth
-    of the sharing), and each use gets its own copy of the terms, which callers may change."""
-    global _LF_MEMO
-    outer = _LF_MEMO is None
-    if outer:
-        _LF_MEMO = {}
-    try:
-        hit = _LF_MEMO.get(id(e))
-        if hit is None:
-            hit = (e, _linear_form(e))         # e kept alive: its id is not reused meanwhile
-            _LF_MEMO[id(e)] = hit
-        lf = hit[1]
-        return None if lf is None else ({k: [x, c] for k, (x, c) in lf[0].items()}, lf[1])
-    finally:
-        if outer:
-            _LF_MEMO = None
+    Index expressions are DAGs (a symbolic size or an offset shared by many terms): each
+    subexpression is formed once while the loop ranges and size limits stay the same (a tree
+    walk was exponential in the depth of the sharing), and each use gets its own copy of the
+    terms, which callers may change."""
+    hit = _LF_CACHE.get(id(e))
+    if hit is None:
+        if len(_LF_CACHE) > _MEMO_LIMIT:
+            _LF_CACHE.clear()
+        hit = (e, _linear_form(e))         # e kept alive: its id is not reused meanwhile
+        _LF_CACHE[id(e)] = hit
+    lf = hit[1]
+    return None if lf is None else ({k: [x, c] for k, (x, c) in lf[0].items()}, lf[1])
 
 
 def _linear_form(e: Expr) -> tuple[dict, int] | None:
@@ -493,16 +531,17 @@ def _order(x: Expr):
 def simplify_index(e: Expr) -> Expr:
     """Normalize an integer expression to ``sum(c_i * atom_i) + k``, cancelling equal atoms and
     removing divisions and remainders that the loop ranges make exact.  Shared subexpressions
-    are simplified once (the loop ranges are fixed for the whole call)."""
-    memo: dict[int, Expr] = {}
+    are simplified once while the loop ranges and size limits stay the same."""
+    return _simplified(e)
 
-    def go(x: Expr) -> Expr:
-        got = memo.get(id(x))
-        if got is None:
-            got = memo[id(x)] = _simplify_index(x, go)
-        return got
 
-    return go(e)
+def _simplified(x: Expr) -> Expr:
+    hit = _SIMPLE_CACHE.get(id(x))
+    if hit is None:
+        if len(_SIMPLE_CACHE) > _MEMO_LIMIT:
+            _SIMPLE_CACHE.clear()
+        hit = _SIMPLE_CACHE[id(x)] = (x, _simplify_index(x, _simplified))
+    return hit[1]
 
 
 def _simplify_index(e: Expr, recurse) -> Expr:

@@ -36,6 +36,10 @@ def _fail(f: PrimFunc, what: str) -> None:
 class _Checker:
     def __init__(self, f: PrimFunc):
         self.f = f
+        # per expression (by id; the function keeps them alive): the loop variables and buffers
+        # it reads, and its lanes -- unrolled code shares subexpressions between statements
+        self.info: dict[int, tuple[frozenset, frozenset]] = {}
+        self.lanes: dict[int, int] = {}
 
     def stmt(self, s: Stmt, bound: frozenset, buffers: frozenset) -> None:
         if isinstance(s, Seq):
@@ -56,7 +60,7 @@ class _Checker:
             self.buffer(s.buffer, buffers)
             self.expr(s.index, bound, buffers)
             self.expr(s.value, bound, buffers)
-            n, v = _lanes(s.index, {}), _lanes(s.value, {})
+            n, v = _lanes(s.index, self.lanes), _lanes(s.value, self.lanes)
             if n != v:
                 _fail(self.f, f"a store to {s.buffer.name} writes {v} lane(s) at an index of {n}")
         elif isinstance(s, Allocate):
@@ -76,27 +80,41 @@ class _Checker:
             _fail(self.f, f"buffer {b.name} is used outside its allocation (not a parameter either)")
 
     def expr(self, e: Expr, bound: frozenset, buffers: frozenset) -> None:
-        todo = [e]
-        seen: set[int] = set()
-        while todo:
-            x = todo.pop()
-            if id(x) in seen:
-                continue
-            seen.add(id(x))
-            if isinstance(x, SizeVar):
-                continue
-            if isinstance(x, Var):
-                if x not in bound:
-                    _fail(self.f, f"variable {x!r} is read outside the loop that binds it")
-                continue
-            if isinstance(x, Load):
-                self.buffer(x.buffer, buffers)
-                n = _lanes(x.index, {})
-                if n != x.lanes:
-                    _fail(self.f, f"a load of {x.lanes} lane(s) from {x.buffer.name} at an index of {n}")
-            if isinstance(x, (Ramp, Broadcast)) and x.lanes < 1:
-                _fail(self.f, f"a vector of {x.lanes} lanes")
-            todo.extend(_children(x))
+        free, used = self.reads(e)
+        if not free <= bound:
+            x = min(free - bound, key=lambda v: v.uid)
+            _fail(self.f, f"variable {x!r} is read outside the loop that binds it")
+        for b in used:
+            self.buffer(b, buffers)
+
+    def reads(self, e: Expr) -> tuple[frozenset, frozenset]:
+        """The loop variables and the buffers ``e`` reads; the checks that need no context (the
+        lanes of loads and vectors) made on the way, once per shared subexpression."""
+        got = self.info.get(id(e))
+        if got is not None:
+            return got
+        if isinstance(e, SizeVar):
+            out = (_EMPTY, _EMPTY)
+        elif isinstance(e, Var):
+            out = (frozenset((e,)), _EMPTY)
+        else:
+            if isinstance(e, Load):
+                n = _lanes(e.index, self.lanes)
+                if n != e.lanes:
+                    _fail(self.f, f"a load of {e.lanes} lane(s) from {e.buffer.name} at an index of {n}")
+            if isinstance(e, (Ramp, Broadcast)) and e.lanes < 1:
+                _fail(self.f, f"a vector of {e.lanes} lanes")
+            parts = [self.reads(c) for c in _children(e)]
+            free = frozenset().union(*(p[0] for p in parts)) if parts else _EMPTY
+            used = frozenset().union(*(p[1] for p in parts)) if parts else _EMPTY
+            if isinstance(e, Load):
+                used = used | {e.buffer}
+            out = (free, used)
+        self.info[id(e)] = out
+        return out
+
+
+_EMPTY: frozenset = frozenset()
 
 
 def _lanes(e: Expr, memo: dict) -> int:
@@ -112,13 +130,21 @@ def _lanes(e: Expr, memo: dict) -> int:
     return memo[k]
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _children(e: Expr) -> list:
     if isinstance(e, IndexCheck):
         return [e.index, e.extent]
+    names = _FIELDS.get(type(e))
+    if names is None:
+        names = _FIELDS[type(e)] = tuple(n for n in ("a", "b", "cond", "t", "f", "index", "base", "value", "args")
+                                         if n in getattr(type(e), "__dataclass_fields__", {}) or hasattr(e, n))
     out = []
-    for name in ("a", "b", "cond", "t", "f", "index", "base", "value"):
+    for name in names:
         c = getattr(e, name, None)
         if isinstance(c, Expr):
             out.append(c)
-    out.extend(x for x in getattr(e, "args", ()) if isinstance(x, Expr))
+        elif name == "args":
+            out.extend(x for x in c if isinstance(x, Expr))
     return out

@@ -1,0 +1,49 @@
+"""The search space of one kernel: the schedule knobs its lowering asked (``Target.knob``), each
+with the values :func:`ember.schedules.knobs.candidates` gives; a candidate sets all of them."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from ..schedules.knobs import KNOBS, MODEL_KNOBS, candidates
+
+#: a space up to this size is listed whole; a larger one is sampled
+ENUMERATE_UP_TO = 512
+
+
+class Space:
+    """The candidates of a kernel whose lowering asked ``asked`` (name -> value it had)."""
+
+    def __init__(self, asked: dict):
+        self.default = {n: v for n, v in sorted(asked.items()) if n in KNOBS and n not in MODEL_KNOBS}
+        self.axes = [(n, candidates(n)) for n in self.default]
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for _, values in self.axes:
+            n *= len(values)
+        return n
+
+    def sample(self, rng: random.Random, count: int, exclude: set) -> list[dict]:
+        """Up to ``count`` candidates not in ``exclude`` (a set of :func:`frozen` candidates)."""
+        if self.size <= ENUMERATE_UP_TO:
+            pool = [dict(zip(self.default, vs)) for vs in itertools.product(*(v for _, v in self.axes))]
+            pool = [c for c in pool if frozen(c) not in exclude]
+            rng.shuffle(pool)
+            return pool[:count]
+        out, seen = [], set(exclude)
+        for _ in range(count * 4):
+            c = {n: rng.choice(values) for n, values in self.axes}
+            if frozen(c) not in seen:
+                seen.add(frozen(c))
+                out.append(c)
+                if len(out) == count:
+                    break
+        return out
+
+
+def frozen(knobs: dict) -> tuple:
+    """A candidate as a hashable value."""
+    return tuple(sorted(knobs.items()))

@@ -1,0 +1,182 @@
+"""ember tune: the search space, the records file, measuring in child processes (crashes and hangs
+skipped and recorded), replaying records, and a tuned model's outputs."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+from ember.benchmark import random_inputs
+from ember.cli import _duration_arg
+from ember.driver import records
+from ember.driver.compile import generate, to_graph
+from ember.driver.kernels import tuning_key
+from ember.errors import EmberError, TargetError
+from ember.schedules.knobs import check_kernel_knobs
+from ember.target import asked_knobs, resolve
+from ember.tune import Tuner
+from ember.tune.space import Space, frozen
+
+HERE = Path(__file__).resolve().parent
+
+
+def small_cnn() -> onnx.ModelProto:
+    """Two 3x3 convolutions with ReLU and a Gemm: 1x8x16x16 -> 1x10."""
+    rng = np.random.default_rng(0)
+
+    def init(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Flatten", ["r2"], ["f"]),
+             helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                              [init("w1", (16, 8, 3, 3)), init("b1", (16,)), init("w2", (16, 16, 3, 3)),
+                               init("b2", (16,)), init("wg", (10, 16 * 16 * 16)), init("bg", (10,))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tune") / "small_cnn.onnx"
+    onnx.save(small_cnn(), str(path))
+    return str(path)
+
+
+# ---- pieces ----------------------------------------------------------------------------------
+
+def test_asked_knobs_lists_what_the_schedules_asked(model_file):
+    cm = generate(to_graph(model_file), resolve("cpu"), kernel_knobs={})
+    asked = {n for w in cm.workloads.values() for n in w.knobs}
+    assert {"conv2d.rows", "matmul.rows"} <= asked
+    assert "vector.lanes" not in asked          # model-wide: never tuned per kernel
+    with asked_knobs() as seen:
+        assert resolve("cpu").with_knobs({"pool.rows": 3}).knob("pool.rows", 7) == 3
+    assert seen == {"pool.rows": 3}
+
+
+def test_kernel_knobs_apply_to_one_kernel_only(model_file):
+    graph, tgt = to_graph(model_file), resolve("cpu")
+    base = generate(graph, tgt, kernel_knobs={})
+    conv = next(k for k, w in base.workloads.items() if "conv2d.rows" in w.knobs)
+    rows = 3 if base.workloads[conv].knobs["conv2d.rows"] != 3 else 2
+    tuned = generate(to_graph(model_file), tgt, kernel_knobs={conv: {"conv2d.rows": rows}})
+    assert tuned.workloads[conv].knobs["conv2d.rows"] == rows
+    for k, w in base.workloads.items():
+        if k != conv:
+            assert tuned.workloads[k].knobs == w.knobs
+
+
+def test_model_wide_knobs_are_refused_per_kernel():
+    with pytest.raises(TargetError):
+        check_kernel_knobs({"vector.lanes": 4})
+    with pytest.raises(TargetError):
+        check_kernel_knobs({"matmul.rows": 99})
+
+
+def test_space_lists_valid_candidates():
+    sp = Space({"conv2d.rows": 6, "conv2d.order": "rows", "vector.lanes": 8})
+    assert sp.default == {"conv2d.order": "rows", "conv2d.rows": 6}
+    assert sp.size == 2 * 16
+    import random
+
+    got = sp.sample(random.Random(0), 100, {frozen(sp.default)})
+    assert len(got) == 31 and sp.default not in got
+    for c in got:
+        check_kernel_knobs(c)
+
+
+def test_records_skip_torn_lines_and_pick_the_fastest_ok(tmp_path):
+    f = tmp_path / "r.jsonl"
+    records.append(f, "w1", "t", "k", {"matmul.rows": 4}, "ok", 2.0)
+    records.append(f, "w1", "t", "k", {"matmul.rows": 5}, "ok", 1.0)
+    records.append(f, "w1", "t", "k", {"matmul.rows": 6}, "crash", None, "signal 6")
+    records.append(f, "w1", "other", "k", {"matmul.rows": 7}, "ok", 0.5)
+    with open(f, "a") as fh:
+        fh.write('{"v": 1, "workload": "w1", "tar')          # a tuner killed mid-write
+    assert records.best(f, "t") == {"w1": {"matmul.rows": 5}}
+    assert len(list(records.read(f))) == 4
+    records.append(f, "w1", "t", "k", {"matmul.rows": 8}, "ok", 0.1)   # after the torn line
+    assert records.best(f, "t") == {"w1": {"matmul.rows": 8}}
+
+
+def test_records_with_unknown_knobs_are_an_error(tmp_path, model_file):
+    f = tmp_path / "r.jsonl"
+    records.append(f, "w1", tuning_key(resolve("cpu")), "k", {"no.such": 1}, "ok", 1.0)
+    with pytest.raises(EmberError, match="r.jsonl"):
+        ember.compile(model_file, records=f, cache=False)
+    with pytest.raises(EmberError, match="do not exist"):
+        ember.compile(model_file, records=tmp_path / "missing.jsonl", cache=False)
+
+
+def test_budget_durations():
+    assert _duration_arg("10m") == 600 and _duration_arg("90") == 90 and _duration_arg("1h") == 3600
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        _duration_arg("soon")
+
+
+@pytest.mark.parametrize("code,status", [("import os; os.abort()", "crash"),
+                                         ("import time; time.sleep(60)", "timeout"),
+                                         ("import sys; sys.exit(3)", "wrong")])
+def test_a_failing_child_is_reported(tmp_path, model_file, code, status):
+    t = Tuner(model_file, child=[sys.executable, "-c", code], records=tmp_path / "r.jsonl")
+    t.work = tmp_path
+    got, detail = t._measure({"w": {"matmul.rows": 2}}, timeout=3)
+    assert got == status, detail
+
+
+# ---- a whole tuning run ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tuned(model_file, tmp_path_factory):
+    """Tune with a child that crashes whenever a kernel's conv2d.rows is set."""
+    rec = tmp_path_factory.mktemp("records") / "records.jsonl"
+    lines = []
+    t = Tuner(model_file, budget_s=60, records=rec, runs=3, final_rounds=1, say=lines.append,
+              child=[sys.executable, str(HERE / "crashing_child.py")])
+    return t.run(), rec, lines
+
+
+def test_crashing_candidates_are_skipped_and_recorded(tuned):
+    result, rec, lines = tuned
+    all_recs = list(records.read(rec))
+    crashed = [r for r in all_recs if r["status"] == "crash"]
+    assert crashed and result.failures == len(crashed)
+    assert all("conv2d.rows" in r["knobs"] and "signal" in r["detail"] for r in crashed)
+    # everything else measured fine: the search went on around the crashes
+    assert any(r["status"] == "ok" and r["detail"] != "defaults" for r in all_recs)
+    assert any("skipped (crash" in line for line in lines)
+    assert result.tuned_ms is not None           # the final check passed (no conv2d.rows set)
+
+
+def test_records_replay_to_the_same_kernel_knobs(tuned, model_file):
+    result, rec, _ = tuned
+    tgt = resolve("cpu")
+    best = records.replay_knobs(rec, tgt)
+    assert set(best) == {k for k, kr in result.kernels.items() if kr.space.default}
+    cm = generate(to_graph(model_file), tgt, kernel_knobs=best)
+    for key, knobs in best.items():
+        assert cm.workloads[key].knobs == knobs
+        assert knobs == result.kernels[key].best
+
+
+def test_tuned_outputs_equal_untuned(tuned, model_file):
+    _, rec, _ = tuned
+    plain = ember.compile(model_file)
+    tuned_module = ember.compile(model_file, records=rec)
+    feeds = random_inputs(plain, seed=1)
+    want, got = plain.run(feeds), tuned_module.run(feeds)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-3, atol=1e-4)

@@ -165,11 +165,13 @@ def test_records_replay_to_the_same_kernel_knobs(tuned, model_file):
     result, rec, _ = tuned
     tgt = resolve("cpu")
     best = records.replay_knobs(rec, tgt)
-    assert set(best) == {k for k, kr in result.kernels.items() if kr.space.default}
+    assert set(best) == {k for k, kr in result.kernels.items() if kr.space.axes}
+    untuned = generate(to_graph(model_file), tgt, kernel_knobs={})
     cm = generate(to_graph(model_file), tgt, kernel_knobs=best)
     for key, knobs in best.items():
-        assert cm.workloads[key].knobs == knobs
         assert knobs == result.kernels[key].best
+        # lowered with exactly the recorded knobs, and its own defaults for any a record leaves unset
+        assert cm.workloads[key].knobs == {**untuned.workloads[key].knobs, **knobs}
 
 
 def test_tuned_outputs_equal_untuned(tuned, model_file):
@@ -180,3 +182,30 @@ def test_tuned_outputs_equal_untuned(tuned, model_file):
     want, got = plain.run(feeds), tuned_module.run(feeds)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-3, atol=1e-4)
+
+
+def test_compile_cli_replays_records(tuned, model_file, tmp_path):
+    from ember.cli import main
+
+    _, rec, _ = tuned
+    assert main(["compile", model_file, "-o", str(tmp_path / "m.ember"), "--records", str(rec)]) == 0
+    assert main(["compile", model_file, "-o", str(tmp_path / "m.ember"), "--records", str(tmp_path / "none")]) == 1
+
+
+def test_cost_model_learns_and_is_optional(monkeypatch):
+    from ember.tune import costmodel
+
+    pytest.importorskip("sklearn")
+    model = costmodel.load()
+    w = {"op": "conv2d_nchwc", "elements": 4096}
+    default = {"conv2d.rows": 4, "conv2d.order": "rows"}
+    for rows in range(1, 17):
+        for order in ("rows", "channels"):
+            model.add(w, default, {"conv2d.rows": rows, "conv2d.order": order}, 1.0 + abs(rows - 8) * 0.1, 1.5)
+    model.fit()
+    cands = [{"conv2d.rows": r, "conv2d.order": "rows"} for r in (2, 8, 14)]
+    pred = model.predict(w, default, cands)
+    assert min(range(3), key=pred.__getitem__) == 1
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.ensemble", None)
+    assert costmodel.load() is None

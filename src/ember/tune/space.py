@@ -1,5 +1,6 @@
 """The search space of one kernel: the schedule knobs its lowering asked (``Target.knob``), each
-with the values :func:`ember.schedules.knobs.candidates` gives; a candidate sets all of them."""
+with the values :func:`ember.schedules.knobs.candidates` gives; a candidate sets all of them
+(the defaults, all those that are valid values)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ class Space:
     """The candidates of a kernel whose lowering asked ``asked`` (name -> value it had)."""
 
     def __init__(self, asked: dict):
-        self.default = {n: v for n, v in sorted(asked.items()) if n in KNOBS and n not in MODEL_KNOBS}
-        self.axes = [(n, candidates(n)) for n in self.default]
+        tunable = {n: v for n, v in sorted(asked.items()) if n in KNOBS and n not in MODEL_KNOBS}
+        self.axes = [(n, candidates(n)) for n in tunable]
+        #: the defaults as a candidate; a default a schedule's own model chose outside the knob's
+        #: range (a register tile of 17 rows) is left out: unset, the schedule chooses it again
+        self.default = {n: v for n, v in tunable.items() if KNOBS[n][2](v)}
 
     @property
     def size(self) -> int:
@@ -29,7 +33,8 @@ class Space:
     def sample(self, rng: random.Random, count: int, exclude: set) -> list[dict]:
         """Up to ``count`` candidates not in ``exclude`` (a set of :func:`frozen` candidates)."""
         if self.size <= ENUMERATE_UP_TO:
-            pool = [dict(zip(self.default, vs)) for vs in itertools.product(*(v for _, v in self.axes))]
+            names = [n for n, _ in self.axes]
+            pool = [dict(zip(names, vs)) for vs in itertools.product(*(v for _, v in self.axes))]
             pool = [c for c in pool if frozen(c) not in exclude]
             rng.shuffle(pool)
             return pool[:count]

@@ -26,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -157,12 +158,19 @@ class Tuner:
         req = {**self.base, "kernel_knobs": kernel_knobs, **extra}
         req_path, out_path = self.work / f"req{n}.json", self.work / f"out{n}.json"
         req_path.write_text(json.dumps(req))
+        # in a session of its own, so a hung child goes with the compilers it started
+        p = subprocess.Popen([*self.child, str(req_path), str(out_path)], env=self._env(), start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            p = subprocess.run([*self.child, str(req_path), str(out_path)], env=self._env(), timeout=timeout,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            _, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.communicate()
             return "timeout", f"no result within {timeout:.0f} s"
-        detail = p.stderr.decode(errors="replace").strip().splitlines()
+        detail = err.decode(errors="replace").strip().splitlines()
         last = detail[-1] if detail else ""
         if p.returncode == 0 and out_path.exists():
             return "ok", json.loads(out_path.read_text())
@@ -206,7 +214,7 @@ class Tuner:
             sp = Space(w["knobs"])
             ms = res["ms"][key]
             kernels[key] = KernelResult(w, sp, ms, ms, dict(sp.default), {frozen(sp.default)})
-            if sp.default:
+            if sp.axes:
                 rec.append(self.records, key, self.target_key, w["name"], sp.default, "ok", ms, "defaults")
         searching = [k for k, kr in kernels.items() if kr.space.size > 1]
         self.say(f"ember tune: untuned {untuned_ms:.3f} ms per run; {len(kernels)} distinct kernels, "
@@ -281,7 +289,7 @@ class Tuner:
             ms = res["ms"].get(key)
             if ms is None:
                 continue
-            if kr.space.default:
+            if kr.space.axes:
                 rec.append(self.records, key, self.target_key, kr.workload["name"], kr.space.default, "ok", ms,
                            "defaults")
             kr.default_ms = min(kr.default_ms, ms)

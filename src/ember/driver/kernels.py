@@ -168,10 +168,6 @@ class Workload:
     groups: list = field(default_factory=list)
     knobs: dict = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
-        return {"key": self.key, "name": self.name, "comment": self.comment, "op": self.op,
-                "elements": self.elements, "groups": list(self.groups), "knobs": dict(self.knobs)}
-
 
 def tuning_key(target) -> str:
     """What a tuning record's target is: :meth:`Target.key` without the knobs that hold for one

@@ -7,8 +7,8 @@ the untuned model's.
 The request names the model, the target, the compile options, the knobs per workload
 (``kernel_knobs``), how many runs to time and, optionally, the untuned outputs to compare with
 (``reference``, an .npz) or where to save this run's outputs (``save_outputs``).  The result
-(written to a temporary file, then renamed) gives each workload's time per call, the whole
-model's median time per run and every workload's description (``driver.kernels.Workload``).
+(written to a temporary file, then renamed) gives each workload's time per call (the median
+over the runs, from the per-kernel profile read after each), the whole model's median time per run and every workload's description (``driver.kernels.Workload``).
 Outputs that differ from the reference exit with status 3 (:data:`WRONG`), naming the output;
 a candidate that crashes the compiler or the run ends the process however it ends: the parent
 (:mod:`ember.tune.tuner`) only trusts a result file and a zero status.
@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -62,21 +63,23 @@ def measure(req: dict) -> dict:
     for _ in range(int(req.get("warmup", 2))):
         module.run(feeds)
     runs = max(1, int(req.get("runs", 10)))
-    before = module.profile()
+    workloads = cm.workloads or {}
+    per_run: dict[str, list[float]] = {key: [] for key in workloads}
     totals = []
+    before = module.profile()
     for _ in range(runs):
         t = time.perf_counter()
         module.run(feeds)
         totals.append((time.perf_counter() - t) * 1e3)
-    after = module.profile()
-    spent = {k: after[k] - before.get(k, 0.0) for k in after}
-    result = {"compile_s": compile_s, "total_ms": float(np.median(totals)), "runs": runs,
-              "workloads": {}, "ms": {}}
-    for key, w in (cm.workloads or {}).items():
-        result["workloads"][key] = w.as_dict()
-        calls = runs * len(w.groups)
-        result["ms"][key] = 1e3 * sum(spent.get(g, 0.0) for g in w.groups) / calls
-    return result
+        after = module.profile()
+        for key, w in workloads.items():
+            spent = sum(after.get(g, 0.0) - before.get(g, 0.0) for g in w.groups)
+            per_run[key].append(1e3 * spent / len(w.groups))
+        before = after
+    # medians over the runs: a run the machine interrupted does not count
+    return {"compile_s": compile_s, "total_ms": float(np.median(totals)), "runs": runs,
+            "workloads": {key: asdict(w) for key, w in workloads.items()},
+            "ms": {key: float(np.median(v)) for key, v in per_run.items()}}
 
 
 def _compare(outs, ref, rtol: float, atol: float) -> None:

@@ -209,3 +209,16 @@ def test_cost_model_learns_and_is_optional(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.ensemble", None)
     assert costmodel.load() is None
+
+
+def test_the_child_flags_outputs_that_differ(model_file, tmp_path):
+    from ember.tune.measure import WRONG, measure
+
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, y=np.full((1, 10), 1e3, np.float32))
+    with pytest.raises(SystemExit) as e:
+        measure({"model": model_file, "runs": 1, "reference": str(ref), "drop_library": False})
+    assert e.value.code == WRONG
+    got = measure({"model": model_file, "runs": 2, "drop_library": False})
+    assert got["ms"] and all(ms >= 0 for ms in got["ms"].values())
+    assert set(got["ms"]) == set(got["workloads"])

@@ -12,7 +12,7 @@
     ember passes
     ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
     ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [compile options]
-    ember tune MODEL [--budget 10m] [--records FILE] [--threads N] [--runs N] [compile options]
+    ember tune MODEL [--budget 10m] [--records FILE] [--trials N] [--threads N] [--runs N] [compile options]
 
 ``--target`` takes ``cpu`` (this machine) or a target ``ember targets`` lists, with ``+feature``
 suffixes and ``-mcpu=`` (``--target "aarch64-linux -mcpu=cortex-a76"``); ``ember run`` runs a
@@ -190,6 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--threads", type=_positive_int, metavar="N", help="threads to time with (default: the runtime's)")
     tu.add_argument("--runs", type=_positive_int, default=10, metavar="N", help="timed runs per candidate (default: 10)")
     tu.add_argument("--seed", type=int, default=0, help="seed of the search and of the inputs (default: 0)")
+    tu.add_argument("--trials", type=_positive_int, metavar="N", help="stop after N trials, even with budget left")
     _add_compile_options(tu)
     tu.set_defaults(func=cmd_tune)
 
@@ -327,7 +328,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     _require_file(args.model)
     result = tune(args.model, args.target, budget_s=args.budget, records=args.records, opt_level=args.opt_level,
                   shapes=dict(args.shape) or None, bounds=dict(args.bound) or None,
-                  knobs=dict(args.knob) or None, runs=args.runs, threads=args.threads, seed=args.seed)
+                  knobs=dict(args.knob) or None, runs=args.runs, threads=args.threads, seed=args.seed,
+                  max_trials=args.trials)
     print(result.table())
     print(f"trials {result.trials}, candidates skipped {result.failures}, "
           f"search {'guided by the cost model' if result.cost_model else 'at random'}, {result.seconds:.0f} s")

@@ -144,7 +144,9 @@ def tuned(model_file, tmp_path_factory):
     """Tune with a child that crashes whenever a kernel's conv2d.rows is set."""
     rec = tmp_path_factory.mktemp("records") / "records.jsonl"
     lines = []
-    t = Tuner(model_file, budget_s=60, records=rec, runs=3, final_rounds=1, say=lines.append,
+    # ended by its trial count, not the clock: enough trials to isolate the crashing candidate
+    # (a batch of n kernels splits in halves: at most 1 + 2 log2(n) trials)
+    t = Tuner(model_file, budget_s=1800, max_trials=10, records=rec, runs=3, final_rounds=1, say=lines.append,
               child=[sys.executable, str(HERE / "crashing_child.py")])
     return t.run(), rec, lines
 

@@ -108,7 +108,8 @@ class Tuner:
     ember.tune.measure``); ``trial_timeout_s`` how long one may take before it counts as hung
     (default: four times the untuned model's measurement, at least 30 s); ``runs`` the timed
     runs per candidate; ``final_rounds`` how often the tuned and the untuned model are timed
-    at the end; ``say`` receives the progress lines (default: stderr)."""
+    at the end; ``max_trials`` ends the search after that many trials even with budget left;
+    ``say`` receives the progress lines (default: stderr)."""
 
     def __init__(self, model: str | os.PathLike, target: str = "cpu", *, budget_s: float = 600.0,
                  records: str | os.PathLike | None = None, opt_level: int = 3,
@@ -116,6 +117,7 @@ class Tuner:
                  knobs: Mapping[str, Any] | None = None, runs: int = 10, threads: int | None = None,
                  seed: int = 0, rtol: float = 1e-3, atol: float = 1e-4, child: list[str] | None = None,
                  trial_timeout_s: float | None = None, use_cost_model: bool = True, final_rounds: int = 2,
+                 max_trials: int | None = None,
                  say: Callable[[str], None] | None = None):
         if not os.path.isfile(model):
             raise EmberError(f"ember tune needs a model file; {os.fspath(model)!r} is not one")
@@ -136,6 +138,7 @@ class Tuner:
         self.child = list(child) if child else [sys.executable, "-m", "ember.tune.measure"]
         self.trial_timeout_s = trial_timeout_s
         self.final_rounds = max(1, int(final_rounds))
+        self.max_trials = max_trials
         self.rng = random.Random(seed)
         self.model_cost = costmodel.load(seed) if use_cost_model else None
         self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -158,6 +161,7 @@ class Tuner:
         req = {**self.base, "kernel_knobs": kernel_knobs, **extra}
         req_path, out_path = self.work / f"req{n}.json", self.work / f"out{n}.json"
         req_path.write_text(json.dumps(req))
+        t = time.monotonic()
         # in a session of its own, so a hung child goes with the compilers it started
         p = subprocess.Popen([*self.child, str(req_path), str(out_path)], env=self._env(), start_new_session=True,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -173,6 +177,10 @@ class Tuner:
         detail = err.decode(errors="replace").strip().splitlines()
         last = detail[-1] if detail else ""
         if p.returncode == 0 and out_path.exists():
+            # what a trial takes, to plan the rest of the budget: the first (every kernel compiled)
+            # and then a running average (most kernels' objects come from the cache)
+            dt = time.monotonic() - t
+            self.trial_s = dt if n == 1 else 0.5 * (self.trial_s + dt)
             return "ok", json.loads(out_path.read_text())
         if p.returncode == WRONG:
             return "wrong", last
@@ -202,11 +210,9 @@ class Tuner:
         if self.model_cost is None:
             self.say("ember tune: " + ("scikit-learn is not installed (pip install ember[tune]): searching at random"
                                        if costmodel.load() is None else "cost model off: searching at random"))
-        t = time.monotonic()
         status, res = self._measure({}, max(1.0, self._left()), save_outputs=ref)
         if status != "ok":
             raise EmberError(f"ember tune: the untuned model failed to compile or run ({status}: {res})")
-        self.trial_s = time.monotonic() - t
         timeout = self.trial_timeout_s or max(30.0, 4 * self.trial_s)
         untuned_ms = res["total_ms"]
         kernels: dict[str, KernelResult] = {}
@@ -218,10 +224,13 @@ class Tuner:
                 rec.append(self.records, key, self.target_key, w["name"], sp.default, "ok", ms, "defaults")
         searching = [k for k, kr in kernels.items() if kr.space.size > 1]
         self.say(f"ember tune: untuned {untuned_ms:.3f} ms per run; {len(kernels)} distinct kernels, "
-                 f"{len(searching)} with knobs to search; one trial takes about {self.trial_s:.1f} s")
+                 f"{len(searching)} with knobs to search; the first compile and run took {self.trial_s:.1f} s")
         pending: list[dict] = []        # batches to try again, smaller, after a failure
-        final_reserve = (2 * self.final_rounds + 0.5) * self.trial_s
-        while self._left() > final_reserve + self.trial_s:
+        first = self.trials
+        while self._left() > (2 * self.final_rounds + 1.5) * self.trial_s:
+            if self.max_trials is not None and self.trials - first >= self.max_trials:
+                break
+            final_reserve = (2 * self.final_rounds + 0.5) * self.trial_s
             if not pending and self.trials % DEFAULTS_EVERY == 0:
                 status, res = self._measure({}, min(timeout, self._left() - final_reserve))
                 if status == "ok":

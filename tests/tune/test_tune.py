@@ -110,6 +110,18 @@ def test_records_skip_torn_lines_and_pick_the_fastest_ok(tmp_path):
     assert records.best(f, "t") == {"w1": {"matmul.rows": 8}}
 
 
+
+def test_a_candidate_replaces_the_defaults_only_when_clearly_faster(tmp_path):
+    f = tmp_path / "r.jsonl"
+    records.append(f, "w", "t", "k", {"conv2d.rows": 6}, "ok", 1.0, defaults=True)
+    records.append(f, "w", "t", "k", {"conv2d.rows": 4}, "ok", 0.99)      # within the noise
+    assert records.best(f, "t") == {"w": {"conv2d.rows": 6}}
+    records.append(f, "w", "t", "k", {"conv2d.rows": 3}, "ok", 0.9)
+    assert records.best(f, "t") == {"w": {"conv2d.rows": 3}}
+    records.append(f, "w", "t", "k", {"conv2d.rows": 6}, "ok", 0.91, defaults=True)   # timed again
+    assert records.best(f, "t") == {"w": {"conv2d.rows": 6}}
+
+
 def test_records_with_unknown_knobs_are_an_error(tmp_path, model_file):
     f = tmp_path / "r.jsonl"
     records.append(f, "w1", tuning_key(resolve("cpu")), "k", {"no.such": 1}, "ok", 1.0)

@@ -4,7 +4,7 @@ replays.
 A records file holds JSON lines, one per measured candidate:
 
     {"v": 1, "workload": "<key>", "target": "<target key>", "kernel": "conv_12", "knobs": {...},
-     "status": "ok", "ms": 0.0123, "detail": "", "at": 1765000000.0}
+     "status": "ok", "ms": 0.0123, "detail": "", "defaults": false, "at": 1765000000.0}
 
 ``workload`` is the kernel's canonical content (``kernels.workload_key``: ops, attributes,
 wiring and types, whatever its names) and ``target`` the target it ran on
@@ -16,7 +16,8 @@ child process died), ``timeout``, ``wrong`` (its outputs differ from the untuned
 Each record is appended with one ``write`` to a file opened for appending, so tuners that share
 a file never interleave their lines; a line cut short (a tuner killed mid-write) or that is not
 a record is skipped when reading (the next record starts on a line of its own).  Replaying takes, per workload of the target, the fastest
-``ok`` record.
+``ok`` candidate where it measured at least ``MIN_GAIN`` faster than the kernel's defaults
+(``"defaults": true`` records), else the defaults.
 """
 
 from __future__ import annotations
@@ -32,14 +33,20 @@ from ..errors import EmberError
 FORMAT = 1
 STATUSES = ("ok", "crash", "timeout", "wrong", "error")
 
+#: how much faster than a kernel's defaults its best candidate must have measured to replace
+#: them: the fastest of many noisy measurements is low by luck alone
+MIN_GAIN = 0.03
+
 
 def append(path: str | os.PathLike, workload: str, target: str, kernel: str, knobs: Mapping[str, Any],
-           status: str, ms: float | None = None, detail: str = "") -> dict:
-    """Append one record to ``path`` (created with its folder when missing); returns it."""
+           status: str, ms: float | None = None, detail: str = "", defaults: bool = False) -> dict:
+    """Append one record to ``path`` (created with its folder when missing); returns it.
+    ``defaults``: the knobs are the kernel's defaults (a measurement of the untuned kernel)."""
     if status not in STATUSES:
         raise ValueError(f"unknown record status {status!r}")
     rec = {"v": FORMAT, "workload": workload, "target": target, "kernel": kernel, "knobs": dict(knobs),
-           "status": status, "ms": ms, "detail": detail[:2000], "at": round(time.time(), 3)}
+           "status": status, "ms": ms, "detail": detail[:2000], "defaults": bool(defaults),
+           "at": round(time.time(), 3)}
     line = (json.dumps(rec, sort_keys=True) + "\n").encode()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -80,15 +87,31 @@ def _well_formed(rec: Any) -> bool:
 
 
 def best(path: str | os.PathLike, target: str) -> dict[str, dict]:
-    """The knobs of the fastest ``ok`` record of each workload of ``target`` in ``path``."""
-    fastest: dict[str, tuple[float, dict]] = {}
+    """The knobs each workload of ``target`` gets from ``path``: those of its fastest ``ok``
+    candidate where that measured at least ``MIN_GAIN`` faster than the fastest measurement of
+    its defaults (or where its defaults were never measured), else its defaults."""
+    fastest: dict[tuple[str, bool], tuple[float, dict]] = {}
     for rec in read(path):
         if rec["target"] != target or rec["status"] != "ok":
             continue
-        old = fastest.get(rec["workload"])
+        key = (rec["workload"], bool(rec.get("defaults")))
+        old = fastest.get(key)
         if old is None or rec["ms"] < old[0]:
-            fastest[rec["workload"]] = (float(rec["ms"]), rec["knobs"])
-    return {w: knobs for w, (_, knobs) in fastest.items()}
+            fastest[key] = (float(rec["ms"]), rec["knobs"])
+    out = {}
+    for (w, is_default), (ms, knobs) in fastest.items():
+        if is_default:
+            cand = fastest.get((w, False))
+            out[w] = cand[1] if cand is not None and prefer(cand[0], ms) else knobs
+        elif (w, True) not in fastest:
+            out[w] = knobs
+    return out
+
+
+def prefer(candidate_ms: float, default_ms: float) -> bool:
+    """Whether a candidate that measured ``candidate_ms`` replaces defaults that measured
+    ``default_ms`` (at best)."""
+    return candidate_ms < (1.0 - MIN_GAIN) * default_ms
 
 
 def replay_knobs(path: str | os.PathLike, target) -> dict[str, dict]:

@@ -12,12 +12,18 @@ from ..schedules.knobs import KNOBS, MODEL_KNOBS, candidates
 #: a space up to this size is listed whole; a larger one is sampled
 ENUMERATE_UP_TO = 512
 
+#: knobs the tuner leaves at their defaults: what ``parallel_min`` changes (whether the thread
+#: pool wakes for a kernel) lands in the time of the next parallel kernel, which the per-kernel
+#: profile charges to that one, so a kernel's own time cannot judge it
+NOT_SEARCHED = frozenset({"parallel_min"})
+
 
 class Space:
     """The candidates of a kernel whose lowering asked ``asked`` (name -> value it had)."""
 
     def __init__(self, asked: dict):
-        tunable = {n: v for n, v in sorted(asked.items()) if n in KNOBS and n not in MODEL_KNOBS}
+        tunable = {n: v for n, v in sorted(asked.items())
+                   if n in KNOBS and n not in MODEL_KNOBS and n not in NOT_SEARCHED}
         self.axes = [(n, candidates(n)) for n in tunable]
         #: the defaults as a candidate; a default a schedule's own model chose outside the knob's
         #: range (a register tile of 17 rows) is left out: unset, the schedule chooses it again

@@ -64,15 +64,29 @@ def default_records() -> Path:
 
 @dataclass
 class KernelResult:
-    """One kernel's search: its workload, its default and best time per call, and the best knobs."""
+    """One kernel's search: its workload and space, its default time per call (the lowest
+    measured), the fastest candidate and its time; :attr:`best` is that candidate where it
+    replaces the defaults by the records' rule (``records.prefer``), else the defaults."""
 
     workload: dict
     space: Space
     default_ms: float
-    best_ms: float
-    best: dict
     tried: set = field(default_factory=set)
     failed: int = 0
+    cand: dict | None = None
+    cand_ms: float = float("inf")
+
+    @property
+    def wins(self) -> bool:
+        return self.cand is not None and rec.prefer(self.cand_ms, self.default_ms)
+
+    @property
+    def best(self) -> dict:
+        return dict(self.cand) if self.wins else dict(self.space.default)
+
+    @property
+    def best_ms(self) -> float:
+        return self.cand_ms if self.wins else self.default_ms
 
     @property
     def gain(self) -> float:
@@ -95,7 +109,7 @@ class TuneResult:
         lines = [f"{'kernel':28} {'op':18} {'calls':>5} {'default ms':>11} {'tuned ms':>10} {'gain':>6}  knobs"]
         for k in sorted(self.kernels.values(), key=lambda k: -(k.default_ms - k.best_ms) * len(k.workload["groups"])):
             w = k.workload
-            knobs = ", ".join(f"{n}={v}" for n, v in k.best.items()) if k.best != k.space.default else "(defaults)"
+            knobs = ", ".join(f"{n}={v}" for n, v in k.best.items()) if k.wins else "(defaults)"
             lines.append(f"{w['name'][:28]:28} {w['op'][:18]:18} {len(w['groups']):5d} {k.default_ms:11.4f} "
                          f"{k.best_ms:10.4f} {100 * k.gain:5.1f}%  {knobs}")
         return "\n".join(lines)
@@ -219,9 +233,9 @@ class Tuner:
         for key, w in res["workloads"].items():
             sp = Space(w["knobs"])
             ms = res["ms"][key]
-            kernels[key] = KernelResult(w, sp, ms, ms, dict(sp.default), {frozen(sp.default)})
+            kernels[key] = KernelResult(w, sp, ms, {frozen(sp.default)})
             if sp.axes:
-                rec.append(self.records, key, self.target_key, w["name"], sp.default, "ok", ms, "defaults")
+                rec.append(self.records, key, self.target_key, w["name"], sp.default, "ok", ms, defaults=True)
         searching = [k for k, kr in kernels.items() if kr.space.size > 1]
         self.say(f"ember tune: untuned {untuned_ms:.3f} ms per run; {len(kernels)} distinct kernels, "
                  f"{len(searching)} with knobs to search; the first compile and run took {self.trial_s:.1f} s")
@@ -286,8 +300,9 @@ class Tuner:
             rec.append(self.records, key, self.target_key, kr.workload["name"], knobs, "ok", ms)
             if self.model_cost is not None:
                 self.model_cost.add(kr.workload, kr.space.default, knobs, ms, kr.default_ms)
-            if ms < kr.best_ms:
-                kr.best_ms, kr.best = ms, dict(knobs)
+            if ms < kr.cand_ms:
+                kr.cand_ms, kr.cand = ms, dict(knobs)
+            if kr.wins and kr.cand_ms == ms:
                 self.say(f"  {kr.workload['name']} ({kr.workload['op']}, x{len(kr.workload['groups'])}): "
                          f"{kr.default_ms:.4f} -> {ms:.4f} ms ({-100 * kr.gain:+.1f}%) with {_knobs_text(knobs)}")
         if self.model_cost is not None:
@@ -300,17 +315,15 @@ class Tuner:
                 continue
             if kr.space.axes:
                 rec.append(self.records, key, self.target_key, kr.workload["name"], kr.space.default, "ok", ms,
-                           "defaults")
+                           defaults=True)
             kr.default_ms = min(kr.default_ms, ms)
-            if kr.best == kr.space.default or kr.best_ms >= kr.default_ms:
-                kr.best, kr.best_ms = dict(kr.space.default), kr.default_ms
 
     def _progress(self, t0: float, kernels: dict, untuned_ms: float) -> None:
         spent = time.monotonic() - t0
         done = min(1.0, spent / self.budget_s)
         bar = "#" * int(20 * done) + "-" * (20 - int(20 * done))
         saved = sum((k.default_ms - k.best_ms) * len(k.workload["groups"]) for k in kernels.values())
-        better = sum(k.best_ms < k.default_ms for k in kernels.values())
+        better = sum(k.wins for k in kernels.values())
         self.say(f"ember tune: [{bar}] {spent:5.0f}/{self.budget_s:.0f} s  trial {self.trials}, "
                  f"{self.failures} skipped; {better} kernels faster, about {untuned_ms - saved:.3f} ms per run "
                  f"(untuned {untuned_ms:.3f})")
@@ -318,7 +331,7 @@ class Tuner:
     def _final(self, kernels: dict, ref: str, untuned_ms: float) -> float | None:
         """The best knobs of every kernel together: checked against the untuned outputs and timed
         beside the untuned model (``final_rounds`` rounds each, the lowest median); None if it failed."""
-        best = {k: kr.best for k, kr in kernels.items() if kr.best_ms < kr.default_ms}
+        best = {k: kr.best for k, kr in kernels.items() if kr.wins}
         if not best:
             self.say("ember tune: no kernel got faster than its defaults")
             return untuned_ms

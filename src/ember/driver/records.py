@@ -15,9 +15,10 @@ child process died), ``timeout``, ``wrong`` (its outputs differ from the untuned
 
 Each record is appended with one ``write`` to a file opened for appending, so tuners that share
 a file never interleave their lines; a line cut short (a tuner killed mid-write) or that is not
-a record is skipped when reading (the next record starts on a line of its own).  Replaying takes, per workload of the target, the fastest
-``ok`` candidate where it measured at least ``MIN_GAIN`` faster than the kernel's defaults
-(``"defaults": true`` records), else the defaults.
+a record is skipped when reading (the next record starts on a line of its own).  Replaying takes, per workload of the target, the candidate with the
+lowest median time among those measured at least ``CONFIRMATIONS`` times, where it is at least
+``MIN_GAIN`` below the median of the kernel's defaults (``"defaults": true`` records), else the
+defaults (:func:`choose`).
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ from ..errors import EmberError
 FORMAT = 1
 STATUSES = ("ok", "crash", "timeout", "wrong", "error")
 
-#: how much faster than a kernel's defaults its best candidate must have measured to replace
-#: them: the fastest of many noisy measurements is low by luck alone
+#: how much faster than a kernel's defaults its best candidate must measure to replace them
 MIN_GAIN = 0.03
+
+#: how often a candidate must have been measured to replace the defaults: the fastest of many
+#: candidates measured once each is low by luck alone, so the tuner measures it again
+CONFIRMATIONS = 2
 
 
 def append(path: str | os.PathLike, workload: str, target: str, kernel: str, knobs: Mapping[str, Any],
@@ -87,31 +91,51 @@ def _well_formed(rec: Any) -> bool:
 
 
 def best(path: str | os.PathLike, target: str) -> dict[str, dict]:
-    """The knobs each workload of ``target`` gets from ``path``: those of its fastest ``ok``
-    candidate where that measured at least ``MIN_GAIN`` faster than the fastest measurement of
-    its defaults (or where its defaults were never measured), else its defaults."""
-    fastest: dict[tuple[str, bool], tuple[float, dict]] = {}
+    """The knobs each workload of ``target`` gets from ``path`` (:func:`choose` over its ``ok``
+    records): the chosen candidate's, else its defaults'."""
+    defaults: dict[str, list[float]] = {}
+    default_knobs: dict[str, dict] = {}
+    cands: dict[str, dict[tuple, list[float]]] = {}
     for rec in read(path):
         if rec["target"] != target or rec["status"] != "ok":
             continue
-        key = (rec["workload"], bool(rec.get("defaults")))
-        old = fastest.get(key)
-        if old is None or rec["ms"] < old[0]:
-            fastest[key] = (float(rec["ms"]), rec["knobs"])
+        w = rec["workload"]
+        if rec.get("defaults"):
+            defaults.setdefault(w, []).append(float(rec["ms"]))
+            default_knobs[w] = rec["knobs"]
+        else:
+            cands.setdefault(w, {}).setdefault(frozen(rec["knobs"]), []).append(float(rec["ms"]))
     out = {}
-    for (w, is_default), (ms, knobs) in fastest.items():
-        if is_default:
-            cand = fastest.get((w, False))
-            out[w] = cand[1] if cand is not None and prefer(cand[0], ms) else knobs
-        elif (w, True) not in fastest:
-            out[w] = knobs
+    for w in set(defaults) | set(cands):
+        pick = choose(defaults.get(w, []), cands.get(w, {}))
+        out[w] = dict(pick) if pick is not None else default_knobs[w]
     return out
 
 
-def prefer(candidate_ms: float, default_ms: float) -> bool:
-    """Whether a candidate that measured ``candidate_ms`` replaces defaults that measured
-    ``default_ms`` (at best)."""
-    return candidate_ms < (1.0 - MIN_GAIN) * default_ms
+def choose(defaults: list[float], candidates: Mapping[tuple, list[float]]) -> tuple | None:
+    """Which candidate (knobs as :func:`frozen`) replaces a kernel's defaults, given the times
+    measured of each: the lowest median of those measured at least ``CONFIRMATIONS`` times, where
+    it is at least ``MIN_GAIN`` below the defaults' median; None: keep the defaults.  Without a
+    measurement of the defaults, the lowest median of any candidate."""
+    if not defaults:
+        scored = [(median(ms), k) for k, ms in candidates.items() if ms]
+        return min(scored)[1] if scored else None
+    scored = [(median(ms), k) for k, ms in candidates.items() if len(ms) >= CONFIRMATIONS]
+    if not scored:
+        return None
+    ms, k = min(scored)
+    return k if ms < (1.0 - MIN_GAIN) * median(defaults) else None
+
+
+def frozen(knobs: Mapping[str, Any]) -> tuple:
+    """Knobs as a hashable value."""
+    return tuple(sorted(knobs.items()))
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
 def replay_knobs(path: str | os.PathLike, target) -> dict[str, dict]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import random
 
+from ..driver.records import frozen
 from ..schedules.knobs import KNOBS, MODEL_KNOBS, candidates
 
 #: a space up to this size is listed whole; a larger one is sampled
@@ -37,7 +38,7 @@ class Space:
         return n
 
     def sample(self, rng: random.Random, count: int, exclude: set) -> list[dict]:
-        """Up to ``count`` candidates not in ``exclude`` (a set of :func:`frozen` candidates)."""
+        """Up to ``count`` candidates not in ``exclude`` (a set of ``records.frozen`` candidates)."""
         if self.size <= ENUMERATE_UP_TO:
             names = [n for n, _ in self.axes]
             pool = [dict(zip(names, vs)) for vs in itertools.product(*(v for _, v in self.axes))]
@@ -53,8 +54,3 @@ class Space:
                 if len(out) == count:
                     break
         return out
-
-
-def frozen(knobs: dict) -> tuple:
-    """A candidate as a hashable value."""
-    return tuple(sorted(knobs.items()))

@@ -13,6 +13,9 @@ of wall time, and append what was measured to a records file.
 3. A trial whose child crashes, hangs past its timeout, is refused by the compiler or gives
    other outputs than the untuned model is split in halves and each half tried again, down to
    the one candidate at fault, which is recorded with why and never tried again.
+   A candidate that would replace a kernel's defaults is measured again in a later trial before
+   it does (``records.choose``: the lowest median of those measured twice, 3% below the
+   defaults' median); the defaults are timed again every few trials.
 4. When the budget is spent (or every space searched), the best knobs of all kernels are
    compiled together once more, checked against the untuned outputs and timed beside the
    untuned model.
@@ -36,13 +39,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..driver import records as rec
+from ..driver.records import frozen
 from ..driver.kernels import tuning_key
 from ..errors import EmberError
 from ..schedules.knobs import check_knobs
 from ..target import resolve
 from . import costmodel
 from .measure import WRONG
-from .space import Space, frozen
+from .space import Space
 
 #: share of candidates picked at random even when the cost model is trained
 EXPLORE = 0.25
@@ -64,29 +68,45 @@ def default_records() -> Path:
 
 @dataclass
 class KernelResult:
-    """One kernel's search: its workload and space, its default time per call (the lowest
-    measured), the fastest candidate and its time; :attr:`best` is that candidate where it
-    replaces the defaults by the records' rule (``records.prefer``), else the defaults."""
+    """One kernel's search: its workload and space, every time measured of its defaults and of
+    each candidate; :attr:`best` is the candidate the records' rule (``records.choose``) picks,
+    else the defaults."""
 
     workload: dict
     space: Space
-    default_ms: float
+    defaults: list
     tried: set = field(default_factory=set)
     failed: int = 0
-    cand: dict | None = None
-    cand_ms: float = float("inf")
+    measured: dict = field(default_factory=dict)     # frozen knobs -> [ms, ...]
+
+    @property
+    def default_ms(self) -> float:
+        return rec.median(self.defaults)
+
+    @property
+    def chosen(self) -> tuple | None:
+        return rec.choose(self.defaults, self.measured)
 
     @property
     def wins(self) -> bool:
-        return self.cand is not None and rec.prefer(self.cand_ms, self.default_ms)
+        return self.chosen is not None
 
     @property
     def best(self) -> dict:
-        return dict(self.cand) if self.wins else dict(self.space.default)
+        c = self.chosen
+        return dict(c) if c is not None else dict(self.space.default)
 
     @property
     def best_ms(self) -> float:
-        return self.cand_ms if self.wins else self.default_ms
+        c = self.chosen
+        return rec.median(self.measured[c]) if c is not None else self.default_ms
+
+    def to_confirm(self) -> dict | None:
+        """The fastest candidate measured fewer than ``CONFIRMATIONS`` times that would replace
+        the defaults (and the best so far) if it measured so again; None if there is none."""
+        bar = min((1.0 - rec.MIN_GAIN) * self.default_ms, self.best_ms)
+        open_ = [(ms[0], k) for k, ms in self.measured.items() if len(ms) < rec.CONFIRMATIONS and ms[0] < bar]
+        return dict(min(open_)[1]) if open_ else None
 
     @property
     def gain(self) -> float:
@@ -233,7 +253,7 @@ class Tuner:
         for key, w in res["workloads"].items():
             sp = Space(w["knobs"])
             ms = res["ms"][key]
-            kernels[key] = KernelResult(w, sp, ms, {frozen(sp.default)})
+            kernels[key] = KernelResult(w, sp, [ms], {frozen(sp.default)})
             if sp.axes:
                 rec.append(self.records, key, self.target_key, w["name"], sp.default, "ok", ms, defaults=True)
         searching = [k for k, kr in kernels.items() if kr.space.size > 1]
@@ -280,6 +300,10 @@ class Tuner:
         batch = {}
         for key in searching:
             kr = kernels[key]
+            again = kr.to_confirm()
+            if again is not None:
+                batch[key] = again
+                continue
             pool = kr.space.sample(self.rng, POOL, kr.tried)
             if not pool:
                 continue
@@ -300,11 +324,11 @@ class Tuner:
             rec.append(self.records, key, self.target_key, kr.workload["name"], knobs, "ok", ms)
             if self.model_cost is not None:
                 self.model_cost.add(kr.workload, kr.space.default, knobs, ms, kr.default_ms)
-            if ms < kr.cand_ms:
-                kr.cand_ms, kr.cand = ms, dict(knobs)
-            if kr.wins and kr.cand_ms == ms:
+            was = kr.chosen
+            kr.measured.setdefault(frozen(knobs), []).append(ms)
+            if kr.chosen is not None and kr.chosen != was:
                 self.say(f"  {kr.workload['name']} ({kr.workload['op']}, x{len(kr.workload['groups'])}): "
-                         f"{kr.default_ms:.4f} -> {ms:.4f} ms ({-100 * kr.gain:+.1f}%) with {_knobs_text(knobs)}")
+                         f"{kr.default_ms:.4f} -> {kr.best_ms:.4f} ms ({-100 * kr.gain:+.1f}%) with {_knobs_text(kr.best)}")
         if self.model_cost is not None:
             self.model_cost.fit()
 
@@ -316,7 +340,7 @@ class Tuner:
             if kr.space.axes:
                 rec.append(self.records, key, self.target_key, kr.workload["name"], kr.space.default, "ok", ms,
                            defaults=True)
-            kr.default_ms = min(kr.default_ms, ms)
+            kr.defaults.append(ms)
 
     def _progress(self, t0: float, kernels: dict, untuned_ms: float) -> None:
         spent = time.monotonic() - t0

@@ -97,39 +97,41 @@ def test_space_lists_valid_candidates():
         check_kernel_knobs(c)
 
 
-def test_records_skip_torn_lines_and_pick_the_fastest_ok(tmp_path):
+def test_records_skip_torn_lines_and_choose_by_paired_ratio(tmp_path):
     f = tmp_path / "r.jsonl"
-    records.append(f, "w1", "t", "k", {"matmul.rows": 4}, "ok", 2.0)
-    records.append(f, "w1", "t", "k", {"matmul.rows": 5}, "ok", 1.0)
+    records.append(f, "w1", "t", "k", {"matmul.rows": 3}, "ok", 2.0, defaults=True)
+    for ms in (1.0, 1.1):
+        records.append(f, "w1", "t", "k", {"matmul.rows": 5}, "ok", ms, base_ms=2.0)
     records.append(f, "w1", "t", "k", {"matmul.rows": 6}, "crash", None, "signal 6")
-    records.append(f, "w1", "other", "k", {"matmul.rows": 7}, "ok", 0.5)
+    for ms in (0.5, 0.5):
+        records.append(f, "w1", "other", "k", {"matmul.rows": 7}, "ok", ms, base_ms=2.0)
     with open(f, "a") as fh:
         fh.write('{"v": 1, "workload": "w1", "tar')          # a tuner killed mid-write
     assert records.best(f, "t") == {"w1": {"matmul.rows": 5}}
-    assert len(list(records.read(f))) == 4
-    records.append(f, "w1", "t", "k", {"matmul.rows": 8}, "ok", 0.1)   # after the torn line
+    assert len(list(records.read(f))) == 6
+    for ms in (0.2, 0.3):                                      # after the torn line
+        records.append(f, "w1", "t", "k", {"matmul.rows": 8}, "ok", ms, base_ms=1.0)
     assert records.best(f, "t") == {"w1": {"matmul.rows": 8}}
-
 
 
 def test_a_candidate_replaces_the_defaults_only_when_clearly_faster(tmp_path):
     f = tmp_path / "r.jsonl"
     records.append(f, "w", "t", "k", {"conv2d.rows": 6}, "ok", 1.0, defaults=True)
     for ms in (0.99, 0.98):
-        records.append(f, "w", "t", "k", {"conv2d.rows": 4}, "ok", ms)      # within the noise
+        records.append(f, "w", "t", "k", {"conv2d.rows": 4}, "ok", ms, base_ms=1.0)   # within the noise
     assert records.best(f, "t") == {"w": {"conv2d.rows": 6}}
-    records.append(f, "w", "t", "k", {"conv2d.rows": 3}, "ok", 0.5)
+    records.append(f, "w", "t", "k", {"conv2d.rows": 3}, "ok", 0.5, base_ms=1.0)
     assert records.best(f, "t") == {"w": {"conv2d.rows": 6}}               # fast once: luck, maybe
-    records.append(f, "w", "t", "k", {"conv2d.rows": 3}, "ok", 0.9)
-    assert records.best(f, "t") == {"w": {"conv2d.rows": 3}}               # median 0.7 of two
-    for ms in (0.6, 0.6):
-        records.append(f, "w", "t", "k", {"conv2d.rows": 6}, "ok", ms, defaults=True)   # timed again
-    assert records.best(f, "t") == {"w": {"conv2d.rows": 6}}               # defaults' median 0.6
+    records.append(f, "w", "t", "k", {"conv2d.rows": 3}, "ok", 0.9, base_ms=1.0)
+    assert records.best(f, "t") == {"w": {"conv2d.rows": 3}}               # median ratio 0.7 of two
+    for ms in (1.2, 1.3):
+        records.append(f, "w", "t", "k", {"conv2d.rows": 3}, "ok", ms, base_ms=1.0)
+    assert records.best(f, "t") == {"w": {"conv2d.rows": 6}}               # median of four: 1.05
 
 
 def test_records_with_unknown_knobs_are_an_error(tmp_path, model_file):
     f = tmp_path / "r.jsonl"
-    records.append(f, "w1", tuning_key(resolve("cpu")), "k", {"no.such": 1}, "ok", 1.0)
+    records.append(f, "w1", tuning_key(resolve("cpu")), "k", {"no.such": 1}, "ok", 1.0, defaults=True)
     with pytest.raises(EmberError, match="r.jsonl"):
         ember.compile(model_file, records=f, cache=False)
     with pytest.raises(EmberError, match="do not exist"):
@@ -220,7 +222,7 @@ def test_cost_model_learns_and_is_optional(monkeypatch):
     default = {"conv2d.rows": 4, "conv2d.order": "rows"}
     for rows in range(1, 17):
         for order in ("rows", "channels"):
-            model.add(w, default, {"conv2d.rows": rows, "conv2d.order": order}, 1.0 + abs(rows - 8) * 0.1, 1.5)
+            model.add(w, default, {"conv2d.rows": rows, "conv2d.order": order}, (1.0 + abs(rows - 8) * 0.1) / 1.5)
     model.fit()
     cands = [{"conv2d.rows": r, "conv2d.order": "rows"} for r in (2, 8, 14)]
     pred = model.predict(w, default, cands)

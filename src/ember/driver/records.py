@@ -4,8 +4,12 @@ replays.
 A records file holds JSON lines, one per measured candidate:
 
     {"v": 1, "workload": "<key>", "target": "<target key>", "kernel": "conv_12", "knobs": {...},
-     "status": "ok", "ms": 0.0123, "detail": "", "defaults": false, "at": 1765000000.0}
+     "status": "ok", "ms": 0.0123, "base_ms": 0.0141, "detail": "", "defaults": false,
+     "at": 1765000000.0}
 
+``base_ms`` is the same kernel's time with its defaults, measured in turn with it (in one process,
+the untuned model run after each run of the candidate's), so the two are compared at the same
+moments of the machine; ``defaults`` marks the measurements of the defaults themselves.
 ``workload`` is the kernel's canonical content (``kernels.workload_key``: ops, attributes,
 wiring and types, whatever its names) and ``target`` the target it ran on
 (``kernels.tuning_key``); ``knobs`` are the schedule knobs set on that kernel alone; ``ms``
@@ -16,9 +20,8 @@ child process died), ``timeout``, ``wrong`` (its outputs differ from the untuned
 Each record is appended with one ``write`` to a file opened for appending, so tuners that share
 a file never interleave their lines; a line cut short (a tuner killed mid-write) or that is not
 a record is skipped when reading (the next record starts on a line of its own).  Replaying takes, per workload of the target, the candidate with the
-lowest median time among those measured at least ``CONFIRMATIONS`` times, where it is at least
-``MIN_GAIN`` below the median of the kernel's defaults (``"defaults": true`` records), else the
-defaults (:func:`choose`).
+lowest median of ``ms / base_ms`` among those measured at least ``CONFIRMATIONS`` times, where
+it is at least ``MIN_GAIN`` below 1, else the defaults (:func:`choose`).
 """
 
 from __future__ import annotations
@@ -43,13 +46,16 @@ CONFIRMATIONS = 2
 
 
 def append(path: str | os.PathLike, workload: str, target: str, kernel: str, knobs: Mapping[str, Any],
-           status: str, ms: float | None = None, detail: str = "", defaults: bool = False) -> dict:
+           status: str, ms: float | None = None, detail: str = "", defaults: bool = False,
+           base_ms: float | None = None) -> dict:
     """Append one record to ``path`` (created with its folder when missing); returns it.
-    ``defaults``: the knobs are the kernel's defaults (a measurement of the untuned kernel)."""
+    ``defaults``: the knobs are the kernel's defaults (a measurement of the untuned kernel);
+    ``base_ms``: the kernel's time with its defaults, measured in turn with ``ms``."""
     if status not in STATUSES:
         raise ValueError(f"unknown record status {status!r}")
     rec = {"v": FORMAT, "workload": workload, "target": target, "kernel": kernel, "knobs": dict(knobs),
            "status": status, "ms": ms, "detail": detail[:2000], "defaults": bool(defaults),
+           "base_ms": base_ms,
            "at": round(time.time(), 3)}
     line = (json.dumps(rec, sort_keys=True) + "\n").encode()
     p = Path(path)
@@ -91,40 +97,37 @@ def _well_formed(rec: Any) -> bool:
 
 
 def best(path: str | os.PathLike, target: str) -> dict[str, dict]:
-    """The knobs each workload of ``target`` gets from ``path`` (:func:`choose` over its ``ok``
-    records): the chosen candidate's, else its defaults'."""
-    defaults: dict[str, list[float]] = {}
+    """The knobs each workload of ``target`` gets from ``path``: the candidate :func:`choose`
+    picks from its ``ok`` records measured beside the defaults, else its defaults."""
     default_knobs: dict[str, dict] = {}
-    cands: dict[str, dict[tuple, list[float]]] = {}
+    ratios: dict[str, dict[tuple, list[float]]] = {}
     for rec in read(path):
         if rec["target"] != target or rec["status"] != "ok":
             continue
         w = rec["workload"]
         if rec.get("defaults"):
-            defaults.setdefault(w, []).append(float(rec["ms"]))
             default_knobs[w] = rec["knobs"]
-        else:
-            cands.setdefault(w, {}).setdefault(frozen(rec["knobs"]), []).append(float(rec["ms"]))
+        elif isinstance(rec.get("base_ms"), (int, float)) and rec["base_ms"] > 0:
+            ratios.setdefault(w, {}).setdefault(frozen(rec["knobs"]), []).append(rec["ms"] / rec["base_ms"])
     out = {}
-    for w in set(defaults) | set(cands):
-        pick = choose(defaults.get(w, []), cands.get(w, {}))
-        out[w] = dict(pick) if pick is not None else default_knobs[w]
+    for w in set(default_knobs) | set(ratios):
+        pick = choose(ratios.get(w, {}))
+        if pick is not None:
+            out[w] = dict(pick)
+        elif w in default_knobs:
+            out[w] = default_knobs[w]
     return out
 
 
-def choose(defaults: list[float], candidates: Mapping[tuple, list[float]]) -> tuple | None:
-    """Which candidate (knobs as :func:`frozen`) replaces a kernel's defaults, given the times
-    measured of each: the lowest median of those measured at least ``CONFIRMATIONS`` times, where
-    it is at least ``MIN_GAIN`` below the defaults' median; None: keep the defaults.  Without a
-    measurement of the defaults, the lowest median of any candidate."""
-    if not defaults:
-        scored = [(median(ms), k) for k, ms in candidates.items() if ms]
-        return min(scored)[1] if scored else None
-    scored = [(median(ms), k) for k, ms in candidates.items() if len(ms) >= CONFIRMATIONS]
+def choose(ratios: Mapping[tuple, list[float]]) -> tuple | None:
+    """Which candidate (knobs as :func:`frozen`) replaces a kernel's defaults, given each one's
+    times over the defaults' (measured in turn): the lowest median of those measured at least
+    ``CONFIRMATIONS`` times, where it is at least ``MIN_GAIN`` below 1; None: keep the defaults."""
+    scored = [(median(r), k) for k, r in ratios.items() if len(r) >= CONFIRMATIONS]
     if not scored:
         return None
-    ms, k = min(scored)
-    return k if ms < (1.0 - MIN_GAIN) * median(defaults) else None
+    ratio, k = min(scored)
+    return k if ratio < 1.0 - MIN_GAIN else None
 
 
 def frozen(knobs: Mapping[str, Any]) -> tuple:

@@ -42,10 +42,11 @@ class CostModel:
         self.ys: list[float] = []
         self.forest = None
 
-    def add(self, workload: dict, default: dict, knobs: dict, ms: float, default_ms: float) -> None:
-        if ms > 0 and default_ms > 0:
+    def add(self, workload: dict, default: dict, knobs: dict, ratio: float) -> None:
+        """One measurement: the candidate ``knobs`` took ``ratio`` times its defaults' time."""
+        if ratio > 0:
             self.rows.append(features(workload, default, knobs))
-            self.ys.append(math.log(ms / default_ms))
+            self.ys.append(math.log(ratio))
 
     def fit(self) -> None:
         if len(self.rows) >= MIN_SAMPLES:

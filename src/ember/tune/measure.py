@@ -8,7 +8,8 @@ The request names the model, the target, the compile options, the knobs per work
 (``kernel_knobs``), how many runs to time and, optionally, the untuned outputs to compare with
 (``reference``, an .npz) or where to save this run's outputs (``save_outputs``).  The result
 (written to a temporary file, then renamed) gives each workload's time per call (the median
-over the runs, from the per-kernel profile read after each), the whole model's median time per run and every workload's description (``driver.kernels.Workload``).
+over the runs, from the per-kernel profile read after each), the whole model's median time per run (with ``paired``, the same of the untuned model, timed in turn
+with it) and every workload's description (``driver.kernels.Workload``).
 Outputs that differ from the reference exit with status 3 (:data:`WRONG`), naming the output;
 a candidate that crashes the compiler or the run ends the process however it ends: the parent
 (:mod:`ember.tune.tuner`) only trusts a result file and a zero status.
@@ -60,26 +61,41 @@ def measure(req: dict) -> dict:
         _compare(outs, np.load(req["reference"]), float(req.get("rtol", 1e-3)), float(req.get("atol", 1e-4)))
     if req.get("save_outputs"):
         _save_npz(req["save_outputs"], outs)
+    # the untuned model beside it (``paired``: its library, kept by the first measurement), run
+    # in turn with it, so each kernel is compared with its defaults at the same moments
+    base = load(req["paired"]) if req.get("paired") else None
+    if base is not None and req.get("threads"):
+        base.num_threads = int(req["threads"])
     for _ in range(int(req.get("warmup", 2))):
         module.run(feeds)
+        if base is not None:
+            base.run(feeds)
     runs = max(1, int(req.get("runs", 10)))
     workloads = cm.workloads or {}
-    per_run: dict[str, list[float]] = {key: [] for key in workloads}
-    totals = []
-    before = module.profile()
+    timed = [(module, {key: [] for key in workloads}, [])]
+    if base is not None:
+        timed.append((base, {key: [] for key in workloads}, []))
+    before = [m.profile() for m, _, _ in timed]
     for _ in range(runs):
-        t = time.perf_counter()
-        module.run(feeds)
-        totals.append((time.perf_counter() - t) * 1e3)
-        after = module.profile()
-        for key, w in workloads.items():
-            spent = sum(after.get(g, 0.0) - before.get(g, 0.0) for g in w.groups)
-            per_run[key].append(1e3 * spent / len(w.groups))
-        before = after
+        for i, (m, per_run, totals) in enumerate(timed):
+            t = time.perf_counter()
+            m.run(feeds)
+            totals.append((time.perf_counter() - t) * 1e3)
+            after = m.profile()
+            for key, w in workloads.items():
+                spent = sum(after.get(g, 0.0) - before[i].get(g, 0.0) for g in w.groups)
+                per_run[key].append(1e3 * spent / len(w.groups))
+            before[i] = after
     # medians over the runs: a run the machine interrupted does not count
-    return {"compile_s": compile_s, "total_ms": float(np.median(totals)), "runs": runs,
-            "workloads": {key: asdict(w) for key, w in workloads.items()},
-            "ms": {key: float(np.median(v)) for key, v in per_run.items()}}
+    out = {"compile_s": compile_s, "total_ms": float(np.median(timed[0][2])), "runs": runs,
+           "workloads": {key: asdict(w) for key, w in workloads.items()},
+           "ms": {key: float(np.median(v)) for key, v in timed[0][1].items()}}
+    if not req.get("drop_library", True):
+        out["library"] = str(lib)
+    if base is not None:
+        out["paired_ms"] = {key: float(np.median(v)) for key, v in timed[1][1].items()}
+        out["paired_total_ms"] = float(np.median(timed[1][2]))
+    return out
 
 
 def _compare(outs, ref, rtol: float, atol: float) -> None:

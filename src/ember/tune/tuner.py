@@ -13,9 +13,10 @@ of wall time, and append what was measured to a records file.
 3. A trial whose child crashes, hangs past its timeout, is refused by the compiler or gives
    other outputs than the untuned model is split in halves and each half tried again, down to
    the one candidate at fault, which is recorded with why and never tried again.
-   A candidate that would replace a kernel's defaults is measured again in a later trial before
-   it does (``records.choose``: the lowest median of those measured twice, 3% below the
-   defaults' median); the defaults are timed again every few trials.
+   The untuned model runs in the same child in turn with each candidate's, so every kernel's
+   time is compared with its defaults' at the same moments of the machine; a candidate that
+   would replace a kernel's defaults is measured again in a later trial before it does
+   (``records.choose``: the lowest median ratio of those measured twice, 3% below 1).
 4. When the budget is spent (or every space searched), the best knobs of all kernels are
    compiled together once more, checked against the untuned outputs and timed beside the
    untuned model.
@@ -68,16 +69,16 @@ def default_records() -> Path:
 
 @dataclass
 class KernelResult:
-    """One kernel's search: its workload and space, every time measured of its defaults and of
-    each candidate; :attr:`best` is the candidate the records' rule (``records.choose``) picks,
-    else the defaults."""
+    """One kernel's search: its workload and space, the times measured of its defaults, and each
+    candidate's times over its defaults' measured in turn with it (``measured``); :attr:`best`
+    is the candidate the records' rule (``records.choose``) picks, else the defaults."""
 
     workload: dict
     space: Space
     defaults: list
     tried: set = field(default_factory=set)
     failed: int = 0
-    measured: dict = field(default_factory=dict)     # frozen knobs -> [ms, ...]
+    measured: dict = field(default_factory=dict)     # frozen knobs -> [ratio to the defaults, ...]
 
     @property
     def default_ms(self) -> float:
@@ -85,7 +86,7 @@ class KernelResult:
 
     @property
     def chosen(self) -> tuple | None:
-        return rec.choose(self.defaults, self.measured)
+        return rec.choose(self.measured)
 
     @property
     def wins(self) -> bool:
@@ -97,20 +98,24 @@ class KernelResult:
         return dict(c) if c is not None else dict(self.space.default)
 
     @property
-    def best_ms(self) -> float:
+    def ratio(self) -> float:
         c = self.chosen
-        return rec.median(self.measured[c]) if c is not None else self.default_ms
+        return rec.median(self.measured[c]) if c is not None else 1.0
+
+    @property
+    def best_ms(self) -> float:
+        return self.ratio * self.default_ms
 
     def to_confirm(self) -> dict | None:
         """The fastest candidate measured fewer than ``CONFIRMATIONS`` times that would replace
         the defaults (and the best so far) if it measured so again; None if there is none."""
-        bar = min((1.0 - rec.MIN_GAIN) * self.default_ms, self.best_ms)
-        open_ = [(ms[0], k) for k, ms in self.measured.items() if len(ms) < rec.CONFIRMATIONS and ms[0] < bar]
+        bar = min(1.0 - rec.MIN_GAIN, self.ratio)
+        open_ = [(r[0], k) for k, r in self.measured.items() if len(r) < rec.CONFIRMATIONS and r[0] < bar]
         return dict(min(open_)[1]) if open_ else None
 
     @property
     def gain(self) -> float:
-        return 1.0 - self.best_ms / self.default_ms if self.default_ms > 0 else 0.0
+        return 1.0 - self.ratio
 
 
 @dataclass
@@ -244,9 +249,10 @@ class Tuner:
         if self.model_cost is None:
             self.say("ember tune: " + ("scikit-learn is not installed (pip install ember[tune]): searching at random"
                                        if costmodel.load() is None else "cost model off: searching at random"))
-        status, res = self._measure({}, max(1.0, self._left()), save_outputs=ref)
+        status, res = self._measure({}, max(1.0, self._left()), save_outputs=ref, drop_library=False)
         if status != "ok":
             raise EmberError(f"ember tune: the untuned model failed to compile or run ({status}: {res})")
+        self.paired = res["library"]        # the untuned model, timed in turn with every candidate
         timeout = self.trial_timeout_s or max(30.0, 4 * self.trial_s)
         untuned_ms = res["total_ms"]
         kernels: dict[str, KernelResult] = {}
@@ -274,7 +280,7 @@ class Tuner:
             if not batch:
                 self.say("ember tune: every kernel's space is searched")
                 break
-            status, res = self._measure(batch, min(timeout, self._left() - final_reserve))
+            status, res = self._measure(batch, min(timeout, self._left() - final_reserve), paired=self.paired)
             if status == "timeout" and self._left() <= final_reserve + 1:
                 break                   # the budget ran out, not the candidate's fault
             if status == "ok":
@@ -318,14 +324,14 @@ class Tuner:
     def _took(self, kernels: dict, batch: dict, res: dict) -> None:
         for key, knobs in batch.items():
             kr = kernels[key]
-            ms = res["ms"].get(key)
-            if ms is None:              # the candidate changed what the kernel is: not comparable
+            ms, base = res["ms"].get(key), res["paired_ms"].get(key)
+            if ms is None or not base:   # the candidate changed what the kernel is: not comparable
                 continue
-            rec.append(self.records, key, self.target_key, kr.workload["name"], knobs, "ok", ms)
+            rec.append(self.records, key, self.target_key, kr.workload["name"], knobs, "ok", ms, base_ms=base)
             if self.model_cost is not None:
-                self.model_cost.add(kr.workload, kr.space.default, knobs, ms, kr.default_ms)
+                self.model_cost.add(kr.workload, kr.space.default, knobs, ms / base)
             was = kr.chosen
-            kr.measured.setdefault(frozen(knobs), []).append(ms)
+            kr.measured.setdefault(frozen(knobs), []).append(ms / base)
             if kr.chosen is not None and kr.chosen != was:
                 self.say(f"  {kr.workload['name']} ({kr.workload['op']}, x{len(kr.workload['groups'])}): "
                          f"{kr.default_ms:.4f} -> {kr.best_ms:.4f} ms ({-100 * kr.gain:+.1f}%) with {_knobs_text(kr.best)}")
@@ -362,17 +368,15 @@ class Tuner:
         timeout = max(60.0, 4 * self.trial_s)
         tuned, untuned = [], []
         for _ in range(self.final_rounds):
-            status, res = self._measure(best, timeout, reference=ref)
+            status, res = self._measure(best, timeout, reference=ref, paired=self.paired)
             if status != "ok":
                 self.say(f"ember tune: the tuned model failed its final check ({status}: {res})")
                 return None
             tuned.append(res["total_ms"])
-            status, res = self._measure({}, timeout)
-            if status == "ok":
-                untuned.append(res["total_ms"])
-        self.untuned_final_ms = min(untuned) if untuned else untuned_ms
+            untuned.append(res["paired_total_ms"])
+        self.untuned_final_ms = min(untuned)
         self.say(f"ember tune: tuned {min(tuned):.3f} ms per run, untuned {self.untuned_final_ms:.3f} ms "
-                 f"(same run; outputs match the untuned model's)")
+                 f"(run in turn; outputs match the untuned model's)")
         return min(tuned)
 
 

@@ -252,7 +252,10 @@ class Tuner:
         status, res = self._measure({}, max(1.0, self._left()), save_outputs=ref, drop_library=False)
         if status != "ok":
             raise EmberError(f"ember tune: the untuned model failed to compile or run ({status}: {res})")
-        self.paired = res["library"]        # the untuned model, timed in turn with every candidate
+        # the untuned model, timed in turn with every candidate: a copy of its own, since a
+        # candidate that compiles to the same library drops that file from the cache
+        self.paired = str(self.work / "untuned.so")
+        shutil.copyfile(res["library"], self.paired)
         timeout = self.trial_timeout_s or max(30.0, 4 * self.trial_s)
         untuned_ms = res["total_ms"]
         kernels: dict[str, KernelResult] = {}

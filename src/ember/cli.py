@@ -12,6 +12,7 @@
     ember passes
     ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
     ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [-o report.html] [compile options]
+    ember tune MODEL [--budget 10m] [--records FILE] [--trials N] [--threads N] [--runs N] [compile options]
 
 ``--target`` takes ``cpu`` (this machine) or a target ``ember targets`` lists, with ``+feature``
 suffixes and ``-mcpu=`` (``--target "aarch64-linux -mcpu=cortex-a76"``); ``ember run`` runs a
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                                                  "and the generated source to DIR")
     c.add_argument("--disable-pass", action="append", default=[], metavar="PASS",
                    help="do not run this pass of the pipeline (repeatable; 'ember passes' lists them)")
+    _add_records_option(c)
     c.set_defaults(func=cmd_compile)
 
     r = sub.add_parser("run", help="run an artifact (or compile a model and run it) on inputs from an .npz file",
@@ -99,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--emulate-cpu", metavar="NAME", help="a cross artifact: the processor qemu emulates "
                                                          "(e.g. cortex-a72; default: one with every extension)")
     _add_compile_options(r)
+    _add_records_option(r)
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("info", help="describe a model: signature, ops, parameters, FLOPs",
@@ -123,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
     b.add_argument("--size", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
                    help="size of a symbolic dimension in the random inputs (default: 1; repeatable)")
+    _add_records_option(b)
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("bisect", help="find the first kernel, pass and node where a compiled model "
@@ -175,6 +179,25 @@ def _parser() -> argparse.ArgumentParser:
     _add_compile_options(e)
     e.set_defaults(func=cmd_export, target="portable")
 
+    tu = sub.add_parser("tune", help="search the schedule knobs of every kernel of a model and record the best",
+                        description="Search the schedule knobs of each distinct kernel of a model within a budget "
+                                    "of wall time: candidates are compiled and timed in child processes (one "
+                                    "that crashes, hangs or changes the outputs is skipped and recorded), guided "
+                                    "by a cost model when scikit-learn is installed (pip install ember[tune]). "
+                                    "Every measurement is appended to the records file; 'ember compile --records "
+                                    "FILE' replays the best knobs of each kernel.")
+    tu.add_argument("model", help="model file (.onnx)")
+    tu.add_argument("--budget", type=_duration_arg, default=600.0, metavar="TIME",
+                    help="wall time to spend: seconds, or with s, m or h (default: 10m)")
+    tu.add_argument("--records", metavar="FILE", help="records file to append to (default: tuning/records.jsonl "
+                                                      "in the cache directory)")
+    tu.add_argument("--threads", type=_positive_int, metavar="N", help="threads to time with (default: the runtime's)")
+    tu.add_argument("--runs", type=_positive_int, default=10, metavar="N", help="timed runs per candidate (default: 10)")
+    tu.add_argument("--seed", type=int, default=0, help="seed of the search and of the inputs (default: 0)")
+    tu.add_argument("--trials", type=_positive_int, metavar="N", help="stop after N trials, even with budget left")
+    _add_compile_options(tu)
+    tu.set_defaults(func=cmd_tune)
+
     t = sub.add_parser("targets", help="list the targets --target accepts",
                        description="List the targets: this machine and the cross targets, with their ISA.")
     t.set_defaults(func=cmd_targets)
@@ -202,6 +225,11 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knob", action="append", type=_knob_arg, default=[], metavar="NAME=VALUE",
                    help="set a schedule knob, e.g. matmul.rows=4 (repeatable; see docs/design.md)")
     _add_limit_option(p)
+
+
+def _add_records_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--records", metavar="FILE", help="tuning records written by 'ember tune': each kernel "
+                                                     "gets the knobs of its fastest record for this target")
 
 
 def _add_limit_option(p: argparse.ArgumentParser) -> None:
@@ -234,6 +262,18 @@ def _knob_arg(text: str) -> tuple[str, int | str]:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE (a schedule knob), got {text!r}")
     value = value.strip()
     return name.strip(), int(value) if value.lstrip("-").isdigit() else value
+
+
+def _duration_arg(text: str) -> float:
+    t = text.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+    try:
+        value = float(t[:-1] if scale else t) * (scale or 1)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a time such as 90, 90s, 10m or 1h, got {text!r}")
+    return value
 
 
 def _shape_arg(text: str) -> tuple[str, tuple[int | str, ...]]:
@@ -284,6 +324,23 @@ def cmd_compile(args: argparse.Namespace) -> int:
               "Python runtime (ember.load); the C API cannot run it")
     print(f"  compiled in {seconds:.2f} s")
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import tune
+
+    _require_file(args.model)
+    result = tune(args.model, args.target, budget_s=args.budget, records=args.records, opt_level=args.opt_level,
+                  shapes=dict(args.shape) or None, bounds=dict(args.bound) or None,
+                  knobs=dict(args.knob) or None, runs=args.runs, threads=args.threads, seed=args.seed,
+                  max_trials=args.trials)
+    print(result.table())
+    print(f"trials {result.trials}, candidates skipped {result.failures}, "
+          f"search {'guided by the cost model' if result.cost_model else 'at random'}, {result.seconds:.0f} s")
+    tuned = "failed its check" if result.tuned_ms is None else f"{result.tuned_ms:.3f} ms"
+    print(f"untuned {result.untuned_ms:.3f} ms, tuned {tuned} per run")
+    print(f"records: {result.records} (ember compile --records {result.records} ...)")
+    return 0 if result.tuned_ms is not None else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -643,7 +700,8 @@ def _compile(model: Any, args: argparse.Namespace, shapes: dict | None):
                            shapes=shapes, bounds=dict(getattr(args, "bound", []) or []) or None,
                            dump=getattr(args, "dump", None), progress=progress,
                            knobs=dict(getattr(args, "knob", []) or []) or None,
-                           disabled_passes=tuple(getattr(args, "disable_pass", []) or ()))
+                           disabled_passes=tuple(getattr(args, "disable_pass", []) or ()),
+                           records=getattr(args, "records", None))
     return module, time.perf_counter() - progress.start
 
 

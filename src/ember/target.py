@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import platform
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from .errors import TargetError
@@ -91,6 +93,21 @@ CORE_MODELS: dict[str, dict] = {
 DOT_KINDS = ("vnni", "usdot", "sdot", "")
 
 
+_ASKED: ContextVar[dict | None] = ContextVar("ember_asked_knobs", default=None)
+
+
+@contextmanager
+def asked_knobs():
+    """Listen to the schedule knobs asked inside the block: yields a dict that receives each
+    knob's name and the value it had the first time it was asked (the tuner's search space)."""
+    asked: dict = {}
+    token = _ASKED.set(asked)
+    try:
+        yield asked
+    finally:
+        _ASKED.reset(token)
+
+
 @dataclass(frozen=True)
 class Target:
     kind: str = "cpu"
@@ -136,11 +153,17 @@ class Target:
         return "generic"
 
     def knob(self, name: str, default):
-        """The value of schedule knob ``name``: the one set on this target, else ``default``."""
+        """The value of schedule knob ``name``: the one set on this target, else ``default``
+        (noted where :func:`asked_knobs` listens)."""
+        value = default
         for k, v in self.knobs:
             if k == name:
-                return v
-        return default
+                value = v
+                break
+        asked = _ASKED.get()
+        if asked is not None:
+            asked.setdefault(name, value)
+        return value
 
     def with_knobs(self, knobs) -> "Target":
         """This target with the schedule knobs ``knobs`` (a mapping) set, over any set before."""

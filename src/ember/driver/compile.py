@@ -36,13 +36,13 @@ from ..graph.ir import Graph, Value, constant
 from ..symbolic import Sym, is_identifier
 from ..passes import fuse, plan_memory
 from ..passes.base import paused_gc
-from ..target import Target, resolve
+from ..target import Target, asked_knobs, resolve
 from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, model_units, shape_function, units_listing
 from ..ops import get_op
-from ..schedules.knobs import check_knobs
+from ..schedules.knobs import MODEL_KNOBS, check_knobs
 from ..runtime.program import write_program
 from .data_dims import DataDims, data_symbols
-from .kernels import kernel_call
+from .kernels import kernel_call, new_workload, tuning_key, workload_key
 from .pipeline import Context, check_disabled, generic_steps, run_graph
 from .regions import Regions, is_region
 from .program import const_entry, json_attrs, needs_program, partition
@@ -85,7 +85,8 @@ class CompiledModel:
     one text to read."""
 
     def __init__(self, graph: Graph, groups, plan, units: dict[str, str], constants: bytes, kernels,
-                 object_keys: dict[str, str] | None = None, kernel_files: dict[str, str] | None = None):
+                 object_keys: dict[str, str] | None = None, kernel_files: dict[str, str] | None = None,
+                 workloads: dict | None = None):
         self.graph = graph
         self.groups = groups
         self.plan = plan
@@ -95,6 +96,8 @@ class CompiledModel:
         self.kernels = kernels
         self.object_keys = object_keys or {}
         self.kernel_files = kernel_files or {}     # each kernel's C name -> the file that defines it
+        #: with ``kernel_knobs``: each distinct kernel's :class:`~ember.driver.kernels.Workload` by key
+        self.workloads = workloads
 
 
 def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None,
@@ -163,13 +166,16 @@ def schedule_hints(graph: Graph, bounds: dict[str, int]) -> dict[str, int]:
 
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
              progress: ProgressFn | None = None, profile: bool = False, observe: bool = False,
-             disabled_passes=()) -> CompiledModel:
+             disabled_passes=(), kernel_knobs: Mapping[str, Mapping] | None = None) -> CompiledModel:
     """Run the compiler on a graph up to the C source and the constants blob.  ``observe``
     (``ember bisect``) makes every kernel's result an output too (see :func:`observe_kernels`).
-    ``disabled_passes`` names passes of the pipeline (``driver.pipeline``) not to run."""
+    ``disabled_passes`` names passes of the pipeline (``driver.pipeline``) not to run.
+    ``kernel_knobs`` (tuning: ``ember.tune``) maps workload keys (``kernels.workload_key``) to
+    schedule knobs set for those kernels only; with it, even empty, the result lists every
+    distinct kernel's workload and the knobs it asked (``CompiledModel.workloads``)."""
     with paused_gc():          # collected after each pass and every few kernels instead
         return _generate(graph, target, opt_level, dump, progress, profile, observe,
-                         check_disabled(disabled_passes))
+                         check_disabled(disabled_passes), kernel_knobs)
 
 
 def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
@@ -183,7 +189,8 @@ def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
 
 
 def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | None, progress: ProgressFn | None,
-              profile: bool, observe: bool = False, disabled_passes: frozenset = frozenset()) -> CompiledModel:
+              profile: bool, observe: bool = False, disabled_passes: frozenset = frozenset(),
+              kernel_knobs: Mapping[str, Mapping] | None = None) -> CompiledModel:
     say = progress or (lambda msg: None)
     say(f"optimizing graph ({len(graph.nodes)} nodes, opt level {opt_level})")
     in_names = [v.name for v in graph.inputs]
@@ -253,6 +260,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     # groups alike share one lowering (kernels.group_signature); a dump shows each kernel's own
     same_groups: dict | None = {} if dump is None else None
     entry_names: list[str] = []     # what each line of the entry runs (a kernel, or a region)
+    workloads: dict | None = None if kernel_knobs is None else {}
+    target_key = tuning_key(target) if kernel_knobs is not None else ""
 
     def _kernel(k: int, grp) -> None:
         entry_names.append(grp.name)
@@ -260,7 +269,14 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             block, _ = regions.emit(grp, where, gen)
             entry.append(block)
             return
-        f, _, call = kernel_call(grp, target, where, gen, limits, bounds, sym_index, hints, ctx, same_groups)
+        wk = workload_key(grp, target_key, hints) if workloads is not None else None
+        own = target.with_knobs(kernel_knobs[wk]) if wk is not None and kernel_knobs.get(wk) else target
+        with asked_knobs() as asked:
+            f, _, call = kernel_call(grp, own, where, gen, limits, bounds, sym_index, hints, ctx, same_groups)
+        if wk is not None:
+            w = workloads.get(wk) or workloads.setdefault(wk, new_workload(wk, grp, f))
+            w.groups.append(grp.name)
+            w.knobs.update({n: v for n, v in asked.items() if n not in MODEL_KNOBS and n not in w.knobs})
         kernels.append(f)
         entry.append(call)
         entry.extend(dd.after_kernel(grp.output, where(grp.output)))
@@ -324,7 +340,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
                         data_entry=dd.entry_params if dd else None, isa=target.isa)
     return CompiledModel(g, groups, plan, units, bytes(blob), kernels + regions.kernels,
                          {f"{kc.symbol}.c": kc.code for kc in gen.kernels},
-                         {kc.name: f"{kc.symbol}.c" for kc in gen.kernels})
+                         {kc.name: f"{kc.symbol}.c" for kc in gen.kernels}, workloads)
 
 
 def check_memory(g: Graph, plan) -> None:
@@ -349,7 +365,8 @@ def where_src(v: Value, in_index, const_offsets) -> str:
 
 
 def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=None, profile: bool = False,
-               cflags: tuple[str, ...] = (), disabled: frozenset = frozenset()) -> str | None:
+               cflags: tuple[str, ...] = (), disabled: frozenset = frozenset(),
+               kernel_knobs: Mapping[str, Mapping] | None = None) -> str | None:
     """The cache key of a compile: a hash of everything it reads and everything that changes its
     output: Ember's own source, the target (every processor feature: the C is compiled for this
     machine), the C compiler, the options, the model's bytes and the contents of every external
@@ -373,6 +390,7 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
         "disabled_passes": sorted(disabled),
         "shapes": sorted((str(k), v) for k, v in (shapes or {}).items()),
         "bounds": sorted((str(k), v) for k, v in (bounds or {}).items()),
+        "kernel_knobs": sorted((w, sorted(k.items())) for w, k in (kernel_knobs or {}).items()),
     }, default=repr))
     # what folds depends on fold_bytes, and a model compiled under larger limits must still be
     # refused under smaller ones
@@ -449,7 +467,7 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
             progress: ProgressFn | None = None, cache: bool = True, profile: bool = False,
             cflags: tuple[str, ...] = (), knobs: Mapping[str, Any] | None = None,
             limits: "ember_limits.Limits | Mapping[str, Any] | str | None" = None,
-            disabled_passes: tuple[str, ...] = ()):
+            disabled_passes: tuple[str, ...] = (), records: str | os.PathLike | None = None):
     """Compile ``model`` (a path, an ``onnx.ModelProto`` or an ember ``Graph``) for ``target``.
 
     Returns a loaded :class:`ember.runtime.Module`; for a cross target (``"aarch64-linux"``,
@@ -467,7 +485,9 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     policy (``ember.limits``): ``{"tensor_bytes": "2G", "nodes": 100000}``; a model above it
     raises :class:`~ember.errors.LimitError` before anything is allocated.  ``disabled_passes``
     names passes of the pipeline not to run (``ember passes`` lists them; those that decide the
-    results cannot be disabled).
+    results cannot be disabled).  ``records`` names a tuning records file (``ember tune``,
+    :mod:`ember.driver.records`): each kernel it holds records of for this target gets the knobs
+    of its fastest one.
     """
     try:
         lim = limits if isinstance(limits, ember_limits.Limits) else ember_limits.current().updated(limits)
@@ -476,11 +496,11 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     with ember_limits.using(lim), paused_gc():     # the passes collect (see passes.base.paused_gc)
         return _compile(model, target, opt_level, shapes=shapes, bounds=bounds, dump=dump, progress=progress,
                         cache=cache, profile=profile, cflags=cflags, knobs=knobs,
-                        disabled=check_disabled(disabled_passes))
+                        disabled=check_disabled(disabled_passes), records=records)
 
 
 def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, bounds, dump, progress, cache: bool,
-             profile: bool, cflags: tuple[str, ...], knobs, disabled: frozenset = frozenset()):
+             profile: bool, cflags: tuple[str, ...], knobs, disabled: frozenset = frozenset(), records=None):
     from ..runtime import load
     from ..toolchain import Cache
 
@@ -490,15 +510,24 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
     if tgt.family == "gpu":
         from .gpu import compile_gpu
 
+        if records is not None:
+            raise TargetError("tuning records apply to CPU targets only")
         return compile_gpu(model, tgt, opt_level, shapes=shapes, bounds=bounds, knobs=knobs,
                            dump=dump or os.environ.get("EMBER_DUMP") or None, progress=progress)
     if knobs:
         tgt = tgt.with_knobs(check_knobs(knobs))
+    tuned = None
+    if records is not None:
+        from .records import replay_knobs
+
+        tuned = replay_knobs(records, tgt)
+        say(f"tuning records: {len(tuned)} kernel{'s' * (len(tuned) != 1)} for this target")
     if not isinstance(opt_level, int) or not 0 <= opt_level <= 3:
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     dump = dump or os.environ.get("EMBER_DUMP") or None
     models = Cache("models", suffix=".so")
-    key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled) if cache and not dump else None
+    key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled, tuned) \
+        if cache and not dump else None
     if key is not None:
         for kind in (models, Cache("programs", suffix=".ember")):
             hit = kind.get(key)
@@ -513,7 +542,8 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
             return module
     say("reading model")
     graph = to_graph(model, shapes, bounds)
-    if key is not None and _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled) != key:
+    if key is not None and _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled,
+                                      tuned) != key:
         key = None      # the files changed while they were read: do not file this under either key
     dumper = _Dumper(Path(dump)) if dump else None
     if dumper:
@@ -522,10 +552,11 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
         if tgt.cross:
             raise TargetError(f"model '{graph.name}' has host steps (string ops), which only the Python runtime "
                               f"runs: it cannot be built for {tgt.spec}")
-        path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key, disabled)
+        path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key, disabled, tuned)
         say(f"done in {time.perf_counter() - t0:.1f} s")
         return load(path)
-    lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress), disabled)
+    lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress), disabled,
+                         tuned)
     if key is not None:
         lib = models.put(key, lib, link=True)     # the same file as the library cache's entry
     say(f"done in {time.perf_counter() - t0:.1f} s")
@@ -541,11 +572,19 @@ def _loaded(path: Path, tgt: Target):
 
 
 def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
-                   cflags: tuple[str, ...], report_steps: bool = False, disabled: frozenset = frozenset()) -> Path:
+                   cflags: tuple[str, ...], report_steps: bool = False, disabled: frozenset = frozenset(),
+                   kernel_knobs: Mapping[str, Mapping] | None = None) -> Path:
     """Compile ``graph`` (no host ops) to a sealed shared library; returns its path."""
+    cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile, disabled_passes=disabled,
+                  kernel_knobs=kernel_knobs)
+    return build_library(cm, graph.name, tgt, dumper, say, cflags, report_steps)
+
+
+def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: ProgressFn, cflags: tuple[str, ...],
+                  report_steps: bool = False) -> Path:
+    """The sealed shared library of what :func:`generate` made (``cm``); returns its path."""
     from ..toolchain import build_shared
 
-    cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile, disabled_passes=disabled)
     if dumper:
         dumper.write("groups.txt", "\n".join(k.comment for k in cm.kernels) + "\n")
         dumper.write("model.c", cm.source)
@@ -555,13 +594,14 @@ def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: Progr
     n = len(cm.object_keys)
     say(f"compiling C: {n} distinct kernel{'s' * (n != 1)} and the entry, one file each "
         f"({sum(map(len, cm.units.values())) // 1024} KiB), {len(cm.constants) / 1e6:.1f} MB constants")
-    return build_shared(cm.units, {"ember_constants": cm.constants}, flags=list(cflags), name=c_ident(graph.name),
+    return build_shared(cm.units, {"ember_constants": cm.constants}, flags=list(cflags), name=c_ident(name),
                         progress=(lambda step, done, total: say(step)) if report_steps else None, target=tgt,
                         object_keys=cm.object_keys, pch="model.h")
 
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
-                     cflags: tuple[str, ...], key: str | None, disabled: frozenset = frozenset()) -> Path:
+                     cflags: tuple[str, ...], key: str | None, disabled: frozenset = frozenset(),
+                     kernel_knobs: Mapping[str, Mapping] | None = None) -> Path:
     """Compile a graph with host steps to a program file in the cache (``build.program``);
     returns its path."""
     from ..toolchain import Cache
@@ -599,7 +639,8 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
         sub = st.segment_graph(f"{g.name}_segment{k}", g.bounds, g.checks)
         say(f"segment {k}: {len(sub.nodes)} nodes")
         seg_dump = _Dumper(dumper.folder / f"segment_{k}") if dumper else None
-        libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags, disabled=disabled))
+        libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags, disabled=disabled,
+                                   kernel_knobs=kernel_knobs))
         header_steps.append({"kind": "segment", "segment": k, "inputs": [read(v) for v in st.inputs],
                              "outputs": [slot(o) for o in st.outputs]})
     out_slots = [read(v) for v in g.outputs]

@@ -14,6 +14,9 @@ symbols' upper bounds (``bounds``).
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field, replace
+
 from ..errors import CodegenError, EmberError
 from ..graph.ir import Value
 from ..ops import Pattern, get_op
@@ -148,6 +151,48 @@ def group_signature(group: Group):
         return None
     lead = group.nodes.index(group.anchor) if group.anchor in group.nodes else -1
     return (tuple(nodes), tuple(_type_key(v) for v in group.inputs), index.get(group.output), lead)
+
+
+@dataclass
+class Workload:
+    """What the tuner knows of one distinct kernel of a model: ``key`` (:func:`workload_key`),
+    the name and description of its first group, every group that runs it, the lead op, its
+    output's elements (0 when symbolic) and the schedule knobs its lowering asked, with the
+    values they had (the defaults, or what was set)."""
+
+    key: str
+    name: str
+    comment: str
+    op: str
+    elements: int
+    groups: list = field(default_factory=list)
+    knobs: dict = field(default_factory=dict)
+
+
+def tuning_key(target) -> str:
+    """What a tuning record's target is: :meth:`Target.key` without the knobs that hold for one
+    kernel (a record sets those itself), with the model-wide ones kept."""
+    from ..schedules.knobs import MODEL_KNOBS
+
+    return replace(target, knobs=tuple(kv for kv in target.knobs if kv[0] in MODEL_KNOBS)).key()
+
+
+def workload_key(group: Group, target_key: str, hints: dict | None) -> str | None:
+    """The key of the kernel of ``group`` for tuning, whatever its knobs: a hash of its canonical
+    content (:func:`group_signature`: ops, attributes, wiring, types), the target
+    (:func:`tuning_key`) and the sizes the schedules plan for; None when the group has no
+    signature."""
+    sig = group_signature(group)
+    if sig is None:
+        return None
+    text = repr((sig, target_key, sorted((hints or {}).items())))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def new_workload(key: str, group: Group, f: PrimFunc) -> Workload:
+    lead = group.anchor or group.nodes[0]
+    n = group.output.type.num_elements
+    return Workload(key, f.name, describe_nodes(group), lead.op, n if isinstance(n, int) else 0)
 
 
 class _Unhashable(Exception):

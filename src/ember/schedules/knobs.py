@@ -9,10 +9,11 @@ from __future__ import annotations
 from ..errors import TargetError
 
 
-def _int_in(lo: int, hi: int):
+def _int_in(lo: int, hi: int, candidates: tuple | None = None):
     def check(v):
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
     check.expects = f"an integer from {lo} to {hi}"
+    check.candidates = candidates or tuple(range(lo, hi + 1))
     return check
 
 
@@ -20,6 +21,7 @@ def _one_of(*choices):
     def check(v):
         return v in choices
     check.expects = "one of " + ", ".join(repr(c) for c in choices)
+    check.candidates = choices
     return check
 
 
@@ -39,8 +41,26 @@ KNOBS = {
     "vector.lanes": ("float32 lanes of the generated code's vectors (at most the target's)",
                      "the target's: 16 with AVX-512, 8 with AVX2, 4 otherwise", _one_of(4, 8, 16)),
     "parallel_min": ("output elements below which a default-scheduled kernel runs on one thread",
-                     str(16384), _int_in(0, 1 << 40)),
+                     str(16384), _int_in(0, 1 << 40, (0, 1024, 4096, 16384, 65536, 262144, 1 << 40))),
 }
+
+#: knobs that hold for a whole model, never for one kernel alone: the vector width is the C
+#: generator's and the layout passes' too
+MODEL_KNOBS = frozenset({"vector.lanes"})
+
+
+def candidates(name: str) -> tuple:
+    """The values a tuner tries for knob ``name`` (every valid one, or a spread of them)."""
+    return KNOBS[name][2].candidates
+
+
+def check_kernel_knobs(knobs) -> dict:
+    """Like :func:`check_knobs`, for the knobs of one kernel: the model-wide ones are refused."""
+    out = check_knobs(knobs)
+    wide = sorted(set(out) & MODEL_KNOBS)
+    if wide:
+        raise TargetError(f"schedule knob {wide[0]!r} holds for a whole model and cannot be set for one kernel")
+    return out
 
 
 def check_knobs(knobs) -> dict:

@@ -1,0 +1,394 @@
+"""``ember tune``: search the schedule knobs of every distinct kernel of a model within a budget
+of wall time, and append what was measured to a records file.
+
+1. The untuned model is compiled, run and profiled in a child process (:mod:`.measure`): that
+   gives each distinct kernel (a *workload*, keyed by its canonical content and the target), the
+   knobs its lowering asked with their defaults (its :class:`~.space.Space`), its time per call,
+   and the outputs every candidate is compared with.
+2. Each *trial* compiles the model once with one candidate set on every kernel still being
+   searched (each kernel's own knobs, ``generate(kernel_knobs=...)``) and reads every kernel's
+   time from the per-kernel profile, so one compile measures a candidate of every kernel.
+   Candidates come from the cost model (:mod:`.costmodel`) where it is installed and trained,
+   with some picked at random to keep exploring; without it, all at random.
+3. A trial whose child crashes, hangs past its timeout, is refused by the compiler or gives
+   other outputs than the untuned model is split in halves and each half tried again, down to
+   the one candidate at fault, which is recorded with why and never tried again.
+   The untuned model runs in the same child in turn with each candidate's, so every kernel's
+   time is compared with its defaults' at the same moments of the machine; a candidate that
+   would replace a kernel's defaults is measured again in a later trial before it does
+   (``records.choose``: the lowest median ratio of those measured twice, 3% below 1).
+4. When the budget is spent (or every space searched), the best knobs of all kernels are
+   compiled together once more, checked against the untuned outputs and timed beside the
+   untuned model.
+
+Every measured candidate is appended to the records file as it comes (:mod:`ember.driver.records`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..driver import records as rec
+from ..driver.records import frozen
+from ..driver.kernels import tuning_key
+from ..errors import EmberError
+from ..schedules.knobs import check_knobs
+from ..target import resolve
+from . import costmodel
+from .measure import WRONG
+from .space import Space
+
+#: share of candidates picked at random even when the cost model is trained
+EXPLORE = 0.25
+
+#: candidates the cost model ranks per kernel and trial
+POOL = 48
+
+#: every this many trials, the defaults are timed again: a kernel's default time is the lowest
+#: seen, so a candidate is not credited with what a busy moment of the machine cost the default
+DEFAULTS_EVERY = 5
+
+
+def default_records() -> Path:
+    """Where ``ember tune`` writes its records unless told: under the cache directory."""
+    from ..toolchain.cache import cache_dir
+
+    return cache_dir() / "tuning" / "records.jsonl"
+
+
+@dataclass
+class KernelResult:
+    """One kernel's search: its workload and space, the times measured of its defaults, and each
+    candidate's times over its defaults' measured in turn with it (``measured``); :attr:`best`
+    is the candidate the records' rule (``records.choose``) picks, else the defaults."""
+
+    workload: dict
+    space: Space
+    defaults: list
+    tried: set = field(default_factory=set)
+    failed: int = 0
+    measured: dict = field(default_factory=dict)     # frozen knobs -> [ratio to the defaults, ...]
+
+    @property
+    def default_ms(self) -> float:
+        return rec.median(self.defaults)
+
+    @property
+    def chosen(self) -> tuple | None:
+        return rec.choose(self.measured)
+
+    @property
+    def wins(self) -> bool:
+        return self.chosen is not None
+
+    @property
+    def best(self) -> dict:
+        c = self.chosen
+        return dict(c) if c is not None else dict(self.space.default)
+
+    @property
+    def ratio(self) -> float:
+        c = self.chosen
+        return rec.median(self.measured[c]) if c is not None else 1.0
+
+    @property
+    def best_ms(self) -> float:
+        return self.ratio * self.default_ms
+
+    def to_confirm(self) -> dict | None:
+        """The fastest candidate measured fewer than ``CONFIRMATIONS`` times that would replace
+        the defaults (and the best so far) if it measured so again; None if there is none."""
+        bar = min(1.0 - rec.MIN_GAIN, self.ratio)
+        open_ = [(r[0], k) for k, r in self.measured.items() if len(r) < rec.CONFIRMATIONS and r[0] < bar]
+        return dict(min(open_)[1]) if open_ else None
+
+    @property
+    def gain(self) -> float:
+        return 1.0 - self.ratio
+
+
+@dataclass
+class TuneResult:
+    records: Path
+    kernels: dict            # workload key -> KernelResult
+    trials: int
+    failures: int
+    untuned_ms: float
+    tuned_ms: float | None
+    cost_model: bool
+    seconds: float
+
+    def table(self) -> str:
+        """Per kernel: calls per run, default and best time per call, gain, the best knobs."""
+        lines = [f"{'kernel':28} {'op':18} {'calls':>5} {'default ms':>11} {'tuned ms':>10} {'gain':>6}  knobs"]
+        for k in sorted(self.kernels.values(), key=lambda k: -(k.default_ms - k.best_ms) * len(k.workload["groups"])):
+            w = k.workload
+            knobs = ", ".join(f"{n}={v}" for n, v in k.best.items()) if k.wins else "(defaults)"
+            lines.append(f"{w['name'][:28]:28} {w['op'][:18]:18} {len(w['groups']):5d} {k.default_ms:11.4f} "
+                         f"{k.best_ms:10.4f} {100 * k.gain:5.1f}%  {knobs}")
+        return "\n".join(lines)
+
+
+class Tuner:
+    """Tunes ``model`` (a path to an ONNX model) for ``target`` within ``budget_s`` seconds.
+
+    ``child`` is the command that measures a candidate (default: ``python -m
+    ember.tune.measure``); ``trial_timeout_s`` how long one may take before it counts as hung
+    (default: four times the untuned model's measurement, at least 30 s); ``runs`` the timed
+    runs per candidate; ``final_rounds`` how often the tuned and the untuned model are timed
+    at the end; ``max_trials`` ends the search after that many trials even with budget left;
+    ``say`` receives the progress lines (default: stderr)."""
+
+    def __init__(self, model: str | os.PathLike, target: str = "cpu", *, budget_s: float = 600.0,
+                 records: str | os.PathLike | None = None, opt_level: int = 3,
+                 shapes: Mapping[str, tuple] | None = None, bounds: Mapping[str, int] | None = None,
+                 knobs: Mapping[str, Any] | None = None, runs: int = 10, threads: int | None = None,
+                 seed: int = 0, rtol: float = 1e-3, atol: float = 1e-4, child: list[str] | None = None,
+                 trial_timeout_s: float | None = None, use_cost_model: bool = True, final_rounds: int = 2,
+                 max_trials: int | None = None,
+                 say: Callable[[str], None] | None = None):
+        if not os.path.isfile(model):
+            raise EmberError(f"ember tune needs a model file; {os.fspath(model)!r} is not one")
+        self.model = os.path.abspath(model)
+        tgt = resolve(target)
+        if tgt.family != "cpu" or tgt.cross:
+            raise EmberError(f"ember tune measures on this machine's CPU; it cannot tune for {target}")
+        if knobs:
+            tgt = tgt.with_knobs(check_knobs(knobs))
+        self.target_spec, self.knobs = target, dict(knobs or {})
+        self.target_key = tuning_key(tgt)
+        self.budget_s = float(budget_s)
+        self.records = Path(records) if records is not None else default_records()
+        self.base = {"model": self.model, "target": target, "opt_level": opt_level, "knobs": self.knobs,
+                     "shapes": {k: list(v) for k, v in (shapes or {}).items()} or None,
+                     "bounds": dict(bounds or {}) or None, "runs": runs, "threads": threads,
+                     "seed": seed, "rtol": rtol, "atol": atol}
+        self.child = list(child) if child else [sys.executable, "-m", "ember.tune.measure"]
+        self.trial_timeout_s = trial_timeout_s
+        self.final_rounds = max(1, int(final_rounds))
+        self.max_trials = max_trials
+        self.rng = random.Random(seed)
+        self.model_cost = costmodel.load(seed) if use_cost_model else None
+        self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.trials = 0
+        self.failures = 0
+
+    # ---- children ----------------------------------------------------------------------------
+
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parent.parent.parent)    # the folder that holds ember
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return env
+
+    def _measure(self, kernel_knobs: dict, timeout: float, **extra) -> tuple[str, Any]:
+        """Run one child: ("ok", result) or (status, detail) with status crash, timeout, wrong
+        or error."""
+        self.trials += 1
+        n = self.trials
+        req = {**self.base, "kernel_knobs": kernel_knobs, **extra}
+        req_path, out_path = self.work / f"req{n}.json", self.work / f"out{n}.json"
+        req_path.write_text(json.dumps(req))
+        t = time.monotonic()
+        # in a session of its own, so a hung child goes with the compilers it started
+        p = subprocess.Popen([*self.child, str(req_path), str(out_path)], env=self._env(), start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.communicate()
+            return "timeout", f"no result within {timeout:.0f} s"
+        detail = err.decode(errors="replace").strip().splitlines()
+        last = detail[-1] if detail else ""
+        if p.returncode == 0 and out_path.exists():
+            # what a trial takes, to plan the rest of the budget: the first (every kernel compiled)
+            # and then a running average (most kernels' objects come from the cache)
+            dt = time.monotonic() - t
+            self.trial_s = dt if n == 1 else 0.5 * (self.trial_s + dt)
+            return "ok", json.loads(out_path.read_text())
+        if p.returncode == WRONG:
+            return "wrong", last
+        if p.returncode == 1:
+            return "error", last
+        why = f"signal {-p.returncode}" if p.returncode < 0 else f"exit status {p.returncode}"
+        return "crash", f"{why}: {last}" if last else why
+
+    # ---- search ------------------------------------------------------------------------------
+
+    def run(self) -> TuneResult:
+        t0 = time.monotonic()
+        self.deadline = t0 + self.budget_s
+        self.work = Path(tempfile.mkdtemp(prefix="ember-tune-"))
+        try:
+            return self._run(t0)
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def _left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def _run(self, t0: float) -> TuneResult:
+        ref = str(self.work / "reference.npz")
+        self.say(f"ember tune: {os.path.basename(self.model)} for {self.target_spec}, budget {self.budget_s:.0f} s, "
+                 f"records {self.records}")
+        if self.model_cost is None:
+            self.say("ember tune: " + ("scikit-learn is not installed (pip install ember[tune]): searching at random"
+                                       if costmodel.load() is None else "cost model off: searching at random"))
+        status, res = self._measure({}, max(1.0, self._left()), save_outputs=ref, drop_library=False)
+        if status != "ok":
+            raise EmberError(f"ember tune: the untuned model failed to compile or run ({status}: {res})")
+        # the untuned model, timed in turn with every candidate: a copy of its own, since a
+        # candidate that compiles to the same library drops that file from the cache
+        self.paired = str(self.work / "untuned.so")
+        shutil.copyfile(res["library"], self.paired)
+        timeout = self.trial_timeout_s or max(30.0, 4 * self.trial_s)
+        untuned_ms = res["total_ms"]
+        kernels: dict[str, KernelResult] = {}
+        for key, w in res["workloads"].items():
+            sp = Space(w["knobs"])
+            ms = res["ms"][key]
+            kernels[key] = KernelResult(w, sp, [ms], {frozen(sp.default)})
+            if sp.axes:
+                rec.append(self.records, key, self.target_key, w["name"], sp.default, "ok", ms, defaults=True)
+        searching = [k for k, kr in kernels.items() if kr.space.size > 1]
+        self.say(f"ember tune: untuned {untuned_ms:.3f} ms per run; {len(kernels)} distinct kernels, "
+                 f"{len(searching)} with knobs to search; the first compile and run took {self.trial_s:.1f} s")
+        pending: list[dict] = []        # batches to try again, smaller, after a failure
+        first = self.trials
+        while self._left() > (2 * self.final_rounds + 1.5) * self.trial_s:
+            if self.max_trials is not None and self.trials - first >= self.max_trials:
+                break
+            final_reserve = (2 * self.final_rounds + 0.5) * self.trial_s
+            if not pending and self.trials % DEFAULTS_EVERY == 0:
+                status, res = self._measure({}, min(timeout, self._left() - final_reserve))
+                if status == "ok":
+                    self._defaults_again(kernels, res)
+                continue
+            batch = pending.pop() if pending else self._next_batch(kernels, searching)
+            if not batch:
+                self.say("ember tune: every kernel's space is searched")
+                break
+            status, res = self._measure(batch, min(timeout, self._left() - final_reserve), paired=self.paired)
+            if status == "timeout" and self._left() <= final_reserve + 1:
+                break                   # the budget ran out, not the candidate's fault
+            if status == "ok":
+                self._took(kernels, batch, res)
+            elif len(batch) > 1:
+                items = list(batch.items())
+                half = len(items) // 2
+                pending += [dict(items[half:]), dict(items[:half])]
+            else:
+                (key, knobs), = batch.items()
+                self.failures += 1
+                kernels[key].failed += 1
+                rec.append(self.records, key, self.target_key, kernels[key].workload["name"], knobs, status,
+                           None, str(res))
+                self.say(f"  {kernels[key].workload['name']}: candidate {_knobs_text(knobs)} skipped ({status}: {res})")
+            self._progress(t0, kernels, untuned_ms)
+        tuned_ms = self._final(kernels, ref, untuned_ms)
+        untuned_ms = getattr(self, "untuned_final_ms", untuned_ms)
+        return TuneResult(self.records, kernels, self.trials, self.failures, untuned_ms, tuned_ms,
+                          self.model_cost is not None, time.monotonic() - t0)
+
+    def _next_batch(self, kernels: dict, searching: list[str]) -> dict:
+        batch = {}
+        for key in searching:
+            kr = kernels[key]
+            again = kr.to_confirm()
+            if again is not None:
+                batch[key] = again
+                continue
+            pool = kr.space.sample(self.rng, POOL, kr.tried)
+            if not pool:
+                continue
+            pick = pool[0]
+            if self.model_cost is not None and self.model_cost.ready and self.rng.random() > EXPLORE:
+                pred = self.model_cost.predict(kr.workload, kr.space.default, pool)
+                pick = pool[min(range(len(pool)), key=pred.__getitem__)]
+            kr.tried.add(frozen(pick))
+            batch[key] = pick
+        return batch
+
+    def _took(self, kernels: dict, batch: dict, res: dict) -> None:
+        for key, knobs in batch.items():
+            kr = kernels[key]
+            ms, base = res["ms"].get(key), res["paired_ms"].get(key)
+            if ms is None or not base:   # the candidate changed what the kernel is: not comparable
+                continue
+            rec.append(self.records, key, self.target_key, kr.workload["name"], knobs, "ok", ms, base_ms=base)
+            if self.model_cost is not None:
+                self.model_cost.add(kr.workload, kr.space.default, knobs, ms / base)
+            was = kr.chosen
+            kr.measured.setdefault(frozen(knobs), []).append(ms / base)
+            if kr.chosen is not None and kr.chosen != was:
+                self.say(f"  {kr.workload['name']} ({kr.workload['op']}, x{len(kr.workload['groups'])}): "
+                         f"{kr.default_ms:.4f} -> {kr.best_ms:.4f} ms ({-100 * kr.gain:+.1f}%) with {_knobs_text(kr.best)}")
+        if self.model_cost is not None:
+            self.model_cost.fit()
+
+    def _defaults_again(self, kernels: dict, res: dict) -> None:
+        for key, kr in kernels.items():
+            ms = res["ms"].get(key)
+            if ms is None:
+                continue
+            if kr.space.axes:
+                rec.append(self.records, key, self.target_key, kr.workload["name"], kr.space.default, "ok", ms,
+                           defaults=True)
+            kr.defaults.append(ms)
+
+    def _progress(self, t0: float, kernels: dict, untuned_ms: float) -> None:
+        spent = time.monotonic() - t0
+        done = min(1.0, spent / self.budget_s)
+        bar = "#" * int(20 * done) + "-" * (20 - int(20 * done))
+        saved = sum((k.default_ms - k.best_ms) * len(k.workload["groups"]) for k in kernels.values())
+        better = sum(k.wins for k in kernels.values())
+        self.say(f"ember tune: [{bar}] {spent:5.0f}/{self.budget_s:.0f} s  trial {self.trials}, "
+                 f"{self.failures} skipped; {better} kernels faster, about {untuned_ms - saved:.3f} ms per run "
+                 f"(untuned {untuned_ms:.3f})")
+
+    def _final(self, kernels: dict, ref: str, untuned_ms: float) -> float | None:
+        """The best knobs of every kernel together: checked against the untuned outputs and timed
+        beside the untuned model (``final_rounds`` rounds each, the lowest median); None if it failed."""
+        best = {k: kr.best for k, kr in kernels.items() if kr.wins}
+        if not best:
+            self.say("ember tune: no kernel got faster than its defaults")
+            return untuned_ms
+        timeout = max(60.0, 4 * self.trial_s)
+        tuned, untuned = [], []
+        for _ in range(self.final_rounds):
+            status, res = self._measure(best, timeout, reference=ref, paired=self.paired)
+            if status != "ok":
+                self.say(f"ember tune: the tuned model failed its final check ({status}: {res})")
+                return None
+            tuned.append(res["total_ms"])
+            untuned.append(res["paired_total_ms"])
+        self.untuned_final_ms = min(untuned)
+        self.say(f"ember tune: tuned {min(tuned):.3f} ms per run, untuned {self.untuned_final_ms:.3f} ms "
+                 f"(run in turn; outputs match the untuned model's)")
+        return min(tuned)
+
+
+def _knobs_text(knobs: dict) -> str:
+    return ", ".join(f"{n}={v}" for n, v in knobs.items()) or "(no knobs)"
+
+
+def tune(model: str | os.PathLike, target: str = "cpu", *, budget_s: float = 600.0,
+         records: str | os.PathLike | None = None, **options) -> TuneResult:
+    """Tune ``model`` for ``target`` within ``budget_s`` seconds (see :class:`Tuner`); the records
+    go to ``records`` (default: :func:`default_records`)."""
+    return Tuner(model, target, budget_s=budget_s, records=records, **options).run()

@@ -283,10 +283,16 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
 
+    last_said = time.perf_counter()
     for k, grp in enumerate(groups):
+        t_kernel = time.perf_counter()
         _kernel(k, grp)
         if k % 32 == 31:
             gc.collect(0)       # what the last kernels left (see passes.base.paused_gc)
+        now = time.perf_counter()
+        if now - last_said >= 5.0 and k + 1 < len(groups):     # long work says how far it got
+            say(f"generated {k + 1} of {len(groups)} kernels (the last, {grp.name}, took {now - t_kernel:.1f} s)")
+            last_said = now
 
     # outputs not produced by a kernel (inputs, constants, or a value listed twice)
     def nbytes(v: Value) -> str:

@@ -66,6 +66,13 @@ def test_cpu_benchmark_help():
     assert "--models" in r.stdout and "vit" in r.stdout and "gpt2" in r.stdout
 
 
+def test_tflite_benchmark_help():
+    r = subprocess.run([sys.executable, str(BENCH / "tflite.py"), "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "--forms" in r.stdout and "efficientnetb0" in r.stdout and "resnet50" in r.stdout
+
+
 def test_dynamic_benchmark_help_and_feeds():
     r = subprocess.run([sys.executable, str(BENCH / "dynamic.py"), "--help"], capture_output=True, text=True,
                        timeout=60)

@@ -82,6 +82,48 @@ def test_conv_family_stays_nchw_and_matches():
     assert sum(n.op == "transpose" for n in g.nodes) <= 3
 
 
+def test_nchw_data_format_convs_and_pools():
+    """Convolutions, pools, BiasAdd and FusedBatchNorm with data_format NCHW run on the tensors as
+    TensorFlow holds them (Ember's own layout): no transpose at all."""
+    w, dw = normal(3, 3, 4, 8, seed=1), normal(3, 3, 8, 2, seed=2)
+    stats = (normal(16, seed=3), normal(16, seed=4), normal(16, seed=5), np.abs(normal(16, seed=6)) + 0.5)
+
+    @tf.function
+    def f(x):
+        y = tf.nn.conv2d(x, w, strides=[1, 1, 2, 1], padding="SAME", data_format="NCHW")
+        y = tf.nn.relu(tf.nn.bias_add(y, normal(8, seed=7), data_format="NCHW"))
+        y = tf.nn.depthwise_conv2d(y, dw, [1, 1, 1, 1], "VALID", data_format="NCHW")
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(y, *stats, is_training=False, data_format="NCHW")
+        a = tf.nn.max_pool2d(y, 3, [1, 1, 2, 2], "SAME", data_format="NCHW")
+        b = tf.nn.avg_pool2d(y, 2, 2, "SAME", data_format="NCHW")
+        return tf.nn.conv2d(tf.concat([a, b], axis=1), normal(1, 1, 32, 4, seed=8), 1, "VALID", data_format="NCHW")
+
+    g = check_function(f, [spec(4, 13, 11)], lambda n: [normal(n, 4, 13, 11, seed=n)])
+    assert not any(n.op == "transpose" for n in g.nodes)
+
+
+def test_space_to_batch_dilated_depthwise():
+    """Keras' dilated DepthwiseConv2D (SpaceToBatchND -> depthwise -> BatchToSpaceND), and the two
+    ops alone with paddings, crops, one spatial axis and a trailing one."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((11, 9, 3))
+    x = L.DepthwiseConv2D(3, dilation_rate=2, padding="same", depth_multiplier=2)(inp)
+    x = L.DepthwiseConv2D(3, dilation_rate=(3, 2), padding="valid")(x)
+    model = keras.Model(inp, x)
+    traced = tf.function(model).get_concrete_function(tf.TensorSpec((None, 11, 9, 3))).graph.as_graph_def()
+    assert {"SpaceToBatchND", "BatchToSpaceND"} <= {n.op for n in traced.node}
+    check_keras(model, lambda n: normal(n, 11, 9, 3, seed=n), rtol=1e-5)
+
+    @tf.function
+    def f(x):
+        s = tf.space_to_batch_nd(x, [2, 3], [[1, 2], [0, 2]])                  # (6n, 4, 3, 2)
+        t = tf.batch_to_space(s * 2.0, [2, 3], [[1, 0], [2, 1]])              # (n, 7, 6, 2)
+        u = tf.space_to_batch_nd(tf.reshape(x, (-1, 5, 7 * 2)), [5], [[0, 0]])
+        return t, tf.batch_to_space(u + 1.0, [5], [[1, 2]])
+
+    check_function(f, [spec(5, 7, 2)], lambda n: [normal(n, 5, 7, 2, seed=n)])
+
+
 def test_elementwise_and_activations():
     @tf.function
     def f(x, y):

@@ -281,6 +281,72 @@ def test_tensor_ops():
     np.testing.assert_allclose(run_ember(data, x), interpret(data, x), rtol=1e-4, atol=1e-5)
 
 
+def int8_function(f, shape, data_fn) -> bytes:
+    """A tf.function of one float input, fully int8-quantized with ``data_fn(rng)`` as its
+    representative data."""
+    g = tf.function(f, input_signature=[tf.TensorSpec(shape, tf.float32)])
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([g.get_concrete_function()], g)
+    rng = np.random.default_rng(0)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([data_fn(rng).astype(np.float32)] for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def every_int8(data: bytes, at_least_zero_point: bool = False) -> np.ndarray:
+    """The model's int8 input filled with every int8 value in turn (those at or above the input's
+    zero point only: the real values >= 0)."""
+    d = tf.lite.Interpreter(model_content=data).get_input_details()[0]
+    v = np.arange(-128, 128)
+    if at_least_zero_point:
+        v = v[v >= d["quantization"][1]]
+    return np.resize(v, int(np.prod(d["shape"]))).reshape(tuple(d["shape"])).astype(np.int8)
+
+
+def assert_reference_kernels(data: bytes, x: np.ndarray, op: str):
+    assert op in {o.op for o in read_model(data)[0].operators}
+    np.testing.assert_array_equal(run_ember(data, x), interpret(data, x, reference_kernels=True))
+
+
+@pytest.mark.parametrize("approximate", [True, False])
+def test_int8_rsqrt_gelu_tables_match_every_input(approximate):
+    """RSQRT (TFLite's fixed-point inverse square root) and GELU (its float lookup table) over
+    every int8 input value."""
+    shape = (1, 16, 16)
+    data = int8_function(tf.math.rsqrt, shape, lambda r: np.abs(r.standard_normal(shape)) * 3 + 0.05)
+    assert_reference_kernels(data, every_int8(data, at_least_zero_point=True), "RSQRT")
+    gelu = (lambda x: tf.nn.gelu(x, approximate=True)) if approximate else keras.activations.gelu
+    try:
+        data = int8_function(gelu, shape, lambda r: r.standard_normal(shape) * 3)
+    except Exception as e:          # the converter refuses the exact GELU (Erfc) in some versions
+        pytest.skip(f"the converter refuses this GELU: {str(e).splitlines()[0]}")
+    if "GELU" not in {o.op for o in read_model(data)[0].operators}:
+        pytest.skip("the converter decomposed this GELU")
+    assert_reference_kernels(data, every_int8(data), "GELU")
+
+
+@pytest.mark.parametrize("shape,beta,gain", [((2, 8, 40), 3.0, 1), ((2, 1000), 5.0, 1), ((4, 16, 3), 0.3, 1),
+                                             ((3, 300), 1.0, 4)])
+def test_int8_softmax_matches_reference_kernels(shape, beta, gain):
+    """TFLite's int8 softmax (a float32 table of exp over the distance to the row's maximum),
+    on rows of 3 to 1000 values, steep and flat."""
+    data = int8_function(lambda x: tf.nn.softmax(x * beta), shape, lambda r: r.standard_normal(shape))
+    x = np.clip(input_for(data, shape).astype(np.int32) * gain, -128, 127).astype(np.int8)
+    assert_reference_kernels(data, x, "SOFTMAX")
+
+
+@pytest.mark.parametrize("shape,offset,gain", [((2, 8, 40), 0.0, 1), ((2, 3000), 1.0, 20), ((64, 2), 0.0, 1)])
+def test_int8_l2_normalization_matches_reference_kernels(shape, offset, gain):
+    """TFLite's int8 L2 normalization: the exact sum of squares per row and its fixed-point
+    inverse square root (the float form misses by a step on wide rows of large values)."""
+    data = int8_function(lambda x: tf.math.l2_normalize(x + offset, axis=-1), shape,
+                         lambda r: r.standard_normal(shape))
+    x = np.clip(input_for(data, shape).astype(np.int32) * gain, -128, 127).astype(np.int8)
+    assert_reference_kernels(data, x, "L2_NORMALIZATION")
+
+
 def mobilenet_v2(size: int):
     """Keras' MobileNetV2 with random weights and batch-norm statistics measured on random images,
     layer by layer (with Keras' initial statistics the activations vanish with depth)."""

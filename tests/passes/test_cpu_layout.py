@@ -178,3 +178,31 @@ def test_a_weight_read_by_two_matmuls_is_packed_once():
     assert len(mms) == 2 and mms[0].inputs[1] is mms[1].inputs[1]
     feed = {"x": rng.standard_normal((3, 16)).astype("float32"), "h": rng.standard_normal((3, 16)).astype("float32")}
     np.testing.assert_allclose(run_graph(packed, feed)[0], run_graph(graph, feed)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_a_weight_read_by_two_convolutions_is_packed_once(integer):
+    """Two convolutions of one constant weight (a quantized model's identical filters, merged)
+    read one packed copy: one name, one value, the same results."""
+    rng = np.random.default_rng(6)
+    b = GraphBuilder("shared_conv")
+    dtype = "int8" if integer else "float32"
+    x = b.input("x", TensorType((1, 8, 6, 6), dtype))
+    h = b.input("h", TensorType((1, 8, 6, 6), dtype))
+    if integer:
+        w = b.const(rng.integers(-128, 128, (16, 8, 3, 3)).astype(np.int8))
+        conv = lambda v: b.op("conv2d_int", [v, w], strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1),
+                              groups=1, pad_value=0)
+    else:
+        w = b.const(rng.standard_normal((16, 8, 3, 3)).astype(np.float32))
+        conv = lambda v: b.op("conv2d", [v, w], strides=(1, 1), pads=(1, 1, 1, 1))
+    graph = b.finish([b.op("add", [conv(x), conv(h)])])
+    g = layout_nchwc.run(optimize(graph, 2), 8)
+    verify(g)
+    convs = [nd for nd in g.nodes if nd.op.endswith("_nchwc") and nd.op.startswith("conv2d")]
+    assert len(convs) == 2 and convs[0].inputs[1] is convs[1].inputs[1]
+    if integer:
+        feed = {k: rng.integers(-128, 128, (1, 8, 6, 6)).astype(np.int8) for k in ("x", "h")}
+    else:
+        feed = {k: rng.standard_normal((1, 8, 6, 6)).astype(np.float32) for k in ("x", "h")}
+    np.testing.assert_allclose(run_graph(g, feed)[0], run_graph(graph, feed)[0], rtol=1e-5, atol=1e-4)

@@ -70,8 +70,11 @@ _BINARY = {"AddV2": "add", "Add": "add", "Sub": "sub", "Mul": "mul", "RealDiv": 
 @translates(*_BINARY, "SquaredDifference", "BiasAdd", "FloorDiv", "Div")
 def binary(cx):
     kind = cx.op_type
-    if kind == "BiasAdd" and cx.attr("data_format", "NHWC") != "NHWC":
-        raise cx.unsupported(f"data_format {cx.attr('data_format')}")
+    if kind == "BiasAdd" and _channels_first(cx):
+        # the bias along axis 1 of the tensor as TensorFlow holds it
+        b = cx.get(1)
+        shape = (1, cx.shape(1)[0]) + (1,) * (cx.rank(0) - 2)
+        return cx.set(cx.op("add", [cx.get(0), cx.op("reshape", [b], shape=shape)]))
     if kind in ("FloorDiv", "Div") and cx.dtype(0).startswith("float"):
         kind = "RealDiv" if kind == "Div" else kind
     elif kind in ("FloorDiv", "Div"):
@@ -205,23 +208,38 @@ def _window(cx, h, w, kh, kw, sh, sw, dh=1, dw=1):
     return (ph[0], pw[0], ph[1], pw[1])
 
 
-def _nhwc_attr(cx, key, default=(1, 1, 1, 1)):
-    if cx.attr("data_format", "NHWC") != "NHWC":
-        raise cx.unsupported(f"data_format {cx.attr('data_format')}")
+def _channels_first(cx) -> bool:
+    """Whether the node's data_format is NCHW (its tensors are then held as TensorFlow holds
+    them, which is Ember's NCHW), or NHWC (the default)."""
+    fmt = cx.attr("data_format", "NHWC")
+    if fmt not in ("NHWC", "NCHW"):
+        raise cx.unsupported(f"data_format {fmt}")
+    return fmt == "NCHW"
+
+
+def _spatial_attr(cx, key, default=(1, 1, 1, 1)):
+    """(height, width) entries of a 4-entry attribute in the node's data_format."""
     v = list(cx.attr(key, None) or default)
-    if len(v) != 4 or v[0] != 1 or v[3] != 1:
+    h, w = (2, 3) if _channels_first(cx) else (1, 2)
+    if len(v) != 4 or any(v[k] != 1 for k in range(4) if k not in (h, w)):
         raise cx.unsupported(f"{key} {v} over the batch or channels")
-    return v[1], v[2]
+    return v[h], v[w]
+
+
+def _nchw_operand(cx):
+    """The input as an NCHW value and the layout name the result is set in: an NCHW node's
+    tensors are TensorFlow's own (``NHWC`` in the frontend's terms, the layout as held)."""
+    return (cx.get(0), "NHWC") if _channels_first(cx) else (cx.nchw(0), "NCHW")
 
 
 @translates("Conv2D", "DepthwiseConv2dNative")
 def conv2d(cx):
-    sh, sw = _nhwc_attr(cx, "strides")
-    dh, dw = _nhwc_attr(cx, "dilations")
+    sh, sw = _spatial_attr(cx, "strides")
+    dh, dw = _spatial_attr(cx, "dilations")
     w = np.asarray(cx.const(1, "filter"), np.float32)          # KH, KW, I, O  (or KH, KW, C, M)
     if cx.rank(0) != 4 or w.ndim != 4:
         raise cx.fail(f"needs a rank-4 input and filter, got {cx.shape(0)} and {w.shape}")
-    c = cx.shape(0)[3]
+    c = cx.shape(0)[1 if _channels_first(cx) else 3]
     kh, kw = w.shape[:2]
     if cx.op_type == "DepthwiseConv2dNative":
         if w.shape[2] != c:
@@ -233,38 +251,37 @@ def conv2d(cx):
             raise cx.fail(f"input channels {c} are not a multiple of the filter's {w.shape[2]}")
         oihw = w.transpose(3, 2, 0, 1)
         groups = c // w.shape[2]
-    x = cx.nchw(0)
+    x, layout = _nchw_operand(cx)
     _, _, h, wd = x.type.shape
     pads = _window(cx, h, wd, kh, kw, sh, sw, dh, dw)
     y = cx.op("conv2d", [x, cx.const_value(np.ascontiguousarray(oihw))], strides=(sh, sw), pads=pads,
               dilations=(dh, dw), groups=groups)
-    cx.set(y, "NCHW")
+    cx.set(y, layout)
 
 
 @translates("MaxPool", "AvgPool")
 def pool(cx):
-    kh, kw = _nhwc_attr(cx, "ksize")
-    sh, sw = _nhwc_attr(cx, "strides")
-    x = cx.nchw(0)
+    kh, kw = _spatial_attr(cx, "ksize")
+    sh, sw = _spatial_attr(cx, "strides")
+    x, layout = _nchw_operand(cx)
     _, _, h, w = x.type.shape
     pads = _window(cx, h, w, kh, kw, sh, sw)
     core = "max_pool2d" if cx.op_type == "MaxPool" else "avg_pool2d"
     # TensorFlow averages over the window's elements inside the input
-    cx.set(cx.op(core, [x], kernel=(kh, kw), strides=(sh, sw), pads=pads, count_include_pad=False), "NCHW")
+    cx.set(cx.op(core, [x], kernel=(kh, kw), strides=(sh, sw), pads=pads, count_include_pad=False), layout)
 
 
 @translates("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 def fused_batch_norm(cx):
     if cx.attr("is_training", False):
         raise cx.unsupported("is_training=True")
-    if cx.attr("data_format", "NHWC") != "NHWC":
-        raise cx.unsupported(f"data_format {cx.attr('data_format')}")
+    first = _channels_first(cx)
     scale, offset, mean, var = (np.asarray(cx.const(k, "statistic"), np.float64) for k in range(1, 5))
     mul = scale / np.sqrt(var + float(cx.attr("epsilon", 1e-3)))
     add = offset - mean * mul
-    layout = cx.layout(0) if cx.rank(0) == 4 else "NHWC"
+    layout = "NHWC" if first or cx.rank(0) != 4 else cx.layout(0)
     x = cx.get(0, layout)
-    shape = (1, -1, 1, 1) if layout == "NCHW" else (-1,)
+    shape = (1, -1, 1, 1) if layout == "NCHW" or first else (-1,)
     y = cx.op("mul", [x, cx.const_value(mul.astype(np.float32).reshape(shape))])
     cx.set(cx.op("add", [y, cx.const_value(add.astype(np.float32).reshape(shape))]), layout)
 
@@ -607,3 +624,68 @@ def tile(cx):
     y = cx.op("reshape", [x], shape=inter)
     y = cx.op("broadcast_to", [y], shape=tuple(v for m, d in zip(reps, s) for v in (m, d)))
     cx.set(cx.op("reshape", [y], shape=tuple(m * d for m, d in zip(reps, s))))
+
+
+# ---- space <-> batch ---------------------------------------------------------------------------
+
+def _blocks(cx, what: str) -> tuple[list, np.ndarray]:
+    block = [int(v) for v in cx.ints(1, "block_shape")]
+    p = np.asarray(cx.const(2, what)).astype(np.int64).reshape(-1, 2)
+    m = len(block)
+    if m < 1 or p.shape != (m, 2) or cx.rank(0) < m + 1 or min(block) < 1 or (p < 0).any():
+        raise cx.fail(f"block_shape {block} and {what} {p.tolist()} for a rank-{cx.rank(0)} input")
+    return block, p
+
+
+@translates("SpaceToBatchND")
+def space_to_batch(cx):
+    """Pad the M spatial axes, split each into (size / block, block), move the blocks in front of
+    the batch: (N, P1, .., PM, R..) -> (b1 .. bM N, P1 / b1, .., PM / bM, R..)."""
+    block, p = _blocks(cx, "paddings")
+    m, x = len(block), cx.get(0)
+    shape = list(x.type.shape)
+    r = len(shape)
+    pads = [0] * (2 * r)
+    for k in range(m):
+        pads[1 + k], pads[r + 1 + k] = int(p[k, 0]), int(p[k, 1])
+        shape[1 + k] += int(p[k, 0] + p[k, 1])
+        if not isinstance(shape[1 + k], int) or shape[1 + k] % block[k]:
+            raise cx.fail(f"padded size {shape[1 + k]} of axis {1 + k} is not a multiple of {block[k]}")
+    if any(pads):
+        x = cx.op("pad", [x], pads=tuple(pads), mode="constant", value=0.0)
+    split = [shape[0]] + [v for k in range(m) for v in (shape[1 + k] // block[k], block[k])] + shape[m + 1:]
+    x = cx.op("reshape", [x], shape=tuple(split))
+    perm = [2 + 2 * k for k in range(m)] + [0] + [1 + 2 * k for k in range(m)] + list(range(2 * m + 1, len(split)))
+    x = cx.op("transpose", [x], perm=tuple(perm))
+    n = shape[0]
+    for b in block:
+        n = n * b
+    cx.set(cx.op("reshape", [x], shape=(n,) + tuple(shape[1 + k] // block[k] for k in range(m))
+                 + tuple(shape[m + 1:])))
+
+
+@translates("BatchToSpaceND")
+def batch_to_space(cx):
+    """The inverse: (b1 .. bM N, S1, .., SM, R..) -> (N, S1 b1, .., SM bM, R..), then the crops."""
+    block, crops = _blocks(cx, "crops")
+    m, x = len(block), cx.get(0)
+    shape = list(x.type.shape)
+    total = int(np.prod(block))
+    n = exact_div(shape[0], total) if not isinstance(shape[0], int) else (
+        shape[0] // total if shape[0] % total == 0 else None)
+    if n is None:
+        raise cx.fail(f"batch {shape[0]} is not a multiple of the block {block}")
+    x = cx.op("reshape", [x], shape=tuple(block) + (n,) + tuple(shape[1:]))
+    perm = [m] + [v for k in range(m) for v in (m + 1 + k, k)] + list(range(2 * m + 1, m + len(shape)))
+    x = cx.op("transpose", [x], perm=tuple(perm))
+    full = [n] + [shape[1 + k] * block[k] for k in range(m)] + shape[m + 1:]
+    x = cx.op("reshape", [x], shape=tuple(full))
+    if crops.any():
+        starts = [0] * len(full)
+        ends = list(full)
+        for k in range(m):
+            starts[1 + k], ends[1 + k] = int(crops[k, 0]), full[1 + k] - int(crops[k, 1])
+            if ends[1 + k] <= starts[1 + k]:
+                raise cx.fail(f"crops {crops.tolist()} leave nothing of axis {1 + k}")
+        x = cx.op("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=(1,) * len(full))
+    cx.set(x)

@@ -11,6 +11,8 @@ import numpy as np
 from ..symbolic import exact_div, is_symbolic, product
 from .core import elementwise_layout, layout_operand, registrar
 from .tflite import TO_NCHW
+from . import tflite_fixed_point as fp
+from .tflite_fixed_point import quantize_multiplier
 
 #: the BuiltinOperator enum of TFLite's schema, in code order (code = position)
 _BUILTIN_NAMES = """
@@ -404,8 +406,12 @@ _UNARY = {"NEG": "neg", "ABS": "abs", "LOG": "log", "EXP": "exp", "SQRT": "sqrt"
 
 @translates(*_UNARY, "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "RSQRT", "SQUARE", "GELU", "LEAKY_RELU")
 def unary(cx):
-    if cx.op.op in _INT8_TABLES and _int8_per_tensor(cx, (cx.tensor(0), cx.out_tensor())):
-        return _int8_table(cx, _INT8_TABLES[cx.op.op](cx.tensor(0).quant, cx.out_tensor().quant))
+    if _int8_per_tensor(cx, (cx.tensor(0), cx.out_tensor())):
+        qi, qo = cx.tensor(0).quant, cx.out_tensor().quant
+        if cx.op.op == "GELU":       # options: approximate 0
+            return _int8_table(cx, _float_table(_gelu(bool(cx.opt(0, "bool", False))))(qi, qo))
+        if cx.op.op in _INT8_TABLES:
+            return _int8_table(cx, _INT8_TABLES[cx.op.op](qi, qo))
     layout = cx.layout(0)
     x = cx.get(0, layout)
     kind = cx.op.op
@@ -509,7 +515,34 @@ def _hard_swish_table(qi, qo):
     return np.array(table)
 
 
+def _rsqrt_table(qi, qo):
+    """TFLite's int8 RSQRT (elementwise.cc): 1/sqrt(x - zp_in) as a fixed-point multiplier and
+    exponent, applied to 1 with 20 extra bits, rescaled by 1 / (sqrt(s_in) s_out).  A zero input
+    gives the int8 maximum; TFLite refuses a negative one at run time (here: the maximum too)."""
+    o = fp.NumpyOps()
+    v = np.arange(-128, 128, dtype=np.int64) - int(qi.zero_point[0])
+    mult, shift = fp.inv_sqrt_multiplier_exp(o, np.maximum(v, 1))
+    m, s = quantize_multiplier(1.0 / (np.sqrt(float(qi.scale[0])) * float(qo.scale[0])))
+    data = fp.multiply_by_quantized_multiplier(o, np.ones_like(v), mult, shift + 20)
+    out = fp.multiply_by_quantized_multiplier(o, data, m, s - 20) + int(qo.zero_point[0])
+    return np.where(v > 0, np.clip(out, -128, 127), 127)
+
+
+def _gelu(approximate: bool):
+    """TFLite's GELU in float32 (gelu.h), the function of its int8 lookup table."""
+    def f(x):
+        x = x.astype(np.float32)
+        if approximate:
+            inner = np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x * x * x)
+            return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
+        from math import erf
+        e = np.array([erf(float(v)) for v in (x * np.float32(np.sqrt(0.5)))], np.float32)
+        return np.float32(0.5) * x * (np.float32(1.0) + e)
+    return f
+
+
 _INT8_TABLES = {
+    "RSQRT": _rsqrt_table,
     "HARD_SWISH": _hard_swish_table,
     "LOGISTIC": _float_table(lambda x: np.float32(1.0) / (np.float32(1.0) + np.exp(-x))),
     "TANH": _float_table(np.tanh),
@@ -527,21 +560,71 @@ def select(cx):
 
 @translates("SOFTMAX")
 def softmax(cx):
-    x = cx.nhwc(0)
     beta = cx.opt(0, "f32", 1.0)
+    xt, ot = cx.tensor(0), cx.out_tensor()
+    if _int8_per_tensor(cx, (xt, ot)) and float(ot.quant.scale[0]) == 1.0 / 256 \
+            and int(ot.quant.zero_point[0]) == -128:
+        cx.float_mode = False
+        cx.set(_softmax_integer(cx, cx.nhwc(0), beta))
+        return
+    x = cx.nhwc(0)
     if beta != 1.0:
         x = cx.add("mul", [x, cx.const_value(np.float32(beta))])
     cx.set(cx.add("softmax", [x], axis=-1))
 
 
+def _softmax_integer(cx, x, beta: float):
+    """TFLite's int8 softmax (output on 1/256 - 128; the interpreter's kernel, reference resolver
+    included): a float32 table of exp(-beta s_in k) for the 256 distances k to the row's maximum,
+    the row's sum of its entries, each entry times 1 / (sum s_out) rounded half away from zero."""
+    axis = len(x.type.shape) - 1
+    scale = -np.float32(cx.tensor(0).quant.scale[0]) * np.float32(beta)
+    k = np.arange(256, dtype=np.float32)
+    table = np.exp((scale * k).astype(np.float64)).astype(np.float32)
+    xi = cx.add("cast", [x], to="int64")
+    dist = cx.add("sub", [cx.add("reduce_max", [xi], axes=(axis,), keepdims=True), xi])
+    e = cx.add("gather", [cx.const_value(table), dist], axis=0)
+    total = cx.add("reduce_sum", [e], axes=(axis,), keepdims=True)
+    inv = cx.add("div", [cx.const_value(np.float32(1.0)),
+                         cx.add("mul", [total, cx.const_value(np.float32(cx.out_tensor().quant.scale[0]))])])
+    p = cx.add("mul", [e, inv])
+    r = cx.add("mul", [cx.add("sign", [p]), cx.add("floor", [cx.add("add", [cx.add("abs", [p]),
+                                                                            cx.const_value(np.float32(0.5))])])])
+    r = cx.add("add", [r, cx.const_value(np.float32(-128.0))])
+    r = cx.add("minimum", [cx.add("maximum", [r, cx.const_value(np.float32(-128.0))]),
+                           cx.const_value(np.float32(127.0))])
+    return cx.add("cast", [r], to="int8")
+
+
 @translates("L2_NORMALIZATION")
 def l2_normalization(cx):
+    xt, ot = cx.tensor(0), cx.out_tensor()
+    if _int8_per_tensor(cx, (xt, ot)):
+        # reference_integer_ops::L2Normalization: the output is always on the 1/128 scale
+        cx.float_mode = False
+        if cx.opt(0, "i8", 0) != FUSED_NONE:
+            raise cx.unsupported("a fused activation on int8")
+        if float(ot.quant.scale[0]) != 1.0 / 128 or int(ot.quant.zero_point[0]) != 0:
+            raise cx.unsupported("an int8 output not on the scale 1/128 with zero point 0")
+        cx.set(_l2_normalization_integer(cx, cx.nhwc(0), int(xt.quant.zero_point[0])))
+        return
     # x / max(sqrt(sum(x^2) over the last axis), 1e-6)
     x = cx.nhwc(0)
     s = cx.add("reduce_sum", [cx.add("mul", [x, x])], axes=(len(x.type.shape) - 1,), keepdims=True)
     n = cx.add("maximum", [cx.add("sqrt", [s]), cx.const_value(np.float32(1e-6))])
     y = cx.add("div", [x, n])
     cx.set(activation(cx, y, cx.opt(0, "i8", 0)))
+
+
+def _l2_normalization_integer(cx, x, zp: int):
+    """The exact sum of squares of (x - zp) per row, its inverse square root as a fixed-point
+    multiplier and exponent, each element rescaled by it to Q0.7."""
+    o = fp.GraphOps(cx)
+    v = o.sub(cx.add("cast", [x], to="int64"), zp)
+    total = cx.add("reduce_sum", [o.mul(v, v)], axes=(len(x.type.shape) - 1,), keepdims=True)
+    mult, shift = fp.inv_sqrt_multiplier_exp(o, total)
+    y = fp.multiply_by_quantized_multiplier(o, v, mult, o.add(shift, 7))
+    return cx.add("cast", [o.minimum(o.maximum(y, -128), 127)], to="int8")
 
 
 @translates("MEAN", "SUM")
@@ -822,20 +905,6 @@ def _resize_bilinear_integer(cx, x, size, align, half):
 
 
 # ---- integer kernels ------------------------------------------------------------------------
-
-def quantize_multiplier(m: float) -> tuple[int, int]:
-    """TFLite's QuantizeMultiplier: m = q * 2**(shift - 31) with q a 31-bit mantissa."""
-    if m == 0:
-        return 0, 0
-    q, shift = np.frexp(m)
-    qf = int(np.floor(abs(q) * (1 << 31) + 0.5)) * (1 if q > 0 else -1)   # std::round
-    if qf == 1 << 31:
-        qf //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return qf, int(shift)
-
 
 def _round_away(v: float) -> int:
     return int(np.sign(v) * np.floor(abs(v) + 0.5))

@@ -63,6 +63,17 @@ class _Layout:
         self.b = GraphBuilder.rewriting(graph)
         self.blocked: dict[Value, tuple[Value, int]] = {}   # NCHW value -> (blocked value, cb)
         self.plain: dict[Value, Value] = {}                  # value -> its NCHW form
+        self.packs: dict[tuple, Value] = {}                  # (weight, packing) -> packed constant
+
+    def packed(self, w: Value, array: np.ndarray, *packing) -> Value:
+        """The packed form of constant ``w``: one value per weight and packing (a weight two
+        convolutions share and pack alike is packed once; packed unlike, each gets its own
+        name)."""
+        key = (w, array.shape, array.dtype.str) + packing
+        if key not in self.packs:
+            n = sum(k[0] is w for k in self.packs)
+            self.packs[key] = constant(array, f"{w.name}_nchwc" + (f"{n}" if n else ""))
+        return self.packs[key]
 
     # ---- conversions ------------------------------------------------------------------------
 
@@ -159,7 +170,7 @@ class _Layout:
             wc[:o, :w.shape[1]] = w.const
             if depthwise:
                 a["groups"] = op
-        wp = constant(Conv2dNCHWc.pack(wc, cb, ob, depthwise), f"{w.name}_nchwc")
+        wp = self.packed(w, Conv2dNCHWc.pack(wc, cb, ob, depthwise), "conv", cb, ob, depthwise)
         out = self.b.op("conv2d_nchwc", [xb, wp], name=node.name, **a)
         self.blocked[node.output] = (out, ob)
         return True
@@ -180,7 +191,7 @@ class _Layout:
         if any(a["pads"]):
             t, l, bt, r = a["pads"]
             xb = self.b.op("pad", [xb], name=f"{node.name}_pad", pads=(0, 0, t, l, 0, 0, 0, bt, r, 0))
-        wp = constant(Conv2dNCHWc.pack(w.const, cb, ob), f"{w.name}_nchwc")
+        wp = self.packed(w, Conv2dNCHWc.pack(w.const, cb, ob), "split_k", cb, ob)
         out = self.b.op("conv2d_split_k_nchwc", [xb, wp], name=node.name, strides=a["strides"],
                         dilations=a["dilations"], k_block=a["k_block"])
         self.blocked[node.output] = (out, ob)
@@ -209,7 +220,7 @@ class _Layout:
             t, l, bt, r = a["pads"]
             xb = self.b.op("pad", [xb], name=f"{node.name}_pad", pads=(0, 0, t, l, 0, 0, 0, bt, r, 0),
                            value=a["pad_value"])
-        wp = constant(Conv2dIntNCHWc.pack(w.const, cb, ob, fours), f"{w.name}_nchwc")
+        wp = self.packed(w, Conv2dIntNCHWc.pack(w.const, cb, ob, fours), "int", cb, ob, fours)
         out = self.b.op("conv2d_int_nchwc", [xb, wp], name=node.name, strides=a["strides"],
                         dilations=a["dilations"], kernel=tuple(w.shape[2:]),
                         pairs="saturate" if sat else "exact")

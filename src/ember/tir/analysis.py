@@ -151,6 +151,17 @@ _SIMPLE_CACHE: dict[int, tuple] = {}
 _MEMO_LIMIT = 1 << 18
 
 
+def _cached(cache: dict, e: Expr, compute):
+    """``compute(e)``, once per expression while the context holds (``e`` is kept beside its
+    result, so that its id is not reused meanwhile)."""
+    hit = cache.get(id(e))
+    if hit is None:
+        if len(cache) > _MEMO_LIMIT:
+            cache.clear()
+        hit = cache[id(e)] = (e, compute(e))
+    return hit[1]
+
+
 def _context_changed() -> None:
     _BOUND_MEMO.clear()
     _LF_CACHE.clear()
@@ -248,12 +259,7 @@ def bound(e: Expr, ranges: dict | None = None) -> tuple[int, int] | None:
     """Inclusive integer range of ``e``, when it can be told: variables range over ``ranges``
     (var -> (lo, hi)) when given there, else over [0, extent) of their loop."""
     if ranges is None and isinstance(e, BinOp):
-        hit = _BOUND_MEMO.get(id(e))
-        if hit is None:
-            if len(_BOUND_MEMO) > _MEMO_LIMIT:
-                _BOUND_MEMO.clear()
-            hit = _BOUND_MEMO[id(e)] = (e, _bound(e, None))
-        return hit[1]
+        return _cached(_BOUND_MEMO, e, lambda x: _bound(x, None))
     return _bound(e, ranges)
 
 
@@ -326,13 +332,7 @@ def linear_form(e: Expr) -> tuple[dict, int] | None:
     subexpression is formed once while the loop ranges and size limits stay the same (a tree
     walk was exponential in the depth of the sharing), and each use gets its own copy of the
     terms, which callers may change."""
-    hit = _LF_CACHE.get(id(e))
-    if hit is None:
-        if len(_LF_CACHE) > _MEMO_LIMIT:
-            _LF_CACHE.clear()
-        hit = (e, _linear_form(e))         # e kept alive: its id is not reused meanwhile
-        _LF_CACHE[id(e)] = hit
-    lf = hit[1]
+    lf = _cached(_LF_CACHE, e, _linear_form)
     return None if lf is None else ({k: [x, c] for k, (x, c) in lf[0].items()}, lf[1])
 
 
@@ -536,12 +536,7 @@ def simplify_index(e: Expr) -> Expr:
 
 
 def _simplified(x: Expr) -> Expr:
-    hit = _SIMPLE_CACHE.get(id(x))
-    if hit is None:
-        if len(_SIMPLE_CACHE) > _MEMO_LIMIT:
-            _SIMPLE_CACHE.clear()
-        hit = _SIMPLE_CACHE[id(x)] = (x, _simplify_index(x, _simplified))
-    return hit[1]
+    return _cached(_SIMPLE_CACHE, x, lambda e: _simplify_index(e, _simplified))
 
 
 def _simplify_index(e: Expr, recurse) -> Expr:

@@ -64,7 +64,7 @@ corpus-table: corpus
 TEST_JOBS ?= 2
 
 test: venv models corpus cross-deps gpu-deps browser-deps
-	$(PY) -m pytest -q -n $(TEST_JOBS) --durations=30 tests/
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup --durations=30 tests/
 
 # What the cross-target tests (tests/targets) need: zig cc from the ziglang package (the cross
 # compiler), qemu user mode with the ARM and RISC-V C libraries (Debian's packages, as root),

@@ -17,6 +17,10 @@ from .suite import STILL_GOOD, Result
 
 RESULTS_KEY = pytest.StashKey[list]()
 
+#: the session fixture runs every case at once: under pytest-xdist (make test's --dist loadgroup)
+#: all items of this file go to one worker, so the suite runs once, not once per worker
+pytestmark = pytest.mark.xdist_group("hostile")
+
 
 class Run:
     def __init__(self, results: list[Result], run_dir, cache_problems, user_changes, still_good: Result):

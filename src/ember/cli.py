@@ -409,13 +409,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     root = cache.cache_dir()
     if args.clear:
-        before = cache.usage(root)
-        for path, _ in cache.entries(root):
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        print(f"cleared {root}: {before / 2**20:.1f} MiB freed")
+        print(f"cleared {root}: {cache.clear(root) / 2**20:.1f} MiB freed")
         return 0
     kinds: dict[str, list] = {}
     for path, st in cache.entries(root):

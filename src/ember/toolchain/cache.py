@@ -109,15 +109,28 @@ def entries(root: Path | None = None) -> list[tuple[Path, os.stat_result]]:
     return found
 
 
+def _files(root: Path | None) -> list[tuple[list[Path], int, float]]:
+    """The cache's files, a file under several names once: (its names, bytes on disk, when its
+    most recently used name was last used)."""
+    by_inode: dict = {}
+    for path, st in entries(root):
+        by_inode.setdefault((st.st_dev, st.st_ino), []).append((path, st))
+    return [([p for p, _ in names], getattr(names[0][1], "st_blocks", 0) * 512 or names[0][1].st_size,
+             max(st.st_mtime for _, st in names)) for names in by_inode.values()]
+
+
 def usage(root: Path | None = None) -> int:
     """Bytes the cache's entries take (a file under two names counted once)."""
-    seen = set()
-    total = 0
-    for _, st in entries(root):
-        if (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
-    return total
+    return sum(size for _, size, _ in _files(root))
+
+
+def clear(root: Path | None = None) -> int:
+    """Removes every entry; returns the bytes freed."""
+    files = _files(root)
+    for names, _, _ in files:
+        for p in names:
+            _unlink_quietly(p)
+    return sum(size for _, size, _ in files)
 
 
 def trim(limit: int | None = None, *, root: Path | None = None, keep: Path | None = None) -> int:
@@ -126,26 +139,19 @@ def trim(limit: int | None = None, *, root: Path | None = None, keep: Path | Non
     limit = cache_limit() if limit is None else limit
     if limit is None:
         return 0
-    found = entries(root)
-    by_inode: dict = {}
-    for path, st in found:
-        by_inode.setdefault((st.st_dev, st.st_ino), []).append((path, st))
-    size = {k: (v[0][1].st_blocks * 512 if hasattr(v[0][1], "st_blocks") else v[0][1].st_size) for k, v in by_inode.items()}
-    total = sum(size.values())
+    files = sorted(_files(root), key=lambda f: f[2])
+    total = sum(size for _, size, _ in files)
     if total <= limit:
         return 0
     freed = 0
-    # an inode is as recent as its most recently used name
-    order = sorted(by_inode, key=lambda k: max(st.st_mtime for _, st in by_inode[k]))
-    for k in order:
+    for names, size, _ in files:
         if total - freed <= limit * 0.8:
             break
-        names = [p for p, _ in by_inode[k]]
         if keep is not None and keep in names:
             continue
         for p in names:
             _unlink_quietly(p)
-        freed += size[k]
+        freed += size
     return freed
 
 

@@ -51,7 +51,11 @@ def quantize_model(src: "str | Path", dst: "str | Path", per_channel: bool = Fal
     import logging
 
     logging.getLogger().setLevel(logging.ERROR)      # quantize_static's advice about pre-processing
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel)
+    # the model itself, not its path: given a path, quantize_static writes '<name>-inferred.onnx'
+    # beside the source and deletes it, so two quantizations of one model at once (parallel
+    # tests) trip over each other's file; given a model it works in a private temporary folder
+    quantize_static(onnx.load(str(src)), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel)
     return Path(dst)
 
 

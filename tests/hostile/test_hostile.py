@@ -65,3 +65,11 @@ def test_run_cache_intact(hostile):
 
 def test_user_cache_untouched(hostile):
     assert not hostile.user_changes, "\n".join(hostile.user_changes)
+
+
+def test_suite_grouped_under_xdist(request):
+    """Under ``--dist loadgroup`` this file's items carry the group, so one worker runs the suite
+    (a pytest / pytest-xdist pair that drops the mark makes every worker run all the cases)."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not a pytest-xdist worker with --dist loadgroup")
+    assert request.node.nodeid.endswith("@hostile"), request.node.nodeid

@@ -209,6 +209,43 @@ def test_artifact_saved_and_loaded_runs_regions(tmp_path):
     _check(model, _loop_feeds(), module=loaded)
 
 
+def counting_loop_model(with_cond=True):
+    """Range's function body: a Loop over a trip count and condition read from inputs, whose
+    body passes the condition on, with a scan output (the values before each step)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["prev", "delta"], ["cur"]),
+         helper.make_node("Identity", ["prev"], ["row"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("prev", F, [3])],
+        [_vi("cond_out", B, []), _vi("cur", F, [3]), _vi("row", F, [3])])
+    inputs = [_vi("M", I64, [])] + ([_vi("c", B, [])] if with_cond else []) + [_vi("start", F, [3]),
+                                                                                _vi("delta", F, [3])]
+    nodes = [helper.make_node("Loop", ["M", "c" if with_cond else "", "start"], ["last", "rows"], body=body)]
+    g = helper.make_graph(nodes, "m", inputs, [_vi("last", F, [3]), _vi("rows", F, [None, 3])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("with_cond", [True, False])
+def test_loop_scan_outputs_over_a_run_time_trip_count(with_cond):
+    """The scan outputs' length is the trip count read at run time (max(M, 0) where the
+    condition holds on entry, else 0), bound as a data symbol before the loop: one artifact
+    for every count, the rows in a run-time block that grows and shrinks."""
+    rng = np.random.default_rng(3)
+    feeds = []
+    for m, c in ((5, True), (0, True), (40, True), (-3, True), (7, False), (2, True)):
+        f = {"M": np.array(m, np.int64), "start": rng.standard_normal(3).astype(np.float32),
+             "delta": rng.standard_normal(3).astype(np.float32)}
+        if with_cond:
+            f["c"] = np.array(c)
+        elif not c:
+            continue
+        feeds.append(f)
+    graph, module = _check(counting_loop_model(with_cond), feeds)
+    (lp,) = [n for n in graph.nodes if n.op == "loop"]
+    assert lp.inputs[0].producer.op == "bind_dims"
+    assert not isinstance(lp.attrs["length"], int) and str(lp.attrs["length"]) not in graph.bounds
+
+
 def test_scan_outputs_with_a_data_dependent_length_are_refused():
     """A loop that a run-time condition may stop early has scan outputs of a length only the run
     knows: refused by name (the run-time form needs the length before the loop runs)."""
@@ -222,7 +259,7 @@ def test_scan_outputs_with_a_data_dependent_length_are_refused():
     g = helper.make_graph(nodes, "m", [_vi("M", I64, []), _vi("stop", I64, []), _vi("v", F, [])],
                           [_vi("v_final", F, []), _vi("rows", F, [None])])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(ember.errors.EmberError, match="scan outputs of a loop whose number of iterations only the run"):
+    with pytest.raises(ember.errors.EmberError, match="scan outputs of a loop whose body may stop it early"):
         from_onnx(model)
 
 

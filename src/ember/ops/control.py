@@ -8,9 +8,9 @@
   (int64), the condition (bool), the carried values and the captures, and gives the next
   condition, the next carried values (of the same types) and the *scan outputs* of the
   iteration, which the node stacks along a new first axis of size ``length``: a loop with scan
-  outputs must run exactly ``length`` iterations (a dimension; the frontend gives it only where
-  the trip count is that dimension and nothing can stop the loop early), and an outcome of
-  another count is an error of the run.  The node's outputs are the final carried values, then
+  outputs must run exactly ``length`` iterations (a dimension, possibly a data symbol bound
+  from the trip count before the loop; the frontend gives it only where nothing can stop the
+  loop early), and an outcome of another count is an error of the run.  The node's outputs are the final carried values, then
   the stacked scan outputs.
 
 A body is a plain graph of core ops (regions nest); the outer values a body reads are explicit

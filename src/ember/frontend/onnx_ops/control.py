@@ -10,9 +10,11 @@
   every iteration inlines a copy of the body, bound to the values of that iteration.  A Loop
   whose trip count or condition only the run decides, or whose count is larger, becomes the core
   ``loop`` region op, run by the artifact.  Its carried values must keep their types.  Scan
-  outputs need a length known before the loop runs: the run-time loop takes them only when the
-  trip count is a dimension (a constant or a symbolic size) and nothing can stop the loop earlier
-  (no condition, or a constant true one the body passes on); otherwise they are refused by name.
+  outputs need a length known before the loop runs: the run-time loop takes them when nothing
+  in the body can stop it (the body passes the condition on, or gives a constant true one); the
+  length is then the trip count where that is a dimension (a constant or a symbolic size) and
+  the condition absent or constant true, else the count the run decides (max(M, 0), or 0 when
+  the condition is false on entry) bound as a data symbol.  Otherwise they are refused by name.
   A Loop whose count is a symbolic size is unrolled to its bound only where the run-time form
   does not take it.  A Scan longer than ``MAX_UNROLL`` or over a symbolic length without a bound
   runs as a ``loop`` too, its body wrapped in one that slices the scan inputs.
@@ -31,6 +33,7 @@ from ...graph.types import TensorType, np_dtype
 from ...symbolic import Sym, dim_range
 from ..onnx import OperandNotConstantError, OptionalValue, SequenceValue, onnx_dtype
 from . import translates
+from .data_dims import bind, scalar_of
 from .tensor import _dim_tensor, norm_axis, reshape
 
 def stack(cx, values, axis: int, elem_type=None):
@@ -298,12 +301,24 @@ def _run_time_loop(cx, m, cond):
     if len(outs) > 1 + n:
         trip = None if m is None else (cx.dims_input(0, "trip count M") if cx.is_symbolic(m)
                                        else [_const_or_none(cx, m, "trip count M")])
-        always = (cond is None or _const_or_none(cx, cond, "condition") is True) and (
-            c_out is g.inputs[1] or (c_out.is_const and bool(c_out.const.reshape(()))))
-        if trip is None or trip[0] is None or len(trip) != 1 or not always:
-            raise cx.unsupported("scan outputs of a loop whose number of iterations only the run decides (their "
-                                 "length depends on the data)")
-        length = trip[0] if isinstance(trip[0], Sym) else max(int(trip[0]), 0)
+        # the body never stops the loop: it passes the condition on, or gives a constant true
+        passes_on = c_out is g.inputs[1] or (c_out.is_const and bool(c_out.const.reshape(())))
+        always = (cond is None or _const_or_none(cx, cond, "condition") is True) and passes_on
+        if trip is not None and trip[0] is not None and len(trip) == 1 and always:
+            length = trip[0] if isinstance(trip[0], Sym) else max(int(trip[0]), 0)
+        elif m is not None and passes_on:
+            # the loop runs max(M, 0) times where the condition holds on entry, else never: that
+            # count, computed in the graph, is bound as a data symbol (the scan outputs' length)
+            # and is the trip count the loop reads, so the binding runs first
+            count = cx.op("maximum", [scalar_of(cx, m_v), cx.scalar(0, "int64")])
+            if cond is not None:
+                count = cx.op("where", [scalar_of(cx, cond_v), count, cx.scalar(0, "int64")])
+            m_v, (length,) = bind(cx, count, "iterations")
+            if not isinstance(length, Sym):
+                length = int(length)
+        else:
+            raise cx.unsupported("scan outputs of a loop whose body may stop it early (their length only the "
+                                 "iterations run decide)")
     return cx.b.op_multi("loop", [m_v, cond_v] + carried + caps, name=cx.name, body=g, num_carried=n,
                          length=length)
 

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto as TP, helper
 
 import ember.onnx.backend as backend
-from ember.errors import FrontendError
+from ember.errors import EmberError, FrontendError
 from ember.frontend import from_onnx
 from ember.frontend.onnx import OperandNotConstantError
 from onnx_models import check, make_model, onnxruntime_outputs, rand
@@ -227,6 +227,36 @@ def test_optional_inputs_and_outputs():
     has, same = rep.run([x])
     assert bool(has)
     np.testing.assert_array_equal(same, x)
+
+
+def test_optional_tensor_inputs_in_run_time_mode():
+    """Run-time mode takes an optional tensor input as the tensor and its presence flag: one
+    module for the empty optional and values of every size; OptionalGetElement of an empty one
+    is an error of the run."""
+    opt = helper.make_optional_type_proto(helper.make_tensor_type_proto(TP.FLOAT, ["n", 3]))
+    nodes = [helper.make_node("OptionalHasElement", ["o"], ["has"]),
+             helper.make_node("Identity", ["o"], ["same"])]
+    model = make_model(nodes, {}, [], opset=18, input_infos=[helper.make_value_info("o", opt)],
+                       output_infos=[helper.make_tensor_value_info("has", TP.BOOL, []),
+                                     helper.make_value_info("same", opt)])
+    rep = backend.prepare(model, specialize=False)
+    assert isinstance(rep, backend.EmberRep) and rep.module.input_names == ["o?", "o"]
+    for x in (None, rand(2, 3), None, rand(5, 3)):
+        has, same = rep.run([x])
+        assert bool(has) == (x is not None)
+        if x is None:
+            assert same is None
+        else:
+            np.testing.assert_array_equal(same, x)
+    get = make_model([helper.make_node("OptionalGetElement", ["o"], ["v"]), helper.make_node("Relu", ["v"], ["y"])],
+                     {}, [], opset=18, input_infos=[helper.make_value_info("o", opt)],
+                     output_infos=[helper.make_tensor_value_info("y", TP.FLOAT, ["n", 3])])
+    rep = backend.prepare(get, specialize=False)
+    x = rand(4, 3)
+    np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))
+    with pytest.raises(EmberError, match="the optional 'o', which is empty"):
+        rep.run([None])
+    np.testing.assert_array_equal(rep.run([x[:1]])[0], np.maximum(x[:1], 0))
 
 
 def test_symbolic_input_shapes_are_pinned_from_the_values():

@@ -87,13 +87,20 @@ class SequenceValue:
 class OptionalValue:
     """An ONNX optional while translating: a Value or SequenceValue, or None when empty.  An
     optional graph output ``y`` is a bool graph output ``y?`` (whether it holds a value)
-    followed, when it does, by its value's graph output(s)."""
+    followed, when it does, by its value's graph output(s).
 
-    def __init__(self, value: "Value | SequenceValue | None"):
+    ``present``, when given, is a bool scalar Value that says at run time whether the optional
+    holds ``value`` (an optional tensor graph input whose presence ``shapes=`` leaves open: the
+    graph inputs ``x?`` and ``x``, both with defaults, see ``_Translator._bind_input``); an
+    output holding it then gives ``y?`` from that flag, and ``y`` holds whatever the value
+    input held (its default where absent)."""
+
+    def __init__(self, value: "Value | SequenceValue | None", present: "Value | None" = None):
         self.value = value
+        self.present = present
 
     def __repr__(self) -> str:
-        return f"OptionalValue({self.value!r})"
+        return f"OptionalValue({self.value!r}" + (f", present={self.present!r})" if self.present is not None else ")")
 
 
 class OperandNotConstantError(InvalidModelError):
@@ -779,15 +786,30 @@ class _Translator:
             return SequenceValue([self._bind_input(f"{name}[{k}]", elem, tuple(p), onnx_name)
                                   for k, p in enumerate(pinned)], dtype)
         if kind == "optional_type":
+            elem = tp.optional_type.elem_type
+            if pinned is _MISSING and elem.WhichOneof("value") == "tensor_type":
+                return self._bind_optional_tensor(name, elem, onnx_name)
             if pinned is _MISSING:
                 raise InvalidModelError(
-                    f"graph input '{name}' is an optional: say whether it holds a value with "
+                    f"graph input '{name}' is an optional of a sequence: say whether it holds a value with "
                     f"from_onnx(..., shapes={{'{name}': None}}) (empty) or its value's shape(s)")
             if pinned is None:
                 return OptionalValue(None)
-            return OptionalValue(self._bind_input(name, tp.optional_type.elem_type, pinned, onnx_name))
+            return OptionalValue(self._bind_input(name, elem, pinned, onnx_name))
         raise FrontendError(f"graph input '{name}' is a {(kind or 'unknown').replace('_type', '')}, "
                             f"which Ember does not support")
+
+    def _bind_optional_tensor(self, name: str, tp, onnx_name: str) -> OptionalValue:
+        """An optional tensor graph input whose presence the run decides: a bool scalar input
+        ``name?`` (whether it holds a value; default false) and the tensor input ``name`` (default:
+        zeros, of no elements along a symbolic dimension), both left out by a caller whose
+        optional is empty."""
+        flag = self.b.input(f"{name}?", TensorType((), "bool"))
+        self.input_names[flag.uid] = onnx_name
+        self.b.defaults[flag.name] = np.array(False)
+        v = self._bind_input(name, tp, _MISSING, onnx_name)
+        self.b.defaults[v.name] = np.zeros(tuple(d if isinstance(d, int) else 0 for d in v.shape), np_dtype(v.dtype))
+        return OptionalValue(v, present=flag)
 
     def _input_shape(self, name: str, tt, pinned) -> tuple:
         declared: list[int | str | None] | None = None
@@ -1134,10 +1156,13 @@ class _Translator:
             return [out for k, item in enumerate(v.items)
                     for out in self._output_values(f"{name}[{k}]", item, claimed, keep=False)]
         if isinstance(v, OptionalValue):
-            flag = constant(np.array(v.value is not None), f"{name}?")
-            claimed.add(flag.uid)
+            if v.present is not None:
+                flag = self._output_values(f"{name}?", v.present, claimed, keep=False)
+            else:
+                flag = [constant(np.array(v.value is not None), f"{name}?")]
+                claimed.add(flag[0].uid)
             rest = [] if v.value is None else self._output_values(name, v.value, claimed, keep=False)
-            return [flag] + rest
+            return flag + rest
         if v.uid in claimed:
             if keep and v.name == name:
                 return [v]  # a graph input that is also an output of that name

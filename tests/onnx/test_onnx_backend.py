@@ -234,15 +234,15 @@ def test_optional_tensor_inputs_in_run_time_mode():
     module for the empty optional and values of every size; OptionalGetElement of an empty one
     is an error of the run."""
     opt = helper.make_optional_type_proto(helper.make_tensor_type_proto(TP.FLOAT, ["n", 3]))
-    nodes = [helper.make_node("OptionalHasElement", ["o"], ["has"]),
-             helper.make_node("Identity", ["o"], ["same"])]
+    nodes = [helper.make_node("Identity", ["o"], ["same"]),
+             helper.make_node("OptionalHasElement", ["o"], ["has"])]
     model = make_model(nodes, {}, [], opset=18, input_infos=[helper.make_value_info("o", opt)],
-                       output_infos=[helper.make_tensor_value_info("has", TP.BOOL, []),
-                                     helper.make_value_info("same", opt)])
+                       output_infos=[helper.make_value_info("same", opt),
+                                     helper.make_tensor_value_info("has", TP.BOOL, [])])
     rep = backend.prepare(model, specialize=False)
     assert isinstance(rep, backend.EmberRep) and rep.module.input_names == ["o?", "o"]
     for x in (None, rand(2, 3), None, rand(5, 3)):
-        has, same = rep.run([x])
+        same, has = rep.run([x])
         assert bool(has) == (x is not None)
         if x is None:
             assert same is None

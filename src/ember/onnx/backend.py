@@ -115,7 +115,12 @@ def _unflatten(model: onnx.ModelProto, names: list[str], values: list[np.ndarray
                 raise EmberError(f"the compiled model has no presence flag for optional output '{name}'")
             present = bool(values[pos])
             pos += 1
-            return take(name, tp.optional_type.elem_type) if present else None
+            if present:
+                return take(name, tp.optional_type.elem_type)
+            # an optional whose presence the run decides still has its value's outputs
+            while pos < len(names) and (names[pos] == name or names[pos].startswith(f"{name}[")):
+                pos += 1
+            return None
         if pos >= len(values):
             raise EmberError("the compiled model has fewer outputs than the ONNX model")
         pos += 1

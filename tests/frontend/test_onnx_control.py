@@ -303,3 +303,68 @@ def test_if_between_convolutions():
         want = _ort(model, feeds)[0]
         np.testing.assert_allclose(run_graph(graph, feeds)[0], want, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(module.run(feeds)["z"], want, rtol=1e-4, atol=1e-4)
+
+
+def structured_if_model():
+    """An If on a run-time condition whose branches give a sequence (one tensor each, other
+    values), an optional tensor (empty in then_branch) and a tensor after them."""
+    x = helper.make_tensor("xv", F, [3], [1.0, 2.0, 3.0])
+    then = helper.make_graph(
+        [helper.make_node("Neg", ["a"], ["ta"]), helper.make_node("SequenceConstruct", ["ta"], ["ts"]),
+         helper.make_node("Optional", [], ["to"], type=helper.make_tensor_type_proto(F, [3])),
+         helper.make_node("Add", ["a", "a"], ["tt"])],
+        "then", [], [helper.make_tensor_sequence_value_info("ts", F, [3]),
+                     helper.make_value_info("to", helper.make_optional_type_proto(
+                         helper.make_tensor_type_proto(F, [3]))), _vi("tt", F, [3])])
+    other = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value=x), helper.make_node("SequenceConstruct", ["c"], ["es"]),
+         helper.make_node("Mul", ["a", "c"], ["m"]), helper.make_node("Optional", ["m"], ["eo"]),
+         helper.make_node("Sub", ["a", "c"], ["et"])],
+        "else", [], [helper.make_tensor_sequence_value_info("es", F, [3]),
+                     helper.make_value_info("eo", helper.make_optional_type_proto(
+                         helper.make_tensor_type_proto(F, [3]))), _vi("et", F, [3])])
+    opt = helper.make_optional_type_proto(helper.make_tensor_type_proto(F, [3]))
+    nodes = [helper.make_node("If", ["c"], ["s", "o", "t"], then_branch=then, else_branch=other),
+             helper.make_node("OptionalHasElement", ["o"], ["has"])]
+    g = helper.make_graph(nodes, "m", [_vi("c", B, []), _vi("a", F, [3])],
+                          [helper.make_tensor_sequence_value_info("s", F, [3]), helper.make_value_info("o", opt),
+                           _vi("t", F, [3]), _vi("has", B, [])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_if_with_sequence_and_optional_outputs_at_run_time():
+    """Sequences and optionals out of a run-time If: the sequence's items and the optional's
+    presence flag and value are outputs of the if node; one module for both conditions."""
+    import ember.onnx.backend as backend
+
+    model = structured_if_model()
+    graph = from_onnx(model)
+    assert [n.op for n in graph.nodes].count("if") == 1
+    rep = backend.prepare(model, specialize=False)
+    a = np.array([0.5, -1.0, 2.0], np.float32)
+    c = np.array([1.0, 2.0, 3.0], np.float32)
+    for cond in (True, False, True):
+        s, o, t, has = rep.run([np.array(cond), a])
+        assert len(s) == 1 and bool(has) == (not cond)
+        np.testing.assert_array_equal(s[0], -a if cond else c)
+        np.testing.assert_array_equal(t, a + a if cond else a - c)
+        if cond:
+            assert o is None
+        else:
+            np.testing.assert_array_equal(o, a * c)
+        ref = run_graph(graph, {"c": np.array(cond), "a": a})
+        np.testing.assert_array_equal(ref[0], -a if cond else c)
+
+
+def test_if_branches_of_other_structures_are_refused():
+    """Sequences of different lengths from the two branches of a run-time If: refused by name."""
+    then = helper.make_graph([helper.make_node("SequenceConstruct", ["a"], ["ts"])], "then", [],
+                             [helper.make_tensor_sequence_value_info("ts", F, [3])])
+    other = helper.make_graph([helper.make_node("SequenceConstruct", ["a", "a"], ["es"])], "else", [],
+                              [helper.make_tensor_sequence_value_info("es", F, [3])])
+    nodes = [helper.make_node("If", ["c"], ["s"], then_branch=then, else_branch=other),
+             helper.make_node("SequenceLength", ["s"], ["n"])]
+    g = helper.make_graph(nodes, "m", [_vi("c", B, []), _vi("a", F, [3])], [_vi("n", I64, [])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(ember.errors.EmberError, match="differs in structure"):
+        from_onnx(model)

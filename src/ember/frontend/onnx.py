@@ -512,14 +512,17 @@ class NodeContext:
         return self._tr.inline_graph(self.graph_attr(attr), f"{self.name}/{attr}{tag}", self.opset, bind)
 
     def region_graph(self, attr: str, formals: Sequence[tuple[str, TensorType]] = (),
-                     branch: bool = False) -> tuple[Graph, list[Value]]:
+                     branch: bool = False, outputs=None) -> tuple[Graph, list[Value]]:
         """Translate the subgraph held by attribute ``attr`` into a graph of its own (the body
         of a region op): its inputs are ``formals`` (name, type), then one per outer value it
         reads (the *captures*, returned in that order).  What the body needs of the symbols
         (``Graph.checks``) is checked with the enclosing graph's, before the run, unless it is
-        a ``branch`` that the run may not take: then it is checked when the branch runs."""
+        a ``branch`` that the run may not take: then it is checked when the branch runs.
+        ``outputs(k, v)``, when given, lays out the subgraph's output ``k`` (a tensor, sequence
+        or optional) as the tensors the graph outputs for it; by default each output must be
+        a tensor."""
         return self._tr.region_graph(self.graph_attr(attr), f"{self.name}/{attr}", self.opset, formals, self,
-                                     branch)
+                                     branch, outputs)
 
     def graph_attr(self, attr: str):
         """The GraphProto held by attribute ``attr``."""
@@ -973,7 +976,7 @@ class _Translator:
         return [self.lookup(ren(o.name)) for o in g.output]
 
     def region_graph(self, g, prefix: str, opset: int, formals, cx: "NodeContext",
-                     branch: bool = False) -> tuple[Graph, list[Value]]:
+                     branch: bool = False, outputs=None) -> tuple[Graph, list[Value]]:
         """Translate subgraph ``g`` into a graph of its own (see ``NodeContext.region_graph``)."""
         from .onnx_ops.control import body_output
 
@@ -981,7 +984,10 @@ class _Translator:
         with self.building(body):
             params = [body.input(name, t) for name, t in formals]
             outs = self.inline_graph(g, prefix, opset, params)
-            outs = [body_output(cx, self, v, k) for k, v in enumerate(outs)]
+            if outputs is None:
+                outs = [body_output(cx, self, v, k) for k, v in enumerate(outs)]
+            else:
+                outs = [t for k, v in enumerate(outs) for t in outputs(k, v)]
         return self.closed_graph(body, params, outs, cx, branch)
 
     @contextlib.contextmanager

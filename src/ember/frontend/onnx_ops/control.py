@@ -4,7 +4,7 @@
   computed at run time it becomes the core ``if`` region op (``ember.ops.control``): both
   branches are translated into graphs of their own, the outer values they read becoming
   operands; their outputs must have the same types (a branch whose output shape differs from the
-  other's is refused by name).
+  other's is refused by name); sequences and optionals among them are laid out as tensors.
 * ``Loop`` and ``Scan`` with a trip count known at compile time (a constant or a symbolic size
   with a bound, and a condition that folds) of at most ``MAX_UNROLL`` iterations are unrolled:
   every iteration inlines a copy of the body, bound to the values of that iteration.  A Loop
@@ -28,7 +28,7 @@ import numpy as np
 
 from ... import limits
 from ...errors import InvalidModelError, LimitError, UnsupportedOpError
-from ...graph.ir import Value
+from ...graph.ir import Value, constant
 from ...graph.types import TensorType, np_dtype
 from ...symbolic import Sym, dim_range
 from ..onnx import OperandNotConstantError, OptionalValue, SequenceValue, onnx_dtype
@@ -172,10 +172,24 @@ def _size_equality(cx, v):
 
 
 def _run_time_if(cx, cond_v):
-    """The If as the core ``if`` region op, both branches compiled."""
+    """The If as the core ``if`` region op, both branches compiled.  Branch outputs that are
+    sequences or optionals are laid out as tensors (``_flat``): a sequence as its items (the
+    branches must give the same number), an optional as its presence flag and its value (zeros
+    in a branch that leaves it empty), so the node's optional outputs are decided at run time."""
+    then_kinds: list = []
+    other_kinds: list = []
     with _or_constant(cx, [cond_v], "cond"):
-        then, then_caps = cx.region_graph("then_branch", branch=True)
-        other, other_caps = cx.region_graph("else_branch", branch=True)
+        then, then_caps = cx.region_graph("then_branch", branch=True, outputs=_flat(cx, then_kinds))
+        other, other_caps = cx.region_graph("else_branch", branch=True, outputs=_flat(cx, other_kinds))
+        kinds = []
+        t_outs, o_outs = iter(then.outputs), iter(other.outputs)
+        then_flat, other_flat = [], []
+        for k, (a, b) in enumerate(zip(then_kinds, other_kinds)):
+            kind, ta, tb = _merge(cx, k, a, b, t_outs, o_outs)
+            kinds.append(kind)
+            then_flat += ta
+            other_flat += tb
+        then.outputs, other.outputs = then_flat, other_flat
         for k, (a, b) in enumerate(zip(then.outputs, other.outputs)):
             if a.dtype != b.dtype:
                 raise cx.fail(f"output {k} is {a.type} in then_branch and {b.type} in else_branch")
@@ -186,8 +200,88 @@ def _run_time_if(cx, cond_v):
     then = _with_inputs(then, then_caps, caps)
     other = _with_inputs(other, other_caps, caps)
     if not then.outputs:
-        return []
-    return cx.b.op_multi("if", [_run_time(cx, cond_v)] + caps, name=cx.name, then_branch=then, else_branch=other)
+        return [_unflat(kind, iter(())) for kind in kinds]     # (sequences of no tensors)
+    outs = iter(cx.b.op_multi("if", [_run_time(cx, cond_v)] + caps, name=cx.name, then_branch=then,
+                              else_branch=other))
+    return [_unflat(kind, outs) for kind in kinds]
+
+
+def _flat(cx, kinds: list):
+    """``outputs`` for ``region_graph``: a branch output as tensors; its structure appended to
+    ``kinds``: ("tensor",), ("sequence", dtype, length) or ("optional", inner structure or None)."""
+    tr = cx._tr
+
+    def lay_out(k, v):
+        kind, tensors = _flat_one(cx, tr, k, v)
+        kinds.append(kind)
+        return tensors
+
+    return lay_out
+
+
+def _flat_one(cx, tr, k, v):
+    if isinstance(v, SequenceValue):
+        return ("sequence", v.dtype, len(v.items)), [body_output(cx, tr, x, k) for x in v.items]
+    if isinstance(v, OptionalValue):
+        flag = v.present if v.present is not None else constant(np.array(v.value is not None))
+        if v.value is None:
+            return ("optional", None), [flag]
+        inner, tensors = _flat_one(cx, tr, k, v.value)
+        return ("optional", inner), [flag] + tensors
+    return ("tensor",), [body_output(cx, tr, v, k)]
+
+
+def _count(kind) -> int:
+    """How many tensors a structure of ``_flat`` lays out."""
+    if kind[0] == "sequence":
+        return kind[2]
+    if kind[0] == "optional":
+        return 1 + (0 if kind[1] is None else _count(kind[1]))
+    return 1
+
+
+def _merge(cx, k, a, b, t_outs, o_outs):
+    """The structure both branches give output ``k`` (``a`` in then_branch, ``b`` in else_branch)
+    and their tensors for it (taken from ``t_outs``, ``o_outs``): an optional that one branch
+    leaves empty gets zeros of the other's value types there."""
+    if a[0] != b[0] or (a[0] == "sequence" and a[1:] != b[1:]):
+        raise cx.unsupported(f"branches whose output {k} differs in structure ({_kind_str(a)} and {_kind_str(b)}) "
+                             f"with a condition known only at run time")
+    if a[0] != "optional":
+        n = _count(a)
+        return a, [next(t_outs) for _ in range(n)], [next(o_outs) for _ in range(n)]
+    ta, tb = [next(t_outs)], [next(o_outs)]
+    if a[1] is None and b[1] is None:
+        return a, ta, tb
+    if a[1] is not None and b[1] is not None:
+        inner, ia, ib = _merge(cx, k, a[1], b[1], t_outs, o_outs)
+        return ("optional", inner), ta + ia, tb + ib
+    inner = a[1] if a[1] is not None else b[1]
+    given = [next(t_outs if a[1] is not None else o_outs) for _ in range(_count(inner))]
+    if any(not v.type.is_static for v in given):
+        raise cx.unsupported(f"an optional output {k} that one branch leaves empty, of a value whose shape is "
+                             f"symbolic")
+    zeros = [constant(np.zeros(tuple(v.shape), np_dtype(v.dtype)), dtype=v.dtype) for v in given]
+    return ("optional", inner), ta + (given if a[1] is not None else zeros), tb + (zeros if a[1] is not None
+                                                                                 else given)
+
+
+def _kind_str(kind) -> str:
+    if kind[0] == "sequence":
+        return f"a sequence of {kind[2]} {kind[1]} tensor(s)"
+    if kind[0] == "optional":
+        return "an optional" + ("" if kind[1] is None else f" of {_kind_str(kind[1])}")
+    return "a tensor"
+
+
+def _unflat(kind, outs):
+    """The value of structure ``kind`` from the node's outputs ``outs`` (an iterator)."""
+    if kind[0] == "sequence":
+        return SequenceValue([next(outs) for _ in range(kind[2])], kind[1])
+    if kind[0] == "optional":
+        flag = next(outs)
+        return OptionalValue(None if kind[1] is None else _unflat(kind[1], outs), present=flag)
+    return next(outs)
 
 
 @translates("Loop")

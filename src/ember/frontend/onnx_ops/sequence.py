@@ -205,7 +205,11 @@ def optional_get_element(cx):
             raise cx.fail("the optional is empty")
         if v.present is not None:
             # checked at run time (a kernel of its own, which the value is ordered after)
-            ok = cx.op("check_present", [v.present], what=f"the optional '{v.value.name}'")
-            return cx.op("broadcast_to", [v.value, ok], shape=tuple(v.value.shape))
+            items = v.value.items if isinstance(v.value, SequenceValue) else [v.value]
+            what = f"the optional '{items[0].name}'" if len(items) == 1 and v.value is items[0] else \
+                f"the optional that {cx.op_type} node '{cx.name}' reads"
+            ok = cx.op("check_present", [v.present], what=what)
+            after = [cx.op("broadcast_to", [x, ok], shape=tuple(x.shape)) for x in items]
+            return SequenceValue(after, v.value.dtype) if isinstance(v.value, SequenceValue) else after[0]
         return v.value
     return v

@@ -368,3 +368,38 @@ def test_if_branches_of_other_structures_are_refused():
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(ember.errors.EmberError, match="differs in structure"):
         from_onnx(model)
+
+
+def window_loop_model(shift=0):
+    """test_loop11's form: y += x[i + shift : i + shift + 1] per iteration (x constant, 5
+    long), the sums as a scan output; trip count and condition are inputs."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Constant", [], ["x"], value=helper.make_tensor("xv", F, [5], [1, 2, 3, 4, 5])),
+         helper.make_node("Constant", [], ["shift"], value=helper.make_tensor("sv", I64, [1], [shift])),
+         helper.make_node("Constant", [], ["one"], value=helper.make_tensor("ov", I64, [1], [1])),
+         helper.make_node("Add", ["i", "shift"], ["start"]),
+         helper.make_node("Add", ["start", "one"], ["end"]),
+         helper.make_node("Slice", ["x", "start", "end"], ["part"]),
+         helper.make_node("Add", ["y_in", "part"], ["y_out"]),
+         helper.make_node("Identity", ["y_out"], ["scan"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("y_in", F, [1])],
+        [_vi("cond_out", B, []), _vi("y_out", F, [1]), _vi("scan", F, [1])])
+    nodes = [helper.make_node("Loop", ["M", "c", "y"], ["y_final", "rows"], body=body)]
+    g = helper.make_graph(nodes, "m", [_vi("M", I64, []), _vi("c", B, []), _vi("y", F, [1])],
+                          [_vi("y_final", F, [1]), _vi("rows", F, [None, 1])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("shift, good, bad", [(0, (5, 0, 3, 1), 6), (-4, (3, 2), 4)])
+def test_loop_body_slices_by_the_iteration_number(shift, good, bad):
+    """A body slicing x[i:i+1] by its run-time iteration number: a window of one element read
+    at that start (no data symbol in the body); a start that ONNX's clamping would shorten (past
+    the end, or -1 whose end is 0) is an error of the run, not a wrong result."""
+    model = window_loop_model(shift)
+    feeds = [{"M": np.array(m, np.int64), "c": np.array(True), "y": np.array([0.5], np.float32)} for m in good]
+    feeds.append({"M": np.array(9, np.int64), "c": np.array(False), "y": np.array([2.0], np.float32)})
+    graph, module = _check(model, feeds)
+    assert not any(n.op == "bind_dims" for lp in graph.nodes if lp.op == "loop" for n in lp.attrs["body"].nodes)
+    with pytest.raises(ember.errors.IndexOutOfRangeError, match="start of a slice of 1 element"):
+        module.run({"M": np.array(bad, np.int64), "c": np.array(True), "y": np.array([0.5], np.float32)})

@@ -639,6 +639,10 @@ def slice_(cx):
     else:
         if any(data_dims.runtime_operand(cx, k) is not None for k in (1, 2, 3, 4)):
             return _slice_at_run_time(cx, x)
+        if cx._tr.region_depth:
+            window = _window_at_run_time(cx, x)
+            if window is not None:
+                return window
         starts = cx.dims_input(1, "starts", required=True)
         ends = cx.dims_input(2, "ends", required=True)
         axes = cx.ints_input(3, "axes")
@@ -690,6 +694,78 @@ def slice_(cx):
 #: a constant end (or start) at or past INT32_MAX is "to the end" of a symbolic axis, as the
 #: exporters that write INT32_MAX for it mean (an axis of 2**31 elements or more is not assumed)
 _TO_THE_END = (1 << 31) - 1
+
+
+def _stripped(v):
+    """``v`` without the reshapes (Unsqueeze, Squeeze, Reshape) that produce it."""
+    while v.producer is not None and v.producer.op == "reshape":
+        v = v.producer.inputs[0]
+    return v
+
+
+def _const_offset(ends, starts) -> np.ndarray | None:
+    """``k`` (int64, one per element of ``starts``) when ``ends`` is computed as ``starts + k``
+    for constants ``k`` (through reshapes and casts of integers), else None."""
+    e, s = _stripped(ends), _stripped(starts)
+    node = e.producer
+    if node is None or node.op not in ("add", "sub") or len(node.inputs) != 2:
+        return None
+    a, b = (_stripped(v) for v in node.inputs)
+    if b.is_const and a is s:
+        k = np.asarray(b.const)
+    elif a.is_const and b is s and node.op == "add":
+        k = np.asarray(a.const)
+    else:
+        return None
+    if node.op == "sub":
+        k = -k
+    if k.dtype.kind not in "iu" or k.size not in (1, starts.type.num_elements):
+        return None
+    return np.broadcast_to(k.astype(np.int64).reshape(-1), (starts.type.num_elements,))
+
+
+def _window_at_run_time(cx, x):
+    """A Slice in the body of a run-time region (where no dimension may come from the data)
+    whose ends are its starts plus constants ``k`` >= 0 and whose steps are 1 (``x[i:i+k]`` by a
+    loop's iteration number): ``k`` elements along each axis, gathered from the start read at
+    run time.  A start where ONNX's clamping would give fewer than ``k`` elements (past the end,
+    or a negative start whose end is 0 or more) is an index error of the run.  None where the
+    Slice is not of that form."""
+    starts, ends = cx.input(1), cx.input(2)
+    if not isinstance(starts, Value) or not isinstance(ends, Value) or starts.is_const or \
+            not is_int(starts.dtype) or not starts.type.is_static or starts.type.rank > 1:
+        return None
+    k = _const_offset(ends, starts)
+    if k is None or (k < 0).any():
+        return None
+    steps = cx.ints_input(4, "steps")
+    if steps is not None and any(p != 1 for p in steps):
+        return None
+    n = len(k)
+    axes = cx.ints_input(3, "axes")
+    axes = norm_axes(cx, list(range(n)) if axes is None else axes, x.type.rank)
+    if len(axes) != n:
+        raise cx.fail(f"axes {axes} and starts {starts.type} differ in length")
+    flat = reshape(cx, starts if starts.dtype == "int64" else cx.op("cast", [starts], to="int64"), (n,))
+    y = x
+    zero = cx.scalar(0, "int64")
+    for j, (a, kj) in enumerate(zip(axes, k.tolist())):
+        d = x.shape[a]
+        s = cx.op("gather", [flat, cx.scalar(j, "int64")], axis=0)
+        dt = _dim_tensor(cx, d)
+        neg = cx.op("less", [s, zero])
+        u = cx.op("where", [neg, cx.op("add", [s, dt]), s])
+        # the last element a window from a negative start may reach is d - 2 (its end, then 0 or
+        # more, is not counted from the back)
+        room = cx.op("where", [neg, cx.op("sub", [dt, cx.scalar(1, "int64")]), dt])
+        bad = cx.op("logical_or", [cx.op("less", [u, zero]),
+                                   cx.op("greater", [cx.op("add", [u, cx.scalar(kj, "int64")]), room])])
+        first = cx.op("check_index", [cx.op("where", [bad, dt, u])], dims=(d,),
+                      what=(f"axis {a} of the data {list(x.shape)}: the start of a slice of {kj} element(s) read "
+                            f"at run time ({d} stands for a start that clamping would shorten, which is refused)",))
+        idx = cx.op("add", [first, cx.op("arange", [], length=kj, start=0, delta=1, dtype="int64")])
+        y = cx.op("gather", [y, idx], axis=a)
+    return y
 
 
 def _slice_at_run_time(cx, x):

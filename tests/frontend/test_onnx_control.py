@@ -246,21 +246,41 @@ def test_loop_scan_outputs_over_a_run_time_trip_count(with_cond):
     assert not isinstance(lp.attrs["length"], int) and str(lp.attrs["length"]) not in graph.bounds
 
 
-def test_scan_outputs_with_a_data_dependent_length_are_refused():
-    """A loop that a run-time condition may stop early has scan outputs of a length only the run
-    knows: refused by name (the run-time form needs the length before the loop runs)."""
+def early_stop_model(with_m=True):
+    """A loop that its body's condition stops (i < stop), with scan outputs (i as float, and
+    the carried value's running product)."""
     body = helper.make_graph(
         [helper.make_node("Less", ["i", "stop"], ["cond_out"]),
          helper.make_node("Cast", ["i"], ["scan"], to=F),
-         helper.make_node("Identity", ["v_in"], ["v_out"])],
-        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("v_in", F, [])],
-        [_vi("cond_out", B, []), _vi("v_out", F, []), _vi("scan", F, [])])
-    nodes = [helper.make_node("Loop", ["M", "", "v"], ["v_final", "rows"], body=body)]
-    g = helper.make_graph(nodes, "m", [_vi("M", I64, []), _vi("stop", I64, []), _vi("v", F, [])],
-                          [_vi("v_final", F, []), _vi("rows", F, [None])])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(ember.errors.EmberError, match="scan outputs of a loop whose body may stop it early"):
-        from_onnx(model)
+         helper.make_node("Mul", ["v_in", "v_in"], ["v_out"]),
+         helper.make_node("Identity", ["v_out"], ["scan2"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("v_in", F, [2])],
+        [_vi("cond_out", B, []), _vi("v_out", F, [2]), _vi("scan", F, []), _vi("scan2", F, [2])])
+    nodes = [helper.make_node("Loop", ["M", "", "v"] if with_m else ["", "c", "v"], ["v_final", "rows", "rows2"],
+                              body=body)]
+    g = helper.make_graph(nodes, "m", [_vi("M", I64, []) if with_m else _vi("c", B, []), _vi("stop", I64, []),
+                                       _vi("v", F, [2])],
+                          [_vi("v_final", F, [2]), _vi("rows", F, [None]), _vi("rows2", F, [None, 2])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_scan_outputs_of_a_loop_its_body_stops():
+    """A loop that a run-time condition may stop early: the scan outputs get the trip count's
+    rows (a data symbol bound before the loop), the loop gives the iterations it ran, bound
+    after it, and the outputs are their first rows; one artifact for every count."""
+    v = np.array([1.01, 0.99], np.float32)
+    feeds = [{"M": np.array(m, np.int64), "stop": np.array(s, np.int64), "v": v}
+             for m, s in ((10, 3), (2, 5), (0, 4), (6, 0), (30, 12), (4, -1), (5, 7))]
+    graph, module = _check(early_stop_model(), feeds)
+    (lp,) = [n for n in graph.nodes if n.op == "loop"]
+    assert lp.attrs["counted"] and lp.inputs[0].producer.op == "bind_dims"
+
+
+def test_scan_outputs_of_a_loop_without_a_trip_count_are_refused():
+    """A loop without a trip count that its body stops has scan outputs of no bound before it
+    runs: refused by name."""
+    with pytest.raises(ember.errors.EmberError, match="scan outputs of a loop without a trip count"):
+        from_onnx(early_stop_model(with_m=False))
 
 
 def test_long_scan_runs_as_a_loop():

@@ -14,7 +14,9 @@
   in the body can stop it (the body passes the condition on, or gives a constant true one); the
   length is then the trip count where that is a dimension (a constant or a symbolic size) and
   the condition absent or constant true, else the count the run decides (max(M, 0), or 0 when
-  the condition is false on entry) bound as a data symbol.  Otherwise they are refused by name.
+  the condition is false on entry) bound as a data symbol.  Where the body may stop the loop,
+  that count is the rows the loop may write, and the iterations it ran (a ``counted`` loop's
+  last output) are bound after it and cut the rows.  Without a trip count they are refused.
   A Loop whose count is a symbolic size is unrolled to its bound only where the run-time form
   does not take it.  A Scan longer than ``MAX_UNROLL`` or over a symbolic length without a bound
   runs as a ``loop`` too, its body wrapped in one that slices the scan inputs.
@@ -33,7 +35,7 @@ from ...graph.types import TensorType, np_dtype
 from ...symbolic import Sym, dim_range
 from ..onnx import OperandNotConstantError, OptionalValue, SequenceValue, onnx_dtype
 from . import translates
-from .data_dims import bind, scalar_of
+from .data_dims import bind, iota, scalar_of
 from .tensor import _dim_tensor, norm_axis, reshape
 
 def stack(cx, values, axis: int, elem_type=None):
@@ -391,7 +393,7 @@ def _run_time_loop(cx, m, cond):
         if v.type != o.type:
             raise cx.unsupported(f"a loop-carried value whose shape changes ({v.type} -> {o.type}) with a trip "
                                  f"count or condition known only at run time")
-    length = None
+    length, counted = None, False
     if len(outs) > 1 + n:
         trip = None if m is None else (cx.dims_input(0, "trip count M") if cx.is_symbolic(m)
                                        else [_const_or_none(cx, m, "trip count M")])
@@ -400,21 +402,28 @@ def _run_time_loop(cx, m, cond):
         always = (cond is None or _const_or_none(cx, cond, "condition") is True) and passes_on
         if trip is not None and trip[0] is not None and len(trip) == 1 and always:
             length = trip[0] if isinstance(trip[0], Sym) else max(int(trip[0]), 0)
-        elif m is not None and passes_on:
-            # the loop runs max(M, 0) times where the condition holds on entry, else never: that
-            # count, computed in the graph, is bound as a data symbol (the scan outputs' length)
-            # and is the trip count the loop reads, so the binding runs first
+        elif m is not None:
+            # the loop runs max(M, 0) times where the condition holds on entry, else never (at
+            # most, where the body may stop it): that count, computed in the graph, is bound as
+            # a data symbol (the scan outputs' rows) and is the trip count the loop reads, so the
+            # binding runs first
             count = cx.op("maximum", [scalar_of(cx, m_v), cx.scalar(0, "int64")])
             if cond is not None:
                 count = cx.op("where", [scalar_of(cx, cond_v), count, cx.scalar(0, "int64")])
             m_v, (length,) = bind(cx, count, "iterations")
-            if not isinstance(length, Sym):
-                length = int(length)
+            counted = not passes_on
         else:
-            raise cx.unsupported("scan outputs of a loop whose body may stop it early (their length only the "
-                                 "iterations run decide)")
-    return cx.b.op_multi("loop", [m_v, cond_v] + carried + caps, name=cx.name, body=g, num_carried=n,
-                         length=length)
+            raise cx.unsupported("scan outputs of a loop without a trip count whose body may stop it (their "
+                                 "length has no bound before the loop runs)")
+    if not counted:
+        return cx.b.op_multi("loop", [m_v, cond_v] + carried + caps, name=cx.name, body=g, num_carried=n,
+                             length=length)
+    # stopped by its body: the iterations run, bound after the loop, are the scan outputs' rows
+    outs = cx.b.op_multi("loop", [m_v, cond_v] + carried + caps, name=cx.name, body=g, num_carried=n,
+                         length=length, counted=True)
+    ran, (rows,) = bind(cx, outs[-1], "iterations_run", limits=[length] if isinstance(length, int) else None)
+    at = iota(cx, ran, rows)
+    return list(outs[:n]) + [cx.op("gather", [y, at], axis=0) for y in outs[n:-1]]
 
 
 def _unrolled_loop(cx):

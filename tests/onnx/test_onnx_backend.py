@@ -124,14 +124,16 @@ def test_run_time_operand_is_specialized_per_value():
 
 
 def test_specialization_discovers_operands_in_stages():
-    # the Loop's trip count is an input and its body slices by the iteration number, which only
-    # an unrolled loop has at compile time; the Col2Im after it takes its image shape from
-    # another input, found only once the loop is unrolled
+    # the Loop's trip count is an input and its body sums the first i + 1 rows (a slice whose
+    # length is the iteration number's, which only an unrolled loop has at compile time); the
+    # Col2Im after it takes its image shape from another input, found only once the loop is
+    # unrolled
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
          helper.make_node("Unsqueeze", ["i", "zero"], ["i1"]),
          helper.make_node("Add", ["i1", "one64"], ["i2"]),
-         helper.make_node("Slice", ["one", "i1", "i2", "zero"], ["row"]),
+         helper.make_node("Slice", ["one", "zero", "i2", "zero"], ["rows"]),
+         helper.make_node("ReduceSum", ["rows", "zero"], ["row"], keepdims=1),
          helper.make_node("Add", ["acc_in", "row"], ["acc_out"])], "body",
         [helper.make_tensor_value_info("i", TP.INT64, []), helper.make_tensor_value_info("cond_in", TP.BOOL, []),
          helper.make_tensor_value_info("acc_in", TP.FLOAT, [1, 4, 9])],

@@ -14,6 +14,8 @@ from ember.errors import IndexOutOfRangeError, InputError
 from ember.frontend import from_onnx
 from ember.graph import run_graph
 
+from .models import run_c_driver
+
 
 def optional_model():
     """has = OptionalHasElement(o); r = Relu(OptionalGetElement(o)); same = o."""
@@ -71,16 +73,6 @@ def test_has_element_of_an_empty_optional():
 
 
 C_DRIVER = r"""
-#include <dlfcn.h>
-#include <stdio.h>
-#include "ember_runtime.h"
-int main(int argc, char** argv) {
-    void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-    if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 2; }
-    ember_model* (*create)(void) = (ember_model* (*)(void))dlsym(lib, "ember_model_create");
-    int (*run)(ember_model*, void* const*, void* const*) =
-        (int (*)(ember_model*, void* const*, void* const*))dlsym(lib, "ember_model_run");
-    const char* (*err)(void) = (const char* (*)(void))dlsym(lib, "ember_last_error");
     ember_model* m = create();
     _Bool present = 1, has = 0;
     float x[3] = {-1, 2, -3}, r[3];
@@ -97,10 +89,6 @@ int main(int argc, char** argv) {
 
 
 def test_c_api_null_for_an_empty_optional(tmp_path):
-    import subprocess
-
-    from ember.toolchain import find_compiler, runtime_dir
-
     opt = helper.make_optional_type_proto(helper.make_tensor_type_proto(TP.FLOAT, [3]))
     g = helper.make_graph([helper.make_node("OptionalHasElement", ["o"], ["has"]),
                            helper.make_node("OptionalGetElement", ["o"], ["v"]), helper.make_node("Relu", ["v"], ["r"])],
@@ -108,13 +96,6 @@ def test_c_api_null_for_an_empty_optional(tmp_path):
                           [helper.make_tensor_value_info("has", TP.BOOL, []), helper.make_tensor_value_info("r", TP.FLOAT, [3])])
     m = ember.compile(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), cflags=("-O1",))
     assert m.input_names == ["o?", "o"]
-    src, exe = tmp_path / "driver.c", tmp_path / "driver"
-    src.write_text(C_DRIVER)
-    proc = subprocess.run([*find_compiler().command, "-O1", "-std=gnu11", "-I", str(runtime_dir()), str(src),
-                           "-o", str(exe), "-ldl"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run([str(exe), str(m.path)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    lines = run_c_driver(tmp_path, C_DRIVER, m.path)
     assert lines[0] == "has 1 r 0 2 0"
     assert "index 0 into the optional 'o', which is empty" in lines[1]

@@ -17,7 +17,7 @@ backend, at run time) can make them initializers and compile a model specialized
 Symbolic dimensions (an input's ``dim_param``, or a name given in ``shapes=``) stay symbolic
 (``ember.symbolic``).  The shape arithmetic over them (``Shape -> Gather -> Unsqueeze -> Concat
 -> Reshape``, ``Expand``, ``ConstantOfShape``, ...) is evaluated at translation time on values
-that hold symbolic dimensions (``frontend.shape_values``), so the graph gets symbolic shapes,
+that hold symbolic dimensions (``frontend.core.shape_values``), so the graph gets symbolic shapes,
 not shape computations; such a value read as data (a ``Mul`` by a sequence length) is computed
 with the core ``arange`` op, as is a ``Range`` over a symbolic length.  Upper bounds of the
 symbols come from ``bounds=``, and from the model where it only works within one (slicing a
@@ -50,8 +50,8 @@ from ..symbolic import Sym, SymbolicError, bind as bind_dims, compare, dim_range
 from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
 from .onnx_validate import (check_declared_types, check_graph, check_operand_types, check_raw_length,
                             check_versions, onnx_type_str, schema_of, tensor_nbytes)
-from .core import emit
-from .shape_values import FOLDABLE, Ratio, fold
+from .core import NodeContext as CoreNodeContext, check_supported, computed_from_constants
+from .core.shape_values import FOLDABLE, Ratio, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
            "OptionalValue"]
@@ -202,49 +202,18 @@ def _default_opset(mp) -> int | None:
 
 # ---- per-node context handed to the op translations -----------------------------------------
 
-def computed_from_constants(v: Value) -> np.ndarray | None:
-    """The value of ``v`` when it is computed from constants alone (nodes kept unfolded on
-    purpose, such as the ``dequantize`` of a constant that the QDQ passes read), by running its
-    producers' references; None when a graph input or a symbolic size feeds it."""
-    memo: dict[int, np.ndarray] = {}
-    stack = [v]
-    while stack:
-        u = stack[-1]
-        if u.uid in memo:
-            stack.pop()
-            continue
-        if u.is_const:
-            memo[u.uid] = u.const
-            stack.pop()
-            continue
-        node = u.producer
-        if node is None or not all(o.type.is_static for o in node.outputs):
-            return None
-        pending = [w for w in node.inputs if w.uid not in memo]
-        if pending:
-            stack.extend(pending)
-            continue
-        try:
-            outs = get_op(node.op).run_reference(node.attrs, [memo[w.uid] for w in node.inputs])
-        except SymbolicError:
-            return None         # an attribute holds a symbolic size (an ``arange`` from one)
-        for out, o in zip(node.outputs, outs):
-            memo[out.uid] = np.asarray(o, dtype=np_dtype(out.type.dtype)).reshape(out.type.shape)
-        stack.pop()
-    return memo[v.uid]
-
-
-class NodeContext:
+class NodeContext(CoreNodeContext):
     """What a translation sees of one ONNX node: its inputs as Values, its attributes, and
-    helpers that emit core ops (folding those whose inputs are all constants)."""
+    helpers that emit core ops (folding those whose inputs are all constants, and evaluating
+    shape arithmetic over symbolic dimensions)."""
+
+    framework = "ONNX"
 
     def __init__(self, tr: "_Translator", node, name: str, opset: int):
+        super().__init__(tr.b, name, node.op_type)
         self._tr = tr
         self.node = node
-        self.name = name
-        self.op_type = node.op_type
         self.opset = opset  # of the node's domain (a function body may import its own)
-        self.b: GraphBuilder = tr.b
         self._attrs = {a.name: a for a in node.attribute}
 
     # -- inputs and outputs ----------------------------------------------------------------
@@ -464,8 +433,7 @@ class NodeContext:
             return self._tr.tensor_array(a.t, f"attribute '{name}'", self)
         if a.type in (T.GRAPH, T.GRAPHS, T.SPARSE_TENSOR, T.SPARSE_TENSORS, T.TYPE_PROTO, T.TYPE_PROTOS,
                       T.TENSORS):
-            raise UnsupportedOpError({f"{self.op_type} (attribute '{name}' of type "
-                                      f"{T.AttributeType.Name(a.type)})": [self.name]})
+            raise self.unsupported(f"attribute '{name}' of type {T.AttributeType.Name(a.type)}")
         v = helper.get_attribute_value(a)
         if isinstance(v, bytes):
             return v.decode("utf-8")
@@ -495,15 +463,7 @@ class NodeContext:
                 if out is not None and len(types) == 1 and tuple(out.shape) == types[0].shape:
                     return self.sym_value(out, types[0].dtype)
             inputs = [tr.materialize(v, self) if self.is_symbolic(v) else v for v in inputs]
-        return emit(self.b, core, inputs, self.name, **attrs)
-
-    def const(self, array: Any, dtype: str | None = None) -> Value:
-        arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)
-        return self.b.const(arr, name=self.name + "_const")
-
-    def scalar(self, value: Any, dtype: str) -> Value:
-        """A rank-0 constant of ``dtype``."""
-        return self.const(np.array(value).astype(np_dtype(dtype)), dtype)
+        return super().op(core, inputs, **attrs)
 
     def inline_graph(self, attr: str, bind: Sequence[Value] = (), tag: str = "") -> list[Value]:
         """Translate the subgraph held by attribute ``attr`` in place; returns its outputs.
@@ -530,14 +490,6 @@ class NodeContext:
         if a is None or not a.HasField("g"):
             raise self.fail(f"missing graph attribute '{attr}'")
         return a.g
-
-    # -- errors ----------------------------------------------------------------------------
-
-    def fail(self, message: str) -> InvalidModelError:
-        return InvalidModelError(message, node=self.name, op=self.op_type)
-
-    def unsupported(self, feature: str) -> UnsupportedOpError:
-        return UnsupportedOpError({f"{self.op_type} ({feature})": [self.name]})
 
 
 # ---- the translator -------------------------------------------------------------------------
@@ -693,12 +645,8 @@ class _Translator:
     # -- steps -----------------------------------------------------------------------------
 
     def check_support(self, nodes) -> None:
-        missing: dict[str, list[str]] = {}
-        for k, node in enumerate(nodes):
-            if not self.supported(node, self.opsets):
-                missing.setdefault(op_key(node), []).append(node.name or f"{node.op_type}_{k}")
-        if missing:
-            raise UnsupportedOpError(missing)
+        check_supported(((op_key(node), node.name or f"{node.op_type}_{k}") for k, node in enumerate(nodes)
+                         if not self.supported(node, self.opsets)), "ONNX")
         if self.opset == 0 and any(n.domain in _DEFAULT_DOMAINS for n in nodes):
             raise InvalidModelError("the model uses ONNX ops but imports no version of the default "
                                     "ONNX domain (opset_import)")
@@ -963,13 +911,10 @@ class _Translator:
             _rename_graph_attributes(n, ren)
             n.name = f"{prefix}/{inner.name or inner.op_type + '_' + str(k)}"
             nodes.append(n)
-        missing: dict[str, list[str]] = {}
         for n in nodes:
             self.used.update(x for x in n.input if x)
-            if not self.supported(n, {**self.opsets, "": opset}):
-                missing.setdefault(op_key(n), []).append(n.name)
-        if missing:
-            raise UnsupportedOpError(missing)
+        check_supported(((op_key(n), n.name) for n in nodes if not self.supported(n, {**self.opsets, "": opset})),
+                        "ONNX")
         self.used.update(ren(o.name) for o in g.output)
         for n in nodes:
             self.translate_node(n, n.name, {**self.opsets, "": opset})

@@ -91,7 +91,7 @@ def runtime_operand(cx, i: int) -> Value | None:
         return v            # float shape arithmetic: no op reads floats at compile time
     if v is None or v.is_const or cx.is_symbolic(v) or cx._tr.region_depth:
         return None         # (a region's body takes its operands as constants: see ``bind``)
-    from ..onnx import computed_from_constants as folded
+    from ..core import computed_from_constants as folded
 
     return None if folded(v) is not None else v
 

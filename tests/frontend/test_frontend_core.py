@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from ember.errors import InvalidModelError, UnsupportedOpError
+from ember.errors import InvalidModelError, LimitError, UnsupportedOpError
 from ember.frontend import from_onnx
 from ember.frontend.core import NodeContext, TranslationTable, check_supported, group_unsupported
 from ember.graph.builder import GraphBuilder
@@ -108,3 +108,23 @@ def test_node_context_folds_constant_operands():
     x = b.input("x", TensorType((2,), "float32"))
     y = cx.op("add", [x, cx.const([1.0, 1.0], "float32")])
     assert not y.is_const and b.nodes[-1].op == "add" and b.nodes[-1].name == "n"
+
+
+def test_translating_turns_what_damage_raises_into_the_nodes_error():
+    cx = _Ctx(GraphBuilder("g"), "n", "Op", "operator 1")
+    with pytest.raises(InvalidModelError, match=r"Op node 'operator 1': damaged: list index out of range"):
+        with cx.translating((IndexError,), "damaged"):
+            [][0]
+    with pytest.raises(LimitError, match="ran out of memory translating this node") as info:
+        with cx.translating():
+            raise MemoryError
+    assert info.value.node == "operator 1" and info.value.op == "Op"
+    with pytest.raises(KeyError):                   # a kind not named passes as it is
+        with cx.translating((IndexError,)):
+            {}["x"]
+    own = UnsupportedOpError({"x": ["y"]})
+    with pytest.raises(UnsupportedOpError) as raised:   # Ember's own errors pass, even when named
+        with cx.translating((Exception,)):
+            raise own
+    assert raised.value is own
+    assert "Op (a shape computed at run time (input 1))" in str(cx.not_constant("shape", 1))

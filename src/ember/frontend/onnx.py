@@ -831,9 +831,7 @@ class _Translator:
         except LimitError as e:
             raise _in_terms_of(e, name, node.op_type) from None
         except MemoryError:
-            raise LimitError("ran out of memory translating this node (numpy's MemoryError); lower "
-                             "limits (tensor_bytes, fold_bytes) make Ember refuse such a model before "
-                             "it allocates", node=name, op=node.op_type) from None
+            raise cx.out_of_memory() from None
         except Exception as e:
             # type and shape errors raised by the builder already name node and op
             if getattr(e, "node", None) is not None:

@@ -31,7 +31,8 @@ from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value
 from ..graph.types import TensorType
 from ..symbolic import Sym, symbol
-from .core import TO_NCHW, TO_NHWC, NodeContext as CoreNodeContext, check_supported, group_unsupported
+from .core import TO_NCHW, NodeContext as CoreNodeContext, check_supported, group_unsupported
+from .core.layout import framework_shape, held_layout, in_layout
 
 __all__ = ["from_tensorflow", "from_keras", "from_graph_def", "unsupported_ops", "tf_dtype"]
 
@@ -104,7 +105,7 @@ class NodeContext(CoreNodeContext):
         """Input ``k`` as an array known while translating (ints and symbolic dims for shapes)."""
         c = self.tr.const_of(self.inputs[k])
         if c is None:
-            raise self.unsupported(f"a {what} computed at run time (input {k})")
+            raise self.not_constant(what, k)
         return c
 
     def ints(self, k: int, what: str) -> list:
@@ -160,9 +161,7 @@ class _Translator:
         t = self.resolve(t)
         if t in self.consts:
             return tuple(self.consts[t].shape)
-        layout, v = next(iter(self._vals(t).items()))
-        s = tuple(v.type.shape)
-        return tuple(s[p] for p in TO_NHWC) if layout == "NCHW" else s
+        return framework_shape(self._vals(t))
 
     def dtype_of(self, t: tuple) -> str:
         t = self.resolve(t)
@@ -178,9 +177,7 @@ class _Translator:
         return vals
 
     def layout_of(self, t: tuple) -> str:
-        t = self.resolve(t)
-        vals = self.values.get(t, {})
-        return "NCHW" if "NCHW" in vals and "NHWC" not in vals else "NHWC"
+        return held_layout(self.values.get(self.resolve(t), {}))
 
     def value(self, t: tuple, layout: str, reader: str) -> Value:
         t = self.resolve(t)
@@ -195,14 +192,7 @@ class _Translator:
                     c = c.transpose(TO_NCHW)
                 cached[layout] = self.b.const(np.ascontiguousarray(c), name=t[0].replace("/", "_"))
             return cached[layout]
-        vals = self._vals(t)
-        if layout in vals:
-            return vals[layout]
-        other = "NHWC" if layout == "NCHW" else "NCHW"
-        v = self.b.op("transpose", [vals[other]], f"{t[0]}_to_{layout.lower()}",
-                      perm=TO_NCHW if layout == "NCHW" else TO_NHWC)
-        vals[layout] = v
-        return v
+        return in_layout(self.b, self._vals(t), layout, f"{t[0]}_to_{layout.lower()}")
 
     def set_value(self, t: tuple, v: Value, layout: str) -> None:
         if v.is_const and v.const.size <= (1 << 24):
@@ -281,10 +271,8 @@ def from_graph_def(graph_def, inputs: Sequence[tuple[str, str, tuple]], outputs:
             for k, ref in enumerate(cx.inputs):
                 tr.alias[(n.name, k)] = ref
             continue
-        try:
+        with cx.translating((IndexError, TypeError, ValueError, ZeroDivisionError), "inconsistent operands"):
             TRANSLATIONS[n.op](cx)
-        except (IndexError, TypeError, ValueError, ZeroDivisionError) as e:
-            raise InvalidModelError(f"inconsistent operands: {e}", node=n.name, op=n.op) from None
     outs: list[Value] = []
     for ref, out_name in outputs:
         t = tr.resolve(tensor_ref(ref))

@@ -25,7 +25,8 @@ from ..errors import FrontendError, InvalidModelError, ModelFileError, Unsupport
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value
 from ..graph.types import TensorType
-from .core import TO_NCHW, TO_NHWC, NodeContext, check_supported
+from .core import TO_NCHW, NodeContext, check_supported
+from .core.layout import framework_shape, held_layout, in_layout
 from .tflite_files import TENSOR_TYPES, TENSOR_TYPE_NAMES, SubGraph, read_model
 
 
@@ -61,7 +62,7 @@ class OpContext(NodeContext):
         """Input ``k`` as a numpy constant (dequantized in a quantized op)."""
         a = self.fe.const_array(self.operator.inputs[k], self.float_mode)
         if a is None:
-            raise self.unsupported(f"a non-constant {what} (input {k})")
+            raise self.not_constant(what, k)
         return a
 
     def rank(self, k: int) -> int:
@@ -120,14 +121,11 @@ class _Translator:
             return tuple(self.consts[i].shape)
         vals = self.values.get(i)
         if vals:
-            layout, v = next(iter(vals.items()))
-            s = tuple(v.type.shape)
-            return tuple(s[p] for p in TO_NHWC) if layout == "NCHW" else s
+            return framework_shape(vals)
         return self.sg.tensors[i].shape
 
     def layout_of(self, i: int) -> str:
-        vals = self.values.get(i, {})
-        return "NCHW" if "NCHW" in vals and "NHWC" not in vals else "NHWC"
+        return held_layout(self.values.get(i, {}))
 
     def const_array(self, i: int, dequantize: bool) -> np.ndarray | None:
         if i in self.consts:
@@ -152,20 +150,16 @@ class _Translator:
         if not vals:
             raise InvalidModelError(f"tensor {i} ('{t.name}') is read before any operator writes it")
         key = ("f" if quantized else "") + layout
+        if not quantized:
+            return in_layout(self.b, vals, layout, f"to_{layout.lower()}_{i}")
         if key in vals:
             return vals[key]
-        if quantized:
-            raw = self.value(i, layout, False)
-            scale, zp = t.quant.scale, t.quant.zero_point
-            if scale.size != 1:
-                raise UnsupportedOpError({"per-channel quantized activation": [t.name]}, "TFLite")
-            v = self.b.op("dequantize", [raw, self.b.const(np.float32(scale[0])),
-                                         self.b.const(np.asarray(zp[0], dtype=raw.type.dtype))], f"dq_{i}")
-        else:
-            other = "NHWC" if layout == "NCHW" else "NCHW"
-            src = vals[other]
-            v = self.b.op("transpose", [src], f"to_{layout.lower()}_{i}",
-                          perm=TO_NCHW if layout == "NCHW" else TO_NHWC)
+        raw = self.value(i, layout, False)
+        scale, zp = t.quant.scale, t.quant.zero_point
+        if scale.size != 1:
+            raise UnsupportedOpError({"per-channel quantized activation": [t.name]}, "TFLite")
+        v = self.b.op("dequantize", [raw, self.b.const(np.float32(scale[0])),
+                                     self.b.const(np.asarray(zp[0], dtype=raw.type.dtype))], f"dq_{i}")
         vals[key] = v
         return v
 
@@ -252,12 +246,10 @@ def from_tflite(model, batch: int | str | None = None) -> Graph:
         tensors = [sg.tensors[i] for i in op.inputs + op.outputs if i >= 0]
         cx.float_mode = op.op not in QUANT_NATIVE and any(
             t.quant is not None and t.dtype in ("int8", "uint8", "int16") for t in tensors)
-        try:
+        # options are read lazily from a damaged flatbuffer, or operands may contradict each other
+        with cx.translating((struct.error, IndexError, TypeError, ValueError, OverflowError, ZeroDivisionError),
+                            "damaged or inconsistent operator"):
             TRANSLATIONS[op.op](cx)
-        except (struct.error, IndexError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
-            # options read lazily from a damaged flatbuffer, or operands that contradict each other
-            raise InvalidModelError(f"damaged or inconsistent operator: {e}", node=f"operator {op.index}",
-                                    op=op.op) from None
     outs: list[Value] = []
     for i in sg.outputs:
         v = fe.value(i, "NHWC", False)

@@ -278,7 +278,8 @@ class _Translator:
                     fn = TRANSLATIONS[op_name(n)]
                     args = [self.value(a) for a in n.args]
                     kwargs = {k: self.value(v) for k, v in n.kwargs.items()}
-                    self.env[n] = fn(cx, *args, **kwargs)
+                    with cx.translating():
+                        self.env[n] = fn(cx, *args, **kwargs)
         return outputs
 
     def _constant(self, t, name: str) -> Value:

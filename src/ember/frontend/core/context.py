@@ -8,11 +8,12 @@ over operands and attributes.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 import numpy as np
 
-from ...errors import InvalidModelError, UnsupportedOpError
+from ...errors import EmberError, InvalidModelError, LimitError, UnsupportedOpError
 from ...graph.builder import GraphBuilder
 from ...graph.ir import Value
 from ...graph.types import np_dtype
@@ -63,3 +64,29 @@ class NodeContext:
     def unsupported(self, feature: str) -> UnsupportedOpError:
         """The error of a node whose op is supported, but not with ``feature`` (to raise)."""
         return unsupported_feature(self.op_type, feature, self.label, self.framework)
+
+    def not_constant(self, what: str, k: int) -> UnsupportedOpError:
+        """The error of operand ``k`` (``what``: a shape, axes, ...), which the translation needs
+        while translating, but the model computes at run time (to raise)."""
+        return self.unsupported(f"a {what} computed at run time (input {k})")
+
+    def out_of_memory(self) -> LimitError:
+        """The error of numpy running out of memory while translating this node (to raise)."""
+        return LimitError("ran out of memory translating this node (numpy's MemoryError); lower limits "
+                          "(tensor_bytes, fold_bytes) make Ember refuse such a model before it allocates",
+                          node=self.label, op=self.op_type)
+
+    @contextlib.contextmanager
+    def translating(self, damaged: tuple = (), what: str = "inconsistent operands"):
+        """Around the node's translation: the Python errors of the kinds ``damaged`` (those that
+        a damaged model, or operands that contradict each other, make translation code raise)
+        become this node's InvalidModelError ``what: error``, and numpy running out of memory
+        its LimitError; Ember's own errors pass."""
+        try:
+            yield
+        except EmberError:
+            raise
+        except MemoryError:
+            raise self.out_of_memory() from None
+        except damaged as e:
+            raise self.fail(f"{what}: {e}") from None

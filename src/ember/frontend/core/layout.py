@@ -8,8 +8,11 @@ layout their producer made, and an elementwise op runs in the one its operands a
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 
+from ...graph.builder import GraphBuilder
 from ...graph.ir import Value
 
 #: NHWC -> NCHW and back, as transpose permutations
@@ -36,3 +39,27 @@ def layout_operand(cx, k, layout: str) -> Value:
         a = a.reshape((1,) * (4 - a.ndim) + a.shape).transpose(TO_NCHW)
         return cx.const(np.ascontiguousarray(a))
     return cx.get(k, layout)
+
+
+# A tensor of these frameworks is held as ``vals``, a dict layout -> its value in that layout:
+# the layout its producer made first, the other added when a consumer needs it.
+
+def held_layout(vals: Mapping[str, Value]) -> str:
+    """The layout a tensor is held in: NCHW when only that, else NHWC (the framework's)."""
+    return "NCHW" if "NCHW" in vals and "NHWC" not in vals else "NHWC"
+
+
+def framework_shape(vals: Mapping[str, Value]) -> tuple:
+    """The tensor's shape in the framework's terms (NHWC for images)."""
+    layout, v = next(iter(vals.items()))
+    s = tuple(v.type.shape)
+    return tuple(s[p] for p in TO_NHWC) if layout == "NCHW" else s
+
+
+def in_layout(b: GraphBuilder, vals: dict[str, Value], layout: str, name: str) -> Value:
+    """The tensor in ``layout``: as held, or transposed from the other layout by a node named
+    ``name``, once (the transpose is kept in ``vals``)."""
+    if layout not in vals:
+        other = "NHWC" if layout == "NCHW" else "NCHW"
+        vals[layout] = b.op("transpose", [vals[other]], name, perm=TO_NCHW if layout == "NCHW" else TO_NHWC)
+    return vals[layout]

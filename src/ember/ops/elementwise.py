@@ -28,7 +28,7 @@ def _round_half_even(x):
 def _sign(x):
     s = te.cast(x.dtype, te.gt(x, te.const(0, x.dtype))) - te.cast(x.dtype, te.lt(x, te.const(0, x.dtype)))
     # NaN has no sign: it stays NaN, as in numpy
-    return te.select(te.call("isnan", x, dtype="bool"), x, s) if is_float(x.dtype) else s
+    return te.select(te.call("isnan", x), x, s) if is_float(x.dtype) else s
 
 
 # name -> (reference, te expression builder, float-only)
@@ -60,7 +60,7 @@ UNARY: dict[str, tuple[Callable, Callable, bool]] = {
     "acosh": (np.arccosh, lambda x: te.call("acosh", x), True),
     "atanh": (np.arctanh, lambda x: te.call("atanh", x), True),
     "logical_not": (np.logical_not, lambda x: te.logical_not(x), False),
-    "isnan": (np.isnan, lambda x: te.call("isnan", x, dtype="bool"), True),
+    "isnan": (np.isnan, lambda x: te.call("isnan", x), True),
 }
 
 _BOOL_RESULT = {"logical_not", "isnan"}

@@ -494,7 +494,7 @@ FLOAT_FNS = [i.name for i in intrinsics.INTRINSICS.values()
 
 def _intrinsics(wide_dtype="float64"):
     """One kernel using every intrinsic, integer division and remainder by a variable, integer
-    powers, max and min, casts, float64 (``wide_dtype``: Metal has no float64) and a run-time
+    powers (negative exponents too), max and min, casts, float64 (``wide_dtype``: Metal has no float64) and a run-time
     index check."""
     X = te.placeholder((8,), "float32", "X")
     N = te.placeholder((8,), "int64", "N")
@@ -510,6 +510,8 @@ def _intrinsics(wide_dtype="float64"):
         acc = acc + te.call("pow", te.call("abs", x), te.const(0.5, "float32")) + te.call("fmod", x, te.const(0.7, "float32"))
         acc = acc + te.cast("float32", te.call("isnan", x))
         ints = n // (n - te.const(3, "int64")) + n % (n + te.const(2, "int64")) + te.call("pow", n, te.const(2, "int64"))
+        # negative exponents, of -1 and 1 too: the integer part of the real power, as on CPUs
+        ints = ints + te.call("pow", n - te.const(2, "int64"), n - te.const(4, "int64"))
         ints = te.maximum(ints, te.const(-5, "int64")) + te.minimum(n, te.const(4, "int64"))
         k = te.checked_index(n, 8, "the test's index")
         wide = te.cast("float32", te.call("exp", d) + te.cast(wide_dtype, X[k]))

@@ -5,7 +5,8 @@ serves AVX2 (8 floats), SSE, NEON, wasm SIMD128 and RVV (4 floats) depending on 
 vector width.  What the vector extensions cannot say (NaN-propagating max/min, rounding, 8-bit dot
 products, a barrier against fused multiply-adds) comes from the target's ISA module
 (``isa_x86``, ``isa_neon``, ``isa_wasm``, ``isa_riscv``) with the generic C of ``isa_generic``
-as every intrinsic's fallback.
+as every intrinsic's fallback.  Calls of the loop IR's intrinsics (``ember.tir.intrinsics``) are
+written from the tables of ``c_intrinsics``.
 A loop marked "parallel" at the top of a kernel is outlined into a task function that the
 runtime's thread pool runs in chunks (``ember_parallel_for``).  A kernel with run-time checks
 (``IndexCheck``) takes the run's ``ember_check`` as its last argument (see ember_kernel.h); the

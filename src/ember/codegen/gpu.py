@@ -7,8 +7,9 @@ bound to a block or thread axis becomes a constant holding that index (``blockId
 shared buffer an array in the block's shared memory, a barrier ``__syncthreads()``,
 ``barrier(CLK_LOCAL_MEM_FENCE)`` or ``threadgroup_barrier(mem_flags::mem_threadgroup)``, and
 everything else the same scalar C in all three.  What differs between the dialects (type names,
-index and barrier words, math function names, reserved words, the kernel signature) sits in a
-small language module: ``lang_cuda``, ``lang_opencl``, ``lang_metal``.
+index and barrier words, the functions of the float intrinsics (``MATH``, keyed by the names of
+``ember.tir.intrinsics``), reserved words, the kernel signature) sits in a small language module:
+``lang_cuda``, ``lang_opencl``, ``lang_metal``.
 
 Indices are 32-bit ``int`` where the kernel's sizes allow (``PrimFunc.attrs["index_bits"]``),
 else 64-bit.  A run-time index check (``IndexCheck``) that fails sets the flag ``ember_bad`` (an

@@ -71,6 +71,7 @@ class Intrinsic:
 
 
 def _erf(x):
+    # numpy has no erf; math.erf per element is exact and fast enough for an oracle
     x = np.asarray(x)
     return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x.copy()
 

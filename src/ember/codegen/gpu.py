@@ -64,8 +64,8 @@ _BINOPS = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<"
            "ge": ">=", "and": "&&", "or": "||"}
 
 #: the intrinsics (``ember.tir.intrinsics``) the C-style generator writes the same way in every
-#: language; a language prints the float ones from its table ``MATH`` (name -> function), and
-#: integer ``abs`` and ``pow`` here
+#: language (as it does integer ``abs`` and ``pow``); the float intrinsics each language writes
+#: from its table ``MATH`` (name -> function)
 GENERIC_CALLS = ("no_contract", "isnan")
 
 
@@ -260,8 +260,7 @@ class GPUGenerator:
                                                  "  while (b > 0) { if (b & 1) r *= a; a *= a; b >>= 1; }\n"
                                                  "  return r;\n}")
             return f"{fn}({args[0]}, {args[1]})"
-        fn = self.lang.MATH.get(e.fn) if is_float_dtype(dt) else None
-        if fn is None:
+        if not is_float_dtype(dt) or e.fn not in self.lang.MATH:
             raise no_printing(e.fn, dt, self.lang.NAME)
         if dt not in ("float32", "float64", "float16"):
             raise CodegenError(f"math on {dt} is not supported by the {self.lang.NAME} backend yet")

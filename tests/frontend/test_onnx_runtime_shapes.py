@@ -393,3 +393,23 @@ def test_a_shape_of_data_dimensions_read_as_values():
               [("x", TP.FLOAT, [3, 4]), ("k", TP.FLOAT, [2])], opset=13)
     check(m, [{"x": (RNG.random((3, 4)) < p).astype(np.float32), "k": np.array([2, 3], np.float32)}
               for p in (0.0, 0.4, 1.0)])
+
+
+# ---- Col2Im to a run-time image (and block) shape ------------------------------------------------
+
+def test_col2im_image_and_block_shapes_at_run_time():
+    # 12 columns of 2x3 blocks (strides 1 x 2, pads, dilations) fit images of several shapes
+    m = model([helper.make_node("Col2Im", ["x", "image", "block"], ["y"], strides=[1, 2], pads=[1, 0, 0, 1],
+                                dilations=[1, 2])],
+              [("x", TP.FLOAT, [2, 12, 12]), ("image", TP.INT64, [2]), ("block", TP.INT64, [2])])
+    x = RNG.standard_normal((2, 12, 12)).astype(np.float32)
+    # (image 4 x 8 gives 4 x 3 blocks, 4 x 9 too; 2 x 14 gives 2 x 6; 12 x 5 gives 12 x 1; a 3x2
+    # block of 2 channels: 2 x 6 blocks of an image 3 x 12)
+    feeds = [{"x": x, "image": np.array(i, np.int64), "block": np.array(b, np.int64)}
+             for i, b in (([4, 8], [2, 3]), ([4, 9], [2, 3]), ([2, 14], [2, 3]), ([12, 5], [2, 3]),
+                          ([3, 12], [3, 2]))]
+    mod = check(m, feeds, oracle=run_onnx_reference)
+    # sizes whose block counts do not multiply to 12, a block that does not divide the channels
+    for image, block in (([5, 8], [2, 3]), ([4, 8], [5, 1]), ([0, 8], [2, 3]), ([4, 8], [0, 3])):
+        with pytest.raises(DataShapeError):
+            mod.run({"x": x, "image": np.array(image, np.int64), "block": np.array(block, np.int64)})

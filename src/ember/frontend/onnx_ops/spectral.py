@@ -109,7 +109,9 @@ def dft_(cx):
     if cx.opset >= 20 and cx.has_input(2) and cx.known_input(2) is None:
         # an axis known at run time only: the transform along each axis but the last (the
         # complex one), and the one it names picked (when they all have one shape)
-        return pick_by_axis(cx, cx.input(2), r, r - 1, lambda ax: dft(cx, x, ax, length, inverse, onesided).v)
+        # (a one-sided transform's length along the axis differs: the run's is bound)
+        return pick_by_axis(cx, cx.input(2), r, r - 1, lambda ax: dft(cx, x, ax, length, inverse, onesided).v,
+                            shaped=True)
     if cx.opset >= 20:
         axis = _scalar_int(cx, 2, "axis", -2)
     else:

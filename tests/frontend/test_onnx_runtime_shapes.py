@@ -413,3 +413,28 @@ def test_col2im_image_and_block_shapes_at_run_time():
     for image, block in (([5, 8], [2, 3]), ([4, 8], [5, 1]), ([0, 8], [2, 3]), ([4, 8], [0, 3])):
         with pytest.raises(DataShapeError):
             mod.run({"x": x, "image": np.array(image, np.int64), "block": np.array(block, np.int64)})
+
+
+# ---- STFT's frame_step and frame_length at run time -----------------------------------------------
+
+@pytest.mark.parametrize("onesided", [1, 0])
+def test_stft_frame_step_and_length_at_run_time(onesided):
+    # the frame count (and a frame length the run gives, with its spectrum's length) bound
+    m = model([helper.make_node("STFT", ["x", "step", "", "length"], ["y"], onesided=onesided)],
+              [("x", TP.FLOAT, [2, 40, 2 - onesided]), ("step", TP.INT64, []), ("length", TP.INT64, [])], opset=17)
+    x = RNG.standard_normal((2, 40, 2 - onesided)).astype(np.float32)
+    feeds = [{"x": x, "step": np.array(s, np.int64), "length": np.array(f, np.int64)}
+             for s, f in ((8, 16), (3, 7), (1, 40), (40, 1), (5, 12))]
+    mod = check(m, feeds, rtol=1e-4, atol=1e-5, oracle=run_onnx_reference)
+    for s, f in ((0, 16), (8, 41), (8, 0)):
+        with pytest.raises(DataShapeError):
+            mod.run({"x": x, "step": np.array(s, np.int64), "length": np.array(f, np.int64)})
+
+
+def test_stft_frame_step_at_run_time_with_a_window():
+    m = model([helper.make_node("STFT", ["x", "step", "w"], ["y"])],
+              [("x", TP.FLOAT, [1, 64, 1]), ("step", TP.INT64, []), ("w", TP.FLOAT, [12])], opset=17)
+    x = RNG.standard_normal((1, 64, 1)).astype(np.float32)
+    w = np.hanning(12).astype(np.float32)
+    check(m, [{"x": x, "step": np.array(s, np.int64), "w": w} for s in (4, 12, 53)], rtol=1e-4, atol=1e-5,
+          oracle=run_onnx_reference)

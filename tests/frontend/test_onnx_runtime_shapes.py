@@ -438,3 +438,19 @@ def test_stft_frame_step_at_run_time_with_a_window():
     w = np.hanning(12).astype(np.float32)
     check(m, [{"x": x, "step": np.array(s, np.int64), "w": w} for s in (4, 12, 53)], rtol=1e-4, atol=1e-5,
           oracle=run_onnx_reference)
+
+
+# ---- MaxUnpool to a run-time output_shape ---------------------------------------------------------
+
+def test_max_unpool_output_shape_at_run_time():
+    m = model([helper.make_node("MaxUnpool", ["x", "i", "shape"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+              [("x", TP.FLOAT, [1, 2, 2, 3]), ("i", TP.INT64, [1, 2, 2, 3]), ("shape", TP.INT64, [4])], opset=11)
+    x = RNG.standard_normal((1, 2, 2, 3)).astype(np.float32)
+    # indices into each channel's unpooled 4 x 6 plane, offset by the channel's plane
+    i = (RNG.integers(0, 24, (1, 2, 2, 3)) + np.arange(2).reshape(1, 2, 1, 1) * 24).astype(np.int64)
+    check(m, [{"x": x, "i": i, "shape": np.array(s, np.int64)} for s in ([1, 2, 4, 6], [1, 2, 5, 6], [1, 2, 7, 9])],
+          oracle=run_onnx_reference)
+    mod = ember.compile(m, cflags=("-O1",))
+    for bad in ([1, 2, 3, 6], [1, 3, 4, 6], [2, 2, 4, 6]):
+        with pytest.raises(DataShapeError):
+            mod.run({"x": x, "i": i, "shape": np.array(bad, np.int64)})

@@ -454,3 +454,22 @@ def test_max_unpool_output_shape_at_run_time():
     for bad in ([1, 2, 3, 6], [1, 3, 4, 6], [2, 2, 4, 6]):
         with pytest.raises(DataShapeError):
             mod.run({"x": x, "i": i, "shape": np.array(bad, np.int64)})
+
+
+# ---- MelWeightMatrix of run-time scalars ----------------------------------------------------------
+
+def test_mel_weight_matrix_at_run_time():
+    names = ["mels", "dft", "rate", "lo", "hi"]
+    m = model([helper.make_node("MelWeightMatrix", names, ["y"])],
+              [("mels", TP.INT64, []), ("dft", TP.INT64, []), ("rate", TP.INT64, []), ("lo", TP.FLOAT, []),
+               ("hi", TP.FLOAT, [])], opset=17)
+
+    def feeds(mels, dft, rate, lo, hi):
+        return {"mels": np.array(mels, np.int64), "dft": np.array(dft, np.int64), "rate": np.array(rate, np.int64),
+                "lo": np.array(lo, np.float32), "hi": np.array(hi, np.float32)}
+
+    mod = check(m, [feeds(8, 16, 8192, 0, 4096), feeds(20, 64, 16000, 20, 8000), feeds(3, 9, 100, 10, 50),
+                    feeds(1, 1, 8, 0, 4)], oracle=run_onnx_reference)
+    for bad in ((0, 16, 8192, 0, 4096), (8, 0, 8192, 0, 4096), (8, 16, 0, 0, 4096)):
+        with pytest.raises(DataShapeError):
+            mod.run(feeds(*bad))

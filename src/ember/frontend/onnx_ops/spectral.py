@@ -2,7 +2,7 @@
 matrices (the transform lengths are known at compile time; the other axes, and the signal length
 an STFT cuts into frames, may be symbolic; an STFT's frame_step and frame_length may be read at
 run time, the matrices of a run-time length computed in the graph), and MelWeightMatrix, a
-constant."""
+constant of constant scalars (computed in the graph from scalars read at run time)."""
 
 from __future__ import annotations
 
@@ -254,6 +254,8 @@ def mel_weight_matrix(cx):
             raise cx.fail(f"{what} must be a scalar, got shape {list(v.shape)}")
         return v.reshape(()).item()
 
+    if any(data_dims.runtime_operand(cx, i) is not None for i in range(5)):
+        return _mel_weight_matrix_at_run_time(cx)
     n_mel, n_dft = int(scalar(0, "num_mel_bins")), int(scalar(1, "dft_length"))
     rate = scalar(2, "sample_rate")
     lo_hz, hi_hz = scalar(3, "lower_edge_hertz"), scalar(4, "upper_edge_hertz")
@@ -277,3 +279,49 @@ def mel_weight_matrix(cx):
             out[j, m] = (right - j) / (right - center)
     dtype = onnx_dtype(cx.attr("output_datatype", 1), "output_datatype", cx.name, cx.op_type)
     return cx.const(out.astype(np_dtype(dtype)), dtype)
+
+
+def _mel_weight_matrix_at_run_time(cx) -> Value:
+    """MelWeightMatrix of scalars read at run time: the number of bins (dft_length // 2 + 1) and
+    num_mel_bins bound (either below 1, or a sample rate of 0 or less, fails the binding), and
+    every [bin j, filter m] entry computed in the graph (float64) from the three bin edges of
+    filter m, as the constant form: rising from the left edge to the center, falling to the right
+    edge, 1 at a center that equals its left edge."""
+    from ..onnx import onnx_dtype
+
+    def scalar(i, what, dtype):
+        v = cx.input(i)
+        if v.type.num_elements != 1:
+            raise cx.fail(f"{what} must be a scalar, got {v.type}")
+        return T(cx, data_dims.scalar_of(cx, v)).cast(dtype)
+
+    n_mel, n_dft = scalar(0, "num_mel_bins", "int64"), scalar(1, "dft_length", "int64")
+    rate = scalar(2, "sample_rate", "float64")
+    lo_hz, hi_hz = scalar(3, "lower_edge_hertz", "float64"), scalar(4, "upper_edge_hertz", "float64")
+    bad = (n_mel < 1) | (n_dft < 1) | (rate <= 0.0)
+    sizes = cx.op("concat", [(n_dft / 2 + 1).reshape((1,)).v, n_mel.reshape((1,)).v], axis=0)
+    bound, (bins, mels) = data_dims.bind(cx, data_dims.invalid_if(cx, sizes, bad.v), ["bins", "mel_bins"])
+    ln10 = float(np.log(10.0))
+
+    def to_mel(hz):
+        return ((hz / 700.0 + 1.0).unary("log") / ln10) * 2595.0
+
+    lo, hi = to_mel(lo_hz), to_mel(hi_hz)
+    step = (hi - lo) / (T(cx, data_dims.element(cx, bound, 1)).cast("float64") + 2.0)
+    m = T(cx, data_dims.iota(cx, bound, mels)).reshape((1, mels))
+
+    def edge(k):
+        mel = lo + (m + k).cast("float64") * step
+        hz = ((mel / 2595.0 * ln10).unary("exp") - 1.0) * 700.0
+        return ((n_dft + 1).cast("float64") * hz / rate).unary("floor").cast("int64")
+
+    left, center, right = edge(0), edge(1), edge(2)
+    j = T(cx, data_dims.iota(cx, bound, bins)).reshape((bins, 1))
+    jf, lf, cf, rf = (v.cast("float64") for v in (j, left, center, right))
+    rising = (j >= left) & (j <= center) & (center > left)
+    falling = (j >= center) & (j < right)
+    val = falling.where((rf - jf) / (right - center).max(1).cast("float64"),
+                        rising.where((jf - lf) / (center - left).max(1).cast("float64"),
+                                     (center.eq(left) & j.eq(center)).cast("float64")))
+    dtype = onnx_dtype(cx.attr("output_datatype", 1), "output_datatype", cx.name, cx.op_type)
+    return val.cast(dtype).v

@@ -24,16 +24,19 @@ def norm_axis(cx, axis: int, rank: int, what: str = "axis") -> int:
     return axis % rank if rank else 0
 
 
-def pick_by_axis(cx, axis, rank: int, count: int, make, what: str = "axis"):
+def pick_by_axis(cx, axis, rank: int, count: int, make, what: str = "axis", shaped: bool = False):
     """The result for an axis known at run time only (``axis``, a one-element integer tensor
     counting from the back of ``rank`` dimensions when negative): ``make(k)`` builds the result
     for axis ``k`` in ``0..count-1``, all of one shape.  They are stacked and the one named is
     picked by a ``gather``, which refuses an axis outside ``0..count-1`` (once normalized) at run
     time as an index error.  Every candidate is computed: for operands that change no shape,
-    over few axes."""
+    over few axes.  With ``shaped`` the candidates (static, of one rank) may differ in shape:
+    each is padded to the largest, and the dimensions that differ are bound (data symbols) to
+    the named candidate's and cut to them; an axis along which ``make`` refuses the op is then
+    refused at run time, as an index error, when the run names it."""
     if axis.type.num_elements != 1 or not is_int(axis.dtype):
         raise cx.fail(f"{what} must be one integer, got {axis.type}")
-    results = []
+    results, refused = [], []
     for k in range(count):
         try:
             results.append(make(k))
@@ -41,25 +44,54 @@ def pick_by_axis(cx, axis, rank: int, count: int, make, what: str = "axis"):
             raise                       # another operand, named by its own error
         except (InvalidModelError, UnsupportedOpError) as e:
             why = str(e).split("] ", 1)[-1].removeprefix(f"{cx.op_type} node {cx.name!r}: ")
-            raise cx.needs_constant(axis, what, f"may name axis {k}, along which the op is refused ({why})") from None
-    shapes = {tuple(v.shape) for v in results}
-    if len(shapes) != 1:
+            if not shaped:
+                raise cx.needs_constant(axis, what, f"may name axis {k}, along which the op is refused ({why})") from None
+            results.append(None)
+            refused.append(f"{k} ({why})")
+    ok = [v for v in results if v is not None]
+    if not ok:
+        raise cx.needs_constant(axis, what, f"names one of the axes along which the op is refused: {', '.join(refused)}")
+    shapes = {tuple(v.shape) for v in ok}
+    if len(shapes) != 1 and (not shaped or len({len(sh) for sh in shapes}) != 1
+                             or not all(isinstance(d, int) for sh in shapes for d in sh)):
         raise cx.needs_constant(axis, what, "decides the output's shape ("
                                 + " or ".join(str(list(s)) for s in sorted(shapes, key=str)) + ")")
-    (shape,) = shapes
-    n = len(results)
+    big = tuple(max(sh[d] for sh in shapes) for d in range(len(next(iter(shapes)))))
+    varying = [d for d in range(len(big)) if len({sh[d] for sh in shapes}) > 1]
+    n = len(ok)
     a = reshape(cx, axis if axis.dtype == "int64" else cx.op("cast", [axis], to="int64"), ())
     zero = cx.scalar(0, "int64")
     a = cx.op("where", [cx.op("less", [a, zero]), cx.op("add", [a, cx.scalar(rank, "int64")]), a])
     # still negative: below -rank; made n, which the check refuses (it would count it from the back)
-    a = cx.op("where", [cx.op("less", [a, zero]), cx.scalar(n, "int64"), a])
+    a = cx.op("where", [cx.op("less", [a, zero]), cx.scalar(count, "int64"), a])
+    bad = f"; refused along {', '.join(refused)}" if refused else ""
+    if refused:
+        # the candidate of each axis; n for an axis refused or out of range
+        slots, at = [], 0
+        for v in results + [None]:
+            slots.append(n if v is None else at)
+            at += v is not None
+        a = cx.op("gather", [cx.const(np.array(slots, np.int64)), cx.op("minimum", [a, cx.scalar(count, "int64")])],
+                  axis=0)
     a = cx.op("check_index", [a], dims=(n,),
-              what=(f"the {what} of this {cx.op_type} (axes 0..{n - 1}, or counted back from rank {rank})",))
+              what=(f"the {what} of this {cx.op_type} (axes 0..{count - 1}, or counted back from rank {rank}{bad})",))
     if n == 1:
         # (a gather along an axis of one element would need no index, and lose the check)
-        return cx.op("where", [cx.op("equal", [a, zero]), results[0], cx.scalar(0, results[0].dtype)])
-    stacked = cx.op("concat", [reshape(cx, v, (1,) + shape) for v in results], axis=0)
-    return cx.op("gather", [stacked, a], axis=0)
+        return cx.op("where", [cx.op("equal", [a, zero]), ok[0], cx.scalar(0, ok[0].dtype)])
+    table = np.array([[v.shape[d] for d in varying] for v in ok], np.int64)
+    if varying:
+        ok = [cx.op("pad", [v], pads=(0,) * len(big) + tuple(b - d for b, d in zip(big, v.shape)), mode="constant",
+                    value=0) if tuple(v.shape) != big else v for v in ok]
+    stacked = cx.op("concat", [reshape(cx, v, (1,) + big) for v in ok], axis=0)
+    out = cx.op("gather", [stacked, a], axis=0)
+    if not varying:
+        return out
+    # the named candidate's sizes along the axes where they differ, bound, and the padding cut off
+    sizes = cx.op("gather", [cx.const(table), a], axis=0)
+    bound, dims = data_dims.bind(cx, sizes, [f"{what}_dim{d}" for d in varying], limits=[big[d] for d in varying])
+    for d, sym in zip(varying, dims):
+        out = cx.op("gather", [out, data_dims.iota(cx, bound, sym)], axis=d)
+    return out
 
 
 def norm_axes(cx, axes, rank: int, what: str = "axes") -> list[int]:

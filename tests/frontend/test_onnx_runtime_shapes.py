@@ -505,3 +505,26 @@ def test_affine_grid_open_batch_and_constant_size():
     mod = check(m, [{"theta": theta}], oracle=run_onnx_reference)
     with pytest.raises(ember.errors.InputError):
         mod.run({"theta": theta[:2]})
+
+
+def test_elements_bound_twice_share_their_symbols():
+    # ConstantOfShape(size[1:]) binds h and w; Range(0, w, 1) and a Reshape to size[1:] read the
+    # same elements of the run-time size: the same data symbols, so the Add broadcasts
+    nodes = [helper.make_node("Constant", [], ["one"], value_ints=[1]),
+             helper.make_node("Constant", [], ["three"], value_ints=[3]),
+             helper.make_node("Constant", [], ["zero"], value_int=0),
+             helper.make_node("Constant", [], ["step"], value_int=1),
+             helper.make_node("Slice", ["size", "one", "three"], ["hw"]),
+             helper.make_node("ConstantOfShape", ["hw"], ["zeros"],
+                              value=helper.make_tensor("v", TP.FLOAT, [1], [0.5])),
+             helper.make_node("Split", ["size"], ["n", "h", "w"], num_outputs=3),
+             helper.make_node("Squeeze", ["w"], ["w0"]),
+             helper.make_node("Range", ["zero", "w0", "step"], ["cols"]),
+             helper.make_node("Cast", ["cols"], ["colsf"], to=TP.FLOAT),
+             helper.make_node("Add", ["zeros", "colsf"], ["y"])]
+    m = model(nodes, [("size", TP.INT64, [3])], opset=18)
+    mod = check(m, [{"size": np.array(s, np.int64)} for s in ([1, 2, 3], [1, 4, 1], [1, 3, 6])],
+                oracle=run_onnx_reference)
+    assert len(mod.symbols) >= 2
+    with pytest.raises(DataShapeError):
+        mod.run({"size": np.array([1, 2, -1], np.int64)})

@@ -528,3 +528,15 @@ def test_elements_bound_twice_share_their_symbols():
     assert len(mod.symbols) >= 2
     with pytest.raises(DataShapeError):
         mod.run({"size": np.array([1, 2, -1], np.int64)})
+
+
+@pytest.mark.parametrize("align", [0, 1])
+def test_affine_grid_size_of_a_symbolic_shape(align):
+    # the size is the Shape of an input with open dimensions: symbolic sizes, no binding
+    m = model([helper.make_node("Shape", ["x"], ["size"]),
+               helper.make_node("AffineGrid", ["theta", "size"], ["y"], align_corners=align)],
+              [("theta", TP.FLOAT, ["n", 2, 3]), ("x", TP.FLOAT, ["n", 1, "h", "w"])], opset=20)
+    feeds = [{"theta": RNG.standard_normal((n, 2, 3)).astype(np.float32), "x": np.zeros((n, 1, h, w), np.float32)}
+             for n, h, w in ((2, 3, 5), (1, 6, 2))]
+    check(m, feeds, rtol=1e-5, atol=1e-5)
+    check(m, feeds, rtol=1e-5, atol=1e-5, oracle=run_onnx_reference)

@@ -997,7 +997,7 @@ class _Translator:
     # -- ops defined by an ONNX function ---------------------------------------------------
     #
     # An op without a translation of its own is still supported when its ONNX schema defines it
-    # as a function of other ops (Attention, RotaryEmbedding, AffineGrid, ...): the node is
+    # as a function of other ops (Attention, RotaryEmbedding, ...): the node is
     # replaced by the function's body, whose nodes are translated in turn.
 
     def schema(self, node, opsets):

@@ -264,7 +264,10 @@ def test_if_with_a_constant_condition_inlines_the_taken_branch():
         np.testing.assert_allclose(run_graph(g, {"x": x})[0], want)
 
 
-def test_function_bodies_with_nested_subgraphs_and_rotary_embedding():
+def test_affine_grid_and_rotary_embedding():
+    # AffineGrid has a translation of its own (sampling.py); its function body, the one of the
+    # schema's functions with nested subgraphs (If) that Ember expanded, is run by the backend
+    # tests' _expanded cases
     theta = np.array([[[1.0, 0.1, 0.0], [-0.2, 0.9, 0.3]]], f32).repeat(2, axis=0)
     node = helper.make_node("AffineGrid", ["theta", "size"], ["grid"], align_corners=1)
     model = make_model([node], {"theta": theta}, ["grid"], {"size": np.array([2, 3, 4, 5], "int64")}, opset=20)

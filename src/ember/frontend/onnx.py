@@ -536,6 +536,8 @@ class _Translator:
         self.run_time_squeezes: dict[int, tuple] = {}   # uid -> axes a Squeeze drops where 1 (Graph.squeezes)
         self.data_bindings: list[Value] = []    # operands bound at run time (onnx_ops/data_dims.py)
         self.data_bound: dict[str, Value] = {}  # each data symbol's bind_dims output
+        # (value uid, position) of each bound element's origin -> (symbol, bind_dims output, position)
+        self.data_origins: dict[tuple[int, int], tuple[str, Value, int]] = {}
         self.region_depth = 0       # > 0 while translating the body of a region op (``building``)
         self.depth = 0                          # subgraphs and function bodies being translated
 
@@ -995,7 +997,7 @@ class _Translator:
     # -- ops defined by an ONNX function ---------------------------------------------------
     #
     # An op without a translation of its own is still supported when its ONNX schema defines it
-    # as a function of other ops (Attention, RotaryEmbedding, AffineGrid, ...): the node is
+    # as a function of other ops (Attention, RotaryEmbedding, ...): the node is
     # replaced by the function's body, whose nodes are translated in turn.
 
     def schema(self, node, opsets):

@@ -36,6 +36,14 @@ def bind(cx, values: Value, what: str | list[str], limits: list[int | None] | No
         raise cx.unsupported("dimensions that the data decides in the body of a run-time If, Loop or Scan")
     names = [what] * n if isinstance(what, str) else list(what)
     limits = limits or [None] * n
+    origins = [origin(values, k) for k in range(n)]
+    known = [cx._tr.data_origins.get(o) for o in origins]
+    if numel is None and all(known) and all(lim is None for lim in limits):
+        # the same run-time elements bound before: their symbols (the earlier binding checked them)
+        parts = [cx.op("reshape", [cx.op("slice", [b], starts=(j,), ends=(j + 1,), steps=(1,))], shape=(1,))
+                 for _, b, j in known]
+        bound = parts[0] if len(parts) == 1 else cx.op("concat", parts, axis=0)
+        return cx.op("reshape", [bound], shape=tuple(values.shape)), [symbol(s) for s, _, _ in known]
     syms = tuple(cx.data_symbol(f"{w}{k}" if isinstance(what, str) and n > 1 else w, lim)
                  for k, (w, lim) in enumerate(zip(names, limits)))
     attrs = {"symbols": syms}
@@ -46,7 +54,50 @@ def bind(cx, values: Value, what: str | list[str], limits: list[int | None] | No
     bound = cx.op("bind_dims", [values], **attrs)
     cx._tr.data_bindings.append(values)
     cx._tr.data_bound.update({s: bound for s in syms})
+    for k, (o, s) in enumerate(zip(origins, syms)):
+        cx._tr.data_origins.setdefault(o, (s, bound, k))
     return bound, [symbol(s) for s in syms]
+
+
+def origin(v: Value, k: int) -> tuple[int, int]:
+    """Where element ``k`` (in order) of the integer ``v`` comes from: the value and position
+    that the ops in between only move it from (reshapes, slices and concats of vectors, gathers
+    at constant positions, integer casts to int64, bindings), so that a binding of elements bound
+    before (``ConstantOfShape(size[2:])`` and ``Range(0, size[4], 1)`` of one run-time ``size``)
+    gives the same data symbols."""
+    while v.producer is not None and not v.is_const:
+        node, a = v.producer, v.producer.attrs
+        src = node.inputs[0] if node.inputs else None
+        if node.op in ("reshape", "bind_dims") or (node.op == "cast" and is_int(src.dtype) and v.dtype == "int64"):
+            v = src
+        elif node.op == "slice" and src.type.rank == 1 and isinstance(a["starts"][0], int):
+            k = a["starts"][0] + k * a["steps"][0]
+            v = src
+        elif node.op == "concat" and v.type.rank == 1:
+            for part in node.inputs:
+                n = part.shape[0]
+                if not isinstance(n, int):
+                    return v.uid, k
+                if k < n:
+                    v = part
+                    break
+                k -= n
+        elif node.op == "gather" and a.get("axis") == 0 and src.type.rank == 1 and node.inputs[1].is_const \
+                and isinstance(src.shape[0], int):
+            k = int(np.asarray(node.inputs[1].const).reshape(-1)[k])
+            k, v = k + src.shape[0] if k < 0 else k, src
+        else:
+            break
+    return v.uid, k
+
+
+def bound_before(cx, v: Value) -> tuple[object, Value] | None:
+    """The data symbol that a binding before gave the scalar ``v``'s element (and the bound value
+    that holds it), or None."""
+    if cx._tr.region_depth or v.type.num_elements != 1:
+        return None
+    known = cx._tr.data_origins.get(origin(v, 0))
+    return None if known is None else (symbol(known[0]), known[1])
 
 
 def scalar_of(cx, v: Value) -> Value:
@@ -247,6 +298,11 @@ def range_at_run_time(cx, start: Value, limit: Value, delta: Value) -> Value:
     """Range whose operands are read at run time: its length max(ceil((limit - start) / delta),
     0) is bound (a delta of 0 is an error of the run), then ``start + k * delta``."""
     dtype = start.dtype
+    same = bound_before(cx, limit) if is_int(dtype) and _constant_is(start, 0) and _constant_is(delta, 1) else None
+    if same is not None:
+        # 0, 1, ..., n - 1 for an n bound before (so at least 0)
+        k = iota(cx, same[1], same[0])
+        return k if dtype == "int64" else cx.op("cast", [k], to=dtype)
     start, limit, delta = (scalar_of(cx, v) for v in (start, limit, delta))
     f64 = [cx.op("cast", [v], to="float64") for v in (start, limit, delta)]
     n = cx.op("ceil", [cx.op("div", [cx.op("sub", [f64[1], f64[0]]), f64[2]])])
@@ -258,6 +314,10 @@ def range_at_run_time(cx, start: Value, limit: Value, delta: Value) -> Value:
     if dtype == "int64":
         return cx.op("add", [start, cx.op("mul", [k, delta])])
     return cx.op("add", [start, cx.op("mul", [cx.op("cast", [k], to=dtype), delta])])
+
+
+def _constant_is(v: Value, c) -> bool:
+    return v.is_const and np.asarray(v.const).size == 1 and np.asarray(v.const).reshape(-1)[0] == c
 
 
 def element(cx, v: Value, k: int) -> Value:

@@ -1,5 +1,5 @@
 """ONNX ops that sample data at coordinates computed at run time: GridSample (and helpers that
-others share).  Sampling is a sum, over the interpolation taps, of ``gather``s at run-time
+others share), and AffineGrid, which computes such coordinates.  Sampling is a sum, over the interpolation taps, of ``gather``s at run-time
 indices times run-time weights; out-of-range taps get weight 0 and a clamped index, so a kernel
 never reads outside its buffer.  Sizes may be symbolic: coordinate arithmetic then reads them
 as scalars computed at run time."""
@@ -10,7 +10,7 @@ import numpy as np
 
 from ...graph.types import is_float, np_dtype
 from ...symbolic import Sym, product
-from . import translates
+from . import data_dims, translates
 from .arith import T
 from .indexing import iota
 from .tensor import _dim_tensor
@@ -162,6 +162,62 @@ def _pixel_index(pos: T, d: "int | T", lo: float, hi: "float | T", padding: str)
         return pos.clip(0.0, d - 1.0).cast("int64"), None
     p = _trunc(reflect(pos, lo, hi))
     return p.clip(0.0, d - 1.0).cast("int64"), None
+
+
+@translates("AffineGrid")
+def affine_grid(cx):
+    """ONNX AffineGrid (opset 20): theta [N, k, k + 1] applied to the normalized coordinates of
+    every position of a k-D grid of the spatial sizes in ``size`` ([N, C, H, W] or [N, C, D, H,
+    W]); the result [N, *sizes, k] lists x (the last axis) first.  Along an axis of L positions
+    the coordinate of i is (2i + 1) / L - 1, or -1 + 2i / (L - 1) with align_corners (-1 where
+    L is 1).  The sizes may be read at run time: bound as data symbols (a batch other than
+    theta's fails the binding) and the coordinates computed from the bound values.  No base
+    grid is made: each output sums theta's columns times the coordinates broadcast along their
+    axes, then adds the translation column."""
+    theta, size = cx.input(0), cx.input(1)
+    align = bool(cx.attr("align_corners", 0))
+    if size.type.rank != 1 or size.shape[0] not in (4, 5):
+        raise cx.fail(f"size must be a 1-D tensor of 4 or 5 sizes, got {size.type}")
+    k = size.shape[0] - 2
+    tdims = tuple(theta.shape)
+    if not is_float(theta.dtype) or len(tdims) != 3 or tuple(tdims[1:]) != (k, k + 1):
+        raise cx.fail(f"theta {theta.type} must be floats of shape [N, {k}, {k + 1}] for sizes {size.type}")
+    n = tdims[0]
+    ct = "float64" if theta.dtype == "float64" else "float32"
+    run = data_dims.runtime_operand(cx, 1)
+    if run is None:
+        dims = cx.dims_input(1, "size", required=True)
+        if any(isinstance(d, int) and d < 0 for d in dims):
+            raise cx.fail(f"size {dims} has a negative size")
+        cx.require(dims[0] - n, "==", f"the batch of size ({dims[0]}) equal to theta's ({n})")
+        space = dims[2:]
+        lengths = [_num(cx, d, ct) for d in space]
+        steps = [_iota(cx, d, 0, 1) for d in space]
+    else:
+        sizes = data_dims.shape_operand(cx, run, "size")
+        bad = T(cx, data_dims.element(cx, sizes, 0)).ne(T(cx, _dim_tensor(cx, n)))
+        spatial = T(cx, sizes).gather(cx.const(np.arange(2, k + 2, dtype=np.int64)), axis=0)
+        bound, space = data_dims.bind(cx, data_dims.invalid_if(cx, spatial.v, bad.v),
+                                      ["depth", "height", "width"][3 - k:])
+        lengths = [T(cx, data_dims.element(cx, bound, a)).cast(ct) for a in range(k)]
+        steps = [T(cx, data_dims.iota(cx, bound, d)) for d in space]
+    r = k + 2
+    out = None
+    th = T(cx, theta).cast(ct)
+    for a, (d, length, i) in enumerate(zip(space, lengths, steps)):
+        i = i.cast(ct)
+        if align:
+            step = 2.0 / max(length - 1, 1) if not isinstance(length, T) else 2.0 / (length - 1.0).max(1.0)
+            u = i * step - 1.0
+        else:
+            u = (i * 2.0 + 1.0) / length - 1.0
+        shape = [1] * r
+        shape[1 + a] = d
+        col = th.gather(cx.scalar(k - 1 - a, "int64"), axis=2).reshape((n,) + (1,) * k + (k,))
+        term = col * u.reshape(shape)
+        out = term if out is None else out + term
+    shift = th.gather(cx.scalar(k, "int64"), axis=2).reshape((n,) + (1,) * k + (k,))
+    return (out + shift).cast(theta.dtype).v
 
 
 @translates("RoiAlign")

@@ -54,7 +54,7 @@ from .core import NodeContext as CoreNodeContext, check_supported, computed_from
 from .core.shape_values import FOLDABLE, Ratio, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
-           "OptionalValue"]
+           "RunSequence", "OptionalValue"]
 
 # ONNX TensorProto element types -> IR dtype names (numpy spelling).
 _ONNX_DTYPES = {
@@ -82,6 +82,34 @@ class SequenceValue:
 
     def __repr__(self) -> str:
         return f"SequenceValue({self.items!r}, {self.dtype})"
+
+
+class RunSequence:
+    """An ONNX sequence whose length and element shapes the run decides (a sequence graph input
+    that ``shapes=`` does not pin, and what the ops make of it), laid out as two tensors:
+    ``data``, the elements' values one after the other (1-D, each element in row-major order),
+    and ``shapes``, int64 ``[count, rank]``, the elements' shapes.  A graph input ``x`` is the
+    graph inputs ``x`` (data) and ``x#shapes``; a graph output ``y`` the graph outputs ``y`` and
+    ``y#shapes`` (``Module`` packs and unpacks Python lists of arrays).  ``rank`` may be a symbol
+    where the model declares no rank for the elements."""
+
+    def __init__(self, data: Value, shapes: Value, dtype: str):
+        self.data, self.shapes, self.dtype = data, shapes, dtype
+
+    @property
+    def count(self):
+        return self.shapes.shape[0]
+
+    @property
+    def rank(self):
+        return self.shapes.shape[1]
+
+    def __repr__(self) -> str:
+        return f"RunSequence({self.data!r}, {self.shapes!r}, {self.dtype})"
+
+
+#: The ops that take a :class:`RunSequence` (``onnx_ops/sequence.py``); others refuse one by name
+RUN_SEQUENCE_OPS = frozenset({"Identity", "SequenceLength", "SequenceInsert", "SequenceMap", "OptionalGetElement"})
 
 
 class OptionalValue:
@@ -731,7 +759,9 @@ class _Translator:
             if elem.WhichOneof("value") != "tensor_type":
                 raise FrontendError(f"graph input '{name}' is a sequence of non-tensors, which Ember does not support")
             dtype = onnx_dtype(elem.tensor_type.elem_type, f"graph input '{name}'")
-            if pinned is _MISSING or pinned is None or not isinstance(pinned, (list, tuple)) or \
+            if pinned is _MISSING:
+                return self._bind_run_sequence(name, elem.tensor_type, dtype, onnx_name)
+            if pinned is None or not isinstance(pinned, (list, tuple)) or \
                     any(not isinstance(p, (list, tuple)) for p in pinned):
                 raise InvalidModelError(
                     f"graph input '{name}' is a sequence: give the shapes of its tensors with "
@@ -751,6 +781,18 @@ class _Translator:
             return OptionalValue(self._bind_input(name, elem, pinned, onnx_name))
         raise FrontendError(f"graph input '{name}' is a {(kind or 'unknown').replace('_type', '')}, "
                             f"which Ember does not support")
+
+    def _bind_run_sequence(self, name: str, tt, dtype: str, onnx_name: str) -> RunSequence:
+        """A sequence graph input whose length and element shapes the run decides: the graph
+        inputs ``name`` (the elements' data, one after the other) and ``name#shapes`` (int64
+        ``[count, rank]``), see :class:`RunSequence`.  The rank is the elements' declared one,
+        else a symbol of its own."""
+        rank = len(tt.shape.dim) if tt.HasField("shape") else symbol(_symbol_name(f"{name}_rank"))
+        data = self.b.input(name, TensorType((symbol(_symbol_name(f"{name}_numel")),), dtype))
+        shapes = self.b.input(f"{name}#shapes", TensorType((symbol(_symbol_name(f"{name}_count")), rank), "int64"))
+        self.input_names[data.uid] = onnx_name
+        self.input_names[shapes.uid] = onnx_name
+        return RunSequence(data, shapes, dtype)
 
     def _bind_optional_tensor(self, name: str, tp, onnx_name: str) -> OptionalValue:
         """An optional tensor graph input whose presence the run decides: a bool scalar input
@@ -826,6 +868,10 @@ class _Translator:
             self.expand_function(node, name, opsets)
             return
         cx = NodeContext(self, node, name, opsets.get(_domain(node.domain), 0))
+        if op_key(node) not in RUN_SEQUENCE_OPS and any(isinstance(self.env.get(x), RunSequence) for x in node.input):
+            raise cx.unsupported("a sequence whose length the run decides (a sequence graph input that shapes= "
+                                 "does not pin, or what is made of one); pin its structure with from_onnx(..., "
+                                 "shapes={'x': [shape, ...]})")
         try:
             outs = fn(cx)
         except FrontendError:
@@ -839,7 +885,7 @@ class _Translator:
             if getattr(e, "node", None) is not None:
                 raise
             raise InvalidModelError(f"{type(e).__name__}: {e}", node=name, op=node.op_type) from e
-        if isinstance(outs, (Value, SequenceValue, OptionalValue)) or outs is None:
+        if isinstance(outs, (Value, SequenceValue, RunSequence, OptionalValue)) or outs is None:
             outs = [outs]
         outs = list(outs)
         if from_model:
@@ -871,7 +917,7 @@ class _Translator:
         """The ONNX type string of a translated value (None when unknown)."""
         if isinstance(v, Value):
             return onnx_type_str(v.type.dtype)
-        if isinstance(v, SequenceValue):
+        if isinstance(v, (SequenceValue, RunSequence)):
             return f"seq({onnx_type_str(v.dtype)})"
         if isinstance(v, OptionalValue) and v.value is not None:
             inner = self._type_str(v.value)
@@ -1106,6 +1152,9 @@ class _Translator:
         if isinstance(v, SequenceValue):
             return [out for k, item in enumerate(v.items)
                     for out in self._output_values(f"{name}[{k}]", item, claimed, keep=False)]
+        if isinstance(v, RunSequence):
+            return (self._output_values(name, v.data, claimed, keep=keep)
+                    + self._output_values(f"{name}#shapes", v.shapes, claimed, keep=keep))
         if isinstance(v, OptionalValue):
             if v.present is not None:
                 flag = self._output_values(f"{name}?", v.present, claimed, keep=False)

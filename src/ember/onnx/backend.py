@@ -35,7 +35,9 @@ from the values given to ``run`` and compiled per distinct structure.  Sequence 
 outputs come back as lists and ``None``/values, rebuilt from the graph outputs the frontend lays
 them out as.  In run-time mode an optional tensor input is not pinned: the artifact takes it as
 the tensor input ``x`` and its presence flag ``x?`` (``Module`` sets the flag from whether the
-value is given), so one artifact serves both.
+value is given), so one artifact serves both; a sequence input is not pinned either: the
+artifact takes its elements' data and shapes (``x``, ``x#shapes``), which ``Module`` packs from
+the list given, and a sequence output comes back from ``Module`` as a list.
 """
 
 from __future__ import annotations
@@ -83,11 +85,14 @@ def _pin(tp, value: Any):
     return tuple(np.shape(value))
 
 
-def _flatten(name: str, tp, value: Any, out: dict[str, Any]) -> None:
+def _flatten(name: str, tp, value: Any, out: dict[str, Any], run_time: frozenset = frozenset()) -> None:
     """The compiled module's inputs for ONNX input ``name`` (see ``ember.frontend.onnx``:
-    sequences are one input per tensor, ``name[k]``)."""
+    sequences are one input per tensor, ``name[k]``, but for those in ``run_time``, which the
+    module takes as a list)."""
     kind = tp.WhichOneof("value")
-    if kind == "sequence_type":
+    if kind == "sequence_type" and name in run_time:
+        out[name] = [np.asarray(v) for v in value]
+    elif kind == "sequence_type":
         for k, v in enumerate(value):
             _flatten(f"{name}[{k}]", tp.sequence_type.elem_type, v, out)
     elif kind == "optional_type":
@@ -105,6 +110,9 @@ def _unflatten(model: onnx.ModelProto, names: list[str], values: list[np.ndarray
     def take(name: str, tp):
         nonlocal pos
         kind = tp.WhichOneof("value")
+        if kind == "sequence_type" and pos < len(names) and names[pos] == name:
+            pos += 1        # a sequence whose length the run decides: the module's list
+            return values[pos - 1]
         if kind == "sequence_type":
             items = []
             while pos < len(names) and names[pos] == f"{name}[{len(items)}]":
@@ -147,9 +155,11 @@ def _run_module(module, feeds: dict[str, Any], model: onnx.ModelProto | None = N
         return tuple(out.values())
     flat: dict[str, Any] = {}
     types = {vi.name: vi.type for vi in model.graph.input}
+    run_time = frozenset(n[:-len("#shapes")] for n in module.input_names if n.endswith("#shapes"))
     for name, value in feeds.items():
-        _flatten(name, types[name], value, flat)
-    out = module.run({k: np.asarray(flat[k]) for k in module.input_names if k in flat})
+        _flatten(name, types[name], value, flat, run_time)
+    out = module.run({k: flat[k] if isinstance(flat[k], list) else np.asarray(flat[k])
+                      for k in module.input_names if k in flat})
     return _unflatten(model, list(out.keys()), list(out.values()))
 
 

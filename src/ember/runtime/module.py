@@ -221,6 +221,11 @@ class LoadedModel:
         if not isinstance(feeds, Mapping):
             raise InputError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}; "
                              "call the module with positional arrays instead")
+        feeds = dict(feeds)
+        for i, j in self._sequence_pairs(self._in_names, self._in_types):
+            if names[i] in feeds:
+                feeds[names[i]], shapes = self._packed(i, j, feeds[names[i]], feeds.get(names[j]))
+                feeds[names[j]] = shapes
         unknown = [k for k in feeds if k not in self._in_index]
         if unknown:
             raise InputError(f"unknown input(s) {', '.join(repr(k) for k in unknown)} for "
@@ -229,7 +234,73 @@ class LoadedModel:
         if missing:
             raise InputError(f"missing input(s) {', '.join(repr(n) for n in missing)} for "
                              f"'{self.name}'; its inputs are {', '.join(names)}")
-        return self._execute(self._presence([feeds.get(n) for n in names]))
+        return self._unpacked(self._execute(self._presence([feeds.get(n) for n in names])))
+
+    @staticmethod
+    def _sequence_pairs(names: list, types: list) -> list[tuple[int, int]]:
+        """(data, shapes) positions of the sequences among inputs or outputs ``names`` of
+        ``types``: a 1-D ``x`` and an int64 ``[count, rank]`` ``x#shapes`` (an ONNX sequence
+        whose length and element shapes the run decides: its elements' data one after the
+        other, in row-major order, and their shapes)."""
+        index = {n: k for k, n in enumerate(names)}
+        pairs = []
+        for j, (n, t) in enumerate(zip(names, types)):
+            i = index.get(n[:-len("#shapes")]) if n.endswith("#shapes") else None
+            if i is not None and t.dtype == "int64" and t.rank == 2 and types[i].rank == 1:
+                pairs.append((i, j))
+        return pairs
+
+    def _packed(self, i: int, j: int, value: Any, shapes: Any) -> tuple:
+        """Sequence input ``i`` (shapes input ``j``) given as ``value``: a list of arrays packed
+        as (data, shapes); data and shapes given as arrays checked to agree."""
+        name, t = self._in_names[i], self._in_types[j]
+        rank = t.shape[1]
+        if isinstance(value, (list, tuple)):
+            if shapes is not None:
+                raise InputError(f"input '{name}' is given as a list of arrays, so '{self._in_names[j]}' must be "
+                                 f"left out")
+            dt = _boundary_dtype(self._in_types[i].dtype)
+            items = [np.asarray(a) for a in value]
+            for k, a in enumerate(items):
+                if isinstance(rank, int) and a.ndim != rank:
+                    raise InputError(f"element {k} of the sequence '{name}' has rank {a.ndim}, but the model's "
+                                     f"elements have rank {rank}")
+                if a.dtype != dt and not np.can_cast(a.dtype, dt, casting="same_kind"):
+                    raise InputError(f"element {k} of the sequence '{name}' is {a.dtype}, but the model takes {dt}")
+            ranks = {a.ndim for a in items}
+            if len(ranks) > 1:
+                raise InputError(f"the elements of the sequence '{name}' have different ranks {sorted(ranks)}")
+            r = ranks.pop() if ranks else (rank if isinstance(rank, int) else 0)
+            data = np.concatenate([a.astype(dt, copy=False).reshape(-1) for a in items]) if items \
+                else np.zeros((0,), dt)
+            return data, np.array([a.shape for a in items], dtype=np.int64).reshape(len(items), r)
+        if shapes is None:
+            raise InputError(f"input '{name}' is a sequence: give it as a list of arrays (or its data with "
+                             f"'{self._in_names[j]}')")
+        data, shapes = np.asarray(value), np.asarray(shapes)
+        if shapes.ndim != 2 or shapes.dtype.kind not in "iu" or (shapes < 0).any() or data.ndim != 1 or \
+                int(np.prod(shapes, axis=1, dtype=np.int64).sum()) != data.size:
+            raise InputError(f"input '{self._in_names[j]}' must be the [count, rank] shapes of the elements whose "
+                             f"data '{name}' holds ({data.size} values)")
+        return data, shapes
+
+    def _unpacked(self, outs: "OrderedDict[str, np.ndarray]") -> "OrderedDict[str, np.ndarray]":
+        """``outs`` with each sequence output (data ``y`` and shapes ``y#shapes``) as one list of
+        arrays ``y``."""
+        pairs = self._sequence_pairs(self._out_names, self._out_types)
+        if not pairs:
+            return outs
+        values = list(outs.values())
+        for i, j in pairs:
+            data, shapes = values[i], np.asarray(values[j])
+            items, off = [], 0
+            for row in shapes:
+                n = int(np.prod(row, dtype=np.int64))
+                items.append(data[off:off + n].reshape(tuple(int(d) for d in row)).copy())
+                off += n
+            values[i] = items
+        drop = {j for _, j in pairs}
+        return OrderedDict((n, v) for k, (n, v) in enumerate(zip(outs.keys(), values)) if k not in drop)
 
     def _optional_inputs(self) -> list[tuple[int, int]]:
         """(flag, value) input positions of the optional inputs: an input ``x`` with a bool
@@ -262,11 +333,14 @@ class LoadedModel:
             want = str(n) if need == n else f"{need} to {n}"
             raise InputError(f"'{self.name}' takes {want} input(s) ({', '.join(self._in_names)}), got {len(arrays)}")
         arrays = list(arrays) + [None] * (n - len(arrays))
+        for i, j in self._sequence_pairs(self._in_names, self._in_types):
+            if arrays[i] is not None:
+                arrays[i], arrays[j] = self._packed(i, j, arrays[i], arrays[j])
         absent = [self._in_names[i] for i, a in enumerate(arrays) if a is None and i not in self._has_default]
         if absent:
             raise InputError(f"input(s) {', '.join(map(repr, absent))} of '{self.name}' have no default: "
                              "give them a value")
-        outs = tuple(self._execute(self._presence(arrays)).values())
+        outs = tuple(self._unpacked(self._execute(self._presence(arrays))).values())
         return outs[0] if len(outs) == 1 else outs
 
     def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":

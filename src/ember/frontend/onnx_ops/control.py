@@ -33,7 +33,7 @@ from ...errors import InvalidModelError, LimitError, UnsupportedOpError
 from ...graph.ir import Value, constant
 from ...graph.types import TensorType, np_dtype
 from ...symbolic import Sym, dim_range
-from ..onnx import OperandNotConstantError, OptionalValue, SequenceValue, onnx_dtype
+from ..onnx import OperandNotConstantError, OptionalValue, RunSequence, SequenceValue, onnx_dtype
 from . import translates
 from .data_dims import bind, iota, scalar_of
 from .tensor import _dim_tensor, norm_axis, reshape
@@ -79,7 +79,7 @@ MAX_UNROLL = 16
 def body_output(cx, tr, v, k: int):
     """Output ``k`` of a body being translated as a graph of its own: a tensor of that graph (a
     shape value computed there is materialized; sequences and optionals are refused)."""
-    if isinstance(v, (SequenceValue, OptionalValue)) or v is None:
+    if isinstance(v, (SequenceValue, RunSequence, OptionalValue)) or v is None:
         raise cx.unsupported(f"a body output {k} that is a sequence or an optional, with control flow decided "
                              f"at run time")
     if v.uid in tr.symvals:

@@ -3,17 +3,25 @@ values of known length (:class:`~ember.frontend.onnx.SequenceValue`), an optiona
 or nothing (:class:`~ember.frontend.onnx.OptionalValue`).  Positions, lengths and presence must
 be known at compile time; the ops only rearrange the lists, so no core op is emitted except by
 SplitToSequence and ConcatFromSequence (slices and concatenations) and SequenceMap (its body).
-The one exception: an optional tensor graph input whose presence a flag input gives at run
-time, which OptionalHasElement reads and OptionalGetElement checks (``check_present``)."""
+Two exceptions: an optional tensor graph input whose presence a flag input gives at run time,
+which OptionalHasElement reads and OptionalGetElement checks (``check_present``); and a sequence
+graph input whose length and element shapes the run decides
+(:class:`~ember.frontend.onnx.RunSequence`: its elements' data one after the other and their
+shapes), which Identity, SequenceLength, SequenceInsert at the front or back, OptionalGetElement
+and SequenceMap over a body of elementwise ops, Shape and Identity take (``_map_flat``); other
+ops refuse it by name."""
 
 from __future__ import annotations
 
 import numpy as np
 
+import onnx
+
+from ...errors import UnsupportedOpError
 from ...graph.ir import Value
-from ...symbolic import Sym
-from ..onnx import OptionalValue, SequenceValue, onnx_dtype
-from . import translates
+from ...symbolic import Sym, product
+from ..onnx import OptionalValue, RunSequence, SequenceValue, onnx_dtype
+from . import data_dims, translates
 from .tensor import norm_axis, reshape
 
 
@@ -32,7 +40,7 @@ def _tensor(cx, i: int, required: bool = True) -> Value | None:
 
 
 def _kind(v) -> str:
-    return "a sequence" if isinstance(v, SequenceValue) else "an optional" if isinstance(v, OptionalValue) \
+    return "a sequence" if isinstance(v, (SequenceValue, RunSequence)) else "an optional" if isinstance(v, OptionalValue) \
         else "a tensor"
 
 
@@ -72,6 +80,9 @@ def sequence_empty(cx):
 
 @translates("SequenceLength")
 def sequence_length(cx):
+    v = cx.input(0)
+    if isinstance(v, RunSequence):
+        return cx.sym_value(np.array(v.count, dtype=object))
     return cx.const(np.array(len(_seq(cx, 0).items), dtype=np.int64))
 
 
@@ -85,6 +96,8 @@ def sequence_at(cx):
 
 @translates("SequenceInsert")
 def sequence_insert(cx):
+    if isinstance(cx.input(0), RunSequence):
+        return _insert_at_run_time(cx, cx.input(0), _tensor(cx, 1))
     seq, v = _seq(cx, 0), _tensor(cx, 1)
     _check_dtype(cx, seq, v)
     n = len(seq.items)
@@ -156,6 +169,8 @@ def sequence_map(cx):
     # the body once per position, on the tensors of the sequences there and the other inputs
     ins = [cx.input(i) for i in range(len(cx.node.input))]
     first = ins[0]
+    if isinstance(first, RunSequence):
+        return _map_flat(cx, ins)
     if not isinstance(first, SequenceValue):
         raise cx.fail(f"input 0 must be a sequence, got {_kind(first)}")
     n = len(first.items)
@@ -213,3 +228,204 @@ def optional_get_element(cx):
             return SequenceValue(after, v.value.dtype) if isinstance(v.value, SequenceValue) else after[0]
         return v.value
     return v
+
+
+# ---- sequences whose length the run decides (RunSequence) -------------------------------------
+
+#: ONNX ops that compute each output element from the input elements at the same position: a
+#: SequenceMap body made of them (and Shape, Identity) runs on the elements' data one after the
+#: other
+ELEMENTWISE = frozenset("""
+    Abs Acos Acosh Add And Asin Asinh Atan Atanh BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Cast Ceil
+    Celu Clip Cos Cosh Div Elu Equal Erf Exp Floor Gelu Greater GreaterOrEqual HardSigmoid HardSwish
+    IsInf IsNaN LeakyRelu Less LessOrEqual Log Max Mean Min Mish Mod Mul Neg Not Or Pow Reciprocal Relu
+    Round Selu Sigmoid Sign Sin Sinh Softplus Softsign Sqrt Sub Sum Tan Tanh ThresholdedRelu Where Xor
+""".split())
+
+
+def _retype(cx, v: Value, bound: Value, shape: tuple) -> Value:
+    """``v`` ordered after the check whose bound value is ``bound``, with the type ``shape``
+    that the check has shown it to have."""
+    if tuple(v.shape) == tuple(shape):
+        return cx.op("broadcast_to", [v, bound], shape=tuple(shape))
+    return cx.op("reshape_data", [v, bound], shape=tuple(shape))
+
+
+def _require_zero(cx, mismatches: Value, what: str) -> Value:
+    """A check that the int64 scalar ``mismatches`` is 0 when the model runs (a data symbol
+    named after ``what`` whose limit is 0: the run fails with E306 otherwise); returns the
+    bound value that what relies on the check reads."""
+    bound, _ = data_dims.bind(cx, mismatches, what, limits=[0])
+    return bound
+
+
+def _differ(cx, a: Value, b: Value) -> Value:
+    """How many elements of ``a`` and ``b`` (broadcast) differ, an int64 scalar."""
+    ne = cx.op("cast", [cx.op("not_equal", [a, b])], to="int64")
+    if ne.type.rank == 0:
+        return ne
+    return cx.op("reduce_sum", [ne], axes=tuple(range(ne.type.rank)), keepdims=False)
+
+
+def _dim(cx, d) -> Value:
+    return cx.sym_value(np.array(d, dtype=object))
+
+
+def _with_rank(cx, seq: RunSequence, rank: int, what: str) -> Value:
+    """The shapes of ``seq`` as ``[count, rank]``: checked at run time where its elements' rank
+    is a symbol; a declared rank other than ``rank`` is refused."""
+    if isinstance(seq.rank, int):
+        if seq.rank != rank:
+            raise cx.fail(f"{what}: the sequence's elements have rank {seq.rank}, not {rank}")
+        return seq.shapes
+    ok = _require_zero(cx, _differ(cx, _dim(cx, seq.rank), cx.scalar(rank, "int64")), "rank_mismatch")
+    return _retype(cx, seq.shapes, ok, (seq.count, rank))
+
+
+def _insert_at_run_time(cx, seq: RunSequence, v: Value) -> RunSequence:
+    """SequenceInsert into a RunSequence: the tensor's data and shape put before (position 0)
+    or after (no position) the sequence's."""
+    _check_dtype(cx, seq, v)
+    pos = cx.ints_input(2, "position")
+    if pos is not None and list(pos) != [0]:
+        raise cx.unsupported(f"position {list(pos)} in a sequence whose length the run decides (only 0, the "
+                             f"front, or none, the back)")
+    r = v.type.rank
+    shapes = _with_rank(cx, seq, r, "the inserted tensor")
+    flat = reshape(cx, v, (product(v.shape),))
+    row = reshape(cx, cx.sym_value(np.array(list(v.shape), dtype=object).reshape(-1)), (1, r))
+    data_parts, shape_parts = [seq.data, flat], [shapes, row]
+    if pos is not None:
+        data_parts.reverse(), shape_parts.reverse()
+    return RunSequence(cx.op("concat", data_parts, axis=0), cx.op("concat", shape_parts, axis=0), seq.dtype)
+
+
+def _repeat(cx, t: Value, count) -> RunSequence:
+    """The sequence of ``count`` copies of tensor ``t``."""
+    n, r = product(t.shape), t.type.rank
+    data = reshape(cx, cx.op("broadcast_to", [reshape(cx, t, (1, n))], shape=(count, n)), (count * n,))
+    row = reshape(cx, cx.sym_value(np.array(list(t.shape), dtype=object).reshape(-1)), (1, r))
+    return RunSequence(data, cx.op("broadcast_to", [row], shape=(count, r)), t.dtype)
+
+
+def _shapes_of(cx, s: RunSequence) -> RunSequence:
+    """The sequence of the shapes of ``s``'s elements (Shape applied to each)."""
+    data = reshape(cx, s.shapes, (s.count * s.rank,))
+    row = reshape(cx, _dim(cx, s.rank), (1, 1))
+    return RunSequence(data, cx.op("broadcast_to", [row], shape=(s.count, 1)), "int64")
+
+
+def _aligned(cx, ref: RunSequence, v, what: str):
+    """Operand ``v`` of an elementwise body node whose first sequence operand is ``ref``, as a
+    tensor of ``ref.data``'s shape (or a scalar): another sequence's data after a check that
+    its elements have ``ref``'s shapes; a tensor repeated once per element after a check that
+    every element has its shape."""
+    if v is None or (isinstance(v, Value) and v.type.rank == 0):
+        return v
+    if isinstance(v, RunSequence):
+        if v.shapes is ref.shapes and tuple(v.data.shape) == tuple(ref.data.shape):
+            return v.data
+        other, length = v, v.data.shape[0]
+    else:
+        other, length = _repeat(cx, v, ref.count), product(v.shape) * ref.count
+    shapes, other_shapes = ref.shapes, other.shapes
+    if isinstance(ref.rank, int) and isinstance(other.rank, int):
+        if ref.rank != other.rank:
+            raise cx.unsupported(f"operands of ranks {other.rank} and {ref.rank} per element in an elementwise "
+                                 f"body node over a sequence whose length the run decides")
+    elif isinstance(other.rank, int):
+        shapes = _with_rank(cx, ref, other.rank, what)
+    elif isinstance(ref.rank, int):
+        other_shapes = _with_rank(cx, other, ref.rank, what)
+    elif ref.rank != other.rank:
+        raise cx.unsupported("two sequences whose elements' ranks are both undeclared in an elementwise body node")
+    ok = _require_zero(cx, cx.op("add", [_differ(cx, _dim(cx, length), _dim(cx, ref.data.shape[0])),
+                                         _differ(cx, shapes, other_shapes)]), what)
+    return _retype(cx, other.data, ok, tuple(ref.data.shape))
+
+
+def _translate_one(cx, node, k: int, vals: list) -> list:
+    """Body node ``node`` (the ``k``-th) translated on the values ``vals``."""
+    tr = cx._tr
+    prefix = f"{cx.name}/body/{k}"
+    n = onnx.NodeProto()
+    n.CopyFrom(node)
+    del n.input[:], n.output[:]
+    for j, v in enumerate(vals):
+        if v is None:
+            n.input.append("")
+        else:
+            tr.env[f"{prefix}/in{j}"] = v
+            n.input.append(f"{prefix}/in{j}")
+    n.output.extend(f"{prefix}/out{j}" if o else "" for j, o in enumerate(node.output))
+    n.name = f"{cx.name}/body/{node.name or node.op_type + '_' + str(k)}"
+    opsets = {**tr.opsets, "": cx.opset}
+    if not tr.supported(n, opsets):
+        raise UnsupportedOpError({node.op_type: [n.name]})
+    tr.used.update(x for x in n.input if x)
+    tr.used.update(x for x in n.output if x)
+    tr.translate_node(n, n.name, opsets)
+    return [tr.lookup(o, cx) if o else None for o in n.output]
+
+
+def _map_flat(cx, ins: list):
+    """SequenceMap over RunSequences: each body node applied to the elements' data one after
+    the other, which is the body applied to each element where every node is elementwise (its
+    sequence operands checked at run time to have elements of the same shapes, a tensor operand
+    to be a scalar or to have every element's shape), Shape of an element (the sequence's
+    shapes) or Identity; nodes that read no element run once.  Other bodies are refused."""
+    ref = ins[0]
+    if any(isinstance(v, SequenceValue) for v in ins):
+        raise cx.unsupported("sequences of compile-time and run-time lengths together")
+    args = [ref]
+    for v in ins[1:]:
+        if isinstance(v, RunSequence):    # as many elements as the first sequence, checked
+            ok = _require_zero(cx, _differ(cx, _dim(cx, v.count), _dim(cx, ref.count)), "length_mismatch")
+            v = RunSequence(v.data, _retype(cx, v.shapes, ok, (ref.count, v.rank)), v.dtype)
+        args.append(v)
+    body = cx.graph_attr("body")
+    if len(body.input) != len(args):
+        raise cx.fail(f"the body takes {len(body.input)} inputs, but the node gives {len(args)}")
+    state = {vi.name: v for vi, v in zip(body.input, args)}
+    for t in body.initializer:
+        state[t.name] = cx.const(cx._tr.tensor_array(t, "initializer"))
+
+    def value(name):
+        if not name:
+            return None
+        return state[name] if name in state else cx._tr.lookup(name, cx)
+
+    for k, node in enumerate(body.node):
+        vals = [value(x) for x in node.input]
+        seqs = [v for v in vals if isinstance(v, RunSequence)]
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            outs = None
+        elif node.op_type == "Identity" and node.domain in ("", "ai.onnx"):
+            outs = vals[:1]
+        elif not seqs:
+            outs = _translate_one(cx, node, k, vals)
+        elif node.op_type == "Shape" and node.domain in ("", "ai.onnx") and not node.attribute:
+            outs = [_shapes_of(cx, vals[0])]
+        elif node.op_type in ELEMENTWISE and node.domain in ("", "ai.onnx"):
+            first = seqs[0]
+            what = f"elements_unlike_{node.output[0]}"
+            flat = _translate_one(cx, node, k, [_aligned(cx, first, v, what) for v in vals])
+            for f in flat:
+                if f is not None and tuple(f.shape) != tuple(first.data.shape):
+                    raise cx.fail(f"body node '{node.name or node.op_type}' gives {f.type} from elements of "
+                                  f"{first.data.type}")
+            outs = [None if f is None else RunSequence(f, first.shapes, f.dtype) for f in flat]
+        else:
+            outs = None
+        if outs is None:
+            raise cx.unsupported(f"body node '{node.name or node.op_type}' ({node.op_type}) over a sequence whose "
+                                 f"length the run decides: only elementwise ops, Shape and Identity apply to its "
+                                 f"elements' data")
+        for o, v in zip(node.output, outs):
+            if o:
+                state[o] = v
+    results = []
+    for o in body.output:
+        v = value(o.name)
+        results.append(v if isinstance(v, RunSequence) else _repeat(cx, v, ref.count))
+    return results

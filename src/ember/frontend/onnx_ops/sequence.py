@@ -81,8 +81,8 @@ def sequence_empty(cx):
 @translates("SequenceLength")
 def sequence_length(cx):
     v = cx.input(0)
-    if isinstance(v, RunSequence):
-        return cx.sym_value(np.array(v.count, dtype=object))
+    if isinstance(v, RunSequence):     # a tensor of the graph (a graph output may give it)
+        return cx._tr.materialize(_dim(cx, v.count), cx)
     return cx.const(np.array(len(_seq(cx, 0).items), dtype=np.int64))
 
 

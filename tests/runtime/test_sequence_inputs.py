@@ -1,0 +1,174 @@
+"""Sequence graph inputs whose length and element shapes the run decides: compiled once as the
+elements' data one after the other (``x``) and their shapes (``x#shapes``), which ``Module``
+packs from a list of arrays; sequence outputs come back as lists.  Checked against onnxruntime
+and the reference interpreter over several lengths and element shapes from one compile."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as TP, helper
+
+import ember
+from ember.errors import DataShapeError, InputError, UnsupportedOpError
+from ember.frontend import from_onnx
+from ember.graph import run_graph
+
+
+def _seq_type(elem_type, dims):
+    return helper.make_sequence_type_proto(helper.make_tensor_type_proto(elem_type, dims))
+
+
+def _model(nodes, inputs, outputs, name="seq"):
+    g = helper.make_graph(nodes, name, inputs, outputs)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _onnxruntime(model, feeds):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _same(got, want):
+    if isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and g.dtype == w.dtype
+            np.testing.assert_allclose(g, w, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def _flat(items, rank):
+    data = np.concatenate([a.reshape(-1) for a in items]) if items else np.zeros((0,), np.float32)
+    return data, np.array([a.shape for a in items], np.int64).reshape(len(items), rank)
+
+
+def insert_model():
+    """n = SequenceLength(s); back = SequenceInsert(s, t); front = SequenceInsert(s, t, 0)."""
+    zero = helper.make_tensor("zero", TP.INT64, [], [0])
+    nodes = [helper.make_node("SequenceLength", ["s"], ["n"]),
+             helper.make_node("SequenceInsert", ["s", "t"], ["back"]),
+             helper.make_node("SequenceInsert", ["s", "t", "zero"], ["front"]),
+             helper.make_node("Identity", ["s"], ["same"])]
+    seq = _seq_type(TP.FLOAT, ["a", "b"])
+    m = _model(nodes, [helper.make_value_info("s", seq), helper.make_tensor_value_info("t", TP.FLOAT, ["p", "q"])],
+               [helper.make_tensor_value_info("n", TP.INT64, []), helper.make_value_info("back", seq),
+                helper.make_value_info("front", seq), helper.make_value_info("same", seq)])
+    m.graph.initializer.append(zero)
+    return m
+
+
+def test_insert_length_identity_one_compile(tmp_path):
+    model = insert_model()
+    graph = from_onnx(model)
+    assert [v.name for v in graph.inputs] == ["s", "s#shapes", "t"]
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    rng = np.random.default_rng(0)
+    for shapes in ([], [(2, 3)], [(1, 4), (3, 2), (0, 5)], [(2, 2)] * 5):
+        items = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        t = rng.standard_normal((2, 1)).astype(np.float32)
+        got = module.run({"s": items, "t": t})
+        want = _onnxruntime(model, {"s": items, "t": t})
+        assert list(got) == ["n", "back", "front", "same"]
+        for g, w in zip(got.values(), want):
+            _same(g, w)
+        # the reference interpreter on the laid-out form
+        data, sh = _flat(items, 2)
+        ref = run_graph(graph, {"s": data, "s#shapes": sh, "t": t})
+        assert int(ref[0]) == len(items)
+        np.testing.assert_array_equal(ref[1], np.concatenate([data, t.reshape(-1)]))
+        np.testing.assert_array_equal(ref[3], np.concatenate([t.reshape(-1), data]))
+        np.testing.assert_array_equal(ref[4], np.concatenate([[[2, 1]], sh]))
+    # the data and shapes given as arrays, checked to agree
+    data, sh = _flat([np.ones((2, 2), np.float32)], 2)
+    assert module.run({"s": data, "s#shapes": sh, "t": t})["n"] == 1
+    with pytest.raises(InputError, match="shapes of the elements"):
+        module.run({"s": data, "s#shapes": np.array([[3, 2]]), "t": t})
+    with pytest.raises(InputError, match="has rank 1"):
+        module.run({"s": [np.ones(3, np.float32)], "t": t})
+    path = module.save(tmp_path / "seq.so")
+    loaded = ember.load(path)
+    _same(loaded.run({"s": [np.ones((1, 2), np.float32)], "t": t})["front"], [t, np.ones((1, 2), np.float32)])
+
+
+def map_model():
+    """y = SequenceMap(x0, x1, c) with body: sum = (a + b) * c; sh = Shape(a); k = Identity(c)."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["ab"]), helper.make_node("Mul", ["ab", "c"], ["sum"]),
+         helper.make_node("Shape", ["a"], ["sh"]), helper.make_node("Identity", ["c"], ["k"]),
+         helper.make_node("Relu", ["c"], ["rc"]), helper.make_node("Sub", ["rc", "a"], ["d"])],
+        "body", [helper.make_tensor_value_info(n, TP.FLOAT, None) for n in ("a", "b", "c")],
+        [helper.make_tensor_value_info("sum", TP.FLOAT, None), helper.make_tensor_value_info("sh", TP.INT64, None),
+         helper.make_tensor_value_info("k", TP.FLOAT, None), helper.make_tensor_value_info("d", TP.FLOAT, None)])
+    seq = _seq_type(TP.FLOAT, ["n", "m"])
+    node = helper.make_node("SequenceMap", ["x0", "x1", "c"], ["y", "s", "k", "d"], body=body)
+    return _model([node], [helper.make_value_info("x0", seq), helper.make_value_info("x1", seq),
+                           helper.make_tensor_value_info("c", TP.FLOAT, [])],
+                  [helper.make_value_info("y", seq), helper.make_value_info("s", _seq_type(TP.INT64, [2])),
+                   helper.make_value_info("k", _seq_type(TP.FLOAT, [])), helper.make_value_info("d", seq)])
+
+
+def test_sequence_map_one_compile():
+    model = map_model()
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    graph = from_onnx(model)
+    rng = np.random.default_rng(1)
+    for shapes in ([(2, 3)], [(1, 4), (3, 2), (0, 5)], [(4, 1)] * 3):
+        x0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        x1 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        c = np.array(rng.standard_normal(), np.float32)
+        got = module.run({"x0": x0, "x1": x1, "c": c})
+        want = _onnxruntime(model, {"x0": x0, "x1": x1, "c": c})
+        for g, w in zip(got.values(), want):
+            _same(g, w)
+        d0, s0 = _flat(x0, 2)
+        d1, s1 = _flat(x1, 2)
+        ref = run_graph(graph, {"x0": d0, "x0#shapes": s0, "x1": d1, "x1#shapes": s1, "c": c})
+        np.testing.assert_allclose(ref[0], np.concatenate([((a + b) * c).reshape(-1) for a, b in zip(x0, x1)]))
+    # elements of other shapes, or sequences of other lengths: errors of the run
+    with pytest.raises(DataShapeError):
+        module.run({"x0": [np.ones((2, 2), np.float32)], "x1": [np.ones((1, 4), np.float32)], "c": c})
+    with pytest.raises(DataShapeError):
+        module.run({"x0": [np.ones((2, 2), np.float32)], "x1": [np.ones((2, 2), np.float32)] * 2, "c": c})
+    d0, s0 = _flat([np.ones((1, 2), np.float32), np.ones((2, 1), np.float32)], 2)
+    with pytest.raises(DataShapeError):     # the reference interpreter checks the same
+        run_graph(graph, {"x0": d0, "x0#shapes": s0, "x1": d0, "x1#shapes": s0[::-1].copy(), "c": c})
+
+
+def test_map_with_a_tensor_of_the_elements_shape():
+    body = helper.make_graph([helper.make_node("Add", ["a", "t"], ["y"])], "body",
+                             [helper.make_tensor_value_info(n, TP.FLOAT, None) for n in ("a", "t")],
+                             [helper.make_tensor_value_info("y", TP.FLOAT, None)])
+    seq = _seq_type(TP.FLOAT, ["n"])
+    model = _model([helper.make_node("SequenceMap", ["x", "t"], ["y"], body=body)],
+                   [helper.make_value_info("x", seq), helper.make_tensor_value_info("t", TP.FLOAT, ["n"])],
+                   [helper.make_value_info("y", seq)])
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    for n, count in ((3, 2), (5, 1), (1, 4)):
+        x = [np.arange(n, dtype=np.float32) * k for k in range(count)]
+        t = np.full(n, 0.5, np.float32)
+        _same(module.run({"x": x, "t": t})["y"], _onnxruntime(model, {"x": x, "t": t})[0])
+    with pytest.raises(DataShapeError):      # an element whose shape differs from the tensor's
+        module.run({"x": [np.ones(3, np.float32), np.ones(2, np.float32)], "t": np.ones(3, np.float32)})
+
+
+def test_unsupported_ops_refused_by_name():
+    seq = _seq_type(TP.FLOAT, ["n"])
+    pos = helper.make_tensor("pos", TP.INT64, [], [0])
+    m = _model([helper.make_node("SequenceAt", ["x", "pos"], ["y"], name="at")], [helper.make_value_info("x", seq)],
+               [helper.make_tensor_value_info("y", TP.FLOAT, ["n"])])
+    m.graph.initializer.append(pos)
+    with pytest.raises(UnsupportedOpError, match="SequenceAt .*sequence whose length the run decides.*'at'"):
+        from_onnx(m)
+    body = helper.make_graph([helper.make_node("ReduceSum", ["a"], ["y"], keepdims=0)], "body",
+                             [helper.make_tensor_value_info("a", TP.FLOAT, None)],
+                             [helper.make_tensor_value_info("y", TP.FLOAT, None)])
+    m = _model([helper.make_node("SequenceMap", ["x"], ["y"], body=body, name="map")],
+               [helper.make_value_info("x", seq)], [helper.make_value_info("y", _seq_type(TP.FLOAT, []))])
+    with pytest.raises(UnsupportedOpError, match="ReduceSum.*only elementwise ops"):
+        from_onnx(m)
+    # pinned, the same model compiles as before: one input per element
+    g = from_onnx(m, shapes={"x": [(3,), (2,)]})
+    assert [v.name for v in g.inputs] == ["x[0]", "x[1]"]

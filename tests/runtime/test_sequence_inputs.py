@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto as TP, helper
 
 import ember
-from ember.errors import DataShapeError, InputError, UnsupportedOpError
+from ember.errors import DataShapeError, IndexOutOfRangeError, InputError, UnsupportedOpError
 from ember.frontend import from_onnx
 from ember.graph import run_graph
 
@@ -172,3 +172,24 @@ def test_unsupported_ops_refused_by_name():
     # pinned, the same model compiles as before: one input per element
     g = from_onnx(m, shapes={"x": [(3,), (2,)]})
     assert [v.name for v in g.inputs] == ["x[0]", "x[1]"]
+
+
+def test_insert_at_a_run_time_position():
+    seq = _seq_type(TP.INT32, ["a", "b"])
+    model = _model([helper.make_node("SequenceInsert", ["s", "t", "p"], ["y"])],
+                   [helper.make_value_info("s", seq), helper.make_tensor_value_info("t", TP.INT32, ["c", "d"]),
+                    helper.make_tensor_value_info("p", TP.INT64, [])], [helper.make_value_info("y", seq)])
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    graph = from_onnx(model)
+    t = np.arange(6, dtype=np.int32).reshape(2, 3) + 100
+    for shapes in ([], [(1, 2)], [(2, 2), (0, 3), (3, 1)]):
+        items = [np.arange(int(np.prod(s)), dtype=np.int32).reshape(s) + 10 * k for k, s in enumerate(shapes)]
+        for p in range(-len(items), len(items) + 1):
+            feeds = {"s": items, "t": t, "p": np.array(p)}
+            _same(module.run(feeds)["y"], _onnxruntime(model, feeds)[0])
+        data, sh = _flat(items, 2)
+        ref = run_graph(graph, {"s": data.astype(np.int32), "s#shapes": sh, "t": t, "p": np.array(len(items))})
+        np.testing.assert_array_equal(ref[1][-1], [2, 3])
+    for p in (len(items) + 1, -len(items) - 1):
+        with pytest.raises(IndexOutOfRangeError, match="the position in the sequence"):
+            module.run({"s": items, "t": t, "p": np.array(p)})

@@ -283,21 +283,46 @@ def _with_rank(cx, seq: RunSequence, rank: int, what: str) -> Value:
 
 
 def _insert_at_run_time(cx, seq: RunSequence, v: Value) -> RunSequence:
-    """SequenceInsert into a RunSequence: the tensor's data and shape put before (position 0)
-    or after (no position) the sequence's."""
+    """SequenceInsert into a RunSequence: the tensor's data and shape put after the sequence's
+    (no position), before them (position 0), or, at a position read at run time (checked to
+    lie in [-count, count]), gathered into place."""
     _check_dtype(cx, seq, v)
-    pos = cx.ints_input(2, "position")
-    if pos is not None and list(pos) != [0]:
-        raise cx.unsupported(f"position {list(pos)} in a sequence whose length the run decides (only 0, the "
-                             f"front, or none, the back)")
     r = v.type.rank
     shapes = _with_rank(cx, seq, r, "the inserted tensor")
     flat = reshape(cx, v, (product(v.shape),))
     row = reshape(cx, cx.sym_value(np.array(list(v.shape), dtype=object).reshape(-1)), (1, r))
-    data_parts, shape_parts = [seq.data, flat], [shapes, row]
-    if pos is not None:
-        data_parts.reverse(), shape_parts.reverse()
-    return RunSequence(cx.op("concat", data_parts, axis=0), cx.op("concat", shape_parts, axis=0), seq.dtype)
+    data = cx.op("concat", [seq.data, flat], axis=0)
+    rows = cx.op("concat", [shapes, row], axis=0)
+    if not cx.has_input(2):
+        return RunSequence(data, rows, seq.dtype)
+    if not cx.is_symbolic(cx.input(2)) and cx.input(2).is_const and cx.ints_input(2, "position") == [0]:
+        return RunSequence(cx.op("concat", [flat, seq.data], axis=0), cx.op("concat", [row, shapes], axis=0),
+                           seq.dtype)
+    p = cx.input(2)
+    if p.type.size != 1 or p.dtype not in ("int32", "int64"):
+        raise cx.fail(f"position must be an integer scalar, got {p.type}")
+    p = reshape(cx, cx.op("cast", [p], to="int64"), ())
+    count, length = _dim(cx, seq.count), _dim(cx, seq.data.shape[0])
+    # a position in [-count, count], as an index into count + 1 places (negative ones moved
+    # down by one so that check_index's [-count - 1, count + 1) is the range allowed)
+    q = cx.op("where", [cx.op("less", [p, cx.scalar(0, "int64")]), cx.op("sub", [p, cx.scalar(1, "int64")]), p])
+    at = cx.op("check_index", [q], dims=(seq.count + 1,),
+               what=(f"the position in the sequence that SequenceInsert node '{cx.name}' inserts into",))
+    sizes = cx.op("reduce_prod", [shapes], axes=(1,), keepdims=False) if r else \
+        cx.op("broadcast_to", [cx.scalar(1, "int64")], shape=(seq.count,))
+    k = cx.op("arange", [], length=seq.count, dtype="int64")
+    before = cx.op("where", [cx.op("less", [k, at]), sizes, cx.scalar(0, "int64")])
+    off = cx.op("reduce_sum", [before], axes=(0,), keepdims=False)
+    n = _dim(cx, product(v.shape))
+    j = cx.op("arange", [], length=seq.data.shape[0] + product(v.shape), dtype="int64")
+    end = cx.op("add", [off, n])
+    src = cx.op("where", [cx.op("less", [j, off]), j,
+                          cx.op("where", [cx.op("less", [j, end]), cx.op("add", [length, cx.op("sub", [j, off])]),
+                                          cx.op("sub", [j, n])])])
+    i = cx.op("arange", [], length=seq.count + 1, dtype="int64")
+    src_row = cx.op("where", [cx.op("less", [i, at]), i,
+                              cx.op("where", [cx.op("equal", [i, at]), count, cx.op("sub", [i, cx.scalar(1, "int64")])])])
+    return RunSequence(cx.op("gather", [data, src], axis=0), cx.op("gather", [rows, src_row], axis=0), seq.dtype)
 
 
 def _repeat(cx, t: Value, count) -> RunSequence:

@@ -193,3 +193,42 @@ def test_insert_at_a_run_time_position():
     for p in (len(items) + 1, -len(items) - 1):
         with pytest.raises(IndexOutOfRangeError, match="the position in the sequence"):
             module.run({"s": items, "t": t, "p": np.array(p)})
+
+
+def map_loop_model(position="i"):
+    """The form of SequenceMap's function body: a loop over SequenceLength(x) carrying empty
+    sequences that it extends by Neg(SequenceAt(x, i)) and Shape(SequenceAt(x, i))."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("SequenceAt", ["x", position], ["e"]),
+         helper.make_node("Neg", ["e"], ["ne"]), helper.make_node("Shape", ["e"], ["sh"]),
+         helper.make_node("SequenceInsert", ["a_in", "ne"], ["a_out"]),
+         helper.make_node("SequenceInsert", ["b_in", "sh"], ["b_out"])],
+        "body", [helper.make_tensor_value_info("i", TP.INT64, []), helper.make_tensor_value_info("c", TP.BOOL, []),
+                 helper.make_value_info("a_in", _seq_type(TP.FLOAT, None)),
+                 helper.make_value_info("b_in", _seq_type(TP.INT64, None))],
+        [helper.make_tensor_value_info("c_out", TP.BOOL, []), helper.make_value_info("a_out", _seq_type(TP.FLOAT, None)),
+         helper.make_value_info("b_out", _seq_type(TP.INT64, None))])
+    nodes = [helper.make_node("SequenceLength", ["x"], ["n"]),
+             helper.make_node("SequenceEmpty", [], ["a0"], dtype=TP.FLOAT),
+             helper.make_node("SequenceEmpty", [], ["b0"], dtype=TP.INT64),
+             helper.make_node("Loop", ["m", "", "a0", "b0"], ["a", "b"], body=body, name="map")]
+    m = _model(nodes, [helper.make_value_info("x", _seq_type(TP.FLOAT, ["p", "q"])),
+                       helper.make_tensor_value_info("m", TP.INT64, [])],
+               [helper.make_value_info("a", _seq_type(TP.FLOAT, ["p", "q"])),
+                helper.make_value_info("b", _seq_type(TP.INT64, [2]))])
+    return m
+
+
+def test_loop_in_the_form_of_sequence_map():
+    model = map_loop_model()
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    rng = np.random.default_rng(2)
+    for shapes in ([], [(2, 3)], [(1, 4), (3, 2), (0, 5)]):
+        x = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        feeds = {"x": x, "m": np.array(len(x))}
+        for g, w in zip(module.run(feeds).values(), _onnxruntime(model, feeds)):
+            _same(g, w)
+    with pytest.raises(DataShapeError):          # a trip count other than the length
+        module.run({"x": [np.ones((1, 1), np.float32)], "m": np.array(2)})
+    with pytest.raises(UnsupportedOpError, match="another position than the iteration number.*'map'"):
+        from_onnx(map_loop_model(position="c"))

@@ -288,6 +288,11 @@ def _unflat(kind, outs):
 
 @translates("Loop")
 def loop(cx):
+    from .sequence import map_loop
+
+    mapped = map_loop(cx)        # a loop mapping sequences whose length the run decides
+    if mapped is not None:
+        return mapped
     m = cx.input(0, required=False)
     cond = cx.input(1, required=False)
     go = True if cond is None else _const_or_none(cx, cond, "condition")

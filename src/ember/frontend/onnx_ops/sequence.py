@@ -393,34 +393,10 @@ def _translate_one(cx, node, k: int, vals: list) -> list:
     return [tr.lookup(o, cx) if o else None for o in n.output]
 
 
-def _map_flat(cx, ins: list):
-    """SequenceMap over RunSequences: each body node applied to the elements' data one after
-    the other, which is the body applied to each element where every node is elementwise (its
-    sequence operands checked at run time to have elements of the same shapes, a tensor operand
-    to be a scalar or to have every element's shape), Shape of an element (the sequence's
-    shapes) or Identity; nodes that read no element run once.  Other bodies are refused."""
-    ref = ins[0]
-    if any(isinstance(v, SequenceValue) for v in ins):
-        raise cx.unsupported("sequences of compile-time and run-time lengths together")
-    args = [ref]
-    for v in ins[1:]:
-        if isinstance(v, RunSequence):    # as many elements as the first sequence, checked
-            ok = _require_zero(cx, _differ(cx, _dim(cx, v.count), _dim(cx, ref.count)), "length_mismatch")
-            v = RunSequence(v.data, _retype(cx, v.shapes, ok, (ref.count, v.rank)), v.dtype)
-        args.append(v)
-    body = cx.graph_attr("body")
-    if len(body.input) != len(args):
-        raise cx.fail(f"the body takes {len(body.input)} inputs, but the node gives {len(args)}")
-    state = {vi.name: v for vi, v in zip(body.input, args)}
-    for t in body.initializer:
-        state[t.name] = cx.const(cx._tr.tensor_array(t, "initializer"))
-
-    def value(name):
-        if not name:
-            return None
-        return state[name] if name in state else cx._tr.lookup(name, cx)
-
-    for k, node in enumerate(body.node):
+def _run_body(cx, nodes, state: dict, value) -> None:
+    """The nodes of a SequenceMap body (or of a loop in its form) on RunSequences: each node's
+    results into ``state``; ``value(name)`` gives an operand."""
+    for k, node in enumerate(nodes):
         vals = [value(x) for x in node.input]
         seqs = [v for v in vals if isinstance(v, RunSequence)]
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
@@ -449,8 +425,117 @@ def _map_flat(cx, ins: list):
         for o, v in zip(node.output, outs):
             if o:
                 state[o] = v
+
+
+def _length_checked(cx, ref: RunSequence, v: RunSequence) -> RunSequence:
+    """``v`` checked at run time to have as many elements as ``ref`` (typed so)."""
+    if v.count == ref.count:
+        return v
+    ok = _require_zero(cx, _differ(cx, _dim(cx, v.count), _dim(cx, ref.count)), "length_mismatch")
+    return RunSequence(v.data, _retype(cx, v.shapes, ok, (ref.count, v.rank)), v.dtype)
+
+
+def _map_flat(cx, ins: list):
+    """SequenceMap over RunSequences: each body node applied to the elements' data one after
+    the other, which is the body applied to each element where every node is elementwise (its
+    sequence operands checked at run time to have elements of the same shapes, a tensor operand
+    to be a scalar or to have every element's shape), Shape of an element (the sequence's
+    shapes) or Identity; nodes that read no element run once.  Other bodies are refused."""
+    ref = ins[0]
+    if any(isinstance(v, SequenceValue) for v in ins):
+        raise cx.unsupported("sequences of compile-time and run-time lengths together")
+    args = [_length_checked(cx, ref, v) if isinstance(v, RunSequence) else v for v in ins]
+    body = cx.graph_attr("body")
+    if len(body.input) != len(args):
+        raise cx.fail(f"the body takes {len(body.input)} inputs, but the node gives {len(args)}")
+    state = {vi.name: v for vi, v in zip(body.input, args)}
+    for t in body.initializer:
+        state[t.name] = cx.const(cx._tr.tensor_array(t, "initializer"))
+
+    def value(name):
+        if not name:
+            return None
+        return state[name] if name in state else cx._tr.lookup(name, cx)
+
+    _run_body(cx, body.node, state, value)
     results = []
     for o in body.output:
         v = value(o.name)
         results.append(v if isinstance(v, RunSequence) else _repeat(cx, v, ref.count))
+    return results
+
+
+def map_loop(cx):
+    """A Loop that maps sequences whose length the run decides element by element, the form of
+    SequenceMap's ONNX function body: its trip count their length (checked at run time), no
+    condition (or a constant true one the body passes on), carried values that start as empty
+    sequences and that the body extends by one element at the back, and elements read as
+    SequenceAt(x, iteration number).  Translated as that SequenceMap (``_run_body``); None
+    where the body reads no such sequence, a refusal naming the node where it does in another
+    form."""
+    tr = cx._tr
+    body = cx.graph_attr("body")
+    local = ({vi.name for vi in body.input} | {o for n in body.node for o in n.output}
+             | {t.name for t in body.initializer})
+
+    def outer(name):
+        return tr.env.get(name) if name and name not in local else None
+
+    reads = [n for n in body.node if n.op_type == "SequenceAt" and isinstance(outer(n.input[0]), RunSequence)]
+    if not reads:
+        return None
+
+    def refuse(why: str):
+        return cx.unsupported(f"a loop over a sequence whose length the run decides, with {why}: only a loop "
+                              f"that maps its elements one by one (the form of SequenceMap) is taken")
+
+    formals = [vi.name for vi in body.input]
+    if len(formals) < 2 or any(len(n.input) < 2 or n.input[1] != formals[0] for n in reads):
+        raise refuse("an element read at another position than the iteration number")
+    ref = outer(reads[0].input[0])
+    cond = cx.input(1, required=False)
+    if cond is not None and not (cond.is_const and not cx.is_symbolic(cond) and bool(np.asarray(cond.const).all())):
+        raise refuse("a condition other than a constant true one")
+    carried = [cx.input(k) for k in range(2, len(cx.node.input))]
+    if any(not isinstance(c, SequenceValue) or c.items for c in carried):
+        raise refuse("carried values other than empty sequences")
+    if len(body.output) != 1 + len(carried):
+        raise refuse("scan outputs")
+    producers = {o: n for n in body.node for o in n.output}
+    cond_node = producers.get(body.output[0].name)
+    if body.output[0].name != formals[1] and not (cond_node is not None and cond_node.op_type == "Identity"
+                                                  and cond_node.input[0] == formals[1]):
+        raise refuse("a condition the body computes")
+    inserts = []
+    for k in range(len(carried)):
+        n = producers.get(body.output[1 + k].name)
+        if n is None or n.op_type != "SequenceInsert" or n.input[0] != formals[2 + k] or \
+                (len(n.input) > 2 and n.input[2]):
+            raise refuse(f"a carried value {k} that the body does not extend by one element at the back")
+        inserts.append(n)
+    m = cx.input(0, required=False)
+    if m is None:
+        raise refuse("no trip count")
+    state = {n.output[0]: _length_checked(cx, ref, outer(n.input[0])) for n in reads}
+    skip = {id(n) for n in reads + inserts} | ({id(cond_node)} if cond_node is not None else set())
+
+    def value(name):
+        if not name:
+            return None
+        if name in formals:
+            raise refuse("the iteration number, condition or carried values read otherwise")
+        if name in state:
+            return state[name]
+        return tr.lookup(name, cx)
+
+    _run_body(cx, [n for n in body.node if id(n) not in skip], state, value)
+    ok = _require_zero(cx, _differ(cx, reshape(cx, cx.op("cast", [m], to="int64"), ()), _dim(cx, ref.count)),
+                       "trip_count_mismatch")
+    results = []
+    for c, n in zip(carried, inserts):
+        v = value(n.input[1])
+        v = v if isinstance(v, RunSequence) else _repeat(cx, v, ref.count)
+        if v.dtype != c.dtype:
+            raise cx.fail(f"a sequence of {c.dtype} cannot hold {v.dtype}")
+        results.append(RunSequence(v.data, _retype(cx, v.shapes, ok, tuple(v.shapes.shape)), v.dtype))
     return results

@@ -232,3 +232,30 @@ def test_loop_in_the_form_of_sequence_map():
         module.run({"x": [np.ones((1, 1), np.float32)], "m": np.array(2)})
     with pytest.raises(UnsupportedOpError, match="another position than the iteration number.*'map'"):
         from_onnx(map_loop_model(position="c"))
+
+
+def test_optional_sequence_input():
+    opt = helper.make_optional_type_proto(_seq_type(TP.INT32, [2]))
+    model = _model([helper.make_node("OptionalHasElement", ["o"], ["has"]),
+                    helper.make_node("Identity", ["o"], ["same"]),
+                    helper.make_node("OptionalGetElement", ["o"], ["s"]),
+                    helper.make_node("SequenceLength", ["s"], ["n"])],
+                   [helper.make_value_info("o", opt)],
+                   [helper.make_tensor_value_info("has", TP.BOOL, []), helper.make_value_info("same", opt),
+                    helper.make_tensor_value_info("n", TP.INT64, [])])
+    graph = from_onnx(model)
+    assert [v.name for v in graph.inputs] == ["o?", "o", "o#shapes"] and set(graph.defaults) == {"o?", "o", "o#shapes"}
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    for count in (0, 1, 3):
+        items = [np.arange(2, dtype=np.int32) + k for k in range(count)]
+        got = module.run({"o": items})
+        assert bool(got["has"]) and bool(got["same?"]) and int(got["n"]) == count
+        _same(got["same"], items)
+    with pytest.raises(IndexOutOfRangeError, match="the optional 'o', which is empty"):
+        module.run({})
+    import ember.onnx.backend as backend
+
+    rep = backend.prepare(_model([helper.make_node("Identity", ["o"], ["same"])], [helper.make_value_info("o", opt)],
+                                 [helper.make_value_info("same", opt)]), specialize=False)
+    assert rep.run([None]) == (None,)
+    _same(rep.run([[np.ones(2, np.int32)]])[0], [np.ones(2, np.int32)])

@@ -772,6 +772,9 @@ class _Translator:
             elem = tp.optional_type.elem_type
             if pinned is _MISSING and elem.WhichOneof("value") == "tensor_type":
                 return self._bind_optional_tensor(name, elem, onnx_name)
+            if pinned is _MISSING and elem.WhichOneof("value") == "sequence_type" and \
+                    elem.sequence_type.elem_type.WhichOneof("value") == "tensor_type":
+                return self._bind_optional_sequence(name, elem, onnx_name)
             if pinned is _MISSING:
                 raise InvalidModelError(
                     f"graph input '{name}' is an optional of a sequence: say whether it holds a value with "
@@ -805,6 +808,18 @@ class _Translator:
         v = self._bind_input(name, tp, _MISSING, onnx_name)
         self.b.defaults[v.name] = np.zeros(tuple(d if isinstance(d, int) else 0 for d in v.shape), np_dtype(v.dtype))
         return OptionalValue(v, present=flag)
+
+    def _bind_optional_sequence(self, name: str, tp, onnx_name: str) -> OptionalValue:
+        """An optional sequence graph input whose presence the run decides: the flag ``name?``
+        (default false) and the sequence's inputs ``name`` and ``name#shapes`` (defaults: no
+        elements), all left out by a caller whose optional is empty."""
+        flag = self.b.input(f"{name}?", TensorType((), "bool"))
+        self.input_names[flag.uid] = onnx_name
+        self.b.defaults[flag.name] = np.array(False)
+        seq = self._bind_input(name, tp, _MISSING, onnx_name)
+        self.b.defaults[seq.data.name] = np.zeros((0,), np_dtype(seq.dtype))
+        self.b.defaults[seq.shapes.name] = np.zeros((0, seq.rank if isinstance(seq.rank, int) else 0), np.int64)
+        return OptionalValue(seq, present=flag)
 
     def _input_shape(self, name: str, tt, pinned) -> tuple:
         declared: list[int | str | None] | None = None

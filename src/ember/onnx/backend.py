@@ -94,10 +94,10 @@ def _flatten(name: str, tp, value: Any, out: dict[str, Any], run_time: frozenset
         out[name] = [np.asarray(v) for v in value]
     elif kind == "sequence_type":
         for k, v in enumerate(value):
-            _flatten(f"{name}[{k}]", tp.sequence_type.elem_type, v, out)
+            _flatten(f"{name}[{k}]", tp.sequence_type.elem_type, v, out, run_time)
     elif kind == "optional_type":
         if value is not None:
-            _flatten(name, tp.optional_type.elem_type, value, out)
+            _flatten(name, tp.optional_type.elem_type, value, out, run_time)
     else:
         out[name] = value
 

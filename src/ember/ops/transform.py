@@ -365,7 +365,7 @@ class BroadcastTo(Op):
         return TensorType(shape, x.dtype)
 
     def reference(self, a, x, *after):
-        return np.ascontiguousarray(np.broadcast_to(x, a["shape"]))
+        return np.broadcast_to(x, a["shape"]).copy()    # (ascontiguousarray makes a scalar 1-D)
 
     def compute(self, a, x, *after):
         from .elementwise import broadcast_index

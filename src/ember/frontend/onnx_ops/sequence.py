@@ -81,8 +81,8 @@ def sequence_empty(cx):
 @translates("SequenceLength")
 def sequence_length(cx):
     v = cx.input(0)
-    if isinstance(v, RunSequence):     # a tensor of the graph (a graph output may give it)
-        return cx._tr.materialize(_dim(cx, v.count), cx)
+    if isinstance(v, RunSequence):     # read after what gives its shapes (a check of presence)
+        return cx.op("broadcast_to", [cx._tr.materialize(_dim(cx, v.count), cx), v.shapes], shape=())
     return cx.const(np.array(len(_seq(cx, 0).items), dtype=np.int64))
 
 
@@ -220,11 +220,15 @@ def optional_get_element(cx):
             raise cx.fail("the optional is empty")
         if v.present is not None:
             # checked at run time (a kernel of its own, which the value is ordered after)
-            items = v.value.items if isinstance(v.value, SequenceValue) else [v.value]
-            what = f"the optional '{items[0].name}'" if len(items) == 1 and v.value is items[0] else \
+            items = v.value.items if isinstance(v.value, SequenceValue) else \
+                [v.value.data, v.value.shapes] if isinstance(v.value, RunSequence) else [v.value]
+            what = f"the optional '{items[0].name}'" if (len(items) == 1 and v.value is items[0]) or \
+                (isinstance(v.value, RunSequence) and items[0].producer is None) else \
                 f"the optional that {cx.op_type} node '{cx.name}' reads"
             ok = cx.op("check_present", [v.present], what=what)
             after = [cx.op("broadcast_to", [x, ok], shape=tuple(x.shape)) for x in items]
+            if isinstance(v.value, RunSequence):
+                return RunSequence(after[0], after[1], v.value.dtype)
             return SequenceValue(after, v.value.dtype) if isinstance(v.value, SequenceValue) else after[0]
         return v.value
     return v
@@ -325,19 +329,21 @@ def _insert_at_run_time(cx, seq: RunSequence, v: Value) -> RunSequence:
     return RunSequence(cx.op("gather", [data, src], axis=0), cx.op("gather", [rows, src_row], axis=0), seq.dtype)
 
 
-def _repeat(cx, t: Value, count) -> RunSequence:
-    """The sequence of ``count`` copies of tensor ``t``."""
+def _repeat(cx, t: Value, like: RunSequence) -> RunSequence:
+    """The sequence of copies of tensor ``t``, as many as ``like`` has elements (ordered after
+    what gives ``like``'s shapes)."""
+    count = like.count
     n, r = product(t.shape), t.type.rank
     data = reshape(cx, cx.op("broadcast_to", [reshape(cx, t, (1, n))], shape=(count, n)), (count * n,))
     row = reshape(cx, cx.sym_value(np.array(list(t.shape), dtype=object).reshape(-1)), (1, r))
-    return RunSequence(data, cx.op("broadcast_to", [row], shape=(count, r)), t.dtype)
+    return RunSequence(data, cx.op("broadcast_to", [row, like.shapes], shape=(count, r)), t.dtype)
 
 
 def _shapes_of(cx, s: RunSequence) -> RunSequence:
     """The sequence of the shapes of ``s``'s elements (Shape applied to each)."""
     data = reshape(cx, s.shapes, (s.count * s.rank,))
     row = reshape(cx, _dim(cx, s.rank), (1, 1))
-    return RunSequence(data, cx.op("broadcast_to", [row], shape=(s.count, 1)), "int64")
+    return RunSequence(data, cx.op("broadcast_to", [row, s.shapes], shape=(s.count, 1)), "int64")
 
 
 def _aligned(cx, ref: RunSequence, v, what: str):
@@ -352,7 +358,7 @@ def _aligned(cx, ref: RunSequence, v, what: str):
             return v.data
         other, length = v, v.data.shape[0]
     else:
-        other, length = _repeat(cx, v, ref.count), product(v.shape) * ref.count
+        other, length = _repeat(cx, v, ref), product(v.shape) * ref.count
     shapes, other_shapes = ref.shapes, other.shapes
     if isinstance(ref.rank, int) and isinstance(other.rank, int):
         if ref.rank != other.rank:
@@ -461,7 +467,7 @@ def _map_flat(cx, ins: list):
     results = []
     for o in body.output:
         v = value(o.name)
-        results.append(v if isinstance(v, RunSequence) else _repeat(cx, v, ref.count))
+        results.append(v if isinstance(v, RunSequence) else _repeat(cx, v, ref))
     return results
 
 
@@ -534,7 +540,7 @@ def map_loop(cx):
     results = []
     for c, n in zip(carried, inserts):
         v = value(n.input[1])
-        v = v if isinstance(v, RunSequence) else _repeat(cx, v, ref.count)
+        v = v if isinstance(v, RunSequence) else _repeat(cx, v, ref)
         if v.dtype != c.dtype:
             raise cx.fail(f"a sequence of {c.dtype} cannot hold {v.dtype}")
         results.append(RunSequence(v.data, _retype(cx, v.shapes, ok, tuple(v.shapes.shape)), v.dtype))

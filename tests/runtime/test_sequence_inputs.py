@@ -259,3 +259,39 @@ def test_optional_sequence_input():
                                  [helper.make_value_info("same", opt)]), specialize=False)
     assert rep.run([None]) == (None,)
     _same(rep.run([[np.ones(2, np.int32)]])[0], [np.ones(2, np.int32)])
+
+
+C_DRIVER = r"""
+    int (*run_dynamic)(ember_model*, const int64_t* const*, void* const*, void* const*) =
+        (int (*)(ember_model*, const int64_t* const*, void* const*, void* const*))dlsym(lib, "ember_model_run_dynamic");
+    int (*out_shape)(const int64_t* const*, int, int64_t*) =
+        (int (*)(const int64_t* const*, int, int64_t*))dlsym(lib, "ember_output_shape");
+    ember_model* m = create();
+    /* the sequence [[1, 2], [3, 4, 5]] as its data and shapes, then the tensor [9] */
+    float s[5] = {1, 2, 3, 4, 5}, t[1] = {9}, y[6];
+    int64_t sh[2] = {2, 3}, ysh[3];
+    int64_t d_s[1] = {5}, d_sh[2] = {2, 1}, d_t[1] = {1}, d_y[1], d_ysh[2];
+    const int64_t* shapes[] = {d_s, d_sh, d_t};
+    if (out_shape(shapes, 0, d_y) != 0 || out_shape(shapes, 1, d_ysh) != 0) return 3;
+    printf("shapes %lld %lld %lld\n", (long long)d_y[0], (long long)d_ysh[0], (long long)d_ysh[1]);
+    void* ins[] = {s, sh, t};
+    void* outs[] = {y, ysh};
+    if (run_dynamic(m, shapes, ins, outs) != 0) { fprintf(stderr, "%s\n", err()); return 4; }
+    printf("y %g %g %g %g %g %g sizes %lld %lld %lld\n", y[0], y[1], y[2], y[3], y[4], y[5],
+           (long long)ysh[0], (long long)ysh[1], (long long)ysh[2]);
+    return 0;
+}
+"""
+
+
+def test_c_api_data_and_shapes(tmp_path):
+    from .models import run_c_driver
+
+    seq = _seq_type(TP.FLOAT, ["n"])
+    model = _model([helper.make_node("SequenceInsert", ["s", "t"], ["y"])],
+                   [helper.make_value_info("s", seq), helper.make_tensor_value_info("t", TP.FLOAT, ["k"])],
+                   [helper.make_value_info("y", seq)])
+    m = ember.compile(model, cache=False, cflags=("-O1",))
+    assert m.input_names == ["s", "s#shapes", "t"] and m.output_names == ["y", "y#shapes"]
+    lines = run_c_driver(tmp_path, C_DRIVER, m.path)
+    assert lines == ["shapes 6 3 1", "y 1 2 3 4 5 9 sizes 2 3 1"]

@@ -295,3 +295,21 @@ def test_c_api_data_and_shapes(tmp_path):
     assert m.input_names == ["s", "s#shapes", "t"] and m.output_names == ["y", "y#shapes"]
     lines = run_c_driver(tmp_path, C_DRIVER, m.path)
     assert lines == ["shapes 6 3 1", "y 1 2 3 4 5 9 sizes 2 3 1"]
+
+
+def test_undeclared_rank_positional_call():
+    """Elements of no declared rank: the rank is checked where it matters (an insert), and an
+    empty sequence takes a tensor of any rank."""
+    seq = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TP.FLOAT, None))
+    model = _model([helper.make_node("SequenceInsert", ["s", "t"], ["y"]), helper.make_node("Identity", ["s"], ["z"])],
+                   [helper.make_value_info("s", seq), helper.make_tensor_value_info("t", TP.FLOAT, [2, "k"])],
+                   [helper.make_value_info("y", seq), helper.make_value_info("z", seq)])
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    t = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for items in ([], [np.ones((1, 1), np.float32)], [np.ones((2, 0), np.float32), np.full((3, 2), 2, np.float32)]):
+        y, z = module(items, None, t)
+        want = _onnxruntime(model, {"s": items, "t": t})
+        _same(y, want[0])
+        _same(z, want[1])
+    with pytest.raises(DataShapeError):     # a rank-1 element before a rank-2 tensor
+        module([np.ones(3, np.float32)], None, t)

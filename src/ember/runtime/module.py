@@ -326,9 +326,11 @@ class LoadedModel:
 
     def __call__(self, *arrays: Any) -> "np.ndarray | tuple[np.ndarray, ...]":
         """Runs the model on positional inputs; inputs with a default may be ``None`` or, at the
-        end, left out."""
+        end, left out; a sequence input takes a list of arrays (its ``#shapes`` input then ``None``
+        or, at the end, left out)."""
         n = len(self._in_names)
-        need = max((i + 1 for i in range(n) if i not in self._has_default), default=0)
+        packed = {j for _, j in self._sequence_pairs(self._in_names, self._in_types)}   # from a list
+        need = max((i + 1 for i in range(n) if i not in self._has_default and i not in packed), default=0)
         if not need <= len(arrays) <= n:
             want = str(n) if need == n else f"{need} to {n}"
             raise InputError(f"'{self.name}' takes {want} input(s) ({', '.join(self._in_names)}), got {len(arrays)}")

@@ -277,12 +277,15 @@ def _dim(cx, d) -> Value:
 
 def _with_rank(cx, seq: RunSequence, rank: int, what: str) -> Value:
     """The shapes of ``seq`` as ``[count, rank]``: checked at run time where its elements' rank
-    is a symbol; a declared rank other than ``rank`` is refused."""
+    is a symbol (unless it has no elements); a declared rank other than ``rank`` is refused."""
     if isinstance(seq.rank, int):
         if seq.rank != rank:
             raise cx.fail(f"{what}: the sequence's elements have rank {seq.rank}, not {rank}")
         return seq.shapes
-    ok = _require_zero(cx, _differ(cx, _dim(cx, seq.rank), cx.scalar(rank, "int64")), "rank_mismatch")
+    # (an empty sequence has every rank: a caller cannot say which)
+    nonempty = _differ(cx, _dim(cx, seq.count), cx.scalar(0, "int64"))
+    wrong = cx.op("mul", [_differ(cx, _dim(cx, seq.rank), cx.scalar(rank, "int64")), nonempty])
+    ok = _require_zero(cx, wrong, "rank_mismatch")
     return _retype(cx, seq.shapes, ok, (seq.count, rank))
 
 

@@ -157,10 +157,10 @@ def test_map_with_a_tensor_of_the_elements_shape():
 def test_unsupported_ops_refused_by_name():
     seq = _seq_type(TP.FLOAT, ["n"])
     pos = helper.make_tensor("pos", TP.INT64, [], [0])
-    m = _model([helper.make_node("SequenceAt", ["x", "pos"], ["y"], name="at")], [helper.make_value_info("x", seq)],
-               [helper.make_tensor_value_info("y", TP.FLOAT, ["n"])])
+    m = _model([helper.make_node("SequenceErase", ["x", "pos"], ["y"], name="at")], [helper.make_value_info("x", seq)],
+               [helper.make_value_info("y", seq)])
     m.graph.initializer.append(pos)
-    with pytest.raises(UnsupportedOpError, match="SequenceAt .*sequence whose length the run decides.*'at'"):
+    with pytest.raises(UnsupportedOpError, match="SequenceErase .*sequence whose length the run decides.*'at'"):
         from_onnx(m)
     body = helper.make_graph([helper.make_node("ReduceSum", ["a"], ["y"], keepdims=0)], "body",
                              [helper.make_tensor_value_info("a", TP.FLOAT, None)],
@@ -313,3 +313,27 @@ def test_undeclared_rank_positional_call():
         _same(z, want[1])
     with pytest.raises(DataShapeError):     # a rank-1 element before a rank-2 tensor
         module([np.ones(3, np.float32)], None, t)
+
+
+def test_sequence_at_a_run_time_position():
+    seq = _seq_type(TP.FLOAT, ["a", "b"])
+    model = _model([helper.make_node("SequenceAt", ["s", "p"], ["e"]), helper.make_node("Relu", ["e"], ["r"])],
+                   [helper.make_value_info("s", seq), helper.make_tensor_value_info("p", TP.INT32, [])],
+                   [helper.make_tensor_value_info("e", TP.FLOAT, ["a", "b"]),
+                    helper.make_tensor_value_info("r", TP.FLOAT, ["a", "b"])])
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    graph = from_onnx(model)
+    rng = np.random.default_rng(3)
+    for shapes in ([(2, 3)], [(1, 4), (3, 2), (0, 5), (2, 2)]):
+        items = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        for p in range(-len(items), len(items)):
+            feeds = {"s": items, "p": np.array(p, np.int32)}
+            got = module.run(feeds)
+            for g, w in zip(got.values(), _onnxruntime(model, feeds)):
+                _same(g, w)
+            data, sh = _flat(items, 2)
+            np.testing.assert_array_equal(run_graph(graph, {"s": data, "s#shapes": sh, "p": np.array(p, np.int32)})[0],
+                                          items[p])
+    for p in (len(items), -len(items) - 1):
+        with pytest.raises(IndexOutOfRangeError, match="the position in the sequence that SequenceAt"):
+            module.run({"s": items, "p": np.array(p, np.int32)})

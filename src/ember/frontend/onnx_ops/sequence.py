@@ -88,6 +88,8 @@ def sequence_length(cx):
 
 @translates("SequenceAt")
 def sequence_at(cx):
+    if isinstance(cx.input(0), RunSequence):
+        return _at_run_time(cx, cx.input(0))
     seq = _seq(cx, 0)
     if cx.ints_input(1, "position", required=True) is None:
         raise cx.fail("position is required")
@@ -305,21 +307,11 @@ def _insert_at_run_time(cx, seq: RunSequence, v: Value) -> RunSequence:
     if not cx.is_symbolic(cx.input(2)) and cx.input(2).is_const and cx.ints_input(2, "position") == [0]:
         return RunSequence(cx.op("concat", [flat, seq.data], axis=0), cx.op("concat", [row, shapes], axis=0),
                            seq.dtype)
-    p = cx.input(2)
-    if p.type.size != 1 or p.dtype not in ("int32", "int64"):
-        raise cx.fail(f"position must be an integer scalar, got {p.type}")
-    p = reshape(cx, cx.op("cast", [p], to="int64"), ())
     count, length = _dim(cx, seq.count), _dim(cx, seq.data.shape[0])
-    # a position in [-count, count], as an index into count + 1 places (negative ones moved
-    # down by one so that check_index's [-count - 1, count + 1) is the range allowed)
-    q = cx.op("where", [cx.op("less", [p, cx.scalar(0, "int64")]), cx.op("sub", [p, cx.scalar(1, "int64")]), p])
-    at = cx.op("check_index", [q], dims=(seq.count + 1,),
-               what=(f"the position in the sequence that SequenceInsert node '{cx.name}' inserts into",))
-    sizes = cx.op("reduce_prod", [shapes], axes=(1,), keepdims=False) if r else \
-        cx.op("broadcast_to", [cx.scalar(1, "int64")], shape=(seq.count,))
-    k = cx.op("arange", [], length=seq.count, dtype="int64")
-    before = cx.op("where", [cx.op("less", [k, at]), sizes, cx.scalar(0, "int64")])
-    off = cx.op("reduce_sum", [before], axes=(0,), keepdims=False)
+    # a position in [-count, count]: negative ones moved down by one so that check_index's
+    # [-count - 1, count + 1) is the range allowed
+    at = _position_at_run_time(cx, seq, seq.count + 1, 1, "inserts into")
+    off = _sizes_before(cx, seq, shapes, at)
     n = _dim(cx, product(v.shape))
     j = cx.op("arange", [], length=seq.data.shape[0] + product(v.shape), dtype="int64")
     end = cx.op("add", [off, n])
@@ -330,6 +322,50 @@ def _insert_at_run_time(cx, seq: RunSequence, v: Value) -> RunSequence:
     src_row = cx.op("where", [cx.op("less", [i, at]), i,
                               cx.op("where", [cx.op("equal", [i, at]), count, cx.op("sub", [i, cx.scalar(1, "int64")])])])
     return RunSequence(cx.op("gather", [data, src], axis=0), cx.op("gather", [rows, src_row], axis=0), seq.dtype)
+
+
+def _position_at_run_time(cx, seq: RunSequence, places, shift: int, what: str) -> Value:
+    """Input 1 or 2 of the node, a position into ``places`` places of ``seq`` (count or count +
+    1), as an int64 scalar in [0, places), checked at run time (``check_index``: an index error
+    of the run otherwise).  ``shift`` moves negative positions down (by one where a position
+    may equal the count: ONNX's [-count, count])."""
+    i = 2 if cx.op_type == "SequenceInsert" else 1
+    p = cx.input(i)
+    if p.type.size != 1 or p.dtype not in ("int32", "int64"):
+        raise cx.fail(f"position must be an integer scalar, got {p.type}")
+    p = reshape(cx, cx.op("cast", [p], to="int64"), ())
+    if shift:
+        p = cx.op("where", [cx.op("less", [p, cx.scalar(0, "int64")]), cx.op("sub", [p, cx.scalar(shift, "int64")]), p])
+    return cx.op("check_index", [p], dims=(places,),
+                 what=(f"the position in the sequence that {cx.op_type} node '{cx.name}' {what}",))
+
+
+def _sizes_before(cx, seq: RunSequence, shapes: Value, at: Value) -> Value:
+    """The element count of the elements of ``seq`` before position ``at`` (its data offset)."""
+    rank = shapes.shape[1]
+    sizes = cx.op("reduce_prod", [shapes], axes=(1,), keepdims=False) if rank != 0 else \
+        cx.op("broadcast_to", [cx.scalar(1, "int64"), shapes], shape=(seq.count,))
+    k = cx.op("arange", [], length=seq.count, dtype="int64")
+    before = cx.op("where", [cx.op("less", [k, at]), sizes, cx.scalar(0, "int64")])
+    return cx.op("reduce_sum", [before], axes=(0,), keepdims=False)
+
+
+def _at_run_time(cx, seq: RunSequence) -> Value:
+    """SequenceAt of a RunSequence: the element's shape read from the shapes and bound as data
+    symbols (``bind_dims``), its data gathered from its offset."""
+    if not isinstance(seq.rank, int):
+        raise cx.unsupported("an element of a sequence whose length the run decides and whose elements have "
+                             "no declared rank (the element's rank must be known)")
+    at = _position_at_run_time(cx, seq, seq.count, 0, "reads")
+    row = cx.op("gather", [seq.shapes, at], axis=0)
+    if seq.rank == 0:
+        bound, dims = cx.op("broadcast_to", [cx.scalar(1, "int64"), row], shape=()), []
+    else:
+        bound, dims = data_dims.bind(cx, row, "element_dim")
+    n = product(dims)
+    j = data_dims.iota(cx, bound, n)
+    flat = cx.op("gather", [seq.data, cx.op("add", [j, _sizes_before(cx, seq, seq.shapes, at)])], axis=0)
+    return reshape(cx, flat, tuple(dims))
 
 
 def _repeat(cx, t: Value, like: RunSequence) -> RunSequence:

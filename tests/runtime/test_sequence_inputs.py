@@ -156,11 +156,18 @@ def test_map_with_a_tensor_of_the_elements_shape():
 
 def test_unsupported_ops_refused_by_name():
     seq = _seq_type(TP.FLOAT, ["n"])
-    pos = helper.make_tensor("pos", TP.INT64, [], [0])
-    m = _model([helper.make_node("SequenceErase", ["x", "pos"], ["y"], name="at")], [helper.make_value_info("x", seq)],
+    body = helper.make_graph([helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["s"], ["s_out"])],
+                             "body", [helper.make_tensor_value_info("i", TP.INT64, []),
+                                      helper.make_tensor_value_info("c", TP.BOOL, []), helper.make_value_info("s", seq)],
+                             [helper.make_tensor_value_info("c_out", TP.BOOL, []), helper.make_value_info("s_out", seq)])
+    m = _model([helper.make_node("Loop", ["m", "", "x"], ["y"], body=body, name="carry")],
+               [helper.make_value_info("x", seq), helper.make_tensor_value_info("m", TP.INT64, [])],
                [helper.make_value_info("y", seq)])
-    m.graph.initializer.append(pos)
-    with pytest.raises(UnsupportedOpError, match="SequenceErase .*sequence whose length the run decides.*'at'"):
+    with pytest.raises(UnsupportedOpError, match="Loop .*sequence whose length the run decides.*'carry'"):
+        from_onnx(m)
+    m = _model([helper.make_node("ConcatFromSequence", ["x"], ["y"], name="cat", axis=1, new_axis=1)],
+               [helper.make_value_info("x", seq)], [helper.make_tensor_value_info("y", TP.FLOAT, None)])
+    with pytest.raises(UnsupportedOpError, match="axis 1 of a sequence whose length the run decides.*'cat'"):
         from_onnx(m)
     body = helper.make_graph([helper.make_node("ReduceSum", ["a"], ["y"], keepdims=0)], "body",
                              [helper.make_tensor_value_info("a", TP.FLOAT, None)],
@@ -337,3 +344,26 @@ def test_sequence_at_a_run_time_position():
     for p in (len(items), -len(items) - 1):
         with pytest.raises(IndexOutOfRangeError, match="the position in the sequence that SequenceAt"):
             module.run({"s": items, "p": np.array(p, np.int32)})
+
+
+@pytest.mark.parametrize("new_axis", [0, 1])
+def test_erase_and_concat(new_axis):
+    seq = _seq_type(TP.FLOAT, ["a", "b"])
+    model = _model([helper.make_node("SequenceErase", ["s", "p"], ["e"]), helper.make_node("SequenceErase", ["s"], ["l"]),
+                    helper.make_node("ConcatFromSequence", ["s"], ["c"], axis=0, new_axis=new_axis)],
+                   [helper.make_value_info("s", seq), helper.make_tensor_value_info("p", TP.INT64, [])],
+                   [helper.make_value_info("e", seq), helper.make_value_info("l", seq),
+                    helper.make_tensor_value_info("c", TP.FLOAT, None)])
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    rng = np.random.default_rng(4)
+    cases = ([(2, 3)], [(1, 3), (3, 3), (0, 3)]) if not new_axis else ([(2, 3)], [(2, 2), (2, 2), (2, 2)])
+    for shapes in cases:
+        items = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        for p in range(-len(items), len(items)):
+            feeds = {"s": items, "p": np.array(p)}
+            for g, w in zip(module.run(feeds).values(), _onnxruntime(model, feeds)):
+                _same(g, w)
+    with pytest.raises(IndexOutOfRangeError, match="SequenceErase"):
+        module.run({"s": items, "p": np.array(len(items))})
+    with pytest.raises(DataShapeError):      # elements that do not concatenate
+        module.run({"s": [np.ones((2, 3), np.float32), np.ones((2, 2), np.float32)], "p": np.array(0)})

@@ -109,7 +109,8 @@ class RunSequence:
 
 
 #: The ops that take a :class:`RunSequence` (``onnx_ops/sequence.py``); others refuse one by name
-RUN_SEQUENCE_OPS = frozenset({"Identity", "SequenceLength", "SequenceAt", "SequenceInsert", "SequenceMap",
+RUN_SEQUENCE_OPS = frozenset({"Identity", "SequenceLength", "SequenceAt", "SequenceInsert", "SequenceErase",
+                              "ConcatFromSequence", "SequenceMap", "Optional", "OptionalHasElement",
                               "OptionalGetElement"})
 
 

@@ -109,6 +109,8 @@ def sequence_insert(cx):
 
 @translates("SequenceErase")
 def sequence_erase(cx):
+    if isinstance(cx.input(0), RunSequence):
+        return _erase_at_run_time(cx, cx.input(0))
     seq = _seq(cx, 0)
     n = len(seq.items)
     if n == 0:
@@ -154,6 +156,8 @@ def split_to_sequence(cx):
 
 @translates("ConcatFromSequence")
 def concat_from_sequence(cx):
+    if isinstance(cx.input(0), RunSequence):
+        return _concat_at_run_time(cx, cx.input(0))
     seq = _seq(cx, 0)
     if not seq.items:
         raise cx.fail("cannot concatenate an empty sequence")
@@ -333,7 +337,8 @@ def _position_at_run_time(cx, seq: RunSequence, places, shift: int, what: str) -
     p = cx.input(i)
     if p.type.size != 1 or p.dtype not in ("int32", "int64"):
         raise cx.fail(f"position must be an integer scalar, got {p.type}")
-    p = reshape(cx, cx.op("cast", [p], to="int64"), ())
+    # (read after the shapes: a constant position is checked against the run's count too)
+    p = cx.op("broadcast_to", [reshape(cx, cx.op("cast", [p], to="int64"), ()), seq.shapes], shape=())
     if shift:
         p = cx.op("where", [cx.op("less", [p, cx.scalar(0, "int64")]), cx.op("sub", [p, cx.scalar(shift, "int64")]), p])
     return cx.op("check_index", [p], dims=(places,),
@@ -366,6 +371,66 @@ def _at_run_time(cx, seq: RunSequence) -> Value:
     j = data_dims.iota(cx, bound, n)
     flat = cx.op("gather", [seq.data, cx.op("add", [j, _sizes_before(cx, seq, seq.shapes, at)])], axis=0)
     return reshape(cx, flat, tuple(dims))
+
+
+def _erase_at_run_time(cx, seq: RunSequence) -> RunSequence:
+    """SequenceErase of a RunSequence: the data and shapes of the other elements gathered; the
+    data's new length (the erased element's size read from its shape) bound as a data
+    symbol."""
+    if cx.has_input(1):
+        at = _position_at_run_time(cx, seq, seq.count, 0, "erases from")
+    else:                                   # the last element (an empty sequence: an error)
+        last = cx.op("sub", [_dim(cx, seq.count), cx.scalar(1, "int64")])
+        at = cx.op("check_index", [last], dims=(seq.count,),
+                   what=(f"the last element of the sequence that SequenceErase node '{cx.name}' erases from",))
+    rank = seq.rank
+    row = cx.op("gather", [seq.shapes, at], axis=0)
+    size = cx.op("reduce_prod", [row], axes=(0,), keepdims=False) if rank != 0 else cx.scalar(1, "int64")
+    length = cx.op("sub", [_dim(cx, seq.data.shape[0]), size])
+    bound, (m,) = data_dims.bind(cx, length, "sequence_length")
+    off = _sizes_before(cx, seq, seq.shapes, at)
+    j = data_dims.iota(cx, bound, m)
+    src = cx.op("where", [cx.op("less", [j, off]), j, cx.op("add", [j, size])])
+    i = cx.op("arange", [], length=seq.count - 1, dtype="int64")
+    src_row = cx.op("where", [cx.op("less", [i, at]), i, cx.op("add", [i, cx.scalar(1, "int64")])])
+    return RunSequence(cx.op("gather", [seq.data, src], axis=0), cx.op("gather", [seq.shapes, src_row], axis=0),
+                       seq.dtype)
+
+
+def _concat_at_run_time(cx, seq: RunSequence) -> Value:
+    """ConcatFromSequence of a RunSequence along axis 0 (its elements one after the other: the
+    data itself, reshaped), or stacked along a new axis 0: the other dimensions read from the
+    first element's shape and bound as data symbols, every element checked to agree (and the
+    sequence to have elements); other axes are refused."""
+    if not isinstance(seq.rank, int):
+        raise cx.unsupported("the concatenation of a sequence whose length the run decides and whose elements "
+                             "have no declared rank")
+    new_axis = bool(cx.attr("new_axis", 0))
+    r = seq.rank
+    ax = norm_axis(cx, cx.attr("axis"), r + 1 if new_axis else r)
+    if ax != 0:
+        raise cx.unsupported(f"axis {ax} of a sequence whose length the run decides (only 0, the elements one "
+                             f"after the other)")
+    zero = cx.op("broadcast_to", [cx.scalar(0, "int64"), seq.shapes], shape=())
+    first = cx.op("gather", [seq.shapes, cx.op("check_index", [zero], dims=(seq.count,),
+                                                what=(f"the sequence that ConcatFromSequence node '{cx.name}' "
+                                                      f"concatenates (it has no elements)",))], axis=0)
+    # every element's shape is the first's, but along the concatenated axis
+    kept = first if new_axis else cx.op("slice", [first], starts=(1,), ends=(r,), steps=(1,))
+    others = seq.shapes if new_axis else cx.op("slice", [seq.shapes], starts=(0, 1), ends=(seq.count, r),
+                                                steps=(1, 1))
+    wrong = _differ(cx, others, reshape(cx, kept, (1, kept.shape[0])))
+    if new_axis:
+        lead = _dim(cx, seq.count)
+    else:
+        lead = cx.op("reduce_sum", [cx.op("slice", [seq.shapes], starts=(0, 0), ends=(seq.count, 1), steps=(1, 1))],
+                     axes=(0, 1), keepdims=False)
+    ok = _require_zero(cx, wrong, "elements_unlike_the_first")
+    kept = cx.op("broadcast_to", [kept, ok], shape=tuple(kept.shape))
+    values = cx.op("concat", [reshape(cx, lead, (1,)), kept], axis=0)
+    bound, dims = data_dims.bind(cx, values, ["concatenated_dim"] + [f"dim{k}" for k in range(kept.shape[0])],
+                                 numel=seq.data.shape[0])
+    return cx.op("reshape_data", [seq.data, bound], shape=tuple(dims))
 
 
 def _repeat(cx, t: Value, like: RunSequence) -> RunSequence:

@@ -7,9 +7,10 @@ Two exceptions: an optional tensor graph input whose presence a flag input gives
 which OptionalHasElement reads and OptionalGetElement checks (``check_present``); and a sequence
 graph input whose length and element shapes the run decides
 (:class:`~ember.frontend.onnx.RunSequence`: its elements' data one after the other and their
-shapes), which Identity, SequenceLength, SequenceInsert at the front or back, OptionalGetElement
-and SequenceMap over a body of elementwise ops, Shape and Identity take (``_map_flat``); other
-ops refuse it by name."""
+shapes), which Identity, SequenceLength, SequenceInsert, SequenceAt, SequenceErase (positions
+read at run time), ConcatFromSequence along axis 0, the Optional ops, and SequenceMap (or a
+Loop of its form, ``map_loop``) over a body of elementwise ops, Shape and Identity take
+(``_map_flat``); other ops refuse it by name (``RUN_SEQUENCE_OPS``)."""
 
 from __future__ import annotations
 

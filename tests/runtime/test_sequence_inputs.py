@@ -367,3 +367,33 @@ def test_erase_and_concat(new_axis):
         module.run({"s": items, "p": np.array(len(items))})
     with pytest.raises(DataShapeError):      # elements that do not concatenate
         module.run({"s": [np.ones((2, 3), np.float32), np.ones((2, 2), np.float32)], "p": np.array(0)})
+
+
+def test_run_time_positions_into_sequences_built_in_the_model():
+    """A sequence the model builds (SequenceConstruct, SplitToSequence) with positions, split
+    sizes or a split length that the run decides: laid out as data and shapes there."""
+    nodes = [helper.make_node("SequenceConstruct", ["a", "b", "c"], ["s"]),
+             helper.make_node("SequenceErase", ["s", "pe"], ["s1"]),
+             helper.make_node("SequenceInsert", ["s1", "a", "pi"], ["s2"]),
+             helper.make_node("SequenceAt", ["s2", "pa"], ["out"]),
+             helper.make_node("SplitToSequence", ["x"], ["rows"], axis=1, keepdims=0),
+             helper.make_node("SplitToSequence", ["x", "sizes"], ["parts"], axis=0),
+             helper.make_node("SequenceLength", ["rows"], ["n_rows"])]
+    ins = [helper.make_tensor_value_info(n, TP.FLOAT, ["p", 2]) for n in "abc"] + \
+        [helper.make_tensor_value_info(n, TP.INT64, []) for n in ("pe", "pi", "pa")] + \
+        [helper.make_tensor_value_info("x", TP.FLOAT, ["r", "k"]), helper.make_tensor_value_info("sizes", TP.INT64, [3])]
+    outs = [helper.make_tensor_value_info("out", TP.FLOAT, None), helper.make_value_info("rows", _seq_type(TP.FLOAT, None)),
+            helper.make_value_info("parts", _seq_type(TP.FLOAT, None)), helper.make_tensor_value_info("n_rows", TP.INT64, [])]
+    model = _model(nodes, ins, outs)
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    rng = np.random.default_rng(5)
+    for p, (r, k), sizes in ((1, (4, 3), [1, 0, 3]), (3, (2, 5), [2, 0, 0]), (2, (0, 1), [0, 0, 0])):
+        abc = [rng.standard_normal((p, 2)).astype(np.float32) for _ in range(3)]
+        x = rng.standard_normal((r, k)).astype(np.float32)
+        for pe, pi, pa in ((0, 0, 0), (-1, 2, -1), (1, -2, 1)):
+            feeds = dict(zip("abc", abc), pe=np.array(pe), pi=np.array(pi), pa=np.array(pa), x=x,
+                         sizes=np.array(sizes))
+            for g, w in zip(module.run(feeds).values(), _onnxruntime(model, feeds)):
+                _same(g, w)
+    with pytest.raises(DataShapeError):         # split sizes that do not add up to the axis
+        module.run(dict(feeds, sizes=np.array([1, 1, 1])))

@@ -83,14 +83,15 @@ def sequence_empty(cx):
 def sequence_length(cx):
     v = cx.input(0)
     if isinstance(v, RunSequence):     # read after what gives its shapes (a check of presence)
-        return cx.op("broadcast_to", [cx._tr.materialize(_dim(cx, v.count), cx), v.shapes], shape=())
+        n = _dim(cx, v.count)
+        return cx.op("broadcast_to", [cx._tr.materialize(n, cx) if cx.is_symbolic(n) else n, v.shapes], shape=())
     return cx.const(np.array(len(_seq(cx, 0).items), dtype=np.int64))
 
 
 @translates("SequenceAt")
 def sequence_at(cx):
-    if isinstance(cx.input(0), RunSequence):
-        return _at_run_time(cx, cx.input(0))
+    if isinstance(cx.input(0), RunSequence) or _run_time_position(cx, 1):
+        return _at_run_time(cx, _as_run(cx, cx.input(0)))
     seq = _seq(cx, 0)
     if cx.ints_input(1, "position", required=True) is None:
         raise cx.fail("position is required")
@@ -99,8 +100,8 @@ def sequence_at(cx):
 
 @translates("SequenceInsert")
 def sequence_insert(cx):
-    if isinstance(cx.input(0), RunSequence):
-        return _insert_at_run_time(cx, cx.input(0), _tensor(cx, 1))
+    if isinstance(cx.input(0), RunSequence) or _run_time_position(cx, 2):
+        return _insert_at_run_time(cx, _as_run(cx, cx.input(0)), _tensor(cx, 1))
     seq, v = _seq(cx, 0), _tensor(cx, 1)
     _check_dtype(cx, seq, v)
     n = len(seq.items)
@@ -110,8 +111,8 @@ def sequence_insert(cx):
 
 @translates("SequenceErase")
 def sequence_erase(cx):
-    if isinstance(cx.input(0), RunSequence):
-        return _erase_at_run_time(cx, cx.input(0))
+    if isinstance(cx.input(0), RunSequence) or _run_time_position(cx, 1):
+        return _erase_at_run_time(cx, _as_run(cx, cx.input(0)))
     seq = _seq(cx, 0)
     n = len(seq.items)
     if n == 0:
@@ -126,9 +127,13 @@ def split_to_sequence(cx):
     dims = tuple(x.shape)
     ax = norm_axis(cx, cx.attr("axis", 0), len(dims))
     d = dims[ax]
+    if _run_time_position(cx, 1) and cx.input(1).type.rank == 1 and isinstance(cx.input(1).shape[0], int) and ax == 0:
+        return _split_sizes_at_run_time(cx, x, cx.input(1))
+    if isinstance(d, Sym) and cx.has_input(1):
+        raise cx.fail(f"axis {ax} of {x.type} has the symbolic length {d}, and with split sizes it decides the "
+                      f"number of pieces (the sequence's length) at compile time; fix it with shapes=")
     if isinstance(d, Sym):
-        raise cx.fail(f"axis {ax} of {x.type} has the symbolic length {d}, and it decides the number of "
-                      f"pieces (the sequence's length) at compile time; fix it with shapes=")
+        return _split_at_run_time(cx, x, ax, bool(cx.attr("keepdims", 1)))
     split = cx.const_input(1, "split")
     squeeze = False
     if split is None:
@@ -318,7 +323,9 @@ def _insert_at_run_time(cx, seq: RunSequence, v: Value) -> RunSequence:
     at = _position_at_run_time(cx, seq, seq.count + 1, 1, "inserts into")
     off = _sizes_before(cx, seq, shapes, at)
     n = _dim(cx, product(v.shape))
-    j = cx.op("arange", [], length=seq.data.shape[0] + product(v.shape), dtype="int64")
+    # (read after the data: its length may be a data symbol, bound by an earlier op)
+    start = cx.op("broadcast_to", [cx.scalar(0, "int64"), seq.data], shape=())
+    j = cx.op("arange", [start], length=seq.data.shape[0] + product(v.shape), dtype="int64")
     end = cx.op("add", [off, n])
     src = cx.op("where", [cx.op("less", [j, off]), j,
                           cx.op("where", [cx.op("less", [j, end]), cx.op("add", [length, cx.op("sub", [j, off])]),
@@ -327,6 +334,30 @@ def _insert_at_run_time(cx, seq: RunSequence, v: Value) -> RunSequence:
     src_row = cx.op("where", [cx.op("less", [i, at]), i,
                               cx.op("where", [cx.op("equal", [i, at]), count, cx.op("sub", [i, cx.scalar(1, "int64")])])])
     return RunSequence(cx.op("gather", [data, src], axis=0), cx.op("gather", [rows, src_row], axis=0), seq.dtype)
+
+
+def _run_time_position(cx, i: int) -> bool:
+    """Whether the node's position operand ``i`` is read at run time (a graph input, or
+    computed from one): the sequence is then handled in its laid-out form."""
+    v = cx.input(i, required=False)
+    return v is not None and isinstance(v, Value) and not v.is_const and not cx.is_symbolic(v)
+
+
+def _as_run(cx, seq) -> RunSequence:
+    """A sequence of compile-time length laid out as a RunSequence (its elements' data
+    concatenated and their shapes stacked), for an op whose position the run decides."""
+    if isinstance(seq, RunSequence):
+        return seq
+    seq = _seq(cx, 0)
+    ranks = {v.type.rank for v in seq.items}
+    if len(ranks) != 1:
+        raise cx.unsupported("a position read at run time into a sequence that is empty or whose elements "
+                             "have different ranks")
+    r = ranks.pop()
+    data = [reshape(cx, v, (product(v.shape),)) for v in seq.items]
+    rows = [reshape(cx, cx.sym_value(np.array(list(v.shape), dtype=object).reshape(-1)), (1, r)) for v in seq.items]
+    cat = lambda vs: vs[0] if len(vs) == 1 else cx.op("concat", vs, axis=0)  # noqa: E731
+    return RunSequence(cat(data), cat(rows), seq.dtype)
 
 
 def _position_at_run_time(cx, seq: RunSequence, places, shift: int, what: str) -> Value:
@@ -432,6 +463,37 @@ def _concat_at_run_time(cx, seq: RunSequence) -> Value:
     bound, dims = data_dims.bind(cx, values, ["concatenated_dim"] + [f"dim{k}" for k in range(kept.shape[0])],
                                  numel=seq.data.shape[0])
     return cx.op("reshape_data", [seq.data, bound], shape=tuple(dims))
+
+
+def _split_at_run_time(cx, x: Value, ax: int, keepdims: bool) -> RunSequence:
+    """SplitToSequence into pieces of 1 along an axis of symbolic length: a RunSequence of that
+    many elements, its data ``x`` with the axis moved first (each element's data is then one
+    block, in its own row-major order) and every element of one shape."""
+    dims = tuple(x.shape)
+    if ax:
+        x = cx.op("transpose", [x], perm=(ax,) + tuple(k for k in range(len(dims)) if k != ax))
+    data = reshape(cx, x, (product(dims),))
+    shape = dims[:ax] + ((1,) if keepdims else ()) + dims[ax + 1:]
+    row = reshape(cx, cx.sym_value(np.array(list(shape), dtype=object).reshape(-1)), (1, len(shape)))
+    return RunSequence(data, cx.op("broadcast_to", [row], shape=(dims[ax], len(shape))), x.dtype)
+
+
+def _split_sizes_at_run_time(cx, x: Value, sizes: Value) -> RunSequence:
+    """SplitToSequence along axis 0 into as many pieces as ``sizes`` (read at run time) has
+    elements: the data is ``x`` itself (each piece a block of rows), the shapes the sizes with
+    the other dimensions; the sizes are checked to be non-negative and to add up to the axis."""
+    dims = tuple(x.shape)
+    k = sizes.shape[0]
+    sizes = cx.op("cast", [sizes], to="int64")
+    zero = cx.scalar(0, "int64")
+    negative = cx.op("reduce_sum", [cx.op("cast", [cx.op("less", [sizes, zero])], to="int64")], axes=(0,),
+                     keepdims=False)
+    total = cx.op("reduce_sum", [sizes], axes=(0,), keepdims=False)
+    ok = _require_zero(cx, cx.op("add", [negative, _differ(cx, total, _dim(cx, dims[0]))]), "split_mismatch")
+    rest = reshape(cx, cx.sym_value(np.array(list(dims[1:]), dtype=object).reshape(-1)), (1, len(dims) - 1))
+    rows = cx.op("concat", [reshape(cx, cx.op("broadcast_to", [sizes, ok], shape=(k,)), (k, 1)),
+                            cx.op("broadcast_to", [rest], shape=(k, len(dims) - 1))], axis=1)
+    return RunSequence(reshape(cx, x, (product(dims),)), rows, x.dtype)
 
 
 def _repeat(cx, t: Value, like: RunSequence) -> RunSequence:

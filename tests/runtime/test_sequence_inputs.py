@@ -397,3 +397,34 @@ def test_run_time_positions_into_sequences_built_in_the_model():
                 _same(g, w)
     with pytest.raises(DataShapeError):         # split sizes that do not add up to the axis
         module.run(dict(feeds, sizes=np.array([1, 1, 1])))
+
+
+def test_run_time_position_into_an_empty_sequence_still_asks_for_it():
+    """Into an empty sequence the form has no rank to take: the position is needed at compile
+    time, as before (OperandNotConstantError naming it, which the ONNX backend specializes)."""
+    from ember.frontend.onnx import OperandNotConstantError
+
+    model = _model([helper.make_node("SequenceEmpty", [], ["e"], dtype=TP.FLOAT),
+                    helper.make_node("SequenceInsert", ["e", "t", "p"], ["s"])],
+                   [helper.make_tensor_value_info("t", TP.FLOAT, [2]), helper.make_tensor_value_info("p", TP.INT64, [])],
+                   [helper.make_value_info("s", _seq_type(TP.FLOAT, [2]))])
+    with pytest.raises(OperandNotConstantError) as e:
+        from_onnx(model)
+    assert list(e.value.inputs) == ["p"]
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_split_by_a_run_time_step(axis):
+    model = _model([helper.make_node("SplitToSequence", ["x", "s"], ["y"], axis=axis)],
+                   [helper.make_tensor_value_info("x", TP.FLOAT, [3, "n", 4]),
+                    helper.make_tensor_value_info("s", TP.INT64, [])],
+                   [helper.make_value_info("y", _seq_type(TP.FLOAT, None))])
+    module = ember.compile(model, cache=False, cflags=("-O1",))
+    rng = np.random.default_rng(6)
+    for n in (1, 5):
+        x = rng.standard_normal((3, n, 4)).astype(np.float32)
+        for s in (1, 2, 3, 7):
+            feeds = {"x": x, "s": np.array(s)}
+            _same(module.run(feeds)["y"], _onnxruntime(model, feeds)[0])
+    with pytest.raises(DataShapeError):         # a step below 1
+        module.run({"x": x, "s": np.array(0)})

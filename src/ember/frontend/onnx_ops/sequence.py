@@ -129,6 +129,8 @@ def split_to_sequence(cx):
     d = dims[ax]
     if _run_time_position(cx, 1) and cx.input(1).type.rank == 1 and isinstance(cx.input(1).shape[0], int) and ax == 0:
         return _split_sizes_at_run_time(cx, x, cx.input(1))
+    if _run_time_position(cx, 1) and cx.input(1).type.rank == 0:
+        return _split_step_at_run_time(cx, x, ax, cx.input(1))
     if isinstance(d, Sym) and cx.has_input(1):
         raise cx.fail(f"axis {ax} of {x.type} has the symbolic length {d}, and with split sizes it decides the "
                       f"number of pieces (the sequence's length) at compile time; fix it with shapes=")
@@ -351,6 +353,8 @@ def _as_run(cx, seq) -> RunSequence:
     seq = _seq(cx, 0)
     ranks = {v.type.rank for v in seq.items}
     if len(ranks) != 1:
+        # the position needed at compile time, as before (a caller that knows it specializes)
+        cx.ints_input(2 if cx.op_type == "SequenceInsert" else 1, "position")
         raise cx.unsupported("a position read at run time into a sequence that is empty or whose elements "
                              "have different ranks")
     r = ranks.pop()
@@ -494,6 +498,48 @@ def _split_sizes_at_run_time(cx, x: Value, sizes: Value) -> RunSequence:
     rows = cx.op("concat", [reshape(cx, cx.op("broadcast_to", [sizes, ok], shape=(k,)), (k, 1)),
                             cx.op("broadcast_to", [rest], shape=(k, len(dims) - 1))], axis=1)
     return RunSequence(reshape(cx, x, (product(dims),)), rows, x.dtype)
+
+
+def _split_step_at_run_time(cx, x: Value, ax: int, step: Value) -> RunSequence:
+    """SplitToSequence along ``ax`` into pieces of a size ``step`` read at run time (the last
+    one shorter): their count ceil(d / step) bound as a data symbol (a step below 1 fails the
+    binding), and the data gathered into the pieces' order.  Piece k starts at k * step * outer
+    * inner (every piece before the last is full), so the source of output position q is found
+    from q's piece and its index inside the piece's shape [outer, w_k, inner]."""
+    dims = tuple(x.shape)
+    d, outer, inner = dims[ax], product(dims[:ax]), product(dims[ax + 1:])
+    one = cx.scalar(1, "int64")
+    s = reshape(cx, cx.op("cast", [step], to="int64"), ())
+    dd = _dim(cx, d)
+    count = cx.op("where", [cx.op("less", [s, one]), cx.scalar(-1, "int64"),
+                            cx.op("div", [cx.op("sub", [cx.op("add", [dd, s]), one]), cx.op("maximum", [s, one])])])
+    bound, (n,) = data_dims.bind(cx, count, "pieces", limits=[d] if isinstance(d, int) else None)
+    s = cx.op("maximum", [cx.op("broadcast_to", [s, bound], shape=()), one])
+    k = data_dims.iota(cx, bound, n)
+    widths = cx.op("minimum", [cx.op("broadcast_to", [s], shape=(n,)), cx.op("sub", [dd, cx.op("mul", [k, s])])])
+    cols = [reshape(cx, widths, (n, 1))]
+    before = reshape(cx, cx.sym_value(np.array(list(dims[:ax]), dtype=object).reshape(-1)), (1, ax))
+    after = reshape(cx, cx.sym_value(np.array(list(dims[ax + 1:]), dtype=object).reshape(-1)),
+                    (1, len(dims) - ax - 1))
+    rows = cx.op("concat", [cx.op("broadcast_to", [before, bound], shape=(n, ax)), cols[0],
+                            cx.op("broadcast_to", [after, bound], shape=(n, len(dims) - ax - 1))], axis=1)
+    size = product(dims)
+    q = cx.op("arange", [cx.op("broadcast_to", [cx.scalar(0, "int64"), bound], shape=())], length=size,
+              dtype="int64")
+    oi, ii = _dim(cx, outer), _dim(cx, inner)
+    block = cx.op("mul", [cx.op("mul", [s, oi]), ii])              # a full piece's elements
+    piece = cx.op("div", [q, cx.op("maximum", [block, one])])
+    within = cx.op("sub", [q, cx.op("mul", [piece, block])])
+    w = cx.op("minimum", [s, cx.op("sub", [dd, cx.op("mul", [piece, s])])])
+    per_o = cx.op("maximum", [cx.op("mul", [w, ii]), one])
+    o = cx.op("div", [within, per_o])
+    rest = cx.op("sub", [within, cx.op("mul", [o, per_o])])
+    c = cx.op("div", [rest, cx.op("maximum", [ii, one])])
+    m = cx.op("sub", [rest, cx.op("mul", [c, ii])])
+    src = cx.op("add", [cx.op("mul", [cx.op("add", [cx.op("mul", [o, dd]), cx.op("add", [cx.op("mul", [piece, s]), c])]),
+                                      ii]), m])
+    data = cx.op("gather", [reshape(cx, x, (size,)), src], axis=0)
+    return RunSequence(data, rows, x.dtype)
 
 
 def _repeat(cx, t: Value, like: RunSequence) -> RunSequence:

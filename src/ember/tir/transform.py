@@ -72,10 +72,20 @@ class _NotVectorizable(Exception):
 
 
 def lanes_of(e: Expr) -> int:
-    if isinstance(e, (Ramp, Broadcast)):
+    """The lanes of ``e`` (1 for a scalar); kept on a compound node (expressions are immutable),
+    so that asking at every node of a DAG takes linear time."""
+    if isinstance(e, (Ramp, Broadcast, Load)):
         return e.lanes
-    if isinstance(e, Load):
-        return e.lanes
+    d = getattr(e, "__dict__", None)
+    if d is None:
+        return _lanes_of(e)
+    got = d.get("_lanes")
+    if got is None:
+        got = d["_lanes"] = _lanes_of(e)
+    return got
+
+
+def _lanes_of(e: Expr) -> int:
     if isinstance(e, BinOp):
         return max(lanes_of(e.a), lanes_of(e.b))
     if isinstance(e, (Not, Cast)):

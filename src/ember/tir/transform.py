@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .analysis import rebuild, simplify_index, stride_in, substitute
+from .analysis import kept, rebuild, simplify_index, stride_in, substitute
 from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                    COMPARISONS, LOGICAL)
 from .stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, Store
@@ -72,17 +72,10 @@ class _NotVectorizable(Exception):
 
 
 def lanes_of(e: Expr) -> int:
-    """The lanes of ``e`` (1 for a scalar); kept on a compound node (expressions are immutable),
-    so that asking at every node of a DAG takes linear time."""
+    """The lanes of ``e`` (1 for a scalar), kept on a compound node (``analysis.kept``)."""
     if isinstance(e, (Ramp, Broadcast, Load)):
         return e.lanes
-    d = getattr(e, "__dict__", None)
-    if d is None:
-        return _lanes_of(e)
-    got = d.get("_lanes")
-    if got is None:
-        got = d["_lanes"] = _lanes_of(e)
-    return got
+    return kept(e, "_lanes", _lanes_of)
 
 
 def _lanes_of(e: Expr) -> int:

@@ -13,7 +13,8 @@ scalar select, a vector select with one condition for every lane) and the right 
 ``&&`` and ``||``.  The branches of a lane-wise vector select are computed for every lane, their
 loads bounds-checked (``guard``).  Each such part is a *region*, nested in the one around it; the
 statement itself is the root region.  A node is *safe* when computing it anywhere can neither
-fault nor have an effect: no load that may leave its buffer, no run-time index check.  Then:
+fault nor have an effect: no load that may leave its buffer, no run-time index check, no float
+to integer conversion (undefined in C out of range, which a condition may rule out).  Then:
 
 * a safe node used twice or more in the statement is declared before the statement;
 * any other node is declared at the start of the outermost region that uses it, when that region
@@ -127,7 +128,8 @@ class SharedPlan:
         if n is None:
             n = self._table[key] = len(self._keep)
             self._keep.append(e)
-            own = not (t is IndexCheck or (t is Load and not self._load_safe(e)))
+            own = not (t is IndexCheck or (t is Load and not self._load_safe(e)) or
+                       (t is Cast and is_float_dtype(e.a.dtype) and not is_float_dtype(e.dtype)))
             self._safe.append(own and all(self._safe[self.number(x)] for x in kids))
             self._cheap.append(_leafish(e) or (t in (Load, BinOp, Cast, Not) and all(_leafish(x) for x in kids)))
         return n

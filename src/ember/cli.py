@@ -44,10 +44,7 @@ import numpy as np
 
 from . import limits
 from .errors import ArtifactError, EmberError, InputError, ModelLoadError
-
-
-#: the files ``ember run`` compiles before it runs them (anything else is an artifact)
-MODEL_SUFFIXES = (".onnx", ".tflite")
+from .frontend.files import MODEL_SUFFIXES  # the files ``ember run`` compiles before it runs them
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -529,11 +526,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     if Path(args.model).suffix.lower() not in MODEL_SUFFIXES and trailer_ok(args.model):
         return _print_artifact(Path(args.model))
-    tf_graph = _tensorflow_graph(args)
-    if tf_graph is not None:
+    from .frontend.files import ONNX, file_type, graph_from_file
+
+    kind = file_type(args.model)
+    if kind is not ONNX:
+        graph = graph_from_file(args.model, dict(args.shape) or None, dict(args.bound) or None)
         print(f"model     {args.model}")
-        print("format    TensorFlow / Keras (the frozen TensorFlow graph)")
-        return _print_ember_graph(tf_graph, {})
+        print(f"format    {kind.name} ({kind.translated})")
+        return _print_ember_graph(graph, {})
     model = _load_onnx(args.model)
     g = model.graph
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
@@ -582,13 +582,6 @@ def _print_artifact(path: Path) -> int:
     print(f"runtime   {_bytes(sizes['runtime'])} without weights ({sizes['runtime']:,} bytes; machine code "
           f"{_bytes(sizes['code'])}), arena {_bytes(int(meta.get('arena_bytes', 0)))}")
     return 0
-
-
-def _tensorflow_graph(args: argparse.Namespace):
-    """The Ember graph of a Keras file or SavedModel directory; None for any other model."""
-    from .driver.compile import tensorflow_file
-
-    return tensorflow_file(args.model, dict(args.shape) or None, dict(args.bound) or None)
 
 
 def _print_ember_graph(graph, framework_types: dict) -> int:

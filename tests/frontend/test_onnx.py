@@ -157,14 +157,13 @@ def test_initializer_that_is_also_an_input():
 
 
 def test_dynamic_operand_is_reported_with_node_and_op():
-    # (a Reshape's shape and a reduction's axes are taken at run time; Col2Im's image shape is
+    # (a Reshape's shape and a reduction's axes are taken at run time; DFT's dft_length is
     # still needed at compile time)
-    node = helper.make_node("Col2Im", ["x", "size", "block"], ["y"], name="col2im_dyn")
-    model = make_model([node], {"x": rand(1, 4, 9), "size": np.array([4, 4], "int64")}, ["y"],
-                       initializers={"block": np.array([2, 2], "int64")})
+    node = helper.make_node("DFT", ["x", "size"], ["y"], name="dft_dyn", axis=1)
+    model = make_model([node], {"x": rand(1, 8, 1), "size": np.array(8, "int64")}, ["y"])
     with pytest.raises(InvalidModelError) as info:
         from_onnx(model)
-    assert info.value.node == "col2im_dyn" and info.value.op == "Col2Im" and "constant" in str(info.value)
+    assert info.value.node == "dft_dyn" and info.value.op == "DFT" and "constant" in str(info.value)
 
 
 def test_type_errors_name_the_node():

@@ -209,21 +209,78 @@ def test_artifact_saved_and_loaded_runs_regions(tmp_path):
     _check(model, _loop_feeds(), module=loaded)
 
 
-def test_scan_outputs_with_a_data_dependent_length_are_refused():
-    """A loop that a run-time condition may stop early has scan outputs of a length only the run
-    knows: refused by name (the run-time form needs the length before the loop runs)."""
+def counting_loop_model(with_cond=True):
+    """Range's function body: a Loop over a trip count and condition read from inputs, whose
+    body passes the condition on, with a scan output (the values before each step)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["prev", "delta"], ["cur"]),
+         helper.make_node("Identity", ["prev"], ["row"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("prev", F, [3])],
+        [_vi("cond_out", B, []), _vi("cur", F, [3]), _vi("row", F, [3])])
+    inputs = [_vi("M", I64, [])] + ([_vi("c", B, [])] if with_cond else []) + [_vi("start", F, [3]),
+                                                                                _vi("delta", F, [3])]
+    nodes = [helper.make_node("Loop", ["M", "c" if with_cond else "", "start"], ["last", "rows"], body=body)]
+    g = helper.make_graph(nodes, "m", inputs, [_vi("last", F, [3]), _vi("rows", F, [None, 3])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("with_cond", [True, False])
+def test_loop_scan_outputs_over_a_run_time_trip_count(with_cond):
+    """The scan outputs' length is the trip count read at run time (max(M, 0) where the
+    condition holds on entry, else 0), bound as a data symbol before the loop: one artifact
+    for every count, the rows in a run-time block that grows and shrinks."""
+    rng = np.random.default_rng(3)
+    feeds = []
+    for m, c in ((5, True), (0, True), (40, True), (-3, True), (7, False), (2, True)):
+        f = {"M": np.array(m, np.int64), "start": rng.standard_normal(3).astype(np.float32),
+             "delta": rng.standard_normal(3).astype(np.float32)}
+        if with_cond:
+            f["c"] = np.array(c)
+        elif not c:
+            continue
+        feeds.append(f)
+    graph, module = _check(counting_loop_model(with_cond), feeds)
+    (lp,) = [n for n in graph.nodes if n.op == "loop"]
+    assert lp.inputs[0].producer.op == "bind_dims"
+    assert not isinstance(lp.attrs["length"], int) and str(lp.attrs["length"]) not in graph.bounds
+
+
+def early_stop_model(with_m=True):
+    """A loop that its body's condition stops (i < stop), with scan outputs (i as float, and
+    the carried value's running product)."""
     body = helper.make_graph(
         [helper.make_node("Less", ["i", "stop"], ["cond_out"]),
          helper.make_node("Cast", ["i"], ["scan"], to=F),
-         helper.make_node("Identity", ["v_in"], ["v_out"])],
-        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("v_in", F, [])],
-        [_vi("cond_out", B, []), _vi("v_out", F, []), _vi("scan", F, [])])
-    nodes = [helper.make_node("Loop", ["M", "", "v"], ["v_final", "rows"], body=body)]
-    g = helper.make_graph(nodes, "m", [_vi("M", I64, []), _vi("stop", I64, []), _vi("v", F, [])],
-                          [_vi("v_final", F, []), _vi("rows", F, [None])])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(ember.errors.EmberError, match="scan outputs of a loop whose number of iterations only the run"):
-        from_onnx(model)
+         helper.make_node("Mul", ["v_in", "v_in"], ["v_out"]),
+         helper.make_node("Identity", ["v_out"], ["scan2"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("v_in", F, [2])],
+        [_vi("cond_out", B, []), _vi("v_out", F, [2]), _vi("scan", F, []), _vi("scan2", F, [2])])
+    nodes = [helper.make_node("Loop", ["M", "", "v"] if with_m else ["", "c", "v"], ["v_final", "rows", "rows2"],
+                              body=body)]
+    g = helper.make_graph(nodes, "m", [_vi("M", I64, []) if with_m else _vi("c", B, []), _vi("stop", I64, []),
+                                       _vi("v", F, [2])],
+                          [_vi("v_final", F, [2]), _vi("rows", F, [None]), _vi("rows2", F, [None, 2])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_scan_outputs_of_a_loop_its_body_stops():
+    """A loop that a run-time condition may stop early: the scan outputs get the trip count's
+    rows (a data symbol bound before the loop), the loop gives the iterations it ran, bound
+    after it, and the outputs are their first rows; one artifact for every count."""
+    v = np.array([1.01, 0.99], np.float32)
+    feeds = [{"M": np.array(m, np.int64), "stop": np.array(s, np.int64), "v": v}
+             for m, s in ((10, 3), (2, 5), (0, 4), (6, 0), (30, 12), (4, -1), (5, 7))]
+    graph, module = _check(early_stop_model(), feeds)
+    (lp,) = [n for n in graph.nodes if n.op == "loop"]
+    assert lp.attrs["counted"] and lp.inputs[0].producer.op == "bind_dims"
+
+
+def test_scan_outputs_of_a_loop_without_a_trip_count_are_refused():
+    """A loop without a trip count that its body stops has scan outputs of no bound before it
+    runs: refused by name."""
+    with pytest.raises(ember.errors.EmberError, match="scan outputs of a loop without a trip count"):
+        from_onnx(early_stop_model(with_m=False))
 
 
 def test_long_scan_runs_as_a_loop():
@@ -266,3 +323,103 @@ def test_if_between_convolutions():
         want = _ort(model, feeds)[0]
         np.testing.assert_allclose(run_graph(graph, feeds)[0], want, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(module.run(feeds)["z"], want, rtol=1e-4, atol=1e-4)
+
+
+def structured_if_model():
+    """An If on a run-time condition whose branches give a sequence (one tensor each, other
+    values), an optional tensor (empty in then_branch) and a tensor after them."""
+    x = helper.make_tensor("xv", F, [3], [1.0, 2.0, 3.0])
+    then = helper.make_graph(
+        [helper.make_node("Neg", ["a"], ["ta"]), helper.make_node("SequenceConstruct", ["ta"], ["ts"]),
+         helper.make_node("Optional", [], ["to"], type=helper.make_tensor_type_proto(F, [3])),
+         helper.make_node("Add", ["a", "a"], ["tt"])],
+        "then", [], [helper.make_tensor_sequence_value_info("ts", F, [3]),
+                     helper.make_value_info("to", helper.make_optional_type_proto(
+                         helper.make_tensor_type_proto(F, [3]))), _vi("tt", F, [3])])
+    other = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value=x), helper.make_node("SequenceConstruct", ["c"], ["es"]),
+         helper.make_node("Mul", ["a", "c"], ["m"]), helper.make_node("Optional", ["m"], ["eo"]),
+         helper.make_node("Sub", ["a", "c"], ["et"])],
+        "else", [], [helper.make_tensor_sequence_value_info("es", F, [3]),
+                     helper.make_value_info("eo", helper.make_optional_type_proto(
+                         helper.make_tensor_type_proto(F, [3]))), _vi("et", F, [3])])
+    opt = helper.make_optional_type_proto(helper.make_tensor_type_proto(F, [3]))
+    nodes = [helper.make_node("If", ["c"], ["s", "o", "t"], then_branch=then, else_branch=other),
+             helper.make_node("OptionalHasElement", ["o"], ["has"])]
+    g = helper.make_graph(nodes, "m", [_vi("c", B, []), _vi("a", F, [3])],
+                          [helper.make_tensor_sequence_value_info("s", F, [3]), helper.make_value_info("o", opt),
+                           _vi("t", F, [3]), _vi("has", B, [])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_if_with_sequence_and_optional_outputs_at_run_time():
+    """Sequences and optionals out of a run-time If: the sequence's items and the optional's
+    presence flag and value are outputs of the if node; one module for both conditions."""
+    import ember.onnx.backend as backend
+
+    model = structured_if_model()
+    graph = from_onnx(model)
+    assert [n.op for n in graph.nodes].count("if") == 1
+    rep = backend.prepare(model, specialize=False)
+    a = np.array([0.5, -1.0, 2.0], np.float32)
+    c = np.array([1.0, 2.0, 3.0], np.float32)
+    for cond in (True, False, True):
+        s, o, t, has = rep.run([np.array(cond), a])
+        assert len(s) == 1 and bool(has) == (not cond)
+        np.testing.assert_array_equal(s[0], -a if cond else c)
+        np.testing.assert_array_equal(t, a + a if cond else a - c)
+        if cond:
+            assert o is None
+        else:
+            np.testing.assert_array_equal(o, a * c)
+        ref = run_graph(graph, {"c": np.array(cond), "a": a})
+        np.testing.assert_array_equal(ref[0], -a if cond else c)
+
+
+def test_if_branches_of_other_structures_are_refused():
+    """Sequences of different lengths from the two branches of a run-time If: refused by name."""
+    then = helper.make_graph([helper.make_node("SequenceConstruct", ["a"], ["ts"])], "then", [],
+                             [helper.make_tensor_sequence_value_info("ts", F, [3])])
+    other = helper.make_graph([helper.make_node("SequenceConstruct", ["a", "a"], ["es"])], "else", [],
+                              [helper.make_tensor_sequence_value_info("es", F, [3])])
+    nodes = [helper.make_node("If", ["c"], ["s"], then_branch=then, else_branch=other),
+             helper.make_node("SequenceLength", ["s"], ["n"])]
+    g = helper.make_graph(nodes, "m", [_vi("c", B, []), _vi("a", F, [3])], [_vi("n", I64, [])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(ember.errors.EmberError, match="differs in structure"):
+        from_onnx(model)
+
+
+def window_loop_model(shift=0):
+    """test_loop11's form: y += x[i + shift : i + shift + 1] per iteration (x constant, 5
+    long), the sums as a scan output; trip count and condition are inputs."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Constant", [], ["x"], value=helper.make_tensor("xv", F, [5], [1, 2, 3, 4, 5])),
+         helper.make_node("Constant", [], ["shift"], value=helper.make_tensor("sv", I64, [1], [shift])),
+         helper.make_node("Constant", [], ["one"], value=helper.make_tensor("ov", I64, [1], [1])),
+         helper.make_node("Add", ["i", "shift"], ["start"]),
+         helper.make_node("Add", ["start", "one"], ["end"]),
+         helper.make_node("Slice", ["x", "start", "end"], ["part"]),
+         helper.make_node("Add", ["y_in", "part"], ["y_out"]),
+         helper.make_node("Identity", ["y_out"], ["scan"])],
+        "body", [_vi("i", I64, []), _vi("cond_in", B, []), _vi("y_in", F, [1])],
+        [_vi("cond_out", B, []), _vi("y_out", F, [1]), _vi("scan", F, [1])])
+    nodes = [helper.make_node("Loop", ["M", "c", "y"], ["y_final", "rows"], body=body)]
+    g = helper.make_graph(nodes, "m", [_vi("M", I64, []), _vi("c", B, []), _vi("y", F, [1])],
+                          [_vi("y_final", F, [1]), _vi("rows", F, [None, 1])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("shift, good, bad", [(0, (5, 0, 3, 1), 6), (-4, (3, 2), 4)])
+def test_loop_body_slices_by_the_iteration_number(shift, good, bad):
+    """A body slicing x[i:i+1] by its run-time iteration number: a window of one element read
+    at that start (no data symbol in the body); a start that ONNX's clamping would shorten (past
+    the end, or -1 whose end is 0) is an error of the run, not a wrong result."""
+    model = window_loop_model(shift)
+    feeds = [{"M": np.array(m, np.int64), "c": np.array(True), "y": np.array([0.5], np.float32)} for m in good]
+    feeds.append({"M": np.array(9, np.int64), "c": np.array(False), "y": np.array([2.0], np.float32)})
+    graph, module = _check(model, feeds)
+    assert not any(n.op == "bind_dims" for lp in graph.nodes if lp.op == "loop" for n in lp.attrs["body"].nodes)
+    with pytest.raises(ember.errors.IndexOutOfRangeError, match="start of a slice of 1 element"):
+        module.run({"M": np.array(bad, np.int64), "c": np.array(True), "y": np.array([0.5], np.float32)})

@@ -367,6 +367,20 @@ def test_unique_runtime(sort):
     check(m, feeds)
 
 
+@pytest.mark.parametrize("sort", [1, 0])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_unique_with_an_axis_runtime(sort, axis):
+    # the slices along the axis compared whole; sorted: lexicographically, by their first
+    # differing element
+    m = model([helper.make_node("Unique", ["x"], ["y", "i", "inv", "c"], sorted=sort, axis=axis)], [vi("x", [4, 3, 2])],
+              [vi("y", None), vi("i", None, TP.INT64), vi("inv", None, TP.INT64), vi("c", None, TP.INT64)], opset=11)
+    rows = RNG.integers(0, 3, (4, 3, 2)).astype(np.float32)
+    feeds = [{"x": rows}, {"x": np.zeros((4, 3, 2), np.float32)}, {"x": RNG.standard_normal((4, 3, 2)).astype(np.float32)},
+             {"x": np.concatenate([rows[:2], rows[:2]]) if axis == 0 else np.concatenate([rows[:, :1]] * 3, 1)
+              if axis == 1 else np.concatenate([rows[..., :1]] * 2, 2)}]
+    check(m, feeds)
+
+
 def test_what_needs_the_operand_at_compile_time_reports_it():
     # Expand to a run-time shape, then an Add with a static [2, 3]: the data's dimension cannot
     # be matched with 2 while compiling, so the operand is reported as needed at compile time

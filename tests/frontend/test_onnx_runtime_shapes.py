@@ -393,3 +393,83 @@ def test_a_shape_of_data_dimensions_read_as_values():
               [("x", TP.FLOAT, [3, 4]), ("k", TP.FLOAT, [2])], opset=13)
     check(m, [{"x": (RNG.random((3, 4)) < p).astype(np.float32), "k": np.array([2, 3], np.float32)}
               for p in (0.0, 0.4, 1.0)])
+
+
+# ---- Col2Im to a run-time image (and block) shape ------------------------------------------------
+
+def test_col2im_image_and_block_shapes_at_run_time():
+    # 12 columns of 2x3 blocks (strides 1 x 2, pads, dilations) fit images of several shapes
+    m = model([helper.make_node("Col2Im", ["x", "image", "block"], ["y"], strides=[1, 2], pads=[1, 0, 0, 1],
+                                dilations=[1, 2])],
+              [("x", TP.FLOAT, [2, 12, 12]), ("image", TP.INT64, [2]), ("block", TP.INT64, [2])])
+    x = RNG.standard_normal((2, 12, 12)).astype(np.float32)
+    # (image 4 x 8 gives 4 x 3 blocks, 4 x 9 too; 2 x 14 gives 2 x 6; 12 x 5 gives 12 x 1; a 3x2
+    # block of 2 channels: 2 x 6 blocks of an image 3 x 12)
+    feeds = [{"x": x, "image": np.array(i, np.int64), "block": np.array(b, np.int64)}
+             for i, b in (([4, 8], [2, 3]), ([4, 9], [2, 3]), ([2, 14], [2, 3]), ([12, 5], [2, 3]),
+                          ([3, 12], [3, 2]))]
+    mod = check(m, feeds, oracle=run_onnx_reference)
+    # sizes whose block counts do not multiply to 12, a block that does not divide the channels
+    for image, block in (([5, 8], [2, 3]), ([4, 8], [5, 1]), ([0, 8], [2, 3]), ([4, 8], [0, 3])):
+        with pytest.raises(DataShapeError):
+            mod.run({"x": x, "image": np.array(image, np.int64), "block": np.array(block, np.int64)})
+
+
+# ---- STFT's frame_step and frame_length at run time -----------------------------------------------
+
+@pytest.mark.parametrize("onesided", [1, 0])
+def test_stft_frame_step_and_length_at_run_time(onesided):
+    # the frame count (and a frame length the run gives, with its spectrum's length) bound
+    m = model([helper.make_node("STFT", ["x", "step", "", "length"], ["y"], onesided=onesided)],
+              [("x", TP.FLOAT, [2, 40, 2 - onesided]), ("step", TP.INT64, []), ("length", TP.INT64, [])], opset=17)
+    x = RNG.standard_normal((2, 40, 2 - onesided)).astype(np.float32)
+    feeds = [{"x": x, "step": np.array(s, np.int64), "length": np.array(f, np.int64)}
+             for s, f in ((8, 16), (3, 7), (1, 40), (40, 1), (5, 12))]
+    mod = check(m, feeds, rtol=1e-4, atol=1e-5, oracle=run_onnx_reference)
+    for s, f in ((0, 16), (8, 41), (8, 0)):
+        with pytest.raises(DataShapeError):
+            mod.run({"x": x, "step": np.array(s, np.int64), "length": np.array(f, np.int64)})
+
+
+def test_stft_frame_step_at_run_time_with_a_window():
+    m = model([helper.make_node("STFT", ["x", "step", "w"], ["y"])],
+              [("x", TP.FLOAT, [1, 64, 1]), ("step", TP.INT64, []), ("w", TP.FLOAT, [12])], opset=17)
+    x = RNG.standard_normal((1, 64, 1)).astype(np.float32)
+    w = np.hanning(12).astype(np.float32)
+    check(m, [{"x": x, "step": np.array(s, np.int64), "w": w} for s in (4, 12, 53)], rtol=1e-4, atol=1e-5,
+          oracle=run_onnx_reference)
+
+
+# ---- MaxUnpool to a run-time output_shape ---------------------------------------------------------
+
+def test_max_unpool_output_shape_at_run_time():
+    m = model([helper.make_node("MaxUnpool", ["x", "i", "shape"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+              [("x", TP.FLOAT, [1, 2, 2, 3]), ("i", TP.INT64, [1, 2, 2, 3]), ("shape", TP.INT64, [4])], opset=11)
+    x = RNG.standard_normal((1, 2, 2, 3)).astype(np.float32)
+    # indices into each channel's unpooled 4 x 6 plane, offset by the channel's plane
+    i = (RNG.integers(0, 24, (1, 2, 2, 3)) + np.arange(2).reshape(1, 2, 1, 1) * 24).astype(np.int64)
+    check(m, [{"x": x, "i": i, "shape": np.array(s, np.int64)} for s in ([1, 2, 4, 6], [1, 2, 5, 6], [1, 2, 7, 9])],
+          oracle=run_onnx_reference)
+    mod = ember.compile(m, cflags=("-O1",))
+    for bad in ([1, 2, 3, 6], [1, 3, 4, 6], [2, 2, 4, 6]):
+        with pytest.raises(DataShapeError):
+            mod.run({"x": x, "i": i, "shape": np.array(bad, np.int64)})
+
+
+# ---- MelWeightMatrix of run-time scalars ----------------------------------------------------------
+
+def test_mel_weight_matrix_at_run_time():
+    names = ["mels", "dft", "rate", "lo", "hi"]
+    m = model([helper.make_node("MelWeightMatrix", names, ["y"])],
+              [("mels", TP.INT64, []), ("dft", TP.INT64, []), ("rate", TP.INT64, []), ("lo", TP.FLOAT, []),
+               ("hi", TP.FLOAT, [])], opset=17)
+
+    def feeds(mels, dft, rate, lo, hi):
+        return {"mels": np.array(mels, np.int64), "dft": np.array(dft, np.int64), "rate": np.array(rate, np.int64),
+                "lo": np.array(lo, np.float32), "hi": np.array(hi, np.float32)}
+
+    mod = check(m, [feeds(8, 16, 8192, 0, 4096), feeds(20, 64, 16000, 20, 8000), feeds(3, 9, 100, 10, 50),
+                    feeds(1, 1, 8, 0, 4)], oracle=run_onnx_reference)
+    for bad in ((0, 16, 8192, 0, 4096), (8, 0, 8192, 0, 4096), (8, 16, 0, 0, 4096)):
+        with pytest.raises(DataShapeError):
+            mod.run(feeds(*bad))

@@ -294,7 +294,7 @@ def test_command_line_info_and_compile(tmp_path, capsys):
     m.save(tmp_path / "m.keras")
     assert main(["info", str(tmp_path / "m.keras")]) == 0
     out = capsys.readouterr().out
-    assert "TensorFlow / Keras" in out and "conv2d" in out and "image" in out and "batch" in out
+    assert "format    Keras (the frozen TensorFlow graph)" in out and "conv2d" in out and "image" in out and "batch" in out
     assert main(["compile", str(tmp_path / "m.keras"), "-o", str(tmp_path / "m.ember")]) == 0
     x = images(12)(2)
     (y,) = run(ember.load(str(tmp_path / "m.ember")), [x])

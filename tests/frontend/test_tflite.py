@@ -378,6 +378,25 @@ def test_mobilenet_v2(form):
     check(mobilenet_v2(64), (1, 64, 64, 3), form)
 
 
+def test_compiled_by_file_type(tmp_path, capsys):
+    """A .tflite path goes to this frontend by its suffix: ember.compile, `ember info` and
+    `ember run` (which compiles it first)."""
+    from ember.cli import main
+
+    m = seq((1, 8, 8, 3), L.Conv2D(4, 3, activation="relu"), L.Flatten(), L.Dense(5))
+    data = convert(m, "float32", (1, 8, 8, 3))
+    path = tmp_path / "m.tflite"
+    path.write_bytes(data)
+    x = input_for(data, (1, 8, 8, 3))
+    mod = ember.compile(str(path))
+    out = list(mod.run({mod.input_names[0]: x}).values())[0]
+    np.testing.assert_allclose(out, interpret(data, x), rtol=1e-4, atol=1e-5)
+    assert main(["info", str(path)]) == 0
+    assert "format    TFLite" in capsys.readouterr().out
+    with pytest.raises(EmberError, match="shapes= applies to ONNX models; a TFLite model"):
+        ember.compile(str(path), shapes={"x": (2, 8, 8, 3)})
+
+
 def test_unsupported_ops_listed_at_once():
     shape = (1, 8)
 

@@ -147,6 +147,8 @@ def test_exported_program_saved_as_pt2(tmp_path):
     torch.export.save(torch.export.export(model, (x,)), str(path))
     graph = from_torch(str(path))
     check(ember.compile(graph), graph, model, (x,), tol=1e-5)
+    module = ember.compile(str(path))              # by its file type
+    assert rel_error(module(x.numpy()), eager(model, (x,))[0]) <= 1e-5
 
 
 # ---- torch.compile ------------------------------------------------------------------------------

@@ -488,6 +488,13 @@ def _check_index(batch):
                             what=tuple(f"axis {k}" for k in range(len(dims)))))
 
 
+@cases("check_present")
+def _check_present(batch):
+    # (an absent value, the error of the run, in tests/runtime/test_optional_inputs.py)
+    batch.case("check_present true", lambda c: c.op("check_present", [c.input((), "bool", data=[True])],
+                                                    what="the optional 'x'"))
+
+
 @cases("arange")
 def _arange(batch):
     # static lengths here; symbolic lengths and starts in tests/te/test_symbolic_kernels.py

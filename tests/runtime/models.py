@@ -43,3 +43,37 @@ int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* ou
   return 0;
 }}
 """
+
+
+#: The start of a C program that loads the artifact named by argv[1] with dlopen and has
+#: ``create``, ``run`` and ``err`` (ember_model_create, ember_model_run, ember_last_error);
+#: the test appends the rest of ``main``.
+C_DRIVER_PRELUDE = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include "ember_runtime.h"
+int main(int argc, char** argv) {
+    void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 2; }
+    ember_model* (*create)(void) = (ember_model* (*)(void))dlsym(lib, "ember_model_create");
+    int (*run)(ember_model*, void* const*, void* const*) =
+        (int (*)(ember_model*, void* const*, void* const*))dlsym(lib, "ember_model_run");
+    const char* (*err)(void) = (const char* (*)(void))dlsym(lib, "ember_last_error");
+"""
+
+
+def run_c_driver(tmp_path, rest: str, artifact) -> list[str]:
+    """Compiles ``C_DRIVER_PRELUDE + rest`` against the runtime's header, runs it on
+    ``artifact`` and returns its output lines (asserting that it built and exited with 0)."""
+    import subprocess
+
+    from ember.toolchain import find_compiler, runtime_dir
+
+    src, exe = tmp_path / "driver.c", tmp_path / "driver"
+    src.write_text(C_DRIVER_PRELUDE + rest)
+    proc = subprocess.run([*find_compiler().command, "-O1", "-std=gnu11", "-I", str(runtime_dir()), str(src),
+                           "-o", str(exe), "-ldl"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([str(exe), str(artifact)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()

@@ -5,8 +5,6 @@ ember.load, a program (a model with strings), the reference interpreter and the 
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import onnx
 import pytest
@@ -16,7 +14,8 @@ import ember
 from ember.errors import InputError, InvalidModelError
 from ember.frontend import from_onnx
 from ember.graph import run_graph
-from ember.toolchain import find_compiler, runtime_dir
+
+from .models import run_c_driver
 
 W = np.array([1, 2, 3], np.float32)
 
@@ -134,17 +133,7 @@ def test_program_with_strings_takes_defaults():
 
 
 C_DRIVER = r"""
-#include <dlfcn.h>
-#include <stdio.h>
-#include "ember_runtime.h"
-int main(int argc, char** argv) {
-    void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-    if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 2; }
-    ember_model* (*create)(void) = (ember_model* (*)(void))dlsym(lib, "ember_model_create");
-    int (*run)(ember_model*, void* const*, void* const*) =
-        (int (*)(ember_model*, void* const*, void* const*))dlsym(lib, "ember_model_run");
     const void* (*dflt)(int, const int64_t**) = (const void* (*)(int, const int64_t**))dlsym(lib, "ember_input_default");
-    const char* (*err)(void) = (const char* (*)(void))dlsym(lib, "ember_last_error");
     const int64_t* shape = NULL;
     const float* w0 = dflt(1, &shape);
     if (!w0 || shape[0] != 3 || dflt(0, NULL)) return 3;
@@ -169,14 +158,7 @@ int main(int argc, char** argv) {
 def test_c_api_null_means_the_default(tmp_path):
     model = model_with_default()
     m = ember.compile(model, cflags=("-O1",))
-    src, exe = tmp_path / "driver.c", tmp_path / "driver"
-    src.write_text(C_DRIVER)
-    proc = subprocess.run([*find_compiler().command, "-O1", "-std=gnu11", "-I", str(runtime_dir()), str(src),
-                           "-o", str(exe), "-ldl"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run([str(exe), str(m.path)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    lines = run_c_driver(tmp_path, C_DRIVER, m.path)
     assert lines[0] == "default 1 2 3"
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     for line, feeds in ((lines[1], {"x": x}), (lines[2], {"x": x, "w": np.array([-1, 0.5, 4], np.float32)})):

@@ -18,6 +18,7 @@ from ember.schedules import default
 from ember.target import resolve
 from ember.te.lower import lower
 from ember.te.schedule import create_schedule
+from ember.tir import intrinsics
 from ember.tir.gpu import check_kernel, optimize
 from ember.runtime import opencl
 from ember.toolchain import nvrtc
@@ -486,13 +487,14 @@ def test_index_out_of_range_is_reported(tmp_path):
     np.testing.assert_array_equal(m.run({"ids": ids})["y"][1], [9, 10, 11])     # the flag is reset
 
 
-FLOAT_FNS = ["exp", "log", "sqrt", "tanh", "erf", "floor", "ceil", "nearbyint", "sin", "cos", "tan", "asin",
-             "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "abs"]
+#: the one-argument float intrinsics (``no_contract`` is the value itself)
+FLOAT_FNS = [i.name for i in intrinsics.INTRINSICS.values()
+             if i.arity == 1 and i.args in ("float", "number") and i.result == "same" and i.name != "no_contract"]
 
 
 def _intrinsics(wide_dtype="float64"):
     """One kernel using every intrinsic, integer division and remainder by a variable, integer
-    powers, max and min, casts, float64 (``wide_dtype``: Metal has no float64) and a run-time
+    powers (negative exponents too), max and min, casts, float64 (``wide_dtype``: Metal has no float64) and a run-time
     index check."""
     X = te.placeholder((8,), "float32", "X")
     N = te.placeholder((8,), "int64", "N")
@@ -506,8 +508,10 @@ def _intrinsics(wide_dtype="float64"):
                 x * te.const(0.1, "float32") if fn in ("asin", "acos", "atanh") else x
             acc = acc + te.call(fn, arg)
         acc = acc + te.call("pow", te.call("abs", x), te.const(0.5, "float32")) + te.call("fmod", x, te.const(0.7, "float32"))
-        acc = acc + te.cast("float32", te.call("isnan", x, dtype="bool"))
+        acc = acc + te.cast("float32", te.call("isnan", x))
         ints = n // (n - te.const(3, "int64")) + n % (n + te.const(2, "int64")) + te.call("pow", n, te.const(2, "int64"))
+        # negative exponents, of -1 and 1 too: the integer part of the real power, as on CPUs
+        ints = ints + te.call("pow", n - te.const(2, "int64"), n - te.const(4, "int64"))
         ints = te.maximum(ints, te.const(-5, "int64")) + te.minimum(n, te.const(4, "int64"))
         k = te.checked_index(n, 8, "the test's index")
         wide = te.cast("float32", te.call("exp", d) + te.cast(wide_dtype, X[k]))

@@ -322,3 +322,24 @@ def test_cli_exports_the_browser_package(cnn, tmp_path):
     assert meta["target"] == "webgpu" and [lau["kernel"] for lau in meta["gpu"]["launches"]] == list(modules)
     assert files["constants.bin"].stat().st_size == meta["constants_bytes"]
     assert "export async function loadModel" in files["ember_webgpu.js"].read_text()
+
+
+@needs_webgpu
+def test_integer_powers_with_negative_exponents(tmp_path):
+    """An integer power to a negative exponent is the integer part of the real one (1 for a base
+    of 1, +-1 for -1, else 0), the intrinsic's meaning (``tir.intrinsics``), as on CPUs."""
+    from ember.tir import intrinsics
+
+    nodes = [helper.make_node("Pow", ["a", "b"], ["y"], name="pow")]
+    g = helper.make_graph(nodes, "ipow", [helper.make_tensor_value_info("a", TensorProto.INT32, [12]),
+                                          helper.make_tensor_value_info("b", TensorProto.INT32, [12])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT32, [12])])
+    path = tmp_path / "ipow.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    a = np.array([-1, -1, 1, 1, 2, -2, 0, 3, -3, 5, -1, 7], np.int32)
+    b = np.array([-3, -2, -5, 4, -1, -2, 3, 2, 3, 0, 7, -1], np.int32)
+    want = intrinsics.get("pow").numpy(a, b)
+    np.testing.assert_array_equal(want[:4], [-1, 1, 1, 1])
+    for target in ("webgpu", "cpu"):
+        np.testing.assert_array_equal(ember.compile(path, target=target).run({"a": a, "b": b})["y"], want,
+                                      err_msg=target)

@@ -1,7 +1,8 @@
 """A checking interpreter of loop-IR kernels, for tests.
 
 ``run_kernel(f, arrays)`` executes a :class:`~ember.tir.stmt.PrimFunc` in Python, with C's
-semantics where they matter (truncating integer division, lazy scalar ``select``), and reports
+semantics where they matter (truncating integer division, lazy scalar ``select``; a call is its
+intrinsic's numpy meaning, ``ember.tir.intrinsics``), and reports
 as :class:`KernelFault`:
 
 * a load or store outside its buffer (vector lanes included), except the lanes of a load in a
@@ -28,10 +29,9 @@ It is slow (one Python step per scalar operation): use it on small kernels.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ember.tir import intrinsics
 from ember.tir.expr import (NARROW_FLOAT_DTYPES, NARROW_INT_DTYPES, BinOp, Broadcast, Call, Cast, Const, IndexCheck,
                             Load, Not, Ramp, Select, Var)
 from ember.tir.stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Store
@@ -49,22 +49,6 @@ def _np(dtype: str):
     if dtype in NARROW_FLOAT_DTYPES or dtype in NARROW_INT_DTYPES:
         return np.dtype("uint8")
     return np.dtype(dtype)
-
-
-_CALLS = {
-    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh, "erf": np.vectorize(math.erf),
-    "floor": np.floor, "ceil": np.ceil, "nearbyint": np.rint, "sin": np.sin, "cos": np.cos, "tan": np.tan,
-    "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh,
-    "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "abs": np.abs, "isnan": np.isnan,
-    "pow": lambda a, b: np.power(a, b) if np.issubdtype(np.asarray(a).dtype, np.floating) else
-    np.power(a, np.maximum(b, 0)),
-    "fmod": np.fmod, "no_contract": lambda x: x,
-    "dot4_sat16": lambda x0, x1, x2, x3, w0, w1, w2, w3: (
-        np.clip(np.int64(x0) * w0 + np.int64(x1) * w1, -32768, 32767)
-        + np.clip(np.int64(x2) * w2 + np.int64(x3) * w3, -32768, 32767)),
-    "dot4": lambda x0, x1, x2, x3, w0, w1, w2, w3: (
-        np.int64(x0) * w0 + np.int64(x1) * w1 + np.int64(x2) * w2 + np.int64(x3) * w3),
-}
 
 
 def _c_div(a, b):
@@ -401,10 +385,10 @@ class Interpreter:
             return w
         if isinstance(e, Call):
             args = [self.expr(a, guarded) for a in e.args]
-            fn = _CALLS.get(e.fn)
-            if fn is None:
+            intr = intrinsics.INTRINSICS.get(e.fn)
+            if intr is None:
                 self.fault(f"unknown intrinsic {e.fn}")
-            r = np.asarray(fn(*args))
+            r = np.asarray(intr.numpy(*args))
             return r.astype(_np(e.dtype))[()]
         self.fault(f"unknown expression {type(e).__name__}")
 

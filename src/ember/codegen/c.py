@@ -5,7 +5,8 @@ serves AVX2 (8 floats), SSE, NEON, wasm SIMD128 and RVV (4 floats) depending on 
 vector width.  What the vector extensions cannot say (NaN-propagating max/min, rounding, 8-bit dot
 products, a barrier against fused multiply-adds) comes from the target's ISA module
 (``isa_x86``, ``isa_neon``, ``isa_wasm``, ``isa_riscv``) with the generic C of ``isa_generic``
-as every intrinsic's fallback.
+as every intrinsic's fallback.  Calls of the loop IR's intrinsics (``ember.tir.intrinsics``) are
+written from the tables of ``c_intrinsics``.
 A loop marked "parallel" at the top of a kernel is outlined into a task function that the
 runtime's thread pool runs in chunks (``ember_parallel_for``).  A kernel with run-time checks
 (``IndexCheck``) takes the run's ``ember_check`` as its last argument (see ember_kernel.h); the
@@ -35,8 +36,9 @@ from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, L
                         COMPARISONS, is_float_dtype)
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store, walk_stmts
 from ..tir.analysis import planned_extent, size_vars_of, upper_bound
-from ..tir.transform import DOT_CALLS, lanes_of
-from . import c_dtypes, isa_generic, isa_neon, isa_riscv, isa_wasm, isa_x86
+from ..tir.intrinsics import DOT_CALLS
+from ..tir.transform import lanes_of
+from . import c_dtypes, c_intrinsics, isa_generic, isa_neon, isa_riscv, isa_wasm, isa_x86
 from .c_shared import SharedPlan
 
 #: the C type that stores each dtype (bfloat16 and the narrow types: see ``c_dtypes``)
@@ -51,18 +53,6 @@ _BINOPS = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<"
            "ge": ">=", "and": "&&", "or": "||"}
 _VEC_BINOPS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "eq": "==", "ne": "!=", "lt": "<", "le": "<=",
                "gt": ">", "ge": ">=", "and": "&", "or": "|"}
-
-# scalar math: name -> (float32 function, float64 function)
-_MATH = {
-    "exp": ("expf", "exp"), "log": ("logf", "log"), "sqrt": ("sqrtf", "sqrt"), "tanh": ("tanhf", "tanh"),
-    "erf": ("erff", "erf"), "floor": ("floorf", "floor"), "ceil": ("ceilf", "ceil"),
-    "nearbyint": ("nearbyintf", "nearbyint"), "sin": ("sinf", "sin"), "cos": ("cosf", "cos"),
-    "tan": ("tanf", "tan"), "asin": ("asinf", "asin"), "acos": ("acosf", "acos"), "atan": ("atanf", "atan"),
-    "sinh": ("sinhf", "sinh"), "cosh": ("coshf", "cosh"), "asinh": ("asinhf", "asinh"),
-    "acosh": ("acoshf", "acosh"), "atanh": ("atanhf", "atanh"), "pow": ("powf", "pow"),
-    "abs": ("fabsf", "fabs"), "fmod": ("fmodf", "fmod"),
-}
-
 
 def c_type(dtype: str) -> str:
     try:
@@ -141,62 +131,6 @@ def float_literal(v: float, dtype: str) -> str:
 def c_string(text: str) -> str:
     out = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{out}"'
-
-
-#: math functions with a vector implementation in the preamble (others run lane by lane)
-VECTOR_MATH = {"exp": "ember_vexp", "erf": "ember_verf", "tanh": "ember_vtanh", "nearbyint": "ember_vround"}
-
-# Vector exp: 2^n * e^r with n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in
-# two parts for exactness), e^r by a degree-6 polynomial (relative error ~1e-7), 2^n built in the
-# exponent bits.  Inputs are clamped to the float range; NaN propagates through the clamps.
-# Vector erf: x p(x^2) / q(x^2), a rational minimax fit (degree 13 over 8) on [-4, 4] with x
-# clamped to it (erf(4) rounds to 1 in float32): absolute error < 5e-7, one division and twelve
-# FMAs, a quarter of the work of an exp-based form (it runs in matmul epilogues, BERT's GELU).
-VECTOR_MATH_C = """
-static inline ember_vf ember_vexp(ember_vf x) {
-  const ember_vf hi = (ember_vf){} + 88.72283935546875f, lo = (ember_vf){} - 104.0f;
-  ember_vf xc = ember_vsel(x > hi, hi, ember_vsel(x < lo, lo, x));
-  ember_vf n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* round to nearest */
-  ember_vf r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-  ember_vf p = (ember_vf){} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f; p = p * r + 8.3334519073e-3f; p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f; p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  /* 2^n as 2^(n/2) * 2^(n - n/2): both factors stay normal floats for n in [-150, 128] */
-  ember_vi ni = __builtin_convertvector(n, ember_vi);
-  ember_vi e1 = ni >> 1, e2 = ni - e1;
-  ember_vf out = p * (ember_vf)((e1 + 127) << 23) * (ember_vf)((e2 + 127) << 23);
-  out = ember_vsel(x > hi, (ember_vf){} + __builtin_inff(), out);
-  return ember_vsel(x != x, x, out);
-}
-static inline ember_vf ember_verf(ember_vf x) {
-  ember_vf xc = ember_vmin(ember_vmax(x, (ember_vf){} - 4.0f), (ember_vf){} + 4.0f);
-  ember_vf x2 = xc * xc;
-  ember_vf p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
-  p = p * x2 - 2.10102402082508e-06f; p = p * x2 - 5.69250639462346e-05f;
-  p = p * x2 - 7.34990630326855e-04f; p = p * x2 - 2.95459980854025e-03f;
-  p = p * x2 - 1.60960333262415e-02f;
-  ember_vf q = x2 * -1.45660718464996e-05f - 2.13374055278905e-04f;
-  q = q * x2 - 1.68282697438203e-03f; q = q * x2 - 7.37332916720468e-03f;
-  q = q * x2 - 1.42647390514189e-02f;
-  return xc * p / q;
-}
-/* round half to even (nearbyint in the default rounding mode): one instruction with AVX;
-   otherwise, below 2^23 in magnitude adding and taking away 2^23 leaves the nearest integer,
-   and larger values and NaN are integral already */
-static inline ember_vf ember_vround(ember_vf x) {
-@vround@}
-static inline ember_vf ember_vtanh(ember_vf x) {
-  ember_vf ax = ember_vsel(x < 0.0f, -x, x);
-  ember_vf e = ember_vexp(-2.0f * ax);
-  ember_vf big = (1.0f - e) / (1.0f + e);
-  ember_vf x2 = x * x;
-  ember_vf small = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * (-0.0539682540f
-                   + x2 * 0.0218694885f))));
-  big = ember_vsel(x < 0.0f, -big, big);
-  return ember_vsel(ax < 0.25f, small, ember_vsel(x != x, x, big));
-}
-"""
 
 
 #: vector type of each element type of vector code (lanes as many as float32 lanes)
@@ -315,7 +249,7 @@ static inline uint64_t ember_upow(uint64_t a, uint64_t b) {{
 #define EMBER_MIN(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); (_a < _b || _a != _a) ? _a : _b; }})
 /* a value rounded where it is computed: the compiler may not fuse its multiply into a later add */
 {B['no_contract']}#define EMBER_LOAD_CHECKED(p, i, n) ({{ int64_t _j = (i); (_j >= 0 && _j < (n)) ? (p)[_j] : (__typeof__((p)[0]))0; }})
-""" + _fill(VECTOR_MATH_C, B) + _fill(INT_VECTORS_C, B) + c_dtypes.C_SOURCE
+""" + _fill(c_intrinsics.VECTOR_MATH_C, B) + _fill(INT_VECTORS_C, B) + c_dtypes.C_SOURCE
 
 
 @dataclass
@@ -417,7 +351,7 @@ class CGenerator:
                 if is_float_dtype(dt):
                     if e.op == "div":
                         return f"({a} / {b})"
-                    return self.math_call("fmod", [a, b], dt)
+                    return c_intrinsics.math_call("fmod", [a, b], dt)
                 if isinstance(e.b, Const) and e.b.value not in (0, -1):
                     return f"({a} {'/' if e.op == 'div' else '%'} {b})"
                 if _is_size(e.b):
@@ -492,35 +426,8 @@ class CGenerator:
             return str(n)
         return self.expr(n, ctx)
 
-    def math_call(self, fn: str, args: list[str], dtype: str) -> str:
-        f32, f64 = _MATH[fn]
-        if dtype == "float64":
-            return f"{f64}({', '.join(args)})"
-        if dtype == "float32":
-            return f"{f32}({', '.join(args)})"
-        if dtype == "float16":
-            return f"((_Float16){f32}({', '.join(f'(float)({a})' for a in args)}))"
-        if dtype == "bfloat16":
-            return f"{f32}({', '.join(args)})"    # float32 arithmetic: rounded when stored
-        raise CodegenError(f"math function {fn} on {dtype}")
-
     def call(self, fn: str, args: list[str], arg_dtype: str, dtype: str) -> str:
-        if fn == "no_contract":
-            return f"EMBER_NO_CONTRACT({args[0]})"
-        if fn in DOT_CALLS:
-            return f"ember_{fn}({', '.join(args)})"
-        if fn == "isnan":
-            return f"((_Bool)isnan({args[0]}))" if is_float_dtype(arg_dtype) else "0"
-        if fn == "abs" and not is_float_dtype(arg_dtype):
-            return f"({args[0]} < 0 ? -{args[0]} : {args[0]})" if not arg_dtype.startswith("uint") else args[0]
-        if fn == "pow" and not is_float_dtype(arg_dtype):
-            if arg_dtype == "bool":
-                return f"((_Bool)({args[0]} || !{args[1]}))"
-            fn_c = "ember_upow" if arg_dtype.startswith("uint") else "ember_ipow"
-            return f"(({c_type(dtype)}){fn_c}({args[0]}, {args[1]}))"
-        if fn in _MATH:
-            return self.math_call(fn, args, dtype)
-        raise CodegenError(f"unknown intrinsic {fn}")
+        return c_intrinsics.scalar(fn, args, arg_dtype, dtype, c_type)
 
     def vexpr(self, e: Expr, ctx: _Ctx, guard: bool = False) -> str:
         L = self.lanes
@@ -578,15 +485,7 @@ class CGenerator:
         if isinstance(e, Call) and e.fn in DOT_CALLS:
             return self.vdot4(e, ctx, guard)
         if isinstance(e, Call):
-            args = [self.vexpr(a, ctx, guard) for a in e.args]
-            if e.fn == "no_contract":
-                return f"EMBER_NO_CONTRACT({args[0]})"
-            if e.fn in VECTOR_MATH:
-                return f"{VECTOR_MATH[e.fn]}({', '.join(args)})"
-            f32 = _MATH[e.fn][0]
-            if len(args) == 1:
-                return f"EMBER_VMAP1({f32}, {args[0]})"
-            return f"EMBER_VMAP2({f32}, {args[0]}, {args[1]})"
+            return c_intrinsics.vector(e.fn, [self.vexpr(a, ctx, guard) for a in e.args])
         if isinstance(e, Ramp):
             raise CodegenError("an index vector outside a load")
         raise CodegenError(f"cannot vectorize {type(e).__name__}")

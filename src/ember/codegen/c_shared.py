@@ -32,7 +32,8 @@ from __future__ import annotations
 from collections import deque
 
 from ..tir.expr import BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Var, is_float_dtype
-from ..tir.transform import DOT_CALLS, lanes_of
+from ..tir.intrinsics import DOT_CALLS
+from ..tir.transform import lanes_of
 
 _LEAVES = (Var, Const)       # SizeVar is a Var
 

@@ -7,8 +7,9 @@ bound to a block or thread axis becomes a constant holding that index (``blockId
 shared buffer an array in the block's shared memory, a barrier ``__syncthreads()``,
 ``barrier(CLK_LOCAL_MEM_FENCE)`` or ``threadgroup_barrier(mem_flags::mem_threadgroup)``, and
 everything else the same scalar C in all three.  What differs between the dialects (type names,
-index and barrier words, math function names, reserved words, the kernel signature) sits in a
-small language module: ``lang_cuda``, ``lang_opencl``, ``lang_metal``.
+index and barrier words, the functions of the float intrinsics (``MATH``, keyed by the names of
+``ember.tir.intrinsics``), reserved words, the kernel signature) sits in a small language module:
+``lang_cuda``, ``lang_opencl``, ``lang_metal``.
 
 Indices are 32-bit ``int`` where the kernel's sizes allow (``PrimFunc.attrs["index_bits"]``),
 else 64-bit.  A run-time index check (``IndexCheck``) that fails sets the flag ``ember_bad`` (an
@@ -62,8 +63,24 @@ BAD_FLAG = "ember_bad"
 _BINOPS = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">",
            "ge": ">=", "and": "&&", "or": "||"}
 
-_MATH_FNS = ("exp", "log", "sqrt", "tanh", "erf", "floor", "ceil", "nearbyint", "sin", "cos", "tan", "asin",
-             "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "pow", "abs", "fmod")
+#: the intrinsics (``ember.tir.intrinsics``) the C-style generator writes the same way in every
+#: language (as it does integer ``abs`` and ``pow``); the float intrinsics each language writes
+#: from its table ``MATH`` (name -> function)
+GENERIC_CALLS = ("no_contract", "isnan")
+
+
+def printed_intrinsics(language: str) -> set:
+    """The intrinsics the GPU language ``language`` can print (for some dtype)."""
+    if language == "wgsl":
+        from . import lang_wgsl
+        return lang_wgsl.printed_intrinsics()
+    return set(GENERIC_CALLS) | set(LANGUAGES[language].MATH)
+
+
+def no_printing(fn: str, dtype: str, language: str) -> CodegenError:
+    """The error of an intrinsic that ``language`` does not print on ``dtype``."""
+    return CodegenError(f"the intrinsic {fn} on {dtype} is not supported by the {language} backend yet "
+                        f"(it has no printing of it)")
 
 
 class GPUGenerator:
@@ -235,19 +252,22 @@ class GPUGenerator:
         if e.fn == "pow" and not is_float_dtype(dt):
             t = self.ctype(dt)
             tag = t.replace(" ", "_")
+            # a negative exponent: the integer part of the real power, as the CPU's ember_ipow
+            neg = "" if dt.startswith("uint") or dt == "bool" else \
+                "  if (b < 0) return a == 1 ? 1 : (a == -1 ? ((b & 1) ? -1 : 1) : 0);\n"
             fn = self.helper(f"ember_pow_{tag}", f"{self.lang.FUNC} {t} ember_pow_{tag}({t} a, {t} b) {{\n"
-                                                 f"  {t} r = 1;\n  if (b < 0) return a == 1 ? 1 : 0;\n"
+                                                 f"  {t} r = 1;\n{neg}"
                                                  "  while (b > 0) { if (b & 1) r *= a; a *= a; b >>= 1; }\n"
                                                  "  return r;\n}")
             return f"{fn}({args[0]}, {args[1]})"
-        if e.fn in _MATH_FNS and is_float_dtype(dt):
-            if dt not in ("float32", "float64", "float16"):
-                raise CodegenError(f"math on {dt} is not supported by the {self.lang.NAME} backend yet")
-            for name, code in getattr(self.lang, "helpers", lambda fn: {})(e.fn).items():
-                self.helper(name, code)
-            # float16 values are floats: float32's function; the store or cast after it rounds
-            return f"{self.lang.math(e.fn, 'float32' if dt == 'float16' else dt)}({', '.join(args)})"
-        raise CodegenError(f"the intrinsic {e.fn} on {dt} is not supported by the {self.lang.NAME} backend yet")
+        if not is_float_dtype(dt) or e.fn not in self.lang.MATH:
+            raise no_printing(e.fn, dt, self.lang.NAME)
+        if dt not in ("float32", "float64", "float16"):
+            raise CodegenError(f"math on {dt} is not supported by the {self.lang.NAME} backend yet")
+        for name, code in getattr(self.lang, "helpers", lambda fn: {})(e.fn).items():
+            self.helper(name, code)
+        # float16 values are floats: float32's function; the store or cast after it rounds
+        return f"{self.lang.math(e.fn, 'float32' if dt == 'float16' else dt)}({', '.join(args)})"
 
     # ---- statements ------------------------------------------------------------------------
 

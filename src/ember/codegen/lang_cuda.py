@@ -1,5 +1,7 @@
 """The CUDA C++ words of the GPU code generator (``codegen/gpu.py``)."""
 
+from .c_intrinsics import LIBM
+
 NAME = "cuda"
 SUFFIX = ".cu"
 
@@ -18,10 +20,14 @@ SHARED = "__shared__"
 INT64_SUFFIX = "LL"
 
 
+#: the functions of the float intrinsics (``ember.tir.intrinsics``): C's for float64 (``rint`` rounds
+#: to nearest even as ``nearbyint`` does); float32's add "f" (:func:`math`)
+MATH = {fn: f64 for fn, (_, f64) in LIBM.items()} | {"nearbyint": "rint"}
+
+
 def math(fn: str, dtype: str) -> str:
-    """The function computing ``fn`` on ``dtype`` (float32: the ``f`` functions)."""
-    name = {"abs": "fabs", "nearbyint": "rint"}.get(fn, fn)
-    return name + "f" if dtype == "float32" else name
+    """The function computing the intrinsic ``fn`` on ``dtype`` (float32: the ``f`` functions)."""
+    return MATH[fn] + "f" if dtype == "float32" else MATH[fn]
 
 
 def isnan(x: str) -> str:

@@ -9,6 +9,7 @@ lets the compiler assume no NaN and reassociate, which the results must not depe
 """
 
 from ..tir.gpu import DeviceLimits
+from .c_intrinsics import LIBM
 
 NAME = "metal"
 SUFFIX = ".metal"
@@ -60,9 +61,14 @@ ERF = """static inline float ember_erf(float x) {
 }"""
 
 
+#: the (overloaded) functions of the float intrinsics (``ember.tir.intrinsics``): C's names, and
+#: the helper ``ember_erf`` for ``erf``
+MATH = {fn: f64 for fn, (_, f64) in LIBM.items()} | {"nearbyint": "rint", "erf": "ember_erf"}
+
+
 def math(fn: str, dtype: str) -> str:
-    """The (overloaded) function computing ``fn`` (``erf``: the helper ``ember_erf``)."""
-    return {"abs": "fabs", "nearbyint": "rint", "erf": "ember_erf"}.get(fn, fn)
+    """The (overloaded) function computing the intrinsic ``fn``."""
+    return MATH[fn]
 
 
 def helpers(fn: str) -> dict:

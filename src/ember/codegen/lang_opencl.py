@@ -1,5 +1,7 @@
 """The OpenCL C words of the GPU code generator (``codegen/gpu.py``)."""
 
+from .c_intrinsics import LIBM
+
 NAME = "opencl"
 SUFFIX = ".cl"
 
@@ -18,9 +20,13 @@ SHARED = "__local"
 INT64_SUFFIX = "L"
 
 
+#: the (overloaded) functions of the float intrinsics (``ember.tir.intrinsics``): C's names
+MATH = {fn: f64 for fn, (_, f64) in LIBM.items()} | {"nearbyint": "rint"}
+
+
 def math(fn: str, dtype: str) -> str:
-    """The (overloaded) function computing ``fn``."""
-    return {"abs": "fabs", "nearbyint": "rint"}.get(fn, fn)
+    """The (overloaded) function computing the intrinsic ``fn``."""
+    return MATH[fn]
 
 
 def isnan(x: str) -> str:

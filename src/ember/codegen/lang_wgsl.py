@@ -42,7 +42,7 @@ from ..tir.expr import BinOp, Call, Cast, Const, Expr, IndexCheck, Load, Not, Se
 from ..tir.gpu import DeviceLimits, check_kernel
 from ..tir.stmt import For, PrimFunc, Store, walk_stmts
 from .c import unique_name
-from .gpu import GPUGenerator
+from .gpu import GPUGenerator, no_printing
 
 NAME = "wgsl"
 SUFFIX = ".wgsl"
@@ -124,6 +124,58 @@ _POW = f"""fn ember_pow(a: f32, b: f32) -> f32 {{
   return select(r, -r, odd);
 }}"""
 
+
+
+# the f32 intrinsics written with a helper function: name -> writer of (generator, arguments)
+def _tanh(g, args):
+    g.helper("ember_isnan", _ISNAN)
+    return f"{g.helper('ember_tanh', _TANH)}({args[0]})"
+
+
+def _erf(g, args):
+    g.helper("ember_isnan", _ISNAN)
+    return f"{g.helper('ember_erf', _ERF)}({args[0]})"
+
+
+def _pow(g, args):
+    for sp in ("nan", "inf"):
+        g.helper(f"ember_bits_{sp}", f"var<private> ember_bits_{sp}: u32 = {_SPECIAL[sp]:#x}u;")
+    return f"{g.helper('ember_pow', _POW)}({args[0]}, {args[1]})"
+
+
+def _inverse_trig(fn: str):
+    def write(g, args):     # lavapipe's asin and acos are coarse (1e-4); atan2 is not
+        g.helper("ember_isnan", _ISNAN)
+        g.helper("ember_bits_nan", f"var<private> ember_bits_nan: u32 = {_SPECIAL['nan']:#x}u;")
+        ratio = "x, r" if fn == "asin" else "r, x"
+        name = g.helper(f"ember_{fn}", f"fn ember_{fn}(x: f32) -> f32 {{\n"
+                                       f"  if (ember_isnan(x) || abs(x) > 1.0f) {{ return {_NAN}; }}\n"
+                                       f"  let r = sqrt((1.0f - x) * (1.0f + x));\n  return atan2({ratio});\n}}")
+        return f"{name}({args[0]})"
+    return write
+
+
+def _fmod(g, args):     # WGSL's % is a - b * trunc(a / b): NaN for an infinite b, where fmod gives a
+    fn = g.helper("ember_fmod", "fn ember_fmod(a: f32, b: f32) -> f32 {\n"
+                                "  if ((bitcast<u32>(b) & 0x7fffffffu) == 0x7f800000u && "
+                                "(bitcast<u32>(a) & 0x7fffffffu) < 0x7f800000u) { return a; }\n"
+                                "  return a % b;\n}")
+    return f"{fn}({args[0]}, {args[1]})"
+
+
+def _atan(g, args):     # lavapipe's gives 0 for a NaN
+    g.helper("ember_isnan", _ISNAN)
+    fn = g.helper("ember_atan", "fn ember_atan(x: f32) -> f32 { return select(atan(x), x, ember_isnan(x)); }")
+    return f"{fn}({args[0]})"
+
+
+_F32_HELPERS = {"tanh": _tanh, "erf": _erf, "pow": _pow, "asin": _inverse_trig("asin"),
+                "acos": _inverse_trig("acos"), "fmod": _fmod, "atan": _atan}
+
+
+def printed_intrinsics() -> set:
+    """The intrinsics (``ember.tir.intrinsics``) WGSL can print (for some dtype)."""
+    return {"no_contract", "isnan", "abs", "pow"} | set(_F32_HELPERS) | set(_BUILTIN)
 
 def _ty(dtype: str) -> str:
     t = TYPES.get(dtype)
@@ -429,46 +481,19 @@ class WGSLGenerator(GPUGenerator):
         if e.fn == "abs" and t != "f32":
             return f"abs({args[0]})" if t == "i32" else args[0]
         if e.fn == "pow" and t != "f32":
+            neg = ("  if (b < 0i) { if (a == -1i) { return select(1i, -1i, (b & 1i) != 0i); } "
+                   "return select(0i, 1i, a == 1i); }\n" if t == "i32" else "")
             fn = self.helper(f"ember_pow_{t}", f"fn ember_pow_{t}(x: {t}, y: {t}) -> {t} {{\n"
-                                               f"  var a = x; var b = y; var r = {_one(t)};\n"
-                                               + ("  if (b < 0i) { return select(0i, 1i, a == 1i); }\n" if t == "i32" else "")
+                                               f"  var a = x; var b = y; var r = {_one(t)};\n" + neg
                                                + f"  loop {{ if (b <= {_zero(t)}) {{ break; }} "
                                                f"if ((b & {_one(t)}) != {_zero(t)}) {{ r = r * a; }} "
                                                f"a = a * a; b = b >> 1u; }}\n  return r;\n}}")
             return f"{fn}({args[0]}, {args[1]})"
-        if t != "f32":
-            raise CodegenError(f"the intrinsic {e.fn} on {dt} is not supported by the WebGPU backend")
-        if e.fn in ("tanh", "erf"):
-            self.helper("ember_isnan", _ISNAN)
-        if e.fn == "tanh":
-            return f"{self.helper('ember_tanh', _TANH)}({args[0]})"
-        if e.fn == "erf":
-            return f"{self.helper('ember_erf', _ERF)}({args[0]})"
-        if e.fn == "pow":
-            for sp in ("nan", "inf"):
-                self.helper(f"ember_bits_{sp}", f"var<private> ember_bits_{sp}: u32 = {_SPECIAL[sp]:#x}u;")
-            return f"{self.helper('ember_pow', _POW)}({args[0]}, {args[1]})"
-        if e.fn in ("asin", "acos"):     # lavapipe's are coarse (1e-4); atan2 is not
-            self.helper("ember_isnan", _ISNAN)
-            self.helper("ember_bits_nan", f"var<private> ember_bits_nan: u32 = {_SPECIAL['nan']:#x}u;")
-            ratio = "x, r" if e.fn == "asin" else "r, x"
-            fn = self.helper(f"ember_{e.fn}", f"fn ember_{e.fn}(x: f32) -> f32 {{\n"
-                                              f"  if (ember_isnan(x) || abs(x) > 1.0f) {{ return {_NAN}; }}\n"
-                                              f"  let r = sqrt((1.0f - x) * (1.0f + x));\n  return atan2({ratio});\n}}")
-            return f"{fn}({args[0]})"
-        if e.fn == "fmod":     # WGSL's % is a - b * trunc(a / b): NaN for an infinite b, where fmod gives a
-            fn = self.helper("ember_fmod", "fn ember_fmod(a: f32, b: f32) -> f32 {\n"
-                                           "  if ((bitcast<u32>(b) & 0x7fffffffu) == 0x7f800000u && "
-                                           "(bitcast<u32>(a) & 0x7fffffffu) < 0x7f800000u) { return a; }\n"
-                                           "  return a % b;\n}")
-            return f"{fn}({args[0]}, {args[1]})"
-        if e.fn == "atan":     # lavapipe's gives 0 for a NaN
-            self.helper("ember_isnan", _ISNAN)
-            fn = self.helper("ember_atan", "fn ember_atan(x: f32) -> f32 { return select(atan(x), x, ember_isnan(x)); }")
-            return f"{fn}({args[0]})"
-        if e.fn in _BUILTIN:
+        if t == "f32" and e.fn in _F32_HELPERS:
+            return _F32_HELPERS[e.fn](self, args)
+        if t == "f32" and e.fn in _BUILTIN:
             return f"{_BUILTIN[e.fn]}({', '.join(args)})"
-        raise CodegenError(f"the intrinsic {e.fn} on {dt} is not supported by the WebGPU backend")
+        raise no_printing(e.fn, dt, "WebGPU")
 
     # ---- statements --------------------------------------------------------------------------------
 

@@ -107,28 +107,9 @@ def to_graph(model: Any, shapes: Mapping[str, tuple] | None = None,
             model = model.copy()
             model.hints.update({k: int(v) for k, v in bounds.items() if k not in model.bounds})
         return model
-    tf_graph = tensorflow_file(model, shapes, bounds)
-    if tf_graph is not None:
-        return tf_graph
-    from ..frontend import from_onnx
+    from ..frontend.files import graph_from_file
 
-    return from_onnx(model, shapes=shapes, bounds=bounds)
-
-
-def tensorflow_file(model: Any, shapes, bounds) -> Graph | None:
-    """A Keras file (``.keras``, ``.h5``) or a SavedModel directory, translated by the TensorFlow
-    frontend; None for any other model."""
-    if not isinstance(model, (str, os.PathLike)):
-        return None
-    path = os.fspath(model)
-    keras_file = path.endswith((".keras", ".h5"))
-    if not keras_file and not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return None
-    if shapes:
-        raise EmberError("shapes= applies to ONNX models; a TensorFlow model's shapes are its signature's")
-    from ..frontend.tensorflow import from_keras, from_tensorflow
-
-    return from_keras(path, bounds=bounds) if keras_file else from_tensorflow(path, bounds=bounds)
+    return graph_from_file(model, shapes, bounds)
 
 
 def symbol_bounds(graph: Graph) -> dict[str, int]:
@@ -402,10 +383,20 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
     # refused under smaller ones
     put("limits", json.dumps(sorted(ember_limits.current().as_dict().items()), default=str))
     if isinstance(model, (str, os.PathLike)):
+        from ..frontend.files import ONNX, file_type
         from ..frontend.onnx_files import hash_model_files
 
+        path, kind = os.fspath(model), file_type(model)
+        put("format", kind.name)
+        if kind is not ONNX:            # one self-contained file; a SavedModel folder is not cached
+            if not os.path.isfile(path):
+                return None
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            return h.hexdigest()
         try:
-            hash_model_files(os.fspath(model), h)    # the model and its external data, read safely
+            hash_model_files(path, h)    # the model and its external data, read safely
         except EmberError:
             return None   # not cached: the frontend reports what is wrong with the files
         return h.hexdigest()

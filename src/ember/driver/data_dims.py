@@ -28,6 +28,7 @@ from ..errors import CodegenError
 from ..graph.ir import Graph, Node, Value
 from ..ops import get_op
 from ..ops.dynamic import limits_of
+from ..symbolic import symbols_of
 
 #: the return code of a run whose data gives an invalid dimension (ember_runtime.h)
 ERROR_SHAPE = "EMBER_ERROR_SHAPE"
@@ -53,14 +54,11 @@ class DataDims:
             return
         for grp in groups:
             region = [n for n in grp.nodes if get_op(n.op).region]
-            touched = sorted({s for v in grp.inputs + grp.outputs for s in v.type.symbols} & self.syms)
-            if region and touched:
-                n = region[0]
-                raise CodegenError(f"{n.op} node '{n.name}' reads or writes tensors whose size the data decides "
-                                   f"({', '.join(touched)}); a region op takes only sizes the input shapes decide")
-            v = grp.output
-            if v.type.symbols & self.syms and v not in self.blocks:
-                self.blocks[v] = len(self.blocks)
+            if region:
+                self._check_region(region[0])
+            for v in region[0].outputs if region else [grp.output]:
+                if v.type.symbols & self.syms and v not in self.blocks:
+                    self.blocks[v] = len(self.blocks)
         self.output_block = [self.blocks.get(v, -1) for v in g.outputs]
         # where each block can be reserved: after the last bind_dims its size needs
         binder = {s: n for n in g.nodes if n.op == "bind_dims" for s in n.attrs["symbols"]}
@@ -70,6 +68,19 @@ class DataDims:
             needed = [binder[s] for s in v.type.symbols & self.syms]
             last = max(needed, key=lambda n: group_of[n.outputs[0]])
             self.reserve_after.setdefault(last, []).append(v)
+
+    def _check_region(self, n: Node) -> None:
+        """A region node may write tensors whose size the data decides only as a loop's scan
+        outputs of a length the data gives (their rows are written in place, in the outputs'
+        blocks); its operands, carried values and bodies have sizes the input shapes decide."""
+        scans = n.outputs[n.attrs["num_carried"]:] if n.op == "loop" else []
+        others = [v for v in n.inputs + n.outputs if v not in scans]
+        touched = {s for v in others for s in v.type.symbols} & self.syms
+        touched |= {s for v in scans for s in symbols_of(v.type.shape[1:])} & self.syms
+        if touched:
+            raise CodegenError(f"{n.op} node '{n.name}' reads or writes tensors whose size the data decides "
+                               f"({', '.join(sorted(touched))}); a region op takes only sizes the input shapes "
+                               f"decide (but for the length of a loop's scan outputs)")
 
     def __bool__(self) -> bool:
         return bool(self.syms)

@@ -236,7 +236,9 @@ class Regions:
         env.update(zip(g.inputs[2:2 + n], cur))
         env.update(zip(g.outputs[1:1 + n], nxt))
         env.update(zip(g.inputs[2 + n:], (where(v) for v in node.inputs[2 + n:])))
-        for v, o in zip(g.outputs[1 + n:], node.outputs[n:]):
+        counted = bool(node.attrs.get("counted"))
+        scans = node.outputs[n:len(node.outputs) - counted]
+        for v, o in zip(g.outputs[1 + n:], scans):
             row = self._elems(v.type)
             env[v] = f"({where(o)} + {it} * {row})"
         loop = self._run_body(body, env, base, where, gen, src)
@@ -251,12 +253,20 @@ class Regions:
         for k in range(n):     # the last values, where the node's output is
             o = node.outputs[k]
             out.append(f"if ({cur[k]} != {where(o)}) memcpy({where(o)}, {cur[k]}, {self._bytes(o.type)});")
-        if len(node.outputs) > n:
+        if scans:
             length = node.attrs["length"]
             want = dim_c(length, self.sym_index)
-            out.append(f"if ({it} != {want}) {{ ember_set_error(\"loop node %s ran %lld iterations, but its scan "
-                       f"outputs have %lld rows\", {_c_str(node.name)}, (long long){it}, (long long){want}); "
-                       f"return -1; }}")
+            out.append(f"if ({it} {'>' if counted else '!='} {want}) {{ ember_set_error(\"loop node %s ran %lld "
+                       f"iterations, but its scan outputs have %lld rows\", {_c_str(node.name)}, (long long){it}, "
+                       f"(long long){want}); return -1; }}")
+        if counted:
+            # the rows past the iterations run are zeros; the count is the last output
+            for v, o in zip(g.outputs[1 + n:], scans):
+                row = f"(size_t)({self._elems(v.type)})"
+                size = _nbytes(TensorType((), v.dtype))
+                out.append(f"memset({where(o)} + {it} * {self._elems(v.type)}, 0, "
+                           f"(size_t)({want} - {it}) * {row} * {size});")
+            out.append(f"*(int64_t*){where(node.outputs[-1])} = {it};")
         return ["{"] + ["  " + x for x in out] + ["}"]
 
     def _elems(self, t: TensorType) -> str:

@@ -17,7 +17,7 @@ backend, at run time) can make them initializers and compile a model specialized
 Symbolic dimensions (an input's ``dim_param``, or a name given in ``shapes=``) stay symbolic
 (``ember.symbolic``).  The shape arithmetic over them (``Shape -> Gather -> Unsqueeze -> Concat
 -> Reshape``, ``Expand``, ``ConstantOfShape``, ...) is evaluated at translation time on values
-that hold symbolic dimensions (``frontend.shape_values``), so the graph gets symbolic shapes,
+that hold symbolic dimensions (``frontend.core.shape_values``), so the graph gets symbolic shapes,
 not shape computations; such a value read as data (a ``Mul`` by a sequence length) is computed
 with the core ``arange`` op, as is a ``Range`` over a symbolic length.  Upper bounds of the
 symbols come from ``bounds=``, and from the model where it only works within one (slicing a
@@ -50,8 +50,8 @@ from ..symbolic import Sym, SymbolicError, bind as bind_dims, compare, dim_range
 from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
 from .onnx_validate import (check_declared_types, check_graph, check_operand_types, check_raw_length,
                             check_versions, onnx_type_str, schema_of, tensor_nbytes)
-from .core import emit
-from .shape_values import FOLDABLE, Ratio, fold
+from .core import NodeContext as CoreNodeContext, check_supported, computed_from_constants
+from .core.shape_values import FOLDABLE, Ratio, fold
 
 __all__ = ["from_onnx", "onnx_dtype", "NodeContext", "OperandNotConstantError", "SequenceValue",
            "OptionalValue"]
@@ -87,13 +87,20 @@ class SequenceValue:
 class OptionalValue:
     """An ONNX optional while translating: a Value or SequenceValue, or None when empty.  An
     optional graph output ``y`` is a bool graph output ``y?`` (whether it holds a value)
-    followed, when it does, by its value's graph output(s)."""
+    followed, when it does, by its value's graph output(s).
 
-    def __init__(self, value: "Value | SequenceValue | None"):
+    ``present``, when given, is a bool scalar Value that says at run time whether the optional
+    holds ``value`` (an optional tensor graph input whose presence ``shapes=`` leaves open: the
+    graph inputs ``x?`` and ``x``, both with defaults, see ``_Translator._bind_input``); an
+    output holding it then gives ``y?`` from that flag, and ``y`` holds whatever the value
+    input held (its default where absent)."""
+
+    def __init__(self, value: "Value | SequenceValue | None", present: "Value | None" = None):
         self.value = value
+        self.present = present
 
     def __repr__(self) -> str:
-        return f"OptionalValue({self.value!r})"
+        return f"OptionalValue({self.value!r}" + (f", present={self.present!r})" if self.present is not None else ")")
 
 
 class OperandNotConstantError(InvalidModelError):
@@ -195,49 +202,18 @@ def _default_opset(mp) -> int | None:
 
 # ---- per-node context handed to the op translations -----------------------------------------
 
-def computed_from_constants(v: Value) -> np.ndarray | None:
-    """The value of ``v`` when it is computed from constants alone (nodes kept unfolded on
-    purpose, such as the ``dequantize`` of a constant that the QDQ passes read), by running its
-    producers' references; None when a graph input or a symbolic size feeds it."""
-    memo: dict[int, np.ndarray] = {}
-    stack = [v]
-    while stack:
-        u = stack[-1]
-        if u.uid in memo:
-            stack.pop()
-            continue
-        if u.is_const:
-            memo[u.uid] = u.const
-            stack.pop()
-            continue
-        node = u.producer
-        if node is None or not all(o.type.is_static for o in node.outputs):
-            return None
-        pending = [w for w in node.inputs if w.uid not in memo]
-        if pending:
-            stack.extend(pending)
-            continue
-        try:
-            outs = get_op(node.op).run_reference(node.attrs, [memo[w.uid] for w in node.inputs])
-        except SymbolicError:
-            return None         # an attribute holds a symbolic size (an ``arange`` from one)
-        for out, o in zip(node.outputs, outs):
-            memo[out.uid] = np.asarray(o, dtype=np_dtype(out.type.dtype)).reshape(out.type.shape)
-        stack.pop()
-    return memo[v.uid]
-
-
-class NodeContext:
+class NodeContext(CoreNodeContext):
     """What a translation sees of one ONNX node: its inputs as Values, its attributes, and
-    helpers that emit core ops (folding those whose inputs are all constants)."""
+    helpers that emit core ops (folding those whose inputs are all constants, and evaluating
+    shape arithmetic over symbolic dimensions)."""
+
+    framework = "ONNX"
 
     def __init__(self, tr: "_Translator", node, name: str, opset: int):
+        super().__init__(tr.b, name, node.op_type)
         self._tr = tr
         self.node = node
-        self.name = name
-        self.op_type = node.op_type
         self.opset = opset  # of the node's domain (a function body may import its own)
-        self.b: GraphBuilder = tr.b
         self._attrs = {a.name: a for a in node.attribute}
 
     # -- inputs and outputs ----------------------------------------------------------------
@@ -457,8 +433,7 @@ class NodeContext:
             return self._tr.tensor_array(a.t, f"attribute '{name}'", self)
         if a.type in (T.GRAPH, T.GRAPHS, T.SPARSE_TENSOR, T.SPARSE_TENSORS, T.TYPE_PROTO, T.TYPE_PROTOS,
                       T.TENSORS):
-            raise UnsupportedOpError({f"{self.op_type} (attribute '{name}' of type "
-                                      f"{T.AttributeType.Name(a.type)})": [self.name]})
+            raise self.unsupported(f"attribute '{name}' of type {T.AttributeType.Name(a.type)}")
         v = helper.get_attribute_value(a)
         if isinstance(v, bytes):
             return v.decode("utf-8")
@@ -488,15 +463,7 @@ class NodeContext:
                 if out is not None and len(types) == 1 and tuple(out.shape) == types[0].shape:
                     return self.sym_value(out, types[0].dtype)
             inputs = [tr.materialize(v, self) if self.is_symbolic(v) else v for v in inputs]
-        return emit(self.b, core, inputs, self.name, **attrs)
-
-    def const(self, array: Any, dtype: str | None = None) -> Value:
-        arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)
-        return self.b.const(arr, name=self.name + "_const")
-
-    def scalar(self, value: Any, dtype: str) -> Value:
-        """A rank-0 constant of ``dtype``."""
-        return self.const(np.array(value).astype(np_dtype(dtype)), dtype)
+        return super().op(core, inputs, **attrs)
 
     def inline_graph(self, attr: str, bind: Sequence[Value] = (), tag: str = "") -> list[Value]:
         """Translate the subgraph held by attribute ``attr`` in place; returns its outputs.
@@ -505,14 +472,17 @@ class NodeContext:
         return self._tr.inline_graph(self.graph_attr(attr), f"{self.name}/{attr}{tag}", self.opset, bind)
 
     def region_graph(self, attr: str, formals: Sequence[tuple[str, TensorType]] = (),
-                     branch: bool = False) -> tuple[Graph, list[Value]]:
+                     branch: bool = False, outputs=None) -> tuple[Graph, list[Value]]:
         """Translate the subgraph held by attribute ``attr`` into a graph of its own (the body
         of a region op): its inputs are ``formals`` (name, type), then one per outer value it
         reads (the *captures*, returned in that order).  What the body needs of the symbols
         (``Graph.checks``) is checked with the enclosing graph's, before the run, unless it is
-        a ``branch`` that the run may not take: then it is checked when the branch runs."""
+        a ``branch`` that the run may not take: then it is checked when the branch runs.
+        ``outputs(k, v)``, when given, lays out the subgraph's output ``k`` (a tensor, sequence
+        or optional) as the tensors the graph outputs for it; by default each output must be
+        a tensor."""
         return self._tr.region_graph(self.graph_attr(attr), f"{self.name}/{attr}", self.opset, formals, self,
-                                     branch)
+                                     branch, outputs)
 
     def graph_attr(self, attr: str):
         """The GraphProto held by attribute ``attr``."""
@@ -520,14 +490,6 @@ class NodeContext:
         if a is None or not a.HasField("g"):
             raise self.fail(f"missing graph attribute '{attr}'")
         return a.g
-
-    # -- errors ----------------------------------------------------------------------------
-
-    def fail(self, message: str) -> InvalidModelError:
-        return InvalidModelError(message, node=self.name, op=self.op_type)
-
-    def unsupported(self, feature: str) -> UnsupportedOpError:
-        return UnsupportedOpError({f"{self.op_type} ({feature})": [self.name]})
 
 
 # ---- the translator -------------------------------------------------------------------------
@@ -683,12 +645,8 @@ class _Translator:
     # -- steps -----------------------------------------------------------------------------
 
     def check_support(self, nodes) -> None:
-        missing: dict[str, list[str]] = {}
-        for k, node in enumerate(nodes):
-            if not self.supported(node, self.opsets):
-                missing.setdefault(op_key(node), []).append(node.name or f"{node.op_type}_{k}")
-        if missing:
-            raise UnsupportedOpError(missing)
+        check_supported(((op_key(node), node.name or f"{node.op_type}_{k}") for k, node in enumerate(nodes)
+                         if not self.supported(node, self.opsets)), "ONNX")
         if self.opset == 0 and any(n.domain in _DEFAULT_DOMAINS for n in nodes):
             raise InvalidModelError("the model uses ONNX ops but imports no version of the default "
                                     "ONNX domain (opset_import)")
@@ -779,15 +737,30 @@ class _Translator:
             return SequenceValue([self._bind_input(f"{name}[{k}]", elem, tuple(p), onnx_name)
                                   for k, p in enumerate(pinned)], dtype)
         if kind == "optional_type":
+            elem = tp.optional_type.elem_type
+            if pinned is _MISSING and elem.WhichOneof("value") == "tensor_type":
+                return self._bind_optional_tensor(name, elem, onnx_name)
             if pinned is _MISSING:
                 raise InvalidModelError(
-                    f"graph input '{name}' is an optional: say whether it holds a value with "
+                    f"graph input '{name}' is an optional of a sequence: say whether it holds a value with "
                     f"from_onnx(..., shapes={{'{name}': None}}) (empty) or its value's shape(s)")
             if pinned is None:
                 return OptionalValue(None)
-            return OptionalValue(self._bind_input(name, tp.optional_type.elem_type, pinned, onnx_name))
+            return OptionalValue(self._bind_input(name, elem, pinned, onnx_name))
         raise FrontendError(f"graph input '{name}' is a {(kind or 'unknown').replace('_type', '')}, "
                             f"which Ember does not support")
+
+    def _bind_optional_tensor(self, name: str, tp, onnx_name: str) -> OptionalValue:
+        """An optional tensor graph input whose presence the run decides: a bool scalar input
+        ``name?`` (whether it holds a value; default false) and the tensor input ``name`` (default:
+        zeros, of no elements along a symbolic dimension), both left out by a caller whose
+        optional is empty."""
+        flag = self.b.input(f"{name}?", TensorType((), "bool"))
+        self.input_names[flag.uid] = onnx_name
+        self.b.defaults[flag.name] = np.array(False)
+        v = self._bind_input(name, tp, _MISSING, onnx_name)
+        self.b.defaults[v.name] = np.zeros(tuple(d if isinstance(d, int) else 0 for d in v.shape), np_dtype(v.dtype))
+        return OptionalValue(v, present=flag)
 
     def _input_shape(self, name: str, tt, pinned) -> tuple:
         declared: list[int | str | None] | None = None
@@ -858,9 +831,7 @@ class _Translator:
         except LimitError as e:
             raise _in_terms_of(e, name, node.op_type) from None
         except MemoryError:
-            raise LimitError("ran out of memory translating this node (numpy's MemoryError); lower "
-                             "limits (tensor_bytes, fold_bytes) make Ember refuse such a model before "
-                             "it allocates", node=name, op=node.op_type) from None
+            raise cx.out_of_memory() from None
         except Exception as e:
             # type and shape errors raised by the builder already name node and op
             if getattr(e, "node", None) is not None:
@@ -938,20 +909,17 @@ class _Translator:
             _rename_graph_attributes(n, ren)
             n.name = f"{prefix}/{inner.name or inner.op_type + '_' + str(k)}"
             nodes.append(n)
-        missing: dict[str, list[str]] = {}
         for n in nodes:
             self.used.update(x for x in n.input if x)
-            if not self.supported(n, {**self.opsets, "": opset}):
-                missing.setdefault(op_key(n), []).append(n.name)
-        if missing:
-            raise UnsupportedOpError(missing)
+        check_supported(((op_key(n), n.name) for n in nodes if not self.supported(n, {**self.opsets, "": opset})),
+                        "ONNX")
         self.used.update(ren(o.name) for o in g.output)
         for n in nodes:
             self.translate_node(n, n.name, {**self.opsets, "": opset})
         return [self.lookup(ren(o.name)) for o in g.output]
 
     def region_graph(self, g, prefix: str, opset: int, formals, cx: "NodeContext",
-                     branch: bool = False) -> tuple[Graph, list[Value]]:
+                     branch: bool = False, outputs=None) -> tuple[Graph, list[Value]]:
         """Translate subgraph ``g`` into a graph of its own (see ``NodeContext.region_graph``)."""
         from .onnx_ops.control import body_output
 
@@ -959,7 +927,10 @@ class _Translator:
         with self.building(body):
             params = [body.input(name, t) for name, t in formals]
             outs = self.inline_graph(g, prefix, opset, params)
-            outs = [body_output(cx, self, v, k) for k, v in enumerate(outs)]
+            if outputs is None:
+                outs = [body_output(cx, self, v, k) for k, v in enumerate(outs)]
+            else:
+                outs = [t for k, v in enumerate(outs) for t in outputs(k, v)]
         return self.closed_graph(body, params, outs, cx, branch)
 
     @contextlib.contextmanager
@@ -1134,10 +1105,13 @@ class _Translator:
             return [out for k, item in enumerate(v.items)
                     for out in self._output_values(f"{name}[{k}]", item, claimed, keep=False)]
         if isinstance(v, OptionalValue):
-            flag = constant(np.array(v.value is not None), f"{name}?")
-            claimed.add(flag.uid)
+            if v.present is not None:
+                flag = self._output_values(f"{name}?", v.present, claimed, keep=False)
+            else:
+                flag = [constant(np.array(v.value is not None), f"{name}?")]
+                claimed.add(flag[0].uid)
             rest = [] if v.value is None else self._output_values(name, v.value, claimed, keep=False)
-            return [flag] + rest
+            return flag + rest
         if v.uid in claimed:
             if keep and v.name == name:
                 return [v]  # a graph input that is also an output of that name

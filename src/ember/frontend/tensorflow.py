@@ -9,7 +9,7 @@ listed at once (op, nodes, count) before anything is translated.
 A dimension TensorFlow leaves open (``None``) becomes a symbolic dimension: ``batch`` for the
 leading one (Keras' open batch), ``<input>_<axis>`` for any other.  Shape arithmetic on such
 dimensions (``Shape -> StridedSlice -> Pack -> Reshape``) is evaluated while translating, as
-numpy object arrays of ints and :class:`~ember.symbolic.Sym` (``frontend/shape_values.py``), so
+numpy object arrays of ints and :class:`~ember.symbolic.Sym` (``frontend/core/shape_values.py``), so
 reshapes get symbolic target shapes instead of run-time shape computations.
 
 TensorFlow's images are NHWC, Ember's convolutions and pools NCHW.  As in the TFLite frontend,
@@ -31,7 +31,8 @@ from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value
 from ..graph.types import TensorType
 from ..symbolic import Sym, symbol
-from .core import TO_NCHW, TO_NHWC, emit
+from .core import TO_NCHW, NodeContext as CoreNodeContext, check_supported, group_unsupported
+from .core.layout import framework_shape, held_layout, in_layout
 
 __all__ = ["from_tensorflow", "from_keras", "from_graph_def", "unsupported_ops", "tf_dtype"]
 
@@ -69,14 +70,15 @@ def tensor_ref(name: str) -> tuple[str, int]:
     return node, int(k) if k else 0
 
 
-class NodeContext:
+class NodeContext(CoreNodeContext):
     """What a translation sees of one GraphDef node: its attributes and its operands (numpy
     arrays when known while translating, else Ember values in the layout it asks for)."""
 
+    framework = "TensorFlow"
+
     def __init__(self, tr: "_Translator", node):
-        self.tr, self.node, self.b = tr, node, tr.b
-        self.name = node.name
-        self.op_type = node.op
+        super().__init__(tr.b, node.name, node.op)
+        self.tr, self.node = tr, node
         self.inputs = [tensor_ref(i) for i in node.input if not i.startswith("^")]
 
     # ---- attributes ------------------------------------------------------------------------
@@ -99,15 +101,15 @@ class NodeContext:
     def is_const(self, k: int) -> bool:
         return self.tr.const_of(self.inputs[k]) is not None
 
-    def const(self, k: int, what: str = "operand") -> np.ndarray:
+    def const_input(self, k: int, what: str = "operand") -> np.ndarray:
         """Input ``k`` as an array known while translating (ints and symbolic dims for shapes)."""
         c = self.tr.const_of(self.inputs[k])
         if c is None:
-            raise self.unsupported(f"a {what} computed at run time (input {k})")
+            raise self.not_constant(what, k)
         return c
 
     def ints(self, k: int, what: str) -> list:
-        return [d if isinstance(d, Sym) else int(d) for d in np.asarray(self.const(k, what)).reshape(-1)]
+        return [d if isinstance(d, Sym) else int(d) for d in np.asarray(self.const_input(k, what)).reshape(-1)]
 
     def shape(self, k: int) -> tuple:
         """Input ``k``'s shape in TensorFlow's terms (NHWC for images)."""
@@ -132,24 +134,11 @@ class NodeContext:
         return self.get(k, "NCHW")
 
     # ---- results ---------------------------------------------------------------------------
-    def op(self, core: str, inputs: Sequence[Value], **attrs: Any) -> Any:
-        return emit(self.b, core, inputs, self.name, **attrs)
-
-    def const_value(self, array, dtype: str | None = None) -> Value:
-        return self.b.const(np.asarray(array), name=self.name + "_const", dtype=dtype)
-
     def set(self, v: Value, layout: str = "NHWC", k: int = 0) -> None:
         self.tr.set_value((self.name, k), v, layout)
 
     def set_const(self, array, k: int = 0) -> None:
         self.tr.consts[(self.name, k)] = np.asarray(array)
-
-    # ---- errors ----------------------------------------------------------------------------
-    def fail(self, message: str) -> InvalidModelError:
-        return InvalidModelError(message, node=self.name, op=self.op_type)
-
-    def unsupported(self, feature: str) -> UnsupportedOpError:
-        return UnsupportedOpError({f"{self.op_type} ({feature})": [self.name]}, "TensorFlow")
 
 
 class _Translator:
@@ -172,9 +161,7 @@ class _Translator:
         t = self.resolve(t)
         if t in self.consts:
             return tuple(self.consts[t].shape)
-        layout, v = next(iter(self._vals(t).items()))
-        s = tuple(v.type.shape)
-        return tuple(s[p] for p in TO_NHWC) if layout == "NCHW" else s
+        return framework_shape(self._vals(t))
 
     def dtype_of(self, t: tuple) -> str:
         t = self.resolve(t)
@@ -190,9 +177,7 @@ class _Translator:
         return vals
 
     def layout_of(self, t: tuple) -> str:
-        t = self.resolve(t)
-        vals = self.values.get(t, {})
-        return "NCHW" if "NCHW" in vals and "NHWC" not in vals else "NHWC"
+        return held_layout(self.values.get(self.resolve(t), {}))
 
     def value(self, t: tuple, layout: str, reader: str) -> Value:
         t = self.resolve(t)
@@ -207,14 +192,7 @@ class _Translator:
                     c = c.transpose(TO_NCHW)
                 cached[layout] = self.b.const(np.ascontiguousarray(c), name=t[0].replace("/", "_"))
             return cached[layout]
-        vals = self._vals(t)
-        if layout in vals:
-            return vals[layout]
-        other = "NHWC" if layout == "NCHW" else "NCHW"
-        v = self.b.op("transpose", [vals[other]], f"{t[0]}_to_{layout.lower()}",
-                      perm=TO_NCHW if layout == "NCHW" else TO_NHWC)
-        vals[layout] = v
-        return v
+        return in_layout(self.b, self._vals(t), layout, f"{t[0]}_to_{layout.lower()}")
 
     def set_value(self, t: tuple, v: Value, layout: str) -> None:
         if v.is_const and v.const.size <= (1 << 24):
@@ -227,13 +205,15 @@ class _Translator:
 
 def unsupported_ops(graph_def) -> dict[str, list[str]]:
     """The ops of a GraphDef that the translation table lacks: op -> the nodes using it."""
+    return group_unsupported(_unsupported_nodes(graph_def))
+
+
+def _unsupported_nodes(graph_def):
+    """(op, node) of each GraphDef node without a translation."""
     from .tf_ops import TRANSLATIONS
 
-    missing: dict[str, list[str]] = {}
-    for n in graph_def.node:
-        if n.op not in TRANSLATIONS and n.op not in PASS_THROUGH and n.op not in IGNORED:
-            missing.setdefault(n.op, []).append(n.name)
-    return missing
+    return ((n.op, n.name) for n in graph_def.node
+            if n.op not in TRANSLATIONS and n.op not in PASS_THROUGH and n.op not in IGNORED)
 
 
 def _input_type(name: str, shape, dtype: str) -> TensorType:
@@ -257,9 +237,7 @@ def from_graph_def(graph_def, inputs: Sequence[tuple[str, str, tuple]], outputs:
     ``None`` for an open dimension); ``outputs``: (tensor ``node:k``, graph output name)."""
     from .tf_ops import TRANSLATIONS
 
-    missing = unsupported_ops(graph_def)
-    if missing:
-        raise UnsupportedOpError(missing, "TensorFlow")
+    check_supported(_unsupported_nodes(graph_def), "TensorFlow")
     tf = _tf()
     tr = _Translator(name)
     nodes = {n.name: n for n in graph_def.node}
@@ -293,10 +271,8 @@ def from_graph_def(graph_def, inputs: Sequence[tuple[str, str, tuple]], outputs:
             for k, ref in enumerate(cx.inputs):
                 tr.alias[(n.name, k)] = ref
             continue
-        try:
+        with cx.translating((IndexError, TypeError, ValueError, ZeroDivisionError), "inconsistent operands"):
             TRANSLATIONS[n.op](cx)
-        except (IndexError, TypeError, ValueError, ZeroDivisionError) as e:
-            raise InvalidModelError(f"inconsistent operands: {e}", node=n.name, op=n.op) from None
     outs: list[Value] = []
     for ref, out_name in outputs:
         t = tr.resolve(tensor_ref(ref))

@@ -15,14 +15,11 @@ import numpy as np
 
 from ..graph.types import np_dtype
 from ..symbolic import Sym, SymbolicError, exact_div
-from . import shape_values
-from .core import TO_NCHW, elementwise_layout, layout_operand, registrar
+from .core import TO_NCHW, TranslationTable, elementwise_layout, layout_operand, shape_values
 from .tensorflow import tf_dtype
 
-TRANSLATIONS: dict = {}
-
-
-translates = registrar(TRANSLATIONS)
+TRANSLATIONS = TranslationTable("TensorFlow")
+translates = TRANSLATIONS.translates
 
 
 def _all_const(cx, ks=None) -> bool:
@@ -80,15 +77,15 @@ def binary(cx):
     elif kind in ("FloorDiv", "Div"):
         if not _all_const(cx):
             raise cx.unsupported("integer division computed at run time")
-        a, b = cx.const(0), cx.const(1)
+        a, b = cx.const_input(0), cx.const_input(1)
         if _symbolic(a, b):
             return _fold(cx, "div", [a, b])     # shape arithmetic: non-negative sizes
         return cx.set_const(np.floor_divide(a, b) if kind == "FloorDiv" else np.trunc(a / b).astype(a.dtype))
-    if _all_const(cx) and _symbolic(cx.const(0), cx.const(1)):
+    if _all_const(cx) and _symbolic(cx.const_input(0), cx.const_input(1)):
         core = "add" if kind == "BiasAdd" else _BINARY.get(kind)
         if core is None:
             raise cx.unsupported("shape arithmetic")
-        return _fold(cx, core, [cx.const(0), cx.const(1)])
+        return _fold(cx, core, [cx.const_input(0), cx.const_input(1)])
     layout = _layout_for(cx, (0, 1))
     x, y = _operand(cx, 0, layout), _operand(cx, 1, layout)
     if kind == "FloorDiv":
@@ -121,16 +118,16 @@ _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "L
 @translates(*_UNARY, "Relu6", "Rsqrt", "Square", "Erfc", "LeakyRelu", "Elu", "Softplus", "Selu")
 def unary(cx):
     kind = cx.op_type
-    if cx.is_const(0) and _symbolic(cx.const(0)):
+    if cx.is_const(0) and _symbolic(cx.const_input(0)):
         if kind != "Neg":
             raise cx.unsupported("shape arithmetic")
-        return _fold(cx, "neg", [cx.const(0)])
+        return _fold(cx, "neg", [cx.const_input(0)])
     layout = cx.layout(0)
     x = cx.get(0, layout)
     dt = x.type.dtype
 
     def c(v):
-        return cx.const_value(np.asarray(v, dtype=np_dtype(dt)))
+        return cx.const(np.asarray(v, dtype=np_dtype(dt)))
 
     if kind in _UNARY:
         y = cx.op(_UNARY[kind], [x])
@@ -160,7 +157,7 @@ def unary(cx):
 @translates("Select", "SelectV2")
 def select(cx):
     if _all_const(cx):
-        return _fold(cx, "where", [cx.const(0), cx.const(1), cx.const(2)])
+        return _fold(cx, "where", [cx.const_input(0), cx.const_input(1), cx.const_input(2)])
     if cx.op_type == "Select" and cx.rank(0) == 1 and cx.rank(1) > 1:
         raise cx.unsupported("a vector condition selecting rows")
     cx.set(cx.op("where", [cx.get(0), cx.get(1), cx.get(2)]))
@@ -170,7 +167,7 @@ def select(cx):
 def cast(cx):
     to = tf_dtype(cx.attr("DstT"), cx.name, cx.op_type)
     if cx.is_const(0):
-        a = cx.const(0)
+        a = cx.const_input(0)
         if a.dtype == object:
             return _fold(cx, "cast", [a], to=to)
         return cx.set_const(a.astype(np_dtype(to)))
@@ -236,7 +233,7 @@ def _nchw_operand(cx):
 def conv2d(cx):
     sh, sw = _spatial_attr(cx, "strides")
     dh, dw = _spatial_attr(cx, "dilations")
-    w = np.asarray(cx.const(1, "filter"), np.float32)          # KH, KW, I, O  (or KH, KW, C, M)
+    w = np.asarray(cx.const_input(1, "filter"), np.float32)          # KH, KW, I, O  (or KH, KW, C, M)
     if cx.rank(0) != 4 or w.ndim != 4:
         raise cx.fail(f"needs a rank-4 input and filter, got {cx.shape(0)} and {w.shape}")
     c = cx.shape(0)[1 if _channels_first(cx) else 3]
@@ -254,7 +251,7 @@ def conv2d(cx):
     x, layout = _nchw_operand(cx)
     _, _, h, wd = x.type.shape
     pads = _window(cx, h, wd, kh, kw, sh, sw, dh, dw)
-    y = cx.op("conv2d", [x, cx.const_value(np.ascontiguousarray(oihw))], strides=(sh, sw), pads=pads,
+    y = cx.op("conv2d", [x, cx.const(np.ascontiguousarray(oihw))], strides=(sh, sw), pads=pads,
               dilations=(dh, dw), groups=groups)
     cx.set(y, layout)
 
@@ -276,14 +273,14 @@ def fused_batch_norm(cx):
     if cx.attr("is_training", False):
         raise cx.unsupported("is_training=True")
     first = _channels_first(cx)
-    scale, offset, mean, var = (np.asarray(cx.const(k, "statistic"), np.float64) for k in range(1, 5))
+    scale, offset, mean, var = (np.asarray(cx.const_input(k, "statistic"), np.float64) for k in range(1, 5))
     mul = scale / np.sqrt(var + float(cx.attr("epsilon", 1e-3)))
     add = offset - mean * mul
     layout = "NHWC" if first or cx.rank(0) != 4 else cx.layout(0)
     x = cx.get(0, layout)
     shape = (1, -1, 1, 1) if layout == "NCHW" or first else (-1,)
-    y = cx.op("mul", [x, cx.const_value(mul.astype(np.float32).reshape(shape))])
-    cx.set(cx.op("add", [y, cx.const_value(add.astype(np.float32).reshape(shape))]), layout)
+    y = cx.op("mul", [x, cx.const(mul.astype(np.float32).reshape(shape))])
+    cx.set(cx.op("add", [y, cx.const(add.astype(np.float32).reshape(shape))]), layout)
 
 
 # ---- matrix products -------------------------------------------------------------------------
@@ -374,10 +371,10 @@ def reduce(cx):
     r = cx.rank(0)
     axes = sorted({int(a) % r for a in cx.ints(1, "axes")}) if r else []
     keep = bool(cx.attr("keep_dims", False))
-    if cx.is_const(0) and _symbolic(cx.const(0)):
+    if cx.is_const(0) and _symbolic(cx.const_input(0)):
         if cx.op_type != "Prod":
             raise cx.unsupported("shape arithmetic")
-        a = cx.const(0)
+        a = cx.const_input(0)
         if a.ndim != 1 or axes != [0]:
             raise cx.unsupported("a partial product of sizes")
         p = _prod(a.tolist())
@@ -418,7 +415,7 @@ def _resolve_shape(cx, new: list, total, what: str) -> tuple:
 def reshape(cx):
     new = cx.ints(1, "shape")
     if cx.is_const(0):
-        a = cx.const(0)
+        a = cx.const_input(0)
         return cx.set_const(a.reshape(_resolve_shape(cx, new, a.size, "shape")))
     x = cx.get(0)
     total = _prod(x.type.shape)
@@ -436,7 +433,7 @@ def squeeze(cx):
         raise cx.fail(f"cannot squeeze axes {sorted(axes)} of shape {s}")
     new = tuple(d for k, d in enumerate(s) if k not in axes)
     if cx.is_const(0):
-        return cx.set_const(cx.const(0).reshape(new))
+        return cx.set_const(cx.const_input(0).reshape(new))
     cx.set(cx.op("reshape", [cx.get(0)], shape=new))
 
 
@@ -447,7 +444,7 @@ def expand_dims(cx):
     axis = axis % (len(s) + 1)
     s.insert(axis, 1)
     if cx.is_const(0):
-        return cx.set_const(cx.const(0).reshape(s))
+        return cx.set_const(cx.const_input(0).reshape(s))
     cx.set(cx.op("reshape", [cx.get(0)], shape=tuple(s)))
 
 
@@ -457,7 +454,7 @@ def transpose(cx):
     if sorted(perm) != list(range(cx.rank(0))):
         raise cx.fail(f"perm {perm} is not a permutation of {cx.rank(0)} axes")
     if cx.is_const(0):
-        return cx.set_const(np.ascontiguousarray(cx.const(0).transpose(perm)))
+        return cx.set_const(np.ascontiguousarray(cx.const_input(0).transpose(perm)))
     if cx.rank(0) == 4 and cx.layout(0) == "NCHW":
         if perm == TO_NCHW:                       # NHWC -> NCHW: the value as it is
             return cx.set(cx.nchw(0), "NHWC")
@@ -474,7 +471,7 @@ def concat(cx):
     r = cx.rank(0) + (1 if cx.op_type == "Pack" else 0)
     axis %= max(r, 1)
     if _all_const(cx, range(n)):
-        parts = [np.asarray(cx.const(k)) for k in range(n)]
+        parts = [np.asarray(cx.const_input(k)) for k in range(n)]
         if cx.op_type == "Pack":
             parts = [p.reshape(p.shape[:axis] + (1,) + p.shape[axis:]) for p in parts]
         if any(p.dtype == object for p in parts):
@@ -519,7 +516,7 @@ def _strided_index(cx, rank: int) -> list:
 def strided_slice(cx):
     index = _strided_index(cx, cx.rank(0))
     if cx.is_const(0):
-        return cx.set_const(np.asarray(cx.const(0)[tuple(index)]))
+        return cx.set_const(np.asarray(cx.const_input(0)[tuple(index)]))
     _slice_value(cx, cx.get(0), index)
 
 
@@ -529,7 +526,7 @@ def slice_(cx):
     shape = cx.shape(0)
     index = [slice(b, None if s == -1 else b + s, 1) for b, s, d in zip(begin, size, shape)]
     if cx.is_const(0):
-        return cx.set_const(np.asarray(cx.const(0)[tuple(index)]))
+        return cx.set_const(np.asarray(cx.const_input(0)[tuple(index)]))
     _slice_value(cx, cx.get(0), index)
 
 
@@ -581,7 +578,7 @@ def gather(cx):
         raise cx.unsupported("batch_dims")
     axis %= cx.rank(0)
     if cx.is_const(0) and cx.is_const(1):
-        p, i = cx.const(0), cx.const(1)
+        p, i = cx.const_input(0), cx.const_input(1)
         if p.dtype == object:
             return _fold(cx, "gather", [p, i], axis=axis)
         return cx.set_const(np.take(p, i, axis=axis))
@@ -590,13 +587,13 @@ def gather(cx):
 
 @translates("Pad", "PadV2", "MirrorPad")
 def pad(cx):
-    p = np.asarray(cx.const(1, "paddings")).astype(np.int64)
+    p = np.asarray(cx.const_input(1, "paddings")).astype(np.int64)
     r = cx.rank(0)
     if p.shape != (r, 2):
         raise cx.fail(f"paddings of shape {p.shape} for a rank-{r} input")
     value = 0.0
     if cx.op_type == "PadV2":
-        value = float(np.asarray(cx.const(2, "constant value")).reshape(()))
+        value = float(np.asarray(cx.const_input(2, "constant value")).reshape(()))
     mode = "constant"
     if cx.op_type == "MirrorPad":
         mode = {"REFLECT": "reflect"}.get(cx.attr("mode"))
@@ -630,7 +627,7 @@ def tile(cx):
 
 def _blocks(cx, what: str) -> tuple[list, np.ndarray]:
     block = [int(v) for v in cx.ints(1, "block_shape")]
-    p = np.asarray(cx.const(2, what)).astype(np.int64).reshape(-1, 2)
+    p = np.asarray(cx.const_input(2, what)).astype(np.int64).reshape(-1, 2)
     m = len(block)
     if m < 1 or p.shape != (m, 2) or cx.rank(0) < m + 1 or min(block) < 1 or (p < 0).any():
         raise cx.fail(f"block_shape {block} and {what} {p.tolist()} for a rank-{cx.rank(0)} input")

@@ -25,73 +25,74 @@ from ..errors import FrontendError, InvalidModelError, ModelFileError, Unsupport
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value
 from ..graph.types import TensorType
+from .core import TO_NCHW, NodeContext, check_supported
+from .core.layout import framework_shape, held_layout, in_layout
 from .tflite_files import TENSOR_TYPES, TENSOR_TYPE_NAMES, SubGraph, read_model
 
-TO_NCHW = (0, 3, 1, 2)
-TO_NHWC = (0, 2, 3, 1)
 
-
-class OpContext:
+class OpContext(NodeContext):
     """What a translation function sees: the operator, its options, and its operands as Ember
-    values in the layout it asks for."""
+    values in the layout it asks for.  Errors name the operator by its index
+    (``operator 12``), TFLite's operators having no names."""
+
+    framework = "TFLite"
 
     def __init__(self, fe: "_Translator", op):
-        self.fe, self.op, self.b = fe, op, fe.b
-        self.name = f"{op.op.lower()}_{op.index}"
+        super().__init__(fe.b, f"{op.op.lower()}_{op.index}", op.op, f"operator {op.index}")
+        self.fe, self.operator = fe, op
         self.float_mode = False
 
     # ---- operands --------------------------------------------------------------------------
     def n_inputs(self) -> int:
-        return len(self.op.inputs)
+        return len(self.operator.inputs)
 
     def has_input(self, k: int) -> bool:
-        return k < len(self.op.inputs) and self.op.inputs[k] >= 0
+        return k < len(self.operator.inputs) and self.operator.inputs[k] >= 0
 
     def tensor(self, k: int):
-        return self.fe.sg.tensors[self.op.inputs[k]]
+        return self.fe.sg.tensors[self.operator.inputs[k]]
 
     def out_tensor(self, k: int = 0):
-        return self.fe.sg.tensors[self.op.outputs[k]]
+        return self.fe.sg.tensors[self.operator.outputs[k]]
 
     def is_const(self, k: int) -> bool:
-        return self.fe.const_array(self.op.inputs[k], False) is not None
+        return self.fe.const_array(self.operator.inputs[k], False) is not None
 
-    def const(self, k: int, what: str = "operand") -> np.ndarray:
+    def const_input(self, k: int, what: str = "operand") -> np.ndarray:
         """Input ``k`` as a numpy constant (dequantized in a quantized op)."""
-        a = self.fe.const_array(self.op.inputs[k], self.float_mode)
+        a = self.fe.const_array(self.operator.inputs[k], self.float_mode)
         if a is None:
-            raise self.unsupported(f"a non-constant {what} (input {k})")
+            raise self.not_constant(what, k)
         return a
 
     def rank(self, k: int) -> int:
-        return len(self.fe.shape(self.op.inputs[k]))
+        return len(self.fe.shape(self.operator.inputs[k]))
 
     def shape(self, k: int) -> tuple:
-        return self.fe.shape(self.op.inputs[k])
+        return self.fe.shape(self.operator.inputs[k])
 
     def layout(self, k: int) -> str:
-        return self.fe.layout_of(self.op.inputs[k])
+        return self.fe.layout_of(self.operator.inputs[k])
 
     def nhwc(self, k: int) -> Value:
         """Input ``k`` in TFLite's own layout."""
-        return self.fe.value(self.op.inputs[k], "NHWC", self.float_mode)
+        return self.fe.value(self.operator.inputs[k], "NHWC", self.float_mode)
 
     def nchw(self, k: int) -> Value:
         """Rank-4 input ``k`` in Ember's NCHW layout."""
-        return self.fe.value(self.op.inputs[k], "NCHW", self.float_mode)
+        return self.fe.value(self.operator.inputs[k], "NCHW", self.float_mode)
 
     def get(self, k: int, layout: str) -> Value:
-        return self.fe.value(self.op.inputs[k], layout, self.float_mode)
+        return self.fe.value(self.operator.inputs[k], layout, self.float_mode)
 
     # ---- results ---------------------------------------------------------------------------
     def set(self, v: Value, layout: str = "NHWC", k: int = 0) -> None:
-        self.fe.set_value(self.op.outputs[k], v, layout, self.float_mode, self.name)
+        self.fe.set_value(self.operator.outputs[k], v, layout, self.float_mode, self.name)
 
     def add(self, op: str, inputs, **attrs) -> Value:
+        """Core op ``op`` named after this operator, never folded (the integer steps of a
+        quantized op stay in the graph for the passes that read them)."""
         return self.b.op(op, inputs, self.name, **attrs)
-
-    def const_value(self, array, dtype: str | None = None) -> Value:
-        return self.b.const(np.asarray(array), dtype=dtype)
 
     # ---- options ---------------------------------------------------------------------------
     def opt(self, index: int, kind: str, default: Any):
@@ -99,19 +100,12 @@ class OpContext:
 
         flags = {"i8": N.Int8Flags, "u8": N.Uint8Flags, "i32": N.Int32Flags, "f32": N.Float32Flags,
                  "bool": N.BoolFlags, "i64": N.Int64Flags}
-        o = self.op.options
+        o = self.operator.options
         if o is None:
             return default
         if kind == "i32[]":
             return [int(v) for v in o.array(index, np.int32)]
         return o.scalar(index, flags[kind], default)
-
-    # ---- errors ----------------------------------------------------------------------------
-    def fail(self, message: str) -> InvalidModelError:
-        return InvalidModelError(message, node=f"operator {self.op.index}", op=self.op.op)
-
-    def unsupported(self, feature: str) -> UnsupportedOpError:
-        return UnsupportedOpError({f"{self.op.op} ({feature})": [f"operator {self.op.index}"]}, "TFLite")
 
 
 class _Translator:
@@ -127,14 +121,11 @@ class _Translator:
             return tuple(self.consts[i].shape)
         vals = self.values.get(i)
         if vals:
-            layout, v = next(iter(vals.items()))
-            s = tuple(v.type.shape)
-            return tuple(s[p] for p in TO_NHWC) if layout == "NCHW" else s
+            return framework_shape(vals)
         return self.sg.tensors[i].shape
 
     def layout_of(self, i: int) -> str:
-        vals = self.values.get(i, {})
-        return "NCHW" if "NCHW" in vals and "NHWC" not in vals else "NHWC"
+        return held_layout(self.values.get(i, {}))
 
     def const_array(self, i: int, dequantize: bool) -> np.ndarray | None:
         if i in self.consts:
@@ -159,20 +150,16 @@ class _Translator:
         if not vals:
             raise InvalidModelError(f"tensor {i} ('{t.name}') is read before any operator writes it")
         key = ("f" if quantized else "") + layout
+        if not quantized:
+            return in_layout(self.b, vals, layout, f"to_{layout.lower()}_{i}")
         if key in vals:
             return vals[key]
-        if quantized:
-            raw = self.value(i, layout, False)
-            scale, zp = t.quant.scale, t.quant.zero_point
-            if scale.size != 1:
-                raise UnsupportedOpError({"per-channel quantized activation": [t.name]}, "TFLite")
-            v = self.b.op("dequantize", [raw, self.b.const(np.float32(scale[0])),
-                                         self.b.const(np.asarray(zp[0], dtype=raw.type.dtype))], f"dq_{i}")
-        else:
-            other = "NHWC" if layout == "NCHW" else "NCHW"
-            src = vals[other]
-            v = self.b.op("transpose", [src], f"to_{layout.lower()}_{i}",
-                          perm=TO_NCHW if layout == "NCHW" else TO_NHWC)
+        raw = self.value(i, layout, False)
+        scale, zp = t.quant.scale, t.quant.zero_point
+        if scale.size != 1:
+            raise UnsupportedOpError({"per-channel quantized activation": [t.name]}, "TFLite")
+        v = self.b.op("dequantize", [raw, self.b.const(np.float32(scale[0])),
+                                     self.b.const(np.asarray(zp[0], dtype=raw.type.dtype))], f"dq_{i}")
         vals[key] = v
         return v
 
@@ -246,16 +233,9 @@ def from_tflite(model, batch: int | str | None = None) -> Graph:
     subgraphs = read_model(data)
     sg = subgraphs[0]
 
-    missing: dict[str, list[str]] = {}
-    for op in sg.operators:
-        if op.op not in TRANSLATIONS:
-            missing.setdefault(op.op, []).append(f"operator {op.index}")
-    for t in sg.tensors:
-        if t.type_code not in TENSOR_TYPES:
-            missing.setdefault(f"tensor type {TENSOR_TYPE_NAMES.get(t.type_code, t.type_code)}",
-                               []).append(t.name)
-    if missing:
-        raise UnsupportedOpError(missing, "TFLite")
+    check_supported([(op.op, f"operator {op.index}") for op in sg.operators if op.op not in TRANSLATIONS]
+                    + [(f"tensor type {TENSOR_TYPE_NAMES.get(t.type_code, t.type_code)}", t.name)
+                       for t in sg.tensors if t.type_code not in TENSOR_TYPES], "TFLite")
 
     fe = _Translator(sg, name)
     for i in sg.inputs:
@@ -266,12 +246,10 @@ def from_tflite(model, batch: int | str | None = None) -> Graph:
         tensors = [sg.tensors[i] for i in op.inputs + op.outputs if i >= 0]
         cx.float_mode = op.op not in QUANT_NATIVE and any(
             t.quant is not None and t.dtype in ("int8", "uint8", "int16") for t in tensors)
-        try:
+        # options are read lazily from a damaged flatbuffer, or operands may contradict each other
+        with cx.translating((struct.error, IndexError, TypeError, ValueError, OverflowError, ZeroDivisionError),
+                            "damaged or inconsistent operator"):
             TRANSLATIONS[op.op](cx)
-        except (struct.error, IndexError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
-            # options read lazily from a damaged flatbuffer, or operands that contradict each other
-            raise InvalidModelError(f"damaged or inconsistent operator: {e}", node=f"operator {op.index}",
-                                    op=op.op) from None
     outs: list[Value] = []
     for i in sg.outputs:
         v = fe.value(i, "NHWC", False)

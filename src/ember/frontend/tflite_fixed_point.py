@@ -75,7 +75,7 @@ class GraphOps:
 
     def c(self, v):
         if isinstance(v, (int, np.integer, np.ndarray)):
-            return self.cx.const_value(np.asarray(v, np.int64))
+            return self.cx.const(np.asarray(v, np.int64))
         return v
 
     def _op(self, op, *xs):

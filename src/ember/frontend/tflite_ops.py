@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..symbolic import exact_div, is_symbolic, product
-from .core import elementwise_layout, layout_operand, registrar
-from .tflite import TO_NCHW
+from .core import TO_NCHW, TranslationTable, elementwise_layout, layout_operand
 from . import tflite_fixed_point as fp
 from .tflite_fixed_point import quantize_multiplier
 
@@ -52,14 +51,13 @@ BUILTIN_CODES = {name: code for code, name in enumerate(_BUILTIN_NAMES)}
 
 FUSED_NONE, FUSED_RELU, FUSED_RELU_N1_TO_1, FUSED_RELU6, FUSED_TANH = 0, 1, 2, 3, 4
 
-TRANSLATIONS: dict = {}
+TRANSLATIONS = TranslationTable("TFLite")
+translates = TRANSLATIONS.translates
+
 #: ops that run on the integers of a quantized model as they are (they only move data)
 QUANT_NATIVE = {"RESHAPE", "SQUEEZE", "TRANSPOSE", "GATHER", "STRIDED_SLICE", "QUANTIZE", "DEQUANTIZE", "TILE",
                 "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
                 "MEAN", "SUM"}
-
-
-translates = registrar(TRANSLATIONS)
 
 
 def activation(cx, v, code: int):
@@ -111,16 +109,16 @@ def _integer(cx) -> bool:
 def _weights(cx) -> np.ndarray:
     """The filter: float32 (float16 and dequantized weights as float32), or int8 as it is."""
     if _integer(cx):
-        return cx.const(1, "filter")
+        return cx.const_input(1, "filter")
     cx.float_mode = any(cx.fe.sg.tensors[i].quant is not None and cx.fe.sg.tensors[i].dtype in ("int8", "uint8")
-                        for i in cx.op.inputs + cx.op.outputs if i >= 0)
-    return np.asarray(cx.const(1, "filter"), np.float32)
+                        for i in cx.operator.inputs + cx.operator.outputs if i >= 0)
+    return np.asarray(cx.const_input(1, "filter"), np.float32)
 
 
 def _bias(cx, k: int, n: int):
     if not cx.has_input(k):
         return None
-    b = np.asarray(cx.const(k, "bias"), np.float32).reshape(-1)
+    b = np.asarray(cx.const_input(k, "bias"), np.float32).reshape(-1)
     if b.size != n:
         raise cx.fail(f"bias of {b.size} values for {n} output channels")
     return b
@@ -135,10 +133,10 @@ def _conv(cx, w_oihw: np.ndarray, bias, strides, dil, padding, groups, act):
     n, c, h, wd = x.type.shape
     o, _, kh, kw = w_oihw.shape
     pads = _spatial_pads(cx, h, wd, kh, kw, strides[0], strides[1], dil[0], dil[1], padding)
-    y = cx.add("conv2d", [x, cx.const_value(np.ascontiguousarray(w_oihw, np.float32))], strides=strides,
+    y = cx.add("conv2d", [x, cx.const(np.ascontiguousarray(w_oihw, np.float32))], strides=strides,
                pads=pads, dilations=dil, groups=groups)
     if bias is not None:
-        y = cx.add("add", [y, cx.const_value(bias.reshape(1, -1, 1, 1))])
+        y = cx.add("add", [y, cx.const(bias.reshape(1, -1, 1, 1))])
     cx.set(activation(cx, y, act), "NCHW")
 
 
@@ -176,7 +174,7 @@ def transpose_conv(cx):
     # inputs: output shape, filter (O, KH, KW, I), input, [bias]; options: padding 0, stride_w 1,
     # stride_h 2, activation 3.  Computed as a stride-1 convolution with the flipped filter over
     # the input with stride-1 zeros between its elements.
-    out_shape = [int(v) for v in cx.const(0, "output shape")]
+    out_shape = [int(v) for v in cx.const_input(0, "output shape")]
     # int8: TFLite's integer kernel, the exact sums of (x - zero point) * w (here in float64,
     # exact below 2**53) requantized per channel with the fixed-point multiply
     integer = _int8_per_tensor(cx, (cx.tensor(2), cx.out_tensor())) and cx.tensor(1).dtype == "int8" \
@@ -184,11 +182,11 @@ def transpose_conv(cx):
     if integer:
         cx.float_mode = False
     dtype = np.float64 if integer else np.float32
-    w = np.asarray(cx.const(1, "filter"), dtype)
+    w = np.asarray(cx.const_input(1, "filter"), dtype)
     x = cx.get(2, "NCHW")
     if integer:
         x = cx.add("sub", [cx.add("cast", [x], to="float64"),
-                           cx.const_value(np.float64(cx.tensor(2).quant.zero_point[0]))])
+                           cx.const(np.float64(cx.tensor(2).quant.zero_point[0]))])
     n, c, h, wd = x.type.shape
     o, kh, kw, i = w.shape
     if i != c or len(out_shape) != 4 or out_shape[3] != o:
@@ -215,17 +213,17 @@ def transpose_conv(cx):
     if any(crop):
         raise cx.unsupported("an output shape smaller than the filter covers")
     wt = np.ascontiguousarray(w[:, ::-1, ::-1, :].transpose(0, 3, 1, 2))
-    y = cx.add("conv2d", [x, cx.const_value(wt)], pads=(pads[0][0], pads[1][0], pads[0][1], pads[1][1]))
+    y = cx.add("conv2d", [x, cx.const(wt)], pads=(pads[0][0], pads[1][0], pads[0][1], pads[1][1]))
     if integer:
         y = cx.add("cast", [y], to="int64")
         b = _int_bias(cx, 3, o) if cx.n_inputs() > 3 else None
         if b is not None:
-            y = cx.add("add", [y, cx.const_value(b.astype(np.int64).reshape(1, -1, 1, 1))])
+            y = cx.add("add", [y, cx.const(b.astype(np.int64).reshape(1, -1, 1, 1))])
         cx.set(_requantize_fixed_point(cx, y, 1, cx.opt(3, "i8", 0), x_index=2), "NCHW")
         return
     b = _bias(cx, 3, o) if cx.n_inputs() > 3 else None
     if b is not None:
-        y = cx.add("add", [y, cx.const_value(b.reshape(1, -1, 1, 1))])
+        y = cx.add("add", [y, cx.const(b.reshape(1, -1, 1, 1))])
     cx.set(activation(cx, y, cx.opt(3, "i8", 0)), "NCHW")
 
 
@@ -243,10 +241,10 @@ def fully_connected(cx):
     keep = cx.opt(2, "bool", False)
     if len(shape) != 2 or shape[1] != k:
         x = cx.add("reshape", [x], shape=resolved_shape(cx, shape, (-1, k)))
-    y = cx.add("matmul", [x, cx.const_value(np.ascontiguousarray(w.T))])
+    y = cx.add("matmul", [x, cx.const(np.ascontiguousarray(w.T))])
     b = _bias(cx, 2, w.shape[0])
     if b is not None:
-        y = cx.add("add", [y, cx.const_value(b)])
+        y = cx.add("add", [y, cx.const(b)])
     y = activation(cx, y, cx.opt(0, "i8", 0))
     if keep and len(shape) != 2:
         y = cx.add("reshape", [y], shape=tuple(shape[:-1]) + (w.shape[0],))
@@ -263,8 +261,8 @@ def batch_matmul(cx):
         # TFLite's int8 batch matmul: the exact int32 product of the offset operands, rescaled by
         # s_a * s_b / s_out with the fixed-point multiply
         za, zb = (int(cx.tensor(k).quant.zero_point[0]) for k in (0, 1))
-        a = cx.add("sub", [cx.add("cast", [a], to="int32"), cx.const_value(np.int32(za))])
-        b = cx.add("sub", [cx.add("cast", [b], to="int32"), cx.const_value(np.int32(zb))])
+        a = cx.add("sub", [cx.add("cast", [a], to="int32"), cx.const(np.int32(za))])
+        b = cx.add("sub", [cx.add("cast", [b], to="int32"), cx.const(np.int32(zb))])
     if cx.opt(0, "bool", False):
         a = cx.add("transpose", [a], perm=_swap_last(len(a.type.shape)))
     if cx.opt(1, "bool", False):
@@ -291,7 +289,7 @@ def pool_2d(cx):
     kh, kw = cx.opt(4, "i32", 1), cx.opt(3, "i32", 1)
     sh, sw = cx.opt(2, "i32", 1), cx.opt(1, "i32", 1)
     pads = _spatial_pads(cx, h, w, kh, kw, sh, sw, 1, 1, cx.opt(0, "i8", 0))
-    op = "avg_pool2d" if cx.op.op == "AVERAGE_POOL_2D" else "max_pool2d"
+    op = "avg_pool2d" if cx.operator.op == "AVERAGE_POOL_2D" else "max_pool2d"
     xt, ot = cx.tensor(0), cx.out_tensor()
     if _int8_per_tensor(cx, (xt, ot)) and xt.quant.scale[0] == ot.quant.scale[0] \
             and xt.quant.zero_point[0] == ot.quant.zero_point[0]:
@@ -310,7 +308,7 @@ def _pool_integer(cx, op, kernel, strides, pads):
     ot = cx.out_tensor()
     x = cx.add("cast", [cx.nchw(0)], to="float32")
     lo, hi = _activation_range(cx, cx.opt(5, "i8", 0), float(ot.quant.scale[0]), int(ot.quant.zero_point[0]))
-    f = lambda v: cx.const_value(np.float32(v))
+    f = lambda v: cx.const(np.float32(v))
     if op == "max_pool2d":
         y = cx.add("max_pool2d", [x], kernel=kernel, strides=strides, pads=pads)
     else:
@@ -321,8 +319,8 @@ def _pool_integer(cx, op, kernel, strides, pads):
         counts = [[len(range(max(o * st - p, 0), min(o * st - p + k, n))) for o in range(out)]
                   for n, k, st, p, out in zip((h, w), kernel, strides, pads[:2], s.type.shape[2:])]
         c = np.outer(counts[0], counts[1]).astype(np.float32)[None, None]
-        num = cx.add("add", [cx.add("abs", [s]), cx.const_value(np.floor(c / 2))])
-        q = cx.add("floor", [cx.add("div", [num, cx.const_value(c)])])
+        num = cx.add("add", [cx.add("abs", [s]), cx.const(np.floor(c / 2))])
+        q = cx.add("floor", [cx.add("div", [num, cx.const(c)])])
         y = cx.add("mul", [cx.add("sign", [s]), q])
     y = cx.add("minimum", [cx.add("maximum", [y, f(lo)]), f(hi)])
     cx.set(cx.add("cast", [y], to="int8"), "NCHW")
@@ -344,17 +342,17 @@ _BINARY = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "m
 def binary(cx):
     layout = _layout_for(cx, (0, 1))
     integer = _int8_per_tensor(cx, (cx.tensor(0), cx.tensor(1), cx.out_tensor()))
-    if cx.op.op in ("ADD", "SUB", "MUL", "SQUARED_DIFFERENCE") and integer:
+    if cx.operator.op in ("ADD", "SUB", "MUL", "SQUARED_DIFFERENCE") and integer:
         cx.float_mode = False
         cx.set(_binary_integer(cx, _operand(cx, 0, layout), _operand(cx, 1, layout)), layout)
         return
     a, b = _operand(cx, 0, layout), _operand(cx, 1, layout)
-    if cx.op.op == "SQUARED_DIFFERENCE":
+    if cx.operator.op == "SQUARED_DIFFERENCE":
         d = cx.add("sub", [a, b])
         y = cx.add("mul", [d, d])
     else:
-        y = cx.add(_BINARY[cx.op.op], [a, b])
-    if cx.op.op in ("ADD", "SUB", "MUL", "DIV"):
+        y = cx.add(_BINARY[cx.operator.op], [a, b])
+    if cx.operator.op in ("ADD", "SUB", "MUL", "DIV"):
         y = activation(cx, y, cx.opt(0, "i8", 0))     # fused_activation_function is field 0
     cx.set(y, layout)
 
@@ -379,20 +377,20 @@ def _binary_integer(cx, a, b):
     sa, sb, so = (float(np.float64(t.quant.scale[0])) for t in (ta, tb, to))
     za, zb, zo = (int(t.quant.zero_point[0]) for t in (ta, tb, to))
     lo, hi = _activation_range(cx, cx.opt(0, "i8", 0), so, zo)
-    a = cx.add("sub", [cx.add("cast", [a], to="int64"), cx.const_value(np.int64(za))])
-    b = cx.add("sub", [cx.add("cast", [b], to="int64"), cx.const_value(np.int64(zb))])
-    if cx.op.op == "MUL":
+    a = cx.add("sub", [cx.add("cast", [a], to="int64"), cx.const(np.int64(za))])
+    b = cx.add("sub", [cx.add("cast", [b], to="int64"), cx.const(np.int64(zb))])
+    if cx.operator.op == "MUL":
         m, s = quantize_multiplier(_float_multiplier(ta, tb, to))
         return multiply_by_quantized_multiplier(cx, cx.add("mul", [a, b]), [m], [s], 0, zo, lo, hi)
     twice = 2 * max(sa, sb)
-    shift = 7 if cx.op.op == "SQUARED_DIFFERENCE" else 20
-    left = cx.const_value(np.int64(1 << shift))
+    shift = 7 if cx.operator.op == "SQUARED_DIFFERENCE" else 20
+    left = cx.const(np.int64(1 << shift))
     scaled = []
     for v, sv in ((a, sa), (b, sb)):
         m, s = quantize_multiplier(sv / twice)
         scaled.append(fixed_point_multiply(cx, cx.add("mul", [v, left]), [m], [s], 0))
-    raw = cx.add("add" if cx.op.op == "ADD" else "sub", scaled)
-    if cx.op.op == "SQUARED_DIFFERENCE":      # the difference squared, on the squared scale
+    raw = cx.add("add" if cx.operator.op == "ADD" else "sub", scaled)
+    if cx.operator.op == "SQUARED_DIFFERENCE":      # the difference squared, on the squared scale
         raw = cx.add("mul", [raw, raw])
         m, s = quantize_multiplier(twice * twice / ((1 << 2 * shift) * so))
     else:
@@ -408,14 +406,14 @@ _UNARY = {"NEG": "neg", "ABS": "abs", "LOG": "log", "EXP": "exp", "SQRT": "sqrt"
 def unary(cx):
     if _int8_per_tensor(cx, (cx.tensor(0), cx.out_tensor())):
         qi, qo = cx.tensor(0).quant, cx.out_tensor().quant
-        if cx.op.op == "GELU":       # options: approximate 0
+        if cx.operator.op == "GELU":       # options: approximate 0
             return _int8_table(cx, _float_table(_gelu(bool(cx.opt(0, "bool", False))))(qi, qo))
-        if cx.op.op in _INT8_TABLES:
-            return _int8_table(cx, _INT8_TABLES[cx.op.op](qi, qo))
+        if cx.operator.op in _INT8_TABLES:
+            return _int8_table(cx, _INT8_TABLES[cx.operator.op](qi, qo))
     layout = cx.layout(0)
     x = cx.get(0, layout)
-    kind = cx.op.op
-    f = lambda v: cx.const_value(np.float32(v))
+    kind = cx.operator.op
+    f = lambda v: cx.const(np.float32(v))
     if kind in _UNARY:
         y = cx.add(_UNARY[kind], [x])
     elif kind == "GELU":
@@ -435,13 +433,13 @@ def unary(cx):
     elif kind == "RELU_N1_TO_1":
         y = cx.add("clip", [x], lo=-1.0, hi=1.0)
     elif kind == "RSQRT":
-        y = cx.add("div", [cx.const_value(np.float32(1.0)), cx.add("sqrt", [x])])
+        y = cx.add("div", [cx.const(np.float32(1.0)), cx.add("sqrt", [x])])
     elif kind == "SQUARE":
         y = cx.add("mul", [x, x])
     else:  # HARD_SWISH: x * relu6(x + 3) / 6
-        three = cx.const_value(np.float32(3.0))
+        three = cx.const(np.float32(3.0))
         r = cx.add("clip", [cx.add("add", [x, three])], lo=0.0, hi=6.0)
-        y = cx.add("mul", [x, cx.add("mul", [r, cx.const_value(np.float32(1.0 / 6.0))])])
+        y = cx.add("mul", [x, cx.add("mul", [r, cx.const(np.float32(1.0 / 6.0))])])
     cx.set(y, layout)
 
 
@@ -451,8 +449,8 @@ def _int8_table(cx, table: np.ndarray):
     """An int8 -> int8 function applied as a lookup of ``table[x + 128]``."""
     cx.float_mode = False
     layout = cx.layout(0)
-    idx = cx.add("add", [cx.add("cast", [cx.get(0, layout)], to="int64"), cx.const_value(np.int64(128))])
-    cx.set(cx.add("gather", [cx.const_value(np.asarray(table, np.int8)), idx], axis=0), layout)
+    idx = cx.add("add", [cx.add("cast", [cx.get(0, layout)], to="int64"), cx.const(np.int64(128))])
+    cx.set(cx.add("gather", [cx.const(np.asarray(table, np.int8)), idx], axis=0), layout)
 
 
 def _float_table(fn):
@@ -569,7 +567,7 @@ def softmax(cx):
         return
     x = cx.nhwc(0)
     if beta != 1.0:
-        x = cx.add("mul", [x, cx.const_value(np.float32(beta))])
+        x = cx.add("mul", [x, cx.const(np.float32(beta))])
     cx.set(cx.add("softmax", [x], axis=-1))
 
 
@@ -583,16 +581,16 @@ def _softmax_integer(cx, x, beta: float):
     table = np.exp((scale * k).astype(np.float64)).astype(np.float32)
     xi = cx.add("cast", [x], to="int64")
     dist = cx.add("sub", [cx.add("reduce_max", [xi], axes=(axis,), keepdims=True), xi])
-    e = cx.add("gather", [cx.const_value(table), dist], axis=0)
+    e = cx.add("gather", [cx.const(table), dist], axis=0)
     total = cx.add("reduce_sum", [e], axes=(axis,), keepdims=True)
-    inv = cx.add("div", [cx.const_value(np.float32(1.0)),
-                         cx.add("mul", [total, cx.const_value(np.float32(cx.out_tensor().quant.scale[0]))])])
+    inv = cx.add("div", [cx.const(np.float32(1.0)),
+                         cx.add("mul", [total, cx.const(np.float32(cx.out_tensor().quant.scale[0]))])])
     p = cx.add("mul", [e, inv])
     r = cx.add("mul", [cx.add("sign", [p]), cx.add("floor", [cx.add("add", [cx.add("abs", [p]),
-                                                                            cx.const_value(np.float32(0.5))])])])
-    r = cx.add("add", [r, cx.const_value(np.float32(-128.0))])
-    r = cx.add("minimum", [cx.add("maximum", [r, cx.const_value(np.float32(-128.0))]),
-                           cx.const_value(np.float32(127.0))])
+                                                                            cx.const(np.float32(0.5))])])])
+    r = cx.add("add", [r, cx.const(np.float32(-128.0))])
+    r = cx.add("minimum", [cx.add("maximum", [r, cx.const(np.float32(-128.0))]),
+                           cx.const(np.float32(127.0))])
     return cx.add("cast", [r], to="int8")
 
 
@@ -611,7 +609,7 @@ def l2_normalization(cx):
     # x / max(sqrt(sum(x^2) over the last axis), 1e-6)
     x = cx.nhwc(0)
     s = cx.add("reduce_sum", [cx.add("mul", [x, x])], axes=(len(x.type.shape) - 1,), keepdims=True)
-    n = cx.add("maximum", [cx.add("sqrt", [s]), cx.const_value(np.float32(1e-6))])
+    n = cx.add("maximum", [cx.add("sqrt", [s]), cx.const(np.float32(1e-6))])
     y = cx.add("div", [x, n])
     cx.set(activation(cx, y, cx.opt(0, "i8", 0)))
 
@@ -629,16 +627,16 @@ def _l2_normalization_integer(cx, x, zp: int):
 
 @translates("MEAN", "SUM")
 def mean(cx):
-    axes = sorted({int(a) % cx.rank(0) for a in np.asarray(cx.const(1, "axes")).reshape(-1)})
+    axes = sorted({int(a) % cx.rank(0) for a in np.asarray(cx.const_input(1, "axes")).reshape(-1)})
     keep = bool(cx.opt(0, "bool", False))
-    if cx.op.op == "MEAN" and _int8_per_tensor(cx, (cx.tensor(0), cx.out_tensor())):
+    if cx.operator.op == "MEAN" and _int8_per_tensor(cx, (cx.tensor(0), cx.out_tensor())):
         return _mean_integer(cx, axes, keep)
     if cx.tensor(0).dtype == "int8":
         cx.float_mode = True
     layout = cx.layout(0) if cx.rank(0) == 4 else "NHWC"
     if layout == "NCHW":
         axes = sorted(TO_NCHW.index(a) for a in axes)
-    op = "reduce_mean" if cx.op.op == "MEAN" else "reduce_sum"
+    op = "reduce_mean" if cx.operator.op == "MEAN" else "reduce_sum"
     y = cx.add(op, [cx.get(0, layout)], axes=tuple(axes), keepdims=keep)
     cx.set(y, layout if keep else "NHWC")
 
@@ -677,7 +675,7 @@ def resolved_shape(cx, shape, new) -> tuple:
 @translates("RESHAPE")
 def reshape(cx):
     if cx.has_input(1) and cx.n_inputs() > 1:
-        new = [_dim(v) for v in np.asarray(cx.const(1, "shape")).reshape(-1)]
+        new = [_dim(v) for v in np.asarray(cx.const_input(1, "shape")).reshape(-1)]
     else:
         new = cx.opt(0, "i32[]", None)
         if new is None:
@@ -696,7 +694,7 @@ def squeeze(cx):
 
 @translates("TRANSPOSE")
 def transpose(cx):
-    perm = tuple(int(v) for v in np.asarray(cx.const(1, "permutation")).reshape(-1))
+    perm = tuple(int(v) for v in np.asarray(cx.const_input(1, "permutation")).reshape(-1))
     cx.set(cx.add("transpose", [cx.nhwc(0)], perm=perm))
 
 
@@ -711,7 +709,7 @@ def shape_op(cx):
         a[:] = list(dims)
     else:
         a = np.asarray(dims, dtype)
-    cx.fe.consts[cx.op.outputs[0]] = a
+    cx.fe.consts[cx.operator.outputs[0]] = a
 
 
 @translates("PACK")
@@ -720,7 +718,7 @@ def pack(cx):
     ks = range(cx.n_inputs())
     axis = cx.opt(1, "i32", 0)
     if all(cx.is_const(k) for k in ks):
-        cx.fe.consts[cx.op.outputs[0]] = np.stack([np.asarray(cx.const(k)) for k in ks], axis=axis)
+        cx.fe.consts[cx.operator.outputs[0]] = np.stack([np.asarray(cx.const_input(k)) for k in ks], axis=axis)
         return
     r = cx.rank(0)
     axis %= r + 1
@@ -736,7 +734,7 @@ def tile(cx):
     # (d0, d1, ...) -> (1, d0, 1, d1, ...) -> broadcast to (m0, d0, m1, d1, ...) -> (m0 * d0, ...)
     x = cx.nhwc(0)
     shape = _static(cx, x.type.shape)
-    mult = [int(v) for v in np.asarray(cx.const(1, "multiples")).reshape(-1)]
+    mult = [int(v) for v in np.asarray(cx.const_input(1, "multiples")).reshape(-1)]
     if len(mult) != len(shape) or any(m < 0 for m in mult):
         raise cx.fail(f"multiples {mult} for a rank-{len(shape)} input")
     inter = tuple(v for d in shape for v in (1, d))
@@ -760,10 +758,10 @@ def concatenation(cx):
 
 @translates("PAD", "PADV2")
 def pad(cx):
-    p = np.asarray(cx.const(1, "paddings")).reshape(-1, 2).astype(int)
+    p = np.asarray(cx.const_input(1, "paddings")).reshape(-1, 2).astype(int)
     value = 0.0
-    if cx.op.op == "PADV2" and cx.has_input(2):
-        value = float(np.asarray(cx.const(2, "pad value")).reshape(-1)[0])
+    if cx.operator.op == "PADV2" and cx.has_input(2):
+        value = float(np.asarray(cx.const_input(2, "pad value")).reshape(-1)[0])
     layout = cx.layout(0) if cx.rank(0) == 4 else "NHWC"
     if layout == "NCHW":
         p = p[list(TO_NCHW)]
@@ -780,9 +778,9 @@ def strided_slice(cx):
         raise cx.unsupported("offset")
     shape = _static(cx, cx.shape(0))
     x = None if cx.is_const(0) else cx.nhwc(0)
-    begin = [int(v) for v in np.asarray(cx.const(1, "begin")).reshape(-1)]
-    end = [int(v) for v in np.asarray(cx.const(2, "end")).reshape(-1)]
-    strides = [int(v) for v in np.asarray(cx.const(3, "strides")).reshape(-1)]
+    begin = [int(v) for v in np.asarray(cx.const_input(1, "begin")).reshape(-1)]
+    end = [int(v) for v in np.asarray(cx.const_input(2, "end")).reshape(-1)]
+    strides = [int(v) for v in np.asarray(cx.const_input(3, "strides")).reshape(-1)]
     bm, em, sm = cx.opt(0, "i32", 0), cx.opt(1, "i32", 0), cx.opt(4, "i32", 0)
     starts, ends, steps, out = [], [], [], []
     for k, d in enumerate(shape):
@@ -807,9 +805,9 @@ def strided_slice(cx):
         starts.append(b), ends.append(e), steps.append(s)
         out.append(len(range(b, e, s)))
     if cx.is_const(0):          # shape arithmetic, folded here
-        a = np.asarray(cx.const(0))[tuple(slice(b, e if e >= 0 else None, p)
+        a = np.asarray(cx.const_input(0))[tuple(slice(b, e if e >= 0 else None, p)
                                           for b, e, p in zip(starts, ends, steps))]
-        cx.fe.consts[cx.op.outputs[0]] = a.reshape(tuple(out))
+        cx.fe.consts[cx.operator.outputs[0]] = a.reshape(tuple(out))
         return
     y = cx.add("slice", [x], starts=tuple(starts), ends=tuple(ends), steps=tuple(steps))
     if sm:
@@ -837,16 +835,16 @@ def _scale(n_out: int, n_in: int, align: bool) -> np.float32:
 
 
 def _gather_axis(cx, x, axis, idx):
-    return cx.add("gather", [x, cx.const_value(np.asarray(idx, np.int64))], axis=axis)
+    return cx.add("gather", [x, cx.const(np.asarray(idx, np.int64))], axis=axis)
 
 
 @translates("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR")
 def resize(cx):
     # options: bilinear: align_corners 2, half_pixel_centers 3; nearest: align_corners 0, half 1
-    bil = cx.op.op == "RESIZE_BILINEAR"
+    bil = cx.operator.op == "RESIZE_BILINEAR"
     align = bool(cx.opt(2 if bil else 0, "bool", False))
     half = bool(cx.opt(3 if bil else 1, "bool", False))
-    size = [int(v) for v in np.asarray(cx.const(1, "size")).reshape(-1)]
+    size = [int(v) for v in np.asarray(cx.const_input(1, "size")).reshape(-1)]
     x = cx.nchw(0)
     if bil and x.type.dtype in ("int8", "uint8"):
         cx.set(_resize_bilinear_integer(cx, x, size, align, half), "NCHW")
@@ -865,7 +863,7 @@ def resize(cx):
             shape = [1, 1, 1, 1]
             shape[axis] = n_out
             a, b = _gather_axis(cx, x, axis, lo_i), _gather_axis(cx, x, axis, hi_i)
-            w = cx.const_value(frac.reshape(shape))
+            w = cx.const(frac.reshape(shape))
             x = cx.add("add", [a, cx.add("mul", [cx.add("sub", [b, a]), w])])
         else:
             o = np.arange(n_out, dtype=np.float32)
@@ -895,11 +893,11 @@ def _resize_bilinear_integer(cx, x, size, align, half):
         shape = [1, 1, 1, 1]
         shape[axis] = n_out
         a, b = _gather_axis(cx, x, axis, lo), _gather_axis(cx, x, axis, hi)
-        x = cx.add("add", [cx.add("mul", [a, cx.const_value(((1 << 10) - d).reshape(shape))]),
-                           cx.add("mul", [b, cx.const_value(d.reshape(shape))])])
+        x = cx.add("add", [cx.add("mul", [a, cx.const(((1 << 10) - d).reshape(shape))]),
+                           cx.add("mul", [b, cx.const(d.reshape(shape))])])
     # (v + sign(v) * 2**19) / 2**20, truncated toward zero
-    half_step = cx.add("mul", [cx.add("sign", [x]), cx.const_value(np.float64(1 << 19))])
-    q = cx.add("div", [cx.add("add", [x, half_step]), cx.const_value(np.float64(1 << 20))])
+    half_step = cx.add("mul", [cx.add("sign", [x]), cx.const(np.float64(1 << 19))])
+    q = cx.add("div", [cx.add("add", [x, half_step]), cx.const(np.float64(1 << 20))])
     q = cx.add("mul", [cx.add("sign", [q]), cx.add("floor", [cx.add("abs", [q])])])
     return cx.add("cast", [q], to=dtype)
 
@@ -932,7 +930,7 @@ def _requantize_fixed_point(cx, acc, channel_axis: int, act: int, x_index: int =
     activation's range.  All in exact int64 arithmetic."""
     xt, wt, ot = cx.tensor(x_index), cx.tensor(1), cx.out_tensor()
     n = acc.type.shape[channel_axis]
-    if cx.op.op == "FULLY_CONNECTED" and wt.quant.scale.size == 1:
+    if cx.operator.op == "FULLY_CONNECTED" and wt.quant.scale.size == 1:
         # GetQuantizedConvolutionMultipler: the product of the input scales in float32
         prod = np.float64(np.float32(xt.quant.scale[0]) * np.float32(wt.quant.scale[0]))
         mults, shifts = zip(*[quantize_multiplier(float(prod / np.float64(ot.quant.scale[0])))] * n)
@@ -949,7 +947,7 @@ def multiply_by_quantized_multiplier(cx, acc, mults, shifts, axis, zp, lo, hi):
     """TFLite's MultiplyByQuantizedMultiplier on an int32 tensor (one multiplier and shift per
     index of ``axis``), + ``zp``, clamped to [lo, hi], as int8."""
     r = fixed_point_multiply(cx, acc, mults, shifts, axis)
-    s = lambda v: cx.const_value(np.int64(v))
+    s = lambda v: cx.const(np.int64(v))
     r = cx.add("minimum", [cx.add("maximum", [cx.add("add", [r, s(zp)]), s(lo)]), s(hi)])
     return cx.add("cast", [r], to="int8")
 
@@ -963,8 +961,8 @@ def fixed_point_multiply(cx, acc, mults, shifts, axis):
     right = np.array([max(-s, 0) for s in shifts], np.int64)
     shape = [1] * len(acc.type.shape)
     shape[axis] = n
-    c = lambda a: cx.const_value(np.asarray(a, np.int64).reshape(shape))
-    s = lambda v: cx.const_value(np.int64(v))
+    c = lambda a: cx.const(np.asarray(a, np.int64).reshape(shape))
+    s = lambda v: cx.const(np.int64(v))
     a = cx.add("cast", [acc], to="int64")
     ab = cx.add("mul", [a, c(np.array(mults, np.int64) << left)])
     nudge = cx.add("where", [cx.add("greater_equal", [ab, s(0)]), s(1 << 30), s(1 - (1 << 30))])
@@ -988,7 +986,7 @@ def _mean_integer(cx, axes, keep):
     sh = min(count.bit_length() - 1, 32, 31 + shift)
     mult = int((m << sh) // count) if m >= 0 else -int(((-m) << sh) // count)
     acc = cx.add("reduce_sum", [cx.add("cast", [x], to="int32")], axes=ax, keepdims=keep)
-    acc = cx.add("sub", [acc, cx.const_value(np.int32(count * int(xt.quant.zero_point[0])))])
+    acc = cx.add("sub", [acc, cx.const(np.int32(count * int(xt.quant.zero_point[0])))])
     y = multiply_by_quantized_multiplier(cx, acc, [mult], [shift - sh], 0, int(ot.quant.zero_point[0]), -128, 127)
     cx.set(y, layout if keep else "NHWC")
 
@@ -996,7 +994,7 @@ def _mean_integer(cx, axes, keep):
 def _int_bias(cx, k: int, n: int):
     if not cx.has_input(k):
         return None
-    b = np.asarray(cx.fe.const_array(cx.op.inputs[k], False))
+    b = np.asarray(cx.fe.const_array(cx.operator.inputs[k], False))
     if b.dtype != np.int32 or b.size != n:
         raise cx.unsupported(f"a bias of {b.dtype} x {b.size} for {n} channels on integers")
     return b.reshape(-1)
@@ -1009,31 +1007,31 @@ def _conv_integer(cx, w_oihw, strides, dil, padding, groups, act):
     zx = int(cx.tensor(0).quant.zero_point[0])
     pads = _spatial_pads(cx, h, wd, kh, kw, strides[0], strides[1], dil[0], dil[1], padding)
     w8 = np.ascontiguousarray(w_oihw, np.int8)
-    acc = cx.add("conv2d_int", [x, cx.const_value(w8)], strides=strides, pads=pads, dilations=dil,
+    acc = cx.add("conv2d_int", [x, cx.const(w8)], strides=strides, pads=pads, dilations=dil,
                  groups=groups, pad_value=zx)
     # sum (x - zx) * w = sum x * w - zx * sum w (padding reads zx, a real zero)
     corr = -zx * w8.astype(np.int64).sum(axis=(1, 2, 3))
     b = _int_bias(cx, 2, o)
     if b is not None:
         corr = corr + b
-    acc = cx.add("add", [acc, cx.const_value(corr.astype(np.int32).reshape(1, -1, 1, 1))])
+    acc = cx.add("add", [acc, cx.const(corr.astype(np.int32).reshape(1, -1, 1, 1))])
     cx.set(_requantize_fixed_point(cx, acc, 1, act), "NCHW")
 
 
 def _fully_connected_integer(cx):
-    w8 = np.asarray(cx.const(1, "weights"), np.int8)       # N, K
+    w8 = np.asarray(cx.const_input(1, "weights"), np.int8)       # N, K
     shape = cx.shape(0)
     k = w8.shape[1]
     x = cx.nhwc(0)
     if len(shape) != 2 or shape[1] != k:
         x = cx.add("reshape", [x], shape=resolved_shape(cx, shape, (-1, k)))
     zx = int(cx.tensor(0).quant.zero_point[0])
-    acc = cx.add("matmul_int", [x, cx.const_value(np.ascontiguousarray(w8.T))])
+    acc = cx.add("matmul_int", [x, cx.const(np.ascontiguousarray(w8.T))])
     corr = -zx * w8.astype(np.int64).sum(axis=1)
     b = _int_bias(cx, 2, w8.shape[0])
     if b is not None:
         corr = corr + b
-    acc = cx.add("add", [acc, cx.const_value(corr.astype(np.int32))])
+    acc = cx.add("add", [acc, cx.const(corr.astype(np.int32))])
     y = _requantize_fixed_point(cx, acc, 1, cx.opt(0, "i8", 0))
     if cx.opt(2, "bool", False) and len(shape) != 2:
         y = cx.add("reshape", [y], shape=tuple(shape[:-1]) + (w8.shape[0],))
@@ -1048,9 +1046,9 @@ def dequantize(cx):
     if cx.is_const(0):
         from .tflite import dequantize_array
 
-        a = cx.const(0)
+        a = cx.const_input(0)
         a = dequantize_array(a, t.quant) if t.quant is not None and t.dtype != "float16" else a.astype(np.float32)
-        cx.fe.consts[cx.op.outputs[0]] = np.asarray(a, np.float32)
+        cx.fe.consts[cx.operator.outputs[0]] = np.asarray(a, np.float32)
         return
     if t.quant is None or t.quant.scale.size != 1:
         raise cx.unsupported(f"dequantize of a {t.dtype} activation without one scale")
@@ -1059,8 +1057,8 @@ def dequantize(cx):
     if t.dtype == "float16":
         cx.set(cx.add("cast", [x], to="float32"), layout)
         return
-    y = cx.add("dequantize", [x, cx.const_value(np.float32(t.quant.scale[0])),
-                              cx.const_value(np.asarray(t.quant.zero_point[0], t.dtype))])
+    y = cx.add("dequantize", [x, cx.const(np.float32(t.quant.scale[0])),
+                              cx.const(np.asarray(t.quant.zero_point[0], t.dtype))])
     cx.set(y, layout)
 
 
@@ -1075,8 +1073,8 @@ def quantize(cx):
         # a requantization between two scales
         if t.quant is None or t.quant.scale.size != 1:
             raise cx.unsupported("requantize without one input scale")
-        x = cx.add("dequantize", [x, cx.const_value(np.float32(t.quant.scale[0])),
-                                  cx.const_value(np.asarray(t.quant.zero_point[0], t.dtype))])
-    y = cx.add("quantize", [x, cx.const_value(np.float32(o.quant.scale[0])),
-                            cx.const_value(np.asarray(o.quant.zero_point[0], o.dtype))])
+        x = cx.add("dequantize", [x, cx.const(np.float32(t.quant.scale[0])),
+                                  cx.const(np.asarray(t.quant.zero_point[0], t.dtype))])
+    y = cx.add("quantize", [x, cx.const(np.float32(o.quant.scale[0])),
+                            cx.const(np.asarray(o.quant.zero_point[0], o.dtype))])
     cx.set(y, layout)

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import inspect
 import operator
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import FrontendError, InvalidModelError, ModelLoadError, UnsupportedOpError
+from ..errors import FrontendError, InvalidModelError, ModelLoadError
 from ..graph.builder import GraphBuilder
 from ..graph.ir import Graph, Value
 from ..graph.types import TensorType, np_dtype
 from ..symbolic import Sym, is_identifier, symbol
-from .core import dim_tensor, emit
+from .core import NodeContext as CoreNodeContext, check_supported, group_unsupported
 
 __all__ = ["from_torch", "from_exported_program", "translate_fx", "unsupported_ops", "torch_dtype"]
 
@@ -127,16 +127,16 @@ class SymbolTable:
 
 # ---- the translation context ------------------------------------------------------------------
 
-class NodeContext:
+class NodeContext(CoreNodeContext):
     """What a translation sees of one FX node: its name, op and output metadata, and helpers
     that emit core ops (folded when their inputs are constant)."""
 
+    framework = "PyTorch"
+
     def __init__(self, tr: "_Translator", node):
+        super().__init__(tr.b, node.name, op_name(node))
         self._tr = tr
         self.node = node
-        self.name = node.name
-        self.op_type = op_name(node)
-        self.b: GraphBuilder = tr.b
 
     # -- what torch says the node produces ---------------------------------------------------
 
@@ -169,26 +169,11 @@ class NodeContext:
 
     # -- emitting ------------------------------------------------------------------------------
 
-    def op(self, core: str, inputs: Sequence[Value], **attrs: Any) -> Any:
-        return emit(self.b, core, inputs, self.name, **attrs)
-
-    def const(self, array: Any, dtype: str | None = None) -> Value:
-        arr = np.asarray(array, dtype=np_dtype(dtype) if dtype else None)
-        return self.b.const(arr, name=self.name + "_const", dtype=dtype)
-
-    def scalar(self, value: Any, dtype: str) -> Value:
-        if isinstance(value, Sym):
-            return self.cast(dim_tensor(self.b, value, self.name), dtype)
-        return self.const(np.array(value).astype(np_dtype(dtype)), dtype)
-
     def tensor(self, x: Any, dtype: str) -> Value:
         """``x`` (a Value, or a Python number / dimension) as a tensor of ``dtype``."""
         if isinstance(x, Value):
             return self.cast(x, dtype)
         return self.scalar(x, dtype)
-
-    def cast(self, v: Value, dtype: str) -> Value:
-        return v if v.dtype == dtype else self.op("cast", [v], to=dtype)
 
     def reshape(self, v: Value, shape) -> Value:
         shape = tuple(shape)
@@ -202,29 +187,24 @@ class NodeContext:
             v = self.reshape(v, (1,) * (len(shape) - v.type.rank) + tuple(v.shape))
         return self.op("broadcast_to", [v], shape=shape)
 
-    # -- errors ----------------------------------------------------------------------------------
-
-    def fail(self, message: str) -> InvalidModelError:
-        return InvalidModelError(message, node=self.name, op=self.op_type)
-
-    def unsupported(self, feature: str) -> UnsupportedOpError:
-        return UnsupportedOpError({f"{self.op_type} ({feature})": [self.name]}, framework="PyTorch")
-
 
 # ---- the translator ---------------------------------------------------------------------------
 
 def unsupported_ops(graph) -> dict[str, list[str]]:
     """Every op of the FX ``graph`` without a translation: op name -> node names."""
+    return group_unsupported(_unsupported_nodes(graph))
+
+
+def _unsupported_nodes(graph):
+    """(op, node) of each FX node without a translation."""
     from .torch_ops import TRANSLATIONS
 
-    out: dict[str, list[str]] = {}
     for n in graph.nodes:
         if n.op == "call_function" and n.target is not operator.getitem and not _value_only(n) \
                 and op_name(n) not in TRANSLATIONS:
-            out.setdefault(op_name(n), []).append(n.name)
+            yield op_name(n), n.name
         elif n.op in ("call_module", "call_method"):
-            out.setdefault(f"{n.op} {n.target}", []).append(n.name)
-    return out
+            yield f"{n.op} {n.target}", n.name
 
 
 def _value_only(node) -> bool:
@@ -298,7 +278,8 @@ class _Translator:
                     fn = TRANSLATIONS[op_name(n)]
                     args = [self.value(a) for a in n.args]
                     kwargs = {k: self.value(v) for k, v in n.kwargs.items()}
-                    self.env[n] = fn(cx, *args, **kwargs)
+                    with cx.translating():
+                        self.env[n] = fn(cx, *args, **kwargs)
         return outputs
 
     def _constant(self, t, name: str) -> Value:
@@ -325,9 +306,7 @@ def translate_fx(graph, inputs: Sequence[tuple[str, Any]], constants: Mapping[st
     tensor) of the graph inputs, ``constants`` the values of the other placeholders and of
     ``get_attr`` targets.  Raises UnsupportedOpError listing every op without a translation
     before translating anything.  ``keep_outputs`` picks the outputs to keep by position."""
-    bad = unsupported_ops(graph)
-    if bad:
-        raise UnsupportedOpError(bad, framework="PyTorch")
+    check_supported(_unsupported_nodes(graph), "PyTorch")
     syms = syms or SymbolTable()
     tr = _Translator(graph, name, syms)
     bound: dict[str, Value] = {}

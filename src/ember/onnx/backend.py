@@ -33,7 +33,9 @@ measures the suites in this mode.
 sequence and optional inputs, and tensors of symbolic shape, are pinned (``from_onnx(shapes=...)``)
 from the values given to ``run`` and compiled per distinct structure.  Sequence and optional
 outputs come back as lists and ``None``/values, rebuilt from the graph outputs the frontend lays
-them out as.
+them out as.  In run-time mode an optional tensor input is not pinned: the artifact takes it as
+the tensor input ``x`` and its presence flag ``x?`` (``Module`` sets the flag from whether the
+value is given), so one artifact serves both.
 """
 
 from __future__ import annotations
@@ -113,7 +115,12 @@ def _unflatten(model: onnx.ModelProto, names: list[str], values: list[np.ndarray
                 raise EmberError(f"the compiled model has no presence flag for optional output '{name}'")
             present = bool(values[pos])
             pos += 1
-            return take(name, tp.optional_type.elem_type) if present else None
+            if present:
+                return take(name, tp.optional_type.elem_type)
+            # an optional whose presence the run decides still has its value's outputs
+            while pos < len(names) and (names[pos] == name or names[pos].startswith(f"{name}[")):
+                pos += 1
+            return None
         if pos >= len(values):
             raise EmberError("the compiled model has fewer outputs than the ONNX model")
         pos += 1
@@ -155,7 +162,7 @@ class EmberRep(BackendRep):
         self.model = model
 
     def run(self, inputs: Any, **kwargs) -> tuple:
-        model = self.model if _has_structured_outputs(self.model) else None
+        model = self.model if _has_structured_outputs(self.model) or _has_structured_inputs(self.model) else None
         return _run_module(self.module, _feeds(self.input_names, inputs), model)
 
 
@@ -214,6 +221,10 @@ def input_defaults(model: onnx.ModelProto) -> dict[str, np.ndarray]:
         return {}
     inputs = {vi.name for vi in model.graph.input}
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in inputs}
+
+
+def _has_structured_inputs(model: onnx.ModelProto) -> bool:
+    return any(vi.type.WhichOneof("value") != "tensor_type" for vi in model.graph.input)
 
 
 def _has_structured_outputs(model: onnx.ModelProto) -> bool:

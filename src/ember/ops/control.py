@@ -3,15 +3,19 @@
 * ``if(cond, *captures) {then_branch, else_branch}``: runs one branch on the captured values.
   Both branches take the captures as their inputs (in order; a branch may leave some unused)
   and give outputs of the same types, which are the node's.
-* ``loop(M, cond, *carried, *captures) {body, num_carried, length}``: runs ``body`` while the
-  iteration number is below ``M`` and ``cond`` holds.  The body takes the iteration number
-  (int64), the condition (bool), the carried values and the captures, and gives the next
-  condition, the next carried values (of the same types) and the *scan outputs* of the
+* ``loop(M, cond, *carried, *captures) {body, num_carried, length, counted}``: runs ``body``
+  while the iteration number is below ``M`` and ``cond`` holds.  The body takes the iteration
+  number (int64), the condition (bool), the carried values and the captures, and gives the
+  next condition, the next carried values (of the same types) and the *scan outputs* of the
   iteration, which the node stacks along a new first axis of size ``length``: a loop with scan
-  outputs must run exactly ``length`` iterations (a dimension; the frontend gives it only where
-  the trip count is that dimension and nothing can stop the loop early), and an outcome of
-  another count is an error of the run.  The node's outputs are the final carried values, then
-  the stacked scan outputs.
+  outputs must run exactly ``length`` iterations (a dimension, possibly a data symbol bound
+  from the trip count before the loop; the frontend gives it where nothing can stop the loop
+  early), and an outcome of another count is an error of the run.  With ``counted`` the loop
+  may stop earlier: ``length`` is then the most rows it can write (the trip count), the rows
+  past the iterations run are zeros, and the node gives one more output, the number of
+  iterations run (int64), from which the frontend cuts the rows out; more iterations than
+  ``length`` are an error of the run.  The node's outputs are the final carried values, the
+  stacked scan outputs, then (``counted``) the count.
 
 A body is a plain graph of core ops (regions nest); the outer values a body reads are explicit
 operands (captures), so graph passes treat a region node like any other opaque node.  The
@@ -96,13 +100,13 @@ class If(RegionOp):
 @register
 class Loop(RegionOp):
     name = "loop"
-    attrs = {"body": REQUIRED, "num_carried": REQUIRED, "length": None}
+    attrs = {"body": REQUIRED, "num_carried": REQUIRED, "length": None, "counted": False}
 
     def bodies(self, a):
         return [a["body"]]
 
     def output_count(self, a):
-        return len(a["body"].outputs) - 1
+        return len(a["body"].outputs) - 1 + bool(a["counted"])
 
     def infer(self, a, m, cond, *rest):
         _one_value(self, m, ("int64",), "the trip count M")
@@ -126,7 +130,10 @@ class Loop(RegionOp):
         scans = outs[1 + n:]
         if scans and a["length"] is None:
             raise self.fail("scan outputs need the number of iterations (the length attribute)")
-        return list(rest[:n]) + [TensorType((a["length"],) + tuple(t.shape), t.dtype) for t in scans]
+        if not isinstance(a["counted"], bool) or (a["counted"] and not scans):
+            raise self.fail(f"counted must be a bool, true only with scan outputs, got {a['counted']!r}")
+        return list(rest[:n]) + [TensorType((a["length"],) + tuple(t.shape), t.dtype) for t in scans] + (
+            [TensorType((), "int64")] if a["counted"] else [])
 
     def run(self, a, arrays, run, sizes):
         body, n = a["body"], a["num_carried"]
@@ -145,15 +152,16 @@ class Loop(RegionOp):
             for s, x in zip(scans, outs[1 + n:]):
                 s.append(np.asarray(x))
             i += 1
-        if scans and i != a["length"]:
-            raise InputError(f"a loop with scan outputs of length {a['length']} ran {i} iterations")
+        length = a["length"]
+        if scans and (i > length if a["counted"] else i != length):
+            raise InputError(f"a loop with scan outputs of length {length} ran {i} iterations")
         stacked = []
         for s, v in zip(scans, body.outputs[1 + n:]):
+            rows = np.zeros((length,) + v.type.concrete(sizes), np_dtype(v.dtype))
             if s:
-                stacked.append(np.stack(s))
-            else:
-                stacked.append(np.zeros((0,) + v.type.concrete(sizes), np_dtype(v.dtype)))
-        return state + stacked
+                rows[:i] = np.stack(s)
+            stacked.append(rows)
+        return state + stacked + ([np.array(i, np.int64)] if a["counted"] else [])
 
 
 class _Inputs:

@@ -6,19 +6,14 @@ classes below turn rows into registered ops, so adding an elementwise op is addi
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
 
 from .. import te
+from ..tir import intrinsics
 from ..graph.types import TensorType, broadcast_shapes, is_float
 from .base import Op, Pattern, register, same_dtype
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    # numpy has no erf; math.erf per element is exact and fast enough for an oracle
-    return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x.copy()
 
 
 def _round_half_even(x):
@@ -28,7 +23,7 @@ def _round_half_even(x):
 def _sign(x):
     s = te.cast(x.dtype, te.gt(x, te.const(0, x.dtype))) - te.cast(x.dtype, te.lt(x, te.const(0, x.dtype)))
     # NaN has no sign: it stays NaN, as in numpy
-    return te.select(te.call("isnan", x, dtype="bool"), x, s) if is_float(x.dtype) else s
+    return te.select(te.call("isnan", x), x, s) if is_float(x.dtype) else s
 
 
 # name -> (reference, te expression builder, float-only)
@@ -43,7 +38,7 @@ UNARY: dict[str, tuple[Callable, Callable, bool]] = {
     "sigmoid": (lambda x: (1 / (1 + np.exp(-x))).astype(x.dtype),
                 lambda x: te.const(1, x.dtype) / (te.const(1, x.dtype) + te.call("exp", -x)), True),
     "relu": (lambda x: np.maximum(x, 0).astype(x.dtype), lambda x: te.maximum(x, te.const(0, x.dtype)), False),
-    "erf": (_erf, lambda x: te.call("erf", x), True),
+    "erf": (intrinsics.get("erf").numpy, lambda x: te.call("erf", x), True),
     "floor": (np.floor, lambda x: te.call("floor", x), True),
     "ceil": (np.ceil, lambda x: te.call("ceil", x), True),
     "round": (_round_half_even, lambda x: te.call("nearbyint", x), True),
@@ -60,7 +55,7 @@ UNARY: dict[str, tuple[Callable, Callable, bool]] = {
     "acosh": (np.arccosh, lambda x: te.call("acosh", x), True),
     "atanh": (np.arctanh, lambda x: te.call("atanh", x), True),
     "logical_not": (np.logical_not, lambda x: te.logical_not(x), False),
-    "isnan": (np.isnan, lambda x: te.call("isnan", x, dtype="bool"), True),
+    "isnan": (np.isnan, lambda x: te.call("isnan", x), True),
 }
 
 _BOOL_RESULT = {"logical_not", "isnan"}

@@ -318,6 +318,14 @@ class Softmax(Op):
         ax = a["axis"] % x.ndim
         xw = widened(x)
         m = np.max(xw, axis=ax, keepdims=True)
+        if xw.dtype != x.dtype and not a["log"]:
+            # bfloat16: x - max, the exponentials and their sum are bfloat16 values, as in float16
+            def rounded(v):
+                return v.astype(x.dtype).astype(xw.dtype)
+
+            e = rounded(np.exp(rounded(xw - m)))
+            s = rounded(np.sum(e, axis=ax, keepdims=True))
+            return (e / s).astype(x.dtype)
         e = np.exp(xw - m)
         s = np.sum(e, axis=ax, keepdims=True)
         out = (xw - m - np.log(s)) if a["log"] else e / s
@@ -332,16 +340,33 @@ class Softmax(Op):
         zero = te.const(0, "int64")
         one = te.const(1.0, x.dtype)
         m = row_reduce("max", x, ax, lambda idx: x[idx], "row_max")
-        if not a["log"] and ax == len(x.shape) - 1:
+        if a["log"]:
+            s = row_reduce("sum", x, ax, lambda idx: te.call("exp", x[idx] - m[along(idx, zero)]), "row_sum")
+            return te.compute(x.shape, lambda *i: x[i] - m[along(i, zero)] - te.call("log", s[along(i, zero)]),
+                              name="log_softmax")
+        if x.dtype in ("float16", "bfloat16"):
+            # half precision: x - max, its exponential and the row's sum (accumulated in float32)
+            # are each rounded to the dtype and the output is their quotient, as the reference
+            # and ONNX's Softmax function (Sub, Exp, ReduceSum, Div on the input's type) give
+            def rounded(v):
+                return te.cast(x.dtype, te.cast("float32", v))
+
+            def ex(i):
+                return rounded(te.call("exp", rounded(x[i] - m[along(i, zero)])))
+
+            if ax == len(x.shape) - 1:
+                e = te.compute(x.shape, lambda *i: ex(i), name="softmax_exp")
+                s = row_reduce("sum", e, ax, lambda idx: e[idx], "row_sum")
+                return te.compute(x.shape, lambda *i: e[i] / rounded(s[along(i, zero)]), name="softmax")
+            s = row_reduce("sum", x, ax, ex, "row_sum")
+            return te.compute(x.shape, lambda *i: ex(i) / rounded(s[along(i, zero)]), name="softmax")
+        if ax == len(x.shape) - 1:
             # exp(x - max) computed once per element into a row buffer (the schedule attaches it
             # at the row loop) that both the sum and the output read
             e = te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]), name="softmax_exp")
             s = row_reduce("sum", e, ax, lambda idx: e[idx], "row_sum")
             return te.compute(x.shape, lambda *i: e[i] * (one / s[along(i, zero)]), name="softmax")
         s = row_reduce("sum", x, ax, lambda idx: te.call("exp", x[idx] - m[along(idx, zero)]), "row_sum")
-        if a["log"]:
-            return te.compute(x.shape, lambda *i: x[i] - m[along(i, zero)] - te.call("log", s[along(i, zero)]),
-                              name="log_softmax")
         # one reciprocal per row (hoisted out of the row's loop), a multiply per element
         return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) * (one / s[along(i, zero)]),
                           name="softmax")

@@ -467,7 +467,7 @@ class Conv2dIntNCHWc(Op):
             def f(nn, oc, y, xx, o):
                 xs = [x[nn, rc, y * sh + ry * dh, xx * sw + rx * dw, rq * 4 + i] for i in range(4)]
                 ws = [wp[oc, rc, ry, rx, rq, o, i] for i in range(4)]
-                return te.sum(te.call(dot, *xs, *ws, dtype="int32"), [rc, ry, rx, rq])
+                return te.sum(te.call(dot, *xs, *ws), [rc, ry, rx, rq])
         else:
             k = kh * kw * cb
             rq = te.reduce_axis(k4, "rq")
@@ -479,7 +479,7 @@ class Conv2dIntNCHWc(Op):
                     ky, kx, c = kk // (kw * cb), (kk // cb) % kw, kk % cb
                     xs.append(x[nn, 0, y * sh + ky * dh, xx * sw + kx * dw, c])
                 ws = [wp[oc, rq, o, i] for i in range(4)]
-                return te.sum(te.call(dot, *xs, *ws, dtype="int32"), [rq])
+                return te.sum(te.call(dot, *xs, *ws), [rq])
         return te.compute(shape, f, name="conv2d_int")
 
 

@@ -1,5 +1,6 @@
 """Injective ops that move data without arithmetic: reshape, transpose, slice, concat, pad,
-broadcast_to, gather; check_index, the run-time check of indices computed from data; and
+broadcast_to, gather; check_index, the run-time check of indices computed from data;
+check_present, that of an optional input holding a value; and
 arange, the index sequence whose length may be symbolic."""
 
 from __future__ import annotations
@@ -469,6 +470,37 @@ class CheckIndex(Op):
             return out
 
         return te.compute(tuple(idx.shape), f, name="check_index")
+
+
+@register
+class CheckPresent(Op):
+    """The run-time check that an optional holds a value: ``flag`` (a bool scalar, an optional
+    graph input's presence) false is an error of the run naming ``what``; the output, int64 0,
+    orders what reads the optional's value after the check (the ``broadcast_to`` of ONNX's
+    OptionalGetElement).  Always a kernel of its own, so the check runs once whatever the
+    value's size."""
+
+    name = "check_present"
+    pattern = Pattern.OPAQUE
+    attrs = {"what": REQUIRED}
+    num_inputs = 1
+
+    def infer(self, a, flag):
+        if flag.dtype != "bool" or flag.shape != ():
+            raise self.fail(f"the presence flag must be a bool scalar, got {flag}")
+        if not isinstance(a["what"], str):
+            raise self.fail(f"what must be a string, got {a['what']!r}")
+        return TensorType((), "int64")
+
+    def reference(self, a, flag):
+        if not bool(flag):
+            raise IndexOutOfRangeError(f"index 0 into {a['what']}, which is empty", op=self.name)
+        return np.array(0, np.int64)
+
+    def compute(self, a, flag):
+        # the index 0 checked against an extent of 1 where the flag holds, 0 (empty) where not
+        return te.compute((), lambda: te.checked_index(te.const(0, "int64"), te.cast("int64", flag[()]), a["what"]),
+                          name="check_present")
 
 
 @register

@@ -86,11 +86,13 @@ def _fold_region(n: Node, names: Names) -> tuple[list[Node], list[Value]] | None
         m, c = n.inputs[0], n.inputs[1]
         if (m.is_const and int(m.const.reshape(())) <= 0) or (c.is_const and not bool(c.const.reshape(()))):
             k = n.attrs["num_carried"]
-            scans = n.outputs[k:]
-            if any(not o.type.is_static or o.type.shape[0] != 0 for o in scans):
+            scans = n.outputs[k:len(n.outputs) - bool(n.attrs.get("counted"))]
+            if any(not o.type.is_static or (o.type.shape[0] != 0 and not n.attrs.get("counted")) for o in scans):
                 return None
+            count = [Value(n.outputs[-1].name, n.outputs[-1].type, None, np.array(0, np.int64))] \
+                if n.attrs.get("counted") else []
             return [], list(n.inputs[2:2 + k]) + [
-                Value(o.name, o.type, None, np.zeros(o.type.shape, np_dtype(o.dtype))) for o in scans]
+                Value(o.name, o.type, None, np.zeros(o.type.shape, np_dtype(o.dtype))) for o in scans] + count
     return None
 
 

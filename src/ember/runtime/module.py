@@ -229,7 +229,29 @@ class LoadedModel:
         if missing:
             raise InputError(f"missing input(s) {', '.join(repr(n) for n in missing)} for "
                              f"'{self.name}'; its inputs are {', '.join(names)}")
-        return self._execute([feeds.get(n) for n in names])
+        return self._execute(self._presence([feeds.get(n) for n in names]))
+
+    def _optional_inputs(self) -> list[tuple[int, int]]:
+        """(flag, value) input positions of the optional inputs: an input ``x`` with a bool
+        scalar input ``x?``, which says whether the optional holds a value (ONNX optional tensor
+        inputs; both have defaults, so an empty optional leaves both out)."""
+        pairs = []
+        for i, (n, t) in enumerate(zip(self._in_names, self._in_types)):
+            j = self._in_index.get(n[:-1]) if n.endswith("?") else None
+            if j is not None and t.dtype == "bool" and t.shape == () and {i, j} <= self._has_default:
+                pairs.append((i, j))
+        return pairs
+
+    def _presence(self, arrays: list) -> list:
+        """``arrays`` with the presence flag of each optional input that the caller left out
+        set from its value: true where the value is given."""
+        for i, j in self._optional_inputs():
+            if arrays[i] is None:
+                arrays[i] = np.array(arrays[j] is not None)
+            elif arrays[j] is None and np.asarray(arrays[i]).size == 1 and bool(np.asarray(arrays[i]).reshape(())):
+                raise InputError(f"input '{self._in_names[i]}' says that the optional '{self._in_names[j]}' holds a "
+                                 f"value, but none is given")
+        return arrays
 
     def __call__(self, *arrays: Any) -> "np.ndarray | tuple[np.ndarray, ...]":
         """Runs the model on positional inputs; inputs with a default may be ``None`` or, at the
@@ -244,7 +266,7 @@ class LoadedModel:
         if absent:
             raise InputError(f"input(s) {', '.join(map(repr, absent))} of '{self.name}' have no default: "
                              "give them a value")
-        outs = tuple(self._execute(arrays).values())
+        outs = tuple(self._execute(self._presence(arrays)).values())
         return outs[0] if len(outs) == 1 else outs
 
     def _execute(self, arrays: list) -> "OrderedDict[str, np.ndarray]":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..errors import CodegenError
 from ..symbolic import product
 from ..tir.analysis import bound, linear_form, simplify_index, substitute, upper_bound
-from ..tir.expr import Const, Expr, Load, Var, as_expr, binop, is_float_dtype, sym_expr
+from ..tir.expr import Cast, Const, Expr, Load, Var, as_expr, binop, is_float_dtype, sym_expr
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from .schedule import Schedule, Split, Stage, ceil_div
 from .tensor import ArgReduce, Reduce, Tensor, TensorLoad, extent_of, max_value, min_value
@@ -606,7 +606,14 @@ class Lowering:
                                 # the reader indexes this dim by an expression of its own (a
                                 # row reduction's partials): the global index less the region's base
                                 coords.append(simplify_index(binop("sub", go(i), as_expr(dims[d][2]))))
-                    return Load(buf, self.local_index(t.uid, coords))
+                    load = Load(buf, self.local_index(t.uid, coords))
+                    if buf.dtype != t.dtype and not _combines_partials(t, reader):
+                        # a half-precision value kept in float32 (a reduction's accumulator, an
+                        # attached stage): rounded to its dtype where another op reads it, as
+                        # the reference rounds every op's result (a reduction combining its own
+                        # partials reads them unrounded)
+                        return Cast(t.dtype, load)
+                    return load
                 raise CodegenError(f"kernel {self.name}: tensor {t.name} is not available here")
             if isinstance(x, Var) and x in vals:
                 return vals[x]
@@ -624,6 +631,13 @@ def _loop_order_of_axes(st: Stage) -> list[int]:
         p = max((k for k, leaf in enumerate(nest.leaves) if _uses(nest.value[ax], leaf)), default=-1)
         pos.append((p, d))
     return [d for _, d in sorted(pos)]
+
+
+def _combines_partials(t: Tensor, reader: Stage) -> bool:
+    """Whether ``reader`` is a reduction of the same combiner as the reduction ``t``: the combine
+    of a row reduction's partial results."""
+    rb = reader.tensor.body
+    return isinstance(t.body, Reduce) and isinstance(rb, Reduce) and rb.combiner == t.body.combiner
 
 
 def _body_of(t: Tensor) -> Expr:

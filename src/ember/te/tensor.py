@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..symbolic import Sym
+from ..tir import intrinsics
 from ..tir.expr import (BinOp, Call, Cast, Const, Expr, INDEX, IndexCheck, Not, Select, Var, as_expr, binop,
                         is_float_dtype, is_standard_dtype, sym_expr)
 
@@ -184,9 +185,13 @@ def const(value: Any, dtype: str = INDEX) -> Expr:
     return Const(value, dtype)
 
 
-def call(fn: str, *args: Any, dtype: str | None = None) -> Call:
-    args = tuple(as_expr(a) for a in args)
-    return Call(fn, args, dtype or args[0].dtype)
+def call(fn: str, *args: Any) -> Call:
+    """The intrinsic ``fn`` (``ember.tir.intrinsics``) of ``args``: its arity and argument dtypes
+    are checked against its entry (a :class:`TypeError` naming it), its dtype is its rule's.
+    A Python number takes the dtype of the other arguments."""
+    like = next((a.dtype for a in args if isinstance(a, Expr)), None)
+    xs = tuple(as_expr(a, like) for a in args)
+    return Call(fn, xs, intrinsics.result_dtype(fn, tuple(x.dtype for x in xs)))
 
 
 def checked_index(index: Any, extent: Any, what: str) -> Expr:

@@ -123,6 +123,10 @@ class Not(Expr):
 
 @dataclass(eq=False, repr=False)
 class Call(Expr):
+    """A call of the intrinsic ``fn`` (one of ``ember.tir.intrinsics``); ``dtype`` is what its
+    type rule gives for the arguments' dtypes (``te.call`` builds calls so, ``tir.verify``
+    checks it)."""
+
     fn: str
     args: tuple
     dtype: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .analysis import kept, rebuild, simplify_index, stride_in, substitute
 from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                    COMPARISONS, LOGICAL)
+from .intrinsics import DOT_CALLS
 from .stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 
 
@@ -98,8 +99,6 @@ MEMORY_DTYPES = VECTOR_DTYPES + ("int16", "uint16", "int8", "uint8")
 #: element types loaded and stored as lane masks (one byte per element in memory, -1 / 0 lanes
 #: in registers, as comparisons make them)
 MASK_DTYPES = ("bool",)
-#: intrinsics of 8-bit dot products: narrow operands, an int32 result
-DOT_CALLS = ("dot4_sat16", "dot4")
 
 
 def _vec_expr(e: Expr, v: Var, n: int, memo: dict | None = None) -> Expr:

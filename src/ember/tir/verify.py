@@ -5,13 +5,15 @@ or a wrong result.
 A kernel is well formed when every variable it reads is bound (a loop variable of an enclosing
 loop, or a size variable, which the kernel takes as an argument), no loop binds a variable an
 enclosing loop binds, every buffer it reads or writes is a parameter or a local allocation that
-encloses the access, loop kinds are known and extents non-negative, and a store writes as many
-lanes as its index addresses.
+encloses the access, loop kinds are known and extents non-negative, a store writes as many
+lanes as its index addresses, and every call names an intrinsic (``tir.intrinsics``) and keeps
+its type rule.
 """
 
 from __future__ import annotations
 
 from ..errors import CodegenError
+from . import intrinsics
 from .expr import BinOp, Broadcast, Call, Cast, Expr, IndexCheck, Load, Not, Ramp, Select, SizeVar, Var
 from .stmt import LOOP_KINDS, Allocate, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 
@@ -104,6 +106,13 @@ class _Checker:
                     _fail(self.f, f"a load of {e.lanes} lane(s) from {e.buffer.name} at an index of {n}")
             if isinstance(e, (Ramp, Broadcast)) and e.lanes < 1:
                 _fail(self.f, f"a vector of {e.lanes} lanes")
+            if isinstance(e, Call):
+                try:
+                    dtype = intrinsics.result_dtype(e.fn, tuple(a.dtype for a in e.args))
+                except TypeError as err:
+                    _fail(self.f, str(err))
+                if dtype != e.dtype:
+                    _fail(self.f, f"a call of {e.fn} is {e.dtype}, its type rule gives {dtype}")
             parts = [self.reads(c) for c in _children(e)]
             free = frozenset().union(*(p[0] for p in parts)) if parts else _EMPTY
             used = frozenset().union(*(p[1] for p in parts)) if parts else _EMPTY

@@ -8,23 +8,15 @@ default domain).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from ..core import TranslationTable
 
-TRANSLATIONS: dict[str, Callable[[Any], Any]] = {}
-
-
-def translates(*op_types: str):
-    def register(fn):
-        for t in op_types:
-            assert t not in TRANSLATIONS, f"ONNX op {t} translated twice"
-            TRANSLATIONS[t] = fn
-        return fn
-    return register
+TRANSLATIONS = TranslationTable("ONNX")
+translates = TRANSLATIONS.translates
 
 
 def supported_ops() -> list[str]:
     """Every ONNX op type the frontend translates, sorted."""
-    return sorted(TRANSLATIONS)
+    return TRANSLATIONS.names()
 
 
 # importing the modules registers their translations

@@ -4,15 +4,19 @@
   computed at run time it becomes the core ``if`` region op (``ember.ops.control``): both
   branches are translated into graphs of their own, the outer values they read becoming
   operands; their outputs must have the same types (a branch whose output shape differs from the
-  other's is refused by name).
+  other's is refused by name); sequences and optionals among them are laid out as tensors.
 * ``Loop`` and ``Scan`` with a trip count known at compile time (a constant or a symbolic size
   with a bound, and a condition that folds) of at most ``MAX_UNROLL`` iterations are unrolled:
   every iteration inlines a copy of the body, bound to the values of that iteration.  A Loop
   whose trip count or condition only the run decides, or whose count is larger, becomes the core
   ``loop`` region op, run by the artifact.  Its carried values must keep their types.  Scan
-  outputs need a length known before the loop runs: the run-time loop takes them only when the
-  trip count is a dimension (a constant or a symbolic size) and nothing can stop the loop earlier
-  (no condition, or a constant true one the body passes on); otherwise they are refused by name.
+  outputs need a length known before the loop runs: the run-time loop takes them when nothing
+  in the body can stop it (the body passes the condition on, or gives a constant true one); the
+  length is then the trip count where that is a dimension (a constant or a symbolic size) and
+  the condition absent or constant true, else the count the run decides (max(M, 0), or 0 when
+  the condition is false on entry) bound as a data symbol.  Where the body may stop the loop,
+  that count is the rows the loop may write, and the iterations it ran (a ``counted`` loop's
+  last output) are bound after it and cut the rows.  Without a trip count they are refused.
   A Loop whose count is a symbolic size is unrolled to its bound only where the run-time form
   does not take it.  A Scan longer than ``MAX_UNROLL`` or over a symbolic length without a bound
   runs as a ``loop`` too, its body wrapped in one that slices the scan inputs.
@@ -26,11 +30,12 @@ import numpy as np
 
 from ... import limits
 from ...errors import InvalidModelError, LimitError, UnsupportedOpError
-from ...graph.ir import Value
+from ...graph.ir import Value, constant
 from ...graph.types import TensorType, np_dtype
 from ...symbolic import Sym, dim_range
 from ..onnx import OperandNotConstantError, OptionalValue, SequenceValue, onnx_dtype
 from . import translates
+from .data_dims import bind, iota, scalar_of
 from .tensor import _dim_tensor, norm_axis, reshape
 
 def stack(cx, values, axis: int, elem_type=None):
@@ -169,10 +174,24 @@ def _size_equality(cx, v):
 
 
 def _run_time_if(cx, cond_v):
-    """The If as the core ``if`` region op, both branches compiled."""
+    """The If as the core ``if`` region op, both branches compiled.  Branch outputs that are
+    sequences or optionals are laid out as tensors (``_flat``): a sequence as its items (the
+    branches must give the same number), an optional as its presence flag and its value (zeros
+    in a branch that leaves it empty), so the node's optional outputs are decided at run time."""
+    then_kinds: list = []
+    other_kinds: list = []
     with _or_constant(cx, [cond_v], "cond"):
-        then, then_caps = cx.region_graph("then_branch", branch=True)
-        other, other_caps = cx.region_graph("else_branch", branch=True)
+        then, then_caps = cx.region_graph("then_branch", branch=True, outputs=_flat(cx, then_kinds))
+        other, other_caps = cx.region_graph("else_branch", branch=True, outputs=_flat(cx, other_kinds))
+        kinds = []
+        t_outs, o_outs = iter(then.outputs), iter(other.outputs)
+        then_flat, other_flat = [], []
+        for k, (a, b) in enumerate(zip(then_kinds, other_kinds)):
+            kind, ta, tb = _merge(cx, k, a, b, t_outs, o_outs)
+            kinds.append(kind)
+            then_flat += ta
+            other_flat += tb
+        then.outputs, other.outputs = then_flat, other_flat
         for k, (a, b) in enumerate(zip(then.outputs, other.outputs)):
             if a.dtype != b.dtype:
                 raise cx.fail(f"output {k} is {a.type} in then_branch and {b.type} in else_branch")
@@ -183,8 +202,88 @@ def _run_time_if(cx, cond_v):
     then = _with_inputs(then, then_caps, caps)
     other = _with_inputs(other, other_caps, caps)
     if not then.outputs:
-        return []
-    return cx.b.op_multi("if", [_run_time(cx, cond_v)] + caps, name=cx.name, then_branch=then, else_branch=other)
+        return [_unflat(kind, iter(())) for kind in kinds]     # (sequences of no tensors)
+    outs = iter(cx.b.op_multi("if", [_run_time(cx, cond_v)] + caps, name=cx.name, then_branch=then,
+                              else_branch=other))
+    return [_unflat(kind, outs) for kind in kinds]
+
+
+def _flat(cx, kinds: list):
+    """``outputs`` for ``region_graph``: a branch output as tensors; its structure appended to
+    ``kinds``: ("tensor",), ("sequence", dtype, length) or ("optional", inner structure or None)."""
+    tr = cx._tr
+
+    def lay_out(k, v):
+        kind, tensors = _flat_one(cx, tr, k, v)
+        kinds.append(kind)
+        return tensors
+
+    return lay_out
+
+
+def _flat_one(cx, tr, k, v):
+    if isinstance(v, SequenceValue):
+        return ("sequence", v.dtype, len(v.items)), [body_output(cx, tr, x, k) for x in v.items]
+    if isinstance(v, OptionalValue):
+        flag = v.present if v.present is not None else constant(np.array(v.value is not None))
+        if v.value is None:
+            return ("optional", None), [flag]
+        inner, tensors = _flat_one(cx, tr, k, v.value)
+        return ("optional", inner), [flag] + tensors
+    return ("tensor",), [body_output(cx, tr, v, k)]
+
+
+def _count(kind) -> int:
+    """How many tensors a structure of ``_flat`` lays out."""
+    if kind[0] == "sequence":
+        return kind[2]
+    if kind[0] == "optional":
+        return 1 + (0 if kind[1] is None else _count(kind[1]))
+    return 1
+
+
+def _merge(cx, k, a, b, t_outs, o_outs):
+    """The structure both branches give output ``k`` (``a`` in then_branch, ``b`` in else_branch)
+    and their tensors for it (taken from ``t_outs``, ``o_outs``): an optional that one branch
+    leaves empty gets zeros of the other's value types there."""
+    if a[0] != b[0] or (a[0] == "sequence" and a[1:] != b[1:]):
+        raise cx.unsupported(f"branches whose output {k} differs in structure ({_kind_str(a)} and {_kind_str(b)}) "
+                             f"with a condition known only at run time")
+    if a[0] != "optional":
+        n = _count(a)
+        return a, [next(t_outs) for _ in range(n)], [next(o_outs) for _ in range(n)]
+    ta, tb = [next(t_outs)], [next(o_outs)]
+    if a[1] is None and b[1] is None:
+        return a, ta, tb
+    if a[1] is not None and b[1] is not None:
+        inner, ia, ib = _merge(cx, k, a[1], b[1], t_outs, o_outs)
+        return ("optional", inner), ta + ia, tb + ib
+    inner = a[1] if a[1] is not None else b[1]
+    given = [next(t_outs if a[1] is not None else o_outs) for _ in range(_count(inner))]
+    if any(not v.type.is_static for v in given):
+        raise cx.unsupported(f"an optional output {k} that one branch leaves empty, of a value whose shape is "
+                             f"symbolic")
+    zeros = [constant(np.zeros(tuple(v.shape), np_dtype(v.dtype)), dtype=v.dtype) for v in given]
+    return ("optional", inner), ta + (given if a[1] is not None else zeros), tb + (zeros if a[1] is not None
+                                                                                 else given)
+
+
+def _kind_str(kind) -> str:
+    if kind[0] == "sequence":
+        return f"a sequence of {kind[2]} {kind[1]} tensor(s)"
+    if kind[0] == "optional":
+        return "an optional" + ("" if kind[1] is None else f" of {_kind_str(kind[1])}")
+    return "a tensor"
+
+
+def _unflat(kind, outs):
+    """The value of structure ``kind`` from the node's outputs ``outs`` (an iterator)."""
+    if kind[0] == "sequence":
+        return SequenceValue([next(outs) for _ in range(kind[2])], kind[1])
+    if kind[0] == "optional":
+        flag = next(outs)
+        return OptionalValue(None if kind[1] is None else _unflat(kind[1], outs), present=flag)
+    return next(outs)
 
 
 @translates("Loop")
@@ -294,18 +393,37 @@ def _run_time_loop(cx, m, cond):
         if v.type != o.type:
             raise cx.unsupported(f"a loop-carried value whose shape changes ({v.type} -> {o.type}) with a trip "
                                  f"count or condition known only at run time")
-    length = None
+    length, counted = None, False
     if len(outs) > 1 + n:
         trip = None if m is None else (cx.dims_input(0, "trip count M") if cx.is_symbolic(m)
                                        else [_const_or_none(cx, m, "trip count M")])
-        always = (cond is None or _const_or_none(cx, cond, "condition") is True) and (
-            c_out is g.inputs[1] or (c_out.is_const and bool(c_out.const.reshape(()))))
-        if trip is None or trip[0] is None or len(trip) != 1 or not always:
-            raise cx.unsupported("scan outputs of a loop whose number of iterations only the run decides (their "
-                                 "length depends on the data)")
-        length = trip[0] if isinstance(trip[0], Sym) else max(int(trip[0]), 0)
-    return cx.b.op_multi("loop", [m_v, cond_v] + carried + caps, name=cx.name, body=g, num_carried=n,
-                         length=length)
+        # the body never stops the loop: it passes the condition on, or gives a constant true
+        passes_on = c_out is g.inputs[1] or (c_out.is_const and bool(c_out.const.reshape(())))
+        always = (cond is None or _const_or_none(cx, cond, "condition") is True) and passes_on
+        if trip is not None and trip[0] is not None and len(trip) == 1 and always:
+            length = trip[0] if isinstance(trip[0], Sym) else max(int(trip[0]), 0)
+        elif m is not None:
+            # the loop runs max(M, 0) times where the condition holds on entry, else never (at
+            # most, where the body may stop it): that count, computed in the graph, is bound as
+            # a data symbol (the scan outputs' rows) and is the trip count the loop reads, so the
+            # binding runs first
+            count = cx.op("maximum", [scalar_of(cx, m_v), cx.scalar(0, "int64")])
+            if cond is not None:
+                count = cx.op("where", [scalar_of(cx, cond_v), count, cx.scalar(0, "int64")])
+            m_v, (length,) = bind(cx, count, "iterations")
+            counted = not passes_on
+        else:
+            raise cx.unsupported("scan outputs of a loop without a trip count whose body may stop it (their "
+                                 "length has no bound before the loop runs)")
+    if not counted:
+        return cx.b.op_multi("loop", [m_v, cond_v] + carried + caps, name=cx.name, body=g, num_carried=n,
+                             length=length)
+    # stopped by its body: the iterations run, bound after the loop, are the scan outputs' rows
+    outs = cx.b.op_multi("loop", [m_v, cond_v] + carried + caps, name=cx.name, body=g, num_carried=n,
+                         length=length, counted=True)
+    ran, (rows,) = bind(cx, outs[-1], "iterations_run", limits=[length] if isinstance(length, int) else None)
+    at = iota(cx, ran, rows)
+    return list(outs[:n]) + [cx.op("gather", [y, at], axis=0) for y in outs[n:-1]]
 
 
 def _unrolled_loop(cx):

@@ -91,7 +91,7 @@ def runtime_operand(cx, i: int) -> Value | None:
         return v            # float shape arithmetic: no op reads floats at compile time
     if v is None or v.is_const or cx.is_symbolic(v) or cx._tr.region_depth:
         return None         # (a region's body takes its operands as constants: see ``bind``)
-    from ..onnx import computed_from_constants as folded
+    from ..core import computed_from_constants as folded
 
     return None if folded(v) is not None else v
 
@@ -394,18 +394,31 @@ def split_at_run_time(cx, x: Value, axis: int, sizes: Value, n_out: int) -> list
 
 
 def unique_at_run_time(cx, x: Value, sort: bool) -> list[Value]:
-    """ONNX Unique of the flattened ``x`` (static length n) computed at run time, by pairwise
-    comparisons (O(n^2): meant for the small tensors Unique sees): an element is a *first* when
-    no earlier one equals it; the number of firsts is bound; each first's output position is the
-    number of firsts before it (by value when sorted, else by position); outputs as ONNX's
-    (values, first indices, inverse indices, counts)."""
+    """ONNX Unique of the flattened ``x`` (static length n), or of the rows of the 2-D ``x``
+    ([n, m], static: the slices along Unique's axis), computed at run time by pairwise
+    comparisons (O(n^2 m): meant for the small tensors Unique sees): an element (row) is a
+    *first* when no earlier one equals it; the number of firsts is bound; each first's output
+    position is the number of firsts before it (by value, rows compared lexicographically, when
+    sorted, else by position); outputs as ONNX's (values, first indices, inverse indices,
+    counts)."""
     i64 = lambda c: cx.scalar(c, "int64")  # noqa: E731
     n = x.shape[0]
-    col = cx.op("reshape", [x], shape=(n, 1))
-    row = cx.op("reshape", [x], shape=(1, n))
+    rows = x.type.rank == 2
+    m = x.shape[1] if rows else 1
+    tail = (m,) if rows else ()
+    col = cx.op("reshape", [x], shape=(n, 1) + tail)
+    row = cx.op("reshape", [x], shape=(1, n) + tail)
     pos = cx.const(np.arange(n, dtype=np.int64))
     earlier = cx.const(np.arange(n)[None, :] < np.arange(n)[:, None])        # [i, j]: j < i
-    same = cx.op("equal", [col, row])                                       # [i, j]: x[i] == x[j]
+
+    def all_equal(a, b):
+        eq = cx.op("equal", [a, b])
+        if not rows:
+            return eq
+        return cx.op("equal", [cx.op("reduce_min", [cx.op("cast", [eq], to="int64")], axes=(2,), keepdims=False),
+                               i64(1)])
+
+    same = all_equal(col, row)                                                # [i, j]: x[i] == x[j]
     dup = cx.op("reduce_max", [cx.op("cast", [cx.op("logical_and", [same, earlier])], to="int64")], axes=(1,),
                 keepdims=False)
     first = cx.op("equal", [dup, i64(0)])                                    # [n]
@@ -413,7 +426,18 @@ def unique_at_run_time(cx, x: Value, sort: bool) -> list[Value]:
     count = cx.op("reduce_sum", [first_i], axes=(0,), keepdims=True)
     bound, (u,) = bind(cx, count, "unique", [n])
     # order[i, j]: firsts j that come before element i's value in the output
-    before = cx.op("less", [row, col]) if sort else earlier
+    if not sort:
+        before = earlier
+    elif not rows:
+        before = cx.op("less", [row, col])
+    else:
+        # row j before row i: less at the first position where they differ
+        at = cx.const(np.arange(m, dtype=np.int64).reshape(1, 1, m))
+        differ = cx.op("reduce_min", [cx.op("where", [cx.op("not_equal", [row, col]), at, i64(m)])], axes=(2,),
+                       keepdims=True)                                        # [i, j, 1]
+        less_there = cx.op("logical_and", [cx.op("less", [row, col]), cx.op("equal", [at, differ])])
+        before = cx.op("greater", [cx.op("reduce_max", [cx.op("cast", [less_there], to="int64")], axes=(2,),
+                                         keepdims=False), i64(0)])
     before = cx.op("logical_and", [before, cx.op("reshape", [first], shape=(1, n))])
     rank = cx.op("reduce_sum", [cx.op("cast", [before], to="int64")], axes=(1,), keepdims=False)    # [n]
     if not sort:
@@ -428,6 +452,6 @@ def unique_at_run_time(cx, x: Value, sort: bool) -> list[Value]:
                   axes=(1,), keepdims=False)                                     # [u]
     values = cx.op("gather", [x, index], axis=0)
     inverse = rank
-    counts = cx.op("reduce_sum", [cx.op("cast", [cx.op("equal", [cx.op("reshape", [values], shape=(u, 1)), row])],
+    counts = cx.op("reduce_sum", [cx.op("cast", [all_equal(cx.op("reshape", [values], shape=(u, 1) + tail), row)],
                                         to="int64")], axes=(1,), keepdims=False)
     return [values, index, inverse, counts]

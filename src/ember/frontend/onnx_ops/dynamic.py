@@ -1,8 +1,7 @@
 """ONNX ops whose output *shape* depends on input values: Unique and NonMaxSuppression (NonZero
-lives in ``indexing.py``).  Unique without an axis and NonMaxSuppression of static sizes run at
-run time (``data_dims``); Unique with an axis needs its input known at compile time (a
-constant, or an input the ONNX backend specializes on).  Operands known while compiling are
-evaluated while translating, with numpy."""
+lives in ``indexing.py``).  Unique (with or without an axis) and NonMaxSuppression of static
+sizes run at run time (``data_dims``).  Operands known while compiling are evaluated while
+translating, with numpy."""
 
 from __future__ import annotations
 
@@ -16,11 +15,25 @@ from .tensor import norm_axis
 @translates("Unique")
 def unique(cx):
     x_ir = cx.input(0)
-    if data_dims.runtime_operand(cx, 0) is not None and cx.attr("axis", None) is None:
+    if data_dims.runtime_operand(cx, 0) is not None:
         n = product(x_ir.shape)
         if not isinstance(n, int) or n == 0 or x_ir.dtype in ("string",):
             raise cx.fail(f"a Unique computed at run time needs a static, non-empty element count, got {x_ir.type}")
-        return data_dims.unique_at_run_time(cx, cx.op("reshape", [x_ir], shape=(n,)), bool(cx.attr("sorted", 1)))
+        sort = bool(cx.attr("sorted", 1))
+        if cx.attr("axis", None) is None:
+            return data_dims.unique_at_run_time(cx, cx.op("reshape", [x_ir], shape=(n,)), sort)
+        # the slices along the axis as rows: [d, the other elements], back to the input's layout
+        r = x_ir.type.rank
+        ax = norm_axis(cx, cx.attr("axis"), r)
+        perm = (ax,) + tuple(k for k in range(r) if k != ax)
+        d = x_ir.shape[ax]
+        moved = cx.op("transpose", [x_ir], perm=perm) if ax else x_ir
+        values, index, inverse, counts = data_dims.unique_at_run_time(
+            cx, cx.op("reshape", [moved], shape=(d, n // d)), sort)
+        values = cx.op("reshape", [values], shape=(values.shape[0],) + tuple(moved.shape[1:]))
+        if ax:
+            values = cx.op("transpose", [values], perm=tuple(int(p) for p in np.argsort(perm)))
+        return [values, index, inverse, counts]
     x = cx.const_input(0, "input (Unique's output shape depends on its values)", required=True)
     axis = cx.attr("axis", None)
     if axis is None:

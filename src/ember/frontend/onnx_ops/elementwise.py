@@ -11,7 +11,7 @@ from ...graph.types import is_float, is_int, is_string
 from ...ops.cast import SATURABLE
 from ...symbolic import SymbolicError
 from ..onnx import onnx_dtype
-from ..shape_values import floor_mod
+from ..core.shape_values import floor_mod
 from . import translates
 from .tensor import agreeing
 

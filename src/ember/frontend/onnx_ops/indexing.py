@@ -375,21 +375,34 @@ def nonzero(cx):
     return rows[0] if len(rows) == 1 else cx.op("concat", rows, axis=0)
 
 
+def _col2im_attrs(cx, k: int):
+    dil = list(cx.attr("dilations", [1] * k))
+    pads = list(cx.attr("pads", [0] * (2 * k)))
+    strides = list(cx.attr("strides", [1] * k))
+    if len(dil) != k or len(pads) != 2 * k or len(strides) != k or min(strides + dil) < 1:
+        raise cx.fail(f"dilations {dil}, pads {pads} and strides {strides} do not fit {k} image axes")
+    return dil, pads, strides
+
+
 @translates("Col2Im")
 def col2im(cx):
     # every image pixel sums the column entries that land on it: a gather of those entries at
     # constant positions (padded with a zero entry to the largest count) and a sum
     x = cx.input(0)
+    dims = _static_dims(cx, x, [1, 2], "it must match the image and block shapes") if x.type.rank == 3 else x.shape
+    if data_dims.runtime_operand(cx, 1) is not None or data_dims.runtime_operand(cx, 2) is not None:
+        k = cx.input(1).shape[0] if cx.input(1).type.rank == 1 else -1
+        if len(dims) != 3 or not isinstance(k, int) or k < 1:
+            raise cx.fail(f"expects input [N, C * prod(block), L] and a 1-D image_shape of static length, got "
+                          f"{x.type}, {cx.input(1).type}")
+        return _col2im_at_run_time(cx, x, dims, k, *_col2im_attrs(cx, k))
     image = cx.ints_input(1, "image_shape", required=True)
     block = cx.ints_input(2, "block_shape", required=True)
     k = len(image)
-    dims = _static_dims(cx, x, [1, 2], "it must match the image and block shapes") if x.type.rank == 3 else x.shape
     if len(block) != k or len(dims) != 3:
         raise cx.fail(f"expects input [N, C * prod(block), L] and image/block shapes of one rank, got "
                       f"{x.type}, {image}, {block}")
-    dil = list(cx.attr("dilations", [1] * k))
-    pads = list(cx.attr("pads", [0] * (2 * k)))
-    strides = list(cx.attr("strides", [1] * k))
+    dil, pads, strides = _col2im_attrs(cx, k)
     n_blocks = [(image[d] + pads[d] + pads[d + k] - dil[d] * (block[d] - 1) - 1) // strides[d] + 1
                 for d in range(k)]
     nb, nl = prod(block), prod(n_blocks)
@@ -412,6 +425,83 @@ def col2im(cx):
     picked = cx.op("gather", [cols, cx.const(idx)], axis=2)             # [N, C, pixels, width]
     total = cx.op("reduce_sum", [picked], axes=(3,), keepdims=False)
     return reshape(cx, total, (dims[0], c) + tuple(image))
+
+
+def _col2im_at_run_time(cx, x, dims, k, dil, pads, strides):
+    """Col2Im with its image_shape or block_shape read at run time: the image sizes, the block
+    sizes and the channel count they leave are bound (sizes whose block counts do not multiply
+    to the input's L, or a block whose size does not divide its channels, fail the binding), and
+    every output pixel sums, over the block's offsets, the column entry whose block puts that
+    offset on it: a gather at positions computed from the run's sizes (a zero entry where no
+    block does), O(pixels x block size)."""
+    from .arith import T
+
+    def operand(i, what):
+        if data_dims.runtime_operand(cx, i) is None:
+            return cx.const(np.array(cx.ints_input(i, what, required=True), np.int64))
+        return data_dims.shape_operand(cx, cx.input(i), what)
+
+    image, block = operand(1, "image_shape"), operand(2, "block_shape")
+    n_ch, n_l = dims[1], dims[2]
+    if image.shape[0] != k or block.shape[0] != k:
+        raise cx.fail(f"expects input [N, C * prod(block), L] and image/block shapes of one rank, got "
+                      f"{x.type}, {image.type}, {block.type}")
+    one = T(cx, cx.scalar(1, "int64"))
+
+    def counts(vals):
+        """The image and block sizes in ``vals`` ([image..., block...]), the block count along
+        each axis, the block's size and whether some size fits no block."""
+        img = [T(cx, data_dims.element(cx, vals, d)) for d in range(k)]
+        blk = [T(cx, data_dims.element(cx, vals, k + d)) for d in range(k)]
+        nb, bad, n_blocks = one, None, []
+        for d in range(k):
+            e = img[d] + (pads[d] + pads[d + k] + dil[d]) - blk[d] * dil[d] - 1
+            short = (e < 0) | (blk[d] < 1)
+            bad = short if bad is None else bad | short
+            n_blocks.append(e / strides[d] + 1)
+            nb = nb * blk[d]
+        return img, blk, n_blocks, nb, bad
+
+    vals = cx.op("concat", [image, block], axis=0)
+    _, _, n_blocks, nb, bad = counts(vals)
+    total = one
+    for n_d in n_blocks:
+        total = total * n_d
+    nb1 = nb.max(1)
+    bad = bad | total.ne(n_l) | (T(cx, cx.scalar(n_ch, "int64")) % nb1).ne(0)
+    channels = (T(cx, cx.scalar(n_ch, "int64")) / nb1).reshape((1,))
+    vals = cx.op("concat", [vals, channels.v], axis=0)
+    # a block size is at most the channels; the largest image size along an axis gives all L
+    # blocks there
+    limits = [max(0, (n_l - 1) * strides[d] + dil[d] * (n_ch - 1) + 1 - pads[d] - pads[d + k]) for d in range(k)]
+    bound, sizes = data_dims.bind(cx, data_dims.invalid_if(cx, vals, bad.v),
+                                  [f"image{d}" for d in range(k)] + [f"block{d}" for d in range(k)] + ["channels"],
+                                  limits=limits + [n_ch] * (k + 1))
+    _, blk, n_blocks, nb, _ = counts(bound)
+    # over [channel, pixels..., offsets...]: per axis d (pixel axis 1 + d, offset axis 1 + k + d)
+    # the block whose offset lands on the pixel, and whether there is one
+    ok, at_l, off, later, later_b = None, None, None, one, one
+    for d in reversed(range(k)):
+        t, b = sizes[d], sizes[k + d]
+        shp = [1] * (1 + 2 * k)
+        shp[1 + d], shp[1 + k + d] = t, b
+        i = T(cx, data_dims.iota(cx, bound, t)).reshape((t, 1))
+        j = T(cx, data_dims.iota(cx, bound, b)).reshape((1, b))
+        q = i + pads[d] - j * dil[d]
+        qc = q.max(0)
+        at = qc / strides[d]
+        fits = ((q >= 0) & (qc % strides[d]).eq(0) & (at < n_blocks[d])).reshape(shp)
+        ok = fits if ok is None else ok & fits
+        at_l = (at * later).reshape(shp) if at_l is None else at_l + (at * later).reshape(shp)
+        jo = (j * later_b).reshape([1] * (1 + k + d) + [b] + [1] * (k - 1 - d))
+        off = jo if off is None else off + jo
+        later, later_b = later * n_blocks[d], later_b * blk[d]
+    ch = T(cx, data_dims.iota(cx, bound, sizes[2 * k])).reshape((sizes[2 * k],) + (1,) * (2 * k))
+    col = ok.where((ch * nb + off) * n_l + at_l, n_ch * n_l)            # n_ch * n_l: the zero entry
+    flat = reshape(cx, x, (dims[0], n_ch * n_l))
+    flat = cx.op("pad", [flat], pads=(0, 0, 0, 1), mode="constant", value=0)
+    picked = cx.op("gather", [flat, col.v], axis=1)                      # [N, C, pixels..., offsets...]
+    return cx.op("reduce_sum", [picked], axes=tuple(range(2 + k, 2 + 2 * k)), keepdims=False)
 
 
 @translates("ReverseSequence")

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...graph.types import is_float, np_dtype
 from ...symbolic import Sym, compare, dim_range
-from . import translates
+from . import data_dims, translates
 from ...ops.nn import conv_out_dim
 from .tensor import norm_axis, prod, reshape, static_shape
 
@@ -397,7 +397,8 @@ def max_unpool(cx):
     pads = _ints(cx, "pads", 2 * nsp, 0)
     inferred = list(dims[:2]) + [(dims[2 + a] - 1) * strides[a] - pads[a] - pads[a + nsp] + kernel[a]
                                  for a in range(nsp)]
-    out_shape = cx.ints_input(2, "output_shape")
+    run_shape = data_dims.runtime_operand(cx, 2)
+    out_shape = None if run_shape is not None else cx.ints_input(2, "output_shape")
     out_shape = inferred if out_shape is None else list(out_shape)
     if len(out_shape) != len(dims) or any(o < i for o, i in zip(out_shape, inferred)):
         raise cx.fail(f"output_shape {out_shape} is smaller than the unpooled shape {inferred}")
@@ -408,10 +409,39 @@ def max_unpool(cx):
     last = T(cx, cx.op("reduce_max", [which.v], axes=(0,), keepdims=False))          # [q]
     vals = T(cx, reshape(cx, x, (m,))).gather(last.max(0), axis=0)
     y = (last >= 0).where(vals, 0).reshape(inferred)
+    if run_shape is not None:
+        return _unpool_to_run_time_shape(cx, y, run_shape, inferred)
     if out_shape != inferred:
         extra = [o - i for o, i in zip(out_shape, inferred)]
         y = T(cx, cx.op("pad", [y.v], pads=tuple([0] * len(dims) + extra), mode="constant", value=0))
     return y.v
+
+
+def _unpool_to_run_time_shape(cx, y, shape, inferred):
+    """MaxUnpool's result ``y`` (the unpooled shape ``inferred``) zero-padded at the end of each
+    spatial axis to an output_shape read at run time: its spatial sizes bound (batch or channels
+    other than the input's, or a size below the unpooled one, fail the binding), each axis a
+    gather of its positions, those past the unpooled size reading an appended zero."""
+    from .arith import T
+    from .tensor import _dim_tensor
+
+    r = len(inferred)
+    shape = data_dims.shape_operand(cx, shape, "output_shape")
+    if shape.shape[0] != r:
+        raise cx.fail(f"output_shape {shape.type} needs {r} sizes")
+    vals = T(cx, shape)
+    bad = None
+    for k in range(r):
+        v = T(cx, data_dims.element(cx, shape, k))
+        miss = v.ne(T(cx, _dim_tensor(cx, inferred[k]))) if k < 2 else v < inferred[k]
+        bad = miss if bad is None else bad | miss
+    spatial = vals.gather(cx.const(np.arange(2, r, dtype=np.int64)), axis=0)
+    bound, sizes = data_dims.bind(cx, data_dims.invalid_if(cx, spatial.v, bad.v), [f"output{k}" for k in range(2, r)])
+    out = cx.op("pad", [y.v], pads=(0,) * r + (0, 0) + (1,) * (r - 2), mode="constant", value=0)
+    for k, size in zip(range(2, r), sizes):
+        at = T(cx, data_dims.iota(cx, bound, size)).min(inferred[k])
+        out = cx.op("gather", [out, at.v], axis=k)
+    return out
 
 
 @translates("AveragePool")

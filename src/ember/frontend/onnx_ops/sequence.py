@@ -2,7 +2,9 @@
 values of known length (:class:`~ember.frontend.onnx.SequenceValue`), an optional holds a value
 or nothing (:class:`~ember.frontend.onnx.OptionalValue`).  Positions, lengths and presence must
 be known at compile time; the ops only rearrange the lists, so no core op is emitted except by
-SplitToSequence and ConcatFromSequence (slices and concatenations) and SequenceMap (its body)."""
+SplitToSequence and ConcatFromSequence (slices and concatenations) and SequenceMap (its body).
+The one exception: an optional tensor graph input whose presence a flag input gives at run
+time, which OptionalHasElement reads and OptionalGetElement checks (``check_present``)."""
 
 from __future__ import annotations
 
@@ -189,6 +191,8 @@ def optional(cx):
 @translates("OptionalHasElement")
 def optional_has_element(cx):
     v = cx.input(0, required=False)
+    if isinstance(v, OptionalValue) and v.present is not None:
+        return v.present            # decided at run time
     present = v is not None and (not isinstance(v, OptionalValue) or v.value is not None)
     return cx.const(np.array(present))
 
@@ -199,5 +203,13 @@ def optional_get_element(cx):
     if isinstance(v, OptionalValue):
         if v.value is None:
             raise cx.fail("the optional is empty")
+        if v.present is not None:
+            # checked at run time (a kernel of its own, which the value is ordered after)
+            items = v.value.items if isinstance(v.value, SequenceValue) else [v.value]
+            what = f"the optional '{items[0].name}'" if len(items) == 1 and v.value is items[0] else \
+                f"the optional that {cx.op_type} node '{cx.name}' reads"
+            ok = cx.op("check_present", [v.present], what=what)
+            after = [cx.op("broadcast_to", [x, ok], shape=tuple(x.shape)) for x in items]
+            return SequenceValue(after, v.value.dtype) if isinstance(v.value, SequenceValue) else after[0]
         return v.value
     return v

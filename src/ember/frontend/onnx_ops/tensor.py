@@ -24,16 +24,19 @@ def norm_axis(cx, axis: int, rank: int, what: str = "axis") -> int:
     return axis % rank if rank else 0
 
 
-def pick_by_axis(cx, axis, rank: int, count: int, make, what: str = "axis"):
+def pick_by_axis(cx, axis, rank: int, count: int, make, what: str = "axis", shaped: bool = False):
     """The result for an axis known at run time only (``axis``, a one-element integer tensor
     counting from the back of ``rank`` dimensions when negative): ``make(k)`` builds the result
     for axis ``k`` in ``0..count-1``, all of one shape.  They are stacked and the one named is
     picked by a ``gather``, which refuses an axis outside ``0..count-1`` (once normalized) at run
     time as an index error.  Every candidate is computed: for operands that change no shape,
-    over few axes."""
+    over few axes.  With ``shaped`` the candidates (static, of one rank) may differ in shape:
+    each is padded to the largest, and the dimensions that differ are bound (data symbols) to
+    the named candidate's and cut to them; an axis along which ``make`` refuses the op is then
+    refused at run time, as an index error, when the run names it."""
     if axis.type.num_elements != 1 or not is_int(axis.dtype):
         raise cx.fail(f"{what} must be one integer, got {axis.type}")
-    results = []
+    results, refused = [], []
     for k in range(count):
         try:
             results.append(make(k))
@@ -41,25 +44,54 @@ def pick_by_axis(cx, axis, rank: int, count: int, make, what: str = "axis"):
             raise                       # another operand, named by its own error
         except (InvalidModelError, UnsupportedOpError) as e:
             why = str(e).split("] ", 1)[-1].removeprefix(f"{cx.op_type} node {cx.name!r}: ")
-            raise cx.needs_constant(axis, what, f"may name axis {k}, along which the op is refused ({why})") from None
-    shapes = {tuple(v.shape) for v in results}
-    if len(shapes) != 1:
+            if not shaped:
+                raise cx.needs_constant(axis, what, f"may name axis {k}, along which the op is refused ({why})") from None
+            results.append(None)
+            refused.append(f"{k} ({why})")
+    ok = [v for v in results if v is not None]
+    if not ok:
+        raise cx.needs_constant(axis, what, f"names one of the axes along which the op is refused: {', '.join(refused)}")
+    shapes = {tuple(v.shape) for v in ok}
+    if len(shapes) != 1 and (not shaped or len({len(sh) for sh in shapes}) != 1
+                             or not all(isinstance(d, int) for sh in shapes for d in sh)):
         raise cx.needs_constant(axis, what, "decides the output's shape ("
                                 + " or ".join(str(list(s)) for s in sorted(shapes, key=str)) + ")")
-    (shape,) = shapes
-    n = len(results)
+    big = tuple(max(sh[d] for sh in shapes) for d in range(len(next(iter(shapes)))))
+    varying = [d for d in range(len(big)) if len({sh[d] for sh in shapes}) > 1]
+    n = len(ok)
     a = reshape(cx, axis if axis.dtype == "int64" else cx.op("cast", [axis], to="int64"), ())
     zero = cx.scalar(0, "int64")
     a = cx.op("where", [cx.op("less", [a, zero]), cx.op("add", [a, cx.scalar(rank, "int64")]), a])
     # still negative: below -rank; made n, which the check refuses (it would count it from the back)
-    a = cx.op("where", [cx.op("less", [a, zero]), cx.scalar(n, "int64"), a])
+    a = cx.op("where", [cx.op("less", [a, zero]), cx.scalar(count, "int64"), a])
+    bad = f"; refused along {', '.join(refused)}" if refused else ""
+    if refused:
+        # the candidate of each axis; n for an axis refused or out of range
+        slots, at = [], 0
+        for v in results + [None]:
+            slots.append(n if v is None else at)
+            at += v is not None
+        a = cx.op("gather", [cx.const(np.array(slots, np.int64)), cx.op("minimum", [a, cx.scalar(count, "int64")])],
+                  axis=0)
     a = cx.op("check_index", [a], dims=(n,),
-              what=(f"the {what} of this {cx.op_type} (axes 0..{n - 1}, or counted back from rank {rank})",))
+              what=(f"the {what} of this {cx.op_type} (axes 0..{count - 1}, or counted back from rank {rank}{bad})",))
     if n == 1:
         # (a gather along an axis of one element would need no index, and lose the check)
-        return cx.op("where", [cx.op("equal", [a, zero]), results[0], cx.scalar(0, results[0].dtype)])
-    stacked = cx.op("concat", [reshape(cx, v, (1,) + shape) for v in results], axis=0)
-    return cx.op("gather", [stacked, a], axis=0)
+        return cx.op("where", [cx.op("equal", [a, zero]), ok[0], cx.scalar(0, ok[0].dtype)])
+    table = np.array([[v.shape[d] for d in varying] for v in ok], np.int64)
+    if varying:
+        ok = [cx.op("pad", [v], pads=(0,) * len(big) + tuple(b - d for b, d in zip(big, v.shape)), mode="constant",
+                    value=0) if tuple(v.shape) != big else v for v in ok]
+    stacked = cx.op("concat", [reshape(cx, v, (1,) + big) for v in ok], axis=0)
+    out = cx.op("gather", [stacked, a], axis=0)
+    if not varying:
+        return out
+    # the named candidate's sizes along the axes where they differ, bound, and the padding cut off
+    sizes = cx.op("gather", [cx.const(table), a], axis=0)
+    bound, dims = data_dims.bind(cx, sizes, [f"{what}_dim{d}" for d in varying], limits=[big[d] for d in varying])
+    for d, sym in zip(varying, dims):
+        out = cx.op("gather", [out, data_dims.iota(cx, bound, sym)], axis=d)
+    return out
 
 
 def norm_axes(cx, axes, rank: int, what: str = "axes") -> list[int]:
@@ -639,6 +671,10 @@ def slice_(cx):
     else:
         if any(data_dims.runtime_operand(cx, k) is not None for k in (1, 2, 3, 4)):
             return _slice_at_run_time(cx, x)
+        if cx._tr.region_depth:
+            window = _window_at_run_time(cx, x)
+            if window is not None:
+                return window
         starts = cx.dims_input(1, "starts", required=True)
         ends = cx.dims_input(2, "ends", required=True)
         axes = cx.ints_input(3, "axes")
@@ -690,6 +726,78 @@ def slice_(cx):
 #: a constant end (or start) at or past INT32_MAX is "to the end" of a symbolic axis, as the
 #: exporters that write INT32_MAX for it mean (an axis of 2**31 elements or more is not assumed)
 _TO_THE_END = (1 << 31) - 1
+
+
+def _stripped(v):
+    """``v`` without the reshapes (Unsqueeze, Squeeze, Reshape) that produce it."""
+    while v.producer is not None and v.producer.op == "reshape":
+        v = v.producer.inputs[0]
+    return v
+
+
+def _const_offset(ends, starts) -> np.ndarray | None:
+    """``k`` (int64, one per element of ``starts``) when ``ends`` is computed as ``starts + k``
+    for constants ``k`` (through reshapes and casts of integers), else None."""
+    e, s = _stripped(ends), _stripped(starts)
+    node = e.producer
+    if node is None or node.op not in ("add", "sub") or len(node.inputs) != 2:
+        return None
+    a, b = (_stripped(v) for v in node.inputs)
+    if b.is_const and a is s:
+        k = np.asarray(b.const)
+    elif a.is_const and b is s and node.op == "add":
+        k = np.asarray(a.const)
+    else:
+        return None
+    if node.op == "sub":
+        k = -k
+    if k.dtype.kind not in "iu" or k.size not in (1, starts.type.num_elements):
+        return None
+    return np.broadcast_to(k.astype(np.int64).reshape(-1), (starts.type.num_elements,))
+
+
+def _window_at_run_time(cx, x):
+    """A Slice in the body of a run-time region (where no dimension may come from the data)
+    whose ends are its starts plus constants ``k`` >= 0 and whose steps are 1 (``x[i:i+k]`` by a
+    loop's iteration number): ``k`` elements along each axis, gathered from the start read at
+    run time.  A start where ONNX's clamping would give fewer than ``k`` elements (past the end,
+    or a negative start whose end is 0 or more) is an index error of the run.  None where the
+    Slice is not of that form."""
+    starts, ends = cx.input(1), cx.input(2)
+    if not isinstance(starts, Value) or not isinstance(ends, Value) or starts.is_const or \
+            not is_int(starts.dtype) or not starts.type.is_static or starts.type.rank > 1:
+        return None
+    k = _const_offset(ends, starts)
+    if k is None or (k < 0).any():
+        return None
+    steps = cx.ints_input(4, "steps")
+    if steps is not None and any(p != 1 for p in steps):
+        return None
+    n = len(k)
+    axes = cx.ints_input(3, "axes")
+    axes = norm_axes(cx, list(range(n)) if axes is None else axes, x.type.rank)
+    if len(axes) != n:
+        raise cx.fail(f"axes {axes} and starts {starts.type} differ in length")
+    flat = reshape(cx, starts if starts.dtype == "int64" else cx.op("cast", [starts], to="int64"), (n,))
+    y = x
+    zero = cx.scalar(0, "int64")
+    for j, (a, kj) in enumerate(zip(axes, k.tolist())):
+        d = x.shape[a]
+        s = cx.op("gather", [flat, cx.scalar(j, "int64")], axis=0)
+        dt = _dim_tensor(cx, d)
+        neg = cx.op("less", [s, zero])
+        u = cx.op("where", [neg, cx.op("add", [s, dt]), s])
+        # the last element a window from a negative start may reach is d - 2 (its end, then 0 or
+        # more, is not counted from the back)
+        room = cx.op("where", [neg, cx.op("sub", [dt, cx.scalar(1, "int64")]), dt])
+        bad = cx.op("logical_or", [cx.op("less", [u, zero]),
+                                   cx.op("greater", [cx.op("add", [u, cx.scalar(kj, "int64")]), room])])
+        first = cx.op("check_index", [cx.op("where", [bad, dt, u])], dims=(d,),
+                      what=(f"axis {a} of the data {list(x.shape)}: the start of a slice of {kj} element(s) read "
+                            f"at run time ({d} stands for a start that clamping would shorten, which is refused)",))
+        idx = cx.op("add", [first, cx.op("arange", [], length=kj, start=0, delta=1, dtype="int64")])
+        y = cx.op("gather", [y, idx], axis=a)
+    return y
 
 
 def _slice_at_run_time(cx, x):

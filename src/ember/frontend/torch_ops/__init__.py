@@ -8,18 +8,10 @@ and returns the node's value: a Value, a tuple of them, or None for a node witho
 
 from __future__ import annotations
 
-from typing import Callable
+from ..core import TranslationTable
 
-TRANSLATIONS: dict[str, Callable] = {}
-
-
-def translates(*names: str):
-    def deco(fn):
-        for n in names:
-            TRANSLATIONS[n] = fn
-        return fn
-    return deco
-
+TRANSLATIONS = TranslationTable("PyTorch")
+translates = TRANSLATIONS.translates
 
 from . import elementwise, tensor, nn, reduce  # noqa: E402,F401  (registers the translations)
 

@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..symbolic import Sym, SymbolicError, compare, dim_max, dim_min, exact_div
+from ...symbolic import Sym, SymbolicError, compare, dim_max, dim_min, exact_div
 
 #: core ops that can be evaluated on arrays of symbolic dimensions
 FOLDABLE = frozenset({

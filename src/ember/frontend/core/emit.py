@@ -1,5 +1,4 @@
-"""What every frontend needs to build a graph: core ops emitted node by node, folded to constants
-when all their inputs are constant.
+"""Core ops emitted node by node, folded to constants when all their inputs are constant.
 
 A frontend translates one framework node at a time into core ops on a
 :class:`~ember.graph.builder.GraphBuilder`.  :func:`emit` adds one core op, or, when every input
@@ -7,8 +6,8 @@ is a constant and the result is static and within the folding limit (``limits.ma
 evaluates it with the op's numpy reference and returns constants instead, so that shape and
 index computations over weights and static sizes never reach the graph.  :func:`dim_tensor`
 turns a dimension (an ``int`` or a symbolic ``Sym``) into a scalar tensor, computed at run time
-when it is symbolic.  :func:`elementwise_layout` and :func:`layout_operand` serve the frontends
-of NHWC frameworks (TFLite, TensorFlow), whose tensors keep the layout their producer made.
+when it is symbolic.  :func:`computed_from_constants` evaluates a value that nodes kept
+unfolded on purpose compute from constants alone.
 """
 
 from __future__ import annotations
@@ -17,11 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import limits
-from ..graph.builder import GraphBuilder
-from ..graph.ir import Value
-from ..graph.types import np_dtype
-from ..ops import get_op
+from ... import limits
+from ...graph.builder import GraphBuilder
+from ...graph.ir import Value
+from ...graph.types import np_dtype
+from ...ops import get_op
+from ...symbolic import SymbolicError
 
 
 def emit(b: GraphBuilder, core: str, inputs: Sequence[Value], name: str, **attrs: Any) -> Any:
@@ -52,40 +52,33 @@ def dim_tensor(b: GraphBuilder, d: Any, name: str, dtype: str = "int64") -> Valu
     return b.op("reshape", [one], name=name, shape=())
 
 
-def registrar(table: dict):
-    """A decorator ``translates(*names)`` that enters a translation function into ``table``
-    (a frontend's translation table) under each of the framework's op names."""
-    def translates(*names):
-        def deco(f):
-            for n in names:
-                table[n] = f
-            return f
-        return deco
-    return translates
-
-
-#: NHWC -> NCHW and back, as transpose permutations
-TO_NCHW = (0, 3, 1, 2)
-TO_NHWC = (0, 2, 3, 1)
-
-
-def elementwise_layout(cx, ks) -> str:
-    """The layout an elementwise op over operands ``ks`` runs in, for a frontend whose tensors
-    keep the layout their producer made: NCHW when a rank-4 operand already is and every other
-    operand can follow it (a rank-4 tensor, or a constant of rank 4 or less), else NHWC.  ``cx``
-    answers ``is_const(k)``, ``rank(k)`` and ``layout(k)``."""
-    if not any(not cx.is_const(k) and cx.rank(k) == 4 and cx.layout(k) == "NCHW" for k in ks):
-        return "NHWC"
-    for k in ks:
-        if cx.rank(k) > 4 if cx.is_const(k) else cx.rank(k) != 4:
-            return "NHWC"
-    return "NCHW"
-
-
-def layout_operand(cx, k, layout: str) -> Value:
-    """Operand ``k`` in ``layout``: a constant broadcast to rank 4 and transposed for NCHW."""
-    if layout == "NCHW" and cx.is_const(k):
-        a = np.asarray(cx.const(k))
-        a = a.reshape((1,) * (4 - a.ndim) + a.shape).transpose(TO_NCHW)
-        return cx.const_value(np.ascontiguousarray(a))
-    return cx.get(k, layout)
+def computed_from_constants(v: Value) -> np.ndarray | None:
+    """The value of ``v`` when it is computed from constants alone (nodes kept unfolded on
+    purpose, such as the ``dequantize`` of a constant that the QDQ passes read), by running its
+    producers' references; None when a graph input or a symbolic size feeds it."""
+    memo: dict[int, np.ndarray] = {}
+    stack = [v]
+    while stack:
+        u = stack[-1]
+        if u.uid in memo:
+            stack.pop()
+            continue
+        if u.is_const:
+            memo[u.uid] = u.const
+            stack.pop()
+            continue
+        node = u.producer
+        if node is None or not all(o.type.is_static for o in node.outputs):
+            return None
+        pending = [w for w in node.inputs if w.uid not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        try:
+            outs = get_op(node.op).run_reference(node.attrs, [memo[w.uid] for w in node.inputs])
+        except SymbolicError:
+            return None         # an attribute holds a symbolic size (an ``arange`` from one)
+        for out, o in zip(node.outputs, outs):
+            memo[out.uid] = np.asarray(o, dtype=np_dtype(out.type.dtype)).reshape(out.type.shape)
+        stack.pop()
+    return memo[v.uid]

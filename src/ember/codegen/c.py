@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..errors import CodegenError
@@ -38,6 +39,7 @@ from ..tir.analysis import planned_extent, size_vars_of, upper_bound
 from ..tir.intrinsics import DOT_CALLS
 from ..tir.transform import lanes_of
 from . import c_dtypes, c_intrinsics, isa_generic, isa_neon, isa_riscv, isa_wasm, isa_x86
+from .c_shared import SharedPlan
 
 #: the C type that stores each dtype (bfloat16 and the narrow types: see ``c_dtypes``)
 C_TYPES = {
@@ -255,6 +257,7 @@ class _Ctx:
     names: dict = field(default_factory=dict)     # Var/Buffer -> C name
     used: set = field(default_factory=set)
     vec_locals: set = field(default_factory=set)  # local buffers stored as vector arrays
+    temps: int = 0                                # temporaries named so far (t0, t1, ...)
 
 
 class CGenerator:
@@ -275,6 +278,7 @@ class CGenerator:
         self._check_mode = "report"    # how IndexCheck is written now: "fast" or "report"
         self._fast_checks = False      # whether a fast check was written (see _checked)
         self._tasks: dict[int, tuple[str, str]] = {}   # parallel loop -> its task and context
+        self._shared: SharedPlan | None = None   # the named subexpressions of the statement written
 
     # ---- names ---------------------------------------------------------------------------
 
@@ -308,6 +312,10 @@ class CGenerator:
             return self.const(e)
         if isinstance(e, Var):
             return self.name(ctx, e, e.name)
+        if self._shared is not None:
+            got = self._shared.name_of(e, lambda x, g: self.expr(x, ctx, g))
+            if got is not None:
+                return got
         if isinstance(e, IndexCheck):
             i, n = self.expr(e.index, ctx, guard), self.expr(e.extent, ctx, guard)
             if self._check_mode == "fast":
@@ -325,7 +333,11 @@ class CGenerator:
                 raw = f"{buf}[{self.expr(e.index, ctx, guard)}]"
             return c_dtypes.load(e.dtype, raw)
         if isinstance(e, BinOp):
-            a, b = self.expr(e.a, ctx, guard), self.expr(e.b, ctx, guard)
+            a = self.expr(e.a, ctx, guard)
+            if e.op in ("and", "or"):      # C evaluates the right operand only when it matters
+                b = self.branch(e, 1, guard, lambda g: self.expr(e.b, ctx, g))
+            else:
+                b = self.expr(e.b, ctx, guard)
             dt = e.a.dtype
             if e.op in _BINOPS:
                 if e.op in ("add", "sub", "mul") and dt == "bool":
@@ -364,12 +376,49 @@ class CGenerator:
             return f"(({c_type(e.dtype)})({a}))"
         if isinstance(e, Select):
             # C evaluates only the branch taken: no guard needed inside
-            return (f"({self.expr(e.cond, ctx, guard)} ? {self.expr(e.t, ctx, guard)} : "
-                    f"{self.expr(e.f, ctx, guard)})")
+            return (f"({self.expr(e.cond, ctx, guard)} ? {self.branch(e, 0, guard, lambda g: self.expr(e.t, ctx, g))}"
+                    f" : {self.branch(e, 1, guard, lambda g: self.expr(e.f, ctx, g))})")
         if isinstance(e, Call):
-            args = [self.expr(a, ctx, guard) for a in e.args]
+            args = [self.expr(a, ctx, guard) if k == 0 or e.fn != "pow" or a.dtype != "bool"
+                    else self.branch(e, 1, guard, lambda g, a=a: self.expr(a, ctx, g))   # a || !b
+                    for k, a in enumerate(e.args)]
             return self.call(e.fn, args, e.args[0].dtype, e.dtype)
         raise CodegenError(f"cannot generate C for {type(e).__name__}")
+
+    def branch(self, e: Expr, k: int, guard: bool, emit) -> str:
+        """``emit(guard)``, the C of operand ``k`` of ``e`` that C computes only under a
+        condition (or, with ``guard``, bounds-checked): its own region of named subexpressions
+        (see ``c_shared``)."""
+        plan = self._shared
+        if plan is None:
+            return emit(guard)
+        outer = plan.enter(e, k, guard)
+        try:
+            text = emit(guard)
+        except BaseException:
+            plan.region = outer
+            raise
+        return plan.leave(outer, text)
+
+    def shared(self, exprs: list, ctx: _Ctx) -> SharedPlan:
+        """The plan of named subexpressions of a statement computing ``exprs``."""
+        L = self.lanes
+
+        def load_safe(e: Load) -> bool:
+            if e.lanes > 1:
+                return e.buffer in ctx.vec_locals or (
+                    isinstance(e.index, Ramp) and _in_bounds(e.index.base, e.index.stride, L, e.buffer.size))
+            return _in_bounds(e.index, 1, 1, e.buffer.size)
+
+        def new_name() -> str:
+            while True:
+                n = f"t{ctx.temps}"
+                ctx.temps += 1
+                if n not in ctx.used:
+                    ctx.used.add(n)
+                    return n
+
+        return SharedPlan(exprs, load_safe, new_name)
 
     def extent(self, n, ctx: _Ctx) -> str:
         """C for a loop extent or buffer size: an int, or an expression of size variables."""
@@ -382,6 +431,10 @@ class CGenerator:
 
     def vexpr(self, e: Expr, ctx: _Ctx, guard: bool = False) -> str:
         L = self.lanes
+        if self._shared is not None and not isinstance(e, (Ramp, Broadcast)):
+            got = self._shared.name_of(e, lambda x, g: self.vexpr(x, ctx, g))
+            if got is not None:
+                return got
         if isinstance(e, Broadcast):
             v = self.expr(e.value, ctx, guard)
             if e.value.dtype == "bool":
@@ -419,10 +472,13 @@ class CGenerator:
         if isinstance(e, Select):
             if isinstance(e.cond, Broadcast):
                 # one condition for every lane: a C conditional evaluates only the branch taken
-                return (f"({self.expr(e.cond.value, ctx, guard)} ? {self.vexpr(e.t, ctx, guard)} : "
-                        f"{self.vexpr(e.f, ctx, guard)})")
+                return (f"({self.expr(e.cond.value, ctx, guard)} ? "
+                        f"{self.branch(e, 0, guard, lambda g: self.vexpr(e.t, ctx, g))} : "
+                        f"{self.branch(e, 1, guard, lambda g: self.vexpr(e.f, ctx, g))})")
             # a lane-wise select computes both branches: their loads must stay in bounds
-            cond, t, f = self.vexpr(e.cond, ctx, guard), self.vexpr(e.t, ctx, True), self.vexpr(e.f, ctx, True)
+            cond = self.vexpr(e.cond, ctx, guard)
+            t = self.branch(e, 0, True, lambda g: self.vexpr(e.t, ctx, g))
+            f = self.branch(e, 1, True, lambda g: self.vexpr(e.f, ctx, g))
             if e.dtype == "float32":
                 return f"ember_vsel({cond}, {t}, {f})"
             return f"EMBER_VSELECT({vector_type(e.dtype)}, {cond}, {t}, {f})"
@@ -527,26 +583,8 @@ class CGenerator:
             self.stmt(s.body, ctx, ind + "  ", out, depth + 1, fname)
             out.append(f"{ind}}}")
         elif isinstance(s, Store):
-            buf = self.name(ctx, s.buffer, s.buffer.name)
-            if isinstance(s.index, Ramp):
-                idx = s.index
-                val = self.vexpr(s.value, ctx)
-                dtype = s.buffer.dtype
-                if dtype == "bool":          # a lane mask of -1 / 0 to bytes of 0 / 1
-                    val, dtype = f"ember_vnarrow_u8(-({val}))", "uint8"
-                if s.buffer in ctx.vec_locals:
-                    out.append(f"{ind}{buf}[{idx.base.value // self.lanes}] = {val};")
-                elif idx.stride == 1 and dtype == "float32":
-                    out.append(f"{ind}ember_vstore(&{buf}[{self.expr(idx.base, ctx)}], {val});")
-                elif idx.stride == 1:
-                    out.append(f"{ind}*({vector_type(dtype)}_u*)&{buf}[{self.expr(idx.base, ctx)}] = {val};")
-                else:
-                    parts = " ".join(f"{buf}[_b + {k * idx.stride}] = _v[{k}];" for k in range(self.lanes))
-                    out.append(f"{ind}{{ int64_t _b = {self.expr(idx.base, ctx)}; {vector_type(dtype)} _v = {val}; "
-                               f"{parts} }}")
-            else:
-                value = c_dtypes.store(s.buffer.dtype, self.expr(s.value, ctx))
-                out.append(f"{ind}{buf}[{self.expr(s.index, ctx)}] = {value};")
+            with self.statement([s.index, s.value], ctx, ind, out) as lines:
+                self.store(s, ctx, ind, lines)
         elif isinstance(s, Allocate):
             # its own block: unrolling may repeat an allocation side by side
             b = s.buffer
@@ -586,7 +624,8 @@ class CGenerator:
                     self.stmt(s.body, ctx, inner, out, depth, fname)
             out.append(f"{ind}}}")
         elif isinstance(s, IfThenElse):
-            out.append(f"{ind}if ({self.expr(s.cond, ctx)}) {{")
+            with self.statement([s.cond], ctx, ind, out) as lines:
+                lines.append(f"{ind}if ({self.expr(s.cond, ctx)}) {{")
             self.stmt(s.then, ctx, ind + "  ", out, depth, fname)
             if s.other is not None:
                 out.append(f"{ind}}} else {{")
@@ -594,6 +633,40 @@ class CGenerator:
             out.append(f"{ind}}}")
         else:
             raise CodegenError(f"cannot generate C for {type(s).__name__}")
+
+    def store(self, s: Store, ctx: _Ctx, ind: str, out: list[str]) -> None:
+        buf = self.name(ctx, s.buffer, s.buffer.name)
+        if isinstance(s.index, Ramp):
+            idx = s.index
+            val = self.vexpr(s.value, ctx)
+            dtype = s.buffer.dtype
+            if dtype == "bool":          # a lane mask of -1 / 0 to bytes of 0 / 1
+                val, dtype = f"ember_vnarrow_u8(-({val}))", "uint8"
+            if s.buffer in ctx.vec_locals:
+                out.append(f"{ind}{buf}[{idx.base.value // self.lanes}] = {val};")
+            elif idx.stride == 1 and dtype == "float32":
+                out.append(f"{ind}ember_vstore(&{buf}[{self.expr(idx.base, ctx)}], {val});")
+            elif idx.stride == 1:
+                out.append(f"{ind}*({vector_type(dtype)}_u*)&{buf}[{self.expr(idx.base, ctx)}] = {val};")
+            else:
+                parts = " ".join(f"{buf}[_b + {k * idx.stride}] = _v[{k}];" for k in range(self.lanes))
+                out.append(f"{ind}{{ int64_t _b = {self.expr(idx.base, ctx)}; {vector_type(dtype)} _v = {val}; "
+                           f"{parts} }}")
+        else:
+            value = c_dtypes.store(s.buffer.dtype, self.expr(s.value, ctx))
+            out.append(f"{ind}{buf}[{self.expr(s.index, ctx)}] = {value};")
+
+    @contextmanager
+    def statement(self, exprs: list, ctx: _Ctx, ind: str, out: list[str]):
+        """Around the writing of one statement computing ``exprs``: the lines written in the
+        block get the declarations of the statement's named subexpressions in front."""
+        plan = self._shared = self.shared(exprs, ctx)
+        lines: list[str] = []
+        try:
+            yield lines
+        finally:
+            self._shared = None
+        out += [f"{ind}{d}" for d in plan.root.defs] + lines
 
     def _checked(self, emit, ind: str) -> list[str]:
         """The lines ``emit(ind)`` writes, with run-time checks in their fast form (an index out

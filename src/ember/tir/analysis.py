@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, SizeVar, Var, binop,
                    is_standard_dtype)
@@ -92,13 +92,19 @@ def key(e: Expr):
     a compound expression keeps its key (a DAG's shared parts are keyed once)."""
     if isinstance(e, (Var, Const)):
         return _key(e)
+    return kept(e, "_key", _key)
+
+
+def kept(e: Expr, attr: str, compute: Callable[[Expr], Any]):
+    """``compute(e)``, kept on the node as ``attr`` (expressions are immutable) so that asking
+    at every node of a DAG takes linear time."""
     d = getattr(e, "__dict__", None)
     if d is None:
-        return _key(e)
-    k = d.get("_key")
-    if k is None:
-        k = d["_key"] = _key(e)
-    return k
+        return compute(e)
+    got = d.get(attr)
+    if got is None:
+        got = d[attr] = compute(e)
+    return got
 
 
 def _key(e: Expr):

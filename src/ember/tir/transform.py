@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .analysis import rebuild, simplify_index, stride_in, substitute
+from .analysis import kept, rebuild, simplify_index, stride_in, substitute
 from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                    COMPARISONS, LOGICAL)
 from .intrinsics import DOT_CALLS
@@ -73,10 +73,13 @@ class _NotVectorizable(Exception):
 
 
 def lanes_of(e: Expr) -> int:
-    if isinstance(e, (Ramp, Broadcast)):
+    """The lanes of ``e`` (1 for a scalar), kept on a compound node (``analysis.kept``)."""
+    if isinstance(e, (Ramp, Broadcast, Load)):
         return e.lanes
-    if isinstance(e, Load):
-        return e.lanes
+    return kept(e, "_lanes", _lanes_of)
+
+
+def _lanes_of(e: Expr) -> int:
     if isinstance(e, BinOp):
         return max(lanes_of(e.a), lanes_of(e.b))
     if isinstance(e, (Not, Cast)):

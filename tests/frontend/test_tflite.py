@@ -362,18 +362,11 @@ def mobilenet_v2(size: int):
     return m
 
 
-#: the int8 form's fused convolution + ADD kernels carry TFLite's requantization, a DAG of
-#: shared terms: its C is small now (the C generator names shared subexpressions: 0.5 MB for
-#: the model, was 14.9 MB), but the loop-IR passes (unrolling's index simplification,
-#: verification, vectorization) still take minutes on it (the test: about 4 on 2 cores), so it
-#: runs only with EMBER_TEST_LARGE=1
-MOBILENET_FORMS = [f if f != "int8" else pytest.param(f, marks=pytest.mark.skipif(
-    not os.environ.get("EMBER_TEST_LARGE"), reason="minutes of loop-IR passes on 2 cores; EMBER_TEST_LARGE=1 runs it"))
-    for f in FORMS]
-
-
+#: the int8 form is the slowest test of the suite (about 4 minutes on 2 cores: its fused
+#: convolution + ADD kernels carry TFLite's requantization, a DAG of shared terms the loop-IR
+#: passes take minutes over; its C is small since the C generator names shared subexpressions)
 @pytest.mark.slow
-@pytest.mark.parametrize("form", MOBILENET_FORMS)
+@pytest.mark.parametrize("form", FORMS)
 def test_mobilenet_v2(form):
     check(mobilenet_v2(64), (1, 64, 64, 3), form)
 

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -222,7 +223,7 @@ class LoadedModel:
             raise InputError(f"run() takes a mapping of input names to arrays, not {type(feeds).__name__}; "
                              "call the module with positional arrays instead")
         feeds = dict(feeds)
-        for i, j in self._sequence_pairs(self._in_names, self._in_types):
+        for i, j in self._in_sequences:
             if names[i] in feeds:
                 feeds[names[i]], shapes = self._packed(i, j, feeds[names[i]], feeds.get(names[j]))
                 feeds[names[j]] = shapes
@@ -249,6 +250,14 @@ class LoadedModel:
             if i is not None and t.dtype == "int64" and t.rank == 2 and types[i].rank == 1:
                 pairs.append((i, j))
         return pairs
+
+    @cached_property
+    def _in_sequences(self) -> list[tuple[int, int]]:
+        return self._sequence_pairs(self._in_names, self._in_types)
+
+    @cached_property
+    def _out_sequences(self) -> list[tuple[int, int]]:
+        return self._sequence_pairs(self._out_names, self._out_types)
 
     def _packed(self, i: int, j: int, value: Any, shapes: Any) -> tuple:
         """Sequence input ``i`` (shapes input ``j``) given as ``value``: a list of arrays packed
@@ -287,7 +296,7 @@ class LoadedModel:
     def _unpacked(self, outs: "OrderedDict[str, np.ndarray]") -> "OrderedDict[str, np.ndarray]":
         """``outs`` with each sequence output (data ``y`` and shapes ``y#shapes``) as one list of
         arrays ``y``."""
-        pairs = self._sequence_pairs(self._out_names, self._out_types)
+        pairs = self._out_sequences
         if not pairs:
             return outs
         values = list(outs.values())
@@ -302,6 +311,7 @@ class LoadedModel:
         drop = {j for _, j in pairs}
         return OrderedDict((n, v) for k, (n, v) in enumerate(zip(outs.keys(), values)) if k not in drop)
 
+    @cached_property
     def _optional_inputs(self) -> list[tuple[int, int]]:
         """(flag, value) input positions of the optional inputs: an input ``x`` with a bool
         scalar input ``x?``, which says whether the optional holds a value (ONNX optional tensor
@@ -316,7 +326,7 @@ class LoadedModel:
     def _presence(self, arrays: list) -> list:
         """``arrays`` with the presence flag of each optional input that the caller left out
         set from its value: true where the value is given."""
-        for i, j in self._optional_inputs():
+        for i, j in self._optional_inputs:
             if arrays[i] is None:
                 arrays[i] = np.array(arrays[j] is not None)
             elif arrays[j] is None and np.asarray(arrays[i]).size == 1 and bool(np.asarray(arrays[i]).reshape(())):
@@ -329,13 +339,13 @@ class LoadedModel:
         end, left out; a sequence input takes a list of arrays (its ``#shapes`` input then ``None``
         or, at the end, left out)."""
         n = len(self._in_names)
-        packed = {j for _, j in self._sequence_pairs(self._in_names, self._in_types)}   # from a list
+        packed = {j for _, j in self._in_sequences}   # from a list
         need = max((i + 1 for i in range(n) if i not in self._has_default and i not in packed), default=0)
         if not need <= len(arrays) <= n:
             want = str(n) if need == n else f"{need} to {n}"
             raise InputError(f"'{self.name}' takes {want} input(s) ({', '.join(self._in_names)}), got {len(arrays)}")
         arrays = list(arrays) + [None] * (n - len(arrays))
-        for i, j in self._sequence_pairs(self._in_names, self._in_types):
+        for i, j in self._in_sequences:
             if arrays[i] is not None:
                 arrays[i], arrays[j] = self._packed(i, j, arrays[i], arrays[j])
         absent = [self._in_names[i] for i, a in enumerate(arrays) if a is None and i not in self._has_default]

@@ -17,6 +17,22 @@ achieved GFLOP/s, and writes everything as JSON (``--json``).
 
 The models (resnet50, mobilenet_v2, bert_base, the ViT-B/16 vit and GPT-2 small gpt2) are those of
 benchmarks/models.py, built on demand into build/models, and build/models_b8 for batch 8.
+
+Before and after a change (an A/B of two Ember checkouts, in one run):
+
+    python benchmarks/cpu.py --baseline-src ../ember-old --engines ember onnxruntime \
+        --models --batch 1 build/models/resnet50.onnx
+
+Two ``ember`` packages cannot be imported into one process, so ``--baseline-src DIR`` (an older
+checkout, e.g. ``git worktree add --detach ../ember-old COMMIT``) adds two engines that each run in a
+child process of their own: ``ember-baseline`` (DIR's Ember) and ``ember-child`` (this checkout's, in
+the same harness, so that the pair differs in nothing but the tree).  The child compiles the model,
+then runs it on request and times each run itself (the pipe's round trip is not counted); its runs
+take their turns in the rounds like any engine's.  The baseline compiles into a cache of its own
+(``--baseline-cache``, by default ``baseline-<hash of DIR>`` under this checkout's cache root), so
+that artifacts of the two trees never mix.  The table's last column is the largest difference of an
+engine's outputs from onnxruntime's (max |a - b| / max |b|, over all outputs), and for
+``ember-baseline`` also from ``ember-child``'s.
 """
 
 from __future__ import annotations
@@ -157,6 +173,107 @@ def make_torch(path: Path, threads: int):
 ENGINES = {"ember": make_ember, "onnxruntime": make_onnxruntime, "torch": make_torch, "openvino": make_openvino}
 
 
+#: the child process of a ChildEmber: compiles the model with the ``ember`` on its PYTHONPATH, then
+#: answers pickled requests on stdin ("run": the run's seconds; "outputs": the outputs) on a copy
+#: of stdout (anything the compiler prints goes to stderr)
+CHILD_CODE = r"""
+import os, pickle, sys, time
+out = os.fdopen(os.dup(1), "wb"); os.dup2(2, 1)
+inp = sys.stdin.buffer
+path, threads, feeds = pickle.load(inp)
+import ember
+t0 = time.perf_counter()
+m = ember.compile(path)
+m.num_threads = threads
+pickle.dump((ember.__file__, time.perf_counter() - t0), out); out.flush()
+while True:
+    cmd = pickle.load(inp)
+    if cmd == "quit":
+        break
+    t0 = time.perf_counter()
+    r = m.run(feeds)
+    dt = time.perf_counter() - t0
+    pickle.dump(dt if cmd == "run" else {k: v for k, v in r.items()}, out); out.flush()
+"""
+
+
+class ChildEmber:
+    """An Ember checkout's compiled model in a child process (``src``: the checkout's ``src``;
+    ``cache``: its EMBER_CACHE_DIR).  Calling it runs the model on the feeds it was started with;
+    ``timed`` does so and gives the seconds the child measured around ``run``."""
+
+    def __init__(self, src: Path, cache: Path | None, path: Path, threads: int, feeds):
+        import pickle
+
+        env = dict(os.environ, PYTHONPATH=str(src))
+        if cache is not None:
+            env["EMBER_CACHE_DIR"] = str(cache)
+        self._pickle = pickle
+        self.proc = subprocess.Popen([sys.executable, "-c", CHILD_CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)
+        self._send((str(path), threads, dict(feeds)))
+        try:
+            self.module_file, self.setup_s = self._receive()
+        except EOFError:
+            self.proc.wait()
+            raise RuntimeError(f"the Ember of {src} could not compile the model "
+                               f"(exit status {self.proc.returncode})") from None
+
+    def _send(self, obj) -> None:
+        self._pickle.dump(obj, self.proc.stdin)
+        self.proc.stdin.flush()
+
+    def _receive(self):
+        return self._pickle.load(self.proc.stdout)
+
+    def timed(self, feeds=None) -> float:
+        self._send("run")
+        return self._receive()
+
+    def __call__(self, feeds=None):
+        self.timed()
+
+    def outputs(self):
+        self._send("outputs")
+        return self._receive()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self._send("quit")
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def baseline_cache(src: Path) -> Path:
+    """The baseline's own cache: under this checkout's cache root, named for the checkout's path."""
+    import hashlib
+
+    from ember.toolchain.cache import cache_dir
+
+    return cache_dir() / f"baseline-{hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]}"
+
+
+def as_arrays(result) -> list[np.ndarray] | None:
+    """An engine's outputs as a list of arrays (dict, list, OpenVINO result or torch tensors), or
+    None when they cannot be read so (e.g. a transformers output object)."""
+    if isinstance(result, dict) or hasattr(result, "values") and not hasattr(result, "shape"):
+        result = list(result.values())
+    if not isinstance(result, (list, tuple)):
+        result = [result]
+    try:
+        return [np.asarray(r.detach().numpy() if hasattr(r, "detach") else r, dtype=np.float64) for r in result]
+    except (TypeError, ValueError):
+        return None
+
+
+def max_difference(got: list[np.ndarray] | None, want: list[np.ndarray] | None) -> float | None:
+    """max |got - want| / max |want| over all outputs (None if they cannot be compared)."""
+    if got is None or want is None or len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want)):
+        return None
+    return max(float(np.abs(g - w).max() / max(np.abs(w).max(), 1e-30)) if w.size else 0.0
+               for g, w in zip(got, want))
+
+
 def time_runs(fns: dict, feeds, warmup: int, runs: int, block: int = 5,
               settle: float = 0.05) -> dict[str, list[float]]:
     """Latencies of each engine's ``fn``: every engine's warm-up runs, then rounds in which each
@@ -181,7 +298,11 @@ def time_runs(fns: dict, feeds, warmup: int, runs: int, block: int = 5,
             if len(fns) > 1:
                 time.sleep(settle)
                 fn(feeds)
+            timed = getattr(fn, "timed", None)      # an engine that times its runs itself
             for _ in range(n):
+                if timed is not None:
+                    out[name].append(timed(feeds))
+                    continue
                 t0 = time.perf_counter()
                 fn(feeds)
                 out[name].append(time.perf_counter() - t0)
@@ -328,7 +449,15 @@ def main(argv=None) -> int:
     ap.add_argument("--engines", nargs="*", default=list(ENGINES))
     ap.add_argument("--no-memory", action="store_true", help="skip the per-engine memory children")
     ap.add_argument("--json", default=str(ROOT / "build" / "bench_cpu.json"))
+    ap.add_argument("--baseline-src", metavar="DIR",
+                    help="another Ember checkout: adds ember-baseline (its Ember) and ember-child (this one's), "
+                         "each in a child process")
+    ap.add_argument("--baseline-cache", metavar="DIR", help="the baseline's EMBER_CACHE_DIR "
+                    "(default: baseline-<hash of the checkout's path> under this checkout's cache root)")
     a = ap.parse_args(argv)
+    baseline = Path(a.baseline_src).resolve() if a.baseline_src else None
+    if baseline is not None and not (baseline / "src" / "ember" / "__init__.py").exists():
+        ap.error(f"--baseline-src: no src/ember/__init__.py in {baseline}")
 
     jobs: list[tuple[str, int, Path]] = []
     for batch in a.batch:
@@ -354,20 +483,43 @@ def main(argv=None) -> int:
                 fns[eng], setups[eng] = ENGINES[eng](path, a.threads)
             except Exception as e:  # an engine that is not installed or cannot run the model
                 row["engines"][eng] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
-        for eng, ts in time_runs(fns, feeds, a.warmup, a.runs, a.block).items():
+        children = {}
+        if baseline is not None:
+            cache = Path(a.baseline_cache) if a.baseline_cache else baseline_cache(baseline)
+            for eng, src, eng_cache in (("ember-baseline", baseline, cache), ("ember-child", ROOT, None)):
+                try:
+                    children[eng] = fns[eng] = ChildEmber(src / "src", eng_cache, path, a.threads, feeds)
+                    setups[eng] = children[eng].setup_s
+                except Exception as e:
+                    row["engines"][eng] = {"error": f"{type(e).__name__}: {str(e)[:120]}"}
+        try:
+            times = time_runs(fns, feeds, a.warmup, a.runs, a.block)
+            outputs = {eng: as_arrays(children[eng].outputs() if eng in children else fn(feeds))
+                       for eng, fn in fns.items()}
+        finally:
+            for child in children.values():
+                child.close()
+        for eng, ts in times.items():
             med = statistics.median(ts)
             q = np.percentile(ts, [10, 90])
             row["engines"][eng] = {"median_ms": med * 1e3, "p10_ms": q[0] * 1e3, "p90_ms": q[1] * 1e3,
-                                   "setup_s": setups[eng], "gflops_per_s": flops / med / 1e9}
-            if not a.no_memory:
+                                   "setup_s": setups[eng], "gflops_per_s": flops / med / 1e9,
+                                   "diff_vs_ort": max_difference(outputs[eng], outputs.get("onnxruntime"))}
+            if eng in children:
+                row["engines"][eng]["module"] = children[eng].module_file
+            if eng == "ember-baseline":
+                row["engines"][eng]["diff_vs_current"] = max_difference(outputs[eng], outputs.get("ember-child"))
+            if not a.no_memory and eng in ENGINES:
                 row["engines"][eng]["peak_mib"] = peak_memory(eng, path, a.threads)
-        row["engines"] = {eng: row["engines"][eng] for eng in a.engines if eng in row["engines"]}
+        order = a.engines + list(children)
+        row["engines"] = {eng: row["engines"][eng] for eng in order if eng in row["engines"]}
         results.append(row)
         _print_row(row, peak)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     Path(a.json).write_text(json.dumps({"threads": a.threads, "peak_gflops": peak, "sgemm_gflops": sgemm, "cpus": os.cpu_count(),
                                         "loadavg_start": load_start, "loadavg_end": load_end,
+                                        "baseline_src": str(baseline) if baseline else None,
                                         "results": results}, indent=1))
     if load_end is not None:
         print(f"\nload average at the end: {load_end:.2f} on {os.cpu_count()} CPUs")
@@ -378,17 +530,24 @@ def main(argv=None) -> int:
 def _print_row(row: dict, peak: float) -> None:
     ort = row["engines"].get("onnxruntime", {}).get("median_ms")
     print(f"\n{row['model']} (batch {row['batch']}, {row['gflops']:.2f} GFLOP)")
-    print(f"  {'engine':12s} {'median ms':>10s} {'p10-p90 ms':>15s} {'vs ort':>7s} {'GFLOP/s':>8s} {'% peak':>7s}"
-          f" {'setup s':>8s} {'peak MiB':>9s}")
+    print(f"  {'engine':14s} {'median ms':>10s} {'p10-p90 ms':>15s} {'vs ort':>7s} {'GFLOP/s':>8s} {'% peak':>7s}"
+          f" {'setup s':>8s} {'peak MiB':>9s} {'max diff':>9s}")
     for eng, r in row["engines"].items():
         if "error" in r:
-            print(f"  {eng:12s} {r['error']}")
+            print(f"  {eng:14s} {r['error']}")
             continue
         ratio = f"{r['median_ms'] / ort:.2f}x" if ort else "-"
         mem = r.get("peak_mib")
-        print(f"  {eng:12s} {r['median_ms']:10.2f} {r['p10_ms']:7.2f}-{r['p90_ms']:<7.2f} {ratio:>7s} "
+        diff = r.get("diff_vs_ort")
+        print(f"  {eng:14s} {r['median_ms']:10.2f} {r['p10_ms']:7.2f}-{r['p90_ms']:<7.2f} {ratio:>7s} "
               f"{r['gflops_per_s']:8.1f} {100 * r['gflops_per_s'] / peak:6.1f}% {r['setup_s']:8.2f} "
-              f"{(f'{mem:.0f}' if mem is not None else '-'):>9s}", flush=True)
+              f"{(f'{mem:.0f}' if mem is not None else '-'):>9s} {(f'{diff:.1e}' if diff is not None else '-'):>9s}",
+              flush=True)
+    base, cur = row["engines"].get("ember-baseline", {}), row["engines"].get("ember-child", {})
+    if "median_ms" in base and "median_ms" in cur:
+        d = base.get("diff_vs_current")
+        print(f"  this checkout / baseline: {cur['median_ms'] / base['median_ms']:.3f}x"
+              f" (outputs' max difference {f'{d:.1e}' if d is not None else '-'})", flush=True)
 
 
 if __name__ == "__main__":

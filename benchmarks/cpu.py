@@ -281,17 +281,19 @@ def time_runs(fns: dict, feeds, warmup: int, runs: int, block: int = 5,
 
     Rounds spread every engine's runs over the whole measurement, so a stretch in which the
     machine is busy with something else slows all engines alike instead of the one that happened
-    to be timed then.  Before each block the process sleeps ``settle`` seconds and the engine
-    does one untimed run: the engine timed before must not share the cores with it
-    (onnxruntime's thread pool keeps spinning for work after a run), and the engine's own pool
-    is awake again when its timed runs start."""
+    to be timed then; the order of the engines turns round every round (A B C, C B A, ...), so
+    that no engine always follows the same one.  Before each block the process sleeps ``settle``
+    seconds and the engine does one untimed run: the engine timed before must not share the cores
+    with it (onnxruntime's thread pool keeps spinning for work after a run), and the engine's own
+    pool is awake again when its timed runs start."""
     for fn in fns.values():
         for _ in range(warmup):
             fn(feeds)
     out: dict[str, list[float]] = {name: [] for name in fns}
     size = block if block > 0 else runs
+    order = list(fns.items())
     while any(len(ts) < runs for ts in out.values()):
-        for name, fn in fns.items():
+        for name, fn in order:
             n = min(size, runs - len(out[name]))
             if n <= 0:
                 continue
@@ -306,6 +308,7 @@ def time_runs(fns: dict, feeds, warmup: int, runs: int, block: int = 5,
                 t0 = time.perf_counter()
                 fn(feeds)
                 out[name].append(time.perf_counter() - t0)
+        order.reverse()
     return out
 
 
@@ -476,6 +479,9 @@ def main(argv=None) -> int:
     for name, batch, path in jobs:
         feeds = inputs_for(path)
         flops = count_flops(path)
+        if not batch:      # a model given by path: its first input's leading dimension
+            first = next(iter(feeds.values()), None)
+            batch = int(first.shape[0]) if first is not None and first.ndim else 1
         row = {"model": name, "batch": batch, "gflops": flops / 1e9, "engines": {}}
         fns, setups = {}, {}
         for eng in a.engines:

@@ -32,7 +32,8 @@ take their turns in the rounds like any engine's.  The baseline compiles into a 
 (``--baseline-cache``, by default ``baseline-<hash of DIR>`` under this checkout's cache root), so
 that artifacts of the two trees never mix.  The table's last column is the largest difference of an
 engine's outputs from onnxruntime's (max |a - b| / max |b|, over all outputs), and for
-``ember-baseline`` also from ``ember-child``'s.
+``ember-baseline`` also from ``ember-child``'s; the two children also report the median CPU time
+of a run (all the child's threads), which other work on the machine disturbs less than latency.
 """
 
 from __future__ import annotations
@@ -174,8 +175,8 @@ ENGINES = {"ember": make_ember, "onnxruntime": make_onnxruntime, "torch": make_t
 
 
 #: the child process of a ChildEmber: compiles the model with the ``ember`` on its PYTHONPATH, then
-#: answers pickled requests on stdin ("run": the run's seconds; "outputs": the outputs) on a copy
-#: of stdout (anything the compiler prints goes to stderr)
+#: answers pickled requests on stdin ("run": the run's seconds and the process's CPU seconds in it;
+#: "outputs": the outputs) on a copy of stdout (anything the compiler prints goes to stderr)
 CHILD_CODE = r"""
 import os, pickle, sys, time
 out = os.fdopen(os.dup(1), "wb"); os.dup2(2, 1)
@@ -190,17 +191,19 @@ while True:
     cmd = pickle.load(inp)
     if cmd == "quit":
         break
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     r = m.run(feeds)
-    dt = time.perf_counter() - t0
-    pickle.dump(dt if cmd == "run" else {k: v for k, v in r.items()}, out); out.flush()
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    pickle.dump((dt, dc) if cmd == "run" else {k: v for k, v in r.items()}, out); out.flush()
 """
 
 
 class ChildEmber:
     """An Ember checkout's compiled model in a child process (``src``: the checkout's ``src``;
     ``cache``: its EMBER_CACHE_DIR).  Calling it runs the model on the feeds it was started with;
-    ``timed`` does so and gives the seconds the child measured around ``run``."""
+    ``timed`` does so and gives the seconds the child measured around ``run``; ``cpu_seconds``
+    collects the CPU time of the child's threads in each timed run (less sensitive than the
+    latency to other work on the machine)."""
 
     def __init__(self, src: Path, cache: Path | None, path: Path, threads: int, feeds):
         import pickle
@@ -209,6 +212,7 @@ class ChildEmber:
         if cache is not None:
             env["EMBER_CACHE_DIR"] = str(cache)
         self._pickle = pickle
+        self.cpu_seconds: list[float] = []
         self.proc = subprocess.Popen([sys.executable, "-c", CHILD_CODE], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
         self._send((str(path), threads, dict(feeds)))
@@ -228,10 +232,13 @@ class ChildEmber:
 
     def timed(self, feeds=None) -> float:
         self._send("run")
-        return self._receive()
+        wall, cpu = self._receive()
+        self.cpu_seconds.append(cpu)
+        return wall
 
     def __call__(self, feeds=None):
-        self.timed()
+        self._send("run")
+        self._receive()
 
     def outputs(self):
         self._send("outputs")
@@ -512,7 +519,11 @@ def main(argv=None) -> int:
                                    "setup_s": setups[eng], "gflops_per_s": flops / med / 1e9,
                                    "diff_vs_ort": max_difference(outputs[eng], outputs.get("onnxruntime"))}
             if eng in children:
-                row["engines"][eng]["module"] = children[eng].module_file
+                cpu = children[eng].cpu_seconds
+                row["engines"][eng].update(module=children[eng].module_file,
+                                           cpu_median_ms=statistics.median(cpu) * 1e3,
+                                           cpu_p10_ms=np.percentile(cpu, 10) * 1e3,
+                                           cpu_p90_ms=np.percentile(cpu, 90) * 1e3)
             if eng == "ember-baseline":
                 row["engines"][eng]["diff_vs_current"] = max_difference(outputs[eng], outputs.get("ember-child"))
             if not a.no_memory and eng in ENGINES:
@@ -553,7 +564,9 @@ def _print_row(row: dict, peak: float) -> None:
     if "median_ms" in base and "median_ms" in cur:
         d = base.get("diff_vs_current")
         print(f"  this checkout / baseline: {cur['median_ms'] / base['median_ms']:.3f}x"
-              f" (outputs' max difference {f'{d:.1e}' if d is not None else '-'})", flush=True)
+              f" (outputs' max difference {f'{d:.1e}' if d is not None else '-'}); CPU time per run"
+              f" {cur['cpu_median_ms']:.2f} / {base['cpu_median_ms']:.2f} ms ="
+              f" {cur['cpu_median_ms'] / base['cpu_median_ms']:.3f}x", flush=True)
 
 
 if __name__ == "__main__":

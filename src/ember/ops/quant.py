@@ -350,7 +350,68 @@ class MatMulInt(Op):
             lambda b, m, kk: x[broadcast_index(x.shape[:-2], batch, b) + (m, kk)],
             lambda b, kk, n: y[broadcast_index(y.shape[:-2], batch, b) + (kk, n)], a["saturate_pairs"])
 
-    #: register tiles of rows x vectors of int32 accumulators, as the float product's
+
+
+@register
+class MatMulIntPacked(Op):
+    """``matmul_int`` of 8-bit activations and a constant 2-D int8 weight packed at compile time
+    in groups of four along the reduction (``passes.pack_int_matmul``): x [..., M, 4 K4] (the
+    reduction padded with zeros to whole groups) @ wp [ceil(N/nb), K4, nb, 4] -> int32 [..., M,
+    n], the last panel of nb columns padded with zero weights.  Four products per ``dot4_sat16``
+    (x86's 8-bit multiply-add, pairs saturating: ``pairs="saturate"``) or ``dot4`` (exact:
+    VNNI's ``vpdpbusd``, ``pairs="exact"``); the pairs are (4q, 4q + 1) and (4q + 2, 4q + 3),
+    those of ``matmul_int``'s ``saturate_pairs``."""
+
+    name = "matmul_int_packed"
+    pattern = Pattern.OUT_ELEMWISE_FUSABLE
+    attrs = {"n": REQUIRED, "pairs": "exact"}
+    num_inputs = 2
+
+    @staticmethod
+    def pack(w: np.ndarray, nb: int) -> np.ndarray:
+        """``w`` [K, N] as [ceil(N/nb), ceil(K/4), nb, 4], zero-padded."""
+        k, n = w.shape
+        k4, nt = -(-k // 4), -(-n // nb)
+        padded = np.zeros((k4 * 4, nt * nb), w.dtype)
+        padded[:k, :n] = w
+        return np.ascontiguousarray(padded.reshape(k4, 4, nt, nb).transpose(2, 0, 3, 1))
+
+    @staticmethod
+    def unpack(wp: np.ndarray, n: int) -> np.ndarray:
+        """The [4 K4, n] weight of ``wp`` (its padded reduction rows included)."""
+        nt, k4, nb, _ = wp.shape
+        return np.ascontiguousarray(wp.transpose(1, 3, 0, 2).reshape(k4 * 4, nt * nb)[:, :n])
+
+    def infer(self, a, x, wp):
+        _check_eight_bit(self, x, wp)
+        if a["pairs"] not in ("saturate", "exact"):
+            raise self.fail(f"pairs must be 'saturate' or 'exact', got {a['pairs']!r}")
+        if x.rank < 2 or wp.rank != 4 or wp.shape[3] != 4 or wp.dtype != "int8":
+            raise self.fail(f"expects x of rank >= 2 and an int8 weight packed [N/nb, K/4, nb, 4], got {x} and {wp}")
+        nt, k4, nb, _ = wp.shape
+        if x.shape[-1] != 4 * k4:
+            raise self.fail(f"x {x} does not have the {4 * k4} reduction elements of the packed weight {wp}")
+        n = a["n"]
+        if not isinstance(n, int) or not (nt - 1) * nb < n <= nt * nb:
+            raise self.fail(f"n={n!r} does not fit the panels of {wp}")
+        return TensorType(tuple(x.shape[:-1]) + (n,), "int32")
+
+    def reference(self, a, x, wp):
+        return matmul_int_reference(x, self.unpack(wp, a["n"]), a["pairs"] == "saturate")
+
+    def compute(self, a, x, wp):
+        _, k4, nb, _ = wp.shape
+        nbd = len(x.shape) - 2
+        rq = te.reduce_axis(k4, "rq")
+        dot = "dot4_sat16" if a["pairs"] == "saturate" else "dot4"
+
+        def f(*i):
+            b, m, n = tuple(i[:nbd]), i[nbd], i[nbd + 1]
+            xs = [x[b + (m, rq * 4 + j)] for j in range(4)]
+            ws = [wp[n // nb, rq, n % nb, j] for j in range(4)]
+            return te.sum(te.call(dot, *xs, *ws), [rq])
+
+        return te.compute(tuple(x.shape[:-1]) + (a["n"],), f, name="matmul_int")
 
 # ---- the blocked layout (see ember.ops.nn: NCHW[x]c) ---------------------------------------------
 

@@ -90,7 +90,7 @@ def run(graph: Graph, lanes: int = 8, int8_dot: bool = False) -> Graph:
                        shape=(1,) * (len(wlead) - len(lead)) + tuple(xin.shape))
         out = b.op("matmul_int_packed", [xin, packed[key]], name=node.name, n=n, pairs=pairs)
         if shifted:
-            x32 = b.op("cast", [xin], name=f"{node.name}_x32", to="int32")
+            x32 = b.op("cast", [x], name=f"{node.name}_x32", to="int32")
             rowsum = b.op("reduce_sum", [x32], name=f"{node.name}_rowsum", axes=(-1,), keepdims=True)
             corr = b.op("mul", [rowsum, constant(np.array(UINT8_OFFSET, np.int32), f"{node.name}_offset")],
                         name=f"{node.name}_offset_rowsum")

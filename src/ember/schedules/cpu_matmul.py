@@ -35,6 +35,9 @@ def matmul_int_packed(a, s, mm, target):
     root, red = s.root, s[mm]
     *batch, m, n = root.tensor.axes
     nb = next(t.shape[2] for t in mm.inputs() if len(t.shape) == 4 and t.shape[3] == 4)
+    if nb % target.lanes:
+        default_schedule(s, target)      # panels made for other vectors
+        return
     vecs = nb // target.lanes
     budget = target.core.registers - 4
     rows = target.knob("matmul.rows", pick_tile(m.extent, max(1, budget // vecs - 4), budget // vecs))

@@ -866,11 +866,15 @@ def _matmul_int_packed(batch):
 
     for sa, (k, n), nb, pairs in [((3, 40), (37, 45), 16, "saturate"), ((2, 5, 64), (64, 40), 8, "saturate"),
                                   ((4, 8), (8, 8), 8, "exact"), ((3, 40), (37, 45), 16, "exact"),
-                                  ((1, 2, 12), (9, 33), 32, "exact")]:
+                                  ((1, 2, 12), (9, 33), 32, "exact"), ((3, 40), (37, 45), 16, "split"),
+                                  ((2, 2, 8), (8, 70), 32, "split")]:
         def f(c, sa=sa, k=k, n=n, nb=nb, pairs=pairs):
             w = np.zeros((sa[-1], n), np.int8)
             w[:k] = c.rng.integers(-128, 128, (k, n))         # zero weights for the padded reduction
-            wp = MatMulIntPacked.pack(w, nb)
+            # split: halves of any size (pairs saturating in each), and halves that add up to w
+            w = np.stack([w, c.rng.integers(-128, 128, w.shape)]) if pairs == "split" and nb == 16 else \
+                MatMulIntPacked.split(w) if pairs == "split" else w
+            wp = MatMulIntPacked.pack(w.astype(np.int8), nb)
             return c.op("matmul_int_packed", [_saturating_data(c, sa, "uint8"), c.input(wp.shape, "int8", data=wp)],
                         n=n, pairs=pairs)
         batch.case(f"matmul_int_packed {list(sa)} k={k} n={n} nb={nb} {pairs}", f)

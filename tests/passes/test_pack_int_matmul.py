@@ -66,6 +66,27 @@ def test_saturating_pairs_use_the_multiply_add():
         }""", inputs={"x": x})
 
 
+def test_exact_sums_without_vnni_split_the_weight():
+    """Halves of at most 64 in magnitude: 255 * 64 * 2 fits int16, so the multiply-add's pairs
+    never saturate and the two sums add up to the exact product."""
+    x = np.full((2, 4), 255, np.uint8)
+    out = assert_rewrites(lambda g: pack_int_matmul.run(g, 8, int8_dot=False, multiply_add=True), """
+        graph g(%x: uint8[2, 4]) {
+          %w = const int8[4, 1] [127, -128, 127, 127]
+          %y = matmul_int(%x, %w)
+          return %y
+        }""", """
+        graph g(%x: uint8[2, 4]) {
+          %w_packed_int = const int8[1, 1, 2, 8, 4] [63, -64, 63, 63, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     64, -64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+          %y_1 = matmul_int_packed(%x, %w_packed_int) {n=1, pairs="split"}
+          return %y_1
+        }""", inputs={"x": x})
+    assert run_graph(out, {"x": x})[0].tolist() == [[255 * 253]] * 2
+
+
 @pytest.mark.parametrize("text,lanes,dot", [
     # exact sums without an exact dot product; int8 activations; a weight that is an input;
     # a uint8 weight whose pairs would saturate (no such instruction)
@@ -121,4 +142,4 @@ def test_matmul_integer_is_bit_exact(vnni, m, k, n, adt, bdt, azp, bzp):
     want = run_graph(pair_saturation.run(from_onnx(model), target.int8_pairs_saturate), feed)[0]
     np.testing.assert_array_equal(got, want)
     ops = run_pipeline(from_onnx(model), Context(target)).op_histogram()
-    assert ("matmul_int_packed" in ops) == (adt == "uint8" and (vnni or bdt == "int8"))
+    assert ("matmul_int_packed" in ops) == (adt == "uint8")

@@ -85,7 +85,8 @@ def graph_steps() -> tuple[Step, ...]:
         Step("layout_nchwc", "graph", 3, lambda g, ctx: layout_nchwc.run(g, ctx.target.lanes, ctx.target.int8_dot),
              "convolutions on NCHW[x]c activations, the layout kept through the ops between them"),
         Step("pack_int_matmul", "graph", 3,
-             lambda g, ctx: pack_int_matmul.run(g, ctx.target.lanes, ctx.target.int8_dot),
+             lambda g, ctx: pack_int_matmul.run(g, ctx.target.lanes, ctx.target.int8_dot,
+                                               ctx.target.int8_pairs_saturate),
              "integer matmuls of constant weights on weights packed for the 8-bit dot products"),
         *(Step(p.name, "graph", 3, (lambda p: lambda g, ctx: p(g))(p), "after the layout change: " + p.doc)
           for p in graph_passes.pipeline(1)),

@@ -8,14 +8,18 @@ whole groups of four, the last panel with zero columns), four products per instr
 * ``saturate_pairs`` (x86 without VNNI, uint8 x int8 as onnxruntime's kernels there):
   ``dot4_sat16``, x86's 8-bit multiply-add, whose pairs saturate exactly as the op asks;
 * otherwise, where the target has an exact uint8 x int8 dot product (``Target.int8_dot``:
-  VNNI's ``vpdpbusd``, ARM's dot products): ``dot4``.
+  VNNI's ``vpdpbusd``, ARM's dot products): ``dot4``;
+* otherwise, on x86 without VNNI (``Target.int8_pairs_saturate``, AVX2 or AVX-512 vectors):
+  ``pairs="split"``, the int8 weight split into two halves of magnitude at most 64 that add up
+  to it, each summed by the multiply-add, whose pairs then never leave int16: the exact sum at
+  two multiply-adds per four products (instead of four widenings and 32-bit multiplies).
 
 A uint8 weight (onnxruntime's dynamically quantized models) is stored as ``w - 128`` in int8,
 and the exact correction ``128 * rowsum(x)`` added back (a reduction over K of the activations,
 a small kernel of its own, added in the product's epilogue): the sum is the exact one, as the
-op asks (a uint8 x uint8 product never saturates pairs).  A product whose sums stay exact on a
-target without an exact dot product keeps the generic ``matmul_int`` schedule, and so do int8
-activations (the instructions take the unsigned operand on the activation side).
+op asks (a uint8 x uint8 product never saturates pairs).  Int8 activations keep the generic
+``matmul_int`` schedule (the instructions take the unsigned operand on the activation side),
+and so does every product on a target with none of these instructions.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def panel_width(n: int, lanes: int) -> int:
     return lanes if n <= lanes else 2 * lanes
 
 
-def _pairs(node: Node, lanes: int, int8_dot: bool) -> str | None:
+def _pairs(node: Node, lanes: int, int8_dot: bool, multiply_add: bool) -> str | None:
     """How ``node``'s products are gathered in fours (None: leave it as it is)."""
     x, w = node.inputs
     if x.dtype != "uint8" or not w.is_const or lanes < 4:
@@ -46,13 +50,16 @@ def _pairs(node: Node, lanes: int, int8_dot: bool) -> str | None:
     if node.attrs["saturate_pairs"]:
         # x86's multiply-add without VNNI: uint8 x int8 only (the frontends ask for nothing else)
         return "saturate" if w.dtype == "int8" and lanes >= 8 else None
-    return "exact" if int8_dot else None
+    if int8_dot:
+        return "exact"
+    return "split" if multiply_add and lanes >= 8 else None
 
 
-def run(graph: Graph, lanes: int = 8, int8_dot: bool = False) -> Graph:
+def run(graph: Graph, lanes: int = 8, int8_dot: bool = False, multiply_add: bool = False) -> Graph:
     """``graph`` with its integer products of constant weights on packed weights (module doc);
-    ``int8_dot``: the target has an exact uint8 x int8 dot product of four."""
-    if not any(n.op == "matmul_int" and _pairs(n, lanes, int8_dot) for n in graph.nodes):
+    ``int8_dot``: the target has an exact uint8 x int8 dot product of four; ``multiply_add``:
+    x86's saturating 8-bit multiply-add is its fast one (``Target.int8_pairs_saturate``)."""
+    if not any(n.op == "matmul_int" and _pairs(n, lanes, int8_dot, multiply_add) for n in graph.nodes):
         return graph
     g = graph.copy()
     b = GraphBuilder.rewriting(g)
@@ -64,7 +71,7 @@ def run(graph: Graph, lanes: int = 8, int8_dot: bool = False) -> Graph:
 
     for node in g.nodes:
         node.inputs = [m(v) for v in node.inputs]
-        pairs = _pairs(node, lanes, int8_dot) if node.op == "matmul_int" else None
+        pairs = _pairs(node, lanes, int8_dot, multiply_add) if node.op == "matmul_int" else None
         if pairs is None:
             b.add_node(node)
             continue
@@ -73,10 +80,13 @@ def run(graph: Graph, lanes: int = 8, int8_dot: bool = False) -> Graph:
         wc = w.const.reshape(k, n)
         shifted = wc.dtype == np.uint8
         nb = panel_width(n, lanes)
-        key = (w, nb)
+        key = (w, nb, pairs == "split")
         if key not in packed:
             w8 = (wc.astype(np.int16) - UINT8_OFFSET).astype(np.int8) if shifted else wc
-            packed[key] = constant(MatMulIntPacked.pack(w8, nb), f"{w.name}_packed_int")
+            if pairs == "split":
+                w8 = MatMulIntPacked.split(w8)
+            others = sum(k[0] is w for k in packed)          # the same weight packed another way
+            packed[key] = constant(MatMulIntPacked.pack(w8, nb), f"{w.name}_packed_int{others or ''}")
         xin = x
         if k % 4:
             rank = x.type.rank

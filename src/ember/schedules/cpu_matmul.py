@@ -31,10 +31,10 @@ def matmul(a, s, mm, target):
 def matmul_int_packed(a, s, mm, target):
     """Register tiles of rows x one panel of the packed weight (one or two vectors of int32
     accumulators per row, beside the activations' broadcast, the pairwise add's vector of ones
-    and a temporary); the batch dims and panels run in parallel."""
+    and temporaries); the batch dims and panels run in parallel."""
     root, red = s.root, s[mm]
     *batch, m, n = root.tensor.axes
-    nb = next(t.shape[2] for t in mm.inputs() if len(t.shape) == 4 and t.shape[3] == 4)
+    nb = mm.inputs()[-1].shape[-2]              # the packed weight (read after x): its panel width
     if nb % target.lanes:
         default_schedule(s, target)      # panels made for other vectors
         return

@@ -848,6 +848,36 @@ def _matmul_int(batch):
     batch.case("matmul_int constant weight", lambda c: c.op(
         "matmul_int", [_saturating_data(c, (2, 48), "uint8"), c.const(c.rng.integers(-128, 128, (48, 24)).astype(np.int8))],
         saturate_pairs=True))
+    # constant weights, packed for the 8-bit dot products (passes.pack_int_matmul): odd K, N
+    # not a multiple of the panel, a uint8 weight (stored less 128), batch dims
+    for (sa, sb), bdt, sat in [(((3, 37), (37, 45)), "int8", True), (((2, 5, 64), (64, 40)), "int8", True),
+                               (((4, 37), (37, 45)), "uint8", False), (((1, 6), (6, 3)), "uint8", False),
+                               (((2, 3, 9), (1, 9, 20)), "int8", True)]:
+        batch.case(f"matmul_int constant {bdt} weight {list(sa)}@{list(sb)} sat={sat}",
+                   lambda c, sa=sa, sb=sb, bdt=bdt, sat=sat: c.op(
+                       "matmul_int", [_saturating_data(c, sa, "uint8"),
+                                      c.const(c.rng.integers(np.iinfo(bdt).min, np.iinfo(bdt).max + 1, sb).astype(bdt))],
+                       saturate_pairs=sat))
+
+
+@cases("matmul_int_packed")
+def _matmul_int_packed(batch):
+    from ember.ops.quant import MatMulIntPacked
+
+    for sa, (k, n), nb, pairs in [((3, 40), (37, 45), 16, "saturate"), ((2, 5, 64), (64, 40), 8, "saturate"),
+                                  ((4, 8), (8, 8), 8, "exact"), ((3, 40), (37, 45), 16, "exact"),
+                                  ((1, 2, 12), (9, 33), 32, "exact"), ((3, 40), (37, 45), 16, "split"),
+                                  ((2, 2, 8), (8, 70), 32, "split")]:
+        def f(c, sa=sa, k=k, n=n, nb=nb, pairs=pairs):
+            w = np.zeros((sa[-1], n), np.int8)
+            w[:k] = c.rng.integers(-128, 128, (k, n))         # zero weights for the padded reduction
+            # split: halves of any size (pairs saturating in each), and halves that add up to w
+            w = np.stack([w, c.rng.integers(-128, 128, w.shape)]) if pairs == "split" and nb == 16 else \
+                MatMulIntPacked.split(w) if pairs == "split" else w
+            wp = MatMulIntPacked.pack(w.astype(np.int8), nb)
+            return c.op("matmul_int_packed", [_saturating_data(c, sa, "uint8"), c.input(wp.shape, "int8", data=wp)],
+                        n=n, pairs=pairs)
+        batch.case(f"matmul_int_packed {list(sa)} k={k} n={n} nb={nb} {pairs}", f)
 
 
 @cases("winograd_input")
@@ -995,7 +1025,7 @@ def _batch_norm(batch):
 # the tests
 
 SLOW = {"conv2d", "conv2d_packed", "conv2d_nchwc", "matmul", "matmul_packed", "cast", "avg_pool2d", "max_pool2d",
-        "conv2d_int", "matmul_int", "winograd_input", "winograd_output"}
+        "conv2d_int", "matmul_int", "matmul_int_packed", "winograd_input", "winograd_output"}
 
 
 def test_every_op_has_cases():
@@ -1025,7 +1055,7 @@ REWRITTEN_BY_PASSES = ["batch_norm"]
 #: NaN-propagating max, 8-bit widening and narrowing, the 8-bit multiply-add) or register tiles
 #: sized by it: compiled again at every narrower width than this machine's
 LANE_SENSITIVE = ["round", "maximum", "max_pool2d", "quantize", "dequantize", "requantize", "conv2d_nchwc",
-                  "conv2d_int_nchwc", "matmul_packed", "matmul_int", "attention", "softmax", "layer_norm", "erf"]
+                  "conv2d_int_nchwc", "matmul_packed", "matmul_int", "matmul_int_packed", "attention", "softmax", "layer_norm", "erf"]
 
 
 @pytest.mark.parametrize("lanes", [4, 8])

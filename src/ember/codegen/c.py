@@ -166,6 +166,9 @@ static inline uint32_t ember_load_u32(const void* p) { uint32_t v; memcpy(&v, p,
    vpdpbusd with VNNI */
 static inline ember_vi ember_vdot4(uint32_t x, const int8_t* w) {
 @vdot4@}
+/* acc + ember_vdot4(x, w): one vpdpbusd into the accumulator with VNNI */
+static inline ember_vi ember_vdot4_acc(ember_vi acc, uint32_t x, const int8_t* w) {
+@vdot4_acc@}
 /* ember_dot4_sat16 of the 4 bytes of x (uint8) with the 4 bytes of every lane of w (int8) */
 static inline ember_vi ember_vdot4_sat16(uint32_t x, const int8_t* w) {
 @vdot4_sat16@}
@@ -450,6 +453,11 @@ class CGenerator:
             return self.vload(e, e.dtype, ctx, guard)
         if isinstance(e, BinOp) and e.op in COMPARISONS and e.a.dtype not in VECTOR_TYPES:
             return self.index_mask(e, ctx, guard)
+        if isinstance(e, BinOp) and e.op == "add" and isinstance(e.b, Call) and e.b.fn == "dot4" \
+                and lanes_of(e.a) > 1:
+            # an accumulation of the exact dot product: into the accumulator where one
+            # instruction does both (VNNI)
+            return self.vdot4(e.b, ctx, guard, acc=self.vexpr(e.a, ctx, guard))
         if isinstance(e, BinOp):
             a, b = self.vexpr(e.a, ctx, guard), self.vexpr(e.b, ctx, guard)
             if e.op in _VEC_BINOPS:
@@ -513,11 +521,14 @@ class CGenerator:
         lanes = ", ".join(f"{buf}[_b + {k * idx.stride}]" for k in range(L))
         return f"({{ int64_t _b = {base}; ({vt}){{{lanes}}}; }})"
 
-    def vdot4(self, e: Call, ctx: _Ctx, guard: bool) -> str:
+    def vdot4(self, e: Call, ctx: _Ctx, guard: bool, acc: str | None = None) -> str:
         """A vector ``dot4_sat16`` or ``dot4``: the four x operands are scalars (the same for
         every lane), the four w operands vectors.  When the w operands are the interleaved lanes
         of one int8 block (w[4 l + k] for operand k) it is one ember_vdot4_sat16 (vpmaddubsw on
-        AVX2) or ember_vdot4 (vpdpbusd with VNNI); otherwise lane by lane."""
+        AVX2) or ember_vdot4 (vpdpbusd with VNNI); otherwise lane by lane.  ``acc``: the C of
+        an int32 vector the ``dot4`` is added to (ember_vdot4_acc: vpdpbusd into it)."""
+        if acc is not None and e.fn != "dot4":
+            return f"({acc} + {self.vdot4(e, ctx, guard)})"
         fn = e.fn
         xs, ws = e.args[:4], e.args[4:]
         if any(lanes_of(x) > 1 for x in xs):
@@ -535,13 +546,16 @@ class CGenerator:
                 and all(x.dtype == "uint8" for x in xs) and ws[0].buffer not in ctx.vec_locals
                 and not (guard and not _in_bounds(ws[0].index.base, 1, 4 * self.lanes, ws[0].buffer.size))):
             wbuf = self.name(ctx, ws[0].buffer, ws[0].buffer.name)
+            if acc is not None:
+                return f"ember_vdot4_acc({acc}, {packed}, &{wbuf}[{self.expr(ws[0].index.base, ctx, guard)}])"
             return f"ember_v{fn}({packed}, &{wbuf}[{self.expr(ws[0].index.base, ctx, guard)}])"
         vw = [self.vexpr(w, ctx, guard) if lanes_of(w) > 1 else self.expr(w, ctx, guard) for w in ws]
         wl = [f"_w{k}[_i]" if lanes_of(w) > 1 else f"_w{k}" for k, w in enumerate(ws)]
         decl = " ".join(f"__typeof__({v}) _w{k} = {v};" for k, v in enumerate(vw))
-        return (f"({{ {decl} int32_t _x[4] = {{{', '.join(sx)}}}; ember_vi _r; "
-                f"for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = ember_{fn}(_x[0], _x[1], _x[2], _x[3], "
-                f"{', '.join(wl)}); _r; }})")
+        lane_by_lane = (f"({{ {decl} int32_t _x[4] = {{{', '.join(sx)}}}; ember_vi _r; "
+                        f"for (int _i = 0; _i < EMBER_LANES; ++_i) _r[_i] = ember_{fn}(_x[0], _x[1], _x[2], _x[3], "
+                        f"{', '.join(wl)}); _r; }})")
+        return lane_by_lane if acc is None else f"({acc} + {lane_by_lane})"
 
     def index_mask(self, e: BinOp, ctx: _Ctx, guard: bool) -> str:
         """A comparison of index vectors (ramps and broadcasts of int64): the lane mask, built

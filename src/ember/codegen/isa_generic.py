@@ -10,7 +10,7 @@ from __future__ import annotations
 NAME = "generic"
 
 #: the hooks, in the order the preamble writes them
-HOOKS = ('include', 'maxmin', 'no_contract', 'vround', 'widen_narrow', 'vdot4', 'vdot4_sat16')
+HOOKS = ('include', 'maxmin', 'no_contract', 'vround', 'widen_narrow', 'vdot4', 'vdot4_acc', 'vdot4_sat16')
 
 GENERIC = {
     "include": "",
@@ -38,6 +38,9 @@ static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { return __builtin_convertv
   for (int i = 0; i < EMBER_LANES; ++i)
     r[i] = ember_dot4(x & 255, (x >> 8) & 255, (x >> 16) & 255, x >> 24, w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
   return r;
+""",
+    "vdot4_acc": """\
+  return acc + ember_vdot4(x, w);
 """,
     "vdot4_sat16": """\
   ember_vi r;

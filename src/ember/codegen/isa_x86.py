@@ -60,6 +60,14 @@ static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { long long b = ember_low_b
 #elif defined(__AVXVNNI__) && EMBER_LANES == 8
   return (ember_vi)_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
 """,
+    "vdot4_acc": """\
+#if defined(__AVX512VNNI__) && EMBER_LANES == 16
+  return (ember_vi)_mm512_dpbusd_epi32((__m512i)acc, _mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__) && EMBER_LANES == 8
+  return (ember_vi)_mm256_dpbusd_epi32((__m256i)acc, _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
+#elif defined(__AVXVNNI__) && EMBER_LANES == 8
+  return (ember_vi)_mm256_dpbusd_avx_epi32((__m256i)acc, _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
+""",
     "vdot4_sat16": """\
 #if defined(__AVX2__) && EMBER_LANES == 8
   __m256i p = _mm256_maddubs_epi16(_mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));

@@ -24,7 +24,7 @@ from ..errors import EmberError
 from ..graph.ir import Graph
 from ..graph.verify import verify
 from .. import passes as graph_passes
-from ..passes import checked, fuse_attention, layout_nchwc, pack_weights, pair_saturation, winograd
+from ..passes import checked, fuse_attention, layout_nchwc, pack_int_matmul, pack_weights, pair_saturation, winograd
 from ..target import Target
 from ..tir import transform as loop
 from ..tir.stmt import PrimFunc
@@ -84,6 +84,10 @@ def graph_steps() -> tuple[Step, ...]:
              "instruction has them (x86 without VNNI)", required=True),
         Step("layout_nchwc", "graph", 3, lambda g, ctx: layout_nchwc.run(g, ctx.target.lanes, ctx.target.int8_dot),
              "convolutions on NCHW[x]c activations, the layout kept through the ops between them"),
+        Step("pack_int_matmul", "graph", 3,
+             lambda g, ctx: pack_int_matmul.run(g, ctx.target.lanes, ctx.target.int8_dot,
+                                               ctx.target.int8_pairs_saturate),
+             "integer matmuls of constant weights on weights packed for the 8-bit dot products"),
         *(Step(p.name, "graph", 3, (lambda p: lambda g, ctx: p(g))(p), "after the layout change: " + p.doc)
           for p in graph_passes.pipeline(1)),
         Step("winograd", "graph", 3, lambda g, ctx: winograd.run(g, ctx.target.lanes),

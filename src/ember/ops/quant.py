@@ -350,7 +350,100 @@ class MatMulInt(Op):
             lambda b, m, kk: x[broadcast_index(x.shape[:-2], batch, b) + (m, kk)],
             lambda b, kk, n: y[broadcast_index(y.shape[:-2], batch, b) + (kk, n)], a["saturate_pairs"])
 
-    #: register tiles of rows x vectors of int32 accumulators, as the float product's
+
+
+@register
+class MatMulIntPacked(Op):
+    """``matmul_int`` of 8-bit activations and a constant int8 weight packed at compile time in
+    groups of four along the reduction (``passes.pack_int_matmul``): x [..., M, 4 K4] (the
+    reduction padded with zeros to whole groups) @ wp -> int32 [..., M, n], the weight's last
+    panel of nb columns padded with zero weights.  Four products per 8-bit dot product, the
+    pairs (4q, 4q + 1) and (4q + 2, 4q + 3) (``matmul_int``'s ``saturate_pairs`` pairs):
+
+    * ``pairs="saturate"``: wp [ceil(N/nb), K4, nb, 4], ``dot4_sat16`` (x86's 8-bit
+      multiply-add, pairs saturating);
+    * ``pairs="exact"``: the same layout, ``dot4`` (exact: VNNI's ``vpdpbusd``);
+    * ``pairs="split"``: wp [ceil(N/nb), K4, 2, nb, 4], two halves each summed by
+      ``dot4_sat16`` and added: x @ h0 + x @ h1 with pairs saturating in each.  The pass splits
+      a weight into halves of magnitude at most 64, whose pairs of uint8 products stay within
+      int16 (255 * 64 * 2 = 32640): the exact product with x86's multiply-add, without VNNI.
+    """
+
+    name = "matmul_int_packed"
+    pattern = Pattern.OUT_ELEMWISE_FUSABLE
+    attrs = {"n": REQUIRED, "pairs": "exact"}
+    num_inputs = 2
+
+    @staticmethod
+    def pack(w: np.ndarray, nb: int) -> np.ndarray:
+        """``w`` [K, N] as [ceil(N/nb), ceil(K/4), nb, 4], zero-padded; a [2, K, N] pair of
+        halves as [ceil(N/nb), ceil(K/4), 2, nb, 4]."""
+        if w.ndim == 3:
+            return np.ascontiguousarray(np.stack([MatMulIntPacked.pack(h, nb) for h in w], axis=2))
+        k, n = w.shape
+        k4, nt = -(-k // 4), -(-n // nb)
+        padded = np.zeros((k4 * 4, nt * nb), w.dtype)
+        padded[:k, :n] = w
+        return np.ascontiguousarray(padded.reshape(k4, 4, nt, nb).transpose(2, 0, 3, 1))
+
+    @staticmethod
+    def unpack(wp: np.ndarray, n: int) -> np.ndarray:
+        """The [4 K4, n] weight of ``wp`` (its padded reduction rows included); [2, 4 K4, n] for
+        a split one."""
+        if wp.ndim == 5:
+            return np.stack([MatMulIntPacked.unpack(wp[:, :, h], n) for h in range(2)])
+        nt, k4, nb, _ = wp.shape
+        return np.ascontiguousarray(wp.transpose(1, 3, 0, 2).reshape(k4 * 4, nt * nb)[:, :n])
+
+    @staticmethod
+    def split(w: np.ndarray) -> np.ndarray:
+        """Int8 ``w`` as halves [2, ...] in [-64, 64] that add up to it."""
+        lo = w.astype(np.int16) >> 1
+        return np.stack([lo, w.astype(np.int16) - lo]).astype(np.int8)
+
+    def infer(self, a, x, wp):
+        _check_eight_bit(self, x, wp)
+        split = a["pairs"] == "split"
+        if a["pairs"] not in ("saturate", "exact", "split"):
+            raise self.fail(f"pairs must be 'saturate', 'exact' or 'split', got {a['pairs']!r}")
+        if x.rank < 2 or wp.rank != (5 if split else 4) or wp.shape[-1] != 4 or wp.dtype != "int8" or \
+                (split and wp.shape[2] != 2):
+            raise self.fail(f"expects x of rank >= 2 and an int8 weight packed [N/nb, K/4, {'2, ' if split else ''}"
+                            f"nb, 4] (pairs={a['pairs']!r}), got {x} and {wp}")
+        nt, k4, nb = wp.shape[0], wp.shape[1], wp.shape[-2]
+        if x.shape[-1] != 4 * k4:
+            raise self.fail(f"x {x} does not have the {4 * k4} reduction elements of the packed weight {wp}")
+        n = a["n"]
+        if not isinstance(n, int) or not (nt - 1) * nb < n <= nt * nb:
+            raise self.fail(f"n={n!r} does not fit the panels of {wp}")
+        return TensorType(tuple(x.shape[:-1]) + (n,), "int32")
+
+    def reference(self, a, x, wp):
+        w = self.unpack(wp, a["n"])
+        if a["pairs"] == "split":
+            return _wrap32(matmul_int_reference(x, w[0], True).astype(np.int64)
+                           + matmul_int_reference(x, w[1], True))
+        return matmul_int_reference(x, w, a["pairs"] == "saturate")
+
+    def compute(self, a, x, wp):
+        k4, nb = wp.shape[1], wp.shape[-2]
+        nbd = len(x.shape) - 2
+        rq = te.reduce_axis(k4, "rq")
+        dot = "dot4" if a["pairs"] == "exact" else "dot4_sat16"
+        halves = (0, 1) if a["pairs"] == "split" else (None,)
+
+        def f(*i):
+            b, m, n = tuple(i[:nbd]), i[nbd], i[nbd + 1]
+            xs = [x[b + (m, rq * 4 + j)] for j in range(4)]
+            total = None
+            for h in halves:
+                ws = [wp[(n // nb, rq) + (() if h is None else (h,)) + (n % nb, j)] for j in range(4)]
+                d = te.call(dot, *xs, *ws)
+                total = d if total is None else total + d
+            return te.sum(total, [rq])
+
+        return te.compute(tuple(x.shape[:-1]) + (a["n"],), f, name="matmul_int")
+
 
 # ---- the blocked layout (see ember.ops.nn: NCHW[x]c) ---------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from . import register
 from .cpu_loops import default_schedule, register_tile, vectorize_partials
-from .cpu_model import matmul_vectors, register_rows, size_hint
+from .cpu_model import matmul_vectors, pick_tile, register_rows, size_hint
 
 
 @register("cpu", "matmul", "matmul_packed", "matmul_int")
@@ -25,6 +25,23 @@ def matmul(a, s, mm, target):
         cols = target.knob("matmul.vectors", matmul_vectors(n.extent, lanes, target.core)) * lanes
     rows = target.knob("matmul.rows", register_rows(m.extent, cols // lanes, target.core))
     register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
+
+
+@register("cpu", "matmul_int_packed")
+def matmul_int_packed(a, s, mm, target):
+    """Register tiles of rows x one panel of the packed weight (one or two vectors of int32
+    accumulators per row, beside the activations' broadcast, the pairwise add's vector of ones
+    and temporaries); the batch dims and panels run in parallel."""
+    root, red = s.root, s[mm]
+    *batch, m, n = root.tensor.axes
+    nb = mm.inputs()[-1].shape[-2]              # the packed weight (read after x): its panel width
+    if nb % target.lanes:
+        default_schedule(s, target)      # panels made for other vectors
+        return
+    vecs = nb // target.lanes
+    budget = target.core.registers - 4
+    rows = target.knob("matmul.rows", pick_tile(m.extent, max(1, budget // vecs - 4), budget // vecs))
+    register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=nb, lanes=target.lanes, before=batch)
 
 
 @register("cpu", "attention")

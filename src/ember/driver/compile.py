@@ -370,7 +370,7 @@ def where_src(v: Value, in_index, const_offsets) -> str:
 
 def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=None, profile: bool = False,
                cflags: tuple[str, ...] = (), disabled: frozenset = frozenset(),
-               kernel_knobs: Mapping[str, Mapping] | None = None) -> str | None:
+               kernel_knobs: Mapping[str, Mapping] | None = None, stamps: list | None = None) -> str | None:
     """The cache key of a compile: a hash of everything it reads and everything that changes its
     output: Ember's own source, the target (every processor feature: the C is compiled for this
     machine), the C compiler, the options, the model's bytes and the contents of every external
@@ -401,7 +401,7 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
     put("limits", json.dumps(sorted(ember_limits.current().as_dict().items()), default=str))
     if isinstance(model, (str, os.PathLike)):
         from ..frontend.files import ONNX, file_type
-        from ..frontend.onnx_files import hash_model_files
+        from ..frontend.onnx_files import file_stamp, hash_model_files
 
         path, kind = os.fspath(model), file_type(model)
         put("format", kind.name)
@@ -409,11 +409,13 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
             if not os.path.isfile(path):
                 return None
             with open(path, "rb") as f:
+                if stamps is not None:
+                    stamps.append((path, file_stamp(os.fstat(f.fileno()))))
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
             return h.hexdigest()
         try:
-            hash_model_files(path, h)    # the model and its external data, read safely
+            hash_model_files(path, h, stamps)    # the model and its external data, read safely
         except EmberError:
             return None   # not cached: the frontend reports what is wrong with the files
         return h.hexdigest()
@@ -430,6 +432,18 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
         put("model", model.SerializeToString(deterministic=True))
         return h.hexdigest()
     return None   # graphs are not cached (cheap to hash wrongly, so we do not guess)
+
+
+def _unchanged(stamps: list) -> bool:
+    """Whether every file of ``stamps`` (``(path, file_stamp)`` taken when the key hashed it)
+    is still the same file with the same size and modification and change times: any write to
+    it since changed its change time (``st_ctime``), so it holds what the key hashed."""
+    from ..frontend.onnx_files import file_stamp
+
+    try:
+        return all(file_stamp(os.stat(p)) == st for p, st in stamps)
+    except OSError:
+        return False
 
 
 def _external_locations(mp) -> set[str]:
@@ -548,8 +562,9 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     dump = dump or os.environ.get("EMBER_DUMP") or None
     models = Cache("models", suffix=".so")
+    stamps: list = []       # a model file's: what says that it did not change while it was read
     with tm.step("cache key (hash the model)"):
-        key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled, tuned) \
+        key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled, tuned, stamps) \
             if cache and not dump else None
     if key is not None:
         for kind in (models, Cache("programs", suffix=".ember")):
@@ -568,9 +583,11 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
     with tm.step("frontend (import the model)"):
         graph = to_graph(model, shapes, bounds)
     with tm.step("cache key (hash the model)"):
-        if key is not None and _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled,
-                                          tuned) != key:
-            key = None      # the files changed while they were read: do not file this under either key
+        # the files changed while they were read: do not file this under either key
+        if key is not None and not (_unchanged(stamps) if stamps else
+                                    _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags),
+                                               disabled, tuned) == key):
+            key = None
     dumper = _Dumper(Path(dump)) if dump else None
     if dumper:
         dumper("input", graph)

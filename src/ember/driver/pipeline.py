@@ -165,12 +165,31 @@ def run_graph(graph: Graph, ctx: Context, steps: Sequence[Step] | None = None) -
 
 def run_loop(f: PrimFunc, ctx: Context, steps: Sequence[Step] | None = None) -> PrimFunc:
     """Run the loop-IR ``steps`` (by default :data:`LOOP_STEPS`) that ``ctx`` enables on kernel
-    ``f``, verifying it after every one (a defect names the pass) and dumping it after every one
-    (``<pass>.<kernel>``)."""
-    steps = LOOP_STEPS if steps is None else steps
+    ``f``, verifying the result (a defect names the pass that made it) and, when dumping,
+    dumping it after every one (``<pass>.<kernel>``).
+
+    The passes make new kernels (they never change theirs), so only the last kernel is verified:
+    when it is malformed, or a pass fails, the passes run again from ``f``, each result verified,
+    to name the first pass whose kernel is malformed.  When dumping, every result is verified
+    (the dump shows only well-formed kernels)."""
+    steps = [s for s in (LOOP_STEPS if steps is None else steps) if ctx.runs(s)]
+    if ctx.dump is not None:
+        return _run_loop_verified(f, ctx, steps)
+    out = f
+    try:
+        for step in steps:
+            with ctx.timed(f"loop pass {step.name}"):
+                out = step.run(out, ctx)
+        with ctx.timed("loop: verify"):
+            verify_func(out)
+    except Exception:
+        _run_loop_verified(f, ctx, steps)      # raises the error naming the pass, if one is malformed
+        raise
+    return out
+
+
+def _run_loop_verified(f: PrimFunc, ctx: Context, steps: Sequence[Step]) -> PrimFunc:
     for step in steps:
-        if not ctx.runs(step):
-            continue
         with ctx.timed(f"loop pass {step.name}"):
             f = step.run(f, ctx)
         try:

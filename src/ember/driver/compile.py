@@ -261,9 +261,10 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     last_said = time.perf_counter()
     for k, grp in enumerate(groups):
         t_kernel = time.perf_counter()
-        _kernel(k, grp)
-        if k % 32 == 31:
-            gc.collect(0)       # what the last kernels left (see passes.base.paused_gc)
+        with ctx.timed("kernels: signatures, reuse, calls"):      # (lowering and C are steps of their own)
+            _kernel(k, grp)
+            if k % 32 == 31:
+                gc.collect(0)       # what the last kernels left (see passes.base.paused_gc)
         now = time.perf_counter()
         if now - last_said >= 5.0 and k + 1 < len(groups):     # long work says how far it got
             say(f"generated {k + 1} of {len(groups)} kernels (the last, {grp.name}, took {now - t_kernel:.1f} s)")
@@ -329,21 +330,25 @@ def _constants(values, in_names, defaults) -> tuple[dict[Value, int], dict[str, 
     """The constants blob: every constant of ``values`` (once) and the default values of inputs
     a caller may leave out (read only when it does), each 64-byte aligned; returns where each
     constant and each default lies in it, and the blob."""
-    const_offsets: dict[Value, int] = {}
-    blob = bytearray()
-    for v in dict.fromkeys(values):
-        arr = np.ascontiguousarray(v.const)
-        pad = (-len(blob)) % CONST_ALIGN
-        blob += b"\0" * pad
-        const_offsets[v] = len(blob)
-        blob += arr.tobytes()
-    default_offsets: dict[str, int] = {}
-    for n in in_names:
-        if n in defaults:
-            blob += b"\0" * ((-len(blob)) % CONST_ALIGN)
-            default_offsets[n] = len(blob)
-            blob += np.ascontiguousarray(defaults[n]).tobytes()
-    blob += b"\0" * ((-len(blob)) % CONST_ALIGN or CONST_ALIGN)
+    parts: list[tuple[int, np.ndarray]] = []
+    size = 0
+
+    def place(arr) -> int:
+        nonlocal size
+        arr = np.ascontiguousarray(arr)
+        size += (-size) % CONST_ALIGN
+        parts.append((size, arr))
+        size += arr.nbytes
+        return parts[-1][0]
+
+    const_offsets = {v: place(v.const) for v in dict.fromkeys(values)}
+    default_offsets = {n: place(defaults[n]) for n in in_names if n in defaults}
+    size += (-size) % CONST_ALIGN or CONST_ALIGN
+    blob = bytearray(size)          # zeros between the arrays; each array copied in once
+    whole = np.frombuffer(blob, np.uint8)
+    for offset, arr in parts:
+        whole[offset:offset + arr.nbytes] = arr.reshape(-1).view(np.uint8)
+    del whole
     return const_offsets, default_offsets, blob
 
 

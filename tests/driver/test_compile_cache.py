@@ -44,3 +44,26 @@ def test_a_model_file_written_while_it_is_read_is_not_cached(tmp_path, monkeypat
     again = ember.compile(str(path))
     assert list(again.timings.steps) == ["cache key (hash the model)", "load"]
     assert np.allclose(again.run({"x": x})["y"], 2.0)
+
+
+def test_a_model_file_hash_is_remembered_while_its_stamp_holds(tmp_path, monkeypatch):
+    from ember.frontend import onnx_files
+    from ember.target import host
+
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "m.onnx"
+    onnx.save(_scale(2.0), str(path))
+    key = build._model_key(str(path), host(), 3)
+    assert key is not None
+    assert not (tmp_path / "cache" / "hashes").exists() or not any((tmp_path / "cache" / "hashes").iterdir())
+    monkeypatch.setattr(build, "RACY_SECONDS", -1.0)      # the file was just written: remember it anyway
+    assert build._model_key(str(path), host(), 3) == key
+    reads = []
+    real = onnx_files.hash_model_files
+    monkeypatch.setattr(onnx_files, "hash_model_files", lambda *a: reads.append(a) or real(*a))
+    stamps: list = []
+    assert build._model_key(str(path), host(), 3, stamps=stamps) == key and not reads   # from the memo
+    assert [p for p, _ in stamps] == [str(path)]
+    onnx.save(_scale(3.0), str(path))                      # a write changes the stamp: hashed again
+    other = build._model_key(str(path), host(), 3)
+    assert reads and other not in (None, key)

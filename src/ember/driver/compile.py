@@ -406,7 +406,7 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
     put("limits", json.dumps(sorted(ember_limits.current().as_dict().items()), default=str))
     if isinstance(model, (str, os.PathLike)):
         from ..frontend.files import ONNX, file_type
-        from ..frontend.onnx_files import file_stamp, hash_model_files
+        from ..frontend.onnx_files import file_stamp
 
         path, kind = os.fspath(model), file_type(model)
         put("format", kind.name)
@@ -420,7 +420,7 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
                     h.update(chunk)
             return h.hexdigest()
         try:
-            hash_model_files(path, h, stamps)    # the model and its external data, read safely
+            _hash_model_files(path, h, stamps)   # the model and its external data, read safely
         except EmberError:
             return None   # not cached: the frontend reports what is wrong with the files
         return h.hexdigest()
@@ -437,6 +437,50 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
         put("model", model.SerializeToString(deterministic=True))
         return h.hexdigest()
     return None   # graphs are not cached (cheap to hash wrongly, so we do not guess)
+
+
+#: a file changed less than this many seconds before it was hashed is not remembered: a second
+#: write within the file system's time stamp granularity could leave its stamp as it was
+RACY_SECONDS = 2.0
+
+
+def _hash_model_files(path: str, h, stamps: list | None) -> None:
+    """Feed ``h`` the sha256 of the ONNX model at ``path`` and its external data files
+    (``onnx_files.hash_model_files``), remembered in ``Cache("hashes")`` by the model file's
+    stamp (``file_stamp``: the file, its size, its modification and change times), with every
+    file's stamp: while every stamp holds, no file was written (a write sets the change time
+    to now), so the digest is used without reading the files again.  Files written within
+    ``RACY_SECONDS`` before they were hashed are not remembered."""
+    from ..frontend.onnx_files import file_stamp, hash_model_files
+    from ..toolchain import Cache
+
+    files: list = []
+    memo = Cache("hashes", suffix=".json")
+    try:
+        mkey = hashlib.sha256(repr((os.path.abspath(path), file_stamp(os.stat(path)))).encode()).hexdigest()
+        hit = memo.get(mkey)
+        if hit is not None:
+            rec = json.loads(hit.read_text())
+            files = [(p, tuple(st)) for p, st in rec["files"]]
+            if files and _unchanged(files):
+                h.update(bytes.fromhex(rec["sha256"]))
+                if stamps is not None:
+                    stamps.extend(files)
+                return
+    except (OSError, ValueError, KeyError, TypeError):
+        mkey = None       # no memo (the frontend reports a file it cannot read)
+    files = []
+    inner = hashlib.sha256()
+    hash_model_files(path, inner, files)
+    h.update(inner.digest())
+    if stamps is not None:
+        stamps.extend(files)
+    newest = max(st[4] for _, st in files) / 1e9          # the latest change time
+    if mkey is not None and time.time() - newest > RACY_SECONDS:
+        try:
+            memo.put_bytes(mkey, json.dumps({"sha256": inner.hexdigest(), "files": files}).encode())
+        except (OSError, EmberError):
+            pass          # only an optimization
 
 
 def _unchanged(stamps: list) -> bool:

@@ -87,13 +87,14 @@ class CompiledModel:
 
     def __init__(self, graph: Graph, groups, plan, units: dict[str, str], constants: bytes, kernels,
                  object_keys: dict[str, str] | None = None, kernel_files: dict[str, str] | None = None,
-                 workloads: dict | None = None):
+                 workloads: dict | None = None, constants_sha256: str | None = None):
         self.graph = graph
         self.groups = groups
         self.plan = plan
         self.units = units
         self.source = units_listing(units)
         self.constants = constants
+        self.constants_sha256 = constants_sha256 or hashlib.sha256(constants).hexdigest()
         self.kernels = kernels
         self.object_keys = object_keys or {}
         self.kernel_files = kernel_files or {}     # each kernel's C name -> the file that defines it
@@ -323,7 +324,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
                             data_entry=dd.entry_params if dd else None, isa=target.isa)
     return CompiledModel(g, groups, plan, units, bytes(blob), kernels + regions.kernels,
                          {f"{kc.symbol}.c": kc.code for kc in gen.kernels},
-                         {kc.name: f"{kc.symbol}.c" for kc in gen.kernels}, workloads)
+                         {kc.name: f"{kc.symbol}.c" for kc in gen.kernels}, workloads, weights_sha256)
 
 
 def _constants(values, in_names, defaults) -> tuple[dict[Value, int], dict[str, int], bytearray]:
@@ -692,7 +693,8 @@ def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: Progre
         f"({sum(map(len, cm.units.values())) // 1024} KiB), {len(cm.constants) / 1e6:.1f} MB constants")
     return build_shared(cm.units, {"ember_constants": cm.constants}, flags=list(cflags), name=c_ident(name),
                         progress=(lambda step, done, total: say(step)) if report_steps else None, target=tgt,
-                        object_keys=cm.object_keys, pch="model.h", timings=timings)
+                        object_keys=cm.object_keys, pch="model.h", timings=timings,
+                        blob_keys={"ember_constants": cm.constants_sha256})
 
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,

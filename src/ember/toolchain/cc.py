@@ -251,7 +251,7 @@ def default_jobs() -> int:
 def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None = None, *,
                  flags: Sequence[str] | None = None, name: str = "model", jobs: int | None = None,
                  progress: ProgressFn | None = None, target=None, object_keys: Mapping[str, str] | None = None,
-                 pch: str | None = None, timings=None) -> Path:
+                 pch: str | None = None, timings=None, blob_keys: Mapping[str, str] | None = None) -> Path:
     """Builds (or finds in the cache) the artifact for ``sources`` and ``blobs``.
 
     ``sources`` maps file names (``*.c``, ``*.h``, ``*.s``, ``*.S``) to their text; C files
@@ -270,6 +270,8 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     readable names differ from model to model, keyed by its canonical code).  ``pch`` names a
     header of ``sources`` that every C file of ``sources`` includes first: it is precompiled
     once (and cached) where the compiler can, so the files do not each parse it again.
+    ``blob_keys`` may give a blob's sha256 (hex), computed by the caller, for the library's key
+    in place of its bytes (which are then not hashed again).
     ``timings`` (an :class:`ember.timings.Timings`) receives the time of each step: the key,
     the compiles (how many files were compiled, how many came from the cache), the link, the
     seal and the store.
@@ -305,7 +307,7 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     wasm = cross and target.triple.startswith("wasm")
     timed = timings.step if timings is not None else (lambda step: nullcontext())
     with timed("C: build key (hash the sources and constants)"):
-        key = _build_key(compiler, cflags, sources, blobs, rt, (*link_flags, *link_libs))
+        key = _build_key(compiler, cflags, sources, blobs, rt, (*link_flags, *link_libs), blob_keys)
         libs = Cache("lib", suffix=".wasm" if wasm else ".so")
         entry = f"{safe_name}-{key}"
         hit = libs.get(entry)
@@ -334,7 +336,8 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
 
 
 def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str],
-               blobs: Mapping[str, bytes], rt: Mapping[str, bytes], link: Sequence[str] = (*LINK_FLAGS, *LINK_LIBS)) -> str:
+               blobs: Mapping[str, bytes], rt: Mapping[str, bytes], link: Sequence[str] = (*LINK_FLAGS, *LINK_LIBS),
+               blob_keys: Mapping[str, str] | None = None) -> str:
     h = hashlib.sha256()
 
     def put(tag: str, data: bytes | str) -> None:
@@ -354,7 +357,10 @@ def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str]
     for fname in sorted(sources):
         put("source " + fname, sources[fname])
     for sym in sorted(blobs):
-        put("blob " + sym, memoryview(blobs[sym]).cast("B"))
+        if blob_keys and sym in blob_keys:
+            put(f"blob {sym} {len(memoryview(blobs[sym]).cast('B'))} sha256", blob_keys[sym])
+        else:
+            put("blob " + sym, memoryview(blobs[sym]).cast("B"))
     return h.hexdigest()
 
 

@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                                                  "and the generated source to DIR")
     c.add_argument("--disable-pass", action="append", default=[], metavar="PASS",
                    help="do not run this pass of the pipeline (repeatable; 'ember passes' lists them)")
+    c.add_argument("--timings", action="store_true", help="print the wall and CPU seconds of every step of the "
+                                                          "compile (frontend, each pass, lowering, C generation, "
+                                                          "C compiles, link, load)")
     _add_records_option(c)
     c.set_defaults(func=cmd_compile)
 
@@ -302,6 +305,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"wrote {out}: model.wasm, model.mjs (load and run it in a page or Node.js), index.html (an example)")
         print(f"  model.wasm {_bytes(_path_size(out / 'model.wasm'))}; serve the folder over HTTP to open the page")
         print(f"  compiled in {seconds:.2f} s")
+        _print_timings(module, args)
         return 0
     module.save(str(out))
     meta = getattr(module, "metadata", {}) or {}
@@ -320,7 +324,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"  host steps {len(hosts)} ({', '.join(sorted({op for _, op in hosts}))}): a program for the "
               "Python runtime (ember.load); the C API cannot run it")
     print(f"  compiled in {seconds:.2f} s")
+    _print_timings(module, args)
     return 0
+
+
+def _print_timings(module: Any, args: argparse.Namespace) -> None:
+    timings = getattr(module, "timings", None)
+    if args.timings and timings is not None:
+        print("\ntimings (own wall and CPU seconds of each step; CPU counts every thread and the C compiler):")
+        print(timings.table(), end="")
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

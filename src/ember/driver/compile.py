@@ -41,6 +41,7 @@ from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, model_
 from ..ops import get_op
 from ..schedules.knobs import MODEL_KNOBS, check_knobs
 from ..runtime.program import write_program
+from ..timings import Timings
 from .data_dims import DataDims, data_symbols
 from .kernels import kernel_call, new_workload, tuning_key, workload_key
 from .pipeline import Context, check_disabled, generic_steps, run_graph
@@ -86,13 +87,14 @@ class CompiledModel:
 
     def __init__(self, graph: Graph, groups, plan, units: dict[str, str], constants: bytes, kernels,
                  object_keys: dict[str, str] | None = None, kernel_files: dict[str, str] | None = None,
-                 workloads: dict | None = None):
+                 workloads: dict | None = None, constants_sha256: str | None = None):
         self.graph = graph
         self.groups = groups
         self.plan = plan
         self.units = units
         self.source = units_listing(units)
         self.constants = constants
+        self.constants_sha256 = constants_sha256 or hashlib.sha256(constants).hexdigest()
         self.kernels = kernels
         self.object_keys = object_keys or {}
         self.kernel_files = kernel_files or {}     # each kernel's C name -> the file that defines it
@@ -147,16 +149,18 @@ def schedule_hints(graph: Graph, bounds: dict[str, int]) -> dict[str, int]:
 
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
              progress: ProgressFn | None = None, profile: bool = False, observe: bool = False,
-             disabled_passes=(), kernel_knobs: Mapping[str, Mapping] | None = None) -> CompiledModel:
+             disabled_passes=(), kernel_knobs: Mapping[str, Mapping] | None = None,
+             timings: Timings | None = None) -> CompiledModel:
     """Run the compiler on a graph up to the C source and the constants blob.  ``observe``
     (``ember bisect``) makes every kernel's result an output too (see :func:`observe_kernels`).
     ``disabled_passes`` names passes of the pipeline (``driver.pipeline``) not to run.
     ``kernel_knobs`` (tuning: ``ember.tune``) maps workload keys (``kernels.workload_key``) to
     schedule knobs set for those kernels only; with it, even empty, the result lists every
-    distinct kernel's workload and the knobs it asked (``CompiledModel.workloads``)."""
+    distinct kernel's workload and the knobs it asked (``CompiledModel.workloads``).  ``timings``
+    receives the time of every step (:mod:`ember.timings`)."""
     with paused_gc():          # collected after each pass and every few kernels instead
         return _generate(graph, target, opt_level, dump, progress, profile, observe,
-                         check_disabled(disabled_passes), kernel_knobs)
+                         check_disabled(disabled_passes), kernel_knobs, timings)
 
 
 def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
@@ -171,14 +175,15 @@ def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
 
 def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | None, progress: ProgressFn | None,
               profile: bool, observe: bool = False, disabled_passes: frozenset = frozenset(),
-              kernel_knobs: Mapping[str, Mapping] | None = None) -> CompiledModel:
+              kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None) -> CompiledModel:
     say = progress or (lambda msg: None)
     say(f"optimizing graph ({len(graph.nodes)} nodes, opt level {opt_level})")
     in_names = [v.name for v in graph.inputs]
     out_names = [v.name for v in graph.outputs]
-    ctx = Context(target, opt_level, frozenset(disabled_passes), dump, progress)
+    ctx = Context(target, opt_level, frozenset(disabled_passes), dump, progress, timings)
     g = run_graph(graph, ctx)
-    groups = fuse(g)
+    with ctx.timed("fusion"):
+        groups = fuse(g)
     if observe:
         observe_kernels(g, groups, out_names)
     bounds = symbol_bounds(g)
@@ -188,30 +193,20 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         say("symbolic dimensions: " + ", ".join(f"{n} <= {b}" if n in limits else f"{n} (planned for {b})"
                                                 for n, b in bounds.items()))
     regions = Regions(target, opt_level, limits, bounds, sym_index, {grp.name for grp in groups}, dump, ctx)
-    regions.prepare(groups)     # compiles region bodies; each region group gets its scratch buffer
+    with ctx.timed("regions"):
+        regions.prepare(groups)     # compiles region bodies; each region group gets its scratch buffer
     hints = schedule_hints(g, bounds)
-    dd = DataDims(g, groups, sym_index, limits)
-    plan = plan_memory(g, groups, bounds=bounds, exclude=set(dd.blocks))
-    check_memory(g, plan)
+    with ctx.timed("memory plan"):
+        dd = DataDims(g, groups, sym_index, limits)
+        plan = plan_memory(g, groups, bounds=bounds, exclude=set(dd.blocks))
+        check_memory(g, plan)
     say(f"generating {len(groups)} kernels")
 
     # where every value lives at run time
-    const_offsets: dict[Value, int] = {}
-    blob = bytearray()
-    for v in dict.fromkeys(g.constants() + regions.constants()):
-        arr = np.ascontiguousarray(v.const)
-        pad = (-len(blob)) % CONST_ALIGN
-        blob += b"\0" * pad
-        const_offsets[v] = len(blob)
-        blob += arr.tobytes()
-    # the default values of inputs a caller may leave out, read only when it does
-    default_offsets: dict[str, int] = {}
-    for n in in_names:
-        if n in graph.defaults:
-            blob += b"\0" * ((-len(blob)) % CONST_ALIGN)
-            default_offsets[n] = len(blob)
-            blob += np.ascontiguousarray(graph.defaults[n]).tobytes()
-    blob += b"\0" * ((-len(blob)) % CONST_ALIGN or CONST_ALIGN)
+    with ctx.timed("constants"):
+        const_offsets, default_offsets, blob = _constants(g.constants() + regions.constants(), in_names,
+                                                          graph.defaults)
+        weights_sha256 = hashlib.sha256(blob).hexdigest()
     buffer_index = {v: k for k, v in enumerate(plan.offsets)} if bounds else {}
     in_index = {v: k for k, v in enumerate(g.inputs)}
     out_index: dict[Value, int] = {}
@@ -267,9 +262,10 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
     last_said = time.perf_counter()
     for k, grp in enumerate(groups):
         t_kernel = time.perf_counter()
-        _kernel(k, grp)
-        if k % 32 == 31:
-            gc.collect(0)       # what the last kernels left (see passes.base.paused_gc)
+        with ctx.timed("kernels: signatures, reuse, calls"):      # (lowering and C are steps of their own)
+            _kernel(k, grp)
+            if k % 32 == 31:
+                gc.collect(0)       # what the last kernels left (see passes.base.paused_gc)
         now = time.perf_counter()
         if now - last_said >= 5.0 and k + 1 < len(groups):     # long work says how far it got
             say(f"generated {k + 1} of {len(groups)} kernels (the last, {grp.name}, took {now - t_kernel:.1f} s)")
@@ -303,7 +299,7 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
                      **({"squeeze": list(g.squeezes[k])} if k in g.squeezes else {})}
                     for k, (n, v) in enumerate(zip(out_names, g.outputs))],
         "arena_bytes": plan.arena_bytes, "constants_bytes": len(blob),
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "weights_sha256": weights_sha256,
         "kernels": len(kernels) + len(regions.kernels),
         "intermediate_bytes": plan.total_intermediate_bytes,
     }
@@ -322,12 +318,39 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         shapes_c += buffer_table(list(buffer_index), plan, sym_index)
         if dd:
             shapes_c += dd.functions([(n, v.shape) for n, v in zip(out_names, g.outputs)])
-    units = model_units(g.name, target.lanes, gen.kernels, entry, meta, plan.arena_bytes,
-                        entry_names if profile else None, shapes_c, gen.check_sites,
-                        data_entry=dd.entry_params if dd else None, isa=target.isa)
+    with ctx.timed("C generation"):
+        units = model_units(g.name, target.lanes, gen.kernels, entry, meta, plan.arena_bytes,
+                            entry_names if profile else None, shapes_c, gen.check_sites,
+                            data_entry=dd.entry_params if dd else None, isa=target.isa)
     return CompiledModel(g, groups, plan, units, bytes(blob), kernels + regions.kernels,
                          {f"{kc.symbol}.c": kc.code for kc in gen.kernels},
-                         {kc.name: f"{kc.symbol}.c" for kc in gen.kernels}, workloads)
+                         {kc.name: f"{kc.symbol}.c" for kc in gen.kernels}, workloads, weights_sha256)
+
+
+def _constants(values, in_names, defaults) -> tuple[dict[Value, int], dict[str, int], bytearray]:
+    """The constants blob: every constant of ``values`` (once) and the default values of inputs
+    a caller may leave out (read only when it does), each 64-byte aligned; returns where each
+    constant and each default lies in it, and the blob."""
+    parts: list[tuple[int, np.ndarray]] = []
+    size = 0
+
+    def place(arr) -> int:
+        nonlocal size
+        arr = np.ascontiguousarray(arr)
+        size += (-size) % CONST_ALIGN
+        parts.append((size, arr))
+        size += arr.nbytes
+        return parts[-1][0]
+
+    const_offsets = {v: place(v.const) for v in dict.fromkeys(values)}
+    default_offsets = {n: place(defaults[n]) for n in in_names if n in defaults}
+    size += (-size) % CONST_ALIGN or CONST_ALIGN
+    blob = bytearray(size)          # zeros between the arrays; each array copied in once
+    whole = np.frombuffer(blob, np.uint8)
+    for offset, arr in parts:
+        whole[offset:offset + arr.nbytes] = arr.reshape(-1).view(np.uint8)
+    del whole
+    return const_offsets, default_offsets, blob
 
 
 def check_memory(g: Graph, plan) -> None:
@@ -353,7 +376,7 @@ def where_src(v: Value, in_index, const_offsets) -> str:
 
 def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=None, profile: bool = False,
                cflags: tuple[str, ...] = (), disabled: frozenset = frozenset(),
-               kernel_knobs: Mapping[str, Mapping] | None = None) -> str | None:
+               kernel_knobs: Mapping[str, Mapping] | None = None, stamps: list | None = None) -> str | None:
     """The cache key of a compile: a hash of everything it reads and everything that changes its
     output: Ember's own source, the target (every processor feature: the C is compiled for this
     machine), the C compiler, the options, the model's bytes and the contents of every external
@@ -384,7 +407,7 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
     put("limits", json.dumps(sorted(ember_limits.current().as_dict().items()), default=str))
     if isinstance(model, (str, os.PathLike)):
         from ..frontend.files import ONNX, file_type
-        from ..frontend.onnx_files import hash_model_files
+        from ..frontend.onnx_files import file_stamp
 
         path, kind = os.fspath(model), file_type(model)
         put("format", kind.name)
@@ -392,11 +415,13 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
             if not os.path.isfile(path):
                 return None
             with open(path, "rb") as f:
+                if stamps is not None:
+                    stamps.append((path, file_stamp(os.fstat(f.fileno()))))
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
             return h.hexdigest()
         try:
-            hash_model_files(path, h)    # the model and its external data, read safely
+            _hash_model_files(path, h, stamps)   # the model and its external data, read safely
         except EmberError:
             return None   # not cached: the frontend reports what is wrong with the files
         return h.hexdigest()
@@ -413,6 +438,62 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
         put("model", model.SerializeToString(deterministic=True))
         return h.hexdigest()
     return None   # graphs are not cached (cheap to hash wrongly, so we do not guess)
+
+
+#: a file changed less than this many seconds before it was hashed is not remembered: a second
+#: write within the file system's time stamp granularity could leave its stamp as it was
+RACY_SECONDS = 2.0
+
+
+def _hash_model_files(path: str, h, stamps: list | None) -> None:
+    """Feed ``h`` the sha256 of the ONNX model at ``path`` and its external data files
+    (``onnx_files.hash_model_files``), remembered in ``Cache("hashes")`` by the model file's
+    stamp (``file_stamp``: the file, its size, its modification and change times), with every
+    file's stamp: while every stamp holds, no file was written (a write sets the change time
+    to now), so the digest is used without reading the files again.  Files written within
+    ``RACY_SECONDS`` before they were hashed are not remembered."""
+    from ..frontend.onnx_files import file_stamp, hash_model_files
+    from ..toolchain import Cache
+
+    files: list = []
+    memo = Cache("hashes", suffix=".json")
+    try:
+        mkey = hashlib.sha256(repr((os.path.abspath(path), file_stamp(os.stat(path)))).encode()).hexdigest()
+        hit = memo.get(mkey)
+        if hit is not None:
+            rec = json.loads(hit.read_text())
+            files = [(p, tuple(st)) for p, st in rec["files"]]
+            if files and _unchanged(files):
+                h.update(bytes.fromhex(rec["sha256"]))
+                if stamps is not None:
+                    stamps.extend(files)
+                return
+    except (OSError, ValueError, KeyError, TypeError):
+        mkey = None       # no memo (the frontend reports a file it cannot read)
+    files = []
+    inner = hashlib.sha256()
+    hash_model_files(path, inner, files)
+    h.update(inner.digest())
+    if stamps is not None:
+        stamps.extend(files)
+    newest = max(st[4] for _, st in files) / 1e9          # the latest change time
+    if mkey is not None and time.time() - newest > RACY_SECONDS:
+        try:
+            memo.put_bytes(mkey, json.dumps({"sha256": inner.hexdigest(), "files": files}).encode())
+        except (OSError, EmberError):
+            pass          # only an optimization
+
+
+def _unchanged(stamps: list) -> bool:
+    """Whether every file of ``stamps`` (``(path, file_stamp)`` taken when the key hashed it)
+    is still the same file with the same size and modification and change times: any write to
+    it since changed its change time (``st_ctime``), so it holds what the key hashed."""
+    from ..frontend.onnx_files import file_stamp
+
+    try:
+        return all(file_stamp(os.stat(p)) == st for p, st in stamps)
+    except OSError:
+        return False
 
 
 def _external_locations(mp) -> set[str]:
@@ -485,19 +566,26 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     results cannot be disabled).  ``records`` names a tuning records file (``ember tune``,
     :mod:`ember.driver.records`): each kernel it holds records of for this target gets the knobs
     of its fastest one.
+
+    The result's ``timings`` (an :class:`ember.timings.Timings`) says the wall and CPU seconds
+    of every step of the compile (``ember compile --timings`` prints its ``table()``).
     """
+    tm = Timings()
     try:
         lim = limits if isinstance(limits, ember_limits.Limits) else ember_limits.current().updated(limits)
     except ValueError as e:
         raise EmberError(str(e)) from None
     with ember_limits.using(lim), paused_gc():     # the passes collect (see passes.base.paused_gc)
-        return _compile(model, target, opt_level, shapes=shapes, bounds=bounds, dump=dump, progress=progress,
-                        cache=cache, profile=profile, cflags=cflags, knobs=knobs,
-                        disabled=check_disabled(disabled_passes), records=records)
+        result = _compile(model, target, opt_level, shapes=shapes, bounds=bounds, dump=dump, progress=progress,
+                          cache=cache, profile=profile, cflags=cflags, knobs=knobs,
+                          disabled=check_disabled(disabled_passes), records=records, tm=tm)
+    result.timings = tm.finish()
+    return result
 
 
 def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, bounds, dump, progress, cache: bool,
-             profile: bool, cflags: tuple[str, ...], knobs, disabled: frozenset = frozenset(), records=None):
+             profile: bool, cflags: tuple[str, ...], knobs, disabled: frozenset = frozenset(), records=None,
+             tm: Timings):
     from ..runtime import load
     from ..toolchain import Cache
 
@@ -509,8 +597,9 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
 
         if records is not None:
             raise TargetError("tuning records apply to CPU targets only")
-        return compile_gpu(model, tgt, opt_level, shapes=shapes, bounds=bounds, knobs=knobs,
-                           dump=dump or os.environ.get("EMBER_DUMP") or None, progress=progress)
+        with tm.step("GPU compile"):
+            return compile_gpu(model, tgt, opt_level, shapes=shapes, bounds=bounds, knobs=knobs,
+                               dump=dump or os.environ.get("EMBER_DUMP") or None, progress=progress)
     if knobs:
         tgt = tgt.with_knobs(check_knobs(knobs))
     tuned = None
@@ -523,25 +612,32 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     dump = dump or os.environ.get("EMBER_DUMP") or None
     models = Cache("models", suffix=".so")
-    key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled, tuned) \
-        if cache and not dump else None
+    stamps: list = []       # a model file's: what says that it did not change while it was read
+    with tm.step("cache key (hash the model)"):
+        key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled, tuned, stamps) \
+            if cache and not dump else None
     if key is not None:
         for kind in (models, Cache("programs", suffix=".ember")):
             hit = kind.get(key)
             if hit is None:
                 continue
             try:
-                module = _loaded(hit, tgt)
+                with tm.step("load"):
+                    module = _loaded(hit, tgt)
             except ArtifactError:       # damaged, or built for another processor: build it again
                 kind.remove(key)
                 break
             say(f"found in cache ({time.perf_counter() - t0:.2f} s)")
             return module
     say("reading model")
-    graph = to_graph(model, shapes, bounds)
-    if key is not None and _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled,
-                                      tuned) != key:
-        key = None      # the files changed while they were read: do not file this under either key
+    with tm.step("frontend (import the model)"):
+        graph = to_graph(model, shapes, bounds)
+    with tm.step("cache key (hash the model)"):
+        # the files changed while they were read: do not file this under either key
+        if key is not None and not (_unchanged(stamps) if stamps else
+                                    _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags),
+                                               disabled, tuned) == key):
+            key = None
     dumper = _Dumper(Path(dump)) if dump else None
     if dumper:
         dumper("input", graph)
@@ -549,15 +645,19 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
         if tgt.cross:
             raise TargetError(f"model '{graph.name}' has host steps (string ops), which only the Python runtime "
                               f"runs: it cannot be built for {tgt.spec}")
-        path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key, disabled, tuned)
+        path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key, disabled, tuned,
+                                tm)
         say(f"done in {time.perf_counter() - t0:.1f} s")
-        return load(path)
+        with tm.step("load"):
+            return load(path)
     lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress), disabled,
-                         tuned)
+                         tuned, tm)
     if key is not None:
-        lib = models.put(key, lib, link=True)     # the same file as the library cache's entry
+        with tm.step("cache store"):
+            lib = models.put(key, lib, link=True)     # the same file as the library cache's entry
     say(f"done in {time.perf_counter() - t0:.1f} s")
-    return _loaded(lib, tgt)
+    with tm.step("load"):
+        return _loaded(lib, tgt)
 
 
 def _loaded(path: Path, tgt: Target):
@@ -570,15 +670,15 @@ def _loaded(path: Path, tgt: Target):
 
 def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
                    cflags: tuple[str, ...], report_steps: bool = False, disabled: frozenset = frozenset(),
-                   kernel_knobs: Mapping[str, Mapping] | None = None) -> Path:
+                   kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None) -> Path:
     """Compile ``graph`` (no host ops) to a sealed shared library; returns its path."""
     cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile, disabled_passes=disabled,
-                  kernel_knobs=kernel_knobs)
-    return build_library(cm, graph.name, tgt, dumper, say, cflags, report_steps)
+                  kernel_knobs=kernel_knobs, timings=timings)
+    return build_library(cm, graph.name, tgt, dumper, say, cflags, report_steps, timings)
 
 
 def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: ProgressFn, cflags: tuple[str, ...],
-                  report_steps: bool = False) -> Path:
+                  report_steps: bool = False, timings: Timings | None = None) -> Path:
     """The sealed shared library of what :func:`generate` made (``cm``); returns its path."""
     from ..toolchain import build_shared
 
@@ -593,17 +693,18 @@ def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: Progre
         f"({sum(map(len, cm.units.values())) // 1024} KiB), {len(cm.constants) / 1e6:.1f} MB constants")
     return build_shared(cm.units, {"ember_constants": cm.constants}, flags=list(cflags), name=c_ident(name),
                         progress=(lambda step, done, total: say(step)) if report_steps else None, target=tgt,
-                        object_keys=cm.object_keys, pch="model.h")
+                        object_keys=cm.object_keys, pch="model.h", timings=timings,
+                        blob_keys={"ember_constants": cm.constants_sha256})
 
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
                      cflags: tuple[str, ...], key: str | None, disabled: frozenset = frozenset(),
-                     kernel_knobs: Mapping[str, Mapping] | None = None) -> Path:
+                     kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None) -> Path:
     """Compile a graph with host steps to a program file in the cache (``build.program``);
     returns its path."""
     from ..toolchain import Cache
 
-    g = run_graph(graph, Context(tgt, opt_level, disabled, dumper, say), generic_steps())
+    g = run_graph(graph, Context(tgt, opt_level, disabled, dumper, say, timings), generic_steps())
     steps = partition(g)
     slots: dict[Value, int] = {}
 
@@ -637,7 +738,7 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
         say(f"segment {k}: {len(sub.nodes)} nodes")
         seg_dump = _Dumper(dumper.folder / f"segment_{k}") if dumper else None
         libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags, disabled=disabled,
-                                   kernel_knobs=kernel_knobs))
+                                   kernel_knobs=kernel_knobs, timings=timings))
         header_steps.append({"kind": "segment", "segment": k, "inputs": [read(v) for v in st.inputs],
                              "outputs": [slot(o) for o in st.outputs]})
     out_slots = [read(v) for v in g.outputs]

@@ -17,6 +17,7 @@ at every level and cannot be disabled.
 from __future__ import annotations
 
 import gc
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -26,6 +27,7 @@ from ..graph.verify import verify
 from .. import passes as graph_passes
 from ..passes import checked, fuse_attention, layout_nchwc, pack_int_matmul, pack_weights, pair_saturation, winograd
 from ..target import Target
+from ..timings import Timings
 from ..tir import transform as loop
 from ..tir.stmt import PrimFunc
 from ..tir.verify import verify_func
@@ -46,18 +48,24 @@ class Step:
 @dataclass
 class Context:
     """What a compile's passes run for: the target, the opt level, the passes disabled by name
-    (``ember compile --disable-pass NAME``), and the dump and progress hooks."""
+    (``ember compile --disable-pass NAME``), the dump and progress hooks, and where the steps'
+    times go (``timings``, :mod:`ember.timings`; None: not timed)."""
 
     target: Target
     opt_level: int = 3
     disabled: frozenset = frozenset()
     dump: Callable[[str, Any], None] | None = None
     progress: Callable[[str], None] | None = None
+    timings: Timings | None = None
     #: the kernels whose schedule fell back to the default one: (kernel, reason)
     fallbacks: list = field(default_factory=list)
 
     def runs(self, step: Step) -> bool:
         return step.required or (step.opt_level <= self.opt_level and step.name not in self.disabled)
+
+    def timed(self, step: str):
+        """A context manager that times its block as ``step`` (nothing without ``timings``)."""
+        return self.timings.step(step) if self.timings is not None else nullcontext()
 
     def say(self, message: str) -> None:
         if self.progress is not None:
@@ -141,16 +149,19 @@ def run_graph(graph: Graph, ctx: Context, steps: Sequence[Step] | None = None) -
     ``graph`` (not modified), verifying the graph before the first and after every one, and
     dumping it after every one."""
     steps = graph_steps() if steps is None else steps
-    verify(graph)
-    g = graph.copy()
+    with ctx.timed("graph: verify"):
+        verify(graph)
+        g = graph.copy()
     last = None
     for step in steps:
         if not ctx.runs(step) or step.name == last:
             continue          # (a pass run twice in a row does nothing the second time)
         last = step.name
-        g = step.run(g, ctx)
-        gc.collect(1)         # the previous graph: see passes.base.paused_gc
-        checked(step.name, g)
+        with ctx.timed(f"graph pass {step.name}"):
+            g = step.run(g, ctx)
+            gc.collect(1)     # the previous graph: see passes.base.paused_gc
+        with ctx.timed("graph: verify"):
+            checked(step.name, g)
         if ctx.dump is not None:
             ctx.dump(step.name, g)
     return g
@@ -158,15 +169,36 @@ def run_graph(graph: Graph, ctx: Context, steps: Sequence[Step] | None = None) -
 
 def run_loop(f: PrimFunc, ctx: Context, steps: Sequence[Step] | None = None) -> PrimFunc:
     """Run the loop-IR ``steps`` (by default :data:`LOOP_STEPS`) that ``ctx`` enables on kernel
-    ``f``, verifying it after every one (a defect names the pass) and dumping it after every one
-    (``<pass>.<kernel>``)."""
-    steps = LOOP_STEPS if steps is None else steps
+    ``f``, verifying the result (a defect names the pass that made it) and, when dumping,
+    dumping it after every one (``<pass>.<kernel>``).
+
+    The passes make new kernels (they never change theirs), so only the last kernel is verified:
+    when it is malformed, or a pass fails, the passes run again from ``f``, each result verified,
+    to name the first pass whose kernel is malformed.  When dumping, every result is verified
+    (the dump shows only well-formed kernels)."""
+    steps = [s for s in (LOOP_STEPS if steps is None else steps) if ctx.runs(s)]
+    if ctx.dump is not None:
+        return _run_loop_verified(f, ctx, steps)
+    out = f
+    try:
+        for step in steps:
+            with ctx.timed(f"loop pass {step.name}"):
+                out = step.run(out, ctx)
+        with ctx.timed("loop: verify"):
+            verify_func(out)
+    except Exception:
+        _run_loop_verified(f, ctx, steps)      # raises the error naming the pass, if one is malformed
+        raise
+    return out
+
+
+def _run_loop_verified(f: PrimFunc, ctx: Context, steps: Sequence[Step]) -> PrimFunc:
     for step in steps:
-        if not ctx.runs(step):
-            continue
-        f = step.run(f, ctx)
+        with ctx.timed(f"loop pass {step.name}"):
+            f = step.run(f, ctx)
         try:
-            verify_func(f)
+            with ctx.timed("loop: verify"):
+                verify_func(f)
         except EmberError as e:
             raise type(e)(f"loop-IR pass '{step.name}' produced a malformed kernel: "
                           f"{str(e).split('] ', 1)[-1]}") from e

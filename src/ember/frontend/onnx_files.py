@@ -23,7 +23,7 @@ from .. import limits
 from ..errors import ExternalDataError, ModelFileError, ModelLoadError
 
 __all__ = ["MAX_MODEL_BYTES", "read_model_file", "check_external_reference", "read_external_data",
-           "hash_model_files"]
+           "hash_model_files", "file_stamp"]
 
 # protobuf refuses to parse (and serialize) a message of 2 GiB or more
 MAX_MODEL_BYTES = 2**31 - 1
@@ -93,6 +93,11 @@ def _read_at(fd: int, offset: int, length: int, what: str, path: str) -> bytes:
 
 def read_model_file(path: str) -> bytes:
     """The bytes of the model file at ``path``: a regular file below protobuf's size limit."""
+    return _read_model_file(path)[0]
+
+
+def _read_model_file(path: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of the model file at ``path`` and its ``fstat`` from before they were read."""
     fd, st = _open_regular(path, "model file", ModelLoadError)
     try:
         if st.st_size == 0:
@@ -101,7 +106,7 @@ def read_model_file(path: str) -> bytes:
             raise ModelFileError(f"model file '{path}' has {st.st_size} bytes; an ONNX model file holds one "
                                  f"protobuf message of at most {MAX_MODEL_BYTES} bytes (keep big weights "
                                  f"in external data files)")
-        return _read_at(fd, 0, st.st_size, "model file", path)
+        return _read_at(fd, 0, st.st_size, "model file", path), st
     finally:
         os.close(fd)
 
@@ -193,16 +198,25 @@ def _tensors(g):
                     yield from _tensors(sub)
 
 
-def hash_model_files(path: str, h) -> None:
+def file_stamp(st: os.stat_result) -> tuple:
+    """What identifies a file's content without reading it: the file (device, inode), its size
+    and its modification and change times (a write sets the change time to the clock's now)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def hash_model_files(path: str, h, stamps: list | None = None) -> None:
     """Feed hash ``h`` the model file at ``path`` and every external data file it refers to,
     read as :func:`from_onnx` would read them (so a cache keyed on it sees new weights saved
-    beside an unchanged model file).  Raises the errors those reads raise."""
-    import onnx
-
-    data = read_model_file(path)
+    beside an unchanged model file).  Raises the errors those reads raise.  ``stamps``, if
+    given, receives ``(path, file_stamp)`` of every file read, as it was opened."""
+    data, st = _read_model_file(path)
+    if stamps is not None:
+        stamps.append((path, file_stamp(st)))
     h.update(data)
     if b"location" not in data:
         return                          # no external-data reference can be in there
+    import onnx
+
     mp = onnx.ModelProto()
     try:
         mp.ParseFromString(data)
@@ -224,6 +238,8 @@ def hash_model_files(path: str, h) -> None:
                 raise ExternalDataError(f"external data file '{loc}' holds {st.st_size:,} bytes, more than the "
                                         f"{most:,} bytes a model may take (the memory_bytes limit)")
             h.update(f"\0{loc}\0{st.st_size}\0".encode())
+            if stamps is not None:
+                stamps.append((full, file_stamp(st)))
             for offset in range(0, st.st_size, _READ_CHUNK):
                 h.update(_read_at(fd, offset, min(_READ_CHUNK, st.st_size - offset), "external data file", loc))
         finally:

@@ -74,8 +74,12 @@ class Node:
 
 
 def constant(array: Any, name: str | None = None, dtype: str | None = None) -> Value:
-    """A new constant value holding a copy of ``array``."""
-    arr = np.array(array, dtype=np_dtype(dtype)) if dtype is not None else np.array(array)
+    """A new constant value holding a copy of ``array``, or ``array`` itself when nothing can
+    change it (a read-only view of a ``bytes`` object: a model's raw tensor data)."""
+    if dtype is None and _immutable(array):
+        arr = array
+    else:
+        arr = np.array(array, dtype=np_dtype(dtype)) if dtype is not None else np.array(array)
     if arr.dtype.kind == "U":
         arr = arr.astype(object)
     if arr.dtype == np.dtype("O") and not all(isinstance(x, str) for x in arr.reshape(-1)):
@@ -83,6 +87,18 @@ def constant(array: Any, name: str | None = None, dtype: str | None = None) -> V
     arr.setflags(write=False)
     uid = next(_ids)
     return Value(name or f"c{uid}", TensorType.of(arr), None, arr, uid)
+
+
+def _immutable(array: Any) -> bool:
+    """Whether ``array`` is a read-only numpy array whose memory belongs to a ``bytes`` object
+    (numpy refuses to make such an array writable)."""
+    if not isinstance(array, np.ndarray) or array.flags.writeable or not array.flags.aligned \
+            or array.dtype.kind in "OU":
+        return False
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base, bytes)
 
 
 @dataclass(eq=False)

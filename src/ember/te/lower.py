@@ -163,7 +163,10 @@ class Lowering:
             if isinstance(x, (Reduce, ArgReduce)):
                 raise CodegenError(f"kernel {self.name}: a reduction inside an expression must be its own stage")
             return rebuild(x, go)
-        return go(e)
+        try:
+            return go(e)
+        finally:
+            del go      # the closure refers to itself: freed now, not by the cycle collector
 
     def inlined_body(self, t: Tensor) -> Expr:
         if t.uid not in self._inline_cache:
@@ -618,7 +621,10 @@ class Lowering:
             if isinstance(x, Var) and x in vals:
                 return vals[x]
             return rebuild(x, go)
-        return go(e)
+        try:
+            return go(e)
+        finally:
+            del go, convert    # (cycles through the closures otherwise)
 
 
 def _loop_order_of_axes(st: Stage) -> list[int]:

@@ -69,7 +69,10 @@ def substitute(e: Expr, mapping: dict) -> Expr:
             got = memo[id(x)] = rebuild(x, go)
         return got
 
-    return go(e)
+    try:
+        return go(e)
+    finally:
+        del go      # the closure refers to itself: freed now, not by the cycle collector
 
 
 def uses_var(e: Expr, v: Var) -> bool:
@@ -83,7 +86,10 @@ def uses_var(e: Expr, v: Var) -> bool:
             rebuild(x, go)
         return x
 
-    go(e)
+    try:
+        go(e)
+    finally:
+        del go      # (a cycle through the closure otherwise)
     return found
 
 
@@ -608,7 +614,10 @@ def size_vars_of(node) -> list:
             rebuild(x, go)
             return x
 
-        go(e)
+        try:
+            go(e)
+        finally:
+            del go  # (a cycle through the closure otherwise)
 
     def buf(b) -> None:
         if isinstance(b, Buffer) and not isinstance(b.size, int):

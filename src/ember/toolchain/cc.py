@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -51,8 +52,15 @@ DEFAULT_CFLAGS: tuple[str, ...] = (
     "-O3", "-march=native", "-fPIC", "-fvisibility=hidden", "-std=gnu11", "-fwrapv",
     "-ffp-contract=fast", "-fno-math-errno", "-pthread",
 )
-#: Flags of the link step (before the caller's flags); the libraries come last.
-LINK_FLAGS: tuple[str, ...] = ("-shared", "-pthread", "-Wl,-Bsymbolic", "-Wl,-z,noexecstack")
+#: Flags after :data:`DEFAULT_CFLAGS` where the compiler is GCC: two -O3 loop passes that the
+#: generated kernels, already tiled, unrolled and vectorized, do not gain from, and that took a
+#: third of GCC's time on them (unroll-and-jam and predictive commoning: 60% of a Winograd
+#: transform's); the kernels ran as fast without them, with the same results
+GCC_CFLAGS: tuple[str, ...] = ("-fno-loop-unroll-and-jam", "-fno-predictive-commoning")
+#: Flags of the link step (before the caller's flags); the libraries come last.  No build ID:
+#: the artifact has its own sha256 (its trailer), and the linker's hash of a model's weights
+#: took 0.56 s of CPU for 400 MB.
+LINK_FLAGS: tuple[str, ...] = ("-shared", "-pthread", "-Wl,-Bsymbolic", "-Wl,-z,noexecstack", "-Wl,--build-id=none")
 LINK_LIBS: tuple[str, ...] = ("-lm",)
 #: The flags of a cross build in place of ``-march=native`` (the target's own come after them);
 #: zig cc writes debug information unless told not to (the host's builds have none)
@@ -243,7 +251,7 @@ def default_jobs() -> int:
 def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None = None, *,
                  flags: Sequence[str] | None = None, name: str = "model", jobs: int | None = None,
                  progress: ProgressFn | None = None, target=None, object_keys: Mapping[str, str] | None = None,
-                 pch: str | None = None) -> Path:
+                 pch: str | None = None, timings=None, blob_keys: Mapping[str, str] | None = None) -> Path:
     """Builds (or finds in the cache) the artifact for ``sources`` and ``blobs``.
 
     ``sources`` maps file names (``*.c``, ``*.h``, ``*.s``, ``*.S``) to their text; C files
@@ -262,6 +270,11 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     readable names differ from model to model, keyed by its canonical code).  ``pch`` names a
     header of ``sources`` that every C file of ``sources`` includes first: it is precompiled
     once (and cached) where the compiler can, so the files do not each parse it again.
+    ``blob_keys`` may give a blob's sha256 (hex), computed by the caller, for the library's key
+    in place of its bytes (which are then not hashed again).
+    ``timings`` (an :class:`ember.timings.Timings`) receives the time of each step: the key,
+    the compiles (how many files were compiled, how many came from the cache), the link, the
+    seal and the store.
 
     Returns the path of the sealed library in the cache; raises :class:`ToolchainError` if a
     compiler step fails.
@@ -288,28 +301,32 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     cross = target is not None and target.cross
     compiler = cross_compiler(target) if cross else find_compiler()
     base_flags, link_flags, link_libs = target_flags(target)
-    cflags = [*base_flags, *user_flags]
+    cflags = [*base_flags, *(GCC_CFLAGS if _pch_kind(compiler) == "gcc" else ()), *user_flags]
     # what the load-time processor check tests: the extensions these flags enable
     rt = {**rt, CPU_FEATURES_HEADER: cpu_features.header(compiler.command, cflags).encode()}
     wasm = cross and target.triple.startswith("wasm")
-    key = _build_key(compiler, cflags, sources, blobs, rt, (*link_flags, *link_libs))
-    libs = Cache("lib", suffix=".wasm" if wasm else ".so")
-    entry = f"{safe_name}-{key}"
-    hit = libs.get(entry)
-    if hit is not None:
-        try:
-            verify_artifact(hit)       # hashed once per process; a damaged entry is built again
-            return hit
-        except ArtifactError:
-            libs.remove(entry)
+    timed = timings.step if timings is not None else (lambda step: nullcontext())
+    with timed("C: build key (hash the sources and constants)"):
+        key = _build_key(compiler, cflags, sources, blobs, rt, (*link_flags, *link_libs), blob_keys)
+        libs = Cache("lib", suffix=".wasm" if wasm else ".so")
+        entry = f"{safe_name}-{key}"
+        hit = libs.get(entry)
+        if hit is not None:
+            try:
+                verify_artifact(hit)       # hashed once per process; a damaged entry is built again
+                return hit
+            except ArtifactError:
+                libs.remove(entry)
 
     work = libs.scratch_dir(prefix=f"{safe_name}-")
     try:
         lib = _build(work, compiler, cflags, user_flags, sources, blobs, rt, safe_name,
                      default_jobs() if jobs is None else max(1, int(jobs)), progress,
-                     (link_flags, link_libs, wasm), dict(object_keys or {}), pch)
-        seal_artifact(lib)
-        return libs.put(entry, lib, move=True)
+                     (link_flags, link_libs, wasm), dict(object_keys or {}), pch, timings)
+        with timed("C: seal the artifact"):
+            seal_artifact(lib)
+        with timed("cache store"):
+            return libs.put(entry, lib, move=True)
     except OSError as e:
         if no_space(e):
             raise full_disk_error(libs.root, e) from e
@@ -319,7 +336,8 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
 
 
 def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str],
-               blobs: Mapping[str, bytes], rt: Mapping[str, bytes], link: Sequence[str] = (*LINK_FLAGS, *LINK_LIBS)) -> str:
+               blobs: Mapping[str, bytes], rt: Mapping[str, bytes], link: Sequence[str] = (*LINK_FLAGS, *LINK_LIBS),
+               blob_keys: Mapping[str, str] | None = None) -> str:
     h = hashlib.sha256()
 
     def put(tag: str, data: bytes | str) -> None:
@@ -339,7 +357,10 @@ def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str]
     for fname in sorted(sources):
         put("source " + fname, sources[fname])
     for sym in sorted(blobs):
-        put("blob " + sym, memoryview(blobs[sym]).cast("B"))
+        if blob_keys and sym in blob_keys:
+            put(f"blob {sym} {len(memoryview(blobs[sym]).cast('B'))} sha256", blob_keys[sym])
+        else:
+            put("blob " + sym, memoryview(blobs[sym]).cast("B"))
     return h.hexdigest()
 
 
@@ -413,9 +434,26 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
            sources: Mapping[str, str], blobs: Mapping[str, bytes], rt: Mapping[str, bytes],
            name: str, jobs: int, progress: ProgressFn | None,
            link: tuple = (LINK_FLAGS, LINK_LIBS, False), object_keys: Mapping[str, str] | None = None,
-           pch: str | None = None) -> Path:
+           pch: str | None = None, timings=None) -> Path:
     link_flags, link_libs, wasm = link
-    object_keys = object_keys or {}
+    timed = timings.step if timings is not None else (lambda step: nullcontext())
+    with timed("C: compile (and assemble the constants)"):
+        total, objects = _compile_units(work, compiler, cflags, sources, blobs, rt, jobs, progress, wasm,
+                                        object_keys or {}, pch, timings)
+    out = f"{name}.wasm" if wasm else f"{name}.so"
+    with timed("C: link"):
+        _run([*compiler.command, *cflags, *link_flags, *user_flags, "-o", out, *objects, *link_libs], work, "link")
+    if progress is not None:
+        progress("link", total, total)
+    return work / out
+
+
+def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: Mapping[str, str],
+                   blobs: Mapping[str, bytes], rt: Mapping[str, bytes], jobs: int, progress: ProgressFn | None,
+                   wasm: bool, object_keys: Mapping[str, str], pch: str | None, timings) -> tuple[int, list[str]]:
+    """Writes the sources, fetches the objects the cache holds and compiles the others (and
+    the blobs) in parallel; returns how many steps there are with the link, and the objects to
+    link, in order."""
     arm32 = any(c.startswith("arm-") for c in compiler.command)
     asm_kind = "wasm" if wasm else "elf-arm" if arm32 else "elf"
     rt_dir = work / _RUNTIME_SUBDIR
@@ -474,6 +512,13 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
             kind = None
         if kind == "clang":
             pch_flags = ["-include-pch", out]
+    if timings is not None:
+        own = [u for u in units if u[3]]
+        compiled = sum(u[3] for u in todo)
+        timings.note("C: compile (and assemble the constants)",
+                     f"{compiled} of {len(own)} C files compiled, {len(own) - compiled} from the cache; "
+                     f"runtime {sum(not u[3] for u in todo)} compiled; {jobs} at once"
+                     + ("; header precompiled" if pch_step is not None else ""))
 
     steps: list[tuple[str, list[str], str, str | None, bool]] = []  # (what, command, object, key, needs the pch)
     size = {u[0]: len(sources[u[0]]) if u[3] else len(rt[Path(u[0]).name]) for u in todo}
@@ -553,12 +598,7 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
         first = next((e for e in errors if e is not None), None)
         if first is not None:
             raise first
-
-    out = f"{name}.wasm" if wasm else f"{name}.so"
-    _run([*compiler.command, *cflags, *link_flags, *user_flags, "-o", out, *objects, *link_libs], work, "link")
-    if progress is not None:
-        progress("link", total, total)
-    return work / out
+    return total, objects
 
 
 def _incbin_asm(symbol: str, path: str, kind: str = "elf") -> str:

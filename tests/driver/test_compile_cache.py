@@ -1,0 +1,69 @@
+"""The whole-model cache of ``ember.compile``: a model file written while it is compiled is not
+filed under the key of what it held before (the key's files are checked unchanged by their
+size, modification and change times after the frontend read them)."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import ember
+
+build = importlib.import_module("ember.driver.compile")
+
+
+def _scale(k: float) -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.full((4,), k, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"], name="mul")], "scale",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_model_file_written_while_it_is_read_is_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "m.onnx"
+    onnx.save(_scale(2.0), str(path))
+    real = build.to_graph
+
+    def written_meanwhile(model, *args):
+        onnx.save(_scale(3.0), str(path))      # after the key hashed the 2.0 model
+        return real(model, *args)
+
+    monkeypatch.setattr(build, "to_graph", written_meanwhile)
+    x = np.ones(4, np.float32)
+    assert np.allclose(ember.compile(str(path)).run({"x": x})["y"], 3.0)
+    monkeypatch.setattr(build, "to_graph", real)
+    onnx.save(_scale(2.0), str(path))
+    module = ember.compile(str(path))
+    assert "frontend (import the model)" in module.timings.steps     # compiled, not the 3.0 artifact
+    assert np.allclose(module.run({"x": x})["y"], 2.0)
+    again = ember.compile(str(path))
+    assert list(again.timings.steps) == ["cache key (hash the model)", "load"]
+    assert np.allclose(again.run({"x": x})["y"], 2.0)
+
+
+def test_a_model_file_hash_is_remembered_while_its_stamp_holds(tmp_path, monkeypatch):
+    from ember.frontend import onnx_files
+    from ember.target import host
+
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "m.onnx"
+    onnx.save(_scale(2.0), str(path))
+    key = build._model_key(str(path), host(), 3)
+    assert key is not None
+    assert not (tmp_path / "cache" / "hashes").exists() or not any((tmp_path / "cache" / "hashes").iterdir())
+    monkeypatch.setattr(build, "RACY_SECONDS", -1.0)      # the file was just written: remember it anyway
+    assert build._model_key(str(path), host(), 3) == key
+    reads = []
+    real = onnx_files.hash_model_files
+    monkeypatch.setattr(onnx_files, "hash_model_files", lambda *a: reads.append(a) or real(*a))
+    stamps: list = []
+    assert build._model_key(str(path), host(), 3, stamps=stamps) == key and not reads   # from the memo
+    assert [p for p, _ in stamps] == [str(path)]
+    onnx.save(_scale(3.0), str(path))                      # a write changes the stamp: hashed again
+    other = build._model_key(str(path), host(), 3)
+    assert reads and other not in (None, key)

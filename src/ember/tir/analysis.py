@@ -109,7 +109,10 @@ def kept(e: Expr, attr: str, compute: Callable[[Expr], Any]):
     return got
 
 
-def _key(e: Expr):
+def _key(e: Expr, key=key, buffer=id):
+    """The structural key of ``e`` with its children's keys by ``key`` and a buffer as
+    ``buffer(b)`` (its identity; :func:`_order_of` writes its name, which does not depend on
+    where it lies in memory)."""
     if isinstance(e, Var):
         return ("v", e.uid)
     if isinstance(e, Const):
@@ -117,7 +120,7 @@ def _key(e: Expr):
     if isinstance(e, BinOp):
         return (e.op, key(e.a), key(e.b))
     if isinstance(e, Load):
-        return ("ld", id(e.buffer), key(e.index))
+        return ("ld", buffer(e.buffer), key(e.index))
     if isinstance(e, Not):
         return ("not", key(e.a))
     if isinstance(e, Cast):
@@ -546,7 +549,13 @@ _ORDER_NODES = 256
 
 
 def _order_of(x: Expr):
-    return (1, repr(key(x))) if _tree_size(x) <= _ORDER_NODES else (2, "")
+    return (1, repr(_named_key(x))) if _tree_size(x) <= _ORDER_NODES else (2, "")
+
+
+def _named_key(e: Expr):
+    """``key(e)`` with buffers by name: the order of terms (and so the C) is the same in every
+    process."""
+    return _key(e, _named_key, lambda b: b.name)
 
 
 def _tree_size(e: Expr) -> int:

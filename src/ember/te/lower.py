@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import CodegenError
 from ..symbolic import product
-from ..tir.analysis import bound, linear_form, simplify_index, substitute, upper_bound
+from ..tir.analysis import bound, key, linear_form, simplify_index, substitute, upper_bound
 from ..tir.expr import Cast, Const, Expr, Load, Var, as_expr, binop, is_float_dtype, sym_expr
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 from .schedule import Schedule, Split, Stage, ceil_div
@@ -151,14 +151,32 @@ class Lowering:
     # ---- inlining -----------------------------------------------------------------------
 
     def expand(self, e: Expr) -> Expr:
-        """Substitute inlined stages into ``e`` until only placeholders and attached stages are read."""
+        """Substitute inlined stages into ``e`` until only placeholders and attached stages are read.
+        A subexpression several parents share (TFLite's requantization reads its terms more than
+        once) is expanded once and stays shared: a tree walk copied it per parent, which grows
+        exponentially with the nesting."""
+        memo: dict[int, tuple[Expr, Expr]] = {}
+        reads: dict[tuple, Expr] = {}
+
         def go(x: Expr) -> Expr:
+            got = memo.get(id(x))
+            if got is None:
+                got = memo[id(x)] = (x, convert(x))     # x kept alive: its id is not reused
+            return got[1]
+
+        def convert(x: Expr) -> Expr:
             if isinstance(x, TensorLoad):
                 idx = tuple(go(i) for i in x.indices)
                 st = self.s.stages.get(x.tensor.uid)
                 if st is not None and st.inlined:
-                    body = self.inlined_body(x.tensor)
-                    return go(substitute(body, dict(zip(x.tensor.axes, idx))))
+                    # reads of one inlined tensor at equal indices (separate nodes of the
+                    # reader's compute) share one expansion
+                    k = (x.tensor.uid,) + tuple(key(i) for i in idx)
+                    got = reads.get(k)
+                    if got is None:
+                        body = self.inlined_body(x.tensor)
+                        got = reads[k] = go(substitute(body, dict(zip(x.tensor.axes, idx))))
+                    return got
                 return TensorLoad(x.tensor, idx)
             if isinstance(x, (Reduce, ArgReduce)):
                 raise CodegenError(f"kernel {self.name}: a reduction inside an expression must be its own stage")

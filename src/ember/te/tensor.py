@@ -122,10 +122,15 @@ class Tensor:
 
 
 def walk(e: Expr):
-    """Pre-order traversal of an expression tree."""
+    """Pre-order traversal of an expression, each node once (expressions are DAGs: fused
+    requantizations and unrolled transforms share subexpressions; a tree walk is exponential)."""
     stack = [e]
+    seen: set[int] = set()
     while stack:
         x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
         yield x
         if isinstance(x, BinOp):
             stack += [x.b, x.a]

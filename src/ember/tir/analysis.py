@@ -77,12 +77,14 @@ def substitute(e: Expr, mapping: dict) -> Expr:
 
 def uses_var(e: Expr, v: Var) -> bool:
     found = False
+    seen: set[int] = set()
 
     def go(x: Expr) -> Expr:
         nonlocal found
         if x is v:
             found = True
-        if not found:
+        if not found and id(x) not in seen:     # a shared subexpression is looked at once
+            seen.add(id(x))
             rebuild(x, go)
         return x
 
@@ -113,7 +115,10 @@ def kept(e: Expr, attr: str, compute: Callable[[Expr], Any]):
     return got
 
 
-def _key(e: Expr):
+def _key(e: Expr, key=key, buffer=id):
+    """The structural key of ``e`` with its children's keys by ``key`` and a buffer as
+    ``buffer(b)`` (its identity; :func:`_order_of` writes its name, which does not depend on
+    where it lies in memory)."""
     if isinstance(e, Var):
         return ("v", e.uid)
     if isinstance(e, Const):
@@ -121,7 +126,7 @@ def _key(e: Expr):
     if isinstance(e, BinOp):
         return (e.op, key(e.a), key(e.b))
     if isinstance(e, Load):
-        return ("ld", id(e.buffer), key(e.index))
+        return ("ld", buffer(e.buffer), key(e.index))
     if isinstance(e, Not):
         return ("not", key(e.a))
     if isinstance(e, Cast):
@@ -537,7 +542,46 @@ def from_linear_form(terms: dict, const: int) -> Expr:
 
 
 def _order(x: Expr):
-    return (0, x.uid) if isinstance(x, Var) else (1, repr(key(x)))
+    """The sort key of a term's atom: variables by creation, small atoms by their structure;
+    large ones (TFLite's requantization in int64 arithmetic: the text of a shared DAG's key
+    grows exponentially with its depth) after those, in the order met (the sort is stable)."""
+    if isinstance(x, Var):
+        return (0, x.uid)
+    return kept(x, "_order", _order_of)
+
+
+#: atoms of at most this many nodes (as a tree) sort by their structure
+_ORDER_NODES = 256
+
+
+def _order_of(x: Expr):
+    return (1, repr(_named_key(x))) if _tree_size(x) <= _ORDER_NODES else (2, "")
+
+
+def _named_key(e: Expr):
+    """``key(e)`` with buffers by name: the order of terms (and so the C) is the same in every
+    process."""
+    return _key(e, _named_key, lambda b: b.name)
+
+
+def _tree_size(e: Expr) -> int:
+    """The number of nodes of ``e`` as a tree, counted up to just past ``_ORDER_NODES``."""
+    if isinstance(e, (Var, Const)):
+        return 1
+    return kept(e, "_tree_size", _count_tree)
+
+
+def _count_tree(e: Expr) -> int:
+    n = 1
+
+    def add(c: Expr) -> Expr:
+        nonlocal n
+        if n <= _ORDER_NODES:
+            n += _tree_size(c)
+        return c
+
+    rebuild(e, add)
+    return min(n, _ORDER_NODES + 1)
 
 
 def simplify_index(e: Expr) -> Expr:
@@ -601,12 +645,16 @@ def size_vars_of(node) -> list:
     from .stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Store
 
     found: dict[int, SizeVar] = {}
+    seen: dict[int, Expr] = {}      # expressions looked at (kept alive: ids are not reused)
 
     def ex(e) -> None:
         if e is None or isinstance(e, (int, float)):
             return
 
         def go(x: Expr) -> Expr:
+            if id(x) in seen:       # shared subexpressions (DAGs) are looked at once
+                return x
+            seen[id(x)] = x
             if isinstance(x, SizeVar):
                 found.setdefault(x.uid, x)
             elif isinstance(x, Load):
@@ -657,8 +705,12 @@ def size_vars_of(node) -> list:
 def loads_in(e: Expr) -> list:
     """Every load of the expression ``e`` (its index's loads included), in the order met."""
     out = []
+    seen: set[int] = set()
 
     def go(x: Expr) -> Expr:
+        if id(x) in seen:
+            return x
+        seen.add(id(x))
         if isinstance(x, Load):
             out.append(x)
         rebuild(x, go)

@@ -15,7 +15,8 @@ It also measures the machine's fp32 peak (vector FMAs alone, at the widest vecto
 targets; numpy's sgemm beside it, whose BLAS may not use them) and prints each engine's
 achieved GFLOP/s, and writes everything as JSON (``--json``).
 
-The models (resnet50, mobilenet_v2, bert_base, the ViT-B/16 vit and GPT-2 small gpt2) are those of
+The models (resnet50, mobilenet_v2, bert_base, the ViT-B/16 vit, GPT-2 small gpt2, T5-small's encoder
+t5_encoder and MobileViT-small mobilevit) are those of
 benchmarks/models.py, built on demand into build/models, and build/models_b8 for batch 8.
 """
 
@@ -51,7 +52,7 @@ def model_set():
     return sys.modules["ember_bench_models"]
 
 
-NAMES = list(model_set().MODELS)       # resnet50, mobilenet_v2, bert_base, vit, gpt2
+NAMES = list(model_set().MODELS)       # resnet50, mobilenet_v2, bert_base, vit, gpt2, t5_encoder, mobilevit
 
 
 # ---- models ---------------------------------------------------------------------------------------

@@ -15,6 +15,10 @@ It also measures the machine's fp32 peak (vector FMAs alone, at the widest vecto
 targets; numpy's sgemm beside it, whose BLAS may not use them) and prints each engine's
 achieved GFLOP/s, and writes everything as JSON (``--json``).
 
+Engines: ember, onnxruntime, torch (eager), openvino (float32, as the others) and openvino-default
+(OpenVINO with the precision its CPU plugin picks: bf16 on CPUs with bfloat16 instructions, e.g.
+AVX512_BF16 or AMX, so less exact than the rest; float32 elsewhere).
+
 The models (resnet50, mobilenet_v2, bert_base, the ViT-B/16 vit, GPT-2 small gpt2, T5-small's encoder
 t5_encoder and MobileViT-small mobilevit) are those of
 benchmarks/models.py, built on demand into build/models, and build/models_b8 for batch 8.

@@ -404,6 +404,22 @@ def gpt2(batch, **config):
 
 # ---- transformers' classes (T5 encoder, MobileViT) -----------------------------------------------
 
+def _one_output(model, argument: str, field: str):
+    """A transformers model taking one keyword ``argument`` and giving its output's ``field`` as a
+    plain tensor (the one output of the ONNX graph)."""
+    import torch
+
+    class OneOutput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return getattr(self.model(**{argument: x}), field)
+
+    return OneOutput()
+
+
 def t5_encoder(batch, **config):
     """T5-small's encoder (transformers' T5EncoderModel from the default T5Config), randomly
     initialized by transformers. Returns (model, inputs, output names, dynamic axes)."""
@@ -416,17 +432,7 @@ def t5_encoder(batch, **config):
         vocab_size=sizes["vocab"], d_model=sizes["dim"], d_kv=sizes["dim"] // sizes["heads"],
         num_layers=sizes["depth"], num_heads=sizes["heads"], d_ff=sizes["mlp"])))
 
-    class Encoder(torch.nn.Module):
-        """T5EncoderModel with its last hidden state as the one output."""
-
-        def __init__(self):
-            super().__init__()
-            self.t5 = transformers.T5EncoderModel(cfg)
-
-        def forward(self, input_ids):
-            return self.t5(input_ids=input_ids).last_hidden_state
-
-    model = Encoder().eval()
+    model = _one_output(transformers.T5EncoderModel(cfg), "input_ids", "last_hidden_state").eval()
     ids = torch.randint(0, cfg.vocab_size, (batch, c["seq"]), dtype=torch.int64)
     both = {0: "batch", 1: "seq"}
     return model, {"input_ids": ids}, ["last_hidden_state"], {"input_ids": both, "last_hidden_state": both}
@@ -446,17 +452,7 @@ def mobilevit(batch, **config):
         extra = dict(hidden_sizes=c["hidden"], neck_hidden_sizes=c["neck"])
     cfg = transformers.MobileViTConfig(image_size=c["image"], num_labels=c["classes"], **extra)
 
-    class Classifier(torch.nn.Module):
-        """MobileViTForImageClassification with its logits as the one output."""
-
-        def __init__(self):
-            super().__init__()
-            self.net = transformers.MobileViTForImageClassification(cfg)
-
-        def forward(self, pixel_values):
-            return self.net(pixel_values=pixel_values).logits
-
-    model = Classifier()
+    model = _one_output(transformers.MobileViTForImageClassification(cfg), "pixel_values", "logits")
     _measure_batch_norm_statistics(model, c["image"])
     x = torch.randn(batch, 3, c["image"], c["image"])
     return model, {"pixel_values": x}, ["logits"], {"pixel_values": {0: "batch"}, "logits": {0: "batch"}}

@@ -15,7 +15,12 @@ It also measures the machine's fp32 peak (vector FMAs alone, at the widest vecto
 targets; numpy's sgemm beside it, whose BLAS may not use them) and prints each engine's
 achieved GFLOP/s, and writes everything as JSON (``--json``).
 
-The models (resnet50, mobilenet_v2, bert_base, the ViT-B/16 vit and GPT-2 small gpt2) are those of
+Engines: ember, onnxruntime, torch (eager), openvino (float32, as the others) and openvino-default
+(OpenVINO with the precision its CPU plugin picks: bf16 on CPUs with bfloat16 instructions, e.g.
+AVX512_BF16 or AMX, so less exact than the rest; float32 elsewhere).
+
+The models (resnet50, mobilenet_v2, bert_base, the ViT-B/16 vit, GPT-2 small gpt2, T5-small's encoder
+t5_encoder and MobileViT-small mobilevit) are those of
 benchmarks/models.py, built on demand into build/models, and build/models_b8 for batch 8.
 
 Before and after a change (an A/B of two Ember checkouts, in one run):
@@ -68,7 +73,7 @@ def model_set():
     return sys.modules["ember_bench_models"]
 
 
-NAMES = list(model_set().MODELS)       # resnet50, mobilenet_v2, bert_base, vit, gpt2
+NAMES = list(model_set().MODELS)       # resnet50, mobilenet_v2, bert_base, vit, gpt2, t5_encoder, mobilevit
 
 
 # ---- models ---------------------------------------------------------------------------------------
@@ -142,14 +147,25 @@ def make_onnxruntime(path: Path, threads: int):
     return (lambda feeds: s.run(None, feeds)), time.perf_counter() - t0
 
 
-def make_openvino(path: Path, threads: int):
+def make_openvino(path: Path, threads: int, precision: str = "f32"):
+    """OpenVINO's CPU plugin computing in ``precision``: f32 as the other engines (its own default
+    is bf16 on CPUs with bfloat16 instructions, e.g. AVX512_BF16 or AMX)."""
     import openvino as ov
 
     core = ov.Core()
     t0 = time.perf_counter()
-    cm = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    cm = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                               "INFERENCE_PRECISION_HINT": precision})
     req = cm.create_infer_request()
     return (lambda feeds: req.infer(feeds)), time.perf_counter() - t0
+
+
+def make_openvino_default(path: Path, threads: int):
+    """OpenVINO untouched: the precision its CPU plugin picks for this CPU (bf16 where the CPU
+    has bfloat16 instructions, so not the others' float32 arithmetic)."""
+    import openvino as ov
+
+    return make_openvino(path, threads, ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string())
 
 
 def make_torch(path: Path, threads: int):
@@ -171,7 +187,8 @@ def make_torch(path: Path, threads: int):
     return run, time.perf_counter() - t0
 
 
-ENGINES = {"ember": make_ember, "onnxruntime": make_onnxruntime, "torch": make_torch, "openvino": make_openvino}
+ENGINES = {"ember": make_ember, "onnxruntime": make_onnxruntime, "torch": make_torch, "openvino": make_openvino,
+           "openvino-default": make_openvino_default}
 
 
 #: the child process of a ChildEmber: compiles the model with the ``ember`` on its PYTHONPATH, then
@@ -333,7 +350,8 @@ def peak_rss_mib() -> float:
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
-ENGINE_PACKAGES = {"ember": "ember", "onnxruntime": "onnxruntime", "torch": "torch", "openvino": "openvino"}
+ENGINE_PACKAGES = {"ember": "ember", "onnxruntime": "onnxruntime", "torch": "torch", "openvino": "openvino",
+                   "openvino-default": "openvino"}
 
 
 def peak_memory(engine: str, path: Path, threads: int) -> float | None:

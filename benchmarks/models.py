@@ -6,13 +6,14 @@ outputs, for the whole-model tests and the CPU benchmark.
     python benchmarks/models.py --out build/models_b8 --batch 8     # the same at batch 8
     python benchmarks/models.py --dynamic                           # also NAME_dyn.onnx
     python benchmarks/models.py --only vit gpt2                     # the benchmark's transformers
-    python benchmarks/models.py --out build/tiny --only vit --tiny  # 2 small blocks (tests)
+    python benchmarks/models.py --out build/tiny --only vit --tiny  # small configurations (tests)
     python benchmarks/models.py --check                             # exit 1 when one is not built
 
 ``make models`` runs the first line into ``$EMBER_MODELS_DIR`` (default build/models, git-ignored).
-Plain torch modules written here (and BERT from transformers' own classes), random weights from a
-fixed seed: no network, no downloaded weights, and every run writes the same files.  Needs torch,
-transformers (BERT only), onnx and onnxruntime.  For each model NAME the output folder gets
+Plain torch modules written here (and BERT, the T5 encoder and MobileViT from transformers' own
+classes, configured in code), random weights from a fixed seed: no network, no downloaded weights or
+configurations, and every run writes the same files.  Needs torch, transformers (BERT, T5,
+MobileViT only), onnx and onnxruntime.  For each model NAME the output folder gets
     NAME.onnx           TorchScript export, opset 17, constant folding, static shapes
     NAME_dyn.onnx       with --dynamic: the same model with symbolic sizes (below)
     NAME.inputs.npz     one array per graph input, keyed by input name
@@ -46,6 +47,17 @@ The benchmark's transformers (``--only``):
   projection, causal self-attention, tanh-GELU MLP), final layer norm and an LM head tied to the
   token embedding (vocabulary 50257), sequence length 128. Input ``input_ids`` (B, 128) int64 ->
   ``logits`` (B, 128, 50257).  Dynamic: batch and seq.
+* ``t5_encoder``: T5-small's encoder (transformers' T5EncoderModel from the default T5Config:
+  6 layers, d_model 512, 8 heads of 64, d_ff 2048 with ReLU, RMS layer norms, relative position
+  buckets (32, the bias of the first layer shared by all), vocabulary 32128), sequence length 128.
+  Input ``input_ids`` (B, 128) int64 -> ``last_hidden_state`` (B, 128, 512).  Dynamic: batch and seq.
+* ``mobilevit``: MobileViT-small (transformers' MobileViTForImageClassification from the default
+  MobileViTConfig: MobileNetV2 blocks with SiLU, three MobileViT blocks of 2, 4 and 3 transformer
+  layers at widths 144, 192 and 240 on 2x2 patches), 256x256, 1000 classes, batch-norm statistics
+  measured on random images as for the convolution nets.
+  Input ``pixel_values`` (B, 3, 256, 256) -> ``logits`` (B, 1000).  Dynamic: batch.
+
+The tiny configurations (``--tiny``, for tests) exist for vit, gpt2, t5_encoder and mobilevit.
 """
 
 from __future__ import annotations
@@ -76,10 +88,14 @@ CONFIGS = {
     "bert_base": dict(seq=128),
     "vit": dict(image=224, patch=16, dim=768, depth=12, heads=12, mlp=3072, classes=1000),
     "gpt2": dict(vocab=50257, seq=128, dim=768, depth=12, heads=12, mlp=3072),
+    "t5_encoder": dict(seq=128),
+    "mobilevit": dict(image=256, classes=1000),
 }
 TINY = {
     "vit": dict(image=32, patch=8, dim=64, depth=2, heads=4, mlp=128, classes=10),
     "gpt2": dict(vocab=300, seq=16, dim=64, depth=2, heads=4, mlp=128),
+    "t5_encoder": dict(seq=16, vocab=300, dim=64, depth=2, heads=4, mlp=128),
+    "mobilevit": dict(image=64, classes=10, hidden=[32, 48, 64], neck=[16, 16, 24, 32, 40, 48, 96]),
 }
 
 
@@ -386,7 +402,64 @@ def gpt2(batch, **config):
                                                    "logits": {0: "batch", 1: "seq"}}
 
 
-MODELS = {"resnet50": resnet50, "mobilenet_v2": mobilenet_v2, "bert_base": bert_base, "vit": vit, "gpt2": gpt2}
+# ---- transformers' classes (T5 encoder, MobileViT) -----------------------------------------------
+
+def _one_output(model, argument: str, field: str):
+    """A transformers model taking one keyword ``argument`` and giving its output's ``field`` as a
+    plain tensor (the one output of the ONNX graph)."""
+    import torch
+
+    class OneOutput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return getattr(self.model(**{argument: x}), field)
+
+    return OneOutput()
+
+
+def t5_encoder(batch, **config):
+    """T5-small's encoder (transformers' T5EncoderModel from the default T5Config), randomly
+    initialized by transformers. Returns (model, inputs, output names, dynamic axes)."""
+    import torch
+    import transformers
+
+    c = {**CONFIGS["t5_encoder"], **config}
+    sizes = {k: c[k] for k in ("vocab", "dim", "depth", "heads", "mlp") if k in c}
+    cfg = transformers.T5Config(**({} if not sizes else dict(
+        vocab_size=sizes["vocab"], d_model=sizes["dim"], d_kv=sizes["dim"] // sizes["heads"],
+        num_layers=sizes["depth"], num_heads=sizes["heads"], d_ff=sizes["mlp"])))
+
+    model = _one_output(transformers.T5EncoderModel(cfg), "input_ids", "last_hidden_state").eval()
+    ids = torch.randint(0, cfg.vocab_size, (batch, c["seq"]), dtype=torch.int64)
+    both = {0: "batch", 1: "seq"}
+    return model, {"input_ids": ids}, ["last_hidden_state"], {"input_ids": both, "last_hidden_state": both}
+
+
+def mobilevit(batch, **config):
+    """MobileViT-small image classifier (transformers' MobileViTForImageClassification from the
+    default MobileViTConfig, which is MobileViT-small), randomly initialized by transformers, its
+    batch-norm statistics measured on random images. Returns (model, inputs, output names,
+    dynamic axes)."""
+    import torch
+    import transformers
+
+    c = {**CONFIGS["mobilevit"], **config}
+    extra = {}
+    if "hidden" in c:
+        extra = dict(hidden_sizes=c["hidden"], neck_hidden_sizes=c["neck"])
+    cfg = transformers.MobileViTConfig(image_size=c["image"], num_labels=c["classes"], **extra)
+
+    model = _one_output(transformers.MobileViTForImageClassification(cfg), "pixel_values", "logits")
+    _measure_batch_norm_statistics(model, c["image"])
+    x = torch.randn(batch, 3, c["image"], c["image"])
+    return model, {"pixel_values": x}, ["logits"], {"pixel_values": {0: "batch"}, "logits": {0: "batch"}}
+
+
+MODELS = {"resnet50": resnet50, "mobilenet_v2": mobilenet_v2, "bert_base": bert_base, "vit": vit, "gpt2": gpt2,
+          "t5_encoder": t5_encoder, "mobilevit": mobilevit}
 
 
 def config_of(name: str, tiny: bool = False, **config) -> dict:
@@ -533,7 +606,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dynamic", action="store_true",
                     help="also write NAME_dyn.onnx with symbolic batch/height/width or batch/seq")
     ap.add_argument("--tiny", action="store_true",
-                    help="small test configurations of vit and gpt2 (2 blocks, small dims); no manifest")
+                    help="small test configurations of vit, gpt2, t5_encoder and mobilevit; no manifest")
     ap.add_argument("--force", action="store_true", help="build even the models that are up to date")
     ap.add_argument("--check", action="store_true",
                     help="build nothing; exit 0 when every selected model is up to date, else 1")

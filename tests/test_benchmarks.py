@@ -1,5 +1,5 @@
-"""The benchmark's own models and command line: benchmarks/models.py exports tiny ViT and GPT-2
-configurations (the same code as the full-size ones) that Ember compiles and that match
+"""The benchmark's own models and command line: benchmarks/models.py exports tiny ViT, GPT-2, T5
+encoder and MobileViT configurations (the same code as the full-size ones) that Ember compiles and that match
 onnxruntime, and benchmarks/cpu.py answers --help."""
 
 from __future__ import annotations
@@ -30,17 +30,27 @@ def rel_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30))
 
 
-@pytest.mark.parametrize("name", ["vit", "gpt2"])
+#: ops each tiny model's graph must have (T5 normalizes by the root mean square, written out;
+#: MobileViT mixes convolutions with transformer blocks)
+TINY_OPS = {"vit": {"MatMul", "Softmax", "LayerNormalization"},
+            "gpt2": {"MatMul", "Softmax", "LayerNormalization"},
+            "t5_encoder": {"MatMul", "Softmax", "ReduceMean", "Sqrt", "Log", "Where"},
+            "mobilevit": {"Conv", "MatMul", "Softmax", "LayerNormalization", "Sigmoid"}}
+
+
+@pytest.mark.parametrize("name", sorted(TINY_OPS))
 def test_tiny_model_compiles_and_matches_onnxruntime(name, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
+    if name in ("t5_encoder", "mobilevit"):
+        pytest.importorskip("transformers")
     models = _load("ember_bench_models", BENCH / "models.py")
     entry = models.build(name, str(tmp_path), batch=2, tiny=True)
-    assert entry["config"]["depth"] == 2 and entry["batch"] == 2
+    assert entry["batch"] == 2 and entry["config"] == models.config_of(name, tiny=True)
     onnx_path = tmp_path / f"{name}.onnx"
     inputs = dict(np.load(tmp_path / f"{name}.inputs.npz"))
     want = dict(np.load(tmp_path / f"{name}.outputs.npz"))
-    assert set(entry["op_types"]) >= {"MatMul", "Softmax", "LayerNormalization"}
+    assert set(entry["op_types"]) >= TINY_OPS[name]
 
     got = ember.compile(onnx_path).run(inputs)
     assert list(got) == list(want)
@@ -87,7 +97,7 @@ def test_dynamic_benchmark_help_and_feeds():
 
 def test_cpu_benchmark_knows_its_models():
     cpu = _load("ember_bench_cpu", BENCH / "cpu.py")
-    assert {"resnet50", "mobilenet_v2", "bert_base", "vit", "gpt2"} <= set(cpu.NAMES)
+    assert {"resnet50", "mobilenet_v2", "bert_base", "vit", "gpt2", "t5_encoder", "mobilevit"} <= set(cpu.NAMES)
     assert set(cpu.NAMES) <= set(cpu.model_set().MODELS)
 
 

@@ -9,7 +9,6 @@ thousand differently).  The applications run at batch 1 and 2 from one artifact 
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -113,16 +112,12 @@ def compare(data: bytes, form: str, batches=(1,), rtol: float = 1e-3, exact_int8
 
 FORMS = ["float32", "float16", "int8"]
 
-#: the conversions and compiles that take minutes each on a 2-core machine run only with
-#: EMBER_TEST_LARGE=1.  Measured on 2 busy cores (pytest --durations, all nine in one session,
-#: so each model is built in its float32 test and only converted in the others): ResNet50 104 s
-#: float32, 79 s float16, 135 s int8; EfficientNetB0 97 s, 57 s, 130 s; MobileNetV3Small 52 s,
-#: 37 s, 89 s (23 s, 29 s, 37 s in a later, less busy run; its int8 form compiled for over 20
-#: minutes while lowering copied the requantization's shared terms into trees).  The float16 forms of the first two would build
-#: their model themselves without the float32 test.
-LARGE = pytest.mark.skipif(not os.environ.get("EMBER_TEST_LARGE"),
-                           reason="minutes per model on 2 cores; EMBER_TEST_LARGE=1 runs it")
-APPLICATIONS = [pytest.param(name, form, marks=() if name == "mobilenetv3small" else LARGE)
+#: Measured on 2 busy cores (pytest --durations, each model built in its float32 test and only
+#: converted in the others): ResNet50 104 s float32, 79 s float16, 135 s int8; EfficientNetB0 97 s,
+#: 57 s, 130 s; MobileNetV3Small 52 s, 37 s, 89 s (23 s, 29 s, 37 s in a later, less busy run; its
+#: int8 form compiled for over 20 minutes while lowering copied the requantization's shared terms
+#: into trees).  The forms of one model share an xdist group, so one worker builds it once.
+APPLICATIONS = [pytest.param(name, form, marks=pytest.mark.xdist_group(f"keras-{name}"))
                 for name in ("mobilenetv3small", "efficientnetb0", "resnet50") for form in FORMS]
 
 

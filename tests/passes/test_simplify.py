@@ -141,6 +141,60 @@ def test_shared_inner_node_stays_for_its_other_user():
         }""")
 
 
+def test_float_square_becomes_a_product():
+    assert_rewrites(simplify_dce, """
+        graph g(%x: float32[2, 3], %i: int32[3]) {
+          %two = const float32[1] [2.0]
+          %three = const float32[] 3.0
+          %twos = const float32[2, 2, 3] [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+          %itwo = const int32[] 2
+          %a = pow(%x, %two)
+          %b = pow(%a, %three)
+          %c = pow(%b, %twos)
+          %j = pow(%i, %itwo)
+          return %c, %j
+        }""", """
+        graph g(%x: float32[2, 3], %i: int32[3]) {
+          %three = const float32[] 3.0
+          %twos = const float32[2, 2, 3] [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+          %itwo = const int32[] 2
+          %a = mul(%x, %x)
+          %b = pow(%a, %three)
+          %c = pow(%b, %twos)
+          %j = pow(%i, %itwo)
+          return %c, %j
+        }""")
+    # (x^3 rounds twice as x * x * x; a 2 that broadcasts x to a larger shape, and integer
+    # powers, are left alone)
+
+
+def test_compiled_square_is_the_correctly_rounded_square():
+    # pow(x, 2) compiled is x * x, which rounds the exact square once: on the float32 values
+    # whose square falls on a rounding midpoint ((1 + 2^-12)^2 = 1 + 2^-11 + 2^-24), into the
+    # subnormals, past the largest float and on random values it is the float64 square
+    # rounded to float32 (libm's powf misses some midpoints by one ulp)
+    import numpy as np
+
+    import ember
+    from ember.graph.text import parse_graph
+    g = parse_graph("""
+        graph g(%x: float32[4096]) {
+          %two = const float32[1] [2.0]
+          %a = pow(%x, %two)
+          return %a
+        }""")
+    assert [n.op for n in simplify_dce(g).nodes] == ["mul"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(4096) * 10.0 ** rng.uniform(-25, 25, 4096)
+    x[:64] = (1 + 2.0 ** -12) * 2.0 ** np.arange(-96, 32, 2)
+    x[64:72] = [np.inf, -np.inf, np.nan, -0.0, 0.0, 1e-45, 3e38, -1e-30]
+    x = x.astype(np.float32)
+    got = ember.compile(g).run({"x": x})["a"]
+    with np.errstate(over="ignore"):
+        want = (x.astype(np.float64) ** 2).astype(np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_graph_outputs_are_not_replaced():
     text = """
         graph g(%x: float32[2]) {

@@ -359,7 +359,7 @@ def test_image_tile_schedule(op, attrs, x_shape, w_shape):
 
 @pytest.mark.parametrize("op,shape", [("softmax", (2, 3, 128)), ("layer_norm", (3, 768)), ("softmax", (5, 200))])
 def test_row_schedule_with_partial_results(op, shape):
-    """Rows long enough for ``ops.nn.row_reduce``'s P partials per row still get a block per row
+    """Rows long enough for ``ops.reduce.row_reduce``'s P partials per row still get a block per row
     (BERT-base's layer norms and softmaxes fell back to the default schedule before), the
     partials computed by all the block's threads (``tir.gpu_threads``' lanes)."""
     from ember.ops import get_op

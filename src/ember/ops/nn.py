@@ -13,7 +13,7 @@ from .. import te
 from ..graph.types import TensorType, broadcast_shapes, is_float
 from ..symbolic import SymbolicError
 from .base import Op, Pattern, register, same_dtype
-from .reduce import normalize_axes, widened
+from .reduce import normalize_axes, row_reduce, widened
 
 
 def window_misfits(*dims) -> bool:
@@ -370,49 +370,6 @@ class Softmax(Op):
         # one reciprocal per row (hoisted out of the row's loop), a multiply per element
         return te.compute(x.shape, lambda *i: te.call("exp", x[i] - m[along(i, zero)]) * (one / s[along(i, zero)]),
                           name="softmax")
-
-
-#: lanes of the partial results of a row reduction (a multiple of every target's vector width)
-PARTIAL_LANES = 8
-
-
-def row_reduce(combiner: str, x, ax: int, body, name: str):
-    """``combiner`` over axis ``ax`` of ``body(index)`` for every row of ``x`` (a tensor or a
-    shape), keeping that axis as size 1.
-
-    When ``ax`` is the innermost axis and long enough, the reduction is split in two stages:
-    PARTIAL_LANES partial results per row (lane l combines elements l, l + P, l + 2P, ...), which
-    a schedule can vectorize, then one combine of the partials.  When P does not divide the
-    length (or it is symbolic) the partials cover the whole multiples of P and the combine also
-    takes the n % P elements left (ViT's 197-long attention rows: 10x faster than one scalar
-    chain per row)."""
-    shape = tuple(getattr(x, "shape", x))
-    n = shape[ax]
-    rshape = tuple(1 if k == ax else d for k, d in enumerate(shape))
-    P = PARTIAL_LANES
-    if ax == len(shape) - 1 and (not isinstance(n, int) or (n % P and n >= 2 * P)):
-        ro = te.reduce_axis(n // P, "ro")
-        part = te.compute(shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
-                          name=f"{name}_partial")
-        whole = (n // P) * P
-        rl = te.reduce_axis(n % P + P, "rl")
-
-        def combine(*i):
-            # the P partials, then the tail: a C conditional reads only the side it takes
-            tail = body(i[:-1] + (rl + whole - P,))
-            return te.reduce(combiner, te.select(te.lt(rl, te.const(P, "int64")), part[i[:-1] + (rl,)], tail), [rl])
-
-        return te.compute(rshape, combine, name=name)
-    if ax != len(shape) - 1 or not isinstance(n, int) or n % P or n < 2 * P:
-        r = te.reduce_axis(n, "r")
-        return te.compute(rshape, lambda *i: te.reduce(combiner, body(i[:-1] + (r,) if ax == len(shape) - 1
-                                                                      else tuple(r if k == ax else ii for k, ii in enumerate(i))),
-                                                       [r]), name=name)
-    ro = te.reduce_axis(n // P, "ro")
-    part = te.compute(shape[:-1] + (P,), lambda *i: te.reduce(combiner, body(i[:-1] + (ro * P + i[-1],)), [ro]),
-                      name=f"{name}_partial")
-    rl = te.reduce_axis(P, "rl")
-    return te.compute(rshape, lambda *i: te.reduce(combiner, part[i[:-1] + (rl,)], [rl]), name=name)
 
 
 @register

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..te.schedule import Fuse, Split
 from . import cpu_conv, cpu_matmul  # noqa: F401  (register their schedules)
 from . import register, register_default
-from .cpu_loops import default_schedule, vectorize_partials
+from .cpu_loops import default_schedule, row_length, vectorize_partials
 
 register_default("cpu")(default_schedule)
 
@@ -46,4 +46,12 @@ def softmax(a, s, out, target):
 def layer_norm(a, s, out, target):
     """The default schedule with the mean's and variance's partial sums vectorized."""
     default_schedule(s, target)
+    vectorize_partials(s)
+
+
+@register("cpu", "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod")
+def reduction(a, s, out, target):
+    """The default schedule, parallel by the elements read rather than the few written, with
+    the partial results of a reduction over the last axis (``ops.reduce.row_reduce``) vectorized."""
+    default_schedule(s, target, work=row_length(s))
     vectorize_partials(s)

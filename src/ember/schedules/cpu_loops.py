@@ -12,14 +12,15 @@ from .cpu_model import divides, size_hint
 PARALLEL_MIN_ELEMENTS = 16384
 
 
-def default_schedule(s: Schedule, target) -> None:
-    """Vectorize the innermost axis, run the outer axes in parallel when the work is large."""
+def default_schedule(s: Schedule, target, work: int = 1) -> None:
+    """Vectorize the innermost axis, run the outer axes in parallel when the work is large
+    (the output's elements times ``work``, the work of one)."""
     root = s.root
     lanes = target.lanes
     axes = list(root.leaves)
     if not axes:
         return
-    size = 1
+    size = work
     for a in axes:
         size *= size_hint(a.extent)
     inner = axes[-1]
@@ -37,9 +38,23 @@ def default_schedule(s: Schedule, target) -> None:
             root.parallel(outer)
 
 
+def row_length(s: Schedule) -> int:
+    """The elements one output element of a row reduction reads (1 where there is none): the
+    largest count of the reduce loops of a stage, times the lanes of partial results."""
+    longest = 1
+    for st in s.stages.values():
+        n = 1
+        for r in st.reduce_axes:
+            n *= size_hint(r.extent)
+        if st.tensor.name.endswith("_partial") and st.reduce_axes:
+            n *= size_hint(st.tensor.axes[-1].extent)
+        longest = max(longest, n)
+    return longest
+
+
 def vectorize_partials(s: Schedule) -> None:
     """Vectorize the lane axis of the per-lane partial stages of row reductions
-    (``ops.nn.row_reduce``): their reduce loop outside, the lanes inside."""
+    (``ops.reduce.row_reduce``): their reduce loop outside, the lanes inside."""
     for st in s.stages.values():
         if st.tensor.name.endswith("_partial") and st.attached and st.reduce_axes:
             lane = st.tensor.axes[-1]

@@ -101,7 +101,7 @@ def rows(attrs, s, anchor, target) -> None:
     if not reductions or not leaves:
         raise CodegenError("no reduction to give a block per row")
     # a row's result: the smallest count above 1 (a long row's reduction may have P partial
-    # results per row first, ops.nn.row_reduce: a whole multiple of the rows)
+    # results per row first, ops.reduce.row_reduce: a whole multiple of the rows)
     counts = [_count(st.tensor.shape) for st in reductions]
     outputs = min([c for c in counts if c > 1] or [1])
     k, count = 0, 1

@@ -25,7 +25,7 @@ def share_block_work(f: PrimFunc, max_threads: int = MAX_SHARING_THREADS) -> Pri
       then serial loops updating it) is computed by all T threads, each over every T-th point,
       then combined by a tree in shared memory (log2(T) steps, a barrier after each); every
       thread then reads the result;
-    * P partial results of one reduction (``ops.nn.row_reduce``'s lanes) likewise: thread t
+    * P partial results of one reduction (``ops.reduce.row_reduce``'s lanes) likewise: thread t
       takes lane t % P, a tree of stride P (:func:`_cooperative_lanes`);
     * a loop that writes the output (the row's elements) gives each thread every T-th iteration;
     * any other store to a global buffer is made by thread 0 only; everything else (local values)
@@ -166,7 +166,7 @@ def _cooperative(init: Store, loops, op: str, update: Store, thread, sizes: list
 
 def _lane_nest(init: Stmt, loop: Stmt):
     """(P, reduction loop, combiner, update) when ``init`` and ``loop`` compute P partial results
-    of a reduction into a local buffer of P elements (``ops.nn.row_reduce``'s lanes: lane l
+    of a reduction into a local buffer of P elements (``ops.reduce.row_reduce``'s lanes: lane l
     combines its points over one serial loop), else None."""
     if not (isinstance(init, For) and isinstance(init.body, Store) and isinstance(loop, For)
             and isinstance(init.extent, int) and init.extent == loop.extent and init.kind == loop.kind == "serial"):

@@ -117,3 +117,43 @@ def test_quantized_resnet50_matches_onnxruntime(tmp_path, per_channel, record_pr
 
     ops = optimize(ember.from_onnx(q_path), 2).op_histogram()
     assert ops["conv2d_int"] >= 30 and ops["matmul_int"] == 1
+
+
+def token_model(path: Path) -> None:
+    """Two inputs, one of them integer: token ids index an embedding table (Gather), a float
+    input is added, a MatMul and a Relu follow."""
+    table = RNG.standard_normal((50, 16)).astype(np.float32)
+    w = (RNG.standard_normal((16, 8)) * 0.25).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]),
+             helper.make_node("Add", ["emb", "x"], ["h"]),
+             helper.make_node("MatMul", ["h", "w"], ["m"]),
+             helper.make_node("Relu", ["m"], ["y"])]
+    g = helper.make_graph(nodes, "tokens", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 6]),
+                                            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 8])],
+                          [numpy_helper.from_array(table, "table"), numpy_helper.from_array(w, "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+
+
+def test_benchmark_quantizes_and_times_models_with_integer_inputs(tmp_path):
+    """benchmarks/quantized.py on a model with several inputs, one of them token ids: generated
+    ids stay below the table's row count, the quantized model runs in both engines, and the
+    comparison gives CPU times and latencies for Ember's int8, onnxruntime's int8 and Ember's fp32."""
+    import onnx
+
+    bench = _bench()
+    float_path, q_path = tmp_path / "tokens.onnx", tmp_path / "tokens.qdq.onnx"
+    token_model(float_path)
+    model = onnx.load(str(float_path))
+    assert bench.integer_bounds(model) == {"ids": 50}
+    feeds = bench.generated_inputs(model, seed=1)
+    assert feeds["ids"].dtype == np.int64 and feeds["ids"].max() < 50 and feeds["x"].dtype == np.float32
+    bench.quantize_model(float_path, q_path, samples=3)
+    assert ember.from_onnx(q_path).op_histogram()["dequantize"] >= 2
+    r = bench.compare(q_path, feeds, runs=2, rounds=1, float_path=float_path, threads=2, latency_runs=3, block=2)
+    assert r["units"] <= 1 and r["rel"] < 0.05, r
+    engines = {"ember int8", "onnxruntime int8", "ember fp32"}
+    assert set(r["cpu_ms"]) == engines and set(r["latency_ms"]) == engines
+    assert all(lo <= med <= hi for med, lo, hi in r["latency_ms"].values())

@@ -23,7 +23,7 @@ def _wrap(model, key):
     return Wrapped().eval()
 
 
-def _trained_batch_norms(model, seed: int = 1):
+def trained_batch_norms(model, seed: int = 1):
     """Batch-norm scales and statistics of a typical trained net (transformers initializes the
     scales so that a deep random net's output vanishes)."""
     import torch
@@ -64,16 +64,11 @@ def bert(tiny=False):
                                                           torch.ones(1, seq, dtype=torch.int64))
 
 
-def gpt2_kv_cache(tiny=False):
-    """GPT-2 small, one decoding step: one new token after 64 past tokens in the key/value cache;
-    logits and the grown keys and values out."""
+def decoding_step(model, cfg):
+    """One decoding step of a transformers causal LM: new tokens and the past keys and values of
+    every layer (stacked) in, logits and the grown keys and values out."""
     import torch
-    import transformers as T
     from transformers.cache_utils import DynamicCache
-
-    cfg = (T.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0) if tiny
-           else T.GPT2Config())
-    model = T.GPT2LMHeadModel(cfg).eval()
 
     class Step(torch.nn.Module):
         def __init__(self):
@@ -88,8 +83,21 @@ def gpt2_kv_cache(tiny=False):
             layers = out.past_key_values.layers
             return out.logits, torch.stack([x.keys for x in layers]), torch.stack([x.values for x in layers])
 
+    return Step().eval()
+
+
+def gpt2_kv_cache(tiny=False):
+    """GPT-2 small, one decoding step: one new token after 64 past tokens in the key/value cache;
+    logits and the grown keys and values out."""
+    import torch
+    import transformers as T
+
+    cfg = (T.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0) if tiny
+           else T.GPT2Config())
     kv = (cfg.n_layer, 1, cfg.n_head, 8 if tiny else 64, cfg.n_embd // cfg.n_head)
-    return Step().eval(), (_tokens(cfg.vocab_size, 1), torch.randn(kv), torch.randn(kv))
+    return decoding_step(T.GPT2LMHeadModel(cfg), cfg), (_tokens(cfg.vocab_size, 1), torch.randn(kv), torch.randn(kv))
+
+
 
 
 def llama(tiny=False):
@@ -150,7 +158,7 @@ def efficientnet(tiny=False):
 
     cfg = (T.EfficientNetConfig(image_size=64, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320)
            if tiny else T.EfficientNetConfig(image_size=224))
-    return _wrap(_trained_batch_norms(T.EfficientNetModel(cfg)), "pooler_output"), (_image(cfg.image_size),)
+    return _wrap(trained_batch_norms(T.EfficientNetModel(cfg)), "pooler_output"), (_image(cfg.image_size),)
 
 
 def swin(tiny=False):

@@ -123,13 +123,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|")
     for name in names:
         for eng, ts, compile_s, note in bench(name, a):
-            if ts is None:
-                print(f"| {name} | {eng} | | | | | {note} |", flush=True)
-                continue
-            ms = np.array(ts) * 1e3
-            print(f"| {name} | {eng} | {np.median(ms):.2f} | {np.percentile(ms, 10):.2f} | "
-                  f"{np.percentile(ms, 90):.2f} | {'' if compile_s is None else f'{compile_s:.0f}'} | {note} |",
-                  flush=True)
+            print(cpu.markdown_row([name, eng], ts, compile_s, note), flush=True)
     return 0
 
 

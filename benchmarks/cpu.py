@@ -298,6 +298,17 @@ def max_difference(got: list[np.ndarray] | None, want: list[np.ndarray] | None) 
                for g, w in zip(got, want))
 
 
+def markdown_row(cells: list, ts, compile_s, note: str) -> str:
+    """One row of a frontend benchmark's table: ``cells`` (model, engine, ...), the median, p10
+    and p90 of the latencies ``ts`` (seconds; None: empty, the engine did not run), the compile
+    time and the note."""
+    if ts is None:
+        return "| " + " | ".join(map(str, cells)) + f" | | | | | {note} |"
+    ms = np.array(ts) * 1e3
+    return ("| " + " | ".join(map(str, cells)) + f" | {np.median(ms):.2f} | {np.percentile(ms, 10):.2f} | "
+            f"{np.percentile(ms, 90):.2f} | {'' if compile_s is None else f'{compile_s:.0f}'} | {note} |")
+
+
 def time_runs(fns: dict, feeds, warmup: int, runs: int, block: int = 5,
               settle: float = 0.05) -> dict[str, list[float]]:
     """Latencies of each engine's ``fn``: every engine's warm-up runs, then rounds in which each

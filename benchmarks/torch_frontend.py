@@ -1,10 +1,17 @@
-"""A model of benchmarks/models.py three ways in one run: torch eager, Ember through the PyTorch
-frontend (``ember.from_torch``), and onnxruntime on the model's ONNX export.
+"""PyTorch models in one run next to torch eager: Ember through the PyTorch frontend
+(``ember.from_torch``: torch.export, then ATen), torch eager, and for the models of
+benchmarks/models.py also onnxruntime on their ONNX export.
 
-    python benchmarks/torch_frontend.py --model mobilenet_v2 --batch 1 --threads 2 --runs 30
+    python benchmarks/torch_frontend.py --models all --threads 2 --runs 20
 
-Prints each engine's median, p10 and p90 latency and the largest relative difference of Ember's
-and onnxruntime's outputs from torch's.
+The models: ResNet-50 and MobileNetV2 of benchmarks/models.py and the transformers models of
+benchmarks/hf_models.py (ViT-B/16, ConvNeXt-tiny, EfficientNet-B0, Swin-tiny, BERT-base, GPT-2
+small decoding with a key/value cache, T5-small's encoder, Whisper-tiny's encoder, a Llama-style
+decoder with grouped-query attention), batch 1, random weights from a fixed seed.
+
+Prints one markdown row per model and engine: median, p10 and p90 latency, Ember's compile time
+(torch.export and translation included) and the largest relative difference of the engine's
+outputs from torch's.  A model Ember cannot take gets a row with the error's first line.
 """
 
 from __future__ import annotations
@@ -19,67 +26,104 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu  # noqa: E402  (benchmarks/cpu.py: the model set, the timing rounds)
+import hf_models  # noqa: E402  (benchmarks/hf_models.py: the transformers models)
+
+PLAIN = ["resnet50", "mobilenet_v2"]          # of benchmarks/models.py
+NAMES = PLAIN + list(hf_models.MODELS)
+ENGINES = ["torch", "ember", "onnxruntime"]
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="mobilenet_v2", choices=cpu.NAMES)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
-    a = ap.parse_args(argv)
+def build(name: str, tiny: bool):
+    """(model, example args, ONNX-exportable (inputs by name, output names) or None)."""
+    if name in PLAIN:
+        small = {"resnet50": dict(blocks=[1, 1, 1, 1], image=64, classes=10),
+                 "mobilenet_v2": dict(image=64, classes=10)}[name] if tiny else {}
+        model, inputs, output_names, _ = cpu.model_set().make(name, 1, **small)
+        return model, tuple(inputs.values()), (inputs, output_names)
+    model, args = hf_models.make(name, tiny)
+    return model, args, None
 
+
+def onnxruntime_run(name: str, model, onnx_inputs, threads: int):
     import onnxruntime as ort
+
+    inputs, output_names = onnx_inputs
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.onnx"
+        cpu.model_set()._export(model, inputs, output_names, path)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feeds = {k: v.numpy() for k, v in inputs.items()}
+    return lambda _: sess.run(None, feeds)
+
+
+def bench(name: str, a):
+    """The rows of one model: (engine, latencies in s or None, compile s or None, note)."""
     import torch
 
     import ember
 
-    torch.set_num_threads(a.threads)
-    models = cpu.model_set()
-    model, inputs, output_names, _ = models.make(a.model, a.batch)
-    args = tuple(inputs.values())
-    feeds = {k: v.numpy() for k, v in inputs.items()}
-
-    t0 = time.perf_counter()
-    graph = ember.from_torch(model, args)
-    t1 = time.perf_counter()
-    module = ember.compile(graph)
-    t2 = time.perf_counter()
-    module.num_threads = a.threads
-    names = [v.name for v in graph.inputs]
-    print(f"{a.model} batch {a.batch}: from_torch {t1 - t0:.1f} s, compile {t2 - t1:.1f} s", file=sys.stderr)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{a.model}.onnx"
-        models._export(model, inputs, output_names, path)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = a.threads, 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    model, args, onnx_inputs = build(name, a.tiny)
 
     def run_torch(_):
         with torch.inference_mode():
             return model(*args)
 
-    def run_ember(_):
-        return module.run(dict(zip(names, feeds.values())))
+    def flat(outs):
+        outs = outs.values() if isinstance(outs, dict) else outs if isinstance(outs, (tuple, list)) else (outs,)
+        return [np.asarray(o.numpy() if isinstance(o, torch.Tensor) else o) for o in outs]
 
-    def run_ort(_):
-        return sess.run(None, feeds)
-
-    ref = run_torch(None)
-    ref = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else (ref,))]
+    ref = flat(run_torch(None))
 
     def err(outs):
-        return max(float(np.abs(o - r).max() / max(np.abs(r).max(), 1e-30)) for o, r in zip(outs, ref))
+        return max(float(np.abs(o.astype(np.float64) - r).max() / max(np.abs(r).max(), 1e-30))
+                   for o, r in zip(flat(outs), ref))
 
-    print(f"rel. error vs torch: ember {err(list(run_ember(None).values())):.1e}, "
-          f"onnxruntime {err(run_ort(None)):.1e}")
-    times = cpu.time_runs({"torch": run_torch, "ember": run_ember, "onnxruntime": run_ort}, None, a.warmup, a.runs)
+    fns, compile_s, notes = {"torch": run_torch}, None, {"torch": ""}
+    if "ember" in a.engines:
+        try:
+            t0 = time.perf_counter()
+            graph = ember.from_torch(model, args)
+            module = ember.compile(graph)
+            compile_s = time.perf_counter() - t0
+        except Exception as e:          # the row says why (an op Ember lacks, ...)
+            yield "ember", None, None, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        else:
+            module.num_threads = a.threads
+            feeds = {v.name: t.numpy() for v, t in zip(graph.inputs, args)}
+            fns["ember"] = lambda _: module.run(feeds)
+    if "onnxruntime" in a.engines and onnx_inputs is not None:
+        fns["onnxruntime"] = onnxruntime_run(name, model, onnx_inputs, a.threads)
+    for eng, fn in fns.items():
+        if eng != "torch":
+            notes[eng] = f"rel. error {err(fn(None)):.1e}"
+    times = cpu.time_runs(fns, None, a.warmup, a.runs)
     for eng, ts in times.items():
-        ms = np.array(ts) * 1e3
-        print(f"{eng:12s} median {np.median(ms):8.2f} ms   p10 {np.percentile(ms, 10):8.2f}   "
-              f"p90 {np.percentile(ms, 90):8.2f}   ({a.threads} threads)")
+        yield eng, ts, compile_s if eng == "ember" else None, notes[eng]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["mobilenet_v2"], choices=NAMES + ["all"])
+    ap.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES,
+                    help="torch always runs (the reference); onnxruntime only for ResNet-50 and MobileNetV2")
+    ap.add_argument("--tiny", action="store_true", help="each model's tiny configuration (a quick check)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    a = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    names = NAMES if "all" in a.models else a.models
+    print(f"| model (batch 1, {a.threads} threads) | engine | median ms | p10 | p90 | Ember compile s "
+          f"| vs torch |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        for eng, ts, compile_s, note in bench(name, a):
+            print(cpu.markdown_row([name, eng], ts, compile_s, note), flush=True)
     return 0
 
 

@@ -81,6 +81,29 @@ def test_tflite_benchmark_help():
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert "--forms" in r.stdout and "efficientnetb0" in r.stdout and "resnet50" in r.stdout
+    assert "float16" in r.stdout and "transformer" in r.stdout
+
+
+def test_torch_frontend_benchmark_help():
+    r = subprocess.run([sys.executable, str(BENCH / "torch_frontend.py"), "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "--models" in r.stdout and "gpt2_kv_cache" in r.stdout and "llama" in r.stdout
+
+
+def test_torch_frontend_benchmark_rows(capsys):
+    """A tiny Llama with grouped-query attention and a tiny GPT-2 decoding step through the
+    PyTorch frontend: a row per engine, Ember's output close to torch's."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    bench = _load("ember_bench_torch_frontend", BENCH / "torch_frontend.py")
+    assert bench.main(["--models", "llama", "gpt2_kv_cache", "--tiny", "--engines", "torch", "ember",
+                       "--runs", "1", "--warmup", "1", "--threads", "1"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [(m, e) for m in ("llama", "gpt2_kv_cache")
+                                                            for e in ("torch", "ember")]
+    for r in rows[1::2]:
+        assert float(r[2]) > 0 and float(r[6].split()[-1]) <= 1e-4, r
 
 
 def test_dynamic_benchmark_help_and_feeds():

@@ -327,6 +327,17 @@ def test_keras_transformer():
     check_keras(m, lambda n: np.random.default_rng(n).integers(-100, 100, (n, 16)).astype(np.int32))
 
 
+def test_keras_model_with_a_fixed_batch():
+    """A Keras input of batch_size=1 has no open batch: no 'batch' symbol is planned for it."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16,), dtype="int32", batch_size=1)
+    m = keras.Model(inp, L.Dense(3)(L.Embedding(100, 8)(inp)))
+    mod = ember.compile(ember.from_keras(m))
+    x = np.random.default_rng(0).integers(0, 100, (1, 16)).astype(np.int32)
+    (out,) = run(mod, [x])
+    assert rel_error(out, np.asarray(m(x, training=False))) <= 1e-5
+
+
 # weights=None: random weights from the seed, nothing is downloaded; logits, not probabilities.
 # All but MobileNetV2 compile at opt level 1 (the frontend is what is tested here; opt level 3 spends
 # most of their CI time generating kernels MobileNetV2 exercises already).

@@ -21,6 +21,13 @@ def _bench_models():
     return module
 
 
+def _hf_models():
+    spec = importlib.util.spec_from_file_location("ember_bench_hf_models", ROOT / "benchmarks" / "hf_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _wrap(model, key):
     """``model`` with one tensor output (the field ``key`` of a transformers output)."""
     import torch
@@ -35,23 +42,6 @@ def _wrap(model, key):
             return out if isinstance(out, torch.Tensor) else out[key]
 
     return Wrapped().eval()
-
-
-def _batch_norm_statistics(model, seed: int = 1):
-    """Batch-norm parameters and statistics of a typical trained net (transformers initializes
-    their scales near zero, which makes a deep net's output vanish)."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-    return model
 
 
 def _dims(*names, max=64):
@@ -110,28 +100,13 @@ def gpt2_kv_cache():
     logits and the grown keys and values out."""
     import torch
     import transformers as T
-    from transformers.cache_utils import DynamicCache
 
     cfg = T.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
-    model = T.GPT2LMHeadModel(cfg).eval()
-
-    class Step(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, ids, past_keys, past_values):
-            cache = DynamicCache(config=cfg)
-            for i in range(past_keys.shape[0]):
-                cache.update(past_keys[i], past_values[i], i)
-            out = self.model(ids, past_key_values=cache, use_cache=True)
-            layers = out.past_key_values.layers
-            return (out.logits, torch.stack([x.keys for x in layers]), torch.stack([x.values for x in layers]))
-
+    step = _hf_models().decoding_step(T.GPT2LMHeadModel(cfg).eval(), cfg)
     b, s, p = _dims("batch", "seq", "past")
     kv = (2, 2, 4, 5, 8)
     kv2 = (2, 3, 4, 9, 8)
-    return Step().eval(), (_tokens(2, 3), torch.randn(kv), torch.randn(kv)), \
+    return step, (_tokens(2, 3), torch.randn(kv), torch.randn(kv)), \
         ({0: b, 1: s}, {1: b, 3: p}, {1: b, 3: p}), (_tokens(3, 1), torch.randn(kv2), torch.randn(kv2))
 
 
@@ -193,7 +168,7 @@ def efficientnet():
 
     m = T.EfficientNetModel(T.EfficientNetConfig(image_size=64, width_coefficient=0.25, depth_coefficient=0.25,
                                                  hidden_dim=320))
-    m = _wrap(_batch_norm_statistics(m), "pooler_output")
+    m = _wrap(_hf_models().trained_batch_norms(m), "pooler_output")
     (b,) = _dims("batch")
     return m, (torch.randn(2, 3, 64, 64),), ({0: b},), (torch.randn(3, 3, 64, 64),)
 

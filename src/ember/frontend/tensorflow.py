@@ -247,7 +247,9 @@ def from_graph_def(graph_def, inputs: Sequence[tuple[str, str, tuple]], outputs:
             raise InvalidModelError(f"input '{in_name}' is not a placeholder of the graph", node=node_name)
         dtype = tf_dtype(n.attr["dtype"].type, n.name, n.op)
         tr.values[(node_name, 0)] = {"NHWC": tr.b.input(_clean(in_name), _input_type(_clean(in_name), shape, dtype))}
-    tr.b.hints.update({s: 1 for s in {"batch"} if s not in (bounds or {})})
+    # the open batch is planned at 1; a model whose inputs all have a fixed batch has no such symbol
+    open_batch = any(shape and (shape[0] is None or shape[0] < 0) for _, _, shape in inputs)
+    tr.b.hints.update({"batch": 1} if open_batch and "batch" not in (bounds or {}) else {})
     tr.b.bounds.update(bounds or {})
     for n in _topological(graph_def, nodes):
         if n.op == "Placeholder":

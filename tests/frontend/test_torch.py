@@ -234,3 +234,24 @@ def test_transposed_convolution():
     model, x = Deconv().eval(), torch.randn(2, 4, 5, 7)
     graph = from_torch(model, (x,))
     check(ember.compile(graph), graph, model, (x,), tol=1e-5)
+
+
+class HugePool(torch.nn.Module):
+    """transformers' EfficientNet pooler: a window far larger than the map, in ceil mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.avg = torch.nn.AvgPool2d(2560, ceil_mode=True)
+        self.max = torch.nn.MaxPool2d(640, ceil_mode=True)
+
+    def forward(self, x):
+        return self.avg(x), self.max(x)
+
+
+def test_pool_window_past_the_input_is_clipped():
+    torch.manual_seed(0)
+    model, x = HugePool().eval(), torch.randn(2, 5, 7, 6)
+    graph = from_torch(model, (x,))
+    kernels = [tuple(n.attrs["kernel"]) for n in graph.nodes if n.op in ("avg_pool2d", "max_pool2d")]
+    assert kernels == [(7, 6), (7, 6)]
+    check(ember.compile(graph), graph, model, (x,), tol=1e-6)

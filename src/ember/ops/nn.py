@@ -39,6 +39,24 @@ def conv_out_dim(size, k, stride, pad_begin, pad_end, dilation, ceil_mode=False)
     return span // stride + 1
 
 
+def clip_window(sizes, kernel, strides, pads, dil, ceil_mode):
+    """The kernel with every window dim that reaches past the padded input cut to the padded
+    input.  Such a window only fits in ceil mode, with one output along that dim; the positions
+    past the padding are never read nor counted, so the outputs are the same, and the kernel
+    loops over what the window covers instead of over (say) a 1280x1280 window on a 7x7 map."""
+    nsp = len(sizes)
+    out = list(kernel)
+    for i, size in enumerate(sizes):
+        if not isinstance(size, int):
+            continue
+        padded = size + pads[i] + pads[nsp + i]
+        if dil[i] == 1 and kernel[i] > padded and \
+                conv_out_dim(size, kernel[i], strides[i], pads[i], pads[nsp + i], 1, ceil_mode) == \
+                conv_out_dim(size, padded, strides[i], pads[i], pads[nsp + i], 1, ceil_mode):
+            out[i] = padded
+    return out
+
+
 def check_window(op, a, kernel=None) -> None:
     """Strides, dilations and a pooling kernel of at least 1: smaller ones make conv_out_dim
     count windows that reach outside the input."""

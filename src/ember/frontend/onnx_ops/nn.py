@@ -9,7 +9,7 @@ import numpy as np
 from ...graph.types import is_float, np_dtype
 from ...symbolic import Sym, compare, dim_range
 from . import data_dims, translates
-from ...ops.nn import conv_out_dim
+from ...ops.nn import clip_window, conv_out_dim
 from .tensor import norm_axis, prod, reshape, static_shape
 
 
@@ -281,24 +281,6 @@ def _pool(cx, core):
         v, rest = settle_pads(cx, v, pads, kernel, strides, dil, 0)
         avgs.append(pool_nd(cx, core, v, kernel, strides, rest, dil, ceil_mode, True))
     return cx.op("div", avgs)
-
-
-def clip_window(sizes, kernel, strides, pads, dil, ceil_mode):
-    """The kernel with every window dim that reaches past the padded input cut to the padded
-    input.  Such a window only fits in ceil mode, with one output along that dim; the positions
-    past the padding are never read nor counted, so the outputs are the same, and the kernel
-    loops over what the window covers instead of over (say) a 1280x1280 window on a 7x7 map."""
-    nsp = len(sizes)
-    out = list(kernel)
-    for i, size in enumerate(sizes):
-        if not isinstance(size, int):
-            continue
-        padded = size + pads[i] + pads[nsp + i]
-        if dil[i] == 1 and kernel[i] > padded and \
-                conv_out_dim(size, kernel[i], strides[i], pads[i], pads[nsp + i], 1, ceil_mode) == \
-                conv_out_dim(size, padded, strides[i], pads[i], pads[nsp + i], 1, ceil_mode):
-            out[i] = padded
-    return out
 
 
 def pool_nd(cx, core, x, kernel, strides, pads, dil, ceil_mode, count_include_pad):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import translates
+from ...ops.nn import clip_window
 
 
 def _pair(v, n=2):
@@ -68,7 +69,11 @@ def _pool(cx, core, x, kernel, stride, padding, dilation, ceil_mode, count_inclu
     squeeze = x.type.rank == 3
     if squeeze:
         x = cx.reshape(x, (1,) + tuple(x.shape))
-    y = cx.op(core, [x], kernel=kernel, strides=stride, pads=(padding[0], padding[1], padding[0], padding[1]),
+    pads = (padding[0], padding[1], padding[0], padding[1])
+    # a window past the padded input (transformers' EfficientNet pools a 7x7 map with a 2560x2560
+    # one in ceil mode) loops only over what it covers
+    kernel = tuple(clip_window(tuple(x.shape)[-2:], kernel, stride, pads, dilation, bool(ceil_mode)))
+    y = cx.op(core, [x], kernel=kernel, strides=stride, pads=pads,
               dilations=dilation, ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad))
     return cx.reshape(y, cx.out_shape() if not isinstance(cx.meta, (tuple, list)) else cx.out_shape(0))
 

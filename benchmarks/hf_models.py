@@ -153,7 +153,8 @@ def convnext(tiny=False):
 
 
 def efficientnet(tiny=False):
-    """transformers' default EfficientNet configuration (EfficientNet-B7's widths and depths) at 224x224 (pooled features)."""
+    """transformers' default EfficientNet configuration (EfficientNet-B7's widths and depths) at
+    224x224 (pooled features)."""
     import transformers as T
 
     cfg = (T.EfficientNetConfig(image_size=64, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320)

@@ -6,9 +6,8 @@ benchmarks/models.py also onnxruntime on their ONNX export.
 
 The models: ResNet-50 and MobileNetV2 of benchmarks/models.py and the transformers models of
 benchmarks/hf_models.py (ViT-B/16, ConvNeXt-tiny, EfficientNet (default configuration: B7 sizes),
-Swin-tiny, BERT-base, GPT-2
-small decoding with a key/value cache, T5-small's encoder, Whisper-tiny's encoder, a Llama-style
-decoder with grouped-query attention), batch 1, random weights from a fixed seed.
+Swin-tiny, BERT-base, GPT-2 small decoding with a key/value cache, T5-small's encoder, Whisper-tiny's
+encoder, a Llama-style decoder with grouped-query attention), batch 1, random weights from a fixed seed.
 
 Prints one markdown row per model and engine: median, p10 and p90 latency, Ember's compile time
 (torch.export and translation included) and the largest relative difference of the engine's

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -35,6 +35,11 @@ class StepTime:
     cpu: float = 0.0
     count: int = 0
     detail: str = ""
+
+
+def timed(timings: "Timings | None", name: str) -> AbstractContextManager:
+    """``timings.step(name)``, or a context that times nothing where no timings are kept."""
+    return timings.step(name) if timings is not None else nullcontext()
 
 
 class Timings:

@@ -15,7 +15,6 @@ symbols' upper bounds (``bounds``).
 from __future__ import annotations
 
 import hashlib
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 from ..errors import CodegenError, EmberError
@@ -25,6 +24,7 @@ from ..schedules import default as default_for, lookup
 from ..passes.fusion import Group
 from ..te import placeholder, walk
 from ..te.lower import lower
+from ..timings import timed
 from ..te.schedule import create_schedule
 from ..symbolic import SymbolicError
 from ..tir.analysis import size_bounds, size_vars_of
@@ -248,10 +248,10 @@ def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sy
         args = [where(v) for v in group.inputs] + [where(group.output)]
         args += [f"syms[{sym_index[v.name]}]" for v in f.attrs.get("size_vars", ())]
         return f, "", f"{f.name}({', '.join(args)});"
-    timed = ctx.timed if ctx is not None else (lambda step: nullcontext())
-    with timed("kernel lowering"):
+    timings = ctx.timings if ctx is not None else None
+    with timed(timings, "kernel lowering"):
         f = group_kernel(group, target, names, limits, bounds if hints is None else hints, ctx)
-    with size_bounds(limits, bounds), timed("C generation"):   # what it proves about indices uses the limits
+    with size_bounds(limits, bounds), timed(timings, "C generation"):   # what it proves about indices uses the limits
         src = gen.kernel(f)
     if sig is not None and not gen.kernels[-1].sites:
         memo[sig] = (f, gen.kernels[-1])

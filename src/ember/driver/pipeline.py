@@ -17,7 +17,6 @@ at every level and cannot be disabled.
 from __future__ import annotations
 
 import gc
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -27,7 +26,7 @@ from ..graph.verify import verify
 from .. import passes as graph_passes
 from ..passes import checked, fuse_attention, layout_nchwc, pack_int_matmul, pack_weights, pair_saturation, winograd
 from ..target import Target
-from ..timings import Timings
+from ..timings import Timings, timed
 from ..tir import transform as loop
 from ..tir.stmt import PrimFunc
 from ..tir.verify import verify_func
@@ -65,7 +64,7 @@ class Context:
 
     def timed(self, step: str):
         """A context manager that times its block as ``step`` (nothing without ``timings``)."""
-        return self.timings.step(step) if self.timings is not None else nullcontext()
+        return timed(self.timings, step)
 
     def say(self, message: str) -> None:
         if self.progress is not None:

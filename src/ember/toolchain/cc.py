@@ -36,13 +36,13 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..errors import ArtifactError, ToolchainError
 from ..runtime.artifact import seal_artifact, verify_artifact
+from ..timings import timed
 from . import cpu_features
 from .cache import Cache, full_disk_error, no_space
 
@@ -305,8 +305,7 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     # what the load-time processor check tests: the extensions these flags enable
     rt = {**rt, CPU_FEATURES_HEADER: cpu_features.header(compiler.command, cflags).encode()}
     wasm = cross and target.triple.startswith("wasm")
-    timed = timings.step if timings is not None else (lambda step: nullcontext())
-    with timed("C: build key (hash the sources and constants)"):
+    with timed(timings, "C: build key (hash the sources and constants)"):
         key = _build_key(compiler, cflags, sources, blobs, rt, (*link_flags, *link_libs), blob_keys)
         libs = Cache("lib", suffix=".wasm" if wasm else ".so")
         entry = f"{safe_name}-{key}"
@@ -323,9 +322,9 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
         lib = _build(work, compiler, cflags, user_flags, sources, blobs, rt, safe_name,
                      default_jobs() if jobs is None else max(1, int(jobs)), progress,
                      (link_flags, link_libs, wasm), dict(object_keys or {}), pch, timings)
-        with timed("C: seal the artifact"):
+        with timed(timings, "C: seal the artifact"):
             seal_artifact(lib)
-        with timed("cache store"):
+        with timed(timings, "cache store"):
             return libs.put(entry, lib, move=True)
     except OSError as e:
         if no_space(e):
@@ -436,12 +435,11 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
            link: tuple = (LINK_FLAGS, LINK_LIBS, False), object_keys: Mapping[str, str] | None = None,
            pch: str | None = None, timings=None) -> Path:
     link_flags, link_libs, wasm = link
-    timed = timings.step if timings is not None else (lambda step: nullcontext())
-    with timed("C: compile (and assemble the constants)"):
+    with timed(timings, "C: compile (and assemble the constants)"):
         total, objects = _compile_units(work, compiler, cflags, sources, blobs, rt, jobs, progress, wasm,
                                         object_keys or {}, pch, timings)
     out = f"{name}.wasm" if wasm else f"{name}.so"
-    with timed("C: link"):
+    with timed(timings, "C: link"):
         _run([*compiler.command, *cflags, *link_flags, *user_flags, "-o", out, *objects, *link_libs], work, "link")
     if progress is not None:
         progress("link", total, total)

@@ -351,7 +351,6 @@ class MatMulInt(Op):
             lambda b, kk, n: y[broadcast_index(y.shape[:-2], batch, b) + (kk, n)], a["saturate_pairs"])
 
 
-
 @register
 class MatMulIntPacked(Op):
     """``matmul_int`` of 8-bit activations and a constant int8 weight packed at compile time in

@@ -85,7 +85,7 @@ def run(graph: Graph, lanes: int = 8, int8_dot: bool = False, multiply_add: bool
             w8 = (wc.astype(np.int16) - UINT8_OFFSET).astype(np.int8) if shifted else wc
             if pairs == "split":
                 w8 = MatMulIntPacked.split(w8)
-            others = sum(k[0] is w for k in packed)          # the same weight packed another way
+            others = sum(pk[0] is w for pk in packed)          # the same weight packed another way
             packed[key] = constant(MatMulIntPacked.pack(w8, nb), f"{w.name}_packed_int{others or ''}")
         xin = x
         if k % 4:

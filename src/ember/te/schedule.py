@@ -10,8 +10,10 @@ vectorized, unrolled), and where the stage is computed:
   convolution's accumulators stay in registers while its epilogue (bias, activation, residual
   add) runs in the same kernel.
 
-Every primitive applied is also recorded in ``Schedule.steps`` so a schedule can be printed,
-stored by a tuner and replayed.
+Every primitive applied is also recorded in ``Schedule.steps`` as ``(stage, primitive,
+*arguments)``, the stage by its label (:attr:`Stage.label`: the tensor's name, unique within the
+schedule) and loops by name, so a schedule can be printed, stored by a tuner and replayed on the
+same tensor expression (:mod:`ember.te.replay`).
 """
 
 from __future__ import annotations
@@ -67,13 +69,15 @@ class Stage:
         self.attach_at: IterVar | None = None   # a leaf of the root stage, or None (top level)
         self.attached = False
         self.default_attach = False
+        #: the stage's name in ``Schedule.steps`` (set by the schedule: unique within it)
+        self.label = tensor.name
 
     @property
     def is_reduction(self) -> bool:
         return bool(self.reduce_axes)
 
     def _log(self, step: str, *args) -> None:
-        self.schedule.steps.append((self.tensor.name, step) + tuple(args))
+        self.schedule.steps.append((self.label, step) + tuple(args))
 
     def _check_leaf(self, v: IterVar) -> int:
         for k, leaf in enumerate(self.leaves):
@@ -169,6 +173,13 @@ class Schedule:
         self.tensors = _topo(output)
         self.stages = {t.uid: Stage(self, t) for t in self.tensors if not t.is_placeholder}
         self.root = self.stages[output.uid]
+        # labels: the tensor names, the root's first; a name taken already gets "#2", "#3", ...
+        # (a reduction's root is an identity stage of the same name, labelled before it)
+        taken: dict[str, int] = {}
+        for st in [self.root] + [st for st in self.stages.values() if st is not self.root]:
+            n = taken[st.tensor.name] = taken.get(st.tensor.name, 0) + 1
+            if n > 1:
+                st.label = f"{st.tensor.name}#{n}"
         for t in self.tensors:
             st = self.stages.get(t.uid)
             if st is None or st is self.root:
@@ -188,6 +199,14 @@ class Schedule:
             return self.stages[t.uid]
         except KeyError:
             raise CodegenError(f"{t.name} is not a compute stage of this schedule") from None
+
+    def stage(self, label: str) -> Stage:
+        """The stage labelled ``label`` (:attr:`Stage.label`)."""
+        for st in self.stages.values():
+            if st.label == label:
+                return st
+        raise CodegenError(f"the schedule has no stage {label!r}; its stages: "
+                           f"{', '.join(st.label for st in self.stages.values())}")
 
     def placeholders(self) -> list[Tensor]:
         return [t for t in self.tensors if t.is_placeholder]

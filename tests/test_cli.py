@@ -158,3 +158,20 @@ def test_unsupported_op_is_reported(tmp_path):
     r = run_cli("info", str(path))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "ember: error:" in r.stderr and "Frobnicate" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tuning_option_and_its_old_name_records(tmp_path, capsys):
+    from ember.cli import _parser
+
+    for cmd in (["compile", "m.onnx", "-o", "m.ember"], ["run", "m.onnx"], ["bench", "m.onnx"], ["tune", "m.onnx"]):
+        for flag in ("--tuning", "--records"):
+            assert _parser().parse_args(cmd + [flag, "t.sqlite"]).tuning == "t.sqlite"
+    assert main(["tune"]) == 1
+    assert "needs a model file (or --show KERNEL)" in capsys.readouterr().err
+    missing = tmp_path / "none.sqlite"
+    assert main(["tune", "--show", "conv_0", "--tuning", str(missing)]) == 1
+    assert "none.sqlite" in capsys.readouterr().err
+    noise = tmp_path / "noise.sqlite"
+    noise.write_bytes(b"\x00\x01not records" * 64)
+    assert main(["tune", "--show", "conv_0", "--tuning", str(noise)]) == 1
+    assert "noise.sqlite" in capsys.readouterr().err

@@ -12,7 +12,12 @@
     ember passes
     ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
     ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [-o report.html] [compile options]
-    ember tune MODEL [--budget 10m] [--records FILE] [--trials N] [--threads N] [--runs N] [compile options]
+    ember tune MODEL [--budget 10m] [--tuning FILE] [--trials N] [--threads N] [--runs N] [compile options]
+    ember tune [MODEL] --show KERNEL|WORKLOAD [--tuning FILE] [compile options]
+
+``--tuning FILE`` (``compile``, ``run``, ``bench``, ``tune``; ``--records`` is another name for
+it) names a tuning records file, by default ``tuning/records.sqlite`` in the cache directory for
+``tune``.
 
 ``--target`` takes ``cpu`` (this machine) or a target ``ember targets`` lists, with ``+feature``
 suffixes and ``-mcpu=`` (``--target "aarch64-linux -mcpu=cortex-a76"``); ``ember run`` runs a
@@ -184,13 +189,20 @@ def _parser() -> argparse.ArgumentParser:
                                     "of wall time: candidates are compiled and timed in child processes (one "
                                     "that crashes, hangs or changes the outputs is skipped and recorded), guided "
                                     "by a cost model when scikit-learn is installed (pip install ember[tune]). "
-                                    "Every measurement is appended to the records file; 'ember compile --records "
-                                    "FILE' replays the best knobs of each kernel.")
-    tu.add_argument("model", help="model file (.onnx)")
+                                    "Every measurement is appended to the records file (SQLite) with the schedule "
+                                    "steps its kernel was lowered with; 'ember compile --tuning FILE' replays the "
+                                    "best schedule of each kernel.  With --show, print what the records replay "
+                                    "for one kernel instead (and, given the model, the kernel rebuilt from them).")
+    tu.add_argument("model", nargs="?", help="model file (.onnx); optional with --show")
     tu.add_argument("--budget", type=_duration_arg, default=600.0, metavar="TIME",
                     help="wall time to spend: seconds, or with s, m or h (default: 10m)")
-    tu.add_argument("--records", metavar="FILE", help="records file to append to (default: tuning/records.jsonl "
-                                                      "in the cache directory)")
+    tu.add_argument("--tuning", "--records", dest="tuning", metavar="FILE",
+                    help="records file to append to (default: tuning/records.sqlite in the cache directory; "
+                         "JSON-lines records of earlier Embers are read and appended to as they are)")
+    tu.add_argument("--show", metavar="KERNEL|WORKLOAD",
+                    help="print the knobs and schedule steps the records replay for this kernel (its name, or "
+                         "its workload key or the key's first 6 or more characters) and, given MODEL, the "
+                         "kernel's loop IR rebuilt from them")
     tu.add_argument("--threads", type=_positive_int, metavar="N", help="threads to time with (default: the runtime's)")
     tu.add_argument("--runs", type=_positive_int, default=10, metavar="N", help="timed runs per candidate (default: 10)")
     tu.add_argument("--seed", type=int, default=0, help="seed of the search and of the inputs (default: 0)")
@@ -228,8 +240,9 @@ def _add_compile_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_records_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--records", metavar="FILE", help="tuning records written by 'ember tune': each kernel "
-                                                     "gets the knobs of its fastest record for this target")
+    p.add_argument("--tuning", "--records", dest="tuning", metavar="FILE",
+                   help="tuning records written by 'ember tune': each kernel gets the schedule of its fastest "
+                        "record for this target, replayed from its steps (else set by its knobs)")
 
 
 def _add_limit_option(p: argparse.ArgumentParser) -> None:
@@ -336,10 +349,21 @@ def _print_timings(module: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .tune import tune
+    from .tune import default_records, tune
 
+    if args.show is not None:
+        from .tune.show import show
+
+        if args.model is not None:
+            _require_file(args.model)
+        print(show(args.tuning or default_records(), args.show, args.model, args.target, opt_level=args.opt_level,
+                   shapes=dict(args.shape) or None, bounds=dict(args.bound) or None,
+                   knobs=dict(args.knob) or None), end="")
+        return 0
+    if args.model is None:
+        raise EmberError("ember tune needs a model file (or --show KERNEL)")
     _require_file(args.model)
-    result = tune(args.model, args.target, budget_s=args.budget, records=args.records, opt_level=args.opt_level,
+    result = tune(args.model, args.target, budget_s=args.budget, records=args.tuning, opt_level=args.opt_level,
                   shapes=dict(args.shape) or None, bounds=dict(args.bound) or None,
                   knobs=dict(args.knob) or None, runs=args.runs, threads=args.threads, seed=args.seed,
                   max_trials=args.trials)
@@ -348,7 +372,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
           f"search {'guided by the cost model' if result.cost_model else 'at random'}, {result.seconds:.0f} s")
     tuned = "failed its check" if result.tuned_ms is None else f"{result.tuned_ms:.3f} ms"
     print(f"untuned {result.untuned_ms:.3f} ms, tuned {tuned} per run")
-    print(f"records: {result.records} (ember compile --records {result.records} ...)")
+    print(f"records: {result.records} (ember compile --tuning {result.records} ...)")
     return 0 if result.tuned_ms is not None else 1
 
 
@@ -700,7 +724,7 @@ def _compile(model: Any, args: argparse.Namespace, shapes: dict | None):
                            dump=getattr(args, "dump", None), progress=progress,
                            knobs=dict(getattr(args, "knob", []) or []) or None,
                            disabled_passes=tuple(getattr(args, "disable_pass", []) or ()),
-                           records=getattr(args, "records", None))
+                           tuning=getattr(args, "tuning", None))
     return module, time.perf_counter() - progress.start
 
 

@@ -161,7 +161,7 @@ def test_a_failing_child_is_reported(tmp_path, model_file, code, status):
 @pytest.fixture(scope="module")
 def tuned(model_file, tmp_path_factory):
     """Tune with a child that crashes whenever a kernel's conv2d.rows is set."""
-    rec = tmp_path_factory.mktemp("records") / "records.jsonl"
+    rec = tmp_path_factory.mktemp("records") / "records.sqlite"
     lines = []
     # ended by its trial count, not the clock: enough trials to isolate the crashing candidate
     # (a batch of n kernels splits in halves: at most 1 + 2 log2(n) trials)
@@ -193,12 +193,23 @@ def test_records_replay_to_the_same_kernel_knobs(tuned, model_file):
         assert knobs == result.kernels[key].best
         # lowered with exactly the recorded knobs, and its own defaults for any a record leaves unset
         assert cm.workloads[key].knobs == {**untuned.workloads[key].knobs, **knobs}
+    # every chosen record holds the steps of the schedule it was measured with: those replay to
+    # the kernels the knobs give
+    knobs, steps = records.replay_schedules(rec, tgt)
+    assert knobs == best and set(steps) == set(best)
+    assert all(steps[key] == cm.workloads[key].steps for key in best)
+    replayed = generate(to_graph(model_file), tgt, kernel_steps=steps)
+    by_name = {f.name: f for f in cm.kernels}
+    for f in replayed.kernels:
+        if f.attrs.get("schedule_replay"):
+            assert f.attrs["schedule_replay"] == "replayed from the recorded steps"
+            assert f.attrs["schedule_steps"] == by_name[f.name].attrs["schedule_steps"]
 
 
 def test_tuned_outputs_equal_untuned(tuned, model_file):
     _, rec, _ = tuned
     plain = ember.compile(model_file)
-    tuned_module = ember.compile(model_file, records=rec)
+    tuned_module = ember.compile(model_file, tuning=rec)
     feeds = random_inputs(plain, seed=1)
     want, got = plain.run(feeds), tuned_module.run(feeds)
     for name in want:

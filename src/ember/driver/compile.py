@@ -150,17 +150,20 @@ def schedule_hints(graph: Graph, bounds: dict[str, int]) -> dict[str, int]:
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
              progress: ProgressFn | None = None, profile: bool = False, observe: bool = False,
              disabled_passes=(), kernel_knobs: Mapping[str, Mapping] | None = None,
-             timings: Timings | None = None) -> CompiledModel:
+             timings: Timings | None = None, kernel_steps: Mapping[str, list] | None = None) -> CompiledModel:
     """Run the compiler on a graph up to the C source and the constants blob.  ``observe``
     (``ember bisect``) makes every kernel's result an output too (see :func:`observe_kernels`).
     ``disabled_passes`` names passes of the pipeline (``driver.pipeline``) not to run.
     ``kernel_knobs`` (tuning: ``ember.tune``) maps workload keys (``kernels.workload_key``) to
     schedule knobs set for those kernels only; with it, even empty, the result lists every
-    distinct kernel's workload and the knobs it asked (``CompiledModel.workloads``).  ``timings``
-    receives the time of every step (:mod:`ember.timings`)."""
+    distinct kernel's workload and the knobs it asked (``CompiledModel.workloads``).
+    ``kernel_steps`` maps workload keys to recorded schedule steps (``Schedule.steps``) those
+    kernels replay instead of running their op's schedule (``kernels.group_kernel``; steps that
+    do not apply fall back to the knobs).  ``timings`` receives the time of every step
+    (:mod:`ember.timings`)."""
     with paused_gc():          # collected after each pass and every few kernels instead
         return _generate(graph, target, opt_level, dump, progress, profile, observe,
-                         check_disabled(disabled_passes), kernel_knobs, timings)
+                         check_disabled(disabled_passes), kernel_knobs, timings, kernel_steps)
 
 
 def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
@@ -175,8 +178,11 @@ def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
 
 def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | None, progress: ProgressFn | None,
               profile: bool, observe: bool = False, disabled_passes: frozenset = frozenset(),
-              kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None) -> CompiledModel:
+              kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
+              kernel_steps: Mapping[str, list] | None = None) -> CompiledModel:
     say = progress or (lambda msg: None)
+    if kernel_steps and kernel_knobs is None:
+        kernel_knobs = {}
     say(f"optimizing graph ({len(graph.nodes)} nodes, opt level {opt_level})")
     in_names = [v.name for v in graph.inputs]
     out_names = [v.name for v in graph.outputs]
@@ -248,7 +254,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         wk = workload_key(grp, target_key, hints) if workloads is not None else None
         own = target.with_knobs(kernel_knobs[wk]) if wk is not None and kernel_knobs.get(wk) else target
         with asked_knobs() as asked:
-            f, _, call = kernel_call(grp, own, where, gen, limits, bounds, sym_index, hints, ctx, same_groups)
+            f, _, call = kernel_call(grp, own, where, gen, limits, bounds, sym_index, hints, ctx, same_groups,
+                                     (kernel_steps or {}).get(wk) if wk is not None else None)
         if wk is not None:
             w = workloads.get(wk) or workloads.setdefault(wk, new_workload(wk, grp, f))
             w.groups.append(grp.name)
@@ -376,7 +383,8 @@ def where_src(v: Value, in_index, const_offsets) -> str:
 
 def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=None, profile: bool = False,
                cflags: tuple[str, ...] = (), disabled: frozenset = frozenset(),
-               kernel_knobs: Mapping[str, Mapping] | None = None, stamps: list | None = None) -> str | None:
+               kernel_knobs: Mapping[str, Mapping] | None = None, stamps: list | None = None,
+               kernel_steps: Mapping[str, list] | None = None) -> str | None:
     """The cache key of a compile: a hash of everything it reads and everything that changes its
     output: Ember's own source, the target (every processor feature: the C is compiled for this
     machine), the C compiler, the options, the model's bytes and the contents of every external
@@ -401,6 +409,7 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
         "shapes": sorted((str(k), v) for k, v in (shapes or {}).items()),
         "bounds": sorted((str(k), v) for k, v in (bounds or {}).items()),
         "kernel_knobs": sorted((w, sorted(k.items())) for w, k in (kernel_knobs or {}).items()),
+        "kernel_steps": sorted((w, list(st)) for w, st in (kernel_steps or {}).items()),
     }, default=repr))
     # what folds depends on fold_bytes, and a model compiled under larger limits must still be
     # refused under smaller ones
@@ -545,7 +554,8 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
             progress: ProgressFn | None = None, cache: bool = True, profile: bool = False,
             cflags: tuple[str, ...] = (), knobs: Mapping[str, Any] | None = None,
             limits: "ember_limits.Limits | Mapping[str, Any] | str | None" = None,
-            disabled_passes: tuple[str, ...] = (), records: str | os.PathLike | None = None):
+            disabled_passes: tuple[str, ...] = (), tuning: str | os.PathLike | None = None,
+            records: str | os.PathLike | None = None):
     """Compile ``model`` (a path, an ``onnx.ModelProto`` or an ember ``Graph``) for ``target``.
 
     Returns a loaded :class:`ember.runtime.Module`; for a cross target (``"aarch64-linux"``,
@@ -563,13 +573,17 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     policy (``ember.limits``): ``{"tensor_bytes": "2G", "nodes": 100000}``; a model above it
     raises :class:`~ember.errors.LimitError` before anything is allocated.  ``disabled_passes``
     names passes of the pipeline not to run (``ember passes`` lists them; those that decide the
-    results cannot be disabled).  ``records`` names a tuning records file (``ember tune``,
-    :mod:`ember.driver.records`): each kernel it holds records of for this target gets the knobs
-    of its fastest one.
+    results cannot be disabled).  ``tuning`` names a tuning records file (``ember tune``,
+    :mod:`ember.driver.records`; ``records`` is another name for it): each kernel it holds
+    records of for this target gets the schedule of its fastest one, replayed from the recorded
+    steps where they apply, else by its knobs.
 
     The result's ``timings`` (an :class:`ember.timings.Timings`) says the wall and CPU seconds
     of every step of the compile (``ember compile --timings`` prints its ``table()``).
     """
+    if tuning is not None and records is not None and os.fspath(tuning) != os.fspath(records):
+        raise EmberError("tuning= and records= name the same option (the tuning records file): give one")
+    tuning = tuning if tuning is not None else records
     tm = Timings()
     try:
         lim = limits if isinstance(limits, ember_limits.Limits) else ember_limits.current().updated(limits)
@@ -578,13 +592,13 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
     with ember_limits.using(lim), paused_gc():     # the passes collect (see passes.base.paused_gc)
         result = _compile(model, target, opt_level, shapes=shapes, bounds=bounds, dump=dump, progress=progress,
                           cache=cache, profile=profile, cflags=cflags, knobs=knobs,
-                          disabled=check_disabled(disabled_passes), records=records, tm=tm)
+                          disabled=check_disabled(disabled_passes), tuning=tuning, tm=tm)
     result.timings = tm.finish()
     return result
 
 
 def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, bounds, dump, progress, cache: bool,
-             profile: bool, cflags: tuple[str, ...], knobs, disabled: frozenset = frozenset(), records=None,
+             profile: bool, cflags: tuple[str, ...], knobs, disabled: frozenset = frozenset(), tuning=None,
              tm: Timings):
     from ..runtime import load
     from ..toolchain import Cache
@@ -595,26 +609,28 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
     if tgt.family == "gpu":
         from .gpu import compile_gpu
 
-        if records is not None:
+        if tuning is not None:
             raise TargetError("tuning records apply to CPU targets only")
         with tm.step("GPU compile"):
             return compile_gpu(model, tgt, opt_level, shapes=shapes, bounds=bounds, knobs=knobs,
                                dump=dump or os.environ.get("EMBER_DUMP") or None, progress=progress)
     if knobs:
         tgt = tgt.with_knobs(check_knobs(knobs))
-    tuned = None
-    if records is not None:
-        from .records import replay_knobs
+    tuned = tuned_steps = None
+    if tuning is not None:
+        from .records import replay_schedules
 
-        tuned = replay_knobs(records, tgt)
-        say(f"tuning records: {len(tuned)} kernel{'s' * (len(tuned) != 1)} for this target")
+        tuned, tuned_steps = replay_schedules(tuning, tgt)
+        say(f"tuning records: {len(tuned)} kernel{'s' * (len(tuned) != 1)} for this target, "
+            f"{len(tuned_steps)} with schedule steps to replay")
     if not isinstance(opt_level, int) or not 0 <= opt_level <= 3:
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     dump = dump or os.environ.get("EMBER_DUMP") or None
     models = Cache("models", suffix=".so")
     stamps: list = []       # a model file's: what says that it did not change while it was read
     with tm.step("cache key (hash the model)"):
-        key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled, tuned, stamps) \
+        key = _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags), disabled, tuned, stamps,
+                         tuned_steps) \
             if cache and not dump else None
     if key is not None:
         for kind in (models, Cache("programs", suffix=".ember")):
@@ -636,7 +652,7 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
         # the files changed while they were read: do not file this under either key
         if key is not None and not (_unchanged(stamps) if stamps else
                                     _model_key(model, tgt, opt_level, shapes, bounds, profile, tuple(cflags),
-                                               disabled, tuned) == key):
+                                               disabled, tuned, None, tuned_steps) == key):
             key = None
     dumper = _Dumper(Path(dump)) if dump else None
     if dumper:
@@ -646,12 +662,12 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
             raise TargetError(f"model '{graph.name}' has host steps (string ops), which only the Python runtime "
                               f"runs: it cannot be built for {tgt.spec}")
         path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key, disabled, tuned,
-                                tm)
+                                tm, tuned_steps)
         say(f"done in {time.perf_counter() - t0:.1f} s")
         with tm.step("load"):
             return load(path)
     lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress), disabled,
-                         tuned, tm)
+                         tuned, tm, tuned_steps)
     if key is not None:
         with tm.step("cache store"):
             lib = models.put(key, lib, link=True)     # the same file as the library cache's entry
@@ -670,10 +686,11 @@ def _loaded(path: Path, tgt: Target):
 
 def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
                    cflags: tuple[str, ...], report_steps: bool = False, disabled: frozenset = frozenset(),
-                   kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None) -> Path:
+                   kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
+                   kernel_steps: Mapping[str, list] | None = None) -> Path:
     """Compile ``graph`` (no host ops) to a sealed shared library; returns its path."""
     cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile, disabled_passes=disabled,
-                  kernel_knobs=kernel_knobs, timings=timings)
+                  kernel_knobs=kernel_knobs, timings=timings, kernel_steps=kernel_steps)
     return build_library(cm, graph.name, tgt, dumper, say, cflags, report_steps, timings)
 
 
@@ -699,7 +716,8 @@ def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: Progre
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
                      cflags: tuple[str, ...], key: str | None, disabled: frozenset = frozenset(),
-                     kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None) -> Path:
+                     kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
+                     kernel_steps: Mapping[str, list] | None = None) -> Path:
     """Compile a graph with host steps to a program file in the cache (``build.program``);
     returns its path."""
     from ..toolchain import Cache
@@ -738,7 +756,7 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
         say(f"segment {k}: {len(sub.nodes)} nodes")
         seg_dump = _Dumper(dumper.folder / f"segment_{k}") if dumper else None
         libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags, disabled=disabled,
-                                   kernel_knobs=kernel_knobs, timings=timings))
+                                   kernel_knobs=kernel_knobs, timings=timings, kernel_steps=kernel_steps))
         header_steps.append({"kind": "segment", "segment": k, "inputs": [read(v) for v in st.inputs],
                              "outputs": [slot(o) for o in st.outputs]})
     out_slots = [read(v) for v in g.outputs]

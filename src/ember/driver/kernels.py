@@ -7,6 +7,12 @@ a convolution or matmul) is recorded in the kernel's ``attrs["schedule_fallback"
 in the dump) and said through the pipeline context's ``progress``.  The lowered kernel goes
 through the loop-IR passes of the pipeline (:mod:`ember.driver.pipeline`).
 
+A kernel given recorded schedule steps (tuning records, :mod:`ember.driver.records`) is
+scheduled by replaying them on its tensor expression (:func:`ember.te.replay.replay`) instead of
+running its op's schedule; steps that do not apply fall back to the op's schedule (with the
+kernel's knobs), said through ``progress`` and in ``attrs["schedule_replay"]``.  Every kernel
+keeps the steps its schedule applied in ``attrs["schedule_steps"]``.
+
 Symbolic dimensions become size variables: the kernel takes each symbol it uses as an int64
 argument after its buffers (``PrimFunc.attrs["size_vars"]``), and its index analysis knows the
 symbols' upper bounds (``bounds``).
@@ -25,6 +31,7 @@ from ..passes.fusion import Group
 from ..te import placeholder, walk
 from ..te.lower import lower
 from ..timings import timed
+from ..te.replay import replay
 from ..te.schedule import create_schedule
 from ..symbolic import SymbolicError
 from ..tir.analysis import size_bounds, size_vars_of
@@ -56,16 +63,18 @@ def _name_checks(outs, known: set, node) -> None:
 
 def group_kernel(group: Group, target, param_names: dict[Value, str] | None = None,
                  bounds: dict[str, int] | None = None, hints: dict[str, int] | None = None,
-                 ctx: Context | None = None) -> PrimFunc:
+                 ctx: Context | None = None, steps: list | None = None) -> PrimFunc:
     """Lower ``group`` to a kernel whose parameters are the group's inputs, then its output,
     then the size variables of the symbols it uses (their upper limits in ``bounds``; the sizes
     its schedule plans for in ``hints``).  ``ctx``: the pipeline's context (by default, the
-    target's at opt level 3)."""
+    target's at opt level 3).  ``steps``: recorded schedule steps to replay instead of the op's
+    schedule (see the module's docstring)."""
     with size_bounds(bounds or {}, hints):
-        return _group_kernel(group, target, param_names, ctx or Context(target))
+        return _group_kernel(group, target, param_names, ctx or Context(target), steps)
 
 
-def _group_kernel(group: Group, target, param_names: dict[Value, str] | None, ctx: Context) -> PrimFunc:
+def _group_kernel(group: Group, target, param_names: dict[Value, str] | None, ctx: Context,
+                  steps: list | None = None) -> PrimFunc:
     params = {}
     for k, v in enumerate(group.inputs):
         params[v] = placeholder(v.shape, v.dtype, (param_names or {}).get(v, f"in{k}"))
@@ -95,9 +104,16 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None, ct
     s = create_schedule(out_t)
     own = lookup(target, lead.op) if lead is not None and anchor_tensor is not None else None
     inputs = [params[v] for v in group.inputs]
-    fallback = ""
+    fallback = replay_note = ""
+    f = None
+    if steps is not None:
+        try:
+            f = lower(replay(s, steps), group.name, inputs + [s.output])
+        except CodegenError as e:
+            replay_note = f"the recorded schedule steps do not replay ({str(e).split('] ', 1)[-1]}): its knobs instead"
+            s = create_schedule(out_t)
     try:
-        if own is not None:
+        if f is None and own is not None:
             try:
                 own(lead.attrs, s, anchor_tensor, target)
                 f = lower(s, group.name, inputs + [s.output])
@@ -107,7 +123,7 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None, ct
                 s = create_schedule(out_t)
                 default_for(target)(s, target)
                 f = lower(s, group.name, inputs + [s.output])
-        else:
+        elif f is None:
             if lead is not None and get_op(lead.op).pattern == Pattern.OUT_ELEMWISE_FUSABLE:
                 fallback = f"no {target.kind} schedule for {lead.op}"
             default_for(target)(s, target)
@@ -118,6 +134,11 @@ def _group_kernel(group: Group, target, param_names: dict[Value, str] | None, ct
         raise CodegenError(f"lowering kernel {group.name} failed: {type(e).__name__}: {e}") from e
     f.comment = describe_nodes(group)
     f.attrs["schedule"] = s.describe()
+    f.attrs["schedule_steps"] = [list(step) for step in s.steps]
+    if steps is not None:
+        f.attrs["schedule_replay"] = replay_note or "replayed from the recorded steps"
+        if replay_note:
+            ctx.say(f"kernel {f.name}: {replay_note}")
     if fallback:
         f.attrs["schedule_fallback"] = fallback
         ctx.fallbacks.append((f.name, fallback))
@@ -168,6 +189,8 @@ class Workload:
     elements: int
     groups: list = field(default_factory=list)
     knobs: dict = field(default_factory=dict)
+    #: the schedule steps its kernel was lowered with (``Schedule.steps``, as lists)
+    steps: list = field(default_factory=list)
 
 
 def tuning_key(target) -> str:
@@ -193,7 +216,8 @@ def workload_key(group: Group, target_key: str, hints: dict | None) -> str | Non
 def new_workload(key: str, group: Group, f: PrimFunc) -> Workload:
     lead = group.anchor or group.nodes[0]
     n = group.output.type.num_elements
-    return Workload(key, f.name, describe_nodes(group), lead.op, n if isinstance(n, int) else 0)
+    return Workload(key, f.name, describe_nodes(group), lead.op, n if isinstance(n, int) else 0,
+                    steps=list(f.attrs.get("schedule_steps", ())))
 
 
 class _Unhashable(Exception):
@@ -228,14 +252,15 @@ def _freeze(x):
 
 def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sym_index: dict,
                 hints: dict | None = None, ctx: Context | None = None,
-                memo: dict | None = None) -> tuple[PrimFunc, str, str]:
+                memo: dict | None = None, steps: list | None = None) -> tuple[PrimFunc, str, str]:
     """Lower ``group`` (``group_kernel``) and write it in C with ``gen``: returns the kernel, its C
     and the entry's line calling it, its buffers placed by ``where(value)`` (a C pointer) and
     its symbols read from ``syms`` (``sym_index``); the schedules plan for ``hints`` (the
     planning sizes, ``bounds`` when not given).  With ``memo`` (one per model and generator), a
     group with the signature of one lowered before (:func:`group_signature`: the layers of a
     transformer, the blocks of a ResNet) takes that group's kernel under its own names instead
-    of being lowered again (its C is then "": the file of the kernel it shares holds it)."""
+    of being lowered again (its C is then "": the file of the kernel it shares holds it).
+    ``steps``: recorded schedule steps to replay (:func:`group_kernel`)."""
     from ..codegen.c import CHECK_ARG, c_ident, checked_call, has_checks
 
     names = {v: c_ident(v.name) for v in group.inputs}
@@ -250,7 +275,7 @@ def kernel_call(group: Group, target, where, gen, limits: dict, bounds: dict, sy
         return f, "", f"{f.name}({', '.join(args)});"
     timings = ctx.timings if ctx is not None else None
     with timed(timings, "kernel lowering"):
-        f = group_kernel(group, target, names, limits, bounds if hints is None else hints, ctx)
+        f = group_kernel(group, target, names, limits, bounds if hints is None else hints, ctx, steps)
     with size_bounds(limits, bounds), timed(timings, "C generation"):   # what it proves about indices uses the limits
         src = gen.kernel(f)
     if sig is not None and not gen.kernels[-1].sites:

@@ -32,4 +32,6 @@ def print_func(f: PrimFunc) -> str:
     sched = "".join(f"# schedule: {line}\n" for line in f.attrs.get("schedule", "").splitlines())
     if f.attrs.get("schedule_fallback"):
         sched += f"# schedule fallback: {f.attrs['schedule_fallback']}\n"
+    if f.attrs.get("schedule_replay"):
+        sched += f"# schedule: {f.attrs['schedule_replay']}\n"
     return f"{head}{sched}kernel {f.name}({params}):\n" + print_stmt(f.body, "  ")

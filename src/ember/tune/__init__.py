@@ -1,6 +1,6 @@
 """The auto-tuner (``ember tune``): searches the schedule knobs of each distinct kernel of a model
 by measuring candidates in child processes, guided by a cost model, and records the results for
-``ember.compile(..., records=FILE)`` to replay (:mod:`.tuner`)."""
+``ember.compile(..., tuning=FILE)`` to replay (:mod:`.tuner`)."""
 
 from .tuner import TuneResult, Tuner, default_records, tune
 

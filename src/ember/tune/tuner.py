@@ -21,7 +21,8 @@ of wall time, and append what was measured to a records file.
    compiled together once more, checked against the untuned outputs and timed beside the
    untuned model.
 
-Every measured candidate is appended to the records file as it comes (:mod:`ember.driver.records`).
+Every measured candidate is appended to the records file as it comes, with the schedule steps its
+kernel was lowered with (:mod:`ember.driver.records`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def default_records() -> Path:
     """Where ``ember tune`` writes its records unless told: under the cache directory."""
     from ..toolchain.cache import cache_dir
 
-    return cache_dir() / "tuning" / "records.jsonl"
+    return cache_dir() / "tuning" / "records.sqlite"
 
 
 @dataclass
@@ -264,7 +265,8 @@ class Tuner:
             ms = res["ms"][key]
             kernels[key] = KernelResult(w, sp, [ms], {frozen(sp.default)})
             if sp.axes:
-                rec.append(self.records, key, self.target_key, w["name"], sp.default, "ok", ms, defaults=True)
+                rec.append(self.records, key, self.target_key, w["name"], sp.default, "ok", ms, defaults=True,
+                           steps=w.get("steps"))
         searching = [k for k, kr in kernels.items() if kr.space.size > 1]
         self.say(f"ember tune: untuned {untuned_ms:.3f} ms per run; {len(kernels)} distinct kernels, "
                  f"{len(searching)} with knobs to search; the first compile and run took {self.trial_s:.1f} s")
@@ -330,7 +332,8 @@ class Tuner:
             ms, base = res["ms"].get(key), res["paired_ms"].get(key)
             if ms is None or not base:   # the candidate changed what the kernel is: not comparable
                 continue
-            rec.append(self.records, key, self.target_key, kr.workload["name"], knobs, "ok", ms, base_ms=base)
+            rec.append(self.records, key, self.target_key, kr.workload["name"], knobs, "ok", ms, base_ms=base,
+                       steps=_steps(res, key))
             if self.model_cost is not None:
                 self.model_cost.add(kr.workload, kr.space.default, knobs, ms / base)
             was = kr.chosen
@@ -348,7 +351,7 @@ class Tuner:
                 continue
             if kr.space.axes:
                 rec.append(self.records, key, self.target_key, kr.workload["name"], kr.space.default, "ok", ms,
-                           defaults=True)
+                           defaults=True, steps=_steps(res, key))
             kr.defaults.append(ms)
 
     def _progress(self, t0: float, kernels: dict, untuned_ms: float) -> None:
@@ -381,6 +384,11 @@ class Tuner:
         self.say(f"ember tune: tuned {min(tuned):.3f} ms per run, untuned {self.untuned_final_ms:.3f} ms "
                  f"(run in turn; outputs match the untuned model's)")
         return min(tuned)
+
+
+def _steps(res: dict, key: str) -> list | None:
+    """The schedule steps a measurement's kernel of workload ``key`` was lowered with."""
+    return (res.get("workloads") or {}).get(key, {}).get("steps")
 
 
 def _knobs_text(knobs: dict) -> str:

@@ -28,21 +28,22 @@ HERE = Path(__file__).resolve().parent
 
 
 def small_cnn() -> onnx.ModelProto:
-    """Two 3x3 convolutions with ReLU and a Gemm: 1x8x16x16 -> 1x10."""
+    """Two 5x5 convolutions with ReLU and a Gemm: 1x8x16x16 -> 1x10 (5x5: direct convolutions with
+    the ``conv2d.rows`` knob, where 3x3 ones would become Winograd's)."""
     rng = np.random.default_rng(0)
 
     def init(name, shape):
         return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
 
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2, 2, 2]),
              helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[2, 2, 2, 2]),
              helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("Flatten", ["r2"], ["f"]),
              helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
     graph = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
-                              [init("w1", (16, 8, 3, 3)), init("b1", (16,)), init("w2", (16, 16, 3, 3)),
+                              [init("w1", (16, 8, 5, 5)), init("b1", (16,)), init("w2", (16, 16, 5, 5)),
                                init("b2", (16,)), init("wg", (10, 16 * 16 * 16)), init("bg", (10,))])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 

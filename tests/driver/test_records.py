@@ -140,3 +140,15 @@ def test_a_database_of_a_later_schema_is_refused(tmp_path):
     con.close()
     with pytest.raises(EmberError, match="later.sqlite.*schema version"):
         list(records.read(f))
+
+
+@pytest.mark.parametrize("name", ["b.sqlite", "b.jsonl"])
+def test_a_batch_is_appended_whole(tmp_path, name):
+    f = tmp_path / name
+    batch = [records.record(f"w{i}", "t", "k", {"matmul.rows": i}, "ok", 1.0, base_ms=2.0, steps=STEPS)
+             for i in range(5)]
+    records.append_many(f, batch)
+    records.append_many(f, [])
+    assert [{k: r.get(k) for k in batch[0]} for r in records.read(f)] == batch
+    with pytest.raises(ValueError, match="status"):
+        records.record("w", "t", "k", {}, "fine")

@@ -19,7 +19,8 @@ on that kernel alone; ``steps`` the schedule its kernel was lowered with, as the
 (its child process died), ``timeout``, ``wrong`` (its outputs differ from the untuned model's),
 ``error`` (the compiler refused it); ``detail`` says more.
 
-Each record is inserted in a transaction of its own, so it is stored whole or not at all; the
+Each record (or each batch of :func:`append_many`) is inserted in a transaction of its own, so
+it is stored whole or not at all; the
 database runs in write-ahead-log mode with a busy timeout (:data:`BUSY_TIMEOUT_S`), so tuners
 that share a file wait for each other's writes instead of failing or damaging it (a file on a
 network filesystem, where SQLite's locks may not hold, is not supported).  A file that is not a
@@ -45,6 +46,7 @@ import json
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -108,8 +110,13 @@ def kind(path: str | os.PathLike) -> str:
     raise EmberError(f"tuning records {os.fspath(path)!r} are neither a SQLite database nor JSON lines")
 
 
-def _record(workload: str, target: str, kernel: str, knobs: Mapping[str, Any], status: str, ms, detail: str,
-            defaults: bool, base_ms, steps) -> dict:
+def record(workload: str, target: str, kernel: str, knobs: Mapping[str, Any], status: str, ms: float | None = None,
+           detail: str = "", defaults: bool = False, base_ms: float | None = None,
+           steps: Iterable | None = None) -> dict:
+    """One record (not stored: :func:`append_many`).  ``defaults``: the knobs are the kernel's
+    defaults (a measurement of the untuned kernel); ``base_ms``: the kernel's time with its
+    defaults, measured in turn with ``ms``; ``steps``: the schedule the kernel was lowered with
+    (``Schedule.steps``)."""
     if status not in STATUSES:
         raise ValueError(f"unknown record status {status!r}")
     rec = {"v": FORMAT, "workload": workload, "target": target, "kernel": kernel, "knobs": dict(knobs),
@@ -123,18 +130,26 @@ def _record(workload: str, target: str, kernel: str, knobs: Mapping[str, Any], s
 def append(path: str | os.PathLike, workload: str, target: str, kernel: str, knobs: Mapping[str, Any],
            status: str, ms: float | None = None, detail: str = "", defaults: bool = False,
            base_ms: float | None = None, steps: Iterable | None = None) -> dict:
-    """Append one record to ``path`` (created with its folder when missing); returns it.
-    ``defaults``: the knobs are the kernel's defaults (a measurement of the untuned kernel);
-    ``base_ms``: the kernel's time with its defaults, measured in turn with ``ms``; ``steps``:
-    the schedule the kernel was lowered with (``Schedule.steps``)."""
-    rec = _record(workload, target, kernel, knobs, status, ms, detail, defaults, base_ms, steps)
+    """Append one record (:func:`record`) to ``path`` (created with its folder when missing);
+    returns it."""
+    rec = record(workload, target, kernel, knobs, status, ms, detail, defaults, base_ms, steps)
+    append_many(path, [rec])
+    return rec
+
+
+def append_many(path: str | os.PathLike, recs: Iterable[dict]) -> None:
+    """Append ``recs`` (:func:`record`) to ``path``: to a database in one transaction (a
+    transaction costs a sync of the file: tens of milliseconds), to JSON lines one by one."""
+    recs = list(recs)
+    if not recs:
+        return
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if kind(p) == "jsonl":
-        _append_line(p, rec)
+        for rec in recs:
+            _append_line(p, rec)
     else:
-        _insert(p, [rec])
-    return rec
+        _insert(p, recs)
 
 
 def copy(src: str | os.PathLike, dst: str | os.PathLike) -> int:
@@ -164,44 +179,57 @@ def _damaged(path, e: sqlite3.Error) -> EmberError:
     return EmberError(f"tuning records {os.fspath(path)!r} cannot be used (a damaged or locked SQLite database?): {e}")
 
 
-def _connect(path: Path, write: bool) -> sqlite3.Connection:
-    """A connection to the database at ``path`` (its schema created when ``write``)."""
-    con = sqlite3.connect(os.fspath(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+@contextmanager
+def _database(path: Path, write: bool) -> Iterator[sqlite3.Connection]:
+    """A connection to the database at ``path`` (its schema created when ``write``), closed
+    after use; SQLite's errors become an error naming the file."""
     try:
-        version = con.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise EmberError(f"tuning records {os.fspath(path)!r} have schema version {version}; this Ember reads "
-                             f"up to {SCHEMA_VERSION}")
-        if write:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    con.execute(statement)
-            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            con.execute("COMMIT")
-    except BaseException:
-        con.close()
-        raise
-    return con
-
-
-def _insert(path: Path, recs: list[dict]) -> None:
-    try:
-        con = _connect(path, write=True)
+        con = _connect(path)
         try:
-            with con:
-                con.execute("BEGIN IMMEDIATE")
-                con.executemany(
-                    f"INSERT INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                    [(r["workload"], r["target"], r["kernel"], json.dumps(r["knobs"], sort_keys=True),
-                      json.dumps(r["steps"]) if r.get("steps") is not None else None, r["status"], r["ms"],
-                      r.get("base_ms"), r.get("detail", ""), int(bool(r.get("defaults"))), r.get("at", time.time()))
-                     for r in recs])
+            _check_version(con, path)
+            if write:
+                _ensure_schema(con)
+            yield con
         finally:
             con.close()
     except sqlite3.Error as e:
         raise _damaged(path, e) from None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(os.fspath(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+
+
+def _check_version(con: sqlite3.Connection, path: Path) -> None:
+    version = con.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise EmberError(f"tuning records {os.fspath(path)!r} have schema version {version}; this Ember reads "
+                         f"up to {SCHEMA_VERSION}")
+
+
+def _ensure_schema(con: sqlite3.Connection) -> None:
+    # in WAL mode, NORMAL syncs at checkpoints, not at each commit: a record stays whole if the
+    # tuner dies (the log is replayed, or cut at a commit), and may be lost only with the power
+    con.execute("PRAGMA synchronous=NORMAL")
+    if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                con.execute(statement)
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        con.execute("COMMIT")
+
+
+def _insert(path: Path, recs: list[dict]) -> None:
+    with _database(path, write=True) as con, con:
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany(
+            f"INSERT INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+            [(r["workload"], r["target"], r["kernel"], json.dumps(r["knobs"], sort_keys=True),
+              json.dumps(r["steps"]) if r.get("steps") is not None else None, r["status"], r["ms"],
+              r.get("base_ms"), r.get("detail", ""), int(bool(r.get("defaults"))), r.get("at", time.time()))
+             for r in recs])
 
 
 def read(path: str | os.PathLike, target: str | None = None) -> Iterator[dict]:
@@ -233,23 +261,17 @@ def _read_lines(path) -> Iterator[dict]:
 
 
 def _read_sqlite(path: Path, target: str | None) -> Iterator[dict]:
-    try:
-        con = _connect(path, write=False)
-        try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "records" not in tables:
-                if tables:
-                    raise EmberError(f"{os.fspath(path)!r} is a SQLite database without tuning records "
-                                     f"(no table 'records')")
-                return
-            query = f"SELECT {', '.join(_COLUMNS)} FROM records"
-            rows = con.execute(query + " WHERE target = ? ORDER BY id", (target,)) if target is not None \
-                else con.execute(query + " ORDER BY id")
-            rows = rows.fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        raise _damaged(path, e) from None
+    with _database(path, write=False) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "records" not in tables:
+            if tables:
+                raise EmberError(f"{os.fspath(path)!r} is a SQLite database without tuning records "
+                                 f"(no table 'records')")
+            return
+        query = f"SELECT {', '.join(_COLUMNS)} FROM records"
+        rows = con.execute(query + " WHERE target = ? ORDER BY id", (target,)) if target is not None \
+            else con.execute(query + " ORDER BY id")
+        rows = rows.fetchall()
     for row in rows:
         rec = dict(zip(_COLUMNS, row))
         try:

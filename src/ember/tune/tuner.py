@@ -260,13 +260,15 @@ class Tuner:
         timeout = self.trial_timeout_s or max(30.0, 4 * self.trial_s)
         untuned_ms = res["total_ms"]
         kernels: dict[str, KernelResult] = {}
+        new = []
         for key, w in res["workloads"].items():
             sp = Space(w["knobs"])
             ms = res["ms"][key]
             kernels[key] = KernelResult(w, sp, [ms], {frozen(sp.default)})
             if sp.axes:
-                rec.append(self.records, key, self.target_key, w["name"], sp.default, "ok", ms, defaults=True,
-                           steps=w.get("steps"))
+                new.append(rec.record(key, self.target_key, w["name"], sp.default, "ok", ms, defaults=True,
+                                      steps=w.get("steps")))
+        rec.append_many(self.records, new)
         searching = [k for k, kr in kernels.items() if kr.space.size > 1]
         self.say(f"ember tune: untuned {untuned_ms:.3f} ms per run; {len(kernels)} distinct kernels, "
                  f"{len(searching)} with knobs to search; the first compile and run took {self.trial_s:.1f} s")
@@ -327,13 +329,14 @@ class Tuner:
         return batch
 
     def _took(self, kernels: dict, batch: dict, res: dict) -> None:
+        new = []
         for key, knobs in batch.items():
             kr = kernels[key]
             ms, base = res["ms"].get(key), res["paired_ms"].get(key)
             if ms is None or not base:   # the candidate changed what the kernel is: not comparable
                 continue
-            rec.append(self.records, key, self.target_key, kr.workload["name"], knobs, "ok", ms, base_ms=base,
-                       steps=_steps(res, key))
+            new.append(rec.record(key, self.target_key, kr.workload["name"], knobs, "ok", ms, base_ms=base,
+                                  steps=_steps(res, key)))
             if self.model_cost is not None:
                 self.model_cost.add(kr.workload, kr.space.default, knobs, ms / base)
             was = kr.chosen
@@ -341,18 +344,21 @@ class Tuner:
             if kr.chosen is not None and kr.chosen != was:
                 self.say(f"  {kr.workload['name']} ({kr.workload['op']}, x{len(kr.workload['groups'])}): "
                          f"{kr.default_ms:.4f} -> {kr.best_ms:.4f} ms ({-100 * kr.gain:+.1f}%) with {_knobs_text(kr.best)}")
+        rec.append_many(self.records, new)
         if self.model_cost is not None:
             self.model_cost.fit()
 
     def _defaults_again(self, kernels: dict, res: dict) -> None:
+        new = []
         for key, kr in kernels.items():
             ms = res["ms"].get(key)
             if ms is None:
                 continue
             if kr.space.axes:
-                rec.append(self.records, key, self.target_key, kr.workload["name"], kr.space.default, "ok", ms,
-                           defaults=True, steps=_steps(res, key))
+                new.append(rec.record(key, self.target_key, kr.workload["name"], kr.space.default, "ok", ms,
+                                      defaults=True, steps=_steps(res, key)))
             kr.defaults.append(ms)
+        rec.append_many(self.records, new)
 
     def _progress(self, t0: float, kernels: dict, untuned_ms: float) -> None:
         spent = time.monotonic() - t0

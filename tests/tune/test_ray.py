@@ -84,11 +84,12 @@ def test_tune_on_two_ray_nodes(cluster, model_file, tmp_path):
     runner = RayRunner(child=[sys.executable, str(HERE / "crash_on_workload_child.py"), bad])
     with pytest.raises(EmberError, match="target is 'cpu'"):
         Tuner(model_file, "aarch64-linux", runner=runner)
-    result = Tuner(model_file, budget_s=120, max_trials=4, records=rec, runs=3, final_rounds=1, say=lines.append,
+    # two candidate trials at once, both crash; their halves: the good kernel's first, then a crash
+    result = Tuner(model_file, budget_s=120, max_trials=6, records=rec, runs=3, final_rounds=1, say=lines.append,
                    runner=runner).run()
     assert any("measuring on 2 Ray nodes" in line for line in lines), lines[0]
     assert len(result.nodes) == 2 and all(n >= 1 for n in result.nodes.values()), result.nodes
-    assert result.trials >= 5
+    assert result.trials >= 7
     all_recs = list(records.read(rec))
     crashed = [r for r in all_recs if r["status"] == "crash"]
     assert crashed and result.failures == len(crashed)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ class Done:
     node: str
 
 
-class Runner:
+class Runner(ABC):
     """Measures trials.  :meth:`start` prepares a tuning run and returns the tuning key of the
     target the trials measure (``driver.kernels.tuning_key``); :meth:`submit` hands a trial over
     and returns its ticket; :meth:`wait` returns the next finished trial (a :class:`Done`);
@@ -61,20 +62,25 @@ class Runner:
     def check(self, target: str) -> None:
         """Refuse (:class:`EmberError`) a target this runner cannot measure."""
 
+    @abstractmethod
     def start(self, base: dict) -> str:
-        raise NotImplementedError
+        """Prepare a tuning run of the request ``base`` (model, target, options); return the
+        tuning key of the target the trials measure."""
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """Where the trials are measured, in words."""
 
+    @abstractmethod
     def submit(self, request: dict, timeout: float) -> int:
-        raise NotImplementedError
+        """Hand over one trial, to end within ``timeout`` seconds; return its ticket."""
 
+    @abstractmethod
     def wait(self) -> Done:
-        raise NotImplementedError
+        """The next finished trial."""
 
     def close(self) -> None:
-        pass
+        """End the run: what it left on the machines that measured is removed."""
 
 
 class LocalRunner(Runner):

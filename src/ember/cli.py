@@ -12,7 +12,8 @@
     ember passes
     ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
     ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [-o report.html] [compile options]
-    ember tune MODEL [--budget 10m] [--tuning FILE] [--trials N] [--threads N] [--runs N] [compile options]
+    ember tune MODEL [--budget 10m] [--tuning FILE] [--trials N] [--threads N] [--runs N] [--ray [ADDRESS]]
+               [compile options]
     ember tune [MODEL] --show KERNEL|WORKLOAD [--tuning FILE] [compile options]
 
 ``--tuning FILE`` (``compile``, ``run``, ``bench``, ``tune``; ``--records`` is another name for
@@ -207,6 +208,10 @@ def _parser() -> argparse.ArgumentParser:
     tu.add_argument("--runs", type=_positive_int, default=10, metavar="N", help="timed runs per candidate (default: 10)")
     tu.add_argument("--seed", type=int, default=0, help="seed of the search and of the inputs (default: 0)")
     tu.add_argument("--trials", type=_positive_int, metavar="N", help="stop after N trials, even with budget left")
+    tu.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                    help="measure on the nodes of a Ray cluster (pip install ember[tune-ray]), one trial per node "
+                         "at a time, each compiled on its node for that node's CPU: the cluster at ADDRESS, else "
+                         "the one this machine runs, else Ray started here")
     _add_compile_options(tu)
     tu.set_defaults(func=cmd_tune)
 
@@ -363,15 +368,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.model is None:
         raise EmberError("ember tune needs a model file (or --show KERNEL)")
     _require_file(args.model)
+    runner = None
+    if args.ray is not None:
+        from .tune.ray_runner import RayRunner
+
+        runner = RayRunner(args.ray or None)
     result = tune(args.model, args.target, budget_s=args.budget, records=args.tuning, opt_level=args.opt_level,
                   shapes=dict(args.shape) or None, bounds=dict(args.bound) or None,
                   knobs=dict(args.knob) or None, runs=args.runs, threads=args.threads, seed=args.seed,
-                  max_trials=args.trials)
+                  max_trials=args.trials, runner=runner)
     print(result.table())
     print(f"trials {result.trials}, candidates skipped {result.failures}, "
           f"search {'guided by the cost model' if result.cost_model else 'at random'}, {result.seconds:.0f} s")
     tuned = "failed its check" if result.tuned_ms is None else f"{result.tuned_ms:.3f} ms"
     print(f"untuned {result.untuned_ms:.3f} ms, tuned {tuned} per run")
+    if runner is not None:
+        print("trials per node: " + ", ".join(f"{node} {n}" for node, n in sorted(result.nodes.items())))
     print(f"records: {result.records} (ember compile --tuning {result.records} ...)")
     return 0 if result.tuned_ms is not None else 1
 

@@ -151,9 +151,10 @@ def test_budget_durations():
                                          ("import time; time.sleep(60)", "timeout"),
                                          ("import sys; sys.exit(3)", "wrong")])
 def test_a_failing_child_is_reported(tmp_path, model_file, code, status):
-    t = Tuner(model_file, child=[sys.executable, "-c", code], records=tmp_path / "r.jsonl")
-    t.work = tmp_path
-    got, detail = t._measure({"w": {"matmul.rows": 2}}, timeout=3)
+    from ember.tune.runners import run_trial
+
+    got, detail = run_trial(tmp_path, {"model": model_file, "kernel_knobs": {"w": {"matmul.rows": 2}}}, timeout=3,
+                            child=[sys.executable, "-c", code])
     assert got == status, detail
 
 

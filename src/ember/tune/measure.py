@@ -6,7 +6,8 @@ the untuned model's.
 
 The request names the model, the target, the compile options, the knobs per workload
 (``kernel_knobs``), how many runs to time and, optionally, the untuned outputs to compare with
-(``reference``, an .npz) or where to save this run's outputs (``save_outputs``).  The result
+(``reference``, an .npz), where to save this run's outputs (``save_outputs``) and where to keep
+a copy of its library (``keep_library``).  The result
 (written to a temporary file, then renamed) gives each workload's time per call (the median
 over the runs, from the per-kernel profile read after each), the whole model's median time per run (with ``paired``, the same of the untuned model, timed in turn
 with it) and every workload's description (``driver.kernels.Workload``).
@@ -50,6 +51,14 @@ def measure(req: dict) -> dict:
     cm = generate(graph, tgt, int(req.get("opt_level", 3)), profile=True, kernel_knobs=req.get("kernel_knobs") or {})
     lib = build_library(cm, graph.name, tgt, None, lambda msg: None, tuple(req.get("cflags", ())))
     compile_s = time.perf_counter() - t0
+    if req.get("keep_library"):
+        # a copy of its own, at once: a candidate that compiles to the same library drops that
+        # file from the cache
+        import shutil
+
+        tmp = f"{req['keep_library']}.tmp{os.getpid()}"
+        shutil.copyfile(lib, tmp)
+        os.replace(tmp, req["keep_library"])
     module = load(lib)
     if req.get("drop_library", True):
         lib.unlink(missing_ok=True)      # each candidate's library is used once: keep the cache small

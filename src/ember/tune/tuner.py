@@ -21,33 +21,29 @@ of wall time, and append what was measured to a records file.
    compiled together once more, checked against the untuned outputs and timed beside the
    untuned model.
 
-Every measured candidate is appended to the records file as it comes, with the schedule steps its
-kernel was lowered with (:mod:`ember.driver.records`).
+Trials go to a runner (:mod:`.runners`): this machine's child processes, one at a time, or the
+nodes of a Ray cluster (:mod:`.ray_runner`), one trial per node at a time and as many in flight
+as there are nodes.  Every measured candidate is appended to the records file as it comes, with the
+schedule steps its kernel was lowered with (:mod:`ember.driver.records`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..driver import records as rec
 from ..driver.records import frozen
-from ..driver.kernels import tuning_key
 from ..errors import EmberError
 from ..schedules.knobs import check_knobs
-from ..target import resolve
 from . import costmodel
-from .measure import WRONG
+from .runners import LocalRunner, Runner
 from .space import Space
 
 #: share of candidates picked at random even when the cost model is trained
@@ -107,11 +103,13 @@ class KernelResult:
     def best_ms(self) -> float:
         return self.ratio * self.default_ms
 
-    def to_confirm(self) -> dict | None:
+    def to_confirm(self, busy=()) -> dict | None:
         """The fastest candidate measured fewer than ``CONFIRMATIONS`` times that would replace
-        the defaults (and the best so far) if it measured so again; None if there is none."""
+        the defaults (and the best so far) if it measured so again, and is not being measured now
+        (``busy``: frozen knobs); None if there is none."""
         bar = min(1.0 - rec.MIN_GAIN, self.ratio)
-        open_ = [(r[0], k) for k, r in self.measured.items() if len(r) < rec.CONFIRMATIONS and r[0] < bar]
+        open_ = [(r[0], k) for k, r in self.measured.items()
+                 if len(r) < rec.CONFIRMATIONS and r[0] < bar and k not in busy]
         return dict(min(open_)[1]) if open_ else None
 
     @property
@@ -129,6 +127,7 @@ class TuneResult:
     tuned_ms: float | None
     cost_model: bool
     seconds: float
+    nodes: dict = field(default_factory=dict)     # machine -> trials it finished
 
     def table(self) -> str:
         """Per kernel: calls per run, default and best time per call, gain, the best knobs."""
@@ -144,12 +143,13 @@ class TuneResult:
 class Tuner:
     """Tunes ``model`` (a path to an ONNX model) for ``target`` within ``budget_s`` seconds.
 
-    ``child`` is the command that measures a candidate (default: ``python -m
-    ember.tune.measure``); ``trial_timeout_s`` how long one may take before it counts as hung
-    (default: four times the untuned model's measurement, at least 30 s); ``runs`` the timed
-    runs per candidate; ``final_rounds`` how often the tuned and the untuned model are timed
-    at the end; ``max_trials`` ends the search after that many trials even with budget left;
-    ``say`` receives the progress lines (default: stderr)."""
+    ``runner`` is where the trials are measured (:mod:`.runners`; default: a
+    :class:`~.runners.LocalRunner` running ``child``, the command that measures a candidate,
+    default ``python -m ember.tune.measure``); ``trial_timeout_s`` how long one may take before
+    it counts as hung (default: four times the untuned model's measurement, at least 30 s);
+    ``runs`` the timed runs per candidate; ``final_rounds`` how often the tuned and the untuned
+    model are timed at the end; ``max_trials`` ends the search after that many trials even with
+    budget left; ``say`` receives the progress lines (default: stderr)."""
 
     def __init__(self, model: str | os.PathLike, target: str = "cpu", *, budget_s: float = 600.0,
                  records: str | os.PathLike | None = None, opt_level: int = 3,
@@ -157,25 +157,24 @@ class Tuner:
                  knobs: Mapping[str, Any] | None = None, runs: int = 10, threads: int | None = None,
                  seed: int = 0, rtol: float = 1e-3, atol: float = 1e-4, child: list[str] | None = None,
                  trial_timeout_s: float | None = None, use_cost_model: bool = True, final_rounds: int = 2,
-                 max_trials: int | None = None,
+                 max_trials: int | None = None, runner: Runner | None = None,
                  say: Callable[[str], None] | None = None):
         if not os.path.isfile(model):
             raise EmberError(f"ember tune needs a model file; {os.fspath(model)!r} is not one")
         self.model = os.path.abspath(model)
-        tgt = resolve(target)
-        if tgt.family != "cpu" or tgt.cross:
-            raise EmberError(f"ember tune measures on this machine's CPU; it cannot tune for {target}")
+        if runner is not None and child:
+            raise EmberError("ember tune: give the measuring command to the runner, not with runner= as well")
+        self.runner = runner or LocalRunner(child)
+        self.runner.check(target)
         if knobs:
-            tgt = tgt.with_knobs(check_knobs(knobs))
+            check_knobs(knobs)
         self.target_spec, self.knobs = target, dict(knobs or {})
-        self.target_key = tuning_key(tgt)
         self.budget_s = float(budget_s)
         self.records = Path(records) if records is not None else default_records()
         self.base = {"model": self.model, "target": target, "opt_level": opt_level, "knobs": self.knobs,
                      "shapes": {k: list(v) for k, v in (shapes or {}).items()} or None,
                      "bounds": dict(bounds or {}) or None, "runs": runs, "threads": threads,
                      "seed": seed, "rtol": rtol, "atol": atol}
-        self.child = list(child) if child else [sys.executable, "-m", "ember.tune.measure"]
         self.trial_timeout_s = trial_timeout_s
         self.final_rounds = max(1, int(final_rounds))
         self.max_trials = max_trials
@@ -184,79 +183,65 @@ class Tuner:
         self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.trials = 0
         self.failures = 0
+        self.nodes: Counter = Counter()
 
-    # ---- children ----------------------------------------------------------------------------
+    # ---- trials -----------------------------------------------------------------------------
 
-    def _env(self) -> dict:
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parent.parent.parent)    # the folder that holds ember
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        return env
-
-    def _measure(self, kernel_knobs: dict, timeout: float, **extra) -> tuple[str, Any]:
-        """Run one child: ("ok", result) or (status, detail) with status crash, timeout, wrong
-        or error."""
+    def _submit(self, kernel_knobs: dict, timeout: float, **extra) -> int:
+        """Hand one trial to the runner; returns its ticket."""
         self.trials += 1
-        n = self.trials
-        req = {**self.base, "kernel_knobs": kernel_knobs, **extra}
-        req_path, out_path = self.work / f"req{n}.json", self.work / f"out{n}.json"
-        req_path.write_text(json.dumps(req))
-        t = time.monotonic()
-        # in a session of its own, so a hung child goes with the compilers it started
-        p = subprocess.Popen([*self.child, str(req_path), str(out_path)], env=self._env(), start_new_session=True,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            _, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.communicate()
-            return "timeout", f"no result within {timeout:.0f} s"
-        detail = err.decode(errors="replace").strip().splitlines()
-        last = detail[-1] if detail else ""
-        if p.returncode == 0 and out_path.exists():
+        return self.runner.submit({**self.base, "kernel_knobs": kernel_knobs, **extra}, timeout)
+
+    def _wait(self) -> tuple[int, str, Any]:
+        """The next finished trial: (ticket, "ok", result) or (ticket, status, why) with status
+        crash, timeout, wrong, error or lost."""
+        done = self.runner.wait()
+        if done.status != "lost":
+            self.nodes[done.node] += 1
+        if done.status == "ok":
             # what a trial takes, to plan the rest of the budget: the first (every kernel compiled)
             # and then a running average (most kernels' objects come from the cache)
-            dt = time.monotonic() - t
-            self.trial_s = dt if n == 1 else 0.5 * (self.trial_s + dt)
-            return "ok", json.loads(out_path.read_text())
-        if p.returncode == WRONG:
-            return "wrong", last
-        if p.returncode == 1:
-            return "error", last
-        why = f"signal {-p.returncode}" if p.returncode < 0 else f"exit status {p.returncode}"
-        return "crash", f"{why}: {last}" if last else why
+            dt = done.result.get("wall_s", 0.0)
+            self.trial_s = dt if not hasattr(self, "trial_s") else 0.5 * (self.trial_s + dt)
+        return done.ticket, done.status, done.result
+
+    def _measure(self, kernel_knobs: dict, timeout: float, **extra) -> tuple[str, Any]:
+        """One trial, waited for (nothing else in flight): ("ok", result) or (status, why)."""
+        while True:
+            ticket = self._submit(kernel_knobs, timeout, **extra)
+            got, status, res = self._wait()
+            assert got == ticket
+            if status != "lost":
+                return status, res
+            self.say(f"ember tune: a trial was lost ({res}); trying it again")
 
     # ---- search ------------------------------------------------------------------------------
 
     def run(self) -> TuneResult:
         t0 = time.monotonic()
         self.deadline = t0 + self.budget_s
-        self.work = Path(tempfile.mkdtemp(prefix="ember-tune-"))
         try:
+            self.target_key = self.runner.start(self.base)
             return self._run(t0)
         finally:
-            shutil.rmtree(self.work, ignore_errors=True)
+            self.runner.close()
 
     def _left(self) -> float:
         return self.deadline - time.monotonic()
 
     def _run(self, t0: float) -> TuneResult:
-        ref = str(self.work / "reference.npz")
         self.say(f"ember tune: {os.path.basename(self.model)} for {self.target_spec}, budget {self.budget_s:.0f} s, "
-                 f"records {self.records}")
+                 f"records {self.records}; measuring on {self.runner.describe()}")
         if self.model_cost is None:
             self.say("ember tune: " + ("scikit-learn is not installed (pip install ember[tune]): searching at random"
                                        if costmodel.load() is None else "cost model off: searching at random"))
-        status, res = self._measure({}, max(1.0, self._left()), save_outputs=ref, drop_library=False)
+        # the untuned model: its outputs, and its library (kept by the runner on the machine that
+        # measured it, built again by the first trial that needs it on any other), timed in turn
+        # with every candidate
+        status, res = self._measure({}, max(1.0, self._left()), save_outputs=True, keep_untuned=True)
         if status != "ok":
             raise EmberError(f"ember tune: the untuned model failed to compile or run ({status}: {res})")
-        # the untuned model, timed in turn with every candidate: a copy of its own, since a
-        # candidate that compiles to the same library drops that file from the cache
-        self.paired = str(self.work / "untuned.so")
-        shutil.copyfile(res["library"], self.paired)
+        ref = res["outputs"]
         timeout = self.trial_timeout_s or max(30.0, 4 * self.trial_s)
         untuned_ms = res["total_ms"]
         kernels: dict[str, KernelResult] = {}
@@ -273,23 +258,44 @@ class Tuner:
         self.say(f"ember tune: untuned {untuned_ms:.3f} ms per run; {len(kernels)} distinct kernels, "
                  f"{len(searching)} with knobs to search; the first compile and run took {self.trial_s:.1f} s")
         pending: list[dict] = []        # batches to try again, smaller, after a failure
-        first = self.trials
-        while self._left() > (2 * self.final_rounds + 1.5) * self.trial_s:
-            if self.max_trials is not None and self.trials - first >= self.max_trials:
+        inflight: dict[int, dict] = {}  # ticket -> its batch ({}: the defaults timed again)
+        first, stop = self.trials, False
+        while True:
+            # as many trials in flight as the runner measures at once
+            while not stop and len(inflight) < self.runner.slots:
+                if self._left() <= (2 * self.final_rounds + 1.5) * self.trial_s or \
+                        (self.max_trials is not None and self.trials - first >= self.max_trials):
+                    stop = True
+                    break
+                final_reserve = (2 * self.final_rounds + 0.5) * self.trial_s
+                if not pending and self.trials % DEFAULTS_EVERY == 0:
+                    inflight[self._submit({}, min(timeout, self._left() - final_reserve))] = {}
+                    continue
+                busy = {(key, frozen(knobs)) for b in inflight.values() for key, knobs in b.items()}
+                batch = pending.pop() if pending else self._next_batch(kernels, searching, busy)
+                if not batch:
+                    if not inflight:
+                        self.say("ember tune: every kernel's space is searched")
+                        stop = True
+                    break
+                inflight[self._submit(batch, min(timeout, self._left() - final_reserve), paired=True)] = batch
+            if not inflight:
                 break
+            ticket, status, res = self._wait()
+            batch = inflight.pop(ticket)
             final_reserve = (2 * self.final_rounds + 0.5) * self.trial_s
-            if not pending and self.trials % DEFAULTS_EVERY == 0:
-                status, res = self._measure({}, min(timeout, self._left() - final_reserve))
+            if status == "lost":
+                self.say(f"ember tune: a trial was lost ({res}); trying it again")
+                if batch:
+                    pending.append(batch)
+                continue
+            if status == "timeout" and self._left() <= final_reserve + 1:
+                stop = True             # the budget ran out, not the candidate's fault
+                continue
+            if not batch:
                 if status == "ok":
                     self._defaults_again(kernels, res)
                 continue
-            batch = pending.pop() if pending else self._next_batch(kernels, searching)
-            if not batch:
-                self.say("ember tune: every kernel's space is searched")
-                break
-            status, res = self._measure(batch, min(timeout, self._left() - final_reserve), paired=self.paired)
-            if status == "timeout" and self._left() <= final_reserve + 1:
-                break                   # the budget ran out, not the candidate's fault
             if status == "ok":
                 self._took(kernels, batch, res)
             elif len(batch) > 1:
@@ -307,13 +313,15 @@ class Tuner:
         tuned_ms = self._final(kernels, ref, untuned_ms)
         untuned_ms = getattr(self, "untuned_final_ms", untuned_ms)
         return TuneResult(self.records, kernels, self.trials, self.failures, untuned_ms, tuned_ms,
-                          self.model_cost is not None, time.monotonic() - t0)
+                          self.model_cost is not None, time.monotonic() - t0, dict(self.nodes))
 
-    def _next_batch(self, kernels: dict, searching: list[str]) -> dict:
+    def _next_batch(self, kernels: dict, searching: list[str], busy: set = frozenset()) -> dict:
+        """A candidate for every kernel searched: one to measure again, else a new one; none that
+        is in flight (``busy``: (workload, frozen knobs))."""
         batch = {}
         for key in searching:
             kr = kernels[key]
-            again = kr.to_confirm()
+            again = kr.to_confirm({k for w, k in busy if w == key})
             if again is not None:
                 batch[key] = again
                 continue
@@ -370,7 +378,7 @@ class Tuner:
                  f"{self.failures} skipped; {better} kernels faster, about {untuned_ms - saved:.3f} ms per run "
                  f"(untuned {untuned_ms:.3f})")
 
-    def _final(self, kernels: dict, ref: str, untuned_ms: float) -> float | None:
+    def _final(self, kernels: dict, ref: bytes, untuned_ms: float) -> float | None:
         """The best knobs of every kernel together: checked against the untuned outputs and timed
         beside the untuned model (``final_rounds`` rounds each, the lowest median); None if it failed."""
         best = {k: kr.best for k, kr in kernels.items() if kr.wins}
@@ -380,7 +388,7 @@ class Tuner:
         timeout = max(60.0, 4 * self.trial_s)
         tuned, untuned = [], []
         for _ in range(self.final_rounds):
-            status, res = self._measure(best, timeout, reference=ref, paired=self.paired)
+            status, res = self._measure(best, timeout, reference_npz=ref, paired=True)
             if status != "ok":
                 self.say(f"ember tune: the tuned model failed its final check ({status}: {res})")
                 return None

@@ -268,8 +268,10 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     ``object_keys`` may give a file's content for that purpose in place of its text: the caller
     promises that two files with the same key compile to interchangeable objects (a kernel whose
     readable names differ from model to model, keyed by its canonical code).  ``pch`` names a
-    header of ``sources`` that every C file of ``sources`` includes first: it is precompiled
-    once (and cached) where the compiler can, so the files do not each parse it again.
+    header of ``sources`` that the C files of ``sources`` include first: it is precompiled
+    once (and cached) where the compiler can, so the files do not each parse it again; a file
+    whose first directive is not that ``#include`` (one that defines a macro the header tests
+    before it) parses the header itself.
     ``blob_keys`` may give a blob's sha256 (hex), computed by the caller, for the library's key
     in place of its bytes (which are then not hashed again).
     ``timings`` (an :class:`ember.timings.Timings`) receives the time of each step: the key,
@@ -504,7 +506,7 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
         pkey = _object_key(compiler, cflags, headers, f"pch:{kind}:{pch}", b"")
         if _fetch_object(objs, pkey, work / out):
             pch_step = None
-        elif sum(u[3] for u in todo) >= PCH_MIN_UNITS:
+        elif sum(u[3] and _includes_first(sources[u[0]], pch) for u in todo) >= PCH_MIN_UNITS:
             pch_step = (out, pkey, [*compiler.command, *cflags, *include, "-x", "c-header", pch, "-o", out])
         else:
             kind = None
@@ -521,9 +523,12 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
     steps: list[tuple[str, list[str], str, str | None, bool]] = []  # (what, command, object, key, needs the pch)
     size = {u[0]: len(sources[u[0]]) if u[3] else len(rt[Path(u[0]).name]) for u in todo}
     for fname, obj, okey, own in sorted(todo, key=lambda u: -size[u[0]]):   # the longest first
+        # a file that defines macros before it includes the header parses the header itself
+        # (GCC finds that out on its own; Clang's -include-pch would read it before the macros)
+        uses_pch = own and pch is not None and _includes_first(sources[fname], pch)
         steps.append((f"compile {Path(fname).name}",
-                      [*compiler.command, *cflags, *include, *(pch_flags if own else []), "-c", fname, "-o", obj],
-                      obj, okey, own))
+                      [*compiler.command, *cflags, *include, *(pch_flags if uses_pch else []), "-c", fname, "-o", obj],
+                      obj, okey, uses_pch))
     for sym in sorted(blobs):
         data = blobs[sym]
         (work / "blobs" / f"{sym}.bin").write_bytes(data)
@@ -597,6 +602,15 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
         if first is not None:
             raise first
     return total, objects
+
+
+def _includes_first(text: str, header: str) -> bool:
+    """Whether the first preprocessor directive of C ``text`` is ``#include "header"``."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            return line.replace(" ", "") == f'#include"{header}"'
+    return False
 
 
 def _incbin_asm(symbol: str, path: str, kind: str = "elf") -> str:

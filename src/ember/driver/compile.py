@@ -37,11 +37,12 @@ from ..symbolic import Sym, is_identifier
 from ..passes import fuse, plan_memory
 from ..passes.base import paused_gc
 from ..target import Target, asked_knobs, resolve
-from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, model_units, shape_function, units_listing
+from ..codegen.c import (CGenerator, buffer_table, c_ident, c_type, dim_c, model_header, model_units, shape_function,
+                         units_listing)
 from ..ops import get_op
 from ..schedules.knobs import MODEL_KNOBS, check_knobs
 from ..runtime.program import write_program
-from ..timings import Timings
+from ..timings import Timings, timed
 from .data_dims import DataDims, data_symbols
 from .kernels import kernel_call, new_workload, tuning_key, workload_key
 from .pipeline import Context, check_disabled, generic_steps, run_graph
@@ -629,6 +630,11 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
                 break
             say(f"found in cache ({time.perf_counter() - t0:.2f} s)")
             return module
+    # the runtime's objects and the precompiled header do not depend on the model: compiled in
+    # the background while Python reads the model and generates the kernels
+    from ..toolchain.cc import prebuild
+
+    early = prebuild({"model.h": model_header(tgt.lanes, tgt.isa)}, pch="model.h", flags=cflags, target=tgt)
     say("reading model")
     with tm.step("frontend (import the model)"):
         graph = to_graph(model, shapes, bounds)
@@ -646,12 +652,12 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
             raise TargetError(f"model '{graph.name}' has host steps (string ops), which only the Python runtime "
                               f"runs: it cannot be built for {tgt.spec}")
         path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key, disabled, tuned,
-                                tm)
+                                tm, early)
         say(f"done in {time.perf_counter() - t0:.1f} s")
         with tm.step("load"):
             return load(path)
     lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress), disabled,
-                         tuned, tm)
+                         tuned, tm, early)
     if key is not None:
         with tm.step("cache store"):
             lib = models.put(key, lib, link=True)     # the same file as the library cache's entry
@@ -670,10 +676,17 @@ def _loaded(path: Path, tgt: Target):
 
 def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
                    cflags: tuple[str, ...], report_steps: bool = False, disabled: frozenset = frozenset(),
-                   kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None) -> Path:
-    """Compile ``graph`` (no host ops) to a sealed shared library; returns its path."""
+                   kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
+                   early=None) -> Path:
+    """Compile ``graph`` (no host ops) to a sealed shared library; returns its path.  ``early``
+    (a ``toolchain.cc.Prebuild``) is waited for before the C compiles."""
     cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile, disabled_passes=disabled,
                   kernel_knobs=kernel_knobs, timings=timings)
+    if early is not None:
+        with timed(timings, "C: wait for the background compiles") as step:
+            detail = early.wait()
+        if step is not None:
+            step.detail = detail
     return build_library(cm, graph.name, tgt, dumper, say, cflags, report_steps, timings)
 
 
@@ -699,7 +712,8 @@ def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: Progre
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
                      cflags: tuple[str, ...], key: str | None, disabled: frozenset = frozenset(),
-                     kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None) -> Path:
+                     kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
+                     early=None) -> Path:
     """Compile a graph with host steps to a program file in the cache (``build.program``);
     returns its path."""
     from ..toolchain import Cache
@@ -738,7 +752,7 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
         say(f"segment {k}: {len(sub.nodes)} nodes")
         seg_dump = _Dumper(dumper.folder / f"segment_{k}") if dumper else None
         libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags, disabled=disabled,
-                                   kernel_knobs=kernel_knobs, timings=timings))
+                                   kernel_knobs=kernel_knobs, timings=timings, early=early))
         header_steps.append({"kind": "segment", "segment": k, "inputs": [read(v) for v in st.inputs],
                              "outputs": [slot(o) for o in st.outputs]})
     out_slots = [read(v) for v in g.outputs]

@@ -35,12 +35,13 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ..errors import ArtifactError, ToolchainError
+from ..errors import ArtifactError, EmberError, ToolchainError
 from ..runtime.artifact import seal_artifact, verify_artifact
 from ..timings import timed
 from . import cpu_features
@@ -300,13 +301,8 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
         raise ToolchainError(f"the header to precompile, {pch!r}, is not a header of the sources")
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._-")[:48] or "model"
 
-    cross = target is not None and target.cross
-    compiler = cross_compiler(target) if cross else find_compiler()
-    base_flags, link_flags, link_libs = target_flags(target)
-    cflags = [*base_flags, *(GCC_CFLAGS if _pch_kind(compiler) == "gcc" else ()), *user_flags]
-    # what the load-time processor check tests: the extensions these flags enable
-    rt = {**rt, CPU_FEATURES_HEADER: cpu_features.header(compiler.command, cflags).encode()}
-    wasm = cross and target.triple.startswith("wasm")
+    compiler, cflags, rt, (link_flags, link_libs) = _setup(user_flags, target, rt)
+    wasm = target is not None and target.cross and target.triple.startswith("wasm")
     with timed(timings, "C: build key (hash the sources and constants)"):
         key = _build_key(compiler, cflags, sources, blobs, rt, (*link_flags, *link_libs), blob_keys)
         libs = Cache("lib", suffix=".wasm" if wasm else ".so")
@@ -334,6 +330,97 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _setup(user_flags: list[str], target, rt: Mapping[str, bytes]):
+    """``(compiler, compile flags, runtime files, (link flags, link libraries))`` of a build
+    for ``target`` with ``user_flags``; the runtime files gain the processor check's header."""
+    cross = target is not None and target.cross
+    compiler = cross_compiler(target) if cross else find_compiler()
+    base_flags, link_flags, link_libs = target_flags(target)
+    cflags = [*base_flags, *(GCC_CFLAGS if _pch_kind(compiler) == "gcc" else ()), *user_flags]
+    # what the load-time processor check tests: the extensions these flags enable
+    rt = {**rt, CPU_FEATURES_HEADER: cpu_features.header(compiler.command, cflags).encode()}
+    return compiler, cflags, rt, (link_flags, link_libs)
+
+
+def _headers_blob(rt: Mapping[str, bytes], sources: Mapping[str, str]) -> bytes:
+    """Every header of a build, for the object keys (:func:`_object_key`)."""
+    headers = b"".join(f"{n}:{len(d)}:".encode() + d for n, d in sorted(rt.items()) if n.endswith(".h"))
+    return headers + b"".join(f"{n}:{len(t)}:".encode() + t.encode() for n, t in sorted(sources.items())
+                              if n.endswith(".h"))
+
+
+class Prebuild:
+    """What :func:`prebuild` compiles in the background; :meth:`wait` for it."""
+
+    def __init__(self, thread: threading.Thread | None):
+        self._thread = thread
+        self.compiled: list[str] = []      # what it compiled (and stored in the object cache)
+        self.seconds = 0.0                 # how long it took
+
+    def wait(self) -> str:
+        """Waits until it is done; says what it did (for :class:`ember.timings.Timings`)."""
+        if self._thread is not None:
+            self._thread.join()
+        return (f"{', '.join(self.compiled)} compiled in the background ({self.seconds:.2f} s)" if self.compiled
+                else "nothing to compile in the background")
+
+
+def prebuild(headers: Mapping[str, str], *, pch: str | None = None, flags: Sequence[str] | None = None,
+             target=None) -> Prebuild:
+    """Starts compiling what a later :func:`build_shared` with the same header files
+    (``headers``: name -> text, every ``.h`` of its ``sources``), ``pch``, ``flags`` and
+    ``target`` will need whatever its C files: the runtime's C files and the precompiled header
+    ``pch``, in a background thread, into the object cache, where the build finds them.  A
+    compiler driving the compiles in a thread of its own while Python generates the kernels on
+    another processor: :meth:`Prebuild.wait` before the build.  What fails here is left to the
+    build, which compiles it again and reports it; nothing half-written is stored."""
+    handle = Prebuild(None)
+    header_files = {n: t for n, t in headers.items() if n.endswith(".h") and _SOURCE_NAME.match(n)}
+    user_flags = [str(f) for f in (flags or ())]
+
+    def run() -> None:
+        t0 = time.perf_counter()
+        work = None
+        try:
+            compiler, cflags, rt, _ = _setup(user_flags, target, runtime_files())
+            objs = Cache("obj", suffix=".obj")
+            blob = _headers_blob(rt, header_files)
+            todo = [(f"{_RUNTIME_SUBDIR}/{n}", f"ember_rt_{Path(n).stem}.o",
+                     _object_key(compiler, cflags, blob, n, rt[n])) for n in sorted(rt) if n.endswith(".c")]
+            kind = _pch_kind(compiler) if pch in header_files else None
+            if kind is not None:
+                todo.append((pch, f"{pch}.gch" if kind == "gcc" else f"{pch}.pch",
+                             _object_key(compiler, cflags, blob, f"pch:{kind}:{pch}", b"")))
+            todo = [t for t in todo if objs.get(t[2]) is None]
+            if not todo:
+                return
+            work = objs.scratch_dir(prefix="prebuild-")
+            (work / _RUNTIME_SUBDIR).mkdir()
+            for n, data in rt.items():
+                (work / _RUNTIME_SUBDIR / n).write_bytes(data)
+            for n, text in header_files.items():
+                (work / n).write_text(text, encoding="utf-8")
+            for src, out, okey in todo:
+                what = f"precompile {src}" if src == pch else f"compile {Path(src).name}"
+                head = ["-x", "c-header"] if src == pch else ["-c"]
+                try:
+                    _run([*compiler.command, *cflags, "-I", _RUNTIME_SUBDIR, *head, src, "-o", out], work, what)
+                except ToolchainError:
+                    continue
+                _store_object(objs, okey, work / out)
+                handle.compiled.append(Path(src).name)
+        except (EmberError, OSError):
+            pass                # the build does it again, and reports what fails
+        finally:
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
+            handle.seconds = time.perf_counter() - t0
+
+    handle._thread = threading.Thread(target=run, name="ember-prebuild", daemon=True)
+    handle._thread.start()
+    return handle
 
 
 def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str],
@@ -468,9 +555,7 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
 
     include = ["-I", _RUNTIME_SUBDIR]
     objs = Cache("obj", suffix=".obj")
-    headers = b"".join(f"{n}:{len(d)}:".encode() + d for n, d in sorted(rt.items()) if n.endswith(".h"))
-    headers += b"".join(f"{n}:{len(t)}:".encode() + t.encode() for n, t in sorted(sources.items())
-                        if n.endswith(".h"))
+    headers = _headers_blob(rt, sources)
     objects: list[str] = []
     units: list[tuple[str, str, str, bool]] = []    # (file, object, cache key, one of the sources)
     for fname in sorted(rt):

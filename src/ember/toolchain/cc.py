@@ -317,9 +317,11 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
 
     work = libs.scratch_dir(prefix=f"{safe_name}-")
     try:
+        cross = target is not None and target.cross
         lib = _build(work, compiler, cflags, user_flags, sources, blobs, rt, safe_name,
                      default_jobs() if jobs is None else max(1, int(jobs)), progress,
-                     (link_flags, link_libs, wasm), dict(object_keys or {}), pch, timings)
+                     (link_flags, link_libs, wasm), dict(object_keys or {}), pch, timings,
+                     None if cross else _host_elf_machine(cflags))
         with timed(timings, "C: seal the artifact"):
             seal_artifact(lib)
         with timed(timings, "cache store"):
@@ -522,11 +524,11 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
            sources: Mapping[str, str], blobs: Mapping[str, bytes], rt: Mapping[str, bytes],
            name: str, jobs: int, progress: ProgressFn | None,
            link: tuple = (LINK_FLAGS, LINK_LIBS, False), object_keys: Mapping[str, str] | None = None,
-           pch: str | None = None, timings=None) -> Path:
+           pch: str | None = None, timings=None, elf_machine: int | None = None) -> Path:
     link_flags, link_libs, wasm = link
     with timed(timings, "C: compile (and assemble the constants)"):
         total, objects = _compile_units(work, compiler, cflags, sources, blobs, rt, jobs, progress, wasm,
-                                        object_keys or {}, pch, timings)
+                                        object_keys or {}, pch, timings, elf_machine)
     out = f"{name}.wasm" if wasm else f"{name}.so"
     with timed(timings, "C: link"):
         _run([*compiler.command, *cflags, *link_flags, *user_flags, "-o", out, *objects, *link_libs], work, "link")
@@ -537,10 +539,12 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
 
 def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: Mapping[str, str],
                    blobs: Mapping[str, bytes], rt: Mapping[str, bytes], jobs: int, progress: ProgressFn | None,
-                   wasm: bool, object_keys: Mapping[str, str], pch: str | None, timings) -> tuple[int, list[str]]:
+                   wasm: bool, object_keys: Mapping[str, str], pch: str | None, timings,
+                   elf_machine: int | None = None) -> tuple[int, list[str]]:
     """Writes the sources, fetches the objects the cache holds and compiles the others (and
     the blobs) in parallel; returns how many steps there are with the link, and the objects to
-    link, in order."""
+    link, in order.  With ``elf_machine`` (:func:`_host_elf_machine`) a blob's object is
+    written here (:func:`_write_blob_object`), else assembled from ``.incbin``."""
     arm32 = any(c.startswith("arm-") for c in compiler.command)
     asm_kind = "wasm" if wasm else "elf-arm" if arm32 else "elf"
     rt_dir = work / _RUNTIME_SUBDIR
@@ -616,13 +620,16 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
                       obj, okey, uses_pch))
     for sym in sorted(blobs):
         data = blobs[sym]
-        (work / "blobs" / f"{sym}.bin").write_bytes(data)
-        (work / "blobs" / f"{sym}.s").write_text(_incbin_asm(sym, f"blobs/{sym}.bin", asm_kind))
         obj = f"obj/blob_{sym}.o"
         objects.append(obj)
-        # before the compiles that wait for the precompiled header
-        steps.insert(0, (f"assemble blob {sym} ({len(memoryview(data).cast('B'))} bytes)",
-                         [*compiler.command, *cflags, "-c", f"blobs/{sym}.s", "-o", obj], obj, None, False))
+        what = f"assemble blob {sym} ({len(memoryview(data).cast('B'))} bytes)"
+        if elf_machine is not None:     # the object written directly: the bytes are copied once, not three times
+            cmd = (lambda sym=sym, data=data, obj=obj: _write_blob_object(work / obj, sym, data, elf_machine))
+        else:
+            (work / "blobs" / f"{sym}.bin").write_bytes(data)
+            (work / "blobs" / f"{sym}.s").write_text(_incbin_asm(sym, f"blobs/{sym}.bin", asm_kind))
+            cmd = [*compiler.command, *cflags, "-c", f"blobs/{sym}.s", "-o", obj]
+        steps.insert(0, (what, cmd, obj, None, False))   # before the compiles that wait for the precompiled header
     for fname in sorted(sources):
         if fname.endswith(".c") and any(u[0] == fname for u in todo):
             (work / fname).write_text(sources[fname], encoding="utf-8")
@@ -656,13 +663,16 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
             pch_ready.wait()
             if pch_failed and pch_flags:
                 cmd = [c for c in cmd if c not in pch_flags]
-        try:
-            _run(cmd, work, what)
-        except ToolchainError:
-            if not (needs_pch and pch_flags and pch_flags[0] in cmd):
-                raise
-            # a precompiled header the compiler refuses after all: the file parses the header
-            _run([c for c in cmd if c not in pch_flags], work, what)
+        if callable(cmd):
+            cmd()
+        else:
+            try:
+                _run(cmd, work, what)
+            except ToolchainError:
+                if not (needs_pch and pch_flags and pch_flags[0] in cmd):
+                    raise
+                # a precompiled header the compiler refuses after all: the file parses the header
+                _run([c for c in cmd if c not in pch_flags], work, what)
         if okey is not None:
             _store_object(objs, okey, work / obj)
         if progress is not None:
@@ -687,6 +697,62 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
         if first is not None:
             raise first
     return total, objects
+
+
+#: ELF machine numbers of the hosts whose blobs are written as ELF64 objects directly
+_ELF_MACHINES = {"x86_64": 62, "aarch64": 183}
+
+
+def _host_elf_machine(cflags: Sequence[str]) -> int | None:
+    """The ELF machine number of this host's 64-bit little-endian Linux objects where the
+    flags keep that format (no ``-m32``, ``-mx32``); None elsewhere (the blob is assembled)."""
+    if not sys.platform.startswith("linux") or sys.byteorder != "little":
+        return None
+    if any(f in ("-m32", "-mx32", "-mabi=ilp32") for f in cflags):
+        return None
+    return _ELF_MACHINES.get(os.uname().machine)
+
+
+def _write_blob_object(path: Path, symbol: str, data, machine: int) -> None:
+    """Writes an ELF64 relocatable object whose ``.rodata`` is ``data`` (64-byte aligned) under
+    the global, hidden object ``symbol``, with the note that asks for no executable stack: what
+    :func:`_incbin_asm` assembles to, without the assembler reading and writing the bytes again."""
+    import struct
+
+    body = memoryview(data).cast("B")
+    shstr = b"\0.rodata\0.note.GNU-stack\0.symtab\0.strtab\0.shstrtab\0"
+    name_at = {n: shstr.index(n.encode() + b"\0") for n in (".rodata", ".note.GNU-stack", ".symtab", ".strtab",
+                                                            ".shstrtab")}
+    strtab = b"\0" + symbol.encode() + b"\0"
+    # symbols: the null one, then the blob (global: the first non-local is 1)
+    symtab = bytes(24) + struct.pack("<IBBHQQ", 1, (1 << 4) | 1, 2, 1, 0, len(body))   # GLOBAL OBJECT, HIDDEN, in .rodata
+    data_at = 64
+    tail_at = data_at + len(body)
+    symtab_at = (tail_at + 7) // 8 * 8
+    strtab_at = symtab_at + len(symtab)
+    shstr_at = strtab_at + len(strtab)
+    sh_at = (shstr_at + len(shstr) + 7) // 8 * 8
+
+    def section(name, kind, flags, offset, size, link=0, info=0, align=1, entsize=0) -> bytes:
+        return struct.pack("<IIQQQQIIQQ", name, kind, flags, 0, offset, size, link, info, align, entsize)
+
+    sections = [bytes(64),
+                section(name_at[".rodata"], 1, 2, data_at, len(body), align=64),           # PROGBITS, ALLOC
+                section(name_at[".note.GNU-stack"], 1, 0, tail_at, 0),
+                section(name_at[".symtab"], 2, 0, symtab_at, len(symtab), link=4, info=1, align=8, entsize=24),
+                section(name_at[".strtab"], 3, 0, strtab_at, len(strtab)),
+                section(name_at[".shstrtab"], 3, 0, shstr_at, len(shstr))]
+    header = (b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+              + struct.pack("<HHIQQQIHHHHHH", 1, machine, 1, 0, 0, sh_at, 0, 64, 0, 0, 64, len(sections), 5))
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(body)
+        f.write(bytes(symtab_at - tail_at))
+        f.write(symtab)
+        f.write(strtab)
+        f.write(shstr)
+        f.write(bytes(sh_at - shstr_at - len(shstr)))
+        f.write(b"".join(sections))
 
 
 def _includes_first(text: str, header: str) -> bool:

@@ -1,7 +1,8 @@
 """The C toolchain: generated sources and constant blobs in, one sealed shared library out.
 
 :func:`build_shared` compiles every C source (the model's and the runtime's, ``runtime/c``),
-assembles every constants blob with ``.incbin`` (the bytes never go through a C parser), runs
+writes every constants blob's object (on ELF64 hosts; else assembles it with ``.incbin``: the
+bytes never go through a C parser), runs
 the independent compiles in parallel, links one shared library, appends the artifact trailer
 (see :mod:`ember.runtime.module`) and stores the result in a content-addressed cache.
 

@@ -4,6 +4,8 @@ compiled again by the build, which reports it, and nothing half-made is left."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -45,24 +47,58 @@ def logged_cc(tmp_path, monkeypatch):
 def test_the_build_finds_what_was_prebuilt(logged_cc):
     sources = _sources(HEADER)
     done = prebuild({"m.h": HEADER}, pch="m.h")
+    done.submit("k0.c", sources["k0.c"])
+    done.submit("k1.c", sources["k1.c"], key="k1's canonical code")
     said = done.wait()
-    assert "runtime.c" in said and "m.h" in said
+    assert said.startswith("2 C files, the runtime's 3, the precompiled header compiled in the background"), said
     before = logged_cc.read_text().splitlines()
     assert any("runtime.c" in c for c in before) and any("c-header" in c for c in before)
-    path = build_shared(sources, pch="m.h")
+    path = build_shared(sources, pch="m.h", object_keys={"k1.c": "k1's canonical code"})
     x = np.arange(4, dtype=np.float32)
     np.testing.assert_array_equal(load(path)(x), 6 * x + 3)
     during = logged_cc.read_text().splitlines()[len(before):]
     assert not any("ember_rt/" in c or "c-header" in c for c in during), during   # not compiled again
-    assert sum(" -c k" in c for c in during) == 3
-    assert "nothing to compile" in prebuild({"m.h": HEADER}, pch="m.h").wait()    # all in the cache now
-    assert not list((Cache("obj").root / ".building").iterdir())                  # no work folder left
+    assert [c for c in during if " -c k" in c] and all(" -c k2.c" in c for c in during if " -c k" in c)
+    again = prebuild({"m.h": HEADER}, pch="m.h")
+    again.submit("k2.c", sources["k2.c"])
+    assert again.wait() == "nothing compiled in the background"          # all in the cache now
+    assert not list((Cache("obj").root / ".building").iterdir())       # no work folder left
+
+
+def test_a_kernel_failing_in_the_background_is_reported_by_the_build(logged_cc):
+    sources = _sources(HEADER)
+    sources["k2.c"] = sources["k2.c"].replace("+ 2;", "+ undeclared_thing;")
+    done = prebuild({"m.h": HEADER}, pch="m.h")
+    for k in range(3):
+        done.submit(f"k{k}.c", sources[f"k{k}.c"])
+    assert "1 failed, compiled again by the build" in done.wait()
+    objs = Cache("obj")
+    stored = sorted(p.name for p in objs.root.iterdir() if p.is_file())
+    assert len(stored) == 3 + 1 + 2          # the runtime's, the header, k0 and k1: nothing of k2
+    with pytest.raises(ToolchainError) as e:
+        build_shared(sources, pch="m.h")
+    assert "] compile k2.c failed" in str(e.value).splitlines()[0] and "undeclared_thing" in str(e.value)
+    added = {p.name for p in objs.root.iterdir() if p.is_file()} - set(stored)
+    assert len(added) <= 1          # model.c's object at most (compiled beside k2.c): never k2's
+
+
+def test_close_stops_the_background_compiles(logged_cc):
+    done = prebuild({"m.h": HEADER}, pch="m.h")
+    for k in range(3):
+        done.submit(f"k{k}.c", _sources(HEADER)[f"k{k}.c"])
+    done.close()             # an error in the compile: what is queued is dropped, the folder removed
+    for t in done._threads:
+        t.join(timeout=120)
+    deadline = time.monotonic() + 30
+    while list((Cache("obj").root / ".building").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list((Cache("obj").root / ".building").iterdir())
 
 
 def test_what_fails_in_the_background_is_reported_by_the_build(logged_cc):
     bad = HEADER + "static inline float broken(float v) { return v +; }\n"
     done = prebuild({"m.h": bad}, pch="m.h")
-    assert "m.h" not in done.wait()               # the header did not precompile: nothing stored
+    assert done.wait() == "the runtime's 3 compiled in the background" or "precompiled header" not in done.wait()
     objs = Cache("obj")
     stored = sorted(p.name for p in objs.root.iterdir() if p.is_file())
     assert len(stored) == 3                         # the runtime's three objects only

@@ -37,8 +37,8 @@ from ..symbolic import Sym, is_identifier
 from ..passes import fuse, plan_memory
 from ..passes.base import paused_gc
 from ..target import Target, asked_knobs, resolve
-from ..codegen.c import (CGenerator, buffer_table, c_ident, c_type, dim_c, model_header, model_units, shape_function,
-                         units_listing)
+from ..codegen.c import (CGenerator, buffer_table, c_ident, c_type, dim_c, intrinsic_helpers, model_header, model_units,
+                         shape_function, units_listing)
 from ..ops import get_op
 from ..schedules.knobs import MODEL_KNOBS, check_knobs
 from ..runtime.program import write_program
@@ -151,17 +151,19 @@ def schedule_hints(graph: Graph, bounds: dict[str, int]) -> dict[str, int]:
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
              progress: ProgressFn | None = None, profile: bool = False, observe: bool = False,
              disabled_passes=(), kernel_knobs: Mapping[str, Mapping] | None = None,
-             timings: Timings | None = None) -> CompiledModel:
+             timings: Timings | None = None, early=None) -> CompiledModel:
     """Run the compiler on a graph up to the C source and the constants blob.  ``observe``
     (``ember bisect``) makes every kernel's result an output too (see :func:`observe_kernels`).
     ``disabled_passes`` names passes of the pipeline (``driver.pipeline``) not to run.
     ``kernel_knobs`` (tuning: ``ember.tune``) maps workload keys (``kernels.workload_key``) to
     schedule knobs set for those kernels only; with it, even empty, the result lists every
     distinct kernel's workload and the knobs it asked (``CompiledModel.workloads``).  ``timings``
-    receives the time of every step (:mod:`ember.timings`)."""
+    receives the time of every step (:mod:`ember.timings`).  ``early`` (a
+    ``toolchain.cc.Prebuild``) receives each kernel's C file as soon as it is made, to compile
+    it in the background."""
     with paused_gc():          # collected after each pass and every few kernels instead
         return _generate(graph, target, opt_level, dump, progress, profile, observe,
-                         check_disabled(disabled_passes), kernel_knobs, timings)
+                         check_disabled(disabled_passes), kernel_knobs, timings, early)
 
 
 def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
@@ -176,7 +178,8 @@ def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
 
 def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | None, progress: ProgressFn | None,
               profile: bool, observe: bool = False, disabled_passes: frozenset = frozenset(),
-              kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None) -> CompiledModel:
+              kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
+              early=None) -> CompiledModel:
     say = progress or (lambda msg: None)
     say(f"optimizing graph ({len(graph.nodes)} nodes, opt level {opt_level})")
     in_names = [v.name for v in graph.inputs]
@@ -260,6 +263,20 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
 
+    helpers = intrinsic_helpers(target.lanes, target.isa)
+    sent: set[str] = set()
+    looked = [0]        # how many of gen.kernels were looked at
+
+    def send_new_kernels() -> None:
+        """Each new kernel's C file (``model_units`` makes the same) to the background compiles."""
+        if early is None:
+            return
+        for kc in gen.kernels[looked[0]:]:
+            if kc.symbol not in sent:
+                early.submit(f"{kc.symbol}.c", kc.unit(helpers=helpers), kc.code)
+                sent.add(kc.symbol)
+        looked[0] = len(gen.kernels)
+
     last_said = time.perf_counter()
     for k, grp in enumerate(groups):
         t_kernel = time.perf_counter()
@@ -267,6 +284,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             _kernel(k, grp)
             if k % 32 == 31:
                 gc.collect(0)       # what the last kernels left (see passes.base.paused_gc)
+        with ctx.timed("C generation"):
+            send_new_kernels()
         now = time.perf_counter()
         if now - last_said >= 5.0 and k + 1 < len(groups):     # long work says how far it got
             say(f"generated {k + 1} of {len(groups)} kernels (the last, {grp.name}, took {now - t_kernel:.1f} s)")
@@ -587,7 +606,6 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
 def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, bounds, dump, progress, cache: bool,
              profile: bool, cflags: tuple[str, ...], knobs, disabled: frozenset = frozenset(), records=None,
              tm: Timings):
-    from ..runtime import load
     from ..toolchain import Cache
 
     t0 = time.perf_counter()
@@ -635,6 +653,20 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
     from ..toolchain.cc import prebuild
 
     early = prebuild({"model.h": model_header(tgt.lanes, tgt.isa)}, pch="model.h", flags=cflags, target=tgt)
+    try:
+        return _compile_model(model, tgt, opt_level, shapes, bounds, dump=dump, say=say, profile=profile,
+                              cflags=cflags, disabled=disabled, tuned=tuned, tm=tm, key=key, stamps=stamps,
+                              models=models, early=early, t0=t0, report_steps=bool(progress))
+    finally:
+        early.close()       # (nothing left to do after a wait; after an error, the threads stop)
+
+
+def _compile_model(model, tgt: Target, opt_level: int, shapes, bounds, *, dump, say, profile: bool, cflags,
+                   disabled: frozenset, tuned, tm: Timings, key, stamps: list, models, early, t0: float,
+                   report_steps: bool):
+    """The rest of :func:`_compile` after a miss of the model cache."""
+    from ..runtime import load
+
     say("reading model")
     with tm.step("frontend (import the model)"):
         graph = to_graph(model, shapes, bounds)
@@ -656,7 +688,7 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
         say(f"done in {time.perf_counter() - t0:.1f} s")
         with tm.step("load"):
             return load(path)
-    lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress), disabled,
+    lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), report_steps, disabled,
                          tuned, tm, early)
     if key is not None:
         with tm.step("cache store"):
@@ -681,7 +713,7 @@ def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: Progr
     """Compile ``graph`` (no host ops) to a sealed shared library; returns its path.  ``early``
     (a ``toolchain.cc.Prebuild``) is waited for before the C compiles."""
     cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile, disabled_passes=disabled,
-                  kernel_knobs=kernel_knobs, timings=timings)
+                  kernel_knobs=kernel_knobs, timings=timings, early=early)
     if early is not None:
         with timed(timings, "C: wait for the background compiles") as step:
             detail = early.wait()
@@ -752,7 +784,8 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
         say(f"segment {k}: {len(sub.nodes)} nodes")
         seg_dump = _Dumper(dumper.folder / f"segment_{k}") if dumper else None
         libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags, disabled=disabled,
-                                   kernel_knobs=kernel_knobs, timings=timings, early=early))
+                                   kernel_knobs=kernel_knobs, timings=timings,
+                                   early=early if k == 0 else None))    # (waited for by the first)
         header_steps.append({"kind": "segment", "segment": k, "inputs": [read(v) for v in st.inputs],
                              "outputs": [slot(o) for o in st.outputs]})
     out_slots = [read(v) for v in g.outputs]

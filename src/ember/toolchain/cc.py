@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -355,75 +356,161 @@ def _headers_blob(rt: Mapping[str, bytes], sources: Mapping[str, str]) -> bytes:
 
 
 class Prebuild:
-    """What :func:`prebuild` compiles in the background; :meth:`wait` for it."""
+    """C compiles started before the build that needs them (:func:`prebuild`): the runtime's
+    files and the precompiled header at once, and each C file given to :meth:`submit` as soon as
+    it is made, in a background thread that runs the compiler while Python goes on, into the
+    object cache, where :func:`build_shared` finds them.  :meth:`wait` before the build."""
 
-    def __init__(self, thread: threading.Thread | None):
-        self._thread = thread
+    def __init__(self, headers: Mapping[str, str], pch: str | None, user_flags: list[str], target):
         self.compiled: list[str] = []      # what it compiled (and stored in the object cache)
-        self.seconds = 0.0                 # how long it took
+        self.failed: list[str] = []        # what did not compile (left to the build, which reports it)
+        self.seconds = 0.0                 # how long the compiler ran for it
+        self._headers = {n: t for n, t in headers.items() if n.endswith(".h") and _SOURCE_NAME.match(n)}
+        self._pch = pch
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()    # set once the work folder and the precompiled header are there
+        self._setup: tuple | None = None   # (compiler, cflags, object cache, headers blob, pch flags), once known
+        self._work: Path | None = None
+        self._threads = [threading.Thread(target=self._first, args=(user_flags, target), name="ember-prebuild",
+                                          daemon=True)]
+        self._threads[0].start()
 
-    def wait(self) -> str:
-        """Waits until it is done; says what it did (for :class:`ember.timings.Timings`)."""
-        if self._thread is not None:
-            self._thread.join()
-        return (f"{', '.join(self.compiled)} compiled in the background ({self.seconds:.2f} s)" if self.compiled
-                else "nothing to compile in the background")
+    def submit(self, fname: str, text: str, key: str | None = None) -> None:
+        """Compiles C file ``fname`` of the coming build (``text``; ``key``: what its object is
+        cached by, as ``build_shared``'s ``object_keys``) in the background."""
+        if _SOURCE_NAME.match(fname) and fname.endswith(".c"):
+            self._queue.put((fname, text, text if key is None else key))
+
+    def wait(self, jobs: int | None = None) -> str:
+        """Compiles what is left, ``jobs`` at once (default: one per processor), waits until
+        every compile is done; says what it did (for :class:`ember.timings.Timings`)."""
+        jobs = default_jobs() if jobs is None else max(1, int(jobs))
+        for _ in range(jobs - 1):
+            t = threading.Thread(target=self._worker, name="ember-prebuild", daemon=True)
+            t.start()
+            self._threads.append(t)
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+        if not self.compiled and not self.failed:
+            return "nothing compiled in the background"
+        runtime = sum(n.startswith(_RUNTIME_SUBDIR + "/") for n in self.compiled)
+        header = sum(n == self._pch for n in self.compiled)
+        parts = [f"{len(self.compiled) - runtime - header} C files"]
+        parts += [f"the runtime's {runtime}"] if runtime else []
+        parts += ["the precompiled header"] if header else []
+        text = f"{', '.join(parts)} compiled in the background ({self.seconds:.2f} s of compiles"
+        return text + (f"; {len(self.failed)} failed, compiled again by the build)" if self.failed else ")")
+
+    def close(self) -> None:
+        """Stops the background compiles without waiting for them (what is queued is dropped;
+        a compile under way finishes), and removes their folder once they stopped."""
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        threads = [t for t in self._threads if t.is_alive()]
+        if not threads:
+            if self._work is not None:
+                shutil.rmtree(self._work, ignore_errors=True)
+                self._work = None
+            return
+        for _ in threads:
+            self._queue.put(None)
+
+        def tidy() -> None:
+            for t in threads:
+                t.join()
+            if self._work is not None:
+                shutil.rmtree(self._work, ignore_errors=True)
+
+        threading.Thread(target=tidy, name="ember-prebuild-tidy", daemon=True).start()
+
+    def _first(self, user_flags: list[str], target) -> None:
+        """The first thread: the setup, the precompiled header, the runtime, then the queue."""
+        try:
+            compiler, cflags, rt, _ = _setup(user_flags, target, runtime_files())
+            objs = Cache("obj", suffix=".obj")
+            blob = _headers_blob(rt, self._headers)
+            self._work = work = objs.scratch_dir(prefix="prebuild-")
+            (work / _RUNTIME_SUBDIR).mkdir()
+            for n, data in rt.items():
+                (work / _RUNTIME_SUBDIR / n).write_bytes(data)
+            for n, text in self._headers.items():
+                (work / n).write_text(text, encoding="utf-8")
+            pch_flags: list[str] = []
+            kind = _pch_kind(compiler) if self._pch in self._headers else None
+            if kind is not None:
+                out = f"{self._pch}.gch" if kind == "gcc" else f"{self._pch}.pch"
+                pkey = _object_key(compiler, cflags, blob, f"pch:{kind}:{self._pch}", b"")
+                if _fetch_object(objs, pkey, work / out) or self._compile(
+                        compiler, [*cflags, "-I", _RUNTIME_SUBDIR, "-x", "c-header"], self._pch, out, objs, pkey):
+                    pch_flags = ["-include-pch", out] if kind == "clang" else []
+            self._setup = (compiler, cflags, objs, blob, pch_flags)
+            for n in sorted(rt):
+                if n.endswith(".c"):
+                    key = _object_key(compiler, cflags, blob, n, rt[n])
+                    if objs.get(key) is None:
+                        self._compile(compiler, [*cflags, "-I", _RUNTIME_SUBDIR, "-c"], f"{_RUNTIME_SUBDIR}/{n}",
+                                      f"ember_rt_{Path(n).stem}.o", objs, key)
+        except (EmberError, OSError):
+            self._setup = None      # the build does it all (and reports what fails)
+        finally:
+            self._ready.set()
+        self._worker()
+
+    def _worker(self) -> None:
+        self._ready.wait()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._setup is None:
+                continue
+            fname, text, content = item
+            compiler, cflags, objs, blob, pch_flags = self._setup
+            key = _object_key(compiler, cflags, blob, fname, content.encode())
+            if objs.get(key) is not None:
+                continue
+            try:
+                (self._work / fname).write_text(text, encoding="utf-8")
+            except OSError:
+                continue
+            uses_pch = self._pch is not None and _includes_first(text, self._pch)
+            self._compile(compiler, [*cflags, "-I", _RUNTIME_SUBDIR, *(pch_flags if uses_pch else []), "-c"],
+                          fname, f"{fname}.o", objs, key)
+
+    def _compile(self, compiler: Compiler, flags: list[str], src: str, out: str, objs: Cache, key: str) -> bool:
+        t0 = time.perf_counter()
+        try:
+            _run([*compiler.command, *flags, src, "-o", out], self._work, f"compile {src}")
+            ok = True
+            _store_object(objs, key, self._work / out)
+        except ToolchainError:
+            ok = False      # stored nothing: the build compiles it again and reports it
+        with self._lock:
+            (self.compiled if ok else self.failed).append(src)
+            self.seconds += time.perf_counter() - t0
+        return ok
 
 
 def prebuild(headers: Mapping[str, str], *, pch: str | None = None, flags: Sequence[str] | None = None,
              target=None) -> Prebuild:
-    """Starts compiling what a later :func:`build_shared` with the same header files
-    (``headers``: name -> text, every ``.h`` of its ``sources``), ``pch``, ``flags`` and
-    ``target`` will need whatever its C files: the runtime's C files and the precompiled header
-    ``pch``, in a background thread, into the object cache, where the build finds them.  A
-    compiler driving the compiles in a thread of its own while Python generates the kernels on
-    another processor: :meth:`Prebuild.wait` before the build.  What fails here is left to the
-    build, which compiles it again and reports it; nothing half-written is stored."""
-    handle = Prebuild(None)
-    header_files = {n: t for n, t in headers.items() if n.endswith(".h") and _SOURCE_NAME.match(n)}
-    user_flags = [str(f) for f in (flags or ())]
-
-    def run() -> None:
-        t0 = time.perf_counter()
-        work = None
-        try:
-            compiler, cflags, rt, _ = _setup(user_flags, target, runtime_files())
-            objs = Cache("obj", suffix=".obj")
-            blob = _headers_blob(rt, header_files)
-            todo = [(f"{_RUNTIME_SUBDIR}/{n}", f"ember_rt_{Path(n).stem}.o",
-                     _object_key(compiler, cflags, blob, n, rt[n])) for n in sorted(rt) if n.endswith(".c")]
-            kind = _pch_kind(compiler) if pch in header_files else None
-            if kind is not None:
-                todo.append((pch, f"{pch}.gch" if kind == "gcc" else f"{pch}.pch",
-                             _object_key(compiler, cflags, blob, f"pch:{kind}:{pch}", b"")))
-            todo = [t for t in todo if objs.get(t[2]) is None]
-            if not todo:
-                return
-            work = objs.scratch_dir(prefix="prebuild-")
-            (work / _RUNTIME_SUBDIR).mkdir()
-            for n, data in rt.items():
-                (work / _RUNTIME_SUBDIR / n).write_bytes(data)
-            for n, text in header_files.items():
-                (work / n).write_text(text, encoding="utf-8")
-            for src, out, okey in todo:
-                what = f"precompile {src}" if src == pch else f"compile {Path(src).name}"
-                head = ["-x", "c-header"] if src == pch else ["-c"]
-                try:
-                    _run([*compiler.command, *cflags, "-I", _RUNTIME_SUBDIR, *head, src, "-o", out], work, what)
-                except ToolchainError:
-                    continue
-                _store_object(objs, okey, work / out)
-                handle.compiled.append(Path(src).name)
-        except (EmberError, OSError):
-            pass                # the build does it again, and reports what fails
-        finally:
-            if work is not None:
-                shutil.rmtree(work, ignore_errors=True)
-            handle.seconds = time.perf_counter() - t0
-
-    handle._thread = threading.Thread(target=run, name="ember-prebuild", daemon=True)
-    handle._thread.start()
-    return handle
+    """Starts compiling, in the background, what a later :func:`build_shared` with the same
+    header files (``headers``: name -> text, every ``.h`` of its ``sources``), ``pch``,
+    ``flags`` and ``target`` will need whatever its C files are: the runtime's C files and the
+    precompiled header ``pch``; :meth:`Prebuild.submit` adds the build's C files as they are
+    made.  The compiles run while Python goes on (generating the kernels), on the processors
+    it leaves; :meth:`Prebuild.wait` before the build, which then finds the objects in the
+    object cache.  What fails here stores nothing and is left to the build, which compiles it
+    again and reports it as it always does."""
+    return Prebuild(headers, pch, [str(f) for f in (flags or ())], target)
 
 
 def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str],

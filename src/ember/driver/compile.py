@@ -719,6 +719,9 @@ def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: Progr
             detail = early.wait()
         if step is not None:
             step.detail = detail
+        if report_steps:
+            for fname in early.compiled:
+                say(f"compile {Path(fname).name} (in the background)")
     return build_library(cm, graph.name, tgt, dumper, say, cflags, report_steps, timings)
 
 

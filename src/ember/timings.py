@@ -3,12 +3,14 @@
 ``ember.compile`` records every step it runs in a :class:`Timings` (``Module.timings``;
 ``ember compile --timings`` prints its :meth:`~Timings.table`): the cache key, the frontend,
 each graph pass, fusion, the memory plan, kernel lowering, each loop-IR pass, C generation, the
-C compiles (how many files were compiled and how many came from the object cache), the link,
+C compiles (how many files were compiled and how many came from the object cache, and the
+wait for those compiled in the background while Python generated the kernels), the link,
 sealing and loading.  A step's times are its own: a step run inside another (a loop-IR pass
 inside kernel lowering) counts for itself only, so the rows add up to the whole compile (the
 rest is the ``other`` row).  CPU seconds are the process's (every thread) and those of the
 compiler processes it waited for, so on a loaded machine they say what the step cost when its
-wall time says how long it waited.
+wall time says how long it waited (a background compile's CPU counts in the step that ran
+when it ended).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -71,8 +72,18 @@ def test_only_the_public_api_is_exported(tmp_path):
         assert not hasattr(lib, internal), internal
 
 
-def test_blobs_are_aligned_and_intact():
-    blobs = {"ember_constants": bytes(range(7)), "second_blob": b"\xff" * 100, "empty": b""}
+@pytest.mark.parametrize("written", [True, False], ids=["object-written", "incbin-assembled"])
+def test_blobs_are_aligned_and_intact(written, monkeypatch):
+    """Where the host's objects are ELF64, a blob's object is written directly; elsewhere it is
+    assembled from .incbin: both give the same symbols, alignment and bytes."""
+    from ember.toolchain import cc
+
+    if not written:
+        monkeypatch.setattr(cc, "_host_elf_machine", lambda cflags: None)
+    elif cc._host_elf_machine(list(DEFAULT_CFLAGS)) is None:
+        pytest.skip("the host's objects are not ELF64")
+    blobs = {"ember_constants": bytes(range(7)), "second_blob": b"\xff" * 100, "empty": b"",
+             "tag": uuid.uuid4().bytes + bytes([written])}      # a library of its own per case
     body = """
   int64_t* o = outputs[0];
   o[0] = (int64_t)((uintptr_t)ember_constants % 64);
@@ -83,6 +94,11 @@ def test_blobs_are_aligned_and_intact():
     path = build_shared({"model.c": model_source(body, outputs=(("o", "int64", (4,)),), prelude=prelude)}, blobs)
     out = load(path)(np.zeros(4, np.float32))
     assert out.tolist() == [0, 0, 6, 255]
+    readelf = shutil.which("readelf")
+    if readelf:         # the objects ask for no executable stack, so the library has none
+        stack = [ln for ln in subprocess.run([readelf, "-lW", str(path)], capture_output=True, text=True).stdout
+                 .splitlines() if "GNU_STACK" in ln]
+        assert stack and "RWE" not in stack[0], stack
 
 
 def test_model_without_blobs_may_still_declare_constants():

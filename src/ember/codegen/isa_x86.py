@@ -1,12 +1,26 @@
 """The x86 parts of the C preamble: AVX, AVX2, AVX-512, VNNI intrinsics for the hooks of
 ``isa_generic`` (each block is the ``#if`` / ``#elif`` part; the generic C follows its
-``#else``).  Generated x86 code is exactly what it was before the ISA split."""
+``#else``).  Generated x86 code is exactly what it was before the ISA split.
+
+``<immintrin.h>`` takes GCC a third of a second to parse, several times what a small kernel
+costs, and most kernels call no helper that needs it: the header and every branch that calls
+what it declares are compiled only where the file defines ``EMBER_INTRINSICS`` (before it
+includes the preamble), which the code generator does for a file that calls one of
+:data:`INTRINSIC_HELPERS`.  AVX's max and min are GCC and Clang builtins on the vector type
+itself, so they need no header."""
 
 NAME = "x86"
 
+#: the preamble's helpers whose intrinsic branch is compiled only with ``EMBER_INTRINSICS``, by
+#: vector width (``EMBER_LANES``): a file calling one of them defines it (see
+#: ``codegen.c.intrinsic_helpers``); ``ember_verf`` calls the max and min
+_INT8 = ("ember_vround", "ember_vwiden_u8", "ember_vwiden_s8", "ember_low_bytes", "ember_vnarrow_u8",
+         "ember_vnarrow_s8", "ember_vdot4", "ember_vdot4_acc", "ember_vdot4_sat16")
+INTRINSIC_HELPERS = {8: _INT8, 16: (*_INT8, "ember_vmax", "ember_vmin", "ember_verf")}
+
 BLOCKS = {
     "include": """\
-#if defined(__AVX__)
+#if defined(__AVX__) && defined(EMBER_INTRINSICS)
 #include <immintrin.h>
 """,
     "maxmin": """\
@@ -14,9 +28,9 @@ BLOCKS = {
    instruction keeps its second operand when either is NaN, so a's NaN survives it and one blend
    adds b's; a reduction's chain through `a` is then two one-cycle instructions instead of five */
 #if defined(__AVX__) && EMBER_LANES == 8
-#define EMBER_MAXPS(x, y) ((ember_vf)__builtin_ia32_maxps256((__v8sf)(x), (__v8sf)(y)))
-#define EMBER_MINPS(x, y) ((ember_vf)__builtin_ia32_minps256((__v8sf)(x), (__v8sf)(y)))
-#elif defined(__AVX512F__) && EMBER_LANES == 16
+#define EMBER_MAXPS(x, y) ((ember_vf)__builtin_ia32_maxps256((x), (y)))
+#define EMBER_MINPS(x, y) ((ember_vf)__builtin_ia32_minps256((x), (y)))
+#elif defined(__AVX512F__) && EMBER_LANES == 16 && defined(EMBER_INTRINSICS)
 #define EMBER_MAXPS(x, y) ((ember_vf)_mm512_max_ps((__m512)(x), (__m512)(y)))
 #define EMBER_MINPS(x, y) ((ember_vf)_mm512_min_ps((__m512)(x), (__m512)(y)))
 #endif
@@ -31,13 +45,13 @@ static inline ember_vf ember_vmin(ember_vf a, ember_vf b) { return ember_vsel(b 
 #define EMBER_NO_CONTRACT(v) ({ __auto_type _nc = (v); __asm__("" : "+w"(_nc)); _nc; })
 """,
     "vround": """\
-#if defined(__AVX__) && EMBER_LANES == 8
+#if defined(__AVX__) && EMBER_LANES == 8 && defined(EMBER_INTRINSICS)
   return (ember_vf)_mm256_round_ps((__m256)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-#elif defined(__AVX512F__) && EMBER_LANES == 16
+#elif defined(__AVX512F__) && EMBER_LANES == 16 && defined(EMBER_INTRINSICS)
   return (ember_vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 """,
     "widen_narrow": """\
-#if defined(__AVX2__) && EMBER_LANES == 8
+#if defined(__AVX2__) && EMBER_LANES == 8 && defined(EMBER_INTRINSICS)
 static inline ember_vi ember_vwiden_u8(ember_vu8 v) {
   long long b; memcpy(&b, &v, 8); return (ember_vi)_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(b));
 }
@@ -53,26 +67,26 @@ static inline ember_vu8 ember_vnarrow_u8(ember_vi v) { long long b = ember_low_b
 static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { long long b = ember_low_bytes(v); ember_vs8 o; memcpy(&o, &b, 8); return o; }
 """,
     "vdot4": """\
-#if defined(__AVX512VNNI__) && EMBER_LANES == 16
+#if defined(__AVX512VNNI__) && EMBER_LANES == 16 && defined(EMBER_INTRINSICS)
   return (ember_vi)_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
-#elif defined(__AVX512VNNI__) && defined(__AVX512VL__) && EMBER_LANES == 8
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__) && EMBER_LANES == 8 && defined(EMBER_INTRINSICS)
   return (ember_vi)_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
-#elif defined(__AVXVNNI__) && EMBER_LANES == 8
+#elif defined(__AVXVNNI__) && EMBER_LANES == 8 && defined(EMBER_INTRINSICS)
   return (ember_vi)_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
 """,
     "vdot4_acc": """\
-#if defined(__AVX512VNNI__) && EMBER_LANES == 16
+#if defined(__AVX512VNNI__) && EMBER_LANES == 16 && defined(EMBER_INTRINSICS)
   return (ember_vi)_mm512_dpbusd_epi32((__m512i)acc, _mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
-#elif defined(__AVX512VNNI__) && defined(__AVX512VL__) && EMBER_LANES == 8
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__) && EMBER_LANES == 8 && defined(EMBER_INTRINSICS)
   return (ember_vi)_mm256_dpbusd_epi32((__m256i)acc, _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
-#elif defined(__AVXVNNI__) && EMBER_LANES == 8
+#elif defined(__AVXVNNI__) && EMBER_LANES == 8 && defined(EMBER_INTRINSICS)
   return (ember_vi)_mm256_dpbusd_avx_epi32((__m256i)acc, _mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
 """,
     "vdot4_sat16": """\
-#if defined(__AVX2__) && EMBER_LANES == 8
+#if defined(__AVX2__) && EMBER_LANES == 8 && defined(EMBER_INTRINSICS)
   __m256i p = _mm256_maddubs_epi16(_mm256_set1_epi32((int)x), _mm256_loadu_si256((const __m256i*)w));
   return (ember_vi)_mm256_madd_epi16(p, _mm256_set1_epi16(1));
-#elif defined(__AVX512BW__) && EMBER_LANES == 16
+#elif defined(__AVX512BW__) && EMBER_LANES == 16 && defined(EMBER_INTRINSICS)
   __m512i p = _mm512_maddubs_epi16(_mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
   return (ember_vi)_mm512_madd_epi16(p, _mm512_set1_epi16(1));
 """,

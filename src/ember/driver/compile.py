@@ -37,11 +37,12 @@ from ..symbolic import Sym, is_identifier
 from ..passes import fuse, plan_memory
 from ..passes.base import paused_gc
 from ..target import Target, asked_knobs, resolve
-from ..codegen.c import CGenerator, buffer_table, c_ident, c_type, dim_c, model_units, shape_function, units_listing
+from ..codegen.c import (CGenerator, buffer_table, c_ident, c_type, dim_c, intrinsic_helpers, model_header, model_units,
+                         shape_function, units_listing)
 from ..ops import get_op
 from ..schedules.knobs import MODEL_KNOBS, check_knobs
 from ..runtime.program import write_program
-from ..timings import Timings
+from ..timings import Timings, timed
 from .data_dims import DataDims, data_symbols
 from .kernels import kernel_call, new_workload, tuning_key, workload_key
 from .pipeline import Context, check_disabled, generic_steps, run_graph
@@ -150,7 +151,8 @@ def schedule_hints(graph: Graph, bounds: dict[str, int]) -> dict[str, int]:
 def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | None = None,
              progress: ProgressFn | None = None, profile: bool = False, observe: bool = False,
              disabled_passes=(), kernel_knobs: Mapping[str, Mapping] | None = None,
-             timings: Timings | None = None, kernel_steps: Mapping[str, list] | None = None) -> CompiledModel:
+             timings: Timings | None = None, kernel_steps: Mapping[str, list] | None = None,
+             early=None) -> CompiledModel:
     """Run the compiler on a graph up to the C source and the constants blob.  ``observe``
     (``ember bisect``) makes every kernel's result an output too (see :func:`observe_kernels`).
     ``disabled_passes`` names passes of the pipeline (``driver.pipeline``) not to run.
@@ -160,10 +162,11 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
     ``kernel_steps`` maps workload keys to recorded schedule steps (``Schedule.steps``) those
     kernels replay instead of running their op's schedule (``kernels.group_kernel``; steps that
     do not apply fall back to the knobs).  ``timings`` receives the time of every step
-    (:mod:`ember.timings`)."""
+    (:mod:`ember.timings`).  ``early`` (a ``toolchain.cc.Prebuild``) receives each kernel's C file
+    as soon as it is made, to compile it in the background."""
     with paused_gc():          # collected after each pass and every few kernels instead
         return _generate(graph, target, opt_level, dump, progress, profile, observe,
-                         check_disabled(disabled_passes), kernel_knobs, timings, kernel_steps)
+                         check_disabled(disabled_passes), kernel_knobs, timings, kernel_steps, early)
 
 
 def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
@@ -179,7 +182,7 @@ def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
 def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | None, progress: ProgressFn | None,
               profile: bool, observe: bool = False, disabled_passes: frozenset = frozenset(),
               kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
-              kernel_steps: Mapping[str, list] | None = None) -> CompiledModel:
+              kernel_steps: Mapping[str, list] | None = None, early=None) -> CompiledModel:
     say = progress or (lambda msg: None)
     if kernel_steps and kernel_knobs is None:
         kernel_knobs = {}
@@ -266,6 +269,20 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         if dump:
             dump(f"kernel_{k:03d}_{f.name}", f)
 
+    helpers = intrinsic_helpers(target.lanes, target.isa)
+    sent: set[str] = set()
+    looked = [0]        # how many of gen.kernels were looked at
+
+    def send_new_kernels() -> None:
+        """Each new kernel's C file (``model_units`` makes the same) to the background compiles."""
+        if early is None:
+            return
+        for kc in gen.kernels[looked[0]:]:
+            if kc.symbol not in sent:
+                early.submit(f"{kc.symbol}.c", kc.unit(helpers=helpers), kc.code)
+                sent.add(kc.symbol)
+        looked[0] = len(gen.kernels)
+
     last_said = time.perf_counter()
     for k, grp in enumerate(groups):
         t_kernel = time.perf_counter()
@@ -273,6 +290,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
             _kernel(k, grp)
             if k % 32 == 31:
                 gc.collect(0)       # what the last kernels left (see passes.base.paused_gc)
+        with ctx.timed("C generation"):
+            send_new_kernels()
         now = time.perf_counter()
         if now - last_said >= 5.0 and k + 1 < len(groups):     # long work says how far it got
             say(f"generated {k + 1} of {len(groups)} kernels (the last, {grp.name}, took {now - t_kernel:.1f} s)")
@@ -600,7 +619,6 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
 def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, bounds, dump, progress, cache: bool,
              profile: bool, cflags: tuple[str, ...], knobs, disabled: frozenset = frozenset(), tuning=None,
              tm: Timings):
-    from ..runtime import load
     from ..toolchain import Cache
 
     t0 = time.perf_counter()
@@ -645,6 +663,25 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
                 break
             say(f"found in cache ({time.perf_counter() - t0:.2f} s)")
             return module
+    # the runtime's objects and the precompiled header do not depend on the model: compiled in
+    # the background while Python reads the model and generates the kernels
+    from ..toolchain.cc import prebuild
+
+    early = prebuild({"model.h": model_header(tgt.lanes, tgt.isa)}, pch="model.h", flags=cflags, target=tgt)
+    try:
+        return _compile_model(model, tgt, opt_level, shapes, bounds, dump=dump, say=say, profile=profile,
+                              cflags=cflags, disabled=disabled, tuned=tuned, tuned_steps=tuned_steps, tm=tm, key=key,
+                              stamps=stamps, models=models, early=early, t0=t0, report_steps=bool(progress))
+    finally:
+        early.close()       # (nothing left to do after a wait; after an error, the threads stop)
+
+
+def _compile_model(model, tgt: Target, opt_level: int, shapes, bounds, *, dump, say, profile: bool, cflags,
+                   disabled: frozenset, tuned, tuned_steps, tm: Timings, key, stamps: list, models, early,
+                   t0: float, report_steps: bool):
+    """The rest of :func:`_compile` after a miss of the model cache."""
+    from ..runtime import load
+
     say("reading model")
     with tm.step("frontend (import the model)"):
         graph = to_graph(model, shapes, bounds)
@@ -662,12 +699,12 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
             raise TargetError(f"model '{graph.name}' has host steps (string ops), which only the Python runtime "
                               f"runs: it cannot be built for {tgt.spec}")
         path = _compile_program(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), key, disabled, tuned,
-                                tm, tuned_steps)
+                                tm, tuned_steps, early)
         say(f"done in {time.perf_counter() - t0:.1f} s")
         with tm.step("load"):
             return load(path)
-    lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), bool(progress), disabled,
-                         tuned, tm, tuned_steps)
+    lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), report_steps, disabled,
+                         tuned, tm, tuned_steps, early)
     if key is not None:
         with tm.step("cache store"):
             lib = models.put(key, lib, link=True)     # the same file as the library cache's entry
@@ -687,10 +724,20 @@ def _loaded(path: Path, tgt: Target):
 def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
                    cflags: tuple[str, ...], report_steps: bool = False, disabled: frozenset = frozenset(),
                    kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
-                   kernel_steps: Mapping[str, list] | None = None) -> Path:
-    """Compile ``graph`` (no host ops) to a sealed shared library; returns its path."""
+                   kernel_steps: Mapping[str, list] | None = None, early=None) -> Path:
+    """Compile ``graph`` (no host ops) to a sealed shared library; returns its path.  ``early``
+    (a ``toolchain.cc.Prebuild``) is waited for before the C compiles."""
     cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile, disabled_passes=disabled,
-                  kernel_knobs=kernel_knobs, timings=timings, kernel_steps=kernel_steps)
+                  kernel_knobs=kernel_knobs, timings=timings, kernel_steps=kernel_steps,
+                  early=early)
+    if early is not None:
+        with timed(timings, "C: wait for the background compiles") as step:
+            detail = early.wait()
+        if step is not None:
+            step.detail = detail
+        if report_steps:
+            for fname in early.compiled:
+                say(f"compile {Path(fname).name} (in the background)")
     return build_library(cm, graph.name, tgt, dumper, say, cflags, report_steps, timings)
 
 
@@ -717,7 +764,7 @@ def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: Progre
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
                      cflags: tuple[str, ...], key: str | None, disabled: frozenset = frozenset(),
                      kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
-                     kernel_steps: Mapping[str, list] | None = None) -> Path:
+                     kernel_steps: Mapping[str, list] | None = None, early=None) -> Path:
     """Compile a graph with host steps to a program file in the cache (``build.program``);
     returns its path."""
     from ..toolchain import Cache
@@ -756,7 +803,8 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
         say(f"segment {k}: {len(sub.nodes)} nodes")
         seg_dump = _Dumper(dumper.folder / f"segment_{k}") if dumper else None
         libs.append(_build_library(sub, tgt, opt_level, seg_dump, say, profile, cflags, disabled=disabled,
-                                   kernel_knobs=kernel_knobs, timings=timings, kernel_steps=kernel_steps))
+                                   kernel_knobs=kernel_knobs, timings=timings, kernel_steps=kernel_steps,
+                                   early=early if k == 0 else None))    # (waited for by the first)
         header_steps.append({"kind": "segment", "segment": k, "inputs": [read(v) for v in st.inputs],
                              "outputs": [slot(o) for o in st.outputs]})
     out_slots = [read(v) for v in g.outputs]

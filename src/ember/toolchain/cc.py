@@ -1,7 +1,8 @@
 """The C toolchain: generated sources and constant blobs in, one sealed shared library out.
 
 :func:`build_shared` compiles every C source (the model's and the runtime's, ``runtime/c``),
-assembles every constants blob with ``.incbin`` (the bytes never go through a C parser), runs
+writes every constants blob's object (on ELF64 hosts; else assembles it with ``.incbin``: the
+bytes never go through a C parser), runs
 the independent compiles in parallel, links one shared library, appends the artifact trailer
 (see :mod:`ember.runtime.module`) and stores the result in a content-addressed cache.
 
@@ -29,18 +30,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ..errors import ArtifactError, ToolchainError
+from ..errors import ArtifactError, EmberError, ToolchainError
 from ..runtime.artifact import seal_artifact, verify_artifact
 from ..timings import timed
 from . import cpu_features
@@ -268,8 +271,10 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     ``object_keys`` may give a file's content for that purpose in place of its text: the caller
     promises that two files with the same key compile to interchangeable objects (a kernel whose
     readable names differ from model to model, keyed by its canonical code).  ``pch`` names a
-    header of ``sources`` that every C file of ``sources`` includes first: it is precompiled
-    once (and cached) where the compiler can, so the files do not each parse it again.
+    header of ``sources`` that the C files of ``sources`` include first: it is precompiled
+    once (and cached) where the compiler can, so the files do not each parse it again; a file
+    whose first directive is not that ``#include`` (one that defines a macro the header tests
+    before it) parses the header itself.
     ``blob_keys`` may give a blob's sha256 (hex), computed by the caller, for the library's key
     in place of its bytes (which are then not hashed again).
     ``timings`` (an :class:`ember.timings.Timings`) receives the time of each step: the key,
@@ -298,13 +303,8 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
         raise ToolchainError(f"the header to precompile, {pch!r}, is not a header of the sources")
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._-")[:48] or "model"
 
-    cross = target is not None and target.cross
-    compiler = cross_compiler(target) if cross else find_compiler()
-    base_flags, link_flags, link_libs = target_flags(target)
-    cflags = [*base_flags, *(GCC_CFLAGS if _pch_kind(compiler) == "gcc" else ()), *user_flags]
-    # what the load-time processor check tests: the extensions these flags enable
-    rt = {**rt, CPU_FEATURES_HEADER: cpu_features.header(compiler.command, cflags).encode()}
-    wasm = cross and target.triple.startswith("wasm")
+    compiler, cflags, rt, (link_flags, link_libs) = _setup(user_flags, target, rt)
+    wasm = target is not None and target.cross and target.triple.startswith("wasm")
     with timed(timings, "C: build key (hash the sources and constants)"):
         key = _build_key(compiler, cflags, sources, blobs, rt, (*link_flags, *link_libs), blob_keys)
         libs = Cache("lib", suffix=".wasm" if wasm else ".so")
@@ -319,9 +319,11 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
 
     work = libs.scratch_dir(prefix=f"{safe_name}-")
     try:
+        cross = target is not None and target.cross
         lib = _build(work, compiler, cflags, user_flags, sources, blobs, rt, safe_name,
                      default_jobs() if jobs is None else max(1, int(jobs)), progress,
-                     (link_flags, link_libs, wasm), dict(object_keys or {}), pch, timings)
+                     (link_flags, link_libs, wasm), dict(object_keys or {}), pch, timings,
+                     None if cross else _host_elf_machine(cflags))
         with timed(timings, "C: seal the artifact"):
             seal_artifact(lib)
         with timed(timings, "cache store"):
@@ -332,6 +334,183 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _setup(user_flags: list[str], target, rt: Mapping[str, bytes]):
+    """``(compiler, compile flags, runtime files, (link flags, link libraries))`` of a build
+    for ``target`` with ``user_flags``; the runtime files gain the processor check's header."""
+    cross = target is not None and target.cross
+    compiler = cross_compiler(target) if cross else find_compiler()
+    base_flags, link_flags, link_libs = target_flags(target)
+    cflags = [*base_flags, *(GCC_CFLAGS if _pch_kind(compiler) == "gcc" else ()), *user_flags]
+    # what the load-time processor check tests: the extensions these flags enable
+    rt = {**rt, CPU_FEATURES_HEADER: cpu_features.header(compiler.command, cflags).encode()}
+    return compiler, cflags, rt, (link_flags, link_libs)
+
+
+def _headers_blob(rt: Mapping[str, bytes], sources: Mapping[str, str]) -> bytes:
+    """Every header of a build, for the object keys (:func:`_object_key`)."""
+    headers = b"".join(f"{n}:{len(d)}:".encode() + d for n, d in sorted(rt.items()) if n.endswith(".h"))
+    return headers + b"".join(f"{n}:{len(t)}:".encode() + t.encode() for n, t in sorted(sources.items())
+                              if n.endswith(".h"))
+
+
+class Prebuild:
+    """C compiles started before the build that needs them (:func:`prebuild`): the runtime's
+    files and the precompiled header at once, and each C file given to :meth:`submit` as soon as
+    it is made, in a background thread that runs the compiler while Python goes on, into the
+    object cache, where :func:`build_shared` finds them.  :meth:`wait` before the build."""
+
+    def __init__(self, headers: Mapping[str, str], pch: str | None, user_flags: list[str], target):
+        self.compiled: list[str] = []      # what it compiled (and stored in the object cache)
+        self.failed: list[str] = []        # what did not compile (left to the build, which reports it)
+        self.seconds = 0.0                 # how long the compiler ran for it
+        self._headers = {n: t for n, t in headers.items() if n.endswith(".h") and _SOURCE_NAME.match(n)}
+        self._pch = pch
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()    # set once the work folder and the precompiled header are there
+        self._setup: tuple | None = None   # (compiler, cflags, object cache, headers blob, pch flags), once known
+        self._work: Path | None = None
+        self._threads = [threading.Thread(target=self._first, args=(user_flags, target), name="ember-prebuild",
+                                          daemon=True)]
+        self._threads[0].start()
+
+    def submit(self, fname: str, text: str, key: str | None = None) -> None:
+        """Compiles C file ``fname`` of the coming build (``text``; ``key``: what its object is
+        cached by, as ``build_shared``'s ``object_keys``) in the background."""
+        if _SOURCE_NAME.match(fname) and fname.endswith(".c"):
+            self._queue.put((fname, text, text if key is None else key))
+
+    def wait(self, jobs: int | None = None) -> str:
+        """Compiles what is left, ``jobs`` at once (default: one per processor), waits until
+        every compile is done; says what it did (for :class:`ember.timings.Timings`)."""
+        jobs = default_jobs() if jobs is None else max(1, int(jobs))
+        for _ in range(jobs - 1):
+            t = threading.Thread(target=self._worker, name="ember-prebuild", daemon=True)
+            t.start()
+            self._threads.append(t)
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+        if not self.compiled and not self.failed:
+            return "nothing compiled in the background"
+        runtime = sum(n.startswith(_RUNTIME_SUBDIR + "/") for n in self.compiled)
+        header = sum(n == self._pch for n in self.compiled)
+        parts = [f"{len(self.compiled) - runtime - header} C files"]
+        parts += [f"the runtime's {runtime}"] if runtime else []
+        parts += ["the precompiled header"] if header else []
+        text = f"{', '.join(parts)} compiled in the background ({self.seconds:.2f} s of compiles"
+        return text + (f"; {len(self.failed)} failed, compiled again by the build)" if self.failed else ")")
+
+    def close(self) -> None:
+        """Stops the background compiles without waiting for them (what is queued is dropped;
+        a compile under way finishes), and removes their folder once they stopped."""
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        threads = [t for t in self._threads if t.is_alive()]
+        if not threads:
+            if self._work is not None:
+                shutil.rmtree(self._work, ignore_errors=True)
+                self._work = None
+            return
+        for _ in threads:
+            self._queue.put(None)
+
+        def tidy() -> None:
+            for t in threads:
+                t.join()
+            if self._work is not None:
+                shutil.rmtree(self._work, ignore_errors=True)
+
+        threading.Thread(target=tidy, name="ember-prebuild-tidy", daemon=True).start()
+
+    def _first(self, user_flags: list[str], target) -> None:
+        """The first thread: the setup, the precompiled header, the runtime, then the queue."""
+        try:
+            compiler, cflags, rt, _ = _setup(user_flags, target, runtime_files())
+            objs = Cache("obj", suffix=".obj")
+            blob = _headers_blob(rt, self._headers)
+            self._work = work = objs.scratch_dir(prefix="prebuild-")
+            (work / _RUNTIME_SUBDIR).mkdir()
+            for n, data in rt.items():
+                (work / _RUNTIME_SUBDIR / n).write_bytes(data)
+            for n, text in self._headers.items():
+                (work / n).write_text(text, encoding="utf-8")
+            pch_flags: list[str] = []
+            kind = _pch_kind(compiler) if self._pch in self._headers else None
+            if kind is not None:
+                out = f"{self._pch}.gch" if kind == "gcc" else f"{self._pch}.pch"
+                pkey = _object_key(compiler, cflags, blob, f"pch:{kind}:{self._pch}", b"")
+                if _fetch_object(objs, pkey, work / out) or self._compile(
+                        compiler, [*cflags, "-I", _RUNTIME_SUBDIR, "-x", "c-header"], self._pch, out, objs, pkey):
+                    pch_flags = ["-include-pch", out] if kind == "clang" else []
+            self._setup = (compiler, cflags, objs, blob, pch_flags)
+            for n in sorted(rt):
+                if n.endswith(".c"):
+                    key = _object_key(compiler, cflags, blob, n, rt[n])
+                    if objs.get(key) is None:
+                        self._compile(compiler, [*cflags, "-I", _RUNTIME_SUBDIR, "-c"], f"{_RUNTIME_SUBDIR}/{n}",
+                                      f"ember_rt_{Path(n).stem}.o", objs, key)
+        except (EmberError, OSError):
+            self._setup = None      # the build does it all (and reports what fails)
+        finally:
+            self._ready.set()
+        self._worker()
+
+    def _worker(self) -> None:
+        self._ready.wait()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._setup is None:
+                continue
+            fname, text, content = item
+            compiler, cflags, objs, blob, pch_flags = self._setup
+            key = _object_key(compiler, cflags, blob, fname, content.encode())
+            if objs.get(key) is not None:
+                continue
+            try:
+                (self._work / fname).write_text(text, encoding="utf-8")
+            except OSError:
+                continue
+            uses_pch = self._pch is not None and _includes_first(text, self._pch)
+            self._compile(compiler, [*cflags, "-I", _RUNTIME_SUBDIR, *(pch_flags if uses_pch else []), "-c"],
+                          fname, f"{fname}.o", objs, key)
+
+    def _compile(self, compiler: Compiler, flags: list[str], src: str, out: str, objs: Cache, key: str) -> bool:
+        t0 = time.perf_counter()
+        try:
+            _run([*compiler.command, *flags, src, "-o", out], self._work, f"compile {src}")
+            ok = True
+            _store_object(objs, key, self._work / out)
+        except ToolchainError:
+            ok = False      # stored nothing: the build compiles it again and reports it
+        with self._lock:
+            (self.compiled if ok else self.failed).append(src)
+            self.seconds += time.perf_counter() - t0
+        return ok
+
+
+def prebuild(headers: Mapping[str, str], *, pch: str | None = None, flags: Sequence[str] | None = None,
+             target=None) -> Prebuild:
+    """Starts compiling, in the background, what a later :func:`build_shared` with the same
+    header files (``headers``: name -> text, every ``.h`` of its ``sources``), ``pch``,
+    ``flags`` and ``target`` will need whatever its C files are: the runtime's C files and the
+    precompiled header ``pch``; :meth:`Prebuild.submit` adds the build's C files as they are
+    made.  The compiles run while Python goes on (generating the kernels), on the processors
+    it leaves; :meth:`Prebuild.wait` before the build, which then finds the objects in the
+    object cache.  What fails here stores nothing and is left to the build, which compiles it
+    again and reports it as it always does."""
+    return Prebuild(headers, pch, [str(f) for f in (flags or ())], target)
 
 
 def _build_key(compiler: Compiler, cflags: list[str], sources: Mapping[str, str],
@@ -433,11 +612,11 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
            sources: Mapping[str, str], blobs: Mapping[str, bytes], rt: Mapping[str, bytes],
            name: str, jobs: int, progress: ProgressFn | None,
            link: tuple = (LINK_FLAGS, LINK_LIBS, False), object_keys: Mapping[str, str] | None = None,
-           pch: str | None = None, timings=None) -> Path:
+           pch: str | None = None, timings=None, elf_machine: int | None = None) -> Path:
     link_flags, link_libs, wasm = link
     with timed(timings, "C: compile (and assemble the constants)"):
         total, objects = _compile_units(work, compiler, cflags, sources, blobs, rt, jobs, progress, wasm,
-                                        object_keys or {}, pch, timings)
+                                        object_keys or {}, pch, timings, elf_machine)
     out = f"{name}.wasm" if wasm else f"{name}.so"
     with timed(timings, "C: link"):
         _run([*compiler.command, *cflags, *link_flags, *user_flags, "-o", out, *objects, *link_libs], work, "link")
@@ -448,10 +627,12 @@ def _build(work: Path, compiler: Compiler, cflags: list[str], user_flags: list[s
 
 def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: Mapping[str, str],
                    blobs: Mapping[str, bytes], rt: Mapping[str, bytes], jobs: int, progress: ProgressFn | None,
-                   wasm: bool, object_keys: Mapping[str, str], pch: str | None, timings) -> tuple[int, list[str]]:
+                   wasm: bool, object_keys: Mapping[str, str], pch: str | None, timings,
+                   elf_machine: int | None = None) -> tuple[int, list[str]]:
     """Writes the sources, fetches the objects the cache holds and compiles the others (and
     the blobs) in parallel; returns how many steps there are with the link, and the objects to
-    link, in order."""
+    link, in order.  With ``elf_machine`` (:func:`_host_elf_machine`) a blob's object is
+    written here (:func:`_write_blob_object`), else assembled from ``.incbin``."""
     arm32 = any(c.startswith("arm-") for c in compiler.command)
     asm_kind = "wasm" if wasm else "elf-arm" if arm32 else "elf"
     rt_dir = work / _RUNTIME_SUBDIR
@@ -466,9 +647,7 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
 
     include = ["-I", _RUNTIME_SUBDIR]
     objs = Cache("obj", suffix=".obj")
-    headers = b"".join(f"{n}:{len(d)}:".encode() + d for n, d in sorted(rt.items()) if n.endswith(".h"))
-    headers += b"".join(f"{n}:{len(t)}:".encode() + t.encode() for n, t in sorted(sources.items())
-                        if n.endswith(".h"))
+    headers = _headers_blob(rt, sources)
     objects: list[str] = []
     units: list[tuple[str, str, str, bool]] = []    # (file, object, cache key, one of the sources)
     for fname in sorted(rt):
@@ -504,7 +683,7 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
         pkey = _object_key(compiler, cflags, headers, f"pch:{kind}:{pch}", b"")
         if _fetch_object(objs, pkey, work / out):
             pch_step = None
-        elif sum(u[3] for u in todo) >= PCH_MIN_UNITS:
+        elif sum(u[3] and _includes_first(sources[u[0]], pch) for u in todo) >= PCH_MIN_UNITS:
             pch_step = (out, pkey, [*compiler.command, *cflags, *include, "-x", "c-header", pch, "-o", out])
         else:
             kind = None
@@ -521,18 +700,24 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
     steps: list[tuple[str, list[str], str, str | None, bool]] = []  # (what, command, object, key, needs the pch)
     size = {u[0]: len(sources[u[0]]) if u[3] else len(rt[Path(u[0]).name]) for u in todo}
     for fname, obj, okey, own in sorted(todo, key=lambda u: -size[u[0]]):   # the longest first
+        # a file that defines macros before it includes the header parses the header itself
+        # (GCC finds that out on its own; Clang's -include-pch would read it before the macros)
+        uses_pch = own and pch is not None and _includes_first(sources[fname], pch)
         steps.append((f"compile {Path(fname).name}",
-                      [*compiler.command, *cflags, *include, *(pch_flags if own else []), "-c", fname, "-o", obj],
-                      obj, okey, own))
+                      [*compiler.command, *cflags, *include, *(pch_flags if uses_pch else []), "-c", fname, "-o", obj],
+                      obj, okey, uses_pch))
     for sym in sorted(blobs):
         data = blobs[sym]
-        (work / "blobs" / f"{sym}.bin").write_bytes(data)
-        (work / "blobs" / f"{sym}.s").write_text(_incbin_asm(sym, f"blobs/{sym}.bin", asm_kind))
         obj = f"obj/blob_{sym}.o"
         objects.append(obj)
-        # before the compiles that wait for the precompiled header
-        steps.insert(0, (f"assemble blob {sym} ({len(memoryview(data).cast('B'))} bytes)",
-                         [*compiler.command, *cflags, "-c", f"blobs/{sym}.s", "-o", obj], obj, None, False))
+        what = f"assemble blob {sym} ({len(memoryview(data).cast('B'))} bytes)"
+        if elf_machine is not None:     # the object written directly: the bytes are copied once, not three times
+            cmd = (lambda sym=sym, data=data, obj=obj: _write_blob_object(work / obj, sym, data, elf_machine))
+        else:
+            (work / "blobs" / f"{sym}.bin").write_bytes(data)
+            (work / "blobs" / f"{sym}.s").write_text(_incbin_asm(sym, f"blobs/{sym}.bin", asm_kind))
+            cmd = [*compiler.command, *cflags, "-c", f"blobs/{sym}.s", "-o", obj]
+        steps.insert(0, (what, cmd, obj, None, False))   # before the compiles that wait for the precompiled header
     for fname in sorted(sources):
         if fname.endswith(".c") and any(u[0] == fname for u in todo):
             (work / fname).write_text(sources[fname], encoding="utf-8")
@@ -566,13 +751,16 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
             pch_ready.wait()
             if pch_failed and pch_flags:
                 cmd = [c for c in cmd if c not in pch_flags]
-        try:
-            _run(cmd, work, what)
-        except ToolchainError:
-            if not (needs_pch and pch_flags and pch_flags[0] in cmd):
-                raise
-            # a precompiled header the compiler refuses after all: the file parses the header
-            _run([c for c in cmd if c not in pch_flags], work, what)
+        if callable(cmd):
+            cmd()
+        else:
+            try:
+                _run(cmd, work, what)
+            except ToolchainError:
+                if not (needs_pch and pch_flags and pch_flags[0] in cmd):
+                    raise
+                # a precompiled header the compiler refuses after all: the file parses the header
+                _run([c for c in cmd if c not in pch_flags], work, what)
         if okey is not None:
             _store_object(objs, okey, work / obj)
         if progress is not None:
@@ -597,6 +785,71 @@ def _compile_units(work: Path, compiler: Compiler, cflags: list[str], sources: M
         if first is not None:
             raise first
     return total, objects
+
+
+#: ELF machine numbers of the hosts whose blobs are written as ELF64 objects directly
+_ELF_MACHINES = {"x86_64": 62, "aarch64": 183}
+
+
+def _host_elf_machine(cflags: Sequence[str]) -> int | None:
+    """The ELF machine number of this host's 64-bit little-endian Linux objects where the
+    flags keep that format (no ``-m32``, ``-mx32``); None elsewhere (the blob is assembled)."""
+    if not sys.platform.startswith("linux") or sys.byteorder != "little":
+        return None
+    if any(f in ("-m32", "-mx32", "-mabi=ilp32") for f in cflags):
+        return None
+    return _ELF_MACHINES.get(os.uname().machine)
+
+
+def _write_blob_object(path: Path, symbol: str, data, machine: int) -> None:
+    """Writes an ELF64 relocatable object whose ``.rodata`` is ``data`` (64-byte aligned) under
+    the global, hidden object ``symbol``, with the note that asks for no executable stack: what
+    :func:`_incbin_asm` assembles to, without the assembler reading and writing the bytes again."""
+    import struct
+
+    body = memoryview(data).cast("B")
+    shstr = b"\0.rodata\0.note.GNU-stack\0.symtab\0.strtab\0.shstrtab\0"
+    name_at = {n: shstr.index(n.encode() + b"\0") for n in (".rodata", ".note.GNU-stack", ".symtab", ".strtab",
+                                                            ".shstrtab")}
+    strtab = b"\0" + symbol.encode() + b"\0"
+    # symbols: the null one, then the blob (global: the first non-local is 1)
+    symtab = bytes(24) + struct.pack("<IBBHQQ", 1, (1 << 4) | 1, 2, 1, 0, len(body))   # GLOBAL OBJECT, HIDDEN, in .rodata
+    data_at = 64
+    tail_at = data_at + len(body)
+    symtab_at = (tail_at + 7) // 8 * 8
+    strtab_at = symtab_at + len(symtab)
+    shstr_at = strtab_at + len(strtab)
+    sh_at = (shstr_at + len(shstr) + 7) // 8 * 8
+
+    def section(name, kind, flags, offset, size, link=0, info=0, align=1, entsize=0) -> bytes:
+        return struct.pack("<IIQQQQIIQQ", name, kind, flags, 0, offset, size, link, info, align, entsize)
+
+    sections = [bytes(64),
+                section(name_at[".rodata"], 1, 2, data_at, len(body), align=64),           # PROGBITS, ALLOC
+                section(name_at[".note.GNU-stack"], 1, 0, tail_at, 0),
+                section(name_at[".symtab"], 2, 0, symtab_at, len(symtab), link=4, info=1, align=8, entsize=24),
+                section(name_at[".strtab"], 3, 0, strtab_at, len(strtab)),
+                section(name_at[".shstrtab"], 3, 0, shstr_at, len(shstr))]
+    header = (b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+              + struct.pack("<HHIQQQIHHHHHH", 1, machine, 1, 0, 0, sh_at, 0, 64, 0, 0, 64, len(sections), 5))
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(body)
+        f.write(bytes(symtab_at - tail_at))
+        f.write(symtab)
+        f.write(strtab)
+        f.write(shstr)
+        f.write(bytes(sh_at - shstr_at - len(shstr)))
+        f.write(b"".join(sections))
+
+
+def _includes_first(text: str, header: str) -> bool:
+    """Whether the first preprocessor directive of C ``text`` is ``#include "header"``."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            return line.replace(" ", "") == f'#include"{header}"'
+    return False
 
 
 def _incbin_asm(symbol: str, path: str, kind: str = "elf") -> str:

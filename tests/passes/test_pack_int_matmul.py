@@ -87,11 +87,68 @@ def test_exact_sums_without_vnni_split_the_weight():
     assert run_graph(out, {"x": x})[0].tolist() == [[255 * 253]] * 2
 
 
+def test_int8_activations_are_shifted_to_uint8():
+    """x @ w = (x + 128) @ w - 128 * colsum(w): the shifted activations on the packed weight,
+    the constant correction per column after it (both corrections with a uint8 weight)."""
+    x = np.array([[-128, 127, 0, -7, 100], [1, 2, 3, 4, 5]], np.int8)
+    assert_rewrites(lambda g: pack_int_matmul.run(g, 4, int8_dot=True), """
+        graph g(%x: int8[2, 5]) {
+          %w = const int8[5, 3] [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, -128, 127]
+          %y = matmul_int(%x, %w)
+          return %y
+        }""", """
+        graph g(%x: int8[2, 5]) {
+          %w_packed_int = const int8[1, 2, 4, 4] [0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11, 0, 0, 0, 0,
+                                                  12, 0, 0, 0, -128, 0, 0, 0, 127, 0, 0, 0, 0, 0, 0, 0]
+          %y_x_offset = const int16[] 128
+          %y_x_colsum = const int32[3] [-3840, 13568, -19584]
+          %y_x16 = cast(%x) {to="int16"}
+          %y_x_shift = add(%y_x16, %y_x_offset)
+          %y_xu8 = cast(%y_x_shift) {to="uint8"}
+          %y_kpad = pad(%y_xu8) {pads=[0, 0, 0, 3], mode="constant", value=0}
+          %y_1 = matmul_int_packed(%y_kpad, %w_packed_int) {n=3, pairs="exact"}
+          %y_x_unshift = add(%y_1, %y_x_colsum)
+          return %y_x_unshift
+        }""", inputs={"x": x})
+    # the same on x86's multiply-add without VNNI: the shifted activations on split halves
+    x = np.array([[-128] * 8, [127] * 8, list(range(-4, 4))], np.int8)
+    assert_rewrites(lambda g: pack_int_matmul.run(g, 8, int8_dot=False, multiply_add=True), """
+        graph g(%x: int8[3, 8]) {
+          %w = const uint8[8, 1] [255, 0, 255, 0, 128, 127, 1, 254]
+          %y = matmul_int(%x, %w)
+          return %y
+        }""", """
+        graph g(%x: int8[3, 8]) {
+          %w_packed_int = const int8[1, 2, 2, 8, 4] [63, -64, 63, -64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     64, -64, 64, -64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     0, -1, -64, 63, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     0, 0, -63, 63, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+          %y_x_offset = const int16[] 128
+          %y_offset = const int32[] 128
+          %y_x_colsum = const int32[1] [-130560]
+          %y_x16 = cast(%x) {to="int16"}
+          %y_x_shift = add(%y_x16, %y_x_offset)
+          %y_xu8 = cast(%y_x_shift) {to="uint8"}
+          %y_1 = matmul_int_packed(%y_xu8, %w_packed_int) {n=1, pairs="split"}
+          %y_x32 = cast(%y_xu8) {to="int32"}
+          %y_rowsum = reduce_sum(%y_x32) {axes=[-1], keepdims=true}
+          %y_offset_rowsum = mul(%y_rowsum, %y_offset)
+          %y_unshift = add(%y_1, %y_offset_rowsum)
+          %y_x_unshift = add(%y_unshift, %y_x_colsum)
+          return %y_x_unshift
+        }""", inputs={"x": x})
+
+
 @pytest.mark.parametrize("text,lanes,dot", [
-    # exact sums without an exact dot product; int8 activations; a weight that is an input;
-    # a uint8 weight whose pairs would saturate (no such instruction)
+    # exact sums without an exact dot product; int8 activations whose pairs would saturate; a
+    # weight that is an input; a uint8 weight whose pairs would saturate (no such instruction)
     ("%x: uint8[2, 8]) {\n %w = const int8[8, 4] [" + ", ".join(["1"] * 32) + "]\n %y = matmul_int(%x, %w)", 8, False),
-    ("%x: int8[2, 8]) {\n %w = const int8[8, 4] [" + ", ".join(["1"] * 32) + "]\n %y = matmul_int(%x, %w)", 8, True),
+    ("%x: int8[2, 8]) {\n %w = const int8[8, 4] [" + ", ".join(["1"] * 32) + "]\n"
+     " %y = matmul_int(%x, %w) {saturate_pairs=true}", 8, False),
     ("%x: uint8[2, 8], %w: int8[8, 4]) {\n %y = matmul_int(%x, %w) {saturate_pairs=true}", 8, False),
     ("%x: uint8[2, 8]) {\n %w = const uint8[8, 4] [" + ", ".join(["1"] * 32) + "]\n"
      " %y = matmul_int(%x, %w) {saturate_pairs=true}", 8, False),
@@ -130,7 +187,9 @@ def x86_target(vnni: bool):
     (16, 1024, 70, "uint8", "uint8", 0, 128),      # a dynamically quantized model's product
     (5, 37, 45, "uint8", "int8", 3, 0),            # odd K, N not a multiple of the lanes
     (3, 30, 17, "uint8", "uint8", 7, 100),
-    (4, 21, 9, "int8", "int8", -3, 2),             # int8 activations: left to matmul_int
+    (4, 21, 9, "int8", "int8", -3, 2),             # int8 activations: shifted to uint8
+    (6, 64, 40, "int8", "int8", 0, 0),
+    (3, 19, 11, "int8", "uint8", 5, 130),
 ])
 def test_matmul_integer_is_bit_exact(vnni, m, k, n, adt, bdt, azp, bzp):
     target = x86_target(vnni)
@@ -142,4 +201,4 @@ def test_matmul_integer_is_bit_exact(vnni, m, k, n, adt, bdt, azp, bzp):
     want = run_graph(pair_saturation.run(from_onnx(model), target.int8_pairs_saturate), feed)[0]
     np.testing.assert_array_equal(got, want)
     ops = run_pipeline(from_onnx(model), Context(target)).op_histogram()
-    assert ("matmul_int_packed" in ops) == (adt == "uint8")
+    assert "matmul_int_packed" in ops and "matmul_int" not in ops

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ember
 from ember.frontend import from_onnx
-from ember.graph import GraphBuilder, TensorType
+from ember.graph import GraphBuilder, TensorType, run_graph
 from ember.passes import optimize
 from ember.passes.qdq_to_integer import qdq_to_integer, sgemm_k_block, uint8_activations
 from ember.target import VNNI_FEATURES, host
@@ -184,6 +184,47 @@ def test_int8_activation_read_twice_stays_int8_like_onnxruntime():
     got, want = run_both(model, RNG.uniform(-1.2, 1.2, (1, 16, 7, 7)).astype(np.float32))
     assert_units(got[:1], want[:1], [0.5], ONE_UNIT)          # float there, exact integers here
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def shared_activation_model(k=64, n=40):
+    """BERT's LayerNorm output: an int8 activation whose dequantize feeds two matrix products (a
+    query and a key) and a residual addition, so it stays int8 (onnxruntime: float products)."""
+    m = QDQ()
+    x = m.q("x", 0.02, -5)
+    # the products quantized as they are (quantize_static's MatMul; its bias Add is a group of
+    # its own): with an int32 bias beside them onnxruntime would make them a uint8 QGemm
+    outs = [m.q(m.op("MatMul", [x, m.weight(strong_weight((k, n)), RNG.uniform(0.002, 0.004, n), axis=1)]), 0.3, 7)
+            for _ in range(2)]
+    outs.append(m.q(m.op("Add", [x, m.op("Relu", [x])]), 0.04, 0))
+    return m.model([1, 6, k], outs)
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_int8_activation_read_by_several_products_runs_packed(vnni):
+    """The products of an int8 activation shifted to uint8 (``pack_int_matmul``): one shift for
+    both, exact sums (dot4 with VNNI, split weights on the multiply-add without), onnxruntime's
+    float products within a unit at a rounding tie, on targets with and without VNNI."""
+    model = shared_activation_model()
+    here = host()
+    if here.isa != "x86":
+        pytest.skip("x86 targets")
+    target = replace(here, features=(here.features | VNNI_FEATURES) if vnni else (here.features - VNNI_FEATURES))
+    from ember.driver.pipeline import Context, run_graph as run_pipeline
+
+    g = run_pipeline(from_onnx(model), Context(target))
+    products = [n for n in g.nodes if n.op == "matmul_int_packed"]
+    assert len(products) == 2 and "matmul_int" not in g.op_histogram()
+    assert {n.attrs["pairs"] for n in products} == {"exact" if vnni else "split"}
+    assert products[0].inputs[0] is products[1].inputs[0] and products[0].inputs[0].dtype == "uint8"
+    x = RNG.uniform(-2.5, 2.5, (1, 6, 64)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    want = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = list(ember.compile(model, target=target, cflags=("-O1",)).run({"x": x}).values())
+    assert_units(got, want, [0.3, 0.3, 0.04], ONE_UNIT)
+    # exactly the integer sums of the unpacked graph (the reference interpreter)
+    plain = optimize(from_onnx(model), 2)
+    np.testing.assert_array_equal(got[0], run_graph(plain, {"x": x})[0])
 
 
 def pointwise_model(c=256, o=32, hw=7, stride=1):

@@ -17,9 +17,17 @@ whole groups of four, the last panel with zero columns), four products per instr
 A uint8 weight (onnxruntime's dynamically quantized models) is stored as ``w - 128`` in int8,
 and the exact correction ``128 * rowsum(x)`` added back (a reduction over K of the activations,
 a small kernel of its own, added in the product's epilogue): the sum is the exact one, as the
-op asks (a uint8 x uint8 product never saturates pairs).  Int8 activations keep the generic
-``matmul_int`` schedule (the instructions take the unsigned operand on the activation side),
-and so does every product on a target with none of these instructions.
+op asks (a uint8 x uint8 product never saturates pairs).
+
+Int8 activations (a QDQ model's int8 tensor read by several nodes, which ``qdq_to_integer``
+leaves int8 as onnxruntime does; MatMulInteger of int8 operands) whose sum is exact are shifted
+to uint8, ``x + 128`` (an elementwise kernel over the activations, M x K bytes against the
+product's M x K x N), and the exact correction ``-128 * colsum(w)``, a constant per column,
+added in the epilogue: ``x @ w = (x + 128) @ w - 128 * colsum(w)``, bit for bit, on the
+``exact`` or ``split`` sums above (with a uint8 weight both corrections apply).  Saturating
+pairs of int8 activations are left alone (x86's multiply-add takes the unsigned operand on
+the activation side; no frontend asks for them), and so is every product on a target with
+none of these instructions.
 """
 
 from __future__ import annotations
@@ -43,13 +51,13 @@ def panel_width(n: int, lanes: int) -> int:
 def _pairs(node: Node, lanes: int, int8_dot: bool, multiply_add: bool) -> str | None:
     """How ``node``'s products are gathered in fours (None: leave it as it is)."""
     x, w = node.inputs
-    if x.dtype != "uint8" or not w.is_const or lanes < 4:
+    if not w.is_const or lanes < 4:
         return None
     if sum(d != 1 for d in w.shape[:-2]) or not isinstance(x.shape[-1], int):
         return None                              # a batched weight; a symbolic reduction
     if node.attrs["saturate_pairs"]:
         # x86's multiply-add without VNNI: uint8 x int8 only (the frontends ask for nothing else)
-        return "saturate" if w.dtype == "int8" and lanes >= 8 else None
+        return "saturate" if x.dtype == "uint8" and w.dtype == "int8" and lanes >= 8 else None
     if int8_dot:
         return "exact"
     return "split" if multiply_add and lanes >= 8 else None
@@ -65,6 +73,7 @@ def run(graph: Graph, lanes: int = 8, int8_dot: bool = False, multiply_add: bool
     b = GraphBuilder.rewriting(g)
     vmap: dict[Value, Value] = {}
     packed: dict[tuple, Value] = {}
+    unsigned: dict[Value, Value] = {}            # int8 activations -> their uint8 shift
 
     def m(v: Value) -> Value:
         return vmap.get(v, v)
@@ -79,6 +88,14 @@ def run(graph: Graph, lanes: int = 8, int8_dot: bool = False, multiply_add: bool
         k, n = w.shape[-2:]
         wc = w.const.reshape(k, n)
         shifted = wc.dtype == np.uint8
+        signed_x = x.dtype == "int8"
+        if signed_x:                             # x + 128 as uint8, once for all its products
+            if x not in unsigned:
+                x16 = b.op("cast", [x], name=f"{node.name}_x16", to="int16")
+                offset = constant(np.array(UINT8_OFFSET, np.int16), f"{node.name}_x_offset")
+                unsigned[x] = b.op("cast", [b.op("add", [x16, offset], name=f"{node.name}_x_shift")],
+                                   name=f"{node.name}_xu8", to="uint8")
+            x = unsigned[x]
         nb = panel_width(n, lanes)
         key = (w, nb, pairs == "split")
         if key not in packed:
@@ -105,6 +122,10 @@ def run(graph: Graph, lanes: int = 8, int8_dot: bool = False, multiply_add: bool
             corr = b.op("mul", [rowsum, constant(np.array(UINT8_OFFSET, np.int32), f"{node.name}_offset")],
                         name=f"{node.name}_offset_rowsum")
             out = b.op("add", [out, corr], name=f"{node.name}_unshift")
+        if signed_x:
+            colsum = -UINT8_OFFSET * wc.astype(np.int64).sum(axis=0)
+            out = b.op("add", [out, constant(colsum.astype(np.int32), f"{node.name}_x_colsum")],
+                       name=f"{node.name}_x_unshift")
         vmap[node.output] = out
     return b.finish([m(v) for v in g.outputs])
 

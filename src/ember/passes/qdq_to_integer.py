@@ -7,7 +7,10 @@ transformer and kernels), so that the two agree bit for bit where onnxruntime is
 
 * **uint8 activations.**  An int8 ``quantize`` whose result feeds one ``dequantize`` and nothing
   else (which in turn feeds one node) becomes a uint8 one with the zero point moved by 128: the
-  same numbers, and onnxruntime's faster uint8 x int8 kernels apply after it.
+  same numbers, and onnxruntime's faster uint8 x int8 kernels apply after it.  One read by
+  several nodes stays int8, as in onnxruntime (which gives each reader a dequantize of its
+  own, so the quantize has several); its products run in float there and exactly here
+  (``pack_int_matmul`` then runs them on uint8, shifted by 128, with an exact correction).
 * **Convolution, matmul (Gemm, MatMul).**  dequantize(x) and dequantize(w: constant, zero point
   0, per tensor or per output channel) -> conv2d / matmul [-> + dequantize(int32 constant bias)]
   [-> relu / clip] -> quantize becomes ``conv2d_int`` / ``matmul_int`` on the integers (padding

@@ -256,8 +256,9 @@ def test_sgemm_k_block():
 def test_gemm_group():
     m = QDQ()
     x = m.q("x", 0.01, -128)
-    w = m.weight(strong_weight((24, 64)), RNG.uniform(0.002, 0.004, 24))     # [N, K], per row
-    b = m.bias(RNG.integers(-2000, 2000, 24), np.float32(0.01) * np.float32(0.003))
+    scale = RNG.uniform(0.002, 0.004, 24).astype(np.float32)
+    w = m.weight(strong_weight((24, 64)), scale)     # [N, K], per row
+    b = m.bias(RNG.integers(-2000, 2000, 24), np.float32(0.01) * scale)
     y = m.op("Gemm", [x, w, b], transB=1)
     model = m.model([3, 64], [m.q(y, 0.3, -128)])
     g = optimize(from_onnx(model), 2)
@@ -283,6 +284,23 @@ def test_pools_and_residual_add():
     assert next(n for n in g.nodes if n.op == "transpose").inputs[0].dtype == "uint8"
     got, want = run_both(model, RNG.uniform(-1.28, 1.27, (1, 8, 9, 9)).astype(np.float32))
     assert_units(got, want, [0.015, 0.01])
+
+
+def test_bias_at_another_scale_than_the_products_stays_float():
+    """The int32 bias is added at x_scale * w_scale: one quantized at another scale (here twice
+    that) would mean another number there, so the group keeps its float form and its result."""
+    m = QDQ()
+    x = m.q("x", 0.01, -128)
+    w = m.weight(strong_weight((24, 64)), 0.003, axis=1)
+    b = m.bias(RNG.integers(-20000, 20000, 24), np.float32(2 * 0.01 * 0.003))
+    y = m.op("Gemm", [x, w, b], transB=1)
+    model = m.model([3, 64], [m.q(y, 0.3, -128)])
+    g = optimize(from_onnx(model), 2)
+    assert "matmul_int" not in g.op_histogram()
+    x_in = high_input((3, 64))
+    got = list(ember.compile(model).run({"x": x_in}).values())[0]
+    want = run_graph(from_onnx(model), {"x": x_in})[0]
+    assert_units([got], [want], [0.3], units=ONE_UNIT)
 
 
 def test_groups_it_cannot_read_stay_float():

@@ -55,6 +55,11 @@ def _scalar(v: Value):
     return v.const.reshape(-1)[0]
 
 
+def wq_scale(scale: np.ndarray, channels: int) -> np.ndarray:
+    """A weight's scale per output channel as float64 (one scale stands for every channel)."""
+    return np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (channels,))
+
+
 def _same_params(a: Node, b: Node) -> bool:
     return all(x.is_const and y.is_const and x.const.size == 1 and y.const.size == 1 and
                x.const.reshape(-1)[0] == y.const.reshape(-1)[0] and x.dtype == y.dtype
@@ -200,6 +205,14 @@ class _Rewriter:
             if not np.all(b_ch == b_ch[:, :1]):
                 return None
             bq = b_ch[:, 0].astype(np.int64)
+            # the integer bias is added at the products' scale: only a bias quantized at x_scale *
+            # w_scale (what quantizers write) means the same there
+            b_int = got_b[1].inputs[0]
+            s_full = np.broadcast_to(self.apply_chain(got_b[0], np.broadcast_to(
+                got_b[1].inputs[1].const, b_int.shape).astype(np.float64)), out_shape)
+            s_ch = np.moveaxis(s_full, 1 if conv else -1, 0).reshape(channels, -1)[:, 0]
+            if not np.allclose(s_ch, np.float64(sx) * wq_scale(sw, channels), rtol=1e-6, atol=0):
+                return None
         # onnxruntime's u8 x s8 kernels saturate pairs (not its depthwise one); where it computes
         # in float the sums here are exact
         depthwise = conv and anchor.attrs["groups"] > 1 and wq.shape[1] == 1

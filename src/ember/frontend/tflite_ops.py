@@ -377,14 +377,15 @@ def _binary_integer(cx, a, b):
     sa, sb, so = (float(np.float64(t.quant.scale[0])) for t in (ta, tb, to))
     za, zb, zo = (int(t.quant.zero_point[0]) for t in (ta, tb, to))
     lo, hi = _activation_range(cx, cx.opt(0, "i8", 0), so, zo)
-    a = cx.add("sub", [cx.add("cast", [a], to="int64"), cx.const(np.int64(za))])
-    b = cx.add("sub", [cx.add("cast", [b], to="int64"), cx.const(np.int64(zb))])
+    # int32 arithmetic, as TFLite's: every intermediate fits (|a - za| <= 255, shifted by 20 bits)
+    a = cx.add("sub", [cx.add("cast", [a], to="int32"), cx.const(np.int32(za))])
+    b = cx.add("sub", [cx.add("cast", [b], to="int32"), cx.const(np.int32(zb))])
     if cx.operator.op == "MUL":
         m, s = quantize_multiplier(_float_multiplier(ta, tb, to))
         return multiply_by_quantized_multiplier(cx, cx.add("mul", [a, b]), [m], [s], 0, zo, lo, hi)
     twice = 2 * max(sa, sb)
     shift = 7 if cx.operator.op == "SQUARED_DIFFERENCE" else 20
-    left = cx.const(np.int64(1 << shift))
+    left = cx.const(np.int32(1 << shift))
     scaled = []
     for v, sv in ((a, sa), (b, sb)):
         m, s = quantize_multiplier(sv / twice)

@@ -959,10 +959,11 @@ def multiply_by_quantized_multiplier(cx, acc, mults, shifts, axis, zp, lo, hi):
 
 
 def fixed_point_multiply(cx, acc, mults, shifts, axis):
-    """The int64 result of TFLite's MultiplyByQuantizedMultiplier on an integer tensor (one 31-bit
-    multiplier and shift per index of ``axis``): the product rounded to its high half (half away
-    from zero, the 'nudge'), then a rounding right shift (half away from zero); exact in int64.
-    An int32 tensor gets the ``fixed_point_multiply`` op (int32 out), which vector code runs."""
+    """TFLite's MultiplyByQuantizedMultiplier on an integer tensor (one 31-bit multiplier and shift
+    per index of ``axis``): the product rounded to its high half (half away from zero, the
+    'nudge'), then a rounding right shift (half away from zero).  An int32 tensor gets the
+    ``fixed_point_multiply`` op (int32 out, which vector code runs); an int64 one these steps
+    in int64 core ops (int64 out), exact."""
     n = len(mults)
     if acc.type.dtype == "int32":
         shape = [1] * len(acc.type.shape)

@@ -28,8 +28,10 @@ from tir.interp import run_kernel
 LANES = host().lanes
 N = 4 * LANES + 3          # whole vectors and a tail
 
-#: what the GPU languages lack (the 8-bit dot products are CPU kernels' only)
+#: what the GPU languages lack (the 8-bit dot products are CPU kernels' only; WGSL has no 64-bit
+#: integers for the fixed-point multiply's products)
 GPU_LACKS = {"dot4", "dot4_sat16"}
+WGSL_LACKS = GPU_LACKS | {"fixed_point_mul"}
 
 
 def _floats(dtype: str, k: int) -> np.ndarray:
@@ -51,7 +53,26 @@ def _ints(dtype: str, k: int) -> np.ndarray:
     return np.roll(np.array(vals, np.int64).astype(dtype), 5 * k)
 
 
+def _fixed_point_inputs(rng) -> list[np.ndarray]:
+    """x, multiplier, shift of ``fixed_point_mul``: the int32 extremes (INT32_MIN squared
+    saturates), ties of the rounding steps, left shifts that overflow, and random values."""
+    lo, hi = -(1 << 31), (1 << 31) - 1
+    special = [(lo, lo, 0), (lo, hi, 0), (hi, hi, 0), (hi, lo, 0), (lo, lo, -1), (3, 1 << 30, 0), (-3, 1 << 30, 0),
+               (1, 1 << 30, 0), (-1, 1 << 30, 0), (6, 1 << 30, -1), (-6, 1 << 30, -1), (10, 1 << 30, -2),
+               (-10, 1 << 30, -2), (1 << 20, 1 << 30, 12), (-(1 << 20), 1 << 30, 12), (7, hi, 31), (-7, hi, 31),
+               (5, 1 << 30, -31), (hi, hi, -31), (lo, 1 << 30, -31), (5, 1 << 30, 40), (5, 1 << 30, -40),
+               (0, 12345, 3), (-1, -1, 0)]
+    n = N - len(special)
+    x = np.concatenate([[v[0] for v in special], rng.integers(lo, hi, n, endpoint=True)])
+    m = np.concatenate([[v[1] for v in special], rng.integers(1 << 30, hi, n, endpoint=True)])
+    s = np.concatenate([[v[2] for v in special], rng.integers(-20, 4, n)])
+    x[len(special)::3] >>= rng.integers(0, 24, len(x[len(special)::3]))       # accumulators of every size
+    return [v.astype(np.int32) for v in (x, m, s)]
+
+
 def _inputs(intr: intrinsics.Intrinsic, dtype: str, rng) -> list[np.ndarray]:
+    if intr.name == "fixed_point_mul":
+        return _fixed_point_inputs(rng)
     if intr.args == "byte":
         return ([rng.integers(0, 256, N).astype(np.uint8) for _ in range(4)]
                 + [rng.integers(-128, 128, N).astype(np.int8) for _ in range(4)])
@@ -68,6 +89,9 @@ CASES = []
 for _intr in intrinsics.INTRINSICS.values():
     if _intr.args == "byte":
         CASES += [(_intr.name, "uint8", False)]
+        continue
+    if _intr.args == "int32":
+        CASES += [(_intr.name, "int32", False), (_intr.name, "int32", True)]
         continue
     for _dt in ("float32", "float64") + (("int8", "int32", "int64", "uint8", "uint32", "bool")
                                           if _intr.args == "number" else ()):
@@ -109,9 +133,9 @@ def test_every_intrinsic_has_a_c_printing():
 
 @pytest.mark.parametrize("language", list(LANGUAGES) + ["wgsl"])
 def test_what_the_gpu_languages_lack(language):
-    """The GPU languages print every intrinsic but the 8-bit dot products; a new intrinsic
-    without a printing in one of them fails here."""
-    assert set(intrinsics.INTRINSICS) - printed_intrinsics(language) == GPU_LACKS
+    """The GPU languages print every intrinsic but the 8-bit dot products (and WGSL the
+    fixed-point multiply); a new intrinsic without a printing in one of them fails here."""
+    assert set(intrinsics.INTRINSICS) - printed_intrinsics(language) == (WGSL_LACKS if language == "wgsl" else GPU_LACKS)
     assert printed_intrinsics(language) <= set(intrinsics.INTRINSICS)
 
 
@@ -177,13 +201,13 @@ def test_the_interpreter_runs_the_numpy_meaning():
 
 
 def test_generated_c_computes_the_numpy_meaning():
-    """Every intrinsic on every dtype its rule takes (scalar C, and float32 vector C), in one
-    compiled module, against its numpy meaning."""
+    """Every intrinsic on every dtype its rule takes (scalar C, and float32 or int32 vector C),
+    in one compiled module, against its numpy meaning."""
     rng = np.random.default_rng(0)
     specs, feeds, wants, cases = [], {}, [], []
     for k, (name, dtype, vec) in enumerate(CASES):
         f, in_types, out_type = _kernel(name, dtype, vec, k)
-        if vec and out_type[1] == "float32":       # the vector C is what runs
+        if vec and out_type[1] in ("float32", "int32"):      # the vector C is what runs
             src = CGenerator(LANES).kernel(f)
             assert c_intrinsics.VECTOR.get(name, "EMBER_VMAP") in src, name
         xs = _inputs(intrinsics.get(name), dtype, rng)

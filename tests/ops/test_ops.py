@@ -737,6 +737,54 @@ def _requantize(batch):
         "requantize", [c.input(acc.shape, "int32", data=acc), c.const(np.float32(0.5)), c.const(np.uint8(10))]))
 
 
+#: (acc, multiplier, shift) of TFLite's fixed-point multiply that reach its edges: INT32_MIN
+#: squared (saturating), ties of both roundings on either sign, left shifts that overflow int32,
+#: the largest right shift
+_FIXED_POINT_EDGES = [(-2 ** 31, -2 ** 31, 0), (2 ** 31 - 1, 2 ** 31 - 1, 0), (-2 ** 31, 2 ** 31 - 1, 0),
+                      (3, 2 ** 30, 0), (-3, 2 ** 30, 0), (6, 2 ** 30, -1), (-6, 2 ** 30, -1), (10, 2 ** 30, -2),
+                      (-10, 2 ** 30, -2), (2 ** 20, 2 ** 30, 12), (-(2 ** 20), 2 ** 30, 12), (7, 2 ** 31 - 1, 31),
+                      (2 ** 31 - 1, 2 ** 31 - 1, -31), (-2 ** 31, 2 ** 30, -31), (5, 2 ** 30, 40), (5, 2 ** 30, -40)]
+
+
+@cases("fixed_point_multiply")
+def _fixed_point_multiply(batch):
+    for shape, pshape in [((2, 16, 5, 5), (1, 16, 1, 1)), ((7, 24), (24,)), ((3, 9, 11), ())]:
+        def case(c, shape=shape, pshape=pshape):
+            acc = c.rng.integers(-2 ** 31, 2 ** 31, shape) >> c.rng.integers(0, 31, shape)   # of every size
+            mult = c.rng.integers(2 ** 30, 2 ** 31, pshape)
+            shift = c.rng.integers(-12, 3, pshape)
+            return c.op("fixed_point_multiply", [c.input(shape, "int32", data=acc.astype(np.int32)),
+                                                 c.const(mult.astype(np.int32)), c.const(shift.astype(np.int32))])
+        batch.case(f"fixed_point_multiply {list(shape)} by {list(pshape)}", case)
+    edges = np.array(_FIXED_POINT_EDGES * 2, np.int32).T
+    batch.case("fixed_point_multiply edges", lambda c: c.op(
+        "fixed_point_multiply", [c.input(edges[0].shape, "int32", data=edges[0]),
+                                 c.input(edges[1].shape, "int32", data=edges[1]),
+                                 c.input(edges[2].shape, "int32", data=edges[2])]))
+
+
+def test_fixed_point_multiply_reference_is_tflites():
+    """The op's reference against gemmlowp's primitives as the TFLite frontend writes them
+    (``tflite_fixed_point``, in int64 without saturation), where TFLite's arithmetic is defined:
+    shifts in [-31, 30] and x 2**shift within int32."""
+    from ember.frontend import tflite_fixed_point as fp
+    from ember.ops import OPS
+
+    rng = np.random.default_rng(3)
+    n = 200000
+    x = rng.integers(-2 ** 31, 2 ** 31, n) >> rng.integers(0, 31, n)
+    m = rng.integers(0, 2 ** 31, n)
+    s = rng.integers(-31, 8, n)
+    edges = np.array(_FIXED_POINT_EDGES, np.int64).T
+    x, m, s = (np.concatenate([e, v]) for e, v in zip(edges, (x, m, s)))
+    ok = (s <= 30) & (s >= -31) & (np.abs(x * (np.int64(1) << np.maximum(s, 0))) < 2 ** 31)
+    x, m, s = x[ok], m[ok], s[ok]
+    want = fp.rounding_divide_by_pot(fp.NumpyOps(), fp.srdhm(fp.NumpyOps(), x << np.maximum(s, 0), m),
+                                     np.maximum(-s, 0))
+    got = OPS["fixed_point_multiply"].reference({}, x.astype(np.int32), m.astype(np.int32), s.astype(np.int32))
+    np.testing.assert_array_equal(got, want)
+
+
 def _saturating_data(c, shape, dtype):
     """8-bit data near the top of the range, where pairs of products leave int16."""
     return _ints(c, shape, dtype, 180, 256) if dtype == "uint8" else _ints(c, shape, dtype, -128, 128)
@@ -1054,7 +1102,8 @@ REWRITTEN_BY_PASSES = ["batch_norm"]
 #: ops whose generated code has paths for one vector width (AVX2 intrinsics at 8 lanes: round,
 #: NaN-propagating max, 8-bit widening and narrowing, the 8-bit multiply-add) or register tiles
 #: sized by it: compiled again at every narrower width than this machine's
-LANE_SENSITIVE = ["round", "maximum", "max_pool2d", "quantize", "dequantize", "requantize", "conv2d_nchwc",
+LANE_SENSITIVE = ["round", "maximum", "max_pool2d", "quantize", "dequantize", "requantize", "fixed_point_multiply",
+                  "conv2d_nchwc",
                   "conv2d_int_nchwc", "matmul_packed", "matmul_int", "matmul_int_packed", "attention", "softmax", "layer_norm", "erf"]
 
 

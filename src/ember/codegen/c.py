@@ -172,6 +172,22 @@ static inline ember_vi ember_vdot4_acc(ember_vi acc, uint32_t x, const int8_t* w
 /* ember_dot4_sat16 of the 4 bytes of x (uint8) with the 4 bytes of every lane of w (int8) */
 static inline ember_vi ember_vdot4_sat16(uint32_t x, const int8_t* w) {
 @vdot4_sat16@}
+/* TFLite's MultiplyByQuantizedMultiplier (the fixed_point_mul intrinsic): x 2^max(s, 0)
+   saturated, gemmlowp's SaturatingRoundingDoublingHighMul by m (floor((x m + 2^30) / 2^31) is
+   its quotient (x m + nudge) / 2^31 truncated), then RoundingDivideByPOT by max(-s, 0); shifts
+   clamped to [-31, 31] */
+static inline int32_t ember_fixed_point_mul(int32_t x, int32_t m, int32_t s) {
+  int left = s > 0 ? (s < 31 ? s : 31) : 0, right = s < 0 ? (s > -31 ? -s : 31) : 0;
+  int64_t xl = (int64_t)x * (INT64_C(1) << left);
+  xl = xl > INT32_MAX ? INT32_MAX : xl < INT32_MIN ? INT32_MIN : xl;
+  int64_t h = (xl * m + (INT64_C(1) << 30)) >> 31;
+  int32_t r = h > INT32_MAX ? INT32_MAX : (int32_t)h;
+  int32_t mask = (int32_t)((UINT32_C(1) << right) - 1u), threshold = (mask >> 1) + (r < 0);
+  return (r >> right) + ((r & mask) > threshold);
+}
+/* ember_fixed_point_mul lane by lane: 32x32 -> 64-bit multiplies (vpmuldq) with AVX2 */
+static inline ember_vi ember_vfixed_point_mul(ember_vi x, ember_vi m, ember_vi s) {
+@vfixed_point_mul@}
 """
 
 

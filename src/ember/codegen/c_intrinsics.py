@@ -7,7 +7,8 @@ Scalar C: the float math is libm's (``expf`` for float32, ``exp`` for float64; f
 in float, bfloat16 is float in expressions); integer ``abs`` and ``pow``, ``isnan``, the
 multiply-add barrier and the dot products are written here or call the preamble's helpers.
 Vector C (float32 lanes, ``ember_vf``): the preamble's vector functions where there is one, the
-float32 libm function lane by lane (``EMBER_VMAP1``/``EMBER_VMAP2``) otherwise; the dot products
+float32 libm function lane by lane (``EMBER_VMAP1``/``EMBER_VMAP2``) otherwise; the int32
+``fixed_point_mul`` is the preamble's ``ember_vfixed_point_mul`` (int32 lanes, ``ember_vi``); the dot products
 are written by the generator (``CGenerator.vdot4``: they need the operands' loads).
 """
 
@@ -78,12 +79,13 @@ SCALAR: dict[str, Callable] = {
     "abs": _abs, "pow": _pow, "isnan": _isnan,
     "no_contract": _helper("EMBER_NO_CONTRACT"),
     "dot4_sat16": _helper("ember_dot4_sat16"), "dot4": _helper("ember_dot4"),
+    "fixed_point_mul": _helper("ember_fixed_point_mul"),
 }
 
 #: vector C of the float32 intrinsics that have a vector function in the preamble (the other
 #: float intrinsics run their float32 libm function lane by lane; the dot products: see above)
 VECTOR = {"exp": "ember_vexp", "erf": "ember_verf", "tanh": "ember_vtanh", "nearbyint": "ember_vround",
-          "no_contract": "EMBER_NO_CONTRACT"}
+          "no_contract": "EMBER_NO_CONTRACT", "fixed_point_mul": "ember_vfixed_point_mul"}
 
 
 def _missing(fn: str, dtype: str, how: str) -> CodegenError:

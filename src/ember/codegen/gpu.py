@@ -66,7 +66,7 @@ _BINOPS = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<"
 #: the intrinsics (``ember.tir.intrinsics``) the C-style generator writes the same way in every
 #: language (as it does integer ``abs`` and ``pow``); the float intrinsics each language writes
 #: from its table ``MATH`` (name -> function)
-GENERIC_CALLS = ("no_contract", "isnan")
+GENERIC_CALLS = ("no_contract", "isnan", "fixed_point_mul")
 
 
 def printed_intrinsics(language: str) -> set:
@@ -260,6 +260,8 @@ class GPUGenerator:
                                                  "  while (b > 0) { if (b & 1) r *= a; a *= a; b >>= 1; }\n"
                                                  "  return r;\n}")
             return f"{fn}({args[0]}, {args[1]})"
+        if e.fn == "fixed_point_mul":
+            return f"{self.fixed_point_mul()}({', '.join(args)})"
         if not is_float_dtype(dt) or e.fn not in self.lang.MATH:
             raise no_printing(e.fn, dt, self.lang.NAME)
         if dt not in ("float32", "float64", "float16"):
@@ -268,6 +270,23 @@ class GPUGenerator:
             self.helper(name, code)
         # float16 values are floats: float32's function; the store or cast after it rounds
         return f"{self.lang.math(e.fn, 'float32' if dt == 'float16' else dt)}({', '.join(args)})"
+
+    def fixed_point_mul(self) -> str:
+        """The helper of the ``fixed_point_mul`` intrinsic, in 64-bit integers (as the CPU's
+        scalar ember_fixed_point_mul)."""
+        i, L = self.ctype("int32"), self.ctype("int64")
+        return self.helper("ember_fixed_point_mul", f"""{self.lang.FUNC} {i} ember_fixed_point_mul({i} x, {i} m, {i} s) {{
+  {i} left = s > 0 ? (s < 31 ? s : 31) : 0;
+  {i} right = s < 0 ? (s > -31 ? -s : 31) : 0;
+  {L} hi = ({L})2147483647, lo = -hi - 1;
+  {L} xl = ({L})x * ((({L})1) << left);
+  xl = xl > hi ? hi : (xl < lo ? lo : xl);
+  {L} h = (xl * ({L})m + ((({L})1) << 30)) >> 31;
+  {i} r = ({i})(h > hi ? hi : h);
+  {i} mask = ({i})((1u << right) - 1u);
+  {i} threshold = (mask >> 1) + (r < 0 ? 1 : 0);
+  return (r >> right) + ((r & mask) > threshold ? 1 : 0);
+}}""")
 
     # ---- statements ------------------------------------------------------------------------
 

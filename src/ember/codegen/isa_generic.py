@@ -10,7 +10,8 @@ from __future__ import annotations
 NAME = "generic"
 
 #: the hooks, in the order the preamble writes them
-HOOKS = ('include', 'maxmin', 'no_contract', 'vround', 'widen_narrow', 'vdot4', 'vdot4_acc', 'vdot4_sat16')
+HOOKS = ('include', 'maxmin', 'no_contract', 'vround', 'widen_narrow', 'vdot4', 'vdot4_acc', 'vdot4_sat16',
+         'vfixed_point_mul')
 
 GENERIC = {
     "include": "",
@@ -47,6 +48,20 @@ static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { return __builtin_convertv
   for (int i = 0; i < EMBER_LANES; ++i)
     r[i] = ember_dot4_sat16(x & 255, (x >> 8) & 255, (x >> 16) & 255, x >> 24, w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
   return r;
+""",
+    "vfixed_point_mul": """\
+  typedef int64_t vl __attribute__((vector_size(2 * sizeof(ember_vi))));
+  const ember_vi zero = {0}, c31 = zero + 31;
+  ember_vi left = ember_vmini(ember_vmaxi(s, zero), c31), right = ember_vmini(ember_vmaxi(zero - s, zero), c31);
+  const vl hi = (vl){0} + INT32_MAX, lo = (vl){0} + INT32_MIN;
+  vl xl = __builtin_convertvector(x, vl) << __builtin_convertvector(left, vl), t;
+  t = xl > hi; xl = (xl & ~t) | (hi & t);
+  t = xl < lo; xl = (xl & ~t) | (lo & t);
+  vl h = (xl * __builtin_convertvector(m, vl) + (INT64_C(1) << 30)) >> 31;
+  t = h > hi; h = (h & ~t) | (hi & t);
+  ember_vi r = __builtin_convertvector(h, ember_vi);
+  ember_vi mask = ~((zero - 1) << right), threshold = (mask >> 1) - (r >> 31);
+  return (r >> right) - ((r & mask) > threshold);
 """,
 }
 

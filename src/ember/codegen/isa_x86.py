@@ -90,4 +90,29 @@ static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { long long b = ember_low_b
   __m512i p = _mm512_maddubs_epi16(_mm512_set1_epi32((int)x), _mm512_loadu_si512((const void*)w));
   return (ember_vi)_mm512_madd_epi16(p, _mm512_set1_epi16(1));
 """,
+    "vfixed_point_mul": """\
+#if defined(__AVX2__) && EMBER_LANES == 8
+  const __m256i zero = _mm256_setzero_si256(), c31 = _mm256_set1_epi32(31), ones = _mm256_set1_epi32(-1);
+  const __m256i max32 = _mm256_set1_epi32(INT32_MAX), min32 = _mm256_set1_epi32(INT32_MIN);
+  __m256i xv = (__m256i)x, mv = (__m256i)m;
+  __m256i left = _mm256_min_epi32(_mm256_max_epi32((__m256i)s, zero), c31);
+  __m256i right = _mm256_min_epi32(_mm256_max_epi32(_mm256_sub_epi32(zero, (__m256i)s), zero), c31);
+  /* x 2^left saturated: where shifting back does not give x, the bound of x's sign */
+  __m256i xs = _mm256_sllv_epi32(xv, left);
+  __m256i ovf = _mm256_xor_si256(_mm256_cmpeq_epi32(_mm256_srav_epi32(xs, left), xv), ones);
+  xs = _mm256_blendv_epi8(xs, _mm256_xor_si256(_mm256_srai_epi32(xv, 31), max32), ovf);
+  /* the 64-bit products of the even lanes and of the odd lanes (vpmuldq), + 2^30; bits 31..62
+     of each are floor((x m + 2^30) / 2^31), the high half rounded half away from zero */
+  const __m256i nudge = _mm256_set1_epi64x(INT64_C(1) << 30);
+  __m256i pe = _mm256_add_epi64(_mm256_mul_epi32(xs, mv), nudge);
+  __m256i po = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(xs, 32), _mm256_srli_epi64(mv, 32)), nudge);
+  __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(pe, 31), _mm256_slli_epi64(po, 1), 0xAA);
+  __m256i sat = _mm256_and_si256(_mm256_cmpeq_epi32(xs, min32), _mm256_cmpeq_epi32(mv, min32));
+  h = _mm256_blendv_epi8(h, max32, sat);
+  /* divided by 2^right rounding half away from zero */
+  __m256i mask = _mm256_xor_si256(_mm256_sllv_epi32(ones, right), ones);
+  __m256i threshold = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), _mm256_srai_epi32(h, 31));
+  __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(h, mask), threshold);
+  return (ember_vi)_mm256_sub_epi32(_mm256_srav_epi32(h, right), up);
+""",
 }

@@ -377,14 +377,15 @@ def _binary_integer(cx, a, b):
     sa, sb, so = (float(np.float64(t.quant.scale[0])) for t in (ta, tb, to))
     za, zb, zo = (int(t.quant.zero_point[0]) for t in (ta, tb, to))
     lo, hi = _activation_range(cx, cx.opt(0, "i8", 0), so, zo)
-    a = cx.add("sub", [cx.add("cast", [a], to="int64"), cx.const(np.int64(za))])
-    b = cx.add("sub", [cx.add("cast", [b], to="int64"), cx.const(np.int64(zb))])
+    # int32 arithmetic, as TFLite's: every intermediate fits (|a - za| <= 255, shifted by 20 bits)
+    a = cx.add("sub", [cx.add("cast", [a], to="int32"), cx.const(np.int32(za))])
+    b = cx.add("sub", [cx.add("cast", [b], to="int32"), cx.const(np.int32(zb))])
     if cx.operator.op == "MUL":
         m, s = quantize_multiplier(_float_multiplier(ta, tb, to))
         return multiply_by_quantized_multiplier(cx, cx.add("mul", [a, b]), [m], [s], 0, zo, lo, hi)
     twice = 2 * max(sa, sb)
     shift = 7 if cx.operator.op == "SQUARED_DIFFERENCE" else 20
-    left = cx.const(np.int64(1 << shift))
+    left = cx.const(np.int32(1 << shift))
     scaled = []
     for v, sv in ((a, sa), (b, sb)):
         m, s = quantize_multiplier(sv / twice)
@@ -945,18 +946,30 @@ def _requantize_fixed_point(cx, acc, channel_axis: int, act: int, x_index: int =
 
 def multiply_by_quantized_multiplier(cx, acc, mults, shifts, axis, zp, lo, hi):
     """TFLite's MultiplyByQuantizedMultiplier on an int32 tensor (one multiplier and shift per
-    index of ``axis``), + ``zp``, clamped to [lo, hi], as int8."""
+    index of ``axis``), + ``zp``, clamped to [lo, hi], as int8.  An int32 ``acc`` stays in int32
+    (clamped to [lo - zp, hi - zp] before the zero point is added, which cannot overflow)."""
     r = fixed_point_multiply(cx, acc, mults, shifts, axis)
-    s = lambda v: cx.const(np.int64(v))
-    r = cx.add("minimum", [cx.add("maximum", [cx.add("add", [r, s(zp)]), s(lo)]), s(hi)])
+    dt = np.int32 if r.type.dtype == "int32" else np.int64
+    s = lambda v: cx.const(dt(v))
+    if dt is np.int32:
+        r = cx.add("add", [cx.add("minimum", [cx.add("maximum", [r, s(lo - zp)]), s(hi - zp)]), s(zp)])
+    else:
+        r = cx.add("minimum", [cx.add("maximum", [cx.add("add", [r, s(zp)]), s(lo)]), s(hi)])
     return cx.add("cast", [r], to="int8")
 
 
 def fixed_point_multiply(cx, acc, mults, shifts, axis):
-    """The int64 result of TFLite's MultiplyByQuantizedMultiplier on an integer tensor (one 31-bit
-    multiplier and shift per index of ``axis``): the product rounded to its high half (half away
-    from zero, the 'nudge'), then a rounding right shift (half away from zero); exact in int64."""
+    """TFLite's MultiplyByQuantizedMultiplier on an integer tensor (one 31-bit multiplier and shift
+    per index of ``axis``): the product rounded to its high half (half away from zero, the
+    'nudge'), then a rounding right shift (half away from zero).  An int32 tensor gets the
+    ``fixed_point_multiply`` op (int32 out, which vector code runs); an int64 one these steps
+    in int64 core ops (int64 out), exact."""
     n = len(mults)
+    if acc.type.dtype == "int32":
+        shape = [1] * len(acc.type.shape)
+        shape[axis] = n
+        c32 = lambda v: cx.const(np.asarray(v, np.int32).reshape(shape))
+        return cx.add("fixed_point_multiply", [acc, c32(mults), c32(shifts)])
     left = np.array([max(s, 0) for s in shifts], np.int64)
     right = np.array([max(-s, 0) for s in shifts], np.int64)
     shape = [1] * len(acc.type.shape)

@@ -7,6 +7,8 @@ matrix product that quantized models run.
 * ``requantize(acc, multiplier, zero_point)``: saturate(round_half_even(float(acc) * multiplier)
   + zero_point): an int32 accumulator brought back to 8 bits, as onnxruntime does it (one float
   multiply by scale_x * scale_w / scale_y, rounding to nearest even).
+* ``fixed_point_multiply(acc, multiplier, shift)``: TFLite's requantization of an int32
+  accumulator (MultiplyByQuantizedMultiplier), exactly, in its fixed-point arithmetic.
 * ``conv2d_int`` and ``matmul_int``: int8/uint8 operands (either signedness on each side) with
   int32 accumulators.  The convolution's padding reads ``pad_value`` (an activation's zero point,
   so that padding means "real zero").
@@ -154,6 +156,48 @@ class Requantize(Op):
             return _round_saturate_expr(v, te.cast("float32", zp[broadcast_index(zp.shape, shape, i)]), zp.dtype)
 
         return te.compute(shape, f, name="requantize")
+
+
+@register
+class FixedPointMultiply(Op):
+    """TFLite's MultiplyByQuantizedMultiplier: ``acc`` (int32) times ``multiplier`` (int32, a
+    31-bit mantissa) times 2**``shift`` (int32) in its fixed-point arithmetic, int32 out: acc
+    times 2**max(shift, 0) (saturated to int32, where TFLite's reference kernels leave the
+    overflow undefined), gemmlowp's SaturatingRoundingDoublingHighMul by the multiplier (the
+    product's high half, rounded half away from zero), then divided by 2**max(-shift, 0)
+    rounding half away from zero (RoundingDivideByPOT); shifts clamp to [-31, 31].  One
+    intrinsic (``fixed_point_mul``) computes it, so the int8 kernels' requantization runs in
+    int32 lanes; multipliers and shifts broadcast (per channel)."""
+
+    name = "fixed_point_multiply"
+    pattern = Pattern.BROADCAST
+    num_inputs = 3
+
+    def infer(self, a, acc, mult, shift):
+        if (acc.dtype, mult.dtype, shift.dtype) != ("int32", "int32", "int32"):
+            raise self.fail(f"expects int32 data, multiplier and shift, got {acc}, {mult} and {shift}")
+        return TensorType(_check_params(self, acc, mult, shift), "int32")
+
+    def reference(self, a, acc, mult, shift):
+        x, m, s = (np.asarray(v, np.int64) for v in (acc, mult, shift))
+        x = np.clip(x * (np.int64(1) << np.clip(s, 0, 31)), -(1 << 31), (1 << 31) - 1)
+        ab = x * m
+        nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+        q = np.abs(ab + nudge) // (1 << 31)
+        high = np.minimum(np.where(ab + nudge < 0, -q, q), (1 << 31) - 1)      # truncated, as C divides
+        right = np.clip(-s, 0, 31)
+        half = (np.int64(1) << right) >> 1
+        away = np.where(high < 0, -((-high + half) >> right), (high + half) >> right)
+        return np.broadcast_to(away, np.broadcast_shapes(acc.shape, mult.shape, shift.shape)).astype(np.int32)
+
+    def compute(self, a, acc, mult, shift):
+        shape = broadcast_shapes(acc.shape, mult.shape, shift.shape)
+
+        def f(*i):
+            return te.call("fixed_point_mul", acc[broadcast_index(acc.shape, shape, i)],
+                           mult[broadcast_index(mult.shape, shape, i)], shift[broadcast_index(shift.shape, shape, i)])
+
+        return te.compute(shape, f, name="fixed_point_multiply")
 
 
 # ---- integer products ------------------------------------------------------------------------

@@ -8,7 +8,8 @@ this table:
 * ``te.call`` checks a call against its entry (arity, argument dtypes) and takes the result dtype
   from the rule; ``tir.verify`` checks every call of a kernel the same way after each pass;
 * the vectorizer (``tir.transform``) asks whether an intrinsic is a dot product of 8-bit operands
-  (``dot``), which vector code writes its own way;
+  (``dot``), which vector code writes its own way, and takes the calls of float32 and of int32
+  intrinsics (``fixed_point_mul``, TFLite's requantization) into vector code;
 * each code generator prints an intrinsic from a table of its language keyed by these names
   (``codegen/c_intrinsics`` for C, the ``INTRINSICS`` of ``codegen/lang_*`` for the GPU
   languages) and refuses, naming the intrinsic and the target, one its language lacks;
@@ -37,6 +38,7 @@ ARG_KINDS = {
     "float": ("float16", "bfloat16", "float32", "float64"),
     "number": ("float16", "bfloat16", "float32", "float64") + _INTS + ("bool",),
     "byte": ("int8", "uint8"),
+    "int32": ("int32",),
 }
 
 
@@ -107,6 +109,23 @@ def _dot4(x0, x1, x2, x3, w0, w1, w2, w3):
     return i(x0) * w0 + i(x1) * w1 + i(x2) * w2 + i(x3) * w3
 
 
+def _fixed_point_mul(x, m, shift):
+    """TFLite's MultiplyByQuantizedMultiplier on int32 arrays, computed in int64: x times
+    2**max(shift, 0) saturated to int32, gemmlowp's SaturatingRoundingDoublingHighMul by ``m``
+    (the product's high half rounded half away from zero; INT32_MIN squared gives INT32_MAX),
+    then divided by 2**max(-shift, 0) rounding half away from zero (RoundingDivideByPOT).  Shifts
+    are clamped to [-31, 31]."""
+    x, m, s = (np.asarray(v).astype(np.int64) for v in (x, m, shift))
+    left, right = np.clip(s, 0, 31), np.clip(-s, 0, 31)
+    xs = np.clip(x << left, -(1 << 31), (1 << 31) - 1)
+    ab = xs * m
+    # (ab + nudge) / 2**31 truncated, nudge = 2**30 for ab >= 0 and 1 - 2**30 below: floor((ab + 2**30) / 2**31)
+    h = np.minimum((ab + (1 << 30)) >> 31, (1 << 31) - 1)
+    mask = (np.int64(1) << right) - 1
+    threshold = (mask >> 1) + (h < 0)
+    return ((h >> right) + ((h & mask) > threshold)).astype(np.int32)
+
+
 def _unary(name: str, fn: Callable, doc: str) -> Intrinsic:
     return Intrinsic(name, 1, "float", "same", fn, doc)
 
@@ -140,6 +159,8 @@ _ALL = [
     Intrinsic("dot4_sat16", 8, "byte", "int32", _dot4_sat16,
               "sat16(x0 w0 + x1 w1) + sat16(x2 w2 + x3 w3): x86's 8-bit multiply-add (vpmaddubsw)", dot=True),
     Intrinsic("dot4", 8, "byte", "int32", _dot4, "x0 w0 + x1 w1 + x2 w2 + x3 w3, exactly", dot=True),
+    Intrinsic("fixed_point_mul", 3, "int32", "int32", _fixed_point_mul,
+              "TFLite's MultiplyByQuantizedMultiplier(x, m, shift) (saturating its left shift), exactly"),
 ]
 
 #: every intrinsic, by name

@@ -3,7 +3,9 @@
 * ``unroll`` replaces every loop marked "unrolled" by copies of its body with the loop variable
   set to 0, 1, ...; indices become constants, so accumulators can live in registers.
 * ``vectorize`` turns a loop marked "vectorized" whose body is straight-line stores into vector
-  stores of vector expressions (``Ramp`` indices, ``Broadcast`` scalars).  A loop it cannot
+  stores of vector expressions (``Ramp`` indices, ``Broadcast`` scalars).  Vector arithmetic is
+  on float32 and int32 lanes; what needs 64-bit intermediates exactly (TFLite's requantization)
+  is an int32 intrinsic (``fixed_point_mul``) whose vector C widens inside.  A loop it cannot
   vectorize stays a scalar loop marked "simd" so the C compiler may still try.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 from .analysis import kept, rebuild, simplify_index, stride_in, substitute
 from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, Load, Not, Ramp, Select, Var,
                    COMPARISONS, LOGICAL)
-from .intrinsics import DOT_CALLS
+from .intrinsics import DOT_CALLS, INTRINSICS
 from .stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 
 
@@ -186,7 +188,10 @@ def _vec_node(e: Expr, v: Var, n: int, memo: dict) -> Expr:
             raise _NotVectorizable(f"call {e.fn}")
         return Call(e.fn, args, e.dtype)
     if isinstance(e, Call):
-        if e.dtype not in ("float32",) or any(x.dtype not in ("float32",) for x in e.args):
+        # float32 intrinsics, and those whose rule takes only int32 (TFLite's fixed-point
+        # multiply), which have vector C of int32 lanes
+        vec_dtype = "int32" if INTRINSICS[e.fn].args == "int32" else "float32"
+        if e.dtype != vec_dtype or any(x.dtype != vec_dtype for x in e.args):
             raise _NotVectorizable(f"call {e.fn}")
         args = tuple(_vec_expr(x, v, n, memo) for x in e.args)
         return Call(e.fn, tuple(x if lanes_of(x) > 1 else Broadcast(x, n) for x in args), e.dtype)

@@ -12,7 +12,8 @@ transformer and kernels), so that the two agree bit for bit where onnxruntime is
   own, so the quantize has several); its products run in float there and exactly here
   (``pack_int_matmul`` then runs them on uint8, shifted by 128, with an exact correction).
 * **Convolution, matmul (Gemm, MatMul).**  dequantize(x) and dequantize(w: constant, zero point
-  0, per tensor or per output channel) -> conv2d / matmul [-> + dequantize(int32 constant bias)]
+  0, per tensor or per output channel) -> conv2d / matmul [-> + dequantize(int32 constant bias
+  at scale x_scale * w_scale, what quantizers write; at another scale the group stays float)]
   [-> relu / clip] -> quantize becomes ``conv2d_int`` / ``matmul_int`` on the integers (padding
   with x's zero point), + (bias - x_zp * sum(w)) per channel, ``requantize`` by
   x_scale * w_scale / y_scale, and the activation as a clip of the integers (exact, since

@@ -15,7 +15,7 @@ NAME = "x86"
 #: vector width (``EMBER_LANES``): a file calling one of them defines it (see
 #: ``codegen.c.intrinsic_helpers``); ``ember_verf`` calls the max and min
 _INT8 = ("ember_vround", "ember_vwiden_u8", "ember_vwiden_s8", "ember_low_bytes", "ember_vnarrow_u8",
-         "ember_vnarrow_s8", "ember_vdot4", "ember_vdot4_acc", "ember_vdot4_sat16")
+         "ember_vnarrow_s8", "ember_vdot4", "ember_vdot4_acc", "ember_vdot4_sat16", "ember_vfixed_point_mul")
 INTRINSIC_HELPERS = {8: _INT8, 16: (*_INT8, "ember_vmax", "ember_vmin", "ember_verf")}
 
 BLOCKS = {
@@ -91,7 +91,7 @@ static inline ember_vs8 ember_vnarrow_s8(ember_vi v) { long long b = ember_low_b
   return (ember_vi)_mm512_madd_epi16(p, _mm512_set1_epi16(1));
 """,
     "vfixed_point_mul": """\
-#if defined(__AVX2__) && EMBER_LANES == 8
+#if defined(__AVX2__) && EMBER_LANES == 8 && defined(EMBER_INTRINSICS)
   const __m256i zero = _mm256_setzero_si256(), c31 = _mm256_set1_epi32(31), ones = _mm256_set1_epi32(-1);
   const __m256i max32 = _mm256_set1_epi32(INT32_MAX), min32 = _mm256_set1_epi32(INT32_MIN);
   __m256i xv = (__m256i)x, mv = (__m256i)m;

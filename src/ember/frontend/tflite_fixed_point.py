@@ -1,7 +1,8 @@
 """TFLite's 32-bit fixed-point arithmetic (gemmlowp's ``FixedPoint`` and the helpers of
 ``quantization_util`` / ``common.h``), written once over two backends: numpy arrays, to compute
-the lookup tables of int8 -> int8 functions at translation (RSQRT), and Ember graph values, for
-the parts of a kernel that depend on a whole row at run time (an L2 norm).
+the lookup tables of int8 -> int8 functions at translation (RSQRT, softmax's exponentials), and
+Ember graph values, for the parts of a kernel that depend on a whole row at run time (an L2 norm,
+softmax's reciprocal of the sum, REDUCE_PROD's running product).
 
 Every value is an int64 holding an int32 exactly; a ``FixedPoint<int32, k>`` is its raw int32.
 The rounding and saturation rules are gemmlowp's, so results match TFLite's reference kernels

@@ -644,7 +644,6 @@ def mean(cx):
     cx.set(y, layout if keep else "NHWC")
 
 
-
 @translates("REDUCE_PROD")
 def reduce_prod(cx):
     # options: keep_dims 0.  Shape arithmetic (a product of SHAPE's entries, symbolic sizes

@@ -148,8 +148,9 @@ def bench(name: str, a):
             framework, run_ref, feed = "tensorflow", (lambda v: traced(v).numpy()), x
             make_graph = lambda: ember.from_keras(model)
         else:
-            # the transformer converted with its batch open takes REDUCE_PROD (int8), which
-            # Ember's TFLite frontend lacks: its TFLite forms are converted at batch 1 (same weights)
+            # the transformer's TFLite forms are converted at batch 1 (same weights): fixed shapes,
+            # as the applications' artifacts (with its batch open it computes its reshapes from
+            # SHAPE, GATHER and REDUCE_PROD, which from_tflite folds)
             data = convert(build(name, a, batch=1)[0] if name == "transformer" else model, form, x)
             framework, (run_ref, detail) = "tflite", interpreter(data, a.threads)
             feed = x

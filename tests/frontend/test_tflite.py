@@ -330,8 +330,9 @@ def test_int8_rsqrt_gelu_tables_match_every_input(approximate):
 @pytest.mark.parametrize("shape,beta,gain", [((2, 8, 40), 3.0, 1), ((2, 1000), 5.0, 1), ((4, 16, 3), 0.3, 1),
                                              ((3, 300), 1.0, 4)])
 def test_int8_softmax_matches_reference_kernels(shape, beta, gain):
-    """TFLite's int8 softmax (a float32 table of exp over the distance to the row's maximum),
-    on rows of 3 to 1000 values, steep and flat."""
+    """TFLite's reference int8 softmax (gemmlowp's fixed-point exp of the distance to the row's
+    maximum, the exact sum, its fixed-point reciprocal), on rows of 3 to 1000 values, steep and
+    flat."""
     data = int8_function(lambda x: tf.nn.softmax(x * beta), shape, lambda r: r.standard_normal(shape))
     x = np.clip(input_for(data, shape).astype(np.int32) * gain, -128, 127).astype(np.int8)
     assert_reference_kernels(data, x, "SOFTMAX")
@@ -345,6 +346,25 @@ def test_int8_l2_normalization_matches_reference_kernels(shape, offset, gain):
                          lambda r: r.standard_normal(shape))
     x = np.clip(input_for(data, shape).astype(np.int32) * gain, -128, 127).astype(np.int8)
     assert_reference_kernels(data, x, "L2_NORMALIZATION")
+
+
+
+@pytest.mark.parametrize("axes,keep", [((1,), False), ((0, 2), True), ((2,), True)])
+def test_reduce_prod(axes, keep):
+    """REDUCE_PROD in float32, and in int8 as TFLite's integer kernel (the running product
+    rescaled after every multiplication), over one axis and over two."""
+    shape = (2, 3, 4)
+    f = tf.function(lambda x: tf.reduce_prod(x, axis=axes, keepdims=keep),
+                    input_signature=[tf.TensorSpec(shape, tf.float32)])
+    data = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    assert "REDUCE_PROD" in {o.op for o in read_model(data)[0].operators}
+    x = np.random.default_rng(3).uniform(0.3, 1.7, shape).astype(np.float32)
+    np.testing.assert_allclose(run_ember(data, x), interpret(data, x), rtol=1e-5)
+    data = int8_function(lambda x: tf.reduce_prod(x, axis=axes, keepdims=keep), shape,
+                         lambda r: r.uniform(-1.7, 1.7, shape))
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        assert_reference_kernels(data, rng.integers(-128, 128, shape).astype(np.int8), "REDUCE_PROD")
 
 
 def mobilenet_v2(size: int):
@@ -455,6 +475,26 @@ def test_open_batch_stays_symbolic():
         out = list(mod.run({mod.input_names[0]: x}).values())[0]
         assert out.shape == (n, 3)
         np.testing.assert_allclose(out, interpret_batch(data, x), rtol=1e-4, atol=1e-5)
+
+
+
+def test_open_batch_dense_on_sequences():
+    """Dense on a batch of sequences converted with an open batch: TFLite's Tensordot reshapes by
+    SHAPE, GATHER and REDUCE_PROD of the symbolic sizes (folded at translation), float32 and int8."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5, 8))
+    m = keras.Model(inp, L.Dense(3)(L.Dense(6, activation="relu")(inp)))
+    for form in ("float32", "int8"):
+        data = convert(m, form, (1, 5, 8))
+        assert "REDUCE_PROD" in {o.op for o in read_model(data)[0].operators}
+        mod = ember.compile(ember.from_tflite(data))
+        for n in (1, 3):
+            x = input_for(data, (n, 5, 8), seed=n)
+            out = list(mod.run({mod.input_names[0]: x}).values())[0]
+            if form == "int8":
+                np.testing.assert_array_equal(out, interpret_batch(data, x, reference_kernels=True))
+            else:
+                np.testing.assert_allclose(out, interpret_batch(data, x), rtol=1e-4, atol=1e-5)
 
 
 def test_mutated_models_raise_ember_errors():

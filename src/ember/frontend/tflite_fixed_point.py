@@ -1,7 +1,8 @@
 """TFLite's 32-bit fixed-point arithmetic (gemmlowp's ``FixedPoint`` and the helpers of
 ``quantization_util`` / ``common.h``), written once over two backends: numpy arrays, to compute
-the lookup tables of int8 -> int8 functions at translation (RSQRT), and Ember graph values, for
-the parts of a kernel that depend on a whole row at run time (an L2 norm).
+the lookup tables of int8 -> int8 functions at translation (RSQRT, softmax's exponentials), and
+Ember graph values, for the parts of a kernel that depend on a whole row at run time (an L2 norm,
+softmax's reciprocal of the sum, REDUCE_PROD's running product).
 
 Every value is an int64 holding an int32 exactly; a ``FixedPoint<int32, k>`` is its raw int32.
 The rounding and saturation rules are gemmlowp's, so results match TFLite's reference kernels
@@ -165,6 +166,15 @@ def multiply_by_quantized_multiplier(o, x, mult, shift):
     return rounding_divide_by_pot(o, srdhm(o, o.mul(x, o.pow2(left)), mult), right)
 
 
+
+def multiply_by_quantized_multiplier_64(o, x, mult: int, shift: int):
+    """TFLite's MultiplyByQuantizedMultiplier of an int64 ``x`` (below 2**47 in magnitude): the
+    31-bit multiplier reduced to 16 bits (rounded), one rounding half up at 15 - shift bits."""
+    reduced = (mult + (1 << 15)) >> 16 if mult < 0x7FFF0000 else 0x7FFF
+    total = 15 - shift
+    return floor_div_pow2(o, o.add(o.mul(x, reduced), 1 << (total - 1)), 1 << total)
+
+
 # ---- functions ----------------------------------------------------------------------------
 
 def inv_sqrt_multiplier_exp(o, x):
@@ -208,3 +218,74 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
     if shift < -31:
         return 0, 0
     return qf, int(shift)
+
+
+# ---- softmax (reference_ops::Softmax on 8-bit data) -----------------------------------------
+
+#: integer bits of the scaled input difference and of the sum of exponentials
+SOFTMAX_DIFF_BITS, SOFTMAX_SUM_BITS = 5, 12
+
+#: exp(-2**k) in Q0.31 for k = -2 .. 4, gemmlowp's barrel shifter of exp_on_negative_values
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308), (2, 39332535),
+               (3, 720401), (4, 242))
+
+
+def softmax_input_scaling(beta: float, input_scale: float) -> tuple[int, int, int]:
+    """PreprocessSoftmaxScaling and CalculateInputRadius for 5 integer bits: the multiplier
+    (> 1: a 31-bit mantissa and a left shift) that takes an input difference to Q5.26, and
+    ``diff_min``, the most negative difference that still counts."""
+    real = min(beta * input_scale * (1 << (31 - SOFTMAX_DIFF_BITS)), (1 << 31) - 1.0)
+    mult, shift = quantize_multiplier(real)
+    radius = np.floor(((1 << SOFTMAX_DIFF_BITS) - 1) * float(1 << (31 - SOFTMAX_DIFF_BITS)) / (1 << shift))
+    return mult, shift, -int(radius)
+
+
+def _exp_near_zero(o, a):
+    """exp(a) for a in [-1/4, 0) in Q0.31: the Taylor polynomial around -1/8."""
+    x = o.add(a, 1 << 28)                               # a + 1/8
+    x2 = srdhm(o, x, x)
+    x3 = srdhm(o, x2, x)
+    x4 = srdhm(o, x2, x2)
+    x4_over_4 = rounding_divide_by_pot(o, x4, 2)
+    poly = rounding_divide_by_pot(o, o.add(srdhm(o, o.add(x4_over_4, x3), 715827883), x2), 1)
+    e_eighth = 1895147668                               # exp(-1/8) in Q0.31
+    return o.add(e_eighth, srdhm(o, e_eighth, o.add(x, poly)))
+
+
+def exp_on_negative_values(a: np.ndarray) -> np.ndarray:
+    """gemmlowp's exp_on_negative_values for a Q5.26 input ``a`` <= 0 (numpy, int64 holding
+    int32): the Q0.31 result, exp of the input's remainder modulo 1/4 by a polynomial, times
+    exp(-2**k) for each bit k of the rest."""
+    o = NumpyOps()
+    a = o.c(a)
+    frac = 31 - SOFTMAX_DIFF_BITS                          # 26 fractional bits
+    quarter = 1 << (frac - 2)
+    mod_minus_quarter = (a & (quarter - 1)) - quarter      # two's complement AND, as int32
+    result = _exp_near_zero(o, saturating_shift_left(o, mod_minus_quarter, SOFTMAX_DIFF_BITS))
+    remainder = mod_minus_quarter - a
+    for k, m in _EXP_BARREL:
+        if SOFTMAX_DIFF_BITS > k:
+            result = np.where(remainder & (1 << (frac + k)), srdhm(o, result, m), result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def one_over_one_plus_x(o, a):
+    """gemmlowp's one_over_one_plus_x_for_x_in_0_1: 1 / (1 + a) for a Q0.31 ``a`` in [0, 1), by
+    three Newton-Raphson steps in Q2.29; the result in Q0.31."""
+    s = o.add(a, INT32_MAX)                                # RoundingHalfSum(a, 1.0): (s + 1) / 2
+    half_denominator = o.tdiv(o.add(s, 1), 2)
+    x = o.add(1515870810, srdhm(o, half_denominator, -1010580540))     # 48/17 - 32/17 d in Q2.29
+    for _ in range(3):
+        one_minus = o.sub(1 << 29, srdhm(o, half_denominator, x))
+        x = o.add(x, saturating_shift_left(o, srdhm(o, x, one_minus), 2))
+    return saturating_shift_left(o, x, 1)
+
+
+def reciprocal(o, x, integer_bits: int):
+    """GetReciprocal: for a positive Q``integer_bits`` ``x``, (a Q0.31 scale, the bits over
+    unit) with 1 / x = scale * 2**-bits_over_unit."""
+    bits = o.bit_length(x)
+    headroom_plus_one = o.sub(32, bits)
+    over = o.sub(integer_bits, headroom_plus_one)
+    shifted_minus_one = o.sub(o.mul(x, o.pow2(headroom_plus_one)), 1 << 31)
+    return one_over_one_plus_x(o, shifted_minus_one), over

@@ -573,25 +573,28 @@ def softmax(cx):
 
 
 def _softmax_integer(cx, x, beta: float):
-    """TFLite's int8 softmax (output on 1/256 - 128; the interpreter's kernel, reference resolver
-    included): a float32 table of exp(-beta s_in k) for the 256 distances k to the row's maximum,
-    the row's sum of its entries, each entry times 1 / (sum s_out) rounded half away from zero."""
+    """TFLite's reference int8 softmax (reference_ops::Softmax, output on 1/256 - 128), gemmlowp's
+    fixed point: each difference d to the row's maximum scaled to Q5.26, its exponential in Q0.31
+    (both functions of d alone: a table of 256 entries, zero below ``diff_min``), the row's exact
+    sum of the exponentials rounded to Q12.19, its reciprocal by Newton-Raphson, and each
+    exponential times the reciprocal, divided by 2**(23 + the sum's bits over unit) rounding half
+    away from zero."""
     axis = len(x.type.shape) - 1
-    scale = -np.float32(cx.tensor(0).quant.scale[0]) * np.float32(beta)
-    k = np.arange(256, dtype=np.float32)
-    table = np.exp((scale * k).astype(np.float64)).astype(np.float32)
+    mult, shift, diff_min = fp.softmax_input_scaling(float(beta), float(cx.tensor(0).quant.scale[0]))
+    o = fp.NumpyOps()
+    d = -np.arange(256, dtype=np.int64)                 # x - max, for distances 0 .. 255
+    valid = d >= diff_min
+    scaled = fp.srdhm(o, np.where(valid, d, 0) << shift, mult)
+    e0 = np.where(valid, fp.exp_on_negative_values(scaled), 0)
+    e12 = fp.rounding_divide_by_pot(o, e0, fp.SOFTMAX_SUM_BITS)      # Q0.31 -> Q12.19
     xi = cx.add("cast", [x], to="int64")
     dist = cx.add("sub", [cx.add("reduce_max", [xi], axes=(axis,), keepdims=True), xi])
-    e = cx.add("gather", [cx.const(table), dist], axis=0)
-    total = cx.add("reduce_sum", [e], axes=(axis,), keepdims=True)
-    inv = cx.add("div", [cx.const(np.float32(1.0)),
-                         cx.add("mul", [total, cx.const(np.float32(cx.out_tensor().quant.scale[0]))])])
-    p = cx.add("mul", [e, inv])
-    r = cx.add("mul", [cx.add("sign", [p]), cx.add("floor", [cx.add("add", [cx.add("abs", [p]),
-                                                                            cx.const(np.float32(0.5))])])])
-    r = cx.add("add", [r, cx.const(np.float32(-128.0))])
-    r = cx.add("minimum", [cx.add("maximum", [r, cx.const(np.float32(-128.0))]),
-                           cx.const(np.float32(127.0))])
+    exps = cx.add("gather", [cx.const(e0), dist], axis=0)
+    total = cx.add("reduce_sum", [cx.add("gather", [cx.const(e12), dist], axis=0)], axes=(axis,), keepdims=True)
+    g = fp.GraphOps(cx)
+    scale, over = fp.reciprocal(g, total, fp.SOFTMAX_SUM_BITS)
+    r = fp.rounding_divide_by_pot(g, fp.srdhm(g, scale, exps), g.add(over, 31 - 8))
+    r = g.minimum(g.maximum(g.sub(r, 128), -128), 127)
     return cx.add("cast", [r], to="int8")
 
 
@@ -640,6 +643,66 @@ def mean(cx):
     op = "reduce_mean" if cx.operator.op == "MEAN" else "reduce_sum"
     y = cx.add(op, [cx.get(0, layout)], axes=tuple(axes), keepdims=keep)
     cx.set(y, layout if keep else "NHWC")
+
+
+@translates("REDUCE_PROD")
+def reduce_prod(cx):
+    # options: keep_dims 0.  Shape arithmetic (a product of SHAPE's entries, symbolic sizes
+    # included) folds at translation; int8 is TFLite's integer kernel
+    axes = sorted({int(a) % cx.rank(0) for a in np.asarray(cx.const_input(1, "axes")).reshape(-1)})
+    keep = bool(cx.opt(0, "bool", False))
+    if cx.is_const(0) and not cx.float_mode:
+        a = np.asarray(cx.const_input(0))
+        folded = np.empty(reduced_shape_of(a.shape, axes, keep), dtype=a.dtype)
+        for idx in np.ndindex(folded.shape):
+            full = list(idx) if keep else _expanded(idx, axes, a.ndim)
+            sel = tuple(slice(None) if k in axes else full[k] for k in range(a.ndim))
+            folded[idx] = product(a[sel].reshape(-1).tolist())
+        cx.fe.consts[cx.operator.outputs[0]] = folded
+        return
+    if _int8_per_tensor(cx, (cx.tensor(0), cx.out_tensor())):
+        cx.float_mode = False
+        cx.set(_reduce_prod_integer(cx, cx.nhwc(0), axes, keep))
+        return
+    y = cx.add("reduce_prod", [cx.nhwc(0)], axes=tuple(axes), keepdims=keep)
+    cx.set(y)
+
+
+def reduced_shape_of(shape, axes, keep) -> tuple:
+    return tuple(1 if k in axes else d for k, d in enumerate(shape) if keep or k not in axes)
+
+
+def _expanded(idx, axes, rank) -> list:
+    """An index of a reduced tensor (its axes dropped) as an index of the full rank (0 on them)."""
+    it = iter(idx)
+    return [0 if k in axes else next(it) for k in range(rank)]
+
+
+def _reduce_prod_integer(cx, x, axes, keep):
+    """TFLite's int8 REDUCE_PROD (reference_ops::QuantizedReduceProd): over the reduced elements in
+    the input's row-major order, the running product of (x - zero point) rescaled after every
+    multiplication (and once more at the end) by s_in / s_out ** (1 / n), with TFLite's 64-bit
+    MultiplyByQuantizedMultiplier (a 16-bit multiplier, one rounding half up), + the output zero
+    point, clamped."""
+    shape = _static(cx, x.type.shape)
+    rest = [k for k in range(len(shape)) if k not in axes]
+    n = int(np.prod([shape[k] for k in axes], dtype=np.int64))
+    xt, ot = cx.tensor(0), cx.out_tensor()
+    scaling = float(np.float64(xt.quant.scale[0]) / np.power(np.float64(ot.quant.scale[0]), 1.0 / n))
+    mult, shift = quantize_multiplier(scaling)
+    g = fp.GraphOps(cx)
+    v = cx.add("transpose", [cx.add("cast", [x], to="int64")], perm=tuple(rest) + tuple(axes))
+    v = cx.add("reshape", [v], shape=tuple(shape[k] for k in rest) + (n,))
+    v = g.sub(v, int(xt.quant.zero_point[0]))
+    r = len(rest)
+    part = lambda j: cx.add("slice", [v], starts=(0,) * r + (j,), ends=tuple(shape[k] for k in rest) + (j + 1,),
+                            steps=(1,) * (r + 1))
+    acc = part(0)
+    for j in range(1, n):
+        acc = fp.multiply_by_quantized_multiplier_64(g, g.mul(acc, part(j)), mult, shift)
+    acc = fp.multiply_by_quantized_multiplier_64(g, acc, mult, shift)
+    y = g.minimum(g.maximum(g.add(acc, int(ot.quant.zero_point[0])), -128), 127)
+    return cx.add("reshape", [cx.add("cast", [y], to="int8")], shape=reduced_shape_of(shape, axes, keep))
 
 
 # ---- data movement -------------------------------------------------------------------------
@@ -750,6 +813,10 @@ def concatenation(cx):
     ks = tuple(range(cx.n_inputs()))
     r = cx.rank(0)
     axis = cx.opt(0, "i32", 0) % r
+    if all(cx.is_const(k) for k in ks) and not cx.float_mode and not cx.opt(1, "i8", 0):   # shape arithmetic
+        parts = [np.asarray(cx.const_input(k)) for k in ks]
+        cx.fe.consts[cx.operator.outputs[0]] = np.concatenate(parts, axis=axis)
+        return
     layout = _layout_for(cx, ks) if r == 4 else "NHWC"
     if layout == "NCHW":
         axis = TO_NCHW.index(axis)
@@ -821,6 +888,11 @@ def gather(cx):
     # options: axis 0, batch_dims 1
     if cx.opt(1, "i32", 0):
         raise cx.unsupported("batch_dims")
+    if cx.is_const(0) and cx.is_const(1) and not cx.float_mode:     # shape arithmetic
+        a = np.asarray(cx.const_input(0))
+        cx.fe.consts[cx.operator.outputs[0]] = np.take(a, np.asarray(cx.const_input(1)),
+                                                       axis=cx.opt(0, "i32", 0) % a.ndim)
+        return
     x = cx.nhwc(0)
     axis = cx.opt(0, "i32", 0) % len(x.type.shape)
     cx.set(cx.add("gather", [x, cx.nhwc(1)], axis=axis))
@@ -931,17 +1003,33 @@ def _requantize_fixed_point(cx, acc, channel_axis: int, act: int, x_index: int =
     activation's range.  All in exact int64 arithmetic."""
     xt, wt, ot = cx.tensor(x_index), cx.tensor(1), cx.out_tensor()
     n = acc.type.shape[channel_axis]
-    if cx.operator.op == "FULLY_CONNECTED" and wt.quant.scale.size == 1:
-        # GetQuantizedConvolutionMultipler: the product of the input scales in float32
-        prod = np.float64(np.float32(xt.quant.scale[0]) * np.float32(wt.quant.scale[0]))
-        mults, shifts = zip(*[quantize_multiplier(float(prod / np.float64(ot.quant.scale[0])))] * n)
-    else:
-        ws = np.broadcast_to(wt.quant.scale.astype(np.float64), (n,))
-        sx, so = np.float64(xt.quant.scale[0]), np.float64(ot.quant.scale[0])
-        mults, shifts = zip(*(quantize_multiplier(float(sx * s / so)) for s in ws))
+    ws = np.broadcast_to(wt.quant.scale.astype(np.float64), (n,))
+    sx, so = np.float64(xt.quant.scale[0]), np.float64(ot.quant.scale[0])
+    mults, shifts = zip(*(quantize_multiplier(float(sx * s / so)) for s in ws))
     zp = int(ot.quant.zero_point[0])
     lo, hi = _activation_range(cx, act, float(ot.quant.scale[0]), zp)
     return multiply_by_quantized_multiplier(cx, acc, mults, shifts, channel_axis, zp, lo, hi)
+
+
+def _requantize_float(cx, acc, channel_axis: int, act: int):
+    """acc (int32, exact) -> int8 as TFLite's reference FULLY_CONNECTED rescales (per tensor and
+    per channel alike): the accumulator times s_x * s_w / s_out, both in float64, rounded half
+    away from zero (C's ``round``), + the output zero point, clamped to the fused activation's
+    range."""
+    xt, wt, ot = cx.tensor(0), cx.tensor(1), cx.out_tensor()
+    n = acc.type.shape[channel_axis]
+    ws = np.broadcast_to(wt.quant.scale.astype(np.float32).astype(np.float64), (n,))
+    sx, so = np.float64(np.float32(xt.quant.scale[0])), np.float64(np.float32(ot.quant.scale[0]))
+    shape = [1] * len(acc.type.shape)
+    shape[channel_axis] = n
+    p = cx.add("mul", [cx.add("cast", [acc], to="float64"), cx.const((sx * ws / so).reshape(shape))])
+    r = cx.add("mul", [cx.add("sign", [p]), cx.add("floor", [cx.add("add", [cx.add("abs", [p]),
+                                                                           cx.const(np.float64(0.5))])])])
+    zp = int(ot.quant.zero_point[0])
+    lo, hi = _activation_range(cx, act, float(ot.quant.scale[0]), zp)
+    r = cx.add("add", [cx.add("cast", [r], to="int64"), cx.const(np.int64(zp))])
+    r = cx.add("minimum", [cx.add("maximum", [r, cx.const(np.int64(lo))]), cx.const(np.int64(hi))])
+    return cx.add("cast", [r], to="int8")
 
 
 def multiply_by_quantized_multiplier(cx, acc, mults, shifts, axis, zp, lo, hi):
@@ -1045,7 +1133,7 @@ def _fully_connected_integer(cx):
     if b is not None:
         corr = corr + b
     acc = cx.add("add", [acc, cx.const(corr.astype(np.int32))])
-    y = _requantize_fixed_point(cx, acc, 1, cx.opt(0, "i8", 0))
+    y = _requantize_float(cx, acc, 1, cx.opt(0, "i8", 0))
     if cx.opt(2, "bool", False) and len(shape) != 2:
         y = cx.add("reshape", [y], shape=tuple(shape[:-1]) + (w8.shape[0],))
     cx.set(y)

@@ -28,14 +28,15 @@ def run(mod, xs):
     return list(mod.run(dict(zip(mod.input_names, xs))).values())
 
 
-def check_function(fn, specs, make_inputs, batches=(1, 3), rtol=1e-5):
+def check_function(fn, specs, make_inputs, batches=(1, 3), rtol=1e-5, reference=None):
     """``fn`` (a tf.function over ``specs``, batch open) translated, compiled once and run at
-    each batch size against TensorFlow."""
+    each batch size against TensorFlow (``fn`` itself, or ``reference``: the same function in a
+    form TensorFlow runs on this machine)."""
     graph = ember.from_tensorflow(fn.get_concrete_function(*specs))
     mod = ember.compile(graph, cflags=CFLAGS)
     for n in batches:
         xs = make_inputs(n)
-        ref = fn(*xs)
+        ref = (reference or fn)(*xs)
         refs = [np.asarray(r) for r in (ref if isinstance(ref, (list, tuple)) else [ref])]
         outs = run(mod, xs)
         assert len(outs) == len(refs)
@@ -88,17 +89,26 @@ def test_nchw_data_format_convs_and_pools():
     w, dw = normal(3, 3, 4, 8, seed=1), normal(3, 3, 8, 2, seed=2)
     stats = (normal(16, seed=3), normal(16, seed=4), normal(16, seed=5), np.abs(normal(16, seed=6)) + 0.5)
 
-    @tf.function
-    def f(x):
-        y = tf.nn.conv2d(x, w, strides=[1, 1, 2, 1], padding="SAME", data_format="NCHW")
-        y = tf.nn.relu(tf.nn.bias_add(y, normal(8, seed=7), data_format="NCHW"))
-        y = tf.nn.depthwise_conv2d(y, dw, [1, 1, 1, 1], "VALID", data_format="NCHW")
-        y, _, _ = tf.compat.v1.nn.fused_batch_norm(y, *stats, is_training=False, data_format="NCHW")
-        a = tf.nn.max_pool2d(y, 3, [1, 1, 2, 2], "SAME", data_format="NCHW")
-        b = tf.nn.avg_pool2d(y, 2, 2, "SAME", data_format="NCHW")
-        return tf.nn.conv2d(tf.concat([a, b], axis=1), normal(1, 1, 32, 4, seed=8), 1, "VALID", data_format="NCHW")
+    def model(x, fmt: str):
+        # TensorFlow's own CPU kernels take NCHW only with oneDNN (on by default only on
+        # processors with AVX-512 VNNI or newer): the reference is the same model in NHWC
+        nchw = fmt == "NCHW"
+        st = (lambda h, w_: [1, 1, h, w_]) if nchw else (lambda h, w_: [1, h, w_, 1])
+        c = 1 if nchw else 3
+        if not nchw:
+            x = tf.transpose(x, [0, 2, 3, 1])
+        y = tf.nn.conv2d(x, w, strides=st(2, 1), padding="SAME", data_format=fmt)
+        y = tf.nn.relu(tf.nn.bias_add(y, normal(8, seed=7), data_format=fmt))
+        y = tf.nn.depthwise_conv2d(y, dw, [1, 1, 1, 1], "VALID", data_format=fmt)
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(y, *stats, is_training=False, data_format=fmt)
+        a = tf.nn.max_pool2d(y, 3, st(2, 2), "SAME", data_format=fmt)
+        b = tf.nn.avg_pool2d(y, 2, 2, "SAME", data_format=fmt)
+        y = tf.nn.conv2d(tf.concat([a, b], axis=c), normal(1, 1, 32, 4, seed=8), 1, "VALID", data_format=fmt)
+        return y if nchw else tf.transpose(y, [0, 3, 1, 2])
 
-    g = check_function(f, [spec(4, 13, 11)], lambda n: [normal(n, 4, 13, 11, seed=n)])
+    f = tf.function(lambda x: model(x, "NCHW"))
+    g = check_function(f, [spec(4, 13, 11)], lambda n: [normal(n, 4, 13, 11, seed=n)],
+                       reference=tf.function(lambda x: model(x, "NHWC")))
     assert not any(n.op == "transpose" for n in g.nodes)
 
 

@@ -58,7 +58,10 @@ def run_ember(model, feeds: dict) -> list[np.ndarray]:
     from ember.passes import pair_saturation
     from ember.target import host
 
-    graph = from_onnx(model)
+    # the model's bytes, as a model file is read (ember.frontend.onnx_proto, not onnx's parser);
+    # the tests that pass ModelProto objects to from_onnx, and the conformance runner, read
+    # onnx's objects
+    graph = from_onnx(model.SerializeToString())
     verify(graph)
     graph = pair_saturation.run(graph, host().int8_pairs_saturate)
     return [np.asarray(a) for a in run_graph(graph, feeds)]

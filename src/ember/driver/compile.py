@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -456,11 +457,8 @@ def _model_key(model: Any, target: Target, opt_level: int, shapes=None, bounds=N
     if isinstance(model, (bytes, bytearray, memoryview)):
         put("model", bytes(model))      # bytes cannot refer to external data (no folder)
         return h.hexdigest()
-    try:
-        import onnx
-    except ImportError:
-        return None
-    if isinstance(model, onnx.ModelProto):
+    onnx = sys.modules.get("onnx")    # an onnx.ModelProto exists only once onnx is imported
+    if onnx is not None and isinstance(model, onnx.ModelProto):
         if _external_locations(model):
             return None                  # where its data lies is not known here
         put("model", model.SerializeToString(deterministic=True))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from math import prod
 from typing import Any, Mapping, Sequence
 
@@ -47,7 +48,10 @@ from ..graph.types import TensorType, is_float, np_dtype
 from ..graph.verify import verify
 from ..ops import get_op
 from ..symbolic import Sym, SymbolicError, bind as bind_dims, compare, dim_range, is_identifier, symbol
+from . import onnx_proto
 from .onnx_files import MAX_MODEL_BYTES, read_external_data, read_model_file
+from .onnx_proto import A as _A, T as _T, attribute_value, attr_type_name, is_light, schema_default, \
+    schema_function_body, to_onnx
 from .onnx_validate import (check_declared_types, check_graph, check_operand_types, check_raw_length,
                             check_versions, onnx_type_str, schema_of, tensor_nbytes)
 from .core import NodeContext as CoreNodeContext, check_supported, computed_from_constants
@@ -170,14 +174,21 @@ def _domain(d: str) -> str:
 
 def load_model(path: str):
     """The ModelProto of the model file at ``path``, its external data left unread (from_onnx
-    reads it while translating): a regular file below protobuf's size limit that parses."""
+    reads it while translating): a regular file below protobuf's size limit that parses.  It is
+    read by :mod:`~ember.frontend.onnx_proto` (no onnx import), its raw tensor data views of the
+    file's bytes."""
     return _load(path)
 
 
-def _load(model: Any):
-    import onnx
+def _is_onnx_model(model: Any) -> bool:
+    """Whether ``model`` is an onnx.ModelProto (without importing onnx: one can only exist
+    once onnx is imported)."""
+    onnx = sys.modules.get("onnx")
+    return onnx is not None and isinstance(model, onnx.ModelProto)
 
-    if isinstance(model, onnx.ModelProto):
+
+def _load(model: Any):
+    if _is_onnx_model(model):
         mp = model
         where = "the given ModelProto"
     elif isinstance(model, (str, os.PathLike)):
@@ -189,7 +200,7 @@ def _load(model: Any):
         if len(model) > MAX_MODEL_BYTES:
             raise ModelFileError(f"the given bytes ({len(model)}) exceed protobuf's limit of "
                                  f"{MAX_MODEL_BYTES} bytes for one ONNX model")
-        mp = _parse(bytes(model), where)
+        mp = _parse(model if isinstance(model, bytes) else bytes(model), where)
     else:
         raise ModelLoadError(f"from_onnx expects a path, bytes or onnx.ModelProto, got {type(model).__name__}")
     if mp.ir_version <= 0 or not mp.HasField("graph") or not mp.graph.output:
@@ -198,15 +209,7 @@ def _load(model: Any):
 
 
 def _parse(data: bytes, where: str):
-    import onnx
-
-    mp = onnx.ModelProto()
-    try:
-        mp.ParseFromString(data)
-    except Exception as e:  # DecodeError, RecursionError, ...
-        raise ModelLoadError(f"cannot read {where} as an ONNX model (truncated or not a model file?): "
-                             f"{type(e).__name__}: {e}") from None
-    return mp
+    return onnx_proto.parse_model(data, where)
 
 
 def _from_raw(raw: bytes, t, dtype: str) -> np.ndarray | None:
@@ -221,6 +224,42 @@ def _from_raw(raw: bytes, t, dtype: str) -> np.ndarray | None:
     if nd.kind == "O" or len(raw) != nd.itemsize * prod(t.dims):
         return None
     return np.frombuffer(raw, dtype=nd).reshape(tuple(t.dims))
+
+
+_FIELD_DTYPES = {"float_data": "float32", "int64_data": "int64", "double_data": "float64", "uint64_data": "uint64"}
+
+
+def _from_fields(t, dtype: str) -> np.ndarray | None:
+    """The array of tensor ``t`` stored in its typed data fields (float_data, int32_data, ...),
+    for the whole-byte types; None for those onnx's numpy_helper converts (the packed types,
+    complex, and narrow floats' bit patterns whose dtype needs ml_dtypes, which the IR dtype then
+    imports anyway)."""
+    code = t.data_type
+    if code in _PACKED_TYPES or code in (14, 15):
+        return None
+    shape = tuple(t.dims)
+    n = prod(shape)
+    if code == 8:
+        try:
+            vals = [s.decode("utf-8") for s in t.string_data]
+        except UnicodeDecodeError:
+            return None
+        return np.array(vals, dtype=object).reshape(shape) if len(vals) == n else None
+    nd = np_dtype(dtype)
+    for field, src in _FIELD_DTYPES.items():
+        vals = getattr(t, field)
+        if len(vals):
+            if len(vals) != n:
+                return None
+            return np.asarray(vals, dtype=src).astype(nd, copy=False).reshape(shape)
+    vals = t.int32_data
+    if len(vals) != n:
+        return None if len(vals) else np.zeros(shape, nd) if n == 0 else None
+    a = np.asarray(vals, dtype=np.int64)
+    if nd.kind == "f" and nd.itemsize <= 2 or nd.kind == "V" or nd.name.startswith(("bfloat", "float8")):
+        bits = np.dtype(f"uint{8 * nd.itemsize}")
+        return (a & ((1 << (8 * nd.itemsize)) - 1)).astype(bits).view(nd).reshape(shape)   # bit patterns
+    return a.astype(nd).reshape(shape)
 
 
 def _default_opset(mp) -> int | None:
@@ -455,16 +494,16 @@ class NodeContext(CoreNodeContext):
             if default is _MISSING:
                 raise self.fail(f"missing required attribute '{name}'")
             return default
-        import onnx
-        from onnx import helper
-
-        T = onnx.AttributeProto
+        T = _A
         if a.type == T.TENSOR:
             return self._tr.tensor_array(a.t, f"attribute '{name}'", self)
         if a.type in (T.GRAPH, T.GRAPHS, T.SPARSE_TENSOR, T.SPARSE_TENSORS, T.TYPE_PROTO, T.TYPE_PROTOS,
                       T.TENSORS):
-            raise self.unsupported(f"attribute '{name}' of type {T.AttributeType.Name(a.type)}")
-        v = helper.get_attribute_value(a)
+            raise self.unsupported(f"attribute '{name}' of type {attr_type_name(a.type)}")
+        try:
+            v = attribute_value(a)
+        except ValueError as e:
+            raise self.fail(str(e)) from None
         if isinstance(v, bytes):
             return v.decode("utf-8")
         if a.type == T.STRINGS:
@@ -638,13 +677,12 @@ class _Translator:
 
     def tensor_array(self, t, what: str, cx: NodeContext | None = None) -> np.ndarray:
         """A TensorProto (initializer or attribute) as a numpy array of its IR dtype, one element
-        per item: numpy_helper unpacks the 4-bit and 2-bit types ONNX packs several to a byte
-        (from raw_data or int32_data alike) into ml_dtypes arrays."""
-        from onnx import TensorProto, numpy_helper
-
+        per item.  Raw data of whole-byte types is viewed, not copied; the typed data fields are
+        converted here; onnx's numpy_helper (importing onnx) unpacks the 4-bit and 2-bit types
+        ONNX packs several to a byte (from raw_data or int32_data alike) into ml_dtypes arrays."""
         node, op = (cx.name, cx.op_type) if cx else (None, None)
         dtype = onnx_dtype(t.data_type, f"{what} '{t.name}'" if t.name else what, node, op)
-        if t.data_location == TensorProto.EXTERNAL:
+        if t.data_location == _T.EXTERNAL:
             if self.base_dir is None:
                 raise ModelLoadError(
                     f"{what} '{t.name}' keeps its data in an external file; pass the model's path to "
@@ -652,10 +690,11 @@ class _Translator:
             raw = read_external_data(t, self.base_dir, tensor_nbytes(t), what)
             arr = _from_raw(raw, t, dtype)
             if arr is None:
-                data = TensorProto()
-                data.CopyFrom(t)
+                from onnx import numpy_helper
+
+                data = to_onnx(t)
                 del data.external_data[:]
-                data.data_location = TensorProto.DEFAULT
+                data.data_location = _T.DEFAULT
                 data.raw_data = raw
                 try:
                     arr = numpy_helper.to_array(data)
@@ -668,8 +707,12 @@ class _Translator:
                 check_raw_length(t, len(raw), what, node, op)
                 arr = _from_raw(raw, t, dtype)
             if arr is None:
+                arr = _from_fields(t, dtype)
+            if arr is None:
+                from onnx import numpy_helper
+
                 try:
-                    arr = numpy_helper.to_array(t)
+                    arr = numpy_helper.to_array(to_onnx(t))
                 except Exception as e:
                     raise ModelLoadError(f"{what} '{t.name}' is corrupt: {e}") from None
         return np.asarray(arr, dtype=np_dtype(dtype))
@@ -952,8 +995,6 @@ class _Translator:
             self.depth -= 1
 
     def _inline_graph(self, g, prefix: str, opset: int, bind: Sequence[Value]) -> list[Value]:
-        import onnx
-
         if len(bind) != len(g.input):
             raise InvalidModelError(f"subgraph '{prefix}' declares {len(g.input)} inputs, "
                                     f"but {len(bind)} values are given")
@@ -966,7 +1007,7 @@ class _Translator:
             self.env[ren(t.name)] = self.b.const(self.tensor_array(t, "initializer"), name=ren(t.name))
         nodes = []
         for k, inner in enumerate(g.node):
-            n = onnx.NodeProto()
+            n = type(inner)()
             n.CopyFrom(inner)
             del n.input[:], n.output[:]
             n.input.extend(ren(x) if x else "" for x in inner.input)
@@ -1078,37 +1119,48 @@ class _Translator:
             return True  # its body depends on the input types: checked when it is expanded
         if not schema.has_function:
             return False
-        body = schema.function_body
+        body = schema_function_body(schema)
         inner = {**opsets, **{_domain(i.domain): i.version for i in body.opset_import}}
         return all(self.supported(n, inner, depth + 1) for n in body.node)
 
     def function_body(self, node, name: str, opsets):
-        import onnx
-        from onnx import helper
-
+        """The FunctionProto that defines ``node``'s op, of the node's kind (onnx's or
+        :mod:`onnx_proto`'s), and the op's schema."""
         schema = self.schema(node, opsets)
         version = opsets.get(_domain(node.domain), 1)
         if schema is not None and schema.has_function:
-            return schema.function_body, schema
+            body = schema_function_body(schema)
+            return (body if is_light(node) else to_onnx(body)), schema
         if schema is None or not schema.has_context_dependent_function:
             raise UnsupportedOpError({op_key(node): [name]})
         elem = {v: k for k, v in _ONNX_DTYPES.items()}
         types = []
         for n in node.input:
             if not n:
-                types.append(onnx.TypeProto().SerializeToString())
+                types.append(b"")                     # an empty TypeProto
                 continue
             t = self.lookup(n).type
-            dims = [d if isinstance(d, int) else str(d) for d in t.shape]     # a symbolic one as its text
-            types.append(helper.make_tensor_type_proto(elem[t.dtype], dims).SerializeToString())
+            tt = onnx_proto.TensorTypeProto()
+            tt.elem_type = elem[t.dtype]
+            shape = onnx_proto.TensorShapeProto()
+            for d in t.shape:
+                dim = onnx_proto.Dimension()
+                if isinstance(d, int):
+                    dim.dim_value = d
+                else:
+                    dim.dim_param = str(d)               # a symbolic one as its text
+                shape.dim.append(dim)
+            tt.shape = shape
+            tp = onnx_proto.TypeProto()
+            tp.tensor_type = tt
+            types.append(tp.SerializeToString())
         try:
             raw = schema.get_context_dependent_function(node.SerializeToString(), types)
         except Exception as e:
             raise InvalidModelError(f"cannot expand the op's ONNX function (opset {version}): {e}",
                                     node=name, op=node.op_type) from None
-        body = onnx.FunctionProto()
-        body.ParseFromString(raw)
-        return body, schema
+        body = onnx_proto.parse(onnx_proto.FunctionProto, bytes(raw), "an op's function body")
+        return (body if is_light(node) else to_onnx(body)), schema
 
     def expand_function(self, node, name: str, opsets) -> None:
         self.depth += 1
@@ -1120,8 +1172,6 @@ class _Translator:
             self.depth -= 1
 
     def _expand_function(self, node, name: str, opsets) -> None:
-        import onnx
-
         body, schema = self.function_body(node, name, opsets)
         rename = {f: (node.input[i] if i < len(node.input) else "") for i, f in enumerate(body.input)}
         rename.update({f: (node.output[i] if i < len(node.output) else "") for i, f in enumerate(body.output)})
@@ -1129,7 +1179,7 @@ class _Translator:
         inner_opsets = {**opsets, **{_domain(i.domain): i.version for i in body.opset_import}}
         nodes = []
         for k, inner in enumerate(body.node):
-            n = onnx.NodeProto()
+            n = type(inner)()
             n.CopyFrom(inner)
             del n.input[:], n.output[:], n.attribute[:]
             ren = lambda x: rename.get(x, f"{name}/{x}")  # noqa: E731
@@ -1141,10 +1191,11 @@ class _Translator:
                     continue
                 src = given.get(a.ref_attr_name)
                 if src is None and a.ref_attr_name in schema.attributes:
-                    default = schema.attributes[a.ref_attr_name].default_value
-                    src = default if default.type else None
+                    src = schema_default(schema.attributes[a.ref_attr_name])
+                    if src is not None and not is_light(inner):
+                        src = to_onnx(src)
                 if src is not None:
-                    b = onnx.AttributeProto()
+                    b = type(src)()
                     b.CopyFrom(src)
                     b.name = a.name
                     n.attribute.append(b)
@@ -1252,12 +1303,10 @@ class _Translator:
 def _renamed_subgraph(g, outer):
     """A copy of subgraph ``g`` whose references to enclosing-scope names go through ``outer``
     (names the subgraph defines itself, and those of graphs nested in it, are kept)."""
-    import onnx
-
     local = ({i.name for i in g.input} | {t.name for t in g.initializer}
              | {o for n in g.node for o in n.output if o})
     ren = lambda x: x if (not x or x in local) else outer(x)  # noqa: E731
-    out = onnx.GraphProto()
+    out = type(g)()
     out.CopyFrom(g)
     for n in out.node:
         names = [ren(x) for x in n.input]
@@ -1271,12 +1320,10 @@ def _renamed_subgraph(g, outer):
 
 def _rename_graph_attributes(node, outer) -> None:
     """Rewrite, in place, the enclosing-scope references of the subgraphs a node holds."""
-    import onnx
-
     for a in node.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
+        if a.type == _A.GRAPH:
             a.g.CopyFrom(_renamed_subgraph(a.g, outer))
-        elif a.type == onnx.AttributeProto.GRAPHS:
+        elif a.type == _A.GRAPHS:
             for k in range(len(a.graphs)):
                 a.graphs[k].CopyFrom(_renamed_subgraph(a.graphs[k], outer))
 
@@ -1396,6 +1443,6 @@ def _inline_functions(mp):
     try:
         from onnx import inliner
 
-        return inliner.inline_local_functions(mp)
+        return inliner.inline_local_functions(to_onnx(mp))
     except Exception as e:  # pragma: no cover - depends on the onnx version
         raise ModelLoadError(f"cannot inline the model's local functions: {e}") from None

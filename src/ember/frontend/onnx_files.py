@@ -182,7 +182,7 @@ def read_external_data(t, base_dir: str, nbytes: int, what: str) -> bytes:
 
 def _tensors(g):
     """The TensorProtos of graph ``g`` and of the graphs its nodes hold."""
-    from onnx import AttributeProto as A
+    from .onnx_proto import A
 
     yield from g.initializer
     for n in g.node:
@@ -215,17 +215,13 @@ def hash_model_files(path: str, h, stamps: list | None = None) -> None:
     h.update(data)
     if b"location" not in data:
         return                          # no external-data reference can be in there
-    import onnx
+    from .onnx_proto import T, parse_model
 
-    mp = onnx.ModelProto()
-    try:
-        mp.ParseFromString(data)
-    except Exception as e:
-        raise ModelLoadError(f"cannot read '{path}' as an ONNX model: {type(e).__name__}: {e}") from None
+    mp = parse_model(data, f"'{path}'")
     base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
     locations = set()
     for t in _tensors(mp.graph):
-        if t.data_location == onnx.TensorProto.EXTERNAL:
+        if t.data_location == T.EXTERNAL:
             locations.add(check_external_reference(t, "tensor")[0])
     for loc in sorted(locations):
         full = os.path.realpath(os.path.join(base, loc))

@@ -35,6 +35,7 @@ from typing import Any
 from ..errors import (DeclaredShapeWarning, DeclaredTypeError, DuplicateNameError, InvalidModelError, ModelVersionError,
                       OpSchemaError, TensorDataError, shown_name)
 from .onnx_files import check_external_reference
+from .onnx_proto import A, T, attr_type_name, dtype_name, ir_version, max_opsets, onnx_defs, onnx_version
 
 __all__ = ["check_versions", "check_graph", "tensor_nbytes", "check_raw_length", "schema_of", "check_operand_types",
            "check_declared_types", "onnx_type_str"]
@@ -63,17 +64,16 @@ def _text(x, what: str, node: str | None = None, op: str | None = None) -> str:
 # ---- versions -------------------------------------------------------------------------------
 
 def check_versions(mp) -> None:
-    """The IR version and opsets: known to the installed onnx package, each domain once."""
-    import onnx
-
-    if mp.ir_version > onnx.IR_VERSION:
+    """The IR version and opsets: known to the installed onnx package, each domain once (read
+    without importing the onnx package, see :mod:`~ember.frontend.onnx_proto`)."""
+    newest_ir = ir_version()
+    if mp.ir_version > newest_ir:
         raise ModelVersionError(f"the model has IR version {mp.ir_version}; the installed onnx "
-                                f"{onnx.__version__} knows IR versions up to {onnx.IR_VERSION}")
-    known = {"": onnx.defs.onnx_opset_version()}
-    try:
-        known["ai.onnx.ml"] = max(row[3] for row in onnx.helper.VERSION_TABLE)
-    except Exception:  # pragma: no cover - depends on the onnx version
-        pass
+                                f"{onnx_version()} knows IR versions up to {newest_ir}")
+    opsets = max_opsets()
+    known = {"": opsets[""]}
+    if "ai.onnx.ml" in opsets:
+        known["ai.onnx.ml"] = opsets["ai.onnx.ml"]
     seen: set[str] = set()
     for imp in mp.opset_import:
         domain = _text(imp.domain, "an opset_import domain")
@@ -87,7 +87,7 @@ def check_versions(mp) -> None:
                                     f"opset versions start at 1")
         if key in known and imp.version > known[key]:
             raise ModelVersionError(f"the model imports opset {imp.version} of domain '{shown}'; the "
-                                    f"installed onnx {onnx.__version__} knows that domain up to opset "
+                                    f"installed onnx {onnx_version()} knows that domain up to opset "
                                     f"{known[key]} (re-export at a lower opset, or upgrade onnx)")
 
 
@@ -105,12 +105,7 @@ _FIELDS = {
 
 
 def _dtype_name(elem: int) -> str:
-    from onnx import TensorProto
-
-    try:
-        return TensorProto.DataType.Name(elem)
-    except ValueError:
-        return f"#{elem}"
+    return dtype_name(elem)
 
 
 def tensor_nbytes(t) -> int:
@@ -133,8 +128,6 @@ def check_tensor(t, what: str, node: str | None = None, op: str | None = None, r
     source of data whose length matches the dims.  Without ``raw_length`` the length of
     raw_data is left to the reader of the data (:func:`check_raw_length`), which then needs no
     copy of its own: reading a big model's weights once is what the check would cost."""
-    from onnx import TensorProto
-
     name = _text(t.name, f"{what} name", node, op)
     label = f"{what} '{name}'" if name else what
     if t.data_type not in _BITS and t.data_type != 8:
@@ -149,7 +142,7 @@ def check_tensor(t, what: str, node: str | None = None, op: str | None = None, r
         raise TensorDataError(f"{label} is a segment of a larger tensor, which ONNX models do not "
                               f"store", node=node, op=op)
     n = prod(dims)
-    external = t.data_location == TensorProto.EXTERNAL
+    external = t.data_location == T.EXTERNAL
     given = [f for f in _FIELDS if len(getattr(t, f))]
     if t.HasField("raw_data"):
         given.insert(0, "raw_data")
@@ -207,10 +200,8 @@ def _schema(op_type: str, domain: str, version: int):
     key = (op_type, domain, version)
     found = _SCHEMAS.get(key)
     if found is None:
-        import onnx.defs
-
         try:
-            found = _SCHEMAS[key] = onnx.defs.get_schema(op_type, version, domain)
+            found = _SCHEMAS[key] = onnx_defs().get_schema(op_type, version, domain)
         except Exception:
             return None
     return found
@@ -257,8 +248,6 @@ def _check_default(vi, t, where: str) -> None:
 
 
 def _check_node(n, opsets: dict[str, int], name: str) -> None:
-    from onnx import AttributeProto as A
-
     op = _text(n.op_type, "op type", name)
     _text(n.domain, "domain", name, op)
     for x in list(n.input) + list(n.output):
@@ -317,18 +306,11 @@ def _arity(lo: int, hi: int) -> str:
 
 
 def _attr_type(t: int) -> str:
-    from onnx import AttributeProto
-
-    try:
-        return AttributeProto.AttributeType.Name(t)
-    except ValueError:
-        return f"#{t}"
+    return attr_type_name(t)
 
 
 def check_graph(g, opsets: dict[str, int], where: str = "") -> None:
     """One graph and the graphs its nodes hold: names, tensors, nodes against their schemas."""
-    from onnx import AttributeProto as A
-
     _text(g.name, "graph name")
     inits: dict[str, Any] = {}
     for t in g.initializer:
@@ -381,11 +363,9 @@ def check_graph(g, opsets: dict[str, int], where: str = "") -> None:
 
 def onnx_type_str(dtype: str) -> str:
     """The ONNX type string (``tensor(float)``) of an IR dtype (``float32``)."""
-    from onnx import TensorProto
-
     from .onnx import _ONNX_DTYPES
 
-    return _TYPE_STRS.setdefault(dtype, "tensor(" + TensorProto.DataType.Name(
+    return _TYPE_STRS.setdefault(dtype, "tensor(" + dtype_name(
         {v: k for k, v in _ONNX_DTYPES.items()}[dtype]).lower() + ")")
 
 

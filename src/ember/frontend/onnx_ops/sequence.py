@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-import onnx
-
 from ...errors import UnsupportedOpError
 from ...graph.ir import Value
 from ...symbolic import Sym, product
+from ..onnx_proto import A
 from ..onnx import OptionalValue, RunSequence, SequenceValue, onnx_dtype
 from . import data_dims, translates
 from .tensor import norm_axis, reshape
@@ -592,7 +591,7 @@ def _translate_one(cx, node, k: int, vals: list) -> list:
     """Body node ``node`` (the ``k``-th) translated on the values ``vals``."""
     tr = cx._tr
     prefix = f"{cx.name}/body/{k}"
-    n = onnx.NodeProto()
+    n = type(node)()
     n.CopyFrom(node)
     del n.input[:], n.output[:]
     for j, v in enumerate(vals):
@@ -618,7 +617,7 @@ def _run_body(cx, nodes, state: dict, value) -> None:
     for k, node in enumerate(nodes):
         vals = [value(x) for x in node.input]
         seqs = [v for v in vals if isinstance(v, RunSequence)]
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        if any(a.type in (A.GRAPH, A.GRAPHS) for a in node.attribute):
             outs = None
         elif node.op_type == "Identity" and node.domain in ("", "ai.onnx"):
             outs = vals[:1]

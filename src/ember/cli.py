@@ -766,16 +766,14 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
 
 
 def _onnx_type(value_info) -> str:
-    import onnx
+    from .frontend.onnx import _ONNX_DTYPES
+    from .frontend.onnx_proto import dtype_name
 
     t = value_info.type
     if not t.HasField("tensor_type"):
         return t.WhichOneof("value") or "?"
     tt = t.tensor_type
-    try:
-        dtype = str(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
-    except Exception:
-        dtype = onnx.TensorProto.DataType.Name(tt.elem_type).lower()
+    dtype = _ONNX_DTYPES.get(tt.elem_type) or dtype_name(tt.elem_type).lower()
     if not tt.HasField("shape"):
         return f"{dtype}[?]"
     dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]

@@ -27,6 +27,12 @@ An op without a translation of its own is still supported when its ONNX schema d
 function of other ops (Attention, RotaryEmbedding, the losses, ...): the node is replaced by the
 function body.  Model-local functions are inlined on load, and an ``If`` whose condition folds
 to a constant is replaced by its taken branch.
+
+A model given as a path or bytes is read by :mod:`ember.frontend.onnx_proto` (no onnx import);
+an ``onnx.ModelProto`` is read as it is.  The code reads both kinds alike (their field names
+are the same), and imports onnx only where a feature needs the package: model-local functions
+(``onnx.inliner``) and tensors of the packed 4- and 2-bit types or complex numbers
+(``numpy_helper``).
 """
 
 from __future__ import annotations

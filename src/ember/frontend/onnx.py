@@ -194,7 +194,7 @@ def _is_onnx_model(model: Any) -> bool:
 
 
 def _load(model: Any):
-    if _is_onnx_model(model):
+    if _is_onnx_model(model) or isinstance(model, onnx_proto.ModelProto):
         mp = model
         where = "the given ModelProto"
     elif isinstance(model, (str, os.PathLike)):

@@ -283,9 +283,17 @@ def test_compiling_a_file_imports_neither_onnx_nor_ml_dtypes(tmp_path):
         y = m(np.ones((1, 2, 5, 5), np.float32))
         print(json.dumps(sorted(k for k in sys.modules if k.split('.')[0] in ('onnx', 'ml_dtypes')
                                 and not k.startswith('onnx.onnx_cpp2py_export'))))
+        # onnx imported afterwards works as ever, on the extension the reader loaded
+        import onnx, onnx.checker
+        assert onnx.onnx_cpp2py_export is sys.modules["onnx.onnx_cpp2py_export"]
+        onnx.checker.check_model(onnx.load({str(path)!r}), full_check=True)
+        assert onnx.defs.get_schema("Softplus", 18, "").function_body.node
         """)
     env = {**os.environ, "EMBER_CACHE_DIR": str(tmp_path / "cache")}
     for run in ("cold", "warm"):
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout.strip().splitlines()[-1]) == [], run
+    out = subprocess.run([sys.executable, "-c", f"import ember; ember.from_onnx({str(path)!r}); print('ok')"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

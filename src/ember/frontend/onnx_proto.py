@@ -28,6 +28,7 @@ package itself gives it, so a later ``import onnx`` in the same process finds it
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import sys
 from typing import Any
@@ -537,6 +538,7 @@ def onnx_defs():
                     mod = importlib.util.module_from_spec(ext)
                     ext.loader.exec_module(mod)
                     sys.modules[name] = mod
+                    sys.meta_path.insert(0, _AttachExtension())
                     for sub in ("defs", "checker", "shape_inference", "inliner", "parser", "printer",
                                 "version_converter"):
                         if hasattr(mod, sub):
@@ -553,6 +555,32 @@ def onnx_defs():
             defs = onnx_module().defs
     _DEFS.append(defs)
     return defs
+
+
+class _AttachExtension:
+    """A one-shot import finder: when the onnx package is imported after its extension was
+    loaded alone, the package's module gets the attribute ``onnx_cpp2py_export`` (which the
+    import system sets only when it loads a submodule itself) before its ``__init__`` runs."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "onnx":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        ext = sys.modules.get("onnx.onnx_cpp2py_export")
+        if spec is None or spec.loader is None or ext is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def attach_then_exec(module):
+            module.onnx_cpp2py_export = ext
+            exec_module(module)
+
+        spec.loader.exec_module = attach_then_exec
+        return spec
 
 
 def max_opsets() -> dict[str, int]:

@@ -30,7 +30,7 @@ def assert_same(light, pb, where="model"):
     for f in pb.DESCRIPTOR.fields:
         name = f.name
         if type(light)._BY_NAME.get(name) is None:
-            assert all(fd.name != name for fd, _ in pb.ListFields()), f"{where}.{name} is set but not known to the reader"
+            assert all(fd.name != name for fd, _ in pb.ListFields()), f"{where}.{name}: set, unknown to the reader"
             continue
         got, want = getattr(light, name), getattr(pb, name)
         here = f"{where}.{name}"
@@ -101,7 +101,7 @@ def everything_model() -> onnx.ModelProto:
         f=0.1, i=-3, s="text", t=tensors[0], g=then_g, floats=[1.0, 2.5, -0.0], ints=[0, -1, 2**40],
         strings=["a", "b"], tensors=tensors, graphs=[then_g, else_g], sparse_tensor=sparse, sparse_tensors=[sparse],
         tp=seq_type, type_protos=[opt_type, map_type])
-    node.attribute.append(helper.make_attribute_ref("ref", AttributeProtoType.FLOAT))
+    node.attribute.append(helper.make_attribute_ref("ref", onnx.AttributeProto.FLOAT))
     node.doc_string = "doc"
     if_node = helper.make_node("If", ["c"], ["r"], then_branch=then_g, else_branch=else_g)
     loop_node = helper.make_node("Loop", ["m", "c", "x"], ["acc_final"], body=body)
@@ -118,10 +118,6 @@ def everything_model() -> onnx.ModelProto:
     helper.set_model_props(model, {"k": "v", "ключ": "значение"})
     model.model_version = 7
     return model
-
-
-class AttributeProtoType:
-    FLOAT = onnx.AttributeProto.FLOAT
 
 
 def test_every_field_matches_onnx_parser():

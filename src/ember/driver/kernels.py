@@ -191,6 +191,11 @@ class Workload:
     knobs: dict = field(default_factory=dict)
     #: the schedule steps its kernel was lowered with (``Schedule.steps``, as lists)
     steps: list = field(default_factory=list)
+    #: per call, what any schedule of it must do (0 when a size is symbolic): its operations
+    #: (``graph.stats.node_flops`` of its nodes) and the bytes it reads and writes at least, each
+    #: input (weights too) and output once (:func:`kernel_cost`)
+    flops: int = 0
+    bytes: int = 0
 
 
 def tuning_key(target) -> str:
@@ -213,11 +218,33 @@ def workload_key(group: Group, target_key: str, hints: dict | None) -> str | Non
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def kernel_cost(group: Group) -> tuple[int, int]:
+    """(operations, bytes) of one call of ``group``'s kernel whatever its schedule: the
+    operations of its nodes (``graph.stats.node_flops``) and the bytes of the values it reads
+    from outside (weights included) and writes, each once; (0, 0) when a size is symbolic."""
+    from ..errors import ShapeError
+    from ..graph.stats import node_flops
+    from ..graph.types import np_dtype
+
+    try:
+        flops = sum(node_flops(n) for n in group.nodes)
+    except ShapeError:
+        return 0, 0
+    nbytes = 0
+    for v in [*group.inputs, *group.outputs]:
+        n = v.type.num_elements
+        if not isinstance(n, int):
+            return 0, 0
+        nbytes += n * np_dtype(v.dtype).itemsize
+    return flops, nbytes
+
+
 def new_workload(key: str, group: Group, f: PrimFunc) -> Workload:
     lead = group.anchor or group.nodes[0]
     n = group.output.type.num_elements
+    flops, nbytes = kernel_cost(group)
     return Workload(key, f.name, describe_nodes(group), lead.op, n if isinstance(n, int) else 0,
-                    steps=list(f.attrs.get("schedule_steps", ())))
+                    steps=list(f.attrs.get("schedule_steps", ())), flops=flops, bytes=nbytes)
 
 
 class _Unhashable(Exception):

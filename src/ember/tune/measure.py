@@ -6,11 +6,12 @@ the untuned model's.
 
 The request names the model, the target, the compile options, the knobs per workload
 (``kernel_knobs``), how many runs to time and, optionally, the untuned outputs to compare with
-(``reference``, an .npz), where to save this run's outputs (``save_outputs``) and where to keep
-a copy of its library (``keep_library``).  The result
+(``reference``, an .npz), where to save this run's outputs (``save_outputs``), where to keep
+a copy of its library (``keep_library``) and whether to measure the machine's limits as well
+(``machine``: :func:`.roofline.measure_machine`, on the thread count the model ran on).  The result
 (written to a temporary file, then renamed) gives each workload's time per call (the median
 over the runs, from the per-kernel profile read after each), the whole model's median time per run (with ``paired``, the same of the untuned model, timed in turn
-with it) and every workload's description (``driver.kernels.Workload``).
+with it), the thread count and every workload's description (``driver.kernels.Workload``).
 Outputs that differ from the reference exit with status 3 (:data:`WRONG`), naming the output;
 a candidate that crashes the compiler or the run ends the process however it ends: the parent
 (:mod:`ember.tune.tuner`) only trusts a result file and a zero status.
@@ -99,6 +100,17 @@ def measure(req: dict) -> dict:
     out = {"compile_s": compile_s, "total_ms": float(np.median(timed[0][2])), "runs": runs,
            "workloads": {key: asdict(w) for key, w in workloads.items()},
            "ms": {key: float(np.median(v)) for key, v in timed[0][1].items()}}
+    out["threads"] = module.num_threads
+    if req.get("machine"):
+        # the limits the kernels' times are shown against, on this machine and thread count
+        import subprocess
+
+        from .roofline import measure_machine
+
+        try:
+            out["machine"] = asdict(measure_machine(module.num_threads))
+        except (OSError, subprocess.CalledProcessError, EmberError) as e:
+            out["machine_error"] = str(e)
     if not req.get("drop_library", True):
         out["library"] = str(lib)
     if base is not None:

@@ -42,7 +42,7 @@ from ..driver import records as rec
 from ..driver.records import frozen
 from ..errors import EmberError
 from ..schedules.knobs import check_knobs
-from . import costmodel
+from . import costmodel, roofline
 from .runners import LocalRunner, Runner
 from .space import Space
 
@@ -128,16 +128,71 @@ class TuneResult:
     cost_model: bool
     seconds: float
     nodes: dict = field(default_factory=dict)     # machine -> trials it finished
+    #: the measuring machine's limits (:mod:`.roofline`), None where they were not measured
+    machine: roofline.Machine | None = None
+
+    def limit(self, k: KernelResult) -> roofline.Limit | None:
+        """Kernel ``k``'s bound on the measuring machine (per call), None when unknown."""
+        if self.machine is None:
+            return None
+        return roofline.bound(k.workload.get("flops", 0), k.workload.get("bytes", 0), self.machine)
 
     def table(self) -> str:
-        """Per kernel: calls per run, default and best time per call, gain, the best knobs."""
-        lines = [f"{'kernel':28} {'op':18} {'calls':>5} {'default ms':>11} {'tuned ms':>10} {'gain':>6}  knobs"]
-        for k in sorted(self.kernels.values(), key=lambda k: -(k.default_ms - k.best_ms) * len(k.workload["groups"])):
+        """Per kernel, the largest share of the kernels' time first: the op, calls per run, the
+        untuned and the best time per call, the candidates measured, its bound per call (what
+        no schedule beats, :mod:`.roofline`), the best time's share of it, the kernel's share of
+        the untuned kernels' time, the verdict, the best knobs; then where the time goes."""
+        total = sum(k.default_ms * len(k.workload["groups"]) for k in self.kernels.values()) or 1.0
+        lines = [f"{'kernel':28} {'op':14} {'calls':>5} {'untuned ms':>10} {'best ms':>9} {'tried':>5} "
+                 f"{'bound ms':>9} {'% bound':>7} {'share':>6}  verdict; knobs"]
+        order = sorted(self.kernels.values(), key=lambda k: -k.default_ms * len(k.workload["groups"]))
+        for k in order:
             w = k.workload
+            lim = self.limit(k)
             knobs = ", ".join(f"{n}={v}" for n, v in k.best.items()) if k.wins else "(defaults)"
-            lines.append(f"{w['name'][:28]:28} {w['op'][:18]:18} {len(w['groups']):5d} {k.default_ms:11.4f} "
-                         f"{k.best_ms:10.4f} {100 * k.gain:5.1f}%  {knobs}")
-        return "\n".join(lines)
+            bound_ms = f"{lim.ms:9.4f}" if lim is not None else f"{'-':>9}"
+            eff = f"{100 * lim.ms / k.best_ms:6.0f}%" if lim is not None and k.best_ms > 0 else f"{'-':>7}"
+            why = roofline.verdict(lim, k.best_ms, k.space.size > 1, w["op"]) if self.machine is not None else \
+                ("searched" if k.space.size > 1 else "not searched: no knobs")
+            lines.append(f"{w['name'][:28]:28} {w['op'][:14]:14} {len(w['groups']):5d} {k.default_ms:10.4f} "
+                         f"{k.best_ms:9.4f} {len(k.measured) + k.failed:5d} {bound_ms} {eff} "
+                         f"{100 * k.default_ms * len(w['groups']) / total:5.1f}%  {why}; {knobs}")
+        return "\n".join(lines + self.summary())
+
+    def summary(self) -> list[str]:
+        """Where the kernels' time goes: searched or without knobs (by kind), and how far the
+        kernels are from their bounds together."""
+        by: dict[str, float] = {}
+        count: Counter = Counter()
+        total = bound_total = best_total = 0.0
+        for k in self.kernels.values():
+            calls = len(k.workload["groups"])
+            what = "searched" if k.space.size > 1 else roofline.kind_of(k.workload["op"])
+            by[what] = by.get(what, 0.0) + k.default_ms * calls
+            count[what] += 1
+            total += k.default_ms * calls
+            best_total += k.best_ms * calls
+            lim = self.limit(k)
+            if lim is not None:
+                bound_total += lim.ms * calls
+        if total <= 0:
+            return []
+        parts = [f"{what} {100 * ms / total:.1f}% ({count[what]} kernels)" for what, ms in
+                 sorted(by.items(), key=lambda kv: (kv[0] != "searched", -kv[1]))]
+        out = ["", f"kernel time {total:.3f} ms per run (untuned): " + "; ".join(parts).replace(
+            "searched ", "with knobs searched ", 1)]
+        unsearched = total - by.get("searched", 0.0)
+        if unsearched > 0:
+            out.append(f"not searched (no knobs): {100 * unsearched / total:.1f}% of the kernel time")
+        if bound_total > 0:
+            out.append(f"all kernels at their bounds: {bound_total:.3f} ms per run; the best times: {best_total:.3f} ms "
+                       f"({100 * bound_total / best_total:.0f}% of the bound, at most {best_total / bound_total:.2f}x "
+                       f"left to any schedule)")
+        if self.machine is not None:
+            m = self.machine
+            out.append(f"machine ({m.threads} threads): FMA peak {m.fma_gflops:.1f} GFLOP/s; copy {m.l1_gbs:.0f} GB/s "
+                       f"in L1, {m.l2_gbs:.0f} GB/s in L2, {m.memory_gbs:.1f} GB/s from memory")
+        return out
 
 
 class Tuner:
@@ -184,6 +239,7 @@ class Tuner:
         self.trials = 0
         self.failures = 0
         self.nodes: Counter = Counter()
+        self.machine: roofline.Machine | None = None
 
     # ---- trials -----------------------------------------------------------------------------
 
@@ -238,9 +294,13 @@ class Tuner:
         # the untuned model: its outputs, and its library (kept by the runner on the machine that
         # measured it, built again by the first trial that needs it on any other), timed in turn
         # with every candidate
-        status, res = self._measure({}, max(1.0, self._left()), save_outputs=True, keep_untuned=True)
+        status, res = self._measure({}, max(1.0, self._left()), save_outputs=True, keep_untuned=True, machine=True)
         if status != "ok":
             raise EmberError(f"ember tune: the untuned model failed to compile or run ({status}: {res})")
+        if isinstance(res.get("machine"), dict):
+            self.machine = roofline.remember(self.target_key, roofline.Machine.from_dict(res["machine"]))
+        elif res.get("machine_error"):
+            self.say(f"ember tune: the machine's limits were not measured ({res['machine_error']})")
         ref = res["outputs"]
         timeout = self.trial_timeout_s or max(30.0, 4 * self.trial_s)
         untuned_ms = res["total_ms"]
@@ -313,7 +373,7 @@ class Tuner:
         tuned_ms = self._final(kernels, ref, untuned_ms)
         untuned_ms = getattr(self, "untuned_final_ms", untuned_ms)
         return TuneResult(self.records, kernels, self.trials, self.failures, untuned_ms, tuned_ms,
-                          self.model_cost is not None, time.monotonic() - t0, dict(self.nodes))
+                          self.model_cost is not None, time.monotonic() - t0, dict(self.nodes), self.machine)
 
     def _next_batch(self, kernels: dict, searching: list[str], busy: set = frozenset()) -> dict:
         """A candidate for every kernel searched: one to measure again, else a new one; none that

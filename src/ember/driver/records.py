@@ -309,13 +309,15 @@ def best(path: str | os.PathLike, target: str) -> dict[str, dict]:
 
 def best_records(path: str | os.PathLike, target: str) -> dict[str, dict]:
     """What each workload of ``target`` gets from ``path``: ``{"knobs", "steps", "kernel",
-    "defaults", "ratio"}``: the candidate :func:`choose` picks from its ``ok`` records measured
-    beside the defaults, else its defaults; ``steps`` those of the latest such record that has
-    them (None when none has), ``ratio`` its median time over the defaults' (1.0 for these)."""
+    "defaults", "ratio", "default_ms"}``: the candidate :func:`choose` picks from its ``ok``
+    records measured beside the defaults, else its defaults; ``steps`` those of the latest such
+    record that has them (None when none has), ``ratio`` its median time over the defaults' (1.0
+    for these), ``default_ms`` the median of the defaults' measured times per call (None: none)."""
     default_rec: dict[str, dict] = {}
     ratios: dict[str, dict[tuple, list[float]]] = {}
     latest: dict[tuple, dict] = {}          # (workload, frozen knobs) -> its latest ok record with steps
     kernel: dict[str, str] = {}
+    default_ms: dict[str, list[float]] = {}
     for rec in read(path, target):
         if rec["target"] != target or rec["status"] != "ok":
             continue
@@ -325,6 +327,8 @@ def best_records(path: str | os.PathLike, target: str) -> dict[str, dict]:
             latest[(w, frozen(rec["knobs"]))] = rec
         if rec.get("defaults"):
             default_rec[w] = rec
+            if isinstance(rec.get("ms"), (int, float)) and rec["ms"] > 0:
+                default_ms.setdefault(w, []).append(rec["ms"])
         elif isinstance(rec.get("base_ms"), (int, float)) and rec["base_ms"] > 0:
             ratios.setdefault(w, {}).setdefault(frozen(rec["knobs"]), []).append(rec["ms"] / rec["base_ms"])
     out = {}
@@ -338,7 +342,8 @@ def best_records(path: str | os.PathLike, target: str) -> dict[str, dict]:
             continue
         with_steps = latest.get((w, frozen(knobs)))
         out[w] = {"knobs": knobs, "steps": with_steps["steps"] if with_steps else None, "kernel": kernel[w],
-                  "defaults": is_default, "ratio": ratio}
+                  "defaults": is_default, "ratio": ratio,
+                  "default_ms": median(default_ms[w]) if w in default_ms else None}
     return out
 
 

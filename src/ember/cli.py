@@ -381,7 +381,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"trials {result.trials}, candidates skipped {result.failures}, "
           f"search {'guided by the cost model' if result.cost_model else 'at random'}, {result.seconds:.0f} s")
     tuned = "failed its check" if result.tuned_ms is None else f"{result.tuned_ms:.3f} ms"
-    print(f"untuned {result.untuned_ms:.3f} ms, tuned {tuned} per run")
+    print(f"untuned {result.untuned_ms:.3f} ms, tuned {tuned} per run"
+          + (f"; tuned over untuned, run in turn: {result.paired_ratio:.3f} of the time, "
+             f"{result.cpu_ratio:.3f} of the CPU time" if result.paired_ratio and result.cpu_ratio else ""))
     if runner is not None:
         print("trials per node: " + ", ".join(f"{node} {n}" for node, n in sorted(result.nodes.items())))
     print(f"records: {result.records} (ember compile --tuning {result.records} ...)")

@@ -347,3 +347,16 @@ def test_show_prints_the_kernels_bound(tuned, model_file):
     searched = next(k for k in result.kernels.values() if k.space.axes)
     text = show(rec, searched.workload["name"], model_file)
     assert "bound: " in text and "times: defaults " in text
+
+
+def test_a_gain_within_the_kernels_noise_does_not_replace_the_defaults():
+    quiet = {frozen({"matmul.rows": 4}): [0.95, 0.94], frozen({"matmul.rows": 5}): [1.0, 1.01]}
+    assert records.choose(quiet) == frozen({"matmul.rows": 4})          # 5.5% faster, noise 0.5%
+    assert records.bar(quiet, 2) == 1.0 - records.MIN_GAIN
+    # the same median gain where two measurements of one candidate differ by 30%
+    busy = {frozen({"matmul.rows": 4}): [0.8, 1.09], frozen({"matmul.rows": 5}): [0.85, 1.15]}
+    assert records.noise(busy) > 0.1 and records.bar(busy, 2) < 0.8
+    assert records.choose(busy) is None
+    # measured again (within the noise), and fast each time: it clears the bar of four
+    busy[frozen({"matmul.rows": 4})] += [0.7, 0.72]
+    assert records.choose(busy) == frozen({"matmul.rows": 4})

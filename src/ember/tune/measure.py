@@ -11,7 +11,9 @@ a copy of its library (``keep_library``) and whether to measure the machine's li
 (``machine``: :func:`.roofline.measure_machine`, on the thread count the model ran on).  The result
 (written to a temporary file, then renamed) gives each workload's time per call (the median
 over the runs, from the per-kernel profile read after each), the whole model's median time per run (with ``paired``, the same of the untuned model, timed in turn
-with it), the thread count and every workload's description (``driver.kernels.Workload``).
+with it, the median of each run's time over the untuned run's after it, ``paired_ratio``),
+the process's CPU time per run (``cpu_ms``, ``paired_cpu_ms``: all its threads; other work on
+the machine disturbs it less than the wall time), the thread count and every workload's description (``driver.kernels.Workload``).
 Outputs that differ from the reference exit with status 3 (:data:`WRONG`), naming the output;
 a candidate that crashes the compiler or the run ends the process however it ends: the parent
 (:mod:`ember.tune.tuner`) only trusts a result file and a zero status.
@@ -85,12 +87,14 @@ def measure(req: dict) -> dict:
     timed = [(module, {key: [] for key in workloads}, [])]
     if base is not None:
         timed.append((base, {key: [] for key in workloads}, []))
+    cpu: list[list[float]] = [[] for _ in timed]     # the process's CPU time per run (every thread)
     before = [m.profile() for m, _, _ in timed]
     for _ in range(runs):
         for i, (m, per_run, totals) in enumerate(timed):
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             m.run(feeds)
             totals.append((time.perf_counter() - t) * 1e3)
+            cpu[i].append((time.process_time() - c) * 1e3)
             after = m.profile()
             for key, w in workloads.items():
                 spent = sum(after.get(g, 0.0) - before[i].get(g, 0.0) for g in w.groups)
@@ -113,9 +117,13 @@ def measure(req: dict) -> dict:
             out["machine_error"] = str(e)
     if not req.get("drop_library", True):
         out["library"] = str(lib)
+    out["cpu_ms"] = float(np.median(cpu[0]))
     if base is not None:
         out["paired_ms"] = {key: float(np.median(v)) for key, v in timed[1][1].items()}
         out["paired_total_ms"] = float(np.median(timed[1][2]))
+        out["paired_cpu_ms"] = float(np.median(cpu[1]))
+        # each run over the untuned run just after it: a busy stretch slows both
+        out["paired_ratio"] = float(np.median(np.array(timed[0][2]) / np.maximum(np.array(timed[1][2]), 1e-9)))
     return out
 
 

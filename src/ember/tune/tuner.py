@@ -16,7 +16,9 @@ of wall time, and append what was measured to a records file.
    The untuned model runs in the same child in turn with each candidate's, so every kernel's
    time is compared with its defaults' at the same moments of the machine; a candidate that
    would replace a kernel's defaults is measured again in a later trial before it does
-   (``records.choose``: the lowest median ratio of those measured twice, 3% below 1).
+   (``records.choose``: the lowest median ratio of those measured at least twice, 3% below 1
+   and clear of the noise of the kernel's repeated measurements; one within the noise is
+   measured again, up to ``records.MAX_CONFIRMATIONS`` times).
 4. When the budget is spent (or every space searched), the best knobs of all kernels are
    compiled together once more, checked against the untuned outputs and timed beside the
    untuned model.
@@ -52,8 +54,8 @@ EXPLORE = 0.25
 #: candidates the cost model ranks per kernel and trial
 POOL = 48
 
-#: every this many trials, the defaults are timed again: a kernel's default time is the lowest
-#: seen, so a candidate is not credited with what a busy moment of the machine cost the default
+#: every this many trials, the defaults are timed again (a kernel's default time is the median
+#: of those timings; candidates are judged by their ratio to the defaults timed in turn with them)
 DEFAULTS_EVERY = 5
 
 
@@ -104,12 +106,16 @@ class KernelResult:
         return self.ratio * self.default_ms
 
     def to_confirm(self, busy=()) -> dict | None:
-        """The fastest candidate measured fewer than ``CONFIRMATIONS`` times that would replace
-        the defaults (and the best so far) if it measured so again, and is not being measured now
-        (``busy``: frozen knobs); None if there is none."""
+        """The fastest candidate that would replace the defaults (and the best so far) if it
+        measured so again: measured fewer than ``CONFIRMATIONS`` times, or fewer than
+        ``MAX_CONFIRMATIONS`` while its gain is within the kernel's noise (``records.bar``); not
+        one being measured now (``busy``: frozen knobs); None if there is none."""
         bar = min(1.0 - rec.MIN_GAIN, self.ratio)
-        open_ = [(r[0], k) for k, r in self.measured.items()
-                 if len(r) < rec.CONFIRMATIONS and r[0] < bar and k not in busy]
+        # measured too few times, or within the noise of this kernel's measurements: again
+        open_ = [(rec.median(r), k) for k, r in self.measured.items()
+                 if k not in busy and rec.median(r) < bar and
+                 (len(r) < rec.CONFIRMATIONS or
+                  len(r) < rec.MAX_CONFIRMATIONS and rec.median(r) >= rec.bar(self.measured, len(r)))]
         return dict(min(open_)[1]) if open_ else None
 
     @property
@@ -130,6 +136,10 @@ class TuneResult:
     nodes: dict = field(default_factory=dict)     # machine -> trials it finished
     #: the measuring machine's limits (:mod:`.roofline`), None where they were not measured
     machine: roofline.Machine | None = None
+    #: the final check's medians of each tuned run's time over the untuned run's after it, and
+    #: of the tuned model's CPU time per run over the untuned one's (None: not measured)
+    paired_ratio: float | None = None
+    cpu_ratio: float | None = None
 
     def limit(self, k: KernelResult) -> roofline.Limit | None:
         """Kernel ``k``'s bound on the measuring machine (per call), None when unknown."""
@@ -373,7 +383,8 @@ class Tuner:
         tuned_ms = self._final(kernels, ref, untuned_ms)
         untuned_ms = getattr(self, "untuned_final_ms", untuned_ms)
         return TuneResult(self.records, kernels, self.trials, self.failures, untuned_ms, tuned_ms,
-                          self.model_cost is not None, time.monotonic() - t0, dict(self.nodes), self.machine)
+                          self.model_cost is not None, time.monotonic() - t0, dict(self.nodes), self.machine,
+                          getattr(self, "final_ratio", None), getattr(self, "final_cpu_ratio", None))
 
     def _next_batch(self, kernels: dict, searching: list[str], busy: set = frozenset()) -> dict:
         """A candidate for every kernel searched: one to measure again, else a new one; none that
@@ -446,7 +457,7 @@ class Tuner:
             self.say("ember tune: no kernel got faster than its defaults")
             return untuned_ms
         timeout = max(60.0, 4 * self.trial_s)
-        tuned, untuned = [], []
+        tuned, untuned, ratios, cpu = [], [], [], []
         for _ in range(self.final_rounds):
             status, res = self._measure(best, timeout, reference_npz=ref, paired=True)
             if status != "ok":
@@ -454,9 +465,20 @@ class Tuner:
                 return None
             tuned.append(res["total_ms"])
             untuned.append(res["paired_total_ms"])
+            if "paired_ratio" in res:
+                ratios.append(res["paired_ratio"])
+            if res.get("paired_cpu_ms"):
+                cpu.append(res["cpu_ms"] / res["paired_cpu_ms"])
         self.untuned_final_ms = min(untuned)
+        # the lowest medians can come from different moments of a busy machine; each run over the
+        # untuned run after it, and the CPU times, are less disturbed: said beside them
+        self.final_ratio = rec.median(ratios) if ratios else None
+        self.final_cpu_ratio = rec.median(cpu) if cpu else None
+        extra = "".join([f"; each run over the untuned run after it: {self.final_ratio:.3f} (median)"
+                         if self.final_ratio else "",
+                         f"; CPU time {self.final_cpu_ratio:.3f} of the untuned model's" if self.final_cpu_ratio else ""])
         self.say(f"ember tune: tuned {min(tuned):.3f} ms per run, untuned {self.untuned_final_ms:.3f} ms "
-                 f"(run in turn; outputs match the untuned model's)")
+                 f"(run in turn; outputs match the untuned model's){extra}")
         return min(tuned)
 
 

@@ -192,8 +192,12 @@ def _parser() -> argparse.ArgumentParser:
                                     "by a cost model when scikit-learn is installed (pip install ember[tune]). "
                                     "Every measurement is appended to the records file (SQLite) with the schedule "
                                     "steps its kernel was lowered with; 'ember compile --tuning FILE' replays the "
-                                    "best schedule of each kernel.  With --show, print what the records replay "
-                                    "for one kernel instead (and, given the model, the kernel rebuilt from them).")
+                                    "best schedule of each kernel.  The final table gives each kernel's untuned "
+                                    "and best time, its bound on this machine (its operations at the measured "
+                                    "FMA peak, its bytes at the measured L1, L2 and memory bandwidths: what no "
+                                    "schedule beats), how near it is, its share of the time and whether it has "
+                                    "knobs at all.  With --show, print what the records replay for one kernel "
+                                    "instead (and, given the model, its bound and the kernel rebuilt from them).")
     tu.add_argument("model", nargs="?", help="model file (.onnx); optional with --show")
     tu.add_argument("--budget", type=_duration_arg, default=600.0, metavar="TIME",
                     help="wall time to spend: seconds, or with s, m or h (default: 10m)")

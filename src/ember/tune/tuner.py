@@ -191,6 +191,10 @@ class TuneResult:
                  sorted(by.items(), key=lambda kv: (kv[0] != "searched", -kv[1]))]
         out = ["", f"kernel time {total:.3f} ms per run (untuned): " + "; ".join(parts).replace(
             "searched ", "with knobs searched ", 1)]
+        if self.untuned_ms > total:
+            out.append(f"the kernels' time is {100 * total / self.untuned_ms:.0f}% of the untuned model's "
+                       f"{self.untuned_ms:.3f} ms per run (the rest: between and around kernels, the thread "
+                       f"pool's hand-offs and the runtime; on a busy machine, waits for a core)")
         unsearched = total - by.get("searched", 0.0)
         if unsearched > 0:
             out.append(f"not searched (no knobs): {100 * unsearched / total:.1f}% of the kernel time")

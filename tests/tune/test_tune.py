@@ -360,3 +360,19 @@ def test_a_gain_within_the_kernels_noise_does_not_replace_the_defaults():
     # measured again (within the noise), and fast each time: it clears the bar of four
     busy[frozen({"matmul.rows": 4})] += [0.7, 0.72]
     assert records.choose(busy) == frozen({"matmul.rows": 4})
+
+
+def test_a_gather_reads_only_the_rows_it_picks():
+    from ember.driver.kernels import kernel_cost
+    from ember.graph import GraphBuilder, TensorType
+    from ember.passes.fusion import Group
+
+    b = GraphBuilder("g")
+    ids = b.input("ids", TensorType((4,), "int64"))
+    table = b.const(np.zeros((1000, 64), np.float32))
+    out = b.op("gather", [table, ids], name="pick", axis=0)
+    g = b.finish([out])
+    node = g.nodes[-1]
+    group = Group("pick", [node], None, list(node.inputs), node.outputs[0])
+    _, nbytes = kernel_cost(group)
+    assert nbytes == 4 * 64 * 4 + 4 * 8 + 4 * 64 * 4          # the picked rows, the ids, the output

@@ -221,7 +221,8 @@ def workload_key(group: Group, target_key: str, hints: dict | None) -> str | Non
 def kernel_cost(group: Group) -> tuple[int, int]:
     """(operations, bytes) of one call of ``group``'s kernel whatever its schedule: the
     operations of its nodes (``graph.stats.node_flops``) and the bytes of the values it reads
-    from outside (weights included) and writes, each once; (0, 0) when a size is symbolic."""
+    from outside (weights included) and writes, each once (the data of a gather or slice: at
+    most what it picks); (0, 0) when a size is symbolic."""
     from ..errors import ShapeError
     from ..graph.stats import node_flops
     from ..graph.types import np_dtype
@@ -230,13 +231,27 @@ def kernel_cost(group: Group) -> tuple[int, int]:
         flops = sum(node_flops(n) for n in group.nodes)
     except ShapeError:
         return 0, 0
+
+    def size(v) -> int | None:
+        n = v.type.num_elements
+        return n * np_dtype(v.dtype).itemsize if isinstance(n, int) else None
+
     nbytes = 0
     for v in [*group.inputs, *group.outputs]:
-        n = v.type.num_elements
-        if not isinstance(n, int):
+        b = size(v)
+        if b is None:
             return 0, 0
-        nbytes += n * np_dtype(v.dtype).itemsize
+        # the data a gather or slice picks from is read only where picked: at least as much as
+        # the picks give
+        users = [n for n in group.nodes if any(i is v for i in n.inputs)]
+        if users and all(n.op in PARTIAL_READS and n.inputs[0] is v for n in users):
+            b = min(b, sum(size(n.outputs[0]) or 0 for n in users))
+        nbytes += b
     return flops, nbytes
+
+
+#: ops that read only part of their first input
+PARTIAL_READS = frozenset({"gather", "slice"})
 
 
 def new_workload(key: str, group: Group, f: PrimFunc) -> Workload:

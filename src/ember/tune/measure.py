@@ -111,10 +111,12 @@ def measure(req: dict) -> dict:
 
         from .roofline import measure_machine
 
+        t = time.perf_counter()
         try:
             out["machine"] = asdict(measure_machine(module.num_threads))
         except (OSError, subprocess.CalledProcessError, EmberError) as e:
             out["machine_error"] = str(e)
+        out["machine_s"] = time.perf_counter() - t
     if not req.get("drop_library", True):
         out["library"] = str(lib)
     out["cpu_ms"] = float(np.median(cpu[0]))

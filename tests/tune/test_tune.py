@@ -280,7 +280,7 @@ def test_kernel_cost_counts_what_any_schedule_must_do(model_file):
 def test_bounds_and_verdicts():
     from ember.tune import roofline
 
-    m = roofline.Machine(threads=2, fma_gflops=100.0, l1_gbs=200.0, l2_gbs=100.0, memory_gbs=10.0,
+    m = roofline.Machine(threads=2, fma_gflops=100.0, l1_gbs=200.0, l2_gbs=100.0, llc_gbs=50.0, memory_gbs=10.0,
                          l1_bytes=32 << 10, l2_bytes=512 << 10, llc_bytes=16 << 20)
     # 1 GFLOP, few bytes: 10 ms at the FMA peak
     lim = roofline.bound(10 ** 9, 1000, m)
@@ -290,9 +290,11 @@ def test_bounds_and_verdicts():
     lim = roofline.bound(1000, 100 * 10 ** 6, m)
     assert lim.binds == "bytes" and lim.level == "memory"
     assert abs(lim.ms - (100e6 - (16 << 20)) / 10e9 * 1e3) < 1e-9
-    # what fits the L1s moves at L1 speed at best; past them at L2 speed
+    # what fits the L1s moves at L1 speed at best; past them at L2 speed, past the L2s at L3 speed
     assert roofline.bound(0, 32 << 10, m).level == "L1"
     assert roofline.bound(0, 1 << 20, m).level == "L2"
+    lim = roofline.bound(0, 8 << 20, m)
+    assert lim.level == "L3" and abs(lim.ms - ((8 << 20) - (1 << 20)) / 50e9 * 1e3) < 1e-9
     text = roofline.verdict(roofline.bound(0, 1 << 20, m), 0.1, False, "winograd_input")
     assert text.startswith("not searched: no knobs (Winograd transform)") and "L2 bandwidth" in text
     assert roofline.verdict(None, 1.0, True, "matmul") == "no bound (symbolic sizes)"
@@ -304,12 +306,12 @@ def test_machine_limits_keep_the_highest_measured(tmp_path, monkeypatch):
     from ember.tune import roofline
 
     monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
-    a = roofline.Machine(2, 100.0, 200.0, 90.0, 10.0, 32768, 524288, 1 << 24)
-    b = roofline.Machine(2, 80.0, 250.0, 80.0, 12.0, 32768, 524288, 1 << 24)
+    a = roofline.Machine(2, 100.0, 200.0, 90.0, 40.0, 10.0, 32768, 524288, 1 << 24)
+    b = roofline.Machine(2, 80.0, 250.0, 80.0, 45.0, 12.0, 32768, 524288, 1 << 24)
     assert roofline.known("k") is None
     roofline.remember("k", a)
     got = roofline.remember("k", b)
-    assert (got.fma_gflops, got.l1_gbs, got.l2_gbs, got.memory_gbs) == (100.0, 250.0, 90.0, 12.0)
+    assert (got.fma_gflops, got.l1_gbs, got.l2_gbs, got.llc_gbs, got.memory_gbs) == (100.0, 250.0, 90.0, 45.0, 12.0)
     assert roofline.known("k", 2) == got and roofline.known("k") == got
     assert roofline.known("k", 4) is None and roofline.known("other") is None
 
@@ -318,7 +320,7 @@ def test_the_machine_is_measured():
     from ember.tune import roofline
 
     m = roofline.measure_machine(1)
-    assert m.threads == 1 and min(m.fma_gflops, m.l1_gbs, m.l2_gbs, m.memory_gbs) > 0
+    assert m.threads == 1 and min(m.fma_gflops, m.l1_gbs, m.l2_gbs, m.memory_gbs) > 0 and m.llc_gbs >= 0
     assert 0 < m.l1_bytes <= m.l2_bytes <= m.llc_bytes
 
 

@@ -3,13 +3,13 @@ shows beside each kernel's times.
 
 The machine (:func:`measure_machine`): its fp32 arithmetic peak on the thread count (vector FMAs
 alone, at the widest vectors the C compiler targets here, no memory traffic) and the bandwidth of
-a copy whose working set fits each thread's L1, each thread's L2, and none of the caches (main
-memory), with the cache sizes the operating system reports.  The kernel (``Workload.flops`` and
+a copy whose working set fits each thread's L1, each thread's L2, the last-level cache, and none
+of the caches (main memory), with the cache sizes the operating system reports.  The kernel (``Workload.flops`` and
 ``Workload.bytes``): the operations it must do and the bytes it must read and write at least,
 each input (weights too) and output once.  Its bound (:func:`bound_ms`) is the larger of the
 time its operations take at the FMA peak and the time its bytes take to move: all of them at
 least at L1 speed, those that do not fit the L1s at least at L2 speed, those that do not fit the
-last-level cache at least at memory speed.  No schedule beats the bound (up to the measurement's
+L2s at least at the last level's, those that do not fit the last-level cache at memory speed.  No schedule beats the bound (up to the measurement's
 noise: on a busy machine the peaks measure low and a kernel can reach past them), so a kernel at
 85% of it has at most 1/0.85 = 1.18x left to gain, by any knob.
 
@@ -72,13 +72,14 @@ FALLBACK_CACHES = (32 << 10, 256 << 10, 8 << 20)
 @dataclass
 class Machine:
     """What :func:`measure_machine` measured on ``threads`` threads: GFLOP/s of vector FMAs,
-    GB/s of a copy within the L1s, within the L2s and from memory, and the cache sizes (bytes:
-    one core's L1d and L2, the shared last level) the bound goes by."""
+    GB/s of a copy within the L1s, within the L2s, within the last-level cache and from memory,
+    and the cache sizes (bytes: one core's L1d and L2, the shared last level) the bound goes by."""
 
     threads: int
     fma_gflops: float
     l1_gbs: float
     l2_gbs: float
+    llc_gbs: float
     memory_gbs: float
     l1_bytes: int
     l2_bytes: int
@@ -86,8 +87,9 @@ class Machine:
 
     def byte_levels(self) -> list[tuple[int, float, str]]:
         """(bytes that fit the faster levels, GB/s of this one, its name), fastest first."""
+        l2 = self.l2_bytes * self.threads
         return [(0, self.l1_gbs, "L1"), (self.l1_bytes * self.threads, self.l2_gbs, "L2"),
-                (max(self.llc_bytes, self.l2_bytes * self.threads), self.memory_gbs, "memory")]
+                (l2, min(self.llc_gbs, self.l2_gbs), "L3"), (max(self.llc_bytes, l2), self.memory_gbs, "memory")]
 
     @classmethod
     def from_dict(cls, d: dict) -> "Machine":
@@ -172,7 +174,10 @@ def measure_machine(threads: int) -> Machine:
     threads = max(1, int(threads))
     l1, l2, llc = cache_sizes()
     fma = _best_rate(threads, lambda i: dll.fma_flops(5_000_000)) / 1e9
+    # the last level: a working set past the L2s, within half the (shared) cache
+    in_llc = max(2 * l2, llc // (2 * threads))
     return Machine(threads, fma, copy_bandwidth(threads, l1 // 2, dll=dll), copy_bandwidth(threads, l2 // 2, dll=dll),
+                   copy_bandwidth(threads, in_llc, total=1.3e8, dll=dll) if llc > 2 * l2 * threads else 0.0,
                    copy_bandwidth(threads, max(64 << 20, 4 * llc // threads), total=2.5e8, dll=dll), l1, l2, llc)
 
 
@@ -195,7 +200,7 @@ def remember(key: str, m: Machine) -> Machine:
     if isinstance(old, dict):
         try:
             prev = Machine.from_dict(old)
-            m = Machine(m.threads, *(max(getattr(m, f.name), getattr(prev, f.name)) for f in fields(Machine)[1:5]),
+            m = Machine(m.threads, *(max(getattr(m, f.name), getattr(prev, f.name)) for f in fields(Machine)[1:6]),
                         m.l1_bytes, m.l2_bytes, m.llc_bytes)
         except (KeyError, TypeError):
             pass

@@ -205,7 +205,9 @@ class TuneResult:
         if self.machine is not None:
             m = self.machine
             out.append(f"machine ({m.threads} threads): FMA peak {m.fma_gflops:.1f} GFLOP/s; copy {m.l1_gbs:.0f} GB/s "
-                       f"in L1, {m.l2_gbs:.0f} GB/s in L2, {m.memory_gbs:.1f} GB/s from memory")
+                       f"in L1, {m.l2_gbs:.0f} GB/s in L2, "
+                       + (f"{m.llc_gbs:.0f} GB/s in L3, " if m.llc_gbs > 0 else "")
+                       + f"{m.memory_gbs:.1f} GB/s from memory")
         return out
 
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 
-from ..errors import CodegenError, EmberError
+from ..errors import CodegenError, EmberError, ShapeError
 from ..graph.ir import Value
+from ..graph.stats import node_flops
+from ..graph.types import np_dtype
 from ..ops import Pattern, get_op
 from ..schedules import default as default_for, lookup
 from ..passes.fusion import Group
@@ -223,10 +225,6 @@ def kernel_cost(group: Group) -> tuple[int, int]:
     operations of its nodes (``graph.stats.node_flops``) and the bytes of the values it reads
     from outside (weights included) and writes, each once (the data of a gather or slice: at
     most what it picks); (0, 0) when a size is symbolic."""
-    from ..errors import ShapeError
-    from ..graph.stats import node_flops
-    from ..graph.types import np_dtype
-
     try:
         flops = sum(node_flops(n) for n in group.nodes)
     except ShapeError:
@@ -241,8 +239,7 @@ def kernel_cost(group: Group) -> tuple[int, int]:
         b = size(v)
         if b is None:
             return 0, 0
-        # the data a gather or slice picks from is read only where picked: at least as much as
-        # the picks give
+        # the data a gather or slice picks from is read only where picked: count what they pick
         users = [n for n in group.nodes if any(i is v for i in n.inputs)]
         if users and all(n.op in PARTIAL_READS and n.inputs[0] is v for n in users):
             b = min(b, sum(size(n.outputs[0]) or 0 for n in users))

@@ -15,7 +15,9 @@ noise: on a busy machine the peaks measure low and a kernel can reach past them)
 
 The peaks are measured in a child of the tuner (:mod:`.measure`, on the machine that measures
 the trials) and kept per target and thread count in the cache directory (``tuning/machine.json``),
-the highest of each ever measured, since other work on the machine only lowers them.
+the highest of each ever measured, since other work on the machine only lowers them (each
+thread's rate is taken over its own CPU time, which other work lowers far less than the wall
+time: cache and memory bandwidth it still shares).
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ class Machine:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Machine":
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        """From :func:`dataclasses.asdict`'s form; a figure an older Ember did not measure is 0."""
+        return cls(**{f.name: d.get(f.name, 0.0 if f.type == "float" else d[f.name]) for f in fields(cls)})
 
 
 def cache_sizes() -> tuple[int, int, int]:
@@ -130,22 +133,31 @@ def _library():
     return dll
 
 
-def _best_rate(threads: int, work, rounds: int = 3) -> float:
+def _best_rate(threads: int, work, rounds: int = 3, cpu_time: bool = False) -> float:
     """The highest total of ``work(i)`` (thread i's count) per second over ``rounds`` rounds of
-    ``threads`` threads at once (ctypes lets go of the GIL for the calls)."""
+    ``threads`` threads at once (ctypes lets go of the GIL for the calls).  With ``cpu_time``,
+    each thread's count over its own CPU time, summed: the rate of cores that are this process's
+    alone, which other work on the machine (taking turns on the cores) lowers far less."""
     best = 0.0
     for _ in range(rounds):
         done = [0.0] * threads
+        cpu = [0.0] * threads
 
         def run(i):
+            c = time.thread_time()
             done[i] = work(i)
+            cpu[i] = time.thread_time() - c
         ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
         t0 = time.perf_counter()
         for t in ts:
             t.start()
         for t in ts:
             t.join()
-        best = max(best, sum(done) / (time.perf_counter() - t0))
+        wall = time.perf_counter() - t0
+        if cpu_time and all(c > 0 for c in cpu):
+            best = max(best, sum(d / min(c, wall) for d, c in zip(done, cpu)))
+        else:
+            best = max(best, sum(done) / wall)
     return best
 
 
@@ -156,7 +168,7 @@ def fma_peak(threads: int, iters: int = 20_000_000) -> float:
     return _best_rate(threads, lambda i: fn(iters)) / 1e9
 
 
-def copy_bandwidth(threads: int, nbytes: int, total: float = 64e6, dll=None) -> float:
+def copy_bandwidth(threads: int, nbytes: int, total: float = 64e6, dll=None, cpu_time: bool = False) -> float:
     """GB/s of a copy (read and written bytes) on ``threads`` threads, each over arrays of
     ``nbytes`` together, about ``total`` bytes per thread and round."""
     import numpy as np
@@ -165,20 +177,25 @@ def copy_bandwidth(threads: int, nbytes: int, total: float = 64e6, dll=None) -> 
     n = max(64, nbytes // 8)
     reps = max(1, int(total // (8 * n)))
     bufs = [(np.zeros(n, np.float32), np.ones(n, np.float32)) for _ in range(threads)]
-    return _best_rate(threads, lambda i: dll.copy_bytes(bufs[i][0].ctypes.data, bufs[i][1].ctypes.data, n, reps)) / 1e9
+    return _best_rate(threads, lambda i: dll.copy_bytes(bufs[i][0].ctypes.data, bufs[i][1].ctypes.data, n, reps),
+                      cpu_time=cpu_time) / 1e9
 
 
 def measure_machine(threads: int) -> Machine:
-    """The machine's limits on ``threads`` threads (about a second)."""
+    """The machine's limits on ``threads`` threads (about a second), each thread's rate over
+    its own CPU time: on a machine other work keeps busy, what its cores do while they run ours."""
     dll = _library()
     threads = max(1, int(threads))
     l1, l2, llc = cache_sizes()
-    fma = _best_rate(threads, lambda i: dll.fma_flops(5_000_000)) / 1e9
+    fma = _best_rate(threads, lambda i: dll.fma_flops(5_000_000), cpu_time=True) / 1e9
     # the last level: a working set past the L2s, within half the (shared) cache
     in_llc = max(2 * l2, llc // (2 * threads))
-    return Machine(threads, fma, copy_bandwidth(threads, l1 // 2, dll=dll), copy_bandwidth(threads, l2 // 2, dll=dll),
-                   copy_bandwidth(threads, in_llc, total=1.3e8, dll=dll) if llc > 2 * l2 * threads else 0.0,
-                   copy_bandwidth(threads, max(64 << 20, 4 * llc // threads), total=2.5e8, dll=dll), l1, l2, llc)
+
+    def copy(nbytes: int, total: float) -> float:
+        return copy_bandwidth(threads, nbytes, total, dll=dll, cpu_time=True)
+    return Machine(threads, fma, copy(l1 // 2, 64e6), copy(l2 // 2, 64e6),
+                   copy(in_llc, 1.3e8) if llc > 2 * l2 * threads else 0.0,
+                   copy(max(64 << 20, 4 * llc // threads), 2.5e8), l1, l2, llc)
 
 
 def _store() -> Path:

@@ -177,7 +177,7 @@ class TuneResult:
         total = bound_total = best_total = 0.0
         for k in self.kernels.values():
             calls = len(k.workload["groups"])
-            what = "searched" if k.space.size > 1 else roofline.kind_of(k.workload["op"])
+            what = "with knobs searched" if k.space.size > 1 else roofline.kind_of(k.workload["op"])
             by[what] = by.get(what, 0.0) + k.default_ms * calls
             count[what] += 1
             total += k.default_ms * calls
@@ -188,20 +188,19 @@ class TuneResult:
         if total <= 0:
             return []
         parts = [f"{what} {100 * ms / total:.1f}% ({count[what]} kernels)" for what, ms in
-                 sorted(by.items(), key=lambda kv: (kv[0] != "searched", -kv[1]))]
-        out = ["", f"kernel time {total:.3f} ms per run (untuned): " + "; ".join(parts).replace(
-            "searched ", "with knobs searched ", 1)]
+                 sorted(by.items(), key=lambda kv: (kv[0] != "with knobs searched", -kv[1]))]
+        out = ["", f"kernel time {total:.3f} ms per run (untuned): " + "; ".join(parts)]
         if self.untuned_ms > total:
             out.append(f"the kernels' time is {100 * total / self.untuned_ms:.0f}% of the untuned model's "
                        f"{self.untuned_ms:.3f} ms per run (the rest: between and around kernels, the thread "
                        f"pool's hand-offs and the runtime; on a busy machine, waits for a core)")
-        unsearched = total - by.get("searched", 0.0)
+        unsearched = total - by.get("with knobs searched", 0.0)
         if unsearched > 0:
             out.append(f"not searched (no knobs): {100 * unsearched / total:.1f}% of the kernel time")
         if bound_total > 0:
-            out.append(f"all kernels at their bounds: {bound_total:.3f} ms per run; the best times: {best_total:.3f} ms "
-                       f"({100 * bound_total / best_total:.0f}% of the bound, at most {best_total / bound_total:.2f}x "
-                       f"left to any schedule)")
+            out.append(f"all kernels at their bounds: {bound_total:.3f} ms per run; the best times: {best_total:.3f} ms, "
+                       f"together at {100 * bound_total / best_total:.0f}% of their bounds: at most "
+                       f"{best_total / bound_total:.2f}x left to any schedule")
         if self.machine is not None:
             m = self.machine
             out.append(f"machine ({m.threads} threads): FMA peak {m.fma_gflops:.1f} GFLOP/s; copy {m.l1_gbs:.0f} GB/s "

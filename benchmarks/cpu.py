@@ -387,64 +387,12 @@ print(cpu.peak_rss_mib() - base)
         return None
 
 
-#: independent chains of vector FMAs, the register's width (-march=native), to measure the
-#: cores' arithmetic throughput: 12 chains hide the FMA latency on two pipes
-FMA_KERNEL = r"""
-#if defined(__AVX512F__)
-typedef float vec __attribute__((vector_size(64)));
-#elif defined(__AVX__)
-typedef float vec __attribute__((vector_size(32)));
-#else
-typedef float vec __attribute__((vector_size(16)));
-#endif
-#define CHAINS 12
-#define STEP(k) a##k = a##k * m + c;
-double fma_flops(long iters) {
-  vec m = (vec){0} + 0.999999f, c = (vec){0} + 1e-7f;
-  vec a0 = m, a1 = a0 + c, a2 = a1 + c, a3 = a2 + c, a4 = a3 + c, a5 = a4 + c, a6 = a5 + c, a7 = a6 + c,
-      a8 = a7 + c, a9 = a8 + c, a10 = a9 + c, a11 = a10 + c;
-  for (long i = 0; i < iters; ++i) {
-    STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7) STEP(8) STEP(9) STEP(10) STEP(11)
-  }
-  vec s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;
-  volatile float sink = s[0];
-  (void)sink;
-  return 2.0 * CHAINS * (sizeof(vec) / sizeof(float)) * (double)iters;
-}
-"""
-
-
 def fma_peak(threads: int) -> float:
-    """fp32 GFLOP/s of vector FMAs alone on ``threads`` threads: the arithmetic limit of the
-    cores at the widest vectors the C compiler targets here (no memory traffic)."""
-    import ctypes
-    import tempfile
-    import threading
+    """fp32 GFLOP/s of vector FMAs alone on ``threads`` threads (``ember.tune.roofline``, the
+    peak ``ember tune`` measures kernels against)."""
+    from ember.tune.roofline import fma_peak as peak
 
-    from ember.toolchain.cc import find_compiler
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, lib = Path(tmp) / "fma.c", Path(tmp) / "fma.so"
-        src.write_text(FMA_KERNEL)
-        subprocess.run([*find_compiler().command, "-O2", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC",
-                        "-o", str(lib), str(src)], check=True, capture_output=True)
-        fn = ctypes.CDLL(str(lib)).fma_flops
-    fn.restype, fn.argtypes = ctypes.c_double, [ctypes.c_long]
-    iters = 20_000_000
-    best = 0.0
-    for _ in range(3):
-        flops = [0.0] * threads
-
-        def work(i):
-            flops[i] = fn(iters)      # ctypes lets go of the GIL for the call
-        ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-        t0 = time.perf_counter()
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        best = max(best, sum(flops) / (time.perf_counter() - t0) / 1e9)
-    return best
+    return peak(threads)
 
 
 def sgemm_peak(threads: int) -> float:

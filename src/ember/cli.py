@@ -192,8 +192,12 @@ def _parser() -> argparse.ArgumentParser:
                                     "by a cost model when scikit-learn is installed (pip install ember[tune]). "
                                     "Every measurement is appended to the records file (SQLite) with the schedule "
                                     "steps its kernel was lowered with; 'ember compile --tuning FILE' replays the "
-                                    "best schedule of each kernel.  With --show, print what the records replay "
-                                    "for one kernel instead (and, given the model, the kernel rebuilt from them).")
+                                    "best schedule of each kernel.  The final table gives each kernel's untuned "
+                                    "and best time, its bound on this machine (its operations at the measured "
+                                    "FMA peak, its bytes at the measured L1, L2 and memory bandwidths: what no "
+                                    "schedule beats), how near it is, its share of the time and whether it has "
+                                    "knobs at all.  With --show, print what the records replay for one kernel "
+                                    "instead (and, given the model, its bound and the kernel rebuilt from them).")
     tu.add_argument("model", nargs="?", help="model file (.onnx); optional with --show")
     tu.add_argument("--budget", type=_duration_arg, default=600.0, metavar="TIME",
                     help="wall time to spend: seconds, or with s, m or h (default: 10m)")
@@ -381,7 +385,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"trials {result.trials}, candidates skipped {result.failures}, "
           f"search {'guided by the cost model' if result.cost_model else 'at random'}, {result.seconds:.0f} s")
     tuned = "failed its check" if result.tuned_ms is None else f"{result.tuned_ms:.3f} ms"
-    print(f"untuned {result.untuned_ms:.3f} ms, tuned {tuned} per run")
+    print(f"untuned {result.untuned_ms:.3f} ms, tuned {tuned} per run"
+          + (f"; tuned over untuned, run in turn: {result.paired_ratio:.3f} of the time, "
+             f"{result.cpu_ratio:.3f} of the CPU time" if result.paired_ratio and result.cpu_ratio else ""))
     if runner is not None:
         print("trials per node: " + ", ".join(f"{node} {n}" for node, n in sorted(result.nodes.items())))
     print(f"records: {result.records} (ember compile --tuning {result.records} ...)")

@@ -44,10 +44,11 @@ def test_best_records_choose_by_paired_ratio_and_carry_steps(tmp_path, name):
     records.append(f, "w", "t", "k", {"conv2d.rows": 3}, "ok", 0.5, base_ms=1.0, steps=[["c", "split", "i3", 3]])
     assert records.best_records(f, "t")["w"]["knobs"] == {"conv2d.rows": 6}      # measured once: not yet
     assert records.best_records(f, "t")["w"]["steps"] == [["c", "split", "i3", 6]]
-    records.append(f, "w", "t", "k", {"conv2d.rows": 3}, "ok", 0.9, base_ms=1.0, steps=[["c", "split", "i3", 3]])
+    records.append(f, "w", "t", "k", {"conv2d.rows": 3}, "ok", 0.6, base_ms=1.0, steps=[["c", "split", "i3", 3]])
     r = records.best_records(f, "t")["w"]
     assert r["knobs"] == {"conv2d.rows": 3} and r["steps"] == [["c", "split", "i3", 3]]
-    assert r["ratio"] == pytest.approx(0.7) and not r["defaults"] and r["kernel"] == "k"
+    assert r["ratio"] == pytest.approx(0.55) and not r["defaults"] and r["kernel"] == "k"
+    assert r["default_ms"] == pytest.approx(1.0)
     assert records.best(f, "t") == {"w": {"conv2d.rows": 3}}
     records.append(f, "w2", "t", "k2", {"matmul.rows": 2}, "ok", 1.0, defaults=True)     # no steps recorded
     assert records.best_records(f, "t")["w2"]["steps"] is None

@@ -51,6 +51,8 @@ def _kernels_text(folder):
 CASES = [
     (_matmul_graph, {"matmul.rows": 1}), (_matmul_graph, {"matmul.rows": 5, "matmul.vectors": 1}),
     (_matmul_graph, {"matmul.rows": 16, "matmul.vectors": 3}),
+    (_matmul_graph, {"matmul.unroll": 4}), (_matmul_graph, {"matmul.rows": 3, "matmul.unroll": 8}),
+    (_conv_graph, {"conv2d.unroll": 2}), (_conv_graph, {"conv2d.unroll": 8, "conv2d.order": "rows"}),
     (_conv_graph, {"conv2d.rows": 1}), (_conv_graph, {"conv2d.rows": 7, "conv2d.order": "rows"}),
     (_conv_graph, {"conv2d.order": "channels", "pool.rows": 3}), (_conv_graph, {"parallel_min": 0}),
     (_attention_graph, {"attention.rows": 1}), (_attention_graph, {"attention.rows": 7}),

@@ -42,10 +42,12 @@ def _model(kind: str) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 
 
-#: the kernel each model is about (its lead op) and the knob set on it
-CASES = {"matmul": (("matmul", "matmul_packed"), "matmul.rows"),
-         "conv": (("conv2d_nchwc",), "conv2d.rows"),
-         "elementwise": (("add", "relu"), "parallel_min")}
+#: the model, the kernel it is about (its lead op) and the knob set on it
+CASES = {"matmul": ("matmul", ("matmul", "matmul_packed"), "matmul.rows"),
+         "matmul_unroll": ("matmul", ("matmul", "matmul_packed"), "matmul.unroll"),
+         "conv": ("conv", ("conv2d_nchwc",), "conv2d.rows"),
+         "conv_unroll": ("conv", ("conv2d_nchwc",), "conv2d.unroll"),
+         "elementwise": ("elementwise", ("add", "relu"), "parallel_min")}
 
 
 def _text(f) -> str:
@@ -59,11 +61,10 @@ def _kernel(cm, w):
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request, tmp_path_factory):
     """A model, its kernel of interest with a knob set off its default, and what that gives."""
-    kind = request.param
-    path = str(tmp_path_factory.mktemp("replay") / f"{kind}.onnx")
-    onnx.save(_model(kind), path)
+    model, ops, knob = CASES[request.param]
+    path = str(tmp_path_factory.mktemp("replay") / f"{model}.onnx")
+    onnx.save(_model(model), path)
     tgt = resolve("cpu")
-    ops, knob = CASES[kind]
     untuned = generate(to_graph(path), tgt, kernel_knobs={})
     w = next(k for k, wl in untuned.workloads.items() if wl.op in ops and knob in wl.knobs)
     default = untuned.workloads[w].knobs[knob]

@@ -256,3 +256,125 @@ def test_the_child_flags_outputs_that_differ(model_file, tmp_path):
     got = measure({"model": model_file, "runs": 2, "drop_library": False})
     assert got["ms"] and all(ms >= 0 for ms in got["ms"].values())
     assert set(got["ms"]) == set(got["workloads"])
+
+
+# ---- the kernels' limits -----------------------------------------------------------------------
+
+def test_kernel_cost_counts_what_any_schedule_must_do(model_file):
+    from ember.graph.stats import count_flops
+
+    cm = generate(to_graph(model_file), resolve("cpu"), kernel_knobs={})
+    ws = list(cm.workloads.values())
+    gemm = next(w for w in ws if w.op in ("matmul", "matmul_packed"))
+    # the Gemm with its bias: 2*M*N*K, one add per output; it reads x and the weight, writes y
+    assert 2 * 10 * 4096 <= gemm.flops <= 2 * 10 * 4096 + 2 * 10
+    assert gemm.bytes >= 4 * (4096 + 10 * 4096 + 10)
+    # the convolutions (channels padded to the vector width on some hosts: never fewer)
+    onnx_convs = count_flops(ember.from_onnx(model_file)) - 2 * 10 * 4096
+    convs = sum(w.flops * len(w.groups) for w in ws if w.op.startswith("conv2d"))
+    assert convs >= 2 * 16 * 16 * 16 * 25 * (8 + 16)
+    assert convs <= 4 * onnx_convs
+    assert all(w.bytes > 0 for w in ws)       # static sizes: every kernel's bytes known
+
+
+def test_bounds_and_verdicts():
+    from ember.tune import roofline
+
+    m = roofline.Machine(threads=2, fma_gflops=100.0, l1_gbs=200.0, l2_gbs=100.0, llc_gbs=50.0, memory_gbs=10.0,
+                         l1_bytes=32 << 10, l2_bytes=512 << 10, llc_bytes=16 << 20)
+    # 1 GFLOP, few bytes: 10 ms at the FMA peak
+    lim = roofline.bound(10 ** 9, 1000, m)
+    assert lim.binds == "FMA" and abs(lim.ms - 10.0) < 1e-9
+    assert roofline.verdict(lim, 12.5, True, "conv2d_nchwc") == "at 80% of FMA peak: <= 1.25x left"
+    # 100 MB, few operations: the part past the last-level cache comes from memory
+    lim = roofline.bound(1000, 100 * 10 ** 6, m)
+    assert lim.binds == "bytes" and lim.level == "memory"
+    assert abs(lim.ms - (100e6 - (16 << 20)) / 10e9 * 1e3) < 1e-9
+    # what fits the L1s moves at L1 speed at best; past them at L2 speed, past the L2s at L3 speed
+    assert roofline.bound(0, 32 << 10, m).level == "L1"
+    assert roofline.bound(0, 1 << 20, m).level == "L2"
+    lim = roofline.bound(0, 8 << 20, m)
+    assert lim.level == "L3" and abs(lim.ms - ((8 << 20) - (1 << 20)) / 50e9 * 1e3) < 1e-9
+    text = roofline.verdict(roofline.bound(0, 1 << 20, m), 0.1, False, "winograd_input")
+    assert text.startswith("not searched: no knobs (Winograd transform)") and "L2 bandwidth" in text
+    assert roofline.verdict(None, 1.0, True, "matmul") == "no bound (symbolic sizes)"
+    assert roofline.bound(0, 0, m) is None
+    assert "at its bound" in roofline.verdict(roofline.bound(10 ** 9, 0, m), 5.0, True, "matmul")
+
+
+def test_machine_limits_keep_the_highest_measured(tmp_path, monkeypatch):
+    from ember.tune import roofline
+
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
+    a = roofline.Machine(2, 100.0, 200.0, 90.0, 40.0, 10.0, 32768, 524288, 1 << 24)
+    b = roofline.Machine(2, 80.0, 250.0, 80.0, 45.0, 12.0, 32768, 524288, 1 << 24)
+    assert roofline.known("k") is None
+    roofline.remember("k", a)
+    got = roofline.remember("k", b)
+    assert (got.fma_gflops, got.l1_gbs, got.l2_gbs, got.llc_gbs, got.memory_gbs) == (100.0, 250.0, 90.0, 45.0, 12.0)
+    assert roofline.known("k", 2) == got and roofline.known("k") == got
+    assert roofline.known("k", 4) is None and roofline.known("other") is None
+
+
+def test_the_machine_is_measured():
+    from ember.tune import roofline
+
+    m = roofline.measure_machine(1)
+    assert m.threads == 1 and min(m.fma_gflops, m.l1_gbs, m.l2_gbs, m.memory_gbs) > 0 and m.llc_gbs >= 0
+    assert 0 < m.l1_bytes <= m.l2_bytes <= m.llc_bytes
+
+
+def test_the_table_shows_each_kernels_bound_and_where_the_time_goes(tuned):
+    result, _, _ = tuned
+    assert result.machine is not None and result.machine.fma_gflops > 0
+    table = result.table()
+    header, *rows = table.splitlines()
+    for col in ("untuned ms", "best ms", "tried", "bound ms", "% bound", "share", "verdict"):
+        assert col in header
+    for k in result.kernels.values():
+        line = next(r for r in rows if r.startswith(k.workload["name"][:28]))
+        assert result.limit(k) is not None and result.limit(k).ms > 0
+        if k.space.size > 1:
+            assert "not searched" not in line and ("% of" in line or "at its bound" in line)
+        else:
+            assert "not searched: no knobs" in line
+    assert any(r.startswith("kernel time ") for r in rows)
+    assert any(r.startswith("all kernels at their bounds: ") for r in rows)
+
+
+def test_show_prints_the_kernels_bound(tuned, model_file):
+    from ember.tune.show import show
+
+    result, rec, _ = tuned
+    searched = next(k for k in result.kernels.values() if k.space.axes)
+    text = show(rec, searched.workload["name"], model_file)
+    assert "bound: " in text and "times: defaults " in text
+
+
+def test_a_gain_within_the_kernels_noise_does_not_replace_the_defaults():
+    quiet = {frozen({"matmul.rows": 4}): [0.95, 0.94], frozen({"matmul.rows": 5}): [1.0, 1.01]}
+    assert records.choose(quiet) == frozen({"matmul.rows": 4})          # 5.5% faster, noise 0.5%
+    assert records.bar(quiet, 2) == 1.0 - records.MIN_GAIN
+    # the same median gain where two measurements of one candidate differ by 30%
+    busy = {frozen({"matmul.rows": 4}): [0.8, 1.09], frozen({"matmul.rows": 5}): [0.85, 1.15]}
+    assert records.noise(busy) > 0.1 and records.bar(busy, 2) < 0.8
+    assert records.choose(busy) is None
+    # measured again (within the noise), and fast each time: it clears the bar of four
+    busy[frozen({"matmul.rows": 4})] += [0.7, 0.72]
+    assert records.choose(busy) == frozen({"matmul.rows": 4})
+
+
+def test_a_gather_reads_only_the_rows_it_picks():
+    from ember.driver.kernels import kernel_cost
+    from ember.graph import GraphBuilder, TensorType
+    from ember.passes.fusion import Group
+
+    b = GraphBuilder("g")
+    ids = b.input("ids", TensorType((4,), "int64"))
+    table = b.const(np.zeros((1000, 64), np.float32))
+    out = b.op("gather", [table, ids], name="pick", axis=0)
+    g = b.finish([out])
+    node = g.nodes[-1]
+    group = Group("pick", [node], None, list(node.inputs), node.outputs[0])
+    _, nbytes = kernel_cost(group)
+    assert nbytes == 4 * 64 * 4 + 4 * 8 + 4 * 64 * 4          # the picked rows, the ids, the output

@@ -23,8 +23,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 
-from ..errors import CodegenError, EmberError
+from ..errors import CodegenError, EmberError, ShapeError
 from ..graph.ir import Value
+from ..graph.stats import node_flops
+from ..graph.types import np_dtype
 from ..ops import Pattern, get_op
 from ..schedules import default as default_for, lookup
 from ..passes.fusion import Group
@@ -191,6 +193,11 @@ class Workload:
     knobs: dict = field(default_factory=dict)
     #: the schedule steps its kernel was lowered with (``Schedule.steps``, as lists)
     steps: list = field(default_factory=list)
+    #: per call, what any schedule of it must do (0 when a size is symbolic): its operations
+    #: (``graph.stats.node_flops`` of its nodes) and the bytes it reads and writes at least, each
+    #: input (weights too) and output once (:func:`kernel_cost`)
+    flops: int = 0
+    bytes: int = 0
 
 
 def tuning_key(target) -> str:
@@ -213,11 +220,43 @@ def workload_key(group: Group, target_key: str, hints: dict | None) -> str | Non
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def kernel_cost(group: Group) -> tuple[int, int]:
+    """(operations, bytes) of one call of ``group``'s kernel whatever its schedule: the
+    operations of its nodes (``graph.stats.node_flops``) and the bytes of the values it reads
+    from outside (weights included) and writes, each once (the data of a gather or slice: at
+    most what it picks); (0, 0) when a size is symbolic."""
+    try:
+        flops = sum(node_flops(n) for n in group.nodes)
+    except ShapeError:
+        return 0, 0
+
+    def size(v) -> int | None:
+        n = v.type.num_elements
+        return n * np_dtype(v.dtype).itemsize if isinstance(n, int) else None
+
+    nbytes = 0
+    for v in [*group.inputs, *group.outputs]:
+        b = size(v)
+        if b is None:
+            return 0, 0
+        # the data a gather or slice picks from is read only where picked: count what they pick
+        users = [n for n in group.nodes if any(i is v for i in n.inputs)]
+        if users and all(n.op in PARTIAL_READS and n.inputs[0] is v for n in users):
+            b = min(b, sum(size(n.outputs[0]) or 0 for n in users))
+        nbytes += b
+    return flops, nbytes
+
+
+#: ops that read only part of their first input
+PARTIAL_READS = frozenset({"gather", "slice"})
+
+
 def new_workload(key: str, group: Group, f: PrimFunc) -> Workload:
     lead = group.anchor or group.nodes[0]
     n = group.output.type.num_elements
+    flops, nbytes = kernel_cost(group)
     return Workload(key, f.name, describe_nodes(group), lead.op, n if isinstance(n, int) else 0,
-                    steps=list(f.attrs.get("schedule_steps", ())))
+                    steps=list(f.attrs.get("schedule_steps", ())), flops=flops, bytes=nbytes)
 
 
 class _Unhashable(Exception):

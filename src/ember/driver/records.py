@@ -35,9 +35,10 @@ goes by its content (SQLite's header, or a first line that is a JSON object), an
 when it is empty or missing.
 
 Replaying takes, per workload of the target, the candidate with the lowest median of
-``ms / base_ms`` among those measured at least ``CONFIRMATIONS`` times, where it is at least
-``MIN_GAIN`` below 1, else the defaults (:func:`choose`), with the steps of its latest record
-that has them (:func:`best_records`).
+``ms / base_ms`` among those measured at least ``CONFIRMATIONS`` times whose median is at least
+``MIN_GAIN`` below 1 and clear of the noise of the workload's repeated measurements (:func:`bar`),
+else the defaults (:func:`choose`), with the steps of its latest record that has them
+(:func:`best_records`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ MIN_GAIN = 0.03
 #: how often a candidate must have been measured to replace the defaults: the fastest of many
 #: candidates measured once each is low by luck alone, so the tuner measures it again
 CONFIRMATIONS = 2
+
+#: a candidate whose gain is within the noise is measured again, up to this many times
+MAX_CONFIRMATIONS = 4
+
+#: how many standard deviations of a candidate's median ratio its gain must clear: the spread
+#: of a kernel's repeated measurements (:func:`noise`) raises the bar above ``MIN_GAIN`` on a
+#: busy machine, where two measurements of one candidate differ by tens of percent
+NOISE_SIGMAS = 2.0
 
 #: how long a writer waits for another's transaction before it gives up (seconds)
 BUSY_TIMEOUT_S = 60.0
@@ -309,13 +318,15 @@ def best(path: str | os.PathLike, target: str) -> dict[str, dict]:
 
 def best_records(path: str | os.PathLike, target: str) -> dict[str, dict]:
     """What each workload of ``target`` gets from ``path``: ``{"knobs", "steps", "kernel",
-    "defaults", "ratio"}``: the candidate :func:`choose` picks from its ``ok`` records measured
-    beside the defaults, else its defaults; ``steps`` those of the latest such record that has
-    them (None when none has), ``ratio`` its median time over the defaults' (1.0 for these)."""
+    "defaults", "ratio", "default_ms"}``: the candidate :func:`choose` picks from its ``ok``
+    records measured beside the defaults, else its defaults; ``steps`` those of the latest such
+    record that has them (None when none has), ``ratio`` its median time over the defaults' (1.0
+    for these), ``default_ms`` the median of the defaults' measured times per call (None: none)."""
     default_rec: dict[str, dict] = {}
     ratios: dict[str, dict[tuple, list[float]]] = {}
     latest: dict[tuple, dict] = {}          # (workload, frozen knobs) -> its latest ok record with steps
     kernel: dict[str, str] = {}
+    default_ms: dict[str, list[float]] = {}
     for rec in read(path, target):
         if rec["target"] != target or rec["status"] != "ok":
             continue
@@ -325,6 +336,8 @@ def best_records(path: str | os.PathLike, target: str) -> dict[str, dict]:
             latest[(w, frozen(rec["knobs"]))] = rec
         if rec.get("defaults"):
             default_rec[w] = rec
+            if isinstance(rec.get("ms"), (int, float)) and rec["ms"] > 0:
+                default_ms.setdefault(w, []).append(rec["ms"])
         elif isinstance(rec.get("base_ms"), (int, float)) and rec["base_ms"] > 0:
             ratios.setdefault(w, {}).setdefault(frozen(rec["knobs"]), []).append(rec["ms"] / rec["base_ms"])
     out = {}
@@ -338,19 +351,33 @@ def best_records(path: str | os.PathLike, target: str) -> dict[str, dict]:
             continue
         with_steps = latest.get((w, frozen(knobs)))
         out[w] = {"knobs": knobs, "steps": with_steps["steps"] if with_steps else None, "kernel": kernel[w],
-                  "defaults": is_default, "ratio": ratio}
+                  "defaults": is_default, "ratio": ratio,
+                  "default_ms": median(default_ms[w]) if w in default_ms else None}
     return out
+
+
+def noise(ratios: Mapping[tuple, list[float]]) -> float:
+    """The spread of one kernel's measurements: the median absolute deviation of each ratio of a
+    candidate measured more than once from that candidate's median (0.0: none measured twice)."""
+    devs = [abs(x - median(r)) for r in ratios.values() if len(r) >= 2 for x in r]
+    return median(devs) if devs else 0.0
+
+
+def bar(ratios: Mapping[tuple, list[float]], n: int) -> float:
+    """The median ratio below which a candidate measured ``n`` times replaces the defaults: at
+    least ``MIN_GAIN`` below 1, and ``NOISE_SIGMAS`` standard deviations of a median of ``n``
+    (the kernel's :func:`noise`, a deviation of 1.4826 of it) below 1."""
+    sigma = 1.4826 * noise(ratios) / max(1, n) ** 0.5
+    return 1.0 - max(MIN_GAIN, NOISE_SIGMAS * sigma)
 
 
 def choose(ratios: Mapping[tuple, list[float]]) -> tuple | None:
     """Which candidate (knobs as :func:`frozen`) replaces a kernel's defaults, given each one's
     times over the defaults' (measured in turn): the lowest median of those measured at least
-    ``CONFIRMATIONS`` times, where it is at least ``MIN_GAIN`` below 1; None: keep the defaults."""
-    scored = [(median(r), k) for k, r in ratios.items() if len(r) >= CONFIRMATIONS]
-    if not scored:
-        return None
-    ratio, k = min(scored)
-    return k if ratio < 1.0 - MIN_GAIN else None
+    ``CONFIRMATIONS`` times and below their :func:`bar` (``MIN_GAIN`` below 1, more where the
+    kernel's measurements spread); None: keep the defaults."""
+    scored = [(median(r), k) for k, r in ratios.items() if len(r) >= CONFIRMATIONS and median(r) < bar(ratios, len(r))]
+    return min(scored)[1] if scored else None
 
 
 def frozen(knobs: Mapping[str, Any]) -> tuple:

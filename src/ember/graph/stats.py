@@ -6,6 +6,9 @@ and papers publish:
 * ``conv2d`` (and ``conv2d_int``): one multiply and one add per kernel tap,
   ``2*N*O*OH*OW*(C/groups)*KH*KW``;
 * ``matmul`` (and ``matmul_int``): ``2*batch*M*N*K``;
+* the forms the layout passes give them (``conv2d_packed``, ``conv2d_nchwc``, ``matmul_packed``)
+  count as the op they pack; the fused ``attention``: its two matrix products and a softmax
+  over the ``[..., Lq, Lk]`` logits;
 * pooling: one operation per element of every window;
 * other reductions (``reduce_*``, ``argmax``...): one operation per input element;
 * elementwise and broadcasting ops: one operation per output element;
@@ -67,8 +70,19 @@ def node_flops(node: Node, dims: Mapping[str, int] | None = None) -> int:
     if op in ("conv2d", "conv2d_int"):
         _, ci, kh, kw = node.inputs[1].shape
         return 2 * numel(out) * numel((ci, kh, kw))
-    if op in ("matmul", "matmul_int"):
+    if op == "conv2d_packed":          # weight [O/ob, C/groups, KH, KW, ob]
+        _, ci, kh, kw, _ = node.inputs[1].shape
+        return 2 * numel(out) * numel((ci, kh, kw))
+    if op == "conv2d_nchwc":           # weight [O/ob, C/cb, KH, KW, cb, ob]; depthwise: cb = 1
+        _, cblk, kh, kw, cb, _ = node.inputs[1].shape
+        return 2 * numel(out) * numel((cblk, kh, kw, cb))
+    if op in ("matmul", "matmul_int", "matmul_packed"):
         return 2 * numel(out) * _bind(node.inputs[0].shape[-1], dims, node)
+    if op == "attention":              # q [..., Lq, D] @ kt [..., D, Lk], then [..., Lq, Lk] @ v [..., Lk, Dv]
+        lk = _bind(node.attrs.get("keys") or node.inputs[1].shape[-1], dims, node)
+        rows = numel(out) // max(1, _bind(out[-1], dims, node))
+        d, dv = _bind(node.inputs[0].shape[-1], dims, node), _bind(out[-1], dims, node)
+        return rows * lk * (2 * d + 2 * dv + _PER_ELEMENT["softmax"])
     if op in _POOLS:
         kh, kw = node.attrs["kernel"]
         return numel(out) * kh * kw

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..errors import CodegenError
 from ..ops.winograd import blocked_input, tile_grid
 from . import register
-from .cpu_loops import blocked_conv_stages, default_schedule, register_tile
+from .cpu_loops import blocked_conv_stages, default_schedule, reduce_unroll, register_tile
 from .cpu_model import conv_loop_order, pick_tile, register_rows, size_hint
 
 
@@ -74,7 +74,8 @@ def conv2d_nchwc(a, s, conv, target):
                                 l2_bytes=target.l2_bytes)
         order = target.knob("conv2d.order", order)
     outer, inner = (y, oc) if order == "rows" else (oc, y)
-    register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, outer], after=[inner])
+    register_tile(root, red, row_axis=x, col_axis=o, rows=rows, cols=ob, lanes=lanes, before=[n, outer], after=[inner],
+                  unroll=reduce_unroll(red, target, "conv2d.unroll") if dense else 1)
 
 
 @register("cpu", "conv2d_int_nchwc")

@@ -74,7 +74,7 @@ def blocked_conv_stages(s: Schedule, conv, target):
 
 
 def register_tile(root: Stage, red, row_axis, col_axis, rows: int, cols: int, lanes: int,
-                  before=(), after=(), min_parallel: int = 2) -> None:
+                  before=(), after=(), min_parallel: int = 2, unroll: int = 1) -> None:
     """Tile the output into ``rows`` x ``cols`` blocks computed in registers.
 
     ``col_axis`` is vectorized (``cols`` a multiple of ``lanes``) and ``row_axis`` unrolled.  The
@@ -82,7 +82,9 @@ def register_tile(root: Stage, red, row_axis, col_axis, rows: int, cols: int, la
     attached inside the row-tile loop, so its accumulators stay in
     registers and the root's epilogue (bias, activation, residual) runs once per tile.  Loop
     order: ``before`` axes, column tiles, ``after`` axes, row tiles, then the tile itself; every
-    loop above the row tiles is fused into one parallel loop.
+    loop above the row tiles is fused into one parallel loop.  ``unroll`` > 1 splits the
+    innermost reduce loop by that factor (where it divides the loop) and unrolls the inner part:
+    that many copies of the tile's body one after another.
     """
     even = divides(cols, col_axis.extent)
     co, ci = root.split(col_axis, cols)
@@ -114,7 +116,12 @@ def register_tile(root: Stage, red, row_axis, col_axis, rows: int, cols: int, la
         r.compute_at(root, ro)
         r_axes = r.tensor.axes
         r_row, r_col = r_axes[_axis_index(root, row_axis)], r_axes[_axis_index(root, col_axis)]
-        order_r = list(r.reduce_axes) + [r_row]
+        reduce = list(r.reduce_axes)
+        if unroll > 1 and reduce and isinstance(reduce[-1].extent, int) and reduce[-1].extent % unroll == 0:
+            ko, ki = r.split(reduce[-1], unroll)
+            reduce[-1:] = [ko, ki]
+            r.unroll(ki)
+        order_r = reduce + [r_row]
         if cols > lanes:
             cvo, cvi = r.split(r_col, lanes)
             order_r += [cvo, cvi]
@@ -125,6 +132,16 @@ def register_tile(root: Stage, red, row_axis, col_axis, rows: int, cols: int, la
             r.vectorize(r_col)
         r.reorder(*order_r)
         r.unroll(r_row)
+
+
+def reduce_unroll(red, target, knob: str) -> int:
+    """The unroll factor of ``red``'s innermost reduce loop: knob ``knob`` (default 1, none), asked
+    only where that loop has a known extent of at least 2."""
+    r = red[0] if isinstance(red, (list, tuple)) else red
+    k = r.reduce_axes[-1] if r.reduce_axes else None
+    if k is None or not isinstance(k.extent, int) or k.extent < 2:
+        return 1
+    return target.knob(knob, 1)
 
 
 def _axis_index(root: Stage, axis) -> int:

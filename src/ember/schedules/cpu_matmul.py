@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from . import register
-from .cpu_loops import default_schedule, register_tile, vectorize_partials
+from .cpu_loops import default_schedule, reduce_unroll, register_tile, vectorize_partials
 from .cpu_model import matmul_vectors, pick_tile, register_rows, size_hint
 
 
@@ -24,7 +24,8 @@ def matmul(a, s, mm, target):
     else:
         cols = target.knob("matmul.vectors", matmul_vectors(n.extent, lanes, target.core)) * lanes
     rows = target.knob("matmul.rows", register_rows(m.extent, cols // lanes, target.core))
-    register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]))
+    register_tile(root, red, row_axis=m, col_axis=n, rows=rows, cols=cols, lanes=lanes, before=list(axes[:-2]),
+                  unroll=reduce_unroll(red, target, "matmul.unroll"))
 
 
 @register("cpu", "matmul_int_packed")

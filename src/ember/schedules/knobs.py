@@ -30,10 +30,16 @@ KNOBS = {
     "matmul.rows": ("rows of a matmul's register tile", "register_rows' cost model", _int_in(1, 16)),
     "matmul.vectors": ("vectors per row of a matmul's register tile", "matmul_vectors: 4 with 32 "
                        "registers, else 2, when they divide N; 1 when only one does", _int_in(1, 4)),
+    "matmul.unroll": ("copies of the register tile per step of a matmul's reduction (its innermost reduce loop "
+                      "split and unrolled; a factor that does not divide it leaves it)", "1: not unrolled",
+                      _one_of(1, 2, 4, 8)),
     "conv2d.rows": ("output pixels per register tile of a blocked (NCHWc) convolution",
                     "register_rows' cost model (depthwise: 5-8)", _int_in(1, 16)),
     "conv2d.order": ("which loop of a dense blocked convolution goes outside",
                      "conv_loop_order's L2 model", _one_of("rows", "channels")),
+    "conv2d.unroll": ("copies of the register tile per step of a dense blocked convolution's innermost "
+                      "reduction (the channels of an input block), as matmul.unroll", "1: not unrolled",
+                      _one_of(1, 2, 4, 8)),
     "attention.rows": ("query rows per tile of the fused attention kernel", "register_rows (at most 12 "
                        "accumulators)", _int_in(1, 16)),
     "pool.rows": ("output pixels per register tile of a blocked pooling", "pick_tile in 2-14",

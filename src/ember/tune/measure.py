@@ -6,11 +6,14 @@ the untuned model's.
 
 The request names the model, the target, the compile options, the knobs per workload
 (``kernel_knobs``), how many runs to time and, optionally, the untuned outputs to compare with
-(``reference``, an .npz), where to save this run's outputs (``save_outputs``) and where to keep
-a copy of its library (``keep_library``).  The result
+(``reference``, an .npz), where to save this run's outputs (``save_outputs``), where to keep
+a copy of its library (``keep_library``) and whether to measure the machine's limits as well
+(``machine``: :func:`.roofline.measure_machine`, on the thread count the model ran on).  The result
 (written to a temporary file, then renamed) gives each workload's time per call (the median
 over the runs, from the per-kernel profile read after each), the whole model's median time per run (with ``paired``, the same of the untuned model, timed in turn
-with it) and every workload's description (``driver.kernels.Workload``).
+with it, the median of each run's time over the untuned run's after it, ``paired_ratio``),
+the process's CPU time per run (``cpu_ms``, ``paired_cpu_ms``: all its threads; other work on
+the machine disturbs it less than the wall time), the thread count and every workload's description (``driver.kernels.Workload``).
 Outputs that differ from the reference exit with status 3 (:data:`WRONG`), naming the output;
 a candidate that crashes the compiler or the run ends the process however it ends: the parent
 (:mod:`ember.tune.tuner`) only trusts a result file and a zero status.
@@ -84,12 +87,14 @@ def measure(req: dict) -> dict:
     timed = [(module, {key: [] for key in workloads}, [])]
     if base is not None:
         timed.append((base, {key: [] for key in workloads}, []))
+    cpu: list[list[float]] = [[] for _ in timed]     # the process's CPU time per run (every thread)
     before = [m.profile() for m, _, _ in timed]
     for _ in range(runs):
         for i, (m, per_run, totals) in enumerate(timed):
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             m.run(feeds)
             totals.append((time.perf_counter() - t) * 1e3)
+            cpu[i].append((time.process_time() - c) * 1e3)
             after = m.profile()
             for key, w in workloads.items():
                 spent = sum(after.get(g, 0.0) - before[i].get(g, 0.0) for g in w.groups)
@@ -99,11 +104,28 @@ def measure(req: dict) -> dict:
     out = {"compile_s": compile_s, "total_ms": float(np.median(timed[0][2])), "runs": runs,
            "workloads": {key: asdict(w) for key, w in workloads.items()},
            "ms": {key: float(np.median(v)) for key, v in timed[0][1].items()}}
+    out["threads"] = module.num_threads
+    if req.get("machine"):
+        # the limits the kernels' times are shown against, on this machine and thread count
+        import subprocess
+
+        from .roofline import measure_machine
+
+        t = time.perf_counter()
+        try:
+            out["machine"] = asdict(measure_machine(module.num_threads))
+        except (OSError, subprocess.CalledProcessError, EmberError) as e:
+            out["machine_error"] = str(e)
+        out["machine_s"] = time.perf_counter() - t
     if not req.get("drop_library", True):
         out["library"] = str(lib)
+    out["cpu_ms"] = float(np.median(cpu[0]))
     if base is not None:
         out["paired_ms"] = {key: float(np.median(v)) for key, v in timed[1][1].items()}
         out["paired_total_ms"] = float(np.median(timed[1][2]))
+        out["paired_cpu_ms"] = float(np.median(cpu[1]))
+        # each run over the untuned run just after it: a busy stretch slows both
+        out["paired_ratio"] = float(np.median(np.array(timed[0][2]) / np.maximum(np.array(timed[1][2]), 1e-9)))
     return out
 
 

@@ -1,6 +1,7 @@
 """``ember tune --show KERNEL|WORKLOAD``: what a tuning records file replays for one kernel: its
-chosen knobs, its schedule steps and, given the model, the kernel rebuilt from them (its loop
-IR, as ``ember.compile(..., tuning=FILE)`` lowers it)."""
+chosen knobs, its schedule steps and, given the model, its bound on this machine
+(:mod:`.roofline`) beside its measured times and the kernel rebuilt from them (its loop IR, as
+``ember.compile(..., tuning=FILE)`` lowers it)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def show(tuning: str | os.PathLike, what: str, model: str | os.PathLike | None =
             lines.append(f"steps ({len(r['steps'])}):")
             lines += [f"  {st[0]}.{st[1]}({', '.join(map(str, st[2:]))})" for st in r["steps"]]
         if w in rebuilt:
+            lines += _limit_lines(tgt, r, rebuilt[w][1])
             lines.append("")
-            lines.append(rebuilt[w])
+            lines.append(rebuilt[w][0])
         elif model is not None:
             lines.append(f"(model {os.fspath(model)!r} has no kernel of this workload for {target})")
         else:
@@ -56,9 +58,30 @@ def show(tuning: str | os.PathLike, what: str, model: str | os.PathLike | None =
     return "\n\n".join(out) + "\n"
 
 
-def _rebuild(model, tgt, opt_level: int, shapes, bounds, found: dict) -> dict[str, str]:
+def _limit_lines(tgt, r: dict, workload) -> list[str]:
+    """The kernel's bound on this machine (:mod:`.roofline`: the limits ``ember tune`` kept for
+    the target, else measured now on every CPU) beside its measured times."""
+    from . import roofline
+
+    machine = roofline.known(tuning_key(tgt))
+    if machine is None:
+        machine = roofline.remember(tuning_key(tgt), roofline.measure_machine(os.cpu_count() or 1))
+    lim = roofline.bound(workload.flops, workload.bytes, machine)
+    if lim is None:
+        return ["bound: none (symbolic sizes)"]
+    out = [f"bound: {lim.ms:.4f} ms per call on {machine.threads} threads ({workload.flops / 1e6:.2f} MFLOP at "
+           f"{machine.fma_gflops:.0f} GFLOP/s: {lim.flops_ms:.4f} ms; {workload.bytes / 1e6:.3f} MB at least, "
+           f"{lim.bytes_ms:.4f} ms, bound by {lim.level})"]
+    if r.get("default_ms"):
+        best = r["default_ms"] * r["ratio"]
+        out.append(f"times: defaults {r['default_ms']:.4f} ms, chosen {best:.4f} ms per call (as measured, on the "
+                   f"tuner's thread count): {roofline.verdict(lim, best, bool(r['knobs']), workload.op)}")
+    return out
+
+
+def _rebuild(model, tgt, opt_level: int, shapes, bounds, found: dict) -> dict[str, tuple]:
     """Each of ``found``'s workloads that ``model`` has: its kernel's loop IR, lowered from the
-    recorded steps (or its knobs where they do not replay)."""
+    recorded steps (or its knobs where they do not replay), and its ``Workload``."""
     from ..driver.compile import generate, to_graph
     from ..tir.printer import print_func
 
@@ -70,5 +93,5 @@ def _rebuild(model, tgt, opt_level: int, shapes, bounds, found: dict) -> dict[st
     for w in found:
         wl = (cm.workloads or {}).get(w)
         if wl is not None and wl.groups and wl.groups[0] in by_name:
-            out[w] = print_func(by_name[wl.groups[0]])
+            out[w] = (print_func(by_name[wl.groups[0]]), wl)
     return out

@@ -16,7 +16,9 @@ of wall time, and append what was measured to a records file.
    The untuned model runs in the same child in turn with each candidate's, so every kernel's
    time is compared with its defaults' at the same moments of the machine; a candidate that
    would replace a kernel's defaults is measured again in a later trial before it does
-   (``records.choose``: the lowest median ratio of those measured twice, 3% below 1).
+   (``records.choose``: the lowest median ratio of those measured at least twice, 3% below 1
+   and clear of the noise of the kernel's repeated measurements; one within the noise is
+   measured again, up to ``records.MAX_CONFIRMATIONS`` times).
 4. When the budget is spent (or every space searched), the best knobs of all kernels are
    compiled together once more, checked against the untuned outputs and timed beside the
    untuned model.
@@ -42,7 +44,7 @@ from ..driver import records as rec
 from ..driver.records import frozen
 from ..errors import EmberError
 from ..schedules.knobs import check_knobs
-from . import costmodel
+from . import costmodel, roofline
 from .runners import LocalRunner, Runner
 from .space import Space
 
@@ -52,8 +54,8 @@ EXPLORE = 0.25
 #: candidates the cost model ranks per kernel and trial
 POOL = 48
 
-#: every this many trials, the defaults are timed again: a kernel's default time is the lowest
-#: seen, so a candidate is not credited with what a busy moment of the machine cost the default
+#: every this many trials, the defaults are timed again (a kernel's default time is the median
+#: of those timings; candidates are judged by their ratio to the defaults timed in turn with them)
 DEFAULTS_EVERY = 5
 
 
@@ -104,12 +106,16 @@ class KernelResult:
         return self.ratio * self.default_ms
 
     def to_confirm(self, busy=()) -> dict | None:
-        """The fastest candidate measured fewer than ``CONFIRMATIONS`` times that would replace
-        the defaults (and the best so far) if it measured so again, and is not being measured now
-        (``busy``: frozen knobs); None if there is none."""
+        """The fastest candidate that would replace the defaults (and the best so far) if it
+        measured so again: measured fewer than ``CONFIRMATIONS`` times, or fewer than
+        ``MAX_CONFIRMATIONS`` while its gain is within the kernel's noise (``records.bar``); not
+        one being measured now (``busy``: frozen knobs); None if there is none."""
         bar = min(1.0 - rec.MIN_GAIN, self.ratio)
-        open_ = [(r[0], k) for k, r in self.measured.items()
-                 if len(r) < rec.CONFIRMATIONS and r[0] < bar and k not in busy]
+        # measured too few times, or within the noise of this kernel's measurements: again
+        open_ = [(rec.median(r), k) for k, r in self.measured.items()
+                 if k not in busy and rec.median(r) < bar and
+                 (len(r) < rec.CONFIRMATIONS or
+                  len(r) < rec.MAX_CONFIRMATIONS and rec.median(r) >= rec.bar(self.measured, len(r)))]
         return dict(min(open_)[1]) if open_ else None
 
     @property
@@ -128,16 +134,80 @@ class TuneResult:
     cost_model: bool
     seconds: float
     nodes: dict = field(default_factory=dict)     # machine -> trials it finished
+    #: the measuring machine's limits (:mod:`.roofline`), None where they were not measured
+    machine: roofline.Machine | None = None
+    #: the final check's medians of each tuned run's time over the untuned run's after it, and
+    #: of the tuned model's CPU time per run over the untuned one's (None: not measured)
+    paired_ratio: float | None = None
+    cpu_ratio: float | None = None
+
+    def limit(self, k: KernelResult) -> roofline.Limit | None:
+        """Kernel ``k``'s bound on the measuring machine (per call), None when unknown."""
+        if self.machine is None:
+            return None
+        return roofline.bound(k.workload.get("flops", 0), k.workload.get("bytes", 0), self.machine)
 
     def table(self) -> str:
-        """Per kernel: calls per run, default and best time per call, gain, the best knobs."""
-        lines = [f"{'kernel':28} {'op':18} {'calls':>5} {'default ms':>11} {'tuned ms':>10} {'gain':>6}  knobs"]
-        for k in sorted(self.kernels.values(), key=lambda k: -(k.default_ms - k.best_ms) * len(k.workload["groups"])):
+        """Per kernel, the largest share of the kernels' time first: the op, calls per run, the
+        untuned and the best time per call, the candidates measured, its bound per call (what
+        no schedule beats, :mod:`.roofline`), the best time's share of it, the kernel's share of
+        the untuned kernels' time, the verdict, the best knobs; then where the time goes."""
+        total = sum(k.default_ms * len(k.workload["groups"]) for k in self.kernels.values()) or 1.0
+        lines = [f"{'kernel':28} {'op':14} {'calls':>5} {'untuned ms':>10} {'best ms':>9} {'tried':>5} "
+                 f"{'bound ms':>9} {'% bound':>7} {'share':>6}  verdict; knobs"]
+        order = sorted(self.kernels.values(), key=lambda k: -k.default_ms * len(k.workload["groups"]))
+        for k in order:
             w = k.workload
+            lim = self.limit(k)
             knobs = ", ".join(f"{n}={v}" for n, v in k.best.items()) if k.wins else "(defaults)"
-            lines.append(f"{w['name'][:28]:28} {w['op'][:18]:18} {len(w['groups']):5d} {k.default_ms:11.4f} "
-                         f"{k.best_ms:10.4f} {100 * k.gain:5.1f}%  {knobs}")
-        return "\n".join(lines)
+            bound_ms = f"{lim.ms:9.4f}" if lim is not None else f"{'-':>9}"
+            eff = f"{100 * lim.ms / k.best_ms:6.0f}%" if lim is not None and k.best_ms > 0 else f"{'-':>7}"
+            why = roofline.verdict(lim, k.best_ms, k.space.size > 1, w["op"]) if self.machine is not None else \
+                ("searched" if k.space.size > 1 else "not searched: no knobs")
+            lines.append(f"{w['name'][:28]:28} {w['op'][:14]:14} {len(w['groups']):5d} {k.default_ms:10.4f} "
+                         f"{k.best_ms:9.4f} {len(k.measured) + k.failed:5d} {bound_ms} {eff} "
+                         f"{100 * k.default_ms * len(w['groups']) / total:5.1f}%  {why}; {knobs}")
+        return "\n".join(lines + self.summary())
+
+    def summary(self) -> list[str]:
+        """Where the kernels' time goes: searched or without knobs (by kind), and how far the
+        kernels are from their bounds together."""
+        by: dict[str, float] = {}
+        count: Counter = Counter()
+        total = bound_total = best_total = 0.0
+        for k in self.kernels.values():
+            calls = len(k.workload["groups"])
+            what = "with knobs searched" if k.space.size > 1 else roofline.kind_of(k.workload["op"])
+            by[what] = by.get(what, 0.0) + k.default_ms * calls
+            count[what] += 1
+            total += k.default_ms * calls
+            best_total += k.best_ms * calls
+            lim = self.limit(k)
+            if lim is not None:
+                bound_total += lim.ms * calls
+        if total <= 0:
+            return []
+        parts = [f"{what} {100 * ms / total:.1f}% ({count[what]} kernels)" for what, ms in
+                 sorted(by.items(), key=lambda kv: (kv[0] != "with knobs searched", -kv[1]))]
+        out = ["", f"kernel time {total:.3f} ms per run (untuned): " + "; ".join(parts)]
+        if self.untuned_ms > total:
+            out.append(f"the kernels' time is {100 * total / self.untuned_ms:.0f}% of the untuned model's "
+                       f"{self.untuned_ms:.3f} ms per run (the rest: between and around kernels, the thread "
+                       f"pool's hand-offs and the runtime; on a busy machine, waits for a core)")
+        unsearched = total - by.get("with knobs searched", 0.0)
+        if unsearched > 0:
+            out.append(f"not searched (no knobs): {100 * unsearched / total:.1f}% of the kernel time")
+        if bound_total > 0:
+            out.append(f"all kernels at their bounds: {bound_total:.3f} ms per run; the best times: {best_total:.3f} ms, "
+                       f"together at {100 * bound_total / best_total:.0f}% of their bounds: at most "
+                       f"{best_total / bound_total:.2f}x left to any schedule")
+        if self.machine is not None:
+            m = self.machine
+            out.append(f"machine ({m.threads} threads): FMA peak {m.fma_gflops:.1f} GFLOP/s; copy {m.l1_gbs:.0f} GB/s "
+                       f"in L1, {m.l2_gbs:.0f} GB/s in L2, "
+                       + (f"{m.llc_gbs:.0f} GB/s in L3, " if m.llc_gbs > 0 else "")
+                       + f"{m.memory_gbs:.1f} GB/s from memory")
+        return out
 
 
 class Tuner:
@@ -184,6 +254,7 @@ class Tuner:
         self.trials = 0
         self.failures = 0
         self.nodes: Counter = Counter()
+        self.machine: roofline.Machine | None = None
 
     # ---- trials -----------------------------------------------------------------------------
 
@@ -201,7 +272,7 @@ class Tuner:
         if done.status == "ok":
             # what a trial takes, to plan the rest of the budget: the first (every kernel compiled)
             # and then a running average (most kernels' objects come from the cache)
-            dt = done.result.get("wall_s", 0.0)
+            dt = done.result.get("wall_s", 0.0) - done.result.get("machine_s", 0.0)    # not what a trial takes
             self.trial_s = dt if not hasattr(self, "trial_s") else 0.5 * (self.trial_s + dt)
         return done.ticket, done.status, done.result
 
@@ -238,9 +309,13 @@ class Tuner:
         # the untuned model: its outputs, and its library (kept by the runner on the machine that
         # measured it, built again by the first trial that needs it on any other), timed in turn
         # with every candidate
-        status, res = self._measure({}, max(1.0, self._left()), save_outputs=True, keep_untuned=True)
+        status, res = self._measure({}, max(1.0, self._left()), save_outputs=True, keep_untuned=True, machine=True)
         if status != "ok":
             raise EmberError(f"ember tune: the untuned model failed to compile or run ({status}: {res})")
+        if isinstance(res.get("machine"), dict):
+            self.machine = roofline.remember(self.target_key, roofline.Machine.from_dict(res["machine"]))
+        elif res.get("machine_error"):
+            self.say(f"ember tune: the machine's limits were not measured ({res['machine_error']})")
         ref = res["outputs"]
         timeout = self.trial_timeout_s or max(30.0, 4 * self.trial_s)
         untuned_ms = res["total_ms"]
@@ -313,7 +388,8 @@ class Tuner:
         tuned_ms = self._final(kernels, ref, untuned_ms)
         untuned_ms = getattr(self, "untuned_final_ms", untuned_ms)
         return TuneResult(self.records, kernels, self.trials, self.failures, untuned_ms, tuned_ms,
-                          self.model_cost is not None, time.monotonic() - t0, dict(self.nodes))
+                          self.model_cost is not None, time.monotonic() - t0, dict(self.nodes), self.machine,
+                          getattr(self, "final_ratio", None), getattr(self, "final_cpu_ratio", None))
 
     def _next_batch(self, kernels: dict, searching: list[str], busy: set = frozenset()) -> dict:
         """A candidate for every kernel searched: one to measure again, else a new one; none that
@@ -386,7 +462,7 @@ class Tuner:
             self.say("ember tune: no kernel got faster than its defaults")
             return untuned_ms
         timeout = max(60.0, 4 * self.trial_s)
-        tuned, untuned = [], []
+        tuned, untuned, ratios, cpu = [], [], [], []
         for _ in range(self.final_rounds):
             status, res = self._measure(best, timeout, reference_npz=ref, paired=True)
             if status != "ok":
@@ -394,9 +470,20 @@ class Tuner:
                 return None
             tuned.append(res["total_ms"])
             untuned.append(res["paired_total_ms"])
+            if "paired_ratio" in res:
+                ratios.append(res["paired_ratio"])
+            if res.get("paired_cpu_ms"):
+                cpu.append(res["cpu_ms"] / res["paired_cpu_ms"])
         self.untuned_final_ms = min(untuned)
+        # the lowest medians can come from different moments of a busy machine; each run over the
+        # untuned run after it, and the CPU times, are less disturbed: said beside them
+        self.final_ratio = rec.median(ratios) if ratios else None
+        self.final_cpu_ratio = rec.median(cpu) if cpu else None
+        extra = "".join([f"; each run over the untuned run after it: {self.final_ratio:.3f} (median)"
+                         if self.final_ratio else "",
+                         f"; CPU time {self.final_cpu_ratio:.3f} of the untuned model's" if self.final_cpu_ratio else ""])
         self.say(f"ember tune: tuned {min(tuned):.3f} ms per run, untuned {self.untuned_final_ms:.3f} ms "
-                 f"(run in turn; outputs match the untuned model's)")
+                 f"(run in turn; outputs match the untuned model's){extra}")
         return min(tuned)
 
 

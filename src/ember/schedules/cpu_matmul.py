@@ -57,7 +57,7 @@ def attention(a, s, out, target):
     *batch, rows, cols = root.tensor.axes
     stages = {st.tensor.name: st for st in s.stages.values() if st is not root}
     weighted = stages["attn_weighted"]
-    # column tiles of 2 vectors (1 for widths of 1-2 vectors that 2 do not divide); a width that
+    # column tiles of 2 vectors (1 for widths from 1 to 2 vectors, 2 excluded); a width that
     # is not whole tiles (MobileViT's heads of 36 and 60) gets a tail copy of the column loop,
     # part of a vector wide or whole vectors, rather than one row per iteration with no register
     # tile (3x slower on heads of 36: a [16, 256, 36] attention 12.2 -> 3.3 ms CPU on AVX2)

@@ -1018,7 +1018,11 @@ def _attention(batch):
               ((4, 3), (3, 6), (6, 5)),
               ((2, 7, 4), (2, 4, 7), (2, 7, 12)),
               # no batch dims; one pair of heads and whole row tiles (run in parallel)
-              ((20, 8), (8, 20), (20, 16)), ((1, 2, 12, 8), (1, 2, 8, 12), (1, 2, 12, 16))]
+              ((20, 8), (8, 20), (20, 16)), ((1, 2, 12, 8), (1, 2, 8, 12), (1, 2, 12, 16)),
+              # head widths of MobileViT (36, 60) and others that are not whole pairs of vectors:
+              # column tiles with a tail of part of a vector or of one whole vector
+              ((2, 2, 13, 36), (2, 2, 36, 13), (2, 2, 13, 36)), ((2, 19, 8), (2, 8, 19), (2, 19, 40)),
+              ((1, 4, 16, 60), (1, 4, 60, 16), (1, 4, 16, 60))]
     for qs, ks, vs in shapes:
         batch.case(f"attention q{list(qs)} kt{list(ks)} v{list(vs)}",
                    lambda c, qs=qs, ks=ks, vs=vs: c.op("attention", [c.input(qs), c.input(ks), c.input(vs)], scale=0.3),

@@ -51,15 +51,20 @@ def attention(a, s, out, target):
     logits (keys' columns in vectors, the reduction over D outside), their max and sum as
     per-lane partials and exp(logit - max) in vectors are computed once per row tile; the
     weighted sum of the values runs as a register tile of rows x 2 (or 1) vectors of outputs
-    per column tile, like a matmul."""
+    per column tile, like a matmul (the last column tile narrower where the tiles do not divide
+    the values' width)."""
     root = s.root
     lanes = target.lanes
     *batch, rows, cols = root.tensor.axes
     stages = {st.tensor.name: st for st in s.stages.values() if st is not root}
     weighted = stages["attn_weighted"]
-    tiled = isinstance(cols.extent, int) and cols.extent % lanes == 0
+    # column tiles of 2 vectors (1 for widths from 1 to 2 vectors, 2 excluded); a width that
+    # is not whole tiles (MobileViT's heads of 36 and 60) gets a tail copy of the column loop,
+    # part of a vector wide or whole vectors, rather than one row per iteration with no register
+    # tile (3x slower on heads of 36: a [16, 256, 36] attention 12.2 -> 3.3 ms CPU on AVX2)
+    tiled = isinstance(cols.extent, int) and cols.extent >= lanes
     if tiled:
-        width = 2 * lanes if cols.extent % (2 * lanes) == 0 else lanes
+        width = 2 * lanes if cols.extent % (2 * lanes) == 0 or cols.extent > 2 * lanes else lanes
         # at most 12 accumulators, planned for 16 registers (not measured with more)
         r = target.knob("attention.rows", register_rows(rows.extent, width // lanes, target.core.limited(16),
                                                         max_acc=12))
@@ -75,7 +80,7 @@ def attention(a, s, out, target):
     for ax in batch[1:]:
         par = root.fuse(par, ax)
     if not tiled:
-        # one row per iteration (values whose width is not whole vectors)
+        # one row per iteration (values narrower than a vector, or of a symbolic width)
         par = row_loop = rows if par is None else root.fuse(par, rows)
     elif (par is None or size_hint(par.extent) < 2 * target.num_cores) and rows.extent % r == 0:
         # few batch x head pairs: the row tiles run in parallel too (when they are whole:

@@ -353,10 +353,43 @@ def _setup(user_flags: list[str], target, rt: Mapping[str, bytes]):
     cross = target is not None and target.cross
     compiler = cross_compiler(target) if cross else find_compiler()
     base_flags, link_flags, link_libs = target_flags(target)
+    if not cross:
+        link_flags = (*link_flags, *_fast_linker(compiler))
     cflags = [*base_flags, *(GCC_CFLAGS if _pch_kind(compiler) == "gcc" else ()), *user_flags]
     # what the load-time processor check tests: the extensions these flags enable
     rt = {**rt, CPU_FEATURES_HEADER: cpu_features.header(compiler.command, cflags).encode()}
     return compiler, cflags, rt, (link_flags, link_libs)
+
+
+_linkers: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _fast_linker(compiler: Compiler) -> tuple[str, ...]:
+    """The flags that link with gold where the compiler is GCC and gold is installed, else
+    ``()``: gold links a model's constants in under half the time of the default linker, BFD ld
+    (437 MB: 0.13 against 0.29 s of CPU, 0.19 against 0.45 s of wall; 100 MB: 0.05 against
+    0.08 s of CPU).  ``--rosegment`` keeps the read-only data (the constants) out of the
+    executable segment, as BFD ld's ``-z separate-code`` does.  Asked once per process and
+    compiler."""
+    if _pch_kind(compiler) != "gcc":
+        return ()
+    with _memo_lock:
+        hit = _linkers.get(compiler.command)
+    if hit is not None:
+        return hit
+    flags: tuple[str, ...] = ()
+    if shutil.which("ld.gold") is not None:
+        try:
+            wanted = ("-fuse-ld=gold", "-Wl,--rosegment")
+            proc = subprocess.run([*compiler.command, *wanted, "-Wl,--version"], capture_output=True, text=True,
+                                  timeout=60)
+            if proc.returncode == 0 and "gold" in proc.stdout.lower():
+                flags = wanted
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    with _memo_lock:
+        _linkers[compiler.command] = flags
+    return flags
 
 
 def _headers_blob(rt: Mapping[str, bytes], sources: Mapping[str, str]) -> bytes:

@@ -22,10 +22,14 @@ BASELINE_RUNTIME := $(wildcard tests/conformance_baseline_runtime.json)
 
 venv: $(STAMP)
 
-# Re-install only when pyproject.toml changes (the package itself is installed editable).
+# Re-install only when pyproject.toml changes (the package itself is installed editable).  The
+# runtime's objects and the precompiled preamble for this machine go to the runtime store
+# (.venv/lib/ember/runtime), so that no compile builds them; best effort (without a C compiler the
+# first compile says what is missing).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	$(VENV)/bin/ember prebuild-runtime || echo "venv: the runtime is not prebuilt; the first compile builds it"
 	touch $@
 
 demo: venv

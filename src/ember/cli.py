@@ -10,6 +10,8 @@
     ember export --format c MODEL -o DIR [--target portable] [--weights blob|array] [compile options]
     ember targets
     ember passes
+    ember cache [--clear]
+    ember prebuild-runtime [--target T]
     ember bisect MODEL [--inputs in.npz] [--rtol R] [--atol A] [--seed N] [compile options]
     ember view MODEL [--after PASS] [--kernel NAME] [--profile [--runs N]] [-o report.html] [compile options]
     ember tune MODEL [--budget 10m] [--tuning FILE] [--trials N] [--threads N] [--runs N] [--ray [ADDRESS]]
@@ -231,6 +233,16 @@ def _parser() -> argparse.ArgumentParser:
                                     "(EMBER_CACHE_MAX, default 10G; the least recently used entries go first).")
     ca.add_argument("--clear", action="store_true", help="remove every entry")
     ca.set_defaults(func=cmd_cache)
+    pr = sub.add_parser("prebuild-runtime", help="build the runtime's objects and the precompiled preamble for a "
+                                                 "target into the runtime store",
+                        description="Build what every compile for a target links or includes whatever the model "
+                                    "(the runtime's C files and the precompiled preamble model.h) into the runtime "
+                                    "store (EMBER_RUNTIME_DIR, else lib/ember/runtime under the installation's "
+                                    "prefix), so that a cold compile does not build them.  `make venv` runs it for "
+                                    "this machine; without it the first compile for a target fills the store.")
+    pr.add_argument("--target", default="cpu", help="target to build for (default: cpu, the host; "
+                                                    "see 'ember targets')")
+    pr.set_defaults(func=cmd_prebuild_runtime)
     return p
 
 
@@ -455,8 +467,26 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prebuild_runtime(args: argparse.Namespace) -> int:
+    from .codegen.c import model_header
+    from .errors import TargetError
+    from .target import resolve
+    from .toolchain.cc import prebuild_runtime, runtime_store_dir
+
+    tgt = resolve(args.target)
+    if tgt.family == "gpu":
+        raise TargetError(f"{tgt.spec} is a GPU target: its kernels are built by the device's compiler, with no "
+                          "C runtime to prebuild")
+    said = prebuild_runtime({"model.h": model_header(tgt.lanes, tgt.isa)}, pch="model.h", target=tgt)
+    print(f"runtime store: {runtime_store_dir()} (target {tgt.spec})")
+    for line in said:
+        print(f"  {line}")
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from .toolchain import cache
+    from .toolchain.cc import runtime_store_dir
 
     root = cache.cache_dir()
     if args.clear:
@@ -471,6 +501,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
     for kind, sts in sorted(kinds.items()):
         print(f"  {kind:<10} {len(sts):>6} entries {sum(st.st_size for st in sts) / 2**20:>10.1f} MiB")
     print(f"in all: {cache.usage(root) / 2**20:.1f} MiB on disk (a file under two keys counted once)")
+    store = runtime_store_dir()
+    objs = [p.stat().st_size for p in (store / "obj").glob("*.obj")] if (store / "obj").is_dir() else []
+    print(f"runtime store: {store}: {len(objs)} entries, {sum(objs) / 2**20:.1f} MiB (not cleared with the cache; "
+          "`ember prebuild-runtime` fills it)")
     return 0
 
 

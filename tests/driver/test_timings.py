@@ -70,6 +70,7 @@ def _cnn() -> onnx.ModelProto:
 @pytest.fixture
 def model_file(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))     # empty: a cold compile
+    monkeypatch.setenv("EMBER_RUNTIME_DIR", str(tmp_path / "runtime"))  # the runtime built here too
     path = tmp_path / "timed_cnn.onnx"
     onnx.save(_cnn(), str(path))
     return str(path)

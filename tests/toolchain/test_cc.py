@@ -101,6 +101,32 @@ def test_blobs_are_aligned_and_intact(written, monkeypatch):
         assert stack and "RWE" not in stack[0], stack
 
 
+def test_constants_are_not_mapped_executable():
+    """Whichever linker links the library (gold where installed, with --rosegment; else the
+    compiler's default), the constants lie in no executable segment."""
+    import struct
+
+    from ember.toolchain import cc
+
+    if cc._host_elf_machine(list(DEFAULT_CFLAGS)) is None:
+        pytest.skip("the host's objects are not ELF64")
+    blob = uuid.uuid4().bytes * 4096        # 64 KiB no other part of the library holds
+    prelude = "extern const unsigned char ember_constants[];"
+    body = "  ((int64_t*)outputs[0])[0] = ember_constants[5];"
+    path = build_shared({"model.c": model_source(body, outputs=(("o", "int64", (1,)),), prelude=prelude)},
+                        {"ember_constants": blob})
+    assert load(path)(np.zeros(4, np.float32)).tolist() == [blob[5]]
+    data = path.read_bytes()
+    at = data.find(blob)
+    assert at > 0
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        kind, flags, offset, _, _, filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
+        if kind == 1 and flags & 1:         # PT_LOAD, PF_X
+            assert not offset <= at < offset + filesz and not offset < at + len(blob) <= offset + filesz
+
+
 def test_model_without_blobs_may_still_declare_constants():
     body = "  ((int64_t*)outputs[0])[0] = (int64_t)((uintptr_t)ember_constants % 64);"
     prelude = "extern const unsigned char ember_constants[];"

@@ -1,6 +1,7 @@
 """toolchain.cc.prebuild: the runtime's objects and the precompiled header, compiled in the
-background before the build, which then finds them in the object cache; what fails there is
-compiled again by the build, which reports it, and nothing half-made is left."""
+background before the build, which then finds them in the runtime store (the kernels in the
+object cache); what fails there is compiled again by the build, which reports it, and nothing
+half-made is left."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from ember.errors import ToolchainError
 from ember.runtime import load
 from ember.toolchain import Cache, build_shared
-from ember.toolchain.cc import _includes_first, prebuild
+from ember.toolchain.cc import RuntimeStore, _includes_first, prebuild
 
 HEADER = "#include \"ember_kernel.h\"\nstatic inline float ember_test_twice(float v) { return 2 * v; }\n"
 
@@ -36,6 +37,7 @@ def _sources(header: str) -> dict[str, str]:
 @pytest.fixture
 def logged_cc(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EMBER_RUNTIME_DIR", str(tmp_path / "runtime"))
     log = tmp_path / "cc.log"
     wrapper = tmp_path / "logging-cc"
     wrapper.write_text(f"#!/bin/sh\necho \"$@\" >> '{log}'\nexec cc \"$@\"\n")
@@ -74,7 +76,8 @@ def test_a_kernel_failing_in_the_background_is_reported_by_the_build(logged_cc):
     assert "1 failed, compiled again by the build" in done.wait()
     objs = Cache("obj")
     stored = sorted(p.name for p in objs.root.iterdir() if p.is_file())
-    assert len(stored) == 3 + 1 + 2          # the runtime's, the header, k0 and k1: nothing of k2
+    assert len(stored) == 2                  # k0 and k1: nothing of k2
+    assert len(list(RuntimeStore().home.root.glob("*.obj"))) == 3 + 1     # the runtime's and the header
     with pytest.raises(ToolchainError) as e:
         build_shared(sources, pch="m.h")
     assert "] compile k2.c failed" in str(e.value).splitlines()[0] and "undeclared_thing" in str(e.value)
@@ -100,14 +103,16 @@ def test_what_fails_in_the_background_is_reported_by_the_build(logged_cc):
     done = prebuild({"m.h": bad}, pch="m.h")
     assert done.wait() == "the runtime's 3 compiled in the background" or "precompiled header" not in done.wait()
     objs = Cache("obj")
-    stored = sorted(p.name for p in objs.root.iterdir() if p.is_file())
-    assert len(stored) == 3                         # the runtime's three objects only
+    stored = sorted(p.name for p in objs.root.iterdir() if p.is_file()) if objs.root.is_dir() else []
+    assert stored == []
+    assert len(list(RuntimeStore().home.root.glob("*.obj"))) == 3       # the runtime's three objects only
     with pytest.raises(ToolchainError) as e:
         build_shared(_sources(bad), pch="m.h")
     assert "k0.c" in str(e.value) or "k1.c" in str(e.value) or "model.c" in str(e.value)
     assert "m.h:" in str(e.value) and "error" in str(e.value)
     assert sorted(p.name for p in objs.root.iterdir() if p.is_file()) == stored   # no object of a failed compile
-    assert not list((objs.root / ".building").iterdir())
+    assert len(list(RuntimeStore().home.root.glob("*.obj"))) == 3
+    assert not list((objs.root / ".building").iterdir()) and not list((Cache("lib").root / ".building").iterdir())
 
 
 def test_a_file_that_defines_macros_first_does_not_take_the_precompiled_header(tmp_path, monkeypatch):

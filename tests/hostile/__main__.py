@@ -35,9 +35,13 @@ def main(argv=None) -> int:
     run_dir = make_run_dir()
     t0 = time.perf_counter()
 
+    known = {c.name: c.known for c in cases if c.known}
+
     def progress(r, who=""):
         if args.v or r.verdict == "FAIL":
-            print(f"{who}{r.verdict} {r.case} ({r.seconds:.1f} s) {r.reason} {r.detail[:160]}".rstrip(), flush=True)
+            mark = " (known failure)" if r.case in known and r.verdict == "FAIL" else ""
+            print(f"{who}{r.verdict}{mark} {r.case} ({r.seconds:.1f} s) {r.reason} {r.detail[:160]}".rstrip(),
+                  flush=True)
 
     before = snapshot_cache()
     try:
@@ -66,7 +70,12 @@ def main(argv=None) -> int:
           "; ".join(f"{k} = {v}" for k, v in KIND_TITLES.items()))
     for p in problems:
         print(f"cache: {p}")
-    return 1 if any(r.verdict == "FAIL" for r in results) or problems else 0
+    for r in results:
+        if r.case in known:
+            print(f"known failure: {r.case}: {known[r.case]}" if r.verdict == "FAIL" else
+                  f"known failure that passes now (remove the mark): {r.case}")
+    unexpected = [r for r in results if (r.verdict == "FAIL") != (r.case in known) and r.verdict != "SKIP"]
+    return 1 if unexpected or problems else 0
 
 
 if __name__ == "__main__":

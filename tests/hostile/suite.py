@@ -38,11 +38,12 @@ _ctx = None
 
 
 def context():
-    """The forkserver context, its server preloaded with Ember, onnx and numpy."""
+    """The forkserver context, its server preloaded with Ember, onnx, numpy and what each case
+    would otherwise do first in its own child (``warm.py``)."""
     global _ctx
     if _ctx is None:
         _ctx = mp.get_context("forkserver")
-        _ctx.set_forkserver_preload([__package__ + ".child"])
+        _ctx.set_forkserver_preload([__package__ + ".warm"])
     return _ctx
 
 

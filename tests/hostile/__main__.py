@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from .case import KIND_TITLES, KINDS, select
-from .suite import (STILL_GOOD, check_cache, make_run_dir, run_cases, run_one, snapshot_cache, table,
-                    user_cache_changes, write_results)
+from .suite import (PRELOAD, STILL_GOOD, check_cache, cold_children, make_run_dir, run_cases, run_one,
+                    snapshot_cache, table, user_cache_changes, write_results)
 
 
 def main(argv=None) -> int:
@@ -51,6 +51,10 @@ def main(argv=None) -> int:
         if good.verdict != "PASS":
             problems.append(f"after the suite the cache gives: {good.reason}: {good.detail}")
         problems += user_cache_changes(before)
+        cold = cold_children(results)
+        if cold:
+            problems.append(f"{len(cold)} cases ran in children that imported Ember themselves (the fork server "
+                            f"had not loaded {PRELOAD}), e.g. {cold[:3]}")
         ort_results = None
         if args.ort:
             ort_results = run_cases(cases, run_dir, mode="ort", progress=lambda r: progress(r, "onnxruntime: "))

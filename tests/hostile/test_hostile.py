@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from .case import all_cases
-from .suite import check_cache, make_run_dir, run_cases, run_one, snapshot_cache, user_cache_changes
+from .suite import check_cache, cold_children, make_run_dir, run_cases, run_one, snapshot_cache, user_cache_changes
 from .suite import STILL_GOOD, Result
 
 RESULTS_KEY = pytest.StashKey[list]()
@@ -65,6 +65,13 @@ def test_run_cache_intact(hostile):
     assert not hostile.cache_problems, "\n".join(hostile.cache_problems)
     r = hostile.still_good
     assert r.verdict == "PASS", f"after the suite the cache gives: {r.reason}: {r.detail}"
+
+
+def test_cases_forked_from_a_loaded_server(hostile):
+    """Every case's child was forked from a fork server that had loaded Ember and the suite
+    (``suite.context``); else each case imports them again, seconds a case."""
+    cold = cold_children(list(hostile.results.values()))
+    assert not cold, f"{len(cold)} cases ran in children that imported Ember themselves, e.g. {cold[:3]}"
 
 
 def test_user_cache_untouched(hostile):

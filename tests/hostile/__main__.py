@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from .case import KIND_TITLES, KINDS, select
-from .suite import (STILL_GOOD, check_cache, make_run_dir, run_cases, run_one, snapshot_cache, table,
-                    user_cache_changes, write_results)
+from .suite import (PRELOAD, STILL_GOOD, check_cache, cold_children, make_run_dir, run_cases, run_one,
+                    snapshot_cache, table, user_cache_changes, write_results)
 
 
 def main(argv=None) -> int:
@@ -35,9 +35,13 @@ def main(argv=None) -> int:
     run_dir = make_run_dir()
     t0 = time.perf_counter()
 
+    known = {c.name: c.known for c in cases if c.known}
+
     def progress(r, who=""):
         if args.v or r.verdict == "FAIL":
-            print(f"{who}{r.verdict} {r.case} ({r.seconds:.1f} s) {r.reason} {r.detail[:160]}".rstrip(), flush=True)
+            mark = " (known failure)" if r.case in known and r.verdict == "FAIL" else ""
+            print(f"{who}{r.verdict}{mark} {r.case} ({r.seconds:.1f} s) {r.reason} {r.detail[:160]}".rstrip(),
+                  flush=True)
 
     before = snapshot_cache()
     try:
@@ -47,6 +51,10 @@ def main(argv=None) -> int:
         if good.verdict != "PASS":
             problems.append(f"after the suite the cache gives: {good.reason}: {good.detail}")
         problems += user_cache_changes(before)
+        cold = cold_children(results)
+        if cold:
+            problems.append(f"{len(cold)} cases ran in children that imported Ember themselves (the fork server "
+                            f"had not loaded {PRELOAD}), e.g. {cold[:3]}")
         ort_results = None
         if args.ort:
             ort_results = run_cases(cases, run_dir, mode="ort", progress=lambda r: progress(r, "onnxruntime: "))
@@ -66,7 +74,12 @@ def main(argv=None) -> int:
           "; ".join(f"{k} = {v}" for k, v in KIND_TITLES.items()))
     for p in problems:
         print(f"cache: {p}")
-    return 1 if any(r.verdict == "FAIL" for r in results) or problems else 0
+    for r in results:
+        if r.case in known:
+            print(f"known failure: {r.case}: {known[r.case]}" if r.verdict == "FAIL" else
+                  f"known failure that passes now (remove the mark): {r.case}")
+    unexpected = [r for r in results if (r.verdict == "FAIL") != (r.case in known) and r.verdict != "SKIP"]
+    return 1 if unexpected or problems else 0
 
 
 if __name__ == "__main__":

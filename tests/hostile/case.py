@@ -66,6 +66,9 @@ class Case:
     #: The same thing asked of onnxruntime, for the comparison (``--ort``); None where there is
     #: no equivalent (Ember's artifacts).
     ort: Callable[[Ctx, Any], Ran] | None = None
+    #: A failure Ember has today (what is wrong), reported as a known failure (a strict xfail
+    #: under pytest) instead of failing the run; when the case passes, the mark must go.
+    known: str = ""
 
     @property
     def kind(self) -> str:

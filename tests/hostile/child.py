@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import sys
 import traceback
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def run_case(name: str, run_dir: str, case_dir: str, out_path: str, mem_bytes: i
     os.setpgid(0, 0)
     redirect_output(Path(case_dir) / "child.log")
     set_env(cache_dir)
-    record: dict = {"case": name}
+    # whether the fork server had loaded the suite's preload (``suite.PRELOAD``) before this fork
+    record: dict = {"case": name, "warm": __package__ + ".warm" in sys.modules}
     try:
         case = lookup(name)
         ctx = Ctx(Path(case_dir), Path(run_dir))

@@ -32,17 +32,44 @@ class Result:
     reason: str         # "" when PASS; one of REASONS when FAIL
     detail: str
     seconds: float
+    #: forked from a fork server that had loaded ``PRELOAD`` (False: the child imported it all;
+    #: None: the child wrote no outcome)
+    warm: bool | None = None
 
 
 _ctx = None
 
+#: The module the fork server imports before it forks the first case.
+PRELOAD = __package__ + ".warm"
+
 
 def context():
-    """The forkserver context, its server preloaded with Ember, onnx and numpy."""
+    """The forkserver context, its server started with Ember, onnx, numpy and what each case
+    would otherwise do first in its own child (``warm.py``) loaded.
+
+    Python starts the server with ``python -c`` and, before 3.12, without this process's
+    ``sys.path``; it ignores a preload it cannot import.  Under pytest this package is
+    ``hostile`` (found through ``tests/`` on pytest's path), so that server imported nothing and
+    every case's child imported Ember, onnx and onnxruntime again (seconds a case).  The server
+    is therefore started here with the folder above this package on its ``PYTHONPATH``; each
+    case's child reports whether it was forked from a loaded server (``Result.warm``)."""
     global _ctx
     if _ctx is None:
-        _ctx = mp.get_context("forkserver")
-        _ctx.set_forkserver_preload([__package__ + ".child"])
+        from multiprocessing import forkserver
+
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([PRELOAD])
+        root = str(Path(__file__).resolve().parents[__package__.count(".") + 1])
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *([saved] if saved else [])])
+        try:
+            forkserver.ensure_running()
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
+        _ctx = ctx
     return _ctx
 
 
@@ -95,7 +122,8 @@ def run_one(case: Case, run_dir: Path, cache_dir: Path, mode: str = "ember") -> 
         oracle = json.loads(oout.read_text()) if oout.exists() else {
             "status": "error", "message": "onnxruntime timed out" if otimed else f"onnxruntime died ({ocode})"}
     verdict, reason, detail = judge(case, code, timed_out, timeout, rec, oracle)
-    return Result(case.name, case.kind, case.expect, verdict, reason, detail, time.perf_counter() - t0)
+    return Result(case.name, case.kind, case.expect, verdict, reason, detail, time.perf_counter() - t0,
+                  warm=rec.get("warm") if rec else None)
 
 
 def judge(case: Case, code, timed_out: bool, timeout: float, rec: dict | None, oracle: dict | None):
@@ -193,6 +221,11 @@ def table(results: list[Result]) -> str:
     lines += [fmt(r) for r in rows[1:-1]]
     lines += ["  ".join("-" * w for w in widths), fmt(rows[-1])]
     return "\n".join(lines)
+
+
+def cold_children(results: list[Result]) -> list[str]:
+    """The cases whose child was forked from a fork server that had not loaded ``PRELOAD``."""
+    return [r.case for r in results if r.warm is False]
 
 
 def check_cache(cache_dir: Path) -> list[str]:

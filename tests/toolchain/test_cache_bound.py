@@ -83,6 +83,25 @@ def test_a_linked_entry_shares_the_file_and_is_counted_once(root, tmp_path):
     assert not lib.exists() and not model.exists() and newer.exists()
 
 
+@pytest.mark.parametrize("how", ["put_bytes", "put", "link", "move"])
+def test_a_folder_at_an_entrys_name_is_a_miss_and_replaced(root, tmp_path, how):
+    c = Cache("models", suffix=".so")
+    c.put_bytes("k", b"old")
+    path = c.path_for("k")
+    path.unlink()
+    (path / "inner").mkdir(parents=True)
+    (path / "inner" / "file").write_bytes(b"x")
+    assert c.get("k") is None
+    src = tmp_path / "src.so"
+    src.write_bytes(b"new")
+    if how == "put_bytes":
+        got = c.put_bytes("k", b"new")
+    else:
+        got = c.put("k", src, link=how == "link", move=how == "move")
+    assert got == path and path.is_file() and path.read_bytes() == b"new"
+    assert c.get("k") == path
+
+
 def test_writes_past_the_bound_trim_the_cache(root, monkeypatch):
     monkeypatch.setenv("EMBER_CACHE_MAX", "300K")
     c = Cache("things")

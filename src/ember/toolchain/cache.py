@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -182,6 +183,20 @@ class _Trimmer:
 _trimmer = _Trimmer()
 
 
+
+def _clear_foreign(dest: Path) -> None:
+    """Removes a folder (or anything else that is not a file or a link) standing at an entry's
+    name, which ``os.replace`` could not replace: it is no entry of this cache, and ``get``
+    already treats the name as a miss."""
+    try:
+        st = os.lstat(dest)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(dest, ignore_errors=True)
+    elif not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        _unlink_quietly(dest)
+
 class Cache:
     """Files stored under keys in one folder: ``<root>/<key><suffix>``.
 
@@ -220,6 +235,7 @@ class Cache:
         written in place) under ``key``.  A full disk raises ToolchainError."""
         dest = self.path_for(key)
         self._mkdir()
+        _clear_foreign(dest)
         size = os.stat(src).st_size
         if move or link:
             try:
@@ -261,6 +277,7 @@ class Cache:
         """Stores ``data`` under ``key``.  A full disk raises ToolchainError."""
         dest = self.path_for(key)
         self._mkdir()
+        _clear_foreign(dest)
         tmp = self._temp_name(dest)
         try:
             with open(tmp, "wb") as f:

@@ -67,3 +67,30 @@ def test_a_model_file_hash_is_remembered_while_its_stamp_holds(tmp_path, monkeyp
     onnx.save(_scale(3.0), str(path))                      # a write changes the stamp: hashed again
     other = build._model_key(str(path), host(), 3)
     assert reads and other not in (None, key)
+
+
+def test_another_models_artifact_under_a_key_is_not_run(tmp_path, monkeypatch):
+    """A model cache entry replaced by another model's whole, valid artifact (copied there by
+    hand, or left by a store cut short) is compiled again, not loaded: the entry's recorded
+    digest must name it."""
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))
+    path, other = tmp_path / "m.onnx", tmp_path / "other.onnx"
+    onnx.save(_scale(2.0), str(path))
+    onnx.save(_scale(5.0), str(other))
+    x = np.ones(4, np.float32)
+    assert np.allclose(ember.compile(str(path)).run({"x": x})["y"], 2.0)
+    (entry,) = (tmp_path / "cache" / "models").glob("*.so")
+    assert entry.with_suffix(".digest").is_file()
+    ember.compile(str(other)).save(tmp_path / "other.so")
+    entry.unlink()
+    entry.write_bytes((tmp_path / "other.so").read_bytes())
+    module = ember.compile(str(path))
+    assert "frontend (import the model)" in module.timings.steps      # compiled again
+    assert np.allclose(module.run({"x": x})["y"], 2.0)
+    # an entry without its record (an older Ember's, or a store cut short) is compiled again too
+    entry.with_suffix(".digest").unlink()
+    module = ember.compile(str(path))
+    assert "frontend (import the model)" in module.timings.steps
+    assert np.allclose(module.run({"x": x})["y"], 2.0)
+    again = ember.compile(str(path))
+    assert list(again.timings.steps) == ["cache key (hash the model)", "load"]

@@ -654,9 +654,11 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
             if hit is None:
                 continue
             try:
+                if not _entry_is_its_own(kind, key, hit):
+                    raise ArtifactError(f"the cache entry '{hit}' is not the artifact stored under its key")
                 with tm.step("load"):
                     module = _loaded(hit, tgt)
-            except ArtifactError:       # damaged, or built for another processor: build it again
+            except ArtifactError:       # damaged, stale, or built for another processor: build it again
                 kind.remove(key)
                 break
             say(f"found in cache ({time.perf_counter() - t0:.2f} s)")
@@ -705,10 +707,47 @@ def _compile_model(model, tgt: Target, opt_level: int, shapes, bounds, *, dump, 
                          tuned, tm, tuned_steps, early)
     if key is not None:
         with tm.step("cache store"):
-            lib = models.put(key, lib, link=True)     # the same file as the library cache's entry
+            lib = _store_entry(models, key, lib, link=True)     # the same file as the library cache's entry
     say(f"done in {time.perf_counter() - t0:.1f} s")
     with tm.step("load"):
         return _loaded(lib, tgt)
+
+
+#: suffix of the file beside a model cache entry that records the digest of the artifact stored
+#: under that key (the artifact's trailer digest, its identity)
+_DIGEST_SUFFIX = ".digest"
+
+
+def _store_entry(kind, key: str, path: Path, **how) -> Path:
+    """Stores the artifact ``path`` under ``key`` in the cache ``kind`` (``Cache.put(**how)``), then
+    records its digest beside it: :func:`_entry_is_its_own` loads an entry only when its trailer
+    still names that artifact, so another (whole, valid) artifact put under the key is not run."""
+    from ..runtime.artifact import open_artifact
+
+    stored = kind.put(key, path, **how)
+    f, _, digest = open_artifact(stored)
+    f.close()
+    kind.beside(_DIGEST_SUFFIX).put_bytes(key, digest.hex().encode())
+    return stored
+
+
+def _entry_is_its_own(kind, key: str, hit: Path) -> bool:
+    """Whether the cache entry ``hit`` is the artifact :func:`_store_entry` stored under ``key``
+    (its trailer's digest is the one recorded; no hashing: the load checks the payload against
+    the trailer).  An entry without a record (stored by an older Ember, or a store cut short
+    between the two writes) is not."""
+    from ..runtime.artifact import open_artifact
+
+    record = kind.beside(_DIGEST_SUFFIX).get(key)
+    if record is None:
+        return False
+    try:
+        recorded = record.read_bytes().strip()
+    except OSError:
+        return False
+    f, _, digest = open_artifact(hit)
+    f.close()
+    return recorded == digest.hex().encode()
 
 
 def _loaded(path: Path, tgt: Target):
@@ -822,7 +861,7 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
     try:
         path = write_program(scratch / "model.ember", header, libs)
         entry = key or hashlib.sha256(path.read_bytes()).hexdigest()
-        return programs.put(entry, path, move=True)
+        return _store_entry(programs, entry, path, move=True) if key else programs.put(entry, path, move=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

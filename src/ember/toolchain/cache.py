@@ -209,6 +209,12 @@ class Cache:
         self.suffix = suffix
         self._bounded = root is None        # a folder of the caller's own is not trimmed
 
+    def beside(self, suffix: str) -> "Cache":
+        """The entries of the same folder with another suffix (a record kept beside each entry)."""
+        other = Cache(suffix=suffix, root=self.root)
+        other._bounded = self._bounded
+        return other
+
     def path_for(self, key: str) -> Path:
         if not isinstance(key, str) or not _KEY.match(key):
             raise ToolchainError(f"invalid cache key {key!r}: use letters, digits, '_', '.' and '-' "

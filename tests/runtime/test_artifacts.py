@@ -397,3 +397,39 @@ def test_damaged_model_cache_entry_is_compiled_again(tmp_path):
     data[len(data) // 2] ^= 0xFF
     entry.write_bytes(bytes(data))
     np.testing.assert_array_equal(ember.compile(m, cflags=("-O1",))(x), x + 7)
+
+
+def test_sealed_copy_is_what_the_load_opens(tmp_path, strategy):
+    """``build_shared(loading=True)`` seals the library through a private copy (hashed there)
+    that the next load of that content opens; the file on disk carries the same trailer and
+    verifies on its own; the copy is taken once, so a later load of a damaged file fails."""
+    from ember.runtime.artifact import verify_artifact
+
+    scale = 5.5 if strategy == "memfd" else 5.25      # (a library cache hit is not sealed again)
+    path = build_shared({"model.c": scale_source(N, f"{scale!r}f")}, name="scale", loading=True)
+    kept = library._kept
+    assert kept is not None and kept[0] == verify_artifact(path)
+    m = load(path)
+    assert library._kept is None and m._library.digest == kept[0]
+    np.testing.assert_array_equal(m(X), X * np.float32(scale))
+    with open(path, "rb") as f:
+        f.seek(-len(TRAILER_MAGIC) - 40, os.SEEK_END)
+        assert f.read(len(TRAILER_MAGIC)) == TRAILER_MAGIC
+    damaged = tmp_path / "damaged.so"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="corrupt"):
+        load(damaged)
+
+
+def test_sealed_copy_of_other_content_is_not_used(tmp_path, strategy):
+    """Only a load of the kept copy's own digest takes it; one copy is kept, the last one."""
+    a, b = (6.5, 7.5) if strategy == "memfd" else (6.25, 7.25)
+    first = build_shared({"model.c": scale_source(N, f"{a!r}f")}, name="scale", loading=True)
+    second = build_shared({"model.c": scale_source(N, f"{b!r}f")}, name="scale", loading=True)
+    assert library._take_kept(b"\0" * 32) is None and library._kept is not None
+    np.testing.assert_array_equal(load(first)(X), X * np.float32(a))      # copied and hashed as usual
+    assert library._kept is not None
+    np.testing.assert_array_equal(load(second)(X), X * np.float32(b))     # the kept copy
+    assert library._kept is None

@@ -14,7 +14,9 @@ original afterwards), and the private copy is opened:
   folder, unlinked as soon as it is open (the folder of a process that was killed is removed by
   the next process that makes one).  A name that is still loaded holds the same content.
 
-The artifact's own folder may be read-only; the original is read once.  The private copy stays
+The artifact's own folder may be read-only; the original is read once.  A compile that loads
+what it built seals it through its private copy (:func:`seal_loadable`): the copy is hashed
+once, for the trailer, and the load opens it.  The private copy stays
 open (a descriptor) while its library is loaded, and ``Module.save`` writes it out.
 
 Every load of the same content (digest) in a process shares one :class:`Library`.  When the last
@@ -29,6 +31,7 @@ import atexit
 import ctypes
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import threading
@@ -41,7 +44,7 @@ import _ctypes
 import numpy as np
 
 from ..errors import ArtifactError, EmberError
-from .artifact import (TRAILER_SIZE, corrupt, file_identity, mark_verified, open_artifact, sha256_of_fd,
+from .artifact import (TRAILER_MAGIC, TRAILER_SIZE, corrupt, file_identity, mark_verified, open_artifact, sha256_of_fd,
                        undone_on_error, verify_bytes, was_verified)
 
 #: The ABI version of ``ember_runtime.h`` this runtime speaks.
@@ -224,7 +227,8 @@ def _shared(digest: bytes) -> Library | None:
 
 def load_file(path: Path) -> Library:
     """The library of the artifact at ``path`` (checked for integrity): one already loaded
-    with the same content, else a new private copy, loaded."""
+    with the same content, else the private copy :func:`seal_loadable` kept of that content,
+    else a new private copy, loaded."""
     f, st, digest = open_artifact(path)
     where = f"'{path}'"
     with f:
@@ -234,9 +238,58 @@ def load_file(path: Path) -> Library:
                 lib = _shared(digest)
             if lib is not None:
                 return lib
+        kept = _take_kept(digest)
+        if kept is not None:        # hashed when it was sealed: what runs is what was hashed
+            return _open(kept, digest, where)
         copy = _private_copy(lambda out: _copy_fd(f.fileno(), out, st.st_size), digest, where)
     mark_verified(ident)
     return _open(copy, digest, where)
+
+
+#: ``(digest, private copy)`` that :func:`seal_loadable` made last, until a load takes it
+_kept: "tuple[bytes, _Copy] | None" = None
+
+
+def seal_loadable(path: str | os.PathLike) -> bytes:
+    """Seals the library at ``path`` as ``artifact.seal_artifact`` does, through a private copy:
+    the library is copied into a private file (as :func:`load_file` copies an artifact), the
+    copy is hashed, and the trailer is appended to the copy and to the file.  The copy is kept
+    for the next :func:`load_file` of that digest, which opens it without copying or hashing
+    again (one pass over the bytes fewer: a compile loads what it built).  One copy is kept at
+    most, the last one made.  Returns the digest."""
+    global _kept
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        copy = _new_copy("sealing")
+        with undone_on_error(copy.discard, f"cannot seal the artifact '{path}'"):
+            _copy_fd(f.fileno(), copy.fd, size)
+            if os.fstat(copy.fd).st_size != size:
+                raise ArtifactError(f"cannot seal the artifact '{path}': it changed while it was copied")
+            digest = sha256_of_fd(copy.fd, size)
+            trailer = TRAILER_MAGIC + struct.pack("<Q", size) + digest
+            _pwrite_all(copy.fd, trailer, size)
+            _pwrite_all(f.fileno(), trailer, size)
+    with _lock:
+        old, _kept = _kept, (digest, copy)
+    if old is not None:
+        old[1].discard()
+    return digest
+
+
+def _take_kept(digest: bytes) -> "_Copy | None":
+    global _kept
+    with _lock:
+        if _kept is None or _kept[0] != digest:
+            return None
+        copy, _kept = _kept[1], None
+        return copy
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def load_bytes(data: bytes | memoryview, where: str) -> Library:
@@ -253,20 +306,23 @@ def load_bytes(data: bytes | memoryview, where: str) -> Library:
 def _private_copy(fill, digest: bytes, where: str, check: bool = True) -> "_Copy":
     """A private file holding the artifact (``fill(fd)`` writes it), checked against ``digest``
     unless ``check`` is False (the caller checked what it writes)."""
-    copy = None
-    if _memfd_works is not False and _memfd_possible():
-        try:
-            copy = _Copy(os.memfd_create(f"ember-{digest.hex()[:16]}", getattr(os, "MFD_CLOEXEC", 0)), None)
-        except OSError:
-            pass
-    if copy is None:
-        copy = _Copy.named()
+    copy = _new_copy(digest.hex()[:16])
     with undone_on_error(copy.discard, f"cannot copy the artifact {where} to load it"):
         fill(copy.fd)
         size = os.fstat(copy.fd).st_size
         if check and (size < TRAILER_SIZE or sha256_of_fd(copy.fd, size - TRAILER_SIZE) != digest):
             raise corrupt(where)
     return copy
+
+
+def _new_copy(name: str) -> "_Copy":
+    """An empty private file: a memory file where they may hold code, else a named one."""
+    if _memfd_works is not False and _memfd_possible():
+        try:
+            return _Copy(os.memfd_create(f"ember-{name}", getattr(os, "MFD_CLOEXEC", 0)), None)
+        except OSError:
+            pass
+    return _Copy.named()
 
 
 class _Copy:

@@ -259,7 +259,8 @@ def seal_loadable(path: str | os.PathLike) -> bytes:
     copy is hashed, and the trailer is appended to the copy and to the file.  The copy is kept
     for the next :func:`load_file` of that digest, which opens it without copying or hashing
     again (one pass over the bytes fewer: a compile loads what it built).  One copy is kept at
-    most, the last one made.  Returns the digest."""
+    most, the last one made.  (Its memory file is named ``ember-sealing``, not by the digest,
+    which is known only once the copy is made.)  Returns the digest."""
     global _kept
     with open(path, "r+b") as f:
         size = os.fstat(f.fileno()).st_size

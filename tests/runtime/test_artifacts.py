@@ -397,3 +397,61 @@ def test_damaged_model_cache_entry_is_compiled_again(tmp_path):
     data[len(data) // 2] ^= 0xFF
     entry.write_bytes(bytes(data))
     np.testing.assert_array_equal(ember.compile(m, cflags=("-O1",))(x), x + 7)
+
+
+def test_sealed_copy_is_what_the_load_opens(tmp_path, strategy):
+    """``build_shared(loading=True)`` seals the library through a private copy (hashed there)
+    that the next load of that content opens; the file on disk carries the same trailer and
+    verifies on its own; the copy is taken once, so a later load of a damaged file fails."""
+    from ember.runtime.artifact import verify_artifact
+
+    scale = 5.375 if strategy == "memfd" else 5.125     # (a library cache hit is not sealed again)
+    path = build_shared({"model.c": scale_source(N, f"{scale!r}f")}, name="scale", loading=True)
+    kept = library._kept
+    assert kept is not None and kept[0] == verify_artifact(path)
+    m = load(path)
+    assert library._kept is None and m._library.digest == kept[0]
+    np.testing.assert_array_equal(m(X), X * np.float32(scale))
+    with open(path, "rb") as f:
+        f.seek(-len(TRAILER_MAGIC) - 40, os.SEEK_END)
+        assert f.read(len(TRAILER_MAGIC)) == TRAILER_MAGIC
+    damaged = tmp_path / "damaged.so"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="corrupt"):
+        load(damaged)
+
+
+def test_sealed_copy_of_other_content_is_not_used(tmp_path, strategy):
+    """Only a load of the kept copy's own digest takes it; one copy is kept, the last one."""
+    a, b = (6.375, 7.375) if strategy == "memfd" else (6.125, 7.125)
+    first = build_shared({"model.c": scale_source(N, f"{a!r}f")}, name="scale", loading=True)
+    second = build_shared({"model.c": scale_source(N, f"{b!r}f")}, name="scale", loading=True)
+    assert library._take_kept(b"\0" * 32) is None and library._kept is not None
+    np.testing.assert_array_equal(load(first)(X), X * np.float32(a))      # copied and hashed as usual
+    assert library._kept is not None
+    np.testing.assert_array_equal(load(second)(X), X * np.float32(b))     # the kept copy
+    assert library._kept is None
+
+
+def test_copy_hashed_while_copied(tmp_path, strategy, monkeypatch):
+    """A large artifact is copied by a thread while the loading one hashes the finished pieces
+    (``library._copy_hashed``): with the threshold and the pieces made small, a whole
+    artifact loads, and one damaged or truncated on disk is refused."""
+    monkeypatch.setattr(library, "PIPELINE_BYTES", 1)
+    monkeypatch.setattr(library, "_PIECE", 4096)
+    scale = 8.375 if strategy == "memfd" else 8.125
+    src = build_shared({"model.c": scale_source(N, f"{scale!r}f", constants=1 << 20)}, name="scale")
+    path = tmp_path / "m.so"
+    data = src.read_bytes()
+    path.write_bytes(data)
+    np.testing.assert_array_equal(load(path)(X), X * np.float32(scale))
+    flipped = bytearray(data)
+    flipped[len(data) - 100_000] ^= 0x01
+    (tmp_path / "flipped.so").write_bytes(bytes(flipped))
+    with pytest.raises(ArtifactError, match="corrupt"):
+        load(tmp_path / "flipped.so")
+    (tmp_path / "short.so").write_bytes(data[:len(data) // 2] + data[-len(TRAILER_MAGIC) - 40:])
+    with pytest.raises(ArtifactError, match="truncated|damaged|corrupt"):
+        load(tmp_path / "short.so")

@@ -315,6 +315,7 @@ class CGenerator:
         self._check_mode = "report"    # how IndexCheck is written now: "fast" or "report"
         self._fast_checks = False      # whether a fast check was written (see _checked)
         self._tasks: dict[int, tuple[str, str]] = {}   # parallel loop -> its task and context
+        self._checks = True            # whether the kernel written now has run-time checks
         self._shared: SharedPlan | None = None   # the named subexpressions of the statement written
 
     # ---- names ---------------------------------------------------------------------------
@@ -766,7 +767,7 @@ class CGenerator:
             f"  {'const ' if b.const else ''}{_ptr_type(b, sctx)}* restrict {n} = _c->{n};\n" for b, n in fields)
         unpack += "".join(f"  const int64_t {n} = _c->{n};\n" for _, n in sizes)
         fields = fields + sizes
-        if has_checks(s.body):
+        if self._checks and has_checks(s.body):     # (none in a part of a kernel without)
             struct += f" ember_check* {CHECK_ARG};"
             unpack += f"  ember_check* {CHECK_ARG} = _c->{CHECK_ARG};\n"
             fields.append((None, CHECK_ARG))
@@ -805,7 +806,8 @@ class CGenerator:
             ctx.used.add(n)
             readable[n] = v.name
             params.append(f"int64_t {n}")
-        if has_checks(f.body):
+        self._checks = has_checks(f.body)
+        if self._checks:
             params.append(f"ember_check* {CHECK_ARG}")
         self._kernel = f.name
         self._tasks = {}
@@ -920,16 +922,32 @@ BAD_FLAG = "ember_bad"
 
 
 def has_checks(s: Stmt) -> bool:
-    """Whether the statement holds run-time checks (so its kernel takes the ember_check)."""
-    return any(isinstance(x, IndexCheck) for _, e in _exprs_of(s) for x in _subexprs(e))
+    """Whether the statement holds run-time checks (so its kernel takes the ember_check).  A
+    kernel is asked this several times (its body, its parallel loops, the entry's call): the
+    answer is kept per statement, and a subexpression the statement's expressions share is
+    looked at once."""
+    hit = _HAS_CHECKS.get(id(s))
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    seen: set[int] = set()
+    found = any(isinstance(x, IndexCheck) for _, e in _exprs_of(s) for x in _subexprs(e, seen))
+    if len(_HAS_CHECKS) >= 256:
+        _HAS_CHECKS.clear()
+    _HAS_CHECKS[id(s)] = (s, found)         # (the statement kept, so that its id is not reused)
+    return found
 
 
-def _subexprs(e: Expr):
+_HAS_CHECKS: dict[int, tuple] = {}
+
+
+def _subexprs(e: Expr, seen: set[int] | None = None):
     """Every subexpression of ``e`` once (expressions are DAGs: unrolled Winograd transforms
-    share theirs), parents before children, children in the order ``rebuild`` visits them."""
+    share theirs), parents before children, children in the order ``rebuild`` visits them;
+    none that ``seen`` (ids, added to) holds already."""
     from ..tir.analysis import rebuild
 
-    seen: set[int] = set()
+    if seen is None:
+        seen = set()
     stack = [e]
     while stack:
         x = stack.pop()
@@ -1074,11 +1092,12 @@ def _aligned_ramp(idx: Expr, lanes: int) -> bool:
 def _buffers_used(s: Stmt) -> list[Buffer]:
     allocated = {x.buffer for x in _walk_stmt(s) if isinstance(x, Allocate)}
     seen: dict[int, Buffer] = {}
+    looked: set[int] = set()        # subexpressions already looked at (their loads' buffers are in seen)
     for store, e in _exprs_of(s):
         if store is not None and store.buffer not in allocated:
             seen.setdefault(id(store.buffer), store.buffer)
-        for ld in _loads(e):
-            if ld.buffer not in allocated:
+        for ld in _subexprs(e, looked):
+            if isinstance(ld, Load) and ld.buffer not in allocated:
                 seen.setdefault(id(ld.buffer), ld.buffer)
     return list(seen.values())
 

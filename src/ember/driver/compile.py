@@ -35,20 +35,13 @@ from .. import limits as ember_limits
 from ..errors import ArtifactError, EmberError, ShapeError, TargetError
 from ..graph.ir import Graph, Value, constant
 from ..symbolic import Sym, is_identifier
-from ..passes import fuse, plan_memory
-from ..passes.base import paused_gc
 from ..target import Target, asked_knobs, resolve
-from ..codegen.c import (CGenerator, buffer_table, c_ident, c_type, dim_c, intrinsic_helpers, model_header, model_units,
-                         shape_function, units_listing)
-from ..ops import get_op
 from ..schedules.knobs import MODEL_KNOBS, check_knobs
-from ..runtime.program import write_program
 from ..timings import Timings, timed
-from .data_dims import DataDims, data_symbols
-from .kernels import kernel_call, new_workload, tuning_key, workload_key
-from .pipeline import Context, check_disabled, generic_steps, run_graph
-from .regions import Regions, is_region
-from .program import const_entry, json_attrs, needs_program, partition
+
+# The compiler proper (the passes, the ops, the schedules, the C generator) is imported by the
+# functions that run it, not with this module: a compile that the model cache answers needs
+# only the key and the load (importing it all took 0.18 s of CPU of such a compile).
 
 ProgressFn = Callable[[str], None]
 
@@ -85,11 +78,13 @@ class CompiledModel:
     """Everything the compiler produced, before it becomes a library (for dumps and reports):
     ``units``, the C files (``codegen.c.model_units``), ``object_keys``, what each kernel's file
     is cached by (its canonical code: ``toolchain.build_shared``), and ``source``, the files as
-    one text to read."""
+    one text to read.  ``constants`` is the blob, bytes or a read-only memoryview of bytes."""
 
-    def __init__(self, graph: Graph, groups, plan, units: dict[str, str], constants: bytes, kernels,
+    def __init__(self, graph: Graph, groups, plan, units: dict[str, str], constants: "bytes | memoryview", kernels,
                  object_keys: dict[str, str] | None = None, kernel_files: dict[str, str] | None = None,
                  workloads: dict | None = None, constants_sha256: str | None = None):
+        from ..codegen.c import units_listing
+
         self.graph = graph
         self.groups = groups
         self.plan = plan
@@ -120,6 +115,8 @@ def symbol_bounds(graph: Graph) -> dict[str, int]:
     """The planning size of every symbol of the graph's input shapes: its limit, else its hint
     (``DEFAULT_BOUND`` where neither the user nor the model gave one), in the order of
     ``graph.symbols()``."""
+    from .data_dims import data_symbols
+
     inputs_syms = graph.symbols()
     syms = inputs_syms + data_symbols(graph)
     unknown = sorted((set(graph.bounds) | set(graph.hints)) - set(syms))
@@ -165,6 +162,9 @@ def generate(graph: Graph, target: Target, opt_level: int = 3, dump: Callable | 
     do not apply fall back to the knobs).  ``timings`` receives the time of every step
     (:mod:`ember.timings`).  ``early`` (a ``toolchain.cc.Prebuild``) receives each kernel's C file
     as soon as it is made, to compile it in the background."""
+    from ..passes.base import paused_gc
+    from .pipeline import check_disabled
+
     with paused_gc():          # collected after each pass and every few kernels instead
         return _generate(graph, target, opt_level, dump, progress, profile, observe,
                          check_disabled(disabled_passes), kernel_knobs, timings, kernel_steps, early)
@@ -174,6 +174,8 @@ def observe_kernels(g: Graph, groups, out_names: list[str]) -> None:
     """Make the result of every group an output of ``g`` (named ``ember_observe_<k>``), after
     fusion, so the groups and their kernels stay what they are: each kernel writes into an
     output buffer instead of the arena, where ``ember bisect`` reads it."""
+    from .regions import is_region
+
     for grp in groups:
         for v in grp.nodes[0].outputs if is_region(grp) else [grp.output]:
             g.outputs.append(v)
@@ -184,6 +186,14 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
               profile: bool, observe: bool = False, disabled_passes: frozenset = frozenset(),
               kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
               kernel_steps: Mapping[str, list] | None = None, early=None) -> CompiledModel:
+    from ..codegen.c import (CGenerator, buffer_table, c_type, dim_c, intrinsic_helpers, model_units,
+                             shape_function)
+    from ..passes import fuse, plan_memory
+    from .data_dims import DataDims
+    from .kernels import kernel_call, new_workload, tuning_key, workload_key
+    from .pipeline import Context, run_graph
+    from .regions import Regions, is_region
+
     say = progress or (lambda msg: None)
     if kernel_steps and kernel_knobs is None:
         kernel_knobs = {}
@@ -349,7 +359,8 @@ def _generate(graph: Graph, target: Target, opt_level: int, dump: Callable | Non
         units = model_units(g.name, target.lanes, gen.kernels, entry, meta, plan.arena_bytes,
                             entry_names if profile else None, shapes_c, gen.check_sites,
                             data_entry=dd.entry_params if dd else None, isa=target.isa)
-    return CompiledModel(g, groups, plan, units, bytes(blob), kernels + regions.kernels,
+    # the blob as it is, read-only (a bytes copy of BERT-base's 437 MB took 0.2-0.3 s of CPU)
+    return CompiledModel(g, groups, plan, units, memoryview(blob).toreadonly(), kernels + regions.kernels,
                          {f"{kc.symbol}.c": kc.code for kc in gen.kernels},
                          {kc.name: f"{kc.symbol}.c" for kc in gen.kernels}, workloads, weights_sha256)
 
@@ -606,10 +617,16 @@ def compile(model: Any, target: "str | Target" = "cpu", opt_level: int = 3, *,
         lim = limits if isinstance(limits, ember_limits.Limits) else ember_limits.current().updated(limits)
     except ValueError as e:
         raise EmberError(str(e)) from None
-    with ember_limits.using(lim), paused_gc():     # the passes collect (see passes.base.paused_gc)
+    if disabled_passes:
+        from .pipeline import check_disabled
+
+        disabled = check_disabled(disabled_passes)
+    else:
+        disabled = frozenset()
+    with ember_limits.using(lim):
         result = _compile(model, target, opt_level, shapes=shapes, bounds=bounds, dump=dump, progress=progress,
                           cache=cache, profile=profile, cflags=cflags, knobs=knobs,
-                          disabled=check_disabled(disabled_passes), tuning=tuning, tm=tm)
+                          disabled=disabled, tuning=tuning, tm=tm)
     result.timings = tm.finish()
     return result
 
@@ -627,7 +644,9 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
 
         if tuning is not None:
             raise TargetError("tuning records apply to CPU targets only")
-        with tm.step("GPU compile"):
+        from ..passes.base import paused_gc
+
+        with tm.step("GPU compile"), paused_gc():        # the passes collect (see passes.base.paused_gc)
             return compile_gpu(model, tgt, opt_level, shapes=shapes, bounds=bounds, knobs=knobs,
                                dump=dump or os.environ.get("EMBER_DUMP") or None, progress=progress)
     if knobs:
@@ -665,13 +684,17 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
             return module
     # the runtime's objects and the precompiled header do not depend on the model: compiled in
     # the background while Python reads the model and generates the kernels
+    from ..codegen.c import model_header
+    from ..passes.base import paused_gc
     from ..toolchain.cc import prebuild
 
     early = prebuild({"model.h": model_header(tgt.lanes, tgt.isa)}, pch="model.h", flags=cflags, target=tgt)
     try:
-        return _compile_model(model, tgt, opt_level, shapes, bounds, dump=dump, say=say, profile=profile,
-                              cflags=cflags, disabled=disabled, tuned=tuned, tuned_steps=tuned_steps, tm=tm, key=key,
-                              stamps=stamps, models=models, early=early, t0=t0, report_steps=bool(progress))
+        with paused_gc():       # the passes collect (see passes.base.paused_gc)
+            return _compile_model(model, tgt, opt_level, shapes, bounds, dump=dump, say=say, profile=profile,
+                                  cflags=cflags, disabled=disabled, tuned=tuned, tuned_steps=tuned_steps, tm=tm,
+                                  key=key, stamps=stamps, models=models, early=early, t0=t0,
+                                  report_steps=bool(progress))
     finally:
         early.close()       # (nothing left to do after a wait; after an error, the threads stop)
 
@@ -680,6 +703,7 @@ def _compile_model(model, tgt: Target, opt_level: int, shapes, bounds, *, dump, 
                    disabled: frozenset, tuned, tuned_steps, tm: Timings, key, stamps: list, models, early,
                    t0: float, report_steps: bool):
     """The rest of :func:`_compile` after a miss of the model cache."""
+    from .program import needs_program
     from ..runtime import load
 
     say("reading model")
@@ -704,7 +728,7 @@ def _compile_model(model, tgt: Target, opt_level: int, shapes, bounds, *, dump, 
         with tm.step("load"):
             return load(path)
     lib = _build_library(graph, tgt, opt_level, dumper, say, profile, tuple(cflags), report_steps, disabled,
-                         tuned, tm, tuned_steps, early)
+                         tuned, tm, tuned_steps, early, loading=True)
     if key is not None:
         with tm.step("cache store"):
             lib = _store_entry(models, key, lib, link=True)     # the same file as the library cache's entry
@@ -761,9 +785,10 @@ def _loaded(path: Path, tgt: Target):
 def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
                    cflags: tuple[str, ...], report_steps: bool = False, disabled: frozenset = frozenset(),
                    kernel_knobs: Mapping[str, Mapping] | None = None, timings: Timings | None = None,
-                   kernel_steps: Mapping[str, list] | None = None, early=None) -> Path:
+                   kernel_steps: Mapping[str, list] | None = None, early=None, loading: bool = False) -> Path:
     """Compile ``graph`` (no host ops) to a sealed shared library; returns its path.  ``early``
-    (a ``toolchain.cc.Prebuild``) is waited for before the C compiles."""
+    (a ``toolchain.cc.Prebuild``) is waited for before the C compiles; ``loading``: see
+    :func:`build_library`."""
     cm = generate(graph, tgt, opt_level, dump=dumper, progress=say, profile=profile, disabled_passes=disabled,
                   kernel_knobs=kernel_knobs, timings=timings, kernel_steps=kernel_steps,
                   early=early)
@@ -775,12 +800,15 @@ def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: Progr
         if report_steps:
             for fname in early.compiled:
                 say(f"compile {Path(fname).name} (in the background)")
-    return build_library(cm, graph.name, tgt, dumper, say, cflags, report_steps, timings)
+    return build_library(cm, graph.name, tgt, dumper, say, cflags, report_steps, timings, loading)
 
 
 def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: ProgressFn, cflags: tuple[str, ...],
-                  report_steps: bool = False, timings: Timings | None = None) -> Path:
-    """The sealed shared library of what :func:`generate` made (``cm``); returns its path."""
+                  report_steps: bool = False, timings: Timings | None = None, loading: bool = False) -> Path:
+    """The sealed shared library of what :func:`generate` made (``cm``); returns its path.
+    ``loading``: the caller loads it next (``build_shared(loading=)``: sealed through the
+    private copy that load opens)."""
+    from ..codegen.c import c_ident
     from ..toolchain import build_shared
 
     if dumper:
@@ -795,7 +823,7 @@ def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: Progre
     return build_shared(cm.units, {"ember_constants": cm.constants}, flags=list(cflags), name=c_ident(name),
                         progress=(lambda step, done, total: say(step)) if report_steps else None, target=tgt,
                         object_keys=cm.object_keys, pch="model.h", timings=timings,
-                        blob_keys={"ember_constants": cm.constants_sha256})
+                        blob_keys={"ember_constants": cm.constants_sha256}, loading=loading and not tgt.cross)
 
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,
@@ -804,6 +832,10 @@ def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: Pro
                      kernel_steps: Mapping[str, list] | None = None, early=None) -> Path:
     """Compile a graph with host steps to a program file in the cache (``build.program``);
     returns its path."""
+    from ..ops import get_op
+    from ..runtime.program import write_program
+    from .pipeline import Context, generic_steps, run_graph
+    from .program import const_entry, json_attrs, partition
     from ..toolchain import Cache
 
     g = run_graph(graph, Context(tgt, opt_level, disabled, dumper, say, timings), generic_steps())

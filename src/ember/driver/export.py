@@ -50,7 +50,8 @@ def export_c(model: Any, out: str | os.PathLike, *, target: "str | Target" = "po
              knobs: Mapping[str, Any] | None = None, weights: str = "blob", progress=None) -> Path:
     """Writes the C package of ``model`` for ``target`` into the folder ``out`` (created; an
     existing one must be empty or an earlier export); returns its path."""
-    from .compile import generate, needs_program, to_graph
+    from .compile import generate, to_graph
+    from .program import needs_program
     from ..codegen.c import c_ident
     from ..schedules.knobs import check_knobs
 

@@ -73,10 +73,12 @@ class Node:
     __hash__ = object.__hash__
 
 
-def constant(array: Any, name: str | None = None, dtype: str | None = None) -> Value:
+def constant(array: Any, name: str | None = None, dtype: str | None = None, owned: bool = False) -> Value:
     """A new constant value holding a copy of ``array``, or ``array`` itself when nothing can
-    change it (a read-only view of a ``bytes`` object: a model's raw tensor data)."""
-    if dtype is None and _immutable(array):
+    change it (a read-only view of a ``bytes`` object: a model's raw tensor data) or when the
+    caller hands it over (``owned``: a numpy array just made, which nothing else references
+    or writes; it becomes read-only: packed weights are not copied once more)."""
+    if dtype is None and (_immutable(array) or owned and isinstance(array, np.ndarray) and array.dtype.kind not in "OU"):
         arr = array
     else:
         arr = np.array(array, dtype=np_dtype(dtype)) if dtype is not None else np.array(array)

@@ -630,8 +630,11 @@ class MatMulPacked(Op):
     def pack(w: np.ndarray, nb: int) -> np.ndarray:
         *batch, k, n = w.shape
         nt = -(-n // nb)
-        padded = np.zeros((*batch, k, nt * nb), w.dtype)
-        padded[..., :n] = w
+        if n == nt * nb:
+            padded = w              # no padding: panels straight from the weight (one copy, not three)
+        else:
+            padded = np.zeros((*batch, k, nt * nb), w.dtype)
+            padded[..., :n] = w
         nd = len(batch)
         perm = tuple(range(nd)) + (nd + 1, nd, nd + 2)
         return np.ascontiguousarray(padded.reshape(*batch, k, nt, nb).transpose(perm))

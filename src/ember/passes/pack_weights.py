@@ -54,7 +54,7 @@ def run(graph: Graph, lanes: int = 8) -> Graph:
         if key not in packed:
             others = sum(k[0] is w for k in packed)     # the same weight packed another way
             name = f"{w.name}_packed{others if others else ''}"
-            packed[key] = constant(get_op(op).pack(data, block), name)
+            packed[key] = constant(get_op(op).pack(data, block), name, owned=True)    # (made here)
         return packed[key]
 
     for node in g.nodes:

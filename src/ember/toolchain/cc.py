@@ -265,7 +265,8 @@ def default_jobs() -> int:
 def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None = None, *,
                  flags: Sequence[str] | None = None, name: str = "model", jobs: int | None = None,
                  progress: ProgressFn | None = None, target=None, object_keys: Mapping[str, str] | None = None,
-                 pch: str | None = None, timings=None, blob_keys: Mapping[str, str] | None = None) -> Path:
+                 pch: str | None = None, timings=None, blob_keys: Mapping[str, str] | None = None,
+                 loading: bool = False) -> Path:
     """Builds (or finds in the cache) the artifact for ``sources`` and ``blobs``.
 
     ``sources`` maps file names (``*.c``, ``*.h``, ``*.s``, ``*.S``) to their text; C files
@@ -290,7 +291,9 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     in place of its bytes (which are then not hashed again).
     ``timings`` (an :class:`ember.timings.Timings`) receives the time of each step: the key,
     the compiles (how many files were compiled, how many came from the cache), the link, the
-    seal and the store.
+    seal and the store.  ``loading`` says that the caller loads the library next (a host
+    build): it is sealed through the private copy the load then opens
+    (``runtime.library.seal_loadable``), so the load neither copies nor hashes it again.
 
     Returns the path of the sealed library in the cache; raises :class:`ToolchainError` if a
     compiler step fails.
@@ -336,7 +339,12 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
                      (link_flags, link_libs, wasm), dict(object_keys or {}), pch, timings,
                      None if cross else _host_elf_machine(cflags))
         with timed(timings, "C: seal the artifact"):
-            seal_artifact(lib)
+            if loading and not cross:
+                from ..runtime.library import seal_loadable
+
+                seal_loadable(lib)
+            else:
+                seal_artifact(lib)
         with timed(timings, "cache store"):
             return libs.put(entry, lib, move=True)
     except OSError as e:

@@ -162,7 +162,7 @@ def _inputs(graph: Graph, inputs, seed: int) -> tuple[dict[str, np.ndarray], str
 
 
 def _check_kernels(tr: Trace, feeds, n_outputs: int, report: Report) -> None:
-    from ..driver.compile import c_ident
+    from ..codegen.c import c_ident
     from ..driver.regions import is_region
     from ..runtime import load
     from ..toolchain import build_shared

@@ -20,22 +20,13 @@ from ember.toolchain import build_shared
 from ember.toolchain.cc import (Compiler, RuntimeStore, _object_key, _runtime_units, _setup, prebuild_runtime,
                                 runtime_files, runtime_store_dir)
 
-HEADER = "#include \"ember_kernel.h\"\nstatic inline float ember_test_twice(float v) { return 2 * v; }\n"
+from test_prebuild import HEADER, _sources as _prebuild_sources
 
 
 def _sources(tag: str = "") -> dict[str, str]:
-    entry = ('const char ember_model_metadata[] = "{\\"format\\": 1, \\"ember_version\\": \\"0.1.0\\", '
-             '\\"name\\": \\"t\\", \\"target\\": \\"cpu\\", \\"inputs\\": [{\\"name\\": \\"x\\", \\"dtype\\": '
-             '\\"float32\\", \\"shape\\": [4]}], \\"outputs\\": [{\\"name\\": \\"y\\", \\"dtype\\": \\"float32\\", '
-             '\\"shape\\": [4]}], \\"arena_bytes\\": 0, \\"constants_bytes\\": 0, \\"kernels\\": 1}";\n'
-             "const unsigned long long ember_model_arena_bytes = 0;\n"
-             "EMBER_HIDDEN float k0(float); EMBER_HIDDEN float k1(float); EMBER_HIDDEN float k2(float);\n"
-             "int ember_model_entry(unsigned char* arena, void* const* inputs, void* const* outputs) {\n"
-             "  (void)arena; const float* x = inputs[0]; float* y = outputs[0];\n"
-             "  for (int i = 0; i < 4; i++) y[i] = k0(x[i]) + k1(x[i]) + k2(x[i]);\n  return 0;\n}\n")
-    files = {"m.h": HEADER, "model.c": f'#include "m.h"\n/* {tag} */\n' + entry}
-    for k in range(3):
-        files[f"k{k}.c"] = f'#include "m.h"\nEMBER_HIDDEN float k{k}(float v) {{ return ember_test_twice(v) + {k}; }}\n'
+    """test_prebuild's model (a header, an entry, three kernels), its entry marked with ``tag``."""
+    files = _prebuild_sources(HEADER)
+    files["model.c"] = files["model.c"].replace('#include "m.h"\n', f'#include "m.h"\n/* {tag} */\n', 1)
     return files
 
 

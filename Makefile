@@ -24,7 +24,8 @@ venv: $(STAMP)
 
 # Re-install only when pyproject.toml changes (the package itself is installed editable).  The
 # runtime's objects and the precompiled preamble for this machine go to the runtime store
-# (.venv/lib/ember/runtime), so that no compile builds them; best effort (without a C compiler the
+# (.venv/lib/ember/runtime), so that no compile builds them, and it writes the bytecode of
+# Ember's modules, which an interpreter with PYTHONDONTWRITEBYTECODE reads but never writes; best effort (without a C compiler the
 # first compile says what is missing).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

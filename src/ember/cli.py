@@ -239,7 +239,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "(the runtime's C files and the precompiled preamble model.h) into the runtime "
                                     "store (EMBER_RUNTIME_DIR, else lib/ember/runtime under the installation's "
                                     "prefix), so that a cold compile does not build them.  `make venv` runs it for "
-                                    "this machine; without it the first compile for a target fills the store.")
+                                    "this machine; without it the first compile for a target fills the store.  It "
+                                    "also writes the bytecode of Ember's own modules where it is missing, which "
+                                    "the interpreter reads even when told not to write it (PYTHONDONTWRITEBYTECODE).")
     pr.add_argument("--target", default="cpu", help="target to build for (default: cpu, the host; "
                                                     "see 'ember targets')")
     pr.set_defaults(func=cmd_prebuild_runtime)
@@ -477,11 +479,32 @@ def cmd_prebuild_runtime(args: argparse.Namespace) -> int:
     if tgt.family == "gpu":
         raise TargetError(f"{tgt.spec} is a GPU target: its kernels are built by the device's compiler, with no "
                           "C runtime to prebuild")
+    bytecode = compile_bytecode()       # (first: it needs no C compiler)
     said = prebuild_runtime({"model.h": model_header(tgt.lanes, tgt.isa)}, pch="model.h", target=tgt)
     print(f"runtime store: {runtime_store_dir()} (target {tgt.spec})")
     for line in said:
         print(f"  {line}")
+    print(bytecode)
     return 0
+
+
+def compile_bytecode(root: "str | os.PathLike | None" = None) -> str:
+    """Writes the bytecode of every module of the package at ``root`` (default: Ember's own)
+    where it is missing or stale (``compileall``: ``__pycache__`` beside the sources, or under
+    ``sys.pycache_prefix``), and says how many modules have it.  An interpreter told not to write
+    bytecode (``PYTHONDONTWRITEBYTECODE``, an editable install in a read-only tree) still reads
+    it: without it every compile in a new process parsed and compiled Ember's 130 modules again
+    (0.4 s of CPU of the demo's cold compile).  A folder that cannot be written is left as it
+    is."""
+    import compileall
+    import importlib.util
+
+    base = Path(root) if root is not None else Path(__file__).resolve().parent
+    compileall.compile_dir(base, quiet=2, workers=1)
+    sources = [p for p in base.rglob("*.py") if "__pycache__" not in p.parts]
+    have = sum(Path(importlib.util.cache_from_source(str(p))).is_file() for p in sources)
+    return f"bytecode: {have} of {len(sources)} modules of {base}" + ("" if have == len(sources) else
+                                                                     " (the others' folders cannot be written)")
 
 
 def cmd_cache(args: argparse.Namespace) -> int:

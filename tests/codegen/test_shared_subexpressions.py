@@ -1,16 +1,18 @@
 """The C generator writes a subexpression used several times in a statement once, as a named
 temporary (``codegen.c_shared``): the C of a deeply shared expression stays linear in size
 (written as a tree, x_{k+1} = f(x_k, x_k) doubles at every step), computes the same values,
-and a part C computes only under a condition stays under it."""
+and a part C computes only under a condition stays under it.  Stores side by side that read
+nothing they write (an unrolled transform's points) share one plan: a part they share is
+written once; a store that reads what one before it wrote keeps its own."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ember.codegen.c import CGenerator
+from ember.codegen.c import CGenerator, _store_run
 from ember.target import host
 from ember.tir.expr import Broadcast, Const, Load, Ramp, Select, Var, binop
-from ember.tir.stmt import Buffer, For, PrimFunc, Store
+from ember.tir.stmt import Buffer, For, PrimFunc, Seq, Store
 
 from te.kbuild import build_kernels
 
@@ -100,3 +102,43 @@ def test_vector_code_shares_across_a_lane_wise_select():
     for _ in range(depth):
         want = np.where(want > np.float32(0.5), want - np.float32(0.25), want * np.float32(1.5)).astype(np.float32)
     np.testing.assert_array_equal(mod.run({"k0_in0": data})["k0_out"], want)
+
+
+def _poly(x):
+    return binop("mod", binop("add", binop("mul", x, x), binop("mul", x, Const(7))), Const(MOD))
+
+
+def test_side_by_side_stores_share_their_parts():
+    """Two stores of one loop body computing from the same part: it is named once, before both
+    (an unrolled Winograd transform's points share their row sums the same way), and the values
+    are right."""
+    a = Buffer("a", "int64", N, const=True)
+    out = Buffer("out", "int64", 2 * N)
+    i = Var("i")
+    y = _poly(Load(a, i))
+    body = Seq([Store(out, binop("mul", i, Const(2)), binop("add", y, Const(1))),
+                Store(out, binop("add", binop("mul", i, Const(2)), Const(1)), binop("mul", y, Const(3)))])
+    assert _store_run(body.stmts, 0) == 2
+    f = PrimFunc("pair", [a, out], For(i, N, "serial", body))
+    code = CGenerator(host().lanes).kernel(f)
+    assert code.count("* INT64_C(7)") == 1, code
+    mod = build_kernels([(f, [((N,), "int64")], ((2 * N,), "int64"))], name="pair")
+    data = np.arange(N, dtype=np.int64) * 13 + 5
+    p = (data * data + data * 7) % MOD
+    np.testing.assert_array_equal(mod.run({"k0_in0": data})["k0_out"], np.stack([p + 1, p * 3], 1).reshape(-1))
+
+
+def test_a_store_reading_what_one_before_wrote_keeps_its_own_plan():
+    """out[i] written, then read by the next store: nothing of the second may be computed before
+    the first store (each statement its own plan), so the second reads the new value."""
+    a = Buffer("a", "int64", N, const=True)
+    out = Buffer("out", "int64", N)
+    i = Var("i")
+    y = _poly(Load(a, i))
+    body = Seq([Store(out, i, y), Store(out, i, binop("add", binop("mul", Load(out, i), Const(2)), y))])
+    assert _store_run(body.stmts, 0) == 1
+    f = PrimFunc("again", [a, out], For(i, N, "serial", body))
+    mod = build_kernels([(f, [((N,), "int64")], ((N,), "int64"))], name="again")
+    data = np.arange(N, dtype=np.int64) * 13 + 5
+    p = (data * data + data * 7) % MOD
+    np.testing.assert_array_equal(mod.run({"k0_in0": data})["k0_out"], 3 * p)

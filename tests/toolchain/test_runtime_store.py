@@ -189,3 +189,24 @@ def test_ember_prebuild_runtime(logged_cc, tmp_path, capsys):
     assert capsys.readouterr().out.count("in the store already") == 4
     assert cli_main(["cache"]) == 0
     assert "runtime store: " in capsys.readouterr().out
+
+
+def test_prebuild_writes_bytecode_the_interpreter_reads(tmp_path):
+    """`ember prebuild-runtime` also writes the bytecode of Ember's modules (cli.compile_bytecode):
+    an interpreter that does not write bytecode (-B, PYTHONDONTWRITEBYTECODE) still reads it."""
+    from ember.cli import compile_bytecode
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("X = 1\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "m.py").write_text("Y = 2\n")
+    assert compile_bytecode(pkg).startswith(f"bytecode: 3 of 3 modules of {pkg}")
+    import importlib.util
+
+    cached = Path(importlib.util.cache_from_source(str(pkg / "sub" / "m.py")))
+    assert cached.is_file()
+    # a -B interpreter loads the module from it (-v says where each code object came from)
+    err = subprocess.run([sys.executable, "-B", "-v", "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); "
+                          "import pkg.sub.m"], capture_output=True, text=True, check=True).stderr
+    assert f"code object from '{cached}'" in err

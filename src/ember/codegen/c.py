@@ -613,8 +613,21 @@ class CGenerator:
 
     def stmt(self, s: Stmt, ctx: _Ctx, ind: str, out: list[str], depth: int, fname: str) -> None:
         if isinstance(s, Seq):
-            for x in s.stmts:
-                self.stmt(x, ctx, ind, out, depth, fname)
+            stmts, k = s.stmts, 0
+            while k < len(stmts):
+                run = _store_run(stmts, k)
+                if run > 1:
+                    # stores side by side (an unrolled transform's points) that read nothing
+                    # they write: one plan of named subexpressions for all of them, so a part
+                    # they share (the row sums of a Winograd tile) is written once
+                    with self.statement([e for x in stmts[k:k + run] for e in (x.index, x.value)],
+                                        ctx, ind, out) as lines:
+                        for x in stmts[k:k + run]:
+                            self.store(x, ctx, ind, lines)
+                    k += run
+                else:
+                    self.stmt(stmts[k], ctx, ind, out, depth, fname)
+                    k += 1
         elif isinstance(s, For):
             if s.kind == "parallel" and depth == 0 and (not isinstance(s.extent, int) or s.extent > 1):
                 self.parallel(s, ctx, ind, out, fname)
@@ -1057,6 +1070,26 @@ def _exprs_of(s: Stmt):
             yield None, x.value
         elif isinstance(x, IfThenElse):
             yield None, x.cond
+
+
+def _store_run(stmts, k: int) -> int:
+    """How many stores from ``stmts[k]`` on may share one plan of named subexpressions
+    (``CGenerator.stmt``): consecutive stores of which none writes a buffer that any of them
+    reads (so computing their values before the first store reads the same data) and without
+    run-time checks (whose first failure is the one reported); 0 or 1 when not two."""
+    n = k
+    while n < len(stmts) and isinstance(stmts[n], Store):
+        n += 1
+    if n - k < 2:
+        return n - k
+    written = {id(x.buffer) for x in stmts[k:n]}
+    seen: set[int] = set()
+    for x in stmts[k:n]:
+        for e in (x.index, x.value):
+            for y in _subexprs(e, seen):
+                if isinstance(y, IndexCheck) or (isinstance(y, Load) and id(y.buffer) in written):
+                    return 1
+    return n - k
 
 
 def _loads(e: Expr):

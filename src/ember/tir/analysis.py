@@ -13,6 +13,12 @@ def rebuild(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
 
     Expression kinds defined by higher layers (tensor reads in ``ember.te``) take part by
     defining ``_rebuild(f)``."""
+    t = type(e)
+    if t is BinOp:          # (the most common kinds first, by exact type: this runs per node)
+        a, b = f(e.a), f(e.b)
+        return e if (a is e.a and b is e.b) else binop(e.op, a, b)
+    if t is Const or t is Var or t is SizeVar:
+        return e
     hook = getattr(e, "_rebuild", None)
     if hook is not None:
         return hook(f)

@@ -746,12 +746,10 @@ def _store_entry(kind, key: str, path: Path, **how) -> Path:
     """Stores the artifact ``path`` under ``key`` in the cache ``kind`` (``Cache.put(**how)``), then
     records its digest beside it: :func:`_entry_is_its_own` loads an entry only when its trailer
     still names that artifact, so another (whole, valid) artifact put under the key is not run."""
-    from ..runtime.artifact import open_artifact
+    from ..runtime.artifact import trailer_digest
 
     stored = kind.put(key, path, **how)
-    f, _, digest = open_artifact(stored)
-    f.close()
-    kind.beside(_DIGEST_SUFFIX).put_bytes(key, digest.hex().encode())
+    kind.beside(_DIGEST_SUFFIX).put_bytes(key, trailer_digest(stored).hex().encode())
     return stored
 
 
@@ -760,7 +758,7 @@ def _entry_is_its_own(kind, key: str, hit: Path) -> bool:
     (its trailer's digest is the one recorded; no hashing: the load checks the payload against
     the trailer).  An entry without a record (stored by an older Ember, or a store cut short
     between the two writes) is not."""
-    from ..runtime.artifact import open_artifact
+    from ..runtime.artifact import trailer_digest
 
     record = kind.beside(_DIGEST_SUFFIX).get(key)
     if record is None:
@@ -769,9 +767,7 @@ def _entry_is_its_own(kind, key: str, hit: Path) -> bool:
         recorded = record.read_bytes().strip()
     except OSError:
         return False
-    f, _, digest = open_artifact(hit)
-    f.close()
-    return recorded == digest.hex().encode()
+    return recorded == trailer_digest(hit).hex().encode()
 
 
 def _loaded(path: Path, tgt: Target):

@@ -109,6 +109,14 @@ def open_artifact(path: Path):
         return f, st, parse_trailer(tail, st.st_size, f"'{path}'")
 
 
+def trailer_digest(path) -> bytes:
+    """The digest the trailer of the artifact at ``path`` records (its identity), without hashing
+    the payload; ArtifactError for a file that is no artifact."""
+    f, _, digest = open_artifact(path)
+    f.close()
+    return digest
+
+
 @contextlib.contextmanager
 def undone_on_error(undo, what: str):
     """Runs ``undo()`` if the block fails; an OSError becomes ``ArtifactError("<what>: <why>")``."""

@@ -51,7 +51,7 @@ from ..errors import ArtifactError, EmberError, ToolchainError
 from ..runtime.artifact import seal_artifact, verify_artifact
 from ..timings import timed
 from . import cpu_features
-from .cache import Cache, full_disk_error, no_space
+from .cache import Cache, full_disk_error, no_space, trim
 
 #: Flags every compile gets; ``flags`` given to :func:`build_shared` come after them (and so
 #: override them where the compiler lets a later flag win, e.g. ``-O2``).
@@ -729,32 +729,12 @@ class RuntimeStore:
             except (OSError, ToolchainError):
                 RuntimeStore._unwritable.add(self.root)
             else:
-                self._evict(keep=dest)
+                trim(RUNTIME_STORE_MAX, root=self.root, keep=dest)    # the least recently used go
                 return
         try:
             self.spare.put_bytes(key, entry)
         except (OSError, ToolchainError):
             pass
-
-    def _evict(self, keep: Path) -> None:
-        """Past :data:`RUNTIME_STORE_MAX`, removes the least recently used entries."""
-        try:
-            found = [(e.stat().st_mtime, e.stat().st_size, Path(e.path)) for e in os.scandir(self.home.root)
-                     if e.name.endswith(".obj") and not e.name.startswith(".")]
-        except OSError:
-            return
-        total = sum(size for _, size, _ in found)
-        if total <= RUNTIME_STORE_MAX:
-            return
-        for _, size, path in sorted(found):
-            if total <= RUNTIME_STORE_MAX * 0.8:
-                break
-            if path != keep:
-                try:
-                    path.unlink()
-                    total -= size
-                except OSError:
-                    pass
 
 
 def _runtime_units(compiler: Compiler, cflags: Sequence[str], rt: Mapping[str, bytes]) -> list[tuple[str, str]]:

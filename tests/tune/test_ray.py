@@ -24,7 +24,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def mlp() -> onnx.ModelProto:
-    """Gemm, ReLU, Gemm: 16x64 -> 16x10; two matmul kernels with knobs."""
+    """Gemm, ReLU, Gemm: 16x64 -> 16x32; two matmul kernels with knobs (each as wide as a vector
+    of 16 floats at least: narrower ones are not blocked, and have none)."""
     rng = np.random.default_rng(0)
 
     def init(name, shape):
@@ -34,8 +35,8 @@ def mlp() -> onnx.ModelProto:
              helper.make_node("Relu", ["h"], ["r"]),
              helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1)]
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 10])],
-                              [init("w1", (48, 64)), init("b1", (48,)), init("w2", (10, 48)), init("b2", (10,))])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 32])],
+                              [init("w1", (48, 64)), init("b1", (48,)), init("w2", (32, 48)), init("b2", (32,))])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
@@ -80,6 +81,7 @@ def test_tune_on_two_ray_nodes(cluster, model_file, tmp_path):
     untuned = generate(to_graph(model_file), tgt, kernel_knobs={})
     # the second Gemm's candidates crash the child that measures them
     bad = next(k for k, w in untuned.workloads.items() if w.name.startswith("Gemm_2"))
+    assert "matmul.rows" in untuned.workloads[bad].knobs
     rec, lines = tmp_path / "records.jsonl", []
     runner = RayRunner(child=[sys.executable, str(HERE / "crash_on_workload_child.py"), bad])
     with pytest.raises(EmberError, match="target is 'cpu'"):

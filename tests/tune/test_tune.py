@@ -25,10 +25,12 @@ from ember.driver.records import frozen
 from ember.tune.space import Space
 
 HERE = Path(__file__).resolve().parent
+#: the Gemm's outputs: two vectors of 16 floats, so it is blocked (with knobs) at any vector width
+OUT = 32
 
 
 def small_cnn() -> onnx.ModelProto:
-    """Two 5x5 convolutions with ReLU and a Gemm: 1x8x16x16 -> 1x10 (5x5: direct convolutions with
+    """Two 5x5 convolutions with ReLU and a Gemm: 1x8x16x16 -> 1x32 (5x5: direct convolutions with
     the ``conv2d.rows`` knob, where 3x3 ones would become Winograd's)."""
     rng = np.random.default_rng(0)
 
@@ -42,9 +44,9 @@ def small_cnn() -> onnx.ModelProto:
              helper.make_node("Flatten", ["r2"], ["f"]),
              helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
     graph = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, OUT])],
                               [init("w1", (16, 8, 5, 5)), init("b1", (16,)), init("w2", (16, 16, 5, 5)),
-                               init("b2", (16,)), init("wg", (10, 16 * 16 * 16)), init("bg", (10,))])
+                               init("b2", (16,)), init("wg", (OUT, 16 * 16 * 16)), init("bg", (OUT,))])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
@@ -249,13 +251,33 @@ def test_the_child_flags_outputs_that_differ(model_file, tmp_path):
     from ember.tune.measure import WRONG, measure
 
     ref = tmp_path / "ref.npz"
-    np.savez(ref, y=np.full((1, 10), 1e3, np.float32))
+    np.savez(ref, y=np.full((1, OUT), 1e3, np.float32))
     with pytest.raises(SystemExit) as e:
         measure({"model": model_file, "runs": 1, "reference": str(ref), "drop_library": False})
     assert e.value.code == WRONG
     got = measure({"model": model_file, "runs": 2, "drop_library": False})
     assert got["ms"] and all(ms >= 0 for ms in got["ms"].values())
     assert set(got["ms"]) == set(got["workloads"])
+
+
+def test_a_trial_leaves_the_compile_cache_as_it_found_it(model_file, tmp_path, monkeypatch):
+    """A candidate's library is used once: it is not stored in the cache, and a cache entry the
+    trial found (put there by another process, which may be loading it) is not removed."""
+    from ember.driver.compile import build_library
+    from ember.tune.measure import measure
+
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))
+    libs = tmp_path / "cache" / "lib"
+    measure({"model": model_file, "runs": 1})
+    assert not list(libs.glob("*.so"))
+    tgt = resolve("cpu")
+    entry = build_library(generate(to_graph(model_file), tgt, profile=True, kernel_knobs={}), "small_cnn", tgt, None,
+                          lambda msg: None, ())
+    assert entry.parent == libs
+    at = tmp_path / "trial.so"
+    got = measure({"model": model_file, "runs": 1, "library_at": str(at)})
+    assert got["ms"] and entry.is_file() and not at.exists()
+    assert [p.name for p in libs.glob("*.so")] == [entry.name]
 
 
 # ---- the kernels' limits -----------------------------------------------------------------------
@@ -267,10 +289,10 @@ def test_kernel_cost_counts_what_any_schedule_must_do(model_file):
     ws = list(cm.workloads.values())
     gemm = next(w for w in ws if w.op in ("matmul", "matmul_packed"))
     # the Gemm with its bias: 2*M*N*K, one add per output; it reads x and the weight, writes y
-    assert 2 * 10 * 4096 <= gemm.flops <= 2 * 10 * 4096 + 2 * 10
-    assert gemm.bytes >= 4 * (4096 + 10 * 4096 + 10)
+    assert 2 * OUT * 4096 <= gemm.flops <= 2 * OUT * 4096 + 2 * OUT
+    assert gemm.bytes >= 4 * (4096 + OUT * 4096 + OUT)
     # the convolutions (channels padded to the vector width on some hosts: never fewer)
-    onnx_convs = count_flops(ember.from_onnx(model_file)) - 2 * 10 * 4096
+    onnx_convs = count_flops(ember.from_onnx(model_file)) - 2 * OUT * 4096
     convs = sum(w.flops * len(w.groups) for w in ws if w.op.startswith("conv2d"))
     assert convs >= 2 * 16 * 16 * 16 * 25 * (8 + 16)
     assert convs <= 4 * onnx_convs

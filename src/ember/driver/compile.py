@@ -800,10 +800,12 @@ def _build_library(graph: Graph, tgt: Target, opt_level: int, dumper, say: Progr
 
 
 def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: ProgressFn, cflags: tuple[str, ...],
-                  report_steps: bool = False, timings: Timings | None = None, loading: bool = False) -> Path:
+                  report_steps: bool = False, timings: Timings | None = None, loading: bool = False,
+                  store_at: Path | None = None) -> Path:
     """The sealed shared library of what :func:`generate` made (``cm``); returns its path.
     ``loading``: the caller loads it next (``build_shared(loading=)``: sealed through the
-    private copy that load opens)."""
+    private copy that load opens); ``store_at``: put there, not in the cache
+    (``build_shared(store_at=)``)."""
     from ..codegen.c import c_ident
     from ..toolchain import build_shared
 
@@ -819,7 +821,8 @@ def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: Progre
     return build_shared(cm.units, {"ember_constants": cm.constants}, flags=list(cflags), name=c_ident(name),
                         progress=(lambda step, done, total: say(step)) if report_steps else None, target=tgt,
                         object_keys=cm.object_keys, pch="model.h", timings=timings,
-                        blob_keys={"ember_constants": cm.constants_sha256}, loading=loading and not tgt.cross)
+                        blob_keys={"ember_constants": cm.constants_sha256}, loading=loading and not tgt.cross,
+                        store_at=store_at)
 
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,

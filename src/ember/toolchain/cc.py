@@ -266,7 +266,7 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
                  flags: Sequence[str] | None = None, name: str = "model", jobs: int | None = None,
                  progress: ProgressFn | None = None, target=None, object_keys: Mapping[str, str] | None = None,
                  pch: str | None = None, timings=None, blob_keys: Mapping[str, str] | None = None,
-                 loading: bool = False) -> Path:
+                 loading: bool = False, store_at: str | os.PathLike | None = None) -> Path:
     """Builds (or finds in the cache) the artifact for ``sources`` and ``blobs``.
 
     ``sources`` maps file names (``*.c``, ``*.h``, ``*.s``, ``*.S``) to their text; C files
@@ -295,8 +295,13 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
     build): it is sealed through the private copy the load then opens
     (``runtime.library.seal_loadable``), so the load neither copies nor hashes it again.
 
-    Returns the path of the sealed library in the cache; raises :class:`ToolchainError` if a
-    compiler step fails.
+    ``store_at`` puts the library at that path, the caller's to remove, instead of into the
+    cache (a cache hit is linked or copied there): for a library used once, as a tuning trial's
+    candidate is, which must neither fill the cache nor be removed from it under another process
+    that found the same entry.
+
+    Returns the path of the sealed library (in the cache, or ``store_at``); raises
+    :class:`ToolchainError` if a compiler step fails.
     """
     if not sources:
         raise ToolchainError("build_shared needs at least one source file")
@@ -327,9 +332,10 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
         if hit is not None:
             try:
                 verify_artifact(hit)       # hashed once per process; a damaged entry is built again
-                return hit
             except ArtifactError:
                 libs.remove(entry)
+            else:
+                return hit if store_at is None else _private_name(hit, Path(store_at))
 
     work = libs.scratch_dir(prefix=f"{safe_name}-")
     try:
@@ -345,6 +351,8 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
                 seal_loadable(lib)
             else:
                 seal_artifact(lib)
+        if store_at is not None:
+            return _private_name(lib, Path(store_at))
         with timed(timings, "cache store"):
             return libs.put(entry, lib, move=True)
     except OSError as e:
@@ -353,6 +361,19 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _private_name(entry: Path, dest: Path) -> Path:
+    """``dest`` as a second name of ``entry`` (a copy where the file system cannot link), put in
+    place by a rename: removing ``dest`` leaves ``entry`` where it is."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(entry, tmp)
+    except OSError:
+        shutil.copyfile(entry, tmp)
+    os.replace(tmp, dest)
+    return dest
 
 
 def _setup(user_flags: list[str], target, rt: Mapping[str, bytes]):

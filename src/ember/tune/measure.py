@@ -6,8 +6,9 @@ the untuned model's.
 
 The request names the model, the target, the compile options, the knobs per workload
 (``kernel_knobs``), how many runs to time and, optionally, the untuned outputs to compare with
-(``reference``, an .npz), where to save this run's outputs (``save_outputs``), where to keep
-a copy of its library (``keep_library``) and whether to measure the machine's limits as well
+(``reference``, an .npz), where to save this run's outputs (``save_outputs``), where to build
+its library (``library_at``: it never goes into the compile cache), where to keep a copy of it
+(``keep_library``) and whether to measure the machine's limits as well
 (``machine``: :func:`.roofline.measure_machine`, on the thread count the model ran on).  The result
 (written to a temporary file, then renamed) gives each workload's time per call (the median
 over the runs, from the per-kernel profile read after each), the whole model's median time per run (with ``paired``, the same of the untuned model, timed in turn
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -52,19 +55,29 @@ def measure(req: dict) -> dict:
     if needs_program(graph):
         raise EmberError(f"model '{graph.name}' has host steps (string ops): ember tune cannot time it")
     cm = generate(graph, tgt, int(req.get("opt_level", 3)), profile=True, kernel_knobs=req.get("kernel_knobs") or {})
-    lib = build_library(cm, graph.name, tgt, None, lambda msg: None, tuple(req.get("cflags", ())))
-    compile_s = time.perf_counter() - t0
-    if req.get("keep_library"):
-        # a copy of its own, at once: a candidate that compiles to the same library drops that
-        # file from the cache
-        import shutil
-
-        tmp = f"{req['keep_library']}.tmp{os.getpid()}"
-        shutil.copyfile(lib, tmp)
-        os.replace(tmp, req["keep_library"])
-    module = load(lib)
+    # each candidate's library is used once: it goes to a file of this trial's, not into the
+    # cache (which it would fill, and from which removing it could pull an entry from under
+    # another process that found the same one)
+    # (``library_at``, which the parent removes even after a crash; else a temporary file)
+    if req.get("library_at"):
+        name = req["library_at"]
+    else:
+        fd, name = tempfile.mkstemp(prefix="ember-trial-", suffix=".so")
+        os.close(fd)
+    lib = Path(name)
+    try:
+        build_library(cm, graph.name, tgt, None, lambda msg: None, tuple(req.get("cflags", ())), store_at=lib)
+        compile_s = time.perf_counter() - t0
+        if req.get("keep_library"):
+            tmp = f"{req['keep_library']}.tmp{os.getpid()}"
+            shutil.copyfile(lib, tmp)
+            os.replace(tmp, req["keep_library"])
+        module = load(lib)
+    except BaseException:
+        lib.unlink(missing_ok=True)
+        raise
     if req.get("drop_library", True):
-        lib.unlink(missing_ok=True)      # each candidate's library is used once: keep the cache small
+        lib.unlink(missing_ok=True)
     if req.get("threads"):
         module.num_threads = int(req["threads"])
     feeds = random_inputs(module, seed=int(req.get("seed", 0)), dims=req.get("sizes") or {})

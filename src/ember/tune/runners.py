@@ -172,6 +172,8 @@ def run_trial(work: Path, request: dict, timeout: float, child: list[str] | None
     os.close(fd)
     trial = Path(name)
     req_path, out_path, outputs = trial.with_suffix(".json"), trial.with_suffix(".out.json"), trial.with_suffix(".npz")
+    library = trial.with_suffix(".so")
+    req["library_at"] = str(library)
     if req.pop("save_outputs", False):
         req["save_outputs"] = str(outputs)
     try:
@@ -181,7 +183,7 @@ def run_trial(work: Path, request: dict, timeout: float, child: list[str] | None
             res["outputs"] = outputs.read_bytes()
         return status, res
     finally:
-        for p in (trial, req_path, out_path, outputs):
+        for p in (trial, req_path, out_path, outputs, library):
             p.unlink(missing_ok=True)
 
 

@@ -58,6 +58,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from ember.benchmark import time_runs  # noqa: E402  (the other benchmarks use it as cpu.time_runs)
+
 MODELS_PY = ROOT / "benchmarks" / "models.py"
 
 
@@ -307,44 +309,6 @@ def markdown_row(cells: list, ts, compile_s, note: str) -> str:
     ms = np.array(ts) * 1e3
     return ("| " + " | ".join(map(str, cells)) + f" | {np.median(ms):.2f} | {np.percentile(ms, 10):.2f} | "
             f"{np.percentile(ms, 90):.2f} | {'' if compile_s is None else f'{compile_s:.0f}'} | {note} |")
-
-
-def time_runs(fns: dict, feeds, warmup: int, runs: int, block: int = 5,
-              settle: float = 0.05) -> dict[str, list[float]]:
-    """Latencies of each engine's ``fn``: every engine's warm-up runs, then rounds in which each
-    engine in turn does ``block`` timed runs (``block=0``: all its runs in one go).
-
-    Rounds spread every engine's runs over the whole measurement, so a stretch in which the
-    machine is busy with something else slows all engines alike instead of the one that happened
-    to be timed then; the order of the engines turns round every round (A B C, C B A, ...), so
-    that no engine always follows the same one.  Before each block the process sleeps ``settle``
-    seconds and the engine does one untimed run: the engine timed before must not share the cores
-    with it (onnxruntime's thread pool keeps spinning for work after a run), and the engine's own
-    pool is awake again when its timed runs start."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn(feeds)
-    out: dict[str, list[float]] = {name: [] for name in fns}
-    size = block if block > 0 else runs
-    order = list(fns.items())
-    while any(len(ts) < runs for ts in out.values()):
-        for name, fn in order:
-            n = min(size, runs - len(out[name]))
-            if n <= 0:
-                continue
-            if len(fns) > 1:
-                time.sleep(settle)
-                fn(feeds)
-            timed = getattr(fn, "timed", None)      # an engine that times its runs itself
-            for _ in range(n):
-                if timed is not None:
-                    out[name].append(timed(feeds))
-                    continue
-                t0 = time.perf_counter()
-                fn(feeds)
-                out[name].append(time.perf_counter() - t0)
-        order.reverse()
-    return out
 
 
 def peak_rss_mib() -> float:

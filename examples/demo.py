@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import ember
-from ember.benchmark import onnxruntime_session, time_callable
+from ember.benchmark import TimingStats, onnxruntime_session, time_runs
 
 
 def build_model(seed: int = 0) -> onnx.ModelProto:
@@ -85,11 +85,14 @@ def main() -> int:
     print(f"max abs error vs onnxruntime: {err:.2e}")
 
     module.num_threads = threads
-    t_ember = time_callable(lambda: module.run({"image": image}), warmup=5, runs=50)
-    t_ort = time_callable(lambda: session.run(None, {"image": image}), warmup=5, runs=50)
-    print(f"latency with {threads} thread(s), median of 50 runs:")
-    print(f"  ember        {t_ember.median:8.3f} ms")
-    print(f"  onnxruntime  {t_ort.median:8.3f} ms")
+    # the engines take turns in blocks of 20 runs, so that a busy moment of the machine slows
+    # both alike
+    times = time_runs({"ember": module.run, "onnxruntime": lambda feeds: session.run(None, feeds)},
+                      {"image": image}, warmup=20, runs=200, block=20)
+    t_ember, t_ort = (TimingStats(tuple(t * 1e3 for t in times[k])) for k in ("ember", "onnxruntime"))
+    print(f"latency with {threads} thread(s), 200 runs each (median, p10-p90):")
+    print(f"  ember        {t_ember.median:8.3f} ms  ({t_ember.p10:.3f}-{t_ember.p90:.3f})")
+    print(f"  onnxruntime  {t_ort.median:8.3f} ms  ({t_ort.p10:.3f}-{t_ort.p90:.3f})")
     print(f"  ember / onnxruntime = {t_ember.median / t_ort.median:.2f}")
 
     if not err <= 1e-3:

@@ -1,6 +1,8 @@
 """Timing helpers shared by ``ember bench``, ``examples/`` and ``benchmarks/``.
 
 * :func:`time_callable` runs a function a number of times and summarizes the latencies;
+* :func:`time_runs` times several engines taking turns in blocks, so that a busy stretch of the
+  machine slows them alike;
 * :func:`onnxruntime_session` opens an onnxruntime session configured like Ember's run (the
   given number of intra-op threads, one inter-op thread, every graph optimization), so the two
   are compared on equal terms;

@@ -183,7 +183,6 @@ class _Trimmer:
 _trimmer = _Trimmer()
 
 
-
 def _clear_foreign(dest: Path) -> None:
     """Removes a folder (or anything else that is not a file or a link) standing at an entry's
     name, which ``os.replace`` could not replace: it is no entry of this cache, and ``get``
@@ -196,6 +195,7 @@ def _clear_foreign(dest: Path) -> None:
         shutil.rmtree(dest, ignore_errors=True)
     elif not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         _unlink_quietly(dest)
+
 
 class Cache:
     """Files stored under keys in one folder: ``<root>/<key><suffix>``.

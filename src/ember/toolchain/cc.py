@@ -31,6 +31,7 @@ half-written entry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import queue
@@ -524,13 +525,13 @@ class Prebuild:
                 out = f"{self._pch}.gch" if kind == "gcc" else f"{self._pch}.pch"
                 pkey = _object_key(compiler, cflags, blob, f"pch:{kind}:{self._pch}", b"")
                 if store.fetch(pkey, work / out) or self._compile(
-                        compiler, [*cflags, "-I", _RUNTIME_SUBDIR, "-x", "c-header"], self._pch, out, store, pkey):
+                        compiler, [*cflags, "-I", _RUNTIME_SUBDIR, "-x", "c-header"], self._pch, out, store.put, pkey):
                     pch_flags = ["-include-pch", out] if kind == "clang" else []
             self._setup = (compiler, cflags, objs, blob, pch_flags)
             for n, key in _runtime_units(compiler, cflags, rt):
-                if not store.valid(key):
+                if key not in store:        # (a damaged entry: the build's fetch finds it)
                     self._compile(compiler, [*cflags, "-I", _RUNTIME_SUBDIR, "-c"], f"{_RUNTIME_SUBDIR}/{n}",
-                                  f"ember_rt_{Path(n).stem}.o", store, key)
+                                  f"ember_rt_{Path(n).stem}.o", store.put, key)
         except (EmberError, OSError):
             self._setup = None      # the build does it all (and reports what fails)
         finally:
@@ -556,18 +557,17 @@ class Prebuild:
                 continue
             uses_pch = self._pch is not None and _includes_first(text, self._pch)
             self._compile(compiler, [*cflags, "-I", _RUNTIME_SUBDIR, *(pch_flags if uses_pch else []), "-c"],
-                          fname, f"{fname}.o", objs, key)
+                          fname, f"{fname}.o", functools.partial(_store_object, objs), key)
 
-    def _compile(self, compiler: Compiler, flags: list[str], src: str, out: str, objs: "Cache | RuntimeStore",
-                 key: str) -> bool:
+    def _compile(self, compiler: Compiler, flags: list[str], src: str, out: str,
+                 put: Callable[[str, Path], None], key: str) -> bool:
+        """Compiles ``src`` to ``out`` and stores it under ``key`` with ``put`` (the object
+        cache's or the runtime store's)."""
         t0 = time.perf_counter()
         try:
             _run([*compiler.command, *flags, src, "-o", out], self._work, f"compile {src}")
             ok = True
-            if isinstance(objs, RuntimeStore):
-                objs.put(key, self._work / out)
-            else:
-                _store_object(objs, key, self._work / out)
+            put(key, self._work / out)
         except ToolchainError:
             ok = False      # stored nothing: the build compiles it again and reports it
         with self._lock:
@@ -726,7 +726,12 @@ class RuntimeStore:
         return _read_object(self.spare, key) if data is None else data
 
     def valid(self, key: str) -> bool:
+        """Whether a whole object is stored under ``key`` (read and checked)."""
         return self.read(key) is not None
+
+    def __contains__(self, key: str) -> bool:
+        """Whether anything is stored under ``key`` (not read: :meth:`read` checks it)."""
+        return self.home.get(key) is not None or self.spare.get(key) is not None
 
     def fetch(self, key: str, dest: Path) -> bool:
         """Writes the object stored under ``key`` to ``dest``; False when there is none (or

@@ -55,10 +55,10 @@ def measure(req: dict) -> dict:
     if needs_program(graph):
         raise EmberError(f"model '{graph.name}' has host steps (string ops): ember tune cannot time it")
     cm = generate(graph, tgt, int(req.get("opt_level", 3)), profile=True, kernel_knobs=req.get("kernel_knobs") or {})
-    # each candidate's library is used once: it goes to a file of this trial's, not into the
-    # cache (which it would fill, and from which removing it could pull an entry from under
-    # another process that found the same one)
-    # (``library_at``, which the parent removes even after a crash; else a temporary file)
+    # each candidate's library is used once: it goes to a file of this trial's (``library_at``,
+    # which the parent removes even after a crash; else a temporary file), not into the cache,
+    # which it would fill and from which removing it could pull an entry from under another
+    # process that found the same one
     if req.get("library_at"):
         name = req["library_at"]
     else:

@@ -378,8 +378,9 @@ def test_row_schedule_with_partial_results(op, shape):
     arrays = [RNG.standard_normal(t.shape).astype(np.float32) for t in ins]
     got = run_kernel(f, arrays + [np.zeros(shape, np.float32)])[-1].reshape(shape)
     np.testing.assert_allclose(got, get_op(op).reference(a, *arrays), rtol=1e-4, atol=1e-5)
-    # the P = 8 partials are shared too: thread t takes lane t % 8 (not the whole row per thread)
-    assert "_partial_acc[(tr % 8)] = " in GPUGenerator("opencl").kernel(f)
+    # the P partials are shared too: thread t takes lane t % P (not the whole row per thread)
+    from ember.ops.reduce import PARTIAL_LANES
+    assert f"_partial_acc[(tr % {PARTIAL_LANES})] = " in GPUGenerator("opencl").kernel(f)
 
 
 def pools_model() -> onnx.ModelProto:

@@ -43,7 +43,7 @@ def reduced_shape(shape, axes, keepdims):
 
 
 #: lanes of the partial results of a row reduction (a multiple of every target's vector width)
-PARTIAL_LANES = 8
+PARTIAL_LANES = 16
 
 
 def row_reduce(combiner: str, x, ax: int, body, name: str):

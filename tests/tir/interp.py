@@ -33,7 +33,7 @@ import numpy as np
 
 from ember.tir import intrinsics
 from ember.tir.expr import (NARROW_FLOAT_DTYPES, NARROW_INT_DTYPES, BinOp, Broadcast, Call, Cast, Const, IndexCheck,
-                            Load, Not, Ramp, Select, Var)
+                            Load, Not, Ramp, Select, Shuffle, Var)
 from ember.tir.stmt import Allocate, Barrier, For, IfThenElse, PrimFunc, Seq, Store
 
 
@@ -346,6 +346,11 @@ class Interpreter:
         if isinstance(e, Broadcast):
             v = self.expr(e.value, guarded)
             return np.full(e.lanes, v)
+        if isinstance(e, Shuffle):
+            a, b = np.asarray(self.expr(e.a, guarded)), np.asarray(self.expr(e.b, guarded))
+            if a.shape != b.shape or a.ndim != 1 or any(not 0 <= i < 2 * a.size for i in e.indices):
+                self.fault(f"a shuffle of {a.shape} and {b.shape} picking lanes {list(e.indices)}")
+            return np.concatenate([a, b])[list(e.indices)]
         if isinstance(e, BinOp):
             a = self.expr(e.a, guarded)
             if e.op == "and" and np.ndim(a) == 0 and not a:

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..errors import CodegenError
-from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, SizeVar, Var,
+from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Shuffle, SizeVar, Var,
                         COMPARISONS, is_float_dtype)
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store, walk_stmts
 from ..tir.analysis import planned_extent, size_vars_of, upper_bound
@@ -284,6 +284,12 @@ static inline uint64_t ember_upow(uint64_t a, uint64_t b) {{
 #define EMBER_UMOD(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); _b == 0 ? 0 : _a % _b; }})
 #define EMBER_MAX(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); (_a > _b || _a != _a) ? _a : _b; }})
 #define EMBER_MIN(a, b) ({{ __auto_type _a = (a); __auto_type _b = (b); (_a < _b || _a != _a) ? _a : _b; }})
+/* lanes picked from two vectors of one type (blocks transposed in registers: tir.transform.transpose_blocks) */
+#if defined(__clang__) || __GNUC__ >= 12
+#define EMBER_SHUFFLE(a, b, ...) __builtin_shufflevector((a), (b), __VA_ARGS__)
+#else
+#define EMBER_SHUFFLE(a, b, ...) __builtin_shuffle((a), (b), (ember_vi){{__VA_ARGS__}})
+#endif
 /* a value rounded where it is computed: the compiler may not fuse its multiply into a later add */
 {B['no_contract']}#define EMBER_LOAD_CHECKED(p, i, n) ({{ int64_t _j = (i); (_j >= 0 && _j < (n)) ? (p)[_j] : (__typeof__((p)[0]))0; }})
 """ + _fill(c_intrinsics.VECTOR_MATH_C, B) + _fill(INT_VECTORS_C, B) + c_dtypes.C_SOURCE
@@ -529,6 +535,11 @@ class CGenerator:
             return self.vdot4(e, ctx, guard)
         if isinstance(e, Call):
             return c_intrinsics.vector(e.fn, [self.vexpr(a, ctx, guard) for a in e.args])
+        if isinstance(e, Shuffle):
+            if e.lanes != L or lanes_of(e.a) != L:
+                raise CodegenError(f"a shuffle of {lanes_of(e.a)} to {e.lanes} lanes (vectors have {L})")
+            return (f"EMBER_SHUFFLE({self.vexpr(e.a, ctx, guard)}, {self.vexpr(e.b, ctx, guard)}, "
+                    f"{', '.join(map(str, e.indices))})")
         if isinstance(e, Ramp):
             raise CodegenError("an index vector outside a load")
         raise CodegenError(f"cannot vectorize {type(e).__name__}")

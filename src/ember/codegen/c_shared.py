@@ -31,7 +31,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from ..tir.expr import BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Var, is_float_dtype
+from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Shuffle, Var,
+                        is_float_dtype)
 from ..tir.intrinsics import DOT_CALLS
 from ..tir.transform import lanes_of
 
@@ -123,6 +124,9 @@ class SharedPlan:
         elif t is Broadcast:
             kids = (e.value,)
             key = ("bc", e.lanes, self.number(e.value))
+        elif t is Shuffle:
+            kids = (e.a, e.b)
+            key = ("shuf", e.indices, self.number(e.a), self.number(e.b))
         else:
             key = ("obj", id(e))
         n = self._table.get(key)
@@ -222,6 +226,8 @@ class SharedPlan:
             return [(e.index, None, guard), (e.extent, None, guard)]
         if t is Cast or t is Not:
             return [(e.a, None, guard)]
+        if t is Shuffle:
+            return [(e.a, None, guard), (e.b, None, guard)]
         return []
 
     # ---- printing ----------------------------------------------------------------------

@@ -117,6 +117,8 @@ LOOP_STEPS: tuple[Step, ...] = (
     Step("simplify_indices", "loop", 0, lambda f, ctx: loop.simplify(f),
          "indices simplified knowing every loop's range"),
     Step("unroll", "loop", 0, lambda f, ctx: loop.unroll(f), "loops marked unrolled copied out"),
+    Step("transpose_blocks", "loop", 0, lambda f, ctx: loop.transpose_blocks(f, ctx.target.lanes),
+         "copies that transpose as blocks of vectors transposed in registers"),
     Step("vectorize", "loop", 0, lambda f, ctx: loop.vectorize(f, ctx.target.lanes, then_unroll=False),
          "loops marked vectorized as vector expressions"),
     Step("unroll", "loop", 0, lambda f, ctx: loop.unroll(f), "the short loops of vectors vectorize made, copied out"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, SizeVar, Var, binop,
+from .expr import (INDEX, BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Shuffle, SizeVar, Var, binop,
                    is_standard_dtype)
 
 
@@ -145,6 +145,8 @@ def _key(e: Expr, key=key, buffer=id):
         return ("ramp", key(e.base), e.stride, e.lanes)
     if isinstance(e, Broadcast):
         return ("bc", key(e.value), e.lanes)
+    if isinstance(e, Shuffle):
+        return ("shuf", key(e.a), key(e.b), e.indices)
     return ("obj", id(e))
 
 

@@ -226,6 +226,32 @@ class Broadcast(Expr):
         return f"bcast({self.value!r}, {self.lanes})"
 
 
+@dataclass(eq=False, repr=False)
+class Shuffle(Expr):
+    """Lanes picked from two vectors of one type and width: lane ``k`` of the result is lane
+    ``indices[k]`` of ``a`` followed by ``b`` (0 to 2n - 1).  Made by the loop IR's
+    transposition of blocks (``tir.transform.transpose_blocks``), for CPU code."""
+
+    a: Expr
+    b: Expr
+    indices: tuple
+    dtype: str = ""
+
+    def __post_init__(self):
+        self.dtype = self.a.dtype
+
+    @property
+    def lanes(self) -> int:
+        return len(self.indices)
+
+    def _rebuild(self, f):
+        a, b = f(self.a), f(self.b)
+        return self if (a is self.a and b is self.b) else Shuffle(a, b, self.indices)
+
+    def __repr__(self):
+        return f"shuffle({self.a!r}, {self.b!r}, [{', '.join(map(str, self.indices))}])"
+
+
 _INT_RANGE = {f"{p}int{b}": ((0, (1 << b) - 1) if p else (-(1 << (b - 1)), (1 << (b - 1)) - 1))
               for p in ("", "u") for b in (2, 4, 8, 16, 32, 64)}
 

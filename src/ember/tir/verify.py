@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..errors import CodegenError
 from . import intrinsics
-from .expr import BinOp, Broadcast, Call, Cast, Expr, IndexCheck, Load, Not, Ramp, Select, SizeVar, Var
+from .expr import BinOp, Broadcast, Call, Cast, Expr, IndexCheck, Load, Not, Ramp, Select, Shuffle, SizeVar, Var
 from .stmt import LOOP_KINDS, Allocate, For, IfThenElse, PrimFunc, Seq, Stmt, Store
 
 
@@ -106,6 +106,12 @@ class _Checker:
                     _fail(self.f, f"a load of {e.lanes} lane(s) from {e.buffer.name} at an index of {n}")
             if isinstance(e, (Ramp, Broadcast)) and e.lanes < 1:
                 _fail(self.f, f"a vector of {e.lanes} lanes")
+            if isinstance(e, Shuffle):
+                n = _lanes(e.a, self.lanes)
+                if n < 2 or _lanes(e.b, self.lanes) != n or e.a.dtype != e.b.dtype or \
+                        any(not 0 <= i < 2 * n for i in e.indices):
+                    _fail(self.f, f"a shuffle of {e.a.dtype} x {n} and {e.b.dtype} x {_lanes(e.b, self.lanes)} "
+                                  f"picking lanes {list(e.indices)}")
             if isinstance(e, Call):
                 try:
                     dtype = intrinsics.result_dtype(e.fn, tuple(a.dtype for a in e.args))
@@ -130,7 +136,7 @@ def _lanes(e: Expr, memo: dict) -> int:
     """Lanes of ``e`` (``tir.transform.lanes_of``, once per shared subexpression)."""
     k = id(e)
     if k not in memo:
-        if isinstance(e, (Ramp, Broadcast, Load)):
+        if isinstance(e, (Ramp, Broadcast, Load, Shuffle)):
             memo[k] = e.lanes
         elif isinstance(e, (BinOp, Not, Cast, Call, Select)):
             memo[k] = max((_lanes(c, memo) for c in _children(e)), default=1)

@@ -95,6 +95,23 @@ def test_bench(model_path, capsys):
     assert "onnxruntime" in out and "ratio" in out
 
 
+def test_bench_profile(model_path, capsys):
+    """``ember bench --profile`` ends with each kernel's time, share and GFLOP/s, sorted, the
+    kernels' own operations over their own time."""
+    assert main(["bench", model_path, "--runs", "3", "--warmup", "1", "--threads", "1", "--profile"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("per kernel"):].splitlines()[1:]
+    assert table[0].split()[:5] == ["kernel", "ms/run", "share", "GFLOP/s", "fuses"] and table[-1].startswith("total")
+    rows = table[1:-1]
+    times = [float(r.split()[1]) for r in rows]
+    assert rows and times == sorted(times, reverse=True)
+    # a kernel that computes (a convolution or a matmul) has a rate; the total is the sum of
+    # the kernels' operations over the sum of their times
+    rates = [r.split()[3] for r in rows]
+    assert any(x != "-" and float(x) > 0 for x in rates)
+    assert float(table[-1].split()[3]) > 0
+
+
 def dynamic_mlp() -> onnx.ModelProto:
     """x [batch, seq, 4] -> matmul -> relu -> softmax: a model with symbolic dimensions."""
     w = numpy_helper.from_array(np.random.default_rng(2).standard_normal((4, 6)).astype(np.float32), "w")

@@ -125,13 +125,20 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time a model with Ember and with onnxruntime",
                        description="Compile a model, time it on random inputs and compare with "
-                                   "onnxruntime on the same inputs and thread count.")
+                                   "onnxruntime on the same inputs and thread count; the two take "
+                                   "turns in blocks of runs, so that a busy stretch of the machine "
+                                   "slows both alike.")
     b.add_argument("model", help="model file (.onnx)")
     _add_compile_options(b)
     b.add_argument("--threads", type=_positive_int, default=2, metavar="N", help="threads (default: 2)")
     b.add_argument("--runs", type=_positive_int, default=30, metavar="N", help="timed runs (default: 30)")
     b.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed runs first (default: 5)")
+    b.add_argument("--block", type=int, default=10, metavar="N",
+                   help="timed runs of one engine before the other's turn (default: 10; 0: all at once)")
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    b.add_argument("--profile", action="store_true",
+                   help="then each kernel's time (a compile with profiling, --runs runs): ms per run, share, "
+                        "GFLOP/s and the nodes it fuses, sorted")
     b.add_argument("--size", action="append", type=_size_arg, default=[], metavar="SYMBOL=N",
                    help="size of a symbolic dimension in the random inputs (default: 1; repeatable)")
     _add_records_option(b)
@@ -726,7 +733,7 @@ def _print_ember_graph(graph, framework_types: dict) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import ember
-    from .benchmark import onnxruntime_available, onnxruntime_session, random_inputs, time_callable
+    from .benchmark import TimingStats, onnxruntime_available, onnxruntime_session, random_inputs, time_runs
     from .errors import ShapeError
     from .graph.stats import count_flops
 
@@ -749,13 +756,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"({_describe_symbols(symbols, module.limits)})")
     inputs = random_inputs(module, seed=args.seed, dims=sizes)
 
-    rows = [("ember", time_callable(lambda: module.run(inputs), args.warmup, args.runs))]
+    engines = {"ember": lambda _: module.run(inputs)}
     if onnxruntime_available():
         sess = onnxruntime_session(args.model, args.threads)
         feed = {i.name: inputs[i.name] for i in sess.get_inputs() if i.name in inputs}
-        rows.append(("onnxruntime", time_callable(lambda: sess.run(None, feed), args.warmup, args.runs)))
+        engines["onnxruntime"] = lambda _: sess.run(None, feed)
     else:
         print("onnxruntime is not installed: timing Ember alone")
+    times = time_runs(engines, None, max(args.warmup, 0), args.runs, max(args.block, 0))
+    rows = [(name, TimingStats(tuple(t * 1e3 for t in times[name]))) for name in engines]
 
     print()
     print(f"{'':14}{'median':>10}{'p10':>10}{'p90':>10}   ms" + ("     GFLOP/s" if flops else ""))
@@ -772,6 +781,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
                  for n in ours if n in theirs and np.size(ours[n])]
         if diffs:
             print(f"max |ember - onnxruntime| = {max(diffs):.3g}")
+    if args.profile:
+        from .tools import view
+        from .tools.stages import trace
+
+        tr = trace(args.model, args.target, args.opt_level, shapes=shapes, bounds=dict(args.bound) or None,
+                   knobs=dict(args.knob) or None)
+        print(f"\nper kernel ({args.runs} runs with profiling, {args.threads} threads)")
+        print(view.profile(args.model, tr, args.runs, args.seed, shapes, dict(args.bound) or None,
+                           threads=args.threads, dims=sizes, tuning=getattr(args, "tuning", None)), end="")
     return 0
 
 

@@ -35,26 +35,39 @@ def kernel_text(k: Kernel) -> str:
 
 def profile_table(totals: Mapping[str, float], runs: int, kernels: list[Kernel]) -> str:
     """``Module.profile()``'s totals over ``runs`` runs as a table sorted by time: kernel, ms
-    per run, share of the kernels' time, the nodes it fuses."""
+    per run, share of the kernels' time, GFLOP/s (its nodes' operations, ``graph.stats``; "-"
+    for a kernel of none, or of symbolic sizes), the nodes it fuses."""
+    from ..driver.kernels import kernel_cost
+
     fused = {k.name: k.nodes for k in kernels}
+    flops = {k.name: kernel_cost(k.group)[0] for k in kernels if k.group is not None}
     total = sum(totals.values()) or 1.0
-    lines = [f"{'kernel':44} {'ms/run':>9} {'share':>7}  fuses"]
+    lines = [f"{'kernel':44} {'ms/run':>9} {'share':>7} {'GFLOP/s':>8}  fuses"]
+    all_flops = 0
     for name, sec in sorted(totals.items(), key=lambda kv: -kv[1]):
-        lines.append(f"{name[:44]:44} {sec * 1e3 / runs:9.3f} {100 * sec / total:6.1f}%  {fused.get(name, '')}")
-    lines.append(f"{'total':44} {total * 1e3 / runs:9.3f} {100.0:6.1f}%")
+        n = flops.get(name, 0)
+        all_flops += n
+        rate = f"{n * runs / sec / 1e9:8.1f}" if n and sec > 0 else f"{'-':>8}"
+        lines.append(f"{name[:44]:44} {sec * 1e3 / runs:9.3f} {100 * sec / total:6.1f}% {rate}  {fused.get(name, '')}")
+    rate = f"{all_flops * runs / total / 1e9:8.1f}" if all_flops else f"{'-':>8}"
+    lines.append(f"{'total':44} {total * 1e3 / runs:9.3f} {100.0:6.1f}% {rate}")
     return "\n".join(lines) + "\n"
 
 
-def measure(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, bounds=None) -> dict[str, float]:
-    """Compile ``model`` with profiling (as ``ember.compile``), run it ``runs`` times on seeded
-    random inputs and return each kernel's seconds over the ``runs`` runs (the target of ``tr``
-    carries its knobs)."""
+def measure(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, bounds=None, *,
+            threads: int | None = None, dims: Mapping[str, int] | None = None, tuning=None) -> dict[str, float]:
+    """Compile ``model`` with profiling (as ``ember.compile``, with the records of ``tuning``),
+    run it ``runs`` times on seeded random inputs (symbolic sizes from ``dims``, else 1) on
+    ``threads`` threads (None: the runtime's) and return each kernel's seconds over the
+    ``runs`` runs (the target of ``tr`` carries its knobs)."""
     from ..benchmark import random_inputs
     from ..driver.compile import compile as ember_compile
 
     host_target(tr.target, "ember view --profile")
-    module = ember_compile(model, tr.target, tr.opt_level, shapes=shapes, bounds=bounds, profile=True)
-    feeds = random_inputs(module, seed=seed)
+    module = ember_compile(model, tr.target, tr.opt_level, shapes=shapes, bounds=bounds, profile=True, tuning=tuning)
+    if threads:
+        module.num_threads = threads
+    feeds = random_inputs(module, seed=seed, dims=dims or {})
     before = module.profile()
     for _ in range(runs):
         module.run(feeds)
@@ -62,6 +75,6 @@ def measure(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, b
     return {n: t - before.get(n, 0.0) for n, t in after.items()}
 
 
-def profile(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, bounds=None) -> str:
-    """:func:`measure`, as :func:`profile_table`."""
-    return profile_table(measure(model, tr, runs, seed, shapes, bounds), runs, tr.kernels)
+def profile(model: Any, tr: Trace, runs: int = 10, seed: int = 0, shapes=None, bounds=None, **more) -> str:
+    """:func:`measure` (``more``: its keyword options), as :func:`profile_table`."""
+    return profile_table(measure(model, tr, runs, seed, shapes, bounds, **more), runs, tr.kernels)

@@ -15,7 +15,7 @@ from ember.te import placeholder
 from ember.te.lower import lower
 from ember.te.schedule import create_schedule
 from ember.codegen.c import CGenerator
-from ember.tir.expr import Const, Load, Shuffle, Var
+from ember.tir.expr import Const, Load, Ramp, Shuffle, Var
 from ember.tir.printer import print_func
 from ember.tir.stmt import Buffer, For, PrimFunc, Store
 from ember.tir.transform import optimize, transpose_blocks, transpose_vectors
@@ -164,3 +164,16 @@ def test_transpositions_in_c(shape, perm, blocks):
     assert ("EMBER_SHUFFLE(" in CGenerator(LANES).kernel(f)) == _blocks(shape, perm, blocks, LANES)
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     np.testing.assert_array_equal(mod.run({"k0_in0": x})["k0_out"], np.transpose(x, perm))
+
+
+@pytest.mark.parametrize("bad", ["lanes", "index"])
+def test_the_verifier_refuses_a_shuffle_that_does_not_fit(bad):
+    from ember.errors import CodegenError
+
+    x, out = Buffer("x", "float32", 16, const=True), Buffer("out", "float32", 16)
+    four = Load(x, Ramp(Const(0), 1, 4), lanes=4)
+    other = Load(x, Ramp(Const(8), 1, 8), lanes=8) if bad == "lanes" else Load(x, Ramp(Const(4), 1, 4), lanes=4)
+    idx = (0, 1, 2, 3) if bad == "lanes" else (0, 1, 2, 8)
+    f = PrimFunc("t", [x, out], Store(out, Ramp(Const(0), 1, 4), Shuffle(four, other, idx)))
+    with pytest.raises(CodegenError, match="a shuffle of float32 x 4"):
+        verify(f)

@@ -785,10 +785,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .tools import view
         from .tools.stages import trace
 
-        tr = trace(args.model, args.target, args.opt_level, shapes=shapes, bounds=dict(args.bound) or None,
-                   knobs=dict(args.knob) or None)
+        bounds = dict(args.bound) or None
+        tr = trace(args.model, args.target, args.opt_level, shapes=shapes, bounds=bounds, knobs=dict(args.knob) or None)
         print(f"\nper kernel ({args.runs} runs with profiling, {args.threads} threads)")
-        print(view.profile(args.model, tr, args.runs, args.seed, shapes, dict(args.bound) or None,
+        print(view.profile(args.model, tr, args.runs, args.seed, shapes, bounds,
                            threads=args.threads, dims=sizes, tuning=getattr(args, "tuning", None)), end="")
     return 0
 

@@ -336,7 +336,7 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
             except ArtifactError:
                 libs.remove(entry)
             else:
-                return hit if store_at is None else _private_name(hit, Path(store_at))
+                return hit if store_at is None else second_name(hit, Path(store_at))
 
     work = libs.scratch_dir(prefix=f"{safe_name}-")
     try:
@@ -353,7 +353,7 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
             else:
                 seal_artifact(lib)
         if store_at is not None:
-            return _private_name(lib, Path(store_at))
+            return second_name(lib, Path(store_at))
         with timed(timings, "cache store"):
             return libs.put(entry, lib, move=True)
     except OSError as e:
@@ -364,9 +364,9 @@ def build_shared(sources: Mapping[str, str], blobs: Mapping[str, bytes] | None =
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _private_name(entry: Path, dest: Path) -> Path:
+def second_name(entry: Path, dest: Path) -> Path:
     """``dest`` as a second name of ``entry`` (a copy where the file system cannot link), put in
-    place by a rename: removing ``dest`` leaves ``entry`` where it is."""
+    place by a rename: removing either name leaves the other where it is."""
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ def measure(req: dict) -> dict:
     from ..errors import EmberError
     from ..runtime import load
     from ..target import resolve
+    from ..toolchain.cc import second_name
 
     tgt = resolve(req.get("target", "cpu"))
     if req.get("knobs"):
@@ -69,9 +69,7 @@ def measure(req: dict) -> dict:
         build_library(cm, graph.name, tgt, None, lambda msg: None, tuple(req.get("cflags", ())), store_at=lib)
         compile_s = time.perf_counter() - t0
         if req.get("keep_library"):
-            tmp = f"{req['keep_library']}.tmp{os.getpid()}"
-            shutil.copyfile(lib, tmp)
-            os.replace(tmp, req["keep_library"])
+            second_name(lib, Path(req["keep_library"]))
         module = load(lib)
     except BaseException:
         lib.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ import gc
 import hashlib
 import importlib
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -455,3 +456,24 @@ def test_copy_hashed_while_copied(tmp_path, strategy, monkeypatch):
     (tmp_path / "short.so").write_bytes(data[:len(data) // 2] + data[-len(TRAILER_MAGIC) - 40:])
     with pytest.raises(ArtifactError, match="truncated|damaged|corrupt"):
         load(tmp_path / "short.so")
+
+
+def test_record_of_verified_files_is_bounded(tmp_path, monkeypatch):
+    """A process that loads new files for ever keeps the last ``VERIFIED_KEPT`` identities; a
+    file forgotten is hashed again (and still loads), one asked again is kept as the newest."""
+    from ember.runtime import artifact
+
+    monkeypatch.setattr(artifact, "VERIFIED_KEPT", 3)
+    monkeypatch.setattr(artifact, "_verified", {})
+    path = build_shared({"model.c": scale_source(N, "8.5f")}, name="scale")
+    names = [tmp_path / f"m{k}.so" for k in range(5)]
+    for name in names:
+        shutil.copyfile(path, name)
+        artifact.verify_artifact(name)
+    assert len(artifact._verified) == 3
+    idents = [artifact.file_identity(os.stat(n), artifact.trailer_digest(n)) for n in names]
+    assert not artifact.was_verified(idents[0]) and artifact.was_verified(idents[2])
+    artifact.verify_artifact(names[0])            # hashed again: the oldest but one (m3) goes
+    assert not artifact.was_verified(idents[3])
+    assert all(artifact.was_verified(i) for i in (idents[0], idents[2], idents[4]))
+    np.testing.assert_array_equal(load(names[1])(X), X * np.float32(8.5))

@@ -35,7 +35,7 @@ from ..errors import CodegenError
 from ..tir.expr import (BinOp, Broadcast, Call, Cast, Const, Expr, IndexCheck, Load, Not, Ramp, Select, Shuffle, SizeVar, Var,
                         COMPARISONS, is_float_dtype)
 from ..tir.stmt import Allocate, Buffer, For, IfThenElse, PrimFunc, Seq, Stmt, Store, walk_stmts
-from ..tir.analysis import planned_extent, size_vars_of, upper_bound
+from ..tir.analysis import kept, planned_extent, size_vars_of, upper_bound
 from ..tir.intrinsics import DOT_CALLS
 from ..tir.transform import lanes_of
 from . import c_dtypes, c_intrinsics, isa_generic, isa_neon, isa_riscv, isa_wasm, isa_x86
@@ -948,20 +948,12 @@ BAD_FLAG = "ember_bad"
 def has_checks(s: Stmt) -> bool:
     """Whether the statement holds run-time checks (so its kernel takes the ember_check).  A
     kernel is asked this several times (its body, its parallel loops, the entry's call): the
-    answer is kept per statement, and a subexpression the statement's expressions share is
-    looked at once."""
-    hit = _HAS_CHECKS.get(id(s))
-    if hit is not None and hit[0] is s:
-        return hit[1]
-    seen: set[int] = set()
-    found = any(isinstance(x, IndexCheck) for _, e in _exprs_of(s) for x in _subexprs(e, seen))
-    if len(_HAS_CHECKS) >= 256:
-        _HAS_CHECKS.clear()
-    _HAS_CHECKS[id(s)] = (s, found)         # (the statement kept, so that its id is not reused)
-    return found
-
-
-_HAS_CHECKS: dict[int, tuple] = {}
+    answer is kept on the statement (it lives as long as the statement, no longer), and a
+    subexpression the statement's expressions share is looked at once."""
+    def look(s: Stmt) -> bool:
+        seen: set[int] = set()
+        return any(isinstance(x, IndexCheck) for _, e in _exprs_of(s) for x in _subexprs(e, seen))
+    return kept(s, "_has_checks", look)
 
 
 def _subexprs(e: Expr, seen: set[int] | None = None):

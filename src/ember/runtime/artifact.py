@@ -131,8 +131,11 @@ def undone_on_error(undo, what: str):
 
 
 #: files whose payload was hashed: (device, inode, size, mtime, ctime, recorded digest).  Any
-#: write changes the ctime, and a trailer that records another digest is checked again.
-_verified: set[tuple] = set()
+#: write changes the ctime, and a trailer that records another digest is checked again.  The
+#: most recent VERIFIED_KEPT are kept (a process that loads new files for ever stays flat; a
+#: file forgotten is only hashed again)
+_verified: dict[tuple, None] = {}
+VERIFIED_KEPT = 4096
 _verified_lock = threading.Lock()
 
 
@@ -151,12 +154,17 @@ def file_identity(st: os.stat_result, digest: bytes) -> tuple:
 
 def was_verified(identity: tuple) -> bool:
     with _verified_lock:
-        return identity in _verified
+        if identity in _verified:
+            _verified[identity] = _verified.pop(identity)     # the most recently used last
+            return True
+        return False
 
 
 def mark_verified(identity: tuple) -> None:
     with _verified_lock:
-        _verified.add(identity)
+        _verified[identity] = None
+        while len(_verified) > VERIFIED_KEPT:
+            del _verified[next(iter(_verified))]
 
 
 def verify_artifact(path: str | os.PathLike) -> bytes:

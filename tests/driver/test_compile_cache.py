@@ -94,3 +94,49 @@ def test_another_models_artifact_under_a_key_is_not_run(tmp_path, monkeypatch):
     assert np.allclose(module.run({"x": x})["y"], 2.0)
     again = ember.compile(str(path))
     assert list(again.timings.steps) == ["cache key (hash the model)", "load"]
+
+
+def test_an_entry_another_process_is_storing_is_left_alone(tmp_path, monkeypatch):
+    """Two processes compiling one model: the first has stored the artifact but not yet its
+    record when the second looks.  The second takes it for a miss and compiles, but does not
+    remove the entry (the first is about to record and load it)."""
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "m.onnx"
+    onnx.save(_scale(2.0), str(path))
+    ember.compile(str(path))
+    (entry,) = (tmp_path / "cache" / "models").glob("*.so")
+    entry.with_suffix(".digest").unlink()          # the first process, between its two writes
+    there = []
+    real = build._build_library
+    monkeypatch.setattr(build, "_build_library", lambda *a, **k: there.append(entry.is_file()) or real(*a, **k))
+    module = ember.compile(str(path))
+    assert there == [True]
+    assert "frontend (import the model)" in module.timings.steps
+    assert np.allclose(module.run({"x": np.ones(4, np.float32)})["y"], 2.0)
+
+
+def test_a_store_does_not_read_back_the_shared_entry(tmp_path, monkeypatch):
+    """The compile that stores an entry records the digest of its own file and loads its own
+    file: another process may remove or replace the entry at once (a damaged hit, a trim)."""
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "m.onnx"
+    onnx.save(_scale(3.0), str(path))
+    from ember.toolchain import cache
+
+    real = cache.Cache.put
+
+    def put_then_lose(self, key, src, **how):
+        stored = real(self, key, src, **how)
+        if self.root.name == "models":
+            stored.unlink()                         # another process removed it at once
+        return stored
+
+    monkeypatch.setattr(cache.Cache, "put", put_then_lose)
+    module = ember.compile(str(path))
+    assert np.allclose(module.run({"x": np.ones(4, np.float32)})["y"], 3.0)
+    monkeypatch.setattr(cache.Cache, "put", real)
+    (record,) = (tmp_path / "cache" / "models").glob("*.digest")
+    from ember.runtime.artifact import trailer_digest
+
+    module.save(tmp_path / "saved.so")
+    assert record.read_bytes().strip() == trailer_digest(tmp_path / "saved.so").hex().encode()

@@ -672,13 +672,19 @@ def _compile(model: Any, target: "str | Target", opt_level: int, *, shapes, boun
             hit = kind.get(key)
             if hit is None:
                 continue
+            if not _entry_is_its_own(kind, key, hit):
+                # another artifact, or one whose record another process is about to write: a miss,
+                # left where it is (this compile's store replaces it; removing it could take the
+                # entry another process has just stored and is about to load)
+                break
             try:
-                if not _entry_is_its_own(kind, key, hit):
-                    raise ArtifactError(f"the cache entry '{hit}' is not the artifact stored under its key")
+                seen = os.stat(hit)
                 with tm.step("load"):
                     module = _loaded(hit, tgt)
-            except ArtifactError:       # damaged, stale, or built for another processor: build it again
-                kind.remove(key)
+            except OSError:             # removed meanwhile (cache trimmed or cleared)
+                break
+            except ArtifactError:       # damaged, or built for another processor: build it again
+                _remove_unless_replaced(kind, key, seen)
                 break
             say(f"found in cache ({time.perf_counter() - t0:.2f} s)")
             return module
@@ -731,7 +737,7 @@ def _compile_model(model, tgt: Target, opt_level: int, shapes, bounds, *, dump, 
                          tuned, tm, tuned_steps, early, loading=True)
     if key is not None:
         with tm.step("cache store"):
-            lib = _store_entry(models, key, lib, link=True)     # the same file as the library cache's entry
+            _store_entry(models, key, lib, link=True)     # the same file as the library cache's entry
     say(f"done in {time.perf_counter() - t0:.1f} s")
     with tm.step("load"):
         return _loaded(lib, tgt)
@@ -748,26 +754,38 @@ def _store_entry(kind, key: str, path: Path, **how) -> Path:
     still names that artifact, so another (whole, valid) artifact put under the key is not run."""
     from ..runtime.artifact import trailer_digest
 
+    digest = trailer_digest(path)       # (read from this compile's own file: the entry is shared)
     stored = kind.put(key, path, **how)
-    kind.beside(_DIGEST_SUFFIX).put_bytes(key, trailer_digest(stored).hex().encode())
+    kind.beside(_DIGEST_SUFFIX).put_bytes(key, digest.hex().encode())
     return stored
+
+
+def _remove_unless_replaced(kind, key: str, seen: os.stat_result) -> None:
+    """Removes the entry under ``key`` if it is still the file ``seen`` (one that failed to load),
+    not one another process has stored since."""
+    try:
+        now = os.stat(kind.path_for(key))
+    except OSError:
+        return
+    if (now.st_dev, now.st_ino) == (seen.st_dev, seen.st_ino):
+        kind.remove(key)
 
 
 def _entry_is_its_own(kind, key: str, hit: Path) -> bool:
     """Whether the cache entry ``hit`` is the artifact :func:`_store_entry` stored under ``key``
     (its trailer's digest is the one recorded; no hashing: the load checks the payload against
-    the trailer).  An entry without a record (stored by an older Ember, or a store cut short
-    between the two writes) is not."""
+    the trailer).  An entry without a record (stored by an older Ember, a store cut short
+    between the two writes, or one another process is making) is not, nor one without a whole
+    trailer."""
     from ..runtime.artifact import trailer_digest
 
     record = kind.beside(_DIGEST_SUFFIX).get(key)
     if record is None:
         return False
     try:
-        recorded = record.read_bytes().strip()
-    except OSError:
+        return record.read_bytes().strip() == trailer_digest(hit).hex().encode()
+    except (OSError, ArtifactError):
         return False
-    return recorded == trailer_digest(hit).hex().encode()
 
 
 def _loaded(path: Path, tgt: Target):

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import __version__
 from .. import limits as ember_limits
-from ..errors import ArtifactError, EmberError, ShapeError, TargetError
+from ..errors import ArtifactError, EmberError, ShapeError, TargetError, ToolchainError
 from ..graph.ir import Graph, Value, constant
 from ..symbolic import Sym, is_identifier
 from ..target import Target, asked_knobs, resolve
@@ -833,6 +833,7 @@ def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: Progre
         for fname, text in cm.units.items():
             dumper.write(f"c/{fname}", text)
         dumper.write("memory_plan.txt", cm.plan.summary() + "\n")
+    _check_float16(cm, tgt, cflags)
     n = len(cm.object_keys)
     say(f"compiling C: {n} distinct kernel{'s' * (n != 1)} and the entry, one file each "
         f"({sum(map(len, cm.units.values())) // 1024} KiB), {len(cm.constants) / 1e6:.1f} MB constants")
@@ -841,6 +842,22 @@ def build_library(cm: CompiledModel, name: str, tgt: Target, dumper, say: Progre
                         object_keys=cm.object_keys, pch="model.h", timings=timings,
                         blob_keys={"ember_constants": cm.constants_sha256}, loading=loading and not tgt.cross,
                         store_at=store_at)
+
+
+def _check_float16(cm: CompiledModel, tgt: Target, cflags: tuple[str, ...]) -> None:
+    """ToolchainError naming the first kernel that computes in float16 (C's ``_Float16``) when the
+    target's C compiler has no such type, instead of the compiler's own errors."""
+    from ..toolchain.cc import find_compiler, has_float16
+
+    users = [k for k in cm.kernels if "_Float16" in cm.units.get(cm.kernel_files.get(k.name, ""), "")]
+    if not users or has_float16(cflags, tgt):
+        return
+    name, _, fuses = users[0].comment.partition(": ")
+    compiler = "zig cc" if tgt.cross else " ".join(find_compiler().command)
+    raise ToolchainError(f"kernel '{name}' ({fuses}) computes in float16, and the C compiler for {tgt.spec} "
+                         f"({compiler}) has no _Float16 type (GCC before 12 on x86, and clang for wasm32, have "
+                         "none): convert the model's float16 tensors to float32, or use a C compiler that has it "
+                         "(on x86, GCC 12 or newer, or clang; set $CC)")
 
 
 def _compile_program(graph: Graph, tgt: Target, opt_level: int, dumper, say: ProgressFn, profile: bool,

@@ -207,6 +207,30 @@ def target_flags(target) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
     return [*CROSS_CFLAGS, *target.cflags], CROSS_LINK_FLAGS, LINK_LIBS
 
 
+_float16: dict[tuple, bool] = {}
+
+
+def has_float16(flags: Sequence[str] = (), target=None) -> bool:
+    """Whether the C compiler for ``target`` (None: this machine) with ``flags`` has the
+    ``_Float16`` type that float16 kernels compute in: it predefines ``__FLT16_MANT_DIG__`` where
+    it does (GCC before 12 on x86, and clang for wasm32, do not).  Asked once per process and
+    compiler; True when the compiler cannot be asked (its own error is then the one to see)."""
+    compiler = cross_compiler(target) if target is not None and target.cross else find_compiler()
+    cflags = (*target_flags(target)[0], *flags)
+    key = (compiler.command, cflags)
+    with _memo_lock:
+        hit = _float16.get(key)
+    if hit is None:
+        try:
+            macros = cpu_features.predefined_macros(compiler.command, cflags)
+        except (OSError, subprocess.TimeoutExpired):
+            macros = {}
+        hit = not macros or "__FLT16_MANT_DIG__" in macros
+        with _memo_lock:
+            _float16[key] = hit
+    return hit
+
+
 def _native_identity(compiler: Compiler, flags: Sequence[str]) -> str:
     """With ``-march=native`` and the like, the key must also name this machine's processor:
     what the compiler expands the flags to (``-###`` runs nothing)."""
